@@ -1,0 +1,149 @@
+"""Feature-detected wrappers over Blender API differences between 4.2 and 5.0.
+
+- Slotted actions (4.4+): an Action animates an ID only through a slot, and F-curves live in
+  `action.layers[i].strips[j].channelbag(slot)`. 4.4/4.5 keep `Action.fcurves` as a proxy for the
+  first slot; 5.0 removes it. 4.2/4.3 only have `Action.fcurves`.
+- Sequencer: `sequence_editor.strips` (4.4+, the only name in 5.0) vs `sequences` (before).
+Everything checks for the attribute, never the version number.
+"""
+from __future__ import annotations
+
+import bpy
+
+
+# --- Actions --------------------------------------------------------------------------------
+
+def is_slotted(action) -> bool:
+    return hasattr(action, "slots") and hasattr(action, "layers")
+
+
+def object_slot(obj, action=None):
+    """The slot `obj` is (or would be) animated through; None before 4.4 or when it has none."""
+    ad = obj.animation_data
+    action = action if action is not None else (ad.action if ad else None)
+    if action is None or not is_slotted(action):
+        return None
+    if ad is not None and ad.action == action and getattr(ad, "action_slot", None) is not None:
+        return ad.action_slot
+    slots = [s for s in action.slots if s.target_id_type in ("OBJECT", "UNSPECIFIED")]
+    if ad is not None:  # the slot this object last used, then one named after it
+        for s in slots:
+            if s.identifier == getattr(ad, "last_slot_identifier", None):
+                return s
+    for s in slots:
+        if s.identifier == "OB" + obj.name:
+            return s
+    return slots[0] if slots else None
+
+
+def action_fcurves(action, slot=None) -> list:
+    """All F-curves of `action` that animate `slot` (every F-curve on pre-4.4 actions)."""
+    if action is None:
+        return []
+    if not is_slotted(action) or (len(action.layers) == 0 and hasattr(action, "fcurves")):
+        return list(action.fcurves) if hasattr(action, "fcurves") else []
+    if slot is None:
+        return []
+    out = []
+    for layer in action.layers:
+        for strip in layer.strips:
+            bag = strip.channelbag(slot) if hasattr(strip, "channelbag") else None
+            if bag is not None:
+                out.extend(bag.fcurves)
+    return out
+
+
+def assign_new_action(obj, name: str):
+    """Create an Action, assign it to `obj` and return (action, fcurves collection, groups collection).
+
+    The slot is created and assigned BEFORE any F-curve exists: F-curves made on a slot-less
+    action silently animate nothing in 4.4+.
+    """
+    action = bpy.data.actions.new(name)
+    ad = obj.animation_data or obj.animation_data_create()
+    ad.action = action
+    if is_slotted(action):
+        slot = action.slots.new(id_type='OBJECT', name=obj.name)
+        ad.action_slot = slot
+        strip = action.layers.new("Dance").strips.new(type='KEYFRAME')
+        bag = strip.channelbag(slot, ensure=True)
+        return action, bag.fcurves, bag.groups
+    action.id_root = 'OBJECT'
+    return action, action.fcurves, action.groups
+
+
+def set_action(obj, action, slot=None) -> None:
+    """Assign `action` (and, on 4.4+, `slot` or the best matching one) to `obj`."""
+    ad = obj.animation_data or obj.animation_data_create()
+    ad.action = action
+    if action is not None and is_slotted(action) and hasattr(ad, "action_slot"):
+        slot = slot if slot is not None else object_slot(obj, action)
+        if slot is not None and ad.action_slot != slot:
+            ad.action_slot = slot
+
+
+def push_to_muted_nla(obj, action, slot=None, track_name: str = "") -> None:
+    """Keep `action` on a new, muted NLA track of `obj` (and protect it with a fake user)."""
+    ad = obj.animation_data or obj.animation_data_create()
+    track = ad.nla_tracks.new()
+    track.name = (track_name or f"Before dance: {action.name}")[:63]
+    start = int(action.frame_range[0])
+    strip = track.strips.new(action.name[:63], start, action)
+    if slot is not None and hasattr(strip, "action_slot"):
+        try:
+            strip.action_slot = slot
+        except (TypeError, RuntimeError, AttributeError):
+            pass  # slot type mismatch: the strip stays, muted anyway
+    track.mute = True
+    action.use_fake_user = True
+
+
+# --- Sequencer ------------------------------------------------------------------------------
+
+def all_strips(scene) -> list:
+    """Every strip of the scene's sequencer, including those inside meta strips."""
+    ed = scene.sequence_editor
+    if ed is None:
+        return []
+    for name in ("strips_all", "sequences_all"):
+        coll = getattr(ed, name, None)
+        if coll is not None:
+            return list(coll)
+    return []
+
+
+def top_strips(ed):
+    """The collection new strips are added to (`strips` in 4.4+/5.0, `sequences` before)."""
+    return ed.strips if hasattr(ed, "strips") else ed.sequences
+
+
+def strip_search_attr(scene) -> str:
+    """Attribute name of the sequencer's all-strips collection, for `prop_search`."""
+    ed = scene.sequence_editor
+    return "strips_all" if ed is not None and hasattr(ed, "strips_all") else "sequences_all"
+
+
+def active_strip(scene):
+    ed = scene.sequence_editor
+    if ed is None:
+        return None
+    return getattr(ed, "active_strip", None)
+
+
+def strip_range(strip) -> tuple[int, int]:
+    """(first heard frame, frame after the last heard one) of a strip."""
+    start = getattr(strip, "frame_final_start", None)
+    end = getattr(strip, "frame_final_end", None)
+    if start is None:  # later renames: the handles
+        start, end = strip.left_handle, strip.right_handle
+    return int(start), int(end)
+
+
+# --- UI -------------------------------------------------------------------------------------
+
+def draw_progress(layout, factor: float, text: str) -> None:
+    """A progress bar (UILayout.progress, 4.0+) or a plain label on older builds."""
+    if hasattr(layout, "progress"):
+        layout.progress(factor=factor, type='BAR', text=text)
+    else:
+        layout.label(text=f"{text} ({factor * 100:.0f}%)")

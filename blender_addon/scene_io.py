@@ -1,0 +1,539 @@
+"""The only code that converts between Blender data and the engine's Motion / Constraints.
+
+Conventions (DESIGN.md section 6):
+- SMPL is Y up, Blender Z up: positions map (x, y, z) -> (x, -z, y), the matrix `C` below.
+- Every bone of the dancer has its head on its SMPL joint and its tail straight up (+Z, roll 0),
+  so each bone's local axes ARE SMPL's axes (the bone rest matrix is exactly `C`). An SMPL
+  axis-angle then goes straight into `rotation_quaternion`, and the pelvis bone's `location`
+  is the SMPL root translation minus the rest pelvis position, both in SMPL axes.
+- The armature's origin is on the floor: the lowest rest joint sits at z = 0.
+Reading goes through the EVALUATED pose (pose_bone.matrix after frame_set), so Euler or
+axis-angle bones, drivers and constraints all read back as what the viewport shows.
+"""
+from __future__ import annotations
+
+import math
+import os
+import re
+import tempfile
+from typing import NamedTuple
+
+import bpy
+import numpy as np
+
+from . import _engine_path  # noqa: F401  (puts `engine` on sys.path)
+from . import blender_compat as compat
+from engine.errors import EngineError
+from engine.motion import Constraints, Motion
+from engine.skeleton import (BODY_PARTS, JOINT_INDEX, JOINT_NAMES, NUM_JOINTS, PARENTS,
+                             REST_POSITIONS, joint_indices)
+
+# SMPL (Y up) -> Blender (Z up); also the rest rotation of every dancer bone.
+C = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
+FLOOR_OFFSET = float(-REST_POSITIONS[:, 1].min())       # pelvis height above the floor at rest
+REST_HEADS = (REST_POSITIONS + [0.0, FLOOR_OFFSET, 0.0]) @ C.T   # (24,3) armature space, Z up
+REST_PELVIS_SMPL = REST_HEADS[0] @ C                     # (3,) rest pelvis, SMPL axes
+BONE_LENGTH = 0.06
+ROTATION_PROPS = ("rotation_quaternion", "rotation_euler", "rotation_axis_angle")
+_PATH_RE = re.compile(r'^pose\.bones\["((?:[^"\\]|\\.)*)"\]\.(\w+)$')
+SOURCE_KEY = "dance_source_action"   # custom property: the animator's action a dance came from
+SOURCE_SLOT_KEY = "dance_source_slot"
+
+# Display mesh: radius (m) of the limb segment ending at each joint, and of each joint's ball.
+_SEGMENT_RADIUS = {
+    "left_hip": 0.08, "right_hip": 0.08, "spine1": 0.11, "left_knee": 0.07, "right_knee": 0.07,
+    "spine2": 0.12, "left_ankle": 0.05, "right_ankle": 0.05, "spine3": 0.13, "left_foot": 0.04,
+    "right_foot": 0.04, "neck": 0.05, "left_collar": 0.06, "right_collar": 0.06, "head": 0.05,
+    "left_shoulder": 0.06, "right_shoulder": 0.06, "left_elbow": 0.045, "right_elbow": 0.045,
+    "left_wrist": 0.038, "right_wrist": 0.038, "left_hand": 0.035, "right_hand": 0.035,
+}
+
+
+def to_zup(v: np.ndarray) -> np.ndarray:
+    """SMPL positions (..., 3) -> Blender armature space."""
+    return np.asarray(v) @ C.T
+
+
+def to_yup(v: np.ndarray) -> np.ndarray:
+    return np.asarray(v) @ C
+
+
+def scene_fps(scene) -> float:
+    return scene.render.fps / scene.render.fps_base
+
+
+# --- The dancer -----------------------------------------------------------------------------
+
+def create_smpl_armature(context, name: str = "SMPL", location=None, with_mesh: bool = True,
+                         smpl_model_path: str | None = None):
+    """Add an SMPL armature (24 bones, SMPL names and axes) standing on the floor at `location`
+    (default: the 3D cursor), with an optional rigidly skinned body mesh. Returns the object."""
+    if context.object is not None and context.object.mode != 'OBJECT':
+        bpy.ops.object.mode_set(mode='OBJECT')
+    scene = context.scene
+    collection = context.collection or scene.collection
+    arm = bpy.data.armatures.new(name)
+    obj = bpy.data.objects.new(name, arm)
+    collection.objects.link(obj)
+    obj.location = scene.cursor.location if location is None else location
+    for other in context.view_layer.objects:
+        other.select_set(False)
+    context.view_layer.objects.active = obj
+    obj.select_set(True)
+    bpy.ops.object.mode_set(mode='EDIT')
+    edit_bones = []
+    for j, joint in enumerate(JOINT_NAMES):
+        eb = arm.edit_bones.new(joint)
+        eb.head = REST_HEADS[j]
+        eb.tail = REST_HEADS[j] + (0.0, 0.0, BONE_LENGTH * (1.5 if j == 0 else 1.0))
+        eb.roll = 0.0
+        if PARENTS[j] >= 0:
+            eb.parent = edit_bones[PARENTS[j]]
+            eb.use_connect = False
+        edit_bones.append(eb)
+    bpy.ops.object.mode_set(mode='OBJECT')
+    for pb in obj.pose.bones:
+        pb.rotation_mode = 'QUATERNION'
+    obj.show_in_front = True
+    if with_mesh:
+        mesh_obj = (_smpl_model_mesh(context, obj, smpl_model_path) if smpl_model_path
+                    else _capsule_mesh(context, obj))
+        mesh_obj.parent = obj
+        mod = mesh_obj.modifiers.new("Armature", 'ARMATURE')
+        mod.object = obj
+    return obj
+
+
+def _capsule_mesh(context, arm_obj):
+    """A simple body: a cylinder per limb and a ball per joint, each on one vertex group."""
+    import bmesh
+    from mathutils import Matrix, Vector
+    bm = bmesh.new()
+    deform = bm.verts.layers.deform.verify()
+
+    def add(verts, joint: int):
+        for v in verts:
+            v[deform][joint] = 1.0
+
+    for j in range(1, NUM_JOINTS):
+        p = PARENTS[j]
+        a, b = Vector(REST_HEADS[p]), Vector(REST_HEADS[j])
+        r = _SEGMENT_RADIUS[JOINT_NAMES[j]]
+        axis = b - a
+        rot = axis.to_track_quat('Z', 'Y').to_matrix().to_4x4()
+        mat = Matrix.Translation((a + b) / 2) @ rot
+        out = bmesh.ops.create_cone(bm, cap_ends=True, segments=12, radius1=r, radius2=r * 0.85,
+                                    depth=axis.length, matrix=mat)
+        add(out["verts"], p)
+    for j in range(NUM_JOINTS):
+        name = JOINT_NAMES[j]
+        r = 0.1 if name == "head" else _SEGMENT_RADIUS.get(name, 0.1)
+        centre = Vector(REST_HEADS[j]) + (Vector((0, 0, 0.09)) if name == "head" else Vector())
+        out = bmesh.ops.create_uvsphere(bm, u_segments=12, v_segments=8, radius=r,
+                                        matrix=Matrix.Translation(centre))
+        add(out["verts"], j)
+    mesh = bpy.data.meshes.new(arm_obj.name + "_body")
+    bm.to_mesh(mesh)
+    bm.free()
+    mesh.polygons.foreach_set("use_smooth", [True] * len(mesh.polygons))
+    mesh_obj = bpy.data.objects.new(arm_obj.name + "_body", mesh)
+    for joint in JOINT_NAMES:   # group index == joint index, as used above
+        mesh_obj.vertex_groups.new(name=joint)
+    (context.collection or context.scene.collection).objects.link(mesh_obj)
+    return mesh_obj
+
+
+def _smpl_model_mesh(context, arm_obj, model_path: str):
+    """The user's own SMPL body (never shipped) via `smplx`, skinned with its own weights."""
+    try:
+        import smplx
+        import torch
+    except ImportError as e:
+        raise EngineError(f"the SMPL body mesh needs the 'smplx' package ({e}); "
+                          "use Install dependencies in the add-on preferences or clear the SMPL model path") from None
+    path = bpy.path.abspath(model_path)
+    if not os.path.exists(path):
+        raise EngineError(f"SMPL model file not found: {path}")
+    try:
+        model = smplx.SMPL(model_path=path)
+    except Exception as e:  # licensed files come in several formats; say which one failed
+        raise EngineError(f"cannot load the SMPL model {path}: {e}") from None
+    with torch.no_grad():
+        verts = model.v_template.double().numpy()                                # (6890,3) Y up
+        joints = (model.J_regressor.double() @ model.v_template.double()).numpy()  # (24,3)
+        weights = model.lbs_weights.double().numpy()                             # (6890,24)
+    faces = np.asarray(model.faces, dtype=np.int64)
+    # Sit the body on our skeleton: its pelvis joint on our pelvis bone's head.
+    verts_z = to_zup(verts - joints[0]) + REST_HEADS[0]
+    mesh = bpy.data.meshes.new(arm_obj.name + "_smpl")
+    mesh.from_pydata(verts_z.tolist(), [], faces.tolist())
+    mesh.polygons.foreach_set("use_smooth", [True] * len(mesh.polygons))
+    mesh_obj = bpy.data.objects.new(arm_obj.name + "_smpl", mesh)
+    for j, joint in enumerate(JOINT_NAMES):
+        group = mesh_obj.vertex_groups.new(name=joint)
+        for w in np.unique(np.round(weights[:, j], 4)):
+            if w > 1e-4:
+                group.add(np.nonzero(np.isclose(weights[:, j], w, atol=5e-5))[0].tolist(), float(w), 'REPLACE')
+    (context.collection or context.scene.collection).objects.link(mesh_obj)
+    return mesh_obj
+
+
+def is_smpl_armature(obj) -> bool:
+    try:
+        check_smpl_armature(obj)
+        return True
+    except EngineError:
+        return False
+
+
+def check_smpl_armature(obj) -> None:
+    """Raise EngineError unless `obj` is an armature built like `create_smpl_armature`'s."""
+    if obj is None:
+        raise EngineError("no dancer armature: pick one in the Dance panel or press 'Create SMPL Dancer'")
+    label = f"'{obj.name}'"
+    if obj.type != 'ARMATURE':
+        raise EngineError(f"{label} is not an armature: press 'Create SMPL Dancer' to add one")
+    bones = obj.data.bones
+    missing = [n for n in JOINT_NAMES if n not in bones]
+    if missing:
+        raise EngineError(f"armature {label} lacks the SMPL bones {', '.join(missing[:4])}"
+                          f"{' ...' if len(missing) > 4 else ''}: press 'Create SMPL Dancer' to add an SMPL armature")
+    for j, name in enumerate(JOINT_NAMES):
+        bone = bones[name]
+        rest = np.array(bone.matrix_local)
+        if np.abs(rest[:3, :3] - C).max() > 1e-3:
+            raise EngineError(f"bone '{name}' of {label} does not point straight up with roll 0 as the add-on's "
+                              "SMPL dancer does: press 'Create SMPL Dancer' for one")
+        if np.abs(rest[:3, 3] - REST_HEADS[j]).max() > 0.02:
+            raise EngineError(f"bone '{name}' of {label} is not where SMPL's neutral skeleton has it: "
+                              "press 'Create SMPL Dancer' for a matching armature")
+    if obj.mode == 'EDIT':
+        raise EngineError(f"armature {label} is in Edit Mode: switch to Object or Pose Mode first")
+
+
+# --- Reading the scene ----------------------------------------------------------------------
+
+def pose_matrices(obj) -> np.ndarray:
+    """(24,4,4) armature-space pose matrices of the SMPL bones, as evaluated now."""
+    pbs = obj.pose.bones
+    if len(pbs) == NUM_JOINTS and all(pb.name == n for pb, n in zip(pbs, JOINT_NAMES)):
+        buf = np.empty(NUM_JOINTS * 16, np.float32)
+        pbs.foreach_get("matrix", buf)
+        return buf.reshape(NUM_JOINTS, 4, 4).transpose(0, 2, 1).astype(np.float64)  # column-major
+    return np.array([np.array(pbs[n].matrix) for n in JOINT_NAMES])
+
+
+def matrices_to_smpl(mats: np.ndarray, rest: np.ndarray | None = None):
+    """Armature-space pose matrices (F,24,4,4) -> (local rotation matrices (F,24,3,3), trans (F,3)).
+
+    World rotation from rest, in SMPL axes: W_j = C^T (M_j R_j^T) C with R_j the bone's rest
+    rotation (C for our dancer); local: L_j = W_parent^T W_j. trans = the pelvis head in SMPL axes.
+    """
+    rest = np.broadcast_to(C, (NUM_JOINTS, 3, 3)) if rest is None else rest
+    world = C.T @ mats[..., :3, :3] @ np.swapaxes(rest, -1, -2) @ C          # (F,24,3,3)
+    local = world.copy()
+    parents = np.array(PARENTS[1:])
+    local[:, 1:] = np.swapaxes(world[:, parents], -1, -2) @ world[:, 1:]
+    return local, to_yup(mats[:, 0, :3, 3])
+
+
+def _matrices_to_axis_angle(local: np.ndarray) -> np.ndarray:
+    import torch
+    from engine.rotations import matrix_to_axis_angle
+    aa = matrix_to_axis_angle(torch.as_tensor(local, dtype=torch.float64))
+    return aa.numpy().reshape(local.shape[0], NUM_JOINTS * 3)
+
+
+def evaluate_frames(obj, frames, scene=None) -> tuple[np.ndarray, np.ndarray]:
+    """SMPL (poses (F,72), trans (F,3)) of `obj`'s evaluated pose on each of `frames`."""
+    scene = scene or bpy.context.scene
+    frames = list(frames)
+    if not frames:
+        return np.zeros((0, NUM_JOINTS * 3)), np.zeros((0, 3))
+    saved = scene.frame_current
+    mats = np.empty((len(frames), NUM_JOINTS, 4, 4))
+    try:
+        for k, f in enumerate(frames):
+            scene.frame_set(int(f))
+            mats[k] = pose_matrices(obj)
+    finally:
+        scene.frame_set(saved)
+    local, trans = matrices_to_smpl(mats)
+    return _matrices_to_axis_angle(local), trans
+
+
+def read_motion(obj, frame_start: int, frame_end: int, fps: float | None = None, scene=None) -> Motion:
+    """The armature's evaluated animation on frames frame_start..frame_end as a Motion."""
+    scene = scene or bpy.context.scene
+    check_smpl_armature(obj)
+    poses, trans = evaluate_frames(obj, range(frame_start, frame_end + 1), scene)
+    return Motion(poses=poses, trans=trans, fps=fps or scene_fps(scene))
+
+
+def key_source(obj):
+    """(action, slot) holding the animator's keys: the active action, or, when that is a dance
+    this add-on generated, the action it was generated from (None if there was none)."""
+    ad = obj.animation_data
+    action = ad.action if ad else None
+    if action is None:
+        return None, None
+    if SOURCE_KEY not in action:
+        return action, compat.object_slot(obj, action)
+    src = bpy.data.actions.get(action[SOURCE_KEY]) if action[SOURCE_KEY] else None
+    if src is None:
+        return None, None
+    slot = None
+    if compat.is_slotted(src):
+        wanted = action.get(SOURCE_SLOT_KEY, "")
+        slot = next((s for s in src.slots if s.identifier == wanted), None) or compat.object_slot(obj, src)
+    return src, slot
+
+
+def keyed_frames(obj, frame_start: int, frame_end: int):
+    """From the animator's keys: ({joint index: sorted frames with a rotation key},
+    sorted frames with a pelvis location key), frames within [frame_start, frame_end]."""
+    action, slot = key_source(obj)
+    joints: dict[int, set[int]] = {}
+    root: set[int] = set()
+    for fc in compat.action_fcurves(action, slot):
+        m = _PATH_RE.match(fc.data_path)
+        if fc.mute or m is None:
+            continue
+        bone = m.group(1).replace('\\"', '"').replace("\\\\", "\\")
+        prop = m.group(2)
+        j = JOINT_INDEX.get(bone)
+        if j is None or not (prop in ROTATION_PROPS or (prop == "location" and j == 0)):
+            continue
+        n = len(fc.keyframe_points)
+        if n == 0:
+            continue
+        co = np.empty(2 * n, np.float32)
+        fc.keyframe_points.foreach_get("co", co)
+        frames = {int(round(x)) for x in co[0::2] if frame_start - 0.5 < x < frame_end + 0.5}
+        (root if prop == "location" else joints.setdefault(j, set())).update(frames)
+    return {j: sorted(fs) for j, fs in joints.items() if fs}, sorted(root)
+
+
+def count_kept(obj, frame_start: int, frame_end: int) -> tuple[int, int]:
+    """(joint keys, frames with any key) the next generation will keep, for the panel."""
+    joints, root = keyed_frames(obj, frame_start, frame_end)
+    frames = set(root).union(*joints.values()) if joints else set(root)
+    return sum(len(v) for v in joints.values()), len(frames)
+
+
+def read_constraints(obj, frame_start: int, frame_end: int, fps: float,
+                     keep_parts=(), keep_root: bool = False, scene=None) -> Constraints:
+    """The animator's wishes as engine Constraints at `fps`, frame 0 = `frame_start`.
+
+    - A bone rotation keyed on frame f fixes that joint at f (value: the evaluated pose).
+    - A pelvis location key fixes the root at f.
+    - Joints of `keep_parts` (body-part names, engine.skeleton.BODY_PARTS) follow the current
+      evaluated animation on every frame, and the root too if `keep_root`.
+    Opening frames with every bone keyed thus become a seed motion with no extra step.
+    """
+    scene = scene or bpy.context.scene
+    check_smpl_armature(obj)
+    n = frame_end - frame_start + 1
+    if n <= 0:
+        raise EngineError(f"empty frame range {frame_start}-{frame_end}")
+    cons = Constraints.empty(n, fps)
+    keep = joint_indices(list(keep_parts)) if keep_parts else []
+    if keep or keep_root:
+        poses, trans = evaluate_frames(obj, range(frame_start, frame_end + 1), scene)
+        for j in keep:
+            cons.poses[:, 3 * j:3 * j + 3] = poses[:, 3 * j:3 * j + 3]
+            cons.joint_mask[:, j] = True
+        if keep_root:
+            cons.trans[:] = trans
+            cons.trans_mask[:] = True
+    joints, root = keyed_frames(obj, frame_start, frame_end)
+    frames = sorted(set(root).union(*joints.values()))
+    if frames:
+        action, slot = key_source(obj)
+        ad = obj.animation_data
+        current, current_slot = ad.action, compat.object_slot(obj)
+        swap = action is not current
+        try:
+            if swap:  # evaluate the animator's own action, not the generated dance on top
+                compat.set_action(obj, action, slot)
+            poses, trans = evaluate_frames(obj, frames, scene)
+        finally:
+            if swap:
+                compat.set_action(obj, current, current_slot)
+                scene.frame_set(scene.frame_current)
+        row = {f: k for k, f in enumerate(frames)}
+        for j, fs in joints.items():
+            for f in fs:
+                cons.poses[f - frame_start, 3 * j:3 * j + 3] = poses[row[f], 3 * j:3 * j + 3]
+                cons.joint_mask[f - frame_start, j] = True
+        for f in root:
+            cons.trans[f - frame_start] = trans[row[f]]
+            cons.trans_mask[f - frame_start] = True
+    return cons
+
+
+# --- Writing the dance ----------------------------------------------------------------------
+
+def _quats_continuous(poses: np.ndarray) -> np.ndarray:
+    """(T,72) axis-angle -> (T,24,4) quaternions (w,x,y,z), sign-flipped to stay on one
+    hemisphere over time so per-channel interpolation between keys never swings the long way."""
+    import torch
+    from engine.rotations import axis_angle_to_quat
+    q = axis_angle_to_quat(torch.as_tensor(poses, dtype=torch.float64).reshape(-1, NUM_JOINTS, 3)).numpy()
+    if len(q) > 1:
+        flips = np.sign(np.einsum("tjc,tjc->tj", q[1:], q[:-1]))
+        flips[flips == 0] = 1
+        q[1:] *= np.cumprod(flips, axis=0)[..., None]
+    return q
+
+
+_LINEAR = 1  # Keyframe.interpolation enum value of 'LINEAR' (CONSTANT 0, LINEAR 1, BEZIER 2)
+
+
+def _fill_fcurve(fc, frames: np.ndarray, values: np.ndarray) -> None:
+    """Bulk keys: one add() and two foreach_set() calls instead of a keyframe_insert per frame."""
+    n = len(frames)
+    kp = fc.keyframe_points
+    kp.add(n)
+    co = np.empty(2 * n, np.float32)
+    co[0::2] = frames
+    co[1::2] = values
+    kp.foreach_set("co", co)
+    kp.foreach_set("interpolation", np.full(n, _LINEAR, np.int32))
+    fc.update()
+
+
+def write_motion(obj, motion: Motion, frame_start: float, action_name: str,
+                 fps: float | None = None, metadata: dict | None = None):
+    """Animate `obj` with `motion` from `frame_start` in a NEW action named `action_name`.
+
+    The previous action is kept on a muted NLA track (and given a fake user), never
+    overwritten; the new action remembers which action held the animator's keys so that
+    generating again keeps the same keys. Keys land on frame_start + i * fps / motion.fps
+    (whole frames when the rates match). Returns the new action.
+    """
+    check_smpl_armature(obj)
+    fps = fps or scene_fps(bpy.context.scene)
+    source, source_slot = key_source(obj)
+    ad = obj.animation_data or obj.animation_data_create()
+    old, old_slot = ad.action, compat.object_slot(obj)
+    if old is not None:
+        compat.push_to_muted_nla(obj, old, old_slot)
+    for pb in obj.pose.bones:  # channels the new action leaves unkeyed must not keep old values
+        pb.rotation_mode = 'QUATERNION'
+        pb.rotation_quaternion = (1.0, 0.0, 0.0, 0.0)
+        pb.location = (0.0, 0.0, 0.0)
+        pb.scale = (1.0, 1.0, 1.0)
+    action, fcurves, groups = compat.assign_new_action(obj, action_name)
+    action[SOURCE_KEY] = source.name if source is not None else ""
+    action[SOURCE_SLOT_KEY] = source_slot.identifier if source_slot is not None else ""
+    for key, value in (metadata or {}).items():
+        action["dance_" + key] = value
+
+    T = motion.num_frames
+    frames = frame_start + np.arange(T) * (fps / motion.fps)
+    quats = _quats_continuous(motion.poses)                       # (T,24,4)
+    loc = np.asarray(motion.trans, np.float64) - REST_PELVIS_SMPL  # (T,3) pelvis bone space = SMPL axes
+    for j, name in enumerate(JOINT_NAMES):
+        group = groups.new(name)
+        base = f'pose.bones["{bpy.utils.escape_identifier(name)}"]'
+        if j == 0:
+            for i in range(3):
+                fc = fcurves.new(base + ".location", index=i)
+                fc.group = group
+                _fill_fcurve(fc, frames, loc[:, i])
+        for i in range(4):
+            fc = fcurves.new(base + ".rotation_quaternion", index=i)
+            fc.group = group
+            _fill_fcurve(fc, frames, quats[:, j, i])
+    obj.update_tag()
+    return action
+
+
+# --- The song -------------------------------------------------------------------------------
+
+class AudioSpan(NamedTuple):
+    """The part of a sound file the scene plays: file, where in it, how long, and from which frame."""
+    path: str
+    start: float        # seconds into the file of the first heard frame
+    duration: float     # seconds heard
+    first_frame: int    # scene frame of the first heard sample
+    num_frames: int     # scene frames the strip covers
+
+
+def find_sound_strip(scene, name: str = ""):
+    """The strip named `name`, else the active strip if it is a sound, else the only sound strip."""
+    strips = compat.all_strips(scene)
+    if name:
+        for s in strips:
+            if s.name == name:
+                return s
+        raise EngineError(f"no sequencer strip named '{name}': pick a sound strip in the Dance panel")
+    active = compat.active_strip(scene)
+    if active is not None and active.type == 'SOUND':
+        return active
+    sounds = [s for s in strips if s.type == 'SOUND']
+    if len(sounds) == 1:
+        return sounds[0]
+    if not sounds:
+        raise EngineError("no sound strip: add the song in the Video Sequencer (Add > Sound) or pick an audio file")
+    raise EngineError(f"{len(sounds)} sound strips: select one in the sequencer or pick it in the Dance panel")
+
+
+def _sound_file(sound) -> str:
+    """Absolute path of a sound's file; a packed sound is unpacked to a temporary file."""
+    if getattr(sound, "packed_file", None) is not None:
+        ext = os.path.splitext(sound.filepath)[1] or ".wav"
+        fd, path = tempfile.mkstemp(prefix="dance_", suffix=ext)
+        with os.fdopen(fd, "wb") as f:
+            f.write(sound.packed_file.data)
+        return path
+    return os.path.normpath(bpy.path.abspath(sound.filepath, library=sound.library))
+
+
+def sound_strip_audio(scene, strip) -> AudioSpan:
+    """Where the audio heard from `strip` comes from (DESIGN.md section 6: the heard part starts
+    (frame_final_start - frame_start) / fps seconds into the file, plus the strip's sound offset)."""
+    if strip is None:
+        raise EngineError("no sound strip: add the song in the Video Sequencer (Add > Sound) and select it")
+    if strip.type != 'SOUND':
+        raise EngineError(f"strip '{strip.name}' is a {strip.type.lower()} strip, not a sound strip")
+    if strip.mute:
+        raise EngineError(f"sound strip '{strip.name}' is muted: unmute it or pick another strip")
+    if strip.sound is None:
+        raise EngineError(f"sound strip '{strip.name}' has no sound data")
+    path = _sound_file(strip.sound)
+    if not os.path.isfile(path):
+        raise EngineError(f"the file of sound strip '{strip.name}' is missing: {path}")
+    fps = scene_fps(scene)
+    first, end = compat.strip_range(strip)
+    start = (first - strip.frame_start) / fps + float(getattr(strip, "sound_offset", 0.0))
+    return AudioSpan(path, start, (end - first) / fps, first, end - first)
+
+
+def file_audio(scene, path: str, frame_start: int | None = None, duration: float | None = None) -> AudioSpan:
+    """An audio file played from its beginning at `frame_start` (default: the scene start)."""
+    full = os.path.normpath(bpy.path.abspath(path)) if path else ""
+    if not full or not os.path.isfile(full):
+        raise EngineError(f"audio file not found: {full or '(none chosen)'}")
+    fps = scene_fps(scene)
+    if duration is None:
+        import soundfile
+        try:
+            duration = soundfile.info(full).duration
+        except Exception:
+            from engine.audio import load_audio  # formats libsndfile lacks (e.g. old mp3 builds)
+            wave, sr = load_audio(full)
+            duration = len(wave) / sr
+    first = scene.frame_start if frame_start is None else frame_start
+    return AudioSpan(full, 0.0, float(duration), int(first), int(math.floor(duration * fps)))
+
+
+def add_sound_strip(scene, path: str, frame_start: int | None = None, channel: int = 1):
+    """Add `path` to the sequencer (creating the editor if needed) and return the strip."""
+    if not os.path.isfile(path):
+        raise EngineError(f"audio file not found: {path}")
+    ed = scene.sequence_editor or scene.sequence_editor_create()
+    first = scene.frame_start if frame_start is None else frame_start
+    strip = compat.top_strips(ed).new_sound(os.path.basename(path)[:63], path, channel, first)
+    return strip

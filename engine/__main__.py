@@ -1,0 +1,131 @@
+"""Command line: `python -m engine generate SONG -o OUT.bvh [-o OUT.npz] [-o OUT.mp4] ...`."""
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from pathlib import Path
+
+from .errors import Cancelled, EngineError
+
+OUTPUT_KINDS = {".bvh": "BVH motion", ".npz": "SMPL poses/trans", ".mp4": "preview video with the song"}
+
+DESCRIPTION = """\
+Turn a song into an SMPL dance.
+
+  python -m engine generate song.mp3 -o dance.bvh -o dance.npz -o dance.mp4
+
+Outputs are chosen by extension: .bvh (SMPL joint names; --up-axis, --scale), .npz (poses
+(T,72) axis-angle, trans (T,3) metres Y-up, fps, joint_names, style, seed) and .mp4 (a stick
+figure preview with the song's audio). The same song, options and --seed give the same dance.
+
+Constraints (--constraints FILE.npz), at the output --fps, frame 0 = the first danced frame:
+  poses (T,72) axis-angle and joint_mask (T,24) bool: joints that must take these rotations;
+  trans (T,3) and trans_mask (T,) bool: root positions (metres, Y up) that must be reached.
+  Keyframes, joint-wise conditioning (e.g. arms only), seed motion (the opening frames fully
+  given) and root paths are all just masks; they combine freely and hold exactly.
+
+Other commands: python -m engine.train (training), python -m engine.evaluate (metrics),
+python -m engine.bench (speed).
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m engine", description=DESCRIPTION,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    g = sub.add_parser("generate", help="dance to a song and write BVH / NPZ / MP4",
+                       description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    g.add_argument("song", type=Path, help="audio file: wav, mp3, flac, ogg, ... (any length from a fraction of a second)")
+    g.add_argument("-o", "--output", action="append", type=Path, required=True, metavar="OUT",
+                   help="output file; repeat for several (.bvh, .npz, .mp4)")
+    g.add_argument("--style", default="any", help="dance style from the weights (see --list-styles); default: any")
+    g.add_argument("--seed", type=int, default=0, help="random seed: same seed, same dance (default 0)")
+    g.add_argument("--steps", type=int, default=20, help="sampling steps: fewer is faster, more is finer (default 20)")
+    g.add_argument("--fps", type=float, default=30.0, help="output frame rate, e.g. 24, 25, 30, 60 (default 30)")
+    g.add_argument("--start", type=float, default=0.0, help="start this many seconds into the song (default 0)")
+    g.add_argument("--duration", type=float, default=None, help="seconds of song to dance (default: to the end)")
+    g.add_argument("--constraints", type=Path, default=None, help="constraints .npz (see above)")
+    g.add_argument("--guidance", type=float, default=2.0, help="classifier-free guidance weight (default 2)")
+    g.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to run (default auto)")
+    g.add_argument("--weights", type=Path, default=None, help="weights .safetensors (default: the shipped model)")
+    g.add_argument("--up-axis", default="Y", choices=["Y", "Z"], help="BVH up axis (default Y)")
+    g.add_argument("--scale", type=float, default=1.0, help="BVH length unit per metre, e.g. 100 for cm (default 1)")
+    g.add_argument("--force", action="store_true", help="overwrite existing output files")
+    g.add_argument("--quiet", action="store_true", help="no progress bar")
+    s = sub.add_parser("styles", help="list the styles the weights know")
+    s.add_argument("--weights", type=Path, default=None)
+    return p
+
+
+def _check_outputs(outputs: list[Path], force: bool) -> None:
+    for out in outputs:
+        if out.suffix.lower() not in OUTPUT_KINDS:
+            kinds = ", ".join(f"{k} ({v})" for k, v in OUTPUT_KINDS.items())
+            raise EngineError(f"cannot write {out}: unknown extension {out.suffix or '(none)'}; use {kinds}")
+        if not out.resolve().parent.is_dir():
+            raise EngineError(f"cannot write {out}: folder {out.resolve().parent} does not exist")
+        if out.exists() and not force:
+            raise EngineError(f"{out} already exists: pass --force to overwrite it")
+
+
+def generate_command(args) -> int:
+    from tqdm import tqdm
+    from .api import generate
+    from .motion import Constraints
+    _check_outputs(args.output, args.force)
+    if not args.song.is_file():
+        raise EngineError(f"song not found: {args.song}")
+    constraints = Constraints.load_npz(args.constraints) if args.constraints else None
+    bar = tqdm(total=100, unit="%", disable=args.quiet, dynamic_ncols=True, bar_format="{l_bar}{bar}| {elapsed}<{remaining}")
+
+    def progress(fraction: float, message: str):
+        bar.set_description(message)
+        bar.update(round(fraction * 100) - bar.n)
+
+    motion = generate(args.song, style=args.style, seed=args.seed, steps=args.steps, fps=args.fps,
+                      start=args.start, duration=args.duration, constraints=constraints,
+                      guidance=args.guidance, device=args.device, weights=args.weights, progress=progress)
+    bar.close()
+    for out in args.output:
+        kind = out.suffix.lower()
+        if kind == ".bvh":
+            from .bvh import write_bvh
+            write_bvh(motion, out, up_axis=args.up_axis, scale=args.scale)
+        elif kind == ".npz":
+            motion.save_npz(out)
+        else:
+            from .preview import render_preview
+            render_preview(motion, out, audio_path=args.song, audio_start=args.start)
+        print(f"wrote {out}")
+    print(f"{motion.num_frames} frames at {motion.fps:g} fps ({motion.duration:.1f} s), style {motion.style}, seed {motion.seed}")
+    return 0
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    warnings.filterwarnings("ignore", category=UserWarning, module="librosa")
+    warnings.formatwarning = lambda msg, *a, **k: f"note: {msg}\n"
+    try:
+        if args.command == "styles":
+            from .api import available_styles
+            print("\n".join(available_styles(args.weights)))
+            return 0
+        return generate_command(args)
+    except Cancelled:
+        print("cancelled", file=sys.stderr)
+        return 130
+    except EngineError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,224 @@
+"""The one call: `generate(song, ...) -> Motion`. Everything the CLI and the add-on need."""
+from __future__ import annotations
+
+import math
+import warnings
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from . import checkpoint
+from . import layout as L
+from . import rotations as R
+from .beatsync import warp_knots, warp_times
+from .diffusion import Inpainting, cosine_alpha_bar, guided, sample
+from .editing import anchor_times, apply_constraints
+from .errors import Cancelled, EngineError
+from .feet import clean_feet
+from .motion import Constraints, Motion
+from .rootpath import bound_root_path
+from .skeleton import NUM_JOINTS, joint_positions
+
+Progress = Callable[[float, str], "bool | None"]
+MAX_FPS = 240.0
+MAX_STEPS = 1000
+
+_loaded: dict = {}
+
+
+def load_weights(weights=None, device: str | torch.device = "cpu") -> checkpoint.Checkpoint:
+    """Load (and cache) a checkpoint; the cache is keyed by file, modification time and device."""
+    path = Path(weights) if weights is not None else checkpoint.DEFAULT_WEIGHTS
+    key = (str(path.resolve()), path.stat().st_mtime_ns if path.exists() else 0, str(device))
+    if key not in _loaded:
+        _loaded.clear()
+        _loaded[key] = checkpoint.load(path, device=device)
+    return _loaded[key]
+
+
+def available_styles(weights=None) -> list[str]:
+    import json
+    return json.loads(checkpoint.read_metadata(weights or checkpoint.DEFAULT_WEIGHTS)["styles"])
+
+
+def resolve_device(name: str) -> torch.device:
+    if name not in ("auto", "cpu", "cuda"):
+        raise EngineError(f"unknown device {name!r}: use auto, cpu or cuda")
+    if name == "cpu":
+        return torch.device("cpu")
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if name == "cuda":
+        warnings.warn("no CUDA GPU is available: generating on the CPU instead")
+    return torch.device("cpu")
+
+
+def _check_options(style, styles, steps, fps, start, duration, guidance):
+    if style not in styles:
+        raise EngineError(f"unknown style {style!r}; available: {', '.join(styles)}")
+    if not (isinstance(steps, int) and 1 <= steps <= MAX_STEPS):
+        raise EngineError(f"steps must be a whole number from 1 to {MAX_STEPS}, got {steps!r}")
+    if not (isinstance(fps, (int, float)) and math.isfinite(fps) and 1.0 <= fps <= MAX_FPS):
+        raise EngineError(f"fps must be between 1 and {MAX_FPS:g}, got {fps!r}")
+    if not (math.isfinite(start) and start >= 0):
+        raise EngineError(f"start must be 0 or more seconds, got {start!r}")
+    if duration is not None and not (math.isfinite(duration) and duration > 0):
+        raise EngineError(f"duration must be more than 0 seconds, got {duration!r}")
+    if not (math.isfinite(guidance) and 0.0 <= guidance <= 20.0):
+        raise EngineError(f"guidance must be between 0 and 20, got {guidance!r}")
+
+
+def _check_constraints(c: Constraints | None, frames: int, fps: float) -> Constraints | None:
+    if c is None or c.is_empty:
+        return None
+    if c.fps is not None and abs(c.fps - fps) > 1e-3:
+        raise EngineError(f"constraints are at {c.fps:g} fps but the dance is asked at {fps:g} fps")
+    if c.num_frames > frames:
+        raise EngineError(f"constraints cover {c.num_frames} frames but the dance has only {frames} "
+                          f"({frames / fps:.2f} s at {fps:g} fps)")
+    return c
+
+
+def _inpainting(c: Constraints | None, length: int, fps: float, normalizer: L.Normalizer) -> Inpainting | None:
+    """Constraints at the output rate -> known channels at the model's rate (nearest frame)."""
+    if c is None:
+        return None
+    values = torch.zeros(length, L.NUM_CHANNELS, dtype=torch.float64)
+    mask = torch.zeros(length, L.NUM_CHANNELS, dtype=torch.bool)
+    model_frame = np.clip(np.round(np.arange(c.num_frames) / fps * L.MODEL_FPS).astype(int), 0, length - 1)
+    rows = np.flatnonzero(c.joint_mask.any(axis=1))
+    if len(rows):
+        six = R.axis_angle_to_6d(torch.from_numpy(c.poses[rows]).reshape(len(rows), NUM_JOINTS, 3))
+        for r, row in zip(rows, six):
+            m = model_frame[r]
+            for j in np.flatnonzero(c.joint_mask[r]):
+                ch = slice(L.ROT6D.start + 6 * j, L.ROT6D.start + 6 * j + 6)
+                values[m, ch] = row[j]
+                mask[m, ch] = True
+    keyed = np.flatnonzero(c.trans_mask)
+    if len(keyed):
+        for r in keyed:
+            values[model_frame[r], L.ROOT_Y] = c.trans[r, 1]
+            mask[model_frame[r], L.ROOT_Y] = True
+        # Root velocity is known where two consecutive model frames both have a root key.
+        times = keyed / fps
+        for m in range(length - 1):
+            t0, t1 = m / L.MODEL_FPS, (m + 1) / L.MODEL_FPS
+            if _covered(times, t0, 1 / fps) and _covered(times, t1, 1 / fps):
+                p0 = [np.interp(t0, times, c.trans[keyed, k]) for k in (0, 2)]
+                p1 = [np.interp(t1, times, c.trans[keyed, k]) for k in (0, 2)]
+                values[m, L.ROOT_VEL] = torch.tensor([p1[0] - p0[0], p1[1] - p0[1]], dtype=torch.float64)
+                mask[m, L.ROOT_VEL] = True
+    norm = normalizer.normalize(values.float())
+    return Inpainting(values=norm, mask=mask)
+
+
+def _covered(times: np.ndarray, t: float, spacing: float) -> bool:
+    """Whether time t lies within a stretch of keys no more than one output frame apart."""
+    i = np.searchsorted(times, t)
+    lo = times[i - 1] if i > 0 else None
+    hi = times[i] if i < len(times) else None
+    if hi is not None and abs(hi - t) < 1e-9:
+        return True
+    return lo is not None and hi is not None and hi - lo <= spacing * 1.01
+
+
+def generate(audio, *, sample_rate: int | None = None, style: str = "any", seed: int = 0, steps: int = 20,
+             fps: float = 30.0, start: float = 0.0, duration: float | None = None,
+             constraints: Constraints | None = None, guidance: float = 2.0, device: str = "auto",
+             weights=None, progress: Progress | None = None) -> Motion:
+    """Generate a dance for `audio` (a file path, or a waveform with `sample_rate`).
+
+    The dance covers the song from `start` for `duration` seconds (default: to the end) at `fps`.
+    `constraints` (at `fps`, frame 0 = the first generated frame) come out exactly as given.
+    `progress(fraction, message)` is called as work proceeds; returning False cancels (Cancelled).
+    The same inputs and seed give the same dance on the same device.
+    """
+    from . import audio as A
+
+    def report(fraction: float, message: str) -> None:
+        if progress is not None and progress(float(fraction), message) is False:
+            raise Cancelled("generation cancelled")
+
+    report(0.0, "loading the model")
+    dev = resolve_device(device)
+    ckpt = load_weights(weights, dev)
+    _check_options(style, ckpt.styles, steps, fps, float(start), duration, float(guidance))
+
+    report(0.02, "reading the music")
+    wave, sr = A.load_audio(audio, sample_rate=sample_rate, start=start, duration=duration)
+    seconds = len(wave) / sr
+    out_frames = max(1, int(round(seconds * fps)))
+    constraints = _check_constraints(constraints, out_frames, fps)
+    model_frames = max(2, int(math.ceil(seconds * L.MODEL_FPS)) + 1)
+    # Short songs are padded with silence to one full window, then cut back.
+    padded = max(model_frames, L.WINDOW_FRAMES)
+    pad_samples = int(math.ceil(padded / L.MODEL_FPS * sr)) - len(wave)
+    features = A.music_features(np.pad(wave, (0, max(0, pad_samples))), sr, fps=L.MODEL_FPS)[:padded]
+    beats, _tempo = A.detect_beats(wave, sr)
+    report(0.08, "dancing")
+
+    music = ckpt.music_normalizer.normalize(torch.from_numpy(features).float()).to(dev)
+    style_index = torch.tensor([ckpt.styles.index(style)], device=dev)
+    inpaint = _inpainting(constraints, padded, fps, ckpt.normalizer)
+    if inpaint is not None:
+        inpaint = Inpainting(inpaint.values.to(dev), inpaint.mask.to(dev))
+    generator = torch.Generator().manual_seed(int(seed))
+    x = _sample_with_fallback(ckpt, weights, music, style_index, guidance, steps, generator, inpaint, dev,
+                              lambda f: report(0.08 + 0.82 * f, "dancing"))
+    raw = ckpt.normalizer.denormalize(x.double().cpu()[:model_frames])
+    poses30, trans30, contacts30 = (t.numpy() for t in L.unpack(raw))
+
+    report(0.92, "syncing to the beat and grounding the feet")
+    motion = finish_motion(poses30, trans30, seconds, out_frames, fps, beats, constraints)
+    motion.style, motion.seed = style, int(seed)
+    motion.audio_path = str(audio) if isinstance(audio, (str, Path)) else None
+    motion.audio_start = float(start)
+    report(1.0, "done")
+    return motion
+
+
+def _sample_with_fallback(ckpt, weights, music, style_index, guidance, steps, generator, inpaint, dev, on_step):
+    """Sample on `dev`; if the GPU runs out of memory, say so and redo the same draw on the CPU."""
+    alpha_bar = cosine_alpha_bar()
+    state = generator.get_state()
+
+    def run(model, music, style_index, inpaint):
+        with torch.no_grad():
+            return sample(guided(model, style_index, guidance), music, window=L.WINDOW_FRAMES, steps=steps,
+                          alpha_bar=alpha_bar, generator=generator, channels=L.NUM_CHANNELS,
+                          inpainting=inpaint, progress=on_step)
+    try:
+        return run(ckpt.model, music, style_index, inpaint)
+    except torch.OutOfMemoryError:
+        if dev.type != "cuda":
+            raise EngineError("out of memory while generating: try a shorter duration") from None
+    warnings.warn("the GPU ran out of memory: generating on the CPU instead")
+    torch.cuda.empty_cache()
+    cpu = torch.device("cpu")
+    generator.set_state(state)
+    inpaint_cpu = Inpainting(inpaint.values.cpu(), inpaint.mask.cpu()) if inpaint is not None else None
+    return run(load_weights(weights, cpu).model, music.cpu(), style_index.cpu(), inpaint_cpu)
+
+
+def finish_motion(poses30: np.ndarray, trans30: np.ndarray, seconds: float, out_frames: int, fps: float,
+                  music_beats: np.ndarray, constraints: Constraints | None) -> Motion:
+    """Model-rate output -> the final dance: bounded path, beat warp to `fps`, feet, exact keys."""
+    from .metrics import motion_beats
+    if constraints is None or not constraints.trans_mask.any():
+        trans30 = bound_root_path(trans30, L.MODEL_FPS)
+    src_times = np.arange(len(poses30)) / L.MODEL_FPS
+    kinematic = motion_beats(joint_positions(poses30, trans30), L.MODEL_FPS)
+    knots = warp_knots(kinematic, music_beats, seconds, anchors=anchor_times(constraints, fps))
+    out_times = np.arange(out_frames) / fps
+    sample_at = torch.from_numpy(warp_times(out_times, knots))
+    src = torch.from_numpy(src_times)
+    poses = R.resample_axis_angle(torch.from_numpy(poses30).reshape(-1, NUM_JOINTS, 3), src, sample_at)
+    poses = poses.reshape(out_frames, -1).numpy()
+    trans = R.resample_linear(torch.from_numpy(trans30), src, sample_at).numpy()
+    poses, trans, contacts = clean_feet(poses, trans, fps)
+    if constraints is not None:
+        poses, trans = apply_constraints(poses, trans, constraints, fps)
+    return Motion(poses=poses, trans=trans, fps=float(fps), contacts=contacts, beat_times=np.asarray(music_beats))

@@ -1,0 +1,60 @@
+"""Beat sync by design: warp the generated motion in time so its kinematic beats land on the
+music's beats.
+
+The training data gives tempo but not beat phase (DESIGN.md: its dancers' beats are no closer to
+the music's than shifted ones), so the model alone cannot be trusted with phase. After sampling
+we match each music beat to the nearest kinematic beat (a local minimum of joint speed) within
+`max_shift`, keep a monotone set of matches whose local time-scale stays within bounds, and
+resample the motion along the piecewise-linear map through them. Frames the animator keyed are
+fixed points of the map, so constraints stay on their frames.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def warp_knots(motion_beats: np.ndarray, music_beats: np.ndarray, duration: float,
+               anchors: np.ndarray = np.zeros(0), max_shift: float = 0.25,
+               min_rate: float = 0.7, max_rate: float = 1.4) -> tuple[np.ndarray, np.ndarray]:
+    """Knots (output_times, source_times) of a monotone time map, both starting at 0 and ending at
+    `duration`. Output time b plays the source at the matched kinematic beat m (so m lands on b).
+
+    rate = d(source)/d(output) between consecutive knots stays in [min_rate, max_rate].
+    """
+    motion_beats = np.sort(np.asarray(motion_beats, dtype=np.float64))
+    events = [(0.0, 0.0, True), (float(duration), float(duration), True)]
+    events += [(float(a), float(a), True) for a in np.asarray(anchors, dtype=np.float64) if 0 < a < duration]
+    for b in np.asarray(music_beats, dtype=np.float64):
+        if 0 < b < duration and len(motion_beats):
+            m = motion_beats[np.argmin(np.abs(motion_beats - b))]
+            if abs(m - b) <= max_shift:
+                events.append((float(b), float(m), False))
+    events.sort(key=lambda e: (e[0], not e[2]))
+
+    def rate_ok(a, b):
+        dt = b[0] - a[0]
+        return dt > 1e-6 and min_rate <= (b[1] - a[1]) / dt <= max_rate
+
+    knots: list[tuple[float, float, bool]] = []
+    for ev in events:
+        if knots and ev[0] - knots[-1][0] <= 1e-6:
+            if ev[2] and not knots[-1][2]:
+                knots.pop()          # a fixed point wins over a beat at the same time
+            else:
+                continue
+        if ev[2]:
+            # Fixed points are kept; drop earlier beat matches that would make the rate illegal.
+            while knots and not knots[-1][2] and not rate_ok(knots[-1], ev):
+                knots.pop()
+            knots.append(ev)
+        elif not knots or rate_ok(knots[-1], ev):
+            knots.append(ev)
+    out = np.array([k[0] for k in knots])
+    src = np.array([k[1] for k in knots])
+    return out, src
+
+
+def warp_times(times: np.ndarray, knots: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """Source time to sample for each output time."""
+    out, src = knots
+    return np.interp(times, out, src)

@@ -1,0 +1,346 @@
+"""Score the model on held-out songs: `python -m engine.evaluate [--out DIR] [options]`.
+
+Cuts every validation song (the split engine.train holds out) into clips of --clip-seconds and
+scores three rows with engine.metrics:
+  model   the engine's dance for the clip's music and the dancer's style (engine.api.generate)
+  real    the recorded dance of that clip
+  random  a random stretch, of the same length, of a TRAINING dance: music-agnostic, so the
+          beat scores it gets are what chance gives
+FID_k and Div_k are measured against the kinetic features of the training split, cut into clips
+of the same length. (The random row is drawn from that same set, so its FID_k is low by
+construction: it shows the floor, not a target.) Music beats come from engine.audio.detect_beats
+on each clip. Writes OUT/metrics.json, OUT/beat_alignment.png and OUT/metrics.png.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from . import layout as L
+from . import metrics as M
+from .errors import EngineError
+from .motion import Motion
+from .skeleton import joint_positions
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO / ".." / "shared" / "data"
+DEFAULT_WEIGHTS = REPO / "weights" / "dance.safetensors"
+ROWS = ("model", "real", "random")
+COLUMNS = (  # (key in metrics.summarize, table header, scale)
+    ("bas_bailando", "BAS (Bailando)", 1.0),
+    ("bas_fact", "BAS (FACT)", 1.0),
+    ("pfc", "PFC", 1.0),
+    ("foot_skating", "Foot skating %", 100.0),
+    ("jerk", "Jerk m/s^3", 1.0),
+    ("fid_k", "FID_k", 1.0),
+    ("div_k", "Div_k", 1.0),
+)
+
+
+@dataclass
+class Dance:
+    """A dance with its song: joint positions at MODEL_FPS; frame 0 plays at audio_offset."""
+    name: str
+    style: str
+    positions: np.ndarray                # (T, 24, 3) metres, Y up
+    audio_path: str | None = None
+    audio_offset: float = 0.0            # seconds into the audio file of frame 0
+
+
+@dataclass
+class Clip:
+    """A held-out stretch of a validation dance and the music that goes with it."""
+    name: str
+    style: str
+    positions: np.ndarray                # (T, 24, 3) at MODEL_FPS: the real dance
+    audio_path: str
+    start: float                         # seconds into the audio file
+    duration: float
+    music_beats: np.ndarray = field(default_factory=lambda: np.zeros(0))  # seconds from clip start
+
+
+# A generator makes the model's dance for a clip; `seed` varies per clip.
+Generator = Callable[[Clip, int], Motion]
+
+
+def positions_of(motion: Motion) -> np.ndarray:
+    """(T, 24, 3) joint positions of a Motion at its own fps."""
+    return joint_positions(np.asarray(motion.poses, np.float64), np.asarray(motion.trans, np.float64))
+
+
+def positions_from_packed(packed: np.ndarray) -> np.ndarray:
+    """(T, 151) channel layout at MODEL_FPS -> (T, 24, 3) joint positions."""
+    poses, trans, _ = L.unpack(torch.as_tensor(np.asarray(packed), dtype=torch.float64))
+    return joint_positions(poses.numpy(), trans.numpy())
+
+
+# ----------------------------------------------------------------------------- clips
+
+def cut_clips(sequences: Sequence[Dance], clip_seconds: float, max_clips: int | None = None) -> list[Clip]:
+    """Consecutive, non-overlapping clips of every sequence that has a song (music beats unset)."""
+    n = int(round(clip_seconds * L.MODEL_FPS))
+    clips: list[Clip] = []
+    for seq in sequences:
+        if seq.audio_path is None:
+            continue
+        for k in range(len(seq.positions) // n):
+            s = k * n
+            clips.append(Clip(name=f"{seq.name}@{s / L.MODEL_FPS:.0f}s", style=seq.style,
+                              positions=seq.positions[s:s + n], audio_path=str(seq.audio_path),
+                              start=seq.audio_offset + s / L.MODEL_FPS, duration=n / L.MODEL_FPS))
+    return clips[:max_clips] if max_clips else clips
+
+
+def training_clips(sequences: Sequence[Dance], frames: int) -> list[np.ndarray]:
+    """Every training dance (with or without music) cut into non-overlapping (frames, 24, 3) clips."""
+    return [seq.positions[s:s + frames] for seq in sequences
+            for s in range(0, len(seq.positions) - frames + 1, frames)]
+
+
+def random_stretches(sequences: Sequence[Dance], frames: int, count: int, seed: int) -> list[np.ndarray]:
+    """`count` random (frames, 24, 3) stretches of training dances: the music-agnostic baseline."""
+    pool = [s for s in sequences if len(s.positions) >= frames]
+    if not pool:
+        raise EngineError(f"no training dance is {frames / L.MODEL_FPS:.1f} s long; use a shorter --clip-seconds")
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(count):
+        seq = pool[rng.integers(len(pool))]
+        s = int(rng.integers(len(seq.positions) - frames + 1))
+        out.append(seq.positions[s:s + frames])
+    return out
+
+
+def add_music_beats(clips: Sequence[Clip]) -> None:
+    """Fill each clip's music beats (seconds from its start) with engine.audio.detect_beats."""
+    from tqdm import tqdm
+    from .audio import detect_beats, load_audio
+    for clip in tqdm(clips, desc="music beats", unit="clip"):
+        wave, sr = load_audio(clip.audio_path, start=clip.start, duration=clip.duration)
+        clip.music_beats = np.asarray(detect_beats(wave, sr)[0], dtype=np.float64)
+
+
+# ----------------------------------------------------------------------------- scoring
+
+def model_motions(clips: Sequence[Clip], generate: Generator, seed: int) -> list[np.ndarray]:
+    """The model row's dances: (T, 24, 3) positions at MODEL_FPS, one per clip."""
+    from tqdm import tqdm
+    out = []
+    for i, clip in enumerate(tqdm(clips, desc="generating", unit="clip")):
+        motion = generate(clip, seed + i)
+        out.append(M.resample_positions(positions_of(motion), motion.fps))
+    return out
+
+
+def api_generator(weights: Path, steps: int) -> Generator:
+    """engine.api.generate on the clip's audio, in the clip's style when the weights know it."""
+    from . import api
+    styles = set(api.available_styles(weights=weights))
+
+    def generate(clip: Clip, seed: int) -> Motion:
+        style = clip.style if clip.style in styles else "any"
+        return api.generate(clip.audio_path, style=style, seed=seed, steps=steps, fps=float(L.MODEL_FPS),
+                            start=clip.start, duration=clip.duration, weights=weights)
+    return generate
+
+
+def score_rows(rows: dict[str, list[np.ndarray]], clips: Sequence[Clip],
+               train_features: np.ndarray) -> dict[str, dict[str, float]]:
+    """metrics.summarize per row; row i of every list is paired with clips[i]'s music beats."""
+    out = {}
+    for name, motions in rows.items():
+        items = [(p, float(L.MODEL_FPS), c.music_beats) for p, c in zip(motions, clips)]
+        out[name] = M.summarize(items, real_features=train_features)
+    return out
+
+
+def format_table(results: dict[str, dict[str, float]]) -> str:
+    """One aligned text table: rows (model, real, random, in that order if present) x metrics."""
+    names = [r for r in ROWS if r in results] + [r for r in results if r not in ROWS]
+    head = ["", *[h for _, h, _ in COLUMNS]]
+    body = []
+    for r in names:
+        cells = [r]
+        for key, _, scale in COLUMNS:
+            v = results[r].get(key, float("nan"))
+            cells.append("-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v * scale:.3f}")
+        body.append(cells)
+    widths = [max(len(row[i]) for row in [head, *body]) for i in range(len(head))]
+    fmt = lambda cells: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+    return "\n".join([fmt(head), "  ".join("-" * w for w in widths), *map(fmt, body)])
+
+
+def _jsonable(x):
+    if isinstance(x, dict):
+        return {k: _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, (float, np.floating)):
+        return None if not math.isfinite(float(x)) else float(x)
+    if isinstance(x, np.integer):
+        return int(x)
+    return x
+
+
+def write_json(path: Path, results: dict, clips: Sequence[Clip], settings: dict) -> None:
+    doc = {"rows": results, "clips": [c.name for c in clips], "settings": settings,
+           "columns": {k: h for k, h, _ in COLUMNS}}
+    path.write_text(json.dumps(_jsonable(doc), indent=2) + "\n")
+
+
+# ----------------------------------------------------------------------------- plots
+
+def plot_beat_alignment(path: Path, clip: Clip, motions: dict[str, np.ndarray]) -> None:
+    """Smoothed joint-speed curve of each row's dance for one clip, music beats as vertical lines,
+    motion beats (the curve's minima) marked."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(len(motions), 1, figsize=(11, 2.4 * len(motions)), sharex=True, squeeze=False)
+    for ax, (name, p) in zip(axes[:, 0], motions.items()):
+        speed = M.motion_speed(p, L.MODEL_FPS)
+        t = np.arange(len(speed)) / L.MODEL_FPS
+        for b in clip.music_beats:
+            ax.axvline(b, color="tab:red", alpha=0.35, lw=1)
+        ax.plot(t, speed, color="tab:blue", lw=1.5, label="mean joint speed (smoothed)")
+        beats = M.motion_beats(p, L.MODEL_FPS)
+        idx = np.clip(np.round(beats * L.MODEL_FPS).astype(int), 0, len(speed) - 1)
+        ax.plot(beats, speed[idx], "v", color="black", ms=6, label="motion beats")
+        s = M.beat_alignment_scores(p, L.MODEL_FPS, clip.music_beats)
+        ax.set_title(f"{name}: BAS Bailando {s['bas_bailando']:.3f}, FACT {s['bas_fact']:.3f}", fontsize=10)
+        ax.set_ylabel("m/s")
+    axes[0, 0].plot([], [], color="tab:red", alpha=0.5, label="music beats")
+    axes[0, 0].legend(loc="upper right", fontsize=8)
+    axes[-1, 0].set_xlabel(f"seconds into {clip.name} ({clip.style})")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_metrics(path: Path, results: dict[str, dict[str, float]]) -> None:
+    """One small bar chart per metric, a bar per row."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    names = [r for r in ROWS if r in results]
+    colors = {"model": "tab:blue", "real": "tab:green", "random": "tab:gray"}
+    fig, axes = plt.subplots(1, len(COLUMNS), figsize=(2.2 * len(COLUMNS), 3))
+    for ax, (key, header, scale) in zip(axes, COLUMNS):
+        vals = [results[r].get(key, float("nan")) for r in names]
+        vals = [np.nan if v is None else v * scale for v in vals]
+        ax.bar(names, vals, color=[colors.get(r, "tab:orange") for r in names])
+        ax.set_title(header, fontsize=9)
+        ax.tick_params(labelsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# ----------------------------------------------------------------------------- data
+
+def load_sequences(sources: Sequence[Path], cache_dir: Path) -> tuple[list[Dance], list[Dance]]:
+    """(training, validation) dances from engine.data, split as engine.train splits them."""
+    from .data import default_validation_names, load_corpus
+    corpus = load_corpus(list(sources), cache_dir)
+    train_items, val_items = corpus.split(default_validation_names())
+    return [_sequence_of(it) for it in train_items], [_sequence_of(it) for it in val_items]
+
+
+def _sequence_of(item) -> Dance:
+    return Dance(name=item.name, style=item.style, positions=positions_from_packed(item.motion),
+                     audio_path=getattr(item, "audio_path", None),
+                     audio_offset=float(getattr(item, "audio_offset", 0.0) or 0.0))
+
+
+# ----------------------------------------------------------------------------- command line
+
+def evaluate(train: Sequence[Dance], val: Sequence[Dance], *, clip_seconds: float = 10.0,
+             generate: Generator | None = None, seed: int = 0, max_clips: int | None = None,
+             out: Path | None = None, settings: dict | None = None) -> dict[str, dict[str, float]]:
+    """Score the rows (model only when `generate` is given); print the table, write OUT's files."""
+    clips = cut_clips(val, clip_seconds, max_clips)
+    if not clips:
+        raise EngineError(f"no validation song is at least {clip_seconds:g} s long with its music")
+    frames = len(clips[0].positions)
+    train_clips = training_clips(train, frames)
+    if len(train_clips) < 2:
+        raise EngineError("the training split has fewer than two clips of that length: FID_k needs more")
+    train_features = np.stack([M.kinetic_features(p, L.MODEL_FPS) for p in train_clips])
+    add_music_beats(clips)
+    rows: dict[str, list[np.ndarray]] = {}
+    if generate is not None:
+        rows["model"] = model_motions(clips, generate, seed)
+    rows["real"] = [c.positions for c in clips]
+    rows["random"] = random_stretches(train, frames, len(clips), seed)
+    results = score_rows(rows, clips, train_features)
+    print(format_table(results))
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        settings = dict(settings or {}, clip_seconds=clip_seconds, seed=seed,
+                        num_clips=len(clips), num_train_clips=len(train_clips))
+        write_json(out / "metrics.json", results, clips, settings)
+        plot_beat_alignment(out / "beat_alignment.png", clips[0], {r: m[0] for r, m in rows.items()})
+        plot_metrics(out / "metrics.png", results)
+        print(f"wrote {out / 'metrics.json'}, {out / 'beat_alignment.png'}, {out / 'metrics.png'}")
+    return results
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(prog="python -m engine.evaluate", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", nargs="+", type=Path, default=None,
+                   help="dataset folders, as for engine.train (default: ../shared/data/tang2018 and "
+                        "../shared/data/justlmd beside the repo); the validation split is engine.data's")
+    p.add_argument("--weights", type=Path, default=None,
+                   help=f"model weights (default: {DEFAULT_WEIGHTS.relative_to(REPO)} in the repo)")
+    p.add_argument("--out", type=Path, default=Path("evaluation"),
+                   help="folder for metrics.json and the plots (default: ./evaluation)")
+    p.add_argument("--cache", type=Path, default=None, help="preprocessing cache folder (default: OUT/../.cache)")
+    p.add_argument("--clip-seconds", type=float, default=10.0, help="length of each scored clip (default 10)")
+    p.add_argument("--steps", type=int, default=20, help="sampler steps for the model row (default 20)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the model's samples and the random row")
+    p.add_argument("--max-clips", type=int, default=None, help="score at most this many validation clips")
+    p.add_argument("--no-model", action="store_true",
+                   help="score only the real and random rows (no weights needed): the targets")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        generate = None
+        weights = (args.weights or DEFAULT_WEIGHTS).resolve()
+        if not args.no_model:
+            if not weights.is_file():
+                print(f"error: no model weights at {weights} (train one, pass --weights, or use --no-model)",
+                      file=sys.stderr)
+                return 2
+            generate = api_generator(weights, args.steps)
+        if args.clip_seconds <= 0:
+            raise EngineError(f"--clip-seconds must be positive, got {args.clip_seconds}")
+        sources = [Path(s).resolve() for s in (args.data or [SHARED_DATA / "tang2018", SHARED_DATA / "justlmd"])]
+        for s in sources:
+            if not s.exists():
+                raise EngineError(f"data folder not found: {s}")
+        out = args.out.resolve()
+        train, val = load_sequences(sources, (args.cache or out.parent / ".cache").resolve())
+        settings = {"data": [str(s) for s in sources], "steps": args.steps,
+                    "weights": None if generate is None else str(weights)}
+        evaluate(train, val, clip_seconds=args.clip_seconds, generate=generate, seed=args.seed,
+                 max_clips=args.max_clips, out=out, settings=settings)
+    except EngineError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,157 @@
+"""Grounded feet: put the dancer on the floor and pin planted feet with two-bone leg IK.
+
+Diffusion output floats, sinks and skates a little. Here (1) the root height is corrected so the
+lowest foot touches the floor whenever a foot is planted (interpolated through jumps, never below
+the floor), and (2) each planted run of a foot pins its ankle to one spot on the floor; the hip
+and knee are re-solved analytically and the ankle keeps its world orientation, so the sole stays
+as it was. Pins fade in and out over a few frames so nothing pops.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from scipy.ndimage import gaussian_filter1d
+
+from . import rotations as R
+from .skeleton import JOINT_INDEX, NUM_JOINTS, PARENTS, forward_kinematics
+
+PLANTED_HEIGHT = 0.06      # m above the floor under which a foot joint may be planted
+PLANTED_SPEED = 0.35       # m/s horizontal speed under which a low foot counts as planted
+MIN_RUN_SECONDS = 0.08     # shorter contacts are noise
+FADE_SECONDS = 0.15        # pins fade in/out over this long
+
+LEGS = {  # (hip, knee, ankle, toe) per side
+    "left": tuple(JOINT_INDEX[n] for n in ("left_hip", "left_knee", "left_ankle", "left_foot")),
+    "right": tuple(JOINT_INDEX[n] for n in ("right_hip", "right_knee", "right_ankle", "right_foot")),
+}
+FOOT_JOINTS = [j for leg in LEGS.values() for j in leg[2:]]
+
+
+def _global_rotations(local: torch.Tensor) -> torch.Tensor:
+    out = [local[:, 0]]
+    for j in range(1, NUM_JOINTS):
+        out.append(out[PARENTS[j]] @ local[:, j])
+    return torch.stack(out, dim=1)
+
+
+def _positions(poses: np.ndarray, trans: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    local = R.axis_angle_to_matrix(torch.from_numpy(poses).reshape(-1, NUM_JOINTS, 3))
+    return local, forward_kinematics(local, torch.from_numpy(trans))
+
+
+def _runs(mask: np.ndarray, min_len: int) -> list[tuple[int, int]]:
+    """[start, stop) of True runs at least min_len long."""
+    edges = np.diff(np.concatenate([[0], mask.astype(np.int8), [0]]))
+    starts, stops = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+    return [(a, b) for a, b in zip(starts, stops) if b - a >= min_len]
+
+
+def ground(poses: np.ndarray, trans: np.ndarray, fps: float) -> np.ndarray:
+    """Root path with height corrected so that planted frames touch the floor (y = 0)."""
+    _, pos = _positions(poses, trans)
+    feet = pos[:, FOOT_JOINTS].numpy()
+    lowest = feet[:, :, 1].min(axis=1)
+    speed = np.linalg.norm(np.gradient(feet[:, :, [0, 2]], axis=0), axis=-1).min(axis=1) * fps
+    # Whether the body is supported: its lowest foot is nearly still. Not a height test, since
+    # the height itself is what is being corrected.
+    supported = speed < PLANTED_SPEED
+    frames = np.arange(len(lowest))
+    if supported.sum() >= 2:
+        correction = np.interp(frames, frames[supported], -lowest[supported])
+    else:
+        correction = np.full(len(lowest), -np.median(lowest))
+    correction = gaussian_filter1d(correction, sigma=max(1.0, 0.05 * fps), mode="nearest")
+    correction = np.maximum(correction, -lowest)          # never through the floor
+    out = trans.copy()
+    out[:, 1] += correction
+    return out
+
+
+def _two_bone_ik(local: torch.Tensor, glob: torch.Tensor, pos: torch.Tensor, leg, target: torch.Tensor,
+                 frames: torch.Tensor) -> None:
+    """Move the ankle of `leg` to `target` (F,3) on `frames`, editing local rotations in place."""
+    hip, knee, ankle, _ = leg
+    H, K, A = pos[frames, hip], pos[frames, knee], pos[frames, ankle]
+    u, v = H - K, A - K
+    l1, l2 = u.norm(dim=-1), v.norm(dim=-1)
+    d = (target - H).norm(dim=-1).clamp(min=(l1 - l2).abs() + 1e-4, max=l1 + l2 - 1e-4)
+    cos0 = ((u * v).sum(-1) / (l1 * l2)).clamp(-1, 1)
+    cos1 = ((l1 ** 2 + l2 ** 2 - d ** 2) / (2 * l1 * l2)).clamp(-1, 1)
+    phi = torch.acos(cos1) - torch.acos(cos0)
+    axis = torch.cross(u, v, dim=-1)
+    straight = axis.norm(dim=-1, keepdim=True) < 1e-6
+    # A straight leg has no bend plane: bend the knee about its own x axis, heel going back.
+    axis = torch.where(straight, -glob[frames, knee][..., 0], axis)
+    axis = axis / axis.norm(dim=-1, keepdim=True)
+    bend = R.axis_angle_to_matrix(axis * phi[:, None])
+    knee_glob = bend @ glob[frames, knee]
+    A_new = K + (bend @ v.unsqueeze(-1)).squeeze(-1)
+    swing = _rotation_between(A_new - H, target - H)
+    hip_glob = swing @ glob[frames, hip]
+    knee_glob = swing @ knee_glob
+    parent = glob[frames, PARENTS[hip]]
+    local[frames, hip] = parent.transpose(-1, -2) @ hip_glob
+    local[frames, knee] = hip_glob.transpose(-1, -2) @ knee_glob
+    local[frames, ankle] = knee_glob.transpose(-1, -2) @ glob[frames, ankle]   # sole keeps its orientation
+
+
+def _rotation_between(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    a = a / a.norm(dim=-1, keepdim=True)
+    b = b / b.norm(dim=-1, keepdim=True)
+    axis = torch.cross(a, b, dim=-1)
+    angle = torch.atan2(axis.norm(dim=-1), (a * b).sum(-1))
+    axis = axis / axis.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    return R.axis_angle_to_matrix(axis * angle[:, None])
+
+
+def planted_runs(pos: np.ndarray, fps: float) -> dict[str, list[tuple[int, int]]]:
+    """Per leg, [start, stop) frame runs where that foot is low and nearly still."""
+    out = {}
+    floor = pos[:, FOOT_JOINTS, 1].min()
+    for side, (_, _, ankle, toe) in LEGS.items():
+        foot = pos[:, [ankle, toe]]
+        low = (foot[:, :, 1] - floor).min(axis=1) < PLANTED_HEIGHT + (pos[:, ankle, 1] - pos[:, toe, 1]).clip(0).mean()
+        speed = np.linalg.norm(np.gradient(foot[:, :, [0, 2]], axis=0), axis=-1).min(axis=1) * fps
+        out[side] = _runs(low & (speed < PLANTED_SPEED), max(2, int(round(MIN_RUN_SECONDS * fps))))
+    return out
+
+
+def lock_feet(poses: np.ndarray, trans: np.ndarray, fps: float) -> tuple[np.ndarray, np.ndarray]:
+    """Pin each planted foot's ankle in place over its contact run. Returns (poses, contacts (T,4))."""
+    local, pos = _positions(poses, trans)
+    glob = _global_rotations(local)
+    T = len(poses)
+    fade = max(1, int(round(FADE_SECONDS * fps)))
+    runs = planted_runs(pos.numpy(), fps)
+    contacts = np.zeros((T, 4), dtype=np.float32)
+    new_local = local.clone()
+    for col, (side, leg) in enumerate(LEGS.items()):
+        ankle = leg[2]
+        weight = np.zeros(T)
+        target = pos[:, ankle].clone()
+        for a, b in runs[side]:
+            contacts[a:b, [col, col + 2]] = 1.0
+            spot = pos[a:b, ankle].mean(dim=0)
+            spot[1] = pos[a:b, ankle, 1].min()
+            lo, hi = max(0, a - fade), min(T, b + fade)
+            ramp = np.ones(hi - lo)
+            ramp[:a - lo] = np.linspace(0, 1, a - lo + 2)[1:-1] if a > lo else ramp[:0]
+            ramp[b - lo:] = np.linspace(1, 0, hi - b + 2)[1:-1] if hi > b else ramp[b - lo:]
+            take = ramp > weight[lo:hi]
+            idx = np.arange(lo, hi)[take]
+            weight[idx] = ramp[take]
+            target[idx] = spot
+        frames = torch.from_numpy(np.flatnonzero(weight > 0))
+        if len(frames):
+            w = torch.from_numpy(weight[frames.numpy()])[:, None]
+            blended = w * target[frames] + (1 - w) * pos[frames, ankle]
+            _two_bone_ik(new_local, glob, pos, leg, blended, frames)
+    poses_out = R.matrix_to_axis_angle(new_local).reshape(T, -1).numpy()
+    return poses_out, contacts
+
+
+def clean_feet(poses: np.ndarray, trans: np.ndarray, fps: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Ground the dancer, then pin planted feet. Returns (poses, trans, contacts)."""
+    trans = ground(poses, trans, fps)
+    poses, contacts = lock_feet(poses, trans, fps)
+    return poses, trans, contacts

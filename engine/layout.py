@@ -1,0 +1,94 @@
+"""The motion channel layout, defined once: what each of the model's channels means.
+
+Per frame (MODEL_FPS):
+  contacts   4   foot-contact flags for skeleton.FOOT_JOINTS (1 = planted)
+  root_vel   2   root displacement to the next frame on the floor plane (x, z), metres
+  root_y     1   root height, metres
+  rot6d    144   24 joint rotations, 6D form (rotations.matrix_to_6d), in skeleton order
+The horizontal root is stored as velocity so that windows are translation invariant and can be
+stitched by plain averaging; the absolute path is its running sum.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from . import rotations as R
+from .skeleton import FOOT_INDICES, NUM_JOINTS, forward_kinematics, joint_indices
+
+MODEL_FPS = 30
+WINDOW_FRAMES = 150          # 5 s windows, as EDGE
+CONTACT_SPEED = 0.01         # metres per frame at MODEL_FPS under which a foot counts as planted (EDGE)
+
+CONTACTS = slice(0, 4)
+ROOT_VEL = slice(4, 6)
+ROOT_Y = slice(6, 7)
+ROT6D = slice(7, 7 + 6 * NUM_JOINTS)
+NUM_CHANNELS = ROT6D.stop
+
+
+def joint_channels(joints) -> list[int]:
+    """Channel indices of the 6D rotations of the given joints (names, body parts or indices)."""
+    idx = joints if all(isinstance(j, int) for j in joints) else joint_indices(joints)
+    return [ROT6D.start + 6 * j + k for j in idx for k in range(6)]
+
+
+def foot_contacts(positions: torch.Tensor) -> torch.Tensor:
+    """(T, 24, 3) positions at MODEL_FPS -> (T, 4) contact flags (last frame copies the previous)."""
+    feet = positions[:, list(FOOT_INDICES)]
+    speed = (feet[1:] - feet[:-1]).norm(dim=-1)
+    speed = torch.cat([speed, speed[-1:]], dim=0)
+    return (speed < CONTACT_SPEED).to(positions.dtype)
+
+
+def pack(poses: torch.Tensor, trans: torch.Tensor) -> torch.Tensor:
+    """(T,72) axis-angle + (T,3) root translation (Y up) at MODEL_FPS -> (T, NUM_CHANNELS)."""
+    T = poses.shape[0]
+    rotmats = R.axis_angle_to_matrix(poses.reshape(T, NUM_JOINTS, 3))
+    out = poses.new_zeros(T, NUM_CHANNELS)
+    out[:, CONTACTS] = foot_contacts(forward_kinematics(rotmats, trans))
+    vel = trans[1:, [0, 2]] - trans[:-1, [0, 2]]
+    out[:, ROOT_VEL] = torch.cat([vel, vel[-1:]], dim=0) if T > 1 else 0.0
+    out[:, ROOT_Y] = trans[:, 1:2]
+    out[:, ROT6D] = R.matrix_to_6d(rotmats).reshape(T, -1)
+    return out
+
+
+def unpack(x: torch.Tensor, start_xz=(0.0, 0.0)):
+    """(T, NUM_CHANNELS) -> (poses (T,72) axis-angle, trans (T,3), contacts (T,4))."""
+    T = x.shape[0]
+    rotmats = R.sixd_to_matrix(x[:, ROT6D].reshape(T, NUM_JOINTS, 6))
+    poses = R.matrix_to_axis_angle(rotmats).reshape(T, -1)
+    xz = torch.cumsum(x[:, ROOT_VEL], dim=0) - x[:, ROOT_VEL]   # position before each step
+    xz = xz + torch.as_tensor(start_xz, dtype=x.dtype)
+    trans = torch.stack([xz[:, 0], x[:, ROOT_Y.start], xz[:, 1]], dim=-1)
+    return poses, trans, x[:, CONTACTS]
+
+
+@dataclass
+class Normalizer:
+    """Per-channel standardisation fitted on the training set; stored in the weights file."""
+    mean: torch.Tensor
+    std: torch.Tensor
+
+    @classmethod
+    def fit(cls, data: torch.Tensor, min_std: float = 1e-3, flags: slice | None = CONTACTS) -> "Normalizer":
+        """`flags`: channels holding 0/1 flags (the motion's contacts; None for music)."""
+        flat = data.reshape(-1, data.shape[-1]).double()
+        mean, std = flat.mean(0), flat.std(0).clamp_min(min_std)
+        if flags is not None:
+            # Flags map to [-1, 1] rather than stretching rare states.
+            mean[flags], std[flags] = 0.5, 0.5
+        return cls(mean.float(), std.float())
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean.to(x)) / self.std.to(x)
+
+    def denormalize(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.std.to(x) + self.mean.to(x)
+
+
+def to_numpy(t: torch.Tensor) -> np.ndarray:
+    return t.detach().cpu().numpy()

@@ -1,0 +1,265 @@
+"""Train the dance denoiser: `python -m engine.train --data DIR [DIR ...] --out RUN_DIR`.
+
+Resumable (rerun the same command: it continues from RUN_DIR/state.safetensors), reproducible
+(fixed seed), CPU or GPU, and multi-GPU with `torchrun --nproc_per_node N -m engine.train ...`
+(DistributedDataParallel). RUN_DIR/model.safetensors is always the latest EMA model in the
+engine's weights format, with the run's config and progress in its metadata.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from safetensors.torch import load_file, save_file
+
+from . import checkpoint
+from . import layout as L
+from .diffusion import LossWeights, cosine_alpha_bar, training_loss
+from .errors import EngineError
+from .model import Denoiser, ModelConfig
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DEFAULT_SOURCES = [SHARED_DATA / "tang2018", SHARED_DATA / "justlmd"]
+# "any" is index 0: the label that classifier-free guidance drops to.
+BASE_STYLES = ["any", "chacha", "rumba", "tango", "waltz", "pop"]
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(prog="python -m engine.train", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", nargs="+", type=Path, default=None,
+                   help="dataset folders: tang2018-style, justlmd-style or AIST++ motion folders "
+                        "(default: ../shared/data/tang2018 and ../shared/data/justlmd beside the repo)")
+    p.add_argument("--aist-music", type=Path, default=None, help="AIST++ music folder (wav files named by music id)")
+    p.add_argument("--out", type=Path, required=True, help="run folder: checkpoints, config and log go here")
+    p.add_argument("--cache", type=Path, default=None, help="preprocessing cache folder (default: OUT/../.cache)")
+    p.add_argument("--steps", type=int, default=20000, help="total optimisation steps")
+    p.add_argument("--max-minutes", type=float, default=None, help="stop (resumably) after this much wall time")
+    p.add_argument("--batch", type=int, default=32, help="windows per step (per process under torchrun)")
+    p.add_argument("--lr", type=float, default=4e-4)
+    p.add_argument("--warmup", type=int, default=500)
+    p.add_argument("--ema", type=float, default=0.999, help="decay of the weights' moving average that is shipped")
+    p.add_argument("--width", type=int, default=ModelConfig.width)
+    p.add_argument("--layers", type=int, default=ModelConfig.layers)
+    p.add_argument("--heads", type=int, default=ModelConfig.heads)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--val-every", type=int, default=500, help="steps between validation passes and checkpoints")
+    p.add_argument("--no-augment", action="store_true", help="disable mirroring / rotation / tempo augmentation")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: all cores)")
+    return p.parse_args(argv)
+
+
+# ------------------------------------------------------------------ optimiser state as safetensors
+
+def _state_tensors(model, ema, opt, step: int) -> dict:
+    out = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    out.update({f"ema.{k}": v.detach().cpu().contiguous() for k, v in ema.state_dict().items()})
+    for i, p in enumerate(model.parameters()):
+        st = opt.state.get(p, {})
+        for name in ("exp_avg", "exp_avg_sq"):
+            if name in st:
+                out[f"opt.{i}.{name}"] = st[name].detach().cpu().contiguous()
+        if "step" in st:
+            out[f"opt.{i}.step"] = torch.as_tensor(st["step"], dtype=torch.float32).reshape(1).cpu()
+    out["train.step"] = torch.tensor([step], dtype=torch.int64)
+    return out
+
+
+def _restore_state(tensors: dict, model, ema, opt) -> int:
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    ema.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
+    for i, p in enumerate(model.parameters()):
+        if f"opt.{i}.exp_avg" in tensors:
+            opt.state[p] = {"exp_avg": tensors[f"opt.{i}.exp_avg"].to(p.device),
+                            "exp_avg_sq": tensors[f"opt.{i}.exp_avg_sq"].to(p.device),
+                            "step": tensors[f"opt.{i}.step"].reshape(()).clone()}
+    return int(tensors["train.step"][0])
+
+
+def lr_at(step: int, args) -> float:
+    """Linear warm-up, then cosine decay to a tenth of the peak."""
+    if step < args.warmup:
+        return args.lr * (step + 1) / args.warmup
+    progress = min(1.0, (step - args.warmup) / max(1, args.steps - args.warmup))
+    return args.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+# ------------------------------------------------------------------ the run
+
+def _distributed() -> tuple[int, int]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return (dist.get_rank(), world) if world > 1 else (0, 1)
+
+
+def _pick_device(name: str, rank: int) -> torch.device:
+    if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise EngineError("--device cuda was asked for but no CUDA GPU is available")
+        return torch.device("cuda", rank % torch.cuda.device_count())
+    return torch.device("cpu")
+
+
+def _batches(dataset, batch: int, seed: int):
+    """Endless stream of batches; window choice depends only on (seed, batch number)."""
+    from torch.utils.data import DataLoader, RandomSampler
+    g = torch.Generator().manual_seed(seed)
+    sampler = RandomSampler(dataset, replacement=True, num_samples=10**9, generator=g)
+    return iter(DataLoader(dataset, batch_size=batch, sampler=sampler, num_workers=0, drop_last=True))
+
+
+def run(args) -> Path:
+    from .data import WindowDataset, default_validation_names, load_corpus
+    rank, world = _distributed()
+    device = _pick_device(args.device, rank)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed + rank)
+    np.random.seed(args.seed + rank)
+    out = args.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    sources = [Path(s).resolve() for s in (args.data or DEFAULT_SOURCES)]
+    for s in sources:
+        if not s.exists():
+            raise EngineError(f"data folder not found: {s}")
+    cache_dir = (args.cache or out.parent / ".cache").resolve()
+
+    t0 = time.time()
+    corpus = load_corpus(sources, cache_dir, aist_music=args.aist_music)
+    train_items, val_items = corpus.split(default_validation_names())
+    styles = list(BASE_STYLES) + sorted({it.style for it in corpus.items} - set(BASE_STYLES))
+    normalizer = L.Normalizer.fit(torch.from_numpy(np.concatenate([it.motion for it in train_items])))
+    train_set = WindowDataset(train_items, normalizer, styles=styles, augment=not args.no_augment, seed=args.seed + rank)
+    val_set = WindowDataset(val_items or train_items[:1], normalizer, styles=styles, augment=False, seed=12345)
+    if rank == 0:
+        minutes = sum(len(it.motion) for it in train_items) / L.MODEL_FPS / 60
+        print(f"data: {len(train_items)} training sequences ({minutes:.1f} min), {len(val_items)} validation, "
+              f"loaded in {time.time() - t0:.1f}s; styles {styles}", flush=True)
+
+    cfg = ModelConfig(width=args.width, layers=args.layers, heads=args.heads, num_styles=len(styles))
+    model = Denoiser(cfg).to(device)
+    ema = Denoiser(cfg).to(device).eval()
+    ema.load_state_dict(model.state_dict())
+    for p in ema.parameters():
+        p.requires_grad_(False)
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
+    state_path = out / "state.safetensors"
+    step = 0
+    if state_path.exists():
+        step = _restore_state(load_file(str(state_path), device=str(device)), model, ema, opt)
+        if rank == 0:
+            print(f"resuming from step {step}", flush=True)
+    train_model = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    alpha_bar = cosine_alpha_bar().to(device)
+    normalizer_dev = L.Normalizer(normalizer.mean.to(device), normalizer.std.to(device))
+    run_config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    run_config["data"] = [str(s) for s in sources]
+    (out / "config.json").write_text(json.dumps({"run": run_config, "model": cfg.to_dict(), "styles": styles}, indent=2))
+
+    from tqdm import tqdm
+    batches = _batches(train_set, args.batch, seed=args.seed * 1000 + rank + step)
+    bar = tqdm(total=args.steps, initial=step, disable=rank != 0, dynamic_ncols=True, desc="train")
+    started, trained_before = time.time(), _previous_seconds(out)
+    log = open(out / "log.jsonl", "a") if rank == 0 else None
+    running = None
+    while step < args.steps:
+        if args.max_minutes is not None and time.time() - started > args.max_minutes * 60:
+            break
+        batch = {k: v.to(device) for k, v in next(batches).items()}
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, args)
+        train_model.train()
+        losses = training_loss(train_model, batch, alpha_bar, normalizer_dev)
+        opt.zero_grad(set_to_none=True)
+        losses["loss"].backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        with torch.no_grad():
+            for pe, pm in zip(ema.parameters(), model.parameters()):
+                pe.lerp_(pm, 1 - args.ema)
+        step += 1
+        value = float(losses["loss"])
+        running = value if running is None else 0.98 * running + 0.02 * value
+        bar.update(1)
+        bar.set_postfix(loss=f"{running:.4f}")
+        if rank == 0 and (step % args.val_every == 0 or step == args.steps):
+            _checkpoint(out, model, ema, opt, step, normalizer, styles, run_config, val_set, alpha_bar,
+                        normalizer_dev, device, trained_before + time.time() - started, running, log)
+    bar.close()
+    if rank == 0 and step % args.val_every != 0:
+        _checkpoint(out, model, ema, opt, step, normalizer, styles, run_config, val_set, alpha_bar,
+                    normalizer_dev, device, trained_before + time.time() - started, running, log)
+    if world > 1:
+        dist.destroy_process_group()
+    return out / "model.safetensors"
+
+
+def _previous_seconds(out: Path) -> float:
+    log = out / "log.jsonl"
+    if not log.exists():
+        return 0.0
+    lines = [l for l in log.read_text().splitlines() if l.strip()]
+    return float(json.loads(lines[-1]).get("seconds", 0.0)) if lines else 0.0
+
+
+@torch.no_grad()
+def validation_loss(model, val_set, alpha_bar, normalizer, device, batches: int = 4) -> float:
+    """Loss on fixed validation windows with fixed noise, so values are comparable across steps."""
+    model.eval()
+    g = torch.Generator(device="cpu").manual_seed(0)
+    total = 0.0
+    for b in range(batches):
+        items = [val_set[(b * 16 + i) % len(val_set)] for i in range(16)]
+        batch = {k: torch.stack([torch.as_tensor(it[k]) for it in items]).to(device) for k in items[0]}
+        losses = training_loss(model, batch, alpha_bar.cpu(), normalizer, music_drop=0.0, style_drop=0.0,
+                               generator=g) if device.type == "cpu" else \
+            training_loss(model, batch, alpha_bar, normalizer, music_drop=0.0, style_drop=0.0)
+        total += float(losses["loss"])
+    return total / batches
+
+
+def _checkpoint(out, model, ema, opt, step, normalizer, styles, run_config, val_set, alpha_bar,
+                normalizer_dev, device, seconds, running, log):
+    val = validation_loss(ema, val_set, alpha_bar, normalizer_dev, device)
+    info = {"step": step, "seconds": round(seconds, 1), "train_loss": running, "val_loss": val,
+            "machine": f"{platform.machine()} {platform.processor() or ''} {torch.get_num_threads()} threads".strip(),
+            "device": str(device), "torch": torch.__version__, "command": "python -m engine.train " + " ".join(sys.argv[1:]),
+            "run": run_config}
+    checkpoint.save(out / "model.safetensors", ema, normalizer, styles, info)
+    tmp = out / "state.safetensors.tmp"
+    save_file(_state_tensors(model, ema, opt, step), str(tmp))
+    tmp.replace(out / "state.safetensors")
+    entry = {"step": step, "seconds": round(seconds, 1), "train_loss": running, "val_loss": val}
+    log.write(json.dumps(entry) + "\n")
+    log.flush()
+    print(f"\nstep {step}: train {running:.4f} val {val:.4f} ({seconds / 60:.1f} min)", flush=True)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        path = run(args)
+    except EngineError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: rerun the same command to resume from the last checkpoint", file=sys.stderr)
+        return 130
+    print(f"model written to {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

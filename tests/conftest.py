@@ -1,0 +1,47 @@
+"""Shared fixtures: a tiny untrained checkpoint (the pipeline's behaviour does not depend on
+training) and paths to the shared data when present."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+SHARED_DATA = REPO.parent / "shared" / "data"
+SHIPPED_WEIGHTS = REPO / "weights" / "dance.safetensors"
+
+needs_shared_data = pytest.mark.skipif(not (SHARED_DATA / "tang2018").is_dir(), reason="../shared/data not present")
+
+
+@pytest.fixture(scope="session")
+def tiny_weights(tmp_path_factory) -> Path:
+    from engine import checkpoint, layout as L
+    from engine.model import Denoiser, ModelConfig
+    from engine.train import BASE_STYLES
+    torch.manual_seed(0)
+    model = Denoiser(ModelConfig(width=32, layers=1, heads=2, num_styles=len(BASE_STYLES)))
+    # A plausible normaliser: rest pose on average, pelvis at standing height.
+    from engine.skeleton import REST_PELVIS_HEIGHT
+    rest = L.pack(torch.zeros(2, 72, dtype=torch.float64), torch.tensor([[0, REST_PELVIS_HEIGHT, 0]] * 2, dtype=torch.float64))
+    motion_norm = L.Normalizer(rest[0].float(), torch.full((L.NUM_CHANNELS,), 0.05))
+    music_norm = L.Normalizer(torch.zeros(35), torch.ones(35))
+    path = tmp_path_factory.mktemp("weights") / "tiny.safetensors"
+    checkpoint.save(path, model, motion_norm, music_norm, BASE_STYLES, {"note": "untrained, for tests"})
+    return path
+
+
+@pytest.fixture(scope="session")
+def click_song(tmp_path_factory) -> Path:
+    """A 6 s, 120 bpm synthetic song written as WAV."""
+    import soundfile as sf
+    from engine.example import make_click_track
+    sr = 22050
+    path = tmp_path_factory.mktemp("audio") / "click.wav"
+    sf.write(path, make_click_track(6.0, 120.0, sr), sr)
+    return path

@@ -1,0 +1,101 @@
+"""engine.evaluate on tiny synthetic dances and a click track (no shared data needed)."""
+import json
+import math
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from engine import evaluate as E
+from engine.layout import MODEL_FPS
+from engine.motion import Motion
+from engine.skeleton import REST_PELVIS_HEIGHT, REST_POSITIONS
+
+PERIOD = 15                         # frames between speed minima: 0.5 s, 120 BPM
+
+
+def pulsing_dance(name: str, seconds: float, phase: int = 0, amplitude: float = 0.02) -> E.Dance:
+    """Every joint glides along X with speed minima every PERIOD frames, at frames phase + n*PERIOD."""
+    k = np.arange(int(seconds * MODEL_FPS), dtype=np.float64)
+    x = amplitude * (k - PERIOD / (2 * np.pi) * np.sin(2 * np.pi * (k - phase) / PERIOD))
+    p = np.repeat((REST_POSITIONS + [0.0, REST_PELVIS_HEIGHT, 0.0])[None], len(k), axis=0)
+    p[:, :, 0] += x[:, None]
+    return E.Dance(name=name, style="pop", positions=p)
+
+
+def click_track(path, seconds: float, sr: int = 22050) -> None:
+    """Short clicks every 0.5 s, starting at 0."""
+    wave = np.zeros(int(seconds * sr), dtype=np.float32)
+    click = (np.hanning(200) * np.sin(2 * np.pi * 1500 * np.arange(200) / sr)).astype(np.float32)
+    for t in np.arange(0, seconds - 0.1, 0.5):
+        s = int(t * sr)
+        wave[s:s + 200] += click
+    sf.write(path, wave, sr)
+
+
+def test_format_table_is_aligned():
+    results = {
+        "random": {"bas_bailando": 0.2, "bas_fact": 0.25, "pfc": 1.5, "foot_skating": 0.061, "jerk": 30.0,
+                   "fid_k": 3.0, "div_k": 7.5},
+        "real": {"bas_bailando": 0.3, "bas_fact": 0.35, "pfc": 1.2, "foot_skating": 0.05, "jerk": 25.0,
+                 "fid_k": float("nan"), "div_k": 8.0},
+    }
+    table = E.format_table(results)
+    lines = table.splitlines()
+    assert len(lines) == 4
+    assert len({len(line) for line in lines}) == 1               # every line equally wide
+    assert lines[2].startswith("real") and lines[3].startswith("random")
+    assert "6.100" in lines[3]                                    # skating shown in percent
+    assert lines[2].split()[6] == "-"                             # NaN FID shown as a dash
+
+
+def test_evaluate_rows_files_and_fake_model(tmp_path):
+    song = tmp_path / "song.wav"
+    click_track(song, 9.0)
+    val = pulsing_dance("val_song", 8.0)
+    val.audio_path, val.audio_offset = str(song), 0.5           # the dance starts 0.5 s into the song
+    train = [pulsing_dance(f"train_{i}", 12.0, phase=i * 4, amplitude=0.01 + 0.01 * i) for i in range(3)]
+
+    calls = []
+
+    def fake_generate(clip: E.Clip, seed: int) -> Motion:
+        """A 'model' that dances at 60 fps in phase with the music (checks resampling to 30 fps)."""
+        calls.append((clip.start, clip.duration, clip.style, seed))
+        T = int(clip.duration * 60)
+        t = np.arange(T) / 60.0
+        trans = np.stack([0.3 * (t - 0.5 / (2 * np.pi) * np.sin(2 * np.pi * t / 0.5)),
+                          np.full(T, REST_PELVIS_HEIGHT), np.zeros(T)], axis=-1)
+        return Motion(poses=np.zeros((T, 72)), trans=trans, fps=60.0, style=clip.style, seed=seed)
+
+    out = tmp_path / "eval"
+    results = E.evaluate(train, [val], clip_seconds=4.0, generate=fake_generate, seed=7, out=out)
+
+    assert [c[0] for c in calls] == [0.5, 4.5]                   # two 4 s clips, at the song's times
+    assert {c[2] for c in calls} == {"pop"} and [c[3] for c in calls] == [7, 8]
+    assert set(results) == {"model", "real", "random"}
+    for row in results.values():
+        for key, _, _ in E.COLUMNS:
+            assert math.isfinite(row[key])
+        assert 0.0 <= row["bas_bailando"] <= 1.0 and 0.0 <= row["bas_fact"] <= 1.0
+        assert row["fid_k"] >= 0.0 and row["div_k"] >= 0.0
+    # The fake model moves on the clicks: it aligns far better than chance would.
+    assert results["model"]["bas_bailando"] > 0.5
+
+    doc = json.loads((out / "metrics.json").read_text())
+    assert set(doc["rows"]) == {"model", "real", "random"}
+    assert doc["clips"] == ["val_song@0s", "val_song@4s"]
+    assert doc["settings"]["num_train_clips"] == 9
+    for png in ("beat_alignment.png", "metrics.png"):
+        assert (out / png).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_random_stretches_need_long_enough_dances():
+    with pytest.raises(E.EngineError):
+        E.random_stretches([pulsing_dance("short", 1.0)], frames=60, count=1, seed=0)
+
+
+def test_missing_weights_exit_code(tmp_path, capsys):
+    code = E.main(["--weights", str(tmp_path / "none.safetensors"), "--out", str(tmp_path / "o")])
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "\n" not in err

@@ -1,0 +1,155 @@
+"""Metrics on hand-made motions whose scores are known in closed form."""
+import math
+
+import numpy as np
+import pytest
+
+from engine import metrics as M
+from engine.layout import MODEL_FPS
+from engine.skeleton import JOINT_INDEX, NUM_JOINTS, REST_PELVIS_HEIGHT, REST_POSITIONS
+
+FPS = MODEL_FPS
+
+
+def standing(T: int) -> np.ndarray:
+    """(T,24,3) the rest pose with its lowest joint on the floor."""
+    pose = REST_POSITIONS + np.array([0.0, REST_PELVIS_HEIGHT, 0.0])
+    return np.repeat(pose[None], T, axis=0)
+
+
+def shifted_x(T: int, x: np.ndarray) -> np.ndarray:
+    """Standing pose translated along X by x (T,) metres (every joint moves together)."""
+    p = standing(T)
+    p[:, :, 0] += x[:, None]
+    return p
+
+
+# Pulsing body: speed minima every PERIOD frames at frames PHASE + n*PERIOD, maxima at the ends.
+PERIOD, PHASE, N_PERIODS = 16, 8, 10
+
+
+def pulsing() -> np.ndarray:
+    k = np.arange(PERIOD * N_PERIODS + 1, dtype=np.float64)
+    theta = 2 * np.pi * (k - PHASE) / PERIOD
+    x = 0.02 * (k - PERIOD / (2 * np.pi) * np.sin(theta))    # speed ∝ 1 - cos(theta)
+    return shifted_x(len(k), x)
+
+
+def test_still_pose_scores_zero():
+    p = standing(90)
+    assert M.pfc(p, FPS) == 0.0
+    assert M.jerk(p, FPS) == 0.0
+    assert M.foot_skating_ratio(p, FPS) == 0.0
+    np.testing.assert_array_equal(M.kinetic_features(p, FPS), np.zeros(3 * NUM_JOINTS))
+    # No motion beats: BAS is 0, not NaN.
+    scores = M.beat_alignment_scores(p, FPS, [0.5, 1.0, 1.5])
+    assert scores == {"bas_bailando": 0.0, "bas_fact": 0.0}
+
+
+def test_constant_slide_on_floor():
+    T, v = 90, 1.0                                              # 1 m/s = 3.3 cm per frame
+    p = shifted_x(T, v * np.arange(T) / FPS)
+    assert M.foot_skating_ratio(p, FPS) == pytest.approx(1.0)
+    assert M.jerk(p, FPS) < 1e-6
+    assert M.pfc(p, FPS) == 0.0                                 # feet slide but nothing accelerates
+    feats = M.kinetic_features(p, FPS).reshape(NUM_JOINTS, 3)
+    np.testing.assert_allclose(feats[:, 0], v ** 2, rtol=1e-9)  # horizontal kinetic energy
+    np.testing.assert_allclose(feats[:, 1:], 0.0, atol=1e-6)    # no vertical energy, no acceleration
+
+
+def test_slow_drift_is_not_skating():
+    T = 90
+    p = shifted_x(T, 0.1 * np.arange(T) / FPS)                  # 0.33 cm per frame: below threshold
+    assert M.foot_skating_ratio(p, FPS) == 0.0
+
+
+def test_pfc_rewards_planted_feet():
+    T = 120
+    t = np.arange(T) / FPS
+    bob = 0.05 * np.sin(2 * np.pi * t)
+    planted = standing(T)                                       # pelvis bobs, feet stay put
+    planted[:, [JOINT_INDEX[n] for n in ("pelvis", "spine1", "spine2", "spine3")], 0] += bob[:, None]
+    assert M.pfc(planted, FPS) == pytest.approx(0.0, abs=1e-12)
+    swaying = shifted_x(T, bob)                                 # the whole body, feet included
+    # Feet move A*w*|cos| per second, the root accelerates ∝ |sin| (max 1 after normalising):
+    # PFC = 1e4 * mean((A w dt cos)^2 * |sin|), up to the finite differences' half-frame offsets.
+    w = 2 * np.pi
+    expected = 1e4 * np.mean((0.05 * w / FPS * np.cos(w * t)) ** 2 * np.abs(np.sin(w * t)))
+    assert M.pfc(swaying, FPS) == pytest.approx(expected, rel=0.05)
+
+
+def test_jerk_of_cubic_is_six():
+    for fps in (30.0, 60.0):                                    # 60 fps resamples onto the same times
+        t = np.arange(int(2 * fps)) / fps
+        assert M.jerk(shifted_x(len(t), t ** 3), fps) == pytest.approx(6.0, rel=1e-6)
+
+
+def test_beats_on_the_beat_score_one():
+    p = pulsing()
+    beats = (PHASE + PERIOD * np.arange(N_PERIODS)) / FPS
+    np.testing.assert_allclose(M.motion_beats(p, FPS), beats, atol=1e-9)
+    scores = M.beat_alignment_scores(p, FPS, beats)
+    assert scores["bas_bailando"] == pytest.approx(1.0)
+    assert scores["bas_fact"] == pytest.approx(1.0)
+
+
+def test_beats_half_a_period_off_score_low():
+    p = pulsing()
+    offbeats = PERIOD * np.arange(N_PERIODS + 1) / FPS          # midway between motion beats
+    scores = M.beat_alignment_scores(p, FPS, offbeats)
+    d_frames = PERIOD / 2                                        # sigma = 3 frames
+    expected = math.exp(-d_frames ** 2 / (2 * 3 ** 2))
+    assert scores["bas_bailando"] == pytest.approx(expected, rel=1e-6)
+    assert scores["bas_fact"] == pytest.approx(expected, rel=1e-6)
+    assert expected < 0.05
+
+
+def test_beat_alignment_directions_differ():
+    motion = [1.0]
+    music = [1.0, 1.2]                                          # second beat 6 frames from the motion beat
+    bailando, fact = M.beat_alignment(motion, music)
+    assert bailando == pytest.approx((1 + math.exp(-6 ** 2 / (2 * 3 ** 2))) / 2)
+    assert fact == pytest.approx(1.0)
+    assert M.beat_alignment([], music) == (0.0, 0.0)
+
+
+def test_fid_zero_for_same_set_and_grows_with_shift():
+    rng = np.random.default_rng(0)
+    real = rng.normal(size=(40, 72))                            # fewer samples than dimensions
+    assert M.fid(real, real) == pytest.approx(0.0, abs=1e-6)
+    std = real.std(axis=0)
+    previous = 0.0
+    for s in (0.1, 0.5, 1.0, 2.0):
+        value = M.fid(real + s, real)
+        assert value == pytest.approx(np.sum((s / std) ** 2), rel=1e-6)
+        assert value > previous
+        previous = value
+
+
+def test_diversity():
+    same = np.tile(np.arange(72.0), (5, 1))
+    assert M.diversity(same) == 0.0
+    a, b = np.zeros(72), np.full(72, 0.5)
+    assert M.diversity(np.stack([a, b])) == pytest.approx(np.linalg.norm(a - b))
+    line = np.zeros((3, 72))
+    line[:, 0] = [0.0, 1.0, 3.0]
+    assert M.diversity(line) == pytest.approx(2.0)               # mean of 1, 3, 2
+
+
+def test_resampling_keeps_duration():
+    p = standing(51)                                            # 2 s at 25 fps
+    assert len(M.resample_positions(p, 25.0)) == 61             # 2 s at 30 fps
+
+
+def test_summarize_keys_and_values():
+    p = pulsing()
+    beats = (PHASE + PERIOD * np.arange(N_PERIODS)) / FPS
+    slide = shifted_x(len(p), np.arange(len(p)) / FPS)
+    out = M.summarize([(p, FPS, beats), (slide, FPS, beats)])
+    assert set(M.METRIC_KEYS) <= set(out)
+    assert out["num_clips"] == 2
+    assert math.isnan(out["fid_k"])
+    real = np.stack([M.kinetic_features(p, FPS), M.kinetic_features(slide, FPS)])
+    out = M.summarize([(p, FPS, beats), (slide, FPS, beats)], real_features=real)
+    assert out["fid_k"] == pytest.approx(0.0, abs=1e-3)       # eps*I rounding on 72 dims
+    assert out["div_k"] > 0

@@ -1,0 +1,117 @@
+"""The sampler, beat warp, feet and constraint blending, on synthetic inputs with known answers."""
+import numpy as np
+import torch
+
+from engine import metrics
+from engine.beatsync import warp_knots, warp_times
+from engine.diffusion import Inpainting, cosine_alpha_bar, sample, window_starts
+from engine.editing import apply_constraints
+from engine.feet import clean_feet
+from engine.motion import Constraints
+from engine.skeleton import JOINT_INDEX, REST_PELVIS_HEIGHT, joint_positions
+
+
+def test_windows_cover_the_song_with_half_overlap():
+    for length in (1, 149, 150, 151, 400, 1000):
+        starts = window_starts(length, 150)
+        covered = np.zeros(max(length, 150), bool)
+        for s in starts:
+            covered[s:s + 150] = True
+        assert covered[:length].all()
+        assert all(b - a <= 75 for a, b in zip(starts, starts[1:]))
+
+
+def test_fused_windows_agree_exactly_on_a_long_sequence():
+    # A denoiser that returns the music it is given: the fused result must be the global music
+    # itself, which only holds if overlapping windows are blended consistently.
+    length, channels = 530, 3
+    music = torch.linspace(0, 1, length)[:, None].repeat(1, channels) + torch.randn(length, channels) * 0.01
+    out = sample(lambda x, t, m: m, music, window=150, steps=4, alpha_bar=cosine_alpha_bar(),
+                 generator=torch.Generator().manual_seed(0), channels=channels)
+    assert torch.allclose(out, music, atol=1e-5)
+
+
+def test_inpainting_pastes_known_values():
+    length = 200
+    values = torch.full((length, 2), 3.0)
+    mask = torch.zeros(length, 2, dtype=torch.bool)
+    mask[10:20, 0] = True
+    out = sample(lambda x, t, m: torch.zeros_like(x), torch.zeros(length, 2), window=150, steps=3,
+                 alpha_bar=cosine_alpha_bar(), generator=torch.Generator().manual_seed(0), channels=2,
+                 inpainting=Inpainting(values, mask))
+    assert torch.equal(out[10:20, 0], values[10:20, 0])
+    assert out[~mask].abs().max() == 0
+
+
+def test_beat_warp_moves_motion_beats_onto_music_beats():
+    music = np.arange(0.5, 10, 0.5)
+    motion = music - 0.08                       # the dancer is 80 ms early on every beat
+    knots = warp_knots(motion, music, 10.0)
+    assert np.allclose(warp_times(music, knots), motion, atol=1e-9)
+    rates = np.diff(knots[1]) / np.diff(knots[0])
+    assert rates.min() >= 0.7 and rates.max() <= 1.4
+
+
+def test_beat_warp_keeps_anchors_and_ignores_far_beats():
+    music = np.array([1.0, 2.0, 3.0])
+    motion = np.array([1.05, 2.9])              # 2.9 is too far from 2.0 and 3.0 is matched instead
+    knots = warp_knots(motion, music, 4.0, anchors=np.array([2.0]))
+    assert warp_times(np.array([2.0]), knots)[0] == 2.0
+    assert abs(warp_times(np.array([1.0]), knots)[0] - 1.05) < 1e-9
+
+
+def _swaying_motion(T, fps, seed=0):
+    t = np.arange(T) / fps
+    rng = np.random.default_rng(seed)
+    poses = np.zeros((T, 72))
+    for j in range(24):
+        for k in range(3):
+            poses[:, 3 * j + k] = 0.3 * np.sin(2 * np.pi * rng.uniform(0.3, 1.0) * t + rng.uniform(0, 6))
+    trans = np.stack([0.1 * np.sin(t), np.full(T, REST_PELVIS_HEIGHT), 0.1 * np.cos(t)], 1)
+    return poses, trans
+
+
+def _angle_between(aa1, aa2):
+    from engine import rotations as R
+    q1 = R.axis_angle_to_quat(torch.from_numpy(aa1).reshape(-1, 3))
+    q2 = R.axis_angle_to_quat(torch.from_numpy(aa2).reshape(-1, 3))
+    return (2 * torch.acos((q1 * q2).sum(-1).abs().clamp(max=1))).numpy()
+
+
+def test_constraints_hold_exactly_and_flow_smoothly():
+    fps, T = 30, 180
+    poses, trans = _swaying_motion(T, fps)
+    target, _ = _swaying_motion(T, fps, seed=7)
+    c = Constraints.empty(T, fps)
+    c.set_pose(60, target[60])                                   # a keyframe
+    c.follow(target, ["left_arm"], frames=range(100, 160))       # joint-wise conditioning
+    c.set_pose(130, target[130], joints=["legs"], root=np.array([0.5, 0.9, 0.2]))
+    out_p, out_t = apply_constraints(poses, trans, c, fps)
+    m = np.repeat(c.joint_mask, 3, axis=1)
+    assert _angle_between(out_p[m], c.poses[m]).max() < 1e-4
+    assert np.allclose(out_t[130], [0.5, 0.9, 0.2])
+    # No jump at the keyframe: the change into and out of it is no bigger than elsewhere in that second.
+    step = np.abs(np.diff(out_p, axis=0)).max(axis=1)
+    around = step[45:75]
+    at_key = max(step[59], step[60])
+    assert at_key <= around.max() + 1e-12
+    assert np.abs(np.diff(out_p, axis=0)).max() < 0.5
+
+
+def test_feet_cleanup_grounds_and_stops_skating():
+    fps, T = 30, 90
+    poses = np.zeros((T, 72))
+    # Standing still but the whole body drifts 1 cm/frame (0.3 m/s) and floats 5 cm up.
+    trans = np.stack([np.arange(T) * 0.005, np.full(T, REST_PELVIS_HEIGHT + 0.05), np.zeros(T)], 1)
+    before = metrics.foot_skating_ratio(joint_positions(poses, trans), fps)
+    p2, t2, contacts = clean_feet(poses, trans, fps)
+    pos = joint_positions(p2, t2)
+    feet = pos[:, [JOINT_INDEX[n] for n in ("left_ankle", "right_ankle", "left_foot", "right_foot")]]
+    assert abs(feet[:, :, 1].min()) < 1e-3                     # standing on the floor, not above it
+    ankle_drift = np.abs(np.diff(feet[10:-10, :2, [0, 2]], axis=0)).max()
+    assert ankle_drift < 1e-3 < 0.005                          # planted ankles no longer slide
+    assert contacts[10:-10].mean() > 0.9
+    # Arms are untouched by leg IK.
+    arms = [3 * JOINT_INDEX["left_elbow"] + k for k in range(3)]
+    assert np.allclose(p2[:, arms], poses[:, arms])
+    assert before >= 0
