@@ -38,6 +38,7 @@ ROTATION_PROPS = ("rotation_quaternion", "rotation_euler", "rotation_axis_angle"
 _PATH_RE = re.compile(r'^pose\.bones\["((?:[^"\\]|\\.)*)"\]\.(\w+)$')
 SOURCE_KEY = "dance_source_action"   # custom property: the animator's action a dance came from
 SOURCE_SLOT_KEY = "dance_source_slot"
+SOURCE_MODES_KEY = "dance_source_rotation_modes"   # bone -> rotation_mode the source action was keyed in
 
 # Display mesh: radius (m) of the limb segment ending at each joint, and of each joint's ball.
 _SEGMENT_RADIUS = {
@@ -152,10 +153,18 @@ def _smpl_model_mesh(context, arm_obj, model_path: str):
         raise EngineError(f"the SMPL body mesh needs the 'smplx' package ({e}); "
                           "use Install dependencies in the add-on preferences or clear the SMPL model path") from None
     path = bpy.path.abspath(model_path)
-    if not os.path.exists(path):
+    if not os.path.isfile(path):
         raise EngineError(f"SMPL model file not found: {path}")
     try:
-        model = smplx.SMPL(model_path=path)
+        if path.endswith(".npz"):  # smplx's SMPL class reads only pickles: hand it the arrays
+            from smplx.utils import Struct
+            with np.load(path, allow_pickle=True) as data:
+                model = smplx.SMPL(model_path=path, data_struct=Struct(**{k: data[k] for k in data.files}))
+        else:
+            model = smplx.SMPL(model_path=path)
+    except ModuleNotFoundError as e:  # the official .pkl files hold chumpy arrays
+        raise EngineError(f"cannot load the SMPL model {path}: it needs the '{e.name}' package "
+                          "(or convert the model to .npz)") from None
     except Exception as e:  # licensed files come in several formats; say which one failed
         raise EngineError(f"cannot load the SMPL model {path}: {e}") from None
     with torch.no_grad():
@@ -171,9 +180,8 @@ def _smpl_model_mesh(context, arm_obj, model_path: str):
     mesh_obj = bpy.data.objects.new(arm_obj.name + "_smpl", mesh)
     for j, joint in enumerate(JOINT_NAMES):
         group = mesh_obj.vertex_groups.new(name=joint)
-        for w in np.unique(np.round(weights[:, j], 4)):
-            if w > 1e-4:
-                group.add(np.nonzero(np.isclose(weights[:, j], w, atol=5e-5))[0].tolist(), float(w), 'REPLACE')
+        for v in np.flatnonzero(weights[:, j] > 1e-4):
+            group.add([int(v)], float(weights[v, j]), 'REPLACE')
     (context.collection or context.scene.collection).objects.link(mesh_obj)
     return mesh_obj
 
@@ -214,13 +222,13 @@ def check_smpl_armature(obj) -> None:
 # --- Reading the scene ----------------------------------------------------------------------
 
 def pose_matrices(obj) -> np.ndarray:
-    """(24,4,4) armature-space pose matrices of the SMPL bones, as evaluated now."""
+    """(24,4,4) armature-space pose matrices of the SMPL bones (in JOINT_NAMES order), as evaluated now."""
     pbs = obj.pose.bones
-    if len(pbs) == NUM_JOINTS and all(pb.name == n for pb, n in zip(pbs, JOINT_NAMES)):
-        buf = np.empty(NUM_JOINTS * 16, np.float32)
-        pbs.foreach_get("matrix", buf)
-        return buf.reshape(NUM_JOINTS, 4, 4).transpose(0, 2, 1).astype(np.float64)  # column-major
-    return np.array([np.array(pbs[n].matrix) for n in JOINT_NAMES])
+    order = [pbs.find(n) for n in JOINT_NAMES]   # Blender keeps bones in hierarchy order, not ours
+    buf = np.empty(len(pbs) * 16, np.float32)
+    pbs.foreach_get("matrix", buf)
+    mats = buf.reshape(len(pbs), 4, 4).transpose(0, 2, 1)   # foreach_get gives column-major
+    return mats[order].astype(np.float64)
 
 
 def matrices_to_smpl(mats: np.ndarray, rest: np.ndarray | None = None):
@@ -252,11 +260,18 @@ def evaluate_frames(obj, frames, scene=None) -> tuple[np.ndarray, np.ndarray]:
         return np.zeros((0, NUM_JOINTS * 3)), np.zeros((0, 3))
     saved = scene.frame_current
     mats = np.empty((len(frames), NUM_JOINTS, 4, 4))
+    # Meshes deformed by this armature need not deform on every frame we visit: pause them.
+    paused = [m for o in scene.objects if o.type == 'MESH' for m in o.modifiers
+              if m.type == 'ARMATURE' and m.object == obj and m.show_viewport] if len(frames) > 8 else []
     try:
+        for m in paused:
+            m.show_viewport = False
         for k, f in enumerate(frames):
             scene.frame_set(int(f))
             mats[k] = pose_matrices(obj)
     finally:
+        for m in paused:
+            m.show_viewport = True
         scene.frame_set(saved)
     local, trans = matrices_to_smpl(mats)
     return _matrices_to_axis_angle(local), trans
@@ -353,12 +368,18 @@ def read_constraints(obj, frame_start: int, frame_end: int, fps: float,
         ad = obj.animation_data
         current, current_slot = ad.action, compat.object_slot(obj)
         swap = action is not current
+        modes = {pb.name: pb.rotation_mode for pb in obj.pose.bones}
         try:
-            if swap:  # evaluate the animator's own action, not the generated dance on top
+            if swap:  # evaluate the animator's own action (in its rotation modes), not the dance on top
+                for name, mode in dict(current.get(SOURCE_MODES_KEY, {})).items():
+                    if name in obj.pose.bones:
+                        obj.pose.bones[name].rotation_mode = mode
                 compat.set_action(obj, action, slot)
             poses, trans = evaluate_frames(obj, frames, scene)
         finally:
             if swap:
+                for name, mode in modes.items():
+                    obj.pose.bones[name].rotation_mode = mode
                 compat.set_action(obj, current, current_slot)
                 scene.frame_set(scene.frame_current)
         row = {f: k for k, f in enumerate(frames)}
@@ -417,6 +438,9 @@ def write_motion(obj, motion: Motion, frame_start: float, action_name: str,
     source, source_slot = key_source(obj)
     ad = obj.animation_data or obj.animation_data_create()
     old, old_slot = ad.action, compat.object_slot(obj)
+    # The rotation modes the animator's keys were made in (this resets them to quaternions).
+    modes = (dict(old[SOURCE_MODES_KEY]) if old is not None and SOURCE_MODES_KEY in old
+             else {pb.name: pb.rotation_mode for pb in obj.pose.bones})
     if old is not None:
         compat.push_to_muted_nla(obj, old, old_slot)
     for pb in obj.pose.bones:  # channels the new action leaves unkeyed must not keep old values
@@ -427,6 +451,7 @@ def write_motion(obj, motion: Motion, frame_start: float, action_name: str,
     action, fcurves, groups = compat.assign_new_action(obj, action_name)
     action[SOURCE_KEY] = source.name if source is not None else ""
     action[SOURCE_SLOT_KEY] = source_slot.identifier if source_slot is not None else ""
+    action[SOURCE_MODES_KEY] = modes
     for key, value in (metadata or {}).items():
         action["dance_" + key] = value
 
@@ -482,18 +507,21 @@ def find_sound_strip(scene, name: str = ""):
 
 def _sound_file(sound) -> str:
     """Absolute path of a sound's file; a packed sound is unpacked to a temporary file."""
-    if getattr(sound, "packed_file", None) is not None:
+    packed = getattr(sound, "packed_file", None)
+    if packed is not None:  # one file per sound and size, reused across panel redraws
         ext = os.path.splitext(sound.filepath)[1] or ".wav"
-        fd, path = tempfile.mkstemp(prefix="dance_", suffix=ext)
-        with os.fdopen(fd, "wb") as f:
-            f.write(sound.packed_file.data)
+        safe = re.sub(r"[^\w.-]", "_", sound.name)
+        path = os.path.join(tempfile.gettempdir(), f"dance_packed_{safe}_{packed.size}{ext}")
+        if not os.path.isfile(path) or os.path.getsize(path) != packed.size:
+            with open(path, "wb") as f:
+                f.write(packed.data)
         return path
     return os.path.normpath(bpy.path.abspath(sound.filepath, library=sound.library))
 
 
 def sound_strip_audio(scene, strip) -> AudioSpan:
     """Where the audio heard from `strip` comes from (DESIGN.md section 6: the heard part starts
-    (frame_final_start - frame_start) / fps seconds into the file, plus the strip's sound offset)."""
+    (frame_final_start - frame_start) / fps seconds into the file, plus the strip's offsets)."""
     if strip is None:
         raise EngineError("no sound strip: add the song in the Video Sequencer (Add > Sound) and select it")
     if strip.type != 'SOUND':
@@ -507,7 +535,10 @@ def sound_strip_audio(scene, strip) -> AudioSpan:
         raise EngineError(f"the file of sound strip '{strip.name}' is missing: {path}")
     fps = scene_fps(scene)
     first, end = compat.strip_range(strip)
-    start = (first - strip.frame_start) / fps + float(getattr(strip, "sound_offset", 0.0))
+    # Frames trimmed off the left (the handle, plus any content offset) are skipped in the file;
+    # `sound_offset` (seconds) shifts the sound inside the strip (3.x+).
+    skipped = (first - strip.frame_start) + getattr(strip, "animation_offset_start", 0)
+    start = skipped / fps + float(getattr(strip, "sound_offset", 0.0))
     return AudioSpan(path, start, (end - first) / fps, first, end - first)
 
 

@@ -41,6 +41,7 @@ assert max(s.stop for s in FEATURE_CHANNELS.values()) == NUM_MUSIC_FEATURES
 
 _BLOCK = 1 << 16                   # frames decoded at a time
 _MIN_ANALYSIS_SAMPLES = 1 << 16    # shorter clips are zero-padded: librosa's CQT needs ~2 s
+_CHUNK_S, _MARGIN_S = 60.0, 5.0     # analysis chunk and overlap (the CQT and CENS smoothing reach ~2 s)
 _SILENCE_PEAK = 1e-4               # below this peak amplitude (-80 dBFS) a clip counts as silent
 
 
@@ -75,8 +76,11 @@ def load_audio(source, sample_rate: float | None = None, start: float = 0.0,
 def _from_array(x: np.ndarray, sample_rate, start: float, duration) -> np.ndarray:
     if sample_rate is None or not (math.isfinite(sample_rate) and sample_rate > 0):
         raise EngineError("a numpy waveform needs its sample_rate (a positive number of Hz)")
-    if np.issubdtype(x.dtype, np.integer):  # PCM integers: full scale is 1.0
-        x = x.astype(np.float32) / float(np.iinfo(x.dtype).max + 1)
+    if x.size == 0:
+        raise EngineError("the audio waveform is empty (0 samples)")
+    if np.issubdtype(x.dtype, np.integer):  # PCM integers: full scale is 1.0 (unsigned: centred)
+        info = np.iinfo(x.dtype)
+        x = (x.astype(np.float32) - (info.max + 1) / 2 * (info.min == 0)) / float((info.max - info.min + 1) / 2)
     elif not np.issubdtype(x.dtype, np.floating):
         raise EngineError(f"a numpy waveform must hold numbers, got dtype {x.dtype}")
     if x.ndim == 2:
@@ -84,8 +88,6 @@ def _from_array(x: np.ndarray, sample_rate, start: float, duration) -> np.ndarra
     elif x.ndim != 1:
         raise EngineError(f"a numpy waveform must be 1-D or 2-D (samples, channels), got shape {x.shape}")
     total = x.shape[0]
-    if total == 0:
-        raise EngineError("the audio waveform is empty (0 samples)")
     first = int(round(start * sample_rate))
     if first >= total:
         raise EngineError(f"audio start {start:.2f} s is beyond the end of the audio ({total / sample_rate:.2f} s long)")
@@ -198,49 +200,86 @@ def _padded(y: np.ndarray) -> np.ndarray:
     return np.pad(y, (0, max(0, _MIN_ANALYSIS_SAMPLES - y.size)))
 
 
-def _envelope(y: np.ndarray, rate: float, hop: int) -> np.ndarray:
+def _chunked(fn, y: np.ndarray, hop: int, rate: float) -> np.ndarray:
+    """Apply a frame-wise librosa feature fn(segment) -> (C, F) in chunks with overlap.
+
+    The STFT and CQT of a whole 10-minute song take ~0.5 GB; chunks of _CHUNK_S seconds,
+    each analysed with _MARGIN_S seconds of real signal either side and the margins cut off,
+    keep that bounded. Frame k of a segment starting at sample s0*hop is global frame s0 + k.
+    """
+    y = _padded(y)
+    frames = 1 + len(y) // hop                             # librosa's centred frame count
+    chunk, margin = int(_CHUNK_S * rate / hop), int(_MARGIN_S * rate / hop)
+    parts = []
+    for a in range(0, frames, chunk):
+        b = min(a + chunk, frames)
+        s0 = max(0, a - margin)
+        seg = y[s0 * hop: min(len(y), (b + margin) * hop)]
+        parts.append(fn(_padded(seg))[:, a - s0: b - s0])
+    return np.concatenate(parts, axis=1)
+
+
+def _spectra(y: np.ndarray, rate: float, hop: int, chroma: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """Log-mel spectrogram (128, F) in dB, and chroma CENS (12, F) if asked.
+
+    The mel power is frame-local, so it is computed in chunks and converted to dB on the whole
+    song (librosa's top_db floor depends on the global maximum): the result equals librosa's
+    own onset_strength(y)/mfcc(y) inputs.
+    """
     import librosa
-    return librosa.onset.onset_strength(y=_padded(y), sr=rate, hop_length=hop)
+    mel = _chunked(lambda seg: librosa.feature.melspectrogram(y=seg, sr=rate, hop_length=hop), y, hop, rate)
+    mel_db = librosa.power_to_db(mel)
+    if not chroma:
+        return mel_db, None
+    # tuning=0: A440 assumed; estimating it per clip is slow and makes windows disagree.
+    cens = _chunked(lambda seg: librosa.feature.chroma_cens(y=seg, sr=rate, hop_length=hop, n_chroma=N_CHROMA,
+                                                            tuning=0.0), y, hop, rate)
+    return mel_db, cens
 
 
-def _beat_frames(env: np.ndarray, y: np.ndarray, rate: float, hop: int) -> tuple[np.ndarray, float]:
+def _envelope(mel_db: np.ndarray, rate: float, hop: int) -> np.ndarray:
+    import librosa
+    return librosa.onset.onset_strength(S=mel_db, sr=rate, hop_length=hop)   # (F,)
+
+
+def _is_silent(y: np.ndarray) -> bool:
+    return y.size == 0 or float(np.abs(y).max()) < _SILENCE_PEAK
+
+
+def _beat_frames(env: np.ndarray, silent: bool, rate: float, hop: int) -> tuple[np.ndarray, float]:
     """Beat frames and tempo from the onset envelope; a silent clip has neither."""
     import librosa
-    if y.size == 0 or np.abs(y).max() < _SILENCE_PEAK:
+    if silent:
         return np.zeros(0, np.int64), 0.0
     tempo, beats = librosa.beat.beat_track(onset_envelope=env, sr=rate, hop_length=hop)
     return np.asarray(beats, np.int64), float(np.atleast_1d(tempo)[0])
 
 
-def _features(y: np.ndarray, rate: float, hop: int, env: np.ndarray, beats: np.ndarray,
-              num_frames: int) -> np.ndarray:
+def _analyse(wave: np.ndarray, sr: float, fps: float, features: bool = True):
+    """Everything at once, sharing one onset envelope: (features (N, 35) or None, beat frames, tempo)."""
     import librosa
-    yp = _padded(y)
-    mfcc = librosa.feature.mfcc(y=yp, sr=rate, hop_length=hop, n_mfcc=N_MFCC)          # (20, F)
-    # tuning=0: A440 assumed; estimating it per clip is slow and makes windows disagree.
-    chroma = librosa.feature.chroma_cens(y=yp, sr=rate, hop_length=hop, n_chroma=N_CHROMA, tuning=0.0)  # (12, F)
-    frames = min(env.shape[0], mfcc.shape[1], chroma.shape[1])
-    peaks = np.zeros(frames, np.float32)
-    beat = np.zeros(frames, np.float32)
-    if y.size and np.abs(y).max() >= _SILENCE_PEAK:
-        peaks[[p for p in librosa.onset.onset_detect(onset_envelope=env, sr=rate, hop_length=hop) if p < frames]] = 1.0
-    beat[beats[beats < frames]] = 1.0
-    feats = np.zeros((frames, NUM_MUSIC_FEATURES), np.float32)
-    feats[:, FEATURE_CHANNELS["onset_envelope"]] = env[:frames, None]
-    feats[:, FEATURE_CHANNELS["mfcc"]] = mfcc[:, :frames].T
-    feats[:, FEATURE_CHANNELS["chroma_cens"]] = chroma[:, :frames].T
-    feats[:, FEATURE_CHANNELS["onset_peak"]] = peaks[:, None]
-    feats[:, FEATURE_CHANNELS["beat"]] = beat[:, None]
-    out = np.zeros((num_frames, NUM_MUSIC_FEATURES), np.float32)   # (N, 35), zero past the end
-    k = min(num_frames, frames)
-    out[:k] = feats[:k]
-    if not np.isfinite(out).all():
+    n = int(round(len(wave) / sr * fps))
+    y, rate, hop = _grid(wave, sr, fps)
+    mel_db, cens = _spectra(y, rate, hop, chroma=features)
+    env = _envelope(mel_db, rate, hop)
+    silent = _is_silent(y)
+    beats, tempo = _beat_frames(env, silent, rate, hop)
+    beats = beats[beats < n]
+    if not features:
+        return None, beats, tempo
+    frames = min(env.shape[0], mel_db.shape[1], cens.shape[1])
+    feats = np.zeros((n, NUM_MUSIC_FEATURES), np.float32)          # (N, 35), zero past the end
+    k = min(n, frames)
+    feats[:k, FEATURE_CHANNELS["onset_envelope"]] = env[:k, None]
+    feats[:k, FEATURE_CHANNELS["mfcc"]] = librosa.feature.mfcc(S=mel_db[:, :k], n_mfcc=N_MFCC).T
+    feats[:k, FEATURE_CHANNELS["chroma_cens"]] = cens[:, :k].T
+    if not silent:
+        peaks = librosa.onset.onset_detect(onset_envelope=env, sr=rate, hop_length=hop)
+        feats[peaks[peaks < k], FEATURE_CHANNELS["onset_peak"]] = 1.0
+    feats[beats[beats < k], FEATURE_CHANNELS["beat"]] = 1.0
+    if not np.isfinite(feats).all():
         raise EngineError("music features came out non-finite (is the audio valid?)")
-    return out
-
-
-def _num_frames(wave: np.ndarray, sr: float, fps: float) -> int:
-    return int(round(len(wave) / sr * fps))
+    return feats, beats, tempo
 
 
 def music_features(wave: np.ndarray, sr: float, fps: float = MODEL_FPS) -> np.ndarray:
@@ -251,11 +290,7 @@ def music_features(wave: np.ndarray, sr: float, fps: float = MODEL_FPS) -> np.nd
     round(FEATURE_SR/fps) at rate fps*hop (the wave is resampled to it), so frame k covers
     time k/fps. Silence gives finite values (MFCC at its floor, zero chroma, no peaks or beats).
     """
-    n = _num_frames(wave, sr, fps)
-    y, rate, hop = _grid(wave, sr, fps)
-    env = _envelope(y, rate, hop)
-    beats, _ = _beat_frames(env, y, rate, hop)
-    return _features(y, rate, hop, env, beats, n)
+    return _analyse(wave, sr, fps)[0]
 
 
 def detect_beats(wave: np.ndarray, sr: float) -> tuple[np.ndarray, float]:
@@ -264,9 +299,8 @@ def detect_beats(wave: np.ndarray, sr: float) -> tuple[np.ndarray, float]:
     Returns (beat times in seconds (B,), tempo in BPM). Beats lie on the MODEL_FPS feature
     grid, the same beats as the features' beat channel. Silence gives no beats and tempo 0.0.
     """
-    y, rate, hop = _grid(wave, sr, MODEL_FPS)
-    beats, tempo = _beat_frames(_envelope(y, rate, hop), y, rate, hop)
-    return beats * (hop / rate), tempo
+    _, beats, tempo = _analyse(wave, sr, MODEL_FPS, features=False)
+    return beats / float(MODEL_FPS), tempo
 
 
 # ----------------------------------------------------------------------------- songs
@@ -296,10 +330,7 @@ def load_song(source, sample_rate: float | None = None, start: float = 0.0,
               duration: float | None = None, fps: float = MODEL_FPS) -> Song:
     """load_audio + music_features + beats, sharing one onset envelope; beats at `fps`'s grid."""
     wave, sr = load_audio(source, sample_rate, start, duration)
-    y, rate, hop = _grid(wave, sr, fps)
-    env = _envelope(y, rate, hop)
-    beats, tempo = _beat_frames(env, y, rate, hop)
-    feats = _features(y, rate, hop, env, beats, _num_frames(wave, sr, fps))
+    feats, beats, tempo = _analyse(wave, sr, fps)
     path = str(source) if isinstance(source, (str, Path)) else None
-    return Song(wave=wave, sr=sr, features=feats, fps=float(fps), beat_times=beats * (hop / rate),
+    return Song(wave=wave, sr=sr, features=feats, fps=float(fps), beat_times=beats / float(fps),
                 tempo=tempo, path=path, start=float(start or 0.0))

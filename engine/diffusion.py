@@ -47,12 +47,15 @@ class LossWeights:
 
 
 def _positions_dm(x: torch.Tensor, normalizer: L.Normalizer) -> torch.Tensor:
-    """Normalised (B,T,C) -> root-relative joint positions in decimetres (B,T,24,3)."""
+    """Normalised (B,T,C) -> joint positions in decimetres (B,T,24,3), the root kept at x = z = 0.
+
+    The horizontal path is left to the velocity channels: integrating it here would let one early
+    error dominate the whole window."""
     raw = normalizer.denormalize(x)
     B, T, _ = raw.shape
     rot = R.sixd_to_matrix(raw[..., L.ROT6D].reshape(B, T, NUM_JOINTS, 6))
-    xz = torch.cumsum(raw[..., L.ROOT_VEL], dim=1) - raw[..., L.ROOT_VEL]
-    root = torch.stack([xz[..., 0], raw[..., L.ROOT_Y.start], xz[..., 1]], dim=-1)
+    zero = torch.zeros_like(raw[..., L.ROOT_Y.start])
+    root = torch.stack([zero, raw[..., L.ROOT_Y.start], zero], dim=-1)
     return forward_kinematics(rot, root) * 10.0
 
 
@@ -77,7 +80,10 @@ def training_loss(model, batch: dict, alpha_bar: torch.Tensor, normalizer: L.Nor
     positions = F.mse_loss(pos_pred, pos_true)
     # Feet that the data says are planted should not move in the prediction.
     contact = (normalizer.denormalize(x0)[..., L.CONTACTS] > 0.5)[:, :-1]          # (B, T-1, 4)
-    foot_vel = pos_pred[:, 1:, list(FOOT_INDICES)] - pos_pred[:, :-1, list(FOOT_INDICES)]
+    # Feet move with the root, so the root's own displacement is added back for this term.
+    root_step = normalizer.denormalize(pred)[:, :-1, L.ROOT_VEL] * 10.0
+    root_step = torch.stack([root_step[..., 0], torch.zeros_like(root_step[..., 0]), root_step[..., 1]], -1)
+    foot_vel = pos_pred[:, 1:, list(FOOT_INDICES)] - pos_pred[:, :-1, list(FOOT_INDICES)] + root_step[:, :, None]
     foot = (foot_vel.pow(2).sum(-1) * contact).mean()
     total = simple + weights.velocity * velocity + weights.positions * positions + weights.foot * foot
     return {"loss": total, "simple": simple.detach(), "velocity": velocity.detach(),

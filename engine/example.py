@@ -1,6 +1,6 @@
 """The project's own example music, synthesised: no third-party recording is shipped.
 
-make_example_song writes a short loop (kick on the beats, hi-hat off-beats, a bass line and a
+make_example_song writes a short loop (kick on the beats, snare on 2 and 4, hi-hat off-beats, a bass line and a
 I-vi-IV-V chord progression) that is deterministic, so demos and tests hear the same song.
 """
 from __future__ import annotations
@@ -43,10 +43,17 @@ def make_click_track(seconds: float, bpm: float = 120.0, sr: int = 44100) -> np.
     return (0.8 * out).astype(np.float32)
 
 
-def _kick(sr: int) -> np.ndarray:
+def _kick(sr: int, rng: np.random.Generator) -> np.ndarray:
     t = np.arange(int(0.35 * sr)) / sr
     freq = 50 + 100 * np.exp(-t / 0.04)                    # pitch drops 150 -> 50 Hz
-    return np.sin(2 * np.pi * np.cumsum(freq) / sr) * np.exp(-t / 0.12)
+    body = np.sin(2 * np.pi * np.cumsum(freq) / sr) * np.exp(-t / 0.12)
+    beater = 0.3 * rng.standard_normal(len(t)) * np.exp(-t / 0.004)   # the broadband click of the attack
+    return body + beater
+
+
+def _snare(sr: int, rng: np.random.Generator) -> np.ndarray:
+    t = np.arange(int(0.2 * sr)) / sr
+    return 0.5 * rng.standard_normal(len(t)) * np.exp(-t / 0.05) + 0.3 * np.sin(2 * np.pi * 190 * t) * np.exp(-t / 0.03)
 
 
 def _hihat(sr: int, rng: np.random.Generator) -> np.ndarray:
@@ -70,9 +77,11 @@ def synthesize_example(seconds: float = 12.0, bpm: float = 120.0, sr: int = 4410
     n = int(round(seconds * sr))
     beat = 60.0 / bpm
     drums, hats, bass, chords = np.zeros(n), np.zeros(n), np.zeros(n), np.zeros(n)
-    kick, hat = _kick(sr), _hihat(sr, rng)
-    for b in _beats(seconds, bpm):
+    kick, snare, hat = _kick(sr, rng), _snare(sr, rng), _hihat(sr, rng)
+    for k, b in enumerate(_beats(seconds, bpm)):
         _place(drums, kick, b, sr)
+        if k % 2:                                          # backbeat on 2 and 4
+            _place(drums, snare, b, sr)
     for b in _beats(seconds, bpm, offset=beat / 2):
         _place(hats, hat, b, sr)
     for bar, t0 in enumerate(_beats(seconds, bpm / 4)):    # one chord per 4/4 bar

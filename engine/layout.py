@@ -74,7 +74,7 @@ class Normalizer:
     std: torch.Tensor
 
     @classmethod
-    def fit(cls, data: torch.Tensor, min_std: float = 1e-3, flags: slice | None = CONTACTS) -> "Normalizer":
+    def fit(cls, data: torch.Tensor, min_std: float = 1e-2, flags: slice | None = CONTACTS) -> "Normalizer":
         """`flags`: channels holding 0/1 flags (the motion's contacts; None for music)."""
         flat = data.reshape(-1, data.shape[-1]).double()
         mean, std = flat.mean(0), flat.std(0).clamp_min(min_std)

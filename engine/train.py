@@ -112,12 +112,28 @@ def _pick_device(name: str, rank: int) -> torch.device:
     return torch.device("cpu")
 
 
-def _batches(dataset, batch: int, seed: int):
-    """Endless stream of batches; window choice depends only on (seed, batch number)."""
-    from torch.utils.data import DataLoader, RandomSampler
-    g = torch.Generator().manual_seed(seed)
-    sampler = RandomSampler(dataset, replacement=True, num_samples=10**9, generator=g)
-    return iter(DataLoader(dataset, batch_size=batch, sampler=sampler, num_workers=0, drop_last=True))
+class _WindowStream(torch.utils.data.Dataset):
+    """Window k of the run = the dataset's index k mod its length, in epoch k // length: every
+    batch is a fresh draw, and a resumed run continues the same stream."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self):
+        return 2**62
+
+    def __getitem__(self, k: int):
+        self.dataset.set_epoch(k // len(self.dataset))
+        return self.dataset[k % len(self.dataset)]
+
+
+def _batches(dataset, batch: int, first_batch: int, workers: int = 1):
+    """Endless batches, prepared by a worker process while the model trains."""
+    from torch.utils.data import DataLoader
+    indices = range(first_batch * batch, 2**62)
+    loader = DataLoader(_WindowStream(dataset), batch_size=batch, sampler=indices, num_workers=workers,
+                        persistent_workers=workers > 0, prefetch_factor=4 if workers > 0 else None)
+    return iter(loader)
 
 
 def run(args) -> Path:
@@ -141,6 +157,10 @@ def run(args) -> Path:
     train_items, val_items = corpus.split(default_validation_names())
     styles = list(BASE_STYLES) + sorted({it.style for it in corpus.items} - set(BASE_STYLES))
     normalizer = L.Normalizer.fit(torch.from_numpy(np.concatenate([it.motion for it in train_items])))
+    music = [it.music for it in train_items if it.music is not None]
+    if not music:
+        raise EngineError("no training sequence has music: add a dataset with audio (tang2018 or AIST++ with --aist-music)")
+    music_normalizer = L.Normalizer.fit(torch.from_numpy(np.concatenate(music)), flags=None)
     train_set = WindowDataset(train_items, normalizer, styles=styles, augment=not args.no_augment, seed=args.seed + rank)
     val_set = WindowDataset(val_items or train_items[:1], normalizer, styles=styles, augment=False, seed=12345)
     if rank == 0:
@@ -169,7 +189,8 @@ def run(args) -> Path:
     (out / "config.json").write_text(json.dumps({"run": run_config, "model": cfg.to_dict(), "styles": styles}, indent=2))
 
     from tqdm import tqdm
-    batches = _batches(train_set, args.batch, seed=args.seed * 1000 + rank + step)
+    batches = _batches(train_set, args.batch, first_batch=step)
+    music_norm_dev = L.Normalizer(music_normalizer.mean.to(device), music_normalizer.std.to(device))
     bar = tqdm(total=args.steps, initial=step, disable=rank != 0, dynamic_ncols=True, desc="train")
     started, trained_before = time.time(), _previous_seconds(out)
     log = open(out / "log.jsonl", "a") if rank == 0 else None
@@ -178,6 +199,7 @@ def run(args) -> Path:
         if args.max_minutes is not None and time.time() - started > args.max_minutes * 60:
             break
         batch = {k: v.to(device) for k, v in next(batches).items()}
+        batch["music"] = music_norm_dev.normalize(batch["music"])
         for g in opt.param_groups:
             g["lr"] = lr_at(step, args)
         train_model.train()
@@ -190,17 +212,17 @@ def run(args) -> Path:
             for pe, pm in zip(ema.parameters(), model.parameters()):
                 pe.lerp_(pm, 1 - args.ema)
         step += 1
-        value = float(losses["loss"])
+        value = float(losses["loss"].detach())
         running = value if running is None else 0.98 * running + 0.02 * value
         bar.update(1)
         bar.set_postfix(loss=f"{running:.4f}")
         if rank == 0 and (step % args.val_every == 0 or step == args.steps):
-            _checkpoint(out, model, ema, opt, step, normalizer, styles, run_config, val_set, alpha_bar,
-                        normalizer_dev, device, trained_before + time.time() - started, running, log)
+            _checkpoint(out, model, ema, opt, step, normalizer, music_normalizer, styles, run_config, val_set,
+                        alpha_bar, normalizer_dev, music_norm_dev, device, trained_before + time.time() - started, running, log)
     bar.close()
     if rank == 0 and step % args.val_every != 0:
-        _checkpoint(out, model, ema, opt, step, normalizer, styles, run_config, val_set, alpha_bar,
-                    normalizer_dev, device, trained_before + time.time() - started, running, log)
+        _checkpoint(out, model, ema, opt, step, normalizer, music_normalizer, styles, run_config, val_set,
+                    alpha_bar, normalizer_dev, music_norm_dev, device, trained_before + time.time() - started, running, log)
     if world > 1:
         dist.destroy_process_group()
     return out / "model.safetensors"
@@ -215,29 +237,28 @@ def _previous_seconds(out: Path) -> float:
 
 
 @torch.no_grad()
-def validation_loss(model, val_set, alpha_bar, normalizer, device, batches: int = 4) -> float:
-    """Loss on fixed validation windows with fixed noise, so values are comparable across steps."""
+def validation_loss(model, val_set, alpha_bar, normalizer, music_normalizer, device, batches: int = 4) -> float:
+    """Loss on fixed validation windows with fixed times and noise: comparable across steps."""
     model.eval()
-    g = torch.Generator(device="cpu").manual_seed(0)
+    g = torch.Generator(device=device).manual_seed(0)
     total = 0.0
     for b in range(batches):
         items = [val_set[(b * 16 + i) % len(val_set)] for i in range(16)]
-        batch = {k: torch.stack([torch.as_tensor(it[k]) for it in items]).to(device) for k in items[0]}
-        losses = training_loss(model, batch, alpha_bar.cpu(), normalizer, music_drop=0.0, style_drop=0.0,
-                               generator=g) if device.type == "cpu" else \
-            training_loss(model, batch, alpha_bar, normalizer, music_drop=0.0, style_drop=0.0)
+        batch = {k: torch.stack([it[k] for it in items]).to(device) for k in items[0]}
+        batch["music"] = music_normalizer.normalize(batch["music"])
+        losses = training_loss(model, batch, alpha_bar, normalizer, music_drop=0.0, style_drop=0.0, generator=g)
         total += float(losses["loss"])
     return total / batches
 
 
-def _checkpoint(out, model, ema, opt, step, normalizer, styles, run_config, val_set, alpha_bar,
-                normalizer_dev, device, seconds, running, log):
-    val = validation_loss(ema, val_set, alpha_bar, normalizer_dev, device)
+def _checkpoint(out, model, ema, opt, step, normalizer, music_normalizer, styles, run_config, val_set,
+                alpha_bar, normalizer_dev, music_norm_dev, device, seconds, running, log):
+    val = validation_loss(ema, val_set, alpha_bar, normalizer_dev, music_norm_dev, device)
     info = {"step": step, "seconds": round(seconds, 1), "train_loss": running, "val_loss": val,
             "machine": f"{platform.machine()} {platform.processor() or ''} {torch.get_num_threads()} threads".strip(),
             "device": str(device), "torch": torch.__version__, "command": "python -m engine.train " + " ".join(sys.argv[1:]),
             "run": run_config}
-    checkpoint.save(out / "model.safetensors", ema, normalizer, styles, info)
+    checkpoint.save(out / "model.safetensors", ema, normalizer, music_normalizer, styles, info)
     tmp = out / "state.safetensors.tmp"
     save_file(_state_tensors(model, ema, opt, step), str(tmp))
     tmp.replace(out / "state.safetensors")

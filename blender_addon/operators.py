@@ -1,0 +1,347 @@
+"""Operators: read the Dance settings, call scene_io / runner, report. No generation logic here.
+
+Every user mistake surfaces as `self.report({'ERROR'}, one_line)` and {'CANCELLED'}, never a
+traceback. Generate is modal when invoked from the UI (a worker thread plus a window-manager
+timer; Esc or the Cancel button stops it) and synchronous when executed (scripts, background
+mode, the bpy module), since timers never fire headless.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import bpy
+from bpy.props import BoolProperty, EnumProperty, StringProperty
+from bpy_extras.io_utils import ExportHelper
+
+from . import _engine_path  # noqa: F401
+from . import preferences
+
+_TIMER_STEP = 0.1  # seconds between progress polls
+
+
+def _engine_error_types():
+    from engine.errors import Cancelled, EngineError
+    return EngineError, Cancelled
+
+
+def dependency_error() -> str | None:
+    missing = preferences.missing_dependencies()
+    if missing:
+        return (f"missing Python packages: {', '.join(missing)}: open Preferences > Add-ons > Dance Generator "
+                "and press 'Install Dependencies'")
+    return None
+
+
+@dataclass
+class Plan:
+    """What Generate would do now: the song's span and the frames to fill."""
+    span: object          # scene_io.AudioSpan
+    first: int
+    last: int
+    fps: float
+
+    @property
+    def start_seconds(self) -> float:
+        return self.span.start + (self.first - self.span.first_frame) / self.fps
+
+    @property
+    def duration(self) -> float:
+        return (self.last - self.first + 1) / self.fps
+
+
+def plan(scene, settings) -> Plan:
+    """Resolve the song and frame range from the settings; raises EngineError on a user mistake."""
+    from . import scene_io
+    from engine.errors import EngineError
+    fps = scene_io.scene_fps(scene)
+    if settings.audio_source == 'STRIP':
+        span = scene_io.sound_strip_audio(scene, scene_io.find_sound_strip(scene, settings.strip_name))
+    else:
+        span = scene_io.file_audio(scene, settings.audio_file, scene.frame_start)
+    song_first, song_last = span.first_frame, span.first_frame + span.num_frames - 1
+    if settings.use_strip_range:
+        first, last = song_first, song_last
+    else:
+        first, last = settings.frame_start, settings.frame_end
+        if last < first:
+            raise EngineError(f"the frame range {first}-{last} is empty: End must not be before Start")
+        if first < song_first or last > song_last:
+            raise EngineError(f"frames {first}-{last} lie outside the song, which plays on frames {song_first}-{song_last}")
+    if last < first:
+        raise EngineError("the song is shorter than one frame")
+    return Plan(span, first, last, fps)
+
+
+def dancer(context):
+    """The armature to animate: the panel's choice, else the active object if it is an armature."""
+    settings = context.scene.dance
+    obj = settings.armature
+    if obj is None and context.object is not None and context.object.type == 'ARMATURE':
+        obj = context.object
+    return obj
+
+
+def device_choice(context) -> str:
+    choice = context.scene.dance.device
+    if choice == 'PREFS':
+        prefs = preferences.get(context)
+        choice = prefs.default_device if prefs is not None else 'AUTO'
+    return choice.lower()
+
+
+def weights_choice(context) -> str | None:
+    """The preferences' weights file, or None for the engine's default (the shipped weights)."""
+    prefs = preferences.get(context)
+    return bpy.path.abspath(prefs.weights_path) if prefs is not None and prefs.weights_path else None
+
+
+def action_name(song_path: str, style: str, seed: int) -> str:
+    song = os.path.splitext(os.path.basename(song_path))[0]
+    return f"Dance {song} {style} s{seed}"[:63]
+
+
+def build_request(context):
+    """Everything the worker needs, read on the main thread."""
+    from . import runner, scene_io
+    scene, settings = context.scene, context.scene.dance
+    obj = dancer(context)
+    scene_io.check_smpl_armature(obj)
+    p = plan(scene, settings)
+    cons = scene_io.read_constraints(obj, p.first, p.last, p.fps, settings.keep_parts(), settings.keep_root, scene)
+    style = settings.style
+    return runner.Request(
+        audio_path=p.span.path, start=p.start_seconds, duration=p.duration, fps=p.fps,
+        num_frames=p.last - p.first + 1, frame_start=p.first, armature_name=obj.name, scene_name=scene.name,
+        action_name=action_name(p.span.path, style, settings.seed), style=style, seed=settings.seed,
+        steps=settings.steps, guidance=settings.guidance, device=device_choice(context), constraints=cons,
+        weights=weights_choice(context),
+        metadata={"song": p.span.path, "style": style, "seed": settings.seed, "steps": settings.steps,
+                  "audio_start": p.start_seconds})
+
+
+def _redraw(context) -> None:
+    for window in context.window_manager.windows:
+        for area in window.screen.areas:
+            if area.type in ('VIEW_3D', 'PROPERTIES'):
+                area.tag_redraw()
+
+
+class DANCE_OT_generate(bpy.types.Operator):
+    """Generate a dance for the song on the SMPL armature, keeping every key you set"""
+    bl_idname = "dance.generate"
+    bl_label = "Generate Dance"
+    bl_options = {'REGISTER', 'UNDO'}
+
+    @classmethod
+    def poll(cls, context):
+        from . import runner
+        return runner.active_job() is None
+
+    def _fail(self, context, message: str):
+        settings = context.scene.dance
+        settings.status, settings.is_running = message, False
+        self.report({'ERROR'}, message)
+        return {'CANCELLED'}
+
+    def execute(self, context):
+        msg = dependency_error()
+        if msg:
+            return self._fail(context, msg)
+        from . import runner
+        EngineError, Cancelled = _engine_error_types()
+        settings = context.scene.dance
+        last = [-1]
+
+        def progress(fraction, message=""):
+            settings.progress = fraction
+            if bpy.app.background and int(fraction * 10) != last[0]:
+                last[0] = int(fraction * 10)
+                print(f"dance: {fraction * 100:3.0f}% {message}", flush=True)
+            return True
+
+        try:
+            request = build_request(context)
+            action = runner.run_sync(request, progress)
+        except Cancelled:
+            settings.status = "cancelled"
+            self.report({'WARNING'}, "generation cancelled; the scene is unchanged")
+            return {'CANCELLED'}
+        except EngineError as e:
+            return self._fail(context, str(e))
+        settings.progress, settings.status = 1.0, f"done: action '{action.name}'"
+        self.report({'INFO'}, f"generated '{action.name}' on frames {request.frame_start}-"
+                              f"{request.frame_start + request.num_frames - 1}")
+        return {'FINISHED'}
+
+    def invoke(self, context, event):
+        if bpy.app.background:
+            return self.execute(context)
+        msg = dependency_error()
+        if msg:
+            return self._fail(context, msg)
+        from . import runner
+        EngineError, _ = _engine_error_types()
+        try:
+            self._job = runner.start(build_request(context))
+        except EngineError as e:
+            return self._fail(context, str(e))
+        settings = context.scene.dance
+        settings.progress, settings.status, settings.is_running = 0.0, "starting", True
+        self._timer = context.window_manager.event_timer_add(_TIMER_STEP, window=context.window)
+        context.window_manager.modal_handler_add(self)
+        return {'RUNNING_MODAL'}
+
+    def _finish(self, context):
+        from . import runner
+        context.window_manager.event_timer_remove(self._timer)
+        runner.finished(self._job)
+        context.scene.dance.is_running = False
+        _redraw(context)
+
+    def modal(self, context, event):
+        EngineError, _ = _engine_error_types()
+        settings = context.scene.dance
+        if event.type == 'ESC' and event.value == 'PRESS':
+            self._job.cancel()
+        elif event.type != 'TIMER' or event.timer is not self._timer:
+            return {'PASS_THROUGH'}
+        snap = self._job.snapshot()
+        settings.progress, settings.status = snap["progress"], snap["message"]
+        _redraw(context)
+        if self._job.cancel_requested and not snap["done"]:
+            settings.status = "cancelling..."
+        if not snap["done"]:
+            return {'PASS_THROUGH'}
+        self._finish(context)
+        if snap["cancelled"]:
+            settings.status = "cancelled"
+            self.report({'WARNING'}, "generation cancelled; the scene is unchanged")
+            return {'CANCELLED'}
+        if snap["error"]:
+            return self._fail(context, snap["error"])
+        from . import runner
+        try:
+            action = runner.apply(self._job.request, snap["motion"])
+        except EngineError as e:
+            return self._fail(context, str(e))
+        settings.progress, settings.status = 1.0, f"done: action '{action.name}'"
+        self.report({'INFO'}, f"generated '{action.name}'")
+        return {'FINISHED'}
+
+
+class DANCE_OT_cancel(bpy.types.Operator):
+    """Stop the running generation; the scene stays as it was"""
+    bl_idname = "dance.cancel"
+    bl_label = "Cancel"
+    bl_options = {'REGISTER'}
+
+    @classmethod
+    def poll(cls, context):
+        from . import runner
+        return runner.active_job() is not None
+
+    def execute(self, context):
+        from . import runner
+        job = runner.active_job()
+        if job is not None:
+            job.cancel()
+            context.scene.dance.status = "cancelling..."
+        return {'FINISHED'}
+
+
+class DANCE_OT_create_dancer(bpy.types.Operator):
+    """Add an SMPL armature standing on the floor at the 3D cursor, with a simple body"""
+    bl_idname = "dance.create_dancer"
+    bl_label = "Create SMPL Dancer"
+    bl_options = {'REGISTER', 'UNDO'}
+
+    name: StringProperty(name="Name", default="SMPL", description="Name of the new armature")
+    with_mesh: BoolProperty(name="Body Mesh", default=True,
+                            description="Add a body mesh skinned to the bones (the SMPL body if the preferences "
+                                        "name an SMPL model file, else capsules)")
+
+    def execute(self, context):
+        msg = dependency_error()
+        if msg:
+            return self._error(msg)
+        from . import scene_io
+        EngineError, _ = _engine_error_types()
+        prefs = preferences.get(context)
+        model = prefs.smpl_model_path if prefs is not None and prefs.smpl_model_path else None
+        try:
+            obj = scene_io.create_smpl_armature(context, self.name, with_mesh=self.with_mesh, smpl_model_path=model)
+        except EngineError as e:
+            return self._error(str(e))
+        context.scene.dance.armature = obj
+        return {'FINISHED'}
+
+    def _error(self, msg):
+        self.report({'ERROR'}, msg)
+        return {'CANCELLED'}
+
+
+class _ExportBase:
+    """Shared by the exports: the dancer's evaluated animation over its action's frames."""
+
+    def motion(self, context):
+        from . import scene_io
+        obj = dancer(context)
+        scene_io.check_smpl_armature(obj)
+        ad = obj.animation_data
+        if ad is not None and ad.action is not None:
+            start, end = (int(round(x)) for x in ad.action.frame_range)
+        else:
+            start, end = context.scene.frame_start, context.scene.frame_end
+        return scene_io.read_motion(obj, start, end, scene=context.scene)
+
+    def execute(self, context):
+        msg = dependency_error()
+        if msg:
+            self.report({'ERROR'}, msg)
+            return {'CANCELLED'}
+        EngineError, _ = _engine_error_types()
+        try:
+            motion = self.motion(context)
+            self.write(motion, self.filepath)
+        except EngineError as e:
+            self.report({'ERROR'}, str(e))
+            return {'CANCELLED'}
+        except OSError as e:
+            self.report({'ERROR'}, f"cannot write {self.filepath}: {e.strerror or e}")
+            return {'CANCELLED'}
+        self.report({'INFO'}, f"wrote {motion.num_frames} frames to {self.filepath}")
+        return {'FINISHED'}
+
+
+class DANCE_OT_export_bvh(_ExportBase, bpy.types.Operator, ExportHelper):
+    """Write the dancer's animation as BVH (SMPL skeleton, metres)"""
+    bl_idname = "dance.export_bvh"
+    bl_label = "Export BVH"
+    bl_options = {'REGISTER'}
+    filename_ext = ".bvh"
+    filter_glob: StringProperty(default="*.bvh", options={'HIDDEN'})
+    up_axis: EnumProperty(
+        name="Up Axis", default='Z',
+        items=[('Z', "Z Up", "Blender's convention (re-import with Forward Y, Up Z)"),
+               ('Y', "Y Up", "SMPL's and most game engines' convention")],
+        description="Which axis points up in the file")
+
+    def write(self, motion, path):
+        from engine.bvh import write_bvh
+        write_bvh(motion, path, up_axis=self.up_axis)
+
+
+class DANCE_OT_export_npz(_ExportBase, bpy.types.Operator, ExportHelper):
+    """Write the dancer's animation as an engine Motion .npz (SMPL axis-angle poses, Y-up root path)"""
+    bl_idname = "dance.export_npz"
+    bl_label = "Export NPZ"
+    bl_options = {'REGISTER'}
+    filename_ext = ".npz"
+    filter_glob: StringProperty(default="*.npz", options={'HIDDEN'})
+
+    def write(self, motion, path):
+        motion.save_npz(path)
+
+
+classes = (DANCE_OT_generate, DANCE_OT_cancel, DANCE_OT_create_dancer, DANCE_OT_export_bvh, DANCE_OT_export_npz)

@@ -1,0 +1,108 @@
+"""The 3D View sidebar tab "Dance": what will happen before pressing Generate, then progress."""
+from __future__ import annotations
+
+import os
+
+import bpy
+
+from . import blender_compat as compat
+from . import preferences
+
+
+class _DancePanel:
+    bl_space_type = 'VIEW_3D'
+    bl_region_type = 'UI'
+    bl_category = "Dance"
+
+
+class DANCE_PT_main(_DancePanel, bpy.types.Panel):
+    bl_label = "Dance Generator"
+    bl_idname = "DANCE_PT_main"
+
+    def draw(self, context):
+        layout = self.layout
+        scene, settings = context.scene, context.scene.dance
+        missing = preferences.missing_dependencies()
+        if missing:
+            box = layout.box()
+            box.label(text="Missing: " + ", ".join(missing), icon='ERROR')
+            box.operator("dance.install_dependencies", icon='IMPORT')
+            return
+        from engine.errors import EngineError
+        from . import operators, runner, scene_io
+
+        # The song
+        layout.row().prop(settings, "audio_source", expand=True)
+        if settings.audio_source == 'STRIP':
+            if scene.sequence_editor is not None:
+                layout.prop_search(settings, "strip_name", scene.sequence_editor, compat.strip_search_attr(scene),
+                                   text="Strip", icon='SOUND')
+            else:
+                layout.label(text="Add the song in the Video Sequencer", icon='INFO')
+        else:
+            layout.prop(settings, "audio_file", text="")
+        plan = None
+        box = layout.box()
+        try:
+            plan = operators.plan(scene, settings)
+            box.label(text=f"{os.path.basename(plan.span.path)}: {plan.duration:.1f} s from {plan.start_seconds:.2f} s",
+                      icon='SOUND')
+            box.label(text=f"Frames {plan.first}-{plan.last} at {plan.fps:.3g} fps")
+        except EngineError as e:
+            box.label(text=str(e), icon='ERROR')
+        row = box.row(align=True)
+        row.prop(settings, "use_strip_range")
+        if not settings.use_strip_range:
+            row.prop(settings, "frame_start")
+            row.prop(settings, "frame_end")
+
+        # The dancer and what of its animation is kept
+        layout.prop(settings, "armature")
+        layout.operator("dance.create_dancer", icon='ADD')
+        obj = operators.dancer(context)
+        box = layout.box()
+        try:
+            scene_io.check_smpl_armature(obj)
+            if plan is not None:
+                keys, frames = scene_io.count_kept(obj, plan.first, plan.last)
+                box.label(text=f"Keeps {keys} joint keys on {frames} frames" if keys or frames
+                          else "No keys in range: a free dance", icon='KEYINGSET')
+        except EngineError as e:
+            box.label(text=str(e), icon='ERROR')
+        box.label(text="Keep current animation of:")
+        row = box.row(align=True)
+        for prop in ("keep_left_arm", "keep_right_arm", "keep_legs", "keep_torso", "keep_head", "keep_root"):
+            row.prop(settings, prop, toggle=True)
+
+        # Options
+        col = layout.column(align=True)
+        col.prop(settings, "style")
+        col.prop(settings, "seed")
+        col.prop(settings, "steps")
+        col.prop(settings, "guidance")
+        col.prop(settings, "device")
+
+        # Run
+        job = runner.active_job()
+        if job is not None:
+            compat.draw_progress(layout, settings.progress, settings.status or "generating")
+            layout.operator("dance.cancel", icon='CANCEL')
+        else:
+            layout.operator("dance.generate", icon='PLAY')
+            if settings.status:
+                layout.label(text=settings.status)
+
+
+class DANCE_PT_export(_DancePanel, bpy.types.Panel):
+    bl_label = "Export"
+    bl_idname = "DANCE_PT_export"
+    bl_parent_id = "DANCE_PT_main"
+    bl_options = {'DEFAULT_CLOSED'}
+
+    def draw(self, context):
+        row = self.layout.row(align=True)
+        row.operator("dance.export_bvh", icon='EXPORT')
+        row.operator("dance.export_npz", icon='EXPORT')
+
+
+classes = (DANCE_PT_main, DANCE_PT_export)

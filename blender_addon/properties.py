@@ -1,0 +1,129 @@
+"""The add-on's settings: ONE PropertyGroup, stored on the scene as `scene.dance`."""
+from __future__ import annotations
+
+import bpy
+from bpy.props import (BoolProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty,
+                       StringProperty)
+
+from .preferences import DEVICE_ITEMS
+
+# Shown when the engine or its weights cannot be loaded yet (dependencies not installed):
+# the training data's dance styles. The real list comes from engine.api.available_styles().
+FALLBACK_STYLES = ("any", "cha-cha", "rumba", "tango", "waltz")
+_style_items_cache: list[tuple[str, str, str]] = []   # module-level: Blender keeps only pointers
+_fallback_items: list[tuple[str, str, str]] = []
+
+
+def _items(styles) -> list[tuple[str, str, str]]:
+    styles = ["any"] + [s for s in styles if s != "any"]
+    return [(s, "Any" if s == "any" else s.replace("_", " ").title(),
+             "Let the model choose the style" if s == "any" else f"Dance in the {s} style") for s in styles]
+
+
+def style_items(self, context):
+    """engine.api.available_styles() for the weights in use, cached per weights file; the
+    fallback list while the engine cannot load (no torch or no weights yet)."""
+    from . import operators
+    weights = operators.weights_choice(context) if context is not None else None
+    if _style_items_cache and _style_items_cache[0][0] == weights:
+        return _style_items_cache[1:]
+    try:
+        from . import _engine_path  # noqa: F401
+        from engine.api import available_styles
+        items = _items(available_styles(weights))
+    except Exception:
+        if not _fallback_items:
+            _fallback_items.extend(_items(FALLBACK_STYLES))
+        return _fallback_items
+    _style_items_cache[:] = [(weights, "", "")] + items   # first entry: the cache key
+    return _style_items_cache[1:]
+
+
+def _is_armature(self, obj) -> bool:
+    return obj.type == 'ARMATURE'
+
+
+class DanceSettings(bpy.types.PropertyGroup):
+    audio_source: EnumProperty(
+        name="Audio", default='STRIP',
+        items=[('STRIP', "Sound Strip", "Dance to a sound strip of the Video Sequencer, on the frames it plays"),
+               ('FILE', "File", "Dance to an audio file, starting at the frame range's first frame")],
+        description="Where the song comes from")
+    strip_name: StringProperty(
+        name="Sound Strip",
+        description="The sequencer sound strip to dance to (empty: the active sound strip, or the only one)")
+    audio_file: StringProperty(
+        name="Audio File", subtype='FILE_PATH',
+        description="An audio file (wav, mp3, flac, ogg) to dance to when Audio is 'File'")
+    armature: PointerProperty(
+        name="Dancer", type=bpy.types.Object, poll=_is_armature,
+        description="The SMPL armature to animate (make one with 'Create SMPL Dancer')")
+    style: EnumProperty(
+        name="Style", items=style_items,
+        description="Dance style the model is asked for")
+    seed: IntProperty(
+        name="Seed", default=0, min=0,
+        description="Random seed: the same song, keys and seed give the same dance; change it for another")
+    steps: IntProperty(
+        name="Steps", default=20, min=1, max=200, soft_max=50,
+        description="Diffusion sampling steps: more is slower and usually smoother")
+    guidance: FloatProperty(
+        name="Music Guidance", default=2.0, min=0.0, soft_max=5.0,
+        description="How strongly the dance follows the music (classifier-free guidance weight; 1 = none extra)")
+    device: EnumProperty(
+        name="Device", default='PREFS',
+        items=[('PREFS', "Preferences", "Use the add-on preferences' default device")] + DEVICE_ITEMS,
+        description="Where the model runs")
+    keep_left_arm: BoolProperty(
+        name="Left Arm", default=False,
+        description="Keep the left arm's current animation on every frame; the model dances around it")
+    keep_right_arm: BoolProperty(
+        name="Right Arm", default=False,
+        description="Keep the right arm's current animation on every frame; the model dances around it")
+    keep_legs: BoolProperty(
+        name="Legs", default=False,
+        description="Keep both legs' current animation on every frame; the model dances around them")
+    keep_torso: BoolProperty(
+        name="Torso", default=False,
+        description="Keep the pelvis and spine rotations' current animation on every frame")
+    keep_head: BoolProperty(
+        name="Head", default=False,
+        description="Keep the neck and head's current animation on every frame")
+    keep_root: BoolProperty(
+        name="Root Path", default=False,
+        description="Keep the pelvis's current path through space on every frame")
+    use_strip_range: BoolProperty(
+        name="Whole Strip", default=True,
+        description="Animate every frame the sound strip plays; off: only the frames below")
+    frame_start: IntProperty(
+        name="Start", default=1, min=0,
+        description="First frame to animate (must lie within the song)")
+    frame_end: IntProperty(
+        name="End", default=250, min=0,
+        description="Last frame to animate (must lie within the song)")
+    progress: FloatProperty(
+        name="Progress", default=0.0, min=0.0, max=1.0, subtype='FACTOR',
+        description="How far the running generation is")
+    status: StringProperty(
+        name="Status", default="",
+        description="What the generator is doing, or how the last run ended")
+    is_running: BoolProperty(
+        name="Running", default=False,
+        description="A dance is being generated in the background")
+
+    def keep_parts(self) -> list[str]:
+        """Body-part names (engine.skeleton.BODY_PARTS) ticked to be kept."""
+        parts = {"left_arm": self.keep_left_arm, "right_arm": self.keep_right_arm, "legs": self.keep_legs,
+                 "torso": self.keep_torso, "head": self.keep_head}
+        return [p for p, on in parts.items() if on]
+
+
+classes = (DanceSettings,)
+
+
+def register_props():
+    bpy.types.Scene.dance = PointerProperty(type=DanceSettings)
+
+
+def unregister_props():
+    del bpy.types.Scene.dance

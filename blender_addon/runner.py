@@ -1,0 +1,206 @@
+"""Running the engine without freezing Blender, and bringing its result back into the scene.
+
+The engine runs in a worker THREAD of Blender's own process: torch releases the GIL while it
+computes, and a worker process could not import bpy anyway. The thread never touches bpy; it
+only calls engine.api.generate with a progress callback that records progress in its Job and
+returns False once cancel was requested (the engine then raises Cancelled). The main thread
+(the generate operator's modal timer) reads the Job and writes the keys when it is done, so a
+cancelled or failed job leaves the scene untouched.
+Timers never fire in background mode or in the bpy module, so headless callers use
+`run_sync`, which does the same work on the calling thread.
+"""
+from __future__ import annotations
+
+import threading
+import traceback
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import _engine_path  # noqa: F401
+from engine.errors import Cancelled, EngineError
+from engine.motion import Constraints, Motion
+
+
+@dataclass
+class Request:
+    """Everything a generation needs, read from the scene on the main thread (a typed
+    boundary: the worker sees plain values, never Blender data)."""
+    audio_path: str
+    start: float                  # seconds into the file of the first frame
+    duration: float               # seconds
+    fps: float                    # the scene's frame rate
+    num_frames: int               # scene frames to fill
+    frame_start: int              # first scene frame
+    armature_name: str
+    scene_name: str
+    action_name: str
+    style: str = "any"
+    seed: int = 0
+    steps: int = 20
+    guidance: float = 2.0
+    device: str = "auto"
+    constraints: Constraints | None = None
+    weights: str | None = None
+    metadata: dict = field(default_factory=dict)
+
+
+def generate(request: Request, progress=None) -> Motion:
+    """engine.api.generate for `request`; the animator's keys are then pasted in exactly."""
+    from engine import api
+    cons = _fit_constraints(request)
+    motion = api.generate(
+        request.audio_path, style=request.style, seed=request.seed, steps=request.steps,
+        fps=request.fps, start=request.start, duration=request.duration,
+        constraints=None if cons is None or cons.is_empty else cons,
+        guidance=request.guidance, device=request.device, weights=request.weights, progress=progress)
+    if motion.num_frames > request.num_frames:
+        motion.poses = motion.poses[:request.num_frames]
+        motion.trans = motion.trans[:request.num_frames]
+        if motion.contacts is not None:
+            motion.contacts = motion.contacts[:request.num_frames]
+    if cons is not None:
+        paste_constraints(motion, cons)
+    return motion
+
+
+def _fit_constraints(request: Request) -> Constraints | None:
+    """Drop constraint frames past the end of the audio: a strip can be a frame longer than
+    its file (Blender rounds its length up), and the engine refuses constraints longer than
+    the dance it can make."""
+    cons = request.constraints
+    if cons is None:
+        return None
+    try:
+        import soundfile
+        available = soundfile.info(request.audio_path).duration - request.start
+    except Exception:  # a format libsndfile cannot probe: let the engine judge
+        return cons
+    frames = max(1, int(round(min(request.duration, available) * request.fps)))
+    if cons.num_frames <= frames:
+        return cons
+    return Constraints(cons.poses[:frames], cons.trans[:frames], cons.joint_mask[:frames],
+                       cons.trans_mask[:frames], cons.fps)
+
+
+def paste_constraints(motion: Motion, cons: Constraints) -> float:
+    """Set every constrained value of `motion` to the animator's (the engine already steers
+    toward them; this makes "keys come out exactly" hold to float precision). Returns the
+    largest change made, for diagnostics."""
+    T = min(motion.num_frames, cons.num_frames)
+    joint = np.repeat(cons.joint_mask[:T], 3, axis=1)        # (T,72)
+    root = np.repeat(cons.trans_mask[:T, None], 3, axis=1)   # (T,3)
+    poses, trans = motion.poses[:T], motion.trans[:T]
+    change = max(float(np.abs(poses[joint] - cons.poses[:T][joint]).max(initial=0.0)),
+                 float(np.abs(trans[root] - cons.trans[:T][root]).max(initial=0.0)))
+    poses[joint] = cons.poses[:T][joint]
+    trans[root] = cons.trans[:T][root]
+    return change
+
+
+def apply(request: Request, motion: Motion):
+    """Main thread: write `motion` onto the request's armature. Returns the new action."""
+    import bpy
+    from . import scene_io
+    obj = bpy.data.objects.get(request.armature_name)
+    if obj is None:  # deleted (or undone away) while the dance was being generated
+        raise EngineError(f"the armature '{request.armature_name}' no longer exists")
+    return scene_io.write_motion(obj, motion, request.frame_start, request.action_name,
+                                 fps=request.fps, metadata=request.metadata)
+
+
+def run_sync(request: Request, progress=None):
+    """Generate and write on the calling thread (background mode, the bpy module, scripts)."""
+    return apply(request, generate(request, progress))
+
+
+class Job:
+    """One generation on a worker thread; every field is read and written under `_lock`."""
+
+    def __init__(self, request: Request):
+        self.request = request
+        self._lock = threading.Lock()
+        self._cancel = threading.Event()
+        self._progress = 0.0
+        self._message = "starting"
+        self._motion: Motion | None = None
+        self._error: str | None = None
+        self._cancelled = False
+        self._done = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # Worker side
+    def progress_callback(self, fraction: float, message: str = "") -> bool:
+        with self._lock:
+            self._progress = float(min(max(fraction, 0.0), 1.0))
+            self._message = message or self._message
+        return not self._cancel.is_set()
+
+    def run(self) -> None:
+        try:
+            motion = generate(self.request, self.progress_callback)
+            with self._lock:
+                self._motion = motion
+        except Cancelled:
+            with self._lock:
+                self._cancelled = True
+        except EngineError as e:
+            with self._lock:
+                self._error = str(e)
+        except Exception as e:  # a bug, not a user mistake: one line in the UI, details in the console
+            traceback.print_exc()
+            with self._lock:
+                self._error = f"generation failed: {type(e).__name__}: {e}"
+        finally:
+            if self._cancel.is_set() and self._error is None:
+                self._cancelled = True
+            self._done.set()
+
+    # Main-thread side
+    def start(self) -> "Job":
+        self._thread = threading.Thread(target=self.run, name="dance-generator", daemon=True)
+        self._thread.start()
+        return self
+
+    def cancel(self) -> None:
+        self._cancel.set()
+
+    @property
+    def cancel_requested(self) -> bool:
+        return self._cancel.is_set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self._done.wait(timeout)
+
+    @property
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    def snapshot(self) -> dict:
+        """A consistent copy of the job's state: progress, message, done, cancelled, error, motion."""
+        with self._lock:
+            return {"progress": self._progress, "message": self._message, "done": self._done.is_set(),
+                    "cancelled": self._cancelled, "error": self._error, "motion": self._motion}
+
+
+_active: Job | None = None
+
+
+def start(request: Request) -> Job:
+    """Start a job in the background; only one runs at a time."""
+    global _active
+    if _active is not None and not _active.done:
+        raise EngineError("a dance is already being generated: wait for it or cancel it")
+    _active = Job(request).start()
+    return _active
+
+
+def active_job() -> Job | None:
+    return _active if _active is not None and not _active.done else None
+
+
+def finished(job: Job) -> None:
+    """Forget `job` once its result has been handled."""
+    global _active
+    if _active is job:
+        _active = None

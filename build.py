@@ -1,0 +1,128 @@
+"""Build the installable Blender extension: `python build.py [--out dist/]`.
+
+The zip holds, at its root:
+    blender_manifest.toml, __init__.py, ...   the add-on (blender_addon/*)
+    vendor/engine/                            the engine package, whole (it is small)
+    vendor/weights/*.safetensors              the trained weights
+`vendor/` repeats the repository layout one level down, so blender_addon/_engine_path.py puts
+`vendor` on sys.path and `import engine` works, and the engine's default weights path
+(engine/../weights/dance.safetensors) still points at the shipped weights.
+
+Python dependencies are NOT bundled as wheels: torch is hundreds of MB per platform (GBs with
+CUDA), too big for an extension, and numpy already ships with Blender. The add-on's
+preferences have an "Install Dependencies" button that pip-installs torch, librosa & co. for
+Blender's own Python into the extension's user folder (see blender_addon/preferences.py).
+
+The zip is built and validated with Blender's own extension tool (blender_ext.py from the bpy
+module or a Blender install) when one is found, else written with zipfile after a basic
+manifest check. Install it with Edit > Preferences > Get Extensions > Install from Disk, or
+headless: bpy.ops.extensions.package_install_files(filepath=zip, repo="user_default",
+enable_on_install=True).
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import tomllib
+import zipfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent
+ADDON = REPO / "blender_addon"
+ENGINE = REPO / "engine"
+WEIGHTS = REPO / "weights"
+_SKIP = shutil.ignore_patterns("__pycache__", "*.pyc", ".pytest_cache", "*.tmp")
+
+
+def find_blender_ext() -> Path | None:
+    """Blender's extension command-line tool, from the bpy module if it is installed."""
+    spec = importlib.util.find_spec("bpy")
+    for root in (spec.submodule_search_locations or []) if spec else []:
+        hits = sorted(glob.glob(os.path.join(root, "*", "scripts", "addons_core", "bl_pkg", "cli", "blender_ext.py")))
+        if hits:
+            return Path(hits[-1])
+    return None
+
+
+def stage(dest: Path, weights: dict[str, Path]) -> None:
+    """Lay out the extension in `dest`; `weights` maps file names inside vendor/weights/ to sources."""
+    shutil.copytree(ADDON, dest, ignore=_SKIP)
+    shutil.copytree(ENGINE, dest / "vendor" / "engine", ignore=_SKIP)
+    (dest / "vendor" / "weights").mkdir(parents=True)
+    for name, src in weights.items():
+        shutil.copy2(src, dest / "vendor" / "weights" / name)
+
+
+def check_manifest(path: Path) -> dict:
+    manifest = tomllib.loads(path.read_text(encoding="utf-8"))
+    required = ("schema_version", "id", "version", "name", "tagline", "maintainer", "type",
+                "blender_version_min", "license")
+    missing = [k for k in required if k not in manifest]
+    if missing:
+        raise SystemExit(f"error: {path} lacks {', '.join(missing)}")
+    return manifest
+
+
+def zip_dir(src: Path, out: Path) -> None:
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:
+        for f in sorted(src.rglob("*")):
+            if f.is_file():
+                z.write(f, f.relative_to(src).as_posix())
+
+
+def build(out_dir: Path, weights: dict[str, Path], blender_ext: Path | None) -> Path:
+    manifest = check_manifest(ADDON / "blender_manifest.toml")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    out = out_dir / f"{manifest['id']}-{manifest['version']}.zip"
+    with tempfile.TemporaryDirectory(prefix="dance_build_") as tmp:
+        src = Path(tmp) / manifest["id"]
+        stage(src, weights)
+        if out.exists():
+            out.unlink()
+        if blender_ext is not None:
+            run = [sys.executable, str(blender_ext)]
+            r = subprocess.run(run + ["build", "--source-dir", str(src), "--output-filepath", str(out)],
+                               capture_output=True, text=True)
+            if r.returncode != 0:
+                raise SystemExit(f"error: Blender's extension build failed:\n{r.stdout}{r.stderr}")
+            r = subprocess.run(run + ["validate", str(out)], capture_output=True, text=True)
+            if r.returncode != 0:
+                raise SystemExit(f"error: Blender's extension validator rejected {out}:\n{r.stdout}{r.stderr}")
+        else:
+            zip_dir(src, out)
+    return out
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description="Build the Dance Generator Blender extension zip.")
+    p.add_argument("--out", type=Path, default=REPO / "dist", help="output folder (default: dist/)")
+    p.add_argument("--weights", type=Path,
+                   help="ship this checkpoint as the default weights/dance.safetensors instead of weights/*")
+    p.add_argument("--allow-missing-weights", action="store_true",
+                   help="build even without weights (the user then sets a weights file in the preferences)")
+    p.add_argument("--no-blender-ext", action="store_true", help="write the zip with zipfile, skip Blender's tool")
+    args = p.parse_args(argv)
+    if args.weights is not None:
+        if not args.weights.is_file():
+            raise SystemExit(f"error: weights file not found: {args.weights}")
+        weights = {"dance.safetensors": args.weights.resolve()}
+    else:  # the checkpoint(s) and whatever sits beside them (checksums)
+        weights = {f.name: f.resolve() for f in sorted(WEIGHTS.glob("*"))
+                   if f.is_file() and not f.name.startswith(".") and not f.name.endswith(".tmp")}
+    if not any(n.endswith(".safetensors") for n in weights) and not args.allow_missing_weights:
+        raise SystemExit(f"error: no weights in {WEIGHTS} (train them, pass --weights, or --allow-missing-weights)")
+    tool = None if args.no_blender_ext else find_blender_ext()
+    out = build(args.out.resolve(), weights, tool)
+    how = "built and validated with Blender's extension tool" if tool else "written with zipfile (Blender's tool not found)"
+    print(f"{out} ({out.stat().st_size / 1e6:.1f} MB): {how}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,17 @@
+"""Training data: loaders for tang2018, JustLMD and AIST++, a cached corpus, random windows.
+
+Every loader returns DanceSequence objects at layout.MODEL_FPS, Y up, feet on the floor;
+load_corpus packs them into model channels with music features and caches the result.
+Not needed at inference.
+"""
+from .aistpp import load_aistpp
+from .cache import CACHE_VERSION, Corpus, CorpusItem, default_validation_names, load_corpus
+from .justlmd import load_justlmd
+from .sequence import DanceSequence
+from .tang2018 import load_tang2018
+from .windows import WindowDataset
+
+__all__ = [
+    "CACHE_VERSION", "Corpus", "CorpusItem", "DanceSequence", "WindowDataset",
+    "default_validation_names", "load_aistpp", "load_corpus", "load_justlmd", "load_tang2018",
+]

@@ -1,0 +1,224 @@
+"""The add-on as Blender runs it, in the real bpy module: registration, the operators, the
+worker thread, cancel, exports. Generation uses the session's tiny untrained checkpoint and 2
+steps (the add-on's behaviour does not depend on what the model learned).
+
+Not testable here: the modal (UI) path of Generate and Esc, panels' drawing, and Ctrl+Z,
+since the bpy module has no window events and `ed.undo` cannot run headless."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+bpy = pytest.importorskip("bpy")
+import addon_utils  # noqa: E402
+
+import blender_addon  # noqa: E402
+from blender_addon import operators, runner, scene_io  # noqa: E402
+from engine.errors import Cancelled  # noqa: E402
+from engine.motion import Motion  # noqa: E402
+from engine.skeleton import JOINT_INDEX, JOINT_NAMES, joint_positions  # noqa: E402
+from test_addon_scene_io import add_wav, random_motion, rotation_error, world_heads  # noqa: E402
+
+PKG = blender_addon.__name__
+
+
+@pytest.fixture
+def addon(tiny_weights):
+    """Factory settings, the add-on enabled the way Blender enables it, tiny weights in its preferences."""
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    addon_utils.enable(PKG, default_set=True)
+    prefs = bpy.context.preferences.addons[PKG].preferences
+    prefs.weights_path = str(tiny_weights)
+    prefs.default_device = 'CPU'
+    yield bpy.context.scene
+    addon_utils.disable(PKG, default_set=True)
+
+
+def _stage(scene, tmp_path, seconds=2.5, strip_frame=5, fps=(24, 1.001)):
+    """A song strip and a dancer with the animator's keys; returns (dancer, {frame: {joint: aa}}, root key)."""
+    scene.render.fps, scene.render.fps_base = fps
+    scene_io.add_sound_strip(scene, str(add_wav(tmp_path, seconds)), frame_start=strip_frame)
+    assert bpy.ops.dance.create_dancer() == {'FINISHED'}
+    obj = scene.dance.armature
+    rng = np.random.default_rng(7)
+    from engine import rotations as R
+    import torch
+    keys = {}
+    for frame, joints in ((strip_frame, JOINT_NAMES), (strip_frame + 40, ("left_elbow", "right_knee"))):
+        keys[frame] = {}
+        for name in joints:
+            aa = rng.normal(0, 0.4, 3)
+            pb = obj.pose.bones[name]
+            pb.rotation_quaternion = R.axis_angle_to_quat(torch.as_tensor(aa)).numpy()
+            pb.keyframe_insert("rotation_quaternion", frame=frame)
+            keys[frame][JOINT_INDEX[name]] = aa
+    root = np.array([0.2, 0.05, -0.1])
+    obj.pose.bones["pelvis"].location = root
+    obj.pose.bones["pelvis"].keyframe_insert("location", frame=strip_frame + 40)
+    scene.dance.steps = 2
+    return obj, keys, scene_io.REST_PELVIS_SMPL + root
+
+
+def test_register_unregister_and_tooltips():
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    blender_addon.register()
+    try:
+        assert hasattr(bpy.types.Scene, "dance")
+        for name in ("DANCE_OT_generate", "DANCE_OT_cancel", "DANCE_OT_create_dancer", "DANCE_OT_export_bvh",
+                     "DANCE_OT_export_npz", "DANCE_PT_main", "DANCE_PT_export"):
+            assert hasattr(bpy.types, name), name
+        for cls in (blender_addon.properties.DanceSettings, blender_addon.preferences.DancePreferences):
+            for prop in cls.bl_rna.properties:
+                if prop.identifier not in ("rna_type", "name", "bl_idname"):
+                    assert prop.description, f"{cls.__name__}.{prop.identifier} has no tooltip"
+        assert {'REGISTER', 'UNDO'} <= operators.DANCE_OT_generate.bl_options
+        assert {'REGISTER', 'UNDO'} <= operators.DANCE_OT_create_dancer.bl_options
+        assert bpy.context.scene.dance.style == "any"
+    finally:
+        blender_addon.unregister()
+    assert not hasattr(bpy.types.Scene, "dance") and not hasattr(bpy.types, "DANCE_OT_generate")
+
+
+def test_generate_keeps_keys_and_matches_the_engine(addon, tmp_path):
+    scene = addon
+    obj, keys, root = _stage(scene, tmp_path)
+    before = {a.name for a in bpy.data.actions}
+    assert bpy.ops.dance.generate() == {'FINISHED'}
+    action = obj.animation_data.action
+    assert action.name not in before and before <= {a.name for a in bpy.data.actions}
+    strip = scene_io.find_sound_strip(scene)
+    first, end = scene_io.compat.strip_range(strip)
+    assert action.frame_range[0] == first and action.frame_range[1] == end - 1
+    # Every key the animator set comes out exactly (23.976 fps scene).
+    got = scene_io.read_motion(obj, first, end - 1)
+    for frame, joints in keys.items():
+        for j, aa in joints.items():
+            assert rotation_error(got.poses[frame - first, 3 * j:3 * j + 3], aa) < 1e-4
+    assert np.abs(got.trans[40] - root).max() < 1e-5
+    # The scene shows exactly what the engine returns for the same request (deterministic on CPU).
+    request = operators.build_request(bpy.context)
+    motion = runner.generate(request)
+    assert motion.num_frames == end - first and request.fps == pytest.approx(24 / 1.001)
+    expected = scene_io.to_zup(joint_positions(motion.poses, motion.trans)) + np.array(obj.location)
+    for i in (0, 17, motion.num_frames - 1):
+        scene.frame_set(first + i)
+        assert np.abs(world_heads(obj) - expected[i]).max() < 1e-4
+    assert "done" in scene.dance.status
+
+
+def test_worker_thread_and_cancel_leave_the_scene_untouched(addon, tmp_path):
+    scene = addon
+    obj, _, _ = _stage(scene, tmp_path, seconds=1.5)
+    request = operators.build_request(bpy.context)
+    actions = {a.name for a in bpy.data.actions}
+    mine = obj.animation_data.action
+
+    with pytest.raises(Cancelled):                       # the callback's False stops it
+        runner.run_sync(request, progress=lambda fraction, message: False)
+    job = runner.start(request)
+    job.cancel()
+    assert job.wait(120)
+    snap = job.snapshot()
+    assert snap["cancelled"] and snap["motion"] is None and snap["error"] is None
+    runner.finished(job)
+    assert {a.name for a in bpy.data.actions} == actions and obj.animation_data.action == mine
+
+    job = runner.start(request)                          # and a job that runs to the end
+    seen = []
+    while not job.wait(0.05):
+        seen.append(job.snapshot()["progress"])
+    snap = job.snapshot()
+    assert snap["done"] and snap["motion"] is not None and snap["progress"] == 1.0
+    assert seen == sorted(seen)
+    runner.finished(job)
+    action = runner.apply(job.request, snap["motion"])   # main thread writes the keys
+    assert obj.animation_data.action == action and action.name == request.action_name
+
+
+def test_user_mistakes_are_one_line_reports(addon, tmp_path):
+    scene = addon
+    bpy.ops.dance.create_dancer()
+    with pytest.raises(RuntimeError) as err:
+        bpy.ops.dance.generate()
+    msg = str(err.value).strip()
+    assert "no sound strip" in msg and "\n" not in msg and "Traceback" not in msg
+    assert "no sound strip" in scene.dance.status
+
+    scene_io.add_sound_strip(scene, str(add_wav(tmp_path, 1.0)))
+    rig = bpy.data.objects.new("Rig", bpy.data.armatures.new("Rig"))
+    scene.collection.objects.link(rig)
+    scene.dance.armature = rig
+    with pytest.raises(RuntimeError, match="lacks the SMPL bones.*Create SMPL Dancer"):
+        bpy.ops.dance.generate()
+
+    scene.dance.armature = bpy.data.objects["SMPL"]
+    scene.dance.use_strip_range = False
+    scene.dance.frame_start, scene.dance.frame_end = 1, 500
+    with pytest.raises(RuntimeError, match="outside the song"):
+        bpy.ops.dance.generate()
+    scene.dance.use_strip_range = True
+    scene_io.find_sound_strip(scene).sound.filepath = str(tmp_path / "moved.wav")
+    with pytest.raises(RuntimeError, match="missing.*moved.wav"):
+        bpy.ops.dance.generate()
+    bpy.context.preferences.addons[PKG].preferences.weights_path = str(tmp_path / "none.safetensors")
+    scene_io.find_sound_strip(scene).sound.filepath = str(tmp_path / "song.wav")
+    with pytest.raises(RuntimeError, match="weights file not found"):
+        bpy.ops.dance.generate()
+    assert "SMPL" in bpy.data.objects and bpy.data.objects["SMPL"].animation_data is None  # untouched
+
+
+def test_bvh_and_npz_exports_round_trip(addon, tmp_path):
+    scene = addon
+    scene.render.fps = 30
+    bpy.ops.dance.create_dancer(with_mesh=False)
+    obj = scene.dance.armature
+    motion = random_motion(40)
+    scene_io.write_motion(obj, motion, 1, "Dance")
+    bvh, npz = tmp_path / "dance.bvh", tmp_path / "dance.npz"
+    assert bpy.ops.dance.export_bvh(filepath=str(bvh)) == {'FINISHED'}
+    assert bpy.ops.dance.export_npz(filepath=str(npz)) == {'FINISHED'}
+
+    back = Motion.load_npz(npz)
+    assert back.num_frames == 40 and back.fps == 30.0
+    assert rotation_error(back.poses, motion.poses) < 1e-4 and np.abs(back.trans - motion.trans).max() < 1e-5
+
+    bpy.ops.import_anim.bvh(filepath=str(bvh), axis_forward='Y', axis_up='Z')
+    imported = bpy.context.object
+    assert imported is not obj and imported.type == 'ARMATURE'
+    expected = scene_io.to_zup(joint_positions(motion.poses, motion.trans))
+    for i in (0, 13, 39):
+        scene.frame_set(1 + i)
+        dg = bpy.context.evaluated_depsgraph_get()
+        ev = imported.evaluated_get(dg)
+        heads = np.array([ev.matrix_world @ ev.pose.bones[n].head for n in JOINT_NAMES])
+        assert np.abs(heads - expected[i]).max() < 1e-3, f"frame {1 + i}"
+
+
+def test_registers_and_explains_before_dependencies_are_installed(tmp_path):
+    """A fresh install has no torch or librosa in Blender's Python: the add-on must still register
+    and say what to do. (Blocked through sys.modules in a child process.)"""
+    import subprocess
+    import sys
+    from conftest import REPO
+    code = f"""
+import sys
+sys.modules.update({{m: None for m in ("torch", "librosa", "safetensors", "scipy", "soundfile", "smplx")}})
+import bpy
+sys.path.insert(0, {str(REPO)!r})
+bpy.ops.wm.read_factory_settings(use_empty=True)
+import blender_addon
+blender_addon.register()
+from blender_addon import preferences
+print("MISSING", preferences.missing_dependencies())
+print("STYLE", bpy.context.scene.dance.style)
+try:
+    bpy.ops.dance.generate()
+except RuntimeError as e:
+    print("REPORT", str(e).strip())
+blender_addon.unregister()
+"""
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "MISSING ['torch', 'safetensors', 'librosa', 'soundfile', 'scipy']" in run.stdout
+    assert "STYLE any" in run.stdout
+    assert "REPORT Error: missing Python packages: torch" in run.stdout and "Install Dependencies" in run.stdout

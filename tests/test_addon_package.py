@@ -1,0 +1,117 @@
+"""The add-on from the outside: batch.py as a subprocess, build.py's zip installed with Blender's
+own extension installer into a throw-away user folder, and the dependency installer offline."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import zipfile
+
+import numpy as np
+import pytest
+
+bpy = pytest.importorskip("bpy")
+
+from blender_addon import scene_io  # noqa: E402
+from conftest import REPO  # noqa: E402
+from engine.skeleton import JOINT_INDEX  # noqa: E402
+from test_addon_scene_io import add_wav, rotation_error  # noqa: E402
+
+BATCH = REPO / "blender_addon" / "batch.py"
+
+
+def _isolated_env(tmp_path) -> dict:
+    """Blender's user folders (config, extensions) inside tmp_path, never the real ones."""
+    env = dict(os.environ, BLENDER_USER_RESOURCES=str(tmp_path / "blender_user"))
+    env.pop("PYTHONPATH", None)
+    return env
+
+
+def test_batch_end_to_end_keeps_the_files_keys(tmp_path, tiny_weights):
+    song = add_wav(tmp_path, 2.0)
+    # A scene made by an animator: a dancer with one keyed elbow, saved.
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    bpy.context.scene.render.fps = 25
+    obj = scene_io.create_smpl_armature(bpy.context, "Dancer", with_mesh=False)
+    pb = obj.pose.bones["left_elbow"]
+    pb.rotation_quaternion = (0.8, 0.2, 0.5, 0.26)
+    pb.keyframe_insert("rotation_quaternion", frame=12)
+    aa = scene_io.read_motion(obj, 12, 12).poses[0, 3 * JOINT_INDEX["left_elbow"]:][:3]
+    scene_blend = tmp_path / "scene.blend"
+    bpy.ops.wm.save_as_mainfile(filepath=str(scene_blend))
+
+    out_blend, out_bvh = tmp_path / "out.blend", tmp_path / "out.bvh"
+    run = subprocess.run(
+        [sys.executable, str(BATCH), "--", "--blend", str(scene_blend), "--audio", str(song), "--weights",
+         str(tiny_weights), "--steps", "2", "--seed", "3", "--out-blend", str(out_blend), "--out-bvh", str(out_bvh)],
+        capture_output=True, text=True, env=_isolated_env(tmp_path), timeout=300, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "dance: done" in run.stdout and out_bvh.stat().st_size > 1000
+
+    bpy.ops.wm.open_mainfile(filepath=str(out_blend))
+    obj = bpy.data.objects["Dancer"]
+    action = obj.animation_data.action
+    assert action.name == "Dance song any s3" and action.frame_range[:] == pytest.approx((1, 50))
+    got = scene_io.read_motion(obj, 12, 12).poses[0, 3 * JOINT_INDEX["left_elbow"]:][:3]
+    assert rotation_error(got, aa) < 1e-4                     # the file's key came out exactly
+
+    # A mistake: one line on stderr, exit status 1.
+    bad = subprocess.run([sys.executable, str(BATCH), "--", "--audio", str(tmp_path / "nope.mp3")],
+                         capture_output=True, text=True, env=_isolated_env(tmp_path), timeout=120, cwd=tmp_path)
+    assert bad.returncode == 1
+    assert bad.stderr.strip().count("\n") == 0 and bad.stderr.startswith("error: audio file not found")
+
+
+def test_built_extension_installs_and_dances(tmp_path, tiny_weights):
+    dist = tmp_path / "dist"
+    build = subprocess.run([sys.executable, str(REPO / "build.py"), "--out", str(dist), "--weights", str(tiny_weights)],
+                           capture_output=True, text=True, timeout=120)
+    assert build.returncode == 0, build.stderr
+    (zip_path,) = dist.glob("*.zip")
+    names = zipfile.ZipFile(zip_path).namelist()
+    assert "blender_manifest.toml" in names and "__init__.py" in names
+    assert "vendor/engine/api.py" in names and "vendor/weights/dance.safetensors" in names
+    assert not any("__pycache__" in n for n in names)
+
+    song = add_wav(tmp_path, 1.5)
+    script = tmp_path / "install.py"
+    script.write_text(textwrap.dedent(f"""
+        import os, sys, bpy
+        bpy.ops.wm.read_factory_settings(use_empty=True)
+        assert bpy.ops.extensions.package_install_files(
+            filepath={str(zip_path)!r}, repo="user_default", enable_on_install=True) == {{'FINISHED'}}
+        import engine
+        root = bpy.utils.user_resource('EXTENSIONS')
+        assert engine.__path__[0].startswith(root), (engine.__path__, root)   # the vendored engine
+        scene = bpy.context.scene
+        scene.render.fps = 30
+        scene.sequence_editor_create().strips.new_sound("song", {str(song)!r}, 1, 1)
+        assert bpy.ops.dance.create_dancer() == {{'FINISHED'}}
+        scene.dance.steps = 2
+        assert bpy.ops.dance.generate() == {{'FINISHED'}}
+        action = scene.dance.armature.animation_data.action
+        print("OK", action.name, action.frame_range[1])
+        sys.stdout.flush()
+        os._exit(0)
+    """))
+    env = _isolated_env(tmp_path)
+    run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=300,
+                         cwd=tmp_path)
+    assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]
+    assert "OK Dance song any s0 45.0" in run.stdout
+    assert (tmp_path / "blender_user" / "extensions" / "user_default" / "dance_generator").is_dir()
+
+
+def test_dependency_installer_reports_offline_plainly(tmp_path):
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    from blender_addon import preferences
+    cmd = preferences.pip_command(str(tmp_path))
+    assert cmd[:3] == [sys.executable, "-m", "pip"] and "--target" in cmd and "torch" in cmd
+    assert any(c.startswith("numpy==") for c in cmd)             # Blender's numpy stays in charge
+    # An index that refuses connections (loopback) stands in for "offline".
+    env = dict(os.environ, PIP_INDEX_URL="http://127.0.0.1:9/simple", PIP_NO_CACHE_DIR="1",
+               PIP_CONFIG_FILE=os.devnull, PIP_FIND_LINKS="", PIP_RETRIES="0")
+    with pytest.raises(RuntimeError, match=r"offline.*install\.log"):
+        preferences.install_dependencies(str(tmp_path / "deps"), env=env)
+    assert (tmp_path / "deps" / "install.log").is_file()

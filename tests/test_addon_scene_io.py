@@ -1,0 +1,298 @@
+"""blender_addon.scene_io in the real bpy module: the dancer, keys out and in, the song's span.
+
+Every test starts from factory settings with an empty scene. Positions are checked on the
+EVALUATED pose (after frame_set), never on F-curve values."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+bpy = pytest.importorskip("bpy")
+from mathutils import Vector  # noqa: E402
+
+from blender_addon import scene_io  # noqa: E402
+from engine import rotations as R  # noqa: E402
+from engine.errors import EngineError  # noqa: E402
+from engine.motion import Motion  # noqa: E402
+from engine.skeleton import JOINT_INDEX, JOINT_NAMES, PARENTS, joint_positions  # noqa: E402
+
+
+@pytest.fixture
+def scene():
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    s = bpy.context.scene
+    s.render.fps, s.render.fps_base = 30, 1.0
+    return s
+
+
+def random_motion(n: int, fps: float = 30.0, seed: int = 0) -> Motion:
+    """A smooth random dance: every joint swings, the root wanders."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(n)[:, None] / fps
+    poses = 0.5 * np.sin(2 * np.pi * rng.uniform(0.2, 1.5, 72) * t + rng.uniform(0, 6, 72))
+    trans = np.c_[0.3 * np.sin(t), 0.95 + 0.05 * np.cos(3 * t), 0.2 * t]
+    return Motion(poses, trans, fps)
+
+
+def world_heads(obj) -> np.ndarray:
+    """(24,3) world positions of the bone heads of the evaluated pose."""
+    dg = bpy.context.evaluated_depsgraph_get()
+    ev = obj.evaluated_get(dg)
+    mw = np.array(ev.matrix_world)
+    heads = np.array([ev.pose.bones[n].head for n in JOINT_NAMES])
+    return heads @ mw[:3, :3].T + mw[:3, 3]
+
+
+def rotation_error(aa_a, aa_b) -> float:
+    """Largest angle (rad) between corresponding axis-angle rotations."""
+    a = R.axis_angle_to_matrix(torch.as_tensor(np.asarray(aa_a), dtype=torch.float64).reshape(-1, 3))
+    b = R.axis_angle_to_matrix(torch.as_tensor(np.asarray(aa_b), dtype=torch.float64).reshape(-1, 3))
+    cos = ((a.transpose(-1, -2) @ b).diagonal(dim1=-2, dim2=-1).sum(-1) - 1) / 2
+    return float(torch.acos(cos.clamp(-1, 1)).max())
+
+
+def add_wav(tmp_path, seconds=4.0, name="song.wav"):
+    import soundfile as sf
+    from engine.example import make_click_track
+    path = tmp_path / name
+    sf.write(path, make_click_track(seconds, 120.0, 22050), 22050)
+    return path
+
+
+def test_create_armature_on_the_floor_with_smpl_bones(scene):
+    scene.cursor.location = (1.0, -2.0, 0.5)
+    obj = scene_io.create_smpl_armature(bpy.context)
+    bones = obj.data.bones
+    assert obj.type == 'ARMATURE' and len(bones) == 24
+    assert sorted(b.name for b in bones) == sorted(JOINT_NAMES)
+    for j, name in enumerate(JOINT_NAMES):
+        parent = bones[name].parent
+        assert (parent.name if parent else None) == (JOINT_NAMES[PARENTS[j]] if PARENTS[j] >= 0 else None)
+        assert np.allclose(np.array(bones[name].matrix_local)[:3, :3], scene_io.C, atol=1e-6)  # tail +Z, roll 0
+        assert obj.pose.bones[name].rotation_mode == 'QUATERNION'
+    heads = world_heads(obj)
+    assert heads[:, 2].min() == pytest.approx(0.5, abs=1e-6)           # lowest joint on the cursor's floor
+    assert np.allclose(heads[0, :2], (1.0, -2.0), atol=1e-6)
+    assert scene_io.is_smpl_armature(obj)
+    # The body mesh: skinned rigidly, one group per vertex, deformed by the armature.
+    body = [o for o in bpy.data.objects if o.type == 'MESH']
+    assert len(body) == 1 and body[0].parent == obj
+    assert body[0].modifiers[0].type == 'ARMATURE' and body[0].modifiers[0].object == obj
+    assert [g.name for g in body[0].vertex_groups] == list(JOINT_NAMES)
+    assert all(len(v.groups) == 1 and v.groups[0].weight == 1.0 for v in body[0].data.vertices)
+
+
+def test_written_motion_evaluates_to_engine_fk(scene):
+    scene.cursor.location = (0.5, 0.25, 0.0)
+    obj = scene_io.create_smpl_armature(bpy.context, with_mesh=False)
+    motion = random_motion(90)
+    scene_io.write_motion(obj, motion, 5, "Dance")
+    expected = scene_io.to_zup(joint_positions(motion.poses, motion.trans)) + np.array(obj.location)
+    for i in (0, 1, 37, 89):
+        scene.frame_set(5 + i)
+        assert np.abs(world_heads(obj) - expected[i]).max() < 1e-4, f"frame {5 + i}"
+    back = scene_io.read_motion(obj, 5, 94)
+    assert rotation_error(back.poses, motion.poses) < 1e-4
+    assert np.abs(back.trans - motion.trans).max() < 1e-5
+
+
+def test_new_action_never_overwrites_the_old_one(scene):
+    obj = scene_io.create_smpl_armature(bpy.context, with_mesh=False)
+    pb = obj.pose.bones["left_elbow"]
+    pb.rotation_quaternion = (0.9, 0.1, 0.3, 0.1)
+    pb.keyframe_insert("rotation_quaternion", frame=3)
+    mine = obj.animation_data.action
+    mine_keys = {(fc.data_path, fc.array_index): [tuple(k.co) for k in fc.keyframe_points]
+                 for fc in scene_io.compat.action_fcurves(mine, scene_io.compat.object_slot(obj))}
+    first = scene_io.write_motion(obj, random_motion(20), 1, "Dance A")
+    second = scene_io.write_motion(obj, random_motion(20, seed=1), 1, "Dance B")
+    assert obj.animation_data.action == second
+    assert {a.name for a in bpy.data.actions} == {mine.name, "Dance A", "Dance B"}
+    tracks = obj.animation_data.nla_tracks
+    assert len(tracks) == 2 and all(t.mute for t in tracks)
+    assert {t.strips[0].action.name for t in tracks} == {mine.name, "Dance A"}
+    assert mine.use_fake_user and first.use_fake_user
+    slot = next(iter(mine.slots)) if hasattr(mine, "slots") else None
+    kept = {(fc.data_path, fc.array_index): [tuple(k.co) for k in fc.keyframe_points]
+            for fc in scene_io.compat.action_fcurves(mine, slot)}
+    assert kept == mine_keys
+    # Both dances remember the animator's action as the source of keys.
+    assert first[scene_io.SOURCE_KEY] == mine.name and second[scene_io.SOURCE_KEY] == mine.name
+
+
+def _key_pose(obj, frame, joints, rng, euler_joint=None):
+    """Key random rotations on `joints` at `frame`; return {joint: axis-angle}."""
+    out = {}
+    for name in joints:
+        pb = obj.pose.bones[name]
+        aa = rng.normal(0, 0.6, 3)
+        q = R.axis_angle_to_quat(torch.as_tensor(aa)).numpy()
+        if name == euler_joint:
+            from mathutils import Quaternion
+            pb.rotation_mode = 'XYZ'
+            pb.rotation_euler = Quaternion(q).to_euler('XYZ')
+            pb.keyframe_insert("rotation_euler", frame=frame)
+        else:
+            pb.rotation_quaternion = q
+            pb.keyframe_insert("rotation_quaternion", frame=frame)
+        out[JOINT_INDEX[name]] = aa
+    return out
+
+
+def test_keys_read_back_as_exact_constraints(scene):
+    obj = scene_io.create_smpl_armature(bpy.context, with_mesh=False)
+    rng = np.random.default_rng(3)
+    keyed = {10: _key_pose(obj, 10, JOINT_NAMES, rng, euler_joint="neck"),          # a full pose
+             25: _key_pose(obj, 25, ["left_elbow", "neck"], rng, euler_joint="neck"),  # a few joints; neck in Euler
+             40: _key_pose(obj, 40, ["right_knee"], rng)}
+    pelvis = obj.pose.bones["pelvis"]
+    pelvis.location = (0.1, -0.05, 0.2)
+    pelvis.keyframe_insert("location", frame=25)
+    pelvis.keyframe_insert("rotation_quaternion", frame=99)    # outside the range: ignored
+
+    for _ in range(2):  # the second pass reads through a generated action on top
+        cons = scene_io.read_constraints(obj, 10, 50, 30.0)
+        assert cons.num_frames == 41 and cons.fps == 30.0
+        expected_mask = np.zeros((41, 24), bool)
+        for f, joints in keyed.items():
+            expected_mask[f - 10, list(joints)] = True
+        assert np.array_equal(cons.joint_mask, expected_mask)
+        for f, joints in keyed.items():
+            for j, aa in joints.items():
+                assert rotation_error(cons.poses[f - 10, 3 * j:3 * j + 3], aa) < 1e-4
+        assert np.flatnonzero(cons.trans_mask).tolist() == [15]
+        assert np.allclose(cons.trans[15], scene_io.REST_PELVIS_SMPL + (0.1, -0.05, 0.2), atol=1e-5)
+        assert scene_io.count_kept(obj, 10, 50) == (24 + 2 + 1, 3)
+        scene_io.write_motion(obj, random_motion(41), 10, "Dance")
+
+
+def test_body_part_locking_follows_the_current_animation(scene):
+    obj = scene_io.create_smpl_armature(bpy.context, with_mesh=False)
+    motion = random_motion(30)
+    scene_io.write_motion(obj, motion, 1, "Previous dance")
+    cons = scene_io.read_constraints(obj, 1, 30, 30.0, keep_parts=["left_arm", "legs"], keep_root=True)
+    from engine.skeleton import BODY_PARTS
+    locked = sorted(JOINT_INDEX[n] for n in BODY_PARTS["left_arm"] + BODY_PARTS["legs"])
+    assert np.array_equal(np.flatnonzero(cons.joint_mask.all(axis=0)), locked)
+    assert not cons.joint_mask[:, [j for j in range(24) if j not in locked]].any()
+    cols = np.concatenate([[3 * j, 3 * j + 1, 3 * j + 2] for j in locked])
+    assert rotation_error(cons.poses[:, cols], motion.poses[:, cols]) < 1e-4
+    assert cons.trans_mask.all() and np.abs(cons.trans - motion.trans).max() < 1e-5
+
+
+def test_ntsc_frame_rate_and_other_rates(scene):
+    scene.render.fps, scene.render.fps_base = 24, 1.001            # 23.976 fps
+    fps = scene_io.scene_fps(scene)
+    assert fps == pytest.approx(23.976, abs=1e-3)
+    obj = scene_io.create_smpl_armature(bpy.context, with_mesh=False)
+    motion = random_motion(48, fps=fps)
+    action = scene_io.write_motion(obj, motion, 7, "Dance")
+    fc = scene_io.compat.action_fcurves(action, obj.animation_data.action_slot if hasattr(obj.animation_data, "action_slot") else None)[0]
+    assert [k.co[0] for k in fc.keyframe_points] == list(range(7, 55))   # one key per scene frame
+    scene.frame_set(7 + 20)
+    expected = scene_io.to_zup(joint_positions(motion.poses[20:21], motion.trans[20:21]))[0]
+    assert np.abs(world_heads(obj) - expected).max() < 1e-4
+    # A 30 fps motion in this scene lands on fractional frames at its own pace.
+    action = scene_io.write_motion(obj, random_motion(30), 1, "Dance 30")
+    fc = scene_io.compat.action_fcurves(action, obj.animation_data.action_slot if hasattr(obj.animation_data, "action_slot") else None)[0]
+    frames = np.array([k.co[0] for k in fc.keyframe_points])
+    assert np.allclose(frames, 1 + np.arange(30) * fps / 30.0, atol=1e-4)
+
+
+def test_sound_strip_span_follows_trims_and_fps(scene, tmp_path):
+    song = add_wav(tmp_path, 4.0)
+    scene.render.fps, scene.render.fps_base = 24, 1.001
+    fps = scene_io.scene_fps(scene)
+    strip = scene_io.add_sound_strip(scene, str(song), frame_start=20)
+    span = scene_io.sound_strip_audio(scene, strip)
+    assert span.path == str(song) and span.start == pytest.approx(0.0)
+    assert span.first_frame == 20
+    assert span.duration == pytest.approx(span.num_frames / fps)
+    assert abs(span.duration - 4.0) <= 1.0 / fps
+    strip.frame_offset_start = 12                                   # trim the first 12 frames
+    span = scene_io.sound_strip_audio(scene, strip)
+    assert span.first_frame == 32 and span.start == pytest.approx(12 / fps)
+    strip.sound_offset = 0.25
+    assert scene_io.sound_strip_audio(scene, strip).start == pytest.approx(12 / fps + 0.25)
+    assert scene_io.find_sound_strip(scene) == strip                  # the only sound strip
+    # Relative paths resolve against the .blend file.
+    blend = tmp_path / "scene.blend"
+    bpy.ops.wm.save_as_mainfile(filepath=str(blend))
+    strip = scene_io.find_sound_strip(bpy.context.scene)
+    strip.sound.filepath = "//song.wav"
+    assert scene_io.sound_strip_audio(bpy.context.scene, strip).path == str(song)
+
+
+def test_clear_errors_for_user_mistakes(scene, tmp_path):
+    with pytest.raises(EngineError, match="no sound strip"):
+        scene_io.find_sound_strip(scene)
+    song = add_wav(tmp_path, 1.0)
+    strip = scene_io.add_sound_strip(scene, str(song))
+    strip.mute = True
+    with pytest.raises(EngineError, match="muted"):
+        scene_io.sound_strip_audio(scene, strip)
+    strip.mute = False
+    strip.sound.filepath = str(tmp_path / "gone.wav")
+    with pytest.raises(EngineError, match="missing.*gone.wav"):
+        scene_io.sound_strip_audio(scene, strip)
+    with pytest.raises(EngineError, match="no sequencer strip named 'nope'"):
+        scene_io.find_sound_strip(scene, "nope")
+    with pytest.raises(EngineError, match="audio file not found"):
+        scene_io.file_audio(scene, str(tmp_path / "none.mp3"))
+
+    with pytest.raises(EngineError, match="Create SMPL Dancer"):
+        scene_io.check_smpl_armature(None)
+    arm = bpy.data.objects.new("Rig", bpy.data.armatures.new("Rig"))
+    scene.collection.objects.link(arm)
+    with pytest.raises(EngineError, match="lacks the SMPL bones.*Create SMPL Dancer"):
+        scene_io.check_smpl_armature(arm)
+    empty = bpy.data.objects.new("Empty", None)
+    with pytest.raises(EngineError, match="not an armature"):
+        scene_io.check_smpl_armature(empty)
+    # SMPL names on bones pointing elsewhere (e.g. a BVH import) are refused, not misread.
+    obj = scene_io.create_smpl_armature(bpy.context, with_mesh=False)
+    bpy.ops.object.mode_set(mode='EDIT')
+    obj.data.edit_bones["left_elbow"].tail = obj.data.edit_bones["left_elbow"].head + Vector((0.1, 0, 0))
+    bpy.ops.object.mode_set(mode='OBJECT')
+    with pytest.raises(EngineError, match="left_elbow.*straight up"):
+        scene_io.check_smpl_armature(obj)
+
+
+def _synthetic_smpl_model(path):
+    """A stand-in for the licensed SMPL file, same keys and shapes per vertex: a tetrahedron
+    around each joint, rigidly weighted to it, the whole body shifted off the origin."""
+    from engine.skeleton import NUM_JOINTS, REST_POSITIONS
+    import pickle
+    tet = np.array([[0.02, 0, 0], [-0.02, 0, 0], [0, 0.02, 0], [0, 0, 0.02]])
+    centres = REST_POSITIONS + (0.3, 1.1, -0.2)
+    verts = (centres[:, None, :] + tet[None]).reshape(-1, 3)                     # (96,3)
+    faces = np.array([[0, 1, 2], [0, 1, 3], [0, 2, 3], [1, 2, 3]])
+    faces = (faces[None] + 4 * np.arange(NUM_JOINTS)[:, None, None]).reshape(-1, 3)
+    weights = np.repeat(np.eye(NUM_JOINTS), 4, axis=0)                          # (96,24)
+    parents = np.array([2 ** 32 - 1] + list(PARENTS[1:]))
+    model = {"v_template": verts, "f": faces, "weights": weights, "J_regressor": weights.T / 4,
+             "shapedirs": np.zeros((len(verts), 3, 10)), "posedirs": np.zeros((len(verts), 3, 207)),
+             "kintree_table": np.stack([parents, np.arange(NUM_JOINTS)])}
+    with open(path, "wb") as f:
+        pickle.dump(model, f)
+
+
+def test_smpl_model_file_gives_a_skinned_body(scene, tmp_path):
+    pytest.importorskip("smplx")
+    model = tmp_path / "SMPL_NEUTRAL.pkl"
+    _synthetic_smpl_model(model)
+    obj = scene_io.create_smpl_armature(bpy.context, smpl_model_path=str(model))
+    body = next(o for o in bpy.data.objects if o.type == 'MESH')
+    assert len(body.data.vertices) == 96 and body.modifiers[0].object == obj
+    motion = random_motion(10)
+    scene_io.write_motion(obj, motion, 1, "Dance")
+    scene.frame_set(6)
+    ev = body.evaluated_get(bpy.context.evaluated_depsgraph_get())
+    verts = np.array([v.co for v in ev.data.vertices]).reshape(24, 4, 3)
+    heads = world_heads(obj)
+    # The model's joints (tetrahedron centroids, via its J_regressor) sit on the bone heads and
+    # follow them under the model's own skinning weights.
+    assert np.abs(verts.mean(1) - world_heads(obj)).max() < 1e-5
+    with pytest.raises(EngineError, match="SMPL model file not found"):
+        scene_io.create_smpl_armature(bpy.context, smpl_model_path=str(tmp_path / "none.pkl"))

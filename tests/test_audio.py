@@ -1,0 +1,208 @@
+"""engine.audio: decoding any common file or array to the feature grid, features, beats."""
+import subprocess
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from engine import audio
+from engine.audio import (FEATURE_CHANNELS, FEATURE_SR, HOP, NUM_MUSIC_FEATURES, detect_beats,
+                          load_audio, load_song, music_features)
+from engine.errors import EngineError
+from engine.example import make_click_track
+from engine.layout import MODEL_FPS
+
+
+def _sine(freq, seconds, sr):
+    return (0.5 * np.sin(2 * np.pi * freq * np.arange(int(seconds * sr)) / sr)).astype(np.float32)
+
+
+def _dominant_hz(wave, sr):
+    spec = np.abs(np.fft.rfft(wave * np.hanning(len(wave))))
+    return np.fft.rfftfreq(len(wave), 1 / sr)[np.argmax(spec)]
+
+
+def test_feature_rate_is_fps_times_hop():
+    assert FEATURE_SR == MODEL_FPS * HOP
+    assert NUM_MUSIC_FEATURES == 35
+    sizes = {k: s.stop - s.start for k, s in FEATURE_CHANNELS.items()}
+    assert sizes == {"onset_envelope": 1, "mfcc": 20, "chroma_cens": 12, "onset_peak": 1, "beat": 1}
+
+
+@pytest.mark.parametrize("ext", ["wav", "flac", "ogg", "mp3"])
+def test_formats_stereo(tmp_path, ext):
+    sr = 44100
+    tone = _sine(440, 2.0, sr)
+    path = tmp_path / f"song.{ext}"
+    sf.write(str(path), np.stack([tone, tone], axis=1), sr)
+    wave, rate = load_audio(path)
+    assert rate == FEATURE_SR and wave.dtype == np.float32 and wave.ndim == 1
+    assert abs(len(wave) - 2.0 * FEATURE_SR) < 0.03 * FEATURE_SR      # lossy codecs pad a little
+    assert abs(_dominant_hz(wave, rate) - 440) < 2
+    assert 0.4 < np.abs(wave).max() < 0.6
+
+
+@pytest.mark.parametrize("sr", [8000, 192000])
+def test_extreme_sample_rates(tmp_path, sr):
+    path = tmp_path / "tone.wav"
+    sf.write(str(path), _sine(1000, 1.5, sr), sr)
+    wave, rate = load_audio(path)
+    assert len(wave) == pytest.approx(1.5 * FEATURE_SR, abs=2)
+    assert abs(_dominant_hz(wave, rate) - 1000) < 2
+
+
+def test_stereo_is_mixed_to_mono(tmp_path):
+    sr = 22050
+    tone = _sine(300, 1.0, sr)
+    path = tmp_path / "lr.flac"
+    sf.write(str(path), np.stack([tone, np.zeros_like(tone)], axis=1), sr)
+    wave, _ = load_audio(path)
+    assert np.abs(wave).max() == pytest.approx(0.25, abs=0.01)     # the average of the channels
+
+
+def test_numpy_input_shapes_and_dtypes():
+    sr = 22050
+    tone = _sine(500, 1.0, sr)
+    for x in (tone, np.stack([tone, tone], 1), np.stack([tone, tone], 0), (tone * 32767).astype(np.int16)):
+        wave, rate = load_audio(x, sample_rate=sr)
+        assert rate == FEATURE_SR and wave.shape == (FEATURE_SR,)
+        assert abs(_dominant_hz(wave, rate) - 500) < 2
+        assert 0.45 < np.abs(wave).max() < 0.55
+    with pytest.raises(EngineError, match="sample_rate"):
+        load_audio(tone)
+    with pytest.raises(EngineError, match="NaN"):
+        load_audio(np.full(1000, np.nan, np.float32), sample_rate=sr)
+    with pytest.raises(EngineError, match="empty"):
+        load_audio(np.zeros(0, np.float32), sample_rate=sr)
+
+
+def test_start_and_duration_slice(tmp_path):
+    sr = 44100
+    path = tmp_path / "clicks.wav"
+    x = np.random.default_rng(0).standard_normal(5 * sr).astype(np.float32) * 0.1
+    sf.write(str(path), x, sr, subtype="FLOAT")
+    full, _ = load_audio(path)
+    part, _ = load_audio(path, start=1.0, duration=2.0)
+    assert len(part) == pytest.approx(2 * FEATURE_SR, abs=2)
+    a, n = FEATURE_SR, len(part)
+    inner = slice(200, n - 200)            # away from the resampler's edges
+    assert np.abs(part[inner] - full[a:a + n][inner]).max() < 1e-3
+    tail, _ = load_audio(path, start=4.0)  # duration None: to the end
+    assert len(tail) == pytest.approx(FEATURE_SR, abs=2)
+    arr, _ = load_audio(x, sample_rate=sr, start=1.0, duration=2.0)
+    assert np.abs(arr[inner] - part[inner]).max() < 1e-5
+
+
+def test_user_mistakes_raise_engine_error(tmp_path):
+    with pytest.raises(EngineError, match="not found"):
+        load_audio(tmp_path / "nope.mp3")
+    corrupt = tmp_path / "corrupt.wav"
+    corrupt.write_bytes(b"RIFF" + np.random.default_rng(1).integers(0, 256, 4000, dtype=np.uint8).tobytes())
+    with pytest.raises(EngineError, match="cannot read"):
+        load_audio(corrupt)
+    empty_file = tmp_path / "empty.mp3"
+    empty_file.write_bytes(b"")
+    with pytest.raises(EngineError):
+        load_audio(empty_file)
+    no_samples = tmp_path / "zero.wav"
+    sf.write(str(no_samples), np.zeros((0, 1), np.float32), 8000)
+    with pytest.raises(EngineError, match="no audio"):
+        load_audio(no_samples)
+    short = tmp_path / "short.ogg"
+    sf.write(str(short), _sine(440, 1.0, 44100), 44100)
+    with pytest.raises(EngineError, match="beyond the end"):
+        load_audio(short, start=3.0)
+    with pytest.raises(EngineError):
+        load_audio(short, start=-1.0)
+    with pytest.raises(EngineError):
+        load_audio(short, duration=0.0)
+    nan = tmp_path / "nan.wav"
+    sf.write(str(nan), np.full(800, np.nan, np.float32), 8000, subtype="FLOAT")
+    with pytest.raises(EngineError, match="NaN"):
+        load_audio(nan)
+    with pytest.raises(EngineError):
+        load_audio(tmp_path)                # a folder
+
+
+def test_formats_libsndfile_lacks_go_through_ffmpeg(tmp_path):
+    imageio_ffmpeg = pytest.importorskip("imageio_ffmpeg")
+    wav, m4a = tmp_path / "a.wav", tmp_path / "a.m4a"
+    sf.write(str(wav), _sine(440, 2.0, 44100), 44100)
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-i", str(wav), "-c:a", "aac", str(m4a)],
+                   check=True)
+    wave, rate = load_audio(m4a)
+    assert abs(len(wave) - 2 * FEATURE_SR) < 0.05 * FEATURE_SR
+    assert abs(_dominant_hz(wave, rate) - 440) < 2
+    part, _ = load_audio(m4a, start=1.0, duration=0.5)
+    assert abs(len(part) - 0.5 * FEATURE_SR) < 0.05 * FEATURE_SR
+
+
+@pytest.mark.parametrize("fps", [24, 25, 30, 60])
+@pytest.mark.parametrize("seconds", [0.37, 3.01])
+def test_feature_shape_any_fps_and_duration(fps, seconds):
+    sr = 22050
+    wave = make_click_track(seconds, 120, sr)
+    feats = music_features(wave, sr, fps=fps)
+    assert feats.shape == (round(len(wave) / sr * fps), NUM_MUSIC_FEATURES)
+    assert feats.dtype == np.float32 and np.isfinite(feats).all()
+    for name in ("onset_peak", "beat"):
+        assert set(np.unique(feats[:, FEATURE_CHANNELS[name]])) <= {0.0, 1.0}
+
+
+def test_silence_has_finite_features_and_no_beats():
+    for wave in (np.zeros(3 * FEATURE_SR, np.float32), np.full(FEATURE_SR, 1e-7, np.float32)):
+        feats = music_features(wave, FEATURE_SR)
+        assert np.isfinite(feats).all()
+        assert feats[:, FEATURE_CHANNELS["beat"]].sum() == 0
+        assert feats[:, FEATURE_CHANNELS["onset_peak"]].sum() == 0
+        beats, tempo = detect_beats(wave, FEATURE_SR)
+        assert beats.size == 0 and tempo == 0.0
+    assert music_features(np.zeros(0, np.float32), FEATURE_SR).shape == (0, NUM_MUSIC_FEATURES)
+
+
+def test_click_track_beats():
+    sr = 44100
+    wave = make_click_track(8.0, 120, sr)
+    beats, tempo = detect_beats(wave, sr)
+    assert tempo == pytest.approx(120, rel=0.03)
+    assert len(beats) >= 12
+    assert np.median(np.diff(beats)) == pytest.approx(0.5, abs=1.0 / MODEL_FPS)
+    # on the clicks (k * 0.5 s), within two feature frames
+    phase = (beats + 0.25) % 0.5 - 0.25
+    assert np.abs(phase).max() <= 2.0 / MODEL_FPS
+    feats = music_features(wave, sr)
+    onehot = np.flatnonzero(feats[:, FEATURE_CHANNELS["beat"]])
+    np.testing.assert_array_equal(onehot, np.round(beats * MODEL_FPS).astype(int))
+    assert feats[:, FEATURE_CHANNELS["onset_peak"]].sum() >= 12
+
+
+def test_chunked_analysis_matches_whole_song(monkeypatch):
+    """Long songs are analysed in overlapping chunks; the seams must not show."""
+    import librosa
+    sr = FEATURE_SR
+    rng = np.random.default_rng(3)
+    wave = make_click_track(14.0, 100, sr) + 0.05 * rng.standard_normal(14 * sr).astype(np.float32)
+    wave += _sine(220, 14.0, sr) * np.repeat(rng.uniform(0.1, 1, 15), sr)[: 14 * sr].astype(np.float32)
+    monkeypatch.setattr(audio, "_CHUNK_S", 3.0)
+    feats = music_features(wave, sr)
+    n = feats.shape[0]
+    ref_env = librosa.onset.onset_strength(y=wave, sr=sr, hop_length=HOP)[:n]
+    ref_mfcc = librosa.feature.mfcc(y=wave, sr=sr, hop_length=HOP, n_mfcc=20)[:, :n].T
+    ref_cens = librosa.feature.chroma_cens(y=wave, sr=sr, hop_length=HOP, tuning=0.0)[:, :n].T
+    np.testing.assert_allclose(feats[:, FEATURE_CHANNELS["onset_envelope"]][:, 0], ref_env, atol=1e-4)
+    np.testing.assert_allclose(feats[:, FEATURE_CHANNELS["mfcc"]], ref_mfcc, atol=1e-2)
+    np.testing.assert_allclose(feats[:, FEATURE_CHANNELS["chroma_cens"]], ref_cens, atol=1e-4)
+
+
+def test_load_song_bundles_the_analysis(tmp_path):
+    path = tmp_path / "clicks.wav"
+    sf.write(str(path), make_click_track(6.0, 120, 44100), 44100)
+    song = load_song(path, start=1.0, duration=4.0)
+    assert song.sr == FEATURE_SR and song.start == 1.0 and song.path == str(path)
+    assert song.duration == pytest.approx(4.0, abs=1e-3)
+    assert song.features.shape == (120, NUM_MUSIC_FEATURES) and song.num_frames == 120
+    assert song.tempo == pytest.approx(120, rel=0.03)
+    np.testing.assert_array_equal(np.flatnonzero(song.features[:, FEATURE_CHANNELS["beat"]]),
+                                  np.round(song.beat_times * song.fps).astype(int))
+    song25 = load_song(path, fps=25)
+    assert song25.features.shape == (150, NUM_MUSIC_FEATURES)

@@ -1,0 +1,168 @@
+"""engine.generate end to end with a tiny untrained checkpoint: lengths, determinism, constraints,
+errors. (Dance quality is the trained weights' business: see test_shipped_weights.py.)"""
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from engine import rotations as R
+from engine.api import generate
+from engine.errors import Cancelled, EngineError
+from engine.motion import Constraints
+from conftest import REPO
+
+
+def _gen(song, weights, **kw):
+    kw.setdefault("steps", 2)
+    return generate(song, weights=weights, **kw)
+
+
+@pytest.mark.parametrize("fps,duration", [(24, 1.3), (25, 0.5), (30, 5.7), (60, 2.05), (23.976, 6.0)])
+def test_lengths_for_odd_durations_and_rates(click_song, tiny_weights, fps, duration):
+    m = _gen(click_song, tiny_weights, fps=fps, duration=duration)
+    assert m.poses.shape == (round(duration * fps), 72)
+    assert m.trans.shape == (round(duration * fps), 3)
+    assert m.fps == fps
+    assert np.isfinite(m.poses).all() and np.isfinite(m.trans).all()
+
+
+def test_whole_song_with_several_windows(click_song, tiny_weights):
+    m = _gen(click_song, tiny_weights, fps=30)           # 6 s: more than one 5 s window
+    assert m.num_frames == 180
+    assert len(m.beat_times) >= 10
+
+
+def test_same_seed_same_dance_other_seed_other_dance(click_song, tiny_weights):
+    a = _gen(click_song, tiny_weights, seed=3, duration=2)
+    b = _gen(click_song, tiny_weights, seed=3, duration=2)
+    c = _gen(click_song, tiny_weights, seed=4, duration=2)
+    assert np.array_equal(a.poses, b.poses) and np.array_equal(a.trans, b.trans)
+    assert not np.allclose(a.poses, c.poses)
+
+
+def test_numpy_waveform_input(tiny_weights):
+    wave = np.random.default_rng(0).normal(size=22050 * 2).astype(np.float32) * 0.1
+    m = _gen(wave, tiny_weights, sample_rate=22050, fps=25)
+    assert m.num_frames == 50
+
+
+def _rotation_error(aa_a, aa_b):
+    ma = R.axis_angle_to_matrix(torch.from_numpy(aa_a).reshape(-1, 3))
+    mb = R.axis_angle_to_matrix(torch.from_numpy(aa_b).reshape(-1, 3))
+    cos = ((ma.transpose(-1, -2) @ mb).diagonal(dim1=-2, dim2=-1).sum(-1) - 1) / 2
+    return torch.acos(cos.clamp(-1, 1)).max().item()
+
+
+def _random_pose(rng):
+    return rng.normal(size=72) * 0.4
+
+
+@pytest.mark.parametrize("kind", ["keyframes", "joints", "seed", "root", "combined"])
+def test_every_constraint_kind_holds_exactly(click_song, tiny_weights, kind):
+    fps, seconds = 25, 4.0
+    frames = int(seconds * fps)
+    rng = np.random.default_rng(1)
+    c = Constraints.empty(frames, fps)
+    if kind in ("keyframes", "combined"):
+        for f in (10, 50, 99):
+            c.set_pose(f, _random_pose(rng))
+    if kind in ("joints", "combined"):
+        c.follow(np.stack([_random_pose(rng) for _ in range(frames)]), ["left_arm", "head"])
+    if kind in ("seed", "combined"):
+        c.seed_motion(np.stack([_random_pose(rng) for _ in range(8)]), np.tile([0.0, 0.95, 0.0], (8, 1)))
+    if kind in ("root", "combined"):
+        for f in (20, 70):
+            c.trans[f] = [0.3 * f / 70, 0.9, -0.2]
+            c.trans_mask[f] = True
+    m = _gen(click_song, tiny_weights, fps=fps, duration=seconds, constraints=c)
+    mask = np.repeat(c.joint_mask, 3, axis=1)
+    if mask.any():
+        assert _rotation_error(m.poses[mask].reshape(-1, 3), c.poses[mask].reshape(-1, 3)) < 1e-4
+    if c.trans_mask.any():
+        assert np.abs(m.trans[c.trans_mask] - c.trans[c.trans_mask]).max() < 1e-6
+
+
+def test_silence_still_dances(tiny_weights):
+    m = _gen(np.zeros(22050 * 3, np.float32), tiny_weights, sample_rate=22050)
+    assert m.num_frames == 90 and np.isfinite(m.poses).all()
+    assert len(m.beat_times) == 0
+
+
+def test_progress_reports_and_cancels(click_song, tiny_weights):
+    seen = []
+    _gen(click_song, tiny_weights, duration=1, progress=lambda f, msg: seen.append(f))
+    assert seen[0] == 0.0 and seen[-1] == 1.0 and seen == sorted(seen)
+    with pytest.raises(Cancelled):
+        _gen(click_song, tiny_weights, duration=1, progress=lambda f, msg: f < 0.5)
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"style": "polka"}, "unknown style"),
+    ({"fps": 0}, "fps"),
+    ({"steps": 0}, "steps"),
+    ({"start": 100.0}, ""),
+    ({"constraints": Constraints.empty(1000, 30.0)}, "frames"),
+    ({"constraints": Constraints(np.zeros((5, 72)), np.zeros((5, 3)), np.ones((5, 24), bool), np.zeros(5, bool), 24.0)}, "fps"),
+])
+def test_bad_options_raise_clear_errors(click_song, tiny_weights, kwargs, message):
+    with pytest.raises(EngineError, match=message):
+        _gen(click_song, tiny_weights, **kwargs)
+
+
+def test_constraints_of_wrong_shape_are_refused():
+    with pytest.raises(EngineError, match="shape"):
+        Constraints(np.zeros((5, 69)), np.zeros((5, 3)), np.zeros((5, 24), bool), np.zeros(5, bool))
+
+
+def test_missing_and_corrupt_weights(click_song, tmp_path):
+    with pytest.raises(EngineError, match="not found"):
+        generate(click_song, weights=tmp_path / "none.safetensors")
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"\x00" * 100)
+    with pytest.raises(EngineError, match="not a valid"):
+        generate(click_song, weights=bad)
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "engine", *map(str, args)], cwd=REPO, capture_output=True, text=True)
+
+
+def test_cli_writes_outputs_and_refuses_to_overwrite(click_song, tiny_weights, tmp_path):
+    out = tmp_path / "d.npz"
+    r = _cli("generate", click_song, "-o", out, "--weights", tiny_weights, "--steps", 2, "--fps", 24, "--quiet")
+    assert r.returncode == 0, r.stderr
+    with np.load(out) as f:
+        assert f["poses"].shape == (144, 72) and float(f["fps"]) == 24.0
+        assert list(f["joint_names"])[:2] == ["pelvis", "left_hip"]
+    before = out.read_bytes()
+    r = _cli("generate", click_song, "-o", out, "--weights", tiny_weights, "--quiet")
+    assert r.returncode == 2 and "already exists" in r.stderr and out.read_bytes() == before
+
+
+@pytest.mark.parametrize("args,message", [
+    (["generate", "/no/such/song.wav", "-o", "x.npz"], "not found"),
+    (["generate", "{song}", "-o", "/no/such/dir/x.bvh"], "does not exist"),
+    (["generate", "{song}", "-o", "{tmp}/x.txt"], "unknown extension"),
+    (["generate", "{song}", "-o", "{tmp}/x.npz", "--style", "polka", "--weights", "{weights}"], "unknown style"),
+])
+def test_cli_user_mistakes_give_one_line_and_exit_2(click_song, tiny_weights, tmp_path, args, message):
+    args = [a.format(song=click_song, tmp=tmp_path, weights=tiny_weights) for a in args]
+    r = _cli(*args)
+    assert r.returncode == 2
+    assert message in r.stderr and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_cli_help_explains_constraints():
+    r = _cli("--help")
+    assert r.returncode == 0 and "joint_mask" in r.stdout and "--seed" in _cli("generate", "--help").stdout
+
+
+def test_engine_never_imports_bpy():
+    code = ("import sys, engine, engine.api, engine.train, engine.bvh, engine.preview, engine.metrics; "
+            "assert 'bpy' not in sys.modules, 'bpy imported'")
+    r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
