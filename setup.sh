@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One command from a fresh clone to a dancing example:
-#   creates .venv (Python 3.11), installs everything, and dances to the bundled example song,
-#   writing example/dance.bvh, .npz, .mp4 and .blend.
+#   creates .venv (Python 3.11), installs everything, makes the bundled example song and dances
+#   to it with the shipped weights, writing example/dance.bvh, .npz, .mp4 and .blend.
 # Set SKIP_EXAMPLE=1 to only install.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -15,4 +15,6 @@ fi
 .venv/bin/python -m pip install --quiet -r requirements.txt
 if [ "${SKIP_EXAMPLE:-0}" != "1" ]; then
   .venv/bin/python -m engine.example --out example
+  .venv/bin/python blender_addon/batch.py -- --audio example/song.wav --out-blend example/dance.blend
+  echo "example ready: example/dance.bvh example/dance.npz example/dance.mp4 example/dance.blend"
 fi

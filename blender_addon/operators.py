@@ -204,7 +204,7 @@ class DANCE_OT_generate(bpy.types.Operator):
         settings = context.scene.dance
         if event.type == 'ESC' and event.value == 'PRESS':
             self._job.cancel()
-        elif event.type != 'TIMER' or event.timer is not self._timer:
+        elif event.type != 'TIMER':  # any timer tick: polling the job is cheap
             return {'PASS_THROUGH'}
         snap = self._job.snapshot()
         settings.progress, settings.status = snap["progress"], snap["message"]

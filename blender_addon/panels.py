@@ -45,9 +45,9 @@ class DANCE_PT_main(_DancePanel, bpy.types.Panel):
         box = layout.box()
         try:
             plan = operators.plan(scene, settings)
-            box.label(text=f"{os.path.basename(plan.span.path)}: {plan.duration:.1f} s from {plan.start_seconds:.2f} s",
-                      icon='SOUND')
-            box.label(text=f"Frames {plan.first}-{plan.last} at {plan.fps:.3g} fps")
+            box.label(text=os.path.basename(plan.span.path), icon='SOUND')
+            box.label(text=f"{plan.duration:.1f} s from {plan.start_seconds:.2f} s into the file")
+            box.label(text=f"Frames {plan.first}-{plan.last} at {plan.fps:.5g} fps")
         except EngineError as e:
             box.label(text=str(e), icon='ERROR')
         row = box.row(align=True)
@@ -65,14 +65,14 @@ class DANCE_PT_main(_DancePanel, bpy.types.Panel):
             scene_io.check_smpl_armature(obj)
             if plan is not None:
                 keys, frames = scene_io.count_kept(obj, plan.first, plan.last)
-                box.label(text=f"Keeps {keys} joint keys on {frames} frames" if keys or frames
+                box.label(text=f"Keeps {keys} key(s) on {frames} frame(s)" if keys or frames
                           else "No keys in range: a free dance", icon='KEYINGSET')
         except EngineError as e:
             box.label(text=str(e), icon='ERROR')
-        box.label(text="Keep current animation of:")
-        row = box.row(align=True)
+        box.label(text="Keep animation of:")
+        grid = box.grid_flow(columns=2, even_columns=True, align=True)
         for prop in ("keep_left_arm", "keep_right_arm", "keep_legs", "keep_torso", "keep_head", "keep_root"):
-            row.prop(settings, prop, toggle=True)
+            grid.prop(settings, prop, toggle=True)
 
         # Options
         col = layout.column(align=True)

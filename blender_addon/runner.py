@@ -14,12 +14,15 @@ from __future__ import annotations
 import threading
 import traceback
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from . import _engine_path  # noqa: F401
-from engine.errors import Cancelled, EngineError
-from engine.motion import Constraints, Motion
+from engine.errors import Cancelled, EngineError  # plain Python: importable before torch is installed
+
+if TYPE_CHECKING:
+    from engine.motion import Constraints, Motion
 
 
 @dataclass
@@ -68,6 +71,7 @@ def _fit_constraints(request: Request) -> Constraints | None:
     """Drop constraint frames past the end of the audio: a strip can be a frame longer than
     its file (Blender rounds its length up), and the engine refuses constraints longer than
     the dance it can make."""
+    from engine.motion import Constraints
     cons = request.constraints
     if cons is None:
         return None
@@ -184,13 +188,32 @@ class Job:
 
 
 _active: Job | None = None
+_prepared = False
+
+
+def prepare() -> None:
+    """Main thread, once: import what generation will import. librosa's lazy_loader inspects the
+    call stack while importing, and doing that on a worker thread crashed Blender (seen in a
+    real GUI session); analysing a second of noise here makes every such import happen now."""
+    global _prepared
+    if _prepared:
+        return
+    import engine.api  # noqa: F401  (torch, the model code)
+    import engine.metrics  # noqa: F401
+    from engine import audio
+    sr = 22050
+    wave = np.random.default_rng(0).normal(0.0, 0.1, sr).astype(np.float32)
+    audio.music_features(wave, sr)
+    audio.detect_beats(wave, sr)
+    _prepared = True
 
 
 def start(request: Request) -> Job:
-    """Start a job in the background; only one runs at a time."""
+    """Start a job in the background; only one runs at a time. Call on the main thread."""
     global _active
     if _active is not None and not _active.done:
         raise EngineError("a dance is already being generated: wait for it or cancel it")
+    prepare()
     _active = Job(request).start()
     return _active
 

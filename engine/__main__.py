@@ -71,22 +71,28 @@ def _check_outputs(outputs: list[Path], force: bool) -> None:
 
 def generate_command(args) -> int:
     from tqdm import tqdm
-    from .api import generate
+    from .api import available_styles, generate
     from .motion import Constraints
     _check_outputs(args.output, args.force)
     if not args.song.is_file():
         raise EngineError(f"song not found: {args.song}")
     constraints = Constraints.load_npz(args.constraints) if args.constraints else None
-    bar = tqdm(total=100, unit="%", disable=args.quiet, dynamic_ncols=True, bar_format="{l_bar}{bar}| {elapsed}<{remaining}")
+    styles = available_styles(args.weights)      # also checks the weights file before any work
+    if args.style not in styles:
+        raise EngineError(f"unknown style {args.style!r}; available: {', '.join(styles)}")
+    bar = tqdm(total=100, unit="%", disable=args.quiet, dynamic_ncols=True, leave=False,
+               bar_format="{l_bar}{bar}| {elapsed}<{remaining}")
 
     def progress(fraction: float, message: str):
         bar.set_description(message)
         bar.update(round(fraction * 100) - bar.n)
 
-    motion = generate(args.song, style=args.style, seed=args.seed, steps=args.steps, fps=args.fps,
-                      start=args.start, duration=args.duration, constraints=constraints,
-                      guidance=args.guidance, device=args.device, weights=args.weights, progress=progress)
-    bar.close()
+    try:
+        motion = generate(args.song, style=args.style, seed=args.seed, steps=args.steps, fps=args.fps,
+                          start=args.start, duration=args.duration, constraints=constraints,
+                          guidance=args.guidance, device=args.device, weights=args.weights, progress=progress)
+    finally:
+        bar.close()
     for out in args.output:
         kind = out.suffix.lower()
         if kind == ".bvh":

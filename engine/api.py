@@ -71,14 +71,14 @@ def _check_options(style, styles, steps, fps, start, duration, guidance):
 
 
 def _check_constraints(c: Constraints | None, frames: int, fps: float) -> Constraints | None:
-    if c is None or c.is_empty:
+    if c is None:
         return None
     if c.fps is not None and abs(c.fps - fps) > 1e-3:
         raise EngineError(f"constraints are at {c.fps:g} fps but the dance is asked at {fps:g} fps")
     if c.num_frames > frames:
         raise EngineError(f"constraints cover {c.num_frames} frames but the dance has only {frames} "
                           f"({frames / fps:.2f} s at {fps:g} fps)")
-    return c
+    return None if c.is_empty else c
 
 
 def _inpainting(c: Constraints | None, length: int, fps: float, normalizer: L.Normalizer) -> Inpainting | None:
@@ -128,13 +128,14 @@ def _covered(times: np.ndarray, t: float, spacing: float) -> bool:
 def generate(audio, *, sample_rate: int | None = None, style: str = "any", seed: int = 0, steps: int = 20,
              fps: float = 30.0, start: float = 0.0, duration: float | None = None,
              constraints: Constraints | None = None, guidance: float = 2.0, device: str = "auto",
-             weights=None, progress: Progress | None = None) -> Motion:
+             weights=None, progress: Progress | None = None, beat_sync: bool = True) -> Motion:
     """Generate a dance for `audio` (a file path, or a waveform with `sample_rate`).
 
     The dance covers the song from `start` for `duration` seconds (default: to the end) at `fps`.
     `constraints` (at `fps`, frame 0 = the first generated frame) come out exactly as given.
     `progress(fraction, message)` is called as work proceeds; returning False cancels (Cancelled).
-    The same inputs and seed give the same dance on the same device.
+    The same inputs and seed give the same dance on the same device. `beat_sync=False` skips the
+    beat warp (for measuring what it adds).
     """
     from . import audio as A
 
@@ -172,7 +173,8 @@ def generate(audio, *, sample_rate: int | None = None, style: str = "any", seed:
     poses30, trans30, contacts30 = (t.numpy() for t in L.unpack(raw))
 
     report(0.92, "syncing to the beat and grounding the feet")
-    motion = finish_motion(poses30, trans30, seconds, out_frames, fps, beats, constraints)
+    motion = finish_motion(poses30, trans30, seconds, out_frames, fps, beats if beat_sync else np.zeros(0), constraints)
+    motion.beat_times = np.asarray(beats)
     motion.style, motion.seed = style, int(seed)
     motion.audio_path = str(audio) if isinstance(audio, (str, Path)) else None
     motion.audio_start = float(start)

@@ -33,7 +33,7 @@ from .skeleton import joint_positions
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO / ".." / "shared" / "data"
 DEFAULT_WEIGHTS = REPO / "weights" / "dance.safetensors"
-ROWS = ("model", "real", "random")
+ROWS = ("model", "model, no beat warp", "real", "random")
 COLUMNS = (  # (key in metrics.summarize, table header, scale)
     ("bas_bailando", "BAS (Bailando)", 1.0),
     ("bas_fact", "BAS (FACT)", 1.0),
@@ -140,15 +140,16 @@ def model_motions(clips: Sequence[Clip], generate: Generator, seed: int) -> list
     return out
 
 
-def api_generator(weights: Path, steps: int) -> Generator:
-    """engine.api.generate on the clip's audio, in the clip's style when the weights know it."""
+def api_generator(weights: Path, steps: int, beat_sync: bool = True) -> Generator:
+    """engine.api.generate on the clip's audio, in the clip's style when the weights know it.
+    beat_sync=False scores the model without the beat warp, to show what the warp adds."""
     from . import api
     styles = set(api.available_styles(weights=weights))
 
     def generate(clip: Clip, seed: int) -> Motion:
         style = clip.style if clip.style in styles else "any"
         return api.generate(clip.audio_path, style=style, seed=seed, steps=steps, fps=float(L.MODEL_FPS),
-                            start=clip.start, duration=clip.duration, weights=weights)
+                            start=clip.start, duration=clip.duration, weights=weights, beat_sync=beat_sync)
     return generate
 
 
@@ -264,8 +265,10 @@ def _sequence_of(item) -> Dance:
 
 def evaluate(train: Sequence[Dance], val: Sequence[Dance], *, clip_seconds: float = 10.0,
              generate: Generator | None = None, seed: int = 0, max_clips: int | None = None,
-             out: Path | None = None, settings: dict | None = None) -> dict[str, dict[str, float]]:
-    """Score the rows (model only when `generate` is given); print the table, write OUT's files."""
+             out: Path | None = None, settings: dict | None = None,
+             generate_unsynced: Generator | None = None) -> dict[str, dict[str, float]]:
+    """Score the rows (model only when `generate` is given; the model without its beat warp when
+    `generate_unsynced` is); print the table, write OUT's files."""
     clips = cut_clips(val, clip_seconds, max_clips)
     if not clips:
         raise EngineError(f"no validation song is at least {clip_seconds:g} s long with its music")
@@ -278,6 +281,8 @@ def evaluate(train: Sequence[Dance], val: Sequence[Dance], *, clip_seconds: floa
     rows: dict[str, list[np.ndarray]] = {}
     if generate is not None:
         rows["model"] = model_motions(clips, generate, seed)
+    if generate_unsynced is not None:
+        rows["model, no beat warp"] = model_motions(clips, generate_unsynced, seed)
     rows["real"] = [c.positions for c in clips]
     rows["random"] = random_stretches(train, frames, len(clips), seed)
     results = score_rows(rows, clips, train_features)
@@ -308,6 +313,8 @@ def parse_args(argv=None):
     p.add_argument("--steps", type=int, default=20, help="sampler steps for the model row (default 20)")
     p.add_argument("--seed", type=int, default=0, help="seed of the model's samples and the random row")
     p.add_argument("--max-clips", type=int, default=None, help="score at most this many validation clips")
+    p.add_argument("--no-ablation", action="store_true",
+                   help="skip the extra row that scores the model without its beat warp")
     p.add_argument("--no-model", action="store_true",
                    help="score only the real and random rows (no weights needed): the targets")
     return p.parse_args(argv)
@@ -316,7 +323,7 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:
-        generate = None
+        generate = generate_unsynced = None
         weights = (args.weights or DEFAULT_WEIGHTS).resolve()
         if not args.no_model:
             if not weights.is_file():
@@ -324,6 +331,8 @@ def main(argv=None) -> int:
                       file=sys.stderr)
                 return 2
             generate = api_generator(weights, args.steps)
+            if not args.no_ablation:
+                generate_unsynced = api_generator(weights, args.steps, beat_sync=False)
         if args.clip_seconds <= 0:
             raise EngineError(f"--clip-seconds must be positive, got {args.clip_seconds}")
         sources = [Path(s).resolve() for s in (args.data or [SHARED_DATA / "tang2018", SHARED_DATA / "justlmd"])]
@@ -335,7 +344,7 @@ def main(argv=None) -> int:
         settings = {"data": [str(s) for s in sources], "steps": args.steps,
                     "weights": None if generate is None else str(weights)}
         evaluate(train, val, clip_seconds=args.clip_seconds, generate=generate, seed=args.seed,
-                 max_clips=args.max_clips, out=out, settings=settings)
+                 max_clips=args.max_clips, out=out, settings=settings, generate_unsynced=generate_unsynced)
     except EngineError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -104,3 +104,26 @@ def make_example_song(path, seconds: float = 12.0, bpm: float = 120.0, sr: int =
         raise EngineError(f"folder does not exist: {path.parent}")
     sf.write(str(path), synthesize_example(seconds, bpm, sr), sr, subtype="PCM_16", format="WAV")
     return path
+
+
+def main(argv=None) -> int:
+    """`python -m engine.example --out DIR`: write the example song and dance to it with the
+    shipped weights: DIR/song.wav, DIR/dance.bvh, DIR/dance.npz, DIR/dance.mp4."""
+    import argparse
+    import sys
+
+    from .__main__ import main as engine_main
+    p = argparse.ArgumentParser(prog="python -m engine.example", description=main.__doc__)
+    p.add_argument("--out", type=Path, required=True, help="folder for the example's files (created)")
+    p.add_argument("--seconds", type=float, default=12.0, help="length of the example song")
+    p.add_argument("--steps", type=int, default=20, help="sampling steps")
+    args = p.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    song = make_example_song(args.out / "song.wav", seconds=args.seconds)
+    print(f"wrote {song}", file=sys.stderr)
+    outputs = [a for name in ("dance.bvh", "dance.npz", "dance.mp4") for a in ("-o", str(args.out / name))]
+    return engine_main(["generate", str(song), *outputs, "--steps", str(args.steps), "--force"])
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

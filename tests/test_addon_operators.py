@@ -216,9 +216,13 @@ try:
 except RuntimeError as e:
     print("REPORT", str(e).strip())
 blender_addon.unregister()
+print("UNREGISTERED", flush=True)
+import os
+os._exit(0)  # the bpy module can hang tearing down at exit
 """
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert run.returncode == 0, run.stderr[-2000:]
     assert "MISSING ['torch', 'safetensors', 'librosa', 'soundfile', 'scipy']" in run.stdout
     assert "STYLE any" in run.stdout
     assert "REPORT Error: missing Python packages: torch" in run.stdout and "Install Dependencies" in run.stdout
+    assert "UNREGISTERED" in run.stdout and "Traceback" not in run.stderr

@@ -103,7 +103,7 @@ def test_progress_reports_and_cancels(click_song, tiny_weights):
     ({"style": "polka"}, "unknown style"),
     ({"fps": 0}, "fps"),
     ({"steps": 0}, "steps"),
-    ({"start": 100.0}, ""),
+    ({"start": 100.0}, "start"),
     ({"constraints": Constraints.empty(1000, 30.0)}, "frames"),
     ({"constraints": Constraints(np.zeros((5, 72)), np.zeros((5, 3)), np.ones((5, 24), bool), np.zeros(5, bool), 24.0)}, "fps"),
 ])
@@ -166,3 +166,16 @@ def test_engine_never_imports_bpy():
             "assert 'bpy' not in sys.modules, 'bpy imported'")
     r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
+
+
+def test_ten_minute_song_runs_in_bounded_memory(tiny_weights):
+    import resource
+    sr = 8000
+    t = np.arange(sr * 600) / sr
+    wave = (0.3 * np.sin(2 * np.pi * 220 * t) * (np.sin(2 * np.pi * 2 * t) > 0.9)).astype(np.float32)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    m = generate(wave, sample_rate=sr, weights=tiny_weights, steps=1, fps=30)
+    grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert m.num_frames == 18000 and np.isfinite(m.trans).all()
+    assert grown_mb < 3000
+    assert np.linalg.norm(m.trans[:, [0, 2]] - m.trans[0, [0, 2]], axis=1).max() < 5.0

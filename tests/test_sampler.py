@@ -115,3 +115,18 @@ def test_feet_cleanup_grounds_and_stops_skating():
     arms = [3 * JOINT_INDEX["left_elbow"] + k for k in range(3)]
     assert np.allclose(p2[:, arms], poses[:, arms])
     assert before >= 0
+
+
+def test_root_path_stays_on_the_floor_area():
+    from engine.rootpath import bound_root_path
+    fps, T = 30, 30 * 120
+    t = np.arange(T) / fps
+    sway = 0.2 * np.sin(2 * np.pi * t)                                           # a step to and fro each second
+    walk = np.stack([t * 0.3 + sway, np.full(T, 0.9), np.zeros(T)], 1)          # drifting 36 m away
+    out = bound_root_path(walk, fps, radius=1.5)
+    assert np.linalg.norm(out[:, [0, 2]], axis=1).max() < 2.0
+    assert np.allclose(out[:, 1], walk[:, 1])
+    # The quick steps survive: the path's one-second sway keeps nearly its full size.
+    from scipy.ndimage import gaussian_filter1d
+    kept = out[:, 0] - gaussian_filter1d(out[:, 0], fps)
+    assert np.std(kept[fps * 10:-fps * 10]) > 0.8 * np.std(sway)
