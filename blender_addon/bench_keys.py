@@ -4,8 +4,9 @@
 
 The bulk path is scene_io.write_motion (fcurves.new + keyframe_points.add + foreach_set) on the
 whole dance. keyframe_insert is timed on the first --insert-frames frames only and extrapolated
-linearly to the whole dance (the printout says so); per-key cost grows a little with curve
-length, so the extrapolation flatters keyframe_insert if anything.
+linearly to the whole dance (the printout says so). Its per-key cost grows with curve length,
+so the extrapolation flatters it: measured here (bpy 4.5, 2 cores) 150 frames extrapolated to
+5.3 s, while --insert-frames 5400 (the whole dance, ~2 minutes) took 106 s against 0.2 s bulk.
 """
 from __future__ import annotations
 

@@ -22,10 +22,11 @@ from bpy.props import EnumProperty, StringProperty
 from . import _engine_path
 
 # What engine.api needs at inference besides numpy: the model (torch, safetensors), audio decoding
-# and features (librosa, soundfile, scipy), and smplx for an optional SMPL body mesh.
-REQUIREMENTS = ("torch", "safetensors", "librosa", "soundfile", "scipy", "smplx")
-IMPORT_NAMES = {"torch": "torch", "safetensors": "safetensors", "librosa": "librosa",
-                "soundfile": "soundfile", "scipy": "scipy"}   # smplx stays optional
+# and features (librosa, soundfile, soxr, scipy; imageio-ffmpeg decodes what libsndfile cannot),
+# and smplx for an optional SMPL body mesh. Versions are left to pip: Blender's Python differs.
+REQUIREMENTS = ("torch", "safetensors", "librosa", "soundfile", "soxr", "scipy", "imageio-ffmpeg", "smplx")
+IMPORT_NAMES = {"torch": "torch", "safetensors": "safetensors", "librosa": "librosa", "soundfile": "soundfile",
+                "soxr": "soxr", "scipy": "scipy"}   # imageio-ffmpeg and smplx stay optional
 _OFFLINE_HINTS = ("NewConnectionError", "Temporary failure in name resolution", "Network is unreachable",
                   "ConnectTimeout", "ConnectionError", "No matching distribution", "Could not find a version",
                   "Name or service not known", "ProxyError")

@@ -25,7 +25,7 @@ from . import _engine_path  # noqa: F401  (puts `engine` on sys.path)
 from . import blender_compat as compat
 from engine.errors import EngineError
 from engine.motion import Constraints, Motion
-from engine.skeleton import (BODY_PARTS, JOINT_INDEX, JOINT_NAMES, NUM_JOINTS, PARENTS,
+from engine.skeleton import (JOINT_INDEX, JOINT_NAMES, NUM_JOINTS, PARENTS,
                              REST_POSITIONS, joint_indices)
 
 # SMPL (Y up) -> Blender (Z up); also the rest rotation of every dancer bone.

@@ -202,7 +202,7 @@ def test_registers_and_explains_before_dependencies_are_installed(tmp_path):
     from conftest import REPO
     code = f"""
 import sys
-sys.modules.update({{m: None for m in ("torch", "librosa", "safetensors", "scipy", "soundfile", "smplx")}})
+sys.modules.update({{m: None for m in ("torch", "librosa", "safetensors", "scipy", "soundfile", "soxr", "smplx")}})
 import bpy
 sys.path.insert(0, {str(REPO)!r})
 bpy.ops.wm.read_factory_settings(use_empty=True)
@@ -222,7 +222,7 @@ os._exit(0)  # the bpy module can hang tearing down at exit
 """
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert run.returncode == 0, run.stderr[-2000:]
-    assert "MISSING ['torch', 'safetensors', 'librosa', 'soundfile', 'scipy']" in run.stdout
+    assert "MISSING ['torch', 'safetensors', 'librosa', 'soundfile', 'soxr', 'scipy']" in run.stdout
     assert "STYLE any" in run.stdout
     assert "REPORT Error: missing Python packages: torch" in run.stdout and "Install Dependencies" in run.stdout
     assert "UNREGISTERED" in run.stdout and "Traceback" not in run.stderr

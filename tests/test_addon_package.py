@@ -8,7 +8,6 @@ import sys
 import textwrap
 import zipfile
 
-import numpy as np
 import pytest
 
 bpy = pytest.importorskip("bpy")
