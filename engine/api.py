@@ -24,6 +24,10 @@ from .skeleton import NUM_JOINTS, joint_positions
 Progress = Callable[[float, str], "bool | None"]
 MAX_FPS = 240.0
 MAX_STEPS = 1000
+# Sampling leaves a little frame-to-frame noise that the third derivative (jerk) magnifies by
+# fps^3; a Gaussian of this many seconds on the rotation and root channels removes it while
+# keeping the moves (calibrated against the real dances' jerk: weights/TRAINING.md).
+SMOOTHING_SECONDS = 0.05
 
 _loaded: dict = {}
 
@@ -128,7 +132,8 @@ def _covered(times: np.ndarray, t: float, spacing: float) -> bool:
 def generate(audio, *, sample_rate: int | None = None, style: str = "any", seed: int = 0, steps: int = 20,
              fps: float = 30.0, start: float = 0.0, duration: float | None = None,
              constraints: Constraints | None = None, guidance: float = 2.0, device: str = "auto",
-             weights=None, progress: Progress | None = None, beat_sync: bool = True) -> Motion:
+             weights=None, progress: Progress | None = None, beat_sync: bool = True,
+             smoothing: float = SMOOTHING_SECONDS) -> Motion:
     """Generate a dance for `audio` (a file path, or a waveform with `sample_rate`).
 
     The dance covers the song from `start` for `duration` seconds (default: to the end) at `fps`.
@@ -169,7 +174,7 @@ def generate(audio, *, sample_rate: int | None = None, style: str = "any", seed:
     generator = torch.Generator().manual_seed(int(seed))
     x = _sample_with_fallback(ckpt, weights, music, style_index, guidance, steps, generator, inpaint, dev,
                               lambda f: report(0.08 + 0.82 * f, "dancing"))
-    raw = ckpt.normalizer.denormalize(x.double().cpu()[:model_frames])
+    raw = smooth_channels(ckpt.normalizer.denormalize(x.double().cpu()[:model_frames]), smoothing * L.MODEL_FPS)
     poses30, trans30, contacts30 = (t.numpy() for t in L.unpack(raw))
 
     report(0.92, "syncing to the beat and grounding the feet")
@@ -203,6 +208,17 @@ def _sample_with_fallback(ckpt, weights, music, style_index, guidance, steps, ge
     generator.set_state(state)
     inpaint_cpu = Inpainting(inpaint.values.cpu(), inpaint.mask.cpu()) if inpaint is not None else None
     return run(load_weights(weights, cpu).model, music.cpu(), style_index.cpu(), inpaint_cpu)
+
+
+def smooth_channels(raw: torch.Tensor, sigma_frames: float) -> torch.Tensor:
+    """Gaussian low-pass along time of the rotations (6D, re-orthonormalised later) and root."""
+    if sigma_frames <= 0 or len(raw) < 3:
+        return raw
+    from scipy.ndimage import gaussian_filter1d
+    out = raw.clone()
+    for part in (L.ROT6D, L.ROOT_VEL, L.ROOT_Y):
+        out[:, part] = torch.from_numpy(gaussian_filter1d(raw[:, part].numpy(), sigma_frames, axis=0, mode="nearest"))
+    return out
 
 
 def finish_motion(poses30: np.ndarray, trans30: np.ndarray, seconds: float, out_frames: int, fps: float,

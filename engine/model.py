@@ -14,9 +14,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .audio import NUM_MUSIC_FEATURES
 from .layout import NUM_CHANNELS, WINDOW_FRAMES
-
-NUM_MUSIC_FEATURES = 35  # engine.audio's EDGE "baseline" feature set; checked against it at load
 
 
 @dataclass

@@ -251,10 +251,36 @@ def validation_loss(model, val_set, alpha_bar, normalizer, music_normalizer, dev
     return total / batches
 
 
+@torch.no_grad()
+def sample_metrics(model, val_items, normalizer, music_normalizer, device, seconds: float = 10.0,
+                   steps: int = 10) -> dict:
+    """Dance to the first validation song's opening with the raw network (no beat warp, no foot
+    clean-up) and score it, so the log shows how the network itself is doing."""
+    from . import metrics
+    from .audio import FEATURE_CHANNELS
+    from .diffusion import guided, sample
+    from .skeleton import joint_positions
+    item = next((it for it in val_items if it.music is not None), None)
+    if item is None:
+        return {}
+    frames = min(len(item.music), int(seconds * L.MODEL_FPS))
+    music = music_normalizer.normalize(torch.from_numpy(item.music[:frames]).float().to(device))
+    style = torch.tensor([0], device=device)
+    x = sample(guided(model, style, 2.0), music, window=L.WINDOW_FRAMES, steps=steps,
+               alpha_bar=cosine_alpha_bar(), generator=torch.Generator().manual_seed(0), channels=L.NUM_CHANNELS)
+    poses, trans, _ = L.unpack(normalizer.denormalize(x.cpu().double()))
+    pos = joint_positions(poses.numpy(), trans.numpy())
+    beats = np.flatnonzero(item.music[:frames, FEATURE_CHANNELS["beat"]] > 0.5) / L.MODEL_FPS
+    scores = metrics.beat_alignment_scores(pos, L.MODEL_FPS, beats)
+    return {"bas": round(scores["bas_bailando"], 3), "pfc": round(metrics.pfc(pos, L.MODEL_FPS), 2),
+            "jerk": round(metrics.jerk(pos, L.MODEL_FPS), 1)}
+
+
 def _checkpoint(out, model, ema, opt, step, normalizer, music_normalizer, styles, run_config, val_set,
                 alpha_bar, normalizer_dev, music_norm_dev, device, seconds, running, log):
     val = validation_loss(ema, val_set, alpha_bar, normalizer_dev, music_norm_dev, device)
-    info = {"step": step, "seconds": round(seconds, 1), "train_loss": running, "val_loss": val,
+    samples = sample_metrics(ema, val_set.items, normalizer, music_normalizer, device)
+    info = {"step": step, "seconds": round(seconds, 1), "train_loss": running, "val_loss": val, "sample": samples,
             "machine": f"{platform.machine()} {platform.processor() or ''} {torch.get_num_threads()} threads".strip(),
             "device": str(device), "torch": torch.__version__, "command": "python -m engine.train " + " ".join(sys.argv[1:]),
             "run": run_config}
@@ -262,10 +288,10 @@ def _checkpoint(out, model, ema, opt, step, normalizer, music_normalizer, styles
     tmp = out / "state.safetensors.tmp"
     save_file(_state_tensors(model, ema, opt, step), str(tmp))
     tmp.replace(out / "state.safetensors")
-    entry = {"step": step, "seconds": round(seconds, 1), "train_loss": running, "val_loss": val}
+    entry = {"step": step, "seconds": round(seconds, 1), "train_loss": running, "val_loss": val, "sample": samples}
     log.write(json.dumps(entry) + "\n")
     log.flush()
-    print(f"\nstep {step}: train {running:.4f} val {val:.4f} ({seconds / 60:.1f} min)", flush=True)
+    print(f"\nstep {step}: train {running:.4f} val {val:.4f} sample {samples} ({seconds / 60:.1f} min)", flush=True)
 
 
 def main(argv=None) -> int:

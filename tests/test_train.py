@@ -83,3 +83,20 @@ def test_train_command_resumes_and_writes_loadable_weights(aist_data, tmp_path, 
 def test_train_reports_missing_data_clearly(tmp_path, capsys):
     assert train_main(["--data", str(tmp_path / "nothing"), "--out", str(tmp_path / "run")]) == 2
     assert "not found" in capsys.readouterr().err
+
+
+def test_train_runs_under_torchrun_with_two_processes(aist_data, tmp_path):
+    """The multi-GPU path (DistributedDataParallel) exercised on the CPU with the gloo backend."""
+    import subprocess
+    import sys
+    from conftest import REPO
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+           "-m", "engine.train", "--data", str(aist_data / "motions"), "--aist-music", str(aist_data / "music"),
+           "--out", str(out), "--cache", str(tmp_path / "cache"), "--batch", "2", "--width", "32", "--layers", "1",
+           "--heads", "2", "--steps", "2", "--val-every", "2", "--threads", "1", "--device", "cpu"]
+    r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    log = [json.loads(l) for l in (out / "log.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in log] == [2]                     # only rank 0 writes
+    assert checkpoint.load(out / "model.safetensors").info["step"] == 2
