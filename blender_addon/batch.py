@@ -27,6 +27,8 @@ def _addon():
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
+    _addon()  # puts the engine on sys.path
+    from engine.defaults import DEFAULT_GUIDANCE, DEFAULT_STEPS
     argv = argv[argv.index("--") + 1:] if "--" in argv else []
     p = argparse.ArgumentParser(prog="batch.py", description="Generate an SMPL dance headless.")
     p.add_argument("--audio", help="song file; added as a sound strip unless one with this file exists "
@@ -35,8 +37,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--armature", help="name of the SMPL armature (default: the only one, else a new one)")
     p.add_argument("--style", default="any")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--steps", type=int, default=20)
-    p.add_argument("--guidance", type=float, default=2.0)
+    p.add_argument("--steps", type=int, default=DEFAULT_STEPS)
+    p.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--weights", help="checkpoint file (default: the shipped weights)")
     p.add_argument("--keep", default="", help="comma-separated body parts to keep from the file's animation: "

@@ -5,6 +5,9 @@ import bpy
 from bpy.props import (BoolProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty,
                        StringProperty)
 
+from . import _engine_path  # noqa: F401
+from engine.defaults import DEFAULT_GUIDANCE, DEFAULT_STEPS  # plain Python, importable before torch
+
 from .preferences import DEVICE_ITEMS
 
 # Shown when the engine or its weights cannot be loaded yet (dependencies not installed):
@@ -65,10 +68,10 @@ class DanceSettings(bpy.types.PropertyGroup):
         name="Seed", default=0, min=0,
         description="Random seed: the same song, keys and seed give the same dance; change it for another")
     steps: IntProperty(
-        name="Steps", default=20, min=1, max=200, soft_max=50,
+        name="Steps", default=DEFAULT_STEPS, min=1, max=200, soft_max=50,
         description="Diffusion sampling steps: more is slower and usually smoother")
     guidance: FloatProperty(
-        name="Music Guidance", default=2.0, min=0.0, soft_max=5.0,
+        name="Music Guidance", default=DEFAULT_GUIDANCE, min=0.0, soft_max=5.0,
         description="How strongly the dance follows the music (classifier-free guidance weight; 1 = none extra)")
     device: EnumProperty(
         name="Device", default='PREFS',

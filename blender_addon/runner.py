@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from . import _engine_path  # noqa: F401
+from engine.defaults import DEFAULT_GUIDANCE, DEFAULT_STEPS
 from engine.errors import Cancelled, EngineError  # plain Python: importable before torch is installed
 
 if TYPE_CHECKING:
@@ -40,8 +41,8 @@ class Request:
     action_name: str
     style: str = "any"
     seed: int = 0
-    steps: int = 20
-    guidance: float = 2.0
+    steps: int = DEFAULT_STEPS
+    guidance: float = DEFAULT_GUIDANCE
     device: str = "auto"
     constraints: Constraints | None = None
     weights: str | None = None

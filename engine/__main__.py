@@ -6,6 +6,7 @@ import sys
 import warnings
 from pathlib import Path
 
+from .defaults import DEFAULT_GUIDANCE, DEFAULT_STEPS
 from .errors import Cancelled, EngineError
 
 OUTPUT_KINDS = {".bvh": "BVH motion", ".npz": "SMPL poses/trans", ".mp4": "preview video with the song"}
@@ -41,12 +42,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="output file; repeat for several (.bvh, .npz, .mp4)")
     g.add_argument("--style", default="any", help="dance style from the weights (see --list-styles); default: any")
     g.add_argument("--seed", type=int, default=0, help="random seed: same seed, same dance (default 0)")
-    g.add_argument("--steps", type=int, default=20, help="sampling steps: fewer is faster, more is finer (default 20)")
+    g.add_argument("--steps", type=int, default=DEFAULT_STEPS,
+                   help=f"sampling steps: fewer is faster, more is finer (default {DEFAULT_STEPS})")
     g.add_argument("--fps", type=float, default=30.0, help="output frame rate, e.g. 24, 25, 30, 60 (default 30)")
     g.add_argument("--start", type=float, default=0.0, help="start this many seconds into the song (default 0)")
     g.add_argument("--duration", type=float, default=None, help="seconds of song to dance (default: to the end)")
     g.add_argument("--constraints", type=Path, default=None, help="constraints .npz (see above)")
-    g.add_argument("--guidance", type=float, default=2.0, help="classifier-free guidance weight (default 2)")
+    g.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE,
+                   help=f"classifier-free guidance weight: higher follows the music harder (default {DEFAULT_GUIDANCE:g})")
     g.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to run (default auto)")
     g.add_argument("--weights", type=Path, default=None, help="weights .safetensors (default: the shipped model)")
     g.add_argument("--up-axis", default="Y", choices=["Y", "Z"], help="BVH up axis (default Y)")

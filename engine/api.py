@@ -14,6 +14,7 @@ from . import layout as L
 from . import rotations as R
 from .beatsync import warp_knots, warp_times
 from .diffusion import Inpainting, cosine_alpha_bar, guided, sample
+from .defaults import DEFAULT_GUIDANCE, DEFAULT_STEPS, SMOOTHING_SECONDS
 from .editing import anchor_times, apply_constraints
 from .errors import Cancelled, EngineError
 from .feet import clean_feet
@@ -24,10 +25,6 @@ from .skeleton import NUM_JOINTS, joint_positions
 Progress = Callable[[float, str], "bool | None"]
 MAX_FPS = 240.0
 MAX_STEPS = 1000
-# Sampling leaves a little frame-to-frame noise that the third derivative (jerk) magnifies by
-# fps^3; a Gaussian of this many seconds on the rotation and root channels removes it while
-# keeping the moves (calibrated against the real dances' jerk: weights/TRAINING.md).
-SMOOTHING_SECONDS = 0.05
 
 _loaded: dict = {}
 
@@ -129,9 +126,9 @@ def _covered(times: np.ndarray, t: float, spacing: float) -> bool:
     return lo is not None and hi is not None and hi - lo <= spacing * 1.01
 
 
-def generate(audio, *, sample_rate: int | None = None, style: str = "any", seed: int = 0, steps: int = 20,
+def generate(audio, *, sample_rate: int | None = None, style: str = "any", seed: int = 0, steps: int = DEFAULT_STEPS,
              fps: float = 30.0, start: float = 0.0, duration: float | None = None,
-             constraints: Constraints | None = None, guidance: float = 2.0, device: str = "auto",
+             constraints: Constraints | None = None, guidance: float = DEFAULT_GUIDANCE, device: str = "auto",
              weights=None, progress: Progress | None = None, beat_sync: bool = True,
              smoothing: float = SMOOTHING_SECONDS) -> Motion:
     """Generate a dance for `audio` (a file path, or a waveform with `sample_rate`).
@@ -223,20 +220,23 @@ def smooth_channels(raw: torch.Tensor, sigma_frames: float) -> torch.Tensor:
 
 def finish_motion(poses30: np.ndarray, trans30: np.ndarray, seconds: float, out_frames: int, fps: float,
                   music_beats: np.ndarray, constraints: Constraints | None) -> Motion:
-    """Model-rate output -> the final dance: bounded path, beat warp to `fps`, feet, exact keys."""
+    """Model-rate output -> the final dance: bounded path, grounded feet, beat warp to `fps`, exact keys.
+
+    The feet are cleaned before the warp so that the leg IK cannot move the kinematic beats the
+    warp has just put on the music's beats; a planted foot stays planted under a time warp."""
     from .metrics import motion_beats
     if constraints is None or not constraints.trans_mask.any():
         trans30 = bound_root_path(trans30, L.MODEL_FPS)
-    src_times = np.arange(len(poses30)) / L.MODEL_FPS
+    poses30, trans30, contacts30 = clean_feet(poses30, trans30, L.MODEL_FPS)
+    src = torch.from_numpy(np.arange(len(poses30)) / L.MODEL_FPS)
     kinematic = motion_beats(joint_positions(poses30, trans30), L.MODEL_FPS)
     knots = warp_knots(kinematic, music_beats, seconds, anchors=anchor_times(constraints, fps))
-    out_times = np.arange(out_frames) / fps
-    sample_at = torch.from_numpy(warp_times(out_times, knots))
-    src = torch.from_numpy(src_times)
+    sample_at = torch.from_numpy(warp_times(np.arange(out_frames) / fps, knots))
     poses = R.resample_axis_angle(torch.from_numpy(poses30).reshape(-1, NUM_JOINTS, 3), src, sample_at)
     poses = poses.reshape(out_frames, -1).numpy()
     trans = R.resample_linear(torch.from_numpy(trans30), src, sample_at).numpy()
-    poses, trans, contacts = clean_feet(poses, trans, fps)
+    nearest = np.clip(np.round(sample_at.numpy() * L.MODEL_FPS).astype(int), 0, len(contacts30) - 1)
     if constraints is not None:
         poses, trans = apply_constraints(poses, trans, constraints, fps)
-    return Motion(poses=poses, trans=trans, fps=float(fps), contacts=contacts, beat_times=np.asarray(music_beats))
+    return Motion(poses=poses, trans=trans, fps=float(fps), contacts=contacts30[nearest],
+                  beat_times=np.asarray(music_beats))

@@ -12,10 +12,16 @@ from __future__ import annotations
 
 import numpy as np
 
+# Chosen on the validation split (weights/TRAINING.md): a beat is moved by at most MAX_SHIFT
+# seconds, and playback between matched beats runs between MIN_RATE and MAX_RATE of real time.
+MAX_SHIFT = 0.35
+MIN_RATE = 0.6
+MAX_RATE = 1.6
+
 
 def warp_knots(motion_beats: np.ndarray, music_beats: np.ndarray, duration: float,
-               anchors: np.ndarray = np.zeros(0), max_shift: float = 0.25,
-               min_rate: float = 0.7, max_rate: float = 1.4) -> tuple[np.ndarray, np.ndarray]:
+               anchors: np.ndarray = np.zeros(0), max_shift: float = MAX_SHIFT,
+               min_rate: float = MIN_RATE, max_rate: float = MAX_RATE) -> tuple[np.ndarray, np.ndarray]:
     """Knots (output_times, source_times) of a monotone time map, both starting at 0 and ending at
     `duration`. Output time b plays the source at the matched kinematic beat m (so m lands on b).
 

@@ -26,13 +26,14 @@ import torch
 
 from . import layout as L
 from . import metrics as M
+from .checkpoint import DEFAULT_WEIGHTS
+from .defaults import DEFAULT_STEPS
 from .errors import EngineError
 from .motion import Motion
 from .skeleton import joint_positions
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO / ".." / "shared" / "data"
-DEFAULT_WEIGHTS = REPO / "weights" / "dance.safetensors"
 ROWS = ("model", "model, no beat warp", "real", "random")
 COLUMNS = (  # (key in metrics.summarize, table header, scale)
     ("bas_bailando", "BAS (Bailando)", 1.0),
@@ -310,7 +311,7 @@ def parse_args(argv=None):
                    help="folder for metrics.json and the plots (default: ./evaluation)")
     p.add_argument("--cache", type=Path, default=None, help="preprocessing cache folder (default: OUT/../.cache)")
     p.add_argument("--clip-seconds", type=float, default=10.0, help="length of each scored clip (default 10)")
-    p.add_argument("--steps", type=int, default=20, help="sampler steps for the model row (default 20)")
+    p.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="sampler steps for the model row")
     p.add_argument("--seed", type=int, default=0, help="seed of the model's samples and the random row")
     p.add_argument("--max-clips", type=int, default=None, help="score at most this many validation clips")
     p.add_argument("--no-ablation", action="store_true",
