@@ -226,3 +226,32 @@ os._exit(0)  # the bpy module can hang tearing down at exit
     assert "STYLE any" in run.stdout
     assert "REPORT Error: missing Python packages: torch" in run.stdout and "Install Dependencies" in run.stdout
     assert "UNREGISTERED" in run.stdout and "Traceback" not in run.stderr
+
+
+def test_generating_twice_keeps_both_and_tiny_ranges_and_muted_strips(addon, tmp_path):
+    scene = addon
+    obj, _, _ = _stage(scene, tmp_path, seconds=1.5)
+    animator = obj.animation_data.action
+    assert bpy.ops.dance.generate() == {'FINISHED'}
+    first = obj.animation_data.action
+    scene.dance.seed = 1
+    assert bpy.ops.dance.generate() == {'FINISHED'}
+    second = obj.animation_data.action
+    assert len({animator.name, first.name, second.name}) == 3           # nothing overwritten
+    assert animator.name in bpy.data.actions and first.name in bpy.data.actions
+    stashed = {s.action.name for t in obj.animation_data.nla_tracks for s in t.strips}
+    assert {animator.name, first.name} <= stashed
+
+    scene.dance.use_strip_range = False                                  # a range of 2 frames
+    strip = scene_io.find_sound_strip(scene)
+    start, _ = scene_io.compat.strip_range(strip)
+    scene.dance.frame_start, scene.dance.frame_end = start + 3, start + 4
+    assert bpy.ops.dance.generate() == {'FINISHED'}
+    assert tuple(obj.animation_data.action.frame_range) == (start + 3, start + 4)
+
+    scene.dance.use_strip_range = True
+    strip.mute = True
+    current = obj.animation_data.action
+    with pytest.raises(RuntimeError, match="muted"):
+        bpy.ops.dance.generate()
+    assert obj.animation_data.action == current
