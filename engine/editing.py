@@ -5,6 +5,9 @@ approximates them. Here each constrained joint gets a correction: at a keyed fra
 that turns the generated pose into the keyed one; between keys of the same joint the corrections
 are interpolated, and away from keys they fade out smoothly (smoothstep, zero slope at both ends).
 Keyed frames then receive the keyed values verbatim, so the error there is exactly zero.
+An isolated key (a joint keyed on a frame but not on its neighbours) is also eased: nearby
+frames are pulled towards the keyed pose, so the motion slows into the key and out of it
+instead of passing through it at full speed (as an animator's ease-in/ease-out would).
 """
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ from .motion import Constraints
 from .skeleton import NUM_JOINTS
 
 FADE_SECONDS = 0.5
+EASE_SECONDS = 0.25   # an isolated key is eased into and out of over this long
 
 
 def _smoothstep_fade(distance: np.ndarray, span: float) -> np.ndarray:
@@ -66,6 +70,7 @@ def apply_constraints(poses: np.ndarray, trans: np.ndarray, constraints: Constra
         blend = delta[np.maximum(prev, 0)] * torch.from_numpy(w_prev)[:, None] \
             + delta[np.maximum(nxt, 0)] * torch.from_numpy(w_next)[:, None]
         q_all[:, j] = R.quat_mul(R.axis_angle_to_quat(blend), q_all[:, j])
+        _ease_isolated_keys(q_all, j, keyed, R.axis_angle_to_quat(given[:, j]), max(1.0, EASE_SECONDS * fps))
     out = R.quat_to_axis_angle(q_all).reshape(len(poses), -1).numpy()
     mask = np.zeros(out.shape, bool)
     mask[:n] = np.repeat(constraints.joint_mask, 3, axis=1)
@@ -88,6 +93,28 @@ def apply_constraints(poses: np.ndarray, trans: np.ndarray, constraints: Constra
         trans = trans + offsets[np.maximum(prev, 0)] * w_p[:, None] + offsets[np.maximum(nxt, 0)] * w_n[:, None]
         trans[:n][constraints.trans_mask] = constraints.trans[constraints.trans_mask]
     return out, trans
+
+
+def _ease_isolated_keys(q_all: torch.Tensor, j: int, keyed: np.ndarray, q_given: torch.Tensor, span: float) -> None:
+    """Slerp joint j towards its isolated keys' poses, weight 1 at the key fading to 0 at `span`."""
+    neighbour = np.zeros_like(keyed)
+    neighbour[1:] |= keyed[:-1]
+    neighbour[:-1] |= keyed[1:]
+    isolated = keyed & ~neighbour
+    if not isolated.any():
+        return
+    prev, nxt, _, _ = correction_weights(isolated, span)
+    idx = np.arange(len(keyed))
+    d_prev = np.where(prev >= 0, idx - prev, np.inf)
+    d_next = np.where(nxt >= 0, nxt - idx, np.inf)
+    nearest = np.where(d_prev <= d_next, prev, nxt)
+    weight = _smoothstep_fade(np.minimum(d_prev, d_next), span)
+    frames = np.flatnonzero((weight > 0) & ~(keyed & ~isolated))
+    if len(frames) == 0:
+        return
+    target = q_given[nearest[frames]]
+    w = torch.from_numpy(weight[frames])[:, None]
+    q_all[frames, j] = R.quat_slerp(q_all[frames, j], target, w)
 
 
 def anchor_times(constraints: Constraints | None, fps: float) -> np.ndarray:
