@@ -116,7 +116,7 @@ def run(args: argparse.Namespace) -> str:
     settings.audio_source, settings.strip_name, settings.use_strip_range = 'STRIP', strip.name, True
     settings.armature = obj
     parts = [p.strip() for p in args.keep.split(",") if p.strip()]
-    known = {"left_arm", "right_arm", "legs", "torso", "head", "root"}
+    known = set(importlib.import_module(addon.__name__ + ".properties").KEEPABLE)
     if set(parts) - known:
         raise EngineError(f"unknown --keep part(s) {', '.join(sorted(set(parts) - known))}: use {', '.join(sorted(known))}")
     for part in known:

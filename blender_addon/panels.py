@@ -7,6 +7,7 @@ import bpy
 
 from . import blender_compat as compat
 from . import preferences
+from .properties import KEEPABLE
 
 
 class _DancePanel:
@@ -71,8 +72,8 @@ class DANCE_PT_main(_DancePanel, bpy.types.Panel):
             box.label(text=str(e), icon='ERROR')
         box.label(text="Keep animation of:")
         grid = box.grid_flow(columns=2, even_columns=True, align=True)
-        for prop in ("keep_left_arm", "keep_right_arm", "keep_legs", "keep_torso", "keep_head", "keep_root"):
-            grid.prop(settings, prop, toggle=True)
+        for part in KEEPABLE:
+            grid.prop(settings, "keep_" + part, toggle=True)
 
         # Options
         col = layout.column(align=True)

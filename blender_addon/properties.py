@@ -46,6 +46,11 @@ def _is_armature(self, obj) -> bool:
     return obj.type == 'ARMATURE'
 
 
+# What the animator can keep from the current animation: each has a `keep_<name>` property
+# below; all but "root" are engine.skeleton.BODY_PARTS names.
+KEEPABLE = ("left_arm", "right_arm", "legs", "torso", "head", "root")
+
+
 class DanceSettings(bpy.types.PropertyGroup):
     audio_source: EnumProperty(
         name="Audio", default='STRIP',
@@ -115,10 +120,8 @@ class DanceSettings(bpy.types.PropertyGroup):
         description="A dance is being generated in the background")
 
     def keep_parts(self) -> list[str]:
-        """Body-part names (engine.skeleton.BODY_PARTS) ticked to be kept."""
-        parts = {"left_arm": self.keep_left_arm, "right_arm": self.keep_right_arm, "legs": self.keep_legs,
-                 "torso": self.keep_torso, "head": self.keep_head}
-        return [p for p, on in parts.items() if on]
+        """Body-part names (engine.skeleton.BODY_PARTS) ticked to be kept ("root" is separate)."""
+        return [p for p in KEEPABLE if p != "root" and getattr(self, "keep_" + p)]
 
 
 classes = (DanceSettings,)

@@ -6,7 +6,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from .defaults import DEFAULT_GUIDANCE, DEFAULT_STEPS
+from .defaults import DEFAULT_FPS, DEFAULT_GUIDANCE, DEFAULT_STEPS
 from .errors import Cancelled, EngineError
 
 OUTPUT_KINDS = {".bvh": "BVH motion", ".npz": "SMPL poses/trans", ".mp4": "preview video with the song"}
@@ -44,7 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=0, help="random seed: same seed, same dance (default 0)")
     g.add_argument("--steps", type=int, default=DEFAULT_STEPS,
                    help=f"sampling steps: fewer is faster, more is finer (default {DEFAULT_STEPS})")
-    g.add_argument("--fps", type=float, default=30.0, help="output frame rate, e.g. 24, 25, 30, 60 (default 30)")
+    g.add_argument("--fps", type=float, default=DEFAULT_FPS,
+                   help=f"output frame rate, e.g. 24, 25, 30, 60 (default {DEFAULT_FPS:g})")
     g.add_argument("--start", type=float, default=0.0, help="start this many seconds into the song (default 0)")
     g.add_argument("--duration", type=float, default=None, help="seconds of song to dance (default: to the end)")
     g.add_argument("--constraints", type=Path, default=None, help="constraints .npz (see above)")

@@ -14,7 +14,7 @@ from . import layout as L
 from . import rotations as R
 from .beatsync import warp_knots, warp_times
 from .diffusion import Inpainting, cosine_alpha_bar, guided, sample
-from .defaults import DEFAULT_GUIDANCE, DEFAULT_STEPS, SMOOTHING_SECONDS
+from .defaults import DEFAULT_FPS, DEFAULT_GUIDANCE, DEFAULT_STEPS, SMOOTHING_SECONDS
 from .editing import anchor_times, apply_constraints
 from .errors import Cancelled, EngineError
 from .feet import clean_feet
@@ -93,11 +93,10 @@ def _inpainting(c: Constraints | None, length: int, fps: float, normalizer: L.No
     if len(rows):
         six = R.axis_angle_to_6d(torch.from_numpy(c.poses[rows]).reshape(len(rows), NUM_JOINTS, 3))
         for r, row in zip(rows, six):
-            m = model_frame[r]
-            for j in np.flatnonzero(c.joint_mask[r]):
-                ch = slice(L.ROT6D.start + 6 * j, L.ROT6D.start + 6 * j + 6)
-                values[m, ch] = row[j]
-                mask[m, ch] = True
+            joints = np.flatnonzero(c.joint_mask[r]).tolist()
+            channels = L.joint_channels(joints)
+            values[model_frame[r], channels] = row[joints].reshape(-1)
+            mask[model_frame[r], channels] = True
     keyed = np.flatnonzero(c.trans_mask)
     if len(keyed):
         for r in keyed:
@@ -127,7 +126,7 @@ def _covered(times: np.ndarray, t: float, spacing: float) -> bool:
 
 
 def generate(audio, *, sample_rate: int | None = None, style: str = "any", seed: int = 0, steps: int = DEFAULT_STEPS,
-             fps: float = 30.0, start: float = 0.0, duration: float | None = None,
+             fps: float = DEFAULT_FPS, start: float = 0.0, duration: float | None = None,
              constraints: Constraints | None = None, guidance: float = DEFAULT_GUIDANCE, device: str = "auto",
              weights=None, progress: Progress | None = None, beat_sync: bool = True,
              smoothing: float = SMOOTHING_SECONDS) -> Motion:

@@ -35,14 +35,12 @@ class Checkpoint:
 
 
 def save(path, model: Denoiser, normalizer: L.Normalizer, music_normalizer: L.Normalizer, styles: list[str],
-         info: dict | None = None, extra_tensors: dict | None = None) -> None:
+         info: dict | None = None) -> None:
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     tensors["normalizer.mean"] = normalizer.mean.cpu().contiguous()
     tensors["normalizer.std"] = normalizer.std.cpu().contiguous()
     tensors["normalizer.music_mean"] = music_normalizer.mean.cpu().contiguous()
     tensors["normalizer.music_std"] = music_normalizer.std.cpu().contiguous()
-    for k, v in (extra_tensors or {}).items():
-        tensors[k] = v.detach().cpu().contiguous()
     metadata = {"format": FORMAT, "config": json.dumps(model.cfg.to_dict()), "styles": json.dumps(styles),
                 "layout": json.dumps(layout_description()), "info": json.dumps(info or {})}
     path = Path(path)
@@ -65,8 +63,8 @@ def read_metadata(path) -> dict:
     return meta
 
 
-def load(path=None, device="cpu", extra: bool = False):
-    """Load a checkpoint; with extra=True also return the tensors that are not the model's."""
+def load(path=None, device="cpu") -> Checkpoint:
+    """Load a checkpoint (the shipped weights by default) onto `device`, in eval mode."""
     path = Path(path) if path is not None else DEFAULT_WEIGHTS
     meta = read_metadata(path)
     try:
@@ -85,7 +83,4 @@ def load(path=None, device="cpu", extra: bool = False):
         raise
     except (KeyError, RuntimeError, ValueError, json.JSONDecodeError, SafetensorError) as e:
         raise EngineError(f"weights file {path} is damaged or incomplete ({str(e).splitlines()[0]})") from None
-    ckpt = Checkpoint(model.to(device).eval(), normalizer, music_normalizer, styles, json.loads(meta.get("info", "{}")))
-    if extra:
-        return ckpt, {k: v for k, v in tensors.items() if not k.startswith(("model.", "normalizer."))}
-    return ckpt
+    return Checkpoint(model.to(device).eval(), normalizer, music_normalizer, styles, json.loads(meta.get("info", "{}")))

@@ -1,6 +1,7 @@
 """Generation defaults shared by the API, the command line and the add-on. Plain Python, so
 the add-on can read them before torch is installed."""
 
+DEFAULT_FPS = 30.0          # output frame rate when none is asked for (any rate works)
 DEFAULT_STEPS = 20          # DDIM steps: 50 scored the same as 20 on validation clips (weights/TRAINING.md)
 DEFAULT_GUIDANCE = 2.0      # classifier-free guidance weight, chosen on the validation split
 # Sampling leaves a little frame-to-frame noise that the third derivative (jerk) magnifies by

@@ -33,7 +33,6 @@ from .motion import Motion
 from .skeleton import joint_positions
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO / ".." / "shared" / "data"
 ROWS = ("model", "model, no beat warp", "real", "random")
 COLUMNS = (  # (key in metrics.summarize, table header, scale)
     ("bas_bailando", "BAS (Bailando)", 1.0),
@@ -336,7 +335,8 @@ def main(argv=None) -> int:
                 generate_unsynced = api_generator(weights, args.steps, beat_sync=False)
         if args.clip_seconds <= 0:
             raise EngineError(f"--clip-seconds must be positive, got {args.clip_seconds}")
-        sources = [Path(s).resolve() for s in (args.data or [SHARED_DATA / "tang2018", SHARED_DATA / "justlmd"])]
+        from .data import DEFAULT_SOURCES
+        sources = [Path(s).resolve() for s in (args.data or DEFAULT_SOURCES)]
         for s in sources:
             if not s.exists():
                 raise EngineError(f"data folder not found: {s}")

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 from . import rotations as R
@@ -56,15 +55,19 @@ def pack(poses: torch.Tensor, trans: torch.Tensor) -> torch.Tensor:
     return out
 
 
+def root_path(x: torch.Tensor, start_xz=(0.0, 0.0)) -> torch.Tensor:
+    """(T, NUM_CHANNELS) -> (T, 3) root positions: the running sum of the floor velocity."""
+    xz = torch.cumsum(x[:, ROOT_VEL], dim=0) - x[:, ROOT_VEL]   # position before each step
+    xz = xz + torch.as_tensor(start_xz, dtype=x.dtype)
+    return torch.stack([xz[:, 0], x[:, ROOT_Y.start], xz[:, 1]], dim=-1)
+
+
 def unpack(x: torch.Tensor, start_xz=(0.0, 0.0)):
     """(T, NUM_CHANNELS) -> (poses (T,72) axis-angle, trans (T,3), contacts (T,4))."""
     T = x.shape[0]
     rotmats = R.sixd_to_matrix(x[:, ROT6D].reshape(T, NUM_JOINTS, 6))
     poses = R.matrix_to_axis_angle(rotmats).reshape(T, -1)
-    xz = torch.cumsum(x[:, ROOT_VEL], dim=0) - x[:, ROOT_VEL]   # position before each step
-    xz = xz + torch.as_tensor(start_xz, dtype=x.dtype)
-    trans = torch.stack([xz[:, 0], x[:, ROOT_Y.start], xz[:, 1]], dim=-1)
-    return poses, trans, x[:, CONTACTS]
+    return poses, root_path(x, start_xz), x[:, CONTACTS]
 
 
 @dataclass
@@ -89,6 +92,3 @@ class Normalizer:
     def denormalize(self, x: torch.Tensor) -> torch.Tensor:
         return x * self.std.to(x) + self.mean.to(x)
 
-
-def to_numpy(t: torch.Tensor) -> np.ndarray:
-    return t.detach().cpu().numpy()

@@ -98,10 +98,6 @@ def axis_angle_to_6d(aa: torch.Tensor) -> torch.Tensor:
     return matrix_to_6d(axis_angle_to_matrix(aa))
 
 
-def sixd_to_axis_angle(d6: torch.Tensor) -> torch.Tensor:
-    return matrix_to_axis_angle(sixd_to_matrix(d6))
-
-
 def quat_slerp(q0: torch.Tensor, q1: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     """Spherical interpolation along the shortest arc; t broadcasts against (..., 1)."""
     dot = (q0 * q1).sum(-1, keepdim=True)

@@ -28,8 +28,6 @@ from .diffusion import LossWeights, cosine_alpha_bar, training_loss
 from .errors import EngineError
 from .model import Denoiser, ModelConfig
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-DEFAULT_SOURCES = [SHARED_DATA / "tang2018", SHARED_DATA / "justlmd"]
 # "any" is index 0: the label that classifier-free guidance drops to.
 BASE_STYLES = ["any", "chacha", "rumba", "tango", "waltz", "pop"]
 
@@ -137,7 +135,7 @@ def _batches(dataset, batch: int, first_batch: int, workers: int = 1):
 
 
 def run(args) -> Path:
-    from .data import WindowDataset, default_validation_names, load_corpus
+    from .data import DEFAULT_SOURCES, WindowDataset, default_validation_names, load_corpus
     rank, world = _distributed()
     device = _pick_device(args.device, rank)
     if args.threads:

@@ -13,7 +13,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-SHARED_DATA = REPO.parent / "shared" / "data"
+from engine.data import SHARED_DATA  # noqa: E402  (after sys.path is set)
 SHIPPED_WEIGHTS = REPO / "weights" / "dance.safetensors"
 
 needs_shared_data = pytest.mark.skipif(not (SHARED_DATA / "tang2018").is_dir(), reason="../shared/data not present")

@@ -27,7 +27,7 @@ from engine.data.windows import (mirror_packed, mirror_poses, rotate_packed, rot
 from engine.skeleton import (FOOT_INDICES, JOINT_INDEX, MIRROR_INDICES, REST_OFFSETS, forward_kinematics,
                              joint_positions)
 
-SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+from conftest import SHARED_DATA as SHARED
 FPS = L.MODEL_FPS
 
 

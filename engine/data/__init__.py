@@ -5,13 +5,14 @@ load_corpus packs them into model channels with music features and caches the re
 Not needed at inference.
 """
 from .aistpp import load_aistpp
-from .cache import CACHE_VERSION, Corpus, CorpusItem, default_validation_names, load_corpus
+from .cache import (CACHE_VERSION, DEFAULT_SOURCES, SHARED_DATA, Corpus, CorpusItem, default_validation_names,
+                    load_corpus)
 from .justlmd import load_justlmd
 from .sequence import DanceSequence
 from .tang2018 import load_tang2018
 from .windows import WindowDataset
 
 __all__ = [
-    "CACHE_VERSION", "Corpus", "CorpusItem", "DanceSequence", "WindowDataset",
+    "CACHE_VERSION", "DEFAULT_SOURCES", "SHARED_DATA", "Corpus", "CorpusItem", "DanceSequence", "WindowDataset",
     "default_validation_names", "load_aistpp", "load_corpus", "load_justlmd", "load_tang2018",
 ]

@@ -65,6 +65,11 @@ class Corpus:
         return train, val
 
 
+# The project's shared training data sits beside the repository (never inside it).
+SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
+DEFAULT_SOURCES = (SHARED_DATA / "tang2018", SHARED_DATA / "justlmd")
+
+
 def default_validation_names() -> list[str]:
     """A fixed held-out split of tang2018: one dance of typical length per style (~7 min in all).
 

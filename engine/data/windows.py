@@ -86,9 +86,7 @@ def stretch_packed(x: np.ndarray, factor: float, length: int) -> np.ndarray:
     xt = torch.as_tensor(x, dtype=torch.float32)
     T = len(xt)
     quats = R.matrix_to_quat(R.sixd_to_matrix(xt[:, L.ROT6D].reshape(T, NUM_JOINTS, 6)))
-    vel = xt[:, L.ROOT_VEL]
-    xz = torch.cumsum(vel, dim=0) - vel                 # root position before each step (layout.unpack)
-    trans = torch.stack([xz[:, 0], xt[:, L.ROOT_Y.start], xz[:, 1]], dim=-1)
+    trans = L.root_path(xt)
     src = torch.arange(T, dtype=torch.float32)
     dst = torch.arange(length, dtype=torch.float32) * factor
     poses = R.quat_to_axis_angle(R.resample_quats(quats, src, dst)).reshape(length, -1)
