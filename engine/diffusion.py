@@ -39,11 +39,18 @@ def q_sample(x0, t, noise, alpha_bar):
 
 @dataclass
 class LossWeights:
-    """EDGE's auxiliary terms. Positions are compared in decimetres so that their squared errors
-    sit on the same scale as the standardised channels, which keeps all weights near 1."""
+    """EDGE's auxiliary terms, plus one for the root's path. Positions are compared in decimetres
+    so that their squared errors sit on the same scale as the standardised channels, which keeps
+    all weights near 1.
+
+    `root`: the horizontal root velocity is 2 of the 151 channels of the plain reconstruction
+    term, and the position term is root-relative, so without its own term nothing much teaches
+    the dancer to travel: weights trained without it reproduced about a fifth of the real root
+    speed even from nearly clean input (weights/TRAINING.md)."""
     velocity: float = 1.0
     positions: float = 1.0
     foot: float = 1.0
+    root: float = 1.0
 
 
 def _positions_dm(x: torch.Tensor, normalizer: L.Normalizer) -> torch.Tensor:
@@ -85,9 +92,11 @@ def training_loss(model, batch: dict, alpha_bar: torch.Tensor, normalizer: L.Nor
     root_step = torch.stack([root_step[..., 0], torch.zeros_like(root_step[..., 0]), root_step[..., 1]], -1)
     foot_vel = pos_pred[:, 1:, list(FOOT_INDICES)] - pos_pred[:, :-1, list(FOOT_INDICES)] + root_step[:, :, None]
     foot = (foot_vel.pow(2).sum(-1) * contact).mean()
-    total = simple + weights.velocity * velocity + weights.positions * positions + weights.foot * foot
+    root = F.mse_loss(pred[..., L.ROOT_VEL], x0[..., L.ROOT_VEL])
+    total = (simple + weights.velocity * velocity + weights.positions * positions + weights.foot * foot
+             + weights.root * root)
     return {"loss": total, "simple": simple.detach(), "velocity": velocity.detach(),
-            "positions": positions.detach(), "foot": foot.detach()}
+            "positions": positions.detach(), "foot": foot.detach(), "root": root.detach()}
 
 
 # ---------------------------------------------------------------- sampling

@@ -40,6 +40,7 @@ COLUMNS = (  # (key in metrics.summarize, table header, scale)
     ("pfc", "PFC", 1.0),
     ("foot_skating", "Foot skating %", 100.0),
     ("jerk", "Jerk m/s^3", 1.0),
+    ("speed", "Speed m/s", 1.0),
     ("fid_k", "FID_k", 1.0),
     ("div_k", "Div_k", 1.0),
 )

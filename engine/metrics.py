@@ -1,4 +1,5 @@
-"""How the field scores a dance: PFC, beat alignment, kinetic FID/diversity, foot skating, jerk.
+"""How the field scores a dance: PFC, beat alignment, kinetic FID/diversity, foot skating, jerk
+(and mean joint speed, to see calmness at a glance).
 
 Every function takes joint positions (T, 24, 3) in metres, Y up (skeleton order), at any frame
 rate, and first resamples them linearly to MODEL_FPS (30): the papers' thresholds and sigmas
@@ -266,21 +267,29 @@ def jerk(positions: np.ndarray, fps: float) -> float:
     return float(np.linalg.norm(d3, axis=-1).mean())
 
 
+def mean_speed(positions: np.ndarray, fps: float) -> float:
+    """Mean joint speed (m/s) over joints and frames at 30 fps, root travel included: how much
+    the dancer moves. Not a paper's score; it says in one number whether a model is too calm,
+    which FID_k only shows as a distance. Fewer than 2 frames: 0.0."""
+    return float(motion_speed(positions, fps, smooth=False).mean()) if len(positions) > 1 else 0.0
+
+
 # ----------------------------------------------------------------------------- summary
 
-METRIC_KEYS = ("bas_bailando", "bas_fact", "pfc", "foot_skating", "jerk", "fid_k", "div_k")
+METRIC_KEYS = ("bas_bailando", "bas_fact", "pfc", "foot_skating", "jerk", "speed", "fid_k", "div_k")
 
 
 def summarize(motions: Iterable[tuple[np.ndarray, float, Sequence[float]]],
               real_features: np.ndarray | None = None) -> dict[str, float]:
     """Score a set of clips: each (positions (T,24,3), fps, music beat times in seconds).
 
-    Per-clip metrics (BAS both ways, PFC, foot skating ratio, jerk) are averaged over clips.
+    Per-clip metrics (BAS both ways, PFC, foot skating ratio, jerk, mean speed) are averaged over clips.
     FID_k compares the clips' kinetic features with `real_features` (M, 72), the reference (real)
     set, and Div_k is measured after standardising by that set; without `real_features`, fid_k
     is NaN and Div_k uses the clips' own statistics.
     """
-    per_clip: dict[str, list[float]] = {k: [] for k in ("bas_bailando", "bas_fact", "pfc", "foot_skating", "jerk")}
+    per_clip: dict[str, list[float]] = {k: [] for k in ("bas_bailando", "bas_fact", "pfc", "foot_skating", "jerk",
+                                                         "speed")}
     feats = []
     for positions, fps, beats in motions:
         for k, v in beat_alignment_scores(positions, fps, beats).items():
@@ -288,6 +297,7 @@ def summarize(motions: Iterable[tuple[np.ndarray, float, Sequence[float]]],
         per_clip["pfc"].append(pfc(positions, fps))
         per_clip["foot_skating"].append(foot_skating_ratio(positions, fps))
         per_clip["jerk"].append(jerk(positions, fps))
+        per_clip["speed"].append(mean_speed(positions, fps))
         feats.append(kinetic_features(positions, fps))
     if not feats:
         raise ValueError("summarize needs at least one motion")

@@ -12,7 +12,6 @@ from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from .audio import NUM_MUSIC_FEATURES
 from .layout import NUM_CHANNELS, WINDOW_FRAMES

@@ -14,7 +14,6 @@ import os
 import platform
 import sys
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +45,10 @@ def parse_args(argv=None):
     p.add_argument("--batch", type=int, default=32, help="windows per step (per process under torchrun)")
     p.add_argument("--lr", type=float, default=4e-4)
     p.add_argument("--warmup", type=int, default=500)
+    p.add_argument("--init", type=Path, default=None,
+                   help="start a new run from these weights (fine-tuning); ignored when OUT holds a run to resume")
+    p.add_argument("--root-weight", type=float, default=LossWeights.root,
+                   help="weight of the root-velocity loss term (engine.diffusion.LossWeights)")
     p.add_argument("--ema", type=float, default=0.999, help="decay of the weights' moving average that is shipped")
     p.add_argument("--width", type=int, default=ModelConfig.width)
     p.add_argument("--layers", type=int, default=ModelConfig.layers)
@@ -179,6 +182,10 @@ def run(args) -> Path:
         step = _restore_state(load_file(str(state_path), device=str(device)), model, ema, opt)
         if rank == 0:
             print(f"resuming from step {step}", flush=True)
+    elif args.init is not None:
+        _initialise_from(args.init, model, ema, cfg, normalizer)
+        if rank == 0:
+            print(f"starting from the weights in {args.init}", flush=True)
     train_model = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
     alpha_bar = cosine_alpha_bar().to(device)
     normalizer_dev = L.Normalizer(normalizer.mean.to(device), normalizer.std.to(device))
@@ -186,6 +193,7 @@ def run(args) -> Path:
     run_config["data"] = [str(s) for s in sources]
     (out / "config.json").write_text(json.dumps({"run": run_config, "model": cfg.to_dict(), "styles": styles}, indent=2))
 
+    loss_weights = LossWeights(root=args.root_weight)
     from tqdm import tqdm
     batches = _batches(train_set, args.batch, first_batch=step)
     music_norm_dev = L.Normalizer(music_normalizer.mean.to(device), music_normalizer.std.to(device))
@@ -201,7 +209,7 @@ def run(args) -> Path:
         for g in opt.param_groups:
             g["lr"] = lr_at(step, args)
         train_model.train()
-        losses = training_loss(train_model, batch, alpha_bar, normalizer_dev)
+        losses = training_loss(train_model, batch, alpha_bar, normalizer_dev, loss_weights)
         opt.zero_grad(set_to_none=True)
         losses["loss"].backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -224,6 +232,21 @@ def run(args) -> Path:
     if world > 1:
         dist.destroy_process_group()
     return out / "model.safetensors"
+
+
+def _initialise_from(path: Path, model, ema, cfg: ModelConfig, normalizer: L.Normalizer) -> None:
+    """Copy a weights file's (EMA) model into both the trained and the EMA model of a new run."""
+    if not Path(path).is_file():
+        raise EngineError(f"--init: no weights file at {path}")
+    ckpt = checkpoint.load(path)
+    if ckpt.model.cfg.to_dict() != cfg.to_dict():
+        raise EngineError(f"--init: {path} has model config {ckpt.model.cfg.to_dict()}, this run {cfg.to_dict()}")
+    if not (torch.allclose(ckpt.normalizer.mean, normalizer.mean.float(), atol=1e-5)
+            and torch.allclose(ckpt.normalizer.std, normalizer.std.float(), atol=1e-5)):
+        raise EngineError(f"--init: {path} was trained on different data (its normalisation differs)")
+    state = {k: v.to(next(model.parameters()).device) for k, v in ckpt.model.state_dict().items()}
+    model.load_state_dict(state)
+    ema.load_state_dict(state)
 
 
 def _previous_seconds(out: Path) -> float:
@@ -270,8 +293,9 @@ def sample_metrics(model, val_items, normalizer, music_normalizer, device, secon
     pos = joint_positions(poses.numpy(), trans.numpy())
     beats = np.flatnonzero(item.music[:frames, FEATURE_CHANNELS["beat"]] > 0.5) / L.MODEL_FPS
     scores = metrics.beat_alignment_scores(pos, L.MODEL_FPS, beats)
+    speed = float(np.linalg.norm(np.diff(pos, axis=0), axis=-1).mean() * L.MODEL_FPS)
     return {"bas": round(scores["bas_bailando"], 3), "pfc": round(metrics.pfc(pos, L.MODEL_FPS), 2),
-            "jerk": round(metrics.jerk(pos, L.MODEL_FPS), 1)}
+            "jerk": round(metrics.jerk(pos, L.MODEL_FPS), 1), "speed": round(speed, 3)}
 
 
 def _checkpoint(out, model, ema, opt, step, normalizer, music_normalizer, styles, run_config, val_set,

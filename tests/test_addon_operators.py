@@ -17,7 +17,8 @@ from blender_addon import operators, runner, scene_io  # noqa: E402
 from engine.errors import Cancelled  # noqa: E402
 from engine.motion import Motion  # noqa: E402
 from engine.skeleton import JOINT_INDEX, JOINT_NAMES, joint_positions  # noqa: E402
-from test_addon_scene_io import add_wav, random_motion, rotation_error, world_heads  # noqa: E402
+from rotation_checks import rotation_error  # noqa: E402
+from test_addon_scene_io import add_wav, random_motion, world_heads  # noqa: E402
 
 PKG = blender_addon.__name__
 

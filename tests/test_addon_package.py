@@ -15,7 +15,8 @@ bpy = pytest.importorskip("bpy")
 from blender_addon import scene_io  # noqa: E402
 from conftest import REPO  # noqa: E402
 from engine.skeleton import JOINT_INDEX  # noqa: E402
-from test_addon_scene_io import add_wav, rotation_error  # noqa: E402
+from rotation_checks import rotation_error  # noqa: E402
+from test_addon_scene_io import add_wav  # noqa: E402
 
 BATCH = REPO / "blender_addon" / "batch.py"
 

@@ -16,6 +16,7 @@ from engine import rotations as R  # noqa: E402
 from engine.errors import EngineError  # noqa: E402
 from engine.motion import Motion  # noqa: E402
 from engine.skeleton import JOINT_INDEX, JOINT_NAMES, PARENTS, joint_positions  # noqa: E402
+from rotation_checks import rotation_error  # noqa: E402
 
 
 @pytest.fixture
@@ -42,14 +43,6 @@ def world_heads(obj) -> np.ndarray:
     mw = np.array(ev.matrix_world)
     heads = np.array([ev.pose.bones[n].head for n in JOINT_NAMES])
     return heads @ mw[:3, :3].T + mw[:3, 3]
-
-
-def rotation_error(aa_a, aa_b) -> float:
-    """Largest angle (rad) between corresponding axis-angle rotations."""
-    a = R.axis_angle_to_matrix(torch.as_tensor(np.asarray(aa_a), dtype=torch.float64).reshape(-1, 3))
-    b = R.axis_angle_to_matrix(torch.as_tensor(np.asarray(aa_b), dtype=torch.float64).reshape(-1, 3))
-    cos = ((a.transpose(-1, -2) @ b).diagonal(dim1=-2, dim2=-1).sum(-1) - 1) / 2
-    return float(torch.acos(cos.clamp(-1, 1)).max())
 
 
 def add_wav(tmp_path, seconds=4.0, name="song.wav"):
@@ -290,7 +283,6 @@ def test_smpl_model_file_gives_a_skinned_body(scene, tmp_path):
     scene.frame_set(6)
     ev = body.evaluated_get(bpy.context.evaluated_depsgraph_get())
     verts = np.array([v.co for v in ev.data.vertices]).reshape(24, 4, 3)
-    heads = world_heads(obj)
     # The model's joints (tetrahedron centroids, via its J_regressor) sit on the bone heads and
     # follow them under the model's own skinning weights.
     assert np.abs(verts.mean(1) - world_heads(obj)).max() < 1e-5

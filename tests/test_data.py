@@ -28,6 +28,7 @@ from engine.skeleton import (FOOT_INDICES, JOINT_INDEX, MIRROR_INDICES, REST_OFF
                              joint_positions)
 
 from conftest import SHARED_DATA as SHARED
+from rotation_checks import rotation_error
 FPS = L.MODEL_FPS
 
 
@@ -66,13 +67,6 @@ def write_wav(path: Path, seconds: float, sr: int = 22050, bpm: float = 120.0):
         i = int(b * sr)
         y[i:i + 400] += 0.8 * np.exp(-np.arange(len(y[i:i + 400])) / 80.0)
     sf.write(str(path), y.astype(np.float32), sr)
-
-
-def angle_between(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Per-joint rotation angle between two (..., 72) axis-angle arrays."""
-    ma = R.axis_angle_to_matrix(torch.as_tensor(a, dtype=torch.float64).reshape(-1, 24, 3))
-    mb = R.axis_angle_to_matrix(torch.as_tensor(b, dtype=torch.float64).reshape(-1, 24, 3))
-    return R.matrix_to_axis_angle(ma.transpose(-1, -2) @ mb).norm(dim=-1).numpy()
 
 
 TANG = {  # name: (style, frames at 25 fps, audio seconds, seg_over_N)
@@ -180,7 +174,7 @@ def test_tang2018_stretch_maps_time(tang_dir):
     r2 = next(s for s in load_tang2018(tang_dir) if s.name == "DANCE_R_2")
     # Output frame k is at k/30 s = source time k/30/2 s = source frame k*25/60: k=12 -> frame 5.
     for k, src in [(12, 5), (60, 25), (300, 125)]:
-        assert angle_between(r2.poses[k], raw[src]).max() < 1e-4
+        assert rotation_error(r2.poses[k], raw[src]) < 1e-4
 
 
 def test_tang2018_floor_and_drift(tang_dir):
@@ -220,7 +214,7 @@ def test_aistpp(aist_dirs):
     assert po.audio_path.endswith("mPO1.wav") and br.audio_path is None
     src_poses, src_trans = synth_motion(240, 60.0, seed=10)
     assert po.num_frames == 120                                   # 60 -> 30 fps
-    assert angle_between(po.poses[7], src_poses[14]).max() < 1e-5
+    assert rotation_error(po.poses[7], src_poses[14]) < 1e-5
     # Scaled back to metres; only a constant vertical shift puts the feet on the floor.
     assert np.allclose(po.trans[:, [0, 2]], src_trans[::2, [0, 2]], atol=1e-5)
     assert np.ptp(po.trans[:, 1] - src_trans[::2, 1]) < 1e-5
@@ -231,7 +225,7 @@ def test_justlmd_conversion(justlmd_dir):
     root, poses, trans = justlmd_dir
     (seq,) = load_justlmd(root)
     assert seq.style == "pop" and seq.audio_path is None and seq.num_frames == len(poses)
-    assert angle_between(seq.poses, poses).max() < 1e-4           # camera frame undone exactly
+    assert rotation_error(seq.poses, poses) < 1e-4           # camera frame undone exactly
     assert np.allclose(seq.trans[:, [0, 2]], trans[:, [0, 2]], atol=1e-5)
     pos = joint_positions(seq.poses, seq.trans)
     head, pelvis = pos[:, JOINT_INDEX["head"], 1], pos[:, 0, 1]
@@ -339,7 +333,7 @@ def test_tempo_stretch():
     p_out, _, _ = L.unpack(torch.as_tensor(out, dtype=torch.float64))
     p_src, _, _ = L.unpack(torch.as_tensor(x, dtype=torch.float64))
     assert out.shape == (150, L.NUM_CHANNELS)
-    assert angle_between(p_out[10].numpy(), p_src[11].numpy()).max() < 1e-4   # frame 10 = source 11
+    assert rotation_error(p_out[10].numpy(), p_src[11].numpy()) < 1e-4   # frame 10 = source 11
     music = np.random.default_rng(0).normal(size=(200, NUM_MUSIC_FEATURES)).astype(np.float32)
     beat = FEATURE_CHANNELS["beat"].start
     music[:, beat] = 0.0

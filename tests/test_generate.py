@@ -5,14 +5,12 @@ import sys
 
 import numpy as np
 import pytest
-import soundfile as sf
-import torch
 
-from engine import rotations as R
 from engine.api import generate
 from engine.errors import Cancelled, EngineError
 from engine.motion import Constraints
 from conftest import REPO
+from rotation_checks import rotation_error
 
 
 def _gen(song, weights, **kw):
@@ -49,13 +47,6 @@ def test_numpy_waveform_input(tiny_weights):
     assert m.num_frames == 50
 
 
-def _rotation_error(aa_a, aa_b):
-    ma = R.axis_angle_to_matrix(torch.from_numpy(aa_a).reshape(-1, 3))
-    mb = R.axis_angle_to_matrix(torch.from_numpy(aa_b).reshape(-1, 3))
-    cos = ((ma.transpose(-1, -2) @ mb).diagonal(dim1=-2, dim2=-1).sum(-1) - 1) / 2
-    return torch.acos(cos.clamp(-1, 1)).max().item()
-
-
 def _random_pose(rng):
     return rng.normal(size=72) * 0.4
 
@@ -80,7 +71,7 @@ def test_every_constraint_kind_holds_exactly(click_song, tiny_weights, kind):
     m = _gen(click_song, tiny_weights, fps=fps, duration=seconds, constraints=c)
     mask = np.repeat(c.joint_mask, 3, axis=1)
     if mask.any():
-        assert _rotation_error(m.poses[mask].reshape(-1, 3), c.poses[mask].reshape(-1, 3)) < 1e-4
+        assert rotation_error(m.poses[mask].reshape(-1, 3), c.poses[mask].reshape(-1, 3)) < 1e-4
     if c.trans_mask.any():
         assert np.abs(m.trans[c.trans_mask] - c.trans[c.trans_mask]).max() < 1e-6
 

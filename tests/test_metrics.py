@@ -40,6 +40,7 @@ def test_still_pose_scores_zero():
     assert M.pfc(p, FPS) == 0.0
     assert M.jerk(p, FPS) == 0.0
     assert M.foot_skating_ratio(p, FPS) == 0.0
+    assert M.mean_speed(p, FPS) == 0.0
     np.testing.assert_array_equal(M.kinetic_features(p, FPS), np.zeros(3 * NUM_JOINTS))
     # No motion beats: BAS is 0, not NaN.
     scores = M.beat_alignment_scores(p, FPS, [0.5, 1.0, 1.5])
@@ -51,6 +52,8 @@ def test_constant_slide_on_floor():
     p = shifted_x(T, v * np.arange(T) / FPS)
     assert M.foot_skating_ratio(p, FPS) == pytest.approx(1.0)
     assert M.jerk(p, FPS) < 1e-6
+    assert M.mean_speed(p, FPS) == pytest.approx(v)
+    assert M.mean_speed(p[::2], FPS / 2) == pytest.approx(v)     # any frame rate
     assert M.pfc(p, FPS) == 0.0                                 # feet slide but nothing accelerates
     feats = M.kinetic_features(p, FPS).reshape(NUM_JOINTS, 3)
     np.testing.assert_allclose(feats[:, 0], v ** 2, rtol=1e-9)  # horizontal kinetic energy

@@ -12,6 +12,7 @@ from engine import rotations as R
 from engine.api import generate
 from engine.example import synthesize_example
 from engine.motion import Constraints
+from engine.rootpath import FLOOR_RADIUS
 from engine.skeleton import JOINT_INDEX, joint_positions
 
 pytestmark = pytest.mark.skipif(not SHIPPED_WEIGHTS.is_file(), reason="no shipped weights")
@@ -41,7 +42,8 @@ def test_stands_on_the_floor_and_stays_nearby(dance):
     lowest = pos[:, FOOT, 1].min(axis=1)
     assert lowest.min() > -0.02                       # never through the floor
     assert np.median(lowest) < 0.05                   # and not floating
-    assert np.linalg.norm(dance.trans[:, [0, 2]] - dance.trans[0, [0, 2]], axis=1).max() < 3.0
+    # The slow drift stays in the floor disc; quick steps on top of it add well under a metre.
+    assert np.linalg.norm(dance.trans[:, [0, 2]] - dance.trans[0, [0, 2]], axis=1).max() < FLOOR_RADIUS + 1.0
 
 
 def test_moves_like_a_dancer_not_a_statue_or_a_twitch(dance):

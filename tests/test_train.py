@@ -80,6 +80,47 @@ def test_train_command_resumes_and_writes_loadable_weights(aist_data, tmp_path, 
     assert motion.poses.shape == (30, 72) and np.isfinite(motion.poses).all()
 
 
+def test_fine_tuning_starts_from_the_given_weights(aist_data, tmp_path, capsys):
+    common = ["--data", str(aist_data / "motions"), "--aist-music", str(aist_data / "music"),
+              "--cache", str(tmp_path / "cache"), "--batch", "4", "--layers", "1", "--heads", "2",
+              "--val-every", "2", "--threads", "1", "--steps", "2"]
+    first = tmp_path / "first"
+    assert train_main(common + ["--out", str(first), "--width", "32"]) == 0
+    # With a zero learning rate the fine-tuned run's weights are exactly the ones it started from.
+    tuned = tmp_path / "tuned"
+    assert train_main(common + ["--out", str(tuned), "--width", "32", "--lr", "0",
+                                "--init", str(first / "model.safetensors")]) == 0
+    a = checkpoint.load(first / "model.safetensors").model.state_dict()
+    b = checkpoint.load(tuned / "model.safetensors").model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # A model of another size cannot be fine-tuned from them: one clear line, no traceback.
+    capsys.readouterr()
+    assert train_main(common + ["--out", str(tmp_path / "wrong"), "--width", "48",
+                                "--init", str(first / "model.safetensors")]) == 2
+    assert "model config" in capsys.readouterr().err
+
+
+def test_root_term_penalises_a_dancer_that_does_not_travel():
+    items = _synthetic_items()
+    norm = L.Normalizer.fit(torch.from_numpy(np.concatenate([it.motion for it in items])))
+    ds = WindowDataset(items, norm, window=60, styles=BASE_STYLES, augment=False)
+    batch = {k: torch.stack([ds[i][k] for i in range(4)]) for k in ("motion", "music", "style", "has_music")}
+    x0 = batch["motion"]
+    still = x0.clone()
+    still[..., L.ROOT_VEL] = norm.normalize(torch.zeros_like(x0))[..., L.ROOT_VEL]
+
+    def echo(prediction):
+        return lambda x_t, t, music, style, keep: prediction
+
+    ab = cosine_alpha_bar()
+    perfect = training_loss(echo(x0), batch, ab, norm)
+    rooted = training_loss(echo(still), batch, ab, norm)
+    assert float(perfect["root"]) == 0.0
+    expected = float(((still - x0)[..., L.ROOT_VEL] ** 2).mean())
+    assert float(rooted["root"]) == pytest.approx(expected) and expected > 0
+    assert float(rooted["loss"]) > float(perfect["loss"]) + expected * 0.99
+
+
 def test_train_reports_missing_data_clearly(tmp_path, capsys):
     assert train_main(["--data", str(tmp_path / "nothing"), "--out", str(tmp_path / "run")]) == 2
     assert "not found" in capsys.readouterr().err
