@@ -76,8 +76,9 @@ class DanceSettings(bpy.types.PropertyGroup):
         name="Steps", default=DEFAULT_STEPS, min=1, max=200, soft_max=50,
         description="Diffusion sampling steps: more is slower and usually smoother")
     guidance: FloatProperty(
-        name="Music Guidance", default=DEFAULT_GUIDANCE, min=0.0, soft_max=5.0,
-        description="How strongly the dance follows the music (classifier-free guidance weight; 1 = none extra)")
+        name="Music Guidance", default=DEFAULT_GUIDANCE, min=0.0, soft_max=8.0,
+        description="How strongly the dance follows the music and how much it moves "
+                    "(classifier-free guidance weight; 1 = none extra)")
     device: EnumProperty(
         name="Device", default='PREFS',
         items=[('PREFS', "Preferences", "Use the add-on preferences' default device")] + DEVICE_ITEMS,

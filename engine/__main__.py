@@ -6,7 +6,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from .defaults import DEFAULT_FPS, DEFAULT_GUIDANCE, DEFAULT_STEPS
+from .defaults import DEFAULT_FPS, DEFAULT_GUIDANCE, DEFAULT_STEPS, LATE_GUIDANCE
 from .errors import Cancelled, EngineError
 
 OUTPUT_KINDS = {".bvh": "BVH motion", ".npz": "SMPL poses/trans", ".mp4": "preview video with the song"}
@@ -50,7 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--duration", type=float, default=None, help="seconds of song to dance (default: to the end)")
     g.add_argument("--constraints", type=Path, default=None, help="constraints .npz (see above)")
     g.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE,
-                   help=f"classifier-free guidance weight: higher follows the music harder (default {DEFAULT_GUIDANCE:g})")
+                   help=f"classifier-free guidance weight: higher follows the music harder and moves more; "
+                        f"capped at {LATE_GUIDANCE:g} in the last sampling steps (default {DEFAULT_GUIDANCE:g})")
     g.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to run (default auto)")
     g.add_argument("--weights", type=Path, default=None, help="weights .safetensors (default: the shipped model)")
     g.add_argument("--up-axis", default="Y", choices=["Y", "Z"], help="BVH up axis (default Y)")

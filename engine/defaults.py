@@ -4,7 +4,11 @@ the add-on can read them before torch is installed."""
 DEFAULT_FPS = 30.0          # output frame rate when none is asked for (any rate works)
 DEFAULT_STEPS = 20          # DDIM steps: 50 scored the same as 20 on validation clips (weights/TRAINING.md)
 DEFAULT_GUIDANCE = 2.0      # classifier-free guidance weight, chosen on the validation split
+# In the last part of sampling (diffusion steps t <= LATE_GUIDANCE_FROM_T of 1000) the weight is
+# capped at LATE_GUIDANCE: strong guidance there only adds jitter (weights/TRAINING.md).
+LATE_GUIDANCE = 2.0
+LATE_GUIDANCE_FROM_T = 300
 # Sampling leaves a little frame-to-frame noise that the third derivative (jerk) magnifies by
 # fps^3; a Gaussian of this many seconds on the rotation and root channels removes it while
 # keeping the moves (calibrated against the real dances' jerk: weights/TRAINING.md).
-SMOOTHING_SECONDS = 0.033
+SMOOTHING_SECONDS = 0.05

@@ -183,19 +183,24 @@ def sample(denoise: Callable, music: torch.Tensor, *, window: int, steps: int,
     return x
 
 
-def guided(model, style: torch.Tensor, guidance: float) -> Callable:
+def guided(model, style: torch.Tensor, guidance: float, late_guidance: float | None = None,
+           late_from_t: int = 300) -> Callable:
     """Classifier-free guidance (Ho & Salimans 2022) as a denoiser with the sampler's signature.
 
-    guidance 1 uses only the conditioned pass; otherwise both passes run in one batch.
+    `late_guidance`, when given, replaces `guidance` at training steps t <= late_from_t: guidance
+    in a limited interval of noise levels (Kynkaenniemi et al., NeurIPS 2024). The dance's shape
+    is decided at high noise; at low noise a strong weight only amplifies frame-to-frame jitter.
+    A weight of 1 uses only the conditioned pass; otherwise both passes run in one batch.
     """
     def denoise(x_t, t, music):
         n = x_t.shape[0]
         styles = style.expand(n)
-        if guidance == 1.0:
+        weight = guidance if late_guidance is None or int(t[0]) > late_from_t else late_guidance
+        if weight == 1.0:
             return model(x_t, t, music, styles, torch.ones(n, dtype=torch.bool, device=x_t.device))
         keep = torch.cat([torch.ones(n, dtype=torch.bool), torch.zeros(n, dtype=torch.bool)]).to(x_t.device)
         out = model(torch.cat([x_t, x_t]), torch.cat([t, t]), torch.cat([music, music]),
                     torch.cat([styles, torch.zeros_like(styles)]), keep)
         cond, uncond = out[:n], out[n:]
-        return uncond + guidance * (cond - uncond)
+        return uncond + weight * (cond - uncond)
     return denoise

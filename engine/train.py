@@ -42,6 +42,8 @@ def parse_args(argv=None):
     p.add_argument("--cache", type=Path, default=None, help="preprocessing cache folder (default: OUT/../.cache)")
     p.add_argument("--steps", type=int, default=20000, help="total optimisation steps")
     p.add_argument("--max-minutes", type=float, default=None, help="stop (resumably) after this much wall time")
+    p.add_argument("--stop-at", type=int, default=None,
+                   help="stop (resumably) at this step, with the learning-rate schedule still that of --steps")
     p.add_argument("--batch", type=int, default=32, help="windows per step (per process under torchrun)")
     p.add_argument("--lr", type=float, default=4e-4)
     p.add_argument("--warmup", type=int, default=500)
@@ -203,6 +205,8 @@ def run(args) -> Path:
     running = None
     while step < args.steps:
         if args.max_minutes is not None and time.time() - started > args.max_minutes * 60:
+            break
+        if args.stop_at is not None and step >= args.stop_at:
             break
         batch = {k: v.to(device) for k, v in next(batches).items()}
         batch["music"] = music_norm_dev.normalize(batch["music"])

@@ -124,3 +124,16 @@ def test_root_path_stays_on_the_floor_area():
     from scipy.ndimage import gaussian_filter1d
     kept = out[:, 0] - gaussian_filter1d(out[:, 0], fps)
     assert np.std(kept[fps * 10:-fps * 10]) > 0.8 * np.std(sway)
+
+
+def test_guidance_weight_drops_to_the_late_weight_at_low_noise():
+    from engine.diffusion import guided
+
+    def model(x_t, t, music, style, keep):     # conditioned pass says 1, unconditioned 0
+        return keep.float()[:, None, None].expand_as(x_t)
+
+    denoise = guided(model, torch.tensor([1]), 4.0, late_guidance=2.0, late_from_t=300)
+    x, music = torch.zeros(3, 10, 5), torch.zeros(3, 10, 2)
+    for t, weight in [(999, 4.0), (301, 4.0), (300, 2.0), (0, 2.0)]:
+        assert torch.allclose(denoise(x, torch.full((3,), t), music), torch.full((3, 10, 5), weight))
+    assert torch.allclose(guided(model, torch.tensor([1]), 3.0)(x, torch.full((3,), 0), music), torch.full((3, 10, 5), 3.0))

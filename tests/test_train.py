@@ -65,7 +65,7 @@ def test_train_command_resumes_and_writes_loadable_weights(aist_data, tmp_path, 
     common = ["--data", str(aist_data / "motions"), "--aist-music", str(aist_data / "music"), "--out", str(out),
               "--cache", str(tmp_path / "cache"), "--batch", "4", "--width", "32", "--layers", "1", "--heads", "2",
               "--val-every", "2", "--threads", "1"]
-    assert train_main(common + ["--steps", "2"]) == 0
+    assert train_main(common + ["--steps", "4", "--stop-at", "2"]) == 0      # a schedule of 4, paused at 2
     first = json.loads((out / "log.jsonl").read_text().splitlines()[-1])
     assert first["step"] == 2 and np.isfinite(first["val_loss"])
     assert train_main(common + ["--steps", "4"]) == 0
