@@ -234,13 +234,16 @@ def plot_metrics(path: Path, results: dict[str, dict[str, float]]) -> None:
     import matplotlib.pyplot as plt
     names = [r for r in ROWS if r in results]
     colors = {"model": "tab:blue", "real": "tab:green", "random": "tab:gray"}
-    fig, axes = plt.subplots(1, len(COLUMNS), figsize=(2.2 * len(COLUMNS), 3))
+    fig, axes = plt.subplots(1, len(COLUMNS), figsize=(2.2 * len(COLUMNS), 3.4))
     for ax, (key, header, scale) in zip(axes, COLUMNS):
         vals = [results[r].get(key, float("nan")) for r in names]
         vals = [np.nan if v is None else v * scale for v in vals]
         ax.bar(names, vals, color=[colors.get(r, "tab:orange") for r in names])
         ax.set_title(header, fontsize=9)
         ax.tick_params(labelsize=8)
+        ax.tick_params(axis="x", labelrotation=35)
+        for label in ax.get_xticklabels():
+            label.set_horizontalalignment("right")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
