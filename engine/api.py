@@ -14,8 +14,7 @@ from . import layout as L
 from . import rotations as R
 from .beatsync import warp_knots, warp_times
 from .diffusion import Inpainting, cosine_alpha_bar, guided, sample
-from .defaults import (DEFAULT_FPS, DEFAULT_GUIDANCE, DEFAULT_STEPS, LATE_GUIDANCE, LATE_GUIDANCE_FROM_T,
-                       SMOOTHING_SECONDS)
+from .defaults import DEFAULT_FPS, DEFAULT_GUIDANCE, DEFAULT_STEPS, LATE_GUIDANCE, SMOOTHING_SECONDS
 from .editing import anchor_times, apply_constraints
 from .errors import Cancelled, EngineError
 from .feet import clean_feet
@@ -191,8 +190,7 @@ def _sample_with_fallback(ckpt, weights, music, style_index, guidance, steps, ge
 
     def run(model, music, style_index, inpaint):
         with torch.no_grad():
-            denoise = guided(model, style_index, guidance, late_guidance=min(guidance, LATE_GUIDANCE),
-                             late_from_t=LATE_GUIDANCE_FROM_T)
+            denoise = guided(model, style_index, guidance, late_guidance=min(guidance, LATE_GUIDANCE))
             return sample(denoise, music, window=L.WINDOW_FRAMES, steps=steps,
                           alpha_bar=alpha_bar, generator=generator, channels=L.NUM_CHANNELS,
                           inpainting=inpaint, progress=on_step)

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from . import layout as L
+from .defaults import LATE_GUIDANCE_FROM_T
 from . import rotations as R
 from .skeleton import FOOT_INDICES, NUM_JOINTS, forward_kinematics
 
@@ -45,7 +46,7 @@ class LossWeights:
 
     `root`: the horizontal root velocity is 2 of the 151 channels of the plain reconstruction
     term, and the position term is root-relative, so without its own term nothing much teaches
-    the dancer to travel: weights trained without it reproduced about a fifth of the real root
+    the dancer to travel: weights trained without it reproduced about a sixth of the real root
     speed even from nearly clean input (weights/TRAINING.md)."""
     velocity: float = 1.0
     positions: float = 1.0
@@ -184,7 +185,7 @@ def sample(denoise: Callable, music: torch.Tensor, *, window: int, steps: int,
 
 
 def guided(model, style: torch.Tensor, guidance: float, late_guidance: float | None = None,
-           late_from_t: int = 300) -> Callable:
+           late_from_t: int = LATE_GUIDANCE_FROM_T) -> Callable:
     """Classifier-free guidance (Ho & Salimans 2022) as a denoiser with the sampler's signature.
 
     `late_guidance`, when given, replaces `guidance` at training steps t <= late_from_t: guidance
