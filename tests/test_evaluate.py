@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 
 from engine import evaluate as E
 from engine.layout import MODEL_FPS
@@ -99,3 +100,17 @@ def test_missing_weights_exit_code(tmp_path, capsys):
     assert code == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and "\n" not in err
+
+
+def test_probe_measures_the_truth_and_the_prediction(tiny_weights):
+    from engine import checkpoint, layout as L
+    from engine.probe import reconstruction_speeds
+    from test_data import synth_motion
+    ckpt = checkpoint.load(tiny_weights)
+    poses, trans = synth_motion(60, L.MODEL_FPS, seed=0)
+    trans[:, 0] += np.arange(60) * 0.5 / L.MODEL_FPS              # walking at 0.5 m/s along x on top
+    motion = L.pack(torch.from_numpy(poses), torch.from_numpy(trans))[None]
+    out = reconstruction_speeds(ckpt, motion, torch.zeros(1, 60, 35), torch.tensor([0]), t=20)
+    step = np.diff(trans[:, [0, 2]], axis=0)
+    assert out["truth"][0] == pytest.approx(np.linalg.norm(step, axis=1).mean() * L.MODEL_FPS, rel=1e-6)
+    assert out["truth"][0] > 0.4 and np.isfinite(out["model"]).all()
