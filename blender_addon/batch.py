@@ -28,7 +28,7 @@ def _addon():
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     _addon()  # puts the engine on sys.path
-    from engine.defaults import DEFAULT_GUIDANCE, DEFAULT_STEPS
+    from engine.defaults import DEFAULT_AUTOGUIDANCE, DEFAULT_GUIDANCE, DEFAULT_STEPS
     argv = argv[argv.index("--") + 1:] if "--" in argv else []
     p = argparse.ArgumentParser(prog="batch.py", description="Generate an SMPL dance headless.")
     p.add_argument("--audio", help="song file; added as a sound strip unless one with this file exists "
@@ -39,6 +39,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--steps", type=int, default=DEFAULT_STEPS)
     p.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE)
+    p.add_argument("--autoguidance", type=float, default=DEFAULT_AUTOGUIDANCE,
+                   help="energy: autoguidance weight from the weights' guide network (1 = off)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--weights", help="checkpoint file (default: the shipped weights)")
     p.add_argument("--keep", default="", help="comma-separated body parts to keep from the file's animation: "
@@ -122,6 +124,7 @@ def run(args: argparse.Namespace) -> str:
     for part in known:
         setattr(settings, "keep_" + part, part in parts)
     settings.seed, settings.steps, settings.guidance = args.seed, args.steps, args.guidance
+    settings.autoguidance = args.autoguidance
     request = operators.build_request(context)
     request.style, request.device = args.style, args.device
     request.weights = os.path.abspath(args.weights) if args.weights else None

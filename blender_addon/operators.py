@@ -114,9 +114,11 @@ def build_request(context):
         audio_path=p.span.path, start=p.start_seconds, duration=p.duration, fps=p.fps,
         num_frames=p.last - p.first + 1, frame_start=p.first, armature_name=obj.name, scene_name=scene.name,
         action_name=action_name(p.span.path, style, settings.seed), style=style, seed=settings.seed,
-        steps=settings.steps, guidance=settings.guidance, device=device_choice(context), constraints=cons,
+        steps=settings.steps, guidance=settings.guidance, autoguidance=settings.autoguidance,
+        device=device_choice(context), constraints=cons,
         weights=weights_choice(context),
         metadata={"song": p.span.path, "style": style, "seed": settings.seed, "steps": settings.steps,
+                  "guidance": settings.guidance, "autoguidance": settings.autoguidance,
                   "audio_start": p.start_seconds})
 
 

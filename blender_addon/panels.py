@@ -81,6 +81,7 @@ class DANCE_PT_main(_DancePanel, bpy.types.Panel):
         col.prop(settings, "seed")
         col.prop(settings, "steps")
         col.prop(settings, "guidance")
+        col.prop(settings, "autoguidance")
         col.prop(settings, "device")
 
         # Run

@@ -6,7 +6,7 @@ from bpy.props import (BoolProperty, EnumProperty, FloatProperty, IntProperty, P
                        StringProperty)
 
 from . import _engine_path  # noqa: F401
-from engine.defaults import DEFAULT_GUIDANCE, DEFAULT_STEPS  # plain Python, importable before torch
+from engine.defaults import DEFAULT_AUTOGUIDANCE, DEFAULT_GUIDANCE, DEFAULT_STEPS  # plain Python, importable before torch
 
 from .preferences import DEVICE_ITEMS
 
@@ -79,6 +79,10 @@ class DanceSettings(bpy.types.PropertyGroup):
         name="Music Guidance", default=DEFAULT_GUIDANCE, min=0.0, soft_max=8.0,
         description="How strongly the dance follows the music and how much it moves "
                     "(classifier-free guidance weight; 1 = none extra)")
+    autoguidance: FloatProperty(
+        name="Energy", default=DEFAULT_AUTOGUIDANCE, min=1.0, max=5.0, soft_max=1.5, precision=2,
+        description="How far the dance is pushed away from the model's weaker guide network: bigger moves "
+                    "and more travel; high values make the feet less steady (autoguidance weight; 1 = off)")
     device: EnumProperty(
         name="Device", default='PREFS',
         items=[('PREFS', "Preferences", "Use the add-on preferences' default device")] + DEVICE_ITEMS,

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from . import _engine_path  # noqa: F401
-from engine.defaults import DEFAULT_GUIDANCE, DEFAULT_STEPS
+from engine.defaults import DEFAULT_AUTOGUIDANCE, DEFAULT_GUIDANCE, DEFAULT_STEPS
 from engine.errors import Cancelled, EngineError  # plain Python: importable before torch is installed
 
 if TYPE_CHECKING:
@@ -43,6 +43,7 @@ class Request:
     seed: int = 0
     steps: int = DEFAULT_STEPS
     guidance: float = DEFAULT_GUIDANCE
+    autoguidance: float = DEFAULT_AUTOGUIDANCE
     device: str = "auto"
     constraints: Constraints | None = None
     weights: str | None = None
@@ -57,7 +58,7 @@ def generate(request: Request, progress=None) -> Motion:
         request.audio_path, style=request.style, seed=request.seed, steps=request.steps,
         fps=request.fps, start=request.start, duration=request.duration,
         constraints=None if cons is None or cons.is_empty else cons,
-        guidance=request.guidance, device=request.device, weights=request.weights, progress=progress)
+        guidance=request.guidance, autoguidance=request.autoguidance, device=request.device, weights=request.weights, progress=progress)
     if motion.num_frames > request.num_frames:
         motion.poses = motion.poses[:request.num_frames]
         motion.trans = motion.trans[:request.num_frames]

@@ -6,7 +6,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from .defaults import DEFAULT_FPS, DEFAULT_GUIDANCE, DEFAULT_STEPS, LATE_GUIDANCE
+from .defaults import DEFAULT_AUTOGUIDANCE, DEFAULT_FPS, DEFAULT_GUIDANCE, DEFAULT_STEPS, LATE_GUIDANCE
 from .errors import Cancelled, EngineError
 
 OUTPUT_KINDS = {".bvh": "BVH motion", ".npz": "SMPL poses/trans", ".mp4": "preview video with the song"}
@@ -52,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE,
                    help=f"classifier-free guidance weight: higher follows the music harder and moves more; "
                         f"capped at {LATE_GUIDANCE:g} in the last sampling steps (default {DEFAULT_GUIDANCE:g})")
+    g.add_argument("--autoguidance", type=float, default=DEFAULT_AUTOGUIDANCE,
+                   help=f"energy: how far the dance is pushed away from the weights' weaker guide network "
+                        f"(autoguidance; 1 = off; default {DEFAULT_AUTOGUIDANCE:g})")
     g.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to run (default auto)")
     g.add_argument("--weights", type=Path, default=None, help="weights .safetensors (default: the shipped model)")
     g.add_argument("--up-axis", default="Y", choices=["Y", "Z"], help="BVH up axis (default Y)")
@@ -95,7 +98,7 @@ def generate_command(args) -> int:
     try:
         motion = generate(args.song, style=args.style, seed=args.seed, steps=args.steps, fps=args.fps,
                           start=args.start, duration=args.duration, constraints=constraints,
-                          guidance=args.guidance, device=args.device, weights=args.weights, progress=progress)
+                          guidance=args.guidance, autoguidance=args.autoguidance, device=args.device, weights=args.weights, progress=progress)
     finally:
         bar.close()
     for out in args.output:

@@ -13,8 +13,9 @@ from . import checkpoint
 from . import layout as L
 from . import rotations as R
 from .beatsync import warp_knots, warp_times
-from .diffusion import Inpainting, cosine_alpha_bar, guided, sample
-from .defaults import DEFAULT_FPS, DEFAULT_GUIDANCE, DEFAULT_STEPS, LATE_GUIDANCE, SMOOTHING_SECONDS
+from .diffusion import Inpainting, autoguided, cosine_alpha_bar, guided, sample
+from .defaults import (DEFAULT_AUTOGUIDANCE, DEFAULT_FPS, DEFAULT_GUIDANCE, DEFAULT_STEPS,
+                       LATE_GUIDANCE, SMOOTHING_SECONDS)
 from .editing import anchor_times, apply_constraints
 from .errors import Cancelled, EngineError
 from .feet import clean_feet
@@ -25,6 +26,7 @@ from .skeleton import NUM_JOINTS, joint_positions
 Progress = Callable[[float, str], "bool | None"]
 MAX_FPS = 240.0
 MAX_STEPS = 1000
+MAX_AUTOGUIDANCE = 5.0
 
 _loaded: dict = {}
 
@@ -56,7 +58,7 @@ def resolve_device(name: str) -> torch.device:
     return torch.device("cpu")
 
 
-def _check_options(style, styles, steps, fps, start, duration, guidance):
+def _check_options(style, styles, steps, fps, start, duration, guidance, autoguidance):
     if style not in styles:
         raise EngineError(f"unknown style {style!r}; available: {', '.join(styles)}")
     if not (isinstance(steps, int) and 1 <= steps <= MAX_STEPS):
@@ -69,6 +71,8 @@ def _check_options(style, styles, steps, fps, start, duration, guidance):
         raise EngineError(f"duration must be more than 0 seconds, got {duration!r}")
     if not (math.isfinite(guidance) and 0.0 <= guidance <= 20.0):
         raise EngineError(f"guidance must be between 0 and 20, got {guidance!r}")
+    if not (math.isfinite(autoguidance) and 1.0 <= autoguidance <= MAX_AUTOGUIDANCE):
+        raise EngineError(f"autoguidance must be between 1 (off) and {MAX_AUTOGUIDANCE:g}, got {autoguidance!r}")
 
 
 def _check_constraints(c: Constraints | None, frames: int, fps: float) -> Constraints | None:
@@ -129,14 +133,15 @@ def generate(audio, *, sample_rate: int | None = None, style: str = "any", seed:
              fps: float = DEFAULT_FPS, start: float = 0.0, duration: float | None = None,
              constraints: Constraints | None = None, guidance: float = DEFAULT_GUIDANCE, device: str = "auto",
              weights=None, progress: Progress | None = None, beat_sync: bool = True,
-             smoothing: float = SMOOTHING_SECONDS) -> Motion:
+             smoothing: float = SMOOTHING_SECONDS, autoguidance: float = DEFAULT_AUTOGUIDANCE) -> Motion:
     """Generate a dance for `audio` (a file path, or a waveform with `sample_rate`).
 
     The dance covers the song from `start` for `duration` seconds (default: to the end) at `fps`.
     `constraints` (at `fps`, frame 0 = the first generated frame) come out exactly as given.
     `progress(fraction, message)` is called as work proceeds; returning False cancels (Cancelled).
     The same inputs and seed give the same dance on the same device. `beat_sync=False` skips the
-    beat warp (for measuring what it adds).
+    beat warp (for measuring what it adds). `autoguidance` steers away from the weights' guide
+    network, when they have one (1 = off; engine.diffusion.autoguided).
     """
     from . import audio as A
 
@@ -147,7 +152,7 @@ def generate(audio, *, sample_rate: int | None = None, style: str = "any", seed:
     report(0.0, "loading the model")
     dev = resolve_device(device)
     ckpt = load_weights(weights, dev)
-    _check_options(style, ckpt.styles, steps, fps, float(start), duration, float(guidance))
+    _check_options(style, ckpt.styles, steps, fps, float(start), duration, float(guidance), float(autoguidance))
 
     report(0.02, "reading the music")
     wave, sr = A.load_audio(audio, sample_rate=sample_rate, start=start, duration=duration)
@@ -168,8 +173,8 @@ def generate(audio, *, sample_rate: int | None = None, style: str = "any", seed:
     if inpaint is not None:
         inpaint = Inpainting(inpaint.values.to(dev), inpaint.mask.to(dev))
     generator = torch.Generator().manual_seed(int(seed))
-    x = _sample_with_fallback(ckpt, weights, music, style_index, guidance, steps, generator, inpaint, dev,
-                              lambda f: report(0.08 + 0.82 * f, "dancing"))
+    x = _sample_with_fallback(ckpt, weights, music, style_index, guidance, autoguidance, steps, generator, inpaint,
+                              dev, lambda f: report(0.08 + 0.82 * f, "dancing"))
     raw = smooth_channels(ckpt.normalizer.denormalize(x.double().cpu()[:model_frames]), smoothing * L.MODEL_FPS)
     poses30, trans30, contacts30 = (t.numpy() for t in L.unpack(raw))
 
@@ -183,19 +188,30 @@ def generate(audio, *, sample_rate: int | None = None, style: str = "any", seed:
     return motion
 
 
-def _sample_with_fallback(ckpt, weights, music, style_index, guidance, steps, generator, inpaint, dev, on_step):
+def denoiser(ckpt: checkpoint.Checkpoint, style_index: torch.Tensor, guidance: float, autoguidance: float):
+    """The sampler's denoiser: classifier-free guidance on the main network, and autoguidance
+    from the guide network when the weights have one and `autoguidance` is above 1."""
+    def cfg(model):
+        return guided(model, style_index, guidance, late_guidance=min(guidance, LATE_GUIDANCE))
+    if ckpt.guide is None or autoguidance == 1.0:
+        return cfg(ckpt.model)
+    return autoguided(cfg(ckpt.model), cfg(ckpt.guide), autoguidance)
+
+
+def _sample_with_fallback(ckpt, weights, music, style_index, guidance, autoguidance, steps, generator, inpaint, dev,
+                          on_step):
     """Sample on `dev`; if the GPU runs out of memory, say so and redo the same draw on the CPU."""
     alpha_bar = cosine_alpha_bar()
     state = generator.get_state()
 
-    def run(model, music, style_index, inpaint):
+    def run(ckpt, music, style_index, inpaint):
         with torch.no_grad():
-            denoise = guided(model, style_index, guidance, late_guidance=min(guidance, LATE_GUIDANCE))
+            denoise = denoiser(ckpt, style_index, guidance, autoguidance)
             return sample(denoise, music, window=L.WINDOW_FRAMES, steps=steps,
                           alpha_bar=alpha_bar, generator=generator, channels=L.NUM_CHANNELS,
                           inpainting=inpaint, progress=on_step)
     try:
-        return run(ckpt.model, music, style_index, inpaint)
+        return run(ckpt, music, style_index, inpaint)
     except torch.OutOfMemoryError:
         if dev.type != "cuda":
             raise EngineError("out of memory while generating: try a shorter duration") from None
@@ -204,7 +220,7 @@ def _sample_with_fallback(ckpt, weights, music, style_index, guidance, steps, ge
     cpu = torch.device("cpu")
     generator.set_state(state)
     inpaint_cpu = Inpainting(inpaint.values.cpu(), inpaint.mask.cpu()) if inpaint is not None else None
-    return run(load_weights(weights, cpu).model, music.cpu(), style_index.cpu(), inpaint_cpu)
+    return run(load_weights(weights, cpu), music.cpu(), style_index.cpu(), inpaint_cpu)
 
 
 def smooth_channels(raw: torch.Tensor, sigma_frames: float) -> torch.Tensor:

@@ -1,5 +1,7 @@
 """Self-describing weights: one safetensors file holds the network, its config, the normaliser
-statistics, the style names and the channel layout, so nothing is ever unpickled."""
+statistics, the style names and the channel layout, so nothing is ever unpickled. It may also hold
+a guide network (autoguidance, engine.diffusion.autoguided) under the `guide.` prefix, which shares
+the main network's normalisers, styles and layout."""
 from __future__ import annotations
 
 import json
@@ -31,10 +33,12 @@ class Checkpoint:
     music_normalizer: L.Normalizer    # music feature channels
     styles: list[str]
     info: dict = field(default_factory=dict)   # how it was trained: free-form, for the record
+    guide: Denoiser | None = None              # the autoguidance network, when the file has one
+    guide_info: dict = field(default_factory=dict)
 
 
 def save(path, model: Denoiser, normalizer: L.Normalizer, music_normalizer: L.Normalizer, styles: list[str],
-         info: dict | None = None) -> None:
+         info: dict | None = None, guide: Denoiser | None = None, guide_info: dict | None = None) -> None:
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     tensors["normalizer.mean"] = normalizer.mean.cpu().contiguous()
     tensors["normalizer.std"] = normalizer.std.cpu().contiguous()
@@ -42,6 +46,10 @@ def save(path, model: Denoiser, normalizer: L.Normalizer, music_normalizer: L.No
     tensors["normalizer.music_std"] = music_normalizer.std.cpu().contiguous()
     metadata = {"format": FORMAT, "config": json.dumps(model.cfg.to_dict()), "styles": json.dumps(styles),
                 "layout": json.dumps(layout_description()), "info": json.dumps(info or {})}
+    if guide is not None:
+        tensors.update({f"guide.{k}": v.detach().cpu().contiguous() for k, v in guide.state_dict().items()})
+        metadata["guide_config"] = json.dumps(guide.cfg.to_dict())
+        metadata["guide_info"] = json.dumps(guide_info or {})
     path = Path(path)
     tmp = path.with_suffix(path.suffix + ".tmp")
     save_file(tensors, str(tmp), metadata=metadata)
@@ -73,13 +81,20 @@ def load(path=None, device="cpu") -> Checkpoint:
         stored_layout = json.loads(meta["layout"])
         if stored_layout != layout_description():
             raise EngineError(f"weights file {path} was trained for another channel layout: {stored_layout}")
-        model = Denoiser(cfg)
-        state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
-        model.load_state_dict(state)
+        model = _network(cfg, tensors, "model.")
+        guide = _network(ModelConfig.from_dict(json.loads(meta["guide_config"])), tensors, "guide.") \
+            if "guide_config" in meta else None
         normalizer = L.Normalizer(tensors["normalizer.mean"], tensors["normalizer.std"])
         music_normalizer = L.Normalizer(tensors["normalizer.music_mean"], tensors["normalizer.music_std"])
     except EngineError:
         raise
     except (KeyError, RuntimeError, ValueError, json.JSONDecodeError, SafetensorError) as e:
         raise EngineError(f"weights file {path} is damaged or incomplete ({str(e).splitlines()[0]})") from None
-    return Checkpoint(model.to(device).eval(), normalizer, music_normalizer, styles, json.loads(meta.get("info", "{}")))
+    return Checkpoint(model.to(device).eval(), normalizer, music_normalizer, styles, json.loads(meta.get("info", "{}")),
+                      guide.to(device).eval() if guide is not None else None, json.loads(meta.get("guide_info", "{}")))
+
+
+def _network(cfg: ModelConfig, tensors: dict, prefix: str) -> Denoiser:
+    net = Denoiser(cfg)
+    net.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
+    return net

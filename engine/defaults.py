@@ -12,3 +12,6 @@ LATE_GUIDANCE_FROM_T = 300
 # fps^3; a Gaussian of this many seconds on the rotation and root channels removes it while
 # keeping the moves (calibrated against the real dances' jerk: weights/TRAINING.md).
 SMOOTHING_SECONDS = 0.05
+# Autoguidance (engine.diffusion.autoguided) from the weights' guide network, when they have one;
+# 1 turns it off. Chosen on the validation split (weights/TRAINING.md): higher raises PFC.
+DEFAULT_AUTOGUIDANCE = 1.15

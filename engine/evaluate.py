@@ -27,7 +27,7 @@ import torch
 from . import layout as L
 from . import metrics as M
 from .checkpoint import DEFAULT_WEIGHTS
-from .defaults import DEFAULT_STEPS
+from .defaults import DEFAULT_AUTOGUIDANCE, DEFAULT_GUIDANCE, DEFAULT_STEPS, SMOOTHING_SECONDS
 from .errors import EngineError
 from .motion import Motion
 from .skeleton import joint_positions
@@ -85,8 +85,10 @@ def positions_from_packed(packed: np.ndarray) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- clips
 
-def cut_clips(sequences: Sequence[Dance], clip_seconds: float, max_clips: int | None = None) -> list[Clip]:
-    """Consecutive, non-overlapping clips of every sequence that has a song (music beats unset)."""
+def cut_clips(sequences: Sequence[Dance], clip_seconds: float, max_clips: int | None = None,
+              every: int = 1) -> list[Clip]:
+    """Consecutive, non-overlapping clips of every sequence that has a song (music beats unset);
+    with `every` > 1 only every `every`-th of them (quick sweeps), then at most `max_clips`."""
     n = int(round(clip_seconds * L.MODEL_FPS))
     clips: list[Clip] = []
     for seq in sequences:
@@ -97,6 +99,7 @@ def cut_clips(sequences: Sequence[Dance], clip_seconds: float, max_clips: int | 
             clips.append(Clip(name=f"{seq.name}@{s / L.MODEL_FPS:.0f}s", style=seq.style,
                               positions=seq.positions[s:s + n], audio_path=str(seq.audio_path),
                               start=seq.audio_offset + s / L.MODEL_FPS, duration=n / L.MODEL_FPS))
+    clips = clips[::every]
     return clips[:max_clips] if max_clips else clips
 
 
@@ -141,7 +144,8 @@ def model_motions(clips: Sequence[Clip], generate: Generator, seed: int) -> list
     return out
 
 
-def api_generator(weights: Path, steps: int, beat_sync: bool = True) -> Generator:
+def api_generator(weights: Path, steps: int, beat_sync: bool = True, guidance: float = DEFAULT_GUIDANCE,
+                  autoguidance: float = DEFAULT_AUTOGUIDANCE, smoothing: float = SMOOTHING_SECONDS) -> Generator:
     """engine.api.generate on the clip's audio, in the clip's style when the weights know it.
     beat_sync=False scores the model without the beat warp, to show what the warp adds."""
     from . import api
@@ -150,7 +154,8 @@ def api_generator(weights: Path, steps: int, beat_sync: bool = True) -> Generato
     def generate(clip: Clip, seed: int) -> Motion:
         style = clip.style if clip.style in styles else "any"
         return api.generate(clip.audio_path, style=style, seed=seed, steps=steps, fps=float(L.MODEL_FPS),
-                            start=clip.start, duration=clip.duration, weights=weights, beat_sync=beat_sync)
+                            start=clip.start, duration=clip.duration, weights=weights, beat_sync=beat_sync,
+                            guidance=guidance, autoguidance=autoguidance, smoothing=smoothing)
     return generate
 
 
@@ -268,12 +273,12 @@ def _sequence_of(item) -> Dance:
 # ----------------------------------------------------------------------------- command line
 
 def evaluate(train: Sequence[Dance], val: Sequence[Dance], *, clip_seconds: float = 10.0,
-             generate: Generator | None = None, seed: int = 0, max_clips: int | None = None,
+             generate: Generator | None = None, seed: int = 0, max_clips: int | None = None, every: int = 1,
              out: Path | None = None, settings: dict | None = None,
              generate_unsynced: Generator | None = None) -> dict[str, dict[str, float]]:
     """Score the rows (model only when `generate` is given; the model without its beat warp when
     `generate_unsynced` is); print the table, write OUT's files."""
-    clips = cut_clips(val, clip_seconds, max_clips)
+    clips = cut_clips(val, clip_seconds, max_clips, every)
     if not clips:
         raise EngineError(f"no validation song is at least {clip_seconds:g} s long with its music")
     frames = len(clips[0].positions)
@@ -317,6 +322,15 @@ def parse_args(argv=None):
     p.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="sampler steps for the model row")
     p.add_argument("--seed", type=int, default=0, help="seed of the model's samples and the random row")
     p.add_argument("--max-clips", type=int, default=None, help="score at most this many validation clips")
+    p.add_argument("--every", type=int, default=1,
+                   help="score every N-th validation clip only, for quick sweeps of settings (default 1: all)")
+    p.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE,
+                   help=f"classifier-free guidance weight of the model rows (default {DEFAULT_GUIDANCE:g})")
+    p.add_argument("--autoguidance", type=float, default=DEFAULT_AUTOGUIDANCE,
+                   help=f"autoguidance weight of the model rows, when the weights have a guide network; "
+                        f"1 = off (default {DEFAULT_AUTOGUIDANCE:g})")
+    p.add_argument("--smoothing", type=float, default=SMOOTHING_SECONDS,
+                   help=f"seconds of Gaussian smoothing of the model rows' output (default {SMOOTHING_SECONDS:g})")
     p.add_argument("--no-ablation", action="store_true",
                    help="skip the extra row that scores the model without its beat warp")
     p.add_argument("--no-model", action="store_true",
@@ -334,11 +348,14 @@ def main(argv=None) -> int:
                 print(f"error: no model weights at {weights} (train one, pass --weights, or use --no-model)",
                       file=sys.stderr)
                 return 2
-            generate = api_generator(weights, args.steps)
+            options = dict(guidance=args.guidance, autoguidance=args.autoguidance, smoothing=args.smoothing)
+            generate = api_generator(weights, args.steps, **options)
             if not args.no_ablation:
-                generate_unsynced = api_generator(weights, args.steps, beat_sync=False)
+                generate_unsynced = api_generator(weights, args.steps, beat_sync=False, **options)
         if args.clip_seconds <= 0:
             raise EngineError(f"--clip-seconds must be positive, got {args.clip_seconds}")
+        if args.every < 1:
+            raise EngineError(f"--every must be 1 or more, got {args.every}")
         from .data import DEFAULT_SOURCES
         sources = [Path(s).resolve() for s in (args.data or DEFAULT_SOURCES)]
         for s in sources:
@@ -346,10 +363,11 @@ def main(argv=None) -> int:
                 raise EngineError(f"data folder not found: {s}")
         out = args.out.resolve()
         train, val = load_sequences(sources, (args.cache or out.parent / ".cache").resolve())
-        settings = {"data": [str(s) for s in sources], "steps": args.steps,
+        settings = {"data": [str(s) for s in sources], "steps": args.steps, "every": args.every,
+                    "guidance": args.guidance, "autoguidance": args.autoguidance, "smoothing": args.smoothing,
                     "weights": None if generate is None else str(weights)}
         evaluate(train, val, clip_seconds=args.clip_seconds, generate=generate, seed=args.seed,
-                 max_clips=args.max_clips, out=out, settings=settings, generate_unsynced=generate_unsynced)
+                 max_clips=args.max_clips, every=args.every, out=out, settings=settings, generate_unsynced=generate_unsynced)
     except EngineError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -97,7 +97,10 @@ def test_generate_keeps_keys_and_matches_the_engine(addon, tmp_path):
             assert rotation_error(got.poses[frame - first, 3 * j:3 * j + 3], aa) < 1e-4
     assert np.abs(got.trans[40] - root).max() < 1e-5
     # The scene shows exactly what the engine returns for the same request (deterministic on CPU).
+    # The tiny weights have no guide network, so the Energy setting only has to reach the request.
+    scene.dance.autoguidance = 1.3
     request = operators.build_request(bpy.context)
+    assert request.autoguidance == pytest.approx(1.3)
     motion = runner.generate(request)
     assert motion.num_frames == end - first and request.fps == pytest.approx(24 / 1.001)
     expected = scene_io.to_zup(joint_positions(motion.poses, motion.trans)) + np.array(obj.location)

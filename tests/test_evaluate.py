@@ -114,3 +114,12 @@ def test_probe_measures_the_truth_and_the_prediction(tiny_weights):
     step = np.diff(trans[:, [0, 2]], axis=0)
     assert out["truth"][0] == pytest.approx(np.linalg.norm(step, axis=1).mean() * L.MODEL_FPS, rel=1e-6)
     assert out["truth"][0] > 0.4 and np.isfinite(out["model"]).all()
+
+
+def test_every_nth_clip_for_quick_sweeps(tmp_path):
+    song = tmp_path / "song.wav"
+    click_track(song, 20.0)
+    val = pulsing_dance("val_song", 20.0)
+    val.audio_path = str(song)
+    assert [c.name for c in E.cut_clips([val], 2.0)][::3] == [c.name for c in E.cut_clips([val], 2.0, every=3)]
+    assert [c.name for c in E.cut_clips([val], 2.0, max_clips=2, every=3)] == ["val_song@0s", "val_song@6s"]

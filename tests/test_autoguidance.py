@@ -1,0 +1,74 @@
+"""Autoguidance: the denoiser combination, the guide network inside a weights file, and
+generate() using it."""
+import numpy as np
+import pytest
+import torch
+
+from engine import checkpoint, layout as L
+from engine.api import generate
+from engine.autoguide import attach_guide, main as autoguide_main
+from engine.diffusion import autoguided
+from engine.errors import EngineError
+from engine.model import Denoiser, ModelConfig
+from engine.train import BASE_STYLES
+
+
+def _constant(value):
+    return lambda x_t, t, music: torch.full_like(x_t, value)
+
+
+def test_autoguidance_extrapolates_from_the_guide():
+    x, music = torch.zeros(2, 6, 4), torch.zeros(2, 6, 3)
+    for weight, expected in [(1.5, 1.0 + 1.5 * (3.0 - 1.0)), (1.0, 3.0), (1.15, 1.0 + 1.15 * 2.0)]:
+        denoise = autoguided(_constant(3.0), _constant(1.0), weight)
+        assert torch.allclose(denoise(x, torch.full((2,), 500), music), torch.full_like(x, expected))
+        assert torch.allclose(denoise(x, torch.full((2,), 0), music), torch.full_like(x, 3.0))   # clean input
+
+
+def _tiny_guide(tiny_weights, tmp_path, seed=1):
+    """The tiny test checkpoint's normalisers around a second, different tiny network."""
+    main = checkpoint.load(tiny_weights)
+    torch.manual_seed(seed)
+    guide = Denoiser(ModelConfig(width=16, layers=1, heads=2, num_styles=len(BASE_STYLES)))
+    path = tmp_path / "guide.safetensors"
+    checkpoint.save(path, guide, main.normalizer, main.music_normalizer, main.styles, {"note": "guide"})
+    return path
+
+
+def test_weights_file_round_trips_its_guide(tiny_weights, tmp_path):
+    assert checkpoint.load(tiny_weights).guide is None
+    out = tmp_path / "with_guide.safetensors"
+    attach_guide(tiny_weights, _tiny_guide(tiny_weights, tmp_path), out)
+    both, guide = checkpoint.load(out), checkpoint.load(tmp_path / "guide.safetensors")
+    assert both.guide is not None and both.guide.cfg == guide.model.cfg
+    assert both.guide_info == {"note": "guide"} and both.info == checkpoint.load(tiny_weights).info
+    for k, v in guide.model.state_dict().items():
+        assert torch.equal(both.guide.state_dict()[k], v)
+    for k, v in checkpoint.load(tiny_weights).model.state_dict().items():
+        assert torch.equal(both.model.state_dict()[k], v)
+
+
+def test_a_guide_from_other_data_is_refused(tiny_weights, tmp_path, capsys):
+    main = checkpoint.load(tiny_weights)
+    other = L.Normalizer(main.normalizer.mean + 0.1, main.normalizer.std)
+    path = tmp_path / "other.safetensors"
+    checkpoint.save(path, main.model, other, main.music_normalizer, main.styles)
+    with pytest.raises(EngineError, match="motion normaliser"):
+        attach_guide(tiny_weights, path, tmp_path / "out.safetensors")
+    assert autoguide_main(["--main", str(tiny_weights), "--guide", str(path), "--out", str(tmp_path / "o.safetensors")]) == 2
+    assert "normaliser" in capsys.readouterr().err and not (tmp_path / "o.safetensors").exists()
+
+
+def test_generate_uses_the_guide_only_when_asked(click_song, tiny_weights, tmp_path):
+    with_guide = tmp_path / "with_guide.safetensors"
+    attach_guide(tiny_weights, _tiny_guide(tiny_weights, tmp_path), with_guide)
+    kw = dict(steps=3, duration=2.0, seed=4)
+    plain = generate(click_song, weights=tiny_weights, **kw)
+    off = generate(click_song, weights=with_guide, autoguidance=1.0, **kw)
+    on = generate(click_song, weights=with_guide, autoguidance=1.5, **kw)
+    assert np.array_equal(plain.poses, off.poses) and np.array_equal(plain.trans, off.trans)
+    assert not np.allclose(plain.poses, on.poses, atol=1e-4)
+    # Weights without a guide ignore the setting rather than failing.
+    assert np.array_equal(generate(click_song, weights=tiny_weights, autoguidance=1.5, **kw).poses, plain.poses)
+    with pytest.raises(EngineError, match="autoguidance"):
+        generate(click_song, weights=with_guide, autoguidance=0.5, **kw)
