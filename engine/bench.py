@@ -2,7 +2,7 @@
 
 Prints, for this device: seconds to generate 30 s and 180 s of dance, the real-time factor, and
 peak memory; then the same for an EDGE-sized configuration of this engine (width 512, 8 layers,
-50 steps, guidance with 2 passes) built from the same code (on 10 s of song by default: it is
+50 steps, guidance with 2 passes, no autoguidance) built from the same code (on 10 s of song by default: it is
 slow on a CPU), and the ratio between them per second of dance. The
 EDGE-sized network has random weights: speed does not depend on training. Optionally also a
 long song (--long-minutes 10) for memory. A benchmark, not a test: it prints figures.
@@ -25,6 +25,12 @@ from .example import make_click_track
 from .model import Denoiser, ModelConfig
 
 SR = 22050
+
+
+def _params(ckpt: checkpoint.Checkpoint) -> str:
+    """"3.3M", or "3.3M+3.3M" when the weights carry an autoguidance guide (it runs every step too)."""
+    text = f"{ckpt.model.num_parameters() / 1e6:.1f}M"
+    return text + (f"+{ckpt.guide.num_parameters() / 1e6:.1f}M" if ckpt.guide is not None else "")
 
 
 def _peak_rss_mb() -> float:
@@ -67,19 +73,19 @@ def main(argv=None) -> int:
     print(f"device: {device} ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
           f"{', ' + torch.cuda.get_device_name() if device.type == 'cuda' else ''}), torch {torch.__version__}")
     lengths = list(args.lengths) + ([args.long_minutes * 60] if args.long_minutes else [])
-    rows = [("shipped", args.weights, args.steps, shipped.model.num_parameters(), lengths)]
+    rows = [("shipped", args.weights, args.steps, _params(shipped), lengths)]
     with tempfile.TemporaryDirectory() as tmp:
         if not args.skip_edge:
             edge = _edge_sized_weights(Path(tmp), shipped)
-            rows.append(("EDGE-sized", edge, 50, load_weights(edge, device).model.num_parameters(), args.edge_lengths))
+            rows.append(("EDGE-sized", edge, 50, _params(load_weights(edge, device)), args.edge_lengths))
         _time(2.0, args.weights, 2, str(device))  # warm-up: first-call overheads are not the model's
         results = {}
-        print(f"{'config':<11} {'params':>7} {'steps':>5} {'song':>7} {'seconds':>8} {'x real time':>11} {'peak RSS':>9} {'peak GPU':>9}")
+        print(f"{'config':<11} {'params':>11} {'steps':>5} {'song':>7} {'seconds':>8} {'x real time':>11} {'peak RSS':>9} {'peak GPU':>9}")
         for name, weights, steps, params, row_lengths in rows:
             for seconds in row_lengths:
                 elapsed, gpu_mb = _time(seconds, weights, steps, str(device))
                 results[(name, seconds)] = elapsed
-                print(f"{name:<11} {params / 1e6:>6.1f}M {steps:>5} {seconds:>6.0f}s {elapsed:>8.2f} {seconds / elapsed:>11.1f} "
+                print(f"{name:<11} {params:>11} {steps:>5} {seconds:>6.0f}s {elapsed:>8.2f} {seconds / elapsed:>11.1f} "
                       f"{_peak_rss_mb():>7.0f}MB {gpu_mb:>7.0f}MB", flush=True)
         if not args.skip_edge:
             for seconds in args.edge_lengths:
