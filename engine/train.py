@@ -185,9 +185,12 @@ def run(args) -> Path:
         if rank == 0:
             print(f"resuming from step {step}", flush=True)
     elif args.init is not None:
-        _initialise_from(args.init, model, ema, cfg, normalizer)
+        has_guide = _initialise_from(args.init, model, ema, cfg, normalizer)
         if rank == 0:
             print(f"starting from the weights in {args.init}", flush=True)
+            if has_guide:
+                print("note: its autoguidance guide network is not carried over; add one to the result with "
+                      "'python -m engine.autoguide'", flush=True)
     train_model = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
     alpha_bar = cosine_alpha_bar().to(device)
     normalizer_dev = L.Normalizer(normalizer.mean.to(device), normalizer.std.to(device))
@@ -238,8 +241,9 @@ def run(args) -> Path:
     return out / "model.safetensors"
 
 
-def _initialise_from(path: Path, model, ema, cfg: ModelConfig, normalizer: L.Normalizer) -> None:
-    """Copy a weights file's (EMA) model into both the trained and the EMA model of a new run."""
+def _initialise_from(path: Path, model, ema, cfg: ModelConfig, normalizer: L.Normalizer) -> bool:
+    """Copy a weights file's (EMA) model into both the trained and the EMA model of a new run.
+    Returns whether the file also had a guide network (which is not trained)."""
     if not Path(path).is_file():
         raise EngineError(f"--init: no weights file at {path}")
     ckpt = checkpoint.load(path)
@@ -251,6 +255,7 @@ def _initialise_from(path: Path, model, ema, cfg: ModelConfig, normalizer: L.Nor
     state = {k: v.to(next(model.parameters()).device) for k, v in ckpt.model.state_dict().items()}
     model.load_state_dict(state)
     ema.load_state_dict(state)
+    return ckpt.guide is not None
 
 
 def _previous_seconds(out: Path) -> float:

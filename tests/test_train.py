@@ -93,6 +93,14 @@ def test_fine_tuning_starts_from_the_given_weights(aist_data, tmp_path, capsys):
     a = checkpoint.load(first / "model.safetensors").model.state_dict()
     b = checkpoint.load(tuned / "model.safetensors").model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
+    # From weights with a guide network: the guide is not trained, and the run says so.
+    from engine.autoguide import attach_guide
+    attach_guide(first / "model.safetensors", first / "model.safetensors", tmp_path / "guided.safetensors")
+    capsys.readouterr()
+    assert train_main(common + ["--out", str(tmp_path / "from_guided"), "--width", "32",
+                                "--init", str(tmp_path / "guided.safetensors")]) == 0
+    assert "engine.autoguide" in capsys.readouterr().out
+    assert checkpoint.load(tmp_path / "from_guided" / "model.safetensors").guide is None
     # A model of another size cannot be fine-tuned from them: one clear line, no traceback.
     capsys.readouterr()
     assert train_main(common + ["--out", str(tmp_path / "wrong"), "--width", "48",
