@@ -6,7 +6,8 @@ from bpy.props import (BoolProperty, EnumProperty, FloatProperty, IntProperty, P
                        StringProperty)
 
 from . import _engine_path  # noqa: F401
-from engine.defaults import DEFAULT_AUTOGUIDANCE, DEFAULT_GUIDANCE, DEFAULT_STEPS  # plain Python, importable before torch
+# engine.defaults is plain Python, importable before torch is installed.
+from engine.defaults import DEFAULT_AUTOGUIDANCE, DEFAULT_GUIDANCE, DEFAULT_STEPS, MAX_AUTOGUIDANCE
 
 from .preferences import DEVICE_ITEMS
 
@@ -80,7 +81,7 @@ class DanceSettings(bpy.types.PropertyGroup):
         description="How strongly the dance follows the music and how much it moves "
                     "(classifier-free guidance weight; 1 = none extra)")
     autoguidance: FloatProperty(
-        name="Energy", default=DEFAULT_AUTOGUIDANCE, min=1.0, max=5.0, soft_max=1.5, precision=2,
+        name="Energy", default=DEFAULT_AUTOGUIDANCE, min=1.0, max=MAX_AUTOGUIDANCE, soft_max=1.5, precision=2,
         description="How far the dance is pushed away from the model's weaker guide network: bigger moves "
                     "and more travel; high values make the feet less steady (autoguidance weight; 1 = off)")
     device: EnumProperty(

@@ -58,7 +58,8 @@ def generate(request: Request, progress=None) -> Motion:
         request.audio_path, style=request.style, seed=request.seed, steps=request.steps,
         fps=request.fps, start=request.start, duration=request.duration,
         constraints=None if cons is None or cons.is_empty else cons,
-        guidance=request.guidance, autoguidance=request.autoguidance, device=request.device, weights=request.weights, progress=progress)
+        guidance=request.guidance, autoguidance=request.autoguidance, device=request.device,
+        weights=request.weights, progress=progress)
     if motion.num_frames > request.num_frames:
         motion.poses = motion.poses[:request.num_frames]
         motion.trans = motion.trans[:request.num_frames]

@@ -98,7 +98,8 @@ def generate_command(args) -> int:
     try:
         motion = generate(args.song, style=args.style, seed=args.seed, steps=args.steps, fps=args.fps,
                           start=args.start, duration=args.duration, constraints=constraints,
-                          guidance=args.guidance, autoguidance=args.autoguidance, device=args.device, weights=args.weights, progress=progress)
+                          guidance=args.guidance, autoguidance=args.autoguidance, device=args.device,
+                          weights=args.weights, progress=progress)
     finally:
         bar.close()
     for out in args.output:

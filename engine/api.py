@@ -15,7 +15,7 @@ from . import rotations as R
 from .beatsync import warp_knots, warp_times
 from .diffusion import Inpainting, autoguided, cosine_alpha_bar, guided, sample
 from .defaults import (DEFAULT_AUTOGUIDANCE, DEFAULT_FPS, DEFAULT_GUIDANCE, DEFAULT_STEPS,
-                       LATE_GUIDANCE, SMOOTHING_SECONDS)
+                       LATE_GUIDANCE, MAX_AUTOGUIDANCE, SMOOTHING_SECONDS)
 from .editing import anchor_times, apply_constraints
 from .errors import Cancelled, EngineError
 from .feet import clean_feet
@@ -26,7 +26,6 @@ from .skeleton import NUM_JOINTS, joint_positions
 Progress = Callable[[float, str], "bool | None"]
 MAX_FPS = 240.0
 MAX_STEPS = 1000
-MAX_AUTOGUIDANCE = 5.0
 
 _loaded: dict = {}
 

@@ -15,3 +15,4 @@ SMOOTHING_SECONDS = 0.05
 # Autoguidance (engine.diffusion.autoguided) from the weights' guide network, when they have one;
 # 1 turns it off. Chosen on the validation split (weights/TRAINING.md): higher raises PFC.
 DEFAULT_AUTOGUIDANCE = 1.15
+MAX_AUTOGUIDANCE = 5.0
