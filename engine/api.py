@@ -189,10 +189,10 @@ def generate(audio, *, sample_rate: int | None = None, style: str = "any", seed:
 
 def denoiser(ckpt: checkpoint.Checkpoint, style_index: torch.Tensor, guidance: float, autoguidance: float):
     """The sampler's denoiser: classifier-free guidance on the main network, and autoguidance
-    from the guide network when the weights have one and `autoguidance` is above 1."""
+    from the guide network when the weights have one (a weight of 1 leaves the guide unused)."""
     def cfg(model):
         return guided(model, style_index, guidance, late_guidance=min(guidance, LATE_GUIDANCE))
-    if ckpt.guide is None or autoguidance == 1.0:
+    if ckpt.guide is None:
         return cfg(ckpt.model)
     return autoguided(cfg(ckpt.model), cfg(ckpt.guide), autoguidance)
 
