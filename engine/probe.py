@@ -51,7 +51,8 @@ def main(argv=None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--weights", type=Path, default=None, help="weights (default: the shipped model)")
     p.add_argument("--data", nargs="+", type=Path, default=None, help="dataset folders, as for engine.train")
-    p.add_argument("--cache", type=Path, default=None, help="preprocessing cache folder")
+    p.add_argument("--cache", type=Path, default=None,
+                   help="preprocessing cache folder (default: ~/.cache/dance-engine)")
     p.add_argument("--t", type=int, default=20, help="diffusion step of the noise, 0-999 (default 20)")
     args = p.parse_args(argv)
     from .data import DEFAULT_SOURCES, default_validation_names, load_corpus
