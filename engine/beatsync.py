@@ -5,12 +5,18 @@ The training data gives tempo but not beat phase (DESIGN.md: its dancers' beats 
 the music's than shifted ones), so the model alone cannot be trusted with phase. After sampling
 we match each music beat to the nearest kinematic beat (a local minimum of joint speed) within
 `max_shift`, keep a monotone set of matches whose local time-scale stays within bounds, and
-resample the motion along the piecewise-linear map through them. Frames the animator keyed are
+resample the motion along a smooth monotone map through them. Frames the animator keyed are
 fixed points of the map, so constraints stay on their frames.
+
+The map is a monotone cubic (PCHIP), not piecewise-linear: a linear map changes playback speed
+in a jump at every matched beat, which jolts the whole body there (a root-acceleration spike)
+and shifts the speed dip that was meant to land on the beat. With PCHIP the playback rate is
+continuous (weights/TRAINING.md, "Beat warp").
 """
 from __future__ import annotations
 
 import numpy as np
+from scipy.interpolate import PchipInterpolator
 
 # Chosen on the validation split (weights/TRAINING.md): a beat is moved by at most MAX_SHIFT
 # seconds, and playback between matched beats runs between MIN_RATE and MAX_RATE of real time.
@@ -61,6 +67,11 @@ def warp_knots(motion_beats: np.ndarray, music_beats: np.ndarray, duration: floa
 
 
 def warp_times(times: np.ndarray, knots: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
-    """Source time to sample for each output time."""
+    """Source time to sample for each output time: the monotone cubic through the knots, whose
+    slope (the playback rate) is continuous; at the knots it lies between the neighbouring
+    spans' rates, and inside a span it stays below 1.5x that span's rate."""
     out, src = knots
-    return np.interp(times, out, src)
+    times = np.clip(np.asarray(times, dtype=np.float64), out[0], out[-1])
+    if len(out) < 3:
+        return np.interp(times, out, src)
+    return PchipInterpolator(out, src)(times)

@@ -5,6 +5,12 @@ lowest foot touches the floor whenever a foot is planted (interpolated through j
 the floor), and (2) each planted run of a foot pins its ankle to one spot on the floor; the hip
 and knee are re-solved analytically and the ankle keeps its world orientation, so the sole stays
 as it was. Pins fade in and out over a few frames so nothing pops.
+
+(3) Where a foot is on the floor but sliding, it is re-stepped. The network often moves the
+dancer by gliding both feet along the floor at once, so the body accelerates with nothing to
+push from (EDGE's PFC measures exactly this; weights/TRAINING.md, "Stepping"). A sliding foot
+instead plants for STANCE_FRACTION of a STEP_CYCLE_SECONDS cycle, then swings, lifted, to its
+next spot. The two feet are half a cycle apart, so one of them is always down.
 """
 from __future__ import annotations
 
@@ -19,6 +25,11 @@ PLANTED_HEIGHT = 0.06      # m above the floor under which a foot joint may be p
 PLANTED_SPEED = 0.35       # m/s horizontal speed under which a low foot counts as planted
 MIN_RUN_SECONDS = 0.08     # shorter contacts are noise
 FADE_SECONDS = 0.15        # pins fade in/out over this long
+# Re-stepping a sliding foot (chosen on the validation split, weights/TRAINING.md): 0.8 s
+# cycles keep jerk within the real dancers' range; shorter ones make the swings snap.
+STEP_CYCLE_SECONDS = 0.8   # one plant and one swing of the same foot
+STANCE_FRACTION = 0.55     # share of the cycle a sliding foot stays planted
+STEP_LIFT = 0.04           # m the ankle rises at the middle of a swing
 
 LEGS = {  # (hip, knee, ankle, toe) per side
     "left": tuple(JOINT_INDEX[n] for n in ("left_hip", "left_knee", "left_ankle", "left_foot")),
@@ -104,47 +115,84 @@ def _rotation_between(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return R.axis_angle_to_matrix(axis * angle[:, None])
 
 
+def _low_and_still(pos: np.ndarray, fps: float, leg) -> tuple[np.ndarray, np.ndarray]:
+    """Per frame, whether this leg's foot is near the floor and whether it is nearly still."""
+    _, _, ankle, toe = leg
+    floor = pos[:, FOOT_JOINTS, 1].min()
+    foot = pos[:, [ankle, toe]]
+    low = (foot[:, :, 1] - floor).min(axis=1) < PLANTED_HEIGHT + (pos[:, ankle, 1] - pos[:, toe, 1]).clip(0).mean()
+    speed = np.linalg.norm(np.gradient(foot[:, :, [0, 2]], axis=0), axis=-1).min(axis=1) * fps
+    return low, speed < PLANTED_SPEED
+
+
 def planted_runs(pos: np.ndarray, fps: float) -> dict[str, list[tuple[int, int]]]:
     """Per leg, [start, stop) frame runs where that foot is low and nearly still."""
     out = {}
-    floor = pos[:, FOOT_JOINTS, 1].min()
-    for side, (_, _, ankle, toe) in LEGS.items():
-        foot = pos[:, [ankle, toe]]
-        low = (foot[:, :, 1] - floor).min(axis=1) < PLANTED_HEIGHT + (pos[:, ankle, 1] - pos[:, toe, 1]).clip(0).mean()
-        speed = np.linalg.norm(np.gradient(foot[:, :, [0, 2]], axis=0), axis=-1).min(axis=1) * fps
-        out[side] = _runs(low & (speed < PLANTED_SPEED), max(2, int(round(MIN_RUN_SECONDS * fps))))
+    for side, leg in LEGS.items():
+        low, still = _low_and_still(pos, fps, leg)
+        out[side] = _runs(low & still, max(2, int(round(MIN_RUN_SECONDS * fps))))
     return out
 
 
+def step_plan(pos: np.ndarray, fps: float, leg, phase: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Where this leg's ankle should be: (target (T,3), weight (T,) in [0, 1], planted (T,) bool).
+
+    Planted runs keep their spot. Sliding frames (low, not still) follow a stepping cycle that
+    starts at `phase` (a fraction of STEP_CYCLE_SECONDS): planted on the mean spot of each
+    stance, then a lifted, eased swing to the next spot. Weights fade out around all of it.
+    """
+    T = len(pos)
+    ankle = leg[2]
+    low, still = _low_and_still(pos, fps, leg)
+    planted = np.zeros(T, dtype=bool)
+    for a, b in _runs(low & still, max(2, int(round(MIN_RUN_SECONDS * fps)))):
+        planted[a:b] = True
+    sliding = low & ~planted
+    in_stance = ((np.arange(T) / fps / STEP_CYCLE_SECONDS + phase) % 1.0) < STANCE_FRACTION
+    stance_runs = _runs(planted | (sliding & in_stance), 2)
+    swinging = sliding & ~in_stance
+
+    target = pos[:, ankle].copy()
+    weight = np.zeros(T)
+    stance = np.zeros(T, dtype=bool)
+    spots = []
+    for a, b in stance_runs:
+        spot = pos[a:b, ankle].mean(axis=0)
+        spot[1] = pos[a:b, ankle, 1].min()
+        target[a:b], weight[a:b], stance[a:b] = spot, 1.0, True
+        spots.append((a, b, spot))
+    for (_, b0, spot0), (a1, _, spot1) in zip(spots[:-1], spots[1:]):
+        if b0 < a1 and swinging[b0:a1].all():
+            u = (np.arange(b0, a1) - b0 + 1) / (a1 - b0 + 1)
+            eased = u * u * (3 - 2 * u)
+            target[b0:a1] = spot0 + eased[:, None] * (spot1 - spot0)
+            target[b0:a1, 1] += STEP_LIFT * np.sin(np.pi * u)
+            weight[b0:a1] = 1.0
+    # Fade each held stretch in and out, holding its edge target, so nothing pops.
+    fade = max(1, int(round(FADE_SECONDS * fps)))
+    for a, b in _runs(weight > 0, 1):
+        for k in range(1, fade + 1):
+            w = 1.0 - k / (fade + 1)
+            for i, edge in ((a - k, a), (b - 1 + k, b - 1)):
+                if 0 <= i < T and w > weight[i]:
+                    weight[i], target[i] = w, target[edge]
+    return target, weight, stance
+
+
 def lock_feet(poses: np.ndarray, trans: np.ndarray, fps: float) -> tuple[np.ndarray, np.ndarray]:
-    """Pin each planted foot's ankle in place over its contact run. Returns (poses, contacts (T,4))."""
+    """Pin planted feet and re-step sliding ones (step_plan). Returns (poses, contacts (T,4))."""
     local, pos = _positions(poses, trans)
     glob = _global_rotations(local)
     T = len(poses)
-    fade = max(1, int(round(FADE_SECONDS * fps)))
-    runs = planted_runs(pos.numpy(), fps)
     contacts = np.zeros((T, 4), dtype=np.float32)
     new_local = local.clone()
-    for col, (side, leg) in enumerate(LEGS.items()):
-        ankle = leg[2]
-        weight = np.zeros(T)
-        target = pos[:, ankle].clone()
-        for a, b in runs[side]:
-            contacts[a:b, [col, col + 2]] = 1.0
-            spot = pos[a:b, ankle].mean(dim=0)
-            spot[1] = pos[a:b, ankle, 1].min()
-            lo, hi = max(0, a - fade), min(T, b + fade)
-            ramp = np.ones(hi - lo)
-            ramp[:a - lo] = np.linspace(0, 1, a - lo + 2)[1:-1] if a > lo else ramp[:0]
-            ramp[b - lo:] = np.linspace(1, 0, hi - b + 2)[1:-1] if hi > b else ramp[b - lo:]
-            take = ramp > weight[lo:hi]
-            idx = np.arange(lo, hi)[take]
-            weight[idx] = ramp[take]
-            target[idx] = spot
+    for col, leg in enumerate(LEGS.values()):
+        target, weight, stance = step_plan(pos.numpy(), fps, leg, phase=0.5 * col)   # feet half a cycle apart
+        contacts[stance, col] = contacts[stance, col + 2] = 1.0
         frames = torch.from_numpy(np.flatnonzero(weight > 0))
         if len(frames):
             w = torch.from_numpy(weight[frames.numpy()])[:, None]
-            blended = w * target[frames] + (1 - w) * pos[frames, ankle]
+            blended = w * torch.from_numpy(target[frames.numpy()]) + (1 - w) * pos[frames, leg[2]]
             _two_bone_ik(new_local, glob, pos, leg, blended, frames)
     poses_out = R.matrix_to_axis_angle(new_local).reshape(T, -1).numpy()
     return poses_out, contacts

@@ -53,6 +53,21 @@ def test_beat_warp_moves_motion_beats_onto_music_beats():
     assert rates.min() >= MIN_RATE and rates.max() <= MAX_RATE
 
 
+def test_beat_warp_changes_playback_rate_smoothly():
+    # Beats alternately early and late force alternating fast and slow spans.
+    music = np.arange(0.5, 10, 0.5)
+    motion = music + np.where(np.arange(len(music)) % 2 == 0, -0.08, 0.08)
+    knots = warp_knots(motion, music, 10.0)
+    assert len(knots[0]) > 10
+    t = np.linspace(0, 10, 100001)
+    rate = np.diff(warp_times(t, knots)) / np.diff(t)
+    assert rate.min() > 0                                    # monotone: never plays backwards
+    assert rate.max() <= 1.5 * MAX_RATE
+    # No jump in playback speed anywhere, the beats included: a linear map would jump by ~1.
+    assert np.abs(np.diff(rate)).max() < 0.01
+    assert np.allclose(warp_times(knots[0], knots), knots[1], atol=1e-9)   # through every knot
+
+
 def test_beat_warp_keeps_anchors_and_ignores_far_beats():
     music = np.array([1.0, 2.0, 3.0])
     motion = np.array([1.05, 2.6])              # 2.6 is too far from 2.0; 3.0 is matched instead
@@ -109,6 +124,40 @@ def test_feet_cleanup_grounds_and_stops_skating():
     arms = [3 * JOINT_INDEX["left_elbow"] + k for k in range(3)]
     assert np.allclose(p2[:, arms], poses[:, arms])
     assert before >= 0
+
+
+def _foot_speeds(pos, fps):
+    """(T, 2) horizontal speed of each foot: the slower of its ankle and toe, as PFC uses."""
+    out = []
+    for side in ("left", "right"):
+        joints = pos[:, [JOINT_INDEX[f"{side}_ankle"], JOINT_INDEX[f"{side}_foot"]]][:, :, [0, 2]]
+        out.append(np.linalg.norm(np.gradient(joints, axis=0), axis=-1).min(axis=1) * fps)
+    return np.stack(out, axis=1)
+
+
+def test_feet_cleanup_turns_a_two_footed_glide_into_steps():
+    fps, T = 30, 150
+    t = np.arange(T) / fps
+    poses = np.zeros((T, 72))
+    for side in ("left", "right"):                               # knees bent, feet flat
+        poses[:, 3 * JOINT_INDEX[f"{side}_hip"]] = -0.35
+        poses[:, 3 * JOINT_INDEX[f"{side}_knee"]] = 0.7
+        poses[:, 3 * JOINT_INDEX[f"{side}_ankle"]] = -0.35
+    # The whole body glides forward at about 0.8 m/s, surging and easing, both feet on the floor.
+    trans = np.stack([0.8 * t + 0.05 * np.sin(2 * np.pi * t), np.full(T, REST_PELVIS_HEIGHT), np.zeros(T)], 1)
+    before = joint_positions(poses, trans)
+    assert (_foot_speeds(before, fps)[15:-15].min(axis=1) > 0.4).all()     # neither foot is ever still
+
+    p2, t2, contacts = clean_feet(poses, trans, fps)
+    after = joint_positions(p2, t2)
+    speeds = _foot_speeds(after, fps)[15:-15]
+    assert np.mean(speeds.min(axis=1) < 0.1) > 0.9               # one foot is down nearly all the time
+    assert 0.3 < contacts[:, 0].mean() < 0.9 and 0.3 < contacts[:, 2].mean() < 0.9   # the feet take turns
+    assert metrics.pfc(after, fps) < 0.2 * metrics.pfc(before, fps)
+    for side in ("left", "right"):                               # the feet travel with the body
+        ankle = after[:, JOINT_INDEX[f"{side}_ankle"]]
+        assert abs(ankle[-1, 0] - before[-1, JOINT_INDEX[f"{side}_ankle"], 0]) < 0.4
+    assert np.allclose(t2[:, [0, 2]], trans[:, [0, 2]])          # the body's path is the network's
 
 
 def test_root_path_stays_on_the_floor_area():
