@@ -12,13 +12,13 @@ import torch
 from . import checkpoint
 from . import layout as L
 from . import rotations as R
-from .beatsync import warp_knots, warp_times
+from .beatsync import output_times, warp_knots, warp_times
 from .diffusion import Inpainting, autoguided, cosine_alpha_bar, guided, sample
 from .defaults import (DEFAULT_AUTOGUIDANCE, DEFAULT_FPS, DEFAULT_GUIDANCE, DEFAULT_STEPS,
                        LATE_GUIDANCE, MAX_AUTOGUIDANCE, SMOOTHING_SECONDS)
 from .editing import anchor_times, apply_constraints
 from .errors import Cancelled, EngineError
-from .feet import clean_feet
+from .feet import beat_cycle, clean_feet
 from .motion import Constraints, Motion
 from .rootpath import bound_root_path
 from .skeleton import NUM_JOINTS, joint_positions
@@ -235,17 +235,27 @@ def smooth_channels(raw: torch.Tensor, sigma_frames: float) -> torch.Tensor:
 
 def finish_motion(poses30: np.ndarray, trans30: np.ndarray, seconds: float, out_frames: int, fps: float,
                   music_beats: np.ndarray, constraints: Constraints | None) -> Motion:
-    """Model-rate output -> the final dance: bounded path, grounded feet, beat warp to `fps`, exact keys.
+    """Model-rate output -> the final dance: bounded path, grounded and stepping feet, beat warp to
+    `fps`, exact keys.
 
-    The feet are cleaned before the warp so that the leg IK cannot move the kinematic beats the
-    warp has just put on the music's beats; a planted foot stays planted under a time warp."""
+    A first warp, planned on the network's motion, tells where the music's beats will fall, so
+    that the re-stepped feet land on them. The warp is then planned again on the cleaned motion
+    and applied last, so that the leg IK cannot move the beats it places. A planted foot stays
+    planted under a time warp."""
     from .metrics import motion_beats
     if constraints is None or not constraints.trans_mask.any():
         trans30 = bound_root_path(trans30, L.MODEL_FPS)
-    poses30, trans30, contacts30 = clean_feet(poses30, trans30, L.MODEL_FPS)
-    src = torch.from_numpy(np.arange(len(poses30)) / L.MODEL_FPS)
-    kinematic = motion_beats(joint_positions(poses30, trans30), L.MODEL_FPS)
-    knots = warp_knots(kinematic, music_beats, seconds, anchors=anchor_times(constraints, fps))
+    src_times = np.arange(len(poses30)) / L.MODEL_FPS
+    anchors = anchor_times(constraints, fps)
+
+    def plan_warp(poses30, trans30):
+        kinematic = motion_beats(joint_positions(poses30, trans30), L.MODEL_FPS)
+        return warp_knots(kinematic, music_beats, seconds, anchors=anchors)
+
+    cycle = beat_cycle(output_times(src_times, plan_warp(poses30, trans30)), music_beats)
+    poses30, trans30, contacts30 = clean_feet(poses30, trans30, L.MODEL_FPS, cycle)
+    knots = plan_warp(poses30, trans30)
+    src = torch.from_numpy(src_times)
     sample_at = torch.from_numpy(warp_times(np.arange(out_frames) / fps, knots))
     poses = R.resample_axis_angle(torch.from_numpy(poses30).reshape(-1, NUM_JOINTS, 3), src, sample_at)
     poses = poses.reshape(out_frames, -1).numpy()

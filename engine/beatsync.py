@@ -75,3 +75,10 @@ def warp_times(times: np.ndarray, knots: tuple[np.ndarray, np.ndarray]) -> np.nd
     if len(out) < 3:
         return np.interp(times, out, src)
     return PchipInterpolator(out, src)(times)
+
+
+def output_times(source_times: np.ndarray, knots: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """Inverse of warp_times: the output time at which each source time is played."""
+    out, _ = knots
+    grid = np.linspace(out[0], out[-1], max(2, int(np.ceil((out[-1] - out[0]) * 1000)) + 1))   # 1 ms
+    return np.interp(source_times, warp_times(grid, knots), grid)

@@ -9,8 +9,9 @@ as it was. Pins fade in and out over a few frames so nothing pops.
 (3) Where a foot is on the floor but sliding, it is re-stepped. The network often moves the
 dancer by gliding both feet along the floor at once, so the body accelerates with nothing to
 push from (EDGE's PFC measures exactly this; weights/TRAINING.md, "Stepping"). A sliding foot
-instead plants for STANCE_FRACTION of a STEP_CYCLE_SECONDS cycle, then swings, lifted, to its
-next spot. The two feet are half a cycle apart, so one of them is always down.
+instead plants for STANCE_FRACTION of a stepping cycle, then swings, lifted, to its next spot.
+The two feet are half a cycle apart, so one of them is always down. The cycle lasts about
+STEP_CYCLE_SECONDS; engine.beatsync.step_cycle fits it to the music so that steps land on beats.
 """
 from __future__ import annotations
 
@@ -25,11 +26,13 @@ PLANTED_HEIGHT = 0.06      # m above the floor under which a foot joint may be p
 PLANTED_SPEED = 0.35       # m/s horizontal speed under which a low foot counts as planted
 MIN_RUN_SECONDS = 0.08     # shorter contacts are noise
 FADE_SECONDS = 0.15        # pins fade in/out over this long
-# Re-stepping a sliding foot (chosen on the validation split, weights/TRAINING.md): 0.8 s
-# cycles keep jerk within the real dancers' range; shorter ones make the swings snap.
+# Re-stepping a sliding foot (weights/TRAINING.md, "Stepping"): cycles of 0.6-0.8 s scored alike
+# on the validation split; the longer one steps less frantically.
 STEP_CYCLE_SECONDS = 0.8   # one plant and one swing of the same foot
 STANCE_FRACTION = 0.55     # share of the cycle a sliding foot stays planted
 STEP_LIFT = 0.04           # m the ankle rises at the middle of a swing
+MAX_REACH = 0.97           # share of the leg's length IK may put a foot from its hip
+REACH_SLACK = 0.01         # m a straight leg may fall short of its planted spot
 
 LEGS = {  # (hip, knee, ankle, toe) per side
     "left": tuple(JOINT_INDEX[n] for n in ("left_hip", "left_knee", "left_ankle", "left_foot")),
@@ -134,40 +137,97 @@ def planted_runs(pos: np.ndarray, fps: float) -> dict[str, list[tuple[int, int]]
     return out
 
 
-def step_plan(pos: np.ndarray, fps: float, leg, phase: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _spot(ankle_path: np.ndarray, a: int, b: int) -> np.ndarray:
+    """Where a foot planted over frames [a, b) stands: its mean place, on its lowest height."""
+    spot = ankle_path[a:b].mean(axis=0)
+    spot[1] = ankle_path[a:b, 1].min()
+    return spot
+
+
+def time_cycle(frames: int, fps: float) -> np.ndarray:
+    """The stepping cycle position of each frame when there is no beat to step on."""
+    return np.arange(frames) / fps / STEP_CYCLE_SECONDS
+
+
+def beat_cycle(times: np.ndarray, music_beats: np.ndarray) -> np.ndarray | None:
+    """The stepping cycle position at each of `times` (seconds) so that every stance starts on a
+    music beat: a cycle spans the even number of beats nearest STEP_CYCLE_SECONDS, so the feet,
+    half a cycle apart, take turns landing on beats. None with fewer than two beats."""
+    beats = np.sort(np.asarray(music_beats, dtype=np.float64))
+    if len(beats) < 2:
+        return None
+    period = float(np.median(np.diff(beats)))
+    beats_per_cycle = 2 * max(1, int(round(STEP_CYCLE_SECONDS / (2 * period))))
+    times = np.asarray(times, dtype=np.float64)
+    index = np.interp(times, beats, np.arange(len(beats), dtype=np.float64))
+    index = np.where(times < beats[0], (times - beats[0]) / period, index)   # the beat grid goes on
+    index = np.where(times > beats[-1], len(beats) - 1 + (times - beats[-1]) / period, index)
+    return index / beats_per_cycle
+
+
+def step_plan(pos: np.ndarray, fps: float, leg, cycle: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Where this leg's ankle should be: (target (T,3), weight (T,) in [0, 1], planted (T,) bool).
 
-    Planted runs keep their spot. Sliding frames (low, not still) follow a stepping cycle that
-    starts at `phase` (a fraction of STEP_CYCLE_SECONDS): planted on the mean spot of each
-    stance, then a lifted, eased swing to the next spot. Weights fade out around all of it.
+    Planted runs keep their spot. Sliding frames (low, not still) follow the stepping cycle
+    `cycle` (T,), each frame's position in cycles: a stance from each whole number for
+    STANCE_FRACTION of the cycle, planted on the stance's mean spot, then a lifted, eased swing
+    to the next spot. The hips keep the network's path, so a
+    foot is never planted further from its hip than the leg reaches (a locked knee dragging the
+    foot). So a planted run whose spot the hips carry out of reach is stepped as well, and a
+    stance ends where its spot goes out of reach. Weights fade out around all of it.
     """
     T = len(pos)
-    ankle = leg[2]
+    hip, knee, ankle, _ = leg
+    ankle_path = pos[:, ankle]
+    # A leg the network already holds straight may stay so (give or take REACH_SLACK); IK
+    # straightens no other.
+    reach = np.maximum(MAX_REACH * (np.linalg.norm(pos[:, knee] - pos[:, hip], axis=-1)
+                                    + np.linalg.norm(ankle_path - pos[:, knee], axis=-1)),
+                       np.linalg.norm(ankle_path - pos[:, hip], axis=-1) + REACH_SLACK)
+
+    def out_of_reach(a: int, b: int, spot: np.ndarray) -> np.ndarray:
+        return np.linalg.norm(pos[a:b, hip] - spot, axis=-1) > reach[a:b]
+
     low, still = _low_and_still(pos, fps, leg)
     planted = np.zeros(T, dtype=bool)
     for a, b in _runs(low & still, max(2, int(round(MIN_RUN_SECONDS * fps)))):
         planted[a:b] = True
-    sliding = low & ~planted
-    in_stance = ((np.arange(T) / fps / STEP_CYCLE_SECONDS + phase) % 1.0) < STANCE_FRACTION
-    stance_runs = _runs(planted | (sliding & in_stance), 2)
-    swinging = sliding & ~in_stance
+    in_stance = (np.asarray(cycle) % 1.0) < STANCE_FRACTION
+    stepping = low & ~planted
+    # A stance that a planted run stretches out of reach is stepped through instead; repeat,
+    # since stepping can merge stances anew. Each pass only adds frames, so this ends.
+    while True:
+        stances = _runs((planted & ~stepping) | (stepping & in_stance), 2)
+        too_long = [(a, b) for a, b in stances if (planted[a:b] & ~stepping[a:b]).any()
+                    and out_of_reach(a, b, _spot(ankle_path, a, b)).any()]
+        if not too_long:
+            break
+        for a, b in too_long:
+            stepping[a:b] |= low[a:b]
 
-    target = pos[:, ankle].copy()
+    target = ankle_path.copy()
     weight = np.zeros(T)
     stance = np.zeros(T, dtype=bool)
     spots = []
-    for a, b in stance_runs:
-        spot = pos[a:b, ankle].mean(axis=0)
-        spot[1] = pos[a:b, ankle, 1].min()
+    for a, b in stances:
+        spot = _spot(ankle_path, a, b)
+        (near,) = np.nonzero(~out_of_reach(a, b, spot))
+        if len(near) < 2:
+            continue
+        a, b = a + near[0], a + near[-1] + 1          # the stance ends where its spot is out of reach
         target[a:b], weight[a:b], stance[a:b] = spot, 1.0, True
         spots.append((a, b, spot))
     for (_, b0, spot0), (a1, _, spot1) in zip(spots[:-1], spots[1:]):
-        if b0 < a1 and swinging[b0:a1].all():
+        if b0 < a1 and low[b0:a1].all():
             u = (np.arange(b0, a1) - b0 + 1) / (a1 - b0 + 1)
             eased = u * u * (3 - 2 * u)
             target[b0:a1] = spot0 + eased[:, None] * (spot1 - spot0)
             target[b0:a1, 1] += STEP_LIFT * np.sin(np.pi * u)
             weight[b0:a1] = 1.0
+    # A swing passing further from the hip than the leg reaches is drawn in towards the hip.
+    away = target - pos[:, hip]
+    distance = np.linalg.norm(away, axis=-1, keepdims=True)
+    target = pos[:, hip] + away * np.minimum(1.0, reach[:, None] / np.maximum(distance, 1e-9))
     # Fade each held stretch in and out, holding its edge target, so nothing pops.
     fade = max(1, int(round(FADE_SECONDS * fps)))
     for a, b in _runs(weight > 0, 1):
@@ -179,15 +239,19 @@ def step_plan(pos: np.ndarray, fps: float, leg, phase: float) -> tuple[np.ndarra
     return target, weight, stance
 
 
-def lock_feet(poses: np.ndarray, trans: np.ndarray, fps: float) -> tuple[np.ndarray, np.ndarray]:
-    """Pin planted feet and re-step sliding ones (step_plan). Returns (poses, contacts (T,4))."""
+def lock_feet(poses: np.ndarray, trans: np.ndarray, fps: float,
+              cycle: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Pin planted feet and re-step sliding ones (step_plan) on the stepping cycle `cycle` (T,)
+    (default: time_cycle). The left foot's stances start at whole cycles, the right foot's
+    half a cycle later. Returns (poses, contacts (T,4))."""
     local, pos = _positions(poses, trans)
     glob = _global_rotations(local)
     T = len(poses)
+    cycle = time_cycle(T, fps) if cycle is None else np.asarray(cycle, dtype=np.float64)
     contacts = np.zeros((T, 4), dtype=np.float32)
     new_local = local.clone()
     for col, leg in enumerate(LEGS.values()):
-        target, weight, stance = step_plan(pos.numpy(), fps, leg, phase=0.5 * col)   # feet half a cycle apart
+        target, weight, stance = step_plan(pos.numpy(), fps, leg, cycle - 0.5 * col)
         contacts[stance, col] = contacts[stance, col + 2] = 1.0
         frames = torch.from_numpy(np.flatnonzero(weight > 0))
         if len(frames):
@@ -198,8 +262,10 @@ def lock_feet(poses: np.ndarray, trans: np.ndarray, fps: float) -> tuple[np.ndar
     return poses_out, contacts
 
 
-def clean_feet(poses: np.ndarray, trans: np.ndarray, fps: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Ground the dancer, then pin planted feet. Returns (poses, trans, contacts)."""
+def clean_feet(poses: np.ndarray, trans: np.ndarray, fps: float,
+               cycle: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Ground the dancer, then pin planted feet and re-step sliding ones (lock_feet).
+    Returns (poses, trans, contacts)."""
     trans = ground(poses, trans, fps)
-    poses, contacts = lock_feet(poses, trans, fps)
+    poses, contacts = lock_feet(poses, trans, fps, cycle)
     return poses, trans, contacts
