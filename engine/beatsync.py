@@ -11,7 +11,7 @@ fixed points of the map, so constraints stay on their frames.
 The map is a monotone cubic (PCHIP), not piecewise-linear: a linear map changes playback speed
 in a jump at every matched beat, which jolts the whole body there (a root-acceleration spike)
 and shifts the speed dip that was meant to land on the beat. With PCHIP the playback rate is
-continuous (weights/TRAINING.md, "Beat warp").
+continuous (weights/TRAINING.md, "Beat warp and feet, revisited").
 """
 from __future__ import annotations
 

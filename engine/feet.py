@@ -1,4 +1,5 @@
-"""Grounded feet: put the dancer on the floor and pin planted feet with two-bone leg IK.
+"""Grounded feet: put the dancer on the floor, pin planted feet and re-step sliding ones with
+two-bone leg IK.
 
 Diffusion output floats, sinks and skates a little. Here (1) the root height is corrected so the
 lowest foot touches the floor whenever a foot is planted (interpolated through jumps, never below
@@ -8,10 +9,11 @@ as it was. Pins fade in and out over a few frames so nothing pops.
 
 (3) Where a foot is on the floor but sliding, it is re-stepped. The network often moves the
 dancer by gliding both feet along the floor at once, so the body accelerates with nothing to
-push from (EDGE's PFC measures exactly this; weights/TRAINING.md, "Stepping"). A sliding foot
-instead plants for STANCE_FRACTION of a stepping cycle, then swings, lifted, to its next spot.
-The two feet are half a cycle apart, so one of them is always down. The cycle lasts about
-STEP_CYCLE_SECONDS; engine.beatsync.step_cycle fits it to the music so that steps land on beats.
+push from (EDGE's PFC measures exactly this; weights/TRAINING.md, "Beat warp and feet,
+revisited"). A sliding foot instead plants for STANCE_FRACTION of a stepping cycle, then
+swings, lifted, to its next spot. The two feet are half a cycle apart, so one of them is always
+down. The cycle lasts about STEP_CYCLE_SECONDS; beat_cycle fits it to the music so that steps
+land on beats.
 """
 from __future__ import annotations
 
@@ -26,8 +28,8 @@ PLANTED_HEIGHT = 0.06      # m above the floor under which a foot joint may be p
 PLANTED_SPEED = 0.35       # m/s horizontal speed under which a low foot counts as planted
 MIN_RUN_SECONDS = 0.08     # shorter contacts are noise
 FADE_SECONDS = 0.15        # pins fade in/out over this long
-# Re-stepping a sliding foot (weights/TRAINING.md, "Stepping"): cycles of 0.6-0.8 s scored alike
-# on the validation split; the longer one steps less frantically.
+# Re-stepping a sliding foot (weights/TRAINING.md, "Beat warp and feet, revisited"): cycles of
+# 0.6-0.8 s scored alike on the validation split; the longer one steps less frantically.
 STEP_CYCLE_SECONDS = 0.8   # one plant and one swing of the same foot
 STANCE_FRACTION = 0.55     # share of the cycle a sliding foot stays planted
 STEP_LIFT = 0.04           # m the ankle rises at the middle of a swing
