@@ -120,23 +120,26 @@ def _rotation_between(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return R.axis_angle_to_matrix(axis * angle[:, None])
 
 
-def _low_and_still(pos: np.ndarray, fps: float, leg) -> tuple[np.ndarray, np.ndarray]:
-    """Per frame, whether this leg's foot is near the floor and whether it is nearly still."""
+def _low_and_planted(pos: np.ndarray, fps: float, leg) -> tuple[np.ndarray, np.ndarray]:
+    """Per frame, whether this leg's foot is near the floor, and whether it is planted there (low
+    and nearly still for at least MIN_RUN_SECONDS)."""
     _, _, ankle, toe = leg
     floor = pos[:, FOOT_JOINTS, 1].min()
     foot = pos[:, [ankle, toe]]
     low = (foot[:, :, 1] - floor).min(axis=1) < PLANTED_HEIGHT + (pos[:, ankle, 1] - pos[:, toe, 1]).clip(0).mean()
     speed = np.linalg.norm(np.gradient(foot[:, :, [0, 2]], axis=0), axis=-1).min(axis=1) * fps
-    return low, speed < PLANTED_SPEED
+    planted = np.zeros(len(pos), dtype=bool)
+    for a, b in _runs(low & (speed < PLANTED_SPEED), max(2, int(round(MIN_RUN_SECONDS * fps)))):
+        planted[a:b] = True
+    return low, planted
 
 
-def planted_runs(pos: np.ndarray, fps: float) -> dict[str, list[tuple[int, int]]]:
-    """Per leg, [start, stop) frame runs where that foot is low and nearly still."""
-    out = {}
-    for side, leg in LEGS.items():
-        low, still = _low_and_still(pos, fps, leg)
-        out[side] = _runs(low & still, max(2, int(round(MIN_RUN_SECONDS * fps))))
-    return out
+def _leg_reach(pos: np.ndarray, leg) -> np.ndarray:
+    """Per frame, how far from its hip IK may put this leg's ankle. A leg the network already
+    holds straight may stay so (give or take REACH_SLACK); IK straightens no other."""
+    hip, knee, ankle, _ = leg
+    length = np.linalg.norm(pos[:, knee] - pos[:, hip], axis=-1) + np.linalg.norm(pos[:, ankle] - pos[:, knee], axis=-1)
+    return np.maximum(MAX_REACH * length, np.linalg.norm(pos[:, ankle] - pos[:, hip], axis=-1) + REACH_SLACK)
 
 
 def _spot(ankle_path: np.ndarray, a: int, b: int) -> np.ndarray:
@@ -167,33 +170,36 @@ def beat_cycle(times: np.ndarray, music_beats: np.ndarray) -> np.ndarray | None:
     return index / beats_per_cycle
 
 
+def _fade_edges(target: np.ndarray, weight: np.ndarray, fade: int) -> None:
+    """Fade each held stretch of `weight` in and out over `fade` frames, holding its edge target,
+    so that nothing pops. Edits both arrays in place."""
+    T = len(weight)
+    for a, b in _runs(weight > 0, 1):
+        for k in range(1, fade + 1):
+            w = 1.0 - k / (fade + 1)
+            for i, edge in ((a - k, a), (b - 1 + k, b - 1)):
+                if 0 <= i < T and w > weight[i]:
+                    weight[i], target[i] = w, target[edge]
+
+
 def step_plan(pos: np.ndarray, fps: float, leg, cycle: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Where this leg's ankle should be: (target (T,3), weight (T,) in [0, 1], planted (T,) bool).
 
     Planted runs keep their spot. Sliding frames (low, not still) follow the stepping cycle
     `cycle` (T,), each frame's position in cycles: a stance from each whole number for
     STANCE_FRACTION of the cycle, planted on the stance's mean spot, then a lifted, eased swing
-    to the next spot. The hips keep the network's path, so a
-    foot is never planted further from its hip than the leg reaches (a locked knee dragging the
-    foot). So a planted run whose spot the hips carry out of reach is stepped as well, and a
-    stance ends where its spot goes out of reach. Weights fade out around all of it.
+    to the next spot. The hips keep the network's path, so no foot is planted beyond the leg's
+    reach (a locked knee dragging the foot): a planted run whose spot the hips carry out of
+    reach is stepped as well, and a stance ends where its spot goes out of reach.
     """
-    T = len(pos)
-    hip, knee, ankle, _ = leg
+    hip, _, ankle, _ = leg
     ankle_path = pos[:, ankle]
-    # A leg the network already holds straight may stay so (give or take REACH_SLACK); IK
-    # straightens no other.
-    reach = np.maximum(MAX_REACH * (np.linalg.norm(pos[:, knee] - pos[:, hip], axis=-1)
-                                    + np.linalg.norm(ankle_path - pos[:, knee], axis=-1)),
-                       np.linalg.norm(ankle_path - pos[:, hip], axis=-1) + REACH_SLACK)
+    reach = _leg_reach(pos, leg)
 
     def out_of_reach(a: int, b: int, spot: np.ndarray) -> np.ndarray:
         return np.linalg.norm(pos[a:b, hip] - spot, axis=-1) > reach[a:b]
 
-    low, still = _low_and_still(pos, fps, leg)
-    planted = np.zeros(T, dtype=bool)
-    for a, b in _runs(low & still, max(2, int(round(MIN_RUN_SECONDS * fps)))):
-        planted[a:b] = True
+    low, planted = _low_and_planted(pos, fps, leg)
     in_stance = (np.asarray(cycle) % 1.0) < STANCE_FRACTION
     stepping = low & ~planted
     # A stance that a planted run stretches out of reach is stepped through instead; repeat,
@@ -208,8 +214,8 @@ def step_plan(pos: np.ndarray, fps: float, leg, cycle: np.ndarray) -> tuple[np.n
             stepping[a:b] |= low[a:b]
 
     target = ankle_path.copy()
-    weight = np.zeros(T)
-    stance = np.zeros(T, dtype=bool)
+    weight = np.zeros(len(pos))
+    stance = np.zeros(len(pos), dtype=bool)
     spots = []
     for a, b in stances:
         spot = _spot(ankle_path, a, b)
@@ -220,7 +226,7 @@ def step_plan(pos: np.ndarray, fps: float, leg, cycle: np.ndarray) -> tuple[np.n
         target[a:b], weight[a:b], stance[a:b] = spot, 1.0, True
         spots.append((a, b, spot))
     for (_, b0, spot0), (a1, _, spot1) in zip(spots[:-1], spots[1:]):
-        if b0 < a1 and low[b0:a1].all():
+        if b0 < a1 and low[b0:a1].all():              # a swing along the floor, lifted
             u = (np.arange(b0, a1) - b0 + 1) / (a1 - b0 + 1)
             eased = u * u * (3 - 2 * u)
             target[b0:a1] = spot0 + eased[:, None] * (spot1 - spot0)
@@ -230,14 +236,7 @@ def step_plan(pos: np.ndarray, fps: float, leg, cycle: np.ndarray) -> tuple[np.n
     away = target - pos[:, hip]
     distance = np.linalg.norm(away, axis=-1, keepdims=True)
     target = pos[:, hip] + away * np.minimum(1.0, reach[:, None] / np.maximum(distance, 1e-9))
-    # Fade each held stretch in and out, holding its edge target, so nothing pops.
-    fade = max(1, int(round(FADE_SECONDS * fps)))
-    for a, b in _runs(weight > 0, 1):
-        for k in range(1, fade + 1):
-            w = 1.0 - k / (fade + 1)
-            for i, edge in ((a - k, a), (b - 1 + k, b - 1)):
-                if 0 <= i < T and w > weight[i]:
-                    weight[i], target[i] = w, target[edge]
+    _fade_edges(target, weight, max(1, int(round(FADE_SECONDS * fps))))
     return target, weight, stance
 
 
