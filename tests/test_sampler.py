@@ -179,6 +179,27 @@ def test_feet_cleanup_turns_a_two_footed_glide_into_steps(speed):
     assert np.allclose(t2[:, [0, 2]], trans[:, [0, 2]])          # the body's path is the network's
 
 
+def test_finished_dance_steps_on_the_music_beats():
+    from engine.api import finish_motion
+    fps, seconds = 30, 10.0
+    T = int(seconds * fps) + 1
+    t = np.arange(T) / fps
+    poses = np.zeros((T, 72))
+    for side in ("left", "right"):
+        poses[:, 3 * JOINT_INDEX[f"{side}_hip"]] = -0.35
+        poses[:, 3 * JOINT_INDEX[f"{side}_knee"]] = 0.7
+        poses[:, 3 * JOINT_INDEX[f"{side}_ankle"]] = -0.35
+    trans = np.stack([0.5 * t + 0.05 * np.sin(2 * np.pi * 0.7 * t), np.full(T, REST_PELVIS_HEIGHT), np.zeros(T)], 1)
+    beats = np.arange(0.37, seconds, 0.5)                      # 120 BPM, off the frame grid
+    motion = finish_motion(poses, trans, seconds, int(seconds * fps), fps, beats, None)
+    # contacts columns: left ankle, right ankle, left toe, right toe
+    landings = np.concatenate([np.flatnonzero(np.diff(motion.contacts[:, col]) > 0) + 1 for col in (0, 1)]) / fps
+    assert len(landings) >= 10
+    # Through the warp planned afterwards, landings still fall on beats (within 0.1 s, Bailando's
+    # sigma). Steps at random phases would do so 40% of the time.
+    assert np.mean([np.abs(beats - x).min() <= 0.1 for x in landings]) > 0.75
+
+
 def test_root_path_stays_on_the_floor_area():
     from engine.rootpath import bound_root_path
     fps, T = 30, 30 * 120
