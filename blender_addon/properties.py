@@ -83,7 +83,8 @@ class DanceSettings(bpy.types.PropertyGroup):
     autoguidance: FloatProperty(
         name="Energy", default=DEFAULT_AUTOGUIDANCE, min=1.0, max=MAX_AUTOGUIDANCE, soft_max=1.5, precision=2,
         description="How far the dance is pushed away from the model's weaker guide network: bigger moves "
-                    "and more travel; high values make the feet less steady (autoguidance weight; 1 = off)")
+                    "and more travel; high values vary more but look less like real dancing "
+                    "(autoguidance weight; 1 = off)")
     device: EnumProperty(
         name="Device", default='PREFS',
         items=[('PREFS', "Preferences", "Use the add-on preferences' default device")] + DEVICE_ITEMS,

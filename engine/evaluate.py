@@ -367,7 +367,8 @@ def main(argv=None) -> int:
                     "guidance": args.guidance, "autoguidance": args.autoguidance, "smoothing": args.smoothing,
                     "weights": None if generate is None else str(weights)}
         evaluate(train, val, clip_seconds=args.clip_seconds, generate=generate, seed=args.seed,
-                 max_clips=args.max_clips, every=args.every, out=out, settings=settings, generate_unsynced=generate_unsynced)
+                 max_clips=args.max_clips, every=args.every, out=out, settings=settings,
+                 generate_unsynced=generate_unsynced)
     except EngineError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
