@@ -13,8 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
-import soxr
 
 from .errors import EngineError
 from .layout import MODEL_FPS
@@ -74,6 +72,7 @@ def load_audio(source, sample_rate: float | None = None, start: float = 0.0,
 
 
 def _from_array(x: np.ndarray, sample_rate, start: float, duration) -> np.ndarray:
+    import soxr
     if sample_rate is None or not (math.isfinite(sample_rate) and sample_rate > 0):
         raise EngineError("a numpy waveform needs its sample_rate (a positive number of Hz)")
     if x.size == 0:
@@ -101,6 +100,7 @@ def _from_array(x: np.ndarray, sample_rate, start: float, duration) -> np.ndarra
 
 
 def _from_file(path: Path, start: float, duration) -> np.ndarray:
+    import soundfile as sf   # the audio libraries load on use: training from packed data needs none
     if not path.exists():
         raise EngineError(f"audio file not found: {path}")
     if not path.is_file():
@@ -130,6 +130,7 @@ def _from_file(path: Path, start: float, duration) -> np.ndarray:
 
 def _stream_resample(blocks, sr: float, count: int, path: Path) -> np.ndarray:
     """Mix blocks (n, C) to mono and resample to FEATURE_SR on the fly; memory ~ the output."""
+    import soxr
     out = np.empty(int(math.ceil(count * FEATURE_SR / sr)) + 64, np.float32)
     rs = soxr.ResampleStream(sr, FEATURE_SR, 1, dtype="float32", quality="HQ") if sr != FEATURE_SR else None
     n = 0
@@ -185,6 +186,7 @@ def _grid(wave: np.ndarray, sr: float, fps: float) -> tuple[np.ndarray, float, i
     Hz (hop 614). Spectral features thus see nearly the same rate whatever the frame rate,
     and frame k starts exactly at k / fps seconds.
     """
+    import soxr
     if not (math.isfinite(fps) and fps > 0):
         raise EngineError(f"frame rate must be a positive number, got {fps}")
     hop = max(1, int(round(FEATURE_SR / fps)))

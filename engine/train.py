@@ -12,6 +12,7 @@ import json
 import math
 import os
 import platform
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -60,6 +61,10 @@ def parse_args(argv=None):
     p.add_argument("--no-augment", action="store_true", help="disable mirroring / rotation / tempo augmentation")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: all cores)")
+    p.add_argument("--workers", type=int, default=1, help="processes preparing batches (raise on a fast GPU)")
+    p.add_argument("--keep-every", type=int, default=None,
+                   help="also keep the EMA model of every Nth step as model_STEP.safetensors "
+                        "(candidates for an autoguidance guide)")
     return p.parse_args(argv)
 
 
@@ -143,6 +148,9 @@ def run(args) -> Path:
     from .data import DEFAULT_SOURCES, WindowDataset, default_validation_names, load_corpus
     rank, world = _distributed()
     device = _pick_device(args.device, rank)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True   # ~10-bit mantissa products: ample for this loss
+        torch.backends.cudnn.allow_tf32 = True
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed + rank)
@@ -200,7 +208,7 @@ def run(args) -> Path:
 
     loss_weights = LossWeights(root=args.root_weight)
     from tqdm import tqdm
-    batches = _batches(train_set, args.batch, first_batch=step)
+    batches = _batches(train_set, args.batch, first_batch=step, workers=args.workers)
     music_norm_dev = L.Normalizer(music_normalizer.mean.to(device), music_normalizer.std.to(device))
     bar = tqdm(total=args.steps, initial=step, disable=rank != 0, dynamic_ncols=True, desc="train")
     started, trained_before = time.time(), _previous_seconds(out)
@@ -222,8 +230,7 @@ def run(args) -> Path:
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         with torch.no_grad():
-            for pe, pm in zip(ema.parameters(), model.parameters()):
-                pe.lerp_(pm, 1 - args.ema)
+            torch._foreach_lerp_(list(ema.parameters()), list(model.parameters()), 1 - args.ema)
         step += 1
         value = float(losses["loss"].detach())
         running = value if running is None else 0.98 * running + 0.02 * value
@@ -233,7 +240,7 @@ def run(args) -> Path:
             _checkpoint(out, model, ema, opt, step, normalizer, music_normalizer, styles, run_config, val_set,
                         alpha_bar, normalizer_dev, music_norm_dev, device, trained_before + time.time() - started, running, log)
     bar.close()
-    if rank == 0 and step % args.val_every != 0:
+    if rank == 0 and step % args.val_every != 0 and step != args.steps:   # else saved in the loop
         _checkpoint(out, model, ema, opt, step, normalizer, music_normalizer, styles, run_config, val_set,
                     alpha_bar, normalizer_dev, music_norm_dev, device, trained_before + time.time() - started, running, log)
     if world > 1:
@@ -316,6 +323,9 @@ def _checkpoint(out, model, ema, opt, step, normalizer, music_normalizer, styles
             "device": str(device), "torch": torch.__version__, "command": "python -m engine.train " + " ".join(sys.argv[1:]),
             "run": run_config}
     checkpoint.save(out / "model.safetensors", ema, normalizer, music_normalizer, styles, info)
+    keep_every = run_config.get("keep_every")
+    if keep_every and step % keep_every == 0:
+        shutil.copyfile(out / "model.safetensors", out / f"model_{step:06d}.safetensors")
     tmp = out / "state.safetensors.tmp"
     save_file(_state_tensors(model, ema, opt, step), str(tmp))
     tmp.replace(out / "state.safetensors")

@@ -391,6 +391,20 @@ def test_window_without_augmentation_is_a_plain_slice():
         assert np.array_equal(ds[i]["motion"].numpy(), it.motion[spec["start"]:spec["start"] + L.WINDOW_FRAMES])
 
 
+def test_tempo_factors_a_hair_from_one_still_give_full_windows():
+    # A factor within 1e-6 of 1 once gave a window a frame short, which broke batching at
+    # step 4395 of a GPU run (the collate cannot stack unequal windows).
+    items = _items()
+    ds = WindowDataset(items, None, styles=["any", "tango", "waltz", "pop"], seed=3,
+                       tempo_range=(1 - 2e-6, 1 + 2e-6), tempo_prob=1.0)
+    factors = [ds.window_spec(i)["factor"] for i in range(200)]
+    assert any(f == 1.0 for f in factors) and any(f != 1.0 for f in factors)
+    for i in range(200):
+        s = ds[i]
+        assert s["motion"].shape == (L.WINDOW_FRAMES, L.NUM_CHANNELS)
+        assert s["music"].shape == (L.WINDOW_FRAMES, NUM_MUSIC_FEATURES)
+
+
 # ----------------------------------------------------------------------------- real data
 
 @pytest.mark.skipif(not (SHARED / "tang2018" / "manifest.json").exists(), reason="shared tang2018 data absent")

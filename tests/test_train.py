@@ -80,6 +80,36 @@ def test_train_command_resumes_and_writes_loadable_weights(aist_data, tmp_path, 
     assert motion.poses.shape == (30, 72) and np.isfinite(motion.poses).all()
 
 
+def test_training_from_a_packed_file_keeps_snapshots(aist_data, tmp_path, capsys):
+    """`python -m engine.data` packs a source into one file that trains without the raw data."""
+    from engine.data.__main__ import main as pack_main
+    from engine.data.cache import load_source
+    packed = tmp_path / "packed"
+    assert pack_main(["--data", str(aist_data / "motions"), "--aist-music", str(aist_data / "music"),
+                      "--out", str(packed), "--cache", str(tmp_path / "cache"), "--float16"]) == 0
+    (file,) = packed.glob("*.npz")
+    raw = load_source(aist_data / "motions", tmp_path / "cache", aist_data / "music", log=None)
+    again = load_source(file, tmp_path / "unused", log=None)
+    assert [it.name for it in again] == [it.name for it in raw]
+    for a, b in zip(raw, again):
+        assert b.motion.dtype == np.float32 and np.allclose(a.motion, b.motion, rtol=1e-3, atol=1e-4)
+        assert np.allclose(a.music, b.music, rtol=1e-3, atol=1e-3)
+    out = tmp_path / "run"
+    assert train_main(["--data", str(file), "--out", str(out), "--batch", "4", "--width", "32", "--layers", "1",
+                       "--heads", "2", "--steps", "4", "--val-every", "2", "--keep-every", "2", "--workers", "0",
+                       "--threads", "1"]) == 0
+    assert [json.loads(l)["step"] for l in (out / "log.jsonl").read_text().splitlines()] == [2, 4]
+    kept = sorted(p.name for p in out.glob("model_*.safetensors"))
+    assert kept == ["model_000002.safetensors", "model_000004.safetensors"]
+    assert checkpoint.load(out / kept[0]).info["step"] == 2
+    # A file that is not a packed source: one clear line.
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, motion=np.zeros((3, 3)))
+    capsys.readouterr()
+    assert train_main(["--data", str(bad), "--out", str(tmp_path / "bad_run"), "--steps", "1"]) == 2
+    assert "not a packed source" in capsys.readouterr().err
+
+
 def test_fine_tuning_starts_from_the_given_weights(aist_data, tmp_path, capsys):
     common = ["--data", str(aist_data / "motions"), "--aist-music", str(aist_data / "music"),
               "--cache", str(tmp_path / "cache"), "--batch", "4", "--layers", "1", "--heads", "2",

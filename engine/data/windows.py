@@ -168,7 +168,8 @@ class WindowDataset(Dataset):
         n = self.items[k].num_frames
         lo, hi = self.tempo_range
         factor = float(rng.uniform(lo, hi))
-        if not (hi > lo and rng.random() < self.tempo_prob):
+        # Within 1e-6 of 1 __getitem__ skips the stretch, so the span must be the plain window's.
+        if not (hi > lo and rng.random() < self.tempo_prob) or abs(factor - 1.0) <= 1e-6:
             factor = 1.0
         # Source frames the stretched window needs; too short an item gets a slower factor.
         factor = min(factor, (n - 1) / (self.window - 1))
@@ -185,7 +186,7 @@ class WindowDataset(Dataset):
         motion = item.motion[sl]
         has_music = item.music is not None and item.style not in self.music_drop_styles
         music = item.music[sl] if has_music else None
-        if abs(spec["factor"] - 1.0) > 1e-6:
+        if spec["factor"] != 1.0:
             motion = stretch_packed(motion, spec["factor"], self.window)
             if music is not None:
                 music = stretch_music(music, spec["factor"], self.window)
