@@ -11,9 +11,10 @@ LATE_GUIDANCE_FROM_T = 300
 # Sampling leaves a little frame-to-frame noise that the third derivative (jerk) magnifies by
 # fps^3; a Gaussian of this many seconds on the rotation and root channels removes it while
 # keeping the moves (calibrated against the real dances' jerk: weights/TRAINING.md).
-SMOOTHING_SECONDS = 0.05
+SMOOTHING_SECONDS = 0.075
 # Autoguidance (engine.diffusion.autoguided) from the weights' guide network, when they have one;
-# 1 turns it off. Chosen on the validation split (weights/TRAINING.md): higher gives more varied
-# dances (Div_k) that stray further from the real ones (FID_k).
-DEFAULT_AUTOGUIDANCE = 1.15
+# 1 turns it off. Chosen with SMOOTHING_SECONDS on the validation split (weights/TRAINING.md):
+# higher gives livelier, more varied dances (Div_k) but more jerk, and past 1.6 they stray from
+# the real ones (FID_k).
+DEFAULT_AUTOGUIDANCE = 1.5
 MAX_AUTOGUIDANCE = 5.0

@@ -269,4 +269,24 @@ def clean_feet(poses: np.ndarray, trans: np.ndarray, fps: float,
     Returns (poses, trans, contacts)."""
     trans = ground(poses, trans, fps)
     poses, contacts = lock_feet(poses, trans, fps, cycle)
-    return poses, trans, contacts
+    return _toes_above_floor(poses, trans), trans, contacts
+
+
+def _toes_above_floor(poses: np.ndarray, trans: np.ndarray) -> np.ndarray:
+    """Pitch a foot up, about its ankle, where its toe is under the floor: the leg IK turns the
+    foot with the shin, and that can tip a toe a few centimetres under it."""
+    local, pos = _positions(poses, trans)
+    glob = _global_rotations(local)
+    for _, knee, ankle, toe in LEGS.values():
+        frames = torch.nonzero(pos[:, toe, 1] < 0).flatten()
+        if not len(frames):
+            continue
+        v = pos[frames, toe] - pos[frames, ankle]
+        want = v.clone()
+        want[:, 1] = -pos[frames, ankle, 1]                       # the toe on the floor
+        horizontal = v[:, [0, 2]]
+        length = (v.norm(dim=-1) ** 2 - want[:, 1] ** 2).clamp_min(0).sqrt()
+        want[:, [0, 2]] = horizontal / horizontal.norm(dim=-1, keepdim=True).clamp_min(1e-9) * length[:, None]
+        turned = _rotation_between(v, want) @ glob[frames, ankle]
+        local[frames, ankle] = glob[frames, knee].transpose(-1, -2) @ turned
+    return R.matrix_to_axis_angle(local).reshape(len(poses), -1).numpy()
