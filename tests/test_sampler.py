@@ -226,3 +226,32 @@ def test_guidance_weight_drops_to_the_late_weight_at_low_noise():
     for t, weight in [(999, 4.0), (301, 4.0), (300, 2.0), (0, 2.0)]:
         assert torch.allclose(denoise(x, torch.full((3,), t), music), torch.full((3, 10, 5), weight))
     assert torch.allclose(guided(model, torch.tensor([1]), 3.0)(x, torch.full((3,), 0), music), torch.full((3, 10, 5), 3.0))
+
+
+def test_a_toe_tipped_under_the_floor_is_pitched_up_about_its_ankle():
+    from engine.feet import LEGS, _toes_above_floor
+    T = 5
+    poses = np.zeros((T, 72))
+    toe_down = None
+    for sign in (1.0, -1.0):                       # whichever ankle pitch points the toe down
+        trial = poses.copy()
+        for _, _, ankle, _ in LEGS.values():
+            trial[:, 3 * ankle] = sign * 0.9
+        pos = joint_positions(trial, np.zeros((T, 3)))
+        _, _, ankle, toe = LEGS["left"]
+        if pos[0, toe, 1] < pos[0, ankle, 1] - 0.05:
+            toe_down = trial
+    assert toe_down is not None
+    ankles = [leg[2] for leg in LEGS.values()]
+    toes = [leg[3] for leg in LEGS.values()]
+    trans = np.zeros((T, 3))
+    trans[:, 1] = -joint_positions(toe_down, trans)[:, toes, 1].min() - 0.03       # toes 3 cm under the floor
+    before = joint_positions(toe_down, trans)
+    fixed = joint_positions(_toes_above_floor(toe_down, trans), trans)
+    assert before[:, toes, 1].min() < -0.029
+    assert fixed[:, toes, 1].min() > -1e-6                                       # on the floor, not under it
+    assert np.abs(fixed[:, ankles] - before[:, ankles]).max() < 1e-9              # the ankles stay put
+    others = [j for j in range(24) if j not in toes]
+    assert np.abs(fixed[:, others] - before[:, others]).max() < 1e-9
+    assert np.allclose(np.linalg.norm(fixed[:, toes] - fixed[:, ankles], axis=-1),
+                       np.linalg.norm(before[:, toes] - before[:, ankles], axis=-1))   # a rotation, not a stretch
