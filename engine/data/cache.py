@@ -197,7 +197,7 @@ def _load(path: Path, source: str) -> list[CorpusItem] | None:
         with np.load(path, allow_pickle=False) as f:
             if int(f["version"]) != CACHE_VERSION:
                 return None
-            motion, music = f["motion"].astype(np.float32), f["music"].astype(np.float32)
+            motion, music = np.asarray(f["motion"], np.float32), np.asarray(f["music"], np.float32)  # packed: float16
             items, at, mat = [], 0, 0
             for name, style, n, has, audio, offset in zip(f["names"], f["styles"], f["lengths"], f["has_music"],
                                                           f["audio_paths"], f["audio_offsets"]):
