@@ -148,6 +148,9 @@ def run(args) -> Path:
     from .data import DEFAULT_SOURCES, WindowDataset, default_validation_names, load_corpus
     rank, world = _distributed()
     device = _pick_device(args.device, rank)
+    if args.keep_every and args.keep_every % args.val_every:
+        raise EngineError(f"--keep-every {args.keep_every} must be a multiple of --val-every {args.val_every}: "
+                          "models are kept at checkpoints")
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True   # ~10-bit mantissa products: ample for this loss
         torch.backends.cudnn.allow_tf32 = True

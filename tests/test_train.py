@@ -102,6 +102,11 @@ def test_training_from_a_packed_file_keeps_snapshots(aist_data, tmp_path, capsys
     kept = sorted(p.name for p in out.glob("model_*.safetensors"))
     assert kept == ["model_000002.safetensors", "model_000004.safetensors"]
     assert checkpoint.load(out / kept[0]).info["step"] == 2
+    # Snapshots are kept at checkpoints, so --keep-every must fall on them.
+    capsys.readouterr()
+    assert train_main(["--data", str(file), "--out", str(tmp_path / "odd"), "--steps", "4", "--val-every", "2",
+                       "--keep-every", "3"]) == 2
+    assert "multiple of --val-every" in capsys.readouterr().err
     # A file that is not a packed source: one clear line.
     bad = tmp_path / "bad.npz"
     np.savez(bad, motion=np.zeros((3, 3)))

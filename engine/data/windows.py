@@ -168,7 +168,7 @@ class WindowDataset(Dataset):
         n = self.items[k].num_frames
         lo, hi = self.tempo_range
         factor = float(rng.uniform(lo, hi))
-        # Within 1e-6 of 1 __getitem__ skips the stretch, so the span must be the plain window's.
+        # A factor a hair from 1 is taken as 1: a plain slice, not a resample that changes nothing.
         if not (hi > lo and rng.random() < self.tempo_prob) or abs(factor - 1.0) <= 1e-6:
             factor = 1.0
         # Source frames the stretched window needs; too short an item gets a slower factor.
