@@ -81,7 +81,7 @@ class DanceSettings(bpy.types.PropertyGroup):
         description="How strongly the dance follows the music and how much it moves "
                     "(classifier-free guidance weight; 1 = none extra)")
     autoguidance: FloatProperty(
-        name="Energy", default=DEFAULT_AUTOGUIDANCE, min=1.0, max=MAX_AUTOGUIDANCE, soft_max=2.0, precision=2,
+        name="Energy", default=DEFAULT_AUTOGUIDANCE, min=1.0, max=MAX_AUTOGUIDANCE, soft_max=3.0, precision=2,
         description="How far the dance is pushed away from the model's weaker guide network: bigger moves "
                     "and more travel; high values vary more but look less like real dancing "
                     "(autoguidance weight; 1 = off)")

@@ -22,6 +22,7 @@ from .feet import beat_cycle, clean_feet
 from .motion import Constraints, Motion
 from .rootpath import bound_root_path
 from .skeleton import NUM_JOINTS, joint_positions
+from .turns import limit_pelvis_turns
 
 Progress = Callable[[float, str], "bool | None"]
 MAX_FPS = 240.0
@@ -174,7 +175,8 @@ def generate(audio, *, sample_rate: int | None = None, style: str = "any", seed:
     generator = torch.Generator().manual_seed(int(seed))
     x = _sample_with_fallback(ckpt, weights, music, style_index, guidance, autoguidance, steps, generator, inpaint,
                               dev, lambda f: report(0.08 + 0.82 * f, "dancing"))
-    raw = smooth_channels(ckpt.normalizer.denormalize(x.double().cpu()[:model_frames]), smoothing * L.MODEL_FPS)
+    raw = limit_pelvis_turns(ckpt.normalizer.denormalize(x.double().cpu()[:model_frames]), L.MODEL_FPS)
+    raw = smooth_channels(raw, smoothing * L.MODEL_FPS)
     poses30, trans30, contacts30 = (t.numpy() for t in L.unpack(raw))
 
     report(0.92, "syncing to the beat and grounding the feet")

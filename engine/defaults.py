@@ -3,7 +3,7 @@ the add-on can read them before torch is installed."""
 
 DEFAULT_FPS = 30.0          # output frame rate when none is asked for (any rate works)
 DEFAULT_STEPS = 20          # DDIM steps: 50 scored the same as 20 on validation clips (weights/TRAINING.md)
-DEFAULT_GUIDANCE = 2.0      # classifier-free guidance weight, chosen on the validation split
+DEFAULT_GUIDANCE = 2.5      # classifier-free guidance weight, chosen on the validation split
 # In the last part of sampling (diffusion steps t <= LATE_GUIDANCE_FROM_T of 1000) the weight is
 # capped at LATE_GUIDANCE: strong guidance there only adds jitter (weights/TRAINING.md).
 LATE_GUIDANCE = 2.0
@@ -11,10 +11,10 @@ LATE_GUIDANCE_FROM_T = 300
 # Sampling leaves a little frame-to-frame noise that the third derivative (jerk) magnifies by
 # fps^3; a Gaussian of this many seconds on the rotation and root channels removes it while
 # keeping the moves (calibrated against the real dances' jerk: weights/TRAINING.md).
-SMOOTHING_SECONDS = 0.075
+SMOOTHING_SECONDS = 0.11
 # Autoguidance (engine.diffusion.autoguided) from the weights' guide network, when they have one;
-# 1 turns it off. Chosen with SMOOTHING_SECONDS on the validation split (weights/TRAINING.md):
-# higher gives livelier, more varied dances (Div_k) but more jerk, and past 1.6 they stray from
-# the real ones (FID_k).
-DEFAULT_AUTOGUIDANCE = 1.5
+# 1 turns it off. Chosen with DEFAULT_GUIDANCE and SMOOTHING_SECONDS on the validation split
+# (weights/TRAINING.md): higher gives livelier, more varied dances (Div_k), and past about 2
+# they stray from the real ones (FID_k).
+DEFAULT_AUTOGUIDANCE = 2.0
 MAX_AUTOGUIDANCE = 5.0

@@ -4,8 +4,8 @@ two-bone leg IK.
 Diffusion output floats, sinks and skates a little. Here (1) the root height is corrected so the
 lowest foot touches the floor whenever a foot is planted (interpolated through jumps, never below
 the floor), and (2) each planted run of a foot pins its ankle to one spot on the floor; the hip
-and knee are re-solved analytically and the ankle keeps its world orientation, so the sole stays
-as it was. Pins fade in and out over a few frames so nothing pops.
+and knee are re-solved analytically, and the foot holds its mid-stance orientation, so a planted
+sole neither pivots nor rocks. Pins fade in and out over a few frames so nothing pops.
 
 (3) Where a foot is on the floor but sliding, it is re-stepped. The network often moves the
 dancer by gliding both feet along the floor at once, so the body accelerates with nothing to
@@ -55,7 +55,7 @@ def _positions(poses: np.ndarray, trans: np.ndarray) -> tuple[torch.Tensor, torc
     return local, forward_kinematics(local, torch.from_numpy(trans))
 
 
-def _runs(mask: np.ndarray, min_len: int) -> list[tuple[int, int]]:
+def true_runs(mask: np.ndarray, min_len: int) -> list[tuple[int, int]]:
     """[start, stop) of True runs at least min_len long."""
     edges = np.diff(np.concatenate([[0], mask.astype(np.int8), [0]]))
     starts, stops = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
@@ -84,8 +84,9 @@ def ground(poses: np.ndarray, trans: np.ndarray, fps: float) -> np.ndarray:
 
 
 def _two_bone_ik(local: torch.Tensor, glob: torch.Tensor, pos: torch.Tensor, leg, target: torch.Tensor,
-                 frames: torch.Tensor) -> None:
-    """Move the ankle of `leg` to `target` (F,3) on `frames`, editing local rotations in place."""
+                 frames: torch.Tensor, sole: torch.Tensor | None = None) -> None:
+    """Move the ankle of `leg` to `target` (F,3) on `frames`, editing local rotations in place.
+    The foot keeps its world orientation, or takes `sole` (F,3,3) where given."""
     hip, knee, ankle, _ = leg
     H, K, A = pos[frames, hip], pos[frames, knee], pos[frames, ankle]
     u, v = H - K, A - K
@@ -108,7 +109,8 @@ def _two_bone_ik(local: torch.Tensor, glob: torch.Tensor, pos: torch.Tensor, leg
     parent = glob[frames, PARENTS[hip]]
     local[frames, hip] = parent.transpose(-1, -2) @ hip_glob
     local[frames, knee] = hip_glob.transpose(-1, -2) @ knee_glob
-    local[frames, ankle] = knee_glob.transpose(-1, -2) @ glob[frames, ankle]   # sole keeps its orientation
+    sole = glob[frames, ankle] if sole is None else sole
+    local[frames, ankle] = knee_glob.transpose(-1, -2) @ sole
 
 
 def _rotation_between(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -129,7 +131,7 @@ def _low_and_planted(pos: np.ndarray, fps: float, leg) -> tuple[np.ndarray, np.n
     low = (foot[:, :, 1] - floor).min(axis=1) < PLANTED_HEIGHT + (pos[:, ankle, 1] - pos[:, toe, 1]).clip(0).mean()
     speed = np.linalg.norm(np.gradient(foot[:, :, [0, 2]], axis=0), axis=-1).min(axis=1) * fps
     planted = np.zeros(len(pos), dtype=bool)
-    for a, b in _runs(low & (speed < PLANTED_SPEED), max(2, int(round(MIN_RUN_SECONDS * fps)))):
+    for a, b in true_runs(low & (speed < PLANTED_SPEED), max(2, int(round(MIN_RUN_SECONDS * fps)))):
         planted[a:b] = True
     return low, planted
 
@@ -170,11 +172,15 @@ def beat_cycle(times: np.ndarray, music_beats: np.ndarray) -> np.ndarray | None:
     return index / beats_per_cycle
 
 
+def _fade_frames(fps: float) -> int:
+    return max(1, int(round(FADE_SECONDS * fps)))
+
+
 def _fade_edges(target: np.ndarray, weight: np.ndarray, fade: int) -> None:
     """Fade each held stretch of `weight` in and out over `fade` frames, holding its edge target,
     so that nothing pops. Edits both arrays in place."""
     T = len(weight)
-    for a, b in _runs(weight > 0, 1):
+    for a, b in true_runs(weight > 0, 1):
         for k in range(1, fade + 1):
             w = 1.0 - k / (fade + 1)
             for i, edge in ((a - k, a), (b - 1 + k, b - 1)):
@@ -205,7 +211,7 @@ def step_plan(pos: np.ndarray, fps: float, leg, cycle: np.ndarray) -> tuple[np.n
     # A stance that a planted run stretches out of reach is stepped through instead; repeat,
     # since stepping can merge stances anew. Each pass only adds frames, so this ends.
     while True:
-        stances = _runs((planted & ~stepping) | (stepping & in_stance), 2)
+        stances = true_runs((planted & ~stepping) | (stepping & in_stance), 2)
         too_long = [(a, b) for a, b in stances if (planted[a:b] & ~stepping[a:b]).any()
                     and out_of_reach(a, b, _spot(ankle_path, a, b)).any()]
         if not too_long:
@@ -236,8 +242,22 @@ def step_plan(pos: np.ndarray, fps: float, leg, cycle: np.ndarray) -> tuple[np.n
     away = target - pos[:, hip]
     distance = np.linalg.norm(away, axis=-1, keepdims=True)
     target = pos[:, hip] + away * np.minimum(1.0, reach[:, None] / np.maximum(distance, 1e-9))
-    _fade_edges(target, weight, max(1, int(round(FADE_SECONDS * fps))))
+    _fade_edges(target, weight, _fade_frames(fps))
     return target, weight, stance
+
+
+def _held_sole(sole: torch.Tensor, stance: np.ndarray, fade: int) -> torch.Tensor:
+    """(T,3,3) world orientations of a foot -> the same, held at its mid-stance orientation through
+    each stance and eased back at its edges: a planted foot neither pivots nor rocks."""
+    quats = R.matrix_to_quat(sole)
+    target = quats.numpy().copy()
+    weight = np.zeros(len(stance))
+    for a, b in true_runs(stance, 1):
+        target[a:b] = target[(a + b - 1) // 2]
+        weight[a:b] = 1.0
+    _fade_edges(target, weight, fade)
+    held = R.quat_slerp(quats, torch.from_numpy(target), torch.from_numpy(weight)[:, None])
+    return R.quat_to_matrix(held)
 
 
 def lock_feet(poses: np.ndarray, trans: np.ndarray, fps: float,
@@ -258,7 +278,8 @@ def lock_feet(poses: np.ndarray, trans: np.ndarray, fps: float,
         if len(frames):
             w = torch.from_numpy(weight[frames.numpy()])[:, None]
             blended = w * torch.from_numpy(target[frames.numpy()]) + (1 - w) * pos[frames, leg[2]]
-            _two_bone_ik(new_local, glob, pos, leg, blended, frames)
+            sole = _held_sole(glob[:, leg[2]], stance, _fade_frames(fps))[frames]
+            _two_bone_ik(new_local, glob, pos, leg, blended, frames, sole)
     poses_out = R.matrix_to_axis_angle(new_local).reshape(T, -1).numpy()
     return poses_out, contacts
 

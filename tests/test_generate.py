@@ -169,4 +169,6 @@ def test_ten_minute_song_runs_in_bounded_memory(tiny_weights):
     grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
     assert m.num_frames == 18000 and np.isfinite(m.trans).all()
     assert grown_mb < 3000
-    assert np.linalg.norm(m.trans[:, [0, 2]] - m.trans[0, [0, 2]], axis=1).max() < 5.0
+    # The drift stays within the floor disc; the quick travel on top of it adds a little.
+    from engine.rootpath import FLOOR_RADIUS
+    assert np.linalg.norm(m.trans[:, [0, 2]] - m.trans[0, [0, 2]], axis=1).max() < FLOOR_RADIUS + 1.5

@@ -144,6 +144,24 @@ def test_feet_cleanup_grounds_a_floating_dancer():
     assert np.allclose(p2[:, arms], poses[:, arms])
 
 
+def test_a_planted_foot_does_not_pivot_about_its_ankle():
+    fps, T = 30, 120
+    t = np.arange(T) / fps
+    poses = np.zeros((T, 72))
+    for side in ("left", "right"):              # standing, each foot swivelling to and fro about the shin
+        poses[:, 3 * JOINT_INDEX[f"{side}_ankle"] + 1] = 0.6 * np.sin(2 * np.pi * t)
+    trans = np.stack([np.zeros(T), np.full(T, REST_PELVIS_HEIGHT), np.zeros(T)], 1)
+    toes = [JOINT_INDEX["left_foot"], JOINT_INDEX["right_foot"]]
+    before = joint_positions(poses, trans)
+    toe_step = lambda pos: np.linalg.norm(np.diff(pos[:, toes][:, :, [0, 2]], axis=0), axis=-1)
+    assert toe_step(before)[20:-20].max() > 0.01                # the toes sweep over 1 cm a frame
+    p2, t2, contacts = clean_feet(poses, trans, fps)
+    after = joint_positions(p2, t2)
+    assert contacts[20:-20].mean() > 0.9
+    assert toe_step(after)[20:-20].max() < 1e-3                 # planted: the whole sole stays put
+    assert abs(after[:, toes, 1].min()) < 0.02
+
+
 def _foot_speeds(pos, fps):
     """(T, 2) horizontal speed of each foot: the slower of its ankle and toe, as PFC uses."""
     out = []

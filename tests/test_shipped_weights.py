@@ -30,11 +30,15 @@ def dance(song):
     return generate(song, sample_rate=SR, seed=0)
 
 
-def test_dances_on_the_beat(dance):
-    pos = joint_positions(dance.poses, dance.trans)
-    scores = M.beat_alignment_scores(pos, dance.fps, dance.beat_times)
-    # Real AIST++ dancers score about 0.24 and this data's dancers 0.18 (TRAINING.md).
-    assert scores["bas_bailando"] > 0.24
+def test_dances_on_the_beat(song, dance):
+    # One 10-s draw scores anywhere from 0.14 to 0.35, so four draws are averaged.
+    scores = []
+    for d in [dance] + [generate(song, sample_rate=SR, seed=seed) for seed in (1, 2, 3)]:
+        pos = joint_positions(d.poses, d.trans)
+        scores.append(M.beat_alignment_scores(pos, d.fps, d.beat_times)["bas_bailando"])
+    # This data's held-out dancers score 0.18 and a music-agnostic stretch of dance 0.16
+    # (TRAINING.md); real AIST++ dancers about 0.24.
+    assert np.mean(scores) > 0.2
 
 
 def test_stands_on_the_floor_and_stays_nearby(dance):

@@ -1,0 +1,92 @@
+"""Pelvis snaps rebuilt as turns.
+
+Now and then the network flips the dancer's facing by about half a turn between two frames (a
+window where two facings compete; the frames in between tilt the body sideways for a moment).
+Real dancers' pelvis turns stay under MAX_TURN_RATE. Where the pelvis turns faster, the
+stretch around the snap is replaced by a turn at no more than that rate. The stretch grows until
+the rate fits; the yaw is unwrapped, so a fast full spin stays a spin and does not reverse. Only
+the pelvis's own rotation changes; the rest of the body rides along, as it does in a real turn.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from scipy.spatial.transform import Rotation, Slerp
+
+from . import layout as L
+from . import rotations as R
+from .feet import true_runs
+
+# rad/s. The training dancers' pelvis (tang2018 and JustLMD, 165,000 frames at 30 fps) turns
+# faster than 11.8 rad/s in 0.1% of frames and faster than 16 in 0.01%; the shipped network's
+# snaps reach 24-90 (weights/TRAINING.md, "Pelvis snaps").
+MAX_TURN_RATE = 12.0
+# A rebuilt turn eases in and out (smoothstep), whose peak rate is 1.5x its mean.
+_PEAK_OVER_MEAN = 1.5
+
+
+def _yaw(rot: Rotation) -> np.ndarray:
+    """Heading about the vertical (Y) axis: the angle of the body's forward (+Z) on the floor."""
+    forward = rot.apply(np.array([0.0, 0.0, 1.0]))
+    return np.arctan2(forward[:, 0], forward[:, 2])
+
+
+def _wrap(angle: np.ndarray) -> np.ndarray:
+    return (angle + np.pi) % (2 * np.pi) - np.pi
+
+
+def _about_y(angle) -> Rotation:
+    return Rotation.from_rotvec(np.outer(np.atleast_1d(angle), [0.0, 1.0, 0.0]))
+
+
+def limit_turn_rate(root: Rotation, fps: float, max_rate: float = MAX_TURN_RATE) -> tuple[Rotation, int]:
+    """(T,) pelvis rotations in world space at `fps` -> the same with every snap faster than
+    `max_rate` rad/s rebuilt as an eased turn; also returns how many snaps were rebuilt."""
+    T = len(root)
+    if T < 3:
+        return root, 0
+    step = (root[1:] * root[:-1].inv()).magnitude() * fps
+    spans = true_runs(step > max_rate, 1)      # step i joins frames i and i+1: (first, last frame)
+    if not spans:
+        return root, 0
+    yaw_steps = _wrap(np.diff(_yaw(root)))           # per-step heading change, unwrapped
+    tilt = _about_y(-_yaw(root)) * root              # what is left once the heading is taken out
+    quats = root.as_quat()
+    done_to = 0          # frames before this are settled: a stretch never reaches back into them
+    rebuilt = 0
+    k = 0
+    while k < len(spans):
+        a, b = spans[k]
+        k += 1
+        a = max(a, done_to)
+        while True:
+            while k < len(spans) and spans[k][0] <= b:    # a stretch that reaches a later snap takes it in
+                b = max(b, spans[k][1])
+                k += 1
+            turn = abs(yaw_steps[a:b].sum())
+            lean = (tilt[a].inv() * tilt[b]).magnitude()
+            need = _PEAK_OVER_MEAN * max(turn, lean) / max_rate * fps
+            if b - a >= need or (a == done_to and b == T - 1):
+                break
+            a, b = max(done_to, a - 1), min(T - 1, b + 1)
+        u = np.linspace(0.0, 1.0, b - a + 1)
+        ease = u * u * (3 - 2 * u)
+        heading = _yaw(root[a:a + 1])[0] + yaw_steps[a:b].sum() * ease
+        lean_path = Slerp([0.0, 1.0], Rotation.concatenate([tilt[a], tilt[b]]))(ease)
+        quats[a:b + 1] = (_about_y(heading) * lean_path).as_quat()
+        done_to = b
+        rebuilt += 1
+    return Rotation.from_quat(quats), rebuilt
+
+
+def limit_pelvis_turns(channels: torch.Tensor, fps: float, max_rate: float = MAX_TURN_RATE) -> torch.Tensor:
+    """(T, NUM_CHANNELS) motion channels (engine.layout) -> the same with the pelvis's snaps
+    rebuilt as turns (limit_turn_rate); the other channels are untouched."""
+    root6d = L.joint_channels([0])
+    matrices = R.sixd_to_matrix(channels[:, root6d].double()).numpy()
+    limited, rebuilt = limit_turn_rate(Rotation.from_matrix(matrices), fps, max_rate)
+    if not rebuilt:
+        return channels
+    out = channels.clone()
+    out[:, root6d] = R.matrix_to_6d(torch.from_numpy(limited.as_matrix())).to(channels.dtype)
+    return out

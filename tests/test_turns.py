@@ -1,0 +1,87 @@
+"""Pelvis snaps rebuilt as turns (engine.turns), on hand-made headings with known answers."""
+import numpy as np
+import torch
+from scipy.spatial.transform import Rotation
+
+from engine import layout as L
+from engine import rotations as R
+from engine.turns import MAX_TURN_RATE, limit_pelvis_turns, limit_turn_rate
+
+FPS = 30.0
+
+
+def _pelvis(heading: np.ndarray, lean_deg: float = 10.0) -> Rotation:
+    """Pelvis rotations: a heading about the vertical times a fixed forward lean."""
+    lean = Rotation.from_euler("x", lean_deg, degrees=True)
+    return Rotation.from_rotvec(np.outer(heading, [0.0, 1.0, 0.0])) * lean
+
+
+def _rates(rot: Rotation) -> np.ndarray:
+    return (rot[1:] * rot[:-1].inv()).magnitude() * FPS
+
+
+def _heading(rot: Rotation) -> np.ndarray:
+    forward = rot.apply([0.0, 0.0, 1.0])
+    return np.unwrap(np.arctan2(forward[:, 0], forward[:, 2]))
+
+
+def test_slow_turning_is_left_alone():
+    rot = _pelvis(np.linspace(0.0, 6.0, 90))                       # 2 rad/s
+    out, rebuilt = limit_turn_rate(rot, FPS)
+    assert rebuilt == 0
+    np.testing.assert_allclose(out.as_quat(), rot.as_quat())
+
+
+def test_a_half_turn_snap_becomes_a_turn_within_the_limit():
+    heading = np.linspace(0.0, 1.0, 120)
+    heading[60:] += np.radians(170.0)                              # facing flips between two frames
+    rot = _pelvis(heading)
+    assert _rates(rot).max() > 80
+    out, rebuilt = limit_turn_rate(rot, FPS)
+    assert rebuilt == 1
+    assert _rates(out).max() <= MAX_TURN_RATE * 1.05
+    changed = np.flatnonzero(np.abs(out.as_quat() - rot.as_quat()).max(axis=1) > 1e-9)
+    # The rebuilt stretch is as short as the rate allows (170 degrees at <= 12 rad/s, eased).
+    assert 60 - changed.min() <= 12 and changed.max() - 60 <= 12
+    np.testing.assert_allclose(out[:40].as_quat(), rot[:40].as_quat())
+    np.testing.assert_allclose(out[80:].as_quat(), rot[80:].as_quat())
+    # The lean is kept through the turn: only the heading was rebuilt.
+    np.testing.assert_allclose(out.apply([0.0, 1.0, 0.0])[:, 1], np.cos(np.radians(10.0)), atol=1e-9)
+
+
+def test_a_fast_full_spin_stays_a_spin_in_its_direction():
+    heading = np.zeros(150)
+    heading[70:76] = np.linspace(0.0, 2 * np.pi, 8)[1:-1]          # a whole turn in 7 frames, ~31 rad/s
+    heading[76:] = 2 * np.pi
+    rot = _pelvis(heading)
+    out, rebuilt = limit_turn_rate(rot, FPS)
+    assert rebuilt == 1
+    assert _rates(out).max() <= MAX_TURN_RATE * 1.05
+    h = _heading(out)
+    # The shortest way back to the same heading would be no turn at all; the spin must remain.
+    assert abs(h[-1] - h[0] - 2 * np.pi) < 1e-6
+    assert np.all(np.diff(h) > -1e-9)                              # never turns back
+
+
+def test_a_snap_at_the_very_start_is_rebuilt_forwards():
+    heading = np.zeros(60)
+    heading[1:] = np.pi * 0.9
+    out, rebuilt = limit_turn_rate(_pelvis(heading), FPS)
+    assert rebuilt == 1
+    assert _rates(out).max() <= MAX_TURN_RATE * 1.05
+
+
+def test_only_the_pelvis_channels_change():
+    T = 90
+    heading = np.zeros(T)
+    heading[45:] = np.pi * 0.95
+    poses = torch.zeros(T, 24, 3, dtype=torch.float64)
+    poses[:, 0] = torch.from_numpy(_pelvis(heading).as_rotvec())
+    poses[:, 5] = torch.tensor([0.3, 0.0, 0.0], dtype=torch.float64)   # a bent knee
+    channels = L.pack(poses.reshape(T, -1), torch.zeros(T, 3, dtype=torch.float64))
+    out = limit_pelvis_turns(channels, FPS)
+    root = L.joint_channels([0])
+    others = [c for c in range(L.NUM_CHANNELS) if c not in set(root)]
+    assert torch.equal(out[:, others], channels[:, others])
+    pelvis = Rotation.from_matrix(R.sixd_to_matrix(out[:, root]).numpy())
+    assert _rates(pelvis).max() <= MAX_TURN_RATE * 1.05
