@@ -33,6 +33,10 @@ FADE_SECONDS = 0.15        # pins fade in/out over this long
 STEP_CYCLE_SECONDS = 0.8   # one plant and one swing of the same foot
 STANCE_FRACTION = 0.55     # share of the cycle a sliding foot stays planted
 STEP_LIFT = 0.04           # m the ankle rises at the middle of a swing
+# A planted foot holds one orientation while the network turns it by up to 45 degrees (95% of
+# stance frames), and follows the network fully from 90 (a turn on that foot); in between it is
+# blended. Holding through larger turns twists the ankle; it scored the same (TRAINING.md).
+SOLE_RELEASE_DEGREES = (45.0, 90.0)
 MAX_REACH = 0.97           # share of the leg's length IK may put a foot from its hip
 REACH_SLACK = 0.01         # m a straight leg may fall short of its planted spot
 
@@ -248,7 +252,9 @@ def step_plan(pos: np.ndarray, fps: float, leg, cycle: np.ndarray) -> tuple[np.n
 
 def _held_sole(sole: torch.Tensor, stance: np.ndarray, fade: int) -> torch.Tensor:
     """(T,3,3) world orientations of a foot -> the same, held at its mid-stance orientation through
-    each stance and eased back at its edges: a planted foot neither pivots nor rocks."""
+    each stance and eased back at its edges: a planted foot neither swivels nor rocks. Where the
+    network turns the foot further than SOLE_RELEASE_DEGREES from that orientation, the hold is
+    let go, so the foot pivots with the dancer's turn."""
     quats = R.matrix_to_quat(sole)
     target = quats.numpy().copy()
     weight = np.zeros(len(stance))
@@ -256,6 +262,10 @@ def _held_sole(sole: torch.Tensor, stance: np.ndarray, fade: int) -> torch.Tenso
         target[a:b] = target[(a + b - 1) // 2]
         weight[a:b] = 1.0
     _fade_edges(target, weight, fade)
+    # Where the dancer turns on the planted foot, let the foot pivot rather than wring the ankle.
+    turned = 2 * np.degrees(np.arccos(np.clip(np.abs((quats.numpy() * target).sum(-1)), 0.0, 1.0)))
+    full, none = SOLE_RELEASE_DEGREES
+    weight = weight * np.clip((none - turned) / (none - full), 0.0, 1.0)
     held = R.quat_slerp(quats, torch.from_numpy(target), torch.from_numpy(weight)[:, None])
     return R.quat_to_matrix(held)
 

@@ -162,6 +162,20 @@ def test_a_planted_foot_does_not_pivot_about_its_ankle():
     assert abs(after[:, toes, 1].min()) < 0.02
 
 
+def test_a_dancer_turning_on_planted_feet_pivots_them_instead_of_wringing_the_ankles():
+    fps, T = 30, 120
+    heading = np.linspace(0.0, np.pi, T)                          # half a turn in place over 4 s
+    poses = np.zeros((T, 72))
+    poses[:, 1] = heading                                         # the pelvis turns; the feet ride along
+    trans = np.stack([np.zeros(T), np.full(T, REST_PELVIS_HEIGHT), np.zeros(T)], 1)
+    p2, _, contacts = clean_feet(poses, trans, fps)
+    assert contacts.mean() > 0.9                                  # the feet count as planted
+    ankles = [JOINT_INDEX["left_ankle"], JOINT_INDEX["right_ankle"]]
+    twist = np.degrees(np.linalg.norm(p2.reshape(T, 24, 3)[:, ankles], axis=-1))
+    # Held at mid-stance all through, the ankles would twist by 90 degrees at each end.
+    assert twist.max() < 50
+
+
 def _foot_speeds(pos, fps):
     """(T, 2) horizontal speed of each foot: the slower of its ankle and toe, as PFC uses."""
     out = []
