@@ -215,6 +215,14 @@ def run(args) -> Path:
     music_norm_dev = L.Normalizer(music_normalizer.mean.to(device), music_normalizer.std.to(device))
     bar = tqdm(total=args.steps, initial=step, disable=rank != 0, dynamic_ncols=True, desc="train")
     started, trained_before = time.time(), _previous_seconds(out)
+
+    def saved_in_loop(s: int) -> bool:
+        return s % args.val_every == 0 or s == args.steps
+
+    def save() -> None:
+        _checkpoint(out, model, ema, opt, step, normalizer, music_normalizer, styles, run_config, val_set,
+                    alpha_bar, normalizer_dev, music_norm_dev, device, trained_before + time.time() - started, running, log)
+
     log = open(out / "log.jsonl", "a") if rank == 0 else None
     running = None
     while step < args.steps:
@@ -239,13 +247,11 @@ def run(args) -> Path:
         running = value if running is None else 0.98 * running + 0.02 * value
         bar.update(1)
         bar.set_postfix(loss=f"{running:.4f}")
-        if rank == 0 and (step % args.val_every == 0 or step == args.steps):
-            _checkpoint(out, model, ema, opt, step, normalizer, music_normalizer, styles, run_config, val_set,
-                        alpha_bar, normalizer_dev, music_norm_dev, device, trained_before + time.time() - started, running, log)
+        if rank == 0 and saved_in_loop(step):
+            save()
     bar.close()
-    if rank == 0 and step % args.val_every != 0 and step != args.steps:   # else saved in the loop
-        _checkpoint(out, model, ema, opt, step, normalizer, music_normalizer, styles, run_config, val_set,
-                    alpha_bar, normalizer_dev, music_norm_dev, device, trained_before + time.time() - started, running, log)
+    if rank == 0 and not saved_in_loop(step):          # stopped early (--max-minutes, --stop-at) between checkpoints
+        save()
     if world > 1:
         dist.destroy_process_group()
     return out / "model.safetensors"

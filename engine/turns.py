@@ -49,8 +49,9 @@ def limit_turn_rate(root: Rotation, fps: float, max_rate: float = MAX_TURN_RATE)
     spans = true_runs(step > max_rate, 1)      # step i joins frames i and i+1: (first, last frame)
     if not spans:
         return root, 0
-    yaw_steps = _wrap(np.diff(_yaw(root)))           # per-step heading change, unwrapped
-    tilt = _about_y(-_yaw(root)) * root              # what is left once the heading is taken out
+    yaw = _yaw(root)
+    yaw_steps = _wrap(np.diff(yaw))                  # per-step heading change, the short way round
+    tilt = _about_y(-yaw) * root                     # what is left once the heading is taken out
     quats = root.as_quat()
     done_to = 0          # frames before this are settled: a stretch never reaches back into them
     rebuilt = 0
@@ -71,7 +72,7 @@ def limit_turn_rate(root: Rotation, fps: float, max_rate: float = MAX_TURN_RATE)
             a, b = max(done_to, a - 1), min(T - 1, b + 1)
         u = np.linspace(0.0, 1.0, b - a + 1)
         ease = u * u * (3 - 2 * u)
-        heading = _yaw(root[a:a + 1])[0] + yaw_steps[a:b].sum() * ease
+        heading = yaw[a] + yaw_steps[a:b].sum() * ease
         lean_path = Slerp([0.0, 1.0], Rotation.concatenate([tilt[a], tilt[b]]))(ease)
         quats[a:b + 1] = (_about_y(heading) * lean_path).as_quat()
         done_to = b
