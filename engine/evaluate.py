@@ -1,11 +1,17 @@
 """Score the model on held-out songs: `python -m engine.evaluate [--out DIR] [options]`.
 
 Cuts every validation song (the split engine.train holds out) into clips of --clip-seconds and
-scores three rows with engine.metrics:
-  model   the engine's dance for the clip's music and the dancer's style (engine.api.generate)
+scores these rows with engine.metrics:
+  model (style any)     what a user gets by default: engine.api.generate with style "any", one
+                        row per --seeds seed and their mean
+  model (true style)    the same told the dancer's style (first seed)
+  model, no beat warp   style "any" without the beat warp (first seed): what the network and the
+                        rest of the finishing do alone
   real    the recorded dance of that clip
   random  a random stretch, of the same length, of a TRAINING dance: music-agnostic, so the
           beat scores it gets are what chance gives
+With --genre-set, the same model rows are also scored on the open genre set (engine.genre_set:
+acoustic and electronic songs the training data lacks, each danced whole and cut into clips).
 FID_k and Div_k are measured against the kinetic features of the training split, cut into clips
 of the same length. (The random row is drawn from that same set, so its FID_k is low by
 construction: it shows the floor, not a target.) Music beats come from engine.audio.detect_beats
@@ -33,12 +39,14 @@ from .motion import Motion
 from .skeleton import joint_positions
 
 REPO = Path(__file__).resolve().parents[1]
-ROWS = ("model", "model, no beat warp", "real", "random")
+ROWS = ("model", "model, no beat warp", "real", "random")   # rows listed first, in this order
 COLUMNS = (  # (key in metrics.summarize, table header, scale)
     ("bas_bailando", "BAS (Bailando)", 1.0),
     ("bas_fact", "BAS (FACT)", 1.0),
     ("pfc", "PFC", 1.0),
     ("foot_skating", "Foot skating %", 100.0),
+    ("foot_skimming", "Skimming %", 100.0),
+    ("pulse", "Pulse", 1.0),
     ("jerk", "Jerk m/s^3", 1.0),
     ("speed", "Speed m/s", 1.0),
     ("fid_k", "FID_k", 1.0),
@@ -103,6 +111,19 @@ def cut_clips(sequences: Sequence[Dance], clip_seconds: float, max_clips: int | 
     return clips[:max_clips] if max_clips else clips
 
 
+def genre_clips(songs, clip_seconds: float, max_songs: int | None = None) -> list[Clip]:
+    """The open genre set as whole songs (no real dance; style unknown): `Clip`s whose
+    `positions` is None. score_genre_set dances each whole and cuts the dance into clips."""
+    import soundfile as sf
+    clips = []
+    for song in songs[:max_songs] if max_songs else songs:
+        seconds = sf.info(str(song.path)).duration
+        if seconds >= clip_seconds:
+            clips.append(Clip(name=song.name, style=song.genre, positions=None, audio_path=str(song.path),
+                              start=0.0, duration=math.floor(seconds / clip_seconds) * clip_seconds))
+    return clips
+
+
 def training_clips(sequences: Sequence[Dance], frames: int) -> list[np.ndarray]:
     """Every training dance (with or without music) cut into non-overlapping (frames, 24, 3) clips."""
     return [seq.positions[s:s + frames] for seq in sequences
@@ -145,18 +166,54 @@ def model_motions(clips: Sequence[Clip], generate: Generator, seed: int) -> list
 
 
 def api_generator(weights: Path, steps: int, beat_sync: bool = True, guidance: float = DEFAULT_GUIDANCE,
-                  autoguidance: float = DEFAULT_AUTOGUIDANCE, smoothing: float = SMOOTHING_SECONDS) -> Generator:
-    """engine.api.generate on the clip's audio, in the clip's style when the weights know it.
-    beat_sync=False scores the model without the beat warp, to show what the warp adds."""
+                  autoguidance: float = DEFAULT_AUTOGUIDANCE, smoothing: float = SMOOTHING_SECONDS,
+                  true_style: bool = False) -> Generator:
+    """engine.api.generate on the clip's audio, in style "any" (the default a user gets) or, with
+    `true_style`, in the clip's own style when the weights know it. beat_sync=False scores the
+    model without the beat warp, to show what the warp adds."""
     from . import api
     styles = set(api.available_styles(weights=weights))
 
     def generate(clip: Clip, seed: int) -> Motion:
-        style = clip.style if clip.style in styles else "any"
+        style = clip.style if true_style and clip.style in styles else "any"
         return api.generate(clip.audio_path, style=style, seed=seed, steps=steps, fps=float(L.MODEL_FPS),
                             start=clip.start, duration=clip.duration, weights=weights, beat_sync=beat_sync,
                             guidance=guidance, autoguidance=autoguidance, smoothing=smoothing)
     return generate
+
+
+def seeded_rows(clips: Sequence[Clip], generators: dict[str, Generator], seeds: Sequence[int],
+                 cut: Callable[[np.ndarray], list[np.ndarray]] | None = None) -> dict[str, list[list[np.ndarray]]]:
+    """Each generator's dances, per seed: {row: [dances of seed 0, dances of seed 1, ...]}.
+    A generator whose name ends in "*" runs for every seed, the others for the first seed only.
+    `cut` splits one generated dance into clips (the genre set: whole songs)."""
+    out = {}
+    for name, generate in generators.items():
+        per_seed = []
+        for seed in (seeds if name.endswith("*") else seeds[:1]):
+            motions = model_motions(clips, generate, seed)
+            per_seed.append([c for m in motions for c in cut(m)] if cut else motions)
+        out[name.rstrip("*")] = per_seed
+    return out
+
+
+def score_seeded(per_seed: dict[str, list[list[np.ndarray]]], beats: Sequence[np.ndarray],
+                 train_features: np.ndarray, seeds: Sequence[int]) -> dict[str, dict[str, float]]:
+    """metrics.summarize of every row and seed; rows run for several seeds also get their mean
+    and the spread (max - min) of every metric over the seeds."""
+    out = {}
+    for name, runs in per_seed.items():
+        scored = []
+        for seed, motions in zip(seeds, runs):
+            items = [(p, float(L.MODEL_FPS), b) for p, b in zip(motions, beats)]
+            scored.append(M.summarize(items, real_features=train_features))
+            out[name if len(runs) == 1 else f"{name}, seed {seed}"] = scored[-1]
+        if len(runs) > 1:
+            keys = [k for k in scored[0] if k != "num_clips"]
+            out[f"{name}, mean of {len(runs)} seeds"] = {k: float(np.mean([r[k] for r in scored])) for k in keys}
+            out[f"{name}, spread of {len(runs)} seeds"] = {
+                k: float(np.max([r[k] for r in scored]) - np.min([r[k] for r in scored])) for k in keys}
+    return out
 
 
 def score_rows(rows: dict[str, list[np.ndarray]], clips: Sequence[Clip],
@@ -197,9 +254,12 @@ def _jsonable(x):
     return x
 
 
-def write_json(path: Path, results: dict, clips: Sequence[Clip], settings: dict) -> None:
+def write_json(path: Path, results: dict, clips: Sequence[Clip], settings: dict,
+               genre_results: dict | None = None) -> None:
     doc = {"rows": results, "clips": [c.name for c in clips], "settings": settings,
            "columns": {k: h for k, h, _ in COLUMNS}}
+    if genre_results:
+        doc["genre_rows"] = genre_results
     path.write_text(json.dumps(_jsonable(doc), indent=2) + "\n")
 
 
@@ -237,7 +297,8 @@ def plot_metrics(path: Path, results: dict[str, dict[str, float]]) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    names = [r for r in ROWS if r in results]
+    names = [r for r in ROWS if r in results] + [r for r in results if r not in ROWS
+                                                  and ", seed " not in r and ", spread of" not in r]
     colors = {"model": "tab:blue", "real": "tab:green", "random": "tab:gray"}
     fig, axes = plt.subplots(1, len(COLUMNS), figsize=(2.2 * len(COLUMNS), 3.4))
     for ax, (key, header, scale) in zip(axes, COLUMNS):
@@ -275,9 +336,19 @@ def _sequence_of(item) -> Dance:
 def evaluate(train: Sequence[Dance], val: Sequence[Dance], *, clip_seconds: float = 10.0,
              generate: Generator | None = None, seed: int = 0, max_clips: int | None = None, every: int = 1,
              out: Path | None = None, settings: dict | None = None,
-             generate_unsynced: Generator | None = None) -> dict[str, dict[str, float]]:
-    """Score the rows (model only when `generate` is given; the model without its beat warp when
-    `generate_unsynced` is); print the table, write OUT's files."""
+             generate_unsynced: Generator | None = None, generators: dict[str, Generator] | None = None,
+             seeds: Sequence[int] | None = None, genre_set: Sequence | None = None,
+             max_genre_songs: int | None = None) -> dict[str, dict[str, float]]:
+    """Score the rows and print the table(s); write OUT's files.
+
+    `generators` maps row names to generators (a name ending in "*" runs for every seed of
+    `seeds`, default [seed]); without it, `generate` is the "model" row and `generate_unsynced`
+    the "model, no beat warp" row. `genre_set` (engine.genre_set songs) adds a second table: the
+    same model rows on those songs, each danced whole and cut into clips. The returned dict holds
+    the validation rows, and the genre rows prefixed "genres: "."""
+    seeds = list(seeds) if seeds else [seed]
+    if generators is None:
+        generators = {k: g for k, g in (("model", generate), ("model, no beat warp", generate_unsynced)) if g}
     clips = cut_clips(val, clip_seconds, max_clips, every)
     if not clips:
         raise EngineError(f"no validation song is at least {clip_seconds:g} s long with its music")
@@ -287,24 +358,33 @@ def evaluate(train: Sequence[Dance], val: Sequence[Dance], *, clip_seconds: floa
         raise EngineError("the training split has fewer than two clips of that length: FID_k needs more")
     train_features = np.stack([M.kinetic_features(p, L.MODEL_FPS) for p in train_clips])
     add_music_beats(clips)
-    rows: dict[str, list[np.ndarray]] = {}
-    if generate is not None:
-        rows["model"] = model_motions(clips, generate, seed)
-    if generate_unsynced is not None:
-        rows["model, no beat warp"] = model_motions(clips, generate_unsynced, seed)
-    rows["real"] = [c.positions for c in clips]
-    rows["random"] = random_stretches(train, frames, len(clips), seed)
-    results = score_rows(rows, clips, train_features)
+    per_seed = seeded_rows(clips, generators, seeds)
+    results = score_seeded(per_seed, [c.music_beats for c in clips], train_features, seeds)
+    rows = {"real": [c.positions for c in clips], "random": random_stretches(train, frames, len(clips), seeds[0])}
+    results.update(score_rows(rows, clips, train_features))
     print(format_table(results))
+    genre_results = {}
+    if genre_set:
+        songs = genre_clips(genre_set, clip_seconds, max_genre_songs)
+        cut = lambda p: [p[s:s + frames] for s in range(0, len(p) - frames + 1, frames)]
+        pieces = [Clip(name=f"{c.name}@{k * clip_seconds:.0f}s", style=c.style, positions=None,
+                       audio_path=c.audio_path, start=k * clip_seconds, duration=clip_seconds)
+                  for c in songs for k in range(int(round(c.duration / clip_seconds)))]
+        add_music_beats(pieces)
+        genre_rows = seeded_rows(songs, generators, seeds, cut=cut)
+        genre_results = score_seeded(genre_rows, [c.music_beats for c in pieces], train_features, seeds)
+        print(f"\nopen genre set: {len(songs)} songs, {len(pieces)} clips of {clip_seconds:g} s")
+        print(format_table(genre_results))
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-        settings = dict(settings or {}, clip_seconds=clip_seconds, seed=seed,
+        settings = dict(settings or {}, clip_seconds=clip_seconds, seeds=seeds,
                         num_clips=len(clips), num_train_clips=len(train_clips))
-        write_json(out / "metrics.json", results, clips, settings)
-        plot_beat_alignment(out / "beat_alignment.png", clips[0], {r: m[0] for r, m in rows.items()})
+        write_json(out / "metrics.json", results, clips, settings, genre_results)
+        first = {r: m[0] for r, m in rows.items()} | {r: runs[0][0] for r, runs in per_seed.items()}
+        plot_beat_alignment(out / "beat_alignment.png", clips[0], first)
         plot_metrics(out / "metrics.png", results)
         print(f"wrote {out / 'metrics.json'}, {out / 'beat_alignment.png'}, {out / 'metrics.png'}")
-    return results
+    return results | {f"genres: {k}": v for k, v in genre_results.items()}
 
 
 def parse_args(argv=None):
@@ -320,7 +400,12 @@ def parse_args(argv=None):
     p.add_argument("--cache", type=Path, default=None, help="preprocessing cache folder (default: OUT/../.cache)")
     p.add_argument("--clip-seconds", type=float, default=10.0, help="length of each scored clip (default 10)")
     p.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="sampler steps for the model row")
-    p.add_argument("--seed", type=int, default=0, help="seed of the model's samples and the random row")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 100, 200],
+                   help="seeds of the default (style any) model row, scored each and averaged; the other "
+                        "model rows and the random row use the first (default 0 100 200)")
+    p.add_argument("--no-genre-set", action="store_true",
+                   help="skip the open genre set (pip package immich-memories-music; scored by default)")
+    p.add_argument("--max-genre-songs", type=int, default=None, help="score at most this many genre-set songs")
     p.add_argument("--max-clips", type=int, default=None, help="score at most this many validation clips")
     p.add_argument("--every", type=int, default=1,
                    help="score every N-th validation clip only, for quick sweeps of settings (default 1: all)")
@@ -332,7 +417,7 @@ def parse_args(argv=None):
     p.add_argument("--smoothing", type=float, default=SMOOTHING_SECONDS,
                    help=f"seconds of Gaussian smoothing of the model rows' output (default {SMOOTHING_SECONDS:g})")
     p.add_argument("--no-ablation", action="store_true",
-                   help="skip the extra row that scores the model without its beat warp")
+                   help="skip the extra rows (true style; no beat warp): only the default model row")
     p.add_argument("--no-model", action="store_true",
                    help="score only the real and random rows (no weights needed): the targets")
     return p.parse_args(argv)
@@ -341,7 +426,7 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:
-        generate = generate_unsynced = None
+        generators = {}
         weights = (args.weights or DEFAULT_WEIGHTS).resolve()
         if not args.no_model:
             if not weights.is_file():
@@ -349,9 +434,10 @@ def main(argv=None) -> int:
                       file=sys.stderr)
                 return 2
             options = dict(guidance=args.guidance, autoguidance=args.autoguidance, smoothing=args.smoothing)
-            generate = api_generator(weights, args.steps, **options)
+            generators["model (style any)*"] = api_generator(weights, args.steps, **options)
             if not args.no_ablation:
-                generate_unsynced = api_generator(weights, args.steps, beat_sync=False, **options)
+                generators["model (true style)"] = api_generator(weights, args.steps, true_style=True, **options)
+                generators["model, no beat warp"] = api_generator(weights, args.steps, beat_sync=False, **options)
         if args.clip_seconds <= 0:
             raise EngineError(f"--clip-seconds must be positive, got {args.clip_seconds}")
         if args.every < 1:
@@ -365,10 +451,14 @@ def main(argv=None) -> int:
         train, val = load_sequences(sources, (args.cache or out.parent / ".cache").resolve())
         settings = {"data": [str(s) for s in sources], "steps": args.steps, "every": args.every,
                     "guidance": args.guidance, "autoguidance": args.autoguidance, "smoothing": args.smoothing,
-                    "weights": None if generate is None else str(weights)}
-        evaluate(train, val, clip_seconds=args.clip_seconds, generate=generate, seed=args.seed,
+                    "weights": str(weights) if generators else None}
+        genre_set = None
+        if generators and not args.no_genre_set:
+            from .genre_set import genre_songs
+            genre_set = genre_songs()
+        evaluate(train, val, clip_seconds=args.clip_seconds, generators=generators, seeds=args.seeds,
                  max_clips=args.max_clips, every=args.every, out=out, settings=settings,
-                 generate_unsynced=generate_unsynced)
+                 genre_set=genre_set, max_genre_songs=args.max_genre_songs)
     except EngineError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -123,3 +123,35 @@ def test_every_nth_clip_for_quick_sweeps(tmp_path):
     val.audio_path = str(song)
     assert [c.name for c in E.cut_clips([val], 2.0)][::3] == [c.name for c in E.cut_clips([val], 2.0, every=3)]
     assert [c.name for c in E.cut_clips([val], 2.0, max_clips=2, every=3)] == ["val_song@0s", "val_song@6s"]
+
+
+def test_seeded_rows_their_mean_and_the_genre_set(tmp_path):
+    from engine.genre_set import GenreSong
+    song = tmp_path / "song.wav"
+    click_track(song, 9.0)
+    val = pulsing_dance("val_song", 8.0)
+    val.audio_path = str(song)
+    train = [pulsing_dance(f"train_{i}", 12.0, phase=i * 4, amplitude=0.01 + 0.01 * i) for i in range(3)]
+    genre = tmp_path / "electro.wav"
+    click_track(genre, 8.5)                                         # danced whole: two 4 s clips
+    calls = []
+
+    def fake(clip: E.Clip, seed: int) -> Motion:
+        calls.append((clip.name, clip.duration, seed))
+        T = int(round(clip.duration * MODEL_FPS))
+        amplitude = 0.2 + 0.05 * (seed % 3)                         # seeds give different dances
+        t = np.arange(T) / MODEL_FPS
+        trans = np.stack([amplitude * t, np.full(T, REST_PELVIS_HEIGHT), np.zeros(T)], axis=-1)
+        return Motion(poses=np.zeros((T, 72)), trans=trans, fps=float(MODEL_FPS), seed=seed)
+
+    songs = [GenreSong(name="electro", path=genre, tempo_bpm=120.0, genre="electronic", mood="happy")]
+    results = E.evaluate(train, [val], clip_seconds=4.0, generators={"any*": fake, "true": fake},
+                         seeds=[4, 5], genre_set=songs)
+    assert {"any, seed 4", "any, seed 5", "any, mean of 2 seeds", "any, spread of 2 seeds", "true",
+            "real", "random"} <= set(results)
+    assert results["any, mean of 2 seeds"]["speed"] == pytest.approx(
+        (results["any, seed 4"]["speed"] + results["any, seed 5"]["speed"]) / 2)
+    assert results["any, spread of 2 seeds"]["speed"] > 0
+    assert math.isfinite(results["genres: any, mean of 2 seeds"]["fid_k"])
+    assert ("electro", 8.0, 4) in calls and ("electro", 8.0, 5) in calls   # the song danced whole, per seed
+    assert len(calls) == 2 * 3 + 3          # "any*": both seeds x (2 clips + 1 song); "true": the first seed

@@ -156,3 +156,23 @@ def test_summarize_keys_and_values():
     out = M.summarize([(p, FPS, beats), (slide, FPS, beats)], real_features=real)
     assert out["fid_k"] == pytest.approx(0.0, abs=1e-3)       # eps*I rounding on 72 dims
     assert out["div_k"] > 0
+
+
+def test_foot_skimming_counts_a_toe_dragged_along_the_floor_not_a_lifted_swing():
+    T = 61
+    drag = shifted_x(T, np.linspace(0.0, 1.2, T))             # 2 cm per frame, toes on the floor
+    assert M.foot_skimming(drag, FPS) == pytest.approx(1.0)
+    swing = shifted_x(T, np.r_[np.zeros(30), np.linspace(0.0, 0.6, T - 30)])   # still, then travel ...
+    swing[30:, :, 1] += 0.10                                   # ... lifted 10 cm above the floor it stood on
+    assert M.foot_skimming(swing, FPS) == 0.0
+    slow = shifted_x(T, np.linspace(0.0, 0.3, T))              # 0.5 cm per frame: not skimming
+    assert M.foot_skimming(slow, FPS) == 0.0
+
+
+def test_pulse_ratio_of_one_accent_per_beat_and_half_time():
+    p = pulsing()                                               # speed minima every PERIOD frames
+    beats = (PHASE + PERIOD * np.arange(N_PERIODS)) / FPS
+    assert M.pulse_ratio(p, FPS, beats) == pytest.approx(1.0, abs=0.05)
+    double_time_music = (PHASE + PERIOD / 2 * np.arange(2 * N_PERIODS)) / FPS
+    assert M.pulse_ratio(p, FPS, double_time_music) == pytest.approx(2.0, abs=0.1)
+    assert math.isnan(M.pulse_ratio(p, FPS, [0.5]))
