@@ -2,7 +2,8 @@
 
 The zip holds, at its root:
     blender_manifest.toml, __init__.py, ...   the add-on (blender_addon/*)
-    vendor/engine/                            the engine package, whole (it is small)
+    vendor/engine/                            the engine's runtime: the modules the add-on can reach
+                                              (runtime_modules); training code stays out
     vendor/weights/*.safetensors              the trained weights
 `vendor/` repeats the repository layout one level down, so blender_addon/_engine_path.py puts
 `vendor` on sys.path and `import engine` works, and the engine's default weights path
@@ -22,6 +23,7 @@ enable_on_install=True).
 from __future__ import annotations
 
 import argparse
+import ast
 import glob
 import importlib.util
 import os
@@ -50,10 +52,71 @@ def find_blender_ext() -> Path | None:
     return None
 
 
+def _module_file(name: str) -> Path | None:
+    """engine.x.y -> its .py file (a package's __init__.py), or None when there is none."""
+    base = REPO.joinpath(*name.split("."))
+    for path in (base.with_suffix(".py"), base / "__init__.py"):
+        if path.is_file():
+            return path
+    return None
+
+
+def _imports(path: Path, module: str) -> set[str]:
+    """Engine modules that `path` imports anywhere, inside functions too (lazy imports count)."""
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.split(".")[0] == "engine"}
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = ".".join(package.split(".")[:len(package.split(".")) - node.level + 1])
+                base = f"{base}.{node.module}" if node.module else base
+            elif (node.module or "").split(".")[0] == "engine":
+                base = node.module
+            else:
+                continue
+            found.add(base)
+            found |= {f"{base}.{a.name}" for a in node.names}      # `from . import audio`: a module
+    return {m for m in found if _module_file(m) is not None}
+
+
+def runtime_modules() -> set[str]:
+    """The engine modules the add-on can import, followed from what blender_addon/ imports.
+    Training, distillation, evaluation, probes, benchmarks and data loaders are not among them,
+    so the extension does not carry them."""
+    todo = {"engine", "engine.__main__"}
+    for f in ADDON.rglob("*.py"):
+        todo |= _imports(f, "blender_addon." + f.stem)
+    seen: set[str] = set()
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        for parent in (name.split(".")[:i] for i in range(1, name.count(".") + 1)):
+            todo.add(".".join(parent))                              # a module's packages load first
+        todo |= _imports(_module_file(name), name) - seen
+    return seen
+
+
+def _stage_engine(dest: Path) -> None:
+    """Copy the runtime modules and the engine's data files (not Python), keeping the layout."""
+    keep = {_module_file(m).resolve() for m in runtime_modules()}
+    for path in sorted(ENGINE.rglob("*")):
+        if not path.is_file() or "__pycache__" in path.parts or path.suffix in (".pyc", ".tmp"):
+            continue
+        if path.suffix == ".py" and path.resolve() not in keep:
+            continue
+        target = dest / path.relative_to(ENGINE)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(path, target)
+
+
 def stage(dest: Path, weights: dict[str, Path]) -> None:
     """Lay out the extension in `dest`; `weights` maps file names inside vendor/weights/ to sources."""
     shutil.copytree(ADDON, dest, ignore=_SKIP)
-    shutil.copytree(ENGINE, dest / "vendor" / "engine", ignore=_SKIP)
+    _stage_engine(dest / "vendor" / "engine")
     (dest / "vendor" / "weights").mkdir(parents=True)
     for name, src in weights.items():
         shutil.copy2(src, dest / "vendor" / "weights" / name)

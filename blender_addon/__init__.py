@@ -16,9 +16,10 @@ bl_info = {
 import bpy
 
 from . import _engine_path  # noqa: F401  (engine importable, before any submodule needs it)
-from . import operators, panels, preferences, properties
+from . import operators, panels, preferences, properties, rig_ui
 
-_classes = (*preferences.classes, *properties.classes, *operators.classes, *panels.classes)
+_classes = (*preferences.classes, *properties.classes, *operators.classes, *panels.classes,
+            *rig_ui.classes)   # rig_ui: the user's own characters (issue 14)
 
 
 def register():
@@ -26,6 +27,7 @@ def register():
     for cls in _classes:
         bpy.utils.register_class(cls)
     properties.register_props()
+    rig_ui.register_props()
 
 
 def unregister():
@@ -34,5 +36,6 @@ def unregister():
     if job is not None:  # the worker must not outlive the classes it reports to
         job.cancel()
     properties.unregister_props()
+    rig_ui.unregister_props()
     for cls in reversed(_classes):
         bpy.utils.unregister_class(cls)

@@ -44,13 +44,47 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--weights", help="checkpoint file (default: the shipped weights)")
     p.add_argument("--keep", default="", help="comma-separated body parts to keep from the file's animation: "
-                                             "left_arm,right_arm,legs,torso,head,root")
+                                             "left_arm,right_arm,arms,legs,torso,head,all,root")
+    p.add_argument("--stage-radius", type=float, default=None, metavar="METRES",
+                   help="keep the dancer within this many metres of where it starts; 0 = dance in place "
+                        "(default: the engine's floor)")
     p.add_argument("--fps", type=float, help="set the scene frame rate first (e.g. 23.976)")
     p.add_argument("--frame-start", type=int, help="frame where a newly added sound strip starts")
     p.add_argument("--out-blend", help="save the scene here")
     p.add_argument("--out-bvh", help="also write the dance as BVH (Z up)")
     p.add_argument("--out-npz", help="also write the dance as an engine Motion .npz")
     return p.parse_args(argv)
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """engine.options' validation, shared with the command line, before any scene is touched
+    or any generation starts; EngineError on the first mistake. Sets args.keep_toggles."""
+    from engine.api import available_styles
+    from engine.options import check_options, parse_body_parts
+    styles = available_styles(os.path.abspath(args.weights) if args.weights else None)
+    check_options(style=args.style, styles=styles, steps=args.steps, fps=args.fps, guidance=args.guidance,
+                  autoguidance=args.autoguidance, stage_radius=args.stage_radius)
+    args.keep_toggles = _keep_toggles(parse_body_parts(args.keep, allow_root=True))
+
+
+def _keep_toggles(parts: list[str]) -> set[str]:
+    """Body-part names (engine.options.BODY_PART_NAMES and "root") -> the add-on's keep_<name>
+    toggles (properties.KEEPABLE) that cover exactly the same joints ("arms" = both arm toggles)."""
+    from engine.errors import EngineError
+    from engine.skeleton import BODY_PARTS
+    keepable = importlib.import_module(_addon().__name__ + ".properties").KEEPABLE
+    toggles: set[str] = set()
+    for part in parts:
+        if part in keepable:
+            toggles.add(part)
+            continue
+        wanted = set(BODY_PARTS[part])
+        cover = {t for t in keepable if t in BODY_PARTS and set(BODY_PARTS[t]) <= wanted}
+        if set().union(*(BODY_PARTS[t] for t in cover)) != wanted:
+            raise EngineError(f"--keep {part}: the add-on keeps body parts as {', '.join(keepable)}; "
+                              f"{part} alone is not one of them")
+        toggles |= cover
+    return toggles
 
 
 def _set_fps(scene, fps: float) -> None:
@@ -105,7 +139,10 @@ def run(args: argparse.Namespace) -> str:
     if args.blend:
         if not os.path.isfile(args.blend):
             raise EngineError(f"blend file not found: {args.blend}")
-        bpy.ops.wm.open_mainfile(filepath=os.path.abspath(args.blend))
+        try:
+            bpy.ops.wm.open_mainfile(filepath=os.path.abspath(args.blend))
+        except RuntimeError as e:
+            raise EngineError(f"cannot open {args.blend}: {str(e).strip().splitlines()[-1]}") from None
     context = bpy.context
     scene = context.scene
     if args.fps:
@@ -117,19 +154,17 @@ def run(args: argparse.Namespace) -> str:
     settings = scene.dance
     settings.audio_source, settings.strip_name, settings.use_strip_range = 'STRIP', strip.name, True
     settings.armature = obj
-    parts = [p.strip() for p in args.keep.split(",") if p.strip()]
-    known = set(importlib.import_module(addon.__name__ + ".properties").KEEPABLE)
-    if set(parts) - known:
-        raise EngineError(f"unknown --keep part(s) {', '.join(sorted(set(parts) - known))}: use {', '.join(sorted(known))}")
-    for part in known:
-        setattr(settings, "keep_" + part, part in parts)
+    if not hasattr(args, "keep_toggles"):
+        check_args(args)
+    for part in importlib.import_module(addon.__name__ + ".properties").KEEPABLE:
+        setattr(settings, "keep_" + part, part in args.keep_toggles)
     settings.seed, settings.steps, settings.guidance = args.seed, args.steps, args.guidance
     settings.autoguidance = args.autoguidance
     request = operators.build_request(context)
     request.style, request.device = args.style, args.device
     request.weights = os.path.abspath(args.weights) if args.weights else None
-    request.action_name = operators.action_name(request.audio_path, args.style, args.seed)
-    request.metadata["style"] = args.style
+    request.stage_radius = args.stage_radius
+    operators.name_take(request)          # the take's name follows --style and --seed
 
     last = [-1]
 
@@ -143,13 +178,19 @@ def run(args: argparse.Namespace) -> str:
     end = request.frame_start + request.num_frames - 1
     if args.out_bvh or args.out_npz:
         motion = scene_io.read_motion(obj, request.frame_start, end, request.fps, scene)
-        if args.out_bvh:
-            from engine.bvh import write_bvh
-            write_bvh(motion, args.out_bvh, up_axis="Z")
-        if args.out_npz:
-            motion.save_npz(args.out_npz)
+        try:
+            if args.out_bvh:
+                from engine.bvh import write_bvh
+                write_bvh(motion, args.out_bvh, up_axis="Z")
+            if args.out_npz:
+                motion.save_npz(args.out_npz)
+        except OSError as e:
+            raise EngineError(f"cannot write {e.filename or 'the output'}: {e.strerror or e}") from None
     if args.out_blend:
-        bpy.ops.wm.save_as_mainfile(filepath=os.path.abspath(args.out_blend))
+        try:
+            bpy.ops.wm.save_as_mainfile(filepath=os.path.abspath(args.out_blend))
+        except RuntimeError as e:
+            raise EngineError(f"cannot save {args.out_blend}: {str(e).strip().splitlines()[-1]}") from None
     return f"'{action.name}' on '{obj.name}', frames {request.frame_start}-{end}"
 
 
@@ -162,6 +203,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: the engine cannot be imported ({e}); install the dependencies first", file=sys.stderr)
         return 1
     try:
+        check_args(args)       # before the scene is opened or anything is generated
+        check_outputs(args)
         print("dance: done:", run(args), flush=True)
         return 0
     except EngineError as e:
@@ -170,11 +213,51 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError as e:
         print(f"error: a dependency is missing ({e}); install the dependencies first", file=sys.stderr, flush=True)
         return 1
+    except Exception as e:  # a bug, not a user mistake: still one line (the details go after it)
+        print(f"error: {type(e).__name__}: {e}".splitlines()[0], file=sys.stderr, flush=True)
+        import traceback
+        traceback.print_exc()
+        return 1
+
+
+def check_outputs(args: argparse.Namespace) -> None:
+    """EngineError unless every output file can be written: checked up front, by creating a file
+    beside each one, so a bad path fails in a second rather than after the dance is generated."""
+    import tempfile
+    from engine.errors import EngineError
+    for flag, path in (("--out-blend", args.out_blend), ("--out-bvh", args.out_bvh), ("--out-npz", args.out_npz)):
+        if not path:
+            continue
+        full = os.path.abspath(path)
+        folder = os.path.dirname(full)
+        if os.path.isdir(full):
+            raise EngineError(f"{flag} {path} is a folder, not a file")
+        if not os.path.isdir(folder):
+            raise EngineError(f"{flag} {path}: the folder {folder} does not exist")
+        if os.path.exists(full) and not os.access(full, os.W_OK):
+            raise EngineError(f"{flag} {path} cannot be written (read-only)")
+        try:
+            with tempfile.NamedTemporaryFile(dir=folder, prefix=".dance-write-test-"):
+                pass
+        except OSError as e:
+            raise EngineError(f"{flag} {path} cannot be written: {e.strerror or e}") from None
+
+
+def _exit_code(e: SystemExit) -> int:
+    return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
 
 
 if __name__ == "__main__":
-    code = main()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    # A process that imported both torch and bpy can crash while tearing down; the work is saved.
-    os._exit(code)
+    # EVERY way out ends in os._exit: a process that imported both torch and bpy can hang or
+    # crash while tearing down (an uncaught exception used to leave it idling forever).
+    code = 1
+    try:
+        code = main()
+    except SystemExit as e:   # argparse's --help and usage errors
+        code = _exit_code(e)
+    except BaseException as e:  # noqa: BLE001 (KeyboardInterrupt included: still exit)
+        print(f"error: {type(e).__name__}: {e}".splitlines()[0], file=sys.stderr)
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)

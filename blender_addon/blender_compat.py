@@ -72,6 +72,33 @@ def assign_new_action(obj, name: str):
     return action, action.fcurves, action.groups
 
 
+def ensure_channels(obj, action):
+    """(fcurves, groups) collections through which `action` animates `obj`, created if missing
+    (on 4.4+ the slot, layer, keyframe strip and channelbag; a copied action already has them)."""
+    if not is_slotted(action):
+        return action.fcurves, action.groups
+    slot = object_slot(obj, action)
+    if slot is None:
+        slot = action.slots.new(id_type='OBJECT', name=obj.name)
+    layer = action.layers[0] if len(action.layers) else action.layers.new("Dance")
+    strip = layer.strips[0] if len(layer.strips) else layer.strips.new(type='KEYFRAME')
+    bag = strip.channelbag(slot, ensure=True)
+    return bag.fcurves, bag.groups
+
+
+def generated_key_type() -> tuple[str, int]:
+    """(identifier, enum value) of the keyframe type marking keys a tool generated.
+
+    'GENERATED' exists from Blender 4.2 (the add-on's minimum). Older builds fall back to
+    'JITTER', the closest "not a real key" type they have; the value is what foreach_set takes."""
+    items = {i.identifier: i.value for i in bpy.types.Keyframe.bl_rna.properties["type"].enum_items}
+    return ("GENERATED", items["GENERATED"]) if "GENERATED" in items else ("JITTER", items["JITTER"])
+
+
+def key_type_value(identifier: str) -> int:
+    return bpy.types.Keyframe.bl_rna.properties["type"].enum_items[identifier].value
+
+
 def set_action(obj, action, slot=None) -> None:
     """Assign `action` (and, on 4.4+, `slot` or the best matching one) to `obj`."""
     ad = obj.animation_data or obj.animation_data_create()

@@ -96,9 +96,46 @@ def weights_choice(context) -> str | None:
     return bpy.path.abspath(prefs.weights_path) if prefs is not None and prefs.weights_path else None
 
 
+# Regenerating a frame range: this much of the existing dance on each side is given to the
+# engine as fully keyed context, so that the new part flows out of and into it.
+CONTEXT_SECONDS = 0.5
+
+
 def action_name(song_path: str, style: str, seed: int) -> str:
+    """The name takes of this song, style and seed share (each adds ' take N')."""
     song = os.path.splitext(os.path.basename(song_path))[0]
-    return f"Dance {song} {style} s{seed}"[:63]
+    return f"Dance {song} {style} s{seed}"[:55]
+
+
+def name_take(request) -> None:
+    """Give `request` the next take's name for its song, style and seed (and record it)."""
+    from . import takes
+    base = action_name(request.audio_path, request.style, request.seed)
+    request.action_name, number = takes.take_name(base)
+    request.metadata.update(take=number, take_base=base, style=request.style, seed=request.seed)
+
+
+def stage_radius(settings) -> float | None:
+    """The panel's stage choice as engine.api.generate's `stage_radius`."""
+    return {'DEFAULT': None, 'IN_PLACE': 0.0}.get(settings.stage, settings.stage_radius)
+
+
+def regeneration_context(obj, p: Plan) -> tuple[int, int] | None:
+    """(first, last) frames to generate when only p.first..p.last is to be rewritten inside the
+    dancer's current action, which animates frames outside it: the range plus up to
+    CONTEXT_SECONDS of the existing dance on each side (within the song and the action).
+    None when the current action has nothing outside the range (a plain generation)."""
+    ad = obj.animation_data
+    action = ad.action if ad is not None else None
+    if action is None:
+        return None
+    a_first, a_last = (int(round(x)) for x in action.frame_range)
+    if a_first >= p.first and a_last <= p.last:
+        return None
+    k = max(2, int(round(CONTEXT_SECONDS * p.fps)))
+    song_first, song_last = p.span.first_frame, p.span.first_frame + p.span.num_frames - 1
+    return (max(p.first - k, song_first, min(a_first, p.first)),
+            min(p.last + k, song_last, max(a_last, p.last)))
 
 
 def build_request(context):
@@ -108,18 +145,30 @@ def build_request(context):
     obj = dancer(context)
     scene_io.check_smpl_armature(obj)
     p = plan(scene, settings)
-    cons = scene_io.read_constraints(obj, p.first, p.last, p.fps, settings.keep_parts(), settings.keep_root, scene)
+    write_range = None
+    first, last = p.first, p.last
+    if not settings.use_strip_range:
+        around = regeneration_context(obj, p)
+        if around is not None:
+            write_range, (first, last) = (p.first, p.last), around
+    outside = [f for f in range(first, last + 1) if not p.first <= f <= p.last]
+    cons = scene_io.read_constraints(obj, first, last, p.fps, settings.keep_parts(), settings.keep_root, scene,
+                                     context=outside)
+    start = p.span.start + (first - p.span.first_frame) / p.fps
     style = settings.style
-    return runner.Request(
-        audio_path=p.span.path, start=p.start_seconds, duration=p.duration, fps=p.fps,
-        num_frames=p.last - p.first + 1, frame_start=p.first, armature_name=obj.name, scene_name=scene.name,
-        action_name=action_name(p.span.path, style, settings.seed), style=style, seed=settings.seed,
+    request = runner.Request(
+        audio_path=p.span.path, start=start, duration=(last - first + 1) / p.fps, fps=p.fps,
+        num_frames=last - first + 1, frame_start=first, armature_name=obj.name, scene_name=scene.name,
+        action_name="", style=style, seed=settings.seed,
         steps=settings.steps, guidance=settings.guidance, autoguidance=settings.autoguidance,
         device=device_choice(context), constraints=cons,
-        weights=weights_choice(context),
-        metadata={"song": p.span.path, "style": style, "seed": settings.seed, "steps": settings.steps,
+        weights=weights_choice(context), stage_radius=stage_radius(settings),
+        kept=scene_io.key_masks(obj, first, last), write_range=write_range,
+        metadata={"song": p.span.path, "steps": settings.steps,
                   "guidance": settings.guidance, "autoguidance": settings.autoguidance,
-                  "audio_start": p.start_seconds})
+                  "audio_start": start})
+    name_take(request)
+    return request
 
 
 def _redraw(context) -> None:
@@ -172,8 +221,8 @@ class DANCE_OT_generate(bpy.types.Operator):
         except EngineError as e:
             return self._fail(context, str(e))
         settings.progress, settings.status = 1.0, f"done: action '{action.name}'"
-        self.report({'INFO'}, f"generated '{action.name}' on frames {request.frame_start}-"
-                              f"{request.frame_start + request.num_frames - 1}")
+        first, last = request.write_range or (request.frame_start, request.frame_start + request.num_frames - 1)
+        self.report({'INFO'}, f"generated '{action.name}' on frames {first}-{last}")
         return {'FINISHED'}
 
     def invoke(self, context, event):
@@ -283,6 +332,48 @@ class DANCE_OT_create_dancer(bpy.types.Operator):
         return {'CANCELLED'}
 
 
+class DANCE_OT_use_take(bpy.types.Operator):
+    """Make this take (or your original action) the dancer's animation again"""
+    bl_idname = "dance.use_take"
+    bl_label = "Use Take"
+    bl_options = {'REGISTER', 'UNDO'}
+
+    action: StringProperty(name="Action", description="Name of the action to switch to")
+
+    def execute(self, context):
+        from . import takes
+        obj = dancer(context)
+        action = bpy.data.actions.get(self.action)
+        if obj is None or action is None:
+            self.report({'ERROR'}, f"no dancer or no action named '{self.action}'")
+            return {'CANCELLED'}
+        takes.use_action(obj, action)
+        self.report({'INFO'}, f"'{obj.name}' now plays '{action.name}'")
+        return {'FINISHED'}
+
+
+class DANCE_OT_clean_takes(bpy.types.Operator):
+    """Delete the dancer's generated takes that nothing uses (your own action is always kept; Ctrl+Z undoes)"""
+    bl_idname = "dance.clean_takes"
+    bl_label = "Delete Unused Takes"
+    bl_options = {'REGISTER', 'UNDO'}
+
+    @classmethod
+    def poll(cls, context):
+        from . import takes
+        obj = dancer(context)
+        return obj is not None and bool(takes.unused_takes(obj))
+
+    def invoke(self, context, event):
+        return context.window_manager.invoke_confirm(self, event)
+
+    def execute(self, context):
+        from . import takes
+        n = takes.delete_unused_takes(dancer(context))
+        self.report({'INFO'}, f"deleted {n} unused take(s)")
+        return {'FINISHED'}
+
+
 class _ExportBase:
     """Shared by the exports: the dancer's evaluated animation over its action's frames."""
 
@@ -346,4 +437,5 @@ class DANCE_OT_export_npz(_ExportBase, bpy.types.Operator, ExportHelper):
         motion.save_npz(path)
 
 
-classes = (DANCE_OT_generate, DANCE_OT_cancel, DANCE_OT_create_dancer, DANCE_OT_export_bvh, DANCE_OT_export_npz)
+classes = (DANCE_OT_generate, DANCE_OT_cancel, DANCE_OT_create_dancer, DANCE_OT_use_take, DANCE_OT_clean_takes,
+           DANCE_OT_export_bvh, DANCE_OT_export_npz)

@@ -68,6 +68,9 @@ class DANCE_PT_main(_DancePanel, bpy.types.Panel):
                 keys, frames = scene_io.count_kept(obj, plan.first, plan.last)
                 box.label(text=f"Keeps {keys} key(s) on {frames} frame(s)" if keys or frames
                           else "No keys in range: a free dance", icon='KEYINGSET')
+                if not settings.use_strip_range and operators.regeneration_context(obj, plan) is not None:
+                    box.label(text=f"Regenerates frames {plan.first}-{plan.last} only; the rest stays",
+                              icon='SEQ_STRIP_DUPLICATE')
         except EngineError as e:
             box.label(text=str(e), icon='ERROR')
         box.label(text="Keep animation of:")
@@ -83,6 +86,10 @@ class DANCE_PT_main(_DancePanel, bpy.types.Panel):
         col.prop(settings, "guidance")
         col.prop(settings, "autoguidance")
         col.prop(settings, "device")
+        row = layout.row(align=True)
+        row.prop(settings, "stage", expand=True)
+        if settings.stage == 'RADIUS':
+            layout.prop(settings, "stage_radius")
 
         # Run
         job = runner.active_job()
@@ -91,8 +98,28 @@ class DANCE_PT_main(_DancePanel, bpy.types.Panel):
             layout.operator("dance.cancel", icon='CANCEL')
         else:
             layout.operator("dance.generate", icon='PLAY')
-            if settings.status:
-                layout.label(text=settings.status)
+            if settings.status:  # the finished run's bar stays full (or where it stopped)
+                compat.draw_progress(layout, settings.progress, settings.status)
+        if obj is not None and obj.type == 'ARMATURE':
+            _draw_takes(layout, obj)
+
+
+def _draw_takes(layout, obj) -> None:
+    """Every dance generated for `obj` and the animator's own action: click one to play it."""
+    from . import takes as T
+    takes, original = T.takes(obj), T.original_action(obj)
+    if not takes and original is None:
+        return
+    current = obj.animation_data.action if obj.animation_data else None
+    box = layout.box()
+    box.label(text="Takes", icon='ACTION')
+    col = box.column(align=True)
+    for action in ([original] if original is not None else []) + takes:
+        label = f"Original: {action.name}" if action == original else action.name
+        op = col.operator("dance.use_take", text=label, depress=action == current,
+                          icon='CHECKMARK' if action == current else 'BLANK1')
+        op.action = action.name
+    box.operator("dance.clean_takes", icon='TRASH')
 
 
 class DANCE_PT_export(_DancePanel, bpy.types.Panel):

@@ -7,13 +7,13 @@ from bpy.props import (BoolProperty, EnumProperty, FloatProperty, IntProperty, P
 
 from . import _engine_path  # noqa: F401
 # engine.defaults is plain Python, importable before torch is installed.
-from engine.defaults import DEFAULT_AUTOGUIDANCE, DEFAULT_GUIDANCE, DEFAULT_STEPS, MAX_AUTOGUIDANCE
+from engine.defaults import DEFAULT_AUTOGUIDANCE, DEFAULT_GUIDANCE, DEFAULT_STEPS, MAX_AUTOGUIDANCE, TRAINING_STYLES
 
 from .preferences import DEVICE_ITEMS
 
 # Shown when the engine or its weights cannot be loaded yet (dependencies not installed):
 # the training data's dance styles. The real list comes from engine.api.available_styles().
-FALLBACK_STYLES = ("any", "cha-cha", "rumba", "tango", "waltz")
+FALLBACK_STYLES = TRAINING_STYLES
 _style_items_cache: list[tuple[str, str, str]] = []   # module-level: Blender keeps only pointers
 _fallback_items: list[tuple[str, str, str]] = []
 
@@ -116,6 +116,15 @@ class DanceSettings(bpy.types.PropertyGroup):
     frame_end: IntProperty(
         name="End", default=250, min=0,
         description="Last frame to animate (must lie within the song)")
+    stage: EnumProperty(
+        name="Stage", default='DEFAULT',
+        items=[('DEFAULT', "Stage", "Travel freely within the usual 4 m stage"),
+               ('IN_PLACE', "In Place", "Dance on the spot: the body's path stays where it starts"),
+               ('RADIUS', "Radius", "Stay within the radius below around the start")],
+        description="How far the dancer may travel over the floor")
+    stage_radius: FloatProperty(
+        name="Radius", default=2.0, min=0.05, soft_max=10.0, unit='LENGTH',
+        description="With Stage 'Radius': the dancer stays within this distance of where it starts")
     progress: FloatProperty(
         name="Progress", default=0.0, min=0.0, max=1.0, subtype='FACTOR',
         description="How far the running generation is")

@@ -11,6 +11,7 @@ Timers never fire in background mode or in the bpy module, so headless callers u
 """
 from __future__ import annotations
 
+import math
 import threading
 import traceback
 from dataclasses import dataclass, field
@@ -48,6 +49,10 @@ class Request:
     constraints: Constraints | None = None
     weights: str | None = None
     metadata: dict = field(default_factory=dict)
+    stage_radius: float | None = None   # None: the engine's default stage; 0: in place; r: within r metres
+    kept: tuple | None = None           # (joint mask (F,24), root mask (F,)): the animator's keys, carried over
+    write_range: tuple | None = None    # (first, last) scene frames to rewrite in a copy of the current
+    #                                     action; frames around them are context (regenerating a range)
 
 
 def generate(request: Request, progress=None) -> Motion:
@@ -59,7 +64,7 @@ def generate(request: Request, progress=None) -> Motion:
         fps=request.fps, start=request.start, duration=request.duration,
         constraints=None if cons is None or cons.is_empty else cons,
         guidance=request.guidance, autoguidance=request.autoguidance, device=request.device,
-        weights=request.weights, progress=progress)
+        weights=request.weights, progress=progress, stage_radius=request.stage_radius)
     if motion.num_frames > request.num_frames:
         motion.poses = motion.poses[:request.num_frames]
         motion.trans = motion.trans[:request.num_frames]
@@ -112,8 +117,21 @@ def apply(request: Request, motion: Motion):
     obj = bpy.data.objects.get(request.armature_name)
     if obj is None:  # deleted (or undone away) while the dance was being generated
         raise EngineError(f"the armature '{request.armature_name}' no longer exists")
-    return scene_io.write_motion(obj, motion, request.frame_start, request.action_name,
-                                 fps=request.fps, metadata=request.metadata)
+    action = scene_io.write_motion(obj, motion, request.frame_start, request.action_name, fps=request.fps,
+                                   metadata=request.metadata, kept=request.kept, only=request.write_range)
+    scene = bpy.data.scenes.get(request.scene_name) or bpy.context.scene
+    first, last = request.write_range or (request.frame_start, request.frame_start + motion.num_frames - 1)
+    extend_frame_range(scene, int(first), int(math.ceil(last)))
+    return action
+
+
+def extend_frame_range(scene, first: int, last: int) -> None:
+    """Grow the scene's frame range to cover frames first..last (never shrink it), so playback
+    and renders show the whole dance. Done inside the Generate operator: Ctrl+Z undoes it too."""
+    if first < scene.frame_start:
+        scene.frame_start = max(0, first)
+    if last > scene.frame_end:
+        scene.frame_end = last
 
 
 def run_sync(request: Request, progress=None):

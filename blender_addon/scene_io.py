@@ -4,7 +4,8 @@ Conventions (DESIGN.md section 6):
 - SMPL is Y up, Blender Z up: positions map (x, y, z) -> (x, -z, y), the matrix `C` below.
 - Every bone of the dancer has its head on its SMPL joint and its tail straight up (+Z, roll 0),
   so each bone's local axes ARE SMPL's axes (the bone rest matrix is exactly `C`). An SMPL
-  axis-angle then goes straight into `rotation_quaternion`, and the pelvis bone's `location`
+  axis-angle is directly the bone's pose rotation (written in each bone's own rotation mode,
+  never changed: keys.write_bone_rotations), and the pelvis bone's `location`
   is the SMPL root translation minus the rest pelvis position, both in SMPL axes.
 - The armature's origin is on the floor: the lowest rest joint sits at z = 0.
 Reading goes through the EVALUATED pose (pose_bone.matrix after frame_set), so Euler or
@@ -23,6 +24,7 @@ import numpy as np
 
 from . import _engine_path  # noqa: F401  (puts `engine` on sys.path)
 from . import blender_compat as compat
+from . import keys, takes
 from engine.errors import EngineError
 from engine.motion import Constraints, Motion
 from engine.skeleton import (JOINT_INDEX, JOINT_NAMES, NUM_JOINTS, PARENTS,
@@ -34,11 +36,6 @@ FLOOR_OFFSET = float(-REST_POSITIONS[:, 1].min())       # pelvis height above th
 REST_HEADS = (REST_POSITIONS + [0.0, FLOOR_OFFSET, 0.0]) @ C.T   # (24,3) armature space, Z up
 REST_PELVIS_SMPL = REST_HEADS[0] @ C                     # (3,) rest pelvis, SMPL axes
 BONE_LENGTH = 0.06
-ROTATION_PROPS = ("rotation_quaternion", "rotation_euler", "rotation_axis_angle")
-_PATH_RE = re.compile(r'^pose\.bones\["((?:[^"\\]|\\.)*)"\]\.(\w+)$')
-SOURCE_KEY = "dance_source_action"   # custom property: the animator's action a dance came from
-SOURCE_SLOT_KEY = "dance_source_slot"
-SOURCE_MODES_KEY = "dance_source_rotation_modes"   # bone -> rotation_mode the source action was keyed in
 
 # Display mesh: radius (m) of the limb segment ending at each joint, and of each joint's ball.
 _SEGMENT_RADIUS = {
@@ -166,7 +163,7 @@ def _smpl_model_mesh(context, arm_obj, model_path: str):
         raise EngineError(f"cannot load the SMPL model {path}: it needs the '{e.name}' package "
                           "(or convert the model to .npz)") from None
     except Exception as e:  # licensed files come in several formats; say which one failed
-        raise EngineError(f"cannot load the SMPL model {path}: {e}") from None
+        raise EngineError(f"cannot load the SMPL model {path}: {_model_file_problem(e)}") from None
     with torch.no_grad():
         verts = model.v_template.double().numpy()                                # (6890,3) Y up
         joints = (model.J_regressor.double() @ model.v_template.double()).numpy()  # (24,3)
@@ -184,6 +181,19 @@ def _smpl_model_mesh(context, arm_obj, model_path: str):
             group.add([int(v)], float(weights[v, j]), 'REPLACE')
     (context.collection or context.scene.collection).objects.link(mesh_obj)
     return mesh_obj
+
+
+def _model_file_problem(e: Exception) -> str:
+    """One plain clause for why a file is not a usable SMPL model: unpickling or reading a file
+    that is not one fails deep inside pickle/numpy/smplx with messages such as "invalid literal
+    for int() with base 10", which say nothing to a user."""
+    import pickle
+    import zipfile
+    if isinstance(e, (pickle.UnpicklingError, EOFError, ValueError, zipfile.BadZipFile, UnicodeDecodeError,
+                      KeyError, AttributeError, IndexError, TypeError)):
+        return ("it is not an SMPL model file (expected SMPL's .pkl, e.g. SMPL_NEUTRAL.pkl, or an .npz "
+                "with v_template, f, weights and J_regressor); pick another file in the add-on preferences")
+    return f"{type(e).__name__}: {e}".splitlines()[0]
 
 
 def is_smpl_armature(obj) -> bool:
@@ -285,48 +295,39 @@ def read_motion(obj, frame_start: int, frame_end: int, fps: float | None = None,
     return Motion(poses=poses, trans=trans, fps=fps or scene_fps(scene))
 
 
-def key_source(obj):
-    """(action, slot) holding the animator's keys: the active action, or, when that is a dance
-    this add-on generated, the action it was generated from (None if there was none)."""
-    ad = obj.animation_data
-    action = ad.action if ad else None
-    if action is None:
-        return None, None
-    if SOURCE_KEY not in action:
-        return action, compat.object_slot(obj, action)
-    src = bpy.data.actions.get(action[SOURCE_KEY]) if action[SOURCE_KEY] else None
-    if src is None:
-        return None, None
-    slot = None
-    if compat.is_slotted(src):
-        wanted = action.get(SOURCE_SLOT_KEY, "")
-        slot = next((s for s in src.slots if s.identifier == wanted), None) or compat.object_slot(obj, src)
-    return src, slot
+# A dance written before keys were marked as generated (add-on 0.1) has only ordinary keys:
+# there, the animator's keys are those of the action it was made from, keyed in the rotation
+# modes recorded beside it (that version switched the bones to quaternions).
+_LEGACY_MODES_KEY = "dance_source_rotation_modes"
+
+
+def _key_action(obj):
+    """(action holding the animator's keys, rotation modes they were keyed in or None)."""
+    action = obj.animation_data.action if obj.animation_data is not None else None
+    if action is None or takes.LEGACY_SOURCE_KEY not in action or takes.is_take(action):
+        return action, None
+    source = bpy.data.actions.get(action[takes.LEGACY_SOURCE_KEY]) if action[takes.LEGACY_SOURCE_KEY] else None
+    return source, dict(action.get(_LEGACY_MODES_KEY, {}))
 
 
 def keyed_frames(obj, frame_start: int, frame_end: int):
-    """From the animator's keys: ({joint index: sorted frames with a rotation key},
+    """The animator's keys on the SMPL joints: ({joint index: sorted frames with a rotation key},
     sorted frames with a pelvis location key), frames within [frame_start, frame_end]."""
-    action, slot = key_source(obj)
-    joints: dict[int, set[int]] = {}
-    root: set[int] = set()
-    for fc in compat.action_fcurves(action, slot):
-        m = _PATH_RE.match(fc.data_path)
-        if fc.mute or m is None:
-            continue
-        bone = m.group(1).replace('\\"', '"').replace("\\\\", "\\")
-        prop = m.group(2)
+    joints: dict[int, list[int]] = {}
+    root: list[int] = []
+    action, modes = _key_action(obj)
+    if action is None:
+        return joints, root
+    for (bone, prop), frames in keys.animator_keys(obj, frame_start, frame_end, action, modes).items():
         j = JOINT_INDEX.get(bone)
-        if j is None or not (prop in ROTATION_PROPS or (prop == "location" and j == 0)):
+        if j is None:
             continue
-        n = len(fc.keyframe_points)
-        if n == 0:
-            continue
-        co = np.empty(2 * n, np.float32)
-        fc.keyframe_points.foreach_get("co", co)
-        frames = {int(round(x)) for x in co[0::2] if frame_start - 0.5 < x < frame_end + 0.5}
-        (root if prop == "location" else joints.setdefault(j, set())).update(frames)
-    return {j: sorted(fs) for j, fs in joints.items() if fs}, sorted(root)
+        if prop == "location":
+            if j == 0:
+                root = frames
+        else:
+            joints[j] = frames
+    return joints, root
 
 
 def count_kept(obj, frame_start: int, frame_end: int) -> tuple[int, int]:
@@ -336,14 +337,28 @@ def count_kept(obj, frame_start: int, frame_end: int) -> tuple[int, int]:
     return sum(len(v) for v in joints.values()), len(frames)
 
 
+def key_masks(obj, frame_start: int, frame_end: int) -> tuple[np.ndarray, np.ndarray]:
+    """(joint mask (F,24), root mask (F,)) of the animator's keys, frame 0 = frame_start: which
+    keys the dance carries over as the animator's (type 'KEYFRAME')."""
+    n = frame_end - frame_start + 1
+    joint_mask, root_mask = np.zeros((n, NUM_JOINTS), bool), np.zeros(n, bool)
+    joints, root = keyed_frames(obj, frame_start, frame_end)
+    for j, fs in joints.items():
+        joint_mask[np.asarray(fs) - frame_start, j] = True
+    root_mask[np.asarray(root, int) - frame_start] = True
+    return joint_mask, root_mask
+
+
 def read_constraints(obj, frame_start: int, frame_end: int, fps: float,
-                     keep_parts=(), keep_root: bool = False, scene=None) -> Constraints:
+                     keep_parts=(), keep_root: bool = False, scene=None, context=()) -> Constraints:
     """The animator's wishes as engine Constraints at `fps`, frame 0 = `frame_start`.
 
-    - A bone rotation keyed on frame f fixes that joint at f (value: the evaluated pose).
-    - A pelvis location key fixes the root at f.
+    - A bone rotation keyed on frame f (any key not generated by the add-on, see above) fixes
+      that joint at f; a pelvis location key fixes the root at f. Values: the evaluated pose.
     - Joints of `keep_parts` (body-part names, engine.skeleton.BODY_PARTS) follow the current
       evaluated animation on every frame, and the root too if `keep_root`.
+    - Frames in `context` (scene frames) are fixed entirely: the existing dance around a
+      regenerated range, which the new part must flow out of and into.
     Opening frames with every bone keyed thus become a seed motion with no extra step.
     """
     scene = scene or bpy.context.scene
@@ -362,26 +377,10 @@ def read_constraints(obj, frame_start: int, frame_end: int, fps: float,
             cons.trans[:] = trans
             cons.trans_mask[:] = True
     joints, root = keyed_frames(obj, frame_start, frame_end)
-    frames = sorted(set(root).union(*joints.values()))
+    context = sorted(int(f) for f in context if frame_start <= f <= frame_end)
+    frames = sorted(set(root).union(*joints.values(), context))
     if frames:
-        action, slot = key_source(obj)
-        ad = obj.animation_data
-        current, current_slot = ad.action, compat.object_slot(obj)
-        swap = action is not current
-        modes = {pb.name: pb.rotation_mode for pb in obj.pose.bones}
-        try:
-            if swap:  # evaluate the animator's own action (in its rotation modes), not the dance on top
-                for name, mode in dict(current.get(SOURCE_MODES_KEY, {})).items():
-                    if name in obj.pose.bones:
-                        obj.pose.bones[name].rotation_mode = mode
-                compat.set_action(obj, action, slot)
-            poses, trans = evaluate_frames(obj, frames, scene)
-        finally:
-            if swap:
-                for name, mode in modes.items():
-                    obj.pose.bones[name].rotation_mode = mode
-                compat.set_action(obj, current, current_slot)
-                scene.frame_set(scene.frame_current)
+        poses, trans = evaluate_frames(obj, frames, scene)
         row = {f: k for k, f in enumerate(frames)}
         for j, fs in joints.items():
             for f in fs:
@@ -389,6 +388,11 @@ def read_constraints(obj, frame_start: int, frame_end: int, fps: float,
                 cons.joint_mask[f - frame_start, j] = True
         for f in root:
             cons.trans[f - frame_start] = trans[row[f]]
+            cons.trans_mask[f - frame_start] = True
+        for f in context:
+            cons.poses[f - frame_start] = poses[row[f]]
+            cons.trans[f - frame_start] = trans[row[f]]
+            cons.joint_mask[f - frame_start] = True
             cons.trans_mask[f - frame_start] = True
     return cons
 
@@ -401,76 +405,50 @@ def _quats_continuous(poses: np.ndarray) -> np.ndarray:
     import torch
     from engine.rotations import axis_angle_to_quat
     q = axis_angle_to_quat(torch.as_tensor(poses, dtype=torch.float64).reshape(-1, NUM_JOINTS, 3)).numpy()
-    if len(q) > 1:
-        flips = np.sign(np.einsum("tjc,tjc->tj", q[1:], q[:-1]))
-        flips[flips == 0] = 1
-        q[1:] *= np.cumprod(flips, axis=0)[..., None]
-    return q
+    return keys.hemisphere(q)
 
 
-_LINEAR = 1  # Keyframe.interpolation enum value of 'LINEAR' (CONSTANT 0, LINEAR 1, BEZIER 2)
+def write_motion(obj, motion: Motion, frame_start: float, action_name: str, fps: float | None = None,
+                 metadata: dict | None = None, kept=None, only=None):
+    """Animate `obj` with `motion` from `frame_start` as a new take named `action_name`.
 
-
-def _fill_fcurve(fc, frames: np.ndarray, values: np.ndarray) -> None:
-    """Bulk keys: one add() and two foreach_set() calls instead of a keyframe_insert per frame."""
-    n = len(frames)
-    kp = fc.keyframe_points
-    kp.add(n)
-    co = np.empty(2 * n, np.float32)
-    co[0::2] = frames
-    co[1::2] = values
-    kp.foreach_set("co", co)
-    kp.foreach_set("interpolation", np.full(n, _LINEAR, np.int32))
-    fc.update()
-
-
-def write_motion(obj, motion: Motion, frame_start: float, action_name: str,
-                 fps: float | None = None, metadata: dict | None = None):
-    """Animate `obj` with `motion` from `frame_start` in a NEW action named `action_name`.
-
-    The previous action is kept on a muted NLA track (and given a fake user), never
-    overwritten; the new action remembers which action held the animator's keys so that
-    generating again keeps the same keys. Keys land on frame_start + i * fps / motion.fps
-    (whole frames when the rates match). Returns the new action.
+    `kept`: (joint mask (T,24), root mask (T,)) of the animator's keys the motion honours; they
+    are written as ordinary keys (type 'KEYFRAME') so the next Generate keeps them, every other
+    key is 'GENERATED'. `only`: (first, last) scene frames: write just those into a copy of the
+    current action (regenerating a range; the dance outside it stays as it was); None: the whole
+    motion into a new action. The previous action is never changed and stays in bpy.data
+    (takes.keep_previous). Bones keep their rotation modes. Keys land on
+    frame_start + i * fps / motion.fps. Returns the new action.
     """
     check_smpl_armature(obj)
     fps = fps or scene_fps(bpy.context.scene)
-    source, source_slot = key_source(obj)
     ad = obj.animation_data or obj.animation_data_create()
     old, old_slot = ad.action, compat.object_slot(obj)
-    # The rotation modes the animator's keys were made in (this resets them to quaternions).
-    modes = (dict(old[SOURCE_MODES_KEY]) if old is not None and SOURCE_MODES_KEY in old
-             else {pb.name: pb.rotation_mode for pb in obj.pose.bones})
-    if old is not None:
-        compat.push_to_muted_nla(obj, old, old_slot)
-    for pb in obj.pose.bones:  # channels the new action leaves unkeyed must not keep old values
-        pb.rotation_mode = 'QUATERNION'
-        pb.rotation_quaternion = (1.0, 0.0, 0.0, 0.0)
-        pb.location = (0.0, 0.0, 0.0)
-        pb.scale = (1.0, 1.0, 1.0)
-    action, fcurves, groups = compat.assign_new_action(obj, action_name)
-    action[SOURCE_KEY] = source.name if source is not None else ""
-    action[SOURCE_SLOT_KEY] = source_slot.identifier if source_slot is not None else ""
-    action[SOURCE_MODES_KEY] = modes
-    for key, value in (metadata or {}).items():
-        action["dance_" + key] = value
+    takes.keep_previous(obj)
 
     T = motion.num_frames
     frames = frame_start + np.arange(T) * (fps / motion.fps)
-    quats = _quats_continuous(motion.poses)                       # (T,24,4)
-    loc = np.asarray(motion.trans, np.float64) - REST_PELVIS_SMPL  # (T,3) pelvis bone space = SMPL axes
-    for j, name in enumerate(JOINT_NAMES):
-        group = groups.new(name)
-        base = f'pose.bones["{bpy.utils.escape_identifier(name)}"]'
-        if j == 0:
-            for i in range(3):
-                fc = fcurves.new(base + ".location", index=i)
-                fc.group = group
-                _fill_fcurve(fc, frames, loc[:, i])
-        for i in range(4):
-            fc = fcurves.new(base + ".rotation_quaternion", index=i)
-            fc.group = group
-            _fill_fcurve(fc, frames, quats[:, j, i])
+    rows = np.arange(T)
+    if only is not None:
+        if old is None:
+            raise EngineError("nothing to regenerate a range of: the dancer has no animation")
+        rows = rows[(frames > only[0] - 1e-3) & (frames < only[1] + 1e-3)]
+        action = old.copy()
+        action.name = action_name
+        slot = None
+        if compat.is_slotted(action) and old_slot is not None:
+            slot = next((s for s in action.slots if s.identifier == old_slot.identifier), None)
+        compat.set_action(obj, action, slot)
+    else:
+        takes.reset_pose(obj)
+        action, _, _ = compat.assign_new_action(obj, action_name)
+    takes.mark_take(obj, action, metadata)
+
+    quats = _quats_continuous(motion.poses)[rows]                       # (R,24,4)
+    loc = np.asarray(motion.trans, np.float64)[rows] - REST_PELVIS_SMPL  # pelvis bone space = SMPL axes
+    joint_kept, root_kept = (None, None) if kept is None else (np.asarray(kept[0])[rows], np.asarray(kept[1])[rows])
+    keys.write_bone_rotations(obj, action, JOINT_NAMES, frames[rows], quats, locations={"pelvis": loc},
+                              kept=joint_kept, kept_locations=None if root_kept is None else {"pelvis": root_kept})
     obj.update_tag()
     return action
 

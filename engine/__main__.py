@@ -6,8 +6,10 @@ import sys
 import warnings
 from pathlib import Path
 
-from .defaults import DEFAULT_AUTOGUIDANCE, DEFAULT_FPS, DEFAULT_GUIDANCE, DEFAULT_STEPS, LATE_GUIDANCE
+from .defaults import (DEFAULT_AUTOGUIDANCE, DEFAULT_FPS, DEFAULT_GUIDANCE, DEFAULT_STEPS, FLOOR_RADIUS,
+                       LATE_GUIDANCE)
 from .errors import Cancelled, EngineError
+
 
 OUTPUT_KINDS = {".bvh": "BVH motion", ".npz": "SMPL poses/trans", ".mp4": "preview video with the song"}
 
@@ -40,7 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("song", type=Path, help="audio file: wav, mp3, flac, ogg, ... (any length from a fraction of a second)")
     g.add_argument("-o", "--output", action="append", type=Path, required=True, metavar="OUT",
                    help="output file; repeat for several (.bvh, .npz, .mp4)")
-    g.add_argument("--style", default="any", help="dance style from the weights (see --list-styles); default: any")
+    g.add_argument("--style", default="any",
+                   help="dance style from the weights (list them with: python -m engine styles); default: any")
     g.add_argument("--seed", type=int, default=0, help="random seed: same seed, same dance (default 0)")
     g.add_argument("--steps", type=int, default=DEFAULT_STEPS,
                    help=f"sampling steps: fewer is faster, more is finer (default {DEFAULT_STEPS})")
@@ -56,9 +59,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"energy: how far the dance is pushed away from the weights' weaker guide network "
                         f"(autoguidance; 1 = off; default {DEFAULT_AUTOGUIDANCE:g})")
     g.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to run (default auto)")
+    # --- few-step engine (engine.fewstep; helper D) ---
+    g.add_argument("--quality", default="fast", choices=["fast", "best"],
+                   help="fast: the weights' few-step student when they are one (default); best: its many-step "
+                        "teacher (also used for other --steps, --guidance or --autoguidance)")
+    # --- end few-step ---
     g.add_argument("--weights", type=Path, default=None, help="weights .safetensors (default: the shipped model)")
     g.add_argument("--up-axis", default="Y", choices=["Y", "Z"], help="BVH up axis (default Y)")
     g.add_argument("--scale", type=float, default=1.0, help="BVH length unit per metre, e.g. 100 for cm (default 1)")
+    g.add_argument("--stage-radius", type=float, default=None, metavar="METRES",
+                   help="keep the dancer within this many metres of where it starts; 0 = dance in place "
+                        f"(default: a {FLOOR_RADIUS:g} m floor, like the training dancers')")
     g.add_argument("--force", action="store_true", help="overwrite existing output files")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
     s = sub.add_parser("styles", help="list the styles the weights know")
@@ -66,28 +77,20 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _check_outputs(outputs: list[Path], force: bool) -> None:
-    for out in outputs:
-        if out.suffix.lower() not in OUTPUT_KINDS:
-            kinds = ", ".join(f"{k} ({v})" for k, v in OUTPUT_KINDS.items())
-            raise EngineError(f"cannot write {out}: unknown extension {out.suffix or '(none)'}; use {kinds}")
-        if not out.resolve().parent.is_dir():
-            raise EngineError(f"cannot write {out}: folder {out.resolve().parent} does not exist")
-        if out.exists() and not force:
-            raise EngineError(f"{out} already exists: pass --force to overwrite it")
-
-
 def generate_command(args) -> int:
     from tqdm import tqdm
     from .api import available_styles, generate
+    from .audio import audio_seconds
     from .motion import Constraints
-    _check_outputs(args.output, args.force)
-    if not args.song.is_file():
-        raise EngineError(f"song not found: {args.song}")
+    from .options import check_options, check_outputs, check_song_path
+    # Everything is checked before any work starts (a mistake costs no generation time).
+    check_outputs(args.output, OUTPUT_KINDS, args.force)
+    check_song_path(args.song)
+    styles = available_styles(args.weights)      # also checks the weights file
+    check_options(style=args.style, styles=styles, steps=args.steps, fps=args.fps, start=args.start,
+                  duration=args.duration, guidance=args.guidance, autoguidance=args.autoguidance,
+                  scale=args.scale, stage_radius=args.stage_radius, song_seconds=audio_seconds(args.song))
     constraints = Constraints.load_npz(args.constraints) if args.constraints else None
-    styles = available_styles(args.weights)      # also checks the weights file before any work
-    if args.style not in styles:
-        raise EngineError(f"unknown style {args.style!r}; available: {', '.join(styles)}")
     bar = tqdm(total=100, unit="%", disable=args.quiet, dynamic_ncols=True, leave=False,
                bar_format="{l_bar}{bar}| {elapsed}<{remaining}")
 
@@ -99,7 +102,8 @@ def generate_command(args) -> int:
         motion = generate(args.song, style=args.style, seed=args.seed, steps=args.steps, fps=args.fps,
                           start=args.start, duration=args.duration, constraints=constraints,
                           guidance=args.guidance, autoguidance=args.autoguidance, device=args.device,
-                          weights=args.weights, progress=progress)
+                          weights=args.weights, progress=progress, stage_radius=args.stage_radius,
+                          quality=args.quality)
     finally:
         bar.close()
     for out in args.output:

@@ -15,18 +15,19 @@ from . import rotations as R
 from .beatsync import output_times, warp_knots, warp_times
 from .diffusion import Inpainting, autoguided, cosine_alpha_bar, guided, sample
 from .defaults import (DEFAULT_AUTOGUIDANCE, DEFAULT_FPS, DEFAULT_GUIDANCE, DEFAULT_STEPS,
-                       LATE_GUIDANCE, MAX_AUTOGUIDANCE, SMOOTHING_SECONDS)
-from .editing import anchor_times, apply_constraints
+                       INPAINT_MIN_RUN_SECONDS, LATE_GUIDANCE, SMOOTHING_SECONDS)
+from .editing import anchor_times, apply_constraints, keyed_runs
+from .fewstep import choose_weights
 from .errors import Cancelled, EngineError
 from .feet import beat_cycle, clean_feet
 from .motion import Constraints, Motion
 from .rootpath import bound_root_path
 from .skeleton import NUM_JOINTS, joint_positions
-from .turns import limit_pelvis_turns
+from .turns import limit_joint_speeds, limit_pelvis_turns
+
+from .options import MAX_FPS, MAX_STEPS, check_options  # noqa: F401  (MAX_*: re-exported)
 
 Progress = Callable[[float, str], "bool | None"]
-MAX_FPS = 240.0
-MAX_STEPS = 1000
 
 _loaded: dict = {}
 
@@ -58,21 +59,12 @@ def resolve_device(name: str) -> torch.device:
     return torch.device("cpu")
 
 
-def _check_options(style, styles, steps, fps, start, duration, guidance, autoguidance):
-    if style not in styles:
-        raise EngineError(f"unknown style {style!r}; available: {', '.join(styles)}")
-    if not (isinstance(steps, int) and 1 <= steps <= MAX_STEPS):
-        raise EngineError(f"steps must be a whole number from 1 to {MAX_STEPS}, got {steps!r}")
-    if not (isinstance(fps, (int, float)) and math.isfinite(fps) and 1.0 <= fps <= MAX_FPS):
-        raise EngineError(f"fps must be between 1 and {MAX_FPS:g}, got {fps!r}")
-    if not (math.isfinite(start) and start >= 0):
-        raise EngineError(f"start must be 0 or more seconds, got {start!r}")
-    if duration is not None and not (math.isfinite(duration) and duration > 0):
-        raise EngineError(f"duration must be more than 0 seconds, got {duration!r}")
-    if not (math.isfinite(guidance) and 0.0 <= guidance <= 20.0):
-        raise EngineError(f"guidance must be between 0 and 20, got {guidance!r}")
-    if not (math.isfinite(autoguidance) and 1.0 <= autoguidance <= MAX_AUTOGUIDANCE):
-        raise EngineError(f"autoguidance must be between 1 (off) and {MAX_AUTOGUIDANCE:g}, got {autoguidance!r}")
+def _check_options(style, styles, steps, fps, start, duration, guidance, autoguidance, stage_radius=None,
+                   song_seconds=None):
+    """engine.options.check_options: the one validation the CLI and batch.py also run."""
+    check_options(style=style, styles=styles, steps=steps, fps=fps, start=start, duration=duration,
+                  guidance=guidance, autoguidance=autoguidance, stage_radius=stage_radius,
+                  song_seconds=song_seconds)
 
 
 def _check_constraints(c: Constraints | None, frames: int, fps: float) -> Constraints | None:
@@ -87,17 +79,23 @@ def _check_constraints(c: Constraints | None, frames: int, fps: float) -> Constr
 
 
 def _inpainting(c: Constraints | None, length: int, fps: float, normalizer: L.Normalizer) -> Inpainting | None:
-    """Constraints at the output rate -> known channels at the model's rate (nearest frame)."""
+    """Constraints at the output rate -> known channels at the model's rate (nearest frame).
+
+    Joint keys are in-painted only where they form runs (seed motion, a run joining a regenerated
+    section, body-part locks): pasting an isolated key into the network's estimate made it rush to
+    meet it (hand whips of 2.7x the clip's 99th percentile; python -m engine.evaluate_inbetween),
+    while the correction offsets of engine.editing alone pass through it with the body's momentum."""
     if c is None:
         return None
+    joint_mask = keyed_runs(c.joint_mask, max(2, int(round(INPAINT_MIN_RUN_SECONDS * fps))))
     values = torch.zeros(length, L.NUM_CHANNELS, dtype=torch.float64)
     mask = torch.zeros(length, L.NUM_CHANNELS, dtype=torch.bool)
     model_frame = np.clip(np.round(np.arange(c.num_frames) / fps * L.MODEL_FPS).astype(int), 0, length - 1)
-    rows = np.flatnonzero(c.joint_mask.any(axis=1))
+    rows = np.flatnonzero(joint_mask.any(axis=1))
     if len(rows):
         six = R.axis_angle_to_6d(torch.from_numpy(c.poses[rows]).reshape(len(rows), NUM_JOINTS, 3))
         for r, row in zip(rows, six):
-            joints = np.flatnonzero(c.joint_mask[r]).tolist()
+            joints = np.flatnonzero(joint_mask[r]).tolist()
             channels = L.joint_channels(joints)
             values[model_frame[r], channels] = row[joints].reshape(-1)
             mask[model_frame[r], channels] = True
@@ -133,7 +131,8 @@ def generate(audio, *, sample_rate: int | None = None, style: str = "any", seed:
              fps: float = DEFAULT_FPS, start: float = 0.0, duration: float | None = None,
              constraints: Constraints | None = None, guidance: float = DEFAULT_GUIDANCE, device: str = "auto",
              weights=None, progress: Progress | None = None, beat_sync: bool = True,
-             smoothing: float = SMOOTHING_SECONDS, autoguidance: float = DEFAULT_AUTOGUIDANCE) -> Motion:
+             smoothing: float = SMOOTHING_SECONDS, autoguidance: float = DEFAULT_AUTOGUIDANCE,
+             stage_radius: float | None = None, quality: str = "fast") -> Motion:
     """Generate a dance for `audio` (a file path, or a waveform with `sample_rate`).
 
     The dance covers the song from `start` for `duration` seconds (default: to the end) at `fps`.
@@ -141,7 +140,11 @@ def generate(audio, *, sample_rate: int | None = None, style: str = "any", seed:
     `progress(fraction, message)` is called as work proceeds; returning False cancels (Cancelled).
     The same inputs and seed give the same dance on the same device. `beat_sync=False` skips the
     beat warp (for measuring what it adds). `autoguidance` steers away from the weights' guide
-    network, when they have one (1 = off; engine.diffusion.autoguided).
+    network, when they have one (1 = off; engine.diffusion.autoguided). `stage_radius`: None keeps
+    the dancer's drift on a FLOOR_RADIUS floor, 0 dances in place, r > 0 stays within r metres of
+    the start (engine.rootpath). `quality`: "fast" samples a few-step student (engine.distill) when the
+    weights are one and the settings are those it was distilled for; "best" (or other settings) samples
+    its many-step teacher (engine.fewstep).
     """
     from . import audio as A
 
@@ -152,7 +155,14 @@ def generate(audio, *, sample_rate: int | None = None, style: str = "any", seed:
     report(0.0, "loading the model")
     dev = resolve_device(device)
     ckpt = load_weights(weights, dev)
-    _check_options(style, ckpt.styles, steps, fps, float(start), duration, float(guidance), float(autoguidance))
+    song_seconds = A.audio_seconds(audio) if isinstance(audio, (str, Path)) else None
+    _check_options(style, ckpt.styles, steps, fps, start, duration, guidance, autoguidance, stage_radius,
+                   song_seconds)
+    # --- few-step student or its many-step teacher (engine.fewstep; helper D) ---
+    weights = choose_weights(weights or checkpoint.DEFAULT_WEIGHTS, ckpt.student, quality, steps, guidance,
+                             autoguidance)
+    ckpt = load_weights(weights, dev)
+    # --- end few-step ---
 
     report(0.02, "reading the music")
     wave, sr = A.load_audio(audio, sample_rate=sample_rate, start=start, duration=duration)
@@ -180,7 +190,8 @@ def generate(audio, *, sample_rate: int | None = None, style: str = "any", seed:
     poses30, trans30, contacts30 = (t.numpy() for t in L.unpack(raw))
 
     report(0.92, "syncing to the beat and grounding the feet")
-    motion = finish_motion(poses30, trans30, seconds, out_frames, fps, beats if beat_sync else np.zeros(0), constraints)
+    motion = finish_motion(poses30, trans30, seconds, out_frames, fps, beats if beat_sync else np.zeros(0), constraints,
+                           stage_radius=stage_radius)
     motion.beat_times = np.asarray(beats)
     motion.style, motion.seed = style, int(seed)
     motion.audio_path = str(audio) if isinstance(audio, (str, Path)) else None
@@ -191,7 +202,10 @@ def generate(audio, *, sample_rate: int | None = None, style: str = "any", seed:
 
 def denoiser(ckpt: checkpoint.Checkpoint, style_index: torch.Tensor, guidance: float, autoguidance: float):
     """The sampler's denoiser: classifier-free guidance on the main network, and autoguidance
-    from the guide network when the weights have one (a weight of 1 leaves the guide unused)."""
+    from the guide network when the weights have one (a weight of 1 leaves the guide unused).
+    A few-step student has its guidance inside: one conditioned pass."""
+    if ckpt.student is not None:
+        return guided(ckpt.model, style_index, 1.0)
     def cfg(model):
         return guided(model, style_index, guidance, late_guidance=min(guidance, LATE_GUIDANCE))
     if ckpt.guide is None:
@@ -210,7 +224,8 @@ def _sample_with_fallback(ckpt, weights, music, style_index, guidance, autoguida
             denoise = denoiser(ckpt, style_index, guidance, autoguidance)
             return sample(denoise, music, window=L.WINDOW_FRAMES, steps=steps,
                           alpha_bar=alpha_bar, generator=generator, channels=L.NUM_CHANNELS,
-                          inpainting=inpaint, progress=on_step)
+                          inpainting=inpaint, progress=on_step,
+                          timesteps=ckpt.student["timesteps"] if ckpt.student is not None else None)
     try:
         return run(ckpt, music, style_index, inpaint)
     except torch.OutOfMemoryError:
@@ -236,7 +251,8 @@ def smooth_channels(raw: torch.Tensor, sigma_frames: float) -> torch.Tensor:
 
 
 def finish_motion(poses30: np.ndarray, trans30: np.ndarray, seconds: float, out_frames: int, fps: float,
-                  music_beats: np.ndarray, constraints: Constraints | None) -> Motion:
+                  music_beats: np.ndarray, constraints: Constraints | None,
+                  stage_radius: float | None = None) -> Motion:
     """Model-rate output -> the final dance: bounded path, grounded and stepping feet, beat warp to
     `fps`, exact keys.
 
@@ -246,7 +262,7 @@ def finish_motion(poses30: np.ndarray, trans30: np.ndarray, seconds: float, out_
     planted under a time warp."""
     from .metrics import motion_beats
     if constraints is None or not constraints.trans_mask.any():
-        trans30 = bound_root_path(trans30, L.MODEL_FPS)
+        trans30 = bound_root_path(trans30, L.MODEL_FPS, stage_radius)
     src_times = np.arange(len(poses30)) / L.MODEL_FPS
     anchors = anchor_times(constraints, fps)
 
@@ -263,7 +279,11 @@ def finish_motion(poses30: np.ndarray, trans30: np.ndarray, seconds: float, out_
     poses = poses.reshape(out_frames, -1).numpy()
     trans = R.resample_linear(torch.from_numpy(trans30), src, sample_at).numpy()
     nearest = np.clip(np.round(sample_at.numpy() * L.MODEL_FPS).astype(int), 0, len(contacts30) - 1)
+    fixed = None
     if constraints is not None:
         poses, trans = apply_constraints(poses, trans, constraints, fps)
+        fixed = np.zeros((out_frames, NUM_JOINTS), bool)
+        fixed[:constraints.num_frames] = constraints.joint_mask
+    poses, _ = limit_joint_speeds(poses, fps, fixed=fixed)      # a last guard: no joint pops
     return Motion(poses=poses, trans=trans, fps=float(fps), contacts=contacts30[nearest],
                   beat_times=np.asarray(music_beats))

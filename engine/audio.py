@@ -7,8 +7,11 @@ so a long song never sits in memory at its native rate.
 """
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -99,8 +102,49 @@ def _from_array(x: np.ndarray, sample_rate, start: float, duration) -> np.ndarra
     return x
 
 
+@contextlib.contextmanager
+def _native_stderr_silenced():
+    """Discard what native libraries write to the process's stderr meanwhile: libsndfile's mp3
+    decoder (mpg123) prints "Note: Illegal Audio-MPEG-Header ..." lines for a corrupt file, on
+    top of the one clear error the caller gets. Python's own sys.stderr is left alone."""
+    try:
+        fd = sys.__stderr__.fileno() if sys.__stderr__ is not None else 2
+        saved = os.dup(fd)
+    except (OSError, ValueError, AttributeError):
+        yield                          # no real file descriptor (embedded): nothing to silence
+        return
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), fd)
+            yield
+    finally:
+        os.dup2(saved, fd)
+        os.close(saved)
+
+
+def audio_seconds(path) -> float | None:
+    """The length of an audio file in seconds from its header, without decoding it; None when
+    libsndfile cannot read the header (formats that go through ffmpeg) or it gives no length."""
+    import soundfile as sf
+    try:
+        with _native_stderr_silenced():
+            info = sf.info(str(path))
+    except Exception:
+        return None
+    if not info.samplerate or info.frames <= 0:
+        return None
+    return info.frames / info.samplerate
+
+
 def _from_file(path: Path, start: float, duration) -> np.ndarray:
+    with _native_stderr_silenced():
+        return _from_file_loud(path, start, duration)
+
+
+def _from_file_loud(path: Path, start: float, duration) -> np.ndarray:
     import soundfile as sf   # the audio libraries load on use: training from packed data needs none
+    if path.is_dir():
+        raise EngineError(f"audio path is a folder, not a file: {path}")
     if not path.exists():
         raise EngineError(f"audio file not found: {path}")
     if not path.is_file():
@@ -250,10 +294,10 @@ def _is_silent(y: np.ndarray) -> bool:
 
 def _beat_frames(env: np.ndarray, silent: bool, rate: float, hop: int) -> tuple[np.ndarray, float]:
     """Beat frames and tempo from the onset envelope; a silent clip has neither."""
-    import librosa
+    from .numba_cache import librosa_beat      # helper D: no per-process compile of the beat kernel
     if silent:
         return np.zeros(0, np.int64), 0.0
-    tempo, beats = librosa.beat.beat_track(onset_envelope=env, sr=rate, hop_length=hop)
+    tempo, beats = librosa_beat().beat_track(onset_envelope=env, sr=rate, hop_length=hop)
     return np.asarray(beats, np.int64), float(np.atleast_1d(tempo)[0])
 
 

@@ -171,6 +171,12 @@ class _Node:
         self.offset = np.zeros(3)
         self.channels: list[str] = []
         self.first = 0            # index of its first channel in a motion line
+        self.end_site: np.ndarray | None = None   # its End Site's offset, for a leaf
+
+
+class _EndSite:
+    def __init__(self, owner: _Node):
+        self.owner = owner
 
 
 def _parse_hierarchy(tokens: list[str], path: Path) -> tuple[list[_Node], int]:
@@ -187,8 +193,8 @@ def _parse_hierarchy(tokens: list[str], path: Path) -> tuple[list[_Node], int]:
                 current = _Node(tokens[i + 1], stack[-1] if stack else None)
                 nodes.append(current)
                 i += 2
-            elif key == "END":                  # "End Site": its OFFSET is irrelevant here
-                current = None
+            elif key == "END":                  # "End Site": its OFFSET goes to the joint it ends
+                current = _EndSite(stack[-1])
                 i += 2
             elif tok == "{":
                 stack.append(current)
@@ -197,8 +203,11 @@ def _parse_hierarchy(tokens: list[str], path: Path) -> tuple[list[_Node], int]:
                 stack.pop()
                 i += 1
             elif key == "OFFSET":
-                if current is not None:
-                    current.offset = np.array([float(t) for t in tokens[i + 1:i + 4]])
+                offset = np.array([float(t) for t in tokens[i + 1:i + 4]])
+                if isinstance(current, _EndSite):
+                    current.owner.end_site = offset
+                elif current is not None:
+                    current.offset = offset
                 i += 4
             elif key == "CHANNELS":
                 k = int(tokens[i + 1])
@@ -213,15 +222,7 @@ def _parse_hierarchy(tokens: list[str], path: Path) -> tuple[list[_Node], int]:
     return nodes, i
 
 
-def read_bvh(path, up_axis: str | None = None, scale: float | None = None) -> Motion:
-    """Read a BVH with the SMPL joint names into a Motion (Y up, metres).
-
-    up_axis and scale are those the file was written with; None infers them from the
-    skeleton (the pelvis-to-head chain points up, and its length against SMPL's gives the
-    scale), so files from write_bvh read back with no arguments. Joints with other names are
-    ignored as long as they do not sit between two SMPL joints; channels may come in any order.
-    """
-    path = Path(path)
+def _read_tokens(path: Path) -> list[str]:
     if not path.is_file():
         raise EngineError(f"BVH file not found: {path}")
     try:
@@ -231,18 +232,11 @@ def read_bvh(path, up_axis: str | None = None, scale: float | None = None) -> Mo
     tokens = text.split()
     if not tokens or tokens[0].upper() != "HIERARCHY":
         raise EngineError(f"not a BVH file (no HIERARCHY): {path}")
-    nodes, i = _parse_hierarchy(tokens, path)
-    by_name = {node.name: node for node in nodes}
-    missing = [n for n in JOINT_NAMES if n not in by_name]
-    if missing:
-        raise EngineError(f"BVH file {path.name} lacks SMPL joints: {', '.join(missing[:5])}"
-                          f"{' ...' if len(missing) > 5 else ''}")
-    for j, name in enumerate(JOINT_NAMES):
-        parent = by_name[name].parent
-        want = JOINT_NAMES[PARENTS[j]] if PARENTS[j] >= 0 else None
-        if (parent.name if parent else None) != want:
-            raise EngineError(f"BVH file {path.name}: joint {name} hangs under "
-                              f"{parent.name if parent else 'nothing'}, SMPL has it under {want or 'nothing'}")
+    return tokens
+
+
+def _read_motion(tokens: list[str], i: int, nodes: list[_Node], path: Path) -> tuple[np.ndarray, float]:
+    """(frames, channels) values and the Frame Time, from the token after the hierarchy."""
     try:
         # tokens: MOTION Frames: N Frame Time: dt values...
         frames = int(tokens[i + 2])
@@ -256,19 +250,90 @@ def read_bvh(path, up_axis: str | None = None, scale: float | None = None) -> Mo
         raise EngineError(f"BVH file {path.name} has no frames")
     if not frame_time > 0:
         raise EngineError(f"BVH file {path.name}: Frame Time must be positive, got {frame_time}")
+    return data, frame_time
+
+
+def _local_rotations(node: _Node, data: np.ndarray) -> np.ndarray:
+    """(frames, 3, 3) rotation of one joint from its rotation channels, in their file order."""
+    axes = [(k, c[0]) for k, c in enumerate(node.channels) if c.endswith("rotation")]
+    if not axes:
+        return np.broadcast_to(np.eye(3), (len(data), 3, 3)).copy()
+    cols = [node.first + k for k, _ in axes]
+    return euler_to_matrix(np.radians(data[:, cols]), "".join(a for _, a in axes))
+
+
+class BvhSkeletonMotion:
+    """Any BVH, as read: joints (file order, parents before children), rest offsets in the
+    file's units and axes, leaves' End Site offsets, per-frame local rotations and the root's
+    position. Every joint's rest frame is the file's axes (BVH's convention)."""
+
+    def __init__(self, names, parents, offsets, end_sites, rotations, root_position, frame_time):
+        self.names: list[str] = names
+        self.parents: list[int] = parents
+        self.offsets: np.ndarray = offsets              # (J,3)
+        self.end_sites: np.ndarray = end_sites          # (J,3), NaN where a joint has none
+        self.rotations: np.ndarray = rotations          # (T,J,3,3) local rotations
+        self.root_position: np.ndarray = root_position  # (T,3)
+        self.frame_time: float = frame_time
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.rotations.shape[0])
+
+
+def read_bvh_skeleton(path) -> BvhSkeletonMotion:
+    """Read any BVH (any joint names, channel orders and units) without interpreting it."""
+    path = Path(path)
+    tokens = _read_tokens(path)
+    nodes, i = _parse_hierarchy(tokens, path)
+    data, frame_time = _read_motion(tokens, i, nodes, path)
+    if sum(1 for n in nodes if n.parent is None) != 1:
+        raise EngineError(f"BVH file {path.name} must have exactly one ROOT joint")
+    index = {id(n): k for k, n in enumerate(nodes)}
+    root = nodes[0]
+    pos = np.tile(root.offset, (len(data), 1))
+    for k, c in enumerate(root.channels):
+        if c.endswith("position"):
+            pos[:, "XYZ".index(c[0])] = data[:, root.first + k]
+    return BvhSkeletonMotion(
+        names=[n.name for n in nodes], parents=[index[id(n.parent)] if n.parent else -1 for n in nodes],
+        offsets=np.array([n.offset for n in nodes]),
+        end_sites=np.array([n.end_site if n.end_site is not None else np.full(3, np.nan) for n in nodes]),
+        rotations=np.stack([_local_rotations(n, data) for n in nodes], axis=1), root_position=pos,
+        frame_time=frame_time)
+
+
+def read_bvh(path, up_axis: str | None = None, scale: float | None = None) -> Motion:
+    """Read a BVH with the SMPL joint names into a Motion (Y up, metres).
+
+    up_axis and scale are those the file was written with; None infers them from the
+    skeleton (the pelvis-to-head chain points up, and its length against SMPL's gives the
+    scale), so files from write_bvh read back with no arguments. Joints with other names are
+    ignored as long as they do not sit between two SMPL joints; channels may come in any order.
+    """
+    path = Path(path)
+    tokens = _read_tokens(path)
+    nodes, i = _parse_hierarchy(tokens, path)
+    by_name = {node.name: node for node in nodes}
+    missing = [n for n in JOINT_NAMES if n not in by_name]
+    if missing:
+        raise EngineError(f"BVH file {path.name} lacks SMPL joints: {', '.join(missing[:5])}"
+                          f"{' ...' if len(missing) > 5 else ''}")
+    for j, name in enumerate(JOINT_NAMES):
+        parent = by_name[name].parent
+        want = JOINT_NAMES[PARENTS[j]] if PARENTS[j] >= 0 else None
+        if (parent.name if parent else None) != want:
+            raise EngineError(f"BVH file {path.name}: joint {name} hangs under "
+                              f"{parent.name if parent else 'nothing'}, SMPL has it under {want or 'nothing'}")
+    data, frame_time = _read_motion(tokens, i, nodes, path)
+    frames = len(data)
 
     C = _basis(up_axis if up_axis is not None else _infer_up(by_name, path))
     scale = _check_scale(scale) if scale is not None else _infer_scale(by_name)
 
     rot = np.empty((frames, NUM_JOINTS, 3, 3))
     for j, name in enumerate(JOINT_NAMES):
-        node = by_name[name]
-        axes = [(k, c[0]) for k, c in enumerate(node.channels) if c.endswith("rotation")]
-        if axes:
-            cols = [node.first + k for k, _ in axes]
-            rot[:, j] = euler_to_matrix(np.radians(data[:, cols]), "".join(a for _, a in axes))
-        else:
-            rot[:, j] = np.eye(3)
+        rot[:, j] = _local_rotations(by_name[name], data)
     rot = C.T @ rot @ C                                   # back to Y up
     pelvis = by_name[JOINT_NAMES[0]]
     pos = np.tile(pelvis.offset, (frames, 1))

@@ -1,7 +1,9 @@
 """Self-describing weights: one safetensors file holds the network, its config, the normaliser
 statistics, the style names and the channel layout, so nothing is ever unpickled. It may also hold
 a guide network (autoguidance, engine.diffusion.autoguided) under the `guide.` prefix, which shares
-the main network's normalisers, styles and layout."""
+the main network's normalisers, styles and layout. A few-step student (engine.distill) records
+`student` in its metadata: its own timesteps and the guidance baked into it; engine.api samples
+it with that schedule, one pass per step."""
 from __future__ import annotations
 
 import json
@@ -35,10 +37,16 @@ class Checkpoint:
     info: dict = field(default_factory=dict)   # how it was trained: free-form, for the record
     guide: Denoiser | None = None              # the autoguidance network, when the file has one
     guide_info: dict = field(default_factory=dict)
+    student: dict | None = None                # a few-step student's record: steps, timesteps, guidance, teacher
+
+    @property
+    def is_student(self) -> bool:
+        return self.student is not None
 
 
 def save(path, model: Denoiser, normalizer: L.Normalizer, music_normalizer: L.Normalizer, styles: list[str],
-         info: dict | None = None, guide: Denoiser | None = None, guide_info: dict | None = None) -> None:
+         info: dict | None = None, guide: Denoiser | None = None, guide_info: dict | None = None,
+         student: dict | None = None) -> None:
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     tensors["normalizer.mean"] = normalizer.mean.cpu().contiguous()
     tensors["normalizer.std"] = normalizer.std.cpu().contiguous()
@@ -50,6 +58,8 @@ def save(path, model: Denoiser, normalizer: L.Normalizer, music_normalizer: L.No
         tensors.update({f"guide.{k}": v.detach().cpu().contiguous() for k, v in guide.state_dict().items()})
         metadata["guide_config"] = json.dumps(guide.cfg.to_dict())
         metadata["guide_info"] = json.dumps(guide_info or {})
+    if student is not None:
+        metadata["student"] = json.dumps(student)
     path = Path(path)
     tmp = path.with_suffix(path.suffix + ".tmp")
     save_file(tensors, str(tmp), metadata=metadata)
@@ -86,12 +96,16 @@ def load(path=None, device="cpu") -> Checkpoint:
             if "guide_config" in meta else None
         normalizer = L.Normalizer(tensors["normalizer.mean"], tensors["normalizer.std"])
         music_normalizer = L.Normalizer(tensors["normalizer.music_mean"], tensors["normalizer.music_std"])
+        student = json.loads(meta["student"]) if "student" in meta else None
+        if student is not None and not (isinstance(student.get("timesteps"), list) and student["timesteps"]):
+            raise EngineError(f"weights file {path} is a few-step student without its timesteps")
     except EngineError:
         raise
     except (KeyError, RuntimeError, ValueError, json.JSONDecodeError, SafetensorError) as e:
         raise EngineError(f"weights file {path} is damaged or incomplete ({str(e).splitlines()[0]})") from None
     return Checkpoint(model.to(device).eval(), normalizer, music_normalizer, styles, json.loads(meta.get("info", "{}")),
-                      guide.to(device).eval() if guide is not None else None, json.loads(meta.get("guide_info", "{}")))
+                      guide.to(device).eval() if guide is not None else None, json.loads(meta.get("guide_info", "{}")),
+                      student)
 
 
 def _network(cfg: ModelConfig, tensors: dict, prefix: str) -> Denoiser:

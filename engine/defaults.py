@@ -18,3 +18,16 @@ SMOOTHING_SECONDS = 0.11
 # they stray from the real ones (FID_k).
 DEFAULT_AUTOGUIDANCE = 2.0
 MAX_AUTOGUIDANCE = 5.0
+# The dancer's slow drift across the floor is kept within this radius (metres) of the start
+# (engine.rootpath) unless the user sets a stage radius. The training dancers' furthest distance
+# from the centre of the floor they used: median 3.2 m (quartiles 2.4-4.2 m) over the 68
+# sequences of tang2018 and JustLMD. The squash is gradual (tanh), so it slows travel well inside
+# the radius: 3 m cut the travel that ballroom is made of (Div_k 9.07 against 9.38 at 4 m, FID_k
+# alike; weights/TRAINING.md, "Pelvis snaps").
+FLOOR_RADIUS = 4.0
+# The dance styles of the shipped training data ("any" = no style given), for lists shown before
+# the weights can be read; the weights' own list (engine.api.available_styles) is the real one.
+TRAINING_STYLES = ("any", "chacha", "rumba", "tango", "waltz", "pop")
+# The sampler in-paints joint keys only where a joint is keyed on at least this many seconds of
+# consecutive frames (engine.api._inpainting): isolated keys are met by engine.editing's offsets.
+INPAINT_MIN_RUN_SECONDS = 0.1

@@ -108,6 +108,12 @@ def ddim_timesteps(steps: int, num_train: int = TRAIN_STEPS) -> list[int]:
     return sorted({int(round(v)) for v in torch.linspace(num_train - 1, 0, steps).tolist()}, reverse=True)
 
 
+def ddim_step(x: torch.Tensor, x0: torch.Tensor, a_t: torch.Tensor, a_next: torch.Tensor) -> torch.Tensor:
+    """One deterministic DDIM step (eta = 0) from signal level a_t to a_next, given the x0 estimate."""
+    eps = (x - a_t.sqrt() * x0) / (1 - a_t).sqrt()
+    return a_next.sqrt() * x0 + (1 - a_next).sqrt() * eps
+
+
 def window_starts(length: int, window: int) -> list[int]:
     """Starts of overlapping windows (stride = half a window) covering [0, length)."""
     if length <= window:
@@ -140,11 +146,12 @@ class Inpainting:
 def sample(denoise: Callable, music: torch.Tensor, *, window: int, steps: int,
            alpha_bar: torch.Tensor, generator: torch.Generator, channels: int,
            inpainting: Inpainting | None = None, batch_windows: int = 32,
-           progress: Callable[[float], None] | None = None) -> torch.Tensor:
+           progress: Callable[[float], None] | None = None, timesteps: list[int] | None = None) -> torch.Tensor:
     """DDIM over a whole song. music (L, F) per frame; returns the normalised motion (L, C).
 
     `denoise(x_t (N,W,C), t (N,), music (N,W,F)) -> x0 (N,W,C)` is the (guided) model.
     Windows are processed `batch_windows` at a time so memory stays bounded for long songs.
+    `timesteps` (noisiest first) replaces the even schedule of `steps`: a few-step student's own.
     """
     length = music.shape[0]
     device = music.device
@@ -158,7 +165,7 @@ def sample(denoise: Callable, music: torch.Tensor, *, window: int, steps: int,
     music_windows = torch.stack([music[s:s + window] for s in starts])
 
     x = torch.randn((length, channels), generator=generator, device="cpu").to(device)
-    timesteps = ddim_timesteps(steps, len(alpha_bar))
+    timesteps = list(timesteps) if timesteps is not None else ddim_timesteps(steps, len(alpha_bar))
     ab = alpha_bar.to(device)
     for k, t in enumerate(timesteps):
         x_windows = torch.stack([x[s:s + window] for s in starts])
@@ -174,9 +181,7 @@ def sample(denoise: Callable, music: torch.Tensor, *, window: int, steps: int,
         if inpainting is not None:
             x0 = torch.where(inpainting.mask, inpainting.values, x0)
         if k + 1 < len(timesteps):
-            a_t, a_next = ab[t], ab[timesteps[k + 1]]
-            eps = (x - a_t.sqrt() * x0) / (1 - a_t).sqrt()
-            x = a_next.sqrt() * x0 + (1 - a_next).sqrt() * eps
+            x = ddim_step(x, x0, ab[t], ab[timesteps[k + 1]])
         else:
             x = x0
         if progress is not None:

@@ -1,120 +1,132 @@
-"""Make the animator's constraints hold exactly, with the motion flowing into and out of them.
+"""Make the animator's constraints hold exactly while the body keeps its own momentum through them.
 
-The sampler already steers the dance towards the constraints (in-painting), but its result only
-approximates them. Here each constrained joint gets a correction: at a keyed frame, the rotation
-that turns the generated pose into the keyed one; between keys of the same joint the corrections
-are interpolated, and away from keys they fade out smoothly (smoothstep, zero slope at both ends).
+The sampler steers the dance towards the constraints (in-painting), but its result only
+approximates them. Here each constrained joint gets a correction OFFSET, never a pull onto the
+pose: at a keyed frame, the rotation that turns the generated pose into the keyed one; between
+two keys of the same joint, the corrections are interpolated with a C1 cubic (offset_curve)
+across the whole gap; before the first key and after the last one, the correction fades to zero
+over FADE_SECONDS with zero slope at its end. The generated motion is left-multiplied by the
+correction, so its velocity passes through every key (plus the slow change of the correction):
+the dancer flows through a key instead of stopping dead on it or whipping into it.
 Keyed frames then receive the keyed values verbatim, so the error there is exactly zero.
-An isolated key (a joint keyed on a frame but not on its neighbours) is also eased: nearby
-frames are pulled towards the keyed pose, so the motion slows into the key and out of it
-instead of passing through it at full speed (as an animator's ease-in/ease-out would).
+
+A hold is where the animator asks for one: a joint keyed with the same rotation on two keys in
+a row keeps that rotation in between. A fully keyed run (seed motion at the start, or a run at
+the end that a regenerated section must join) is a stretch of consecutive keys, and the same
+interpolant joins the free motion to it with a continuous velocity.
+
+Root keys work alike on the position, except that beyond the first and last root key the offset
+holds rather than fades: a dancer moved by a key stays moved.
 """
 from __future__ import annotations
 
 import numpy as np
 import torch
+from scipy.interpolate import CubicHermiteSpline
 
 from . import rotations as R
+from .feet import true_runs
 from .motion import Constraints
 from .skeleton import NUM_JOINTS
 
-FADE_SECONDS = 0.5
-EASE_SECONDS = 0.25   # an isolated key is eased into and out of over this long
+# Beyond the first and last key of a joint its correction fades out over this long: slowly
+# enough that the fade's rate of turn stays small next to the dance's own (a 1 rad correction
+# fades at at most 1.5 rad/s).
+FADE_SECONDS = 1.0
+# Two keys of a joint count as the same pose (a hold) when they differ by less than this (rad).
+HOLD_TOLERANCE = 1e-6
 
 
-def _smoothstep_fade(distance: np.ndarray, span: float) -> np.ndarray:
-    """1 at distance 0, 0 from `span` on, with zero slope at both ends."""
-    x = np.clip(distance / span, 0.0, 1.0)
-    return 1.0 - x * x * (3.0 - 2.0 * x)
+def offset_curve(key_frames: np.ndarray, key_values: np.ndarray, length: int, fade: float | None) -> np.ndarray:
+    """(K,) increasing frames and (K, D) values -> (length, D): a C1 cubic (Hermite) through the
+    keys over the gaps between them, its slope at each key the distance-weighted mean of the
+    neighbouring secants (np.gradient), so that next to a run of consecutive keys it takes the
+    run's own rate of change: the motion flows into the run without a kink. Outside the keys it
+    fades to zero over `fade` frames, landing with zero slope, or holds the end values (slope 0
+    at the end keys) when `fade` is None."""
+    frames = np.arange(length, dtype=np.float64)
+    key_frames = np.asarray(key_frames, dtype=np.float64)
+    values = np.asarray(key_values, dtype=np.float64)
+    if fade is not None:
+        fade = max(1.0, fade)
+        key_frames = np.concatenate([[key_frames[0] - fade], key_frames, [key_frames[-1] + fade]])
+        values = np.concatenate([np.zeros((1, values.shape[1])), values, np.zeros((1, values.shape[1]))])
+    if len(key_frames) == 1:
+        return np.repeat(values, length, axis=0)
+    slopes = np.gradient(values, key_frames, axis=0) if len(key_frames) > 2 else np.zeros_like(values)
+    slopes[[0, -1]] = 0.0                 # land on zero (or on the held value) with zero slope
+    out = CubicHermiteSpline(key_frames, values, slopes, axis=0, extrapolate=False)(frames)
+    out[frames < key_frames[0]] = values[0]
+    out[frames > key_frames[-1]] = values[-1]
+    return out
 
 
-def correction_weights(keyed: np.ndarray, span: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """For every frame: the previous and next keyed frame (-1 if none) and their weights."""
-    T = len(keyed)
-    idx = np.arange(T)
-    prev = np.where(keyed, idx, -1)
-    prev = np.maximum.accumulate(prev)
-    nxt = np.where(keyed, idx, T)
-    nxt = np.minimum.accumulate(nxt[::-1])[::-1]
-    w_prev = np.where(prev >= 0, _smoothstep_fade(idx - prev, span), 0.0)
-    w_next = np.where(nxt < T, _smoothstep_fade(nxt - idx, span), 0.0)
-    gap = nxt - prev
-    close = (prev >= 0) & (nxt < T) & (gap <= 2 * span)
-    # Keys close together: interpolate between their corrections instead of fading to zero.
-    s = np.where(close, (idx - prev) / np.maximum(gap, 1), 0.0)
-    w_prev = np.where(close, 1 - s, w_prev)
-    w_next = np.where(close, s, w_next)
-    return prev, np.where(nxt < T, nxt, -1), w_prev, w_next
+def _with_holds(keyed: np.ndarray, given: torch.Tensor) -> tuple[np.ndarray, torch.Tensor]:
+    """A joint keyed with the same rotation on two keys in a row is held in between: those frames
+    become keys of that rotation. keyed (T,) bool, given (T,4) quaternions."""
+    k = np.flatnonzero(keyed)
+    if len(k) < 2:
+        return keyed, given
+    keyed, given = keyed.copy(), given.clone()
+    q0, q1 = given[k[:-1]], given[k[1:]]
+    angle = 2 * torch.acos((q0 * q1).sum(-1).abs().clamp(max=1.0))
+    for a, b, same in zip(k[:-1], k[1:], (angle < HOLD_TOLERANCE).tolist()):
+        if same and b > a + 1:
+            keyed[a + 1:b] = True
+            given[a + 1:b] = given[a]
+    return keyed, given
 
 
 def apply_constraints(poses: np.ndarray, trans: np.ndarray, constraints: Constraints, fps: float,
                       fade_seconds: float = FADE_SECONDS) -> tuple[np.ndarray, np.ndarray]:
     """Return copies of (poses (T,72), trans (T,3)) that satisfy `constraints` exactly."""
     poses, trans = poses.astype(np.float64).copy(), trans.astype(np.float64).copy()
-    n = constraints.num_frames
-    span = max(1.0, fade_seconds * fps)
-    given = torch.from_numpy(constraints.poses).reshape(n, NUM_JOINTS, 3)
-    generated = torch.from_numpy(poses[:n]).reshape(n, NUM_JOINTS, 3)
-    q_all = R.axis_angle_to_quat(torch.from_numpy(poses).reshape(-1, NUM_JOINTS, 3))
+    T, n = len(poses), constraints.num_frames
+    fade = fade_seconds * fps
+    q_all = R.axis_angle_to_quat(torch.from_numpy(poses).reshape(T, NUM_JOINTS, 3))
+    q_given = R.axis_angle_to_quat(torch.from_numpy(constraints.poses).reshape(n, NUM_JOINTS, 3))
+    out_mask = np.zeros((T, NUM_JOINTS), bool)
+    out_values = torch.zeros(T, NUM_JOINTS, 4, dtype=torch.float64)
     for j in range(NUM_JOINTS):
-        keyed = np.zeros(len(poses), bool)
+        keyed = np.zeros(T, bool)
         keyed[:n] = constraints.joint_mask[:, j]
         if not keyed.any():
             continue
-        # Correction rotation at each key, as a rotation vector: given = delta * generated.
-        delta = torch.zeros(len(poses), 3, dtype=torch.float64)
+        given = torch.zeros(T, 4, dtype=torch.float64)
+        given[:n] = q_given[:, j]
+        keyed, given = _with_holds(keyed, given)
         k = np.flatnonzero(keyed)
-        dq = R.quat_mul(R.axis_angle_to_quat(given[k, j]), R.quat_conjugate(R.axis_angle_to_quat(generated[k, j])))
-        delta[k] = R.quat_to_axis_angle(dq)
-        prev, nxt, w_prev, w_next = correction_weights(keyed, span)
-        blend = delta[np.maximum(prev, 0)] * torch.from_numpy(w_prev)[:, None] \
-            + delta[np.maximum(nxt, 0)] * torch.from_numpy(w_next)[:, None]
+        # Correction at each key, as a rotation vector (the short way round): given = delta * generated.
+        dq = R.quat_mul(given[k], R.quat_conjugate(q_all[k, j]))
+        delta = R.quat_to_axis_angle(dq).numpy()
+        blend = torch.from_numpy(offset_curve(k, delta, T, fade))
         q_all[:, j] = R.quat_mul(R.axis_angle_to_quat(blend), q_all[:, j])
-        _ease_isolated_keys(q_all, j, keyed, R.axis_angle_to_quat(given[:, j]), max(1.0, EASE_SECONDS * fps))
-    out = R.quat_to_axis_angle(q_all).reshape(len(poses), -1).numpy()
+        out_mask[:, j] = keyed
+        out_values[keyed, j] = given[keyed]
+    q_all[out_mask] = out_values[out_mask]                    # keyed values verbatim
+    out = R.quat_to_axis_angle(q_all).reshape(T, -1).numpy()
     mask = np.zeros(out.shape, bool)
     mask[:n] = np.repeat(constraints.joint_mask, 3, axis=1)
-    out[mask] = constraints.poses[mask[:n]]                 # keyed values verbatim
+    out[mask] = constraints.poses[mask[:n]]                   # exactly the numbers given
 
-    keyed = np.zeros(len(trans), bool)
+    keyed = np.zeros(T, bool)
     keyed[:n] = constraints.trans_mask
     if keyed.any():
-        offsets = np.zeros_like(trans)
-        offsets[:n][constraints.trans_mask] = constraints.trans[constraints.trans_mask] - trans[:n][constraints.trans_mask]
-        prev, nxt, w_prev, w_next = correction_weights(keyed, span)
-        # Away from root keys the offset holds (not fades): a dancer moved by a key stays moved.
-        hold_prev = np.where(prev >= 0, 1.0, 0.0)
-        hold_next = np.where((prev < 0) & (nxt >= 0), 1.0, 0.0)
-        between = (prev >= 0) & (nxt >= 0)
-        s = np.where(between, (np.arange(len(trans)) - prev) / np.maximum(nxt - prev, 1), 0.0)
-        s = s * s * (3 - 2 * s)
-        w_p = np.where(between, 1 - s, hold_prev)
-        w_n = np.where(between, s, hold_next)
-        trans = trans + offsets[np.maximum(prev, 0)] * w_p[:, None] + offsets[np.maximum(nxt, 0)] * w_n[:, None]
-        trans[:n][constraints.trans_mask] = constraints.trans[constraints.trans_mask]
+        k = np.flatnonzero(keyed)
+        offsets = constraints.trans[k] - trans[k]
+        trans = trans + offset_curve(k, offsets, T, None)
+        trans[k] = constraints.trans[k]
     return out, trans
 
 
-def _ease_isolated_keys(q_all: torch.Tensor, j: int, keyed: np.ndarray, q_given: torch.Tensor, span: float) -> None:
-    """Slerp joint j towards its isolated keys' poses, weight 1 at the key fading to 0 at `span`."""
-    neighbour = np.zeros_like(keyed)
-    neighbour[1:] |= keyed[:-1]
-    neighbour[:-1] |= keyed[1:]
-    isolated = keyed & ~neighbour
-    if not isolated.any():
-        return
-    prev, nxt, _, _ = correction_weights(isolated, span)
-    idx = np.arange(len(keyed))
-    d_prev = np.where(prev >= 0, idx - prev, np.inf)
-    d_next = np.where(nxt >= 0, nxt - idx, np.inf)
-    nearest = np.where(d_prev <= d_next, prev, nxt)
-    weight = _smoothstep_fade(np.minimum(d_prev, d_next), span)
-    frames = np.flatnonzero((weight > 0) & ~(keyed & ~isolated))
-    if len(frames) == 0:
-        return
-    target = q_given[nearest[frames]]
-    w = torch.from_numpy(weight[frames])[:, None]
-    q_all[frames, j] = R.quat_slerp(q_all[frames, j], target, w)
+def keyed_runs(mask: np.ndarray, min_frames: int) -> np.ndarray:
+    """(T, J) key mask -> the same with only runs of at least `min_frames` consecutive keyed
+    frames of each joint kept."""
+    out = np.zeros_like(mask, dtype=bool)
+    for j in np.flatnonzero(mask.any(axis=0)):
+        for a, b in true_runs(mask[:, j], min_frames):
+            out[a:b, j] = True
+    return out
 
 
 def anchor_times(constraints: Constraints | None, fps: float) -> np.ndarray:

@@ -99,11 +99,18 @@ def _two_bone_ik(local: torch.Tensor, glob: torch.Tensor, pos: torch.Tensor, leg
     cos0 = ((u * v).sum(-1) / (l1 * l2)).clamp(-1, 1)
     cos1 = ((l1 ** 2 + l2 ** 2 - d ** 2) / (2 * l1 * l2)).clamp(-1, 1)
     phi = torch.acos(cos1) - torch.acos(cos0)
-    axis = torch.cross(u, v, dim=-1)
-    straight = axis.norm(dim=-1, keepdim=True) < 1e-6
-    # A straight leg has no bend plane: bend the knee about its own x axis, heel going back.
-    axis = torch.where(straight, -glob[frames, knee][..., 0], axis)
-    axis = axis / axis.norm(dim=-1, keepdim=True)
+    # The knee bends in the plane of thigh and shin. A (nearly) straight leg has no such plane:
+    # its cross product is noise whose sign can flip from one frame to the next, and bending about
+    # a flipped axis throws the knee the wrong way (a pop of the hip and knee by 50 degrees in one
+    # frame). Where the plane's normal strays from the knee's own hinge (its -x axis, the way a
+    # real knee bends, heel going back) the hinge is blended in, fully from 60 degrees on.
+    hinge = -glob[frames, knee][..., 0]
+    normal = torch.cross(u, v, dim=-1)
+    normal = normal / normal.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    agree = ((normal * hinge).sum(-1, keepdim=True) - 0.5) / 0.4
+    trust = agree.clamp(0.0, 1.0)
+    axis = trust * normal + (1 - trust) * hinge
+    axis = axis / axis.norm(dim=-1, keepdim=True).clamp_min(1e-12)
     bend = R.axis_angle_to_matrix(axis * phi[:, None])
     knee_glob = bend @ glob[frames, knee]
     A_new = K + (bend @ v.unsqueeze(-1)).squeeze(-1)

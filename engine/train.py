@@ -25,18 +25,19 @@ from safetensors.torch import load_file, save_file
 from . import checkpoint
 from . import layout as L
 from .diffusion import LossWeights, cosine_alpha_bar, training_loss
+from .defaults import TRAINING_STYLES
 from .errors import EngineError
 from .model import Denoiser, ModelConfig
 
 # "any" is index 0: the label that classifier-free guidance drops to.
-BASE_STYLES = ["any", "chacha", "rumba", "tango", "waltz", "pop"]
+BASE_STYLES = list(TRAINING_STYLES)   # engine.defaults: the one list of the training data's styles
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="python -m engine.train", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", nargs="+", type=Path, default=None,
-                   help="dataset folders: tang2018-style, justlmd-style or AIST++ motion folders "
+                   help="dataset folders: tang2018-style, justlmd-style, AIST++ or CMU salsa (BVH) motion folders "
                         "(default: ../shared/data/tang2018 and ../shared/data/justlmd beside the repo)")
     p.add_argument("--aist-music", type=Path, default=None, help="AIST++ music folder (wav files named by music id)")
     p.add_argument("--out", type=Path, required=True, help="run folder: checkpoints, config and log go here")

@@ -16,6 +16,7 @@ from scipy.spatial.transform import Rotation, Slerp
 from . import layout as L
 from . import rotations as R
 from .feet import true_runs
+from .skeleton import MIRROR_INDICES
 
 # rad/s. The training dancers' pelvis (tang2018 and JustLMD, 165,000 frames at 30 fps) turns
 # faster than 11.8 rad/s in 0.1% of frames and faster than 16 in 0.01%; the shipped network's
@@ -91,3 +92,63 @@ def limit_pelvis_turns(channels: torch.Tensor, fps: float, max_rate: float = MAX
     out = channels.clone()
     out[:, root6d] = R.matrix_to_6d(torch.from_numpy(limited.as_matrix())).to(channels.dtype)
     return out
+
+
+# ------------------------------------------------------------------ every joint's speed bound
+
+# rad/s, per joint, the bound on how fast a joint's local rotation may turn in the finished dance.
+# Derived from the training dancers: the 99.99th percentile of each joint's frame-to-frame turn
+# over the 152,215 frames at 30 fps of tang2018 and JustLMD's training split (engine.data's
+# split; measured with engine.evaluate_inbetween.angular_speed), the larger of the joint and its
+# mirror twin (training mirrors the dancers), times beatsync.MAX_RATE = 1.6 since the beat warp may
+# replay a move that much faster; at least 17 = 1.6 x 10.6 (10.6 rad/s: the 99.99th percentile
+# over all joints; the leg IK must turn ankles and knees faster than the data's barely moving
+# ankles ever do to hold a planted sole) and at most 40, the hard ceiling. The result: 17 for
+# most joints, 25.8 for the pelvis, 40 for the elbows (the right elbow's 33.9 rad/s in the data).
+MAX_JOINT_SPEED_CEILING = 40.0
+_TRAINING_P9999 = (16.14, 6.79, 6.27, 3.16, 9.78, 9.46, 4.69, 3.82, 3.24, 5.54, 3.41, 4.71,
+                   5.73, 8.93, 10.58, 4.57, 8.69, 9.51, 10.45, 33.94, 9.39, 8.37, 3.81, 3.19)
+MAX_JOINT_SPEED = tuple(
+    float(min(MAX_JOINT_SPEED_CEILING, max(17.0, 1.6 * max(_TRAINING_P9999[j], _TRAINING_P9999[MIRROR_INDICES[j]]))))
+    for j in range(len(_TRAINING_P9999)))
+
+
+def limit_joint_speeds(poses: np.ndarray, fps: float, bounds=MAX_JOINT_SPEED,
+                       fixed: np.ndarray | None = None) -> tuple[np.ndarray, int]:
+    """(T,72) axis-angle -> the same with every stretch where a joint's local rotation turns
+    faster than its bound rebuilt as an eased slerp across a stretch long enough for the bound
+    (as limit_turn_rate does for the pelvis's heading); also returns how many stretches were
+    rebuilt. Frames in `fixed` (T,24) bool (the animator's keys) are never changed: a stretch
+    stops at them. A last guard for pops whose causes are upstream (the leg IK's quick swings)."""
+    T = len(poses)
+    if T < 3:
+        return poses, 0
+    q = R.axis_angle_to_quat(torch.as_tensor(poses, dtype=torch.float64).reshape(T, -1, 3)).clone()
+    step = 2 * torch.acos((q[1:] * q[:-1]).sum(-1).abs().clamp(max=1.0)).numpy() * fps     # (T-1, J)
+    rebuilt = 0
+    for j in np.flatnonzero((step > np.asarray(bounds)[None]).any(axis=0)):
+        pinned = np.zeros(T, bool) if fixed is None else fixed[:, j]
+        done_to = 0
+        for a, b in true_runs(step[:, j] > bounds[j], 1):   # steps a..b-1 join frames a..b
+            a, b = max(a, done_to), b
+            if a >= b:
+                continue
+            while True:
+                angle = float(2 * torch.acos((q[a, j] * q[b, j]).sum().abs().clamp(max=1.0)))
+                if _PEAK_OVER_MEAN * angle / (b - a) * fps <= bounds[j]:
+                    break
+                grow_a = a > done_to and not pinned[a - 1] and not pinned[a]
+                grow_b = b < T - 1 and not pinned[b + 1] and not pinned[b]
+                if not (grow_a or grow_b):
+                    break
+                a, b = a - grow_a, b + grow_b
+            if pinned[a + 1:b].any():
+                continue
+            u = torch.linspace(0.0, 1.0, b - a + 1, dtype=torch.float64)[:, None]
+            ease = u * u * (3 - 2 * u)
+            q[a:b + 1, j] = R.quat_slerp(q[a, j].expand(len(u), 4), q[b, j].expand(len(u), 4), ease)
+            done_to = b
+            rebuilt += 1
+    if not rebuilt:
+        return poses, 0
+    return R.quat_to_axis_angle(q).reshape(T, -1).numpy(), rebuilt

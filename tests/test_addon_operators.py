@@ -244,12 +244,15 @@ def test_generating_twice_keeps_both_and_tiny_ranges_and_muted_strips(addon, tmp
     assert len({animator.name, first.name, second.name}) == 3           # nothing overwritten
     assert animator.name in bpy.data.actions and first.name in bpy.data.actions
     stashed = {s.action.name for t in obj.animation_data.nla_tracks for s in t.strips}
-    assert {animator.name, first.name} <= stashed
+    assert animator.name in stashed and first.use_fake_user
 
     scene.dance.use_strip_range = False                                  # a range of 2 frames
     strip = scene_io.find_sound_strip(scene)
     start, _ = scene_io.compat.strip_range(strip)
     scene.dance.frame_start, scene.dance.frame_end = start + 3, start + 4
+    assert bpy.ops.dance.generate() == {'FINISHED'}                      # rewritten inside the dance
+    assert tuple(obj.animation_data.action.frame_range) == tuple(second.frame_range)
+    obj.animation_data.action = None                                     # nothing around it: a plain dance
     assert bpy.ops.dance.generate() == {'FINISHED'}
     assert tuple(obj.animation_data.action.frame_range) == (start + 3, start + 4)
 

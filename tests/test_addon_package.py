@@ -8,6 +8,7 @@ import sys
 import textwrap
 import zipfile
 
+import numpy as np
 import pytest
 
 bpy = pytest.importorskip("bpy")
@@ -33,6 +34,7 @@ def test_batch_end_to_end_keeps_the_files_keys(tmp_path, tiny_weights):
     # A scene made by an animator: a dancer with one keyed elbow, saved.
     bpy.ops.wm.read_factory_settings(use_empty=True)
     bpy.context.scene.render.fps = 25
+    bpy.context.scene.frame_end = 20                          # shorter than the song: batch grows it
     obj = scene_io.create_smpl_armature(bpy.context, "Dancer", with_mesh=False)
     pb = obj.pose.bones["left_elbow"]
     pb.rotation_quaternion = (0.8, 0.2, 0.5, 0.26)
@@ -44,7 +46,8 @@ def test_batch_end_to_end_keeps_the_files_keys(tmp_path, tiny_weights):
     out_blend, out_bvh = tmp_path / "out.blend", tmp_path / "out.bvh"
     run = subprocess.run(
         [sys.executable, str(BATCH), "--", "--blend", str(scene_blend), "--audio", str(song), "--weights",
-         str(tiny_weights), "--steps", "2", "--seed", "3", "--out-blend", str(out_blend), "--out-bvh", str(out_bvh)],
+         str(tiny_weights), "--steps", "2", "--seed", "3", "--stage-radius", "0",
+         "--out-blend", str(out_blend), "--out-bvh", str(out_bvh)],
         capture_output=True, text=True, env=_isolated_env(tmp_path), timeout=300, cwd=tmp_path)
     assert run.returncode == 0, run.stderr[-2000:]
     assert "dance: done" in run.stdout and out_bvh.stat().st_size > 1000
@@ -52,9 +55,13 @@ def test_batch_end_to_end_keeps_the_files_keys(tmp_path, tiny_weights):
     bpy.ops.wm.open_mainfile(filepath=str(out_blend))
     obj = bpy.data.objects["Dancer"]
     action = obj.animation_data.action
-    assert action.name == "Dance song any s3" and action.frame_range[:] == pytest.approx((1, 50))
+    assert action.name == "Dance song any s3 take 1" and action.frame_range[:] == pytest.approx((1, 50))
+    assert (bpy.context.scene.frame_start, bpy.context.scene.frame_end) == (1, 50)
     got = scene_io.read_motion(obj, 12, 12).poses[0, 3 * JOINT_INDEX["left_elbow"]:][:3]
     assert rotation_error(got, aa) < 1e-4                     # the file's key came out exactly
+    from engine.rootpath import IN_PLACE_SWAY                  # --stage-radius 0 reached the engine
+    pelvis = scene_io.read_motion(obj, 1, 50).trans[:, [0, 2]]
+    assert np.linalg.norm(pelvis[:, None] - pelvis[None], axis=2).max() <= 2 * IN_PLACE_SWAY + 0.01
 
     # A mistake: one line on stderr, exit status 1.
     bad = subprocess.run([sys.executable, str(BATCH), "--", "--audio", str(tmp_path / "nope.mp3")],
@@ -99,7 +106,7 @@ def test_built_extension_installs_and_dances(tmp_path, tiny_weights):
     run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=300,
                          cwd=tmp_path)
     assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]
-    assert "OK Dance song any s0 45.0" in run.stdout
+    assert "OK Dance song any s0 take 1 45.0" in run.stdout
     assert (tmp_path / "blender_user" / "extensions" / "user_default" / "dance_generator").is_dir()
 
 

@@ -102,16 +102,17 @@ def test_new_action_never_overwrites_the_old_one(scene):
     second = scene_io.write_motion(obj, random_motion(20, seed=1), 1, "Dance B")
     assert obj.animation_data.action == second
     assert {a.name for a in bpy.data.actions} == {mine.name, "Dance A", "Dance B"}
+    # The animator's own action: kept on one muted NLA track and remembered; takes are not
+    # stacked up as NLA tracks, they are listed (blender_addon.takes) and protected by a fake user.
     tracks = obj.animation_data.nla_tracks
-    assert len(tracks) == 2 and all(t.mute for t in tracks)
-    assert {t.strips[0].action.name for t in tracks} == {mine.name, "Dance A"}
-    assert mine.use_fake_user and first.use_fake_user
+    assert len(tracks) == 1 and tracks[0].mute and tracks[0].strips[0].action == mine
+    from blender_addon import takes
+    assert takes.original_action(obj) == mine and takes.takes(obj) == [first, second]
+    assert mine.use_fake_user and first.use_fake_user and second.use_fake_user
     slot = next(iter(mine.slots)) if hasattr(mine, "slots") else None
     kept = {(fc.data_path, fc.array_index): [tuple(k.co) for k in fc.keyframe_points]
             for fc in scene_io.compat.action_fcurves(mine, slot)}
     assert kept == mine_keys
-    # Both dances remember the animator's action as the source of keys.
-    assert first[scene_io.SOURCE_KEY] == mine.name and second[scene_io.SOURCE_KEY] == mine.name
 
 
 def _key_pose(obj, frame, joints, rng, euler_joint=None):
@@ -157,7 +158,11 @@ def test_keys_read_back_as_exact_constraints(scene):
         assert np.flatnonzero(cons.trans_mask).tolist() == [15]
         assert np.allclose(cons.trans[15], scene_io.REST_PELVIS_SMPL + (0.1, -0.05, 0.2), atol=1e-5)
         assert scene_io.count_kept(obj, 10, 50) == (24 + 2 + 1, 3)
-        scene_io.write_motion(obj, random_motion(41), 10, "Dance")
+        # What a generation does: the keys pasted into the dance, carried over as the animator's.
+        from blender_addon.runner import paste_constraints
+        motion = random_motion(41)
+        paste_constraints(motion, cons)
+        scene_io.write_motion(obj, motion, 10, "Dance", kept=scene_io.key_masks(obj, 10, 50))
 
 
 def test_body_part_locking_follows_the_current_animation(scene):

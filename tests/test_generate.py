@@ -9,7 +9,8 @@ import pytest
 from engine.api import generate
 from engine.errors import Cancelled, EngineError
 from engine.motion import Constraints
-from conftest import REPO
+from conftest import REPO, SHIPPED_WEIGHTS
+from engine.skeleton import joint_positions
 from rotation_checks import rotation_error
 
 
@@ -172,3 +173,55 @@ def test_ten_minute_song_runs_in_bounded_memory(tiny_weights):
     # The drift stays within the floor disc; the quick travel on top of it adds a little.
     from engine.rootpath import FLOOR_RADIUS
     assert np.linalg.norm(m.trans[:, [0, 2]] - m.trans[0, [0, 2]], axis=1).max() < FLOOR_RADIUS + 1.5
+
+
+# --- issue 13: staying on stage, no pops on a long song, flowing through keys ----------------
+
+@pytest.mark.parametrize("radius", [0.0, 1.0])
+def test_stage_radius_keeps_the_dancer_near_the_start(click_song, tiny_weights, radius):
+    from engine.rootpath import IN_PLACE_SWAY
+    m = _gen(click_song, tiny_weights, stage_radius=radius)
+    reach = np.linalg.norm(m.trans[:, [0, 2]] - m.trans[0, [0, 2]], axis=1)
+    assert reach.max() <= max(radius, IN_PLACE_SWAY) + 1e-6
+
+
+_shipped = pytest.mark.skipif(not SHIPPED_WEIGHTS.is_file(), reason="no shipped weights")
+
+
+@_shipped
+def test_in_place_dancing_keeps_the_feet_planted():
+    from engine import metrics as M
+    from engine.example import synthesize_example
+    song = synthesize_example(seconds=10.0, bpm=120.0, sr=22050).mean(axis=1)
+    free = generate(song, sample_rate=22050, seed=1, steps=4)
+    still = generate(song, sample_rate=22050, seed=1, steps=4, stage_radius=0.0)
+    assert np.linalg.norm(still.trans[:, [0, 2]] - still.trans[0, [0, 2]], axis=1).max() < 0.2
+    skate = [M.foot_skating_ratio(joint_positions(m.poses, m.trans), m.fps) for m in (free, still)]
+    assert skate[1] <= skate[0] + 0.05                     # pulling the root in slides no feet
+
+
+@_shipped
+def test_no_joint_pops_on_a_long_song():
+    from engine.evaluate_inbetween import angular_speed
+    from engine.example import synthesize_example
+    from engine.turns import MAX_JOINT_SPEED
+    song = synthesize_example(seconds=60.0, bpm=126.0, sr=22050).mean(axis=1)
+    m = generate(song, sample_rate=22050, seed=3, steps=4)
+    speed = angular_speed(m.poses, m.fps)
+    assert (speed <= np.asarray(MAX_JOINT_SPEED) + 1e-6).all(), speed.max(axis=0)
+
+
+@_shipped
+def test_the_dancer_flows_through_keys_without_stopping_or_whipping():
+    """Keys every 2 s taken from another dance (so they differ from what this seed draws)."""
+    from engine.evaluate_inbetween import key_flow
+    from engine.example import synthesize_example
+    song = synthesize_example(seconds=10.0, bpm=120.0, sr=22050).mean(axis=1)
+    other = generate(song, sample_rate=22050, seed=7, steps=8)
+    c = Constraints.empty(other.num_frames, other.fps)
+    keys = np.arange(0, other.num_frames, 60)
+    for k in keys:
+        c.set_pose(int(k), other.poses[k])
+    m = generate(song, sample_rate=22050, seed=0, steps=8, constraints=c)
+    ratios, whip = key_flow(joint_positions(m.poses, m.trans), keys, m.fps)
+    assert np.mean(ratios) >= 0.5 and whip <= 1.5

@@ -1,4 +1,4 @@
-"""Training data: loaders for tang2018, JustLMD and AIST++, a cached corpus, random windows.
+"""Training data: loaders for tang2018, JustLMD, AIST++ and CMU salsa (BVH), a cached corpus, random windows.
 
 Every loader returns DanceSequence objects at layout.MODEL_FPS, Y up, feet on the floor;
 load_corpus packs them into model channels with music features and caches the result.
@@ -7,6 +7,7 @@ Not needed at inference.
 from .aistpp import load_aistpp
 from .cache import (CACHE_VERSION, DEFAULT_SOURCES, SHARED_DATA, Corpus, CorpusItem, default_validation_names,
                     load_corpus)
+from .cmu_salsa import load_cmu_salsa
 from .justlmd import load_justlmd
 from .sequence import DanceSequence
 from .tang2018 import load_tang2018
@@ -14,5 +15,5 @@ from .windows import WindowDataset
 
 __all__ = [
     "CACHE_VERSION", "DEFAULT_SOURCES", "SHARED_DATA", "Corpus", "CorpusItem", "DanceSequence", "WindowDataset",
-    "default_validation_names", "load_aistpp", "load_corpus", "load_justlmd", "load_tang2018",
+    "default_validation_names", "load_aistpp", "load_cmu_salsa", "load_corpus", "load_justlmd", "load_tang2018",
 ]

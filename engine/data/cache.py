@@ -82,7 +82,7 @@ def default_validation_names() -> list[str]:
 # ----------------------------------------------------------------------------- sources
 
 def detect_kind(source: Path) -> str:
-    """"tang2018", "justlmd" or "aistpp" from what a folder holds; "packed" for a file written
+    """"tang2018", "justlmd", "aistpp" or "cmu_salsa" from what a folder holds; "packed" for a file written
     by export_source (a source already packed, for a machine that lacks the raw data)."""
     if source.is_file() and source.suffix == ".npz":
         return "packed"
@@ -94,8 +94,10 @@ def detect_kind(source: Path) -> str:
         return "justlmd"
     if any(source.glob("*.pkl")):
         return "aistpp"
+    if any(source.glob("*.bvh")):       # CMU salsa: any-skeleton BVH, retargeted to SMPL
+        return "cmu_salsa"
     raise EngineError(f"cannot tell what dataset {source} is: expected tang2018 (manifest.json, "
-                      "DANCE_*.pkl), JustLMD (*/smplfull.json) or AIST++ (*.pkl motion files)")
+                      "DANCE_*.pkl), JustLMD (*/smplfull.json), AIST++ (*.pkl motion files) or CMU salsa (*.bvh)")
 
 
 def _source_files(kind: str, source: Path, aist_music: Path | None) -> list[Path]:
@@ -103,6 +105,8 @@ def _source_files(kind: str, source: Path, aist_music: Path | None) -> list[Path
         files = [p for p in source.iterdir() if p.name.startswith("DANCE_") or p.name == "manifest.json"]
     elif kind == "justlmd":
         files = list(source.glob("smplfull.json")) + list(source.glob("*/smplfull.json"))
+    elif kind == "cmu_salsa":
+        files = list(source.glob("*.bvh"))
     else:
         files = list(source.glob("*.pkl")) + list(source.glob("ignore_list.txt")) + list(source.parent.glob("ignore_list.txt"))
         if aist_music is not None and aist_music.is_dir():
@@ -126,6 +130,9 @@ def load_sequences(kind: str, source: Path, aist_music: Path | None = None) -> l
     if kind == "justlmd":
         from .justlmd import load_justlmd
         return load_justlmd(source)
+    if kind == "cmu_salsa":
+        from .cmu_salsa import load_cmu_salsa
+        return load_cmu_salsa(source)
     from .aistpp import load_aistpp
     return load_aistpp(source, aist_music)
 

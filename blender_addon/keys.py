@@ -1,0 +1,276 @@
+"""Keys in any armature's actions: which keys are the animator's, and writing generated keys.
+
+Keys the add-on writes have keyframe type 'GENERATED' (Blender 4.2+; compat.generated_key_type
+falls back to 'JITTER' before it). Every other key in a dancer's CURRENT action is the
+animator's and a constraint at the next Generate: the keys of their own action, the keys a
+dance carried over from it (written as 'KEYFRAME'), and the keys they set on a generated dance.
+Blender keeps a key's type when a key is inserted over it (bpy 4.5: even with
+keytype='KEYFRAME'), so a re-keyed generated key is found by its value: the action stores, per
+bone, channel group and frame, the sum of the values written (STAMP_KEY), and a generated key
+whose values no longer add up to it was changed by the animator.
+
+Rotations are written in each bone's OWN rotation mode (quaternion, any Euler order,
+axis-angle), which is never changed. Nothing here knows SMPL: scene_io (the SMPL dancer) and
+rig_io (the user's own characters) both write through write_bone_rotations.
+"""
+from __future__ import annotations
+
+import re
+
+import bpy
+import numpy as np
+
+from . import blender_compat as compat
+
+_PATH_RE = re.compile(r'^pose\.bones\["((?:[^"\\]|\\.)*)"\]\.(\w+)$')
+STAMP_KEY = "dance_stamp"               # action: {"r|bone" / "l|bone": [frame, sum, frame, sum, ...]}
+_STAMP_TOL = 1e-6
+
+
+_MODE_PATHS = {'QUATERNION': "rotation_quaternion", 'AXIS_ANGLE': "rotation_axis_angle"}  # else Euler
+
+
+def rotation_path(pb) -> tuple[str, int]:
+    """(data path property, channel count) that animates `pb`'s rotation in its own rotation mode."""
+    prop = _MODE_PATHS.get(pb.rotation_mode, "rotation_euler")
+    return prop, 3 if prop == "rotation_euler" else 4
+
+
+def _bone_path(name: str, prop: str) -> str:
+    return f'pose.bones["{bpy.utils.escape_identifier(name)}"].{prop}'
+
+
+def _stamp_name(bone: str, prop: str) -> str:
+    return (("l|" if prop == "location" else "r|") + bone)[:63]
+
+
+def _channel_keys(obj, action, modes=None):
+    """{(bone, prop): {channel index: (frames float32, values float32, types int32)}} for the
+    channels that drive `obj`'s pose: each bone's rotation in its current mode (or the one
+    `modes` {bone: rotation mode} gives), and location."""
+    out: dict = {}
+    for fc in compat.action_fcurves(action, compat.object_slot(obj, action)):
+        m = _PATH_RE.match(fc.data_path)
+        if fc.mute or m is None:
+            continue
+        bone = m.group(1).replace('\\"', '"').replace("\\\\", "\\")
+        pb = obj.pose.bones.get(bone)
+        prop = m.group(2)
+        mode = (modes or {}).get(bone, pb.rotation_mode if pb is not None else None)
+        if pb is None or prop not in (_MODE_PATHS.get(mode, "rotation_euler"), "location"):
+            continue
+        n = len(fc.keyframe_points)
+        if n == 0:
+            continue
+        co = np.empty(2 * n, np.float32)
+        types = np.empty(n, np.int32)
+        fc.keyframe_points.foreach_get("co", co)
+        fc.keyframe_points.foreach_get("type", types)
+        out.setdefault((bone, prop), {})[fc.array_index] = (co[0::2], co[1::2], types)
+    return out
+
+
+def _stamp_lookup(action, name: str):
+    flat = action.get(STAMP_KEY, {}).get(name) if STAMP_KEY in action else None
+    if flat is None:
+        return np.zeros(0), np.zeros(0)
+    flat = np.asarray(flat, np.float64)
+    return flat[0::2], flat[1::2]
+
+
+def animator_keys(obj, frame_start: float, frame_end: float, action=None, modes=None) -> dict:
+    """{(bone, prop): sorted frames within [frame_start, frame_end]} of the animator's keys in
+    `obj`'s current action (or `action`): keys not of the generated type, and generated keys
+    whose value the animator changed. prop is "location" or the bone's rotation path (in its
+    current rotation mode, or the one `modes` {bone: mode} gives)."""
+    ad = obj.animation_data
+    action = action if action is not None else (ad.action if ad else None)
+    if action is None:
+        return {}
+    generated = compat.generated_key_type()[1]
+    out = {}
+    for (bone, prop), channels in _channel_keys(obj, action, modes).items():
+        f = np.concatenate([c[0] for c in channels.values()]).astype(np.float64)
+        v = np.concatenate([c[1] for c in channels.values()]).astype(np.float64)
+        t = np.concatenate([c[2] for c in channels.values()])
+        inside = (f > frame_start - 0.5) & (f < frame_end + 0.5)
+        mine = set(np.round(f[inside & (t != generated)]).astype(int).tolist())
+        gen = inside & (t == generated)
+        if gen.any():  # generated keys: changed if the sum of their values differs from the one written
+            at, where = np.unique(f[gen], return_inverse=True)
+            sums = np.bincount(where, weights=v[gen])
+            sf, ss = _stamp_lookup(action, _stamp_name(bone, prop))
+            i = np.clip(np.searchsorted(sf, at - 1e-3), 0, max(len(sf) - 1, 0))
+            if len(sf):
+                same = (np.abs(sf[i] - at) <= 1e-3) & (np.abs(ss[i] - sums) <= _STAMP_TOL * np.maximum(1.0, np.abs(sums)))
+            else:
+                same = np.zeros(len(at), bool)
+            mine.update(np.round(at[~same]).astype(int).tolist())
+        if mine:
+            out[(bone, prop)] = sorted(mine)
+    return out
+
+
+def hemisphere(q: np.ndarray, previous: np.ndarray | None = None) -> np.ndarray:
+    """Flip quaternions (T,...,4) so each is on the same hemisphere as the one before it
+    (the first as `previous`, when given)."""
+    q = np.array(q, np.float64)
+    if previous is not None and len(q):
+        q[0] *= np.where(np.sum(q[0] * previous, axis=-1, keepdims=True) < 0, -1.0, 1.0)
+    if len(q) > 1:
+        flips = np.sign(np.sum(q[1:] * q[:-1], axis=-1))
+        flips[flips == 0] = 1
+        q[1:] *= np.cumprod(flips, axis=0)[..., None]
+    return q
+
+
+def rotation_values(quats: np.ndarray, mode: str, previous=None) -> np.ndarray:
+    """Quaternions (T,4) w,x,y,z -> the channel values of rotation `mode` (T,4 or T,3),
+    continuous over time: quaternions on one hemisphere, Euler angles without 360-degree flips
+    (mathutils' compatible Euler, Blender's own conversion), axis-angle with a steady axis.
+    `previous`: the values just before the first frame (for joining existing keys)."""
+    from mathutils import Euler, Quaternion
+    if mode == 'QUATERNION':
+        return hemisphere(quats, None if previous is None else np.asarray(previous, np.float64))
+    if mode == 'AXIS_ANGLE':
+        prev_q = None
+        if previous is not None:
+            prev_q = np.array(Quaternion(np.asarray(previous[1:], float), float(previous[0])))
+        q = hemisphere(quats, prev_q)
+        v = q[:, 1:]
+        norm = np.linalg.norm(v, axis=1)
+        angle = 2.0 * np.arctan2(norm, q[:, 0])
+        axis = np.empty_like(v)
+        last = np.array([0.0, 1.0, 0.0]) if previous is None else np.asarray(previous[1:], float)
+        for t in range(len(q)):   # an undefined axis (no rotation) keeps the previous one
+            if norm[t] > 1e-9:
+                last = v[t] / norm[t]
+            axis[t] = last
+        return np.c_[angle, axis]
+    out = np.empty((len(quats), 3))
+    compat_euler = Euler(previous, mode) if previous is not None else None
+    for t, q in enumerate(quats):
+        e = Quaternion(q).to_euler(mode, compat_euler) if compat_euler is not None else Quaternion(q).to_euler(mode)
+        out[t] = e
+        compat_euler = e
+    return out
+
+
+_LINEAR = 1  # Keyframe.interpolation enum value of 'LINEAR' (CONSTANT 0, LINEAR 1, BEZIER 2)
+# Per-key attributes carried over when keys are spliced into an existing F-curve.
+_KEY_ATTRS = (("co", 2, np.float32), ("handle_left", 2, np.float32), ("handle_right", 2, np.float32),
+              ("interpolation", 1, np.int32), ("type", 1, np.int32), ("handle_left_type", 1, np.int32),
+              ("handle_right_type", 1, np.int32), ("easing", 1, np.int32), ("back", 1, np.float32),
+              ("amplitude", 1, np.float32), ("period", 1, np.float32))
+
+
+def _fill_fcurve(fc, frames: np.ndarray, values: np.ndarray, types: np.ndarray | None = None) -> None:
+    """Put keys (frames, values, keyframe types) on `fc`, replacing its keys within
+    [frames[0], frames[-1]] and keeping every key outside that span exactly as it was.
+    Bulk: one add() and a few foreach_set() calls instead of a keyframe_insert per frame."""
+    kp = fc.keyframe_points
+    n_new, n_old = len(frames), len(kp)
+    types = np.zeros(n_new, np.int32) if types is None else np.asarray(types, np.int32)
+    if n_old == 0:
+        kp.add(n_new)
+        co = np.empty(2 * n_new, np.float32)
+        co[0::2], co[1::2] = frames, values
+        kp.foreach_set("co", co)
+        kp.foreach_set("interpolation", np.full(n_new, _LINEAR, np.int32))
+        kp.foreach_set("type", types)
+        fc.update()
+        return
+    old = {}
+    for name, width, dtype in _KEY_ATTRS:
+        buf = np.empty(n_old * width, dtype)
+        kp.foreach_get(name, buf)
+        old[name] = buf.reshape(n_old, width)
+    x = old["co"][:, 0]
+    keep = (x < frames[0] - 1e-3) | (x > frames[-1] + 1e-3)
+    new = {name: np.repeat(old[name][:1], n_new, axis=0) for name, _, _ in _KEY_ATTRS}  # defaults...
+    new["co"] = np.c_[frames, values].astype(np.float32)                               # ...then ours
+    new["handle_left"], new["handle_right"] = new["co"].copy(), new["co"].copy()
+    new["interpolation"][:] = _LINEAR
+    new["type"][:, 0] = types
+    auto = bpy.types.Keyframe.bl_rna.properties["handle_left_type"].enum_items["AUTO_CLAMPED"].value
+    new["handle_left_type"][:], new["handle_right_type"][:] = auto, auto
+    merged = {name: np.concatenate([old[name][keep], new[name]]) for name, _, _ in _KEY_ATTRS}
+    order = np.argsort(merged["co"][:, 0], kind="stable")
+    total = len(order)
+    if total > n_old:
+        kp.add(total - n_old)
+    for i in range(n_old - 1, total - 1, -1):
+        kp.remove(kp[i], fast=True)
+    for name, _, _ in _KEY_ATTRS:
+        kp.foreach_set(name, merged[name][order].ravel())
+    fc.update()
+
+
+def _fcurve(fcurves, groups, bone: str, prop: str, index: int):
+    path = _bone_path(bone, prop)
+    fc = fcurves.find(path, index=index)
+    if fc is None:
+        fc = fcurves.new(path, index=index)
+        fc.group = groups.get(bone) or groups.new(bone)
+    return fc
+
+
+def _stamp(action, name: str, frames: np.ndarray, sums: np.ndarray) -> None:
+    """Record the sums written on `frames` (see above), replacing any earlier record in their span."""
+    sf, ss = _stamp_lookup(action, name)
+    keep = (sf < frames[0] - 1e-3) | (sf > frames[-1] + 1e-3)
+    f = np.concatenate([sf[keep], frames])
+    s = np.concatenate([ss[keep], sums])
+    order = np.argsort(f, kind="stable")
+    flat = np.empty(2 * len(f))
+    flat[0::2], flat[1::2] = f[order], s[order]
+    if STAMP_KEY not in action:
+        action[STAMP_KEY] = {}
+    action[STAMP_KEY][name] = flat.tolist()
+
+
+def write_bone_rotations(obj, action, bone_names, frames, quats, locations=None, key_type: str = 'GENERATED',
+                         kept=None, kept_locations=None) -> None:
+    """Key the rotations (and optional locations) of `obj`'s bones `bone_names` on `frames` in
+    `action`, each bone in its OWN rotation mode (never changed): quaternion, any Euler order or
+    axis-angle, continuous from frame to frame and from the key just before `frames[0]`.
+
+    quats: (T,B,4) w,x,y,z, each bone's rotation in its pose basis (what `rotation_quaternion`
+    would hold). locations: {bone name: (T,3)} pose-basis locations. Keys get `key_type`
+    ('GENERATED': the add-on's own, regenerated next time), except where `kept` (T,B) bool or
+    `kept_locations` {bone: (T,) bool} is True: the animator's keys carried over, type 'KEYFRAME'.
+    Existing keys of these channels within [frames[0], frames[-1]] are replaced; keys outside
+    stay untouched, so a frame range can be rewritten inside an existing action."""
+    frames = np.asarray(frames, np.float64)
+    quats = np.asarray(quats, np.float64)
+    T = len(frames)
+    if T == 0:
+        return
+    fcurves, groups = compat.ensure_channels(obj, action)
+    generated = compat.key_type_value(compat.generated_key_type()[0] if key_type == 'GENERATED' else key_type)
+    keyframe = compat.key_type_value('KEYFRAME')
+
+    def types_for(mask):
+        return np.where(mask, keyframe, generated).astype(np.int32) if mask is not None \
+            else np.full(T, generated, np.int32)
+
+    def write(bone, prop, values, mask):
+        values = np.asarray(values, np.float32)
+        for i in range(values.shape[1]):
+            _fill_fcurve(_fcurve(fcurves, groups, bone, prop, i), frames, values[:, i], types_for(mask))
+        _stamp(action, _stamp_name(bone, prop), frames, values.astype(np.float64).sum(axis=1))
+
+    for b, name in enumerate(bone_names):
+        pb = obj.pose.bones[name]
+        prop, n = rotation_path(pb)
+        previous = None
+        existing = [fcurves.find(_bone_path(name, prop), index=i) for i in range(n)]
+        if all(fc is not None and len(fc.keyframe_points) for fc in existing):
+            first_key = min(fc.keyframe_points[0].co[0] for fc in existing)
+            if first_key < frames[0] - 0.5:
+                previous = [fc.evaluate(frames[0] - 1) for fc in existing]
+        write(name, prop, rotation_values(quats[:, b], pb.rotation_mode, previous),
+              None if kept is None else np.asarray(kept)[:, b])
+    for name, loc in (locations or {}).items():
+        write(name, "location", np.asarray(loc, np.float64),
+              None if kept_locations is None or name not in kept_locations else np.asarray(kept_locations[name]))

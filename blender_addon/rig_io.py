@@ -1,0 +1,463 @@
+"""Dancing on the animator's own character: any humanoid armature (Mixamo, Rigify, VRM, ...).
+
+The maths (bone mapping, rest alignment, chains, leg scaling, the inverse) lives in
+engine.retarget and needs no bpy; this module only moves data between Blender and it:
+- read_rig(obj, bone_map): the armature's rest pose as an engine Rig.
+- character_bone_map(obj, path): which bone plays which SMPL joint (a JSON file, else the map
+  the Dance panel stored on the armature, else the automatic one).
+- read_character_constraints(...): the animator's keys on THEIR bones -> SMPL Constraints
+  (Retargeter.from_rig), plus the exact values to carry over (CharacterKeys).
+- write_character_dance(...): the SMPL dance -> keys on their bones (Retargeter.to_rig), written
+  with keys.write_bone_rotations into a COPY of their current action, so bones that no joint
+  drives (fingers, face, tail, props) keep their animation, keys outside the danced frames
+  stay, rotation modes never change, and the previous action is kept untouched. Animated
+  bones that would bend the dance from above (Rigify's hips and chest controls) rest while it
+  plays, and Rigify's IK/FK and follow switches are keyed to FK in the take.
+The SMPL dancer (scene_io.is_smpl_armature) keeps its own, direct path in scene_io.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import bpy
+import numpy as np
+
+from . import _engine_path  # noqa: F401  (puts `engine` on sys.path)
+from . import blender_compat as compat
+from . import keys as key_io
+from . import scene_io, takes
+from .rig_ui import MAP_PROPERTY   # the armature's collection property holding the panel's mapping
+from engine.bone_mapping import ROOT_KEY   # BoneMap key of the bone that carries the location
+from engine.errors import EngineError
+from engine.motion import Constraints, Motion
+from engine.retarget import (Retargeter, Rig, auto_map, check_bone_map, list_presets, load_bone_map,
+                             load_preset)
+from engine.skeleton import JOINT_NAMES, joint_indices
+# Rigify switches the add-on keys in each take it writes so the deforming bones follow the FK
+# controls it animates, and neck and head inherit the spine's rotation (custom properties that
+# Rigify's generated rig puts on thigh_parent.L, upper_arm_parent.L, ... and on torso).
+RIGIFY_SWITCHES = {"IK_FK": 1.0, "neck_follow": 1.0, "head_follow": 1.0}
+SWITCHES_KEY = "dance_rig_switches"   # object: {"bone|property": value} as the animator had them
+
+
+# --- Reading the character ------------------------------------------------------------------
+
+def is_character(obj) -> bool:
+    """An armature the add-on dances through retargeting (every armature but its SMPL dancer)."""
+    return obj is not None and obj.type == 'ARMATURE' and not scene_io.is_smpl_armature(obj)
+
+
+def read_rig(obj, bone_map: dict[str, str] | None = None) -> Rig:
+    """The armature's rest pose: bone names, parents, rest matrices (armature space), lengths,
+    deform flags and the object's world matrix.
+
+    With `bone_map`: the rig the maths needs for that map. Parents are the EFFECTIVE ones
+    (_follows: control rigs such as Rigify's move a control through a proxy bone that copies
+    another control rather than through parenting), and only the bones that matter are kept:
+    the mapped ones, their ancestors and children, and the lowest deforming bone (the floor).
+    A Rigify rig has 700 bones and about 60 of them matter; the maths costs per bone."""
+    bones = obj.data.bones
+    names = [b.name for b in bones]
+    index = {n: i for i, n in enumerate(names)}
+    rest = np.empty(len(bones) * 16, np.float32)
+    bones.foreach_get("matrix_local", rest)
+    rest = rest.reshape(-1, 4, 4).transpose(0, 2, 1).astype(np.float64)   # column-major -> rows
+    parents = [index[b.parent.name] if b.parent else -1 for b in bones]
+    lengths = np.array([b.length for b in bones], np.float64)
+    deform = [bool(b.use_deform) for b in bones]
+    O = np.array(obj.matrix_world, np.float64)
+    if not bone_map or any(v not in index for v in bone_map.values()):   # a bad map: check_bone_map says so
+        return Rig(names=names, parents=parents, rest=rest, lengths=lengths, deform=deform, object_matrix=O)
+    for b, p in _follows(obj, bone_map).items():
+        parents[index[b]] = index[p]
+    mapped = {index[v] for v in bone_map.values()}
+    height = rest[:, :3, 3] @ O[2, :3] + O[2, 3]
+    pool = [i for i, d in enumerate(deform) if d] or list(range(len(names)))
+    keep = set(mapped) | {i for i, p in enumerate(parents) if p in mapped} | {min(pool, key=lambda i: height[i])}
+    for b in list(keep):
+        p = parents[b]
+        while p >= 0 and p not in keep:
+            keep.add(p)
+            p = parents[p]
+    sub = sorted(keep)
+    new = {old: k for k, old in enumerate(sub)}
+    return Rig(names=[names[i] for i in sub], parents=[new.get(parents[i], -1) for i in sub], rest=rest[sub],
+               lengths=lengths[sub], deform=[deform[i] for i in sub], object_matrix=O)
+
+
+def _follows(obj, bone_map: dict[str, str]) -> dict[str, str]:
+    """{mapped bone: the mapped bone it effectively hangs under} where the armature's own
+    parenting does not say so: the bone of the joint's SMPL parent is not among its ancestors,
+    but an ancestor copies that bone's transforms (Rigify: upper_arm_fk.L hangs under
+    ORG-shoulder.L, which copies shoulder.L). The engine's maths then sees the real motion."""
+    from engine.skeleton import JOINT_INDEX, PARENTS
+    pbs = obj.pose.bones
+    out = {}
+    for joint, bone in bone_map.items():
+        if joint not in JOINT_INDEX or bone not in pbs:
+            continue
+        a = PARENTS[JOINT_INDEX[joint]]
+        while a >= 0 and JOINT_NAMES[a] not in bone_map:
+            a = PARENTS[a]
+        target = bone_map.get(JOINT_NAMES[a]) if a >= 0 else None
+        if target is None or target not in pbs:
+            continue
+        up = pbs[bone].parent
+        while up is not None and up.name != target:
+            if any(c.type == 'COPY_TRANSFORMS' and getattr(c, "target", None) == obj and c.subtarget == target
+                   and c.influence == 1.0 and not c.mute for c in up.constraints):
+                out[bone] = target
+                break
+            up = up.parent
+    return out
+
+
+def stored_bone_map(obj) -> dict[str, str]:
+    """The mapping the Dance panel keeps on the armature (empty: none set yet)."""
+    items = getattr(obj, MAP_PROPERTY, None)
+    return {it.joint: it.bone for it in items if it.bone} if items is not None else {}
+
+
+def store_bone_map(obj, bone_map: dict[str, str]) -> None:
+    """Keep `bone_map` on the armature (what the panel shows and edits)."""
+    items = getattr(obj, MAP_PROPERTY)
+    items.clear()
+    for joint in (*JOINT_NAMES, ROOT_KEY):
+        it = items.add()
+        it.joint, it.bone = joint, bone_map.get(joint, "")
+
+
+def automatic_bone_map(obj) -> dict[str, str]:
+    """engine.retarget.auto_map for `obj`; a control rig whose controls follow each other through
+    copying proxies (_follows) gets the shipped preset that fits it once those are seen."""
+    rig = read_rig(obj)
+    try:
+        return auto_map(rig)
+    except EngineError as error:
+        best = {}
+        for name in list_presets():
+            m = load_preset(name, rig)
+            try:
+                check_bone_map(read_rig(obj, m), m)
+            except EngineError:
+                continue
+            if len(m) > len(best):
+                best = m
+        if not best:
+            raise error
+        return best
+
+
+def character_bone_map(obj, path: str | None = None) -> dict[str, str]:
+    """The bone map to dance `obj` with: the JSON file `path`, else the map stored on the
+    armature, else the automatic one. Checked against the rig (EngineError, one line)."""
+    if path:
+        bone_map = load_bone_map(bpy.path.abspath(path))
+    else:
+        bone_map = stored_bone_map(obj) or automatic_bone_map(obj)
+    check_bone_map(read_rig(obj, bone_map), bone_map)
+    return bone_map
+
+
+def retargeter(obj, bone_map: dict[str, str]) -> Retargeter:
+    """engine.retarget's maths for `obj` and `bone_map` (EngineError, one line, if it cannot)."""
+    return Retargeter(read_rig(obj, bone_map), bone_map)
+
+
+def check_character(obj, bone_map: dict[str, str] | None = None, path: str | None = None) -> dict[str, str]:
+    """Raise EngineError (one line) unless `obj` can dance as a character; returns its bone map."""
+    if obj is None:
+        raise EngineError("no dancer armature: pick one in the Dance panel or press 'Create SMPL Dancer'")
+    if obj.type != 'ARMATURE':
+        raise EngineError(f"'{obj.name}' is not an armature: pick your character's armature or press "
+                          "'Create SMPL Dancer'")
+    if obj.mode == 'EDIT':
+        raise EngineError(f"armature '{obj.name}' is in Edit Mode: switch to Object or Pose Mode first")
+    try:
+        if bone_map is None:
+            return character_bone_map(obj, path)
+        check_bone_map(read_rig(obj, bone_map), bone_map)
+    except EngineError as e:   # say which armature, and where the map is fixed
+        raise EngineError(f"armature '{obj.name}': {e} (Dance panel > Character Bones)") from None
+    return bone_map
+
+
+def _axis_quats(axis: int, angles: np.ndarray) -> np.ndarray:
+    q = np.zeros(angles.shape + (4,))
+    q[..., 0] = np.cos(angles / 2)
+    q[..., 1 + axis] = np.sin(angles / 2)
+    return q
+
+
+def _quat_mul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    aw, ax, ay, az = np.moveaxis(a, -1, 0)
+    bw, bx, by, bz = np.moveaxis(b, -1, 0)
+    return np.stack([aw * bw - ax * bx - ay * by - az * bz, aw * bx + ax * bw + ay * bz - az * by,
+                     aw * by - ax * bz + ay * bw + az * bx, aw * bz + ax * by - ay * bx + az * bw], -1)
+
+
+def rotation_quats(modes: list[str], quat: np.ndarray, euler: np.ndarray, axis_angle: np.ndarray) -> np.ndarray:
+    """Each bone's rotation channels (as stored, in its own mode) -> (...,B,4) w,x,y,z. A
+    quaternion bone's values pass through as they are (not normalised), so writing them back
+    gives the animator's numbers exactly."""
+    out = np.array(quat, np.float64)
+    for b, mode in enumerate(modes):
+        if mode == 'QUATERNION':
+            continue
+        if mode == 'AXIS_ANGLE':
+            angle, axis = axis_angle[..., b, 0], axis_angle[..., b, 1:]
+            norm = np.linalg.norm(axis, axis=-1, keepdims=True)
+            unit = np.where(norm > 1e-12, axis / np.maximum(norm, 1e-12), (0.0, 1.0, 0.0))
+            out[..., b, :] = np.concatenate([np.cos(angle / 2)[..., None], unit * np.sin(angle / 2)[..., None]], -1)
+            continue
+        q = None   # Euler 'XYZ': X applied first, so q = qZ qY qX
+        for letter in mode:
+            step = _axis_quats("XYZ".index(letter), euler[..., b, "XYZ".index(letter)])
+            q = step if q is None else _quat_mul(step, q)
+        out[..., b, :] = q
+    return out
+
+
+def evaluate_basis(obj, frames, names=None, scene=None) -> tuple[np.ndarray, np.ndarray]:
+    """(rotations (F,B,4) w,x,y,z, locations (F,B,3)): the animation channels (any rotation
+    mode) of the bones `names` (default: all, in the armature's order) on each of `frames`, as
+    the current action's F-curves give them (a channel without one: its current value). No
+    scene evaluation: reading 3 minutes of a Rigify rig takes a second, not a minute."""
+    del scene   # the F-curves alone say it
+    frames = [float(f) for f in frames]
+    pbs = obj.pose.bones
+    names = list(names) if names is not None else [b.name for b in obj.data.bones]
+    ad = obj.animation_data
+    action = ad.action if ad is not None else None
+    curves = {(fc.data_path, fc.array_index): fc
+              for fc in compat.action_fcurves(action, compat.object_slot(obj, action)) if not fc.mute}
+    chans = {"rotation_quaternion": 4, "rotation_euler": 3, "rotation_axis_angle": 4, "location": 3}
+    got = {k: np.empty((len(frames), len(names), n)) for k, n in chans.items()}
+    for b, name in enumerate(names):
+        pb = pbs[name]
+        base = f'pose.bones["{bpy.utils.escape_identifier(name)}"].'
+        for prop, n in chans.items():
+            got[prop][:, b] = np.array(getattr(pb, prop), np.float64)
+            for i in range(n):
+                fc = curves.get((base + prop, i))
+                if fc is not None:
+                    got[prop][:, b, i] = [fc.evaluate(f) for f in frames]
+    modes = [pbs[n].rotation_mode for n in names]
+    return (rotation_quats(modes, got["rotation_quaternion"], got["rotation_euler"], got["rotation_axis_angle"]),
+            got["location"])
+
+
+@dataclass
+class CharacterKeys:
+    """What a character dance carries over, frame 0 = the first danced frame: the values of
+    the driven bones wherever the animator fixed them (keys, locked body parts, the context
+    around a regenerated range), and which of them are the animator's keys (written as keys of
+    type 'KEYFRAME' so the next Generate keeps them again; the rest is 'GENERATED')."""
+    rotations: np.ndarray      # (F,B,4) basis quaternions (identity where not held)
+    held: np.ndarray           # (F,B) bool: rotation written verbatim
+    keyed: np.ndarray          # (F,B) bool: an animator's rotation key
+    root_location: np.ndarray  # (F,3) basis location of the root bone
+    root_held: np.ndarray      # (F,)
+    root_keyed: np.ndarray     # (F,)
+
+
+def read_character_constraints(obj, bone_map: dict[str, str], frame_start: int, frame_end: int, fps: float,
+                               keep_parts=(), keep_root: bool = False, scene=None, context=()):
+    """The animator's wishes on their character as SMPL engine Constraints at `fps` (frame 0 =
+    `frame_start`), and the CharacterKeys to write back verbatim.
+
+    - A rotation key on a mapped bone at frame f fixes its SMPL joint at f; a location key on
+      the root bone fixes the root. Full poses become keyframes, an opening passage seed motion.
+    - Body parts in `keep_parts` (and the root if `keep_root`) follow the current animation.
+    - Frames in `context` are fixed entirely (the dance around a regenerated range)."""
+    scene = scene or bpy.context.scene
+    rt = retargeter(obj, bone_map)
+    rig = rt.rig
+    n = frame_end - frame_start + 1
+    if n <= 0:
+        raise EngineError(f"empty frame range {frame_start}-{frame_end}")
+    B = len(rig.names)
+    index = {name: i for i, name in enumerate(rig.names)}
+    keyed = np.zeros((n, B), bool)
+    root_keyed = np.zeros(n, bool)
+    for (bone, prop), frames in key_io.animator_keys(obj, frame_start, frame_end).items():
+        b = index.get(bone)
+        rows = np.asarray(frames, int) - frame_start
+        if b is None or b not in rt.driven and b != rt.root_bone:
+            continue
+        if prop == "location":
+            if b == rt.root_bone:
+                root_keyed[rows] = True
+        elif b in rt.driven:
+            keyed[rows, b] = True
+    held, root_held = keyed.copy(), root_keyed.copy()
+    if keep_parts:
+        for j in joint_indices(list(keep_parts)):
+            bone = bone_map.get(JOINT_NAMES[j])
+            if bone in index:
+                held[:, index[bone]] = True
+    if keep_root:
+        root_held[:] = True
+    ctx = np.asarray(sorted(int(f) - frame_start for f in context if frame_start <= f <= frame_end), int)
+    held[np.ix_(ctx, rt.driven)] = True
+    root_held[ctx] = True
+
+    cons = Constraints.empty(n, fps)
+    rotations = np.zeros((n, B, 4))
+    rotations[..., 0] = 1.0
+    root_location = np.zeros((n, 3))
+    rows = np.flatnonzero(held.any(axis=1) | root_held)
+    if len(rows):
+        rot, loc = evaluate_basis(obj, frame_start + rows, rig.names, scene)
+        rotations[rows], root_location[rows] = rot, loc[:, rt.root_bone]
+        poses, trans, joint_mask, _ = rt.from_rig(rot, loc[:, rt.root_bone], held[rows], root_held[rows])
+        joint_mask = np.asarray(joint_mask, bool)
+        cons.poses[rows] = np.where(np.repeat(joint_mask, 3, axis=1), poses, 0.0)
+        cons.joint_mask[rows] = joint_mask
+        cons.trans[rows] = np.where(root_held[rows, None], trans, 0.0)
+        cons.trans_mask[rows] = root_held[rows]
+    return cons, CharacterKeys(rotations, held, keyed, root_location, root_held, root_keyed)
+
+
+def read_character_motion(obj, bone_map: dict[str, str], frame_start: int, frame_end: int,
+                          fps: float | None = None, scene=None) -> Motion:
+    """The character's animation on frames frame_start..frame_end as an SMPL Motion (for the
+    exports): every mapped bone's animation channels, through Retargeter.from_rig."""
+    scene = scene or bpy.context.scene
+    rt = retargeter(obj, bone_map)
+    rot, loc = evaluate_basis(obj, range(frame_start, frame_end + 1), rt.rig.names, scene)
+    poses, trans, _, _ = rt.from_rig(rot, loc[:, rt.root_bone], np.ones(rot.shape[:2], bool))
+    return Motion(poses=poses, trans=trans, fps=fps or scene_io.scene_fps(scene))
+
+
+def count_character_keys(obj, bone_map: dict[str, str], frame_start: int, frame_end: int) -> tuple[int, int]:
+    """(bone keys, frames with any key) on the mapped bones that the next dance keeps, for the panel."""
+    mapped = set(bone_map.values())
+    keys = {k: f for k, f in key_io.animator_keys(obj, frame_start, frame_end).items() if k[0] in mapped}
+    frames = set().union(*keys.values()) if keys else set()
+    return sum(len(f) for (_, prop), f in keys.items() if prop != "location"), len(frames)
+
+
+# --- Writing the dance ----------------------------------------------------------------------
+
+def write_character_dance(obj, motion: Motion, frame_start: float, action_name: str, bone_map: dict[str, str],
+                          fps: float | None = None, metadata: dict | None = None,
+                          keys: CharacterKeys | None = None, only=None):
+    """Put the SMPL `motion` on the character `obj` from `frame_start` as a new take named
+    `action_name`: a copy of the current action with the driven bones' rotations (and the root
+    bone's location) keyed on the danced frames (only (first, last) scene frames when `only`),
+    `keys` written verbatim. Returns the new action."""
+    rt = retargeter(obj, bone_map)
+    rig = rt.rig
+    pose = rt.to_rig(np.asarray(motion.poses, np.float64), np.asarray(motion.trans, np.float64))
+    fps = fps or scene_io.scene_fps(bpy.context.scene)
+    T = motion.num_frames
+    frames = frame_start + np.arange(T) * (fps / motion.fps)
+    rows = np.arange(T)
+    if only is not None:
+        rows = rows[(frames > only[0] - 1e-3) & (frames < only[1] + 1e-3)]
+    driven = list(pose.driven)
+    root = pose.root_bone
+    quats = np.array(pose.rotations, np.float64)
+    loc = np.array(pose.root_location, np.float64)
+    keyed = np.zeros((T, len(rig.names)), bool)
+    root_keyed = np.zeros(T, bool)
+    if keys is not None:   # the animator's values, exactly (not a round trip through SMPL)
+        m = min(T, len(keys.held))
+        quats[:m][keys.held[:m]] = keys.rotations[:m][keys.held[:m]]
+        loc[:m][keys.root_held[:m]] = keys.root_location[:m][keys.root_held[:m]]
+        keyed[:m], root_keyed[:m] = keys.keyed[:m], keys.root_keyed[:m]
+
+    ad = obj.animation_data or obj.animation_data_create()
+    old, old_slot = ad.action, compat.object_slot(obj)
+    if old is None and only is not None:
+        raise EngineError("nothing to regenerate a range of: the character has no animation")
+    if old is None or not takes.is_take(old) or SWITCHES_KEY not in obj:
+        _remember_switches(obj)
+    takes.keep_previous(obj)
+    if old is not None:   # a copy: unmapped bones and keys outside the dance stay as they were
+        action = old.copy()
+        action.name = action_name
+        slot = None
+        if compat.is_slotted(action) and old_slot is not None:
+            slot = next((s for s in action.slots if s.identifier == old_slot.identifier), None)
+        compat.set_action(obj, action, slot)
+    else:
+        action, _, _ = compat.assign_new_action(obj, action_name)
+    takes.mark_take(obj, action, metadata)
+
+    names = [rig.names[b] for b in driven]
+    root_name = rig.names[root]
+    key_io.write_bone_rotations(obj, action, names, frames[rows], quats[rows][:, driven],
+                                locations={root_name: loc[rows]}, kept=keyed[rows][:, driven],
+                                kept_locations={root_name: root_keyed[rows]})
+    movers = _animated_influencers(obj, action, set(names))
+    if movers and len(rows):   # at rest while the dance plays, or they would bend it
+        rest_q = np.zeros((len(rows), len(movers), 4))
+        rest_q[..., 0] = 1.0
+        key_io.write_bone_rotations(obj, action, movers, frames[rows], rest_q,
+                                    locations={m: np.zeros((len(rows), 3)) for m in movers})
+    _key_rigify_switches(obj, action, frames[rows])
+    obj.update_tag()
+    return action
+
+
+def _animated_influencers(obj, action, driven: set[str]) -> list[str]:
+    """Animated bones that the maths assumes at rest but that move driven bones: their
+    ancestors, and the bones that constraints on those ancestors copy (Rigify's hips and chest
+    controls, which its MCH spine bones follow)."""
+    pbs = obj.pose.bones
+    seen: set[str] = set()
+    todo = [pbs[n].parent for n in driven if pbs[n].parent is not None]
+    while todo:
+        pb = todo.pop()
+        if pb is None or pb.name in seen:
+            continue
+        seen.add(pb.name)
+        todo.append(pb.parent)
+        for c in pb.constraints:
+            sub = getattr(c, "subtarget", "")
+            if getattr(c, "target", None) == obj and sub in pbs and not c.mute and c.influence > 0:
+                todo.append(pbs[sub])
+    animated = {bone for bone, _ in key_io.animator_keys(obj, -1e9, 1e9, action)}
+    return sorted((seen - driven) & animated)
+
+
+def _key_rigify_switches(obj, action, frames: np.ndarray) -> None:
+    """Key Rigify's IK/FK and follow switches (RIGIFY_SWITCHES) to FK over the danced frames, in
+    the take only: the animator's own action keeps whatever they had."""
+    if not len(frames):
+        return
+    fcurves, groups = compat.ensure_channels(obj, action)
+    generated = compat.generated_key_type()[0]
+    for pb in obj.pose.bones:
+        for prop, value in RIGIFY_SWITCHES.items():
+            if prop not in pb.keys():
+                continue
+            path = f'pose.bones["{bpy.utils.escape_identifier(pb.name)}"]["{prop}"]'
+            fc = fcurves.find(path) or fcurves.new(path)
+            for k in reversed(list(fc.keyframe_points)):   # replace keys within the dance only
+                if frames[0] - 1e-3 <= k.co[0] <= frames[-1] + 1e-3:
+                    fc.keyframe_points.remove(k)
+            for f in (frames[0], frames[-1]):
+                k = fc.keyframe_points.insert(float(f), value, options={'FAST'}, keyframe_type=generated)
+                k.interpolation = 'CONSTANT'
+            fc.update()
+
+
+def _remember_switches(obj) -> None:
+    """Record Rigify's switches as the animator has them now (restore_switches puts them back)."""
+    found = {f"{pb.name}|{prop}": float(pb[prop]) for pb in obj.pose.bones for prop in RIGIFY_SWITCHES
+             if prop in pb.keys()}
+    if found:
+        obj[SWITCHES_KEY] = found
+
+
+def restore_switches(obj) -> None:
+    """Back on the animator's own action: Rigify's switches as they had them before the first
+    dance (an animated property keeps its last evaluated value when no action animates it)."""
+    for key, value in dict(obj.get(SWITCHES_KEY, {})).items():
+        bone, _, prop = key.partition("|")
+        pb = obj.pose.bones.get(bone)
+        if pb is not None and prop in pb.keys():
+            pb[prop] = value

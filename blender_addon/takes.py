@@ -1,0 +1,105 @@
+"""Takes: every generation is a named action of its dancer, listed in the panel, switchable,
+and cleaned up only when asked. The animator's own action is kept for good (fake user, a muted
+NLA track) and never deleted; takes carry a fake user until "Delete Unused Takes"."""
+from __future__ import annotations
+
+import bpy
+
+from . import blender_compat as compat
+
+GENERATED_KEY = "dance_generated"       # action custom property: a take this add-on wrote
+DANCER_KEY = "dance_dancer"             # action: the armature the take was made for
+TAKE_KEY = "dance_take"                 # action: take number
+TAKE_BASE_KEY = "dance_take_base"       # action: the name the take number counts within
+ORDER_KEY = "dance_order"               # action: when it was made, counted over all takes
+ORIGINAL_KEY = "dance_original_action"  # object: the animator's own action, kept forever
+# Dances written before takes (add-on 0.1) name the animator's action they were made from here.
+LEGACY_SOURCE_KEY = "dance_source_action"
+
+
+def take_name(base: str) -> tuple[str, int]:
+    """(name, take number) for the next take of `base` (e.g. 'Dance song chacha s0')."""
+    n = 1 + max((int(a.get(TAKE_KEY, 0)) for a in bpy.data.actions if a.get(TAKE_BASE_KEY) == base), default=0)
+    suffix = f" take {n}"
+    return base[:63 - len(suffix)] + suffix, n
+
+
+def is_take(action) -> bool:
+    return action is not None and bool(action.get(GENERATED_KEY, False))
+
+
+def takes(obj) -> list:
+    """The dances generated for `obj`, oldest first."""
+    return sorted((a for a in bpy.data.actions if is_take(a) and a.get(DANCER_KEY) == obj.name),
+                  key=lambda a: (int(a.get(ORDER_KEY, 0)), a.name))
+
+
+def original_action(obj):
+    """The animator's own action the first dance on `obj` replaced (None if there was none)."""
+    name = obj.get(ORIGINAL_KEY, "")
+    return bpy.data.actions.get(name) if name else None
+
+
+def reset_pose(obj) -> None:
+    """Every bone to its rest pose (rotation modes untouched): channels the next action leaves
+    unkeyed must not keep the last action's values (Blender leaves them as they were)."""
+    for pb in obj.pose.bones:
+        pb.location = (0.0, 0.0, 0.0)
+        pb.scale = (1.0, 1.0, 1.0)
+        pb.rotation_quaternion = (1.0, 0.0, 0.0, 0.0)
+        pb.rotation_euler = (0.0, 0.0, 0.0)
+        pb.rotation_axis_angle = (0.0, 0.0, 1.0, 0.0)
+
+
+def use_action(obj, action) -> None:
+    """Make `action` (a take or the original) the dancer's current action, with its slot; bones
+    it does not animate stand in their rest pose, not in the last take's."""
+    reset_pose(obj)
+    compat.set_action(obj, action)
+    obj.update_tag()
+
+
+def unused_takes(obj) -> list:
+    """Takes of `obj` that nothing uses: not its current action, on no NLA strip, on no other object."""
+    current = obj.animation_data.action if obj.animation_data else None
+    return [a for a in takes(obj) if a != current and a.users - int(a.use_fake_user) <= 0]
+
+
+def delete_unused_takes(obj) -> int:
+    """Remove the takes nothing uses (never the animator's own action). Returns how many."""
+    doomed = unused_takes(obj)
+    for a in doomed:
+        bpy.data.actions.remove(a)
+    return len(doomed)
+
+
+def keep_original(obj, action, slot) -> None:
+    """The animator's action, about to be replaced by a first dance: kept for good (fake user,
+    a muted NLA track), and remembered so the panel can switch back to it."""
+    action.use_fake_user = True
+    obj[ORIGINAL_KEY] = action.name
+    ad = obj.animation_data
+    if not any(s.action == action for t in ad.nla_tracks for s in t.strips):
+        compat.push_to_muted_nla(obj, action, slot, track_name=f"Original: {action.name}")
+
+
+def keep_previous(obj) -> None:
+    """Before a new take replaces `obj`'s current action: keep that action (the animator's own:
+    for good; a take: with a fake user until cleaned up)."""
+    ad = obj.animation_data
+    old = ad.action if ad is not None else None
+    if old is not None and not is_take(old) and LEGACY_SOURCE_KEY not in old:
+        keep_original(obj, old, compat.object_slot(obj))
+    elif old is not None:
+        old.use_fake_user = True
+
+
+def mark_take(obj, action, metadata: dict | None = None) -> None:
+    """Record `action` as the newest take of `obj`, with what made it (metadata: song, style,
+    seed, take number, ...; stored as dance_<key> custom properties)."""
+    action[ORDER_KEY] = 1 + max((int(a.get(ORDER_KEY, 0)) for a in bpy.data.actions if a != action), default=0)
+    action[GENERATED_KEY] = True
+    action[DANCER_KEY] = obj.name
+    action.use_fake_user = True
+    for key, value in (metadata or {}).items():
+        action["dance_" + key] = value

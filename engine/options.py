@@ -1,0 +1,108 @@
+"""One validation of the generation options, run before any work starts.
+
+The command line (engine/__main__.py), blender_addon/batch.py and engine.api.generate all call
+check_options, so a mistake gets the same one-line message wherever it is made, and it is found
+before minutes of sampling rather than after.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+from pathlib import Path
+
+from .defaults import MAX_AUTOGUIDANCE
+from .errors import EngineError
+from .skeleton import BODY_PARTS
+
+MAX_FPS = 240.0
+MAX_STEPS = 1000
+MAX_GUIDANCE = 20.0
+# Body-part names the engine accepts (engine.skeleton.BODY_PARTS); "root" (the pelvis's path)
+# is kept separately from rotations, where a tool can keep it (batch.py's --keep).
+BODY_PART_NAMES: tuple[str, ...] = tuple(BODY_PARTS)
+ROOT_PART = "root"
+
+
+def _finite(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def check_options(*, style: str | None = None, styles=None, steps=None, fps=None, start: float = 0.0,
+                  duration: float | None = None, guidance=None, autoguidance=None, scale=None,
+                  stage_radius=None, song_seconds: float | None = None) -> None:
+    """Raise EngineError (one plain sentence) for the first option out of range; None passes.
+
+    `song_seconds`, when known, is the song's length: a start at or past its end is an error, and
+    so is a duration that runs past it (the dance would silently be shorter than asked)."""
+    if style is not None and styles is not None and style not in styles:
+        raise EngineError(f"unknown style {style!r}; available: {', '.join(styles)}")
+    if steps is not None and not (isinstance(steps, numbers.Integral) and not isinstance(steps, bool)
+                                  and 1 <= steps <= MAX_STEPS):
+        raise EngineError(f"steps must be a whole number from 1 to {MAX_STEPS}, got {steps!r}")
+    if fps is not None and not (_finite(fps) and 1.0 <= fps <= MAX_FPS):
+        raise EngineError(f"fps must be between 1 and {MAX_FPS:g}, got {fps!r}")
+    start = 0.0 if start is None else start
+    if not (_finite(start) and start >= 0):
+        raise EngineError(f"start must be 0 or more seconds, got {start!r}")
+    if duration is not None and not (_finite(duration) and duration > 0):
+        raise EngineError(f"duration must be more than 0 seconds, got {duration!r}")
+    if song_seconds is not None:
+        if start >= song_seconds:
+            raise EngineError(f"start {start:g} s is at or past the end of the song ({song_seconds:.2f} s long)")
+        # Slack of a frame and a half: Blender rounds a sound strip's length up to whole frames.
+        if duration is not None and start + duration > song_seconds + 1.5 / (fps or 30.0):
+            raise EngineError(f"start + duration = {start + duration:g} s runs past the end of the song "
+                              f"({song_seconds:.2f} s long): at most {song_seconds - start:.2f} s from {start:g} s")
+    if guidance is not None and not (_finite(guidance) and 0.0 <= guidance <= MAX_GUIDANCE):
+        raise EngineError(f"guidance must be between 0 and {MAX_GUIDANCE:g}, got {guidance!r}")
+    if autoguidance is not None and not (_finite(autoguidance) and 1.0 <= autoguidance <= MAX_AUTOGUIDANCE):
+        raise EngineError(f"autoguidance must be between 1 (off) and {MAX_AUTOGUIDANCE:g}, got {autoguidance!r}")
+    if scale is not None and not (_finite(scale) and scale > 0):
+        raise EngineError(f"scale must be more than 0 (BVH units per metre, e.g. 100 for cm), got {scale!r}")
+    if stage_radius is not None and not (_finite(stage_radius) and stage_radius >= 0):
+        raise EngineError(f"stage radius must be 0 (dance in place) or more metres, got {stage_radius!r}")
+
+
+def parse_body_parts(text_or_names, allow_root: bool = False) -> list[str]:
+    """"left_arm, arms" or ["legs"] -> the names, checked against BODY_PART_NAMES (and "root"
+    when `allow_root`); EngineError naming the unknown ones and the known ones."""
+    names = text_or_names.split(",") if isinstance(text_or_names, str) else list(text_or_names)
+    names = [n.strip() for n in names if n.strip()]
+    known = BODY_PART_NAMES + ((ROOT_PART,) if allow_root else ())
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise EngineError(f"unknown body part(s) {', '.join(unknown)}: use {', '.join(known)}")
+    return list(dict.fromkeys(names))
+
+
+def check_song_path(path) -> Path:
+    """The song must be an existing file: a folder or a missing path gets its own message."""
+    path = Path(path)
+    if path.is_dir():
+        raise EngineError(f"the song {path} is a folder, not an audio file")
+    if not path.exists():
+        raise EngineError(f"song not found: {path}")
+    if not path.is_file():
+        raise EngineError(f"the song {path} is not a regular file")
+    return path
+
+
+def check_outputs(outputs, kinds: dict[str, str], force: bool) -> None:
+    """Output files: known extensions, existing folders, each named once, none overwritten
+    without `force`."""
+    seen: set[Path] = set()
+    for out in outputs:
+        out = Path(out)
+        if out.suffix.lower() not in kinds:
+            listed = ", ".join(f"{k} ({v})" for k, v in kinds.items())
+            raise EngineError(f"cannot write {out}: unknown extension {out.suffix or '(none)'}; use {listed}")
+        resolved = out.resolve()
+        if resolved in seen:
+            raise EngineError(f"{out} is given twice as an output")
+        seen.add(resolved)
+        if not resolved.parent.is_dir():
+            raise EngineError(f"cannot write {out}: folder {resolved.parent} does not exist")
+        if resolved.is_dir():
+            raise EngineError(f"cannot write {out}: it is a folder")
+        if out.exists() and not force:
+            raise EngineError(f"{out} already exists: pass --force to overwrite it")

@@ -1,0 +1,632 @@
+"""Dancing on the animator's own character (blender_addon/rig_io.py), in the real bpy module.
+
+The characters are built here: a Rigify rig generated from Blender's own human metarig (in a
+child process, saved as a .blend: a process that ran rigify_generate can hang at exit), a
+Mixamo-named T-pose skeleton with random bone rolls and Euler bones, an Unreal-named A-pose
+skeleton with a five-bone spine, a Mixamo rig in centimetres inside a rotated, scaled object (as
+an FBX import leaves it), and the armature Blender builds when it imports the engine's BVH.
+Generation uses the session's tiny untrained checkpoint and 2 steps: the retargeting's job is
+to follow whatever dance the engine makes. Checks are on the EVALUATED pose (after frame_set)."""
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+bpy = pytest.importorskip("bpy")
+import addon_utils  # noqa: E402
+
+import blender_addon  # noqa: E402
+from blender_addon import keys, operators, rig_io, runner, scene_io, takes  # noqa: E402
+from engine.errors import EngineError  # noqa: E402
+from engine.motion import Motion  # noqa: E402
+from engine.skeleton import JOINT_INDEX, REST_POSITIONS, joint_positions  # noqa: E402
+from test_addon_scene_io import add_wav  # noqa: E402
+
+PKG = blender_addon.__name__
+C = scene_io.C   # SMPL Y up -> Blender Z up
+FLOOR = float(-REST_POSITIONS[:, 1].min())
+J = {name: REST_POSITIONS[i] + (0.0, FLOOR, 0.0) for name, i in JOINT_INDEX.items()}  # Y up, feet on 0
+
+# SMPL limbs whose direction the tests compare (joint -> child joint).
+LIMBS = (("left_hip", "left_knee"), ("left_knee", "left_ankle"), ("right_hip", "right_knee"),
+         ("right_knee", "right_ankle"), ("left_shoulder", "left_elbow"), ("left_elbow", "left_wrist"),
+         ("right_shoulder", "right_elbow"), ("right_elbow", "right_wrist"))
+
+
+@pytest.fixture
+def addon(tiny_weights):
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    addon_utils.enable(PKG, default_set=True)
+    prefs = bpy.context.preferences.addons[PKG].preferences
+    prefs.weights_path = str(tiny_weights)
+    prefs.default_device = 'CPU'
+    scene = bpy.context.scene
+    scene.render.fps, scene.render.fps_base = 30, 1.0
+    yield scene
+    addon_utils.disable(PKG, default_set=True)
+
+
+# --- Building characters ----------------------------------------------------------------------
+
+def _zup(p) -> np.ndarray:
+    return C @ np.asarray(p, np.float64)
+
+
+def build_armature(name, bones, rolls=None, euler=(), y_up_cm=False, deform_all=True):
+    """An armature object from `bones`: [(name, parent, head, tail)], positions in SMPL's Y-up
+    metres (feet on the floor). Z up in Blender unless `y_up_cm` (then Y up, centimetres: the
+    object is rotated and scaled as an FBX import leaves a Mixamo character)."""
+    arm = bpy.data.armatures.new(name)
+    obj = bpy.data.objects.new(name, arm)
+    bpy.context.scene.collection.objects.link(obj)
+    bpy.context.view_layer.objects.active = obj
+    bpy.ops.object.mode_set(mode='EDIT')
+    made = {}
+    conv = (lambda p: 100.0 * np.asarray(p)) if y_up_cm else _zup
+    for bone, parent, head, tail in bones:
+        eb = arm.edit_bones.new(bone)
+        eb.head, eb.tail = conv(head), conv(tail)
+        eb.roll = (rolls or {}).get(bone, 0.0)
+        eb.use_deform = deform_all
+        if parent:
+            eb.parent = made[parent]
+        made[bone] = eb
+    bpy.ops.object.mode_set(mode='OBJECT')
+    for pb in obj.pose.bones:
+        pb.rotation_mode = 'XZY' if pb.name in euler else 'QUATERNION'
+    return obj
+
+
+def _up(p, d=0.12):
+    return np.asarray(p) + (0.0, d, 0.0)
+
+
+def _side(p, d):
+    return np.asarray(p) + (d, 0.0, 0.0)
+
+
+def _fwd(p, d=0.06):
+    return np.asarray(p) + (0.0, 0.0, d)   # SMPL faces +Z
+
+
+def mixamo_bones(prefix="mixamorig:", arm_down=0.0):
+    """A Mixamo-named skeleton on SMPL's joints (T-pose; arms lowered by `arm_down` radians),
+    with fingers and a tail bone that no SMPL joint maps to."""
+    j = dict(J)
+    for side, sign in (("left", 1.0), ("right", -1.0)):   # lower the arms about the shoulder
+        s = j[f"{side}_shoulder"]
+        c, si = math.cos(arm_down), math.sin(arm_down)
+        for n in (f"{side}_elbow", f"{side}_wrist", f"{side}_hand"):
+            d = j[n] - s
+            j[n] = s + np.array([c * d[0] + sign * si * d[1], -sign * si * d[0] + c * d[1], d[2]])
+    P = prefix
+    out = [(P + "Hips", None, j["pelvis"], j["spine1"]), (P + "Spine", P + "Hips", j["spine1"], j["spine2"]),
+           (P + "Spine1", P + "Spine", j["spine2"], j["spine3"]), (P + "Spine2", P + "Spine1", j["spine3"], j["neck"]),
+           (P + "Neck", P + "Spine2", j["neck"], j["head"]), (P + "Head", P + "Neck", j["head"], _up(j["head"], 0.2)),
+           ("Tail", P + "Hips", j["pelvis"], j["pelvis"] + (0.0, -0.1, -0.3))]
+    for side, S in (("left", "Left"), ("right", "Right")):
+        hand = j[f"{side}_hand"]
+        out += [(P + f"{S}Shoulder", P + "Spine2", j[f"{side}_collar"], j[f"{side}_shoulder"]),
+                (P + f"{S}Arm", P + f"{S}Shoulder", j[f"{side}_shoulder"], j[f"{side}_elbow"]),
+                (P + f"{S}ForeArm", P + f"{S}Arm", j[f"{side}_elbow"], j[f"{side}_wrist"]),
+                (P + f"{S}Hand", P + f"{S}ForeArm", j[f"{side}_wrist"], hand),
+                (P + f"{S}HandIndex1", P + f"{S}Hand", hand, hand + (hand - j[f"{side}_wrist"]) * 0.5),
+                (P + f"{S}UpLeg", P + "Hips", j[f"{side}_hip"], j[f"{side}_knee"]),
+                (P + f"{S}Leg", P + f"{S}UpLeg", j[f"{side}_knee"], j[f"{side}_ankle"]),
+                (P + f"{S}Foot", P + f"{S}Leg", j[f"{side}_ankle"], j[f"{side}_foot"]),
+                (P + f"{S}ToeBase", P + f"{S}Foot", j[f"{side}_foot"], _fwd(j[f"{side}_foot"]) + (0, -0.02, 0))]
+    return out
+
+
+def unreal_bones(arm_down=math.radians(45)):
+    """A UE5-mannequin-named A-pose skeleton: a root bone on the floor, five spine bones, two
+    neck bones."""
+    base = {n: (h, t) for n, _, h, t in mixamo_bones("", arm_down)}
+    j = {n: base[m][0] for n, m in (("pelvis", "Hips"), ("s1", "Spine"), ("s2", "Spine1"), ("s3", "Spine2"),
+                                     ("neck", "Neck"), ("head", "Head"))}
+    mid = lambda a, b: (np.asarray(a) + np.asarray(b)) / 2  # noqa: E731
+    spine = [j["s1"], mid(j["s1"], j["s2"]), j["s2"], mid(j["s2"], j["s3"]), j["s3"], j["neck"]]
+    out = [("root", None, np.zeros(3), (0.0, 0.0, -0.2)), ("pelvis", "root", j["pelvis"], j["s1"])]
+    for i in range(5):
+        out.append((f"spine_0{i + 1}", "pelvis" if i == 0 else f"spine_0{i}", spine[i], spine[i + 1]))
+    out += [("neck_01", "spine_05", j["neck"], mid(j["neck"], j["head"])),
+            ("neck_02", "neck_01", mid(j["neck"], j["head"]), j["head"]),
+            ("head", "neck_02", j["head"], _up(j["head"], 0.2))]
+    for S, s in (("Left", "l"), ("Right", "r")):
+        for ue, mx, parent in (("clavicle", "Shoulder", "spine_05"), ("upperarm", "Arm", "clavicle"),
+                               ("lowerarm", "ForeArm", "upperarm"), ("hand", "Hand", "lowerarm"),
+                               ("thigh", "UpLeg", "pelvis"), ("calf", "Leg", "thigh"), ("foot", "Foot", "calf"),
+                               ("ball", "ToeBase", "foot")):
+            h, t = base[S + mx]
+            out.append((f"{ue}_{s}", parent if parent in ("spine_05", "pelvis") else f"{parent}_{s}", h, t))
+    return out
+
+
+def rest_roll(rng, bones):
+    return {b[0]: float(rng.uniform(-math.pi, math.pi)) for b in bones}
+
+
+RIGIFY_SCRIPT = textwrap.dedent("""
+    import os, sys
+    import bpy, addon_utils
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    addon_utils.enable("rigify", default_set=True)
+    bpy.ops.object.armature_human_metarig_add()
+    meta = bpy.context.object
+    bpy.ops.pose.rigify_generate()
+    bpy.data.objects.remove(meta)
+    bpy.ops.wm.save_as_mainfile(filepath=sys.argv[-1])
+    sys.stdout.flush()
+    os._exit(0)   # a process that ran rigify_generate can hang at exit
+""")
+
+
+@pytest.fixture(scope="module")
+def rigify_blend(tmp_path_factory):
+    """A .blend holding a Rigify rig generated from Blender's human metarig (made once)."""
+    path = tmp_path_factory.mktemp("rigify") / "rigify.blend"
+    subprocess.run([sys.executable, "-c", RIGIFY_SCRIPT, str(path)], check=True, timeout=300,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return path
+
+
+def load_rigify(path):
+    """Append the Rigify rig object into the current (add-on enabled) scene."""
+    with bpy.data.libraries.load(str(path), link=False) as (src, dst):
+        dst.objects = [n for n in src.objects if n == "rig"]
+    obj = dst.objects[0]
+    bpy.context.scene.collection.objects.link(obj)
+    bpy.context.view_layer.objects.active = obj
+    return obj
+
+
+# --- Checks -----------------------------------------------------------------------------------
+
+def evaluated_points(obj, frames, bones) -> np.ndarray:
+    """(F,len(bones),2,3) world head and tail of `bones` on each frame, as evaluated."""
+    scene = bpy.context.scene
+    out = np.empty((len(frames), len(bones), 2, 3))
+    for k, f in enumerate(frames):
+        scene.frame_set(int(f))
+        mw = np.array(obj.matrix_world)
+        for i, b in enumerate(bones):
+            pb = obj.pose.bones[b]
+            for e, p in enumerate((pb.head, pb.tail)):
+                out[k, i, e] = mw[:3, :3] @ np.array(p) + mw[:3, 3]
+    return out
+
+
+def limb_cosines(obj, motion, frames, limb_bones, yaw=0.0) -> np.ndarray:
+    """(F,8) cosine between each character limb (world, from the evaluated bones: limb_bones[i]
+    = (bone whose head starts it, bone whose tail ends it)) and the SMPL dance's limb (from
+    engine.skeleton.joint_positions, turned to Blender's Z up and the character's facing)."""
+    pos = joint_positions(motion.poses, motion.trans) @ C.T                # (T,24,3) Z up
+    R = np.array([[math.cos(yaw), -math.sin(yaw), 0], [math.sin(yaw), math.cos(yaw), 0], [0, 0, 1]])
+    want = np.stack([pos[:, JOINT_INDEX[b]] - pos[:, JOINT_INDEX[a]] for a, b in LIMBS], 1) @ R.T
+    starts = [s for s, _ in limb_bones]
+    ends = [e for _, e in limb_bones]
+    got_s = evaluated_points(obj, frames, starts)[:, :, 0]
+    got_e = evaluated_points(obj, frames, ends)[:, :, 1]
+    got = got_e - got_s
+    rows = np.asarray(frames) - frames[0]
+    w = want[rows]
+    return np.sum(got * w, -1) / (np.linalg.norm(got, axis=-1) * np.linalg.norm(w, axis=-1))
+
+
+def lowest_deforming_z(obj, frames) -> np.ndarray:
+    """(F,) world height of the lowest deforming joint (bone head) on each frame."""
+    names = [b.name for b in obj.data.bones if b.use_deform]
+    return evaluated_points(obj, frames, names)[:, :, 0, 2].min(axis=1)
+
+
+def snapshot(action) -> dict:
+    """Every F-curve's keys of `action`: {(path, index): [(frame, value, type), ...]}."""
+    slot = next(iter(action.slots)) if getattr(action, "slots", None) else None
+    return {(fc.data_path, fc.array_index): [(k.co[0], k.co[1], k.type) for k in fc.keyframe_points]
+            for fc in scene_io.compat.action_fcurves(action, slot)}
+
+
+def fcurves_of(action, obj):
+    return {(fc.data_path, fc.array_index): fc for fc in
+            scene_io.compat.action_fcurves(action, scene_io.compat.object_slot(obj, action))}
+
+
+def stage_song(scene, tmp_path, seconds=2.0, strip_frame=1):
+    strip = scene_io.add_sound_strip(scene, str(add_wav(tmp_path, seconds)), frame_start=strip_frame)
+    first, end = scene_io.compat.strip_range(strip)
+    return strip, first, end - 1
+
+
+def dance(obj, scene, first, last, bone_map=None, steps=2, keep_parts=(), keep_root=False):
+    """Generate on `obj` the way the add-on does, in its two halves: (motion, action)."""
+    bone_map = bone_map or rig_io.check_character(obj)
+    fps = scene_io.scene_fps(scene)
+    cons, keys = rig_io.read_character_constraints(obj, bone_map, first, last, fps, keep_parts, keep_root, scene)
+    span = scene_io.sound_strip_audio(scene, scene_io.find_sound_strip(scene))
+    request = runner.Request(audio_path=span.path, start=span.start, duration=(last - first + 1) / fps, fps=fps,
+                             num_frames=last - first + 1, frame_start=first, armature_name=obj.name,
+                             scene_name=scene.name, action_name="Dance test", steps=steps, device="cpu",
+                             constraints=cons, weights=bpy.context.preferences.addons[PKG].preferences.weights_path)
+    motion = runner.generate(request)
+    action = rig_io.write_character_dance(obj, motion, first, request.action_name, bone_map, fps, keys=keys)
+    return motion, action
+
+
+def assert_dances(obj, motion, first, limb_bones, yaw=0.0, every=3):
+    frames = list(range(first, first + motion.num_frames, every))
+    cos = limb_cosines(obj, motion, frames, limb_bones, yaw)
+    assert cos.mean() >= 0.95, f"mean limb cosine {cos.mean():.3f}, worst limb means {cos.mean(0).round(3)}"
+    # The lowest deforming joint is on the floor, as the SMPL dance's lowest joint is (scaled).
+    z = lowest_deforming_z(obj, frames)
+    smpl_low = joint_positions(motion.poses, motion.trans)[:, :, 1].min(axis=1)[np.asarray(frames) - first]
+    scale = rig_io.retargeter(obj, rig_io.check_character(obj)).scale
+    height = scale * 1.7
+    print(f"{obj.name}: mean cos {cos.mean():.4f}, lowest z {z.min():.4f} (SMPL's x scale {scale * smpl_low.min():.4f}), "
+          f"per-frame floor gap max {np.abs(z - scale * smpl_low).max():.4f}, height ~{height:.2f}")
+    assert abs(z.min()) < 0.02 * height
+    # The root travels with the dance, scaled by the character's size, turned to where it faces.
+    pelvis = rig_io.check_character(obj)["pelvis"]
+    got = evaluated_points(obj, frames, [pelvis])[:, 0, 0, :2]
+    R = np.array([[math.cos(yaw), -math.sin(yaw)], [math.sin(yaw), math.cos(yaw)]])
+    want = (motion.trans[np.asarray(frames) - first] @ C.T)[:, :2] @ R.T * scale
+    travel = np.abs((got - got[0]) - (want - want[0])).max()
+    print(f"  root travel {np.linalg.norm(want - want[0], axis=1).max():.3f}, off by at most {travel:.4f}")
+    assert travel < 0.03 * height
+    assert np.abs(z - scale * smpl_low).max() < 0.01 * height
+    return cos
+
+
+def mixamo_limbs(P="mixamorig:"):
+    return [(P + a, P + b) for a, b in (("LeftUpLeg", "LeftUpLeg"), ("LeftLeg", "LeftLeg"), ("RightUpLeg", "RightUpLeg"),
+                                         ("RightLeg", "RightLeg"), ("LeftArm", "LeftArm"), ("LeftForeArm", "LeftForeArm"),
+                                         ("RightArm", "RightArm"), ("RightForeArm", "RightForeArm"))]
+
+
+# --- Tests ------------------------------------------------------------------------------------
+
+def test_mixamo_t_pose_with_rolls_and_euler_bones_dances_and_keeps_keys(addon, tmp_path):
+    scene = addon
+    rng = np.random.default_rng(3)
+    bones = mixamo_bones()
+    euler = {"mixamorig:LeftForeArm", "mixamorig:Spine1", "mixamorig:RightUpLeg", "mixamorig:LeftHandIndex1"}
+    obj = build_armature("Character", bones, rest_roll(rng, bones), euler=euler)
+    _, first, last = stage_song(scene, tmp_path)
+    # The animator's keys: an Euler forearm on two frames, a full arm on one, a finger and a
+    # tail animated on their own (no SMPL joint maps to them).
+    pbs = obj.pose.bones
+    pbs["mixamorig:LeftForeArm"].rotation_euler = (0.3, -0.5, 0.8)
+    pbs["mixamorig:LeftForeArm"].keyframe_insert("rotation_euler", frame=first + 10)
+    pbs["mixamorig:LeftForeArm"].rotation_euler = (-0.2, 0.1, 0.4)
+    pbs["mixamorig:LeftForeArm"].keyframe_insert("rotation_euler", frame=first + 30)
+    pbs["mixamorig:RightArm"].rotation_quaternion = (0.9, 0.1, -0.3, 0.2)
+    pbs["mixamorig:RightArm"].keyframe_insert("rotation_quaternion", frame=first + 20)
+    for f, angle in ((first, 0.0), (first + 25, 0.7), (last, -0.4)):
+        pbs["mixamorig:LeftHandIndex1"].rotation_euler = (angle, 0.0, 0.0)
+        pbs["mixamorig:LeftHandIndex1"].keyframe_insert("rotation_euler", frame=f)
+        pbs["Tail"].rotation_quaternion = (1.0, angle, 0.0, 0.0)
+        pbs["Tail"].keyframe_insert("rotation_quaternion", frame=f)
+        pbs["Tail"].location = (0.0, angle, 0.0)
+        pbs["Tail"].keyframe_insert("location", frame=f)
+    mine = obj.animation_data.action
+    before = snapshot(mine)
+    modes = {pb.name: pb.rotation_mode for pb in pbs}
+
+    motion, action = dance(obj, scene, first, last)
+    assert action != mine and obj.animation_data.action == action
+    assert_dances(obj, motion, first, mixamo_limbs())
+    assert snapshot(mine) == before                                     # the previous action is kept
+    assert {pb.name: pb.rotation_mode for pb in pbs} == modes           # rotation modes unchanged
+    new = fcurves_of(action, obj)
+    for (path, i), keys in before.items():
+        if "HandIndex1" in path or "Tail" in path:                      # unmapped bones: untouched
+            assert [(k.co[0], k.co[1], k.type) for k in new[(path, i)].keyframe_points] == keys
+        else:                                                           # the animator's keys, exactly
+            for frame, value, _ in keys:
+                assert abs(new[(path, i)].evaluate(frame) - value) < 1e-5, (path, i, frame)
+    # ... and still the animator's (ordinary keys), so the next Generate keeps them again.
+    assert rig_io.count_character_keys(obj, rig_io.check_character(obj), first, last) == (3, 3)   # mapped bones only
+
+
+def test_unreal_a_pose_with_long_spine(addon, tmp_path):
+    scene = addon
+    obj = build_armature("Mannequin", unreal_bones(), rest_roll(np.random.default_rng(5), unreal_bones()))
+    obj.data.bones["root"].use_deform = False   # the floor-level root moves nothing
+    _, first, last = stage_song(scene, tmp_path)
+    motion, _ = dance(obj, scene, first, last)
+    limbs = [(a, a) for a in ("thigh_l", "calf_l", "thigh_r", "calf_r", "upperarm_l", "lowerarm_l",
+                              "upperarm_r", "lowerarm_r")]
+    assert_dances(obj, motion, first, limbs)
+    # The five spine bones share the spine's bend: none stands still while the others turn.
+    q = np.array([[obj.pose.bones[f"spine_0{i}"].rotation_quaternion[0] for i in range(1, 6)]])
+    assert (q < 1.0 - 1e-9).all()
+
+
+def test_rotated_scaled_object_in_centimetres(addon, tmp_path):
+    scene = addon
+    P = "mixamorig1:"
+    obj = build_armature("FBX", mixamo_bones(P), rest_roll(np.random.default_rng(9), mixamo_bones(P)), y_up_cm=True)
+    yaw = math.radians(30)
+    obj.rotation_euler = (math.radians(90), 0.0, yaw)
+    obj.scale = (0.01, 0.01, 0.01)
+    obj.location = (2.0, -1.0, 0.0)
+    bpy.context.view_layer.update()
+    _, first, last = stage_song(scene, tmp_path)
+    motion, _ = dance(obj, scene, first, last)
+    assert_dances(obj, motion, first, mixamo_limbs(P), yaw=yaw)
+
+
+def test_rigify_rig_dances_through_its_fk_controls(addon, tmp_path, rigify_blend):
+    scene = addon
+    obj = load_rigify(rigify_blend)
+    _, first, last = stage_song(scene, tmp_path)
+    pbs = obj.pose.bones
+    pbs["f_index.01.L"].rotation_quaternion = (0.9, 0.3, 0.0, 0.0)   # a finger the animator posed
+    pbs["f_index.01.L"].keyframe_insert("rotation_quaternion", frame=first + 5)
+    for name in ("hips", "chest"):   # controls the FK chains follow through constraints
+        pbs[name].rotation_quaternion = (0.95, 0.2, 0.1, -0.2)
+        pbs[name].keyframe_insert("rotation_quaternion", frame=first + 8)
+    mine = obj.animation_data.action
+    before = snapshot(mine)
+    ik_before = pbs["thigh_parent.L"]["IK_FK"]
+    motion, action = dance(obj, scene, first, last)
+    limbs = [(f"DEF-{a}", f"DEF-{a}.001") for a in ("thigh.L", "shin.L", "thigh.R", "shin.R", "upper_arm.L",
+                                                     "forearm.L", "upper_arm.R", "forearm.R")]
+    assert_dances(obj, motion, first, limbs)
+    assert snapshot(mine) == before
+    new = fcurves_of(action, obj)
+    assert [tuple(k.co) for k in new[('pose.bones["f_index.01.L"].rotation_quaternion', 1)].keyframe_points] == \
+        [(first + 5, pytest.approx(0.3))]
+    # FK is keyed in the take only: back on the animator's own action, the switches are as they were.
+    assert new[('pose.bones["thigh_parent.L"]["IK_FK"]', 0)].evaluate(first + 10) == 1.0
+    takes.use_action(obj, mine)
+    scene.frame_set(first)
+    assert ('pose.bones["thigh_parent.L"]["IK_FK"]', 0) not in fcurves_of(mine, obj)
+    assert pbs["thigh_parent.L"]["IK_FK"] == ik_before and pbs["torso"]["neck_follow"] == 0.5
+
+
+def test_imported_engine_bvh_armature_dances(addon, tmp_path):
+    scene = addon
+    from engine.bvh import write_bvh
+    from test_addon_scene_io import random_motion
+    path = tmp_path / "engine.bvh"
+    write_bvh(random_motion(10), path, up_axis="Z")
+    bpy.ops.import_anim.bvh(filepath=str(path), axis_forward='Y', axis_up='Z')
+    obj = bpy.context.object
+    assert obj.type == 'ARMATURE' and not scene_io.is_smpl_armature(obj)
+    obj.animation_data_clear()
+    _, first, last = stage_song(scene, tmp_path)
+    motion, _ = dance(obj, scene, first, last)
+    kids = {b.name: b.children[0].name for b in obj.data.bones if len(b.children) == 1}
+    limbs = [(a, b) for a, b in LIMBS]
+    # Blender's BVH import: a joint's bone runs from the joint to its child joint.
+    assert_dances(obj, motion, first, [(a, a) for a, _ in limbs])
+    del kids
+
+
+def test_animator_keys_read_back_as_constraints(addon, tmp_path):
+    scene = addon
+    obj = build_armature("Character", mixamo_bones(), rest_roll(np.random.default_rng(4), mixamo_bones()),
+                         euler={"mixamorig:LeftArm"})
+    _, first, last = stage_song(scene, tmp_path)
+    rng = np.random.default_rng(0)
+    pbs = obj.pose.bones
+    # A full pose on the first frame (with the root moved), the left arm alone later on.
+    for pb in pbs:
+        if pb.rotation_mode == 'QUATERNION':
+            q = np.r_[1.0, rng.normal(0, 0.25, 3)]
+            pb.rotation_quaternion = q / np.linalg.norm(q)
+        else:
+            pb.rotation_euler = rng.normal(0, 0.3, 3)
+        pb.keyframe_insert(keys.rotation_path(pb)[0], frame=first)
+    pbs["mixamorig:Hips"].location = (0.1, 0.05, -0.2)
+    pbs["mixamorig:Hips"].keyframe_insert("location", frame=first)
+    for n in ("mixamorig:LeftArm", "mixamorig:LeftForeArm"):
+        pb = pbs[n]
+        pb.keyframe_insert(keys.rotation_path(pb)[0], frame=first + 20)
+    bone_map = rig_io.check_character(obj)
+    cons, _ = rig_io.read_character_constraints(obj, bone_map, first, last, 30.0)
+    mapped = [JOINT_INDEX[j] for j in bone_map if j in JOINT_INDEX]
+    assert cons.joint_mask[0, mapped].all() and cons.trans_mask[0] and cons.trans_mask.sum() == 1
+    assert sorted(np.flatnonzero(cons.joint_mask[20])) == sorted([JOINT_INDEX["left_shoulder"], JOINT_INDEX["left_elbow"]])
+    assert cons.joint_mask.sum() == len(mapped) + 2
+    # The constraint pose puts SMPL's limbs where the animator's pose has the character's.
+    motion = Motion(cons.poses[[0]], cons.trans[[0]], 30.0)
+    cos = limb_cosines(obj, motion, [first], mixamo_limbs())
+    assert cos.min() > 0.99, cos
+    # ... and its root where the character's hips are (the character is SMPL-sized here).
+    hips = evaluated_points(obj, [first], ["mixamorig:Hips"])[0, 0, 0]
+    assert np.allclose(C @ cons.trans[0], hips, atol=0.02), (C @ cons.trans[0], hips)
+
+
+@pytest.mark.parametrize("case", ["no_legs", "two_roots", "missing_bone", "bone_twice"])
+def test_bad_characters_and_maps_are_one_line_and_change_nothing(addon, tmp_path, case):
+    scene = addon
+    bones = mixamo_bones()
+    if case == "no_legs":
+        bones = [b for b in bones if "Leg" not in b[0] and "Foot" not in b[0] and "Toe" not in b[0]]
+    if case == "two_roots":
+        bones = [(n, None if n == "mixamorig:LeftUpLeg" else p, h, t) for n, p, h, t in bones]
+    obj = build_armature("Character", bones)
+    pb = obj.pose.bones["mixamorig:Spine"]
+    pb.keyframe_insert("rotation_quaternion", frame=5)
+    if case in ("missing_bone", "bone_twice"):
+        bone_map = rig_io.auto_map(rig_io.read_rig(obj))
+        if case == "missing_bone":
+            bone_map["left_knee"] = "mixamorig:LeftKnee"
+        else:
+            bone_map["right_knee"] = bone_map["left_knee"]
+        rig_io.store_bone_map(obj, bone_map)
+    _, first, last = stage_song(scene, tmp_path)
+    actions = set(bpy.data.actions)
+    before = snapshot(obj.animation_data.action)
+    with pytest.raises(EngineError) as e:
+        rig_io.check_character(obj)
+    msg = str(e.value)
+    assert "\n" not in msg and len(msg) < 300, msg
+    assert set(bpy.data.actions) == actions and snapshot(obj.animation_data.action) == before
+
+
+def test_mapping_panel_operators_auto_map_save_and_load_presets(addon, tmp_path, monkeypatch):
+    from blender_addon import rig_ui
+    from engine.retarget import load_bone_map
+    monkeypatch.setattr(rig_ui, "user_preset_dir", lambda: str(tmp_path))   # not the real user folder
+    scene = addon
+    obj = build_armature("Character", unreal_bones(), rest_roll(np.random.default_rng(1), unreal_bones()))
+    scene.dance.armature = obj
+    assert rig_io.stored_bone_map(obj) == {}                       # automatic until edited
+    assert bpy.ops.dance.auto_map() == {'FINISHED'}
+    stored = rig_io.stored_bone_map(obj)
+    assert stored["left_knee"] == "calf_l" and stored["spine3"] == "spine_05"
+    # The animator fixes a bone in the panel, saves the map as their preset, and loads it again
+    # after a mistake.
+    getattr(obj, rig_ui.MAP_PROPERTY)[JOINT_INDEX["spine2"]].bone = "spine_04"
+    assert bpy.ops.dance.save_bone_map(name="my mannequin") == {'FINISHED'}
+    saved = load_bone_map(tmp_path / "my_mannequin.json")
+    assert saved["spine2"] == "spine_04" and saved["left_knee"] == "calf_l"
+    getattr(obj, rig_ui.MAP_PROPERTY)[JOINT_INDEX["left_knee"]].bone = "calf_r"   # mapped twice now
+    with pytest.raises(RuntimeError, match="mapped twice"):
+        bpy.ops.dance.save_bone_map(name="broken")
+    assert not (tmp_path / "broken.json").exists()
+    assert bpy.ops.dance.load_bone_map(preset="user:my_mannequin") == {'FINISHED'}
+    assert rig_io.stored_bone_map(obj) == saved
+    # A shipped preset that does not fit this armature is refused and changes nothing.
+    with pytest.raises(RuntimeError, match="does not fit"):
+        bpy.ops.dance.load_bone_map(preset="shipped:mixamo")
+    assert rig_io.stored_bone_map(obj) == saved
+    assert bpy.ops.dance.load_bone_map(preset="shipped:unreal_ue5") == {'FINISHED'}
+    assert rig_io.stored_bone_map(obj)["spine2"] == "spine_03"
+
+
+def test_body_part_locks_follow_the_characters_own_animation(addon, tmp_path):
+    scene = addon
+    obj = build_armature("Character", mixamo_bones(), rest_roll(np.random.default_rng(2), mixamo_bones()),
+                         euler={"mixamorig:LeftArm"})
+    _, first, last = stage_song(scene, tmp_path)
+    pbs = obj.pose.bones
+    arm = ["mixamorig:LeftShoulder", "mixamorig:LeftArm", "mixamorig:LeftForeArm", "mixamorig:LeftHand"]
+    for f, a in ((first, 0.2), (first + 30, -0.6), (last, 0.5)):     # the animator's left-arm animation
+        pbs["mixamorig:LeftArm"].rotation_euler = (a, 0.3, -a)
+        pbs["mixamorig:LeftArm"].keyframe_insert("rotation_euler", frame=f)
+        pbs["mixamorig:LeftForeArm"].rotation_quaternion = (1.0, 0.0, 0.0, a)
+        pbs["mixamorig:LeftForeArm"].keyframe_insert("rotation_quaternion", frame=f)
+    frames = list(range(first, last + 1, 4))
+    before = rig_io.evaluate_basis(obj, frames, arm)[0]
+    motion, _ = dance(obj, scene, first, last, keep_parts=["left_arm"])
+    after = rig_io.evaluate_basis(obj, frames, arm)[0]
+    # The arm keeps its own animation on every frame (relative to the dancing body)...
+    dots = np.abs(np.sum(before * after, -1)) / (np.linalg.norm(before, axis=-1) * np.linalg.norm(after, axis=-1))
+    assert dots.min() > 1 - 1e-6
+    # ... while the rest of the body dances.
+    legs = ["mixamorig:LeftUpLeg", "mixamorig:RightLeg", "mixamorig:Spine1"]
+    assert np.abs(rig_io.evaluate_basis(obj, frames, legs)[0][..., 0]).min() < 0.999
+    # The SMPL dance's left arm follows the same animation (what --out-npz writes).
+    cons, _ = rig_io.read_character_constraints(obj, rig_io.check_character(obj), first, last, 30.0,
+                                               keep_parts=["left_arm"])
+    j = [JOINT_INDEX[n] for n in ("left_shoulder", "left_elbow")]
+    from rotation_checks import rotation_error
+    assert rotation_error(motion.poses[:, [3 * k + c for k in j for c in range(3)]],
+                          cons.poses[:, [3 * k + c for k in j for c in range(3)]]) < 1e-6
+
+
+# --- Through the add-on's front doors: the Generate operator, exports, regenerating, batch.py ----
+
+def _mixamo_stage(scene, tmp_path, seconds=2.0):
+    obj = build_armature("Character", mixamo_bones(), rest_roll(np.random.default_rng(8), mixamo_bones()),
+                         euler={"mixamorig:LeftForeArm"})
+    _, first, last = stage_song(scene, tmp_path, seconds)
+    scene.dance.armature = obj
+    scene.dance.steps = 2
+    return obj, first, last
+
+
+def test_generate_operator_and_exports_on_a_character(addon, tmp_path):
+    scene = addon
+    obj, first, last = _mixamo_stage(scene, tmp_path)
+    assert bpy.ops.dance.generate() == {'FINISHED'}
+    action = obj.animation_data.action
+    assert takes.is_take(action) and action.name.endswith("take 1")
+    animated = {fc.data_path.split('"')[1] for fc in fcurves_of(action, obj).values()}
+    assert {"mixamorig:LeftUpLeg", "mixamorig:RightForeArm", "mixamorig:Spine2", "mixamorig:Hips"} <= animated
+    # The SMPL export of the character's dance puts SMPL's limbs where the character's are.
+    npz = tmp_path / "dance.npz"
+    assert bpy.ops.dance.export_npz(filepath=str(npz)) == {'FINISHED'}
+    motion = Motion.load_npz(npz)
+    assert motion.num_frames == last - first + 1
+    assert limb_cosines(obj, motion, list(range(first, last + 1, 5)), mixamo_limbs()).min() > 0.99
+    # A broken map: one line, nothing generated.
+    bone_map = rig_io.check_character(obj)
+    bone_map["right_knee"] = bone_map["left_knee"]
+    rig_io.store_bone_map(obj, bone_map)
+    actions = set(bpy.data.actions)
+    with pytest.raises(RuntimeError) as e:
+        bpy.ops.dance.generate()
+    line = str(e.value).strip().splitlines()[-1]
+    assert "mapped twice" in line and "'Character'" in line
+    assert set(bpy.data.actions) == actions and obj.animation_data.action == action
+
+
+def test_regenerating_a_range_on_a_character_keeps_the_rest(addon, tmp_path):
+    scene = addon
+    obj, first, last = _mixamo_stage(scene, tmp_path, seconds=3.0)
+    assert bpy.ops.dance.generate() == {'FINISHED'}
+    frames = list(range(first, last + 1))
+    bones = [b for b, _ in mixamo_limbs()]
+    before = evaluated_points(obj, frames, bones)
+    a, b = first + 30, first + 50
+    scene.dance.use_strip_range = False
+    scene.dance.frame_start, scene.dance.frame_end = a, b
+    scene.dance.seed = 5
+    assert bpy.ops.dance.generate() == {'FINISHED'}
+    after = evaluated_points(obj, frames, bones)
+    outside = [i for i, f in enumerate(frames) if not a <= f <= b]
+    inside = [i for i, f in enumerate(frames) if a <= f <= b]
+    assert np.abs(after[outside] - before[outside]).max() < 1e-4
+    assert np.abs(after[inside] - before[inside]).max() > 1e-3
+
+
+def test_batch_dances_a_character_with_a_bone_map_file(addon, tmp_path, tiny_weights):
+    from engine.retarget import save_bone_map
+    scene = addon
+    obj = build_armature("Hero", unreal_bones(), rest_roll(np.random.default_rng(6), unreal_bones()))
+    pb = obj.pose.bones["lowerarm_l"]
+    pb.rotation_quaternion = (0.8, 0.5, 0.2, 0.1)
+    pb.keyframe_insert("rotation_quaternion", frame=10)
+    bone_map = rig_io.check_character(obj)
+    bone_map["spine2"] = "spine_02"   # the animator's own choice, in a file
+    save_bone_map(bone_map, tmp_path / "hero.json")
+    song = add_wav(tmp_path, 2.0)
+    scene_blend, out_blend, out_npz = tmp_path / "scene.blend", tmp_path / "out.blend", tmp_path / "out.npz"
+    bpy.ops.wm.save_as_mainfile(filepath=str(scene_blend))
+    env = dict(os.environ, BLENDER_USER_RESOURCES=str(tmp_path / "blender_user"))
+    env.pop("PYTHONPATH", None)
+    batch = [sys.executable, str(operators.__file__).replace("operators.py", "batch.py"), "--",
+             "--blend", str(scene_blend), "--audio", str(song), "--weights", str(tiny_weights), "--steps", "2"]
+    run = subprocess.run(batch + ["--armature", "Hero", "--bone-map", str(tmp_path / "hero.json"),
+                                  "--out-blend", str(out_blend), "--out-npz", str(out_npz)],
+                         capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-2000:]
+    motion = Motion.load_npz(out_npz)
+    bpy.ops.wm.open_mainfile(filepath=str(out_blend))
+    obj = bpy.data.objects["Hero"]
+    assert rig_io.stored_bone_map(obj)["spine2"] == "spine_02"          # the file's map was used
+    first = int(obj.animation_data.action.frame_range[0])
+    limbs = [(a, a) for a in ("thigh_l", "calf_l", "thigh_r", "calf_r", "upperarm_l", "lowerarm_l",
+                              "upperarm_r", "lowerarm_r")]
+    assert limb_cosines(obj, motion, list(range(first, first + motion.num_frames, 5)), limbs).mean() > 0.95
+    bpy.context.scene.frame_set(10)
+    assert np.allclose(obj.pose.bones["lowerarm_l"].rotation_quaternion, (0.8, 0.5, 0.2, 0.1), atol=1e-6)
+    # A map naming a bone the armature lacks: one line, exit status 1, nothing written.
+    bone_map["left_knee"] = "knee_l"
+    save_bone_map(bone_map, tmp_path / "bad.json")
+    bad = subprocess.run(batch + ["--armature", "Hero", "--bone-map", str(tmp_path / "bad.json"),
+                                  "--out-blend", str(tmp_path / "bad.blend")],
+                         capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
+    assert bad.returncode == 1 and bad.stderr.strip().count("\n") == 0, bad.stderr
+    assert bad.stderr.startswith("error: armature 'Hero': the armature has no bone 'knee_l'")
+    assert not (tmp_path / "bad.blend").exists()

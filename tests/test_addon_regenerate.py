@@ -1,0 +1,382 @@
+"""Regenerating is a loop and nothing of the animator's is lost (issue 13), in the real bpy module.
+
+Generation uses the session's tiny untrained checkpoint and 2 steps: what is tested here is
+what the add-on does with the scene (keys, actions, rotation modes, takes, frame ranges), which
+does not depend on what the model learned. Every check reads the EVALUATED pose (frame_set).
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+bpy = pytest.importorskip("bpy")
+from mathutils import Quaternion  # noqa: E402
+
+from blender_addon import keys, scene_io  # noqa: E402
+from blender_addon import takes as T  # noqa: E402
+from engine import rotations as R  # noqa: E402
+from engine.errors import EngineError  # noqa: E402
+from engine.skeleton import JOINT_INDEX, JOINT_NAMES  # noqa: E402
+from rotation_checks import rotation_error  # noqa: E402
+from test_addon_operators import addon  # noqa: E402,F401  (fixture)
+from test_addon_scene_io import add_wav, random_motion, world_heads  # noqa: E402
+
+
+def _aa_to_quat(aa) -> np.ndarray:
+    return R.axis_angle_to_quat(torch.as_tensor(np.asarray(aa, np.float64))).numpy()
+
+
+def _set_rotation(pb, q) -> str:
+    """Pose `pb` to quaternion `q` in its own rotation mode; returns the data path to key."""
+    if pb.rotation_mode == 'QUATERNION':
+        pb.rotation_quaternion = q
+        return "rotation_quaternion"
+    if pb.rotation_mode == 'AXIS_ANGLE':
+        axis, angle = Quaternion(q).to_axis_angle()
+        pb.rotation_axis_angle = (angle, *axis)
+        return "rotation_axis_angle"
+    pb.rotation_euler = Quaternion(q).to_euler(pb.rotation_mode)
+    return "rotation_euler"
+
+
+def _key(obj, frame, joints: dict) -> None:
+    """Key {joint name: axis-angle} on `frame`, each bone in its own rotation mode."""
+    for name, aa in joints.items():
+        pb = obj.pose.bones[name]
+        pb.keyframe_insert(_set_rotation(pb, _aa_to_quat(aa)), frame=frame)
+
+
+def _song_stage(scene, tmp_path, seconds=3.0, strip_frame=5):
+    scene.render.fps, scene.render.fps_base = 24, 1
+    scene_io.add_sound_strip(scene, str(add_wav(tmp_path, seconds)), frame_start=strip_frame)
+    assert bpy.ops.dance.create_dancer(with_mesh=False) == {'FINISHED'}
+    scene.dance.steps = 2
+    strip = scene_io.find_sound_strip(scene)
+    first, end = scene_io.compat.strip_range(strip)
+    return scene.dance.armature, first, end - 1
+
+
+def _heads(obj, frames) -> np.ndarray:
+    out = []
+    for f in frames:
+        bpy.context.scene.frame_set(f)
+        out.append(world_heads(obj))
+    return np.array(out)
+
+
+def _pose(obj, frame) -> np.ndarray:
+    return scene_io.evaluate_frames(obj, [frame])[0][0]
+
+
+# --- Writing in each bone's own rotation mode ------------------------------------------------
+
+def test_rotations_are_written_in_each_bones_own_mode_continuously():
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    bpy.context.scene.render.fps = 30
+    obj = scene_io.create_smpl_armature(bpy.context, with_mesh=False)
+    modes = {"left_elbow": 'XYZ', "right_elbow": 'ZXY', "neck": 'YZX', "left_knee": 'AXIS_ANGLE',
+             "right_knee": 'XZY', "head": 'ZYX', "spine1": 'YXZ'}
+    for name, mode in modes.items():
+        obj.pose.bones[name].rotation_mode = mode
+    # Each bone spins about a tilted axis through three full turns: Euler angles must wind on
+    # (no 360-degree flips between frames) and the evaluated pose must be the rotation asked for.
+    T = 120
+    t = np.arange(T) / 30.0
+    axis = np.array([0.3, 0.8, -0.5]) / np.linalg.norm([0.3, 0.8, -0.5])
+    poses = np.zeros((T, 72))
+    for j in range(24):
+        poses[:, 3 * j:3 * j + 3] = axis[None] * ((6 * np.pi * t / t[-1]) + 0.1 * j)[:, None]
+    motion = random_motion(T)
+    motion.poses = poses
+    action = scene_io.write_motion(obj, motion, 1, "Spin")
+    for name, mode in modes.items():
+        assert obj.pose.bones[name].rotation_mode == mode                 # never changed
+    fcurves = scene_io.compat.action_fcurves(action, scene_io.compat.object_slot(obj))
+    paths = {fc.data_path for fc in fcurves}
+    for name in JOINT_NAMES:
+        prop = keys.rotation_path(obj.pose.bones[name])[0]
+        assert f'pose.bones["{name}"].{prop}' in paths
+        assert not {f'pose.bones["{name}"].{p}' for p in ("rotation_quaternion", "rotation_euler",
+                                                          "rotation_axis_angle") if p != prop} & paths
+    for fc in fcurves:
+        if fc.data_path.endswith("rotation_euler"):
+            values = np.array([k.co[1] for k in fc.keyframe_points])
+            # 3 turns in 4 s is ~0.16 rad/frame (Euler channels up to a few times that near
+            # gimbal poses); a flip to the other Euler solution or by 360 degrees is >= pi.
+            assert np.abs(np.diff(values)).max() < 1.0, fc.data_path
+    back = scene_io.read_motion(obj, 1, T)
+    assert rotation_error(back.poses, poses) < 1e-4
+    # Every key is marked as generated: none of them is a constraint next time.
+    assert {k.type for fc in fcurves for k in fc.keyframe_points} == {scene_io.compat.generated_key_type()[0]}
+    assert scene_io.count_kept(obj, 1, T) == (0, 0)
+
+
+def test_write_bone_rotations_splices_a_range_and_keeps_other_keys():
+    """The reusable writer (helper E's retargeting calls it for any rig): replaces keys within the
+    frames it writes and leaves every other key, its handles and type, exactly as it was."""
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    obj = scene_io.create_smpl_armature(bpy.context, with_mesh=False)
+    pb = obj.pose.bones["left_elbow"]
+    pb.rotation_mode = 'XYZ'
+    for f, z in ((1, 0.1), (10, 3.0), (20, 6.0), (30, 9.0)):               # winds past 2 pi
+        pb.rotation_euler = (0.2, -0.1, z)
+        pb.keyframe_insert("rotation_euler", frame=f)
+    action = obj.animation_data.action
+    fcs = [fc for fc in scene_io.compat.action_fcurves(action, scene_io.compat.object_slot(obj))]
+    fcs[0].keyframe_points[0].handle_left_type = 'FREE'
+    # (Auto handles follow their new neighbours, as in Blender; a free handle stays where it was.)
+    before = {(fc.array_index, k.co[0]): (k.co[1], k.type, k.handle_left_type,
+                                          tuple(k.handle_left) if k.handle_left_type == 'FREE' else None)
+              for fc in fcs for k in fc.keyframe_points if not 12 <= k.co[0] <= 18}
+    frames = np.arange(12, 19)
+    target = Quaternion((0, 0, 1), 6.0 + 0.5)                               # the same rotation as z = 6.5
+    quats = np.tile(np.array(target)[None, None], (len(frames), 1, 1))
+    keys.write_bone_rotations(obj, action, ["left_elbow"], frames, quats)
+    assert pb.rotation_mode == 'XYZ'
+    after = {}
+    for fc in fcs:
+        for k in fc.keyframe_points:
+            if 12 <= k.co[0] <= 18:
+                assert k.type == 'GENERATED' or k.type == scene_io.compat.generated_key_type()[0]
+            else:
+                after[(fc.array_index, k.co[0])] = (k.co[1], k.type, k.handle_left_type, tuple(k.handle_left)
+                                                    if k.handle_left_type == 'FREE' else None)
+    assert after == before
+    z = [k.co[1] for k in fcs[2].keyframe_points if 12 <= k.co[0] <= 18]
+    assert z == pytest.approx([6.5] * 7, abs=1e-4)   # continuous with z = 3.0 at frame 10: not 6.5 - 2 pi
+
+
+# --- The loop: generate, tweak, generate again ---------------------------------------------
+
+def test_a_tweak_on_the_generated_dance_is_honoured_next_time(addon, tmp_path):
+    scene = addon
+    obj, first, last = _song_stage(scene, tmp_path)
+    rng = np.random.default_rng(1)
+    seed_keys = {name: rng.normal(0, 0.4, 3) for name in ("left_shoulder", "right_hip")}
+    _key(obj, first + 10, seed_keys)
+    assert scene_io.count_kept(obj, first, last) == (2, 1)
+    assert bpy.ops.dance.generate() == {'FINISHED'}
+    assert scene.dance.progress == 1.0
+    dance = obj.animation_data.action
+    assert scene_io.count_kept(obj, first, last) == (2, 1)                 # carried over, still the animator's
+
+    # The animator keys a changed elbow pose on one frame of the generated dance (over a generated key).
+    tweak_frame, tweak = first + 30, np.array([0.2, -1.1, 0.4])
+    _key(obj, tweak_frame, {"left_elbow": tweak})
+    assert obj.animation_data.action == dance
+    assert scene_io.count_kept(obj, first, last) == (3, 2)                 # the panel counts it
+    scene.dance.seed = 5
+    assert bpy.ops.dance.generate() == {'FINISHED'}
+    assert obj.animation_data.action != dance
+    got = _pose(obj, tweak_frame)
+    assert rotation_error(got[3 * JOINT_INDEX["left_elbow"]:][:3], tweak) < 1e-4
+    got = _pose(obj, first + 10)
+    for name, aa in seed_keys.items():
+        assert rotation_error(got[3 * JOINT_INDEX[name]:][:3], aa) < 1e-4
+    assert scene_io.count_kept(obj, first, last) == (3, 2)
+
+
+def test_euler_keyed_bones_keep_their_mode_and_their_action_stays_playable(addon, tmp_path):
+    scene = addon
+    obj, first, last = _song_stage(scene, tmp_path)
+    modes = {"left_elbow": 'XYZ', "right_shoulder": 'ZXY', "neck": 'AXIS_ANGLE'}
+    for name, mode in modes.items():
+        obj.pose.bones[name].rotation_mode = mode
+    keys = {first + 4: {"left_elbow": [0.1, 0.9, 0.2], "right_shoulder": [0.3, 0.0, -0.6], "neck": [0.2, 0.1, 0]},
+            first + 40: {"left_elbow": [-0.4, 0.2, 1.2], "right_shoulder": [0.0, 0.7, 0.1], "neck": [0, -0.3, 0.2]}}
+    for f, joints in keys.items():
+        _key(obj, f, {n: np.array(aa) for n, aa in joints.items()})
+    mine = obj.animation_data.action
+    middle = first + 22
+    mine_middle = _pose(obj, middle)
+    assert bpy.ops.dance.generate() == {'FINISHED'}
+    for name, mode in modes.items():
+        assert obj.pose.bones[name].rotation_mode == mode
+    for f, joints in keys.items():                                         # keys met in the dance
+        got = _pose(obj, f)
+        for name, aa in joints.items():
+            assert rotation_error(got[3 * JOINT_INDEX[name]:][:3], np.array(aa)) < 1e-4, (f, name)
+    # Switching back to the animator's own action plays it as before: the arm moves between keys.
+    assert T.original_action(obj) == mine
+    assert bpy.ops.dance.use_take(action=mine.name) == {'FINISHED'}
+    assert obj.animation_data.action == mine
+    for f, joints in keys.items():
+        got = _pose(obj, f)
+        for name, aa in joints.items():
+            assert rotation_error(got[3 * JOINT_INDEX[name]:][:3], np.array(aa)) < 1e-4, (f, name)
+    assert np.abs(_pose(obj, middle) - mine_middle).max() < 1e-5           # interpolated, not frozen
+    j = 3 * JOINT_INDEX["left_elbow"]
+    assert rotation_error(_pose(obj, middle)[j:j + 3], np.array(keys[first + 4]["left_elbow"])) > 0.05
+
+
+def test_regenerating_a_range_keeps_the_rest_and_joins_smoothly(addon, tmp_path):
+    scene = addon
+    obj, first, last = _song_stage(scene, tmp_path, seconds=4.0)
+    assert bpy.ops.dance.generate() == {'FINISHED'}
+    dance = obj.animation_data.action
+    frames = list(range(first, last + 1))
+    before = _heads(obj, frames)
+    a, b = first + 30, first + 60
+    scene.dance.use_strip_range = False
+    scene.dance.frame_start, scene.dance.frame_end = a, b
+    scene.dance.seed = 3
+    assert bpy.ops.dance.generate() == {'FINISHED'}
+    take = obj.animation_data.action
+    assert take != dance and dance.name in bpy.data.actions                 # a copy; the old take is kept
+    after = _heads(obj, frames)
+    outside = [i for i, f in enumerate(frames) if not a <= f <= b]
+    inside = [i for i, f in enumerate(frames) if a <= f <= b]
+    assert np.abs(after[outside] - before[outside]).max() < 1e-5           # untouched outside the range
+    assert np.abs(after[inside] - before[inside]).max() > 1e-3              # regenerated inside it
+    # At both joins the joints move about as fast as they do just around them: no jump.
+    speed = np.linalg.norm(np.diff(after, axis=0), axis=2).max(axis=1)     # (F-1,) fastest joint per frame step
+    for join in (a - first - 1, b - first):                                 # steps a-1 -> a and b -> b+1
+        around = np.r_[speed[join - 6:join - 1], speed[join + 2:join + 7]]
+        print(f"join step {join}: {speed[join]:.4f} m/frame, around: max {around.max():.4f} median {np.median(around):.4f}")
+        assert speed[join] <= 2.0 * around.max() + 1e-3
+
+
+def test_takes_are_named_listed_switchable_and_cleaned_up(addon, tmp_path):
+    scene = addon
+    obj, first, last = _song_stage(scene, tmp_path, seconds=1.5)
+    _key(obj, first, {"left_elbow": np.array([0.3, 0.2, 0.1])})
+    mine = obj.animation_data.action
+    shown = []
+    for seed in (0, 0, 1):
+        scene.dance.seed = seed
+        assert bpy.ops.dance.generate() == {'FINISHED'}
+        shown.append(_heads(obj, [first + 3]))
+    takes = T.takes(obj)
+    assert [t.name for t in takes] == ["Dance song any s0 take 1", "Dance song any s0 take 2",
+                                       "Dance song any s1 take 1"]
+    assert [t["dance_seed"] for t in takes] == [0, 0, 1] and takes[-1] == obj.animation_data.action
+    assert bpy.ops.dance.use_take(action=takes[0].name) == {'FINISHED'}
+    assert obj.animation_data.action == takes[0]
+    assert np.abs(_heads(obj, [first + 3]) - shown[0]).max() < 1e-6
+    assert np.abs(shown[2] - shown[0]).max() > 1e-3                         # another seed, another dance
+    # Clean up: the takes nothing plays go; the one in use and the animator's own action stay.
+    assert T.unused_takes(obj) == takes[1:]
+    assert bpy.ops.dance.clean_takes() == {'FINISHED'}
+    assert T.takes(obj) == [takes[0]] and mine.name in bpy.data.actions
+    assert obj.animation_data.action == takes[0]
+    assert bpy.ops.dance.use_take(action=mine.name) == {'FINISHED'}
+    assert bpy.ops.dance.clean_takes() == {'FINISHED'}
+    assert T.takes(obj) == [] and bpy.data.actions.get(mine.name) == mine
+
+
+def test_the_scene_range_grows_to_cover_the_dance(addon, tmp_path):
+    scene = addon
+    scene.frame_start, scene.frame_end = 1, 250
+    obj, first, last = _song_stage(scene, tmp_path, seconds=2.0, strip_frame=230)
+    assert last > 250
+    assert bpy.ops.dance.generate() == {'FINISHED'}
+    assert (scene.frame_start, scene.frame_end) == (1, last)               # grown, never shrunk
+
+
+def test_in_place_dance_keeps_the_root_on_the_spot(addon, tmp_path):
+    scene = addon
+    obj, first, last = _song_stage(scene, tmp_path, seconds=3.0)
+    scene.dance.stage = 'IN_PLACE'
+    assert bpy.ops.dance.generate() == {'FINISHED'}
+    pelvis = _heads(obj, range(first, last + 1))[:, 0, :2]
+    # The engine keeps only the sway of the weight from foot to foot, within IN_PLACE_SWAY of
+    # the spot (engine.rootpath): the pelvis never leaves a disc of that radius.
+    from engine.rootpath import IN_PLACE_SWAY
+    spread = np.linalg.norm(pelvis[:, None] - pelvis[None], axis=2).max()
+    print(f"in place: the pelvis covers a {spread * 100:.1f} cm wide spot over {last - first + 1} frames")
+    assert spread <= 2 * IN_PLACE_SWAY + 0.01
+    scene.dance.stage, scene.dance.stage_radius = 'RADIUS', 0.3
+    from blender_addon import operators
+    assert operators.build_request(bpy.context).stage_radius == pytest.approx(0.3)
+
+
+def test_garbage_smpl_model_file_is_one_clear_line(tmp_path):
+    pytest.importorskip("smplx")
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    for name, data in (("SMPL_NEUTRAL.pkl", b"1234 this is not a model\n"), ("model.npz", b"garbage")):
+        path = tmp_path / name
+        path.write_bytes(data)
+        with pytest.raises(EngineError) as err:
+            scene_io.create_smpl_armature(bpy.context, smpl_model_path=str(path))
+        msg = str(err.value)
+        assert "not an SMPL model file" in msg and "invalid literal" not in msg and "\n" not in msg
+
+
+# --- batch.py ---------------------------------------------------------------------------------
+
+def test_batch_with_an_unwritable_output_exits_at_once(tmp_path, tiny_weights):
+    from conftest import REPO
+    song = add_wav(tmp_path, 1.0)
+    cases = [["--out-blend", str(tmp_path / "no" / "such" / "dir" / "out.blend")],
+             ["--out-npz", str(tmp_path)],                                   # a folder, not a file
+             ["--out-bvh", str(tmp_path / "missing" / "x.bvh"), "--out-blend", str(tmp_path / "ok.blend")]]
+    (tmp_path / "bad.blend").write_bytes(b"not a blend file")               # fails after the checks
+    cases.append(["--blend", str(tmp_path / "bad.blend"), "--out-blend", str(tmp_path / "ok.blend")])
+    if os.geteuid() != 0:                                                    # root may write anywhere
+        locked = tmp_path / "locked"
+        locked.mkdir()
+        locked.chmod(0o500)
+        cases.append(["--out-blend", str(locked / "out.blend")])
+    for outputs in cases:
+        t = time.perf_counter()
+        run = subprocess.run([sys.executable, str(REPO / "blender_addon" / "batch.py"), "--", "--audio", str(song),
+                              "--weights", str(tiny_weights), "--steps", "2", *outputs],
+                             capture_output=True, text=True, timeout=120, cwd=tmp_path)
+        seconds = time.perf_counter() - t
+        errors = [line for line in run.stderr.splitlines() if line.strip()]
+        print(f"{outputs[0]}: exit {run.returncode} after {seconds:.1f} s: {errors}")
+        assert run.returncode == 1, run.stderr[-2000:]
+        assert len(errors) == 1 and errors[0].startswith("error: "), errors
+        assert any(word in errors[0] for word in ("cannot be written", "does not exist", "is a folder",
+                                                  "cannot open")), errors
+        assert "dance:" not in run.stdout                                    # failed before generating
+        assert not (tmp_path / "ok.blend").exists()
+        assert seconds < 60
+
+
+def test_keys_the_animator_changed_count_as_theirs():
+    """A generated key counts as the animator's once its type or its value changes (Blender keeps
+    the type when a key is inserted over it, so a re-key shows only in the value)."""
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    bpy.context.scene.render.fps = 30
+    obj = scene_io.create_smpl_armature(bpy.context, with_mesh=False)
+    obj.pose.bones["right_wrist"].rotation_mode = 'YXZ'
+    action = scene_io.write_motion(obj, random_motion(40), 1, "Dance")
+    assert scene_io.count_kept(obj, 1, 40) == (0, 0)
+    fcurves = scene_io.compat.action_fcurves(action, scene_io.compat.object_slot(obj))
+    by_path = {(fc.data_path, fc.array_index): fc for fc in fcurves}
+    by_path[('pose.bones["right_wrist"].rotation_euler', 1)].keyframe_points[9].co[1] += 0.3   # moved in the graph
+    assert scene_io.count_kept(obj, 1, 40) == (1, 1)
+    assert scene_io.keyed_frames(obj, 1, 40) == ({JOINT_INDEX["right_wrist"]: [10]}, [])
+    by_path[('pose.bones["left_knee"].rotation_quaternion', 0)].keyframe_points[19].type = 'KEYFRAME'
+    by_path[('pose.bones["pelvis"].location', 2)].keyframe_points[29].co[1] += 0.01
+    assert scene_io.keyed_frames(obj, 1, 40) == ({JOINT_INDEX["right_wrist"]: [10], JOINT_INDEX["left_knee"]: [20]},
+                                                 [30])
+    assert scene_io.count_kept(obj, 1, 40) == (2, 3)
+
+
+def test_a_dance_from_before_generated_keys_still_knows_the_animators_keys():
+    """Dances written by add-on 0.1 have only ordinary keys and bones switched to quaternions;
+    the animator's keys are in the action named by `dance_source_action`, in the recorded modes."""
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    bpy.context.scene.render.fps = 30
+    obj = scene_io.create_smpl_armature(bpy.context, with_mesh=False)
+    obj.pose.bones["left_elbow"].rotation_mode = 'XYZ'
+    _key(obj, 12, {"left_elbow": np.array([0.2, 0.5, -0.3]), "neck": np.array([0.1, 0.0, 0.2])})
+    mine = obj.animation_data.action
+    modes = {pb.name: pb.rotation_mode for pb in obj.pose.bones}
+    old = scene_io.write_motion(obj, random_motion(40), 1, "Dance song any s0")   # then made "old":
+    for fc in scene_io.compat.action_fcurves(old, scene_io.compat.object_slot(obj)):
+        fc.keyframe_points.foreach_set("type", np.zeros(len(fc.keyframe_points), np.int32))
+    for key in list(old.keys()):
+        del old[key]
+    old["dance_source_action"], old["dance_source_rotation_modes"] = mine.name, modes
+    obj.pose.bones["left_elbow"].rotation_mode = 'QUATERNION'                       # as 0.1 left it
+    assert scene_io.count_kept(obj, 1, 40) == (2, 1)
+    assert scene_io.keyed_frames(obj, 1, 40) == ({JOINT_INDEX["left_elbow"]: [12], JOINT_INDEX["neck"]: [12]}, [])

@@ -1,0 +1,130 @@
+"""The command line's and batch.py's option checks: one shared validation (engine.options), run
+before any generation starts, one clear line per mistake."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import REPO
+from engine.errors import EngineError
+from engine.options import BODY_PART_NAMES, check_options, parse_body_parts
+
+BATCH = REPO / "blender_addon" / "batch.py"
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "engine", *map(str, args)], cwd=REPO, capture_output=True, text=True)
+
+
+def test_generate_help_names_the_styles_command_that_exists():
+    text = " ".join(_cli("generate", "--help").stdout.split())
+    assert "--list-styles" not in text and "python -m engine styles" in text
+    assert "--stage-radius" in text and "0 = dance in place" in text
+    styles = _cli("styles")
+    assert styles.returncode == 0 and "chacha" in styles.stdout.split()
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--scale", "-1"], "scale must be more than 0"),
+    (["--duration", "60"], "runs past the end of the song"),
+    (["--start", "6.5"], "past the end of the song"),
+    (["--stage-radius", "-2"], "stage radius"),
+    (["--steps", "0"], "steps"),
+    (["--guidance", "nan"], "guidance"),
+])
+def test_options_are_refused_before_any_generation(click_song, tiny_weights, tmp_path, extra, message):
+    out = tmp_path / "d.npz"
+    # No --quiet: had generation started, the progress bar would have written to stderr too.
+    r = _cli("generate", click_song, "-o", out, "--weights", tiny_weights, *extra)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.strip().splitlines() == [r.stderr.strip()] and message in r.stderr
+    assert "dancing" not in r.stderr and not out.exists()
+
+
+def test_a_folder_as_the_song_is_called_a_folder(tmp_path):
+    r = _cli("generate", tmp_path, "-o", tmp_path / "d.npz")
+    assert r.returncode == 2 and "is a folder" in r.stderr and "not found" not in r.stderr
+
+
+def test_the_same_output_twice_is_an_error(click_song, tmp_path):
+    r = _cli("generate", click_song, "-o", tmp_path / "d.bvh", "-o", tmp_path / "sub" / ".." / "d.bvh")
+    assert r.returncode == 2 and "given twice" in r.stderr
+
+
+def test_a_garbage_mp3_gives_one_line(tmp_path, tiny_weights):
+    song = tmp_path / "garbage.mp3"
+    song.write_bytes(np.random.default_rng(0).integers(0, 256, 20000, dtype=np.uint8).tobytes())
+    (tmp_path / "sub").mkdir()
+    r = _cli("generate", song, "-o", tmp_path / "d.npz", "--weights", tiny_weights, "--quiet")
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines() == [r.stderr.strip()], r.stderr
+    assert "cannot read audio file" in r.stderr and "Note:" not in r.stderr
+
+
+def test_shared_validation_in_python():
+    check_options(style="any", styles=["any"], steps=1, fps=24, start=0, duration=5, guidance=2, autoguidance=1,
+                  scale=100, stage_radius=0, song_seconds=5.0)
+    with pytest.raises(EngineError, match="unknown style 'cha-cha'; available: any, chacha"):
+        check_options(style="cha-cha", styles=["any", "chacha"])
+    with pytest.raises(EngineError, match="runs past the end"):
+        check_options(start=2.0, duration=4.0, song_seconds=5.0)
+    assert parse_body_parts("arms, left_leg") == ["arms", "left_leg"]
+    assert "arms" in BODY_PART_NAMES and "root" not in BODY_PART_NAMES
+    assert parse_body_parts("arms,root", allow_root=True) == ["arms", "root"]
+    with pytest.raises(EngineError, match="unknown body part"):
+        parse_body_parts("root")
+    with pytest.raises(EngineError, match="unknown body part.*wings"):
+        parse_body_parts("wings", allow_root=True)
+
+
+def test_api_uses_the_same_validation(click_song, tiny_weights):
+    from engine.api import generate
+    with pytest.raises(EngineError, match="stage radius"):
+        generate(click_song, weights=tiny_weights, steps=1, stage_radius=-1.0)
+    with pytest.raises(EngineError, match="runs past the end"):
+        generate(click_song, weights=tiny_weights, steps=1, duration=30.0)
+
+
+def test_fallback_style_list_is_the_training_styles():
+    from engine.defaults import TRAINING_STYLES
+    from engine.train import BASE_STYLES
+    assert "chacha" in TRAINING_STYLES and "cha-cha" not in TRAINING_STYLES
+    assert BASE_STYLES == list(TRAINING_STYLES)
+    props = (REPO / "blender_addon" / "properties.py").read_text()
+    assert "FALLBACK_STYLES = TRAINING_STYLES" in props
+
+
+def _batch(tmp_path, *args):
+    env = dict(os.environ, BLENDER_USER_RESOURCES=str(tmp_path / "blender_user"))
+    env.pop("PYTHONPATH", None)
+    return subprocess.run([sys.executable, str(BATCH), "--", *map(str, args)], capture_output=True, text=True,
+                          env=env, timeout=300, cwd=tmp_path)
+
+
+def test_batch_refuses_zero_steps_and_unknown_parts_before_opening_anything(tmp_path, tiny_weights):
+    pytest.importorskip("bpy")
+    missing = tmp_path / "missing.blend"        # would be "not found" if the scene were opened first
+    r = _batch(tmp_path, "--blend", missing, "--steps", "0", "--weights", tiny_weights)
+    assert r.returncode == 1 and r.stderr.strip().splitlines() == ["error: steps must be a whole number from 1 to 1000, got 0"]
+    r = _batch(tmp_path, "--blend", missing, "--keep", "arms,wings", "--weights", tiny_weights)
+    assert r.returncode == 1 and "unknown body part(s) wings" in r.stderr
+    r = _batch(tmp_path, "--blend", missing, "--stage-radius", "-1", "--weights", tiny_weights)
+    assert r.returncode == 1 and "stage radius" in r.stderr
+
+
+def test_batch_keep_accepts_the_engines_part_names(tmp_path, tiny_weights):
+    pytest.importorskip("bpy")
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); import batch; "
+            "a = batch.parse_args(['x', '--', '--keep', sys.argv[2], '--weights', sys.argv[3]]); batch.check_args(a); "
+            "print(sorted(a.keep_toggles))")
+    run = lambda parts: subprocess.run([sys.executable, "-c", code, str(BATCH.parent), parts, str(tiny_weights)],
+                                       capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    r = run("arms,root")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip().splitlines()[-1] == "['left_arm', 'right_arm', 'root']"
+    r = run("all")
+    assert r.stdout.strip().splitlines()[-1] == "['head', 'left_arm', 'legs', 'right_arm', 'torso']"

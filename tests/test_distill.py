@@ -1,0 +1,115 @@
+"""Distillation (engine.distill) on a tiny synthetic set and a tiny random teacher, and the
+runtime's choice between a few-step student and its teacher (engine.fewstep)."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from engine import checkpoint, layout as L
+from engine.api import generate
+from engine.autoguide import attach_guide
+from engine.data.cache import CorpusItem, _save
+from engine.distill import main as distill_main, student_timesteps, teacher_segment_target, x0_landing_at
+from engine.diffusion import cosine_alpha_bar, ddim_step
+from engine.errors import EngineError
+from engine.fewstep import choose_weights
+from engine.model import Denoiser, ModelConfig
+from engine.skeleton import REST_PELVIS_HEIGHT
+from engine.train import BASE_STYLES
+
+
+@pytest.fixture(scope="module")
+def teacher(tiny_weights, tmp_path_factory):
+    """The tiny random test network with a second one as its autoguidance guide."""
+    folder = tmp_path_factory.mktemp("teacher")
+    main = checkpoint.load(tiny_weights)
+    torch.manual_seed(3)
+    guide = Denoiser(ModelConfig(width=16, layers=1, heads=2, num_styles=len(BASE_STYLES)))
+    checkpoint.save(folder / "guide.safetensors", guide, main.normalizer, main.music_normalizer, main.styles)
+    attach_guide(tiny_weights, folder / "guide.safetensors", folder / "teacher.safetensors")
+    return folder / "teacher.safetensors"
+
+
+@pytest.fixture(scope="module")
+def packed_data(tmp_path_factory):
+    """Six synthetic 8 s dances with music, packed as `python -m engine.data` packs them."""
+    rng = np.random.default_rng(0)
+    items = []
+    for i, style in enumerate(["chacha", "rumba", "tango", "waltz", "chacha", "rumba"]):
+        n = 240
+        t = np.arange(n)[:, None] / L.MODEL_FPS
+        poses = 0.3 * np.sin(2 * np.pi * (1.0 + 0.2 * i) * t + rng.uniform(0, 6, (1, 72)))
+        trans = np.concatenate([0.2 * np.sin(t), REST_PELVIS_HEIGHT + 0.02 * np.sin(4 * t), 0.1 * t], axis=1)
+        motion = L.pack(torch.from_numpy(poses), torch.from_numpy(trans)).numpy().astype(np.float32)
+        music = rng.normal(size=(n, 35)).astype(np.float32)
+        items.append(CorpusItem(f"SYNTH_{i}", style, motion, music))
+    path = tmp_path_factory.mktemp("data") / "synthetic.npz"
+    _save(path, items, "tang2018", "packed", np.float16, compress=True)
+    return path
+
+
+def test_the_x0_target_lands_where_the_teacher_lands():
+    ab = cosine_alpha_bar()
+    x, x_next = torch.randn(2, 5, 3), torch.randn(2, 5, 3)
+    x0 = x0_landing_at(x, x_next, ab[736], ab[473])
+    assert torch.allclose(ddim_step(x, x0, ab[736], ab[473]), x_next, atol=1e-4)
+    # One teacher substep: the target is the teacher's own x0 (nothing to correct).
+    const = lambda x_t, t, music: torch.full_like(x_t, 0.5)   # noqa: E731
+    target = teacher_segment_target(const, x, None, [999, 736, 473, 210], 1, 1, ab)
+    assert torch.allclose(target, torch.full_like(x, 0.5), atol=1e-4)
+    assert student_timesteps(4, 5) == [999, 736, 473, 210]
+
+
+def _distil(teacher, data, out, iterations):
+    return distill_main(["--teacher", str(teacher), "--out", str(out), "--data", str(data), "--batch", "8",
+                         "--iterations", str(iterations), "--lr", "3e-3", "--warmup", "1", "--ema", "0",
+                         "--probe-windows", "4", "--segments", "2", "--substeps", "3", "--threads", "1"])
+
+
+def test_the_student_approaches_the_teacher_and_resumes(teacher, packed_data, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert _distil(teacher, packed_data, out, 100) == 0
+    first = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    start, after = first[-1]["teacher_rms_at_start"], first[-1]["teacher_rms"]
+    assert first[-1]["iteration"] == 100
+    assert after < 0.7 * start, (start, after)
+    # Rerunning with more iterations continues the same run.
+    assert _distil(teacher, packed_data, out, 110) == 0
+    assert "resuming from iteration 100" in capsys.readouterr().out
+    last = json.loads((out / "log.jsonl").read_text().splitlines()[-1])
+    assert last["iteration"] == 110 and last["teacher_rms_at_start"] == pytest.approx(start)
+    student = checkpoint.load(out / "student.safetensors")
+    assert student.student["steps"] == 2 and student.student["teacher_steps"] == 6
+    assert student.student["timesteps"] == student_timesteps(2, 3) and student.guide is None
+    # A student is not a teacher to distil from.
+    assert distill_main(["--teacher", str(out / "student.safetensors"), "--out", str(tmp_path / "again"),
+                         "--data", str(packed_data)]) == 2
+    assert "already a few-step student" in capsys.readouterr().err
+
+
+def test_generate_picks_the_student_or_its_teacher(teacher, packed_data, tmp_path, click_song):
+    out = tmp_path / "run"
+    assert _distil(teacher, packed_data, out, 2) == 0
+    student = tmp_path / "student.safetensors"
+    shutil.copyfile(out / "student.safetensors", student)
+    record = checkpoint.load(student).student
+    # Alone, the student serves its own settings and refuses others with one line.
+    assert choose_weights(student, record, "fast", None, 2.5, 2.0) == student
+    assert choose_weights(student, record, "fast", 6, 2.5, 2.0) == student       # the teacher's step count
+    with pytest.raises(EngineError, match="need the teacher"):
+        choose_weights(student, record, "best", None, 2.5, 2.0)
+    with pytest.raises(EngineError, match="need the teacher"):
+        generate(click_song, weights=student, steps=20, duration=2.0)
+    with pytest.raises(EngineError, match="quality"):
+        choose_weights(student, record, "slow", None, 2.5, 2.0)
+    # With its teacher beside it (the name it records), "best" and other settings use the teacher.
+    shutil.copyfile(teacher, tmp_path / "teacher.safetensors")
+    assert choose_weights(student, record, "best", None, 2.5, 2.0) == tmp_path / "teacher.safetensors"
+    assert choose_weights(student, record, "fast", 10, 2.5, 2.0) == tmp_path / "teacher.safetensors"
+    kw = dict(duration=2.0, seed=1)
+    best = generate(click_song, weights=student, quality="best", steps=6, **kw)
+    assert np.array_equal(best.poses, generate(click_song, weights=teacher, steps=6, **kw).poses)
+    fast = generate(click_song, weights=student, **kw)
+    assert fast.poses.shape == best.poses.shape and not np.allclose(fast.poses, best.poses)

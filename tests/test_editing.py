@@ -1,0 +1,154 @@
+"""Keys the dance moves through (engine.editing), no pops (engine.turns.limit_joint_speeds and the
+leg IK), staying on stage (engine.rootpath): on hand-made motion with known answers."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from engine import rotations as R
+from engine.editing import apply_constraints, offset_curve
+from engine.evaluate_inbetween import angular_speed, key_flow
+from engine.motion import Constraints
+from engine.rootpath import IN_PLACE_SWAY, bound_root_path
+from engine.skeleton import JOINT_INDEX, NUM_JOINTS, REST_PELVIS_HEIGHT, joint_positions
+from engine.turns import MAX_JOINT_SPEED, limit_joint_speeds
+from rotation_checks import rotation_error
+
+FPS = 30.0
+
+
+def _dance(T, seed=0, amplitude=0.5):
+    """Every joint swinging at its own tempo (0.4-1.2 Hz), the root swaying."""
+    t = np.arange(T) / FPS
+    rng = np.random.default_rng(seed)
+    poses = np.zeros((T, 72))
+    for c in range(72):
+        poses[:, c] = amplitude * np.sin(2 * np.pi * rng.uniform(0.4, 1.2) * t + rng.uniform(0, 6))
+    trans = np.stack([0.2 * np.sin(t), np.full(T, REST_PELVIS_HEIGHT), 0.2 * np.cos(1.3 * t)], 1)
+    return poses, trans
+
+
+def _keys_every(source, T, seconds=2.0):
+    c = Constraints.empty(T, FPS)
+    keys = np.arange(0, T, int(seconds * FPS))
+    for k in keys:
+        c.set_pose(int(k), source[k])
+    return c, keys
+
+
+def test_keys_are_met_exactly_and_the_body_flows_through_them():
+    T = 300
+    generated, trans = _dance(T)
+    real, _ = _dance(T, seed=5)                # keys far from what was "generated"
+    c, keys = _keys_every(real, T)
+    poses, _ = apply_constraints(generated, trans, c, FPS)
+    m = np.repeat(c.joint_mask, 3, axis=1)
+    assert rotation_error(poses[m], c.poses[m]) < 1e-6
+    ratios, whip = key_flow(joint_positions(poses, trans), keys, FPS)
+    assert min(ratios) >= 0.5            # no dead stop at a key (the old ease gave 0.04)
+    assert whip <= 1.3                   # and no whip into it
+    assert angular_speed(poses, FPS).max() < 1.5 * angular_speed(generated, FPS).max()
+
+
+def test_the_correction_is_smooth_across_the_whole_gap():
+    curve = offset_curve(np.array([30, 90]), np.array([[1.0], [-0.5]]), 200, fade=30)
+    assert curve[30, 0] == pytest.approx(1.0) and curve[90, 0] == pytest.approx(-0.5)
+    assert np.all(curve[:1] == 0) and np.all(curve[121:] == 0)       # faded out beyond the keys
+    slope = np.diff(curve[:, 0])
+    assert np.abs(np.diff(slope)).max() < 0.01                        # C1: no kink anywhere
+    assert np.abs(slope).max() < 2.0 / 30                             # spread over the gap, not a jump
+
+
+def test_a_pose_keyed_twice_is_held_and_only_there():
+    T = 120
+    generated, trans = _dance(T)
+    pose = _dance(T, seed=3)[0][0]
+    c = Constraints.empty(T, FPS).set_pose(30, pose).set_pose(60, pose)
+    c.set_pose(90, _dance(T, seed=4)[0][0], joints=["left_arm"])
+    poses, _ = apply_constraints(generated, trans, c, FPS)
+    held = poses[30:61].reshape(31, NUM_JOINTS, 3)
+    assert rotation_error(held.reshape(-1, 3), np.tile(pose.reshape(NUM_JOINTS, 3), (31, 1))) < 1e-6
+    assert angular_speed(poses[62:], FPS).max() > 1.0          # moving again after the hold
+
+
+def test_partial_keys_locks_seed_motion_and_root_keys_are_exact():
+    T = 240
+    generated, trans = _dance(T)
+    real, real_trans = _dance(T, seed=9)
+    c = Constraints.empty(T, FPS).seed_motion(real[:20], real_trans[:20] + 1.0)       # seed motion
+    c.follow(real, ["right_arm"])                                                      # a body-part lock
+    c.set_pose(100, real[100], joints=["legs"], root=np.array([0.5, 0.9, 0.2]))       # partial key + root
+    poses, out_trans = apply_constraints(generated, trans, c, FPS)
+    m = np.repeat(c.joint_mask, 3, axis=1)
+    assert rotation_error(poses[m], c.poses[m]) < 1e-6
+    assert np.abs(out_trans[c.trans_mask] - c.trans[c.trans_mask]).max() < 1e-9
+    # The root flows out of the seed with its own velocity plus a slow offset (no jump).
+    step = np.linalg.norm(np.diff(out_trans, axis=0), axis=1)
+    assert step[18:25].max() < 2 * np.linalg.norm(np.diff(trans, axis=0), axis=1).max() + 0.02
+
+
+def test_a_fully_keyed_run_at_the_end_is_joined_without_a_seam():
+    """The add-on regenerates a section and joins it to the dance after it: a run of full keys
+    at the end of the range. The velocity flows into the run: no kink at its first frame."""
+    T = 150
+    generated, trans = _dance(T)
+    existing, _ = _dance(T, seed=2)
+    c = Constraints.empty(T, FPS)
+    for f in range(120, T):
+        c.set_pose(f, existing[f])
+    poses, _ = apply_constraints(generated, trans, c, FPS)
+    q = R.axis_angle_to_quat(torch.from_numpy(poses).reshape(T, NUM_JOINTS, 3))
+    w = R.quat_to_axis_angle(R.quat_mul(q[1:], R.quat_conjugate(q[:-1]))).numpy()      # per-frame turn
+    accel = np.linalg.norm(np.diff(w, axis=0), axis=-1)                               # (T-2, 24)
+    at_seam = accel[116:122].max()
+    elsewhere = np.percentile(accel[:100], 99)
+    assert at_seam < 2.0 * elsewhere
+
+
+def test_planted_pops_are_limited_to_the_bound_and_keys_stay():
+    T = 200
+    poses, _ = _dance(T, amplitude=0.3)
+    poses[100:, 3 * JOINT_INDEX["left_knee"]] += 0.96              # the knee jumps 55 degrees in one frame
+    poses[150:, 3 * JOINT_INDEX["left_elbow"] + 1] += 2.1           # the elbow twists 120 degrees
+    fixed = np.zeros((T, NUM_JOINTS), bool)
+    fixed[60] = True
+    out, rebuilt = limit_joint_speeds(poses, FPS, fixed=fixed)
+    assert rebuilt >= 2
+    assert (angular_speed(out, FPS) <= np.array(MAX_JOINT_SPEED) + 1e-6).all()
+    assert np.allclose(out[60], poses[60]) and np.allclose(out[:80], poses[:80])
+    assert max(MAX_JOINT_SPEED) <= 40.0
+
+
+def test_the_leg_ik_does_not_flip_a_nearly_straight_knee():
+    """A nearly straight leg's bend plane is noise: IK must bend the knee forward every frame,
+    not flip it back and forth (the hip and knee popping by 50 degrees)."""
+    from engine.feet import LEGS, _global_rotations, _positions, _two_bone_ik
+    T = 40
+    rng = np.random.default_rng(0)
+    poses = np.zeros((T, 72))
+    poses[:, 3 * JOINT_INDEX["left_knee"]] = 1e-3 * rng.standard_normal(T)   # straight, jittering
+    trans = np.tile([0.0, REST_PELVIS_HEIGHT, 0.0], (T, 1))
+    local, pos = _positions(poses, trans)
+    glob = _global_rotations(local)
+    leg = LEGS["left"]
+    target = pos[:, leg[2]] + torch.tensor([0.0, 0.12, 0.05], dtype=torch.float64)   # a bent knee reaches it
+    _two_bone_ik(local, glob, pos, leg, target, torch.arange(T))
+    out = R.matrix_to_axis_angle(local).reshape(T, -1).numpy()
+    assert angular_speed(out, FPS)[:, list(leg[:2])].max() < 1.0
+    assert (out[:, 3 * JOINT_INDEX["left_knee"]] > 0.3).all()                # bent forward, heel back
+
+
+@pytest.mark.parametrize("radius", [0.0, 0.6, 2.0])
+def test_stage_radius_keeps_the_root_near_the_start(radius):
+    T = int(120 * FPS)
+    t = np.arange(T) / FPS
+    walk = np.stack([0.3 * t + 0.2 * np.sin(2 * np.pi * t), np.full(T, 0.9), 0.1 * t], 1)   # drifting away
+    out = bound_root_path(walk, FPS, radius)
+    reach = np.linalg.norm(out[:, [0, 2]] - walk[0, [0, 2]], axis=1)
+    assert reach.max() <= max(radius, IN_PLACE_SWAY) + 1e-9
+    assert np.allclose(out[:, 1], walk[:, 1])
+    if radius == 0:
+        assert reach.max() > 0.05                                 # the pelvis still sways in place
+    step = np.linalg.norm(np.diff(out[:, [0, 2]], axis=0), axis=1)
+    assert step.max() < np.linalg.norm(np.diff(walk[:, [0, 2]], axis=0), axis=1).max() + 1e-9

@@ -1,0 +1,435 @@
+"""Retargeting maths and bone mapping (engine/retarget.py, engine/bone_mapping.py), numpy only.
+
+The rigs are built here: an SMPL-proportioned Mixamo-named T-pose with random bone rolls, an
+A-pose with other proportions, a 5-bone spine with a 2-bone neck (Unreal names), and an FBX-like
+armature (Y-up centimetres under a rotated, scaled object). Their poses are checked with a
+forward kinematics written here, Blender's formula, independently of the module's own.
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from engine import rotations as R
+from engine.bone_mapping import bone_key, map_by_hierarchy
+from engine.retarget import (Retargeter, RetargetError, Rig, Y_TO_Z, auto_map, check_bone_map, detect_preset,
+                             list_presets, load_bone_map, load_preset, save_bone_map)
+from engine.skeleton import JOINT_INDEX, JOINT_NAMES, NUM_JOINTS, PARENTS, REST_PELVIS_HEIGHT, REST_POSITIONS
+
+LIMBS = ("left_hip", "right_hip", "left_knee", "right_knee", "left_shoulder", "right_shoulder",
+         "left_elbow", "right_elbow")
+MIXAMO = load_preset("mixamo")
+UE5 = load_preset("unreal_ue5")
+
+
+# ----------------------------------------------------------------------------- rig building
+
+def rest_matrix(head, tail, roll) -> np.ndarray:
+    y = np.asarray(tail, float) - head
+    y /= np.linalg.norm(y)
+    x = np.cross(y, [0.0, 0.0, 1.0] if abs(y[2]) < 0.9 else [1.0, 0.0, 0.0])
+    x /= np.linalg.norm(x)
+    z = np.cross(x, y)
+    c, s = np.cos(roll), np.sin(roll)
+    x, z = c * x - s * z, s * x + c * z
+    m = np.eye(4)
+    m[:3, 0], m[:3, 1], m[:3, 2], m[:3, 3] = x, y, z, head
+    return m
+
+
+def make_rig(bones, object_matrix=None) -> Rig:
+    """bones: (name, parent name or None, head, tail, roll, deform) in armature space."""
+    names = [b[0] for b in bones]
+    return Rig(names=names, parents=[names.index(b[1]) if b[1] else -1 for b in bones],
+               rest=np.stack([rest_matrix(np.asarray(b[2], float), b[3], b[4]) for b in bones]),
+               lengths=np.array([np.linalg.norm(np.subtract(b[3], b[2])) for b in bones]),
+               deform=[b[5] for b in bones], object_matrix=np.eye(4) if object_matrix is None else object_matrix)
+
+
+def smpl_heads(size=1.0) -> np.ndarray:
+    """SMPL's rest joints in Blender axes (Z up, facing -Y, toes on z = 0), times size."""
+    return (REST_POSITIONS + [0.0, REST_PELVIS_HEIGHT, 0.0]) @ Y_TO_Z.T * size
+
+
+def humanoid(names: dict, heads: np.ndarray, rng, extra=()) -> list:
+    """Bones for the SMPL joints named in `names` (joint -> bone), heads (24,3), random rolls;
+    each bone points at its SMPL child (a leaf along its own offset)."""
+    bones = []
+    for j, joint in enumerate(JOINT_NAMES):
+        if joint not in names:
+            continue
+        kids = [k for k, p in enumerate(PARENTS) if p == j and JOINT_NAMES[k] in names]
+        k = JOINT_INDEX.get({"pelvis": "spine1", "spine3": "neck"}.get(joint, ""), kids[0] if kids else None)
+        tail = heads[k] if k is not None else heads[j] + 0.5 * (heads[j] - heads[PARENTS[j]])
+        a = PARENTS[j]
+        while a >= 0 and JOINT_NAMES[a] not in names:
+            a = PARENTS[a]
+        bones.append((names[joint], names[JOINT_NAMES[a]] if a >= 0 else None, heads[j], tail,
+                      rng.uniform(-np.pi, np.pi), True))
+    return bones + list(extra)
+
+
+def mixamo_rig(prefix="mixamorig:", seed=0) -> Rig:
+    rng = np.random.default_rng(seed)
+    heads = smpl_heads(1.3)
+    names = {j: prefix + n for j, n in MIXAMO.items()}
+    extra = [(prefix + "HeadTop_End", prefix + "Head", heads[15] + [0, 0, 0.2], heads[15] + [0, 0, 0.25], 0.0, True),
+             (prefix + "LeftHandMiddle1", prefix + "LeftHand", heads[22], heads[22] + [0.05, 0, 0], 0.3, True),
+             (prefix + "RightHandMiddle1", prefix + "RightHand", heads[23], heads[23] - [0.05, 0, 0], 0.3, True)]
+    return make_rig(humanoid(names, heads, rng, extra))
+
+
+def a_pose_heads() -> np.ndarray:
+    """Other proportions (long legs, short arms) and the arms 45 degrees down: an A-pose."""
+    heads = smpl_heads(1.0)
+    out = heads.copy()
+    for j in range(1, NUM_JOINTS):
+        off = heads[j] - heads[PARENTS[j]]
+        if "knee" in JOINT_NAMES[j] or "ankle" in JOINT_NAMES[j]:
+            off = off * 1.15
+        if any(s in JOINT_NAMES[j] for s in ("elbow", "wrist", "hand")):
+            off = off * 0.9
+        out[j] = out[PARENTS[j]] + off
+    for side, sign in (("left", 1), ("right", -1)):
+        s = JOINT_INDEX[f"{side}_shoulder"]
+        turn = R.axis_angle_to_matrix(torch.tensor([0.0, sign * np.pi / 4, 0.0], dtype=torch.float64)).numpy()
+        for j in (JOINT_INDEX[f"{side}_elbow"], JOINT_INDEX[f"{side}_wrist"], JOINT_INDEX[f"{side}_hand"]):
+            out[j] = out[s] + turn @ (out[j] - out[s])
+    return out - [0.0, 0.0, out[:, 2].min()]
+
+
+def ue5_rig(seed=2) -> Rig:
+    """Unreal names, SMPL proportions, 5 spine bones and a 2-bone neck (spine_02, spine_04 and
+    neck_02 halfway between the bones that SMPL's joints map to)."""
+    rng = np.random.default_rng(seed)
+    h = smpl_heads(1.0)
+    J = JOINT_INDEX
+    mid = lambda a, b: 0.5 * (h[J[a]] + h[J[b]])  # noqa: E731
+    chain = [("pelvis", h[0]), ("spine_01", h[J["spine1"]]), ("spine_02", mid("spine1", "spine2")),
+             ("spine_03", h[J["spine2"]]), ("spine_04", mid("spine2", "spine3")), ("spine_05", h[J["spine3"]]),
+             ("neck_01", h[J["neck"]]), ("neck_02", mid("neck", "head")), ("head", h[J["head"]])]
+    tails = [head for _, head in chain[1:]] + [h[J["head"]] + [0, 0, 0.15]]
+    bones = [(name, chain[i - 1][0] if i else None, head, tail, rng.uniform(-np.pi, np.pi), True)
+             for i, ((name, head), tail) in enumerate(zip(chain, tails))]
+    names = {n for n, _ in chain}
+    return make_rig(bones + [b for b in humanoid(UE5, h, rng) if b[0] not in names])
+
+
+def dance(T=24, seed=0) -> tuple[np.ndarray, np.ndarray]:
+    """A random, smooth SMPL motion: every joint turning by up to ~50 degrees, travelling."""
+    rng = np.random.default_rng(seed)
+    t = np.linspace(0, 1, T)[:, None]
+    a, b = rng.normal(0, 0.5, (1, NUM_JOINTS * 3)), rng.normal(0, 0.5, (1, NUM_JOINTS * 3))
+    poses = a * np.sin(2 * np.pi * t) + b * np.cos(3 * np.pi * t)
+    trans = np.concatenate([np.sin(3 * t), REST_PELVIS_HEIGHT - 0.1 + 0.1 * np.cos(5 * t), 0.7 * t], axis=1)
+    return poses, trans
+
+
+# ----------------------------------------------------------------------------- an independent FK
+
+def fk_world(rig: Rig, quats: np.ndarray, root_bone: int, root_location: np.ndarray) -> np.ndarray:
+    """(T,B,3) world heads: pose = parent_pose @ rest_p^-1 @ rest_b @ basis_b (Blender), then the object."""
+    rot = R.quat_to_matrix(torch.as_tensor(quats)).numpy()
+    T, B = quats.shape[:2]
+    basis = np.broadcast_to(np.eye(4), (T, B, 4, 4)).copy()
+    basis[:, :, :3, :3] = rot
+    basis[:, root_bone, :3, 3] = root_location
+    pose = np.empty((T, B, 4, 4))
+    for b in rig.order():
+        p = rig.parents[b]
+        local = rig.rest[b] if p < 0 else np.linalg.inv(rig.rest[p]) @ rig.rest[b]
+        pose[:, b] = (local if p < 0 else pose[:, p] @ local) @ basis[:, b]
+        if b in rig.follows:                     # a Copy Transforms constraint: the whole pose copied
+            pose[:, b] = pose[:, rig.follows[b]]
+    world = rig.object_matrix @ pose
+    return world[..., :3, 3]
+
+
+def limb_cosines(rig, ret, poses, trans, joints=LIMBS) -> np.ndarray:
+    out = ret.to_rig(poses, trans)
+    heads = fk_world(rig, out.rotations, out.root_bone, out.root_location)
+    want = ret.smpl_limb_directions(poses)
+    cos = []
+    for joint in joints:
+        j = JOINT_INDEX[joint]
+        child = [k for k, p in enumerate(PARENTS) if p == j][0]
+        v = heads[:, ret.bone_of[child]] - heads[:, ret.bone_of[j]]
+        cos.append(np.sum(v / np.linalg.norm(v, axis=-1, keepdims=True) * want[:, j], axis=-1))
+    return np.array(cos)
+
+
+def angle_between(aa1, aa2) -> np.ndarray:
+    m1 = R.axis_angle_to_matrix(torch.as_tensor(aa1)).numpy()
+    m2 = R.axis_angle_to_matrix(torch.as_tensor(aa2)).numpy()
+    rel = np.swapaxes(m1, -1, -2) @ m2
+    return np.arccos(np.clip((np.trace(rel, axis1=-2, axis2=-1) - 1) / 2, -1, 1))
+
+
+# ----------------------------------------------------------------------------- tests
+
+def test_smpl_proportioned_t_pose_follows_the_dance_exactly():
+    rig = mixamo_rig()
+    ret = Retargeter(rig, auto_map(rig))
+    poses, trans = dance()
+    assert limb_cosines(rig, ret, poses, trans).min() > 0.9999
+    # Same proportions as SMPL (times 1.3): every mapped joint sits where SMPL's joint does, scaled.
+    out = ret.to_rig(poses, trans)
+    heads = fk_world(rig, out.rotations, out.root_bone, out.root_location)
+    from engine.skeleton import joint_positions
+    smpl = joint_positions(poses, trans) @ Y_TO_Z.T @ ret.frame[:3, :3].T * 1.3
+    mapped = [j for j, b in enumerate(ret.bone_of) if b >= 0]
+    err = np.abs(heads[:, [ret.bone_of[j] for j in mapped]] - smpl[:, mapped]).max()
+    assert ret.scale == pytest.approx(1.3)
+    assert err < 1e-6
+    # Consecutive keys take the short way round (no quaternion sign flips between frames).
+    assert (np.sum(out.rotations[1:] * out.rotations[:-1], axis=-1) > 0).all()
+
+
+def test_a_pose_rig_with_odd_rolls_points_its_limbs_like_smpl():
+    rng = np.random.default_rng(5)
+    rig = make_rig(humanoid(MIXAMO, a_pose_heads(), rng))
+    ret = Retargeter(rig, auto_map(rig))
+    poses, trans = dance(seed=1)
+    assert limb_cosines(rig, ret, poses, trans).min() > 0.9999
+    # The rest motion (SMPL's T-pose) lifts the A-pose arms to horizontal.
+    rest = ret.to_rig(np.zeros((1, 72)), np.array([[0.0, REST_PELVIS_HEIGHT, 0.0]]))
+    heads = fk_world(rig, rest.rotations, rest.root_bone, rest.root_location)[0]
+    arm = heads[ret.bone_of[JOINT_INDEX["left_elbow"]]] - heads[ret.bone_of[JOINT_INDEX["left_shoulder"]]]
+    assert abs(arm[2]) / np.linalg.norm(arm) < 0.07
+
+
+@pytest.mark.parametrize("make", [mixamo_rig,
+                                  lambda: make_rig(humanoid(MIXAMO, a_pose_heads(), np.random.default_rng(7)))])
+def test_round_trip_gives_back_the_smpl_rotations(make):
+    rig = make()
+    ret = Retargeter(rig, auto_map(rig))
+    poses, trans = dance(seed=3)
+    out = ret.to_rig(poses, trans)
+    keyed = np.ones((len(poses), len(rig.names)), bool)
+    back, back_trans, joint_mask, trans_mask = ret.from_rig(out.rotations, out.root_location, keyed)
+    mapped = [j for j, b in enumerate(ret.bone_of) if b >= 0]
+    err = angle_between(poses.reshape(-1, 24, 3)[:, mapped], back.reshape(-1, 24, 3)[:, mapped])
+    assert err.max() < 1e-4
+    assert np.abs(back_trans - trans).max() < 1e-6
+    assert joint_mask[:, mapped].all() and not joint_mask[:, [JOINT_INDEX["left_hand"]]].any() and trans_mask.all()
+
+
+def test_partial_keys_mask_only_their_joints():
+    rig = mixamo_rig()
+    ret = Retargeter(rig, auto_map(rig))
+    poses, trans = dance(T=6)
+    out = ret.to_rig(poses, trans)
+    keyed = np.zeros((6, len(rig.names)), bool)
+    keyed[2, rig.names.index("mixamorig:LeftForeArm")] = True
+    _, _, joint_mask, trans_mask = ret.from_rig(out.rotations, out.root_location, keyed)
+    assert joint_mask.sum() == 1 and joint_mask[2, JOINT_INDEX["left_elbow"]] and not trans_mask.any()
+
+
+def test_rest_pose_stands_on_the_floor_and_the_root_travels_scaled():
+    rig = make_rig(humanoid(MIXAMO, a_pose_heads(), np.random.default_rng(1)))
+    ret = Retargeter(rig, auto_map(rig))
+    trans = np.array([[0.0, REST_PELVIS_HEIGHT, 0.0], [1.0, REST_PELVIS_HEIGHT, -2.0]])
+    out = ret.to_rig(np.zeros((2, 72)), trans)
+    heads = fk_world(rig, out.rotations, out.root_bone, out.root_location)
+    assert np.abs(heads[:, :, 2].min(axis=1)).max() < 1e-9          # lowest joint on z = 0
+    step = heads[1, ret.bone_of[0]] - heads[0, ret.bone_of[0]]
+    # SMPL +x -> Blender +x, SMPL -z (2 m away from the camera) -> Blender +y, scaled by the legs.
+    assert ret.scale == pytest.approx(1.15)
+    np.testing.assert_allclose(step, [ret.scale, 2 * ret.scale, 0.0], atol=1e-9)
+
+
+def test_five_bone_spine_and_two_bone_neck_share_the_rotation():
+    rig = ue5_rig()
+    assert detect_preset(rig) == "unreal_ue5"
+    ret = Retargeter(rig, auto_map(rig))
+    for name in ("spine_02", "spine_04", "neck_02"):
+        assert rig.names.index(name) in ret.driven
+    poses, trans = dance(seed=4)
+    assert limb_cosines(rig, ret, poses, trans).min() > 0.9999
+    out = ret.to_rig(poses, trans)
+    angle = lambda name: 2 * np.arccos(np.clip(np.abs(out.rotations[:, rig.names.index(name), 0]), 0, 1))  # noqa: E731
+    # spine_02 and spine_03 split SMPL's spine2 rotation evenly; so do neck_02 and head.
+    np.testing.assert_allclose(angle("spine_02"), angle("spine_03"), atol=1e-6)
+    np.testing.assert_allclose(angle("neck_02"), angle("head"), atol=1e-6)
+    assert angle("spine_02").max() > 0.1
+    back = ret.from_rig(out.rotations, out.root_location, np.ones((len(poses), len(rig.names)), bool))[0]
+    err = angle_between(poses.reshape(-1, 24, 3), back.reshape(-1, 24, 3))
+    mapped = [j for j, b in enumerate(ret.bone_of) if b >= 0]
+    assert err[:, mapped].max() < 1e-4
+
+
+def test_rotated_scaled_object_fbx_like_armature():
+    """Armature space Y up in centimetres (as Mixamo's FBX imports), the object turned and
+    scaled back to Z up metres, then turned 30 degrees about Z and moved: the dance happens in
+    the world, facing where the character faces, on the floor, at the character's size."""
+    heads = smpl_heads(1.0)
+    rng = np.random.default_rng(9)
+    to_yup_cm = np.eye(4)
+    to_yup_cm[:3, :3] = Y_TO_Z.T * 100.0
+    bones = humanoid({j: "mixamorig1:" + n for j, n in MIXAMO.items()}, heads, rng)
+    bones = [(n, p, to_yup_cm[:3, :3] @ h, to_yup_cm[:3, :3] @ t, r, d) for n, p, h, t, r, d in bones]
+    yaw = np.radians(30)
+    turn = np.array([[np.cos(yaw), -np.sin(yaw), 0], [np.sin(yaw), np.cos(yaw), 0], [0, 0, 1]])
+    obj = np.eye(4)
+    obj[:3, :3] = turn @ Y_TO_Z * 0.01
+    obj[:3, 3] = (2.0, -1.0, 0.0)
+    rig = make_rig(bones, obj)
+    ret = Retargeter(rig, auto_map(rig))
+    facing = np.degrees(np.arctan2(ret.frame[1, 0], ret.frame[0, 0]))
+    assert abs(facing - 30) < 1.5         # SMPL's own skeleton is a degree or so asymmetric
+    np.testing.assert_allclose(ret.frame[:3, 3], [2.0, -1.0, 0.0], atol=1e-9)
+    poses, trans = dance(seed=6)
+    assert limb_cosines(rig, ret, poses, trans).min() > 0.9999
+    out = ret.to_rig(poses, trans)
+    world = fk_world(rig, out.rotations, out.root_bone, out.root_location)
+    from engine.skeleton import joint_positions
+    smpl = joint_positions(poses, trans) @ Y_TO_Z.T @ ret.frame[:3, :3].T + [2.0, -1.0, 0.0]
+    mapped = [j for j, b in enumerate(ret.bone_of) if b >= 0]
+    assert np.abs(world[:, [ret.bone_of[j] for j in mapped]] - smpl[:, mapped]).max() < 1e-6
+    back, back_trans, _, _ = ret.from_rig(out.rotations, out.root_location, np.ones(out.rotations.shape[:2], bool))
+    assert angle_between(poses.reshape(-1, 24, 3)[:, mapped], back.reshape(-1, 24, 3)[:, mapped]).max() < 1e-4
+    assert np.abs(back_trans - trans).max() < 1e-6
+
+
+def test_arm_under_a_bone_that_copies_the_collar():
+    """Rigify's arms hang under ORG-shoulder, which copies the shoulder control by a constraint:
+    with Rig.follows the FK sees it; without, the map is refused in one line."""
+    rig = mixamo_rig()
+    bone_map = auto_map(rig)
+    names = list(rig.names)
+    collar, arm = names.index("mixamorig:LeftShoulder"), names.index("mixamorig:LeftArm")
+    names.append("ORG-LeftShoulder")
+    parents = list(rig.parents) + [rig.parents[collar]]
+    parents[arm] = len(names) - 1
+    rest = np.concatenate([rig.rest, rig.rest[collar:collar + 1]])
+    args = (names, parents, rest, np.append(rig.lengths, rig.lengths[collar]), rig.deform + [False])
+    one_line_error(Rig(*args), bone_map, "does not hang under")
+    follower = Rig(*args, follows={len(names) - 1: collar})
+    ret = Retargeter(follower, bone_map)
+    poses, trans = dance(seed=8)
+    assert limb_cosines(follower, ret, poses, trans).min() > 0.9999
+    out = ret.to_rig(poses, trans)
+    back = ret.from_rig(out.rotations, out.root_location, np.ones(out.rotations.shape[:2], bool))[0]
+    mapped = [j for j, b in enumerate(ret.bone_of) if b >= 0]
+    assert angle_between(poses.reshape(-1, 24, 3)[:, mapped], back.reshape(-1, 24, 3)[:, mapped]).max() < 1e-4
+
+
+def test_unmapped_bones_are_not_driven():
+    rig = mixamo_rig()
+    ret = Retargeter(rig, auto_map(rig))
+    out = ret.to_rig(*dance(T=5))
+    finger = rig.names.index("mixamorig:LeftHandMiddle1")
+    assert finger not in out.driven
+    np.testing.assert_array_equal(out.rotations[:, finger], np.tile([1.0, 0, 0, 0], (5, 1)))
+
+
+# ----------------------------------------------------------------------------- mapping
+
+def test_bone_key_is_tolerant():
+    assert bone_key("mixamorig1:LeftUpLeg") == bone_key("LeftUpLeg") == bone_key("Left_UpLeg") == bone_key("upLeg.L")
+    assert bone_key("thigh_l") == bone_key("Thigh.L") == bone_key("L_Thigh") == bone_key("lThigh") == "L|thigh"
+    assert bone_key("spine_01") == bone_key("Spine1")
+    assert bone_key("thigh.L") != bone_key("thigh.R") and bone_key("DEF-thigh.L") != bone_key("thigh.L")
+
+
+@pytest.mark.parametrize("prefix", ["mixamorig:", "mixamorig1:", ""])
+def test_mixamo_preset_is_found_with_any_prefix(prefix):
+    rig = mixamo_rig(prefix)
+    assert detect_preset(rig) == "mixamo"
+    m = auto_map(rig)
+    assert m["left_hip"] == prefix + "LeftUpLeg" and m["spine3"] == prefix + "Spine2" and "left_hand" not in m
+
+
+def test_every_shipped_preset_maps_a_rig_named_after_it():
+    heads = smpl_heads()
+    for name in list_presets():
+        preset = load_preset(name)
+        joints = {j: b for j, b in preset.items() if j != "root"}
+        bones = humanoid(joints, heads, np.random.default_rng(0))
+        if "root" in preset and preset["root"] not in joints.values():
+            bones = [(preset["root"], None, heads[0] - [0, 0, 0.9], heads[0] - [0, 0.2, 0.9], 0.0, False)] + [
+                (n, p or preset["root"], h, t, r, d) for n, p, h, t, r, d in bones]
+        rig = make_rig(bones)
+        assert detect_preset(rig) == name, name
+        assert auto_map(rig) == preset, name
+
+
+def test_hierarchy_mapping_without_known_names():
+    """Bones named bone_000...: the body is found from the hierarchy and the rest positions."""
+    source = make_rig(humanoid(MIXAMO, a_pose_heads(), np.random.default_rng(3)))
+    anonymous = {n: f"bone_{i:03d}" for i, n in enumerate(source.names)}
+    rig = Rig([anonymous[n] for n in source.names], source.parents, source.rest, source.lengths, source.deform)
+    assert detect_preset(rig) is None
+    assert auto_map(rig) == {j: anonymous[b] for j, b in MIXAMO.items()}
+
+
+def test_hierarchy_mapping_of_a_deep_a_pose():
+    """Arms 60 degrees down: the hands hang below the pelvis and are still found as arms."""
+    heads = smpl_heads()
+    for side, sign in (("left", 1), ("right", -1)):
+        s = JOINT_INDEX[f"{side}_shoulder"]
+        turn = R.axis_angle_to_matrix(torch.tensor([0.0, sign * np.radians(70), 0.0], dtype=torch.float64)).numpy()
+        for j in (JOINT_INDEX[f"{side}_elbow"], JOINT_INDEX[f"{side}_wrist"], JOINT_INDEX[f"{side}_hand"]):
+            heads[j] = heads[s] + turn @ (heads[j] - heads[s])
+    assert heads[JOINT_INDEX["left_hand"], 2] < heads[0, 2]
+    source = make_rig(humanoid(MIXAMO, heads, np.random.default_rng(4)))
+    rig = Rig([f"b{i}" for i in range(len(source.names))], source.parents, source.rest, source.lengths, source.deform)
+    want = {j: f"b{source.names.index(b)}" for j, b in MIXAMO.items()}
+    assert auto_map(rig) == want
+
+
+def test_hierarchy_mapping_with_extra_bones_and_a_five_bone_spine():
+    rig = ue5_rig()
+    renamed = Rig([f"b{i}" for i in range(len(rig.names))], rig.parents, rig.rest, rig.lengths, rig.deform)
+    m = map_by_hierarchy(renamed)
+    check_bone_map(renamed, m)
+    want = {j: f"b{rig.names.index(b)}" for j, b in UE5.items()}
+    for joint in ("pelvis", "left_hip", "left_knee", "left_ankle", "right_knee", "left_shoulder", "left_elbow",
+                  "right_wrist", "left_collar", "spine1", "spine3", "head"):
+        assert m[joint] == want[joint], joint
+
+
+def one_line_error(rig, bone_map, needle):
+    with pytest.raises(RetargetError) as e:
+        Retargeter(rig, bone_map)
+    assert "\n" not in str(e.value) and needle in str(e.value), str(e.value)
+
+
+def test_bad_maps_raise_one_clear_line():
+    rig = mixamo_rig()
+    good = auto_map(rig)
+    one_line_error(rig, {**good, "left_knee": "mixamorig:Nope"}, "'mixamorig:Nope'")
+    one_line_error(rig, {**good, "spine1": good["pelvis"]}, "mapped twice")
+    one_line_error(rig, {k: v for k, v in good.items() if k != "right_knee"}, "no legs")
+    one_line_error(rig, {**good, "left_elbow": "x"} | {"lefty": "y"}, "not an SMPL joint")
+    one_line_error(rig, {**good, "left_hip": good["left_knee"], "left_knee": good["left_hip"]}, "does not hang under")
+    # Two hierarchies: the legs under a second root.
+    parents = list(rig.parents)
+    parents[rig.names.index(good["left_hip"])] = -1
+    split = Rig(rig.names, parents, rig.rest, rig.lengths, rig.deform)
+    one_line_error(split, good, "several root bones")
+    with pytest.raises(RetargetError, match="root bones"):
+        map_by_hierarchy(split)
+
+
+def test_a_rig_without_legs_is_refused():
+    heads = smpl_heads()
+    arms_only = {j: b for j, b in MIXAMO.items() if "hip" not in j and "knee" not in j and "ankle" not in j
+                 and "foot" not in j}
+    rig = make_rig(humanoid(arms_only, heads, np.random.default_rng(0)))
+    with pytest.raises(RetargetError) as e:
+        auto_map(rig)
+    assert "\n" not in str(e.value)
+
+
+def test_bone_map_json_round_trip(tmp_path):
+    m = {**MIXAMO, "root": "Hips"}
+    path = save_bone_map(m, tmp_path / "mine.json", title="my character")
+    assert load_bone_map(path) == m
+    assert json.loads(path.read_text())["title"] == "my character"
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(RetargetError, match="not valid JSON"):
+        load_bone_map(tmp_path / "bad.json")
