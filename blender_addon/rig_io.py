@@ -173,6 +173,9 @@ def check_character(obj, bone_map: dict[str, str] | None = None, path: str | Non
                           "'Create SMPL Dancer'")
     if obj.mode == 'EDIT':
         raise EngineError(f"armature '{obj.name}' is in Edit Mode: switch to Object or Pose Mode first")
+    if not len(obj.data.bones):
+        raise EngineError(f"armature '{obj.name}' has no bones: pick your character's armature or press "
+                          "'Create SMPL Dancer'")
     try:
         if bone_map is None:
             return character_bone_map(obj, path)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -39,10 +40,9 @@ def capsule_body(rig):
     from mathutils import Matrix, Vector
     bm = bmesh.new()
     deform = bm.verts.layers.deform.verify()
-    names = [b.name for b in rig.data.bones if b.use_deform and b.length > 0.04
-             and not any(k in b.name for k in ("breast", "pelvis", "palm", "f_", "thumb", "ear", "lid", "brow",
-                                                 "lip", "cheek", "nose", "chin", "jaw", "tongue", "temple",
-                                                 "forehead", "teeth", "eye"))]
+    skip = re.compile(r"^DEF-(f_|thumb|palm|breast|pelvis|ear|lid|brow|lip|cheek|nose|chin|jaw|tongue|temple|"
+                      r"forehead|teeth|eye)")
+    names = [b.name for b in rig.data.bones if b.use_deform and b.length > 0.04 and not skip.match(b.name)]
     for g, name in enumerate(names):
         bone = rig.data.bones[name]
         head, tail = Vector(bone.head_local), Vector(bone.tail_local)
@@ -101,12 +101,16 @@ def main(argv=None) -> int:
     motion = runner.generate(request)
     runner.apply(request, motion)
 
-    bpy.ops.mesh.primitive_plane_add(size=8.0)
+    bpy.ops.mesh.primitive_plane_add(size=30.0)
+    world = bpy.data.worlds.new("world")
+    world.color = (0.75, 0.78, 0.82)
+    scene.world = world
     cam = bpy.data.objects.new("camera", bpy.data.cameras.new("camera"))
     scene.collection.objects.link(cam)
     cam.data.type, cam.data.ortho_scale = 'ORTHO', 3.4
-    cam.location, cam.rotation_euler = (2.6, -4.5, 1.6), (1.45, 0.0, 0.52)
+    cam.rotation_euler = (1.45, 0.0, 0.52)
     scene.camera = cam
+    torso = rig.pose.bones["torso"]
     scene.render.engine = 'BLENDER_WORKBENCH'
     scene.display.shading.light = 'STUDIO'
     scene.display.shading.color_type = 'SINGLE'
@@ -115,9 +119,13 @@ def main(argv=None) -> int:
     frames = []
     for k, f in enumerate(range(request.frame_start, request.frame_start + request.num_frames, 3)):
         scene.frame_set(f)
+        x, y, _ = rig.matrix_world @ torso.head   # the camera follows the dancer over the floor
+        cam.location = (x + 2.6, y - 4.5, 1.6)
         scene.render.filepath = str(tmp / f"f{k:03d}.png")
         bpy.ops.render.render(write_still=True)
-        frames.append(Image.open(scene.render.filepath).convert("P", palette=Image.ADAPTIVE, colors=64))
+        frames.append(Image.open(scene.render.filepath).convert("RGB"))
+    palette = frames[0].quantize(colors=64)   # one palette for every frame: no flicker
+    frames = [f.quantize(palette=palette) for f in frames]
     frames[0].save(args.out, save_all=True, append_images=frames[1:], duration=100, loop=0, optimize=True)
     print(f"wrote {args.out}: {len(frames)} frames")
     sys.stdout.flush()

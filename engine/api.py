@@ -21,11 +21,10 @@ from .fewstep import choose_weights
 from .errors import Cancelled, EngineError
 from .feet import beat_cycle, clean_feet
 from .motion import Constraints, Motion
+from .options import check_options
 from .rootpath import bound_root_path
 from .skeleton import NUM_JOINTS, joint_positions
 from .turns import limit_joint_speeds, limit_pelvis_turns
-
-from .options import MAX_FPS, MAX_STEPS, check_options  # noqa: F401  (MAX_*: re-exported)
 
 Progress = Callable[[float, str], "bool | None"]
 

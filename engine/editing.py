@@ -39,11 +39,11 @@ HOLD_TOLERANCE = 1e-6
 
 def offset_curve(key_frames: np.ndarray, key_values: np.ndarray, length: int, fade: float | None) -> np.ndarray:
     """(K,) increasing frames and (K, D) values -> (length, D): a C1 cubic (Hermite) through the
-    keys over the gaps between them, its slope at each key the distance-weighted mean of the
-    neighbouring secants (np.gradient), so that next to a run of consecutive keys it takes the
-    run's own rate of change: the motion flows into the run without a kink. Outside the keys it
-    fades to zero over `fade` frames, landing with zero slope, or holds the end values (slope 0
-    at the end keys) when `fade` is None."""
+    keys over the gaps between them. At a key inside or at the edge of a run of consecutive keys
+    its slope is the distance-weighted mean of the neighbouring secants (np.gradient), i.e. the
+    run's own rate of change, so the motion flows into the run without a kink; at an isolated
+    key it is 0. Outside the keys it fades to zero over `fade` frames, landing with zero slope,
+    or holds the end values (slope 0 at the end keys) when `fade` is None."""
     frames = np.arange(length, dtype=np.float64)
     key_frames = np.asarray(key_frames, dtype=np.float64)
     values = np.asarray(key_values, dtype=np.float64)
@@ -54,6 +54,14 @@ def offset_curve(key_frames: np.ndarray, key_values: np.ndarray, length: int, fa
     if len(key_frames) == 1:
         return np.repeat(values, length, axis=0)
     slopes = np.gradient(values, key_frames, axis=0) if len(key_frames) > 2 else np.zeros_like(values)
+    # An isolated key (no key on the frame before or after it) gets slope 0: the correction
+    # stands still there, so the body passes through the key with exactly its own velocity, and
+    # the correction changes mid-gap where nothing is asked of the pose.
+    gaps = np.diff(key_frames)
+    isolated = np.ones(len(key_frames), bool)
+    isolated[1:] &= gaps > 1
+    isolated[:-1] &= gaps > 1
+    slopes[isolated] = 0.0
     slopes[[0, -1]] = 0.0                 # land on zero (or on the held value) with zero slope
     out = CubicHermiteSpline(key_frames, values, slopes, axis=0, extrapolate=False)(frames)
     out[frames < key_frames[0]] = values[0]
@@ -77,6 +85,21 @@ def _with_holds(keyed: np.ndarray, given: torch.Tensor) -> tuple[np.ndarray, tor
     return keyed, given
 
 
+def _unwrapped(delta: np.ndarray) -> np.ndarray:
+    """(K,3) rotation vectors, each the short way round (angle <= pi) -> the same rotations with
+    each one taken the long way round (angle - 2 pi) where that is closer to the previous one, so
+    that corrections of nearly half a turn on consecutive keys do not swing through zero (a
+    whole turn) between them."""
+    out = delta.copy()
+    angle = np.linalg.norm(out, axis=1)
+    for i in np.flatnonzero((angle[1:] + angle[:-1]) > np.pi) + 1:   # only there can it help
+        a = np.linalg.norm(out[i])
+        alt = out[i] * (1.0 - 2.0 * np.pi / a)
+        if np.linalg.norm(alt - out[i - 1]) < np.linalg.norm(out[i] - out[i - 1]):
+            out[i] = alt
+    return out
+
+
 def apply_constraints(poses: np.ndarray, trans: np.ndarray, constraints: Constraints, fps: float,
                       fade_seconds: float = FADE_SECONDS) -> tuple[np.ndarray, np.ndarray]:
     """Return copies of (poses (T,72), trans (T,3)) that satisfy `constraints` exactly."""
@@ -98,7 +121,7 @@ def apply_constraints(poses: np.ndarray, trans: np.ndarray, constraints: Constra
         k = np.flatnonzero(keyed)
         # Correction at each key, as a rotation vector (the short way round): given = delta * generated.
         dq = R.quat_mul(given[k], R.quat_conjugate(q_all[k, j]))
-        delta = R.quat_to_axis_angle(dq).numpy()
+        delta = _unwrapped(R.quat_to_axis_angle(dq).numpy())
         blend = torch.from_numpy(offset_curve(k, delta, T, fade))
         q_all[:, j] = R.quat_mul(R.axis_angle_to_quat(blend), q_all[:, j])
         out_mask[:, j] = keyed

@@ -42,7 +42,10 @@ class Retargeter(rig, bone_map):
                                 identity). From the rest pose: the scale (leg length) and the
                                 pelvis height above the lowest deforming joint (so the rest
                                 stance stands on the floor).
-    to_rig(poses (T,72), trans (T,3) Y-up metres) -> RigPose
+    to_rig(poses (T,72), trans (T,3) Y-up metres, *, contacts=None, fps=None, plant_feet=True) -> RigPose
+        contacts (T,2) per leg or Motion.contacts (T,4): planted runs pin the character's ankles
+        (two-bone leg IK on its own thigh and shin, engine.character_feet); fps without contacts:
+        the runs are found from the character's own ankles; neither: the plain retarget.
     from_rig(rotations (T,B,4) wxyz, root_location (T,3), bone_keyed (T,B) bool, location_keyed (T,) = None)
         -> (poses (T,72), trans (T,3), joint_mask (T,24) bool, trans_mask (T,) bool)
         rotations: every bone's basis as evaluated (unkeyed bones as they stand); a joint is masked
@@ -67,6 +70,8 @@ Notes for the add-on:
   facing where the character faces at rest, so a Mixamo FBX (object turned 90 degrees about X,
   scale 0.01) and a character turned about Z both dance upright. Compare world limb directions
   with Retargeter.smpl_limb_directions(poses) (already in the world).
+- Floor: the lowest deforming bone head stands on it; a rig without toe bones mapped stands on
+  its soles, guessed below the ankles (Retargeter._sole_below_ankles), not on its ankles.
 - Limbs (hips, knees, collars, shoulders, elbows, wrists) are aligned to SMPL's rest limbs; the
   pelvis, spine, neck, head, feet and toes take the rest pose as SMPL's (upright, feet flat).
 - Rigify preset ("rigify"): drives torso (rotation and location), spine_fk.002/.003, neck,
@@ -114,6 +119,9 @@ _NEXT_OF_BRANCH = {"pelvis": "spine1", "spine3": "neck"}   # the child that cont
 # its own leg length against this.
 SMPL_LEG_LENGTH = float(np.mean([np.linalg.norm(REST_OFFSETS[JOINT_INDEX[f"{s}_knee"]])
                                  + np.linalg.norm(REST_OFFSETS[JOINT_INDEX[f"{s}_ankle"]]) for s in ("left", "right")]))
+# SMPL's rest ankles above its floor (the toe joints): where a toe-less rig's soles are guessed to be.
+SMPL_ANKLE_HEIGHT = float(np.mean([REST_POSITIONS[JOINT_INDEX[f"{s}_ankle"], 1] for s in ("left", "right")])
+                          + REST_PELVIS_HEIGHT)
 
 
 def _next_joint(j: int) -> int | None:
@@ -346,6 +354,17 @@ class Retargeter:
             raise RetargetError("the thigh bones are not above the feet in the rest pose; "
                                 "is the character upright (Z up)?")
         self.scale = self._leg_length(heads_w) / SMPL_LEG_LENGTH
+        if all(self.bone_of[JOINT_INDEX[f"{side}_foot"]] < 0 for side in ("left", "right")):
+            floor = min(floor, self._sole_below_ankles(heads_w))   # no toes: the soles stand on the floor
+        # Each leg's thigh, shin and foot bones, the ankle's rest height above the floor, its toe
+        # bone (-1: none) and the toe's rest height, for planting feet.
+        self._legs = {}
+        for side in ("left", "right"):
+            hip, knee, ankle = (self.bone_of[JOINT_INDEX[f"{side}_{j}"]] for j in ("hip", "knee", "ankle"))
+            toe = self.bone_of[JOINT_INDEX[f"{side}_foot"]]
+            if min(hip, knee, ankle) >= 0:
+                self._legs[side] = (hip, knee, ankle, float(heads_w[ankle, 2] - floor),
+                                    toe, float(heads_w[toe, 2] - floor) if toe >= 0 else 0.0)
         # The rig's pelvis bone sits this far above SMPL's pelvis (SMPL metres, in the pelvis's frame).
         self._delta = np.array([0.0, (heads_w[pel, 2] - floor) / self.scale - REST_PELVIS_HEIGHT, 0.0])
 
@@ -376,6 +395,23 @@ class Retargeter:
         if not length > 0:
             raise RetargetError("the leg bones have no length in the rest pose")
         return length
+
+    def _sole_below_ankles(self, heads_w: np.ndarray) -> float:
+        """Where the soles of a rig without toe bones are: the foot bone's tail where it lies a
+        quarter to twice SMPL's ankle height (scaled) below the ankle (a foot bone reaching for
+        the toes), else SMPL's ankle height (scaled) below the ankle (a foot bone pointing level,
+        up, or on down the shin). The lower of both feet, in the world."""
+        drop = self.scale * SMPL_ANKLE_HEIGHT
+        O = self.rig.object_matrix
+        soles = []
+        for side in ("left", "right"):
+            b = self.bone_of[JOINT_INDEX[f"{side}_ankle"]]
+            if b < 0:
+                continue
+            tail = O[:3, :3] @ (self._heads[b] + self.rig.lengths[b] * self._A[b][:, 1]) + O[:3, 3]
+            down = heads_w[b, 2] - tail[2]
+            soles.append(tail[2] if 0.25 * drop <= down <= 2.0 * drop else heads_w[b, 2] - drop)
+        return min(soles) if soles else float("inf")
 
     def _limb(self, j: int, b: int, heads_w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(the rig's rest limb direction in the world, SMPL's in SMPL axes) for mapped joint j."""
@@ -432,11 +468,11 @@ class Retargeter:
         world = self._D @ G @ self._D.T
         return {b: self._Ro.T @ world[:, j] @ self._Q[b] for b, j in self.joint_of.items()}
 
-    def to_rig(self, poses: np.ndarray, trans: np.ndarray) -> RigPose:
-        poses, trans = _check_motion(poses, trans)
-        T, B = len(poses), len(self.rig.names)
-        G = smpl_global_rotations(poses)
-        target = self._targets(G)
+    def _pose(self, target: dict[int, np.ndarray]):
+        """FK of the rig with the mapped bones' armature-space rotations `target`: (M (T,B,3,3)
+        armature-space rotations, pos (T,B,3) heads before the root's location, basis (T,B,3,3),
+        the root bone's carried rotation (T,3,3))."""
+        T, B = len(next(iter(target.values()))), len(self.rig.names)
         A, heads, parents = self._A, self._heads, self.rig.parents
         M = np.empty((T, B, 3, 3))
         pos = np.empty((T, B, 3))
@@ -470,15 +506,97 @@ class Retargeter:
                 M[:, b] = carried
                 continue
             basis[:, b] = np.swapaxes(carried, -1, -2) @ M[:, b]
+        return M, pos, basis, carried_root
+
+    def to_rig(self, poses: np.ndarray, trans: np.ndarray, *, contacts: np.ndarray | None = None,
+               fps: float | None = None, plant_feet: bool = True) -> RigPose:
+        """SMPL motion -> the rig's pose-space keys.
+
+        Planted feet (engine.character_feet): with `contacts` ((T,2) per leg, or the engine's (T,4)
+        Motion.contacts) the ankle of each leg is pinned through each contact run; with `fps` but
+        no contacts, the runs are found from the character's own ankles (low and slow). With
+        neither (or plant_feet=False) the legs follow the plain retarget."""
+        poses, trans = _check_motion(poses, trans)
+        T, B = len(poses), len(self.rig.names)
+        G = smpl_global_rotations(poses)
+        target = self._targets(G)
+        M, pos, basis, carried_root = self._pose(target)
         pel = self.bone_of[0]
         want = self.frame[:3, 3] + (self.scale * (trans + G[:, 0] @ self._delta)) @ self._D.T   # world
         want = want @ self._O_inv[:3, :3].T + self._O_inv[:3, 3]                                 # armature
         shift = want - pos[:, pel]
+        if plant_feet and self._legs and (contacts is not None or fps is not None):
+            if self._plant_feet(G, trans, target, pos, shift, contacts, fps):
+                M, pos, basis, carried_root = self._pose(target)
         location = np.einsum("tba,tb->ta", carried_root, shift)      # into the root bone's rest axes
         q = matrix_to_quat(basis)
         undriven = np.setdiff1d(np.arange(B), self.driven)
         q[:, undriven] = (1.0, 0.0, 0.0, 0.0)
         return RigPose(_continuous(q), location, self.root_bone, list(self.driven))
+
+    def _plant_feet(self, G, trans, target, pos, shift, contacts, fps) -> bool:
+        """Re-solve each leg's thigh and shin (edits `target` in place) so that planted ankles
+        hold still at the character's ankle height; True where anything changed."""
+        from . import character_feet as cf
+        T = len(G)
+        O = self.rig.object_matrix
+        moved = np.array(self._moved_by_root())
+        world = lambda p: p @ O[:3, :3].T + O[:3, 3]   # noqa: E731  armature heads -> world
+        heads_w = world(pos + np.where(moved[None, :, None], shift[:, None, :], 0.0))
+        smpl = smpl_positions(G, trans)
+        to_world = lambda p: self.frame[:3, 3] + self.scale * p @ self._D.T   # noqa: E731  SMPL -> world
+        given = None if contacts is None else cf.contact_columns(contacts, T)
+        if fps is None:
+            from .defaults import DEFAULT_FPS
+            rate = DEFAULT_FPS
+        else:
+            rate = float(fps)
+            if not (np.isfinite(rate) and rate > 0):
+                raise RetargetError(f"fps must be a positive number, got {fps!r}")
+        from .feet import FADE_SECONDS, MAX_REACH   # torch-backed module: import late
+        fade = max(1, int(round(FADE_SECONDS * rate)))
+        changed = False
+        for col, side in enumerate(("left", "right")):
+            if side not in self._legs:
+                continue
+            hip, knee, ankle, rest_height, toe, toe_height = self._legs[side]
+            jh, jk, ja = (JOINT_INDEX[f"{side}_{j}"] for j in ("hip", "knee", "ankle"))
+            free = heads_w[:, ankle]
+            planted = (given[:, col] if given is not None else cf.derive_contacts(
+                free, rest_height, self.scale, rate, heads_w[:, toe] if toe >= 0 else None, toe_height))
+            if not planted.any():
+                continue
+            # The spot follows SMPL's ankle, moved by where the character's hip sits against SMPL's.
+            smpl_ankle = to_world(smpl[:, ja]) + (heads_w[:, hip] - to_world(smpl[:, jh])) * [1.0, 1.0, 0.0]
+            smpl_rest = self.scale * SMPL_ANKLE_HEIGHT
+            goal, weight = cf.stance_targets(planted, smpl_ankle, free, rest_height, smpl_rest, fade)
+            f = np.flatnonzero(weight > 0)
+            hinge = -(self._D @ G[f, jk])[:, :, 0]            # SMPL's knee bends about its -x
+            # As in engine.feet: IK straightens a leg no further than MAX_REACH, or than the plain
+            # retarget holds it (near straight, a centimetre more reach is a knee snapping by 15
+            # degrees in a frame), so a spot out of that reach lifts the foot a little.
+            H, K = heads_w[f, hip], heads_w[f, knee]
+            length = np.linalg.norm(K - H, axis=-1) + np.linalg.norm(free[f] - K, axis=-1)
+            reach = np.maximum(MAX_REACH * length, np.linalg.norm(free[f] - H, axis=-1))
+            swing, bend = cf.two_bone_ik(H, K, free[f], cf.within_reach(goal[f], H, reach), hinge)
+            Ro = self._Ro
+            target[hip] = target[hip].copy()
+            target[knee] = target[knee].copy()
+            target[hip][f] = Ro.T @ swing @ Ro @ target[hip][f]
+            target[knee][f] = Ro.T @ swing @ bend @ Ro @ target[knee][f]
+            changed = True
+        return changed
+
+    def _moved_by_root(self) -> list[bool]:
+        """Per bone, whether the root bone's location carries it (it hangs under the root bone)."""
+        parents = self.rig.effective_parents()
+        out = []
+        for b in range(len(self.rig.names)):
+            a = b
+            while a >= 0 and a != self.root_bone:
+                a = parents[a]
+            out.append(a == self.root_bone)
+        return out
 
     # -- rig -> SMPL
 
@@ -539,6 +657,15 @@ class Retargeter:
             joint_mask[:, self.joint_of[c]] |= bone_keyed[:, k]
         trans_mask = bone_keyed[:, self.root_bone] if location_keyed is None else np.asarray(location_keyed, bool)
         return poses, trans, joint_mask, trans_mask.copy()
+
+
+def smpl_positions(G: np.ndarray, trans: np.ndarray) -> np.ndarray:
+    """(T,24,3) SMPL joint positions (Y up, metres) from global rotations (T,24,3,3) and the root path."""
+    pos = np.empty(G.shape[:2] + (3,))
+    pos[:, 0] = trans
+    for j in range(1, NUM_JOINTS):
+        pos[:, j] = pos[:, PARENTS[j]] + G[:, PARENTS[j]] @ REST_OFFSETS[j]
+    return pos
 
 
 def _check_motion(poses, trans) -> tuple[np.ndarray, np.ndarray]:

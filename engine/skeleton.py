@@ -6,7 +6,6 @@ Coordinates are SMPL's: metres, Y up, the body facing +Z.
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 JOINT_NAMES: tuple[str, ...] = (
     "pelvis", "left_hip", "right_hip", "spine1", "left_knee", "right_knee", "spine2",
@@ -89,13 +88,14 @@ def joint_indices(names_or_parts) -> list[int]:
     return sorted(out)
 
 
-def forward_kinematics(rotmats: torch.Tensor, root_pos: torch.Tensor,
-                       offsets: torch.Tensor | None = None) -> torch.Tensor:
+def forward_kinematics(rotmats: "torch.Tensor", root_pos: "torch.Tensor",
+                       offsets: "torch.Tensor | None" = None) -> "torch.Tensor":
     """Joint positions from local rotation matrices.
 
     rotmats (..., 24, 3, 3) local (parent-relative) rotations, root_pos (..., 3).
     Returns (..., 24, 3) world positions.
     """
+    import torch  # here, not at the top: the skeleton's facts (and bone mapping) need no torch
     if offsets is None:
         offsets = torch.as_tensor(REST_OFFSETS, dtype=rotmats.dtype, device=rotmats.device)
     global_rot = [rotmats[..., 0, :, :]]
@@ -109,6 +109,7 @@ def forward_kinematics(rotmats: torch.Tensor, root_pos: torch.Tensor,
 
 def joint_positions(poses: np.ndarray, trans: np.ndarray) -> np.ndarray:
     """Numpy convenience: (T,72) axis-angle and (T,3) root translation to (T,24,3) positions."""
+    import torch
     from .rotations import axis_angle_to_matrix
     rot = axis_angle_to_matrix(torch.as_tensor(poses, dtype=torch.float64).reshape(-1, NUM_JOINTS, 3))
     return forward_kinematics(rot, torch.as_tensor(trans, dtype=torch.float64)).numpy()

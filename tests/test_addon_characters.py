@@ -219,6 +219,27 @@ def limb_cosines(obj, motion, frames, limb_bones, yaw=0.0) -> np.ndarray:
     return np.sum(got * w, -1) / (np.linalg.norm(got, axis=-1) * np.linalg.norm(w, axis=-1))
 
 
+def turn_errors(obj, motion, frames, joints, yaw=0.0) -> np.ndarray:
+    """(F,len(joints)) degrees between how each joint's mapped bone turned in the world since the
+    first of `frames` and how the SMPL joint turned (engine.retarget.smpl_global_rotations):
+    the whole rotation, twist about the limb included, whatever the rest pose and rolls."""
+    from engine.retarget import smpl_global_rotations
+    bone_map = rig_io.check_character(obj)
+    G = smpl_global_rotations(motion.poses)[np.asarray(frames) - frames[0]][:, [JOINT_INDEX[j] for j in joints]]
+    R = np.array([[math.cos(yaw), -math.sin(yaw), 0], [math.sin(yaw), math.cos(yaw), 0], [0, 0, 1]]) @ C
+    want = R @ G @ np.swapaxes(G[:1], -1, -2) @ R.T
+    got = np.empty_like(want)
+    for k, f in enumerate(frames):
+        bpy.context.scene.frame_set(int(f))
+        mw = np.array(obj.matrix_world)[:3, :3]
+        for i, j in enumerate(joints):
+            m = mw @ np.array(obj.pose.bones[bone_map[j]].matrix)[:3, :3]
+            got[k, i] = m / np.linalg.norm(m, axis=0)
+    got = got @ np.swapaxes(got[:1], -1, -2)
+    cos = (np.einsum("fjab,fjab->fj", got, want) - 1) / 2
+    return np.degrees(np.arccos(np.clip(cos, -1, 1)))
+
+
 def lowest_deforming_z(obj, frames) -> np.ndarray:
     """(F,) world height of the lowest deforming joint (bone head) on each frame."""
     names = [b.name for b in obj.data.bones if b.use_deform]
@@ -262,6 +283,10 @@ def assert_dances(obj, motion, first, limb_bones, yaw=0.0, every=3):
     frames = list(range(first, first + motion.num_frames, every))
     cos = limb_cosines(obj, motion, frames, limb_bones, yaw)
     assert cos.mean() >= 0.95, f"mean limb cosine {cos.mean():.3f}, worst limb means {cos.mean(0).round(3)}"
+    # The mapped limb bones turn as SMPL's joints turn: twist about the limb included.
+    turned = turn_errors(obj, motion, frames, [a for a, _ in LIMBS], yaw)
+    print(f"  limb bones' turn error: mean {turned.mean():.3f} deg, max {turned.max():.3f} deg")
+    assert turned.max() < 1.0
     # The lowest deforming joint is on the floor, as the SMPL dance's lowest joint is (scaled).
     z = lowest_deforming_z(obj, frames)
     smpl_low = joint_positions(motion.poses, motion.trans)[:, :, 1].min(axis=1)[np.asarray(frames) - first]
@@ -373,7 +398,7 @@ def test_rigify_rig_dances_through_its_fk_controls(addon, tmp_path, rigify_blend
         pbs[name].keyframe_insert("rotation_quaternion", frame=first + 8)
     mine = obj.animation_data.action
     before = snapshot(mine)
-    ik_before = pbs["thigh_parent.L"]["IK_FK"]
+    ik_before = pbs["thigh_parent.L"]["IK_FK"]   # Rigify's default: IK
     motion, action = dance(obj, scene, first, last)
     limbs = [(f"DEF-{a}", f"DEF-{a}.001") for a in ("thigh.L", "shin.L", "thigh.R", "shin.R", "upper_arm.L",
                                                      "forearm.L", "upper_arm.R", "forearm.R")]
@@ -399,14 +424,10 @@ def test_imported_engine_bvh_armature_dances(addon, tmp_path):
     bpy.ops.import_anim.bvh(filepath=str(path), axis_forward='Y', axis_up='Z')
     obj = bpy.context.object
     assert obj.type == 'ARMATURE' and not scene_io.is_smpl_armature(obj)
-    obj.animation_data_clear()
     _, first, last = stage_song(scene, tmp_path)
     motion, _ = dance(obj, scene, first, last)
-    kids = {b.name: b.children[0].name for b in obj.data.bones if len(b.children) == 1}
-    limbs = [(a, b) for a, b in LIMBS]
-    # Blender's BVH import: a joint's bone runs from the joint to its child joint.
-    assert_dances(obj, motion, first, [(a, a) for a, _ in limbs])
-    del kids
+    # Blender's BVH import names each bone after its joint and runs it to the child joint.
+    assert_dances(obj, motion, first, [(a, a) for a, _ in LIMBS])
 
 
 def test_animator_keys_read_back_as_constraints(addon, tmp_path):
@@ -630,3 +651,23 @@ def test_batch_dances_a_character_with_a_bone_map_file(addon, tmp_path, tiny_wei
     assert bad.returncode == 1 and bad.stderr.strip().count("\n") == 0, bad.stderr
     assert bad.stderr.startswith("error: armature 'Hero': the armature has no bone 'knee_l'")
     assert not (tmp_path / "bad.blend").exists()
+
+
+def test_a_tweak_on_the_characters_dance_is_kept_next_time(addon, tmp_path):
+    scene = addon
+    obj, first, last = _mixamo_stage(scene, tmp_path)
+    assert bpy.ops.dance.generate() == {'FINISHED'}
+    # The animator re-poses the Euler forearm on the generated take and keys it...
+    pb = obj.pose.bones["mixamorig:LeftForeArm"]
+    scene.frame_set(first + 15)
+    pb.rotation_euler = (0.4, -0.3, 1.1)
+    pb.keyframe_insert("rotation_euler", frame=first + 15)
+    assert rig_io.count_character_keys(obj, rig_io.check_character(obj), first, last) == (1, 1)
+    # ... and the next take keeps it exactly, as their key.
+    tweaked = obj.animation_data.action
+    scene.dance.seed = 9
+    assert bpy.ops.dance.generate() == {'FINISHED'}
+    assert obj.animation_data.action not in (tweaked, None) and takes.is_take(obj.animation_data.action)
+    scene.frame_set(first + 15)
+    assert np.allclose(pb.rotation_euler, (0.4, -0.3, 1.1), atol=1e-6)
+    assert rig_io.count_character_keys(obj, rig_io.check_character(obj), first, last) == (1, 1)

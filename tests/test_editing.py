@@ -152,3 +152,17 @@ def test_stage_radius_keeps_the_root_near_the_start(radius):
         assert reach.max() > 0.05                                 # the pelvis still sways in place
     step = np.linalg.norm(np.diff(out[:, [0, 2]], axis=0), axis=1)
     assert step.max() < np.linalg.norm(np.diff(walk[:, [0, 2]], axis=0), axis=1).max() + 1e-9
+
+
+def test_corrections_near_half_a_turn_do_not_spin_through_zero():
+    """A key facing backwards, then one facing backwards a little the other way round: the
+    pelvis's correction goes the short way between them, not a whole turn."""
+    T = 120
+    generated = np.zeros((T, 72))
+    trans = np.tile([0.0, REST_PELVIS_HEIGHT, 0.0], (T, 1))
+    c = Constraints.empty(T, FPS)
+    c.set_pose(30, np.r_[[0.0, np.pi - 0.1, 0.0], np.zeros(69)], joints=["pelvis"])
+    c.set_pose(90, np.r_[[0.0, -(np.pi - 0.1), 0.0], np.zeros(69)], joints=["pelvis"])
+    poses, _ = apply_constraints(generated, trans, c, FPS)
+    turned = angular_speed(poses, FPS)[30:90, 0].sum() / FPS
+    assert turned < 0.5                           # 0.2 rad the short way, not 6 the long way

@@ -8,7 +8,7 @@ is scaled by leg length into metres.
 
 Traps (the data README's): the header's Frame Time says 120 fps but the capture is 60 fps
 (AMASS's 30-fps fit of 60_01 has half this file's 2,242 frames), so the header is ignored.
-The known defects from the source's file names are cut or fixed (DEFECTS, measured on the files).
+The known defects from the source's file names were measured on the files (see CUT_START_S).
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ MIN_SECONDS = 2.0
 # Every take opens with a few frames where the capture's solver settles (rotation steps 5-10x
 # the take's median over the first 4 frames): they are dropped.
 SETTLE_S = 0.1
-# The README's defects, as measured on the files (python -m engine.data.cmu_salsa prints the checks):
+# The README's defects, as measured on the files (joint acceleration, head and pelvis statistics):
 # - 60_10 "trembles at the beginning": mean joint acceleration 16-33 m/s^2 from 3 s to 7 s
 #   against the take's median 7: the first 7 s are dropped.
 # - 60_06 and 60_07 "head wrong": the head channel holds no rotation on any frame (the head is

@@ -1,0 +1,226 @@
+"""Planted feet on the character's own proportions (engine/character_feet.py, Retargeter.to_rig
+with contacts or fps) and the floor of rigs without toe bones, numpy only.
+
+The character here has thighs 20% longer and shins 30% shorter than SMPL's, so the plain
+retarget (limbs along SMPL's limbs, root scaled by leg length) slides and sinks its planted
+feet. The SMPL dance is a random motion whose feet engine.feet has planted (its contacts).
+(Much wilder legs, SMPL's knee folded shut or flung straight, leave a planted spot out of the
+character's reach, and the foot is then lifted or drawn in: see the module's notes.)
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from test_retarget import MIXAMO, angle_between, dance, fk_world, humanoid, make_rig, smpl_heads
+
+from engine.feet import clean_feet
+from engine.retarget import SMPL_ANKLE_HEIGHT, Retargeter, RetargetError, auto_map
+from engine.skeleton import JOINT_INDEX, JOINT_NAMES, NUM_JOINTS, PARENTS, REST_PELVIS_HEIGHT, joint_positions
+
+FPS = 30.0
+LEG_JOINTS = {JOINT_INDEX[f"{s}_{j}"] for s in ("left", "right") for j in ("hip", "knee", "ankle")}
+
+
+def odd_legged_rig(seed=3):
+    """SMPL's skeleton with thighs 1.2 and shins 0.7 times as long, standing on z = 0."""
+    heads = smpl_heads(1.0)
+    out = heads.copy()
+    for j in range(1, NUM_JOINTS):
+        off = heads[j] - heads[PARENTS[j]]
+        off = off * (1.2 if "knee" in JOINT_NAMES[j] else 0.7 if "ankle" in JOINT_NAMES[j] else 1.0)
+        out[j] = out[PARENTS[j]] + off
+    out -= [0.0, 0.0, out[:, 2].min()]
+    return make_rig(humanoid(MIXAMO, out, np.random.default_rng(seed)))
+
+
+@pytest.fixture(scope="module")
+def planted_dance():
+    poses, trans = dance(T=90, seed=0)
+    poses = 0.3 * poses                                              # turns of up to ~15 degrees
+    for side in ("left", "right"):                                   # knees that bend as knees do
+        k = 3 * JOINT_INDEX[f"{side}_knee"]
+        poses[:, k], poses[:, k + 1:k + 3] = 2.0 * np.abs(poses[:, k]), 0.0
+    poses, trans, contacts = clean_feet(poses, trans, FPS)
+    assert contacts[:, :2].sum(axis=0).min() >= 20          # both feet stand for a while
+    return poses, trans, contacts
+
+
+def leg_points(ret, out, rig, side):
+    heads = fk_world(rig, out.rotations, out.root_bone, out.root_location)
+    return [heads[:, ret.bone_of[JOINT_INDEX[f"{side}_{j}"]]] for j in ("hip", "knee", "ankle")]
+
+
+def knee_side(hip, knee, ankle):
+    """(T,3) unit direction of the knee away from the hip-ankle line."""
+    axis = (ankle - hip) / np.linalg.norm(ankle - hip, axis=-1, keepdims=True)
+    off = knee - hip
+    off = off - np.sum(off * axis, axis=-1, keepdims=True) * axis
+    return off / np.maximum(np.linalg.norm(off, axis=-1, keepdims=True), 1e-12)
+
+
+def knee_angle(hip, knee, ankle):
+    u, v = hip - knee, ankle - knee
+    cos = np.sum(u * v, -1) / np.linalg.norm(u, axis=-1) / np.linalg.norm(v, axis=-1)
+    return np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
+
+
+def test_planted_ankles_hold_still_at_floor_height(planted_dance):
+    poses, trans, contacts = planted_dance
+    rig = odd_legged_rig()
+    ret = Retargeter(rig, auto_map(rig))
+    plain = ret.to_rig(poses, trans)
+    planted = ret.to_rig(poses, trans, contacts=contacts, fps=FPS)
+    assert np.isfinite(planted.rotations).all()
+    smpl = joint_positions(poses, trans)
+    for col, side in enumerate(("left", "right")):
+        stance = contacts[:, col] > 0.5
+        both = stance[1:] & stance[:-1]
+        before = leg_points(ret, plain, rig, side)[2]
+        after = leg_points(ret, planted, rig, side)[2]
+        step = np.linalg.norm(np.diff(after[:, :2], axis=0), axis=-1)[both]
+        assert step.max() < 1e-3                                              # < 1 mm per frame
+        assert np.linalg.norm(np.diff(before[:, :2], axis=0), axis=-1)[both].max() > 3e-3   # it did slide
+        # At the character's own ankle height above the floor, raised as far as SMPL's ankle is
+        # above its rest height (a heel up), never lower; higher only where the hips lift it (the
+        # leg held no straighter than the dance holds it).
+        rest = rig.world_heads()[ret.bone_of[JOINT_INDEX[f"{side}_ankle"]], 2]
+        lift = np.maximum(0.0, smpl[:, JOINT_INDEX[f"{side}_ankle"], 1] - SMPL_ANKLE_HEIGHT)
+        height = after[stance, 2] - (rest + ret.scale * lift[stance])
+        assert height.min() > -1e-6
+        assert np.median(height) < 1e-3 and height.max() < 0.02
+
+
+def test_the_ik_knee_bends_forward_like_smpls(planted_dance):
+    poses, trans, contacts = planted_dance
+    rig = odd_legged_rig()
+    ret = Retargeter(rig, auto_map(rig))
+    out = ret.to_rig(poses, trans, contacts=contacts, fps=FPS)
+    smpl = joint_positions(poses, trans)
+    for col, side in enumerate(("left", "right")):
+        hip, knee, ankle = leg_points(ret, out, rig, side)
+        s_hip, s_knee, s_ankle = (smpl[:, JOINT_INDEX[f"{side}_{j}"]] for j in ("hip", "knee", "ankle"))
+        frames = (contacts[:, col] > 0.5) & (knee_angle(hip, knee, ankle) < 170.0)   # bent enough to tell
+        assert frames.sum() >= 5
+        want = knee_side(s_hip, s_knee, s_ankle) @ ret._D.T     # SMPL's knee direction, in the world
+        cos = np.sum(knee_side(hip, knee, ankle) * want, axis=-1)[frames]
+        assert cos.min() > 0.8
+        # No pops: the knee turns no faster than in the plain retarget (give or take 3 degrees).
+        plain = ret.to_rig(poses, trans)
+        fastest = [np.abs(np.diff(knee_angle(*leg_points(ret, o, rig, side)))).max() for o in (out, plain)]
+        assert fastest[0] < fastest[1] + 3.0
+
+
+def test_straight_smpl_legs_bend_the_knees_forward_when_the_hips_sink():
+    """SMPL's legs straight (no plane to bend in) and its hips 5 cm lower than they reach: the
+    character's planted feet stay on the floor, so its knees bend, forward, about SMPL's knee hinge."""
+    rig = odd_legged_rig()
+    ret = Retargeter(rig, auto_map(rig))
+    T = 12
+    trans = np.zeros((T, 3))
+    trans[:, 0] = np.linspace(0.0, 0.04, T)                          # a little sway
+    trans[:, 1] = REST_PELVIS_HEIGHT - 0.05
+    out = ret.to_rig(np.zeros((T, 72)), trans, contacts=np.ones((T, 2), bool))
+    forward = ret._D @ [0.0, 0.0, 1.0]                               # where SMPL (and so the character) faces
+    for side in ("left", "right"):
+        hip, knee, ankle = leg_points(ret, out, rig, side)
+        rest = rig.world_heads()[ret.bone_of[JOINT_INDEX[f"{side}_ankle"]], 2]
+        np.testing.assert_allclose(ankle[:, 2], rest, atol=1e-9)
+        assert np.abs(ankle[:, :2] - ankle[0, :2]).max() < 1e-9
+        assert knee_angle(hip, knee, ankle).max() < 165.0
+        assert (knee_side(hip, knee, ankle) @ forward).min() > 0.9
+
+
+def test_swing_frames_and_the_rest_of_the_body_keep_the_plain_retarget(planted_dance):
+    poses, trans, contacts = planted_dance
+    rig = odd_legged_rig()
+    ret = Retargeter(rig, auto_map(rig))
+    plain = ret.to_rig(poses, trans)
+    planted = ret.to_rig(poses, trans, contacts=contacts, fps=FPS)
+    fade = 5                                                         # engine.feet.FADE_SECONDS at 30 fps, rounded up
+    for col, side in enumerate(("left", "right")):
+        near = np.convolve(contacts[:, col] > 0.5, np.ones(2 * fade + 1), "same") > 0
+        assert (~near).sum() >= 5
+        leg = [ret.bone_of[JOINT_INDEX[f"{side}_{j}"]] for j in ("hip", "knee")]
+        same = np.abs(np.sum(planted.rotations[:, leg] * plain.rotations[:, leg], axis=-1))   # q and -q alike
+        assert same[~near].min() > 1 - 1e-12
+        assert same[near].min() < 1 - 1e-4
+    legs = [ret.bone_of[j] for j in LEG_JOINTS]
+    others = [b for b in range(len(rig.names)) if b not in legs]
+    np.testing.assert_allclose(planted.rotations[:, others], plain.rotations[:, others], atol=1e-12)
+    np.testing.assert_allclose(planted.root_location, plain.root_location, atol=1e-12)
+    # The feet keep the dance's orientation: heel-to-toe the same in the world.
+    for o in (plain, planted):
+        heads = fk_world(rig, o.rotations, o.root_bone, o.root_location)
+        o.foot = [heads[:, ret.bone_of[JOINT_INDEX[f"{s}_foot"]]] - heads[:, ret.bone_of[JOINT_INDEX[f"{s}_ankle"]]]
+                  for s in ("left", "right")]
+    np.testing.assert_allclose(planted.foot, plain.foot, atol=1e-9)
+    # Read back, every mapped joint but the legs' is the dance's own (the ankles' local rotations
+    # change with the re-solved knees; their world orientation is checked above).
+    back, back_trans, _, _ = ret.from_rig(planted.rotations, planted.root_location,
+                                          np.ones(planted.rotations.shape[:2], bool))
+    kept = [j for j, b in enumerate(ret.bone_of) if b >= 0 and j not in LEG_JOINTS]
+    err = angle_between(poses.reshape(-1, 24, 3)[:, kept], back.reshape(-1, 24, 3)[:, kept])
+    assert err.max() < 1e-4
+    assert np.abs(back_trans - trans).max() < 1e-6
+
+
+def test_contacts_found_from_the_characters_own_ankles(planted_dance):
+    poses, trans, contacts = planted_dance
+    rig = odd_legged_rig()
+    ret = Retargeter(rig, auto_map(rig))
+    plain = ret.to_rig(poses, trans)
+    found = ret.to_rig(poses, trans, fps=FPS)
+    for col, side in enumerate(("left", "right")):
+        both = (contacts[1:, col] > 0.5) & (contacts[:-1, col] > 0.5)
+        slide = [np.linalg.norm(np.diff(leg_points(ret, o, rig, side)[2][:, :2], axis=0), axis=-1)[both].mean()
+                 for o in (plain, found)]
+        assert slide[1] < 0.5 * slide[0]
+    # Without contacts or a frame rate (or with plant_feet=False), the plain retarget.
+    off = ret.to_rig(poses, trans, contacts=contacts, fps=FPS, plant_feet=False)
+    np.testing.assert_array_equal(off.rotations, plain.rotations)
+
+
+def test_a_spot_out_of_reach_straightens_the_leg_without_nan(planted_dance):
+    poses, trans, _ = planted_dance
+    rig = odd_legged_rig()
+    ret = Retargeter(rig, auto_map(rig))
+    lifted = trans + [0.0, 0.3, 0.0]                                 # the dancer 30 cm up in the air
+    contacts = np.ones((len(poses), 2), bool)
+    out = ret.to_rig(poses, lifted, contacts=contacts)
+    assert np.isfinite(out.rotations).all() and np.isfinite(out.root_location).all()
+    hip, knee, ankle = leg_points(ret, out, rig, "left")
+    length = np.linalg.norm(knee - hip, axis=-1) + np.linalg.norm(ankle - knee, axis=-1)
+    assert (np.linalg.norm(ankle - hip, axis=-1) <= length + 1e-9).all()
+    with pytest.raises(RetargetError, match="contacts"):
+        ret.to_rig(poses, trans, contacts=np.ones((3, 2), bool))
+
+
+def toeless_rig(foot_tail):
+    """SMPL's proportions without toe bones; the foot bone's tail where foot_tail(ankle, toe) says."""
+    heads = smpl_heads(1.0)
+    names = {j: n for j, n in MIXAMO.items() if j not in ("left_foot", "right_foot")}
+    bones = humanoid(names, heads, np.random.default_rng(4))
+    for side in ("left", "right"):
+        i = [b[0] for b in bones].index(names[f"{side}_ankle"])
+        name, parent, head, _, roll, deform = bones[i]
+        bones[i] = (name, parent, head, foot_tail(head, heads[JOINT_INDEX[f"{side}_foot"]]), roll, deform)
+    return make_rig(bones)
+
+
+@pytest.mark.parametrize("foot_tail, sole", [
+    (lambda ankle, toe: toe, "tail"),                                            # reaching for the toes
+    (lambda ankle, toe: ankle + [0.0, -0.1, 0.0], "ratio"),                      # level, pointing forward
+])
+def test_a_toeless_rig_stands_on_its_soles(foot_tail, sole):
+    rig = toeless_rig(foot_tail)
+    ret = Retargeter(rig, auto_map(rig))
+    out = ret.to_rig(np.zeros((1, 72)), np.array([[0.0, REST_PELVIS_HEIGHT, 0.0]]))
+    heads = fk_world(rig, out.rotations, out.root_bone, out.root_location)[0]
+    ankles = heads[[ret.bone_of[JOINT_INDEX[f"{s}_ankle"]] for s in ("left", "right")], 2]
+    assert heads[:, 2].min() == pytest.approx(ankles.min())              # the ankles are the lowest heads
+    if sole == "tail":
+        # The foot bones' tails (SMPL's toe joints, on SMPL's floor) stand on the floor.
+        assert ankles.min() == pytest.approx(smpl_heads(1.0)[[7, 8], 2].min(), abs=1e-9)
+    else:
+        assert ankles.min() == pytest.approx(ret.scale * SMPL_ANKLE_HEIGHT, abs=1e-9)
+    assert ankles.min() > 0.05                                           # not the ankles on the floor
