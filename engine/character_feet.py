@@ -4,9 +4,12 @@ The retargeting (engine/retarget.py) points the character's limbs where SMPL's l
 scales the root path by the character's leg length. Where its thigh and shin proportions differ
 from SMPL's, a foot the dance plants then slides, sinks or floats. Here each stance pins the
 character's ankle to one spot on the floor (the SMPL ankle's planted spot, scaled as the root
-is, at the character's own ankle height, raised as far as SMPL raises its heel) and re-solves its thigh and shin analytically, with
-the knee bending in the plane the SMPL knee bends in. Pins fade in and out over a few frames; the
-foot keeps the dance's orientation; swing frames keep the plain retarget.
+is, at the character's own ankle height, raised as far as SMPL raises its heel) and re-solves
+its thigh and shin analytically, the knee bending in the plane the SMPL knee bends in. Pins fade
+in and out over a few frames; the feet keep the dance's orientation; swing frames keep the plain
+retarget. Where the character's leg cannot reach a spot without straightening further than the
+dance holds it, the foot is lifted a little (a knee snapping straight would pop); where even
+that fails (legs far wilder than a dance's), the foot is drawn in and slides.
 
 Everything here works in the world (Blender axes, Z up, floor z = 0) on (T,3) points and (T,3,3)
 rotations; the Retargeter turns the results back into its armature space.
@@ -16,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 STRAIGHT_SLACK = 1e-4           # share of the leg's length an unreachable spot stays short by
+STRAIGHT_DEGREES = 3.0          # a leg bent less than this has no side for its knee: the hinge decides
 
 
 def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
@@ -68,22 +72,33 @@ def stance_targets(planted: np.ndarray, smpl_ankle: np.ndarray, free_ankle: np.n
     scaled into the world) over the run. Its height is the character's rest ankle height plus
     however far SMPL's ankle is above its own rest height on that frame (a heel that rises as
     the dancer rolls onto the ball of the foot rises; a sinking one does not sink). Around a run
-    the weight fades over `fade` frames towards the free (plain retarget) ankle.
+    the correction (spot minus the free, plain-retarget ankle at the run's edge) fades out over
+    `fade` frames on the free ankle's own path; two runs' fades that meet add up, so in a short
+    gap the foot swings as the dance swings it, from one spot to the next, without a jump.
     """
     T = len(planted)
-    target = free_ankle.copy()
+    height = rest_height + np.maximum(0.0, smpl_ankle[:, 2] - smpl_rest_height)
+    shift = np.zeros((T, 3))               # correction of the free ankle outside the runs
     weight = np.zeros(T)
-    for a, b in _runs(planted):
-        spot = smpl_ankle[a:b, :2].mean(axis=0)
-        target[a:b, :2], weight[a:b] = spot, 1.0
-        for k in range(1, fade + 1):
-            w = 1.0 - k / (fade + 1)
-            for i in (a - k, b - 1 + k):
-                if 0 <= i < T and w > weight[i]:
-                    target[i, :2], weight[i] = spot, w
-    target[:, 2] = rest_height + np.maximum(0.0, smpl_ankle[:, 2] - smpl_rest_height)
-    blended = weight[:, None] * target + (1.0 - weight[:, None]) * free_ankle
-    return blended, weight
+    runs = _runs(planted)
+    k = np.arange(1, fade + 1)
+    w = 1.0 - k / (fade + 1)
+    spots = []
+    for a, b in runs:
+        spot = np.append(smpl_ankle[a:b, :2].mean(axis=0), 0.0)
+        spots.append(spot)
+        for i, edge in ((a - k, a), (b - 1 + k, b - 1)):
+            keep = (i >= 0) & (i < T)
+            off = spot - free_ankle[edge]
+            off[2] = height[edge] - free_ankle[edge, 2]
+            shift[i[keep]] += w[keep, None] * off
+            weight[i[keep]] += w[keep]
+    over = np.maximum(weight, 1.0)         # where fades overlap, their mean correction
+    target = free_ankle + shift / over[:, None]
+    weight = np.minimum(weight, 1.0)
+    for (a, b), spot in zip(runs, spots):
+        target[a:b, :2], target[a:b, 2], weight[a:b] = spot[:2], height[a:b], 1.0
+    return target, weight
 
 
 def within_reach(goal: np.ndarray, hip: np.ndarray, reach: np.ndarray) -> np.ndarray:
@@ -129,9 +144,9 @@ def two_bone_ik(hip: np.ndarray, knee: np.ndarray, ankle: np.ndarray, target: np
     the thigh's new world rotation S @ thigh, the shin's S @ B @ shin.
 
     hip, knee, ankle, target (N,3) world points; hinge (N,3) the unit axis the knee bends about
-    (SMPL's knee: its -x, heel going back). The knee bends in the plane of thigh and shin; a
-    nearly straight leg has no such plane (the cross product's sign is noise), so the hinge takes
-    over as the plane's normal strays from it, fully from 60 degrees off: no flips. A spot out of
+    (SMPL's knee: its -x, heel going back). The knee bends in the plane of thigh and shin, on
+    the side the dance bends it; a leg within STRAIGHT_DEGREES of straight has no such plane
+    (the cross product's sign is noise), so there the hinge gives the axis and the side: no flips. A spot out of
     reach leaves the leg as straight (or as folded) as it goes, towards it (no NaN)."""
     u, v = hip - knee, ankle - knee
     l1, l2 = np.linalg.norm(u, axis=-1), np.linalg.norm(v, axis=-1)
@@ -139,12 +154,12 @@ def two_bone_ik(hip: np.ndarray, knee: np.ndarray, ankle: np.ndarray, target: np
                 (1.0 - STRAIGHT_SLACK) * (l1 + l2))
     normal = _unit(np.cross(u, v))
     agree = np.sum(normal * hinge, axis=-1, keepdims=True)
-    side = np.where(agree < 0, -1.0, 1.0)
-    # How far the plane of thigh and shin is to be trusted: fully within 25 degrees of the hinge
-    # (either way round: a knee the dance bends backwards stays so), not at all from 60 degrees
-    # off (a straight leg's noise, or SMPL's knock-kneed rest leg bent sideways).
-    trust = np.clip((np.abs(agree) - 0.5) / 0.4, 0.0, 1.0)
-    n = _unit(trust * side * normal + (1.0 - trust) * hinge)
+    # The axis: the plane's normal (the least motion of the knee for a change of reach, wherever
+    # the dance's twists and SMPL's knock-kneed rest leg turn that plane), the hinge where the
+    # leg is too straight to have one.
+    bend = np.degrees(np.arccos(np.clip(np.sum(u * v, axis=-1) / (l1 * l2), -1.0, 1.0)))
+    trust = np.clip((180.0 - bend - STRAIGHT_DEGREES / 3) / (STRAIGHT_DEGREES * 2 / 3), 0.0, 1.0)[:, None]
+    n = _unit(trust * np.where(agree < 0, -normal, normal) + (1.0 - trust) * hinge)
     # Turning the shin by t about n (through the knee) gives u . R v = a + b cos t + e sin t; the
     # ankle is d from the hip where that equals (l1^2 + l2^2 - d^2) / 2. The hinge need not be
     # square to the leg (a knee the dance twists), so solve for t rather than take a cosine rule.
@@ -156,15 +171,16 @@ def two_bone_ik(hip: np.ndarray, knee: np.ndarray, ankle: np.ndarray, target: np
     want = 0.5 * (l1 ** 2 + l2 ** 2 - d ** 2)
     spread = np.arccos(np.clip((want - a) / np.maximum(r, 1e-12), -1.0, 1.0))
     phase = np.arctan2(e, b)
-    # Of the two turns (the knee on either side of the hip-ankle line) take the one whose knee
-    # bends the way the trusted plane bends, else about the hinge (heel going back), so a
-    # straight leg never bends its knee backwards and no knee flips sides.
+    # Two turns reach: the knee on either side of the hip-ankle line. Take the smaller, so the
+    # knee stays on the side the dance puts it and never swings round to the other (a knee the
+    # dance twists or bends a little sideways is common); where the leg is near straight (no
+    # side to stay on), the one that bends about the hinge, heel going back.
     turns = np.stack([phase + spread, phase - spread])
     turns = np.where(r > 1e-12, (turns + np.pi) % (2 * np.pi) - np.pi, 0.0)
-    way = (trust * side + (1.0 - trust))[:, 0]
-    sides = [way * np.sum(np.cross(u, np.einsum("nab,nb->na", _rotation(n, t), v)) * hinge, axis=-1) for t in turns]
-    pick = np.where(np.abs(way) < 0.2, np.abs(turns[0]) <= np.abs(turns[1]), sides[0] >= sides[1])
-    bend = _rotation(n, np.where(pick, turns[0], turns[1]))
-    new_ankle = knee + np.einsum("nab,nb->na", bend, v)
+    sides = [np.sum(np.cross(u, np.einsum("nab,nb->na", _rotation(n, t), v)) * hinge, axis=-1) for t in turns]
+    straight = bend > 180.0 - STRAIGHT_DEGREES
+    pick = np.where(straight, sides[0] >= sides[1], np.abs(turns[0]) <= np.abs(turns[1]))
+    turn = _rotation(n, np.where(pick, turns[0], turns[1]))
+    new_ankle = knee + np.einsum("nab,nb->na", turn, v)
     swing = _between(new_ankle - hip, target - hip)
-    return swing, bend
+    return swing, turn

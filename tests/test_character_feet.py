@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_retarget import MIXAMO, angle_between, dance, fk_world, humanoid, make_rig, smpl_heads
+from test_retarget import MIXAMO, Y_TO_Z, angle_between, dance, fk_world, humanoid, make_rig, smpl_heads
 
 from engine.feet import clean_feet
 from engine.retarget import SMPL_ANKLE_HEIGHT, Retargeter, RetargetError, auto_map
@@ -31,6 +31,22 @@ def odd_legged_rig(seed=3):
         out[j] = out[PARENTS[j]] + off
     out -= [0.0, 0.0, out[:, 2].min()]
     return make_rig(humanoid(MIXAMO, out, np.random.default_rng(seed)))
+
+
+def odd_legged_fbx_rig():
+    """The same character as Mixamo's FBX imports: Y-up centimetres in armature space, the object
+    turned back to Z up and scaled to metres, then turned 30 degrees about Z and moved."""
+    odd = odd_legged_rig()
+    heads = odd.world_heads()
+    joints = np.array([heads[odd.names.index(MIXAMO[j])] if j in MIXAMO else np.zeros(3) for j in JOINT_NAMES])
+    to_yup_cm = Y_TO_Z.T * 100.0
+    bones = [(n, p, to_yup_cm @ h, to_yup_cm @ t, r, d)
+             for n, p, h, t, r, d in humanoid(MIXAMO, joints, np.random.default_rng(9))]
+    yaw = np.radians(30)
+    obj = np.eye(4)
+    obj[:3, :3] = np.array([[np.cos(yaw), -np.sin(yaw), 0], [np.sin(yaw), np.cos(yaw), 0], [0, 0, 1]]) @ Y_TO_Z * 0.01
+    obj[:3, 3] = (2.0, -1.0, 0.0)
+    return make_rig(bones, obj)
 
 
 @pytest.fixture(scope="module")
@@ -64,9 +80,10 @@ def knee_angle(hip, knee, ankle):
     return np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
 
 
-def test_planted_ankles_hold_still_at_floor_height(planted_dance):
+@pytest.mark.parametrize("make", [odd_legged_rig, odd_legged_fbx_rig])
+def test_planted_ankles_hold_still_at_floor_height(planted_dance, make):
     poses, trans, contacts = planted_dance
-    rig = odd_legged_rig()
+    rig = make()
     ret = Retargeter(rig, auto_map(rig))
     plain = ret.to_rig(poses, trans)
     planted = ret.to_rig(poses, trans, contacts=contacts, fps=FPS)
@@ -110,9 +127,10 @@ def test_the_ik_knee_bends_forward_like_smpls(planted_dance):
         assert fastest[0] < fastest[1] + 3.0
 
 
-def test_straight_smpl_legs_bend_the_knees_forward_when_the_hips_sink():
-    """SMPL's legs straight (no plane to bend in) and its hips 5 cm lower than they reach: the
-    character's planted feet stay on the floor, so its knees bend, forward, about SMPL's knee hinge."""
+def test_knees_bend_in_smpls_leg_plane_when_the_hips_sink():
+    """SMPL's legs at rest (nearly straight, bent ~10 degrees, more out than forward) and its hips
+    5 cm lower than they reach: the character's planted feet stay on the floor, so its knees
+    bend further, in the plane SMPL's legs show, forward (not backwards)."""
     rig = odd_legged_rig()
     ret = Retargeter(rig, auto_map(rig))
     T = 12
@@ -121,13 +139,17 @@ def test_straight_smpl_legs_bend_the_knees_forward_when_the_hips_sink():
     trans[:, 1] = REST_PELVIS_HEIGHT - 0.05
     out = ret.to_rig(np.zeros((T, 72)), trans, contacts=np.ones((T, 2), bool))
     forward = ret._D @ [0.0, 0.0, 1.0]                               # where SMPL (and so the character) faces
+    smpl = joint_positions(np.zeros((T, 72)), trans)
     for side in ("left", "right"):
         hip, knee, ankle = leg_points(ret, out, rig, side)
         rest = rig.world_heads()[ret.bone_of[JOINT_INDEX[f"{side}_ankle"]], 2]
         np.testing.assert_allclose(ankle[:, 2], rest, atol=1e-9)
         assert np.abs(ankle[:, :2] - ankle[0, :2]).max() < 1e-9
         assert knee_angle(hip, knee, ankle).max() < 165.0
-        assert (knee_side(hip, knee, ankle) @ forward).min() > 0.9
+        side_now = knee_side(hip, knee, ankle)
+        want = knee_side(*(smpl[:, JOINT_INDEX[f"{side}_{j}"]] for j in ("hip", "knee", "ankle"))) @ ret._D.T
+        assert np.sum(side_now * want, axis=-1).min() > 0.95
+        assert (side_now @ forward).min() > 0.3
 
 
 def test_swing_frames_and_the_rest_of_the_body_keep_the_plain_retarget(planted_dance):
@@ -224,3 +246,37 @@ def test_a_toeless_rig_stands_on_its_soles(foot_tail, sole):
     else:
         assert ankles.min() == pytest.approx(ret.scale * SMPL_ANKLE_HEIGHT, abs=1e-9)
     assert ankles.min() > 0.05                                           # not the ankles on the floor
+
+
+def test_two_bone_ik_reaches_exactly_and_a_straight_leg_bends_about_the_hinge():
+    from engine.character_feet import two_bone_ik
+    rng = np.random.default_rng(0)
+    N = 200
+    hip = rng.normal(0, 0.1, (N, 3)) + [0, 0, 0.9]
+    thigh = rng.normal(0, 1, (N, 3))
+    thigh = 0.45 * thigh / np.linalg.norm(thigh, axis=-1, keepdims=True)
+    shin = rng.normal(0, 1, (N, 3))
+    shin = 0.3 * shin / np.linalg.norm(shin, axis=-1, keepdims=True)
+    knee, ankle = hip + thigh, hip + thigh + shin
+    hinge = rng.normal(0, 1, (N, 3))
+    hinge /= np.linalg.norm(hinge, axis=-1, keepdims=True)
+    goal = hip + rng.uniform(0.2, 0.7, (N, 1)) * rng.normal(0, 1, (N, 3)) / np.sqrt(3)
+    swing, turn = two_bone_ik(hip, knee, ankle, goal, hinge)
+    new_knee = hip + np.einsum("nab,nb->na", swing, thigh)
+    new_ankle = new_knee + np.einsum("nab,nb->na", swing @ turn, shin)
+    d = np.linalg.norm(goal - hip, axis=-1)
+    reachable = (d > 0.16) & (d < 0.74)
+    assert np.abs(new_ankle - goal)[reachable].max() < 1e-9                  # exact where it can be
+    assert np.isfinite(new_ankle).all()
+    # Out of reach: the leg points at the goal, as straight (or folded) as it goes.
+    off = new_ankle - hip
+    cos = np.sum(off * (goal - hip), -1) / np.linalg.norm(off, axis=-1) / d
+    assert cos[~reachable].min() > 1 - 1e-9
+    # A straight leg (no plane of its own) bends about the hinge, whichever way that points.
+    hip1, knee1, ankle1 = np.array([[0, 0, 0.9]]), np.array([[0, 0, 0.45]]), np.array([[0, 0, 0.15]])
+    for axis in ([-1.0, 0, 0], [1.0, 0, 0]):
+        swing, turn = two_bone_ik(hip1, knee1, ankle1, np.array([[0, 0, 0.25]]), np.array([axis]))
+        k = hip1 + swing[0] @ (knee1 - hip1)[0]
+        a = k + (swing[0] @ turn[0]) @ (ankle1 - knee1)[0]
+        assert np.allclose(a, [[0, 0, 0.25]], atol=1e-9)
+        assert np.dot(np.cross(hip1[0] - k[0], a[0] - k[0]), axis) > 0.05

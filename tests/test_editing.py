@@ -166,3 +166,17 @@ def test_corrections_near_half_a_turn_do_not_spin_through_zero():
     poses, _ = apply_constraints(generated, trans, c, FPS)
     turned = angular_speed(poses, FPS)[30:90, 0].sum() / FPS
     assert turned < 0.5                           # 0.2 rad the short way, not 6 the long way
+
+
+def test_inbetweening_evaluation_runs_on_a_clip(click_song, tiny_weights):
+    """engine.evaluate_inbetween's two measurements, end to end on a made-up 'real' clip."""
+    from engine import evaluate_inbetween as E
+    poses, trans = _dance(150, amplitude=0.3)
+    clip = E.RealClip("made-up", poses, trans, str(click_song), 0.5)
+    args = E.parse_args(["--steps", "1", "--weights", str(tiny_weights)])
+    keys = E.score_keys([clip], args)
+    assert keys["key error rad (max)"] < 1e-4 and keys["fastest joint rad/s"] < 40
+    assert 0 < keys["flow ratio (mean)"] and 0 < keys["whip ratio (max clip)"]
+    lafan = E.score_lafan([clip], args)
+    assert set(lafan) == set(E.GAPS)
+    assert all(model > 0 and slerp > 0 for model, slerp in lafan.values())
