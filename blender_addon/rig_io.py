@@ -352,7 +352,10 @@ def write_character_dance(obj, motion: Motion, frame_start: float, action_name: 
     `keys` written verbatim. Returns the new action."""
     rt = retargeter(obj, bone_map)
     rig = rt.rig
-    pose = rt.to_rig(np.asarray(motion.poses, np.float64), np.asarray(motion.trans, np.float64))
+    # Planted feet stay planted on the character's own legs (the engine's contacts, else found
+    # from the character's ankles).
+    pose = rt.to_rig(np.asarray(motion.poses, np.float64), np.asarray(motion.trans, np.float64),
+                     contacts=motion.contacts, fps=motion.fps)
     fps = fps or scene_io.scene_fps(bpy.context.scene)
     T = motion.num_frames
     frames = frame_start + np.arange(T) * (fps / motion.fps)

@@ -95,10 +95,10 @@ def _fwd(p, d=0.06):
     return np.asarray(p) + (0.0, 0.0, d)   # SMPL faces +Z
 
 
-def mixamo_bones(prefix="mixamorig:", arm_down=0.0):
-    """A Mixamo-named skeleton on SMPL's joints (T-pose; arms lowered by `arm_down` radians),
-    with fingers and a tail bone that no SMPL joint maps to."""
-    j = dict(J)
+def mixamo_bones(prefix="mixamorig:", arm_down=0.0, joints=None):
+    """A Mixamo-named skeleton on SMPL's joints (or `joints`; T-pose; arms lowered by `arm_down`
+    radians), with fingers and a tail bone that no SMPL joint maps to."""
+    j = dict(joints or J)
     for side, sign in (("left", 1.0), ("right", -1.0)):   # lower the arms about the shoulder
         s = j[f"{side}_shoulder"]
         c, si = math.cos(arm_down), math.sin(arm_down)
@@ -146,6 +146,18 @@ def unreal_bones(arm_down=math.radians(45)):
             h, t = base[S + mx]
             out.append((f"{ue}_{s}", parent if parent in ("spine_05", "pelvis") else f"{parent}_{s}", h, t))
     return out
+
+
+def long_shin_bones(prefix="mixamorig:"):
+    """mixamo_bones on other legs: thighs 0.8x and shins 1.35x SMPL's, hips raised to stand."""
+    j = {k: v.copy() for k, v in J.items()}
+    for side in ("left", "right"):
+        hip, knee, ankle, foot = (j[f"{side}_{n}"].copy() for n in ("hip", "knee", "ankle", "foot"))
+        j[f"{side}_knee"] = hip + 0.8 * (knee - hip)
+        j[f"{side}_ankle"] = j[f"{side}_knee"] + 1.35 * (ankle - knee)
+        j[f"{side}_foot"] = j[f"{side}_ankle"] + (foot - ankle)
+    low = min(v[1] for v in j.values())
+    return mixamo_bones(prefix, joints={k: v - (0.0, low, 0.0) for k, v in j.items()})
 
 
 def rest_roll(rng, bones):
@@ -283,10 +295,12 @@ def assert_dances(obj, motion, first, limb_bones, yaw=0.0, every=3):
     frames = list(range(first, first + motion.num_frames, every))
     cos = limb_cosines(obj, motion, frames, limb_bones, yaw)
     assert cos.mean() >= 0.95, f"mean limb cosine {cos.mean():.3f}, worst limb means {cos.mean(0).round(3)}"
-    # The mapped limb bones turn as SMPL's joints turn: twist about the limb included.
-    turned = turn_errors(obj, motion, frames, [a for a, _ in LIMBS], yaw)
-    print(f"  limb bones' turn error: mean {turned.mean():.3f} deg, max {turned.max():.3f} deg")
-    assert turned.max() < 1.0
+    # The mapped arm bones turn as SMPL's joints turn, twist about the limb included (legs: the
+    # same but where planted feet are pinned on the character's own legs, a few degrees off).
+    arms = turn_errors(obj, motion, frames, ["left_shoulder", "left_elbow", "right_shoulder", "right_elbow"], yaw)
+    legs = turn_errors(obj, motion, frames, ["left_hip", "left_knee", "right_hip", "right_knee"], yaw)
+    print(f"  turn error: arms max {arms.max():.3f} deg; legs mean {legs.mean():.3f}, max {legs.max():.3f} deg")
+    assert arms.max() < 1.0 and legs.mean() < 2.0
     # The lowest deforming joint is on the floor, as the SMPL dance's lowest joint is (scaled).
     z = lowest_deforming_z(obj, frames)
     smpl_low = joint_positions(motion.poses, motion.trans)[:, :, 1].min(axis=1)[np.asarray(frames) - first]
@@ -671,3 +685,25 @@ def test_a_tweak_on_the_characters_dance_is_kept_next_time(addon, tmp_path):
     scene.frame_set(first + 15)
     assert np.allclose(pb.rotation_euler, (0.4, -0.3, 1.1), atol=1e-6)
     assert rig_io.count_character_keys(obj, rig_io.check_character(obj), first, last) == (1, 1)
+
+
+def test_planted_feet_stay_planted_on_other_leg_proportions(addon, tmp_path):
+    scene = addon
+    obj = build_armature("LongShins", long_shin_bones(), rest_roll(np.random.default_rng(2), long_shin_bones()))
+    _, first, last = stage_song(scene, tmp_path, seconds=4.0)
+    motion, _ = dance(obj, scene, first, last)
+    scale = rig_io.retargeter(obj, rig_io.check_character(obj)).scale
+    frames = list(range(first, last + 1))
+    ankles = evaluated_points(obj, frames, ["mixamorig:LeftFoot", "mixamorig:RightFoot"])[:, :, 0]
+    smpl = joint_positions(motion.poses, motion.trans)[:, [JOINT_INDEX["left_ankle"], JOINT_INDEX["right_ankle"]]] @ C.T
+    for leg in (0, 1):
+        planted = motion.contacts[:, leg] > 0.5
+        steady = planted[1:] & planted[:-1]
+        if steady.sum() < 5:
+            continue
+        got = np.linalg.norm(np.diff(ankles[:, leg], axis=0), axis=1)[steady] * motion.fps
+        want = scale * np.linalg.norm(np.diff(smpl[:, leg], axis=0), axis=1)[steady] * motion.fps
+        print(f"leg {leg}: {steady.sum()} planted steps, ankle speed median {np.median(got):.3f} m/s "
+              f"(SMPL's, scaled: {np.median(want):.3f})")
+        assert np.median(got) <= np.median(want) + 0.02
+    assert (motion.contacts[:, :2] > 0.5).sum() >= 10   # the check above ran on planted feet
