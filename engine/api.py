@@ -4,7 +4,8 @@ from __future__ import annotations
 import math
 import warnings
 from pathlib import Path
-from typing import Callable
+from dataclasses import dataclass
+from typing import Callable, Collection
 
 import numpy as np
 import torch
@@ -126,12 +127,35 @@ def _covered(times: np.ndarray, t: float, spacing: float) -> bool:
     return lo is not None and hi is not None and hi - lo <= spacing * 1.01
 
 
+# The finishing steps that turn the network's output into the dance, in the order they run
+# (finish_draw). Every one is on by default; engine.evaluate scores the network alone and each
+# step added. Constraints are always met exactly: they are the animator's, not a finishing step.
+FINISHING_STEPS = ("turns", "smoothing", "floor", "feet", "beat warp", "speed guard")
+
+
+@dataclass
+class Draw:
+    """The network's dance for a song before finishing: what finish_draw needs."""
+    raw: torch.Tensor                      # (model_frames, C) denormalised channels at MODEL_FPS
+    seconds: float                         # the song's length danced
+    out_frames: int
+    fps: float
+    beats: np.ndarray                      # the music's beats, seconds from the first frame
+    constraints: Constraints | None
+    stage_radius: float | None
+    style: str
+    seed: int
+    audio_path: str | None
+    audio_start: float
+
+
 def generate(audio, *, sample_rate: int | None = None, style: str = "any", seed: int = 0, steps: int = DEFAULT_STEPS,
              fps: float = DEFAULT_FPS, start: float = 0.0, duration: float | None = None,
              constraints: Constraints | None = None, guidance: float = DEFAULT_GUIDANCE, device: str = "auto",
              weights=None, progress: Progress | None = None, beat_sync: bool = True,
              smoothing: float = SMOOTHING_SECONDS, autoguidance: float = DEFAULT_AUTOGUIDANCE,
-             stage_radius: float | None = None, quality: str = "fast") -> Motion:
+             stage_radius: float | None = None, quality: str = "fast",
+             finishing: Collection[str] = FINISHING_STEPS) -> Motion:
     """Generate a dance for `audio` (a file path, or a waveform with `sample_rate`).
 
     The dance covers the song from `start` for `duration` seconds (default: to the end) at `fps`.
@@ -143,13 +167,38 @@ def generate(audio, *, sample_rate: int | None = None, style: str = "any", seed:
     the dancer's drift on a FLOOR_RADIUS floor, 0 dances in place, r > 0 stays within r metres of
     the start (engine.rootpath). `quality`: "fast" samples a few-step student (engine.distill) when the
     weights are one and the settings are those it was distilled for; "best" (or other settings) samples
-    its many-step teacher (engine.fewstep).
+    its many-step teacher (engine.fewstep). `finishing`: which of FINISHING_STEPS run (all by
+    default; for measuring what each adds).
     """
-    from . import audio as A
+    report = _reporter(progress)
+    d = draw(audio, sample_rate=sample_rate, style=style, seed=seed, steps=steps, fps=fps, start=start,
+             duration=duration, constraints=constraints, guidance=guidance, device=device, weights=weights,
+             report=report, autoguidance=autoguidance, stage_radius=stage_radius, quality=quality)
+    report(0.92, "syncing to the beat and grounding the feet")
+    steps_run = [f for f in finishing if beat_sync or f != "beat warp"]
+    motion = finish_draw(d, finishing=steps_run, smoothing=smoothing)
+    report(1.0, "done")
+    return motion
 
+
+def _reporter(progress: Progress | None) -> Callable[[float, str], None]:
+    """progress(fraction, message) as a function that raises Cancelled when it returns False."""
     def report(fraction: float, message: str) -> None:
         if progress is not None and progress(float(fraction), message) is False:
             raise Cancelled("generation cancelled")
+    return report
+
+
+def draw(audio, *, sample_rate: int | None = None, style: str = "any", seed: int = 0, steps: int = DEFAULT_STEPS,
+         fps: float = DEFAULT_FPS, start: float = 0.0, duration: float | None = None,
+         constraints: Constraints | None = None, guidance: float = DEFAULT_GUIDANCE, device: str = "auto",
+         weights=None, report: Callable[[float, str], None] | None = None,
+         autoguidance: float = DEFAULT_AUTOGUIDANCE, stage_radius: float | None = None,
+         quality: str = "fast") -> Draw:
+    """The network's part of `generate` (same arguments): options checked, music read, motion
+    sampled. `report(fraction, message)` runs from 0 to 0.9."""
+    from . import audio as A
+    report = report or (lambda fraction, message: None)
 
     report(0.0, "loading the model")
     dev = resolve_device(device)
@@ -184,18 +233,30 @@ def generate(audio, *, sample_rate: int | None = None, style: str = "any", seed:
     generator = torch.Generator().manual_seed(int(seed))
     x = _sample_with_fallback(ckpt, weights, music, style_index, guidance, autoguidance, steps, generator, inpaint,
                               dev, lambda f: report(0.08 + 0.82 * f, "dancing"))
-    raw = limit_pelvis_turns(ckpt.normalizer.denormalize(x.double().cpu()[:model_frames]), L.MODEL_FPS)
-    raw = smooth_channels(raw, smoothing * L.MODEL_FPS)
-    poses30, trans30, contacts30 = (t.numpy() for t in L.unpack(raw))
+    return Draw(raw=ckpt.normalizer.denormalize(x.double().cpu()[:model_frames]), seconds=seconds,
+                out_frames=out_frames, fps=float(fps), beats=np.asarray(beats), constraints=constraints,
+                stage_radius=stage_radius, style=style, seed=int(seed),
+                audio_path=str(audio) if isinstance(audio, (str, Path)) else None, audio_start=float(start))
 
-    report(0.92, "syncing to the beat and grounding the feet")
-    motion = finish_motion(poses30, trans30, seconds, out_frames, fps, beats if beat_sync else np.zeros(0), constraints,
-                           stage_radius=stage_radius)
-    motion.beat_times = np.asarray(beats)
-    motion.style, motion.seed = style, int(seed)
-    motion.audio_path = str(audio) if isinstance(audio, (str, Path)) else None
-    motion.audio_start = float(start)
-    report(1.0, "done")
+
+def finish_draw(d: Draw, finishing: Collection[str] = FINISHING_STEPS,
+                smoothing: float = SMOOTHING_SECONDS) -> Motion:
+    """The network's draw -> the dance, through the chosen FINISHING_STEPS (all by default)."""
+    unknown = set(finishing) - set(FINISHING_STEPS)
+    if unknown:
+        raise EngineError(f"unknown finishing steps {sorted(unknown)}; known: {', '.join(FINISHING_STEPS)}")
+    raw = d.raw
+    if "turns" in finishing:
+        raw = limit_pelvis_turns(raw, L.MODEL_FPS)
+    if "smoothing" in finishing:
+        raw = smooth_channels(raw, smoothing * L.MODEL_FPS)
+    poses30, trans30, contacts30 = (t.numpy() for t in L.unpack(raw))
+    motion = finish_motion(poses30, trans30, d.seconds, d.out_frames, d.fps,
+                           d.beats if "beat warp" in finishing else np.zeros(0), d.constraints,
+                           stage_radius=d.stage_radius, finishing=finishing, contacts30=contacts30)
+    motion.beat_times = np.asarray(d.beats)
+    motion.style, motion.seed = d.style, d.seed
+    motion.audio_path, motion.audio_start = d.audio_path, d.audio_start
     return motion
 
 
@@ -251,16 +312,18 @@ def smooth_channels(raw: torch.Tensor, sigma_frames: float) -> torch.Tensor:
 
 def finish_motion(poses30: np.ndarray, trans30: np.ndarray, seconds: float, out_frames: int, fps: float,
                   music_beats: np.ndarray, constraints: Constraints | None,
-                  stage_radius: float | None = None) -> Motion:
-    """Model-rate output -> the final dance: bounded path, grounded and stepping feet, beat warp to
-    `fps`, exact keys.
+                  stage_radius: float | None = None, finishing: Collection[str] = FINISHING_STEPS,
+                  contacts30: np.ndarray | None = None) -> Motion:
+    """Model-rate output -> the final dance: bounded path ("floor"), grounded and stepping feet
+    ("feet"), beat warp to `fps` (with no music beats: plain resampling), exact keys, and the
+    joint-speed guard ("speed guard"). Without "feet", `contacts30` (the network's own) are kept.
 
     A first warp, planned on the network's motion, tells where the music's beats will fall, so
     that the re-stepped feet land on them. The warp is then planned again on the cleaned motion
     and applied last, so that the leg IK cannot move the beats it places. A planted foot stays
     planted under a time warp."""
     from .metrics import motion_beats
-    if constraints is None or not constraints.trans_mask.any():
+    if "floor" in finishing and (constraints is None or not constraints.trans_mask.any()):
         trans30 = bound_root_path(trans30, L.MODEL_FPS, stage_radius)
     src_times = np.arange(len(poses30)) / L.MODEL_FPS
     anchors = anchor_times(constraints, fps)
@@ -269,8 +332,11 @@ def finish_motion(poses30: np.ndarray, trans30: np.ndarray, seconds: float, out_
         kinematic = motion_beats(joint_positions(poses30, trans30), L.MODEL_FPS)
         return warp_knots(kinematic, music_beats, seconds, anchors=anchors)
 
-    cycle = beat_cycle(output_times(src_times, plan_warp(poses30, trans30)), music_beats)
-    poses30, trans30, contacts30 = clean_feet(poses30, trans30, L.MODEL_FPS, cycle)
+    if "feet" in finishing or contacts30 is None:
+        cycle = beat_cycle(output_times(src_times, plan_warp(poses30, trans30)), music_beats)
+        poses30, trans30, contacts30 = clean_feet(poses30, trans30, L.MODEL_FPS, cycle)
+    else:
+        contacts30 = np.asarray(contacts30) > 0.5               # the network's own contact channels
     knots = plan_warp(poses30, trans30)
     src = torch.from_numpy(src_times)
     sample_at = torch.from_numpy(warp_times(np.arange(out_frames) / fps, knots))
@@ -283,6 +349,7 @@ def finish_motion(poses30: np.ndarray, trans30: np.ndarray, seconds: float, out_
         poses, trans = apply_constraints(poses, trans, constraints, fps)
         fixed = np.zeros((out_frames, NUM_JOINTS), bool)
         fixed[:constraints.num_frames] = constraints.joint_mask
-    poses, _ = limit_joint_speeds(poses, fps, fixed=fixed)      # a last guard: no joint pops
+    if "speed guard" in finishing:
+        poses, _ = limit_joint_speeds(poses, fps, fixed=fixed)  # a last guard: no joint pops
     return Motion(poses=poses, trans=trans, fps=float(fps), contacts=contacts30[nearest],
                   beat_times=np.asarray(music_beats))

@@ -7,6 +7,8 @@ scores these rows with engine.metrics:
   model (true style)    the same told the dancer's style (first seed)
   model, no beat warp   style "any" without the beat warp (first seed): what the network and the
                         rest of the finishing do alone
+  network alone, network + turns, ...   style "any" (first seed): the network's own dance, then
+                        each of engine.api.FINISHING_STEPS added in turn (the same draws)
   real    the recorded dance of that clip
   random  a random stretch, of the same length, of a TRAINING dance: music-agnostic, so the
           beat scores it gets are what chance gives
@@ -167,18 +169,29 @@ def model_motions(clips: Sequence[Clip], generate: Generator, seed: int) -> list
 
 def api_generator(weights: Path, steps: int, beat_sync: bool = True, guidance: float = DEFAULT_GUIDANCE,
                   autoguidance: float = DEFAULT_AUTOGUIDANCE, smoothing: float = SMOOTHING_SECONDS,
-                  true_style: bool = False) -> Generator:
+                  true_style: bool = False, finishing: Sequence[str] | None = None,
+                  draws: dict | None = None) -> Generator:
     """engine.api.generate on the clip's audio, in style "any" (the default a user gets) or, with
     `true_style`, in the clip's own style when the weights know it. beat_sync=False scores the
-    model without the beat warp, to show what the warp adds."""
+    model without the beat warp, to show what the warp adds; `finishing` names the
+    api.FINISHING_STEPS to run (default all). Generators that share `draws` (a dict) share the
+    network's draws: a row that differs only in finishing costs no sampling."""
     from . import api
     styles = set(api.available_styles(weights=weights))
+    steps_run = [f for f in (api.FINISHING_STEPS if finishing is None else finishing)
+                 if beat_sync or f != "beat warp"]
 
     def generate(clip: Clip, seed: int) -> Motion:
         style = clip.style if true_style and clip.style in styles else "any"
-        return api.generate(clip.audio_path, style=style, seed=seed, steps=steps, fps=float(L.MODEL_FPS),
-                            start=clip.start, duration=clip.duration, weights=weights, beat_sync=beat_sync,
-                            guidance=guidance, autoguidance=autoguidance, smoothing=smoothing)
+        key = (clip.audio_path, clip.start, clip.duration, style, seed)
+        d = draws.get(key) if draws is not None else None
+        if d is None:
+            d = api.draw(clip.audio_path, style=style, seed=seed, steps=steps, fps=float(L.MODEL_FPS),
+                         start=clip.start, duration=clip.duration, weights=weights, guidance=guidance,
+                         autoguidance=autoguidance)
+            if draws is not None:
+                draws[key] = d
+        return api.finish_draw(d, finishing=steps_run, smoothing=smoothing)
     return generate
 
 
@@ -433,11 +446,17 @@ def main(argv=None) -> int:
                 print(f"error: no model weights at {weights} (train one, pass --weights, or use --no-model)",
                       file=sys.stderr)
                 return 2
-            options = dict(guidance=args.guidance, autoguidance=args.autoguidance, smoothing=args.smoothing)
+            from .api import FINISHING_STEPS
+            options = dict(guidance=args.guidance, autoguidance=args.autoguidance, smoothing=args.smoothing,
+                           draws={})
             generators["model (style any)*"] = api_generator(weights, args.steps, **options)
             if not args.no_ablation:
                 generators["model (true style)"] = api_generator(weights, args.steps, true_style=True, **options)
                 generators["model, no beat warp"] = api_generator(weights, args.steps, beat_sync=False, **options)
+                # The network alone, then each finishing step added in the order they run.
+                for k in range(len(FINISHING_STEPS) - 1):
+                    name = "network alone" if k == 0 else "network + " + " + ".join(FINISHING_STEPS[:k])
+                    generators[name] = api_generator(weights, args.steps, finishing=FINISHING_STEPS[:k], **options)
         if args.clip_seconds <= 0:
             raise EngineError(f"--clip-seconds must be positive, got {args.clip_seconds}")
         if args.every < 1:
