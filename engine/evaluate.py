@@ -312,17 +312,22 @@ def plot_metrics(path: Path, results: dict[str, dict[str, float]]) -> None:
     import matplotlib.pyplot as plt
     names = [r for r in ROWS if r in results] + [r for r in results if r not in ROWS
                                                   and ", seed " not in r and ", spread of" not in r]
-    colors = {"model": "tab:blue", "real": "tab:green", "random": "tab:gray"}
-    fig, axes = plt.subplots(1, len(COLUMNS), figsize=(2.2 * len(COLUMNS), 3.4))
-    for ax, (key, header, scale) in zip(axes, COLUMNS):
+    colors = {"real": "tab:green", "random": "tab:gray"}
+    cols = 5
+    rows = math.ceil(len(COLUMNS) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.0 * cols + 2.5, 0.28 * len(names) * rows + 1.2 * rows),
+                             squeeze=False, sharey=True)
+    y = np.arange(len(names))[::-1]
+    for ax, (key, header, scale) in zip(axes.ravel(), COLUMNS):
         vals = [results[r].get(key, float("nan")) for r in names]
         vals = [np.nan if v is None else v * scale for v in vals]
-        ax.bar(names, vals, color=[colors.get(r, "tab:orange") for r in names])
+        ax.barh(y, vals, color=[colors.get(r, "tab:blue") for r in names])
         ax.set_title(header, fontsize=9)
-        ax.tick_params(labelsize=8)
-        ax.tick_params(axis="x", labelrotation=35)
-        for label in ax.get_xticklabels():
-            label.set_horizontalalignment("right")
+        ax.tick_params(labelsize=7)
+    for ax in axes[:, 0]:
+        ax.set_yticks(y, names, fontsize=7)
+    for ax in axes.ravel()[len(COLUMNS):]:
+        ax.axis("off")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
