@@ -34,7 +34,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--audio", help="song file; added as a sound strip unless one with this file exists "
                                    "(default: the file's only/active sound strip)")
     p.add_argument("--blend", help="scene to open (the bpy module has no `blender scene.blend` argument)")
-    p.add_argument("--armature", help="name of the SMPL armature (default: the only one, else a new one)")
+    p.add_argument("--armature", help="name of the armature to dance: the SMPL dancer or your own humanoid "
+                                      "character (default: the only SMPL armature, else a new one)")
+    p.add_argument("--bone-map", metavar="FILE.json", help="for your own character: which bone plays which SMPL "
+                                                           "joint (default: the map stored on it, else automatic)")
     p.add_argument("--style", default="any")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--steps", type=int, default=DEFAULT_STEPS)
@@ -149,7 +152,15 @@ def run(args: argparse.Namespace) -> str:
         _set_fps(scene, args.fps)
     strip = _sound_strip(scene, args.audio, args.frame_start, scene_io, compat)
     obj = _armature(context, args.armature, scene_io)
-    scene_io.check_smpl_armature(obj)
+    rig_io = importlib.import_module(addon.__name__ + ".rig_io")   # own characters (issue 14)
+    if rig_io.is_character(obj):
+        bone_map = rig_io.check_character(obj, path=os.path.abspath(args.bone_map) if args.bone_map else None)
+        if args.bone_map:
+            rig_io.store_bone_map(obj, bone_map)   # the map used is saved with --out-blend
+    else:
+        scene_io.check_smpl_armature(obj)
+        if args.bone_map:
+            raise EngineError(f"--bone-map is for your own characters; '{obj.name}' is an SMPL dancer")
 
     settings = scene.dance
     settings.audio_source, settings.strip_name, settings.use_strip_range = 'STRIP', strip.name, True
@@ -174,10 +185,12 @@ def run(args: argparse.Namespace) -> str:
             print(f"dance: {fraction * 100:3.0f}% {message}", flush=True)
         return True
 
-    action = runner.run_sync(request, progress)
+    motion = runner.generate(request, progress)
+    action = runner.apply(request, motion)
     end = request.frame_start + request.num_frames - 1
     if args.out_bvh or args.out_npz:
-        motion = scene_io.read_motion(obj, request.frame_start, end, request.fps, scene)
+        if request.bone_map is None:   # the SMPL dancer as the scene shows it (own characters: the dance put on them)
+            motion = scene_io.read_motion(obj, request.frame_start, end, request.fps, scene)
         try:
             if args.out_bvh:
                 from engine.bvh import write_bvh

@@ -143,7 +143,11 @@ def build_request(context):
     from . import runner, scene_io
     scene, settings = context.scene, context.scene.dance
     obj = dancer(context)
-    scene_io.check_smpl_armature(obj)
+    # Own characters (issue 14): any other humanoid armature dances through rig_io.
+    from . import rig_io
+    bone_map = rig_io.check_character(obj) if rig_io.is_character(obj) else None
+    if bone_map is None:
+        scene_io.check_smpl_armature(obj)
     p = plan(scene, settings)
     write_range = None
     first, last = p.first, p.last
@@ -152,8 +156,13 @@ def build_request(context):
         if around is not None:
             write_range, (first, last) = (p.first, p.last), around
     outside = [f for f in range(first, last + 1) if not p.first <= f <= p.last]
-    cons = scene_io.read_constraints(obj, first, last, p.fps, settings.keep_parts(), settings.keep_root, scene,
-                                     context=outside)
+    if bone_map is not None:   # own character: constraints from its bones, its keys carried over
+        cons, kept = rig_io.read_character_constraints(obj, bone_map, first, last, p.fps, settings.keep_parts(),
+                                                       settings.keep_root, scene, context=outside)
+    else:
+        cons = scene_io.read_constraints(obj, first, last, p.fps, settings.keep_parts(), settings.keep_root, scene,
+                                         context=outside)
+        kept = scene_io.key_masks(obj, first, last)
     start = p.span.start + (first - p.span.first_frame) / p.fps
     style = settings.style
     request = runner.Request(
@@ -163,7 +172,7 @@ def build_request(context):
         steps=settings.steps, guidance=settings.guidance, autoguidance=settings.autoguidance,
         device=device_choice(context), constraints=cons,
         weights=weights_choice(context), stage_radius=stage_radius(settings),
-        kept=scene_io.key_masks(obj, first, last), write_range=write_range,
+        kept=kept, write_range=write_range, bone_map=bone_map,
         metadata={"song": p.span.path, "steps": settings.steps,
                   "guidance": settings.guidance, "autoguidance": settings.autoguidance,
                   "audio_start": start})
@@ -378,14 +387,18 @@ class _ExportBase:
     """Shared by the exports: the dancer's evaluated animation over its action's frames."""
 
     def motion(self, context):
-        from . import scene_io
+        from . import rig_io, scene_io
         obj = dancer(context)
-        scene_io.check_smpl_armature(obj)
+        bone_map = rig_io.check_character(obj) if rig_io.is_character(obj) else None   # own characters (issue 14)
+        if bone_map is None:
+            scene_io.check_smpl_armature(obj)
         ad = obj.animation_data
         if ad is not None and ad.action is not None:
             start, end = (int(round(x)) for x in ad.action.frame_range)
         else:
             start, end = context.scene.frame_start, context.scene.frame_end
+        if bone_map is not None:
+            return rig_io.read_character_motion(obj, bone_map, start, end, scene=context.scene)
         return scene_io.read_motion(obj, start, end, scene=context.scene)
 
     def execute(self, context):

@@ -66,7 +66,8 @@ class DanceSettings(bpy.types.PropertyGroup):
         description="An audio file (wav, mp3, flac, ogg) to dance to when Audio is 'File'")
     armature: PointerProperty(
         name="Dancer", type=bpy.types.Object, poll=_is_armature,
-        description="The SMPL armature to animate (make one with 'Create SMPL Dancer')")
+        description="The armature to animate: an SMPL dancer (make one with 'Create SMPL Dancer') or your own "
+                    "humanoid character (Mixamo, Rigify, VRM, Unreal, ...)")
     style: EnumProperty(
         name="Style", items=style_items,
         description="Dance style the model is asked for")

@@ -98,7 +98,8 @@ class DANCE_OT_auto_map(_MapOperator, bpy.types.Operator):
         except EngineError as e:
             return self.fail(str(e))
         rig_io.store_bone_map(obj, bone_map)
-        self.report({'INFO'}, f"mapped {len(bone_map)} joints" + (f" (preset '{preset}')" if preset else " (from the hierarchy)"))
+        how = f"preset '{preset}'" if preset else "from the hierarchy"
+        self.report({'INFO'}, f"mapped {len(bone_map)} joints ({how})")
         return {'FINISHED'}
 
 

@@ -51,6 +51,7 @@ class Request:
     metadata: dict = field(default_factory=dict)
     stage_radius: float | None = None   # None: the engine's default stage; 0: in place; r: within r metres
     kept: tuple | None = None           # (joint mask (F,24), root mask (F,)): the animator's keys, carried over
+    bone_map: dict | None = None        # own characters (rig_io, issue 14): SMPL joint -> bone; None: SMPL dancer
     write_range: tuple | None = None    # (first, last) scene frames to rewrite in a copy of the current
     #                                     action; frames around them are context (regenerating a range)
 
@@ -117,8 +118,14 @@ def apply(request: Request, motion: Motion):
     obj = bpy.data.objects.get(request.armature_name)
     if obj is None:  # deleted (or undone away) while the dance was being generated
         raise EngineError(f"the armature '{request.armature_name}' no longer exists")
-    action = scene_io.write_motion(obj, motion, request.frame_start, request.action_name, fps=request.fps,
-                                   metadata=request.metadata, kept=request.kept, only=request.write_range)
+    if request.bone_map is not None:   # own character (issue 14): retargeted onto its bones
+        from . import rig_io
+        action = rig_io.write_character_dance(obj, motion, request.frame_start, request.action_name, request.bone_map,
+                                              fps=request.fps, metadata=request.metadata, keys=request.kept,
+                                              only=request.write_range)
+    else:
+        action = scene_io.write_motion(obj, motion, request.frame_start, request.action_name, fps=request.fps,
+                                       metadata=request.metadata, kept=request.kept, only=request.write_range)
     scene = bpy.data.scenes.get(request.scene_name) or bpy.context.scene
     first, last = request.write_range or (request.frame_start, request.frame_start + motion.num_frames - 1)
     extend_frame_range(scene, int(first), int(math.ceil(last)))

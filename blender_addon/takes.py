@@ -56,6 +56,9 @@ def use_action(obj, action) -> None:
     it does not animate stand in their rest pose, not in the last take's."""
     reset_pose(obj)
     compat.set_action(obj, action)
+    if not is_take(action):   # own characters (rig_io): Rigify's switches as the animator had them
+        from .rig_io import restore_switches
+        restore_switches(obj)
     obj.update_tag()
 
 

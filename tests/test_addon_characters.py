@@ -276,18 +276,19 @@ def stage_song(scene, tmp_path, seconds=2.0, strip_frame=1):
     return strip, first, end - 1
 
 
-def dance(obj, scene, first, last, bone_map=None, steps=2, keep_parts=(), keep_root=False):
-    """Generate on `obj` the way the add-on does, in its two halves: (motion, action)."""
-    bone_map = bone_map or rig_io.check_character(obj)
-    fps = scene_io.scene_fps(scene)
-    cons, keys = rig_io.read_character_constraints(obj, bone_map, first, last, fps, keep_parts, keep_root, scene)
-    span = scene_io.sound_strip_audio(scene, scene_io.find_sound_strip(scene))
-    request = runner.Request(audio_path=span.path, start=span.start, duration=(last - first + 1) / fps, fps=fps,
-                             num_frames=last - first + 1, frame_start=first, armature_name=obj.name,
-                             scene_name=scene.name, action_name="Dance test", steps=steps, device="cpu",
-                             constraints=cons, weights=bpy.context.preferences.addons[PKG].preferences.weights_path)
+def dance(obj, scene, first, last, keep_parts=(), keep_root=False):
+    """Generate on `obj` as the Generate operator does, in its two halves (runner.run_sync), to
+    keep the SMPL dance for the checks: (motion, action)."""
+    settings = scene.dance
+    settings.armature, settings.steps, settings.device = obj, 2, 'CPU'
+    settings.audio_source, settings.use_strip_range = 'STRIP', True
+    for part in ("left_arm", "right_arm", "legs", "torso", "head"):
+        setattr(settings, "keep_" + part, part in keep_parts)
+    settings.keep_root = keep_root
+    request = operators.build_request(bpy.context)
+    assert request.bone_map is not None and (request.frame_start, request.num_frames) == (first, last - first + 1)
     motion = runner.generate(request)
-    action = rig_io.write_character_dance(obj, motion, first, request.action_name, bone_map, fps, keys=keys)
+    action = runner.apply(request, motion)
     return motion, action
 
 
@@ -322,9 +323,8 @@ def assert_dances(obj, motion, first, limb_bones, yaw=0.0, every=3):
 
 
 def mixamo_limbs(P="mixamorig:"):
-    return [(P + a, P + b) for a, b in (("LeftUpLeg", "LeftUpLeg"), ("LeftLeg", "LeftLeg"), ("RightUpLeg", "RightUpLeg"),
-                                         ("RightLeg", "RightLeg"), ("LeftArm", "LeftArm"), ("LeftForeArm", "LeftForeArm"),
-                                         ("RightArm", "RightArm"), ("RightForeArm", "RightForeArm"))]
+    return [(P + n, P + n) for n in ("LeftUpLeg", "LeftLeg", "RightUpLeg", "RightLeg", "LeftArm", "LeftForeArm",
+                                     "RightArm", "RightForeArm")]
 
 
 # --- Tests ------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ from engine import metrics
 from engine.beatsync import MAX_RATE, MIN_RATE, output_times, warp_knots, warp_times
 from engine.diffusion import Inpainting, cosine_alpha_bar, sample, window_starts
 from engine.editing import apply_constraints
-from engine.feet import beat_cycle, clean_feet
+from engine.feet import beat_cycle, clean_feet, true_runs
 from engine.motion import Constraints
 from engine.skeleton import JOINT_INDEX, REST_PELVIS_HEIGHT, joint_positions
 from rotation_checks import rotation_error
@@ -287,3 +287,28 @@ def test_a_toe_tipped_under_the_floor_is_pitched_up_about_its_ankle():
     assert np.abs(fixed[:, others] - before[:, others]).max() < 1e-9
     assert np.allclose(np.linalg.norm(fixed[:, toes] - fixed[:, ankles], axis=-1),
                        np.linalg.norm(before[:, toes] - before[:, ankles], axis=-1))   # a rotation, not a stretch
+
+
+def test_a_re_stepped_swing_lifts_the_toe_clear_of_the_floor():
+    """The glide of the test above, re-stepped: in the middle of each swing the toe is well off the
+    floor (more than the 5 cm under which the skimming metric counts a moving toe), so the
+    feet skim far less than the glide did."""
+    fps, T = 30, 150
+    t = np.arange(T) / fps
+    poses = np.zeros((T, 72))
+    for side in ("left", "right"):
+        poses[:, 3 * JOINT_INDEX[f"{side}_hip"]] = -0.35
+        poses[:, 3 * JOINT_INDEX[f"{side}_knee"]] = 0.7
+        poses[:, 3 * JOINT_INDEX[f"{side}_ankle"]] = -0.35
+    trans = np.stack([0.8 * (t + 0.1 * np.sin(2 * np.pi * t)), np.full(T, REST_PELVIS_HEIGHT), np.zeros(T)], 1)
+    before = joint_positions(poses, trans)
+    p2, t2, contacts = clean_feet(poses, trans, fps)
+    after = joint_positions(p2, t2)
+    floor = after[:, [JOINT_INDEX[n] for n in ("left_ankle", "right_ankle", "left_foot", "right_foot")], 1].min()
+    for col, side in enumerate(("left", "right")):
+        toe = after[:, JOINT_INDEX[f"{side}_foot"], 1] - floor
+        swings = [(a, b) for a, b in true_runs(contacts[:, col] < 0.5, 6) if a > 0 and b < T]
+        assert swings, "the glide is re-stepped into swings"
+        for a, b in swings:
+            assert toe[(a + b) // 2] > 0.05                       # mid-swing, the toe clears 5 cm
+    assert metrics.foot_skimming(after, fps) < 0.5 * metrics.foot_skimming(before, fps)
