@@ -382,12 +382,7 @@ def write_character_dance(obj, motion: Motion, frame_start: float, action_name: 
         _remember_switches(obj)
     takes.keep_previous(obj)
     if old is not None:   # a copy: unmapped bones and keys outside the dance stay as they were
-        action = old.copy()
-        action.name = action_name
-        slot = None
-        if compat.is_slotted(action) and old_slot is not None:
-            slot = next((s for s in action.slots if s.identifier == old_slot.identifier), None)
-        compat.set_action(obj, action, slot)
+        action = takes.use_copy_of(obj, old, old_slot, action_name)
     else:
         action, _, _ = compat.assign_new_action(obj, action_name)
     takes.mark_take(obj, action, metadata)

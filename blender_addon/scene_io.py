@@ -433,12 +433,7 @@ def write_motion(obj, motion: Motion, frame_start: float, action_name: str, fps:
         if old is None:
             raise EngineError("nothing to regenerate a range of: the dancer has no animation")
         rows = rows[(frames > only[0] - 1e-3) & (frames < only[1] + 1e-3)]
-        action = old.copy()
-        action.name = action_name
-        slot = None
-        if compat.is_slotted(action) and old_slot is not None:
-            slot = next((s for s in action.slots if s.identifier == old_slot.identifier), None)
-        compat.set_action(obj, action, slot)
+        action = takes.use_copy_of(obj, old, old_slot, action_name)
     else:
         takes.reset_pose(obj)
         action, _, _ = compat.assign_new_action(obj, action_name)

@@ -97,6 +97,19 @@ def keep_previous(obj) -> None:
         old.use_fake_user = True
 
 
+def use_copy_of(obj, old, old_slot, name: str):
+    """Assign a copy of `old` named `name` to `obj`, on the copy's slot that matches `old_slot`
+    (4.4+ slotted actions), and return it: a new take that starts as the current animation, so
+    bones the dance does not write and keys outside the danced frames stay as they were."""
+    action = old.copy()
+    action.name = name
+    slot = None
+    if compat.is_slotted(action) and old_slot is not None:
+        slot = next((s for s in action.slots if s.identifier == old_slot.identifier), None)
+    compat.set_action(obj, action, slot)
+    return action
+
+
 def mark_take(obj, action, metadata: dict | None = None) -> None:
     """Record `action` as the newest take of `obj`, with what made it (metadata: song, style,
     seed, take number, ...; stored as dance_<key> custom properties)."""

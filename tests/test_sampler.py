@@ -185,15 +185,21 @@ def _foot_speeds(pos, fps):
     return np.stack(out, axis=1)
 
 
+def bent_knees(T: int) -> np.ndarray:
+    """(T,72) a dancer standing with knees bent and feet flat on every frame."""
+    poses = np.zeros((T, 72))
+    for side in ("left", "right"):
+        poses[:, 3 * JOINT_INDEX[f"{side}_hip"]] = -0.35
+        poses[:, 3 * JOINT_INDEX[f"{side}_knee"]] = 0.7
+        poses[:, 3 * JOINT_INDEX[f"{side}_ankle"]] = -0.35
+    return poses
+
+
 @pytest.mark.parametrize("speed", [0.3, 0.8])
 def test_feet_cleanup_turns_a_two_footed_glide_into_steps(speed):
     fps, T = 30, 150
     t = np.arange(T) / fps
-    poses = np.zeros((T, 72))
-    for side in ("left", "right"):                               # knees bent, feet flat
-        poses[:, 3 * JOINT_INDEX[f"{side}_hip"]] = -0.35
-        poses[:, 3 * JOINT_INDEX[f"{side}_knee"]] = 0.7
-        poses[:, 3 * JOINT_INDEX[f"{side}_ankle"]] = -0.35
+    poses = bent_knees(T)
     # The whole body glides forward, surging and easing, both feet on the floor.
     trans = np.stack([speed * (t + 0.1 * np.sin(2 * np.pi * t)), np.full(T, REST_PELVIS_HEIGHT), np.zeros(T)], 1)
     before = joint_positions(poses, trans)
@@ -216,11 +222,7 @@ def test_finished_dance_steps_on_the_music_beats():
     fps, seconds = 30, 10.0
     T = int(seconds * fps) + 1
     t = np.arange(T) / fps
-    poses = np.zeros((T, 72))
-    for side in ("left", "right"):
-        poses[:, 3 * JOINT_INDEX[f"{side}_hip"]] = -0.35
-        poses[:, 3 * JOINT_INDEX[f"{side}_knee"]] = 0.7
-        poses[:, 3 * JOINT_INDEX[f"{side}_ankle"]] = -0.35
+    poses = bent_knees(T)
     trans = np.stack([0.5 * t + 0.05 * np.sin(2 * np.pi * 0.7 * t), np.full(T, REST_PELVIS_HEIGHT), np.zeros(T)], 1)
     beats = np.arange(0.37, seconds, 0.5)                      # 120 BPM, off the frame grid
     motion = finish_motion(poses, trans, seconds, int(seconds * fps), fps, beats, None)
@@ -295,11 +297,7 @@ def test_a_re_stepped_swing_lifts_the_toe_clear_of_the_floor():
     feet skim far less than the glide did."""
     fps, T = 30, 150
     t = np.arange(T) / fps
-    poses = np.zeros((T, 72))
-    for side in ("left", "right"):
-        poses[:, 3 * JOINT_INDEX[f"{side}_hip"]] = -0.35
-        poses[:, 3 * JOINT_INDEX[f"{side}_knee"]] = 0.7
-        poses[:, 3 * JOINT_INDEX[f"{side}_ankle"]] = -0.35
+    poses = bent_knees(T)
     trans = np.stack([0.8 * (t + 0.1 * np.sin(2 * np.pi * t)), np.full(T, REST_PELVIS_HEIGHT), np.zeros(T)], 1)
     before = joint_positions(poses, trans)
     p2, t2, contacts = clean_feet(poses, trans, fps)
