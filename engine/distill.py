@@ -349,17 +349,8 @@ def run(args) -> Path:
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv)
-    try:
-        path = run(args)
-    except EngineError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted: rerun the same command to resume from the last checkpoint", file=sys.stderr)
-        return 130
-    print(f"student written to {path}")
-    return 0
+    from .train import run_resumable
+    return run_resumable(run, parse_args(argv), "student")
 
 
 if __name__ == "__main__":

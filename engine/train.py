@@ -345,8 +345,9 @@ def _checkpoint(out, model, ema, opt, step, normalizer, music_normalizer, styles
     print(f"\nstep {step}: train {running:.4f} val {val:.4f} sample {samples} ({seconds / 60:.1f} min)", flush=True)
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
+def run_resumable(run, args, what: str) -> int:
+    """The command line of a resumable job (train, distill): `run(args)` returns the file it
+    wrote; a user mistake is one line (exit 2), Ctrl+C says how to resume (exit 130)."""
     try:
         path = run(args)
     except EngineError as e:
@@ -355,8 +356,12 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("interrupted: rerun the same command to resume from the last checkpoint", file=sys.stderr)
         return 130
-    print(f"model written to {path}")
+    print(f"{what} written to {path}")
     return 0
+
+
+def main(argv=None) -> int:
+    return run_resumable(run, parse_args(argv), "model")
 
 
 if __name__ == "__main__":

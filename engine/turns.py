@@ -15,6 +15,7 @@ from scipy.spatial.transform import Rotation, Slerp
 
 from . import layout as L
 from . import rotations as R
+from .beatsync import MAX_RATE
 from .feet import true_runs
 from .skeleton import MIRROR_INDICES
 
@@ -101,15 +102,17 @@ def limit_pelvis_turns(channels: torch.Tensor, fps: float, max_rate: float = MAX
 # over the 152,215 frames at 30 fps of tang2018 and JustLMD's training split (engine.data's
 # split; measured with engine.evaluate_inbetween.angular_speed), the larger of the joint and its
 # mirror twin (training mirrors the dancers), times beatsync.MAX_RATE = 1.6 since the beat warp may
-# replay a move that much faster; at least 17 = 1.6 x 10.6 (10.6 rad/s: the 99.99th percentile
+# replay a move that much faster; at least 1.6 x 10.6 = 17 (10.6 rad/s: the 99.99th percentile
 # over all joints; the leg IK must turn ankles and knees faster than the data's barely moving
 # ankles ever do to hold a planted sole) and at most 40, the hard ceiling. The result: 17 for
 # most joints, 25.8 for the pelvis, 40 for the elbows (the right elbow's 33.9 rad/s in the data).
 MAX_JOINT_SPEED_CEILING = 40.0
+_TRAINING_P9999_ALL_JOINTS = 10.6
 _TRAINING_P9999 = (16.14, 6.79, 6.27, 3.16, 9.78, 9.46, 4.69, 3.82, 3.24, 5.54, 3.41, 4.71,
                    5.73, 8.93, 10.58, 4.57, 8.69, 9.51, 10.45, 33.94, 9.39, 8.37, 3.81, 3.19)
 MAX_JOINT_SPEED = tuple(
-    float(min(MAX_JOINT_SPEED_CEILING, max(17.0, 1.6 * max(_TRAINING_P9999[j], _TRAINING_P9999[MIRROR_INDICES[j]]))))
+    float(min(MAX_JOINT_SPEED_CEILING,
+              MAX_RATE * max(_TRAINING_P9999_ALL_JOINTS, _TRAINING_P9999[j], _TRAINING_P9999[MIRROR_INDICES[j]])))
     for j in range(len(_TRAINING_P9999)))
 
 
