@@ -77,7 +77,7 @@ def _with_holds(keyed: np.ndarray, given: torch.Tensor) -> tuple[np.ndarray, tor
         return keyed, given
     keyed, given = keyed.copy(), given.clone()
     q0, q1 = given[k[:-1]], given[k[1:]]
-    angle = 2 * torch.acos((q0 * q1).sum(-1).abs().clamp(max=1.0))
+    angle = R.quat_angle(q0, q1)
     for a, b, same in zip(k[:-1], k[1:], (angle < HOLD_TOLERANCE).tolist()):
         if same and b > a + 1:
             keyed[a + 1:b] = True

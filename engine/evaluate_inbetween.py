@@ -92,14 +92,13 @@ def validation_clips(clip_seconds: float, count: int, sources=None, cache_dir: P
 def angular_speed(poses: np.ndarray, fps: float) -> np.ndarray:
     """(T, 72) axis-angle -> (T-1, 24) rad/s of each joint's local rotation between frames."""
     q = R.axis_angle_to_quat(torch.as_tensor(poses, dtype=torch.float64).reshape(len(poses), NUM_JOINTS, 3))
-    dot = (q[1:] * q[:-1]).sum(-1).abs().clamp(max=1.0)
-    return (2 * torch.acos(dot) * fps).numpy()
+    return (R.quat_angle(q[1:], q[:-1]) * fps).numpy()
 
 
 def rotation_error(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     qa = R.axis_angle_to_quat(torch.as_tensor(a, dtype=torch.float64).reshape(-1, 3))
     qb = R.axis_angle_to_quat(torch.as_tensor(b, dtype=torch.float64).reshape(-1, 3))
-    return (2 * torch.acos((qa * qb).sum(-1).abs().clamp(max=1.0))).numpy()
+    return R.quat_angle(qa, qb).numpy()
 
 
 def key_flow(positions: np.ndarray, keys: np.ndarray, fps: float) -> tuple[list[float], float]:

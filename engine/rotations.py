@@ -45,6 +45,12 @@ def quat_conjugate(q: torch.Tensor) -> torch.Tensor:
     return torch.cat([q[..., :1], -q[..., 1:]], dim=-1)
 
 
+def quat_angle(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Angle (rad, in [0, pi]) of the rotation between unit quaternions a and b (..., 4); q and -q
+    are the same rotation."""
+    return 2 * torch.acos((a * b).sum(-1).abs().clamp(max=1.0))
+
+
 def quat_to_matrix(q: torch.Tensor) -> torch.Tensor:
     w, x, y, z = F.normalize(q, dim=-1).unbind(-1)
     m = torch.stack([

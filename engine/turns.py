@@ -127,7 +127,7 @@ def limit_joint_speeds(poses: np.ndarray, fps: float, bounds=MAX_JOINT_SPEED,
     if T < 3:
         return poses, 0
     q = R.axis_angle_to_quat(torch.as_tensor(poses, dtype=torch.float64).reshape(T, -1, 3)).clone()
-    step = 2 * torch.acos((q[1:] * q[:-1]).sum(-1).abs().clamp(max=1.0)).numpy() * fps     # (T-1, J)
+    step = R.quat_angle(q[1:], q[:-1]).numpy() * fps                               # (T-1, J)
     rebuilt = 0
     for j in np.flatnonzero((step > np.asarray(bounds)[None]).any(axis=0)):
         pinned = np.zeros(T, bool) if fixed is None else fixed[:, j]
@@ -137,7 +137,7 @@ def limit_joint_speeds(poses: np.ndarray, fps: float, bounds=MAX_JOINT_SPEED,
             if a >= b:
                 continue
             while True:
-                angle = float(2 * torch.acos((q[a, j] * q[b, j]).sum().abs().clamp(max=1.0)))
+                angle = float(R.quat_angle(q[a, j], q[b, j]))
                 if _PEAK_OVER_MEAN * angle / (b - a) * fps <= bounds[j]:
                     break
                 grow_a = a > done_to and not pinned[a - 1] and not pinned[a]
