@@ -236,12 +236,6 @@ def auto_map(rig) -> BoneMap:
     return m
 
 
-def _world_heads(rig) -> np.ndarray:
-    heads = np.asarray(rig.rest, np.float64)[:, :3, 3]
-    O = np.asarray(rig.object_matrix, np.float64)
-    return heads @ O[:3, :3].T + O[:3, 3]
-
-
 def map_by_hierarchy(rig) -> BoneMap:
     """Find the body from the rest pose alone (character upright, Z up in the world, its left
     at +x when it faces -y): the pelvis is where the paths to the two lowest leaves (the feet)
@@ -249,7 +243,7 @@ def map_by_hierarchy(rig) -> BoneMap:
     the two chains that leave the spine above the pelvis and reach furthest sideways."""
     n = len(rig.names)
     parents = list(rig.parents)
-    heads = _world_heads(rig)
+    heads = rig.world_heads()
     kids: list[list[int]] = [[] for _ in range(n)]
     for b, p in enumerate(parents):
         if p >= 0:

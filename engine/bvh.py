@@ -16,6 +16,7 @@ Positions are mapped by that change of basis C, local rotations conjugated: R' =
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -262,19 +263,19 @@ def _local_rotations(node: _Node, data: np.ndarray) -> np.ndarray:
     return euler_to_matrix(np.radians(data[:, cols]), "".join(a for _, a in axes))
 
 
+@dataclass
 class BvhSkeletonMotion:
     """Any BVH, as read: joints (file order, parents before children), rest offsets in the
     file's units and axes, leaves' End Site offsets, per-frame local rotations and the root's
     position. Every joint's rest frame is the file's axes (BVH's convention)."""
 
-    def __init__(self, names, parents, offsets, end_sites, rotations, root_position, frame_time):
-        self.names: list[str] = names
-        self.parents: list[int] = parents
-        self.offsets: np.ndarray = offsets              # (J,3)
-        self.end_sites: np.ndarray = end_sites          # (J,3), NaN where a joint has none
-        self.rotations: np.ndarray = rotations          # (T,J,3,3) local rotations
-        self.root_position: np.ndarray = root_position  # (T,3)
-        self.frame_time: float = frame_time
+    names: list[str]
+    parents: list[int]
+    offsets: np.ndarray          # (J,3)
+    end_sites: np.ndarray        # (J,3), NaN where a joint has none
+    rotations: np.ndarray        # (T,J,3,3) local rotations
+    root_position: np.ndarray    # (T,3)
+    frame_time: float
 
     @property
     def num_frames(self) -> int:

@@ -18,6 +18,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from .bone_mapping import RetargetError
+from .retarget import axis_angle_to_matrix   # retarget imports this module lazily: no cycle
+
 STRAIGHT_SLACK = 1e-4           # share of the leg's length an unreachable spot stays short by
 STRAIGHT_DEGREES = 3.0          # a leg bent less than this has no side for its knee: the hinge decides
 
@@ -32,7 +35,6 @@ def contact_columns(contacts, frames: int) -> np.ndarray:
     """(T,2) or (T,4) contact flags -> (T,2) bool per leg (left, right). With four columns (the
     engine's FOOT_JOINTS order: ankles, then toes) the ankle columns decide, since the ankle is
     what gets pinned."""
-    from .bone_mapping import RetargetError
     c = np.asarray(contacts)
     if c.ndim != 2 or c.shape[0] != frames or c.shape[1] not in (2, 4):
         raise RetargetError(f"contacts must be (T,2) or (T,4) for the {frames} frames, got {c.shape}")
@@ -117,13 +119,8 @@ def within_reach(goal: np.ndarray, hip: np.ndarray, reach: np.ndarray) -> np.nda
 
 
 def _rotation(axis: np.ndarray, angle: np.ndarray) -> np.ndarray:
-    """(N,3,3) rotations about unit axes (N,3) by angles (N,) (Rodrigues)."""
-    x, y, z = axis.T
-    c, s = np.cos(angle), np.sin(angle)
-    C = 1.0 - c
-    return np.stack([c + x * x * C, x * y * C - z * s, x * z * C + y * s,
-                     y * x * C + z * s, c + y * y * C, y * z * C - x * s,
-                     z * x * C - y * s, z * y * C + x * s, c + z * z * C], -1).reshape(-1, 3, 3)
+    """(N,3,3) rotations about unit axes (N,3) by angles (N,)."""
+    return axis_angle_to_matrix(axis * np.asarray(angle)[..., None]).reshape(-1, 3, 3)
 
 
 def _unit(v: np.ndarray) -> np.ndarray:

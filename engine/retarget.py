@@ -97,7 +97,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .bone_mapping import (MECHANISM, ROOT_KEY, BoneMap, RetargetError, auto_map, bone_key, check_bone_map,
-                           detect_preset, list_presets, load_bone_map, load_preset, save_bone_map)
+                           detect_preset, is_ancestor, list_presets, load_bone_map, load_preset, save_bone_map)
 from .skeleton import JOINT_INDEX, JOINT_NAMES, NUM_JOINTS, PARENTS, REST_OFFSETS, REST_PELVIS_HEIGHT, REST_POSITIONS
 
 __all__ = ["BoneMap", "Retargeter", "RetargetError", "Rig", "RigPose", "Y_TO_Z", "auto_map", "bone_key", "bvh_pose",
@@ -133,6 +133,9 @@ def _next_joint(j: int) -> int | None:
 
 
 # ----------------------------------------------------------------------------- numpy rotations
+# numpy twins of engine/rotations.py (torch) and engine.skeleton.forward_kinematics: the add-on
+# imports this module for its rig panel before torch is installed (blender_addon/rig_io.py, rig_ui.py),
+# so it must stay numpy-only at import. Same conventions: wxyz, Shepperd, w >= 0.
 
 def quat_to_matrix(q: np.ndarray) -> np.ndarray:
     q = np.asarray(q, np.float64)
@@ -590,13 +593,7 @@ class Retargeter:
     def _moved_by_root(self) -> list[bool]:
         """Per bone, whether the root bone's location carries it (it hangs under the root bone)."""
         parents = self.rig.effective_parents()
-        out = []
-        for b in range(len(self.rig.names)):
-            a = b
-            while a >= 0 and a != self.root_bone:
-                a = parents[a]
-            out.append(a == self.root_bone)
-        return out
+        return [is_ancestor(parents, self.root_bone, b) for b in range(len(parents))]
 
     # -- rig -> SMPL
 

@@ -8,6 +8,7 @@ forward kinematics written here, Blender's formula, independently of the module'
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -433,3 +434,15 @@ def test_bone_map_json_round_trip(tmp_path):
     (tmp_path / "bad.json").write_text("{not json")
     with pytest.raises(RetargetError, match="not valid JSON"):
         load_bone_map(tmp_path / "bad.json")
+
+
+def test_retargeting_imports_no_torch():
+    # The add-on's rig panel imports these before torch is installed (blender_addon/rig_ui.py):
+    # the reason engine/retarget.py keeps its own numpy rotations.
+    import subprocess
+    import sys
+    code = ("import sys, engine.retarget, engine.bone_mapping, engine.character_feet; "
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=str(Path(__file__).resolve().parents[1]))
+    assert out.stdout.strip() == "False"

@@ -2,7 +2,7 @@
 
 Per file: frames and seconds at the true 60 fps, how closely SMPL's limbs follow the BVH's (cosine
 per limb over every frame, at the source rate), and the loaded sequence's feet (lowest foot joint
-per frame). Measurement, not a test: it needs the real data (../shared/data/cmu_salsa).
+per frame). Measurement, not a test: it needs the real data (SHARED_DATA/cmu_salsa, the default).
 """
 from __future__ import annotations
 
