@@ -71,7 +71,8 @@ def _channel_keys(obj, action, modes=None):
 
 
 def _stamp_lookup(action, name: str):
-    flat = action.get(STAMP_KEY, {}).get(name) if STAMP_KEY in action else None
+    stamps = action.get(STAMP_KEY)
+    flat = stamps.get(name) if stamps is not None else None
     if flat is None:
         return np.zeros(0), np.zeros(0)
     flat = np.asarray(flat, np.float64)
@@ -247,7 +248,7 @@ def write_bone_rotations(obj, action, bone_names, frames, quats, locations=None,
     if T == 0:
         return
     fcurves, groups = compat.ensure_channels(obj, action)
-    generated = compat.key_type_value(compat.generated_key_type()[0] if key_type == 'GENERATED' else key_type)
+    generated = compat.generated_key_type()[1] if key_type == 'GENERATED' else compat.key_type_value(key_type)
     keyframe = compat.key_type_value('KEYFRAME')
 
     def types_for(mask):

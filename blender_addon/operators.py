@@ -140,14 +140,10 @@ def regeneration_context(obj, p: Plan) -> tuple[int, int] | None:
 
 def build_request(context):
     """Everything the worker needs, read on the main thread."""
-    from . import runner, scene_io
+    from . import rig_io, runner, scene_io
     scene, settings = context.scene, context.scene.dance
     obj = dancer(context)
-    # Own characters (issue 14): any other humanoid armature dances through rig_io.
-    from . import rig_io
-    bone_map = rig_io.check_character(obj) if rig_io.is_character(obj) else None
-    if bone_map is None:
-        scene_io.check_smpl_armature(obj)
+    bone_map = rig_io.check_dancer(obj)   # None: the SMPL dancer; else own character (issue 14)
     p = plan(scene, settings)
     write_range = None
     first, last = p.first, p.last
@@ -389,9 +385,7 @@ class _ExportBase:
     def motion(self, context):
         from . import rig_io, scene_io
         obj = dancer(context)
-        bone_map = rig_io.check_character(obj) if rig_io.is_character(obj) else None   # own characters (issue 14)
-        if bone_map is None:
-            scene_io.check_smpl_armature(obj)
+        bone_map = rig_io.check_dancer(obj)   # None: the SMPL dancer; else own character (issue 14)
         ad = obj.animation_data
         if ad is not None and ad.action is not None:
             start, end = (int(round(x)) for x in ad.action.frame_range)

@@ -64,14 +64,15 @@ class DANCE_PT_main(_DancePanel, bpy.types.Panel):
         box = layout.box()
         try:
             from . import rig_io, rig_ui
-            if rig_io.is_character(obj):   # own characters (issue 14): the map's keys, cached automatic map
+            bone_map = None   # the SMPL dancer; own characters (issue 14): the map's keys, cached automatic map
+            if rig_io.is_character(obj):
                 bone_map = rig_io.stored_bone_map(obj) or rig_ui.automatic(obj)[1]
                 bone_map = rig_io.check_character(obj, bone_map if isinstance(bone_map, dict) else None)
             else:
                 scene_io.check_smpl_armature(obj)
             if plan is not None:
                 keys, frames = (rig_io.count_character_keys(obj, bone_map, plan.first, plan.last)
-                                if rig_io.is_character(obj) else scene_io.count_kept(obj, plan.first, plan.last))
+                                if bone_map is not None else scene_io.count_kept(obj, plan.first, plan.last))
                 box.label(text=f"Keeps {keys} key(s) on {frames} frame(s)" if keys or frames
                           else "No keys in range: a free dance", icon='KEYINGSET')
                 if not settings.use_strip_range and operators.regeneration_context(obj, plan) is not None:

@@ -185,6 +185,15 @@ def check_character(obj, bone_map: dict[str, str] | None = None, path: str | Non
     return bone_map
 
 
+def check_dancer(obj) -> dict[str, str] | None:
+    """Raise EngineError (one line) unless `obj` can dance: its bone map when it is the animator's
+    own character, None when it is the add-on's SMPL dancer."""
+    if is_character(obj):
+        return check_character(obj)
+    scene_io.check_smpl_armature(obj)
+    return None
+
+
 def _axis_quats(axis: int, angles: np.ndarray) -> np.ndarray:
     q = np.zeros(angles.shape + (4,))
     q[..., 0] = np.cos(angles / 2)
@@ -221,12 +230,11 @@ def rotation_quats(modes: list[str], quat: np.ndarray, euler: np.ndarray, axis_a
     return out
 
 
-def evaluate_basis(obj, frames, names=None, scene=None) -> tuple[np.ndarray, np.ndarray]:
+def evaluate_basis(obj, frames, names=None) -> tuple[np.ndarray, np.ndarray]:
     """(rotations (F,B,4) w,x,y,z, locations (F,B,3)): the animation channels (any rotation
     mode) of the bones `names` (default: all, in the armature's order) on each of `frames`, as
     the current action's F-curves give them (a channel without one: its current value). No
     scene evaluation: reading 3 minutes of a Rigify rig takes a second, not a minute."""
-    del scene   # the F-curves alone say it
     frames = [float(f) for f in frames]
     pbs = obj.pose.bones
     names = list(names) if names is not None else [b.name for b in obj.data.bones]
@@ -272,8 +280,9 @@ def read_character_constraints(obj, bone_map: dict[str, str], frame_start: int, 
     - A rotation key on a mapped bone at frame f fixes its SMPL joint at f; a location key on
       the root bone fixes the root. Full poses become keyframes, an opening passage seed motion.
     - Body parts in `keep_parts` (and the root if `keep_root`) follow the current animation.
-    - Frames in `context` are fixed entirely (the dance around a regenerated range)."""
-    scene = scene or bpy.context.scene
+    - Frames in `context` are fixed entirely (the dance around a regenerated range).
+    `scene` is unused (values come from the F-curves, evaluate_basis); it mirrors
+    scene_io.read_constraints' signature."""
     rt = retargeter(obj, bone_map)
     rig = rt.rig
     n = frame_end - frame_start + 1
@@ -286,7 +295,7 @@ def read_character_constraints(obj, bone_map: dict[str, str], frame_start: int, 
     for (bone, prop), frames in key_io.animator_keys(obj, frame_start, frame_end).items():
         b = index.get(bone)
         rows = np.asarray(frames, int) - frame_start
-        if b is None or b not in rt.driven and b != rt.root_bone:
+        if b is None:
             continue
         if prop == "location":
             if b == rt.root_bone:
@@ -311,7 +320,7 @@ def read_character_constraints(obj, bone_map: dict[str, str], frame_start: int, 
     root_location = np.zeros((n, 3))
     rows = np.flatnonzero(held.any(axis=1) | root_held)
     if len(rows):
-        rot, loc = evaluate_basis(obj, frame_start + rows, rig.names, scene)
+        rot, loc = evaluate_basis(obj, frame_start + rows, rig.names)
         rotations[rows], root_location[rows] = rot, loc[:, rt.root_bone]
         poses, trans, joint_mask, _ = rt.from_rig(rot, loc[:, rt.root_bone], held[rows], root_held[rows])
         joint_mask = np.asarray(joint_mask, bool)
@@ -328,7 +337,7 @@ def read_character_motion(obj, bone_map: dict[str, str], frame_start: int, frame
     exports): every mapped bone's animation channels, through Retargeter.from_rig."""
     scene = scene or bpy.context.scene
     rt = retargeter(obj, bone_map)
-    rot, loc = evaluate_basis(obj, range(frame_start, frame_end + 1), rt.rig.names, scene)
+    rot, loc = evaluate_basis(obj, range(frame_start, frame_end + 1), rt.rig.names)
     poses, trans, _, _ = rt.from_rig(rot, loc[:, rt.root_bone], np.ones(rot.shape[:2], bool))
     return Motion(poses=poses, trans=trans, fps=fps or scene_io.scene_fps(scene))
 

@@ -27,7 +27,7 @@ import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Collection, Sequence
 
 import numpy as np
 import torch
@@ -41,7 +41,8 @@ from .motion import Motion
 from .skeleton import joint_positions
 
 REPO = Path(__file__).resolve().parents[1]
-ROWS = ("model", "model, no beat warp", "real", "random")   # rows listed first, in this order
+ROWS = ("model", "model, no beat warp", "real", "random")
+DEFAULT_ROW = "model (style any)"    # what a user gets by default: scored over every --seeds seed   # rows listed first, in this order
 COLUMNS = (  # (key in metrics.summarize, table header, scale)
     ("bas_bailando", "BAS (Bailando)", 1.0),
     ("bas_fact", "BAS (FACT)", 1.0),
@@ -196,17 +197,18 @@ def api_generator(weights: Path, steps: int, beat_sync: bool = True, guidance: f
 
 
 def seeded_rows(clips: Sequence[Clip], generators: dict[str, Generator], seeds: Sequence[int],
-                 cut: Callable[[np.ndarray], list[np.ndarray]] | None = None) -> dict[str, list[list[np.ndarray]]]:
+                every_seed: Collection[str] = (),
+                cut: Callable[[np.ndarray], list[np.ndarray]] | None = None) -> dict[str, list[list[np.ndarray]]]:
     """Each generator's dances, per seed: {row: [dances of seed 0, dances of seed 1, ...]}.
-    A generator whose name ends in "*" runs for every seed, the others for the first seed only.
+    The rows named in `every_seed` run for every seed, the others for the first seed only.
     `cut` splits one generated dance into clips (the genre set: whole songs)."""
     out = {}
     for name, generate in generators.items():
         per_seed = []
-        for seed in (seeds if name.endswith("*") else seeds[:1]):
+        for seed in (seeds if name in every_seed else seeds[:1]):
             motions = model_motions(clips, generate, seed)
             per_seed.append([c for m in motions for c in cut(m)] if cut else motions)
-        out[name.rstrip("*")] = per_seed
+        out[name] = per_seed
     return out
 
 
@@ -355,12 +357,12 @@ def evaluate(train: Sequence[Dance], val: Sequence[Dance], *, clip_seconds: floa
              generate: Generator | None = None, seed: int = 0, max_clips: int | None = None, every: int = 1,
              out: Path | None = None, settings: dict | None = None,
              generate_unsynced: Generator | None = None, generators: dict[str, Generator] | None = None,
-             seeds: Sequence[int] | None = None, genre_set: Sequence | None = None,
-             max_genre_songs: int | None = None) -> dict[str, dict[str, float]]:
+             seeds: Sequence[int] | None = None, every_seed: Collection[str] = ("model",),
+             genre_set: Sequence | None = None, max_genre_songs: int | None = None) -> dict[str, dict[str, float]]:
     """Score the rows and print the table(s); write OUT's files.
 
-    `generators` maps row names to generators (a name ending in "*" runs for every seed of
-    `seeds`, default [seed]); without it, `generate` is the "model" row and `generate_unsynced`
+    `generators` maps row names to generators; those named in `every_seed` run for every seed of
+    `seeds` (default [seed]), the others for the first; without `generators`, `generate` is the "model" row and `generate_unsynced`
     the "model, no beat warp" row. `genre_set` (engine.genre_set songs) adds a second table: the
     same model rows on those songs, each danced whole and cut into clips. The returned dict holds
     the validation rows, and the genre rows prefixed "genres: "."""
@@ -376,7 +378,7 @@ def evaluate(train: Sequence[Dance], val: Sequence[Dance], *, clip_seconds: floa
         raise EngineError("the training split has fewer than two clips of that length: FID_k needs more")
     train_features = np.stack([M.kinetic_features(p, L.MODEL_FPS) for p in train_clips])
     add_music_beats(clips)
-    per_seed = seeded_rows(clips, generators, seeds)
+    per_seed = seeded_rows(clips, generators, seeds, every_seed)
     results = score_seeded(per_seed, [c.music_beats for c in clips], train_features, seeds)
     rows = {"real": [c.positions for c in clips], "random": random_stretches(train, frames, len(clips), seeds[0])}
     results.update(score_rows(rows, clips, train_features))
@@ -389,7 +391,7 @@ def evaluate(train: Sequence[Dance], val: Sequence[Dance], *, clip_seconds: floa
                        audio_path=c.audio_path, start=k * clip_seconds, duration=clip_seconds)
                   for c in songs for k in range(int(round(c.duration / clip_seconds)))]
         add_music_beats(pieces)
-        genre_rows = seeded_rows(songs, generators, seeds, cut=cut)
+        genre_rows = seeded_rows(songs, generators, seeds, every_seed, cut=cut)
         genre_results = score_seeded(genre_rows, [c.music_beats for c in pieces], train_features, seeds)
         print(f"\nopen genre set: {len(songs)} songs, {len(pieces)} clips of {clip_seconds:g} s")
         print(format_table(genre_results))
@@ -454,7 +456,7 @@ def main(argv=None) -> int:
             from .api import FINISHING_STEPS
             options = dict(guidance=args.guidance, autoguidance=args.autoguidance, smoothing=args.smoothing,
                            draws={})
-            generators["model (style any)*"] = api_generator(weights, args.steps, **options)
+            generators[DEFAULT_ROW] = api_generator(weights, args.steps, **options)
             if not args.no_ablation:
                 generators["model (true style)"] = api_generator(weights, args.steps, true_style=True, **options)
                 generators["model, no beat warp"] = api_generator(weights, args.steps, beat_sync=False, **options)
@@ -481,7 +483,7 @@ def main(argv=None) -> int:
             from .genre_set import genre_songs
             genre_set = genre_songs()
         evaluate(train, val, clip_seconds=args.clip_seconds, generators=generators, seeds=args.seeds,
-                 max_clips=args.max_clips, every=args.every, out=out, settings=settings,
+                 max_clips=args.max_clips, every=args.every, out=out, settings=settings, every_seed=(DEFAULT_ROW,),
                  genre_set=genre_set, max_genre_songs=args.max_genre_songs)
     except EngineError as e:
         print(f"error: {e}", file=sys.stderr)

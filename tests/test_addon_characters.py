@@ -13,22 +13,19 @@ import math
 import os
 import subprocess
 import sys
-import textwrap
 
 import numpy as np
 import pytest
 
 bpy = pytest.importorskip("bpy")
-import addon_utils  # noqa: E402
 
-import blender_addon  # noqa: E402
 from blender_addon import keys, operators, rig_io, runner, scene_io, takes  # noqa: E402
 from engine.errors import EngineError  # noqa: E402
 from engine.motion import Motion  # noqa: E402
 from engine.skeleton import JOINT_INDEX, REST_POSITIONS, joint_positions  # noqa: E402
+from addon_helpers import enabled_addon, make_rigify_blend  # noqa: E402
 from test_addon_scene_io import add_wav  # noqa: E402
 
-PKG = blender_addon.__name__
 C = scene_io.C   # SMPL Y up -> Blender Z up
 FLOOR = float(-REST_POSITIONS[:, 1].min())
 J = {name: REST_POSITIONS[i] + (0.0, FLOOR, 0.0) for name, i in JOINT_INDEX.items()}  # Y up, feet on 0
@@ -41,15 +38,9 @@ LIMBS = (("left_hip", "left_knee"), ("left_knee", "left_ankle"), ("right_hip", "
 
 @pytest.fixture
 def addon(tiny_weights):
-    bpy.ops.wm.read_factory_settings(use_empty=True)
-    addon_utils.enable(PKG, default_set=True)
-    prefs = bpy.context.preferences.addons[PKG].preferences
-    prefs.weights_path = str(tiny_weights)
-    prefs.default_device = 'CPU'
-    scene = bpy.context.scene
-    scene.render.fps, scene.render.fps_base = 30, 1.0
-    yield scene
-    addon_utils.disable(PKG, default_set=True)
+    with enabled_addon(tiny_weights) as scene:
+        scene.render.fps, scene.render.fps_base = 30, 1.0
+        yield scene
 
 
 # --- Building characters ----------------------------------------------------------------------
@@ -164,27 +155,11 @@ def rest_roll(rng, bones):
     return {b[0]: float(rng.uniform(-math.pi, math.pi)) for b in bones}
 
 
-RIGIFY_SCRIPT = textwrap.dedent("""
-    import os, sys
-    import bpy, addon_utils
-    bpy.ops.wm.read_factory_settings(use_empty=True)
-    addon_utils.enable("rigify", default_set=True)
-    bpy.ops.object.armature_human_metarig_add()
-    meta = bpy.context.object
-    bpy.ops.pose.rigify_generate()
-    bpy.data.objects.remove(meta)
-    bpy.ops.wm.save_as_mainfile(filepath=sys.argv[-1])
-    sys.stdout.flush()
-    os._exit(0)   # a process that ran rigify_generate can hang at exit
-""")
-
-
 @pytest.fixture(scope="module")
 def rigify_blend(tmp_path_factory):
     """A .blend holding a Rigify rig generated from Blender's human metarig (made once)."""
     path = tmp_path_factory.mktemp("rigify") / "rigify.blend"
-    subprocess.run([sys.executable, "-c", RIGIFY_SCRIPT, str(path)], check=True, timeout=300,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    make_rigify_blend(path)
     return path
 
 

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 bpy = pytest.importorskip("bpy")
-import addon_utils  # noqa: E402
 
 import blender_addon  # noqa: E402
 from blender_addon import operators, runner, scene_io  # noqa: E402
@@ -18,6 +17,7 @@ from engine.errors import Cancelled  # noqa: E402
 from engine.motion import Motion  # noqa: E402
 from engine.skeleton import JOINT_INDEX, JOINT_NAMES, joint_positions  # noqa: E402
 from rotation_checks import rotation_error  # noqa: E402
+from addon_helpers import enabled_addon  # noqa: E402
 from test_addon_scene_io import add_wav, random_motion, world_heads  # noqa: E402
 
 PKG = blender_addon.__name__
@@ -26,13 +26,8 @@ PKG = blender_addon.__name__
 @pytest.fixture
 def addon(tiny_weights):
     """Factory settings, the add-on enabled the way Blender enables it, tiny weights in its preferences."""
-    bpy.ops.wm.read_factory_settings(use_empty=True)
-    addon_utils.enable(PKG, default_set=True)
-    prefs = bpy.context.preferences.addons[PKG].preferences
-    prefs.weights_path = str(tiny_weights)
-    prefs.default_device = 'CPU'
-    yield bpy.context.scene
-    addon_utils.disable(PKG, default_set=True)
+    with enabled_addon(tiny_weights) as scene:
+        yield scene
 
 
 def _stage(scene, tmp_path, seconds=2.5, strip_frame=5, fps=(24, 1.001)):
