@@ -2,12 +2,12 @@
 
 The zip holds, at its root:
     blender_manifest.toml, __init__.py, ...   the add-on (blender_addon/*)
-    vendor/engine/                            the engine's runtime: the modules the add-on can reach
-                                              (runtime_modules); training code stays out
+    vendor/engine/                            the engine's runtime: engine/ without its tool folders
+                                              (TOOL_FOLDERS: engine/training, engine/evaluation)
     vendor/weights/*.safetensors              the trained weights
 `vendor/` repeats the repository layout one level down, so blender_addon/_engine_path.py puts
 `vendor` on sys.path and `import engine` works, and the engine's default weights path
-(engine/../weights/dance.safetensors) still points at the shipped weights.
+(engine/sampler/../../weights/dance.safetensors) still points at the shipped weights.
 
 Python dependencies are NOT bundled as wheels: torch is hundreds of MB per platform (GBs with
 CUDA), too big for an extension, and numpy already ships with Blender. The add-on's
@@ -52,6 +52,10 @@ def find_blender_ext() -> Path | None:
     return None
 
 
+# Training and evaluation tools: not shipped. The runtime never imports them (checked below).
+TOOL_FOLDERS = ("training", "evaluation")
+
+
 def _module_file(name: str) -> Path | None:
     """engine.x.y -> its .py file (a package's __init__.py), or None when there is none."""
     base = REPO.joinpath(*name.split("."))
@@ -81,33 +85,36 @@ def _imports(path: Path, module: str) -> set[str]:
     return {m for m in found if _module_file(m) is not None}
 
 
-def runtime_modules() -> set[str]:
-    """The engine modules the add-on can import, followed from what blender_addon/ imports.
-    Training, distillation, evaluation, probes, benchmarks and data loaders are not among them,
-    so the extension does not carry them."""
-    todo = {"engine", "engine.__main__"}
-    for f in ADDON.rglob("*.py"):
-        todo |= _imports(f, "blender_addon." + f.stem)
-    seen: set[str] = set()
-    while todo:
-        name = todo.pop()
-        if name in seen:
-            continue
-        seen.add(name)
-        for parent in (name.split(".")[:i] for i in range(1, name.count(".") + 1)):
-            todo.add(".".join(parent))                              # a module's packages load first
-        todo |= _imports(_module_file(name), name) - seen
-    return seen
+def is_tool_module(name: str) -> bool:
+    """engine.training..., engine.evaluation...: a module the extension does not ship."""
+    parts = name.split(".")
+    return parts[0] == "engine" and len(parts) > 1 and parts[1] in TOOL_FOLDERS
+
+
+def runtime_files() -> list[Path]:
+    """The engine's files the extension ships: everything but the tool folders and caches."""
+    return [p for p in sorted(ENGINE.rglob("*")) if p.is_file() and "__pycache__" not in p.parts
+            and p.suffix not in (".pyc", ".tmp") and not is_tool_module(".".join(p.relative_to(REPO).parts))]
+
+
+def tool_imports() -> list[str]:
+    """'runtime module -> tool module' for every import (lazy ones too) from the shipped engine or
+    the add-on into the tool folders; empty when the runtime stands without them."""
+    sources = [(p, "blender_addon." + p.stem) for p in ADDON.rglob("*.py")]
+    for p in runtime_files():
+        if p.suffix == ".py":
+            name = ".".join(p.relative_to(REPO).with_suffix("").parts)
+            sources.append((p, name.removesuffix(".__init__")))
+    return sorted(f"{name} -> {m}" for path, name in sources for m in _imports(path, name)
+                  if is_tool_module(m))
 
 
 def _stage_engine(dest: Path) -> None:
-    """Copy the runtime modules and the engine's data files (not Python), keeping the layout."""
-    keep = {_module_file(m).resolve() for m in runtime_modules()}
-    for path in sorted(ENGINE.rglob("*")):
-        if not path.is_file() or "__pycache__" in path.parts or path.suffix in (".pyc", ".tmp"):
-            continue
-        if path.suffix == ".py" and path.resolve() not in keep:
-            continue
+    """Copy the engine's runtime (code and data files such as bone_maps/), keeping the layout."""
+    bad = tool_imports()
+    if bad:
+        raise SystemExit("error: the runtime imports training/evaluation code: " + "; ".join(bad))
+    for path in runtime_files():
         target = dest / path.relative_to(ENGINE)
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(path, target)

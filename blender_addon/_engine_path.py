@@ -19,7 +19,7 @@ _HERE = Path(__file__).resolve().parent
 def engine_root() -> Path | None:
     """The folder that holds `engine/` (and `weights/`), or None if neither layout is present."""
     for root in (_HERE / "vendor", _HERE.parent):
-        if (root / "engine" / "__init__.py").is_file() or (root / "engine" / "skeleton.py").is_file():
+        if (root / "engine" / "__init__.py").is_file() or (root / "engine" / "body" / "skeleton.py").is_file():
             return root
     return None
 

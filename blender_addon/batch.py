@@ -74,7 +74,7 @@ def _keep_toggles(parts: list[str]) -> set[str]:
     """Body-part names (engine.options.BODY_PART_NAMES and "root") -> the add-on's keep_<name>
     toggles (properties.KEEPABLE) that cover exactly the same joints ("arms" = both arm toggles)."""
     from engine.errors import EngineError
-    from engine.skeleton import BODY_PARTS
+    from engine.body.skeleton import BODY_PARTS
     keepable = importlib.import_module(_addon().__name__ + ".properties").KEEPABLE
     toggles: set[str] = set()
     for part in parts:
@@ -193,7 +193,7 @@ def run(args: argparse.Namespace) -> str:
             motion = scene_io.read_motion(obj, request.frame_start, end, request.fps, scene)
         try:
             if args.out_bvh:
-                from engine.bvh import write_bvh
+                from engine.outputs.bvh import write_bvh
                 write_bvh(motion, args.out_bvh, up_axis="Z")
             if args.out_npz:
                 motion.save_npz(args.out_npz)

@@ -21,7 +21,7 @@ import bpy  # noqa: E402
 import numpy as np  # noqa: E402
 
 from blender_addon import scene_io  # noqa: E402
-from engine.motion import Motion  # noqa: E402
+from engine.body.motion import Motion  # noqa: E402
 
 
 def main() -> None:

@@ -428,7 +428,7 @@ class DANCE_OT_export_bvh(_ExportBase, bpy.types.Operator, ExportHelper):
         description="Which axis points up in the file")
 
     def write(self, motion, path):
-        from engine.bvh import write_bvh
+        from engine.outputs.bvh import write_bvh
         write_bvh(motion, path, up_axis=self.up_axis)
 
 

@@ -48,7 +48,7 @@ def _is_armature(self, obj) -> bool:
 
 
 # What the animator can keep from the current animation: each has a `keep_<name>` property
-# below; all but "root" are engine.skeleton.BODY_PARTS names.
+# below; all but "root" are engine.body.skeleton.BODY_PARTS names.
 KEEPABLE = ("left_arm", "right_arm", "legs", "torso", "head", "root")
 
 
@@ -137,7 +137,7 @@ class DanceSettings(bpy.types.PropertyGroup):
         description="A dance is being generated in the background")
 
     def keep_parts(self) -> list[str]:
-        """Body-part names (engine.skeleton.BODY_PARTS) ticked to be kept ("root" is separate)."""
+        """Body-part names (engine.body.skeleton.BODY_PARTS) ticked to be kept ("root" is separate)."""
         return [p for p in KEEPABLE if p != "root" and getattr(self, "keep_" + p)]
 
 

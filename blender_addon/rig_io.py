@@ -1,7 +1,7 @@
 """Dancing on the animator's own character: any humanoid armature (Mixamo, Rigify, VRM, ...).
 
 The maths (bone mapping, rest alignment, chains, leg scaling, the inverse) lives in
-engine.retarget and needs no bpy; this module only moves data between Blender and it:
+engine.outputs.retarget and needs no bpy; this module only moves data between Blender and it:
 - read_rig(obj, bone_map): the armature's rest pose as an engine Rig.
 - character_bone_map(obj, path): which bone plays which SMPL joint (a JSON file, else the map
   the Dance panel stored on the armature, else the automatic one).
@@ -27,12 +27,12 @@ from . import blender_compat as compat
 from . import keys as key_io
 from . import scene_io, takes
 from .rig_ui import MAP_PROPERTY   # the armature's collection property holding the panel's mapping
-from engine.bone_mapping import ROOT_KEY   # BoneMap key of the bone that carries the location
+from engine.outputs.bone_mapping import ROOT_KEY   # BoneMap key of the bone that carries the location
 from engine.errors import EngineError
-from engine.motion import Constraints, Motion
-from engine.retarget import (Retargeter, Rig, auto_map, check_bone_map, list_presets, load_bone_map,
+from engine.body.motion import Constraints, Motion
+from engine.outputs.retarget import (Retargeter, Rig, auto_map, check_bone_map, list_presets, load_bone_map,
                              load_preset)
-from engine.skeleton import JOINT_NAMES, joint_indices
+from engine.body.skeleton import JOINT_NAMES, joint_indices
 # Rigify switches the add-on keys in each take it writes so the deforming bones follow the FK
 # controls it animates, and neck and head inherit the spine's rotation (custom properties that
 # Rigify's generated rig puts on thigh_parent.L, upper_arm_parent.L, ... and on torso).
@@ -90,7 +90,7 @@ def _follows(obj, bone_map: dict[str, str]) -> dict[str, str]:
     parenting does not say so: the bone of the joint's SMPL parent is not among its ancestors,
     but an ancestor copies that bone's transforms (Rigify: upper_arm_fk.L hangs under
     ORG-shoulder.L, which copies shoulder.L). The engine's maths then sees the real motion."""
-    from engine.skeleton import JOINT_INDEX, PARENTS
+    from engine.body.skeleton import JOINT_INDEX, PARENTS
     pbs = obj.pose.bones
     out = {}
     for joint, bone in bone_map.items():
@@ -128,7 +128,7 @@ def store_bone_map(obj, bone_map: dict[str, str]) -> None:
 
 
 def automatic_bone_map(obj) -> dict[str, str]:
-    """engine.retarget.auto_map for `obj`; a control rig whose controls follow each other through
+    """engine.outputs.retarget.auto_map for `obj`; a control rig whose controls follow each other through
     copying proxies (_follows) gets the shipped preset that fits it once those are seen."""
     rig = read_rig(obj)
     try:
@@ -160,7 +160,7 @@ def character_bone_map(obj, path: str | None = None) -> dict[str, str]:
 
 
 def retargeter(obj, bone_map: dict[str, str]) -> Retargeter:
-    """engine.retarget's maths for `obj` and `bone_map` (EngineError, one line, if it cannot)."""
+    """engine.outputs.retarget's maths for `obj` and `bone_map` (EngineError, one line, if it cannot)."""
     return Retargeter(read_rig(obj, bone_map), bone_map)
 
 

@@ -1,9 +1,9 @@
 """The Dance panel's "Character" section: which bone of the user's armature plays which SMPL
 joint, editable bone by bone, with automatic mapping and presets saved and loaded as JSON
-(the shipped ones in engine/bone_maps, the user's own in Blender's user config folder).
+(the shipped ones in engine/outputs/bone_maps, the user's own in Blender's user config folder).
 
 The mapping lives on the armature object (`Object.dance_bone_map`, saved with the .blend); while
-it is empty the automatic one (engine.retarget.auto_map) is used. rig_io reads it.
+it is empty the automatic one (engine.outputs.retarget.auto_map) is used. rig_io reads it.
 """
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ def user_presets() -> dict[str, str]:
 
 
 def _preset_items(self, context):
-    from engine.retarget import list_presets
+    from engine.outputs.retarget import list_presets
     items = [("shipped:" + n, n.replace("_", " ").title(), f"Shipped preset '{n}'") for n in list_presets()]
     items += [("user:" + n, n, f"Your preset {path}") for n, path in user_presets().items()]
     _enum_items[:] = items or [("", "(none)", "No presets")]
@@ -48,7 +48,7 @@ def automatic(obj):
     key = (obj.name, len(obj.data.bones))
     if key not in _auto_cache:
         from engine.errors import EngineError
-        from engine.retarget import detect_preset
+        from engine.outputs.retarget import detect_preset
         try:
             bone_map = rig_io.automatic_bone_map(obj)
             _auto_cache[key] = (detect_preset(rig_io.read_rig(obj, bone_map)), bone_map)
@@ -117,7 +117,7 @@ class DANCE_OT_load_bone_map(_MapOperator, bpy.types.Operator):
 
     def execute(self, context):
         from engine.errors import EngineError
-        from engine.retarget import load_bone_map, load_preset
+        from engine.outputs.retarget import load_bone_map, load_preset
         from . import rig_io
         obj = _character(context)
         kind, _, name = self.preset.partition(":")
@@ -149,7 +149,7 @@ class DANCE_OT_save_bone_map(_MapOperator, bpy.types.Operator):
 
     def execute(self, context):
         from engine.errors import EngineError
-        from engine.retarget import save_bone_map
+        from engine.outputs.retarget import save_bone_map
         from . import rig_io
         obj = _character(context)
         name = re.sub(r"[^\w.-]+", "_", self.name.strip())
@@ -181,7 +181,7 @@ class DANCE_PT_character(bpy.types.Panel):
 
     def draw(self, context):
         from engine.errors import EngineError
-        from engine.skeleton import JOINT_NAMES
+        from engine.body.skeleton import JOINT_NAMES
         from . import rig_io
         layout = self.layout
         obj = _character(context)

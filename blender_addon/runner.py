@@ -24,7 +24,7 @@ from engine.defaults import DEFAULT_AUTOGUIDANCE, DEFAULT_GUIDANCE, DEFAULT_STEP
 from engine.errors import Cancelled, EngineError  # plain Python: importable before torch is installed
 
 if TYPE_CHECKING:
-    from engine.motion import Constraints, Motion
+    from engine.body.motion import Constraints, Motion
 
 
 @dataclass
@@ -80,7 +80,7 @@ def _fit_constraints(request: Request) -> Constraints | None:
     """Drop constraint frames past the end of the audio: a strip can be a frame longer than
     its file (Blender rounds its length up), and the engine refuses constraints longer than
     the dance it can make."""
-    from engine.motion import Constraints
+    from engine.body.motion import Constraints
     cons = request.constraints
     if cons is None:
         return None
@@ -227,8 +227,8 @@ def prepare() -> None:
     if _prepared:
         return
     import engine.api  # noqa: F401  (torch, the model code)
-    import engine.metrics  # noqa: F401
-    from engine import audio
+    import engine.finishing.beatsync  # noqa: F401  (scipy, the kinematic beats)
+    from engine.music import audio
     sr = 22050
     wave = np.random.default_rng(0).normal(0.0, 0.1, sr).astype(np.float32)
     audio.music_features(wave, sr)

@@ -14,7 +14,7 @@ def __getattr__(name):
         from .api import generate
         return generate
     if name in ("Motion", "Constraints"):
-        from . import motion
+        from .body import motion
         return getattr(motion, name)
     if name in ("EngineError", "Cancelled"):
         from . import errors

@@ -1,7 +1,9 @@
-"""Command line: `python -m engine generate SONG -o OUT.bvh [-o OUT.npz] [-o OUT.mp4] ...`."""
+"""Command line: `python -m engine generate SONG -o OUT.bvh [-o OUT.npz] [-o OUT.mp4] ...`, and the
+repository's tools by short name (`python -m engine train ...`, see TOOLS)."""
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 import warnings
 from pathlib import Path
@@ -10,6 +12,20 @@ from .defaults import (DEFAULT_AUTOGUIDANCE, DEFAULT_FPS, DEFAULT_GUIDANCE, DEFA
                        LATE_GUIDANCE)
 from .errors import Cancelled, EngineError
 
+
+# Short command -> the module whose main(argv) runs it. They are imported only when asked for:
+# the extension ships the runtime without engine/training and engine/evaluation.
+TOOLS = {
+    "train": "engine.training.train",
+    "distill": "engine.training.distill",
+    "autoguide": "engine.training.autoguide",
+    "probe": "engine.training.probe",
+    "data": "engine.training.data.__main__",
+    "salsa-check": "engine.training.data.salsa_check",
+    "evaluate": "engine.evaluation.evaluate",
+    "evaluate-inbetween": "engine.evaluation.evaluate_inbetween",
+    "bench": "engine.evaluation.bench",
+}
 
 OUTPUT_KINDS = {".bvh": "BVH motion", ".npz": "SMPL poses/trans", ".mp4": "preview video with the song"}
 
@@ -28,8 +44,10 @@ Constraints (--constraints FILE.npz), at the output --fps, frame 0 = the first d
   Keyframes, joint-wise conditioning (e.g. arms only), seed motion (the opening frames fully
   given) and root paths are all just masks; they combine freely and hold exactly.
 
-Other commands: python -m engine.train (training), python -m engine.evaluate (metrics),
-python -m engine.bench (speed).
+Tools (in a clone of the repository; the extension ships without them), each with its own --help:
+  train, distill, autoguide, probe, data, salsa-check   training (engine/training/)
+  evaluate, evaluate-inbetween, bench                   evaluation (engine/evaluation/)
+  e.g. python -m engine distill --teacher weights/dance.safetensors --out runs/student
 """
 
 
@@ -59,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"energy: how far the dance is pushed away from the weights' weaker guide network "
                         f"(autoguidance; 1 = off; default {DEFAULT_AUTOGUIDANCE:g})")
     g.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to run (default auto)")
-    # --- few-step engine (engine.fewstep; helper D) ---
+    # --- few-step engine (engine.sampler.fewstep; helper D) ---
     g.add_argument("--quality", default="fast", choices=["fast", "best"],
                    help="fast: the weights' few-step student when they are one (default); best: its many-step "
                         "teacher (also used for other --steps, --guidance or --autoguidance)")
@@ -80,8 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
 def generate_command(args) -> int:
     from tqdm import tqdm
     from .api import available_styles, generate
-    from .audio import audio_seconds
-    from .motion import Constraints
+    from .music.audio import audio_seconds
+    from .body.motion import Constraints
     from .options import check_options, check_outputs, check_song_path
     # Everything is checked before any work starts (a mistake costs no generation time).
     check_outputs(args.output, OUTPUT_KINDS, args.force)
@@ -109,19 +127,40 @@ def generate_command(args) -> int:
     for out in args.output:
         kind = out.suffix.lower()
         if kind == ".bvh":
-            from .bvh import write_bvh
+            from .outputs.bvh import write_bvh
             write_bvh(motion, out, up_axis=args.up_axis, scale=args.scale)
         elif kind == ".npz":
             motion.save_npz(out)
         else:
-            from .preview import render_preview
+            from .outputs.preview import render_preview
             render_preview(motion, out, audio_path=args.song, audio_start=args.start)
         print(f"wrote {out}")
     print(f"{motion.num_frames} frames at {motion.fps:g} fps ({motion.duration:.1f} s), style {motion.style}, seed {motion.seed}")
     return 0
 
 
+def run_tool(name: str, argv: list[str]) -> int:
+    """Run a training or evaluation tool: import its module now and hand it the rest of the line."""
+    module = TOOLS[name]
+    try:
+        tool = importlib.import_module(module)
+    except ModuleNotFoundError as e:
+        if e.name is None or not (module == e.name or module.startswith(e.name + ".")):
+            raise                                        # a missing dependency, not a missing tool
+        kind = "a training" if module.startswith("engine.training.") else "an evaluation"
+        print(f"error: '{name}' is {kind} tool, not part of this install (use a clone of the repository)",
+              file=sys.stderr)
+        return 2
+    return tool.main(argv)
+
+
 def main(argv=None) -> int:
+    if argv is None:
+        argv = sys.argv[1:]
+        if argv and argv[0] in TOOLS:
+            del sys.argv[1]           # the tool's sys.argv[1:] is its own options (train records them)
+    if argv and argv[0] in TOOLS:     # before argparse: the tool parses its own options
+        return run_tool(argv[0], list(argv[1:]))
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:

@@ -10,22 +10,22 @@ from typing import Callable, Collection
 import numpy as np
 import torch
 
-from . import checkpoint
-from . import layout as L
-from . import rotations as R
-from .beatsync import output_times, warp_knots, warp_times
-from .diffusion import Inpainting, autoguided, cosine_alpha_bar, guided, sample
+from .body import layout as L
+from .body import rotations as R
+from .body.motion import Constraints, Motion
+from .body.skeleton import NUM_JOINTS, joint_positions
 from .defaults import (DEFAULT_AUTOGUIDANCE, DEFAULT_FPS, DEFAULT_GUIDANCE, DEFAULT_STEPS,
                        INPAINT_MIN_RUN_SECONDS, LATE_GUIDANCE, SMOOTHING_SECONDS)
-from .editing import anchor_times, apply_constraints, keyed_runs
-from .fewstep import choose_weights
 from .errors import Cancelled, EngineError
-from .feet import beat_cycle, clean_feet
-from .motion import Constraints, Motion
+from .finishing.beatsync import motion_beats, output_times, warp_knots, warp_times
+from .finishing.editing import anchor_times, apply_constraints, keyed_runs
+from .finishing.feet import beat_cycle, clean_feet
+from .finishing.rootpath import bound_root_path
+from .finishing.turns import limit_joint_speeds, limit_pelvis_turns
 from .options import check_options
-from .rootpath import bound_root_path
-from .skeleton import NUM_JOINTS, joint_positions
-from .turns import limit_joint_speeds, limit_pelvis_turns
+from .sampler import checkpoint
+from .sampler.diffusion import Inpainting, autoguided, cosine_alpha_bar, guided, sample
+from .sampler.fewstep import choose_weights
 
 Progress = Callable[[float, str], "bool | None"]
 
@@ -83,8 +83,8 @@ def _inpainting(c: Constraints | None, length: int, fps: float, normalizer: L.No
 
     Joint keys are in-painted only where they form runs (seed motion, a run joining a regenerated
     section, body-part locks): pasting an isolated key into the network's estimate made it rush to
-    meet it (hand whips of 2.7x the clip's 99th percentile; python -m engine.evaluate_inbetween),
-    while the correction offsets of engine.editing alone pass through it with the body's momentum."""
+    meet it (hand whips of 2.7x the clip's 99th percentile; python -m engine evaluate-inbetween),
+    while the correction offsets of engine.finishing.editing alone pass through it with the body's momentum."""
     if c is None:
         return None
     joint_mask = keyed_runs(c.joint_mask, max(2, int(round(INPAINT_MIN_RUN_SECONDS * fps))))
@@ -128,7 +128,7 @@ def _covered(times: np.ndarray, t: float, spacing: float) -> bool:
 
 
 # The finishing steps that turn the network's output into the dance, in the order they run
-# (finish_draw). Every one is on by default; engine.evaluate scores the network alone and each
+# (finish_draw). Every one is on by default; engine.evaluation.evaluate scores the network alone and each
 # step added. Constraints are always met exactly: they are the animator's, not a finishing step.
 FINISHING_STEPS = ("turns", "smoothing", "floor", "feet", "beat warp", "speed guard")
 
@@ -163,11 +163,11 @@ def generate(audio, *, sample_rate: int | None = None, style: str = "any", seed:
     `progress(fraction, message)` is called as work proceeds; returning False cancels (Cancelled).
     The same inputs and seed give the same dance on the same device. `beat_sync=False` skips the
     beat warp (for measuring what it adds). `autoguidance` steers away from the weights' guide
-    network, when they have one (1 = off; engine.diffusion.autoguided). `stage_radius`: None keeps
-    the dancer's drift on a FLOOR_RADIUS floor, 0 dances in place, r > 0 stays within r metres of
-    the start (engine.rootpath). `quality`: "fast" samples a few-step student (engine.distill) when the
-    weights are one and the settings are those it was distilled for; "best" (or other settings) samples
-    its many-step teacher (engine.fewstep). `finishing`: which of FINISHING_STEPS run (all by
+    network, when they have one (1 = off; engine.sampler.diffusion.autoguided). `stage_radius`: None
+    keeps the dancer's drift on a FLOOR_RADIUS floor, 0 dances in place, r > 0 stays within r metres
+    of the start (engine.finishing.rootpath). `quality`: "fast" samples a few-step student
+    (engine.training.distill) when the weights are one and the settings are those it was distilled
+    for; "best" (or other settings) samples its many-step teacher (engine.sampler.fewstep). `finishing`: which of FINISHING_STEPS run (all by
     default; for measuring what each adds).
     """
     report = _reporter(progress)
@@ -197,7 +197,7 @@ def draw(audio, *, sample_rate: int | None = None, style: str = "any", seed: int
          quality: str = "fast") -> Draw:
     """The network's part of `generate` (same arguments): options checked, music read, motion
     sampled. `report(fraction, message)` runs from 0 to 0.9."""
-    from . import audio as A
+    from .music import audio as A
     report = report or (lambda fraction, message: None)
 
     report(0.0, "loading the model")
@@ -206,7 +206,7 @@ def draw(audio, *, sample_rate: int | None = None, style: str = "any", seed: int
     song_seconds = A.audio_seconds(audio) if isinstance(audio, (str, Path)) else None
     _check_options(style, ckpt.styles, steps, fps, start, duration, guidance, autoguidance, stage_radius,
                    song_seconds)
-    # --- few-step student or its many-step teacher (engine.fewstep; helper D) ---
+    # --- few-step student or its many-step teacher (engine.sampler.fewstep; helper D) ---
     weights = choose_weights(weights or checkpoint.DEFAULT_WEIGHTS, ckpt.student, quality, steps, guidance,
                              autoguidance)
     ckpt = load_weights(weights, dev)
@@ -322,7 +322,6 @@ def finish_motion(poses30: np.ndarray, trans30: np.ndarray, seconds: float, out_
     that the re-stepped feet land on them. The warp is then planned again on the cleaned motion
     and applied last, so that the leg IK cannot move the beats it places. A planted foot stays
     planted under a time warp."""
-    from .metrics import motion_beats
     if "floor" in finishing and (constraints is None or not constraints.trans_mask.any()):
         trans30 = bound_root_path(trans30, L.MODEL_FPS, stage_radius)
     src_times = np.arange(len(poses30)) / L.MODEL_FPS

@@ -12,14 +12,14 @@ LATE_GUIDANCE_FROM_T = 300
 # fps^3; a Gaussian of this many seconds on the rotation and root channels removes it while
 # keeping the moves (calibrated against the real dances' jerk: weights/TRAINING.md).
 SMOOTHING_SECONDS = 0.11
-# Autoguidance (engine.diffusion.autoguided) from the weights' guide network, when they have one;
+# Autoguidance (engine.sampler.diffusion.autoguided) from the weights' guide network, when they have one;
 # 1 turns it off. Chosen with DEFAULT_GUIDANCE and SMOOTHING_SECONDS on the validation split
 # (weights/TRAINING.md): higher gives livelier, more varied dances (Div_k), and past about 2
 # they stray from the real ones (FID_k).
 DEFAULT_AUTOGUIDANCE = 2.0
 MAX_AUTOGUIDANCE = 5.0
 # The dancer's slow drift across the floor is kept within this radius (metres) of the start
-# (engine.rootpath) unless the user sets a stage radius. The training dancers' furthest distance
+# (engine.finishing.rootpath) unless the user sets a stage radius. The training dancers' furthest distance
 # from the centre of the floor they used: median 3.2 m (quartiles 2.4-4.2 m) over the 68
 # sequences of tang2018 and JustLMD. The squash is gradual (tanh), so it slows travel well inside
 # the radius: 3 m cut the travel that ballroom is made of (Div_k 9.07 against 9.38 at 4 m, FID_k
@@ -29,5 +29,5 @@ FLOOR_RADIUS = 4.0
 # the weights can be read; the weights' own list (engine.api.available_styles) is the real one.
 TRAINING_STYLES = ("any", "chacha", "rumba", "tango", "waltz", "pop")
 # The sampler in-paints joint keys only where a joint is keyed on at least this many seconds of
-# consecutive frames (engine.api._inpainting): isolated keys are met by engine.editing's offsets.
+# consecutive frames (engine.api._inpainting): isolated keys are met by engine.finishing.editing's offsets.
 INPAINT_MIN_RUN_SECONDS = 0.1

@@ -10,14 +10,14 @@ import math
 import numbers
 from pathlib import Path
 
+from .body.skeleton import BODY_PARTS
 from .defaults import MAX_AUTOGUIDANCE
 from .errors import EngineError
-from .skeleton import BODY_PARTS
 
 MAX_FPS = 240.0
 MAX_STEPS = 1000
 MAX_GUIDANCE = 20.0
-# Body-part names the engine accepts (engine.skeleton.BODY_PARTS); "root" (the pelvis's path)
+# Body-part names the engine accepts (engine.body.skeleton.BODY_PARTS); "root" (the pelvis's path)
 # is kept separately from rotations, where a tool can keep it (batch.py's --keep).
 BODY_PART_NAMES: tuple[str, ...] = tuple(BODY_PARTS)
 ROOT_PART = "root"

@@ -12,7 +12,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from engine.data import SHARED_DATA  # noqa: E402  (after sys.path is set)
+from engine.training.data import SHARED_DATA  # noqa: E402  (after sys.path is set)
 SHIPPED_WEIGHTS = REPO / "weights" / "dance.safetensors"
 
 needs_shared_data = pytest.mark.skipif(not (SHARED_DATA / "tang2018").is_dir(), reason="../shared/data not present")
@@ -20,13 +20,14 @@ needs_shared_data = pytest.mark.skipif(not (SHARED_DATA / "tang2018").is_dir(), 
 
 @pytest.fixture(scope="session")
 def tiny_weights(tmp_path_factory) -> Path:
-    from engine import checkpoint, layout as L
-    from engine.model import Denoiser, ModelConfig
-    from engine.train import BASE_STYLES
+    from engine.sampler import checkpoint
+    from engine.body import layout as L
+    from engine.sampler.model import Denoiser, ModelConfig
+    from engine.training.train import BASE_STYLES
     torch.manual_seed(0)
     model = Denoiser(ModelConfig(width=32, layers=1, heads=2, num_styles=len(BASE_STYLES)))
     # A plausible normaliser: rest pose on average, pelvis at standing height.
-    from engine.skeleton import REST_PELVIS_HEIGHT
+    from engine.body.skeleton import REST_PELVIS_HEIGHT
     rest = L.pack(torch.zeros(2, 72, dtype=torch.float64), torch.tensor([[0, REST_PELVIS_HEIGHT, 0]] * 2, dtype=torch.float64))
     motion_norm = L.Normalizer(rest[0].float(), torch.full((L.NUM_CHANNELS,), 0.05))
     music_norm = L.Normalizer(torch.zeros(35), torch.ones(35))

@@ -2,7 +2,7 @@
 import numpy as np
 import torch
 
-from engine import rotations as R
+from engine.body import rotations as R
 
 
 def rotation_error(aa_a, aa_b) -> float:

@@ -21,8 +21,8 @@ bpy = pytest.importorskip("bpy")
 
 from blender_addon import keys, operators, rig_io, runner, scene_io, takes  # noqa: E402
 from engine.errors import EngineError  # noqa: E402
-from engine.motion import Motion  # noqa: E402
-from engine.skeleton import JOINT_INDEX, REST_POSITIONS, joint_positions  # noqa: E402
+from engine.body.motion import Motion  # noqa: E402
+from engine.body.skeleton import JOINT_INDEX, REST_POSITIONS, joint_positions  # noqa: E402
 from addon_helpers import enabled_addon, make_rigify_blend  # noqa: E402
 from test_addon_scene_io import add_wav  # noqa: E402
 
@@ -192,7 +192,7 @@ def evaluated_points(obj, frames, bones) -> np.ndarray:
 def limb_cosines(obj, motion, frames, limb_bones, yaw=0.0) -> np.ndarray:
     """(F,8) cosine between each character limb (world, from the evaluated bones: limb_bones[i]
     = (bone whose head starts it, bone whose tail ends it)) and the SMPL dance's limb (from
-    engine.skeleton.joint_positions, turned to Blender's Z up and the character's facing)."""
+    engine.body.skeleton.joint_positions, turned to Blender's Z up and the character's facing)."""
     pos = joint_positions(motion.poses, motion.trans) @ C.T                # (T,24,3) Z up
     R = np.array([[math.cos(yaw), -math.sin(yaw), 0], [math.sin(yaw), math.cos(yaw), 0], [0, 0, 1]])
     want = np.stack([pos[:, JOINT_INDEX[b]] - pos[:, JOINT_INDEX[a]] for a, b in LIMBS], 1) @ R.T
@@ -208,9 +208,9 @@ def limb_cosines(obj, motion, frames, limb_bones, yaw=0.0) -> np.ndarray:
 
 def turn_errors(obj, motion, frames, joints, yaw=0.0) -> np.ndarray:
     """(F,len(joints)) degrees between how each joint's mapped bone turned in the world since the
-    first of `frames` and how the SMPL joint turned (engine.retarget.smpl_global_rotations):
+    first of `frames` and how the SMPL joint turned (engine.outputs.retarget.smpl_global_rotations):
     the whole rotation, twist about the limb included, whatever the rest pose and rolls."""
-    from engine.retarget import smpl_global_rotations
+    from engine.outputs.retarget import smpl_global_rotations
     bone_map = rig_io.check_character(obj)
     G = smpl_global_rotations(motion.poses)[np.asarray(frames) - frames[0]][:, [JOINT_INDEX[j] for j in joints]]
     R = np.array([[math.cos(yaw), -math.sin(yaw), 0], [math.sin(yaw), math.cos(yaw), 0], [0, 0, 1]]) @ C
@@ -406,7 +406,7 @@ def test_rigify_rig_dances_through_its_fk_controls(addon, tmp_path, rigify_blend
 
 def test_imported_engine_bvh_armature_dances(addon, tmp_path):
     scene = addon
-    from engine.bvh import write_bvh
+    from engine.outputs.bvh import write_bvh
     from test_addon_scene_io import random_motion
     path = tmp_path / "engine.bvh"
     write_bvh(random_motion(10), path, up_axis="Z")
@@ -484,7 +484,7 @@ def test_bad_characters_and_maps_are_one_line_and_change_nothing(addon, tmp_path
 
 def test_mapping_panel_operators_auto_map_save_and_load_presets(addon, tmp_path, monkeypatch):
     from blender_addon import rig_ui
-    from engine.retarget import load_bone_map
+    from engine.outputs.retarget import load_bone_map
     monkeypatch.setattr(rig_ui, "user_preset_dir", lambda: str(tmp_path))   # not the real user folder
     scene = addon
     obj = build_armature("Character", unreal_bones(), rest_roll(np.random.default_rng(1), unreal_bones()))
@@ -601,7 +601,7 @@ def test_regenerating_a_range_on_a_character_keeps_the_rest(addon, tmp_path):
 
 
 def test_batch_dances_a_character_with_a_bone_map_file(addon, tmp_path, tiny_weights):
-    from engine.retarget import save_bone_map
+    from engine.outputs.retarget import save_bone_map
     scene = addon
     obj = build_armature("Hero", unreal_bones(), rest_roll(np.random.default_rng(6), unreal_bones()))
     pb = obj.pose.bones["lowerarm_l"]

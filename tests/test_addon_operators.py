@@ -14,8 +14,8 @@ bpy = pytest.importorskip("bpy")
 import blender_addon  # noqa: E402
 from blender_addon import operators, runner, scene_io  # noqa: E402
 from engine.errors import Cancelled  # noqa: E402
-from engine.motion import Motion  # noqa: E402
-from engine.skeleton import JOINT_INDEX, JOINT_NAMES, joint_positions  # noqa: E402
+from engine.body.motion import Motion  # noqa: E402
+from engine.body.skeleton import JOINT_INDEX, JOINT_NAMES, joint_positions  # noqa: E402
 from rotation_checks import rotation_error  # noqa: E402
 from addon_helpers import enabled_addon  # noqa: E402
 from test_addon_scene_io import add_wav, random_motion, world_heads  # noqa: E402
@@ -37,7 +37,7 @@ def _stage(scene, tmp_path, seconds=2.5, strip_frame=5, fps=(24, 1.001)):
     assert bpy.ops.dance.create_dancer() == {'FINISHED'}
     obj = scene.dance.armature
     rng = np.random.default_rng(7)
-    from engine import rotations as R
+    from engine.body import rotations as R
     import torch
     keys = {}
     for frame, joints in ((strip_frame, JOINT_NAMES), (strip_frame + 40, ("left_elbow", "right_knee"))):

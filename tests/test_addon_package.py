@@ -15,7 +15,7 @@ bpy = pytest.importorskip("bpy")
 
 from blender_addon import scene_io  # noqa: E402
 from conftest import REPO  # noqa: E402
-from engine.skeleton import JOINT_INDEX  # noqa: E402
+from engine.body.skeleton import JOINT_INDEX  # noqa: E402
 from rotation_checks import rotation_error  # noqa: E402
 from test_addon_scene_io import add_wav  # noqa: E402
 
@@ -59,7 +59,7 @@ def test_batch_end_to_end_keeps_the_files_keys(tmp_path, tiny_weights):
     assert (bpy.context.scene.frame_start, bpy.context.scene.frame_end) == (1, 50)
     got = scene_io.read_motion(obj, 12, 12).poses[0, 3 * JOINT_INDEX["left_elbow"]:][:3]
     assert rotation_error(got, aa) < 1e-4                     # the file's key came out exactly
-    from engine.rootpath import IN_PLACE_SWAY                  # --stage-radius 0 reached the engine
+    from engine.finishing.rootpath import IN_PLACE_SWAY                  # --stage-radius 0 reached the engine
     pelvis = scene_io.read_motion(obj, 1, 50).trans[:, [0, 2]]
     assert np.linalg.norm(pelvis[:, None] - pelvis[None], axis=2).max() <= 2 * IN_PLACE_SWAY + 0.01
 
@@ -80,6 +80,7 @@ def test_built_extension_installs_and_dances(tmp_path, tiny_weights):
     assert "blender_manifest.toml" in names and "__init__.py" in names
     assert "vendor/engine/api.py" in names and "vendor/weights/dance.safetensors" in names
     assert not any("__pycache__" in n for n in names)
+    assert not any(n.startswith(("vendor/engine/training/", "vendor/engine/evaluation/")) for n in names)
 
     song = add_wav(tmp_path, 1.5)
     script = tmp_path / "install.py"

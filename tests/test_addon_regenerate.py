@@ -20,9 +20,9 @@ from mathutils import Quaternion  # noqa: E402
 
 from blender_addon import keys, scene_io  # noqa: E402
 from blender_addon import takes as T  # noqa: E402
-from engine import rotations as R  # noqa: E402
+from engine.body import rotations as R  # noqa: E402
 from engine.errors import EngineError  # noqa: E402
-from engine.skeleton import JOINT_INDEX, JOINT_NAMES  # noqa: E402
+from engine.body.skeleton import JOINT_INDEX, JOINT_NAMES  # noqa: E402
 from rotation_checks import rotation_error  # noqa: E402
 from test_addon_operators import addon  # noqa: E402,F401  (fixture)
 from test_addon_scene_io import add_wav, random_motion, world_heads  # noqa: E402
@@ -286,8 +286,8 @@ def test_in_place_dance_keeps_the_root_on_the_spot(addon, tmp_path):
     assert bpy.ops.dance.generate() == {'FINISHED'}
     pelvis = _heads(obj, range(first, last + 1))[:, 0, :2]
     # The engine keeps only the sway of the weight from foot to foot, within IN_PLACE_SWAY of
-    # the spot (engine.rootpath): the pelvis never leaves a disc of that radius.
-    from engine.rootpath import IN_PLACE_SWAY
+    # the spot (engine.finishing.rootpath): the pelvis never leaves a disc of that radius.
+    from engine.finishing.rootpath import IN_PLACE_SWAY
     spread = np.linalg.norm(pelvis[:, None] - pelvis[None], axis=2).max()
     print(f"in place: the pelvis covers a {spread * 100:.1f} cm wide spot over {last - first + 1} frames")
     assert spread <= 2 * IN_PLACE_SWAY + 0.01

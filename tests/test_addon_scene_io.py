@@ -12,10 +12,10 @@ bpy = pytest.importorskip("bpy")
 from mathutils import Vector  # noqa: E402
 
 from blender_addon import scene_io  # noqa: E402
-from engine import rotations as R  # noqa: E402
+from engine.body import rotations as R  # noqa: E402
 from engine.errors import EngineError  # noqa: E402
-from engine.motion import Motion  # noqa: E402
-from engine.skeleton import JOINT_INDEX, JOINT_NAMES, PARENTS, joint_positions  # noqa: E402
+from engine.body.motion import Motion  # noqa: E402
+from engine.body.skeleton import JOINT_INDEX, JOINT_NAMES, PARENTS, joint_positions  # noqa: E402
 from rotation_checks import rotation_error  # noqa: E402
 
 
@@ -170,7 +170,7 @@ def test_body_part_locking_follows_the_current_animation(scene):
     motion = random_motion(30)
     scene_io.write_motion(obj, motion, 1, "Previous dance")
     cons = scene_io.read_constraints(obj, 1, 30, 30.0, keep_parts=["left_arm", "legs"], keep_root=True)
-    from engine.skeleton import BODY_PARTS
+    from engine.body.skeleton import BODY_PARTS
     locked = sorted(JOINT_INDEX[n] for n in BODY_PARTS["left_arm"] + BODY_PARTS["legs"])
     assert np.array_equal(np.flatnonzero(cons.joint_mask.all(axis=0)), locked)
     assert not cons.joint_mask[:, [j for j in range(24) if j not in locked]].any()
@@ -260,7 +260,7 @@ def test_clear_errors_for_user_mistakes(scene, tmp_path):
 def _synthetic_smpl_model(path):
     """A stand-in for the licensed SMPL file, same keys and shapes per vertex: a tetrahedron
     around each joint, rigidly weighted to it, the whole body shifted off the origin."""
-    from engine.skeleton import NUM_JOINTS, REST_POSITIONS
+    from engine.body.skeleton import NUM_JOINTS, REST_POSITIONS
     import pickle
     tet = np.array([[0.02, 0, 0], [-0.02, 0, 0], [0, 0.02, 0], [0, 0, 0.02]])
     centres = REST_POSITIONS + (0.3, 1.1, -0.2)

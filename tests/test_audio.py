@@ -1,16 +1,16 @@
-"""engine.audio: decoding any common file or array to the feature grid, features, beats."""
+"""engine.music.audio: decoding any common file or array to the feature grid, features, beats."""
 import subprocess
 
 import numpy as np
 import pytest
 import soundfile as sf
 
-from engine import audio
-from engine.audio import (FEATURE_CHANNELS, FEATURE_SR, HOP, NUM_MUSIC_FEATURES, detect_beats,
+from engine.music import audio
+from engine.music.audio import (FEATURE_CHANNELS, FEATURE_SR, HOP, NUM_MUSIC_FEATURES, detect_beats,
                           load_audio, load_song, music_features)
 from engine.errors import EngineError
 from engine.example import make_click_track
-from engine.layout import MODEL_FPS
+from engine.body.layout import MODEL_FPS
 
 
 def _sine(freq, seconds, sr):

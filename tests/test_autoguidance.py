@@ -4,13 +4,14 @@ import numpy as np
 import pytest
 import torch
 
-from engine import checkpoint, layout as L
+from engine.sampler import checkpoint
+from engine.body import layout as L
 from engine.api import generate
-from engine.autoguide import attach_guide, main as autoguide_main
-from engine.diffusion import autoguided
+from engine.training.autoguide import attach_guide, main as autoguide_main
+from engine.sampler.diffusion import autoguided
 from engine.errors import EngineError
-from engine.model import Denoiser, ModelConfig
-from engine.train import BASE_STYLES
+from engine.sampler.model import Denoiser, ModelConfig
+from engine.training.train import BASE_STYLES
 
 
 def _constant(value):

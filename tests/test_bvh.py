@@ -1,13 +1,13 @@
-"""engine.bvh: exact round trips, file structure, and Blender's own importer/exporter."""
+"""engine.outputs.bvh: exact round trips, file structure, and Blender's own importer/exporter."""
 import numpy as np
 import pytest
 import torch
 
-from engine.bvh import euler_to_matrix, matrix_to_euler_zxy, read_bvh, write_bvh
+from engine.outputs.bvh import euler_to_matrix, matrix_to_euler_zxy, read_bvh, write_bvh
 from engine.errors import EngineError
-from engine.motion import Motion
-from engine.rotations import axis_angle_to_matrix
-from engine.skeleton import JOINT_NAMES, PARENTS, joint_positions
+from engine.body.motion import Motion
+from engine.body.rotations import axis_angle_to_matrix
+from engine.body.skeleton import JOINT_NAMES, PARENTS, joint_positions
 
 Y_TO_Z = np.array([[1.0, 0, 0], [0, 0, -1], [0, 1, 0]])
 

@@ -1,9 +1,9 @@
-"""Planted feet on the character's own proportions (engine/character_feet.py, Retargeter.to_rig
+"""Planted feet on the character's own proportions (engine/outputs/character_feet.py, Retargeter.to_rig
 with contacts or fps) and the floor of rigs without toe bones, numpy only.
 
 The character here has thighs 20% longer and shins 30% shorter than SMPL's, so the plain
 retarget (limbs along SMPL's limbs, root scaled by leg length) slides and sinks its planted
-feet. The SMPL dance is a random motion whose feet engine.feet has planted (its contacts).
+feet. The SMPL dance is a random motion whose feet engine.finishing.feet has planted (its contacts).
 (Much wilder legs, SMPL's knee folded shut or flung straight, leave a planted spot out of the
 character's reach, and the foot is then lifted or drawn in: see the module's notes.)
 """
@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from test_retarget import MIXAMO, Y_TO_Z, angle_between, dance, fk_world, humanoid, make_rig, smpl_heads
 
-from engine.feet import clean_feet
-from engine.retarget import SMPL_ANKLE_HEIGHT, Retargeter, RetargetError, auto_map
-from engine.skeleton import JOINT_INDEX, JOINT_NAMES, NUM_JOINTS, PARENTS, REST_PELVIS_HEIGHT, joint_positions
+from engine.finishing.feet import clean_feet
+from engine.outputs.retarget import SMPL_ANKLE_HEIGHT, Retargeter, RetargetError, auto_map
+from engine.body.skeleton import JOINT_INDEX, JOINT_NAMES, NUM_JOINTS, PARENTS, REST_PELVIS_HEIGHT, joint_positions
 
 FPS = 30.0
 LEG_JOINTS = {JOINT_INDEX[f"{s}_{j}"] for s in ("left", "right") for j in ("hip", "knee", "ankle")}
@@ -158,7 +158,7 @@ def test_swing_frames_and_the_rest_of_the_body_keep_the_plain_retarget(planted_d
     ret = Retargeter(rig, auto_map(rig))
     plain = ret.to_rig(poses, trans)
     planted = ret.to_rig(poses, trans, contacts=contacts, fps=FPS)
-    fade = 5                                                         # engine.feet.FADE_SECONDS at 30 fps, rounded up
+    fade = 5                                               # engine.finishing.feet.FADE_SECONDS at 30 fps, rounded up
     for col, side in enumerate(("left", "right")):
         near = np.convolve(contacts[:, col] > 0.5, np.ones(2 * fade + 1), "same") > 0
         assert (~near).sum() >= 5
@@ -249,7 +249,7 @@ def test_a_toeless_rig_stands_on_its_soles(foot_tail, sole):
 
 
 def test_two_bone_ik_reaches_exactly_and_a_straight_leg_bends_about_the_hinge():
-    from engine.character_feet import two_bone_ik
+    from engine.outputs.character_feet import two_bone_ik
     rng = np.random.default_rng(0)
     N = 200
     hip = rng.normal(0, 0.1, (N, 3)) + [0, 0, 0.9]

@@ -91,7 +91,7 @@ def test_api_uses_the_same_validation(click_song, tiny_weights):
 
 def test_fallback_style_list_is_the_training_styles():
     from engine.defaults import TRAINING_STYLES
-    from engine.train import BASE_STYLES
+    from engine.training.train import BASE_STYLES
     assert "chacha" in TRAINING_STYLES and "cha-cha" not in TRAINING_STYLES
     assert BASE_STYLES == list(TRAINING_STYLES)
     props = (REPO / "blender_addon" / "properties.py").read_text()

@@ -1,16 +1,16 @@
-"""CMU salsa loader (engine/data/cmu_salsa.py) and the any-skeleton BVH reader, on a small
+"""CMU salsa loader (engine/training/data/cmu_salsa.py) and the any-skeleton BVH reader, on a small
 SecondLife-style BVH written here (Y up, scaled units, a 120-fps header on 60-fps motion)."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from engine.bvh import euler_to_matrix, read_bvh_skeleton
-from engine.data.cache import detect_kind, load_source
-from engine.data.cmu_salsa import SETTLE_S, SOURCE_FPS, load_cmu_salsa, load_salsa_file
-from engine.layout import MODEL_FPS
-from engine.retarget import SMPL_LEG_LENGTH
-from engine.skeleton import FOOT_INDICES, JOINT_INDEX, joint_positions
+from engine.outputs.bvh import euler_to_matrix, read_bvh_skeleton
+from engine.training.data.cache import detect_kind, load_source
+from engine.training.data.cmu_salsa import SETTLE_S, SOURCE_FPS, load_cmu_salsa, load_salsa_file
+from engine.body.layout import MODEL_FPS
+from engine.outputs.retarget import SMPL_LEG_LENGTH
+from engine.body.skeleton import FOOT_INDICES, JOINT_INDEX, joint_positions
 
 # name, parent, offset (file units: the hip about 0.63 above the floor, like the CMU files)
 SKELETON = [

@@ -14,17 +14,17 @@ import pytest
 import soundfile as sf
 import torch
 
-from engine import layout as L
-from engine import rotations as R
-from engine.audio import FEATURE_CHANNELS, NUM_MUSIC_FEATURES
-from engine.data import (CorpusItem, WindowDataset, default_validation_names, load_aistpp, load_corpus,
+from engine.body import layout as L
+from engine.body import rotations as R
+from engine.music.audio import FEATURE_CHANNELS, NUM_MUSIC_FEATURES
+from engine.training.data import (CorpusItem, WindowDataset, default_validation_names, load_aistpp, load_corpus,
                          load_justlmd, load_tang2018)
-from engine.data.cache import Corpus
-from engine.data.justlmd import CAMERA_TO_WORLD, SMPL_PELVIS
-from engine.data.sequence import lowest_foot, smooth
-from engine.data.windows import (mirror_packed, mirror_poses, rotate_packed, rotate_poses, stretch_music,
+from engine.training.data.cache import Corpus
+from engine.training.data.justlmd import CAMERA_TO_WORLD, SMPL_PELVIS
+from engine.training.data.sequence import lowest_foot, smooth
+from engine.training.data.windows import (mirror_packed, mirror_poses, rotate_packed, rotate_poses, stretch_music,
                                  stretch_packed)
-from engine.skeleton import (FOOT_INDICES, JOINT_INDEX, MIRROR_INDICES, REST_OFFSETS, forward_kinematics,
+from engine.body.skeleton import (FOOT_INDICES, JOINT_INDEX, MIRROR_INDICES, REST_OFFSETS, forward_kinematics,
                              joint_positions)
 
 from conftest import SHARED_DATA as SHARED

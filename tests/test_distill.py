@@ -1,5 +1,5 @@
-"""Distillation (engine.distill) on a tiny synthetic set and a tiny random teacher, and the
-runtime's choice between a few-step student and its teacher (engine.fewstep)."""
+"""Distillation (engine.training.distill) on a tiny synthetic set and a tiny random teacher, and the
+runtime's choice between a few-step student and its teacher (engine.sampler.fewstep)."""
 import json
 import shutil
 
@@ -7,17 +7,18 @@ import numpy as np
 import pytest
 import torch
 
-from engine import checkpoint, layout as L
+from engine.sampler import checkpoint
+from engine.body import layout as L
 from engine.api import generate
-from engine.autoguide import attach_guide
-from engine.data.cache import CorpusItem, _save
-from engine.distill import main as distill_main, student_timesteps, teacher_segment_target, x0_landing_at
-from engine.diffusion import cosine_alpha_bar, ddim_step
+from engine.training.autoguide import attach_guide
+from engine.training.data.cache import CorpusItem, _save
+from engine.training.distill import main as distill_main, student_timesteps, teacher_segment_target, x0_landing_at
+from engine.sampler.diffusion import cosine_alpha_bar, ddim_step
 from engine.errors import EngineError
-from engine.fewstep import choose_weights
-from engine.model import Denoiser, ModelConfig
-from engine.skeleton import REST_PELVIS_HEIGHT
-from engine.train import BASE_STYLES
+from engine.sampler.fewstep import choose_weights
+from engine.sampler.model import Denoiser, ModelConfig
+from engine.body.skeleton import REST_PELVIS_HEIGHT
+from engine.training.train import BASE_STYLES
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +35,7 @@ def teacher(tiny_weights, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def packed_data(tmp_path_factory):
-    """Six synthetic 8 s dances with music, packed as `python -m engine.data` packs them."""
+    """Six synthetic 8 s dances with music, packed as `python -m engine data` packs them."""
     rng = np.random.default_rng(0)
     items = []
     for i, style in enumerate(["chacha", "rumba", "tango", "waltz", "chacha", "rumba"]):

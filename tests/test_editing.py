@@ -1,18 +1,18 @@
-"""Keys the dance moves through (engine.editing), no pops (engine.turns.limit_joint_speeds and the
-leg IK), staying on stage (engine.rootpath): on hand-made motion with known answers."""
+"""Keys the dance moves through (engine.finishing.editing), no pops (engine.finishing.turns.limit_joint_speeds and the
+leg IK), staying on stage (engine.finishing.rootpath): on hand-made motion with known answers."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
 
-from engine import rotations as R
-from engine.editing import apply_constraints, offset_curve
-from engine.evaluate_inbetween import angular_speed, key_flow
-from engine.motion import Constraints
-from engine.rootpath import IN_PLACE_SWAY, bound_root_path
-from engine.skeleton import JOINT_INDEX, NUM_JOINTS, REST_PELVIS_HEIGHT, joint_positions
-from engine.turns import MAX_JOINT_SPEED, limit_joint_speeds
+from engine.body import rotations as R
+from engine.finishing.editing import apply_constraints, offset_curve
+from engine.evaluation.evaluate_inbetween import angular_speed, key_flow
+from engine.body.motion import Constraints
+from engine.finishing.rootpath import IN_PLACE_SWAY, bound_root_path
+from engine.body.skeleton import JOINT_INDEX, NUM_JOINTS, REST_PELVIS_HEIGHT, joint_positions
+from engine.finishing.turns import MAX_JOINT_SPEED, limit_joint_speeds
 from rotation_checks import rotation_error
 
 FPS = 30.0
@@ -123,7 +123,7 @@ def test_planted_pops_are_limited_to_the_bound_and_keys_stay():
 def test_the_leg_ik_does_not_flip_a_nearly_straight_knee():
     """A nearly straight leg's bend plane is noise: IK must bend the knee forward every frame,
     not flip it back and forth (the hip and knee popping by 50 degrees)."""
-    from engine.feet import LEGS, _global_rotations, _positions, _two_bone_ik
+    from engine.finishing.feet import LEGS, _global_rotations, _positions, _two_bone_ik
     T = 40
     rng = np.random.default_rng(0)
     poses = np.zeros((T, 72))
@@ -169,8 +169,8 @@ def test_corrections_near_half_a_turn_do_not_spin_through_zero():
 
 
 def test_inbetweening_evaluation_runs_on_a_clip(click_song, tiny_weights):
-    """engine.evaluate_inbetween's two measurements, end to end on a made-up 'real' clip."""
-    from engine import evaluate_inbetween as E
+    """engine.evaluation.evaluate_inbetween's two measurements, end to end on a made-up 'real' clip."""
+    from engine.evaluation import evaluate_inbetween as E
     poses, trans = _dance(150, amplitude=0.3)
     clip = E.RealClip("made-up", poses, trans, str(click_song), 0.5)
     args = E.parse_args(["--steps", "1", "--weights", str(tiny_weights)])

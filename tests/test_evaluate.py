@@ -1,4 +1,4 @@
-"""engine.evaluate on tiny synthetic dances and a click track (no shared data needed)."""
+"""engine.evaluation.evaluate on tiny synthetic dances and a click track (no shared data needed)."""
 import json
 import math
 
@@ -7,10 +7,10 @@ import pytest
 import soundfile as sf
 import torch
 
-from engine import evaluate as E
-from engine.layout import MODEL_FPS
-from engine.motion import Motion
-from engine.skeleton import REST_PELVIS_HEIGHT, REST_POSITIONS
+from engine.evaluation import evaluate as E
+from engine.body.layout import MODEL_FPS
+from engine.body.motion import Motion
+from engine.body.skeleton import REST_PELVIS_HEIGHT, REST_POSITIONS
 
 PERIOD = 15                         # frames between speed minima: 0.5 s, 120 BPM
 
@@ -103,8 +103,9 @@ def test_missing_weights_exit_code(tmp_path, capsys):
 
 
 def test_probe_measures_the_truth_and_the_prediction(tiny_weights):
-    from engine import checkpoint, layout as L
-    from engine.probe import reconstruction_speeds
+    from engine.sampler import checkpoint
+    from engine.body import layout as L
+    from engine.training.probe import reconstruction_speeds
     from test_data import synth_motion
     ckpt = checkpoint.load(tiny_weights)
     poses, trans = synth_motion(60, L.MODEL_FPS, seed=0)
@@ -126,7 +127,7 @@ def test_every_nth_clip_for_quick_sweeps(tmp_path):
 
 
 def test_seeded_rows_their_mean_and_the_genre_set(tmp_path):
-    from engine.genre_set import GenreSong
+    from engine.evaluation.genre_set import GenreSong
     song = tmp_path / "song.wav"
     click_track(song, 9.0)
     val = pulsing_dance("val_song", 8.0)

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from engine.audio import detect_beats, load_audio
+from engine.music.audio import detect_beats, load_audio
 from engine.errors import EngineError
 from engine.example import make_click_track, make_example_song
 

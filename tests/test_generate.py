@@ -8,9 +8,9 @@ import pytest
 
 from engine.api import generate
 from engine.errors import Cancelled, EngineError
-from engine.motion import Constraints
+from engine.body.motion import Constraints
 from conftest import REPO, SHIPPED_WEIGHTS
-from engine.skeleton import joint_positions
+from engine.body.skeleton import joint_positions
 from rotation_checks import rotation_error
 
 
@@ -154,7 +154,8 @@ def test_cli_help_explains_constraints():
 
 
 def test_engine_never_imports_bpy():
-    code = ("import sys, engine, engine.api, engine.train, engine.bvh, engine.preview, engine.metrics; "
+    code = ("import sys, engine, engine.api, engine.training.train, engine.outputs.bvh, engine.outputs.preview, "
+            "engine.evaluation.metrics; "
             "assert 'bpy' not in sys.modules, 'bpy imported'")
     r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
@@ -171,7 +172,7 @@ def test_ten_minute_song_runs_in_bounded_memory(tiny_weights):
     assert m.num_frames == 18000 and np.isfinite(m.trans).all()
     assert grown_mb < 3000
     # The drift stays within the floor disc; the quick travel on top of it adds a little.
-    from engine.rootpath import FLOOR_RADIUS
+    from engine.finishing.rootpath import FLOOR_RADIUS
     assert np.linalg.norm(m.trans[:, [0, 2]] - m.trans[0, [0, 2]], axis=1).max() < FLOOR_RADIUS + 1.5
 
 
@@ -179,7 +180,7 @@ def test_ten_minute_song_runs_in_bounded_memory(tiny_weights):
 
 @pytest.mark.parametrize("radius", [0.0, 1.0])
 def test_stage_radius_keeps_the_dancer_near_the_start(click_song, tiny_weights, radius):
-    from engine.rootpath import IN_PLACE_SWAY
+    from engine.finishing.rootpath import IN_PLACE_SWAY
     m = _gen(click_song, tiny_weights, stage_radius=radius)
     reach = np.linalg.norm(m.trans[:, [0, 2]] - m.trans[0, [0, 2]], axis=1)
     assert reach.max() <= max(radius, IN_PLACE_SWAY) + 1e-6
@@ -190,7 +191,7 @@ _shipped = pytest.mark.skipif(not SHIPPED_WEIGHTS.is_file(), reason="no shipped 
 
 @_shipped
 def test_in_place_dancing_keeps_the_feet_planted():
-    from engine import metrics as M
+    from engine.evaluation import metrics as M
     from engine.example import synthesize_example
     song = synthesize_example(seconds=10.0, bpm=120.0, sr=22050).mean(axis=1)
     free = generate(song, sample_rate=22050, seed=1, steps=4)
@@ -202,9 +203,9 @@ def test_in_place_dancing_keeps_the_feet_planted():
 
 @_shipped
 def test_no_joint_pops_on_a_long_song():
-    from engine.evaluate_inbetween import angular_speed
+    from engine.evaluation.evaluate_inbetween import angular_speed
     from engine.example import synthesize_example
-    from engine.turns import MAX_JOINT_SPEED
+    from engine.finishing.turns import MAX_JOINT_SPEED
     song = synthesize_example(seconds=60.0, bpm=126.0, sr=22050).mean(axis=1)
     m = generate(song, sample_rate=22050, seed=3, steps=4)
     speed = angular_speed(m.poses, m.fps)
@@ -214,7 +215,7 @@ def test_no_joint_pops_on_a_long_song():
 @_shipped
 def test_the_dancer_flows_through_keys_without_stopping_or_whipping():
     """Keys every 2 s taken from another dance (so they differ from what this seed draws)."""
-    from engine.evaluate_inbetween import key_flow
+    from engine.evaluation.evaluate_inbetween import key_flow
     from engine.example import synthesize_example
     song = synthesize_example(seconds=10.0, bpm=120.0, sr=22050).mean(axis=1)
     other = generate(song, sample_rate=22050, seed=7, steps=8)

@@ -4,7 +4,7 @@ import pytest
 import soundfile as sf
 
 from engine.errors import EngineError
-from engine.genre_set import genre_songs, parse_track_list
+from engine.evaluation.genre_set import genre_songs, parse_track_list
 
 LICENCE = """All music in this directory was generated locally.
 

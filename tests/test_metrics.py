@@ -4,9 +4,9 @@ import math
 import numpy as np
 import pytest
 
-from engine import metrics as M
-from engine.layout import MODEL_FPS
-from engine.skeleton import JOINT_INDEX, NUM_JOINTS, REST_PELVIS_HEIGHT, REST_POSITIONS
+from engine.evaluation import metrics as M
+from engine.body.layout import MODEL_FPS
+from engine.body.skeleton import JOINT_INDEX, NUM_JOINTS, REST_PELVIS_HEIGHT, REST_POSITIONS
 
 FPS = MODEL_FPS
 

@@ -1,4 +1,4 @@
-"""engine.preview: a stick-figure mp4 with video and audio streams."""
+"""engine.outputs.preview: a stick-figure mp4 with video and audio streams."""
 import re
 import subprocess
 
@@ -8,9 +8,9 @@ import pytest
 
 from engine.errors import Cancelled, EngineError
 from engine.example import make_example_song
-from engine.motion import Motion
-from engine.preview import render_preview
-from engine.skeleton import REST_PELVIS_HEIGHT
+from engine.body.motion import Motion
+from engine.outputs.preview import render_preview
+from engine.body.skeleton import REST_PELVIS_HEIGHT
 
 
 def _dance(seconds=2.0, fps=30.0):

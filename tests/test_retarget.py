@@ -1,4 +1,4 @@
-"""Retargeting maths and bone mapping (engine/retarget.py, engine/bone_mapping.py), numpy only.
+"""Retargeting maths and bone mapping (engine/outputs/retarget.py, engine/outputs/bone_mapping.py), numpy only.
 
 The rigs are built here: an SMPL-proportioned Mixamo-named T-pose with random bone rolls, an
 A-pose with other proportions, a 5-bone spine with a 2-bone neck (Unreal names), and an FBX-like
@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 import torch
 
-from engine import rotations as R
-from engine.bone_mapping import bone_key, map_by_hierarchy
-from engine.retarget import (Retargeter, RetargetError, Rig, Y_TO_Z, auto_map, check_bone_map, detect_preset,
+from engine.body import rotations as R
+from engine.outputs.bone_mapping import bone_key, map_by_hierarchy
+from engine.outputs.retarget import (Retargeter, RetargetError, Rig, Y_TO_Z, auto_map, check_bone_map, detect_preset,
                              list_presets, load_bone_map, load_preset, save_bone_map)
-from engine.skeleton import JOINT_INDEX, JOINT_NAMES, NUM_JOINTS, PARENTS, REST_PELVIS_HEIGHT, REST_POSITIONS
+from engine.body.skeleton import JOINT_INDEX, JOINT_NAMES, NUM_JOINTS, PARENTS, REST_PELVIS_HEIGHT, REST_POSITIONS
 
 LIMBS = ("left_hip", "right_hip", "left_knee", "right_knee", "left_shoulder", "right_shoulder",
          "left_elbow", "right_elbow")
@@ -179,7 +179,7 @@ def test_smpl_proportioned_t_pose_follows_the_dance_exactly():
     # Same proportions as SMPL (times 1.3): every mapped joint sits where SMPL's joint does, scaled.
     out = ret.to_rig(poses, trans)
     heads = fk_world(rig, out.rotations, out.root_bone, out.root_location)
-    from engine.skeleton import joint_positions
+    from engine.body.skeleton import joint_positions
     smpl = joint_positions(poses, trans) @ Y_TO_Z.T @ ret.frame[:3, :3].T * 1.3
     mapped = [j for j, b in enumerate(ret.bone_of) if b >= 0]
     err = np.abs(heads[:, [ret.bone_of[j] for j in mapped]] - smpl[:, mapped]).max()
@@ -286,7 +286,7 @@ def test_rotated_scaled_object_fbx_like_armature():
     assert limb_cosines(rig, ret, poses, trans).min() > 0.9999
     out = ret.to_rig(poses, trans)
     world = fk_world(rig, out.rotations, out.root_bone, out.root_location)
-    from engine.skeleton import joint_positions
+    from engine.body.skeleton import joint_positions
     smpl = joint_positions(poses, trans) @ Y_TO_Z.T @ ret.frame[:3, :3].T + [2.0, -1.0, 0.0]
     mapped = [j for j, b in enumerate(ret.bone_of) if b >= 0]
     assert np.abs(world[:, [ret.bone_of[j] for j in mapped]] - smpl[:, mapped]).max() < 1e-6
@@ -438,10 +438,10 @@ def test_bone_map_json_round_trip(tmp_path):
 
 def test_retargeting_imports_no_torch():
     # The add-on's rig panel imports these before torch is installed (blender_addon/rig_ui.py):
-    # the reason engine/retarget.py keeps its own numpy rotations.
+    # the reason engine/outputs/retarget.py keeps its own numpy rotations.
     import subprocess
     import sys
-    code = ("import sys, engine.retarget, engine.bone_mapping, engine.character_feet; "
+    code = ("import sys, engine.outputs.retarget, engine.outputs.bone_mapping, engine.outputs.character_feet; "
             "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=str(Path(__file__).resolve().parents[1]))

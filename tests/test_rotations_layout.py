@@ -2,9 +2,9 @@ import numpy as np
 import torch
 from scipy.spatial.transform import Rotation
 
-from engine import layout as L
-from engine import rotations as R
-from engine.skeleton import BODY_PARTS, JOINT_NAMES, MIRROR_INDICES, joint_indices, joint_positions, REST_POSITIONS
+from engine.body import layout as L
+from engine.body import rotations as R
+from engine.body.skeleton import BODY_PARTS, JOINT_NAMES, MIRROR_INDICES, joint_indices, joint_positions, REST_POSITIONS
 
 
 def random_axis_angle(n, scale=2.0, seed=0):

@@ -3,13 +3,13 @@ import numpy as np
 import pytest
 import torch
 
-from engine import metrics
-from engine.beatsync import MAX_RATE, MIN_RATE, output_times, warp_knots, warp_times
-from engine.diffusion import Inpainting, cosine_alpha_bar, sample, window_starts
-from engine.editing import apply_constraints
-from engine.feet import beat_cycle, clean_feet, true_runs
-from engine.motion import Constraints
-from engine.skeleton import JOINT_INDEX, REST_PELVIS_HEIGHT, joint_positions
+from engine.evaluation import metrics
+from engine.finishing.beatsync import MAX_RATE, MIN_RATE, output_times, warp_knots, warp_times
+from engine.sampler.diffusion import Inpainting, cosine_alpha_bar, sample, window_starts
+from engine.finishing.editing import apply_constraints
+from engine.finishing.feet import beat_cycle, clean_feet, true_runs
+from engine.body.motion import Constraints
+from engine.body.skeleton import JOINT_INDEX, REST_PELVIS_HEIGHT, joint_positions
 from rotation_checks import rotation_error
 
 
@@ -235,7 +235,7 @@ def test_finished_dance_steps_on_the_music_beats():
 
 
 def test_root_path_stays_on_the_floor_area():
-    from engine.rootpath import bound_root_path
+    from engine.finishing.rootpath import bound_root_path
     fps, T = 30, 30 * 120
     t = np.arange(T) / fps
     sway = 0.2 * np.sin(2 * np.pi * t)                                           # a step to and fro each second
@@ -250,7 +250,7 @@ def test_root_path_stays_on_the_floor_area():
 
 
 def test_guidance_weight_drops_to_the_late_weight_at_low_noise():
-    from engine.diffusion import guided
+    from engine.sampler.diffusion import guided
 
     def model(x_t, t, music, style, keep):     # conditioned pass says 1, unconditioned 0
         return keep.float()[:, None, None].expand_as(x_t)
@@ -263,7 +263,7 @@ def test_guidance_weight_drops_to_the_late_weight_at_low_noise():
 
 
 def test_a_toe_tipped_under_the_floor_is_pitched_up_about_its_ankle():
-    from engine.feet import LEGS, _toes_above_floor
+    from engine.finishing.feet import LEGS, _toes_above_floor
     T = 5
     poses = np.zeros((T, 72))
     toe_down = None

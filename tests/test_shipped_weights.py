@@ -7,13 +7,13 @@ import pytest
 import torch
 
 from conftest import SHIPPED_WEIGHTS
-from engine import metrics as M
-from engine import rotations as R
+from engine.evaluation import metrics as M
+from engine.body import rotations as R
 from engine.api import generate
 from engine.example import synthesize_example
-from engine.motion import Constraints
-from engine.rootpath import FLOOR_RADIUS
-from engine.skeleton import JOINT_INDEX, joint_positions
+from engine.body.motion import Constraints
+from engine.finishing.rootpath import FLOOR_RADIUS
+from engine.body.skeleton import JOINT_INDEX, joint_positions
 
 pytestmark = pytest.mark.skipif(not SHIPPED_WEIGHTS.is_file(), reason="no shipped weights")
 SR = 22050

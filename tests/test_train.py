@@ -7,12 +7,13 @@ import numpy as np
 import pytest
 import torch
 
-from engine import checkpoint, layout as L
-from engine.data import WindowDataset
-from engine.data.cache import CorpusItem
-from engine.diffusion import cosine_alpha_bar, training_loss
-from engine.model import Denoiser, ModelConfig
-from engine.train import BASE_STYLES, main as train_main
+from engine.sampler import checkpoint
+from engine.body import layout as L
+from engine.training.data import WindowDataset
+from engine.training.data.cache import CorpusItem
+from engine.sampler.diffusion import cosine_alpha_bar, training_loss
+from engine.sampler.model import Denoiser, ModelConfig
+from engine.training.train import BASE_STYLES, main as train_main
 from test_data import synth_motion, write_wav
 
 
@@ -81,9 +82,9 @@ def test_train_command_resumes_and_writes_loadable_weights(aist_data, tmp_path, 
 
 
 def test_training_from_a_packed_file_keeps_snapshots(aist_data, tmp_path, capsys):
-    """`python -m engine.data` packs a source into one file that trains without the raw data."""
-    from engine.data.__main__ import main as pack_main
-    from engine.data.cache import load_source
+    """`python -m engine data` packs a source into one file that trains without the raw data."""
+    from engine.training.data.__main__ import main as pack_main
+    from engine.training.data.cache import load_source
     packed = tmp_path / "packed"
     assert pack_main(["--data", str(aist_data / "motions"), "--aist-music", str(aist_data / "music"),
                       "--out", str(packed), "--cache", str(tmp_path / "cache"), "--float16"]) == 0
@@ -129,12 +130,12 @@ def test_fine_tuning_starts_from_the_given_weights(aist_data, tmp_path, capsys):
     b = checkpoint.load(tuned / "model.safetensors").model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     # From weights with a guide network: the guide is not trained, and the run says so.
-    from engine.autoguide import attach_guide
+    from engine.training.autoguide import attach_guide
     attach_guide(first / "model.safetensors", first / "model.safetensors", tmp_path / "guided.safetensors")
     capsys.readouterr()
     assert train_main(common + ["--out", str(tmp_path / "from_guided"), "--width", "32",
                                 "--init", str(tmp_path / "guided.safetensors")]) == 0
-    assert "engine.autoguide" in capsys.readouterr().out
+    assert "python -m engine autoguide" in capsys.readouterr().out
     assert checkpoint.load(tmp_path / "from_guided" / "model.safetensors").guide is None
     # A model of another size cannot be fine-tuned from them: one clear line, no traceback.
     capsys.readouterr()
@@ -176,7 +177,7 @@ def test_train_runs_under_torchrun_with_two_processes(aist_data, tmp_path):
     from conftest import REPO
     out = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
-           "-m", "engine.train", "--data", str(aist_data / "motions"), "--aist-music", str(aist_data / "music"),
+           "-m", "engine", "train", "--data", str(aist_data / "motions"), "--aist-music", str(aist_data / "music"),
            "--out", str(out), "--cache", str(tmp_path / "cache"), "--batch", "2", "--width", "32", "--layers", "1",
            "--heads", "2", "--steps", "2", "--val-every", "2", "--threads", "1", "--device", "cpu"]
     r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)

@@ -1,11 +1,11 @@
-"""Pelvis snaps rebuilt as turns (engine.turns), on hand-made headings with known answers."""
+"""Pelvis snaps rebuilt as turns (engine.finishing.turns), on hand-made headings with known answers."""
 import numpy as np
 import torch
 from scipy.spatial.transform import Rotation
 
-from engine import layout as L
-from engine import rotations as R
-from engine.turns import MAX_TURN_RATE, limit_pelvis_turns, limit_turn_rate
+from engine.body import layout as L
+from engine.body import rotations as R
+from engine.finishing.turns import MAX_TURN_RATE, limit_pelvis_turns, limit_turn_rate
 
 FPS = 30.0
 

@@ -1,0 +1,136 @@
+"""The engine's data types at its boundary: a generated Motion and the animator's Constraints."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import EngineError
+from .skeleton import JOINT_NAMES, NUM_JOINTS, joint_indices
+
+
+@dataclass
+class Motion:
+    """An SMPL motion: `poses` (T,72) axis-angle, `trans` (T,3) metres, Y up, at `fps`."""
+    poses: np.ndarray
+    trans: np.ndarray
+    fps: float
+    style: str = "any"
+    seed: int = 0
+    contacts: np.ndarray | None = None          # (T,4) foot-contact flags, if known
+    beat_times: np.ndarray = field(default_factory=lambda: np.zeros(0))  # music beats, seconds
+    audio_path: str | None = None               # the song, for previews
+    audio_start: float = 0.0                    # seconds into the song of frame 0
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.poses.shape[0])
+
+    @property
+    def duration(self) -> float:
+        return self.num_frames / self.fps
+
+    def save_npz(self, path) -> None:
+        np.savez(
+            path, poses=self.poses.astype(np.float32), trans=self.trans.astype(np.float32),
+            fps=np.float32(self.fps), joint_names=np.array(JOINT_NAMES), style=np.array(self.style),
+            seed=np.int64(self.seed), beat_times=self.beat_times.astype(np.float32),
+        )
+
+    @classmethod
+    def load_npz(cls, path) -> "Motion":
+        with np.load(path, allow_pickle=False) as f:
+            return cls(poses=f["poses"].astype(np.float64), trans=f["trans"].astype(np.float64),
+                       fps=float(f["fps"]), style=str(f["style"]) if "style" in f else "any",
+                       seed=int(f["seed"]) if "seed" in f else 0)
+
+
+@dataclass
+class Constraints:
+    """What the animator fixed, at the output frame rate, frame 0 = the dance's first frame.
+
+    poses (T,72) axis-angle and joint_mask (T,24): joint j at frame t must equal poses[t, 3j:3j+3].
+    trans (T,3) and trans_mask (T,): the root must be at trans[t] (metres, Y up) on those frames.
+    T may be shorter than the dance (the rest is free); it may not be longer.
+    """
+    poses: np.ndarray
+    trans: np.ndarray
+    joint_mask: np.ndarray
+    trans_mask: np.ndarray
+    fps: float | None = None
+
+    @classmethod
+    def empty(cls, num_frames: int, fps: float | None = None) -> "Constraints":
+        return cls(np.zeros((num_frames, NUM_JOINTS * 3)), np.zeros((num_frames, 3)),
+                   np.zeros((num_frames, NUM_JOINTS), bool), np.zeros(num_frames, bool), fps)
+
+    def __post_init__(self):
+        self.poses = np.asarray(self.poses, dtype=np.float64)
+        self.trans = np.asarray(self.trans, dtype=np.float64)
+        self.joint_mask = np.asarray(self.joint_mask, dtype=bool)
+        self.trans_mask = np.asarray(self.trans_mask, dtype=bool)
+        T = self.poses.shape[0] if self.poses.ndim == 2 else -1
+        expected = {"poses": (T, NUM_JOINTS * 3), "trans": (T, 3), "joint_mask": (T, NUM_JOINTS), "trans_mask": (T,)}
+        for name, shape in expected.items():
+            got = getattr(self, name).shape
+            if got != shape:
+                raise EngineError(f"constraints: '{name}' has shape {got}, expected {shape} (poses (T,72), trans (T,3), joint_mask (T,24), trans_mask (T,))")
+        for name in ("poses", "trans"):
+            used = self.joint_mask.repeat(3, axis=1) if name == "poses" else self.trans_mask[:, None].repeat(3, 1)
+            if not np.isfinite(getattr(self, name)[used]).all():
+                raise EngineError(f"constraints: '{name}' holds NaN or infinite values on constrained frames")
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.poses.shape[0])
+
+    @property
+    def is_empty(self) -> bool:
+        return not (self.joint_mask.any() or self.trans_mask.any())
+
+    # Builders, each returning self so calls chain.
+    def set_pose(self, frame: int, pose: np.ndarray, joints=None, root: np.ndarray | None = None) -> "Constraints":
+        """Keyframe: joints (names/parts; default all) take `pose` (72,) at `frame`."""
+        idx = range(NUM_JOINTS) if joints is None else joint_indices(joints)
+        pose = np.asarray(pose, dtype=np.float64).reshape(NUM_JOINTS, 3)
+        for j in idx:
+            self.poses[frame, 3 * j:3 * j + 3] = pose[j]
+            self.joint_mask[frame, j] = True
+        if root is not None:
+            self.trans[frame] = root
+            self.trans_mask[frame] = True
+        return self
+
+    def follow(self, poses: np.ndarray, joints, frames=None) -> "Constraints":
+        """Joint-wise conditioning: `joints` follow `poses` (T,72) on `frames` (default all)."""
+        frames = range(self.num_frames) if frames is None else frames
+        for f in frames:
+            self.set_pose(f, poses[f], joints)
+        return self
+
+    def seed_motion(self, poses: np.ndarray, trans: np.ndarray) -> "Constraints":
+        """Continue from given opening frames: full poses and root for the first len(poses) frames."""
+        for f in range(len(poses)):
+            self.set_pose(f, poses[f], root=trans[f])
+        return self
+
+    def save_npz(self, path) -> None:
+        np.savez(path, poses=self.poses, trans=self.trans, joint_mask=self.joint_mask,
+                 trans_mask=self.trans_mask, **({"fps": np.float32(self.fps)} if self.fps else {}))
+
+    @classmethod
+    def load_npz(cls, path) -> "Constraints":
+        path = Path(path)
+        try:
+            f = np.load(path, allow_pickle=False)
+        except FileNotFoundError:
+            raise EngineError(f"constraints file not found: {path}") from None
+        except Exception as e:
+            raise EngineError(f"cannot read constraints file {path}: {e}") from None
+        with f:
+            missing = [k for k in ("poses", "trans", "joint_mask", "trans_mask") if k not in f]
+            if missing:
+                raise EngineError(f"constraints file {path} lacks {', '.join(missing)} (needs poses, trans, joint_mask, trans_mask)")
+            return cls(f["poses"], f["trans"], f["joint_mask"], f["trans_mask"],
+                       float(f["fps"]) if "fps" in f else None)

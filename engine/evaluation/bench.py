@@ -1,0 +1,144 @@
+"""Speed benchmark: `python -m engine bench [--device auto|cpu|cuda|all] [--teacher W] [--student W]`.
+
+Prints, per device, the many-step teacher and its few-step student (engine.training.distill) side by
+side: the whole command (a fresh `python -m engine generate` process: 30 s song to .npz,
+imports and first-call costs included), then warm generation in one process (as inside
+Blender) of 30 s and 180 s of dance, with the real-time factor and peak memory. Optionally a
+long song (--long-minutes 10) and an EDGE-sized configuration of this engine (width 512,
+8 layers, 50 steps, guidance with 2 passes; random weights: speed does not depend on training).
+A benchmark, not a test: it prints figures.
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from ..api import generate, load_weights, resolve_device
+from ..example import make_click_track
+from ..sampler import checkpoint
+from ..sampler.fewstep import teacher_beside
+from ..sampler.model import Denoiser, ModelConfig
+
+SR = 22050
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _params(ckpt: checkpoint.Checkpoint) -> str:
+    """"3.3M", or "3.3M+3.3M" when the weights carry an autoguidance guide (it runs every step too)."""
+    text = f"{ckpt.model.num_parameters() / 1e6:.1f}M"
+    return text + (f"+{ckpt.guide.num_parameters() / 1e6:.1f}M" if ckpt.guide is not None else "")
+
+
+def _passes(ckpt: checkpoint.Checkpoint, steps: int) -> int:
+    """Network passes per window: a student's steps, or steps x guidance (2) x autoguidance (2)."""
+    if ckpt.student is not None:
+        return len(ckpt.student["timesteps"])
+    return steps * 2 * (2 if ckpt.guide is not None else 1)
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _edge_sized_weights(folder: Path, shipped: checkpoint.Checkpoint) -> Path:
+    cfg = ModelConfig.edge_sized(num_styles=shipped.model.cfg.num_styles)
+    path = folder / "edge_sized.safetensors"
+    checkpoint.save(path, Denoiser(cfg), shipped.normalizer, shipped.music_normalizer, shipped.styles, {"note": "benchmark only"})
+    return path
+
+
+def _time(seconds: float, weights, steps: int | None, device: str) -> tuple[float, float]:
+    wave = make_click_track(seconds, 120.0, SR)
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    t0 = time.perf_counter()
+    generate(wave, sample_rate=SR, weights=weights, device=device, **({"steps": steps} if steps else {}))
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return time.perf_counter() - t0, torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else 0.0
+
+
+def _whole_command(song: Path, weights: Path, steps: int | None, device: str, folder: Path) -> float:
+    """Seconds for a fresh process to turn `song` into an .npz (what a user waits for in a shell)."""
+    out = folder / "dance.npz"
+    cmd = [sys.executable, "-m", "engine", "generate", str(song), "-o", str(out), "--force", "--quiet",
+           "--weights", str(weights), "--device", device] + (["--steps", str(steps)] if steps else [])
+    t0 = time.perf_counter()
+    subprocess.run(cmd, cwd=REPO, check=True, capture_output=True)
+    return time.perf_counter() - t0
+
+
+def _pick(args) -> tuple[Path, Path | None]:
+    """(teacher, student) weights: as given, else from the shipped file (a teacher, or a student
+    with its teacher beside it)."""
+    shipped = args.weights or checkpoint.DEFAULT_WEIGHTS
+    record = checkpoint.load(shipped).student
+    teacher = args.teacher or (teacher_beside(shipped, record) if record is not None else shipped)
+    student = args.student or (shipped if record is not None else None)
+    if teacher is None:
+        raise SystemExit(f"error: {shipped} is a student and its teacher is not beside it: pass --teacher")
+    return Path(teacher), (Path(student) if student else None)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m engine bench", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="all", choices=["all", "auto", "cpu", "cuda"],
+                   help="all: the CPU, and the GPU when there is one (default)")
+    p.add_argument("--steps", type=int, default=20, help="sampling steps of the teacher")
+    p.add_argument("--weights", type=Path, default=None, help="the shipped weights (teacher or student)")
+    p.add_argument("--teacher", type=Path, default=None, help="teacher weights (default: from --weights)")
+    p.add_argument("--student", type=Path, default=None, help="few-step student weights (default: from --weights)")
+    p.add_argument("--lengths", type=float, nargs="+", default=[30.0, 180.0], help="song lengths in seconds")
+    p.add_argument("--long-minutes", type=float, default=0.0, help="also time a song this many minutes long")
+    p.add_argument("--skip-command", action="store_true", help="skip the whole-command (fresh process) timing")
+    p.add_argument("--edge", action="store_true", help="also time the EDGE-sized configuration (slow on a CPU)")
+    p.add_argument("--edge-lengths", type=float, nargs="+", default=[10.0], help="song lengths for --edge")
+    args = p.parse_args(argv)
+    teacher, student = _pick(args)
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else []) if args.device == "all" \
+        else [str(resolve_device(args.device))]
+    print(f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}; "
+          f"teacher {teacher.name}, student {student.name if student else '(none: pass --student)'}")
+    lengths = list(args.lengths) + ([args.long_minutes * 60] if args.long_minutes else [])
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        song = tmp / "song30.wav"
+        import soundfile as sf
+        sf.write(song, make_click_track(30.0, 120.0, SR), SR)
+        for device in devices:
+            dev = resolve_device(device)
+            name = str(dev) + (f" ({torch.cuda.get_device_name()})" if dev.type == "cuda" else "")
+            rows = [("teacher", teacher, args.steps, lengths)] + ([("student", student, None, lengths)] if student else [])
+            if args.edge:
+                rows.append(("EDGE-sized", _edge_sized_weights(tmp, load_weights(teacher, dev)), 50, args.edge_lengths))
+            print(f"\ndevice: {name}")
+            print(f"{'config':<11} {'params':>11} {'passes':>6} {'what':<16} {'seconds':>8} {'x real time':>11} "
+                  f"{'peak RSS':>9} {'peak GPU':>9}")
+            for label, weights, steps, row_lengths in rows:
+                ckpt = load_weights(weights, dev)
+                head = f"{label:<11} {_params(ckpt):>11} {_passes(ckpt, steps or 0):>6}"
+                if not args.skip_command and label != "EDGE-sized":
+                    took = _whole_command(song, weights, steps, device, tmp)
+                    print(f"{head} {'command, 30 s':<16} {took:>8.2f} {30.0 / took:>11.1f}", flush=True)
+                _time(2.0, weights, steps, device)   # warm-up: first-call overheads are not the model's
+                for seconds in row_lengths:
+                    elapsed, gpu_mb = _time(seconds, weights, steps, device)
+                    print(f"{head} {f'warm, {seconds:.0f} s':<16} {elapsed:>8.2f} {seconds / elapsed:>11.1f} "
+                          f"{_peak_rss_mb():>7.0f}MB {gpu_mb:>7.0f}MB", flush=True)
+    print("(peak RSS is the whole process's maximum so far, so later rows include earlier ones)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,350 @@
+"""Grounded feet: put the dancer on the floor, pin planted feet and re-step sliding ones with
+two-bone leg IK.
+
+Diffusion output floats, sinks and skates a little. Here (1) the root height is corrected so the
+lowest foot touches the floor whenever a foot is planted (interpolated through jumps, never below
+the floor), and (2) each planted run of a foot pins its ankle to one spot on the floor; the hip
+and knee are re-solved analytically, and the foot holds its mid-stance orientation, so a planted
+sole neither pivots nor rocks. Pins fade in and out over a few frames so nothing pops.
+
+(3) Where a foot is on the floor but sliding, it is re-stepped. The network often moves the
+dancer by gliding both feet along the floor at once, so the body accelerates with nothing to
+push from (EDGE's PFC measures exactly this; weights/TRAINING.md, "Beat warp and feet,
+revisited"). A sliding foot instead plants for STANCE_FRACTION of a stepping cycle, then
+swings, lifted, to its next spot. The two feet are half a cycle apart, so one of them is always
+down. The cycle lasts about STEP_CYCLE_SECONDS; beat_cycle fits it to the music so that steps
+land on beats.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from scipy.ndimage import gaussian_filter1d
+
+from ..body import rotations as R
+from ..body.skeleton import JOINT_INDEX, NUM_JOINTS, PARENTS, forward_kinematics
+
+PLANTED_HEIGHT = 0.06      # m above the floor under which a foot joint may be planted
+PLANTED_SPEED = 0.35       # m/s horizontal speed under which a low foot counts as planted
+MIN_RUN_SECONDS = 0.08     # shorter contacts are noise
+FADE_SECONDS = 0.15        # pins fade in/out over this long
+# Re-stepping a sliding foot (weights/TRAINING.md, "Beat warp and feet, revisited"): cycles of
+# 0.6-0.8 s scored alike on the validation split; the longer one steps less frantically.
+STEP_CYCLE_SECONDS = 0.8   # one plant and one swing of the same foot
+STANCE_FRACTION = 0.55     # share of the cycle a sliding foot stays planted
+# m the ankle rises at the middle of a swing. 4 cm left the toe within 5 cm of the floor through
+# most of a swing (toes skimming in 55% of frames on 14 validation clips); 8 cm: 35%, with jerk
+# 66 against 58 (the real dancers: 88) and FID_k within the seed spread (weights/TRAINING.md).
+STEP_LIFT = 0.08
+# A planted foot holds one orientation while the network turns it by up to 45 degrees (95% of
+# stance frames), and follows the network fully from 90 (a turn on that foot); in between it is
+# blended. Holding through larger turns twists the ankle; it scored the same (TRAINING.md).
+SOLE_RELEASE_DEGREES = (45.0, 90.0)
+MAX_REACH = 0.97           # share of the leg's length IK may put a foot from its hip
+REACH_SLACK = 0.01         # m a straight leg may fall short of its planted spot
+# The fastest a re-stepped foot swings (eased peak, m/s): the training dancers' ankles move
+# faster than 5.0 m/s in 0.1% of frames (tang2018 and JustLMD training split, 30 fps).
+MAX_SWING_SPEED = 5.0
+
+LEGS = {  # (hip, knee, ankle, toe) per side
+    "left": tuple(JOINT_INDEX[n] for n in ("left_hip", "left_knee", "left_ankle", "left_foot")),
+    "right": tuple(JOINT_INDEX[n] for n in ("right_hip", "right_knee", "right_ankle", "right_foot")),
+}
+FOOT_JOINTS = [j for leg in LEGS.values() for j in leg[2:]]
+
+
+def _global_rotations(local: torch.Tensor) -> torch.Tensor:
+    out = [local[:, 0]]
+    for j in range(1, NUM_JOINTS):
+        out.append(out[PARENTS[j]] @ local[:, j])
+    return torch.stack(out, dim=1)
+
+
+def _positions(poses: np.ndarray, trans: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    local = R.axis_angle_to_matrix(torch.from_numpy(poses).reshape(-1, NUM_JOINTS, 3))
+    return local, forward_kinematics(local, torch.from_numpy(trans))
+
+
+def true_runs(mask: np.ndarray, min_len: int) -> list[tuple[int, int]]:
+    """[start, stop) of True runs at least min_len long."""
+    edges = np.diff(np.concatenate([[0], mask.astype(np.int8), [0]]))
+    starts, stops = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+    return [(a, b) for a, b in zip(starts, stops) if b - a >= min_len]
+
+
+def ground(poses: np.ndarray, trans: np.ndarray, fps: float) -> np.ndarray:
+    """Root path with height corrected so that planted frames touch the floor (y = 0)."""
+    _, pos = _positions(poses, trans)
+    feet = pos[:, FOOT_JOINTS].numpy()
+    lowest = feet[:, :, 1].min(axis=1)
+    speed = np.linalg.norm(np.gradient(feet[:, :, [0, 2]], axis=0), axis=-1).min(axis=1) * fps
+    # Whether the body is supported: its lowest foot is nearly still. Not a height test, since
+    # the height itself is what is being corrected.
+    supported = speed < PLANTED_SPEED
+    frames = np.arange(len(lowest))
+    if supported.sum() >= 2:
+        correction = np.interp(frames, frames[supported], -lowest[supported])
+    else:
+        correction = np.full(len(lowest), -np.median(lowest))
+    correction = gaussian_filter1d(correction, sigma=max(1.0, 0.05 * fps), mode="nearest")
+    correction = np.maximum(correction, -lowest)          # never through the floor
+    out = trans.copy()
+    out[:, 1] += correction
+    return out
+
+
+def _two_bone_ik(local: torch.Tensor, glob: torch.Tensor, pos: torch.Tensor, leg, target: torch.Tensor,
+                 frames: torch.Tensor, sole: torch.Tensor | None = None) -> None:
+    """Move the ankle of `leg` to `target` (F,3) on `frames`, editing local rotations in place.
+    The foot keeps its world orientation, or takes `sole` (F,3,3) where given."""
+    hip, knee, ankle, _ = leg
+    H, K, A = pos[frames, hip], pos[frames, knee], pos[frames, ankle]
+    u, v = H - K, A - K
+    l1, l2 = u.norm(dim=-1), v.norm(dim=-1)
+    d = (target - H).norm(dim=-1).clamp(min=(l1 - l2).abs() + 1e-4, max=l1 + l2 - 1e-4)
+    cos0 = ((u * v).sum(-1) / (l1 * l2)).clamp(-1, 1)
+    cos1 = ((l1 ** 2 + l2 ** 2 - d ** 2) / (2 * l1 * l2)).clamp(-1, 1)
+    phi = torch.acos(cos1) - torch.acos(cos0)
+    # The knee bends in the plane of thigh and shin. A (nearly) straight leg has no such plane:
+    # its cross product is noise whose sign can flip from one frame to the next, and bending about
+    # a flipped axis throws the knee the wrong way (a pop of the hip and knee by 50 degrees in one
+    # frame). Where the plane's normal strays from the knee's own hinge (its -x axis, the way a
+    # real knee bends, heel going back) the hinge is blended in, fully from 60 degrees on.
+    hinge = -glob[frames, knee][..., 0]
+    normal = torch.cross(u, v, dim=-1)
+    normal = normal / normal.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    agree = ((normal * hinge).sum(-1, keepdim=True) - 0.5) / 0.4
+    trust = agree.clamp(0.0, 1.0)
+    axis = trust * normal + (1 - trust) * hinge
+    axis = axis / axis.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    bend = R.axis_angle_to_matrix(axis * phi[:, None])
+    knee_glob = bend @ glob[frames, knee]
+    A_new = K + (bend @ v.unsqueeze(-1)).squeeze(-1)
+    swing = _rotation_between(A_new - H, target - H)
+    hip_glob = swing @ glob[frames, hip]
+    knee_glob = swing @ knee_glob
+    parent = glob[frames, PARENTS[hip]]
+    local[frames, hip] = parent.transpose(-1, -2) @ hip_glob
+    local[frames, knee] = hip_glob.transpose(-1, -2) @ knee_glob
+    sole = glob[frames, ankle] if sole is None else sole
+    local[frames, ankle] = knee_glob.transpose(-1, -2) @ sole
+
+
+def _rotation_between(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    a = a / a.norm(dim=-1, keepdim=True)
+    b = b / b.norm(dim=-1, keepdim=True)
+    axis = torch.cross(a, b, dim=-1)
+    angle = torch.atan2(axis.norm(dim=-1), (a * b).sum(-1))
+    axis = axis / axis.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    return R.axis_angle_to_matrix(axis * angle[:, None])
+
+
+def _low_and_planted(pos: np.ndarray, fps: float, leg) -> tuple[np.ndarray, np.ndarray]:
+    """Per frame, whether this leg's foot is near the floor, and whether it is planted there (low
+    and nearly still for at least MIN_RUN_SECONDS)."""
+    _, _, ankle, toe = leg
+    floor = pos[:, FOOT_JOINTS, 1].min()
+    foot = pos[:, [ankle, toe]]
+    low = (foot[:, :, 1] - floor).min(axis=1) < PLANTED_HEIGHT + (pos[:, ankle, 1] - pos[:, toe, 1]).clip(0).mean()
+    speed = np.linalg.norm(np.gradient(foot[:, :, [0, 2]], axis=0), axis=-1).min(axis=1) * fps
+    planted = np.zeros(len(pos), dtype=bool)
+    for a, b in true_runs(low & (speed < PLANTED_SPEED), max(2, int(round(MIN_RUN_SECONDS * fps)))):
+        planted[a:b] = True
+    return low, planted
+
+
+def _leg_reach(pos: np.ndarray, leg) -> np.ndarray:
+    """Per frame, how far from its hip IK may put this leg's ankle. A leg the network already
+    holds straight may stay so (give or take REACH_SLACK); IK straightens no other."""
+    hip, knee, ankle, _ = leg
+    length = np.linalg.norm(pos[:, knee] - pos[:, hip], axis=-1) + np.linalg.norm(pos[:, ankle] - pos[:, knee], axis=-1)
+    return np.maximum(MAX_REACH * length, np.linalg.norm(pos[:, ankle] - pos[:, hip], axis=-1) + REACH_SLACK)
+
+
+def _spot(ankle_path: np.ndarray, a: int, b: int) -> np.ndarray:
+    """Where a foot planted over frames [a, b) stands: its mean place, on its lowest height."""
+    spot = ankle_path[a:b].mean(axis=0)
+    spot[1] = ankle_path[a:b, 1].min()
+    return spot
+
+
+def time_cycle(frames: int, fps: float) -> np.ndarray:
+    """The stepping cycle position of each frame when there is no beat to step on."""
+    return np.arange(frames) / fps / STEP_CYCLE_SECONDS
+
+
+def beat_cycle(times: np.ndarray, music_beats: np.ndarray) -> np.ndarray | None:
+    """The stepping cycle position at each of `times` (seconds) so that every stance starts on a
+    music beat: a cycle spans the even number of beats nearest STEP_CYCLE_SECONDS, so the feet,
+    half a cycle apart, take turns landing on beats. None with fewer than two beats."""
+    beats = np.sort(np.asarray(music_beats, dtype=np.float64))
+    if len(beats) < 2:
+        return None
+    period = float(np.median(np.diff(beats)))
+    beats_per_cycle = 2 * max(1, int(round(STEP_CYCLE_SECONDS / (2 * period))))
+    times = np.asarray(times, dtype=np.float64)
+    index = np.interp(times, beats, np.arange(len(beats), dtype=np.float64))
+    index = np.where(times < beats[0], (times - beats[0]) / period, index)   # the beat grid goes on
+    index = np.where(times > beats[-1], len(beats) - 1 + (times - beats[-1]) / period, index)
+    return index / beats_per_cycle
+
+
+def _fade_frames(fps: float) -> int:
+    return max(1, int(round(FADE_SECONDS * fps)))
+
+
+def _fade_edges(target: np.ndarray, weight: np.ndarray, fade: int) -> None:
+    """Fade each held stretch of `weight` in and out over `fade` frames, holding its edge target,
+    so that nothing pops. Edits both arrays in place."""
+    T = len(weight)
+    for a, b in true_runs(weight > 0, 1):
+        for k in range(1, fade + 1):
+            w = 1.0 - k / (fade + 1)
+            for i, edge in ((a - k, a), (b - 1 + k, b - 1)):
+                if 0 <= i < T and w > weight[i]:
+                    weight[i], target[i] = w, target[edge]
+
+
+def step_plan(pos: np.ndarray, fps: float, leg, cycle: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Where this leg's ankle should be: (target (T,3), weight (T,) in [0, 1], planted (T,) bool).
+
+    Planted runs keep their spot. Sliding frames (low, not still) follow the stepping cycle
+    `cycle` (T,), each frame's position in cycles: a stance from each whole number for
+    STANCE_FRACTION of the cycle, planted on the stance's mean spot, then a lifted, eased swing
+    to the next spot. The hips keep the network's path, so no foot is planted beyond the leg's
+    reach (a locked knee dragging the foot): a planted run whose spot the hips carry out of
+    reach is stepped as well, and a stance ends where its spot goes out of reach.
+    """
+    hip, _, ankle, _ = leg
+    ankle_path = pos[:, ankle]
+    reach = _leg_reach(pos, leg)
+
+    def out_of_reach(a: int, b: int, spot: np.ndarray) -> np.ndarray:
+        return np.linalg.norm(pos[a:b, hip] - spot, axis=-1) > reach[a:b]
+
+    low, planted = _low_and_planted(pos, fps, leg)
+    in_stance = (np.asarray(cycle) % 1.0) < STANCE_FRACTION
+    stepping = low & ~planted
+    # A stance that a planted run stretches out of reach is stepped through instead; repeat,
+    # since stepping can merge stances anew. Each pass only adds frames, so this ends.
+    while True:
+        stances = true_runs((planted & ~stepping) | (stepping & in_stance), 2)
+        too_long = [(a, b) for a, b in stances if (planted[a:b] & ~stepping[a:b]).any()
+                    and out_of_reach(a, b, _spot(ankle_path, a, b)).any()]
+        if not too_long:
+            break
+        for a, b in too_long:
+            stepping[a:b] |= low[a:b]
+
+    target = ankle_path.copy()
+    weight = np.zeros(len(pos))
+    stance = np.zeros(len(pos), dtype=bool)
+    spots = []
+    for a, b in stances:
+        spot = _spot(ankle_path, a, b)
+        (near,) = np.nonzero(~out_of_reach(a, b, spot))
+        if len(near) < 2:
+            continue
+        a, b = a + near[0], a + near[-1] + 1          # the stance ends where its spot is out of reach
+        target[a:b], weight[a:b], stance[a:b] = spot, 1.0, True
+        spots.append((a, b, spot))
+    min_stance = max(2, int(round(MIN_RUN_SECONDS * fps)))
+    for i in range(len(spots) - 1):
+        (a0, b0, spot0), (a1, b1, spot1) = spots[i], spots[i + 1]
+        if not (b0 < a1 and low[b0:a1].all()):
+            continue
+        # A swing across a long way in a few frames whips the foot (and the knee, straight at
+        # lift-off, by 20 rad/s): it takes frames from both stances until its eased peak speed
+        # is within MAX_SWING_SPEED.
+        need = int(np.ceil(1.5 * np.linalg.norm(spot1 - spot0) * fps / MAX_SWING_SPEED))
+        while a1 - b0 + 1 < need and (b0 - a0 > min_stance or b1 - a1 > min_stance):
+            if b0 - a0 > min_stance:
+                b0 -= 1
+            if b1 - a1 > min_stance and a1 - b0 + 1 < need:
+                a1 += 1
+        stance[b0:a1] = False
+        spots[i], spots[i + 1] = (a0, b0, spot0), (a1, b1, spot1)
+        u = (np.arange(b0, a1) - b0 + 1) / (a1 - b0 + 1)     # a swing along the floor, lifted
+        eased = u * u * (3 - 2 * u)
+        target[b0:a1] = spot0 + eased[:, None] * (spot1 - spot0)
+        target[b0:a1, 1] += STEP_LIFT * np.sin(np.pi * u)
+        weight[b0:a1] = 1.0
+    # A swing passing further from the hip than the leg reaches is drawn in towards the hip.
+    away = target - pos[:, hip]
+    distance = np.linalg.norm(away, axis=-1, keepdims=True)
+    target = pos[:, hip] + away * np.minimum(1.0, reach[:, None] / np.maximum(distance, 1e-9))
+    _fade_edges(target, weight, _fade_frames(fps))
+    return target, weight, stance
+
+
+def _held_sole(sole: torch.Tensor, stance: np.ndarray, fade: int) -> torch.Tensor:
+    """(T,3,3) world orientations of a foot -> the same, held at its mid-stance orientation through
+    each stance and eased back at its edges: a planted foot neither swivels nor rocks. Where the
+    network turns the foot further than SOLE_RELEASE_DEGREES from that orientation, the hold is
+    let go, so the foot pivots with the dancer's turn."""
+    quats = R.matrix_to_quat(sole)
+    target = quats.numpy().copy()
+    weight = np.zeros(len(stance))
+    for a, b in true_runs(stance, 1):
+        target[a:b] = target[(a + b - 1) // 2]
+        weight[a:b] = 1.0
+    _fade_edges(target, weight, fade)
+    # Where the dancer turns on the planted foot, let the foot pivot rather than wring the ankle.
+    turned = 2 * np.degrees(np.arccos(np.clip(np.abs((quats.numpy() * target).sum(-1)), 0.0, 1.0)))
+    full, none = SOLE_RELEASE_DEGREES
+    weight = weight * np.clip((none - turned) / (none - full), 0.0, 1.0)
+    held = R.quat_slerp(quats, torch.from_numpy(target), torch.from_numpy(weight)[:, None])
+    return R.quat_to_matrix(held)
+
+
+def lock_feet(poses: np.ndarray, trans: np.ndarray, fps: float,
+              cycle: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Pin planted feet and re-step sliding ones (step_plan) on the stepping cycle `cycle` (T,)
+    (default: time_cycle). The left foot's stances start at whole cycles, the right foot's
+    half a cycle later. Returns (poses, contacts (T,4))."""
+    local, pos = _positions(poses, trans)
+    glob = _global_rotations(local)
+    T = len(poses)
+    cycle = time_cycle(T, fps) if cycle is None else np.asarray(cycle, dtype=np.float64)
+    contacts = np.zeros((T, 4), dtype=np.float32)
+    new_local = local.clone()
+    for col, leg in enumerate(LEGS.values()):
+        target, weight, stance = step_plan(pos.numpy(), fps, leg, cycle - 0.5 * col)
+        contacts[stance, col] = contacts[stance, col + 2] = 1.0
+        frames = torch.from_numpy(np.flatnonzero(weight > 0))
+        if len(frames):
+            w = torch.from_numpy(weight[frames.numpy()])[:, None]
+            blended = w * torch.from_numpy(target[frames.numpy()]) + (1 - w) * pos[frames, leg[2]]
+            sole = _held_sole(glob[:, leg[2]], stance, _fade_frames(fps))[frames]
+            _two_bone_ik(new_local, glob, pos, leg, blended, frames, sole)
+    poses_out = R.matrix_to_axis_angle(new_local).reshape(T, -1).numpy()
+    return poses_out, contacts
+
+
+def clean_feet(poses: np.ndarray, trans: np.ndarray, fps: float,
+               cycle: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Ground the dancer, then pin planted feet and re-step sliding ones (lock_feet).
+    Returns (poses, trans, contacts)."""
+    trans = ground(poses, trans, fps)
+    poses, contacts = lock_feet(poses, trans, fps, cycle)
+    return _toes_above_floor(poses, trans), trans, contacts
+
+
+def _toes_above_floor(poses: np.ndarray, trans: np.ndarray) -> np.ndarray:
+    """Pitch a foot up, about its ankle, where its toe is under the floor: the leg IK turns the
+    foot with the shin, and that can tip a toe a few centimetres under it."""
+    local, pos = _positions(poses, trans)
+    glob = _global_rotations(local)
+    for _, knee, ankle, toe in LEGS.values():
+        frames = torch.nonzero(pos[:, toe, 1] < 0).flatten()
+        if not len(frames):
+            continue
+        v = pos[frames, toe] - pos[frames, ankle]
+        want = v.clone()
+        want[:, 1] = -pos[frames, ankle, 1]                       # the toe on the floor
+        horizontal = v[:, [0, 2]]
+        length = (v.norm(dim=-1) ** 2 - want[:, 1] ** 2).clamp_min(0).sqrt()
+        want[:, [0, 2]] = horizontal / horizontal.norm(dim=-1, keepdim=True).clamp_min(1e-9) * length[:, None]
+        turned = _rotation_between(v, want) @ glob[frames, ankle]
+        local[frames, ankle] = glob[frames, knee].transpose(-1, -2) @ turned
+    return R.matrix_to_axis_angle(local).reshape(len(poses), -1).numpy()

@@ -1,0 +1,157 @@
+"""Pelvis snaps rebuilt as turns.
+
+Now and then the network flips the dancer's facing by about half a turn between two frames (a
+window where two facings compete; the frames in between tilt the body sideways for a moment).
+Real dancers' pelvis turns stay under MAX_TURN_RATE. Where the pelvis turns faster, the
+stretch around the snap is replaced by a turn at no more than that rate. The stretch grows until
+the rate fits; the yaw is unwrapped, so a fast full spin stays a spin and does not reverse. Only
+the pelvis's own rotation changes; the rest of the body rides along, as it does in a real turn.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from scipy.spatial.transform import Rotation, Slerp
+
+from ..body import layout as L
+from ..body import rotations as R
+from ..body.skeleton import MIRROR_INDICES
+from .beatsync import MAX_RATE
+from .feet import true_runs
+
+# rad/s. The training dancers' pelvis (tang2018 and JustLMD, 165,000 frames at 30 fps) turns
+# faster than 11.8 rad/s in 0.1% of frames and faster than 16 in 0.01%; the shipped network's
+# snaps reach 24-90 (weights/TRAINING.md, "Pelvis snaps").
+MAX_TURN_RATE = 12.0
+# A rebuilt turn eases in and out (smoothstep), whose peak rate is 1.5x its mean.
+_PEAK_OVER_MEAN = 1.5
+
+
+def _yaw(rot: Rotation) -> np.ndarray:
+    """Heading about the vertical (Y) axis: the angle of the body's forward (+Z) on the floor."""
+    forward = rot.apply(np.array([0.0, 0.0, 1.0]))
+    return np.arctan2(forward[:, 0], forward[:, 2])
+
+
+def _wrap(angle: np.ndarray) -> np.ndarray:
+    return (angle + np.pi) % (2 * np.pi) - np.pi
+
+
+def _about_y(angle) -> Rotation:
+    return Rotation.from_rotvec(np.outer(np.atleast_1d(angle), [0.0, 1.0, 0.0]))
+
+
+def limit_turn_rate(root: Rotation, fps: float, max_rate: float = MAX_TURN_RATE) -> tuple[Rotation, int]:
+    """(T,) pelvis rotations in world space at `fps` -> the same with every snap faster than
+    `max_rate` rad/s rebuilt as an eased turn; also returns how many snaps were rebuilt."""
+    T = len(root)
+    if T < 3:
+        return root, 0
+    step = (root[1:] * root[:-1].inv()).magnitude() * fps
+    spans = true_runs(step > max_rate, 1)      # step i joins frames i and i+1: (first, last frame)
+    if not spans:
+        return root, 0
+    yaw = _yaw(root)
+    yaw_steps = _wrap(np.diff(yaw))                  # per-step heading change, the short way round
+    tilt = _about_y(-yaw) * root                     # what is left once the heading is taken out
+    quats = root.as_quat()
+    done_to = 0          # frames before this are settled: a stretch never reaches back into them
+    rebuilt = 0
+    k = 0
+    while k < len(spans):
+        a, b = spans[k]
+        k += 1
+        a = max(a, done_to)
+        while True:
+            while k < len(spans) and spans[k][0] <= b:    # a stretch that reaches a later snap takes it in
+                b = max(b, spans[k][1])
+                k += 1
+            turn = abs(yaw_steps[a:b].sum())
+            lean = (tilt[a].inv() * tilt[b]).magnitude()
+            need = _PEAK_OVER_MEAN * max(turn, lean) / max_rate * fps
+            if b - a >= need or (a == done_to and b == T - 1):
+                break
+            a, b = max(done_to, a - 1), min(T - 1, b + 1)
+        u = np.linspace(0.0, 1.0, b - a + 1)
+        ease = u * u * (3 - 2 * u)
+        heading = yaw[a] + yaw_steps[a:b].sum() * ease
+        lean_path = Slerp([0.0, 1.0], Rotation.concatenate([tilt[a], tilt[b]]))(ease)
+        quats[a:b + 1] = (_about_y(heading) * lean_path).as_quat()
+        done_to = b
+        rebuilt += 1
+    return Rotation.from_quat(quats), rebuilt
+
+
+def limit_pelvis_turns(channels: torch.Tensor, fps: float, max_rate: float = MAX_TURN_RATE) -> torch.Tensor:
+    """(T, NUM_CHANNELS) motion channels (engine.body.layout) -> the same with the pelvis's snaps
+    rebuilt as turns (limit_turn_rate); the other channels are untouched."""
+    root6d = L.joint_channels([0])
+    matrices = R.sixd_to_matrix(channels[:, root6d].double()).numpy()
+    limited, rebuilt = limit_turn_rate(Rotation.from_matrix(matrices), fps, max_rate)
+    if not rebuilt:
+        return channels
+    out = channels.clone()
+    out[:, root6d] = R.matrix_to_6d(torch.from_numpy(limited.as_matrix())).to(channels.dtype)
+    return out
+
+
+# ------------------------------------------------------------------ every joint's speed bound
+
+# rad/s, per joint, the bound on how fast a joint's local rotation may turn in the finished dance.
+# Derived from the training dancers: the 99.99th percentile of each joint's frame-to-frame turn
+# over the 152,215 frames at 30 fps of tang2018 and JustLMD's training split (engine.training.data's
+# split; measured with engine.evaluation.evaluate_inbetween.angular_speed), the larger of the joint and its
+# mirror twin (training mirrors the dancers), times beatsync.MAX_RATE = 1.6 since the beat warp may
+# replay a move that much faster; at least 1.6 x 10.6 = 17 (10.6 rad/s: the 99.99th percentile
+# over all joints; the leg IK must turn ankles and knees faster than the data's barely moving
+# ankles ever do to hold a planted sole) and at most 40, the hard ceiling. The result: 17 for
+# most joints, 25.8 for the pelvis, 40 for the elbows (the right elbow's 33.9 rad/s in the data).
+MAX_JOINT_SPEED_CEILING = 40.0
+_TRAINING_P9999_ALL_JOINTS = 10.6
+_TRAINING_P9999 = (16.14, 6.79, 6.27, 3.16, 9.78, 9.46, 4.69, 3.82, 3.24, 5.54, 3.41, 4.71,
+                   5.73, 8.93, 10.58, 4.57, 8.69, 9.51, 10.45, 33.94, 9.39, 8.37, 3.81, 3.19)
+MAX_JOINT_SPEED = tuple(
+    float(min(MAX_JOINT_SPEED_CEILING,
+              MAX_RATE * max(_TRAINING_P9999_ALL_JOINTS, _TRAINING_P9999[j], _TRAINING_P9999[MIRROR_INDICES[j]])))
+    for j in range(len(_TRAINING_P9999)))
+
+
+def limit_joint_speeds(poses: np.ndarray, fps: float, bounds=MAX_JOINT_SPEED,
+                       fixed: np.ndarray | None = None) -> tuple[np.ndarray, int]:
+    """(T,72) axis-angle -> the same with every stretch where a joint's local rotation turns
+    faster than its bound rebuilt as an eased slerp across a stretch long enough for the bound
+    (as limit_turn_rate does for the pelvis's heading); also returns how many stretches were
+    rebuilt. Frames in `fixed` (T,24) bool (the animator's keys) are never changed: a stretch
+    stops at them. A last guard for pops whose causes are upstream (the leg IK's quick swings)."""
+    T = len(poses)
+    if T < 3:
+        return poses, 0
+    q = R.axis_angle_to_quat(torch.as_tensor(poses, dtype=torch.float64).reshape(T, -1, 3)).clone()
+    step = R.quat_angle(q[1:], q[:-1]).numpy() * fps                               # (T-1, J)
+    rebuilt = 0
+    for j in np.flatnonzero((step > np.asarray(bounds)[None]).any(axis=0)):
+        pinned = np.zeros(T, bool) if fixed is None else fixed[:, j]
+        done_to = 0
+        for a, b in true_runs(step[:, j] > bounds[j], 1):   # steps a..b-1 join frames a..b
+            a, b = max(a, done_to), b
+            if a >= b:
+                continue
+            while True:
+                angle = float(R.quat_angle(q[a, j], q[b, j]))
+                if _PEAK_OVER_MEAN * angle / (b - a) * fps <= bounds[j]:
+                    break
+                grow_a = a > done_to and not pinned[a - 1] and not pinned[a]
+                grow_b = b < T - 1 and not pinned[b + 1] and not pinned[b]
+                if not (grow_a or grow_b):
+                    break
+                a, b = a - grow_a, b + grow_b
+            if pinned[a + 1:b].any():
+                continue
+            u = torch.linspace(0.0, 1.0, b - a + 1, dtype=torch.float64)[:, None]
+            ease = u * u * (3 - 2 * u)
+            q[a:b + 1, j] = R.quat_slerp(q[a, j].expand(len(u), 4), q[b, j].expand(len(u), 4), ease)
+            done_to = b
+            rebuilt += 1
+    if not rebuilt:
+        return poses, 0
+    return R.quat_to_axis_angle(q).reshape(T, -1).numpy(), rebuilt

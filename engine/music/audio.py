@@ -1,0 +1,382 @@
+"""Song in, model conditioning out: decoding, EDGE-style music features, beat times.
+
+Everything is resampled onto one grid, FEATURE_SR = MODEL_FPS * HOP samples per second with a
+hop of HOP samples, so that one feature frame is exactly one motion frame (EDGE's choice:
+30 fps * 512 = 15360 Hz). Decoding streams the file block by block through a soxr resampler,
+so a long song never sits in memory at its native rate.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..body.layout import MODEL_FPS
+from ..errors import EngineError
+
+HOP = 512                          # samples per feature frame (EDGE)
+FEATURE_SR = MODEL_FPS * HOP       # the rate every waveform is resampled to
+N_MFCC = 20
+N_CHROMA = 12
+
+# The 35 feature channels per frame, in order (EDGE's "baseline" features), defined once here.
+_CHANNEL_SIZES = (
+    ("onset_envelope", 1),     # onset strength (spectral flux of the mel spectrum)
+    ("mfcc", N_MFCC),          # timbre
+    ("chroma_cens", N_CHROMA), # harmony, smoothed and energy-normalised
+    ("onset_peak", 1),         # 1 on frames where an onset is picked
+    ("beat", 1),               # 1 on frames where the beat tracker puts a beat
+)
+FEATURE_CHANNELS: dict[str, slice] = {}
+for _name, _size in _CHANNEL_SIZES:
+    _at = sum(s.stop - s.start for s in FEATURE_CHANNELS.values())
+    FEATURE_CHANNELS[_name] = slice(_at, _at + _size)
+NUM_MUSIC_FEATURES = 35
+assert max(s.stop for s in FEATURE_CHANNELS.values()) == NUM_MUSIC_FEATURES
+
+_BLOCK = 1 << 16                   # frames decoded at a time
+_MIN_ANALYSIS_SAMPLES = 1 << 16    # shorter clips are zero-padded: librosa's CQT needs ~2 s
+_CHUNK_S, _MARGIN_S = 60.0, 5.0     # analysis chunk and overlap (the CQT and CENS smoothing reach ~2 s)
+_SILENCE_PEAK = 1e-4               # below this peak amplitude (-80 dBFS) a clip counts as silent
+
+
+# ----------------------------------------------------------------------------- decoding
+
+def load_audio(source, sample_rate: float | None = None, start: float = 0.0,
+               duration: float | None = None) -> tuple[np.ndarray, int]:
+    """Decode a song (or take a numpy waveform) as mono float32 at FEATURE_SR.
+
+    source: a path to any file libsndfile reads (wav, flac, ogg, mp3, ...; others go through
+    ffmpeg when imageio-ffmpeg is installed), or a numpy array (S,), (S, C) or (C, S); the
+    shorter axis of a 2-D array is taken as channels. sample_rate: the rate of a numpy source
+    (required then); a file's header gives its own rate, so it is ignored for files.
+    start, duration: seconds; only that slice is decoded.
+    Returns (wave (S',) float32, FEATURE_SR).
+    """
+    if start is None:
+        start = 0.0
+    if not math.isfinite(start) or start < 0:
+        raise EngineError(f"audio start must be a time in seconds >= 0, got {start}")
+    if duration is not None and not (math.isfinite(duration) and duration > 0):
+        raise EngineError(f"audio duration must be a positive number of seconds, got {duration}")
+    if isinstance(source, np.ndarray):
+        wave = _from_array(source, sample_rate, start, duration)
+    elif isinstance(source, (str, Path)):
+        wave = _from_file(Path(source), start, duration)
+    else:
+        raise EngineError(f"audio must be a file path or a numpy array, got {type(source).__name__}")
+    return wave, FEATURE_SR
+
+
+def _from_array(x: np.ndarray, sample_rate, start: float, duration) -> np.ndarray:
+    import soxr
+    if sample_rate is None or not (math.isfinite(sample_rate) and sample_rate > 0):
+        raise EngineError("a numpy waveform needs its sample_rate (a positive number of Hz)")
+    if x.size == 0:
+        raise EngineError("the audio waveform is empty (0 samples)")
+    if np.issubdtype(x.dtype, np.integer):  # PCM integers: full scale is 1.0 (unsigned: centred)
+        info = np.iinfo(x.dtype)
+        x = (x.astype(np.float32) - (info.max + 1) / 2 * (info.min == 0)) / float((info.max - info.min + 1) / 2)
+    elif not np.issubdtype(x.dtype, np.floating):
+        raise EngineError(f"a numpy waveform must hold numbers, got dtype {x.dtype}")
+    if x.ndim == 2:
+        x = x.mean(axis=0 if x.shape[0] < x.shape[1] else 1)
+    elif x.ndim != 1:
+        raise EngineError(f"a numpy waveform must be 1-D or 2-D (samples, channels), got shape {x.shape}")
+    total = x.shape[0]
+    first = int(round(start * sample_rate))
+    if first >= total:
+        raise EngineError(f"audio start {start:.2f} s is beyond the end of the audio ({total / sample_rate:.2f} s long)")
+    last = total if duration is None else min(total, first + int(round(duration * sample_rate)))
+    x = np.ascontiguousarray(x[first:last], dtype=np.float32)
+    if not np.isfinite(x).all():
+        raise EngineError("the audio waveform holds NaN or infinite samples")
+    if sample_rate != FEATURE_SR:
+        x = soxr.resample(x, sample_rate, FEATURE_SR, quality="HQ").astype(np.float32, copy=False)
+    return x
+
+
+@contextlib.contextmanager
+def _native_stderr_silenced():
+    """Discard what native libraries write to the process's stderr meanwhile: libsndfile's mp3
+    decoder (mpg123) prints "Note: Illegal Audio-MPEG-Header ..." lines for a corrupt file, on
+    top of the one clear error the caller gets. Python's own sys.stderr is left alone."""
+    try:
+        fd = sys.__stderr__.fileno() if sys.__stderr__ is not None else 2
+        saved = os.dup(fd)
+    except (OSError, ValueError, AttributeError):
+        yield                          # no real file descriptor (embedded): nothing to silence
+        return
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), fd)
+            yield
+    finally:
+        os.dup2(saved, fd)
+        os.close(saved)
+
+
+def audio_seconds(path) -> float | None:
+    """The length of an audio file in seconds from its header, without decoding it; None when
+    libsndfile cannot read the header (formats that go through ffmpeg) or it gives no length."""
+    import soundfile as sf
+    try:
+        with _native_stderr_silenced():
+            info = sf.info(str(path))
+    except Exception:
+        return None
+    if not info.samplerate or info.frames <= 0:
+        return None
+    return info.frames / info.samplerate
+
+
+def _from_file(path: Path, start: float, duration) -> np.ndarray:
+    with _native_stderr_silenced():
+        return _from_file_loud(path, start, duration)
+
+
+def _from_file_loud(path: Path, start: float, duration) -> np.ndarray:
+    import soundfile as sf   # the audio libraries load on use: training from packed data needs none
+    if path.is_dir():
+        raise EngineError(f"audio path is a folder, not a file: {path}")
+    if not path.exists():
+        raise EngineError(f"audio file not found: {path}")
+    if not path.is_file():
+        raise EngineError(f"audio path is not a file: {path}")
+    try:
+        f = sf.SoundFile(str(path))
+    except (sf.SoundFileError, RuntimeError):
+        return _from_ffmpeg(path, start, duration)   # formats libsndfile lacks (m4a, aac, ...)
+    with f:
+        sr, total = f.samplerate, f.frames
+        if total == 0:
+            raise EngineError(f"audio file contains no audio (0 samples): {path}")
+        first = int(round(start * sr))
+        if first >= total:
+            raise EngineError(f"audio start {start:.2f} s is beyond the end of {path.name} ({total / sr:.2f} s long)")
+        count = total - first if duration is None else min(total - first, int(round(duration * sr)))
+        try:
+            f.seek(first)
+            wave = _stream_resample(f.blocks(blocksize=_BLOCK, frames=count, dtype="float32",
+                                             always_2d=True), sr, count, path)
+        except (sf.SoundFileError, RuntimeError) as e:
+            raise EngineError(f"cannot decode audio file {path}: {e}") from None
+    if wave.size == 0:
+        raise EngineError(f"audio file contains no audio (0 samples): {path}")
+    return wave
+
+
+def _stream_resample(blocks, sr: float, count: int, path: Path) -> np.ndarray:
+    """Mix blocks (n, C) to mono and resample to FEATURE_SR on the fly; memory ~ the output."""
+    import soxr
+    out = np.empty(int(math.ceil(count * FEATURE_SR / sr)) + 64, np.float32)
+    rs = soxr.ResampleStream(sr, FEATURE_SR, 1, dtype="float32", quality="HQ") if sr != FEATURE_SR else None
+    n = 0
+
+    def put(chunk):
+        nonlocal out, n
+        if n + len(chunk) > len(out):   # a header that undercounted its frames
+            out = np.concatenate([out, np.empty(len(chunk) + len(out) // 2, np.float32)])
+        out[n:n + len(chunk)] = chunk
+        n += len(chunk)
+
+    for block in blocks:
+        mono = block.mean(axis=1, dtype=np.float32)
+        if not np.isfinite(mono).all():
+            raise EngineError(f"audio file holds NaN or infinite samples: {path}")
+        put(rs.resample_chunk(mono) if rs else mono)
+    if rs:
+        put(rs.resample_chunk(np.zeros(0, np.float32), last=True))
+    return out[:n]
+
+
+def _from_ffmpeg(path: Path, start: float, duration) -> np.ndarray:
+    """Fallback decoder: imageio-ffmpeg's binary, mono at FEATURE_SR on stdout."""
+    unreadable = f"cannot read audio file {path}: not a supported audio format, or corrupt"
+    try:
+        import imageio_ffmpeg
+        exe = imageio_ffmpeg.get_ffmpeg_exe()
+    except Exception:
+        raise EngineError(unreadable) from None
+    cmd = [exe, "-nostdin", "-v", "error", "-ss", f"{start:.6f}", "-i", str(path)]
+    if duration is not None:
+        cmd += ["-t", f"{duration:.6f}"]
+    cmd += ["-vn", "-ac", "1", "-ar", str(FEATURE_SR), "-f", "f32le", "-"]
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    wave = np.frombuffer(proc.stdout[: len(proc.stdout) // 4 * 4], np.float32).copy()
+    if proc.returncode != 0 and wave.size == 0:
+        raise EngineError(unreadable)
+    if wave.size == 0:
+        if start > 0:
+            raise EngineError(f"audio start {start:.2f} s is at or beyond the end of {path.name}")
+        raise EngineError(f"audio file contains no audio (0 samples): {path}")
+    if not np.isfinite(wave).all():
+        raise EngineError(f"audio file holds NaN or infinite samples: {path}")
+    return wave
+
+
+# ----------------------------------------------------------------------------- analysis
+
+def _grid(wave: np.ndarray, sr: float, fps: float) -> tuple[np.ndarray, float, int]:
+    """Resample onto a rate near FEATURE_SR that is an exact multiple of fps: (y, rate, hop).
+
+    For fps 24/30/60 the rate stays FEATURE_SR (hop 640/512/256); for fps 25 it becomes 15350
+    Hz (hop 614). Spectral features thus see nearly the same rate whatever the frame rate,
+    and frame k starts exactly at k / fps seconds.
+    """
+    import soxr
+    if not (math.isfinite(fps) and fps > 0):
+        raise EngineError(f"frame rate must be a positive number, got {fps}")
+    hop = max(1, int(round(FEATURE_SR / fps)))
+    rate = fps * hop
+    rate = int(rate) if float(rate).is_integer() else float(rate)
+    y = np.asarray(wave, dtype=np.float32).reshape(-1)
+    if abs(rate - sr) > 1e-9 * rate and y.size:
+        y = soxr.resample(y, sr, rate, quality="HQ").astype(np.float32, copy=False)
+    return y, rate, hop
+
+
+def _padded(y: np.ndarray) -> np.ndarray:
+    return np.pad(y, (0, max(0, _MIN_ANALYSIS_SAMPLES - y.size)))
+
+
+def _chunked(fn, y: np.ndarray, hop: int, rate: float) -> np.ndarray:
+    """Apply a frame-wise librosa feature fn(segment) -> (C, F) in chunks with overlap.
+
+    The STFT and CQT of a whole 10-minute song take ~0.5 GB; chunks of _CHUNK_S seconds,
+    each analysed with _MARGIN_S seconds of real signal either side and the margins cut off,
+    keep that bounded. Frame k of a segment starting at sample s0*hop is global frame s0 + k.
+    """
+    y = _padded(y)
+    frames = 1 + len(y) // hop                             # librosa's centred frame count
+    chunk, margin = int(_CHUNK_S * rate / hop), int(_MARGIN_S * rate / hop)
+    parts = []
+    for a in range(0, frames, chunk):
+        b = min(a + chunk, frames)
+        s0 = max(0, a - margin)
+        seg = y[s0 * hop: min(len(y), (b + margin) * hop)]
+        parts.append(fn(_padded(seg))[:, a - s0: b - s0])
+    return np.concatenate(parts, axis=1)
+
+
+def _spectra(y: np.ndarray, rate: float, hop: int, chroma: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """Log-mel spectrogram (128, F) in dB, and chroma CENS (12, F) if asked.
+
+    The mel power is frame-local, so it is computed in chunks and converted to dB on the whole
+    song (librosa's top_db floor depends on the global maximum): the result equals librosa's
+    own onset_strength(y)/mfcc(y) inputs.
+    """
+    import librosa
+    mel = _chunked(lambda seg: librosa.feature.melspectrogram(y=seg, sr=rate, hop_length=hop), y, hop, rate)
+    mel_db = librosa.power_to_db(mel)
+    if not chroma:
+        return mel_db, None
+    # tuning=0: A440 assumed; estimating it per clip is slow and makes windows disagree.
+    cens = _chunked(lambda seg: librosa.feature.chroma_cens(y=seg, sr=rate, hop_length=hop, n_chroma=N_CHROMA,
+                                                            tuning=0.0), y, hop, rate)
+    return mel_db, cens
+
+
+def _envelope(mel_db: np.ndarray, rate: float, hop: int) -> np.ndarray:
+    import librosa
+    return librosa.onset.onset_strength(S=mel_db, sr=rate, hop_length=hop)   # (F,)
+
+
+def _is_silent(y: np.ndarray) -> bool:
+    return y.size == 0 or float(np.abs(y).max()) < _SILENCE_PEAK
+
+
+def _beat_frames(env: np.ndarray, silent: bool, rate: float, hop: int) -> tuple[np.ndarray, float]:
+    """Beat frames and tempo from the onset envelope; a silent clip has neither."""
+    from .numba_cache import librosa_beat      # helper D: no per-process compile of the beat kernel
+    if silent:
+        return np.zeros(0, np.int64), 0.0
+    tempo, beats = librosa_beat().beat_track(onset_envelope=env, sr=rate, hop_length=hop)
+    return np.asarray(beats, np.int64), float(np.atleast_1d(tempo)[0])
+
+
+def _analyse(wave: np.ndarray, sr: float, fps: float, features: bool = True):
+    """Everything at once, sharing one onset envelope: (features (N, 35) or None, beat frames, tempo)."""
+    import librosa
+    n = int(round(len(wave) / sr * fps))
+    y, rate, hop = _grid(wave, sr, fps)
+    mel_db, cens = _spectra(y, rate, hop, chroma=features)
+    env = _envelope(mel_db, rate, hop)
+    silent = _is_silent(y)
+    beats, tempo = _beat_frames(env, silent, rate, hop)
+    beats = beats[beats < n]
+    if not features:
+        return None, beats, tempo
+    frames = min(env.shape[0], mel_db.shape[1], cens.shape[1])
+    feats = np.zeros((n, NUM_MUSIC_FEATURES), np.float32)          # (N, 35), zero past the end
+    k = min(n, frames)
+    feats[:k, FEATURE_CHANNELS["onset_envelope"]] = env[:k, None]
+    feats[:k, FEATURE_CHANNELS["mfcc"]] = librosa.feature.mfcc(S=mel_db[:, :k], n_mfcc=N_MFCC).T
+    feats[:k, FEATURE_CHANNELS["chroma_cens"]] = cens[:, :k].T
+    if not silent:
+        peaks = librosa.onset.onset_detect(onset_envelope=env, sr=rate, hop_length=hop)
+        feats[peaks[peaks < k], FEATURE_CHANNELS["onset_peak"]] = 1.0
+    feats[beats[beats < k], FEATURE_CHANNELS["beat"]] = 1.0
+    if not np.isfinite(feats).all():
+        raise EngineError("music features came out non-finite (is the audio valid?)")
+    return feats, beats, tempo
+
+
+def music_features(wave: np.ndarray, sr: float, fps: float = MODEL_FPS) -> np.ndarray:
+    """EDGE's 35 "baseline" music features per motion frame: (N, 35) float32, N = round(S/sr*fps).
+
+    Channels, in order (see FEATURE_CHANNELS): onset envelope 1, MFCC 20, chroma CENS 12,
+    onset-peak one-hot 1, beat one-hot 1. Computed with librosa on a grid of hop
+    round(FEATURE_SR/fps) at rate fps*hop (the wave is resampled to it), so frame k covers
+    time k/fps. Silence gives finite values (MFCC at its floor, zero chroma, no peaks or beats).
+    """
+    return _analyse(wave, sr, fps)[0]
+
+
+def detect_beats(wave: np.ndarray, sr: float) -> tuple[np.ndarray, float]:
+    """Music beats with librosa's dynamic-programming beat tracker (Ellis 2007).
+
+    Returns (beat times in seconds (B,), tempo in BPM). Beats lie on the MODEL_FPS feature
+    grid, the same beats as the features' beat channel. Silence gives no beats and tempo 0.0.
+    """
+    _, beats, tempo = _analyse(wave, sr, MODEL_FPS, features=False)
+    return beats / float(MODEL_FPS), tempo
+
+
+# ----------------------------------------------------------------------------- songs
+
+@dataclass
+class Song:
+    """A decoded song slice with its analysis, ready to condition the model."""
+    wave: np.ndarray                 # (S,) float32 mono at sr
+    sr: int                          # FEATURE_SR
+    features: np.ndarray             # (N, NUM_MUSIC_FEATURES) float32 at fps
+    fps: float
+    beat_times: np.ndarray = field(default_factory=lambda: np.zeros(0))  # seconds from `start`
+    tempo: float = 0.0               # BPM, 0.0 when no beat was found
+    path: str | None = None          # the file, if the song came from one
+    start: float = 0.0               # seconds into the file of sample 0
+
+    @property
+    def duration(self) -> float:
+        return len(self.wave) / self.sr
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.features.shape[0])
+
+
+def load_song(source, sample_rate: float | None = None, start: float = 0.0,
+              duration: float | None = None, fps: float = MODEL_FPS) -> Song:
+    """load_audio + music_features + beats, sharing one onset envelope; beats at `fps`'s grid."""
+    wave, sr = load_audio(source, sample_rate, start, duration)
+    feats, beats, tempo = _analyse(wave, sr, fps)
+    path = str(source) if isinstance(source, (str, Path)) else None
+    return Song(wave=wave, sr=sr, features=feats, fps=float(fps), beat_times=beats / float(fps),
+                tempo=tempo, path=path, start=float(start or 0.0))

@@ -1,0 +1,369 @@
+"""Which bone of a humanoid armature plays which SMPL joint: shipped presets, tolerant name
+matching, a fallback from the hierarchy, and the checks a bone map must pass (pure numpy).
+
+A bone map is a dict {SMPL joint name: bone name}, each bone used once, plus an optional "root"
+entry naming the bone that carries the dancer's location (default: the pelvis's bone). Shipped
+presets live in engine/outputs/bone_maps/<name>.json: {"title": ..., "bones": {joint: name or [names]},
+"root": name}; a list gives alternatives, the first one the armature has wins.
+"""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+
+from ..body.skeleton import JOINT_INDEX, JOINT_NAMES, PARENTS
+from ..errors import EngineError
+
+PRESET_DIR = Path(__file__).resolve().parent / "bone_maps"
+# Tie-break order when two presets fit a rig equally well (the more specific one first).
+PRESET_ORDER = ("smpl", "mixamo", "rigify", "vrm", "unreal_ue5", "unreal_ue4", "auto_rig_pro",
+                "character_creator", "daz_genesis", "secondlife")
+ROOT_KEY = "root"
+LEG_JOINTS = ("pelvis", "left_hip", "right_hip", "left_knee", "right_knee")   # a dancer needs these
+# Bones of a rig's machinery (Rigify's MCH/ORG/DEF, twist helpers) never take a shared rotation.
+MECHANISM = re.compile(r"^(mch|org|def|tweak|vis|wgt)[-_.]|(^|[-_.:])(twist|roll|helper)", re.IGNORECASE)
+
+BoneMap = dict
+
+
+class RetargetError(EngineError):
+    """A rig or bone map that cannot be used, in one line."""
+
+
+# ----------------------------------------------------------------------------- name matching
+
+_TOKEN = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|\d+")
+_SIDES = {"l": "L", "left": "L", "r": "R", "right": "R"}
+
+
+def bone_key(name: str) -> str:
+    """A name reduced to what identifies the bone: "mixamorig1:LeftUpLeg", "Left_UpLeg" and
+    "upLeg.L" all give "L|upleg". Namespaces ("x:") and Mixamo prefixes go, case and separators
+    do not matter, a side token (l/left/r/right, anywhere) becomes the side, leading zeros of
+    numbers go (spine_01 == Spine1)."""
+    name = name.rsplit(":", 1)[-1]
+    tokens = [t.lower() for part in re.split(r"[^A-Za-z0-9]+", name) for t in _TOKEN.findall(part)]
+    if tokens and re.fullmatch(r"mixamorig\d*", tokens[0]):
+        tokens = tokens[1:]
+    side, rest = "", []
+    for t in tokens:
+        if t in _SIDES and not side:
+            side = _SIDES[t]
+        else:
+            rest.append(str(int(t)) if t.isdigit() else t)
+    return f"{side}|{''.join(rest)}"
+
+
+def list_presets() -> list[str]:
+    found = {p.stem for p in PRESET_DIR.glob("*.json")}
+    return [n for n in PRESET_ORDER if n in found] + sorted(found - set(PRESET_ORDER))
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as e:
+        raise RetargetError(f"cannot read bone map {path}: {e.strerror or e}") from None
+    except ValueError as e:
+        raise RetargetError(f"bone map {path} is not valid JSON: {e}") from None
+    if not isinstance(data, dict):
+        raise RetargetError(f"bone map {path} must hold a JSON object")
+    return data
+
+
+def _entries(data: dict, where) -> dict[str, list[str]]:
+    """{joint or "root": [candidate names]} from a preset/map file's content."""
+    bones = data.get("bones", data)
+    if not isinstance(bones, dict):
+        raise RetargetError(f"bone map {where}: \"bones\" must be an object of SMPL joint -> bone name")
+    out = {}
+    root = [(ROOT_KEY, data[ROOT_KEY])] if ROOT_KEY in data and "bones" in data else []
+    for key, value in list(bones.items()) + root:
+        names = [value] if isinstance(value, str) else value
+        if not (isinstance(names, list) and names and all(isinstance(n, str) and n for n in names)):
+            raise RetargetError(f"bone map {where}: {key!r} must name a bone (a string), got {value!r}")
+        out[key] = names
+    return out
+
+
+def resolve(entries: dict[str, list[str]], bone_names) -> BoneMap:
+    """The entries whose bone the rig has (tolerant names), as {joint: the rig's own bone name}."""
+    by_key: dict[str, str] = {}
+    for n in bone_names:
+        by_key.setdefault(bone_key(n), n)
+    exact = set(bone_names)
+    out = {}
+    for joint, names in entries.items():
+        for n in names:
+            hit = n if n in exact else by_key.get(bone_key(n))
+            if hit is not None:
+                out[joint] = hit
+                break
+    return out
+
+
+def load_preset(name: str, rig=None) -> BoneMap:
+    """A shipped preset; with a rig, its names resolved to the rig's own bones (missing ones left out)."""
+    path = PRESET_DIR / f"{name}.json"
+    if not path.is_file():
+        raise RetargetError(f"no shipped bone-map preset {name!r} (presets: {', '.join(list_presets())})")
+    entries = _entries(_read_json(path), path.name)
+    if rig is None:
+        return {k: v[0] for k, v in entries.items()}
+    return resolve(entries, rig.names)
+
+
+def load_bone_map(path) -> BoneMap:
+    """A bone map saved by save_bone_map (or a preset file): {joint: bone name}."""
+    path = Path(path)
+    entries = _entries(_read_json(path), path.name)
+    return {k: v[0] for k, v in entries.items()}
+
+
+def save_bone_map(bone_map: BoneMap, path, title: str = "") -> Path:
+    path = Path(path)
+    bones = {j: bone_map[j] for j in JOINT_NAMES if j in bone_map}
+    data = {"title": title or path.stem, "bones": bones}
+    if ROOT_KEY in bone_map:
+        data[ROOT_KEY] = bone_map[ROOT_KEY]
+    try:
+        path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    except OSError as e:
+        raise RetargetError(f"cannot write bone map {path}: {e.strerror or e}") from None
+    return path
+
+
+# ----------------------------------------------------------------------------- checks
+
+def _root_of(parents, b: int) -> int:
+    while parents[b] >= 0:
+        b = parents[b]
+    return b
+
+
+def is_ancestor(parents, a: int, b: int) -> bool:
+    """True when bone a is b or one of b's ancestors."""
+    while b >= 0:
+        if b == a:
+            return True
+        b = parents[b]
+    return False
+
+
+def check_bone_map(rig, bone_map: BoneMap) -> None:
+    """Raise RetargetError (one line) unless `bone_map` can drive `rig`."""
+    if not isinstance(bone_map, dict):
+        raise RetargetError(f"a bone map must be a dict of SMPL joint -> bone name, got {type(bone_map).__name__}")
+    unknown = [k for k in bone_map if k not in JOINT_INDEX and k != ROOT_KEY]
+    if unknown:
+        raise RetargetError(f"bone map: {unknown[0]!r} is not an SMPL joint "
+                            f"(joints: {', '.join(JOINT_NAMES[:4])}, ...)")
+    index = {n: i for i, n in enumerate(rig.names)}
+    missing = sorted({str(v) for v in bone_map.values() if v not in index})
+    if missing:
+        listed = ", ".join(repr(m) for m in missing[:4]) + (" ..." if len(missing) > 4 else "")
+        raise RetargetError(f"the armature has no bone{'s' if len(missing) > 1 else ''} {listed} named in the bone map")
+    seen: dict[str, str] = {}
+    for joint in JOINT_NAMES:
+        bone = bone_map.get(joint)
+        if bone is None:
+            continue
+        if bone in seen:
+            raise RetargetError(f"bone map: bone {bone!r} is mapped twice ({seen[bone]} and {joint}); "
+                                "each bone plays one joint")
+        seen[bone] = joint
+    lacking = [j for j in LEG_JOINTS if j not in bone_map]
+    if lacking:
+        raise RetargetError(f"bone map has no legs: {', '.join(lacking)} not mapped "
+                            "(a dancer needs the pelvis, both hips and knees)")
+    mapped = {j: index[bone_map[j]] for j in JOINT_NAMES if j in bone_map}
+    parents = rig.effective_parents()
+    followers = [rig.names[b] for b in mapped.values() if b in rig.follows]
+    if followers:
+        raise RetargetError(f"bone map: {followers[0]!r} copies another bone's transforms (a constraint); "
+                            "map the bone it copies")
+    roots = sorted({_root_of(parents, b) for b in mapped.values()})
+    if len(roots) > 1:
+        listed = ", ".join(rig.names[r] for r in roots[:4])
+        raise RetargetError(f"the mapped bones hang under several root bones ({listed}); they must form one hierarchy")
+    for joint, b in mapped.items():
+        a = PARENTS[JOINT_INDEX[joint]]
+        while a >= 0 and JOINT_NAMES[a] not in mapped:
+            a = PARENTS[a]
+        if a >= 0 and not is_ancestor(parents, mapped[JOINT_NAMES[a]], b):
+            raise RetargetError(f"bone map: {joint}'s bone {rig.names[b]!r} does not hang under "
+                                f"{JOINT_NAMES[a]}'s bone {rig.names[mapped[JOINT_NAMES[a]]]!r}")
+    if ROOT_KEY in bone_map and not is_ancestor(parents, index[bone_map[ROOT_KEY]], mapped["pelvis"]):
+        raise RetargetError(f"bone map: the root bone {bone_map[ROOT_KEY]!r} must be the pelvis's bone "
+                            "or one of its parents")
+
+
+# ----------------------------------------------------------------------------- automatic mapping
+
+def _fits(rig, bone_map: BoneMap) -> bool:
+    try:
+        check_bone_map(rig, bone_map)
+    except RetargetError:
+        return False
+    return True
+
+
+def _best_preset(rig) -> tuple[str | None, BoneMap]:
+    best, best_map, best_score = None, {}, 0
+    for name in list_presets():
+        m = load_preset(name, rig)
+        score = sum(1 for k in m if k != ROOT_KEY)
+        if score > best_score and _fits(rig, m):
+            best, best_map, best_score = name, m, score
+    return best, best_map
+
+
+def detect_preset(rig) -> str | None:
+    """The shipped preset that fits the rig's bone names best (None when none has legs)."""
+    return _best_preset(rig)[0]
+
+
+def auto_map(rig) -> BoneMap:
+    """A bone map for `rig`: the best-fitting shipped preset, else one read from the hierarchy."""
+    name, m = _best_preset(rig)
+    if name is not None:
+        return m
+    m = map_by_hierarchy(rig)
+    check_bone_map(rig, m)
+    return m
+
+
+def map_by_hierarchy(rig) -> BoneMap:
+    """Find the body from the rest pose alone (character upright, Z up in the world, its left
+    at +x when it faces -y): the pelvis is where the paths to the two lowest leaves (the feet)
+    and to the highest leaf (the head) meet; the legs are the two descending chains, the arms
+    the two chains that leave the spine above the pelvis and reach furthest sideways."""
+    n = len(rig.names)
+    parents = list(rig.parents)
+    heads = rig.world_heads()
+    kids: list[list[int]] = [[] for _ in range(n)]
+    for b, p in enumerate(parents):
+        if p >= 0:
+            kids[p].append(b)
+    deform = [bool(d) for d in rig.deform] if any(rig.deform) else [True] * n
+    roots = [b for b in range(n) if parents[b] < 0 and _subtree_has(b, kids, deform)]
+    if len(roots) != 1:
+        names = ", ".join(rig.names[r] for r in roots[:4]) or "none"
+        raise RetargetError(f"cannot find a humanoid: the armature has {len(roots)} root bones with deforming bones "
+                            f"({names}); map the bones by hand")
+    body = [b for b in _descendants(roots[0], kids) if deform[b]]
+    leaves = [b for b in body if not any(deform[k] for k in _descendants(b, kids) if k != b)]
+    z = heads[:, 2]
+    height = z[body].max() - z[body].min()
+    if len(leaves) < 3 or height <= 0:
+        raise RetargetError("cannot find a humanoid in the armature's hierarchy (too few bones); map the bones by hand")
+    low = [b for b in leaves if z[b] < z[body].min() + 0.2 * height]
+    feet = {s: [b for b in low if np.sign(heads[b, 0] - heads[roots[0], 0]) == s] for s in (1, -1)}
+    if not feet[1] or not feet[-1]:
+        raise RetargetError("cannot find two legs in the armature's hierarchy (no low bones on both sides); "
+                            "map the bones by hand")
+    foot = {s: min(feet[s], key=lambda b: z[b]) for s in (1, -1)}
+    top = max(leaves, key=lambda b: z[b])
+    path = {b: _path_from_root(b, parents) for b in (foot[1], foot[-1], top)}
+    pelvis = _common_ancestor([path[foot[1]], path[foot[-1]], path[top]])
+    out: BoneMap = {"pelvis": rig.names[pelvis]}
+    for s, side in ((1, "left"), (-1, "right")):
+        chain = _after(path[foot[s]], pelvis)
+        limb = _longest_pair(chain, heads, rig.lengths)
+        if len(limb) < 2:
+            raise RetargetError(f"cannot find the {side} leg's thigh and shin in the hierarchy; map the bones by hand")
+        out[f"{side}_hip"], out[f"{side}_knee"] = rig.names[limb[0]], rig.names[limb[1]]
+        rest = chain[chain.index(limb[1]) + 1:]
+        for joint, b in zip(("ankle", "foot"), rest):
+            out[f"{side}_{joint}"] = rig.names[b]
+    spine = _after(path[top], pelvis)
+    on_spine = set(spine)
+    chest = None
+    for s, side in ((1, "left"), (-1, "right")):
+        # Arm tips: leaves on this side that branch off the spine above the pelvis (an A-pose's
+        # fingertips may hang lower than the pelvis).
+        tips = [b for b in leaves if b not in on_spine and np.sign(heads[b, 0] - heads[pelvis, 0]) == s
+                and any(a in on_spine for a in _path_from_root(b, parents))]
+        if not tips:
+            continue
+        tip = max(tips, key=lambda b: abs(heads[b, 0] - heads[pelvis, 0]))
+        arm_path = _path_from_root(tip, parents)
+        branch = max(i for i, a in enumerate(arm_path) if a in on_spine)
+        chest = arm_path[branch] if chest is None else chest
+        chain = arm_path[branch + 1:]
+        limb = _longest_pair(chain, heads, rig.lengths)
+        if len(limb) < 2:
+            continue
+        i = chain.index(limb[0])
+        if i > 0:
+            out[f"{side}_collar"] = rig.names[chain[i - 1]]
+        out[f"{side}_shoulder"], out[f"{side}_elbow"] = rig.names[limb[0]], rig.names[limb[1]]
+        after = chain[chain.index(limb[1]) + 1:]
+        if after:
+            out[f"{side}_wrist"] = rig.names[after[0]]
+    cut = spine.index(chest) + 1 if chest in spine else max(1, len(spine) - 2)
+    torso, upper = spine[:cut], spine[cut:]
+    picks = {1: ("spine3",), 2: ("spine1", "spine3")}.get(len(torso), ("spine1", "spine2", "spine3"))
+    at = {1: [0], 2: [0, 1]}.get(len(torso), [0, len(torso) // 2, len(torso) - 1])
+    for joint, i in zip(picks, at if torso else []):
+        out[joint] = rig.names[torso[i]]
+    if len(upper) == 1:
+        out["head"] = rig.names[upper[0]]
+    elif len(upper) >= 2:
+        seg = _segments(upper, heads, rig.lengths)
+        head = 1 + int(np.argmax(seg[1:]))
+        out["neck"], out["head"] = rig.names[upper[0]], rig.names[upper[head]]
+    return out
+
+
+def _subtree_has(b, kids, flags) -> bool:
+    return any(flags[k] for k in _descendants(b, kids))
+
+
+def _descendants(b: int, kids) -> list[int]:
+    out, stack = [], [b]
+    while stack:
+        k = stack.pop()
+        out.append(k)
+        stack.extend(kids[k])
+    return out
+
+
+def _path_from_root(b: int, parents) -> list[int]:
+    path = []
+    while b >= 0:
+        path.append(b)
+        b = parents[b]
+    return path[::-1]
+
+
+def _common_ancestor(paths: list[list[int]]) -> int:
+    common = paths[0][0]
+    for i in range(min(len(p) for p in paths)):
+        if len({p[i] for p in paths}) != 1:
+            break
+        common = paths[0][i]
+    return common
+
+
+def _after(path: list[int], b: int) -> list[int]:
+    return path[path.index(b) + 1:] if b in path else path
+
+
+def _segments(chain: list[int], heads, lengths) -> np.ndarray:
+    """Length of each bone along a chain: head to the next bone's head (the last: its own length)."""
+    seg = [float(np.linalg.norm(heads[chain[i + 1]] - heads[chain[i]])) for i in range(len(chain) - 1)]
+    return np.array(seg + [float(lengths[chain[-1]])]) if chain else np.zeros(0)
+
+
+def _longest_pair(chain: list[int], heads, lengths) -> list[int]:
+    """The two consecutive bones of a limb chain that together are longest: thigh and shin,
+    upper arm and forearm (a clavicle, a hip bone, a hand or a twist bone is shorter)."""
+    if len(chain) < 2:
+        return []
+    seg = _segments(chain, heads, lengths)
+    i = int(np.argmax(seg[:-1] + seg[1:]))
+    return [chain[i], chain[i + 1]]

@@ -1,0 +1,183 @@
+"""Planted feet on a character's own proportions: leg IK for the retargeting (pure numpy).
+
+The retargeting (engine/outputs/retarget.py) points the character's limbs where SMPL's limbs point and
+scales the root path by the character's leg length. Where its thigh and shin proportions differ
+from SMPL's, a foot the dance plants then slides, sinks or floats. Here each stance pins the
+character's ankle to one spot on the floor (the SMPL ankle's planted spot, scaled as the root
+is, at the character's own ankle height, raised as far as SMPL raises its heel) and re-solves
+its thigh and shin analytically, the knee bending in the plane the SMPL knee bends in. Pins fade
+in and out over a few frames; the feet keep the dance's orientation; swing frames keep the plain
+retarget. Where the character's leg cannot reach a spot without straightening further than the
+dance holds it, the foot is lifted a little (a knee snapping straight would pop); where even
+that fails (legs far wilder than a dance's), the foot is drawn in and slides.
+
+Everything here works in the world (Blender axes, Z up, floor z = 0) on (T,3) points and (T,3,3)
+rotations; the Retargeter turns the results back into its armature space.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .bone_mapping import RetargetError
+from .retarget import axis_angle_to_matrix   # retarget imports this module lazily: no cycle
+
+STRAIGHT_SLACK = 1e-4           # share of the leg's length an unreachable spot stays short by
+STRAIGHT_DEGREES = 3.0          # a leg bent less than this has no side for its knee: the hinge decides
+
+
+def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
+    """[start, stop) of the True runs of a (T,) bool array."""
+    edges = np.diff(np.concatenate([[0], np.asarray(mask, np.int8), [0]]))
+    return list(zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)))
+
+
+def contact_columns(contacts, frames: int) -> np.ndarray:
+    """(T,2) or (T,4) contact flags -> (T,2) bool per leg (left, right). With four columns (the
+    engine's FOOT_JOINTS order: ankles, then toes) the ankle columns decide, since the ankle is
+    what gets pinned."""
+    c = np.asarray(contacts)
+    if c.ndim != 2 or c.shape[0] != frames or c.shape[1] not in (2, 4):
+        raise RetargetError(f"contacts must be (T,2) or (T,4) for the {frames} frames, got {c.shape}")
+    return c[:, :2] > 0.5 if c.dtype.kind == "f" else c[:, :2].astype(bool)
+
+
+def derive_contacts(ankle: np.ndarray, rest_height: float, scale: float, fps: float,
+                    toe: np.ndarray | None = None, toe_rest_height: float = 0.0) -> np.ndarray:
+    """(T,) whether the character's ankle (T,3 world) is planted: low (the ankle, or the toe (T,3)
+    where the rig has one, within PLANTED_HEIGHT of its rest height above the floor; a dance
+    often plants the ball of the foot with the heel up) and the ankle slower than PLANTED_SPEED,
+    both scaled to the character, for at least MIN_RUN_SECONDS, as engine.finishing.feet judges SMPL's feet."""
+    from ..finishing.feet import MIN_RUN_SECONDS, PLANTED_HEIGHT, PLANTED_SPEED   # torch-backed module: import late
+    low = ankle[:, 2] - rest_height < PLANTED_HEIGHT * scale
+    if toe is not None:
+        low |= toe[:, 2] - toe_rest_height < PLANTED_HEIGHT * scale
+    speed = np.linalg.norm(np.gradient(ankle[:, :2], axis=0), axis=-1) * fps if len(ankle) > 1 else np.zeros(len(ankle))
+    still = low & (speed < PLANTED_SPEED * scale)
+    shortest = max(2, int(round(MIN_RUN_SECONDS * fps)))
+    # A blip shorter than a run between two still runs (one fast frame) does not split a stance
+    # into two spots, which would slide the foot from one to the other.
+    for a, b in _runs(~still):
+        if 0 < a and b < len(still) and b - a < shortest:
+            still[a:b] = True
+    planted = np.zeros(len(ankle), bool)
+    for a, b in _runs(still):
+        if b - a >= shortest:
+            planted[a:b] = True
+    return planted
+
+
+def stance_targets(planted: np.ndarray, smpl_ankle: np.ndarray, free_ankle: np.ndarray, rest_height: float,
+                   smpl_rest_height: float, fade: int) -> tuple[np.ndarray, np.ndarray]:
+    """Where the character's ankle should be: (target (T,3) world, weight (T,) in [0, 1]).
+
+    Each planted run holds one spot on the floor: the mean of the SMPL ankle's path (already
+    scaled into the world) over the run. Its height is the character's rest ankle height plus
+    however far SMPL's ankle is above its own rest height on that frame (a heel that rises as
+    the dancer rolls onto the ball of the foot rises; a sinking one does not sink). Around a run
+    the correction (spot minus the free, plain-retarget ankle at the run's edge) fades out over
+    `fade` frames on the free ankle's own path; two runs' fades that meet add up, so in a short
+    gap the foot swings as the dance swings it, from one spot to the next, without a jump.
+    """
+    T = len(planted)
+    height = rest_height + np.maximum(0.0, smpl_ankle[:, 2] - smpl_rest_height)
+    shift = np.zeros((T, 3))               # correction of the free ankle outside the runs
+    weight = np.zeros(T)
+    runs = _runs(planted)
+    k = np.arange(1, fade + 1)
+    w = 1.0 - k / (fade + 1)
+    spots = []
+    for a, b in runs:
+        spot = np.append(smpl_ankle[a:b, :2].mean(axis=0), 0.0)
+        spots.append(spot)
+        for i, edge in ((a - k, a), (b - 1 + k, b - 1)):
+            keep = (i >= 0) & (i < T)
+            off = spot - free_ankle[edge]
+            off[2] = height[edge] - free_ankle[edge, 2]
+            shift[i[keep]] += w[keep, None] * off
+            weight[i[keep]] += w[keep]
+    over = np.maximum(weight, 1.0)         # where fades overlap, their mean correction
+    target = free_ankle + shift / over[:, None]
+    weight = np.minimum(weight, 1.0)
+    for (a, b), spot in zip(runs, spots):
+        target[a:b, :2], target[a:b, 2], weight[a:b] = spot[:2], height[a:b], 1.0
+    return target, weight
+
+
+def within_reach(goal: np.ndarray, hip: np.ndarray, reach: np.ndarray) -> np.ndarray:
+    """Goals (N,3) no further than `reach` (N,) from the hip (N,3): one out of reach is raised
+    straight up until the leg reaches it (the foot stays where it is on the floor and lifts a
+    little, rather than sliding), or, where even that fails, drawn in towards the hip."""
+    off = goal - hip
+    far = np.linalg.norm(off, axis=-1) > reach
+    flat2 = off[:, 0] ** 2 + off[:, 1] ** 2
+    out = goal.copy()
+    lift = far & (flat2 < reach ** 2)
+    out[lift, 2] = hip[lift, 2] - np.sqrt(reach[lift] ** 2 - flat2[lift])
+    pull = far & ~lift
+    out[pull] = hip[pull] + off[pull] * (reach[pull] / np.linalg.norm(off[pull], axis=-1))[:, None]
+    return out
+
+
+def _rotation(axis: np.ndarray, angle: np.ndarray) -> np.ndarray:
+    """(N,3,3) rotations about unit axes (N,3) by angles (N,)."""
+    return axis_angle_to_matrix(axis * np.asarray(angle)[..., None]).reshape(-1, 3, 3)
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    return v / np.maximum(np.linalg.norm(v, axis=-1, keepdims=True), 1e-12)
+
+
+def _between(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(N,3,3) smallest rotations taking directions a onto b (N,3)."""
+    a, b = _unit(a), _unit(b)
+    axis = np.cross(a, b)
+    angle = np.arctan2(np.linalg.norm(axis, axis=-1), np.sum(a * b, axis=-1))
+    return _rotation(_unit(axis), angle)
+
+
+def two_bone_ik(hip: np.ndarray, knee: np.ndarray, ankle: np.ndarray, target: np.ndarray,
+                hinge: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Thigh and shin turns that put the ankle on `target`: (S (N,3,3), B (N,3,3)) world rotations,
+    the thigh's new world rotation S @ thigh, the shin's S @ B @ shin.
+
+    hip, knee, ankle, target (N,3) world points; hinge (N,3) the unit axis the knee bends about
+    (SMPL's knee: its -x, heel going back). The knee bends in the plane of thigh and shin, on
+    the side the dance bends it; a leg within STRAIGHT_DEGREES of straight has no such plane
+    (the cross product's sign is noise), so there the hinge gives the axis and the side: no flips. A spot out of
+    reach leaves the leg as straight (or as folded) as it goes, towards it (no NaN)."""
+    u, v = hip - knee, ankle - knee
+    l1, l2 = np.linalg.norm(u, axis=-1), np.linalg.norm(v, axis=-1)
+    d = np.clip(np.linalg.norm(target - hip, axis=-1), np.abs(l1 - l2) + STRAIGHT_SLACK * (l1 + l2),
+                (1.0 - STRAIGHT_SLACK) * (l1 + l2))
+    normal = _unit(np.cross(u, v))
+    agree = np.sum(normal * hinge, axis=-1, keepdims=True)
+    # The axis: the plane's normal (the least motion of the knee for a change of reach, wherever
+    # the dance's twists and SMPL's knock-kneed rest leg turn that plane), the hinge where the
+    # leg is too straight to have one.
+    bend = np.degrees(np.arccos(np.clip(np.sum(u * v, axis=-1) / (l1 * l2), -1.0, 1.0)))
+    trust = np.clip((180.0 - bend - STRAIGHT_DEGREES / 3) / (STRAIGHT_DEGREES * 2 / 3), 0.0, 1.0)[:, None]
+    n = _unit(trust * np.where(agree < 0, -normal, normal) + (1.0 - trust) * hinge)
+    # Turning the shin by t about n (through the knee) gives u . R v = a + b cos t + e sin t; the
+    # ankle is d from the hip where that equals (l1^2 + l2^2 - d^2) / 2. The hinge need not be
+    # square to the leg (a knee the dance twists), so solve for t rather than take a cosine rule.
+    along = np.sum(v * n, axis=-1)
+    a = np.sum(u * n, axis=-1) * along
+    b = np.sum(u * (v - along[:, None] * n), axis=-1)
+    e = np.sum(u * np.cross(n, v), axis=-1)
+    r = np.hypot(b, e)
+    want = 0.5 * (l1 ** 2 + l2 ** 2 - d ** 2)
+    spread = np.arccos(np.clip((want - a) / np.maximum(r, 1e-12), -1.0, 1.0))
+    phase = np.arctan2(e, b)
+    # Two turns reach: the knee on either side of the hip-ankle line. Take the smaller, so the
+    # knee stays on the side the dance puts it and never swings round to the other (a knee the
+    # dance twists or bends a little sideways is common); where the leg is near straight (no
+    # side to stay on), the one that bends about the hinge, heel going back.
+    turns = np.stack([phase + spread, phase - spread])
+    turns = np.where(r > 1e-12, (turns + np.pi) % (2 * np.pi) - np.pi, 0.0)
+    sides = [np.sum(np.cross(u, np.einsum("nab,nb->na", _rotation(n, t), v)) * hinge, axis=-1) for t in turns]
+    straight = bend > 180.0 - STRAIGHT_DEGREES
+    pick = np.where(straight, sides[0] >= sides[1], np.abs(turns[0]) <= np.abs(turns[1]))
+    turn = _rotation(n, np.where(pick, turns[0], turns[1]))
+    new_ankle = knee + np.einsum("nab,nb->na", turn, v)
+    swing = _between(new_ankle - hip, target - hip)
+    return swing, turn

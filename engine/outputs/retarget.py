@@ -1,0 +1,735 @@
+"""Retargeting between the engine's SMPL motion and any humanoid armature (pure numpy, no bpy).
+
+PUBLIC API (stable; helper E's blender_addon/rig_io.py codes against it)
+-----------------------------------------------------------------------
+from engine.outputs.retarget import (Rig, RigPose, Retargeter, RetargetError, BoneMap, auto_map, detect_preset,
+                             check_bone_map, load_bone_map, save_bone_map, list_presets, load_preset,
+                             bone_key)   # bone_key: the tolerant name key ("mixamorig:LeftArm" -> "L|arm")
+
+@dataclass class Rig:
+    names: list[str]            bone names
+    parents: list[int]          parent index, -1 for a root
+    rest: np.ndarray            (B,4,4) bone.matrix_local (armature space; head = translation,
+                                the bone's +Y along head->tail; no scale)
+    lengths: np.ndarray         (B,) bone lengths (armature units)
+    deform: list[bool]          bone.use_deform
+    object_matrix: np.ndarray   (4,4) the armature object's matrix_world (default identity)
+    follows: dict[int, int]     bone -> bone whose armature-space pose it copies (a Copy Transforms
+                                constraint on the armature itself, world/pose space, influence 1,
+                                not muted; Rigify's ORG-shoulder.L follows shoulder.L). Default {}.
+
+BoneMap = dict[str, str]        SMPL joint name -> bone name, each bone at most once. Optional extra
+                                key "root": the bone that carries the location (default: the bone of
+                                "pelvis"; Rigify: "torso"). Joints left out are not driven.
+
+auto_map(rig) -> BoneMap                  best shipped preset by names, else the hierarchy; RetargetError
+detect_preset(rig) -> str | None          name of the shipped preset that fits (None: none fits)
+list_presets() -> list[str]               shipped preset names (engine/outputs/bone_maps/<name>.json)
+load_preset(name, rig=None) -> BoneMap    a shipped preset; with rig, resolved to that rig's bone names
+load_bone_map(path) -> BoneMap ; save_bone_map(bone_map, path)   JSON {"bones": {joint: bone}, ...}
+check_bone_map(rig, bone_map) -> None     RetargetError (one line): unknown joint, missing bone, a bone
+                                          used twice, no legs, mapped bones under several roots
+
+class Retargeter(rig, bone_map):
+    .root_bone: int             index of the bone whose basis location to_rig writes
+    .driven: list[int]          bones to_rig writes (mapped ones and the unmapped ones between two
+                                mapped ones on a chain, e.g. spine_02/spine_04 of a 5-bone spine)
+    .scale: float               world units per SMPL metre (character's hip-knee-ankle length / SMPL's)
+    .frame: np.ndarray          (4,4) world matrix of the dance's floor frame (Z up): an SMPL Y-up
+                                point p lands at frame @ [C p, 1] with C = (x,y,z)->(x,-z,y) and p
+                                scaled by .scale. Origin: the object's x, y on the floor z = 0;
+                                turned about Z to where the character faces at rest (facing -Y:
+                                identity). From the rest pose: the scale (leg length) and the
+                                pelvis height above the lowest deforming joint (so the rest
+                                stance stands on the floor).
+    to_rig(poses (T,72), trans (T,3) Y-up metres, *, contacts=None, fps=None, plant_feet=True) -> RigPose
+        contacts (T,2) per leg or Motion.contacts (T,4): planted runs pin the character's ankles
+        (two-bone leg IK on its own thigh and shin, engine.outputs.character_feet); fps without contacts:
+        the runs are found from the character's own ankles; neither: the plain retarget.
+    from_rig(rotations (T,B,4) wxyz, root_location (T,3), bone_keyed (T,B) bool, location_keyed (T,) = None)
+        -> (poses (T,72), trans (T,3), joint_mask (T,24) bool, trans_mask (T,) bool)
+        rotations: every bone's basis as evaluated (unkeyed bones as they stand); a joint is masked
+        in where its bone (or a bone sharing its chain) is keyed; trans_mask = location_keyed
+        (default: bone_keyed of root_bone)
+    smpl_limb_directions(poses) -> (T,24,3)   world (Blender) unit direction of each SMPL joint's
+                                limb as the rig must show it (for tests/diagnostics)
+
+@dataclass class RigPose:
+    rotations: np.ndarray       (T,B,4) wxyz pose-space (matrix_basis) rotation of every bone;
+                                identity for bones not driven
+    root_location: np.ndarray   (T,3) basis location of bones[root_bone] (its own rest axes)
+    root_bone: int
+    driven: list[int]
+
+Other skeletons' BVH files (the same maths, the other way):
+bvh_rig(engine.outputs.bvh.read_bvh_skeleton(path), up_axis="Y") -> Rig ; bvh_pose(skeleton, rig, root_bone)
+    -> (rotations (T,J,4), root_location (T,3)) ; bvh_to_smpl(path, bone_map=None) -> (poses, trans, frame_time)
+
+Notes for the add-on:
+- Frames: RigPose is in armature space; the dance happens in the world (Z up, floor z = 0),
+  facing where the character faces at rest, so a Mixamo FBX (object turned 90 degrees about X,
+  scale 0.01) and a character turned about Z both dance upright. Compare world limb directions
+  with Retargeter.smpl_limb_directions(poses) (already in the world).
+- Floor: the lowest deforming bone head stands on it; a rig without toe bones mapped stands on
+  its soles, guessed below the ankles (Retargeter._sole_below_ankles), not on its ankles.
+- Limbs (hips, knees, collars, shoulders, elbows, wrists) are aligned to SMPL's rest limbs; the
+  pelvis, spine, neck, head, feet and toes take the rest pose as SMPL's (upright, feet flat).
+- Rigify preset ("rigify"): drives torso (rotation and location), spine_fk.002/.003, neck,
+  head and the FK limb controls. The arm hangs under ORG-shoulder.L, which copies shoulder.L by
+  a constraint: the Rig must say so, either with Rig.follows (the proxy copies the whole pose,
+  exact whatever its rest) or by re-parenting the mapped bone under the copied one (what
+  rig_io does; the same when the proxy's rest equals the copied bone's). Without either,
+  check_bone_map refuses the map ("does not hang under"). Checked in bpy 4.5 on a rig generated
+  from the human metarig, with follows filled and IK_FK = 1: every DEF thigh, shin, upper arm and
+  forearm points along smpl_limb_directions (cosine 1.0000, 3 random poses).
+  For the numpy FK to equal Blender's the rig needs
+  thigh_parent.L/R and upper_arm_parent.L/R ["IK_FK"] = 1.0 (FK), ["FK_limb_follow"] = 0.0, and
+  torso ["neck_follow"] = ["head_follow"] = the value that makes the Copy Rotation on
+  MCH-ROT-neck / MCH-ROT-head have influence 0 (so neck and head inherit the spine); hips and
+  chest stay at rest (their MCH copies then do nothing).
+- Checked against Blender 4.5: for the armature Blender's BVH importer builds from the engine's
+  own BVH ("smpl" preset), to_rig reproduces the importer's own pose matrices to 1e-6.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..body.skeleton import (JOINT_INDEX, JOINT_NAMES, NUM_JOINTS, PARENTS, REST_OFFSETS, REST_PELVIS_HEIGHT,
+                             REST_POSITIONS)
+from .bone_mapping import (MECHANISM, ROOT_KEY, BoneMap, RetargetError, auto_map, bone_key, check_bone_map,
+                           detect_preset, is_ancestor, list_presets, load_bone_map, load_preset, save_bone_map)
+
+__all__ = ["BoneMap", "Retargeter", "RetargetError", "Rig", "RigPose", "Y_TO_Z", "auto_map", "bone_key", "bvh_pose",
+           "bvh_rig", "bvh_to_smpl", "check_bone_map", "detect_preset", "list_presets", "load_bone_map",
+           "load_preset", "save_bone_map"]
+
+Y_TO_Z = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]])   # SMPL Y up -> Blender Z up
+# Limb joints: their bone is turned at rest so that the limb points along SMPL's (T-pose or
+# A-pose, any roll). The others (pelvis, spine, neck, head, feet, toes, hands) are upright, flat
+# on the floor or short in every rest pose, and aligning them with SMPL's own joint placement
+# (its curved spine, a head joint forward of the neck, a toe joint 6 cm below the ankle) would
+# bend, tilt or tiptoe the character: they take the rest pose as SMPL's.
+ALIGNED = tuple(f"{side}_{j}" for side in ("left", "right")
+                for j in ("hip", "knee", "collar", "shoulder", "elbow", "wrist"))
+# Unmapped bones between two mapped bones of these joints share the rotation (longer spines, 2-bone necks).
+CHAIN_JOINTS = ("pelvis", "spine1", "spine2", "spine3", "neck", "head")
+_NEXT_OF_BRANCH = {"pelvis": "spine1", "spine3": "neck"}   # the child that continues a joint with several
+# SMPL's leg (hip -> knee -> ankle, mean of both sides): the character's root path is scaled by
+# its own leg length against this.
+SMPL_LEG_LENGTH = float(np.mean([np.linalg.norm(REST_OFFSETS[JOINT_INDEX[f"{s}_knee"]])
+                                 + np.linalg.norm(REST_OFFSETS[JOINT_INDEX[f"{s}_ankle"]]) for s in ("left", "right")]))
+# SMPL's rest ankles above its floor (the toe joints): where a toe-less rig's soles are guessed to be.
+SMPL_ANKLE_HEIGHT = float(np.mean([REST_POSITIONS[JOINT_INDEX[f"{s}_ankle"], 1] for s in ("left", "right")])
+                          + REST_PELVIS_HEIGHT)
+
+
+def _next_joint(j: int) -> int | None:
+    kids = [k for k, p in enumerate(PARENTS) if p == j]
+    if len(kids) == 1:
+        return kids[0]
+    name = _NEXT_OF_BRANCH.get(JOINT_NAMES[j])
+    return JOINT_INDEX[name] if name else None
+
+
+# ----------------------------------------------------------------------------- numpy rotations
+# numpy twins of engine/body/rotations.py (torch) and engine.body.skeleton.forward_kinematics: the add-on
+# imports this module for its rig panel before torch is installed (blender_addon/rig_io.py, rig_ui.py),
+# so it must stay numpy-only at import. Same conventions: wxyz, Shepperd, w >= 0.
+
+def quat_to_matrix(q: np.ndarray) -> np.ndarray:
+    q = np.asarray(q, np.float64)
+    q = q / np.linalg.norm(q, axis=-1, keepdims=True)
+    w, x, y, z = np.moveaxis(q, -1, 0)
+    m = np.stack([1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w),
+                  2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w),
+                  2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)], axis=-1)
+    return m.reshape(q.shape[:-1] + (3, 3))
+
+
+def matrix_to_quat(m: np.ndarray) -> np.ndarray:
+    """Shepperd's method (the largest of four denominators), w >= 0."""
+    m = np.asarray(m, np.float64)
+    m00, m01, m02 = m[..., 0, 0], m[..., 0, 1], m[..., 0, 2]
+    m10, m11, m12 = m[..., 1, 0], m[..., 1, 1], m[..., 1, 2]
+    m20, m21, m22 = m[..., 2, 0], m[..., 2, 1], m[..., 2, 2]
+    cand = np.stack([
+        np.stack([1 + m00 + m11 + m22, m21 - m12, m02 - m20, m10 - m01], -1),
+        np.stack([m21 - m12, 1 + m00 - m11 - m22, m01 + m10, m02 + m20], -1),
+        np.stack([m02 - m20, m01 + m10, 1 - m00 + m11 - m22, m12 + m21], -1),
+        np.stack([m10 - m01, m02 + m20, m12 + m21, 1 - m00 - m11 + m22], -1)], -2)
+    best = np.argmax(np.stack([cand[..., k, k] for k in range(4)], -1), axis=-1)
+    q = np.take_along_axis(cand, best[..., None, None], axis=-2)[..., 0, :]
+    q = q / np.linalg.norm(q, axis=-1, keepdims=True)
+    return np.where(q[..., :1] < 0, -q, q)
+
+
+def axis_angle_to_matrix(aa: np.ndarray) -> np.ndarray:
+    aa = np.asarray(aa, np.float64)
+    angle = np.linalg.norm(aa, axis=-1, keepdims=True)
+    half = 0.5 * angle
+    scale = np.where(angle < 1e-8, 0.5 - angle ** 2 / 48.0, np.sin(half) / np.maximum(angle, 1e-8))
+    return quat_to_matrix(np.concatenate([np.cos(half), aa * scale], -1))
+
+
+def quat_to_axis_angle(q: np.ndarray) -> np.ndarray:
+    q = np.where(q[..., :1] < 0, -q, q)
+    sin_half = np.linalg.norm(q[..., 1:], axis=-1, keepdims=True)
+    angle = 2.0 * np.arctan2(sin_half, q[..., :1])
+    scale = np.where(sin_half < 1e-8, 2.0 + angle ** 2 / 12.0, angle / np.maximum(sin_half, 1e-8))
+    return q[..., 1:] * scale
+
+
+def matrix_to_axis_angle(m: np.ndarray) -> np.ndarray:
+    return quat_to_axis_angle(matrix_to_quat(m))
+
+
+def rotation_power(m: np.ndarray, f: float) -> np.ndarray:
+    """m^f: the same axis, f times the angle (shortest arc)."""
+    return axis_angle_to_matrix(matrix_to_axis_angle(m) * f)
+
+
+def align(u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """The smallest rotation taking direction u onto direction v."""
+    u, v = u / np.linalg.norm(u), v / np.linalg.norm(v)
+    axis, c = np.cross(u, v), float(np.dot(u, v))
+    s = float(np.linalg.norm(axis))
+    if s < 1e-9:
+        if c > 0:
+            return np.eye(3)
+        perp = np.cross(u, [1.0, 0.0, 0.0] if abs(u[0]) < 0.9 else [0.0, 1.0, 0.0])
+        return axis_angle_to_matrix(perp / np.linalg.norm(perp) * np.pi)
+    return axis_angle_to_matrix(axis / s * np.arctan2(s, c))
+
+
+def _polar_rotation(m: np.ndarray) -> np.ndarray:
+    """The rotation part of a rotation-and-scale matrix."""
+    u, _, vt = np.linalg.svd(m)
+    r = u @ vt
+    if np.linalg.det(r) < 0:
+        raise RetargetError("the armature object is mirrored (negative scale); apply its scale first")
+    return r
+
+
+def smpl_global_rotations(poses: np.ndarray) -> np.ndarray:
+    """(T,72) axis-angle local rotations -> (T,24,3,3) rotations relative to the world (Y up)."""
+    local = axis_angle_to_matrix(np.asarray(poses, np.float64).reshape(len(poses), NUM_JOINTS, 3))
+    glob = np.empty_like(local)
+    glob[:, 0] = local[:, 0]
+    for j in range(1, NUM_JOINTS):
+        glob[:, j] = glob[:, PARENTS[j]] @ local[:, j]
+    return glob
+
+
+def _continuous(q: np.ndarray) -> np.ndarray:
+    """(T,...,4) quaternions with signs flipped so consecutive frames agree (keys interpolate short)."""
+    q = q.copy()
+    if len(q) > 1:
+        dots = np.sum(q[1:] * q[:-1], axis=-1)
+        q[1:] *= np.cumprod(np.where(dots < 0, -1.0, 1.0), axis=0)[..., None]   # a flip carries on
+    return q
+
+
+# ----------------------------------------------------------------------------- the rig
+
+@dataclass
+class Rig:
+    """An armature as the retargeting sees it (see the module docstring)."""
+    names: list
+    parents: list
+    rest: np.ndarray
+    lengths: np.ndarray
+    deform: list
+    object_matrix: np.ndarray = field(default_factory=lambda: np.eye(4))
+    follows: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.names = [str(n) for n in self.names]
+        self.parents = [int(p) for p in self.parents]
+        self.rest = np.asarray(self.rest, np.float64)
+        self.lengths = np.asarray(self.lengths, np.float64)
+        self.deform = [bool(d) for d in self.deform]
+        self.object_matrix = np.asarray(self.object_matrix, np.float64)
+        n = len(self.names)
+        if (len(self.parents) != n or self.rest.shape != (n, 4, 4) or self.lengths.shape != (n,)
+                or len(self.deform) != n or self.object_matrix.shape != (4, 4)):
+            raise RetargetError(f"rig: {n} names but {len(self.parents)} parents, rest {self.rest.shape}, "
+                                f"lengths {self.lengths.shape}, {len(self.deform)} deform flags, object matrix "
+                                f"{self.object_matrix.shape}")
+        if n == 0:
+            raise RetargetError("the armature has no bones")
+        if len(set(self.names)) != n:
+            raise RetargetError("rig: two bones share a name")
+        if any(not -1 <= p < n or p == i for i, p in enumerate(self.parents)):
+            raise RetargetError("rig: a parent index is out of range")
+        if not (np.isfinite(self.rest).all() and np.isfinite(self.object_matrix).all()):
+            raise RetargetError("rig: rest or object matrices hold NaN or infinite values")
+        self.follows = {int(b): int(c) for b, c in dict(self.follows).items()}
+        if any(not (0 <= b < n and 0 <= c < n) or b == c for b, c in self.follows.items()):
+            raise RetargetError("rig: a 'follows' index is out of range")
+
+    def effective_parents(self) -> list[int]:
+        """Each bone's parent, or the bone it copies (follows): whose pose it moves with."""
+        return [self.follows.get(b, p) for b, p in enumerate(self.parents)]
+
+    def order(self) -> list[int]:
+        """Bones with every parent (and every bone followed) before them; RetargetError on a cycle."""
+        deps = [{p} - {-1} | ({self.follows[b]} if b in self.follows else set()) for b, p in enumerate(self.parents)]
+        users: list[list[int]] = [[] for _ in self.names]
+        for b, ds in enumerate(deps):
+            for d in ds:
+                users[d].append(b)
+        waiting = [len(ds) for ds in deps]
+        out, ready = [], [b for b, w in enumerate(waiting) if w == 0]
+        while ready:
+            b = ready.pop()
+            out.append(b)
+            for u in users[b]:
+                waiting[u] -= 1
+                if waiting[u] == 0:
+                    ready.append(u)
+        if len(out) != len(self.names):
+            raise RetargetError("rig: the bone hierarchy (with the bones it follows) has a cycle")
+        return out
+
+    def world_heads(self) -> np.ndarray:
+        O = self.object_matrix
+        return self.rest[:, :3, 3] @ O[:3, :3].T + O[:3, 3]
+
+
+@dataclass
+class RigPose:
+    rotations: np.ndarray      # (T,B,4) wxyz basis rotations
+    root_location: np.ndarray  # (T,3) basis location of bones[root_bone]
+    root_bone: int
+    driven: list
+
+
+# ----------------------------------------------------------------------------- retargeting
+
+class Retargeter:
+    """SMPL motion <-> one rig's pose-space keys, for one bone map (see the module docstring).
+
+    For a mapped bone b of SMPL joint j, with Q_b its rest orientation in the world turned (limbs
+    only) so that its limb lies along SMPL's rest limb, the posed world orientation is
+    D G_j D^T Q_b (G_j: the joint's rotation relative to the world, D: SMPL axes -> the dance
+    frame). Each bone's basis follows from its parent's pose and the rest matrices:
+    basis = (M_p A_p^T A_b)^T M_b for armature-space rotations M and rest rotations A.
+    """
+
+    def __init__(self, rig: Rig, bone_map: BoneMap):
+        check_bone_map(rig, bone_map)
+        self.rig, self.bone_map = rig, dict(bone_map)
+        index = {n: i for i, n in enumerate(rig.names)}
+        self.bone_of = [index[bone_map[n]] if n in bone_map else -1 for n in JOINT_NAMES]
+        self.joint_of = {b: j for j, b in enumerate(self.bone_of) if b >= 0}
+        self.root_bone = index[bone_map.get(ROOT_KEY, bone_map["pelvis"])]
+        self._order = rig.order()
+        self._A = rig.rest[:, :3, :3]
+        self._heads = rig.rest[:, :3, 3]
+        O = rig.object_matrix
+        self._Ro = _polar_rotation(O[:3, :3])
+        self._O_inv = np.linalg.inv(O)
+        heads_w = rig.world_heads()
+
+        deform = np.array(rig.deform) if any(rig.deform) else np.ones(len(rig.names), bool)
+        floor = float(heads_w[deform, 2].min())
+        lh, rh, pel = self.bone_of[JOINT_INDEX["left_hip"]], self.bone_of[JOINT_INDEX["right_hip"]], self.bone_of[0]
+        # Where the character faces at rest: the turn about Z that brings SMPL's line from the
+        # right to the left hip and shoulder (its left is +x, facing -y) onto the rig's. SMPL's
+        # own line is a degree off the x axis, so an SMPL-shaped rig turns by exactly 0.
+        pairs = [("left_hip", "right_hip")]
+        ls, rs = self.bone_of[JOINT_INDEX["left_shoulder"]], self.bone_of[JOINT_INDEX["right_shoulder"]]
+        if ls >= 0 and rs >= 0:
+            pairs.append(("left_shoulder", "right_shoulder"))
+        across = sum(heads_w[self.bone_of[JOINT_INDEX[l]]] - heads_w[self.bone_of[JOINT_INDEX[r]]] for l, r in pairs)
+        smpl_across = Y_TO_Z @ sum(REST_POSITIONS[JOINT_INDEX[l]] - REST_POSITIONS[JOINT_INDEX[r]] for l, r in pairs)
+        if np.hypot(across[0], across[1]) < 1e-6 * max(1.0, np.abs(heads_w).max()):
+            raise RetargetError(f"the hip bones {rig.names[lh]!r} and {rig.names[rh]!r} sit at the same place; "
+                                "cannot tell the character's left from its right")
+        yaw = float(np.arctan2(across[1], across[0]) - np.arctan2(smpl_across[1], smpl_across[0]))
+        F = np.array([[np.cos(yaw), -np.sin(yaw), 0.0], [np.sin(yaw), np.cos(yaw), 0.0], [0.0, 0.0, 1.0]])
+        self.frame = np.eye(4)
+        self.frame[:3, :3] = F
+        self.frame[:3, 3] = (O[0, 3], O[1, 3], 0.0)
+        self._D = F @ Y_TO_Z
+        if float(heads_w[[lh, rh], 2].mean()) <= floor:
+            raise RetargetError("the thigh bones are not above the feet in the rest pose; "
+                                "is the character upright (Z up)?")
+        self.scale = self._leg_length(heads_w) / SMPL_LEG_LENGTH
+        if all(self.bone_of[JOINT_INDEX[f"{side}_foot"]] < 0 for side in ("left", "right")):
+            floor = min(floor, self._sole_below_ankles(heads_w))   # no toes: the soles stand on the floor
+        # Each leg's thigh, shin and foot bones, the ankle's rest height above the floor, its toe
+        # bone (-1: none) and the toe's rest height, for planting feet.
+        self._legs = {}
+        for side in ("left", "right"):
+            hip, knee, ankle = (self.bone_of[JOINT_INDEX[f"{side}_{j}"]] for j in ("hip", "knee", "ankle"))
+            toe = self.bone_of[JOINT_INDEX[f"{side}_foot"]]
+            if min(hip, knee, ankle) >= 0:
+                self._legs[side] = (hip, knee, ankle, float(heads_w[ankle, 2] - floor),
+                                    toe, float(heads_w[toe, 2] - floor) if toe >= 0 else 0.0)
+        # The rig's pelvis bone sits this far above SMPL's pelvis (SMPL metres, in the pelvis's frame).
+        self._delta = np.array([0.0, (heads_w[pel, 2] - floor) / self.scale - REST_PELVIS_HEIGHT, 0.0])
+
+        self._Q = {}
+        for j, b in enumerate(self.bone_of):
+            if b < 0:
+                continue
+            rest_world = self._Ro @ self._A[b]
+            if JOINT_NAMES[j] in ALIGNED:
+                rig_dir, smpl_dir = self._limb(j, b, heads_w)
+                rest_world = align(rig_dir, self._D @ smpl_dir) @ rest_world
+            self._Q[b] = rest_world
+        self._share = self._chains()
+        self.driven = sorted(set(self.joint_of) | set(self._share))
+
+    # -- set-up helpers
+
+    def _leg_length(self, heads_w: np.ndarray) -> float:
+        """Mean of both legs' hip-knee-ankle length in the world (a knee bent at rest, feet with
+        or without toes and any pelvis placement give the same figure)."""
+        total = []
+        for side in ("left", "right"):
+            hip, knee, ankle = (self.bone_of[JOINT_INDEX[f"{side}_{j}"]] for j in ("hip", "knee", "ankle"))
+            shin = (np.linalg.norm(heads_w[ankle] - heads_w[knee]) if ankle >= 0
+                    else self.rig.lengths[knee] * np.linalg.norm(self.rig.object_matrix[:3, :3], 2))
+            total.append(np.linalg.norm(heads_w[knee] - heads_w[hip]) + shin)
+        length = float(np.mean(total))
+        if not length > 0:
+            raise RetargetError("the leg bones have no length in the rest pose")
+        return length
+
+    def _sole_below_ankles(self, heads_w: np.ndarray) -> float:
+        """Where the soles of a rig without toe bones are: the foot bone's tail where it lies a
+        quarter to twice SMPL's ankle height (scaled) below the ankle (a foot bone reaching for
+        the toes), else SMPL's ankle height (scaled) below the ankle (a foot bone pointing level,
+        up, or on down the shin). The lower of both feet, in the world."""
+        drop = self.scale * SMPL_ANKLE_HEIGHT
+        O = self.rig.object_matrix
+        soles = []
+        for side in ("left", "right"):
+            b = self.bone_of[JOINT_INDEX[f"{side}_ankle"]]
+            if b < 0:
+                continue
+            tail = O[:3, :3] @ (self._heads[b] + self.rig.lengths[b] * self._A[b][:, 1]) + O[:3, 3]
+            down = heads_w[b, 2] - tail[2]
+            soles.append(tail[2] if 0.25 * drop <= down <= 2.0 * drop else heads_w[b, 2] - drop)
+        return min(soles) if soles else float("inf")
+
+    def _limb(self, j: int, b: int, heads_w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(the rig's rest limb direction in the world, SMPL's in SMPL axes) for mapped joint j."""
+        k = _next_joint(j)
+        while k is not None and self.bone_of[k] < 0:
+            k = _next_joint(k)
+        if k is not None:
+            return heads_w[self.bone_of[k]] - heads_w[b], REST_POSITIONS[k] - REST_POSITIONS[j]
+        nxt = _next_joint(j)
+        smpl = REST_POSITIONS[nxt] - REST_POSITIONS[j] if nxt is not None else REST_OFFSETS[j]
+        scale = max(1e-9, float(np.ptp(heads_w[:, 2])))
+        kids = [c for c, p in enumerate(self.rig.parents) if p == b
+                and np.linalg.norm(heads_w[c] - heads_w[b]) > 1e-3 * scale]
+        if kids:
+            return heads_w[kids].mean(axis=0) - heads_w[b], smpl
+        return self._Ro @ self._A[b][:, 1], smpl
+
+    def _chains(self) -> dict[int, tuple[int, int, int, int]]:
+        """Unmapped bones that share a rotation: bone -> (mapped ancestor a, mapped bone c, i, m):
+        the i-th of the m bones from a (exclusive) to c (inclusive)."""
+        parents = self.rig.effective_parents()
+        paths = {}
+        through: dict[int, int] = {}
+        for c, j in self.joint_of.items():
+            path, a = [], parents[c]
+            while a >= 0 and a not in self.joint_of:
+                path.append(a)
+                a = parents[a]
+            for k in path:
+                through[k] = through.get(k, 0) + 1
+            if a >= 0 and path and JOINT_NAMES[j] in CHAIN_JOINTS and JOINT_NAMES[self.joint_of[a]] in CHAIN_JOINTS:
+                paths[c] = (a, path[::-1])
+        share = {}
+        for c, (a, path) in paths.items():
+            if any(through[k] > 1 or MECHANISM.search(self.rig.names[k]) for k in path):
+                continue
+            for i, k in enumerate(path, start=1):
+                share[k] = (a, c, i, len(path) + 1)
+        return share
+
+    # -- SMPL -> rig
+
+    def smpl_limb_directions(self, poses: np.ndarray) -> np.ndarray:
+        """(T,24,3) unit world directions of SMPL's limbs (joint -> next joint; a leaf: its own
+        offset) as the dance shows them in this rig's dance frame."""
+        G = smpl_global_rotations(poses)
+        d = np.array([REST_POSITIONS[k] - REST_POSITIONS[j] if (k := _next_joint(j)) is not None else REST_OFFSETS[j]
+                      for j in range(NUM_JOINTS)])
+        v = np.einsum("ab,tjbc,jc->tja", self._D, G, d)
+        return v / np.linalg.norm(v, axis=-1, keepdims=True)
+
+    def _targets(self, G: np.ndarray) -> dict[int, np.ndarray]:
+        """Armature-space rotation (T,3,3) of every mapped bone."""
+        world = self._D @ G @ self._D.T
+        return {b: self._Ro.T @ world[:, j] @ self._Q[b] for b, j in self.joint_of.items()}
+
+    def _pose(self, target: dict[int, np.ndarray]):
+        """FK of the rig with the mapped bones' armature-space rotations `target`: (M (T,B,3,3)
+        armature-space rotations, pos (T,B,3) heads before the root's location, basis (T,B,3,3),
+        the root bone's carried rotation (T,3,3))."""
+        T, B = len(next(iter(target.values()))), len(self.rig.names)
+        A, heads, parents = self._A, self._heads, self.rig.parents
+        M = np.empty((T, B, 3, 3))
+        pos = np.empty((T, B, 3))
+        basis = np.broadcast_to(np.eye(3), (T, B, 3, 3)).copy()
+        carried_root = None
+        steps = {}
+        follows = self.rig.follows
+        for b in self._order:
+            p = parents[b]
+            if p < 0:
+                carried = np.broadcast_to(A[b], (T, 3, 3))
+                pos[:, b] = heads[b]
+            else:
+                carried = M[:, p] @ (A[p].T @ A[b])
+                pos[:, b] = pos[:, p] + M[:, p] @ (A[p].T @ (heads[b] - heads[p]))
+            if b == self.root_bone:
+                carried_root = carried
+            if b in follows:                       # its constraint overrides whatever it inherits
+                M[:, b], pos[:, b] = M[:, follows[b]], pos[:, follows[b]]
+                continue
+            if b in target:
+                M[:, b] = target[b]
+            elif b in self._share:
+                a, c, i, m = self._share[b]
+                if c not in steps:
+                    frame_a = M[:, a] @ A[a].T
+                    steps[c] = (rotation_power(target[c] @ A[c].T @ np.swapaxes(frame_a, -1, -2), 1.0 / m), frame_a)
+                step, frame_a = steps[c]
+                M[:, b] = np.linalg.matrix_power(step, i) @ frame_a @ A[b]
+            else:
+                M[:, b] = carried
+                continue
+            basis[:, b] = np.swapaxes(carried, -1, -2) @ M[:, b]
+        return M, pos, basis, carried_root
+
+    def to_rig(self, poses: np.ndarray, trans: np.ndarray, *, contacts: np.ndarray | None = None,
+               fps: float | None = None, plant_feet: bool = True) -> RigPose:
+        """SMPL motion -> the rig's pose-space keys.
+
+        Planted feet (engine.outputs.character_feet): with `contacts` ((T,2) per leg, or the engine's (T,4)
+        Motion.contacts) the ankle of each leg is pinned through each contact run; with `fps` but
+        no contacts, the runs are found from the character's own ankles (low and slow). With
+        neither (or plant_feet=False) the legs follow the plain retarget."""
+        poses, trans = _check_motion(poses, trans)
+        T, B = len(poses), len(self.rig.names)
+        G = smpl_global_rotations(poses)
+        target = self._targets(G)
+        M, pos, basis, carried_root = self._pose(target)
+        pel = self.bone_of[0]
+        want = self.frame[:3, 3] + (self.scale * (trans + G[:, 0] @ self._delta)) @ self._D.T   # world
+        want = want @ self._O_inv[:3, :3].T + self._O_inv[:3, 3]                                 # armature
+        shift = want - pos[:, pel]
+        if plant_feet and self._legs and (contacts is not None or fps is not None):
+            if self._plant_feet(G, trans, target, pos, shift, contacts, fps):
+                M, pos, basis, carried_root = self._pose(target)
+        location = np.einsum("tba,tb->ta", carried_root, shift)      # into the root bone's rest axes
+        q = matrix_to_quat(basis)
+        undriven = np.setdiff1d(np.arange(B), self.driven)
+        q[:, undriven] = (1.0, 0.0, 0.0, 0.0)
+        return RigPose(_continuous(q), location, self.root_bone, list(self.driven))
+
+    def _plant_feet(self, G, trans, target, pos, shift, contacts, fps) -> bool:
+        """Re-solve each leg's thigh and shin (edits `target` in place) so that planted ankles
+        hold still at the character's ankle height; True where anything changed."""
+        from . import character_feet as cf
+        T = len(G)
+        O = self.rig.object_matrix
+        moved = np.array(self._moved_by_root())
+        world = lambda p: p @ O[:3, :3].T + O[:3, 3]   # noqa: E731  armature heads -> world
+        heads_w = world(pos + np.where(moved[None, :, None], shift[:, None, :], 0.0))
+        smpl = smpl_positions(G, trans)
+        to_world = lambda p: self.frame[:3, 3] + self.scale * p @ self._D.T   # noqa: E731  SMPL -> world
+        given = None if contacts is None else cf.contact_columns(contacts, T)
+        if fps is None:
+            from ..defaults import DEFAULT_FPS
+            rate = DEFAULT_FPS
+        else:
+            rate = float(fps)
+            if not (np.isfinite(rate) and rate > 0):
+                raise RetargetError(f"fps must be a positive number, got {fps!r}")
+        from ..finishing.feet import FADE_SECONDS, MAX_REACH   # torch-backed module: import late
+        fade = max(1, int(round(FADE_SECONDS * rate)))
+        changed = False
+        for col, side in enumerate(("left", "right")):
+            if side not in self._legs:
+                continue
+            hip, knee, ankle, rest_height, toe, toe_height = self._legs[side]
+            jh, jk, ja = (JOINT_INDEX[f"{side}_{j}"] for j in ("hip", "knee", "ankle"))
+            free = heads_w[:, ankle]
+            planted = (given[:, col] if given is not None else cf.derive_contacts(
+                free, rest_height, self.scale, rate, heads_w[:, toe] if toe >= 0 else None, toe_height))
+            if not planted.any():
+                continue
+            # The spot follows SMPL's ankle, moved by where the character's hip sits against SMPL's.
+            smpl_ankle = to_world(smpl[:, ja]) + (heads_w[:, hip] - to_world(smpl[:, jh])) * [1.0, 1.0, 0.0]
+            smpl_rest = self.scale * SMPL_ANKLE_HEIGHT
+            goal, weight = cf.stance_targets(planted, smpl_ankle, free, rest_height, smpl_rest, fade)
+            f = np.flatnonzero(weight > 0)
+            hinge = -(self._D @ G[f, jk])[:, :, 0]            # SMPL's knee bends about its -x
+            # As in engine.finishing.feet: IK straightens a leg no further than MAX_REACH, or than the plain
+            # retarget holds it (near straight, a centimetre more reach is a knee snapping by 15
+            # degrees in a frame), so a spot out of that reach lifts the foot a little.
+            H, K = heads_w[f, hip], heads_w[f, knee]
+            length = np.linalg.norm(K - H, axis=-1) + np.linalg.norm(free[f] - K, axis=-1)
+            reach = np.maximum(MAX_REACH * length, np.linalg.norm(free[f] - H, axis=-1))
+            swing, bend = cf.two_bone_ik(H, K, free[f], cf.within_reach(goal[f], H, reach), hinge)
+            Ro = self._Ro
+            target[hip] = target[hip].copy()
+            target[knee] = target[knee].copy()
+            target[hip][f] = Ro.T @ swing @ Ro @ target[hip][f]
+            target[knee][f] = Ro.T @ swing @ bend @ Ro @ target[knee][f]
+            changed = True
+        return changed
+
+    def _moved_by_root(self) -> list[bool]:
+        """Per bone, whether the root bone's location carries it (it hangs under the root bone)."""
+        parents = self.rig.effective_parents()
+        return [is_ancestor(parents, self.root_bone, b) for b in range(len(parents))]
+
+    # -- rig -> SMPL
+
+    def from_rig(self, rotations: np.ndarray, root_location: np.ndarray, bone_keyed: np.ndarray,
+                 location_keyed: np.ndarray | None = None):
+        """The animator's pose-space keys -> (poses (T,72), trans (T,3), joint_mask (T,24), trans_mask (T,)).
+
+        rotations (T,B,4) wxyz basis rotations of every bone (as evaluated: unkeyed bones as they
+        stand), root_location (T,3) the root bone's basis location, bone_keyed (T,B) which bones
+        carry a rotation key on each frame, location_keyed (T,) the root bone's location keys
+        (default: bone_keyed of the root bone). Joints whose bone (or a bone sharing its chain)
+        is keyed are masked in; the unmapped joints get the identity and stay masked out.
+        """
+        B = len(self.rig.names)
+        rotations = np.asarray(rotations, np.float64)
+        T = rotations.shape[0]
+        root_location = np.asarray(root_location, np.float64)
+        bone_keyed = np.asarray(bone_keyed, bool)
+        if rotations.shape != (T, B, 4) or root_location.shape != (T, 3) or bone_keyed.shape != (T, B):
+            raise RetargetError(f"from_rig needs rotations (T,{B},4), root_location (T,3) and bone_keyed (T,{B}); got "
+                                f"{rotations.shape}, {root_location.shape}, {bone_keyed.shape}")
+        basis = quat_to_matrix(rotations)
+        A, heads, parents = self._A, self._heads, self.rig.parents
+        M = np.empty((T, B, 3, 3))
+        pos = np.empty((T, B, 3))
+        for b in self._order:
+            p = parents[b]
+            if p < 0:
+                carried, pos[:, b] = np.broadcast_to(A[b], (T, 3, 3)), heads[b]
+            else:
+                carried = M[:, p] @ (A[p].T @ A[b])
+                pos[:, b] = pos[:, p] + M[:, p] @ (A[p].T @ (heads[b] - heads[p]))
+            if b == self.root_bone:
+                pos[:, b] += np.einsum("tab,tb->ta", carried, root_location)
+            M[:, b] = carried @ basis[:, b]
+            if b in self.rig.follows:
+                M[:, b], pos[:, b] = M[:, self.rig.follows[b]], pos[:, self.rig.follows[b]]
+        G = np.broadcast_to(np.eye(3), (T, NUM_JOINTS, 3, 3)).copy()
+        for b, j in self.joint_of.items():
+            G[:, j] = self._D.T @ self._Ro @ M[:, b] @ self._Q[b].T @ self._D
+        local = np.broadcast_to(np.eye(3), (T, NUM_JOINTS, 3, 3)).copy()
+        for j, b in enumerate(self.bone_of):
+            if b < 0:
+                continue
+            a = PARENTS[j]
+            while a >= 0 and self.bone_of[a] < 0:
+                a = PARENTS[a]
+            local[:, j] = G[:, j] if a < 0 else np.swapaxes(G[:, a], -1, -2) @ G[:, j]
+        poses = matrix_to_axis_angle(local).reshape(T, NUM_JOINTS * 3)
+        O = self.rig.object_matrix
+        world = pos[:, self.bone_of[0]] @ O[:3, :3].T + O[:3, 3]
+        trans = (world - self.frame[:3, 3]) @ self._D / self.scale - G[:, 0] @ self._delta
+        joint_mask = np.zeros((T, NUM_JOINTS), bool)
+        for j, b in enumerate(self.bone_of):
+            if b >= 0:
+                joint_mask[:, j] = bone_keyed[:, b]
+        for k, (_, c, _, _) in self._share.items():
+            joint_mask[:, self.joint_of[c]] |= bone_keyed[:, k]
+        trans_mask = bone_keyed[:, self.root_bone] if location_keyed is None else np.asarray(location_keyed, bool)
+        return poses, trans, joint_mask, trans_mask.copy()
+
+
+def smpl_positions(G: np.ndarray, trans: np.ndarray) -> np.ndarray:
+    """(T,24,3) SMPL joint positions (Y up, metres) from global rotations (T,24,3,3) and the root path."""
+    pos = np.empty(G.shape[:2] + (3,))
+    pos[:, 0] = trans
+    for j in range(1, NUM_JOINTS):
+        pos[:, j] = pos[:, PARENTS[j]] + G[:, PARENTS[j]] @ REST_OFFSETS[j]
+    return pos
+
+
+def _check_motion(poses, trans) -> tuple[np.ndarray, np.ndarray]:
+    poses, trans = np.asarray(poses, np.float64), np.asarray(trans, np.float64)
+    T = len(poses)
+    if poses.shape != (T, NUM_JOINTS * 3) or trans.shape != (T, 3):
+        raise RetargetError(f"retargeting needs poses (T,{NUM_JOINTS * 3}) and trans (T,3), "
+                            f"got {poses.shape} and {trans.shape}")
+    if not (np.isfinite(poses).all() and np.isfinite(trans).all()):
+        raise RetargetError("retargeting: the motion holds NaN or infinite values")
+    return poses, trans
+
+
+# ----------------------------------------------------------------------------- other skeletons' BVH
+
+def bvh_rig(skeleton, up_axis: str = "Y") -> Rig:
+    """A Rig standing for a BVH skeleton (engine.outputs.bvh.read_bvh_skeleton): one bone per joint, its
+    head on the joint, +Y towards its first child (a leaf: its End Site), the file's axes turned
+    to Blender's Z up by the object matrix."""
+    offsets = np.asarray(skeleton.offsets, np.float64)
+    J = len(offsets)
+    heads = offsets.copy()
+    for j, p in enumerate(skeleton.parents):
+        if p >= 0:
+            heads[j] = heads[p] + offsets[j]
+    rest = np.broadcast_to(np.eye(4), (J, 4, 4)).copy()
+    lengths = np.zeros(J)
+    for j in range(J):
+        kids = [k for k, p in enumerate(skeleton.parents) if p == j and np.linalg.norm(offsets[k]) > 0]
+        tip = offsets[kids[0]] if kids else skeleton.end_sites[j]
+        if not np.all(np.isfinite(tip)) or np.linalg.norm(tip) == 0:
+            tip = np.array([0.0, 1e-3, 0.0])
+        rest[j, :3, :3] = align(np.array([0.0, 1.0, 0.0]), tip)
+        rest[j, :3, 3] = heads[j]
+        lengths[j] = np.linalg.norm(tip)
+    obj = np.eye(4)
+    up = str(up_axis).upper()
+    if up not in ("Y", "Z"):
+        raise RetargetError(f"BVH up axis must be 'Y' or 'Z', got {up_axis!r}")
+    obj[:3, :3] = Y_TO_Z if up == "Y" else np.eye(3)
+    return Rig(list(skeleton.names), list(skeleton.parents), rest, lengths, [True] * J, obj)
+
+
+def bvh_pose(skeleton, rig: Rig, root_bone: int) -> tuple[np.ndarray, np.ndarray]:
+    """The BVH's frames as the rig's basis rotations (T,J,4) and root_bone's basis location (T,3).
+
+    A BVH joint's local rotation r acts in the file's axes, the bone's rest rotation is A, so its
+    basis is A^T r A; the root's position p becomes the location A^T (p - head)."""
+    A = rig.rest[:, :3, :3]
+    basis = np.swapaxes(A, -1, -2)[None] @ skeleton.rotations @ A[None]
+    if rig.parents[root_bone] >= 0:
+        raise RetargetError(f"the BVH's root joint is {rig.names[rig.parents.index(-1)]!r}, "
+                            f"not the pelvis's {rig.names[root_bone]!r}")
+    location = (np.asarray(skeleton.root_position) - rig.rest[root_bone, :3, 3]) @ A[root_bone]
+    return matrix_to_quat(basis), location
+
+
+def bvh_to_smpl(path, bone_map: BoneMap | None = None, up_axis: str = "Y"):
+    """Any humanoid BVH -> (poses (T,72), trans (T,3) Y-up metres, frame_time): SMPL's limbs
+    point where the file's limbs point, the root path scaled by leg length. bone_map: SMPL joint
+    -> BVH joint name (default: found as for an armature)."""
+    from .bvh import read_bvh_skeleton      # torch-backed reader; this module stays numpy-only
+    skeleton = read_bvh_skeleton(path)
+    rig = bvh_rig(skeleton, up_axis)
+    bone_map = auto_map(rig) if bone_map is None else bone_map
+    ret = Retargeter(rig, bone_map)
+    rotations, location = bvh_pose(skeleton, rig, ret.root_bone)
+    poses, trans, _, _ = ret.from_rig(rotations, location, np.ones(rotations.shape[:2], bool))
+    return poses, trans, skeleton.frame_time

@@ -1,0 +1,234 @@
+"""Gaussian diffusion over motion windows: noise schedule, training loss, and the sampler.
+
+The model predicts x0 (EDGE). Sampling is DDIM (Song et al., ICLR 2021, eta = 0) over ONE global
+sequence: at every step the song is cut into overlapping windows, each window's x0 is predicted,
+the predictions are blended into one global x0, the animator's constraints are pasted into it,
+and the global noisy sequence steps from that. Every window therefore sees the same x0 where
+they overlap, so there are no seams to hide (a MultiDiffusion-style fusion, Bar-Tal et al. 2023).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from ..body import layout as L
+from ..body import rotations as R
+from ..body.skeleton import FOOT_INDICES, NUM_JOINTS, forward_kinematics
+from ..defaults import LATE_GUIDANCE_FROM_T
+
+TRAIN_STEPS = 1000
+
+
+def cosine_alpha_bar(num_steps: int = TRAIN_STEPS, s: float = 0.008) -> torch.Tensor:
+    """Cumulative signal level per step (Nichol & Dhariwal 2021), clipped away from 0 and 1."""
+    t = torch.linspace(0, 1, num_steps + 1, dtype=torch.float64)
+    f = torch.cos((t + s) / (1 + s) * math.pi / 2) ** 2
+    ab = (f / f[0])[1:]
+    return ab.clamp(1e-5, 0.99999).float()
+
+
+def q_sample(x0, t, noise, alpha_bar):
+    ab = alpha_bar.to(x0.device)[t].view(-1, 1, 1)
+    return ab.sqrt() * x0 + (1 - ab).sqrt() * noise
+
+
+# ---------------------------------------------------------------- training loss
+
+@dataclass
+class LossWeights:
+    """EDGE's auxiliary terms, plus one for the root's path. Positions are compared in decimetres
+    so that their squared errors sit on the same scale as the standardised channels, which keeps
+    all weights near 1.
+
+    `root`: the horizontal root velocity is 2 of the 151 channels of the plain reconstruction
+    term, and the position term is root-relative, so without its own term nothing much teaches
+    the dancer to travel: weights trained without it reproduced about a sixth of the real root
+    speed even from nearly clean input (weights/TRAINING.md)."""
+    velocity: float = 1.0
+    positions: float = 1.0
+    foot: float = 1.0
+    root: float = 1.0
+
+
+def _positions_dm(x: torch.Tensor, normalizer: L.Normalizer) -> torch.Tensor:
+    """Normalised (B,T,C) -> joint positions in decimetres (B,T,24,3), the root kept at x = z = 0.
+
+    The horizontal path is left to the velocity channels: integrating it here would let one early
+    error dominate the whole window."""
+    raw = normalizer.denormalize(x)
+    B, T, _ = raw.shape
+    rot = R.sixd_to_matrix(raw[..., L.ROT6D].reshape(B, T, NUM_JOINTS, 6))
+    zero = torch.zeros_like(raw[..., L.ROOT_Y.start])
+    root = torch.stack([zero, raw[..., L.ROOT_Y.start], zero], dim=-1)
+    return forward_kinematics(rot, root) * 10.0
+
+
+def training_loss(model, batch: dict, alpha_bar: torch.Tensor, normalizer: L.Normalizer,
+                  weights: LossWeights = LossWeights(), music_drop: float = 0.25,
+                  style_drop: float = 0.25, generator: torch.Generator | None = None) -> dict:
+    """One diffusion training loss over a batch of normalised windows (EDGE's four terms)."""
+    x0 = batch["motion"]
+    B, device = x0.shape[0], x0.device
+    t = torch.randint(0, len(alpha_bar), (B,), device=device, generator=generator)
+    noise = torch.randn(x0.shape, device=device, generator=generator)
+    x_t = q_sample(x0, t, noise, alpha_bar)
+    # Classifier-free guidance: drop music and style independently so both marginals are learned.
+    keep_music = batch["has_music"] & (torch.rand(B, device=device, generator=generator) >= music_drop)
+    style = torch.where(torch.rand(B, device=device, generator=generator) < style_drop,
+                        torch.zeros_like(batch["style"]), batch["style"])
+    pred = model(x_t, t, batch["music"], style, keep_music)
+
+    simple = F.mse_loss(pred, x0)
+    velocity = F.mse_loss(pred[:, 1:] - pred[:, :-1], x0[:, 1:] - x0[:, :-1])
+    pos_pred, pos_true = _positions_dm(pred, normalizer), _positions_dm(x0, normalizer)
+    positions = F.mse_loss(pos_pred, pos_true)
+    # Feet that the data says are planted should not move in the prediction.
+    contact = (normalizer.denormalize(x0)[..., L.CONTACTS] > 0.5)[:, :-1]          # (B, T-1, 4)
+    # Feet move with the root, so the root's own displacement is added back for this term.
+    root_step = normalizer.denormalize(pred)[:, :-1, L.ROOT_VEL] * 10.0
+    root_step = torch.stack([root_step[..., 0], torch.zeros_like(root_step[..., 0]), root_step[..., 1]], -1)
+    foot_vel = pos_pred[:, 1:, list(FOOT_INDICES)] - pos_pred[:, :-1, list(FOOT_INDICES)] + root_step[:, :, None]
+    foot = (foot_vel.pow(2).sum(-1) * contact).mean()
+    root = F.mse_loss(pred[..., L.ROOT_VEL], x0[..., L.ROOT_VEL])
+    total = (simple + weights.velocity * velocity + weights.positions * positions + weights.foot * foot
+             + weights.root * root)
+    return {"loss": total, "simple": simple.detach(), "velocity": velocity.detach(),
+            "positions": positions.detach(), "foot": foot.detach(), "root": root.detach()}
+
+
+# ---------------------------------------------------------------- sampling
+
+def ddim_timesteps(steps: int, num_train: int = TRAIN_STEPS) -> list[int]:
+    """Evenly spaced training steps, from the noisiest down to 0."""
+    steps = max(1, min(steps, num_train))
+    return sorted({int(round(v)) for v in torch.linspace(num_train - 1, 0, steps).tolist()}, reverse=True)
+
+
+def ddim_step(x: torch.Tensor, x0: torch.Tensor, a_t: torch.Tensor, a_next: torch.Tensor) -> torch.Tensor:
+    """One deterministic DDIM step (eta = 0) from signal level a_t to a_next, given the x0 estimate."""
+    eps = (x - a_t.sqrt() * x0) / (1 - a_t).sqrt()
+    return a_next.sqrt() * x0 + (1 - a_next).sqrt() * eps
+
+
+def window_starts(length: int, window: int) -> list[int]:
+    """Starts of overlapping windows (stride = half a window) covering [0, length)."""
+    if length <= window:
+        return [0]
+    stride = window // 2
+    starts = list(range(0, length - window + 1, stride))
+    if starts[-1] + window < length:
+        starts.append(length - window)
+    return starts
+
+
+def blend_weights(window: int, first: bool, last: bool) -> torch.Tensor:
+    """Per-frame weights of one window's prediction: a raised cosine that fades at inner edges."""
+    ramp = torch.sin(torch.linspace(0, math.pi, window + 2)[1:-1]).clamp_min(1e-3)
+    half = window // 2
+    if first:
+        ramp[:half] = 1.0
+    if last:
+        ramp[half:] = 1.0
+    return ramp
+
+
+@dataclass
+class Inpainting:
+    """Known values in the model's normalised channel space, pasted into every x0 estimate."""
+    values: torch.Tensor   # (L, C) normalised
+    mask: torch.Tensor     # (L, C) bool
+
+
+def sample(denoise: Callable, music: torch.Tensor, *, window: int, steps: int,
+           alpha_bar: torch.Tensor, generator: torch.Generator, channels: int,
+           inpainting: Inpainting | None = None, batch_windows: int = 32,
+           progress: Callable[[float], None] | None = None, timesteps: list[int] | None = None) -> torch.Tensor:
+    """DDIM over a whole song. music (L, F) per frame; returns the normalised motion (L, C).
+
+    `denoise(x_t (N,W,C), t (N,), music (N,W,F)) -> x0 (N,W,C)` is the (guided) model.
+    Windows are processed `batch_windows` at a time so memory stays bounded for long songs.
+    `timesteps` (noisiest first) replaces the even schedule of `steps`: a few-step student's own.
+    """
+    length = music.shape[0]
+    device = music.device
+    starts = window_starts(length, window)
+    weights = torch.zeros(length, device=device)
+    per_window = []
+    for i, s in enumerate(starts):
+        w = blend_weights(window, i == 0, i == len(starts) - 1).to(device)
+        per_window.append(w)
+        weights[s:s + window] += w
+    music_windows = torch.stack([music[s:s + window] for s in starts])
+
+    x = torch.randn((length, channels), generator=generator, device="cpu").to(device)
+    timesteps = list(timesteps) if timesteps is not None else ddim_timesteps(steps, len(alpha_bar))
+    ab = alpha_bar.to(device)
+    for k, t in enumerate(timesteps):
+        x_windows = torch.stack([x[s:s + window] for s in starts])
+        x0_windows = torch.cat([
+            denoise(x_windows[i:i + batch_windows], torch.full((len(x_windows[i:i + batch_windows]),), t, device=device),
+                    music_windows[i:i + batch_windows])
+            for i in range(0, len(starts), batch_windows)
+        ])
+        x0 = torch.zeros_like(x)
+        for s, w, pred in zip(starts, per_window, x0_windows):
+            x0[s:s + window] += w[:, None] * pred
+        x0 = x0 / weights[:, None]
+        if inpainting is not None:
+            x0 = torch.where(inpainting.mask, inpainting.values, x0)
+        if k + 1 < len(timesteps):
+            x = ddim_step(x, x0, ab[t], ab[timesteps[k + 1]])
+        else:
+            x = x0
+        if progress is not None:
+            progress((k + 1) / len(timesteps))
+    return x
+
+
+def guided(model, style: torch.Tensor, guidance: float, late_guidance: float | None = None,
+           late_from_t: int = LATE_GUIDANCE_FROM_T) -> Callable:
+    """Classifier-free guidance (Ho & Salimans 2022) as a denoiser with the sampler's signature.
+
+    `late_guidance`, when given, replaces `guidance` at training steps t <= late_from_t: guidance
+    in a limited interval of noise levels (Kynkaenniemi et al., NeurIPS 2024). The dance's shape
+    is decided at high noise; at low noise a strong weight only amplifies frame-to-frame jitter.
+    A weight of 1 uses only the conditioned pass; otherwise both passes run in one batch.
+    """
+    def denoise(x_t, t, music):
+        n = x_t.shape[0]
+        styles = style.expand(n)
+        weight = guidance if late_guidance is None or int(t[0]) > late_from_t else late_guidance
+        if weight == 1.0:
+            return model(x_t, t, music, styles, torch.ones(n, dtype=torch.bool, device=x_t.device))
+        keep = torch.cat([torch.ones(n, dtype=torch.bool), torch.zeros(n, dtype=torch.bool)]).to(x_t.device)
+        out = model(torch.cat([x_t, x_t]), torch.cat([t, t]), torch.cat([music, music]),
+                    torch.cat([styles, torch.zeros_like(styles)]), keep)
+        cond, uncond = out[:n], out[n:]
+        return uncond + weight * (cond - uncond)
+    return denoise
+
+
+def autoguided(main: Callable, guide: Callable, weight: float) -> Callable:
+    """Autoguidance (Karras et al., "Guiding a Diffusion Model with a Bad Version of Itself",
+    NeurIPS 2024) as a denoiser with the sampler's signature: guide + weight * (main - guide).
+
+    `guide` is a weaker model of the same task (smaller, or trained for less time). Its errors
+    are the main model's errors, only larger (here: a calmer dancer), so stepping away from it,
+    past the main model, undoes some of them without narrowing the dances the way a stronger
+    classifier-free weight does. Weight 1 is the main model alone.
+
+    The last step (t = 0) uses the main model alone: its input is already clean and its
+    prediction is the result, so extrapolating there only adds the two networks' disagreement
+    about the finest detail to the dance (on validation clips: more foot contact errors, PFC).
+    """
+    def denoise(x_t, t, music):
+        good = main(x_t, t, music)
+        if weight == 1.0 or int(t[0]) == 0:
+            return good
+        bad = guide(x_t, t, music)
+        return bad + weight * (good - bad)
+    return denoise

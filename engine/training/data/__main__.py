@@ -1,0 +1,43 @@
+"""Pack dataset folders into portable files: `python -m engine data --out DIR [--float16]`.
+
+Each source becomes one .npz (motion channels, music features, names and styles) that
+`python -m engine train --data FILE.npz ...` reads in place of the raw folder, so a GPU machine
+needs neither the raw data nor librosa.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ...errors import EngineError
+from .cache import DEFAULT_SOURCES, detect_kind, export_source
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m engine data", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", nargs="+", type=Path, default=None,
+                   help="dataset folders (default: ../shared/data/tang2018 and ../shared/data/justlmd)")
+    p.add_argument("--aist-music", type=Path, default=None, help="AIST++ music folder")
+    p.add_argument("--out", type=Path, required=True, help="folder for the packed files")
+    p.add_argument("--cache", type=Path, default=None, help="preprocessing cache folder (default: OUT/.cache)")
+    p.add_argument("--float16", action="store_true", help="store half-precision values (half the size)")
+    args = p.parse_args(argv)
+    try:
+        for source in args.data or DEFAULT_SOURCES:
+            source = Path(source).resolve()
+            if not source.exists():
+                raise EngineError(f"data folder not found: {source}")
+            name = f"{detect_kind(source)}-{source.name}.npz"
+            path = export_source(source, args.out / name, args.cache or args.out / ".cache",
+                                 args.aist_music, float16=args.float16)
+            print(f"{source} -> {path} ({path.stat().st_size / 1e6:.1f} MB)")
+    except EngineError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,358 @@
+"""Distil the guided many-step teacher into a few-step student:
+`python -m engine distill --teacher W --out DIR [--data FILES] [--max-minutes M]`.
+
+One student network (the teacher's architecture, initialised from its main network) learns both
+at once:
+- guidance distillation (Meng et al., CVPR 2023): ONE pass of the student stands for the
+  teacher's full guided denoiser, i.e. engine.api.denoiser(ckpt, style, guidance, autoguidance):
+  classifier-free guidance with its late-guidance switch, and autoguidance from the guide
+  network. The guidance weights are fixed at the recipe's values (default: the engine's
+  defaults) and recorded in the file; the style stays an input.
+- step distillation (progressive distillation, Salimans & Ho, ICLR 2022, with a factor of
+  --substeps in one round): the teacher samples with the engine's DDIM schedule of
+  segments * substeps steps (4 x 5 = the default 20); the student jumps from the start of one
+  segment to the next in ONE DDIM step. At (x_tk, t_k) it is trained to predict the x0 with
+  which one DDIM step lands exactly where the guided teacher's `substeps` DDIM steps land (the
+  last segment: the teacher's final clean motion). So a window costs `segments` passes in all
+  (default 4), against segments * substeps * 2 (guidance) * 2 (autoguidance) for the teacher.
+
+The student's inputs x_tk come half from training windows noised to t_k (q_sample), half from
+the student's own few-step trajectory from pure noise (the states it meets when sampling).
+
+Resumable: rerun the same command and it continues from DIR/state.safetensors. DIR/student.safetensors
+(the EMA student, the engine's weights format) is rewritten at every checkpoint, every
+--save-minutes and at the --max-minutes limit; its metadata says it is a few-step student (its
+timesteps, baked guidance, teacher), so engine.api samples it with its own schedule.
+DIR/log.jsonl records, at each checkpoint, how far the student's few-step samples are from the
+teacher's many-step ones on fixed validation windows (RMS in normalised channels).
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from ..body import layout as L
+from ..defaults import DEFAULT_AUTOGUIDANCE, DEFAULT_GUIDANCE
+from ..errors import EngineError
+from ..sampler import checkpoint
+from ..sampler.diffusion import cosine_alpha_bar, ddim_step, ddim_timesteps, guided, q_sample
+from ..sampler.model import Denoiser, ModelConfig
+
+
+# ------------------------------------------------------------------ schedules
+
+def teacher_timesteps(segments: int, substeps: int) -> list[int]:
+    """The teacher's DDIM schedule: the engine's own for segments * substeps steps."""
+    return ddim_timesteps(segments * substeps)
+
+
+def student_timesteps(segments: int, substeps: int) -> list[int]:
+    """Every `substeps`-th teacher time: where the student's few steps start."""
+    return teacher_timesteps(segments, substeps)[::substeps]
+
+
+def x0_landing_at(x: torch.Tensor, x_next: torch.Tensor, a_t: torch.Tensor, a_next: torch.Tensor) -> torch.Tensor:
+    """The x0 with which ddim_step(x, x0, a_t, a_next) == x_next (inverse of ddim_step in x0)."""
+    c = ((1 - a_next) / (1 - a_t)).sqrt()
+    return (x_next - c * x) / (a_next.sqrt() - c * a_t.sqrt())
+
+
+def plain_denoiser(model, style: torch.Tensor):
+    """The student as the sampler's denoiser: one conditioned pass (guidance weight 1), as engine.api uses it."""
+    return guided(model, style, 1.0)
+
+
+@torch.no_grad()
+def teacher_segment_target(teacher, x: torch.Tensor, music: torch.Tensor, times: list[int], k: int,
+                           substeps: int, alpha_bar: torch.Tensor) -> torch.Tensor:
+    """The x0 the student must predict at (x, times[k*substeps]): the teacher runs `substeps`
+    DDIM steps of its schedule `times`; the last segment ends with its clean prediction."""
+    t_start = times[k * substeps]
+    seg = times[k * substeps:(k + 1) * substeps + 1]
+    last = (k + 1) * substeps >= len(times)
+    n = x.shape[0]
+    y = x
+    for i, t in enumerate(seg if last else seg[:-1]):
+        x0 = teacher(y, torch.full((n,), t, device=x.device), music)
+        if i + 1 < len(seg):
+            y = ddim_step(y, x0, alpha_bar[t], alpha_bar[seg[i + 1]])
+    if last:
+        return x0                                       # the teacher's final clean motion
+    return x0_landing_at(x, y, alpha_bar[t_start], alpha_bar[seg[-1]])
+
+
+@torch.no_grad()
+def student_rollout(student, x: torch.Tensor, music: torch.Tensor, style: torch.Tensor, times: list[int], k: int,
+                    alpha_bar: torch.Tensor) -> torch.Tensor:
+    """The student's own state at its k-th time, from pure noise x at its first."""
+    denoise = plain_denoiser(student, style)
+    for j in range(k):
+        x0 = denoise(x, torch.full((x.shape[0],), times[j], device=x.device), music)
+        x = ddim_step(x, x0, alpha_bar[times[j]], alpha_bar[times[j + 1]])
+    return x
+
+
+@torch.no_grad()
+def sample_windows(denoise, x_T: torch.Tensor, music: torch.Tensor, times: list[int],
+                   alpha_bar: torch.Tensor) -> torch.Tensor:
+    """DDIM over a batch of single windows from x_T (engine.sampler.diffusion.sample without the window blend)."""
+    x = x_T
+    for k, t in enumerate(times):
+        x0 = denoise(x, torch.full((x.shape[0],), t, device=x.device), music)
+        x = ddim_step(x, x0, alpha_bar[t], alpha_bar[times[k + 1]]) if k + 1 < len(times) else x0
+    return x
+
+
+def closeness(student, probe: dict, teacher_result: torch.Tensor, times_s: list[int],
+              alpha_bar: torch.Tensor) -> float:
+    """RMS difference (normalised channels) between the student's few-step samples and the
+    teacher's many-step ones from the same noise, music and style."""
+    was_training = student.training
+    student.eval()
+    out = sample_windows(plain_denoiser(student, probe["style"]), probe["noise"], probe["music"], times_s, alpha_bar)
+    student.train(was_training)
+    return float((out - teacher_result).pow(2).mean().sqrt())
+
+
+# ------------------------------------------------------------------ the run
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(prog="python -m engine distill", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--teacher", type=Path, required=True, help="the teacher's weights (with its guide network)")
+    p.add_argument("--out", type=Path, required=True, help="run folder: student.safetensors, state, log")
+    p.add_argument("--data", nargs="+", type=Path, default=None,
+                   help="training data as for 'python -m engine train': folders or files packed by "
+                        "'python -m engine data' "
+                        "(default: ../shared/data/tang2018); only windows with music are used")
+    p.add_argument("--cache", type=Path, default=None, help="preprocessing cache folder (default: OUT/../.cache)")
+    p.add_argument("--segments", type=int, default=4, help="the student's steps (network passes per window)")
+    p.add_argument("--substeps", type=int, default=5, help="teacher DDIM steps per student step")
+    p.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE, help="the teacher's guidance, baked in")
+    p.add_argument("--autoguidance", type=float, default=DEFAULT_AUTOGUIDANCE, help="the teacher's autoguidance, baked in")
+    p.add_argument("--iterations", type=int, default=20000, help="total optimisation steps")
+    p.add_argument("--max-minutes", type=float, default=None, help="stop (resumably) after this much wall time")
+    p.add_argument("--save-minutes", type=float, default=2.0, help="wall time between checkpoints")
+    p.add_argument("--batch", type=int, default=64, help="windows per step")
+    p.add_argument("--lr", type=float, default=2e-4)
+    p.add_argument("--warmup", type=int, default=100)
+    p.add_argument("--ema", type=float, default=0.998, help="decay of the weights' moving average that is saved (0: none)")
+    p.add_argument("--rollout-share", type=float, default=0.5,
+                   help="share of each batch whose input comes from the student's own trajectory")
+    p.add_argument("--any-share", type=float, default=0.5,
+                   help="share of windows conditioned on style 'any' (the rest: a random style)")
+    p.add_argument("--probe-windows", type=int, default=16, help="validation windows for the closeness figure")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--workers", type=int, default=0, help="processes preparing windows (raise on a fast GPU)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: all cores)")
+    return p.parse_args(argv)
+
+
+def _file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]
+
+
+def _load_windows(args, ckpt: checkpoint.Checkpoint, out: Path):
+    """Training and probe windows (normalised with the TEACHER's statistics), music only."""
+    from .data import DEFAULT_SOURCES, WindowDataset, default_validation_names, load_corpus
+    sources = [Path(s).resolve() for s in (args.data or DEFAULT_SOURCES[:1])]
+    for s in sources:
+        if not s.exists():
+            raise EngineError(f"data not found: {s}")
+    corpus = load_corpus(sources, (args.cache or out.parent / ".cache").resolve())
+    items = [it for it in corpus.items if it.music is not None]
+    if not items:
+        raise EngineError("no training sequence has music: distillation needs windows with their music")
+    unknown = sorted({it.style for it in items} - set(ckpt.styles))
+    if unknown:
+        raise EngineError(f"the data has styles {unknown} that the teacher does not know ({ckpt.styles})")
+    train_items, val_items = corpus.split(default_validation_names())
+    train_items = [it for it in train_items if it.music is not None] or items
+    val_items = [it for it in val_items if it.music is not None] or items[:1]
+    train = WindowDataset(train_items, ckpt.normalizer, styles=ckpt.styles, augment=True,
+                          music_drop_styles=(), seed=args.seed)
+    val = WindowDataset(val_items, ckpt.normalizer, styles=ckpt.styles, augment=False, music_drop_styles=(), seed=4321)
+    return train, val, sum(it.num_frames for it in train_items) / L.MODEL_FPS / 60
+
+
+def _probe(val, n: int, ckpt: checkpoint.Checkpoint, device, seed: int = 7) -> dict:
+    """Fixed validation windows, noise and styles ('any' first, then every style in turn)."""
+    items = [val[i % len(val)] for i in range(n)]
+    g = torch.Generator().manual_seed(seed)
+    music = ckpt.music_normalizer.normalize(torch.stack([it["music"] for it in items]))
+    noise = torch.randn(n, L.WINDOW_FRAMES, L.NUM_CHANNELS, generator=g)
+    style = torch.tensor([0 if i % 2 == 0 else 1 + (i // 2) % (len(ckpt.styles) - 1) for i in range(n)])
+    return {"music": music.to(device), "noise": noise.to(device), "style": style.to(device)}
+
+
+def _student_info(args, teacher_path: Path, digest: str, times_s: list[int]) -> dict:
+    return {"steps": len(times_s), "timesteps": times_s, "teacher_steps": args.segments * args.substeps,
+            "guidance": args.guidance, "autoguidance": args.autoguidance, "teacher": teacher_path.name, "teacher_sha256": digest,
+            "recipe": f"guidance + progressive step distillation, {args.segments} x {args.substeps} teacher steps "
+                      f"(engine.training.distill)"}
+
+
+def run(args) -> Path:
+    from ..api import denoiser
+    from .train import _batches, _restore_state, _state_tensors
+    if args.segments < 1 or args.substeps < 1:
+        raise EngineError("--segments and --substeps must be at least 1")
+    teacher_path = args.teacher.resolve()
+    device = torch.device("cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
+                          else "cpu")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise EngineError("--device cuda was asked for but no CUDA GPU is available")
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    out = args.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt = checkpoint.load(teacher_path, device=device)
+    if ckpt.student is not None:
+        raise EngineError(f"{teacher_path} is already a few-step student: distil from the many-step teacher")
+    digest = _file_digest(teacher_path)
+    t0 = time.time()
+    train, val, minutes = _load_windows(args, ckpt, out)
+    print(f"data: {minutes:.1f} min of training windows with music, loaded in {time.time() - t0:.1f}s", flush=True)
+
+    times_t = teacher_timesteps(args.segments, args.substeps)
+    times_s = student_timesteps(args.segments, args.substeps)
+    alpha_bar = cosine_alpha_bar().to(device)
+    cfg = ModelConfig.from_dict({**ckpt.model.cfg.to_dict(), "dropout": 0.0})   # a deterministic target
+    student, ema = Denoiser(cfg).to(device), Denoiser(cfg).to(device).eval()
+    student.load_state_dict(ckpt.model.state_dict())
+    ema.load_state_dict(ckpt.model.state_dict())
+    for p in ema.parameters():
+        p.requires_grad_(False)
+    opt = torch.optim.AdamW(student.parameters(), lr=args.lr, weight_decay=0.0)
+    state_path, meta_path = out / "state.safetensors", out / "recipe.json"
+    recipe = {"teacher_sha256": digest, "segments": args.segments, "substeps": args.substeps,
+              "guidance": args.guidance, "autoguidance": args.autoguidance}
+    step, seconds_before, old = 0, 0.0, {}
+    if state_path.exists():
+        from safetensors.torch import load_file
+        old = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+        if {k: old.get(k) for k in recipe} != recipe:
+            raise EngineError(f"{out} holds a distillation of another teacher or recipe ({old}): use a new --out")
+        step = _restore_state(load_file(str(state_path), device=str(device)), student, ema, opt)
+        seconds_before = float(old.get("seconds", 0.0))
+        print(f"resuming from iteration {step}", flush=True)
+
+    def teacher_for(style: torch.Tensor):
+        return denoiser(ckpt, style, args.guidance, args.autoguidance)
+
+    probe = _probe(val, args.probe_windows, ckpt, device)
+    reference = sample_windows(teacher_for(probe["style"]), probe["noise"], probe["music"], times_t, alpha_bar)
+    now_error = closeness(ema, probe, reference, times_s, alpha_bar)
+    # The plain alternative for comparison: the teacher itself at the student's step count.
+    few = sample_windows(teacher_for(probe["style"]), probe["noise"], probe["music"], ddim_timesteps(len(times_s)),
+                         alpha_bar)
+    teacher_few_error = float((few - reference).pow(2).mean().sqrt())
+    start_error = float(old.get("teacher_rms_at_start", now_error))   # before the first iteration of the run
+    print(f"teacher: {ckpt.model.num_parameters() / 1e6:.1f}M parameters, guide {'yes' if ckpt.guide else 'no'}; "
+          f"{len(times_t)} steps {times_t[:3]}... -> student {times_s}; student-teacher RMS now {now_error:.4f}; "
+          f"the teacher itself at {len(times_s)} steps: {teacher_few_error:.4f}", flush=True)
+
+    batches = _batches(train, args.batch, first_batch=step, workers=args.workers)
+    gen = torch.Generator().manual_seed(args.seed * 1000003 + step)
+    noise_gen = torch.Generator(device=device).manual_seed(args.seed * 1000003 + step)   # noise drawn where it is used
+    started, last_save = time.time(), time.time()
+    log = open(out / "log.jsonl", "a")
+    running = None
+
+    def save(final: bool) -> None:
+        seconds = seconds_before + time.time() - started
+        err = closeness(ema, probe, reference, times_s, alpha_bar)
+        info = {"iteration": step, "seconds": round(seconds, 1), "loss": running, "teacher_rms": round(err, 5),
+                "teacher_rms_at_start": round(start_error, 5),
+                "teacher_rms_of_teacher_at_student_steps": round(teacher_few_error, 5), "teacher_steps": len(times_t),
+                "machine": f"{platform.machine()} {platform.processor() or ''} {torch.get_num_threads()} threads".strip(),
+                "device": str(device) + (f" ({torch.cuda.get_device_name()})" if device.type == "cuda" else ""),
+                "torch": torch.__version__, "command": "python -m engine distill " + " ".join(sys.argv[1:]),
+                "data": [str(s) for s in (args.data or [])], "teacher_info": ckpt.info}
+        checkpoint.save(out / "student.safetensors", ema, ckpt.normalizer, ckpt.music_normalizer, ckpt.styles,
+                        info, student=_student_info(args, teacher_path, digest, times_s))
+        from safetensors.torch import save_file
+        tmp = out / "state.safetensors.tmp"
+        save_file(_state_tensors(student, ema, opt, step), str(tmp))
+        tmp.replace(state_path)
+        meta_path.write_text(json.dumps({**recipe, "seconds": seconds, "iteration": step,
+                                         "teacher_rms_at_start": start_error}))
+        log.write(json.dumps({"iteration": step, "seconds": round(seconds, 1), "loss": running,
+                              "teacher_rms": err, "teacher_rms_at_start": start_error}) + "\n")
+        log.flush()
+        print(f"iteration {step}: loss {running if running is None else round(running, 5)}, student-teacher RMS "
+              f"{err:.4f} (at start {start_error:.4f}), {seconds / 60:.1f} min{' (stopped)' if final else ''}",
+              flush=True)
+
+    while step < args.iterations:
+        if args.max_minutes is not None and time.time() - started > args.max_minutes * 60:
+            break
+        batch = next(batches)
+        x0 = batch["motion"].to(device)
+        music = ckpt.music_normalizer.normalize(batch["music"]).to(device)
+        n = x0.shape[0]
+        style = torch.where(torch.rand(n, generator=gen) < args.any_share, torch.zeros(n, dtype=torch.long),
+                            torch.randint(1, len(ckpt.styles), (n,), generator=gen)).to(device)
+        k = step % args.segments                         # one segment per batch: the guidance switch is per batch
+        t_k = times_s[k]
+        noise = torch.randn(x0.shape, generator=noise_gen, device=device)
+        x = q_sample(x0, torch.full((n,), t_k, device=device), noise, alpha_bar)
+        rolled = int(round(args.rollout_share * n)) if k > 0 else 0
+        if rolled:
+            student.eval()
+            x[:rolled] = student_rollout(student, torch.randn(x0[:rolled].shape, generator=noise_gen, device=device),
+                                         music[:rolled], style[:rolled], times_s, k, alpha_bar)
+        target = teacher_segment_target(teacher_for(style), x, music, times_t, k, args.substeps, alpha_bar)
+        for g in opt.param_groups:
+            g["lr"] = args.lr * min(1.0, (step + 1) / args.warmup)
+        student.train()
+        pred = plain_denoiser(student, style)(x, torch.full((n,), t_k, device=device), music)
+        loss = F.mse_loss(pred, target)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
+        opt.step()
+        with torch.no_grad():
+            if args.ema > 0:
+                # The average warms up (decay (1+n)/(10+n) below --ema) so that a short run is not
+                # dominated by the initial weights.
+                decay = min(args.ema, (1 + step) / (10 + step))
+                torch._foreach_lerp_(list(ema.parameters()), list(student.parameters()), 1 - decay)
+            else:
+                for e, s in zip(ema.parameters(), student.parameters()):
+                    e.copy_(s)
+        step += 1
+        value = float(loss.detach())
+        running = value if running is None else 0.98 * running + 0.02 * value
+        if time.time() - last_save > args.save_minutes * 60:
+            save(False)
+            last_save = time.time()
+    save(True)
+    log.close()
+    return out / "student.safetensors"
+
+
+def main(argv=None) -> int:
+    from .train import run_resumable
+    return run_resumable(run, parse_args(argv), "student")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,80 @@
+"""How much of the real motion a network gives back from lightly noised input:
+`python -m engine probe [--weights W] [--t 20]`.
+
+Held-out windows are noised to diffusion step t (20 of 1000 is nearly clean) and the network,
+conditioned on their music and style, predicts the clean motion. Comparing the speed of its
+prediction with the truth separates "the network cannot reproduce this" from anything the
+sampler does. This is how the missing root travel of the first weights was found
+(weights/TRAINING.md).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..body import layout as L
+from ..body.skeleton import joint_positions
+from ..sampler import checkpoint
+from ..sampler.diffusion import cosine_alpha_bar, q_sample
+
+
+def window_speeds(raw: torch.Tensor) -> tuple[float, float]:
+    """Raw (N, T, NUM_CHANNELS) windows -> mean (root speed on the floor, root-relative joint speed), m/s."""
+    root, local = [], []
+    for w in raw.double():
+        poses, trans, _ = L.unpack(w)
+        pos = joint_positions(poses.numpy(), trans.numpy())
+        root.append(np.linalg.norm(np.diff(pos[:, 0, [0, 2]], axis=0), axis=-1).mean() * L.MODEL_FPS)
+        rel = pos - pos[:, :1]
+        local.append(np.linalg.norm(np.diff(rel, axis=0), axis=-1).mean() * L.MODEL_FPS)
+    return float(np.mean(root)), float(np.mean(local))
+
+
+@torch.no_grad()
+def reconstruction_speeds(ckpt: checkpoint.Checkpoint, motion: torch.Tensor, music: torch.Tensor,
+                          styles: torch.Tensor, t: int = 20, seed: int = 0) -> dict[str, tuple[float, float]]:
+    """Raw motion (N, T, C), raw music (N, T, F), style indices (N,) -> speeds of truth and prediction."""
+    x0 = ckpt.normalizer.normalize(motion.float())
+    steps = torch.full((len(x0),), int(t))
+    noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed))
+    pred = ckpt.model(q_sample(x0, steps, noise, cosine_alpha_bar()), steps,
+                      ckpt.music_normalizer.normalize(music.float()), styles, torch.ones(len(x0), dtype=torch.bool))
+    return {"truth": window_speeds(motion), "model": window_speeds(ckpt.normalizer.denormalize(pred))}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m engine probe", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--weights", type=Path, default=None, help="weights (default: the shipped model)")
+    p.add_argument("--data", nargs="+", type=Path, default=None, help="dataset folders, as for engine.training.train")
+    p.add_argument("--cache", type=Path, default=None,
+                   help="preprocessing cache folder (default: ~/.cache/dance-engine)")
+    p.add_argument("--t", type=int, default=20, help="diffusion step of the noise, 0-999 (default 20)")
+    args = p.parse_args(argv)
+    from .data import DEFAULT_SOURCES, default_validation_names, load_corpus
+    ckpt = checkpoint.load(args.weights or checkpoint.DEFAULT_WEIGHTS)
+    sources = [Path(s).resolve() for s in (args.data or DEFAULT_SOURCES)]
+    cache = (args.cache or Path.home() / ".cache" / "dance-engine").resolve()
+    _, val = load_corpus(sources, cache).split(default_validation_names())
+    n = L.WINDOW_FRAMES
+    picked = [(it, s) for it in val if it.music is not None and it.style in ckpt.styles
+              for s in range(0, len(it.motion) - n + 1, n)]
+    if not picked:
+        print("error: no held-out song with music in a style these weights know", file=sys.stderr)
+        return 2
+    motion = torch.stack([torch.from_numpy(it.motion[s:s + n]) for it, s in picked])
+    music = torch.stack([torch.from_numpy(it.music[s:s + n]) for it, s in picked])
+    styles = torch.tensor([ckpt.styles.index(it.style) for it, _ in picked])
+    out = reconstruction_speeds(ckpt, motion, music, styles, t=args.t)
+    print(f"{len(picked)} held-out windows of {n} frames, noised to t = {args.t}")
+    for name, (root, local) in out.items():
+        print(f"{name:>6}: root {root:.3f} m/s, root-relative joints {local:.3f} m/s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,368 @@
+"""Train the dance denoiser: `python -m engine train --data DIR [DIR ...] --out RUN_DIR`.
+
+Resumable (rerun the same command: it continues from RUN_DIR/state.safetensors), reproducible
+(fixed seed), CPU or GPU, and multi-GPU with `torchrun --nproc_per_node N -m engine train ...`
+(DistributedDataParallel). RUN_DIR/model.safetensors is always the latest EMA model in the
+engine's weights format, with the run's config and progress in its metadata.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from safetensors.torch import load_file, save_file
+
+from ..body import layout as L
+from ..defaults import TRAINING_STYLES
+from ..errors import EngineError
+from ..sampler import checkpoint
+from ..sampler.diffusion import LossWeights, cosine_alpha_bar, training_loss
+from ..sampler.model import Denoiser, ModelConfig
+
+# "any" is index 0: the label that classifier-free guidance drops to.
+BASE_STYLES = list(TRAINING_STYLES)   # engine.defaults: the one list of the training data's styles
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(prog="python -m engine train", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", nargs="+", type=Path, default=None,
+                   help="dataset folders: tang2018-style, justlmd-style, AIST++ or CMU salsa (BVH) motion folders "
+                        "(default: ../shared/data/tang2018 and ../shared/data/justlmd beside the repo)")
+    p.add_argument("--aist-music", type=Path, default=None, help="AIST++ music folder (wav files named by music id)")
+    p.add_argument("--out", type=Path, required=True, help="run folder: checkpoints, config and log go here")
+    p.add_argument("--cache", type=Path, default=None, help="preprocessing cache folder (default: OUT/../.cache)")
+    p.add_argument("--steps", type=int, default=20000, help="total optimisation steps")
+    p.add_argument("--max-minutes", type=float, default=None, help="stop (resumably) after this much wall time")
+    p.add_argument("--stop-at", type=int, default=None,
+                   help="stop (resumably) at this step, with the learning-rate schedule still that of --steps")
+    p.add_argument("--batch", type=int, default=32, help="windows per step (per process under torchrun)")
+    p.add_argument("--lr", type=float, default=4e-4)
+    p.add_argument("--warmup", type=int, default=500)
+    p.add_argument("--init", type=Path, default=None,
+                   help="start a new run from these weights (fine-tuning); ignored when OUT holds a run to resume")
+    p.add_argument("--root-weight", type=float, default=LossWeights.root,
+                   help="weight of the root-velocity loss term (engine.sampler.diffusion.LossWeights)")
+    p.add_argument("--ema", type=float, default=0.999, help="decay of the weights' moving average that is shipped")
+    p.add_argument("--width", type=int, default=ModelConfig.width)
+    p.add_argument("--layers", type=int, default=ModelConfig.layers)
+    p.add_argument("--heads", type=int, default=ModelConfig.heads)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--val-every", type=int, default=500, help="steps between validation passes and checkpoints")
+    p.add_argument("--no-augment", action="store_true", help="disable mirroring / rotation / tempo augmentation")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: all cores)")
+    p.add_argument("--workers", type=int, default=1, help="processes preparing batches (raise on a fast GPU)")
+    p.add_argument("--keep-every", type=int, default=None,
+                   help="also keep the EMA model of every Nth step as model_STEP.safetensors "
+                        "(candidates for an autoguidance guide)")
+    return p.parse_args(argv)
+
+
+# ------------------------------------------------------------------ optimiser state as safetensors
+
+def _state_tensors(model, ema, opt, step: int) -> dict:
+    out = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    out.update({f"ema.{k}": v.detach().cpu().contiguous() for k, v in ema.state_dict().items()})
+    for i, p in enumerate(model.parameters()):
+        st = opt.state.get(p, {})
+        for name in ("exp_avg", "exp_avg_sq"):
+            if name in st:
+                out[f"opt.{i}.{name}"] = st[name].detach().cpu().contiguous()
+        if "step" in st:
+            out[f"opt.{i}.step"] = torch.as_tensor(st["step"], dtype=torch.float32).reshape(1).cpu()
+    out["train.step"] = torch.tensor([step], dtype=torch.int64)
+    return out
+
+
+def _restore_state(tensors: dict, model, ema, opt) -> int:
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    ema.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
+    for i, p in enumerate(model.parameters()):
+        if f"opt.{i}.exp_avg" in tensors:
+            opt.state[p] = {"exp_avg": tensors[f"opt.{i}.exp_avg"].to(p.device),
+                            "exp_avg_sq": tensors[f"opt.{i}.exp_avg_sq"].to(p.device),
+                            "step": tensors[f"opt.{i}.step"].reshape(()).clone()}
+    return int(tensors["train.step"][0])
+
+
+def lr_at(step: int, args) -> float:
+    """Linear warm-up, then cosine decay to a tenth of the peak."""
+    if step < args.warmup:
+        return args.lr * (step + 1) / args.warmup
+    progress = min(1.0, (step - args.warmup) / max(1, args.steps - args.warmup))
+    return args.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+# ------------------------------------------------------------------ the run
+
+def _distributed() -> tuple[int, int]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return (dist.get_rank(), world) if world > 1 else (0, 1)
+
+
+def _pick_device(name: str, rank: int) -> torch.device:
+    if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise EngineError("--device cuda was asked for but no CUDA GPU is available")
+        return torch.device("cuda", rank % torch.cuda.device_count())
+    return torch.device("cpu")
+
+
+class _WindowStream(torch.utils.data.Dataset):
+    """Window k of the run = the dataset's index k mod its length, in epoch k // length: every
+    batch is a fresh draw, and a resumed run continues the same stream."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self):
+        return 2**62
+
+    def __getitem__(self, k: int):
+        self.dataset.set_epoch(k // len(self.dataset))
+        return self.dataset[k % len(self.dataset)]
+
+
+def _batches(dataset, batch: int, first_batch: int, workers: int = 1):
+    """Endless batches, prepared by a worker process while the model trains."""
+    from torch.utils.data import DataLoader
+    indices = range(first_batch * batch, 2**62)
+    loader = DataLoader(_WindowStream(dataset), batch_size=batch, sampler=indices, num_workers=workers,
+                        persistent_workers=workers > 0, prefetch_factor=4 if workers > 0 else None)
+    return iter(loader)
+
+
+def run(args) -> Path:
+    from .data import DEFAULT_SOURCES, WindowDataset, default_validation_names, load_corpus
+    rank, world = _distributed()
+    device = _pick_device(args.device, rank)
+    if args.keep_every and args.keep_every % args.val_every:
+        raise EngineError(f"--keep-every {args.keep_every} must be a multiple of --val-every {args.val_every}: "
+                          "models are kept at checkpoints")
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True   # ~10-bit mantissa products: ample for this loss
+        torch.backends.cudnn.allow_tf32 = True
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed + rank)
+    np.random.seed(args.seed + rank)
+    out = args.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    sources = [Path(s).resolve() for s in (args.data or DEFAULT_SOURCES)]
+    for s in sources:
+        if not s.exists():
+            raise EngineError(f"data folder not found: {s}")
+    cache_dir = (args.cache or out.parent / ".cache").resolve()
+
+    t0 = time.time()
+    corpus = load_corpus(sources, cache_dir, aist_music=args.aist_music)
+    train_items, val_items = corpus.split(default_validation_names())
+    styles = list(BASE_STYLES) + sorted({it.style for it in corpus.items} - set(BASE_STYLES))
+    normalizer = L.Normalizer.fit(torch.from_numpy(np.concatenate([it.motion for it in train_items])))
+    music = [it.music for it in train_items if it.music is not None]
+    if not music:
+        raise EngineError("no training sequence has music: add a dataset with audio (tang2018 or AIST++ with --aist-music)")
+    music_normalizer = L.Normalizer.fit(torch.from_numpy(np.concatenate(music)), flags=None)
+    train_set = WindowDataset(train_items, normalizer, styles=styles, augment=not args.no_augment, seed=args.seed + rank)
+    val_set = WindowDataset(val_items or train_items[:1], normalizer, styles=styles, augment=False, seed=12345)
+    if rank == 0:
+        minutes = sum(len(it.motion) for it in train_items) / L.MODEL_FPS / 60
+        print(f"data: {len(train_items)} training sequences ({minutes:.1f} min), {len(val_items)} validation, "
+              f"loaded in {time.time() - t0:.1f}s; styles {styles}", flush=True)
+
+    cfg = ModelConfig(width=args.width, layers=args.layers, heads=args.heads, num_styles=len(styles))
+    model = Denoiser(cfg).to(device)
+    ema = Denoiser(cfg).to(device).eval()
+    ema.load_state_dict(model.state_dict())
+    for p in ema.parameters():
+        p.requires_grad_(False)
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
+    state_path = out / "state.safetensors"
+    step = 0
+    if state_path.exists():
+        step = _restore_state(load_file(str(state_path), device=str(device)), model, ema, opt)
+        if rank == 0:
+            print(f"resuming from step {step}", flush=True)
+    elif args.init is not None:
+        has_guide = _initialise_from(args.init, model, ema, cfg, normalizer)
+        if rank == 0:
+            print(f"starting from the weights in {args.init}", flush=True)
+            if has_guide:
+                print("note: its autoguidance guide network is not carried over; add one to the result with "
+                      "'python -m engine autoguide'", flush=True)
+    train_model = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    alpha_bar = cosine_alpha_bar().to(device)
+    normalizer_dev = L.Normalizer(normalizer.mean.to(device), normalizer.std.to(device))
+    run_config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    run_config["data"] = [str(s) for s in sources]
+    (out / "config.json").write_text(json.dumps({"run": run_config, "model": cfg.to_dict(), "styles": styles}, indent=2))
+
+    loss_weights = LossWeights(root=args.root_weight)
+    from tqdm import tqdm
+    batches = _batches(train_set, args.batch, first_batch=step, workers=args.workers)
+    music_norm_dev = L.Normalizer(music_normalizer.mean.to(device), music_normalizer.std.to(device))
+    bar = tqdm(total=args.steps, initial=step, disable=rank != 0, dynamic_ncols=True, desc="train")
+    started, trained_before = time.time(), _previous_seconds(out)
+
+    def saved_in_loop(s: int) -> bool:
+        return s % args.val_every == 0 or s == args.steps
+
+    def save() -> None:
+        _checkpoint(out, model, ema, opt, step, normalizer, music_normalizer, styles, run_config, val_set,
+                    alpha_bar, normalizer_dev, music_norm_dev, device, trained_before + time.time() - started, running, log)
+
+    log = open(out / "log.jsonl", "a") if rank == 0 else None
+    running = None
+    while step < args.steps:
+        if args.max_minutes is not None and time.time() - started > args.max_minutes * 60:
+            break
+        if args.stop_at is not None and step >= args.stop_at:
+            break
+        batch = {k: v.to(device) for k, v in next(batches).items()}
+        batch["music"] = music_norm_dev.normalize(batch["music"])
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, args)
+        train_model.train()
+        losses = training_loss(train_model, batch, alpha_bar, normalizer_dev, loss_weights)
+        opt.zero_grad(set_to_none=True)
+        losses["loss"].backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        with torch.no_grad():
+            torch._foreach_lerp_(list(ema.parameters()), list(model.parameters()), 1 - args.ema)
+        step += 1
+        value = float(losses["loss"].detach())
+        running = value if running is None else 0.98 * running + 0.02 * value
+        bar.update(1)
+        bar.set_postfix(loss=f"{running:.4f}")
+        if rank == 0 and saved_in_loop(step):
+            save()
+    bar.close()
+    if rank == 0 and not saved_in_loop(step):          # stopped early (--max-minutes, --stop-at) between checkpoints
+        save()
+    if world > 1:
+        dist.destroy_process_group()
+    return out / "model.safetensors"
+
+
+def _initialise_from(path: Path, model, ema, cfg: ModelConfig, normalizer: L.Normalizer) -> bool:
+    """Copy a weights file's (EMA) model into both the trained and the EMA model of a new run.
+    Returns whether the file also had a guide network (which is not trained)."""
+    if not Path(path).is_file():
+        raise EngineError(f"--init: no weights file at {path}")
+    ckpt = checkpoint.load(path)
+    if ckpt.model.cfg.to_dict() != cfg.to_dict():
+        raise EngineError(f"--init: {path} has model config {ckpt.model.cfg.to_dict()}, this run {cfg.to_dict()}")
+    if not (torch.allclose(ckpt.normalizer.mean, normalizer.mean.float(), atol=1e-5)
+            and torch.allclose(ckpt.normalizer.std, normalizer.std.float(), atol=1e-5)):
+        raise EngineError(f"--init: {path} was trained on different data (its normalisation differs)")
+    state = {k: v.to(next(model.parameters()).device) for k, v in ckpt.model.state_dict().items()}
+    model.load_state_dict(state)
+    ema.load_state_dict(state)
+    return ckpt.guide is not None
+
+
+def _previous_seconds(out: Path) -> float:
+    log = out / "log.jsonl"
+    if not log.exists():
+        return 0.0
+    lines = [l for l in log.read_text().splitlines() if l.strip()]
+    return float(json.loads(lines[-1]).get("seconds", 0.0)) if lines else 0.0
+
+
+@torch.no_grad()
+def validation_loss(model, val_set, alpha_bar, normalizer, music_normalizer, device, batches: int = 4) -> float:
+    """Loss on fixed validation windows with fixed times and noise: comparable across steps."""
+    model.eval()
+    g = torch.Generator(device=device).manual_seed(0)
+    total = 0.0
+    for b in range(batches):
+        items = [val_set[(b * 16 + i) % len(val_set)] for i in range(16)]
+        batch = {k: torch.stack([it[k] for it in items]).to(device) for k in items[0]}
+        batch["music"] = music_normalizer.normalize(batch["music"])
+        losses = training_loss(model, batch, alpha_bar, normalizer, music_drop=0.0, style_drop=0.0, generator=g)
+        total += float(losses["loss"])
+    return total / batches
+
+
+@torch.no_grad()
+def sample_metrics(model, val_items, normalizer, music_normalizer, device, seconds: float = 10.0,
+                   steps: int = 10) -> dict:
+    """Dance to the first validation song's opening with the raw network (no beat warp, no foot
+    clean-up) and score it, so the log shows how the network itself is doing."""
+    from ..evaluation import metrics
+    from ..music.audio import FEATURE_CHANNELS
+    from ..sampler.diffusion import guided, sample
+    from ..body.skeleton import joint_positions
+    item = next((it for it in val_items if it.music is not None), None)
+    if item is None:
+        return {}
+    frames = min(len(item.music), int(seconds * L.MODEL_FPS))
+    music = music_normalizer.normalize(torch.from_numpy(item.music[:frames]).float().to(device))
+    style = torch.tensor([0], device=device)
+    x = sample(guided(model, style, 2.0), music, window=L.WINDOW_FRAMES, steps=steps,
+               alpha_bar=cosine_alpha_bar(), generator=torch.Generator().manual_seed(0), channels=L.NUM_CHANNELS)
+    poses, trans, _ = L.unpack(normalizer.denormalize(x.cpu().double()))
+    pos = joint_positions(poses.numpy(), trans.numpy())
+    beats = np.flatnonzero(item.music[:frames, FEATURE_CHANNELS["beat"]] > 0.5) / L.MODEL_FPS
+    scores = metrics.beat_alignment_scores(pos, L.MODEL_FPS, beats)
+    speed = float(np.linalg.norm(np.diff(pos, axis=0), axis=-1).mean() * L.MODEL_FPS)
+    return {"bas": round(scores["bas_bailando"], 3), "pfc": round(metrics.pfc(pos, L.MODEL_FPS), 2),
+            "jerk": round(metrics.jerk(pos, L.MODEL_FPS), 1), "speed": round(speed, 3)}
+
+
+def _checkpoint(out, model, ema, opt, step, normalizer, music_normalizer, styles, run_config, val_set,
+                alpha_bar, normalizer_dev, music_norm_dev, device, seconds, running, log):
+    val = validation_loss(ema, val_set, alpha_bar, normalizer_dev, music_norm_dev, device)
+    samples = sample_metrics(ema, val_set.items, normalizer, music_normalizer, device)
+    info = {"step": step, "seconds": round(seconds, 1), "train_loss": running, "val_loss": val, "sample": samples,
+            "machine": f"{platform.machine()} {platform.processor() or ''} {torch.get_num_threads()} threads".strip(),
+            "device": str(device), "torch": torch.__version__,
+            "command": "python -m engine train " + " ".join(sys.argv[1:]), "run": run_config}
+    checkpoint.save(out / "model.safetensors", ema, normalizer, music_normalizer, styles, info)
+    keep_every = run_config.get("keep_every")
+    if keep_every and step % keep_every == 0:
+        shutil.copyfile(out / "model.safetensors", out / f"model_{step:06d}.safetensors")
+    tmp = out / "state.safetensors.tmp"
+    save_file(_state_tensors(model, ema, opt, step), str(tmp))
+    tmp.replace(out / "state.safetensors")
+    entry = {"step": step, "seconds": round(seconds, 1), "train_loss": running, "val_loss": val, "sample": samples}
+    log.write(json.dumps(entry) + "\n")
+    log.flush()
+    print(f"\nstep {step}: train {running:.4f} val {val:.4f} sample {samples} ({seconds / 60:.1f} min)", flush=True)
+
+
+def run_resumable(run, args, what: str) -> int:
+    """The command line of a resumable job (train, distill): `run(args)` returns the file it
+    wrote; a user mistake is one line (exit 2), Ctrl+C says how to resume (exit 130)."""
+    try:
+        path = run(args)
+    except EngineError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: rerun the same command to resume from the last checkpoint", file=sys.stderr)
+        return 130
+    print(f"{what} written to {path}")
+    return 0
+
+
+def main(argv=None) -> int:
+    return run_resumable(run, parse_args(argv), "model")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
