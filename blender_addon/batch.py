@@ -40,7 +40,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                                                            "joint (default: the map stored on it, else automatic)")
     p.add_argument("--style", default="any")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--steps", type=int, default=DEFAULT_STEPS)
+    p.add_argument("--quality", default="fast", choices=["fast", "best"],
+                   help="fast: the few-step student (default); best: its many-step teacher")
+    p.add_argument("--steps", type=int, default=None,
+                   help=f"sampling steps of the many-step teacher (implies --quality best; default {DEFAULT_STEPS})")
     p.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE)
     p.add_argument("--autoguidance", type=float, default=DEFAULT_AUTOGUIDANCE,
                    help="energy: autoguidance weight from the weights' guide network (1 = off)")
@@ -65,9 +68,14 @@ def check_args(args: argparse.Namespace) -> None:
     from engine.api import available_styles
     from engine.options import check_options, parse_body_parts
     styles = available_styles(os.path.abspath(args.weights) if args.weights else None)
-    check_options(style=args.style, styles=styles, steps=args.steps, fps=args.fps, guidance=args.guidance,
-                  autoguidance=args.autoguidance, stage_radius=args.stage_radius)
+    check_options(style=args.style, styles=styles, steps=_teacher_steps(args), fps=args.fps,
+                  guidance=args.guidance, autoguidance=args.autoguidance, stage_radius=args.stage_radius)
     args.keep_toggles = _keep_toggles(parse_body_parts(args.keep, allow_root=True))
+
+
+def _teacher_steps(args: argparse.Namespace) -> int:
+    from engine.defaults import DEFAULT_STEPS
+    return DEFAULT_STEPS if args.steps is None else args.steps
 
 
 def _keep_toggles(parts: list[str]) -> set[str]:
@@ -169,7 +177,10 @@ def run(args: argparse.Namespace) -> str:
         check_args(args)
     for part in importlib.import_module(addon.__name__ + ".properties").KEEPABLE:
         setattr(settings, "keep_" + part, part in args.keep_toggles)
-    settings.seed, settings.steps, settings.guidance = args.seed, args.steps, args.guidance
+    settings.seed, settings.guidance = args.seed, args.guidance
+    # Steps are the teacher's: asking for them asks for the teacher (as on the command line).
+    settings.quality = 'BEST' if args.quality == "best" or args.steps is not None else 'FAST'
+    settings.steps = _teacher_steps(args)
     settings.autoguidance = args.autoguidance
     request = operators.build_request(context)
     request.style, request.device = args.style, args.device

@@ -15,6 +15,7 @@ from bpy.props import BoolProperty, EnumProperty, StringProperty
 from bpy_extras.io_utils import ExportHelper
 
 from . import _engine_path  # noqa: F401
+from engine.defaults import DEFAULT_STEPS
 from . import preferences
 
 _TIMER_STEP = 0.1  # seconds between progress polls
@@ -161,15 +162,18 @@ def build_request(context):
         kept = scene_io.key_masks(obj, first, last)
     start = p.span.start + (first - p.span.first_frame) / p.fps
     style = settings.style
+    # Quality Fast asks for the engine's default steps, which the shipped student stands for
+    # (engine.sampler.fewstep); Best runs the teacher at the panel's Steps.
+    steps = settings.steps if settings.quality == 'BEST' else DEFAULT_STEPS
     request = runner.Request(
         audio_path=p.span.path, start=start, duration=(last - first + 1) / p.fps, fps=p.fps,
         num_frames=last - first + 1, frame_start=first, armature_name=obj.name, scene_name=scene.name,
         action_name="", style=style, seed=settings.seed,
-        steps=settings.steps, guidance=settings.guidance, autoguidance=settings.autoguidance,
+        steps=steps, quality=settings.quality.lower(), guidance=settings.guidance, autoguidance=settings.autoguidance,
         device=device_choice(context), constraints=cons,
         weights=weights_choice(context), stage_radius=stage_radius(settings),
         kept=kept, write_range=write_range, bone_map=bone_map,
-        metadata={"song": p.span.path, "steps": settings.steps,
+        metadata={"song": p.span.path, "steps": steps, "quality": settings.quality.lower(),
                   "guidance": settings.guidance, "autoguidance": settings.autoguidance,
                   "audio_start": start})
     name_take(request)

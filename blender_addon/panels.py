@@ -89,7 +89,9 @@ class DANCE_PT_main(_DancePanel, bpy.types.Panel):
         col = layout.column(align=True)
         col.prop(settings, "style")
         col.prop(settings, "seed")
-        col.prop(settings, "steps")
+        col.prop(settings, "quality")
+        if settings.quality == 'BEST':
+            col.prop(settings, "steps")
         col.prop(settings, "guidance")
         col.prop(settings, "autoguidance")
         col.prop(settings, "device")

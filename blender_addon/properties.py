@@ -74,9 +74,15 @@ class DanceSettings(bpy.types.PropertyGroup):
     seed: IntProperty(
         name="Seed", default=0, min=0,
         description="Random seed: the same song, keys and seed give the same dance; change it for another")
+    quality: EnumProperty(
+        name="Quality", default='FAST',
+        items=[('FAST', "Fast", "The few-step student: about a second for 30 s of dance on a laptop CPU"),
+               ('BEST', "Best", "The many-step teacher the student was distilled from: about 20x slower, "
+                                "with its own Steps")],
+        description="Which sampler dances: the fast few-step student (default) or its many-step teacher")
     steps: IntProperty(
         name="Steps", default=DEFAULT_STEPS, min=1, max=200, soft_max=50,
-        description="Diffusion sampling steps: more is slower and usually smoother")
+        description="Diffusion sampling steps of quality Best (the teacher): more is slower and usually smoother")
     guidance: FloatProperty(
         name="Music Guidance", default=DEFAULT_GUIDANCE, min=0.0, soft_max=8.0,
         description="How strongly the dance follows the music and how much it moves "

@@ -43,6 +43,7 @@ class Request:
     style: str = "any"
     seed: int = 0
     steps: int = DEFAULT_STEPS
+    quality: str = "fast"               # engine.sampler.fewstep.QUALITIES: the few-step student or its teacher
     guidance: float = DEFAULT_GUIDANCE
     autoguidance: float = DEFAULT_AUTOGUIDANCE
     device: str = "auto"
@@ -61,7 +62,7 @@ def generate(request: Request, progress=None) -> Motion:
     from engine import api
     cons = _fit_constraints(request)
     motion = api.generate(
-        request.audio_path, style=request.style, seed=request.seed, steps=request.steps,
+        request.audio_path, style=request.style, seed=request.seed, steps=request.steps, quality=request.quality,
         fps=request.fps, start=request.start, duration=request.duration,
         constraints=None if cons is None or cons.is_empty else cons,
         guidance=request.guidance, autoguidance=request.autoguidance, device=request.device,

@@ -77,11 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"energy: how far the dance is pushed away from the weights' weaker guide network "
                         f"(autoguidance; 1 = off; default {DEFAULT_AUTOGUIDANCE:g})")
     g.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to run (default auto)")
-    # --- few-step engine (engine.sampler.fewstep; helper D) ---
     g.add_argument("--quality", default="fast", choices=["fast", "best"],
                    help="fast: the weights' few-step student when they are one (default); best: its many-step "
                         "teacher (also used for other --steps, --guidance or --autoguidance)")
-    # --- end few-step ---
     g.add_argument("--weights", type=Path, default=None, help="weights .safetensors (default: the shipped model)")
     g.add_argument("--up-axis", default="Y", choices=["Y", "Z"], help="BVH up axis (default Y)")
     g.add_argument("--scale", type=float, default=1.0, help="BVH length unit per metre, e.g. 100 for cm (default 1)")

@@ -206,11 +206,10 @@ def draw(audio, *, sample_rate: int | None = None, style: str = "any", seed: int
     song_seconds = A.audio_seconds(audio) if isinstance(audio, (str, Path)) else None
     _check_options(style, ckpt.styles, steps, fps, start, duration, guidance, autoguidance, stage_radius,
                    song_seconds)
-    # --- few-step student or its many-step teacher (engine.sampler.fewstep; helper D) ---
+    # A few-step student serves the settings it was distilled for; others need its teacher.
     weights = choose_weights(weights or checkpoint.DEFAULT_WEIGHTS, ckpt.student, quality, steps, guidance,
                              autoguidance)
     ckpt = load_weights(weights, dev)
-    # --- end few-step ---
 
     report(0.02, "reading the music")
     wave, sr = A.load_audio(audio, sample_rate=sample_rate, start=start, duration=duration)

@@ -13,6 +13,7 @@ bpy = pytest.importorskip("bpy")
 
 import blender_addon  # noqa: E402
 from blender_addon import operators, runner, scene_io  # noqa: E402
+from engine.defaults import DEFAULT_STEPS  # noqa: E402
 from engine.errors import Cancelled  # noqa: E402
 from engine.body.motion import Motion  # noqa: E402
 from engine.body.skeleton import JOINT_INDEX, JOINT_NAMES, joint_positions  # noqa: E402
@@ -51,7 +52,7 @@ def _stage(scene, tmp_path, seconds=2.5, strip_frame=5, fps=(24, 1.001)):
     root = np.array([0.2, 0.05, -0.1])
     obj.pose.bones["pelvis"].location = root
     obj.pose.bones["pelvis"].keyframe_insert("location", frame=strip_frame + 40)
-    scene.dance.steps = 2
+    scene.dance.steps, scene.dance.quality = 2, 'BEST'   # the teacher path at 2 steps (the tiny network is no student)
     return obj, keys, scene_io.REST_PELVIS_SMPL + root
 
 
@@ -94,7 +95,14 @@ def test_generate_keeps_keys_and_matches_the_engine(addon, tmp_path):
     # The scene shows exactly what the engine returns for the same request (deterministic on CPU).
     # The tiny weights have no guide network, so the Energy setting only has to reach the request.
     scene.dance.autoguidance = 1.3
+    # Quality Fast asks for the engine's default steps (what a shipped student stands for); Best
+    # asks for the teacher at the panel's Steps.
+    scene.dance.quality = 'FAST'
+    fast = operators.build_request(bpy.context)
+    assert (fast.quality, fast.steps) == ("fast", DEFAULT_STEPS)
+    scene.dance.quality = 'BEST'
     request = operators.build_request(bpy.context)
+    assert (request.quality, request.steps) == ("best", 2)
     assert request.autoguidance == pytest.approx(1.3)
     motion = runner.generate(request)
     assert motion.num_frames == end - first and request.fps == pytest.approx(24 / 1.001)

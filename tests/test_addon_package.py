@@ -96,7 +96,7 @@ def test_built_extension_installs_and_dances(tmp_path, tiny_weights):
         scene.render.fps = 30
         scene.sequence_editor_create().strips.new_sound("song", {str(song)!r}, 1, 1)
         assert bpy.ops.dance.create_dancer() == {{'FINISHED'}}
-        scene.dance.steps = 2
+        scene.dance.steps, scene.dance.quality = 2, 'BEST'
         assert bpy.ops.dance.generate() == {{'FINISHED'}}
         action = scene.dance.armature.animation_data.action
         print("OK", action.name, action.frame_range[1])

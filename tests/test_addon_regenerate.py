@@ -56,7 +56,7 @@ def _song_stage(scene, tmp_path, seconds=3.0, strip_frame=5):
     scene.render.fps, scene.render.fps_base = 24, 1
     scene_io.add_sound_strip(scene, str(add_wav(tmp_path, seconds)), frame_start=strip_frame)
     assert bpy.ops.dance.create_dancer(with_mesh=False) == {'FINISHED'}
-    scene.dance.steps = 2
+    scene.dance.steps, scene.dance.quality = 2, 'BEST'   # the teacher path at 2 steps (the tiny network is no student)
     strip = scene_io.find_sound_strip(scene)
     first, end = scene_io.compat.strip_range(strip)
     return scene.dance.armature, first, end - 1

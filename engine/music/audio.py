@@ -294,7 +294,7 @@ def _is_silent(y: np.ndarray) -> bool:
 
 def _beat_frames(env: np.ndarray, silent: bool, rate: float, hop: int) -> tuple[np.ndarray, float]:
     """Beat frames and tempo from the onset envelope; a silent clip has neither."""
-    from .numba_cache import librosa_beat      # helper D: no per-process compile of the beat kernel
+    from .numba_cache import librosa_beat      # no per-process compile of the beat kernel
     if silent:
         return np.zeros(0, np.int64), 0.0
     tempo, beats = librosa_beat().beat_track(onset_envelope=env, sr=rate, hop_length=hop)

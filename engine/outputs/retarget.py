@@ -1,7 +1,7 @@
 """Retargeting between the engine's SMPL motion and any humanoid armature (pure numpy, no bpy).
 
-PUBLIC API (stable; helper E's blender_addon/rig_io.py codes against it)
------------------------------------------------------------------------
+Public API (blender_addon/rig_io.py codes against it)
+-----------------------------------------------------
 from engine.outputs.retarget import (Rig, RigPose, Retargeter, RetargetError, BoneMap, auto_map, detect_preset,
                              check_bone_map, load_bone_map, save_bone_map, list_presets, load_preset,
                              bone_key)   # bone_key: the tolerant name key ("mixamorig:LeftArm" -> "L|arm")
