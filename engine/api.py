@@ -220,8 +220,14 @@ def draw(audio, *, sample_rate: int | None = None, style: str = "any", seed: int
     # Short songs are padded with silence to one full window, then cut back.
     padded = max(model_frames, L.WINDOW_FRAMES)
     pad_samples = int(math.ceil(padded / L.MODEL_FPS * sr)) - len(wave)
-    features = A.music_features(np.pad(wave, (0, max(0, pad_samples))), sr, fps=L.MODEL_FPS)[:padded]
-    beats, _tempo = A.detect_beats(wave, sr)
+    padded_wave = np.pad(wave, (0, max(0, pad_samples)))
+    if pad_samples <= sr // 10:    # a frame or two of padding: one analysis gives features and beats
+        features, beats, _tempo = A.features_and_beats(padded_wave, sr, fps=L.MODEL_FPS)
+        beats = beats[beats < seconds]
+    else:                          # a short song padded to a window: its beats come from the song alone
+        features = A.music_features(padded_wave, sr, fps=L.MODEL_FPS)
+        beats, _tempo = A.detect_beats(wave, sr)
+    features = features[:padded]
     report(0.08, "dancing")
 
     music = ckpt.music_normalizer.normalize(torch.from_numpy(features).float()).to(dev)

@@ -73,3 +73,20 @@ def test_flows_into_and_out_of_a_keyframe(song, dance):
     err = R.axis_angle_to_quat(torch.from_numpy(keyed.poses[key]).reshape(24, 3))
     want = R.axis_angle_to_quat(torch.from_numpy(pose).reshape(24, 3))
     assert (2 * torch.acos((err * want).sum(-1).abs().clamp(max=1))).max() < 1e-4
+
+
+def test_the_shipped_student_has_its_teacher_beside_it(song, dance):
+    """The default weights are a few-step student; quality "best" must find the very teacher it
+    was distilled from (by checksum), and both must dance the same song."""
+    import hashlib
+    from engine.sampler import checkpoint
+    from engine.sampler.fewstep import choose_weights
+    record = checkpoint.load(SHIPPED_WEIGHTS).student
+    if record is None:
+        pytest.skip("the shipped weights are a many-step model, not a student")
+    assert len(record["timesteps"]) <= 4                               # issue 16: at most 4 passes a window
+    teacher = choose_weights(SHIPPED_WEIGHTS, record, "best", None, record["guidance"], record["autoguidance"])
+    assert teacher != SHIPPED_WEIGHTS
+    assert hashlib.sha256(teacher.read_bytes()).hexdigest()[:16] == record["teacher_sha256"]
+    best = generate(song[:SR * 6], sample_rate=SR, seed=0, quality="best", steps=4)
+    assert best.num_frames == 6 * round(dance.fps) and np.isfinite(best.poses).all()

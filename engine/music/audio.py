@@ -349,6 +349,13 @@ def detect_beats(wave: np.ndarray, sr: float) -> tuple[np.ndarray, float]:
     return beats / float(MODEL_FPS), tempo
 
 
+def features_and_beats(wave: np.ndarray, sr: float, fps: float = MODEL_FPS) -> tuple[np.ndarray, np.ndarray, float]:
+    """music_features and detect_beats of one wave in one analysis (one spectrogram, one onset
+    envelope): (features (N, 35), beat times in seconds, tempo)."""
+    feats, beats, tempo = _analyse(wave, sr, fps)
+    return feats, beats / float(fps), tempo
+
+
 # ----------------------------------------------------------------------------- songs
 
 @dataclass
