@@ -22,6 +22,7 @@ from .finishing.editing import anchor_times, apply_constraints, keyed_runs
 from .finishing.feet import beat_cycle, clean_feet
 from .finishing.rootpath import bound_root_path
 from .finishing.turns import limit_joint_speeds, limit_pelvis_turns
+from .music.beat_phase import with_beat_phase
 from .options import check_options
 from .sampler import checkpoint
 from .sampler.diffusion import Inpainting, autoguided, cosine_alpha_bar, guided, sample
@@ -228,6 +229,8 @@ def draw(audio, *, sample_rate: int | None = None, style: str = "any", seed: int
         features = A.music_features(padded_wave, sr, fps=L.MODEL_FPS)
         beats, _tempo = A.detect_beats(wave, sr)
     features = features[:padded]
+    if ckpt.model.cfg.beat_phase:   # where each frame sits between the music's beats
+        features = with_beat_phase(features)
     report(0.08, "dancing")
 
     music = ckpt.music_normalizer.normalize(torch.from_numpy(features).float()).to(dev)

@@ -15,6 +15,7 @@ import torch.nn as nn
 
 from ..body.layout import NUM_CHANNELS, WINDOW_FRAMES
 from ..music.audio import NUM_MUSIC_FEATURES
+from ..music.beat_phase import BEAT_PHASE_CHANNELS
 
 
 @dataclass
@@ -29,6 +30,11 @@ class ModelConfig:
     dropout: float = 0.1
     max_frames: int = WINDOW_FRAMES
     num_styles: int = 6         # index 0 is "any" (the dropped label)
+
+    @property
+    def beat_phase(self) -> bool:
+        """Whether the music input carries the beat-phase channels (engine.music.beat_phase)."""
+        return self.music_channels == NUM_MUSIC_FEATURES + BEAT_PHASE_CHANNELS
 
     def to_dict(self) -> dict:
         return asdict(self)

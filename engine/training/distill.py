@@ -42,6 +42,7 @@ import torch.nn.functional as F
 from ..body import layout as L
 from ..defaults import DEFAULT_AUTOGUIDANCE, DEFAULT_GUIDANCE
 from ..errors import EngineError
+from ..music.beat_phase import with_beat_phase
 from ..sampler import checkpoint
 from ..sampler.diffusion import cosine_alpha_bar, ddim_step, ddim_timesteps, guided, q_sample
 from ..sampler.model import Denoiser, ModelConfig
@@ -188,11 +189,20 @@ def _load_windows(args, ckpt: checkpoint.Checkpoint, out: Path):
     return train, val, sum(it.num_frames for it in train_items) / L.MODEL_FPS / 60
 
 
+def generation_music(music: torch.Tensor, ckpt: checkpoint.Checkpoint) -> torch.Tensor:
+    """Windows' music features (B, W, 35) as generation gives them to this teacher: with the phase
+    of the music's own beats appended when it takes beat phase (not the training's re-phased
+    kinematic beats: the student learns the teacher's dances to real music input)."""
+    if not ckpt.model.cfg.beat_phase:
+        return music
+    return torch.stack([torch.from_numpy(with_beat_phase(m.numpy())) for m in music])
+
+
 def _probe(val, n: int, ckpt: checkpoint.Checkpoint, device, seed: int = 7) -> dict:
     """Fixed validation windows, noise and styles ('any' first, then every style in turn)."""
     items = [val[i % len(val)] for i in range(n)]
     g = torch.Generator().manual_seed(seed)
-    music = ckpt.music_normalizer.normalize(torch.stack([it["music"] for it in items]))
+    music = ckpt.music_normalizer.normalize(generation_music(torch.stack([it["music"] for it in items]), ckpt))
     noise = torch.randn(n, L.WINDOW_FRAMES, L.NUM_CHANNELS, generator=g)
     style = torch.tensor([0 if i % 2 == 0 else 1 + (i // 2) % (len(ckpt.styles) - 1) for i in range(n)])
     return {"music": music.to(device), "noise": noise.to(device), "style": style.to(device)}
@@ -306,7 +316,7 @@ def run(args) -> Path:
             break
         batch = next(batches)
         x0 = batch["motion"].to(device)
-        music = ckpt.music_normalizer.normalize(batch["music"]).to(device)
+        music = ckpt.music_normalizer.normalize(generation_music(batch["music"], ckpt)).to(device)
         n = x0.shape[0]
         style = torch.where(torch.rand(n, generator=gen) < args.any_share, torch.zeros(n, dtype=torch.long),
                             torch.randint(1, len(ckpt.styles), (n,), generator=gen)).to(device)

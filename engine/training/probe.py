@@ -18,6 +18,7 @@ import torch
 
 from ..body import layout as L
 from ..body.skeleton import joint_positions
+from ..music.beat_phase import with_beat_phase
 from ..sampler import checkpoint
 from ..sampler.diffusion import cosine_alpha_bar, q_sample
 
@@ -67,7 +68,8 @@ def main(argv=None) -> int:
         print("error: no held-out song with music in a style these weights know", file=sys.stderr)
         return 2
     motion = torch.stack([torch.from_numpy(it.motion[s:s + n]) for it, s in picked])
-    music = torch.stack([torch.from_numpy(it.music[s:s + n]) for it, s in picked])
+    phase = with_beat_phase if ckpt.model.cfg.beat_phase else (lambda features: features)
+    music = torch.stack([torch.from_numpy(phase(it.music[s:s + n])) for it, s in picked])
     styles = torch.tensor([ckpt.styles.index(it.style) for it, _ in picked])
     out = reconstruction_speeds(ckpt, motion, music, styles, t=args.t)
     print(f"{len(picked)} held-out windows of {n} frames, noised to t = {args.t}")

@@ -25,6 +25,7 @@ from safetensors.torch import load_file, save_file
 from ..body import layout as L
 from ..defaults import TRAINING_STYLES
 from ..errors import EngineError
+from ..music.beat_phase import with_beat_phase, with_beat_phase_normalizer
 from ..sampler import checkpoint
 from ..sampler.diffusion import LossWeights, cosine_alpha_bar, training_loss
 from ..sampler.model import Denoiser, ModelConfig
@@ -60,6 +61,9 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--val-every", type=int, default=500, help="steps between validation passes and checkpoints")
     p.add_argument("--no-augment", action="store_true", help="disable mirroring / rotation / tempo augmentation")
+    p.add_argument("--beat-phase", action="store_true",
+                   help="give the network each frame's beat phase (engine.music.beat_phase), trained on the "
+                        "windows' own kinematic beats re-phased onto the music's tempo (engine.training.rephase)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: all cores)")
     p.add_argument("--workers", type=int, default=1, help="processes preparing batches (raise on a fast GPU)")
@@ -176,14 +180,19 @@ def run(args) -> Path:
     if not music:
         raise EngineError("no training sequence has music: add a dataset with audio (tang2018 or AIST++ with --aist-music)")
     music_normalizer = L.Normalizer.fit(torch.from_numpy(np.concatenate(music)), flags=None)
-    train_set = WindowDataset(train_items, normalizer, styles=styles, augment=not args.no_augment, seed=args.seed + rank)
-    val_set = WindowDataset(val_items or train_items[:1], normalizer, styles=styles, augment=False, seed=12345)
+    if args.beat_phase:
+        music_normalizer = with_beat_phase_normalizer(music_normalizer)
+    train_set = WindowDataset(train_items, normalizer, styles=styles, augment=not args.no_augment, seed=args.seed + rank,
+                              beat_phase=args.beat_phase)
+    val_set = WindowDataset(val_items or train_items[:1], normalizer, styles=styles, augment=False, seed=12345,
+                            beat_phase=args.beat_phase)
     if rank == 0:
         minutes = sum(len(it.motion) for it in train_items) / L.MODEL_FPS / 60
         print(f"data: {len(train_items)} training sequences ({minutes:.1f} min), {len(val_items)} validation, "
               f"loaded in {time.time() - t0:.1f}s; styles {styles}", flush=True)
 
-    cfg = ModelConfig(width=args.width, layers=args.layers, heads=args.heads, num_styles=len(styles))
+    cfg = ModelConfig(width=args.width, layers=args.layers, heads=args.heads, num_styles=len(styles),
+                      music_channels=train_set.num_music)
     model = Denoiser(cfg).to(device)
     ema = Denoiser(cfg).to(device).eval()
     ema.load_state_dict(model.state_dict())
@@ -264,12 +273,21 @@ def _initialise_from(path: Path, model, ema, cfg: ModelConfig, normalizer: L.Nor
     if not Path(path).is_file():
         raise EngineError(f"--init: no weights file at {path}")
     ckpt = checkpoint.load(path)
-    if ckpt.model.cfg.to_dict() != cfg.to_dict():
-        raise EngineError(f"--init: {path} has model config {ckpt.model.cfg.to_dict()}, this run {cfg.to_dict()}")
+    old_cfg = ckpt.model.cfg
+    # A network without beat phase may start a run with it: the new input columns start at zero,
+    # so the network starts as it was and learns what the phase adds.
+    adds_phase = cfg.beat_phase and not old_cfg.beat_phase
+    if {**old_cfg.to_dict(), "music_channels": cfg.music_channels} != cfg.to_dict() \
+            or (old_cfg.music_channels != cfg.music_channels and not adds_phase):
+        raise EngineError(f"--init: {path} has model config {old_cfg.to_dict()}, this run {cfg.to_dict()}")
     if not (torch.allclose(ckpt.normalizer.mean, normalizer.mean.float(), atol=1e-5)
             and torch.allclose(ckpt.normalizer.std, normalizer.std.float(), atol=1e-5)):
         raise EngineError(f"--init: {path} was trained on different data (its normalisation differs)")
-    state = {k: v.to(next(model.parameters()).device) for k, v in ckpt.model.state_dict().items()}
+    state = ckpt.model.state_dict()
+    if adds_phase:
+        w = state["music.proj.weight"]
+        state["music.proj.weight"] = torch.cat([w, w.new_zeros(w.shape[0], cfg.music_channels - w.shape[1])], 1)
+    state = {k: v.to(next(model.parameters()).device) for k, v in state.items()}
     model.load_state_dict(state)
     ema.load_state_dict(state)
     return ckpt.guide is not None
@@ -311,7 +329,8 @@ def sample_metrics(model, val_items, normalizer, music_normalizer, device, secon
     if item is None:
         return {}
     frames = min(len(item.music), int(seconds * L.MODEL_FPS))
-    music = music_normalizer.normalize(torch.from_numpy(item.music[:frames]).float().to(device))
+    features = with_beat_phase(item.music[:frames]) if model.cfg.beat_phase else item.music[:frames]
+    music = music_normalizer.normalize(torch.from_numpy(features).float().to(device))
     style = torch.tensor([0], device=device)
     x = sample(guided(model, style, 2.0), music, window=L.WINDOW_FRAMES, steps=steps,
                alpha_bar=cosine_alpha_bar(), generator=torch.Generator().manual_seed(0), channels=L.NUM_CHANNELS)

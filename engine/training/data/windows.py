@@ -121,14 +121,19 @@ class WindowDataset(Dataset):
     music (W, 35) float32, zeros when has_music is False; style long scalar (index in
     `styles`); has_music bool scalar). Items of music_drop_styles (and items without music)
     have has_music False: they train only the unconditional branch.
+    With beat_phase, music has the two beat-phase channels appended (W, 37): the window's own
+    kinematic beats re-phased onto the music's tempo (engine.training.rephase).
     """
 
     def __init__(self, items, normalizer: L.Normalizer | None = None, window: int = L.WINDOW_FRAMES,
                  styles: list[str] | None = None, augment: bool = True, music_drop_styles=("pop",),
                  seed: int = 0, windows_per_epoch: int | None = None, tempo_range=(0.9, 1.1),
-                 tempo_prob: float = 0.5, mirror_prob: float = 0.5, random_yaw: bool = True):
+                 tempo_prob: float = 0.5, mirror_prob: float = 0.5, random_yaw: bool = True,
+                 beat_phase: bool = False):
         from ...music.audio import NUM_MUSIC_FEATURES
-        self.num_music = NUM_MUSIC_FEATURES
+        from ...music.beat_phase import BEAT_PHASE_CHANNELS
+        self.beat_phase = bool(beat_phase)
+        self.num_music = NUM_MUSIC_FEATURES + (BEAT_PHASE_CHANNELS if self.beat_phase else 0)
         self.window = int(window)
         self.items = [it for it in items if it.num_frames >= self.window]
         short = len(items) - len(self.items)
@@ -195,6 +200,10 @@ class WindowDataset(Dataset):
             motion = mirror_packed(motion)
         if spec["yaw"]:
             motion = rotate_packed(motion, spec["yaw"])
+        if music is not None and self.beat_phase:
+            from ...music.audio import FEATURE_CHANNELS
+            from ..rephase import window_beat_phase
+            music = np.concatenate([music, window_beat_phase(motion, music[:, FEATURE_CHANNELS["beat"]][:, 0])], axis=1)
         x = torch.from_numpy(np.ascontiguousarray(motion, dtype=np.float32))
         if self.normalizer is not None:
             x = self.normalizer.normalize(x)
