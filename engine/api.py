@@ -27,6 +27,7 @@ from .options import check_options
 from .sampler import checkpoint
 from .sampler.diffusion import Inpainting, autoguided, cosine_alpha_bar, guided, sample
 from .sampler.fewstep import choose_weights
+from .sampler.model import key_channels
 
 Progress = Callable[[float, str], "bool | None"]
 
@@ -79,16 +80,20 @@ def _check_constraints(c: Constraints | None, frames: int, fps: float) -> Constr
     return None if c.is_empty else c
 
 
-def _inpainting(c: Constraints | None, length: int, fps: float, normalizer: L.Normalizer) -> Inpainting | None:
+def _inpainting(c: Constraints | None, length: int, fps: float, normalizer: L.Normalizer,
+                runs_only: bool = True) -> Inpainting | None:
     """Constraints at the output rate -> known channels at the model's rate (nearest frame).
 
-    Joint keys are in-painted only where they form runs (seed motion, a run joining a regenerated
-    section, body-part locks): pasting an isolated key into the network's estimate made it rush to
-    meet it (hand whips of 2.7x the clip's 99th percentile; python -m engine evaluate-inbetween),
-    while the correction offsets of engine.finishing.editing alone pass through it with the body's momentum."""
+    With `runs_only`, joint keys are kept only where they form runs (seed motion, a run joining a
+    regenerated section, body-part locks): that is what the sampler in-paints. Pasting an isolated
+    key into the network's estimate made it rush to meet it (hand whips of 2.7x the clip's 99th
+    percentile; python -m engine evaluate-inbetween), while the correction offsets of
+    engine.finishing.editing alone pass through it with the body's momentum. A key-aware network
+    is given every key (runs_only False) and plans its own approach."""
     if c is None:
         return None
-    joint_mask = keyed_runs(c.joint_mask, max(2, int(round(INPAINT_MIN_RUN_SECONDS * fps))))
+    joint_mask = keyed_runs(c.joint_mask, max(2, int(round(INPAINT_MIN_RUN_SECONDS * fps)))) if runs_only \
+        else c.joint_mask
     values = torch.zeros(length, L.NUM_CHANNELS, dtype=torch.float64)
     mask = torch.zeros(length, L.NUM_CHANNELS, dtype=torch.bool)
     model_frame = np.clip(np.round(np.arange(c.num_frames) / fps * L.MODEL_FPS).astype(int), 0, length - 1)
@@ -234,6 +239,11 @@ def draw(audio, *, sample_rate: int | None = None, style: str = "any", seed: int
     report(0.08, "dancing")
 
     music = ckpt.music_normalizer.normalize(torch.from_numpy(features).float()).to(dev)
+    if ckpt.model.cfg.key_input:    # a key-aware network sees every key, single ones too
+        known = _inpainting(constraints, padded, fps, ckpt.normalizer, runs_only=False)
+        values = known.values if known is not None else torch.zeros(padded, L.NUM_CHANNELS)
+        mask = known.mask if known is not None else torch.zeros(padded, L.NUM_CHANNELS, dtype=torch.bool)
+        music = torch.cat([music, key_channels(values.to(dev), mask.to(dev))], dim=1)
     style_index = torch.tensor([ckpt.styles.index(style)], device=dev)
     inpaint = _inpainting(constraints, padded, fps, ckpt.normalizer)
     if inpaint is not None:

@@ -17,6 +17,8 @@ from ..body.layout import NUM_CHANNELS, WINDOW_FRAMES
 from ..music.audio import NUM_MUSIC_FEATURES
 from ..music.beat_phase import BEAT_PHASE_CHANNELS
 
+KEY_CHANNELS = 2 * NUM_CHANNELS   # keyed values (normalised; 0 where not keyed), then the key mask
+
 
 @dataclass
 class ModelConfig:
@@ -30,6 +32,12 @@ class ModelConfig:
     dropout: float = 0.1
     max_frames: int = WINDOW_FRAMES
     num_styles: int = 6         # index 0 is "any" (the dropped label)
+    key_input: bool = False     # the animator's keys as input (CondMDI-style): KEY_CHANNELS after the music
+
+    @property
+    def cond_channels(self) -> int:
+        """Per-frame conditioning the network takes: music features, then the key channels."""
+        return self.music_channels + (KEY_CHANNELS if self.key_input else 0)
 
     @property
     def beat_phase(self) -> bool:
@@ -48,6 +56,11 @@ class ModelConfig:
     def edge_sized(cls, **overrides) -> "ModelConfig":
         """EDGE's network size (width 512, 8 layers, 8 heads, FFN 4x) built from this code."""
         return cls(**{"width": 512, "layers": 8, "heads": 8, "ffn_mult": 4, **overrides})
+
+
+def key_channels(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Keyed values (..., T, C) normalised and their mask (..., T, C) -> the key input (..., T, KEY_CHANNELS)."""
+    return torch.cat([torch.where(mask, values, torch.zeros_like(values)), mask.to(values.dtype)], dim=-1)
 
 
 def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
@@ -119,13 +132,24 @@ class DecoderLayer(nn.Module):
 
 
 class Denoiser(nn.Module):
-    """(x_t, t, music, style, music_keep) -> predicted clean motion x0, all (B, T, C)."""
+    """(x_t, t, cond, style, music_keep) -> predicted clean motion x0, all (B, T, C).
+
+    `cond` (B, T, cfg.cond_channels) is the music features, followed, for a key-aware network
+    (cfg.key_input), by the key channels: the keyed values in normalised motion channels (0 where
+    nothing is keyed) and the key mask. Keys go to the motion tokens, not to the music encoder,
+    so dropping the music for guidance keeps them.
+    """
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
         d = cfg.width
         self.motion_in = nn.Linear(cfg.motion_channels, d)
+        if cfg.key_input:
+            # Zero at the start: a network fine-tuned into key input begins as it was.
+            self.key_in = nn.Linear(KEY_CHANNELS, d)
+            nn.init.zeros_(self.key_in.weight)
+            nn.init.zeros_(self.key_in.bias)
         self.music = MusicEncoder(cfg)
         self.time_mlp = nn.Sequential(nn.Linear(d, d), nn.SiLU(), nn.Linear(d, d))
         self.style = nn.Embedding(cfg.num_styles, d)
@@ -135,11 +159,14 @@ class Denoiser(nn.Module):
 
     def forward(self, x_t, t, music, style, music_keep):
         B, T, _ = x_t.shape
+        music, keys = music[..., :self.cfg.music_channels], music[..., self.cfg.music_channels:]
         pos = positional_encoding(T, self.cfg.width, x_t.device)
         cond = self.time_mlp(timestep_embedding(t, self.cfg.width)) + self.style(style)   # (B, d)
         m = self.music(music, music_keep) + pos                                           # (B, T, d)
         # The frame's own music is added to its token too: beats are local, attention finds context.
         h = self.motion_in(x_t) + pos + m                                                 # (B, T, d)
+        if self.cfg.key_input:
+            h = h + self.key_in(keys)
         for layer in self.layers:
             h = layer(h, m, cond)
         return self.motion_out(self.out_norm(h))

@@ -45,7 +45,8 @@ from ..errors import EngineError
 from ..music.beat_phase import with_beat_phase
 from ..sampler import checkpoint
 from ..sampler.diffusion import cosine_alpha_bar, ddim_step, ddim_timesteps, guided, q_sample
-from ..sampler.model import Denoiser, ModelConfig
+from ..sampler.model import KEY_CHANNELS, Denoiser, ModelConfig
+from .random_keys import with_random_keys
 
 
 # ------------------------------------------------------------------ schedules
@@ -203,6 +204,8 @@ def _probe(val, n: int, ckpt: checkpoint.Checkpoint, device, seed: int = 7) -> d
     items = [val[i % len(val)] for i in range(n)]
     g = torch.Generator().manual_seed(seed)
     music = ckpt.music_normalizer.normalize(generation_music(torch.stack([it["music"] for it in items]), ckpt))
+    if ckpt.model.cfg.key_input:         # the probe dances without keys
+        music = torch.cat([music, music.new_zeros(*music.shape[:2], KEY_CHANNELS)], dim=-1)
     noise = torch.randn(n, L.WINDOW_FRAMES, L.NUM_CHANNELS, generator=g)
     style = torch.tensor([0 if i % 2 == 0 else 1 + (i // 2) % (len(ckpt.styles) - 1) for i in range(n)])
     return {"music": music.to(device), "noise": noise.to(device), "style": style.to(device)}
@@ -317,6 +320,8 @@ def run(args) -> Path:
         batch = next(batches)
         x0 = batch["motion"].to(device)
         music = ckpt.music_normalizer.normalize(generation_music(batch["music"], ckpt)).to(device)
+        if ckpt.model.cfg.key_input:     # teacher and student see the same keys, drawn as in training
+            music = with_random_keys(music, x0, gen)
         n = x0.shape[0]
         style = torch.where(torch.rand(n, generator=gen) < args.any_share, torch.zeros(n, dtype=torch.long),
                             torch.randint(1, len(ckpt.styles), (n,), generator=gen)).to(device)

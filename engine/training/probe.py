@@ -21,6 +21,7 @@ from ..body.skeleton import joint_positions
 from ..music.beat_phase import with_beat_phase
 from ..sampler import checkpoint
 from ..sampler.diffusion import cosine_alpha_bar, q_sample
+from ..sampler.model import KEY_CHANNELS
 
 
 def window_speeds(raw: torch.Tensor) -> tuple[float, float]:
@@ -42,8 +43,11 @@ def reconstruction_speeds(ckpt: checkpoint.Checkpoint, motion: torch.Tensor, mus
     x0 = ckpt.normalizer.normalize(motion.float())
     steps = torch.full((len(x0),), int(t))
     noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed))
-    pred = ckpt.model(q_sample(x0, steps, noise, cosine_alpha_bar()), steps,
-                      ckpt.music_normalizer.normalize(music.float()), styles, torch.ones(len(x0), dtype=torch.bool))
+    cond = ckpt.music_normalizer.normalize(music.float())
+    if ckpt.model.cfg.key_input:                                   # nothing keyed
+        cond = torch.cat([cond, cond.new_zeros(*cond.shape[:2], KEY_CHANNELS)], dim=-1)
+    pred = ckpt.model(q_sample(x0, steps, noise, cosine_alpha_bar()), steps, cond, styles,
+                      torch.ones(len(x0), dtype=torch.bool))
     return {"truth": window_speeds(motion), "model": window_speeds(ckpt.normalizer.denormalize(pred))}
 
 

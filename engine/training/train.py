@@ -28,7 +28,8 @@ from ..errors import EngineError
 from ..music.beat_phase import with_beat_phase, with_beat_phase_normalizer
 from ..sampler import checkpoint
 from ..sampler.diffusion import LossWeights, cosine_alpha_bar, training_loss
-from ..sampler.model import Denoiser, ModelConfig
+from ..sampler.model import KEY_CHANNELS, Denoiser, ModelConfig
+from .random_keys import with_random_keys
 
 # "any" is index 0: the label that classifier-free guidance drops to.
 BASE_STYLES = list(TRAINING_STYLES)   # engine.defaults: the one list of the training data's styles
@@ -61,6 +62,9 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--val-every", type=int, default=500, help="steps between validation passes and checkpoints")
     p.add_argument("--no-augment", action="store_true", help="disable mirroring / rotation / tempo augmentation")
+    p.add_argument("--key-input", action="store_true",
+                   help="a key-aware network: trained with some of each window's own motion given as keys "
+                        "(engine.training.random_keys), it plans the motion through the animator's keys")
     p.add_argument("--beat-phase", action="store_true",
                    help="give the network each frame's beat phase (engine.music.beat_phase), trained on the "
                         "windows' own kinematic beats re-phased onto the music's tempo (engine.training.rephase)")
@@ -192,7 +196,7 @@ def run(args) -> Path:
               f"loaded in {time.time() - t0:.1f}s; styles {styles}", flush=True)
 
     cfg = ModelConfig(width=args.width, layers=args.layers, heads=args.heads, num_styles=len(styles),
-                      music_channels=train_set.num_music)
+                      music_channels=train_set.num_music, key_input=args.key_input)
     model = Denoiser(cfg).to(device)
     ema = Denoiser(cfg).to(device).eval()
     ema.load_state_dict(model.state_dict())
@@ -242,6 +246,8 @@ def run(args) -> Path:
             break
         batch = {k: v.to(device) for k, v in next(batches).items()}
         batch["music"] = music_norm_dev.normalize(batch["music"])
+        if cfg.key_input:     # some of each window's own motion given as keys
+            batch["music"] = with_random_keys(batch["music"], batch["motion"])
         for g in opt.param_groups:
             g["lr"] = lr_at(step, args)
         train_model.train()
@@ -276,9 +282,12 @@ def _initialise_from(path: Path, model, ema, cfg: ModelConfig, normalizer: L.Nor
     old_cfg = ckpt.model.cfg
     # A network without beat phase may start a run with it: the new input columns start at zero,
     # so the network starts as it was and learns what the phase adds.
+    # So may a network without key input: its key layer starts at zero (Denoiser).
     adds_phase = cfg.beat_phase and not old_cfg.beat_phase
-    if {**old_cfg.to_dict(), "music_channels": cfg.music_channels} != cfg.to_dict() \
-            or (old_cfg.music_channels != cfg.music_channels and not adds_phase):
+    adds_keys = cfg.key_input and not old_cfg.key_input
+    if {**old_cfg.to_dict(), "music_channels": cfg.music_channels, "key_input": cfg.key_input} != cfg.to_dict() \
+            or (old_cfg.music_channels != cfg.music_channels and not adds_phase) \
+            or (old_cfg.key_input != cfg.key_input and not adds_keys):
         raise EngineError(f"--init: {path} has model config {old_cfg.to_dict()}, this run {cfg.to_dict()}")
     if not (torch.allclose(ckpt.normalizer.mean, normalizer.mean.float(), atol=1e-5)
             and torch.allclose(ckpt.normalizer.std, normalizer.std.float(), atol=1e-5)):
@@ -287,6 +296,8 @@ def _initialise_from(path: Path, model, ema, cfg: ModelConfig, normalizer: L.Nor
     if adds_phase:
         w = state["music.proj.weight"]
         state["music.proj.weight"] = torch.cat([w, w.new_zeros(w.shape[0], cfg.music_channels - w.shape[1])], 1)
+    if adds_keys:
+        state.update({k: v for k, v in model.state_dict().items() if k.startswith("key_in.")})
     state = {k: v.to(next(model.parameters()).device) for k, v in state.items()}
     model.load_state_dict(state)
     ema.load_state_dict(state)
@@ -311,6 +322,8 @@ def validation_loss(model, val_set, alpha_bar, normalizer, music_normalizer, dev
         items = [val_set[(b * 16 + i) % len(val_set)] for i in range(16)]
         batch = {k: torch.stack([it[k] for it in items]).to(device) for k in items[0]}
         batch["music"] = music_normalizer.normalize(batch["music"])
+        if model.cfg.key_input:
+            batch["music"] = with_random_keys(batch["music"], batch["motion"], torch.Generator().manual_seed(b))
         losses = training_loss(model, batch, alpha_bar, normalizer, music_drop=0.0, style_drop=0.0, generator=g)
         total += float(losses["loss"])
     return total / batches
@@ -331,6 +344,8 @@ def sample_metrics(model, val_items, normalizer, music_normalizer, device, secon
     frames = min(len(item.music), int(seconds * L.MODEL_FPS))
     features = with_beat_phase(item.music[:frames]) if model.cfg.beat_phase else item.music[:frames]
     music = music_normalizer.normalize(torch.from_numpy(features).float().to(device))
+    if model.cfg.key_input:                                          # no keys
+        music = torch.cat([music, music.new_zeros(frames, KEY_CHANNELS)], dim=1)
     style = torch.tensor([0], device=device)
     x = sample(guided(model, style, 2.0), music, window=L.WINDOW_FRAMES, steps=steps,
                alpha_bar=cosine_alpha_bar(), generator=torch.Generator().manual_seed(0), channels=L.NUM_CHANNELS)
