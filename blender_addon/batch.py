@@ -28,7 +28,7 @@ def _addon():
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     _addon()  # puts the engine on sys.path
-    from engine.defaults import DEFAULT_AUTOGUIDANCE, DEFAULT_GUIDANCE, DEFAULT_STEPS
+    from engine.defaults import DEFAULT_AUTOGUIDANCE, DEFAULT_GUIDANCE, DEFAULT_QUALITY, DEFAULT_STEPS, QUALITIES
     argv = argv[argv.index("--") + 1:] if "--" in argv else []
     p = argparse.ArgumentParser(prog="batch.py", description="Generate an SMPL dance headless.")
     p.add_argument("--audio", help="song file; added as a sound strip unless one with this file exists "
@@ -40,8 +40,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                                                            "joint (default: the map stored on it, else automatic)")
     p.add_argument("--style", default="any")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--quality", default="fast", choices=["fast", "best"],
-                   help="fast: the few-step student (default); best: its many-step teacher")
+    p.add_argument("--quality", default=DEFAULT_QUALITY, choices=QUALITIES,
+                   help=f"fast: the few-step student; best: the many-step model (default {DEFAULT_QUALITY})")
     p.add_argument("--steps", type=int, default=None,
                    help=f"sampling steps of the many-step teacher (implies --quality best; default {DEFAULT_STEPS})")
     p.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE)

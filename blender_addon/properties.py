@@ -7,7 +7,8 @@ from bpy.props import (BoolProperty, EnumProperty, FloatProperty, IntProperty, P
 
 from . import _engine_path  # noqa: F401
 # engine.defaults is plain Python, importable before torch is installed.
-from engine.defaults import DEFAULT_AUTOGUIDANCE, DEFAULT_GUIDANCE, DEFAULT_STEPS, MAX_AUTOGUIDANCE, TRAINING_STYLES
+from engine.defaults import (DEFAULT_AUTOGUIDANCE, DEFAULT_GUIDANCE, DEFAULT_QUALITY, DEFAULT_STEPS, MAX_AUTOGUIDANCE,
+                             TRAINING_STYLES)
 
 from .preferences import DEVICE_ITEMS
 
@@ -75,11 +76,12 @@ class DanceSettings(bpy.types.PropertyGroup):
         name="Seed", default=0, min=0,
         description="Random seed: the same song, keys and seed give the same dance; change it for another")
     quality: EnumProperty(
-        name="Quality", default='FAST',
-        items=[('FAST', "Fast", "The few-step student: about a second for 30 s of dance on a laptop CPU"),
-               ('BEST', "Best", "The many-step teacher the student was distilled from: about 20x slower, "
-                                "with its own Steps")],
-        description="Which sampler dances: the fast few-step student (default) or its many-step teacher")
+        name="Quality", default=DEFAULT_QUALITY.upper(),
+        items=[('FAST', "Fast", "The few-step student: well under a second for 30 s of dance on a laptop CPU, "
+                                "calmer and less varied (for trying seeds and keys)"),
+               ('BEST', "Best", "The many-step model the student was distilled from: about 17x slower, with "
+                                "its own Steps")],
+        description="Which sampler dances: the few-step student for quick iterations, or the many-step model")
     steps: IntProperty(
         name="Steps", default=DEFAULT_STEPS, min=1, max=200, soft_max=50,
         description="Diffusion sampling steps of quality Best (the teacher): more is slower and usually smoother")

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from . import _engine_path  # noqa: F401
-from engine.defaults import DEFAULT_AUTOGUIDANCE, DEFAULT_GUIDANCE, DEFAULT_STEPS
+from engine.defaults import DEFAULT_AUTOGUIDANCE, DEFAULT_GUIDANCE, DEFAULT_QUALITY, DEFAULT_STEPS
 from engine.errors import Cancelled, EngineError  # plain Python: importable before torch is installed
 
 if TYPE_CHECKING:
@@ -43,7 +43,7 @@ class Request:
     style: str = "any"
     seed: int = 0
     steps: int = DEFAULT_STEPS
-    quality: str = "fast"               # engine.sampler.fewstep.QUALITIES: the few-step student or its teacher
+    quality: str = DEFAULT_QUALITY      # engine.defaults.QUALITIES: the few-step student or the many-step model
     guidance: float = DEFAULT_GUIDANCE
     autoguidance: float = DEFAULT_AUTOGUIDANCE
     device: str = "auto"

@@ -8,8 +8,8 @@ import sys
 import warnings
 from pathlib import Path
 
-from .defaults import (DEFAULT_AUTOGUIDANCE, DEFAULT_FPS, DEFAULT_GUIDANCE, DEFAULT_STEPS, FLOOR_RADIUS,
-                       LATE_GUIDANCE)
+from .defaults import (DEFAULT_AUTOGUIDANCE, DEFAULT_FPS, DEFAULT_GUIDANCE, DEFAULT_QUALITY, DEFAULT_STEPS,
+                       FLOOR_RADIUS, LATE_GUIDANCE, QUALITIES)
 from .errors import Cancelled, EngineError
 
 
@@ -77,9 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"energy: how far the dance is pushed away from the weights' weaker guide network "
                         f"(autoguidance; 1 = off; default {DEFAULT_AUTOGUIDANCE:g})")
     g.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to run (default auto)")
-    g.add_argument("--quality", default="fast", choices=["fast", "best"],
-                   help="fast: the weights' few-step student when they are one (default); best: its many-step "
-                        "teacher (also used for other --steps, --guidance or --autoguidance)")
+    g.add_argument("--quality", default=DEFAULT_QUALITY, choices=QUALITIES,
+                   help=f"fast: the few-step student distilled from the weights (about 17x faster, less varied); "
+                        f"best: the many-step model itself (default {DEFAULT_QUALITY}; the student serves only "
+                        f"the default --steps, --guidance and --autoguidance)")
     g.add_argument("--weights", type=Path, default=None, help="weights .safetensors (default: the shipped model)")
     g.add_argument("--up-axis", default="Y", choices=["Y", "Z"], help="BVH up axis (default Y)")
     g.add_argument("--scale", type=float, default=1.0, help="BVH length unit per metre, e.g. 100 for cm (default 1)")

@@ -1,6 +1,7 @@
 """The one call: `generate(song, ...) -> Motion`. Everything the CLI and the add-on need."""
 from __future__ import annotations
 
+import json
 import math
 import warnings
 from pathlib import Path
@@ -14,7 +15,7 @@ from .body import layout as L
 from .body import rotations as R
 from .body.motion import Constraints, Motion
 from .body.skeleton import NUM_JOINTS, joint_positions
-from .defaults import (DEFAULT_AUTOGUIDANCE, DEFAULT_FPS, DEFAULT_GUIDANCE, DEFAULT_STEPS,
+from .defaults import (DEFAULT_AUTOGUIDANCE, DEFAULT_FPS, DEFAULT_GUIDANCE, DEFAULT_QUALITY, DEFAULT_STEPS,
                        INPAINT_MIN_RUN_SECONDS, LATE_GUIDANCE, SMOOTHING_SECONDS)
 from .errors import Cancelled, EngineError
 from .finishing.beatsync import motion_beats, output_times, warp_knots, warp_times
@@ -45,7 +46,6 @@ def load_weights(weights=None, device: str | torch.device = "cpu") -> checkpoint
 
 
 def available_styles(weights=None) -> list[str]:
-    import json
     return json.loads(checkpoint.read_metadata(weights or checkpoint.DEFAULT_WEIGHTS)["styles"])
 
 
@@ -160,7 +160,7 @@ def generate(audio, *, sample_rate: int | None = None, style: str = "any", seed:
              constraints: Constraints | None = None, guidance: float = DEFAULT_GUIDANCE, device: str = "auto",
              weights=None, progress: Progress | None = None, beat_sync: bool = True,
              smoothing: float = SMOOTHING_SECONDS, autoguidance: float = DEFAULT_AUTOGUIDANCE,
-             stage_radius: float | None = None, quality: str = "fast",
+             stage_radius: float | None = None, quality: str = DEFAULT_QUALITY,
              finishing: Collection[str] = FINISHING_STEPS) -> Motion:
     """Generate a dance for `audio` (a file path, or a waveform with `sample_rate`).
 
@@ -171,10 +171,10 @@ def generate(audio, *, sample_rate: int | None = None, style: str = "any", seed:
     beat warp (for measuring what it adds). `autoguidance` steers away from the weights' guide
     network, when they have one (1 = off; engine.sampler.diffusion.autoguided). `stage_radius`: None
     keeps the dancer's drift on a FLOOR_RADIUS floor, 0 dances in place, r > 0 stays within r metres
-    of the start (engine.finishing.rootpath). `quality`: "fast" samples a few-step student
-    (engine.training.distill) when the weights are one and the settings are those it was distilled
-    for; "best" (or other settings) samples its many-step teacher (engine.sampler.fewstep). `finishing`: which of FINISHING_STEPS run (all by
-    default; for measuring what each adds).
+    of the start (engine.finishing.rootpath). `quality`: "fast" samples a few-step student (the
+    weights themselves, or the one beside them) at the settings it was distilled for; "best" (the
+    default) or other settings sample its many-step teacher (engine.sampler.fewstep).
+    `finishing`: which of FINISHING_STEPS run (all by default; for measuring what each adds).
     """
     report = _reporter(progress)
     d = draw(audio, sample_rate=sample_rate, style=style, seed=seed, steps=steps, fps=fps, start=start,
@@ -200,7 +200,7 @@ def draw(audio, *, sample_rate: int | None = None, style: str = "any", seed: int
          constraints: Constraints | None = None, guidance: float = DEFAULT_GUIDANCE, device: str = "auto",
          weights=None, report: Callable[[float, str], None] | None = None,
          autoguidance: float = DEFAULT_AUTOGUIDANCE, stage_radius: float | None = None,
-         quality: str = "fast") -> Draw:
+         quality: str = DEFAULT_QUALITY) -> Draw:
     """The network's part of `generate` (same arguments): options checked, music read, motion
     sampled. `report(fraction, message)` runs from 0 to 0.9."""
     from .music import audio as A
@@ -208,13 +208,14 @@ def draw(audio, *, sample_rate: int | None = None, style: str = "any", seed: int
 
     report(0.0, "loading the model")
     dev = resolve_device(device)
-    ckpt = load_weights(weights, dev)
+    # A few-step student serves the settings it was distilled for; others need the many-step model.
+    # Only the file's header is read to choose: the networks of the one chosen are loaded.
+    given = Path(weights or checkpoint.DEFAULT_WEIGHTS)
+    meta = checkpoint.read_metadata(given)
     song_seconds = A.audio_seconds(audio) if isinstance(audio, (str, Path)) else None
-    _check_options(style, ckpt.styles, steps, fps, start, duration, guidance, autoguidance, stage_radius,
-                   song_seconds)
-    # A few-step student serves the settings it was distilled for; others need its teacher.
-    weights = choose_weights(weights or checkpoint.DEFAULT_WEIGHTS, ckpt.student, quality, steps, guidance,
-                             autoguidance)
+    _check_options(style, json.loads(meta["styles"]), steps, fps, start, duration, guidance, autoguidance,
+                   stage_radius, song_seconds)
+    weights = choose_weights(given, json.loads(meta.get("student", "null")), quality, steps, guidance, autoguidance)
     ckpt = load_weights(weights, dev)
 
     report(0.02, "reading the music")

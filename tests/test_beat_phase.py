@@ -12,7 +12,7 @@ from engine.training.data import WindowDataset
 from engine.training.data.cache import CorpusItem
 from engine.training.rephase import rephased_beats, window_beat_phase
 from engine.training.train import main as train_main
-from test_train import aist_data  # noqa: F401  (the fixture)
+from test_train import aist_data, tiny_run_args  # noqa: F401  (aist_data: the fixture)
 
 PERIOD = 15                                          # frames: 120 bpm at 30 fps
 
@@ -93,9 +93,7 @@ def test_training_windows_carry_the_rephased_phase():
 
 
 def test_train_with_beat_phase_and_fine_tune_into_it(aist_data, tmp_path, click_song):  # noqa: F811
-    common = ["--data", str(aist_data / "motions"), "--aist-music", str(aist_data / "music"),
-              "--cache", str(tmp_path / "cache"), "--batch", "4", "--width", "32", "--layers", "1", "--heads", "2",
-              "--val-every", "2", "--threads", "1", "--steps", "2"]
+    common = tiny_run_args(aist_data, tmp_path)
     assert train_main(common + ["--out", str(tmp_path / "plain")]) == 0
     assert train_main(common + ["--out", str(tmp_path / "phase"), "--beat-phase"]) == 0
     ckpt = checkpoint.load(tmp_path / "phase" / "model.safetensors")

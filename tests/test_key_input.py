@@ -10,7 +10,7 @@ from engine.sampler.diffusion import cosine_alpha_bar, q_sample
 from engine.sampler.model import KEY_CHANNELS, Denoiser, ModelConfig, key_channels
 from engine.training.random_keys import KEYLESS_SHARE, random_key_mask, with_random_keys
 from engine.training.train import main as train_main
-from test_train import aist_data  # noqa: F401  (the fixture)
+from test_train import aist_data, tiny_run_args  # noqa: F401  (aist_data: the fixture)
 
 CONTACT = list(range(L.CONTACTS.start, L.CONTACTS.stop))
 
@@ -65,9 +65,7 @@ def test_the_network_learns_to_use_the_keys():
 
 
 def test_train_and_generate_with_key_input(aist_data, tmp_path, click_song):  # noqa: F811
-    common = ["--data", str(aist_data / "motions"), "--aist-music", str(aist_data / "music"),
-              "--cache", str(tmp_path / "cache"), "--batch", "4", "--width", "32", "--layers", "1", "--heads", "2",
-              "--val-every", "2", "--threads", "1", "--steps", "2"]
+    common = tiny_run_args(aist_data, tmp_path)
     assert train_main(common + ["--out", str(tmp_path / "plain")]) == 0
     assert train_main(common + ["--out", str(tmp_path / "keys"), "--key-input"]) == 0
     weights = tmp_path / "keys" / "model.safetensors"

@@ -61,6 +61,13 @@ def aist_data(tmp_path_factory):
     return root
 
 
+def tiny_run_args(aist_data, tmp_path) -> list[str]:
+    """A two-step training run of a tiny network on the synthetic AIST++-style set."""
+    return ["--data", str(aist_data / "motions"), "--aist-music", str(aist_data / "music"),
+            "--cache", str(tmp_path / "cache"), "--batch", "4", "--width", "32", "--layers", "1", "--heads", "2",
+            "--val-every", "2", "--threads", "1", "--steps", "2"]
+
+
 def test_train_command_resumes_and_writes_loadable_weights(aist_data, tmp_path, click_song):
     out = tmp_path / "run"
     common = ["--data", str(aist_data / "motions"), "--aist-music", str(aist_data / "music"), "--out", str(out),

@@ -25,7 +25,7 @@ import torch
 from ..api import generate, load_weights, resolve_device
 from ..example import make_click_track
 from ..sampler import checkpoint
-from ..sampler.fewstep import teacher_beside
+from ..sampler.fewstep import student_beside, teacher_beside
 from ..sampler.model import Denoiser, ModelConfig
 
 SR = 22050
@@ -56,35 +56,37 @@ def _edge_sized_weights(folder: Path, shipped: checkpoint.Checkpoint) -> Path:
     return path
 
 
-def _time(seconds: float, weights, steps: int | None, device: str) -> tuple[float, float]:
+def _time(seconds: float, weights, steps: int | None, device: str, quality: str) -> tuple[float, float]:
     wave = make_click_track(seconds, 120.0, SR)
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
-    generate(wave, sample_rate=SR, weights=weights, device=device, **({"steps": steps} if steps else {}))
+    generate(wave, sample_rate=SR, weights=weights, device=device, quality=quality,
+             **({"steps": steps} if steps else {}))
     if torch.cuda.is_available():
         torch.cuda.synchronize()
     return time.perf_counter() - t0, torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else 0.0
 
 
-def _whole_command(song: Path, weights: Path, steps: int | None, device: str, folder: Path) -> float:
+def _whole_command(song: Path, weights: Path, steps: int | None, device: str, folder: Path, quality: str) -> float:
     """Seconds for a fresh process to turn `song` into an .npz (what a user waits for in a shell)."""
     out = folder / "dance.npz"
     cmd = [sys.executable, "-m", "engine", "generate", str(song), "-o", str(out), "--force", "--quiet",
-           "--weights", str(weights), "--device", device] + (["--steps", str(steps)] if steps else [])
+           "--weights", str(weights), "--device", device, "--quality", quality] + (["--steps", str(steps)] if steps else [])
     t0 = time.perf_counter()
     subprocess.run(cmd, cwd=REPO, check=True, capture_output=True)
     return time.perf_counter() - t0
 
 
 def _pick(args) -> tuple[Path, Path | None]:
-    """(teacher, student) weights: as given, else from the shipped file (a teacher, or a student
-    with its teacher beside it)."""
+    """(teacher, student) weights: as given, else from the shipped file (a teacher with its student
+    beside it, or a student with its teacher beside it)."""
     shipped = args.weights or checkpoint.DEFAULT_WEIGHTS
     record = checkpoint.load(shipped).student
     teacher = args.teacher or (teacher_beside(shipped, record) if record is not None else shipped)
-    student = args.student or (shipped if record is not None else None)
+    beside = student_beside(shipped) if record is None else None
+    student = args.student or (shipped if record is not None else beside[0] if beside else None)
     if teacher is None:
         raise SystemExit(f"error: {shipped} is a student and its teacher is not beside it: pass --teacher")
     return Path(teacher), (Path(student) if student else None)
@@ -126,14 +128,15 @@ def main(argv=None) -> int:
             print(f"{'config':<11} {'params':>11} {'passes':>6} {'what':<16} {'seconds':>8} {'x real time':>11} "
                   f"{'peak RSS':>9} {'peak GPU':>9}")
             for label, weights, steps, row_lengths in rows:
+                quality = "fast" if label == "student" else "best"
                 ckpt = load_weights(weights, dev)
                 head = f"{label:<11} {_params(ckpt):>11} {_passes(ckpt, steps or 0):>6}"
                 if not args.skip_command and label != "EDGE-sized":
-                    took = _whole_command(song, weights, steps, device, tmp)
+                    took = _whole_command(song, weights, steps, device, tmp, quality)
                     print(f"{head} {'command, 30 s':<16} {took:>8.2f} {30.0 / took:>11.1f}", flush=True)
-                _time(2.0, weights, steps, device)   # warm-up: first-call overheads are not the model's
+                _time(2.0, weights, steps, device, quality)   # warm-up: first-call overheads are not the model's
                 for seconds in row_lengths:
-                    elapsed, gpu_mb = _time(seconds, weights, steps, device)
+                    elapsed, gpu_mb = _time(seconds, weights, steps, device, quality)
                     print(f"{head} {f'warm, {seconds:.0f} s':<16} {elapsed:>8.2f} {seconds / elapsed:>11.1f} "
                           f"{_peak_rss_mb():>7.0f}MB {gpu_mb:>7.0f}MB", flush=True)
     print("(peak RSS is the whole process's maximum so far, so later rows include earlier ones)")

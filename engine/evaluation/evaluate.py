@@ -35,7 +35,8 @@ import torch
 from ..body import layout as L
 from ..body.motion import Motion
 from ..body.skeleton import joint_positions
-from ..defaults import DEFAULT_AUTOGUIDANCE, DEFAULT_GUIDANCE, DEFAULT_STEPS, SMOOTHING_SECONDS
+from ..defaults import (DEFAULT_AUTOGUIDANCE, DEFAULT_GUIDANCE, DEFAULT_QUALITY, DEFAULT_STEPS, QUALITIES,
+                        SMOOTHING_SECONDS)
 from ..errors import EngineError
 from ..sampler.checkpoint import DEFAULT_WEIGHTS
 from . import metrics as M
@@ -171,7 +172,7 @@ def model_motions(clips: Sequence[Clip], generate: Generator, seed: int) -> list
 def api_generator(weights: Path, steps: int, beat_sync: bool = True, guidance: float = DEFAULT_GUIDANCE,
                   autoguidance: float = DEFAULT_AUTOGUIDANCE, smoothing: float = SMOOTHING_SECONDS,
                   true_style: bool = False, finishing: Sequence[str] | None = None,
-                  draws: dict | None = None) -> Generator:
+                  draws: dict | None = None, quality: str = DEFAULT_QUALITY) -> Generator:
     """engine.api.generate on the clip's audio, in style "any" (the default a user gets) or, with
     `true_style`, in the clip's own style when the weights know it. beat_sync=False scores the
     model without the beat warp, to show what the warp adds; `finishing` names the
@@ -189,7 +190,7 @@ def api_generator(weights: Path, steps: int, beat_sync: bool = True, guidance: f
         if d is None:
             d = api.draw(clip.audio_path, style=style, seed=seed, steps=steps, fps=float(L.MODEL_FPS),
                          start=clip.start, duration=clip.duration, weights=weights, guidance=guidance,
-                         autoguidance=autoguidance)
+                         autoguidance=autoguidance, quality=quality)
             if draws is not None:
                 draws[key] = d
         return api.finish_draw(d, finishing=steps_run, smoothing=smoothing)
@@ -420,6 +421,9 @@ def parse_args(argv=None):
     p.add_argument("--cache", type=Path, default=None, help="preprocessing cache folder (default: OUT/../.cache)")
     p.add_argument("--clip-seconds", type=float, default=10.0, help="length of each scored clip (default 10)")
     p.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="sampler steps for the model row")
+    p.add_argument("--quality", default=DEFAULT_QUALITY, choices=QUALITIES,
+                   help=f"fast: the few-step student (the weights, or the one beside them); best: the many-step "
+                        f"model (default {DEFAULT_QUALITY})")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 100, 200],
                    help="seeds of the default (style any) model row, scored each and averaged; the other "
                         "model rows and the random row use the first (default 0 100 200)")
@@ -455,7 +459,7 @@ def main(argv=None) -> int:
                 return 2
             from ..api import FINISHING_STEPS
             options = dict(guidance=args.guidance, autoguidance=args.autoguidance, smoothing=args.smoothing,
-                           draws={})
+                           draws={}, quality=args.quality)
             generators[DEFAULT_ROW] = api_generator(weights, args.steps, **options)
             if not args.no_ablation:
                 generators["model (true style)"] = api_generator(weights, args.steps, true_style=True, **options)

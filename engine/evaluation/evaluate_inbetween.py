@@ -37,7 +37,7 @@ from ..body import layout as L
 from ..body import rotations as R
 from ..body.motion import Constraints
 from ..body.skeleton import JOINT_INDEX, NUM_JOINTS, joint_positions
-from ..defaults import DEFAULT_STEPS
+from ..defaults import DEFAULT_QUALITY, DEFAULT_STEPS, QUALITIES
 from ..errors import EngineError
 from ..sampler.checkpoint import DEFAULT_WEIGHTS
 
@@ -129,7 +129,7 @@ def keyed_every(clip: RealClip, key_seconds: float) -> tuple[Constraints, np.nda
 def _generate(clip: RealClip, constraints: Constraints, frames: int, args, seed: int):
     from ..api import generate
     return generate(clip.audio_path, start=clip.start, duration=frames / FPS, fps=FPS, constraints=constraints,
-                    steps=args.steps, seed=seed, weights=args.weights, device="cpu")
+                    steps=args.steps, seed=seed, weights=args.weights, device="cpu", quality=args.quality)
 
 
 def score_keys(clips: list[RealClip], args) -> dict:
@@ -205,6 +205,8 @@ def parse_args(argv=None):
     p.add_argument("--key-seconds", type=float, default=2.0, help="keys every this many seconds (default 2)")
     p.add_argument("--steps", type=int, default=DEFAULT_STEPS, help=f"sampling steps (default {DEFAULT_STEPS})")
     p.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS, help="weights (default: the shipped ones)")
+    p.add_argument("--quality", default=DEFAULT_QUALITY, choices=QUALITIES,
+                   help=f"fast: the few-step student; best: the many-step model (default {DEFAULT_QUALITY})")
     p.add_argument("--data", nargs="+", type=Path, default=None,
                    help="dataset folders (default: engine.training.data's)")
     p.add_argument("--cache", type=Path, default=None, help="preprocessing cache (default: the repo's .cache)")

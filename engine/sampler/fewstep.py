@@ -1,20 +1,25 @@
-"""Which sampler a generation gets: a few-step student's own schedule, or the many-step teacher.
+"""Which sampler a generation gets: a few-step student or its many-step teacher.
 
-A student (engine.training.distill) was distilled from its teacher at fixed settings: the teacher's step
-count, guidance and autoguidance, recorded in the student's file. It stands for the teacher at
-exactly those settings, in a few passes per window, so it is used when they are what is asked
-(the defaults) and the quality is "fast". Anything else (quality "best", other steps or guidance)
-needs the teacher itself: its file is looked for beside the student, under the name the student
-records or under TEACHER_NAME.
+A student (engine.training.distill) was distilled from its teacher at fixed settings: the
+teacher's step count, guidance and autoguidance, recorded in the student's file. It stands for
+the teacher at exactly those settings, in a few passes per window, so it serves quality "fast"
+at those settings; anything else needs the teacher. Either file may be the one given:
+- a student: quality "best" or other settings use its teacher, found beside it under the name
+  it records or TEACHER_NAME;
+- a teacher (the shipped default): quality "fast" uses a student of exactly this teacher (by
+  checksum) found beside it under STUDENT_NAME, when the settings are the ones it stands for.
 """
 from __future__ import annotations
 
+import functools
+import hashlib
 from pathlib import Path
 
+from ..defaults import QUALITIES
 from ..errors import EngineError
 
-QUALITIES = ("fast", "best")
-TEACHER_NAME = "dance_teacher.safetensors"   # where the shipped teacher lives beside a shipped student
+TEACHER_NAME = "dance_teacher.safetensors"   # a teacher beside a student given as the weights
+STUDENT_NAME = "dance_fast.safetensors"      # the shipped few-step student beside the shipped teacher
 
 
 def teacher_beside(student_path: Path, record: dict) -> Path | None:
@@ -35,6 +40,37 @@ def teacher_beside(student_path: Path, record: dict) -> Path | None:
     return None
 
 
+@functools.lru_cache(maxsize=8)
+def _digest(path: str, mtime_ns: int, size: int) -> str:
+    """The first 16 hex digits of a file's sha256, as engine.training.distill records a teacher's."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]
+
+
+def file_digest(path: Path) -> str:
+    stat = Path(path).stat()
+    return _digest(str(Path(path).resolve()), stat.st_mtime_ns, stat.st_size)
+
+
+def student_beside(teacher_path: Path) -> tuple[Path, dict] | None:
+    """(path, record) of a student of exactly this teacher in its folder, if there is one."""
+    import json
+    from .checkpoint import read_metadata
+    path = Path(teacher_path).resolve().parent / STUDENT_NAME
+    if not path.is_file() or path == Path(teacher_path).resolve():
+        return None
+    try:
+        record = json.loads(read_metadata(path).get("student", "null"))
+    except (EngineError, ValueError):
+        return None
+    if not record or record.get("teacher_sha256") != file_digest(teacher_path):
+        return None
+    return path, record
+
+
 def uses_student(record: dict | None, quality: str, steps: int | None, guidance: float, autoguidance: float) -> bool:
     """Whether a student with this `record` stands for the teacher at the asked settings."""
     if quality not in QUALITIES:
@@ -48,9 +84,15 @@ def uses_student(record: dict | None, quality: str, steps: int | None, guidance:
 
 def choose_weights(weights_path: Path, record: dict | None, quality: str, steps: int | None, guidance: float,
                    autoguidance: float) -> Path:
-    """The file to sample with: the given one, or the teacher beside a student that cannot serve.
+    """The file to sample with, given the weights file and its student `record` (None: a teacher).
     EngineError (one line) when a student cannot serve and no teacher is there."""
-    if record is None or uses_student(record, quality, steps, guidance, autoguidance):
+    if record is None:                              # a teacher: itself, or its student for "fast"
+        uses_student(None, quality, steps, guidance, autoguidance)      # checks the quality's name
+        found = student_beside(weights_path) if quality == "fast" else None
+        if found is not None and uses_student(found[1], quality, steps, guidance, autoguidance):
+            return found[0]
+        return Path(weights_path)
+    if uses_student(record, quality, steps, guidance, autoguidance):
         return Path(weights_path)
     teacher = teacher_beside(weights_path, record)
     if teacher is None:

@@ -29,7 +29,6 @@ teacher's many-step ones on fixed validation windows (RMS in normalised channels
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import platform
 import sys
@@ -45,6 +44,7 @@ from ..errors import EngineError
 from ..music.beat_phase import with_beat_phase
 from ..sampler import checkpoint
 from ..sampler.diffusion import cosine_alpha_bar, ddim_step, ddim_timesteps, guided, q_sample
+from ..sampler.fewstep import file_digest
 from ..sampler.model import KEY_CHANNELS, Denoiser, ModelConfig
 from .random_keys import with_random_keys
 
@@ -159,14 +159,6 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def _file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()[:16]
-
-
 def _load_windows(args, ckpt: checkpoint.Checkpoint, out: Path):
     """Training and probe windows (normalised with the TEACHER's statistics), music only."""
     from .data import DEFAULT_SOURCES, WindowDataset, default_validation_names, load_corpus
@@ -239,7 +231,7 @@ def run(args) -> Path:
     ckpt = checkpoint.load(teacher_path, device=device)
     if ckpt.student is not None:
         raise EngineError(f"{teacher_path} is already a few-step student: distil from the many-step teacher")
-    digest = _file_digest(teacher_path)
+    digest = file_digest(teacher_path)
     t0 = time.time()
     train, val, minutes = _load_windows(args, ckpt, out)
     print(f"data: {minutes:.1f} min of training windows with music, loaded in {time.time() - t0:.1f}s", flush=True)
