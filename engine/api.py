@@ -28,7 +28,7 @@ from .options import check_options
 from .sampler import checkpoint
 from .sampler.diffusion import Inpainting, autoguided, cosine_alpha_bar, guided, sample
 from .sampler.fewstep import choose_weights
-from .sampler.model import key_channels
+from .sampler.model import with_keys
 
 Progress = Callable[[float, str], "bool | None"]
 
@@ -242,9 +242,7 @@ def draw(audio, *, sample_rate: int | None = None, style: str = "any", seed: int
     music = ckpt.music_normalizer.normalize(torch.from_numpy(features).float()).to(dev)
     if ckpt.model.cfg.key_input:    # a key-aware network sees every key, single ones too
         known = _inpainting(constraints, padded, fps, ckpt.normalizer, runs_only=False)
-        values = known.values if known is not None else torch.zeros(padded, L.NUM_CHANNELS)
-        mask = known.mask if known is not None else torch.zeros(padded, L.NUM_CHANNELS, dtype=torch.bool)
-        music = torch.cat([music, key_channels(values.to(dev), mask.to(dev))], dim=1)
+        music = with_keys(music) if known is None else with_keys(music, known.values.to(dev), known.mask.to(dev))
     style_index = torch.tensor([ckpt.styles.index(style)], device=dev)
     inpaint = _inpainting(constraints, padded, fps, ckpt.normalizer)
     if inpaint is not None:

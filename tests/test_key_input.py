@@ -7,7 +7,7 @@ from engine.body import layout as L
 from engine.body.motion import Constraints
 from engine.sampler import checkpoint
 from engine.sampler.diffusion import cosine_alpha_bar, q_sample
-from engine.sampler.model import KEY_CHANNELS, Denoiser, ModelConfig, key_channels
+from engine.sampler.model import KEY_CHANNELS, Denoiser, ModelConfig, with_keys
 from engine.training.random_keys import KEYLESS_SHARE, random_key_mask, with_random_keys
 from engine.training.train import main as train_main
 from test_train import aist_data, tiny_run_args  # noqa: F401  (aist_data: the fixture)
@@ -47,19 +47,19 @@ def test_the_network_learns_to_use_the_keys():
     noisy = q_sample(x0, t, torch.randn_like(x0), cosine_alpha_bar())
     mask = torch.zeros_like(x0, dtype=torch.bool)
     mask[:, ::5] = True
-    with_keys = torch.cat([music, key_channels(x0, mask)], dim=-1)
-    without = torch.cat([music, key_channels(x0, torch.zeros_like(mask))], dim=-1)
+    keyed = with_keys(music, x0, mask)
+    without = with_keys(music)
     keep, style = torch.ones(B, dtype=torch.bool), torch.zeros(B, dtype=torch.long)
     # A fresh key layer is zero: keys change nothing until it is trained.
-    assert torch.equal(model(noisy, t, with_keys, style, keep), model(noisy, t, without, style, keep))
+    assert torch.equal(model(noisy, t, keyed, style, keep), model(noisy, t, without, style, keep))
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     for _ in range(100):
-        loss = (model(noisy, t, with_keys, style, keep) - x0)[mask].pow(2).mean()
+        loss = (model(noisy, t, keyed, style, keep) - x0)[mask].pow(2).mean()
         opt.zero_grad()
         loss.backward()
         opt.step()
     with torch.no_grad():
-        err_keys = (model(noisy, t, with_keys, style, keep) - x0)[mask].pow(2).mean()
+        err_keys = (model(noisy, t, keyed, style, keep) - x0)[mask].pow(2).mean()
         err_none = (model(noisy, t, without, style, keep) - x0)[mask].pow(2).mean()
     assert err_keys < 0.6 * err_none                              # measured: 0.43 against 1.04
 

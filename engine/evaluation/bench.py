@@ -84,9 +84,11 @@ def _pick(args) -> tuple[Path, Path | None]:
     beside it, or a student with its teacher beside it)."""
     shipped = args.weights or checkpoint.DEFAULT_WEIGHTS
     record = checkpoint.load(shipped).student
-    teacher = args.teacher or (teacher_beside(shipped, record) if record is not None else shipped)
-    beside = student_beside(shipped) if record is None else None
-    student = args.student or (shipped if record is not None else beside[0] if beside else None)
+    if record is not None:                       # a student given: its teacher beside it
+        teacher, student = teacher_beside(shipped, record), shipped
+    else:                                        # a teacher given: its student beside it, if any
+        teacher, student = shipped, (student_beside(shipped) or (None,))[0]
+    teacher, student = args.teacher or teacher, args.student or student
     if teacher is None:
         raise SystemExit(f"error: {shipped} is a student and its teacher is not beside it: pass --teacher")
     return Path(teacher), (Path(student) if student else None)

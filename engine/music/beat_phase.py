@@ -55,8 +55,9 @@ def with_beat_phase(features: np.ndarray) -> np.ndarray:
 
 
 def with_beat_phase_normalizer(music_normalizer):
-    """A music Normalizer (engine.body.layout) extended by the beat-phase channels' fixed statistics."""
+    """A music Normalizer extended by the beat-phase channels' fixed statistics."""
     import torch
+    from ..body.layout import Normalizer
     mean = torch.full((BEAT_PHASE_CHANNELS,), BEAT_PHASE_MEAN, dtype=music_normalizer.mean.dtype)
     std = torch.full((BEAT_PHASE_CHANNELS,), BEAT_PHASE_STD, dtype=music_normalizer.std.dtype)
-    return type(music_normalizer)(torch.cat([music_normalizer.mean, mean]), torch.cat([music_normalizer.std, std]))
+    return Normalizer(torch.cat([music_normalizer.mean, mean]), torch.cat([music_normalizer.std, std]))

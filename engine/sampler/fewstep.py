@@ -4,8 +4,8 @@ A student (engine.training.distill) was distilled from its teacher at fixed sett
 teacher's step count, guidance and autoguidance, recorded in the student's file. It stands for
 the teacher at exactly those settings, in a few passes per window, so it serves quality "fast"
 at those settings; anything else needs the teacher. Either file may be the one given:
-- a student: quality "best" or other settings use its teacher, found beside it under the name
-  it records or TEACHER_NAME;
+- a student: quality "best" or other settings use its teacher, found beside it under the file
+  name the student records;
 - a teacher (the shipped default): quality "fast" uses a student of exactly this teacher (by
   checksum) found beside it under STUDENT_NAME, when the settings are the ones it stands for.
 """
@@ -18,26 +18,22 @@ from pathlib import Path
 from ..defaults import QUALITIES
 from ..errors import EngineError
 
-TEACHER_NAME = "dance_teacher.safetensors"   # a teacher beside a student given as the weights
 STUDENT_NAME = "dance_fast.safetensors"      # the shipped few-step student beside the shipped teacher
 
 
 def teacher_beside(student_path: Path, record: dict) -> Path | None:
-    """The teacher's weights file in the student's folder, if there is one."""
+    """The teacher's weights file in the student's folder (under the name it records), if there is one."""
     from .checkpoint import read_metadata
     student_path = Path(student_path).resolve()
-    for name in dict.fromkeys([record.get("teacher"), TEACHER_NAME]):
-        if not name:
-            continue
-        path = student_path.parent / name
-        if path.resolve() == student_path or not path.is_file():
-            continue
-        try:
-            if "student" not in read_metadata(path):
-                return path
-        except EngineError:
-            continue
-    return None
+    if not record.get("teacher"):
+        return None
+    path = student_path.parent / record["teacher"]
+    if path.resolve() == student_path or not path.is_file():
+        return None
+    try:
+        return path if "student" not in read_metadata(path) else None
+    except EngineError:
+        return None
 
 
 @functools.lru_cache(maxsize=8)
@@ -71,10 +67,14 @@ def student_beside(teacher_path: Path) -> tuple[Path, dict] | None:
     return path, record
 
 
-def uses_student(record: dict | None, quality: str, steps: int | None, guidance: float, autoguidance: float) -> bool:
-    """Whether a student with this `record` stands for the teacher at the asked settings."""
+def check_quality(quality: str) -> None:
     if quality not in QUALITIES:
         raise EngineError(f"unknown quality {quality!r}: use {' or '.join(QUALITIES)}")
+
+
+def uses_student(record: dict | None, quality: str, steps: int | None, guidance: float, autoguidance: float) -> bool:
+    """Whether a student with this `record` stands for the teacher at the asked settings."""
+    check_quality(quality)
     if record is None or quality == "best":
         return False
     same_steps = steps is None or steps in (record.get("teacher_steps"), record["steps"])
@@ -87,7 +87,7 @@ def choose_weights(weights_path: Path, record: dict | None, quality: str, steps:
     """The file to sample with, given the weights file and its student `record` (None: a teacher).
     EngineError (one line) when a student cannot serve and no teacher is there."""
     if record is None:                              # a teacher: itself, or its student for "fast"
-        uses_student(None, quality, steps, guidance, autoguidance)      # checks the quality's name
+        check_quality(quality)
         found = student_beside(weights_path) if quality == "fast" else None
         if found is not None and uses_student(found[1], quality, steps, guidance, autoguidance):
             return found[0]
@@ -100,5 +100,5 @@ def choose_weights(weights_path: Path, record: dict | None, quality: str, steps:
             f"{Path(weights_path).name} is a {record['steps']}-step student of a teacher at "
             f"{record.get('teacher_steps', '?')} steps, guidance {record['guidance']:g}, autoguidance "
             f"{record['autoguidance']:g}; other settings or quality 'best' need the teacher's weights "
-            f"({TEACHER_NAME} beside it, or pass them as the weights)")
+            f"({record.get('teacher', 'its file')} beside it, or pass them as the weights)")
     return teacher

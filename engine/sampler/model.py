@@ -58,9 +58,14 @@ class ModelConfig:
         return cls(**{"width": 512, "layers": 8, "heads": 8, "ffn_mult": 4, **overrides})
 
 
-def key_channels(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Keyed values (..., T, C) normalised and their mask (..., T, C) -> the key input (..., T, KEY_CHANNELS)."""
-    return torch.cat([torch.where(mask, values, torch.zeros_like(values)), mask.to(values.dtype)], dim=-1)
+def with_keys(music: torch.Tensor, values: torch.Tensor | None = None, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """A key-aware network's conditioning: music (..., T, F) with the key input appended
+    (..., T, F + KEY_CHANNELS): the keyed values (normalised motion channels, 0 where not keyed),
+    then the mask (..., T, NUM_CHANNELS). Without values and mask: nothing keyed."""
+    if values is None:
+        return torch.cat([music, music.new_zeros(*music.shape[:-1], KEY_CHANNELS)], dim=-1)
+    values = torch.where(mask, values, torch.zeros_like(values)).to(music)
+    return torch.cat([music, values, mask.to(music)], dim=-1)
 
 
 def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:

@@ -45,7 +45,7 @@ from ..music.beat_phase import with_beat_phase
 from ..sampler import checkpoint
 from ..sampler.diffusion import cosine_alpha_bar, ddim_step, ddim_timesteps, guided, q_sample
 from ..sampler.fewstep import file_digest
-from ..sampler.model import KEY_CHANNELS, Denoiser, ModelConfig
+from ..sampler.model import Denoiser, ModelConfig, with_keys
 from .random_keys import with_random_keys
 
 
@@ -197,7 +197,7 @@ def _probe(val, n: int, ckpt: checkpoint.Checkpoint, device, seed: int = 7) -> d
     g = torch.Generator().manual_seed(seed)
     music = ckpt.music_normalizer.normalize(generation_music(torch.stack([it["music"] for it in items]), ckpt))
     if ckpt.model.cfg.key_input:         # the probe dances without keys
-        music = torch.cat([music, music.new_zeros(*music.shape[:2], KEY_CHANNELS)], dim=-1)
+        music = with_keys(music)
     noise = torch.randn(n, L.WINDOW_FRAMES, L.NUM_CHANNELS, generator=g)
     style = torch.tensor([0 if i % 2 == 0 else 1 + (i // 2) % (len(ckpt.styles) - 1) for i in range(n)])
     return {"music": music.to(device), "noise": noise.to(device), "style": style.to(device)}

@@ -21,7 +21,7 @@ from ..body.skeleton import joint_positions
 from ..music.beat_phase import with_beat_phase
 from ..sampler import checkpoint
 from ..sampler.diffusion import cosine_alpha_bar, q_sample
-from ..sampler.model import KEY_CHANNELS
+from ..sampler.model import with_keys
 
 
 def window_speeds(raw: torch.Tensor) -> tuple[float, float]:
@@ -45,7 +45,7 @@ def reconstruction_speeds(ckpt: checkpoint.Checkpoint, motion: torch.Tensor, mus
     noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed))
     cond = ckpt.music_normalizer.normalize(music.float())
     if ckpt.model.cfg.key_input:                                   # nothing keyed
-        cond = torch.cat([cond, cond.new_zeros(*cond.shape[:2], KEY_CHANNELS)], dim=-1)
+        cond = with_keys(cond)
     pred = ckpt.model(q_sample(x0, steps, noise, cosine_alpha_bar()), steps, cond, styles,
                       torch.ones(len(x0), dtype=torch.bool))
     return {"truth": window_speeds(motion), "model": window_speeds(ckpt.normalizer.denormalize(pred))}

@@ -15,7 +15,7 @@ import torch
 
 from ..body import layout as L
 from ..body.skeleton import BODY_PARTS, NUM_JOINTS
-from ..sampler.model import key_channels
+from ..sampler.model import with_keys
 
 KEYLESS_SHARE = 0.4
 KINDS = ("keyframes", "body part", "seed")
@@ -53,5 +53,4 @@ def random_key_mask(batch: int, frames: int, generator: torch.Generator | None =
 def with_random_keys(music: torch.Tensor, x0: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """A batch's conditioning (B, T, F) with key channels drawn from its clean windows x0 (B, T, C)
     (normalised) appended: (B, T, F + KEY_CHANNELS), on x0's device."""
-    mask = random_key_mask(x0.shape[0], x0.shape[1], generator).to(x0.device)
-    return torch.cat([music, key_channels(x0, mask)], dim=-1)
+    return with_keys(music, x0, random_key_mask(x0.shape[0], x0.shape[1], generator).to(x0.device))

@@ -28,7 +28,7 @@ from ..errors import EngineError
 from ..music.beat_phase import with_beat_phase, with_beat_phase_normalizer
 from ..sampler import checkpoint
 from ..sampler.diffusion import LossWeights, cosine_alpha_bar, training_loss
-from ..sampler.model import KEY_CHANNELS, Denoiser, ModelConfig
+from ..sampler.model import Denoiser, ModelConfig, with_keys
 from .random_keys import with_random_keys
 
 # "any" is index 0: the label that classifier-free guidance drops to.
@@ -345,7 +345,7 @@ def sample_metrics(model, val_items, normalizer, music_normalizer, device, secon
     features = with_beat_phase(item.music[:frames]) if model.cfg.beat_phase else item.music[:frames]
     music = music_normalizer.normalize(torch.from_numpy(features).float().to(device))
     if model.cfg.key_input:                                          # no keys
-        music = torch.cat([music, music.new_zeros(frames, KEY_CHANNELS)], dim=1)
+        music = with_keys(music)
     style = torch.tensor([0], device=device)
     x = sample(guided(model, style, 2.0), music, window=L.WINDOW_FRAMES, steps=steps,
                alpha_bar=cosine_alpha_bar(), generator=torch.Generator().manual_seed(0), channels=L.NUM_CHANNELS)

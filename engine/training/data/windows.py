@@ -26,6 +26,9 @@ from torch.utils.data import Dataset
 from ...body import layout as L
 from ...body import rotations as R
 from ...body.skeleton import FOOT_INDICES, MIRROR_INDICES, NUM_JOINTS
+from ...music.audio import FEATURE_CHANNELS, NUM_MUSIC_FEATURES
+from ...music.beat_phase import BEAT_PHASE_CHANNELS
+from ..rephase import window_beat_phase
 
 _MIRROR_AA = np.array([1.0, -1.0, -1.0])                 # axis-angle sign flip under x-reflection
 _MIRROR_6D = np.array([1.0, -1.0, -1.0, -1.0, 1.0, 1.0])  # 6D (two columns) sign flip: M R M, M = diag(-1,1,1)
@@ -95,7 +98,6 @@ def stretch_packed(x: np.ndarray, factor: float, length: int) -> np.ndarray:
 
 def stretch_music(music: np.ndarray, factor: float, length: int) -> np.ndarray:
     """Music features resampled like stretch_packed: nearest frame; event flags moved, not lost."""
-    from ...music.audio import FEATURE_CHANNELS
     idx = np.minimum(np.rint(np.arange(length) * factor).astype(np.int64), len(music) - 1)
     out = music[idx].copy()
     for name in _EVENT_CHANNELS:
@@ -130,8 +132,6 @@ class WindowDataset(Dataset):
                  seed: int = 0, windows_per_epoch: int | None = None, tempo_range=(0.9, 1.1),
                  tempo_prob: float = 0.5, mirror_prob: float = 0.5, random_yaw: bool = True,
                  beat_phase: bool = False):
-        from ...music.audio import NUM_MUSIC_FEATURES
-        from ...music.beat_phase import BEAT_PHASE_CHANNELS
         self.beat_phase = bool(beat_phase)
         self.num_music = NUM_MUSIC_FEATURES + (BEAT_PHASE_CHANNELS if self.beat_phase else 0)
         self.window = int(window)
@@ -201,8 +201,6 @@ class WindowDataset(Dataset):
         if spec["yaw"]:
             motion = rotate_packed(motion, spec["yaw"])
         if music is not None and self.beat_phase:
-            from ...music.audio import FEATURE_CHANNELS
-            from ..rephase import window_beat_phase
             music = np.concatenate([music, window_beat_phase(motion, music[:, FEATURE_CHANNELS["beat"]][:, 0])], axis=1)
         x = torch.from_numpy(np.ascontiguousarray(motion, dtype=np.float32))
         if self.normalizer is not None:
