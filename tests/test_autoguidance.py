@@ -73,3 +73,37 @@ def test_generate_uses_the_guide_only_when_asked(click_song, tiny_weights, tmp_p
     assert np.array_equal(generate(click_song, weights=tiny_weights, autoguidance=1.5, **kw).poses, plain.poses)
     with pytest.raises(EngineError, match="autoguidance"):
         generate(click_song, weights=with_guide, autoguidance=0.5, **kw)
+
+
+def test_a_plain_guide_guides_a_network_with_beat_phase_and_keys(click_song, tiny_weights, tmp_path):
+    """A network fine-tuned into the beat phase and key input can keep its plain guide: the guide
+    reads only the music features of the fuller conditioning."""
+    from engine.music.beat_phase import with_beat_phase_normalizer
+    from engine.body.motion import Constraints
+    plain = checkpoint.load(tiny_weights)
+    torch.manual_seed(2)
+    cfg = ModelConfig(width=32, layers=1, heads=2, num_styles=len(BASE_STYLES), key_input=True,
+                      music_channels=plain.model.cfg.music_channels + 2)
+    fuller = Denoiser(cfg)
+    torch.nn.init.normal_(fuller.key_in.weight, std=0.5)          # keys matter to the main network
+    main_path, out = tmp_path / "phase_keys.safetensors", tmp_path / "guided.safetensors"
+    checkpoint.save(main_path, fuller, plain.normalizer, with_beat_phase_normalizer(plain.music_normalizer),
+                    plain.styles, {"note": "beat phase and keys"})
+    shipped = tmp_path / "shipped.safetensors"                     # plain weights with their own guide
+    attach_guide(tiny_weights, _tiny_guide(tiny_weights, tmp_path), shipped)
+    attach_guide(main_path, shipped, out, its_guide=True)          # the fine-tuned network keeps that guide
+    both, old_guide = checkpoint.load(out), checkpoint.load(shipped).guide
+    assert both.model.cfg.beat_phase and both.model.cfg.key_input and not both.guide.cfg.key_input
+    assert all(torch.equal(both.guide.state_dict()[k], v) for k, v in old_guide.state_dict().items())
+    with pytest.raises(EngineError, match="no guide network"):
+        attach_guide(main_path, tiny_weights, tmp_path / "none.safetensors", its_guide=True)
+    pose = np.random.default_rng(0).normal(0, 0.3, 72)
+    c = Constraints.empty(60, 30.0).set_pose(30, pose)
+    kw = dict(steps=3, duration=2.0, seed=4, constraints=c)
+    off = generate(click_song, weights=out, autoguidance=1.0, **kw)
+    on = generate(click_song, weights=out, autoguidance=1.5, **kw)
+    assert np.abs(on.poses[30] - pose).max() < 1e-6
+    assert not np.allclose(off.poses, on.poses, atol=1e-4)
+    # The other way round is refused: a guide cannot take inputs the main network lacks.
+    with pytest.raises(EngineError, match="inputs the main model lacks"):
+        attach_guide(tiny_weights, main_path, tmp_path / "wrong.safetensors")

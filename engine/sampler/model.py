@@ -164,7 +164,10 @@ class Denoiser(nn.Module):
 
     def forward(self, x_t, t, music, style, music_keep):
         B, T, _ = x_t.shape
-        music, keys = music[..., :self.cfg.music_channels], music[..., self.cfg.music_channels:]
+        # The key channels are the last ones, so a network that takes fewer inputs (a guide without
+        # the beat phase or the keys) can be given a fuller network's conditioning unchanged.
+        keys = music[..., -KEY_CHANNELS:] if self.cfg.key_input else None
+        music = music[..., :self.cfg.music_channels]
         pos = positional_encoding(T, self.cfg.width, x_t.device)
         cond = self.time_mlp(timestep_embedding(t, self.cfg.width)) + self.style(style)   # (B, d)
         m = self.music(music, music_keep) + pos                                           # (B, T, d)

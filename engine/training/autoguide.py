@@ -22,21 +22,38 @@ from ..sampler import checkpoint
 
 
 def check_compatible(main: checkpoint.Checkpoint, guide: checkpoint.Checkpoint) -> None:
-    """Raise EngineError unless `guide` denoises in exactly `main`'s normalised space."""
+    """Raise EngineError unless `guide` denoises in exactly `main`'s normalised space.
+
+    The guide may take fewer inputs than the main network: no beat phase, no keys (a plain
+    network guiding one fine-tuned into them). It then reads only the music features, and
+    autoguidance, guide + w (main - guide), also amplifies what the main network does with the
+    inputs the guide lacks, as classifier-free guidance would."""
     if guide.styles != main.styles:
         raise EngineError(f"the guide knows the styles {guide.styles}, the main model {main.styles}")
-    pairs = (("motion normaliser", main.normalizer, guide.normalizer),
-             ("music normaliser", main.music_normalizer, guide.music_normalizer))
-    for what, a, b in pairs:
-        if not (torch.allclose(a.mean, b.mean, atol=1e-5) and torch.allclose(a.std, b.std, atol=1e-5)):
+    g, m = guide.model.cfg, main.model.cfg
+    if g.music_channels > m.music_channels or (g.key_input and not m.key_input):
+        raise EngineError("the guide takes inputs the main model lacks (beat phase or keys): "
+                          "a guide may only take fewer")
+    music = slice(0, g.music_channels)   # the features both take; the beat phase follows them
+    pairs = (("motion normaliser", main.normalizer.mean, main.normalizer.std, guide.normalizer.mean, guide.normalizer.std),
+             ("music normaliser", main.music_normalizer.mean[music], main.music_normalizer.std[music],
+              guide.music_normalizer.mean, guide.music_normalizer.std))
+    for what, main_mean, main_std, guide_mean, guide_std in pairs:
+        if not (torch.allclose(main_mean, guide_mean, atol=1e-5) and torch.allclose(main_std, guide_std, atol=1e-5)):
             raise EngineError(f"the guide's {what} differs from the main model's: "
                               "train the guide on the same data")
 
 
-def attach_guide(main_path: Path, guide_path: Path, out_path: Path) -> None:
-    """Write `main_path`'s network and record plus `guide_path`'s network to `out_path`."""
+def attach_guide(main_path: Path, guide_path: Path, out_path: Path, its_guide: bool = False) -> None:
+    """Write `main_path`'s network and record plus `guide_path`'s network to `out_path`.
+    `its_guide`: take the guide network stored in `guide_path` instead of its main network
+    (a network fine-tuned from shipped weights keeping their guide)."""
     main = checkpoint.load(main_path)
-    guide = checkpoint.load(guide_path)
+    source = checkpoint.load(guide_path)
+    if its_guide and source.guide is None:
+        raise EngineError(f"{guide_path} holds no guide network")
+    guide = source if not its_guide else checkpoint.Checkpoint(
+        source.guide, source.normalizer, source.music_normalizer, source.styles, source.guide_info)
     check_compatible(main, guide)
     checkpoint.save(out_path, main.model, main.normalizer, main.music_normalizer, main.styles, main.info,
                     guide=guide.model, guide_info=guide.info)
@@ -47,10 +64,12 @@ def main(argv=None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--main", type=Path, required=True, help="the main model's weights")
     p.add_argument("--guide", type=Path, required=True, help="the guide model's weights (same data, smaller)")
+    p.add_argument("--its-guide", action="store_true",
+                   help="use the guide network stored in --guide's file, not its main network")
     p.add_argument("--out", type=Path, required=True, help="weights file to write (may be --main itself)")
     args = p.parse_args(argv)
     try:
-        attach_guide(args.main, args.guide, args.out)
+        attach_guide(args.main, args.guide, args.out, its_guide=args.its_guide)
     except EngineError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
