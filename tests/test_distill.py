@@ -15,7 +15,7 @@ from engine.training.data.cache import CorpusItem, _save
 from engine.training.distill import main as distill_main, student_timesteps, teacher_segment_target, x0_landing_at
 from engine.sampler.diffusion import cosine_alpha_bar, ddim_step
 from engine.errors import EngineError
-from engine.sampler.fewstep import STUDENT_NAME, choose_weights
+from engine.sampler.fewstep import STUDENT_NAME, choose_weights, distilled_from_this
 from engine.sampler.model import Denoiser, ModelConfig
 from engine.body.skeleton import REST_PELVIS_HEIGHT
 from engine.training.train import BASE_STYLES
@@ -117,17 +117,22 @@ def test_generate_picks_the_student_or_its_teacher(teacher, packed_data, tmp_pat
     # The other way round (as shipped): the teacher is the weights and its student sits beside it.
     shipped = tmp_path / "shipped"
     shipped.mkdir()
-    shutil.copyfile(teacher, shipped / "dance.safetensors")
+    w = shipped / record["teacher"]                                 # the name the student records
+    shutil.copyfile(teacher, w)
     shutil.copyfile(student, shipped / STUDENT_NAME)
-    w = shipped / "dance.safetensors"
     assert choose_weights(w, None, "fast", None, 2.5, 2.0) == shipped / STUDENT_NAME
     assert choose_weights(w, None, "best", None, 2.5, 2.0) == w
     assert choose_weights(w, None, "fast", 10, 2.5, 2.0) == w          # settings the student does not stand for
     again = generate(click_song, weights=w, quality="fast", **kw)
     assert np.array_equal(again.poses, fast.poses)
-    # A student of another teacher (checksum) is not used.
-    shutil.copyfile(out / "student.safetensors", shipped / "other.safetensors")
+    assert distilled_from_this(record, w)
+    # A teacher fine-tuned in place (same file name, other weights) keeps its student for "fast"...
     torch.manual_seed(5)
     other = checkpoint.load(teacher)
     checkpoint.save(w, Denoiser(other.model.cfg), other.normalizer, other.music_normalizer, other.styles)
-    assert choose_weights(w, None, "fast", None, 2.5, 2.0) == w
+    assert choose_weights(w, None, "fast", None, 2.5, 2.0) == shipped / STUDENT_NAME
+    assert not distilled_from_this(record, w)
+    # ...but a student of another teacher file is not used.
+    renamed = shipped / "mine.safetensors"
+    w.rename(renamed)
+    assert choose_weights(renamed, None, "fast", None, 2.5, 2.0) == renamed

@@ -19,6 +19,7 @@ import numpy as np
 
 from ..body.layout import MODEL_FPS
 from ..errors import EngineError
+from .numba_cache import librosa as cached_librosa   # imported on first use, its kernels cached
 
 HOP = 512                          # samples per feature frame (EDGE)
 FEATURE_SR = MODEL_FPS * HOP       # the rate every waveform is resampled to
@@ -272,7 +273,7 @@ def _spectra(y: np.ndarray, rate: float, hop: int, chroma: bool) -> tuple[np.nda
     song (librosa's top_db floor depends on the global maximum): the result equals librosa's
     own onset_strength(y)/mfcc(y) inputs.
     """
-    import librosa
+    librosa = cached_librosa()
     mel = _chunked(lambda seg: librosa.feature.melspectrogram(y=seg, sr=rate, hop_length=hop), y, hop, rate)
     mel_db = librosa.power_to_db(mel)
     if not chroma:
@@ -284,8 +285,7 @@ def _spectra(y: np.ndarray, rate: float, hop: int, chroma: bool) -> tuple[np.nda
 
 
 def _envelope(mel_db: np.ndarray, rate: float, hop: int) -> np.ndarray:
-    import librosa
-    return librosa.onset.onset_strength(S=mel_db, sr=rate, hop_length=hop)   # (F,)
+    return cached_librosa().onset.onset_strength(S=mel_db, sr=rate, hop_length=hop)   # (F,)
 
 
 def _is_silent(y: np.ndarray) -> bool:
@@ -294,16 +294,15 @@ def _is_silent(y: np.ndarray) -> bool:
 
 def _beat_frames(env: np.ndarray, silent: bool, rate: float, hop: int) -> tuple[np.ndarray, float]:
     """Beat frames and tempo from the onset envelope; a silent clip has neither."""
-    from .numba_cache import librosa_beat      # no per-process compile of the beat kernel
     if silent:
         return np.zeros(0, np.int64), 0.0
-    tempo, beats = librosa_beat().beat_track(onset_envelope=env, sr=rate, hop_length=hop)
+    tempo, beats = cached_librosa().beat.beat_track(onset_envelope=env, sr=rate, hop_length=hop)
     return np.asarray(beats, np.int64), float(np.atleast_1d(tempo)[0])
 
 
 def _analyse(wave: np.ndarray, sr: float, fps: float, features: bool = True):
     """Everything at once, sharing one onset envelope: (features (N, 35) or None, beat frames, tempo)."""
-    import librosa
+    librosa = cached_librosa()
     n = int(round(len(wave) / sr * fps))
     y, rate, hop = _grid(wave, sr, fps)
     mel_db, cens = _spectra(y, rate, hop, chroma=features)

@@ -1,34 +1,48 @@
-"""librosa's beat tracker without its per-process compile.
+"""librosa without its per-process compiles.
 
-librosa 0.11 declares the beat tracker's local-score kernel (`librosa.beat.__beat_local_score`)
-with numba's `cache=False`, so every fresh process compiles it when `librosa.beat` is imported:
-about 1-1.5 s on a 2-core CPU, a third of a whole 30 s command. Importing the module with the
-`cache` flag turned on stores the compiled kernel beside librosa's other cached ones, and later
-processes load it. The kernel and its results are unchanged; where nothing can be cached (a
-read-only install with no user cache folder) the plain import is used.
+librosa 0.11 declares some numba kernels with explicit signatures and `cache=False`
+(`guvectorize`/`vectorize` in librosa.beat, librosa.core.audio, librosa.core.pitch and
+librosa.util.utils), so numba compiles them eagerly every time a fresh process imports those
+modules: about 1-1.5 s for the beat tracker alone on a 2-core CPU, a third of a whole 30 s
+command. Importing librosa with the `cache` flag turned on stores the compiled kernels beside
+librosa's other cached ones, and later processes load them. The kernels and their results are
+unchanged; where nothing can be cached (a read-only install with no user cache folder) the
+plain import is used.
 """
 from __future__ import annotations
 
 import sys
 
+# The librosa modules the music analysis uses (engine.music.audio). librosa loads its submodules
+# lazily, so each is imported here, while the cache flag is on.
+_MODULES = ("librosa", "librosa.util.utils", "librosa.core.audio", "librosa.core.pitch", "librosa.core.spectrum",
+            "librosa.core.constantq", "librosa.feature", "librosa.onset", "librosa.beat")
 
-def librosa_beat():
-    """The `librosa.beat` module, its numba kernels cached on disk."""
+
+def librosa():
+    """The `librosa` package with the submodules the analysis uses, their numba kernels cached on disk."""
     if "librosa.beat" in sys.modules:
-        return sys.modules["librosa.beat"]
-    import numba
-    plain = numba.guvectorize
+        return sys.modules["librosa"]
+    import importlib
 
-    def cached(*args, **kwargs):
-        kwargs["cache"] = True
-        return plain(*args, **kwargs)
-    numba.guvectorize = cached
+    import numba
+    plain = numba.guvectorize, numba.vectorize
+
+    def cached(decorator):
+        def with_cache(*args, **kwargs):
+            kwargs["cache"] = True
+            return decorator(*args, **kwargs)
+        return with_cache
+    numba.guvectorize, numba.vectorize = cached(plain[0]), cached(plain[1])
     try:
-        import librosa.beat
-        return librosa.beat
+        for name in _MODULES:
+            importlib.import_module(name)
+        return sys.modules["librosa"]
     except RuntimeError:                 # numba: "cannot cache function ...: no locator available"
-        sys.modules.pop("librosa.beat", None)
+        for name in [m for m in sys.modules if m == "librosa" or m.startswith("librosa.")]:
+            sys.modules.pop(name)
     finally:
-        numba.guvectorize = plain
-    import librosa.beat
-    return librosa.beat
+        numba.guvectorize, numba.vectorize = plain
+    for name in _MODULES:
+        importlib.import_module(name)
+    return sys.modules["librosa"]

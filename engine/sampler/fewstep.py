@@ -6,8 +6,11 @@ the teacher at exactly those settings, in a few passes per window, so it serves 
 at those settings; anything else needs the teacher. Either file may be the one given:
 - a student: quality "best" or other settings use its teacher, found beside it under the file
   name the student records;
-- a teacher (the shipped default): quality "fast" uses a student of exactly this teacher (by
-  checksum) found beside it under STUDENT_NAME, when the settings are the ones it stands for.
+- a teacher (the shipped default): quality "fast" uses the student found beside it under
+  STUDENT_NAME, when the settings are the ones it stands for and the student was distilled from
+  this file: from exactly these weights (by checksum), or from an earlier version of them under
+  the same name (a teacher fine-tuned in place keeps its fast option until it is distilled
+  again; `distilled_from_this` tells which, and the bench says so).
 """
 from __future__ import annotations
 
@@ -51,8 +54,14 @@ def file_digest(path: Path) -> str:
     return _digest(str(Path(path).resolve()), stat.st_mtime_ns, stat.st_size)
 
 
+def distilled_from_this(record: dict, teacher_path: Path) -> bool:
+    """Whether the student with this `record` was distilled from exactly these weights."""
+    return record.get("teacher_sha256") == file_digest(teacher_path)
+
+
 def student_beside(teacher_path: Path) -> tuple[Path, dict] | None:
-    """(path, record) of a student of exactly this teacher in its folder, if there is one."""
+    """(path, record) of a student of this teacher (these weights, or an earlier version of them
+    under the same file name) in its folder, if there is one."""
     import json
     from .checkpoint import read_metadata
     path = Path(teacher_path).resolve().parent / STUDENT_NAME
@@ -62,7 +71,7 @@ def student_beside(teacher_path: Path) -> tuple[Path, dict] | None:
         record = json.loads(read_metadata(path).get("student", "null"))
     except (EngineError, ValueError):
         return None
-    if not record or record.get("teacher_sha256") != file_digest(teacher_path):
+    if not record or not (record.get("teacher") == Path(teacher_path).name or distilled_from_this(record, teacher_path)):
         return None
     return path, record
 
