@@ -23,12 +23,11 @@ from .finishing.editing import anchor_times, apply_constraints, keyed_runs
 from .finishing.feet import beat_cycle, clean_feet
 from .finishing.rootpath import bound_root_path
 from .finishing.turns import limit_joint_speeds, limit_pelvis_turns
-from .music.beat_phase import with_beat_phase
 from .options import check_options
 from .sampler import checkpoint
 from .sampler.diffusion import Inpainting, autoguided, cosine_alpha_bar, guided, sample
 from .sampler.fewstep import choose_weights
-from .sampler.model import with_keys
+from .sampler.model import music_input, with_keys
 
 Progress = Callable[[float, str], "bool | None"]
 
@@ -234,12 +233,9 @@ def draw(audio, *, sample_rate: int | None = None, style: str = "any", seed: int
     else:                          # a short song padded to a window: its beats come from the song alone
         features = A.music_features(padded_wave, sr, fps=L.MODEL_FPS)
         beats, _tempo = A.detect_beats(wave, sr)
-    features = features[:padded]
-    if ckpt.model.cfg.beat_phase:   # where each frame sits between the music's beats
-        features = with_beat_phase(features)
     report(0.08, "dancing")
 
-    music = ckpt.music_normalizer.normalize(torch.from_numpy(features).float()).to(dev)
+    music = music_input(ckpt.model.cfg, ckpt.music_normalizer, features[:padded]).to(dev)
     if ckpt.model.cfg.key_input:    # a key-aware network sees every key, single ones too
         known = _inpainting(constraints, padded, fps, ckpt.normalizer, runs_only=False)
         music = with_keys(music) if known is None else with_keys(music, known.values.to(dev), known.mask.to(dev))

@@ -25,7 +25,7 @@ import torch
 from ..api import generate, load_weights, resolve_device
 from ..example import make_click_track
 from ..sampler import checkpoint
-from ..sampler.fewstep import student_beside, teacher_beside
+from ..sampler.fewstep import distilled_from_this, student_beside, teacher_beside
 from ..sampler.model import Denoiser, ModelConfig
 
 SR = 22050
@@ -112,8 +112,12 @@ def main(argv=None) -> int:
     teacher, student = _pick(args)
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else []) if args.device == "all" \
         else [str(resolve_device(args.device))]
+    lineage = ""
+    if student is not None:
+        record = checkpoint.load(student).student or {}
+        lineage = "" if distilled_from_this(record, teacher) else " (distilled from another version of the teacher)"
     print(f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}; "
-          f"teacher {teacher.name}, student {student.name if student else '(none: pass --student)'}")
+          f"teacher {teacher.name}, student {student.name + lineage if student else '(none: pass --student)'}")
     lengths = list(args.lengths) + ([args.long_minutes * 60] if args.long_minutes else [])
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

@@ -10,12 +10,13 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import torch
 import torch.nn as nn
 
 from ..body.layout import NUM_CHANNELS, WINDOW_FRAMES
 from ..music.audio import NUM_MUSIC_FEATURES
-from ..music.beat_phase import BEAT_PHASE_CHANNELS
+from ..music.beat_phase import BEAT_PHASE_CHANNELS, with_beat_phase
 
 KEY_CHANNELS = 2 * NUM_CHANNELS   # keyed values (normalised; 0 where not keyed), then the key mask
 
@@ -56,6 +57,17 @@ class ModelConfig:
     def edge_sized(cls, **overrides) -> "ModelConfig":
         """EDGE's network size (width 512, 8 layers, 8 heads, FFN 4x) built from this code."""
         return cls(**{"width": 512, "layers": 8, "heads": 8, "ffn_mult": 4, **overrides})
+
+
+def music_input(cfg: ModelConfig, music_normalizer, features) -> torch.Tensor:
+    """Music features (..., T, 35) (numpy or torch) as generation gives them to a network of
+    `cfg`: with the phase of their own beats appended when it takes beat phase, then normalised
+    (a CPU tensor). Keys, for a key-aware network, are appended by with_keys."""
+    f = features.cpu().numpy() if isinstance(features, torch.Tensor) else np.asarray(features)
+    if cfg.beat_phase:
+        windows = f.reshape(-1, *f.shape[-2:])
+        f = np.stack([with_beat_phase(w) for w in windows]).reshape(*f.shape[:-1], -1)
+    return music_normalizer.normalize(torch.as_tensor(f, dtype=torch.float32))
 
 
 def with_keys(music: torch.Tensor, values: torch.Tensor | None = None, mask: torch.Tensor | None = None) -> torch.Tensor:

@@ -41,11 +41,10 @@ import torch.nn.functional as F
 from ..body import layout as L
 from ..defaults import DEFAULT_AUTOGUIDANCE, DEFAULT_GUIDANCE
 from ..errors import EngineError
-from ..music.beat_phase import with_beat_phase
 from ..sampler import checkpoint
 from ..sampler.diffusion import cosine_alpha_bar, ddim_step, ddim_timesteps, guided, q_sample
 from ..sampler.fewstep import file_digest
-from ..sampler.model import Denoiser, ModelConfig, with_keys
+from ..sampler.model import Denoiser, ModelConfig, music_input, with_keys
 from .random_keys import with_random_keys
 
 
@@ -182,20 +181,11 @@ def _load_windows(args, ckpt: checkpoint.Checkpoint, out: Path):
     return train, val, sum(it.num_frames for it in train_items) / L.MODEL_FPS / 60
 
 
-def generation_music(music: torch.Tensor, ckpt: checkpoint.Checkpoint) -> torch.Tensor:
-    """Windows' music features (B, W, 35) as generation gives them to this teacher: with the phase
-    of the music's own beats appended when it takes beat phase (not the training's re-phased
-    kinematic beats: the student learns the teacher's dances to real music input)."""
-    if not ckpt.model.cfg.beat_phase:
-        return music
-    return torch.stack([torch.from_numpy(with_beat_phase(m.numpy())) for m in music])
-
-
 def _probe(val, n: int, ckpt: checkpoint.Checkpoint, device, seed: int = 7) -> dict:
     """Fixed validation windows, noise and styles ('any' first, then every style in turn)."""
     items = [val[i % len(val)] for i in range(n)]
     g = torch.Generator().manual_seed(seed)
-    music = ckpt.music_normalizer.normalize(generation_music(torch.stack([it["music"] for it in items]), ckpt))
+    music = music_input(ckpt.model.cfg, ckpt.music_normalizer, torch.stack([it["music"] for it in items]))
     if ckpt.model.cfg.key_input:         # the probe dances without keys
         music = with_keys(music)
     noise = torch.randn(n, L.WINDOW_FRAMES, L.NUM_CHANNELS, generator=g)
@@ -311,7 +301,9 @@ def run(args) -> Path:
             break
         batch = next(batches)
         x0 = batch["motion"].to(device)
-        music = ckpt.music_normalizer.normalize(generation_music(batch["music"], ckpt)).to(device)
+        # As generation gives it (the music's own beat phase, not the training's re-phased
+        # kinematic beats): the student learns the teacher's dances to real music input.
+        music = music_input(ckpt.model.cfg, ckpt.music_normalizer, batch["music"]).to(device)
         if ckpt.model.cfg.key_input:     # teacher and student see the same keys, drawn as in training
             music = with_random_keys(music, x0, gen)
         n = x0.shape[0]

@@ -18,10 +18,9 @@ import torch
 
 from ..body import layout as L
 from ..body.skeleton import joint_positions
-from ..music.beat_phase import with_beat_phase
 from ..sampler import checkpoint
 from ..sampler.diffusion import cosine_alpha_bar, q_sample
-from ..sampler.model import with_keys
+from ..sampler.model import music_input, with_keys
 
 
 def window_speeds(raw: torch.Tensor) -> tuple[float, float]:
@@ -43,7 +42,7 @@ def reconstruction_speeds(ckpt: checkpoint.Checkpoint, motion: torch.Tensor, mus
     x0 = ckpt.normalizer.normalize(motion.float())
     steps = torch.full((len(x0),), int(t))
     noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed))
-    cond = ckpt.music_normalizer.normalize(music.float())
+    cond = music_input(ckpt.model.cfg, ckpt.music_normalizer, music)
     if ckpt.model.cfg.key_input:                                   # nothing keyed
         cond = with_keys(cond)
     pred = ckpt.model(q_sample(x0, steps, noise, cosine_alpha_bar()), steps, cond, styles,
@@ -72,8 +71,7 @@ def main(argv=None) -> int:
         print("error: no held-out song with music in a style these weights know", file=sys.stderr)
         return 2
     motion = torch.stack([torch.from_numpy(it.motion[s:s + n]) for it, s in picked])
-    phase = with_beat_phase if ckpt.model.cfg.beat_phase else (lambda features: features)
-    music = torch.stack([torch.from_numpy(phase(it.music[s:s + n])) for it, s in picked])
+    music = torch.stack([torch.from_numpy(it.music[s:s + n]) for it, s in picked])
     styles = torch.tensor([ckpt.styles.index(it.style) for it, _ in picked])
     out = reconstruction_speeds(ckpt, motion, music, styles, t=args.t)
     print(f"{len(picked)} held-out windows of {n} frames, noised to t = {args.t}")

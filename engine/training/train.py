@@ -25,10 +25,10 @@ from safetensors.torch import load_file, save_file
 from ..body import layout as L
 from ..defaults import TRAINING_STYLES
 from ..errors import EngineError
-from ..music.beat_phase import with_beat_phase, with_beat_phase_normalizer
+from ..music.beat_phase import with_beat_phase_normalizer
 from ..sampler import checkpoint
 from ..sampler.diffusion import LossWeights, cosine_alpha_bar, training_loss
-from ..sampler.model import Denoiser, ModelConfig, with_keys
+from ..sampler.model import Denoiser, ModelConfig, music_input, with_keys
 from .random_keys import with_random_keys
 
 # "any" is index 0: the label that classifier-free guidance drops to.
@@ -342,8 +342,7 @@ def sample_metrics(model, val_items, normalizer, music_normalizer, device, secon
     if item is None:
         return {}
     frames = min(len(item.music), int(seconds * L.MODEL_FPS))
-    features = with_beat_phase(item.music[:frames]) if model.cfg.beat_phase else item.music[:frames]
-    music = music_normalizer.normalize(torch.from_numpy(features).float().to(device))
+    music = music_input(model.cfg, music_normalizer, item.music[:frames]).to(device)
     if model.cfg.key_input:                                          # no keys
         music = with_keys(music)
     style = torch.tensor([0], device=device)
