@@ -156,3 +156,24 @@ def test_seeded_rows_their_mean_and_the_genre_set(tmp_path):
     assert math.isfinite(results["genres: any, mean of 2 seeds"]["fid_k"])
     assert ("electro", 8.0, 4) in calls and ("electro", 8.0, 5) in calls   # the song danced whole, per seed
     assert len(calls) == 2 * 3 + 3          # "any": both seeds x (2 clips + 1 song); "true": the first seed
+
+
+def test_probe_measures_key_use_and_a_fresh_key_input_changes_nothing(tiny_weights):
+    """A plain network fine-tuned into key input starts with a zero key layer: keys change nothing
+    until it learns them; once its key layer is non-zero, they do."""
+    from engine.sampler import checkpoint
+    from engine.body import layout as L
+    from engine.sampler.model import Denoiser
+    from engine.training.probe import key_use
+    from test_data import synth_motion
+    ckpt = checkpoint.load(tiny_weights)
+    torch.manual_seed(0)
+    ckpt.model = Denoiser(type(ckpt.model.cfg)(**{**ckpt.model.cfg.to_dict(), "key_input": True})).eval()
+    poses, trans = synth_motion(60, L.MODEL_FPS, seed=0)
+    motion = L.pack(torch.from_numpy(poses), torch.from_numpy(trans))[None]
+    args = (ckpt, motion, torch.zeros(1, 60, 35), torch.tensor([0]), 900, 20)
+    without, keyed = key_use(*args)
+    assert without == pytest.approx(keyed) and without > 0
+    torch.nn.init.normal_(ckpt.model.key_in.weight, std=0.5)
+    without, keyed = key_use(*args)
+    assert keyed != pytest.approx(without)

@@ -6,6 +6,10 @@ conditioned on their music and style, predicts the clean motion. Comparing the s
 prediction with the truth separates "the network cannot reproduce this" from anything the
 sampler does. This is how the missing root travel of the first weights was found
 (weights/TRAINING.md).
+
+For a key-aware network it also measures how much it uses the keys: the same windows noised to
+--key-t (heavily), predicted without keys and with a full-pose key every --key-seconds; the
+error (normalised channels, mean square) on the keyed frames falls as the network learns them.
 """
 from __future__ import annotations
 
@@ -50,6 +54,22 @@ def reconstruction_speeds(ckpt: checkpoint.Checkpoint, motion: torch.Tensor, mus
     return {"truth": window_speeds(motion), "model": window_speeds(ckpt.normalizer.denormalize(pred))}
 
 
+@torch.no_grad()
+def key_use(ckpt: checkpoint.Checkpoint, motion: torch.Tensor, music: torch.Tensor, styles: torch.Tensor,
+            t: int, every: int, seed: int = 0) -> tuple[float, float]:
+    """Raw motion (N, T, C) and music (N, T, F) -> the key-aware network's error on the keyed
+    frames (a full-pose key every `every` frames) without keys and with them, at noise step t."""
+    x0 = ckpt.normalizer.normalize(motion.float())
+    steps = torch.full((len(x0),), int(t))
+    x_t = q_sample(x0, steps, torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed)), cosine_alpha_bar())
+    cond, keep = music_input(ckpt.model.cfg, ckpt.music_normalizer, music), torch.ones(len(x0), dtype=torch.bool)
+    mask = torch.zeros_like(x0, dtype=torch.bool)
+    mask[:, ::every] = True
+    errors = [(ckpt.model(x_t, steps, keyed, styles, keep) - x0)[mask].pow(2).mean().item()
+              for keyed in (with_keys(cond), with_keys(cond, x0, mask))]
+    return errors[0], errors[1]
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m engine probe", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -58,6 +78,8 @@ def main(argv=None) -> int:
     p.add_argument("--cache", type=Path, default=None,
                    help="preprocessing cache folder (default: ~/.cache/dance-engine)")
     p.add_argument("--t", type=int, default=20, help="diffusion step of the noise, 0-999 (default 20)")
+    p.add_argument("--key-t", type=int, default=900, help="noise step of the key-use probe (default 900)")
+    p.add_argument("--key-seconds", type=float, default=2.0, help="key spacing of the key-use probe (default 2)")
     args = p.parse_args(argv)
     from .data import DEFAULT_SOURCES, default_validation_names, load_corpus
     ckpt = checkpoint.load(args.weights or checkpoint.DEFAULT_WEIGHTS)
@@ -77,6 +99,11 @@ def main(argv=None) -> int:
     print(f"{len(picked)} held-out windows of {n} frames, noised to t = {args.t}")
     for name, (root, local) in out.items():
         print(f"{name:>6}: root {root:.3f} m/s, root-relative joints {local:.3f} m/s")
+    if ckpt.model.cfg.key_input:
+        every = max(1, int(round(args.key_seconds * L.MODEL_FPS)))
+        without, keyed = key_use(ckpt, motion, music, styles, args.key_t, every)
+        print(f"keys every {args.key_seconds:g} s, noise t = {args.key_t}: error on the keyed frames {without:.3f} "
+              f"without keys, {keyed:.3f} with them ({100 * (1 - keyed / without):.0f}% less)")
     return 0
 
 
