@@ -95,14 +95,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def generate_command(args) -> int:
-    from tqdm import tqdm
-    from .api import available_styles, generate
-    from .music.audio import audio_seconds
-    from .body.motion import Constraints
+    from .music import background
     from .options import check_options, check_outputs, check_song_path
     # Everything is checked before any work starts (a mistake costs no generation time).
     check_outputs(args.output, OUTPUT_KINDS, args.force)
     check_song_path(args.song)
+    # The song is analysed in a second process while this one imports torch (engine.music.background).
+    music = background.start(args.song, args.start, args.duration)
+    try:
+        return _generate(args, music)
+    finally:
+        if music is not None:
+            music.cancel()
+
+
+def _generate(args, music) -> int:
+    from tqdm import tqdm
+    from .api import available_styles, generate
+    from .body.motion import Constraints
+    from .music.audio import audio_seconds
+    from .options import check_options
     styles = available_styles(args.weights)      # also checks the weights file
     check_options(style=args.style, styles=styles, steps=args.steps, fps=args.fps, start=args.start,
                   duration=args.duration, guidance=args.guidance, autoguidance=args.autoguidance,
@@ -120,7 +132,7 @@ def generate_command(args) -> int:
                           start=args.start, duration=args.duration, constraints=constraints,
                           guidance=args.guidance, autoguidance=args.autoguidance, device=args.device,
                           weights=args.weights, progress=progress, stage_radius=args.stage_radius,
-                          quality=args.quality)
+                          quality=args.quality, analysed_music=music)
     finally:
         bar.close()
     for out in args.output:

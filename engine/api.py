@@ -160,7 +160,7 @@ def generate(audio, *, sample_rate: int | None = None, style: str = "any", seed:
              weights=None, progress: Progress | None = None, beat_sync: bool = True,
              smoothing: float = SMOOTHING_SECONDS, autoguidance: float = DEFAULT_AUTOGUIDANCE,
              stage_radius: float | None = None, quality: str = DEFAULT_QUALITY,
-             finishing: Collection[str] = FINISHING_STEPS) -> Motion:
+             finishing: Collection[str] = FINISHING_STEPS, analysed_music=None) -> Motion:
     """Generate a dance for `audio` (a file path, or a waveform with `sample_rate`).
 
     The dance covers the song from `start` for `duration` seconds (default: to the end) at `fps`.
@@ -174,11 +174,15 @@ def generate(audio, *, sample_rate: int | None = None, style: str = "any", seed:
     weights themselves, or the one beside them) at the settings it was distilled for; "best" (the
     default) or other settings sample its many-step teacher (engine.sampler.fewstep).
     `finishing`: which of FINISHING_STEPS run (all by default; for measuring what each adds).
+    `analysed_music`: the song slice's engine.music.audio.music_for_dance when it was computed
+    already, or an engine.music.background analysis still running (the command line analyses the
+    song in a second process while torch loads); used only if made from this same file slice.
     """
     report = _reporter(progress)
     d = draw(audio, sample_rate=sample_rate, style=style, seed=seed, steps=steps, fps=fps, start=start,
              duration=duration, constraints=constraints, guidance=guidance, device=device, weights=weights,
-             report=report, autoguidance=autoguidance, stage_radius=stage_radius, quality=quality)
+             report=report, autoguidance=autoguidance, stage_radius=stage_radius, quality=quality,
+             analysed_music=analysed_music)
     report(0.92, "syncing to the beat and grounding the feet")
     steps_run = [f for f in finishing if beat_sync or f != "beat warp"]
     motion = finish_draw(d, finishing=steps_run, smoothing=smoothing)
@@ -199,7 +203,7 @@ def draw(audio, *, sample_rate: int | None = None, style: str = "any", seed: int
          constraints: Constraints | None = None, guidance: float = DEFAULT_GUIDANCE, device: str = "auto",
          weights=None, report: Callable[[float, str], None] | None = None,
          autoguidance: float = DEFAULT_AUTOGUIDANCE, stage_radius: float | None = None,
-         quality: str = DEFAULT_QUALITY) -> Draw:
+         quality: str = DEFAULT_QUALITY, analysed_music=None) -> Draw:
     """The network's part of `generate` (same arguments): options checked, music read, motion
     sampled. `report(fraction, message)` runs from 0 to 0.9."""
     from .music import audio as A
@@ -218,24 +222,19 @@ def draw(audio, *, sample_rate: int | None = None, style: str = "any", seed: int
     ckpt = load_weights(weights, dev)
 
     report(0.02, "reading the music")
-    wave, sr = A.load_audio(audio, sample_rate=sample_rate, start=start, duration=duration)
-    seconds = len(wave) / sr
+    if hasattr(analysed_music, "result"):    # still being analysed in the background: wait for it
+        analysed_music = analysed_music.result()
+    if analysed_music is None or analysed_music.source is None \
+            or analysed_music.source != A.music_source(audio, start, duration):
+        analysed_music = A.music_for_dance(audio, sample_rate=sample_rate, start=start, duration=duration)
+    seconds, features, beats = analysed_music.seconds, analysed_music.features, analysed_music.beats
     out_frames = max(1, int(round(seconds * fps)))
     constraints = _check_constraints(constraints, out_frames, fps)
     model_frames = max(2, int(math.ceil(seconds * L.MODEL_FPS)) + 1)
-    # Short songs are padded with silence to one full window, then cut back.
-    padded = max(model_frames, L.WINDOW_FRAMES)
-    pad_samples = int(math.ceil(padded / L.MODEL_FPS * sr)) - len(wave)
-    padded_wave = np.pad(wave, (0, max(0, pad_samples)))
-    if pad_samples <= sr // 10:    # a frame or two of padding: one analysis gives features and beats
-        features, beats, _tempo = A.features_and_beats(padded_wave, sr, fps=L.MODEL_FPS)
-        beats = beats[beats < seconds]
-    else:                          # a short song padded to a window: its beats come from the song alone
-        features = A.music_features(padded_wave, sr, fps=L.MODEL_FPS)
-        beats, _tempo = A.detect_beats(wave, sr)
+    padded = features.shape[0]
     report(0.08, "dancing")
 
-    music = music_input(ckpt.model.cfg, ckpt.music_normalizer, features[:padded]).to(dev)
+    music = music_input(ckpt.model.cfg, ckpt.music_normalizer, features).to(dev)
     if ckpt.model.cfg.key_input:    # a key-aware network sees every key, single ones too
         known = _inpainting(constraints, padded, fps, ckpt.normalizer, runs_only=False)
         music = with_keys(music) if known is None else with_keys(music, known.values.to(dev), known.mask.to(dev))

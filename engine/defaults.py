@@ -1,6 +1,11 @@
 """Generation defaults shared by the API, the command line and the add-on. Plain Python, so
 the add-on can read them before torch is installed."""
 
+# The model's time grid, fixed by the weights (engine.body.layout re-exports both): kept here, in
+# plain Python, so that the music analysis can run without importing torch.
+MODEL_FPS = 30               # the network's frame rate; music features are computed on the same grid
+WINDOW_FRAMES = 150          # 5 s windows, as EDGE
+
 DEFAULT_FPS = 30.0          # output frame rate when none is asked for (any rate works)
 DEFAULT_STEPS = 20          # DDIM steps: 50 scored the same as 20 on validation clips (weights/TRAINING.md)
 DEFAULT_GUIDANCE = 2.5      # classifier-free guidance weight, chosen on the validation split

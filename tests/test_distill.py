@@ -136,3 +136,52 @@ def test_generate_picks_the_student_or_its_teacher(teacher, packed_data, tmp_pat
     renamed = shipped / "mine.safetensors"
     w.rename(renamed)
     assert choose_weights(renamed, None, "fast", None, 2.5, 2.0) == renamed
+
+
+def test_a_student_carries_on_when_its_teacher_is_fine_tuned(teacher, packed_data, tmp_path, capsys):
+    from types import SimpleNamespace
+    from engine.training.distill import initial_student
+    out = tmp_path / "run"
+    assert _distil(teacher, packed_data, out, 2) == 0
+    old_student = out / "student.safetensors"
+    before, earlier = checkpoint.load(teacher).model, checkpoint.load(old_student).model
+    # The teacher fine-tuned into two new inputs: beat phase (two music columns) and keys.
+    cfg = ModelConfig.from_dict({**before.cfg.to_dict(), "music_channels": before.cfg.music_channels + 2,
+                                 "key_input": True})
+    torch.manual_seed(11)
+    tuned = Denoiser(cfg)
+    state = {k: v + 0.01 * torch.randn_like(v) if k in before.state_dict() and v.shape == before.state_dict()[k].shape
+             else v for k, v in tuned.state_dict().items()}
+    tuned.load_state_dict(state)
+    start = initial_student(SimpleNamespace(model=tuned), old_student, teacher)
+    old_t, old_s, new_t = before.state_dict(), earlier.state_dict(), tuned.state_dict()
+    name = "music.proj.weight"
+    shared = next(k for k in new_t if k in old_t and k != name)
+    assert torch.allclose(start[shared], old_s[shared] + new_t[shared] - old_t[shared], atol=1e-6)
+    width = old_t[name].shape[1]
+    assert torch.allclose(start[name][:, :width], old_s[name] + new_t[name][:, :width] - old_t[name], atol=1e-6)
+    assert torch.equal(start[name][:, width:], new_t[name][:, width:])           # the phase columns: the teacher's
+    assert all(torch.equal(start[k], new_t[k]) for k in new_t if k.startswith("key_in."))
+    # Without the old teacher: the earlier student's weights as they are.
+    plain = initial_student(SimpleNamespace(model=tuned), old_student, None)
+    assert torch.equal(plain[shared], old_s[shared])
+    # The command line: the old teacher must be the one the student records.
+    assert distill_main(["--teacher", str(teacher), "--out", str(tmp_path / "wrong"), "--data", str(packed_data),
+                         "--init-student", str(old_student), "--init-teacher", str(tiny_weights_of(teacher)),
+                         "--iterations", "1"]) == 2
+    assert "is not the teacher" in capsys.readouterr().err
+    assert distill_main(["--teacher", str(teacher), "--out", str(tmp_path / "right"), "--data", str(packed_data),
+                         "--init-student", str(old_student), "--init-teacher", str(teacher), "--iterations", "1",
+                         "--batch", "4", "--probe-windows", "2", "--segments", "2", "--substeps", "3",
+                         "--threads", "1"]) == 0
+    log = json.loads((tmp_path / "right" / "log.jsonl").read_text().splitlines()[-1])
+    assert log["iteration"] == 1
+    assert checkpoint.load(tmp_path / "right" / "student.safetensors").info["started_from"].startswith("student")
+
+
+def tiny_weights_of(teacher):
+    """A weights file that is not `teacher` (its main network alone)."""
+    other = teacher.parent / "other.safetensors"
+    c = checkpoint.load(teacher)
+    checkpoint.save(other, c.model, c.normalizer, c.music_normalizer, c.styles)
+    return other

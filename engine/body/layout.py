@@ -14,11 +14,10 @@ from dataclasses import dataclass
 
 import torch
 
+from ..defaults import MODEL_FPS, WINDOW_FRAMES   # noqa: F401  (the time grid: one definition, torch-free)
 from . import rotations as R
 from .skeleton import FOOT_INDICES, NUM_JOINTS, forward_kinematics, joint_indices
 
-MODEL_FPS = 30
-WINDOW_FRAMES = 150          # 5 s windows, as EDGE
 CONTACT_SPEED = 0.01         # metres per frame at MODEL_FPS under which a foot counts as planted (EDGE)
 
 CONTACTS = slice(0, 4)

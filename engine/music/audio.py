@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..body.layout import MODEL_FPS
+from ..defaults import MODEL_FPS, WINDOW_FRAMES
 from ..errors import EngineError
 from .numba_cache import librosa as cached_librosa   # imported on first use, its kernels cached
 
@@ -386,3 +386,39 @@ def load_song(source, sample_rate: float | None = None, start: float = 0.0,
     path = str(source) if isinstance(source, (str, Path)) else None
     return Song(wave=wave, sr=sr, features=feats, fps=float(fps), beat_times=beats / float(fps),
                 tempo=tempo, path=path, start=float(start or 0.0))
+
+
+@dataclass
+class DanceMusic:
+    """What the dance needs from a song slice: the network's features and the music's beats."""
+    seconds: float                   # length of the slice
+    features: np.ndarray             # (max(frames, a window), 35) at MODEL_FPS, silence-padded
+    beats: np.ndarray                # beat times in seconds from the slice's start, within it
+    source: tuple | None             # music_source(...) of what it was made from (None: a waveform)
+
+
+def music_source(source, start: float = 0.0, duration: float | None = None) -> tuple | None:
+    """What identifies a file's slice (None for a waveform, which has no name to compare)."""
+    if not isinstance(source, (str, Path)):
+        return None
+    return (str(Path(source).resolve()), float(start or 0.0), None if duration is None else float(duration))
+
+
+def music_for_dance(source, sample_rate: float | None = None, start: float = 0.0,
+                    duration: float | None = None) -> DanceMusic:
+    """Decode a song slice and analyse it for generation. A song shorter than one window is padded
+    with silence to a full window for its features; its beats come from the song alone."""
+    wave, sr = load_audio(source, sample_rate=sample_rate, start=start, duration=duration)
+    seconds = len(wave) / sr
+    frames = max(2, int(math.ceil(seconds * MODEL_FPS)) + 1)
+    padded = max(frames, WINDOW_FRAMES)
+    pad_samples = int(math.ceil(padded / MODEL_FPS * sr)) - len(wave)
+    padded_wave = np.pad(wave, (0, max(0, pad_samples)))
+    if pad_samples <= sr // 10:    # a frame or two of padding: one analysis gives features and beats
+        features, beats, _tempo = features_and_beats(padded_wave, sr, fps=MODEL_FPS)
+        beats = beats[beats < seconds]
+    else:
+        features = music_features(padded_wave, sr, fps=MODEL_FPS)
+        beats, _tempo = detect_beats(wave, sr)
+    return DanceMusic(seconds=seconds, features=features[:padded], beats=np.asarray(beats),
+                      source=music_source(source, start, duration))

@@ -151,6 +151,12 @@ def parse_args(argv=None):
     p.add_argument("--any-share", type=float, default=0.5,
                    help="share of windows conditioned on style 'any' (the rest: a random style)")
     p.add_argument("--probe-windows", type=int, default=16, help="validation windows for the closeness figure")
+    p.add_argument("--init-student", type=Path, default=None,
+                   help="start from an earlier student (of an earlier version of the teacher) instead of the teacher's "
+                        "own network: distillation then carries on rather than starting over")
+    p.add_argument("--init-teacher", type=Path, default=None,
+                   help="with --init-student: the teacher that student was distilled from; the change from it to "
+                        "--teacher (a fine-tune) is added to the student's weights")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--workers", type=int, default=0, help="processes preparing windows (raise on a fast GPU)")
@@ -193,6 +199,43 @@ def _probe(val, n: int, ckpt: checkpoint.Checkpoint, device, seed: int = 7) -> d
     return {"music": music.to(device), "noise": noise.to(device), "style": style.to(device)}
 
 
+def initial_student(ckpt: checkpoint.Checkpoint, student_path: Path, old_teacher_path: Path | None) -> dict:
+    """The weights a distillation starts from when it carries on an earlier student.
+
+    The earlier student may lack inputs the teacher has since gained (beat phase, keys): those
+    parameters are the teacher's. With its old teacher given, the teacher's change since then
+    (new minus old weights, a fine-tune) is added to the student's: on the shipped pair this
+    starts the student 31% closer to the new teacher's samples than the teacher's own network.
+    """
+    old = checkpoint.load(student_path)
+    if old.student is None:
+        raise EngineError(f"--init-student: {student_path} is not a few-step student")
+    base, new_cfg = old.model.cfg.to_dict(), ckpt.model.cfg.to_dict()
+    ignored = {"music_channels": 0, "key_input": False, "dropout": 0.0}   # inputs it may lack; dropout is off
+    if {**base, **ignored} != {**new_cfg, **ignored}:
+        raise EngineError(f"--init-student: {student_path} has another architecture ({base}) than the teacher ({new_cfg})")
+    teacher = ckpt.model.state_dict()
+    earlier = old.model.state_dict()
+    delta = None
+    if old_teacher_path is not None:
+        recorded = old.student.get("teacher_sha256")
+        if recorded and file_digest(old_teacher_path) != recorded:
+            raise EngineError(f"--init-teacher: {old_teacher_path} is not the teacher {student_path} was distilled from")
+        delta = checkpoint.load(old_teacher_path).model.state_dict()
+    state = {}
+    for name, value in teacher.items():
+        if name not in earlier:                  # an input the earlier student lacks: the teacher's
+            state[name] = value.clone()
+            continue
+        had = earlier[name]
+        change = 0 if delta is None else value[tuple(slice(0, n) for n in had.shape)] - delta[name]
+        start = had + change
+        if start.shape != value.shape:           # new input columns (beat phase): the teacher's
+            start = torch.cat([start, value[:, had.shape[1]:]], 1)
+        state[name] = start
+    return state
+
+
 def _student_info(args, teacher_path: Path, digest: str, times_s: list[int]) -> dict:
     return {"steps": len(times_s), "timesteps": times_s, "teacher_steps": args.segments * args.substeps,
             "guidance": args.guidance, "autoguidance": args.autoguidance, "teacher": teacher_path.name, "teacher_sha256": digest,
@@ -205,6 +248,11 @@ def run(args) -> Path:
     from .train import _batches, _restore_state, _state_tensors
     if args.segments < 1 or args.substeps < 1:
         raise EngineError("--segments and --substeps must be at least 1")
+    if args.init_teacher and not args.init_student:
+        raise EngineError("--init-teacher goes with --init-student (the teacher that student was distilled from)")
+    for given in (args.init_student, args.init_teacher):
+        if given and not given.is_file():
+            raise EngineError(f"no weights file at {given}")
     teacher_path = args.teacher.resolve()
     device = torch.device("cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
                           else "cpu")
@@ -231,8 +279,10 @@ def run(args) -> Path:
     alpha_bar = cosine_alpha_bar().to(device)
     cfg = ModelConfig.from_dict({**ckpt.model.cfg.to_dict(), "dropout": 0.0})   # a deterministic target
     student, ema = Denoiser(cfg).to(device), Denoiser(cfg).to(device).eval()
-    student.load_state_dict(ckpt.model.state_dict())
-    ema.load_state_dict(ckpt.model.state_dict())
+    start = (initial_student(ckpt, args.init_student.resolve(), args.init_teacher and args.init_teacher.resolve())
+             if args.init_student else ckpt.model.state_dict())
+    student.load_state_dict(start)
+    ema.load_state_dict(start)
     for p in ema.parameters():
         p.requires_grad_(False)
     opt = torch.optim.AdamW(student.parameters(), lr=args.lr, weight_decay=0.0)
@@ -280,7 +330,10 @@ def run(args) -> Path:
                 "machine": f"{platform.machine()} {platform.processor() or ''} {torch.get_num_threads()} threads".strip(),
                 "device": str(device) + (f" ({torch.cuda.get_device_name()})" if device.type == "cuda" else ""),
                 "torch": torch.__version__, "command": "python -m engine distill " + " ".join(sys.argv[1:]),
-                "data": [str(s) for s in (args.data or [])], "teacher_info": ckpt.info}
+                "data": [str(s) for s in (args.data or [])], "teacher_info": ckpt.info,
+                "started_from": (f"{args.init_student.name} (+ the teacher's change since {args.init_teacher.name})"
+                                 if args.init_teacher else args.init_student.name) if args.init_student
+                                else "the teacher's network"}
         checkpoint.save(out / "student.safetensors", ema, ckpt.normalizer, ckpt.music_normalizer, ckpt.styles,
                         info, student=_student_info(args, teacher_path, digest, times_s))
         from safetensors.torch import save_file
