@@ -78,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
                         f"(autoguidance; 1 = off; default {DEFAULT_AUTOGUIDANCE:g})")
     g.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to run (default auto)")
     g.add_argument("--quality", default=DEFAULT_QUALITY, choices=QUALITIES,
-                   help=f"fast: the few-step student distilled from the weights (about 17x faster, less varied); "
+                   help=f"fast: the few-step student distilled from the weights (about 15x faster, less varied); "
                         f"best: the many-step model itself (default {DEFAULT_QUALITY}; the student serves only "
                         f"the default --steps, --guidance and --autoguidance)")
     g.add_argument("--weights", type=Path, default=None, help="weights .safetensors (default: the shipped model)")

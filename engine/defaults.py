@@ -23,9 +23,9 @@ SMOOTHING_SECONDS = 0.11
 # they stray from the real ones (FID_k).
 DEFAULT_AUTOGUIDANCE = 2.0
 MAX_AUTOGUIDANCE = 5.0
-# "best": the many-step teacher; "fast": its few-step student (engine.sampler.fewstep), about 17x
+# "best": the many-step teacher; "fast": its few-step student (engine.sampler.fewstep), about 15x
 # faster. The default stays "best" while the shipped student scores outside its teacher's
-# seed-to-seed spread on the honest evaluation (FID_k 48.6 against 37.7, Div_k 5.7 against 7.6 on
+# seed-to-seed spread on the honest evaluation (FID_k 38.4 against 32.3, Div_k 6.9 against 8.8 on
 # the validation split; weights/TRAINING.md, "The few-step student").
 DEFAULT_QUALITY = "best"
 QUALITIES = ("fast", "best")

@@ -79,12 +79,13 @@ def test_the_shipped_fast_student_belongs_to_the_shipped_model(song, dance):
     """Quality "fast" finds the few-step student beside the shipped weights, distilled from exactly
     them (by checksum), at the default settings; "best" (the default) keeps the shipped model."""
     from engine.defaults import DEFAULT_AUTOGUIDANCE, DEFAULT_GUIDANCE
-    from engine.sampler.fewstep import choose_weights, student_beside
+    from engine.sampler.fewstep import choose_weights, distilled_from_this, student_beside
     found = student_beside(SHIPPED_WEIGHTS)
     if found is None:
         pytest.skip("no few-step student is shipped beside the weights")
     student, record = found
     assert len(record["timesteps"]) <= 4                               # issue 16: at most 4 passes a window
+    assert distilled_from_this(record, SHIPPED_WEIGHTS)                # not a student of an earlier version
     pick = lambda quality, steps=None: choose_weights(SHIPPED_WEIGHTS, None, quality, steps, DEFAULT_GUIDANCE,
                                                       DEFAULT_AUTOGUIDANCE)
     assert pick("fast") == student and pick("best") == SHIPPED_WEIGHTS and pick("fast", 7) == SHIPPED_WEIGHTS
