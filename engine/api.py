@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import math
 import warnings
 from pathlib import Path
 from dataclasses import dataclass
@@ -230,8 +229,7 @@ def draw(audio, *, sample_rate: int | None = None, style: str = "any", seed: int
     seconds, features, beats = analysed_music.seconds, analysed_music.features, analysed_music.beats
     out_frames = max(1, int(round(seconds * fps)))
     constraints = _check_constraints(constraints, out_frames, fps)
-    model_frames = max(2, int(math.ceil(seconds * L.MODEL_FPS)) + 1)
-    padded = features.shape[0]
+    model_frames, padded = analysed_music.frames, features.shape[0]
     report(0.08, "dancing")
 
     music = music_input(ckpt.model.cfg, ckpt.music_normalizer, features).to(dev)

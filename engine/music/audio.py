@@ -392,6 +392,7 @@ def load_song(source, sample_rate: float | None = None, start: float = 0.0,
 class DanceMusic:
     """What the dance needs from a song slice: the network's features and the music's beats."""
     seconds: float                   # length of the slice
+    frames: int                      # MODEL_FPS frames the dance has for it (both ends included)
     features: np.ndarray             # (max(frames, a window), 35) at MODEL_FPS, silence-padded
     beats: np.ndarray                # beat times in seconds from the slice's start, within it
     source: tuple | None             # music_source(...) of what it was made from (None: a waveform)
@@ -420,5 +421,5 @@ def music_for_dance(source, sample_rate: float | None = None, start: float = 0.0
     else:
         features = music_features(padded_wave, sr, fps=MODEL_FPS)
         beats, _tempo = detect_beats(wave, sr)
-    return DanceMusic(seconds=seconds, features=features[:padded], beats=np.asarray(beats),
+    return DanceMusic(seconds=seconds, frames=frames, features=features[:padded], beats=np.asarray(beats),
                       source=music_source(source, start, duration))

@@ -15,7 +15,6 @@ from __future__ import annotations
 import multiprocessing
 import os
 import sys
-import traceback
 
 from ..errors import EngineError
 
@@ -28,8 +27,8 @@ def _child(send, source: str, start: float, duration: float | None) -> None:
         send.send((False, str(e)))
     except KeyboardInterrupt:          # Ctrl-C reaches the whole process group: the parent reports it
         pass
-    except Exception:                  # anything else: the parent analyses in line and shows the error
-        send.send((None, traceback.format_exc()))
+    except Exception:                  # anything else: the parent analyses in line, which shows the error
+        send.send((None, None))
     finally:
         send.close()
 

@@ -236,6 +236,15 @@ def initial_student(ckpt: checkpoint.Checkpoint, student_path: Path, old_teacher
     return state
 
 
+def _started_from(args) -> str:
+    """The student's starting weights, in words, for its record."""
+    if not args.init_student:
+        return "the teacher's network"
+    if not args.init_teacher:
+        return args.init_student.name
+    return f"{args.init_student.name} (+ the teacher's change since {args.init_teacher.name})"
+
+
 def _student_info(args, teacher_path: Path, digest: str, times_s: list[int]) -> dict:
     return {"steps": len(times_s), "timesteps": times_s, "teacher_steps": args.segments * args.substeps,
             "guidance": args.guidance, "autoguidance": args.autoguidance, "teacher": teacher_path.name, "teacher_sha256": digest,
@@ -331,9 +340,7 @@ def run(args) -> Path:
                 "device": str(device) + (f" ({torch.cuda.get_device_name()})" if device.type == "cuda" else ""),
                 "torch": torch.__version__, "command": "python -m engine distill " + " ".join(sys.argv[1:]),
                 "data": [str(s) for s in (args.data or [])], "teacher_info": ckpt.info,
-                "started_from": (f"{args.init_student.name} (+ the teacher's change since {args.init_teacher.name})"
-                                 if args.init_teacher else args.init_student.name) if args.init_student
-                                else "the teacher's network"}
+                "started_from": _started_from(args)}
         checkpoint.save(out / "student.safetensors", ema, ckpt.normalizer, ckpt.music_normalizer, ckpt.styles,
                         info, student=_student_info(args, teacher_path, digest, times_s))
         from safetensors.torch import save_file
