@@ -15,7 +15,7 @@ from .body import rotations as R
 from .body.motion import Constraints, Motion
 from .body.skeleton import NUM_JOINTS, joint_positions
 from .defaults import (DEFAULT_AUTOGUIDANCE, DEFAULT_FPS, DEFAULT_GUIDANCE, DEFAULT_QUALITY, DEFAULT_STEPS,
-                       INPAINT_MIN_RUN_SECONDS, LATE_GUIDANCE, SMOOTHING_SECONDS)
+                       GUIDANCE_LOWPASS_FRAMES, INPAINT_MIN_RUN_SECONDS, LATE_GUIDANCE, SMOOTHING_SECONDS)
 from .errors import Cancelled, EngineError
 from .finishing.beatsync import motion_beats, output_times, warp_knots, warp_times
 from .finishing.editing import anchor_times, apply_constraints, keyed_runs
@@ -159,7 +159,8 @@ def generate(audio, *, sample_rate: int | None = None, style: str = "any", seed:
              weights=None, progress: Progress | None = None, beat_sync: bool = True,
              smoothing: float = SMOOTHING_SECONDS, autoguidance: float = DEFAULT_AUTOGUIDANCE,
              stage_radius: float | None = None, quality: str = DEFAULT_QUALITY,
-             finishing: Collection[str] = FINISHING_STEPS, analysed_music=None) -> Motion:
+             finishing: Collection[str] = FINISHING_STEPS, analysed_music=None,
+             guidance_lowpass: float = GUIDANCE_LOWPASS_FRAMES) -> Motion:
     """Generate a dance for `audio` (a file path, or a waveform with `sample_rate`).
 
     The dance covers the song from `start` for `duration` seconds (default: to the end) at `fps`.
@@ -173,6 +174,8 @@ def generate(audio, *, sample_rate: int | None = None, style: str = "any", seed:
     weights themselves, or the one beside them) at the settings it was distilled for; "best" (the
     default) or other settings sample its many-step teacher (engine.sampler.fewstep).
     `finishing`: which of FINISHING_STEPS run (all by default; for measuring what each adds).
+    `guidance_lowpass`: sigma (frames at MODEL_FPS) below which the teacher's guidance acts
+    (engine.sampler.diffusion.guided; 0 = plain guidance; a student's guidance is baked in).
     `analysed_music`: the song slice's engine.music.audio.music_for_dance when it was computed
     already, or an engine.music.background analysis still running (the command line analyses the
     song in a second process while torch loads); used only if made from this same file slice.
@@ -181,7 +184,7 @@ def generate(audio, *, sample_rate: int | None = None, style: str = "any", seed:
     d = draw(audio, sample_rate=sample_rate, style=style, seed=seed, steps=steps, fps=fps, start=start,
              duration=duration, constraints=constraints, guidance=guidance, device=device, weights=weights,
              report=report, autoguidance=autoguidance, stage_radius=stage_radius, quality=quality,
-             analysed_music=analysed_music)
+             analysed_music=analysed_music, guidance_lowpass=guidance_lowpass)
     report(0.92, "syncing to the beat and grounding the feet")
     steps_run = [f for f in finishing if beat_sync or f != "beat warp"]
     motion = finish_draw(d, finishing=steps_run, smoothing=smoothing)
@@ -202,7 +205,8 @@ def draw(audio, *, sample_rate: int | None = None, style: str = "any", seed: int
          constraints: Constraints | None = None, guidance: float = DEFAULT_GUIDANCE, device: str = "auto",
          weights=None, report: Callable[[float, str], None] | None = None,
          autoguidance: float = DEFAULT_AUTOGUIDANCE, stage_radius: float | None = None,
-         quality: str = DEFAULT_QUALITY, analysed_music=None) -> Draw:
+         quality: str = DEFAULT_QUALITY, analysed_music=None,
+         guidance_lowpass: float = GUIDANCE_LOWPASS_FRAMES) -> Draw:
     """The network's part of `generate` (same arguments): options checked, music read, motion
     sampled. `report(fraction, message)` runs from 0 to 0.9."""
     from .music import audio as A
@@ -217,6 +221,8 @@ def draw(audio, *, sample_rate: int | None = None, style: str = "any", seed: int
     song_seconds = A.audio_seconds(audio) if isinstance(audio, (str, Path)) else None
     _check_options(style, json.loads(meta["styles"]), steps, fps, start, duration, guidance, autoguidance,
                    stage_radius, song_seconds)
+    if not 0 <= guidance_lowpass < float("inf"):
+        raise EngineError(f"guidance_lowpass must be 0 or more frames, got {guidance_lowpass}")
     weights = choose_weights(given, json.loads(meta.get("student", "null")), quality, steps, guidance, autoguidance)
     ckpt = load_weights(weights, dev)
 
@@ -242,7 +248,7 @@ def draw(audio, *, sample_rate: int | None = None, style: str = "any", seed: int
         inpaint = Inpainting(inpaint.values.to(dev), inpaint.mask.to(dev))
     generator = torch.Generator().manual_seed(int(seed))
     x = _sample_with_fallback(ckpt, weights, music, style_index, guidance, autoguidance, steps, generator, inpaint,
-                              dev, lambda f: report(0.08 + 0.82 * f, "dancing"))
+                              dev, lambda f: report(0.08 + 0.82 * f, "dancing"), guidance_lowpass)
     return Draw(raw=ckpt.normalizer.denormalize(x.double().cpu()[:model_frames]), seconds=seconds,
                 out_frames=out_frames, fps=float(fps), beats=np.asarray(beats), constraints=constraints,
                 stage_radius=stage_radius, style=style, seed=int(seed),
@@ -270,28 +276,31 @@ def finish_draw(d: Draw, finishing: Collection[str] = FINISHING_STEPS,
     return motion
 
 
-def denoiser(ckpt: checkpoint.Checkpoint, style_index: torch.Tensor, guidance: float, autoguidance: float):
+def denoiser(ckpt: checkpoint.Checkpoint, style_index: torch.Tensor, guidance: float, autoguidance: float,
+             guidance_lowpass: float = GUIDANCE_LOWPASS_FRAMES):
     """The sampler's denoiser: classifier-free guidance on the main network, and autoguidance
-    from the guide network when the weights have one (a weight of 1 leaves the guide unused).
+    from the guide network when the weights have one (a weight of 1 leaves the guide unused),
+    both guiding the motion band below `guidance_lowpass` (sigma in frames; 0 = plain guidance).
     A few-step student has its guidance inside: one conditioned pass."""
     if ckpt.student is not None:
         return guided(ckpt.model, style_index, 1.0)
     def cfg(model):
-        return guided(model, style_index, guidance, late_guidance=min(guidance, LATE_GUIDANCE))
+        return guided(model, style_index, guidance, late_guidance=min(guidance, LATE_GUIDANCE),
+                      lowpass_frames=guidance_lowpass)
     if ckpt.guide is None:
         return cfg(ckpt.model)
-    return autoguided(cfg(ckpt.model), cfg(ckpt.guide), autoguidance)
+    return autoguided(cfg(ckpt.model), cfg(ckpt.guide), autoguidance, lowpass_frames=guidance_lowpass)
 
 
 def _sample_with_fallback(ckpt, weights, music, style_index, guidance, autoguidance, steps, generator, inpaint, dev,
-                          on_step):
+                          on_step, guidance_lowpass: float = GUIDANCE_LOWPASS_FRAMES):
     """Sample on `dev`; if the GPU runs out of memory, say so and redo the same draw on the CPU."""
     alpha_bar = cosine_alpha_bar()
     state = generator.get_state()
 
     def run(ckpt, music, style_index, inpaint):
         with torch.no_grad():
-            denoise = denoiser(ckpt, style_index, guidance, autoguidance)
+            denoise = denoiser(ckpt, style_index, guidance, autoguidance, guidance_lowpass)
             return sample(denoise, music, window=L.WINDOW_FRAMES, steps=steps,
                           alpha_bar=alpha_bar, generator=generator, channels=L.NUM_CHANNELS,
                           inpainting=inpaint, progress=on_step,

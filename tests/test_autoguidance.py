@@ -73,6 +73,11 @@ def test_generate_uses_the_guide_only_when_asked(click_song, tiny_weights, tmp_p
     assert np.array_equal(generate(click_song, weights=tiny_weights, autoguidance=1.5, **kw).poses, plain.poses)
     with pytest.raises(EngineError, match="autoguidance"):
         generate(click_song, weights=with_guide, autoguidance=0.5, **kw)
+    # Guidance in the motion band changes the draw through the real sampler; a negative band is refused.
+    banded = generate(click_song, weights=with_guide, autoguidance=1.5, guidance_lowpass=2.0, **kw)
+    assert not np.allclose(banded.poses, on.poses, atol=1e-4)
+    with pytest.raises(EngineError, match="guidance_lowpass"):
+        generate(click_song, weights=with_guide, guidance_lowpass=-1.0, **kw)
 
 
 def test_a_plain_guide_guides_a_network_with_beat_phase_and_keys(click_song, tiny_weights, tmp_path):

@@ -35,8 +35,8 @@ import torch
 from ..body import layout as L
 from ..body.motion import Motion
 from ..body.skeleton import joint_positions
-from ..defaults import (DEFAULT_AUTOGUIDANCE, DEFAULT_GUIDANCE, DEFAULT_QUALITY, DEFAULT_STEPS, QUALITIES,
-                        SMOOTHING_SECONDS)
+from ..defaults import (DEFAULT_AUTOGUIDANCE, DEFAULT_GUIDANCE, DEFAULT_QUALITY, DEFAULT_STEPS,
+                        GUIDANCE_LOWPASS_FRAMES, QUALITIES, SMOOTHING_SECONDS)
 from ..errors import EngineError
 from ..sampler.checkpoint import DEFAULT_WEIGHTS
 from . import metrics as M
@@ -172,7 +172,8 @@ def model_motions(clips: Sequence[Clip], generate: Generator, seed: int) -> list
 def api_generator(weights: Path, steps: int, beat_sync: bool = True, guidance: float = DEFAULT_GUIDANCE,
                   autoguidance: float = DEFAULT_AUTOGUIDANCE, smoothing: float = SMOOTHING_SECONDS,
                   true_style: bool = False, finishing: Sequence[str] | None = None,
-                  draws: dict | None = None, quality: str = DEFAULT_QUALITY) -> Generator:
+                  draws: dict | None = None, quality: str = DEFAULT_QUALITY,
+                  guidance_lowpass: float = GUIDANCE_LOWPASS_FRAMES) -> Generator:
     """engine.api.generate on the clip's audio, in style "any" (the default a user gets) or, with
     `true_style`, in the clip's own style when the weights know it. beat_sync=False scores the
     model without the beat warp, to show what the warp adds; `finishing` names the
@@ -190,7 +191,7 @@ def api_generator(weights: Path, steps: int, beat_sync: bool = True, guidance: f
         if d is None:
             d = api.draw(clip.audio_path, style=style, seed=seed, steps=steps, fps=float(L.MODEL_FPS),
                          start=clip.start, duration=clip.duration, weights=weights, guidance=guidance,
-                         autoguidance=autoguidance, quality=quality)
+                         autoguidance=autoguidance, quality=quality, guidance_lowpass=guidance_lowpass)
             if draws is not None:
                 draws[key] = d
         return api.finish_draw(d, finishing=steps_run, smoothing=smoothing)
@@ -438,6 +439,9 @@ def parse_args(argv=None):
     p.add_argument("--autoguidance", type=float, default=DEFAULT_AUTOGUIDANCE,
                    help=f"autoguidance weight of the model rows, when the weights have a guide network; "
                         f"1 = off (default {DEFAULT_AUTOGUIDANCE:g})")
+    p.add_argument("--guidance-lowpass", type=float, default=GUIDANCE_LOWPASS_FRAMES,
+                   help=f"sigma (frames) of the low-pass on the guidance's push; 0 = plain guidance "
+                        f"(default {GUIDANCE_LOWPASS_FRAMES:g})")
     p.add_argument("--smoothing", type=float, default=SMOOTHING_SECONDS,
                    help=f"seconds of Gaussian smoothing of the model rows' output (default {SMOOTHING_SECONDS:g})")
     p.add_argument("--no-ablation", action="store_true",
@@ -459,7 +463,7 @@ def main(argv=None) -> int:
                 return 2
             from ..api import FINISHING_STEPS
             options = dict(guidance=args.guidance, autoguidance=args.autoguidance, smoothing=args.smoothing,
-                           draws={}, quality=args.quality)
+                           draws={}, quality=args.quality, guidance_lowpass=args.guidance_lowpass)
             generators[DEFAULT_ROW] = api_generator(weights, args.steps, **options)
             if not args.no_ablation:
                 generators["model (true style)"] = api_generator(weights, args.steps, true_style=True, **options)
@@ -481,6 +485,7 @@ def main(argv=None) -> int:
         train, val = load_sequences(sources, (args.cache or out.parent / ".cache").resolve())
         settings = {"data": [str(s) for s in sources], "steps": args.steps, "every": args.every,
                     "guidance": args.guidance, "autoguidance": args.autoguidance, "smoothing": args.smoothing,
+                    "guidance_lowpass": args.guidance_lowpass,
                     "weights": str(weights) if generators else None}
         genre_set = None
         if generators and not args.no_genre_set:

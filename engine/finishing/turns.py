@@ -16,7 +16,6 @@ from scipy.spatial.transform import Rotation, Slerp
 from ..body import layout as L
 from ..body import rotations as R
 from ..body.skeleton import MIRROR_INDICES
-from .beatsync import MAX_RATE
 from .feet import true_runs
 
 # rad/s. The training dancers' pelvis (tang2018 and JustLMD, 165,000 frames at 30 fps) turns
@@ -101,18 +100,20 @@ def limit_pelvis_turns(channels: torch.Tensor, fps: float, max_rate: float = MAX
 # Derived from the training dancers: the 99.99th percentile of each joint's frame-to-frame turn
 # over the 152,215 frames at 30 fps of tang2018 and JustLMD's training split (engine.training.data's
 # split; measured with engine.evaluation.evaluate_inbetween.angular_speed), the larger of the joint and its
-# mirror twin (training mirrors the dancers), times beatsync.MAX_RATE = 1.6 since the beat warp may
-# replay a move that much faster; at least 1.6 x 10.6 = 17 (10.6 rad/s: the 99.99th percentile
-# over all joints; the leg IK must turn ankles and knees faster than the data's barely moving
-# ankles ever do to hold a planted sole) and at most 40, the hard ceiling. The result: 17 for
-# most joints, 25.8 for the pelvis, 40 for the elbows (the right elbow's 33.9 rad/s in the data).
+# mirror twin (training mirrors the dancers), times SPEED_HEADROOM = 1.6: the beat warp may replay
+# a move faster (up to beatsync.MAX_RATE, 1.6 when these bounds were set, 1.25 now; the bounds were
+# kept, so the speed guard acts as it was measured); at least 1.6 x 10.6 = 17 (10.6 rad/s: the
+# 99.99th percentile over all joints; the leg IK must turn ankles and knees faster than the data's
+# barely moving ankles ever do to hold a planted sole) and at most 40, the hard ceiling. The
+# result: 17 for most joints, 25.8 for the pelvis, 40 for the elbows (the right elbow's 33.9 rad/s).
+SPEED_HEADROOM = 1.6
 MAX_JOINT_SPEED_CEILING = 40.0
 _TRAINING_P9999_ALL_JOINTS = 10.6
 _TRAINING_P9999 = (16.14, 6.79, 6.27, 3.16, 9.78, 9.46, 4.69, 3.82, 3.24, 5.54, 3.41, 4.71,
                    5.73, 8.93, 10.58, 4.57, 8.69, 9.51, 10.45, 33.94, 9.39, 8.37, 3.81, 3.19)
 MAX_JOINT_SPEED = tuple(
     float(min(MAX_JOINT_SPEED_CEILING,
-              MAX_RATE * max(_TRAINING_P9999_ALL_JOINTS, _TRAINING_P9999[j], _TRAINING_P9999[MIRROR_INDICES[j]])))
+              SPEED_HEADROOM * max(_TRAINING_P9999_ALL_JOINTS, _TRAINING_P9999[j], _TRAINING_P9999[MIRROR_INDICES[j]])))
     for j in range(len(_TRAINING_P9999)))
 
 

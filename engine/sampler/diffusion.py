@@ -189,13 +189,38 @@ def sample(denoise: Callable, music: torch.Tensor, *, window: int, steps: int,
     return x
 
 
+def lowpass_in_time(x: torch.Tensor, sigma_frames: float) -> torch.Tensor:
+    """Gaussian low-pass of (N, W, C) windows along W (edges replicated); sigma 0 returns x."""
+    if sigma_frames <= 0 or x.shape[1] < 2:
+        return x
+    radius = int(math.ceil(3 * sigma_frames))
+    offsets = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
+    kernel = torch.exp(-0.5 * (offsets / sigma_frames) ** 2)
+    n, w, c = x.shape
+    rows = x.permute(0, 2, 1).reshape(n * c, 1, w)
+    rows = F.pad(rows, (radius, radius), mode="replicate")
+    return F.conv1d(rows, (kernel / kernel.sum()).view(1, 1, -1)).reshape(n, c, w).permute(0, 2, 1)
+
+
+def _extrapolate(good: torch.Tensor, bad: torch.Tensor, weight: float, lowpass_frames: float) -> torch.Tensor:
+    """bad + weight * (good - bad), with the guidance's push (good - bad) low-passed in time
+    when lowpass_frames > 0: good + (weight - 1) * lowpass(good - bad)."""
+    if lowpass_frames <= 0:
+        return bad + weight * (good - bad)
+    return good + (weight - 1) * lowpass_in_time(good - bad, lowpass_frames)
+
+
 def guided(model, style: torch.Tensor, guidance: float, late_guidance: float | None = None,
-           late_from_t: int = LATE_GUIDANCE_FROM_T) -> Callable:
+           late_from_t: int = LATE_GUIDANCE_FROM_T, lowpass_frames: float = 0.0) -> Callable:
     """Classifier-free guidance (Ho & Salimans 2022) as a denoiser with the sampler's signature.
 
     `late_guidance`, when given, replaces `guidance` at training steps t <= late_from_t: guidance
     in a limited interval of noise levels (Kynkaenniemi et al., NeurIPS 2024). The dance's shape
     is decided at high noise; at low noise a strong weight only amplifies frame-to-frame jitter.
+    `lowpass_frames` > 0 guides only the slow part of the motion: the push from the unconditioned
+    to the conditioned prediction is Gaussian-low-passed in time (sigma in frames) before it is
+    amplified, so guidance strengthens the moves without amplifying the two passes' frame-to-frame
+    disagreement (frequency-dependent guidance, as Sadat et al. 2025 do for images).
     A weight of 1 uses only the conditioned pass; otherwise both passes run in one batch.
     """
     def denoise(x_t, t, music):
@@ -207,12 +232,11 @@ def guided(model, style: torch.Tensor, guidance: float, late_guidance: float | N
         keep = torch.cat([torch.ones(n, dtype=torch.bool), torch.zeros(n, dtype=torch.bool)]).to(x_t.device)
         out = model(torch.cat([x_t, x_t]), torch.cat([t, t]), torch.cat([music, music]),
                     torch.cat([styles, torch.zeros_like(styles)]), keep)
-        cond, uncond = out[:n], out[n:]
-        return uncond + weight * (cond - uncond)
+        return _extrapolate(out[:n], out[n:], weight, lowpass_frames)
     return denoise
 
 
-def autoguided(main: Callable, guide: Callable, weight: float) -> Callable:
+def autoguided(main: Callable, guide: Callable, weight: float, lowpass_frames: float = 0.0) -> Callable:
     """Autoguidance (Karras et al., "Guiding a Diffusion Model with a Bad Version of Itself",
     NeurIPS 2024) as a denoiser with the sampler's signature: guide + weight * (main - guide).
 
@@ -224,11 +248,12 @@ def autoguided(main: Callable, guide: Callable, weight: float) -> Callable:
     The last step (t = 0) uses the main model alone: its input is already clean and its
     prediction is the result, so extrapolating there only adds the two networks' disagreement
     about the finest detail to the dance (on validation clips: more foot contact errors, PFC).
+    `lowpass_frames` > 0 low-passes the push (main - guide) in time before amplifying it (see `guided`).
     """
     def denoise(x_t, t, music):
         good = main(x_t, t, music)
         if weight == 1.0 or int(t[0]) == 0:
             return good
         bad = guide(x_t, t, music)
-        return bad + weight * (good - bad)
+        return _extrapolate(good, bad, weight, lowpass_frames)
     return denoise

@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 
 from ..body import layout as L
-from ..defaults import DEFAULT_AUTOGUIDANCE, DEFAULT_GUIDANCE
+from ..defaults import DEFAULT_AUTOGUIDANCE, DEFAULT_GUIDANCE, GUIDANCE_LOWPASS_FRAMES
 from ..errors import EngineError
 from ..sampler import checkpoint
 from ..sampler.diffusion import cosine_alpha_bar, ddim_step, ddim_timesteps, guided, q_sample
@@ -139,6 +139,8 @@ def parse_args(argv=None):
     p.add_argument("--substeps", type=int, default=5, help="teacher DDIM steps per student step")
     p.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE, help="the teacher's guidance, baked in")
     p.add_argument("--autoguidance", type=float, default=DEFAULT_AUTOGUIDANCE, help="the teacher's autoguidance, baked in")
+    p.add_argument("--guidance-lowpass", type=float, default=GUIDANCE_LOWPASS_FRAMES,
+                   help="the teacher's guidance band (sigma in frames; 0 = plain guidance), baked in")
     p.add_argument("--iterations", type=int, default=20000, help="total optimisation steps")
     p.add_argument("--max-minutes", type=float, default=None, help="stop (resumably) after this much wall time")
     p.add_argument("--save-minutes", type=float, default=2.0, help="wall time between checkpoints")
@@ -247,7 +249,8 @@ def _started_from(args) -> str:
 
 def _student_info(args, teacher_path: Path, digest: str, times_s: list[int]) -> dict:
     return {"steps": len(times_s), "timesteps": times_s, "teacher_steps": args.segments * args.substeps,
-            "guidance": args.guidance, "autoguidance": args.autoguidance, "teacher": teacher_path.name, "teacher_sha256": digest,
+            "guidance": args.guidance, "autoguidance": args.autoguidance, "guidance_lowpass": args.guidance_lowpass,
+            "teacher": teacher_path.name, "teacher_sha256": digest,
             "recipe": f"guidance + progressive step distillation, {args.segments} x {args.substeps} teacher steps "
                       f"(engine.training.distill)"}
 
@@ -297,11 +300,12 @@ def run(args) -> Path:
     opt = torch.optim.AdamW(student.parameters(), lr=args.lr, weight_decay=0.0)
     state_path, meta_path = out / "state.safetensors", out / "recipe.json"
     recipe = {"teacher_sha256": digest, "segments": args.segments, "substeps": args.substeps,
-              "guidance": args.guidance, "autoguidance": args.autoguidance}
+              "guidance": args.guidance, "autoguidance": args.autoguidance, "guidance_lowpass": args.guidance_lowpass}
     step, seconds_before, old = 0, 0.0, {}
     if state_path.exists():
         from safetensors.torch import load_file
         old = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+        old.setdefault("guidance_lowpass", 0.0)      # runs from before the option guided plainly
         if {k: old.get(k) for k in recipe} != recipe:
             raise EngineError(f"{out} holds a distillation of another teacher or recipe ({old}): use a new --out")
         step = _restore_state(load_file(str(state_path), device=str(device)), student, ema, opt)
@@ -309,7 +313,7 @@ def run(args) -> Path:
         print(f"resuming from iteration {step}", flush=True)
 
     def teacher_for(style: torch.Tensor):
-        return denoiser(ckpt, style, args.guidance, args.autoguidance)
+        return denoiser(ckpt, style, args.guidance, args.autoguidance, args.guidance_lowpass)
 
     probe = _probe(val, args.probe_windows, ckpt, device)
     reference = sample_windows(teacher_for(probe["style"]), probe["noise"], probe["music"], times_t, alpha_bar)
