@@ -4,8 +4,11 @@ The pip package `immich-memories-music` (MIT) ships 29 clips of about 30 s, acou
 electronic, 68-150 bpm, generated with ACE-Step (no third-party recordings). Its licence file lists
 every clip with its tempo, key, seed and genre tag, one line each, e.g.
     calm_acoustic_1.opus                 68 bpm  C major   seed 101  [acoustic]
-so the true tempo of each song is known without a beat tracker. The package's folder holds the
-clips as tracks/<mood>/<name>.opus (soundfile decodes Opus).
+The listed tempo is what the generator was asked for, not a measurement: on 12 of the 28 songs
+the beat tracker (engine.music.audio) finds 4/3, 2/3 or 2x of it, and on most of those the onset
+envelope's strongest autocorrelation peak agrees with the tracker (2026-12-01). So the evaluation
+scores against the tracked beats, as for any song, and keeps the listed tempo only as a label.
+The package's folder holds the clips as tracks/<mood>/<name>.opus (soundfile decodes Opus).
 """
 from __future__ import annotations
 
