@@ -220,7 +220,7 @@ def guided(model, style: torch.Tensor, guidance: float, late_guidance: float | N
     `lowpass_frames` > 0 guides only the slow part of the motion: the push from the unconditioned
     to the conditioned prediction is Gaussian-low-passed in time (sigma in frames) before it is
     amplified, so guidance strengthens the moves without amplifying the two passes' frame-to-frame
-    disagreement (frequency-dependent guidance, as Sadat et al. 2025 do for images).
+    disagreement (frequency-decoupled guidance, as Sadat et al. 2025 do for images).
     A weight of 1 uses only the conditioned pass; otherwise both passes run in one batch.
     """
     def denoise(x_t, t, music):
