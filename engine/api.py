@@ -15,7 +15,8 @@ from .body import rotations as R
 from .body.motion import Constraints, Motion
 from .body.skeleton import NUM_JOINTS, joint_positions
 from .defaults import (DEFAULT_AUTOGUIDANCE, DEFAULT_FPS, DEFAULT_GUIDANCE, DEFAULT_QUALITY, DEFAULT_STEPS,
-                       GUIDANCE_LOWPASS_FRAMES, INPAINT_MIN_RUN_SECONDS, LATE_GUIDANCE, SMOOTHING_SECONDS)
+                       GUIDANCE_LOWPASS_FRAMES, INPAINT_MIN_RUN_SECONDS, LATE_GUIDANCE, SAMPLING_ETA,
+                       SMOOTHING_SECONDS)
 from .errors import Cancelled, EngineError
 from .finishing.beatsync import motion_beats, output_times, warp_knots, warp_times
 from .finishing.editing import anchor_times, apply_constraints, keyed_runs
@@ -160,7 +161,7 @@ def generate(audio, *, sample_rate: int | None = None, style: str = "any", seed:
              smoothing: float = SMOOTHING_SECONDS, autoguidance: float = DEFAULT_AUTOGUIDANCE,
              stage_radius: float | None = None, quality: str = DEFAULT_QUALITY,
              finishing: Collection[str] = FINISHING_STEPS, analysed_music=None,
-             guidance_lowpass: float = GUIDANCE_LOWPASS_FRAMES) -> Motion:
+             guidance_lowpass: float = GUIDANCE_LOWPASS_FRAMES, sampling_eta: float = SAMPLING_ETA) -> Motion:
     """Generate a dance for `audio` (a file path, or a waveform with `sample_rate`).
 
     The dance covers the song from `start` for `duration` seconds (default: to the end) at `fps`.
@@ -176,6 +177,8 @@ def generate(audio, *, sample_rate: int | None = None, style: str = "any", seed:
     `finishing`: which of FINISHING_STEPS run (all by default; for measuring what each adds).
     `guidance_lowpass`: sigma (frames at MODEL_FPS) below which the teacher's guidance acts
     (engine.sampler.diffusion.guided; 0 = plain guidance; a student's guidance is baked in).
+    `sampling_eta`: how stochastic the many-step model's DDIM steps are (0 deterministic, 1 DDPM;
+    engine.sampler.diffusion.ddim_step); a few-step student always samples deterministically.
     `analysed_music`: the song slice's engine.music.audio.music_for_dance when it was computed
     already, or an engine.music.background analysis still running (the command line analyses the
     song in a second process while torch loads); used only if made from this same file slice.
@@ -184,7 +187,7 @@ def generate(audio, *, sample_rate: int | None = None, style: str = "any", seed:
     d = draw(audio, sample_rate=sample_rate, style=style, seed=seed, steps=steps, fps=fps, start=start,
              duration=duration, constraints=constraints, guidance=guidance, device=device, weights=weights,
              report=report, autoguidance=autoguidance, stage_radius=stage_radius, quality=quality,
-             analysed_music=analysed_music, guidance_lowpass=guidance_lowpass)
+             analysed_music=analysed_music, guidance_lowpass=guidance_lowpass, sampling_eta=sampling_eta)
     report(0.92, "syncing to the beat and grounding the feet")
     steps_run = [f for f in finishing if beat_sync or f != "beat warp"]
     motion = finish_draw(d, finishing=steps_run, smoothing=smoothing)
@@ -206,7 +209,7 @@ def draw(audio, *, sample_rate: int | None = None, style: str = "any", seed: int
          weights=None, report: Callable[[float, str], None] | None = None,
          autoguidance: float = DEFAULT_AUTOGUIDANCE, stage_radius: float | None = None,
          quality: str = DEFAULT_QUALITY, analysed_music=None,
-         guidance_lowpass: float = GUIDANCE_LOWPASS_FRAMES) -> Draw:
+         guidance_lowpass: float = GUIDANCE_LOWPASS_FRAMES, sampling_eta: float = SAMPLING_ETA) -> Draw:
     """The network's part of `generate` (same arguments): options checked, music read, motion
     sampled. `report(fraction, message)` runs from 0 to 0.9."""
     from .music import audio as A
@@ -223,6 +226,8 @@ def draw(audio, *, sample_rate: int | None = None, style: str = "any", seed: int
                    stage_radius, song_seconds)
     if not 0 <= guidance_lowpass < float("inf"):
         raise EngineError(f"guidance_lowpass must be 0 or more frames, got {guidance_lowpass}")
+    if not 0 <= sampling_eta <= 1:
+        raise EngineError(f"sampling_eta must be between 0 and 1, got {sampling_eta}")
     weights = choose_weights(given, json.loads(meta.get("student", "null")), quality, steps, guidance, autoguidance)
     ckpt = load_weights(weights, dev)
 
@@ -248,7 +253,7 @@ def draw(audio, *, sample_rate: int | None = None, style: str = "any", seed: int
         inpaint = Inpainting(inpaint.values.to(dev), inpaint.mask.to(dev))
     generator = torch.Generator().manual_seed(int(seed))
     x = _sample_with_fallback(ckpt, weights, music, style_index, guidance, autoguidance, steps, generator, inpaint,
-                              dev, lambda f: report(0.08 + 0.82 * f, "dancing"), guidance_lowpass)
+                              dev, lambda f: report(0.08 + 0.82 * f, "dancing"), guidance_lowpass, sampling_eta)
     return Draw(raw=ckpt.normalizer.denormalize(x.double().cpu()[:model_frames]), seconds=seconds,
                 out_frames=out_frames, fps=float(fps), beats=np.asarray(beats), constraints=constraints,
                 stage_radius=stage_radius, style=style, seed=int(seed),
@@ -293,7 +298,8 @@ def denoiser(ckpt: checkpoint.Checkpoint, style_index: torch.Tensor, guidance: f
 
 
 def _sample_with_fallback(ckpt, weights, music, style_index, guidance, autoguidance, steps, generator, inpaint, dev,
-                          on_step, guidance_lowpass: float = GUIDANCE_LOWPASS_FRAMES):
+                          on_step, guidance_lowpass: float = GUIDANCE_LOWPASS_FRAMES,
+                          sampling_eta: float = SAMPLING_ETA):
     """Sample on `dev`; if the GPU runs out of memory, say so and redo the same draw on the CPU."""
     alpha_bar = cosine_alpha_bar()
     state = generator.get_state()
@@ -304,7 +310,8 @@ def _sample_with_fallback(ckpt, weights, music, style_index, guidance, autoguida
             return sample(denoise, music, window=L.WINDOW_FRAMES, steps=steps,
                           alpha_bar=alpha_bar, generator=generator, channels=L.NUM_CHANNELS,
                           inpainting=inpaint, progress=on_step,
-                          timesteps=ckpt.student["timesteps"] if ckpt.student is not None else None)
+                          timesteps=ckpt.student["timesteps"] if ckpt.student is not None else None,
+                          eta=0.0 if ckpt.student is not None else sampling_eta)
     try:
         return run(ckpt, music, style_index, inpaint)
     except torch.OutOfMemoryError:

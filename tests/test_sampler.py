@@ -33,6 +33,35 @@ def test_fused_windows_agree_exactly_on_a_long_sequence():
     assert torch.allclose(out, music, atol=1e-5)
 
 
+def test_stochastic_ddim_step_keeps_the_noise_level_and_eta_1_is_ddpm():
+    from engine.sampler.diffusion import ddim_step
+    ab = cosine_alpha_bar().double()
+    a_t, a_next = ab[600], ab[550]
+    g = torch.Generator().manual_seed(1)
+    x0, eps, z = (torch.randn(200_000, generator=g, dtype=torch.float64) for _ in range(3))
+    x = a_t.sqrt() * x0 + (1 - a_t).sqrt() * eps
+    assert torch.equal(ddim_step(x, x0, a_t, a_next, 0.0), ddim_step(x, x0, a_t, a_next))
+    for eta in (0.5, 1.0):
+        out = ddim_step(x, x0, a_t, a_next, eta, z)
+        # Whatever eta, the sample sits at the next noise level: residual variance 1 - a_next.
+        assert abs((out - a_next.sqrt() * x0).var() - (1 - a_next)) < 0.01 * (1 - a_next)
+    # eta 1: the fresh noise's variance is DDPM's posterior variance (1-a_next)/(1-a_t) * beta.
+    beta = 1 - a_t / a_next
+    fresh = ddim_step(x, x0, a_t, a_next, 1.0, z) - ddim_step(x, x0, a_t, a_next, 1.0, torch.zeros_like(z))
+    assert torch.allclose(fresh.var(), (1 - a_next) / (1 - a_t) * beta, rtol=0.02)
+
+
+def test_stochastic_sampling_is_reproducible_from_the_seed():
+    length, channels = 300, 3
+    music = torch.zeros(length, channels)
+    def run(seed, eta):
+        return sample(lambda x, t, m: 0.5 * x, music, window=150, steps=5, alpha_bar=cosine_alpha_bar(),
+                      generator=torch.Generator().manual_seed(seed), channels=channels, eta=eta)
+    assert torch.equal(run(3, 0.5), run(3, 0.5))              # the same seed, the same dance
+    assert not torch.allclose(run(3, 0.5), run(3, 0.0))       # the steps do draw fresh noise
+    assert not torch.allclose(run(3, 0.5), run(4, 0.5))
+
+
 def test_inpainting_pastes_known_values():
     length = 200
     values = torch.full((length, 2), 3.0)

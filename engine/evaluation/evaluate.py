@@ -36,7 +36,7 @@ from ..body import layout as L
 from ..body.motion import Motion
 from ..body.skeleton import joint_positions
 from ..defaults import (DEFAULT_AUTOGUIDANCE, DEFAULT_GUIDANCE, DEFAULT_QUALITY, DEFAULT_STEPS,
-                        GUIDANCE_LOWPASS_FRAMES, QUALITIES, SMOOTHING_SECONDS)
+                        GUIDANCE_LOWPASS_FRAMES, QUALITIES, SAMPLING_ETA, SMOOTHING_SECONDS)
 from ..errors import EngineError
 from ..sampler.checkpoint import DEFAULT_WEIGHTS
 from . import metrics as M
@@ -173,7 +173,7 @@ def api_generator(weights: Path, steps: int, beat_sync: bool = True, guidance: f
                   autoguidance: float = DEFAULT_AUTOGUIDANCE, smoothing: float = SMOOTHING_SECONDS,
                   true_style: bool = False, finishing: Sequence[str] | None = None,
                   draws: dict | None = None, quality: str = DEFAULT_QUALITY,
-                  guidance_lowpass: float = GUIDANCE_LOWPASS_FRAMES) -> Generator:
+                  guidance_lowpass: float = GUIDANCE_LOWPASS_FRAMES, sampling_eta: float = SAMPLING_ETA) -> Generator:
     """engine.api.generate on the clip's audio, in style "any" (the default a user gets) or, with
     `true_style`, in the clip's own style when the weights know it. beat_sync=False scores the
     model without the beat warp, to show what the warp adds; `finishing` names the
@@ -191,7 +191,8 @@ def api_generator(weights: Path, steps: int, beat_sync: bool = True, guidance: f
         if d is None:
             d = api.draw(clip.audio_path, style=style, seed=seed, steps=steps, fps=float(L.MODEL_FPS),
                          start=clip.start, duration=clip.duration, weights=weights, guidance=guidance,
-                         autoguidance=autoguidance, quality=quality, guidance_lowpass=guidance_lowpass)
+                         autoguidance=autoguidance, quality=quality, guidance_lowpass=guidance_lowpass,
+                         sampling_eta=sampling_eta)
             if draws is not None:
                 draws[key] = d
         return api.finish_draw(d, finishing=steps_run, smoothing=smoothing)
@@ -442,6 +443,8 @@ def parse_args(argv=None):
     p.add_argument("--guidance-lowpass", type=float, default=GUIDANCE_LOWPASS_FRAMES,
                    help=f"sigma (frames) of the low-pass on the guidance's push; 0 = plain guidance "
                         f"(default {GUIDANCE_LOWPASS_FRAMES:g})")
+    p.add_argument("--eta", type=float, default=SAMPLING_ETA,
+                   help=f"how stochastic the model's DDIM steps are, 0-1 (default {SAMPLING_ETA:g})")
     p.add_argument("--smoothing", type=float, default=SMOOTHING_SECONDS,
                    help=f"seconds of Gaussian smoothing of the model rows' output (default {SMOOTHING_SECONDS:g})")
     p.add_argument("--no-ablation", action="store_true",
@@ -463,7 +466,8 @@ def main(argv=None) -> int:
                 return 2
             from ..api import FINISHING_STEPS
             options = dict(guidance=args.guidance, autoguidance=args.autoguidance, smoothing=args.smoothing,
-                           draws={}, quality=args.quality, guidance_lowpass=args.guidance_lowpass)
+                           draws={}, quality=args.quality, guidance_lowpass=args.guidance_lowpass,
+                           sampling_eta=args.eta)
             generators[DEFAULT_ROW] = api_generator(weights, args.steps, **options)
             if not args.no_ablation:
                 generators["model (true style)"] = api_generator(weights, args.steps, true_style=True, **options)
@@ -485,7 +489,7 @@ def main(argv=None) -> int:
         train, val = load_sequences(sources, (args.cache or out.parent / ".cache").resolve())
         settings = {"data": [str(s) for s in sources], "steps": args.steps, "every": args.every,
                     "guidance": args.guidance, "autoguidance": args.autoguidance, "smoothing": args.smoothing,
-                    "guidance_lowpass": args.guidance_lowpass,
+                    "guidance_lowpass": args.guidance_lowpass, "eta": args.eta,
                     "weights": str(weights) if generators else None}
         genre_set = None
         if generators and not args.no_genre_set:

@@ -108,10 +108,17 @@ def ddim_timesteps(steps: int, num_train: int = TRAIN_STEPS) -> list[int]:
     return sorted({int(round(v)) for v in torch.linspace(num_train - 1, 0, steps).tolist()}, reverse=True)
 
 
-def ddim_step(x: torch.Tensor, x0: torch.Tensor, a_t: torch.Tensor, a_next: torch.Tensor) -> torch.Tensor:
-    """One deterministic DDIM step (eta = 0) from signal level a_t to a_next, given the x0 estimate."""
+def ddim_step(x: torch.Tensor, x0: torch.Tensor, a_t: torch.Tensor, a_next: torch.Tensor,
+              eta: float = 0.0, noise: torch.Tensor | None = None) -> torch.Tensor:
+    """One DDIM step (Song et al., ICLR 2021) from signal level a_t to a_next, given the x0 estimate.
+    eta 0 is deterministic; eta > 0 replaces part of the predicted noise with fresh `noise` (the
+    shape of x): sigma = eta * sqrt((1 - a_next) / (1 - a_t) * (1 - a_t / a_next)); eta 1 is DDPM's
+    ancestral step."""
     eps = (x - a_t.sqrt() * x0) / (1 - a_t).sqrt()
-    return a_next.sqrt() * x0 + (1 - a_next).sqrt() * eps
+    if eta <= 0:
+        return a_next.sqrt() * x0 + (1 - a_next).sqrt() * eps
+    sigma = eta * ((1 - a_next) / (1 - a_t) * (1 - a_t / a_next)).sqrt()
+    return a_next.sqrt() * x0 + (1 - a_next - sigma ** 2).clamp(min=0).sqrt() * eps + sigma * noise
 
 
 def window_starts(length: int, window: int) -> list[int]:
@@ -146,12 +153,15 @@ class Inpainting:
 def sample(denoise: Callable, music: torch.Tensor, *, window: int, steps: int,
            alpha_bar: torch.Tensor, generator: torch.Generator, channels: int,
            inpainting: Inpainting | None = None, batch_windows: int = 32,
-           progress: Callable[[float], None] | None = None, timesteps: list[int] | None = None) -> torch.Tensor:
+           progress: Callable[[float], None] | None = None, timesteps: list[int] | None = None,
+           eta: float = 0.0) -> torch.Tensor:
     """DDIM over a whole song. music (L, F) per frame; returns the normalised motion (L, C).
 
     `denoise(x_t (N,W,C), t (N,), music (N,W,F)) -> x0 (N,W,C)` is the (guided) model.
     Windows are processed `batch_windows` at a time so memory stays bounded for long songs.
     `timesteps` (noisiest first) replaces the even schedule of `steps`: a few-step student's own.
+    `eta` > 0 makes the steps stochastic (ddim_step), with noise drawn from `generator` on the CPU,
+    so a seed still gives the same dance on any device.
     """
     length = music.shape[0]
     device = music.device
@@ -181,7 +191,8 @@ def sample(denoise: Callable, music: torch.Tensor, *, window: int, steps: int,
         if inpainting is not None:
             x0 = torch.where(inpainting.mask, inpainting.values, x0)
         if k + 1 < len(timesteps):
-            x = ddim_step(x, x0, ab[t], ab[timesteps[k + 1]])
+            noise = torch.randn(x.shape, generator=generator, device="cpu").to(device) if eta > 0 else None
+            x = ddim_step(x, x0, ab[t], ab[timesteps[k + 1]], eta, noise)
         else:
             x = x0
         if progress is not None:
