@@ -8,11 +8,11 @@ WINDOW_FRAMES = 150          # 5 s windows, as EDGE
 
 DEFAULT_FPS = 30.0          # output frame rate when none is asked for (any rate works)
 DEFAULT_STEPS = 20          # DDIM steps: 50 scored the same as 20 on validation clips (weights/TRAINING.md)
-# The many-step model's DDIM steps are partly stochastic (eta, Song et al. 2021; 0 = deterministic
-# DDIM, 1 = DDPM's ancestral steps): with deterministic steps the dances were less varied than the
-# real dancers' (Div_k 0.87x); at 0.5 as varied (weights/TRAINING.md, "Stochastic DDIM steps").
-# A few-step student samples deterministically, as it was distilled.
-SAMPLING_ETA = 0.5
+# How stochastic the many-step model's DDIM steps are (eta, Song et al. 2021; 0 = deterministic
+# DDIM, 1 = DDPM's ancestral steps). 0.5 made the dances as varied as the real dancers' but less
+# real (FID_k) and the network's raw output rougher, so the default stays deterministic
+# (weights/TRAINING.md, "Stochastic DDIM steps"). A few-step student always samples with eta 0.
+SAMPLING_ETA = 0.0
 DEFAULT_GUIDANCE = 2.5      # classifier-free guidance weight, chosen on the validation split
 # In the last part of sampling (diffusion steps t <= LATE_GUIDANCE_FROM_T of 1000) the weight is
 # capped at LATE_GUIDANCE: strong guidance there only adds jitter (weights/TRAINING.md).
