@@ -298,8 +298,7 @@ def denoiser(ckpt: checkpoint.Checkpoint, style_index: torch.Tensor, guidance: f
 
 
 def _sample_with_fallback(ckpt, weights, music, style_index, guidance, autoguidance, steps, generator, inpaint, dev,
-                          on_step, guidance_lowpass: float = GUIDANCE_LOWPASS_FRAMES,
-                          sampling_eta: float = SAMPLING_ETA):
+                          on_step, guidance_lowpass: float, sampling_eta: float):
     """Sample on `dev`; if the GPU runs out of memory, say so and redo the same draw on the CPU."""
     alpha_bar = cosine_alpha_bar()
     state = generator.get_state()

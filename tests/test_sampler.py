@@ -262,8 +262,10 @@ def test_finished_dance_steps_on_the_music_beats():
         assert len(landings) >= 10
         hits += [np.abs(beats - x).min() <= 0.1 for x in landings]
     # Through the warp planned afterwards, landings still fall on beats (within 0.1 s, Bailando's
-    # sigma): 75-77% over these phases. Steps at random phases would do so 40% of the time.
-    assert np.mean(hits) > 0.65
+    # sigma): 75% over these phases (67-84% at each). Steps at random phases would do so 40% of
+    # the time. (The test once asserted > 75% at the 0.37 s phase alone, where today's light warp
+    # gives 67% and the old warp 78%; at 0.05 s the old warp gave 67%: one phase was luck.)
+    assert np.mean(hits) > 0.7
 
 
 def test_root_path_stays_on_the_floor_area():
