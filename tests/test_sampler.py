@@ -7,6 +7,7 @@ from engine.evaluation import metrics
 from engine.finishing.beatsync import MAX_RATE, MIN_RATE, output_times, warp_knots, warp_times
 from engine.sampler.diffusion import Inpainting, cosine_alpha_bar, sample, window_starts
 from engine.finishing.editing import apply_constraints
+from engine.finishing import feet
 from engine.finishing.feet import beat_cycle, clean_feet, true_runs
 from engine.body.motion import Constraints
 from engine.body.skeleton import JOINT_INDEX, REST_PELVIS_HEIGHT, joint_positions
@@ -374,3 +375,28 @@ def test_a_re_stepped_swing_lifts_the_toe_clear_of_the_floor():
         for a, b in swings:
             assert toe[(a + b) // 2] > 0.05                       # mid-swing, the toe clears 5 cm
     assert metrics.foot_skimming(after, fps) < 0.5 * metrics.foot_skimming(before, fps)
+
+
+@pytest.mark.parametrize("travel_share, lifts_first", [(feet.SWING_TRAVEL_SHARE, True), (1.0, False)])
+def test_a_re_stepped_foot_lifts_off_before_it_travels(monkeypatch, travel_share, lifts_first):
+    """A foot near the floor that moves over 1 cm a frame skates (the metrics' definition): the
+    re-stepped foot rises first and travels once it is up, and comes down after it has arrived,
+    so while its toe is within 3 cm of where it stood it moves less than that. Travelling over
+    the whole swing (share 1) breaks this."""
+    monkeypatch.setattr(feet, "SWING_TRAVEL_SHARE", travel_share)
+    fps, T = 30, 150
+    t = np.arange(T) / fps
+    trans = np.stack([0.8 * (t + 0.1 * np.sin(2 * np.pi * t)), np.full(T, REST_PELVIS_HEIGHT), np.zeros(T)], 1)
+    p2, t2, contacts = clean_feet(bent_knees(T), trans, fps)
+    after = joint_positions(p2, t2)
+    low_steps = []
+    for col, side in enumerate(("left", "right")):
+        toe = after[:, JOINT_INDEX[f"{side}_foot"]]
+        swings = [(a, b) for a, b in true_runs(contacts[:, col] < 0.5, 6) if 0 < a and b < T]
+        assert swings, "the glide is re-stepped into swings"
+        for a, b in swings:
+            stood = toe[a - 1, 1]
+            for f in range(a - 1, b):                  # from the last planted frame to the landing
+                if max(toe[f, 1], toe[f + 1, 1]) - stood < 0.03:
+                    low_steps.append(np.linalg.norm(toe[f + 1, [0, 2]] - toe[f, [0, 2]]))
+    assert (max(low_steps) < 0.01) == lifts_first
