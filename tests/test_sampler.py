@@ -400,3 +400,23 @@ def test_a_re_stepped_foot_lifts_off_before_it_travels(monkeypatch, travel_share
                 if max(toe[f, 1], toe[f + 1, 1]) - stood < 0.03:
                     low_steps.append(np.linalg.norm(toe[f + 1, [0, 2]] - toe[f, [0, 2]]))
     assert (max(low_steps) < 0.01) == lifts_first
+
+
+@pytest.mark.parametrize("speed", [0.8, 2.0])
+def test_the_lift_off_changes_swings_only_within_the_swing_speed_cap(monkeypatch, speed):
+    """Lifting off before travelling must not make a swing faster than MAX_SWING_SPEED nor take
+    frames from the stances: a short swing travels over more of itself instead. The feet stand
+    on the same frames as with travel over the whole swing."""
+    fps, T = 30, 150
+    t = np.arange(T) / fps
+    trans = np.stack([speed * (t + 0.1 * np.sin(2 * np.pi * t)), np.full(T, REST_PELVIS_HEIGHT), np.zeros(T)], 1)
+    runs = {}
+    for share in (1.0, feet.SWING_TRAVEL_SHARE):
+        monkeypatch.setattr(feet, "SWING_TRAVEL_SHARE", share)
+        p2, t2, contacts = clean_feet(bent_knees(T), trans, fps)
+        runs[share] = (joint_positions(p2, t2), contacts)
+    (_, before), (after, contacts) = runs[1.0], runs[feet.SWING_TRAVEL_SHARE]
+    np.testing.assert_array_equal(contacts, before)
+    for side in ("left", "right"):
+        ankle = after[15:-15, JOINT_INDEX[f"{side}_ankle"], :][:, [0, 2]]        # steps between stances
+        assert np.linalg.norm(np.diff(ankle, axis=0), axis=-1).max() * fps < feet.MAX_SWING_SPEED * 1.05

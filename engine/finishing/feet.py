@@ -37,10 +37,11 @@ STANCE_FRACTION = 0.55     # share of the cycle a sliding foot stays planted
 # 66 against 58 (the real dancers: 88) and FID_k within the seed spread (weights/TRAINING.md).
 STEP_LIFT = 0.08
 # Share of a swing over which the foot travels: it lifts off first and sets down after, as a
-# dancer's does. Travelling over the whole swing moved the foot at 1-4 cm a frame while its toe
-# was still within 5 cm of the floor. 0.7 against 1.0 (3 seeds, style any): foot skating 14.2%
-# against 17.5% on validation, 12.4% against 16.1% on the genre set; FID_k within the seed
-# spread (weights/TRAINING.md, "Swings that lift off before they travel").
+# dancer's does (more of a short swing, within MAX_SWING_SPEED; step_plan). Travelling over the
+# whole swing moved the foot at 1-4 cm a frame while its toe was still within 5 cm of the floor.
+# 0.7 against 1.0 (3 seeds, style any): foot skating 14.2% against 17.5% on validation, 12.5%
+# against 16.1% on the genre set, FID_k within the seed spread (weights/TRAINING.md, "Swings
+# that lift off before they travel").
 SWING_TRAVEL_SHARE = 0.7
 # A planted foot holds one orientation while the network turns it by up to 45 degrees (95% of
 # stance frames), and follows the network fully from 90 (a turn on that foot); in between it is
@@ -262,7 +263,8 @@ def step_plan(pos: np.ndarray, fps: float, leg, cycle: np.ndarray) -> tuple[np.n
         # A swing across a long way in a few frames whips the foot (and the knee, straight at
         # lift-off, by 20 rad/s): it takes frames from both stances until its eased peak speed
         # is within MAX_SWING_SPEED.
-        need = int(np.ceil(1.5 / SWING_TRAVEL_SHARE * np.linalg.norm(spot1 - spot0) * fps / MAX_SWING_SPEED))
+        distance = np.linalg.norm(spot1 - spot0)
+        need = int(np.ceil(1.5 * distance * fps / MAX_SWING_SPEED))
         while a1 - b0 + 1 < need and (b0 - a0 > min_stance or b1 - a1 > min_stance):
             if b0 - a0 > min_stance:
                 b0 -= 1
@@ -272,8 +274,10 @@ def step_plan(pos: np.ndarray, fps: float, leg, cycle: np.ndarray) -> tuple[np.n
         spots[i], spots[i + 1] = (a0, b0, spot0), (a1, b1, spot1)
         u = (np.arange(b0, a1) - b0 + 1) / (a1 - b0 + 1)     # a swing along the floor, lifted
         # The foot lifts off before it travels and sets down after: travel is eased over the
-        # middle SWING_TRAVEL_SHARE of the swing, the lift over all of it.
-        v = np.clip((u - 0.5) / SWING_TRAVEL_SHARE + 0.5, 0.0, 1.0)
+        # middle SWING_TRAVEL_SHARE of the swing, the lift over all of it. A swing too short for
+        # that within MAX_SWING_SPEED travels over more of it: stances are not cut for the lift-off.
+        share = min(1.0, max(SWING_TRAVEL_SHARE, 1.5 * distance * fps / (MAX_SWING_SPEED * (a1 - b0 + 1))))
+        v = np.clip((u - 0.5) / share + 0.5, 0.0, 1.0)
         eased = v * v * (3 - 2 * v)
         target[b0:a1] = spot0 + eased[:, None] * (spot1 - spot0)
         target[b0:a1, 1] += STEP_LIFT * np.sin(np.pi * u)
