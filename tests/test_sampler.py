@@ -225,13 +225,18 @@ def bent_knees(T: int) -> np.ndarray:
     return poses
 
 
+def gliding_root(T: int, fps: float, speed: float) -> np.ndarray:
+    """(T,3) root path of a body gliding forward at `speed` m/s, surging and easing once a second."""
+    t = np.arange(T) / fps
+    return np.stack([speed * (t + 0.1 * np.sin(2 * np.pi * t)), np.full(T, REST_PELVIS_HEIGHT), np.zeros(T)], 1)
+
+
 @pytest.mark.parametrize("speed", [0.3, 0.8])
 def test_feet_cleanup_turns_a_two_footed_glide_into_steps(speed):
     fps, T = 30, 150
-    t = np.arange(T) / fps
     poses = bent_knees(T)
     # The whole body glides forward, surging and easing, both feet on the floor.
-    trans = np.stack([speed * (t + 0.1 * np.sin(2 * np.pi * t)), np.full(T, REST_PELVIS_HEIGHT), np.zeros(T)], 1)
+    trans = gliding_root(T, fps, speed)
     before = joint_positions(poses, trans)
     assert (_foot_speeds(before, fps)[15:-15].min(axis=1) > 0.3 * speed).all()   # neither foot is still
 
@@ -361,9 +366,8 @@ def test_a_re_stepped_swing_lifts_the_toe_clear_of_the_floor():
     floor (more than the 5 cm under which the skimming metric counts a moving toe), so the
     feet skim far less than the glide did."""
     fps, T = 30, 150
-    t = np.arange(T) / fps
     poses = bent_knees(T)
-    trans = np.stack([0.8 * (t + 0.1 * np.sin(2 * np.pi * t)), np.full(T, REST_PELVIS_HEIGHT), np.zeros(T)], 1)
+    trans = gliding_root(T, fps, 0.8)
     before = joint_positions(poses, trans)
     p2, t2, contacts = clean_feet(poses, trans, fps)
     after = joint_positions(p2, t2)
@@ -385,8 +389,7 @@ def test_a_re_stepped_foot_lifts_off_before_it_travels(monkeypatch, travel_share
     the whole swing (share 1) breaks this."""
     monkeypatch.setattr(feet, "SWING_TRAVEL_SHARE", travel_share)
     fps, T = 30, 150
-    t = np.arange(T) / fps
-    trans = np.stack([0.8 * (t + 0.1 * np.sin(2 * np.pi * t)), np.full(T, REST_PELVIS_HEIGHT), np.zeros(T)], 1)
+    trans = gliding_root(T, fps, 0.8)
     p2, t2, contacts = clean_feet(bent_knees(T), trans, fps)
     after = joint_positions(p2, t2)
     low_steps = []
@@ -408,8 +411,7 @@ def test_the_lift_off_changes_swings_only_within_the_swing_speed_cap(monkeypatch
     frames from the stances: a short swing travels over more of itself instead. The feet stand
     on the same frames as with travel over the whole swing."""
     fps, T = 30, 150
-    t = np.arange(T) / fps
-    trans = np.stack([speed * (t + 0.1 * np.sin(2 * np.pi * t)), np.full(T, REST_PELVIS_HEIGHT), np.zeros(T)], 1)
+    trans = gliding_root(T, fps, speed)
     runs = {}
     for share in (1.0, feet.SWING_TRAVEL_SHARE):
         monkeypatch.setattr(feet, "SWING_TRAVEL_SHARE", share)

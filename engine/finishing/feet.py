@@ -263,8 +263,10 @@ def step_plan(pos: np.ndarray, fps: float, leg, cycle: np.ndarray) -> tuple[np.n
         # A swing across a long way in a few frames whips the foot (and the knee, straight at
         # lift-off, by 20 rad/s): it takes frames from both stances until its eased peak speed
         # is within MAX_SWING_SPEED.
-        distance = np.linalg.norm(spot1 - spot0)
-        need = int(np.ceil(1.5 * distance * fps / MAX_SWING_SPEED))
+        # Frames over which travel eased from rest to rest (peak 1.5x its mean speed) stays
+        # within MAX_SWING_SPEED.
+        travel_frames = 1.5 * np.linalg.norm(spot1 - spot0) * fps / MAX_SWING_SPEED
+        need = int(np.ceil(travel_frames))
         while a1 - b0 + 1 < need and (b0 - a0 > min_stance or b1 - a1 > min_stance):
             if b0 - a0 > min_stance:
                 b0 -= 1
@@ -276,7 +278,7 @@ def step_plan(pos: np.ndarray, fps: float, leg, cycle: np.ndarray) -> tuple[np.n
         # The foot lifts off before it travels and sets down after: travel is eased over the
         # middle SWING_TRAVEL_SHARE of the swing, the lift over all of it. A swing too short for
         # that within MAX_SWING_SPEED travels over more of it: stances are not cut for the lift-off.
-        share = min(1.0, max(SWING_TRAVEL_SHARE, 1.5 * distance * fps / (MAX_SWING_SPEED * (a1 - b0 + 1))))
+        share = min(1.0, max(SWING_TRAVEL_SHARE, travel_frames / (a1 - b0 + 1)))
         v = np.clip((u - 0.5) / share + 0.5, 0.0, 1.0)
         eased = v * v * (3 - 2 * v)
         target[b0:a1] = spot0 + eased[:, None] * (spot1 - spot0)
