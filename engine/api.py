@@ -19,7 +19,7 @@ from .defaults import (DEFAULT_AUTOGUIDANCE, DEFAULT_FPS, DEFAULT_GUIDANCE, DEFA
                        SMOOTHING_SECONDS)
 from .errors import Cancelled, EngineError
 from .finishing.beatsync import motion_beats, output_times, warp_knots, warp_times
-from .finishing.editing import anchor_times, apply_constraints, keyed_runs
+from .finishing.editing import anchor_times, apply_constraints, facing_alignment, keyed_runs
 from .finishing.feet import beat_cycle, clean_feet
 from .finishing.rootpath import bound_root_path
 from .finishing.turns import limit_joint_speeds, limit_pelvis_turns
@@ -251,9 +251,11 @@ def draw(audio, *, sample_rate: int | None = None, style: str = "any", seed: int
     inpaint = _inpainting(constraints, padded, fps, ckpt.normalizer)
     if inpaint is not None:
         inpaint = Inpainting(inpaint.values.to(dev), inpaint.mask.to(dev))
+    facing = facing_alignment(constraints, padded, fps, ckpt.normalizer)
     generator = torch.Generator().manual_seed(int(seed))
     x = _sample_with_fallback(ckpt, weights, music, style_index, guidance, autoguidance, steps, generator, inpaint,
-                              dev, lambda f: report(0.08 + 0.82 * f, "dancing"), guidance_lowpass, sampling_eta)
+                              dev, lambda f: report(0.08 + 0.82 * f, "dancing"), guidance_lowpass, sampling_eta,
+                              facing)
     return Draw(raw=ckpt.normalizer.denormalize(x.double().cpu()[:model_frames]), seconds=seconds,
                 out_frames=out_frames, fps=float(fps), beats=np.asarray(beats), constraints=constraints,
                 stage_radius=stage_radius, style=style, seed=int(seed),
@@ -298,7 +300,7 @@ def denoiser(ckpt: checkpoint.Checkpoint, style_index: torch.Tensor, guidance: f
 
 
 def _sample_with_fallback(ckpt, weights, music, style_index, guidance, autoguidance, steps, generator, inpaint, dev,
-                          on_step, guidance_lowpass: float, sampling_eta: float):
+                          on_step, guidance_lowpass: float, sampling_eta: float, project=None):
     """Sample on `dev`; if the GPU runs out of memory, say so and redo the same draw on the CPU."""
     alpha_bar = cosine_alpha_bar()
     state = generator.get_state()
@@ -310,7 +312,7 @@ def _sample_with_fallback(ckpt, weights, music, style_index, guidance, autoguida
                           alpha_bar=alpha_bar, generator=generator, channels=L.NUM_CHANNELS,
                           inpainting=inpaint, progress=on_step,
                           timesteps=ckpt.student["timesteps"] if ckpt.student is not None else None,
-                          eta=0.0 if ckpt.student is not None else sampling_eta)
+                          eta=0.0 if ckpt.student is not None else sampling_eta, project=project)
     try:
         return run(ckpt, music, style_index, inpaint)
     except torch.OutOfMemoryError:

@@ -154,7 +154,7 @@ def sample(denoise: Callable, music: torch.Tensor, *, window: int, steps: int,
            alpha_bar: torch.Tensor, generator: torch.Generator, channels: int,
            inpainting: Inpainting | None = None, batch_windows: int = 32,
            progress: Callable[[float], None] | None = None, timesteps: list[int] | None = None,
-           eta: float = 0.0) -> torch.Tensor:
+           eta: float = 0.0, project: Callable[[torch.Tensor, float], torch.Tensor] | None = None) -> torch.Tensor:
     """DDIM over a whole song. music (L, F) per frame; returns the normalised motion (L, C).
 
     `denoise(x_t (N,W,C), t (N,), music (N,W,F)) -> x0 (N,W,C)` is the (guided) model.
@@ -162,6 +162,8 @@ def sample(denoise: Callable, music: torch.Tensor, *, window: int, steps: int,
     `timesteps` (noisiest first) replaces the even schedule of `steps`: a few-step student's own.
     `eta` > 0 makes the steps stochastic (ddim_step), with noise drawn from `generator` on the CPU,
     so a seed still gives the same dance on any device.
+    `project(x0 (L, C), signal level alpha-bar of the step) -> x0` reshapes every blended estimate
+    before the in-painting is pasted (engine.finishing.editing.facing_alignment: the keyed facing).
     """
     length = music.shape[0]
     device = music.device
@@ -188,6 +190,8 @@ def sample(denoise: Callable, music: torch.Tensor, *, window: int, steps: int,
         for s, w, pred in zip(starts, per_window, x0_windows):
             x0[s:s + window] += w[:, None] * pred
         x0 = x0 / weights[:, None]
+        if project is not None:
+            x0 = project(x0, float(ab[t]))
         if inpainting is not None:
             x0 = torch.where(inpainting.mask, inpainting.values, x0)
         if k + 1 < len(timesteps):
