@@ -35,7 +35,7 @@ DEFAULT_AUTOGUIDANCE = 2.0
 MAX_AUTOGUIDANCE = 5.0
 # "best": the many-step teacher; "fast": its few-step student (engine.sampler.fewstep), about 15x
 # faster. The default stays "best" while the shipped student scores outside its teacher's
-# seed-to-seed spread on the honest evaluation (FID_k 39.0 against 32.4, Div_k 6.9 against 8.7 on
+# seed-to-seed spread on the honest evaluation (FID_k 39.7 against 29.7, Div_k 6.6 against 8.2 on
 # the validation split; weights/TRAINING.md, "The few-step student").
 DEFAULT_QUALITY = "best"
 QUALITIES = ("fast", "best")
