@@ -177,8 +177,8 @@ _ROOT_6D = L.joint_channels([0])
 # many-step schedule, two of the student's four steps. Turned at every step, the network fought
 # the turn near the end and the hands whipped more near keys (python -m engine
 # evaluate-inbetween, 3 seeds: whip median 1.26 against 1.09 unturned); turned only early, whip
-# median 1.06, worst clip 1.55 (unturned 2.71), and the LAFAN1 gap errors fall at every gap
-# (weights/TRAINING.md, "The keyed facing, while sampling").
+# median 1.06 and each seed's worst clip 1.55 on average (unturned 2.71), and the LAFAN1 gap
+# errors fall at every gap (weights/TRAINING.md, "The keyed facing, while sampling").
 FACING_SIGNAL_LEVEL = 0.5
 
 
