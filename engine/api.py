@@ -95,7 +95,7 @@ def _inpainting(c: Constraints | None, length: int, fps: float, normalizer: L.No
         else c.joint_mask
     values = torch.zeros(length, L.NUM_CHANNELS, dtype=torch.float64)
     mask = torch.zeros(length, L.NUM_CHANNELS, dtype=torch.bool)
-    model_frame = np.clip(np.round(np.arange(c.num_frames) / fps * L.MODEL_FPS).astype(int), 0, length - 1)
+    model_frame = L.model_frames(np.arange(c.num_frames), fps, length)
     rows = np.flatnonzero(joint_mask.any(axis=1))
     if len(rows):
         six = R.axis_angle_to_6d(torch.from_numpy(c.poses[rows]).reshape(len(rows), NUM_JOINTS, 3))

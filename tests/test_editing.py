@@ -9,7 +9,7 @@ from scipy.spatial.transform import Rotation
 
 from engine.body import layout as L
 from engine.body import rotations as R
-from engine.finishing.editing import apply_constraints, facing_alignment, heading, offset_curve
+from engine.finishing.editing import apply_constraints, facing_alignment, offset_curve, pelvis_heading as heading
 from engine.evaluation.evaluate_inbetween import angular_speed, key_flow
 from engine.body.motion import Constraints
 from engine.finishing.rootpath import IN_PLACE_SWAY, bound_root_path

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from ..defaults import MODEL_FPS, WINDOW_FRAMES   # noqa: F401  (the time grid: one definition, torch-free)
@@ -25,6 +26,11 @@ ROOT_VEL = slice(4, 6)
 ROOT_Y = slice(6, 7)
 ROT6D = slice(7, 7 + 6 * NUM_JOINTS)
 NUM_CHANNELS = ROT6D.stop
+
+
+def model_frames(frames, fps: float, length: int):
+    """Frames at `fps` -> the nearest frames at MODEL_FPS, within [0, length)."""
+    return np.clip(np.round(np.asarray(frames) / fps * MODEL_FPS).astype(int), 0, length - 1)
 
 
 def joint_channels(joints) -> list[int]:

@@ -100,6 +100,17 @@ def sixd_to_matrix(d6: torch.Tensor) -> torch.Tensor:
     return torch.stack([b1, b2, b3], dim=-1)
 
 
+def heading(m: torch.Tensor) -> torch.Tensor:
+    """(..., 3, 3) world rotations of the body -> (...,) heading about the vertical (Y): the angle
+    of the body's forward (+Z) on the floor, atan2(x, z)."""
+    return torch.atan2(m[..., 0, 2], m[..., 2, 2])
+
+
+def about_vertical(angle: torch.Tensor) -> torch.Tensor:
+    """(...,) angles -> (..., 3, 3) rotations about the vertical (Y); a positive angle raises the heading."""
+    return axis_angle_to_matrix(torch.stack([torch.zeros_like(angle), angle, torch.zeros_like(angle)], dim=-1))
+
+
 def axis_angle_to_6d(aa: torch.Tensor) -> torch.Tensor:
     return matrix_to_6d(axis_angle_to_matrix(aa))
 

@@ -182,22 +182,20 @@ _ROOT_6D = L.joint_channels([0])
 FACING_SIGNAL_LEVEL = 0.5
 
 
-def heading(root_6d: torch.Tensor) -> torch.Tensor:
-    """(..., 6) pelvis rotations (engine.body.layout's 6D columns) -> (...,) heading about the
-    vertical (Y): the angle of the body's forward (+Z) on the floor, as atan2(x, z)."""
-    forward = R.sixd_to_matrix(root_6d)[..., :, 2]
-    return torch.atan2(forward[..., 0], forward[..., 2])
-
-
 def turn_about_vertical(root_6d: torch.Tensor, root_vel: torch.Tensor, angle: torch.Tensor):
     """Turn (T, 6) pelvis columns and (T, 2) horizontal root velocities (x, z) by (T,) angles
     about the vertical, frame by frame (training's windows.rotate_packed, per frame)."""
-    c, s = torch.cos(angle)[:, None], torch.sin(angle)[:, None]
-    cols = root_6d.reshape(-1, 2, 3)
-    x, y, z = cols[..., 0], cols[..., 1], cols[..., 2]
-    turned = torch.stack([c * x + s * z, y, -s * x + c * z], dim=-1).reshape(-1, 6)
-    vx, vz = root_vel[:, 0:1], root_vel[:, 1:2]
-    return turned, torch.cat([c * vx + s * vz, -s * vx + c * vz], dim=1)
+    turn = R.about_vertical(angle)                                      # (T, 3, 3)
+    cols = root_6d.reshape(-1, 2, 3)                                    # the two stored columns
+    turned = (cols @ turn.transpose(1, 2)).reshape(-1, 6)
+    vel = torch.stack([root_vel[:, 0], torch.zeros_like(root_vel[:, 0]), root_vel[:, 1]], dim=1)
+    vel = (turn @ vel[:, :, None])[:, [0, 2], 0]
+    return turned, vel
+
+
+def pelvis_heading(root_6d: torch.Tensor) -> torch.Tensor:
+    """(..., 6) pelvis rotations (engine.body.layout's 6D columns) -> (...,) heading (rotations.heading)."""
+    return R.heading(R.sixd_to_matrix(root_6d))
 
 
 def facing_alignment(constraints: Constraints | None, length: int, fps: float, normalizer: L.Normalizer,
@@ -210,17 +208,17 @@ def facing_alignment(constraints: Constraints | None, length: int, fps: float, n
     if constraints is None or not constraints.joint_mask[:, 0].any():
         return None
     rows = np.flatnonzero(constraints.joint_mask[:, 0])
-    model_frames = np.clip(np.round(rows / fps * L.MODEL_FPS).astype(int), 0, length - 1)
+    model_frames = L.model_frames(rows, fps, length)
     model_frames, first = np.unique(model_frames, return_index=True)      # one key per model frame
     keyed = R.axis_angle_to_6d(torch.from_numpy(constraints.poses[rows[first], :3]))
-    wanted = heading(keyed).numpy()
+    wanted = pelvis_heading(keyed).numpy()
     frames = torch.from_numpy(model_frames)
 
     def align(x0: torch.Tensor, signal_level: float) -> torch.Tensor:
         if signal_level >= until:
             return x0
         raw = normalizer.denormalize(x0).double()                               # (length, C)
-        have = heading(raw[frames][:, _ROOT_6D]).cpu().numpy()
+        have = pelvis_heading(raw[frames][:, _ROOT_6D]).cpu().numpy()
         miss = np.unwrap(np.angle(np.exp(1j * (wanted - have))))      # each the short way, no jumps
         turn = offset_curve(model_frames, miss[:, None], len(raw), None)[:, 0]
         root_6d, root_vel = turn_about_vertical(raw[:, _ROOT_6D], raw[:, L.ROOT_VEL], torch.from_numpy(turn).to(raw))

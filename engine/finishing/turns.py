@@ -5,8 +5,8 @@ window where two facings compete; the frames in between tilt the body sideways f
 Real dancers' pelvis turns stay under MAX_TURN_RATE. Where the pelvis turns faster, the
 stretch around the snap is replaced by a turn at a dancer's pace (REBUILT_TURN_PACE). The
 stretch grows until the pace fits; the yaw is unwrapped, so a fast full spin stays a spin and
-does not reverse. Only
-the pelvis's own rotation changes; the rest of the body rides along, as it does in a real turn.
+does not reverse. Only the pelvis's own rotation changes; the rest of the body rides along, as it
+does in a real turn.
 """
 from __future__ import annotations
 
@@ -35,9 +35,8 @@ _PEAK_OVER_MEAN = 1.5
 
 
 def _yaw(rot: Rotation) -> np.ndarray:
-    """Heading about the vertical (Y) axis: the angle of the body's forward (+Z) on the floor."""
-    forward = rot.apply(np.array([0.0, 0.0, 1.0]))
-    return np.arctan2(forward[:, 0], forward[:, 2])
+    """Heading about the vertical (Y) axis (rotations.heading) of scipy rotations."""
+    return R.heading(torch.from_numpy(rot.as_matrix())).numpy()
 
 
 def _wrap(angle: np.ndarray) -> np.ndarray:
@@ -49,13 +48,14 @@ def _about_y(angle) -> Rotation:
 
 
 def limit_turn_rate(root: Rotation, fps: float, max_rate: float = MAX_TURN_RATE,
-                    pace: float | None = None) -> tuple[Rotation, int]:
+                    pace: float = REBUILT_TURN_PACE) -> tuple[Rotation, int]:
     """(T,) pelvis rotations in world space at `fps` -> the same with every snap faster than
-    `max_rate` rad/s rebuilt as an eased turn; also returns how many snaps were rebuilt."""
+    `max_rate` rad/s rebuilt as an eased turn at a mean rate of `pace` (at most max_rate / 1.5,
+    so that its peak stays under max_rate); also returns how many snaps were rebuilt."""
     T = len(root)
     if T < 3:
         return root, 0
-    pace = REBUILT_TURN_PACE if pace is None else pace
+    mean_rate = min(pace, max_rate / _PEAK_OVER_MEAN)
     step = (root[1:] * root[:-1].inv()).magnitude() * fps
     spans = true_runs(step > max_rate, 1)      # step i joins frames i and i+1: (first, last frame)
     if not spans:
@@ -77,7 +77,7 @@ def limit_turn_rate(root: Rotation, fps: float, max_rate: float = MAX_TURN_RATE,
                 k += 1
             turn = abs(yaw_steps[a:b].sum())
             lean = (tilt[a].inv() * tilt[b]).magnitude()
-            need = max(_PEAK_OVER_MEAN * max(turn, lean) / max_rate, max(turn, lean) / pace) * fps
+            need = max(turn, lean) / mean_rate * fps
             if b - a >= need or (a == done_to and b == T - 1):
                 break
             a, b = max(done_to, a - 1), min(T - 1, b + 1)
