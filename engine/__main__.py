@@ -96,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def generate_command(args) -> int:
     from .music import background
-    from .options import check_options, check_outputs, check_song_path
+    from .options import check_outputs, check_song_path
     # Everything is checked before any work starts (a mistake costs no generation time).
     check_outputs(args.output, OUTPUT_KINDS, args.force)
     check_song_path(args.song)

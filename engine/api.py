@@ -19,13 +19,14 @@ from .defaults import (DEFAULT_AUTOGUIDANCE, DEFAULT_FPS, DEFAULT_GUIDANCE, DEFA
                        SMOOTHING_SECONDS)
 from .errors import Cancelled, EngineError
 from .finishing.beatsync import motion_beats, output_times, warp_knots, warp_times
-from .finishing.editing import anchor_times, apply_constraints, facing_alignment, keyed_runs
+from .finishing.editing import anchor_times, apply_constraints, keyed_runs
 from .finishing.feet import beat_cycle, clean_feet
 from .finishing.rootpath import bound_root_path
 from .finishing.turns import limit_joint_speeds, limit_pelvis_turns
 from .options import check_options
 from .sampler import checkpoint
 from .sampler.diffusion import Inpainting, autoguided, cosine_alpha_bar, guided, sample
+from .sampler.facing import facing_alignment
 from .sampler.fewstep import choose_weights
 from .sampler.model import music_input, with_keys
 
@@ -58,14 +59,6 @@ def resolve_device(name: str) -> torch.device:
     if name == "cuda":
         warnings.warn("no CUDA GPU is available: generating on the CPU instead")
     return torch.device("cpu")
-
-
-def _check_options(style, styles, steps, fps, start, duration, guidance, autoguidance, stage_radius=None,
-                   song_seconds=None):
-    """engine.options.check_options: the one validation the CLI and batch.py also run."""
-    check_options(style=style, styles=styles, steps=steps, fps=fps, start=start, duration=duration,
-                  guidance=guidance, autoguidance=autoguidance, stage_radius=stage_radius,
-                  song_seconds=song_seconds)
 
 
 def _check_constraints(c: Constraints | None, frames: int, fps: float) -> Constraints | None:
@@ -222,12 +215,9 @@ def draw(audio, *, sample_rate: int | None = None, style: str = "any", seed: int
     given = Path(weights or checkpoint.DEFAULT_WEIGHTS)
     meta = checkpoint.read_metadata(given)
     song_seconds = A.audio_seconds(audio) if isinstance(audio, (str, Path)) else None
-    _check_options(style, json.loads(meta["styles"]), steps, fps, start, duration, guidance, autoguidance,
-                   stage_radius, song_seconds)
-    if not 0 <= guidance_lowpass < float("inf"):
-        raise EngineError(f"guidance_lowpass must be 0 or more frames, got {guidance_lowpass}")
-    if not 0 <= sampling_eta <= 1:
-        raise EngineError(f"sampling_eta must be between 0 and 1, got {sampling_eta}")
+    check_options(style=style, styles=json.loads(meta["styles"]), steps=steps, fps=fps, start=start,
+                  duration=duration, guidance=guidance, autoguidance=autoguidance, stage_radius=stage_radius,
+                  song_seconds=song_seconds, guidance_lowpass=guidance_lowpass, sampling_eta=sampling_eta)
     weights = choose_weights(given, json.loads(meta.get("student", "null")), quality, steps, guidance, autoguidance)
     ckpt = load_weights(weights, dev)
 

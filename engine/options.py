@@ -29,7 +29,8 @@ def _finite(value) -> bool:
 
 def check_options(*, style: str | None = None, styles=None, steps=None, fps=None, start: float = 0.0,
                   duration: float | None = None, guidance=None, autoguidance=None, scale=None,
-                  stage_radius=None, song_seconds: float | None = None) -> None:
+                  stage_radius=None, song_seconds: float | None = None, guidance_lowpass=None,
+                  sampling_eta=None) -> None:
     """Raise EngineError (one plain sentence) for the first option out of range; None passes.
 
     `song_seconds`, when known, is the song's length: a start at or past its end is an error, and
@@ -61,6 +62,10 @@ def check_options(*, style: str | None = None, styles=None, steps=None, fps=None
         raise EngineError(f"scale must be more than 0 (BVH units per metre, e.g. 100 for cm), got {scale!r}")
     if stage_radius is not None and not (_finite(stage_radius) and stage_radius >= 0):
         raise EngineError(f"stage radius must be 0 (dance in place) or more metres, got {stage_radius!r}")
+    if guidance_lowpass is not None and not (_finite(guidance_lowpass) and guidance_lowpass >= 0):
+        raise EngineError(f"guidance low-pass must be 0 (off) or more frames, got {guidance_lowpass!r}")
+    if sampling_eta is not None and not (_finite(sampling_eta) and 0.0 <= sampling_eta <= 1.0):
+        raise EngineError(f"sampling eta must be between 0 (deterministic) and 1 (DDPM), got {sampling_eta!r}")
 
 
 def parse_body_parts(text_or_names, allow_root: bool = False) -> list[str]:

@@ -75,6 +75,30 @@ def unpack(x: torch.Tensor, start_xz=(0.0, 0.0)):
     return poses, root_path(x, start_xz), x[:, CONTACTS]
 
 
+PELVIS_6D = slice(ROT6D.start, ROT6D.start + 6)   # the pelvis's rotation: the body's facing and tilt
+
+
+def pelvis_heading(x: torch.Tensor) -> torch.Tensor:
+    """(..., NUM_CHANNELS) -> (...,) the pelvis's heading about the vertical (rotations.heading)."""
+    return R.heading(R.sixd_to_matrix(x[..., PELVIS_6D]))
+
+
+def turn_about_vertical(x: torch.Tensor, angle) -> torch.Tensor:
+    """(T, NUM_CHANNELS) -> the same motion turned about the vertical by `angle` radians (a number,
+    or (T,) per frame): the pelvis's 6D columns and the floor velocity turn; every other channel
+    is local to the pelvis or vertical and stays. Training turns whole windows this way; the
+    sampler turns frame by frame to meet a keyed facing."""
+    angle = torch.as_tensor(angle, dtype=x.dtype, device=x.device).expand(x.shape[0])
+    turn = R.about_vertical(angle)                                         # (T, 3, 3)
+    out = x.clone()
+    columns = x[:, PELVIS_6D].reshape(-1, 2, 3)                            # the two stored columns
+    out[:, PELVIS_6D] = (columns @ turn.transpose(1, 2)).reshape(-1, 6)
+    vel = x[:, ROOT_VEL]
+    vel3 = torch.stack([vel[:, 0], torch.zeros_like(vel[:, 0]), vel[:, 1]], dim=1)
+    out[:, ROOT_VEL] = (turn @ vel3[:, :, None])[:, [0, 2], 0]
+    return out
+
+
 @dataclass
 class Normalizer:
     """Per-channel standardisation fitted on the training set; stored in the weights file."""

@@ -18,23 +18,16 @@ interpolant joins the free motion to it with a continuous velocity.
 Root keys work alike on the position, except that beyond the first and last root key the offset
 holds rather than fades: a dancer moved by a key stays moved.
 
-The keyed facing is met earlier, while sampling (facing_alignment). The network barely reads a
-keyed facing from its key input (at the keys it faced 1.46 rad away, median, against 1.72 with
-no keys), but a dance turned about the vertical is as likely as the dance itself (training turns
-every window to a random heading). So while the dance's shape is being decided, the sampler's
-estimate is turned to face where the keys face, and the later steps shape the body and its steps
-around that facing; the correction offsets above take up what is left (0.07 rad, median).
+The keyed facing is met earlier, while sampling (engine.sampler.facing); the offsets here take
+up what is left of it.
 """
 from __future__ import annotations
 
-from typing import Callable
-
 import numpy as np
 import torch
-from scipy.interpolate import CubicHermiteSpline
 
-from ..body import layout as L
 from ..body import rotations as R
+from ..body.curves import offset_curve
 from ..body.motion import Constraints
 from ..body.skeleton import NUM_JOINTS
 from .feet import true_runs
@@ -45,38 +38,6 @@ from .feet import true_runs
 FADE_SECONDS = 1.0
 # Two keys of a joint count as the same pose (a hold) when they differ by less than this (rad).
 HOLD_TOLERANCE = 1e-6
-
-
-def offset_curve(key_frames: np.ndarray, key_values: np.ndarray, length: int, fade: float | None) -> np.ndarray:
-    """(K,) increasing frames and (K, D) values -> (length, D): a C1 cubic (Hermite) through the
-    keys over the gaps between them. At a key inside or at the edge of a run of consecutive keys
-    its slope is the distance-weighted mean of the neighbouring secants (np.gradient), i.e. the
-    run's own rate of change, so the motion flows into the run without a kink; at an isolated
-    key it is 0. Outside the keys it fades to zero over `fade` frames, landing with zero slope,
-    or holds the end values (slope 0 at the end keys) when `fade` is None."""
-    frames = np.arange(length, dtype=np.float64)
-    key_frames = np.asarray(key_frames, dtype=np.float64)
-    values = np.asarray(key_values, dtype=np.float64)
-    if fade is not None:
-        fade = max(1.0, fade)
-        key_frames = np.concatenate([[key_frames[0] - fade], key_frames, [key_frames[-1] + fade]])
-        values = np.concatenate([np.zeros((1, values.shape[1])), values, np.zeros((1, values.shape[1]))])
-    if len(key_frames) == 1:
-        return np.repeat(values, length, axis=0)
-    slopes = np.gradient(values, key_frames, axis=0) if len(key_frames) > 2 else np.zeros_like(values)
-    # An isolated key (no key on the frame before or after it) gets slope 0: the correction
-    # stands still there, so the body passes through the key with exactly its own velocity, and
-    # the correction changes mid-gap where nothing is asked of the pose.
-    gaps = np.diff(key_frames)
-    isolated = np.ones(len(key_frames), bool)
-    isolated[1:] &= gaps > 1
-    isolated[:-1] &= gaps > 1
-    slopes[isolated] = 0.0
-    slopes[[0, -1]] = 0.0                 # land on zero (or on the held value) with zero slope
-    out = CubicHermiteSpline(key_frames, values, slopes, axis=0, extrapolate=False)(frames)
-    out[frames < key_frames[0]] = values[0]
-    out[frames > key_frames[-1]] = values[-1]
-    return out
 
 
 def _with_holds(keyed: np.ndarray, given: torch.Tensor) -> tuple[np.ndarray, torch.Tensor]:
@@ -168,63 +129,3 @@ def anchor_times(constraints: Constraints | None, fps: float) -> np.ndarray:
         return np.zeros(0)
     strong = (constraints.joint_mask.sum(axis=1) >= NUM_JOINTS // 2) | constraints.trans_mask
     return np.flatnonzero(strong) / fps
-
-
-# ------------------------------------------------------------------ facing, while sampling
-
-_ROOT_6D = L.joint_channels([0])
-# The estimate is turned while its signal level (alpha-bar) is under this: the first half of the
-# many-step schedule, two of the student's four steps. Turned at every step, the network fought
-# the turn near the end and the hands whipped more near keys (python -m engine
-# evaluate-inbetween, 3 seeds: whip median 1.26 against 1.09 unturned); turned only early, whip
-# median 1.06 and each seed's worst clip 1.55 on average (unturned 2.71), and the LAFAN1 gap
-# errors fall at every gap (weights/TRAINING.md, "The keyed facing, while sampling").
-FACING_SIGNAL_LEVEL = 0.5
-
-
-def turn_about_vertical(root_6d: torch.Tensor, root_vel: torch.Tensor, angle: torch.Tensor):
-    """Turn (T, 6) pelvis columns and (T, 2) horizontal root velocities (x, z) by (T,) angles
-    about the vertical, frame by frame (training's windows.rotate_packed, per frame)."""
-    turn = R.about_vertical(angle)                                      # (T, 3, 3)
-    cols = root_6d.reshape(-1, 2, 3)                                    # the two stored columns
-    turned = (cols @ turn.transpose(1, 2)).reshape(-1, 6)
-    vel = torch.stack([root_vel[:, 0], torch.zeros_like(root_vel[:, 0]), root_vel[:, 1]], dim=1)
-    vel = (turn @ vel[:, :, None])[:, [0, 2], 0]
-    return turned, vel
-
-
-def pelvis_heading(root_6d: torch.Tensor) -> torch.Tensor:
-    """(..., 6) pelvis rotations (engine.body.layout's 6D columns) -> (...,) heading (rotations.heading)."""
-    return R.heading(R.sixd_to_matrix(root_6d))
-
-
-def facing_alignment(constraints: Constraints | None, length: int, fps: float, normalizer: L.Normalizer,
-                     until: float = FACING_SIGNAL_LEVEL) -> Callable[[torch.Tensor, float], torch.Tensor] | None:
-    """A projection for the sampler (engine.sampler.diffusion.sample's `project`): normalised
-    (length, C) motion at the model's rate and its step's signal level -> while that is under
-    `until`, the motion turned about the vertical, frame by frame, so that it faces as keyed on
-    every frame with a keyed pelvis (between those frames the turn is offset_curve's C1 cubic,
-    beyond them it holds); afterwards the motion as it is. None when no frame keys the pelvis."""
-    if constraints is None or not constraints.joint_mask[:, 0].any():
-        return None
-    rows = np.flatnonzero(constraints.joint_mask[:, 0])
-    model_frames = L.model_frames(rows, fps, length)
-    model_frames, first = np.unique(model_frames, return_index=True)      # one key per model frame
-    keyed = R.axis_angle_to_6d(torch.from_numpy(constraints.poses[rows[first], :3]))
-    wanted = pelvis_heading(keyed).numpy()
-    frames = torch.from_numpy(model_frames)
-
-    def align(x0: torch.Tensor, signal_level: float) -> torch.Tensor:
-        if signal_level >= until:
-            return x0
-        raw = normalizer.denormalize(x0).double()                               # (length, C)
-        have = pelvis_heading(raw[frames][:, _ROOT_6D]).cpu().numpy()
-        miss = np.unwrap(np.angle(np.exp(1j * (wanted - have))))      # each the short way, no jumps
-        turn = offset_curve(model_frames, miss[:, None], len(raw), None)[:, 0]
-        root_6d, root_vel = turn_about_vertical(raw[:, _ROOT_6D], raw[:, L.ROOT_VEL], torch.from_numpy(turn).to(raw))
-        raw[:, _ROOT_6D], raw[:, L.ROOT_VEL] = root_6d, root_vel
-        out = x0.clone()
-        changed = _ROOT_6D + list(range(L.ROOT_VEL.start, L.ROOT_VEL.stop))
-        out[:, changed] = normalizer.normalize(raw.to(x0.dtype))[:, changed]
-        return out
-    return align

@@ -163,7 +163,7 @@ def sample(denoise: Callable, music: torch.Tensor, *, window: int, steps: int,
     `eta` > 0 makes the steps stochastic (ddim_step), with noise drawn from `generator` on the CPU,
     so a seed still gives the same dance on any device.
     `project(x0 (L, C), signal level alpha-bar of the step) -> x0` reshapes every blended estimate
-    before the in-painting is pasted (engine.finishing.editing.facing_alignment: the keyed facing).
+    before the in-painting is pasted (engine.sampler.facing: the keyed facing).
     """
     length = music.shape[0]
     device = music.device

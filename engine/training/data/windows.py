@@ -54,29 +54,18 @@ def mirror_packed(x: np.ndarray) -> np.ndarray:
     return out
 
 
-def _yaw_matrix(angle: float) -> np.ndarray:
-    c, s = math.cos(angle), math.sin(angle)
-    return np.array([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]])
-
-
 def rotate_poses(poses: np.ndarray, trans: np.ndarray, angle: float) -> tuple[np.ndarray, np.ndarray]:
     """Turn the whole motion by `angle` radians about the world Y axis (through the origin)."""
-    yaw = torch.as_tensor(_yaw_matrix(angle))
+    yaw = R.about_vertical(torch.tensor(float(angle), dtype=torch.float64))
     root = R.axis_angle_to_matrix(torch.as_tensor(poses[:, :3], dtype=torch.float64))
     out = np.array(poses, dtype=np.float64)
     out[:, :3] = R.matrix_to_axis_angle(yaw @ root).numpy()
-    return out, trans @ _yaw_matrix(angle).T
+    return out, trans @ yaw.numpy().T
 
 
 def rotate_packed(x: np.ndarray, angle: float) -> np.ndarray:
-    """The same turn on packed channels: the root's 6D columns and the root velocity rotate."""
-    yaw = _yaw_matrix(angle).astype(x.dtype)
-    out = x.copy()
-    root = x[:, L.ROT6D.start:L.ROT6D.start + 6].reshape(len(x), 2, 3)   # two matrix columns
-    out[:, L.ROT6D.start:L.ROT6D.start + 6] = (root @ yaw.T).reshape(len(x), 6)
-    vel = x[:, L.ROOT_VEL]                                                # (T, 2) = (x, z)
-    out[:, L.ROOT_VEL] = vel @ yaw[np.ix_([0, 2], [0, 2])].T
-    return out
+    """The same turn on packed channels (engine.body.layout.turn_about_vertical)."""
+    return L.turn_about_vertical(torch.from_numpy(x), float(angle)).numpy()
 
 
 def stretch_packed(x: np.ndarray, factor: float, length: int) -> np.ndarray:

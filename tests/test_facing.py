@@ -1,0 +1,85 @@
+"""The keyed facing while sampling (engine.sampler.facing): on hand-made motion with known answers,
+and wired into a real draw."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from scipy.spatial.transform import Rotation
+
+from engine.body import layout as L
+from engine.body import rotations as R
+from engine.body.motion import Constraints
+from engine.sampler.facing import facing_alignment
+
+FPS = 30.0
+
+
+def _turning_motion(T):
+    """Packed channels (engine.body.layout) of a dancer turning slowly (0.6 rad/s), tilted 0.3 rad
+    forward, travelling forward at 1 m/s; the other channels random. With an identity normaliser."""
+    t = np.arange(T) / FPS
+    pelvis = [Rotation.from_euler("y", 0.6 * s) * Rotation.from_euler("x", 0.3) for s in t]
+    x = torch.randn(T, L.NUM_CHANNELS, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    x[:, L.joint_channels([0])] = R.matrix_to_6d(torch.from_numpy(np.stack([p.as_matrix() for p in pelvis])))
+    forward = np.stack([np.sin(0.6 * t), np.cos(0.6 * t)], 1) / FPS
+    x[:, L.ROOT_VEL] = torch.from_numpy(forward)
+    identity = L.Normalizer(torch.zeros(L.NUM_CHANNELS), torch.ones(L.NUM_CHANNELS))
+    return x, identity
+
+
+def _pelvis_keys(T, frames_and_headings):
+    c = Constraints.empty(T, FPS)
+    for f, h in frames_and_headings:
+        c.set_pose(f, np.r_[[0.0, h, 0.0], np.zeros(69)], joints=["pelvis"])
+    return c
+
+
+def test_the_samplers_estimate_is_turned_to_face_the_keys():
+    """facing_alignment turns the estimate about the vertical only: the keyed frames face as keyed,
+    the tilt, the travel speed and every other channel are kept, and the turn between keys is
+    gradual."""
+    T = 120
+    x, identity = _turning_motion(T)
+    keys = [(10, 2.0), (60, -1.0), (100, 0.5)]
+    out = facing_alignment(_pelvis_keys(T, keys), T, FPS, identity)(x, 0.0)
+    assert torch.equal(facing_alignment(_pelvis_keys(T, keys), T, FPS, identity)(x, 0.9), x)   # late: as it is
+    got = L.pelvis_heading(out)
+    for f, h in keys:
+        assert abs(np.angle(np.exp(1j * (float(got[f]) - h)))) < 1e-6
+    others = [c for c in range(L.NUM_CHANNELS) if c not in L.joint_channels([0]) + [4, 5]]
+    assert torch.equal(out[:, others], x[:, others])
+    up = lambda m: R.sixd_to_matrix(m[:, L.joint_channels([0])])[:, 1, :]    # noqa: E731 (world Y of each axis)
+    assert torch.allclose(up(out), up(x), atol=1e-9)                        # tilt kept
+    assert torch.allclose(out[:, L.ROOT_VEL].norm(dim=1), x[:, L.ROOT_VEL].norm(dim=1), atol=1e-12)
+    # The walk still heads where the body faces (both turned together).
+    walk = torch.atan2(out[:, 4], out[:, 5])
+    assert np.abs(np.angle(np.exp(1j * (walk - got).numpy()))).max() < 1e-6
+    # Gradual: the extra turn between keys 10 and 60 (3 rad plus 30 frames of the dancer's own
+    # 0.6 rad/s) is spread over the gap, its fastest frame no more than 1.5x its mean.
+    extra = np.diff(np.unwrap(got.numpy()) - 0.6 * np.arange(T) / FPS)
+    assert np.abs(extra[10:60]).max() <= 1.5 * (3.0 + 0.6 * 50 / FPS) / 50 + 1e-6
+    assert np.abs(extra[100:]).max() < 1e-9 and np.abs(extra[:10]).max() < 1e-9   # held beyond
+
+
+def test_the_facing_turn_goes_the_short_way_and_needs_a_pelvis_key():
+    T = 90
+    x, identity = _turning_motion(T)
+    x[:, L.joint_channels([0])] = R.matrix_to_6d(torch.eye(3, dtype=torch.float64)).expand(T, 6)
+    out = facing_alignment(_pelvis_keys(T, [(20, np.pi - 0.1), (70, -(np.pi - 0.1))]), T, FPS, identity)(x, 0.0)
+    got = np.unwrap(L.pelvis_heading(out).numpy())
+    assert abs(got[70] - got[20]) < 0.3                     # 0.2 rad the short way, not 6 the long way
+    arms_only = Constraints.empty(T, FPS)
+    arms_only.set_pose(20, np.zeros(72), joints=["left_shoulder"])
+    assert facing_alignment(arms_only, T, FPS, identity) is None
+
+
+def test_the_network_faces_the_keys_before_any_finishing(click_song, tiny_weights):
+    """Wired into sampling: a one-step draw (its one step at signal level 0, the network's output
+    with no finishing yet) faces as keyed."""
+    from engine import api
+    keys = [(15, 2.5), (45, -2.0), (75, 1.0)]
+    d = api.draw(click_song, duration=3.0, fps=FPS, steps=1, weights=tiny_weights, device="cpu",
+                 constraints=_pelvis_keys(90, keys))
+    got = L.pelvis_heading(d.raw.double())
+    for f, h in keys:
+        assert abs(np.angle(np.exp(1j * (float(got[f]) - h)))) < 1e-4
