@@ -521,7 +521,7 @@ class Retargeter:
         no contacts, the runs are found from the character's own ankles (low and slow). With
         neither (or plant_feet=False) the legs follow the plain retarget."""
         poses, trans = _check_motion(poses, trans)
-        T, B = len(poses), len(self.rig.names)
+        B = len(self.rig.names)
         G = smpl_global_rotations(poses)
         target = self._targets(G)
         M, pos, basis, carried_root = self._pose(target)
