@@ -63,9 +63,9 @@ def check_options(*, style: str | None = None, styles=None, steps=None, fps=None
     if stage_radius is not None and not (_finite(stage_radius) and stage_radius >= 0):
         raise EngineError(f"stage radius must be 0 (dance in place) or more metres, got {stage_radius!r}")
     if guidance_lowpass is not None and not (_finite(guidance_lowpass) and guidance_lowpass >= 0):
-        raise EngineError(f"guidance low-pass must be 0 (off) or more frames, got {guidance_lowpass!r}")
+        raise EngineError(f"guidance_lowpass must be 0 (off) or more frames, got {guidance_lowpass!r}")
     if sampling_eta is not None and not (_finite(sampling_eta) and 0.0 <= sampling_eta <= 1.0):
-        raise EngineError(f"sampling eta must be between 0 (deterministic) and 1 (DDPM), got {sampling_eta!r}")
+        raise EngineError(f"sampling_eta must be between 0 (deterministic) and 1 (DDPM), got {sampling_eta!r}")
 
 
 def parse_body_parts(text_or_names, allow_root: bool = False) -> list[str]:

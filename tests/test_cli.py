@@ -73,9 +73,9 @@ def test_shared_validation_in_python():
     with pytest.raises(EngineError, match="runs past the end"):
         check_options(start=2.0, duration=4.0, song_seconds=5.0)
     check_options(guidance_lowpass=0.0, sampling_eta=1.0)
-    with pytest.raises(EngineError, match="guidance low-pass must be 0"):
+    with pytest.raises(EngineError, match="guidance_lowpass must be 0"):
         check_options(guidance_lowpass=float("nan"))
-    with pytest.raises(EngineError, match="sampling eta must be between 0"):
+    with pytest.raises(EngineError, match="sampling_eta must be between 0"):
         check_options(sampling_eta=1.5)
     assert parse_body_parts("arms, left_leg") == ["arms", "left_leg"]
     assert "arms" in BODY_PART_NAMES and "root" not in BODY_PART_NAMES
@@ -92,7 +92,7 @@ def test_api_uses_the_same_validation(click_song, tiny_weights):
         generate(click_song, weights=tiny_weights, steps=1, stage_radius=-1.0)
     with pytest.raises(EngineError, match="runs past the end"):
         generate(click_song, weights=tiny_weights, steps=1, duration=30.0)
-    with pytest.raises(EngineError, match="sampling eta"):
+    with pytest.raises(EngineError, match="sampling_eta"):
         generate(click_song, weights=tiny_weights, steps=1, sampling_eta=-0.1)
 
 
