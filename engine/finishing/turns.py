@@ -94,13 +94,12 @@ def limit_turn_rate(root: Rotation, fps: float, max_rate: float = MAX_TURN_RATE,
 def limit_pelvis_turns(channels: torch.Tensor, fps: float, max_rate: float = MAX_TURN_RATE) -> torch.Tensor:
     """(T, NUM_CHANNELS) motion channels (engine.body.layout) -> the same with the pelvis's snaps
     rebuilt as turns (limit_turn_rate); the other channels are untouched."""
-    root6d = L.joint_channels([0])
-    matrices = R.sixd_to_matrix(channels[:, root6d].double()).numpy()
+    matrices = R.sixd_to_matrix(channels[:, L.PELVIS_6D].double()).numpy()
     limited, rebuilt = limit_turn_rate(Rotation.from_matrix(matrices), fps, max_rate)
     if not rebuilt:
         return channels
     out = channels.clone()
-    out[:, root6d] = R.matrix_to_6d(torch.from_numpy(limited.as_matrix())).to(channels.dtype)
+    out[:, L.PELVIS_6D] = R.matrix_to_6d(torch.from_numpy(limited.as_matrix())).to(channels.dtype)
     return out
 
 
