@@ -59,6 +59,8 @@ def test_joint_channels_follow_names():
     j = JOINT_NAMES.index("left_elbow")
     assert L.ROT6D.start + 6 * j in ch
     assert joint_indices("arms") == sorted(joint_indices("left_arm") + joint_indices("right_arm"))
+    # The pelvis's own slice (the facing and the turn rebuild use it) is the pelvis's channels.
+    assert list(range(L.PELVIS_6D.start, L.PELVIS_6D.stop)) == L.joint_channels(["pelvis"])
 
 
 def test_mirror_table_is_an_involution_that_swaps_sides():
