@@ -176,3 +176,30 @@ def test_pulse_ratio_of_one_accent_per_beat_and_half_time():
     double_time_music = (PHASE + PERIOD / 2 * np.arange(2 * N_PERIODS)) / FPS
     assert M.pulse_ratio(p, FPS, double_time_music) == pytest.approx(2.0, abs=0.1)
     assert math.isnan(M.pulse_ratio(p, FPS, [0.5]))
+
+
+def _turning(T: int, heading: np.ndarray) -> np.ndarray:
+    """Standing pose turned about the vertical through the pelvis by heading (T,) radians."""
+    p = standing(T)
+    centre = p[:, :1]
+    c, s = np.cos(heading)[:, None], np.sin(heading)[:, None]
+    rel = p - centre
+    x, z = rel[..., 0], rel[..., 2]
+    out = p.copy()
+    out[..., 0], out[..., 2] = centre[..., 0] + c * x + s * z, centre[..., 2] - s * x + c * z
+    return out
+
+
+def test_turn_snaps_count_only_turns_faster_than_the_dancers():
+    T = 300                                             # 10 s
+    slow = _turning(T, np.linspace(0, 4 * np.pi, T))   # two whole turns in 10 s: 1.3 rad/s
+    assert M.turn_snaps(slow, FPS) == 0.0
+    heading = np.zeros(T)
+    heading[100:] += 2.0                                # a 2 rad snap between two frames ...
+    heading[200:] -= np.pi * 0.9                        # ... and a near half turn the other way
+    assert M.turn_snaps(_turning(T, heading), FPS) == pytest.approx(2.0)
+    # Per 10 s of dance, at any frame rate: the same two snaps in 20 s at 60 fps count 1 per 10 s.
+    heading60 = np.zeros(2 * 2 * T)
+    heading60[400:] += 2.0
+    heading60[800:] -= np.pi * 0.9
+    assert M.turn_snaps(_turning(len(heading60), heading60), 2 * FPS) == pytest.approx(1.0)

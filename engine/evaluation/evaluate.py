@@ -53,6 +53,7 @@ COLUMNS = (  # (key in metrics.summarize, table header, scale)
     ("pulse", "Pulse", 1.0),
     ("jerk", "Jerk m/s^3", 1.0),
     ("speed", "Speed m/s", 1.0),
+    ("turn_snaps", "Snaps /10 s", 1.0),
     ("fid_k", "FID_k", 1.0),
     ("div_k", "Div_k", 1.0),
 )

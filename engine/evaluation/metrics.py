@@ -1,5 +1,5 @@
 """How the field scores a dance: PFC, beat alignment, kinetic FID/diversity, foot skating, jerk
-(and mean joint speed, to see calmness at a glance).
+(and mean joint speed, to see calmness at a glance; turn snaps, to see the network's own defect).
 
 Every function takes joint positions (T, 24, 3) in metres, Y up (skeleton order), at any frame
 rate, and first resamples them linearly to MODEL_FPS (30): the papers' thresholds and sigmas
@@ -17,6 +17,7 @@ from ..body.layout import MODEL_FPS
 from ..body.skeleton import JOINT_INDEX
 # Kinematic beats are also what the runtime's beat warp aligns, so they live with it (one definition).
 from ..finishing.beatsync import motion_beats, motion_speed, resample_positions  # noqa: F401
+from ..finishing.turns import MAX_TURN_RATE
 
 UP = 1                     # Y up (SMPL); EDGE's code uses z up, the metrics only need "which axis"
 FLAT = [0, 2]              # the floor plane
@@ -25,6 +26,7 @@ DT = 1.0 / MODEL_FPS
 LEFT_ANKLE, LEFT_TOE = JOINT_INDEX["left_ankle"], JOINT_INDEX["left_foot"]
 RIGHT_ANKLE, RIGHT_TOE = JOINT_INDEX["right_ankle"], JOINT_INDEX["right_foot"]
 PELVIS = JOINT_INDEX["pelvis"]
+LEFT_HIP, RIGHT_HIP = JOINT_INDEX["left_hip"], JOINT_INDEX["right_hip"]
 
 BEAT_SIGMA_S = 3.0 / 30.0          # Bailando/FACT: sigma = 3 frames at 30 fps
 ACC_EPS = 1e-6                     # m/s^2: below this the root is unaccelerated (PFC)
@@ -261,24 +263,41 @@ def mean_speed(positions: np.ndarray, fps: float) -> float:
     return float(motion_speed(positions, fps, smooth=False).mean()) if len(positions) > 1 else 0.0
 
 
+def turn_snaps(positions: np.ndarray, fps: float) -> float:
+    """Frames per 10 s of dance (at 30 fps) in which the hips turn about the vertical faster than
+    the training dancers ever do but in 0.1% of frames (finishing.turns.MAX_TURN_RATE, 12 rad/s;
+    the heading of the line from the right hip to the left). Not a paper's score: the network
+    squeezes turns into such snaps (held-out dancers 0.62 per 10 s, the network alone 3.9) and the
+    finishing rebuilds them, so the network-alone row shows the defect that a retraining must
+    remove (weights/TRAINING.md, "Where the whip near keys comes from"). Fewer than 2 frames: 0.0."""
+    p = resample_positions(positions, fps)
+    if len(p) < 2:
+        return 0.0
+    line = p[:, LEFT_HIP, :] - p[:, RIGHT_HIP, :]
+    heading = np.arctan2(line[:, FLAT[0]], line[:, FLAT[1]])
+    rate = np.abs(np.angle(np.exp(1j * np.diff(heading)))) * MODEL_FPS       # each step the short way
+    return float((rate > MAX_TURN_RATE).sum() * 10.0 * MODEL_FPS / len(p))
+
+
 # ----------------------------------------------------------------------------- summary
 
 METRIC_KEYS = ("bas_bailando", "bas_fact", "pfc", "foot_skating", "foot_skimming", "pulse", "jerk", "speed",
-               "fid_k", "div_k")
+               "turn_snaps", "fid_k", "div_k")
 
 
 def summarize(motions: Iterable[tuple[np.ndarray, float, Sequence[float]]],
               real_features: np.ndarray | None = None) -> dict[str, float]:
     """Score a set of clips: each (positions (T,24,3), fps, music beat times in seconds).
 
-    Per-clip metrics (BAS both ways, PFC, foot skating ratio, foot skimming, jerk, mean speed) are
-    averaged over clips; the pulse ratio is the median over clips (one clip without beats is NaN).
+    Per-clip metrics (BAS both ways, PFC, foot skating ratio, foot skimming, jerk, mean speed, turn
+    snaps) are averaged over clips; the pulse ratio is the median over clips (one clip without beats is NaN).
     FID_k compares the clips' kinetic features with `real_features` (M, 72), the reference (real)
     set, and Div_k is measured after standardising by that set; without `real_features`, fid_k
     is NaN and Div_k uses the clips' own statistics.
     """
     per_clip: dict[str, list[float]] = {k: [] for k in ("bas_bailando", "bas_fact", "pfc", "foot_skating",
-                                                         "foot_skimming", "pulse", "jerk", "speed")}
+                                                         "foot_skimming", "pulse", "jerk", "speed",
+                                                         "turn_snaps")}
     feats = []
     for positions, fps, beats in motions:
         for k, v in beat_alignment_scores(positions, fps, beats).items():
@@ -289,6 +308,7 @@ def summarize(motions: Iterable[tuple[np.ndarray, float, Sequence[float]]],
         per_clip["pulse"].append(pulse_ratio(positions, fps, beats))
         per_clip["jerk"].append(jerk(positions, fps))
         per_clip["speed"].append(mean_speed(positions, fps))
+        per_clip["turn_snaps"].append(turn_snaps(positions, fps))
         feats.append(kinetic_features(positions, fps))
     if not feats:
         raise ValueError("summarize needs at least one motion")
