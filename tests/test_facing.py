@@ -46,13 +46,14 @@ def test_the_samplers_estimate_is_turned_to_face_the_keys():
     got = L.pelvis_heading(out)
     for f, h in keys:
         assert abs(np.angle(np.exp(1j * (float(got[f]) - h)))) < 1e-6
-    others = [c for c in range(L.NUM_CHANNELS) if c not in L.joint_channels([0]) + [4, 5]]
+    turned = L.joint_channels([0]) + list(range(L.ROOT_VEL.start, L.ROOT_VEL.stop))
+    others = [c for c in range(L.NUM_CHANNELS) if c not in turned]
     assert torch.equal(out[:, others], x[:, others])
     up = lambda m: R.sixd_to_matrix(m[:, L.joint_channels([0])])[:, 1, :]    # noqa: E731 (world Y of each axis)
     assert torch.allclose(up(out), up(x), atol=1e-9)                        # tilt kept
     assert torch.allclose(out[:, L.ROOT_VEL].norm(dim=1), x[:, L.ROOT_VEL].norm(dim=1), atol=1e-12)
     # The walk still heads where the body faces (both turned together).
-    walk = torch.atan2(out[:, 4], out[:, 5])
+    walk = torch.atan2(out[:, L.ROOT_VEL.start], out[:, L.ROOT_VEL.start + 1])      # (x, z) on the floor
     assert np.abs(np.angle(np.exp(1j * (walk - got).numpy()))).max() < 1e-6
     # Gradual: the extra turn between keys 10 and 60 (3 rad plus 30 frames of the dancer's own
     # 0.6 rad/s) is spread over the gap, its fastest frame no more than 1.5x its mean.

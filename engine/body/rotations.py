@@ -5,6 +5,8 @@ first two columns, concatenated: (..., 6) = [m00, m10, m20, m01, m11, m21].
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -104,6 +106,12 @@ def heading(m: torch.Tensor) -> torch.Tensor:
     """(..., 3, 3) world rotations of the body -> (...,) heading about the vertical (Y): the angle
     of the body's forward (+Z) on the floor, atan2(x, z)."""
     return torch.atan2(m[..., 0, 2], m[..., 2, 2])
+
+
+def wrap_angle(angle):
+    """Angles (numbers, numpy arrays or tensors) -> the same angles in [-pi, pi): a change of
+    heading taken the short way round."""
+    return (angle + math.pi) % (2 * math.pi) - math.pi
 
 
 def about_vertical(angle: torch.Tensor) -> torch.Tensor:

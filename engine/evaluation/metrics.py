@@ -14,6 +14,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from ..body.layout import MODEL_FPS
+from ..body.rotations import wrap_angle
 from ..body.skeleton import JOINT_INDEX
 # Kinematic beats are also what the runtime's beat warp aligns, so they live with it (one definition).
 from ..finishing.beatsync import motion_beats, motion_speed, resample_positions  # noqa: F401
@@ -265,8 +266,8 @@ def mean_speed(positions: np.ndarray, fps: float) -> float:
 
 def turn_snaps(positions: np.ndarray, fps: float) -> float:
     """Frames per 10 s of dance (at 30 fps) in which the hips turn about the vertical faster than
-    the training dancers ever do but in 0.1% of frames (finishing.turns.MAX_TURN_RATE, 12 rad/s;
-    the heading of the line from the right hip to the left). Not a paper's score: the network
+    finishing.turns.MAX_TURN_RATE (12 rad/s, which the training dancers exceed in 0.1% of their
+    frames), measured on the line from the right hip to the left. Not a paper's score: the network
     squeezes turns into such snaps (held-out dancers 0.62 per 10 s, the network alone 3.9) and the
     finishing rebuilds them, so the network-alone row shows the defect that a retraining must
     remove (weights/TRAINING.md, "Where the whip near keys comes from"). Fewer than 2 frames: 0.0."""
@@ -275,7 +276,7 @@ def turn_snaps(positions: np.ndarray, fps: float) -> float:
         return 0.0
     line = p[:, LEFT_HIP, :] - p[:, RIGHT_HIP, :]
     heading = np.arctan2(line[:, FLAT[0]], line[:, FLAT[1]])
-    rate = np.abs(np.angle(np.exp(1j * np.diff(heading)))) * MODEL_FPS       # each step the short way
+    rate = np.abs(wrap_angle(np.diff(heading))) * MODEL_FPS                  # each step the short way
     return float((rate > MAX_TURN_RATE).sum() * 10.0 * MODEL_FPS / len(p))
 
 
@@ -295,9 +296,7 @@ def summarize(motions: Iterable[tuple[np.ndarray, float, Sequence[float]]],
     set, and Div_k is measured after standardising by that set; without `real_features`, fid_k
     is NaN and Div_k uses the clips' own statistics.
     """
-    per_clip: dict[str, list[float]] = {k: [] for k in ("bas_bailando", "bas_fact", "pfc", "foot_skating",
-                                                         "foot_skimming", "pulse", "jerk", "speed",
-                                                         "turn_snaps")}
+    per_clip: dict[str, list[float]] = {k: [] for k in METRIC_KEYS if k not in ("fid_k", "div_k")}
     feats = []
     for positions, fps, beats in motions:
         for k, v in beat_alignment_scores(positions, fps, beats).items():

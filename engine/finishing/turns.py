@@ -39,10 +39,6 @@ def _yaw(rot: Rotation) -> np.ndarray:
     return R.heading(torch.from_numpy(rot.as_matrix())).numpy()
 
 
-def _wrap(angle: np.ndarray) -> np.ndarray:
-    return (angle + np.pi) % (2 * np.pi) - np.pi
-
-
 def _about_y(angle) -> Rotation:
     return Rotation.from_rotvec(np.outer(np.atleast_1d(angle), [0.0, 1.0, 0.0]))
 
@@ -61,7 +57,7 @@ def limit_turn_rate(root: Rotation, fps: float, max_rate: float = MAX_TURN_RATE,
     if not spans:
         return root, 0
     yaw = _yaw(root)
-    yaw_steps = _wrap(np.diff(yaw))                  # per-step heading change, the short way round
+    yaw_steps = R.wrap_angle(np.diff(yaw))                  # per-step heading change, the short way round
     tilt = _about_y(-yaw) * root                     # what is left once the heading is taken out
     quats = root.as_quat()
     done_to = 0          # frames before this are settled: a stretch never reaches back into them

@@ -49,7 +49,7 @@ def facing_alignment(constraints: Constraints | None, length: int, fps: float, n
             return x0
         raw = normalizer.denormalize(x0).double()                               # (length, C)
         have = L.pelvis_heading(raw[frames]).cpu().numpy()
-        miss = np.unwrap(np.angle(np.exp(1j * (wanted - have))))      # each the short way, no jumps
+        miss = np.unwrap(R.wrap_angle(wanted - have))                 # each the short way, no jumps
         turn = offset_curve(model_frames, miss[:, None], len(raw), None)[:, 0]
         turned = L.turn_about_vertical(raw, torch.from_numpy(turn))
         out = x0.clone()
