@@ -281,12 +281,15 @@ def denoiser(ckpt: checkpoint.Checkpoint, style_index: torch.Tensor, guidance: f
     A few-step student has its guidance inside: one conditioned pass."""
     if ckpt.student is not None:
         return guided(ckpt.model, style_index, 1.0)
-    def cfg(model):
-        return guided(model, style_index, guidance, late_guidance=min(guidance, LATE_GUIDANCE),
+    def cfg(model, style):
+        return guided(model, style, guidance, late_guidance=min(guidance, LATE_GUIDANCE),
                       lowpass_frames=guidance_lowpass)
     if ckpt.guide is None:
-        return cfg(ckpt.model)
-    return autoguided(cfg(ckpt.model), cfg(ckpt.guide), autoguidance, lowpass_frames=guidance_lowpass)
+        return cfg(ckpt.model, style_index)
+    # A guide from before new data joined (a fine-tune that added a style) reads that style as "any".
+    guide_style = torch.where(style_index < ckpt.guide.cfg.num_styles, style_index, torch.zeros_like(style_index))
+    return autoguided(cfg(ckpt.model, style_index), cfg(ckpt.guide, guide_style), autoguidance,
+                      lowpass_frames=guidance_lowpass)
 
 
 def _sample_with_fallback(ckpt, weights, music, style_index, guidance, autoguidance, steps, generator, inpaint, dev,

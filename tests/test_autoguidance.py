@@ -117,3 +117,27 @@ def test_a_plain_guide_guides_a_network_with_beat_phase_and_keys(click_song, tin
     # The other way round is refused: a guide cannot take inputs the main network lacks.
     with pytest.raises(EngineError, match="inputs the main model lacks"):
         attach_guide(tiny_weights, main_path, tmp_path / "wrong.safetensors")
+
+
+def test_a_guide_from_before_a_new_style_reads_it_as_any(click_song, tiny_weights, tmp_path):
+    """A fine-tune that added data (a new style row) keeps the older guide: the guide is asked
+    for "any" when the dancer is asked for the style it never saw."""
+    plain = checkpoint.load(tiny_weights)
+    styles = plain.styles + ["salsa"]
+    cfg = plain.model.cfg.to_dict() | {"num_styles": len(styles)}
+    grown = Denoiser(ModelConfig.from_dict(cfg))
+    state = plain.model.state_dict()
+    state["style.weight"] = torch.cat([state["style.weight"], torch.randn(1, state["style.weight"].shape[1])])
+    grown.load_state_dict(state)
+    main_path, out = tmp_path / "grown.safetensors", tmp_path / "guided.safetensors"
+    checkpoint.save(main_path, grown, plain.normalizer, plain.music_normalizer, styles)
+    attach_guide(main_path, _tiny_guide(tiny_weights, tmp_path), out)
+    kw = dict(steps=3, duration=2.0, seed=4, autoguidance=1.5)
+    # The guide's style table has no row for "salsa": asked for it, it would fail with an index error.
+    salsa = generate(click_song, weights=out, style="salsa", **kw)
+    assert salsa.poses.shape == (60, 72) and np.isfinite(salsa.poses).all() and salsa.style == "salsa"
+    # A guide whose styles are not the main model's first ones is refused.
+    reordered = tmp_path / "reordered.safetensors"
+    checkpoint.save(reordered, grown, plain.normalizer, plain.music_normalizer, styles[1:2] + styles[:1] + styles[2:])
+    with pytest.raises(EngineError, match="styles"):
+        attach_guide(reordered, _tiny_guide(tiny_weights, tmp_path), tmp_path / "wrong.safetensors")

@@ -9,6 +9,7 @@ import torch
 
 from engine.sampler import checkpoint
 from engine.body import layout as L
+from engine.body.skeleton import NUM_JOINTS
 from engine.training.data import WindowDataset
 from engine.training.data.cache import CorpusItem
 from engine.sampler.diffusion import cosine_alpha_bar, training_loss
@@ -170,6 +171,74 @@ def test_root_term_penalises_a_dancer_that_does_not_travel():
     expected = float(((still - x0)[..., L.ROOT_VEL] ** 2).mean())
     assert float(rooted["root"]) == pytest.approx(expected) and expected > 0
     assert float(rooted["loss"]) > float(perfect["loss"]) + expected * 0.99
+
+
+def _turning_windows(rates_per_frame):
+    """(B, T) heading changes in radians -> raw (B, T+1, C) windows of an upright body turning so."""
+    heading = torch.cat([torch.zeros(rates_per_frame.shape[0], 1), torch.cumsum(rates_per_frame, 1)], 1)
+    B, T = heading.shape
+    x = torch.zeros(B, T, L.NUM_CHANNELS)
+    x[..., L.ROT6D] = torch.tensor([1.0, 0, 0, 0, 1, 0]).repeat(NUM_JOINTS)   # every joint unrotated
+    return torch.stack([L.turn_about_vertical(w, h) for w, h in zip(x, heading)])
+
+
+def test_pelvis_turns_are_the_heading_change_the_short_way_round():
+    rates = torch.tensor([[0.3, -0.2, 2.5, 0.1, -3.0]])                 # past pi: wraps
+    turns = L.pelvis_turns(_turning_windows(rates))
+    assert torch.allclose(turns, torch.tensor([[0.3, -0.2, 2.5, 0.1, -3.0]]), atol=1e-5)
+    headings = L.pelvis_heading(_turning_windows(rates))
+    assert torch.allclose(turns, torch.remainder(headings.diff(dim=-1) + torch.pi, 2 * torch.pi) - torch.pi, atol=1e-5)
+
+
+def test_turn_term_penalises_only_snaps_the_true_window_lacks():
+    from engine.sampler.diffusion import turn_excess
+    bound = L.MAX_TURN_RATE / L.MODEL_FPS
+    calm = torch.full((1, 20), 0.5 * bound)
+    snap = calm.clone()
+    snap[0, 10] = 1.5                                                    # half a turn in two frames' time
+    true_calm, pred_snap = _turning_windows(calm), _turning_windows(snap)
+    assert float(turn_excess(true_calm, true_calm)) == 0.0
+    assert float(turn_excess(pred_snap, true_calm)) == pytest.approx((1.5 - bound) ** 2, rel=1e-4)
+    # A real dancer's fast turn in the data is not held against the prediction that copies it.
+    assert float(turn_excess(pred_snap, pred_snap)) == 0.0
+    # The gradient reaches the pelvis's rotation channels and nothing else.
+    pred = pred_snap.clone().requires_grad_(True)
+    turn_excess(pred, true_calm).backward()
+    moved = pred.grad.abs().sum((0, 1)) > 0
+    assert moved[L.PELVIS_6D].any() and not moved[L.PELVIS_6D.stop:].any() and not moved[:L.PELVIS_6D.start].any()
+
+
+def test_fine_tuning_on_new_data_keeps_the_normalisation_and_adds_its_styles(aist_data, tmp_path, capsys):
+    """New data (here a third genre) may join a fine-tune: the run keeps the starting weights'
+    normalisation and style table, and the new style starts as "any"."""
+    import shutil
+    common = ["--cache", str(tmp_path / "cache"), "--batch", "4", "--width", "32", "--layers", "1",
+              "--heads", "2", "--val-every", "2", "--threads", "1", "--steps", "2"]
+    first = tmp_path / "first"
+    assert train_main(common + ["--data", str(aist_data / "motions"), "--aist-music", str(aist_data / "music"),
+                                "--out", str(first)]) == 0
+    more = tmp_path / "more"
+    shutil.copytree(aist_data, more)
+    poses, trans = synth_motion(600, 60.0, seed=7)
+    with open(more / "motions" / "gJB_sFM_cAll_d08_mJB1_ch03.pkl", "wb") as f:
+        pickle.dump({"smpl_poses": poses.astype(np.float32), "smpl_trans": (trans * 100 + 30).astype(np.float32),
+                     "smpl_scaling": np.array([100.0], np.float32)}, f)
+    write_wav(more / "music" / "mJB1.wav", 10.0)
+    tuned = tmp_path / "tuned"
+    args = common + ["--data", str(more / "motions"), "--aist-music", str(more / "music"), "--out", str(tuned),
+                     "--lr", "0", "--turn-weight", "1", "--init", str(first / "model.safetensors")]
+    assert train_main(args) == 0
+    a, b = checkpoint.load(first / "model.safetensors"), checkpoint.load(tuned / "model.safetensors")
+    assert b.styles == a.styles + ["ballet_jazz"]
+    assert torch.equal(a.normalizer.mean, b.normalizer.mean) and torch.equal(a.music_normalizer.std, b.music_normalizer.std)
+    sa, sb = a.model.state_dict(), b.model.state_dict()
+    assert torch.equal(sb["style.weight"], torch.cat([sa["style.weight"], sa["style.weight"][:1]]))
+    assert all(torch.equal(sa[k], sb[k]) for k in sa if k != "style.weight")
+    # Resumed, the run keeps them too (a fresh fit to the new data would differ).
+    assert train_main(args[:args.index("--steps") + 1] + ["4"] + args[args.index("--steps") + 2:]) == 0
+    resumed = checkpoint.load(tuned / "model.safetensors")
+    assert resumed.info["step"] == 4 and resumed.styles == b.styles
+    assert torch.equal(resumed.normalizer.mean, a.normalizer.mean)
 
 
 def test_train_reports_missing_data_clearly(tmp_path, capsys):

@@ -13,12 +13,11 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from ..body.layout import MODEL_FPS
+from ..body.layout import MAX_TURN_RATE, MODEL_FPS
 from ..body.rotations import wrap_angle
 from ..body.skeleton import JOINT_INDEX
 # Kinematic beats are also what the runtime's beat warp aligns, so they live with it (one definition).
 from ..finishing.beatsync import motion_beats, motion_speed, resample_positions  # noqa: F401
-from ..finishing.turns import MAX_TURN_RATE
 
 UP = 1                     # Y up (SMPL); EDGE's code uses z up, the metrics only need "which axis"
 FLAT = [0, 2]              # the floor plane
@@ -266,7 +265,7 @@ def mean_speed(positions: np.ndarray, fps: float) -> float:
 
 def turn_snaps(positions: np.ndarray, fps: float) -> float:
     """Frames per 10 s of dance (at 30 fps) in which the hips turn about the vertical faster than
-    finishing.turns.MAX_TURN_RATE (12 rad/s, which the training dancers exceed in 0.1% of their
+    body.layout.MAX_TURN_RATE (12 rad/s, which the training dancers exceed in 0.1% of their
     frames), measured on the line from the right hip to the left. Not a paper's score: the network
     squeezes turns into such snaps (held-out dancers 0.62 per 10 s, the network alone 3.9) and the
     finishing rebuilds them, so the network-alone row shows the defect that a retraining must

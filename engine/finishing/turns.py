@@ -19,10 +19,7 @@ from ..body import rotations as R
 from ..body.skeleton import MIRROR_INDICES
 from .feet import true_runs
 
-# rad/s. The training dancers' pelvis (tang2018 and JustLMD, 165,000 frames at 30 fps) turns
-# faster than 11.8 rad/s in 0.1% of frames and faster than 16 in 0.01%; the shipped network's
-# snaps reach 24-90 (weights/TRAINING.md, "Pelvis snaps").
-MAX_TURN_RATE = 12.0
+MAX_TURN_RATE = L.MAX_TURN_RATE   # the real dancers' fastest pelvis turn, rad/s (engine.body.layout)
 # rad/s, the mean rate of a rebuilt turn (its peak is 1.5x). A snap is no real turn, so it is
 # rebuilt as a brisk one of the dancers': their turns of 2.5-3.8 rad (tang2018's training split)
 # peak at 5.0-8.5 rad/s (90th percentile per style) and take 1.0-1.8 s (median), so a rebuilt

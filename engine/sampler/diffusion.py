@@ -52,6 +52,12 @@ class LossWeights:
     positions: float = 1.0
     foot: float = 1.0
     root: float = 1.0
+    # `turn`: the pelvis turning between two frames faster than the real dancers ever do
+    # (layout.MAX_TURN_RATE) where the true window does not. The network squeezes its turns into
+    # such snaps (weights/TRAINING.md, "Where the whip near keys comes from"); an estimate that
+    # averages two facings shrinks the pelvis's forward on the floor, so its heading swings fast,
+    # and the plain terms hardly see it (a few frames of one channel pair). 0 keeps EDGE's loss.
+    turn: float = 0.0
 
 
 def _positions_dm(x: torch.Tensor, normalizer: L.Normalizer) -> torch.Tensor:
@@ -96,8 +102,23 @@ def training_loss(model, batch: dict, alpha_bar: torch.Tensor, normalizer: L.Nor
     root = F.mse_loss(pred[..., L.ROOT_VEL], x0[..., L.ROOT_VEL])
     total = (simple + weights.velocity * velocity + weights.positions * positions + weights.foot * foot
              + weights.root * root)
-    return {"loss": total, "simple": simple.detach(), "velocity": velocity.detach(),
-            "positions": positions.detach(), "foot": foot.detach(), "root": root.detach()}
+    out = {"simple": simple.detach(), "velocity": velocity.detach(), "positions": positions.detach(),
+           "foot": foot.detach(), "root": root.detach()}
+    if weights.turn:
+        turn = turn_excess(normalizer.denormalize(pred), normalizer.denormalize(x0))
+        total = total + weights.turn * turn
+        out["turn"] = turn.detach()
+    return {"loss": total, **out}
+
+
+def turn_excess(pred: torch.Tensor, true: torch.Tensor, fps: float = L.MODEL_FPS) -> torch.Tensor:
+    """Raw (B, T, C) windows -> the loss of pelvis turns faster than the dancers' fastest: per frame,
+    the squared radians by which the predicted heading change exceeds both MAX_TURN_RATE and the
+    true window's own change, summed over each window (a snap is a few frames) and averaged over
+    the batch."""
+    bound = L.MAX_TURN_RATE / fps
+    allowed = L.pelvis_turns(true).abs().clamp(min=bound)
+    return F.relu(L.pelvis_turns(pred).abs() - allowed).pow(2).sum(-1).mean()
 
 
 # ---------------------------------------------------------------- sampling

@@ -25,10 +25,12 @@ def check_compatible(main: checkpoint.Checkpoint, guide: checkpoint.Checkpoint) 
     """Raise EngineError unless `guide` denoises in exactly `main`'s normalised space.
 
     The guide may take fewer inputs than the main network: no beat phase, no keys (a plain
-    network guiding one fine-tuned into them). It then reads only the music features, and
+    network guiding one fine-tuned into them), fewer styles. It then reads only the music features, and
     autoguidance, guide + w (main - guide), also amplifies what the main network does with the
     inputs the guide lacks, as classifier-free guidance would."""
-    if guide.styles != main.styles:
+    # The guide may know fewer styles, the first ones of the main model's (a fine-tune that
+    # added data appends its styles): it reads the others as "any" (engine.api.denoiser).
+    if main.styles[:len(guide.styles)] != guide.styles or guide.model.cfg.num_styles != len(guide.styles):
         raise EngineError(f"the guide knows the styles {guide.styles}, the main model {main.styles}")
     g, m = guide.model.cfg, main.model.cfg
     if g.music_channels > m.music_channels or (g.key_input and not m.key_input):

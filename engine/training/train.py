@@ -55,6 +55,9 @@ def parse_args(argv=None):
                    help="start a new run from these weights (fine-tuning); ignored when OUT holds a run to resume")
     p.add_argument("--root-weight", type=float, default=LossWeights.root,
                    help="weight of the root-velocity loss term (engine.sampler.diffusion.LossWeights)")
+    p.add_argument("--turn-weight", type=float, default=LossWeights.turn,
+                   help="weight of the loss on pelvis turns faster than the real dancers' (engine.sampler.diffusion."
+                        "turn_excess); 0, the default, is the loss the shipped GPU run used")
     p.add_argument("--ema", type=float, default=0.999, help="decay of the weights' moving average that is shipped")
     p.add_argument("--width", type=int, default=ModelConfig.width)
     p.add_argument("--layers", type=int, default=ModelConfig.layers)
@@ -178,13 +181,23 @@ def run(args) -> Path:
     t0 = time.time()
     corpus = load_corpus(sources, cache_dir, aist_music=args.aist_music)
     train_items, val_items = corpus.split(default_validation_names())
-    styles = list(BASE_STYLES) + sorted({it.style for it in corpus.items} - set(BASE_STYLES))
-    normalizer = L.Normalizer.fit(torch.from_numpy(np.concatenate([it.motion for it in train_items])))
     music = [it.music for it in train_items if it.music is not None]
     if not music:
         raise EngineError("no training sequence has music: add a dataset with audio (tang2018 or AIST++ with --aist-music)")
-    music_normalizer = L.Normalizer.fit(torch.from_numpy(np.concatenate(music)), flags=None)
-    if args.beat_phase:
+    state_path = out / "state.safetensors"
+    start = _starting_weights(out, state_path, args.init)
+    data_styles = {it.style for it in corpus.items}
+    if start is None:
+        styles = list(BASE_STYLES) + sorted(data_styles - set(BASE_STYLES))
+        normalizer = L.Normalizer.fit(torch.from_numpy(np.concatenate([it.motion for it in train_items])))
+        music_normalizer = L.Normalizer.fit(torch.from_numpy(np.concatenate(music)), flags=None)
+    else:
+        # A fine-tune keeps the normalisation of the weights it starts from (refitted on other
+        # data, the same network would read every channel a little off) and their style table;
+        # the data's new styles are appended (_initialise_from starts them as "any").
+        styles = list(start.styles) + sorted(data_styles - set(start.styles))
+        normalizer, music_normalizer = start.normalizer, start.music_normalizer
+    if args.beat_phase and len(music_normalizer.mean) == music[0].shape[1]:
         music_normalizer = with_beat_phase_normalizer(music_normalizer)
     train_set = WindowDataset(train_items, normalizer, styles=styles, augment=not args.no_augment, seed=args.seed + rank,
                               beat_phase=args.beat_phase)
@@ -203,14 +216,13 @@ def run(args) -> Path:
     for p in ema.parameters():
         p.requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
-    state_path = out / "state.safetensors"
     step = 0
     if state_path.exists():
         step = _restore_state(load_file(str(state_path), device=str(device)), model, ema, opt)
         if rank == 0:
             print(f"resuming from step {step}", flush=True)
     elif args.init is not None:
-        has_guide = _initialise_from(args.init, model, ema, cfg, normalizer)
+        has_guide = _initialise_from(start, args.init, model, ema, cfg)
         if rank == 0:
             print(f"starting from the weights in {args.init}", flush=True)
             if has_guide:
@@ -223,7 +235,7 @@ def run(args) -> Path:
     run_config["data"] = [str(s) for s in sources]
     (out / "config.json").write_text(json.dumps({"run": run_config, "model": cfg.to_dict(), "styles": styles}, indent=2))
 
-    loss_weights = LossWeights(root=args.root_weight)
+    loss_weights = LossWeights(root=args.root_weight, turn=args.turn_weight)
     from tqdm import tqdm
     batches = _batches(train_set, args.batch, first_batch=step, workers=args.workers)
     music_norm_dev = L.Normalizer(music_normalizer.mean.to(device), music_normalizer.std.to(device))
@@ -273,31 +285,44 @@ def run(args) -> Path:
     return out / "model.safetensors"
 
 
-def _initialise_from(path: Path, model, ema, cfg: ModelConfig, normalizer: L.Normalizer) -> bool:
+def _starting_weights(out: Path, state_path: Path, init: Path | None):
+    """The weights whose normalisation and styles this run keeps: its own (resuming), --init's
+    (a new fine-tune), or None (a new run, fitted to the data)."""
+    if state_path.exists():
+        return checkpoint.load(out / "model.safetensors") if (out / "model.safetensors").exists() else None
+    if init is None:
+        return None
+    if not Path(init).is_file():
+        raise EngineError(f"--init: no weights file at {init}")
+    return checkpoint.load(init)
+
+
+def _initialise_from(ckpt, path: Path, model, ema, cfg: ModelConfig) -> bool:
     """Copy a weights file's (EMA) model into both the trained and the EMA model of a new run.
     Returns whether the file also had a guide network (which is not trained)."""
-    if not Path(path).is_file():
-        raise EngineError(f"--init: no weights file at {path}")
-    ckpt = checkpoint.load(path)
     old_cfg = ckpt.model.cfg
     # A network without beat phase may start a run with it: the new input columns start at zero,
     # so the network starts as it was and learns what the phase adds.
     # So may a network without key input: its key layer starts at zero (Denoiser).
+    # New styles (new data) start as "any", the label every window is also trained under.
     adds_phase = cfg.beat_phase and not old_cfg.beat_phase
     adds_keys = cfg.key_input and not old_cfg.key_input
-    if {**old_cfg.to_dict(), "music_channels": cfg.music_channels, "key_input": cfg.key_input} != cfg.to_dict() \
+    adds_styles = cfg.num_styles - old_cfg.num_styles
+    same_otherwise = {**old_cfg.to_dict(), "music_channels": cfg.music_channels, "key_input": cfg.key_input,
+                      "num_styles": cfg.num_styles} == cfg.to_dict()
+    if not same_otherwise or adds_styles < 0 \
             or (old_cfg.music_channels != cfg.music_channels and not adds_phase) \
             or (old_cfg.key_input != cfg.key_input and not adds_keys):
         raise EngineError(f"--init: {path} has model config {old_cfg.to_dict()}, this run {cfg.to_dict()}")
-    if not (torch.allclose(ckpt.normalizer.mean, normalizer.mean.float(), atol=1e-5)
-            and torch.allclose(ckpt.normalizer.std, normalizer.std.float(), atol=1e-5)):
-        raise EngineError(f"--init: {path} was trained on different data (its normalisation differs)")
     state = ckpt.model.state_dict()
     if adds_phase:
         w = state["music.proj.weight"]
         state["music.proj.weight"] = torch.cat([w, w.new_zeros(w.shape[0], cfg.music_channels - w.shape[1])], 1)
     if adds_keys:
         state.update({k: v for k, v in model.state_dict().items() if k.startswith("key_in.")})
+    if adds_styles:
+        table = state["style.weight"]
+        state["style.weight"] = torch.cat([table, table[:1].expand(adds_styles, -1)], 0)
     state = {k: v.to(next(model.parameters()).device) for k, v in state.items()}
     model.load_state_dict(state)
     ema.load_state_dict(state)
