@@ -107,6 +107,10 @@ def test_a_plain_guide_guides_a_network_with_beat_phase_and_keys(click_song, tin
     assert all(torch.equal(both.guide.state_dict()[k], v) for k, v in old_guide.state_dict().items())
     with pytest.raises(EngineError, match="no guide network"):
         attach_guide(main_path, tiny_weights, tmp_path / "none.safetensors", its_guide=True)
+    # A later fine-tune keeps the same guide from that file, whose normaliser now has the beat phase.
+    attach_guide(main_path, out, tmp_path / "again.safetensors", its_guide=True)
+    again = checkpoint.load(tmp_path / "again.safetensors").guide
+    assert all(torch.equal(again.state_dict()[k], v) for k, v in old_guide.state_dict().items())
     pose = np.random.default_rng(0).normal(0, 0.3, 72)
     c = Constraints.empty(60, 30.0).set_pose(30, pose)
     kw = dict(steps=3, duration=2.0, seed=4, constraints=c)

@@ -36,10 +36,12 @@ def check_compatible(main: checkpoint.Checkpoint, guide: checkpoint.Checkpoint) 
     if g.music_channels > m.music_channels or (g.key_input and not m.key_input):
         raise EngineError("the guide takes inputs the main model lacks (beat phase or keys): "
                           "a guide may only take fewer")
-    music = slice(0, g.music_channels)   # the features both take; the beat phase follows them
+    # The features both take (the beat phase follows them). A guide stored in a file whose main
+    # network reads the beat phase (--its-guide on the shipped weights) has that file's longer normaliser.
+    music = slice(0, g.music_channels)
     pairs = (("motion normaliser", main.normalizer.mean, main.normalizer.std, guide.normalizer.mean, guide.normalizer.std),
              ("music normaliser", main.music_normalizer.mean[music], main.music_normalizer.std[music],
-              guide.music_normalizer.mean, guide.music_normalizer.std))
+              guide.music_normalizer.mean[music], guide.music_normalizer.std[music]))
     for what, main_mean, main_std, guide_mean, guide_std in pairs:
         if not (torch.allclose(main_mean, guide_mean, atol=1e-5) and torch.allclose(main_std, guide_std, atol=1e-5)):
             raise EngineError(f"the guide's {what} differs from the main model's: "
