@@ -145,9 +145,10 @@ def test_a_student_carries_on_when_its_teacher_is_fine_tuned(teacher, packed_dat
     assert _distil(teacher, packed_data, out, 2) == 0
     old_student = out / "student.safetensors"
     before, earlier = checkpoint.load(teacher).model, checkpoint.load(old_student).model
-    # The teacher fine-tuned into two new inputs: beat phase (two music columns) and keys.
+    # The teacher fine-tuned into two new inputs, beat phase (two music columns) and keys, and
+    # onto new data with a new style (a row of the style table).
     cfg = ModelConfig.from_dict({**before.cfg.to_dict(), "music_channels": before.cfg.music_channels + 2,
-                                 "key_input": True})
+                                 "key_input": True, "num_styles": before.cfg.num_styles + 1})
     torch.manual_seed(11)
     tuned = Denoiser(cfg)
     state = {k: v + 0.01 * torch.randn_like(v) if k in before.state_dict() and v.shape == before.state_dict()[k].shape
@@ -162,6 +163,10 @@ def test_a_student_carries_on_when_its_teacher_is_fine_tuned(teacher, packed_dat
     assert torch.allclose(start[name][:, :width], old_s[name] + new_t[name][:, :width] - old_t[name], atol=1e-6)
     assert torch.equal(start[name][:, width:], new_t[name][:, width:])           # the phase columns: the teacher's
     assert all(torch.equal(start[k], new_t[k]) for k in new_t if k.startswith("key_in."))
+    rows = old_t["style.weight"].shape[0]
+    assert torch.allclose(start["style.weight"][:rows], old_s["style.weight"] + new_t["style.weight"][:rows]
+                          - old_t["style.weight"], atol=1e-6)
+    assert torch.equal(start["style.weight"][rows:], new_t["style.weight"][rows:])   # the new style: the teacher's
     # Without the old teacher: the earlier student's weights as they are.
     plain = initial_student(SimpleNamespace(model=tuned), old_student, None)
     assert torch.equal(plain[shared], old_s[shared])

@@ -204,8 +204,8 @@ def _probe(val, n: int, ckpt: checkpoint.Checkpoint, device, seed: int = 7) -> d
 def initial_student(ckpt: checkpoint.Checkpoint, student_path: Path, old_teacher_path: Path | None) -> dict:
     """The weights a distillation starts from when it carries on an earlier student.
 
-    The earlier student may lack inputs the teacher has since gained (beat phase, keys): those
-    parameters are the teacher's. With its old teacher given, the teacher's change since then
+    The earlier student may lack inputs the teacher has since gained (beat phase, keys, styles
+    of new data): those parameters are the teacher's. With its old teacher given, the teacher's change since then
     (new minus old weights, a fine-tune) is added to the student's: on the shipped pair this
     starts the student 31% closer to the new teacher's samples than the teacher's own network.
     """
@@ -213,8 +213,9 @@ def initial_student(ckpt: checkpoint.Checkpoint, student_path: Path, old_teacher
     if old.student is None:
         raise EngineError(f"--init-student: {student_path} is not a few-step student")
     base, new_cfg = old.model.cfg.to_dict(), ckpt.model.cfg.to_dict()
-    ignored = {"music_channels": 0, "key_input": False, "dropout": 0.0}   # inputs it may lack; dropout is off
-    if {**base, **ignored} != {**new_cfg, **ignored}:
+    # inputs and styles it may lack; dropout is off
+    ignored = {"music_channels": 0, "key_input": False, "dropout": 0.0, "num_styles": 0}
+    if {**base, **ignored} != {**new_cfg, **ignored} or base["num_styles"] > new_cfg["num_styles"]:
         raise EngineError(f"--init-student: {student_path} has another architecture ({base}) than the teacher ({new_cfg})")
     teacher = ckpt.model.state_dict()
     earlier = old.model.state_dict()
@@ -230,10 +231,10 @@ def initial_student(ckpt: checkpoint.Checkpoint, student_path: Path, old_teacher
             state[name] = value.clone()
             continue
         had = earlier[name]
-        change = 0 if delta is None else value[tuple(slice(0, n) for n in had.shape)] - delta[name]
-        start = had + change
-        if start.shape != value.shape:           # new input columns (beat phase): the teacher's
-            start = torch.cat([start, value[:, had.shape[1]:]], 1)
+        part = tuple(slice(0, n) for n in had.shape)
+        change = 0 if delta is None else value[part] - delta[name][part]
+        start = value.clone()                    # new input columns (beat phase), new style rows: the teacher's
+        start[part] = had + change
         state[name] = start
     return state
 
