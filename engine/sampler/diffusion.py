@@ -21,6 +21,8 @@ from ..body.skeleton import FOOT_INDICES, NUM_JOINTS, forward_kinematics
 from ..defaults import LATE_GUIDANCE_FROM_T
 
 TRAIN_STEPS = 1000
+# The turn term (LossWeights.turn) applies where alpha-bar is at least this: t below about 500 of 1000.
+TURN_SIGNAL_LEVEL = 0.5
 
 
 def cosine_alpha_bar(num_steps: int = TRAIN_STEPS, s: float = 0.008) -> torch.Tensor:
@@ -105,20 +107,23 @@ def training_loss(model, batch: dict, alpha_bar: torch.Tensor, normalizer: L.Nor
     out = {"simple": simple.detach(), "velocity": velocity.detach(), "positions": positions.detach(),
            "foot": foot.detach(), "root": root.detach()}
     if weights.turn:
-        turn = turn_excess(normalizer.denormalize(pred), normalizer.denormalize(x0))
+        # Only where the signal dominates the noise: snaps form in the last steps of sampling, and at
+        # high noise the estimate's facing is rightly uncertain (a short forward vector, whose
+        # heading swings fast; penalised there, this term fought the others).
+        late = (alpha_bar.to(device)[t] >= TURN_SIGNAL_LEVEL).float()
+        turn = (turn_excess(normalizer.denormalize(pred), normalizer.denormalize(x0)) * late).mean()
         total = total + weights.turn * turn
         out["turn"] = turn.detach()
     return {"loss": total, **out}
 
 
 def turn_excess(pred: torch.Tensor, true: torch.Tensor, fps: float = L.MODEL_FPS) -> torch.Tensor:
-    """Raw (B, T, C) windows -> the loss of pelvis turns faster than the dancers' fastest: per frame,
-    the squared radians by which the predicted heading change exceeds both MAX_TURN_RATE and the
-    true window's own change, summed over each window (a snap is a few frames) and averaged over
-    the batch."""
+    """Raw (B, T, C) windows -> (B,) how far the predicted pelvis turns past the dancers' fastest:
+    per frame, the squared radians by which the predicted heading change exceeds both
+    MAX_TURN_RATE and the true window's own change, summed over each window (a snap is a few frames)."""
     bound = L.MAX_TURN_RATE / fps
     allowed = L.pelvis_turns(true).abs().clamp(min=bound)
-    return F.relu(L.pelvis_turns(pred).abs() - allowed).pow(2).sum(-1).mean()
+    return F.relu(L.pelvis_turns(pred).abs() - allowed).pow(2).sum(-1)
 
 
 # ---------------------------------------------------------------- sampling
