@@ -208,9 +208,9 @@ def test_turn_term_penalises_only_snaps_the_true_window_lacks():
     assert moved[L.PELVIS_6D].any() and not moved[L.PELVIS_6D.stop:].any() and not moved[:L.PELVIS_6D.start].any()
 
 
-def test_turn_term_of_the_loss_counts_only_where_the_signal_dominates():
-    """A denoiser that answers with a snap is charged for it at low noise, not at high noise."""
-    from engine.sampler.diffusion import LossWeights, TURN_SIGNAL_LEVEL
+def test_turn_term_joins_the_loss_at_every_noise_level():
+    """A denoiser that answers with a snap is charged for it at low and at high noise."""
+    from engine.sampler.diffusion import LossWeights
     bound = L.MAX_TURN_RATE / L.MODEL_FPS
     calm = torch.full((2, 59), 0.5 * bound)
     snap = calm.clone()
@@ -219,18 +219,16 @@ def test_turn_term_of_the_loss_counts_only_where_the_signal_dominates():
     batch = {"motion": _turning_windows(calm), "music": torch.zeros(2, 60, 35),
              "style": torch.zeros(2, dtype=torch.long), "has_music": torch.ones(2, dtype=torch.bool)}
     snapping = _turning_windows(snap)
-    weights = LossWeights(turn=2.0)
 
-    def loss(level):
-        ab = torch.full((1000,), level)
-        return training_loss(lambda *a: snapping, batch, ab, norm, weights, generator=torch.Generator().manual_seed(0))
+    def loss(level, weights=LossWeights(turn=2.0)):
+        return training_loss(lambda *a: snapping, batch, torch.full((1000,), level), norm, weights,
+                             generator=torch.Generator().manual_seed(0))
 
-    low_noise, high_noise = loss(min(0.99, TURN_SIGNAL_LEVEL + 0.3)), loss(TURN_SIGNAL_LEVEL - 0.3)
-    assert float(low_noise["turn"]) == pytest.approx((1.5 - bound) ** 2, rel=1e-4)
-    assert float(high_noise["turn"]) == 0.0
-    plain = training_loss(lambda *a: snapping, batch, torch.full((1000,), 0.9), norm, generator=torch.Generator().manual_seed(0))
+    for level in (0.9, 0.05):
+        assert float(loss(level)["turn"]) == pytest.approx((1.5 - bound) ** 2, rel=1e-4)
+    plain = loss(0.9, LossWeights())
     assert "turn" not in plain
-    assert float(low_noise["loss"]) == pytest.approx(float(plain["loss"]) + 2.0 * (1.5 - bound) ** 2, rel=1e-4)
+    assert float(loss(0.9)["loss"]) == pytest.approx(float(plain["loss"]) + 2.0 * (1.5 - bound) ** 2, rel=1e-4)
 
 
 def test_fine_tuning_on_new_data_keeps_the_normalisation_and_adds_its_styles(aist_data, tmp_path, capsys):

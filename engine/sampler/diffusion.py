@@ -21,8 +21,6 @@ from ..body.skeleton import FOOT_INDICES, NUM_JOINTS, forward_kinematics
 from ..defaults import LATE_GUIDANCE_FROM_T
 
 TRAIN_STEPS = 1000
-# The turn term (LossWeights.turn) applies where alpha-bar is at least this: t below about 500 of 1000.
-TURN_SIGNAL_LEVEL = 0.5
 
 
 def cosine_alpha_bar(num_steps: int = TRAIN_STEPS, s: float = 0.008) -> torch.Tensor:
@@ -107,11 +105,10 @@ def training_loss(model, batch: dict, alpha_bar: torch.Tensor, normalizer: L.Nor
     out = {"simple": simple.detach(), "velocity": velocity.detach(), "positions": positions.detach(),
            "foot": foot.detach(), "root": root.detach()}
     if weights.turn:
-        # Only where the signal dominates the noise: snaps form in the last steps of sampling, and at
-        # high noise the estimate's facing is rightly uncertain (a short forward vector, whose
-        # heading swings fast; penalised there, this term fought the others).
-        late = (alpha_bar.to(device)[t] >= TURN_SIGNAL_LEVEL).float()
-        turn = (turn_excess(normalizer.denormalize(pred), normalizer.denormalize(x0)) * late).mean()
+        # At every noise level: the facing is settled at high noise, where two competing facings
+        # average into a short forward vector whose heading swings. Charged only where alpha-bar
+        # >= 0.5, the term did not cut the snaps (weights/TRAINING.md, "The turn term").
+        turn = turn_excess(normalizer.denormalize(pred), normalizer.denormalize(x0)).mean()
         total = total + weights.turn * turn
         out["turn"] = turn.detach()
     return {"loss": total, **out}
