@@ -52,7 +52,8 @@ def parse_args(argv=None):
     p.add_argument("--lr", type=float, default=4e-4)
     p.add_argument("--warmup", type=int, default=500)
     p.add_argument("--init", type=Path, default=None,
-                   help="start a new run from these weights (fine-tuning); ignored when OUT holds a run to resume")
+                   help="start a new run from these weights (fine-tuning), keeping their normalisation and styles (new data's "
+                        "styles are added); ignored when OUT holds a run to resume")
     p.add_argument("--root-weight", type=float, default=LossWeights.root,
                    help="weight of the root-velocity loss term (engine.sampler.diffusion.LossWeights)")
     p.add_argument("--turn-weight", type=float, default=LossWeights.turn,
