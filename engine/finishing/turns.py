@@ -15,11 +15,11 @@ import torch
 from scipy.spatial.transform import Rotation, Slerp
 
 from ..body import layout as L
+from ..body.layout import MAX_TURN_RATE   # the real dancers' fastest pelvis turn, rad/s
 from ..body import rotations as R
 from ..body.skeleton import MIRROR_INDICES
 from .feet import true_runs
 
-MAX_TURN_RATE = L.MAX_TURN_RATE   # the real dancers' fastest pelvis turn, rad/s (engine.body.layout)
 # rad/s, the mean rate of a rebuilt turn (its peak is 1.5x). A snap is no real turn, so it is
 # rebuilt as a brisk one of the dancers': their turns of 2.5-3.8 rad (tang2018's training split)
 # peak at 5.0-8.5 rad/s (90th percentile per style) and take 1.0-1.8 s (median), so a rebuilt

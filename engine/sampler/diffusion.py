@@ -92,10 +92,11 @@ def training_loss(model, batch: dict, alpha_bar: torch.Tensor, normalizer: L.Nor
     velocity = F.mse_loss(pred[:, 1:] - pred[:, :-1], x0[:, 1:] - x0[:, :-1])
     pos_pred, pos_true = _positions_dm(pred, normalizer), _positions_dm(x0, normalizer)
     positions = F.mse_loss(pos_pred, pos_true)
+    raw_pred, raw_true = normalizer.denormalize(pred), normalizer.denormalize(x0)
     # Feet that the data says are planted should not move in the prediction.
-    contact = (normalizer.denormalize(x0)[..., L.CONTACTS] > 0.5)[:, :-1]          # (B, T-1, 4)
+    contact = (raw_true[..., L.CONTACTS] > 0.5)[:, :-1]                             # (B, T-1, 4)
     # Feet move with the root, so the root's own displacement is added back for this term.
-    root_step = normalizer.denormalize(pred)[:, :-1, L.ROOT_VEL] * 10.0
+    root_step = raw_pred[:, :-1, L.ROOT_VEL] * 10.0
     root_step = torch.stack([root_step[..., 0], torch.zeros_like(root_step[..., 0]), root_step[..., 1]], -1)
     foot_vel = pos_pred[:, 1:, list(FOOT_INDICES)] - pos_pred[:, :-1, list(FOOT_INDICES)] + root_step[:, :, None]
     foot = (foot_vel.pow(2).sum(-1) * contact).mean()
@@ -108,7 +109,7 @@ def training_loss(model, batch: dict, alpha_bar: torch.Tensor, normalizer: L.Nor
         # At every noise level: the facing is settled at high noise, where two competing facings
         # average into a short forward vector whose heading swings. Charged only where alpha-bar
         # >= 0.5, the term did not cut the snaps (weights/TRAINING.md, "The turn term").
-        turn = turn_excess(normalizer.denormalize(pred), normalizer.denormalize(x0)).mean()
+        turn = turn_excess(raw_pred, raw_true).mean()
         total = total + weights.turn * turn
         out["turn"] = turn.detach()
     return {"loss": total, **out}

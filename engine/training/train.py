@@ -186,7 +186,7 @@ def run(args) -> Path:
     if not music:
         raise EngineError("no training sequence has music: add a dataset with audio (tang2018 or AIST++ with --aist-music)")
     state_path = out / "state.safetensors"
-    start = _starting_weights(out, state_path, args.init)
+    start = _starting_weights(out, args.init)
     data_styles = {it.style for it in corpus.items}
     if start is None:
         styles = list(BASE_STYLES) + sorted(data_styles - set(BASE_STYLES))
@@ -198,7 +198,7 @@ def run(args) -> Path:
         # the data's new styles are appended (_initialise_from starts them as "any").
         styles = list(start.styles) + sorted(data_styles - set(start.styles))
         normalizer, music_normalizer = start.normalizer, start.music_normalizer
-    if args.beat_phase and len(music_normalizer.mean) == music[0].shape[1]:
+    if args.beat_phase and not (start is not None and start.model.cfg.beat_phase):   # else it has them
         music_normalizer = with_beat_phase_normalizer(music_normalizer)
     train_set = WindowDataset(train_items, normalizer, styles=styles, augment=not args.no_augment, seed=args.seed + rank,
                               beat_phase=args.beat_phase)
@@ -286,10 +286,10 @@ def run(args) -> Path:
     return out / "model.safetensors"
 
 
-def _starting_weights(out: Path, state_path: Path, init: Path | None):
+def _starting_weights(out: Path, init: Path | None):
     """The weights whose normalisation and styles this run keeps: its own (resuming), --init's
     (a new fine-tune), or None (a new run, fitted to the data)."""
-    if state_path.exists():
+    if (out / "state.safetensors").exists():
         return checkpoint.load(out / "model.safetensors") if (out / "model.safetensors").exists() else None
     if init is None:
         return None
