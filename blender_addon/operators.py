@@ -75,12 +75,24 @@ def plan(scene, settings) -> Plan:
 
 
 def dancer(context):
-    """The armature to animate: the panel's choice, else the active object if it is an armature."""
+    """The armature to animate: the panel's choice, else the active object if it is an armature,
+    else the armature that deforms the active mesh (animators click the body, not the bones)."""
     settings = context.scene.dance
-    obj = settings.armature
-    if obj is None and context.object is not None and context.object.type == 'ARMATURE':
-        obj = context.object
-    return obj
+    if settings.armature is not None:
+        return settings.armature
+    return armature_of(context.object)
+
+
+def armature_of(obj):
+    """`obj` if it is an armature; for a mesh, the armature of its first Armature modifier, else
+    its armature parent; None otherwise."""
+    if obj is None or obj.type == 'ARMATURE':
+        return obj
+    for mod in getattr(obj, "modifiers", ()):
+        if mod.type == 'ARMATURE' and mod.object is not None and mod.object.type == 'ARMATURE':
+            return mod.object
+    parent = obj.parent
+    return parent if parent is not None and parent.type == 'ARMATURE' else None
 
 
 def device_choice(context) -> str:

@@ -68,7 +68,8 @@ class DanceSettings(bpy.types.PropertyGroup):
     armature: PointerProperty(
         name="Dancer", type=bpy.types.Object, poll=_is_armature,
         description="The armature to animate: an SMPL dancer (make one with 'Create SMPL Dancer') or your own "
-                    "humanoid character (Mixamo, Rigify, VRM, Unreal, ...)")
+                    "humanoid character (Mixamo, Rigify, VRM, Unreal, ...); empty: the active armature, or the armature "
+                    "of the active body mesh")
     style: EnumProperty(
         name="Style", items=style_items,
         description="Dance style the model is asked for")

@@ -268,7 +268,7 @@ def dance(obj, scene, first, last, keep_parts=(), keep_root=False):
     return motion, action
 
 
-def assert_dances(obj, motion, first, limb_bones, yaw=0.0, every=3):
+def assert_dances(obj, motion, first, limb_bones, yaw=0.0, every=3, floor=0.0):
     frames = list(range(first, first + motion.num_frames, every))
     cos = limb_cosines(obj, motion, frames, limb_bones, yaw)
     assert cos.mean() >= 0.95, f"mean limb cosine {cos.mean():.3f}, worst limb means {cos.mean(0).round(3)}"
@@ -279,7 +279,7 @@ def assert_dances(obj, motion, first, limb_bones, yaw=0.0, every=3):
     print(f"  turn error: arms max {arms.max():.3f} deg; legs mean {legs.mean():.3f}, max {legs.max():.3f} deg")
     assert arms.max() < 1.0 and legs.mean() < 2.0
     # The lowest deforming joint is on the floor, as the SMPL dance's lowest joint is (scaled).
-    z = lowest_deforming_z(obj, frames)
+    z = lowest_deforming_z(obj, frames) - floor
     smpl_low = joint_positions(motion.poses, motion.trans)[:, :, 1].min(axis=1)[np.asarray(frames) - first]
     scale = rig_io.retargeter(obj, rig_io.check_character(obj)).scale
     height = scale * 1.7
@@ -374,6 +374,44 @@ def test_rotated_scaled_object_in_centimetres(addon, tmp_path):
     _, first, last = stage_song(scene, tmp_path)
     motion, _ = dance(obj, scene, first, last)
     assert_dances(obj, motion, first, mixamo_limbs(P), yaw=yaw)
+
+
+def test_a_character_on_a_lifted_turned_parent_dances_on_its_own_level(addon, tmp_path):
+    # A character placed on a stage: parented to an empty lifted 0.5, turned and scaled. It
+    # dances on the level it stands on (its origin's), not sunk to the world's z = 0.
+    scene = addon
+    stage = bpy.data.objects.new("Stage", None)
+    scene.collection.objects.link(stage)
+    yaw = math.radians(45)
+    stage.location, stage.rotation_euler, stage.scale = (3.0, 0.0, 0.5), (0.0, 0.0, yaw), (2.0, 2.0, 2.0)
+    obj = build_armature("OnStage", mixamo_bones())
+    obj.parent = stage
+    bpy.context.view_layer.update()
+    rest_low = lowest_deforming_z(obj, [1]).min()
+    assert rest_low > 0.45
+    _, first, last = stage_song(scene, tmp_path)
+    motion, _ = dance(obj, scene, first, last)
+    assert_dances(obj, motion, first, mixamo_limbs(), yaw=yaw, floor=0.5)
+
+
+def test_the_active_body_mesh_picks_its_armature(addon, tmp_path):
+    # Animators click the body, not the bones: with no dancer picked in the panel, the active
+    # mesh's Armature modifier names the dancer.
+    scene = addon
+    obj = build_armature("Skinned", mixamo_bones())
+    body = bpy.data.objects.new("Body", bpy.data.meshes.new("Body"))
+    scene.collection.objects.link(body)
+    body.modifiers.new("Armature", 'ARMATURE').object = obj
+    bpy.context.view_layer.objects.active = body
+    assert operators.dancer(bpy.context) is obj
+    body.modifiers.clear()
+    assert operators.dancer(bpy.context) is None          # a plain mesh names no dancer
+    body.parent = obj
+    assert operators.dancer(bpy.context) is obj           # and so does its armature parent
+    stage_song(scene, tmp_path)
+    scene.dance.steps, scene.dance.quality, scene.dance.device = 2, 'BEST', 'CPU'
+    assert bpy.ops.dance.generate() == {'FINISHED'}
+    assert obj.animation_data.action is not None and body.animation_data is None
 
 
 def test_rigify_rig_dances_through_its_fk_controls(addon, tmp_path, rigify_blend):

@@ -37,7 +37,8 @@ class Retargeter(rig, bone_map):
     .scale: float               world units per SMPL metre (character's hip-knee-ankle length / SMPL's)
     .frame: np.ndarray          (4,4) world matrix of the dance's floor frame (Z up): an SMPL Y-up
                                 point p lands at frame @ [C p, 1] with C = (x,y,z)->(x,-z,y) and p
-                                scaled by .scale. Origin: the object's x, y on the floor z = 0;
+                                scaled by .scale. Origin: the object's origin in the world, the
+                                floor level with it (z = 0 for an object at the origin);
                                 turned about Z to where the character faces at rest (facing -Y:
                                 identity). From the rest pose: the scale (leg length) and the
                                 pelvis height above the lowest deforming joint (so the rest
@@ -66,7 +67,8 @@ bvh_rig(engine.outputs.bvh.read_bvh_skeleton(path), up_axis="Y") -> Rig ; bvh_po
     -> (rotations (T,J,4), root_location (T,3)) ; bvh_to_smpl(path, bone_map=None) -> (poses, trans, frame_time)
 
 Notes for the add-on:
-- Frames: RigPose is in armature space; the dance happens in the world (Z up, floor z = 0),
+- Frames: RigPose is in armature space; the dance happens in the world (Z up, the floor level with the
+  object's origin: z = 0 for a character at the origin, a stage's height for one placed on it),
   facing where the character faces at rest, so a Mixamo FBX (object turned 90 degrees about X,
   scale 0.01) and a character turned about Z both dance upright. Compare world limb directions
   with Retargeter.smpl_limb_directions(poses) (already in the world).
@@ -352,7 +354,7 @@ class Retargeter:
         F = np.array([[np.cos(yaw), -np.sin(yaw), 0.0], [np.sin(yaw), np.cos(yaw), 0.0], [0.0, 0.0, 1.0]])
         self.frame = np.eye(4)
         self.frame[:3, :3] = F
-        self.frame[:3, 3] = (O[0, 3], O[1, 3], 0.0)
+        self.frame[:3, 3] = O[:3, 3]   # the floor is level with the object's origin (a stage, a lifted parent)
         self._D = F @ Y_TO_Z
         if float(heads_w[[lh, rh], 2].mean()) <= floor:
             raise RetargetError("the thigh bones are not above the feet in the rest pose; "
@@ -545,10 +547,13 @@ class Retargeter:
         T = len(G)
         O = self.rig.object_matrix
         moved = np.array(self._moved_by_root())
-        world = lambda p: p @ O[:3, :3].T + O[:3, 3]   # noqa: E731  armature heads -> world
+        # character_feet works above a floor at z = 0: world points here are taken down by the
+        # floor's height (a translation, which leaves the leg IK's rotations as they are).
+        floor = np.array([0.0, 0.0, self.frame[2, 3]])
+        world = lambda p: p @ O[:3, :3].T + O[:3, 3] - floor   # noqa: E731  armature heads -> world
         heads_w = world(pos + np.where(moved[None, :, None], shift[:, None, :], 0.0))
         smpl = smpl_positions(G, trans)
-        to_world = lambda p: self.frame[:3, 3] + self.scale * p @ self._D.T   # noqa: E731  SMPL -> world
+        to_world = lambda p: self.frame[:3, 3] - floor + self.scale * p @ self._D.T   # noqa: E731  SMPL -> world
         given = None if contacts is None else cf.contact_columns(contacts, T)
         if fps is None:
             from ..defaults import DEFAULT_FPS
