@@ -124,8 +124,8 @@ def _generate(args, music) -> int:
                bar_format="{l_bar}{bar}| {elapsed}<{remaining}")
 
     def progress(fraction: float, message: str):
-        bar.set_description(message)
-        bar.update(round(fraction * 100) - bar.n)
+        bar.n = round(fraction * 100)
+        bar.set_description(message)      # redraws with the new count (an update may be skipped)
 
     try:
         motion = generate(args.song, style=args.style, seed=args.seed, steps=args.steps, fps=args.fps,
