@@ -2,6 +2,7 @@
 
     blender -b [scene.blend] --python blender_addon/batch.py -- --audio song.mp3 --out-blend out.blend
     python blender_addon/batch.py -- --blend scene.blend --audio song.mp3 --out-bvh dance.bvh
+    (with the bpy module the `--` may be left out)
 
 Opens the .blend if given, uses (or adds) the sound strip for --audio and the SMPL armature
 (--armature, else the only one in the scene, else a new one), keeps the keys found in the file,
@@ -29,8 +30,14 @@ def _addon():
 def parse_args(argv: list[str]) -> argparse.Namespace:
     _addon()  # puts the engine on sys.path
     from engine.defaults import DEFAULT_AUTOGUIDANCE, DEFAULT_GUIDANCE, DEFAULT_QUALITY, DEFAULT_STEPS, QUALITIES
-    argv = argv[argv.index("--") + 1:] if "--" in argv else []
-    p = argparse.ArgumentParser(prog="batch.py", description="Generate an SMPL dance headless.")
+    if "--" in argv:
+        argv = argv[argv.index("--") + 1:]
+    elif argv and Path(argv[0]).name == Path(__file__).name:
+        argv = argv[1:]      # `python batch.py --help` with the bpy module: no Blender options to skip
+    else:
+        argv = []            # inside Blender without `--`: every option is Blender's
+    p = argparse.ArgumentParser(prog="batch.py", description="Generate a dance headless, on the SMPL dancer or "
+                                                             "your own humanoid character.")
     p.add_argument("--audio", help="song file; added as a sound strip unless one with this file exists "
                                    "(default: the file's only/active sound strip)")
     p.add_argument("--blend", help="scene to open (the bpy module has no `blender scene.blend` argument)")
@@ -38,8 +45,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                                       "character (default: the only SMPL armature, else a new one)")
     p.add_argument("--bone-map", metavar="FILE.json", help="for your own character: which bone plays which SMPL "
                                                            "joint (default: the map stored on it, else automatic)")
-    p.add_argument("--style", default="any")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--style", default="any", help="dance style the weights know (default any)")
+    p.add_argument("--seed", type=int, default=0, help="same seed, same dance (default 0)")
     p.add_argument("--quality", default=DEFAULT_QUALITY, choices=QUALITIES,
                    help=f"fast: the few-step student; best: the many-step model (default {DEFAULT_QUALITY})")
     p.add_argument("--steps", type=int, default=None,

@@ -135,3 +135,19 @@ def test_batch_keep_accepts_the_engines_part_names(tmp_path, tiny_weights):
     assert r.stdout.strip().splitlines()[-1] == "['left_arm', 'right_arm', 'root']"
     r = run("all")
     assert r.stdout.strip().splitlines()[-1] == "['head', 'left_arm', 'legs', 'right_arm', 'torso']"
+
+
+def test_batch_reads_its_options_with_or_without_the_separator(tmp_path):
+    # With the bpy module, `python batch.py --help` has no Blender options to skip; inside the
+    # Blender binary, everything before `--` is Blender's and must not be read.
+    pytest.importorskip("bpy")
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); import batch; "
+            "print(batch.parse_args([str(batch.Path(batch.__file__)), '--seed', '7']).seed, "
+            "batch.parse_args(['/usr/bin/blender', '-b', '--python', 'batch.py', '--', '--seed', '5']).seed, "
+            "batch.parse_args(['/usr/bin/blender', '-b', '--seed', '9']).seed)")
+    r = subprocess.run([sys.executable, "-c", code, str(BATCH.parent)], capture_output=True, text=True,
+                       cwd=tmp_path, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip().splitlines()[-1] == "7 5 0"
+    r = subprocess.run([sys.executable, str(BATCH), "--help"], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert r.returncode == 0 and "--out-blend" in r.stdout
