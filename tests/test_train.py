@@ -264,6 +264,31 @@ def test_fine_tuning_on_new_data_keeps_the_normalisation_and_adds_its_styles(ais
     assert torch.equal(resumed.normalizer.mean, a.normalizer.mean)
 
 
+def test_tempo_range_reaches_the_training_windows(aist_data, tmp_path, monkeypatch, capsys):
+    # The data's songs stop near 140 bpm; a wider --tempo-range is how a run meets faster songs.
+    from engine.training import train as T
+    with pytest.raises(SystemExit):
+        T.parse_args(["--out", str(tmp_path / "x"), "--tempo-range", "1.2", "1.0"])
+    assert "SLOWEST <= FASTEST" in capsys.readouterr().err
+    made = []
+
+    class Recording(WindowDataset):
+        def __init__(self, *a, **k):
+            super().__init__(*a, **k)
+            made.append(self)
+
+    import engine.training.data as D
+    monkeypatch.setattr(D, "WindowDataset", Recording)        # train.run imports it from there
+    assert train_main(["--data", str(aist_data / "motions"), "--aist-music", str(aist_data / "music"),
+                       "--out", str(tmp_path / "run"), "--cache", str(tmp_path / "cache"), "--batch", "2",
+                       "--width", "32", "--layers", "1", "--heads", "2", "--steps", "1", "--threads", "1",
+                       "--tempo-range", "1.2", "1.45"]) == 0
+    train_set = made[0]
+    assert train_set.tempo_range == (1.2, 1.45)
+    factors = [train_set.window_spec(i)["factor"] for i in range(100)]
+    assert all(1.0 <= f <= 1.45 for f in factors) and max(factors) > 1.3     # 1.0: no stretch, or a short item
+
+
 def test_train_reports_missing_data_clearly(tmp_path, capsys):
     assert train_main(["--data", str(tmp_path / "nothing"), "--out", str(tmp_path / "run")]) == 2
     assert "not found" in capsys.readouterr().err

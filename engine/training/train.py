@@ -66,6 +66,9 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--val-every", type=int, default=500, help="steps between validation passes and checkpoints")
     p.add_argument("--no-augment", action="store_true", help="disable mirroring / rotation / tempo augmentation")
+    p.add_argument("--tempo-range", type=float, nargs=2, default=(0.9, 1.1), metavar=("SLOWEST", "FASTEST"),
+                   help="tempo augmentation: windows played this much slower to faster, music and motion together "
+                        "(default 0.9 1.1; the data's songs stop near 140 bpm, so faster songs need a wider range)")
     p.add_argument("--key-input", action="store_true",
                    help="a key-aware network: trained with some of each window's own motion given as keys "
                         "(engine.training.random_keys), it plans the motion through the animator's keys")
@@ -78,7 +81,11 @@ def parse_args(argv=None):
     p.add_argument("--keep-every", type=int, default=None,
                    help="also keep the EMA model of every Nth step as model_STEP.safetensors "
                         "(candidates for an autoguidance guide)")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    slowest, fastest = args.tempo_range
+    if not 0 < slowest <= fastest:
+        p.error(f"--tempo-range needs 0 < SLOWEST <= FASTEST, got {slowest:g} {fastest:g}")
+    return args
 
 
 # ------------------------------------------------------------------ optimiser state as safetensors
@@ -201,7 +208,7 @@ def run(args) -> Path:
     if args.beat_phase and not (start is not None and start.model.cfg.beat_phase):   # else it has them
         music_normalizer = with_beat_phase_normalizer(music_normalizer)
     train_set = WindowDataset(train_items, normalizer, styles=styles, augment=not args.no_augment, seed=args.seed + rank,
-                              beat_phase=args.beat_phase)
+                              beat_phase=args.beat_phase, tempo_range=tuple(args.tempo_range))
     val_set = WindowDataset(val_items or train_items[:1], normalizer, styles=styles, augment=False, seed=12345,
                             beat_phase=args.beat_phase)
     if rank == 0:
