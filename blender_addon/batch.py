@@ -274,6 +274,17 @@ def check_outputs(args: argparse.Namespace) -> None:
             raise EngineError(f"{flag} {path} cannot be written: {e.strerror or e}") from None
 
 
+def _remove_blender_session_folder() -> None:
+    """Blender empties its session's temporary folder (bpy.app.tempdir, /tmp/blender_XXXXXX) at a
+    normal exit; os._exit skips that, and each run would leave one behind."""
+    bpy = sys.modules.get("bpy")
+    if bpy is not None:
+        import shutil
+        folder = bpy.app.tempdir
+        if os.path.basename(os.path.normpath(folder)).startswith("blender_"):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
 def _exit_code(e: SystemExit) -> int:
     return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
 
@@ -291,4 +302,5 @@ if __name__ == "__main__":
     finally:
         sys.stdout.flush()
         sys.stderr.flush()
+        _remove_blender_session_folder()
         os._exit(code)

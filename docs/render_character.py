@@ -120,4 +120,7 @@ def main(argv=None) -> int:
 
 if __name__ == "__main__":
     code = main()
+    if "bpy" in sys.modules:   # Blender's session folder: a normal exit removes it, os._exit does not
+        import shutil
+        shutil.rmtree(sys.modules["bpy"].app.tempdir, ignore_errors=True)
     os._exit(code)   # torch and bpy in one process can crash while tearing down

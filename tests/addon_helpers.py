@@ -20,6 +20,7 @@ RIGIFY_SCRIPT = textwrap.dedent("""
     bpy.data.objects.remove(meta)
     bpy.ops.wm.save_as_mainfile(filepath=sys.argv[-1])
     sys.stdout.flush()
+    import shutil; shutil.rmtree(bpy.app.tempdir, ignore_errors=True)   # what a normal exit removes
     os._exit(0)   # a process that ran rigify_generate can hang at exit
 """)
 

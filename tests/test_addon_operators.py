@@ -225,7 +225,8 @@ except RuntimeError as e:
     print("REPORT", str(e).strip())
 blender_addon.unregister()
 print("UNREGISTERED", flush=True)
-import os
+import os, shutil
+shutil.rmtree(bpy.app.tempdir, ignore_errors=True)  # what a normal exit removes
 os._exit(0)  # the bpy module can hang tearing down at exit
 """
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path)

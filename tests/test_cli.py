@@ -149,5 +149,10 @@ def test_batch_reads_its_options_with_or_without_the_separator(tmp_path):
                        cwd=tmp_path, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.strip().splitlines()[-1] == "7 5 0"
-    r = subprocess.run([sys.executable, str(BATCH), "--help"], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    # It also leaves no Blender session folder behind (os._exit skips Blender's own clean-up).
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    r = subprocess.run([sys.executable, str(BATCH), "--help"], capture_output=True, text=True, cwd=tmp_path,
+                       timeout=300, env={**os.environ, "TMPDIR": str(temp)})
     assert r.returncode == 0 and "--out-blend" in r.stdout
+    assert list(temp.iterdir()) == []
