@@ -108,7 +108,8 @@ def test_generate_picks_the_student_or_its_teacher(teacher, packed_data, tmp_pat
     # With its teacher beside it (the name it records), "best" and other settings use the teacher.
     shutil.copyfile(teacher, tmp_path / "teacher.safetensors")
     assert choose_weights(student, record, "best", None, 2.5, 2.0) == tmp_path / "teacher.safetensors"
-    assert choose_weights(student, record, "fast", 10, 2.5, 2.0) == tmp_path / "teacher.safetensors"
+    with pytest.warns(UserWarning, match="student serves only 6 steps, guidance 2.5"):
+        assert choose_weights(student, record, "fast", 10, 2.5, 2.0) == tmp_path / "teacher.safetensors"
     kw = dict(duration=2.0, seed=1)
     best = generate(click_song, weights=student, quality="best", steps=6, **kw)
     assert np.array_equal(best.poses, generate(click_song, weights=teacher, steps=6, **kw).poses)
@@ -122,7 +123,10 @@ def test_generate_picks_the_student_or_its_teacher(teacher, packed_data, tmp_pat
     shutil.copyfile(student, shipped / STUDENT_NAME)
     assert choose_weights(w, None, "fast", None, 2.5, 2.0) == shipped / STUDENT_NAME
     assert choose_weights(w, None, "best", None, 2.5, 2.0) == w
-    assert choose_weights(w, None, "fast", 10, 2.5, 2.0) == w          # settings the student does not stand for
+    with pytest.warns(UserWarning, match="these settings use the many-step model"):
+        assert choose_weights(w, None, "fast", 10, 2.5, 2.0) == w      # settings the student does not stand for
+    with pytest.warns(UserWarning, match="no few-step student beside"):
+        assert choose_weights(teacher, None, "fast", None, 2.5, 2.0) == teacher
     again = generate(click_song, weights=w, quality="fast", **kw)
     assert np.array_equal(again.poses, fast.poses)
     assert distilled_from_this(record, w)

@@ -100,6 +100,8 @@ def choose_weights(weights_path: Path, record: dict | None, quality: str, steps:
         found = student_beside(weights_path) if quality == "fast" else None
         if found is not None and uses_student(found[1], quality, steps, guidance, autoguidance):
             return found[0]
+        if quality == "fast":
+            _say_fast_is_the_teacher(found[1] if found is not None else None, Path(weights_path).name)
         return Path(weights_path)
     if uses_student(record, quality, steps, guidance, autoguidance):
         return Path(weights_path)
@@ -110,4 +112,19 @@ def choose_weights(weights_path: Path, record: dict | None, quality: str, steps:
             f"{record.get('teacher_steps', '?')} steps, guidance {record['guidance']:g}, autoguidance "
             f"{record['autoguidance']:g}; other settings or quality 'best' need the teacher's weights "
             f"({record.get('teacher', 'its file')} beside it, or pass them as the weights)")
+    if quality == "fast":
+        _say_fast_is_the_teacher(record, teacher.name)
     return teacher
+
+
+def _say_fast_is_the_teacher(record: dict | None, teacher_name: str) -> None:
+    """Quality "fast" asked, the many-step model used: say so (a user would otherwise wait for the
+    slow path without knowing why)."""
+    import warnings
+    if record is None:
+        warnings.warn(f"no few-step student beside {teacher_name}: quality 'fast' uses the many-step model",
+                      stacklevel=3)
+    else:
+        warnings.warn(f"the few-step student serves only {record.get('teacher_steps', '?')} steps, guidance "
+                      f"{record['guidance']:g} and autoguidance {record['autoguidance']:g}: these settings use "
+                      f"the many-step model ({teacher_name})", stacklevel=3)
