@@ -204,6 +204,8 @@ def run(args: argparse.Namespace) -> str:
         return True
 
     motion = runner.generate(request, progress)
+    for note in request.notes:
+        print(f"note: {note}", file=sys.stderr, flush=True)
     action = runner.apply(request, motion)
     end = request.frame_start + request.num_frames - 1
     if args.out_bvh or args.out_npz:

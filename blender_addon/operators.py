@@ -241,10 +241,20 @@ class DANCE_OT_generate(bpy.types.Operator):
             return {'CANCELLED'}
         except EngineError as e:
             return self._fail(context, str(e))
-        settings.progress, settings.status = 1.0, f"done: action '{action.name}'"
         first, last = request.write_range or (request.frame_start, request.frame_start + request.num_frames - 1)
-        self.report({'INFO'}, f"generated '{action.name}' on frames {first}-{last}")
+        self._done(context, request, f"generated '{action.name}' on frames {first}-{last}", action)
         return {'FINISHED'}
+
+    def _done(self, context, request, message: str, action) -> None:
+        """Status and report of a finished generation, with the engine's notes (e.g. the CPU was
+        used because no CUDA GPU was found) where the animator sees them."""
+        notes = "; ".join(request.notes)
+        settings = context.scene.dance
+        settings.progress = 1.0
+        settings.status = f"done: action '{action.name}'" + (f" (note: {notes})" if notes else "")
+        self.report({'INFO'}, message)
+        if notes:
+            self.report({'WARNING'}, f"note: {notes}")
 
     def invoke(self, context, event):
         if bpy.app.background:
@@ -297,8 +307,7 @@ class DANCE_OT_generate(bpy.types.Operator):
             action = runner.apply(self._job.request, snap["motion"])
         except EngineError as e:
             return self._fail(context, str(e))
-        settings.progress, settings.status = 1.0, f"done: action '{action.name}'"
-        self.report({'INFO'}, f"generated '{action.name}'")
+        self._done(context, self._job.request, f"generated '{action.name}'", action)
         return {'FINISHED'}
 
 

@@ -12,8 +12,10 @@ Timers never fire in background mode or in the bpy module, so headless callers u
 from __future__ import annotations
 
 import math
+import os
 import threading
 import traceback
+import warnings
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -55,18 +57,31 @@ class Request:
     bone_map: dict | None = None        # own characters (rig_io, issue 14): SMPL joint -> bone; None: SMPL dancer
     write_range: tuple | None = None    # (first, last) scene frames to rewrite in a copy of the current
     #                                     action; frames around them are context (regenerating a range)
+    notes: list = field(default_factory=list)   # the engine's notes (its warnings), for the panel's report
 
 
 def generate(request: Request, progress=None) -> Motion:
     """engine.api.generate for `request`; the animator's keys are then pasted in exactly."""
     from engine import api
     cons = _fit_constraints(request)
-    motion = api.generate(
-        request.audio_path, style=request.style, seed=request.seed, steps=request.steps, quality=request.quality,
-        fps=request.fps, start=request.start, duration=request.duration,
-        constraints=None if cons is None or cons.is_empty else cons,
-        guidance=request.guidance, autoguidance=request.autoguidance, device=request.device,
-        weights=request.weights, progress=progress, stage_radius=request.stage_radius)
+    # The engine says what it changed (no CUDA GPU: the CPU; settings the fast student does not
+    # serve: the many-step model) as warnings, which in Blender reach only the system console.
+    # They are kept for the panel's report; other libraries' warnings are shown as usual.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        motion = api.generate(
+            request.audio_path, style=request.style, seed=request.seed, steps=request.steps, quality=request.quality,
+            fps=request.fps, start=request.start, duration=request.duration,
+            constraints=None if cons is None or cons.is_empty else cons,
+            guidance=request.guidance, autoguidance=request.autoguidance, device=request.device,
+            weights=request.weights, progress=progress, stage_radius=request.stage_radius)
+    engine_dir = os.path.dirname(os.path.abspath(api.__file__))
+    for w in caught:
+        if issubclass(w.category, UserWarning) and os.path.abspath(w.filename).startswith(engine_dir + os.sep):
+            if str(w.message) not in request.notes:
+                request.notes.append(str(w.message))
+        else:
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
     if motion.num_frames > request.num_frames:
         motion.poses = motion.poses[:request.num_frames]
         motion.trans = motion.trans[:request.num_frames]

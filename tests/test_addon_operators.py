@@ -267,3 +267,17 @@ def test_generating_twice_keeps_both_and_tiny_ranges_and_muted_strips(addon, tmp
     with pytest.raises(RuntimeError, match="muted"):
         bpy.ops.dance.generate()
     assert obj.animation_data.action == current
+
+
+def test_the_engines_notes_reach_the_panel(addon, tmp_path):
+    # What the engine changed on its own (here: Quality Fast with no few-step student beside the
+    # weights, so the many-step model danced) is said in the panel, not only in the system console.
+    scene = addon
+    _stage(scene, tmp_path, seconds=1.5)
+    scene.dance.quality = 'FAST'
+    assert bpy.ops.dance.generate() == {'FINISHED'}
+    assert scene.dance.status.startswith("done: action 'Dance ")
+    assert "note: no few-step student beside tiny.safetensors" in scene.dance.status
+    request = operators.build_request(bpy.context)
+    runner.generate(request)
+    assert request.notes == ["no few-step student beside tiny.safetensors: quality 'fast' uses the many-step model"]
