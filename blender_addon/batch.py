@@ -276,7 +276,7 @@ def check_outputs(args: argparse.Namespace) -> None:
             raise EngineError(f"{flag} {path} cannot be written: {e.strerror or e}") from None
 
 
-def _remove_blender_session_folder() -> None:
+def remove_blender_session_folder() -> None:
     """Blender empties its session's temporary folder (bpy.app.tempdir, /tmp/blender_XXXXXX) at a
     normal exit; os._exit skips that, and each run would leave one behind."""
     bpy = sys.modules.get("bpy")
@@ -304,5 +304,5 @@ if __name__ == "__main__":
     finally:
         sys.stdout.flush()
         sys.stderr.flush()
-        _remove_blender_session_folder()
+        remove_blender_session_folder()
         os._exit(code)

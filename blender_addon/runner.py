@@ -12,7 +12,6 @@ Timers never fire in background mode or in the bpy module, so headless callers u
 from __future__ import annotations
 
 import math
-import os
 import threading
 import traceback
 import warnings
@@ -64,9 +63,10 @@ def generate(request: Request, progress=None) -> Motion:
     """engine.api.generate for `request`; the animator's keys are then pasted in exactly."""
     from engine import api
     cons = _fit_constraints(request)
-    # The engine says what it changed (no CUDA GPU: the CPU; settings the fast student does not
-    # serve: the many-step model) as warnings, which in Blender reach only the system console.
-    # They are kept for the panel's report; other libraries' warnings are shown as usual.
+    # The engine says what it changed on its own (engine.errors.EngineNote) as warnings, which in
+    # Blender reach only the system console: they are kept for the panel's report, and other
+    # warnings are shown as usual.
+    from engine.errors import EngineNote
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         motion = api.generate(
@@ -75,9 +75,8 @@ def generate(request: Request, progress=None) -> Motion:
             constraints=None if cons is None or cons.is_empty else cons,
             guidance=request.guidance, autoguidance=request.autoguidance, device=request.device,
             weights=request.weights, progress=progress, stage_radius=request.stage_radius)
-    engine_dir = os.path.dirname(os.path.abspath(api.__file__))
     for w in caught:
-        if issubclass(w.category, UserWarning) and os.path.abspath(w.filename).startswith(engine_dir + os.sep):
+        if issubclass(w.category, EngineNote):
             if str(w.message) not in request.notes:
                 request.notes.append(str(w.message))
         else:

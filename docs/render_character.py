@@ -120,7 +120,6 @@ def main(argv=None) -> int:
 
 if __name__ == "__main__":
     code = main()
-    if "bpy" in sys.modules:   # Blender's session folder: a normal exit removes it, os._exit does not
-        import shutil
-        shutil.rmtree(sys.modules["bpy"].app.tempdir, ignore_errors=True)
+    from blender_addon.batch import remove_blender_session_folder
+    remove_blender_session_folder()   # a normal exit removes Blender's session folder; os._exit does not
     os._exit(code)   # torch and bpy in one process can crash while tearing down

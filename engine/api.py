@@ -17,7 +17,7 @@ from .body.skeleton import NUM_JOINTS, joint_positions
 from .defaults import (DEFAULT_AUTOGUIDANCE, DEFAULT_FPS, DEFAULT_GUIDANCE, DEFAULT_QUALITY, DEFAULT_STEPS,
                        GUIDANCE_LOWPASS_FRAMES, INPAINT_MIN_RUN_SECONDS, LATE_GUIDANCE, SAMPLING_ETA,
                        SMOOTHING_SECONDS)
-from .errors import Cancelled, EngineError
+from .errors import Cancelled, EngineError, EngineNote
 from .finishing.beatsync import motion_beats, output_times, warp_knots, warp_times
 from .finishing.editing import anchor_times, apply_constraints, keyed_runs
 from .finishing.feet import beat_cycle, clean_feet
@@ -57,7 +57,7 @@ def resolve_device(name: str) -> torch.device:
     if torch.cuda.is_available():
         return torch.device("cuda")
     if name == "cuda":
-        warnings.warn("no CUDA GPU is available: generating on the CPU instead")
+        warnings.warn("no CUDA GPU is available: generating on the CPU instead", EngineNote)
     return torch.device("cpu")
 
 
@@ -311,7 +311,7 @@ def _sample_with_fallback(ckpt, weights, music, style_index, guidance, autoguida
     except torch.OutOfMemoryError:
         if dev.type != "cuda":
             raise EngineError("out of memory while generating: try a shorter duration") from None
-    warnings.warn("the GPU ran out of memory: generating on the CPU instead")
+    warnings.warn("the GPU ran out of memory: generating on the CPU instead", EngineNote)
     torch.cuda.empty_cache()
     cpu = torch.device("cpu")
     generator.set_state(state)

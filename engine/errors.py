@@ -7,3 +7,9 @@ class EngineError(Exception):
 
 class Cancelled(EngineError):
     """Generation was stopped by the progress callback."""
+
+
+class EngineNote(UserWarning):
+    """Something the engine changed on its own that the user should know (the CPU instead of a
+    missing GPU, the many-step model for a 'fast' request): the CLI prints it as 'note: ...', the
+    add-on shows it in the panel."""

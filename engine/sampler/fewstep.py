@@ -19,7 +19,7 @@ import hashlib
 from pathlib import Path
 
 from ..defaults import QUALITIES
-from ..errors import EngineError
+from ..errors import EngineError, EngineNote
 
 STUDENT_NAME = "dance_fast.safetensors"      # the shipped few-step student beside the shipped teacher
 
@@ -123,8 +123,8 @@ def _say_fast_is_the_teacher(record: dict | None, teacher_name: str) -> None:
     import warnings
     if record is None:
         warnings.warn(f"no few-step student beside {teacher_name}: quality 'fast' uses the many-step model",
-                      stacklevel=3)
+                      EngineNote, stacklevel=3)
     else:
         warnings.warn(f"the few-step student serves only {record.get('teacher_steps', '?')} steps, guidance "
                       f"{record['guidance']:g} and autoguidance {record['autoguidance']:g}: these settings use "
-                      f"the many-step model ({teacher_name})", stacklevel=3)
+                      f"the many-step model ({teacher_name})", EngineNote, stacklevel=3)
