@@ -187,11 +187,61 @@ def test_chunked_analysis_matches_whole_song(monkeypatch):
     feats = music_features(wave, sr)
     n = feats.shape[0]
     ref_env = librosa.onset.onset_strength(y=wave, sr=sr, hop_length=HOP)[:n]
-    ref_mfcc = librosa.feature.mfcc(y=wave, sr=sr, hop_length=HOP, n_mfcc=20)[:, :n].T
+    mel_db = librosa.power_to_db(librosa.feature.melspectrogram(y=wave, sr=sr, hop_length=HOP))
+    levelled = mel_db + audio.REFERENCE_LEVEL_DB - audio.song_level_db(mel_db)
+    ref_mfcc = librosa.feature.mfcc(S=levelled, n_mfcc=20)[:, :n].T
     ref_cens = librosa.feature.chroma_cens(y=wave, sr=sr, hop_length=HOP, tuning=0.0)[:, :n].T
     np.testing.assert_allclose(feats[:, FEATURE_CHANNELS["onset_envelope"]][:, 0], ref_env, atol=1e-4)
     np.testing.assert_allclose(feats[:, FEATURE_CHANNELS["mfcc"]], ref_mfcc, atol=1e-2)
     np.testing.assert_allclose(feats[:, FEATURE_CHANNELS["chroma_cens"]], ref_cens, atol=1e-4)
+
+
+def test_the_recording_level_does_not_change_the_features():
+    """The same song 20 dB quieter or 10 dB louder gets the same features; a quiet passage
+    within the song still has a lower first MFCC than a loud one."""
+    sr = FEATURE_SR
+    rng = np.random.default_rng(5)
+    wave = make_click_track(12.0, 110, sr) + 0.02 * rng.standard_normal(12 * sr).astype(np.float32)
+    wave += _sine(330, 12.0, sr) * 0.3
+    wave[: 6 * sr] *= 0.1                                        # the first half 20 dB quieter
+    feats = music_features(wave, sr)
+    for gain_db in (-20.0, 10.0):
+        np.testing.assert_allclose(music_features(wave * 10 ** (gain_db / 20), sr), feats, atol=1e-3)
+    first_mfcc = feats[:, FEATURE_CHANNELS["mfcc"].start]
+    quiet, loud = np.median(first_mfcc[30:150]), np.median(first_mfcc[210:330])
+    assert loud - quiet > 100                                    # 20 dB is ~226 in the first MFCC's units
+
+
+def test_a_slice_is_levelled_as_its_whole_song(tmp_path):
+    """A quiet passage cut from a song keeps the level it has in the song (a regenerated quiet
+    bridge stays quiet), for a file and for an array. (Broadband noise, as in recorded music:
+    empty mel bands sit at a floor set by the clip's loudest frame, not by the song's level.)"""
+    from engine.music.audio import music_for_dance
+    sr = FEATURE_SR
+    rng = np.random.default_rng(6)
+    wave = make_click_track(12.0, 110, sr) + _sine(330, 12.0, sr) * 0.3
+    wave += 0.02 * rng.standard_normal(wave.size).astype(np.float32)
+    wave[: 6 * sr] *= 0.1                                        # a quiet first half
+    path = tmp_path / "song.wav"
+    sf.write(str(path), wave, sr)
+    whole = music_for_dance(path).features[:, FEATURE_CHANNELS["mfcc"].start]
+    for source, rate in ((path, None), (wave, sr)):
+        for start, duration in ((0.0, 5.0), (1.0, 4.0)):
+            quiet = music_for_dance(source, sample_rate=rate, start=start, duration=duration)
+            first_mfcc = quiet.features[:, FEATURE_CHANNELS["mfcc"].start]
+            a = int(start * MODEL_FPS)
+            np.testing.assert_allclose(np.median(first_mfcc[15:120]), np.median(whole[a + 15: a + 120]), atol=2.0)
+        song = load_song(source, sample_rate=rate, start=1.0, duration=4.0)
+        assert np.median(song.features[15:100, FEATURE_CHANNELS["mfcc"].start]) < np.median(whole) - 100
+
+
+def test_silence_is_not_raised_to_the_reference_level():
+    import librosa
+    wave = np.full(3 * FEATURE_SR, 1e-7, np.float32)
+    mel_db = librosa.power_to_db(librosa.feature.melspectrogram(y=wave, sr=FEATURE_SR, hop_length=HOP))
+    unshifted = librosa.feature.mfcc(S=mel_db, n_mfcc=20).T
+    feats = music_features(wave, FEATURE_SR)
+    np.testing.assert_allclose(feats[:, FEATURE_CHANNELS["mfcc"]], unshifted[: len(feats)], atol=1e-2)
 
 
 def test_load_song_bundles_the_analysis(tmp_path):

@@ -490,7 +490,7 @@ def main(argv=None) -> int:
         train, val = load_sequences(sources, (args.cache or out.parent / ".cache").resolve())
         settings = {"data": [str(s) for s in sources], "steps": args.steps, "every": args.every,
                     "guidance": args.guidance, "autoguidance": args.autoguidance, "smoothing": args.smoothing,
-                    "guidance_lowpass": args.guidance_lowpass, "eta": args.eta,
+                    "guidance_lowpass": args.guidance_lowpass, "eta": args.eta, "quality": args.quality,
                     "weights": str(weights) if generators else None}
         genre_set = None
         if generators and not args.no_genre_set:

@@ -8,6 +8,7 @@ so a long song never sits in memory at its native rate.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
 import subprocess
@@ -45,6 +46,17 @@ _BLOCK = 1 << 16                   # frames decoded at a time
 _MIN_ANALYSIS_SAMPLES = 1 << 16    # shorter clips are zero-padded: librosa's CQT needs ~2 s
 _CHUNK_S, _MARGIN_S = 60.0, 5.0     # analysis chunk and overlap (the CQT and CENS smoothing reach ~2 s)
 _SILENCE_PEAK = 1e-4               # below this peak amplitude (-80 dBFS) a clip counts as silent
+
+# Recording level. The first MFCC is the frame's mean log-mel power in absolute dB, so the same
+# song turned down 10 dB would get another (calmer) dance. Each clip's log-mel spectrum is
+# shifted so that its level (song_level_db) is REFERENCE_LEVEL_DB before the MFCCs: the level
+# within a song (a quiet verse, a loud chorus) still moves the first MFCC, the file's gain no
+# longer does. A slice of a file is levelled as the whole file is (whole_song_level_db), so a
+# regenerated quiet bridge stays as quiet as it is in the whole song's dance. The reference is
+# the median level of tang2018's 51 training songs (10-90%: 22.1-33.1 dB), so a typical
+# training song keeps the features the network learned on.
+REFERENCE_LEVEL_DB = 28.85         # dB of total mel power, librosa's scale (ref 1)
+_SOUNDING_DB = 40.0                # frames this far below a clip's loudest (fades, silence) do not count
 
 
 # ----------------------------------------------------------------------------- decoding
@@ -284,6 +296,48 @@ def _spectra(y: np.ndarray, rate: float, hop: int, chroma: bool) -> tuple[np.nda
     return mel_db, cens
 
 
+def song_level_db(mel_db: np.ndarray) -> float:
+    """A clip's recording level: the median, over its sounding frames, of the frame's total mel
+    power in dB (librosa's scale, ref 1). Moves one for one with the file's gain."""
+    frame_db = 10.0 * np.log10(np.maximum(np.power(10.0, mel_db / 10.0).sum(axis=0), 1e-20))
+    sounding = frame_db >= frame_db.max() - _SOUNDING_DB
+    return float(np.median(frame_db[sounding]))
+
+
+def _levelled(mel_db: np.ndarray, silent: bool, level_db: float | None) -> np.ndarray:
+    """The log-mel spectrum shifted by REFERENCE_LEVEL_DB - level_db (the clip's own level when
+    None); silence stays silence."""
+    if silent:
+        return mel_db
+    return mel_db + (REFERENCE_LEVEL_DB - (song_level_db(mel_db) if level_db is None else level_db))
+
+
+def _level_of_wave(wave: np.ndarray, sr: float) -> float:
+    y, rate, hop = _grid(wave, sr, MODEL_FPS)
+    return song_level_db(_spectra(y, rate, hop, chroma=False)[0])
+
+
+@functools.lru_cache(maxsize=16)
+def _file_level_db(path: str, size: int, mtime_ns: int) -> float:
+    return _level_of_wave(*load_audio(path))
+
+
+def whole_song_level_db(source, sample_rate: float | None, start: float, duration: float | None,
+                        slice_samples: int) -> float | None:
+    """The level a slice of `source` is brought to REFERENCE_LEVEL_DB from: the whole file's (or
+    array's) song_level_db when the slice (slice_samples long at FEATURE_SR) is part of it; None
+    (the slice's own) when it is all of it. A file's level is remembered while it is unchanged,
+    so regenerating its sections is not slower."""
+    if not (start or 0.0) > 0.0:
+        if duration is None or slice_samples < duration * FEATURE_SR - 1:   # it ran to the end
+            return None
+    if isinstance(source, np.ndarray):
+        return _level_of_wave(*load_audio(source, sample_rate))
+    path = Path(source)
+    stat = path.stat()
+    return _file_level_db(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+
+
 def _envelope(mel_db: np.ndarray, rate: float, hop: int) -> np.ndarray:
     return cached_librosa().onset.onset_strength(S=mel_db, sr=rate, hop_length=hop)   # (F,)
 
@@ -300,8 +354,9 @@ def _beat_frames(env: np.ndarray, silent: bool, rate: float, hop: int) -> tuple[
     return np.asarray(beats, np.int64), float(np.atleast_1d(tempo)[0])
 
 
-def _analyse(wave: np.ndarray, sr: float, fps: float, features: bool = True):
-    """Everything at once, sharing one onset envelope: (features (N, 35) or None, beat frames, tempo)."""
+def _analyse(wave: np.ndarray, sr: float, fps: float, features: bool = True, level_db: float | None = None):
+    """Everything at once, sharing one onset envelope: (features (N, 35) or None, beat frames, tempo).
+    level_db: the recording level to correct (whole_song_level_db); None: the wave's own."""
     librosa = cached_librosa()
     n = int(round(len(wave) / sr * fps))
     y, rate, hop = _grid(wave, sr, fps)
@@ -316,7 +371,8 @@ def _analyse(wave: np.ndarray, sr: float, fps: float, features: bool = True):
     feats = np.zeros((n, NUM_MUSIC_FEATURES), np.float32)          # (N, 35), zero past the end
     k = min(n, frames)
     feats[:k, FEATURE_CHANNELS["onset_envelope"]] = env[:k, None]
-    feats[:k, FEATURE_CHANNELS["mfcc"]] = librosa.feature.mfcc(S=mel_db[:, :k], n_mfcc=N_MFCC).T
+    levelled = _levelled(mel_db[:, :k], silent, level_db)
+    feats[:k, FEATURE_CHANNELS["mfcc"]] = librosa.feature.mfcc(S=levelled, n_mfcc=N_MFCC).T
     feats[:k, FEATURE_CHANNELS["chroma_cens"]] = cens[:, :k].T
     if not silent:
         peaks = librosa.onset.onset_detect(onset_envelope=env, sr=rate, hop_length=hop)
@@ -327,15 +383,18 @@ def _analyse(wave: np.ndarray, sr: float, fps: float, features: bool = True):
     return feats, beats, tempo
 
 
-def music_features(wave: np.ndarray, sr: float, fps: float = MODEL_FPS) -> np.ndarray:
+def music_features(wave: np.ndarray, sr: float, fps: float = MODEL_FPS,
+                   level_db: float | None = None) -> np.ndarray:
     """EDGE's 35 "baseline" music features per motion frame: (N, 35) float32, N = round(S/sr*fps).
 
     Channels, in order (see FEATURE_CHANNELS): onset envelope 1, MFCC 20, chroma CENS 12,
     onset-peak one-hot 1, beat one-hot 1. Computed with librosa on a grid of hop
     round(FEATURE_SR/fps) at rate fps*hop (the wave is resampled to it), so frame k covers
     time k/fps. Silence gives finite values (MFCC at its floor, zero chroma, no peaks or beats).
+    The MFCCs are at REFERENCE_LEVEL_DB: the wave's own level is corrected, or level_db when
+    given (the whole song's, for a slice of it).
     """
-    return _analyse(wave, sr, fps)[0]
+    return _analyse(wave, sr, fps, level_db=level_db)[0]
 
 
 def detect_beats(wave: np.ndarray, sr: float) -> tuple[np.ndarray, float]:
@@ -348,10 +407,11 @@ def detect_beats(wave: np.ndarray, sr: float) -> tuple[np.ndarray, float]:
     return beats / float(MODEL_FPS), tempo
 
 
-def features_and_beats(wave: np.ndarray, sr: float, fps: float = MODEL_FPS) -> tuple[np.ndarray, np.ndarray, float]:
+def features_and_beats(wave: np.ndarray, sr: float, fps: float = MODEL_FPS,
+                       level_db: float | None = None) -> tuple[np.ndarray, np.ndarray, float]:
     """music_features and detect_beats of one wave in one analysis (one spectrogram, one onset
-    envelope): (features (N, 35), beat times in seconds, tempo)."""
-    feats, beats, tempo = _analyse(wave, sr, fps)
+    envelope): (features (N, 35), beat times in seconds, tempo). level_db: as for _analyse."""
+    feats, beats, tempo = _analyse(wave, sr, fps, level_db=level_db)
     return feats, beats / float(fps), tempo
 
 
@@ -382,7 +442,8 @@ def load_song(source, sample_rate: float | None = None, start: float = 0.0,
               duration: float | None = None, fps: float = MODEL_FPS) -> Song:
     """load_audio + music_features + beats, sharing one onset envelope; beats at `fps`'s grid."""
     wave, sr = load_audio(source, sample_rate, start, duration)
-    feats, beats, tempo = _analyse(wave, sr, fps)
+    level_db = whole_song_level_db(source, sample_rate, start, duration, len(wave))
+    feats, beats, tempo = _analyse(wave, sr, fps, level_db=level_db)
     path = str(source) if isinstance(source, (str, Path)) else None
     return Song(wave=wave, sr=sr, features=feats, fps=float(fps), beat_times=beats / float(fps),
                 tempo=tempo, path=path, start=float(start or 0.0))
@@ -415,11 +476,12 @@ def music_for_dance(source, sample_rate: float | None = None, start: float = 0.0
     padded = max(frames, WINDOW_FRAMES)
     pad_samples = int(math.ceil(padded / MODEL_FPS * sr)) - len(wave)
     padded_wave = np.pad(wave, (0, max(0, pad_samples)))
+    level_db = whole_song_level_db(source, sample_rate, start, duration, len(wave))
     if pad_samples <= sr // 10:    # a frame or two of padding: one analysis gives features and beats
-        features, beats, _tempo = features_and_beats(padded_wave, sr, fps=MODEL_FPS)
+        features, beats, _tempo = features_and_beats(padded_wave, sr, fps=MODEL_FPS, level_db=level_db)
         beats = beats[beats < seconds]
     else:
-        features = music_features(padded_wave, sr, fps=MODEL_FPS)
+        features = music_features(padded_wave, sr, fps=MODEL_FPS, level_db=level_db)
         beats, _tempo = detect_beats(wave, sr)
     return DanceMusic(seconds=seconds, frames=frames, features=features[:padded], beats=np.asarray(beats),
                       source=music_source(source, start, duration))

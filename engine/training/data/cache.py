@@ -22,7 +22,7 @@ from ...errors import EngineError
 from .sequence import DanceSequence
 from .tang2018 import SAME_SONG, base_name
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 
 @dataclass
