@@ -318,24 +318,29 @@ def _level_of_wave(wave: np.ndarray, sr: float) -> float:
 
 
 @functools.lru_cache(maxsize=16)
-def _file_level_db(path: str, size: int, mtime_ns: int) -> float:
+def _cached_file_level_db(path: str, size: int, mtime_ns: int) -> float:
     return _level_of_wave(*load_audio(path))
+
+
+def file_level_db(path) -> float:
+    """A whole file's song_level_db, remembered while the file is unchanged."""
+    path = Path(path)
+    stat = path.stat()
+    return _cached_file_level_db(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
 
 
 def whole_song_level_db(source, sample_rate: float | None, start: float, duration: float | None,
                         slice_samples: int) -> float | None:
     """The level a slice of `source` is brought to REFERENCE_LEVEL_DB from: the whole file's (or
     array's) song_level_db when the slice (slice_samples long at FEATURE_SR) is part of it; None
-    (the slice's own) when it is all of it. A file's level is remembered while it is unchanged,
-    so regenerating its sections is not slower."""
-    if not (start or 0.0) > 0.0:
-        if duration is None or slice_samples < duration * FEATURE_SR - 1:   # it ran to the end
-            return None
+    (the slice's own) when it is all of it. A file's level is remembered (file_level_db), so
+    regenerating its sections is not slower."""
+    ran_to_the_end = duration is None or slice_samples < duration * FEATURE_SR - 1
+    if not start and ran_to_the_end:
+        return None
     if isinstance(source, np.ndarray):
         return _level_of_wave(*load_audio(source, sample_rate))
-    path = Path(source)
-    stat = path.stat()
-    return _file_level_db(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    return file_level_db(source)
 
 
 def _envelope(mel_db: np.ndarray, rate: float, hop: int) -> np.ndarray:
