@@ -270,6 +270,29 @@ def test_corpus_cache(tang_dir, aist_dirs, justlmd_dir, tmp_path):
     assert len(after) == 3 and len(after - before) == 1 and next(iter(after - before)).startswith("tang2018-")
 
 
+def test_two_builds_of_one_cache_at_once_both_succeed(justlmd_dir, tmp_path, monkeypatch):
+    # torchrun's ranks, or two runs, may build the same cache file together: the second build
+    # here runs whole while the first is between writing its file and moving it into place.
+    import engine.training.data.cache as C
+    source = justlmd_dir[0]
+    real_replace, nested = os.replace, []
+
+    def replace_after_another_build(src, dst):
+        if not nested:
+            nested.append(None)
+            nested[0] = load_corpus([source], tmp_path / "cache", workers=1, log=None)
+        real_replace(src, dst)
+
+    monkeypatch.setattr(C.os, "replace", replace_after_another_build)
+    first = load_corpus([source], tmp_path / "cache", workers=1, log=None)
+    assert nested and [it.name for it in first.items] == [it.name for it in nested[0].items]
+    left = sorted(p.name for p in (tmp_path / "cache").iterdir())
+    assert len(left) == 1 and left[0].startswith("justlmd-") and left[0].endswith(".npz")   # no temporary file left
+    monkeypatch.undo()
+    again = load_corpus([source], tmp_path / "cache", workers=1, log=None)
+    assert all(np.array_equal(a.motion, b.motion) for a, b in zip(first.items, again.items))
+
+
 def test_split_keeps_recordings_together():
     def item(name, style="tango"):
         return CorpusItem(name, style, np.zeros((10, L.NUM_CHANNELS), np.float32), None)

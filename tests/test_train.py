@@ -300,7 +300,7 @@ def test_train_runs_under_torchrun_with_two_processes(aist_data, tmp_path):
     import sys
     from conftest import REPO
     out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",   # a free port
            "-m", "engine", "train", "--data", str(aist_data / "motions"), "--aist-music", str(aist_data / "music"),
            "--out", str(out), "--cache", str(tmp_path / "cache"), "--batch", "2", "--width", "32", "--layers", "1",
            "--heads", "2", "--steps", "2", "--val-every", "2", "--threads", "1", "--device", "cpu"]

@@ -15,6 +15,7 @@ import platform
 import shutil
 import sys
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -128,7 +129,9 @@ def lr_at(step: int, args) -> float:
 def _distributed() -> tuple[int, int]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        # An hour, not NCCL's 10 min default: the other ranks wait at a barrier while rank 0
+        # builds the data cache from raw files.
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo", timeout=timedelta(hours=1))
     return (dist.get_rank(), world) if world > 1 else (0, 1)
 
 
@@ -136,7 +139,9 @@ def _pick_device(name: str, rank: int) -> torch.device:
     if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
         if not torch.cuda.is_available():
             raise EngineError("--device cuda was asked for but no CUDA GPU is available")
-        return torch.device("cuda", rank % torch.cuda.device_count())
+        device = torch.device("cuda", rank % torch.cuda.device_count())
+        torch.cuda.set_device(device)       # NCCL's collectives (the cache barrier, DDP) use it
+        return device
     return torch.device("cpu")
 
 
@@ -187,7 +192,12 @@ def run(args) -> Path:
     cache_dir = (args.cache or out.parent / ".cache").resolve()
 
     t0 = time.time()
-    corpus = load_corpus(sources, cache_dir, aist_music=args.aist_music)
+    if rank == 0:
+        corpus = load_corpus(sources, cache_dir, aist_music=args.aist_music)
+    if world > 1:
+        dist.barrier()          # the other ranks read the cache rank 0 has built, not build it again
+    if rank != 0:
+        corpus = load_corpus(sources, cache_dir, aist_music=args.aist_music, log=None)
     train_items, val_items = corpus.split(default_validation_names())
     music = [it.music for it in train_items if it.music is not None]
     if not music:

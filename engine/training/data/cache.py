@@ -10,6 +10,7 @@ import hashlib
 import os
 import re
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
@@ -185,18 +186,24 @@ def _slug(name: str) -> str:
 def _save(path: Path, items: list[CorpusItem], kind: str, key: str, dtype=np.float32, compress: bool = False) -> None:
     lengths = np.array([it.num_frames for it in items], np.int64)
     with_music = [it for it in items if it.music is not None]
-    tmp = path.with_name(path.name + ".tmp.npz")
-    (np.savez_compressed if compress else np.savez)(
-        tmp, version=np.int64(CACHE_VERSION), kind=np.array(kind), key=np.array(key),
-        names=np.array([it.name for it in items]), styles=np.array([it.style for it in items]),
-        lengths=lengths, has_music=np.array([it.music is not None for it in items]),
-        audio_paths=np.array([it.audio_path or "" for it in items]),
-        audio_offsets=np.array([it.audio_offset for it in items], np.float64),
-        motion=np.concatenate([it.motion for it in items]).astype(dtype),
-        music=(np.concatenate([it.music for it in with_music]) if with_music
-               else np.zeros((0, 1), np.float32)).astype(dtype),
-    )
-    os.replace(tmp, path)
+    # A unique name that the stale-file sweep (prefix*.npz) cannot match: two builds of the same
+    # cache at once (torchrun ranks, two runs) must not replace or delete each other's file.
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp.npz")
+    try:
+        (np.savez_compressed if compress else np.savez)(
+            tmp, version=np.int64(CACHE_VERSION), kind=np.array(kind), key=np.array(key),
+            names=np.array([it.name for it in items]), styles=np.array([it.style for it in items]),
+            lengths=lengths, has_music=np.array([it.music is not None for it in items]),
+            audio_paths=np.array([it.audio_path or "" for it in items]),
+            audio_offsets=np.array([it.audio_offset for it in items], np.float64),
+            motion=np.concatenate([it.motion for it in items]).astype(dtype),
+            music=(np.concatenate([it.music for it in with_music]) if with_music
+                   else np.zeros((0, 1), np.float32)).astype(dtype),
+        )
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _load(path: Path, source: str) -> list[CorpusItem] | None:
