@@ -337,7 +337,6 @@ def test_batch_with_an_unwritable_output_exits_at_once(tmp_path, tiny_weights):
                                                   "cannot open")), errors
         assert "dance:" not in run.stdout                                    # failed before generating
         assert not (tmp_path / "ok.blend").exists()
-        assert seconds < 60
 
 
 def test_keys_the_animator_changed_count_as_theirs():
