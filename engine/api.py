@@ -196,6 +196,10 @@ def _reporter(progress: Progress | None) -> Callable[[float, str], None]:
     return report
 
 
+# A slice this long with no two beats is worth a note; shorter ones may simply fall between beats.
+_BEATLESS_NOTE_SECONDS = 4.0
+
+
 def draw(audio, *, sample_rate: int | None = None, style: str = "any", seed: int = 0, steps: int = DEFAULT_STEPS,
          fps: float = DEFAULT_FPS, start: float = 0.0, duration: float | None = None,
          constraints: Constraints | None = None, guidance: float = DEFAULT_GUIDANCE, device: str = "auto",
@@ -228,6 +232,9 @@ def draw(audio, *, sample_rate: int | None = None, style: str = "any", seed: int
             or analysed_music.source != A.music_source(audio, start, duration):
         analysed_music = A.music_for_dance(audio, sample_rate=sample_rate, start=start, duration=duration)
     seconds, features, beats = analysed_music.seconds, analysed_music.features, analysed_music.beats
+    if seconds >= _BEATLESS_NOTE_SECONDS and len(beats) < 2:
+        warnings.warn(f"no beat was found in the music's {seconds:.0f} s (is it silent, or the wrong strip?): "
+                      "the dance follows no beat", EngineNote)
     out_frames = max(1, int(round(seconds * fps)))
     constraints = _check_constraints(constraints, out_frames, fps)
     model_frames, padded = analysed_music.frames, features.shape[0]

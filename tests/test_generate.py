@@ -226,3 +226,18 @@ def test_the_dancer_flows_through_keys_without_stopping_or_whipping():
     m = generate(song, sample_rate=22050, seed=0, steps=8, constraints=c)
     ratios, whip = key_flow(joint_positions(m.poses, m.trans), keys, m.fps)
     assert np.mean(ratios) >= 0.5 and whip <= 1.5
+
+
+def test_a_silent_song_gets_a_note_and_a_song_with_beats_none(tmp_path, click_song, tiny_weights):
+    import warnings
+    import soundfile as sf
+    from engine.errors import EngineNote
+    silent = tmp_path / "silent.wav"
+    sf.write(silent, np.zeros(22050 * 5), 22050)
+    for song, expected in ((silent, 1), (click_song, 0)):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            motion = generate(song, weights=tiny_weights, steps=2)
+        notes = [str(w.message) for w in caught if issubclass(w.category, EngineNote)]
+        assert len([n for n in notes if n.startswith("no beat was found")]) == expected, notes
+        assert np.isfinite(motion.poses).all()
