@@ -75,7 +75,7 @@ def check_args(args: argparse.Namespace) -> None:
     from engine.api import available_styles
     from engine.options import check_options, parse_body_parts
     styles = available_styles(os.path.abspath(args.weights) if args.weights else None)
-    check_options(style=args.style, styles=styles, steps=_teacher_steps(args), fps=args.fps,
+    check_options(style=args.style, styles=styles, steps=_teacher_steps(args), seed=args.seed, fps=args.fps,
                   guidance=args.guidance, autoguidance=args.autoguidance, stage_radius=args.stage_radius)
     args.keep_toggles = _keep_toggles(parse_body_parts(args.keep, allow_root=True))
 

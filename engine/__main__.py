@@ -94,6 +94,13 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _show_note(message, category, filename, lineno, file=None, line=None) -> None:
+    """A warning as one 'note: ...' line on stderr, on its own line even while the progress bar
+    is drawn (tqdm.write lifts the bar, prints, and redraws it)."""
+    from tqdm import tqdm
+    tqdm.write(f"note: {message}", file=sys.stderr)
+
+
 def generate_command(args) -> int:
     from .music import background
     from .options import check_outputs, check_song_path
@@ -116,7 +123,7 @@ def _generate(args, music) -> int:
     from .music.audio import audio_seconds
     from .options import check_options
     styles = available_styles(args.weights)      # also checks the weights file
-    check_options(style=args.style, styles=styles, steps=args.steps, fps=args.fps, start=args.start,
+    check_options(style=args.style, styles=styles, steps=args.steps, seed=args.seed, fps=args.fps, start=args.start,
                   duration=args.duration, guidance=args.guidance, autoguidance=args.autoguidance,
                   scale=args.scale, stage_radius=args.stage_radius, song_seconds=audio_seconds(args.song))
     constraints = Constraints.load_npz(args.constraints) if args.constraints else None
@@ -178,7 +185,7 @@ def main(argv=None) -> int:
         parser.print_help()
         return 2
     warnings.filterwarnings("ignore", category=UserWarning, module="librosa")
-    warnings.formatwarning = lambda msg, *a, **k: f"note: {msg}\n"
+    warnings.showwarning = _show_note
     try:
         if args.command == "styles":
             from .api import available_styles

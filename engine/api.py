@@ -219,7 +219,7 @@ def draw(audio, *, sample_rate: int | None = None, style: str = "any", seed: int
     given = Path(weights or checkpoint.DEFAULT_WEIGHTS)
     meta = checkpoint.read_metadata(given)
     song_seconds = A.audio_seconds(audio) if isinstance(audio, (str, Path)) else None
-    check_options(style=style, styles=json.loads(meta["styles"]), steps=steps, fps=fps, start=start,
+    check_options(style=style, styles=json.loads(meta["styles"]), steps=steps, seed=seed, fps=fps, start=start,
                   duration=duration, guidance=guidance, autoguidance=autoguidance, stage_radius=stage_radius,
                   song_seconds=song_seconds, guidance_lowpass=guidance_lowpass, sampling_eta=sampling_eta)
     weights = choose_weights(given, json.loads(meta.get("student", "null")), quality, steps, guidance, autoguidance)

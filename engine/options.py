@@ -17,6 +17,9 @@ from .errors import EngineError
 MAX_FPS = 240.0
 MAX_STEPS = 1000
 MAX_GUIDANCE = 20.0
+# Seeds are what the add-on's Seed field holds (a Blender IntProperty: 0 to 2^31 - 1), so a seed
+# from the shell, batch.py or Python gives the same dance as in the panel.
+MAX_SEED = 2**31 - 1
 # Body-part names the engine accepts (engine.body.skeleton.BODY_PARTS); "root" (the pelvis's path)
 # is kept separately from rotations, where a tool can keep it (batch.py's --keep).
 BODY_PART_NAMES: tuple[str, ...] = tuple(BODY_PARTS)
@@ -30,7 +33,7 @@ def _finite(value) -> bool:
 def check_options(*, style: str | None = None, styles=None, steps=None, fps=None, start: float = 0.0,
                   duration: float | None = None, guidance=None, autoguidance=None, scale=None,
                   stage_radius=None, song_seconds: float | None = None, guidance_lowpass=None,
-                  sampling_eta=None) -> None:
+                  sampling_eta=None, seed=None) -> None:
     """Raise EngineError (one plain sentence) for the first option out of range; None passes.
 
     `song_seconds`, when known, is the song's length: a start at or past its end is an error, and
@@ -40,6 +43,9 @@ def check_options(*, style: str | None = None, styles=None, steps=None, fps=None
     if steps is not None and not (isinstance(steps, numbers.Integral) and not isinstance(steps, bool)
                                   and 1 <= steps <= MAX_STEPS):
         raise EngineError(f"steps must be a whole number from 1 to {MAX_STEPS}, got {steps!r}")
+    if seed is not None and not (isinstance(seed, numbers.Integral) and not isinstance(seed, bool)
+                                 and 0 <= seed <= MAX_SEED):
+        raise EngineError(f"seed must be a whole number from 0 to {MAX_SEED}, got {seed!r}")
     if fps is not None and not (_finite(fps) and 1.0 <= fps <= MAX_FPS):
         raise EngineError(f"fps must be between 1 and {MAX_FPS:g}, got {fps!r}")
     start = 0.0 if start is None else start

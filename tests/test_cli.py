@@ -35,6 +35,8 @@ def test_generate_help_names_the_styles_command_that_exists():
     (["--stage-radius", "-2"], "stage radius"),
     (["--steps", "0"], "steps"),
     (["--guidance", "nan"], "guidance"),
+    (["--seed", "99999999999999999999"], "seed must be a whole number from 0 to 2147483647"),
+    (["--seed", "-5"], "seed must be a whole number"),
 ])
 def test_options_are_refused_before_any_generation(click_song, tiny_weights, tmp_path, extra, message):
     out = tmp_path / "d.npz"
@@ -72,7 +74,10 @@ def test_shared_validation_in_python():
         check_options(style="cha-cha", styles=["any", "chacha"])
     with pytest.raises(EngineError, match="runs past the end"):
         check_options(start=2.0, duration=4.0, song_seconds=5.0)
-    check_options(guidance_lowpass=0.0, sampling_eta=1.0)
+    check_options(guidance_lowpass=0.0, sampling_eta=1.0, seed=2**31 - 1)
+    for seed in (2**31, -1, 1.5, True):
+        with pytest.raises(EngineError, match="seed must be a whole number from 0"):
+            check_options(seed=seed)
     with pytest.raises(EngineError, match="guidance_lowpass must be 0"):
         check_options(guidance_lowpass=float("nan"))
     with pytest.raises(EngineError, match="sampling_eta must be between 0"):
@@ -121,6 +126,8 @@ def test_batch_refuses_zero_steps_and_unknown_parts_before_opening_anything(tmp_
     assert r.returncode == 1 and "unknown body part(s) wings" in r.stderr
     r = _batch(tmp_path, "--blend", missing, "--stage-radius", "-1", "--weights", tiny_weights)
     assert r.returncode == 1 and "stage radius" in r.stderr
+    r = _batch(tmp_path, "--blend", missing, "--seed", str(2**31), "--weights", tiny_weights)
+    assert r.returncode == 1 and "seed must be a whole number from 0 to 2147483647" in r.stderr
 
 
 def test_batch_keep_accepts_the_engines_part_names(tmp_path, tiny_weights):
@@ -156,3 +163,14 @@ def test_batch_reads_its_options_with_or_without_the_separator(tmp_path):
                        timeout=300, env={**os.environ, "TMPDIR": str(temp)})
     assert r.returncode == 0 and "--out-blend" in r.stdout
     assert list(temp.iterdir()) == []
+
+
+def test_a_note_is_a_line_of_its_own_under_the_progress_bar(click_song, tiny_weights, tmp_path):
+    # Quality fast with no student beside the weights: the engine notes that the many-step model
+    # dances. Printed while the bar is drawn, the note must not be glued onto the bar's line.
+    r = _cli("generate", click_song, "-o", tmp_path / "d.npz", "--weights", tiny_weights, "--steps", "2",
+             "--quality", "fast")
+    assert r.returncode == 0, r.stderr
+    lines = r.stderr.replace("\r", "\n").splitlines()
+    notes = [line for line in lines if "note:" in line]
+    assert notes == ["note: no few-step student beside tiny.safetensors: quality 'fast' uses the many-step model"]
