@@ -349,7 +349,7 @@ def finish_motion(poses30: np.ndarray, trans30: np.ndarray, seconds: float, out_
     that the re-stepped feet land on them. The warp is then planned again on the cleaned motion
     and applied last, so that the leg IK cannot move the beats it places. A planted foot stays
     planted under a time warp."""
-    if "floor" in finishing and (constraints is None or not constraints.trans_mask.any()):
+    if "floor" in finishing:        # root keys then move the bounded path (apply_constraints)
         trans30 = bound_root_path(trans30, L.MODEL_FPS, stage_radius)
     src_times = np.arange(len(poses30)) / L.MODEL_FPS
     anchors = anchor_times(constraints, fps)

@@ -181,3 +181,35 @@ def test_inbetweening_evaluation_runs_on_a_clip(click_song, tiny_weights):
     lafan = E.score_lafan([clip], args)
     assert set(lafan) == set(E.GAPS)
     assert all(model > 0 and slerp > 0 for model, slerp in lafan.values())
+
+
+def test_a_lowered_root_key_is_a_crouch_on_the_same_feet():
+    # One root key 10 cm below the dance: a dip there, on the same feet; not a dance sunk into
+    # the floor from start to end.
+    from engine.finishing.feet import ankle_positions
+    T, k = 240, 120
+    poses, trans = _dance(T, amplitude=0.2)
+    c = Constraints.empty(T, FPS)
+    c.trans[k], c.trans_mask[k] = trans[k] + [0.0, -0.10, 0.0], True
+    out, out_trans = apply_constraints(poses, trans, c, FPS)
+    assert np.abs(out_trans[k] - c.trans[k]).max() < 1e-9
+    far = np.r_[0:k - 2 * int(FPS), k + 2 * int(FPS):T]
+    assert np.abs(out_trans[far] - trans[far]).max() < 1e-9 and np.abs(out[far] - poses[far]).max() < 1e-9
+    assert np.abs(ankle_positions(out, out_trans) - ankle_positions(poses, trans)).max() < 2e-3
+    knee = 3 * JOINT_INDEX["left_knee"]
+    assert out[k, knee] > poses[k, knee] + 0.2                     # the knees bend for it
+
+
+def test_root_keys_leave_the_stage_bound_on():
+    # A start pose that includes the root must not switch off "dance in place".
+    from engine.api import finish_motion
+    T = int(20 * FPS)
+    t = np.arange(T) / FPS
+    poses = np.zeros((T, 72))
+    walk = np.stack([0.3 * t, np.full(T, REST_PELVIS_HEIGHT), 0.1 * t], 1)          # drifting away
+    c = Constraints.empty(T, FPS)
+    c.trans[0], c.trans_mask[0] = walk[0], True
+    m = finish_motion(poses, walk, T / FPS, T, FPS, np.zeros(0), c, stage_radius=0.0, finishing=("floor",),
+                      contacts30=np.zeros((T, 4)))
+    assert np.abs(m.trans[0] - walk[0]).max() < 1e-9
+    assert np.linalg.norm(m.trans[:, [0, 2]] - walk[0, [0, 2]], axis=1).max() <= IN_PLACE_SWAY + 1e-6

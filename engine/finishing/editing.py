@@ -15,8 +15,11 @@ a row keeps that rotation in between. A fully keyed run (seed motion at the star
 the end that a regenerated section must join) is a stretch of consecutive keys, and the same
 interpolant joins the free motion to it with a continuous velocity.
 
-Root keys work alike on the position, except that beyond the first and last root key the offset
-holds rather than fades: a dancer moved by a key stays moved.
+Root keys work alike on the position. Across the floor, beyond the first and last root key the
+offset holds rather than fades: a dancer moved by a key stays moved. In height, a key is a dip or
+a rise there, not a new floor level: its offset fades like a joint's (and returns to zero between
+keys more than two fades apart), and the legs bend or stretch so that the feet stay where they
+were (a lowered root is a crouch on the same feet).
 
 The keyed facing is met earlier, while sampling (engine.sampler.facing); the offsets here take
 up what is left of it.
@@ -30,12 +33,15 @@ from ..body import rotations as R
 from ..body.curves import offset_curve
 from ..body.motion import Constraints
 from ..body.skeleton import NUM_JOINTS
-from .feet import true_runs
+from .feet import LEGS, ankle_positions, reach_ankles, true_runs
 
 # Beyond the first and last key of a joint its correction fades out over this long: slowly
 # enough that the fade's rate of turn stays small next to the dance's own (a 1 rad correction
 # fades at at most 1.5 rad/s).
 FADE_SECONDS = 1.0
+# Near a leg's own keys the IK that keeps its foot in place under a root height key fades out
+# over this long, so that the leg meets its keys without a jump.
+LEG_KEY_FADE_SECONDS = 0.25
 # Two keys of a joint count as the same pose (a hold) when they differ by less than this (rad).
 HOLD_TOLERANCE = 1e-6
 
@@ -99,18 +105,59 @@ def apply_constraints(poses: np.ndarray, trans: np.ndarray, constraints: Constra
         out_values[keyed, j] = given[keyed]
     q_all[out_mask] = out_values[out_mask]                    # keyed values verbatim
     out = R.quat_to_axis_angle(q_all).reshape(T, -1).numpy()
-    mask = np.zeros(out.shape, bool)
-    mask[:n] = np.repeat(constraints.joint_mask, 3, axis=1)
-    out[mask] = constraints.poses[mask[:n]]                   # exactly the numbers given
 
     keyed = np.zeros(T, bool)
     keyed[:n] = constraints.trans_mask
     if keyed.any():
         k = np.flatnonzero(keyed)
         offsets = constraints.trans[k] - trans[k]
-        trans = trans + offset_curve(k, offsets, T, None)
+        trans[:, [0, 2]] += offset_curve(k, offsets[:, [0, 2]], T, None)
+        rise = offset_curve(*_height_knots(k, offsets[:, 1:], fade), T, fade)[:, 0]
+        if np.abs(rise).max() > 1e-9:
+            out = _raised_on_planted_feet(out, trans, rise, constraints, fps)
+            trans[:, 1] += rise
         trans[k] = constraints.trans[k]
+    mask = np.zeros(out.shape, bool)
+    mask[:n] = np.repeat(constraints.joint_mask, 3, axis=1)
+    out[mask] = constraints.poses[mask[:n]]                   # exactly the numbers given
     return out, trans
+
+
+def _height_knots(k: np.ndarray, rise: np.ndarray, fade: float) -> tuple[np.ndarray, np.ndarray]:
+    """Root keys' height corrections as offset_curve knots: a correction is a dip or a rise near
+    its key, not a new floor level, so between keys more than two fades apart it returns to zero
+    (knots of zero a fade after one key and a fade before the next)."""
+    frames, values = [k[0]], [rise[0]]
+    for a, b, value in zip(k[:-1], k[1:], rise[1:]):
+        if b - a > 2 * fade:
+            frames += [a + fade, b - fade]
+            values += [np.zeros_like(value), np.zeros_like(value)]
+        frames.append(b)
+        values.append(value)
+    return np.asarray(frames, np.float64), np.asarray(values)
+
+
+def _raised_on_planted_feet(poses: np.ndarray, trans: np.ndarray, rise: np.ndarray, constraints: Constraints,
+                            fps: float) -> np.ndarray:
+    """Poses whose legs bend (or stretch) so that the ankles stay where they were while the root
+    rises by `rise` (T,): a lowered root key is a crouch on the same feet, not feet in the floor.
+    A leg's own keys win: its IK fades out over LEG_KEY_FADE_SECONDS towards frames where its
+    hip, knee or ankle is keyed."""
+    T, n = len(poses), constraints.num_frames
+    targets = ankle_positions(poses, trans)
+    raised = trans.copy()
+    raised[:, 1] += rise
+    weight = np.zeros((T, 2))
+    near = max(1.0, LEG_KEY_FADE_SECONDS * fps)
+    for col, leg in enumerate(LEGS.values()):
+        leg_keyed = np.zeros(T, bool)
+        leg_keyed[:n] = constraints.joint_mask[:, list(leg[:3])].any(axis=1)
+        if leg_keyed.all():
+            continue
+        distance = (np.abs(np.arange(T)[:, None] - np.flatnonzero(leg_keyed)[None]).min(axis=1)
+                    if leg_keyed.any() else np.full(T, np.inf))
+        weight[:, col] = np.clip(distance / near, 0.0, 1.0) * (np.abs(rise) > 1e-9)
+    return reach_ankles(poses, raised, targets, weight)
 
 
 def keyed_runs(mask: np.ndarray, min_frames: int) -> np.ndarray:

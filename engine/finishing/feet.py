@@ -336,6 +336,37 @@ def lock_feet(poses: np.ndarray, trans: np.ndarray, fps: float,
     return poses_out, contacts
 
 
+_REACH_PASSES = 4
+
+
+def ankle_positions(poses: np.ndarray, trans: np.ndarray) -> np.ndarray:
+    """(T, 2, 3) world positions of the ankles, in LEGS' order."""
+    _, pos = _positions(poses, trans)
+    return pos[:, [leg[2] for leg in LEGS.values()]].numpy()
+
+
+def reach_ankles(poses: np.ndarray, trans: np.ndarray, targets: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """Poses with each leg's ankle moved towards `targets` (T, 2, 3), by `weight` (T, 2) in [0, 1]
+    (two-bone IK of hip and knee; the foot keeps its world orientation). A leg stretched straight
+    gets as close as it reaches. Each pass of the IK is exact only where the knee bends in the
+    plane of thigh and shin; a nearly straight leg bends about the knee's hinge instead, so a few
+    passes close the rest."""
+    local, pos = _positions(poses, trans)
+    wanted = {}
+    for col, leg in enumerate(LEGS.values()):
+        frames = np.flatnonzero(weight[:, col] > 0)
+        if len(frames):
+            w = torch.from_numpy(weight[frames, col])[:, None]
+            wanted[leg] = (torch.from_numpy(frames),
+                           w * torch.from_numpy(targets[frames, col]) + (1 - w) * pos[frames, leg[2]])
+    for _ in range(_REACH_PASSES if wanted else 0):
+        glob = _global_rotations(local)
+        pos = forward_kinematics(local, torch.from_numpy(trans))
+        for leg, (frames, target) in wanted.items():
+            _two_bone_ik(local, glob, pos, leg, target, frames)
+    return R.matrix_to_axis_angle(local).reshape(len(poses), -1).numpy()
+
+
 def clean_feet(poses: np.ndarray, trans: np.ndarray, fps: float,
                cycle: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Ground the dancer, then pin planted feet and re-step sliding ones (lock_feet).
