@@ -40,6 +40,14 @@ def _bone_path(name: str, prop: str) -> str:
     return f'pose.bones["{bpy.utils.escape_identifier(name)}"].{prop}'
 
 
+def _bone_channel(data_path: str) -> tuple[str, str] | None:
+    """'pose.bones["name"].prop' -> (name, prop); None for any other path."""
+    m = _PATH_RE.match(data_path)
+    if m is None:
+        return None
+    return m.group(1).replace('\\"', '"').replace("\\\\", "\\"), m.group(2)
+
+
 def _stamp_name(bone: str, prop: str) -> str:
     return (("l|" if prop == "location" else "r|") + bone)[:63]
 
@@ -50,12 +58,11 @@ def _channel_keys(obj, action, modes=None):
     `modes` {bone: rotation mode} gives), and location."""
     out: dict = {}
     for fc in compat.action_fcurves(action, compat.object_slot(obj, action)):
-        m = _PATH_RE.match(fc.data_path)
-        if fc.mute or m is None:
+        channel = _bone_channel(fc.data_path)
+        if fc.mute or channel is None:
             continue
-        bone = m.group(1).replace('\\"', '"').replace("\\\\", "\\")
+        bone, prop = channel
         pb = obj.pose.bones.get(bone)
-        prop = m.group(2)
         mode = (modes or {}).get(bone, pb.rotation_mode if pb is not None else None)
         if pb is None or prop not in (_MODE_PATHS.get(mode, "rotation_euler"), "location"):
             continue
@@ -204,6 +211,50 @@ def _fill_fcurve(fc, frames: np.ndarray, values: np.ndarray, types: np.ndarray |
         kp.remove(kp[i], fast=True)
     for name, _, _ in _KEY_ATTRS:
         kp.foreach_set(name, merged[name][order].ravel())
+    fc.update()
+
+
+def drop_generated_keys(obj, action, bone_names) -> None:
+    """Remove the add-on's own keys (generated, and not changed by the animator) from the rotation
+    and location channels of `bone_names` in `action`: a new take that starts as a copy of the
+    previous one must not keep that take's dance beyond its own frames. The animator's keys stay."""
+    mine = {channel: set(frames) for channel, frames in animator_keys(obj, -1e9, 1e9, action=action).items()}
+    generated = compat.generated_key_type()[1]
+    wanted = set(bone_names)
+    for fc in compat.action_fcurves(action, compat.object_slot(obj, action)):
+        channel = _bone_channel(fc.data_path)
+        if channel is None:
+            continue
+        bone, prop = channel
+        pb = obj.pose.bones.get(bone)
+        if bone not in wanted or pb is None or prop not in (rotation_path(pb)[0], "location"):
+            continue
+        kp = fc.keyframe_points
+        n = len(kp)
+        if n == 0:
+            continue
+        co, types = np.empty(2 * n, np.float32), np.empty(n, np.int32)
+        kp.foreach_get("co", co)
+        kp.foreach_get("type", types)
+        animator = mine.get((bone, prop), set())
+        keep = (types != generated) | np.isin(np.round(co[0::2]).astype(int), list(animator))
+        if not keep.all():
+            _keep_only(fc, keep)
+
+
+def _keep_only(fc, keep: np.ndarray) -> None:
+    """Remove the keys of `fc` where `keep` is False, every other key exactly as it was."""
+    kp = fc.keyframe_points
+    n = len(kp)
+    old = {}
+    for name, width, dtype in _KEY_ATTRS:
+        buf = np.empty(n * width, dtype)
+        kp.foreach_get(name, buf)
+        old[name] = buf.reshape(n, width)[keep]
+    for i in range(n - 1, int(keep.sum()) - 1, -1):
+        kp.remove(kp[i], fast=True)
+    for name, _, _ in _KEY_ATTRS:
+        kp.foreach_set(name, old[name].ravel())
     fc.update()
 
 

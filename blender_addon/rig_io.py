@@ -392,6 +392,8 @@ def write_character_dance(obj, motion: Motion, frame_start: float, action_name: 
     takes.keep_previous(obj)
     if old is not None:   # a copy: unmapped bones and keys outside the dance stay as they were
         action = takes.use_copy_of(obj, old, old_slot, action_name)
+        if only is None:    # a whole new dance: none of the previous take's beyond its frames
+            key_io.drop_generated_keys(obj, action, [rig.names[b] for b in driven])
     else:
         action, _, _ = compat.assign_new_action(obj, action_name)
     takes.mark_take(obj, action, metadata)

@@ -414,9 +414,11 @@ def write_motion(obj, motion: Motion, frame_start: float, action_name: str, fps:
 
     `kept`: (joint mask (T,24), root mask (T,)) of the animator's keys the motion honours; they
     are written as ordinary keys (type 'KEYFRAME') so the next Generate keeps them, every other
-    key is 'GENERATED'. `only`: (first, last) scene frames: write just those into a copy of the
-    current action (regenerating a range; the dance outside it stays as it was); None: the whole
-    motion into a new action. The previous action is never changed and stays in bpy.data
+    key is 'GENERATED'. The take starts as a copy of the current action, so that channels the
+    dance does not write (the object's transform, bone scales, custom properties) and keys outside
+    the danced frames stay as they were; with no current action it is a new one. `only`: (first,
+    last) scene frames: write just those (regenerating a range; the dance outside it stays as it
+    was); None: the whole motion. The previous action is never changed and stays in bpy.data
     (takes.keep_previous). Bones keep their rotation modes. Keys land on
     frame_start + i * fps / motion.fps. Returns the new action.
     """
@@ -433,7 +435,10 @@ def write_motion(obj, motion: Motion, frame_start: float, action_name: str, fps:
         if old is None:
             raise EngineError("nothing to regenerate a range of: the dancer has no animation")
         rows = rows[(frames > only[0] - 1e-3) & (frames < only[1] + 1e-3)]
+    if old is not None:
         action = takes.use_copy_of(obj, old, old_slot, action_name)
+        if only is None:    # a whole new dance: none of the previous take's beyond its frames
+            keys.drop_generated_keys(obj, action, JOINT_NAMES)
     else:
         takes.reset_pose(obj)
         action, _, _ = compat.assign_new_action(obj, action_name)

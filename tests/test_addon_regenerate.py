@@ -379,3 +379,36 @@ def test_a_dance_from_before_generated_keys_still_knows_the_animators_keys():
     obj.pose.bones["left_elbow"].rotation_mode = 'QUATERNION'                       # as 0.1 left it
     assert scene_io.count_kept(obj, 1, 40) == (2, 1)
     assert scene_io.keyed_frames(obj, 1, 40) == ({JOINT_INDEX["left_elbow"]: [12], JOINT_INDEX["neck"]: [12]}, [])
+
+
+def test_the_take_keeps_what_the_dance_does_not_write(addon, tmp_path):
+    # The object's own transform keys, a bone's scale keys and keys outside the song's frames
+    # are the animator's too: the take starts as a copy of their action, not an empty one.
+    scene = addon
+    obj, first, last = _song_stage(scene, tmp_path)
+    obj.location = (0.0, 0.0, 0.0)
+    obj.keyframe_insert("location", frame=first)
+    obj.location = (4.0, 0.0, 0.0)
+    obj.keyframe_insert("location", frame=last)
+    head = obj.pose.bones["head"]
+    head.scale = (1.5, 1.5, 1.5)
+    head.keyframe_insert("scale", frame=first + 10)
+    outside = last + 30
+    _key(obj, outside, {"left_hip": np.array([0.9, 0.0, 0.0])})
+    middle = (first + last) // 2
+    scene.frame_set(middle)
+    x_before = obj.matrix_world.translation.x
+    assert bpy.ops.dance.generate() == {'FINISHED'}
+    take = obj.animation_data.action
+    assert T.is_take(take)
+    scene.frame_set(middle)
+    assert abs(obj.matrix_world.translation.x - x_before) < 1e-6 and 1.0 < x_before < 3.0
+    assert tuple(obj.pose.bones["head"].scale) == pytest.approx((1.5, 1.5, 1.5))
+    j = 3 * JOINT_INDEX["left_hip"]
+    assert rotation_error(_pose(obj, outside)[j:j + 3], np.array([0.9, 0.0, 0.0])) < 1e-4
+    # A second take carries them over again.
+    assert bpy.ops.dance.generate() == {'FINISHED'}
+    j = 3 * JOINT_INDEX["left_hip"]
+    assert rotation_error(_pose(obj, outside)[j:j + 3], np.array([0.9, 0.0, 0.0])) < 1e-4
+    scene.frame_set(middle)
+    assert abs(obj.matrix_world.translation.x - x_before) < 1e-6
