@@ -13,6 +13,7 @@ axis-angle bones, drivers and constraints all read back as what the viewport sho
 """
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import re
@@ -483,16 +484,28 @@ def find_sound_strip(scene, name: str = ""):
     raise EngineError(f"{len(sounds)} sound strips: select one in the sequencer or pick it in the Dance panel")
 
 
+# Packed sounds already unpacked in this session: (sound's session id, name, path, size) -> file,
+# so that panel redraws do not hash the song again.
+_UNPACKED: dict = {}
+
+
 def _sound_file(sound) -> str:
-    """Absolute path of a sound's file; a packed sound is unpacked to a temporary file."""
+    """Absolute path of a sound's file; a packed sound is unpacked to a temporary file named by
+    its content's hash (two projects' packed "track.wav" of the same size are different songs)."""
     packed = getattr(sound, "packed_file", None)
-    if packed is not None:  # one file per sound and size, reused across panel redraws
-        ext = os.path.splitext(sound.filepath)[1] or ".wav"
-        safe = re.sub(r"[^\w.-]", "_", sound.name)
-        path = os.path.join(tempfile.gettempdir(), f"dance_packed_{safe}_{packed.size}{ext}")
-        if not os.path.isfile(path) or os.path.getsize(path) != packed.size:
-            with open(path, "wb") as f:
-                f.write(packed.data)
+    if packed is not None:
+        key = (getattr(sound, "session_uid", id(sound)), sound.name, sound.filepath, packed.size)
+        path = _UNPACKED.get(key)
+        if path is None or not os.path.isfile(path):
+            data = packed.data
+            ext = os.path.splitext(sound.filepath)[1] or ".wav"
+            safe = re.sub(r"[^\w.-]", "_", sound.name)
+            digest = hashlib.sha256(data).hexdigest()[:16]
+            path = os.path.join(tempfile.gettempdir(), f"dance_packed_{safe}_{digest}{ext}")
+            if not os.path.isfile(path) or os.path.getsize(path) != len(data):
+                with open(path, "wb") as f:
+                    f.write(data)
+            _UNPACKED[key] = path
         return path
     return os.path.normpath(bpy.path.abspath(sound.filepath, library=sound.library))
 

@@ -222,6 +222,29 @@ def test_sound_strip_span_follows_trims_and_fps(scene, tmp_path):
     assert scene_io.sound_strip_audio(bpy.context.scene, strip).path == str(song)
 
 
+def test_packed_songs_of_the_same_name_and_size_stay_apart(scene, tmp_path):
+    # Two projects each pack a "track.wav" of the same length: equal byte sizes, different songs.
+    import soundfile as sf
+    from engine.example import make_click_track
+    paths = []
+    for k, tempo in enumerate((100.0, 140.0)):
+        folder = tmp_path / f"project{k}"
+        folder.mkdir()
+        song = folder / "track.wav"
+        sf.write(song, make_click_track(3.0, tempo, 22050), 22050)
+        paths.append(song)
+    contents = [p.read_bytes() for p in paths]
+    assert len(contents[0]) == len(contents[1]) and contents[0] != contents[1]
+    heard = []
+    for song in paths:
+        bpy.ops.wm.read_factory_settings(use_empty=True)
+        strip = scene_io.add_sound_strip(bpy.context.scene, str(song), frame_start=1)
+        strip.sound.pack()
+        song.unlink()                                    # only the packed copy is left
+        heard.append(open(scene_io.sound_strip_audio(bpy.context.scene, strip).path, "rb").read())
+    assert heard == contents
+
+
 def test_clear_errors_for_user_mistakes(scene, tmp_path):
     with pytest.raises(EngineError, match="no sound strip"):
         scene_io.find_sound_strip(scene)
