@@ -466,7 +466,8 @@ class AudioSpan(NamedTuple):
 
 
 def find_sound_strip(scene, name: str = ""):
-    """The strip named `name`, else the active strip if it is a sound, else the only sound strip."""
+    """The strip named `name`, else the active strip if it is a sound, else the only sound strip,
+    the only selected one, or the only unmuted one."""
     strips = compat.all_strips(scene)
     if name:
         for s in strips:
@@ -477,8 +478,9 @@ def find_sound_strip(scene, name: str = ""):
     if active is not None and active.type == 'SOUND':
         return active
     sounds = [s for s in strips if s.type == 'SOUND']
-    if len(sounds) == 1:
-        return sounds[0]
+    for pick in (sounds, [s for s in sounds if s.select], [s for s in sounds if not s.mute]):
+        if len(pick) == 1:
+            return pick[0]
     if not sounds:
         raise EngineError("no sound strip: add the song in the Video Sequencer (Add > Sound) or pick an audio file")
     raise EngineError(f"{len(sounds)} sound strips: select one in the sequencer or pick it in the Dance panel")

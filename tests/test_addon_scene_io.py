@@ -222,6 +222,20 @@ def test_sound_strip_span_follows_trims_and_fps(scene, tmp_path):
     assert scene_io.sound_strip_audio(bpy.context.scene, strip).path == str(song)
 
 
+def test_the_strip_is_the_selected_or_the_only_unmuted_one(scene, tmp_path):
+    a = scene_io.add_sound_strip(scene, str(add_wav(tmp_path, 2.0, "a.wav")), frame_start=1, channel=1)
+    b = scene_io.add_sound_strip(scene, str(add_wav(tmp_path, 2.0, "b.wav")), frame_start=1, channel=2)
+    scene.sequence_editor.active_strip = None
+    a.select, b.select = False, True
+    assert scene_io.find_sound_strip(scene) == b
+    b.select = False
+    b.mute = True
+    assert scene_io.find_sound_strip(scene) == a
+    b.mute = False
+    with pytest.raises(EngineError, match="2 sound strips: select one"):
+        scene_io.find_sound_strip(scene)
+
+
 def test_packed_songs_of_the_same_name_and_size_stay_apart(scene, tmp_path):
     # Two projects each pack a "track.wav" of the same length: equal byte sizes, different songs.
     import soundfile as sf
