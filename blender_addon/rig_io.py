@@ -188,10 +188,21 @@ def check_character(obj, bone_map: dict[str, str] | None = None, path: str | Non
 def check_dancer(obj) -> dict[str, str] | None:
     """Raise EngineError (one line) unless `obj` can dance: its bone map when it is the animator's
     own character, None when it is the add-on's SMPL dancer."""
+    _check_evaluated(obj)
     if is_character(obj):
         return check_character(obj)
     scene_io.check_smpl_armature(obj)
     return None
+
+
+def _check_evaluated(obj) -> None:
+    """Blender does not evaluate an object disabled in viewports (the monitor icon) or in an
+    excluded or disabled collection, so its keyed pose cannot be read (it would silently read the
+    current frame's pose for every key): say so instead."""
+    depsgraph = bpy.context.evaluated_depsgraph_get()
+    if not any(i.original == obj for i in depsgraph.ids):   # (is_evaluated can be a stale copy's)
+        raise EngineError(f"'{obj.name}' is disabled in viewports (the monitor icon) or in an excluded collection: "
+                          "enable it so its keys and pose can be read")
 
 
 def _axis_quats(axis: int, angles: np.ndarray) -> np.ndarray:

@@ -281,3 +281,35 @@ def test_the_engines_notes_reach_the_panel(addon, tmp_path):
     request = operators.build_request(bpy.context)
     runner.generate(request)
     assert request.notes == ["no few-step student beside tiny.safetensors: quality 'fast' uses the many-step model"]
+
+
+def test_a_dancer_blender_does_not_evaluate_is_refused_untouched(addon, tmp_path):
+    # Disabled in viewports (the monitor icon) or in an excluded collection, with nothing visible
+    # that needs it (its body mesh too), the dancer is not evaluated: every key would read as the
+    # current frame's pose.
+    scene = addon
+    obj, keys, _ = _stage(scene, tmp_path)
+    rig = [obj, *obj.children]
+    mine = obj.animation_data.action
+    before = sorted(a.name for a in bpy.data.actions)
+    for o in rig:
+        o.hide_viewport = True
+    with pytest.raises(RuntimeError, match="disabled in viewports"):
+        bpy.ops.dance.generate()
+    shelf = bpy.data.collections.new("Shelf")
+    scene.collection.children.link(shelf)
+    for o in rig:
+        o.hide_viewport = False
+        shelf.objects.link(o)
+        scene.collection.objects.unlink(o)
+    bpy.context.view_layer.layer_collection.children["Shelf"].exclude = True
+    with pytest.raises(RuntimeError, match="excluded collection"):
+        bpy.ops.dance.generate()
+    assert obj.animation_data.action == mine and sorted(a.name for a in bpy.data.actions) == before
+    bpy.context.view_layer.layer_collection.children["Shelf"].exclude = False
+    for o in rig:
+        o.hide_set(True)                                 # hidden with the eye: still evaluated, dances
+    assert bpy.ops.dance.generate() == {'FINISHED'}
+    got = scene_io.evaluate_frames(obj, [min(keys)])[0][0]
+    for j, aa in keys[min(keys)].items():
+        assert rotation_error(got[3 * j:3 * j + 3], aa) < 1e-4
