@@ -532,7 +532,28 @@ def sound_strip_audio(scene, strip) -> AudioSpan:
     # `sound_offset` (seconds) shifts the sound inside the strip (3.x+).
     skipped = (first - strip.frame_start) + getattr(strip, "animation_offset_start", 0)
     start = skipped / fps + float(getattr(strip, "sound_offset", 0.0))
-    return AudioSpan(path, start, (end - first) / fps, first, end - first)
+    # A Sound Offset (or handles dragged past the sound) can make the strip play silence before
+    # or after its audio: the dance covers the frames that play audio.
+    if start < 0:
+        lead = int(math.ceil(-start * fps - 1e-6))
+        first, start = first + lead, max(0.0, start + lead / fps)
+    length = _file_seconds(path)
+    frames = end - first
+    if length is not None and start + frames / fps > length + 1.5 / fps:
+        frames = int(math.floor((length - start) * fps + 1e-6))
+    if frames <= 0:
+        raise EngineError(f"sound strip '{strip.name}' plays none of its audio (its Sound Offset or handles are "
+                          "past the end of the sound)")
+    return AudioSpan(path, start, frames / fps, first, frames)
+
+
+def _file_seconds(path: str) -> float | None:
+    """The length of an audio file in seconds; None where it cannot be told cheaply."""
+    import soundfile
+    try:
+        return float(soundfile.info(path).duration)
+    except Exception:
+        return None
 
 
 def file_audio(scene, path: str, frame_start: int | None = None, duration: float | None = None) -> AudioSpan:
@@ -542,10 +563,8 @@ def file_audio(scene, path: str, frame_start: int | None = None, duration: float
         raise EngineError(f"audio file not found: {full or '(none chosen)'}")
     fps = scene_fps(scene)
     if duration is None:
-        import soundfile
-        try:
-            duration = soundfile.info(full).duration
-        except Exception:
+        duration = _file_seconds(full)
+        if duration is None:
             from engine.music.audio import load_audio  # formats libsndfile lacks (e.g. old mp3 builds)
             wave, sr = load_audio(full)
             duration = len(wave) / sr

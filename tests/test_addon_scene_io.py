@@ -222,6 +222,27 @@ def test_sound_strip_span_follows_trims_and_fps(scene, tmp_path):
     assert scene_io.sound_strip_audio(bpy.context.scene, strip).path == str(song)
 
 
+def test_a_sound_offset_dances_the_frames_that_play_audio(scene, tmp_path):
+    # A Sound Offset shifts the sound inside its strip: the strip then plays silence after the
+    # sound's end (offset > 0) or before its start (offset < 0). The dance covers the audio.
+    song = add_wav(tmp_path, 4.0)
+    fps = scene_io.scene_fps(scene)
+    strip = scene_io.add_sound_strip(scene, str(song), frame_start=10)
+    whole = scene_io.sound_strip_audio(scene, strip)
+    strip.sound_offset = 0.5
+    span = scene_io.sound_strip_audio(scene, strip)
+    assert span.start == pytest.approx(0.5) and span.first_frame == 10
+    assert span.start + span.duration <= 4.0 + 1e-6 and span.duration > 3.4
+    assert span.num_frames == round(span.duration * fps)
+    strip.sound_offset = -0.5
+    span = scene_io.sound_strip_audio(scene, strip)
+    assert span.first_frame == 10 + 15 and span.start == pytest.approx(0.0, abs=1e-6)
+    assert span.first_frame + span.num_frames <= whole.first_frame + whole.num_frames
+    strip.sound_offset = 10.0
+    with pytest.raises(EngineError, match="plays none of its audio"):
+        scene_io.sound_strip_audio(scene, strip)
+
+
 def test_the_strip_is_the_selected_or_the_only_unmuted_one(scene, tmp_path):
     a = scene_io.add_sound_strip(scene, str(add_wav(tmp_path, 2.0, "a.wav")), frame_start=1, channel=1)
     b = scene_io.add_sound_strip(scene, str(add_wav(tmp_path, 2.0, "b.wav")), frame_start=1, channel=2)
