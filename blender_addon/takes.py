@@ -8,7 +8,8 @@ import bpy
 from . import blender_compat as compat
 
 GENERATED_KEY = "dance_generated"       # action custom property: a take this add-on wrote
-DANCER_KEY = "dance_dancer"             # action: the armature the take was made for
+DANCER_KEY = "dance_dancer"             # action: the DANCER_ID_KEY of the armature it was made for
+DANCER_ID_KEY = "dance_dancer_id"       # object: a name-independent id (renaming keeps its takes)
 TAKE_KEY = "dance_take"                 # action: take number
 TAKE_BASE_KEY = "dance_take_base"       # action: the name the take number counts within
 ORDER_KEY = "dance_order"               # action: when it was made, counted over all takes
@@ -29,9 +30,21 @@ def is_take(action) -> bool:
 
 
 def takes(obj) -> list:
-    """The dances generated for `obj`, oldest first."""
-    return sorted((a for a in bpy.data.actions if is_take(a) and a.get(DANCER_KEY) == obj.name),
+    """The dances generated for `obj`, oldest first (takes from before dancer ids name it)."""
+    mine = {obj.get(DANCER_ID_KEY), obj.name} - {None}
+    return sorted((a for a in bpy.data.actions if is_take(a) and a.get(DANCER_KEY) in mine),
                   key=lambda a: (int(a.get(ORDER_KEY, 0)), a.name))
+
+
+def _dancer_id(obj) -> str:
+    """`obj`'s id for its takes, made on its first take. A copy of a dancer (Shift+D) carries its
+    id along; on the copy's first take of its own it gets a new one (earlier takes stay listed
+    under the original)."""
+    import uuid
+    current = obj.get(DANCER_ID_KEY)
+    if current is None or any(o != obj and o.get(DANCER_ID_KEY) == current for o in bpy.data.objects):
+        obj[DANCER_ID_KEY] = current = uuid.uuid4().hex
+    return current
 
 
 def original_action(obj):
@@ -115,7 +128,7 @@ def mark_take(obj, action, metadata: dict | None = None) -> None:
     seed, take number, ...; stored as dance_<key> custom properties)."""
     action[ORDER_KEY] = 1 + max((int(a.get(ORDER_KEY, 0)) for a in bpy.data.actions if a != action), default=0)
     action[GENERATED_KEY] = True
-    action[DANCER_KEY] = obj.name
+    action[DANCER_KEY] = _dancer_id(obj)
     action.use_fake_user = True
     for key, value in (metadata or {}).items():
         action["dance_" + key] = value

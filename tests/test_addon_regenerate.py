@@ -256,6 +256,8 @@ def test_takes_are_named_listed_switchable_and_cleaned_up(addon, tmp_path):
     assert [t.name for t in takes] == ["Dance song any s0 take 1", "Dance song any s0 take 2",
                                        "Dance song any s1 take 1"]
     assert [t["dance_seed"] for t in takes] == [0, 0, 1] and takes[-1] == obj.animation_data.action
+    obj.name = "My Dancer"                                                   # renamed: the takes are still its own
+    assert T.takes(obj) == takes
     assert bpy.ops.dance.use_take(action=takes[0].name) == {'FINISHED'}
     assert obj.animation_data.action == takes[0]
     assert np.abs(_heads(obj, [first + 3]) - shown[0]).max() < 1e-6
