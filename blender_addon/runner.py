@@ -56,7 +56,7 @@ class Request:
     bone_map: dict | None = None        # own characters (rig_io, issue 14): SMPL joint -> bone; None: SMPL dancer
     write_range: tuple | None = None    # (first, last) scene frames to rewrite in a copy of the current
     #                                     action; frames around them are context (regenerating a range)
-    notes: list = field(default_factory=list)   # the engine's notes (its warnings), for the panel's report
+    notes: list = field(default_factory=list)   # for the panel's report: the engine's notes (its warnings), the add-on's
 
 
 def generate(request: Request, progress=None) -> Motion:
@@ -141,6 +141,10 @@ def apply(request: Request, motion: Motion):
     else:
         action = scene_io.write_motion(obj, motion, request.frame_start, request.action_name, fps=request.fps,
                                        metadata=request.metadata, kept=request.kept, only=request.write_range)
+    from .takes import play_in_full
+    note = play_in_full(obj)
+    if note is not None:
+        request.notes.append(note)
     scene = bpy.data.scenes.get(request.scene_name) or bpy.context.scene
     first, last = request.write_range or (request.frame_start, request.frame_start + motion.num_frames - 1)
     extend_frame_range(scene, int(first), int(math.ceil(last)))

@@ -110,6 +110,19 @@ def keep_previous(obj) -> None:
         old.use_fake_user = True
 
 
+def play_in_full(obj) -> str | None:
+    """Set `obj`'s action to blend 'Replace' at full influence, so that the viewport shows the
+    take as written (with 'Add', or an influence below 1, over NLA tracks, it showed something
+    else); returns the note that says so, None when it already was."""
+    ad = obj.animation_data
+    if ad is None or (ad.action_blend_type == 'REPLACE' and ad.action_influence >= 1.0 - 1e-6):
+        return None
+    blend, influence = ad.action_blend_type, ad.action_influence
+    ad.action_blend_type, ad.action_influence = 'REPLACE', 1.0
+    return (f"the dancer's action blended '{blend.replace('_', ' ').title()}' at influence {influence:.2g}; "
+            "the take now plays as 'Replace' at full influence (Ctrl+Z to undo)")
+
+
 def use_copy_of(obj, old, old_slot, name: str):
     """Assign a copy of `old` named `name` to `obj`, on the copy's slot that matches `old_slot`
     (4.4+ slotted actions), and return it: a new take that starts as the current animation, so

@@ -414,3 +414,16 @@ def test_the_take_keeps_what_the_dance_does_not_write(addon, tmp_path):
     assert rotation_error(_pose(obj, outside)[j:j + 3], np.array([0.9, 0.0, 0.0])) < 1e-4
     scene.frame_set(middle)
     assert abs(obj.matrix_world.translation.x - x_before) < 1e-6
+
+
+def test_a_take_plays_in_full_over_an_add_blend_and_says_so(addon, tmp_path):
+    scene = addon
+    obj, first, last = _song_stage(scene, tmp_path, seconds=1.5)
+    _key(obj, first, {"left_elbow": np.array([0.3, 0.2, 0.1])})
+    obj.animation_data.action_blend_type, obj.animation_data.action_influence = 'ADD', 0.5
+    assert bpy.ops.dance.generate() == {'FINISHED'}
+    ad = obj.animation_data
+    assert (ad.action_blend_type, ad.action_influence) == ('REPLACE', 1.0)
+    assert "blended 'Add' at influence 0.5" in scene.dance.status
+    assert bpy.ops.dance.generate() == {'FINISHED'}                      # said once, when it changed
+    assert "blended" not in scene.dance.status
