@@ -213,3 +213,18 @@ def test_root_keys_leave_the_stage_bound_on():
                       contacts30=np.zeros((T, 4)))
     assert np.abs(m.trans[0] - walk[0]).max() < 1e-9
     assert np.linalg.norm(m.trans[:, [0, 2]] - walk[0, [0, 2]], axis=1).max() <= IN_PLACE_SWAY + 1e-6
+
+
+def test_a_full_pose_key_lowered_moves_the_whole_body_with_the_root():
+    # Legs posed by the animator at the root key (a full-pose key): the legs are theirs, so near
+    # the key the whole body moves with the root rather than crouching on the old feet.
+    from engine.finishing.feet import ankle_positions
+    T, k = 240, 120
+    poses, trans = _dance(T, amplitude=0.2)
+    c = Constraints.empty(T, FPS)
+    c.set_pose(k, poses[k], root=trans[k] + [0.0, -0.10, 0.0])
+    out, out_trans = apply_constraints(poses, trans, c, FPS)
+    near = np.arange(k - 5, k + 6)
+    drop = ankle_positions(out, out_trans)[near, :, 1] - ankle_positions(poses, trans)[near, :, 1]
+    assert np.abs(drop - (out_trans[near, 1] - trans[near, 1])[:, None]).max() < 2e-3
+    assert drop.max() < -0.09

@@ -114,7 +114,7 @@ def apply_constraints(poses: np.ndarray, trans: np.ndarray, constraints: Constra
         trans[:, [0, 2]] += offset_curve(k, offsets[:, [0, 2]], T, None)
         rise = offset_curve(*_height_knots(k, offsets[:, 1:], fade), T, fade)[:, 0]
         if np.abs(rise).max() > 1e-9:
-            out = _raised_on_planted_feet(out, trans, rise, constraints, fps)
+            out = _raised_on_planted_feet(out, trans, rise, k, constraints, fps)
             trans[:, 1] += rise
         trans[k] = constraints.trans[k]
     mask = np.zeros(out.shape, bool)
@@ -137,26 +137,30 @@ def _height_knots(k: np.ndarray, rise: np.ndarray, fade: float) -> tuple[np.ndar
     return np.asarray(frames, np.float64), np.asarray(values)
 
 
-def _raised_on_planted_feet(poses: np.ndarray, trans: np.ndarray, rise: np.ndarray, constraints: Constraints,
-                            fps: float) -> np.ndarray:
+def _raised_on_planted_feet(poses: np.ndarray, trans: np.ndarray, rise: np.ndarray, root_keys: np.ndarray,
+                            constraints: Constraints, fps: float) -> np.ndarray:
     """Poses whose legs bend (or stretch) so that the ankles stay where they were while the root
     rises by `rise` (T,): a lowered root key is a crouch on the same feet, not feet in the floor.
-    A leg's own keys win: its IK fades out over LEG_KEY_FADE_SECONDS towards frames where its
-    hip, knee or ankle is keyed."""
+    A leg the animator posed at the root keys around a frame (a full-pose key) is theirs: there
+    the whole body moves with the root, as before. Elsewhere the IK fades out over
+    LEG_KEY_FADE_SECONDS towards the leg's own keys."""
+    from scipy.ndimage import distance_transform_edt
     T, n = len(poses), constraints.num_frames
     targets = ankle_positions(poses, trans)
     raised = trans.copy()
     raised[:, 1] += rise
     weight = np.zeros((T, 2))
-    near = max(1.0, LEG_KEY_FADE_SECONDS * fps)
+    frames = np.arange(T)
+    before = np.searchsorted(root_keys, frames, side="right") - 1       # the root key at or before
+    after = np.minimum(np.searchsorted(root_keys, frames, side="left"), len(root_keys) - 1)
     for col, leg in enumerate(LEGS.values()):
         leg_keyed = np.zeros(T, bool)
         leg_keyed[:n] = constraints.joint_mask[:, list(leg[:3])].any(axis=1)
-        if leg_keyed.all():
-            continue
-        distance = (np.abs(np.arange(T)[:, None] - np.flatnonzero(leg_keyed)[None]).min(axis=1)
-                    if leg_keyed.any() else np.full(T, np.inf))
-        weight[:, col] = np.clip(distance / near, 0.0, 1.0) * (np.abs(rise) > 1e-9)
+        posed = leg_keyed[root_keys[after]] & (root_keys[after] >= frames)
+        posed |= (before >= 0) & leg_keyed[root_keys[np.maximum(before, 0)]]
+        distance = distance_transform_edt(~leg_keyed) if leg_keyed.any() else np.full(T, np.inf)
+        weight[:, col] = (~posed) * np.clip(distance / max(1.0, LEG_KEY_FADE_SECONDS * fps), 0.0, 1.0)
+    weight *= (np.abs(rise) > 1e-9)[:, None]
     return reach_ankles(poses, raised, targets, weight)
 
 
