@@ -174,3 +174,17 @@ def test_a_note_is_a_line_of_its_own_under_the_progress_bar(click_song, tiny_wei
     lines = r.stderr.replace("\r", "\n").splitlines()
     notes = [line for line in lines if "note:" in line]
     assert notes == ["note: no few-step student beside tiny.safetensors: quality 'fast' uses the many-step model"]
+
+
+def test_a_constraints_file_that_is_not_one_gets_one_clear_line(tmp_path, click_song):
+    bad = tmp_path / "keys.npz"
+    bad.write_bytes(click_song.read_bytes())                  # a WAV under an .npz name
+    single = tmp_path / "one.npy"
+    np.save(single, np.zeros(3))
+    thin = tmp_path / "thin.npz"
+    np.savez(thin, poses=np.zeros((2, 72)))
+    for path, message in ((tmp_path / "none.npz", "constraints file not found"), (bad, "not an .npz archive"),
+                          (single, "not an .npz archive"), (thin, "lacks trans, joint_mask, trans_mask")):
+        r = _cli("generate", click_song, "-o", tmp_path / "d.npz", "--constraints", path)
+        assert r.returncode == 2 and message in r.stderr and "pickle" not in r.stderr, r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1

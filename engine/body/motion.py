@@ -127,7 +127,13 @@ class Constraints:
         except FileNotFoundError:
             raise EngineError(f"constraints file not found: {path}") from None
         except Exception as e:
-            raise EngineError(f"cannot read constraints file {path}: {e}") from None
+            # np.load takes anything that is not an .npy or .npz for a pickle, and says so.
+            why = "not an .npz archive" if "pickle" in str(e) else str(e)
+            raise EngineError(f"cannot read constraints file {path}: {why} "
+                              "(it holds poses, trans, joint_mask and trans_mask arrays)") from None
+        if not isinstance(f, np.lib.npyio.NpzFile):
+            raise EngineError(f"cannot read constraints file {path}: a single .npy array, not an .npz archive "
+                              "(it holds poses, trans, joint_mask and trans_mask arrays)")
         with f:
             missing = [k for k in ("poses", "trans", "joint_mask", "trans_mask") if k not in f]
             if missing:
