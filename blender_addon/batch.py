@@ -66,6 +66,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--out-blend", help="save the scene here")
     p.add_argument("--out-bvh", help="also write the dance as BVH (Z up)")
     p.add_argument("--out-npz", help="also write the dance as an engine Motion .npz")
+    p.add_argument("--force", action="store_true",
+                   help="overwrite existing output files (saving back to the --blend file needs no --force)")
     return p.parse_args(argv)
 
 
@@ -258,7 +260,11 @@ def check_outputs(args: argparse.Namespace) -> None:
     beside each one, so a bad path fails in a second rather than after the dance is generated."""
     import tempfile
     from engine.errors import EngineError
-    for flag, path in (("--out-blend", args.out_blend), ("--out-bvh", args.out_bvh), ("--out-npz", args.out_npz)):
+    outputs = (("--out-blend", args.out_blend), ("--out-bvh", args.out_bvh), ("--out-npz", args.out_npz))
+    if not any(path for _, path in outputs):
+        raise EngineError("nothing would be saved: give --out-blend, --out-bvh or --out-npz")
+    opened = os.path.abspath(args.blend) if args.blend else None
+    for flag, path in outputs:
         if not path:
             continue
         full = os.path.abspath(path)
@@ -267,6 +273,8 @@ def check_outputs(args: argparse.Namespace) -> None:
             raise EngineError(f"{flag} {path} is a folder, not a file")
         if not os.path.isdir(folder):
             raise EngineError(f"{flag} {path}: the folder {folder} does not exist")
+        if os.path.exists(full) and not args.force and not (flag == "--out-blend" and full == opened):
+            raise EngineError(f"{flag} {path} exists: pass --force to overwrite it")
         if os.path.exists(full) and not os.access(full, os.W_OK):
             raise EngineError(f"{flag} {path} cannot be written (read-only)")
         try:

@@ -64,7 +64,8 @@ def test_batch_end_to_end_keeps_the_files_keys(tmp_path, tiny_weights):
     assert np.linalg.norm(pelvis[:, None] - pelvis[None], axis=2).max() <= 2 * IN_PLACE_SWAY + 0.01
 
     # A mistake: one line on stderr, exit status 1.
-    bad = subprocess.run([sys.executable, str(BATCH), "--", "--audio", str(tmp_path / "nope.mp3")],
+    bad = subprocess.run([sys.executable, str(BATCH), "--", "--audio", str(tmp_path / "nope.mp3"),
+                          "--out-npz", str(tmp_path / "nope.npz")],
                          capture_output=True, text=True, env=_isolated_env(tmp_path), timeout=120, cwd=tmp_path)
     assert bad.returncode == 1
     assert bad.stderr.strip().count("\n") == 0 and bad.stderr.startswith("error: audio file not found")

@@ -128,6 +128,14 @@ def test_batch_refuses_zero_steps_and_unknown_parts_before_opening_anything(tmp_
     assert r.returncode == 1 and "stage radius" in r.stderr
     r = _batch(tmp_path, "--blend", missing, "--seed", str(2**31), "--weights", tiny_weights)
     assert r.returncode == 1 and "seed must be a whole number from 0 to 2147483647" in r.stderr
+    # Nothing to save would throw the dance away; an existing output needs --force.
+    r = _batch(tmp_path, "--blend", missing, "--weights", tiny_weights)
+    assert r.returncode == 1 and r.stderr.strip().splitlines() == [
+        "error: nothing would be saved: give --out-blend, --out-bvh or --out-npz"]
+    taken = tmp_path / "taken.npz"
+    taken.write_bytes(b"the animator's file")
+    r = _batch(tmp_path, "--blend", missing, "--weights", tiny_weights, "--out-npz", taken)
+    assert r.returncode == 1 and "exists: pass --force" in r.stderr and taken.read_bytes() == b"the animator's file"
 
 
 def test_batch_keep_accepts_the_engines_part_names(tmp_path, tiny_weights):
