@@ -80,6 +80,9 @@ def ensure_channels(obj, action):
     slot = object_slot(obj, action)
     if slot is None:
         slot = action.slots.new(id_type='OBJECT', name=obj.name)
+    ad = obj.animation_data
+    if ad is not None and ad.action == action and getattr(ad, "action_slot", None) != slot:
+        ad.action_slot = slot   # a slot the object does not play animates nothing (an empty action had none)
     layer = action.layers[0] if len(action.layers) else action.layers.new("Dance")
     strip = layer.strips[0] if len(layer.strips) else layer.strips.new(type='KEYFRAME')
     bag = strip.channelbag(slot, ensure=True)

@@ -427,3 +427,15 @@ def test_a_take_plays_in_full_over_an_add_blend_and_says_so(addon, tmp_path):
     assert "blended 'Add' at influence 0.5" in scene.dance.status
     assert bpy.ops.dance.generate() == {'FINISHED'}                      # said once, when it changed
     assert "blended" not in scene.dance.status
+
+
+def test_a_dancer_with_an_empty_action_dances(addon, tmp_path):
+    # An action made in a script (bpy.data.actions.new) has no keys and, on 4.4+, no slot: the
+    # take copied from it must still animate the dancer.
+    scene = addon
+    obj, first, last = _song_stage(scene, tmp_path, seconds=1.5)
+    obj.animation_data_create()
+    obj.animation_data.action = bpy.data.actions.new("Empty")
+    assert bpy.ops.dance.generate() == {'FINISHED'}
+    heads = _heads(obj, [first, (first + last) // 2, last])
+    assert np.abs(np.diff(heads, axis=0)).max() > 1e-3                     # it moves
