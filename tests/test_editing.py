@@ -228,3 +228,19 @@ def test_a_full_pose_key_lowered_moves_the_whole_body_with_the_root():
     drop = ankle_positions(out, out_trans)[near, :, 1] - ankle_positions(poses, trans)[near, :, 1]
     assert np.abs(drop - (out_trans[near, 1] - trans[near, 1])[:, None]).max() < 2e-3
     assert drop.max() < -0.09
+
+
+def test_a_root_raised_out_of_the_legs_reach_lifts_the_feet_no_more_than_itself():
+    # Straightened as far as they go, the legs keep the feet as low as they can: never higher
+    # than moving with the root would put them (a pass of the IK out of reach can overshoot).
+    from engine.finishing.feet import ankle_positions
+    T = 240
+    poses, trans = _dance(T, amplitude=0.3, seed=3)
+    for k, up in ((60, 0.03), (120, 0.08), (180, 0.15)):
+        c = Constraints.empty(T, FPS)
+        c.trans[k], c.trans_mask[k] = trans[k] + [0.0, up, 0.0], True
+        out, out_trans = apply_constraints(poses, trans, c, FPS)
+        lift = ankle_positions(out, out_trans)[:, :, 1] - ankle_positions(poses, trans)[:, :, 1]
+        rise = (out_trans[:, 1] - trans[:, 1])[:, None]
+        assert (lift <= rise + 1e-6).all() and (lift >= -1e-6).all()
+        assert lift[k].min() < up - 1e-3                 # a leg still reaches down some way

@@ -347,10 +347,11 @@ def ankle_positions(poses: np.ndarray, trans: np.ndarray) -> np.ndarray:
 
 def reach_ankles(poses: np.ndarray, trans: np.ndarray, targets: np.ndarray, weight: np.ndarray) -> np.ndarray:
     """Poses with each leg's ankle moved towards `targets` (T, 2, 3), by `weight` (T, 2) in [0, 1]
-    (two-bone IK of hip and knee; the foot keeps its world orientation). A leg stretched straight
-    gets as close as it reaches. Each pass of the IK is exact only where the knee bends in the
-    plane of thigh and shin; a nearly straight leg bends about the knee's hinge instead, so a few
-    passes close the rest."""
+    (two-bone IK of hip and knee; the foot keeps its world orientation). Each pass of the IK is
+    exact only where the knee bends in the plane of thigh and shin; a nearly straight leg bends
+    about the knee's hinge instead, so a few passes close the rest. Out of reach, a pass can end
+    further off than it started: each leg keeps, frame by frame, the pass (or the untouched pose)
+    that brought its ankle closest."""
     local, pos = _positions(poses, trans)
     wanted = {}
     for col, leg in enumerate(LEGS.values()):
@@ -359,12 +360,21 @@ def reach_ankles(poses: np.ndarray, trans: np.ndarray, targets: np.ndarray, weig
             w = torch.from_numpy(weight[frames, col])[:, None]
             wanted[leg] = (torch.from_numpy(frames),
                            w * torch.from_numpy(targets[frames, col]) + (1 - w) * pos[frames, leg[2]])
+    best = local.clone()
+    best_error = {leg: (pos[frames, leg[2]] - target).norm(dim=-1) for leg, (frames, target) in wanted.items()}
     for _ in range(_REACH_PASSES if wanted else 0):
         glob = _global_rotations(local)
         pos = forward_kinematics(local, torch.from_numpy(trans))
         for leg, (frames, target) in wanted.items():
             _two_bone_ik(local, glob, pos, leg, target, frames)
-    return R.matrix_to_axis_angle(local).reshape(len(poses), -1).numpy()
+        pos = forward_kinematics(local, torch.from_numpy(trans))
+        for leg, (frames, target) in wanted.items():
+            error = (pos[frames, leg[2]] - target).norm(dim=-1)
+            better = error < best_error[leg]
+            rows, joints = frames[better], list(leg[:3])
+            best[rows[:, None], joints] = local[rows[:, None], joints]
+            best_error[leg] = torch.minimum(error, best_error[leg])
+    return R.matrix_to_axis_angle(best).reshape(len(poses), -1).numpy()
 
 
 def clean_feet(poses: np.ndarray, trans: np.ndarray, fps: float,
