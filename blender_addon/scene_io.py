@@ -27,6 +27,7 @@ from . import _engine_path  # noqa: F401  (puts `engine` on sys.path)
 from . import blender_compat as compat
 from . import keys, takes
 from engine.errors import EngineError
+from engine.music.audio import audio_seconds
 from engine.body.motion import Constraints, Motion
 from engine.body.skeleton import (JOINT_INDEX, JOINT_NAMES, NUM_JOINTS, PARENTS,
                              REST_POSITIONS, joint_indices)
@@ -537,7 +538,7 @@ def sound_strip_audio(scene, strip) -> AudioSpan:
     if start < 0:
         lead = int(math.ceil(-start * fps - 1e-6))
         first, start = first + lead, max(0.0, start + lead / fps)
-    length = _file_seconds(path)
+    length = audio_seconds(path)
     frames = end - first
     if length is not None and start + frames / fps > length + 1.5 / fps:
         frames = int(math.floor((length - start) * fps + 1e-6))
@@ -547,15 +548,6 @@ def sound_strip_audio(scene, strip) -> AudioSpan:
     return AudioSpan(path, start, frames / fps, first, frames)
 
 
-def _file_seconds(path: str) -> float | None:
-    """The length of an audio file in seconds; None where it cannot be told cheaply."""
-    import soundfile
-    try:
-        return float(soundfile.info(path).duration)
-    except Exception:
-        return None
-
-
 def file_audio(scene, path: str, frame_start: int | None = None, duration: float | None = None) -> AudioSpan:
     """An audio file played from its beginning at `frame_start` (default: the scene start)."""
     full = os.path.normpath(bpy.path.abspath(path)) if path else ""
@@ -563,7 +555,7 @@ def file_audio(scene, path: str, frame_start: int | None = None, duration: float
         raise EngineError(f"audio file not found: {full or '(none chosen)'}")
     fps = scene_fps(scene)
     if duration is None:
-        duration = _file_seconds(full)
+        duration = audio_seconds(full)
         if duration is None:
             from engine.music.audio import load_audio  # formats libsndfile lacks (e.g. old mp3 builds)
             wave, sr = load_audio(full)

@@ -218,7 +218,8 @@ def draw(audio, *, sample_rate: int | None = None, style: str = "any", seed: int
     # Only the file's header is read to choose: the networks of the one chosen are loaded.
     given = Path(weights or checkpoint.DEFAULT_WEIGHTS)
     meta = checkpoint.read_metadata(given)
-    song_seconds = A.audio_seconds(audio) if isinstance(audio, (str, Path)) else None
+    song_seconds = (A.audio_seconds(audio) if isinstance(audio, (str, Path))
+                    else A.waveform_seconds(audio, sample_rate))
     check_options(style=style, styles=json.loads(meta["styles"]), steps=steps, seed=seed, fps=fps, start=start,
                   duration=duration, guidance=guidance, autoguidance=autoguidance, stage_radius=stage_radius,
                   song_seconds=song_seconds, guidance_lowpass=guidance_lowpass, sampling_eta=sampling_eta)

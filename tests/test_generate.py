@@ -241,3 +241,12 @@ def test_a_silent_song_gets_a_note_and_a_song_with_beats_none(tmp_path, click_so
         notes = [str(w.message) for w in caught if issubclass(w.category, EngineNote)]
         assert len([n for n in notes if n.startswith("no beat was found")]) == expected, notes
         assert np.isfinite(motion.poses).all()
+
+
+def test_a_waveform_is_checked_like_a_file(tiny_weights):
+    # The same validation for both: a duration past the end of an array is refused, not cut short.
+    sr = 22050
+    wave = np.zeros((sr * 3, 2), np.float32)                  # 3 s of stereo, (samples, channels)
+    with pytest.raises(EngineError, match="runs past the end of the song"):
+        generate(wave, sample_rate=sr, weights=tiny_weights, steps=1, duration=5.0)
+    assert generate(wave.T, sample_rate=sr, weights=tiny_weights, steps=1, duration=2.0).num_frames == 60

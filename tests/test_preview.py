@@ -87,3 +87,11 @@ def test_cancel_leaves_nothing(tmp_path):
     with pytest.raises(Cancelled):
         render_preview(_dance(), tmp_path / "p.mp4", progress=lambda fraction, message: fraction < 0.5)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_video_gets_a_new_files_permissions(tmp_path):
+    import os
+    mask = os.umask(0o022)
+    os.umask(mask)
+    out = render_preview(_dance(seconds=0.5), tmp_path / "p.mp4")
+    assert (out.stat().st_mode & 0o777) == 0o666 & ~mask

@@ -149,6 +149,15 @@ def audio_seconds(path) -> float | None:
     return info.frames / info.samplerate
 
 
+def waveform_seconds(x, sample_rate) -> float | None:
+    """The length of a numpy waveform in seconds (samples along its longer axis, as load_audio
+    reads it); None when it is not one load_audio would take."""
+    shape = np.shape(x)
+    if not shape or len(shape) > 2 or not sample_rate or not math.isfinite(sample_rate) or sample_rate <= 0:
+        return None
+    return max(shape) / float(sample_rate)
+
+
 def _from_file(path: Path, start: float, duration) -> np.ndarray:
     with _native_stderr_silenced():
         return _from_file_loud(path, start, duration)

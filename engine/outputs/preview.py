@@ -12,6 +12,7 @@ import math
 import os
 import subprocess
 import tempfile
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -144,8 +145,9 @@ def render_preview(motion: Motion, path, audio_path=None, audio_start: float = 0
                 "-map", "0:v:0", "-map", "1:a:0", "-c:a", "aac", "-b:a", "160k"]
     cmd += ["-c:v", "libx264", "-preset", "veryfast", "-crf", "20", "-pix_fmt", "yuv420p",
             "-movflags", "+faststart", "-t", f"{duration:.6f}", "-f", "mp4"]
-    fd, tmp = tempfile.mkstemp(suffix=".mp4", prefix=".preview-", dir=path.parent)
-    os.close(fd)
+    # A unique name that ffmpeg creates itself, so the video gets the permissions any new file
+    # gets (mkstemp's would be private, 0600, unlike the .bvh and .npz beside it).
+    tmp = str(path.parent / f".preview-{os.getpid()}-{uuid.uuid4().hex[:12]}.mp4")
     log = tempfile.TemporaryFile()
     proc = subprocess.Popen(cmd + [tmp], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=log)
     try:
