@@ -15,6 +15,7 @@ rig_io (the user's own characters) both write through write_bone_rotations.
 """
 from __future__ import annotations
 
+import math
 import re
 
 import bpy
@@ -214,6 +215,35 @@ def _fill_fcurve(fc, frames: np.ndarray, values: np.ndarray, types: np.ndarray |
     fc.update()
 
 
+def _held_outside(obj, fcurves, bone: str, prop: str, count: int, frames: np.ndarray):
+    """(whole frames (H,), values (H, count)) that keep what `bone`'s `prop` channels play outside
+    [frames[0], frames[-1]] once keys are written on `frames` (see write_bone_rotations)."""
+    channels = [fcurves.find(_bone_path(bone, prop), index=i) for i in range(count)]
+    keyed = [np.array([k.co[0] for k in fc.keyframe_points]) for fc in channels
+             if fc is not None and len(fc.keyframe_points)]
+    lo, hi = frames[0] - 1e-3, frames[-1] + 1e-3
+    before = max((x[x < lo].max() for x in keyed if (x < lo).any()), default=None)
+    after = min((x[x > hi].min() for x in keyed if (x > hi).any()), default=None)
+    first, last = math.ceil(lo) - 1, math.floor(hi) + 1           # the whole frames just outside
+    held = list(range(int(math.floor(before)) + 1 if before is not None else first, first + 1))
+    held += list(range(last, int(math.ceil(after)) if after is not None else last + 1))
+    held = np.array([f for f in held if (before is None or f > before + 1e-3) and (after is None or f < after - 1e-3)],
+                    np.float64)
+    # The keys on either side keep their handles: automatic ones would be recomputed from the new
+    # neighbours, bending the curve between those keys and the ones before or after them.
+    for fc in channels:
+        for k in (fc.keyframe_points if fc is not None else ()):
+            if (before is not None and abs(k.co[0] - before) < 1e-3) or (after is not None and abs(k.co[0] - after) < 1e-3):
+                left, right = tuple(k.handle_left), tuple(k.handle_right)
+                k.handle_left_type = k.handle_right_type = 'FREE'
+                k.handle_left, k.handle_right = left, right
+    pb = obj.pose.bones[bone]
+    current = np.asarray(getattr(pb, prop), np.float64)
+    values = np.array([[fc.evaluate(f) if fc is not None and len(fc.keyframe_points) else current[i]
+                        for i, fc in enumerate(channels)] for f in held]).reshape(len(held), count)
+    return held, values
+
+
 def drop_generated_keys(obj, action, bone_names) -> None:
     """Remove the add-on's own keys (generated, and not changed by the animator) from the rotation
     and location channels of `bone_names` in `action`: a new take that starts as a copy of the
@@ -282,7 +312,7 @@ def _stamp(action, name: str, frames: np.ndarray, sums: np.ndarray) -> None:
 
 
 def write_bone_rotations(obj, action, bone_names, frames, quats, locations=None, key_type: str = 'GENERATED',
-                         kept=None, kept_locations=None) -> None:
+                         kept=None, kept_locations=None, hold_outside: bool = False) -> None:
     """Key the rotations (and optional locations) of `obj`'s bones `bone_names` on `frames` in
     `action`, each bone in its OWN rotation mode (never changed): quaternion, any Euler order or
     axis-angle, continuous from frame to frame and from the key just before `frames[0]`.
@@ -292,7 +322,12 @@ def write_bone_rotations(obj, action, bone_names, frames, quats, locations=None,
     ('GENERATED': the add-on's own, regenerated next time), except where `kept` (T,B) bool or
     `kept_locations` {bone: (T,) bool} is True: the animator's keys carried over, type 'KEYFRAME'.
     Existing keys of these channels within [frames[0], frames[-1]] are replaced; keys outside
-    stay untouched, so a frame range can be rewritten inside an existing action."""
+    stay untouched, so a frame range can be rewritten inside an existing action. With
+    `hold_outside`, what the channels played outside the span stays as it was too: between the
+    span and the nearest key on each side, the old curve is keyed on whole frames (generated
+    keys), since new keys at the span's edges would otherwise bend the interpolation there; a
+    channel with no keys yet holds its current value on the frame before and after. The keys on
+    either side keep their handles where they are (set free), so their curves do not bend."""
     frames = np.asarray(frames, np.float64)
     quats = np.asarray(quats, np.float64)
     T = len(frames)
@@ -308,9 +343,16 @@ def write_bone_rotations(obj, action, bone_names, frames, quats, locations=None,
 
     def write(bone, prop, values, mask):
         values = np.asarray(values, np.float32)
+        at, types = frames, types_for(mask)
+        if hold_outside:
+            held_at, held = _held_outside(obj, fcurves, bone, prop, values.shape[1], frames)
+            order = np.argsort(np.concatenate([held_at, frames]), kind="stable")
+            at = np.concatenate([held_at, frames])[order]
+            values = np.concatenate([held.astype(np.float32), values])[order]
+            types = np.concatenate([np.full(len(held_at), generated, np.int32), types])[order]
         for i in range(values.shape[1]):
-            _fill_fcurve(_fcurve(fcurves, groups, bone, prop, i), frames, values[:, i], types_for(mask))
-        _stamp(action, _stamp_name(bone, prop), frames, values.astype(np.float64).sum(axis=1))
+            _fill_fcurve(_fcurve(fcurves, groups, bone, prop, i), at, values[:, i], types)
+        _stamp(action, _stamp_name(bone, prop), at, values.astype(np.float64).sum(axis=1))
 
     for b, name in enumerate(bone_names):
         pb = obj.pose.bones[name]

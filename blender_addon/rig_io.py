@@ -413,13 +413,14 @@ def write_character_dance(obj, motion: Motion, frame_start: float, action_name: 
     root_name = rig.names[root]
     key_io.write_bone_rotations(obj, action, names, frames[rows], quats[rows][:, driven],
                                 locations={root_name: loc[rows]}, kept=keyed[rows][:, driven],
-                                kept_locations={root_name: root_keyed[rows]})
+                                kept_locations={root_name: root_keyed[rows]}, hold_outside=only is not None)
     movers = _animated_influencers(obj, action, set(names))
     if movers and len(rows):   # at rest while the dance plays, or they would bend it
         rest_q = np.zeros((len(rows), len(movers), 4))
         rest_q[..., 0] = 1.0
         key_io.write_bone_rotations(obj, action, movers, frames[rows], rest_q,
-                                    locations={m: np.zeros((len(rows), 3)) for m in movers})
+                                    locations={m: np.zeros((len(rows), 3)) for m in movers},
+                                    hold_outside=only is not None)
     _key_rigify_switches(obj, action, frames[rows])
     obj.update_tag()
     return action

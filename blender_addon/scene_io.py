@@ -450,7 +450,8 @@ def write_motion(obj, motion: Motion, frame_start: float, action_name: str, fps:
     loc = np.asarray(motion.trans, np.float64)[rows] - REST_PELVIS_SMPL  # pelvis bone space = SMPL axes
     joint_kept, root_kept = (None, None) if kept is None else (np.asarray(kept[0])[rows], np.asarray(kept[1])[rows])
     keys.write_bone_rotations(obj, action, JOINT_NAMES, frames[rows], quats, locations={"pelvis": loc},
-                              kept=joint_kept, kept_locations=None if root_kept is None else {"pelvis": root_kept})
+                              kept=joint_kept, kept_locations=None if root_kept is None else {"pelvis": root_kept},
+                              hold_outside=only is not None)
     obj.update_tag()
     return action
 

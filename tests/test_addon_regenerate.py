@@ -242,6 +242,26 @@ def test_regenerating_a_range_keeps_the_rest_and_joins_smoothly(addon, tmp_path)
         assert speed[join] <= 2.0 * around.max() + 1e-3
 
 
+def test_regenerating_a_range_of_sparse_keys_leaves_the_rest_playing_as_before(addon, tmp_path):
+    # The animator's blocking (a pose every 30 frames, Bezier in between) with a range regenerated
+    # between two of its keys: the frames outside still play exactly as before.
+    scene = addon
+    obj, first, last = _song_stage(scene, tmp_path, seconds=4.0)
+    rng = np.random.default_rng(5)
+    for f in range(first, last + 1, 30):
+        _key(obj, f, {n: rng.normal(0, 0.3, 3) for n in JOINT_NAMES})
+    frames = list(range(first, last + 1))
+    before = _heads(obj, frames)
+    a, b = first + 40, first + 50
+    scene.dance.use_strip_range = False
+    scene.dance.frame_start, scene.dance.frame_end = a, b
+    assert bpy.ops.dance.generate() == {'FINISHED'}
+    after = _heads(obj, frames)
+    outside = [i for i, f in enumerate(frames) if not a <= f <= b]
+    assert np.abs(after[outside] - before[outside]).max() < 1e-4
+    assert np.abs(after[[frames.index(a + 5)]] - before[[frames.index(a + 5)]]).max() > 1e-3
+
+
 def test_takes_are_named_listed_switchable_and_cleaned_up(addon, tmp_path):
     scene = addon
     obj, first, last = _song_stage(scene, tmp_path, seconds=1.5)
