@@ -10,6 +10,7 @@ from . import blender_compat as compat
 GENERATED_KEY = "dance_generated"       # action custom property: a take this add-on wrote
 DANCER_KEY = "dance_dancer"             # action: the DANCER_ID_KEY of the armature it was made for
 DANCER_ID_KEY = "dance_dancer_id"       # object: a name-independent id (renaming keeps its takes)
+DANCER_NAME_KEY = "dance_dancer_name"   # action: the dancer's name when the take was made
 TAKE_KEY = "dance_take"                 # action: take number
 TAKE_BASE_KEY = "dance_take_base"       # action: the name the take number counts within
 ORDER_KEY = "dance_order"               # action: when it was made, counted over all takes
@@ -30,21 +31,47 @@ def is_take(action) -> bool:
 
 
 def takes(obj) -> list:
-    """The dances generated for `obj`, oldest first (takes from before dancer ids name it)."""
-    mine = {obj.get(DANCER_ID_KEY), obj.name} - {None}
-    return sorted((a for a in bpy.data.actions if is_take(a) and a.get(DANCER_KEY) in mine),
+    """The dances generated for `obj`, oldest first (takes from before dancer ids name it). A copy
+    of a dancer (Shift+D) carries its id until its first take of its own; meanwhile the id's takes
+    are the dancer's whose name they were made under, not the copy's."""
+    own = obj.get(DANCER_ID_KEY)
+    sharers = [o for o in bpy.data.objects if o != obj and own is not None and o.get(DANCER_ID_KEY) == own]
+
+    def plays(o, a) -> bool:
+        return o.animation_data is not None and o.animation_data.action == a
+
+    def mine(a) -> bool:
+        if a.get(DANCER_KEY) != own:
+            return a.get(DANCER_KEY) == obj.name
+        if not sharers or plays(obj, a):
+            return True
+        return a.get(DANCER_NAME_KEY, obj.name) == obj.name and not any(plays(o, a) for o in sharers)
+    return sorted((a for a in bpy.data.actions if is_take(a) and mine(a)),
                   key=lambda a: (int(a.get(ORDER_KEY, 0)), a.name))
 
 
-def _dancer_id(obj) -> str:
-    """`obj`'s id for its takes, made on its first take. A copy of a dancer (Shift+D) carries its
-    id along; on the copy's first take of its own it gets a new one (earlier takes stay listed
-    under the original)."""
+def _id_is_shared(obj, dancer_id: str) -> bool:
+    return any(o != obj and o.get(DANCER_ID_KEY) == dancer_id for o in bpy.data.objects)
+
+
+def claim_id(obj) -> str:
+    """`obj`'s id for its takes, made on its first take. A copy of a dancer carries the original's
+    id along: the first of the two to generate that is not the one the takes were made under
+    gets a new id, and the take it plays (the copy's own duplicate) comes with it."""
     import uuid
     current = obj.get(DANCER_ID_KEY)
-    if current is None or any(o != obj and o.get(DANCER_ID_KEY) == current for o in bpy.data.objects):
-        obj[DANCER_ID_KEY] = current = uuid.uuid4().hex
-    return current
+    if current is not None and (not _id_is_shared(obj, current) or any(
+            is_take(a) and a.get(DANCER_KEY) == current and a.get(DANCER_NAME_KEY) == obj.name for a in bpy.data.actions)):
+        return current
+    new = uuid.uuid4().hex
+    obj[DANCER_ID_KEY] = new
+    ad = obj.animation_data
+    playing = ad.action if ad is not None else None
+    if current is not None and is_take(playing) and playing.get(DANCER_KEY) == current and \
+            not any(o != obj and o.animation_data is not None and o.animation_data.action == playing
+                    for o in bpy.data.objects):
+        playing[DANCER_KEY], playing[DANCER_NAME_KEY] = new, obj.name
+    return new
 
 
 def original_action(obj):
@@ -102,6 +129,7 @@ def keep_original(obj, action, slot) -> None:
 def keep_previous(obj) -> None:
     """Before a new take replaces `obj`'s current action: keep that action (the animator's own:
     for good; a take: with a fake user until cleaned up)."""
+    claim_id(obj)          # a copy's own take is re-tagged before a new one replaces it
     ad = obj.animation_data
     old = ad.action if ad is not None else None
     if old is not None and not is_take(old) and LEGACY_SOURCE_KEY not in old:
@@ -141,7 +169,7 @@ def mark_take(obj, action, metadata: dict | None = None) -> None:
     seed, take number, ...; stored as dance_<key> custom properties)."""
     action[ORDER_KEY] = 1 + max((int(a.get(ORDER_KEY, 0)) for a in bpy.data.actions if a != action), default=0)
     action[GENERATED_KEY] = True
-    action[DANCER_KEY] = _dancer_id(obj)
+    action[DANCER_KEY], action[DANCER_NAME_KEY] = claim_id(obj), obj.name
     action.use_fake_user = True
     for key, value in (metadata or {}).items():
         action["dance_" + key] = value

@@ -459,3 +459,26 @@ def test_a_dancer_with_an_empty_action_dances(addon, tmp_path):
     assert bpy.ops.dance.generate() == {'FINISHED'}
     heads = _heads(obj, [first, (first + last) // 2, last])
     assert np.abs(np.diff(heads, axis=0)).max() > 1e-3                     # it moves
+
+
+def test_a_copied_dancer_has_its_own_takes(addon, tmp_path):
+    # Shift+D copies the dancer with its take id: cleaning up the copy's takes must not delete the
+    # original's, and the copy's first dance takes along the take it was playing.
+    scene = addon
+    obj, first, last = _song_stage(scene, tmp_path, seconds=1.5)
+    for seed in (0, 1):
+        scene.dance.seed = seed
+        assert bpy.ops.dance.generate() == {'FINISHED'}
+    originals = T.takes(obj)
+    assert len(originals) == 2
+    copy = obj.copy()
+    copy.animation_data.action = obj.animation_data.action.copy()     # what Shift+D does with "Duplicate Action"
+    scene.collection.objects.link(copy)
+    scene.dance.armature = copy
+    assert T.takes(copy) == [copy.animation_data.action] and T.takes(obj) == originals
+    assert bpy.ops.dance.clean_takes.poll() is False or bpy.ops.dance.clean_takes() == {'FINISHED'}
+    assert T.takes(obj) == originals and all(a.name in bpy.data.actions for a in originals)
+    played = copy.animation_data.action
+    assert bpy.ops.dance.generate() == {'FINISHED'}
+    assert T.takes(copy)[0] == played and len(T.takes(copy)) == 2
+    assert T.takes(obj) == originals
