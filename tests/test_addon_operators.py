@@ -209,7 +209,7 @@ def test_registers_and_explains_before_dependencies_are_installed(tmp_path):
     import sys
     from conftest import REPO
     code = f"""
-import sys
+import os, sys
 sys.modules.update({{m: None for m in ("torch", "librosa", "safetensors", "scipy", "soundfile", "soxr", "smplx")}})
 import bpy
 sys.path.insert(0, {str(REPO)!r})
@@ -219,6 +219,12 @@ blender_addon.register()
 from blender_addon import preferences
 print("MISSING", preferences.missing_dependencies())
 print("STYLE", bpy.context.scene.dance.style)
+import wave
+with wave.open("song.wav", "wb") as w:      # what the panel shows of a strip needs no soundfile
+    w.setnchannels(1); w.setsampwidth(2); w.setframerate(22050); w.writeframes(bytes(2 * 22050))
+from blender_addon import scene_io
+strip = scene_io.add_sound_strip(bpy.context.scene, os.path.abspath("song.wav"), frame_start=1)
+print("SPAN", scene_io.sound_strip_audio(bpy.context.scene, strip).num_frames)
 try:
     bpy.ops.dance.generate()
 except RuntimeError as e:
@@ -232,7 +238,7 @@ os._exit(0)  # the bpy module can hang tearing down at exit
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert run.returncode == 0, run.stderr[-2000:]
     assert "MISSING ['torch', 'safetensors', 'librosa', 'soundfile', 'soxr', 'scipy']" in run.stdout
-    assert "STYLE any" in run.stdout
+    assert "STYLE any" in run.stdout and "SPAN 24" in run.stdout
     assert "REPORT Error: missing Python packages: torch" in run.stdout and "Install Dependencies" in run.stdout
     assert "UNREGISTERED" in run.stdout and "Traceback" not in run.stderr
 

@@ -137,9 +137,10 @@ def _native_stderr_silenced():
 
 def audio_seconds(path) -> float | None:
     """The length of an audio file in seconds from its header, without decoding it; None when
-    libsndfile cannot read the header (formats that go through ffmpeg) or it gives no length."""
-    import soundfile as sf
+    libsndfile cannot read the header (formats that go through ffmpeg) or it gives no length,
+    and when soundfile is not installed (the add-on's panel before its dependencies are)."""
     try:
+        import soundfile as sf
         with _native_stderr_silenced():
             info = sf.info(str(path))
     except Exception:
