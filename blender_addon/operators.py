@@ -124,7 +124,7 @@ def name_take(request) -> None:
     """Give `request` the next take's name for its song, style and seed (and record it)."""
     from . import takes
     base = action_name(request.audio_path, request.style, request.seed)
-    request.action_name, number = takes.take_name(base)
+    request.action_name, number = takes.take_name(base, bpy.data.objects.get(request.armature_name))
     request.metadata.update(take=number, take_base=base, style=request.style, seed=request.seed)
 
 

@@ -19,11 +19,17 @@ ORIGINAL_KEY = "dance_original_action"  # object: the animator's own action, kep
 LEGACY_SOURCE_KEY = "dance_source_action"
 
 
-def take_name(base: str) -> tuple[str, int]:
-    """(name, take number) for the next take of `base` (e.g. 'Dance song chacha s0')."""
-    n = 1 + max((int(a.get(TAKE_KEY, 0)) for a in bpy.data.actions if a.get(TAKE_BASE_KEY) == base), default=0)
-    suffix = f" take {n}"
-    return base[:63 - len(suffix)] + suffix, n
+def take_name(base: str, obj=None) -> tuple[str, int]:
+    """(name, take number) for the next take of `base` (e.g. 'Dance song chacha s0') on the dancer
+    `obj`: takes count per dancer. Action names are global in Blender, so where another dancer's
+    take already has the name, this one adds its dancer's name."""
+    mine = takes(obj) if obj is not None else list(bpy.data.actions)
+    n = 1 + max((int(a.get(TAKE_KEY, 0)) for a in mine if a.get(TAKE_BASE_KEY) == base), default=0)
+    for suffix in (f" take {n}", f" take {n} ({obj.name if obj is not None else ''})"):
+        name = base[:63 - len(suffix)] + suffix
+        if name not in bpy.data.actions:
+            break
+    return name, n
 
 
 def is_take(action) -> bool:

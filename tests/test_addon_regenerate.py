@@ -482,3 +482,18 @@ def test_a_copied_dancer_has_its_own_takes(addon, tmp_path):
     assert bpy.ops.dance.generate() == {'FINISHED'}
     assert T.takes(copy)[0] == played and len(T.takes(copy)) == 2
     assert T.takes(obj) == originals
+
+
+def test_each_dancer_counts_its_own_takes(addon, tmp_path):
+    scene = addon
+    first_dancer, first, last = _song_stage(scene, tmp_path, seconds=1.5)
+    assert bpy.ops.dance.generate() == {'FINISHED'}
+    assert bpy.ops.dance.create_dancer(with_mesh=False) == {'FINISHED'}
+    second = scene.dance.armature
+    assert second != first_dancer
+    for _ in range(2):
+        assert bpy.ops.dance.generate() == {'FINISHED'}
+    assert [t.name for t in T.takes(first_dancer)] == ["Dance song any s0 take 1"]
+    # Action names are global in Blender: the second dancer's first take says whose it is.
+    assert [t.name for t in T.takes(second)] == [f"Dance song any s0 take 1 ({second.name})",
+                                                 "Dance song any s0 take 2"]
