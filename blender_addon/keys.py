@@ -219,28 +219,33 @@ def _held_outside(obj, fcurves, bone: str, prop: str, count: int, frames: np.nda
     """(whole frames (H,), values (H, count)) that keep what `bone`'s `prop` channels play outside
     [frames[0], frames[-1]] once keys are written on `frames` (see write_bone_rotations)."""
     channels = [fcurves.find(_bone_path(bone, prop), index=i) for i in range(count)]
-    keyed = [np.array([k.co[0] for k in fc.keyframe_points]) for fc in channels
-             if fc is not None and len(fc.keyframe_points)]
+    keyed = {}                                   # channel index -> its key frames
+    for i, fc in enumerate(channels):
+        if fc is not None and len(fc.keyframe_points):
+            co = np.empty(2 * len(fc.keyframe_points), np.float32)
+            fc.keyframe_points.foreach_get("co", co)
+            keyed[i] = co[0::2].astype(np.float64)
     lo, hi = frames[0] - 1e-3, frames[-1] + 1e-3
-    before = max((x[x < lo].max() for x in keyed if (x < lo).any()), default=None)
-    after = min((x[x > hi].min() for x in keyed if (x > hi).any()), default=None)
-    first, last = math.ceil(lo) - 1, math.floor(hi) + 1           # the whole frames just outside
-    held = list(range(int(math.floor(before)) + 1 if before is not None else first, first + 1))
-    held += list(range(last, int(math.ceil(after)) if after is not None else last + 1))
-    held = np.array([f for f in held if (before is None or f > before + 1e-3) and (after is None or f < after - 1e-3)],
-                    np.float64)
+    before = max((x[x < lo].max() for x in keyed.values() if (x < lo).any()), default=None)
+    after = min((x[x > hi].min() for x in keyed.values() if (x > hi).any()), default=None)
+    # The whole frames strictly between the nearest key and the span (just the one next to the
+    # span where there is no key on that side).
+    start = math.floor(before) + 1 if before is not None else math.ceil(lo) - 1
+    stop = math.ceil(after) - 1 if after is not None else math.floor(hi) + 1
+    held = np.array([f for f in range(start, stop + 1) if not lo <= f <= hi
+                     and (before is None or f > before + 1e-3) and (after is None or f < after - 1e-3)], np.float64)
     # The keys on either side keep their handles: automatic ones would be recomputed from the new
     # neighbours, bending the curve between those keys and the ones before or after them.
-    for fc in channels:
-        for k in (fc.keyframe_points if fc is not None else ()):
-            if (before is not None and abs(k.co[0] - before) < 1e-3) or (after is not None and abs(k.co[0] - after) < 1e-3):
-                left, right = tuple(k.handle_left), tuple(k.handle_right)
-                k.handle_left_type = k.handle_right_type = 'FREE'
-                k.handle_left, k.handle_right = left, right
-    pb = obj.pose.bones[bone]
-    current = np.asarray(getattr(pb, prop), np.float64)
-    values = np.array([[fc.evaluate(f) if fc is not None and len(fc.keyframe_points) else current[i]
-                        for i, fc in enumerate(channels)] for f in held]).reshape(len(held), count)
+    for i, x in keyed.items():
+        for side in (before, after):
+            for k in np.flatnonzero(np.abs(x - side) < 1e-3) if side is not None else ():
+                point = channels[i].keyframe_points[int(k)]
+                left, right = tuple(point.handle_left), tuple(point.handle_right)
+                point.handle_left_type = point.handle_right_type = 'FREE'
+                point.handle_left, point.handle_right = left, right
+    current = np.asarray(getattr(obj.pose.bones[bone], prop), np.float64)
+    values = np.array([[channels[i].evaluate(f) if i in keyed else current[i] for i in range(count)]
+                       for f in held]).reshape(len(held), count)
     return held, values
 
 

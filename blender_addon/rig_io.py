@@ -30,7 +30,7 @@ from .rig_ui import MAP_PROPERTY   # the armature's collection property holding 
 from engine.outputs.bone_mapping import ROOT_KEY   # BoneMap key of the bone that carries the location
 from engine.errors import EngineError
 from engine.body.motion import Constraints, Motion
-from engine.outputs.retarget import (Retargeter, Rig, auto_map, check_bone_map, list_presets, load_bone_map,
+from engine.outputs.retarget import (Retargeter, Rig, auto_map, check_bone_map, join_to_context, list_presets, load_bone_map,
                              load_preset)
 from engine.body.skeleton import JOINT_NAMES, joint_indices
 # Rigify switches the add-on keys in each take it writes so the deforming bones follow the FK
@@ -391,7 +391,10 @@ def write_character_dance(obj, motion: Motion, frame_start: float, action_name: 
     if keys is not None:   # the animator's values, exactly (not a round trip through SMPL)
         m = min(T, len(keys.held))
         if only is not None and len(rows):
-            _join_the_context(quats, loc, rows, keys, driven, int(round(JOIN_SECONDS * motion.fps)))
+            context = keys.held[:, driven].all(axis=1)     # the old dance's frames around the range
+            quats[rows[:, None], driven], loc[rows] = join_to_context(
+                quats[:, driven], loc, rows, keys.rotations[:, driven], keys.root_location,
+                context, context & keys.root_held, round(JOIN_SECONDS * motion.fps))
         quats[:m][keys.held[:m]] = keys.rotations[:m][keys.held[:m]]
         loc[:m][keys.root_held[:m]] = keys.root_location[:m][keys.root_held[:m]]
         keyed[:m], root_keyed[:m] = keys.keyed[:m], keys.root_keyed[:m]
@@ -429,63 +432,8 @@ def write_character_dance(obj, motion: Motion, frame_start: float, action_name: 
 
 
 # A regenerated range on a character meets the dance around it through offsets that fade over
-# this long inside the range: the retarget plants the new section's feet on spots of its own,
-# which can lie centimetres (up to 30 cm measured) from where the old dance has them at the join.
+# this long inside the range (engine.outputs.retarget.join_to_context).
 JOIN_SECONDS = 0.5
-
-
-def _join_the_context(quats: np.ndarray, loc: np.ndarray, rows: np.ndarray, keys: CharacterKeys, driven,
-                      fade: int) -> None:
-    """Bend the retargeted range `rows` (edits quats (T,B,4) and loc (T,3) in place) so that each
-    edge meets the held dance just outside it. At the context frame next to an edge, the offset is
-    the rotation taking the new value to the held one (and the root's location difference); inside
-    the range the offsets are interpolated from edge to edge, each fading to nothing `fade` frames
-    in where the range is longer than two fades (as the engine's key offsets do)."""
-    from engine.body.curves import offset_curve
-    T, B = len(quats), len(driven)
-    fade = max(1, fade)
-    edges, values = [], []
-    for edge in (rows[0] - 1, rows[-1] + 1):
-        if not (0 <= edge < min(T, len(keys.held))) or not keys.held[edge, driven].all():
-            continue
-        old, new = keys.rotations[edge][driven], quats[edge][driven]
-        new = np.where((old * new).sum(-1, keepdims=True) < 0, -new, new)
-        delta = _quat_mul(old, new * [1, -1, -1, -1])                    # old = delta * new
-        shift = keys.root_location[edge] - loc[edge] if keys.root_held[edge] else np.zeros(3)
-        edges.append(edge)
-        values.append(np.concatenate([_rotation_vectors(delta).ravel(), shift]))
-    if not edges:
-        return
-    knots, at = [edges[0]], [values[0]]
-    if len(edges) == 1:               # the range runs to the dance's end: fade out inwards
-        knots.append(edges[0] + (fade if edges[0] < rows[0] else -fade))
-        at.append(np.zeros_like(values[0]))
-    else:
-        if edges[1] - edges[0] > 2 * fade:
-            knots += [edges[0] + fade, edges[1] - fade]
-            at += [np.zeros_like(values[0])] * 2
-        knots.append(edges[1])
-        at.append(values[1])
-    order = np.argsort(knots)
-    curve = offset_curve(np.asarray(knots, np.float64)[order], np.asarray(at)[order], T, None)[rows]
-    for k, b in enumerate(driven):
-        quats[rows, b] = _quat_mul(_rotation_quats(curve[:, 3 * k:3 * k + 3]), quats[rows, b])
-    loc[rows] += curve[:, 3 * B:]
-
-
-def _rotation_vectors(q: np.ndarray) -> np.ndarray:
-    """(N,4) unit quaternions w,x,y,z -> (N,3) rotation vectors, the short way round."""
-    q = np.where(q[:, :1] < 0, -q, q)
-    norm = np.linalg.norm(q[:, 1:], axis=1, keepdims=True)
-    angle = 2.0 * np.arctan2(norm, q[:, :1])
-    return q[:, 1:] * np.where(norm > 1e-12, angle / np.maximum(norm, 1e-12), 2.0)
-
-
-def _rotation_quats(v: np.ndarray) -> np.ndarray:
-    """(N,3) rotation vectors -> (N,4) unit quaternions w,x,y,z."""
-    angle = np.linalg.norm(v, axis=1, keepdims=True)
-    axis = v / np.maximum(angle, 1e-12)
-    return np.concatenate([np.cos(0.5 * angle), np.sin(0.5 * angle) * axis], axis=1)
 
 
 def _animated_influencers(obj, action, driven: set[str]) -> list[str]:

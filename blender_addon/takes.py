@@ -8,7 +8,7 @@ import bpy
 from . import blender_compat as compat
 
 GENERATED_KEY = "dance_generated"       # action custom property: a take this add-on wrote
-DANCER_KEY = "dance_dancer"             # action: the DANCER_ID_KEY of the armature it was made for
+DANCER_KEY = "dance_dancer"             # action: its dancer's DANCER_ID_KEY (older takes: its name)
 DANCER_ID_KEY = "dance_dancer_id"       # object: a name-independent id (renaming keeps its takes)
 DANCER_NAME_KEY = "dance_dancer_name"   # action: the dancer's name when the take was made
 TAKE_KEY = "dance_take"                 # action: take number
@@ -25,11 +25,10 @@ def take_name(base: str, obj=None) -> tuple[str, int]:
     take already has the name, this one adds its dancer's name."""
     mine = takes(obj) if obj is not None else list(bpy.data.actions)
     n = 1 + max((int(a.get(TAKE_KEY, 0)) for a in mine if a.get(TAKE_BASE_KEY) == base), default=0)
-    for suffix in (f" take {n}", f" take {n} ({obj.name if obj is not None else ''})"):
-        name = base[:63 - len(suffix)] + suffix
-        if name not in bpy.data.actions:
-            break
-    return name, n
+    suffix = f" take {n}"
+    if obj is not None and base[:63 - len(suffix)] + suffix in bpy.data.actions:
+        suffix += f" ({obj.name})"
+    return base[:63 - len(suffix)] + suffix, n
 
 
 def is_take(action) -> bool:
@@ -41,23 +40,25 @@ def takes(obj) -> list:
     of a dancer (Shift+D) carries its id until its first take of its own; meanwhile the id's takes
     are the dancer's whose name they were made under, not the copy's."""
     own = obj.get(DANCER_ID_KEY)
-    sharers = [o for o in bpy.data.objects if o != obj and own is not None and o.get(DANCER_ID_KEY) == own]
-
-    def plays(o, a) -> bool:
-        return o.animation_data is not None and o.animation_data.action == a
+    sharers = _sharers(obj, own)
 
     def mine(a) -> bool:
         if a.get(DANCER_KEY) != own:
             return a.get(DANCER_KEY) == obj.name
-        if not sharers or plays(obj, a):
+        if not sharers or _plays(obj, a):
             return True
-        return a.get(DANCER_NAME_KEY, obj.name) == obj.name and not any(plays(o, a) for o in sharers)
+        return a.get(DANCER_NAME_KEY, obj.name) == obj.name and not any(_plays(o, a) for o in sharers)
     return sorted((a for a in bpy.data.actions if is_take(a) and mine(a)),
                   key=lambda a: (int(a.get(ORDER_KEY, 0)), a.name))
 
 
-def _id_is_shared(obj, dancer_id: str) -> bool:
-    return any(o != obj and o.get(DANCER_ID_KEY) == dancer_id for o in bpy.data.objects)
+def _sharers(obj, dancer_id) -> list:
+    """The other objects carrying `dancer_id` (copies of a dancer, or the dancer a copy came from)."""
+    return [] if dancer_id is None else [o for o in bpy.data.objects if o != obj and o.get(DANCER_ID_KEY) == dancer_id]
+
+
+def _plays(obj, action) -> bool:
+    return obj.animation_data is not None and obj.animation_data.action == action
 
 
 def claim_id(obj) -> str:
@@ -66,16 +67,15 @@ def claim_id(obj) -> str:
     gets a new id, and the take it plays (the copy's own duplicate) comes with it."""
     import uuid
     current = obj.get(DANCER_ID_KEY)
-    if current is not None and (not _id_is_shared(obj, current) or any(
+    sharers = _sharers(obj, current)
+    if current is not None and (not sharers or any(
             is_take(a) and a.get(DANCER_KEY) == current and a.get(DANCER_NAME_KEY) == obj.name for a in bpy.data.actions)):
         return current
     new = uuid.uuid4().hex
     obj[DANCER_ID_KEY] = new
-    ad = obj.animation_data
-    playing = ad.action if ad is not None else None
+    playing = obj.animation_data.action if obj.animation_data is not None else None
     if current is not None and is_take(playing) and playing.get(DANCER_KEY) == current and \
-            not any(o != obj and o.animation_data is not None and o.animation_data.action == playing
-                    for o in bpy.data.objects):
+            not any(_plays(o, playing) for o in sharers):
         playing[DANCER_KEY], playing[DANCER_NAME_KEY] = new, obj.name
     return new
 

@@ -446,3 +446,31 @@ def test_retargeting_imports_no_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=str(Path(__file__).resolve().parents[1]))
     assert out.stdout.strip() == "False"
+
+
+def test_a_regenerated_range_meets_the_dance_around_it_without_a_jump():
+    # The retarget plants the new section's feet on spots of its own: where they differ from the
+    # old dance's, the legs' rotations (and the root) differ at the join. The range's rotations
+    # are bent by offsets, full at each edge and fading inwards, so that it meets its context.
+    from engine.outputs.retarget import join_to_context, matrix_to_quat, quat_to_matrix
+    T, B, fade = 90, 2, 15
+    t = np.arange(T, dtype=np.float64)
+    new = np.zeros((T, B, 4))
+    new[..., 0], new[..., 3] = np.cos(0.01 * t)[:, None], np.sin(0.01 * t)[:, None]     # slow turn about z
+    tilt = np.array([np.cos(0.25), np.sin(0.25), 0.0, 0.0])                                # 0.5 rad about x
+    held = np.zeros((T, B), bool)
+    rows = np.arange(20, 70)
+    held[:20], held[70:] = True, True
+    old = new.copy()
+    old[held] = matrix_to_quat(quat_to_matrix(tilt) @ quat_to_matrix(new[held]))
+    loc = np.zeros((T, 3))
+    quats = new.copy()
+    quats[rows], loc[rows] = join_to_context(new, loc, rows, old, np.full((T, 3), 0.1), held.all(axis=1),
+                                             held[:, 0], fade)
+
+    def angle(a, b):
+        return 2 * np.arccos(np.clip(np.abs((a * b).sum(-1)), 0, 1))
+    assert angle(quats[20], old[19]).max() < 0.06 and angle(quats[69], old[70]).max() < 0.06   # joined
+    assert angle(quats[45], new[45]).max() < 1e-9 and np.abs(loc[45]).max() < 1e-12            # faded out
+    step = angle(quats[1:], quats[:-1])[rows[0]:rows[-1]].max()
+    assert step < 0.5 / fade * 2 and np.abs(loc[20] - 0.1).max() < 0.01

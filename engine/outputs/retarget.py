@@ -662,6 +662,48 @@ class Retargeter:
         return poses, trans, joint_mask, trans_mask.copy()
 
 
+def join_to_context(quats: np.ndarray, loc: np.ndarray, rows: np.ndarray, context_quats: np.ndarray,
+                    context_loc: np.ndarray, rotations_held: np.ndarray, location_held: np.ndarray,
+                    fade: int) -> tuple[np.ndarray, np.ndarray]:
+    """A regenerated range of a rig pose bent to meet the dance around it: (quats (R,B,4), loc (R,3))
+    for the frames `rows` (consecutive) of the retargeted quats (T,B,4) and root loc (T,3).
+
+    The frames just outside the range where `rotations_held` (T,) (and `location_held` (T,)) are
+    the old dance's (`context_quats`, `context_loc`) give the offsets: the rotation taking the new
+    value to the old one, and the location difference. Inside the range the offsets are
+    interpolated from edge to edge, each fading to nothing `fade` frames in where the range is
+    longer than two fades, as the engine's key offsets are (engine.finishing.editing). Needed
+    because the retarget plants a range's feet on spots of its own, which can lie centimetres
+    (30 cm measured) from where the old dance has them at a join."""
+    from ..body.curves import offset_curve     # scipy: imported late (the rig panel runs without it)
+    T, B = quats.shape[:2]
+    fade = max(1, int(fade))
+    edges, values = [], []
+    for edge in (rows[0] - 1, rows[-1] + 1):
+        if not (0 <= edge < min(T, len(rotations_held)) and rotations_held[edge]):
+            continue
+        turn = quat_to_matrix(context_quats[edge]) @ np.swapaxes(quat_to_matrix(quats[edge]), -1, -2)
+        shift = context_loc[edge] - loc[edge] if location_held[edge] else np.zeros(3)
+        edges.append(edge)
+        values.append(np.concatenate([matrix_to_axis_angle(turn).ravel(), shift]))
+    if not edges:
+        return quats[rows], loc[rows]
+    knots, at = [edges[0]], [values[0]]
+    if len(edges) == 1:               # the range runs to the dance's end: fade out inwards
+        knots.append(edges[0] + (fade if edges[0] < rows[0] else -fade))
+        at.append(np.zeros_like(values[0]))
+    else:
+        if edges[1] - edges[0] > 2 * fade:
+            knots += [edges[0] + fade, edges[1] - fade]
+            at += [np.zeros_like(values[0])] * 2
+        knots.append(edges[1])
+        at.append(values[1])
+    order = np.argsort(knots)
+    curve = offset_curve(np.asarray(knots, np.float64)[order], np.asarray(at)[order], T, None)[rows]
+    turns = axis_angle_to_matrix(curve[:, :3 * B].reshape(len(rows), B, 3))
+    return matrix_to_quat(turns @ quat_to_matrix(quats[rows])), loc[rows] + curve[:, 3 * B:]
+
+
 def smpl_positions(G: np.ndarray, trans: np.ndarray) -> np.ndarray:
     """(T,24,3) SMPL joint positions (Y up, metres) from global rotations (T,24,3,3) and the root path."""
     pos = np.empty(G.shape[:2] + (3,))
