@@ -142,6 +142,20 @@ def all_strips(scene) -> list:
     return []
 
 
+def strip_muted(scene, strip) -> bool:
+    """Whether `strip` is silent: muted itself, or on a muted sequencer channel (3.3+; a strip
+    inside a meta strip reads the meta's channels, and the meta's own mute)."""
+    if strip.mute:
+        return True
+    ed = scene.sequence_editor
+    meta = strip.parent_meta() if hasattr(strip, "parent_meta") else None
+    owner = meta if meta is not None else ed
+    channels = getattr(owner, "channels", None)
+    if channels is not None and 0 <= strip.channel < len(channels) and channels[strip.channel].mute:
+        return True
+    return meta is not None and strip_muted(scene, meta)
+
+
 def top_strips(ed):
     """The collection new strips are added to (`strips` in 4.4+/5.0, `sequences` before)."""
     return ed.strips if hasattr(ed, "strips") else ed.sequences

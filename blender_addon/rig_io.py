@@ -188,7 +188,13 @@ def check_character(obj, bone_map: dict[str, str] | None = None, path: str | Non
 def check_dancer(obj) -> dict[str, str] | None:
     """Raise EngineError (one line) unless `obj` can dance: its bone map when it is the animator's
     own character, None when it is the add-on's SMPL dancer."""
+    if obj is None or obj.type != 'ARMATURE':
+        scene_io.check_smpl_armature(obj)          # says what to pick
     _check_evaluated(obj)
+    ad = obj.animation_data
+    if ad is not None and getattr(ad, "use_tweak_mode", False):
+        # Blender makes the action read-only while an NLA strip is being tweaked.
+        raise EngineError(f"'{obj.name}' is in NLA tweak mode: leave it (Tab in the NLA editor) to generate")
     if is_character(obj):
         return check_character(obj)
     scene_io.check_smpl_armature(obj)

@@ -480,7 +480,7 @@ def find_sound_strip(scene, name: str = ""):
     if active is not None and active.type == 'SOUND':
         return active
     sounds = [s for s in strips if s.type == 'SOUND']
-    for pick in (sounds, [s for s in sounds if s.select], [s for s in sounds if not s.mute]):
+    for pick in (sounds, [s for s in sounds if s.select], [s for s in sounds if not compat.strip_muted(scene, s)]):
         if len(pick) == 1:
             return pick[0]
     if not sounds:
@@ -521,8 +521,8 @@ def sound_strip_audio(scene, strip) -> AudioSpan:
         raise EngineError("no sound strip: add the song in the Video Sequencer (Add > Sound) and select it")
     if strip.type != 'SOUND':
         raise EngineError(f"strip '{strip.name}' is a {strip.type.lower()} strip, not a sound strip")
-    if strip.mute:
-        raise EngineError(f"sound strip '{strip.name}' is muted: unmute it or pick another strip")
+    if compat.strip_muted(scene, strip):
+        raise EngineError(f"sound strip '{strip.name}' is muted (or its channel is): unmute it or pick another strip")
     if strip.sound is None:
         raise EngineError(f"sound strip '{strip.name}' has no sound data")
     path = _sound_file(strip.sound)
@@ -531,9 +531,10 @@ def sound_strip_audio(scene, strip) -> AudioSpan:
     fps = scene_fps(scene)
     first, end = compat.strip_range(strip)
     # Frames trimmed off the left (the handle, plus any content offset) are skipped in the file;
-    # `sound_offset` (seconds) shifts the sound inside the strip (3.x+).
+    # `sound_offset` (seconds, 3.x+) delays the sound inside the strip: a positive offset plays
+    # silence first (as Blender's own mixdown does; tests/test_addon_scene_io.py checks it there).
     skipped = (first - strip.frame_start) + getattr(strip, "animation_offset_start", 0)
-    start = skipped / fps + float(getattr(strip, "sound_offset", 0.0))
+    start = skipped / fps - float(getattr(strip, "sound_offset", 0.0))
     # A Sound Offset (or handles dragged past the sound) can make the strip play silence before
     # or after its audio: the dance covers the frames that play audio.
     if start < 0:

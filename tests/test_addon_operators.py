@@ -289,6 +289,34 @@ def test_the_engines_notes_reach_the_panel(addon, tmp_path):
     assert request.notes == ["no few-step student beside tiny.safetensors: quality 'fast' uses the many-step model"]
 
 
+def test_no_dancer_and_a_dancer_in_nla_tweak_mode_are_refused_in_one_line(addon, tmp_path):
+    # QA pass (bpy 5.0): both raised a Python traceback, the second after generating, leaving an
+    # orphan take and the custom properties behind.
+    scene = addon
+    obj, _, _ = _stage(scene, tmp_path)
+    scene.dance.armature = None
+    mesh = bpy.data.objects.new("Box", bpy.data.meshes.new("Box"))
+    scene.collection.objects.link(mesh)
+    bpy.context.view_layer.objects.active = mesh
+    with pytest.raises(RuntimeError, match="no dancer armature: pick one") as caught:
+        bpy.ops.dance.generate()
+    assert "Traceback" not in str(caught.value)
+    scene.dance.armature = obj
+    mine = obj.animation_data.action
+    track = obj.animation_data.nla_tracks.new()
+    track.strips.new("Mine", 1, mine)
+    obj.animation_data.action = None
+    track.strips[0].select = True
+    obj.animation_data.use_tweak_mode = True
+    assert obj.animation_data.use_tweak_mode
+    before = sorted(a.name for a in bpy.data.actions)
+    props = set(obj.keys())
+    with pytest.raises(RuntimeError, match="NLA tweak mode"):
+        bpy.ops.dance.generate()
+    assert sorted(a.name for a in bpy.data.actions) == before and set(obj.keys()) == props
+    assert not mine.use_fake_user
+
+
 def test_a_dancer_blender_does_not_evaluate_is_refused_untouched(addon, tmp_path):
     # Disabled in viewports (the monitor icon) or in an excluded collection, with nothing visible
     # that needs it (its body mesh too), the dancer is not evaluated: every key would read as the

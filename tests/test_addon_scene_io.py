@@ -211,7 +211,7 @@ def test_sound_strip_span_follows_trims_and_fps(scene, tmp_path):
     strip.frame_offset_start = 12                                   # trim the first 12 frames
     span = scene_io.sound_strip_audio(scene, strip)
     assert span.first_frame == 32 and span.start == pytest.approx(12 / fps)
-    strip.sound_offset = 0.25
+    strip.sound_offset = -0.25                                      # plays 0.25 s further into the file
     assert scene_io.sound_strip_audio(scene, strip).start == pytest.approx(12 / fps + 0.25)
     assert scene_io.find_sound_strip(scene) == strip                  # the only sound strip
     # Relative paths resolve against the .blend file.
@@ -222,22 +222,43 @@ def test_sound_strip_span_follows_trims_and_fps(scene, tmp_path):
     assert scene_io.sound_strip_audio(bpy.context.scene, strip).path == str(song)
 
 
+def _heard_file_start(scene, tmp_path, song: np.ndarray, sr: int) -> float:
+    """Scene seconds (from frame 1) at which Blender's own mixdown plays the song's first sample."""
+    import soundfile as sf
+    mix = tmp_path / "mix.wav"
+    bpy.ops.sound.mixdown(filepath=str(mix), container='WAV', codec='PCM', format='F32', mixrate=sr)
+    heard, _ = sf.read(mix)
+    heard = heard.mean(axis=1) if heard.ndim > 1 else heard
+    n = 2 * (len(heard) + len(song))
+    corr = np.fft.irfft(np.fft.rfft(heard, n) * np.conj(np.fft.rfft(song, n)), n)
+    lag = int(np.argmax(corr))
+    return (lag - n if lag > n // 2 else lag) / sr
+
+
 def test_a_sound_offset_dances_the_frames_that_play_audio(scene, tmp_path):
-    # A Sound Offset shifts the sound inside its strip: the strip then plays silence after the
-    # sound's end (offset > 0) or before its start (offset < 0). The dance covers the audio.
-    song = add_wav(tmp_path, 4.0)
+    # A Sound Offset shifts the sound inside its strip: a positive one plays silence first (and
+    # cuts the sound's end at the strip's end), a negative one starts into the file and plays
+    # silence after its end. The dance covers the frames that play audio, timed as Blender's
+    # own mixdown plays them.
+    import soundfile as sf
+    sr = 22050
+    song = np.random.default_rng(0).normal(0, 0.2, 4 * sr)        # noise: one clear lag
+    path = tmp_path / "noise.wav"
+    sf.write(path, song, sr)
     fps = scene_io.scene_fps(scene)
-    strip = scene_io.add_sound_strip(scene, str(song), frame_start=10)
+    strip = scene_io.add_sound_strip(scene, str(path), frame_start=10)
+    scene.frame_start, scene.frame_end = 1, 200
     whole = scene_io.sound_strip_audio(scene, strip)
-    strip.sound_offset = 0.5
-    span = scene_io.sound_strip_audio(scene, strip)
-    assert span.start == pytest.approx(0.5) and span.first_frame == 10
-    assert span.start + span.duration <= 4.0 + 1e-6 and span.duration > 3.4
-    assert span.num_frames == round(span.duration * fps)
-    strip.sound_offset = -0.5
-    span = scene_io.sound_strip_audio(scene, strip)
-    assert span.first_frame == 10 + 15 and span.start == pytest.approx(0.0, abs=1e-6)
-    assert span.first_frame + span.num_frames <= whole.first_frame + whole.num_frames
+    for offset, first in ((0.5, 25), (-0.5, 10)):
+        strip.sound_offset = offset
+        span = scene_io.sound_strip_audio(scene, strip)
+        file_zero = _heard_file_start(scene, tmp_path, song, sr)
+        assert span.first_frame == first
+        # The file time the dance starts at is the time Blender plays on its first frame.
+        assert span.start == pytest.approx((span.first_frame - 1) / fps - file_zero, abs=1.5 / sr)
+        assert span.start + span.duration <= 4.0 + 1e-6 and span.duration > 3.4
+        assert span.first_frame + span.num_frames <= whole.first_frame + whole.num_frames
+        assert span.num_frames == round(span.duration * fps)
     strip.sound_offset = 10.0
     with pytest.raises(EngineError, match="plays none of its audio"):
         scene_io.sound_strip_audio(scene, strip)
@@ -255,6 +276,12 @@ def test_the_strip_is_the_selected_or_the_only_unmuted_one(scene, tmp_path):
     b.mute = False
     with pytest.raises(EngineError, match="2 sound strips: select one"):
         scene_io.find_sound_strip(scene)
+    # A muted sequencer channel silences its strips as the strip's own toggle does.
+    scene.sequence_editor.channels[2].mute = True
+    assert scene_io.find_sound_strip(scene) == a
+    scene.sequence_editor.active_strip = b
+    with pytest.raises(EngineError, match="is muted"):
+        scene_io.sound_strip_audio(scene, scene_io.find_sound_strip(scene))
 
 
 def test_packed_songs_of_the_same_name_and_size_stay_apart(scene, tmp_path):

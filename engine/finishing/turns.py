@@ -17,7 +17,7 @@ from scipy.spatial.transform import Rotation, Slerp
 from ..body import layout as L
 from ..body.layout import MAX_TURN_RATE   # the real dancers' fastest pelvis turn, rad/s
 from ..body import rotations as R
-from ..body.skeleton import MIRROR_INDICES
+from ..body.skeleton import JOINT_INDEX, MIRROR_INDICES
 from .feet import true_runs
 
 # rad/s, the mean rate of a rebuilt turn (its peak is 1.5x). A snap is no real turn, so it is
@@ -119,13 +119,27 @@ MAX_JOINT_SPEED = tuple(
     for j in range(len(_TRAINING_P9999)))
 
 
+# Joints rebuilt together: a limb's joints turn against each other to place its end (the leg IK
+# turns hip and knee together to keep a planted foot still), so a fast knee rebuilt alone, its
+# hip left as it was, threw the foot 34 cm in a frame (QA pass, a 15 s song). The whole chain
+# is eased across the same stretch instead.
+LIMB_CHAINS = tuple(tuple(JOINT_INDEX[f"{side}_{part}"] for part in parts) for side in ("left", "right")
+                    for parts in (("hip", "knee", "ankle", "foot"),
+                                  ("collar", "shoulder", "elbow", "wrist", "hand")))
+
+
+def _chain_of(joint: int) -> tuple[int, ...]:
+    return next((chain for chain in LIMB_CHAINS if joint in chain), (joint,))
+
+
 def limit_joint_speeds(poses: np.ndarray, fps: float, bounds=MAX_JOINT_SPEED,
                        fixed: np.ndarray | None = None) -> tuple[np.ndarray, int]:
     """(T,72) axis-angle -> the same with every stretch where a joint's local rotation turns
     faster than its bound rebuilt as an eased slerp across a stretch long enough for the bound
-    (as limit_turn_rate does for the pelvis's heading); also returns how many stretches were
-    rebuilt. Frames in `fixed` (T,24) bool (the animator's keys) are never changed: a stretch
-    stops at them. A last guard for pops whose causes are upstream (the leg IK's quick swings)."""
+    (as limit_turn_rate does for the pelvis's heading), together with the other joints of its
+    limb (LIMB_CHAINS); also returns how many stretches were rebuilt. Frames in `fixed` (T,24)
+    bool (the animator's keys) are never changed: a stretch stops at them. A last guard for pops
+    whose causes are upstream (the leg IK's quick swings)."""
     T = len(poses)
     if T < 3:
         return poses, 0
@@ -133,7 +147,8 @@ def limit_joint_speeds(poses: np.ndarray, fps: float, bounds=MAX_JOINT_SPEED,
     step = R.quat_angle(q[1:], q[:-1]).numpy() * fps                               # (T-1, J)
     rebuilt = 0
     for j in np.flatnonzero((step > np.asarray(bounds)[None]).any(axis=0)):
-        pinned = np.zeros(T, bool) if fixed is None else fixed[:, j]
+        chain = list(_chain_of(int(j)))
+        pinned = np.zeros(T, bool) if fixed is None else fixed[:, chain].any(axis=1)
         done_to = 0
         for a, b in true_runs(step[:, j] > bounds[j], 1):   # steps a..b-1 join frames a..b
             a, b = max(a, done_to), b
@@ -152,7 +167,8 @@ def limit_joint_speeds(poses: np.ndarray, fps: float, bounds=MAX_JOINT_SPEED,
                 continue
             u = torch.linspace(0.0, 1.0, b - a + 1, dtype=torch.float64)[:, None]
             ease = u * u * (3 - 2 * u)
-            q[a:b + 1, j] = R.quat_slerp(q[a, j].expand(len(u), 4), q[b, j].expand(len(u), 4), ease)
+            for k in chain:
+                q[a:b + 1, k] = R.quat_slerp(q[a, k].expand(len(u), 4), q[b, k].expand(len(u), 4), ease)
             done_to = b
             rebuilt += 1
     if not rebuilt:
