@@ -19,7 +19,7 @@ from .defaults import (DEFAULT_AUTOGUIDANCE, DEFAULT_FPS, DEFAULT_GUIDANCE, DEFA
                        SMOOTHING_SECONDS)
 from .errors import Cancelled, EngineError, EngineNote
 from .finishing.beatsync import motion_beats, output_times, warp_knots, warp_times
-from .finishing.editing import anchor_times, apply_constraints, keyed_runs
+from .finishing.editing import anchor_times, apply_constraints, given_legs, keyed_runs, keyed_runs_at
 from .finishing.feet import beat_cycle, clean_feet
 from .finishing.rootpath import bound_root_path
 from .finishing.turns import limit_joint_speeds, limit_pelvis_turns
@@ -361,7 +361,16 @@ def finish_motion(poses30: np.ndarray, trans30: np.ndarray, seconds: float, out_
 
     if "feet" in finishing or contacts30 is None:
         cycle = beat_cycle(output_times(src_times, plan_warp(poses30, trans30)), music_beats)
-        poses30, trans30, contacts30 = clean_feet(poses30, trans30, L.MODEL_FPS, cycle)
+        # Runs of keys (the dance around a regenerated range, seed motion, a locked body part)
+        # are put on first, and the feet cleanup leaves legs given there as they are: re-stepped,
+        # the offsets that restore them at the end changed from frame to frame and swung a leg
+        # into the free frames (a foot rushing 29 cm in a frame into a range's join).
+        runs = keyed_runs_at(constraints, fps, len(poses30), L.MODEL_FPS)
+        given = None
+        if runs is not None:
+            poses30, trans30 = apply_constraints(poses30, trans30, runs, L.MODEL_FPS)
+            given = given_legs(runs)
+        poses30, trans30, contacts30 = clean_feet(poses30, trans30, L.MODEL_FPS, cycle, given)
     else:
         contacts30 = np.asarray(contacts30) > 0.5               # the network's own contact channels
     knots = plan_warp(poses30, trans30)

@@ -266,3 +266,20 @@ def test_the_speed_guard_eases_a_limb_as_one():
     after = joint_positions(out, trans)[:, ankle]
     step = lambda p: np.linalg.norm(np.diff(p, axis=0), axis=1).max()
     assert step(after) <= step(before) + 0.01, (step(before), step(after))
+
+
+def test_keyed_runs_are_resampled_to_the_model_rate_and_single_keys_left_out():
+    from engine.finishing.editing import keyed_runs_at
+    fps, n = 24.0, 48
+    c = Constraints.empty(n, fps)
+    c.trans_mask[:24] = True
+    c.trans[:, 0] = np.arange(n) / fps                     # the root walks 1 m/s
+    c.joint_mask[30, 5] = True                             # a single key: not a run
+    c.joint_mask[:24, 3] = True
+    c.poses[:, 9] = np.arange(n) / fps                     # joint 3 turns 1 rad/s about x
+    runs = keyed_runs_at(c, fps, 60, 30.0)
+    keyed = np.flatnonzero(runs.trans_mask)
+    assert keyed[0] == 0 and keyed[-1] == 28               # model frames up to the last keyed time (23/24 s)
+    assert np.allclose(runs.trans[keyed, 0], keyed / 30.0)
+    assert np.allclose(runs.poses[keyed, 9], keyed / 30.0)
+    assert (runs.joint_mask[:, 3] == runs.trans_mask).all() and not runs.joint_mask[:, 5].any()

@@ -228,6 +228,45 @@ def test_the_dancer_flows_through_keys_without_stopping_or_whipping():
     assert np.mean(ratios) >= 0.5 and whip <= 1.5
 
 
+def _kick_hat_chord(seconds: float, bpm: float = 120.0, sr: int = 22050) -> np.ndarray:
+    """A kick on every beat, a hat between, a sine chord: the song of the QA pass that found the
+    rushed join below."""
+    n = int(seconds * sr)
+    t = np.arange(n) / sr
+    y = 0.1 * sum(np.sin(2 * np.pi * f * t) for f in (220, 277.2, 329.6))
+    beat = 60.0 / bpm
+    for k in range(int(np.ceil(seconds / beat))):
+        s = int(k * beat * sr)
+        tt = np.arange(min(int(0.15 * sr), n - s)) / sr
+        y[s:s + len(tt)] += 0.8 * np.sin(2 * np.pi * (60 + 80 * np.exp(-tt * 30)) * tt) * np.exp(-tt * 20)
+        s = int((k + 0.5) * beat * sr)
+        m = max(0, min(int(0.05 * sr), n - s))
+        y[s:s + m] += 0.2 * np.random.default_rng(k).normal(size=m) * np.exp(-np.arange(m) / sr * 80)
+    return (y / np.abs(y).max() * 0.7).astype(np.float32)
+
+
+@_shipped
+def test_a_regenerated_range_joins_the_dance_without_rushing_a_foot():
+    """As the add-on regenerates frames a..b: the dance there drawn again with 0.5 s of the old
+    dance on each side as keys. The feet cleanup re-stepped those keyed frames too, and the
+    corrections restoring them swung a foot 29 cm in a frame (8.6 m/s) into the join (QA pass)."""
+    from engine.finishing.feet import FOOT_JOINTS, MAX_SWING_SPEED
+    sr, context = 22050, 15
+    song = _kick_hat_chord(10.0)
+    base = generate(song, sample_rate=sr, seed=0, quality="fast")
+    for a, b in ((51, 70), (113, 152)):
+        lo, hi = a - context, b + context
+        keyed = np.zeros(hi - lo + 1, bool)
+        keyed[:context] = keyed[-context:] = True
+        c = Constraints(base.poses[lo:hi + 1], base.trans[lo:hi + 1], np.repeat(keyed[:, None], 24, axis=1),
+                        keyed, fps=base.fps)
+        m = generate(song, sample_rate=sr, seed=7, quality="fast", start=lo / base.fps,
+                     duration=len(keyed) / base.fps, constraints=c)
+        feet = joint_positions(m.poses, m.trans)[:, FOOT_JOINTS]
+        speed = np.linalg.norm(np.diff(feet, axis=0), axis=-1).max(axis=1) * m.fps
+        assert speed[context - 1:-context].max() <= MAX_SWING_SPEED, (a, b, speed.max())
+
+
 def test_a_silent_song_gets_a_note_and_a_song_with_beats_none(tmp_path, click_song, tiny_weights):
     import warnings
     import soundfile as sf

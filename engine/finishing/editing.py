@@ -33,6 +33,7 @@ from ..body import rotations as R
 from ..body.curves import offset_curve
 from ..body.motion import Constraints
 from ..body.skeleton import NUM_JOINTS
+from ..defaults import INPAINT_MIN_RUN_SECONDS
 from .feet import LEGS, ankle_positions, reach_ankles, true_runs
 
 # Beyond the first and last key of a joint its correction fades out over this long: slowly
@@ -172,6 +173,41 @@ def keyed_runs(mask: np.ndarray, min_frames: int) -> np.ndarray:
         for a, b in true_runs(mask[:, j], min_frames):
             out[a:b, j] = True
     return out
+
+
+def keyed_runs_at(constraints: Constraints | None, fps: float, length: int, model_fps: float) -> Constraints | None:
+    """The keys of `constraints` that form runs of at least INPAINT_MIN_RUN_SECONDS (the dance
+    around a regenerated range, seed motion, a locked body part), resampled to `model_fps` for
+    `length` frames: a model frame between two keyed output frames takes their slerp (a position
+    between them, linearly). None without such runs."""
+    if constraints is None:
+        return None
+    min_frames = max(2, int(round(INPAINT_MIN_RUN_SECONDS * fps)))
+    joints = keyed_runs(constraints.joint_mask, min_frames)
+    root = keyed_runs(constraints.trans_mask[:, None], min_frames)[:, 0]
+    if not joints.any() and not root.any():
+        return None
+    n = constraints.num_frames
+    at = np.arange(length) / model_fps * fps                 # each model frame's place in output frames
+    i0 = np.minimum(np.floor(at + 1e-9).astype(int), n - 1)
+    i1 = np.minimum(i0 + 1, n - 1)
+    w = np.clip(at - i0, 0.0, 1.0)
+    on_frame = w < 1e-6
+    inside = at <= n - 1 + 1e-6
+    joint_mask = joints[i0] & (joints[i1] | on_frame[:, None]) & inside[:, None]
+    trans_mask = root[i0] & (root[i1] | on_frame) & inside
+    q = R.axis_angle_to_quat(torch.from_numpy(constraints.poses).reshape(n, NUM_JOINTS, 3))
+    between = R.quat_slerp(q[i0], q[i1], torch.from_numpy(w)[:, None, None])
+    poses = R.quat_to_axis_angle(between).reshape(length, -1).numpy()
+    trans = (1 - w)[:, None] * constraints.trans[i0] + w[:, None] * constraints.trans[i1]
+    return Constraints(poses=poses, trans=trans, joint_mask=joint_mask, trans_mask=trans_mask, fps=model_fps)
+
+
+def given_legs(runs: Constraints | None) -> np.ndarray | None:
+    """(T, 2) in feet.LEGS' order: frames where a leg (hip, knee or ankle) is keyed."""
+    if runs is None:
+        return None
+    return np.stack([runs.joint_mask[:, list(leg[:3])].any(axis=1) for leg in LEGS.values()], axis=1)
 
 
 def anchor_times(constraints: Constraints | None, fps: float) -> np.ndarray:

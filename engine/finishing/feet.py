@@ -212,7 +212,8 @@ def _fade_edges(target: np.ndarray, weight: np.ndarray, fade: int) -> None:
                     weight[i], target[i] = w, target[edge]
 
 
-def step_plan(pos: np.ndarray, fps: float, leg, cycle: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def step_plan(pos: np.ndarray, fps: float, leg, cycle: np.ndarray,
+              given: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Where this leg's ankle should be: (target (T,3), weight (T,) in [0, 1], planted (T,) bool).
 
     Planted runs keep their spot. Sliding frames (low, not still) follow the stepping cycle
@@ -220,7 +221,8 @@ def step_plan(pos: np.ndarray, fps: float, leg, cycle: np.ndarray) -> tuple[np.n
     STANCE_FRACTION of the cycle, planted on the stance's mean spot, then a lifted, eased swing
     to the next spot. The hips keep the network's path, so no foot is planted beyond the leg's
     reach (a locked knee dragging the foot): a planted run whose spot the hips carry out of
-    reach is stepped as well, and a stance ends where its spot goes out of reach.
+    reach is stepped as well, and a stance ends where its spot goes out of reach. Frames where
+    `given` (T,) marks the leg's pose as given belong to no stance and no swing.
     """
     hip, _, ankle, _ = leg
     ankle_path = pos[:, ankle]
@@ -230,6 +232,8 @@ def step_plan(pos: np.ndarray, fps: float, leg, cycle: np.ndarray) -> tuple[np.n
         return np.linalg.norm(pos[a:b, hip] - spot, axis=-1) > reach[a:b]
 
     low, planted = _low_and_planted(pos, fps, leg)
+    if given is not None:
+        low, planted = low & ~given, planted & ~given
     in_stance = (np.asarray(cycle) % 1.0) < STANCE_FRACTION
     stepping = low & ~planted
     # A stance that a planted run stretches out of reach is stepped through instead; repeat,
@@ -249,6 +253,16 @@ def step_plan(pos: np.ndarray, fps: float, leg, cycle: np.ndarray) -> tuple[np.n
     spots = []
     for a, b in stances:
         spot = _spot(ankle_path, a, b)
+        if given is not None:
+            # A stance next to a given run stands where the given foot is at the run's edge: on a
+            # spot of its own, a foot that the network slides had to rush between that spot and
+            # the given foot (a regenerated range's joins: 29 cm in a frame). Between two given
+            # runs (a short range) the foot goes as drawn, as the corrections join it to both.
+            after, before = a > 0 and given[a - 1], b < len(pos) and given[b]
+            if after and before:
+                continue
+            if after or before:
+                spot = ankle_path[a - 1 if after else b].copy()
         (near,) = np.nonzero(~out_of_reach(a, b, spot))
         if len(near) < 2:
             continue
@@ -312,11 +326,26 @@ def _held_sole(sole: torch.Tensor, stance: np.ndarray, fade: int) -> torch.Tenso
     return R.quat_to_matrix(held)
 
 
-def lock_feet(poses: np.ndarray, trans: np.ndarray, fps: float,
-              cycle: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def _free_ramp(given: np.ndarray, fade: int) -> np.ndarray:
+    """(T,) frames where a leg's pose is given -> (T,) share of the re-stepping applied: 0 there,
+    rising to 1 over `fade` frames away from them."""
+    if not given.any():
+        return np.ones(len(given))
+    from scipy.ndimage import distance_transform_edt
+    return np.clip(distance_transform_edt(~given) / (fade + 1), 0.0, 1.0)
+
+
+def lock_feet(poses: np.ndarray, trans: np.ndarray, fps: float, cycle: np.ndarray | None = None,
+              given_legs: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Pin planted feet and re-step sliding ones (step_plan) on the stepping cycle `cycle` (T,)
     (default: time_cycle). The left foot's stances start at whole cycles, the right foot's
-    half a cycle later. Returns (poses, contacts (T,4))."""
+    half a cycle later. Where `given_legs` (T, 2) marks a leg's pose as given (the dance around a
+    regenerated range, seed motion, a locked leg: runs of keys that engine.finishing.editing
+    restores verbatim), that leg is left as drawn, and a stance next to them starts where it
+    stood (step_plan).
+    Re-stepped there, the keys' corrections would change from frame to frame, and interpolated
+    into the free frames next to them those changes swung the leg (a foot rushing 29 cm a frame
+    into the join of a regenerated range). Returns (poses, contacts (T,4))."""
     local, pos = _positions(poses, trans)
     glob = _global_rotations(local)
     T = len(poses)
@@ -324,13 +353,27 @@ def lock_feet(poses: np.ndarray, trans: np.ndarray, fps: float,
     contacts = np.zeros((T, 4), dtype=np.float32)
     new_local = local.clone()
     for col, leg in enumerate(LEGS.values()):
-        target, weight, stance = step_plan(pos.numpy(), fps, leg, cycle - 0.5 * col)
+        given = None if given_legs is None else np.asarray(given_legs[:, col], bool)
+        target, weight, stance = step_plan(pos.numpy(), fps, leg, cycle - 0.5 * col, given)
         contacts[stance, col] = contacts[stance, col + 2] = 1.0
+        # The re-stepping eases in away from the given frames: the leg IK at full weight on the
+        # first free frame could swing the knee to another plane than the given leg's (a 17 cm
+        # knee jump at a regenerated range's join), and a stance's held sole is its middle's
+        # orientation, not the given foot's. A stance planted where the given foot stood holds
+        # it from the first frame (eased in, the foot went out and back by 5 cm).
+        free = np.ones(T) if given is None else _free_ramp(given, _fade_frames(fps))
+        if given is not None:   # a stance planted where the given foot stood needs no easing in
+            for a, b in true_runs(stance, 1):
+                if (a > 0 and given[a - 1]) or (b < T and given[b]):
+                    free[a:b] = 1.0
+        weight = weight * free
         frames = torch.from_numpy(np.flatnonzero(weight > 0))
         if len(frames):
             w = torch.from_numpy(weight[frames.numpy()])[:, None]
             blended = w * torch.from_numpy(target[frames.numpy()]) + (1 - w) * pos[frames, leg[2]]
-            sole = _held_sole(glob[:, leg[2]], stance, _fade_frames(fps))[frames]
+            held = R.matrix_to_quat(_held_sole(glob[:, leg[2]], stance, _fade_frames(fps))[frames])
+            drawn = R.matrix_to_quat(glob[frames, leg[2]])
+            sole = R.quat_to_matrix(R.quat_slerp(drawn, held, torch.from_numpy(free[frames.numpy()])[:, None]))
             _two_bone_ik(new_local, glob, pos, leg, blended, frames, sole)
     poses_out = R.matrix_to_axis_angle(new_local).reshape(T, -1).numpy()
     return poses_out, contacts
@@ -377,12 +420,12 @@ def reach_ankles(poses: np.ndarray, trans: np.ndarray, targets: np.ndarray, weig
     return R.matrix_to_axis_angle(best).reshape(len(poses), -1).numpy()
 
 
-def clean_feet(poses: np.ndarray, trans: np.ndarray, fps: float,
-               cycle: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Ground the dancer, then pin planted feet and re-step sliding ones (lock_feet).
-    Returns (poses, trans, contacts)."""
+def clean_feet(poses: np.ndarray, trans: np.ndarray, fps: float, cycle: np.ndarray | None = None,
+               given_legs: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Ground the dancer, then pin planted feet and re-step sliding ones (lock_feet; legs marked
+    in `given_legs` (T, 2) are left as drawn). Returns (poses, trans, contacts)."""
     trans = ground(poses, trans, fps)
-    poses, contacts = lock_feet(poses, trans, fps, cycle)
+    poses, contacts = lock_feet(poses, trans, fps, cycle, given_legs)
     return _toes_above_floor(poses, trans), trans, contacts
 
 
