@@ -280,3 +280,25 @@ def test_two_bone_ik_reaches_exactly_and_a_straight_leg_bends_about_the_hinge():
         a = k + (swing[0] @ turn[0]) @ (ankle1 - knee1)[0]
         assert np.allclose(a, [[0, 0, 0.25]], atol=1e-9)
         assert np.dot(np.cross(hip1[0] - k[0], a[0] - k[0]), axis) > 0.05
+
+
+def test_a_planted_leg_turns_no_faster_than_the_engines_joint_bounds():
+    """The hips drop 13 cm in one frame over planted feet: the plain retarget only translates,
+    but the planting IK must fold the knees at once (QA, a 3-minute song: a character's shin
+    turned 48 degrees in a frame where SMPL's knee turned 23). The engine's joint-speed guard
+    eases thigh and shin together across a stretch, within SMPL's bounds for hip and knee."""
+    from engine.finishing.turns import MAX_JOINT_SPEED
+    rig = odd_legged_rig()
+    ret = Retargeter(rig, auto_map(rig))
+    T = 40
+    trans = np.zeros((T, 3))
+    trans[:, 1] = np.where(np.arange(T) < 20, REST_PELVIS_HEIGHT - 0.02, REST_PELVIS_HEIGHT - 0.15)
+    out = ret.to_rig(np.zeros((T, 72)), trans, contacts=np.ones((T, 2), bool), fps=FPS)
+    q = out.rotations / np.linalg.norm(out.rotations, axis=-1, keepdims=True)
+    step = 2 * np.arccos(np.clip(np.abs(np.sum(q[1:] * q[:-1], axis=-1)), 0.0, 1.0)) * FPS   # (T-1, B) rad/s
+    for side in ("left", "right"):
+        for j in ("hip", "knee"):
+            joint = JOINT_INDEX[f"{side}_{j}"]
+            assert step[:, ret.bone_of[joint]].max() <= MAX_JOINT_SPEED[joint] + 1e-6
+        hip, knee, ankle = leg_points(ret, out, rig, side)
+        assert knee_angle(hip, knee, ankle)[-1] < knee_angle(hip, knee, ankle)[0] - 20   # the knee did fold

@@ -533,6 +533,8 @@ class Retargeter:
         shift = want - pos[:, pel]
         if plant_feet and self._legs and (contacts is not None or fps is not None):
             if self._plant_feet(G, trans, target, pos, shift, contacts, fps):
+                if fps is not None:
+                    self._guard_leg_speeds(target, float(fps))
                 M, pos, basis, carried_root = self._pose(target)
         location = np.einsum("tba,tb->ta", carried_root, shift)      # into the root bone's rest axes
         q = matrix_to_quat(basis)
@@ -595,6 +597,30 @@ class Retargeter:
             target[knee][f] = Ro.T @ swing @ bend @ Ro @ target[knee][f]
             changed = True
         return changed
+
+    def _guard_leg_speeds(self, target, fps: float) -> None:
+        """The engine's joint-speed guard (engine.finishing.turns.limit_joint_speeds, the SMPL
+        joints' bounds from the training dancers) on the legs the planting re-solved: a landing
+        foot's IK turned a character's shin 48 degrees in a frame where SMPL's knee turned 23
+        (QA, a 3-minute song). Thigh and shin are eased together, in the frame of the pelvis
+        bone; edits `target` in place."""
+        from ..finishing.turns import limit_joint_speeds   # torch-backed module: import late
+        pelvis = target[self.bone_of[0]]
+        T = len(pelvis)
+        poses = np.zeros((T, NUM_JOINTS, 3))
+        sides = [side for side in ("left", "right") if side in self._legs]
+        for side in sides:
+            hip, knee = self._legs[side][:2]
+            poses[:, JOINT_INDEX[f"{side}_hip"]] = matrix_to_axis_angle(np.swapaxes(pelvis, -1, -2) @ target[hip])
+            poses[:, JOINT_INDEX[f"{side}_knee"]] = matrix_to_axis_angle(np.swapaxes(target[hip], -1, -2) @ target[knee])
+        guarded, rebuilt = limit_joint_speeds(poses.reshape(T, -1), fps)
+        if not rebuilt:
+            return
+        local = axis_angle_to_matrix(guarded.reshape(T, NUM_JOINTS, 3))
+        for side in sides:
+            hip, knee = self._legs[side][:2]
+            target[hip] = pelvis @ local[:, JOINT_INDEX[f"{side}_hip"]]
+            target[knee] = target[hip] @ local[:, JOINT_INDEX[f"{side}_knee"]]
 
     def _moved_by_root(self) -> list[bool]:
         """Per bone, whether the root bone's location carries it (it hangs under the root bone)."""
