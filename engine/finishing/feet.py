@@ -253,16 +253,15 @@ def step_plan(pos: np.ndarray, fps: float, leg, cycle: np.ndarray,
     spots = []
     for a, b in stances:
         spot = _spot(ankle_path, a, b)
-        if given is not None:
-            # A stance next to a given run stands where the given foot is at the run's edge: on a
-            # spot of its own, a foot that the network slides had to rush between that spot and
-            # the given foot (a regenerated range's joins: 29 cm in a frame). Between two given
-            # runs (a short range) the foot goes as drawn, as the corrections join it to both.
-            after, before = a > 0 and given[a - 1], b < len(pos) and given[b]
-            if after and before:
-                continue
-            if after or before:
-                spot = ankle_path[a - 1 if after else b].copy()
+        # A stance next to a given run stands where the given foot is at the run's edge: on a
+        # spot of its own, a foot that the network slides had to rush between that spot and the
+        # given foot (a regenerated range's joins: 29 cm in a frame). Between two given runs (a
+        # short range) the foot goes as drawn, as the corrections join it to both.
+        after, before = _beside_given(given, a, b)
+        if after and before:
+            continue
+        if after or before:
+            spot = ankle_path[a - 1 if after else b].copy()
         (near,) = np.nonzero(~out_of_reach(a, b, spot))
         if len(near) < 2:
             continue
@@ -326,6 +325,13 @@ def _held_sole(sole: torch.Tensor, stance: np.ndarray, fade: int) -> torch.Tenso
     return R.quat_to_matrix(held)
 
 
+def _beside_given(given: np.ndarray | None, a: int, b: int) -> tuple[bool, bool]:
+    """Whether frames [a, b) follow a given frame, and whether one follows them."""
+    if given is None:
+        return False, False
+    return bool(a > 0 and given[a - 1]), bool(b < len(given) and given[b])
+
+
 def _free_ramp(given: np.ndarray, fade: int) -> np.ndarray:
     """(T,) frames where a leg's pose is given -> (T,) share of the re-stepping applied: 0 there,
     rising to 1 over `fade` frames away from them."""
@@ -341,11 +347,10 @@ def lock_feet(poses: np.ndarray, trans: np.ndarray, fps: float, cycle: np.ndarra
     (default: time_cycle). The left foot's stances start at whole cycles, the right foot's
     half a cycle later. Where `given_legs` (T, 2) marks a leg's pose as given (the dance around a
     regenerated range, seed motion, a locked leg: runs of keys that engine.finishing.editing
-    restores verbatim), that leg is left as drawn, and a stance next to them starts where it
-    stood (step_plan).
-    Re-stepped there, the keys' corrections would change from frame to frame, and interpolated
-    into the free frames next to them those changes swung the leg (a foot rushing 29 cm a frame
-    into the join of a regenerated range). Returns (poses, contacts (T,4))."""
+    restores verbatim), that leg is left as it is, and a stance next to those frames plants
+    where it stood (step_plan). Re-stepped there, the keys' corrections changed from frame to
+    frame, and interpolated into the free frames next to them they swung the leg (a foot rushing
+    29 cm in a frame into the join of a regenerated range). Returns (poses, contacts (T,4))."""
     local, pos = _positions(poses, trans)
     glob = _global_rotations(local)
     T = len(poses)
@@ -362,10 +367,9 @@ def lock_feet(poses: np.ndarray, trans: np.ndarray, fps: float, cycle: np.ndarra
         # orientation, not the given foot's. A stance planted where the given foot stood holds
         # it from the first frame (eased in, the foot went out and back by 5 cm).
         free = np.ones(T) if given is None else _free_ramp(given, _fade_frames(fps))
-        if given is not None:   # a stance planted where the given foot stood needs no easing in
-            for a, b in true_runs(stance, 1):
-                if (a > 0 and given[a - 1]) or (b < T and given[b]):
-                    free[a:b] = 1.0
+        for a, b in true_runs(stance, 1):
+            if any(_beside_given(given, a, b)):
+                free[a:b] = 1.0
         weight = weight * free
         frames = torch.from_numpy(np.flatnonzero(weight > 0))
         if len(frames):
