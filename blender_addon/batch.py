@@ -258,8 +258,8 @@ def main(argv: list[str] | None = None) -> int:
 def check_outputs(args: argparse.Namespace) -> None:
     """EngineError unless every output file can be written: checked up front, by creating a file
     beside each one, so a bad path fails in a second rather than after the dance is generated."""
-    import tempfile
     from engine.errors import EngineError
+    from engine.options import check_writable
     outputs = (("--out-blend", args.out_blend), ("--out-bvh", args.out_bvh), ("--out-npz", args.out_npz))
     if not any(path for _, path in outputs):
         raise EngineError("nothing would be saved: give --out-blend, --out-bvh or --out-npz")
@@ -275,13 +275,7 @@ def check_outputs(args: argparse.Namespace) -> None:
             raise EngineError(f"{flag} {path}: the folder {folder} does not exist")
         if os.path.exists(full) and not args.force and not (flag == "--out-blend" and full == opened):
             raise EngineError(f"{flag} {path} exists: pass --force to overwrite it")
-        if os.path.exists(full) and not os.access(full, os.W_OK):
-            raise EngineError(f"{flag} {path} cannot be written (read-only)")
-        try:
-            with tempfile.NamedTemporaryFile(dir=folder, prefix=".dance-write-test-"):
-                pass
-        except OSError as e:
-            raise EngineError(f"{flag} {path} cannot be written: {e.strerror or e}") from None
+        check_writable(Path(full), f"{flag} {path}")
 
 
 def remove_blender_session_folder() -> None:

@@ -144,14 +144,17 @@ def _generate(args, music) -> int:
         bar.close()
     for out in args.output:
         kind = out.suffix.lower()
-        if kind == ".bvh":
-            from .outputs.bvh import write_bvh
-            write_bvh(motion, out, up_axis=args.up_axis, scale=args.scale)
-        elif kind == ".npz":
-            motion.save_npz(out)
-        else:
-            from .outputs.preview import render_preview
-            render_preview(motion, out, audio_path=args.song, audio_start=args.start)
+        try:
+            if kind == ".bvh":
+                from .outputs.bvh import write_bvh
+                write_bvh(motion, out, up_axis=args.up_axis, scale=args.scale)
+            elif kind == ".npz":
+                motion.save_npz(out)
+            else:
+                from .outputs.preview import render_preview
+                render_preview(motion, out, audio_path=args.song, audio_start=args.start)
+        except OSError as e:           # checked up front, but a disk can fill or a folder go
+            raise EngineError(f"cannot write {out}: {e.strerror or e}") from None
         print(f"wrote {out}")
     print(f"{motion.num_frames} frames at {motion.fps:g} fps ({motion.duration:.1f} s), style {motion.style}, seed {motion.seed}")
     return 0

@@ -72,6 +72,15 @@ def _check_constraints(c: Constraints | None, frames: int, fps: float) -> Constr
     return None if c.is_empty else c
 
 
+def _legs_hang_from_new_hips(c: Constraints, fps: float) -> bool:
+    """Whether legs are kept (keyed on a second or more of consecutive frames) where the pelvis,
+    whose turn carries them, is not: their feet then go wherever the new hips put them."""
+    from .finishing.feet import LEGS
+    runs = keyed_runs(c.joint_mask, max(2, int(round(fps))))
+    legs = runs[:, [j for leg in LEGS.values() for j in leg[:3]]].any(axis=1)
+    return int((legs & ~c.joint_mask[:, 0]).sum()) >= fps
+
+
 def _inpainting(c: Constraints | None, length: int, fps: float, normalizer: L.Normalizer,
                 runs_only: bool = True) -> Inpainting | None:
     """Constraints at the output rate -> known channels at the model's rate (nearest frame).
@@ -238,6 +247,9 @@ def draw(audio, *, sample_rate: int | None = None, style: str = "any", seed: int
                       "the dance follows no beat", EngineNote)
     out_frames = max(1, int(round(seconds * fps)))
     constraints = _check_constraints(constraints, out_frames, fps)
+    if constraints is not None and _legs_hang_from_new_hips(constraints, fps):
+        warnings.warn("the kept legs hang from the new dance's hips (the pelvis is not kept), so their feet can "
+                      "float or sink: keep the torso and the root path too to keep the footwork", EngineNote)
     model_frames, padded = analysed_music.frames, features.shape[0]
     report(0.08, "dancing")
 

@@ -99,8 +99,8 @@ def check_song_path(path) -> Path:
 
 
 def check_outputs(outputs, kinds: dict[str, str], force: bool) -> None:
-    """Output files: known extensions, existing folders, each named once, none overwritten
-    without `force`."""
+    """Output files: known extensions, existing and writable folders, each named once, none
+    overwritten without `force`."""
     seen: set[Path] = set()
     for out in outputs:
         out = Path(out)
@@ -117,3 +117,18 @@ def check_outputs(outputs, kinds: dict[str, str], force: bool) -> None:
             raise EngineError(f"cannot write {out}: it is a folder")
         if out.exists() and not force:
             raise EngineError(f"{out} already exists: pass --force to overwrite it")
+        check_writable(resolved, str(out))
+
+
+def check_writable(path: Path, name: str) -> None:
+    """EngineError unless `path` can be written: a file is created (and removed) beside it, so a
+    read-only folder or file system fails now rather than after the dance is generated."""
+    import os
+    import tempfile
+    if path.exists() and not os.access(path, os.W_OK):
+        raise EngineError(f"{name} cannot be written: it is read-only")
+    try:
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".dance-write-test-"):
+            pass
+    except OSError as e:
+        raise EngineError(f"{name} cannot be written: {e.strerror or e}") from None

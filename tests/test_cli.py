@@ -47,6 +47,18 @@ def test_options_are_refused_before_any_generation(click_song, tiny_weights, tmp
     assert "dancing" not in r.stderr and not out.exists()
 
 
+@pytest.mark.parametrize("tool", sorted(__import__("engine.__main__", fromlist=["TOOLS"]).TOOLS))
+def test_every_tool_has_its_own_help(tool):
+    # QA: 'salsa-check --help' took --help for a file name and printed nothing.
+    r = _cli(tool, "--help")
+    assert r.returncode == 0 and r.stdout.startswith(f"usage: python -m engine {tool}"), r.stdout[:200] + r.stderr[-500:]
+
+
+def test_salsa_check_names_a_missing_path(tmp_path):
+    r = _cli("salsa-check", tmp_path / "missing")
+    assert r.returncode == 2 and "not found" in r.stderr
+
+
 def test_a_folder_as_the_song_is_called_a_folder(tmp_path):
     r = _cli("generate", tmp_path, "-o", tmp_path / "d.npz")
     assert r.returncode == 2 and "is a folder" in r.stderr and "not found" not in r.stderr
@@ -55,6 +67,16 @@ def test_a_folder_as_the_song_is_called_a_folder(tmp_path):
 def test_the_same_output_twice_is_an_error(click_song, tmp_path):
     r = _cli("generate", click_song, "-o", tmp_path / "d.bvh", "-o", tmp_path / "sub" / ".." / "d.bvh")
     assert r.returncode == 2 and "given twice" in r.stderr
+
+
+def test_an_unwritable_output_folder_is_refused_before_generating(click_song, tiny_weights, tmp_path):
+    # /proc exists but takes no new files, even for root (a read-only file system behaves alike;
+    # QA: a traceback after the whole generation).
+    for bad in ("/proc/dance.npz", "/proc/dance.bvh"):
+        r = _cli("generate", click_song, "-o", tmp_path / "ok.npz", "-o", bad, "--weights", tiny_weights)
+        assert r.returncode == 2, r.stderr
+        assert r.stderr.strip().splitlines() == [r.stderr.strip()] and "cannot be written" in r.stderr
+        assert "dancing" not in r.stderr and not (tmp_path / "ok.npz").exists()
 
 
 def test_a_garbage_mp3_gives_one_line(tmp_path, tiny_weights):

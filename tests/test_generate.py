@@ -282,6 +282,26 @@ def test_a_silent_song_gets_a_note_and_a_song_with_beats_none(tmp_path, click_so
         assert np.isfinite(motion.poses).all()
 
 
+def test_legs_kept_without_the_pelvis_get_a_note(click_song, tiny_weights):
+    """Kept legs hang from the new dance's hips: with another pelvis turn their feet float or sink
+    (QA: 18 cm off the floor), which only keeping the pelvis (torso) and root avoids. Say so."""
+    import warnings
+    from engine.body.skeleton import BODY_PARTS, JOINT_INDEX
+    from engine.errors import EngineNote
+    other = generate(click_song, weights=tiny_weights, steps=2, seed=5)
+    for parts, expected in ((("legs",), 1), (("legs", "torso"), 0)):
+        c = Constraints.empty(other.num_frames, other.fps)
+        joints = [JOINT_INDEX[n] for p in parts for n in BODY_PARTS[p]]
+        for j in joints:
+            c.joint_mask[:, j] = True
+            c.poses[:, 3 * j:3 * j + 3] = other.poses[:, 3 * j:3 * j + 3]
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            generate(click_song, weights=tiny_weights, steps=2, constraints=c)
+        notes = [str(w.message) for w in caught if issubclass(w.category, EngineNote)]
+        assert len([n for n in notes if "hang from the new dance's hips" in n]) == expected, notes
+
+
 def test_a_waveform_is_checked_like_a_file(tiny_weights):
     # The same validation for both: a duration past the end of an array is refused, not cut short.
     sr = 22050

@@ -1,6 +1,7 @@
 """Training: a few steps lower the loss on a tiny synthetic set; the command line trains, resumes
 and writes weights the engine loads and dances with."""
 import json
+import os
 import pickle
 
 import numpy as np
@@ -84,6 +85,11 @@ def test_train_command_resumes_and_writes_loadable_weights(aist_data, tmp_path, 
     assert ckpt.info["step"] == 4 and "command" in ckpt.info
     assert {"break", "pop"} <= set(ckpt.styles) and ckpt.styles[0] == "any"
     assert json.loads((out / "config.json").read_text())["model"]["width"] == 32
+    # Written as any new file is (the umask's permissions), not 0600 as safetensors writes them.
+    umask = os.umask(0)
+    os.umask(umask)
+    for name in ("model.safetensors", "state.safetensors"):
+        assert (out / name).stat().st_mode & 0o777 == 0o666 & ~umask, name
     from engine.api import generate
     motion = generate(click_song, weights=out / "model.safetensors", steps=2, duration=1.0, style="break")
     assert motion.poses.shape == (30, 72) and np.isfinite(motion.poses).all()
@@ -145,6 +151,15 @@ def test_fine_tuning_starts_from_the_given_weights(aist_data, tmp_path, capsys):
                                 "--init", str(tmp_path / "guided.safetensors")]) == 0
     assert "python -m engine autoguide" in capsys.readouterr().out
     assert checkpoint.load(tmp_path / "from_guided" / "model.safetensors").guide is None
+    # Weights that take keys (as the shipped ones do) fine-tune into a run that takes them too,
+    # without the flag (QA: the README's fine-tune command failed on the shipped weights).
+    keyed = tmp_path / "keyed"
+    assert train_main(common + ["--out", str(keyed), "--width", "32", "--key-input"]) == 0
+    capsys.readouterr()
+    assert train_main(common + ["--out", str(tmp_path / "from_keyed"), "--width", "32",
+                                "--init", str(keyed / "model.safetensors")]) == 0
+    assert "--key-input" in capsys.readouterr().out
+    assert checkpoint.load(tmp_path / "from_keyed" / "model.safetensors").model.cfg.key_input
     # A model of another size cannot be fine-tuned from them: one clear line, no traceback.
     capsys.readouterr()
     assert train_main(common + ["--out", str(tmp_path / "wrong"), "--width", "48",
@@ -292,6 +307,28 @@ def test_tempo_range_reaches_the_training_windows(aist_data, tmp_path, monkeypat
 def test_train_reports_missing_data_clearly(tmp_path, capsys):
     assert train_main(["--data", str(tmp_path / "nothing"), "--out", str(tmp_path / "run")]) == 2
     assert "not found" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()                       # no empty run folder left behind
+
+
+@pytest.mark.parametrize("bad, message", [
+    (["--steps", "0"], "--steps must be at least 1"), (["--steps", "-5"], "--steps must be at least 1"),
+    (["--batch", "0"], "--batch must be at least 1"), (["--lr", "nan"], "--lr must be a number of at least 0"),
+    (["--val-every", "0"], "--val-every must be at least 1"), (["--width", "0"], "--width must be at least 1"),
+    (["--width", "30", "--heads", "4"], "multiple of --heads"), (["--init", "missing.safetensors"], "no weights file"),
+])
+def test_bad_training_options_are_one_line_and_write_nothing(tmp_path, capsys, bad, message):
+    # QA: tracebacks (a ZeroDivisionError after config.json was written), and --steps 0 said it
+    # had written a model it never wrote.
+    assert train_main(["--out", str(tmp_path / "run"), *bad]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.splitlines() == [err] and message in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_an_unwritable_run_folder_is_one_line(capsys):
+    assert train_main(["--out", "/proc/dance-run", "--steps", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.splitlines() == [err] and "cannot be written" in err
 
 
 def test_train_runs_under_torchrun_with_two_processes(aist_data, tmp_path):

@@ -365,12 +365,14 @@ def lock_feet(poses: np.ndarray, trans: np.ndarray, fps: float, cycle: np.ndarra
         # first free frame could swing the knee to another plane than the given leg's (a 17 cm
         # knee jump at a regenerated range's join), and a stance's held sole is its middle's
         # orientation, not the given foot's. A stance planted where the given foot stood holds
-        # it from the first frame (eased in, the foot went out and back by 5 cm).
+        # that place from the first frame (eased in, the foot went out and back by 5 cm); its
+        # sole still turns in over the ramp (held at once, the foot pitched 7 cm in a frame).
         free = np.ones(T) if given is None else _free_ramp(given, _fade_frames(fps))
+        placed = free.copy()
         for a, b in true_runs(stance, 1):
             if any(_beside_given(given, a, b)):
-                free[a:b] = 1.0
-        weight = weight * free
+                placed[a:b] = 1.0
+        weight = weight * placed
         frames = torch.from_numpy(np.flatnonzero(weight > 0))
         if len(frames):
             w = torch.from_numpy(weight[frames.numpy()])[:, None]

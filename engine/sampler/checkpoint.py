@@ -60,10 +60,21 @@ def save(path, model: Denoiser, normalizer: L.Normalizer, music_normalizer: L.No
         metadata["guide_info"] = json.dumps(guide_info or {})
     if student is not None:
         metadata["student"] = json.dumps(student)
+    write_safetensors(tensors, path, metadata)
+
+
+def write_safetensors(tensors: dict, path, metadata: dict | None = None) -> None:
+    """Write under a temporary name and move it in place, so no half-written file ever has the
+    real name; with the permissions the user's umask gives new files (safetensors writes 0600,
+    which kept other users from weights they were given)."""
+    import os
     path = Path(path)
     tmp = path.with_suffix(path.suffix + ".tmp")
     save_file(tensors, str(tmp), metadata=metadata)
-    tmp.replace(path)  # never leave a half-written file under the real name
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    tmp.replace(path)
 
 
 def read_metadata(path) -> dict:

@@ -348,10 +348,7 @@ def run(args) -> Path:
                 "started_from": _started_from(args)}
         checkpoint.save(out / "student.safetensors", ema, ckpt.normalizer, ckpt.music_normalizer, ckpt.styles,
                         info, student=_student_info(args, teacher_path, digest, times_s))
-        from safetensors.torch import save_file
-        tmp = out / "state.safetensors.tmp"
-        save_file(_state_tensors(student, ema, opt, step), str(tmp))
-        tmp.replace(state_path)
+        checkpoint.write_safetensors(_state_tensors(student, ema, opt, step), state_path)
         meta_path.write_text(json.dumps({**recipe, "seconds": seconds, "iteration": step,
                                          "teacher_rms_at_start": start_error}))
         log.write(json.dumps({"iteration": step, "seconds": round(seconds, 1), "loss": running,

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from ..body import layout as L
 from ..defaults import TRAINING_STYLES
@@ -169,13 +169,63 @@ def _batches(dataset, batch: int, first_batch: int, workers: int = 1):
     return iter(loader)
 
 
-def run(args) -> Path:
-    from .data import DEFAULT_SOURCES, WindowDataset, default_validation_names, load_corpus
-    rank, world = _distributed()
-    device = _pick_device(args.device, rank)
+def check_run_args(args) -> None:
+    """One clear line (EngineError) for numbers no run can use, before anything is written."""
+    whole = {"--steps": args.steps, "--batch": args.batch, "--val-every": args.val_every, "--width": args.width,
+             "--layers": args.layers, "--heads": args.heads}
+    for flag, value in whole.items():
+        if value < 1:
+            raise EngineError(f"{flag} must be at least 1, got {value}")
+    optional = {"--stop-at": args.stop_at, "--keep-every": args.keep_every, "--threads": args.threads}
+    for flag, value in optional.items():
+        if value is not None and value < 1:
+            raise EngineError(f"{flag} must be at least 1, got {value}")
+    if args.warmup < 0 or args.workers < 0:
+        raise EngineError(f"--warmup and --workers cannot be negative, got {args.warmup} and {args.workers}")
+    if args.width % args.heads:
+        raise EngineError(f"--width {args.width} must be a multiple of --heads {args.heads}")
+    if not (math.isfinite(args.lr) and args.lr >= 0):
+        raise EngineError(f"--lr must be a number of at least 0, got {args.lr}")
+    if not 0 <= args.ema < 1:
+        raise EngineError(f"--ema must be from 0 to below 1, got {args.ema}")
+    if args.max_minutes is not None and not (math.isfinite(args.max_minutes) and args.max_minutes > 0):
+        raise EngineError(f"--max-minutes must be a positive number, got {args.max_minutes}")
+    for flag, value in (("--root-weight", args.root_weight), ("--turn-weight", args.turn_weight)):
+        if not (math.isfinite(value) and value >= 0):
+            raise EngineError(f"{flag} must be a number of at least 0, got {value}")
     if args.keep_every and args.keep_every % args.val_every:
         raise EngineError(f"--keep-every {args.keep_every} must be a multiple of --val-every {args.val_every}: "
                           "models are kept at checkpoints")
+
+
+def _check_run_folder(out: Path) -> None:
+    """The run folder (or the nearest folder above it that exists) takes files."""
+    from ..options import check_writable
+    folder = out
+    while not folder.exists() and folder.parent != folder:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise EngineError(f"--out {out}: {folder} is a file, not a folder")
+    check_writable(folder / "model.safetensors", f"--out {out}")
+
+
+def run(args) -> Path:
+    from .data import DEFAULT_SOURCES, WindowDataset, default_validation_names, load_corpus
+    check_run_args(args)
+    out = args.out.resolve()
+    _check_run_folder(out)
+    start = _starting_weights(out, args.init)
+    taken = []
+    if start is not None and args.init is not None and not (out / "state.safetensors").exists():
+        # A fine-tune keeps every input its weights take (the shipped ones: beat phase and keys).
+        for flag, name in (("--beat-phase", "beat_phase"), ("--key-input", "key_input")):
+            if getattr(start.model.cfg, name) and not getattr(args, name):
+                setattr(args, name, True)
+                taken.append(flag)
+    rank, world = _distributed()
+    if taken and rank == 0:
+        print(f"note: {args.init} takes these inputs, so this run does too: {' '.join(taken)}", flush=True)
+    device = _pick_device(args.device, rank)
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True   # ~10-bit mantissa products: ample for this loss
         torch.backends.cudnn.allow_tf32 = True
@@ -183,12 +233,11 @@ def run(args) -> Path:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed + rank)
     np.random.seed(args.seed + rank)
-    out = args.out.resolve()
-    out.mkdir(parents=True, exist_ok=True)
     sources = [Path(s).resolve() for s in (args.data or DEFAULT_SOURCES)]
     for s in sources:
         if not s.exists():
             raise EngineError(f"data folder not found: {s}")
+    out.mkdir(parents=True, exist_ok=True)
     cache_dir = (args.cache or out.parent / ".cache").resolve()
 
     t0 = time.time()
@@ -203,7 +252,6 @@ def run(args) -> Path:
     if not music:
         raise EngineError("no training sequence has music: add a dataset with audio (tang2018 or AIST++ with --aist-music)")
     state_path = out / "state.safetensors"
-    start = _starting_weights(out, args.init)
     data_styles = {it.style for it in corpus.items}
     if start is None:
         styles = list(BASE_STYLES) + sorted(data_styles - set(BASE_STYLES))
@@ -412,9 +460,7 @@ def _checkpoint(out, model, ema, opt, step, normalizer, music_normalizer, styles
     keep_every = run_config.get("keep_every")
     if keep_every and step % keep_every == 0:
         shutil.copyfile(out / "model.safetensors", out / f"model_{step:06d}.safetensors")
-    tmp = out / "state.safetensors.tmp"
-    save_file(_state_tensors(model, ema, opt, step), str(tmp))
-    tmp.replace(out / "state.safetensors")
+    checkpoint.write_safetensors(_state_tensors(model, ema, opt, step), out / "state.safetensors")
     entry = {"step": step, "seconds": round(seconds, 1), "train_loss": running, "val_loss": val, "sample": samples}
     log.write(json.dumps(entry) + "\n")
     log.flush()

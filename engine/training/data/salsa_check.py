@@ -60,8 +60,20 @@ def check_file(path) -> dict:
 
 def main(argv=None) -> int:
     """Print check_file's figures for each file."""
-    args = [Path(a) for a in (sys.argv[1:] if argv is None else argv)] or [SHARED_DATA / "cmu_salsa"]
-    files = [f for a in args for f in ([a] if a.is_file() else sorted(a.glob("*.bvh")))]
+    import argparse
+    p = argparse.ArgumentParser(prog="python -m engine salsa-check", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("paths", nargs="*", type=Path, default=[SHARED_DATA / "cmu_salsa"],
+                   help="BVH files or folders of them (default: the shared CMU salsa folder)")
+    args = p.parse_args(argv)
+    missing = [str(a) for a in args.paths if not a.exists()]
+    if missing:
+        print(f"error: not found: {', '.join(missing)}", file=sys.stderr)
+        return 2
+    files = [f for a in args.paths for f in ([a] if a.is_file() else sorted(a.glob("*.bvh")))]
+    if not files:
+        print(f"error: no .bvh file in {', '.join(str(a) for a in args.paths)}", file=sys.stderr)
+        return 2
     for f in files:
         r = check_file(f)
         limbs = {k: v for k, v in r["cos"].items() if k != TORSO}
