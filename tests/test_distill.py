@@ -195,3 +195,17 @@ def tiny_weights_of(teacher):
     c = checkpoint.load(teacher)
     checkpoint.save(other, c.model, c.normalizer, c.music_normalizer, c.styles)
     return other
+
+
+@pytest.mark.parametrize("bad, message", [
+    (["--iterations", "0"], "--iterations must be at least 1"), (["--batch", "0"], "--batch must be at least 1"),
+    (["--lr", "nan"], "--lr must be a number of at least 0"), (["--ema", "1"], "--ema must be from 0 to below 1"),
+    (["--data", "missing-folder"], "data not found"),
+])
+def test_bad_distillation_options_are_one_line_and_write_nothing(tiny_weights, tmp_path, capsys, bad, message):
+    # QA pass (as for train): --iterations 0 said it wrote a student, --batch 0 was a traceback.
+    out = tmp_path / "run"
+    assert distill_main(["--teacher", str(tiny_weights), "--out", str(out), "--cache", str(tmp_path / "cache"), *bad]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.splitlines() == [err] and message in err
+    assert not out.exists()

@@ -258,9 +258,15 @@ def _student_info(args, teacher_path: Path, digest: str, times_s: list[int]) -> 
 
 def run(args) -> Path:
     from ..api import denoiser
-    from .train import _batches, _restore_state, _state_tensors
-    if args.segments < 1 or args.substeps < 1:
-        raise EngineError("--segments and --substeps must be at least 1")
+    from .train import _batches, _restore_state, _state_tensors, check_numbers, check_run_folder
+    check_numbers(counts={"--segments": args.segments, "--substeps": args.substeps, "--iterations": args.iterations,
+                          "--batch": args.batch, "--threads": args.threads, "--probe-windows": args.probe_windows},
+                  amounts={"--lr": args.lr, "--warmup": args.warmup, "--workers": args.workers},
+                  positive={"--max-minutes": args.max_minutes, "--save-minutes": args.save_minutes},
+                  shares={"--ema": args.ema})
+    for flag, value in (("--rollout-share", args.rollout_share), ("--any-share", args.any_share)):
+        if not 0 <= value <= 1:
+            raise EngineError(f"{flag} must be from 0 to 1, got {value}")
     if args.init_teacher and not args.init_student:
         raise EngineError("--init-teacher goes with --init-student (the teacher that student was distilled from)")
     for given in (args.init_student, args.init_teacher):
@@ -278,13 +284,14 @@ def run(args) -> Path:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     out = args.out.resolve()
-    out.mkdir(parents=True, exist_ok=True)
+    check_run_folder(out)
     ckpt = checkpoint.load(teacher_path, device=device)
     if ckpt.student is not None:
         raise EngineError(f"{teacher_path} is already a few-step student: distil from the many-step teacher")
     digest = file_digest(teacher_path)
     t0 = time.time()
     train, val, minutes = _load_windows(args, ckpt, out)
+    out.mkdir(parents=True, exist_ok=True)               # only once the run can start: no empty folder
     print(f"data: {minutes:.1f} min of training windows with music, loaded in {time.time() - t0:.1f}s", flush=True)
 
     times_t = teacher_timesteps(args.segments, args.substeps)

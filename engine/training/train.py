@@ -169,36 +169,40 @@ def _batches(dataset, batch: int, first_batch: int, workers: int = 1):
     return iter(loader)
 
 
-def check_run_args(args) -> None:
-    """One clear line (EngineError) for numbers no run can use, before anything is written."""
-    whole = {"--steps": args.steps, "--batch": args.batch, "--val-every": args.val_every, "--width": args.width,
-             "--layers": args.layers, "--heads": args.heads}
-    for flag, value in whole.items():
-        if value < 1:
-            raise EngineError(f"{flag} must be at least 1, got {value}")
-    optional = {"--stop-at": args.stop_at, "--keep-every": args.keep_every, "--threads": args.threads}
-    for flag, value in optional.items():
+def check_numbers(counts: dict = {}, amounts: dict = {}, positive: dict = {}, shares: dict = {}) -> None:
+    """One clear line (EngineError) for a number no run can use, before anything is written:
+    counts (whole numbers of at least 1), amounts (finite, at least 0), positive (finite, above
+    0) and shares (from 0 to below 1), each {flag: value}; None values are options not given."""
+    for flag, value in counts.items():
         if value is not None and value < 1:
             raise EngineError(f"{flag} must be at least 1, got {value}")
-    if args.warmup < 0 or args.workers < 0:
-        raise EngineError(f"--warmup and --workers cannot be negative, got {args.warmup} and {args.workers}")
+    for flag, value in amounts.items():
+        if value is not None and not (math.isfinite(value) and value >= 0):
+            raise EngineError(f"{flag} must be a number of at least 0, got {value}")
+    for flag, value in positive.items():
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise EngineError(f"{flag} must be a positive number, got {value}")
+    for flag, value in shares.items():
+        if value is not None and not 0 <= value < 1:
+            raise EngineError(f"{flag} must be from 0 to below 1, got {value}")
+
+
+def check_run_args(args) -> None:
+    """One clear line (EngineError) for numbers no run can use, before anything is written."""
+    check_numbers(counts={"--steps": args.steps, "--batch": args.batch, "--val-every": args.val_every,
+                          "--width": args.width, "--layers": args.layers, "--heads": args.heads,
+                          "--stop-at": args.stop_at, "--keep-every": args.keep_every, "--threads": args.threads},
+                  amounts={"--lr": args.lr, "--warmup": args.warmup, "--workers": args.workers,
+                           "--root-weight": args.root_weight, "--turn-weight": args.turn_weight},
+                  positive={"--max-minutes": args.max_minutes}, shares={"--ema": args.ema})
     if args.width % args.heads:
         raise EngineError(f"--width {args.width} must be a multiple of --heads {args.heads}")
-    if not (math.isfinite(args.lr) and args.lr >= 0):
-        raise EngineError(f"--lr must be a number of at least 0, got {args.lr}")
-    if not 0 <= args.ema < 1:
-        raise EngineError(f"--ema must be from 0 to below 1, got {args.ema}")
-    if args.max_minutes is not None and not (math.isfinite(args.max_minutes) and args.max_minutes > 0):
-        raise EngineError(f"--max-minutes must be a positive number, got {args.max_minutes}")
-    for flag, value in (("--root-weight", args.root_weight), ("--turn-weight", args.turn_weight)):
-        if not (math.isfinite(value) and value >= 0):
-            raise EngineError(f"{flag} must be a number of at least 0, got {value}")
     if args.keep_every and args.keep_every % args.val_every:
         raise EngineError(f"--keep-every {args.keep_every} must be a multiple of --val-every {args.val_every}: "
                           "models are kept at checkpoints")
 
 
-def _check_run_folder(out: Path) -> None:
+def check_run_folder(out: Path) -> None:
     """The run folder (or the nearest folder above it that exists) takes files."""
     from ..options import check_writable
     folder = out
@@ -213,7 +217,7 @@ def run(args) -> Path:
     from .data import DEFAULT_SOURCES, WindowDataset, default_validation_names, load_corpus
     check_run_args(args)
     out = args.out.resolve()
-    _check_run_folder(out)
+    check_run_folder(out)
     start = _starting_weights(out, args.init)
     taken = []
     if start is not None and args.init is not None and not (out / "state.safetensors").exists():
