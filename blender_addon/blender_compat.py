@@ -174,13 +174,24 @@ def active_strip(scene):
     return getattr(ed, "active_strip", None)
 
 
-def strip_range(strip) -> tuple[int, int]:
-    """(first heard frame, frame after the last heard one) of a strip."""
+def _own_range(strip) -> tuple[int, int]:
     start = getattr(strip, "frame_final_start", None)
     end = getattr(strip, "frame_final_end", None)
     if start is None:  # later renames: the handles
         start, end = strip.left_handle, strip.right_handle
     return int(start), int(end)
+
+
+def strip_range(strip) -> tuple[int, int]:
+    """(first heard frame, frame after the last heard one) of a strip: its own handles, within
+    those of every meta strip it is in (a trimmed meta silences what lies outside it)."""
+    start, end = _own_range(strip)
+    meta = strip.parent_meta() if hasattr(strip, "parent_meta") else None
+    while meta is not None:
+        meta_start, meta_end = _own_range(meta)
+        start, end = max(start, meta_start), min(end, meta_end)
+        meta = meta.parent_meta() if hasattr(meta, "parent_meta") else None
+    return start, max(start, end)
 
 
 # --- UI -------------------------------------------------------------------------------------

@@ -205,6 +205,8 @@ def _check_evaluated(obj) -> None:
     """Blender does not evaluate an object disabled in viewports (the monitor icon) or in an
     excluded or disabled collection, so its keyed pose cannot be read (it would silently read the
     current frame's pose for every key): say so instead."""
+    if bpy.context.scene.objects.get(obj.name) != obj:
+        raise EngineError(f"'{obj.name}' is not in this scene: link it here or pick a dancer of this scene")
     depsgraph = bpy.context.evaluated_depsgraph_get()
     if not any(i.original == obj for i in depsgraph.ids):   # (is_evaluated can be a stale copy's)
         raise EngineError(f"'{obj.name}' is disabled in viewports (the monitor icon) or in an excluded collection: "

@@ -315,6 +315,15 @@ def test_no_dancer_and_a_dancer_in_nla_tweak_mode_are_refused_in_one_line(addon,
         bpy.ops.dance.generate()
     assert sorted(a.name for a in bpy.data.actions) == before and set(obj.keys()) == props
     assert not mine.use_fake_user
+    # A dancer that lives only in another scene is named as such (QA: "disabled in viewports").
+    obj.animation_data.use_tweak_mode = False
+    other = bpy.data.scenes.new("Other")
+    other.collection.objects.link(obj)
+    for collection in obj.users_collection:
+        if collection != other.collection:
+            collection.objects.unlink(obj)
+    with pytest.raises(RuntimeError, match="is not in this scene"):
+        bpy.ops.dance.generate()
 
 
 def test_a_dancer_blender_does_not_evaluate_is_refused_untouched(addon, tmp_path):

@@ -264,6 +264,27 @@ def test_a_sound_offset_dances_the_frames_that_play_audio(scene, tmp_path):
         scene_io.sound_strip_audio(scene, strip)
 
 
+def test_a_strip_in_a_trimmed_meta_strip_dances_the_frames_the_meta_lets_through(scene, tmp_path):
+    # QA (bpy 5.0): the meta's handles were ignored, so the dance ran over silent frames.
+    import soundfile as sf
+    sr = 22050
+    song = np.random.default_rng(1).normal(0, 0.2, 10 * sr)
+    path = tmp_path / "noise.wav"
+    sf.write(path, song, sr)
+    fps = scene_io.scene_fps(scene)
+    strip = scene_io.add_sound_strip(scene, str(path), frame_start=10)
+    scene.frame_start, scene.frame_end = 1, 400
+    meta = scene_io.compat.top_strips(scene.sequence_editor).new_meta("Meta", 2, 10)
+    strip.move_to_meta(meta)
+    meta.frame_final_start, meta.frame_final_end = 10, 310
+    meta.frame_start = 40                                             # the song now starts at frame 40
+    meta.frame_final_start, meta.frame_final_end = 70, 300            # and only 70-299 is heard
+    span = scene_io.sound_strip_audio(scene, scene_io.find_sound_strip(scene))
+    file_zero = _heard_file_start(scene, tmp_path, song, sr)
+    assert span.first_frame == 70 and span.first_frame + span.num_frames == 300
+    assert span.start == pytest.approx((span.first_frame - 1) / fps - file_zero, abs=1.5 / sr)
+
+
 def test_the_strip_is_the_selected_or_the_only_unmuted_one(scene, tmp_path):
     a = scene_io.add_sound_strip(scene, str(add_wav(tmp_path, 2.0, "a.wav")), frame_start=1, channel=1)
     b = scene_io.add_sound_strip(scene, str(add_wav(tmp_path, 2.0, "b.wav")), frame_start=1, channel=2)

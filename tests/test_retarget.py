@@ -417,13 +417,19 @@ def test_bad_maps_raise_one_clear_line():
 
 
 def test_a_rig_without_legs_is_refused():
-    heads = smpl_heads()
     arms_only = {j: b for j, b in MIXAMO.items() if "hip" not in j and "knee" not in j and "ankle" not in j
                  and "foot" not in j}
-    rig = make_rig(humanoid(arms_only, heads, np.random.default_rng(0)))
-    with pytest.raises(RetargetError) as e:
-        auto_map(rig)
-    assert "\n" not in str(e.value)
+    for heads in (smpl_heads(), a_pose_heads()):
+        # A tail and index fingers: in an A-pose the arms are then the lowest chains on both
+        # sides, which were mapped as legs (QA: the fingers keyed as hips and knees).
+        extra = [("Tail", MIXAMO["pelvis"], heads[0], heads[0] + [0.0, -0.1, -0.3], 0.0, True),
+                 ("LeftIndex", MIXAMO["left_wrist"], heads[22], heads[22] + [0.05, 0.0, -0.03], 0.3, True),
+                 ("RightIndex", MIXAMO["right_wrist"], heads[23], heads[23] - [0.05, 0.0, 0.03], 0.3, True)]
+        for bones in (humanoid(arms_only, heads, np.random.default_rng(0)),
+                      humanoid(arms_only, heads, np.random.default_rng(0), extra)):
+            with pytest.raises(RetargetError) as e:
+                auto_map(make_rig(bones))
+            assert "\n" not in str(e.value)
 
 
 def test_bone_map_json_round_trip(tmp_path):

@@ -256,28 +256,34 @@ def test_given_legs_are_left_as_given_and_the_next_stance_starts_where_they_stoo
     """The dance around a regenerated range (or seed motion) is restored verbatim after the feet
     are cleaned, so the cleanup leaves those legs alone, and a stance next to them plants where
     the given foot stood at the run's edge. Planted on a spot of its own (the mean of a gliding
-    foot), the foot had to rush there: 29 cm in one frame at a regenerated range's join."""
+    foot), the foot had to rush there: 29 cm in one frame at a regenerated range's join. Where
+    the given foot does not stand at the edge (it glides or swings), the next stance goes as
+    drawn: pinned to a moving foot's place, it hung in the air, then snapped 30 cm in a frame."""
     fps, T, edge = 30, 150, 60
     poses = bent_knees(T)
-    trans = gliding_root(T, fps, 0.8)
+    ankles = [JOINT_INDEX["left_ankle"], JOINT_INDEX["right_ankle"]]
+    fade = feet._fade_frames(fps)
     given = np.zeros((T, 2), bool)
     given[:edge] = True
-    p2, t2, _ = clean_feet(poses, trans, fps, given_legs=given)
-    for side in ("left", "right"):
-        for part in ("hip", "knee", "ankle"):
-            j = JOINT_INDEX[f"{side}_{part}"]
-            assert np.allclose(p2[:edge, 3 * j:3 * j + 3], poses[:edge, 3 * j:3 * j + 3])
-    drawn, after = joint_positions(poses, t2), joint_positions(p2, t2)
-    ankles = [JOINT_INDEX["left_ankle"], JOINT_INDEX["right_ankle"]]
-    step = np.linalg.norm(np.diff(after[edge - 3:edge + 15, ankles][:, :, [0, 2]], axis=0), axis=-1)
-    assert step.max() * fps <= feet.MAX_SWING_SPEED
-    # A foot plants where the given one stood, from the first free frame on, where the drawn
-    # foot glides on.
-    fade = feet._fade_frames(fps)
-    held = [np.linalg.norm(after[edge:edge + fade, a, [0, 2]] - drawn[edge - 1, a, [0, 2]], axis=-1).max()
-            for a in ankles]
-    glide = np.linalg.norm(drawn[edge + fade - 1, ankles[0], [0, 2]] - drawn[edge - 1, ankles[0], [0, 2]])
-    assert min(held) < 0.01 < glide, (held, glide)
+    for standing in (True, False):
+        trans = gliding_root(T, fps, 0.8)
+        if standing:                                  # the given dancer stands, then glides off
+            trans[:edge] = trans[edge]
+        p2, t2, _ = clean_feet(poses, trans, fps, given_legs=given)
+        for side in ("left", "right"):
+            for part in ("hip", "knee", "ankle"):
+                j = JOINT_INDEX[f"{side}_{part}"]
+                assert np.allclose(p2[:edge, 3 * j:3 * j + 3], poses[:edge, 3 * j:3 * j + 3])
+        drawn, after = joint_positions(poses, t2), joint_positions(p2, t2)
+        step = np.linalg.norm(np.diff(after[edge - 3:edge + 15, ankles][:, :, [0, 2]], axis=0), axis=-1)
+        assert step.max() * fps <= feet.MAX_SWING_SPEED
+        held = [np.linalg.norm(after[edge:edge + fade, a, [0, 2]] - drawn[edge - 1, a, [0, 2]], axis=-1).max()
+                for a in ankles]
+        glide = np.linalg.norm(drawn[edge + fade - 1, ankles[0], [0, 2]] - drawn[edge - 1, ankles[0], [0, 2]])
+        if standing:        # a foot plants where the given one stood, from the first free frame
+            assert min(held) < 0.01 < glide, (held, glide)
+        else:               # no foot is pinned to a gliding foot's place
+            assert min(held) > 0.5 * glide, (held, glide)
 
 
 def test_finished_dance_steps_on_the_music_beats():

@@ -232,7 +232,9 @@ def step_plan(pos: np.ndarray, fps: float, leg, cycle: np.ndarray,
         return np.linalg.norm(pos[a:b, hip] - spot, axis=-1) > reach[a:b]
 
     low, planted = _low_and_planted(pos, fps, leg)
+    given_planted = None
     if given is not None:
+        given_planted = planted & given           # where the given foot itself stands
         low, planted = low & ~given, planted & ~given
     in_stance = (np.asarray(cycle) % 1.0) < STANCE_FRACTION
     stepping = low & ~planted
@@ -253,15 +255,20 @@ def step_plan(pos: np.ndarray, fps: float, leg, cycle: np.ndarray,
     spots = []
     for a, b in stances:
         spot = _spot(ankle_path, a, b)
-        # A stance next to a given run stands where the given foot is at the run's edge: on a
-        # spot of its own, a foot that the network slides had to rush between that spot and the
-        # given foot (a regenerated range's joins: 29 cm in a frame). Between two given runs (a
-        # short range) the foot goes as drawn, as the corrections join it to both.
+        # A stance next to a given run stands where the given foot stands at the run's edge: on
+        # a spot of its own, a foot that the network slides had to rush between that spot and
+        # the given foot (a regenerated range's joins: 29 cm in a frame). Where the given foot
+        # is not standing there (mid-swing), or between two given runs (a short range), the
+        # foot goes as drawn, as the corrections join it to the given frames: pinned to a
+        # swinging foot's place, it hung in the air and then snapped 30 cm in a frame.
         after, before = _beside_given(given, a, b)
         if after and before:
             continue
         if after or before:
-            spot = ankle_path[a - 1 if after else b].copy()
+            edge = a - 1 if after else b
+            if not given_planted[edge]:
+                continue
+            spot = ankle_path[edge].copy()
         (near,) = np.nonzero(~out_of_reach(a, b, spot))
         if len(near) < 2:
             continue

@@ -304,6 +304,11 @@ def map_by_hierarchy(rig) -> BoneMap:
         after = chain[chain.index(limb[1]) + 1:]
         if after:
             out[f"{side}_wrist"] = rig.names[after[0]]
+    if chest is None:
+        # No arm leaves the spine above the pelvis: what was taken for legs hangs from the chest
+        # (a rig without legs: its arms, or its fingers, are the lowest chains on both sides).
+        raise RetargetError("cannot find a humanoid in the armature's hierarchy (no arms above the legs' pelvis; "
+                            "does it have legs?); map the bones by hand")
     cut = spine.index(chest) + 1 if chest in spine else max(1, len(spine) - 2)
     torso, upper = spine[:cut], spine[cut:]
     picks = {1: ("spine3",), 2: ("spine1", "spine3")}.get(len(torso), ("spine1", "spine2", "spine3"))
