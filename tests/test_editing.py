@@ -283,3 +283,9 @@ def test_keyed_runs_are_resampled_to_the_model_rate_and_single_keys_left_out():
     assert np.allclose(runs.trans[keyed, 0], keyed / 30.0)
     assert np.allclose(runs.poses[keyed, 9], keyed / 30.0)
     assert (runs.joint_mask[:, 3] == runs.trans_mask).all() and not runs.joint_mask[:, 5].any()
+    # What unconstrained frames hold does not matter (a constraints file may put NaN there).
+    c.poses[24:, :9] = np.nan                              # joints 0-2, unkeyed there
+    c.trans[24:] = np.nan
+    again = keyed_runs_at(c, fps, 60, 30.0)
+    assert np.isfinite(again.poses).all() and np.isfinite(again.trans).all()
+    assert np.allclose(again.trans[keyed, 0], keyed / 30.0)

@@ -196,10 +196,13 @@ def keyed_runs_at(constraints: Constraints | None, fps: float, length: int, mode
     inside = at <= n - 1 + 1e-6
     joint_mask = joints[i0] & (joints[i1] | on_frame[:, None]) & inside[:, None]
     trans_mask = root[i0] & (root[i1] | on_frame) & inside
-    q = R.axis_angle_to_quat(torch.from_numpy(constraints.poses).reshape(n, NUM_JOINTS, 3))
+    # Unconstrained frames may hold anything (NaN in a constraints file): zeros there.
+    given_poses = np.where(np.repeat(constraints.joint_mask, 3, axis=1), constraints.poses, 0.0)
+    given_trans = np.where(constraints.trans_mask[:, None], constraints.trans, 0.0)
+    q = R.axis_angle_to_quat(torch.from_numpy(given_poses).reshape(n, NUM_JOINTS, 3))
     between = R.quat_slerp(q[i0], q[i1], torch.from_numpy(w)[:, None, None])
     poses = R.quat_to_axis_angle(between).reshape(length, -1).numpy()
-    trans = (1 - w)[:, None] * constraints.trans[i0] + w[:, None] * constraints.trans[i1]
+    trans = (1 - w)[:, None] * given_trans[i0] + w[:, None] * given_trans[i1]
     return Constraints(poses=poses, trans=trans, joint_mask=joint_mask, trans_mask=trans_mask, fps=model_fps)
 
 
