@@ -39,7 +39,8 @@ REPO = Path(__file__).resolve().parent
 ADDON = REPO / "blender_addon"
 ENGINE = REPO / "engine"
 WEIGHTS = REPO / "weights"
-_SKIP = shutil.ignore_patterns("__pycache__", "*.pyc", ".pytest_cache", "*.tmp")
+# Not shipped: caches, and bench_keys.py (a developer's benchmark, run from the repository).
+_SKIP = shutil.ignore_patterns("__pycache__", "*.pyc", ".pytest_cache", "*.tmp", "bench_keys.py")
 
 
 def find_blender_ext() -> Path | None:
@@ -120,6 +121,12 @@ def _stage_engine(dest: Path) -> None:
         shutil.copy2(path, target)
 
 
+def default_weights() -> dict[str, Path]:
+    """The shipped checkpoints in weights/ (not the training notes and configs beside them)."""
+    return {f.name: f.resolve() for f in sorted(WEIGHTS.glob("*.safetensors"))
+            if f.is_file() and not f.name.startswith(".")}
+
+
 def stage(dest: Path, weights: dict[str, Path]) -> None:
     """Lay out the extension in `dest`; `weights` maps file names inside vendor/weights/ to sources."""
     shutil.copytree(ADDON, dest, ignore=_SKIP)
@@ -182,9 +189,8 @@ def main(argv=None) -> int:
         if not args.weights.is_file():
             raise SystemExit(f"error: weights file not found: {args.weights}")
         weights = {"dance.safetensors": args.weights.resolve()}
-    else:  # the checkpoint(s) and whatever sits beside them (checksums)
-        weights = {f.name: f.resolve() for f in sorted(WEIGHTS.glob("*"))
-                   if f.is_file() and not f.name.startswith(".") and not f.name.endswith(".tmp")}
+    else:
+        weights = default_weights()
     if not any(n.endswith(".safetensors") for n in weights) and not args.allow_missing_weights:
         raise SystemExit(f"error: no weights in {WEIGHTS} (train them, pass --weights, or --allow-missing-weights)")
     tool = None if args.no_blender_ext else find_blender_ext()

@@ -27,6 +27,14 @@ def _addon():
     return importlib.import_module(here.name)
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """A mistyped value is one `error: ...` line and exit 1, as every other mistake is."""
+
+    def error(self, message):
+        print(f"error: {message} (see batch.py --help)", file=sys.stderr)
+        raise SystemExit(1)
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
     _addon()  # puts the engine on sys.path
     from engine.defaults import DEFAULT_AUTOGUIDANCE, DEFAULT_GUIDANCE, DEFAULT_QUALITY, DEFAULT_STEPS, QUALITIES
@@ -36,8 +44,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         argv = argv[1:]      # `python batch.py --help` with the bpy module: no Blender options to skip
     else:
         argv = []            # inside Blender without `--`: every option is Blender's
-    p = argparse.ArgumentParser(prog="batch.py", description="Generate a dance headless, on the SMPL dancer or "
-                                                             "your own humanoid character.")
+    p = _OneLineParser(prog="batch.py", description="Generate a dance headless, on the SMPL dancer or "
+                                                    "your own humanoid character.")
     p.add_argument("--audio", help="song file; added as a sound strip unless one with this file exists "
                                    "(default: the file's only/active sound strip)")
     p.add_argument("--blend", help="scene to open (the bpy module has no `blender scene.blend` argument)")
@@ -51,13 +59,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help=f"fast: the few-step student; best: the many-step model (default {DEFAULT_QUALITY})")
     p.add_argument("--steps", type=int, default=None,
                    help=f"sampling steps of the many-step teacher (implies --quality best; default {DEFAULT_STEPS})")
-    p.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE)
+    p.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE,
+                   help=f"music guidance: how strongly the dance follows the song (default {DEFAULT_GUIDANCE})")
     p.add_argument("--autoguidance", type=float, default=DEFAULT_AUTOGUIDANCE,
                    help="energy: autoguidance weight from the weights' guide network (1 = off)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--weights", help="checkpoint file (default: the shipped weights)")
     p.add_argument("--keep", default="", help="comma-separated body parts to keep from the file's animation: "
-                                             "left_arm,right_arm,arms,legs,torso,head,all,root")
+                                             "left_arm,right_arm,arms,left_leg,right_leg,legs,torso,head,"
+                                             "all,root")
     p.add_argument("--stage-radius", type=float, default=None, metavar="METRES",
                    help="keep the dancer within this many metres of where it starts; 0 = dance in place "
                         "(default: the engine's floor)")
@@ -159,6 +169,10 @@ def run(args: argparse.Namespace) -> str:
     if args.blend:
         if not os.path.isfile(args.blend):
             raise EngineError(f"blend file not found: {args.blend}")
+        with open(args.blend, "rb") as f:   # Blender would print its own error line before ours
+            magic = f.read(7)
+        if not (magic.startswith(b"BLENDER") or magic.startswith(b"\x28\xb5\x2f\xfd") or magic.startswith(b"\x1f\x8b")):
+            raise EngineError(f"cannot open {args.blend}: not a .blend file")
         try:
             bpy.ops.wm.open_mainfile(filepath=os.path.abspath(args.blend))
         except RuntimeError as e:
@@ -212,7 +226,13 @@ def run(args: argparse.Namespace) -> str:
     end = request.frame_start + request.num_frames - 1
     if args.out_bvh or args.out_npz:
         if request.bone_map is None:   # the SMPL dancer as the scene shows it (own characters: the dance put on them)
-            motion = scene_io.read_motion(obj, request.frame_start, end, request.fps, scene)
+            shown = scene_io.read_motion(obj, request.frame_start, end, request.fps, scene)
+            # ... with what the scene does not hold: style, seed, beats, song (QA: seed 0, style any)
+            for name in ("style", "seed", "beat_times", "audio_path", "audio_start"):
+                setattr(shown, name, getattr(motion, name))
+            if motion.contacts is not None and len(motion.contacts) == shown.num_frames:
+                shown.contacts = motion.contacts
+            motion = shown
         try:
             if args.out_bvh:
                 from engine.outputs.bvh import write_bvh

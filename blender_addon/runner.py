@@ -99,11 +99,11 @@ def _fit_constraints(request: Request) -> Constraints | None:
     cons = request.constraints
     if cons is None:
         return None
-    try:
-        import soundfile
-        available = soundfile.info(request.audio_path).duration - request.start
-    except Exception:  # a format libsndfile cannot probe: let the engine judge
+    from engine.music.audio import audio_seconds      # quiet about a corrupt mp3 (one error, later)
+    seconds = audio_seconds(request.audio_path)
+    if seconds is None:  # a format libsndfile cannot probe: let the engine judge
         return cons
+    available = seconds - request.start
     frames = max(1, int(round(min(request.duration, available) * request.fps)))
     if cons.num_frames <= frames:
         return cons

@@ -63,12 +63,33 @@ def test_batch_end_to_end_keeps_the_files_keys(tmp_path, tiny_weights):
     pelvis = scene_io.read_motion(obj, 1, 50).trans[:, [0, 2]]
     assert np.linalg.norm(pelvis[:, None] - pelvis[None], axis=2).max() <= 2 * IN_PLACE_SWAY + 0.01
 
+    # --out-npz carries the dance's seed, style and beats (it said seed 0, style any, no beats).
+    out_npz = tmp_path / "out.npz"
+    run = subprocess.run(
+        [sys.executable, str(BATCH), "--", "--blend", str(scene_blend), "--audio", str(song), "--weights",
+         str(tiny_weights), "--steps", "2", "--seed", "7", "--out-npz", str(out_npz)],
+        capture_output=True, text=True, env=_isolated_env(tmp_path), timeout=300, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-2000:]
+    saved = np.load(out_npz)
+    assert int(saved["seed"]) == 7 and str(saved["style"]) == "any" and len(saved["beat_times"]) >= 1
+
     # A mistake: one line on stderr, exit status 1.
     bad = subprocess.run([sys.executable, str(BATCH), "--", "--audio", str(tmp_path / "nope.mp3"),
                           "--out-npz", str(tmp_path / "nope.npz")],
                          capture_output=True, text=True, env=_isolated_env(tmp_path), timeout=120, cwd=tmp_path)
     assert bad.returncode == 1
     assert bad.stderr.strip().count("\n") == 0 and bad.stderr.startswith("error: audio file not found")
+
+
+def test_the_extension_ships_the_checkpoints_not_the_training_notes():
+    # QA: TRAINING.md (117 kB) and a training config with the build machine's data paths were
+    # packed beside the weights.
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("build", REPO / "build.py")
+    build = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(build)
+    shipped = build.default_weights()
+    assert "dance.safetensors" in shipped and all(name.endswith(".safetensors") for name in shipped)
 
 
 def test_built_extension_installs_and_dances(tmp_path, tiny_weights):
@@ -82,6 +103,7 @@ def test_built_extension_installs_and_dances(tmp_path, tiny_weights):
     assert "vendor/engine/api.py" in names and "vendor/weights/dance.safetensors" in names
     assert not any("__pycache__" in n for n in names)
     assert not any(n.startswith(("vendor/engine/training/", "vendor/engine/evaluation/")) for n in names)
+    assert "bench_keys.py" not in names                      # a developer's benchmark, not the runtime
 
     song = add_wav(tmp_path, 1.5)
     script = tmp_path / "install.py"

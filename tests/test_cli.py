@@ -158,6 +158,14 @@ def test_batch_refuses_zero_steps_and_unknown_parts_before_opening_anything(tmp_
     taken.write_bytes(b"the animator's file")
     r = _batch(tmp_path, "--blend", missing, "--weights", tiny_weights, "--out-npz", taken)
     assert r.returncode == 1 and "exists: pass --force" in r.stderr and taken.read_bytes() == b"the animator's file"
+    # A mistyped value is the same one line and exit 1 (argparse printed its usage, exit 2), and
+    # a file that is no .blend is named so before Blender prints its own error.
+    r = _batch(tmp_path, "--blend", missing, "--seed", "abc")
+    assert r.returncode == 1 and r.stderr.strip().splitlines() == [r.stderr.strip()]
+    assert r.stderr.startswith("error: argument --seed: invalid int value")
+    r = _batch(tmp_path, "--blend", taken, "--weights", tiny_weights, "--out-npz", tmp_path / "o.npz")
+    assert r.returncode == 1 and r.stderr.strip() == f"error: cannot open {taken}: not a .blend file"
+    assert "Error" not in r.stdout
 
 
 def test_batch_keep_accepts_the_engines_part_names(tmp_path, tiny_weights):
