@@ -371,6 +371,11 @@ def count_character_keys(obj, bone_map: dict[str, str], frame_start: int, frame_
 
 # --- Writing the dance ----------------------------------------------------------------------
 
+# A regenerated range on a character meets the dance around it through offsets that fade over
+# this long inside the range (engine.outputs.retarget.join_to_context).
+JOIN_SECONDS = 0.5
+
+
 def write_character_dance(obj, motion: Motion, frame_start: float, action_name: str, bone_map: dict[str, str],
                           fps: float | None = None, metadata: dict | None = None,
                           keys: CharacterKeys | None = None, only=None):
@@ -437,11 +442,6 @@ def write_character_dance(obj, motion: Motion, frame_start: float, action_name: 
     _key_rigify_switches(obj, action, frames[rows])
     obj.update_tag()
     return action
-
-
-# A regenerated range on a character meets the dance around it through offsets that fade over
-# this long inside the range (engine.outputs.retarget.join_to_context).
-JOIN_SECONDS = 0.5
 
 
 def _animated_influencers(obj, action, driven: set[str]) -> list[str]:

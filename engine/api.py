@@ -19,7 +19,8 @@ from .defaults import (DEFAULT_AUTOGUIDANCE, DEFAULT_FPS, DEFAULT_GUIDANCE, DEFA
                        SMOOTHING_SECONDS)
 from .errors import Cancelled, EngineError, EngineNote
 from .finishing.beatsync import motion_beats, output_times, warp_knots, warp_times
-from .finishing.editing import anchor_times, apply_constraints, given_legs, keyed_runs, keyed_runs_at
+from .finishing.editing import (anchor_times, apply_constraints, given_legs, keyed_runs, keyed_runs_at,
+                                legs_hang_from_new_hips)
 from .finishing.feet import beat_cycle, clean_feet
 from .finishing.rootpath import bound_root_path
 from .finishing.turns import limit_joint_speeds, limit_pelvis_turns
@@ -70,15 +71,6 @@ def _check_constraints(c: Constraints | None, frames: int, fps: float) -> Constr
         raise EngineError(f"constraints cover {c.num_frames} frames but the dance has only {frames} "
                           f"({frames / fps:.2f} s at {fps:g} fps)")
     return None if c.is_empty else c
-
-
-def _legs_hang_from_new_hips(c: Constraints, fps: float) -> bool:
-    """Whether legs are kept (keyed on a second or more of consecutive frames) where the pelvis,
-    whose turn carries them, is not: their feet then go wherever the new hips put them."""
-    from .finishing.feet import LEGS
-    runs = keyed_runs(c.joint_mask, max(2, int(round(fps))))
-    legs = runs[:, [j for leg in LEGS.values() for j in leg[:3]]].any(axis=1)
-    return int((legs & ~c.joint_mask[:, 0]).sum()) >= fps
 
 
 def _inpainting(c: Constraints | None, length: int, fps: float, normalizer: L.Normalizer,
@@ -247,7 +239,7 @@ def draw(audio, *, sample_rate: int | None = None, style: str = "any", seed: int
                       "the dance follows no beat", EngineNote)
     out_frames = max(1, int(round(seconds * fps)))
     constraints = _check_constraints(constraints, out_frames, fps)
-    if constraints is not None and _legs_hang_from_new_hips(constraints, fps):
+    if constraints is not None and legs_hang_from_new_hips(constraints, fps):
         warnings.warn("the kept legs hang from the new dance's hips (the pelvis is not kept), so their feet can "
                       "float or sink: keep the torso and the root path too to keep the footwork", EngineNote)
     model_frames, padded = analysed_music.frames, features.shape[0]

@@ -36,3 +36,18 @@ def offset_curve(key_frames: np.ndarray, key_values: np.ndarray, length: int, fa
     out[frames < key_frames[0]] = values[0]
     out[frames > key_frames[-1]] = values[-1]
     return out
+
+
+def dip_knots(key_frames, key_values, fade: float) -> tuple[np.ndarray, np.ndarray]:
+    """offset_curve knots for corrections that are a dip or a rise near their keys, not a new
+    level: between keys more than two fades apart the correction returns to zero (knots of zero
+    a fade after one key and a fade before the next). key_frames (K,) increasing, key_values (K, D)."""
+    values = np.asarray(key_values, np.float64)
+    frames, out = [key_frames[0]], [values[0]]
+    for a, b, value in zip(key_frames[:-1], key_frames[1:], values[1:]):
+        if b - a > 2 * fade:
+            frames += [a + fade, b - fade]
+            out += [np.zeros_like(value), np.zeros_like(value)]
+        frames.append(b)
+        out.append(value)
+    return np.asarray(frames, np.float64), np.asarray(out)

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from ..body import rotations as R
-from ..body.curves import offset_curve
+from ..body.curves import dip_knots, offset_curve
 from ..body.motion import Constraints
 from ..body.skeleton import NUM_JOINTS
 from ..defaults import INPAINT_MIN_RUN_SECONDS
@@ -113,7 +113,7 @@ def apply_constraints(poses: np.ndarray, trans: np.ndarray, constraints: Constra
         k = np.flatnonzero(keyed)
         offsets = constraints.trans[k] - trans[k]
         trans[:, [0, 2]] += offset_curve(k, offsets[:, [0, 2]], T, None)
-        rise = offset_curve(*_height_knots(k, offsets[:, 1:], fade), T, fade)[:, 0]
+        rise = offset_curve(*dip_knots(k, offsets[:, 1:], fade), T, fade)[:, 0]
         if np.abs(rise).max() > 1e-9:
             out = _raised_on_planted_feet(out, trans, rise, k, constraints, fps)
             trans[:, 1] += rise
@@ -122,20 +122,6 @@ def apply_constraints(poses: np.ndarray, trans: np.ndarray, constraints: Constra
     mask[:n] = np.repeat(constraints.joint_mask, 3, axis=1)
     out[mask] = constraints.poses[mask[:n]]                   # exactly the numbers given
     return out, trans
-
-
-def _height_knots(k: np.ndarray, rise: np.ndarray, fade: float) -> tuple[np.ndarray, np.ndarray]:
-    """Root keys' height corrections as offset_curve knots: a correction is a dip or a rise near
-    its key, not a new floor level, so between keys more than two fades apart it returns to zero
-    (knots of zero a fade after one key and a fade before the next)."""
-    frames, values = [k[0]], [rise[0]]
-    for a, b, value in zip(k[:-1], k[1:], rise[1:]):
-        if b - a > 2 * fade:
-            frames += [a + fade, b - fade]
-            values += [np.zeros_like(value), np.zeros_like(value)]
-        frames.append(b)
-        values.append(value)
-    return np.asarray(frames, np.float64), np.asarray(values)
 
 
 def _raised_on_planted_feet(poses: np.ndarray, trans: np.ndarray, rise: np.ndarray, root_keys: np.ndarray,
@@ -156,7 +142,7 @@ def _raised_on_planted_feet(poses: np.ndarray, trans: np.ndarray, rise: np.ndarr
     after = np.minimum(np.searchsorted(root_keys, frames, side="left"), len(root_keys) - 1)
     for col, leg in enumerate(LEGS.values()):
         leg_keyed = np.zeros(T, bool)
-        leg_keyed[:n] = constraints.joint_mask[:, list(leg[:3])].any(axis=1)
+        leg_keyed[:n] = legs_keyed(constraints.joint_mask)[:, col]
         posed = leg_keyed[root_keys[after]] & (root_keys[after] >= frames)
         posed |= (before >= 0) & leg_keyed[root_keys[np.maximum(before, 0)]]
         distance = distance_transform_edt(~leg_keyed) if leg_keyed.any() else np.full(T, np.inf)
@@ -206,11 +192,21 @@ def keyed_runs_at(constraints: Constraints | None, fps: float, length: int, mode
     return Constraints(poses=poses, trans=trans, joint_mask=joint_mask, trans_mask=trans_mask, fps=model_fps)
 
 
+def legs_keyed(joint_mask: np.ndarray) -> np.ndarray:
+    """(T, 24) key mask -> (T, 2) in feet.LEGS' order: frames where a leg's hip, knee or ankle is keyed."""
+    return np.stack([joint_mask[:, list(leg[:3])].any(axis=1) for leg in LEGS.values()], axis=1)
+
+
 def given_legs(runs: Constraints | None) -> np.ndarray | None:
-    """(T, 2) in feet.LEGS' order: frames where a leg (hip, knee or ankle) is keyed."""
-    if runs is None:
-        return None
-    return np.stack([runs.joint_mask[:, list(leg[:3])].any(axis=1) for leg in LEGS.values()], axis=1)
+    """(T, 2) legs given by the runs of keys of keyed_runs_at (None: none)."""
+    return None if runs is None else legs_keyed(runs.joint_mask)
+
+
+def legs_hang_from_new_hips(c: Constraints, fps: float) -> bool:
+    """Whether legs are kept (keyed on a second or more of consecutive frames) where the pelvis,
+    whose turn carries them, is not: their feet then go wherever the new hips put them."""
+    legs = legs_keyed(keyed_runs(c.joint_mask, max(2, int(round(fps))))).any(axis=1)
+    return int((legs & ~c.joint_mask[:, 0]).sum()) >= fps
 
 
 def anchor_times(constraints: Constraints | None, fps: float) -> np.ndarray:

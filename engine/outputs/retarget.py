@@ -701,7 +701,7 @@ def join_to_context(quats: np.ndarray, loc: np.ndarray, rows: np.ndarray, contex
     longer than two fades, as the engine's key offsets are (engine.finishing.editing). Needed
     because the retarget plants a range's feet on spots of its own, which can lie centimetres
     (30 cm measured) from where the old dance has them at a join."""
-    from ..body.curves import offset_curve     # scipy: imported late (the rig panel runs without it)
+    from ..body.curves import dip_knots, offset_curve   # scipy: imported late (the rig panel runs without it)
     T, B = quats.shape[:2]
     fade = max(1, int(fade))
     edges, values = [], []
@@ -714,18 +714,9 @@ def join_to_context(quats: np.ndarray, loc: np.ndarray, rows: np.ndarray, contex
         values.append(np.concatenate([matrix_to_axis_angle(turn).ravel(), shift]))
     if not edges:
         return quats[rows], loc[rows]
-    knots, at = [edges[0]], [values[0]]
-    if len(edges) == 1:               # the range runs to the dance's end: fade out inwards
-        knots.append(edges[0] + (fade if edges[0] < rows[0] else -fade))
-        at.append(np.zeros_like(values[0]))
-    else:
-        if edges[1] - edges[0] > 2 * fade:
-            knots += [edges[0] + fade, edges[1] - fade]
-            at += [np.zeros_like(values[0])] * 2
-        knots.append(edges[1])
-        at.append(values[1])
-    order = np.argsort(knots)
-    curve = offset_curve(np.asarray(knots, np.float64)[order], np.asarray(at)[order], T, None)[rows]
+    # As the engine's root height keys: each offset fades to nothing `fade` frames in, unless the
+    # other edge is nearer than two fades (then the two are interpolated edge to edge).
+    curve = offset_curve(*dip_knots(edges, np.asarray(values), fade), T, fade)[rows]
     turns = axis_angle_to_matrix(curve[:, :3 * B].reshape(len(rows), B, 3))
     return matrix_to_quat(turns @ quat_to_matrix(quats[rows])), loc[rows] + curve[:, 3 * B:]
 
