@@ -161,7 +161,10 @@ def character_bone_map(obj, path: str | None = None) -> dict[str, str]:
 
 def retargeter(obj, bone_map: dict[str, str]) -> Retargeter:
     """engine.outputs.retarget's maths for `obj` and `bone_map` (EngineError, one line, if it cannot)."""
-    return Retargeter(read_rig(obj, bone_map), bone_map)
+    try:
+        return Retargeter(read_rig(obj, bone_map), bone_map)
+    except EngineError as e:   # say which armature (a rig lying down, a mirrored object)
+        raise EngineError(f"armature '{obj.name}': {e}") from None
 
 
 def check_character(obj, bone_map: dict[str, str] | None = None, path: str | None = None) -> dict[str, str]:

@@ -132,6 +132,10 @@ def _capsule_mesh(context, arm_obj):
         out = bmesh.ops.create_uvsphere(bm, u_segments=12, v_segments=8, radius=r,
                                         matrix=Matrix.Translation(centre))
         add(out["verts"], j)
+    # The dance's floor holds the lowest joints (the toes): flat soles at their height, so the
+    # body stands on the floor instead of sinking the toe balls' radius (4 cm) into it.
+    for v in bm.verts:
+        v.co.z = max(v.co.z, 0.0)
     mesh = bpy.data.meshes.new(arm_obj.name + "_body")
     bm.to_mesh(mesh)
     bm.free()

@@ -268,7 +268,14 @@ def dance(obj, scene, first, last, keep_parts=(), keep_root=False):
     return motion, action
 
 
-def assert_dances(obj, motion, first, limb_bones, yaw=0.0, every=3, floor=0.0):
+def rest_floor_z(obj) -> float:
+    """World height of the lowest deforming joint in the rest pose: the floor the character
+    stands on, which it dances on."""
+    mw = obj.matrix_world
+    return min((mw @ b.head_local).z for b in obj.data.bones if b.use_deform)
+
+
+def assert_dances(obj, motion, first, limb_bones, yaw=0.0, every=3):
     frames = list(range(first, first + motion.num_frames, every))
     cos = limb_cosines(obj, motion, frames, limb_bones, yaw)
     assert cos.mean() >= 0.95, f"mean limb cosine {cos.mean():.3f}, worst limb means {cos.mean(0).round(3)}"
@@ -278,8 +285,9 @@ def assert_dances(obj, motion, first, limb_bones, yaw=0.0, every=3, floor=0.0):
     legs = turn_errors(obj, motion, frames, ["left_hip", "left_knee", "right_hip", "right_knee"], yaw)
     print(f"  turn error: arms max {arms.max():.3f} deg; legs mean {legs.mean():.3f}, max {legs.max():.3f} deg")
     assert arms.max() < 1.0 and legs.mean() < 2.0
-    # The lowest deforming joint is on the floor, as the SMPL dance's lowest joint is (scaled).
-    z = lowest_deforming_z(obj, frames) - floor
+    # The lowest deforming joint is on the rest pose's floor, as the SMPL dance's lowest joint is
+    # on its own (scaled).
+    z = lowest_deforming_z(obj, frames) - rest_floor_z(obj)
     smpl_low = joint_positions(motion.poses, motion.trans)[:, :, 1].min(axis=1)[np.asarray(frames) - first]
     scale = rig_io.retargeter(obj, rig_io.check_character(obj)).scale
     height = scale * 1.7
@@ -387,11 +395,24 @@ def test_a_character_on_a_lifted_turned_parent_dances_on_its_own_level(addon, tm
     obj = build_armature("OnStage", mixamo_bones())
     obj.parent = stage
     bpy.context.view_layer.update()
-    rest_low = lowest_deforming_z(obj, [1]).min()
-    assert rest_low > 0.45
+    assert rest_floor_z(obj) == pytest.approx(0.5, abs=1e-6)
     _, first, last = stage_song(scene, tmp_path)
     motion, _ = dance(obj, scene, first, last)
-    assert_dances(obj, motion, first, mixamo_limbs(), yaw=yaw, floor=0.5)
+    assert_dances(obj, motion, first, mixamo_limbs(), yaw=yaw)
+
+
+def test_a_character_with_its_origin_at_the_hips_dances_on_the_floor(addon, tmp_path):
+    # QA: rigged with its object's origin at the hips (bones below it, standing on z = 0 at
+    # rest), a character danced 95 cm in the air: the floor was the origin's level.
+    scene = addon
+    obj = build_armature("HipsOrigin", mixamo_bones(joints={k: v - [0.0, 0.95, 0.0] for k, v in J.items()}))
+    obj.location.z = 0.95
+    bpy.context.view_layer.update()
+    assert rest_floor_z(obj) == pytest.approx(0.0, abs=1e-6)
+    _, first, last = stage_song(scene, tmp_path)
+    motion, _ = dance(obj, scene, first, last)
+    assert_dances(obj, motion, first, mixamo_limbs())
+    assert abs(lowest_deforming_z(obj, range(first, last + 1)).min()) < 0.03
 
 
 def test_the_active_body_mesh_picks_its_armature(addon, tmp_path):

@@ -74,6 +74,11 @@ def test_create_armature_on_the_floor_with_smpl_bones(scene):
     assert body[0].modifiers[0].type == 'ARMATURE' and body[0].modifiers[0].object == obj
     assert [g.name for g in body[0].vertex_groups] == list(JOINT_NAMES)
     assert all(len(v.groups) == 1 and v.groups[0].weight == 1.0 for v in body[0].data.vertices)
+    # It stands on the floor: its soles at the lowest joints' height, not sunk below it (QA: the
+    # toe balls sank 4 cm).
+    bpy.context.view_layer.update()
+    lowest = min((body[0].matrix_world @ v.co).z for v in body[0].data.vertices)
+    assert lowest == pytest.approx(0.5, abs=1e-6)
 
 
 def test_written_motion_evaluates_to_engine_fk(scene):

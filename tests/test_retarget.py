@@ -242,6 +242,25 @@ def test_rest_pose_stands_on_the_floor_and_the_root_travels_scaled():
     np.testing.assert_allclose(step, [ret.scale, 2 * ret.scale, 0.0], atol=1e-9)
 
 
+@pytest.mark.parametrize("bones_at, object_at", [
+    (0.03, 0.0),      # toe joints 3 cm above the soles, which stand at the object's origin (QA)
+    (-0.95, 0.95),    # the object's origin at the hips, the bones below it, standing on z = 0
+    (1.0, 0.5),       # a character standing on a 1.5 m stage, its object at half that height
+])
+def test_the_dance_stands_on_the_rest_pose_floor_not_the_origin(bones_at, object_at):
+    """Standing as SMPL stands at rest, every bone is where the rest pose has it, wherever the
+    object's origin is: the floor is the level the character stands on at rest. (It was the
+    origin's level: a character rigged with its origin at the hips danced 95 cm in the air, and
+    one whose toe joints sit a few cm above its soles sank its feet into the floor by that much.)"""
+    rig = make_rig(humanoid(MIXAMO, smpl_heads(1.1) + [0.0, 0.0, bones_at], np.random.default_rng(3)),
+                   np.array([[1, 0, 0, 0.4], [0, 1, 0, -0.2], [0, 0, 1, object_at], [0, 0, 0, 1.0]]))
+    ret = Retargeter(rig, auto_map(rig))
+    assert ret.frame[2, 3] == pytest.approx(bones_at + object_at)
+    out = ret.to_rig(np.zeros((1, 72)), np.array([[0.0, REST_PELVIS_HEIGHT, 0.0]]))
+    standing = fk_world(rig, out.rotations, out.root_bone, out.root_location)[0]
+    np.testing.assert_allclose(standing, rig.world_heads(), atol=1e-9)
+
+
 def test_five_bone_spine_and_two_bone_neck_share_the_rotation():
     rig = ue5_rig()
     assert detect_preset(rig) == "unreal_ue5"
@@ -430,6 +449,23 @@ def test_a_rig_without_legs_is_refused():
             with pytest.raises(RetargetError) as e:
                 auto_map(make_rig(bones))
             assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("turn", [
+    [[1, 0, 0], [0, 0, -1], [0, 1, 0]],     # lying on its back (Y up exported, read as Z up)
+    [[0, 0, 1], [0, 1, 0], [-1, 0, 0]],     # lying on its side
+    [[1, 0, 0], [0, -1, 0], [0, 0, -1]],    # upside down
+])
+def test_a_character_that_does_not_stand_upright_is_refused(turn):
+    """QA: a character lying down (an FBX read with the wrong up axis) passed the old check
+    (thighs above the lowest joint) and danced with its knees bent backwards."""
+    obj = np.eye(4)
+    obj[:3, :3] = np.array(turn, float)
+    rig = make_rig(humanoid(MIXAMO, smpl_heads(), np.random.default_rng(0)), obj)
+    with pytest.raises(RetargetError, match="upright") as e:
+        Retargeter(rig, auto_map(rig))
+    assert "\n" not in str(e.value)
+    Retargeter(make_rig(humanoid(MIXAMO, a_pose_heads(), np.random.default_rng(0))), MIXAMO)   # an A-pose stands
 
 
 def test_bone_map_json_round_trip(tmp_path):

@@ -37,12 +37,13 @@ class Retargeter(rig, bone_map):
     .scale: float               world units per SMPL metre (character's hip-knee-ankle length / SMPL's)
     .frame: np.ndarray          (4,4) world matrix of the dance's floor frame (Z up): an SMPL Y-up
                                 point p lands at frame @ [C p, 1] with C = (x,y,z)->(x,-z,y) and p
-                                scaled by .scale. Origin: the object's origin in the world, the
-                                floor level with it (z = 0 for an object at the origin);
-                                turned about Z to where the character faces at rest (facing -Y:
-                                identity). From the rest pose: the scale (leg length) and the
-                                pelvis height above the lowest deforming joint (so the rest
-                                stance stands on the floor).
+                                scaled by .scale. Origin: below the object's origin in the
+                                world, at the height of the rest pose's lowest deforming joint
+                                (the floor the character stands on at rest); turned about Z to
+                                where the character faces at rest (facing -Y: identity). From
+                                the rest pose: the scale (leg length) and the pelvis height
+                                above that joint (so the rest stance stands on the floor at its
+                                rest height).
     to_rig(poses (T,72), trans (T,3) Y-up metres, *, contacts=None, fps=None, plant_feet=True) -> RigPose
         contacts (T,2) per leg or Motion.contacts (T,4): planted runs pin the character's ankles
         (two-bone leg IK on its own thigh and shin, engine.outputs.character_feet); fps without contacts:
@@ -67,13 +68,15 @@ bvh_rig(engine.outputs.bvh.read_bvh_skeleton(path), up_axis="Y") -> Rig ; bvh_po
     -> (rotations (T,J,4), root_location (T,3)) ; bvh_to_smpl(path, bone_map=None) -> (poses, trans, frame_time)
 
 Notes for the add-on:
-- Frames: RigPose is in armature space; the dance happens in the world (Z up, the floor level with the
-  object's origin: z = 0 for a character at the origin, a stage's height for one placed on it),
+- Frames: RigPose is in armature space; the dance happens in the world (Z up, on the floor the
+  character stands on at rest: z = 0 for one standing at the origin, a stage's height for one
+  placed on it, whether its object's origin is at its feet or at its hips),
   facing where the character faces at rest, so a Mixamo FBX (object turned 90 degrees about X,
   scale 0.01) and a character turned about Z both dance upright. Compare world limb directions
   with Retargeter.smpl_limb_directions(poses) (already in the world).
-- Floor: the lowest deforming bone head stands on it; a rig without toe bones mapped stands on
-  its soles, guessed below the ankles (Retargeter._sole_below_ankles), not on its ankles.
+- Floor: the lowest deforming bone head keeps its rest height above it, so soles that stand
+  on the floor at rest stand on it while dancing; a rig without toe bones mapped takes its soles,
+  guessed below the ankles (Retargeter._sole_below_ankles), as that joint.
 - Limbs (hips, knees, collars, shoulders, elbows, wrists) are aligned to SMPL's rest limbs; the
   pelvis, spine, neck, head, feet and toes take the rest pose as SMPL's (upright, feet flat).
 - Rigify preset ("rigify"): drives torso (rotation and location), spine_fk.002/.003, neck,
@@ -354,14 +357,23 @@ class Retargeter:
         F = np.array([[np.cos(yaw), -np.sin(yaw), 0.0], [np.sin(yaw), np.cos(yaw), 0.0], [0.0, 0.0, 1.0]])
         self.frame = np.eye(4)
         self.frame[:3, :3] = F
-        self.frame[:3, 3] = O[:3, 3]   # the floor is level with the object's origin (a stage, a lifted parent)
+        self.frame[:3, 3] = O[:3, 3]
         self._D = F @ Y_TO_Z
-        if float(heads_w[[lh, rh], 2].mean()) <= floor:
-            raise RetargetError("the thigh bones are not above the feet in the rest pose; "
+        knees = [self.bone_of[JOINT_INDEX[f"{side}_knee"]] for side in ("left", "right")]
+        thigh_drop = heads_w[[lh, rh], 2] - heads_w[knees, 2]
+        thigh_length = np.linalg.norm(heads_w[[lh, rh]] - heads_w[knees], axis=-1)
+        # A standing rest pose's thighs point down (T-pose, A-pose, a wide stance: well within
+        # 60 degrees of vertical); a character lying on its side passes the height test alone.
+        if float(heads_w[[lh, rh], 2].mean()) <= floor or (thigh_drop < 0.5 * thigh_length).any():
+            raise RetargetError("the thigh bones do not point down to the feet in the rest pose; "
                                 "is the character upright (Z up)?")
         self.scale = self._leg_length(heads_w) / SMPL_LEG_LENGTH
         if all(self.bone_of[JOINT_INDEX[f"{side}_foot"]] < 0 for side in ("left", "right")):
             floor = min(floor, self._sole_below_ankles(heads_w))   # no toes: the soles stand on the floor
+        # The dance's floor is the level the character stands on at rest, wherever its object's
+        # origin is (at the hips, a stage, a lifted parent): standing, it keeps its rest height, so
+        # soles a few centimetres under the toe joints stay on the floor instead of sinking.
+        self.frame[2, 3] = floor
         # Each leg's thigh, shin and foot bones, the ankle's rest height above the floor, its toe
         # bone (-1: none) and the toe's rest height, for planting feet.
         self._legs = {}
