@@ -66,8 +66,10 @@ def read_rig(obj, bone_map: dict[str, str] | None = None) -> Rig:
     lengths = np.array([b.length for b in bones], np.float64)
     deform = [bool(b.use_deform) for b in bones]
     O = np.array(obj.matrix_world, np.float64)
+    body = deforms_a_body(obj)
     if not bone_map or any(v not in index for v in bone_map.values()):   # a bad map: check_bone_map says so
-        return Rig(names=names, parents=parents, rest=rest, lengths=lengths, deform=deform, object_matrix=O)
+        return Rig(names=names, parents=parents, rest=rest, lengths=lengths, deform=deform, object_matrix=O,
+                   stands_at_rest=body)
     for b, p in _follows(obj, bone_map).items():
         parents[index[b]] = index[p]
     mapped = {index[v] for v in bone_map.values()}
@@ -82,7 +84,14 @@ def read_rig(obj, bone_map: dict[str, str] | None = None) -> Rig:
     sub = sorted(keep)
     new = {old: k for k, old in enumerate(sub)}
     return Rig(names=[names[i] for i in sub], parents=[new.get(parents[i], -1) for i in sub], rest=rest[sub],
-               lengths=lengths[sub], deform=[deform[i] for i in sub], object_matrix=O)
+               lengths=lengths[sub], deform=[deform[i] for i in sub], object_matrix=O, stands_at_rest=body)
+
+
+def deforms_a_body(obj) -> bool:
+    """Whether a mesh is deformed by `obj` (an Armature modifier on it): its rest pose then stands
+    where the body was modelled standing, which is the floor it dances on (Rig.stands_at_rest)."""
+    return any(m.type == 'ARMATURE' and m.object == obj
+               for o in bpy.data.objects if o.type == 'MESH' for m in o.modifiers)
 
 
 def _follows(obj, bone_map: dict[str, str]) -> dict[str, str]:

@@ -269,10 +269,25 @@ def dance(obj, scene, first, last, keep_parts=(), keep_root=False):
 
 
 def rest_floor_z(obj) -> float:
-    """World height of the lowest deforming joint in the rest pose: the floor the character
-    stands on, which it dances on."""
+    """World height of the lowest deforming joint in the rest pose."""
     mw = obj.matrix_world
     return min((mw @ b.head_local).z for b in obj.data.bones if b.use_deform)
+
+
+def dance_floor_z(obj) -> float:
+    """Where the lowest deforming joint dances: a character with a body on the level it stands
+    on at rest; a bare skeleton on its object's origin's."""
+    return rest_floor_z(obj) if rig_io.deforms_a_body(obj) else obj.matrix_world.translation.z
+
+
+def give_a_body(obj):
+    """A mesh the armature deforms (a box, bound to the pelvis' bone by an Armature modifier)."""
+    mesh = bpy.data.meshes.new(obj.name + "_body")
+    mesh.from_pydata([(x, y, z) for x in (-0.1, 0.1) for y in (-0.1, 0.1) for z in (0.0, 0.2)], [], [])
+    body = bpy.data.objects.new(obj.name + "_body", mesh)
+    bpy.context.scene.collection.objects.link(body)
+    body.modifiers.new("Armature", 'ARMATURE').object = obj
+    return body
 
 
 def assert_dances(obj, motion, first, limb_bones, yaw=0.0, every=3):
@@ -285,9 +300,8 @@ def assert_dances(obj, motion, first, limb_bones, yaw=0.0, every=3):
     legs = turn_errors(obj, motion, frames, ["left_hip", "left_knee", "right_hip", "right_knee"], yaw)
     print(f"  turn error: arms max {arms.max():.3f} deg; legs mean {legs.mean():.3f}, max {legs.max():.3f} deg")
     assert arms.max() < 1.0 and legs.mean() < 2.0
-    # The lowest deforming joint is on the rest pose's floor, as the SMPL dance's lowest joint is
-    # on its own (scaled).
-    z = lowest_deforming_z(obj, frames) - rest_floor_z(obj)
+    # The lowest deforming joint is on the floor, as the SMPL dance's lowest joint is (scaled).
+    z = lowest_deforming_z(obj, frames) - dance_floor_z(obj)
     smpl_low = joint_positions(motion.poses, motion.trans)[:, :, 1].min(axis=1)[np.asarray(frames) - first]
     scale = rig_io.retargeter(obj, rig_io.check_character(obj)).scale
     height = scale * 1.7
@@ -402,13 +416,14 @@ def test_a_character_on_a_lifted_turned_parent_dances_on_its_own_level(addon, tm
 
 
 def test_a_character_with_its_origin_at_the_hips_dances_on_the_floor(addon, tmp_path):
-    # QA: rigged with its object's origin at the hips (bones below it, standing on z = 0 at
-    # rest), a character danced 95 cm in the air: the floor was the origin's level.
+    # QA: rigged with its object's origin at the hips (bones below it, its body standing on
+    # z = 0 at rest), a character danced 95 cm in the air: the floor was the origin's level.
     scene = addon
     obj = build_armature("HipsOrigin", mixamo_bones(joints={k: v - [0.0, 0.95, 0.0] for k, v in J.items()}))
     obj.location.z = 0.95
+    give_a_body(obj)
     bpy.context.view_layer.update()
-    assert rest_floor_z(obj) == pytest.approx(0.0, abs=1e-6)
+    assert rest_floor_z(obj) == pytest.approx(0.0, abs=1e-6) and dance_floor_z(obj) == rest_floor_z(obj)
     _, first, last = stage_song(scene, tmp_path)
     motion, _ = dance(obj, scene, first, last)
     assert_dances(obj, motion, first, mixamo_limbs())

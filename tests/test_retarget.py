@@ -242,23 +242,27 @@ def test_rest_pose_stands_on_the_floor_and_the_root_travels_scaled():
     np.testing.assert_allclose(step, [ret.scale, 2 * ret.scale, 0.0], atol=1e-9)
 
 
-@pytest.mark.parametrize("bones_at, object_at", [
-    (0.03, 0.0),      # toe joints 3 cm above the soles, which stand at the object's origin (QA)
-    (-0.95, 0.95),    # the object's origin at the hips, the bones below it, standing on z = 0
-    (1.0, 0.5),       # a character standing on a 1.5 m stage, its object at half that height
+@pytest.mark.parametrize("bones_at, object_at, stands_at_rest", [
+    (0.03, 0.0, True),     # a body's toe joints 3 cm above its soles, which stand at the origin (QA)
+    (-0.95, 0.95, True),   # a body whose object's origin is at the hips, standing on z = 0
+    (1.0, 0.5, True),      # a body standing on a 1.5 m stage, its object at half that height
+    (0.03, 0.0, False),    # a bare skeleton: its lowest joint on the origin's level ...
+    (-0.9, 0.0, False),    # ... also where its rest pose hangs from the root (a BVH import)
 ])
-def test_the_dance_stands_on_the_rest_pose_floor_not_the_origin(bones_at, object_at):
-    """Standing as SMPL stands at rest, every bone is where the rest pose has it, wherever the
-    object's origin is: the floor is the level the character stands on at rest. (It was the
+def test_the_dance_stands_on_the_floor_the_character_stands_on(bones_at, object_at, stands_at_rest):
+    """Standing as SMPL stands at rest, a character with a body stands as in its rest pose,
+    wherever its object's origin is: the floor is the level it stands on at rest. (It was the
     origin's level: a character rigged with its origin at the hips danced 95 cm in the air, and
-    one whose toe joints sit a few cm above its soles sank its feet into the floor by that much.)"""
+    one whose toe joints sit a few cm above its soles sank its feet into the floor by that
+    much.) A bare skeleton's lowest joint stands on its origin's level."""
     rig = make_rig(humanoid(MIXAMO, smpl_heads(1.1) + [0.0, 0.0, bones_at], np.random.default_rng(3)),
                    np.array([[1, 0, 0, 0.4], [0, 1, 0, -0.2], [0, 0, 1, object_at], [0, 0, 0, 1.0]]))
+    rig.stands_at_rest = stands_at_rest
     ret = Retargeter(rig, auto_map(rig))
-    assert ret.frame[2, 3] == pytest.approx(bones_at + object_at)
     out = ret.to_rig(np.zeros((1, 72)), np.array([[0.0, REST_PELVIS_HEIGHT, 0.0]]))
     standing = fk_world(rig, out.rotations, out.root_bone, out.root_location)[0]
-    np.testing.assert_allclose(standing, rig.world_heads(), atol=1e-9)
+    lift = 0.0 if stands_at_rest else -bones_at
+    np.testing.assert_allclose(standing, rig.world_heads() + [0.0, 0.0, lift], atol=1e-9)
 
 
 def test_five_bone_spine_and_two_bone_neck_share_the_rotation():

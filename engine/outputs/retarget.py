@@ -17,6 +17,11 @@ from engine.outputs.retarget import (Rig, RigPose, Retargeter, RetargetError, Bo
     follows: dict[int, int]     bone -> bone whose armature-space pose it copies (a Copy Transforms
                                 constraint on the armature itself, world/pose space, influence 1,
                                 not muted; Rigify's ORG-shoulder.L follows shoulder.L). Default {}.
+    stands_at_rest: bool        whether the rest pose stands where the character stands in the
+                                scene (an armature that deforms a body: its body was modelled
+                                standing there). Default False: a bare skeleton, whose rest pose
+                                can hang from its root (a BVH import: root at the origin, feet
+                                below it).
 
 BoneMap = dict[str, str]        SMPL joint name -> bone name, each bone at most once. Optional extra
                                 key "root": the bone that carries the location (default: the bone of
@@ -37,13 +42,13 @@ class Retargeter(rig, bone_map):
     .scale: float               world units per SMPL metre (character's hip-knee-ankle length / SMPL's)
     .frame: np.ndarray          (4,4) world matrix of the dance's floor frame (Z up): an SMPL Y-up
                                 point p lands at frame @ [C p, 1] with C = (x,y,z)->(x,-z,y) and p
-                                scaled by .scale. Origin: below the object's origin in the
-                                world, at the height of the rest pose's lowest deforming joint
-                                (the floor the character stands on at rest); turned about Z to
-                                where the character faces at rest (facing -Y: identity). From
-                                the rest pose: the scale (leg length) and the pelvis height
-                                above that joint (so the rest stance stands on the floor at its
-                                rest height).
+                                scaled by .scale. Origin: the object's origin in the world, at
+                                the floor's height: for a rig that stands_at_rest, the rest
+                                pose's lowest deforming joint's (the floor the character stands
+                                on at rest), else the origin's own; turned about Z to where the
+                                character faces at rest (facing -Y: identity). From the rest
+                                pose: the scale (leg length) and the pelvis height above that
+                                joint (so the rest stance stands on the floor as at rest).
     to_rig(poses (T,72), trans (T,3) Y-up metres, *, contacts=None, fps=None, plant_feet=True) -> RigPose
         contacts (T,2) per leg or Motion.contacts (T,4): planted runs pin the character's ankles
         (two-bone leg IK on its own thigh and shin, engine.outputs.character_feet); fps without contacts:
@@ -68,15 +73,16 @@ bvh_rig(engine.outputs.bvh.read_bvh_skeleton(path), up_axis="Y") -> Rig ; bvh_po
     -> (rotations (T,J,4), root_location (T,3)) ; bvh_to_smpl(path, bone_map=None) -> (poses, trans, frame_time)
 
 Notes for the add-on:
-- Frames: RigPose is in armature space; the dance happens in the world (Z up, on the floor the
-  character stands on at rest: z = 0 for one standing at the origin, a stage's height for one
-  placed on it, whether its object's origin is at its feet or at its hips),
+- Frames: RigPose is in armature space; the dance happens in the world (Z up, on the floor: a
+  character with a body on the floor it stands on at rest, whether its object's origin is at its
+  feet or at its hips; a bare skeleton level with its object's origin; either way z = 0 for one
+  standing at the origin, a stage's height for one placed on it),
   facing where the character faces at rest, so a Mixamo FBX (object turned 90 degrees about X,
   scale 0.01) and a character turned about Z both dance upright. Compare world limb directions
   with Retargeter.smpl_limb_directions(poses) (already in the world).
-- Floor: the lowest deforming bone head keeps its rest height above it, so soles that stand
-  on the floor at rest stand on it while dancing; a rig without toe bones mapped takes its soles,
-  guessed below the ankles (Retargeter._sole_below_ankles), as that joint.
+- Floor: the lowest deforming bone head keeps its rest height above it, so a body's soles that
+  stand on the floor at rest stand on it while dancing; a rig without toe bones mapped takes its
+  soles, guessed below the ankles (Retargeter._sole_below_ankles), as that joint.
 - Limbs (hips, knees, collars, shoulders, elbows, wrists) are aligned to SMPL's rest limbs; the
   pelvis, spine, neck, head, feet and toes take the rest pose as SMPL's (upright, feet flat).
 - Rigify preset ("rigify"): drives torso (rotation and location), spine_fk.002/.003, neck,
@@ -248,6 +254,7 @@ class Rig:
     deform: list
     object_matrix: np.ndarray = field(default_factory=lambda: np.eye(4))
     follows: dict = field(default_factory=dict)
+    stands_at_rest: bool = False
 
     def __post_init__(self):
         self.names = [str(n) for n in self.names]
@@ -370,10 +377,12 @@ class Retargeter:
         self.scale = self._leg_length(heads_w) / SMPL_LEG_LENGTH
         if all(self.bone_of[JOINT_INDEX[f"{side}_foot"]] < 0 for side in ("left", "right")):
             floor = min(floor, self._sole_below_ankles(heads_w))   # no toes: the soles stand on the floor
-        # The dance's floor is the level the character stands on at rest, wherever its object's
-        # origin is (at the hips, a stage, a lifted parent): standing, it keeps its rest height, so
-        # soles a few centimetres under the toe joints stay on the floor instead of sinking.
-        self.frame[2, 3] = floor
+        # A character with a body dances on the level it stands on at rest, wherever its object's
+        # origin is (at the hips): standing, it keeps its rest height, so soles a few centimetres
+        # under the toe joints stay on the floor instead of sinking. A bare skeleton's rest pose
+        # may hang from its root (a BVH import), so its lowest joint dances on the origin's level.
+        if rig.stands_at_rest:
+            self.frame[2, 3] = floor
         # Each leg's thigh, shin and foot bones, the ankle's rest height above the floor, its toe
         # bone (-1: none) and the toe's rest height, for planting feet.
         self._legs = {}
