@@ -188,6 +188,10 @@ def build_request(context):
         metadata={"song": p.span.path, "steps": steps, "quality": settings.quality.lower(),
                   "guidance": settings.guidance, "autoguidance": settings.autoguidance,
                   "audio_start": start})
+    if bone_map is not None:
+        note = rig_io.uneven_scale_note(obj)
+        if note:
+            request.notes.append(note)
     ad = obj.animation_data
     if (settings.keep_parts() or settings.keep_root) and (ad is None or ad.action is None):
         request.notes.append(f"'{obj.name}' has no animation: the kept body parts hold its current pose")

@@ -87,6 +87,16 @@ def read_rig(obj, bone_map: dict[str, str] | None = None) -> Rig:
                lengths=lengths[sub], deform=[deform[i] for i in sub], object_matrix=O, stands_at_rest=body)
 
 
+def uneven_scale_note(obj) -> str | None:
+    """A note when the armature is scaled unevenly in the world (its own scale or a parent's):
+    a turned bone then shears, so no rotation points its limb exactly along the dance's."""
+    stretch = np.linalg.svd(np.array(obj.matrix_world, np.float64)[:3, :3], compute_uv=False)
+    if stretch.max() <= 1.01 * stretch.min():
+        return None
+    return (f"'{obj.name}' is scaled unevenly in the world (stretched {stretch.max() / stretch.min():.2f}x more "
+            "one way): its limbs can point a few degrees off the dance's; apply the scale (Ctrl A) for an exact fit")
+
+
 def deforms_a_body(obj) -> bool:
     """Whether a mesh is deformed by `obj` (an Armature modifier on it): its rest pose then stands
     where the body was modelled standing, which is the floor it dances on (Rig.stands_at_rest)."""
