@@ -108,6 +108,10 @@ def test_user_mistakes_raise_engine_error(tmp_path):
     sf.write(str(no_samples), np.zeros((0, 1), np.float32), 8000)
     with pytest.raises(EngineError, match="no audio"):
         load_audio(no_samples)
+    one_sample = tmp_path / "one.wav"   # QA: refused as "0 samples"
+    sf.write(str(one_sample), np.full((1, 1), 0.5, np.float32), 44100)
+    with pytest.raises(EngineError, match=r"too short to dance \(1 sample at 44100 Hz\)"):
+        load_audio(one_sample)
     short = tmp_path / "short.ogg"
     sf.write(str(short), _sine(440, 1.0, 44100), 44100)
     with pytest.raises(EngineError, match="beyond the end"):

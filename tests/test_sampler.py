@@ -456,3 +456,26 @@ def test_the_lift_off_changes_swings_only_within_the_swing_speed_cap(monkeypatch
     for side in ("left", "right"):
         ankle = after[15:-15, JOINT_INDEX[f"{side}_ankle"], :][:, [0, 2]]        # steps between stances
         assert np.linalg.norm(np.diff(ankle, axis=0), axis=-1).max() * fps < feet.MAX_SWING_SPEED * 1.05
+
+
+def test_a_pin_eases_out_at_a_bounded_catch_up_speed():
+    """A stance pins the ankle where the network is already lifting the foot (a kick right after
+    it): released, the foot catches up with its drawn path at most MAX_CATCH_UP_SPEED faster than
+    the drawn foot moves. Blended towards the pinned spot over the fixed fade, it was dragged at
+    8-14 m/s on unseen songs (QA)."""
+    from engine.finishing.feet import FADE_SECONDS, MAX_CATCH_UP_SPEED, _ease_corrections
+    fps, T = 30.0, 60
+    drawn = np.zeros((T, 3))
+    drawn[:, 1] = 0.1
+    kick = np.arange(T) >= 20
+    drawn[kick, 1] += 0.15 * (np.arange(T)[kick] - 19)          # up at 4.5 m/s from frame 20
+    drawn[:, 0] = 0.01 * np.arange(T)                             # and sliding 0.3 m/s throughout
+    target, weight = drawn.copy(), np.zeros(T)
+    target[10:22], weight[10:22] = [0.15, 0.1, 0.0], 1.0          # pinned to a spot through 21
+    _ease_corrections(target, weight, drawn, int(round(FADE_SECONDS * fps)), fps)
+    out = weight[:, None] * target + (1 - weight[:, None]) * drawn
+    assert np.allclose(out[10:22], [0.15, 0.1, 0.0])              # the pin holds
+    speed = np.linalg.norm(np.diff(out, axis=0), axis=1) * fps
+    drawn_speed = np.linalg.norm(np.diff(drawn, axis=0), axis=1) * fps
+    assert (speed <= drawn_speed + MAX_CATCH_UP_SPEED * 1.05).all(), speed.max()
+    assert np.allclose(out[-5:], drawn[-5:])                      # and lets go: the drawn path again

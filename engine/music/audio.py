@@ -190,8 +190,8 @@ def _from_file_loud(path: Path, start: float, duration) -> np.ndarray:
                                              always_2d=True), sr, count, path)
         except (sf.SoundFileError, RuntimeError) as e:
             raise EngineError(f"cannot decode audio file {path}: {e}") from None
-    if wave.size == 0:
-        raise EngineError(f"audio file contains no audio (0 samples): {path}")
+    if wave.size == 0:   # a sample or two, gone in resampling
+        raise EngineError(f"audio file is too short to dance ({count} sample{'s' * (count != 1)} at {sr} Hz): {path}")
     return wave
 
 
