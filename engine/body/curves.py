@@ -1,5 +1,6 @@
 """Curves through keyed values: how a correction known at a few keyed frames is spread over the
-frames between them (engine.finishing.editing's key offsets, engine.sampler.facing's keyed facing)."""
+frames between them (engine.finishing.editing's key offsets, engine.sampler.facing's keyed facing),
+and the smoothstep ease the finishing steps rebuild turns, swings and releases with."""
 from __future__ import annotations
 
 import numpy as np
@@ -51,3 +52,12 @@ def dip_knots(key_frames, key_values, fade: float) -> tuple[np.ndarray, np.ndarr
         frames.append(b)
         out.append(value)
     return np.asarray(frames, np.float64), np.asarray(out)
+
+
+# An ease by smoothstep over n frames changes fastest, mid-way, at 1.5x its mean rate.
+SMOOTHSTEP_PEAK_OVER_MEAN = 1.5
+
+
+def smoothstep(u):
+    """3u^2 - 2u^3 for u in [0, 1] (numpy or torch): from 0 to 1 with zero slope at both ends."""
+    return u * u * (3 - 2 * u)

@@ -23,6 +23,7 @@ import torch
 from scipy.ndimage import gaussian_filter1d
 
 from ..body import rotations as R
+from ..body.curves import SMOOTHSTEP_PEAK_OVER_MEAN, smoothstep
 from ..body.skeleton import JOINT_INDEX, NUM_JOINTS, PARENTS, forward_kinematics
 
 PLANTED_HEIGHT = 0.06      # m above the floor under which a foot joint may be planted
@@ -239,12 +240,12 @@ def _ease_corrections(target: np.ndarray, weight: np.ndarray, drawn: np.ndarray,
     def edge_correction(e: int) -> np.ndarray:
         return np.zeros(3) if fixed[e] else target[e] - drawn[e]
 
-    def frames_for(correction: np.ndarray) -> int:     # smoothstep's peak slope is 1.5x its mean
-        return max(fade, int(np.ceil(1.5 * np.linalg.norm(correction) * fps / MAX_CATCH_UP_SPEED)))
+    def frames_for(correction: np.ndarray) -> int:
+        return max(fade, int(np.ceil(SMOOTHSTEP_PEAK_OVER_MEAN * np.linalg.norm(correction) * fps
+                                     / MAX_CATCH_UP_SPEED)))
 
     def smooth(u: np.ndarray) -> np.ndarray:
-        u = np.clip(u, 0.0, 1.0)
-        return u * u * (3 - 2 * u)
+        return smoothstep(np.clip(u, 0.0, 1.0))
 
     gaps = [(None, runs[0][0])] + [(runs[i][1], runs[i + 1][0]) for i in range(len(runs) - 1)] + [(runs[-1][1], None)]
     for after, before in gaps:                       # free frames between a run's end and the next's start
@@ -343,7 +344,7 @@ def step_plan(pos: np.ndarray, fps: float, leg, cycle: np.ndarray,
         # is within MAX_SWING_SPEED.
         # Frames over which travel eased from rest to rest (peak 1.5x its mean speed) stays
         # within MAX_SWING_SPEED.
-        travel_frames = 1.5 * np.linalg.norm(spot1 - spot0) * fps / MAX_SWING_SPEED
+        travel_frames = SMOOTHSTEP_PEAK_OVER_MEAN * np.linalg.norm(spot1 - spot0) * fps / MAX_SWING_SPEED
         need = int(np.ceil(travel_frames))
         while a1 - b0 + 1 < need and (b0 - a0 > min_stance or b1 - a1 > min_stance):
             if b0 - a0 > min_stance:
@@ -358,7 +359,7 @@ def step_plan(pos: np.ndarray, fps: float, leg, cycle: np.ndarray,
         # that within MAX_SWING_SPEED travels over more of it: stances are not cut for the lift-off.
         share = min(1.0, max(SWING_TRAVEL_SHARE, travel_frames / (a1 - b0 + 1)))
         v = np.clip((u - 0.5) / share + 0.5, 0.0, 1.0)
-        eased = v * v * (3 - 2 * v)
+        eased = smoothstep(v)
         target[b0:a1] = spot0 + eased[:, None] * (spot1 - spot0)
         target[b0:a1, 1] += STEP_LIFT * np.sin(np.pi * u)
         weight[b0:a1] = 1.0

@@ -17,6 +17,7 @@ from scipy.spatial.transform import Rotation, Slerp
 from ..body import layout as L
 from ..body.layout import MAX_TURN_RATE   # the real dancers' fastest pelvis turn, rad/s
 from ..body import rotations as R
+from ..body.curves import SMOOTHSTEP_PEAK_OVER_MEAN, smoothstep
 from ..body.skeleton import JOINT_INDEX, MIRROR_INDICES
 from .feet import true_runs
 
@@ -27,8 +28,6 @@ from .feet import true_runs
 # dancer's half turn: on the validation songs FID_k 29.7 against 32.4, Div_k 8.17 against 8.72
 # (weights/TRAINING.md, "Rebuilt turns at a dancer's pace").
 REBUILT_TURN_PACE = 5.0
-# A rebuilt turn eases in and out (smoothstep), whose peak rate is 1.5x its mean.
-_PEAK_OVER_MEAN = 1.5
 
 
 def _yaw(rot: Rotation) -> np.ndarray:
@@ -48,7 +47,7 @@ def limit_turn_rate(root: Rotation, fps: float, max_rate: float = MAX_TURN_RATE,
     T = len(root)
     if T < 3:
         return root, 0
-    mean_rate = min(pace, max_rate / _PEAK_OVER_MEAN)
+    mean_rate = min(pace, max_rate / SMOOTHSTEP_PEAK_OVER_MEAN)
     step = (root[1:] * root[:-1].inv()).magnitude() * fps
     spans = true_runs(step > max_rate, 1)      # step i joins frames i and i+1: (first, last frame)
     if not spans:
@@ -75,7 +74,7 @@ def limit_turn_rate(root: Rotation, fps: float, max_rate: float = MAX_TURN_RATE,
                 break
             a, b = max(done_to, a - 1), min(T - 1, b + 1)
         u = np.linspace(0.0, 1.0, b - a + 1)
-        ease = u * u * (3 - 2 * u)
+        ease = smoothstep(u)
         heading = yaw[a] + yaw_steps[a:b].sum() * ease
         lean_path = Slerp([0.0, 1.0], Rotation.concatenate([tilt[a], tilt[b]]))(ease)
         quats[a:b + 1] = (_about_y(heading) * lean_path).as_quat()
@@ -156,7 +155,7 @@ def limit_joint_speeds(poses: np.ndarray, fps: float, bounds=MAX_JOINT_SPEED,
                 continue
             while True:
                 angle = float(R.quat_angle(q[a, j], q[b, j]))
-                if _PEAK_OVER_MEAN * angle / (b - a) * fps <= bounds[j]:
+                if SMOOTHSTEP_PEAK_OVER_MEAN * angle / (b - a) * fps <= bounds[j]:
                     break
                 grow_a = a > done_to and not pinned[a - 1] and not pinned[a]
                 grow_b = b < T - 1 and not pinned[b + 1] and not pinned[b]
@@ -166,7 +165,7 @@ def limit_joint_speeds(poses: np.ndarray, fps: float, bounds=MAX_JOINT_SPEED,
             if pinned[a + 1:b].any():
                 continue
             u = torch.linspace(0.0, 1.0, b - a + 1, dtype=torch.float64)[:, None]
-            ease = u * u * (3 - 2 * u)
+            ease = smoothstep(u)
             for k in chain:
                 q[a:b + 1, k] = R.quat_slerp(q[a, k].expand(len(u), 4), q[b, k].expand(len(u), 4), ease)
             done_to = b
