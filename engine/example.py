@@ -31,14 +31,25 @@ def _place(out: np.ndarray, sound: np.ndarray, at: float, sr: int) -> None:
         out[i:i + n] += sound[:n]
 
 
-def make_click_track(seconds: float, bpm: float = 120.0, sr: int = 44100) -> np.ndarray:
-    """A click (a 10 ms decaying 1.5 kHz burst) on every beat from t = 0: (S,) float32."""
-    if seconds <= 0 or bpm <= 0 or sr <= 0:
+def click_times(seconds: float, bpm: float = 120.0, end_bpm: float | None = None) -> np.ndarray:
+    """Beat times from t = 0 over `seconds`, the tempo going linearly from `bpm` to `end_bpm`
+    (default: steady) over that time."""
+    end_bpm = bpm if end_bpm is None else end_bpm
+    if end_bpm == bpm:
+        return _beats(seconds, bpm)
+    t = np.arange(0.0, seconds, 1e-3)
+    beats_so_far = np.cumsum(np.r_[0.0, (bpm + (end_bpm - bpm) * t[:-1] / seconds) / 60.0 * 1e-3])
+    return np.interp(np.arange(0.0, beats_so_far[-1]), beats_so_far, t)
+
+
+def make_click_track(seconds: float, bpm: float = 120.0, sr: int = 44100, end_bpm: float | None = None) -> np.ndarray:
+    """A click (a 10 ms decaying 1.5 kHz burst) on every beat of click_times: (S,) float32."""
+    if seconds <= 0 or bpm <= 0 or sr <= 0 or (end_bpm is not None and end_bpm <= 0):
         raise EngineError("click track: seconds, bpm and sr must be positive")
     out = np.zeros(int(round(seconds * sr)), np.float64)
     t = np.arange(int(0.01 * sr)) / sr
     click = np.sin(2 * np.pi * 1500 * t) * np.exp(-t / 0.002)
-    for b in _beats(seconds, bpm):
+    for b in click_times(seconds, bpm, end_bpm):
         _place(out, click, b, sr)
     return (0.8 * out).astype(np.float32)
 

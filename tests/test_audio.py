@@ -9,7 +9,7 @@ from engine.music import audio
 from engine.music.audio import (FEATURE_CHANNELS, FEATURE_SR, HOP, NUM_MUSIC_FEATURES, detect_beats,
                           load_audio, load_song, music_features)
 from engine.errors import EngineError
-from engine.example import make_click_track
+from engine.example import click_times, make_click_track
 from engine.body.layout import MODEL_FPS
 
 
@@ -178,6 +178,35 @@ def test_click_track_beats():
     onehot = np.flatnonzero(feats[:, FEATURE_CHANNELS["beat"]])
     np.testing.assert_array_equal(onehot, np.round(beats * MODEL_FPS).astype(int))
     assert feats[:, FEATURE_CHANNELS["onset_peak"]].sum() >= 12
+
+
+def _hit_rate(found, truth, tolerance=0.07):
+    """Share of the true beats with a found beat within `tolerance` seconds."""
+    return float((np.abs(truth[:, None] - found[None]).min(axis=1) <= tolerance).mean())
+
+
+def test_beats_follow_a_song_that_speeds_up():
+    sr = 22050
+    wave = make_click_track(30.0, 80, sr, end_bpm=130)
+    truth = click_times(30.0, 80, 130)
+    beats, tempo = detect_beats(wave, sr)
+    inner = truth[(truth > 4.0) & (truth < 26.0)]             # away from the ends, where the tracker may trim
+    assert _hit_rate(beats, inner) >= 0.9
+    assert 95 <= tempo <= 115                                 # the median tempo, not one grid for the song
+    first = truth[truth < 10.0]                                # a single 120 bpm grid missed most of these
+    assert _hit_rate(beats, first[first > 3.0]) >= 0.8
+
+
+def test_a_steady_song_keeps_one_tempo(monkeypatch):
+    sr = 22050
+    wave = make_click_track(30.0, 100, sr)
+    drifting = []
+    real = audio._drifting_tempo
+    monkeypatch.setattr(audio, "_drifting_tempo", lambda *a: drifting.append(real(*a)) or drifting[-1])
+    beats, tempo = detect_beats(wave, sr)
+    assert drifting == [None]                                 # judged steady: librosa's one-tempo tracker
+    assert tempo == pytest.approx(100, rel=0.03)
+    assert _hit_rate(beats, click_times(30.0, 100)[2:-2]) == 1.0
 
 
 def test_chunked_analysis_matches_whole_song(monkeypatch):

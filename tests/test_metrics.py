@@ -6,7 +6,7 @@ import pytest
 
 from engine.evaluation import metrics as M
 from engine.body.layout import MODEL_FPS
-from engine.body.skeleton import JOINT_INDEX, NUM_JOINTS, REST_PELVIS_HEIGHT, REST_POSITIONS
+from engine.body.skeleton import JOINT_INDEX, JOINT_NAMES, NUM_JOINTS, REST_PELVIS_HEIGHT, REST_POSITIONS
 
 FPS = MODEL_FPS
 
@@ -203,3 +203,40 @@ def test_turn_snaps_count_only_turns_faster_than_the_dancers():
     heading60[400:] += 2.0
     heading60[800:] -= np.pi * 0.9
     assert M.turn_snaps(_turning(len(heading60), heading60), 2 * FPS) == pytest.approx(1.0)
+
+
+def test_geometric_relations_of_the_rest_pose():
+    still = M.geometric_relations(standing(30), FPS)
+    assert len(still) == 32 and M.geometric_features(standing(30), FPS).shape == (32,)
+    held = {name for name, frames in still.items() if frames.all()}
+    assert held == {"right upper arm raised", "left upper arm raised", "hands far apart"}   # arms out, a T
+    assert not any(frames.any() for name, frames in still.items() if name not in held)
+
+
+def test_geometric_relations_follow_a_raised_hand_and_a_forward_step():
+    p = standing(31)
+    wrist, neck = JOINT_INDEX["right_wrist"], JOINT_INDEX["neck"]
+    p[15:, wrist] = p[15:, neck] + [0.0, 0.3, 0.0]              # the right hand above the head from frame 15
+    r = M.geometric_relations(p, FPS)
+    assert r["right hand above the neck"].mean() == pytest.approx(16 / 30)
+    assert not r["left hand above the neck"].any()
+    assert r["right hand fast"].sum() == 1 and r["right hand moves up"].sum() == 1   # the one frame it jumped
+    step = standing(2)
+    step[:, JOINT_INDEX["left_ankle"], 2] += 0.4                 # the left foot 40 cm forward (+Z)
+    assert M.geometric_relations(step, FPS)["left foot in front of the right leg"].all()
+    step[:, JOINT_INDEX["left_ankle"], 2] -= 0.8                 # ... or 40 cm back
+    assert not M.geometric_relations(step, FPS)["left foot in front of the right leg"].any()
+
+
+def test_geometric_features_ignore_where_the_dancer_stands_and_faces():
+    rng = np.random.default_rng(0)
+    p = standing(60) + np.cumsum(rng.normal(0.0, 0.02, (60, NUM_JOINTS, 3)), axis=0)
+    turn = np.array([[np.cos(1.0), 0.0, np.sin(1.0)], [0.0, 1.0, 0.0], [-np.sin(1.0), 0.0, np.cos(1.0)]])
+    moved = p @ turn.T + [2.0, 0.0, -1.0]                       # turned about Y and walked elsewhere
+    np.testing.assert_allclose(M.geometric_features(moved, FPS), M.geometric_features(p, FPS))
+    swapped = lambda name: name.replace("left", "@").replace("right", "left").replace("@", "right")
+    mirrored = (p * [-1.0, 1.0, 1.0])[:, [JOINT_INDEX[swapped(n)] for n in JOINT_NAMES]]   # left and right swap
+    a, b = M.geometric_relations(p, FPS), M.geometric_relations(mirrored, FPS)
+    assert sum(a[name].any() for name in a) >= 12                # the test moves enough to mean something
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[swapped(name)], err_msg=name)

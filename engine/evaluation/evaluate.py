@@ -56,6 +56,8 @@ COLUMNS = (  # (key in metrics.summarize, table header, scale)
     ("turn_snaps", "Snaps /10 s", 1.0),
     ("fid_k", "FID_k", 1.0),
     ("div_k", "Div_k", 1.0),
+    ("fid_g", "FID_g", 1.0),
+    ("div_g", "Div_g", 1.0),
 )
 
 
@@ -216,8 +218,15 @@ def seeded_rows(clips: Sequence[Clip], generators: dict[str, Generator], seeds: 
     return out
 
 
+def reference_features(train_clips: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
+    """The training clips' kinetic and geometric features: the real sets FID and Div measure
+    against (metrics.summarize's keyword arguments)."""
+    return {"real_features": np.stack([M.kinetic_features(p, L.MODEL_FPS) for p in train_clips]),
+            "real_geometric": np.stack([M.geometric_features(p, L.MODEL_FPS) for p in train_clips])}
+
+
 def score_seeded(per_seed: dict[str, list[list[np.ndarray]]], beats: Sequence[np.ndarray],
-                 train_features: np.ndarray, seeds: Sequence[int]) -> dict[str, dict[str, float]]:
+                 reference: dict[str, np.ndarray], seeds: Sequence[int]) -> dict[str, dict[str, float]]:
     """metrics.summarize of every row and seed; rows run for several seeds also get their mean
     and the spread (max - min) of every metric over the seeds."""
     out = {}
@@ -225,7 +234,7 @@ def score_seeded(per_seed: dict[str, list[list[np.ndarray]]], beats: Sequence[np
         scored = []
         for seed, motions in zip(seeds, runs):
             items = [(p, float(L.MODEL_FPS), b) for p, b in zip(motions, beats)]
-            scored.append(M.summarize(items, real_features=train_features))
+            scored.append(M.summarize(items, **reference))
             out[name if len(runs) == 1 else f"{name}, seed {seed}"] = scored[-1]
         if len(runs) > 1:
             keys = [k for k in scored[0] if k != "num_clips"]
@@ -236,12 +245,12 @@ def score_seeded(per_seed: dict[str, list[list[np.ndarray]]], beats: Sequence[np
 
 
 def score_rows(rows: dict[str, list[np.ndarray]], clips: Sequence[Clip],
-               train_features: np.ndarray) -> dict[str, dict[str, float]]:
+               reference: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
     """metrics.summarize per row; row i of every list is paired with clips[i]'s music beats."""
     out = {}
     for name, motions in rows.items():
         items = [(p, float(L.MODEL_FPS), c.music_beats) for p, c in zip(motions, clips)]
-        out[name] = M.summarize(items, real_features=train_features)
+        out[name] = M.summarize(items, **reference)
     return out
 
 
@@ -380,12 +389,12 @@ def evaluate(train: Sequence[Dance], val: Sequence[Dance], *, clip_seconds: floa
     train_clips = training_clips(train, frames)
     if len(train_clips) < 2:
         raise EngineError("the training split has fewer than two clips of that length: FID_k needs more")
-    train_features = np.stack([M.kinetic_features(p, L.MODEL_FPS) for p in train_clips])
+    reference = reference_features(train_clips)
     add_music_beats(clips)
     per_seed = seeded_rows(clips, generators, seeds, every_seed)
-    results = score_seeded(per_seed, [c.music_beats for c in clips], train_features, seeds)
+    results = score_seeded(per_seed, [c.music_beats for c in clips], reference, seeds)
     rows = {"real": [c.positions for c in clips], "random": random_stretches(train, frames, len(clips), seeds[0])}
-    results.update(score_rows(rows, clips, train_features))
+    results.update(score_rows(rows, clips, reference))
     print(format_table(results))
     genre_results = {}
     if genre_set:
@@ -396,7 +405,7 @@ def evaluate(train: Sequence[Dance], val: Sequence[Dance], *, clip_seconds: floa
                   for c in songs for k in range(int(round(c.duration / clip_seconds)))]
         add_music_beats(pieces)
         genre_rows = seeded_rows(songs, generators, seeds, every_seed, cut=cut)
-        genre_results = score_seeded(genre_rows, [c.music_beats for c in pieces], train_features, seeds)
+        genre_results = score_seeded(genre_rows, [c.music_beats for c in pieces], reference, seeds)
         print(f"\nopen genre set: {len(songs)} songs, {len(pieces)} clips of {clip_seconds:g} s")
         print(format_table(genre_results))
     if out is not None:

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..body.layout import MAX_TURN_RATE, MODEL_FPS
 from ..body.rotations import wrap_angle
-from ..body.skeleton import JOINT_INDEX
+from ..body.skeleton import JOINT_INDEX, REST_POSITIONS
 # Kinematic beats are also what the runtime's beat warp aligns, so they live with it (one definition).
 from ..finishing.beatsync import motion_beats, motion_speed, resample_positions  # noqa: F401
 
@@ -139,6 +139,113 @@ def kinetic_features(positions: np.ndarray, fps: float, window: int = 2) -> np.n
     ke_v = (vel[..., UP] ** 2).mean(0)
     expend = np.linalg.norm(acc, axis=-1).mean(0)
     return np.stack([ke_h, ke_v, expend], axis=-1).reshape(-1)      # (3J,) joint-major
+
+
+# ----------------------------------------------------------------------------- geometric features
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    return v / np.maximum(np.linalg.norm(v, axis=-1, keepdims=True), 1e-9)
+
+
+def _rest_length(a: str, b: str) -> float:
+    return float(np.linalg.norm(REST_POSITIONS[JOINT_INDEX[a]] - REST_POSITIONS[JOINT_INDEX[b]]))
+
+
+# The relations' unit lengths, from the neutral SMPL rest pose (as the field's code takes them).
+HUMERUS = _rest_length("left_shoulder", "left_elbow")
+SHOULDER_WIDTH = _rest_length("left_shoulder", "right_shoulder")
+HIP_WIDTH = _rest_length("left_hip", "right_hip")
+
+
+def geometric_relations(positions: np.ndarray, fps: float) -> dict[str, np.ndarray]:
+    """32 boolean relations between body points, per frame after the first (at 30 fps), by name:
+    the geometric features' ingredients (Müller, Röder and Clausen, SIGGRAPH 2005, and Müller and
+    Röder 2006, as chosen for dance by the AIST++ API's "manual" features, Li et al., ICCV 2021,
+    and reported as FID_g by Bailando and EDGE): hands and feet in front of, above or beside body
+    planes, elbows and knees bent, limbs spread, the torso horizontal, and joints moving fast or
+    in a direction, with thresholds in humerus lengths (hl), shoulder or hip widths.
+
+    Velocities are true speeds at 30 fps (relative velocities for the "moving" relations), and
+    every relation is what its name says, for the left and the right side alike (the body
+    faces +Z). The AIST++ code differs: it divides each frame's displacement by 1/120 s whatever
+    the data's rate, its "moving along a line" relation reads the reference joint where the
+    moving one is meant, and several right-side planes face the other way from the left's. So the
+    values are comparable with the papers' only in kind, like every score here.
+    """
+    p = resample_positions(positions, fps)
+    j = {name: p[:, i] for name, i in JOINT_INDEX.items()}
+    now = {k: v[1:] for k, v in j.items()}
+    before = {k: v[:-1] for k, v in j.items()}
+    up = np.zeros(3)
+    up[UP] = 1.0
+    lowest = p[1:, :, UP].min(axis=1)                                  # the frame's lowest joint
+
+    def along(direction, a, point):          # signed distance of point from a, along direction
+        return np.einsum("ti,ti->t", _unit(direction), point - a)
+
+    def plane(a, b, c, point, threshold):    # point beyond the plane through a, b, c
+        return along(np.cross(now[c] - now[a], now[b] - now[a]), now[a], now[point]) > threshold
+
+    def normal_plane(n1, n2, a, point, threshold):   # point beyond the plane at a, normal n1 -> n2
+        return along(now[n2] - now[n1], now[a], now[point]) > threshold
+
+    def height(point):                       # above the frame's lowest joint
+        return now[point][:, UP] - lowest
+
+    def angle(a1, a2, b1, b2, lo, hi):       # the angle between a1 -> a2 and b1 -> b2, in degrees
+        va = now[a2] - now[a1]
+        vb = up if b1 == "up" else now[b2] - now[b1]
+        cos = np.einsum("ti,ti->t", _unit(va), _unit(np.broadcast_to(vb, va.shape)))
+        deg = np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
+        return (deg > lo) & (deg < hi)
+
+    def velocity(point, reference=None):     # m/s, relative to `reference` when given
+        v = (now[point] - before[point]) * MODEL_FPS
+        return v if reference is None else v - (now[reference] - before[reference]) * MODEL_FPS
+
+    def moving_normal(a, b, c, point, threshold):   # point moves out of the plane a, b, c
+        normal = np.cross(now[c] - now[a], now[b] - now[a])
+        return np.einsum("ti,ti->t", _unit(normal), velocity(point, a)) > threshold
+
+    def moving_along(a, b, reference, point, threshold):   # point moves along a -> b, relative to reference
+        return np.einsum("ti,ti->t", _unit(now[b] - now[a]), velocity(point, reference)) > threshold
+
+    def fast(point, threshold):
+        return np.linalg.norm(velocity(point), axis=-1) > threshold
+
+    hl, sw, hw = HUMERUS, SHOULDER_WIDTH, HIP_WIDTH
+    r = {}
+    for side in ("right", "left"):
+        r[f"{side} hand moves forward"] = moving_normal("neck", "left_hip", "right_hip", f"{side}_wrist", 1.8 * hl)
+        r[f"{side} hand above the neck"] = normal_plane("spine3", "neck", "neck", f"{side}_wrist", 0.2 * hl)
+        r[f"{side} hand moves up"] = moving_along("spine1", "spine3", "spine3", f"{side}_wrist", 1.8 * hl)
+        r[f"{side} elbow bent"] = angle(f"{side}_elbow", f"{side}_shoulder", f"{side}_elbow", f"{side}_wrist", 0, 110)
+        r[f"{side} hand moves away from the pelvis"] = moving_along("pelvis", f"{side}_wrist", "pelvis",
+                                                                     f"{side}_wrist", 1.4 * hl)
+        r[f"{side} hand fast"] = fast(f"{side}_wrist", 2.5 * hl)
+        r[f"{side} foot raised"] = height(f"{side}_ankle") > 1.2 * hl
+        r[f"{side} knee bent"] = angle(f"{side}_knee", f"{side}_hip", f"{side}_knee", f"{side}_ankle", 0, 110)
+        r[f"{side} foot fast"] = fast(f"{side}_ankle", 2.5 * hl)
+        r[f"{side} upper arm raised"] = angle("neck", "pelvis", f"{side}_shoulder", f"{side}_elbow", 25, 180)
+        r[f"{side} thigh raised"] = angle("neck", "pelvis", f"{side}_hip", f"{side}_knee", 50, 180)
+        r[f"{side} hand near the floor"] = height(f"{side}_wrist") < 1.2 * hl
+    r["hands far apart"] = normal_plane("left_shoulder", "right_shoulder", "left_wrist", "right_wrist", 2.5 * sw)
+    r["hands approach"] = moving_along("left_wrist", "right_wrist", "right_wrist", "left_wrist", 1.4 * hl)
+    r["right foot in front of the left leg"] = plane("pelvis", "left_hip", "left_foot", "right_ankle", 0.38 * hl)
+    r["left foot in front of the right leg"] = plane("pelvis", "right_foot", "right_hip", "left_ankle", 0.38 * hl)
+    r["feet far apart"] = normal_plane("left_hip", "right_hip", "left_ankle", "right_ankle", 2.1 * hw)
+    r["hips pushed forward"] = plane("right_ankle", "neck", "left_ankle", "pelvis", 0.5 * hl)
+    r["torso horizontal"] = angle("neck", "pelvis", "up", None, 70, 110)
+    r["pelvis fast"] = fast("pelvis", 2.3 * hl)
+    return r
+
+
+def geometric_features(positions: np.ndarray, fps: float) -> np.ndarray:
+    """The 32 geometric features (FID_g, Div_g): the fraction of frames in which each relation of
+    `geometric_relations` holds. Fewer than 2 frames: zeros."""
+    if len(resample_positions(positions, fps)) < 2:
+        return np.zeros(32)
+    return np.stack(list(geometric_relations(positions, fps).values()), axis=1).mean(axis=0).astype(np.float64)
 
 
 def _normalise(features: np.ndarray, reference: np.ndarray) -> np.ndarray:
@@ -282,21 +389,24 @@ def turn_snaps(positions: np.ndarray, fps: float) -> float:
 # ----------------------------------------------------------------------------- summary
 
 METRIC_KEYS = ("bas_bailando", "bas_fact", "pfc", "foot_skating", "foot_skimming", "pulse", "jerk", "speed",
-               "turn_snaps", "fid_k", "div_k")
+               "turn_snaps", "fid_k", "div_k", "fid_g", "div_g")
+SET_METRICS = ("fid_k", "div_k", "fid_g", "div_g")      # scored on the set of clips, not per clip
 
 
 def summarize(motions: Iterable[tuple[np.ndarray, float, Sequence[float]]],
-              real_features: np.ndarray | None = None) -> dict[str, float]:
+              real_features: np.ndarray | None = None,
+              real_geometric: np.ndarray | None = None) -> dict[str, float]:
     """Score a set of clips: each (positions (T,24,3), fps, music beat times in seconds).
 
     Per-clip metrics (BAS both ways, PFC, foot skating ratio, foot skimming, jerk, mean speed, turn
     snaps) are averaged over clips; the pulse ratio is the median over clips (one clip without beats is NaN).
     FID_k compares the clips' kinetic features with `real_features` (M, 72), the reference (real)
     set, and Div_k is measured after standardising by that set; without `real_features`, fid_k
-    is NaN and Div_k uses the clips' own statistics.
+    is NaN and Div_k uses the clips' own statistics. FID_g and Div_g: the same with the geometric
+    features and `real_geometric` (M, 32).
     """
-    per_clip: dict[str, list[float]] = {k: [] for k in METRIC_KEYS if k not in ("fid_k", "div_k")}
-    feats = []
+    per_clip: dict[str, list[float]] = {k: [] for k in METRIC_KEYS if k not in SET_METRICS}
+    feats, geometric = [], []
     for positions, fps, beats in motions:
         for k, v in beat_alignment_scores(positions, fps, beats).items():
             per_clip[k].append(v)
@@ -308,14 +418,16 @@ def summarize(motions: Iterable[tuple[np.ndarray, float, Sequence[float]]],
         per_clip["speed"].append(mean_speed(positions, fps))
         per_clip["turn_snaps"].append(turn_snaps(positions, fps))
         feats.append(kinetic_features(positions, fps))
+        geometric.append(geometric_features(positions, fps))
     if not feats:
         raise ValueError("summarize needs at least one motion")
     out = {k: float(np.mean(v)) for k, v in per_clip.items()}
     pulses = np.asarray(per_clip["pulse"])
     out["pulse"] = float(np.median(pulses[np.isfinite(pulses)])) if np.isfinite(pulses).any() else float("nan")
     feats = np.stack(feats)
-    ref = feats if real_features is None else np.asarray(real_features, dtype=np.float64)
-    out["fid_k"] = float("nan") if real_features is None else fid(feats, ref)
-    out["div_k"] = diversity(feats, ref)
+    for name, own, real in (("k", feats, real_features), ("g", np.stack(geometric), real_geometric)):
+        ref = own if real is None else np.asarray(real, dtype=np.float64)
+        out[f"fid_{name}"] = float("nan") if real is None else fid(own, ref)
+        out[f"div_{name}"] = diversity(own, ref)
     out["num_clips"] = len(feats)
     return out

@@ -23,7 +23,7 @@ from ...errors import EngineError
 from .sequence import DanceSequence
 from .tang2018 import SAME_SONG, base_name
 
-CACHE_VERSION = 2
+CACHE_VERSION = 3                  # 3: beats follow a drifting tempo (engine.music.audio)
 
 
 @dataclass
