@@ -22,7 +22,7 @@ _fallback_items: list[tuple[str, str, str]] = []
 def _items(styles) -> list[tuple[str, str, str]]:
     styles = ["any"] + [s for s in styles if s != "any"]
     return [(s, "Any" if s == "any" else s.replace("_", " ").title(),
-             "Let the model choose the style" if s == "any" else f"Dance in the {s} style") for s in styles]
+             "A style drawn from the song and the seed" if s == "any" else f"Dance in the {s} style") for s in styles]
 
 
 def style_items(self, context):

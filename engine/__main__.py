@@ -61,7 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("-o", "--output", action="append", type=Path, required=True, metavar="OUT",
                    help="output file; repeat for several (.bvh, .npz, .mp4)")
     g.add_argument("--style", default="any",
-                   help="dance style from the weights (list them with: python -m engine styles); default: any")
+                   help="dance style from the weights (list them with: python -m engine styles); default: any, "
+                        "a style learned with its music, drawn from the song file and the seed")
     g.add_argument("--seed", type=int, default=0, help="random seed: same seed, same dance (default 0)")
     g.add_argument("--steps", type=int, default=DEFAULT_STEPS,
                    help=f"sampling steps: fewer is faster, more is finer (default {DEFAULT_STEPS})")

@@ -71,7 +71,10 @@ def test_batch_end_to_end_keeps_the_files_keys(tmp_path, tiny_weights):
         capture_output=True, text=True, env=_isolated_env(tmp_path), timeout=300, cwd=tmp_path)
     assert run.returncode == 0, run.stderr[-2000:]
     saved = np.load(out_npz)
-    assert int(saved["seed"]) == 7 and str(saved["style"]) == "any" and len(saved["beat_times"]) >= 1
+    from engine.api import dance_style
+    from engine.defaults import TRAINING_STYLES
+    assert int(saved["seed"]) == 7 and len(saved["beat_times"]) >= 1
+    assert str(saved["style"]) == dance_style("any", TRAINING_STYLES, 7, song)   # the style "any" drew
 
     # A mistake: one line on stderr, exit status 1.
     bad = subprocess.run([sys.executable, str(BATCH), "--", "--audio", str(tmp_path / "nope.mp3"),

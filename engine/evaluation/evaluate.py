@@ -14,9 +14,9 @@ scores these rows with engine.evaluation.metrics:
           beat scores it gets are what chance gives
 With --genre-set, the same model rows are also scored on the open genre set (engine.evaluation.genre_set:
 acoustic and electronic songs the training data lacks, each danced whole and cut into clips).
-FID_k and Div_k are measured against the kinetic features of the training split, cut into clips
-of the same length. (The random row is drawn from that same set, so its FID_k is low by
-construction: it shows the floor, not a target.) Music beats come from engine.music.audio.detect_beats
+FID_k and Div_k (kinetic features), FID_g and Div_g (geometric features) are measured against
+the training split, cut into clips of the same length. (The random row is drawn from that same
+set, so its FIDs are low by construction: they show the floor, not a target.) Music beats come from engine.music.audio.detect_beats
 on each clip. Writes OUT/metrics.json, OUT/beat_alignment.png and OUT/metrics.png.
 """
 from __future__ import annotations
