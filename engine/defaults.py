@@ -35,8 +35,8 @@ DEFAULT_AUTOGUIDANCE = 2.0
 MAX_AUTOGUIDANCE = 5.0
 # "best": the many-step teacher; "fast": its few-step student (engine.sampler.fewstep), about 15x
 # faster. The default stays "best" while the shipped student scores outside its teacher's
-# seed-to-seed spread on the honest evaluation (FID_k 39.7 against 29.7, Div_k 6.6 against 8.2 on
-# the validation split; weights/TRAINING.md, "The few-step student").
+# seed-to-seed spread on the honest evaluation (calmer: Div_k 7.1 against 8.45, speed 0.67 against 0.71
+# on the validation split; weights/TRAINING.md, "Style any as a drawn style").
 DEFAULT_QUALITY = "best"
 QUALITIES = ("fast", "best")
 # The dancer's slow drift across the floor is kept within this radius (metres) of the start
