@@ -256,10 +256,12 @@ class DANCE_OT_generate(bpy.types.Operator):
         """Status and report of a finished generation, with the engine's notes (e.g. the CPU was
         used because no CUDA GPU was found) where the animator sees them."""
         notes = "; ".join(request.notes)
+        drawn = request.metadata.get("drawn_style")
+        style = f", style any danced as {drawn}" if drawn else ""
         settings = context.scene.dance
         settings.progress = 1.0
-        settings.status = f"done: action '{action.name}'" + (f" (note: {notes})" if notes else "")
-        self.report({'INFO'}, message)
+        settings.status = f"done: action '{action.name}'{style}" + (f" (note: {notes})" if notes else "")
+        self.report({'INFO'}, message + style)
         if notes:
             self.report({'WARNING'}, f"note: {notes}")
 

@@ -75,6 +75,8 @@ def generate(request: Request, progress=None) -> Motion:
             constraints=None if cons is None or cons.is_empty else cons,
             guidance=request.guidance, autoguidance=request.autoguidance, device=request.device,
             weights=request.weights, progress=progress, stage_radius=request.stage_radius)
+    if motion.style != request.style:      # style "any" drew one (engine.api.dance_style): the take says which
+        request.metadata["drawn_style"] = motion.style
     for w in caught:
         if issubclass(w.category, EngineNote):
             if str(w.message) not in request.notes:

@@ -56,6 +56,9 @@ def test_batch_end_to_end_keeps_the_files_keys(tmp_path, tiny_weights):
     obj = bpy.data.objects["Dancer"]
     action = obj.animation_data.action
     assert action.name == "Dance song any s3 take 1" and action.frame_range[:] == pytest.approx((1, 50))
+    from engine.api import dance_style
+    from engine.defaults import TRAINING_STYLES
+    assert action["dance_drawn_style"] == dance_style("any", TRAINING_STYLES, 3, song)   # which style "any" danced
     assert (bpy.context.scene.frame_start, bpy.context.scene.frame_end) == (1, 50)
     got = scene_io.read_motion(obj, 12, 12).poses[0, 3 * JOINT_INDEX["left_elbow"]:][:3]
     assert rotation_error(got, aa) < 1e-4                     # the file's key came out exactly
