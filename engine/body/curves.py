@@ -1,6 +1,7 @@
 """Curves through keyed values: how a correction known at a few keyed frames is spread over the
 frames between them (engine.finishing.editing's key offsets, engine.sampler.facing's keyed facing),
-and the smoothstep ease the finishing steps rebuild turns, swings and releases with."""
+and the smoothstep ease the finishing steps rebuild turns, swings and releases with. Numpy only
+(no torch: the retargeting imports it), so unit_vectors lives here too."""
 from __future__ import annotations
 
 import numpy as np
@@ -61,3 +62,8 @@ SMOOTHSTEP_PEAK_OVER_MEAN = 1.5
 def smoothstep(u):
     """3u^2 - 2u^3 for u in [0, 1] (numpy or torch): from 0 to 1 with zero slope at both ends."""
     return u * u * (3 - 2 * u)
+
+
+def unit_vectors(v: np.ndarray) -> np.ndarray:
+    """(..., 3) vectors scaled to length 1 (zero vectors stay zero)."""
+    return v / np.maximum(np.linalg.norm(v, axis=-1, keepdims=True), 1e-12)

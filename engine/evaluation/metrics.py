@@ -14,6 +14,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from ..body.layout import MAX_TURN_RATE, MODEL_FPS
+from ..body.curves import unit_vectors
 from ..body.rotations import wrap_angle
 from ..body.skeleton import JOINT_INDEX, REST_POSITIONS
 # Kinematic beats are also what the runtime's beat warp aligns, so they live with it (one definition).
@@ -143,10 +144,6 @@ def kinetic_features(positions: np.ndarray, fps: float, window: int = 2) -> np.n
 
 # ----------------------------------------------------------------------------- geometric features
 
-def _unit(v: np.ndarray) -> np.ndarray:
-    return v / np.maximum(np.linalg.norm(v, axis=-1, keepdims=True), 1e-9)
-
-
 def _rest_length(a: str, b: str) -> float:
     return float(np.linalg.norm(REST_POSITIONS[JOINT_INDEX[a]] - REST_POSITIONS[JOINT_INDEX[b]]))
 
@@ -181,7 +178,7 @@ def geometric_relations(positions: np.ndarray, fps: float) -> dict[str, np.ndarr
     lowest = p[1:, :, UP].min(axis=1)                                  # the frame's lowest joint
 
     def along(direction, a, point):          # signed distance of point from a, along direction
-        return np.einsum("ti,ti->t", _unit(direction), point - a)
+        return np.einsum("ti,ti->t", unit_vectors(direction), point - a)
 
     def plane(a, b, c, point, threshold):    # point beyond the plane through a, b, c
         return along(np.cross(now[c] - now[a], now[b] - now[a]), now[a], now[point]) > threshold
@@ -195,7 +192,7 @@ def geometric_relations(positions: np.ndarray, fps: float) -> dict[str, np.ndarr
     def angle(a1, a2, b1, b2, lo, hi):       # the angle between a1 -> a2 and b1 -> b2, in degrees
         va = now[a2] - now[a1]
         vb = up if b1 == "up" else now[b2] - now[b1]
-        cos = np.einsum("ti,ti->t", _unit(va), _unit(np.broadcast_to(vb, va.shape)))
+        cos = np.einsum("ti,ti->t", unit_vectors(va), unit_vectors(np.broadcast_to(vb, va.shape)))
         deg = np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
         return (deg > lo) & (deg < hi)
 
@@ -205,10 +202,10 @@ def geometric_relations(positions: np.ndarray, fps: float) -> dict[str, np.ndarr
 
     def moving_normal(a, b, c, point, threshold):   # point moves out of the plane a, b, c
         normal = np.cross(now[c] - now[a], now[b] - now[a])
-        return np.einsum("ti,ti->t", _unit(normal), velocity(point, a)) > threshold
+        return np.einsum("ti,ti->t", unit_vectors(normal), velocity(point, a)) > threshold
 
     def moving_along(a, b, reference, point, threshold):   # point moves along a -> b, relative to reference
-        return np.einsum("ti,ti->t", _unit(now[b] - now[a]), velocity(point, reference)) > threshold
+        return np.einsum("ti,ti->t", unit_vectors(now[b] - now[a]), velocity(point, reference)) > threshold
 
     def fast(point, threshold):
         return np.linalg.norm(velocity(point), axis=-1) > threshold
@@ -243,9 +240,8 @@ def geometric_relations(positions: np.ndarray, fps: float) -> dict[str, np.ndarr
 def geometric_features(positions: np.ndarray, fps: float) -> np.ndarray:
     """The 32 geometric features (FID_g, Div_g): the fraction of frames in which each relation of
     `geometric_relations` holds. Fewer than 2 frames: zeros."""
-    if len(resample_positions(positions, fps)) < 2:
-        return np.zeros(32)
-    return np.stack(list(geometric_relations(positions, fps).values()), axis=1).mean(axis=0).astype(np.float64)
+    held = np.stack(list(geometric_relations(positions, fps).values()), axis=1)    # (frames - 1, 32)
+    return held.mean(axis=0) if len(held) else np.zeros(held.shape[1])
 
 
 def _normalise(features: np.ndarray, reference: np.ndarray) -> np.ndarray:

@@ -377,25 +377,25 @@ def _beat_frames(env: np.ndarray, silent: bool, rate: float, hop: int) -> tuple[
     if silent:
         return np.zeros(0, np.int64), 0.0
     librosa = cached_librosa()
-    local = _drifting_tempo(env, rate, hop)
-    if local is not None:
-        _, beats = librosa.beat.beat_track(onset_envelope=env, sr=rate, hop_length=hop, bpm=local)
-        return np.asarray(beats, np.int64), float(np.median(local))
-    tempo, beats = librosa.beat.beat_track(onset_envelope=env, sr=rate, hop_length=hop)
-    return np.asarray(beats, np.int64), float(np.atleast_1d(tempo)[0])
+    overall = float(librosa.feature.tempo(onset_envelope=env, sr=rate, hop_length=hop, ac_size=TEMPO_WINDOW_S)[0])
+    if overall <= 0:                # no periodicity at all: librosa's own answer
+        tempo, beats = librosa.beat.beat_track(onset_envelope=env, sr=rate, hop_length=hop)
+        return np.asarray(beats, np.int64), float(np.atleast_1d(tempo)[0])
+    local = _drifting_tempo(env, rate, hop, overall)
+    tempo = overall if local is None else local     # the tracker's tempo, estimated once
+    _, beats = librosa.beat.beat_track(onset_envelope=env, sr=rate, hop_length=hop, bpm=tempo)
+    return np.asarray(beats, np.int64), float(np.median(tempo))
 
 
-def _drifting_tempo(env: np.ndarray, rate: float, hop: int) -> np.ndarray | None:
-    """The smoothed local tempo per envelope frame (bpm) where it drifts, else None."""
+def _drifting_tempo(env: np.ndarray, rate: float, hop: int, overall: float) -> np.ndarray | None:
+    """The smoothed local tempo per envelope frame (bpm) where it drifts from the song's `overall`
+    tempo, else None."""
     from scipy.ndimage import median_filter
     librosa = cached_librosa()
     frames_per_s = rate / hop
     edge = int(TEMPO_WINDOW_S / 2 * frames_per_s)     # nearer the ends the window is mostly padding
     smoothing = int(TEMPO_SMOOTHING_S * frames_per_s) | 1
     if len(env) <= 2 * edge + smoothing:
-        return None
-    overall = float(librosa.feature.tempo(onset_envelope=env, sr=rate, hop_length=hop, ac_size=TEMPO_WINDOW_S)[0])
-    if overall <= 0:
         return None
     local = librosa.feature.tempo(onset_envelope=env, sr=rate, hop_length=hop, ac_size=TEMPO_WINDOW_S, aggregate=None,
                                   start_bpm=overall, std_bpm=TEMPO_PRIOR_OCTAVES).astype(np.float64)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..body.curves import unit_vectors
 from .bone_mapping import RetargetError
 from .retarget import axis_angle_to_matrix   # retarget imports this module lazily: no cycle
 
@@ -123,16 +124,12 @@ def _rotation(axis: np.ndarray, angle: np.ndarray) -> np.ndarray:
     return axis_angle_to_matrix(axis * np.asarray(angle)[..., None]).reshape(-1, 3, 3)
 
 
-def _unit(v: np.ndarray) -> np.ndarray:
-    return v / np.maximum(np.linalg.norm(v, axis=-1, keepdims=True), 1e-12)
-
-
 def _between(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """(N,3,3) smallest rotations taking directions a onto b (N,3)."""
-    a, b = _unit(a), _unit(b)
+    a, b = unit_vectors(a), unit_vectors(b)
     axis = np.cross(a, b)
     angle = np.arctan2(np.linalg.norm(axis, axis=-1), np.sum(a * b, axis=-1))
-    return _rotation(_unit(axis), angle)
+    return _rotation(unit_vectors(axis), angle)
 
 
 def two_bone_ik(hip: np.ndarray, knee: np.ndarray, ankle: np.ndarray, target: np.ndarray,
@@ -149,14 +146,14 @@ def two_bone_ik(hip: np.ndarray, knee: np.ndarray, ankle: np.ndarray, target: np
     l1, l2 = np.linalg.norm(u, axis=-1), np.linalg.norm(v, axis=-1)
     d = np.clip(np.linalg.norm(target - hip, axis=-1), np.abs(l1 - l2) + STRAIGHT_SLACK * (l1 + l2),
                 (1.0 - STRAIGHT_SLACK) * (l1 + l2))
-    normal = _unit(np.cross(u, v))
+    normal = unit_vectors(np.cross(u, v))
     agree = np.sum(normal * hinge, axis=-1, keepdims=True)
     # The axis: the plane's normal (the least motion of the knee for a change of reach, wherever
     # the dance's twists and SMPL's knock-kneed rest leg turn that plane), the hinge where the
     # leg is too straight to have one.
     bend = np.degrees(np.arccos(np.clip(np.sum(u * v, axis=-1) / (l1 * l2), -1.0, 1.0)))
     trust = np.clip((180.0 - bend - STRAIGHT_DEGREES / 3) / (STRAIGHT_DEGREES * 2 / 3), 0.0, 1.0)[:, None]
-    n = _unit(trust * np.where(agree < 0, -normal, normal) + (1.0 - trust) * hinge)
+    n = unit_vectors(trust * np.where(agree < 0, -normal, normal) + (1.0 - trust) * hinge)
     # Turning the shin by t about n (through the knee) gives u . R v = a + b cos t + e sin t; the
     # ankle is d from the hip where that equals (l1^2 + l2^2 - d^2) / 2. The hinge need not be
     # square to the leg (a knee the dance twists), so solve for t rather than take a cosine rule.
