@@ -51,13 +51,16 @@ def odd_legged_fbx_rig():
 
 @pytest.fixture(scope="module")
 def planted_dance():
-    poses, trans = dance(T=90, seed=0)
+    # The motion played over 4 s: over 3 s the right foot's stances were 3-5 frames long (swings
+    # last at least 0.25 s), all edges, where a character's own contacts may start or end a
+    # frame off SMPL's.
+    poses, trans = dance(T=120, seed=0)
     poses = 0.3 * poses                                              # turns of up to ~15 degrees
     for side in ("left", "right"):                                   # knees that bend as knees do
         k = 3 * JOINT_INDEX[f"{side}_knee"]
         poses[:, k], poses[:, k + 1:k + 3] = 2.0 * np.abs(poses[:, k]), 0.0
     poses, trans, contacts = clean_feet(poses, trans, FPS)
-    assert contacts[:, :2].sum(axis=0).min() >= 20          # both feet stand for a while
+    assert contacts[:, :2].sum(axis=0).min() >= 15          # both feet stand for a while (0.5 s)
     return poses, trans, contacts
 
 

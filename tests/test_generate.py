@@ -190,8 +190,7 @@ _shipped = pytest.mark.skipif(not SHIPPED_WEIGHTS.is_file(), reason="no shipped 
 
 
 @_shipped
-@pytest.mark.parametrize("style", ["chacha", "rumba", "tango", pytest.param("waltz", marks=pytest.mark.xfail(
-    strict=True, reason="known weakness (README, Limits): in place, a travelling waltz's feet slide"))])
+@pytest.mark.parametrize("style", ["chacha", "rumba", "tango", "waltz"])
 def test_in_place_dancing_keeps_the_feet_planted(style):
     from engine.evaluation import metrics as M
     from engine.example import synthesize_example

@@ -439,6 +439,77 @@ def test_a_re_stepped_foot_lifts_off_before_it_travels(monkeypatch, travel_share
     assert (max(low_steps) < 0.01) == lifts_first
 
 
+def _toe_steps_in_swings(after: np.ndarray, contacts: np.ndarray):
+    """(toe height over the clip's floor, horizontal toe step to the next frame, the same step of
+    the ankle) at every frame of every swing of both feet, from the last planted frame to the
+    landing."""
+    floor = after[:, [JOINT_INDEX[n] for n in ("left_ankle", "right_ankle", "left_foot", "right_foot")], 1].min()
+    heights, steps, ankle_steps = [], [], []
+    for col, side in enumerate(("left", "right")):
+        toe, ankle = after[:, JOINT_INDEX[f"{side}_foot"]], after[:, JOINT_INDEX[f"{side}_ankle"]]
+        for a, b in true_runs(contacts[:, col] < 0.5, 4):
+            if 0 < a and b < len(after):
+                heights.extend(toe[a - 1:b, 1] - floor)
+                steps.extend(np.linalg.norm(toe[a:b + 1, [0, 2]] - toe[a - 1:b, [0, 2]], axis=-1))
+                ankle_steps.extend(np.linalg.norm(ankle[a:b + 1, [0, 2]] - ankle[a - 1:b, [0, 2]], axis=-1))
+    return np.array(heights), np.array(steps), np.array(ankle_steps)
+
+
+@pytest.mark.parametrize("toe_clearance, clears", [(feet.TOE_CLEARANCE, True), (0.0, False)])
+def test_a_swing_rises_as_high_as_its_toe_needs_to_clear_the_floor(monkeypatch, toe_clearance, clears):
+    """With a lift of 2 cm the toe of a flat foot (6 cm under its ankle) would travel along the
+    floor. The swing rises until the toe, hanging as the network draws the foot, clears
+    TOE_CLEARANCE while the foot travels: wherever it moves fast (over 3 cm a frame) the toe
+    is more than 5 cm up. Without the rule (clearance 0) it is not."""
+    monkeypatch.setattr(feet, "STEP_LIFT", 0.02)
+    monkeypatch.setattr(feet, "TOE_CLEARANCE", toe_clearance)
+    fps, T = 30, 150
+    p2, t2, contacts = clean_feet(bent_knees(T), gliding_root(T, fps, 0.8), fps)
+    heights, steps, _ = _toe_steps_in_swings(joint_positions(p2, t2), contacts)
+    fast = steps > 0.03
+    assert fast.sum() > 10
+    assert (heights[fast] > 0.05).all() == clears
+
+
+@pytest.mark.parametrize("min_swing", [feet.MIN_SWING_SECONDS, 0.0])
+def test_no_swing_is_shorter_than_min_swing_seconds(monkeypatch, min_swing):
+    """A body glides at 0.5 m/s and stops at frame 15: the sliding foot is re-stepped on the
+    stepping cycle, whose stance ends a frame before the drawn foot plants itself. Two stances
+    a frame apart rushed the foot between their spots in one frame; the swing takes frames from
+    both stances until it lasts MIN_SWING_SECONDS (without the rule: one frame)."""
+    from engine.body.skeleton import REST_POSITIONS
+    monkeypatch.setattr(feet, "MIN_SWING_SECONDS", min_swing)
+    fps, T = 30.0, 60
+    pos = REST_POSITIONS[None].repeat(T, 0) + np.array([0.0, REST_PELVIS_HEIGHT, 0.0])
+    pos[:, :, 0] += 0.5 * np.minimum(np.arange(T), 15)[:, None] / fps
+    _, _, stance, _ = feet.step_plan(pos, fps, feet.LEGS["left"], feet.time_cycle(T, fps))
+    stances = true_runs(stance, 1)
+    assert len(stances) == 2 and stances[-1][1] == T                # stepped, then standing
+    (_, swing_start), (swing_end, _) = stances
+    if min_swing:
+        assert swing_end - swing_start >= round(min_swing * fps)
+    else:
+        assert swing_end - swing_start <= 2                          # the rushed swing
+
+
+def test_a_turning_foot_keeps_its_planted_orientation_while_it_lifts_off_and_sets_down():
+    """The network swivels the feet (yaw +-20 degrees, once a second) while the body glides. A
+    stance holds the sole still; had the swing let go of it at lift-off, the foot would turn
+    about its ankle while the toe is still on the floor and sweep the toe along it. The hold
+    lasts until the foot sets off and starts again once it has arrived: wherever the ankle
+    stands still (under 2 mm a frame) in a swing, the toe moves under 1 cm a frame."""
+    fps, T = 30, 150
+    poses = bent_knees(T)
+    t = np.arange(T) / fps
+    for side in ("left", "right"):
+        poses[:, 3 * JOINT_INDEX[f"{side}_ankle"] + 1] = np.radians(20) * np.sin(2 * np.pi * t)
+    p2, t2, contacts = clean_feet(poses, gliding_root(T, fps, 0.8), fps)
+    _, steps, ankle_steps = _toe_steps_in_swings(joint_positions(p2, t2), contacts)
+    still = ankle_steps < 0.002
+    assert still.sum() > 10
+    assert steps[still].max() < 0.01
+
+
 @pytest.mark.parametrize("speed", [0.8, 2.0])
 def test_the_lift_off_changes_swings_only_within_the_swing_speed_cap(monkeypatch, speed):
     """Lifting off before travelling must not make a swing faster than MAX_SWING_SPEED nor take

@@ -64,6 +64,11 @@ def smoothstep(u):
     return u * u * (3 - 2 * u)
 
 
+def smoothstep_slope(u):
+    """The slope of smoothstep at u, 6u(1 - u): its speed over its mean speed (1.5 at u = 0.5)."""
+    return 6 * u * (1 - u)
+
+
 def unit_vectors(v: np.ndarray) -> np.ndarray:
     """(..., 3) vectors scaled to length 1 (zero vectors stay zero)."""
     return v / np.maximum(np.linalg.norm(v, axis=-1, keepdims=True), 1e-12)
