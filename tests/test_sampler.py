@@ -492,6 +492,32 @@ def test_no_swing_is_shorter_than_min_swing_seconds(monkeypatch, min_swing):
         assert swing_end - swing_start <= 2                          # the rushed swing
 
 
+@pytest.mark.parametrize("about_toe", [True, False])
+def test_a_foot_that_pivots_on_its_stance_turns_about_its_toe(monkeypatch, about_toe):
+    """The network turns a planted foot by 150 degrees about the vertical (a pivot) while the body
+    stands. Past 45 degrees from the stance's orientation the sole follows the turn (_held_sole);
+    it turns about the ball of the foot, as a dancer's does: the toe stays where it stands and
+    the heel swings. Turned about the ankle instead (the pivot shift left out), the toe swept
+    11 cm along the floor."""
+    if not about_toe:
+        monkeypatch.setattr(feet, "_pivot_about_toe", lambda drawn, held, *args: np.zeros((len(held), 3)))
+    fps, T = 30.0, 120
+    poses = bent_knees(T)
+    poses[:, 3 * JOINT_INDEX["left_ankle"] + 1] = np.radians(150) * np.clip((np.arange(T) - 30) / 60, 0, 1)
+    trans = np.tile([0.0, REST_PELVIS_HEIGHT, 0.0], (T, 1))
+    p2, t2, contacts = clean_feet(poses, trans, fps)
+    after = joint_positions(p2, t2)
+    stance = contacts[:, 0] > 0.5
+    assert stance.all()                                                  # the foot stands throughout
+    toe, ankle = (after[:, JOINT_INDEX[f"left_{j}"]][:, [0, 2]] for j in ("foot", "ankle"))
+    toe_spread = np.linalg.norm(toe - toe.mean(axis=0), axis=-1).max()
+    ankle_spread = np.linalg.norm(ankle - ankle.mean(axis=0), axis=-1).max()
+    if about_toe:
+        assert toe_spread < 0.005 and ankle_spread > 0.05
+    else:
+        assert toe_spread > 0.05 and ankle_spread < 0.005
+
+
 def test_a_turning_foot_keeps_its_planted_orientation_while_it_lifts_off_and_sets_down():
     """The network swivels the feet (yaw +-20 degrees, once a second) while the body glides. A
     stance holds the sole still; had the swing let go of it at lift-off, the foot would turn
