@@ -435,13 +435,15 @@ def _pivot_about_toe(drawn: torch.Tensor, held: torch.Tensor, sole_held: np.ndar
     T = len(sole_held)
     shift = np.zeros((T, 3))
     runs = true_runs(sole_held, 1)
+    if not runs:
+        return shift
     for a, b in runs:
         middle = drawn[(a + b - 1) // 2].numpy()
         shift[a:b] = middle @ toe_offset - held[a:b].numpy() @ toe_offset
     shift[:, 1] = 0.0                           # about the vertical only: the toe keeps its height
-    edges = [(None, runs[0][0])] + [(runs[i][1], runs[i + 1][0]) for i in range(len(runs) - 1)] + [(runs[-1][1], None)] \
-        if runs else []
-    for after, before in edges:
+    # The gaps around the runs: each follows a run's last frame (`after`, None before the first)
+    # and precedes the next run's first (`before`, None after the last).
+    for after, before in zip([None] + [b for _, b in runs], [a for a, _ in runs] + [None]):
         lo, hi = (0 if after is None else after), (T if before is None else before)
         if hi <= lo:
             continue
