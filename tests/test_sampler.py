@@ -492,6 +492,42 @@ def test_no_swing_is_shorter_than_min_swing_seconds(monkeypatch, min_swing):
         assert swing_end - swing_start <= 2                          # the rushed swing
 
 
+@pytest.mark.parametrize("rule_on", [True, False])
+def test_the_networks_own_swing_lifts_off_before_it_travels(monkeypatch, rule_on):
+    """The network plants the left foot and swings it 60 cm forward at 2 cm a frame (the body
+    travelling with it), sliding along
+    the floor as it sets off and as it lands and raised 25 cm between, and plants it again.
+    The plan holds the foot while it lifts off and sets down and raises it where its toe would
+    still move along the floor: wherever the planned foot moves more than 1 cm a frame, its toe
+    is more than 5 cm up, and the swing's middle keeps its drawn timing. Without the rule (no
+    hold, no clearance) the toe slides along the floor."""
+    from engine.body.skeleton import REST_POSITIONS
+    if not rule_on:
+        monkeypatch.setattr(feet, "OWN_SWING_HOLD_SECONDS", 0.0)
+        monkeypatch.setattr(feet, "TOE_CLEARANCE", 0.0)
+    fps, T = 30.0, 90
+    leg = feet.LEGS["left"]
+    ankle, toe = leg[2], leg[3]
+    pos = REST_POSITIONS[None].repeat(T, 0) + np.array([0.0, REST_PELVIS_HEIGHT, 0.0])
+    pos[:, [j for j in range(pos.shape[1]) if j not in (ankle, toe)], 1] -= 0.05   # knees bent
+    u = np.clip((np.arange(T) - 30) / 30, 0.0, 1.0)                  # the swing: frames 30-60
+    pos[:, :, 2] += 0.6 * u[:, None]                                   # the body travels with it
+    pos[:, [ankle, toe], 1] += 0.25 * np.sin(np.pi * u)[:, None] ** 4
+    # The stepping cycle (the left foot's stance in each cycle's first 55%) agrees with the drawn
+    # steps, so the sliding frames are the swing's own.
+    cycle = np.interp(np.arange(T), [0, 30, 31, 59, 60, T - 1], [0.0, 0.5, 0.6, 0.95, 1.0, 1.5])
+    target, weight, stance, _ = feet.step_plan(pos, fps, leg, cycle)
+    assert stance[:30].all() and stance[61:].all() and (weight[30:61] > 0).all()
+    toe_height = target[:, 1] - (pos[:, ankle, 1] - pos[:, toe, 1]) - pos[:, [ankle, toe], 1].min()
+    moving = np.linalg.norm(np.diff(target[:, [0, 2]], axis=0), axis=-1) > 0.01
+    skims = moving & (toe_height[:-1] < 0.05)
+    if rule_on:
+        assert moving.sum() > 20 and not skims.any()
+        assert np.abs(target[45, [0, 2]] - pos[45, ankle, [0, 2]]).max() < 1e-3
+    else:
+        assert skims.sum() >= 4
+
+
 @pytest.mark.parametrize("about_toe", [True, False])
 def test_a_foot_that_pivots_on_its_stance_turns_about_its_toe(monkeypatch, about_toe):
     """The network turns a planted foot by 150 degrees about the vertical (a pivot) while the body
