@@ -528,6 +528,29 @@ def test_the_networks_own_swing_lifts_off_before_it_travels(monkeypatch, rule_on
         assert skims.sum() >= 4
 
 
+@pytest.mark.parametrize("bounded", [True, False])
+def test_a_short_own_swing_is_not_rushed_by_its_lift_off(monkeypatch, bounded):
+    """A quick swing of the network's own (60 cm in 8 frames, 2.25 m/s, raised 20 cm): held and
+    eased at both ends by the full amounts, its middle would pass MAX_SWING_SPEED (5 m/s); the
+    ends are shortened until it does not. Unbounded, it rushes."""
+    from engine.body.skeleton import REST_POSITIONS
+    if not bounded:
+        monkeypatch.setattr(feet, "MAX_SWING_SPEED", np.inf)
+    fps, T = 30.0, 60
+    leg = feet.LEGS["left"]
+    ankle, toe = leg[2], leg[3]
+    pos = REST_POSITIONS[None].repeat(T, 0) + np.array([0.0, REST_PELVIS_HEIGHT, 0.0])
+    pos[:, [j for j in range(pos.shape[1]) if j not in (ankle, toe)], 1] -= 0.05   # knees bent
+    u = np.clip((np.arange(T) - 26) / 8, 0.0, 1.0)                   # the swing: frames 26-34
+    pos[:, :, 2] += 0.6 * u[:, None]
+    pos[:, [ankle, toe], 1] += 0.2 * np.sin(np.pi * u)[:, None] ** 2
+    cycle = np.interp(np.arange(T), [0, 26, 27, 33, 34, T - 1], [0.0, 0.5, 0.6, 0.95, 1.0, 1.5])
+    target, weight, stance, _ = feet.step_plan(pos, fps, leg, cycle)
+    assert stance[:26].all() and stance[35:].all() and (weight[26:35] > 0).all()
+    fastest = np.linalg.norm(np.diff(target, axis=0), axis=-1).max() * fps
+    assert (fastest <= 5.0 + 1e-9) == bounded
+
+
 @pytest.mark.parametrize("about_toe", [True, False])
 def test_a_foot_that_pivots_on_its_stance_turns_about_its_toe(monkeypatch, about_toe):
     """The network turns a planted foot by 150 degrees about the vertical (a pivot) while the body

@@ -62,7 +62,7 @@ SOLE_RELEASE_DEGREES = (45.0, 90.0)
 # path over OWN_SWING_EASE_SECONDS; the rest of the path keeps its timing. Where its toe would
 # still move faster than PLANTED_SPEED within TOE_CLEARANCE of the floor, the ankle is raised
 # there. Before, such a foot left and reached its stances sliding along the floor: skimming
-# 11.0% -> 8.2% of validation frames, 10.4% -> 5.8% on the genre set, FID_k +0.4 and +0.1
+# 11.0% -> 8.2% of validation frames, 10.4% -> 5.8% on the genre set, FID_k +0.2 and -0.0
 # (weights/TRAINING.md, "The network's own swings lift off").
 OWN_SWING_HOLD_SECONDS = 0.07
 OWN_SWING_EASE_SECONDS = 0.07
@@ -300,6 +300,19 @@ def _ease_corrections(target: np.ndarray, weight: np.ndarray, drawn: np.ndarray,
         weight[i[eased]] = 1.0
 
 
+def _played_share(n: int, hold: float, ease: float) -> np.ndarray:
+    """(n,) share of a swing's drawn path played by each of its n frames, when it is played from
+    the stance before it to the one after at a rate that is nothing for `hold` frames at each
+    end and eases to the drawn pace over `ease` frames (no hold and no ease: as drawn)."""
+    mid = np.arange(n + 1) + 0.5                 # the n + 1 steps from the stance before to the one after
+    if ease <= 0:
+        rate = (np.minimum(mid, n + 1 - mid) > hold).astype(np.float64)
+    else:
+        rate = (smoothstep(np.clip((mid - hold) / ease, 0.0, 1.0))
+                * smoothstep(np.clip((n + 1 - mid - hold) / ease, 0.0, 1.0)))
+    return np.cumsum(rate)[:-1] / max(rate.sum(), 1e-12)
+
+
 def _own_swing(pos: np.ndarray, fps: float, leg, b0: int, a1: int, spot0: np.ndarray,
                spot1: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The network's own swing of this leg over frames [b0, a1), from the stance ending at b0 - 1
@@ -307,26 +320,40 @@ def _own_swing(pos: np.ndarray, fps: float, leg, b0: int, a1: int, spot0: np.nda
     (n,) bool, where the foot has not set off or has arrived). The drawn path, moved from spot to
     spot, is played from the first stance's edge to the next's at a rate that is nothing while
     the foot lifts off and sets down and eases to the drawn pace in between; where the toe still
-    moves faster than PLANTED_SPEED within TOE_CLEARANCE of the floor, the ankle is raised."""
+    moves faster than PLANTED_SPEED within TOE_CLEARANCE of the floor, the ankle is raised.
+
+    The re-timed path is faster between its ends than drawn: a short swing held and eased by the
+    full amounts reached 10 m/s (QA, a 3-minute song). The ends are shortened until the foot is
+    no faster than MAX_SWING_SPEED, or than the network drew it."""
+    ankle_path = pos[:, leg[2]]
+    n = a1 - b0
+    hold = min((1 - SWING_TRAVEL_SHARE) / 2 * (n + 1), OWN_SWING_HOLD_SECONDS * fps)
+    ease = OWN_SWING_EASE_SECONDS * fps
+    fastest = max(MAX_SWING_SPEED / fps, np.linalg.norm(np.diff(ankle_path[b0 - 1:a1 + 1], axis=0), axis=-1).max())
+    for shorter in (1.0, 0.75, 0.5, 0.25, 0.0):
+        path, held = _lifted_off_path(pos, fps, leg, b0, a1, spot0, spot1, shorter * hold, shorter * ease)
+        if np.linalg.norm(np.diff(np.concatenate([spot0[None], path, spot1[None]]), axis=0), axis=-1).max() <= fastest:
+            break
+    return path, held
+
+
+def _lifted_off_path(pos: np.ndarray, fps: float, leg, b0: int, a1: int, spot0: np.ndarray, spot1: np.ndarray,
+                     hold: float, ease: float) -> tuple[np.ndarray, np.ndarray]:
+    """_own_swing's path and held sole for a hold and an ease of the given frames."""
     _, _, ankle, toe = leg
     n = a1 - b0
     ankle_path = pos[:, ankle]
-    hold = min((1 - SWING_TRAVEL_SHARE) / 2 * (n + 1), OWN_SWING_HOLD_SECONDS * fps)
-    ease = OWN_SWING_EASE_SECONDS * fps
-    mid = np.arange(n + 1) + 0.5                 # the n + 1 steps between frames b0 - 1, ..., a1
-    rate = (smoothstep(np.clip((mid - hold) / ease, 0.0, 1.0))
-            * smoothstep(np.clip((n + 1 - mid - hold) / ease, 0.0, 1.0)))
-    played = np.cumsum(rate)[:-1] / max(rate.sum(), 1e-12)    # share of the path played, per frame
-    frames = np.arange(len(pos))
-    path = np.stack([np.interp(b0 - 1 + played * (n + 1), frames, ankle_path[:, k]) for k in range(3)], axis=1)
+    played = _played_share(n, hold, ease)
+    source = b0 - 1 + played * (n + 1)
+    path = np.stack([np.interp(source, np.arange(len(pos)), ankle_path[:, k]) for k in range(3)], axis=1)
     path += (1 - played)[:, None] * (spot0 - ankle_path[b0 - 1]) + played[:, None] * (spot1 - ankle_path[a1])
     around = np.concatenate([spot0[None, [0, 2]], path[:, [0, 2]], spot1[None, [0, 2]]])
     steps = np.linalg.norm(np.diff(around, axis=0), axis=-1)       # to each frame, and on from the last
     moving = np.maximum(steps[:-1], steps[1:]) * fps > PLANTED_SPEED
     toe_drop = pos[b0:a1, ankle, 1] - pos[b0:a1, toe, 1]       # the toe under the ankle, as drawn
     k = np.arange(1, n + 1)
-    at_stances = (smoothstep(np.clip(k / (hold + ease), 0.0, 1.0))
-                  * smoothstep(np.clip((n + 1 - k) / (hold + ease), 0.0, 1.0)))
+    edge = max(hold + ease, 1.0)
+    at_stances = smoothstep(np.clip(k / edge, 0.0, 1.0)) * smoothstep(np.clip((n + 1 - k) / edge, 0.0, 1.0))
     # Raised around each frame that needs it (the most over the easing's reach, smoothed), eased
     # in and out at the stances, and there by as much more as the easing takes off.
     need = np.where(moving, np.maximum(0.0, TOE_CLEARANCE + toe_drop - path[:, 1]), 0.0)
