@@ -62,7 +62,7 @@ SOLE_RELEASE_DEGREES = (45.0, 90.0)
 # path over OWN_SWING_EASE_SECONDS; the rest of the path keeps its timing. Where its toe would
 # still move faster than PLANTED_SPEED within TOE_CLEARANCE of the floor, the ankle is raised
 # there. Before, such a foot left and reached its stances sliding along the floor: skimming
-# 11.0% -> 8.2% of validation frames, 10.4% -> 5.8% on the genre set, FID_k +0.2 and -0.0
+# 11.0% -> 8.2% of validation frames, 10.4% -> 5.8% on the genre set, FID_k +0.2 and -0.05
 # (weights/TRAINING.md, "The network's own swings lift off").
 OWN_SWING_HOLD_SECONDS = 0.07
 OWN_SWING_EASE_SECONDS = 0.07
