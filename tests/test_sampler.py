@@ -492,31 +492,39 @@ def test_no_swing_is_shorter_than_min_swing_seconds(monkeypatch, min_swing):
         assert swing_end - swing_start <= 2                          # the rushed swing
 
 
+def own_swing(T: int, start: int, frames: int, rise: float, power: int) -> tuple[np.ndarray, np.ndarray]:
+    """(positions (T,24,3), stepping cycle (T,)) of a dancer, knees bent, who stands on the left
+    foot, swings it 60 cm forward over `frames` frames from `start` (the body travelling with
+    it) raised by up to `rise` m (sin^power: small powers lift at once, large ones slide first),
+    and stands on it again. The cycle (the left foot's stance in each cycle's first 55%) agrees
+    with the drawn steps, so the frames between are the network's own swing."""
+    from engine.body.skeleton import REST_POSITIONS
+    _, _, ankle, toe = feet.LEGS["left"]
+    pos = REST_POSITIONS[None].repeat(T, 0) + np.array([0.0, REST_PELVIS_HEIGHT, 0.0])
+    pos[:, [j for j in range(pos.shape[1]) if j not in (ankle, toe)], 1] -= 0.05   # knees bent
+    u = np.clip((np.arange(T) - start) / frames, 0.0, 1.0)
+    pos[:, :, 2] += 0.6 * u[:, None]
+    pos[:, [ankle, toe], 1] += rise * np.sin(np.pi * u)[:, None] ** power
+    end = start + frames
+    cycle = np.interp(np.arange(T), [0, start, start + 1, end - 1, end, T - 1], [0.0, 0.5, 0.6, 0.95, 1.0, 1.5])
+    return pos, cycle
+
+
 @pytest.mark.parametrize("rule_on", [True, False])
 def test_the_networks_own_swing_lifts_off_before_it_travels(monkeypatch, rule_on):
-    """The network plants the left foot and swings it 60 cm forward at 2 cm a frame (the body
-    travelling with it), sliding along
-    the floor as it sets off and as it lands and raised 25 cm between, and plants it again.
-    The plan holds the foot while it lifts off and sets down and raises it where its toe would
-    still move along the floor: wherever the planned foot moves more than 1 cm a frame, its toe
-    is more than 5 cm up, and the swing's middle keeps its drawn timing. Without the rule (no
-    hold, no clearance) the toe slides along the floor."""
-    from engine.body.skeleton import REST_POSITIONS
+    """The network swings the left foot 60 cm forward at 2 cm a frame, sliding along the floor
+    as it sets off and as it lands and raised 25 cm between (own_swing). The plan holds the foot
+    while it lifts off and sets down and raises it where its toe would still move along the
+    floor: wherever the planned foot moves more than 1 cm a frame, its toe is more than 5 cm up,
+    and the swing's middle keeps its drawn timing. Without the rule (no hold, no clearance) the
+    toe slides along the floor."""
     if not rule_on:
         monkeypatch.setattr(feet, "OWN_SWING_HOLD_SECONDS", 0.0)
         monkeypatch.setattr(feet, "TOE_CLEARANCE", 0.0)
-    fps, T = 30.0, 90
     leg = feet.LEGS["left"]
     ankle, toe = leg[2], leg[3]
-    pos = REST_POSITIONS[None].repeat(T, 0) + np.array([0.0, REST_PELVIS_HEIGHT, 0.0])
-    pos[:, [j for j in range(pos.shape[1]) if j not in (ankle, toe)], 1] -= 0.05   # knees bent
-    u = np.clip((np.arange(T) - 30) / 30, 0.0, 1.0)                  # the swing: frames 30-60
-    pos[:, :, 2] += 0.6 * u[:, None]                                   # the body travels with it
-    pos[:, [ankle, toe], 1] += 0.25 * np.sin(np.pi * u)[:, None] ** 4
-    # The stepping cycle (the left foot's stance in each cycle's first 55%) agrees with the drawn
-    # steps, so the sliding frames are the swing's own.
-    cycle = np.interp(np.arange(T), [0, 30, 31, 59, 60, T - 1], [0.0, 0.5, 0.6, 0.95, 1.0, 1.5])
-    target, weight, stance, _ = feet.step_plan(pos, fps, leg, cycle)
+    pos, cycle = own_swing(90, 30, 30, rise=0.25, power=4)
+    target, weight, stance, _ = feet.step_plan(pos, 30.0, leg, cycle)
     assert stance[:30].all() and stance[61:].all() and (weight[30:61] > 0).all()
     toe_height = target[:, 1] - (pos[:, ankle, 1] - pos[:, toe, 1]) - pos[:, [ankle, toe], 1].min()
     moving = np.linalg.norm(np.diff(target[:, [0, 2]], axis=0), axis=-1) > 0.01
@@ -533,19 +541,11 @@ def test_a_short_own_swing_is_not_rushed_by_its_lift_off(monkeypatch, bounded):
     """A quick swing of the network's own (60 cm in 8 frames, 2.25 m/s, raised 20 cm): held and
     eased at both ends by the full amounts, its middle would pass MAX_SWING_SPEED (5 m/s); the
     ends are shortened until it does not. Unbounded, it rushes."""
-    from engine.body.skeleton import REST_POSITIONS
     if not bounded:
         monkeypatch.setattr(feet, "MAX_SWING_SPEED", np.inf)
-    fps, T = 30.0, 60
-    leg = feet.LEGS["left"]
-    ankle, toe = leg[2], leg[3]
-    pos = REST_POSITIONS[None].repeat(T, 0) + np.array([0.0, REST_PELVIS_HEIGHT, 0.0])
-    pos[:, [j for j in range(pos.shape[1]) if j not in (ankle, toe)], 1] -= 0.05   # knees bent
-    u = np.clip((np.arange(T) - 26) / 8, 0.0, 1.0)                   # the swing: frames 26-34
-    pos[:, :, 2] += 0.6 * u[:, None]
-    pos[:, [ankle, toe], 1] += 0.2 * np.sin(np.pi * u)[:, None] ** 2
-    cycle = np.interp(np.arange(T), [0, 26, 27, 33, 34, T - 1], [0.0, 0.5, 0.6, 0.95, 1.0, 1.5])
-    target, weight, stance, _ = feet.step_plan(pos, fps, leg, cycle)
+    fps = 30.0
+    pos, cycle = own_swing(60, 26, 8, rise=0.2, power=2)
+    target, weight, stance, _ = feet.step_plan(pos, fps, feet.LEGS["left"], cycle)
     assert stance[:26].all() and stance[35:].all() and (weight[26:35] > 0).all()
     fastest = np.linalg.norm(np.diff(target, axis=0), axis=-1).max() * fps
     assert (fastest <= 5.0 + 1e-9) == bounded
