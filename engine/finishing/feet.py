@@ -372,9 +372,11 @@ def step_plan(pos: np.ndarray, fps: float, leg, cycle: np.ndarray,
     Planted runs keep their spot. Sliding frames (low, not still) follow the stepping cycle
     `cycle` (T,), each frame's position in cycles: a stance from each whole number for
     STANCE_FRACTION of the cycle, planted on the stance's mean spot, then a lifted, eased swing
-    to the next spot. The hips keep the network's path, so no foot is planted beyond the leg's
-    reach (a locked knee dragging the foot): a planted run whose spot the hips carry out of
-    reach is stepped as well, and a stance ends where its spot goes out of reach. Frames where
+    to the next spot. Between two stances where the network raises the foot itself, its own
+    swing keeps its path, lifting off and setting down first (_own_swing). The hips keep the
+    network's path, so no foot is planted beyond the leg's reach (a locked knee dragging the
+    foot): a planted run whose spot the hips carry out of reach is stepped as well, and a stance
+    ends where its spot goes out of reach. Frames where
     `given` (T,) marks the leg's pose as given belong to no stance and no swing.
     """
     hip, _, ankle, toe = leg
