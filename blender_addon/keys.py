@@ -87,16 +87,84 @@ def _stamp_lookup(action, name: str):
     return flat[0::2], flat[1::2]
 
 
-def animator_keys(obj, frame_start: float, frame_end: float, action=None, modes=None) -> dict:
+# An imported character's file may bring a take that holds only its bind pose: a Mixamo
+# download "with skin" keys every bone at rest on frames 1 and 2. Those keys are the file's, not
+# the animator's, and as constraints they would hold the dancer in a T-pose where the dance starts.
+# A key within these bounds of the rest pose holds it.
+REST_ANGLE = math.radians(2.0)
+REST_OFFSET = 1e-3          # a location's share of the armature's size
+
+
+def _at_rest(prop: str, index: int, values: np.ndarray, size: float) -> np.ndarray:
+    """Which key values of one channel hold the bone's rest pose."""
+    if prop == "location":
+        return np.abs(values) <= REST_OFFSET * size
+    if prop == "rotation_quaternion":   # w is free: an unnormalised identity is still at rest
+        return np.abs(values) <= math.sin(REST_ANGLE / 2) if index else np.ones(len(values), bool)
+    if prop == "rotation_axis_angle" and index:   # the axis of a zero angle is free
+        return np.ones(len(values), bool)
+    return np.abs(np.remainder(values + math.pi, 2 * math.pi) - math.pi) <= REST_ANGLE   # Euler, angle
+
+
+def bind_pose_frames(obj, action, posed_bones, modes=None) -> list[int]:
+    """Whole frames of `action` holding an imported bind pose, not a pose to dance from: runs of
+    consecutive frames on which every key (rotation or location, any bone) holds the rest pose
+    and within which every bone of `posed_bones` has a rotation key. A few bones keyed at rest,
+    or a rest pose beside any other key on its frame, stay keys."""
+    heads = np.array([b.head_local[:] for b in obj.data.bones] + [b.tail_local[:] for b in obj.data.bones])
+    size = float(np.ptp(heads, axis=0).max()) if len(heads) else 1.0
+    rest, rotated = {}, {}
+    for (bone, prop), channels in _channel_keys(obj, action, modes).items():
+        for index, (f, v, _) in channels.items():
+            frames = np.round(f).astype(int)
+            for frame, ok in zip(frames.tolist(), _at_rest(prop, index, v.astype(np.float64), size).tolist()):
+                rest[frame] = rest.get(frame, True) and ok
+                if prop != "location":
+                    rotated.setdefault(frame, set()).add(bone)
+    # Consecutive frames at rest count together: an import may key the rotations on frame 1
+    # and the hips' location on frames 1 and 2.
+    wanted, out, run = set(posed_bones), [], []
+    for f in sorted(f for f, ok in rest.items() if ok) + [None]:
+        if run and (f is None or f != run[-1] + 1):
+            if wanted <= set().union(*(rotated.get(g, set()) for g in run)):
+                out += run
+            run = []
+        if f is not None:
+            run.append(f)
+    return out
+
+
+def bind_pose_span(obj, posed_bones, frame_start: int, frame_end: int, action=None, modes=None) -> str | None:
+    """The frames in [frame_start, frame_end] holding an imported bind pose ("1-2"), or None."""
+    ad = obj.animation_data
+    action = action if action is not None else (ad.action if ad else None)
+    if action is None:
+        return None
+    frames = [f for f in bind_pose_frames(obj, action, posed_bones, modes) if frame_start <= f <= frame_end]
+    if not frames:
+        return None
+    return f"{frames[0]}-{frames[-1]}" if frames[-1] - frames[0] == len(frames) - 1 else ", ".join(map(str, frames))
+
+
+def bind_pose_note(span: str) -> str:
+    """The generation's note on the bind-pose keys it left out (bind_pose_span)."""
+    return (f"the keys on frame(s) {span} hold the rest pose on every bone (an imported bind pose): "
+            "not kept, so the dance does not start from it")
+
+
+def animator_keys(obj, frame_start: float, frame_end: float, action=None, modes=None, posed_bones=None) -> dict:
     """{(bone, prop): sorted frames within [frame_start, frame_end]} of the animator's keys in
     `obj`'s current action (or `action`): keys not of the generated type, and generated keys
     whose value the animator changed. prop is "location" or the bone's rotation path (in its
-    current rotation mode, or the one `modes` {bone: mode} gives)."""
+    current rotation mode, or the one `modes` {bone: mode} gives). With `posed_bones` (the
+    bones a pose is read from), frames holding an imported bind pose are left out
+    (bind_pose_frames)."""
     ad = obj.animation_data
     action = action if action is not None else (ad.action if ad else None)
     if action is None:
         return {}
     generated = compat.generated_key_type()[1]
+    bind = set(bind_pose_frames(obj, action, posed_bones, modes)) if posed_bones else set()
     out = {}
     for (bone, prop), channels in _channel_keys(obj, action, modes).items():
         f = np.concatenate([c[0] for c in channels.values()]).astype(np.float64)
@@ -115,6 +183,7 @@ def animator_keys(obj, frame_start: float, frame_end: float, action=None, modes=
             else:
                 same = np.zeros(len(at), bool)
             mine.update(np.round(at[~same]).astype(int).tolist())
+        mine -= bind
         if mine:
             out[(bone, prop)] = sorted(mine)
     return out

@@ -153,7 +153,7 @@ def regeneration_context(obj, p: Plan) -> tuple[int, int] | None:
 
 def build_request(context):
     """Everything the worker needs, read on the main thread."""
-    from . import rig_io, runner, scene_io
+    from . import keys, rig_io, runner, scene_io
     scene, settings = context.scene, context.scene.dance
     obj = dancer(context)
     bone_map = rig_io.check_dancer(obj)   # None: the SMPL dancer; else own character (issue 14)
@@ -192,6 +192,10 @@ def build_request(context):
         note = rig_io.uneven_scale_note(obj)
         if note:
             request.notes.append(note)
+    span = (rig_io.bind_pose_span(obj, bone_map, first, last) if bone_map is not None
+            else scene_io.bind_pose_span(obj, first, last))
+    if span is not None:
+        request.notes.append(keys.bind_pose_note(span))
     ad = obj.animation_data
     if (settings.keep_parts() or settings.keep_root) and (ad is None or ad.action is None):
         request.notes.append(f"'{obj.name}' has no animation: the kept body parts hold its current pose")

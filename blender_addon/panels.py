@@ -75,6 +75,11 @@ class DANCE_PT_main(_DancePanel, bpy.types.Panel):
                                 if bone_map is not None else scene_io.count_kept(obj, plan.first, plan.last))
                 box.label(text=f"Keeps {keys} key(s) on {frames} frame(s)" if keys or frames
                           else "No keys in range: a free dance", icon='KEYINGSET')
+                span = (rig_io.bind_pose_span(obj, bone_map, plan.first, plan.last) if bone_map is not None
+                        else scene_io.bind_pose_span(obj, plan.first, plan.last))
+                if span is not None:
+                    box.label(text=f"Not kept: the rest pose keyed on frame(s) {span} (an imported bind pose)",
+                              icon='INFO')
                 if not settings.use_strip_range and operators.regeneration_context(obj, plan) is not None:
                     box.label(text=f"Regenerates frames {plan.first}-{plan.last} only; the rest stays",
                               icon='SEQ_STRIP_DUPLICATE')

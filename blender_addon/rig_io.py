@@ -333,7 +333,7 @@ def read_character_constraints(obj, bone_map: dict[str, str], frame_start: int, 
     index = {name: i for i, name in enumerate(rig.names)}
     keyed = np.zeros((n, B), bool)
     root_keyed = np.zeros(n, bool)
-    for (bone, prop), frames in key_io.animator_keys(obj, frame_start, frame_end).items():
+    for (bone, prop), frames in key_io.animator_keys(obj, frame_start, frame_end, posed_bones=posed_bones(bone_map)).items():
         b = index.get(bone)
         rows = np.asarray(frames, int) - frame_start
         if b is None:
@@ -383,10 +383,21 @@ def read_character_motion(obj, bone_map: dict[str, str], frame_start: int, frame
     return Motion(poses=poses, trans=trans, fps=fps or scene_io.scene_fps(scene))
 
 
+def posed_bones(bone_map: dict[str, str]) -> set[str]:
+    """The bones a pose of the character is read from (for keys.bind_pose_frames)."""
+    return set(bone_map.values())
+
+
+def bind_pose_span(obj, bone_map: dict[str, str], frame_start: int, frame_end: int) -> str | None:
+    """Frames in the range whose keys hold an imported bind pose (keys.bind_pose_frames), or None."""
+    return key_io.bind_pose_span(obj, posed_bones(bone_map), frame_start, frame_end)
+
+
 def count_character_keys(obj, bone_map: dict[str, str], frame_start: int, frame_end: int) -> tuple[int, int]:
     """(bone keys, frames with any key) on the mapped bones that the next dance keeps, for the panel."""
     mapped = set(bone_map.values())
-    keys = {k: f for k, f in key_io.animator_keys(obj, frame_start, frame_end).items() if k[0] in mapped}
+    keys = {k: f for k, f in key_io.animator_keys(obj, frame_start, frame_end, posed_bones=mapped).items()
+            if k[0] in mapped}
     frames = set().union(*keys.values()) if keys else set()
     return sum(len(f) for (_, prop), f in keys.items() if prop != "location"), len(frames)
 

@@ -316,6 +316,17 @@ def _key_action(obj):
     return source, dict(action.get(_LEGACY_MODES_KEY, {}))
 
 
+def posed_bones(obj) -> list[str]:
+    """The SMPL dancer's joint bones (a pose is read from them; for keys.bind_pose_frames)."""
+    return [name for name in JOINT_NAMES if name in obj.pose.bones]
+
+
+def bind_pose_span(obj, frame_start: int, frame_end: int) -> str | None:
+    """Frames in the range whose keys hold an imported bind pose (keys.bind_pose_frames), or None."""
+    action, modes = _key_action(obj)
+    return keys.bind_pose_span(obj, posed_bones(obj), frame_start, frame_end, action, modes)
+
+
 def keyed_frames(obj, frame_start: int, frame_end: int):
     """The animator's keys on the SMPL joints: ({joint index: sorted frames with a rotation key},
     sorted frames with a pelvis location key), frames within [frame_start, frame_end]."""
@@ -324,7 +335,8 @@ def keyed_frames(obj, frame_start: int, frame_end: int):
     action, modes = _key_action(obj)
     if action is None:
         return joints, root
-    for (bone, prop), frames in keys.animator_keys(obj, frame_start, frame_end, action, modes).items():
+    for (bone, prop), frames in keys.animator_keys(obj, frame_start, frame_end, action, modes,
+                                                   posed_bones(obj)).items():
         j = JOINT_INDEX.get(bone)
         if j is None:
             continue

@@ -546,6 +546,51 @@ def test_animator_keys_read_back_as_constraints(addon, tmp_path):
     assert np.allclose(C @ cons.trans[0], hips, atol=0.02), (C @ cons.trans[0], hips)
 
 
+def key_bind_pose(obj, frame, noise=1e-4, seed=0):
+    """Key every bone at (nearly) its rest pose as a Mixamo FBX import does: rotations on
+    `frame`, the hips' location on `frame` and the next one."""
+    rng = np.random.default_rng(seed)
+    for pb in obj.pose.bones:
+        if pb.rotation_mode == 'QUATERNION':
+            pb.rotation_quaternion = np.r_[1.0, rng.normal(0, noise, 3)]
+        else:
+            pb.rotation_euler = rng.normal(0, noise, 3)
+        pb.keyframe_insert(keys.rotation_path(pb)[0], frame=frame)
+    hips = next(pb for pb in obj.pose.bones if pb.parent is None)
+    for f in (frame, frame + 1):
+        hips.location = rng.normal(0, noise, 3)
+        hips.keyframe_insert("location", frame=f)
+
+
+def test_an_imported_bind_pose_is_not_a_pose_to_dance_from(addon, tmp_path):
+    """A Mixamo download keys every bone at rest (frames 1-2): as keys it would hold the dancer
+    in a T-pose where the dance starts. Not kept, and said; one bone keyed off rest beside it
+    makes the whole pose the animator's again."""
+    scene = addon
+    obj, first, last = _mixamo_stage(scene, tmp_path)
+    key_bind_pose(obj, first)
+    bone_map = rig_io.check_character(obj)
+    cons, kept = rig_io.read_character_constraints(obj, bone_map, first, last, 30.0)
+    assert not cons.joint_mask.any() and not cons.trans_mask.any() and not kept.keyed.any()
+    assert rig_io.count_character_keys(obj, bone_map, first, last) == (0, 0)
+    notes = operators.build_request(bpy.context).notes
+    assert any(f"frame(s) {first}-{first + 1}" in n and "bind pose" in n for n in notes), notes
+
+    arm = obj.pose.bones["mixamorig:LeftArm"]   # the animator poses the arm on that frame
+    arm.rotation_quaternion = (math.cos(0.3), 0.0, 0.0, math.sin(0.3))
+    arm.keyframe_insert("rotation_quaternion", frame=first)
+    cons, _ = rig_io.read_character_constraints(obj, bone_map, first, last, 30.0)
+    mapped = [JOINT_INDEX[j] for j in bone_map if j in JOINT_INDEX]
+    assert cons.joint_mask[0, mapped].all() and cons.trans_mask[[0, 1]].all()
+    assert not any("bind pose" in n for n in operators.build_request(bpy.context).notes)
+
+    # The SMPL dancer's rest-pose keys on every joint are no pose to dance from either.
+    smpl = scene_io.create_smpl_armature(bpy.context, with_mesh=False)
+    key_bind_pose(smpl, first, noise=0.0)
+    assert scene_io.count_kept(smpl, first, last) == (0, 0)
+    assert scene_io.bind_pose_span(smpl, first, last) == f"{first}-{first + 1}"
+
+
 @pytest.mark.parametrize("case", ["no_legs", "two_roots", "missing_bone", "bone_twice"])
 def test_bad_characters_and_maps_are_one_line_and_change_nothing(addon, tmp_path, case):
     scene = addon
