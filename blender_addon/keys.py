@@ -111,27 +111,38 @@ def bind_pose_frames(obj, action, posed_bones, modes=None) -> list[int]:
     consecutive frames on which every key (rotation or location, any bone) holds the rest pose
     and within which every bone of `posed_bones` has a rotation key. A few bones keyed at rest,
     or a rest pose beside any other key on its frame, stay keys."""
+    return _bind_pose_frames(obj, _channel_keys(obj, action, modes), posed_bones)
+
+
+def _bind_pose_frames(obj, channels: dict, posed_bones) -> list[int]:
+    """bind_pose_frames on channels read by _channel_keys (a long action has millions of keys)."""
+    wanted = set(posed_bones)
+    if not channels or not wanted <= {bone for bone, prop in channels if prop != "location"}:
+        return []
     heads = np.array([b.head_local[:] for b in obj.data.bones] + [b.tail_local[:] for b in obj.data.bones])
-    size = float(np.ptp(heads, axis=0).max()) if len(heads) else 1.0
-    rest, rotated = {}, {}
-    for (bone, prop), channels in _channel_keys(obj, action, modes).items():
-        for index, (f, v, _) in channels.items():
-            frames = np.round(f).astype(int)
-            for frame, ok in zip(frames.tolist(), _at_rest(prop, index, v.astype(np.float64), size).tolist()):
-                rest[frame] = rest.get(frame, True) and ok
-                if prop != "location":
-                    rotated.setdefault(frame, set()).add(bone)
+    size = float(np.ptp(heads, axis=0).max())
+    frames = {key: {i: np.round(f).astype(np.int64) for i, (f, _, _) in chans.items()} for key, chans in channels.items()}
+    lo = min(int(f.min()) for chans in frames.values() for f in chans.values())
+    hi = max(int(f.max()) for chans in frames.values() for f in chans.values())
+    keyed, off_rest = np.zeros(hi - lo + 1, bool), np.zeros(hi - lo + 1, bool)
+    rotated = {bone: np.zeros(hi - lo + 1, bool) for bone in wanted}
+    for (bone, prop), chans in channels.items():
+        for i, (_, v, _) in chans.items():
+            f = frames[bone, prop][i] - lo
+            keyed[f] = True
+            off_rest[f[~_at_rest(prop, i, v.astype(np.float64), size)]] = True
+            if prop != "location" and bone in rotated:
+                rotated[bone][f] = True
+    rest = np.flatnonzero(keyed & ~off_rest)
+    if not len(rest):
+        return []
     # Consecutive frames at rest count together: an import may key the rotations on frame 1
     # and the hips' location on frames 1 and 2.
-    wanted, out, run = set(posed_bones), [], []
-    for f in sorted(f for f, ok in rest.items() if ok) + [None]:
-        if run and (f is None or f != run[-1] + 1):
-            if wanted <= set().union(*(rotated.get(g, set()) for g in run)):
-                out += run
-            run = []
-        if f is not None:
-            run.append(f)
-    return out
+    run_of = np.concatenate([[0], np.cumsum(np.diff(rest) != 1)])
+    complete = np.ones(run_of[-1] + 1, bool)
+    for mask in rotated.values():
+        complete &= np.bincount(run_of, weights=mask[rest], minlength=len(complete)) > 0
+    return (rest[complete[run_of]] + lo).tolist()
 
 
 def bind_pose_span(obj, posed_bones, frame_start: int, frame_end: int, action=None, modes=None) -> str | None:
@@ -164,9 +175,10 @@ def animator_keys(obj, frame_start: float, frame_end: float, action=None, modes=
     if action is None:
         return {}
     generated = compat.generated_key_type()[1]
-    bind = set(bind_pose_frames(obj, action, posed_bones, modes)) if posed_bones else set()
+    all_channels = _channel_keys(obj, action, modes)
+    bind = set(_bind_pose_frames(obj, all_channels, posed_bones)) if posed_bones else set()
     out = {}
-    for (bone, prop), channels in _channel_keys(obj, action, modes).items():
+    for (bone, prop), channels in all_channels.items():
         f = np.concatenate([c[0] for c in channels.values()]).astype(np.float64)
         v = np.concatenate([c[1] for c in channels.values()]).astype(np.float64)
         t = np.concatenate([c[2] for c in channels.values()])
