@@ -11,6 +11,7 @@ import os
 from dataclasses import dataclass
 
 import bpy
+import numpy as np
 from bpy.props import BoolProperty, EnumProperty, StringProperty
 from bpy_extras.io_utils import ExportHelper
 
@@ -128,9 +129,21 @@ def name_take(request) -> None:
     request.metadata.update(take=number, take_base=base, style=request.style, seed=request.seed)
 
 
-def stage_radius(settings) -> float | None:
-    """The panel's stage choice as engine.api.generate's `stage_radius`."""
-    return {'DEFAULT': None, 'IN_PLACE': 0.0}.get(settings.stage, settings.stage_radius)
+def stage_radius(settings, obj, bone_map) -> float | None:
+    """The panel's stage choice as engine.api.generate's `stage_radius`, in the dance's metres:
+    the panel's Radius is a distance in the scene (Blender units, shown in the scene's units)."""
+    if settings.stage == 'RADIUS':
+        return settings.stage_radius / dancer_units_per_metre(obj, bone_map)
+    return {'DEFAULT': None, 'IN_PLACE': 0.0}[settings.stage]
+
+
+def dancer_units_per_metre(obj, bone_map) -> float:
+    """Blender units in the world per metre of the dance: the SMPL dancer's object scale (its
+    bones are in metres), a character's leg length over SMPL's (rig_io.retargeter)."""
+    from . import rig_io
+    if bone_map is not None:
+        return rig_io.retargeter(obj, bone_map).scale
+    return abs(float(np.linalg.det(np.array(obj.matrix_world, np.float64)[:3, :3]))) ** (1.0 / 3.0)
 
 
 def regeneration_context(obj, p: Plan) -> tuple[int, int] | None:
@@ -183,7 +196,7 @@ def build_request(context):
         action_name="", style=style, seed=settings.seed,
         steps=steps, quality=settings.quality.lower(), guidance=settings.guidance, autoguidance=settings.autoguidance,
         device=device_choice(context), constraints=cons,
-        weights=weights_choice(context), stage_radius=stage_radius(settings),
+        weights=weights_choice(context), stage_radius=stage_radius(settings, obj, bone_map),
         kept=kept, write_range=write_range, bone_map=bone_map,
         metadata={"song": p.span.path, "steps": steps, "quality": settings.quality.lower(),
                   "guidance": settings.guidance, "autoguidance": settings.autoguidance,

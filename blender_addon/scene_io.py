@@ -67,7 +67,9 @@ def scene_fps(scene) -> float:
 def create_smpl_armature(context, name: str = "SMPL", location=None, with_mesh: bool = True,
                          smpl_model_path: str | None = None):
     """Add an SMPL armature (24 bones, SMPL names and axes) standing on the floor at `location`
-    (default: the 3D cursor), with an optional rigidly skinned body mesh. Returns the object."""
+    (default: the 3D cursor), with an optional rigidly skinned body mesh. Returns the object.
+    Its bones are in metres; the object is scaled to the scene's unit scale, so the dancer is
+    as tall in a centimetre scene (Unit Scale 0.01) as in a metre one."""
     if context.object is not None and context.object.mode != 'OBJECT':
         bpy.ops.object.mode_set(mode='OBJECT')
     scene = context.scene
@@ -76,6 +78,9 @@ def create_smpl_armature(context, name: str = "SMPL", location=None, with_mesh: 
     obj = bpy.data.objects.new(name, arm)
     collection.objects.link(obj)
     obj.location = scene.cursor.location if location is None else location
+    unit = scene.unit_settings.scale_length
+    if unit > 0 and unit != 1.0:
+        obj.scale = (1.0 / unit,) * 3
     for other in context.view_layer.objects:
         other.select_set(False)
     context.view_layer.objects.active = obj

@@ -396,6 +396,14 @@ def test_rotated_scaled_object_in_centimetres(addon, tmp_path):
     _, first, last = stage_song(scene, tmp_path)
     motion, _ = dance(obj, scene, first, last)
     assert_dances(obj, motion, first, mixamo_limbs(P), yaw=yaw)
+    # The panel's Radius is a distance in the scene: the same character at twice the size gets
+    # half the dance's metres for it.
+    scene.dance.stage, scene.dance.stage_radius = 'RADIUS', 1.0
+    radius = operators.build_request(bpy.context).stage_radius
+    assert radius == pytest.approx(1.0, rel=0.05)       # SMPL-sized: about one metre
+    obj.scale = (0.02, 0.02, 0.02)
+    bpy.context.view_layer.update()
+    assert operators.build_request(bpy.context).stage_radius == pytest.approx(radius / 2, rel=1e-6)
 
 
 def test_a_character_on_a_lifted_turned_parent_dances_on_its_own_level(addon, tmp_path):

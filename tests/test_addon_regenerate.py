@@ -318,6 +318,26 @@ def test_in_place_dance_keeps_the_root_on_the_spot(addon, tmp_path):
     assert operators.build_request(bpy.context).stage_radius == pytest.approx(0.3)
 
 
+def test_a_centimetre_scene_gets_a_full_size_dancer_and_radius_in_its_units(addon, tmp_path):
+    """Unit Scale 0.01 (1 Blender unit shows as 1 cm, as game studios set it): the new dancer is
+    as tall as in a metre scene, and the panel's Radius, a distance in the scene, is that
+    distance: 40 units are 40 cm, 0.4 of the dance's metres."""
+    scene = addon
+    scene.unit_settings.scale_length = 0.01
+    obj, first, last = _song_stage(scene, tmp_path, seconds=3.0)
+    rest = np.array([obj.matrix_world @ b.head_local for b in obj.data.bones])
+    assert np.ptp(rest[:, 2]) == pytest.approx(100 * np.ptp(scene_io.REST_HEADS[:, 2]), rel=1e-4)   # ~1.5 m of joints
+    scene.dance.stage, scene.dance.stage_radius = 'RADIUS', 40.0
+    from blender_addon import operators
+    assert operators.build_request(bpy.context).stage_radius == pytest.approx(0.4)
+    assert bpy.ops.dance.generate() == {'FINISHED'}
+    heads = _heads(obj, range(first, last + 1))
+    travel = np.linalg.norm(heads[:, 0, :2] - heads[0, 0, :2], axis=1).max()
+    print(f"centimetre scene: the pelvis travels at most {travel:.1f} units from its start (radius 40)")
+    assert travel <= 41.0                 # the root stays in the disc of the radius about its start
+    assert heads[..., 2].min() > -5.0     # on the floor, in centimetres
+
+
 def test_garbage_smpl_model_file_is_one_clear_line(tmp_path):
     pytest.importorskip("smplx")
     bpy.ops.wm.read_factory_settings(use_empty=True)
