@@ -394,10 +394,13 @@ def bind_pose_span(obj, bone_map: dict[str, str], frame_start: int, frame_end: i
 
 
 def count_character_keys(obj, bone_map: dict[str, str], frame_start: int, frame_end: int) -> tuple[int, int]:
-    """(bone keys, frames with any key) on the mapped bones that the next dance keeps, for the panel."""
+    """(rotation keys on the mapped bones, frames with a key the next dance keeps), for the panel:
+    the keys read_character_constraints takes (a location key only on the root bone)."""
     mapped = set(bone_map.values())
-    keys = {k: f for k, f in key_io.animator_keys(obj, frame_start, frame_end, posed_bones=mapped).items()
-            if k[0] in mapped}
+    root = bone_map.get(ROOT_KEY, bone_map["pelvis"])
+    keys = {(bone, prop): f for (bone, prop), f in key_io.animator_keys(obj, frame_start, frame_end,
+                                                                         posed_bones=mapped).items()
+            if (bone == root if prop == "location" else bone in mapped)}
     frames = set().union(*keys.values()) if keys else set()
     return sum(len(f) for (_, prop), f in keys.items() if prop != "location"), len(frames)
 

@@ -591,6 +591,12 @@ def test_an_imported_bind_pose_is_not_a_pose_to_dance_from(addon, tmp_path):
     mapped = [JOINT_INDEX[j] for j in bone_map if j in JOINT_INDEX]
     assert cons.joint_mask[0, mapped].all() and cons.trans_mask[[0, 1]].all()
     assert not any("bind pose" in n for n in operators.build_request(bpy.context).notes)
+    count = rig_io.count_character_keys(obj, bone_map, first, last)
+    assert count == (len(set(bone_map.values())), 2)
+    # A location key on a bone that is not the root constrains nothing, and the panel says so.
+    spine = obj.pose.bones["mixamorig:Spine"]
+    spine.keyframe_insert("location", frame=first + 10)
+    assert rig_io.count_character_keys(obj, bone_map, first, last) == count
 
     # The SMPL dancer's rest-pose keys on every joint are no pose to dance from either.
     smpl = scene_io.create_smpl_armature(bpy.context, with_mesh=False)
