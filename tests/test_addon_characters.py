@@ -605,6 +605,39 @@ def test_an_imported_bind_pose_is_not_a_pose_to_dance_from(addon, tmp_path):
     assert scene_io.bind_pose_span(smpl, first, last) == f"{first}-{first + 1}"
 
 
+def test_an_fbx_with_its_rest_pose_as_its_take_dances_from_the_first_frame(addon, tmp_path):
+    """Through Blender's own FBX exporter and importer: a Mixamo-named character in centimetres
+    whose only take is its rest pose, as Mixamo's downloads come. The imported take is not kept,
+    so the dance does not open on the T-pose."""
+    scene = addon
+    obj = build_armature("Armature", mixamo_bones(), y_up_cm=True)
+    obj.rotation_euler, obj.scale = (math.radians(90), 0.0, 0.0), (0.01,) * 3
+    give_a_body(obj)
+    for pb in obj.pose.bones:
+        pb.keyframe_insert("rotation_quaternion", frame=1)
+        pb.keyframe_insert("location", frame=1)
+    bpy.ops.object.select_all(action='SELECT')
+    path = str(tmp_path / "character.fbx")
+    assert bpy.ops.export_scene.fbx(filepath=path, bake_anim=True, add_leaf_bones=False) == {'FINISHED'}
+    bpy.ops.object.delete()
+    assert bpy.ops.import_scene.fbx(filepath=path) == {'FINISHED'}
+    obj = next(o for o in scene.objects if o.type == 'ARMATURE')
+    assert obj.animation_data.action is not None            # the importer made the take an action
+    _, first, last = stage_song(scene, tmp_path)
+    bone_map = rig_io.check_character(obj)
+    assert rig_io.count_character_keys(obj, bone_map, first, last) == (0, 0)
+    assert any("bind pose" in n for n in operators.build_request(bpy.context).notes)
+    rt = rig_io.retargeter(obj, bone_map)   # the take's pose on the first frame, as SMPL
+    rot, loc = rig_io.evaluate_basis(obj, [first], rt.rig.names)
+    take, _, _, _ = rt.from_rig(rot, loc[:, rt.root_bone], np.ones(rot.shape[:2], bool))
+    motion, _ = dance(obj, scene, first, last)
+    # Kept, the take would be met exactly on the mapped joints (within 1e-4 rad): the first frame
+    # is not the take's pose.
+    mapped = [JOINT_INDEX[j] for j in bone_map if j in JOINT_INDEX]
+    print("first frame off the take by", np.abs((motion.poses[0] - take[0]).reshape(-1, 3)[mapped]).max())
+    assert np.abs((motion.poses[0] - take[0]).reshape(-1, 3)[mapped]).max() > 1e-2
+
+
 @pytest.mark.parametrize("case", ["no_legs", "two_roots", "missing_bone", "bone_twice"])
 def test_bad_characters_and_maps_are_one_line_and_change_nothing(addon, tmp_path, case):
     scene = addon
