@@ -360,9 +360,9 @@ def test_mixamo_t_pose_with_rolls_and_euler_bones_dances_and_keeps_keys(addon, t
     assert snapshot(mine) == before                                     # the previous action is kept
     assert {pb.name: pb.rotation_mode for pb in pbs} == modes           # rotation modes unchanged
     new = fcurves_of(action, obj)
-    for (path, i), keys in before.items():
+    for (path, i), old_keys in before.items():
         if "HandIndex1" in path or "Tail" in path:                      # unmapped bones: untouched
-            assert [(k.co[0], k.co[1], k.type) for k in new[(path, i)].keyframe_points] == keys
+            assert [(k.co[0], k.co[1], k.type) for k in new[(path, i)].keyframe_points] == old_keys
         else:                                                           # the animator's keys, exactly
             for frame, value, _ in keys:
                 assert abs(new[(path, i)].evaluate(frame) - value) < 1e-5, (path, i, frame)
@@ -793,7 +793,6 @@ def test_regenerating_a_range_on_a_character_keeps_the_rest(addon, tmp_path):
 
 def test_batch_dances_a_character_with_a_bone_map_file(addon, tmp_path, tiny_weights):
     from engine.outputs.retarget import save_bone_map
-    scene = addon
     obj = build_armature("Hero", unreal_bones(), rest_roll(np.random.default_rng(6), unreal_bones()))
     pb = obj.pose.bones["lowerarm_l"]
     pb.rotation_quaternion = (0.8, 0.5, 0.2, 0.1)
