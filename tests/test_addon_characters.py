@@ -364,7 +364,7 @@ def test_mixamo_t_pose_with_rolls_and_euler_bones_dances_and_keeps_keys(addon, t
         if "HandIndex1" in path or "Tail" in path:                      # unmapped bones: untouched
             assert [(k.co[0], k.co[1], k.type) for k in new[(path, i)].keyframe_points] == old_keys
         else:                                                           # the animator's keys, exactly
-            for frame, value, _ in keys:
+            for frame, value, _ in old_keys:
                 assert abs(new[(path, i)].evaluate(frame) - value) < 1e-5, (path, i, frame)
     # ... and still the animator's (ordinary keys), so the next Generate keeps them again.
     assert rig_io.count_character_keys(obj, rig_io.check_character(obj), first, last) == (3, 3)   # mapped bones only
