@@ -137,6 +137,28 @@ def stage_radius(settings, obj, bone_map) -> float | None:
     return {'DEFAULT': None, 'IN_PLACE': 0.0}[settings.stage]
 
 
+# A root key this far above a standing dancer's hips (the dance's metres) is past any rise or
+# jump: the feet leave the floor around it (often a rig whose root location is keyed in another
+# frame than its rest pose, or a take that stands it elsewhere). Said, not changed.
+RAISED_ROOT_NOTE_METRES = 0.3
+
+
+def raised_root_note(cons, first: int, obj, bone_map, scene) -> str | None:
+    """A note when root keys hold the hips far above a standing dancer's, or None."""
+    from engine.body.skeleton import REST_PELVIS_HEIGHT
+    keyed = np.flatnonzero(cons.trans_mask)
+    above = cons.trans[keyed, 1] - REST_PELVIS_HEIGHT
+    high = keyed[above > RAISED_ROOT_NOTE_METRES]
+    if not len(high):
+        return None
+    units = float(above.max()) * dancer_units_per_metre(obj, bone_map)
+    height = bpy.utils.units.to_string(scene.unit_settings.system, 'LENGTH', units * scene.unit_settings.scale_length,
+                                       precision=3)
+    frames = ", ".join(str(first + k) for k in high[:4]) + (", ..." if len(high) > 4 else "")
+    return (f"the root key(s) on frame(s) {frames} hold the hips up to {height} above where '{obj.name}' stands: "
+            "its feet leave the floor around them")
+
+
 def dancer_units_per_metre(obj, bone_map) -> float:
     """Blender units in the world per metre of the dance: the SMPL dancer's object scale (its
     bones are in metres), a character's leg length over SMPL's (rig_io.retargeter)."""
@@ -209,6 +231,9 @@ def build_request(context):
             else scene_io.bind_pose_span(obj, first, last))
     if span is not None:
         request.notes.append(keys.bind_pose_note(span))
+    note = raised_root_note(cons, first, obj, bone_map, scene)
+    if note:
+        request.notes.append(note)
     ad = obj.animation_data
     if (settings.keep_parts() or settings.keep_root) and (ad is None or ad.action is None):
         request.notes.append(f"'{obj.name}' has no animation: the kept body parts hold its current pose")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import subprocess
 import sys
 
@@ -603,6 +604,23 @@ def test_an_imported_bind_pose_is_not_a_pose_to_dance_from(addon, tmp_path):
     key_bind_pose(smpl, first, noise=0.0)
     assert scene_io.count_kept(smpl, first, last) == (0, 0)
     assert scene_io.bind_pose_span(smpl, first, last) == f"{first}-{first + 1}"
+
+
+def test_a_root_key_far_above_standing_height_is_said(addon, tmp_path):
+    """A root key a metre above standing height lifts the feet off the floor around it (the keys
+    are met exactly): one note says so, in the scene's units; a 10 cm rise says nothing."""
+    scene = addon
+    obj, first, last = _mixamo_stage(scene, tmp_path)
+    hips = obj.pose.bones["mixamorig:Hips"]
+    hips.location = (0.0, 0.1, 0.0)              # the bone points up: its Y is the world's up
+    hips.keyframe_insert("location", frame=first)
+    assert not any("feet leave the floor" in n for n in operators.build_request(bpy.context).notes)
+    hips.location = (0.0, 1.0, 0.0)
+    hips.keyframe_insert("location", frame=first)
+    notes = [n for n in operators.build_request(bpy.context).notes if "feet leave the floor" in n]
+    assert len(notes) == 1 and f"frame(s) {first} " in notes[0] and "'Character'" in notes[0], notes
+    value, unit = re.search(r"up to ([\d.]+) (cm|m) above", notes[0]).groups()
+    assert 0.9 <= float(value) * (0.01 if unit == "cm" else 1.0) <= 1.05, notes   # about the metre keyed
 
 
 def test_an_fbx_with_its_rest_pose_as_its_take_dances_from_the_first_frame(addon, tmp_path):
