@@ -656,6 +656,48 @@ def test_an_fbx_with_its_rest_pose_as_its_take_dances_from_the_first_frame(addon
     assert np.abs((motion.poses[0] - take[0]).reshape(-1, 3)[mapped]).max() > 1e-2
 
 
+VROID = {"Hips": "J_Bip_C_Hips", "Spine": "J_Bip_C_Spine", "Spine1": "J_Bip_C_Chest", "Spine2": "J_Bip_C_UpperChest",
+         "Neck": "J_Bip_C_Neck", "Head": "J_Bip_C_Head", "Shoulder": "Shoulder", "Arm": "UpperArm",
+         "ForeArm": "LowerArm", "Hand": "Hand", "HandIndex1": "Index1", "UpLeg": "UpperLeg", "Leg": "LowerLeg",
+         "Foot": "Foot", "ToeBase": "ToeBase"}
+
+
+def vroid_name(mixamo: str) -> str:
+    """VRoid's name for a bone of mixamo_bones() ("mixamorig:LeftForeArm" -> "J_Bip_L_LowerArm")."""
+    name = mixamo.replace("mixamorig:", "")
+    for side, S in (("Left", "L"), ("Right", "R")):
+        if name.startswith(side):
+            return f"J_Bip_{S}_{VROID[name[len(side):]]}"
+    return VROID.get(name, name)
+
+
+def test_a_vroid_character_through_gltf_dances(addon, tmp_path):
+    """VRM files are glTF: a VRoid-named, skinned character through Blender's own glTF exporter
+    and importer (which guesses bone tails and rolls) is found as VRM and dances."""
+    scene = addon
+    bones = [(vroid_name(n), parent and vroid_name(parent), h, t) for n, parent, h, t in mixamo_bones()]
+    obj = build_armature("Armature", bones)
+    mesh = bpy.data.meshes.new("body")   # glTF keeps a skin only with faces and weights
+    mesh.from_pydata([(x, y, z) for x in (-0.1, 0.1) for y in (-0.1, 0.1) for z in (0.0, 0.2)], [],
+                     [(0, 1, 3, 2), (4, 6, 7, 5), (0, 4, 5, 1), (2, 3, 7, 6), (0, 2, 6, 4), (1, 5, 7, 3)])
+    body = bpy.data.objects.new("body", mesh)
+    scene.collection.objects.link(body)
+    body.parent = obj
+    body.modifiers.new("Armature", 'ARMATURE').object = obj
+    for bone in obj.data.bones:
+        body.vertex_groups.new(name=bone.name).add(list(range(8)), 1.0, 'REPLACE')
+    bpy.ops.object.select_all(action='SELECT')
+    path = str(tmp_path / "character.glb")
+    assert bpy.ops.export_scene.gltf(filepath=path, export_format='GLB', export_animations=False) == {'FINISHED'}
+    bpy.ops.object.delete()
+    assert bpy.ops.import_scene.gltf(filepath=path) == {'FINISHED'}
+    obj = next(o for o in scene.objects if o.type == 'ARMATURE')
+    assert rig_io.check_character(obj)["left_elbow"] == "J_Bip_L_LowerArm"
+    _, first, last = stage_song(scene, tmp_path)
+    motion, _ = dance(obj, scene, first, last)
+    assert_dances(obj, motion, first, [(vroid_name(a), vroid_name(b)) for a, b in mixamo_limbs()])
+
+
 @pytest.mark.parametrize("case", ["no_legs", "two_roots", "missing_bone", "bone_twice"])
 def test_bad_characters_and_maps_are_one_line_and_change_nothing(addon, tmp_path, case):
     scene = addon
