@@ -208,11 +208,10 @@ def run(args: argparse.Namespace) -> str:
     request = operators.build_request(context)
     request.style, request.device = args.style, args.device
     request.weights = os.path.abspath(args.weights) if args.weights else None
-    if args.stage_radius is not None:     # metres in the scene -> the dance's metres
+    request.stage_radius = None   # metres in the scene -> Blender units -> the dance's metres
+    if args.stage_radius is not None:
         units = args.stage_radius / (scene.unit_settings.scale_length or 1.0)
         request.stage_radius = units / operators.dancer_units_per_metre(obj, request.bone_map)
-    else:
-        request.stage_radius = None
     operators.name_take(request)          # the take's name follows --style and --seed
 
     last = [-1]

@@ -137,25 +137,26 @@ def stage_radius(settings, obj, bone_map) -> float | None:
     return {'DEFAULT': None, 'IN_PLACE': 0.0}[settings.stage]
 
 
-# A root key this far above a standing dancer's hips (the dance's metres) is past any rise or
-# jump: the feet leave the floor around it (often a rig whose root location is keyed in another
-# frame than its rest pose, or a take that stands it elsewhere). Said, not changed.
-RAISED_ROOT_NOTE_METRES = 0.3
+def bind_pose_span(obj, bone_map, first: int, last: int) -> str | None:
+    """Frames in first..last whose keys hold an imported bind pose (keys.bind_pose_frames), for
+    the SMPL dancer (bone_map None) or a character."""
+    from . import rig_io, scene_io
+    return (rig_io.bind_pose_span(obj, bone_map, first, last) if bone_map is not None
+            else scene_io.bind_pose_span(obj, first, last))
 
 
 def raised_root_note(cons, first: int, obj, bone_map, scene) -> str | None:
-    """A note when root keys hold the hips far above a standing dancer's, or None."""
-    from engine.body.skeleton import REST_PELVIS_HEIGHT
-    keyed = np.flatnonzero(cons.trans_mask)
-    above = cons.trans[keyed, 1] - REST_PELVIS_HEIGHT
-    high = keyed[above > RAISED_ROOT_NOTE_METRES]
+    """A note when the constraints hold the hips far above a standing dancer's
+    (engine.finishing.editing.raised_root_frames), in the scene's units, or None."""
+    from engine.finishing.editing import raised_root_frames
+    high, metres = raised_root_frames(cons)
     if not len(high):
         return None
-    units = float(above.max()) * dancer_units_per_metre(obj, bone_map)
+    units = metres * dancer_units_per_metre(obj, bone_map)
     height = bpy.utils.units.to_string(scene.unit_settings.system, 'LENGTH', units * scene.unit_settings.scale_length,
                                        precision=3)
     frames = ", ".join(str(first + k) for k in high[:4]) + (", ..." if len(high) > 4 else "")
-    return (f"the root key(s) on frame(s) {frames} hold the hips up to {height} above where '{obj.name}' stands: "
+    return (f"the keys hold the hips on frame(s) {frames} up to {height} above where '{obj.name}' stands: "
             "its feet leave the floor around them")
 
 
@@ -227,8 +228,7 @@ def build_request(context):
         note = rig_io.uneven_scale_note(obj)
         if note:
             request.notes.append(note)
-    span = (rig_io.bind_pose_span(obj, bone_map, first, last) if bone_map is not None
-            else scene_io.bind_pose_span(obj, first, last))
+    span = bind_pose_span(obj, bone_map, first, last)
     if span is not None:
         request.notes.append(keys.bind_pose_note(span))
     note = raised_root_note(cons, first, obj, bone_map, scene)

@@ -75,8 +75,7 @@ class DANCE_PT_main(_DancePanel, bpy.types.Panel):
                                 if bone_map is not None else scene_io.count_kept(obj, plan.first, plan.last))
                 box.label(text=f"Keeps {keys} key(s) on {frames} frame(s)" if keys or frames
                           else "No keys in range: a free dance", icon='KEYINGSET')
-                span = (rig_io.bind_pose_span(obj, bone_map, plan.first, plan.last) if bone_map is not None
-                        else scene_io.bind_pose_span(obj, plan.first, plan.last))
+                span = operators.bind_pose_span(obj, bone_map, plan.first, plan.last)
                 if span is not None:
                     box.label(text=f"Not kept: the rest pose keyed on frame(s) {span} (an imported bind pose)",
                               icon='INFO')

@@ -27,7 +27,7 @@ from . import blender_compat as compat
 from . import keys as key_io
 from . import scene_io, takes
 from .rig_ui import MAP_PROPERTY   # the armature's collection property holding the panel's mapping
-from engine.outputs.bone_mapping import ROOT_KEY   # BoneMap key of the bone that carries the location
+from engine.outputs.bone_mapping import ROOT_KEY, root_bone_name   # ROOT_KEY: the map's entry for the location bone
 from engine.errors import EngineError
 from engine.body.motion import Constraints, Motion
 from engine.outputs.retarget import (Retargeter, Rig, auto_map, check_bone_map, join_to_context, list_presets, load_bone_map,
@@ -396,8 +396,7 @@ def bind_pose_span(obj, bone_map: dict[str, str], frame_start: int, frame_end: i
 def count_character_keys(obj, bone_map: dict[str, str], frame_start: int, frame_end: int) -> tuple[int, int]:
     """(rotation keys on the mapped bones, frames with a key the next dance keeps), for the panel:
     the keys read_character_constraints takes (a location key only on the root bone)."""
-    mapped = set(bone_map.values())
-    root = bone_map.get(ROOT_KEY, bone_map["pelvis"])
+    mapped, root = posed_bones(bone_map), root_bone_name(bone_map)
     keys = {(bone, prop): f for (bone, prop), f in key_io.animator_keys(obj, frame_start, frame_end,
                                                                          posed_bones=mapped).items()
             if (bone == root if prop == "location" else bone in mapped)}

@@ -32,7 +32,7 @@ import torch
 from ..body import rotations as R
 from ..body.curves import dip_knots, offset_curve
 from ..body.motion import Constraints
-from ..body.skeleton import NUM_JOINTS
+from ..body.skeleton import NUM_JOINTS, REST_PELVIS_HEIGHT
 from ..defaults import INPAINT_MIN_RUN_SECONDS
 from .feet import LEGS, ankle_positions, reach_ankles, true_runs
 
@@ -215,3 +215,18 @@ def anchor_times(constraints: Constraints | None, fps: float) -> np.ndarray:
         return np.zeros(0)
     strong = (constraints.joint_mask.sum(axis=1) >= NUM_JOINTS // 2) | constraints.trans_mask
     return np.flatnonzero(strong) / fps
+
+
+# A root held this far above a standing dancer's hips is past any rise or jump: the feet leave the
+# floor around it (often a take that stands a character on another level than its rest pose).
+# The add-on says so; the keys are still met.
+RAISED_ROOT_METRES = 0.3
+
+
+def raised_root_frames(constraints: Constraints) -> tuple[np.ndarray, float]:
+    """(frames whose root is held more than RAISED_ROOT_METRES above a standing dancer's hips,
+    the most it is held above them there, metres)."""
+    held = np.flatnonzero(constraints.trans_mask)
+    above = constraints.trans[held, 1] - REST_PELVIS_HEIGHT
+    high = above > RAISED_ROOT_METRES
+    return held[high], float(above[high].max()) if high.any() else 0.0

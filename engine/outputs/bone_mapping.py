@@ -57,6 +57,11 @@ def bone_key(name: str) -> str:
     return f"{side}|{''.join(rest)}"
 
 
+def root_bone_name(bone_map: BoneMap) -> str:
+    """The bone that carries the dancer's location: the map's "root" entry, else the pelvis's bone."""
+    return bone_map.get(ROOT_KEY, bone_map["pelvis"])
+
+
 def list_presets() -> list[str]:
     found = {p.stem for p in PRESET_DIR.glob("*.json")}
     return [n for n in PRESET_ORDER if n in found] + sorted(found - set(PRESET_ORDER))

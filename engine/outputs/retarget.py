@@ -109,8 +109,9 @@ import numpy as np
 
 from ..body.skeleton import (JOINT_INDEX, JOINT_NAMES, NUM_JOINTS, PARENTS, REST_OFFSETS, REST_PELVIS_HEIGHT,
                              REST_POSITIONS)
-from .bone_mapping import (MECHANISM, ROOT_KEY, BoneMap, RetargetError, auto_map, bone_key, check_bone_map,
-                           detect_preset, is_ancestor, list_presets, load_bone_map, load_preset, save_bone_map)
+from .bone_mapping import (MECHANISM, BoneMap, RetargetError, auto_map, bone_key, check_bone_map,
+                           detect_preset, is_ancestor, list_presets, load_bone_map, load_preset, root_bone_name,
+                           save_bone_map)
 
 __all__ = ["BoneMap", "Retargeter", "RetargetError", "Rig", "RigPose", "Y_TO_Z", "auto_map", "bone_key", "bvh_pose",
            "bvh_rig", "bvh_to_smpl", "check_bone_map", "detect_preset", "list_presets", "load_bone_map",
@@ -336,7 +337,7 @@ class Retargeter:
         index = {n: i for i, n in enumerate(rig.names)}
         self.bone_of = [index[bone_map[n]] if n in bone_map else -1 for n in JOINT_NAMES]
         self.joint_of = {b: j for j, b in enumerate(self.bone_of) if b >= 0}
-        self.root_bone = index[bone_map.get(ROOT_KEY, bone_map["pelvis"])]
+        self.root_bone = index[root_bone_name(bone_map)]
         self._order = rig.order()
         self._A = rig.rest[:, :3, :3]
         self._heads = rig.rest[:, :3, 3]
