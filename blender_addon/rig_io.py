@@ -516,9 +516,14 @@ def _key_rigify_switches(obj, action, frames: np.ndarray) -> None:
             for k in reversed(list(fc.keyframe_points)):   # replace keys within the dance only
                 if frames[0] - 1e-3 <= k.co[0] <= frames[-1] + 1e-3:
                     fc.keyframe_points.remove(k)
-            for f in (frames[0], frames[-1]):
-                k = fc.keyframe_points.insert(float(f), value, options={'FAST'}, keyframe_type=generated)
-                k.interpolation = 'CONSTANT'
+            # keyframe_points.add, not insert: Blender 4.2.0's insert skips (and returns None for)
+            # a key that leaves a flat curve unchanged, and the span needs both ends keyed.
+            ends = sorted({float(frames[0]), float(frames[-1])})
+            points = fc.keyframe_points
+            points.add(len(ends))
+            for k, f in zip(list(points)[-len(ends):], ends):
+                k.co = k.handle_left = k.handle_right = (f, value)
+                k.type, k.interpolation = generated, 'CONSTANT'
             fc.update()
 
 
