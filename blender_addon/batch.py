@@ -71,6 +71,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--stage-radius", type=float, default=None, metavar="METRES",
                    help="keep the dancer within this many metres of where it starts; 0 = dance in place "
                         "(default: the engine's floor)")
+    p.add_argument("--dance-silence", action="store_true",
+                   help="dance through the song's silences too (default: the dancer holds still where the "
+                        "music is silent for a second or more)")
     p.add_argument("--fps", type=float, help="set the scene frame rate first (e.g. 23.976)")
     p.add_argument("--frame-start", type=int, help="frame where a newly added sound strip starts")
     p.add_argument("--out-blend", help="save the scene here")
@@ -205,6 +208,7 @@ def run(args: argparse.Namespace) -> str:
     settings.quality = 'BEST' if args.quality == "best" or args.steps is not None else 'FAST'
     settings.steps = _teacher_steps(args)
     settings.autoguidance = args.autoguidance
+    settings.wait_in_silence = not args.dance_silence
     request = operators.build_request(context)
     request.style, request.device = args.style, args.device
     request.weights = os.path.abspath(args.weights) if args.weights else None

@@ -220,6 +220,7 @@ def build_request(context):
         steps=steps, quality=settings.quality.lower(), guidance=settings.guidance, autoguidance=settings.autoguidance,
         device=device_choice(context), constraints=cons,
         weights=weights_choice(context), stage_radius=stage_radius(settings, obj, bone_map),
+        wait_in_silence=settings.wait_in_silence,
         kept=kept, write_range=write_range, bone_map=bone_map,
         metadata={"song": p.span.path, "steps": steps, "quality": settings.quality.lower(),
                   "guidance": settings.guidance, "autoguidance": settings.autoguidance,

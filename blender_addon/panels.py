@@ -103,6 +103,7 @@ class DANCE_PT_main(_DancePanel, bpy.types.Panel):
         row.prop(settings, "stage", expand=True)
         if settings.stage == 'RADIUS':
             layout.prop(settings, "stage_radius")
+        layout.prop(settings, "wait_in_silence")
 
         # Run
         job = runner.active_job()

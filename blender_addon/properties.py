@@ -135,6 +135,10 @@ class DanceSettings(bpy.types.PropertyGroup):
     stage_radius: FloatProperty(
         name="Radius", default=2.0, min=0.05, soft_max=10.0, unit='LENGTH',
         description="With Stage 'Radius': the dancer stays within this distance of where it starts")
+    wait_in_silence: BoolProperty(
+        name="Wait in Silence", default=True,
+        description="Where the song is silent for a second or more (an intro, a stop, the tail), the dancer holds "
+                    "still until the music comes back; off: the silence is danced too")
     progress: FloatProperty(
         name="Progress", default=0.0, min=0.0, max=1.0, subtype='FACTOR',
         description="How far the running generation is")

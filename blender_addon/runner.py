@@ -52,6 +52,7 @@ class Request:
     weights: str | None = None
     metadata: dict = field(default_factory=dict)
     stage_radius: float | None = None   # None: the engine's default stage; 0: in place; r: within r metres
+    wait_in_silence: bool = True        # hold still where the song is silent (engine.sampler.hold)
     kept: tuple | None = None           # (joint mask (F,24), root mask (F,)): the animator's keys, carried over
     bone_map: dict | None = None        # own characters (rig_io, issue 14): SMPL joint -> bone; None: SMPL dancer
     write_range: tuple | None = None    # (first, last) scene frames to rewrite in a copy of the current
@@ -74,7 +75,8 @@ def generate(request: Request, progress=None) -> Motion:
             fps=request.fps, start=request.start, duration=request.duration,
             constraints=None if cons is None or cons.is_empty else cons,
             guidance=request.guidance, autoguidance=request.autoguidance, device=request.device,
-            weights=request.weights, progress=progress, stage_radius=request.stage_radius)
+            weights=request.weights, progress=progress, stage_radius=request.stage_radius,
+            wait_in_silence=request.wait_in_silence)
     if motion.style != request.style:      # style "any" drew one (engine.api.dance_style): the take says which
         request.metadata["drawn_style"] = motion.style
     for w in caught:

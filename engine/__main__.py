@@ -88,6 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--stage-radius", type=float, default=None, metavar="METRES",
                    help="keep the dancer within this many metres of where it starts; 0 = dance in place "
                         f"(default: a {FLOOR_RADIUS:g} m floor, like the training dancers')")
+    g.add_argument("--dance-silence", action="store_true",
+                   help="dance through the song's silences too (default: the dancer waits, holding still, "
+                        "where the music is silent for a second or more)")
     g.add_argument("--force", action="store_true", help="overwrite existing output files")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
     s = sub.add_parser("styles", help="list the styles the weights know")
@@ -140,7 +143,7 @@ def _generate(args, music) -> int:
                           start=args.start, duration=args.duration, constraints=constraints,
                           guidance=args.guidance, autoguidance=args.autoguidance, device=args.device,
                           weights=args.weights, progress=progress, stage_radius=args.stage_radius,
-                          quality=args.quality, analysed_music=music)
+                          quality=args.quality, analysed_music=music, wait_in_silence=not args.dance_silence)
     finally:
         bar.close()
     for out in args.output:

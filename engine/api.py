@@ -29,6 +29,7 @@ from .options import check_options
 from .sampler import checkpoint
 from .sampler.diffusion import Inpainting, autoguided, cosine_alpha_bar, guided, sample
 from .sampler.facing import facing_alignment
+from .sampler.hold import chain, held_stretches, silence_hold
 from .sampler.fewstep import choose_weights
 from .sampler.model import music_input, with_keys
 
@@ -117,6 +118,16 @@ def _inpainting(c: Constraints | None, length: int, fps: float, normalizer: L.No
     return Inpainting(values=norm, mask=mask)
 
 
+def _keyed_frames(c: Constraints | None, fps: float, length: int) -> np.ndarray | None:
+    """(length,) bool at the model's rate: the frames on which a constraint keys a joint or the root."""
+    if c is None:
+        return None
+    keyed = np.zeros(length, bool)
+    rows = np.flatnonzero(c.joint_mask.any(axis=1) | c.trans_mask)
+    keyed[L.model_frames(rows, fps, length)] = True
+    return keyed
+
+
 def _covered(times: np.ndarray, t: float, spacing: float) -> bool:
     """Whether time t lies within a stretch of keys no more than one output frame apart."""
     i = np.searchsorted(times, t)
@@ -147,6 +158,7 @@ class Draw:
     seed: int
     audio_path: str | None
     audio_start: float
+    held: np.ndarray | None = None         # (model_frames,) bool: frames held still in a silence
 
 
 def generate(audio, *, sample_rate: int | None = None, style: str = "any", seed: int = 0, steps: int = DEFAULT_STEPS,
@@ -156,7 +168,8 @@ def generate(audio, *, sample_rate: int | None = None, style: str = "any", seed:
              smoothing: float = SMOOTHING_SECONDS, autoguidance: float = DEFAULT_AUTOGUIDANCE,
              stage_radius: float | None = None, quality: str = DEFAULT_QUALITY,
              finishing: Collection[str] = FINISHING_STEPS, analysed_music=None,
-             guidance_lowpass: float = GUIDANCE_LOWPASS_FRAMES, sampling_eta: float = SAMPLING_ETA) -> Motion:
+             guidance_lowpass: float = GUIDANCE_LOWPASS_FRAMES, sampling_eta: float = SAMPLING_ETA,
+             wait_in_silence: bool = True) -> Motion:
     """Generate a dance for `audio` (a file path, or a waveform with `sample_rate`).
 
     The dance covers the song from `start` for `duration` seconds (default: to the end) at `fps`.
@@ -177,12 +190,15 @@ def generate(audio, *, sample_rate: int | None = None, style: str = "any", seed:
     `analysed_music`: the song slice's engine.music.audio.music_for_dance when it was computed
     already, or an engine.music.background analysis still running (the command line analyses the
     song in a second process while torch loads); used only if made from this same file slice.
+    `wait_in_silence`: the dancer holds still through the song's silent stretches of a second or
+    more (engine.sampler.hold), except where the constraints key or lock a frame; False dances them.
     """
     report = _reporter(progress)
     d = draw(audio, sample_rate=sample_rate, style=style, seed=seed, steps=steps, fps=fps, start=start,
              duration=duration, constraints=constraints, guidance=guidance, device=device, weights=weights,
              report=report, autoguidance=autoguidance, stage_radius=stage_radius, quality=quality,
-             analysed_music=analysed_music, guidance_lowpass=guidance_lowpass, sampling_eta=sampling_eta)
+             analysed_music=analysed_music, guidance_lowpass=guidance_lowpass, sampling_eta=sampling_eta,
+             wait_in_silence=wait_in_silence)
     report(0.92, "syncing to the beat and grounding the feet")
     steps_run = [f for f in finishing if beat_sync or f != "beat warp"]
     motion = finish_draw(d, finishing=steps_run, smoothing=smoothing)
@@ -208,7 +224,8 @@ def draw(audio, *, sample_rate: int | None = None, style: str = "any", seed: int
          weights=None, report: Callable[[float, str], None] | None = None,
          autoguidance: float = DEFAULT_AUTOGUIDANCE, stage_radius: float | None = None,
          quality: str = DEFAULT_QUALITY, analysed_music=None,
-         guidance_lowpass: float = GUIDANCE_LOWPASS_FRAMES, sampling_eta: float = SAMPLING_ETA) -> Draw:
+         guidance_lowpass: float = GUIDANCE_LOWPASS_FRAMES, sampling_eta: float = SAMPLING_ETA,
+         wait_in_silence: bool = True) -> Draw:
     """The network's part of `generate` (same arguments): options checked, music read, motion
     sampled. `report(fraction, message)` runs from 0 to 0.9."""
     from .music import audio as A
@@ -256,13 +273,21 @@ def draw(audio, *, sample_rate: int | None = None, style: str = "any", seed: int
     if inpaint is not None:
         inpaint = Inpainting(inpaint.values.to(dev), inpaint.mask.to(dev))
     facing = facing_alignment(constraints, padded, fps, ckpt.normalizer)
+    held = held_stretches(analysed_music.silences, model_frames, _keyed_frames(constraints, fps, model_frames)) \
+        if wait_in_silence else []
+    if held:
+        spans = ", ".join(f"{a / L.MODEL_FPS:.1f}-{(b + 1) / L.MODEL_FPS:.1f} s" for a, b, _ in held)
+        warnings.warn(f"the music is silent at {spans}: the dancer waits there (to dance through it, "
+                      "turn off waiting in silence)", EngineNote)
+    hold = silence_hold(held, ckpt.normalizer)
     generator = torch.Generator().manual_seed(int(seed))
     x = _sample_with_fallback(ckpt, weights, music, style_index, guidance, autoguidance, steps, generator, inpaint,
                               dev, lambda f: report(0.08 + 0.82 * f, "dancing"), guidance_lowpass, sampling_eta,
-                              facing)
+                              chain(facing, hold))
     return Draw(raw=ckpt.normalizer.denormalize(x.double().cpu()[:model_frames]), seconds=seconds,
                 out_frames=out_frames, fps=float(fps), beats=np.asarray(beats), constraints=constraints,
                 stage_radius=stage_radius, style=style, seed=int(seed),
+                held=None if hold is None else hold.held_frames(model_frames),
                 audio_path=str(audio) if isinstance(audio, (str, Path)) else None, audio_start=float(start))
 
 
@@ -280,7 +305,8 @@ def finish_draw(d: Draw, finishing: Collection[str] = FINISHING_STEPS,
     poses30, trans30, contacts30 = (t.numpy() for t in L.unpack(raw))
     motion = finish_motion(poses30, trans30, d.seconds, d.out_frames, d.fps,
                            d.beats if "beat warp" in finishing else np.zeros(0), d.constraints,
-                           stage_radius=d.stage_radius, finishing=finishing, contacts30=contacts30)
+                           stage_radius=d.stage_radius, finishing=finishing, contacts30=contacts30,
+                           held=d.held)
     motion.beat_times = np.asarray(d.beats)
     motion.style, motion.seed = d.style, d.seed
     motion.audio_path, motion.audio_start = d.audio_path, d.audio_start
@@ -363,17 +389,19 @@ def smooth_channels(raw: torch.Tensor, sigma_frames: float) -> torch.Tensor:
 def finish_motion(poses30: np.ndarray, trans30: np.ndarray, seconds: float, out_frames: int, fps: float,
                   music_beats: np.ndarray, constraints: Constraints | None,
                   stage_radius: float | None = None, finishing: Collection[str] = FINISHING_STEPS,
-                  contacts30: np.ndarray | None = None) -> Motion:
+                  contacts30: np.ndarray | None = None, held: np.ndarray | None = None) -> Motion:
     """Model-rate output -> the final dance: bounded path ("floor"), grounded and stepping feet
     ("feet"), beat warp to `fps` (with no music beats: plain resampling), exact keys, and the
     joint-speed guard ("speed guard"). Without "feet", `contacts30` (the network's own) are kept.
+    `held` (model frames, bool): where the dancer waits in a silence; neither the path's bound
+    nor the feet move it there.
 
     A first warp, planned on the network's motion, tells where the music's beats will fall, so
     that the re-stepped feet land on them. The warp is then planned again on the cleaned motion
     and applied last, so that the leg IK cannot move the beats it places. A planted foot stays
     planted under a time warp."""
     if "floor" in finishing:        # root keys then move the bounded path (apply_constraints)
-        trans30 = bound_root_path(trans30, L.MODEL_FPS, stage_radius)
+        trans30 = bound_root_path(trans30, L.MODEL_FPS, stage_radius, held=held)
     src_times = np.arange(len(poses30)) / L.MODEL_FPS
     anchors = anchor_times(constraints, fps)
 
@@ -392,7 +420,12 @@ def finish_motion(poses30: np.ndarray, trans30: np.ndarray, seconds: float, out_
         if runs is not None:
             poses30, trans30 = apply_constraints(poses30, trans30, runs, L.MODEL_FPS)
             given = given_legs(runs)
+        if held is not None and held.any():     # a dancer waiting in a silence stands as drawn
+            given = np.zeros((len(poses30), 2), bool) if given is None else given.copy()
+            given[held[:len(given)]] = True
         poses30, trans30, contacts30 = clean_feet(poses30, trans30, L.MODEL_FPS, cycle, given)
+        if held is not None:
+            contacts30[held[:len(contacts30)]] = 1.0
     else:
         contacts30 = np.asarray(contacts30) > 0.5               # the network's own contact channels
     knots = plan_warp(poses30, trans30)

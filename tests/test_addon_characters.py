@@ -498,7 +498,12 @@ def test_rigify_rig_dances_through_its_fk_controls(addon, tmp_path, rigify_blend
     assert [tuple(k.co) for k in new[('pose.bones["f_index.01.L"].rotation_quaternion', 1)].keyframe_points] == \
         [(first + 5, pytest.approx(0.3))]
     # FK is keyed in the take only: back on the animator's own action, the switches are as they were.
-    assert new[('pose.bones["thigh_parent.L"]["IK_FK"]', 0)].evaluate(first + 10) == 1.0
+    switch = new[('pose.bones["thigh_parent.L"]["IK_FK"]', 0)]
+    assert switch.evaluate(first + 10) == 1.0
+    # Held over the whole dance by a generated key at each end (Blender 4.2.0's keyframe insert
+    # dropped the second one, a key that left the flat curve unchanged).
+    assert [(k.co[0], k.co[1], k.type, k.interpolation) for k in switch.keyframe_points] == \
+        [(first, 1.0, 'GENERATED', 'CONSTANT'), (last, 1.0, 'GENERATED', 'CONSTANT')]
     takes.use_action(obj, mine)
     scene.frame_set(first)
     assert ('pose.bones["thigh_parent.L"]["IK_FK"]', 0) not in fcurves_of(mine, obj)
@@ -861,6 +866,9 @@ def test_batch_dances_a_character_with_a_bone_map_file(addon, tmp_path, tiny_wei
     bone_map["spine2"] = "spine_02"   # the animator's own choice, in a file
     save_bone_map(bone_map, tmp_path / "hero.json")
     song = add_wav(tmp_path, 2.0)
+    # The click track ends on 1.5 s of silence after its last click: --dance-silence dances it.
+    import soundfile as sf
+    sf.write(song, np.concatenate([sf.read(song)[0], np.zeros(22050)]), 22050)
     scene_blend, out_blend, out_npz = tmp_path / "scene.blend", tmp_path / "out.blend", tmp_path / "out.npz"
     bpy.ops.wm.save_as_mainfile(filepath=str(scene_blend))
     env = dict(os.environ, BLENDER_USER_RESOURCES=str(tmp_path / "blender_user"))
@@ -868,10 +876,13 @@ def test_batch_dances_a_character_with_a_bone_map_file(addon, tmp_path, tiny_wei
     batch = [sys.executable, str(operators.__file__).replace("operators.py", "batch.py"), "--",
              "--blend", str(scene_blend), "--audio", str(song), "--weights", str(tiny_weights), "--steps", "2"]
     run = subprocess.run(batch + ["--armature", "Hero", "--bone-map", str(tmp_path / "hero.json"),
-                                  "--out-blend", str(out_blend), "--out-npz", str(out_npz)],
+                                  "--out-blend", str(out_blend), "--out-npz", str(out_npz), "--dance-silence"],
                          capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
     assert run.returncode == 0, run.stderr[-2000:]
+    assert "silent" not in run.stderr
     motion = Motion.load_npz(out_npz)
+    pos = joint_positions(motion.poses, motion.trans)
+    assert np.linalg.norm(np.diff(pos[-30:], axis=0), axis=-1).mean() * motion.fps > 0.1   # the silence danced
     bpy.ops.wm.open_mainfile(filepath=str(out_blend))
     obj = bpy.data.objects["Hero"]
     assert rig_io.stored_bone_map(obj)["spine2"] == "spine_02"          # the file's map was used

@@ -289,6 +289,37 @@ def test_the_engines_notes_reach_the_panel(addon, tmp_path):
     assert request.notes == ["no few-step student beside tiny.safetensors: quality 'fast' uses the many-step model"]
 
 
+def test_the_dancer_waits_where_the_strip_is_silent_unless_told_to_dance_it(addon, tmp_path):
+    import soundfile as sf
+    from engine.example import synthesize_example
+    scene = addon
+    scene.render.fps, scene.render.fps_base = 24, 1
+    music = synthesize_example(seconds=2.0, bpm=120.0, sr=22050)
+    path = tmp_path / "stop.wav"
+    sf.write(path, np.concatenate([music, np.zeros((22050 * 2, 2), np.float32), music]), 22050)
+    scene_io.add_sound_strip(scene, str(path), frame_start=1)
+    assert bpy.ops.dance.create_dancer(with_mesh=False) == {'FINISHED'}
+    obj = scene.dance.armature
+    scene.dance.steps, scene.dance.quality = 2, 'BEST'
+
+    def speeds(frames):
+        heads = []
+        for f in frames:
+            scene.frame_set(f)
+            heads.append(world_heads(obj))
+        return np.linalg.norm(np.diff(heads, axis=0), axis=-1).mean() * 24
+
+    assert scene.dance.wait_in_silence                      # the default
+    assert bpy.ops.dance.generate() == {'FINISHED'}
+    assert "note: the music is silent at 2.0-4.0 s: the dancer waits there" in scene.dance.status
+    assert speeds(range(56, 90)) < 0.01                     # 2.3-3.7 s: still
+    assert speeds(range(8, 40)) > 0.1                       # the music: danced
+    scene.dance.wait_in_silence = False
+    assert bpy.ops.dance.generate() == {'FINISHED'}
+    assert "silent" not in scene.dance.status
+    assert speeds(range(56, 90)) > 0.1
+
+
 def test_no_dancer_and_a_dancer_in_nla_tweak_mode_are_refused_in_one_line(addon, tmp_path):
     # QA pass (bpy 5.0): both raised a Python traceback, the second after generating, leaving an
     # orphan take and the custom properties behind.

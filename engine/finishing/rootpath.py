@@ -31,9 +31,19 @@ def _squash(xz: np.ndarray, radius: float) -> np.ndarray:
 
 
 def bound_root_path(trans: np.ndarray, fps: float, radius: float | None = None,
-                    drift_seconds: float = DRIFT_SECONDS) -> np.ndarray:
+                    drift_seconds: float = DRIFT_SECONDS, held: np.ndarray | None = None) -> np.ndarray:
     """(T,3) Y-up root path -> the same path kept on the stage around its first frame:
-    radius None = the default floor (drift within FLOOR_RADIUS), 0 = in place, r > 0 = within r m."""
+    radius None = the default floor (drift within FLOOR_RADIUS), 0 = in place, r > 0 = within r m.
+    held: (T,) bool, frames where the dancer stands still (engine.sampler.hold). The path is bounded
+    as if they were cut out, and they keep the correction of the frame before them (the first
+    frame after, for a hold at the start): a dancer waiting in a silence does not slide."""
+    if held is not None and held.any() and not held.all():
+        moving = np.flatnonzero(~held)
+        correction = np.zeros_like(trans)
+        correction[moving] = bound_root_path(trans[moving], fps, radius, drift_seconds) - trans[moving]
+        before = np.maximum.accumulate(np.where(~held, np.arange(len(held)), -1))
+        source = np.where(before >= 0, before, moving[0])
+        return trans + correction[source]
     out = trans.copy()
     xz = trans[:, [0, 2]] - trans[:1, [0, 2]]
     if len(xz) < 3:

@@ -21,6 +21,7 @@ import numpy as np
 from ..defaults import MODEL_FPS, WINDOW_FRAMES
 from ..errors import EngineError
 from .numba_cache import librosa as cached_librosa   # imported on first use, its kernels cached
+from .silence import silent_stretches
 
 HOP = 512                          # samples per feature frame (EDGE)
 FEATURE_SR = MODEL_FPS * HOP       # the rate every waveform is resampled to
@@ -508,6 +509,7 @@ class DanceMusic:
     features: np.ndarray             # (max(frames, a window), 35) at MODEL_FPS, silence-padded
     beats: np.ndarray                # beat times in seconds from the slice's start, within it
     source: tuple | None             # music_source(...) of what it was made from (None: a waveform)
+    silences: list = field(default_factory=list)   # [(first, last)] silent frames (engine.music.silence)
 
 
 def music_source(source, start: float = 0.0, duration: float | None = None) -> tuple | None:
@@ -535,4 +537,5 @@ def music_for_dance(source, sample_rate: float | None = None, start: float = 0.0
         features = music_features(padded_wave, sr, fps=MODEL_FPS, level_db=level_db)
         beats, _tempo = detect_beats(wave, sr)
     return DanceMusic(seconds=seconds, frames=frames, features=features[:padded], beats=np.asarray(beats),
-                      source=music_source(source, start, duration))
+                      source=music_source(source, start, duration),
+                      silences=silent_stretches(wave, sr, min(frames, int(seconds * MODEL_FPS) + 1)))

@@ -1,0 +1,53 @@
+"""Where a song is silent: the stretches the dancer waits in (engine.sampler.hold) rather than dances.
+
+Measured on the waveform at the model's frame grid, so it needs neither librosa nor torch. A frame
+is silent when its RMS level is SILENT_BELOW_DB under the song's level (the median over its
+sounding frames) or under ABSOLUTE_SILENCE_DBFS; a stretch counts from MIN_SILENCE_SECONDS. On the
+29 songs of the open genre set no frame is that quiet; tang2018's songs have such stretches only
+where a recording starts or ends (0.5-8 s) and once mid-song (1.0 s, DANCE_R_2).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..defaults import MODEL_FPS
+
+SILENT_BELOW_DB = 40.0          # under the song's level: a fade's tail, a stop, digital silence
+ABSOLUTE_SILENCE_DBFS = -70.0   # silent whatever the song's level (a song that is mostly silence)
+MIN_SILENCE_SECONDS = 1.0       # shorter gaps (a rest, a breath, a stop on one beat) are danced through
+_SOUNDING_DB = 40.0             # frames within this of the loudest one set the song's level
+
+
+def frame_levels_db(wave: np.ndarray, sr: float, frames: int, fps: float = MODEL_FPS) -> np.ndarray:
+    """(frames,) RMS level in dBFS of the samples around each frame's time (one frame's span)."""
+    wave = np.asarray(wave, np.float64).reshape(-1)
+    hop = sr / fps
+    centres = np.arange(frames) * hop
+    lo = np.clip(np.round(centres - hop / 2).astype(np.int64), 0, len(wave))
+    hi = np.clip(np.round(centres + hop / 2).astype(np.int64), 0, len(wave))
+    power = np.concatenate([[0.0], np.cumsum(wave ** 2)])
+    mean = (power[hi] - power[lo]) / np.maximum(hi - lo, 1)
+    return 10.0 * np.log10(np.maximum(mean, 1e-12))
+
+
+def silent_stretches(wave: np.ndarray, sr: float, frames: int, fps: float = MODEL_FPS,
+                     level_db: float | None = None) -> list[tuple[int, int]]:
+    """[(first, last)] frames (inclusive) of every silent stretch of at least MIN_SILENCE_SECONDS.
+    level_db: the song's level in dBFS when `wave` is a slice of it (else the slice's own)."""
+    db = frame_levels_db(wave, sr, frames, fps)
+    if level_db is None:
+        sounding = db >= max(db.max() - _SOUNDING_DB, ABSOLUTE_SILENCE_DBFS)
+        if not sounding.any():
+            return []
+        level_db = float(np.median(db[sounding]))
+    silent = (db < level_db - SILENT_BELOW_DB) | (db < ABSOLUTE_SILENCE_DBFS)
+    edges = np.flatnonzero(np.diff(np.r_[0, silent.astype(np.int8), 0]))
+    shortest = int(round(MIN_SILENCE_SECONDS * fps))
+    return [(int(a), int(b) - 1) for a, b in zip(edges[::2], edges[1::2]) if b - a >= shortest]
+
+
+def song_level_dbfs(wave: np.ndarray, sr: float, fps: float = MODEL_FPS) -> float | None:
+    """The median RMS level of a wave's sounding frames (None when it has none)."""
+    db = frame_levels_db(wave, sr, max(1, int(len(wave) / sr * fps)), fps)
+    sounding = db >= max(db.max() - _SOUNDING_DB, ABSOLUTE_SILENCE_DBFS)
+    return float(np.median(db[sounding])) if sounding.any() else None

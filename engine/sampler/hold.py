@@ -1,0 +1,121 @@
+"""Waiting in the song's silences: a projection for engine.sampler.diffusion.sample.
+
+The network dances whatever it hears, silence included (the training dancers kept dancing where
+their recordings fall silent), so a song with a silent intro, a stop or a silent tail was danced
+through its silence. Here every estimate holds the dancer still over each silent stretch
+(engine.music.silence): in the pose the dance has where the music starts again after a silent
+intro, else where the music stopped (a stop is a freeze, as dancers hit one). The hold is pasted
+into every step's estimate, so the network shapes the motion around it as it does around seed
+motion: into the held pose and out of it with its own momentum.
+"""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from ..body import layout as L
+from ..body import rotations as R
+from ..body.skeleton import FOOT_INDICES, NUM_JOINTS, forward_kinematics
+
+# The held pose is the sounding frame, within this of the silence, whose feet are nearest to level
+# (the frame next to the silence may be mid-step: a freeze on one leg); each frame further away
+# costs DISTANCE_COST metres of foot-height difference.
+ANCHOR_SEARCH_SECONDS = 0.75
+DISTANCE_COST = 0.002
+
+Projection = Callable[[torch.Tensor, float], torch.Tensor]
+
+
+def held_stretches(stretches: Sequence[tuple[int, int]], frames: int,
+                   keyed: np.ndarray | None = None) -> list[tuple[int, int, range]]:
+    """[(first, last, candidates)] model frames: each silent stretch of the song's `frames` held,
+    with the sounding frames (nearest first, at most ANCHOR_SEARCH_SECONDS away) whose pose it may
+    hold. A stretch with an animator's key or lock in it or among its candidates (`keyed`, (frames,)
+    bool at the model's rate) is theirs to direct, and a song silent throughout has no pose to
+    wait in: neither is held."""
+    reach = int(round(ANCHOR_SEARCH_SECONDS * L.MODEL_FPS))
+    out = []
+    for first, last in stretches:
+        last = min(last, frames - 1)
+        if first > last:
+            continue
+        if first == 0:
+            candidates = range(last + 1, min(last + 1 + reach, frames))
+        else:
+            candidates = range(first - 1, max(first - 1 - reach, -1), -1)
+        if not len(candidates):
+            continue
+        lo, hi = min(first, candidates[-1], candidates[0]), max(last, candidates[0], candidates[-1])
+        if keyed is not None and keyed[lo:hi + 1].any():
+            continue
+        out.append((first, last, candidates))
+    return out
+
+
+def _standing_anchor(x0: torch.Tensor, candidates: range, normalizer: L.Normalizer) -> int:
+    """The candidate frame whose feet are nearest to level (the left ankle and toe as high as the
+    right ones: both down), the boundary's frame preferred by a little per frame further away."""
+    rows = torch.as_tensor(list(candidates), device=x0.device)
+    raw = normalizer.denormalize(x0[rows]).double()
+    rot = R.sixd_to_matrix(raw[:, L.ROT6D].reshape(len(rows), NUM_JOINTS, 6))
+    root = torch.zeros(len(rows), 3, dtype=raw.dtype, device=raw.device)
+    feet = forward_kinematics(rot, root)[:, list(FOOT_INDICES), 1]            # heights above the pelvis
+    spread = (feet[:, 0] - feet[:, 1]).abs() + (feet[:, 2] - feet[:, 3]).abs()  # left against right
+    cost = spread + DISTANCE_COST * torch.arange(len(rows), dtype=raw.dtype, device=raw.device)
+    return candidates[int(torch.argmin(cost))]
+
+
+class SilenceHold:
+    """The projection that holds each stretch of `held` (and the frames between it and the chosen
+    candidate) in that candidate's pose, height and facing, feet planted and the body not
+    travelling. After sampling, `held_frames` tells which frames it held in the last estimate."""
+
+    def __init__(self, held: Sequence[tuple[int, int, range]], normalizer: L.Normalizer):
+        self.held, self.normalizer = list(held), normalizer
+        raw = torch.zeros(1, L.NUM_CHANNELS)
+        raw[:, L.CONTACTS] = 1.0
+        self.still = normalizer.normalize(raw)[0]          # planted feet, no travel, normalised
+        self.pose = [c for c in range(L.NUM_CHANNELS) if c not in range(L.CONTACTS.start, L.ROOT_VEL.stop)]
+        self.spans: list[tuple[int, int]] = []
+
+    def __call__(self, x0: torch.Tensor, signal_level: float) -> torch.Tensor:
+        out = x0.clone()
+        s = self.still.to(x0)
+        self.spans = []
+        for first, last, candidates in self.held:
+            anchor = _standing_anchor(x0, candidates, self.normalizer)
+            a, b = (first, anchor - 1) if first == 0 else (anchor + 1, last)
+            out[a:b + 1, self.pose] = x0[anchor, self.pose]
+            out[a:b + 1, L.CONTACTS] = s[L.CONTACTS]
+            out[a:b + 1, L.ROOT_VEL] = s[L.ROOT_VEL]
+            self.spans.append((a, b))
+        return out
+
+    def held_frames(self, length: int) -> np.ndarray:
+        """(length,) bool: the frames the last estimate held still."""
+        mask = np.zeros(length, bool)
+        for a, b in self.spans:
+            mask[a:b + 1] = True
+        return mask
+
+
+def silence_hold(held: Sequence[tuple[int, int, range]], normalizer: L.Normalizer) -> SilenceHold | None:
+    """A SilenceHold for `held`; None when nothing is held."""
+    return SilenceHold(held, normalizer) if held else None
+
+
+def chain(*projections: Projection | None) -> Projection | None:
+    """The projections that are not None, applied in order (None when there are none)."""
+    given = [p for p in projections if p is not None]
+    if not given:
+        return None
+    if len(given) == 1:
+        return given[0]
+
+    def chained(x0: torch.Tensor, signal_level: float) -> torch.Tensor:
+        for p in given:
+            x0 = p(x0, signal_level)
+        return x0
+    return chained

@@ -1,0 +1,137 @@
+"""The dancer waits where the song is silent: finding the silences (engine.music.silence), holding
+the dance still over them while sampling (engine.sampler.hold), and the finishing leaving the
+hold still (engine.finishing.rootpath, the feet). Generation uses the tiny untrained checkpoint:
+the hold is the sampler's and the finishing's doing, not something the network learned."""
+import warnings
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from engine.api import generate
+from engine.body import layout as L
+from engine.body import rotations as R
+from engine.body.motion import Constraints
+from engine.body.skeleton import joint_positions
+from engine.errors import EngineNote
+from engine.example import synthesize_example
+from engine.finishing.rootpath import bound_root_path
+from engine.music.silence import MIN_SILENCE_SECONDS, silent_stretches
+from engine.sampler.hold import _standing_anchor, held_stretches
+
+SR = 22050
+
+
+def _sound(seconds: float, gain: float = 1.0) -> np.ndarray:
+    """Music that sounds throughout (a click track is silent between its clicks)."""
+    return gain * synthesize_example(seconds=seconds, bpm=120.0, sr=SR).mean(axis=1).astype(np.float32)
+
+
+def _silence(seconds: float, gain: float = 0.0) -> np.ndarray:
+    return gain * np.random.default_rng(0).standard_normal(int(seconds * SR)).astype(np.float32)
+
+
+def test_silences_of_a_second_or_more_are_found_quiet_music_is_not():
+    parts = [_sound(2.0), _silence(1.5), _sound(2.0, gain=0.05),      # a passage 26 dB down: music
+             _silence(0.5), _sound(2.0), _silence(1.2, gain=1e-4)]      # a short rest; a hiss 60+ dB down
+    wave = np.concatenate(parts)
+    frames = int(len(wave) / SR * 30)
+    found = silent_stretches(wave, SR, frames)
+    assert len(found) == 2, found
+    (a0, b0), (a1, b1) = found
+    assert abs(a0 - 60) <= 1 and abs(b0 - 104) <= 1                    # 2.0-3.5 s
+    assert abs(a1 - 240) <= 1 and b1 == frames - 1                      # 8.0 s to the end
+    assert all(b - a + 1 >= MIN_SILENCE_SECONDS * 30 for a, b in found)
+    assert silent_stretches(np.zeros(SR * 3, np.float32), SR, 90) == []  # nothing sounds: nothing to wait for
+    assert silent_stretches(_sound(4.0), SR, 120) == []
+
+
+def test_each_silence_waits_in_a_pose_next_to_it_unless_the_animator_keys_it():
+    held = held_stretches([(0, 29), (100, 139), (270, 299)], 300)
+    assert [(a, b) for a, b, _ in held] == [(0, 29), (100, 139), (270, 299)]
+    intro, stop, tail = (c for _, _, c in held)
+    assert intro[0] == 30 and list(intro) == sorted(intro)             # after a silent intro: where the music starts
+    assert stop[0] == 99 and list(stop) == sorted(stop, reverse=True)  # a stop freezes where the music stopped
+    assert tail[0] == 269
+    keyed = np.zeros(300, bool)
+    keyed[120] = True
+    assert [(a, b) for a, b, _ in held_stretches([(0, 29), (100, 139)], 300, keyed)] == [(0, 29)]
+    assert held_stretches([(0, 299)], 300) == []                        # silent throughout
+
+
+def test_the_held_pose_has_both_feet_down():
+    """Of the frames next to a silence, the one whose feet are level is held, not the nearest
+    one mid-step."""
+    poses = torch.zeros(3, 24, 3, dtype=torch.float64)
+    poses[0, 1] = torch.tensor([-1.2, 0.0, 0.0])                       # nearest: left thigh raised
+    poses[1, 4] = torch.tensor([1.5, 0.0, 0.0])                        # then: left knee bent back
+    raw = torch.zeros(3, L.NUM_CHANNELS, dtype=torch.float64)
+    raw[:, L.ROT6D] = R.matrix_to_6d(R.axis_angle_to_matrix(poses)).reshape(3, -1)
+    identity = L.Normalizer(torch.zeros(L.NUM_CHANNELS), torch.ones(L.NUM_CHANNELS))
+    assert _standing_anchor(raw.float(), range(3), identity) == 2
+
+
+def test_a_held_stretch_keeps_its_place_on_a_bounded_floor():
+    t = np.arange(300) / 30.0
+    trans = np.c_[1.5 * t, np.full(300, 0.9), 0.2 * t]                 # walks 15 m: the bound pulls it in
+    held = np.zeros(300, bool)
+    held[100:160] = True
+    trans[100:160] = trans[99]
+    trans[160:] -= trans[160] - trans[99]                               # and walks on from where it stood
+    out = bound_root_path(trans, 30.0, None, held=held)
+    assert np.abs(out[100:160] - out[99]).max() < 1e-12                 # the waiting dancer does not slide
+    step = np.linalg.norm(np.diff(out[:, [0, 2]], axis=0), axis=1)
+    assert step.max() < 1.6 * np.linalg.norm([1.5, 0.2]) / 30            # and no jump where it walks on
+
+
+def _song_with_silences(path):
+    sf.write(path, np.concatenate([_sound(2.0), _silence(2.0), _sound(2.0), _silence(1.5)]), SR)
+    return path
+
+
+def _mean_speed(m, seconds) -> float:
+    frames = slice(int(seconds[0] * m.fps), int(seconds[1] * m.fps))
+    pos = joint_positions(m.poses, m.trans)
+    return float(np.linalg.norm(np.diff(pos[frames], axis=0), axis=-1).mean() * m.fps)
+
+
+def test_the_dancer_waits_in_silence_and_dances_the_music(tmp_path, tiny_weights):
+    song = _song_with_silences(tmp_path / "stops.wav")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        waits = generate(song, weights=tiny_weights, steps=2)
+    notes = [str(w.message) for w in caught if issubclass(w.category, EngineNote)]
+    assert any(n.startswith("the music is silent at 2.0-4.0 s, 6.0-7.5 s") for n in notes), notes
+    dances = generate(song, weights=tiny_weights, steps=2, wait_in_silence=False)
+    for silence in ((2.3, 3.7), (6.3, 7.5)):
+        assert _mean_speed(waits, silence) < 0.01
+        assert _mean_speed(dances, silence) > 0.1
+    assert _mean_speed(waits, (0.3, 1.7)) > 0.1 and _mean_speed(waits, (4.3, 5.7)) > 0.1
+
+
+def test_a_key_in_a_silence_is_the_animators_to_direct(tmp_path, tiny_weights):
+    song = _song_with_silences(tmp_path / "stops.wav")
+    c = Constraints.empty(225, 30.0)
+    c.joint_mask[90, 18] = True                                         # the left elbow keyed at 3 s
+    c.poses[90, 54:57] = [0.0, 0.0, 1.2]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        m = generate(song, weights=tiny_weights, steps=2, constraints=c)
+    notes = [str(w.message) for w in caught if issubclass(w.category, EngineNote)]
+    assert any(n.startswith("the music is silent at 6.0-7.5 s:") for n in notes), notes
+    assert _mean_speed(m, (2.3, 3.7)) > 0.1 and _mean_speed(m, (6.3, 7.5)) < 0.01
+    assert np.abs(m.poses[90, 54:57] - [0.0, 0.0, 1.2]).max() < 1e-4
+
+
+@pytest.mark.parametrize("flag", [[], ["--dance-silence"]])
+def test_the_command_line_waits_unless_asked_to_dance_silence(tmp_path, tiny_weights, flag):
+    import subprocess
+    import sys
+    from conftest import REPO
+    song = _song_with_silences(tmp_path / "stops.wav")
+    out = tmp_path / "dance.npz"
+    run = subprocess.run([sys.executable, "-m", "engine", "generate", str(song), "-o", str(out), "--steps", "2",
+                          "--weights", str(tiny_weights), "--quiet", *flag], cwd=REPO, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert ("note: the music is silent at" in run.stderr) == (not flag)
