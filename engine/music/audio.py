@@ -21,7 +21,7 @@ import numpy as np
 from ..defaults import MODEL_FPS, WINDOW_FRAMES
 from ..errors import EngineError
 from .numba_cache import librosa as cached_librosa   # imported on first use, its kernels cached
-from .silence import silent_stretches
+from .silence import SOUNDING_DB, silent_stretches
 
 HOP = 512                          # samples per feature frame (EDGE)
 FEATURE_SR = MODEL_FPS * HOP       # the rate every waveform is resampled to
@@ -57,7 +57,6 @@ _SILENCE_PEAK = 1e-4               # below this peak amplitude (-80 dBFS) a clip
 # the median level of tang2018's 51 training songs (10-90%: 22.1-33.1 dB), so a typical
 # training song keeps the features the network learned on.
 REFERENCE_LEVEL_DB = 28.85         # dB of total mel power, librosa's scale (ref 1)
-_SOUNDING_DB = 40.0                # frames this far below a clip's loudest (fades, silence) do not count
 
 # Tempo that drifts (a live band speeding up, rubato). librosa's beat tracker holds one tempo
 # for the whole song, so a song going from 80 to 130 bpm was danced to a 120 bpm grid, 0.2 s
@@ -322,7 +321,7 @@ def song_level_db(mel_db: np.ndarray) -> float:
     """A clip's recording level: the median, over its sounding frames, of the frame's total mel
     power in dB (librosa's scale, ref 1). Moves one for one with the file's gain."""
     frame_db = 10.0 * np.log10(np.maximum(np.power(10.0, mel_db / 10.0).sum(axis=0), 1e-20))
-    sounding = frame_db >= frame_db.max() - _SOUNDING_DB
+    sounding = frame_db >= frame_db.max() - SOUNDING_DB
     return float(np.median(frame_db[sounding]))
 
 

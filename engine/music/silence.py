@@ -15,7 +15,7 @@ from ..defaults import MODEL_FPS
 SILENT_BELOW_DB = 40.0          # under the song's level: a fade's tail, a stop, digital silence
 ABSOLUTE_SILENCE_DBFS = -70.0   # silent whatever the song's level (a song that is mostly silence)
 MIN_SILENCE_SECONDS = 1.0       # shorter gaps (a rest, a breath, a stop on one beat) are danced through
-_SOUNDING_DB = 40.0             # frames within this of the loudest one set the song's level
+SOUNDING_DB = 40.0              # frames this far under a clip's loudest (fades, silence) do not set its level
 
 
 def frame_levels_db(wave: np.ndarray, sr: float, frames: int, fps: float = MODEL_FPS) -> np.ndarray:
@@ -30,24 +30,15 @@ def frame_levels_db(wave: np.ndarray, sr: float, frames: int, fps: float = MODEL
     return 10.0 * np.log10(np.maximum(mean, 1e-12))
 
 
-def silent_stretches(wave: np.ndarray, sr: float, frames: int, fps: float = MODEL_FPS,
-                     level_db: float | None = None) -> list[tuple[int, int]]:
+def silent_stretches(wave: np.ndarray, sr: float, frames: int, fps: float = MODEL_FPS) -> list[tuple[int, int]]:
     """[(first, last)] frames (inclusive) of every silent stretch of at least MIN_SILENCE_SECONDS.
-    level_db: the song's level in dBFS when `wave` is a slice of it (else the slice's own)."""
+    A slice of a song (a regenerated range) is measured against its own level."""
     db = frame_levels_db(wave, sr, frames, fps)
-    if level_db is None:
-        sounding = db >= max(db.max() - _SOUNDING_DB, ABSOLUTE_SILENCE_DBFS)
-        if not sounding.any():
-            return []
-        level_db = float(np.median(db[sounding]))
+    sounding = db >= max(db.max() - SOUNDING_DB, ABSOLUTE_SILENCE_DBFS)
+    if not sounding.any():
+        return []
+    level_db = float(np.median(db[sounding]))
     silent = (db < level_db - SILENT_BELOW_DB) | (db < ABSOLUTE_SILENCE_DBFS)
     edges = np.flatnonzero(np.diff(np.r_[0, silent.astype(np.int8), 0]))
     shortest = int(round(MIN_SILENCE_SECONDS * fps))
     return [(int(a), int(b) - 1) for a, b in zip(edges[::2], edges[1::2]) if b - a >= shortest]
-
-
-def song_level_dbfs(wave: np.ndarray, sr: float, fps: float = MODEL_FPS) -> float | None:
-    """The median RMS level of a wave's sounding frames (None when it has none)."""
-    db = frame_levels_db(wave, sr, max(1, int(len(wave) / sr * fps)), fps)
-    sounding = db >= max(db.max() - _SOUNDING_DB, ABSOLUTE_SILENCE_DBFS)
-    return float(np.median(db[sounding])) if sounding.any() else None
