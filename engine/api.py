@@ -29,7 +29,7 @@ from .options import check_options
 from .sampler import checkpoint
 from .sampler.diffusion import Inpainting, autoguided, cosine_alpha_bar, guided, sample
 from .sampler.facing import facing_alignment
-from .sampler.hold import chain, held_stretches, silence_hold
+from .sampler.hold import chain, held_stretches, silence_hold, start_pose_kept
 from .sampler.fewstep import choose_weights
 from .sampler.model import music_input, with_keys
 
@@ -261,6 +261,13 @@ def draw(audio, *, sample_rate: int | None = None, style: str = "any", seed: int
         warnings.warn("the kept legs hang from the new dance's hips (the pelvis is not kept), so their feet can "
                       "float or sink: keep the torso and the root path too to keep the footwork", EngineNote)
     model_frames, padded = analysed_music.frames, features.shape[0]
+    held = held_stretches(analysed_music.silences, model_frames, _keyed_frames(constraints, fps, model_frames)) \
+        if wait_in_silence else []
+    if held:
+        spans = ", ".join(f"{a / L.MODEL_FPS:.1f}-{(b + 1) / L.MODEL_FPS:.1f} s" for a, b, _ in held)
+        warnings.warn(f"the music is silent at {spans}: the dancer waits there (to dance through it, "
+                      "turn off waiting in silence)", EngineNote)
+        constraints = start_pose_kept(constraints, held, fps)
     report(0.08, "dancing")
 
     music = music_input(ckpt.model.cfg, ckpt.music_normalizer, features).to(dev)
@@ -273,12 +280,6 @@ def draw(audio, *, sample_rate: int | None = None, style: str = "any", seed: int
     if inpaint is not None:
         inpaint = Inpainting(inpaint.values.to(dev), inpaint.mask.to(dev))
     facing = facing_alignment(constraints, padded, fps, ckpt.normalizer)
-    held = held_stretches(analysed_music.silences, model_frames, _keyed_frames(constraints, fps, model_frames)) \
-        if wait_in_silence else []
-    if held:
-        spans = ", ".join(f"{a / L.MODEL_FPS:.1f}-{(b + 1) / L.MODEL_FPS:.1f} s" for a, b, _ in held)
-        warnings.warn(f"the music is silent at {spans}: the dancer waits there (to dance through it, "
-                      "turn off waiting in silence)", EngineNote)
     hold = silence_hold(held, ckpt.normalizer)
     generator = torch.Generator().manual_seed(int(seed))
     x = _sample_with_fallback(ckpt, weights, music, style_index, guidance, autoguidance, steps, generator, inpaint,

@@ -58,6 +58,12 @@ def test_each_silence_waits_in_a_pose_next_to_it_unless_the_animator_keys_it():
     keyed[120] = True
     assert [(a, b) for a, b, _ in held_stretches([(0, 29), (100, 139)], 300, keyed)] == [(0, 29)]
     assert held_stretches([(0, 299)], 300) == []                        # silent throughout
+    start = np.zeros(300, bool)
+    start[:2] = True                                                    # a start pose on the first frames
+    (first, last, candidates), = held_stretches([(0, 29)], 300, start)
+    assert (first, last, list(candidates)) == (0, 29, [1])             # is waited in
+    start[10] = True                                                    # a second key in the silence
+    assert held_stretches([(0, 29)], 300, start) == []                  # makes it the animator's
 
 
 def test_the_held_pose_has_both_feet_down():
@@ -135,3 +141,20 @@ def test_the_command_line_waits_unless_asked_to_dance_silence(tmp_path, tiny_wei
                           "--weights", str(tiny_weights), "--quiet", *flag], cwd=REPO, capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
     assert ("note: the music is silent at" in run.stderr) == (not flag)
+
+
+def test_a_start_pose_is_held_through_a_silent_intro(tmp_path, tiny_weights):
+    song = tmp_path / "intro.wav"
+    sf.write(song, np.concatenate([_silence(2.0), _sound(3.0)]), SR)
+    fps = 24.0
+    c = Constraints.empty(120, fps)
+    c.joint_mask[0, 1:] = True                                          # every joint but the pelvis
+    c.poses[0, 3:] = np.random.default_rng(1).normal(0.0, 0.3, 69)
+    c.joint_mask[96, 18] = True                                         # and an elbow at 4 s
+    c.poses[96, 54:57] = [0.0, 0.0, 1.0]
+    m = generate(song, weights=tiny_weights, steps=2, fps=fps, constraints=c)
+    wait = slice(0, int(1.8 * fps))
+    assert np.abs(m.poses[wait, 3:] - c.poses[0, 3:]).max() < 1e-4     # the start pose, all through the wait
+    assert _mean_speed(m, (0.0, 1.8)) < 0.01
+    assert _mean_speed(m, (2.3, 4.7)) > 0.1
+    assert np.abs(m.poses[96, 54:57] - [0.0, 0.0, 1.0]).max() < 1e-4

@@ -17,6 +17,7 @@ import torch
 
 from ..body import layout as L
 from ..body import rotations as R
+from ..body.motion import Constraints
 from ..body.skeleton import FOOT_INDICES, NUM_JOINTS, forward_kinematics
 
 # The held pose is the sounding frame, within this of the silence, whose feet are nearest to level
@@ -31,10 +32,11 @@ Projection = Callable[[torch.Tensor, float], torch.Tensor]
 def held_stretches(stretches: Sequence[tuple[int, int]], frames: int,
                    keyed: np.ndarray | None = None) -> list[tuple[int, int, range]]:
     """[(first, last, candidates)] model frames: each silent stretch of the song's `frames` held,
-    with the sounding frames (nearest first, at most ANCHOR_SEARCH_SECONDS away) whose pose it may
-    hold. A stretch with an animator's key or lock in it or among its candidates (`keyed`, (frames,)
-    bool at the model's rate) is theirs to direct, and a song silent throughout has no pose to
-    wait in: neither is held."""
+    with the frames (nearest first) whose pose it may hold: the sounding frames at most
+    ANCHOR_SEARCH_SECONDS away. A silent intro that opens on the animator's keys (a start pose,
+    seed motion) holds its last keyed frame instead. Any other stretch with a key or lock in it
+    or among its candidates (`keyed`, (frames,) bool at the model's rate) is theirs to direct,
+    and a song silent throughout has no pose to wait in: neither is held."""
     reach = int(round(ANCHOR_SEARCH_SECONDS * L.MODEL_FPS))
     out = []
     for first, last in stretches:
@@ -48,9 +50,38 @@ def held_stretches(stretches: Sequence[tuple[int, int]], frames: int,
         if not len(candidates):
             continue
         lo, hi = min(first, candidates[-1], candidates[0]), max(last, candidates[0], candidates[-1])
-        if keyed is not None and keyed[lo:hi + 1].any():
+        keys = np.flatnonzero(keyed[lo:hi + 1]) + lo if keyed is not None else np.zeros(0, int)
+        if len(keys) and first == 0 and keys[-1] < last and not (~keyed[:keys[-1] + 1]).any():
+            candidates = range(keys[-1], keys[-1] + 1)          # the start pose, waited in
+        elif len(keys):
             continue
         out.append((first, last, candidates))
+    return out
+
+
+def held_from(first: int, last: int, anchor: int) -> tuple[int, int]:
+    """The frames (inclusive) a stretch holds in its anchor's pose: up to the anchor when that
+    follows the stretch, else from the frame after it."""
+    return (first, anchor - 1) if anchor > last else (anchor + 1, last)
+
+
+def start_pose_kept(constraints: Constraints | None, held: Sequence[tuple[int, int, range]],
+                    fps: float) -> Constraints | None:
+    """The constraints with a start pose that a silent intro waits in (held_stretches) keyed on
+    through the wait: so it is met exactly there, as the animator's keys are, and the dance
+    moves on from it when the music starts. Unchanged when no stretch waits in a key."""
+    waits = [(first, last, c[0]) for first, last, c in held if c[0] <= last]
+    if constraints is None or not waits:
+        return constraints
+    out = Constraints(constraints.poses.copy(), constraints.trans.copy(), constraints.joint_mask.copy(),
+                      constraints.trans_mask.copy(), constraints.fps)
+    rows = np.flatnonzero(constraints.joint_mask.any(axis=1) | constraints.trans_mask)
+    at_model_rate = L.model_frames(np.arange(constraints.num_frames), fps, np.iinfo(np.int32).max)
+    for _, last, anchor in waits:
+        key = rows[at_model_rate[rows] <= anchor].max()                   # the start pose's last row
+        until = int(np.searchsorted(at_model_rate, last, side="right"))
+        for name in ("poses", "trans", "joint_mask", "trans_mask"):
+            getattr(out, name)[key + 1:until] = getattr(constraints, name)[key]
     return out
 
 
@@ -86,10 +117,11 @@ class SilenceHold:
         self.spans = []
         for first, last, candidates in self.held:
             anchor = _standing_anchor(x0, candidates, self.normalizer)
-            a, b = (first, anchor - 1) if first == 0 else (anchor + 1, last)
+            a, b = held_from(first, last, anchor)
             out[a:b + 1, self.pose] = x0[anchor, self.pose]
             out[a:b + 1, L.CONTACTS] = s[L.CONTACTS]
-            out[a:b + 1, L.ROOT_VEL] = s[L.ROOT_VEL]
+            # The velocity is to the next frame: an anchor before the hold is its first still frame.
+            out[min(a, anchor):b + 1, L.ROOT_VEL] = s[L.ROOT_VEL]
             self.spans.append((a, b))
         return out
 
