@@ -9,7 +9,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from engine.api import generate
+from engine.api import draw, generate
 from engine.body import layout as L
 from engine.body import rotations as R
 from engine.body.motion import Constraints
@@ -145,9 +145,9 @@ def test_the_command_line_waits_unless_asked_to_dance_silence(tmp_path, tiny_wei
 
 def test_a_start_pose_is_held_through_a_silent_intro(tmp_path, tiny_weights):
     song = tmp_path / "intro.wav"
-    sf.write(song, np.concatenate([_silence(2.0), _sound(3.0)]), SR)
+    sf.write(song, np.concatenate([_silence(2.0), _sound(3.0), _silence(1.5)]), SR)
     fps = 24.0
-    c = Constraints.empty(120, fps)
+    c = Constraints.empty(156, fps)
     c.joint_mask[0, 1:] = True                                          # every joint but the pelvis
     c.poses[0, 3:] = np.random.default_rng(1).normal(0.0, 0.3, 69)
     c.joint_mask[96, 18] = True                                         # and an elbow at 4 s
@@ -158,3 +158,8 @@ def test_a_start_pose_is_held_through_a_silent_intro(tmp_path, tiny_weights):
     assert _mean_speed(m, (0.0, 1.8)) < 0.01
     assert _mean_speed(m, (2.3, 4.7)) > 0.1
     assert np.abs(m.poses[96, 54:57] - [0.0, 0.0, 1.0]).max() < 1e-4
+    # The start pose is the intro's only: the music and the silent tail are the dance's own.
+    assert np.abs(m.poses[int(2.5 * fps):, 3:] - c.poses[0, 3:]).max(axis=1).min() > 0.05
+    assert _mean_speed(m, (5.3, 6.5)) < 0.01
+    keyed = np.flatnonzero(draw(song, weights=tiny_weights, steps=2, fps=fps, constraints=c).constraints.joint_mask.any(1))
+    assert keyed[-1] == 96 and set(keyed[:-1]) == set(range(len(keyed) - 1)) and 47 <= len(keyed) - 1 <= 49

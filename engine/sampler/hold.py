@@ -70,7 +70,7 @@ def start_pose_kept(constraints: Constraints | None, held: Sequence[tuple[int, i
     """The constraints with a start pose that a silent intro waits in (held_stretches) keyed on
     through the wait: so it is met exactly there, as the animator's keys are, and the dance
     moves on from it when the music starts. Unchanged when no stretch waits in a key."""
-    waits = [(first, last, c[0]) for first, last, c in held if c[0] <= last]
+    waits = [(first, last, c[0]) for first, last, c in held if first <= c[0] <= last]   # anchored in a key
     if constraints is None or not waits:
         return constraints
     out = Constraints(constraints.poses.copy(), constraints.trans.copy(), constraints.joint_mask.copy(),
