@@ -224,7 +224,7 @@ def build_request(context):
         kept=kept, write_range=write_range, bone_map=bone_map,
         metadata={"song": p.span.path, "steps": steps, "quality": settings.quality.lower(),
                   "guidance": settings.guidance, "autoguidance": settings.autoguidance,
-                  "audio_start": start})
+                  "audio_start": start, "wait_in_silence": settings.wait_in_silence})
     if bone_map is not None:
         note = rig_io.uneven_scale_note(obj)
         if note:

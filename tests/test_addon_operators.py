@@ -314,10 +314,12 @@ def test_the_dancer_waits_where_the_strip_is_silent_unless_told_to_dance_it(addo
     assert "note: the music is silent at 2.0-4.0 s: the dancer waits there" in scene.dance.status
     assert speeds(range(56, 90)) < 0.01                     # 2.3-3.7 s: still
     assert speeds(range(8, 40)) > 0.1                       # the music: danced
+    assert obj.animation_data.action["dance_wait_in_silence"]        # the take says how it was made
     scene.dance.wait_in_silence = False
     assert bpy.ops.dance.generate() == {'FINISHED'}
     assert "silent" not in scene.dance.status
     assert speeds(range(56, 90)) > 0.1
+    assert not obj.animation_data.action["dance_wait_in_silence"]
 
 
 def test_no_dancer_and_a_dancer_in_nla_tweak_mode_are_refused_in_one_line(addon, tmp_path):
