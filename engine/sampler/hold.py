@@ -4,7 +4,9 @@ The network dances whatever it hears, silence included (the training dancers kep
 their recordings fall silent), so a song with a silent intro, a stop or a silent tail was danced
 through its silence. Here every estimate holds the dancer still over each silent stretch
 (engine.music.silence): in the pose the dance has where the music starts again after a silent
-intro, else where the music stopped (a stop is a freeze, as dancers hit one). The hold is pasted
+intro, else where the music stopped (a stop is a freeze, as dancers hit one), of the frames near
+there one with both feet down; a silent intro that opens on the animator's start pose waits in
+that pose (start_pose_kept carries the key through the wait). The hold is pasted
 into every step's estimate, so the network shapes the motion around it as it does around seed
 motion: into the held pose and out of it with its own momentum.
 """
