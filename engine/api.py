@@ -191,7 +191,8 @@ def generate(audio, *, sample_rate: int | None = None, style: str = "any", seed:
     already, or an engine.music.background analysis still running (the command line analyses the
     song in a second process while torch loads); used only if made from this same file slice.
     `wait_in_silence`: the dancer holds still through the song's silent stretches of a second or
-    more (engine.sampler.hold), except where the constraints key or lock a frame; False dances them.
+    more (engine.sampler.hold): a silent intro that opens on a start pose in the constraints waits
+    in it, a stretch the constraints key or lock elsewhere is left to them; False dances them.
     """
     report = _reporter(progress)
     d = draw(audio, sample_rate=sample_rate, style=style, seed=seed, steps=steps, fps=fps, start=start,
@@ -265,8 +266,8 @@ def draw(audio, *, sample_rate: int | None = None, style: str = "any", seed: int
         if wait_in_silence else []
     if held:
         spans = ", ".join(f"{a / L.MODEL_FPS:.1f}-{(b + 1) / L.MODEL_FPS:.1f} s" for a, b, _ in held)
-        warnings.warn(f"the music is silent at {spans}: the dancer waits there (to dance through it, "
-                      "turn off waiting in silence)", EngineNote)
+        warnings.warn(f"the music is silent at {spans}: the dancer waits there (to dance through it: "
+                      "untick Wait in Silence, or --dance-silence)", EngineNote)
         constraints = start_pose_kept(constraints, held, fps)
     report(0.08, "dancing")
 
