@@ -29,7 +29,7 @@ from .options import check_options
 from .sampler import checkpoint
 from .sampler.diffusion import Inpainting, autoguided, cosine_alpha_bar, guided, sample
 from .sampler.facing import facing_alignment
-from .sampler.hold import chain, held_stretches, silence_hold, start_pose_kept
+from .sampler.hold import SilenceHold, chain, held_stretches, start_pose_kept
 from .sampler.fewstep import choose_weights
 from .sampler.model import music_input, with_keys
 
@@ -281,7 +281,7 @@ def draw(audio, *, sample_rate: int | None = None, style: str = "any", seed: int
     if inpaint is not None:
         inpaint = Inpainting(inpaint.values.to(dev), inpaint.mask.to(dev))
     facing = facing_alignment(constraints, padded, fps, ckpt.normalizer)
-    hold = silence_hold(held, ckpt.normalizer)
+    hold = SilenceHold(held, ckpt.normalizer) if held else None
     generator = torch.Generator().manual_seed(int(seed))
     x = _sample_with_fallback(ckpt, weights, music, style_index, guidance, autoguidance, steps, generator, inpaint,
                               dev, lambda f: report(0.08 + 0.82 * f, "dancing"), guidance_lowpass, sampling_eta,
@@ -424,10 +424,10 @@ def finish_motion(poses30: np.ndarray, trans30: np.ndarray, seconds: float, out_
             given = given_legs(runs)
         if held is not None and held.any():     # a dancer waiting in a silence stands as drawn
             given = np.zeros((len(poses30), 2), bool) if given is None else given.copy()
-            given[held[:len(given)]] = True
+            given[held] = True
         poses30, trans30, contacts30 = clean_feet(poses30, trans30, L.MODEL_FPS, cycle, given)
         if held is not None:
-            contacts30[held[:len(contacts30)]] = 1.0
+            contacts30[held] = 1.0
     else:
         contacts30 = np.asarray(contacts30) > 0.5               # the network's own contact channels
     knots = plan_warp(poses30, trans30)

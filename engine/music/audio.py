@@ -537,4 +537,4 @@ def music_for_dance(source, sample_rate: float | None = None, start: float = 0.0
         beats, _tempo = detect_beats(wave, sr)
     return DanceMusic(seconds=seconds, frames=frames, features=features[:padded], beats=np.asarray(beats),
                       source=music_source(source, start, duration),
-                      silences=silent_stretches(wave, sr, min(frames, int(seconds * MODEL_FPS) + 1)))
+                      silences=silent_stretches(wave, sr, frames))

@@ -3,8 +3,9 @@
 Measured on the waveform at the model's frame grid, so it needs neither librosa nor torch. A frame
 is silent when its RMS level is SILENT_BELOW_DB under the song's level (the median over its
 sounding frames) or under ABSOLUTE_SILENCE_DBFS; a stretch counts from MIN_SILENCE_SECONDS. On the
-29 songs of the open genre set no frame is that quiet; tang2018's songs have such stretches only
-where a recording starts or ends (0.5-8 s) and once mid-song (1.0 s, DANCE_R_2).
+28 songs of the open genre set (as the evaluation loads them) no frame is that quiet; tang2018's
+songs have such stretches only where a recording starts or ends (0.5-8 s) and once mid-song
+(1.0 s, DANCE_R_2).
 """
 from __future__ import annotations
 

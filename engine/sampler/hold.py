@@ -135,11 +135,6 @@ class SilenceHold:
         return mask
 
 
-def silence_hold(held: Sequence[tuple[int, int, range]], normalizer: L.Normalizer) -> SilenceHold | None:
-    """A SilenceHold for `held`; None when nothing is held."""
-    return SilenceHold(held, normalizer) if held else None
-
-
 def chain(*projections: Projection | None) -> Projection | None:
     """The projections that are not None, applied in order (None when there are none)."""
     given = [p for p in projections if p is not None]
