@@ -17,7 +17,7 @@ from .body.motion import Constraints, Motion
 from .body.skeleton import NUM_JOINTS, joint_positions
 from .defaults import (DEFAULT_AUTOGUIDANCE, DEFAULT_FPS, DEFAULT_GUIDANCE, DEFAULT_QUALITY, DEFAULT_STEPS,
                        GUIDANCE_LOWPASS_FRAMES, INPAINT_MIN_RUN_SECONDS, LATE_GUIDANCE, MOTION_ONLY_STYLES,
-                       SAMPLING_ETA, SMOOTHING_SECONDS)
+                       SAMPLING_ETA, SAMPLING_SOLVER, SMOOTHING_SECONDS)
 from .errors import Cancelled, EngineError, EngineNote
 from .finishing.beatsync import motion_beats, output_times, warp_knots, warp_times
 from .finishing.editing import (anchor_times, apply_constraints, given_legs, keyed_runs, keyed_runs_at,
@@ -169,6 +169,7 @@ def generate(audio, *, sample_rate: int | None = None, style: str = "any", seed:
              stage_radius: float | None = None, quality: str = DEFAULT_QUALITY,
              finishing: Collection[str] = FINISHING_STEPS, analysed_music=None,
              guidance_lowpass: float = GUIDANCE_LOWPASS_FRAMES, sampling_eta: float = SAMPLING_ETA,
+         sampling_solver: str = SAMPLING_SOLVER,
              wait_in_silence: bool = True) -> Motion:
     """Generate a dance for `audio` (a file path, or a waveform with `sample_rate`).
 
@@ -187,6 +188,8 @@ def generate(audio, *, sample_rate: int | None = None, style: str = "any", seed:
     (engine.sampler.diffusion.guided; 0 = plain guidance; a student's guidance is baked in).
     `sampling_eta`: how stochastic the many-step model's DDIM steps are (0 deterministic, 1 DDPM;
     engine.sampler.diffusion.ddim_step); a few-step student always samples deterministically.
+    `sampling_solver`: how the many-step model steps along the sampling ODE, "ddim" or "dpm2m"
+    (second order, same cost; engine.sampler.diffusion.sample); a student always uses "ddim".
     `analysed_music`: the song slice's engine.music.audio.music_for_dance when it was computed
     already, or an engine.music.background analysis still running (the command line analyses the
     song in a second process while torch loads); used only if made from this same file slice.
@@ -199,7 +202,7 @@ def generate(audio, *, sample_rate: int | None = None, style: str = "any", seed:
              duration=duration, constraints=constraints, guidance=guidance, device=device, weights=weights,
              report=report, autoguidance=autoguidance, stage_radius=stage_radius, quality=quality,
              analysed_music=analysed_music, guidance_lowpass=guidance_lowpass, sampling_eta=sampling_eta,
-             wait_in_silence=wait_in_silence)
+             sampling_solver=sampling_solver, wait_in_silence=wait_in_silence)
     report(0.92, "syncing to the beat and grounding the feet")
     steps_run = [f for f in finishing if beat_sync or f != "beat warp"]
     motion = finish_draw(d, finishing=steps_run, smoothing=smoothing)
@@ -226,6 +229,7 @@ def draw(audio, *, sample_rate: int | None = None, style: str = "any", seed: int
          autoguidance: float = DEFAULT_AUTOGUIDANCE, stage_radius: float | None = None,
          quality: str = DEFAULT_QUALITY, analysed_music=None,
          guidance_lowpass: float = GUIDANCE_LOWPASS_FRAMES, sampling_eta: float = SAMPLING_ETA,
+         sampling_solver: str = SAMPLING_SOLVER,
          wait_in_silence: bool = True) -> Draw:
     """The network's part of `generate` (same arguments): options checked, music read, motion
     sampled. `report(fraction, message)` runs from 0 to 0.9."""
@@ -242,7 +246,8 @@ def draw(audio, *, sample_rate: int | None = None, style: str = "any", seed: int
                     else A.waveform_seconds(audio, sample_rate))
     check_options(style=style, styles=json.loads(meta["styles"]), steps=steps, seed=seed, fps=fps, start=start,
                   duration=duration, guidance=guidance, autoguidance=autoguidance, stage_radius=stage_radius,
-                  song_seconds=song_seconds, guidance_lowpass=guidance_lowpass, sampling_eta=sampling_eta)
+                  song_seconds=song_seconds, guidance_lowpass=guidance_lowpass, sampling_eta=sampling_eta,
+                  sampling_solver=sampling_solver)
     weights = choose_weights(given, json.loads(meta.get("student", "null")), quality, steps, guidance, autoguidance)
     ckpt = load_weights(weights, dev)
 
@@ -285,7 +290,7 @@ def draw(audio, *, sample_rate: int | None = None, style: str = "any", seed: int
     generator = torch.Generator().manual_seed(int(seed))
     x = _sample_with_fallback(ckpt, weights, music, style_index, guidance, autoguidance, steps, generator, inpaint,
                               dev, lambda f: report(0.08 + 0.82 * f, "dancing"), guidance_lowpass, sampling_eta,
-                              chain(facing, hold))
+                              sampling_solver, chain(facing, hold))
     return Draw(raw=ckpt.normalizer.denormalize(x.double().cpu()[:model_frames]), seconds=seconds,
                 out_frames=out_frames, fps=float(fps), beats=np.asarray(beats), constraints=constraints,
                 stage_radius=stage_radius, style=style, seed=int(seed),
@@ -351,7 +356,8 @@ def denoiser(ckpt: checkpoint.Checkpoint, style_index: torch.Tensor, guidance: f
 
 
 def _sample_with_fallback(ckpt, weights, music, style_index, guidance, autoguidance, steps, generator, inpaint, dev,
-                          on_step, guidance_lowpass: float, sampling_eta: float, project=None):
+                          on_step, guidance_lowpass: float, sampling_eta: float, sampling_solver: str,
+                          project=None):
     """Sample on `dev`; if the GPU runs out of memory, say so and redo the same draw on the CPU."""
     alpha_bar = cosine_alpha_bar()
     state = generator.get_state()
@@ -363,7 +369,8 @@ def _sample_with_fallback(ckpt, weights, music, style_index, guidance, autoguida
                           alpha_bar=alpha_bar, generator=generator, channels=L.NUM_CHANNELS,
                           inpainting=inpaint, progress=on_step,
                           timesteps=ckpt.student["timesteps"] if ckpt.student is not None else None,
-                          eta=0.0 if ckpt.student is not None else sampling_eta, project=project)
+                          eta=0.0 if ckpt.student is not None else sampling_eta, project=project,
+                          solver="ddim" if ckpt.student is not None else sampling_solver)
     try:
         return run(ckpt, music, style_index, inpaint)
     except torch.OutOfMemoryError:

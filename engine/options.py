@@ -11,7 +11,7 @@ import numbers
 from pathlib import Path
 
 from .body.skeleton import BODY_PARTS
-from .defaults import MAX_AUTOGUIDANCE
+from .defaults import MAX_AUTOGUIDANCE, SAMPLING_SOLVERS
 from .errors import EngineError
 
 MAX_FPS = 240.0
@@ -33,7 +33,7 @@ def _finite(value) -> bool:
 def check_options(*, style: str | None = None, styles=None, steps=None, fps=None, start: float = 0.0,
                   duration: float | None = None, guidance=None, autoguidance=None, scale=None,
                   stage_radius=None, song_seconds: float | None = None, guidance_lowpass=None,
-                  sampling_eta=None, seed=None) -> None:
+                  sampling_eta=None, sampling_solver=None, seed=None) -> None:
     """Raise EngineError (one plain sentence) for the first option out of range; None passes.
 
     `song_seconds`, when known, is the song's length: a start at or past its end is an error, and
@@ -72,6 +72,10 @@ def check_options(*, style: str | None = None, styles=None, steps=None, fps=None
         raise EngineError(f"guidance_lowpass must be 0 (off) or more frames, got {guidance_lowpass!r}")
     if sampling_eta is not None and not (_finite(sampling_eta) and 0.0 <= sampling_eta <= 1.0):
         raise EngineError(f"sampling_eta must be between 0 (deterministic) and 1 (DDPM), got {sampling_eta!r}")
+    if sampling_solver is not None and sampling_solver not in SAMPLING_SOLVERS:
+        raise EngineError(f"unknown sampling solver {sampling_solver!r}; available: {', '.join(SAMPLING_SOLVERS)}")
+    if sampling_solver not in (None, "ddim") and sampling_eta:
+        raise EngineError(f"sampling_eta > 0 (stochastic steps) needs the ddim solver, not {sampling_solver!r}")
 
 
 def parse_body_parts(text_or_names, allow_root: bool = False) -> list[str]:

@@ -78,11 +78,19 @@ def test_generate_uses_the_guide_only_when_asked(click_song, tiny_weights, tmp_p
     assert not np.allclose(banded.poses, on.poses, atol=1e-4)
     with pytest.raises(EngineError, match="guidance_lowpass"):
         generate(click_song, weights=with_guide, guidance_lowpass=-1.0, **kw)
-    # Stochastic DDIM steps give another dance than the default deterministic ones; eta is 0-1.
-    stochastic = generate(click_song, weights=with_guide, autoguidance=1.0, sampling_eta=0.5, **kw)
-    assert not np.allclose(stochastic.poses, off.poses, atol=1e-4)
+    # Stochastic DDIM steps give another dance than the deterministic ones; eta is 0-1.
+    ddim = generate(click_song, weights=with_guide, autoguidance=1.0, sampling_solver="ddim", **kw)
+    stochastic = generate(click_song, weights=with_guide, autoguidance=1.0, sampling_eta=0.5,
+                          sampling_solver="ddim", **kw)
+    assert not np.allclose(stochastic.poses, ddim.poses, atol=1e-4)
     with pytest.raises(EngineError, match="sampling_eta"):
-        generate(click_song, weights=with_guide, sampling_eta=1.5, **kw)
+        generate(click_song, weights=with_guide, sampling_eta=1.5, sampling_solver="ddim", **kw)
+    # The second-order solver (the default) reaches another end point from the same noise; it is
+    # first order on its first and last steps, so in 3 steps it is DDIM itself.
+    assert np.array_equal(ddim.poses, off.poses)
+    four = dict(kw, steps=4, autoguidance=1.0)
+    assert not np.allclose(generate(click_song, weights=with_guide, sampling_solver="ddim", **four).poses,
+                           generate(click_song, weights=with_guide, **four).poses, atol=1e-4)
 
 
 def test_a_plain_guide_guides_a_network_with_beat_phase_and_keys(click_song, tiny_weights, tmp_path):

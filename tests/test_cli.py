@@ -104,6 +104,11 @@ def test_shared_validation_in_python():
         check_options(guidance_lowpass=float("nan"))
     with pytest.raises(EngineError, match="sampling_eta must be between 0"):
         check_options(sampling_eta=1.5)
+    check_options(sampling_solver="ddim", sampling_eta=0.5)
+    with pytest.raises(EngineError, match="unknown sampling solver 'euler'; available: ddim, dpm2m"):
+        check_options(sampling_solver="euler")
+    with pytest.raises(EngineError, match="needs the ddim solver"):
+        check_options(sampling_solver="dpm2m", sampling_eta=0.5)
     assert parse_body_parts("arms, left_leg") == ["arms", "left_leg"]
     assert "arms" in BODY_PART_NAMES and "root" not in BODY_PART_NAMES
     assert parse_body_parts("arms,root", allow_root=True) == ["arms", "root"]

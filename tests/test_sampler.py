@@ -63,6 +63,30 @@ def test_stochastic_sampling_is_reproducible_from_the_seed():
     assert not torch.allclose(run(3, 0.5), run(4, 0.5))
 
 
+def test_second_order_solver_follows_the_sampling_ode_closer_in_the_same_steps():
+    # Gaussian data has an exact x0 predictor, so the sampling ODE's own end point is known (many
+    # DDIM steps converge on it). DPM-Solver++(2M) must get nearer it than DDIM in as many steps,
+    # and its error must shrink as a second-order method's does (about 4x per doubling).
+    alpha_bar = cosine_alpha_bar()
+    variance = torch.tensor([0.3, 1.0, 2.0]) ** 2
+
+    def exact_x0(x, t, music):
+        a = alpha_bar[t].view(-1, 1, 1)
+        return a.sqrt() * variance * x / (a * variance + 1 - a)
+
+    def draw(steps, solver):
+        return sample(exact_x0, torch.zeros(60, 1), window=60, steps=steps, alpha_bar=alpha_bar,
+                      generator=torch.Generator().manual_seed(0), channels=3, solver=solver)
+
+    end = draw(1000, "ddim")
+    error = {(n, s): float((draw(n, s) - end).pow(2).mean().sqrt()) for n in (10, 20) for s in ("ddim", "dpm2m")}
+    assert error[10, "dpm2m"] < 0.6 * error[10, "ddim"]
+    assert error[20, "dpm2m"] < 0.4 * error[20, "ddim"]
+    assert error[20, "dpm2m"] < 0.35 * error[10, "dpm2m"]
+    with pytest.raises(ValueError):
+        draw(10, "euler")
+
+
 def test_inpainting_pastes_known_values():
     length = 200
     values = torch.full((length, 2), 3.0)

@@ -36,7 +36,8 @@ from ..body import layout as L
 from ..body.motion import Motion
 from ..body.skeleton import joint_positions
 from ..defaults import (DEFAULT_AUTOGUIDANCE, DEFAULT_GUIDANCE, DEFAULT_QUALITY, DEFAULT_STEPS,
-                        GUIDANCE_LOWPASS_FRAMES, QUALITIES, SAMPLING_ETA, SMOOTHING_SECONDS)
+                        GUIDANCE_LOWPASS_FRAMES, QUALITIES, SAMPLING_ETA, SAMPLING_SOLVER,
+                        SAMPLING_SOLVERS, SMOOTHING_SECONDS)
 from ..errors import EngineError
 from ..sampler.checkpoint import DEFAULT_WEIGHTS
 from . import metrics as M
@@ -176,7 +177,8 @@ def api_generator(weights: Path, steps: int, beat_sync: bool = True, guidance: f
                   autoguidance: float = DEFAULT_AUTOGUIDANCE, smoothing: float = SMOOTHING_SECONDS,
                   true_style: bool = False, finishing: Sequence[str] | None = None,
                   draws: dict | None = None, quality: str = DEFAULT_QUALITY,
-                  guidance_lowpass: float = GUIDANCE_LOWPASS_FRAMES, sampling_eta: float = SAMPLING_ETA) -> Generator:
+                  guidance_lowpass: float = GUIDANCE_LOWPASS_FRAMES, sampling_eta: float = SAMPLING_ETA,
+                  sampling_solver: str = SAMPLING_SOLVER) -> Generator:
     """engine.api.generate on the clip's audio, in style "any" (the default a user gets) or, with
     `true_style`, in the clip's own style when the weights know it. beat_sync=False scores the
     model without the beat warp, to show what the warp adds; `finishing` names the
@@ -195,7 +197,7 @@ def api_generator(weights: Path, steps: int, beat_sync: bool = True, guidance: f
             d = api.draw(clip.audio_path, style=style, seed=seed, steps=steps, fps=float(L.MODEL_FPS),
                          start=clip.start, duration=clip.duration, weights=weights, guidance=guidance,
                          autoguidance=autoguidance, quality=quality, guidance_lowpass=guidance_lowpass,
-                         sampling_eta=sampling_eta)
+                         sampling_eta=sampling_eta, sampling_solver=sampling_solver)
             if draws is not None:
                 draws[key] = d
         return api.finish_draw(d, finishing=steps_run, smoothing=smoothing)
@@ -455,6 +457,9 @@ def parse_args(argv=None):
                         f"(default {GUIDANCE_LOWPASS_FRAMES:g})")
     p.add_argument("--eta", type=float, default=SAMPLING_ETA,
                    help=f"how stochastic the model's DDIM steps are, 0-1 (default {SAMPLING_ETA:g})")
+    p.add_argument("--solver", choices=SAMPLING_SOLVERS, default=SAMPLING_SOLVER,
+                   help=f"how the model steps from noise to a dance (default {SAMPLING_SOLVER}; "
+                        f"--eta above 0 needs ddim)")
     p.add_argument("--smoothing", type=float, default=SMOOTHING_SECONDS,
                    help=f"seconds of Gaussian smoothing of the model rows' output (default {SMOOTHING_SECONDS:g})")
     p.add_argument("--no-ablation", action="store_true",
@@ -477,7 +482,7 @@ def main(argv=None) -> int:
             from ..api import FINISHING_STEPS
             options = dict(guidance=args.guidance, autoguidance=args.autoguidance, smoothing=args.smoothing,
                            draws={}, quality=args.quality, guidance_lowpass=args.guidance_lowpass,
-                           sampling_eta=args.eta)
+                           sampling_eta=args.eta, sampling_solver=args.solver)
             generators[DEFAULT_ROW] = api_generator(weights, args.steps, **options)
             if not args.no_ablation:
                 generators["model (true style)"] = api_generator(weights, args.steps, true_style=True, **options)
@@ -499,7 +504,8 @@ def main(argv=None) -> int:
         train, val = load_sequences(sources, (args.cache or out.parent / ".cache").resolve())
         settings = {"data": [str(s) for s in sources], "steps": args.steps, "every": args.every,
                     "guidance": args.guidance, "autoguidance": args.autoguidance, "smoothing": args.smoothing,
-                    "guidance_lowpass": args.guidance_lowpass, "eta": args.eta, "quality": args.quality,
+                    "guidance_lowpass": args.guidance_lowpass, "eta": args.eta, "solver": args.solver,
+                    "quality": args.quality,
                     "weights": str(weights) if generators else None}
         genre_set = None
         if generators and not args.no_genre_set:
