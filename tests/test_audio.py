@@ -60,6 +60,28 @@ def test_stereo_is_mixed_to_mono(tmp_path):
     assert np.abs(wave).max() == pytest.approx(0.25, abs=0.01)     # the average of the channels
 
 
+@pytest.mark.parametrize("source", ["wav", "numpy", "m4a"])
+def test_channels_in_opposite_phase_do_not_cancel(tmp_path, source):
+    # A polarity-flipped channel: the channels' mean is silence, the song plays loud in stereo.
+    sr = 44100
+    tone = _sine(440, 2.0, sr)
+    stereo = np.stack([tone, -tone], axis=1)
+    if source == "numpy":
+        wave, rate = load_audio(stereo, sample_rate=sr)
+    else:
+        path = tmp_path / "flipped.wav"
+        sf.write(str(path), stereo, sr)
+        if source == "m4a":       # libsndfile cannot read it: ffmpeg decodes, the same rule mixes
+            imageio_ffmpeg = pytest.importorskip("imageio_ffmpeg")
+            m4a = tmp_path / "flipped.m4a"
+            subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-i", str(path), "-c:a", "aac",
+                            str(m4a)], check=True)
+            path = m4a
+        wave, rate = load_audio(path)
+    assert np.sqrt(np.mean(wave ** 2)) == pytest.approx(0.5 / np.sqrt(2), rel=0.1)   # one channel's level
+    assert abs(_dominant_hz(wave, rate) - 440) < 2
+
+
 def test_numpy_input_shapes_and_dtypes():
     sr = 22050
     tone = _sine(500, 1.0, sr)

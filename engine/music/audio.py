@@ -48,6 +48,13 @@ _MIN_ANALYSIS_SAMPLES = 1 << 16    # shorter clips are zero-padded: librosa's CQ
 _CHUNK_S, _MARGIN_S = 60.0, 5.0     # analysis chunk and overlap (the CQT and CENS smoothing reach ~2 s)
 _SILENCE_PEAK = 1e-4               # below this peak amplitude (-80 dBFS) a clip counts as silent
 
+# Mixing to mono. The channels' mean is what a mono speaker plays, but where the channels are in
+# opposite phase (a polarity-flipped channel, a miswired recording) it cancels: a song playing
+# loud in stereo reached the beat tracker as near silence and was danced to no beat. Where the
+# mean keeps less than MIX_CANCELLED of the channels' mean power, the first channel is taken
+# instead. Uncorrelated channels of equal power keep half of it, so real stereo never comes near.
+MIX_CANCELLED = 0.1
+
 # Recording level. The first MFCC is the frame's mean log-mel power in absolute dB, so the same
 # song turned down 10 dB would get another (calmer) dance. Each clip's log-mel spectrum is
 # shifted so that its level (song_level_db) is REFERENCE_LEVEL_DB before the MFCCs: the level
@@ -110,7 +117,7 @@ def _from_array(x: np.ndarray, sample_rate, start: float, duration) -> np.ndarra
     elif not np.issubdtype(x.dtype, np.floating):
         raise EngineError(f"a numpy waveform must hold numbers, got dtype {x.dtype}")
     if x.ndim == 2:
-        x = x.mean(axis=0 if x.shape[0] < x.shape[1] else 1)
+        x = _mono(x if x.shape[0] >= x.shape[1] else x.T)
     elif x.ndim != 1:
         raise EngineError(f"a numpy waveform must be 1-D or 2-D (samples, channels), got shape {x.shape}")
     total = x.shape[0]
@@ -206,32 +213,65 @@ def _from_file_loud(path: Path, start: float, duration) -> np.ndarray:
     return wave
 
 
+def _mix_cancels(mix_power: float, channel_power: float) -> bool:
+    """Whether the channels' mean lost most of their power to opposite phases (MIX_CANCELLED)."""
+    return channel_power > 0 and mix_power < MIX_CANCELLED * channel_power
+
+
+def _mono(x: np.ndarray) -> np.ndarray:
+    """(S, C) samples to mono: the channels' mean, or the first channel where the mean cancels."""
+    x = x.astype(np.float32, copy=False)
+    mix = x.mean(axis=1)
+    if x.shape[1] > 1 and _mix_cancels(float(np.square(mix, dtype=np.float64).sum()),
+                                       float(np.square(x, dtype=np.float64).sum()) / x.shape[1]):
+        return np.ascontiguousarray(x[:, 0])
+    return mix
+
+
+class _Resampled:
+    """A mono signal resampled to FEATURE_SR chunk by chunk into one growing buffer."""
+
+    def __init__(self, sr: float, count: int):
+        import soxr
+        self.out = np.empty(int(math.ceil(count * FEATURE_SR / sr)) + 64, np.float32)
+        self.rs = soxr.ResampleStream(sr, FEATURE_SR, 1, dtype="float32", quality="HQ") if sr != FEATURE_SR else None
+        self.n = 0
+
+    def _put(self, chunk: np.ndarray) -> None:
+        if self.n + len(chunk) > len(self.out):   # a header that undercounted its frames
+            self.out = np.concatenate([self.out, np.empty(len(chunk) + len(self.out) // 2, np.float32)])
+        self.out[self.n:self.n + len(chunk)] = chunk
+        self.n += len(chunk)
+
+    def add(self, mono: np.ndarray) -> None:
+        self._put(self.rs.resample_chunk(mono) if self.rs else mono)
+
+    def result(self) -> np.ndarray:
+        if self.rs:
+            self._put(self.rs.resample_chunk(np.zeros(0, np.float32), last=True))
+        return self.out[:self.n]
+
+
 def _stream_resample(blocks, sr: float, count: int, path: Path) -> np.ndarray:
-    """Mix blocks (n, C) to mono and resample to FEATURE_SR on the fly; memory ~ the output."""
-    import soxr
-    out = np.empty(int(math.ceil(count * FEATURE_SR / sr)) + 64, np.float32)
-    rs = soxr.ResampleStream(sr, FEATURE_SR, 1, dtype="float32", quality="HQ") if sr != FEATURE_SR else None
-    n = 0
-
-    def put(chunk):
-        nonlocal out, n
-        if n + len(chunk) > len(out):   # a header that undercounted its frames
-            out = np.concatenate([out, np.empty(len(chunk) + len(out) // 2, np.float32)])
-        out[n:n + len(chunk)] = chunk
-        n += len(chunk)
-
+    """Mix blocks (n, C) to mono (_mono's rule, over the whole file) and resample to FEATURE_SR
+    on the fly; memory ~ the output (twice it for a file of several channels)."""
+    mix, first = _Resampled(sr, count), None
+    mix_power = channel_power = 0.0
     for block in blocks:
         mono = block.mean(axis=1, dtype=np.float32)
         if not np.isfinite(mono).all():
             raise EngineError(f"audio file holds NaN or infinite samples: {path}")
-        put(rs.resample_chunk(mono) if rs else mono)
-    if rs:
-        put(rs.resample_chunk(np.zeros(0, np.float32), last=True))
-    return out[:n]
+        mix.add(mono)
+        if block.shape[1] > 1:
+            first = first or _Resampled(sr, count)
+            first.add(np.ascontiguousarray(block[:, 0]))
+            mix_power += float(np.square(mono, dtype=np.float64).sum())
+            channel_power += float(np.square(block, dtype=np.float64).sum()) / block.shape[1]
+    return first.result() if first and _mix_cancels(mix_power, channel_power) else mix.result()
 
 
 def _from_ffmpeg(path: Path, start: float, duration) -> np.ndarray:
-    """Fallback decoder: imageio-ffmpeg's binary, mono at FEATURE_SR on stdout."""
+    """Fallback decoder: imageio-ffmpeg's binary, stereo at FEATURE_SR on stdout, mixed by _mono."""
     unreadable = f"cannot read audio file {path}: not a supported audio format, or corrupt"
     try:
         import imageio_ffmpeg
@@ -241,9 +281,10 @@ def _from_ffmpeg(path: Path, start: float, duration) -> np.ndarray:
     cmd = [exe, "-nostdin", "-v", "error", "-ss", f"{start:.6f}", "-i", str(path)]
     if duration is not None:
         cmd += ["-t", f"{duration:.6f}"]
-    cmd += ["-vn", "-ac", "1", "-ar", str(FEATURE_SR), "-f", "f32le", "-"]
+    # Stereo, for _mono's rule (a mono file comes 3 dB down, which the level correction ignores).
+    cmd += ["-vn", "-ac", "2", "-ar", str(FEATURE_SR), "-f", "f32le", "-"]
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    wave = np.frombuffer(proc.stdout[: len(proc.stdout) // 4 * 4], np.float32).copy()
+    wave = _mono(np.frombuffer(proc.stdout[: len(proc.stdout) // 8 * 8], np.float32).reshape(-1, 2))
     if proc.returncode != 0 and wave.size == 0:
         raise EngineError(unreadable)
     if wave.size == 0:
