@@ -218,12 +218,16 @@ def _mix_cancels(mix_power: float, channel_power: float) -> bool:
     return channel_power > 0 and mix_power < MIX_CANCELLED * channel_power
 
 
+def _channel_power(x: np.ndarray) -> float:
+    """Mean over the channels of (S, C) samples of their summed squares (no copy of x)."""
+    return sum(float(np.dot(x[:, c], x[:, c])) for c in range(x.shape[1])) / x.shape[1]
+
+
 def _mono(x: np.ndarray) -> np.ndarray:
     """(S, C) samples to mono: the channels' mean, or the first channel where the mean cancels."""
     x = x.astype(np.float32, copy=False)
     mix = x.mean(axis=1)
-    if x.shape[1] > 1 and _mix_cancels(float(np.square(mix, dtype=np.float64).sum()),
-                                       float(np.square(x, dtype=np.float64).sum()) / x.shape[1]):
+    if x.shape[1] > 1 and _mix_cancels(float(np.dot(mix, mix)), _channel_power(x)):
         return np.ascontiguousarray(x[:, 0])
     return mix
 
@@ -265,8 +269,8 @@ def _stream_resample(blocks, sr: float, count: int, path: Path) -> np.ndarray:
         if block.shape[1] > 1:
             first = first or _Resampled(sr, count)
             first.add(np.ascontiguousarray(block[:, 0]))
-            mix_power += float(np.square(mono, dtype=np.float64).sum())
-            channel_power += float(np.square(block, dtype=np.float64).sum()) / block.shape[1]
+            mix_power += float(np.dot(mono, mono))
+            channel_power += _channel_power(block)
     return first.result() if first and _mix_cancels(mix_power, channel_power) else mix.result()
 
 
