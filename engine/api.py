@@ -169,8 +169,7 @@ def generate(audio, *, sample_rate: int | None = None, style: str = "any", seed:
              stage_radius: float | None = None, quality: str = DEFAULT_QUALITY,
              finishing: Collection[str] = FINISHING_STEPS, analysed_music=None,
              guidance_lowpass: float = GUIDANCE_LOWPASS_FRAMES, sampling_eta: float = SAMPLING_ETA,
-         sampling_solver: str = SAMPLING_SOLVER,
-             wait_in_silence: bool = True) -> Motion:
+             sampling_solver: str = SAMPLING_SOLVER, wait_in_silence: bool = True) -> Motion:
     """Generate a dance for `audio` (a file path, or a waveform with `sample_rate`).
 
     The dance covers the song from `start` for `duration` seconds (default: to the end) at `fps`.

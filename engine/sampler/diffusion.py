@@ -146,17 +146,18 @@ def ddim_step(x: torch.Tensor, x0: torch.Tensor, a_t: torch.Tensor, a_next: torc
 
 
 def dpm2m_estimate(x0: torch.Tensor, previous: tuple[torch.Tensor, float] | None,
-                   lam_prev: float, lam_t: float, lam_next: float) -> torch.Tensor:
+                   lam_t: float, lam_next: float) -> torch.Tensor:
     """DPM-Solver++(2M)'s data estimate (Lu et al. 2022, "DPM-Solver++", multistep, second order):
     the x0 a DDIM step from log-SNR lam_t to lam_next should use, extrapolated along the last two
-    estimates (x0 now, `previous` = (x0, its lam_prev) one step back). DDIM is the first-order
-    case (the estimate as it is); the second order costs no extra network pass and follows the
-    sampling ODE more closely in the same number of steps."""
+    estimates (x0 now, `previous` = (x0, its log-SNR) one step back; None on the first step).
+    DDIM is the first-order case (the estimate as it is); the second order costs no extra network
+    pass and follows the sampling ODE more closely in the same number of steps."""
     if previous is None:
         return x0
+    x0_prev, lam_prev = previous
     h, h_prev = lam_next - lam_t, lam_t - lam_prev
     half_over_r = 0.5 * h / h_prev
-    return (1 + half_over_r) * x0 - half_over_r * previous[0]
+    return (1 + half_over_r) * x0 - half_over_r * x0_prev
 
 
 def log_snr(a: torch.Tensor) -> float:
@@ -252,8 +253,7 @@ def sample(denoise: Callable, music: torch.Tensor, *, window: int, steps: int,
             estimate = x0
             if solver == "dpm2m" and k + 2 < len(timesteps):
                 lam_t = log_snr(ab[t])
-                estimate = dpm2m_estimate(x0, previous, previous[1] if previous else lam_t, lam_t,
-                                          log_snr(ab[timesteps[k + 1]]))
+                estimate = dpm2m_estimate(x0, previous, lam_t, log_snr(ab[timesteps[k + 1]]))
                 previous = (x0, lam_t)
             x = ddim_step(x, estimate, ab[t], ab[timesteps[k + 1]], eta, noise)
         else:
