@@ -9,7 +9,7 @@ import warnings
 from pathlib import Path
 
 from .defaults import (DEFAULT_AUTOGUIDANCE, DEFAULT_FPS, DEFAULT_GUIDANCE, DEFAULT_QUALITY, DEFAULT_STEPS,
-                       FLOOR_RADIUS, LATE_GUIDANCE, QUALITIES)
+                       FLOOR_RADIUS, LATE_GUIDANCE, QUALITIES, SAMPLING_SOLVER, SAMPLING_SOLVERS)
 from .errors import Cancelled, EngineError
 
 
@@ -77,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--autoguidance", type=float, default=DEFAULT_AUTOGUIDANCE,
                    help=f"energy: how far the dance is pushed away from the weights' weaker guide network "
                         f"(autoguidance; 1 = off; default {DEFAULT_AUTOGUIDANCE:g})")
+    g.add_argument("--solver", default=SAMPLING_SOLVER, choices=SAMPLING_SOLVERS,
+                   help=f"how the many-step model steps from noise to a dance: dpm2m (second order) or ddim "
+                        f"(first order, the EDGE paper's); same time either way (default {SAMPLING_SOLVER})")
     g.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to run (default auto)")
     g.add_argument("--quality", default=DEFAULT_QUALITY, choices=QUALITIES,
                    help=f"fast: the few-step student distilled from the weights (about 15x faster, less varied); "
@@ -129,7 +132,8 @@ def _generate(args, music) -> int:
     styles = available_styles(args.weights)      # also checks the weights file
     check_options(style=args.style, styles=styles, steps=args.steps, seed=args.seed, fps=args.fps, start=args.start,
                   duration=args.duration, guidance=args.guidance, autoguidance=args.autoguidance,
-                  scale=args.scale, stage_radius=args.stage_radius, song_seconds=audio_seconds(args.song))
+                  scale=args.scale, stage_radius=args.stage_radius, sampling_solver=args.solver,
+                  song_seconds=audio_seconds(args.song))
     constraints = Constraints.load_npz(args.constraints) if args.constraints else None
     bar = tqdm(total=100, unit="%", disable=args.quiet, dynamic_ncols=True, leave=False,
                bar_format="{l_bar}{bar}| {elapsed}<{remaining}")
@@ -143,7 +147,8 @@ def _generate(args, music) -> int:
                           start=args.start, duration=args.duration, constraints=constraints,
                           guidance=args.guidance, autoguidance=args.autoguidance, device=args.device,
                           weights=args.weights, progress=progress, stage_radius=args.stage_radius,
-                          quality=args.quality, analysed_music=music, wait_in_silence=not args.dance_silence)
+                          quality=args.quality, analysed_music=music, sampling_solver=args.solver,
+                          wait_in_silence=not args.dance_silence)
     finally:
         bar.close()
     for out in args.output:

@@ -231,3 +231,20 @@ def test_a_constraints_file_that_is_not_one_gets_one_clear_line(tmp_path, click_
         r = _cli("generate", click_song, "-o", tmp_path / "d.npz", "--constraints", path)
         assert r.returncode == 2 and message in r.stderr and "pickle" not in r.stderr, r.stderr
         assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_the_solver_flag_reaches_the_sampler(click_song, tiny_weights, tmp_path):
+    from engine.api import generate
+    outs = {}
+    for solver in ("ddim", "dpm2m"):
+        outs[solver] = tmp_path / f"{solver}.npz"
+        # 4 steps: the second-order solver extrapolates on the middle ones only (first order into t = 0).
+        r = _cli("generate", click_song, "-o", outs[solver], "--weights", tiny_weights, "--steps", "4",
+                 "--solver", solver, "--quiet")
+        assert r.returncode == 0, r.stderr
+    poses = {k: np.load(v)["poses"] for k, v in outs.items()}
+    assert not np.allclose(poses["ddim"], poses["dpm2m"], atol=1e-5)
+    direct = generate(str(click_song), weights=tiny_weights, steps=4, sampling_solver="ddim")
+    np.testing.assert_allclose(poses["ddim"], direct.poses, atol=1e-4)
+    r = _cli("generate", click_song, "-o", tmp_path / "x.npz", "--weights", tiny_weights, "--solver", "euler")
+    assert r.returncode == 2 and "invalid choice: 'euler'" in r.stderr and not (tmp_path / "x.npz").exists()
