@@ -79,7 +79,7 @@ class DanceSettings(bpy.types.PropertyGroup):
     quality: EnumProperty(
         name="Quality", default=DEFAULT_QUALITY.upper(),
         items=[('FAST', "Fast", "The few-step student: well under a second for 30 s of dance on a laptop CPU, "
-                                "calmer and less varied (for trying seeds and keys)"),
+                                "a little less varied (for trying seeds and keys)"),
                ('BEST', "Best", "The many-step model the student was distilled from: about 15x slower, with "
                                 "its own Steps")],
         description="Which sampler dances: the few-step student for quick iterations, or the many-step model")

@@ -17,7 +17,7 @@ from .body.motion import Constraints, Motion
 from .body.skeleton import NUM_JOINTS, joint_positions
 from .defaults import (DEFAULT_AUTOGUIDANCE, DEFAULT_FPS, DEFAULT_GUIDANCE, DEFAULT_QUALITY, DEFAULT_STEPS,
                        GUIDANCE_LOWPASS_FRAMES, INPAINT_MIN_RUN_SECONDS, LATE_GUIDANCE, MOTION_ONLY_STYLES,
-                       SAMPLING_ETA, SAMPLING_SOLVER, SMOOTHING_SECONDS)
+                       SAMPLING_ETA, SAMPLING_SOLVER, SMOOTHING_SECONDS, STUDENT_SMOOTHING_SECONDS)
 from .errors import Cancelled, EngineError, EngineNote
 from .finishing.beatsync import motion_beats, output_times, warp_knots, warp_times
 from .finishing.editing import (anchor_times, apply_constraints, given_legs, keyed_runs, keyed_runs_at,
@@ -159,13 +159,19 @@ class Draw:
     audio_path: str | None
     audio_start: float
     held: np.ndarray | None = None         # (model_frames,) bool: frames held still in a silence
+    few_step: bool = False                 # drawn by a few-step student (engine.sampler.fewstep)
+
+    @property
+    def smoothing(self) -> float:
+        """The smoothing (seconds) this draw's sampler was calibrated with."""
+        return STUDENT_SMOOTHING_SECONDS if self.few_step else SMOOTHING_SECONDS
 
 
 def generate(audio, *, sample_rate: int | None = None, style: str = "any", seed: int = 0, steps: int = DEFAULT_STEPS,
              fps: float = DEFAULT_FPS, start: float = 0.0, duration: float | None = None,
              constraints: Constraints | None = None, guidance: float = DEFAULT_GUIDANCE, device: str = "auto",
              weights=None, progress: Progress | None = None, beat_sync: bool = True,
-             smoothing: float = SMOOTHING_SECONDS, autoguidance: float = DEFAULT_AUTOGUIDANCE,
+             smoothing: float | None = None, autoguidance: float = DEFAULT_AUTOGUIDANCE,
              stage_radius: float | None = None, quality: str = DEFAULT_QUALITY,
              finishing: Collection[str] = FINISHING_STEPS, analysed_music=None,
              guidance_lowpass: float = GUIDANCE_LOWPASS_FRAMES, sampling_eta: float = SAMPLING_ETA,
@@ -176,7 +182,9 @@ def generate(audio, *, sample_rate: int | None = None, style: str = "any", seed:
     `constraints` (at `fps`, frame 0 = the first generated frame) come out exactly as given.
     `progress(fraction, message)` is called as work proceeds; returning False cancels (Cancelled).
     The same inputs and seed give the same dance on the same device. `beat_sync=False` skips the
-    beat warp (for measuring what it adds). `autoguidance` steers away from the weights' guide
+    beat warp (for measuring what it adds). `smoothing`: seconds of Gaussian smoothing of the
+    network's output; None: the sampler's own (SMOOTHING_SECONDS, or STUDENT_SMOOTHING_SECONDS for
+    a few-step student). `autoguidance` steers away from the weights' guide
     network, when they have one (1 = off; engine.sampler.diffusion.autoguided). `stage_radius`: None
     keeps the dancer's drift on a FLOOR_RADIUS floor, 0 dances in place, r > 0 stays within r metres
     of the start (engine.finishing.rootpath). `quality`: "fast" samples a few-step student (the
@@ -293,13 +301,14 @@ def draw(audio, *, sample_rate: int | None = None, style: str = "any", seed: int
     return Draw(raw=ckpt.normalizer.denormalize(x.double().cpu()[:model_frames]), seconds=seconds,
                 out_frames=out_frames, fps=float(fps), beats=np.asarray(beats), constraints=constraints,
                 stage_radius=stage_radius, style=style, seed=int(seed),
-                held=None if hold is None else hold.held_frames(model_frames),
+                held=None if hold is None else hold.held_frames(model_frames), few_step=ckpt.student is not None,
                 audio_path=str(audio) if isinstance(audio, (str, Path)) else None, audio_start=float(start))
 
 
 def finish_draw(d: Draw, finishing: Collection[str] = FINISHING_STEPS,
-                smoothing: float = SMOOTHING_SECONDS) -> Motion:
-    """The network's draw -> the dance, through the chosen FINISHING_STEPS (all by default)."""
+                smoothing: float | None = None) -> Motion:
+    """The network's draw -> the dance, through the chosen FINISHING_STEPS (all by default);
+    `smoothing` None: the draw's own (Draw.smoothing)."""
     unknown = set(finishing) - set(FINISHING_STEPS)
     if unknown:
         raise EngineError(f"unknown finishing steps {sorted(unknown)}; known: {', '.join(FINISHING_STEPS)}")
@@ -307,7 +316,7 @@ def finish_draw(d: Draw, finishing: Collection[str] = FINISHING_STEPS,
     if "turns" in finishing:
         raw = limit_pelvis_turns(raw, L.MODEL_FPS)
     if "smoothing" in finishing:
-        raw = smooth_channels(raw, smoothing * L.MODEL_FPS)
+        raw = smooth_channels(raw, (d.smoothing if smoothing is None else smoothing) * L.MODEL_FPS)
     poses30, trans30, contacts30 = (t.numpy() for t in L.unpack(raw))
     motion = finish_motion(poses30, trans30, d.seconds, d.out_frames, d.fps,
                            d.beats if "beat warp" in finishing else np.zeros(0), d.constraints,

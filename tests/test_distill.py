@@ -9,10 +9,12 @@ import torch
 
 from engine.sampler import checkpoint
 from engine.body import layout as L
-from engine.api import generate
+from engine.api import draw, finish_draw, generate
+from engine.defaults import SMOOTHING_SECONDS, STUDENT_SMOOTHING_SECONDS
 from engine.training.autoguide import attach_guide
 from engine.training.data.cache import CorpusItem, _save
-from engine.training.distill import main as distill_main, student_timesteps, teacher_segment_target, x0_landing_at
+from engine.training.distill import (main as distill_main, motion_band_error, student_timesteps,
+                                     teacher_segment_target, x0_landing_at)
 from engine.sampler.diffusion import cosine_alpha_bar, ddim_step
 from engine.errors import EngineError
 from engine.sampler.fewstep import STUDENT_NAME, choose_weights, distilled_from_this
@@ -63,10 +65,22 @@ def test_the_x0_target_lands_where_the_teacher_lands():
     assert student_timesteps(4, 5) == [999, 736, 473, 210]
 
 
-def _distil(teacher, data, out, iterations):
+def _distil(teacher, data, out, iterations, *extra):
     return distill_main(["--teacher", str(teacher), "--out", str(out), "--data", str(data), "--batch", "8",
                          "--iterations", str(iterations), "--lr", "3e-3", "--warmup", "1", "--ema", "0",
-                         "--probe-windows", "4", "--segments", "2", "--substeps", "3", "--threads", "1"])
+                         "--probe-windows", "4", "--segments", "2", "--substeps", "3", "--threads", "1", *extra])
+
+
+def test_the_motion_band_term_weighs_the_moves_not_the_pose_or_the_jitter():
+    t = torch.arange(150, dtype=torch.float64) / L.MODEL_FPS
+    target = torch.randn(1, 150, 3, dtype=torch.float64)
+
+    def band_error(error_in_time):
+        return float(motion_band_error(target + error_in_time[None, :, None], target))
+    assert band_error(torch.zeros(150)) == 0.0
+    offset, slow = band_error(torch.full((150,), 0.3)), band_error(0.3 * torch.sin(2 * torch.pi * 0.2 * t))
+    move, jitter = band_error(0.3 * torch.sin(2 * torch.pi * 2.0 * t)), band_error(0.3 * torch.sin(2 * torch.pi * 10 * t))
+    assert offset < 1e-12 and move > 20 * slow and move > 20 * jitter, (offset, slow, move, jitter)
 
 
 def test_the_student_approaches_the_teacher_and_resumes(teacher, packed_data, tmp_path, capsys):
@@ -84,6 +98,13 @@ def test_the_student_approaches_the_teacher_and_resumes(teacher, packed_data, tm
     student = checkpoint.load(out / "student.safetensors")
     assert student.student["steps"] == 2 and student.student["teacher_steps"] == 6
     assert student.student["timesteps"] == student_timesteps(2, 3) and student.guide is None
+    # Another loss is another recipe: not resumed into this run.
+    assert _distil(teacher, packed_data, out, 120, "--motion-weight", "100") == 2
+    assert "another teacher or recipe" in capsys.readouterr().err
+    assert _distil(teacher, packed_data, tmp_path / "bad", 5, "--train-segments", "2") == 2
+    assert "--train-segments must be from 0 to 1" in capsys.readouterr().err and not (tmp_path / "bad").exists()
+    assert _distil(teacher, packed_data, tmp_path / "band", 4, "--motion-weight", "100", "--train-segments", "1") == 0
+    assert "motion-band term 100" in checkpoint.load(tmp_path / "band" / "student.safetensors").student["recipe"]
     # A student is not a teacher to distil from.
     assert distill_main(["--teacher", str(out / "student.safetensors"), "--out", str(tmp_path / "again"),
                          "--data", str(packed_data)]) == 2
@@ -115,6 +136,12 @@ def test_generate_picks_the_student_or_its_teacher(teacher, packed_data, tmp_pat
     assert np.array_equal(best.poses, generate(click_song, weights=teacher, steps=6, **kw).poses)
     fast = generate(click_song, weights=student, quality="fast", steps=6, **kw)   # the steps it stands for
     assert fast.poses.shape == best.poses.shape and not np.allclose(fast.poses, best.poses)
+    # Each sampler's dance is finished with the smoothing it was calibrated with, unless told.
+    drawn = draw(click_song, weights=student, quality="fast", steps=6, **kw)
+    assert drawn.few_step and drawn.smoothing == STUDENT_SMOOTHING_SECONDS != SMOOTHING_SECONDS
+    assert np.array_equal(finish_draw(drawn).poses, fast.poses)
+    assert not np.allclose(finish_draw(drawn, smoothing=SMOOTHING_SECONDS).poses, fast.poses, atol=1e-4)
+    assert draw(click_song, weights=student, quality="best", steps=6, **kw).smoothing == SMOOTHING_SECONDS
     # The other way round (as shipped): the teacher is the weights and its student sits beside it.
     shipped = tmp_path / "shipped"
     shipped.mkdir()

@@ -37,7 +37,7 @@ from ..body.motion import Motion
 from ..body.skeleton import joint_positions
 from ..defaults import (DEFAULT_AUTOGUIDANCE, DEFAULT_GUIDANCE, DEFAULT_QUALITY, DEFAULT_STEPS,
                         GUIDANCE_LOWPASS_FRAMES, QUALITIES, SAMPLING_ETA, SAMPLING_SOLVER,
-                        SAMPLING_SOLVERS, SMOOTHING_SECONDS)
+                        SAMPLING_SOLVERS, SMOOTHING_SECONDS, STUDENT_SMOOTHING_SECONDS)
 from ..errors import EngineError
 from ..sampler.checkpoint import DEFAULT_WEIGHTS
 from . import metrics as M
@@ -174,7 +174,7 @@ def model_motions(clips: Sequence[Clip], generate: Generator, seed: int) -> list
 
 
 def api_generator(weights: Path, steps: int, beat_sync: bool = True, guidance: float = DEFAULT_GUIDANCE,
-                  autoguidance: float = DEFAULT_AUTOGUIDANCE, smoothing: float = SMOOTHING_SECONDS,
+                  autoguidance: float = DEFAULT_AUTOGUIDANCE, smoothing: float | None = None,
                   true_style: bool = False, finishing: Sequence[str] | None = None,
                   draws: dict | None = None, quality: str = DEFAULT_QUALITY,
                   guidance_lowpass: float = GUIDANCE_LOWPASS_FRAMES, sampling_eta: float = SAMPLING_ETA,
@@ -460,8 +460,9 @@ def parse_args(argv=None):
     p.add_argument("--solver", choices=SAMPLING_SOLVERS, default=SAMPLING_SOLVER,
                    help=f"how the model steps from noise to a dance (default {SAMPLING_SOLVER}; "
                         f"--eta above 0 needs ddim)")
-    p.add_argument("--smoothing", type=float, default=SMOOTHING_SECONDS,
-                   help=f"seconds of Gaussian smoothing of the model rows' output (default {SMOOTHING_SECONDS:g})")
+    p.add_argument("--smoothing", type=float, default=None,
+                   help=f"seconds of Gaussian smoothing of the model rows' output (default: the sampler's own, "
+                        f"{SMOOTHING_SECONDS:g} for the many-step model, {STUDENT_SMOOTHING_SECONDS:g} for the student)")
     p.add_argument("--no-ablation", action="store_true",
                    help="skip the extra rows (true style; no beat warp): only the default model row")
     p.add_argument("--no-model", action="store_true",
@@ -503,7 +504,9 @@ def main(argv=None) -> int:
         out = args.out.resolve()
         train, val = load_sequences(sources, (args.cache or out.parent / ".cache").resolve())
         settings = {"data": [str(s) for s in sources], "steps": args.steps, "every": args.every,
-                    "guidance": args.guidance, "autoguidance": args.autoguidance, "smoothing": args.smoothing,
+                    "guidance": args.guidance, "autoguidance": args.autoguidance,
+                    "smoothing": args.smoothing if args.smoothing is not None else
+                    {"many-step": SMOOTHING_SECONDS, "few-step": STUDENT_SMOOTHING_SECONDS},
                     "guidance_lowpass": args.guidance_lowpass, "eta": args.eta, "solver": args.solver,
                     "quality": args.quality,
                     "weights": str(weights) if generators else None}

@@ -29,6 +29,7 @@ teacher's many-step ones on fixed validation windows (RMS in normalised channels
 from __future__ import annotations
 
 import argparse
+import math
 import json
 import platform
 import sys
@@ -42,7 +43,7 @@ from ..body import layout as L
 from ..defaults import DEFAULT_AUTOGUIDANCE, DEFAULT_GUIDANCE, GUIDANCE_LOWPASS_FRAMES
 from ..errors import EngineError
 from ..sampler import checkpoint
-from ..sampler.diffusion import cosine_alpha_bar, ddim_step, ddim_timesteps, guided, q_sample
+from ..sampler.diffusion import cosine_alpha_bar, ddim_step, ddim_timesteps, guided, lowpass_in_time, q_sample
 from ..sampler.fewstep import file_digest
 from ..sampler.model import Denoiser, ModelConfig, music_input, with_keys
 from .random_keys import with_random_keys
@@ -88,6 +89,21 @@ def teacher_segment_target(teacher, x: torch.Tensor, music: torch.Tensor, times:
     if last:
         return x0                                       # the teacher's final clean motion
     return x0_landing_at(x, y, alpha_bar[t_start], alpha_bar[seg[-1]])
+
+
+# The motion-band term's Gaussian (seconds): a little lighter than the finishing's smoothing, so
+# that the band it weighs reaches 4 Hz. The shipped student was distilled with it.
+MOTION_BAND_SIGMA_SECONDS = 0.075
+
+
+def motion_band_error(pred: torch.Tensor, target: torch.Tensor,
+                      sigma_frames: float = MOTION_BAND_SIGMA_SECONDS * L.MODEL_FPS) -> torch.Tensor:
+    """Mean squared frame-to-frame change of the error (N, W, C) once Gaussian-smoothed: the
+    error in the motion that survives the finishing, weighted towards 1-4 Hz. The plain MSE is
+    two-thirds the pose's slowest part (below 0.5 Hz), where the student is right, while its
+    1-3 Hz moves carried 0.8x its teacher's power (weights/TRAINING.md)."""
+    error = lowpass_in_time(pred - target, sigma_frames)
+    return (error[:, 1:] - error[:, :-1]).pow(2).mean()
 
 
 @torch.no_grad()
@@ -141,6 +157,13 @@ def parse_args(argv=None):
     p.add_argument("--autoguidance", type=float, default=DEFAULT_AUTOGUIDANCE, help="the teacher's autoguidance, baked in")
     p.add_argument("--guidance-lowpass", type=float, default=GUIDANCE_LOWPASS_FRAMES,
                    help="the teacher's guidance band (sigma in frames; 0 = plain guidance), baked in")
+    p.add_argument("--motion-weight", type=float, default=0.0,
+                   help="weight of a second loss term on the motion a user keeps: the frame-to-frame change of the "
+                        "student's error after the finishing's smoothing (a 1-4 Hz band). The plain MSE is mostly "
+                        "the pose's slow part, and a student trained on it alone is calmer than its teacher "
+                        "(default 0: plain MSE)")
+    p.add_argument("--train-segments", type=int, nargs="+", default=None, metavar="K",
+                   help="train only these student steps, 0 = the noisiest (default: all, in turn)")
     p.add_argument("--iterations", type=int, default=20000, help="total optimisation steps")
     p.add_argument("--max-minutes", type=float, default=None, help="stop (resumably) after this much wall time")
     p.add_argument("--save-minutes", type=float, default=2.0, help="wall time between checkpoints")
@@ -252,8 +275,9 @@ def _student_info(args, teacher_path: Path, digest: str, times_s: list[int]) -> 
     return {"steps": len(times_s), "timesteps": times_s, "teacher_steps": args.segments * args.substeps,
             "guidance": args.guidance, "autoguidance": args.autoguidance, "guidance_lowpass": args.guidance_lowpass,
             "teacher": teacher_path.name, "teacher_sha256": digest,
-            "recipe": f"guidance + progressive step distillation, {args.segments} x {args.substeps} teacher steps "
-                      f"(engine.training.distill)"}
+            "recipe": f"guidance + progressive step distillation, {args.segments} x {args.substeps} teacher steps"
+                      + (f", motion-band term {args.motion_weight:g}" if args.motion_weight else "")
+                      + " (engine.training.distill)"}
 
 
 def run(args) -> Path:
@@ -264,6 +288,12 @@ def run(args) -> Path:
                   amounts={"--lr": args.lr, "--warmup": args.warmup, "--workers": args.workers},
                   positive={"--max-minutes": args.max_minutes, "--save-minutes": args.save_minutes},
                   shares={"--ema": args.ema})
+    if args.motion_weight < 0 or not math.isfinite(args.motion_weight):
+        raise EngineError(f"--motion-weight must be 0 or more, got {args.motion_weight}")
+    trained = sorted(set(args.train_segments)) if args.train_segments else list(range(args.segments))
+    if not all(0 <= k < args.segments for k in trained):
+        raise EngineError(f"--train-segments must be from 0 to {args.segments - 1} (the student's steps), "
+                          f"got {' '.join(map(str, args.train_segments))}")
     for flag, value in (("--rollout-share", args.rollout_share), ("--any-share", args.any_share)):
         if not 0 <= value <= 1:
             raise EngineError(f"{flag} must be from 0 to 1, got {value}")
@@ -308,12 +338,14 @@ def run(args) -> Path:
     opt = torch.optim.AdamW(student.parameters(), lr=args.lr, weight_decay=0.0)
     state_path, meta_path = out / "state.safetensors", out / "recipe.json"
     recipe = {"teacher_sha256": digest, "segments": args.segments, "substeps": args.substeps,
-              "guidance": args.guidance, "autoguidance": args.autoguidance, "guidance_lowpass": args.guidance_lowpass}
+              "guidance": args.guidance, "autoguidance": args.autoguidance, "guidance_lowpass": args.guidance_lowpass,
+              "motion_weight": args.motion_weight}
     step, seconds_before, old = 0, 0.0, {}
     if state_path.exists():
         from safetensors.torch import load_file
         old = json.loads(meta_path.read_text()) if meta_path.exists() else {}
         old.setdefault("guidance_lowpass", 0.0)      # runs from before the option guided plainly
+        old.setdefault("motion_weight", 0.0)        # and took the plain MSE
         if {k: old.get(k) for k in recipe} != recipe:
             raise EngineError(f"{out} holds a distillation of another teacher or recipe ({old}): use a new --out")
         step = _restore_state(load_file(str(state_path), device=str(device)), student, ema, opt)
@@ -378,7 +410,7 @@ def run(args) -> Path:
         n = x0.shape[0]
         style = torch.where(torch.rand(n, generator=gen) < args.any_share, torch.zeros(n, dtype=torch.long),
                             torch.randint(1, len(ckpt.styles), (n,), generator=gen)).to(device)
-        k = step % args.segments                         # one segment per batch: the guidance switch is per batch
+        k = trained[step % len(trained)]                 # one segment per batch: the guidance switch is per batch
         t_k = times_s[k]
         noise = torch.randn(x0.shape, generator=noise_gen, device=device)
         x = q_sample(x0, torch.full((n,), t_k, device=device), noise, alpha_bar)
@@ -393,6 +425,8 @@ def run(args) -> Path:
         student.train()
         pred = plain_denoiser(student, style)(x, torch.full((n,), t_k, device=device), music)
         loss = F.mse_loss(pred, target)
+        if args.motion_weight:
+            loss = loss + args.motion_weight * motion_band_error(pred, target)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
