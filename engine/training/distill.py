@@ -18,6 +18,9 @@ at once:
 
 The student's inputs x_tk come half from training windows noised to t_k (q_sample), half from
 the student's own few-step trajectory from pure noise (the states it meets when sampling).
+The loss is the MSE to that x0, plus, with --motion-weight, a term on the error's 1-4 Hz band
+(motion_band_error): the plain MSE is mostly the pose's slow part, and a student trained on it
+alone came out calmer than its teacher.
 
 Resumable: rerun the same command and it continues from DIR/state.safetensors. DIR/student.safetensors
 (the EMA student, the engine's weights format) is rewritten at every checkpoint, every
@@ -29,8 +32,8 @@ teacher's many-step ones on fixed validation windows (RMS in normalised channels
 from __future__ import annotations
 
 import argparse
-import math
 import json
+import math
 import platform
 import sys
 import time
