@@ -161,10 +161,10 @@ def parse_args(argv=None):
     p.add_argument("--guidance-lowpass", type=float, default=GUIDANCE_LOWPASS_FRAMES,
                    help="the teacher's guidance band (sigma in frames; 0 = plain guidance), baked in")
     p.add_argument("--motion-weight", type=float, default=0.0,
-                   help="weight of a second loss term on the motion a user keeps: the frame-to-frame change of the "
-                        "student's error after the finishing's smoothing (a 1-4 Hz band). The plain MSE is mostly "
-                        "the pose's slow part, and a student trained on it alone is calmer than its teacher "
-                        "(default 0: plain MSE)")
+                   help=f"weight of a second loss term on the motion a user keeps: the frame-to-frame change of the "
+                        f"student's error after a {MOTION_BAND_SIGMA_SECONDS:g} s Gaussian (a 1-4 Hz band). The plain "
+                        f"MSE is mostly the pose's slow part, and a student trained on it alone is calmer than its "
+                        f"teacher (default 0: plain MSE)")
     p.add_argument("--train-segments", type=int, nargs="+", default=None, metavar="K",
                    help="train only these student steps, 0 = the noisiest (default: all, in turn)")
     p.add_argument("--iterations", type=int, default=20000, help="total optimisation steps")
