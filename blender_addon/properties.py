@@ -78,7 +78,7 @@ class DanceSettings(bpy.types.PropertyGroup):
         description="Random seed: the same song, keys and seed give the same dance; change it for another")
     quality: EnumProperty(
         name="Quality", default=DEFAULT_QUALITY.upper(),
-        items=[('FAST', "Fast", "The few-step student: well under a second for 30 s of dance on a laptop CPU, "
+        items=[('FAST', "Fast", "The few-step student: under a second for 30 s of dance on a laptop CPU, "
                                 "a little less varied (for trying seeds and keys)"),
                ('BEST', "Best", "The many-step model the student was distilled from: about 15x slower, with "
                                 "its own Steps")],

@@ -50,7 +50,7 @@ MAX_AUTOGUIDANCE = 5.0
 # "best": the many-step teacher; "fast": its few-step student (engine.sampler.fewstep), about 15x
 # faster. The default stays "best": the shipped student is near its teacher on the honest
 # evaluation (inside its seed range on 13 of 18 figures) but less varied on the validation split
-# (Div_k 8.4 against 8.9; 0.85x the real dancers', under the 0.9x the teacher meets;
+# (Div_k 8.4 against 8.9; 0.85x the real dancers', where the teacher is on the 0.9x line;
 # weights/TRAINING.md, "A loss on the motion band").
 DEFAULT_QUALITY = "best"
 QUALITIES = ("fast", "best")

@@ -103,6 +103,8 @@ def test_the_student_approaches_the_teacher_and_resumes(teacher, packed_data, tm
     assert "another teacher or recipe" in capsys.readouterr().err
     assert _distil(teacher, packed_data, tmp_path / "bad", 5, "--train-segments", "2") == 2
     assert "--train-segments must be from 0 to 1" in capsys.readouterr().err and not (tmp_path / "bad").exists()
+    assert _distil(teacher, packed_data, tmp_path / "bad", 5, "--motion-weight", "-1") == 2
+    assert "--motion-weight must be a number of at least 0" in capsys.readouterr().err and not (tmp_path / "bad").exists()
     assert _distil(teacher, packed_data, tmp_path / "band", 4, "--motion-weight", "100", "--train-segments", "1") == 0
     assert "motion-band term 100" in checkpoint.load(tmp_path / "band" / "student.safetensors").student["recipe"]
     # A student is not a teacher to distil from.

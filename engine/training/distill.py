@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import platform
 import sys
 import time
@@ -288,11 +287,10 @@ def run(args) -> Path:
     from .train import _batches, _restore_state, _state_tensors, check_numbers, check_run_folder
     check_numbers(counts={"--segments": args.segments, "--substeps": args.substeps, "--iterations": args.iterations,
                           "--batch": args.batch, "--threads": args.threads, "--probe-windows": args.probe_windows},
-                  amounts={"--lr": args.lr, "--warmup": args.warmup, "--workers": args.workers},
+                  amounts={"--lr": args.lr, "--warmup": args.warmup, "--workers": args.workers,
+                           "--motion-weight": args.motion_weight},
                   positive={"--max-minutes": args.max_minutes, "--save-minutes": args.save_minutes},
                   shares={"--ema": args.ema})
-    if args.motion_weight < 0 or not math.isfinite(args.motion_weight):
-        raise EngineError(f"--motion-weight must be 0 or more, got {args.motion_weight}")
     trained = sorted(set(args.train_segments)) if args.train_segments else list(range(args.segments))
     if not all(0 <= k < args.segments for k in trained):
         raise EngineError(f"--train-segments must be from 0 to {args.segments - 1} (the student's steps), "
