@@ -18,6 +18,7 @@ from .errors import Cancelled, EngineError
 TOOLS = {
     "train": "engine.training.train",
     "distill": "engine.training.distill",
+    "gpu-session": "engine.training.gpu_session",
     "autoguide": "engine.training.autoguide",
     "probe": "engine.training.probe",
     "data": "engine.training.data.__main__",
@@ -45,7 +46,8 @@ Constraints (--constraints FILE.npz), at the output --fps, frame 0 = the first d
   given) and root paths are all just masks; they combine freely and hold exactly.
 
 Tools (in a clone of the repository; the extension ships without them), each with its own --help:
-  train, distill, autoguide, probe, data, salsa-check   training (engine/training/)
+  train, distill, autoguide, probe, data, salsa-check,
+  gpu-session (a lent GPU's retraining in one command)  training (engine/training/)
   evaluate, evaluate-inbetween, bench                   evaluation (engine/evaluation/)
   e.g. python -m engine distill --teacher weights/dance.safetensors --out runs/student
 """

@@ -45,3 +45,18 @@ def click_song(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("audio") / "click.wav"
     sf.write(path, make_click_track(6.0, 120.0, sr), sr)
     return path
+
+
+def teacher_with_guide(tiny_weights: Path, folder: Path, name: str = "teacher.safetensors") -> Path:
+    """The tiny random test network with a second, smaller one as its autoguidance guide: a
+    teacher as engine.training.distill takes it."""
+    from engine.sampler import checkpoint
+    from engine.sampler.model import Denoiser, ModelConfig
+    from engine.training.autoguide import attach_guide
+    from engine.training.train import BASE_STYLES
+    main = checkpoint.load(tiny_weights)
+    torch.manual_seed(3)
+    guide = Denoiser(ModelConfig(width=16, layers=1, heads=2, num_styles=len(BASE_STYLES)))
+    checkpoint.save(folder / "guide.safetensors", guide, main.normalizer, main.music_normalizer, main.styles)
+    attach_guide(tiny_weights, folder / "guide.safetensors", folder / name)
+    return folder / name

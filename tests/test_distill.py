@@ -11,7 +11,6 @@ from engine.sampler import checkpoint
 from engine.body import layout as L
 from engine.api import draw, finish_draw, generate
 from engine.defaults import SMOOTHING_SECONDS, STUDENT_SMOOTHING_SECONDS
-from engine.training.autoguide import attach_guide
 from engine.training.data.cache import CorpusItem, _save
 from engine.training.distill import (main as distill_main, motion_band_error, student_timesteps,
                                      teacher_segment_target, x0_landing_at)
@@ -20,19 +19,14 @@ from engine.errors import EngineError
 from engine.sampler.fewstep import STUDENT_NAME, choose_weights, distilled_from_this
 from engine.sampler.model import Denoiser, ModelConfig
 from engine.body.skeleton import REST_PELVIS_HEIGHT
-from engine.training.train import BASE_STYLES
+
+from conftest import teacher_with_guide
 
 
 @pytest.fixture(scope="module")
 def teacher(tiny_weights, tmp_path_factory):
     """The tiny random test network with a second one as its autoguidance guide."""
-    folder = tmp_path_factory.mktemp("teacher")
-    main = checkpoint.load(tiny_weights)
-    torch.manual_seed(3)
-    guide = Denoiser(ModelConfig(width=16, layers=1, heads=2, num_styles=len(BASE_STYLES)))
-    checkpoint.save(folder / "guide.safetensors", guide, main.normalizer, main.music_normalizer, main.styles)
-    attach_guide(tiny_weights, folder / "guide.safetensors", folder / "teacher.safetensors")
-    return folder / "teacher.safetensors"
+    return teacher_with_guide(tiny_weights, tmp_path_factory.mktemp("teacher"))
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +43,7 @@ def packed_data(tmp_path_factory):
         music = rng.normal(size=(n, 35)).astype(np.float32)
         items.append(CorpusItem(f"SYNTH_{i}", style, motion, music))
     path = tmp_path_factory.mktemp("data") / "synthetic.npz"
-    _save(path, items, "tang2018", "packed", np.float16, compress=True)
+    _save(path, items, "tang2018", "packed", compact=True)
     return path
 
 

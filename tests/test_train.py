@@ -101,7 +101,7 @@ def test_training_from_a_packed_file_keeps_snapshots(aist_data, tmp_path, capsys
     from engine.training.data.cache import load_source
     packed = tmp_path / "packed"
     assert pack_main(["--data", str(aist_data / "motions"), "--aist-music", str(aist_data / "music"),
-                      "--out", str(packed), "--cache", str(tmp_path / "cache"), "--float16"]) == 0
+                      "--out", str(packed), "--cache", str(tmp_path / "cache")]) == 0
     (file,) = packed.glob("*.npz")
     raw = load_source(aist_data / "motions", tmp_path / "cache", aist_data / "music", log=None)
     again = load_source(file, tmp_path / "unused", log=None)

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_bytes
 from safetensors import safe_open
 
 from ..body import layout as L
@@ -66,15 +67,29 @@ def save(path, model: Denoiser, normalizer: L.Normalizer, music_normalizer: L.No
 def write_safetensors(tensors: dict, path, metadata: dict | None = None) -> None:
     """Write under a temporary name and move it in place, so no half-written file ever has the
     real name; with the permissions the user's umask gives new files (safetensors writes 0600,
-    which kept other users from weights they were given)."""
+    which kept other users from weights they were given); and the same bytes for the same
+    contents (a student records its teacher's file checksum, and a teacher rebuilt elsewhere from
+    the same networks must be that file)."""
     import os
     path = Path(path)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    save_file(tensors, str(tmp), metadata=metadata)
+    tmp.write_bytes(_with_sorted_metadata(safetensors_bytes(tensors, metadata=metadata)))
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(tmp, 0o666 & ~umask)
     tmp.replace(path)
+
+
+def _with_sorted_metadata(blob: bytes) -> bytes:
+    """A safetensors file's bytes with its metadata in key order: safetensors writes it in the
+    order of a hash map seeded anew in each process, so the same contents gave other bytes."""
+    size = int.from_bytes(blob[:8], "little")
+    header = json.loads(blob[8:8 + size])
+    if "__metadata__" in header:
+        header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+    text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+    text += b" " * (-(8 + len(text)) % 8)         # the tensors' bytes stay 8-byte aligned, as safetensors has them
+    return len(text).to_bytes(8, "little") + text + blob[8 + size:]
 
 
 def read_metadata(path) -> dict:

@@ -49,6 +49,10 @@ def parse_args(argv=None):
     p.add_argument("--max-minutes", type=float, default=None, help="stop (resumably) after this much wall time")
     p.add_argument("--stop-at", type=int, default=None,
                    help="stop (resumably) at this step, with the learning-rate schedule still that of --steps")
+    p.add_argument("--schedule-minutes", type=float, default=None,
+                   help="run the learning-rate schedule over this much training time instead of over --steps, and "
+                        "end there: a run on a lent machine with fixed time (python -m engine gpu-session) then "
+                        "decays fully whatever speed the machine makes")
     p.add_argument("--batch", type=int, default=32, help="windows per step (per process under torchrun)")
     p.add_argument("--lr", type=float, default=4e-4)
     p.add_argument("--warmup", type=int, default=500)
@@ -116,11 +120,15 @@ def _restore_state(tensors: dict, model, ema, opt) -> int:
     return int(tensors["train.step"][0])
 
 
-def lr_at(step: int, args) -> float:
-    """Linear warm-up, then cosine decay to a tenth of the peak."""
+def lr_at(step: int, args, seconds: float = 0.0) -> float:
+    """Linear warm-up, then cosine decay to a tenth of the peak: over the steps, or with
+    --schedule-minutes over the training time (`seconds` so far)."""
     if step < args.warmup:
         return args.lr * (step + 1) / args.warmup
-    progress = min(1.0, (step - args.warmup) / max(1, args.steps - args.warmup))
+    if getattr(args, "schedule_minutes", None):
+        progress = min(1.0, seconds / (60 * args.schedule_minutes))
+    else:
+        progress = min(1.0, (step - args.warmup) / max(1, args.steps - args.warmup))
     return args.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
@@ -194,7 +202,8 @@ def check_run_args(args) -> None:
                           "--stop-at": args.stop_at, "--keep-every": args.keep_every, "--threads": args.threads},
                   amounts={"--lr": args.lr, "--warmup": args.warmup, "--workers": args.workers,
                            "--root-weight": args.root_weight, "--turn-weight": args.turn_weight},
-                  positive={"--max-minutes": args.max_minutes}, shares={"--ema": args.ema})
+                  positive={"--max-minutes": args.max_minutes, "--schedule-minutes": args.schedule_minutes},
+                  shares={"--ema": args.ema})
     if args.width % args.heads:
         raise EngineError(f"--width {args.width} must be a multiple of --heads {args.heads}")
     if args.keep_every and args.keep_every % args.val_every:
@@ -326,12 +335,15 @@ def run(args) -> Path:
             break
         if args.stop_at is not None and step >= args.stop_at:
             break
+        trained = trained_before + time.time() - started
+        if args.schedule_minutes is not None and trained >= args.schedule_minutes * 60:
+            break
         batch = {k: v.to(device) for k, v in next(batches).items()}
         batch["music"] = music_norm_dev.normalize(batch["music"])
         if cfg.key_input:     # some of each window's own motion given as keys
             batch["music"] = with_random_keys(batch["music"], batch["motion"])
         for g in opt.param_groups:
-            g["lr"] = lr_at(step, args)
+            g["lr"] = lr_at(step, args, trained)
         train_model.train()
         losses = training_loss(train_model, batch, alpha_bar, normalizer_dev, loss_weights)
         opt.zero_grad(set_to_none=True)

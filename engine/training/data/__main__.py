@@ -1,8 +1,9 @@
-"""Pack dataset folders into portable files: `python -m engine data --out DIR [--float16]`.
+"""Pack dataset folders into portable files: `python -m engine data --out DIR`.
 
-Each source becomes one .npz (motion channels, music features, names and styles) that
+Each source becomes one .npz (motion, music features, names and styles) that
 `python -m engine train --data FILE.npz ...` reads in place of the raw folder, so a GPU machine
-needs neither the raw data nor librosa.
+needs neither the raw data nor librosa. The files are compact (engine.training.data.packed: about
+18 MB for tang2018 and JustLMD), to travel with the repository to a lent GPU.
 """
 from __future__ import annotations
 
@@ -22,7 +23,6 @@ def main(argv=None) -> int:
     p.add_argument("--aist-music", type=Path, default=None, help="AIST++ music folder")
     p.add_argument("--out", type=Path, required=True, help="folder for the packed files")
     p.add_argument("--cache", type=Path, default=None, help="preprocessing cache folder (default: OUT/.cache)")
-    p.add_argument("--float16", action="store_true", help="store half-precision values (half the size)")
     args = p.parse_args(argv)
     try:
         for source in args.data or DEFAULT_SOURCES:
@@ -31,7 +31,7 @@ def main(argv=None) -> int:
                 raise EngineError(f"data folder not found: {source}")
             name = f"{detect_kind(source)}-{source.name}.npz"
             path = export_source(source, args.out / name, args.cache or args.out / ".cache",
-                                 args.aist_music, float16=args.float16)
+                                 args.aist_music)
             print(f"{source} -> {path} ({path.stat().st_size / 1e6:.1f} MB)")
     except EngineError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -183,23 +183,24 @@ def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name) or "data"
 
 
-def _save(path: Path, items: list[CorpusItem], kind: str, key: str, dtype=np.float32, compress: bool = False) -> None:
+def _save(path: Path, items: list[CorpusItem], kind: str, key: str, compact: bool = False) -> None:
+    """The cache's file (float32 arrays), or with `compact` a portable packed file (engine.training.data.packed)."""
+    from . import packed
     lengths = np.array([it.num_frames for it in items], np.int64)
     with_music = [it for it in items if it.music is not None]
+    motion = np.concatenate([it.motion for it in items]).astype(np.float32)
+    music = np.concatenate([it.music for it in with_music]) if with_music else np.zeros((0, 1), np.float32)
+    arrays = ({"format": np.array(packed.FORMAT), **packed.encode_motion(motion), **packed.encode_music(music)}
+              if compact else {"motion": motion, "music": music.astype(np.float32)})
     # A unique name that the stale-file sweep (prefix*.npz) cannot match: two builds of the same
     # cache at once (torchrun ranks, two runs) must not replace or delete each other's file.
     tmp = path.with_name(f".{path.stem}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp.npz")
     try:
-        (np.savez_compressed if compress else np.savez)(
-            tmp, version=np.int64(CACHE_VERSION), kind=np.array(kind), key=np.array(key),
-            names=np.array([it.name for it in items]), styles=np.array([it.style for it in items]),
-            lengths=lengths, has_music=np.array([it.music is not None for it in items]),
-            audio_paths=np.array([it.audio_path or "" for it in items]),
-            audio_offsets=np.array([it.audio_offset for it in items], np.float64),
-            motion=np.concatenate([it.motion for it in items]).astype(dtype),
-            music=(np.concatenate([it.music for it in with_music]) if with_music
-                   else np.zeros((0, 1), np.float32)).astype(dtype),
-        )
+        np.savez(tmp, version=np.int64(CACHE_VERSION), kind=np.array(kind), key=np.array(key),
+                 names=np.array([it.name for it in items]), styles=np.array([it.style for it in items]),
+                 lengths=lengths, has_music=np.array([it.music is not None for it in items]),
+                 audio_paths=np.array([it.audio_path or "" for it in items]),
+                 audio_offsets=np.array([it.audio_offset for it in items], np.float64), **arrays)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -211,7 +212,13 @@ def _load(path: Path, source: str) -> list[CorpusItem] | None:
         with np.load(path, allow_pickle=False) as f:
             if int(f["version"]) != CACHE_VERSION:
                 return None
-            motion, music = np.asarray(f["motion"], np.float32), np.asarray(f["music"], np.float32)  # packed: float16
+            if "format" in f.files:          # a portable packed file
+                from . import packed
+                if str(f["format"]) != packed.FORMAT:
+                    return None
+                motion, music = packed.decode_motion(f), packed.decode_music(f)
+            else:                            # the cache's, or a packed file of before (float16)
+                motion, music = np.asarray(f["motion"], np.float32), np.asarray(f["music"], np.float32)
             items, at, mat = [], 0, 0
             for name, style, n, has, audio, offset in zip(f["names"], f["styles"], f["lengths"], f["has_music"],
                                                           f["audio_paths"], f["audio_offsets"]):
@@ -275,17 +282,17 @@ def load_source(source, cache_dir, aist_music=None, workers: int | None = None,
     return items
 
 
-def export_source(source, out_path, cache_dir, aist_music=None, float16: bool = False) -> Path:
+def export_source(source, out_path, cache_dir, aist_music=None) -> Path:
     """Write one source's packed items to a single .npz that `--data` accepts in place of the
-    raw folder: training on a machine without the raw data or librosa. float16 halves the file
-    (rounding of about 5e-4 relative, far below the data's own noise)."""
+    raw folder: training on a machine without the raw data or librosa, in the compact form of
+    engine.training.data.packed (small enough to travel to a lent GPU)."""
     source = Path(source).resolve()
     items = load_source(source, cache_dir, aist_music)
     kind = detect_kind(source)
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     key = "packed" if kind == "packed" else cache_key(kind, source, aist_music if kind == "aistpp" else None)
-    _save(out_path, items, kind, key, np.float16 if float16 else np.float32, compress=True)
+    _save(out_path, items, kind, key, compact=True)
     return out_path
 
 

@@ -1,0 +1,203 @@
+"""A lent GPU's whole retraining in one command, sized to its time:
+`python -m engine gpu-session --data packed/*.npz --out DIR [--minutes 9]`.
+
+A lent GPU gives a session 15 minutes of device time, the machine's start included, at most 10
+minutes a command, files back of at most 16 MiB each (8 files), and the machine is bare again
+at the next start (weights/TRAINING.md, "The retraining on a GPU"). So one command does it all,
+each phase stopped by wall time (its run folder resumable):
+1. fine-tune the shipped network under each recipe of RECIPES (concurrently: a 3.3 M parameter
+   network leaves the GPU mostly idle, and each run has its own processes preparing batches);
+2. each result with the shipped guide network (autoguidance), as a teacher;
+3. distil a few-step student of each teacher, carrying on the shipped student (plus the teacher's
+   change since: engine.training.distill's --init-student and --init-teacher);
+4. into --out, per recipe: the main network (the guide is the shipped one, so the teacher is
+   rebuilt at home with `python -m engine autoguide --main RECIPE-main.safetensors --guide
+   weights/dance.safetensors --its-guide --out DIR/dance.safetensors`; the whole teacher would
+   not fit the 16 MiB), the student, and the runs' logs; and session.json with what ran.
+The data are files packed by `python -m engine data` (engine.training.data.packed: small enough
+to travel); the machine needs torch, numpy, scipy, safetensors and tqdm, not librosa. The device
+tool's run, with the packed files carried (weights/TRAINING.md has the whole procedure):
+    python3 -m engine gpu-session --data packed/*.npz --out $OUT --minutes 9
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from ..errors import EngineError
+from ..sampler import checkpoint
+from ..sampler.checkpoint import DEFAULT_WEIGHTS
+from ..sampler.fewstep import STUDENT_NAME, file_digest
+
+# Fine-tunes of the shipped network. The CPU fine-tune that made it saw a tenth of these windows
+# (weights/TRAINING.md, "Beat phase and key input: the CPU fine-tune"); "turns" adds the turn term
+# that the CPU runs found halves the network's pelvis snaps (issue 13's whip) at weight 5 and
+# barely acts at 1 (section "The turn term and CMU salsa").
+RECIPES = {
+    "phase_keys": ["--beat-phase", "--key-input", "--lr", "3e-4", "--warmup", "200", "--ema", "0.9995"],
+    "turns": ["--beat-phase", "--key-input", "--lr", "3e-4", "--warmup", "200", "--ema", "0.9995",
+              "--turn-weight", "3"],
+}
+# The shipped student's recipe (weights/TRAINING.md, "A loss on the motion band"), at a GPU's batch.
+DISTILL = ["--motion-weight", "100", "--lr", "2e-4", "--warmup", "100", "--probe-windows", "16"]
+MAX_RECIPES = 2           # per recipe 2 files of about 13.5 MB come back: 4 fit the 64 MiB
+RESERVE_SHARE = 0.1       # of the minutes: what the runs spend outside their own clocks (loading, the last saves)
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(prog="python -m engine gpu-session", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", nargs="+", type=Path, required=True, help="packed files (python -m engine data)")
+    p.add_argument("--out", type=Path, required=True, help="folder for what comes back (the device's $OUT)")
+    p.add_argument("--work", type=Path, default=None, help="folder for the run folders (default: a temporary one)")
+    p.add_argument("--minutes", type=float, default=9.0, help="wall time for the whole session (default 9)")
+    p.add_argument("--train-share", type=float, default=0.6, help="share of the minutes for fine-tuning (default 0.6)")
+    p.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES),
+                   help=f"fine-tunes to run side by side (default: all; at most {MAX_RECIPES})")
+    p.add_argument("--batch", type=int, default=128, help="fine-tuning windows per step (default 128)")
+    p.add_argument("--distill-batch", type=int, default=256, help="distillation windows per step (default 256)")
+    p.add_argument("--workers", type=int, default=7,
+                   help="processes preparing batches, per fine-tune (default 7: two runs on 16 cores; a window with "
+                        "its beat phase takes about 5 ms of a core)")
+    p.add_argument("--teacher", type=Path, default=DEFAULT_WEIGHTS, help="the shipped teacher (default: weights/)")
+    p.add_argument("--student", type=Path, default=None, help="the shipped student (default: beside the teacher)")
+    p.add_argument("--device", default="cuda", choices=["cuda", "cpu"],
+                   help="cuda (default); cpu only to try the session out")
+    return p.parse_args(argv)
+
+
+def check_session(args) -> Path:
+    """One clear line (EngineError) for what would fail later; returns the shipped student's path."""
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise EngineError("no CUDA GPU here: a GPU session needs one (--device cpu only to try it out)")
+    if len(args.recipes) > MAX_RECIPES:
+        raise EngineError(f"at most {MAX_RECIPES} recipes: what comes back from a lent GPU is limited to 64 MiB")
+    if not args.minutes > 0:
+        raise EngineError(f"--minutes must be a positive number, got {args.minutes}")
+    if not 0 < args.train_share < 1:
+        raise EngineError(f"--train-share must be between 0 and 1, got {args.train_share}")
+    for path in args.data:
+        if not (path.is_file() and path.suffix == ".npz"):
+            raise EngineError(f"--data {path}: not a packed file (make them with: python -m engine data --out packed)")
+    student = args.student or Path(args.teacher).parent / STUDENT_NAME
+    for path in (args.teacher, student):
+        if not Path(path).is_file():
+            raise EngineError(f"no weights file at {path}")
+    return Path(student)
+
+
+def _engine(command: str, options: list, log: Path) -> subprocess.Popen:
+    """`python -m engine COMMAND OPTIONS` in its own process, its output to `log`."""
+    return subprocess.Popen([sys.executable, "-m", "engine", command, *map(str, options)],
+                            cwd=Path(__file__).resolve().parents[2], stdout=open(log, "w"), stderr=subprocess.STDOUT)
+
+
+def _wait(runs: dict[str, subprocess.Popen], work: Path, part: str) -> dict[str, int]:
+    """Each run's exit code; a failed one says why (the last line of its output)."""
+    codes = {name: run.wait() for name, run in runs.items()}
+    for name, code in codes.items():
+        if code != 0:
+            lines = (work / f"{name}-{part}.txt").read_text().strip().splitlines() or ["(no output)"]
+            print(f"gpu-session: the {part} of {name} failed (exit {code}): {lines[-1]}", flush=True)
+    return codes
+
+
+def _last_record(log: Path) -> dict:
+    lines = [line for line in log.read_text().splitlines() if line.strip()] if log.is_file() else []
+    return json.loads(lines[-1]) if lines else {}
+
+
+def run(args) -> dict:
+    from .autoguide import attach_guide
+    student = check_session(args)
+    started = time.time()
+    out = args.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    work = (args.work or Path(tempfile.mkdtemp(prefix="gpu_session_"))).resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    data = [str(p.resolve()) for p in args.data]
+    reserve = RESERVE_SHARE * args.minutes
+    train_minutes = (args.minutes - reserve) * args.train_share
+    summary = {"device": torch.cuda.get_device_name() if args.device == "cuda" else platform.processor() or "cpu",
+               "torch": torch.__version__, "minutes": args.minutes, "train_minutes": round(train_minutes, 2),
+               "teacher": str(args.teacher), "teacher_sha256": file_digest(args.teacher),
+               "student": str(student), "recipes": {}}
+    print(f"gpu-session: {', '.join(args.recipes)} on {summary['device']}; fine-tune {train_minutes:.1f} min, "
+          f"then distillation", flush=True)
+
+    shape = checkpoint.load(args.teacher).model.cfg          # a fine-tune keeps the network's shape
+    runs = {}
+    for name in args.recipes:
+        # The learning rate decays over the time, whatever speed the machine makes.
+        options = ["--data", *data, "--out", work / name, "--init", args.teacher, "--batch", args.batch,
+                   "--steps", 10**7, "--schedule-minutes", round(train_minutes, 3), "--val-every", 1000,
+                   "--width", shape.width, "--layers", shape.layers, "--heads", shape.heads,
+                   "--workers", args.workers, "--device", args.device, *RECIPES[name]]
+        summary["recipes"][name] = {"train": "python -m engine train " + " ".join(map(str, options))}
+        runs[name] = _engine("train", options, work / f"{name}-train.txt")
+    finished = _wait(runs, work, "train")
+
+    # What a run spends outside its own clock (starting, loading, the last save), measured on the
+    # fine-tunes, is taken off the distillation's time so the session ends on time.
+    overhead = max(0.1, (time.time() - started) / 60 - train_minutes)
+    distill_minutes = max(0.05, args.minutes - (time.time() - started) / 60 - overhead)
+    runs = {}
+    for name, code in finished.items():
+        record = summary["recipes"][name]
+        record.update(train_exit=code, train_log=_last_record(work / name / "log.jsonl"))
+        if code != 0 or not (work / name / "model.safetensors").is_file():
+            continue
+        shutil.copyfile(work / name / "model.safetensors", out / f"{name}-main.safetensors")   # back even if cut short
+        teacher_dir = work / f"{name}-teacher"
+        teacher_dir.mkdir(exist_ok=True)
+        teacher = teacher_dir / Path(args.teacher).name      # the shipped name: the student records it
+        attach_guide(work / name / "model.safetensors", args.teacher, teacher, its_guide=True)
+        record["teacher_sha256"] = file_digest(teacher)
+        options = ["--teacher", teacher, "--out", work / f"{name}-student", "--data", *data,
+                   "--init-student", student, "--init-teacher", args.teacher, "--batch", args.distill_batch,
+                   "--max-minutes", round(distill_minutes, 3), "--save-minutes", round(distill_minutes / 2 + 0.01, 3),
+                   "--workers", max(1, args.workers // 2), "--device", args.device, *DISTILL]
+        record["distill"] = "python -m engine distill " + " ".join(map(str, options))
+        runs[name] = _engine("distill", options, work / f"{name}-distill.txt")
+    for name, code in _wait(runs, work, "distill").items():
+        summary["recipes"][name].update(distill_exit=code,
+                                        distill_log=_last_record(work / f"{name}-student" / "log.jsonl"))
+
+    for name in args.recipes:
+        student_file = work / f"{name}-student" / "student.safetensors"
+        if student_file.is_file():
+            shutil.copyfile(student_file, out / f"{name}-student.safetensors")
+        with open(out / f"{name}-log.txt", "w") as log:
+            for part in ("train", "distill"):
+                text = work / f"{name}-{part}.txt"
+                if text.is_file():     # tqdm's bar rewrites its line: keep the printed lines, not the bar
+                    lines = text.read_text().replace("\r", "\n").splitlines()
+                    log.write("".join(f"{l}\n" for l in lines if l.strip() and not l.startswith(part)))
+    summary["seconds"] = round(time.time() - started, 1)
+    (out / "session.json").write_text(json.dumps(summary, indent=2))
+    print(f"gpu-session: done in {summary['seconds'] / 60:.1f} min of the {args.minutes:g} asked for; results in "
+          f"{out}", flush=True)
+    return summary
+
+
+def main(argv=None) -> int:
+    try:
+        summary = run(parse_args(argv))
+    except EngineError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    failed = [name for name, r in summary["recipes"].items() if r.get("train_exit") != 0 or r.get("distill_exit") != 0]
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
