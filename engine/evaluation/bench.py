@@ -3,7 +3,8 @@
 Prints, per device, the many-step teacher and its few-step student (engine.training.distill) side by
 side: the whole command (a fresh `python -m engine generate` process: 30 s song to .npz,
 imports and first-call costs included), then warm generation in one process (as inside
-Blender) of 30 s and 180 s of dance, with the real-time factor and peak memory. Optionally a
+Blender) of 30 s and 180 s of dance, with the real-time factor, peak memory, and the time of
+each part: the music analysis, the network's draw and the finishing. Optionally a
 long song (--long-minutes 10) and an EDGE-sized configuration of this engine (width 512,
 8 layers, 50 steps, guidance with 2 passes; random weights: speed does not depend on training).
 A benchmark, not a test: it prints figures.
@@ -22,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from ..api import generate, load_weights, resolve_device
+from ..api import load_weights, resolve_device
 from ..example import make_click_track
 from ..sampler import checkpoint
 from ..sampler.fewstep import distilled_from_this, student_beside, teacher_beside
@@ -56,17 +57,30 @@ def _edge_sized_weights(folder: Path, shipped: checkpoint.Checkpoint) -> Path:
     return path
 
 
-def _time(seconds: float, weights, steps: int | None, device: str, quality: str) -> tuple[float, float]:
-    wave = make_click_track(seconds, 120.0, SR)
+def _time(seconds: float, weights, steps: int | None, device: str, quality: str, folder: Path) -> tuple[dict, float]:
+    """Seconds of engine.api.generate's three parts for a song this long (a file, as a user gives
+    it): the music analysis (CPU), the network's draw and the finishing (CPU); and the peak GPU MB."""
+    import soundfile as sf
+    from ..api import draw, finish_draw
+    from ..music.audio import music_for_dance
+    song = folder / f"song_{seconds:g}.wav"
+    if not song.exists():
+        sf.write(song, make_click_track(seconds, 120.0, SR), SR)
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
-    generate(wave, sample_rate=SR, weights=weights, device=device, quality=quality,
+    music = music_for_dance(song)
+    t1 = time.perf_counter()
+    d = draw(song, weights=weights, device=device, quality=quality, analysed_music=music,
              **({"steps": steps} if steps else {}))
     if torch.cuda.is_available():
         torch.cuda.synchronize()
-    return time.perf_counter() - t0, torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else 0.0
+    t2 = time.perf_counter()
+    finish_draw(d)
+    t3 = time.perf_counter()
+    parts = {"total": t3 - t0, "music": t1 - t0, "network": t2 - t1, "finishing": t3 - t2}
+    return parts, torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else 0.0
 
 
 def _whole_command(song: Path, weights: Path, steps: int | None, device: str, folder: Path, quality: str) -> float:
@@ -132,7 +146,7 @@ def main(argv=None) -> int:
                 rows.append(("EDGE-sized", _edge_sized_weights(tmp, load_weights(teacher, dev)), 50, args.edge_lengths))
             print(f"\ndevice: {name}")
             print(f"{'config':<11} {'params':>11} {'passes':>6} {'what':<16} {'seconds':>8} {'x real time':>11} "
-                  f"{'peak RSS':>9} {'peak GPU':>9}")
+                  f"{'music':>6} {'network':>7} {'finish':>6} {'peak RSS':>9} {'peak GPU':>9}")
             for label, weights, steps, row_lengths in rows:
                 quality = "fast" if label == "student" else "best"
                 ckpt = load_weights(weights, dev)
@@ -140,12 +154,15 @@ def main(argv=None) -> int:
                 if not args.skip_command and label != "EDGE-sized":
                     took = _whole_command(song, weights, steps, device, tmp, quality)
                     print(f"{head} {'command, 30 s':<16} {took:>8.2f} {30.0 / took:>11.1f}", flush=True)
-                _time(2.0, weights, steps, device, quality)   # warm-up: first-call overheads are not the model's
+                _time(2.0, weights, steps, device, quality, tmp)   # warm-up: first-call overheads are not the model's
                 for seconds in row_lengths:
-                    elapsed, gpu_mb = _time(seconds, weights, steps, device, quality)
-                    print(f"{head} {f'warm, {seconds:.0f} s':<16} {elapsed:>8.2f} {seconds / elapsed:>11.1f} "
+                    parts, gpu_mb = _time(seconds, weights, steps, device, quality, tmp)
+                    print(f"{head} {f'warm, {seconds:.0f} s':<16} {parts['total']:>8.2f} {seconds / parts['total']:>11.1f} "
+                          f"{parts['music']:>6.2f} {parts['network']:>7.2f} {parts['finishing']:>6.2f} "
                           f"{_peak_rss_mb():>7.0f}MB {gpu_mb:>7.0f}MB", flush=True)
-    print("(peak RSS is the whole process's maximum so far, so later rows include earlier ones)")
+    print("(warm rows: a song file to a dance, in three parts: the music analysis and the finishing run on the CPU, "
+          "the network on the device; peak RSS is the whole process's maximum so far, so later rows include earlier "
+          "ones)")
     return 0
 
 
