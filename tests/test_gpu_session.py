@@ -3,6 +3,7 @@ rate that decays over a fixed time, and the one-command session (engine.training
 tried on the CPU with a tiny teacher, its tiny student and synthetic dances."""
 import json
 import shutil
+import subprocess
 from types import SimpleNamespace
 
 import numpy as np
@@ -17,10 +18,10 @@ from engine.training.autoguide import attach_guide
 from engine.training.data import packed
 from engine.training.data.cache import CorpusItem, _load, _save
 from engine.training.distill import main as distill_main
-from engine.training.gpu_session import main as session_main
+from engine.training.gpu_session import PACKED_DATA_BYTES, UPLOAD_LIMIT_BYTES, main as session_main
 from engine.training.train import lr_at
 
-from conftest import teacher_with_guide
+from conftest import REPO, teacher_with_guide
 
 
 def _dance(seed: int, frames: int = 240) -> tuple[np.ndarray, np.ndarray]:
@@ -130,3 +131,14 @@ def test_a_session_that_cannot_run_says_so_in_one_line(shipped, tmp_path, capsys
                          "--teacher", str(shipped / "dance.safetensors"), *extra]) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1 and not (tmp_path / "OUT").exists()
+
+
+def test_the_repository_leaves_room_for_the_packed_data_on_a_lent_gpu():
+    """A lent GPU takes the repository's files and the packed data in one upload of 64 MiB: a
+    repository that grew past what is left could no longer be retrained there."""
+    listed = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True)
+    if listed.returncode != 0:
+        pytest.skip("not a git checkout")
+    files = [REPO / name.decode() for name in listed.stdout.split(b"\0") if name]
+    size = sum(f.stat().st_size for f in files if f.is_file())
+    assert size + PACKED_DATA_BYTES < UPLOAD_LIMIT_BYTES, f"repository {size / 1e6:.1f} MB"

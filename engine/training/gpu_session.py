@@ -50,6 +50,8 @@ RECIPES = {
 # The shipped student's recipe (weights/TRAINING.md, "A loss on the motion band"), at a GPU's batch.
 DISTILL = ["--motion-weight", "100", "--lr", "2e-4", "--warmup", "100", "--probe-windows", "16"]
 MAX_RECIPES = 2           # per recipe 2 files of about 13.5 MB come back: 4 fit the 64 MiB
+UPLOAD_LIMIT_BYTES = 64 * 2**20   # the repository and what it carries, in one upload to a lent GPU
+PACKED_DATA_BYTES = 17.4e6        # tang2018 and JustLMD packed by `python -m engine data` (2026-12-04)
 RESERVE_SHARE = 0.1       # of the minutes: what the runs spend outside their own clocks (loading, the last saves)
 
 

@@ -1,7 +1,7 @@
 """Portable packed sources (`python -m engine data`): a corpus small enough to travel to a lent GPU.
 
 A lent GPU machine takes the repository and whatever it carries in one upload of at most 64 MiB
-(the repository with its weights is about 44 MB), and cannot reach the shared data. The
+(the repository with its weights is about 45 MB), and cannot reach the shared data. The
 cache's layout, float16 and zipped, was 51 MB for tang2018 and JustLMD: it did not fit. Here:
 - the joint rotations go as axis-angle on a grid of ROTATION_STEP radians (int16), coded as
   second differences in time, which a smooth dance keeps small; the coding wraps in int16 and
