@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import shutil
 import subprocess
@@ -103,14 +104,38 @@ def _engine(command: str, options: list, log: Path) -> subprocess.Popen:
                             cwd=Path(__file__).resolve().parents[2], stdout=open(log, "w"), stderr=subprocess.STDOUT)
 
 
-def _wait(runs: dict[str, subprocess.Popen], work: Path, part: str) -> dict[str, int]:
-    """Each run's exit code; a failed one says why (the last line of its output)."""
+def _wait(runs: dict[str, subprocess.Popen], work: Path, part: str, meanwhile=None) -> dict[str, int]:
+    """Each run's exit code; a failed one says why (the last line of its output). `meanwhile()`
+    runs every few seconds until they end."""
+    while any(run.poll() is None for run in runs.values()):
+        time.sleep(5)
+        if meanwhile is not None:
+            meanwhile()
     codes = {name: run.wait() for name, run in runs.items()}
     for name, code in codes.items():
         if code != 0:
             lines = (work / f"{name}-{part}.txt").read_text().strip().splitlines() or ["(no output)"]
             print(f"gpu-session: the {part} of {name} failed (exit {code}): {lines[-1]}", flush=True)
     return codes
+
+
+def _bring_back(out: Path, work: Path, summary: dict, started: float) -> None:
+    """Put what the session has so far into `out`: each recipe's latest student, its log and
+    session.json. Done along the way, so a command cut short (a machine that took long to start
+    leaves it less than its time) still returns what was done."""
+    for name in summary["recipes"]:
+        student_file, target = work / f"{name}-student" / "student.safetensors", out / f"{name}-student.safetensors"
+        if student_file.is_file() and (not target.exists() or student_file.stat().st_mtime > target.stat().st_mtime):
+            shutil.copyfile(student_file, work / "copying.tmp")
+            os.replace(work / "copying.tmp", target)       # never half a file under the name that comes back
+        with open(out / f"{name}-log.txt", "w") as log:
+            for part in ("train", "distill"):
+                text = work / f"{name}-{part}.txt"
+                if text.is_file():     # tqdm's bar rewrites its line: keep the printed lines, not the bar
+                    lines = text.read_text().replace("\r", "\n").splitlines()
+                    log.write("".join(f"{l}\n" for l in lines if l.strip() and not l.startswith(part)))
+    summary["seconds"] = round(time.time() - started, 1)
+    (out / "session.json").write_text(json.dumps(summary, indent=2))
 
 
 def _last_record(log: Path) -> dict:
@@ -158,7 +183,7 @@ def run(args) -> dict:
         record.update(train_exit=code, train_log=_last_record(work / name / "log.jsonl"))
         if code != 0 or not (work / name / "model.safetensors").is_file():
             continue
-        shutil.copyfile(work / name / "model.safetensors", out / f"{name}-main.safetensors")   # back even if cut short
+        shutil.copyfile(work / name / "model.safetensors", out / f"{name}-main.safetensors")
         teacher_dir = work / f"{name}-teacher"
         teacher_dir.mkdir(exist_ok=True)
         teacher = teacher_dir / Path(args.teacher).name      # the shipped name: the student records it
@@ -166,26 +191,15 @@ def run(args) -> dict:
         record["teacher_sha256"] = file_digest(teacher)
         options = ["--teacher", teacher, "--out", work / f"{name}-student", "--data", *data,
                    "--init-student", student, "--init-teacher", args.teacher, "--batch", args.distill_batch,
-                   "--max-minutes", round(distill_minutes, 3), "--save-minutes", round(distill_minutes / 2 + 0.01, 3),
+                   "--max-minutes", round(distill_minutes, 3), "--save-minutes", 1,
                    "--workers", max(1, args.workers // 2), "--device", args.device, *DISTILL]
         record["distill"] = "python -m engine distill " + " ".join(map(str, options))
         runs[name] = _engine("distill", options, work / f"{name}-distill.txt")
-    for name, code in _wait(runs, work, "distill").items():
+    _bring_back(out, work, summary, started)
+    for name, code in _wait(runs, work, "distill", lambda: _bring_back(out, work, summary, started)).items():
         summary["recipes"][name].update(distill_exit=code,
                                         distill_log=_last_record(work / f"{name}-student" / "log.jsonl"))
-
-    for name in args.recipes:
-        student_file = work / f"{name}-student" / "student.safetensors"
-        if student_file.is_file():
-            shutil.copyfile(student_file, out / f"{name}-student.safetensors")
-        with open(out / f"{name}-log.txt", "w") as log:
-            for part in ("train", "distill"):
-                text = work / f"{name}-{part}.txt"
-                if text.is_file():     # tqdm's bar rewrites its line: keep the printed lines, not the bar
-                    lines = text.read_text().replace("\r", "\n").splitlines()
-                    log.write("".join(f"{l}\n" for l in lines if l.strip() and not l.startswith(part)))
-    summary["seconds"] = round(time.time() - started, 1)
-    (out / "session.json").write_text(json.dumps(summary, indent=2))
+    _bring_back(out, work, summary, started)
     print(f"gpu-session: done in {summary['seconds'] / 60:.1f} min of the {args.minutes:g} asked for; results in "
           f"{out}", flush=True)
     return summary
