@@ -4,7 +4,7 @@
 A lent GPU gives a session 15 minutes of device time, the machine's start included, at most 10
 minutes a command, files back of at most 16 MiB each (8 files), and the machine is bare again
 at the next start (weights/TRAINING.md, "The retraining on a GPU"). So one command does it all,
-each phase stopped by wall time (its run folder resumable):
+each phase stopped by wall time, and brings back what it has along the way:
 1. fine-tune the shipped network under each recipe of RECIPES (concurrently: a 3.3 M parameter
    network leaves the GPU mostly idle, and each run has its own processes preparing batches);
 2. each result with the shipped guide network (autoguidance), as a teacher;
