@@ -28,7 +28,7 @@ from .finishing.turns import limit_joint_speeds, limit_pelvis_turns
 from .options import check_options
 from .sampler import checkpoint
 from .sampler.diffusion import Inpainting, autoguided, cosine_alpha_bar, guided, sample
-from .sampler.facing import facing_alignment
+from .sampler.facing import facing_alignment, facing_front, keys_facing_or_path
 from .sampler.hold import SilenceHold, chain, held_stretches, start_pose_kept
 from .sampler.fewstep import choose_weights
 from .sampler.model import music_input, with_keys
@@ -298,7 +298,10 @@ def draw(audio, *, sample_rate: int | None = None, style: str = "any", seed: int
     x = _sample_with_fallback(ckpt, weights, music, style_index, guidance, autoguidance, steps, generator, inpaint,
                               dev, lambda f: report(0.08 + 0.82 * f, "dancing"), guidance_lowpass, sampling_eta,
                               sampling_solver, chain(facing, hold))
-    return Draw(raw=ckpt.normalizer.denormalize(x.double().cpu()[:model_frames]), seconds=seconds,
+    raw = ckpt.normalizer.denormalize(x.double().cpu()[:model_frames])
+    if not keys_facing_or_path(constraints):      # nothing keyed says where to face: the front
+        raw = facing_front(raw)
+    return Draw(raw=raw, seconds=seconds,
                 out_frames=out_frames, fps=float(fps), beats=np.asarray(beats), constraints=constraints,
                 stage_radius=stage_radius, style=style, seed=int(seed),
                 held=None if hold is None else hold.held_frames(model_frames), few_step=ckpt.student is not None,

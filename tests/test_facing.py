@@ -84,3 +84,33 @@ def test_the_network_faces_the_keys_before_any_finishing(click_song, tiny_weight
     got = L.pelvis_heading(d.raw.double())
     for f, h in keys:
         assert abs(np.angle(np.exp(1j * (float(got[f]) - h)))) < 1e-4
+
+
+def test_with_nothing_keyed_the_dance_faces_the_front_on_average():
+    """facing_front turns the whole dance by one angle: its pelvis faces +Z on average, the tilt,
+    the travel speed and every channel that is not the facing are kept."""
+    from engine.sampler.facing import facing_front
+    x, _ = _turning_motion(90)                                   # headings 0 to 1.8 rad
+    turned = facing_front(L.turn_about_vertical(x, 2.5))
+    heading = L.pelvis_heading(turned)
+    assert abs(float(torch.atan2(torch.sin(heading).mean(), torch.cos(heading).mean()))) < 1e-9
+    assert torch.allclose(torch.diff(heading), torch.diff(L.pelvis_heading(x)))      # the same turning
+    assert torch.allclose(turned[:, L.ROOT_VEL].norm(dim=1), x[:, L.ROOT_VEL].norm(dim=1))
+    others = [c for c in range(L.NUM_CHANNELS) if c not in L.joint_channels([0]) and c not in range(4, 6)]
+    assert torch.equal(turned[:, others], x[:, others])
+
+
+def test_the_shipped_dancer_faces_the_front_unless_keys_say_otherwise(click_song):
+    """The network draws any heading (one seed in four danced with its back turned): with nothing
+    keyed, every seed's finished dance faces the front on average; a keyed pelvis still decides."""
+    from engine.api import generate
+
+    def mean_heading(motion):
+        h = R.heading(R.axis_angle_to_matrix(torch.from_numpy(motion.poses[:, :3])))
+        return float(torch.atan2(torch.sin(h).mean(), torch.cos(h).mean()))
+    for seed in range(4):
+        assert abs(mean_heading(generate(click_song, seed=seed, quality="fast"))) < 0.3, seed
+    keys = Constraints.empty(180, FPS)
+    keys.set_pose(0, np.r_[[0.0, 2.0, 0.0], np.zeros(69)], joints=["pelvis"])
+    keyed = generate(click_song, seed=0, quality="fast", constraints=keys)
+    assert abs(float(R.heading(R.axis_angle_to_matrix(torch.from_numpy(keyed.poses[:1, :3])))[0]) - 2.0) < 1e-4

@@ -1,4 +1,5 @@
-"""The keyed facing, met while sampling: a projection for engine.sampler.diffusion.sample.
+"""Where the dance faces: the keyed facing, met while sampling (a projection for
+engine.sampler.diffusion.sample), and with nothing keyed, the front.
 
 The network barely reads a keyed facing from its key input (at the keys it faced 1.46 rad away,
 median, against 1.72 with no keys), but a dance turned about the vertical is as likely as the
@@ -56,3 +57,19 @@ def facing_alignment(constraints: Constraints | None, length: int, fps: float, n
         out[:, _TURNED] = normalizer.normalize(turned.to(x0.dtype))[:, _TURNED]
         return out
     return align
+
+
+def keys_facing_or_path(constraints: Constraints | None) -> bool:
+    """Whether the animator's keys say where the dancer faces or goes (a pelvis rotation or a root
+    position on any frame): then they decide the facing, not facing_front."""
+    return constraints is not None and bool(constraints.joint_mask[:, 0].any() or constraints.trans_mask.any())
+
+
+def facing_front(raw: torch.Tensor) -> torch.Tensor:
+    """(T, C) denormalised motion -> the same dance turned about the vertical (through its start)
+    so that its pelvis faces the front, +Z (the rest pose's facing, and the character's own front
+    once retargeted), on average over the dance. Training turned every window to a random heading,
+    so the drawn heading is arbitrary: one seed in four danced with its back to the animator."""
+    heading = L.pelvis_heading(raw)
+    mean = torch.atan2(torch.sin(heading).mean(), torch.cos(heading).mean())
+    return L.turn_about_vertical(raw, -mean)
