@@ -226,9 +226,9 @@ def build_request(context):
                   "guidance": settings.guidance, "autoguidance": settings.autoguidance,
                   "audio_start": start, "wait_in_silence": settings.wait_in_silence})
     if bone_map is not None:
-        note = rig_io.uneven_scale_note(obj)
-        if note:
-            request.notes.append(note)
+        for note in (rig_io.uneven_scale_note(obj), rig_io.overriding_constraints_note(obj, bone_map)):
+            if note:
+                request.notes.append(note)
     span = bind_pose_span(obj, bone_map, first, last)
     if span is not None:
         request.notes.append(keys.bind_pose_note(span))

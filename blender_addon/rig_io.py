@@ -97,6 +97,37 @@ def uneven_scale_note(obj) -> str | None:
             "one way): its limbs can point a few degrees off the dance's; apply the scale (Ctrl A) for an exact fit")
 
 
+# Constraints that set a bone's rotation or place from elsewhere, or clamp it: on a bone the dance
+# keys, or an IK chain through one, they show something else than the dance (Rigify's own IK
+# chains run on its MCH bones, which the dance does not key, and its switches are keyed to FK).
+OVERRIDING_CONSTRAINTS = {'IK', 'SPLINE_IK', 'COPY_ROTATION', 'COPY_TRANSFORMS', 'COPY_LOCATION', 'CHILD_OF',
+                          'DAMPED_TRACK', 'TRACK_TO', 'LOCKED_TRACK', 'STRETCH_TO', 'TRANSFORM', 'ARMATURE',
+                          'ACTION', 'LIMIT_ROTATION', 'LIMIT_LOCATION', 'FLOOR'}
+
+
+def overriding_constraints_note(obj, bone_map: dict[str, str]) -> str | None:
+    """A note naming the active constraints that override or clamp the bones the dance keys: the
+    dance is written, but the viewport shows the constraints' result (a leg IK keeps the feet on
+    its targets). The animator's rig is theirs to change, so the add-on only says so."""
+    keyed = set(bone_map.values())
+    found = []
+    for pb in obj.pose.bones:
+        for c in pb.constraints:
+            if c.mute or c.influence <= 0 or c.type not in OVERRIDING_CONSTRAINTS:
+                continue
+            chain = [pb]
+            if c.type in ('IK', 'SPLINE_IK'):          # the chain it turns: chain_count bones (0: to the root)
+                while chain[-1].parent is not None and (c.chain_count == 0 or len(chain) < c.chain_count):
+                    chain.append(chain[-1].parent)
+            if any(b.name in keyed for b in chain):
+                found.append(f"{c.type.replace('_', ' ').title().replace('Ik', 'IK')} on '{pb.name}'")
+    if not found:
+        return None
+    shown = ", ".join(found[:4]) + (f" and {len(found) - 4} more" if len(found) > 4 else "")
+    return (f"constraints on '{obj.name}' override bones the dance moves ({shown}): the viewport shows their "
+            "result, not the dance; mute them (or key their targets) to see it")
+
+
 def deforms_a_body(obj) -> bool:
     """Whether a mesh is deformed by `obj` (an Armature modifier on it): its rest pose then stands
     where the body was modelled standing, which is the floor it dances on (Rig.stands_at_rest)."""

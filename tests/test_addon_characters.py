@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 bpy = pytest.importorskip("bpy")
+from mathutils import Vector  # noqa: E402  (after bpy)
 
 from blender_addon import keys, operators, rig_io, runner, scene_io, takes  # noqa: E402
 from engine.errors import EngineError  # noqa: E402
@@ -454,6 +455,36 @@ def test_an_unevenly_scaled_character_gets_a_note(addon, tmp_path):
         bpy.context.view_layer.update()
         notes = operators.build_request(bpy.context).notes
         assert any("scaled unevenly" in n for n in notes) == noted, notes
+
+
+def test_constraints_that_override_the_danced_bones_get_a_note(addon, tmp_path):
+    # QA: a hand-made leg IK (targets on the feet, chain 2 on the shins) kept the feet where they
+    # were while the hips danced 1 m away, and the status said only "done". The rig is the
+    # animator's: the add-on says so, names them, and changes nothing.
+    scene = addon
+    obj = build_armature("LegIK", mixamo_bones())
+    bpy.context.view_layer.objects.active = obj
+    bpy.ops.object.mode_set(mode='EDIT')
+    target = obj.data.edit_bones.new("IK_Left")
+    target.head = obj.data.edit_bones["mixamorig:LeftFoot"].head
+    target.tail = target.head + Vector((0, 0.1, 0))
+    target.use_deform = False
+    bpy.ops.object.mode_set(mode='OBJECT')
+    stage_song(scene, tmp_path)
+    scene.dance.armature, scene.dance.use_strip_range = obj, True
+
+    def constraint_notes():
+        return [n for n in operators.build_request(bpy.context).notes if "override bones the dance moves" in n]
+    assert constraint_notes() == []
+    helper_ik = obj.pose.bones["IK_Left"].constraints.new('DAMPED_TRACK')       # on a bone the dance does not key
+    helper_ik.target = obj
+    assert constraint_notes() == []
+    ik = obj.pose.bones["mixamorig:LeftLeg"].constraints.new('IK')
+    ik.target, ik.subtarget, ik.chain_count = obj, "IK_Left", 2
+    (note,) = constraint_notes()
+    assert "IK on 'mixamorig:LeftLeg'" in note and "'LegIK'" in note, note
+    ik.mute = True                                        # muted, it overrides nothing
+    assert constraint_notes() == []
 
 
 def test_the_active_body_mesh_picks_its_armature(addon, tmp_path):
