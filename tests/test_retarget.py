@@ -416,6 +416,47 @@ def test_hierarchy_mapping_with_extra_bones_and_a_five_bone_spine():
         assert m[joint] == want[joint], joint
 
 
+def test_hierarchy_mapping_steps_over_twist_bones_inside_the_limbs():
+    # QA: a rig whose thighs, upper arms and shins are split by twist bones (thigh -> thighTwist ->
+    # shin) had its hip mapped to the twist bone and its collar to the upper arm: the thighs bent
+    # 15 degrees in their middle and the upper arms 30. The first half takes the joint.
+    heads = smpl_heads()
+    names = {j: f"q_{n}" for j, n in MIXAMO.items()}
+    bones = humanoid(names, heads, np.random.default_rng(5))
+    split = {"left_hip", "right_hip", "left_knee", "right_knee", "left_shoulder", "right_shoulder"}
+    out = []
+    for name, parent, head, tail, roll, deform in bones:
+        joint = next(j for j, n in names.items() if n == name)
+        parent_joint = next((j for j, n in names.items() if n == parent), None)
+        if parent_joint in split:
+            parent = parent + "Twist"
+        if joint in split:
+            middle = (np.asarray(head) + np.asarray(tail)) / 2
+            out += [(name, parent, head, middle, roll, deform), (name + "Twist", name, middle, tail, roll, deform)]
+        else:
+            out.append((name, parent, head, tail, roll, deform))
+    rig = make_rig(out)
+    m = map_by_hierarchy(rig)
+    for joint, bone in names.items():
+        if joint in m:
+            assert m[joint] == bone, (joint, m[joint])
+    assert {"left_hip", "left_knee", "left_ankle", "left_collar", "left_shoulder", "left_elbow", "left_wrist"} <= set(m)
+    # The twist bones follow their segment: the limbs point where SMPL's point.
+    poses = np.random.default_rng(1).normal(scale=0.3, size=(3, 72))
+    target = Retargeter(rig, m)
+    trans = np.zeros((3, 3)) + [0, REST_PELVIS_HEIGHT, 0]
+    assert limb_cosines(rig, target, poses, trans).min() > 0.9999
+    out = target.to_rig(poses, trans)
+    heads_w = fk_world(rig, out.rotations, out.root_bone, out.root_location)
+    for side in ("left", "right"):
+        for upper, lower in (("hip", "knee"), ("shoulder", "elbow")):
+            a, b = (rig.names.index(m[f"{side}_{j}"]) for j in (upper, lower))
+            twist = rig.names.index(m[f"{side}_{upper}"] + "Twist")
+            to_twist, to_next = heads_w[:, twist] - heads_w[:, a], heads_w[:, b] - heads_w[:, twist]
+            cos = (to_twist * to_next).sum(-1) / np.linalg.norm(to_twist, axis=-1) / np.linalg.norm(to_next, axis=-1)
+            assert cos.min() > 0.9999, (side, upper, cos)
+
+
 def one_line_error(rig, bone_map, needle):
     with pytest.raises(RetargetError) as e:
         Retargeter(rig, bone_map)

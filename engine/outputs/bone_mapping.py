@@ -25,6 +25,11 @@ ROOT_KEY = "root"
 LEG_JOINTS = ("pelvis", "left_hip", "right_hip", "left_knee", "right_knee")   # a dancer needs these
 # Bones of a rig's machinery (Rigify's MCH/ORG/DEF, twist helpers) never take a shared rotation.
 MECHANISM = re.compile(r"^(mch|org|def|tweak|vis|wgt)[-_.]|(^|[-_.:])(twist|roll|helper)", re.IGNORECASE)
+# A twist bone inside a limb chain (thigh -> thighTwist -> shin, as DAZ-style and some game rigs have
+# it) splits a rigid segment in two: the hierarchy mapping steps over it, so the segment's first
+# bone takes the joint and the twist bone follows it unchanged, instead of the limb bending in the
+# middle of the thigh or upper arm.
+TWIST = re.compile(r"twist", re.IGNORECASE)
 
 BoneMap = dict
 
@@ -276,7 +281,7 @@ def map_by_hierarchy(rig) -> BoneMap:
     pelvis = _common_ancestor([path[foot[1]], path[foot[-1]], path[top]])
     out: BoneMap = {"pelvis": rig.names[pelvis]}
     for s, side in ((1, "left"), (-1, "right")):
-        chain = _after(path[foot[s]], pelvis)
+        chain = _without_twists(_after(path[foot[s]], pelvis), rig.names)
         limb = _longest_pair(chain, heads, rig.lengths)
         if len(limb) < 2:
             raise RetargetError(f"cannot find the {side} leg's thigh and shin in the hierarchy; map the bones by hand")
@@ -298,7 +303,7 @@ def map_by_hierarchy(rig) -> BoneMap:
         arm_path = _path_from_root(tip, parents)
         branch = max(i for i, a in enumerate(arm_path) if a in on_spine)
         chest = arm_path[branch] if chest is None else chest
-        chain = arm_path[branch + 1:]
+        chain = _without_twists(arm_path[branch + 1:], rig.names)
         limb = _longest_pair(chain, heads, rig.lengths)
         if len(limb) < 2:
             continue
@@ -327,6 +332,12 @@ def map_by_hierarchy(rig) -> BoneMap:
         head = 1 + int(np.argmax(seg[1:]))
         out["neck"], out["head"] = rig.names[upper[0]], rig.names[upper[head]]
     return out
+
+
+def _without_twists(chain: list[int], names) -> list[int]:
+    """A limb chain without its twist bones (TWIST), unless that would leave too few bones."""
+    kept = [b for b in chain if not TWIST.search(names[b])]
+    return kept if len(kept) >= 2 else chain
 
 
 def _subtree_has(b, kids, flags) -> bool:
