@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from engine.body import rotations as R
-from engine.outputs.bone_mapping import bone_key, map_by_hierarchy
+from engine.outputs.bone_mapping import ROOT_KEY, bone_key, map_by_hierarchy
 from engine.outputs.retarget import (Retargeter, RetargetError, Rig, Y_TO_Z, auto_map, check_bone_map, detect_preset,
                              list_presets, load_bone_map, load_preset, save_bone_map)
 from engine.body.skeleton import JOINT_INDEX, JOINT_NAMES, NUM_JOINTS, PARENTS, REST_PELVIS_HEIGHT, REST_POSITIONS
@@ -455,6 +455,35 @@ def test_hierarchy_mapping_steps_over_twist_bones_inside_the_limbs():
             to_twist, to_next = heads_w[:, twist] - heads_w[:, a], heads_w[:, b] - heads_w[:, twist]
             cos = (to_twist * to_next).sum(-1) / np.linalg.norm(to_twist, axis=-1) / np.linalg.norm(to_next, axis=-1)
             assert cos.min() > 0.9999, (side, upper, cos)
+
+
+def test_a_deforming_bone_above_the_legs_pelvis_travels_with_the_dance():
+    # QA: a 3ds Max Biped (the thighs under Bip01 Spine, itself under Bip01 Pelvis) was mapped with
+    # its spine as the pelvis, and Bip01 Pelvis, which skins the hips, stayed behind while the
+    # body danced 1.4 m away. It now takes the travel.
+    heads = smpl_heads()
+    names = {j: f"Bip01 {n}" for j, n in MIXAMO.items()}
+    names["pelvis"], names["spine1"] = "Bip01 Pelvis", "Bip01 Spine"
+    bones = []
+    for name, parent, head, tail, roll, deform in humanoid(names, heads, np.random.default_rng(6)):
+        if name in (names["left_hip"], names["right_hip"]):
+            parent = names["spine1"]                      # Biped's thighs hang from the spine
+        bones.append((name, parent, head, tail, roll, deform))
+    rig = make_rig(bones)
+    m = map_by_hierarchy(rig)
+    assert m["pelvis"] == "Bip01 Spine" and m[ROOT_KEY] == "Bip01 Pelvis", m
+    check_bone_map(rig, m)
+    target = Retargeter(rig, m)
+    frames = 20
+    trans = np.zeros((frames, 3)) + [0.0, REST_PELVIS_HEIGHT, 0.0]
+    trans[:, 2] = np.linspace(0.0, 1.0, frames)           # one metre forward
+    out = target.to_rig(np.zeros((frames, 72)), trans)
+    world = fk_world(rig, out.rotations, out.root_bone, out.root_location)
+    pelvis_bone, spine_bone = rig.names.index("Bip01 Pelvis"), rig.names.index("Bip01 Spine")
+    travelled = np.linalg.norm(world[-1, pelvis_bone] - world[0, pelvis_bone])
+    assert travelled > 0.9 * target.scale, travelled
+    np.testing.assert_allclose(world[:, pelvis_bone] - world[:, spine_bone],
+                               np.broadcast_to(world[0, pelvis_bone] - world[0, spine_bone], (frames, 3)), atol=1e-9)
 
 
 def one_line_error(rig, bone_map, needle):

@@ -280,6 +280,12 @@ def map_by_hierarchy(rig) -> BoneMap:
     path = {b: _path_from_root(b, parents) for b in (foot[1], foot[-1], top)}
     pelvis = _common_ancestor([path[foot[1]], path[foot[-1]], path[top]])
     out: BoneMap = {"pelvis": rig.names[pelvis]}
+    # A deforming bone above the pelvis (3ds Max Biped: the legs hang from Bip01 Spine, under Bip01
+    # Pelvis) would stay where it stands while the body travels away, tearing the body it skins:
+    # the highest such bone takes the dance's travel (the root; the pelvis keeps the rotation).
+    above = [a for a in _path_from_root(pelvis, parents)[:-1] if deform[a]]
+    if above:
+        out[ROOT_KEY] = rig.names[above[0]]
     for s, side in ((1, "left"), (-1, "right")):
         chain = _without_twists(_after(path[foot[s]], pelvis), rig.names)
         limb = _longest_pair(chain, heads, rig.lengths)
