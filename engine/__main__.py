@@ -53,10 +53,17 @@ Tools (in a clone of the repository; the extension ships without them), each wit
 """
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """An option mistake is one line, as every other mistake is, not argparse's usage block."""
+
+    def error(self, message):
+        self.exit(2, f"error: {message} (see: {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m engine", description=DESCRIPTION,
+    p = OneLineParser(prog="python -m engine", description=DESCRIPTION,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
     g = sub.add_parser("generate", help="dance to a song and write BVH / NPZ / MP4",
                        description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     g.add_argument("song", type=Path, help="audio file: wav, mp3, flac, ogg, ... (any length from a fraction of a second)")

@@ -69,6 +69,25 @@ def test_the_same_output_twice_is_an_error(click_song, tmp_path):
     assert r.returncode == 2 and "given twice" in r.stderr
 
 
+@pytest.mark.parametrize("extra", [["--quality", "Fast"], ["--seed", "1.5"], ["--up-axis", "w"]])
+def test_an_option_typo_is_one_line(click_song, tmp_path, extra):
+    # QA: argparse printed a 14-line usage block before the error.
+    r = _cli("generate", click_song, "-o", tmp_path / "d.npz", *extra)
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == [r.stderr.strip()], r.stderr
+    assert r.stderr.startswith("error: ") and "--help" in r.stderr
+
+
+def test_an_npz_output_is_written_under_exactly_its_name(click_song, tiny_weights, tmp_path):
+    # QA: "-o U.NPZ" wrote U.NPZ.npz (numpy adds the suffix it lacks, in that case), so a second run
+    # without --force replaced that file unchecked.
+    out = tmp_path / "U.NPZ"
+    r = _cli("generate", click_song, "-o", out, "--weights", tiny_weights, "--steps", "2", "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["U.NPZ"]
+    r = _cli("generate", click_song, "-o", out, "--weights", tiny_weights, "--steps", "2", "--quiet")
+    assert r.returncode == 2 and "already exists" in r.stderr
+
+
 def test_an_unwritable_output_folder_is_refused_before_generating(click_song, tiny_weights, tmp_path):
     # /proc exists but takes no new files, even for root (a read-only file system behaves alike;
     # QA: a traceback after the whole generation).
