@@ -291,10 +291,20 @@ def check_outputs(args: argparse.Namespace) -> None:
     if not any(path for _, path in outputs):
         raise EngineError("nothing would be saved: give --out-blend, --out-bvh or --out-npz")
     opened = os.path.abspath(args.blend) if args.blend else None
+    inputs = {os.path.realpath(path): flag for flag, path in (("--audio", args.audio), ("--blend", args.blend)) if path}
+    written: dict[str, str] = {}
     for flag, path in outputs:
         if not path:
             continue
         full = os.path.abspath(path)
+        # With --force, an output named like another output or an input replaced it (a scene or
+        # a song overwritten with BVH text); only the scene may be saved back over its .blend.
+        same = os.path.realpath(path)
+        if same in written:
+            raise EngineError(f"{flag} {path} is also given as {written[same]}: each output needs its own file")
+        if same in inputs and not (flag == "--out-blend" and inputs[same] == "--blend"):
+            raise EngineError(f"{flag} {path} is the {inputs[same]} file: it would be overwritten")
+        written[same] = flag
         folder = os.path.dirname(full)
         if os.path.isdir(full):
             raise EngineError(f"{flag} {path} is a folder, not a file")

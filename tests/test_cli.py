@@ -190,6 +190,16 @@ def test_batch_refuses_zero_steps_and_unknown_parts_before_opening_anything(tmp_
     r = _batch(tmp_path, "--blend", taken, "--weights", tiny_weights, "--out-npz", tmp_path / "o.npz")
     assert r.returncode == 1 and r.stderr.strip() == f"error: cannot open {taken}: not a .blend file"
     assert "Error" not in r.stdout
+    # An output that is another output or an input: one line, even with --force (QA: --out-bvh
+    # naming the --blend scene or the --audio song replaced it with BVH text).
+    song = tmp_path / "song.wav"
+    song.write_bytes(b"the animator's song")
+    for extra, message in ((["--audio", song, "--out-bvh", song], "is the --audio file"),
+                           (["--out-bvh", taken, "--out-npz", tmp_path / "sub" / ".." / "taken.npz"], "is also given as"),
+                           (["--out-npz", missing], "is the --blend file")):
+        r = _batch(tmp_path, "--blend", missing, "--weights", tiny_weights, "--force", *extra)
+        assert r.returncode == 1 and r.stderr.strip().splitlines() == [r.stderr.strip()] and message in r.stderr, r.stderr
+    assert song.read_bytes() == b"the animator's song" and taken.read_bytes() == b"the animator's file"
 
 
 def test_batch_keep_accepts_the_engines_part_names(tmp_path, tiny_weights):
