@@ -43,6 +43,9 @@ def test_silences_of_a_second_or_more_are_found_quiet_music_is_not():
     assert abs(a0 - 60) <= 1 and abs(b0 - 104) <= 1                    # 2.0-3.5 s
     assert abs(a1 - 240) <= 1 and b1 == frames - 1                      # 8.0 s to the end
     assert all(b - a + 1 >= MIN_SILENCE_SECONDS * 30 for a, b in found)
+    # An inaudible DC offset (QA: 0.002, and 0.01) is no sound: the silences are still found.
+    for offset in (0.002, 0.01):
+        assert silent_stretches(0.9 * wave + offset, SR, frames) == found
     assert silent_stretches(np.zeros(SR * 3, np.float32), SR, 90) == []  # nothing sounds: nothing to wait for
     assert silent_stretches(_sound(4.0), SR, 120) == []
 
