@@ -109,6 +109,30 @@ def test_constraints_of_wrong_shape_are_refused():
         Constraints(np.zeros((5, 69)), np.zeros((5, 3)), np.zeros((5, 24), bool), np.zeros(5, bool))
 
 
+@pytest.mark.parametrize("change, message", [
+    ({"fps": np.array([30.0, 30.0])}, "'fps' must be one positive number"),
+    ({"fps": np.float64("nan")}, "'fps' must be one positive number"),
+    ({"fps": np.array("30")}, "'fps' must be one positive number"),
+    ({"poses": np.full((5, 72), "a")}, "'poses' must hold numbers"),
+    ({"joint_mask": np.full((5, 24), "yes")}, "'joint_mask' must hold true/false"),
+    ({"joint_mask": np.full((5, 24), np.nan)}, "'joint_mask' must hold true/false"),
+    ({"poses": np.array([object()] * 5)}, "holds Python objects"),
+])
+def test_a_malformed_constraints_file_is_one_clear_line(tmp_path, change, message):
+    # QA: each of these was a traceback, or (a mask of NaN) read as every joint pinned to rest.
+    arrays = {"poses": np.zeros((5, 72)), "trans": np.zeros((5, 3)), "joint_mask": np.zeros((5, 24), bool),
+              "trans_mask": np.zeros(5, bool), "fps": np.float32(30.0), **change}
+    path = tmp_path / "keys.npz"
+    np.savez(path, **arrays)
+    with pytest.raises(EngineError, match=message) as e:
+        Constraints.load_npz(path)
+    assert "\n" not in str(e.value)
+    # 0/1 numbers are masks too.
+    arrays = {**arrays, **{"poses": np.zeros((5, 72)), "fps": np.float32(30.0), "joint_mask": np.ones((5, 24))}}
+    np.savez(path, **arrays)
+    assert Constraints.load_npz(path).joint_mask.all()
+
+
 def test_missing_and_corrupt_weights(click_song, tmp_path):
     with pytest.raises(EngineError, match="not found"):
         generate(click_song, weights=tmp_path / "none.safetensors")

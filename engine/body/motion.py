@@ -47,6 +47,25 @@ class Motion:
                        seed=int(f["seed"]) if "seed" in f else 0)
 
 
+def _numbers(value, name: str) -> np.ndarray:
+    """An array of floats, or one clear line."""
+    try:
+        return np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise EngineError(f"constraints: '{name}' must hold numbers") from None
+
+
+def _flags(value, name: str) -> np.ndarray:
+    """A bool array from bools or 0/1 numbers, or one clear line (a float mask of NaN read as True
+    pinned every joint to the rest pose)."""
+    raw = np.asarray(value)
+    if raw.dtype == bool:
+        return raw
+    if raw.dtype.kind not in "iuf" or not np.isin(raw, (0, 1)).all():
+        raise EngineError(f"constraints: '{name}' must hold true/false (or 0/1) values")
+    return raw.astype(bool)
+
+
 @dataclass
 class Constraints:
     """What the animator fixed, at the output frame rate, frame 0 = the dance's first frame.
@@ -67,10 +86,13 @@ class Constraints:
                    np.zeros((num_frames, NUM_JOINTS), bool), np.zeros(num_frames, bool), fps)
 
     def __post_init__(self):
-        self.poses = np.asarray(self.poses, dtype=np.float64)
-        self.trans = np.asarray(self.trans, dtype=np.float64)
-        self.joint_mask = np.asarray(self.joint_mask, dtype=bool)
-        self.trans_mask = np.asarray(self.trans_mask, dtype=bool)
+        self.poses, self.trans = _numbers(self.poses, "poses"), _numbers(self.trans, "trans")
+        self.joint_mask, self.trans_mask = _flags(self.joint_mask, "joint_mask"), _flags(self.trans_mask, "trans_mask")
+        if self.fps is not None:
+            fps = np.asarray(self.fps)
+            if fps.size != 1 or fps.dtype.kind not in "iuf" or not np.isfinite(fps).all() or float(fps) <= 0:
+                raise EngineError(f"constraints: 'fps' must be one positive number, got {self.fps!r}")
+            self.fps = float(fps)
         T = self.poses.shape[0] if self.poses.ndim == 2 else -1
         expected = {"poses": (T, NUM_JOINTS * 3), "trans": (T, 3), "joint_mask": (T, NUM_JOINTS), "trans_mask": (T,)}
         for name, shape in expected.items():
@@ -141,5 +163,9 @@ class Constraints:
             missing = [k for k in ("poses", "trans", "joint_mask", "trans_mask") if k not in f]
             if missing:
                 raise EngineError(f"constraints file {path} lacks {', '.join(missing)} (needs poses, trans, joint_mask, trans_mask)")
-            return cls(f["poses"], f["trans"], f["joint_mask"], f["trans_mask"],
-                       float(f["fps"]) if "fps" in f else None)
+            try:
+                arrays = {k: f[k] for k in ("poses", "trans", "joint_mask", "trans_mask", "fps") if k in f}
+            except ValueError:        # an object array: numpy would unpickle it, which is never done
+                raise EngineError(f"cannot read constraints file {path}: it holds Python objects, not plain "
+                                  "arrays of numbers") from None
+            return cls(arrays["poses"], arrays["trans"], arrays["joint_mask"], arrays["trans_mask"], arrays.get("fps"))
