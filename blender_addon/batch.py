@@ -140,6 +140,11 @@ def _sound_strip(scene, audio: str | None, frame_start: int | None, scene_io, co
         if strip.type == 'SOUND' and strip.sound is not None and \
                 os.path.normpath(scene_io._sound_file(strip.sound)) == target:
             return strip
+    playing = [s.name for s in compat.all_strips(scene) if s.type == 'SOUND' and not s.mute]
+    if playing:     # the scene's own song would play over the new one in the saved file
+        print(f"note: the scene's sound strip(s) {', '.join(repr(n) for n in playing)} still play beside "
+              f"{os.path.basename(target)}: mute them in the Video Sequencer to hear only the new song",
+              file=sys.stderr, flush=True)
     return scene_io.add_sound_strip(scene, target, frame_start)
 
 

@@ -79,6 +79,17 @@ def test_batch_end_to_end_keeps_the_files_keys(tmp_path, tiny_weights):
     assert int(saved["seed"]) == 7 and len(saved["beat_times"]) >= 1
     assert str(saved["style"]) == dance_style("any", TRAINING_STYLES, 7, song)   # the style "any" drew
 
+    # Another song into a scene that has one: both would play in the saved file; batch.py says so
+    # (QA: two overlapping songs, no word).
+    other = tmp_path / "other.wav"
+    other.write_bytes(song.read_bytes())
+    run = subprocess.run(
+        [sys.executable, str(BATCH), "--", "--blend", str(out_blend), "--audio", str(other), "--weights",
+         str(tiny_weights), "--steps", "2", "--out-npz", str(tmp_path / "other.npz")],
+        capture_output=True, text=True, env=_isolated_env(tmp_path), timeout=300, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "still play beside other.wav" in run.stderr, run.stderr[-2000:]
+
     # A mistake: one line on stderr, exit status 1.
     bad = subprocess.run([sys.executable, str(BATCH), "--", "--audio", str(tmp_path / "nope.mp3"),
                           "--out-npz", str(tmp_path / "nope.npz")],
