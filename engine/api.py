@@ -21,7 +21,7 @@ from .defaults import (DEFAULT_AUTOGUIDANCE, DEFAULT_FPS, DEFAULT_GUIDANCE, DEFA
 from .errors import Cancelled, EngineError, EngineNote
 from .finishing.beatsync import motion_beats, output_times, warp_knots, warp_times
 from .finishing.editing import (anchor_times, apply_constraints, given_legs, keyed_runs, keyed_runs_at,
-                                legs_hang_from_new_hips)
+                                legs_hang_from_new_hips, rushed_root_keys)
 from .finishing.feet import beat_cycle, clean_feet
 from .finishing.rootpath import bound_root_path
 from .finishing.turns import limit_joint_speeds, limit_pelvis_turns
@@ -270,6 +270,11 @@ def draw(audio, *, sample_rate: int | None = None, style: str = "any", seed: int
                       "the dance follows no beat", EngineNote)
     out_frames = max(1, int(round(seconds * fps)))
     constraints = _check_constraints(constraints, out_frames, fps)
+    rushed = rushed_root_keys(constraints, fps) if constraints is not None else None
+    if rushed is not None:
+        warnings.warn(f"the root keys at {rushed[0]:.2f} s and {rushed[1]:.2f} s are {rushed[2]:.1f} m/s apart across "
+                      "the floor, faster than any dancer moves (are they in metres, on the right frames?): the dance "
+                      "meets them by rushing", EngineNote)
     if constraints is not None and legs_hang_from_new_hips(constraints, fps):
         warnings.warn("the kept legs hang from the new dance's hips (the pelvis is not kept), so their feet can "
                       "float or sink: keep the torso and the root path too to keep the footwork", EngineNote)

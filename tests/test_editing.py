@@ -289,3 +289,26 @@ def test_keyed_runs_are_resampled_to_the_model_rate_and_single_keys_left_out():
     again = keyed_runs_at(c, fps, 60, 30.0)
     assert np.isfinite(again.poses).all() and np.isfinite(again.trans).all()
     assert np.allclose(again.trans[keyed, 0], keyed / 30.0)
+
+
+def test_root_keys_no_dancer_could_reach_get_a_note(click_song, tiny_weights):
+    # QA: a root key 1000 m away (centimetres typed as metres) was met by a 530 m/s rush, unsaid.
+    import warnings
+    from engine.api import generate
+    from engine.errors import EngineNote
+    from engine.finishing.editing import RUSHED_ROOT_SPEED, rushed_root_keys
+    keys = Constraints.empty(120, 30.0)
+
+    def root_key(frame, x, z):
+        keys.trans[frame], keys.trans_mask[frame] = [x, REST_PELVIS_HEIGHT, z], True
+    root_key(30, 0.0, 0.0)
+    root_key(60, 1.0, 0.5)                                   # 1.1 m in a second: a walk
+    assert rushed_root_keys(keys, 30.0) is None
+    root_key(90, 100.0, 0.5)
+    first, second, speed = rushed_root_keys(keys, 30.0)
+    assert (first, second) == (2.0, 3.0) and speed == pytest.approx(99.0) and speed > RUSHED_ROOT_SPEED
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        generate(click_song, weights=tiny_weights, steps=2, constraints=keys)
+    notes = [str(w.message) for w in caught if issubclass(w.category, EngineNote)]
+    assert any("2.00 s and 3.00 s are 99.0 m/s apart" in n for n in notes), notes

@@ -223,6 +223,24 @@ def anchor_times(constraints: Constraints | None, fps: float) -> np.ndarray:
 RAISED_ROOT_METRES = 0.3
 
 
+# m/s. The training dancers' pelvis never crossed the floor faster than 2.4 m/s (tang2018 and
+# JustLMD: 99.9th percentile 2.07, fastest frame 2.39); root keys twice that far apart for their
+# time are a slip (centimetres typed as metres, a key on the wrong frame), met by a rush.
+RUSHED_ROOT_SPEED = 4.8
+
+
+def rushed_root_keys(constraints: Constraints, fps: float) -> tuple[float, float, float] | None:
+    """(time, next time, m/s) of the two consecutive root keys furthest apart across the floor for
+    their time, when that is faster than RUSHED_ROOT_SPEED; else None."""
+    frames = np.flatnonzero(constraints.trans_mask)
+    if len(frames) < 2:
+        return None
+    across = np.linalg.norm(np.diff(constraints.trans[frames][:, [0, 2]], axis=0), axis=1)
+    speed = across / (np.diff(frames) / fps)
+    k = int(np.argmax(speed))
+    return (frames[k] / fps, frames[k + 1] / fps, float(speed[k])) if speed[k] > RUSHED_ROOT_SPEED else None
+
+
 def raised_root_frames(constraints: Constraints) -> tuple[np.ndarray, float]:
     """(frames whose root is held more than RAISED_ROOT_METRES above a standing dancer's hips,
     the most it is held above them there, metres)."""
