@@ -14,7 +14,7 @@ import pytest
 from test_retarget import MIXAMO, Y_TO_Z, angle_between, dance, fk_world, humanoid, make_rig, smpl_heads
 
 from engine.finishing.feet import clean_feet
-from engine.outputs.retarget import SMPL_ANKLE_HEIGHT, Retargeter, RetargetError, auto_map
+from engine.outputs.retarget import SMPL_ANKLE_HEIGHT, SMPL_TOE_HEIGHT, Retargeter, RetargetError, auto_map
 from engine.body.skeleton import JOINT_INDEX, JOINT_NAMES, NUM_JOINTS, PARENTS, REST_PELVIS_HEIGHT, joint_positions
 
 FPS = 30.0
@@ -100,12 +100,18 @@ def test_planted_ankles_hold_still_at_floor_height(planted_dance, make):
         step = np.linalg.norm(np.diff(after[:, :2], axis=0), axis=-1)[both]
         assert step.max() < 1e-3                                              # < 1 mm per frame
         assert np.linalg.norm(np.diff(before[:, :2], axis=0), axis=-1)[both].max() > 3e-3   # it did slide
-        # At the character's own ankle height above the floor, raised as far as SMPL's ankle is
-        # above its rest height (a heel up), never lower; higher only where the hips lift it (the
-        # leg held no straighter than the dance holds it).
-        rest = rig.world_heads()[ret.bone_of[JOINT_INDEX[f"{side}_ankle"]], 2]
-        lift = np.maximum(0.0, smpl[:, JOINT_INDEX[f"{side}_ankle"], 1] - SMPL_ANKLE_HEIGHT)
-        height = after[stance, 2] - (rest + ret.scale * lift[stance])
+        # The foot stands on its own lowest point, heel (ankle) or ball (toe), at that point's rest
+        # height, lifted as far as SMPL's foot is off its floor (scaled), never lower; higher only
+        # where the hips lift it (the leg held no straighter than the dance holds it). The thighs
+        # and shins differ from SMPL's, the feet do not: a heel rise scaled by the legs (the rule
+        # before) lifted the ball off the floor.
+        heads = fk_world(rig, planted.rotations, planted.root_bone, planted.root_location)
+        rest = rig.world_heads()
+        ankle, toe = (ret.bone_of[JOINT_INDEX[f"{side}_{j}"]] for j in ("ankle", "foot"))
+        lowest = np.minimum(heads[:, ankle, 2] - rest[ankle, 2], heads[:, toe, 2] - rest[toe, 2])
+        smpl_lift = np.maximum(0.0, np.minimum(smpl[:, JOINT_INDEX[f"{side}_ankle"], 1] - SMPL_ANKLE_HEIGHT,
+                                               smpl[:, JOINT_INDEX[f"{side}_foot"], 1] - SMPL_TOE_HEIGHT))
+        height = lowest[stance] - ret.scale * smpl_lift[stance]
         assert height.min() > -1e-6
         assert np.median(height) < 1e-3 and height.max() < 0.02
 

@@ -67,20 +67,37 @@ def derive_contacts(ankle: np.ndarray, rest_height: float, scale: float, fps: fl
     return planted
 
 
-def stance_targets(planted: np.ndarray, smpl_ankle: np.ndarray, free_ankle: np.ndarray, rest_height: float,
-                   smpl_rest_height: float, fade: int) -> tuple[np.ndarray, np.ndarray]:
+def stance_heights(smpl_ankle_z: np.ndarray, smpl_rest_height: float, rest_height: float,
+                   smpl_toe_z: np.ndarray | None = None, foot_drop: np.ndarray | None = None,
+                   toe_height: float = 0.0) -> np.ndarray:
+    """(T,) the character's planted ankle height above the floor, from SMPL's ankle and toe heights
+    (already scaled into the world; SMPL's rest toes on its floor).
+
+    With a toe bone: the foot stands on its own lowest point, the heel (the ankle at its rest
+    height) or the ball (the toe at its rest height, the ankle `foot_drop` above it as the foot is
+    turned on that frame), lifted as far as SMPL's foot is off its floor (the lower of its heel's
+    and ball's lift). The character's own foot decides how far a heel rises: SMPL's heel rise,
+    scaled by the legs, raised a steeper or shorter foot's ball off the floor (a generated
+    Rigify rig's toes stood 1.6-3.1 cm up). Without one: the rest ankle height plus however far
+    SMPL's ankle is above its own rest height (a heel that rises rises; a sinking one does not)."""
+    ankle_lift = np.maximum(0.0, smpl_ankle_z - smpl_rest_height)
+    if smpl_toe_z is None or foot_drop is None:
+        return rest_height + ankle_lift
+    lift = np.minimum(ankle_lift, np.maximum(0.0, smpl_toe_z))
+    return np.maximum(rest_height, toe_height + foot_drop) + lift
+
+
+def stance_targets(planted: np.ndarray, smpl_ankle: np.ndarray, free_ankle: np.ndarray, height: np.ndarray,
+                   fade: int) -> tuple[np.ndarray, np.ndarray]:
     """Where the character's ankle should be: (target (T,3) world, weight (T,) in [0, 1]).
 
     Each planted run holds one spot on the floor: the mean of the SMPL ankle's path (already
-    scaled into the world) over the run. Its height is the character's rest ankle height plus
-    however far SMPL's ankle is above its own rest height on that frame (a heel that rises as
-    the dancer rolls onto the ball of the foot rises; a sinking one does not sink). Around a run
-    the correction (spot minus the free, plain-retarget ankle at the run's edge) fades out over
-    `fade` frames on the free ankle's own path; two runs' fades that meet add up, so in a short
-    gap the foot swings as the dance swings it, from one spot to the next, without a jump.
+    scaled into the world) over the run, at `height` (T,) above the floor (stance_heights). Around
+    a run the correction (spot minus the free, plain-retarget ankle at the run's edge) fades out
+    over `fade` frames on the free ankle's own path; two runs' fades that meet add up, so in a
+    short gap the foot swings as the dance swings it, from one spot to the next, without a jump.
     """
     T = len(planted)
-    height = rest_height + np.maximum(0.0, smpl_ankle[:, 2] - smpl_rest_height)
     shift = np.zeros((T, 3))               # correction of the free ankle outside the runs
     weight = np.zeros(T)
     runs = _runs(planted)

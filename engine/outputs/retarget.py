@@ -135,6 +135,9 @@ SMPL_LEG_LENGTH = float(np.mean([np.linalg.norm(REST_OFFSETS[JOINT_INDEX[f"{s}_k
 # SMPL's rest ankles above its floor (the toe joints): where a toe-less rig's soles are guessed to be.
 SMPL_ANKLE_HEIGHT = float(np.mean([REST_POSITIONS[JOINT_INDEX[f"{s}_ankle"], 1] for s in ("left", "right")])
                           + REST_PELVIS_HEIGHT)
+# SMPL's rest toe joints above its floor (they are the floor: 0 up to rounding).
+SMPL_TOE_HEIGHT = float(np.mean([REST_POSITIONS[JOINT_INDEX[f"{s}_foot"], 1] for s in ("left", "right")])
+                        + REST_PELVIS_HEIGHT)
 
 
 def _next_joint(j: int) -> int | None:
@@ -602,7 +605,13 @@ class Retargeter:
             # The spot follows SMPL's ankle, moved by where the character's hip sits against SMPL's.
             smpl_ankle = to_world(smpl[:, ja]) + (heads_w[:, hip] - to_world(smpl[:, jh])) * [1.0, 1.0, 0.0]
             smpl_rest = self.scale * SMPL_ANKLE_HEIGHT
-            goal, weight = cf.stance_targets(planted, smpl_ankle, free, rest_height, smpl_rest, fade)
+            if toe >= 0:      # the foot as turned on each frame: its ankle's height above its toe
+                smpl_toe_z = to_world(smpl[:, JOINT_INDEX[f"{side}_foot"]])[:, 2] - self.scale * SMPL_TOE_HEIGHT
+                height = cf.stance_heights(smpl_ankle[:, 2], smpl_rest, rest_height, smpl_toe_z,
+                                           free[:, 2] - heads_w[:, toe, 2], toe_height)
+            else:
+                height = cf.stance_heights(smpl_ankle[:, 2], smpl_rest, rest_height)
+            goal, weight = cf.stance_targets(planted, smpl_ankle, free, height, fade)
             f = np.flatnonzero(weight > 0)
             hinge = -(self._D @ G[f, jk])[:, :, 0]            # SMPL's knee bends about its -x
             # As in engine.finishing.feet: IK straightens a leg no further than MAX_REACH, or than the plain
