@@ -62,7 +62,7 @@ class OneLineParser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(prog="python -m engine", description=DESCRIPTION,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
     g = sub.add_parser("generate", help="dance to a song and write BVH / NPZ / MP4",
                        description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -101,7 +101,7 @@ def test_with_nothing_keyed_the_dance_faces_the_front_on_average():
 
 
 def test_the_shipped_dancer_faces_the_front_unless_keys_say_otherwise(click_song):
-    """The network draws any heading (one seed in four danced with its back turned): with nothing
+    """The network draws any heading (2 of 6 seeds danced with their backs turned): with nothing
     keyed, every seed's finished dance faces the front on average; a keyed pelvis still decides."""
     from engine.api import generate
 

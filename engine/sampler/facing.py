@@ -69,7 +69,7 @@ def facing_front(raw: torch.Tensor) -> torch.Tensor:
     """(T, C) denormalised motion -> the same dance turned about the vertical (through its start)
     so that its pelvis faces the front, +Z (the rest pose's facing, and the character's own front
     once retargeted), on average over the dance. Training turned every window to a random heading,
-    so the drawn heading is arbitrary: one seed in four danced with its back to the animator."""
+    so the drawn heading is arbitrary: 2 of 6 seeds danced with their backs to the animator."""
     heading = L.pelvis_heading(raw)
     mean = torch.atan2(torch.sin(heading).mean(), torch.cos(heading).mean())
     return L.turn_about_vertical(raw, -mean)

@@ -100,8 +100,9 @@ def check_session(args) -> Path:
 
 def _engine(command: str, options: list, log: Path) -> subprocess.Popen:
     """`python -m engine COMMAND OPTIONS` in its own process, its output to `log`."""
-    return subprocess.Popen([sys.executable, "-m", "engine", command, *map(str, options)],
-                            cwd=Path(__file__).resolve().parents[2], stdout=open(log, "w"), stderr=subprocess.STDOUT)
+    with open(log, "w") as output:          # the process keeps its own handle
+        return subprocess.Popen([sys.executable, "-m", "engine", command, *map(str, options)],
+                                cwd=Path(__file__).resolve().parents[2], stdout=output, stderr=subprocess.STDOUT)
 
 
 def _wait(runs: dict[str, subprocess.Popen], work: Path, part: str, meanwhile=None) -> dict[str, int]:
@@ -126,8 +127,11 @@ def _bring_back(out: Path, work: Path, summary: dict, started: float) -> None:
     for name in summary["recipes"]:
         student_file, target = work / f"{name}-student" / "student.safetensors", out / f"{name}-student.safetensors"
         if student_file.is_file() and (not target.exists() or student_file.stat().st_mtime > target.stat().st_mtime):
-            shutil.copyfile(student_file, work / "copying.tmp")
-            os.replace(work / "copying.tmp", target)       # never half a file under the name that comes back
+            # Copied beside its name, then renamed: never half a file under the name that comes
+            # back (the work folder may be on another file system, where a rename cannot reach).
+            partial = out / f".{target.name}.partial"
+            shutil.copyfile(student_file, partial)
+            os.replace(partial, target)
         with open(out / f"{name}-log.txt", "w") as log:
             for part in ("train", "distill"):
                 text = work / f"{name}-{part}.txt"
