@@ -28,6 +28,7 @@ def register():
         bpy.utils.register_class(cls)
     properties.register_props()
     rig_ui.register_props()
+    panels.register_handlers()
 
 
 def unregister():
@@ -35,6 +36,7 @@ def unregister():
     job = runner.active_job()
     if job is not None:  # the worker must not outlive the classes it reports to
         job.cancel()
+    panels.unregister_handlers()
     properties.unregister_props()
     rig_ui.unregister_props()
     for cls in reversed(_classes):

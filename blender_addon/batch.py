@@ -258,7 +258,7 @@ def run(args: argparse.Namespace) -> str:
             bpy.ops.wm.save_as_mainfile(filepath=os.path.abspath(args.out_blend))
         except RuntimeError as e:
             raise EngineError(f"cannot save {args.out_blend}: {str(e).strip().splitlines()[-1]}") from None
-    return f"'{action.name}' on '{obj.name}', frames {request.frame_start}-{end}"
+    return f"'{action.name}' on '{obj.name}', frames {scene_io.frame_span(request.frame_start, end)}"
 
 
 def main(argv: list[str] | None = None) -> int:

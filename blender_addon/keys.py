@@ -201,6 +201,29 @@ def animator_keys(obj, frame_start: float, frame_end: float, action=None, modes=
     return out
 
 
+def off_frame_note(obj, frame_start: float, frame_end: float) -> str | None:
+    """A note for the animator's keys between whole frames (retimed or scaled keys, keys from a
+    scene of another frame rate) within the danced frames: the dance is keyed on whole frames, so
+    each counts on its nearest one (animator_keys) and the pose between is the dance's."""
+    ad = obj.animation_data
+    action = ad.action if ad else None
+    if action is None:
+        return None
+    generated = compat.generated_key_type()[1]
+    found = {}
+    for (bone, _), channels in _channel_keys(obj, action).items():
+        for f, _, t in channels.values():
+            f = f.astype(np.float64)
+            off = (f > frame_start - 0.5) & (f < frame_end + 0.5) & (t != generated) & (np.abs(f - np.round(f)) > 1e-3)
+            for x in f[off]:
+                found.setdefault(round(float(x), 2), bone)
+    if not found:
+        return None
+    shown = ", ".join(f"{x:g} ('{bone}')" for x, bone in sorted(found.items())[:3]) + (" ..." if len(found) > 3 else "")
+    return (f"keys between whole frames ({shown}) count on the nearest whole frame: the dance is keyed on whole "
+            "frames; snap them (Key > Snap > Selection to Nearest Frame) to see them exactly")
+
+
 def hemisphere(q: np.ndarray, previous: np.ndarray | None = None) -> np.ndarray:
     """Flip quaternions (T,...,4) so each is on the same hemisphere as the one before it
     (the first as `previous`, when given)."""
@@ -413,7 +436,9 @@ def write_bone_rotations(obj, action, bone_names, frames, quats, locations=None,
     span and the nearest key on each side, the old curve is keyed on whole frames (generated
     keys), since new keys at the span's edges would otherwise bend the interpolation there; a
     channel with no keys yet holds its current value on the frame before and after. The keys on
-    either side keep their handles where they are (set free), so their curves do not bend."""
+    either side keep their handles where they are (set free), so their curves do not bend.
+    F-curve modifiers on the written channels are removed (rig_io.dancer_notes says so):
+    `action` is always a take, never the animator's own action."""
     frames = np.asarray(frames, np.float64)
     quats = np.asarray(quats, np.float64)
     T = len(frames)
@@ -437,7 +462,12 @@ def write_bone_rotations(obj, action, bone_names, frames, quats, locations=None,
             values = np.concatenate([held.astype(np.float32), values])[order]
             types = np.concatenate([np.full(len(held_at), generated, np.int32), types])[order]
         for i in range(values.shape[1]):
-            _fill_fcurve(_fcurve(fcurves, groups, bone, prop, i), at, values[:, i], types)
+            fc = _fcurve(fcurves, groups, bone, prop, i)
+            # The take's keys are the values the dance shows (the animator's keys as they showed,
+            # modifiers included): a modifier copied from the earlier action would apply twice.
+            for modifier in list(fc.modifiers):
+                fc.modifiers.remove(modifier)
+            _fill_fcurve(fc, at, values[:, i], types)
         _stamp(action, _stamp_name(bone, prop), at, values.astype(np.float64).sum(axis=1))
 
     for b, name in enumerate(bone_names):

@@ -69,7 +69,8 @@ def plan(scene, settings) -> Plan:
         if last < first:
             raise EngineError(f"the frame range {first}-{last} is empty: End must not be before Start")
         if first < song_first or last > song_last:
-            raise EngineError(f"frames {first}-{last} lie outside the song, which plays on frames {song_first}-{song_last}")
+            raise EngineError(f"frames {scene_io.frame_span(first, last)} lie outside the song, which plays on frames "
+                              f"{scene_io.frame_span(song_first, song_last)}")
     if last < first:
         raise EngineError("the song is shorter than one frame")
     return Plan(span, first, last, fps)
@@ -225,10 +226,13 @@ def build_request(context):
         metadata={"song": p.span.path, "steps": steps, "quality": settings.quality.lower(),
                   "guidance": settings.guidance, "autoguidance": settings.autoguidance,
                   "audio_start": start, "wait_in_silence": settings.wait_in_silence})
-    if bone_map is not None:
-        for note in (rig_io.uneven_scale_note(obj), rig_io.overriding_constraints_note(obj, bone_map)):
-            if note:
-                request.notes.append(note)
+    request.notes.extend(rig_io.dancer_notes(obj, bone_map))
+    note = keys.off_frame_note(obj, first, last)
+    if note:
+        request.notes.append(note)
+    if first < 0:   # runner.extend_frame_range cannot reach them: a scene's range starts at 0 at the earliest
+        request.notes.append(f"frames {scene_io.frame_span(first, min(last, -1))} are danced but lie before frame 0, "
+                             "where a scene's frame range cannot start: playback and renders begin at frame 0")
     span = bind_pose_span(obj, bone_map, first, last)
     if span is not None:
         request.notes.append(keys.bind_pose_note(span))
@@ -236,7 +240,8 @@ def build_request(context):
     if note:
         request.notes.append(note)
     ad = obj.animation_data
-    if (settings.keep_parts() or settings.keep_root) and (ad is None or ad.action is None):
+    if ((settings.keep_parts() or settings.keep_root) and (ad is None or ad.action is None)
+            and rig_io.nla_only_note(obj, bone_map) is None):
         request.notes.append(f"'{obj.name}' has no animation: the kept body parts hold its current pose")
     name_take(request)
     return request
@@ -270,7 +275,7 @@ class DANCE_OT_generate(bpy.types.Operator):
         msg = dependency_error()
         if msg:
             return self._fail(context, msg)
-        from . import runner
+        from . import runner, scene_io
         EngineError, Cancelled = _engine_error_types()
         settings = context.scene.dance
         last = [-1]
@@ -292,7 +297,7 @@ class DANCE_OT_generate(bpy.types.Operator):
         except EngineError as e:
             return self._fail(context, str(e))
         first, last = request.write_range or (request.frame_start, request.frame_start + request.num_frames - 1)
-        self._done(context, request, f"generated '{action.name}' on frames {first}-{last}", action)
+        self._done(context, request, f"generated '{action.name}' on frames {scene_io.frame_span(first, last)}", action)
         return {'FINISHED'}
 
     def _done(self, context, request, message: str, action) -> None:

@@ -10,6 +10,40 @@ from . import preferences
 from .properties import KEEPABLE
 
 
+# What the panel counts in the dancer's action (its keys, an imported bind pose) reads every key,
+# about 0.1 s for a 3-minute take, and the sidebar redraws on every frame of playback. The counts
+# are kept until the next edit: Blender runs depsgraph_update_post after edits (keys, undo,
+# loading), not on frame changes.
+_edits = 0
+_counted: dict = {}
+
+
+@bpy.app.handlers.persistent
+def _count_edit(scene, depsgraph) -> None:
+    global _edits
+    _edits += 1
+
+
+def _since_last_edit(key: tuple, compute):
+    """compute(), remembered for `key` until the next edit."""
+    key = (_edits,) + key
+    if key not in _counted:
+        _counted.clear()
+        _counted[key] = compute()
+    return _counted[key]
+
+
+def register_handlers() -> None:
+    if _count_edit not in bpy.app.handlers.depsgraph_update_post:
+        bpy.app.handlers.depsgraph_update_post.append(_count_edit)
+
+
+def unregister_handlers() -> None:
+    if _count_edit in bpy.app.handlers.depsgraph_update_post:
+        bpy.app.handlers.depsgraph_update_post.remove(_count_edit)
+    _counted.clear()
+
+
 class _DancePanel:
     bl_space_type = 'VIEW_3D'
     bl_region_type = 'UI'
@@ -71,16 +105,25 @@ class DANCE_PT_main(_DancePanel, bpy.types.Panel):
             else:
                 scene_io.check_smpl_armature(obj)
             if plan is not None:
-                keys, frames = (rig_io.count_character_keys(obj, bone_map, plan.first, plan.last)
-                                if bone_map is not None else scene_io.count_kept(obj, plan.first, plan.last))
+                ad = obj.animation_data
+                action = ad.action if ad is not None else None
+
+                def count():
+                    return ((rig_io.count_character_keys(obj, bone_map, plan.first, plan.last)
+                             if bone_map is not None else scene_io.count_kept(obj, plan.first, plan.last)),
+                            operators.bind_pose_span(obj, bone_map, plan.first, plan.last))
+                (keys, frames), span = _since_last_edit(
+                    (obj.as_pointer(), action.as_pointer() if action is not None else 0,
+                     tuple(sorted(bone_map.items())) if bone_map is not None else None, plan.first, plan.last),
+                    count)
                 box.label(text=f"Keeps {keys} key(s) on {frames} frame(s)" if keys or frames
                           else "No keys in range: a free dance", icon='KEYINGSET')
-                span = operators.bind_pose_span(obj, bone_map, plan.first, plan.last)
                 if span is not None:
                     box.label(text=f"Not kept: the rest pose keyed on frame(s) {span} (an imported bind pose)",
                               icon='INFO')
                 if not settings.use_strip_range and operators.regeneration_context(obj, plan) is not None:
-                    box.label(text=f"Regenerates frames {plan.first}-{plan.last} only; the rest stays",
+                    box.label(text=f"Regenerates frames {scene_io.frame_span(plan.first, plan.last)} only; "
+                                   "the rest stays",
                               icon='SEQ_STRIP_DUPLICATE')
         except EngineError as e:
             box.label(text=str(e), icon='ERROR')

@@ -15,6 +15,7 @@ from .preferences import DEVICE_ITEMS
 # Shown when the engine or its weights cannot be loaded yet (dependencies not installed):
 # the training data's dance styles. The real list comes from engine.api.available_styles().
 FALLBACK_STYLES = TRAINING_STYLES
+MAX_FRAME = 1048574            # Blender's furthest frame either way (before 0 with Allow Negative Frames)
 _style_items_cache: list[tuple[str, str, str]] = []   # module-level: Blender keeps only pointers
 _fallback_items: list[tuple[str, str, str]] = []
 
@@ -121,10 +122,10 @@ class DanceSettings(bpy.types.PropertyGroup):
         name="Whole Strip", default=True,
         description="Animate every frame the sound strip plays; off: only the frames below")
     frame_start: IntProperty(
-        name="Start", default=1, min=0,
+        name="Start", default=1, min=-MAX_FRAME, max=MAX_FRAME,
         description="First frame to animate (must lie within the song)")
     frame_end: IntProperty(
-        name="End", default=250, min=0,
+        name="End", default=250, min=-MAX_FRAME, max=MAX_FRAME,
         description="Last frame to animate (must lie within the song)")
     stage: EnumProperty(
         name="Stage", default='DEFAULT',

@@ -65,11 +65,12 @@ def read_rig(obj, bone_map: dict[str, str] | None = None) -> Rig:
     parents = [index[b.parent.name] if b.parent else -1 for b in bones]
     lengths = np.array([b.length for b in bones], np.float64)
     deform = [bool(b.use_deform) for b in bones]
+    keeps = [not b.use_inherit_rotation for b in bones]
     O = np.array(obj.matrix_world, np.float64)
     body = deforms_a_body(obj)
     if not bone_map or any(v not in index for v in bone_map.values()):   # a bad map: check_bone_map says so
         return Rig(names=names, parents=parents, rest=rest, lengths=lengths, deform=deform, object_matrix=O,
-                   stands_at_rest=body)
+                   stands_at_rest=body, keeps_rotation=keeps)
     for b, p in _follows(obj, bone_map).items():
         parents[index[b]] = index[p]
     mapped = {index[v] for v in bone_map.values()}
@@ -84,7 +85,8 @@ def read_rig(obj, bone_map: dict[str, str] | None = None) -> Rig:
     sub = sorted(keep)
     new = {old: k for k, old in enumerate(sub)}
     return Rig(names=[names[i] for i in sub], parents=[new.get(parents[i], -1) for i in sub], rest=rest[sub],
-               lengths=lengths[sub], deform=[deform[i] for i in sub], object_matrix=O, stands_at_rest=body)
+               lengths=lengths[sub], deform=[deform[i] for i in sub], object_matrix=O, stands_at_rest=body,
+               keeps_rotation=[keeps[i] for i in sub])
 
 
 def uneven_scale_note(obj) -> str | None:
@@ -105,11 +107,11 @@ OVERRIDING_CONSTRAINTS = {'IK', 'SPLINE_IK', 'COPY_ROTATION', 'COPY_TRANSFORMS',
                           'ACTION', 'LIMIT_ROTATION', 'LIMIT_LOCATION', 'FLOOR'}
 
 
-def overriding_constraints_note(obj, bone_map: dict[str, str]) -> str | None:
-    """A note naming the active constraints that override or clamp the bones the dance keys: the
-    dance is written, but the viewport shows the constraints' result (a leg IK keeps the feet on
-    its targets). The animator's rig is theirs to change, so the add-on only says so."""
-    keyed = set(bone_map.values())
+def overriding_constraints_note(obj, keyed: set[str]) -> str | None:
+    """A note naming the active constraints that override or clamp the bones the dance keys
+    (`keyed`, danced_bones): the dance is written, but the viewport shows the constraints' result
+    (a leg IK keeps the feet on its targets). The animator's rig is theirs to change, so the
+    add-on only says so."""
     found = []
     for pb in obj.pose.bones:
         for c in pb.constraints:
@@ -123,9 +125,83 @@ def overriding_constraints_note(obj, bone_map: dict[str, str]) -> str | None:
                 found.append(f"{c.type.replace('_', ' ').title().replace('Ik', 'IK')} on '{pb.name}'")
     if not found:
         return None
-    shown = ", ".join(found[:4]) + (f" and {len(found) - 4} more" if len(found) > 4 else "")
-    return (f"constraints on '{obj.name}' override bones the dance moves ({shown}): the viewport shows their "
+    return (f"constraints on '{obj.name}' override bones the dance moves ({_listed(found)}): the viewport shows their "
             "result, not the dance; mute them (or key their targets) to see it")
+
+
+def _listed(items: list[str]) -> str:
+    return ", ".join(items[:4]) + (f" and {len(items) - 4} more" if len(items) > 4 else "")
+
+
+def danced_bones(obj, bone_map: dict[str, str] | None) -> set[str]:
+    """The bones a dance keys: a character's mapped bones, or the SMPL dancer's joints."""
+    return set(bone_map.values()) if bone_map is not None else set(scene_io.posed_bones(obj))
+
+
+def drivers_note(obj, danced: set[str]) -> str | None:
+    """A note naming drivers on the rotation or location of the danced bones: Blender shows the
+    driver's value, not the keyed dance."""
+    ad = obj.animation_data
+    found = []
+    for fc in (ad.drivers if ad is not None else ()):
+        channel = key_io._bone_channel(fc.data_path)
+        if (channel and channel[0] in danced and not fc.mute
+                and channel[1].startswith(("rotation_", "location")) and channel[0] not in found):
+            found.append(channel[0])
+    if not found:
+        return None
+    return (f"drivers on '{obj.name}' set bones the dance moves ({_listed(found)}): the viewport shows the "
+            "drivers' values, not the dance; disable them to see it")
+
+
+def locked_rotation_note(obj, danced: set[str]) -> str | None:
+    """A note naming danced bones with locked rotation axes: locks bind only the rotate tool, so
+    the keyed dance turns those axes anyway (a hinge knee gets some twist)."""
+    found = [pb.name for pb in obj.pose.bones if pb.name in danced
+             and (any(pb.lock_rotation) or (pb.lock_rotations_4d and pb.lock_rotation_w))]
+    if not found:
+        return None
+    return (f"'{obj.name}' locks rotation axes of {_listed(found)}: the dance turns those axes too "
+            "(locks only bind the rotate tool)")
+
+
+def modifiers_note(obj, danced: set[str]) -> str | None:
+    """A note naming F-curve modifiers on the danced channels of the current action: the take
+    holds the dance (the animator's keys as they showed them) without them (keys.write_bone_rotations)."""
+    ad = obj.animation_data
+    action = ad.action if ad is not None else None
+    found = []
+    for fc in compat.action_fcurves(action, compat.object_slot(obj, action)):
+        channel = key_io._bone_channel(fc.data_path)
+        if (channel and channel[0] in danced and len(fc.modifiers) and channel[0] not in found
+                and channel[1].startswith(("rotation_", "location"))):
+            found.append(channel[0])
+    if not found:
+        return None
+    return (f"F-curve modifiers on {_listed(found)} are left out of the take: it shows the dance and your keys as "
+            f"they looked ('{action.name}' keeps them)")
+
+
+def nla_only_note(obj, bone_map: dict[str, str] | None) -> str | None:
+    """A note for a dancer whose animation plays from NLA strips with no active action: its keys
+    there are not kept exactly; a character's kept body parts cannot follow it either."""
+    ad = obj.animation_data
+    if ad is None or ad.action is not None:
+        return None
+    if not any(not t.mute and len(t.strips) for t in ad.nla_tracks):
+        return None
+    what = ("its kept body parts hold the current pose and its keys there are not kept" if bone_map is not None
+            else "its keys there are not kept exactly (kept body parts follow it)")
+    return (f"'{obj.name}' plays its animation from NLA strips: {what}; make the strip's action the active one "
+            "to use it")
+
+
+def dancer_notes(obj, bone_map: dict[str, str] | None) -> list[str]:
+    """What the animator should know about the dancer's own rig before a dance is written on it."""
+    danced = danced_bones(obj, bone_map)
+    notes = [uneven_scale_note(obj), overriding_constraints_note(obj, danced), drivers_note(obj, danced),
+             locked_rotation_note(obj, danced), modifiers_note(obj, danced), nla_only_note(obj, bone_map)]
+    return [n for n in notes if n]
 
 
 def deforms_a_body(obj) -> bool:
@@ -243,7 +319,16 @@ def check_dancer(obj) -> dict[str, str] | None:
     own character, None when it is the add-on's SMPL dancer."""
     if obj is None or obj.type != 'ARMATURE':
         scene_io.check_smpl_armature(obj)          # says what to pick
+    if obj.library is not None:
+        # Linked data is read-only on disk: the take would be assigned for this session only, and
+        # the dancer plays its library animation again when the file is reopened.
+        raise EngineError(f"'{obj.name}' is linked from {bpy.path.basename(obj.library.filepath)}: make a library "
+                          "override (Object > Library Override > Make) to dance it")
     _check_evaluated(obj)
+    if obj.data.pose_position == 'REST':
+        # Blender then evaluates every frame in the rest pose, so the keys would read as the rest pose.
+        raise EngineError(f"'{obj.name}' shows its Rest Position: set Pose Position to Pose "
+                          "(Armature properties) to generate")
     ad = obj.animation_data
     if ad is not None and getattr(ad, "use_tweak_mode", False):
         # Blender makes the action read-only while an NLA strip is being tweaked.
@@ -258,7 +343,7 @@ def _check_evaluated(obj) -> None:
     """Blender does not evaluate an object disabled in viewports (the monitor icon) or in an
     excluded or disabled collection, so its keyed pose cannot be read (it would silently read the
     current frame's pose for every key): say so instead."""
-    if bpy.context.scene.objects.get(obj.name) != obj:
+    if not any(o == obj for o in bpy.context.scene.objects):   # (by name: a linked one can share it)
         raise EngineError(f"'{obj.name}' is not in this scene: link it here or pick a dancer of this scene")
     depsgraph = bpy.context.evaluated_depsgraph_get()
     if not any(i.original == obj for i in depsgraph.ids):   # (is_evaluated can be a stale copy's)

@@ -49,6 +49,11 @@ _SEGMENT_RADIUS = {
 }
 
 
+def frame_span(first: int, last: int) -> str:
+    """'1-250', or '-24 to 119' where a hyphen would read as a minus."""
+    return f"{first}-{last}" if first >= 0 else f"{first} to {last}"
+
+
 def to_zup(v: np.ndarray) -> np.ndarray:
     """SMPL positions (..., 3) -> Blender armature space."""
     return np.asarray(v) @ C.T

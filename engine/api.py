@@ -30,6 +30,7 @@ from .sampler import checkpoint
 from .sampler.diffusion import Inpainting, autoguided, cosine_alpha_bar, guided, sample
 from .sampler.facing import facing_alignment, facing_front, keys_facing_or_path
 from .sampler.hold import SilenceHold, chain, held_stretches, start_pose_kept
+from .music.silence import ABSOLUTE_SILENCE_DBFS
 from .sampler.fewstep import choose_weights
 from .sampler.model import music_input, with_keys
 
@@ -265,7 +266,12 @@ def draw(audio, *, sample_rate: int | None = None, style: str = "any", seed: int
             or analysed_music.source != A.music_source(audio, start, duration):
         analysed_music = A.music_for_dance(audio, sample_rate=sample_rate, start=start, duration=duration)
     seconds, features, beats = analysed_music.seconds, analysed_music.features, analysed_music.beats
-    if seconds >= _BEATLESS_NOTE_SECONDS and len(beats) < 2:
+    if analysed_music.loudest_db < ABSOLUTE_SILENCE_DBFS:
+        # Nothing sounds to wait for, so the silence is danced (a muted export, a wrong file or strip).
+        warnings.warn(f"the music is silent or nearly so (its loudest moment is "
+                      f"{max(analysed_music.loudest_db, -120.0):.0f} dBFS; is it the right file or strip?): "
+                      "it is danced as if it played", EngineNote)
+    elif seconds >= _BEATLESS_NOTE_SECONDS and len(beats) < 2:
         warnings.warn(f"no beat was found in the music's {seconds:.0f} s (is it silent, or the wrong strip?): "
                       "the dance follows no beat", EngineNote)
     out_frames = max(1, int(round(seconds * fps)))

@@ -974,3 +974,35 @@ def test_planted_feet_stay_planted_on_other_leg_proportions(addon, tmp_path):
               f"(SMPL's, scaled: {np.median(want):.3f})")
         assert np.median(got) <= np.median(want) + 0.02
     assert (motion.contacts[:, :2] > 0.5).sum() >= 10   # the check above ran on planted feet
+
+
+def test_a_bone_that_does_not_inherit_rotation_points_along_the_dance(addon, tmp_path):
+    # Review: a forearm with Inherit Rotation off (a hinge) pointed up to 65 degrees off the
+    # dance's (mean limb cosine 0.85): the retarget turned it as if it inherited.
+    scene = addon
+    obj = build_armature("Hinges", mixamo_bones())
+    for name in ("mixamorig:LeftForeArm", "mixamorig:RightLeg"):
+        obj.data.bones[name].use_inherit_rotation = False
+    _, first, last = stage_song(scene, tmp_path)
+    motion, _ = dance(obj, scene, first, last)
+    cos = limb_cosines(obj, motion, list(range(first, last + 1, 3)), mixamo_limbs())
+    assert cos.min() > 0.99, cos.min(axis=0)
+
+
+def test_animation_on_nla_strips_only_is_said_as_it_is(addon, tmp_path):
+    # Review: a character playing a clip from an NLA strip got "has no animation" with Keep Legs on.
+    scene = addon
+    obj = build_armature("Clip", mixamo_bones())
+    pb = obj.pose.bones["mixamorig:LeftUpLeg"]
+    for frame, w in ((1, 1.0), (30, 0.9)):
+        pb.rotation_quaternion = (w, (1 - w * w) ** 0.5, 0.0, 0.0)
+        pb.keyframe_insert("rotation_quaternion", frame=frame)
+    ad = obj.animation_data
+    ad.nla_tracks.new().strips.new("Clip", 1, ad.action)
+    ad.action = None
+    stage_song(scene, tmp_path)
+    scene.dance.armature, scene.dance.use_strip_range, scene.dance.keep_legs = obj, True, True
+    notes = operators.build_request(bpy.context).notes
+    assert any("'Clip' plays its animation from NLA strips: its kept body parts hold the current pose" in n
+               for n in notes), notes
+    assert not any("has no animation" in n for n in notes)

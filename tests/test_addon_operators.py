@@ -389,3 +389,126 @@ def test_a_dancer_blender_does_not_evaluate_is_refused_untouched(addon, tmp_path
     got = scene_io.evaluate_frames(obj, [min(keys)])[0][0]
     for j, aa in keys[min(keys)].items():
         assert rotation_error(got[3 * j:3 * j + 3], aa) < 1e-4
+
+
+def test_a_dancer_in_rest_position_or_linked_from_a_library_is_refused_untouched(addon, tmp_path):
+    # Review (bpy 4.5): in Rest Position every key read as the rest pose, and the take kept that
+    # as the animator's key; a linked dancer "danced", and the dance was gone on reopening.
+    scene = addon
+    obj, _, _ = _stage(scene, tmp_path)
+    mine = obj.animation_data.action
+    before = sorted(a.name for a in bpy.data.actions)
+    obj.data.pose_position = 'REST'
+    with pytest.raises(RuntimeError, match="shows its Rest Position: set Pose Position to Pose"):
+        bpy.ops.dance.generate()
+    assert sorted(a.name for a in bpy.data.actions) == before and obj.animation_data.action == mine
+    obj.data.pose_position = 'POSE'
+    library = tmp_path / "dancers.blend"
+    bpy.data.libraries.write(str(library), {obj})
+    with bpy.data.libraries.load(str(library), link=True) as (_, linked):
+        linked.objects = [obj.name]
+    guest = linked.objects[0]
+    scene.collection.objects.link(guest)
+    bpy.context.view_layer.update()
+    scene.dance.armature = guest
+    before = sorted(a.name for a in bpy.data.actions)
+    with pytest.raises(RuntimeError, match=r"is linked from dancers\.blend: make a library override"):
+        bpy.ops.dance.generate()
+    assert sorted(a.name for a in bpy.data.actions) == before and len(guest.animation_data.nla_tracks) == 0
+
+
+def test_the_dancers_own_rig_setup_is_named_in_notes(addon, tmp_path):
+    # Review: drivers, constraints, locked axes and uneven scale on the SMPL dancer, and keys
+    # between whole frames, were danced over without a word (characters had some of these notes).
+    scene = addon
+    obj, _, _ = _stage(scene, tmp_path)
+
+    def notes():
+        return operators.build_request(bpy.context).notes
+    assert notes() == []
+    driver = obj.pose.bones["head"].driver_add("rotation_quaternion", 1).driver
+    driver.type, driver.expression = 'SCRIPTED', "0.3"
+    obj.pose.bones["left_elbow"].constraints.new('COPY_ROTATION')
+    obj.pose.bones["right_knee"].lock_rotation[1] = True
+    obj.scale = (1.0, 1.0, 1.3)
+    bpy.context.view_layer.update()
+    said = notes()
+    for what in ("drivers on 'SMPL' set bones the dance moves (head)", "Copy Rotation on 'left_elbow'",
+                 "locks rotation axes of right_knee", "'SMPL' is scaled unevenly"):
+        assert sum(what in n for n in said) == 1, (what, said)
+    fc = obj.animation_data.action.fcurves.find('pose.bones["left_elbow"].rotation_quaternion', index=1)
+    fc.keyframe_points[-1].co.x += 0.5
+    (note,) = [n for n in notes() if "between whole frames" in n]
+    assert f"{fc.keyframe_points[-1].co.x:g} ('left_elbow')" in note
+
+
+def test_fcurve_modifiers_apply_once_and_stay_on_the_animators_action(addon, tmp_path):
+    # Review: a take copied the animator's F-curve modifiers over keys read with them applied, so
+    # an additive +0.2 showed the kept key 0.2 off (0.647 for 0.447) and offset the whole dance.
+    scene = addon
+    obj, keys, _ = _stage(scene, tmp_path)
+    mine = obj.animation_data.action
+    frame = max(keys)
+    fc = mine.fcurves.find('pose.bones["left_elbow"].rotation_quaternion', index=2)
+    offset = fc.modifiers.new('GENERATOR')
+    offset.use_additive, offset.coefficients = True, (0.2, 0.0)
+
+    def shown():
+        scene.frame_set(frame)
+        return np.array(obj.pose.bones["left_elbow"].matrix_basis.to_quaternion())
+    seen = shown()
+    request = operators.build_request(bpy.context)
+    assert any("F-curve modifiers on left_elbow are left out of the take" in n for n in request.notes), request.notes
+    take = runner.apply(request, runner.generate(request))
+    assert take != mine and len(mine.fcurves.find(fc.data_path, index=2).modifiers) == 1
+    assert all(len(c.modifiers) == 0 for c in take.fcurves if '"left_elbow"' in c.data_path)
+    assert abs(np.dot(shown(), seen) / np.linalg.norm(seen)) == pytest.approx(1.0, abs=1e-6)
+
+
+class _Layout:
+    """Stands in for a panel's UILayout: records label texts, takes every other call."""
+    def __init__(self, labels):
+        self.labels = labels
+
+    def label(self, text="", **_):
+        self.labels.append(text)
+
+    def __getattr__(self, name):
+        return lambda *a, **k: _Layout(self.labels)
+
+
+def test_the_panel_counts_keys_once_per_edit_not_per_frame(addon, tmp_path, monkeypatch):
+    # Review: each redraw re-read every key of the take (120-145 ms for 3 minutes), and the sidebar
+    # redraws on every frame of playback.
+    from blender_addon import panels
+    scene = addon
+    obj, _, _ = _stage(scene, tmp_path)
+    counted = []
+    real = scene_io.count_kept
+    monkeypatch.setattr(scene_io, "count_kept", lambda *a: counted.append(a) or real(*a))
+
+    def shown():
+        labels = []
+        panels.DANCE_PT_main.draw(type("Panel", (), {"layout": _Layout(labels)})(), bpy.context)
+        return next(t for t in labels if t.startswith("Keeps"))
+    before = shown()
+    for frame in range(6, 12):
+        scene.frame_set(frame)
+        assert shown() == before
+    assert len(counted) == 1
+    obj.pose.bones["head"].keyframe_insert("rotation_quaternion", frame=20)
+    bpy.context.view_layer.update()
+    assert shown() != before and len(counted) == 2
+
+
+def test_a_song_before_frame_0_is_danced_there_and_said(addon, tmp_path):
+    # Review: a strip at frame -24 (a pre-roll) was danced on -24..119 with nothing said, though a
+    # scene's range cannot start before 0, and the panel's Start could not pick those frames.
+    scene = addon
+    scene_io.add_sound_strip(scene, str(add_wav(tmp_path, 2.0)), frame_start=-24)
+    assert bpy.ops.dance.create_dancer() == {'FINISHED'}
+    (note,) = [n for n in operators.build_request(bpy.context).notes if "before frame 0" in n]
+    assert note.startswith("frames -24 to -1 are danced")
+    scene.dance.use_strip_range, scene.dance.frame_start, scene.dance.frame_end = False, -20, -5
+    request = operators.build_request(bpy.context)
+    assert (request.frame_start, request.num_frames) == (-20, 16)

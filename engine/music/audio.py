@@ -21,7 +21,7 @@ import numpy as np
 from ..defaults import MODEL_FPS, WINDOW_FRAMES
 from ..errors import EngineError
 from .numba_cache import librosa as cached_librosa   # imported on first use, its kernels cached
-from .silence import SOUNDING_DB, silent_stretches
+from .silence import SOUNDING_DB, frame_levels_db, silent_stretches
 
 HOP = 512                          # samples per feature frame (EDGE)
 FEATURE_SR = MODEL_FPS * HOP       # the rate every waveform is resampled to
@@ -561,6 +561,7 @@ class DanceMusic:
     beats: np.ndarray                # beat times in seconds from the slice's start, within it
     source: tuple | None             # music_source(...) of what it was made from (None: a waveform)
     silences: list = field(default_factory=list)   # [(first, last)] silent frames (engine.music.silence)
+    loudest_db: float = 0.0          # the loudest frame's RMS level, dBFS (engine.music.silence)
 
 
 def music_source(source, start: float = 0.0, duration: float | None = None) -> tuple | None:
@@ -589,4 +590,5 @@ def music_for_dance(source, sample_rate: float | None = None, start: float = 0.0
         beats, _tempo = detect_beats(wave, sr)
     return DanceMusic(seconds=seconds, frames=frames, features=features[:padded], beats=np.asarray(beats),
                       source=music_source(source, start, duration),
-                      silences=silent_stretches(wave, sr, frames))
+                      silences=silent_stretches(wave, sr, frames),
+                      loudest_db=float(frame_levels_db(wave, sr, frames).max()))

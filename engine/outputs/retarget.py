@@ -22,6 +22,8 @@ from engine.outputs.retarget import (Rig, RigPose, Retargeter, RetargetError, Bo
                                 standing there). Default False: a bare skeleton, whose rest pose
                                 can hang from its root (a BVH import: root at the origin, feet
                                 below it).
+    keeps_rotation: list[bool]  per bone, Inherit Rotation off: it keeps its rest orientation while
+                                its head moves with its parent. Default: all False.
 
 BoneMap = dict[str, str]        SMPL joint name -> bone name, each bone at most once. Optional extra
                                 key "root": the bone that carries the location (default: the bone of
@@ -259,6 +261,9 @@ class Rig:
     object_matrix: np.ndarray = field(default_factory=lambda: np.eye(4))
     follows: dict = field(default_factory=dict)
     stands_at_rest: bool = False
+    # Bones that keep their own rest orientation instead of turning with their parent (Blender's
+    # Inherit Rotation off, a hinge head); they still move with it. None: every bone inherits.
+    keeps_rotation: list | None = None
 
     def __post_init__(self):
         self.names = [str(n) for n in self.names]
@@ -281,6 +286,9 @@ class Rig:
             raise RetargetError("rig: a parent index is out of range")
         if not (np.isfinite(self.rest).all() and np.isfinite(self.object_matrix).all()):
             raise RetargetError("rig: rest or object matrices hold NaN or infinite values")
+        self.keeps_rotation = [False] * n if self.keeps_rotation is None else [bool(k) for k in self.keeps_rotation]
+        if len(self.keeps_rotation) != n:
+            raise RetargetError(f"rig: {n} names but {len(self.keeps_rotation)} keeps_rotation flags")
         self.follows = {int(b): int(c) for b, c in dict(self.follows).items()}
         if any(not (0 <= b < n and 0 <= c < n) or b == c for b, c in self.follows.items()):
             raise RetargetError("rig: a 'follows' index is out of range")
@@ -511,13 +519,14 @@ class Retargeter:
         carried_root = None
         steps = {}
         follows = self.rig.follows
+        keeps = self.rig.keeps_rotation
         for b in self._order:
             p = parents[b]
             if p < 0:
                 carried = np.broadcast_to(A[b], (T, 3, 3))
                 pos[:, b] = heads[b]
             else:
-                carried = M[:, p] @ (A[p].T @ A[b])
+                carried = np.broadcast_to(A[b], (T, 3, 3)) if keeps[b] else M[:, p] @ (A[p].T @ A[b])
                 pos[:, b] = pos[:, p] + M[:, p] @ (A[p].T @ (heads[b] - heads[p]))
             if b == self.root_bone:
                 carried_root = carried
@@ -682,12 +691,13 @@ class Retargeter:
         A, heads, parents = self._A, self._heads, self.rig.parents
         M = np.empty((T, B, 3, 3))
         pos = np.empty((T, B, 3))
+        keeps = self.rig.keeps_rotation
         for b in self._order:
             p = parents[b]
             if p < 0:
                 carried, pos[:, b] = np.broadcast_to(A[b], (T, 3, 3)), heads[b]
             else:
-                carried = M[:, p] @ (A[p].T @ A[b])
+                carried = np.broadcast_to(A[b], (T, 3, 3)) if keeps[b] else M[:, p] @ (A[p].T @ A[b])
                 pos[:, b] = pos[:, p] + M[:, p] @ (A[p].T @ (heads[b] - heads[p]))
             if b == self.root_bone:
                 pos[:, b] += np.einsum("tab,tb->ta", carried, root_location)
