@@ -14,7 +14,7 @@ fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -r requirements.txt
 if [ "${SKIP_EXAMPLE:-0}" != "1" ]; then
-  .venv/bin/python -m engine.example --out example
+  .venv/bin/python -m engine.example --out example --force
   .venv/bin/python blender_addon/batch.py -- --audio example/song.wav --out-blend example/dance.blend --force
   echo "example ready: example/dance.bvh example/dance.npz example/dance.mp4 example/dance.blend"
 fi

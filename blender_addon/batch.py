@@ -77,7 +77,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--fps", type=float, help="set the scene frame rate first (e.g. 23.976)")
     p.add_argument("--frame-start", type=int, help="frame where a newly added sound strip starts")
     p.add_argument("--out-blend", help="save the scene here")
-    p.add_argument("--out-bvh", help="also write the dance as BVH (Z up)")
+    p.add_argument("--out-bvh", help="also write the dance as BVH (metres; up axis: --bvh-up)")
+    p.add_argument("--bvh-up", choices=("Y", "Z"), default="Y",
+                   help="the BVH's up axis: Y (default: SMPL's and the command line's, what Blender's BVH importer "
+                        "expects by default) or Z (re-import with Forward Y, Up Z)")
     p.add_argument("--out-npz", help="also write the dance as an engine Motion .npz")
     p.add_argument("--force", action="store_true",
                    help="overwrite existing output files (saving back to the --blend file needs no --force)")
@@ -248,7 +251,7 @@ def run(args: argparse.Namespace) -> str:
         try:
             if args.out_bvh:
                 from engine.outputs.bvh import write_bvh
-                write_bvh(motion, args.out_bvh, up_axis="Z")
+                write_bvh(motion, args.out_bvh, up_axis=args.bvh_up)
             if args.out_npz:
                 motion.save_npz(args.out_npz)
         except OSError as e:
@@ -298,6 +301,7 @@ def check_outputs(args: argparse.Namespace) -> None:
     opened = os.path.abspath(args.blend) if args.blend else None
     inputs = {os.path.realpath(path): flag for flag, path in (("--audio", args.audio), ("--blend", args.blend)) if path}
     written: dict[str, str] = {}
+    suffixes = {"--out-blend": ".blend", "--out-bvh": ".bvh", "--out-npz": ".npz"}
     for flag, path in outputs:
         if not path:
             continue
@@ -318,6 +322,9 @@ def check_outputs(args: argparse.Namespace) -> None:
         if os.path.exists(full) and not args.force and not (flag == "--out-blend" and full == opened):
             raise EngineError(f"{flag} {path} exists: pass --force to overwrite it")
         check_writable(Path(full), f"{flag} {path}")
+    for flag, path in outputs:     # named as what they hold (a .blend saved as i.txt, BVH text in x.npz)
+        if path and not path.lower().endswith(suffixes[flag]):
+            raise EngineError(f"{flag} {path}: the file name must end in {suffixes[flag]}")
 
 
 def remove_blender_session_folder() -> None:

@@ -121,7 +121,8 @@ def generate_command(args) -> int:
     from .music import background
     from .options import check_outputs, check_song_path
     # Everything is checked before any work starts (a mistake costs no generation time).
-    check_outputs(args.output, OUTPUT_KINDS, args.force)
+    check_outputs(args.output, OUTPUT_KINDS, args.force,
+                  inputs={"the song": args.song, "the --constraints file": args.constraints})
     check_song_path(args.song)
     # The song is analysed in a second process while this one imports torch (engine.music.background).
     music = background.start(args.song, args.start, args.duration)

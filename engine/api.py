@@ -20,7 +20,7 @@ from .defaults import (DEFAULT_AUTOGUIDANCE, DEFAULT_FPS, DEFAULT_GUIDANCE, DEFA
                        SAMPLING_ETA, SAMPLING_SOLVER, SMOOTHING_SECONDS, STUDENT_SMOOTHING_SECONDS)
 from .errors import Cancelled, EngineError, EngineNote
 from .finishing.beatsync import motion_beats, output_times, warp_knots, warp_times
-from .finishing.editing import (anchor_times, apply_constraints, given_legs, keyed_runs, keyed_runs_at,
+from .finishing.editing import (anchor_times, apply_constraints, keyed_runs, keys_at_model_rate, leg_keys,
                                 legs_hang_from_new_hips, rushed_root_keys)
 from .finishing.feet import beat_cycle, clean_feet
 from .finishing.rootpath import bound_root_path
@@ -266,13 +266,12 @@ def draw(audio, *, sample_rate: int | None = None, style: str = "any", seed: int
             or analysed_music.source != A.music_source(audio, start, duration):
         analysed_music = A.music_for_dance(audio, sample_rate=sample_rate, start=start, duration=duration)
     seconds, features, beats = analysed_music.seconds, analysed_music.features, analysed_music.beats
-    if analysed_music.loudest_db < ABSOLUTE_SILENCE_DBFS:
-        # Nothing sounds to wait for, so the silence is danced (a muted export, a wrong file or strip).
+    if analysed_music.loudest_db < ABSOLUTE_SILENCE_DBFS:     # a muted export, a wrong file, a silent slice
         warnings.warn(f"the music is silent or nearly so (its loudest moment is "
-                      f"{max(analysed_music.loudest_db, -120.0):.0f} dBFS; is it the right file or strip?): "
-                      "it is danced as if it played", EngineNote)
+                      f"{max(analysed_music.loudest_db, -120.0):.0f} dBFS): is it the right file?"
+                      + ("" if wait_in_silence else " It is danced as if it played."), EngineNote)
     elif seconds >= _BEATLESS_NOTE_SECONDS and len(beats) < 2:
-        warnings.warn(f"no beat was found in the music's {seconds:.0f} s (is it silent, or the wrong strip?): "
+        warnings.warn(f"no beat was found in the music's {seconds:.0f} s (is it the right file?): "
                       "the dance follows no beat", EngineNote)
     out_frames = max(1, int(round(seconds * fps)))
     constraints = _check_constraints(constraints, out_frames, fps)
@@ -442,19 +441,19 @@ def finish_motion(poses30: np.ndarray, trans30: np.ndarray, seconds: float, out_
 
     if "feet" in finishing or contacts30 is None:
         cycle = beat_cycle(output_times(src_times, plan_warp(poses30, trans30)), music_beats)
-        # Runs of keys (the dance around a regenerated range, seed motion, a locked body part)
-        # are put on first, and the feet cleanup leaves legs given there as they are: re-stepped,
-        # the offsets that restore them at the end changed from frame to frame and swung a leg
-        # into the free frames (a foot rushing 29 cm in a frame into a range's join).
-        runs = keyed_runs_at(constraints, fps, len(poses30), L.MODEL_FPS)
-        given = None
-        if runs is not None:
-            poses30, trans30 = apply_constraints(poses30, trans30, runs, L.MODEL_FPS)
-            given = given_legs(runs)
+        # The keys are put on first (keys_at_model_rate), and the feet cleanup leaves the legs
+        # keyed or held there as they are: re-stepped, the offsets that restore them at the end
+        # changed from frame to frame and swung a leg into the free frames (a foot rushing 29 cm
+        # in a frame into a range's join).
+        early = keys_at_model_rate(constraints, fps, len(poses30), L.MODEL_FPS)
+        given = pinned = None
+        if early is not None:
+            poses30, trans30 = apply_constraints(poses30, trans30, early, L.MODEL_FPS)
+            given, pinned = leg_keys(early)
         if held is not None and held.any():     # a dancer waiting in a silence stands as drawn
             given = np.zeros((len(poses30), 2), bool) if given is None else given.copy()
             given[held] = True
-        poses30, trans30, contacts30 = clean_feet(poses30, trans30, L.MODEL_FPS, cycle, given)
+        poses30, trans30, contacts30 = clean_feet(poses30, trans30, L.MODEL_FPS, cycle, given, pinned)
         if held is not None:
             contacts30[held] = 1.0
     else:

@@ -117,22 +117,33 @@ def make_example_song(path, seconds: float = 12.0, bpm: float = 120.0, sr: int =
     return path
 
 
+EXAMPLE_FILES = ("song.wav", "dance.bvh", "dance.npz", "dance.mp4")
+
+
 def main(argv=None) -> int:
     """`python -m engine.example --out DIR`: write the example song and dance to it with the
-    shipped weights: DIR/song.wav, DIR/dance.bvh, DIR/dance.npz, DIR/dance.mp4."""
-    import argparse
-    import sys
-
+    shipped weights: DIR/song.wav, DIR/dance.bvh, DIR/dance.npz, DIR/dance.mp4 (files already
+    there are replaced only with --force)."""
+    from .__main__ import OneLineParser
     from .__main__ import main as engine_main
-    p = argparse.ArgumentParser(prog="python -m engine.example", description=main.__doc__)
+    p = OneLineParser(prog="python -m engine.example", description=main.__doc__)
     p.add_argument("--out", type=Path, required=True, help="folder for the example's files (created)")
-    p.add_argument("--seconds", type=float, default=12.0, help="length of the example song")
-    p.add_argument("--steps", type=int, default=20, help="sampling steps")
+    p.add_argument("--seconds", type=float, default=12.0, help="length of the example song (1-600)")
+    p.add_argument("--steps", type=int, default=20, help="sampling steps (1-1000)")
+    p.add_argument("--force", action="store_true", help="replace the example's files if the folder has them")
     args = p.parse_args(argv)
+    # Checked before anything is written: the song is written first.
+    if not 1.0 <= args.seconds <= 600.0:
+        p.error(f"--seconds must be from 1 to 600, got {args.seconds:g}")
+    if not 1 <= args.steps <= 1000:
+        p.error(f"--steps must be a whole number from 1 to 1000, got {args.steps}")
+    there = [name for name in EXAMPLE_FILES if (args.out / name).exists()]
+    if there and not args.force:
+        p.error(f"{args.out} already has {', '.join(there)}: add --force to replace them")
     args.out.mkdir(parents=True, exist_ok=True)
     song = make_example_song(args.out / "song.wav", seconds=args.seconds)
-    print(f"wrote {song}", file=sys.stderr)
-    outputs = [a for name in ("dance.bvh", "dance.npz", "dance.mp4") for a in ("-o", str(args.out / name))]
+    print(f"wrote {song}")
+    outputs = [a for name in EXAMPLE_FILES[1:] for a in ("-o", str(args.out / name))]
     return engine_main(["generate", str(song), *outputs, "--steps", str(args.steps), "--force"])
 
 

@@ -102,10 +102,11 @@ def check_song_path(path) -> Path:
     return path
 
 
-def check_outputs(outputs, kinds: dict[str, str], force: bool) -> None:
+def check_outputs(outputs, kinds: dict[str, str], force: bool, inputs: dict | None = None) -> None:
     """Output files: known extensions, existing and writable folders, each named once, none
-    overwritten without `force`."""
+    overwritten without `force`, and none an input (`inputs`: {what it is: path}), even with it."""
     seen: set[Path] = set()
+    given = {Path(path).resolve(): what for what, path in (inputs or {}).items() if path}
     for out in outputs:
         out = Path(out)
         if out.suffix.lower() not in kinds:
@@ -115,6 +116,8 @@ def check_outputs(outputs, kinds: dict[str, str], force: bool) -> None:
         if resolved in seen:
             raise EngineError(f"{out} is given twice as an output")
         seen.add(resolved)
+        if resolved in given:
+            raise EngineError(f"{out} is {given[resolved]}: it would be overwritten (write the dance elsewhere)")
         if not resolved.parent.is_dir():
             raise EngineError(f"cannot write {out}: folder {resolved.parent} does not exist")
         if resolved.is_dir():

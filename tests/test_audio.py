@@ -311,3 +311,20 @@ def test_load_song_bundles_the_analysis(tmp_path):
                                   np.round(song.beat_times * song.fps).astype(int))
     song25 = load_song(path, fps=25)
     assert song25.features.shape == (150, NUM_MUSIC_FEATURES)
+
+
+def test_an_aac_song_decodes_from_its_first_sample_and_its_end_is_checked(tmp_path):
+    # Review: ffmpeg seeking the input to 0 dropped an M4A's first 1024 samples (the dance a frame
+    # short, its beats a frame early), and a --duration past its end was danced shorter in silence.
+    imageio_ffmpeg = pytest.importorskip("imageio_ffmpeg")
+    wav, m4a = tmp_path / "song.wav", tmp_path / "song.m4a"
+    sf.write(wav, make_click_track(4.0, 120, 44100), 44100)
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-i", str(wav), "-c:a", "aac", str(m4a)], check=True)
+    plain, sr = load_audio(wav)
+    coded, _ = load_audio(m4a)
+    assert len(coded) == len(plain)
+    lag = np.argmax(np.correlate(coded[:8000], plain[:8000], "full")) - 7999
+    assert lag == 0
+    assert len(load_audio(m4a, start=3.0, duration=1.0)[0]) == sr
+    with pytest.raises(EngineError, match="runs past the end of song.m4a"):
+        load_audio(m4a, start=3.0, duration=2.0)

@@ -69,6 +69,18 @@ def test_the_same_output_twice_is_an_error(click_song, tmp_path):
     assert r.returncode == 2 and "given twice" in r.stderr
 
 
+def test_an_output_that_is_an_input_is_refused_even_with_force(tmp_path):
+    # Review: `-o clip.mp4 --force` replaced the song (a video) with the preview, and `-o keys.npz`
+    # replaced the --constraints file with the dance; batch.py already refused the same.
+    song, keys = tmp_path / "clip.mp4", tmp_path / "keys.npz"
+    song.write_bytes(b"the user's video")
+    keys.write_bytes(b"the user's keys")
+    for extra, said in ((["-o", song], "is the song"), (["--constraints", keys, "-o", keys], "is the --constraints file")):
+        r = _cli("generate", song, *extra, "--force")
+        assert r.returncode == 2 and said in r.stderr and r.stderr.strip().splitlines() == [r.stderr.strip()], r.stderr
+    assert song.read_bytes() == b"the user's video" and keys.read_bytes() == b"the user's keys"
+
+
 @pytest.mark.parametrize("extra", [["--quality", "Fast"], ["--seed", "1.5"], ["--up-axis", "w"]])
 def test_an_option_typo_is_one_line(click_song, tmp_path, extra):
     # QA: argparse printed a 14-line usage block before the error.
@@ -195,11 +207,15 @@ def test_batch_refuses_zero_steps_and_unknown_parts_before_opening_anything(tmp_
     song = tmp_path / "song.wav"
     song.write_bytes(b"the animator's song")
     for extra, message in ((["--audio", song, "--out-bvh", song], "is the --audio file"),
-                           (["--out-bvh", taken, "--out-npz", tmp_path / "sub" / ".." / "taken.npz"], "is also given as"),
+                           (["--out-npz", taken, "--out-bvh", tmp_path / "sub" / ".." / "taken.npz"], "is also given as"),
                            (["--out-npz", missing], "is the --blend file")):
         r = _batch(tmp_path, "--blend", missing, "--weights", tiny_weights, "--force", *extra)
         assert r.returncode == 1 and r.stderr.strip().splitlines() == [r.stderr.strip()] and message in r.stderr, r.stderr
     assert song.read_bytes() == b"the animator's song" and taken.read_bytes() == b"the animator's file"
+    # Each output must be named as what it holds (review: `--out-bvh x.npz` wrote BVH text there).
+    for flag, name in (("--out-bvh", "x.npz"), ("--out-blend", "i.txt"), ("--out-npz", "d.bvh")):
+        r = _batch(tmp_path, "--blend", missing, "--weights", tiny_weights, flag, tmp_path / name)
+        assert r.returncode == 1 and "the file name must end in" in r.stderr and not (tmp_path / name).exists()
 
 
 def test_batch_keep_accepts_the_engines_part_names(tmp_path, tiny_weights):

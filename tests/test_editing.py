@@ -312,3 +312,72 @@ def test_root_keys_no_dancer_could_reach_get_a_note(click_song, tiny_weights):
         generate(click_song, weights=tiny_weights, steps=2, constraints=keys)
     notes = [str(w.message) for w in caught if issubclass(w.category, EngineNote)]
     assert any("2.00 s and 3.00 s are 99.0 m/s apart" in n for n in notes), notes
+
+
+def test_lone_keys_are_met_at_the_model_rate_on_their_nearest_frame():
+    from engine.finishing.editing import keys_at_model_rate
+    fps, n = 24.0, 48
+    c = Constraints.empty(n, fps)
+    c.joint_mask[:24, 3] = True                            # a run: resampled as keyed_runs_at does
+    c.poses[:, 9] = np.arange(n) / fps
+    c.set_pose(30, np.full(72, 0.2))                       # a lone full-pose key at 1.25 s
+    c.trans_mask[30], c.trans[30] = True, (0.5, 0.9, -0.2)
+    early = keys_at_model_rate(c, fps, 60, 30.0)
+    m = int(round(30 * 30.0 / fps))                        # model frame 38 (1.2667 s), the nearest
+    assert early.joint_mask[m].all() and early.trans_mask[m] and np.allclose(early.poses[m], 0.2)
+    assert np.allclose(early.trans[m], (0.5, 0.9, -0.2))
+    assert early.joint_mask.sum(axis=1)[[m - 1, m + 1]].tolist() == [0, 0]
+    run = np.flatnonzero(early.joint_mask[:m, 3])
+    assert run[-1] == 28 and np.allclose(early.poses[run, 9], run / 30.0)
+
+
+def test_a_held_stance_holds_the_root_too():
+    # Review: the same full pose keyed twice froze the body while the root travelled 1.6 m, a
+    # statue sliding across the floor; with the root keyed the same at both, it wandered 14 cm.
+    T = 120
+    generated, trans = _dance(T)
+    trans[:, 0] += np.arange(T) / FPS                      # the drawn dance travels 1 m/s
+    pose = _dance(T, seed=3)[0][0]
+    c = Constraints.empty(T, FPS).set_pose(30, pose).set_pose(60, pose)
+    poses, moved = apply_constraints(generated, trans, c, FPS)
+    assert np.abs(moved[30:61] - moved[30]).max() < 1e-9   # standing still through the hold
+    assert np.abs(np.diff(moved[61:, 0])).max() > 0.02     # and travelling on after it
+    c.trans_mask[[30, 60]], c.trans[[30, 60]] = True, (0.3, 0.85, 0.1)
+    _, moved = apply_constraints(generated, trans, c, FPS)
+    assert np.abs(moved[30:61] - [0.3, 0.85, 0.1]).max() < 1e-9
+    # Arms alone held keep the root's own path: only a held stance (pelvis and legs) stands still.
+    c = Constraints.empty(T, FPS).set_pose(30, pose, joints=["left_arm"]).set_pose(60, pose, joints=["left_arm"])
+    _, moved = apply_constraints(generated, trans, c, FPS)
+    assert np.allclose(moved, trans)
+
+
+def test_planted_feet_stay_planted_and_on_the_floor_around_keys():
+    # Review: around three full-pose keys (another dance's poses) 85-95% of the foot frames on the
+    # floor slid faster than 0.25 m/s, up to 2.8 m/s, and sank 4.6-4.9 cm: the corrections that
+    # meet a key were made after the feet were planted. Shipped student, 10 s click song.
+    import soundfile as sf
+    from engine.api import generate
+    from engine.evaluation.bench import SR, make_click_track
+    from engine.finishing.feet import FOOT_JOINTS
+    wave = make_click_track(10.0, 120.0, SR)
+    source = generate(wave, sample_rate=SR, seed=7, quality="fast")
+    keys = [60, 150, 240]
+    c = Constraints.empty(source.num_frames, source.fps)
+    for k in keys:
+        c.set_pose(k, source.poses[k])
+    for with_root in (False, True):
+        if with_root:
+            c.trans_mask[keys], c.trans[keys] = True, source.trans[keys]
+        m = generate(wave, sample_rate=SR, seed=0, quality="fast", constraints=c)
+        feet = joint_positions(m.poses, m.trans)[:, FOOT_JOINTS]
+        near = np.zeros(m.num_frames - 1, bool)
+        for k in keys:
+            near[k - 15:k + 15] = True
+        on_floor = (feet[1:, :, 1] < 0.05) & (feet[:-1, :, 1] < 0.05) & near[:, None]
+        speed = np.linalg.norm(np.diff(feet[:, :, [0, 2]], axis=0), axis=-1) * m.fps
+        sliding = (on_floor & (speed > 0.25)).sum() / max(1, on_floor.sum())
+        lowest = feet[np.flatnonzero(near)][:, :, 1].min()
+        print(f"root keyed {with_root}: {on_floor.sum()} foot frames on the floor near keys, {sliding:.0%} sliding, "
+              f"lowest {100 * lowest:.1f} cm")
+        assert sliding < 0.2 and lowest > -0.01
+        assert rotation_error(m.poses[keys].reshape(-1, 3), c.poses[keys].reshape(-1, 3)) < 1e-6

@@ -50,3 +50,18 @@ def test_mistakes(tmp_path):
         make_example_song(tmp_path / "missing" / "song.wav")
     with pytest.raises(EngineError):
         make_click_track(-1.0, 120, 44100)
+
+
+def test_the_example_command_leaves_a_users_files_unless_forced(tmp_path):
+    # Review: `python -m engine.example --out DIR` replaced a user's song.wav and dance.bvh there
+    # without --force, wrote the song before refusing --steps 0, and --seconds 0 was a traceback.
+    import subprocess
+    import sys
+    mine = tmp_path / "song.wav"
+    mine.write_bytes(b"my own song")
+    for extra, said in (([], "already has song.wav: add --force"), (["--steps", "0", "--force"], "--steps must be"),
+                        (["--seconds", "0", "--force"], "--seconds must be")):
+        run = subprocess.run([sys.executable, "-m", "engine.example", "--out", str(tmp_path), *extra],
+                             capture_output=True, text=True)
+        assert run.returncode == 2 and said in run.stderr and len(run.stderr.strip().splitlines()) == 1, run.stderr
+        assert mine.read_bytes() == b"my own song"

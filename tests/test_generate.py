@@ -77,10 +77,13 @@ def test_every_constraint_kind_holds_exactly(click_song, tiny_weights, kind):
         assert np.abs(m.trans[c.trans_mask] - c.trans[c.trans_mask]).max() < 1e-6
 
 
-def test_silence_still_dances(tiny_weights):
-    m = _gen(np.zeros(22050 * 3, np.float32), tiny_weights, sample_rate=22050)
-    assert m.num_frames == 90 and np.isfinite(m.poses).all()
-    assert len(m.beat_times) == 0
+def test_a_silent_song_waits_still_unless_told_to_dance(tiny_weights):
+    # Review: a silent song (or a slice of a song's silent tail) was danced, not waited in.
+    for wait, moves in ((True, False), (False, True)):
+        m = _gen(np.zeros(22050 * 3, np.float32), tiny_weights, sample_rate=22050, wait_in_silence=wait)
+        assert m.num_frames == 90 and np.isfinite(m.poses).all() and len(m.beat_times) == 0
+        pos = joint_positions(m.poses, m.trans)
+        assert (np.abs(np.diff(pos, axis=0)).max() > 1e-3) == moves
 
 
 def test_progress_reports_and_cancels(click_song, tiny_weights):

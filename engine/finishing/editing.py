@@ -47,12 +47,14 @@ LEG_KEY_FADE_SECONDS = 0.25
 HOLD_TOLERANCE = 1e-6
 
 
-def _with_holds(keyed: np.ndarray, given: torch.Tensor) -> tuple[np.ndarray, torch.Tensor]:
+def _with_holds(keyed: np.ndarray, given: torch.Tensor) -> tuple[np.ndarray, torch.Tensor, np.ndarray]:
     """A joint keyed with the same rotation on two keys in a row is held in between: those frames
-    become keys of that rotation. keyed (T,) bool, given (T,4) quaternions."""
+    become keys of that rotation. keyed (T,) bool, given (T,4) quaternions. Returns (keyed,
+    given, held (T,) bool: the frames of each hold, its two keys included)."""
+    held = np.zeros(len(keyed), bool)
     k = np.flatnonzero(keyed)
     if len(k) < 2:
-        return keyed, given
+        return keyed, given, held
     keyed, given = keyed.copy(), given.clone()
     q0, q1 = given[k[:-1]], given[k[1:]]
     angle = R.quat_angle(q0, q1)
@@ -60,6 +62,29 @@ def _with_holds(keyed: np.ndarray, given: torch.Tensor) -> tuple[np.ndarray, tor
         if same and b > a + 1:
             keyed[a + 1:b] = True
             given[a + 1:b] = given[a]
+            held[a:b + 1] = True
+    return keyed, given, held
+
+
+# A hold of these joints (the pelvis's turn and both legs) freezes the stance: with the feet
+# planted, the root cannot travel either (it slid a statue 1.6 m across the floor in a second).
+STANCE_JOINTS = [0, 1, 2, 4, 5, 7, 8]
+
+
+def _held_root(trans: np.ndarray, keyed: np.ndarray, given: np.ndarray,
+               stance_held: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Root keys (keyed (T,), given (T,3)) with the root held where the stance is (stance_held
+    (T,) bool, from the stance joints' holds): through each such span the root stays at its key
+    at either end (both keys the same, or only one keyed), else where the dance has it at the
+    span's start. Root keys that differ at both ends are the animator's move: not held."""
+    keyed, given = keyed.copy(), given.copy()
+    edges = np.flatnonzero(np.diff(np.r_[0, stance_held.astype(np.int8), 0]))
+    for a, b in zip(edges[::2], edges[1::2] - 1):
+        ends = [f for f in (a, b) if keyed[f]]
+        if len(ends) == 2 and np.abs(given[a] - given[b]).max() > 1e-6:
+            continue
+        keyed[a:b + 1] = True
+        given[a:b + 1] = given[ends[0]] if ends else trans[a]
     return keyed, given
 
 
@@ -88,14 +113,18 @@ def apply_constraints(poses: np.ndarray, trans: np.ndarray, constraints: Constra
     q_given = R.axis_angle_to_quat(torch.from_numpy(constraints.poses).reshape(n, NUM_JOINTS, 3))
     out_mask = np.zeros((T, NUM_JOINTS), bool)
     out_values = torch.zeros(T, NUM_JOINTS, 4, dtype=torch.float64)
+    stance_held = np.ones(T, bool)
     for j in range(NUM_JOINTS):
         keyed = np.zeros(T, bool)
         keyed[:n] = constraints.joint_mask[:, j]
         if not keyed.any():
+            stance_held &= j not in STANCE_JOINTS
             continue
         given = torch.zeros(T, 4, dtype=torch.float64)
         given[:n] = q_given[:, j]
-        keyed, given = _with_holds(keyed, given)
+        keyed, given, held = _with_holds(keyed, given)
+        if j in STANCE_JOINTS:
+            stance_held &= held
         k = np.flatnonzero(keyed)
         # Correction at each key, as a rotation vector (the short way round): given = delta * generated.
         dq = R.quat_mul(given[k], R.quat_conjugate(q_all[k, j]))
@@ -109,15 +138,19 @@ def apply_constraints(poses: np.ndarray, trans: np.ndarray, constraints: Constra
 
     keyed = np.zeros(T, bool)
     keyed[:n] = constraints.trans_mask
+    given_trans = np.zeros((T, 3))
+    given_trans[:n] = np.where(constraints.trans_mask[:, None], constraints.trans, 0.0)
+    if stance_held.any():
+        keyed, given_trans = _held_root(trans, keyed, given_trans, stance_held)
     if keyed.any():
         k = np.flatnonzero(keyed)
-        offsets = constraints.trans[k] - trans[k]
+        offsets = given_trans[k] - trans[k]
         trans[:, [0, 2]] += offset_curve(k, offsets[:, [0, 2]], T, None)
         rise = offset_curve(*dip_knots(k, offsets[:, 1:], fade), T, fade)[:, 0]
         if np.abs(rise).max() > 1e-9:
-            out = _raised_on_planted_feet(out, trans, rise, k, constraints, fps)
+            out = _raised_on_planted_feet(out, trans, rise, k, out_mask, fps)
             trans[:, 1] += rise
-        trans[k] = constraints.trans[k]
+        trans[k] = given_trans[k]
     mask = np.zeros(out.shape, bool)
     mask[:n] = np.repeat(constraints.joint_mask, 3, axis=1)
     out[mask] = constraints.poses[mask[:n]]                   # exactly the numbers given
@@ -125,14 +158,15 @@ def apply_constraints(poses: np.ndarray, trans: np.ndarray, constraints: Constra
 
 
 def _raised_on_planted_feet(poses: np.ndarray, trans: np.ndarray, rise: np.ndarray, root_keys: np.ndarray,
-                            constraints: Constraints, fps: float) -> np.ndarray:
+                            joint_keyed: np.ndarray, fps: float) -> np.ndarray:
     """Poses whose legs bend (or stretch) so that the ankles stay where they were while the root
     rises by `rise` (T,): a lowered root key is a crouch on the same feet, not feet in the floor.
     A leg the animator posed at the root keys around a frame (a full-pose key) is theirs: there
     the whole body moves with the root, as before. Elsewhere the IK fades out over
-    LEG_KEY_FADE_SECONDS towards the leg's own keys."""
+    LEG_KEY_FADE_SECONDS towards the leg's own keys. joint_keyed (T, 24): the joints keyed or
+    held on each frame (a held leg is as much the animator's as a keyed one)."""
     from scipy.ndimage import distance_transform_edt
-    T, n = len(poses), constraints.num_frames
+    T, n = len(poses), len(joint_keyed)
     targets = ankle_positions(poses, trans)
     raised = trans.copy()
     raised[:, 1] += rise
@@ -142,7 +176,7 @@ def _raised_on_planted_feet(poses: np.ndarray, trans: np.ndarray, rise: np.ndarr
     after = np.minimum(np.searchsorted(root_keys, frames, side="left"), len(root_keys) - 1)
     for col, leg in enumerate(LEGS.values()):
         leg_keyed = np.zeros(T, bool)
-        leg_keyed[:n] = legs_keyed(constraints.joint_mask)[:, col]
+        leg_keyed[:n] = legs_keyed(joint_keyed)[:, col]
         posed = leg_keyed[root_keys[after]] & (root_keys[after] >= frames)
         posed |= (before >= 0) & leg_keyed[root_keys[np.maximum(before, 0)]]
         distance = distance_transform_edt(~leg_keyed) if leg_keyed.any() else np.full(T, np.inf)
@@ -192,14 +226,58 @@ def keyed_runs_at(constraints: Constraints | None, fps: float, length: int, mode
     return Constraints(poses=poses, trans=trans, joint_mask=joint_mask, trans_mask=trans_mask, fps=model_fps)
 
 
+def keys_at_model_rate(constraints: Constraints | None, fps: float, length: int, model_fps: float) -> Constraints | None:
+    """Every key of `constraints` at `model_fps` for `length` frames: runs as keyed_runs_at
+    resamples them, each other key on its nearest model frame. The dance is made to meet them
+    before its feet are cleaned up, so that the feet are planted on the motion that passes
+    through the keys: the corrections that meet a key bend the legs and move the root, and
+    made after the cleanup they slid planted feet at up to 2.8 m/s and sank them 5 cm around
+    each key. The output's own keys are still met exactly at the end (apply_constraints)."""
+    if constraints is None:
+        return None
+    runs = keyed_runs_at(constraints, fps, length, model_fps)
+    poses, trans = np.zeros((length, NUM_JOINTS * 3)), np.zeros((length, 3))
+    joint_mask, trans_mask = np.zeros((length, NUM_JOINTS), bool), np.zeros(length, bool)
+    if runs is not None:
+        poses[:], trans[:], joint_mask[:], trans_mask[:] = runs.poses, runs.trans, runs.joint_mask, runs.trans_mask
+    min_frames = max(2, int(round(INPAINT_MIN_RUN_SECONDS * fps)))
+    lone_joints = constraints.joint_mask & ~keyed_runs(constraints.joint_mask, min_frames)
+    lone_root = constraints.trans_mask & ~keyed_runs(constraints.trans_mask[:, None], min_frames)[:, 0]
+    nearest = np.round(np.arange(constraints.num_frames) * model_fps / fps).astype(int)
+    for f in np.flatnonzero((lone_joints.any(axis=1) | lone_root) & (nearest < length)):
+        m = nearest[f]
+        joints = lone_joints[f] & ~joint_mask[m]
+        block = poses[m].reshape(NUM_JOINTS, 3)
+        block[joints] = constraints.poses[f].reshape(NUM_JOINTS, 3)[joints]
+        joint_mask[m] |= joints
+        if lone_root[f] and not trans_mask[m]:
+            trans[m], trans_mask[m] = constraints.trans[f], True
+    if not joint_mask.any() and not trans_mask.any():
+        return None
+    return Constraints(poses=poses, trans=trans, joint_mask=joint_mask, trans_mask=trans_mask, fps=model_fps)
+
+
+def leg_keys(constraints: Constraints) -> tuple[np.ndarray, np.ndarray]:
+    """How the feet cleanup treats the keyed legs: (given (T, 2), pinned (T, 2)) in feet.LEGS'
+    order. Given: legs keyed in runs (seed motion, a regenerated range's surroundings, a locked
+    leg) or held between two keys of the same rotation, left as they are. Pinned: legs keyed on
+    a lone frame, whose foot is planted where the key puts it when the key's foot is low (a
+    stance around it on a spot of its own slid the foot away from the key and back)."""
+    T = constraints.num_frames
+    q = R.axis_angle_to_quat(torch.from_numpy(constraints.poses).reshape(T, NUM_JOINTS, 3))
+    keyed = legs_keyed(constraints.joint_mask)
+    runs = legs_keyed(keyed_runs(constraints.joint_mask, max(2, int(round(INPAINT_MIN_RUN_SECONDS * constraints.fps)))))
+    holds = np.zeros((T, 2), bool)
+    for col, leg in enumerate(LEGS.values()):
+        spans = [_with_holds(constraints.joint_mask[:, j], q[:, j])[2] for j in leg[:3] if constraints.joint_mask[:, j].any()]
+        holds[:, col] = np.logical_or.reduce(spans) if spans else False
+    given = runs | holds
+    return given, keyed & ~given
+
+
 def legs_keyed(joint_mask: np.ndarray) -> np.ndarray:
     """(T, 24) key mask -> (T, 2) in feet.LEGS' order: frames where a leg's hip, knee or ankle is keyed."""
     return np.stack([joint_mask[:, list(leg[:3])].any(axis=1) for leg in LEGS.values()], axis=1)
-
-
-def given_legs(runs: Constraints | None) -> np.ndarray | None:
-    """(T, 2) legs given by the runs of keys of keyed_runs_at (None: none)."""
-    return None if runs is None else legs_keyed(runs.joint_mask)
 
 
 def legs_hang_from_new_hips(c: Constraints, fps: float) -> bool:

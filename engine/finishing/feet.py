@@ -364,8 +364,8 @@ def _lifted_off_path(pos: np.ndarray, fps: float, leg, b0: int, a1: int, spot0: 
     return path, (played <= 0.0) | (played >= 1.0)
 
 
-def step_plan(pos: np.ndarray, fps: float, leg, cycle: np.ndarray,
-              given: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def step_plan(pos: np.ndarray, fps: float, leg, cycle: np.ndarray, given: np.ndarray | None = None,
+              pinned: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Where this leg's ankle should be: (target (T,3), weight (T,) in [0, 1], planted (T,) bool,
     sole held (T,) bool: planted, lifting off or setting down).
 
@@ -377,7 +377,9 @@ def step_plan(pos: np.ndarray, fps: float, leg, cycle: np.ndarray,
     network's path, so no foot is planted beyond the leg's reach (a locked knee dragging the
     foot): a planted run whose spot the hips carry out of reach is stepped as well, and a stance
     ends where its spot goes out of reach. Frames where
-    `given` (T,) marks the leg's pose as given belong to no stance and no swing.
+    `given` (T,) marks the leg's pose as given belong to no stance and no swing. A frame
+    `pinned` (T,) (a lone key of the leg) with its foot low is planted, and its stance stands
+    where the key puts the foot; with its foot up it is given.
     """
     hip, _, ankle, toe = leg
     ankle_path = pos[:, ankle]
@@ -387,6 +389,9 @@ def step_plan(pos: np.ndarray, fps: float, leg, cycle: np.ndarray,
         return np.linalg.norm(pos[a:b, hip] - spot, axis=-1) > reach[a:b]
 
     low, planted = _low_and_planted(pos, fps, leg)
+    if pinned is not None and pinned.any():
+        planted = planted | (pinned & low)
+        given = (pinned & ~low) if given is None else given | (pinned & ~low)
     given_planted = None
     if given is not None:
         given_planted = planted & given           # where the given foot itself stands
@@ -418,9 +423,12 @@ def step_plan(pos: np.ndarray, fps: float, leg, cycle: np.ndarray,
         # foot goes as drawn, as the corrections join it to the given frames: pinned to a
         # swinging foot's place, it hung in the air and then snapped 30 cm in a frame.
         after, before = _beside_given(given, a, b)
-        if after and before:
+        keys = np.flatnonzero(pinned[a:b]) if pinned is not None else ()
+        if len(keys):                       # where the key puts the foot
+            spot = ankle_path[a + keys[0]].copy()
+        elif after and before:
             continue
-        if after or before:
+        elif after or before:
             edge = a - 1 if after else b
             if not given_planted[edge]:
                 continue
@@ -485,17 +493,23 @@ def step_plan(pos: np.ndarray, fps: float, leg, cycle: np.ndarray,
     return target, weight, stance, sole_held | stance
 
 
-def _held_sole(sole: torch.Tensor, held: np.ndarray, fade: int) -> torch.Tensor:
-    """(T,3,3) world orientations of a foot -> the same, held at its middle orientation through
-    each run of `held` (a stance with its lift-off and set-down) and eased back at its edges: a
-    planted foot neither swivels nor rocks. Where the network turns the foot further than
-    SOLE_RELEASE_DEGREES from that orientation, the hold is let go, so the foot pivots with the
-    dancer's turn."""
+def _run_reference(a: int, b: int, pinned: np.ndarray | None) -> int:
+    """The frame whose foot a held run [a, b) keeps: its first pinned frame (a key), else its middle."""
+    keys = np.flatnonzero(pinned[a:b]) if pinned is not None else ()
+    return a + int(keys[0]) if len(keys) else (a + b - 1) // 2
+
+
+def _held_sole(sole: torch.Tensor, held: np.ndarray, fade: int, pinned: np.ndarray | None = None) -> torch.Tensor:
+    """(T,3,3) world orientations of a foot -> the same, held at its middle orientation (a
+    pinned frame's, where the run has one) through each run of `held` (a stance with its
+    lift-off and set-down) and eased back at its edges: a planted foot neither swivels nor
+    rocks. Where the network turns the foot further than SOLE_RELEASE_DEGREES from that
+    orientation, the hold is let go, so the foot pivots with the dancer's turn."""
     quats = R.matrix_to_quat(sole)
     target = quats.numpy().copy()
     weight = np.zeros(len(held))
     for a, b in true_runs(held, 1):
-        target[a:b] = target[(a + b - 1) // 2]
+        target[a:b] = target[_run_reference(a, b, pinned)]
         weight[a:b] = 1.0
     _fade_edges(target, weight, fade)
     # Where the dancer turns on the planted foot, let the foot pivot rather than wring the ankle.
@@ -506,7 +520,7 @@ def _held_sole(sole: torch.Tensor, held: np.ndarray, fade: int) -> torch.Tensor:
 
 
 def _pivot_about_toe(drawn: torch.Tensor, held: torch.Tensor, sole_held: np.ndarray, toe_offset: np.ndarray,
-                     moving: np.ndarray, fade: int) -> np.ndarray:
+                     moving: np.ndarray, fade: int, pinned: np.ndarray | None = None) -> np.ndarray:
     """(T,3) horizontal shift of a leg's ankle target so that where the held sole turns away from
     its run's middle orientation (`held` against `drawn`, (T,3,3) world orientations; a pivot,
     _held_sole), the foot turns about its toe (`toe_offset`, the toe joint's rest offset from the
@@ -519,7 +533,7 @@ def _pivot_about_toe(drawn: torch.Tensor, held: torch.Tensor, sole_held: np.ndar
     if not runs:
         return shift
     for a, b in runs:
-        middle = drawn[(a + b - 1) // 2].numpy()
+        middle = drawn[_run_reference(a, b, pinned)].numpy()
         shift[a:b] = middle @ toe_offset - held[a:b].numpy() @ toe_offset
     shift[:, 1] = 0.0                           # about the vertical only: the toe keeps its height
     # The gaps around the runs: each follows a run's last frame (`after`, None before the first)
@@ -558,7 +572,8 @@ def _free_ramp(given: np.ndarray, fade: int) -> np.ndarray:
 
 
 def lock_feet(poses: np.ndarray, trans: np.ndarray, fps: float, cycle: np.ndarray | None = None,
-              given_legs: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+              given_legs: np.ndarray | None = None,
+              pinned_legs: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Pin planted feet and re-step sliding ones (step_plan) on the stepping cycle `cycle` (T,)
     (default: time_cycle). The left foot's stances start at whole cycles, the right foot's
     half a cycle later. Where `given_legs` (T, 2) marks a leg's pose as given (the dance around a
@@ -566,7 +581,8 @@ def lock_feet(poses: np.ndarray, trans: np.ndarray, fps: float, cycle: np.ndarra
     restores verbatim), that leg is left as it is, and a stance next to those frames plants
     where it stood (step_plan). Re-stepped there, the keys' corrections changed from frame to
     frame, and interpolated into the free frames next to them they swung the leg (a foot rushing
-    29 cm in a frame into the join of a regenerated range). Returns (poses, contacts (T,4))."""
+    29 cm in a frame into the join of a regenerated range). `pinned_legs` (T, 2): lone keys of
+    a leg, planted where they put the foot (step_plan). Returns (poses, contacts (T,4))."""
     local, pos = _positions(poses, trans)
     glob = _global_rotations(local)
     T = len(poses)
@@ -575,7 +591,8 @@ def lock_feet(poses: np.ndarray, trans: np.ndarray, fps: float, cycle: np.ndarra
     new_local = local.clone()
     for col, leg in enumerate(LEGS.values()):
         given = None if given_legs is None else np.asarray(given_legs[:, col], bool)
-        target, weight, stance, sole_held = step_plan(pos.numpy(), fps, leg, cycle - 0.5 * col, given)
+        pinned = None if pinned_legs is None else np.asarray(pinned_legs[:, col], bool)
+        target, weight, stance, sole_held = step_plan(pos.numpy(), fps, leg, cycle - 0.5 * col, given, pinned)
         contacts[stance, col] = contacts[stance, col + 2] = 1.0
         # The re-stepping eases in away from the given frames: the leg IK at full weight on the
         # first free frame could swing the knee to another plane than the given leg's (a 17 cm
@@ -589,11 +606,15 @@ def lock_feet(poses: np.ndarray, trans: np.ndarray, fps: float, cycle: np.ndarra
             if any(_beside_given(given, a, b)):
                 placed[a:b] = 1.0
         weight = weight * placed
+        if pinned is not None and pinned.any():
+            # The keyed leg stays as keyed, its stance holding its foot; the IK eases in away from
+            # it (at full weight next to the key, a leg turned 23-31 rad/s into and out of it).
+            weight = weight * _free_ramp(pinned, _fade_frames(fps))
         frames = torch.from_numpy(np.flatnonzero(weight > 0))
         if len(frames):
-            held_sole = _held_sole(glob[:, leg[2]], sole_held, _fade_frames(fps))
+            held_sole = _held_sole(glob[:, leg[2]], sole_held, _fade_frames(fps), pinned)
             target = target + _pivot_about_toe(glob[:, leg[2]], held_sole, sole_held, REST_OFFSETS[leg[3]],
-                                               weight > 0, _fade_frames(fps))
+                                               weight > 0, _fade_frames(fps), pinned)
             w = torch.from_numpy(weight[frames.numpy()])[:, None]
             blended = w * torch.from_numpy(target[frames.numpy()]) + (1 - w) * pos[frames, leg[2]]
             held = R.matrix_to_quat(held_sole[frames])
@@ -646,11 +667,13 @@ def reach_ankles(poses: np.ndarray, trans: np.ndarray, targets: np.ndarray, weig
 
 
 def clean_feet(poses: np.ndarray, trans: np.ndarray, fps: float, cycle: np.ndarray | None = None,
-               given_legs: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+               given_legs: np.ndarray | None = None,
+               pinned_legs: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Ground the dancer, then pin planted feet and re-step sliding ones (lock_feet; legs marked
-    in `given_legs` (T, 2) are left as drawn). Returns (poses, trans, contacts)."""
+    in `given_legs` (T, 2) are left as drawn, `pinned_legs` planted where their keys put them).
+    Returns (poses, trans, contacts)."""
     trans = ground(poses, trans, fps)
-    poses, contacts = lock_feet(poses, trans, fps, cycle, given_legs)
+    poses, contacts = lock_feet(poses, trans, fps, cycle, given_legs, pinned_legs)
     return _toes_above_floor(poses, trans), trans, contacts
 
 

@@ -43,10 +43,11 @@ def silent_stretches(wave: np.ndarray, sr: float, frames: int, fps: float = MODE
     A slice of a song (a regenerated range) is measured against its own level."""
     db = frame_levels_db(wave, sr, frames, fps)
     sounding = db >= max(db.max() - SOUNDING_DB, ABSOLUTE_SILENCE_DBFS)
-    if not sounding.any():
-        return []
-    level_db = float(np.median(db[sounding]))
-    silent = (db < level_db - SILENT_BELOW_DB) | (db < ABSOLUTE_SILENCE_DBFS)
+    if sounding.any():
+        level_db = float(np.median(db[sounding]))
+        silent = (db < level_db - SILENT_BELOW_DB) | (db < ABSOLUTE_SILENCE_DBFS)
+    else:       # nothing sounds (digital silence, a muted export; a slice of a song's silent tail)
+        silent = np.ones(len(db), bool)
     edges = np.flatnonzero(np.diff(np.r_[0, silent.astype(np.int8), 0]))
     shortest = int(round(MIN_SILENCE_SECONDS * fps))
     return [(int(a), int(b) - 1) for a, b in zip(edges[::2], edges[1::2]) if b - a >= shortest]

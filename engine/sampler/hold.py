@@ -37,15 +37,18 @@ def held_stretches(stretches: Sequence[tuple[int, int]], frames: int,
     with the frames (nearest first) whose pose it may hold: the sounding frames at most
     ANCHOR_SEARCH_SECONDS away. A silent intro that opens on the animator's keys (a start pose,
     seed motion) holds its last keyed frame instead. Any other stretch with a key or lock in it
-    or among its candidates (`keyed`, (frames,) bool at the model's rate) is theirs to direct,
-    and a song silent throughout has no pose to wait in: neither is held."""
+    or among its candidates (`keyed`, (frames,) bool at the model's rate) is theirs to direct.
+    A song silent throughout (a muted export; a slice of a song's silent tail) waits in the
+    pose it starts in."""
     reach = int(round(ANCHOR_SEARCH_SECONDS * L.MODEL_FPS))
     out = []
     for first, last in stretches:
         last = min(last, frames - 1)
         if first > last:
             continue
-        if first == 0:
+        if first == 0 and last == frames - 1:
+            candidates = range(0, 1)
+        elif first == 0:
             candidates = range(last + 1, min(last + 1 + reach, frames))
         else:
             candidates = range(first - 1, max(first - 1 - reach, -1), -1)
