@@ -137,7 +137,13 @@ def _set_fps(scene, fps: float) -> None:
 
 def _sound_strip(scene, audio: str | None, frame_start: int | None, scene_io, compat):
     if audio is None:
-        return scene_io.find_sound_strip(scene)
+        from engine.errors import EngineError
+        try:
+            return scene_io.find_sound_strip(scene)
+        except EngineError as e:       # the panel's words; here the option is what to give
+            if str(e).startswith("no sound strip"):
+                raise EngineError("no song: the scene has no sound strip; give one with --audio FILE") from None
+            raise
     target = os.path.normpath(os.path.abspath(audio))
     for strip in compat.all_strips(scene):
         if strip.type == 'SOUND' and strip.sound is not None and \

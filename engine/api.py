@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import numbers
 import warnings
 import zlib
 from pathlib import Path
@@ -18,10 +19,10 @@ from .body.skeleton import NUM_JOINTS, joint_positions
 from .defaults import (DEFAULT_AUTOGUIDANCE, DEFAULT_FPS, DEFAULT_GUIDANCE, DEFAULT_QUALITY, DEFAULT_STEPS,
                        GUIDANCE_LOWPASS_FRAMES, INPAINT_MIN_RUN_SECONDS, LATE_GUIDANCE, MOTION_ONLY_STYLES,
                        SAMPLING_ETA, SAMPLING_SOLVER, SMOOTHING_SECONDS, STUDENT_SMOOTHING_SECONDS)
-from .errors import Cancelled, EngineError, EngineNote
+from .errors import Cancelled, EngineError, EngineNote, RaisedRootNote
 from .finishing.beatsync import motion_beats, output_times, warp_knots, warp_times
 from .finishing.editing import (anchor_times, apply_constraints, keyed_runs, keys_at_model_rate, leg_keys,
-                                legs_hang_from_new_hips, rushed_root_keys)
+                                legs_hang_from_new_hips, raised_root_frames, rushed_root_keys, sunk_root_frames)
 from .finishing.feet import beat_cycle, clean_feet
 from .finishing.rootpath import bound_root_path
 from .finishing.turns import limit_joint_speeds, limit_pelvis_turns
@@ -65,14 +66,29 @@ def resolve_device(name: str) -> torch.device:
     return torch.device("cpu")
 
 
+def _check_argument_types(style, sample_rate, constraints) -> None:
+    """What a notebook might pass by mistake, said in one line (they were raw ValueError,
+    TypeError and AttributeError tracebacks)."""
+    if not isinstance(style, str):
+        raise EngineError(f"style must be a style name such as 'any' (see available_styles()), got {style!r}")
+    if sample_rate is not None and (isinstance(sample_rate, bool) or not isinstance(sample_rate, numbers.Real)):
+        raise EngineError(f"sample_rate must be a number of samples per second, got {sample_rate!r}")
+    if constraints is not None and not isinstance(constraints, Constraints):
+        raise EngineError("constraints must be an engine Constraints (Constraints.empty(frames, fps) and its "
+                          f"set_pose, or Constraints.load_npz(path)), got {type(constraints).__name__}")
+
+
 def _check_constraints(c: Constraints | None, frames: int, fps: float) -> Constraints | None:
     if c is None:
         return None
     if c.fps is not None and abs(c.fps - fps) > 1e-3:
         raise EngineError(f"constraints are at {c.fps:g} fps but the dance is asked at {fps:g} fps")
     if c.num_frames > frames:
-        raise EngineError(f"constraints cover {c.num_frames} frames but the dance has only {frames} "
-                          f"({frames / fps:.2f} s at {fps:g} fps)")
+        if c.joint_mask[frames:].any() or c.trans_mask[frames:].any():
+            raise EngineError(f"constraints hold keys past the dance's {frames} frames "
+                              f"({frames / fps:.2f} s at {fps:g} fps); they cover {c.num_frames}")
+        # Rows with nothing keyed past the end (an inclusive end, a file made for a longer song).
+        c = Constraints(c.poses[:frames], c.trans[:frames], c.joint_mask[:frames], c.trans_mask[:frames], c.fps)
     return None if c.is_empty else c
 
 
@@ -245,6 +261,7 @@ def draw(audio, *, sample_rate: int | None = None, style: str = "any", seed: int
     report = report or (lambda fraction, message: None)
 
     report(0.0, "loading the model")
+    _check_argument_types(style, sample_rate, constraints)
     dev = resolve_device(device)
     # A few-step student serves the settings it was distilled for; others need the many-step model.
     # Only the file's header is read to choose: the networks of the one chosen are loaded.
@@ -280,6 +297,15 @@ def draw(audio, *, sample_rate: int | None = None, style: str = "any", seed: int
         warnings.warn(f"the root keys at {rushed[0]:.2f} s and {rushed[1]:.2f} s are {rushed[2]:.1f} m/s apart across "
                       "the floor, faster than any dancer moves (are they in metres, on the right frames?): the dance "
                       "meets them by rushing", EngineNote)
+    if constraints is not None:
+        for frames, metres, where in (raised_root_frames(constraints) + ("above a standing dancer's hips",),
+                                      sunk_root_frames(constraints) + ("above the floor",)):
+            if len(frames):
+                at = ", ".join(f"{f / fps:.2f} s" for f in frames[:3]) + (" ..." if len(frames) > 3 else "")
+                warnings.warn(f"the root keys at {at} hold the hips {metres:.2f} m {where} (are they in metres, "
+                              "Y up?): the feet " + ("leave the floor around them" if where.startswith("above a")
+                                                     else "go under the floor around them"),
+                              RaisedRootNote if where.startswith("above a") else EngineNote)
     if constraints is not None and legs_hang_from_new_hips(constraints, fps):
         warnings.warn("the kept legs hang from the new dance's hips (the pelvis is not kept), so their feet can "
                       "float or sink: keep the torso and the root path too to keep the footwork", EngineNote)

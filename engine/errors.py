@@ -13,3 +13,8 @@ class EngineNote(UserWarning):
     """Something the engine changed on its own that the user should know (the CPU instead of a
     missing GPU, the many-step model for a 'fast' request): the CLI prints it as 'note: ...', the
     add-on shows it in the panel."""
+
+
+class RaisedRootNote(EngineNote):
+    """Root keys far above a standing dancer's hips (engine.finishing.editing.raised_root_frames):
+    the add-on says the same in the scene's units, so it shows its own instead."""

@@ -153,3 +153,14 @@ def test_a_guide_from_before_a_new_style_reads_it_as_any(click_song, tiny_weight
     checkpoint.save(reordered, grown, plain.normalizer, plain.music_normalizer, styles[1:2] + styles[:1] + styles[2:])
     with pytest.raises(EngineError, match="styles"):
         attach_guide(reordered, _tiny_guide(tiny_weights, tmp_path), tmp_path / "wrong.safetensors")
+
+
+def test_autoguide_replaces_an_existing_file_only_when_forced(tiny_weights, tmp_path, capsys):
+    # Review: `autoguide --out EXISTING` replaced it without a word.
+    guide = _tiny_guide(tiny_weights, tmp_path)
+    out = tmp_path / "mine.safetensors"
+    out.write_bytes(b"someone's weights")
+    args = ["--main", str(tiny_weights), "--guide", str(guide), "--out", str(out)]
+    assert autoguide_main(args) == 2 and "already exists: pass --force" in capsys.readouterr().err
+    assert out.read_bytes() == b"someone's weights"
+    assert autoguide_main(args + ["--force"]) == 0 and checkpoint.load(out).guide is not None

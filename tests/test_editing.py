@@ -381,3 +381,21 @@ def test_planted_feet_stay_planted_and_on_the_floor_around_keys():
               f"lowest {100 * lowest:.1f} cm")
         assert sliding < 0.2 and lowest > -0.01
         assert rotation_error(m.poses[keys].reshape(-1, 3), c.poses[keys].reshape(-1, 3)) < 1e-6
+
+
+def test_root_keys_at_heights_no_dancer_stands_at_get_a_note(click_song, tiny_weights):
+    # Review: from the command line a root key in centimetres (93) flew the dancer 92 m up and one
+    # at y = -0.5 sank it 60 cm into the floor, unsaid (only the add-on noted raised hips).
+    import warnings
+    from engine.api import generate
+    from engine.errors import EngineNote, RaisedRootNote
+    for height, said, kind in ((REST_PELVIS_HEIGHT, None, None), (93.0, "92.04 m above a standing dancer's hips",
+                                                                RaisedRootNote), (-0.5, "-0.50 m above the floor", EngineNote)):
+        keys = Constraints.empty(60, 30.0)
+        keys.trans[30], keys.trans_mask[30] = [0.0, height, 0.0], True
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            generate(click_song, weights=tiny_weights, steps=2, constraints=keys, duration=2.0)
+        notes = [w for w in caught if issubclass(w.category, EngineNote) and "root keys at 1.00 s" in str(w.message)]
+        assert len(notes) == (said is not None), [str(w.message) for w in caught]
+        assert said is None or (said in str(notes[0].message) and notes[0].category is kind)

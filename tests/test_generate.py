@@ -99,7 +99,7 @@ def test_progress_reports_and_cancels(click_song, tiny_weights):
     ({"fps": 0}, "fps"),
     ({"steps": 0}, "steps"),
     ({"start": 100.0}, "start"),
-    ({"constraints": Constraints.empty(1000, 30.0)}, "frames"),
+    ({"constraints": Constraints.empty(1000, 30.0).set_pose(999, np.zeros(72))}, "keys past the dance's"),
     ({"constraints": Constraints(np.zeros((5, 72)), np.zeros((5, 3)), np.ones((5, 24), bool), np.zeros(5, bool), 24.0)}, "fps"),
 ])
 def test_bad_options_raise_clear_errors(click_song, tiny_weights, kwargs, message):
@@ -363,3 +363,23 @@ def test_the_drawn_style_is_recorded_and_reproduces_the_dance(click_song, tiny_w
     assert any_style.style == drawn != "any"
     named = _gen(click_song, tiny_weights, seed=5, duration=2, style=drawn)
     assert np.array_equal(any_style.poses, named.poses) and np.array_equal(any_style.trans, named.trans)
+
+
+def test_api_misuse_is_one_line_and_an_unkeyed_tail_is_trimmed(tmp_path, click_song, tiny_weights):
+    # Review: a dict for constraints, style None and a string sample rate were raw AttributeError,
+    # ValueError and TypeError; a folder for weights was "not found"; a constraints file longer than
+    # the dance with nothing keyed past its end was refused.
+    wave = np.zeros(22050, np.float32)
+    for kwargs, said in (({"constraints": {"poses": np.zeros((10, 72))}}, "constraints must be an engine Constraints"),
+                         ({"style": None}, "style must be a style name"),
+                         ({"sample_rate": "22050"}, "sample_rate must be a number"),
+                         ({"weights": tmp_path}, "are a folder, not a .safetensors file")):
+        kwargs = {"sample_rate": 22050, "weights": tiny_weights, **kwargs}
+        with pytest.raises(EngineError, match=said):
+            _gen(wave, **kwargs)
+    keys = Constraints.empty(45, 30.0).set_pose(10, np.full(72, 0.1))
+    m = _gen(click_song, tiny_weights, duration=1.0, constraints=keys)
+    assert m.num_frames == 30 and np.allclose(m.poses[10], 0.1)
+    keys.set_pose(40, np.zeros(72))
+    with pytest.raises(EngineError, match="constraints hold keys past the dance's 30 frames"):
+        _gen(click_song, tiny_weights, duration=1.0, constraints=keys)

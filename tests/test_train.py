@@ -70,7 +70,7 @@ def tiny_run_args(aist_data, tmp_path) -> list[str]:
             "--val-every", "2", "--threads", "1", "--steps", "2"]
 
 
-def test_train_command_resumes_and_writes_loadable_weights(aist_data, tmp_path, click_song):
+def test_train_command_resumes_and_writes_loadable_weights(aist_data, tmp_path, click_song, capsys):
     out = tmp_path / "run"
     common = ["--data", str(aist_data / "motions"), "--aist-music", str(aist_data / "music"), "--out", str(out),
               "--cache", str(tmp_path / "cache"), "--batch", "4", "--width", "32", "--layers", "1", "--heads", "2",
@@ -85,6 +85,13 @@ def test_train_command_resumes_and_writes_loadable_weights(aist_data, tmp_path, 
     assert ckpt.info["step"] == 4 and "command" in ckpt.info
     assert {"break", "pop"} <= set(ckpt.styles) and ckpt.styles[0] == "any"
     assert json.loads((out / "config.json").read_text())["model"]["width"] == 32
+    # Resumed with another shape: one line (review: torch's 108-line traceback), the run untouched.
+    other = [a if a != "32" else "48" for a in common]
+    capsys.readouterr()
+    assert train_main(other + ["--steps", "6"]) == 2
+    said = capsys.readouterr().err.strip().splitlines()
+    assert len(said) == 1 and "holds a run of another network shape" in said[0], said
+    assert checkpoint.load(out / "model.safetensors").info["step"] == 4
     # Written as any new file is (the umask's permissions), not 0600 as safetensors writes them.
     umask = os.umask(0)
     os.umask(umask)
@@ -103,6 +110,13 @@ def test_training_from_a_packed_file_keeps_snapshots(aist_data, tmp_path, capsys
     assert pack_main(["--data", str(aist_data / "motions"), "--aist-music", str(aist_data / "music"),
                       "--out", str(packed), "--cache", str(tmp_path / "cache")]) == 0
     (file,) = packed.glob("*.npz")
+    # Packed again into the same folder: refused without --force (review: replaced unasked).
+    again_args = ["--data", str(aist_data / "motions"), "--aist-music", str(aist_data / "music"),
+                  "--out", str(packed), "--cache", str(tmp_path / "cache")]
+    written = file.stat().st_mtime_ns
+    capsys.readouterr()
+    assert pack_main(again_args) == 2 and "already exists: pass --force" in capsys.readouterr().err
+    assert file.stat().st_mtime_ns == written and pack_main(again_args + ["--force"]) == 0
     raw = load_source(aist_data / "motions", tmp_path / "cache", aist_data / "music", log=None)
     again = load_source(file, tmp_path / "unused", log=None)
     assert [it.name for it in again] == [it.name for it in raw]

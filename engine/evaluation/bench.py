@@ -109,7 +109,8 @@ def _pick(args) -> tuple[Path, Path | None]:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m engine bench", description=__doc__,
+    from ..__main__ import OneLineParser
+    p = OneLineParser(prog="python -m engine bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="all", choices=["all", "auto", "cpu", "cuda"],
                    help="all: the CPU, and the GPU when there is one (default)")
@@ -123,6 +124,14 @@ def main(argv=None) -> int:
     p.add_argument("--edge", action="store_true", help="also time the EDGE-sized configuration (slow on a CPU)")
     p.add_argument("--edge-lengths", type=float, nargs="+", default=[10.0], help="song lengths for --edge")
     args = p.parse_args(argv)
+    # Checked first (review: --lengths 0 was a traceback, --steps 0 timed 20 steps as "0 passes",
+    # --device cuda without a GPU timed the CPU under the GPU's name).
+    if not 1 <= args.steps <= 1000:
+        p.error(f"--steps must be a whole number from 1 to 1000, got {args.steps}")
+    if any(not 0.5 <= x <= 3600 for x in [*args.lengths, *args.edge_lengths]) or not 0 <= args.long_minutes <= 60:
+        p.error("song lengths must be from 0.5 to 3600 seconds (--long-minutes from 0 to 60)")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        p.error("--device cuda was asked for but no CUDA GPU is available")
     teacher, student = _pick(args)
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else []) if args.device == "all" \
         else [str(resolve_device(args.device))]

@@ -319,6 +319,17 @@ def rushed_root_keys(constraints: Constraints, fps: float) -> tuple[float, float
     return (frames[k] / fps, frames[k + 1] / fps, float(speed[k])) if speed[k] > RUSHED_ROOT_SPEED else None
 
 
+# A root key this low has no body under it: hips under the floor (a sign slip, another floor level).
+SUNK_ROOT_METRES = 0.1
+
+
+def sunk_root_frames(constraints: Constraints) -> tuple[np.ndarray, float]:
+    """(frames whose root is keyed lower than SUNK_ROOT_METRES above the floor, the lowest key's height)."""
+    held = np.flatnonzero(constraints.trans_mask)
+    low = constraints.trans[held, 1] < SUNK_ROOT_METRES
+    return held[low], float(constraints.trans[held[low], 1].min()) if low.any() else 0.0
+
+
 def raised_root_frames(constraints: Constraints) -> tuple[np.ndarray, float]:
     """(frames whose root is held more than RAISED_ROOT_METRES above a standing dancer's hips,
     the most it is held above them there, metres)."""

@@ -94,6 +94,8 @@ def _with_sorted_metadata(blob: bytes) -> bytes:
 
 def read_metadata(path) -> dict:
     path = Path(path)
+    if path.is_dir():
+        raise EngineError(f"the weights {path} are a folder, not a .safetensors file")
     if not path.is_file():
         raise EngineError(f"weights file not found: {path} (train one with 'python -m engine train' or pass --weights)")
     try:

@@ -71,8 +71,11 @@ def main(argv=None) -> int:
     p.add_argument("--its-guide", action="store_true",
                    help="use the guide network stored in --guide's file, not its main network")
     p.add_argument("--out", type=Path, required=True, help="weights file to write (may be --main itself)")
+    p.add_argument("--force", action="store_true", help="replace --out if it exists (and is not --main)")
     args = p.parse_args(argv)
     try:
+        if args.out.exists() and not args.force and args.out.resolve() != args.main.resolve():
+            raise EngineError(f"{args.out} already exists: pass --force to overwrite it")
         attach_guide(args.main, args.guide, args.out, its_guide=args.its_guide)
     except EngineError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -110,8 +110,13 @@ def _state_tensors(model, ema, opt, step: int) -> dict:
 
 
 def _restore_state(tensors: dict, model, ema, opt) -> int:
-    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-    ema.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
+    try:
+        model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        ema.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
+    except RuntimeError:         # torch's 100-line list of mismatched tensors
+        raise EngineError("the run folder holds a run of another network shape (--width, --layers, --heads, "
+                          "--key-input or the data's music channels differ): resume it with the options it was "
+                          "started with, or give another --out") from None
     for i, p in enumerate(model.parameters()):
         if f"opt.{i}.exp_avg" in tensors:
             opt.state[p] = {"exp_avg": tensors[f"opt.{i}.exp_avg"].to(p.device),

@@ -23,15 +23,20 @@ def main(argv=None) -> int:
     p.add_argument("--aist-music", type=Path, default=None, help="AIST++ music folder")
     p.add_argument("--out", type=Path, required=True, help="folder for the packed files")
     p.add_argument("--cache", type=Path, default=None, help="preprocessing cache folder (default: OUT/.cache)")
+    p.add_argument("--force", action="store_true", help="replace packed files already in OUT")
     args = p.parse_args(argv)
     try:
-        for source in args.data or DEFAULT_SOURCES:
+        jobs = []
+        for source in args.data or DEFAULT_SOURCES:       # every name checked before anything is written
             source = Path(source).resolve()
             if not source.exists():
                 raise EngineError(f"data folder not found: {source}")
-            name = f"{detect_kind(source)}-{source.name}.npz"
-            path = export_source(source, args.out / name, args.cache or args.out / ".cache",
-                                 args.aist_music)
+            target = args.out / f"{detect_kind(source)}-{source.name}.npz"
+            if target.exists() and not args.force:
+                raise EngineError(f"{target} already exists: pass --force to overwrite it")
+            jobs.append((source, target))
+        for source, target in jobs:
+            path = export_source(source, target, args.cache or args.out / ".cache", args.aist_music)
             print(f"{source} -> {path} ({path.stat().st_size / 1e6:.1f} MB)")
     except EngineError as e:
         print(f"error: {e}", file=sys.stderr)
