@@ -213,7 +213,13 @@ def main(argv=None) -> int:
     try:
         if args.command == "styles":
             from .api import available_styles
-            print("\n".join(available_styles(args.weights)))
+            from .defaults import MOTION_ONLY_STYLES
+            styles = available_styles(args.weights)
+            print("\n".join(styles))
+            motion_only = [name for name in styles if name in MOTION_ONLY_STYLES]
+            if motion_only:    # on stderr: the list on stdout stays one name a line for scripts
+                print(f"note: {', '.join(motion_only)} learned from motion without music: style any never draws "
+                      "it; ask for it by name", file=sys.stderr)
             return 0
         return generate_command(args)
     except Cancelled:

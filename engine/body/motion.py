@@ -36,7 +36,7 @@ class Motion:
         so "dance.NPZ" became "dance.NPZ.npz", past the check for an existing file)."""
         with open(path, "wb") as f:
             np.savez(f, poses=self.poses.astype(np.float32), trans=self.trans.astype(np.float32),
-                     fps=np.float32(self.fps), joint_names=np.array(JOINT_NAMES), style=np.array(self.style),
+                     fps=np.float64(self.fps), joint_names=np.array(JOINT_NAMES), style=np.array(self.style),
                      seed=np.int64(self.seed), beat_times=self.beat_times.astype(np.float32))
 
     @classmethod
@@ -142,7 +142,7 @@ class Constraints:
         """Write exactly `path` (see Motion.save_npz)."""
         with open(path, "wb") as f:
             np.savez(f, poses=self.poses, trans=self.trans, joint_mask=self.joint_mask,
-                     trans_mask=self.trans_mask, **({"fps": np.float32(self.fps)} if self.fps else {}))
+                     trans_mask=self.trans_mask, **({"fps": np.float64(self.fps)} if self.fps else {}))
 
     @classmethod
     def load_npz(cls, path) -> "Constraints":

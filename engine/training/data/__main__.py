@@ -3,7 +3,7 @@
 Each source becomes one .npz (motion, music features, names and styles) that
 `python -m engine train --data FILE.npz ...` reads in place of the raw folder, so a GPU machine
 needs neither the raw data nor librosa. The files are compact (engine.training.data.packed: about
-18 MB for tang2018 and JustLMD), to travel with the repository to a lent GPU.
+17 MB for tang2018 and JustLMD), to travel with the repository to a lent GPU.
 """
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ cache's layout, float16 and zipped, was 51 MB for tang2018 and JustLMD: it did n
 - the contacts, root velocity and height as they are (float32), the music features as float16
   (rounding of about 5e-4 of their values, far below the data's own noise);
 - each array channel by channel, its bytes regrouped by significance, then lzma.
-tang2018 and JustLMD: about 18 MB.
+tang2018 and JustLMD: about 17 MB.
 """
 from __future__ import annotations
 
