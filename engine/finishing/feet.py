@@ -389,6 +389,7 @@ def step_plan(pos: np.ndarray, fps: float, leg, cycle: np.ndarray, given: np.nda
         return np.linalg.norm(pos[a:b, hip] - spot, axis=-1) > reach[a:b]
 
     low, planted = _low_and_planted(pos, fps, leg)
+    low_key = low.copy()
     if pinned is not None and pinned.any():
         planted = planted | (pinned & low)
         given = (pinned & ~low) if given is None else given | (pinned & ~low)
@@ -423,9 +424,13 @@ def step_plan(pos: np.ndarray, fps: float, leg, cycle: np.ndarray, given: np.nda
         # foot goes as drawn, as the corrections join it to the given frames: pinned to a
         # swinging foot's place, it hung in the air and then snapped 30 cm in a frame.
         after, before = _beside_given(given, a, b)
-        keys = np.flatnonzero(pinned[a:b]) if pinned is not None else ()
-        if len(keys):                       # where the key puts the foot
-            spot = ankle_path[a + keys[0]].copy()
+        # A stance through a key, or just after or before one whose foot is down, stands where
+        # the key puts the foot.
+        keys = np.flatnonzero(pinned[a:b]) + a if pinned is not None else np.zeros(0, int)
+        if not len(keys) and pinned is not None:
+            keys = [f for f in (a - 1, b) if 0 <= f < len(pinned) and pinned[f] and low_key[f]]
+        if len(keys):
+            spot = ankle_path[keys[0]].copy()
         elif after and before:
             continue
         elif after or before:
@@ -607,9 +612,15 @@ def lock_feet(poses: np.ndarray, trans: np.ndarray, fps: float, cycle: np.ndarra
                 placed[a:b] = 1.0
         weight = weight * placed
         if pinned is not None and pinned.any():
-            # The keyed leg stays as keyed, its stance holding its foot; the IK eases in away from
-            # it (at full weight next to the key, a leg turned 23-31 rad/s into and out of it).
-            weight = weight * _free_ramp(pinned, _fade_frames(fps))
+            # The keyed leg stays as keyed. In a stance the frames around it stand where its foot
+            # stands; a key outside any stance (its foot low inside a swing) has the IK ease in
+            # away from it: at full weight next to it, the swing's lift turned a leg 23-31 rad/s
+            # into and out of the key.
+            next_to_stance = stance | np.r_[stance[1:], False] | np.r_[False, stance[:-1]]
+            loose = pinned & ~next_to_stance
+            if loose.any():
+                weight = weight * _free_ramp(loose, _fade_frames(fps))
+            weight[pinned] = 0.0
         frames = torch.from_numpy(np.flatnonzero(weight > 0))
         if len(frames):
             held_sole = _held_sole(glob[:, leg[2]], sole_held, _fade_frames(fps), pinned)
