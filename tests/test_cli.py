@@ -293,3 +293,11 @@ def test_the_solver_flag_reaches_the_sampler(click_song, tiny_weights, tmp_path)
     np.testing.assert_allclose(poses["ddim"], direct.poses, atol=1e-4)
     r = _cli("generate", click_song, "-o", tmp_path / "x.npz", "--weights", tiny_weights, "--solver", "euler")
     assert r.returncode == 2 and "invalid choice: 'euler'" in r.stderr and not (tmp_path / "x.npz").exists()
+
+
+def test_tools_check_their_options_in_one_line():
+    # Review: `evaluate-inbetween --clips 0` blamed the data folder; `bench --lengths 0` was a traceback.
+    for args, said in ((["evaluate-inbetween", "--clips", "0"], "--clips must be 1 or more"),
+                       (["bench", "--lengths", "0"], "song lengths must be"), (["bench", "--steps", "0"], "--steps must be")):
+        r = _cli(*args)
+        assert r.returncode == 2 and said in r.stderr and r.stderr.strip().splitlines() == [r.stderr.strip()], r.stderr

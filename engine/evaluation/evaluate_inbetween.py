@@ -205,7 +205,8 @@ def score_lafan(clips: list[RealClip], args) -> dict:
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(prog="python -m engine evaluate-inbetween", description=__doc__,
+    from ..__main__ import OneLineParser
+    p = OneLineParser(prog="python -m engine evaluate-inbetween", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--clips", type=int, default=3, help="validation clips to score (default 3: a few minutes)")
     p.add_argument("--clip-seconds", type=float, default=10.0, help="clip length (default 10)")
@@ -221,7 +222,10 @@ def parse_args(argv=None):
                    help="dataset folders (default: engine.training.data's)")
     p.add_argument("--cache", type=Path, default=None, help="preprocessing cache (default: the repo's .cache)")
     p.add_argument("--no-lafan", action="store_true", help="only the keys-every-2-s measurement")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.clips < 1 or not 2.0 <= args.clip_seconds <= 60.0 or not 0.1 <= args.key_seconds <= args.clip_seconds:
+        p.error("--clips must be 1 or more, --clip-seconds from 2 to 60, --key-seconds from 0.1 to the clip's length")
+    return args
 
 
 def main(argv=None) -> int:
