@@ -138,16 +138,23 @@ def danced_bones(obj, bone_map: dict[str, str] | None) -> set[str]:
     return set(bone_map.values()) if bone_map is not None else set(scene_io.posed_bones(obj))
 
 
+def _danced_channel_bones(fcurves, danced: set[str], counts) -> list[str]:
+    """The danced bones, in order and once each, with a rotation or location F-curve among
+    `fcurves` for which counts(fcurve) holds."""
+    found = []
+    for fc in fcurves:
+        channel = key_io._bone_channel(fc.data_path)
+        if (channel and channel[0] in danced and channel[0] not in found
+                and channel[1].startswith(("rotation_", "location")) and counts(fc)):
+            found.append(channel[0])
+    return found
+
+
 def drivers_note(obj, danced: set[str]) -> str | None:
     """A note naming drivers on the rotation or location of the danced bones: Blender shows the
     driver's value, not the keyed dance."""
     ad = obj.animation_data
-    found = []
-    for fc in (ad.drivers if ad is not None else ()):
-        channel = key_io._bone_channel(fc.data_path)
-        if (channel and channel[0] in danced and not fc.mute
-                and channel[1].startswith(("rotation_", "location")) and channel[0] not in found):
-            found.append(channel[0])
+    found = _danced_channel_bones(ad.drivers if ad is not None else (), danced, lambda fc: not fc.mute)
     if not found:
         return None
     return (f"drivers on '{obj.name}' set bones the dance moves ({_listed(found)}): the viewport shows the "
@@ -170,12 +177,8 @@ def modifiers_note(obj, danced: set[str]) -> str | None:
     holds the dance (the animator's keys as they showed them) without them (keys.write_bone_rotations)."""
     ad = obj.animation_data
     action = ad.action if ad is not None else None
-    found = []
-    for fc in compat.action_fcurves(action, compat.object_slot(obj, action)):
-        channel = key_io._bone_channel(fc.data_path)
-        if (channel and channel[0] in danced and len(fc.modifiers) and channel[0] not in found
-                and channel[1].startswith(("rotation_", "location"))):
-            found.append(channel[0])
+    found = _danced_channel_bones(compat.action_fcurves(action, compat.object_slot(obj, action)), danced,
+                                  lambda fc: len(fc.modifiers) > 0)
     if not found:
         return None
     return (f"F-curve modifiers on {_listed(found)} are left out of the take: it shows the dance and your keys as "

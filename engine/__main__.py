@@ -10,7 +10,7 @@ from pathlib import Path
 
 from .defaults import (DEFAULT_AUTOGUIDANCE, DEFAULT_FPS, DEFAULT_GUIDANCE, DEFAULT_QUALITY, DEFAULT_STEPS,
                        FLOOR_RADIUS, LATE_GUIDANCE, QUALITIES, SAMPLING_SOLVER, SAMPLING_SOLVERS)
-from .errors import Cancelled, EngineError
+from .errors import Cancelled, EngineError, OneLineParser
 
 
 # Short command -> the module whose main(argv) runs it. They are imported only when asked for:
@@ -53,13 +53,6 @@ Tools (in a clone of the repository; the extension ships without them), each wit
   evaluate, evaluate-inbetween, bench                   evaluation (engine/evaluation/)
   e.g. python -m engine distill --teacher weights/dance.safetensors --out runs/student
 """
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """An option mistake is one line, as every other mistake is, not argparse's usage block."""
-
-    def error(self, message):
-        self.exit(2, f"error: {message} (see: {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -26,12 +26,12 @@ from .finishing.editing import (anchor_times, apply_constraints, keyed_runs, key
 from .finishing.feet import beat_cycle, clean_feet
 from .finishing.rootpath import bound_root_path
 from .finishing.turns import limit_joint_speeds, limit_pelvis_turns
+from .music.silence import ABSOLUTE_SILENCE_DBFS
 from .options import check_options
 from .sampler import checkpoint
 from .sampler.diffusion import Inpainting, autoguided, cosine_alpha_bar, guided, sample
 from .sampler.facing import facing_alignment, facing_front, keys_facing_or_path
 from .sampler.hold import SilenceHold, chain, held_stretches, start_pose_kept
-from .music.silence import ABSOLUTE_SILENCE_DBFS
 from .sampler.fewstep import choose_weights
 from .sampler.model import music_input, with_keys
 
@@ -76,6 +76,15 @@ def _check_argument_types(style, sample_rate, constraints) -> None:
     if constraints is not None and not isinstance(constraints, Constraints):
         raise EngineError("constraints must be an engine Constraints (Constraints.empty(frames, fps) and its "
                           f"set_pose, or Constraints.load_npz(path)), got {type(constraints).__name__}")
+
+
+def _root_height_note(frames: np.ndarray, metres: float, fps: float, where: str, feet: str, category) -> None:
+    """A note for root keys at a height no dancer's hips reach (editing.raised_root_frames,
+    sunk_root_frames), often keys in centimetres or with Z up."""
+    if len(frames):
+        at = ", ".join(f"{f / fps:.2f} s" for f in frames[:3]) + (" ..." if len(frames) > 3 else "")
+        warnings.warn(f"the root keys at {at} hold the hips {metres:.2f} m {where} (are they in metres, Y up?): "
+                      f"the feet {feet} around them", category)
 
 
 def _check_constraints(c: Constraints | None, frames: int, fps: float) -> Constraints | None:
@@ -298,14 +307,9 @@ def draw(audio, *, sample_rate: int | None = None, style: str = "any", seed: int
                       "the floor, faster than any dancer moves (are they in metres, on the right frames?): the dance "
                       "meets them by rushing", EngineNote)
     if constraints is not None:
-        for frames, metres, where in (raised_root_frames(constraints) + ("above a standing dancer's hips",),
-                                      sunk_root_frames(constraints) + ("above the floor",)):
-            if len(frames):
-                at = ", ".join(f"{f / fps:.2f} s" for f in frames[:3]) + (" ..." if len(frames) > 3 else "")
-                warnings.warn(f"the root keys at {at} hold the hips {metres:.2f} m {where} (are they in metres, "
-                              "Y up?): the feet " + ("leave the floor around them" if where.startswith("above a")
-                                                     else "go under the floor around them"),
-                              RaisedRootNote if where.startswith("above a") else EngineNote)
+        _root_height_note(*raised_root_frames(constraints), fps, "above a standing dancer's hips",
+                          "leave the floor", RaisedRootNote)
+        _root_height_note(*sunk_root_frames(constraints), fps, "above the floor", "go under the floor", EngineNote)
     if constraints is not None and legs_hang_from_new_hips(constraints, fps):
         warnings.warn("the kept legs hang from the new dance's hips (the pelvis is not kept), so their feet can "
                       "float or sink: keep the torso and the root path too to keep the footwork", EngineNote)

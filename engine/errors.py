@@ -1,4 +1,5 @@
 """User-facing errors: the command line prints their message on one line and exits non-zero."""
+import argparse
 
 
 class EngineError(Exception):
@@ -18,3 +19,11 @@ class EngineNote(UserWarning):
 class RaisedRootNote(EngineNote):
     """Root keys far above a standing dancer's hips (engine.finishing.editing.raised_root_frames):
     the add-on says the same in the scene's units, so it shows its own instead."""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An option mistake is one line, as every other mistake is, not argparse's usage block
+    (the command line and its tools)."""
+
+    def error(self, message):
+        self.exit(2, f"error: {message} (see: {self.prog} --help)\n")

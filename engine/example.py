@@ -124,7 +124,7 @@ def main(argv=None) -> int:
     """`python -m engine.example --out DIR`: write the example song and dance to it with the
     shipped weights: DIR/song.wav, DIR/dance.bvh, DIR/dance.npz, DIR/dance.mp4 (files already
     there are replaced only with --force)."""
-    from .__main__ import OneLineParser
+    from .errors import OneLineParser
     from .__main__ import main as engine_main
     p = OneLineParser(prog="python -m engine.example", description=main.__doc__)
     p.add_argument("--out", type=Path, required=True, help="folder for the example's files (created)")

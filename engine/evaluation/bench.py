@@ -109,7 +109,7 @@ def _pick(args) -> tuple[Path, Path | None]:
 
 
 def main(argv=None) -> int:
-    from ..__main__ import OneLineParser
+    from ..errors import OneLineParser
     p = OneLineParser(prog="python -m engine bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="all", choices=["all", "auto", "cpu", "cuda"],

@@ -205,7 +205,7 @@ def score_lafan(clips: list[RealClip], args) -> dict:
 
 
 def parse_args(argv=None):
-    from ..__main__ import OneLineParser
+    from ..errors import OneLineParser
     p = OneLineParser(prog="python -m engine evaluate-inbetween", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--clips", type=int, default=3, help="validation clips to score (default 3: a few minutes)")

@@ -512,22 +512,15 @@ class Retargeter:
         armature-space rotations, pos (T,B,3) heads before the root's location, basis (T,B,3,3),
         the root bone's carried rotation (T,3,3))."""
         T, B = len(next(iter(target.values()))), len(self.rig.names)
-        A, heads, parents = self._A, self._heads, self.rig.parents
+        A = self._A
         M = np.empty((T, B, 3, 3))
         pos = np.empty((T, B, 3))
         basis = np.broadcast_to(np.eye(3), (T, B, 3, 3)).copy()
         carried_root = None
         steps = {}
         follows = self.rig.follows
-        keeps = self.rig.keeps_rotation
         for b in self._order:
-            p = parents[b]
-            if p < 0:
-                carried = np.broadcast_to(A[b], (T, 3, 3))
-                pos[:, b] = heads[b]
-            else:
-                carried = np.broadcast_to(A[b], (T, 3, 3)) if keeps[b] else M[:, p] @ (A[p].T @ A[b])
-                pos[:, b] = pos[:, p] + M[:, p] @ (A[p].T @ (heads[b] - heads[p]))
+            carried = self._carried(M, pos, b)
             if b == self.root_bone:
                 carried_root = carried
             if b in follows:                       # its constraint overrides whatever it inherits
@@ -547,6 +540,19 @@ class Retargeter:
                 continue
             basis[:, b] = np.swapaxes(carried, -1, -2) @ M[:, b]
         return M, pos, basis, carried_root
+
+    def _carried(self, M: np.ndarray, pos: np.ndarray, b: int) -> np.ndarray:
+        """Bone b's armature-space rotation (T,3,3) as its parent carries it (its own rest one
+        where it keeps its rotation, or is a root), with its head put in `pos` (T,B,3); M holds
+        the parents' posed rotations (T,B,3,3). The forward kinematics both directions share."""
+        A, heads, p = self._A, self._heads, self.rig.parents[b]
+        if p < 0:
+            pos[:, b] = heads[b]
+            return np.broadcast_to(A[b], (len(M), 3, 3))
+        pos[:, b] = pos[:, p] + M[:, p] @ (A[p].T @ (heads[b] - heads[p]))
+        if self.rig.keeps_rotation[b]:
+            return np.broadcast_to(A[b], (len(M), 3, 3))
+        return M[:, p] @ (A[p].T @ A[b])
 
     def to_rig(self, poses: np.ndarray, trans: np.ndarray, *, contacts: np.ndarray | None = None,
                fps: float | None = None, plant_feet: bool = True) -> RigPose:
@@ -688,17 +694,10 @@ class Retargeter:
             raise RetargetError(f"from_rig needs rotations (T,{B},4), root_location (T,3) and bone_keyed (T,{B}); got "
                                 f"{rotations.shape}, {root_location.shape}, {bone_keyed.shape}")
         basis = quat_to_matrix(rotations)
-        A, heads, parents = self._A, self._heads, self.rig.parents
         M = np.empty((T, B, 3, 3))
         pos = np.empty((T, B, 3))
-        keeps = self.rig.keeps_rotation
         for b in self._order:
-            p = parents[b]
-            if p < 0:
-                carried, pos[:, b] = np.broadcast_to(A[b], (T, 3, 3)), heads[b]
-            else:
-                carried = np.broadcast_to(A[b], (T, 3, 3)) if keeps[b] else M[:, p] @ (A[p].T @ A[b])
-                pos[:, b] = pos[:, p] + M[:, p] @ (A[p].T @ (heads[b] - heads[p]))
+            carried = self._carried(M, pos, b)
             if b == self.root_bone:
                 pos[:, b] += np.einsum("tab,tb->ta", carried, root_location)
             M[:, b] = carried @ basis[:, b]
