@@ -13,6 +13,7 @@ bpy = pytest.importorskip("bpy")
 
 import blender_addon  # noqa: E402
 from blender_addon import operators, runner, scene_io  # noqa: E402
+from blender_addon.blender_compat import action_fcurves, object_slot  # noqa: E402
 from engine.defaults import DEFAULT_STEPS  # noqa: E402
 from engine.errors import Cancelled  # noqa: E402
 from engine.body.motion import Motion  # noqa: E402
@@ -436,10 +437,17 @@ def test_the_dancers_own_rig_setup_is_named_in_notes(addon, tmp_path):
     for what in ("drivers on 'SMPL' set bones the dance moves (head)", "Copy Rotation on 'left_elbow'",
                  "locks rotation axes of right_knee", "'SMPL' is scaled unevenly"):
         assert sum(what in n for n in said) == 1, (what, said)
-    fc = obj.animation_data.action.fcurves.find('pose.bones["left_elbow"].rotation_quaternion', index=1)
+    fc = _fcurve(obj, obj.animation_data.action, 'pose.bones["left_elbow"].rotation_quaternion', 1)
     fc.keyframe_points[-1].co.x += 0.5
     (note,) = [n for n in notes() if "between whole frames" in n]
     assert f"{fc.keyframe_points[-1].co.x:g} ('left_elbow')" in note
+
+
+def _fcurve(obj, action, data_path, index):
+    # Blender 5.0 has no Action.fcurves: the F-curves live in the slot's channelbag.
+    (fc,) = [c for c in action_fcurves(action, object_slot(obj, action))
+             if c.data_path == data_path and c.array_index == index]
+    return fc
 
 
 def test_fcurve_modifiers_apply_once_and_stay_on_the_animators_action(addon, tmp_path):
@@ -449,7 +457,7 @@ def test_fcurve_modifiers_apply_once_and_stay_on_the_animators_action(addon, tmp
     obj, keys, _ = _stage(scene, tmp_path)
     mine = obj.animation_data.action
     frame = max(keys)
-    fc = mine.fcurves.find('pose.bones["left_elbow"].rotation_quaternion', index=2)
+    fc = _fcurve(obj, mine, 'pose.bones["left_elbow"].rotation_quaternion', 2)
     offset = fc.modifiers.new('GENERATOR')
     offset.use_additive, offset.coefficients = True, (0.2, 0.0)
 
@@ -460,8 +468,9 @@ def test_fcurve_modifiers_apply_once_and_stay_on_the_animators_action(addon, tmp
     request = operators.build_request(bpy.context)
     assert any("F-curve modifiers on left_elbow are left out of the take" in n for n in request.notes), request.notes
     take = runner.apply(request, runner.generate(request))
-    assert take != mine and len(mine.fcurves.find(fc.data_path, index=2).modifiers) == 1
-    assert all(len(c.modifiers) == 0 for c in take.fcurves if '"left_elbow"' in c.data_path)
+    assert take != mine and len(_fcurve(obj, mine, fc.data_path, 2).modifiers) == 1
+    assert all(len(c.modifiers) == 0 for c in action_fcurves(take, object_slot(obj, take))
+               if '"left_elbow"' in c.data_path)
     assert abs(np.dot(shown(), seen) / np.linalg.norm(seen)) == pytest.approx(1.0, abs=1e-6)
 
 
