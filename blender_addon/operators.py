@@ -146,19 +146,24 @@ def bind_pose_span(obj, bone_map, first: int, last: int) -> str | None:
             else scene_io.bind_pose_span(obj, first, last))
 
 
-def raised_root_note(cons, first: int, obj, bone_map, scene) -> str | None:
-    """A note when the constraints hold the hips far above a standing dancer's
-    (engine.finishing.editing.raised_root_frames), in the scene's units, or None."""
-    from engine.finishing.editing import raised_root_frames
-    high, metres = raised_root_frames(cons)
-    if not len(high):
-        return None
-    units = metres * dancer_units_per_metre(obj, bone_map)
-    height = bpy.utils.units.to_string(scene.unit_settings.system, 'LENGTH', units * scene.unit_settings.scale_length,
-                                       precision=3)
-    frames = ", ".join(str(first + k) for k in high[:4]) + (", ..." if len(high) > 4 else "")
-    return (f"the keys hold the hips on frame(s) {frames} up to {height} above where '{obj.name}' stands: "
-            "its feet leave the floor around them")
+def root_height_notes(cons, first: int, obj, bone_map, scene) -> list[str]:
+    """Notes, in the scene's units, when the constraints hold the hips far above a standing
+    dancer's or near the floor (engine.finishing.editing.raised_root_frames, sunk_root_frames)."""
+    from engine.finishing.editing import raised_root_frames, sunk_root_frames
+    per_metre = dancer_units_per_metre(obj, bone_map)
+
+    def length(metres: float) -> str:
+        return bpy.utils.units.to_string(scene.unit_settings.system, 'LENGTH',
+                                         metres * per_metre * scene.unit_settings.scale_length, precision=3)
+
+    def note(frames, says: str) -> list[str]:
+        listed = ", ".join(str(first + k) for k in frames[:4]) + (", ..." if len(frames) > 4 else "")
+        return [f"the keys hold the hips on frame(s) {listed} {says}"] if len(frames) else []
+    high, above = raised_root_frames(cons)
+    low, lowest = sunk_root_frames(cons)
+    depth = f"{length(-lowest)} under" if lowest < 0 else f"only {length(lowest)} above"
+    return (note(high, f"up to {length(above)} above where '{obj.name}' stands: its feet leave the floor around them")
+            + note(low, f"{depth} the floor '{obj.name}' stands on: its feet go under it around them"))
 
 
 def dancer_units_per_metre(obj, bone_map) -> float:
@@ -236,9 +241,7 @@ def build_request(context):
     span = bind_pose_span(obj, bone_map, first, last)
     if span is not None:
         request.notes.append(keys.bind_pose_note(span))
-    note = raised_root_note(cons, first, obj, bone_map, scene)
-    if note:
-        request.notes.append(note)
+    request.notes.extend(root_height_notes(cons, first, obj, bone_map, scene))
     ad = obj.animation_data
     if ((settings.keep_parts() or settings.keep_root) and (ad is None or ad.action is None)
             and rig_io.nla_only_note(obj, bone_map) is None):

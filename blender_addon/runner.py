@@ -67,7 +67,7 @@ def generate(request: Request, progress=None) -> Motion:
     # The engine says what it changed on its own (engine.errors.EngineNote) as warnings, which in
     # Blender reach only the system console: they are kept for the panel's report, and other
     # warnings are shown as usual.
-    from engine.errors import EngineNote, RaisedRootNote
+    from engine.errors import EngineNote, RootHeightNote
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         motion = api.generate(
@@ -80,8 +80,8 @@ def generate(request: Request, progress=None) -> Motion:
     if motion.style != request.style:      # style "any" drew one (engine.api.dance_style): the take says which
         request.metadata["drawn_style"] = motion.style
     for w in caught:
-        # The raised-hips note is the panel's own, in the scene's units (operators.raised_root_note).
-        if issubclass(w.category, EngineNote) and not issubclass(w.category, RaisedRootNote):
+        # The root-height notes are the panel's own, in the scene's units (operators.root_height_notes).
+        if issubclass(w.category, EngineNote) and not issubclass(w.category, RootHeightNote):
             if str(w.message) not in request.notes:
                 request.notes.append(str(w.message))
         else:

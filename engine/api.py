@@ -19,7 +19,7 @@ from .body.skeleton import NUM_JOINTS, joint_positions
 from .defaults import (DEFAULT_AUTOGUIDANCE, DEFAULT_FPS, DEFAULT_GUIDANCE, DEFAULT_QUALITY, DEFAULT_STEPS,
                        GUIDANCE_LOWPASS_FRAMES, INPAINT_MIN_RUN_SECONDS, LATE_GUIDANCE, MOTION_ONLY_STYLES,
                        SAMPLING_ETA, SAMPLING_SOLVER, SMOOTHING_SECONDS, STUDENT_SMOOTHING_SECONDS)
-from .errors import Cancelled, EngineError, EngineNote, RaisedRootNote
+from .errors import Cancelled, EngineError, EngineNote, RootHeightNote
 from .finishing.beatsync import motion_beats, output_times, warp_knots, warp_times
 from .finishing.editing import (anchor_times, apply_constraints, keyed_runs, keys_at_model_rate, leg_keys,
                                 legs_hang_from_new_hips, raised_root_frames, rushed_root_keys, sunk_root_frames)
@@ -78,13 +78,13 @@ def _check_argument_types(style, sample_rate, constraints) -> None:
                           f"set_pose, or Constraints.load_npz(path)), got {type(constraints).__name__}")
 
 
-def _root_height_note(frames: np.ndarray, metres: float, fps: float, where: str, feet: str, category) -> None:
+def _root_height_note(frames: np.ndarray, fps: float, height: str, feet: str) -> None:
     """A note for root keys at a height no dancer's hips reach (editing.raised_root_frames,
     sunk_root_frames), often keys in centimetres or with Z up."""
     if len(frames):
         at = ", ".join(f"{f / fps:.2f} s" for f in frames[:3]) + (" ..." if len(frames) > 3 else "")
-        warnings.warn(f"the root keys at {at} hold the hips {metres:.2f} m {where} (are they in metres, Y up?): "
-                      f"the feet {feet} around them", category)
+        warnings.warn(f"the root keys at {at} hold the hips {height} (are they in metres, Y up?): "
+                      f"the feet {feet} around them", RootHeightNote)
 
 
 def _check_constraints(c: Constraints | None, frames: int, fps: float) -> Constraints | None:
@@ -307,9 +307,11 @@ def draw(audio, *, sample_rate: int | None = None, style: str = "any", seed: int
                       "the floor, faster than any dancer moves (are they in metres, on the right frames?): the dance "
                       "meets them by rushing", EngineNote)
     if constraints is not None:
-        _root_height_note(*raised_root_frames(constraints), fps, "above a standing dancer's hips",
-                          "leave the floor", RaisedRootNote)
-        _root_height_note(*sunk_root_frames(constraints), fps, "above the floor", "go under the floor", EngineNote)
+        high, above = raised_root_frames(constraints)
+        _root_height_note(high, fps, f"{above:.2f} m above a standing dancer's hips", "leave the floor")
+        low, lowest = sunk_root_frames(constraints)
+        _root_height_note(low, fps, f"{-lowest:.2f} m under the floor" if lowest < 0 else f"only {lowest:.2f} m above "
+                          "the floor", "go under the floor")
     if constraints is not None and legs_hang_from_new_hips(constraints, fps):
         warnings.warn("the kept legs hang from the new dance's hips (the pelvis is not kept), so their feet can "
                       "float or sink: keep the torso and the root path too to keep the footwork", EngineNote)

@@ -16,9 +16,10 @@ class EngineNote(UserWarning):
     add-on shows it in the panel."""
 
 
-class RaisedRootNote(EngineNote):
-    """Root keys far above a standing dancer's hips (engine.finishing.editing.raised_root_frames):
-    the add-on says the same in the scene's units, so it shows its own instead."""
+class RootHeightNote(EngineNote):
+    """Root keys at a height no dancer's hips reach, far above a standing dancer's or near the floor
+    (engine.finishing.editing.raised_root_frames, sunk_root_frames): the add-on says the same in
+    the scene's units, so it shows its own instead."""
 
 
 class OneLineParser(argparse.ArgumentParser):

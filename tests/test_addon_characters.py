@@ -657,6 +657,18 @@ def test_a_root_key_far_above_standing_height_is_said(addon, tmp_path):
     assert len(notes) == 1 and f"frame(s) {first} " in notes[0] and "'Character'" in notes[0], notes
     value, unit = re.search(r"up to ([\d.]+) (cm|m) above", notes[0]).groups()
     assert 0.9 <= float(value) * (0.01 if unit == "cm" else 1.0) <= 1.05, notes   # about the metre keyed
+    # Hips keyed 20 cm under the floor: said once, in the scene's units too (the engine's own note
+    # gave SMPL metres, which for a character's scale are not the scene's).
+    rest_height = (obj.matrix_world @ hips.bone.head_local).z
+    hips.location = (0.0, -rest_height - 0.2, 0.0)
+    hips.keyframe_insert("location", frame=first)
+    request = operators.build_request(bpy.context)
+    notes = [n for n in request.notes if "hips" in n and "floor" in n]
+    assert len(notes) == 1 and "feet go under it" in notes[0], notes
+    value, unit = re.search(r"frame\(s\) \d+ ([\d.]+) (cm|m) under the floor", notes[0]).groups()
+    assert 0.1 <= float(value) * (0.01 if unit == "cm" else 1.0) <= 0.3, notes
+    runner.generate(request)
+    assert not any("root keys" in n for n in request.notes), request.notes   # not said twice
 
 
 def test_an_fbx_with_its_rest_pose_as_its_take_dances_from_the_first_frame(addon, tmp_path):

@@ -388,9 +388,11 @@ def test_root_keys_at_heights_no_dancer_stands_at_get_a_note(click_song, tiny_we
     # at y = -0.5 sank it 60 cm into the floor, unsaid (only the add-on noted raised hips).
     import warnings
     from engine.api import generate
-    from engine.errors import EngineNote, RaisedRootNote
-    for height, said, kind in ((REST_PELVIS_HEIGHT, None, None), (93.0, "92.04 m above a standing dancer's hips",
-                                                                RaisedRootNote), (-0.5, "-0.50 m above the floor", EngineNote)):
+    from engine.errors import EngineNote, RootHeightNote
+    for height, said, kind in ((REST_PELVIS_HEIGHT, None, None),
+                               (93.0, "92.04 m above a standing dancer's hips", RootHeightNote),
+                               (-0.5, "0.50 m under the floor", RootHeightNote),
+                               (0.05, "only 0.05 m above the floor", RootHeightNote)):
         keys = Constraints.empty(60, 30.0)
         keys.trans[30], keys.trans_mask[30] = [0.0, height, 0.0], True
         with warnings.catch_warnings(record=True) as caught:
