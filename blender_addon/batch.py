@@ -140,10 +140,8 @@ def _sound_strip(scene, audio: str | None, frame_start: int | None, scene_io, co
         from engine.errors import EngineError
         try:
             return scene_io.find_sound_strip(scene)
-        except EngineError as e:       # the panel's words; here the option is what to give
-            if str(e).startswith("no sound strip"):
-                raise EngineError("no song: the scene has no sound strip; give one with --audio FILE") from None
-            raise
+        except scene_io.NoSoundStrip:       # the panel's words name its menus; here the option is what to give
+            raise EngineError("no song: the scene has no sound strip; give one with --audio FILE") from None
     target = os.path.normpath(os.path.abspath(audio))
     for strip in compat.all_strips(scene):
         if strip.type == 'SOUND' and strip.sound is not None and \

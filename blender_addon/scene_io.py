@@ -484,6 +484,10 @@ def write_motion(obj, motion: Motion, frame_start: float, action_name: str, fps:
 
 # --- The song -------------------------------------------------------------------------------
 
+class NoSoundStrip(EngineError):
+    """The scene has no sound strip to dance to (batch.py names its --audio option instead)."""
+
+
 class AudioSpan(NamedTuple):
     """The part of a sound file the scene plays: file, where in it, how long, and from which frame."""
     path: str
@@ -510,7 +514,7 @@ def find_sound_strip(scene, name: str = ""):
         if len(pick) == 1:
             return pick[0]
     if not sounds:
-        raise EngineError("no sound strip: add the song in the Video Sequencer (Add > Sound) or pick an audio file")
+        raise NoSoundStrip("no sound strip: add the song in the Video Sequencer (Add > Sound) or pick an audio file")
     raise EngineError(f"{len(sounds)} sound strips: select one in the sequencer or pick it in the Dance panel")
 
 
@@ -544,7 +548,7 @@ def sound_strip_audio(scene, strip) -> AudioSpan:
     """Where the audio heard from `strip` comes from (DESIGN.md section 6: the heard part starts
     (frame_final_start - frame_start) / fps seconds into the file, plus the strip's offsets)."""
     if strip is None:
-        raise EngineError("no sound strip: add the song in the Video Sequencer (Add > Sound) and select it")
+        raise NoSoundStrip("no sound strip: add the song in the Video Sequencer (Add > Sound) and select it")
     if strip.type != 'SOUND':
         raise EngineError(f"strip '{strip.name}' is a {strip.type.lower()} strip, not a sound strip")
     if compat.strip_muted(scene, strip):

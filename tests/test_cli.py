@@ -218,6 +218,15 @@ def test_batch_refuses_zero_steps_and_unknown_parts_before_opening_anything(tmp_
         assert r.returncode == 1 and "the file name must end in" in r.stderr and not (tmp_path / name).exists()
 
 
+def test_batch_without_a_song_names_its_audio_option(tmp_path, tiny_weights):
+    # The panel's words ("add the song in the Video Sequencer") would send a shell user to a menu.
+    pytest.importorskip("bpy")
+    r = _batch(tmp_path, "--weights", tiny_weights, "--out-npz", tmp_path / "d.npz")
+    assert r.returncode == 1 and r.stderr.strip().splitlines() == [
+        "error: no song: the scene has no sound strip; give one with --audio FILE"], r.stderr
+    assert not (tmp_path / "d.npz").exists()
+
+
 def test_batch_keep_accepts_the_engines_part_names(tmp_path, tiny_weights):
     pytest.importorskip("bpy")
     code = ("import sys; sys.path.insert(0, sys.argv[1]); import batch; "
