@@ -1018,3 +1018,20 @@ def test_animation_on_nla_strips_only_is_said_as_it_is(addon, tmp_path):
     assert any("'Clip' plays its animation from NLA strips: its kept body parts hold the current pose" in n
                for n in notes), notes
     assert not any("has no animation" in n for n in notes)
+
+
+def test_an_unnamed_character_facing_plus_y_dances_facing_its_own_front(addon, tmp_path):
+    # QA: a rig no preset knows (bones bone.000 ...), modelled facing +y, was mapped from its
+    # hierarchy with left and right swapped: it danced mirrored, its back to where it faces.
+    scene = addon
+    bones = mixamo_bones("")
+    anonymous = {b[0]: f"bone.{i:03d}" for i, b in enumerate(bones)}
+    obj = build_armature("Unnamed", [(anonymous[n], anonymous.get(p), h, t) for n, p, h, t in bones],
+                         rest_roll(np.random.default_rng(4), bones))
+    obj.rotation_euler.z = math.pi
+    give_a_body(obj)
+    bpy.context.view_layer.update()
+    _, first, last = stage_song(scene, tmp_path)
+    motion, _ = dance(obj, scene, first, last)
+    assert rig_io.check_character(obj)["left_hip"] == anonymous["LeftUpLeg"]
+    assert_dances(obj, motion, first, [(anonymous[a], anonymous[b]) for a, b in mixamo_limbs("")], yaw=math.pi)

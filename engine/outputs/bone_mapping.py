@@ -20,7 +20,7 @@ from ..errors import EngineError
 PRESET_DIR = Path(__file__).resolve().parent / "bone_maps"
 # Tie-break order when two presets fit a rig equally well (the more specific one first).
 PRESET_ORDER = ("smpl", "mixamo", "rigify", "vrm", "unreal_ue5", "unreal_ue4", "auto_rig_pro",
-                "character_creator", "daz_genesis", "secondlife")
+                "character_creator", "daz_genesis", "secondlife", "makehuman")
 ROOT_KEY = "root"
 LEG_JOINTS = ("pelvis", "left_hip", "right_hip", "left_knee", "right_knee")   # a dancer needs these
 # Bones of a rig's machinery (Rigify's MCH/ORG/DEF, twist helpers) never take a shared rotation.
@@ -32,6 +32,8 @@ MECHANISM = re.compile(r"^(mch|org|def|tweak|vis|wgt)[-_.]|(^|[-_.:])(twist|roll
 TWIST = re.compile(r"twist", re.IGNORECASE)
 
 BoneMap = dict
+# The refusal of a rest pose that does not stand (an FBX read with the wrong up axis).
+NOT_UPRIGHT = "the thigh bones do not point down to the feet in the rest pose; is the character upright (Z up)?"
 
 
 class RetargetError(EngineError):
@@ -237,20 +239,35 @@ def detect_preset(rig) -> str | None:
 
 
 def auto_map(rig) -> BoneMap:
-    """A bone map for `rig`: the best-fitting shipped preset, else one read from the hierarchy."""
+    """A bone map for `rig`: the best-fitting shipped preset, else one read from the hierarchy.
+    A preset that names the legs but not an arm (a SecondLife-style rig whose arms are lUpArm,
+    lLoArm) gets that arm from the hierarchy: an arm no joint drives would hang still."""
     name, m = _best_preset(rig)
-    if name is not None:
+    if name is None:
+        m = map_by_hierarchy(rig)
+        check_bone_map(rig, m)
         return m
-    m = map_by_hierarchy(rig)
-    check_bone_map(rig, m)
+    missing = [side for side in ("left", "right") if f"{side}_shoulder" not in m and f"{side}_elbow" not in m]
+    if missing:
+        try:
+            found = map_by_hierarchy(rig)
+        except RetargetError:
+            return m
+        for side in missing:
+            arm = {f"{side}_{j}": found[f"{side}_{j}"] for j in ("collar", "shoulder", "elbow", "wrist")
+                   if f"{side}_{j}" in found and f"{side}_{j}" not in m and found[f"{side}_{j}"] not in m.values()}
+            if _fits(rig, {**m, **arm}):
+                m = {**m, **arm}
     return m
 
 
 def map_by_hierarchy(rig) -> BoneMap:
-    """Find the body from the rest pose alone (character upright, Z up in the world, its left
-    at +x when it faces -y): the pelvis is where the paths to the two lowest leaves (the feet)
-    and to the highest leaf (the head) meet; the legs are the two descending chains, the arms
-    the two chains that leave the spine above the pelvis and reach furthest sideways."""
+    """Find the body from the rest pose alone (character upright, Z up in the world, facing any
+    way about Z): the pelvis is where the paths to the two lowest leaves (the feet) and to the
+    highest leaf (the head) meet; the legs are the two descending chains, the arms the two
+    chains that leave the spine above the pelvis and reach furthest sideways. Left and right
+    come from the bone names where they say it (thigh_l, Left Thigh, upLeg.L), else from where
+    the toes point (the character's left is to the left of its toes)."""
     n = len(rig.names)
     parents = list(rig.parents)
     heads = rig.world_heads()
@@ -270,15 +287,24 @@ def map_by_hierarchy(rig) -> BoneMap:
     height = z[body].max() - z[body].min()
     if len(leaves) < 3 or height <= 0:
         raise RetargetError("cannot find a humanoid in the armature's hierarchy (too few bones); map the bones by hand")
+    near = 1e-3 * height     # heads closer than this are one joint
+    tails = rig.world_tails()
+    # Feet: the low leaves, one group per leg. Leaves of one foot (toe, heel) meet low down (at
+    # the ankle or the knee); the two legs meet no lower than the hips.
     low = [b for b in leaves if z[b] < z[body].min() + 0.2 * height]
-    feet = {s: [b for b in low if np.sign(heads[b, 0] - heads[roots[0], 0]) == s] for s in (1, -1)}
-    if not feet[1] or not feet[-1]:
-        raise RetargetError("cannot find two legs in the armature's hierarchy (no low bones on both sides); "
-                            "map the bones by hand")
-    foot = {s: min(feet[s], key=lambda b: z[b]) for s in (1, -1)}
+    groups: dict[int, list[int]] = {}
+    for b in low:
+        up = b
+        while parents[up] >= 0 and z[parents[up]] < z[body].min() + 0.35 * height:
+            up = parents[up]
+        groups.setdefault(up, []).append(b)
+    if len(groups) < 2:
+        raise RetargetError("cannot find two legs in the armature's hierarchy (no two low chains; "
+                            "is the character upright, Z up?); map the bones by hand")
+    legs = sorted(groups.values(), key=lambda g: min(z[b] for b in g))[:2]
+    lowest = [min(g, key=lambda b: z[b]) for g in legs]
     top = max(leaves, key=lambda b: z[b])
-    path = {b: _path_from_root(b, parents) for b in (foot[1], foot[-1], top)}
-    pelvis = _common_ancestor([path[foot[1]], path[foot[-1]], path[top]])
+    pelvis = _common_ancestor([_path_from_root(b, parents) for b in (*lowest, top)])
     out: BoneMap = {"pelvis": rig.names[pelvis]}
     # A deforming bone above the pelvis (3ds Max Biped: the legs hang from Bip01 Spine, under Bip01
     # Pelvis) would stay where it stands while the body travels away, tearing the body it skins:
@@ -286,30 +312,65 @@ def map_by_hierarchy(rig) -> BoneMap:
     above = [a for a in _path_from_root(pelvis, parents)[:-1] if deform[a]]
     if above:
         out[ROOT_KEY] = rig.names[above[0]]
-    for s, side in ((1, "left"), (-1, "right")):
-        chain = _without_twists(_after(path[foot[s]], pelvis), rig.names)
+    found = []
+    for foot in lowest:
+        chain = _limb_chain(_after(_path_from_root(foot, parents), pelvis), rig.names, heads, near)
         limb = _longest_pair(chain, heads, rig.lengths)
         if len(limb) < 2:
-            raise RetargetError(f"cannot find the {side} leg's thigh and shin in the hierarchy; map the bones by hand")
-        out[f"{side}_hip"], out[f"{side}_knee"] = rig.names[limb[0]], rig.names[limb[1]]
-        rest = chain[chain.index(limb[1]) + 1:]
-        for joint, b in zip(("ankle", "foot"), rest):
-            out[f"{side}_{joint}"] = rig.names[b]
-    spine = _after(path[top], pelvis)
+            raise RetargetError("cannot find a leg's thigh and shin in the hierarchy; map the bones by hand")
+        thigh = heads[limb[0]] - heads[limb[1]]
+        if thigh[2] < 0.5 * np.linalg.norm(thigh):     # lying down: what was found is no leg (as Retargeter says)
+            raise RetargetError(NOT_UPRIGHT)
+        after = chain[chain.index(limb[1]) + 1:]
+        ankle = after[0] if after else None
+        # Where the foot reaches furthest from its ankle (heads and tails of the bones below it):
+        # the toes' tip, in front; a heel bone reaches less far, behind.
+        reach = np.zeros(3)
+        if ankle is not None:
+            below = [b for b in _descendants(ankle, kids) if deform[b]]
+            ends = {b: [heads[b], tails[b]] for b in below}
+            flat = [(np.hypot(*(p - heads[ankle])[:2]), b, p) for b, ps in ends.items() for p in ps]
+            _, tip, point = max(flat, key=lambda f: f[0])
+            reach = (point - heads[ankle]) * [1.0, 1.0, 0.0]
+            path = _after(_path_from_root(tip, parents), ankle)
+            toe = path[0] if path else None
+        else:
+            toe = None
+        found.append(dict(limb=limb, ankle=ankle, toe=toe, reach=reach,
+                          centre=heads[[b for b in chain if b not in (ankle, toe)] or chain].mean(axis=0),
+                          side=_named_side(chain, rig.names)))
+    forward = found[0]["reach"] + found[1]["reach"]
+    if np.linalg.norm(forward) < 0.02 * height:
+        forward = np.array([0.0, -1.0, 0.0])     # feet that point nowhere: facing -y, Blender's front
+    left_axis = np.cross([0.0, 0.0, 1.0], forward / np.linalg.norm(forward))   # left = up x forward
+    if {found[0]["side"], found[1]["side"]} == {"L", "R"}:
+        first_left = found[0]["side"] == "L"
+    else:
+        first_left = float(np.dot(found[0]["centre"] - found[1]["centre"], left_axis)) > 0
+    sides = {"left": found[0 if first_left else 1], "right": found[1 if first_left else 0]}
+    across = (sides["left"]["centre"] - sides["right"]["centre"]) * [1.0, 1.0, 0.0]
+    left_axis = across / np.linalg.norm(across) if np.linalg.norm(across) > near else left_axis
+    for side, leg in sides.items():
+        out[f"{side}_hip"], out[f"{side}_knee"] = rig.names[leg["limb"][0]], rig.names[leg["limb"][1]]
+        for joint, b in (("ankle", leg["ankle"]), ("foot", leg["toe"])):
+            if b is not None:
+                out[f"{side}_{joint}"] = rig.names[b]
+    spine = _after(_path_from_root(top, parents), pelvis)
     on_spine = set(spine)
     chest = None
+    lateral = (heads - heads[pelvis]) @ left_axis
     for s, side in ((1, "left"), (-1, "right")):
         # Arm tips: leaves on this side that branch off the spine above the pelvis (an A-pose's
         # fingertips may hang lower than the pelvis).
-        tips = [b for b in leaves if b not in on_spine and np.sign(heads[b, 0] - heads[pelvis, 0]) == s
+        tips = [b for b in leaves if b not in on_spine and np.sign(lateral[b]) == s
                 and any(a in on_spine for a in _path_from_root(b, parents))]
         if not tips:
             continue
-        tip = max(tips, key=lambda b: abs(heads[b, 0] - heads[pelvis, 0]))
+        tip = max(tips, key=lambda b: abs(lateral[b]))
         arm_path = _path_from_root(tip, parents)
         branch = max(i for i, a in enumerate(arm_path) if a in on_spine)
         chest = arm_path[branch] if chest is None else chest
-        chain = _without_twists(arm_path[branch + 1:], rig.names)
+        chain = _limb_chain(arm_path[branch + 1:], rig.names, heads, near)
         limb = _longest_pair(chain, heads, rig.lengths)
         if len(limb) < 2:
             continue
@@ -326,7 +387,7 @@ def map_by_hierarchy(rig) -> BoneMap:
         raise RetargetError("cannot find a humanoid in the armature's hierarchy (no arms above the legs' pelvis; "
                             "does it have legs?); map the bones by hand")
     cut = spine.index(chest) + 1 if chest in spine else max(1, len(spine) - 2)
-    torso, upper = spine[:cut], spine[cut:]
+    torso, upper = spine[:cut], _limb_chain(spine[cut:], rig.names, heads, near, twists=False)
     picks = {1: ("spine3",), 2: ("spine1", "spine3")}.get(len(torso), ("spine1", "spine2", "spine3"))
     at = {1: [0], 2: [0, 1]}.get(len(torso), [0, len(torso) // 2, len(torso) - 1])
     for joint, i in zip(picks, at if torso else []):
@@ -340,9 +401,26 @@ def map_by_hierarchy(rig) -> BoneMap:
     return out
 
 
-def _without_twists(chain: list[int], names) -> list[int]:
-    """A limb chain without its twist bones (TWIST), unless that would leave too few bones."""
-    kept = [b for b in chain if not TWIST.search(names[b])]
+def _named_side(chain: list[int], names) -> str:
+    """"L" or "R" when the bone names of a limb chain say which side it is (bone_key's side
+    token, most bones agreeing), else ""."""
+    votes = [bone_key(names[b]).split("|", 1)[0] for b in chain]
+    left, right = votes.count("L"), votes.count("R")
+    return "L" if left > right else "R" if right > left else ""
+
+
+def _limb_chain(chain: list[int], names, heads, near: float, twists: bool = True) -> list[int]:
+    """A chain of bones as the joints it bends at: without its twist bones (TWIST), and without
+    a bone whose head is where the bone before it starts (Blender's metarig hangs its face bones
+    from a "face" bone on the head's own head; a helper on a joint): the first bone at a joint
+    takes it, the others follow. Unchanged where that would leave fewer than two bones."""
+    kept = []
+    for b in chain:
+        if twists and TWIST.search(names[b]):
+            continue
+        if kept and np.linalg.norm(heads[b] - heads[kept[-1]]) <= near:
+            continue
+        kept.append(b)
     return kept if len(kept) >= 2 else chain
 
 

@@ -29,7 +29,8 @@ BoneMap = dict[str, str]        SMPL joint name -> bone name, each bone at most 
                                 key "root": the bone that carries the location (default: the bone of
                                 "pelvis"; Rigify: "torso"). Joints left out are not driven.
 
-auto_map(rig) -> BoneMap                  best shipped preset by names, else the hierarchy; RetargetError
+auto_map(rig) -> BoneMap                  best shipped preset by names (an arm it lacks from the hierarchy),
+                                          else the hierarchy; RetargetError
 detect_preset(rig) -> str | None          name of the shipped preset that fits (None: none fits)
 list_presets() -> list[str]               shipped preset names (engine/outputs/bone_maps/<name>.json)
 load_preset(name, rig=None) -> BoneMap    a shipped preset; with rig, resolved to that rig's bone names
@@ -111,7 +112,7 @@ import numpy as np
 
 from ..body.skeleton import (JOINT_INDEX, JOINT_NAMES, NUM_JOINTS, PARENTS, REST_OFFSETS, REST_PELVIS_HEIGHT,
                              REST_POSITIONS)
-from .bone_mapping import (MECHANISM, BoneMap, RetargetError, auto_map, bone_key, check_bone_map,
+from .bone_mapping import (MECHANISM, NOT_UPRIGHT, BoneMap, RetargetError, auto_map, bone_key, check_bone_map,
                            detect_preset, is_ancestor, list_presets, load_bone_map, load_preset, root_bone_name,
                            save_bone_map)
 
@@ -321,6 +322,10 @@ class Rig:
         O = self.object_matrix
         return self.rest[:, :3, 3] @ O[:3, :3].T + O[:3, 3]
 
+    def world_tails(self) -> np.ndarray:
+        O = self.object_matrix
+        return (self.rest[:, :3, 3] + self.lengths[:, None] * self.rest[:, :3, 1]) @ O[:3, :3].T + O[:3, 3]
+
 
 @dataclass
 class RigPose:
@@ -384,8 +389,7 @@ class Retargeter:
         # A standing rest pose's thighs point down (T-pose, A-pose, a wide stance: well within
         # 60 degrees of vertical); a character lying on its side passes the height test alone.
         if float(heads_w[[lh, rh], 2].mean()) <= floor or (thigh_drop < 0.5 * thigh_length).any():
-            raise RetargetError("the thigh bones do not point down to the feet in the rest pose; "
-                                "is the character upright (Z up)?")
+            raise RetargetError(NOT_UPRIGHT)
         self.scale = self._leg_length(heads_w) / SMPL_LEG_LENGTH
         if all(self.bone_of[JOINT_INDEX[f"{side}_foot"]] < 0 for side in ("left", "right")):
             floor = min(floor, self._sole_below_ankles(heads_w))   # no toes: the soles stand on the floor
