@@ -12,9 +12,9 @@ from engine.body import layout as L
 from engine.api import draw, finish_draw, generate
 from engine.defaults import SMOOTHING_SECONDS, STUDENT_SMOOTHING_SECONDS
 from engine.training.data.cache import CorpusItem, _save
-from engine.training.distill import (main as distill_main, motion_band_error, student_timesteps,
+from engine.training.distill import (main as distill_main, motion_band_error, sample_windows, student_timesteps,
                                      teacher_segment_target, x0_landing_at)
-from engine.sampler.diffusion import cosine_alpha_bar, ddim_step
+from engine.sampler.diffusion import cosine_alpha_bar, ddim_step, ddim_timesteps
 from engine.errors import EngineError
 from engine.sampler.fewstep import STUDENT_NAME, choose_weights, distilled_from_this
 from engine.sampler.model import Denoiser, ModelConfig
@@ -57,6 +57,31 @@ def test_the_x0_target_lands_where_the_teacher_lands():
     target = teacher_segment_target(const, x, None, [999, 736, 473, 210], 1, 1, ab)
     assert torch.allclose(target, torch.full_like(x, 0.5), atol=1e-4)
     assert student_timesteps(4, 5) == [999, 736, 473, 210]
+
+
+def test_the_teachers_target_follows_the_engines_second_order_solver():
+    # The student learns what users get from the teacher, which samples with DPM-Solver++(2M).
+    # Gaussian data has an exact x0 predictor, so a segment's own ODE end point is known (DDIM
+    # over every integer t between): the second-order target must land nearer it than DDIM's.
+    ab = cosine_alpha_bar()
+    variance = torch.tensor([0.3, 1.0, 2.0]) ** 2
+
+    def exact_x0(x, t, music):
+        a = ab[t].view(-1, 1, 1)
+        return a.sqrt() * variance * x / (a * variance + 1 - a)
+    times = ddim_timesteps(20)
+    start, end = times[5], times[10]
+    x = torch.randn(4, 30, 3, generator=torch.Generator().manual_seed(0)) * (ab[start] * variance + 1 - ab[start]).sqrt()
+    y = x
+    for t in range(start, end, -1):
+        y = ddim_step(y, exact_x0(y, torch.full((4,), t), None), ab[t], ab[t - 1])
+    miss = {solver: float((ddim_step(x, teacher_segment_target(exact_x0, x, None, times, 1, 5, ab, solver), ab[start],
+                                     ab[end]) - y).pow(2).mean().sqrt()) for solver in ("ddim", "dpm2m")}
+    assert miss["dpm2m"] < 0.5 * miss["ddim"], miss
+    # The last segment's target is the teacher's clean motion, as the sampler draws it.
+    noisy = torch.randn(4, 30, 3, generator=torch.Generator().manual_seed(1))
+    assert torch.allclose(teacher_segment_target(exact_x0, noisy, None, times, 3, 5, ab, "dpm2m"),
+                          sample_windows(exact_x0, noisy, None, times[15:], ab, "dpm2m"))
 
 
 def _distil(teacher, data, out, iterations, *extra):

@@ -9,11 +9,12 @@ at once:
   network. The guidance weights are fixed at the recipe's values (default: the engine's
   defaults) and recorded in the file; the style stays an input.
 - step distillation (progressive distillation, Salimans & Ho, ICLR 2022, with a factor of
-  --substeps in one round): the teacher samples with the engine's DDIM schedule of
-  segments * substeps steps (4 x 5 = the default 20); the student jumps from the start of one
-  segment to the next in ONE DDIM step. At (x_tk, t_k) it is trained to predict the x0 with
-  which one DDIM step lands exactly where the guided teacher's `substeps` DDIM steps land (the
-  last segment: the teacher's final clean motion). So a window costs `segments` passes in all
+  --substeps in one round): the teacher samples with the engine's schedule of segments *
+  substeps steps (4 x 5 = the default 20) and its solver (--teacher-solver: DPM-Solver++(2M),
+  as users get it); the student jumps from the start of one segment to the next in ONE DDIM
+  step. At (x_tk, t_k) it is trained to predict the x0 with which one DDIM step lands exactly
+  where the guided teacher's `substeps` steps land (the last segment: the teacher's final clean
+  motion). So a window costs `segments` passes in all
   (default 4), against segments * substeps * 2 (guidance) * 2 (autoguidance) for the teacher.
 
 The student's inputs x_tk come half from training windows noised to t_k (q_sample), half from
@@ -42,10 +43,11 @@ import torch
 import torch.nn.functional as F
 
 from ..body import layout as L
-from ..defaults import DEFAULT_AUTOGUIDANCE, DEFAULT_GUIDANCE, GUIDANCE_LOWPASS_FRAMES
+from ..defaults import DEFAULT_AUTOGUIDANCE, DEFAULT_GUIDANCE, GUIDANCE_LOWPASS_FRAMES, SAMPLING_SOLVER, SAMPLING_SOLVERS
 from ..errors import EngineError
 from ..sampler import checkpoint
-from ..sampler.diffusion import cosine_alpha_bar, ddim_step, ddim_timesteps, guided, lowpass_in_time, q_sample
+from ..sampler.diffusion import (cosine_alpha_bar, ddim_step, ddim_timesteps, dpm2m_estimate, guided, log_snr,
+                                lowpass_in_time, q_sample)
 from ..sampler.fewstep import file_digest
 from ..sampler.model import Denoiser, ModelConfig, music_input, with_keys
 from .random_keys import with_random_keys
@@ -54,7 +56,7 @@ from .random_keys import with_random_keys
 # ------------------------------------------------------------------ schedules
 
 def teacher_timesteps(segments: int, substeps: int) -> list[int]:
-    """The teacher's DDIM schedule: the engine's own for segments * substeps steps."""
+    """The teacher's schedule: the engine's own for segments * substeps steps."""
     return ddim_timesteps(segments * substeps)
 
 
@@ -74,23 +76,37 @@ def plain_denoiser(model, style: torch.Tensor):
     return guided(model, style, 1.0)
 
 
+def teacher_step(y: torch.Tensor, x0: torch.Tensor, previous, times: list[int], g: int, solver: str,
+                 alpha_bar: torch.Tensor):
+    """The teacher's step from times[g] to times[g + 1] as engine.sampler.diffusion.sample takes
+    it with `solver` (DPM-Solver++(2M): the estimate extrapolated along `previous`, first order
+    on the step into the last time); returns (the next state, the history for the step after)."""
+    t, t_next = times[g], times[g + 1]
+    if solver == "dpm2m" and g + 2 < len(times):
+        lam_t = log_snr(alpha_bar[t])
+        return ddim_step(y, dpm2m_estimate(x0, previous, lam_t, log_snr(alpha_bar[t_next])),
+                         alpha_bar[t], alpha_bar[t_next]), (x0, lam_t)
+    return ddim_step(y, x0, alpha_bar[t], alpha_bar[t_next]), previous
+
+
 @torch.no_grad()
 def teacher_segment_target(teacher, x: torch.Tensor, music: torch.Tensor, times: list[int], k: int,
-                           substeps: int, alpha_bar: torch.Tensor) -> torch.Tensor:
+                           substeps: int, alpha_bar: torch.Tensor, solver: str = "ddim") -> torch.Tensor:
     """The x0 the student must predict at (x, times[k*substeps]): the teacher runs `substeps`
-    DDIM steps of its schedule `times`; the last segment ends with its clean prediction."""
-    t_start = times[k * substeps]
-    seg = times[k * substeps:(k + 1) * substeps + 1]
+    steps of its schedule `times` with `solver` (the sampler's own; a second-order solver
+    starts its history afresh in each segment, since the student's state at a segment's start
+    has none); the last segment ends with its clean prediction."""
+    first = k * substeps
     last = (k + 1) * substeps >= len(times)
     n = x.shape[0]
-    y = x
-    for i, t in enumerate(seg if last else seg[:-1]):
-        x0 = teacher(y, torch.full((n,), t, device=x.device), music)
-        if i + 1 < len(seg):
-            y = ddim_step(y, x0, alpha_bar[t], alpha_bar[seg[i + 1]])
+    y, previous = x, None
+    for g in range(first, min(first + substeps, len(times))):
+        x0 = teacher(y, torch.full((n,), times[g], device=x.device), music)
+        if g + 1 < len(times):
+            y, previous = teacher_step(y, x0, previous, times, g, solver, alpha_bar)
     if last:
         return x0                                       # the teacher's final clean motion
-    return x0_landing_at(x, y, alpha_bar[t_start], alpha_bar[seg[-1]])
+    return x0_landing_at(x, y, alpha_bar[times[first]], alpha_bar[times[first + substeps]])
 
 
 # The motion-band term's Gaussian (seconds): a little lighter than the finishing's smoothing, so
@@ -121,13 +137,15 @@ def student_rollout(student, x: torch.Tensor, music: torch.Tensor, style: torch.
 
 @torch.no_grad()
 def sample_windows(denoise, x_T: torch.Tensor, music: torch.Tensor, times: list[int],
-                   alpha_bar: torch.Tensor) -> torch.Tensor:
-    """DDIM over a batch of single windows from x_T (engine.sampler.diffusion.sample without the window blend)."""
-    x = x_T
+                   alpha_bar: torch.Tensor, solver: str = "ddim") -> torch.Tensor:
+    """A batch of single windows sampled from x_T with `solver` (engine.sampler.diffusion.sample
+    without the window blend)."""
+    x, previous = x_T, None
     for k, t in enumerate(times):
         x0 = denoise(x, torch.full((x.shape[0],), t, device=x.device), music)
-        x = ddim_step(x, x0, alpha_bar[t], alpha_bar[times[k + 1]]) if k + 1 < len(times) else x0
-    return x
+        if k + 1 == len(times):
+            return x0
+        x, previous = teacher_step(x, x0, previous, times, k, solver, alpha_bar)
 
 
 def closeness(student, probe: dict, teacher_result: torch.Tensor, times_s: list[int],
@@ -154,7 +172,10 @@ def parse_args(argv=None):
                         "(default: ../shared/data/tang2018); only windows with music are used")
     p.add_argument("--cache", type=Path, default=None, help="preprocessing cache folder (default: OUT/../.cache)")
     p.add_argument("--segments", type=int, default=4, help="the student's steps (network passes per window)")
-    p.add_argument("--substeps", type=int, default=5, help="teacher DDIM steps per student step")
+    p.add_argument("--substeps", type=int, default=5, help="teacher steps per student step")
+    p.add_argument("--teacher-solver", choices=SAMPLING_SOLVERS, default=SAMPLING_SOLVER,
+                   help=f"how the teacher steps (default {SAMPLING_SOLVER!r}, the engine's own: the student learns the "
+                        "dances users get from the teacher); the student always takes DDIM steps")
     p.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE, help="the teacher's guidance, baked in")
     p.add_argument("--autoguidance", type=float, default=DEFAULT_AUTOGUIDANCE, help="the teacher's autoguidance, baked in")
     p.add_argument("--guidance-lowpass", type=float, default=GUIDANCE_LOWPASS_FRAMES,
@@ -277,7 +298,9 @@ def _student_info(args, teacher_path: Path, digest: str, times_s: list[int]) -> 
     return {"steps": len(times_s), "timesteps": times_s, "teacher_steps": args.segments * args.substeps,
             "guidance": args.guidance, "autoguidance": args.autoguidance, "guidance_lowpass": args.guidance_lowpass,
             "teacher": teacher_path.name, "teacher_sha256": digest,
-            "recipe": f"guidance + progressive step distillation, {args.segments} x {args.substeps} teacher steps"
+            "teacher_solver": args.teacher_solver,
+            "recipe": f"guidance + progressive step distillation, {args.segments} x {args.substeps} teacher "
+                      f"{args.teacher_solver} steps"
                       + (f", motion-band term {args.motion_weight:g}" if args.motion_weight else "")
                       + " (engine.training.distill)"}
 
@@ -340,13 +363,14 @@ def run(args) -> Path:
     state_path, meta_path = out / "state.safetensors", out / "recipe.json"
     recipe = {"teacher_sha256": digest, "segments": args.segments, "substeps": args.substeps,
               "guidance": args.guidance, "autoguidance": args.autoguidance, "guidance_lowpass": args.guidance_lowpass,
-              "motion_weight": args.motion_weight}
+              "motion_weight": args.motion_weight, "teacher_solver": args.teacher_solver}
     step, seconds_before, old = 0, 0.0, {}
     if state_path.exists():
         from safetensors.torch import load_file
         old = json.loads(meta_path.read_text()) if meta_path.exists() else {}
         old.setdefault("guidance_lowpass", 0.0)      # runs from before the option guided plainly
         old.setdefault("motion_weight", 0.0)        # and took the plain MSE
+        old.setdefault("teacher_solver", "ddim")    # and the teacher's DDIM steps
         if {k: old.get(k) for k in recipe} != recipe:
             raise EngineError(f"{out} holds a distillation of another teacher or recipe ({old}): use a new --out")
         step = _restore_state(load_file(str(state_path), device=str(device)), student, ema, opt)
@@ -357,11 +381,12 @@ def run(args) -> Path:
         return denoiser(ckpt, style, args.guidance, args.autoguidance, args.guidance_lowpass)
 
     probe = _probe(val, args.probe_windows, ckpt, device)
-    reference = sample_windows(teacher_for(probe["style"]), probe["noise"], probe["music"], times_t, alpha_bar)
+    reference = sample_windows(teacher_for(probe["style"]), probe["noise"], probe["music"], times_t, alpha_bar,
+                               args.teacher_solver)
     now_error = closeness(ema, probe, reference, times_s, alpha_bar)
     # The plain alternative for comparison: the teacher itself at the student's step count.
     few = sample_windows(teacher_for(probe["style"]), probe["noise"], probe["music"], ddim_timesteps(len(times_s)),
-                         alpha_bar)
+                         alpha_bar, args.teacher_solver)
     teacher_few_error = float((few - reference).pow(2).mean().sqrt())
     start_error = float(old.get("teacher_rms_at_start", now_error))   # before the first iteration of the run
     print(f"teacher: {ckpt.model.num_parameters() / 1e6:.1f}M parameters, guide {'yes' if ckpt.guide else 'no'}; "
@@ -420,7 +445,8 @@ def run(args) -> Path:
             student.eval()
             x[:rolled] = student_rollout(student, torch.randn(x0[:rolled].shape, generator=noise_gen, device=device),
                                          music[:rolled], style[:rolled], times_s, k, alpha_bar)
-        target = teacher_segment_target(teacher_for(style), x, music, times_t, k, args.substeps, alpha_bar)
+        target = teacher_segment_target(teacher_for(style), x, music, times_t, k, args.substeps, alpha_bar,
+                                        args.teacher_solver)
         for g in opt.param_groups:
             g["lr"] = args.lr * min(1.0, (step + 1) / args.warmup)
         student.train()
