@@ -117,9 +117,11 @@ def test_the_student_approaches_the_teacher_and_resumes(teacher, packed_data, tm
     student = checkpoint.load(out / "student.safetensors")
     assert student.student["steps"] == 2 and student.student["teacher_steps"] == 6
     assert student.student["timesteps"] == student_timesteps(2, 3) and student.guide is None
-    # Another loss is another recipe: not resumed into this run.
-    assert _distil(teacher, packed_data, out, 120, "--motion-weight", "100") == 2
-    assert "another teacher or recipe" in capsys.readouterr().err
+    assert student.student["teacher_solver"] == "dpm2m" and "teacher dpm2m steps" in student.student["recipe"]
+    # Another loss or another teacher solver is another recipe: not resumed into this run.
+    for other in (["--motion-weight", "100"], ["--teacher-solver", "ddim"]):
+        assert _distil(teacher, packed_data, out, 120, *other) == 2
+        assert "another teacher or recipe" in capsys.readouterr().err
     assert _distil(teacher, packed_data, tmp_path / "bad", 5, "--train-segments", "2") == 2
     assert "--train-segments must be from 0 to 1" in capsys.readouterr().err and not (tmp_path / "bad").exists()
     assert _distil(teacher, packed_data, tmp_path / "bad", 5, "--motion-weight", "-1") == 2
