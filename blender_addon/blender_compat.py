@@ -53,6 +53,17 @@ def action_fcurves(action, slot=None) -> list:
     return out
 
 
+def keyed_range(obj, action=None) -> tuple[int, int] | None:
+    """(first, last) whole frames spanned by the keys through which `action` (default: the current
+    one) animates `obj`; None when there are none. Unlike Action.frame_range, not a Manual Frame
+    Range, nor the keys of another slot (an action shared with other objects, or the armature data)."""
+    ad = obj.animation_data
+    action = action if action is not None else (ad.action if ad is not None else None)
+    ends = [x for fc in action_fcurves(action, object_slot(obj, action)) if len(fc.keyframe_points)
+            for x in (fc.keyframe_points[0].co[0], fc.keyframe_points[-1].co[0])]
+    return (int(round(min(ends))), int(round(max(ends)))) if ends else None
+
+
 def assign_new_action(obj, name: str):
     """Create an Action, assign it to `obj` and return (action, fcurves collection, groups collection).
 

@@ -305,6 +305,12 @@ def _fill_fcurve(fc, frames: np.ndarray, values: np.ndarray, types: np.ndarray |
     new["handle_left"], new["handle_right"] = new["co"].copy(), new["co"].copy()
     new["interpolation"][:] = _LINEAR
     new["type"][:, 0] = types
+    # An animator's key carried over keeps its own type (Breakdown, Extreme, ... as they marked it);
+    # one re-keyed over a generated key is marked 'KEYFRAME' so that it stays theirs.
+    at = np.clip(np.searchsorted(x, frames), 0, n_old - 1)
+    theirs = ((types == compat.key_type_value('KEYFRAME')) & (np.abs(x[at] - frames) < 1e-3)
+              & (old["type"][at, 0] != compat.generated_key_type()[1]))
+    new["type"][theirs, 0] = old["type"][at[theirs], 0]
     auto = bpy.types.Keyframe.bl_rna.properties["handle_left_type"].enum_items["AUTO_CLAMPED"].value
     new["handle_left_type"][:], new["handle_right_type"][:] = auto, auto
     merged = {name: np.concatenate([old[name][keep], new[name]]) for name, _, _ in _KEY_ATTRS}

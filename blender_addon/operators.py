@@ -180,11 +180,11 @@ def regeneration_context(obj, p: Plan) -> tuple[int, int] | None:
     dancer's current action, which animates frames outside it: the range plus up to
     CONTEXT_SECONDS of the existing dance on each side (within the song and the action).
     None when the current action has nothing outside the range (a plain generation)."""
-    ad = obj.animation_data
-    action = ad.action if ad is not None else None
-    if action is None:
+    from . import blender_compat as compat
+    keyed = compat.keyed_range(obj)
+    if keyed is None:
         return None
-    a_first, a_last = (int(round(x)) for x in action.frame_range)
+    a_first, a_last = keyed
     if a_first >= p.first and a_last <= p.last:
         return None
     k = max(2, int(round(CONTEXT_SECONDS * p.fps)))
@@ -471,11 +471,8 @@ class _ExportBase:
         from . import rig_io, scene_io
         obj = dancer(context)
         bone_map = rig_io.check_dancer(obj)   # None: the SMPL dancer; else own character (issue 14)
-        ad = obj.animation_data
-        if ad is not None and ad.action is not None:
-            start, end = (int(round(x)) for x in ad.action.frame_range)
-        else:
-            start, end = context.scene.frame_start, context.scene.frame_end
+        from . import blender_compat as compat
+        start, end = compat.keyed_range(obj) or (context.scene.frame_start, context.scene.frame_end)
         if bone_map is not None:
             return rig_io.read_character_motion(obj, bone_map, start, end, scene=context.scene)
         return scene_io.read_motion(obj, start, end, scene=context.scene)

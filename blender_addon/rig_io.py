@@ -322,24 +322,33 @@ def check_dancer(obj) -> dict[str, str] | None:
     own character, None when it is the add-on's SMPL dancer."""
     if obj is None or obj.type != 'ARMATURE':
         scene_io.check_smpl_armature(obj)          # says what to pick
-    if obj.library is not None:
-        # Linked data is read-only on disk: the take would be assigned for this session only, and
-        # the dancer plays its library animation again when the file is reopened.
-        raise EngineError(f"'{obj.name}' is linked from {bpy.path.basename(obj.library.filepath)}: make a library "
-                          "override (Object > Library Override > Make) to dance it")
+    check_writable(obj)
     _check_evaluated(obj)
     if obj.data.pose_position == 'REST':
         # Blender then evaluates every frame in the rest pose, so the keys would read as the rest pose.
         raise EngineError(f"'{obj.name}' shows its Rest Position: set Pose Position to Pose "
                           "(Armature properties) to generate")
-    ad = obj.animation_data
-    if ad is not None and getattr(ad, "use_tweak_mode", False):
-        # Blender makes the action read-only while an NLA strip is being tweaked.
-        raise EngineError(f"'{obj.name}' is in NLA tweak mode: leave it (Tab in the NLA editor) to generate")
     if is_character(obj):
         return check_character(obj)
     scene_io.check_smpl_armature(obj)
     return None
+
+
+def check_writable(obj) -> None:
+    """Raise EngineError (one line) where a take cannot be put on the armature `obj` now. Checked
+    again before a dance made in the background is written (runner.apply): the UI stays live
+    meanwhile, and an animator can tweak an NLA strip or enter Edit Mode."""
+    if obj.library is not None:
+        # Linked data is read-only on disk: the take would be assigned for this session only, and
+        # the dancer plays its library animation again when the file is reopened.
+        raise EngineError(f"'{obj.name}' is linked from {bpy.path.basename(obj.library.filepath)}: make a library "
+                          "override (Object > Library Override > Make) to dance it")
+    ad = obj.animation_data
+    if ad is not None and getattr(ad, "use_tweak_mode", False):
+        # Blender makes the action read-only while an NLA strip is being tweaked.
+        raise EngineError(f"'{obj.name}' is in NLA tweak mode: leave it (Tab in the NLA editor) to generate")
+    if obj.mode == 'EDIT':
+        raise EngineError(f"armature '{obj.name}' is in Edit Mode: switch to Object or Pose Mode first")
 
 
 def _check_evaluated(obj) -> None:

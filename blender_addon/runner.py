@@ -138,6 +138,8 @@ def apply(request: Request, motion: Motion):
     obj = bpy.data.objects.get(request.armature_name)
     if obj is None:  # deleted (or undone away) while the dance was being generated
         raise EngineError(f"the armature '{request.armature_name}' no longer exists")
+    from .rig_io import check_writable
+    check_writable(obj)   # before anything is changed: the UI stayed live while the engine ran
     if request.bone_map is not None:   # own character (issue 14): retargeted onto its bones
         from . import rig_io
         action = rig_io.write_character_dance(obj, motion, request.frame_start, request.action_name, request.bone_map,

@@ -14,7 +14,7 @@ DANCER_NAME_KEY = "dance_dancer_name"   # action: the dancer's name when the tak
 TAKE_KEY = "dance_take"                 # action: take number
 TAKE_BASE_KEY = "dance_take_base"       # action: the name the take number counts within
 ORDER_KEY = "dance_order"               # action: when it was made, counted over all takes
-ORIGINAL_KEY = "dance_original_action"  # object: the animator's own action, kept forever
+ORIGINAL_KEY = "dance_original_action"  # object: the animator's own action (a pointer; older files: its name)
 # Dances written before takes (add-on 0.1) name the animator's action they were made from here.
 LEGACY_SOURCE_KEY = "dance_source_action"
 
@@ -82,8 +82,10 @@ def claim_id(obj) -> str:
 
 def original_action(obj):
     """The animator's own action the first dance on `obj` replaced (None if there was none)."""
-    name = obj.get(ORIGINAL_KEY, "")
-    return bpy.data.actions.get(name) if name else None
+    kept = obj.get(ORIGINAL_KEY)
+    if isinstance(kept, bpy.types.Action):
+        return kept
+    return bpy.data.actions.get(kept) if isinstance(kept, str) and kept else None
 
 
 def reset_pose(obj) -> None:
@@ -126,7 +128,7 @@ def keep_original(obj, action, slot) -> None:
     """The animator's action, about to be replaced by a first dance: kept for good (fake user,
     a muted NLA track), and remembered so the panel can switch back to it."""
     action.use_fake_user = True
-    obj[ORIGINAL_KEY] = action.name
+    obj[ORIGINAL_KEY] = action   # the action itself, not its name: renaming it must not lose it
     ad = obj.animation_data
     if not any(s.action == action for t in ad.nla_tracks for s in t.strips):
         compat.push_to_muted_nla(obj, action, slot, track_name=f"Original: {action.name}")
@@ -163,9 +165,17 @@ def use_copy_of(obj, old, old_slot, name: str):
     bones the dance does not write and keys outside the danced frames stay as they were."""
     action = old.copy()
     action.name = name
+    # The take spans the dance: a Manual Frame Range copied from the animator's action (a cycle's)
+    # would clip its strip, its exports and the range regenerating reads.
+    if getattr(action, "use_frame_range", False):
+        action.use_frame_range = False
+        action.use_cyclic = False
     slot = None
     if compat.is_slotted(action) and old_slot is not None:
         slot = next((s for s in action.slots if s.identifier == old_slot.identifier), None)
+        if slot is not None:   # the other objects sharing the action keep playing theirs: no copy of it
+            for other in [s for s in action.slots if s != slot]:
+                action.slots.remove(other)
     compat.set_action(obj, action, slot)
     return action
 

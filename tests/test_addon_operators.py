@@ -521,3 +521,24 @@ def test_a_song_before_frame_0_is_danced_there_and_said(addon, tmp_path):
     scene.dance.use_strip_range, scene.dance.frame_start, scene.dance.frame_end = False, -20, -5
     request = operators.build_request(bpy.context)
     assert (request.frame_start, request.num_frames) == (-20, 16)
+
+
+def test_a_dancer_put_in_nla_tweak_mode_while_generating_is_refused_untouched(addon, tmp_path):
+    # Review (bpy 5.0): the UI stays live while the engine runs; an animator who tweaked an NLA
+    # strip meanwhile got an AttributeError traceback when the dance was written, an orphan take,
+    # a muted "Original" track and a fake user on their action.
+    from engine.errors import EngineError
+    scene = addon
+    obj, _, _ = _stage(scene, tmp_path, seconds=1.5)
+    mine = obj.animation_data.action
+    request = operators.build_request(bpy.context)
+    motion = runner.generate(request)
+    track = obj.animation_data.nla_tracks.new()
+    track.strips.new("Mine", 1, mine).select = True
+    obj.animation_data.use_tweak_mode = True
+    before = sorted(a.name for a in bpy.data.actions)
+    props = set(obj.keys())
+    with pytest.raises(EngineError, match="is in NLA tweak mode: leave it"):
+        runner.apply(request, motion)
+    assert sorted(a.name for a in bpy.data.actions) == before and set(obj.keys()) == props
+    assert len(obj.animation_data.nla_tracks) == 1 and not mine.use_fake_user

@@ -517,3 +517,105 @@ def test_each_dancer_counts_its_own_takes(addon, tmp_path):
     # Action names are global in Blender: the second dancer's first take says whose it is.
     assert [t.name for t in T.takes(second)] == [f"Dance song any s0 take 1 ({second.name})",
                                                  "Dance song any s0 take 2"]
+
+
+def test_a_take_spans_the_dance_whatever_manual_frame_range_the_animator_set(addon, tmp_path):
+    # Review (bpy 5.0): a take copied the Manual Frame Range of the animator's action (a cycle's
+    # 11 frames): the exports wrote those 11 frames of a 72-frame dance, and regenerating a range
+    # past them read no dance after it to join.
+    from blender_addon import operators
+    from engine.body.motion import Motion
+    scene = addon
+    obj, first, last = _song_stage(scene, tmp_path)
+    for f in (first + 5, first + 15):
+        _key(obj, f, {"left_elbow": np.array([0.3, 0.2, 0.1]) * (f - first) / 10})
+    mine = obj.animation_data.action
+    mine.use_frame_range, mine.use_cyclic = True, True
+    mine.frame_start, mine.frame_end = first + 5, first + 15
+    assert bpy.ops.dance.generate() == {'FINISHED'}
+    take = obj.animation_data.action
+    assert not take.use_frame_range and tuple(take.frame_range) == (first, last)
+    assert mine.use_frame_range and tuple(mine.frame_range) == (first + 5, first + 15)   # theirs, untouched
+    out = tmp_path / "dance.npz"
+    assert bpy.ops.dance.export_npz(filepath=str(out)) == {'FINISHED'}
+    assert Motion.load_npz(out).num_frames == last - first + 1
+    take.use_frame_range = True                   # set on the take itself: still the keys that count
+    take.frame_start, take.frame_end = first + 5, first + 15
+    scene.dance.use_strip_range = False
+    scene.dance.frame_start, scene.dance.frame_end = first + 30, first + 40
+    request = operators.build_request(bpy.context)
+    assert request.write_range == (first + 30, first + 40)
+    assert request.frame_start < first + 30 and request.frame_start + request.num_frames - 1 > first + 40
+
+
+def test_the_animators_action_stays_the_original_when_renamed(addon, tmp_path):
+    # Review (bpy 5.0): the original was remembered by name: renamed ("Blocking v2"), it left the
+    # panel's list and could not be switched back to.
+    scene = addon
+    obj, first, last = _song_stage(scene, tmp_path, seconds=1.5)
+    _key(obj, first + 5, {"left_elbow": np.array([0.3, 0.2, 0.1])})
+    mine = obj.animation_data.action
+    assert bpy.ops.dance.generate() == {'FINISHED'}
+    mine.name = "Blocking v2"
+    assert T.original_action(obj) == mine
+    assert bpy.ops.dance.generate() == {'FINISHED'}
+    assert T.original_action(obj) == mine and mine not in T.takes(obj)
+    assert bpy.ops.dance.use_take(action="Blocking v2") == {'FINISHED'} and obj.animation_data.action == mine
+    obj[T.ORIGINAL_KEY] = mine.name                # as files saved before kept it
+    assert T.original_action(obj) == mine
+
+
+def test_the_animators_keys_keep_their_keyframe_type_in_the_take(addon, tmp_path):
+    # Review (bpy 5.0): a Breakdown or Extreme key came out of the take as a plain Keyframe.
+    scene = addon
+    obj, first, last = _song_stage(scene, tmp_path, seconds=1.5)
+    _key(obj, first + 5, {"left_elbow": np.array([0.3, 0.2, 0.1])})
+    _key(obj, first + 20, {"left_elbow": np.array([-0.2, 0.4, 0.1])})
+    path = 'pose.bones["left_elbow"].rotation_quaternion'
+
+    def types(action):
+        fcs = [fc for fc in scene_io.compat.action_fcurves(action, scene_io.compat.object_slot(obj, action))
+               if fc.data_path == path]
+        return {round(k.co[0]): k.type for fc in fcs for k in fc.keyframe_points if round(k.co[0]) in (first + 5, first + 20)}
+    for fc in scene_io.compat.action_fcurves(obj.animation_data.action, scene_io.compat.object_slot(obj)):
+        if fc.data_path == path:
+            fc.keyframe_points[0].type, fc.keyframe_points[1].type = 'BREAKDOWN', 'EXTREME'
+    assert bpy.ops.dance.generate() == {'FINISHED'}
+    assert types(obj.animation_data.action) == {first + 5: 'BREAKDOWN', first + 20: 'EXTREME'}
+    assert scene_io.count_kept(obj, first, last) == (2, 2)                # still the animator's
+    assert bpy.ops.dance.generate() == {'FINISHED'}
+    assert types(obj.animation_data.action) == {first + 5: 'BREAKDOWN', first + 20: 'EXTREME'}
+    assert rotation_error(_pose(obj, first + 20)[3 * JOINT_INDEX["left_elbow"]:][:3], np.array([-0.2, 0.4, 0.1])) < 1e-4
+
+
+@pytest.mark.skipif(not hasattr(bpy.types, "ActionSlot"), reason="slotted actions: Blender 4.4+")
+def test_an_action_shared_through_slots_stays_the_animators(addon, tmp_path):
+    # One action animates the dancer and another object, each through its own slot (4.4+): the
+    # take is the dancer's alone, the other object plays on, and the dance spans the dancer's keys.
+    scene = addon
+    obj, first, last = _song_stage(scene, tmp_path, seconds=1.5)
+    prop = bpy.data.objects.new("Prop", None)
+    scene.collection.objects.link(prop)
+    shared = bpy.data.actions.new("Scene Action")
+    for o in (prop, obj):
+        o.animation_data_create().action = shared
+    prop.keyframe_insert("location", frame=first)
+    prop.location.x = 3.0
+    prop.keyframe_insert("location", frame=last + 200)
+    _key(obj, first + 5, {"left_elbow": np.array([0.3, 0.2, 0.1])})
+    slot = obj.animation_data.action_slot
+    assert len(shared.slots) == 2 and slot != prop.animation_data.action_slot
+    snapshot = {(s.identifier, fc.data_path, fc.array_index): [tuple(k.co) for k in fc.keyframe_points]
+                for s in shared.slots for fc in scene_io.compat.action_fcurves(shared, s)}
+    assert bpy.ops.dance.generate() == {'FINISHED'}
+    assert obj.animation_data.action != shared and prop.animation_data.action == shared
+    assert [s.identifier for s in obj.animation_data.action.slots] == [slot.identifier]   # the take: the dancer's alone
+    assert snapshot == {(s.identifier, fc.data_path, fc.array_index): [tuple(k.co) for k in fc.keyframe_points]
+                        for s in shared.slots for fc in scene_io.compat.action_fcurves(shared, s)}
+    assert rotation_error(_pose(obj, first + 5)[3 * JOINT_INDEX["left_elbow"]:][:3], np.array([0.3, 0.2, 0.1])) < 1e-4
+    out = tmp_path / "dance.npz"                                          # the dancer's frames, not the prop's
+    assert bpy.ops.dance.export_npz(filepath=str(out)) == {'FINISHED'}
+    from engine.body.motion import Motion
+    assert Motion.load_npz(out).num_frames == last - first + 1
+    assert bpy.ops.dance.use_take(action=shared.name) == {'FINISHED'}
+    assert obj.animation_data.action_slot == slot and prop.animation_data.action_slot != slot
