@@ -60,3 +60,13 @@ def teacher_with_guide(tiny_weights: Path, folder: Path, name: str = "teacher.sa
     checkpoint.save(folder / "guide.safetensors", guide, main.normalizer, main.music_normalizer, main.styles)
     attach_guide(tiny_weights, folder / "guide.safetensors", folder / name)
     return folder / name
+
+
+def gaussian_x0_predictor(alpha_bar: torch.Tensor, variance: torch.Tensor):
+    """The exact x0 predictor of zero-mean Gaussian data with per-channel `variance`: with it the
+    sampling ODE's own end point is known (many small DDIM steps converge on it), so a solver's
+    error can be measured."""
+    def exact_x0(x, t, music):
+        a = alpha_bar[t].view(-1, 1, 1)
+        return a.sqrt() * variance * x / (a * variance + 1 - a)
+    return exact_x0

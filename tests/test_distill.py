@@ -20,7 +20,7 @@ from engine.sampler.fewstep import STUDENT_NAME, choose_weights, distilled_from_
 from engine.sampler.model import Denoiser, ModelConfig
 from engine.body.skeleton import REST_PELVIS_HEIGHT
 
-from conftest import teacher_with_guide
+from conftest import gaussian_x0_predictor, teacher_with_guide
 
 
 @pytest.fixture(scope="module")
@@ -65,10 +65,7 @@ def test_the_teachers_target_follows_the_engines_second_order_solver():
     # over every integer t between): the second-order target must land nearer it than DDIM's.
     ab = cosine_alpha_bar()
     variance = torch.tensor([0.3, 1.0, 2.0]) ** 2
-
-    def exact_x0(x, t, music):
-        a = ab[t].view(-1, 1, 1)
-        return a.sqrt() * variance * x / (a * variance + 1 - a)
+    exact_x0 = gaussian_x0_predictor(ab, variance)
     times = ddim_timesteps(20)
     start, end = times[5], times[10]
     x = torch.randn(4, 30, 3, generator=torch.Generator().manual_seed(0)) * (ab[start] * variance + 1 - ab[start]).sqrt()

@@ -10,6 +10,7 @@ from engine.finishing.editing import apply_constraints
 from engine.finishing import feet
 from engine.finishing.feet import beat_cycle, clean_feet, true_runs
 from engine.body.motion import Constraints
+from conftest import gaussian_x0_predictor
 from engine.body.skeleton import JOINT_INDEX, REST_PELVIS_HEIGHT, joint_positions
 from rotation_checks import rotation_error
 
@@ -68,11 +69,7 @@ def test_second_order_solver_follows_the_sampling_ode_closer_in_the_same_steps()
     # DDIM steps converge on it). DPM-Solver++(2M) must get nearer it than DDIM in as many steps,
     # and its error must shrink as a second-order method's does (about 4x per doubling).
     alpha_bar = cosine_alpha_bar()
-    variance = torch.tensor([0.3, 1.0, 2.0]) ** 2
-
-    def exact_x0(x, t, music):
-        a = alpha_bar[t].view(-1, 1, 1)
-        return a.sqrt() * variance * x / (a * variance + 1 - a)
+    exact_x0 = gaussian_x0_predictor(alpha_bar, torch.tensor([0.3, 1.0, 2.0]) ** 2)
 
     def draw(steps, solver):
         return sample(exact_x0, torch.zeros(60, 1), window=60, steps=steps, alpha_bar=alpha_bar,
