@@ -166,6 +166,19 @@ def root_height_notes(cons, first: int, obj, bone_map, scene) -> list[str]:
             + note(low, f"{depth} the floor '{obj.name}' stands on: its feet go under it around them"))
 
 
+def unplayed_original_note(obj) -> str | None:
+    """A note when the dancer plays no action but the add-on keeps the animator's own (its take was
+    deleted or unassigned): the new dance is made without those keys, which the animator may not
+    expect, and the Takes list brings them back."""
+    from . import takes
+    ad = obj.animation_data
+    original = takes.original_action(obj)
+    if original is None or (ad is not None and ad.action is not None):
+        return None
+    return (f"'{obj.name}' plays no action, so the keys of your action '{original.name}' are not used: "
+            f"click 'Original: {original.name}' under Takes to dance from them")
+
+
 def dancer_units_per_metre(obj, bone_map) -> float:
     """Blender units in the world per metre of the dance: the SMPL dancer's object scale (its
     bones are in metres), a character's leg length over SMPL's (rig_io.retargeter)."""
@@ -246,6 +259,9 @@ def build_request(context):
     if ((settings.keep_parts() or settings.keep_root) and (ad is None or ad.action is None)
             and rig_io.nla_only_note(obj, bone_map) is None):
         request.notes.append(f"'{obj.name}' has no animation: the kept body parts hold its current pose")
+    note = unplayed_original_note(obj)
+    if note:
+        request.notes.append(note)
     name_take(request)
     return request
 
