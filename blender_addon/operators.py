@@ -251,6 +251,12 @@ def build_request(context):
     if first < 0:   # runner.extend_frame_range cannot reach them: a scene's range starts at 0 at the earliest
         request.notes.append(f"frames {scene_io.frame_span(first, min(last, -1))} are danced but lie before frame 0, "
                              "where a scene's frame range cannot start: playback and renders begin at frame 0")
+    if scene.use_preview_range and (scene.frame_preview_start > max(first, 0) or scene.frame_preview_end < last):
+        # The take grows the scene's frame range (runner.extend_frame_range), but playback loops
+        # in a Preview Range the animator set, which is theirs to change.
+        request.notes.append(f"the Preview Range (frames {scene.frame_preview_start}-{scene.frame_preview_end}) is on: "
+                             f"playback leaves out part of the dance (frames {scene_io.frame_span(first, last)}) "
+                             "until you turn it off in the Timeline")
     span = bind_pose_span(obj, bone_map, first, last)
     if span is not None:
         request.notes.append(keys.bind_pose_note(span))

@@ -418,6 +418,21 @@ def test_a_dancer_in_rest_position_or_linked_from_a_library_is_refused_untouched
     assert sorted(a.name for a in bpy.data.actions) == before and len(guest.animation_data.nla_tracks) == 0
 
 
+def test_a_preview_range_that_cuts_the_dance_is_said(addon, tmp_path):
+    # Review: Generate grew the scene's frame range, but a Preview Range left on kept playback
+    # looping over part of the dance, unsaid.
+    scene = addon
+    _stage(scene, tmp_path)
+    assert not any("Preview Range" in n for n in operators.build_request(bpy.context).notes)
+    scene.use_preview_range = True
+    scene.frame_preview_start, scene.frame_preview_end = 1, 30
+    request = operators.build_request(bpy.context)
+    (note,) = [n for n in request.notes if "Preview Range" in n]
+    assert "(frames 1-30)" in note and f"frames {request.frame_start}-" in note, note
+    scene.frame_preview_end = request.frame_start + request.num_frames + 10
+    assert not any("Preview Range" in n for n in operators.build_request(bpy.context).notes)
+
+
 def test_the_dancers_own_rig_setup_is_named_in_notes(addon, tmp_path):
     # Review: drivers, constraints, locked axes and uneven scale on the SMPL dancer, and keys
     # between whole frames, were danced over without a word (characters had some of these notes).
