@@ -17,7 +17,7 @@ from bpy_extras.io_utils import ExportHelper
 
 from . import _engine_path  # noqa: F401
 from engine.defaults import DEFAULT_STEPS
-from . import preferences
+from . import blender_compat as compat, preferences
 
 _TIMER_STEP = 0.1  # seconds between progress polls
 
@@ -193,7 +193,6 @@ def regeneration_context(obj, p: Plan) -> tuple[int, int] | None:
     dancer's current action, which animates frames outside it: the range plus up to
     CONTEXT_SECONDS of the existing dance on each side (within the song and the action).
     None when the current action has nothing outside the range (a plain generation)."""
-    from . import blender_compat as compat
     keyed = compat.keyed_range(obj)
     if keyed is None:
         return None
@@ -493,7 +492,6 @@ class _ExportBase:
         from . import rig_io, scene_io
         obj = dancer(context)
         bone_map = rig_io.check_dancer(obj)   # None: the SMPL dancer; else own character (issue 14)
-        from . import blender_compat as compat
         start, end = compat.keyed_range(obj) or (context.scene.frame_start, context.scene.frame_end)
         if bone_map is not None:
             return rig_io.read_character_motion(obj, bone_map, start, end, scene=context.scene)

@@ -318,24 +318,11 @@ def map_by_hierarchy(rig) -> BoneMap:
         limb = _longest_pair(chain, heads, rig.lengths)
         if len(limb) < 2:
             raise RetargetError("cannot find a leg's thigh and shin in the hierarchy; map the bones by hand")
-        thigh = heads[limb[0]] - heads[limb[1]]
-        if thigh[2] < 0.5 * np.linalg.norm(thigh):     # lying down: what was found is no leg (as Retargeter says)
+        if not thighs_point_down(heads[limb[:1]], heads[limb[1:2]]).all():   # lying down: no leg
             raise RetargetError(NOT_UPRIGHT)
         after = chain[chain.index(limb[1]) + 1:]
         ankle = after[0] if after else None
-        # Where the foot reaches furthest from its ankle (heads and tails of the bones below it):
-        # the toes' tip, in front; a heel bone reaches less far, behind.
-        reach = np.zeros(3)
-        if ankle is not None:
-            below = [b for b in _descendants(ankle, kids) if deform[b]]
-            ends = {b: [heads[b], tails[b]] for b in below}
-            flat = [(np.hypot(*(p - heads[ankle])[:2]), b, p) for b, ps in ends.items() for p in ps]
-            _, tip, point = max(flat, key=lambda f: f[0])
-            reach = (point - heads[ankle]) * [1.0, 1.0, 0.0]
-            path = _after(_path_from_root(tip, parents), ankle)
-            toe = path[0] if path else None
-        else:
-            toe = None
+        toe, reach = _toe_and_reach(ankle, kids, deform, heads, tails, parents) if ankle is not None else (None, np.zeros(3))
         found.append(dict(limb=limb, ankle=ankle, toe=toe, reach=reach,
                           centre=heads[[b for b in chain if b not in (ankle, toe)] or chain].mean(axis=0),
                           side=_named_side(chain, rig.names)))
@@ -399,6 +386,23 @@ def map_by_hierarchy(rig) -> BoneMap:
         head = 1 + int(np.argmax(seg[1:]))
         out["neck"], out["head"] = rig.names[upper[0]], rig.names[upper[head]]
     return out
+
+
+def thighs_point_down(hips: np.ndarray, knees: np.ndarray) -> np.ndarray:
+    """Per leg (heads of hips and knees, (N, 3), Z up): whether the thigh points down within 60
+    degrees of vertical, as a standing rest pose's do (T-pose, A-pose, a wide stance)."""
+    thigh = hips - knees
+    return thigh[:, 2] >= 0.5 * np.linalg.norm(thigh, axis=-1)
+
+
+def _toe_and_reach(ankle: int, kids, deform, heads, tails, parents) -> tuple[int | None, np.ndarray]:
+    """The toe bone below `ankle` and the foot's horizontal reach from it: where the deforming
+    bones below the ankle (heads and tails) get furthest from it is the toes' tip, in front; a
+    heel bone reaches less far, behind. The toe is the first bone on the way to that tip."""
+    points = [(b, p) for b in _descendants(ankle, kids) if deform[b] for p in (heads[b], tails[b])]
+    tip, point = max(points, key=lambda bp: np.hypot(*(bp[1] - heads[ankle])[:2]))
+    path = _after(_path_from_root(tip, parents), ankle)
+    return (path[0] if path else None), (point - heads[ankle]) * [1.0, 1.0, 0.0]
 
 
 def _named_side(chain: list[int], names) -> str:

@@ -114,7 +114,7 @@ from ..body.skeleton import (JOINT_INDEX, JOINT_NAMES, NUM_JOINTS, PARENTS, REST
                              REST_POSITIONS)
 from .bone_mapping import (MECHANISM, NOT_UPRIGHT, BoneMap, RetargetError, auto_map, bone_key, check_bone_map,
                            detect_preset, is_ancestor, list_presets, load_bone_map, load_preset, root_bone_name,
-                           save_bone_map)
+                           save_bone_map, thighs_point_down)
 
 __all__ = ["BoneMap", "Retargeter", "RetargetError", "Rig", "RigPose", "Y_TO_Z", "auto_map", "bone_key", "bvh_pose",
            "bvh_rig", "bvh_to_smpl", "check_bone_map", "detect_preset", "list_presets", "load_bone_map",
@@ -384,11 +384,9 @@ class Retargeter:
         self.frame[:3, 3] = O[:3, 3]
         self._D = F @ Y_TO_Z
         knees = [self.bone_of[JOINT_INDEX[f"{side}_knee"]] for side in ("left", "right")]
-        thigh_drop = heads_w[[lh, rh], 2] - heads_w[knees, 2]
-        thigh_length = np.linalg.norm(heads_w[[lh, rh]] - heads_w[knees], axis=-1)
         # A standing rest pose's thighs point down (T-pose, A-pose, a wide stance: well within
         # 60 degrees of vertical); a character lying on its side passes the height test alone.
-        if float(heads_w[[lh, rh], 2].mean()) <= floor or (thigh_drop < 0.5 * thigh_length).any():
+        if float(heads_w[[lh, rh], 2].mean()) <= floor or not thighs_point_down(heads_w[[lh, rh]], heads_w[knees]).all():
             raise RetargetError(NOT_UPRIGHT)
         self.scale = self._leg_length(heads_w) / SMPL_LEG_LENGTH
         if all(self.bone_of[JOINT_INDEX[f"{side}_foot"]] < 0 for side in ("left", "right")):

@@ -160,6 +160,20 @@ def dpm2m_estimate(x0: torch.Tensor, previous: tuple[torch.Tensor, float] | None
     return (1 + half_over_r) * x0 - half_over_r * x0_prev
 
 
+def solver_step(x: torch.Tensor, x0: torch.Tensor, previous, timesteps: list[int], k: int, solver: str,
+                alpha_bar: torch.Tensor, eta: float = 0.0, noise: torch.Tensor | None = None):
+    """The step from timesteps[k] to timesteps[k + 1] with the estimate x0, as `solver` takes it
+    (DPM-Solver++(2M): the estimate extrapolated along `previous`, first order into the last time;
+    DDIM: as it is); returns (the next state, the history for the step after)."""
+    t, t_next = timesteps[k], timesteps[k + 1]
+    estimate = x0
+    if solver == "dpm2m" and k + 2 < len(timesteps):
+        lam_t = log_snr(alpha_bar[t])
+        estimate = dpm2m_estimate(x0, previous, lam_t, log_snr(alpha_bar[t_next]))
+        previous = (x0, lam_t)
+    return ddim_step(x, estimate, alpha_bar[t], alpha_bar[t_next], eta, noise), previous
+
+
 def log_snr(a: torch.Tensor) -> float:
     """lambda = log(alpha / sigma) of signal level alpha-bar `a`."""
     return 0.5 * math.log(float(a) / (1 - float(a)))
@@ -250,12 +264,7 @@ def sample(denoise: Callable, music: torch.Tensor, *, window: int, steps: int,
             x0 = torch.where(inpainting.mask, inpainting.values, x0)
         if k + 1 < len(timesteps):
             noise = torch.randn(x.shape, generator=generator, device="cpu").to(device) if eta > 0 else None
-            estimate = x0
-            if solver == "dpm2m" and k + 2 < len(timesteps):
-                lam_t = log_snr(ab[t])
-                estimate = dpm2m_estimate(x0, previous, lam_t, log_snr(ab[timesteps[k + 1]]))
-                previous = (x0, lam_t)
-            x = ddim_step(x, estimate, ab[t], ab[timesteps[k + 1]], eta, noise)
+            x, previous = solver_step(x, x0, previous, timesteps, k, solver, ab, eta, noise)
         else:
             x = x0
         if progress is not None:

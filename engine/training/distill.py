@@ -46,8 +46,8 @@ from ..body import layout as L
 from ..defaults import DEFAULT_AUTOGUIDANCE, DEFAULT_GUIDANCE, GUIDANCE_LOWPASS_FRAMES, SAMPLING_SOLVER, SAMPLING_SOLVERS
 from ..errors import EngineError
 from ..sampler import checkpoint
-from ..sampler.diffusion import (cosine_alpha_bar, ddim_step, ddim_timesteps, dpm2m_estimate, guided, log_snr,
-                                lowpass_in_time, q_sample)
+from ..sampler.diffusion import (cosine_alpha_bar, ddim_step, ddim_timesteps, guided, lowpass_in_time, q_sample,
+                                solver_step)
 from ..sampler.fewstep import file_digest
 from ..sampler.model import Denoiser, ModelConfig, music_input, with_keys
 from .random_keys import with_random_keys
@@ -76,19 +76,6 @@ def plain_denoiser(model, style: torch.Tensor):
     return guided(model, style, 1.0)
 
 
-def teacher_step(y: torch.Tensor, x0: torch.Tensor, previous, times: list[int], g: int, solver: str,
-                 alpha_bar: torch.Tensor):
-    """The teacher's step from times[g] to times[g + 1] as engine.sampler.diffusion.sample takes
-    it with `solver` (DPM-Solver++(2M): the estimate extrapolated along `previous`, first order
-    on the step into the last time); returns (the next state, the history for the step after)."""
-    t, t_next = times[g], times[g + 1]
-    if solver == "dpm2m" and g + 2 < len(times):
-        lam_t = log_snr(alpha_bar[t])
-        return ddim_step(y, dpm2m_estimate(x0, previous, lam_t, log_snr(alpha_bar[t_next])),
-                         alpha_bar[t], alpha_bar[t_next]), (x0, lam_t)
-    return ddim_step(y, x0, alpha_bar[t], alpha_bar[t_next]), previous
-
-
 @torch.no_grad()
 def teacher_segment_target(teacher, x: torch.Tensor, music: torch.Tensor, times: list[int], k: int,
                            substeps: int, alpha_bar: torch.Tensor, solver: str = "ddim") -> torch.Tensor:
@@ -103,7 +90,7 @@ def teacher_segment_target(teacher, x: torch.Tensor, music: torch.Tensor, times:
     for g in range(first, min(first + substeps, len(times))):
         x0 = teacher(y, torch.full((n,), times[g], device=x.device), music)
         if g + 1 < len(times):
-            y, previous = teacher_step(y, x0, previous, times, g, solver, alpha_bar)
+            y, previous = solver_step(y, x0, previous, times, g, solver, alpha_bar)
     if last:
         return x0                                       # the teacher's final clean motion
     return x0_landing_at(x, y, alpha_bar[times[first]], alpha_bar[times[first + substeps]])
@@ -145,7 +132,7 @@ def sample_windows(denoise, x_T: torch.Tensor, music: torch.Tensor, times: list[
         x0 = denoise(x, torch.full((x.shape[0],), t, device=x.device), music)
         if k + 1 == len(times):
             return x0
-        x, previous = teacher_step(x, x0, previous, times, k, solver, alpha_bar)
+        x, previous = solver_step(x, x0, previous, times, k, solver, alpha_bar)
 
 
 def closeness(student, probe: dict, teacher_result: torch.Tensor, times_s: list[int],
