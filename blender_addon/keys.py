@@ -224,6 +224,53 @@ def off_frame_note(obj, frame_start: float, frame_end: float) -> str | None:
             "frames; snap them (Key > Snap > Selection to Nearest Frame) to see them exactly")
 
 
+def long_turn_note(obj, frame_start: float, frame_end: float, bones=None) -> str | None:
+    """A note for two neighbouring keys of a bone (of `bones`, if given) more than half a turn
+    apart along the F-curves: an Euler angle that changes by more than 180 degrees, or
+    quaternions in opposite hemispheres. Blender turns the long way between them (a keyed spin);
+    the dance meets each key's pose, which is the same orientation either way, but not the turn
+    between keys (weights/TRAINING.md, "Keyed spins")."""
+    ad = obj.animation_data
+    action = ad.action if ad else None
+    if action is None:
+        return None
+    generated = compat.generated_key_type()[1]
+    found = []                      # (frame a, frame b, bone, degrees keyed, degrees danced)
+    for (bone, prop), channels in _channel_keys(obj, action).items():
+        if prop not in ("rotation_euler", "rotation_quaternion") or (bones is not None and bone not in bones):
+            continue
+        mine = {i: (t != generated) & (f > frame_start - 0.5) & (f < frame_end + 0.5) for i, (f, _, t) in channels.items()}
+        keyed = {i: (f[mine[i]], v[mine[i]]) for i, (f, v, _) in channels.items()}
+        if prop == "rotation_euler":
+            for f, v in keyed.values():
+                order = np.argsort(f)
+                f, v = f[order], v[order].astype(np.float64)
+                for k in np.flatnonzero(np.abs(np.diff(v)) > np.pi + 1e-4):
+                    turn = abs(v[k + 1] - v[k])
+                    short = abs((v[k + 1] - v[k] + np.pi) % (2 * np.pi) - np.pi)
+                    found.append((float(f[k]), float(f[k + 1]), bone, np.degrees(turn), np.degrees(short)))
+        elif len(keyed) == 4:       # the key frames of the quaternion, each read from all four curves
+            fcurves = {fc.array_index: fc for fc in compat.action_fcurves(action, compat.object_slot(obj, action))
+                       if fc.data_path == _bone_path(bone, prop) and not fc.mute}
+            frames = np.unique(np.concatenate([f for f, _ in keyed.values()]))
+            if len(frames) < 2:
+                continue
+            q = np.array([[fcurves[i].evaluate(float(x)) for i in range(4)] for x in frames], np.float64)
+            q /= np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
+            dots = np.sum(q[1:] * q[:-1], axis=1)
+            for k in np.flatnonzero(dots < -1e-4):
+                short = np.degrees(2 * np.arccos(min(1.0, abs(dots[k]))))
+                found.append((float(frames[k]), float(frames[k + 1]), bone, 360.0 - short, short))
+    if not found:
+        return None
+    found.sort()
+    shown = ", ".join(f"'{bone}' {keyed:.0f} degrees between frames {a:g} and {b:g}"
+                      for a, b, bone, keyed, _ in found[:3]) + (" ..." if len(found) > 3 else "")
+    return (f"keys turn more than half a turn ({shown}): the dance meets each key's pose, not the turn between "
+            f"keys (the first is the same pose as a turn of {found[0][4]:.0f} degrees), so a keyed spin will not "
+            "spin; keys a sixth of a turn apart or closer were followed in measurements")
+
+
 def hemisphere(q: np.ndarray, previous: np.ndarray | None = None) -> np.ndarray:
     """Flip quaternions (T,...,4) so each is on the same hemisphere as the one before it
     (the first as `previous`, when given)."""

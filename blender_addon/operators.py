@@ -244,9 +244,10 @@ def build_request(context):
                   "guidance": settings.guidance, "autoguidance": settings.autoguidance,
                   "audio_start": start, "wait_in_silence": settings.wait_in_silence})
     request.notes.extend(rig_io.dancer_notes(obj, bone_map))
-    note = keys.off_frame_note(obj, first, last)
-    if note:
-        request.notes.append(note)
+    danced = set(bone_map.values()) if bone_map else None       # None: the SMPL dancer, every bone
+    for note in (keys.off_frame_note(obj, first, last), keys.long_turn_note(obj, first, last, danced)):
+        if note:
+            request.notes.append(note)
     if first < 0:   # runner.extend_frame_range cannot reach them: a scene's range starts at 0 at the earliest
         request.notes.append(f"frames {scene_io.frame_span(first, min(last, -1))} are danced but lie before frame 0, "
                              "where a scene's frame range cannot start: playback and renders begin at frame 0")

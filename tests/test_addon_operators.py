@@ -458,6 +458,34 @@ def test_the_dancers_own_rig_setup_is_named_in_notes(addon, tmp_path):
     assert f"{fc.keyframe_points[-1].co.x:g} ('left_elbow')" in note
 
 
+def test_keys_more_than_half_a_turn_apart_are_said(addon, tmp_path):
+    # Review: a keyed spin (Euler Z from 0 to 360 degrees, or a quaternion key flipped to the far
+    # hemisphere) turns the long way in Blender, while the dance meets each key's pose, the same
+    # orientation either way, and not the turn between: the spin was lost without a word.
+    scene = addon
+    obj, keys, _ = _stage(scene, tmp_path)
+    first, second = sorted(keys)
+
+    def said():
+        return [n for n in operators.build_request(bpy.context).notes if "more than half a turn" in n]
+    assert said() == []
+    elbow = [_fcurve(obj, obj.animation_data.action, 'pose.bones["left_elbow"].rotation_quaternion', i)
+             for i in range(4)]
+    for fc in elbow:                      # the same orientation at the second key, the other hemisphere
+        point = [k for k in fc.keyframe_points if round(k.co.x) == second][0]
+        point.co.y, point.handle_left.y, point.handle_right.y = -point.co.y, -point.co.y, -point.co.y
+    (note,) = said()
+    assert f"'left_elbow'" in note and f"between frames {first} and {second}" in note, note
+    wrist = obj.pose.bones["left_wrist"]
+    wrist.rotation_mode = 'XYZ'
+    for frame, z in ((first, 0.0), (first + 20, 2 * np.pi)):
+        wrist.rotation_euler = (0.0, 0.0, z)
+        wrist.keyframe_insert("rotation_euler", frame=frame)
+    (note,) = said()
+    assert f"'left_wrist' 360 degrees between frames {first} and {first + 20}" in note, note
+    assert "the same pose as a turn of 0 degrees" in note
+
+
 def _fcurve(obj, action, data_path, index):
     # Blender 5.0 has no Action.fcurves: the F-curves live in the slot's channelbag.
     (fc,) = [c for c in action_fcurves(action, object_slot(obj, action))

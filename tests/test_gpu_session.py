@@ -18,7 +18,7 @@ from engine.training.autoguide import attach_guide
 from engine.training.data import packed
 from engine.training.data.cache import CorpusItem, _load, _save
 from engine.training.distill import main as distill_main
-from engine.training.gpu_session import PACKED_DATA_BYTES, UPLOAD_LIMIT_BYTES, main as session_main
+from engine.training.gpu_session import PACKED_DATA_BYTES, RECIPES, UPLOAD_LIMIT_BYTES, main as session_main
 from engine.training.train import lr_at
 
 from conftest import REPO, teacher_with_guide
@@ -121,10 +121,13 @@ def test_a_gpu_session_returns_a_network_and_its_student_within_the_device_limit
 
 @pytest.mark.parametrize("extra, message", [
     (["--device", "cuda"], "no CUDA GPU here"),
-    (["--device", "cpu", "--recipes", "phase_keys", "turns", "phase_keys"], "at most 2 recipes"),
+    (["--device", "cpu", "--recipes", "phase_keys", "second", "third"], "at most 2 recipes"),
     (["--device", "cpu", "--minutes", "0"], "--minutes must be a positive number"),
 ])
-def test_a_session_that_cannot_run_says_so_in_one_line(shipped, tmp_path, capsys, extra, message):
+def test_a_session_that_cannot_run_says_so_in_one_line(shipped, tmp_path, capsys, monkeypatch, extra, message):
+    for name in ("second", "third"):          # recipes beside the shipped one, for the limit on how many
+        if name in extra:
+            monkeypatch.setitem(RECIPES, name, RECIPES["phase_keys"])
     if "cuda" in extra and torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
     assert session_main(["--data", str(shipped / "synthetic.npz"), "--out", str(tmp_path / "OUT"),

@@ -117,6 +117,12 @@ def test_training_from_a_packed_file_keeps_snapshots(aist_data, tmp_path, capsys
     capsys.readouterr()
     assert pack_main(again_args) == 2 and "already exists: pass --force" in capsys.readouterr().err
     assert file.stat().st_mtime_ns == written and pack_main(again_args + ["--force"]) == 0
+    # Without --cache the cache goes beside OUT, so OUT holds only what travels to a lent GPU
+    # (a cache inside it had tripled the upload).
+    alone = tmp_path / "alone"
+    assert pack_main(["--data", str(aist_data / "motions"), "--aist-music", str(aist_data / "music"),
+                      "--out", str(alone)]) == 0
+    assert [p.name for p in alone.iterdir()] == [file.name] and any((tmp_path / ".cache").iterdir())
     raw = load_source(aist_data / "motions", tmp_path / "cache", aist_data / "music", log=None)
     again = load_source(file, tmp_path / "unused", log=None)
     assert [it.name for it in again] == [it.name for it in raw]

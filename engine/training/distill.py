@@ -250,7 +250,9 @@ def initial_student(ckpt: checkpoint.Checkpoint, student_path: Path, old_teacher
     ignored = {"music_channels": 0, "key_input": False, "dropout": 0.0, "num_styles": 0}
     if {**base, **ignored} != {**new_cfg, **ignored} or base["num_styles"] > new_cfg["num_styles"]:
         raise EngineError(f"--init-student: {student_path} has another architecture ({base}) than the teacher ({new_cfg})")
-    teacher = ckpt.model.state_dict()
+    # On the CPU, where the earlier files load: the teacher may already sit on the GPU (the
+    # student's load_state_dict copies the result to its own device).
+    teacher = {name: value.detach().cpu() for name, value in ckpt.model.state_dict().items()}
     earlier = old.model.state_dict()
     delta = None
     if old_teacher_path is not None:

@@ -39,20 +39,24 @@ from ..sampler import checkpoint
 from ..sampler.checkpoint import DEFAULT_WEIGHTS
 from ..sampler.fewstep import STUDENT_NAME, file_digest
 
-# Fine-tunes of the shipped network. The CPU fine-tune that made it saw a tenth of these windows
-# (weights/TRAINING.md, "Beat phase and key input: the CPU fine-tune"); "turns" adds the turn term
-# that the CPU runs found halves the network's pelvis snaps (issue 13's whip) at weight 5 and
-# barely acts at 1 (section "The turn term and CMU salsa").
+# Fine-tunes of the shipped network. The CPU fine-tune that made its predecessor saw a tenth of
+# these windows (weights/TRAINING.md, "Beat phase and key input: the CPU fine-tune"). The moving
+# average keeps a tenth of a step's worth less than training from scratch does: a session's few
+# thousand steps would otherwise leave most of the starting weights in it. A second recipe with
+# the turn term (weight 3) ran beside it on the first lent GPU (2026-12-04) and danced barely at
+# all (Div_k 2.7, FID_k 137: section "The first GPU session"), so it was dropped.
 RECIPES = {
-    "phase_keys": ["--beat-phase", "--key-input", "--lr", "3e-4", "--warmup", "200", "--ema", "0.9995"],
-    "turns": ["--beat-phase", "--key-input", "--lr", "3e-4", "--warmup", "200", "--ema", "0.9995",
-              "--turn-weight", "3"],
+    "phase_keys": ["--beat-phase", "--key-input", "--lr", "3e-4", "--warmup", "200", "--ema", "0.999"],
 }
 # The shipped student's recipe (weights/TRAINING.md, "A loss on the motion band"), at a GPU's batch.
 DISTILL = ["--motion-weight", "100", "--lr", "2e-4", "--warmup", "100", "--probe-windows", "16"]
 MAX_RECIPES = 2           # per recipe 2 files of about 13.5 MB come back: 4 fit the 64 MiB
 UPLOAD_LIMIT_BYTES = 64 * 2**20   # the repository and what it carries, in one upload to a lent GPU
 PACKED_DATA_BYTES = 17.4e6        # tang2018 and JustLMD packed by `python -m engine data` (2026-12-04)
+# Each process one CPU thread: two runs' 14 batch-preparing processes and their main processes
+# would otherwise each start as many threads as the machine has cores. On the lent H200 (16
+# cores, 2026-12-04) two fine-tunes made 2.1 steps a second each; with one thread each, 6.2.
+ONE_THREAD_EACH = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
 RESERVE_SHARE = 0.1       # of the minutes: what the runs spend outside their own clocks (loading, the last saves)
 
 
@@ -68,9 +72,9 @@ def parse_args(argv=None):
                    help=f"fine-tunes to run side by side (default: all; at most {MAX_RECIPES})")
     p.add_argument("--batch", type=int, default=128, help="fine-tuning windows per step (default 128)")
     p.add_argument("--distill-batch", type=int, default=256, help="distillation windows per step (default 256)")
-    p.add_argument("--workers", type=int, default=7,
-                   help="processes preparing batches, per fine-tune (default 7: two runs on 16 cores; a window with "
-                        "its beat phase takes about 5 ms of a core)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="processes preparing batches, per fine-tune (default: 14 shared among the fine-tunes, for "
+                        "16 cores; a window with its beat phase takes about 5 ms of a core)")
     p.add_argument("--teacher", type=Path, default=DEFAULT_WEIGHTS, help="the shipped teacher (default: weights/)")
     p.add_argument("--student", type=Path, default=None, help="the shipped student (default: beside the teacher)")
     p.add_argument("--device", default="cuda", choices=["cuda", "cpu"],
@@ -102,7 +106,8 @@ def _engine(command: str, options: list, log: Path) -> subprocess.Popen:
     """`python -m engine COMMAND OPTIONS` in its own process, its output to `log`."""
     with open(log, "w") as output:          # the process keeps its own handle
         return subprocess.Popen([sys.executable, "-m", "engine", command, *map(str, options)],
-                                cwd=Path(__file__).resolve().parents[2], stdout=output, stderr=subprocess.STDOUT)
+                                cwd=Path(__file__).resolve().parents[2], env={**os.environ, **ONE_THREAD_EACH},
+                                stdout=output, stderr=subprocess.STDOUT)
 
 
 def _wait(runs: dict[str, subprocess.Popen], work: Path, part: str, meanwhile=None) -> dict[str, int]:
@@ -166,13 +171,14 @@ def run(args) -> dict:
           f"then distillation", flush=True)
 
     shape = checkpoint.load(args.teacher).model.cfg          # a fine-tune keeps the network's shape
+    workers = args.workers if args.workers is not None else max(1, 14 // len(args.recipes))
     runs = {}
     for name in args.recipes:
         # The learning rate decays over the time, whatever speed the machine makes.
         options = ["--data", *data, "--out", work / name, "--init", args.teacher, "--batch", args.batch,
                    "--steps", 10**7, "--schedule-minutes", round(train_minutes, 3), "--val-every", 1000,
                    "--width", shape.width, "--layers", shape.layers, "--heads", shape.heads,
-                   "--workers", args.workers, "--device", args.device, *RECIPES[name]]
+                   "--workers", workers, "--device", args.device, *RECIPES[name]]
         summary["recipes"][name] = {"train": "python -m engine train " + " ".join(map(str, options))}
         runs[name] = _engine("train", options, work / f"{name}-train.txt")
     finished = _wait(runs, work, "train")
@@ -196,7 +202,7 @@ def run(args) -> dict:
         options = ["--teacher", teacher, "--out", work / f"{name}-student", "--data", *data,
                    "--init-student", student, "--init-teacher", args.teacher, "--batch", args.distill_batch,
                    "--max-minutes", round(distill_minutes, 3), "--save-minutes", 1,
-                   "--workers", max(1, args.workers // 2), "--device", args.device, *DISTILL]
+                   "--workers", max(1, workers // 2), "--device", args.device, *DISTILL]
         record["distill"] = "python -m engine distill " + " ".join(map(str, options))
         runs[name] = _engine("distill", options, work / f"{name}-distill.txt")
     _bring_back(out, work, summary, started)

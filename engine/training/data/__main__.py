@@ -22,7 +22,9 @@ def main(argv=None) -> int:
                    help="dataset folders (default: ../shared/data/tang2018 and ../shared/data/justlmd)")
     p.add_argument("--aist-music", type=Path, default=None, help="AIST++ music folder")
     p.add_argument("--out", type=Path, required=True, help="folder for the packed files")
-    p.add_argument("--cache", type=Path, default=None, help="preprocessing cache folder (default: OUT/.cache)")
+    p.add_argument("--cache", type=Path, default=None,
+                   help="preprocessing cache folder (default: .cache beside OUT, as train's: OUT holds only the "
+                        "packed files, which travel to a lent GPU)")
     p.add_argument("--force", action="store_true", help="replace packed files already in OUT")
     args = p.parse_args(argv)
     try:
@@ -36,7 +38,7 @@ def main(argv=None) -> int:
                 raise EngineError(f"{target} already exists: pass --force to overwrite it")
             jobs.append((source, target))
         for source, target in jobs:
-            path = export_source(source, target, args.cache or args.out / ".cache", args.aist_music)
+            path = export_source(source, target, args.cache or args.out.resolve().parent / ".cache", args.aist_music)
             print(f"{source} -> {path} ({path.stat().st_size / 1e6:.1f} MB)")
     except EngineError as e:
         print(f"error: {e}", file=sys.stderr)
