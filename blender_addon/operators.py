@@ -176,7 +176,7 @@ def unplayed_original_note(obj) -> str | None:
     if original is None or (ad is not None and ad.action is not None):
         return None
     return (f"'{obj.name}' plays no action, so the keys of your action '{original.name}' are not used: "
-            f"click 'Original: {original.name}' under Takes to dance from them")
+            f"click '{takes.ORIGINAL_PREFIX}{original.name}' under Takes to dance from them")
 
 
 def dancer_units_per_metre(obj, bone_map) -> float:

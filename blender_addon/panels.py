@@ -172,7 +172,7 @@ def _draw_takes(layout, obj) -> None:
     box.label(text="Takes", icon='ACTION')
     col = box.column(align=True)
     for action in ([original] if original is not None else []) + takes:
-        label = f"Original: {action.name}" if action == original else action.name
+        label = f"{T.ORIGINAL_PREFIX}{action.name}" if action == original else action.name
         op = col.operator("dance.use_take", text=label, depress=action == current,
                           icon='CHECKMARK' if action == current else 'BLANK1')
         op.action = action.name

@@ -15,6 +15,7 @@ TAKE_KEY = "dance_take"                 # action: take number
 TAKE_BASE_KEY = "dance_take_base"       # action: the name the take number counts within
 ORDER_KEY = "dance_order"               # action: when it was made, counted over all takes
 ORIGINAL_KEY = "dance_original_action"  # object: the animator's own action (a pointer; older files: its name)
+ORIGINAL_PREFIX = "Original: "          # the panel's label and the muted NLA track of the animator's own action
 # Dances written before takes (add-on 0.1) name the animator's action they were made from here.
 LEGACY_SOURCE_KEY = "dance_source_action"
 
@@ -131,7 +132,7 @@ def keep_original(obj, action, slot) -> None:
     obj[ORIGINAL_KEY] = action   # the action itself, not its name: renaming it must not lose it
     ad = obj.animation_data
     if not any(s.action == action for t in ad.nla_tracks for s in t.strips):
-        compat.push_to_muted_nla(obj, action, slot, track_name=f"Original: {action.name}")
+        compat.push_to_muted_nla(obj, action, slot, track_name=f"{ORIGINAL_PREFIX}{action.name}")
 
 
 def keep_previous(obj) -> None:
@@ -144,6 +145,19 @@ def keep_previous(obj) -> None:
         keep_original(obj, old, compat.object_slot(obj))
     elif old is not None:
         old.use_fake_user = True
+    name_original_track(obj)
+
+
+def name_original_track(obj) -> None:
+    """The muted track that keeps the animator's action (keep_original) named after the action as
+    it is called now: renamed since, it still said 'Original: <old name>'. A track the animator
+    renamed (not starting 'Original: ') is theirs and stays as it is."""
+    original, ad = original_action(obj), obj.animation_data
+    if original is None or ad is None:
+        return
+    for track in ad.nla_tracks:
+        if track.name.startswith(ORIGINAL_PREFIX) and any(s.action == original for s in track.strips):
+            track.name = f"{ORIGINAL_PREFIX}{original.name}"[:63]
 
 
 def play_in_full(obj) -> str | None:

@@ -560,6 +560,9 @@ def test_the_animators_action_stays_the_original_when_renamed(addon, tmp_path):
     assert T.original_action(obj) == mine
     assert bpy.ops.dance.generate() == {'FINISHED'}
     assert T.original_action(obj) == mine and mine not in T.takes(obj)
+    # Review: the muted track that keeps it still said 'Original: <the old name>'.
+    kept = [t.name for t in obj.animation_data.nla_tracks if any(s.action == mine for s in t.strips)]
+    assert kept == ["Original: Blocking v2"], kept
     assert bpy.ops.dance.use_take(action="Blocking v2") == {'FINISHED'} and obj.animation_data.action == mine
     obj[T.ORIGINAL_KEY] = mine.name                # as files saved before kept it
     assert T.original_action(obj) == mine
