@@ -228,8 +228,8 @@ def long_turn_note(obj, frame_start: float, frame_end: float, bones=None) -> str
     """A note for two neighbouring keys of a bone (of `bones`, if given) more than half a turn
     apart along the F-curves: an Euler angle that changes by more than 180 degrees, or
     quaternions in opposite hemispheres. Blender turns the long way between them (a keyed spin);
-    the dance meets each key's pose, which is the same orientation either way, but not the turn
-    between keys (weights/TRAINING.md, "Keyed spins")."""
+    the dance meets each key's pose, which is the same orientation either way, and turns the short
+    way between keys (engine.finishing.editing; weights/TRAINING.md, "Keyed spins")."""
     ad = obj.animation_data
     action = ad.action if ad else None
     if action is None:
@@ -266,9 +266,9 @@ def long_turn_note(obj, frame_start: float, frame_end: float, bones=None) -> str
     found.sort()
     shown = ", ".join(f"'{bone}' {keyed:.0f} degrees between frames {a:g} and {b:g}"
                       for a, b, bone, keyed, _ in found[:3]) + (" ..." if len(found) > 3 else "")
-    return (f"keys turn more than half a turn ({shown}): the dance meets each key's pose, not the turn between "
-            f"keys (the first is the same pose as a turn of {found[0][4]:.0f} degrees), so a keyed spin will not "
-            "spin; keys a sixth of a turn apart or closer were followed in measurements")
+    return (f"keys turn more than half a turn ({shown}): the dance meets each key's pose and turns the short way "
+            f"between keys ({found[0][4]:.0f} degrees for the first), so this spin will not spin: key a spin at "
+            "least every half turn")
 
 
 def hemisphere(q: np.ndarray, previous: np.ndarray | None = None) -> np.ndarray:

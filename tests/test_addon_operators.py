@@ -461,7 +461,7 @@ def test_the_dancers_own_rig_setup_is_named_in_notes(addon, tmp_path):
 def test_keys_more_than_half_a_turn_apart_are_said(addon, tmp_path):
     # Review: a keyed spin (Euler Z from 0 to 360 degrees, or a quaternion key flipped to the far
     # hemisphere) turns the long way in Blender, while the dance meets each key's pose, the same
-    # orientation either way, and not the turn between: the spin was lost without a word.
+    # orientation either way, and turns the short way between: the spin was lost without a word.
     scene = addon
     obj, keys, _ = _stage(scene, tmp_path)
     first, second = sorted(keys)
@@ -483,7 +483,7 @@ def test_keys_more_than_half_a_turn_apart_are_said(addon, tmp_path):
         wrist.keyframe_insert("rotation_euler", frame=frame)
     (note,) = said()
     assert f"'left_wrist' 360 degrees between frames {first} and {first + 20}" in note, note
-    assert "the same pose as a turn of 0 degrees" in note
+    assert "(0 degrees for the first)" in note and "key a spin at least every half turn" in note
 
 
 def _fcurve(obj, action, data_path, index):

@@ -169,6 +169,37 @@ def test_corrections_near_half_a_turn_do_not_spin_through_zero():
     assert turned < 0.5                           # 0.2 rad the short way, not 6 the long way
 
 
+def _heading(poses: np.ndarray) -> np.ndarray:
+    m = R.axis_angle_to_matrix(torch.as_tensor(poses[:, :3])).numpy()
+    return np.unwrap(np.arctan2(m[:, 0, 2], m[:, 2, 2]))
+
+
+@pytest.mark.parametrize("own_turn", [0.0, -2 * np.pi])
+def test_a_keyed_spin_turns_the_way_the_keys_do(own_turn):
+    """Pelvis keys a third of a turn apart, on a dance that stands still or turns a whole turn the
+    other way: each key was met and the spin lost (the corrections go the short way from the
+    dance's facing at each key); the dance now turns with the keys, the short way from each keyed
+    heading to the next, and still meets every key exactly."""
+    T, keyed = 120, [20, 35, 50, 65, 80]
+    generated = np.zeros((T, 72))
+    generated[:, 1] = np.linspace(0.0, own_turn, T)            # the dance's own heading (about Y)
+    generated[:, :3] = R.quat_to_axis_angle(R.axis_angle_to_quat(torch.as_tensor(generated[:, :3]))).numpy()
+    trans = np.tile([0.0, REST_PELVIS_HEIGHT, 0.0], (T, 1))
+    c = Constraints.empty(T, FPS)
+    for i, f in enumerate(keyed):
+        c.set_pose(f, np.r_[[0.0, R.wrap_angle(i * 2 * np.pi / 3), 0.0], np.zeros(69)], joints=["pelvis"])
+    poses, _ = apply_constraints(generated, trans, c, FPS)
+    heading = _heading(poses)
+    assert np.diff(heading[keyed]) == pytest.approx(np.full(4, 2 * np.pi / 3), abs=1e-6)
+    assert rotation_error(poses[keyed, :3], c.poses[keyed, :3]) < 1e-6
+    # Turns the keys do not ask for are left as they were: a dance that turns with its keys.
+    c = Constraints.empty(T, FPS)
+    for f in keyed:
+        c.set_pose(f, generated[f], joints=["pelvis"])
+    poses, _ = apply_constraints(generated, trans, c, FPS)
+    assert np.abs(_heading(poses) - _heading(generated)).max() < 1e-6
+
+
 def test_inbetweening_evaluation_runs_on_a_clip(click_song, tiny_weights):
     """engine.evaluation.evaluate_inbetween's two measurements, end to end on a made-up 'real' clip."""
     from engine.evaluation import evaluate_inbetween as E

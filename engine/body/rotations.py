@@ -114,9 +114,14 @@ def wrap_angle(angle):
     return (angle + math.pi) % (2 * math.pi) - math.pi
 
 
+def vertical_axis_angle(angle: torch.Tensor) -> torch.Tensor:
+    """(...,) angles -> (..., 3) rotation vectors about the vertical (Y); a positive angle raises the heading."""
+    return torch.stack([torch.zeros_like(angle), angle, torch.zeros_like(angle)], dim=-1)
+
+
 def about_vertical(angle: torch.Tensor) -> torch.Tensor:
     """(...,) angles -> (..., 3, 3) rotations about the vertical (Y); a positive angle raises the heading."""
-    return axis_angle_to_matrix(torch.stack([torch.zeros_like(angle), angle, torch.zeros_like(angle)], dim=-1))
+    return axis_angle_to_matrix(vertical_axis_angle(angle))
 
 
 def axis_angle_to_6d(aa: torch.Tensor) -> torch.Tensor:

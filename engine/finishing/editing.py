@@ -103,6 +103,25 @@ def _unwrapped(delta: np.ndarray) -> np.ndarray:
     return out
 
 
+def _keyed_winding(pelvis: torch.Tensor, key_frames: np.ndarray, keyed: torch.Tensor) -> np.ndarray:
+    """(T,) extra turn about the vertical, whole turns at the keys, so that the pelvis (T,4), which
+    meets each keyed facing `keyed` (K,4) at `key_frames`, also turns between consecutive keys the
+    way the keys do: the short way from one keyed heading to the next, as Blender shows keys under
+    half a turn apart. The corrections that meet each key go the short way from the dance's facing
+    there, so where the dance turned the other way round between two keys (a keyed turn of 120
+    degrees danced as 240 the other way), the keys were met and the turn was lost
+    (weights/TRAINING.md, "Keyed spins")."""
+    if len(key_frames) < 2:
+        return np.zeros(len(pelvis))
+    danced = np.unwrap(R.heading(R.quat_to_matrix(pelvis)).numpy())[key_frames]
+    wanted = R.heading(R.quat_to_matrix(keyed)).numpy()
+    whole = np.round((R.wrap_angle(np.diff(wanted)) - np.diff(danced)) / (2 * np.pi))
+    if not whole.any():
+        return np.zeros(len(pelvis))
+    at_keys = 2 * np.pi * np.concatenate([[0.0], np.cumsum(whole)])
+    return offset_curve(key_frames, at_keys[:, None], len(pelvis), None)[:, 0]
+
+
 def apply_constraints(poses: np.ndarray, trans: np.ndarray, constraints: Constraints, fps: float,
                       fade_seconds: float = FADE_SECONDS) -> tuple[np.ndarray, np.ndarray]:
     """Return copies of (poses (T,72), trans (T,3)) that satisfy `constraints` exactly."""
@@ -114,6 +133,7 @@ def apply_constraints(poses: np.ndarray, trans: np.ndarray, constraints: Constra
     out_mask = np.zeros((T, NUM_JOINTS), bool)
     out_values = torch.zeros(T, NUM_JOINTS, 4, dtype=torch.float64)
     stance_held = np.ones(T, bool)
+    pelvis_keys = None
     for j in range(NUM_JOINTS):
         keyed = np.zeros(T, bool)
         keyed[:n] = constraints.joint_mask[:, j]
@@ -126,6 +146,8 @@ def apply_constraints(poses: np.ndarray, trans: np.ndarray, constraints: Constra
         if j in STANCE_JOINTS:
             stance_held &= held
         k = np.flatnonzero(keyed)
+        if j == 0:
+            pelvis_keys = (k, given[k])
         # Correction at each key, as a rotation vector (the short way round): given = delta * generated.
         dq = R.quat_mul(given[k], R.quat_conjugate(q_all[k, j]))
         delta = _unwrapped(R.quat_to_axis_angle(dq).numpy())
@@ -133,6 +155,9 @@ def apply_constraints(poses: np.ndarray, trans: np.ndarray, constraints: Constra
         q_all[:, j] = R.quat_mul(R.axis_angle_to_quat(blend), q_all[:, j])
         out_mask[:, j] = keyed
         out_values[keyed, j] = given[keyed]
+    if pelvis_keys is not None:
+        turn = R.vertical_axis_angle(torch.from_numpy(_keyed_winding(q_all[:, 0], *pelvis_keys)))
+        q_all[:, 0] = R.quat_mul(R.axis_angle_to_quat(turn), q_all[:, 0])
     q_all[out_mask] = out_values[out_mask]                    # keyed values verbatim
     out = R.quat_to_axis_angle(q_all).reshape(T, -1).numpy()
 
