@@ -230,11 +230,13 @@ def long_turn_note(obj, frame_start: float, frame_end: float, bones=None) -> str
     quaternions in opposite hemispheres. Blender turns the long way between them (a keyed spin);
     the dance meets each key's pose, which is the same orientation either way, and turns the short
     way between keys (engine.finishing.editing; weights/TRAINING.md, "Keyed spins")."""
+    from engine.body.rotations import wrap_angle
     ad = obj.animation_data
     action = ad.action if ad else None
     if action is None:
         return None
     generated = compat.generated_key_type()[1]
+    curves = {(fc.data_path, fc.array_index): fc for fc in compat.action_fcurves(action, compat.object_slot(obj, action))}
     found = []                      # (frame a, frame b, bone, degrees keyed, degrees danced)
     for (bone, prop), channels in _channel_keys(obj, action).items():
         if prop not in ("rotation_euler", "rotation_quaternion") or (bones is not None and bone not in bones):
@@ -246,16 +248,15 @@ def long_turn_note(obj, frame_start: float, frame_end: float, bones=None) -> str
                 order = np.argsort(f)
                 f, v = f[order], v[order].astype(np.float64)
                 for k in np.flatnonzero(np.abs(np.diff(v)) > np.pi + 1e-4):
-                    turn = abs(v[k + 1] - v[k])
-                    short = abs((v[k + 1] - v[k] + np.pi) % (2 * np.pi) - np.pi)
-                    found.append((float(f[k]), float(f[k + 1]), bone, np.degrees(turn), np.degrees(short)))
+                    turn = v[k + 1] - v[k]
+                    found.append((float(f[k]), float(f[k + 1]), bone, np.degrees(abs(turn)),
+                                  np.degrees(abs(wrap_angle(turn)))))
         elif len(keyed) == 4:       # the key frames of the quaternion, each read from all four curves
-            fcurves = {fc.array_index: fc for fc in compat.action_fcurves(action, compat.object_slot(obj, action))
-                       if fc.data_path == _bone_path(bone, prop) and not fc.mute}
             frames = np.unique(np.concatenate([f for f, _ in keyed.values()]))
             if len(frames) < 2:
                 continue
-            q = np.array([[fcurves[i].evaluate(float(x)) for i in range(4)] for x in frames], np.float64)
+            path = _bone_path(bone, prop)
+            q = np.array([[curves[path, i].evaluate(float(x)) for i in range(4)] for x in frames], np.float64)
             q /= np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
             dots = np.sum(q[1:] * q[:-1], axis=1)
             for k in np.flatnonzero(dots < -1e-4):

@@ -244,7 +244,7 @@ def build_request(context):
                   "guidance": settings.guidance, "autoguidance": settings.autoguidance,
                   "audio_start": start, "wait_in_silence": settings.wait_in_silence})
     request.notes.extend(rig_io.dancer_notes(obj, bone_map))
-    danced = set(bone_map.values()) if bone_map else None       # None: the SMPL dancer, every bone
+    danced = rig_io.posed_bones(bone_map) if bone_map else None     # None: the SMPL dancer, every bone
     for note in (keys.off_frame_note(obj, first, last), keys.long_turn_note(obj, first, last, danced)):
         if note:
             request.notes.append(note)

@@ -496,13 +496,13 @@ def main(argv=None) -> int:
             raise EngineError(f"--clip-seconds must be positive, got {args.clip_seconds}")
         if args.every < 1:
             raise EngineError(f"--every must be 1 or more, got {args.every}")
-        from ..training.data import DEFAULT_SOURCES
+        from ..training.data import DEFAULT_SOURCES, cache_beside
         sources = [Path(s).resolve() for s in (args.data or DEFAULT_SOURCES)]
         for s in sources:
             if not s.exists():
                 raise EngineError(f"data folder not found: {s}")
         out = args.out.resolve()
-        train, val = load_sequences(sources, (args.cache or out.parent / ".cache").resolve())
+        train, val = load_sequences(sources, (args.cache or cache_beside(out)).resolve())
         settings = {"data": [str(s) for s in sources], "steps": args.steps, "every": args.every,
                     "guidance": args.guidance, "autoguidance": args.autoguidance,
                     "smoothing": args.smoothing if args.smoothing is not None else

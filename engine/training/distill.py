@@ -201,12 +201,12 @@ def parse_args(argv=None):
 
 def _load_windows(args, ckpt: checkpoint.Checkpoint, out: Path):
     """Training and probe windows (normalised with the TEACHER's statistics), music only."""
-    from .data import DEFAULT_SOURCES, WindowDataset, default_validation_names, load_corpus
+    from .data import DEFAULT_SOURCES, WindowDataset, cache_beside, default_validation_names, load_corpus
     sources = [Path(s).resolve() for s in (args.data or DEFAULT_SOURCES[:1])]
     for s in sources:
         if not s.exists():
             raise EngineError(f"data not found: {s}")
-    corpus = load_corpus(sources, (args.cache or out.parent / ".cache").resolve())
+    corpus = load_corpus(sources, (args.cache or cache_beside(out)).resolve())
     items = [it for it in corpus.items if it.music is not None]
     if not items:
         raise EngineError("no training sequence has music: distillation needs windows with their music")

@@ -41,12 +41,12 @@ from ..sampler.fewstep import STUDENT_NAME, file_digest
 
 # Fine-tunes of the shipped network. The CPU fine-tune that made its predecessor saw a tenth of
 # these windows (weights/TRAINING.md, "Beat phase and key input: the CPU fine-tune"). The moving
-# average keeps a tenth of a step's worth less than training from scratch does: a session's few
-# thousand steps would otherwise leave most of the starting weights in it. A second recipe with
+# average is train's own (0.999 a step): at 0.9995 a session's 498 steps left 78% of the starting
+# weights in it (section "The first GPU session"). A second recipe with
 # the turn term (weight 3) ran beside it on the first lent GPU (2026-12-04) and danced barely at
 # all (Div_k 2.7, FID_k 137: section "The first GPU session"), so it was dropped.
 RECIPES = {
-    "phase_keys": ["--beat-phase", "--key-input", "--lr", "3e-4", "--warmup", "200", "--ema", "0.999"],
+    "phase_keys": ["--beat-phase", "--key-input", "--lr", "3e-4", "--warmup", "200"],
 }
 # The shipped student's recipe (weights/TRAINING.md, "A loss on the motion band"), at a GPU's batch.
 DISTILL = ["--motion-weight", "100", "--lr", "2e-4", "--warmup", "100", "--probe-windows", "16"]
@@ -57,6 +57,7 @@ PACKED_DATA_BYTES = 17.4e6        # tang2018 and JustLMD packed by `python -m en
 # would otherwise each start as many threads as the machine has cores. On the lent H200 (16
 # cores, 2026-12-04) two fine-tunes made 2.1 steps a second each; with one thread each, 6.2.
 ONE_THREAD_EACH = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+WORKERS_IN_ALL = 14       # processes preparing batches, shared among the fine-tunes: 16 cores less the main processes
 RESERVE_SHARE = 0.1       # of the minutes: what the runs spend outside their own clocks (loading, the last saves)
 
 
@@ -73,8 +74,8 @@ def parse_args(argv=None):
     p.add_argument("--batch", type=int, default=128, help="fine-tuning windows per step (default 128)")
     p.add_argument("--distill-batch", type=int, default=256, help="distillation windows per step (default 256)")
     p.add_argument("--workers", type=int, default=None,
-                   help="processes preparing batches, per fine-tune (default: 14 shared among the fine-tunes, for "
-                        "16 cores; a window with its beat phase takes about 5 ms of a core)")
+                   help=f"processes preparing batches, per fine-tune (default: {WORKERS_IN_ALL} shared among the "
+                        "fine-tunes, for 16 cores; a window with its beat phase takes about 5 ms of a core)")
     p.add_argument("--teacher", type=Path, default=DEFAULT_WEIGHTS, help="the shipped teacher (default: weights/)")
     p.add_argument("--student", type=Path, default=None, help="the shipped student (default: beside the teacher)")
     p.add_argument("--device", default="cuda", choices=["cuda", "cpu"],
@@ -171,7 +172,7 @@ def run(args) -> dict:
           f"then distillation", flush=True)
 
     shape = checkpoint.load(args.teacher).model.cfg          # a fine-tune keeps the network's shape
-    workers = args.workers if args.workers is not None else max(1, 14 // len(args.recipes))
+    workers = args.workers if args.workers is not None else max(1, WORKERS_IN_ALL // len(args.recipes))
     runs = {}
     for name in args.recipes:
         # The learning rate decays over the time, whatever speed the machine makes.

@@ -228,7 +228,7 @@ def check_run_folder(out: Path) -> None:
 
 
 def run(args) -> Path:
-    from .data import DEFAULT_SOURCES, WindowDataset, default_validation_names, load_corpus
+    from .data import DEFAULT_SOURCES, WindowDataset, cache_beside, default_validation_names, load_corpus
     check_run_args(args)
     out = args.out.resolve()
     check_run_folder(out)
@@ -256,7 +256,7 @@ def run(args) -> Path:
         if not s.exists():
             raise EngineError(f"data folder not found: {s}")
     out.mkdir(parents=True, exist_ok=True)
-    cache_dir = (args.cache or out.parent / ".cache").resolve()
+    cache_dir = (args.cache or cache_beside(out)).resolve()
 
     t0 = time.time()
     if rank == 0:

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from ...errors import EngineError
-from .cache import DEFAULT_SOURCES, detect_kind, export_source
+from .cache import DEFAULT_SOURCES, cache_beside, detect_kind, export_source
 
 
 def main(argv=None) -> int:
@@ -38,7 +38,7 @@ def main(argv=None) -> int:
                 raise EngineError(f"{target} already exists: pass --force to overwrite it")
             jobs.append((source, target))
         for source, target in jobs:
-            path = export_source(source, target, args.cache or args.out.resolve().parent / ".cache", args.aist_music)
+            path = export_source(source, target, args.cache or cache_beside(args.out), args.aist_music)
             print(f"{source} -> {path} ({path.stat().st_size / 1e6:.1f} MB)")
     except EngineError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -71,6 +71,13 @@ SHARED_DATA = Path(__file__).resolve().parents[4] / "shared" / "data"
 DEFAULT_SOURCES = (SHARED_DATA / "tang2018", SHARED_DATA / "justlmd")
 
 
+def cache_beside(out: Path) -> Path:
+    """The preprocessing cache of a tool writing to `out`: `.cache` beside it, never inside (the
+    folder `engine data` packs into travels to a lent GPU, and a cache there tripled the upload),
+    so train, distill, evaluate and data share one."""
+    return (Path(out).parent / ".cache").resolve()
+
+
 def default_validation_names() -> list[str]:
     """A fixed held-out split of tang2018: one dance of typical length per style (~7 min in all).
 
