@@ -26,6 +26,7 @@ TOOLS = {
     "evaluate": "engine.evaluation.evaluate",
     "evaluate-inbetween": "engine.evaluation.evaluate_inbetween",
     "bench": "engine.evaluation.bench",
+    "screen": "engine.evaluation.screen",
 }
 
 OUTPUT_KINDS = {".bvh": "BVH motion", ".npz": "SMPL poses/trans", ".mp4": "preview video with the song"}
@@ -50,7 +51,7 @@ Constraints (--constraints FILE.npz), at the output --fps, frame 0 = the first d
 Tools (in a clone of the repository; the extension ships without them), each with its own --help:
   train, distill, autoguide, probe, data, salsa-check,
   gpu-session (a lent GPU's retraining in one command)  training (engine/training/)
-  evaluate, evaluate-inbetween, bench                   evaluation (engine/evaluation/)
+  evaluate, evaluate-inbetween, bench, screen           evaluation (engine/evaluation/)
   e.g. python -m engine distill --teacher weights/dance.safetensors --out runs/student
 """
 

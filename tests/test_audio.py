@@ -328,3 +328,41 @@ def test_an_aac_song_decodes_from_its_first_sample_and_its_end_is_checked(tmp_pa
     assert len(load_audio(m4a, start=3.0, duration=1.0)[0]) == sr
     with pytest.raises(EngineError, match="runs past the end of song.m4a"):
         load_audio(m4a, start=3.0, duration=2.0)
+
+
+def test_cqt_filter_bank_is_built_once_and_handed_out_as_copies():
+    """engine.music.cqt_memo keeps librosa's CQT filters: the same bank as the builder's own, a
+    fresh copy each call (librosa rescales it in place), and chroma unchanged call after call."""
+    from engine.music.numba_cache import librosa as cached_librosa
+    librosa = cached_librosa()
+    constantq = librosa.core.constantq
+    memoised = getattr(constantq, "__vqt_filter_fft")
+    assert memoised.memoised
+    freqs = librosa.cqt_frequencies(36, fmin=65.4, bins_per_octave=36)
+    args = (FEATURE_SR, freqs, 1, 1, 0.01)
+    own = memoised.build(*args, window="hann")[0].toarray()
+    first, n_fft, _ = memoised(*args, window="hann")
+    np.testing.assert_array_equal(first.toarray(), own)
+    first[:] *= 7.0                                              # what librosa's vqt does to it
+    np.testing.assert_array_equal(memoised(*args, window="hann")[0].toarray(), own)
+    wave = _sine(440, 6.0, FEATURE_SR)
+    chroma = [librosa.feature.chroma_cens(y=wave, sr=FEATURE_SR, hop_length=HOP, tuning=0.0) for _ in range(2)]
+    np.testing.assert_array_equal(chroma[0], chroma[1])
+    assert chroma[0][9].mean() > 0.9                              # A: the 440 Hz tone's pitch class
+
+
+def test_long_songs_are_analysed_in_threads_with_the_same_result(monkeypatch):
+    """Chunks analysed side by side give what one thread gives."""
+    sr = FEATURE_SR
+    rng = np.random.default_rng(4)
+    wave = make_click_track(20.0, 128, sr) + 0.05 * rng.standard_normal(20 * sr).astype(np.float32)
+    monkeypatch.setattr(audio, "_CHUNK_S", 4.0)
+    monkeypatch.setattr(audio, "_MIN_CHUNK_S", 4.0)
+    monkeypatch.setattr(audio, "_analysis_workers", lambda: 1)
+    alone = music_features(wave, sr)
+    threads = []
+    real_pool = __import__("concurrent.futures").futures.ThreadPoolExecutor
+    monkeypatch.setattr("concurrent.futures.ThreadPoolExecutor", lambda n: threads.append(n) or real_pool(n))
+    monkeypatch.setattr(audio, "_analysis_workers", lambda: 3)
+    np.testing.assert_allclose(music_features(wave, sr), alone, atol=1e-5)
+    assert threads == [3]

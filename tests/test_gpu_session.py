@@ -18,7 +18,8 @@ from engine.training.autoguide import attach_guide
 from engine.training.data import packed
 from engine.training.data.cache import CorpusItem, _load, _save
 from engine.training.distill import main as distill_main
-from engine.training.gpu_session import PACKED_DATA_BYTES, RECIPES, UPLOAD_LIMIT_BYTES, main as session_main
+from engine.training.gpu_session import (PACKED_DATA_BYTES, RECIPES, SCREEN_PACK_BYTES, UPLOAD_LIMIT_BYTES,
+                                        main as session_main)
 from engine.training.train import lr_at
 
 from conftest import REPO, teacher_with_guide
@@ -92,19 +93,40 @@ def shipped(tiny_weights, tmp_path_factory):
     return folder
 
 
+def _screen_pack(folder) -> "Path":
+    """A screen pack (engine.evaluation.screen) of one 4 s validation clip of a click track."""
+    from engine.evaluation import evaluate as E
+    from engine.evaluation import screen as S
+    from test_evaluate import click_track, pulsing_dance
+    click_track(folder / "val.wav", 5.0)
+    val = pulsing_dance("val_song", 4.0)
+    val.audio_path = str(folder / "val.wav")
+    train = [pulsing_dance(f"train_{i}", 12.0, phase=i * 4, amplitude=0.01 + 0.01 * i) for i in range(2)]
+    clips = E.cut_clips([val], 4.0)
+    frames = len(clips[0].positions)
+    pack = folder / "screen.npz"
+    S.write_pack(pack, S.pack_arrays(clips, [], frames, E.reference_features(E.training_clips(train, frames))))
+    return pack
+
+
 def test_a_gpu_session_returns_a_network_and_its_student_within_the_device_limits(shipped, tmp_path, capsys):
     out = tmp_path / "OUT"
     code = session_main(["--data", str(shipped / "synthetic.npz"), "--out", str(out), "--work", str(tmp_path / "work"),
                          "--teacher", str(shipped / "dance.safetensors"), "--device", "cpu", "--minutes", "0.5",
-                         "--recipes", "phase_keys", "--batch", "4", "--distill-batch", "4", "--workers", "0"])
+                         "--recipes", "phase_keys", "--batch", "4", "--distill-batch", "4", "--workers", "0",
+                         "--screen", str(_screen_pack(tmp_path))])
     assert code == 0, capsys.readouterr().err
     files = sorted(p.name for p in out.iterdir())
     assert files == ["phase_keys-log.txt", "phase_keys-main.safetensors", "phase_keys-student.safetensors",
-                     "session.json"]
+                     "screen-log.txt", "screen.json", "session.json"]
+    # The new teacher and the shipped one, scored by their finished dances on the packed clip.
+    screened = json.loads((out / "screen.json").read_text())["weights"]
+    assert len(screened) == 2 and all(np.isfinite(r["validation"]["fid_k"]) for r in screened.values())
     assert all(p.stat().st_size < 16 * 2**20 for p in out.iterdir())      # the device's limit per file
     summary = json.loads((out / "session.json").read_text())
     record = summary["recipes"]["phase_keys"]
     assert record["train_exit"] == 0 and record["distill_exit"] == 0 and record["train_log"]["step"] >= 1
+    assert summary["screen_exit"] == 0
     # The fine-tune took the beat phase and the keys; it is rebuilt at home as a teacher with the
     # shipped guide, and the student counts as distilled from exactly that file.
     main = checkpoint.load(out / "phase_keys-main.safetensors")
@@ -137,11 +159,11 @@ def test_a_session_that_cannot_run_says_so_in_one_line(shipped, tmp_path, capsys
 
 
 def test_the_repository_leaves_room_for_the_packed_data_on_a_lent_gpu():
-    """A lent GPU takes the repository's files and the packed data in one upload of 64 MiB: a
-    repository that grew past what is left could no longer be retrained there."""
+    """A lent GPU takes the repository's files, the packed data and the screen's pack in one upload
+    of 64 MiB: a repository that grew past what is left could no longer be retrained there."""
     listed = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True)
     if listed.returncode != 0:
         pytest.skip("not a git checkout")
     files = [REPO / name.decode() for name in listed.stdout.split(b"\0") if name]
     size = sum(f.stat().st_size for f in files if f.is_file())
-    assert size + PACKED_DATA_BYTES < UPLOAD_LIMIT_BYTES, f"repository {size / 1e6:.1f} MB"
+    assert size + PACKED_DATA_BYTES + SCREEN_PACK_BYTES < UPLOAD_LIMIT_BYTES, f"repository {size / 1e6:.1f} MB"

@@ -21,12 +21,13 @@ import numpy as np
 from ..defaults import MODEL_FPS, WINDOW_FRAMES
 from ..errors import EngineError
 from .numba_cache import librosa as cached_librosa   # imported on first use, its kernels cached
-from .silence import SOUNDING_DB, frame_levels_db, silent_stretches
+from .silence import SOUNDING_DB, frame_levels_db, silent_stretches_of
 
 HOP = 512                          # samples per feature frame (EDGE)
 FEATURE_SR = MODEL_FPS * HOP       # the rate every waveform is resampled to
 N_MFCC = 20
 N_CHROMA = 12
+N_MELS = 128                       # librosa's default mel bands, from which the MFCCs come
 
 # The 35 feature channels per frame, in order (EDGE's "baseline" features), defined once here.
 _CHANNEL_SIZES = (
@@ -45,10 +46,10 @@ assert max(s.stop for s in FEATURE_CHANNELS.values()) == NUM_MUSIC_FEATURES
 
 _BLOCK = 1 << 16                   # frames decoded at a time
 _MIN_ANALYSIS_SAMPLES = 1 << 16    # shorter clips are zero-padded: librosa's CQT needs ~2 s
-# Analysis chunk and overlap (the CQT and CENS smoothing reach ~2 s). librosa builds the CQT's
-# filter bank anew for each chunk, so 3-minute chunks analyse a 10-minute song in about half the
-# time of 1-minute ones, at a peak of about 0.12 GB against 0.08 (the results are identical).
-_CHUNK_S, _MARGIN_S = 180.0, 5.0
+# Analysis chunks and their overlap (the CQT and CENS smoothing reach ~2 s): a long song is cut
+# into one chunk per worker thread, each 30 s to 3 minutes long (a peak of about 0.12 GB each).
+_CHUNK_S, _MIN_CHUNK_S, _MARGIN_S = 180.0, 30.0, 5.0
+_MAX_WORKERS = 8
 _SILENCE_PEAK = 1e-4               # below this peak amplitude (-80 dBFS) a clip counts as silent
 
 # Mixing to mono. The channels' mean is what a mono speaker plays, but where the channels are in
@@ -337,23 +338,43 @@ def _padded(y: np.ndarray) -> np.ndarray:
     return np.pad(y, (0, max(0, _MIN_ANALYSIS_SAMPLES - y.size)))
 
 
-def _chunked(fn, y: np.ndarray, hop: int, rate: float) -> np.ndarray:
-    """Apply a frame-wise librosa feature fn(segment) -> (C, F) in chunks with overlap.
+def _analysis_workers() -> int:
+    """Threads for the chunks: librosa's FFTs and sparse products release the GIL."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:                 # macOS, Windows
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, _MAX_WORKERS))
 
-    The STFT and CQT of a whole 10-minute song take ~0.5 GB; chunks of _CHUNK_S seconds,
+
+def _chunked(fn, y: np.ndarray, hop: int, rate: float) -> np.ndarray:
+    """Apply a frame-wise feature fn(segment) -> (C, F) in chunks with overlap, side by side.
+
+    The STFT and CQT of a whole 10-minute song take ~0.5 GB; chunks of at most _CHUNK_S seconds,
     each analysed with _MARGIN_S seconds of real signal either side and the margins cut off,
-    keep that bounded. Frame k of a segment starting at sample s0*hop is global frame s0 + k.
+    keep that bounded. A song long enough is cut into one chunk per worker (none under
+    _MIN_CHUNK_S), analysed in threads. Frame k of a segment starting at sample s0*hop is global
+    frame s0 + k.
     """
     y = _padded(y)
     frames = 1 + len(y) // hop                             # librosa's centred frame count
-    chunk, margin = int(_CHUNK_S * rate / hop), int(_MARGIN_S * rate / hop)
-    parts = []
-    for a in range(0, frames, chunk):
+    workers = _analysis_workers()
+    per_second = rate / hop
+    chunk_s = min(_CHUNK_S, max(_MIN_CHUNK_S, frames / per_second / workers))
+    chunk, margin = max(1, int(math.ceil(chunk_s * per_second))), int(_MARGIN_S * per_second)
+
+    def part(a: int) -> np.ndarray:
         b = min(a + chunk, frames)
         s0 = max(0, a - margin)
         seg = y[s0 * hop: min(len(y), (b + margin) * hop)]
-        parts.append(fn(_padded(seg))[:, a - s0: b - s0])
-    return np.concatenate(parts, axis=1)
+        return fn(_padded(seg))[:, a - s0: b - s0]
+
+    starts = range(0, frames, chunk)
+    if workers == 1 or len(starts) == 1:
+        return np.concatenate([part(a) for a in starts], axis=1)
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(min(workers, len(starts))) as pool:
+        return np.concatenate(list(pool.map(part, starts)), axis=1)
 
 
 def _spectra(y: np.ndarray, rate: float, hop: int, chroma: bool) -> tuple[np.ndarray, np.ndarray | None]:
@@ -364,14 +385,19 @@ def _spectra(y: np.ndarray, rate: float, hop: int, chroma: bool) -> tuple[np.nda
     own onset_strength(y)/mfcc(y) inputs.
     """
     librosa = cached_librosa()
-    mel = _chunked(lambda seg: librosa.feature.melspectrogram(y=seg, sr=rate, hop_length=hop), y, hop, rate)
-    mel_db = librosa.power_to_db(mel)
-    if not chroma:
-        return mel_db, None
-    # tuning=0: A440 assumed; estimating it per clip is slow and makes windows disagree.
-    cens = _chunked(lambda seg: librosa.feature.chroma_cens(y=seg, sr=rate, hop_length=hop, n_chroma=N_CHROMA,
-                                                            tuning=0.0), y, hop, rate)
-    return mel_db, cens
+
+    def spectra(seg: np.ndarray) -> np.ndarray:
+        mel = librosa.feature.melspectrogram(y=seg, sr=rate, hop_length=hop, n_mels=N_MELS)
+        if not chroma:
+            return mel
+        # tuning=0: A440 assumed; estimating it per clip is slow and makes windows disagree.
+        cens = librosa.feature.chroma_cens(y=seg, sr=rate, hop_length=hop, n_chroma=N_CHROMA, tuning=0.0)
+        frames = min(mel.shape[1], cens.shape[1])
+        return np.concatenate([mel[:, :frames], cens[:, :frames]])
+
+    both = _chunked(spectra, y, hop, rate)
+    mel_db = librosa.power_to_db(both[:N_MELS])
+    return mel_db, (both[N_MELS:] if chroma else None)
 
 
 def song_level_db(mel_db: np.ndarray) -> float:
@@ -437,7 +463,9 @@ def _beat_frames(env: np.ndarray, silent: bool, rate: float, hop: int) -> tuple[
     # One tempogram serves the song's tempo and its local tempo (a third of the analysis' beat
     # time was computing it twice).
     window = int(librosa.time_to_frames(TEMPO_WINDOW_S, sr=rate, hop_length=hop))
-    tempogram = librosa.feature.tempogram(onset_envelope=env, sr=rate, hop_length=hop, win_length=window)
+    import scipy.fft
+    with scipy.fft.set_workers(_analysis_workers()):       # one FFT per frame: split among the cores
+        tempogram = librosa.feature.tempogram(onset_envelope=env, sr=rate, hop_length=hop, win_length=window)
     overall = float(librosa.feature.tempo(tg=tempogram, sr=rate, hop_length=hop)[0])
     if overall <= 0:                # no periodicity at all: librosa's own answer
         tempo, beats = librosa.beat.beat_track(onset_envelope=env, sr=rate, hop_length=hop)
@@ -597,7 +625,7 @@ def music_for_dance(source, sample_rate: float | None = None, start: float = 0.0
     else:
         features = music_features(padded_wave, sr, fps=MODEL_FPS, level_db=level_db)
         beats, _tempo = detect_beats(wave, sr)
+    levels_db = frame_levels_db(wave, sr, frames)
     return DanceMusic(seconds=seconds, frames=frames, features=features[:padded], beats=np.asarray(beats),
                       source=music_source(source, start, duration),
-                      silences=silent_stretches(wave, sr, frames),
-                      loudest_db=float(frame_levels_db(wave, sr, frames).max()))
+                      silences=silent_stretches_of(levels_db), loudest_db=float(levels_db.max()))

@@ -20,9 +20,16 @@ _MODULES = ("librosa", "librosa.util.utils", "librosa.core.audio", "librosa.core
 
 
 def librosa():
-    """The `librosa` package with the submodules the analysis uses, their numba kernels cached on disk."""
-    if "librosa.beat" in sys.modules:
-        return sys.modules["librosa"]
+    """The `librosa` package with the submodules the analysis uses, their numba kernels cached on
+    disk and the CQT's filter bank built once per process (engine.music.cqt_memo)."""
+    if "librosa.beat" not in sys.modules:
+        _import()
+    from .cqt_memo import install
+    install(sys.modules["librosa.core.constantq"])
+    return sys.modules["librosa"]
+
+
+def _import() -> None:
     import importlib
 
     import numba
@@ -37,7 +44,7 @@ def librosa():
     try:
         for name in _MODULES:
             importlib.import_module(name)
-        return sys.modules["librosa"]
+        return
     except RuntimeError:                 # numba: "cannot cache function ...: no locator available"
         for name in [m for m in sys.modules if m == "librosa" or m.startswith("librosa.")]:
             sys.modules.pop(name)
@@ -45,4 +52,3 @@ def librosa():
         numba.guvectorize, numba.vectorize = plain
     for name in _MODULES:
         importlib.import_module(name)
-    return sys.modules["librosa"]

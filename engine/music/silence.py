@@ -41,7 +41,11 @@ def frame_levels_db(wave: np.ndarray, sr: float, frames: int, fps: float = MODEL
 def silent_stretches(wave: np.ndarray, sr: float, frames: int, fps: float = MODEL_FPS) -> list[tuple[int, int]]:
     """[(first, last)] frames (inclusive) of every silent stretch of at least MIN_SILENCE_SECONDS.
     A slice of a song (a regenerated range) is measured against its own level."""
-    db = frame_levels_db(wave, sr, frames, fps)
+    return silent_stretches_of(frame_levels_db(wave, sr, frames, fps), fps)
+
+
+def silent_stretches_of(db: np.ndarray, fps: float = MODEL_FPS) -> list[tuple[int, int]]:
+    """silent_stretches from the frames' levels (frame_levels_db), for a caller that has them."""
     sounding = db >= max(db.max() - SOUNDING_DB, ABSOLUTE_SILENCE_DBFS)
     if sounding.any():
         level_db = float(np.median(db[sounding]))

@@ -53,6 +53,7 @@ DISTILL = ["--motion-weight", "100", "--lr", "2e-4", "--warmup", "100", "--probe
 MAX_RECIPES = 2           # per recipe 2 files of about 13.5 MB come back: 4 fit the 64 MiB
 UPLOAD_LIMIT_BYTES = 64 * 2**20   # the repository and what it carries, in one upload to a lent GPU
 PACKED_DATA_BYTES = 17.4e6        # tang2018 and JustLMD packed by `python -m engine data` (2026-12-04)
+SCREEN_PACK_BYTES = 3.4e6         # `python -m engine screen pack`'s default (2026-12-04)
 # Each process one CPU thread: two runs' 14 batch-preparing processes and their main processes
 # would otherwise each start as many threads as the machine has cores. On the lent H200 (16
 # cores, 2026-12-04) two fine-tunes made 2.1 steps a second each; with one thread each, 6.2.
@@ -78,6 +79,10 @@ def parse_args(argv=None):
                         "fine-tunes, for 16 cores; a window with its beat phase takes about 5 ms of a core)")
     p.add_argument("--teacher", type=Path, default=DEFAULT_WEIGHTS, help="the shipped teacher (default: weights/)")
     p.add_argument("--student", type=Path, default=None, help="the shipped student (default: beside the teacher)")
+    p.add_argument("--screen", type=Path, default=None,
+                   help="a pack from `python -m engine screen pack`: each new teacher and the shipped one are then "
+                        "scored by their finished dances while the students distil (OUT/screen.json)")
+    p.add_argument("--screen-seeds", type=int, nargs="+", default=[0], help="seeds of the screen (default 0)")
     p.add_argument("--device", default="cuda", choices=["cuda", "cpu"],
                    help="cuda (default); cpu only to try the session out")
     return p.parse_args(argv)
@@ -93,6 +98,8 @@ def check_session(args) -> Path:
         raise EngineError(f"--minutes must be a positive number, got {args.minutes}")
     if not 0 < args.train_share < 1:
         raise EngineError(f"--train-share must be between 0 and 1, got {args.train_share}")
+    if args.screen is not None and not args.screen.is_file():
+        raise EngineError(f"--screen {args.screen}: no such pack (make it with: python -m engine screen pack --out ...)")
     for path in args.data:
         if not (path.is_file() and path.suffix == ".npz"):
             raise EngineError(f"--data {path}: not a packed file (make them with: python -m engine data --out packed)")
@@ -148,6 +155,15 @@ def _bring_back(out: Path, work: Path, summary: dict, started: float) -> None:
     (out / "session.json").write_text(json.dumps(summary, indent=2))
 
 
+def _start_screen(args, out: Path, work: Path, teachers: list, summary: dict) -> subprocess.Popen:
+    """Score the shipped teacher and each new one by their finished dances (engine.evaluation.screen),
+    beside the distillations: the choice among the recipes, which their losses do not settle."""
+    options = ["score", "--pack", args.screen.resolve(), "--weights", args.teacher, *teachers,
+               "--seeds", *args.screen_seeds, "--device", args.device, "--out", out / "screen.json"]
+    summary["screen"] = "python -m engine screen " + " ".join(map(str, options))
+    return _engine("screen", options, work / "screen-scores.txt")
+
+
 def _last_record(log: Path) -> dict:
     lines = [line for line in log.read_text().splitlines() if line.strip()] if log.is_file() else []
     return json.loads(lines[-1]) if lines else {}
@@ -188,7 +204,7 @@ def run(args) -> dict:
     # fine-tunes, is taken off the distillation's time so the session ends on time.
     overhead = max(0.1, (time.time() - started) / 60 - train_minutes)
     distill_minutes = max(0.05, args.minutes - (time.time() - started) / 60 - overhead)
-    runs = {}
+    runs, teachers = {}, []
     for name, code in finished.items():
         record = summary["recipes"][name]
         record.update(train_exit=code, train_log=_last_record(work / name / "log.jsonl"))
@@ -200,16 +216,21 @@ def run(args) -> dict:
         teacher = teacher_dir / Path(args.teacher).name      # the shipped name: the student records it
         attach_guide(work / name / "model.safetensors", args.teacher, teacher, its_guide=True)
         record["teacher_sha256"] = file_digest(teacher)
+        teachers.append(teacher)
         options = ["--teacher", teacher, "--out", work / f"{name}-student", "--data", *data,
                    "--init-student", student, "--init-teacher", args.teacher, "--batch", args.distill_batch,
                    "--max-minutes", round(distill_minutes, 3), "--save-minutes", 1,
                    "--workers", max(1, workers // 2), "--device", args.device, *DISTILL]
         record["distill"] = "python -m engine distill " + " ".join(map(str, options))
         runs[name] = _engine("distill", options, work / f"{name}-distill.txt")
+    screening = _start_screen(args, out, work, teachers, summary) if args.screen is not None else None
     _bring_back(out, work, summary, started)
     for name, code in _wait(runs, work, "distill", lambda: _bring_back(out, work, summary, started)).items():
         summary["recipes"][name].update(distill_exit=code,
                                         distill_log=_last_record(work / f"{name}-student" / "log.jsonl"))
+    if screening is not None:
+        summary["screen_exit"] = _wait({"screen": screening}, work, "scores")["screen"]
+        shutil.copyfile(work / "screen-scores.txt", out / "screen-log.txt")
     _bring_back(out, work, summary, started)
     print(f"gpu-session: done in {summary['seconds'] / 60:.1f} min of the {args.minutes:g} asked for; results in "
           f"{out}", flush=True)
