@@ -491,8 +491,9 @@ def write_bone_rotations(obj, action, bone_names, frames, quats, locations=None,
     keys), since new keys at the span's edges would otherwise bend the interpolation there; a
     channel with no keys yet holds its current value on the frame before and after. The keys on
     either side keep their handles where they are (set free), so their curves do not bend.
-    F-curve modifiers on the written channels are removed (rig_io.dancer_notes says so):
-    `action` is always a take, never the animator's own action."""
+    F-curve modifiers on the written channels are removed (rig_io.dancer_notes says so), and a
+    written curve that the dance begins or ends extrapolates constant: `action` is always a take,
+    never the animator's own action."""
     frames = np.asarray(frames, np.float64)
     quats = np.asarray(quats, np.float64)
     T = len(frames)
@@ -522,6 +523,12 @@ def write_bone_rotations(obj, action, bone_names, frames, quats, locations=None,
             for modifier in list(fc.modifiers):
                 fc.modifiers.remove(modifier)
             _fill_fcurve(fc, at, values[:, i], types)
+            # Where the dance is the curve's first or last key, the take holds that pose beyond
+            # it: the animator's Linear extrapolation, meant for their sparse keys, would carry
+            # the dance's last frame-to-frame step on for ever (a dancer skating off after the song).
+            first, last = fc.keyframe_points[0].co[0], fc.keyframe_points[-1].co[0]
+            if first >= frames[0] - 0.5 or last <= frames[-1] + 0.5:
+                fc.extrapolation = 'CONSTANT'
         _stamp(action, _stamp_name(bone, prop), at, values.astype(np.float64).sum(axis=1))
 
     for b, name in enumerate(bone_names):

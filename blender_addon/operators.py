@@ -117,9 +117,10 @@ CONTEXT_SECONDS = 0.5
 
 
 def action_name(song_path: str, style: str, seed: int) -> str:
-    """The name takes of this song, style and seed share (each adds ' take N')."""
+    """The name takes of this song, style and seed share (each adds ' take N'; takes.take_name
+    fits the whole within Blender's limit)."""
     song = os.path.splitext(os.path.basename(song_path))[0]
-    return f"Dance {song} {style} s{seed}"[:55]
+    return f"Dance {song} {style} s{seed}"
 
 
 def name_take(request) -> None:
@@ -205,6 +206,37 @@ def regeneration_context(obj, p: Plan) -> tuple[int, int] | None:
             min(p.last + k, song_last, max(a_last, p.last)))
 
 
+def last_key_before(obj, frame: int) -> int | None:
+    """The last whole frame before `frame` on which the dancer's current action has a key (of its
+    own slot); None when it has none there."""
+    ad = obj.animation_data
+    action = ad.action if ad is not None else None
+    latest = None
+    for fc in compat.action_fcurves(action, compat.object_slot(obj, action)):
+        n = len(fc.keyframe_points)
+        if not n:
+            continue
+        co = np.empty(2 * n, np.float64)
+        fc.keyframe_points.foreach_get("co", co)
+        before = co[0::2][co[0::2] < frame - 0.5]
+        if len(before):
+            latest = max(latest if latest is not None else -np.inf, float(before.max()))
+    return None if latest is None else int(round(latest))
+
+
+def lead_in(obj, bone_map, first: int) -> int | None:
+    """The frame the animation before the dance last keys (an intro the animator keyed, or an
+    earlier dance), when the dance should start from the pose it leaves there rather than jump to
+    its own (QA: 0.8 m in one frame at the song's start); None when nothing is keyed before
+    `first`, or when that key is an imported bind pose, which is no pose to dance from."""
+    if obj.animation_data is None or obj.animation_data.action is None:
+        return None
+    before = last_key_before(obj, first)
+    if before is None or bind_pose_span(obj, bone_map, before, before) is not None:
+        return None
+    return before
+
+
 def build_request(context):
     """Everything the worker needs, read on the main thread."""
     from . import keys, rig_io, runner, scene_io
@@ -218,13 +250,18 @@ def build_request(context):
         around = regeneration_context(obj, p)
         if around is not None:
             write_range, (first, last) = (p.first, p.last), around
-    outside = [f for f in range(first, last + 1) if not p.first <= f <= p.last]
+    # Frames fixed at the pose shown there: the dance around a regenerated range, or the first
+    # danced frame where animation before the dance leads into it.
+    fixed = [f for f in range(first, last + 1) if not p.first <= f <= p.last]
+    intro = lead_in(obj, bone_map, first) if write_range is None else None
+    if intro is not None:
+        fixed.append(first)
     if bone_map is not None:   # own character: constraints from its bones, its keys carried over
         cons, kept = rig_io.read_character_constraints(obj, bone_map, first, last, p.fps, settings.keep_parts(),
-                                                       settings.keep_root, scene, context=outside)
+                                                       settings.keep_root, scene, context=fixed)
     else:
         cons = scene_io.read_constraints(obj, first, last, p.fps, settings.keep_parts(), settings.keep_root, scene,
-                                         context=outside)
+                                         context=fixed)
         kept = scene_io.key_masks(obj, first, last)
     start = p.span.start + (first - p.span.first_frame) / p.fps
     style = settings.style
@@ -244,6 +281,9 @@ def build_request(context):
                   "guidance": settings.guidance, "autoguidance": settings.autoguidance,
                   "audio_start": start, "wait_in_silence": settings.wait_in_silence})
     request.notes.extend(rig_io.dancer_notes(obj, bone_map))
+    if intro is not None:
+        request.notes.append(f"the dance starts from the pose '{obj.name}' holds on frame {first}, where its animation "
+                             f"keyed up to frame {intro} leaves it")
     danced = rig_io.posed_bones(bone_map) if bone_map else None     # None: the SMPL dancer, every bone
     for note in (keys.off_frame_note(obj, first, last), keys.long_turn_note(obj, first, last, danced)):
         if note:

@@ -185,6 +185,21 @@ def modifiers_note(obj, danced: set[str]) -> str | None:
             f"they looked ('{action.name}' keeps them)")
 
 
+def switches_note(obj) -> str | None:
+    """A note for a Rigify rig the animator has on IK (or without a follow): the takes key its
+    switches to FK (RIGIFY_SWITCHES), and Blender keeps an animated property's last value when an
+    action that does not key it is assigned, so an IK action assigned outside the Takes list
+    (which restores them, restore_switches) plays with its limbs on FK (QA: bones up to 1.46 m off)."""
+    had = dict(obj.get(SWITCHES_KEY, {})) or {f"{pb.name}|{prop}": float(pb[prop]) for pb in obj.pose.bones
+                                               for prop in RIGIFY_SWITCHES if prop in pb.keys()}
+    differ = sorted({key.partition("|")[0] for key, value in had.items()
+                     if abs(float(value) - RIGIFY_SWITCHES[key.partition("|")[2]]) > 1e-6})
+    if not differ:
+        return None
+    return (f"the take switches {_listed(differ)} to FK (Rigify's IK_FK and follow switches): switch actions with "
+            "the Takes list, which puts them back; an action assigned elsewhere plays on FK until you set them back")
+
+
 def nla_only_note(obj, bone_map: dict[str, str] | None) -> str | None:
     """A note for a dancer whose animation plays from NLA strips with no active action: its keys
     there are not kept exactly; a character's kept body parts cannot follow it either."""
@@ -203,7 +218,8 @@ def dancer_notes(obj, bone_map: dict[str, str] | None) -> list[str]:
     """What the animator should know about the dancer's own rig before a dance is written on it."""
     danced = danced_bones(obj, bone_map)
     notes = [uneven_scale_note(obj), overriding_constraints_note(obj, danced), drivers_note(obj, danced),
-             locked_rotation_note(obj, danced), modifiers_note(obj, danced), nla_only_note(obj, bone_map)]
+             locked_rotation_note(obj, danced), modifiers_note(obj, danced), nla_only_note(obj, bone_map),
+             switches_note(obj)]
     return [n for n in notes if n]
 
 

@@ -21,15 +21,45 @@ LEGACY_SOURCE_KEY = "dance_source_action"
 
 
 def take_name(base: str, obj=None) -> tuple[str, int]:
-    """(name, take number) for the next take of `base` (e.g. 'Dance song chacha s0') on the dancer
-    `obj`: takes count per dancer. Action names are global in Blender, so where another dancer's
-    take already has the name, this one adds its dancer's name."""
+    """(name, take number) for the next take of `base` ('Dance <song> <style> s<seed>') on the
+    dancer `obj`: takes count per dancer. Action names are global in Blender, so where another
+    dancer's take already has the name, this one adds its dancer's name. A name too long for
+    Blender loses the end of the song's name, never the style, seed or take number."""
     mine = takes(obj) if obj is not None else list(bpy.data.actions)
     n = 1 + max((int(a.get(TAKE_KEY, 0)) for a in mine if a.get(TAKE_BASE_KEY) == base), default=0)
-    suffix = f" take {n}"
-    if obj is not None and base[:63 - len(suffix)] + suffix in bpy.data.actions:
-        suffix += f" ({obj.name})"
-    return base[:63 - len(suffix)] + suffix, n
+    song, style_and_seed = _song_and_tail(base)
+    name = fitted_name(song, f"{style_and_seed} take {n}")
+    if obj is not None and name in bpy.data.actions:
+        name = fitted_name(song, f"{style_and_seed} take {n} ({obj.name})")
+    return name, n
+
+
+# Blender 4.x cuts an ID's name at 63 bytes of UTF-8 (5.0 allows 255): names are fitted to the
+# shorter, so a take is named alike in both.
+NAME_BYTES = 63
+_CUT = "\u2026"                          # an ellipsis where the song's name was shortened
+
+
+def _song_and_tail(base: str) -> tuple[str, str]:
+    """'Dance <song> <style> s<seed>' -> ('Dance <song>', ' <style> s<seed>')."""
+    parts = base.rsplit(" ", 2)
+    if len(parts) < 3:
+        return base, ""
+    return parts[0], f" {parts[1]} {parts[2]}"
+
+
+def fitted_name(head: str, tail: str) -> str:
+    """head + tail within NAME_BYTES, the head shortened (whole characters, an ellipsis after
+    them) if need be; the tail too when it alone is longer."""
+    if len((head + tail).encode("utf-8")) <= NAME_BYTES:
+        return head + tail
+    room = NAME_BYTES - len((_CUT + tail).encode("utf-8"))
+    kept = head
+    while kept and len(kept.encode("utf-8")) > room:
+        kept = kept[:-1]
+    if not kept.strip():                  # the tail alone is too long (a dancer's long name)
+        return (head + tail).encode("utf-8")[:NAME_BYTES].decode("utf-8", "ignore")
+    return kept.rstrip() + _CUT + tail
 
 
 def is_take(action) -> bool:

@@ -18,7 +18,8 @@ import torch
 bpy = pytest.importorskip("bpy")
 from mathutils import Quaternion  # noqa: E402
 
-from blender_addon import keys, operators, scene_io  # noqa: E402
+from blender_addon import keys, operators, rig_io, scene_io  # noqa: E402
+from blender_addon import blender_compat as compat  # noqa: E402
 from blender_addon import takes as T  # noqa: E402
 from engine.body import rotations as R  # noqa: E402
 from engine.errors import EngineError  # noqa: E402
@@ -630,3 +631,95 @@ def test_an_action_shared_through_slots_stays_the_animators(addon, tmp_path):
     assert Motion.load_npz(out).num_frames == last - first + 1
     assert bpy.ops.dance.use_take(action=shared.name) == {'FINISHED'}
     assert obj.animation_data.action_slot == slot and prop.animation_data.action_slot != slot
+
+
+def test_a_dance_starts_from_the_pose_an_intro_before_the_song_leaves(addon, tmp_path):
+    # QA: an intro keyed up to the frame before the song, then the dance's own first pose: the
+    # hand jumped 0.8 m in one frame. The dance now starts from the pose the intro leaves.
+    scene = addon
+    obj, first, last = _song_stage(scene, tmp_path, seconds=2.0, strip_frame=40)
+    intro = {"left_shoulder": np.array([0.0, 0.0, -1.2]), "right_shoulder": np.array([0.0, 0.0, 1.2]),
+             "spine1": np.array([0.5, 0.0, 0.0]), "left_knee": np.array([1.0, 0.0, 0.0])}
+    pelvis = obj.pose.bones["pelvis"]
+    for f, scale in ((first - 30, 0.0), (first - 1, 1.0)):
+        _key(obj, f, {n: scale * aa for n, aa in intro.items()})
+        pelvis.location = (scale * 0.4, 0.0, scale * -0.2)
+        pelvis.keyframe_insert("location", frame=f)
+    held = _heads(obj, [first - 1])[0]
+    assert bpy.ops.dance.generate() == {'FINISHED'}
+    assert f"starts from the pose '{obj.name}' holds on frame {first}" in scene.dance.status
+    heads = _heads(obj, list(range(first - 1, first + 12)))
+    assert np.abs(heads[0] - held).max() < 1e-5                            # the intro is as it was
+    step = np.linalg.norm(np.diff(heads, axis=0), axis=2).max(axis=1)      # fastest joint per frame step
+    print(f"step into the dance {step[0]:.4f} m, the next ones: max {step[1:].max():.4f}")
+    assert step[0] < 1e-4                                                  # frame `first` is the intro's pose
+    assert bpy.ops.dance.use_take(action=T.original_action(obj).name) == {'FINISHED'}
+    assert np.abs(_heads(obj, [first - 1])[0] - held).max() < 1e-6         # the animator's intro, untouched
+
+
+def test_an_imported_bind_pose_before_the_song_is_no_intro(addon, tmp_path):
+    scene = addon
+    obj, first, last = _song_stage(scene, tmp_path, seconds=1.5, strip_frame=10)
+    for pb in obj.pose.bones:                                              # every bone keyed at rest on frame 1
+        pb.keyframe_insert(_set_rotation(pb, np.array([1.0, 0.0, 0.0, 0.0])), frame=1)
+    assert operators.lead_in(obj, None, first) is None
+    assert bpy.ops.dance.generate() == {'FINISHED'}
+    assert "starts from the pose" not in scene.dance.status
+
+
+def test_the_take_holds_its_last_pose_after_the_song(addon, tmp_path):
+    # QA: the animator's Linear extrapolation stayed on the take's curves, and the dancer slid
+    # and an elbow kept turning after the song ended.
+    scene = addon
+    obj, first, last = _song_stage(scene, tmp_path, seconds=1.5)
+    pelvis = obj.pose.bones["pelvis"]
+    for f, x in ((first + 2, 0.0), (first + 20, 0.3)):
+        pelvis.location = (x, 0.0, 0.0)
+        pelvis.keyframe_insert("location", frame=f)
+    _key(obj, first + 5, {"left_elbow": np.array([0.0, 0.5, 0.0])})
+    _key(obj, first + 25, {"left_elbow": np.array([0.0, 1.0, 0.0])})
+    mine = obj.animation_data.action
+    for fc in compat.action_fcurves(mine, compat.object_slot(obj)):
+        fc.extrapolation = 'LINEAR'
+    assert bpy.ops.dance.generate() == {'FINISHED'}
+    end = _heads(obj, [last])[0]
+    assert np.abs(_heads(obj, [last + 40])[0] - end).max() < 1e-6          # held, not carried on
+    assert all(fc.extrapolation == 'LINEAR' for fc in compat.action_fcurves(mine, compat.object_slot(obj, mine)))
+
+
+def test_a_long_song_name_keeps_style_seed_and_take_number_in_the_take_name():
+    # QA: names were cut at 55 characters (style and seed lost), then by Blender 4.x at 63 bytes
+    # (the take number lost).
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    song = "夜に駆ける YOASOBI Official Music Video 2020 remaster extended"
+    base = operators.action_name(f"/music/{song}.wav", "chacha", 12)
+    names = []
+    for take in range(1, 4):
+        name, n = T.take_name(base)
+        assert n == take and len(name.encode("utf-8")) <= T.NAME_BYTES
+        assert name.startswith("Dance 夜に駆ける") and name.endswith(f" chacha s12 take {take}")
+        action = bpy.data.actions.new(name)
+        assert action.name == name                                         # Blender kept it whole
+        action[T.GENERATED_KEY], action[T.TAKE_KEY], action[T.TAKE_BASE_KEY] = True, n, base
+        names.append(name)
+    assert len(set(names)) == 3
+    assert T.take_name(operators.action_name("/music/song.wav", "any", 0)) == ("Dance song any s0 take 1", 1)
+
+
+def test_a_rigify_rig_on_ik_is_told_the_take_switches_it_to_fk():
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    arm = bpy.data.armatures.new("rig")
+    obj = bpy.data.objects.new("rig", arm)
+    bpy.context.scene.collection.objects.link(obj)
+    bpy.context.view_layer.objects.active = obj
+    bpy.ops.object.mode_set(mode='EDIT')
+    for name in ("thigh_parent.L", "torso"):
+        bone = arm.edit_bones.new(name)
+        bone.head, bone.tail = (0, 0, 0), (0, 0, 0.3)
+    bpy.ops.object.mode_set(mode='OBJECT')
+    obj.pose.bones["thigh_parent.L"]["IK_FK"] = 1.0
+    obj.pose.bones["torso"]["neck_follow"] = 1.0
+    assert rig_io.switches_note(obj) is None                               # on FK already: nothing to say
+    obj.pose.bones["thigh_parent.L"]["IK_FK"] = 0.0
+    note = rig_io.switches_note(obj)
+    assert note is not None and "thigh_parent.L" in note and "torso" not in note and "Takes list" in note
