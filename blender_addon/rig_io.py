@@ -189,7 +189,11 @@ def switches_note(obj) -> str | None:
     """A note for a Rigify rig the animator has on IK (or without a follow): the takes key its
     switches to FK (RIGIFY_SWITCHES), and Blender keeps an animated property's last value when an
     action that does not key it is assigned, so an IK action assigned outside the Takes list
-    (which restores them, restore_switches) plays with its limbs on FK (QA: bones up to 1.46 m off)."""
+    (which restores them, restore_switches) plays with its limbs on FK (QA: bones up to 1.46 m off).
+    Said when a dance replaces the animator's own animation, not again from take to take."""
+    ad = obj.animation_data
+    if ad is not None and takes.is_take(ad.action):
+        return None
     had = dict(obj.get(SWITCHES_KEY, {})) or {f"{pb.name}|{prop}": float(pb[prop]) for pb in obj.pose.bones
                                                for prop in RIGIFY_SWITCHES if prop in pb.keys()}
     differ = sorted({key.partition("|")[0] for key, value in had.items()

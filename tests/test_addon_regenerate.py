@@ -723,3 +723,7 @@ def test_a_rigify_rig_on_ik_is_told_the_take_switches_it_to_fk():
     obj.pose.bones["thigh_parent.L"]["IK_FK"] = 0.0
     note = rig_io.switches_note(obj)
     assert note is not None and "thigh_parent.L" in note and "torso" not in note and "Takes list" in note
+    take = bpy.data.actions.new("Dance song any s0 take 1")               # from take to take: said already
+    take[T.GENERATED_KEY] = True
+    obj.animation_data_create().action = take
+    assert rig_io.switches_note(obj) is None

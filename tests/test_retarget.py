@@ -590,3 +590,29 @@ def test_a_regenerated_range_meets_the_dance_around_it_without_a_jump():
     assert angle(quats[45], new[45]).max() < 1e-9 and np.abs(loc[45]).max() < 1e-12            # faded out
     step = angle(quats[1:], quats[:-1])[rows[0]:rows[-1]].max()
     assert step < 0.5 / fade * 2 and np.abs(loc[20] - 0.1).max() < 0.01
+
+
+def test_a_key_holds_the_joints_the_rig_has_no_bone_for_above_it():
+    """QA: on Rigify (no bone for SMPL's spine1) a full-pose key met spine_fk.002 on its frame
+    only: the dance's own spine1 bend went onto that bone on every other frame. A key read from
+    the rig, met by a dance, must give the keyed rotations back when retargeted."""
+    rng = np.random.default_rng(0)
+    names = {j: "mixamorig:" + n for j, n in MIXAMO.items() if j != "spine1"}
+    rig = make_rig(humanoid(names, smpl_heads(1.3), rng))
+    ret = Retargeter(rig, auto_map(rig))
+    assert ret.bone_of[JOINT_INDEX["spine1"]] < 0
+    keyed_dance, trans = dance(T=4, seed=1)
+    keyed_rig = ret.to_rig(keyed_dance, trans, plant_feet=False)
+    keyed = np.zeros((4, len(rig.names)), bool)
+    keyed[2] = True                                                         # a full-pose key on frame 2
+    poses, _, joint_mask, _ = ret.from_rig(keyed_rig.rotations, keyed_rig.root_location, keyed)
+    assert joint_mask[2, JOINT_INDEX["spine1"]] and not joint_mask[[0, 1, 3]].any()
+    assert not joint_mask[2, JOINT_INDEX["left_hand"]]                     # a leaf with no bone stays free
+    # Another dance, the key met on its masked joints (as the engine meets keys): the keyed bones come back.
+    other, other_trans = dance(T=4, seed=7)
+    met = other.reshape(4, NUM_JOINTS, 3).copy()
+    met[joint_mask] = poses.reshape(4, NUM_JOINTS, 3)[joint_mask]
+    back = ret.to_rig(met.reshape(4, -1), other_trans, plant_feet=False).rotations[2]
+    spine = rig.names.index("mixamorig:Spine1")
+    assert angle_between(R.quat_to_axis_angle(torch.from_numpy(back[spine])).numpy()[None],
+                         R.quat_to_axis_angle(torch.from_numpy(keyed_rig.rotations[2, spine])).numpy()[None]).max() < 1e-4

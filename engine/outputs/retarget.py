@@ -685,7 +685,8 @@ class Retargeter:
         stand), root_location (T,3) the root bone's basis location, bone_keyed (T,B) which bones
         carry a rotation key on each frame, location_keyed (T,) the root bone's location keys
         (default: bone_keyed of the root bone). Joints whose bone (or a bone sharing its chain)
-        is keyed are masked in; the unmapped joints get the identity and stay masked out.
+        is keyed are masked in; the unmapped joints get the identity, masked in on a key's frame
+        where they lie between its joint and the nearest mapped ancestor, else masked out.
         """
         B = len(self.rig.names)
         rotations = np.asarray(rotations, np.float64)
@@ -726,6 +727,18 @@ class Retargeter:
                 joint_mask[:, j] = bone_keyed[:, b]
         for k, (_, c, _, _) in self._share.items():
             joint_mask[:, self.joint_of[c]] |= bone_keyed[:, k]
+        # A key also fixes the joints the character has no bone for between its joint and the
+        # nearest mapped ancestor (SMPL's spine1 under Rigify's spine_fk.002): its rotation was read
+        # with them at the identity, so the dance must hold them there on the key's frame, or the
+        # retarget back puts the dance's own bend on the keyed bone everywhere but on the key
+        # (QA: Rigify's spine snapped 12 degrees for one frame at every full-pose key).
+        for j, b in enumerate(self.bone_of):
+            if b < 0:
+                continue
+            a = PARENTS[j]
+            while a >= 0 and self.bone_of[a] < 0:
+                joint_mask[:, a] |= joint_mask[:, j]
+                a = PARENTS[a]
         trans_mask = bone_keyed[:, self.root_bone] if location_keyed is None else np.asarray(location_keyed, bool)
         return poses, trans, joint_mask, trans_mask.copy()
 
