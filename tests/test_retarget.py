@@ -616,3 +616,21 @@ def test_a_key_holds_the_joints_the_rig_has_no_bone_for_above_it():
     spine = rig.names.index("mixamorig:Spine1")
     assert angle_between(R.quat_to_axis_angle(torch.from_numpy(back[spine])).numpy()[None],
                          R.quat_to_axis_angle(torch.from_numpy(keyed_rig.rotations[2, spine])).numpy()[None]).max() < 1e-4
+
+
+def test_hierarchy_mapping_keeps_the_head_on_the_spine_beside_raised_wings():
+    # QA: an unnamed rig with a wing on each side of the upper spine had its neck and head
+    # mapped onto a wing (its tip was the highest leaf); the real neck and head went undriven.
+    heads = smpl_heads(1.0)
+    source = humanoid(MIXAMO, heads, np.random.default_rng(5))
+    chest = heads[JOINT_INDEX["spine3"]]
+    for side, x in (("L", 1.0), ("R", -1.0)):
+        a, b = chest + [0.1 * x, 0.1, 0.1], chest + [0.5 * x, 0.2, 0.5]
+        c = chest + [0.9 * x, 0.3, 0.9]                                    # above the head, far to the side
+        source += [(f"wing1.{side}", MIXAMO["spine3"], a, b, 0.0, True), (f"wing2.{side}", f"wing1.{side}", b, c, 0.0, True)]
+    rig = make_rig(source)
+    assert rig.world_heads()[:, 2].max() < max(b[3][2] for b in source)    # a wing tip is the highest point
+    anonymous = Rig([f"b{i}" for i in range(len(rig.names))], rig.parents, rig.rest, rig.lengths, rig.deform)
+    m = map_by_hierarchy(anonymous)
+    for joint in ("neck", "head", "spine3", "left_shoulder", "right_wrist"):
+        assert m[joint] == f"b{rig.names.index(MIXAMO[joint])}", joint

@@ -261,10 +261,15 @@ def auto_map(rig) -> BoneMap:
     return m
 
 
+# How far (a share of the body's height) the head's leaf may stand sideways from between the
+# feet: an upright character's head is within a tenth; a T-pose's hands are half the height out.
+HEAD_OFF_CENTRE = 0.2
+
+
 def map_by_hierarchy(rig) -> BoneMap:
     """Find the body from the rest pose alone (character upright, Z up in the world, facing any
     way about Z): the pelvis is where the paths to the two lowest leaves (the feet) and to the
-    highest leaf (the head) meet; the legs are the two descending chains, the arms the two
+    highest leaf above them (the head) meet; the legs are the two descending chains, the arms the two
     chains that leave the spine above the pelvis and reach furthest sideways. Left and right
     come from the bone names where they say it (thigh_l, Left Thigh, upLeg.L), else from where
     the toes point (the character's left is to the left of its toes)."""
@@ -303,7 +308,11 @@ def map_by_hierarchy(rig) -> BoneMap:
                             "is the character upright, Z up?); map the bones by hand")
     legs = sorted(groups.values(), key=lambda g: min(z[b] for b in g))[:2]
     lowest = [min(g, key=lambda b: z[b]) for g in legs]
-    top = max(leaves, key=lambda b: z[b])
+    # The head is the highest leaf above the feet: wings, raised arms or antlers may reach higher
+    # but stand off to the side (QA: an unnamed rig's wing tip became the head, the wing the neck).
+    between_feet = heads[lowest].mean(axis=0)
+    central = [b for b in leaves if np.hypot(*(heads[b] - between_feet)[:2]) < HEAD_OFF_CENTRE * height]
+    top = max(central or leaves, key=lambda b: z[b])
     pelvis = _common_ancestor([_path_from_root(b, parents) for b in (*lowest, top)])
     out: BoneMap = {"pelvis": rig.names[pelvis]}
     # A deforming bone above the pelvis (3ds Max Biped: the legs hang from Bip01 Spine, under Bip01
