@@ -307,6 +307,28 @@ def test_given_legs_are_left_as_given_and_the_next_stance_starts_where_they_stoo
             assert min(held) > 0.5 * glide, (held, glide)
 
 
+def test_a_foot_still_down_after_given_frames_stays_until_it_steps():
+    """QA: after a hold (the same pose keyed twice) the dance set off again with a foot still
+    down, and the network's next stance began 2 frames later: the foot slid 38 cm along the
+    floor in between. A gap too short for a step, the foot down throughout, now joins that
+    stance to the given frames, and it stands where the given foot stood. Here the dancer
+    stands through the given frames, then glides off at 0.8 m/s, the left foot's next stance
+    3 frames on; before, the left foot slid with the body (2.7 cm a frame)."""
+    fps, T, edge = 30, 150, 60
+    poses = bent_knees(T)
+    left = JOINT_INDEX["left_ankle"]
+    given = np.zeros((T, 2), bool)
+    given[:edge] = True
+    trans = np.tile([0.0, REST_PELVIS_HEIGHT, 0.0], (T, 1))
+    trans[:, 0] = 0.8 * np.maximum(np.arange(T) - (edge - 1), 0) / fps
+    cycle = (np.arange(T) - (edge + 3)) / 30.0                      # the left foot's stance 3 frames on
+    p2, t2, contacts = clean_feet(poses, trans, fps, cycle=cycle, given_legs=given)
+    drawn, after = joint_positions(poses, t2), joint_positions(p2, t2)
+    off = np.linalg.norm(after[edge:edge + 6, left, [0, 2]] - drawn[edge - 1, left, [0, 2]], axis=-1)
+    assert off.max() < 0.005 and (contacts[edge:edge + 6, 0] > 0.5).all()
+    assert np.linalg.norm(drawn[edge + 5, left, [0, 2]] - drawn[edge - 1, left, [0, 2]]) > 0.1   # it was gliding
+
+
 def test_finished_dance_steps_on_the_music_beats():
     from engine.api import finish_motion
     fps, seconds = 30, 10.0

@@ -415,6 +415,7 @@ def step_plan(pos: np.ndarray, fps: float, leg, cycle: np.ndarray, given: np.nda
     stance = np.zeros(len(pos), dtype=bool)
     sole_held = np.zeros(len(pos), dtype=bool)
     spots = []
+    min_swing = int(round(MIN_SWING_SECONDS * fps))
     for a, b in stances:
         spot = _spot(ankle_path, a, b)
         # A stance next to a given run stands where the given foot stands at the run's edge: on
@@ -424,6 +425,18 @@ def step_plan(pos: np.ndarray, fps: float, leg, cycle: np.ndarray, given: np.nda
         # foot goes as drawn, as the corrections join it to the given frames: pinned to a
         # swinging foot's place, it hung in the air and then snapped 30 cm in a frame.
         after, before = _beside_given(given, a, b)
+        # A gap too short for a step, the foot down throughout and at the given run's edge,
+        # joins the stance to that run and it stands where the given foot does: a hold's foot,
+        # still down where the dance set off again, slid 38 cm along the floor over the 2
+        # frames between the hold and the network's next stance (QA).
+        joined = None
+        if given is not None and not (after or before):
+            for start, step in ((a, -1), (b - 1, 1)):
+                edge = _given_across_low_gap(given, low, start, step, min_swing)
+                if edge is not None and low_key[edge]:
+                    joined = edge
+                    a, b = (edge + 1, b) if step < 0 else (a, edge)
+                    break
         # A stance through a key, or just after or before one whose foot is down, stands where
         # the key puts the foot.
         keys = np.flatnonzero(pinned[a:b]) + a if pinned is not None else np.zeros(0, int)
@@ -431,6 +444,8 @@ def step_plan(pos: np.ndarray, fps: float, leg, cycle: np.ndarray, given: np.nda
             keys = [f for f in (a - 1, b) if 0 <= f < len(pinned) and pinned[f] and low_key[f]]
         if len(keys):
             spot = ankle_path[keys[0]].copy()
+        elif joined is not None:
+            spot = ankle_path[joined].copy()
         elif after and before:
             continue
         elif after or before:
@@ -558,6 +573,22 @@ def _pivot_about_toe(drawn: torch.Tensor, held: torch.Tensor, sole_held: np.ndar
             if before is not None and hi - k >= lo:
                 shift[hi - k] += ease * shift[before]
     return shift
+
+
+def _given_across_low_gap(given: np.ndarray, low: np.ndarray, start: int, step: int, longest: int) -> int | None:
+    """The given frame reached from frame `start` going `step` (-1: back, 1: on) across at most
+    `longest` free frames on which the foot is low; None if the foot leaves the floor first, or
+    none is reached."""
+    f = start + step
+    for _ in range(longest + 1):
+        if not 0 <= f < len(given):
+            return None
+        if given[f]:
+            return f if f != start + step else None      # right beside: _beside_given's case
+        if not low[f]:
+            return None
+        f += step
+    return None
 
 
 def _beside_given(given: np.ndarray | None, a: int, b: int) -> tuple[bool, bool]:
