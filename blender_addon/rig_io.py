@@ -194,8 +194,7 @@ def switches_note(obj) -> str | None:
     ad = obj.animation_data
     if ad is not None and takes.is_take(ad.action):
         return None
-    had = dict(obj.get(SWITCHES_KEY, {})) or {f"{pb.name}|{prop}": float(pb[prop]) for pb in obj.pose.bones
-                                               for prop in RIGIFY_SWITCHES if prop in pb.keys()}
+    had = dict(obj.get(SWITCHES_KEY, {})) or _switches_now(obj)
     differ = sorted({key.partition("|")[0] for key, value in had.items()
                      if abs(float(value) - RIGIFY_SWITCHES[key.partition("|")[2]]) > 1e-6})
     if not differ:
@@ -675,10 +674,15 @@ def _key_rigify_switches(obj, action, frames: np.ndarray) -> None:
             fc.update()
 
 
+def _switches_now(obj) -> dict[str, float]:
+    """{"bone|property": value} of the rig's Rigify switches (RIGIFY_SWITCHES) as they stand."""
+    return {f"{pb.name}|{prop}": float(pb[prop]) for pb in obj.pose.bones for prop in RIGIFY_SWITCHES
+            if prop in pb.keys()}
+
+
 def _remember_switches(obj) -> None:
     """Record Rigify's switches as the animator has them now (restore_switches puts them back)."""
-    found = {f"{pb.name}|{prop}": float(pb[prop]) for pb in obj.pose.bones for prop in RIGIFY_SWITCHES
-             if prop in pb.keys()}
+    found = _switches_now(obj)
     if found:
         obj[SWITCHES_KEY] = found
 

@@ -23,6 +23,7 @@ from engine.training.gpu_session import (PACKED_DATA_BYTES, RECIPES, SCREEN_PACK
 from engine.training.train import lr_at
 
 from conftest import REPO, teacher_with_guide
+from test_screen import tiny_pack
 
 
 def _dance(seed: int, frames: int = 240) -> tuple[np.ndarray, np.ndarray]:
@@ -93,28 +94,12 @@ def shipped(tiny_weights, tmp_path_factory):
     return folder
 
 
-def _screen_pack(folder) -> "Path":
-    """A screen pack (engine.evaluation.screen) of one 4 s validation clip of a click track."""
-    from engine.evaluation import evaluate as E
-    from engine.evaluation import screen as S
-    from test_evaluate import click_track, pulsing_dance
-    click_track(folder / "val.wav", 5.0)
-    val = pulsing_dance("val_song", 4.0)
-    val.audio_path = str(folder / "val.wav")
-    train = [pulsing_dance(f"train_{i}", 12.0, phase=i * 4, amplitude=0.01 + 0.01 * i) for i in range(2)]
-    clips = E.cut_clips([val], 4.0)
-    frames = len(clips[0].positions)
-    pack = folder / "screen.npz"
-    S.write_pack(pack, S.pack_arrays(clips, [], frames, E.reference_features(E.training_clips(train, frames))))
-    return pack
-
-
 def test_a_gpu_session_returns_a_network_and_its_student_within_the_device_limits(shipped, tmp_path, capsys):
     out = tmp_path / "OUT"
     code = session_main(["--data", str(shipped / "synthetic.npz"), "--out", str(out), "--work", str(tmp_path / "work"),
                          "--teacher", str(shipped / "dance.safetensors"), "--device", "cpu", "--minutes", "0.5",
                          "--recipes", "phase_keys", "--batch", "4", "--distill-batch", "4", "--workers", "0",
-                         "--screen", str(_screen_pack(tmp_path))])
+                         "--screen", str(tiny_pack(tmp_path))])
     assert code == 0, capsys.readouterr().err
     files = sorted(p.name for p in out.iterdir())
     assert files == ["phase_keys-log.txt", "phase_keys-main.safetensors", "phase_keys-student.safetensors",

@@ -11,6 +11,18 @@ from engine.evaluation.genre_set import GenreSong
 from test_evaluate import click_track, pulsing_dance
 
 
+def tiny_pack(folder):
+    """A screen pack of one 4 s validation clip of a click track (no genre songs)."""
+    click_track(folder / "val.wav", 5.0)
+    val = pulsing_dance("val_song", 4.0)
+    val.audio_path = str(folder / "val.wav")
+    train = [pulsing_dance(f"train_{i}", 12.0, phase=i * 4) for i in range(2)]
+    clips, train_clips = E.scored_clips(train, [val], 4.0)
+    pack = folder / "screen.npz"
+    S.write_pack(pack, S.pack_arrays(clips, [], len(clips[0].positions), E.reference_features(train_clips)))
+    return pack
+
+
 def test_a_pack_scores_as_the_songs_do(tmp_path, tiny_weights):
     songs = tmp_path / "songs"
     songs.mkdir()
@@ -60,14 +72,7 @@ def test_scoring_needs_neither_librosa_nor_soundfile(tmp_path, tiny_weights):
     import subprocess
     import sys
     from conftest import REPO
-    click_track(tmp_path / "val.wav", 5.0)
-    val = pulsing_dance("val_song", 4.0)
-    val.audio_path = str(tmp_path / "val.wav")
-    train = [pulsing_dance(f"train_{i}", 12.0, phase=i * 4) for i in range(2)]
-    clips = E.cut_clips([val], 4.0)
-    frames = len(clips[0].positions)
-    pack = tmp_path / "screen.npz"
-    S.write_pack(pack, S.pack_arrays(clips, [], frames, E.reference_features(E.training_clips(train, frames))))
+    pack = tiny_pack(tmp_path)
     script = ("import sys; sys.modules['librosa'] = None; sys.modules['soundfile'] = None\n"
               "from engine.evaluation.screen import main\n"
               f"sys.exit(main(['score', '--pack', {str(pack)!r}, '--weights', {str(tiny_weights)!r}, '--steps', '2',"

@@ -152,6 +152,19 @@ def random_stretches(sequences: Sequence[Dance], frames: int, count: int, seed: 
     return out
 
 
+def scored_clips(train: Sequence[Dance], val: Sequence[Dance], clip_seconds: float, max_clips: int | None = None,
+                 every: int = 1) -> tuple[list[Clip], list[np.ndarray]]:
+    """(validation clips, training clips of the same length: the reference set), each set large
+    enough to score; EngineError otherwise."""
+    clips = cut_clips(val, clip_seconds, max_clips, every)
+    if not clips:
+        raise EngineError(f"no validation song is at least {clip_seconds:g} s long with its music")
+    train_clips = training_clips(train, len(clips[0].positions))
+    if len(train_clips) < 2:
+        raise EngineError("the training split has fewer than two clips of that length: FID_k needs more")
+    return clips, train_clips
+
+
 def add_music_beats(clips: Sequence[Clip]) -> None:
     """Fill each clip's music beats (seconds from its start) with engine.music.audio.detect_beats."""
     from tqdm import tqdm
@@ -384,13 +397,8 @@ def evaluate(train: Sequence[Dance], val: Sequence[Dance], *, clip_seconds: floa
     seeds = list(seeds) if seeds else [seed]
     if generators is None:
         generators = {k: g for k, g in (("model", generate), ("model, no beat warp", generate_unsynced)) if g}
-    clips = cut_clips(val, clip_seconds, max_clips, every)
-    if not clips:
-        raise EngineError(f"no validation song is at least {clip_seconds:g} s long with its music")
+    clips, train_clips = scored_clips(train, val, clip_seconds, max_clips, every)
     frames = len(clips[0].positions)
-    train_clips = training_clips(train, frames)
-    if len(train_clips) < 2:
-        raise EngineError("the training split has fewer than two clips of that length: FID_k needs more")
     reference = reference_features(train_clips)
     add_music_beats(clips)
     per_seed = seeded_rows(clips, generators, seeds, every_seed)
@@ -496,11 +504,8 @@ def main(argv=None) -> int:
             raise EngineError(f"--clip-seconds must be positive, got {args.clip_seconds}")
         if args.every < 1:
             raise EngineError(f"--every must be 1 or more, got {args.every}")
-        from ..training.data import DEFAULT_SOURCES, cache_beside
-        sources = [Path(s).resolve() for s in (args.data or DEFAULT_SOURCES)]
-        for s in sources:
-            if not s.exists():
-                raise EngineError(f"data folder not found: {s}")
+        from ..training.data import cache_beside, existing_sources
+        sources = existing_sources(args.data)
         out = args.out.resolve()
         train, val = load_sequences(sources, (args.cache or cache_beside(out)).resolve())
         settings = {"data": [str(s) for s in sources], "steps": args.steps, "every": args.every,

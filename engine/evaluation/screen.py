@@ -29,7 +29,7 @@ from ..body import layout as L
 from ..defaults import DEFAULT_STEPS
 from ..errors import EngineError
 from . import metrics as M
-from .evaluate import Clip, cut_clips, genre_clips, positions_of, reference_features, training_clips
+from .evaluate import Clip, genre_clips, positions_of, reference_features, scored_clips
 
 PACK_VERSION = 1
 SETS = ("validation", "genres")
@@ -171,22 +171,14 @@ def _line(label: str, row: dict) -> str:
 
 
 def _pack_command(args) -> int:
-    from ..training.data import DEFAULT_SOURCES, cache_beside
+    from ..training.data import cache_beside, existing_sources
     from .evaluate import load_sequences
     from .genre_set import genre_songs
-    sources = [Path(s).resolve() for s in (args.data or DEFAULT_SOURCES)]
-    for s in sources:
-        if not s.exists():
-            raise EngineError(f"data folder not found: {s}")
     out = args.out.resolve()
-    train, val = load_sequences(sources, (args.cache or cache_beside(out.parent)).resolve())  # beside the packed folder
-    clips = cut_clips(val, args.clip_seconds)
-    if not clips:
-        raise EngineError(f"no validation song is at least {args.clip_seconds:g} s long with its music")
+    # The cache beside the folder the pack is in: that folder travels to a lent GPU.
+    train, val = load_sequences(existing_sources(args.data), (args.cache or cache_beside(out.parent)).resolve())
+    clips, train_clips = scored_clips(train, val, args.clip_seconds)
     frames = len(clips[0].positions)
-    train_clips = training_clips(train, frames)
-    if len(train_clips) < 2:
-        raise EngineError("the training split has fewer than two clips of that length: FID_k needs more")
     songs = [] if args.genre_every == 0 else genre_clips(genre_songs()[::args.genre_every], args.clip_seconds)
     write_pack(out, pack_arrays(clips, songs, frames, reference_features(train_clips)))
     print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB): {len(clips)} validation clips, {len(songs)} genre songs, "

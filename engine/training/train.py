@@ -228,7 +228,7 @@ def check_run_folder(out: Path) -> None:
 
 
 def run(args) -> Path:
-    from .data import DEFAULT_SOURCES, WindowDataset, cache_beside, default_validation_names, load_corpus
+    from .data import WindowDataset, cache_beside, default_validation_names, existing_sources, load_corpus
     check_run_args(args)
     out = args.out.resolve()
     check_run_folder(out)
@@ -251,10 +251,7 @@ def run(args) -> Path:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed + rank)
     np.random.seed(args.seed + rank)
-    sources = [Path(s).resolve() for s in (args.data or DEFAULT_SOURCES)]
-    for s in sources:
-        if not s.exists():
-            raise EngineError(f"data folder not found: {s}")
+    sources = existing_sources(args.data)
     out.mkdir(parents=True, exist_ok=True)
     cache_dir = (args.cache or cache_beside(out)).resolve()
 

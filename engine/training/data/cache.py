@@ -71,6 +71,16 @@ SHARED_DATA = Path(__file__).resolve().parents[4] / "shared" / "data"
 DEFAULT_SOURCES = (SHARED_DATA / "tang2018", SHARED_DATA / "justlmd")
 
 
+def existing_sources(given=None) -> list[Path]:
+    """The data folders `given` (default: DEFAULT_SOURCES), resolved; one that is not there is an
+    EngineError naming it."""
+    sources = [Path(s).resolve() for s in (given or DEFAULT_SOURCES)]
+    for s in sources:
+        if not s.exists():
+            raise EngineError(f"data folder not found: {s}")
+    return sources
+
+
 def cache_beside(out: Path) -> Path:
     """The preprocessing cache of a tool writing to `out`: `.cache` beside it, never inside (the
     folder `engine data` packs into travels to a lent GPU, and a cache there tripled the upload),
