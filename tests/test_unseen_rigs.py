@@ -51,7 +51,8 @@ def test_hierarchy_mapping_finds_left_and_right_facing_any_way(degrees):
     assert detect_preset(rig) is None
     assert auto_map(rig) == want
     ret = Retargeter(rig, want)
-    assert np.degrees(np.arctan2(ret.frame[1, 0], ret.frame[0, 0])) == pytest.approx(degrees, abs=2.0)
+    facing = np.degrees(np.arctan2(ret.frame[1, 0], ret.frame[0, 0]))
+    assert (facing - degrees + 180.0) % 360.0 - 180.0 == pytest.approx(0.0, abs=2.0)   # -180 is 180
 
 
 def test_side_names_decide_where_the_feet_do_not():
