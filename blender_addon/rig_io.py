@@ -567,12 +567,12 @@ def write_character_dance(obj, motion: Motion, frame_start: float, action_name: 
     `keys` written verbatim. Returns the new action."""
     rt = retargeter(obj, bone_map)
     rig = rt.rig
-    # Planted feet stay planted on the character's own legs (the engine's contacts, else found
-    # from the character's ankles).
-    pose = rt.to_rig(np.asarray(motion.poses, np.float64), np.asarray(motion.trans, np.float64),
-                     contacts=motion.contacts, fps=motion.fps)
-    fps = fps or scene_io.scene_fps(bpy.context.scene)
     T = motion.num_frames
+    # Planted feet stay planted on the character's own legs (the engine's contacts, else found
+    # from the character's ankles), standing where the poses written as they are stand.
+    pose = rt.to_rig(np.asarray(motion.poses, np.float64), np.asarray(motion.trans, np.float64),
+                     contacts=motion.contacts, fps=motion.fps, given_feet=_given_feet(rt, keys, T))
+    fps = fps or scene_io.scene_fps(bpy.context.scene)
     frames = frame_start + np.arange(T) * (fps / motion.fps)
     rows = np.arange(T)
     if only is not None:
@@ -624,6 +624,19 @@ def write_character_dance(obj, motion: Motion, frame_start: float, action_name: 
     _key_rigify_switches(obj, action, frames[rows])
     obj.update_tag()
     return action
+
+
+def _given_feet(rt: Retargeter, keys: CharacterKeys | None, frames: int) -> np.ndarray | None:
+    """(frames,2,2,3) world ankles and toes of the poses `keys` write whole (every driven bone
+    and the root's location), NaN elsewhere (Retargeter.foot_points); None when there are none."""
+    if keys is None:
+        return None
+    whole = np.flatnonzero((keys.held[:, rt.driven].all(axis=1) & keys.root_held)[:frames])
+    if not len(whole):
+        return None
+    feet = np.full((frames, 2, 2, 3), np.nan)
+    feet[whole] = rt.foot_points(keys.rotations[whole], keys.root_location[whole])
+    return feet
 
 
 def _animated_influencers(obj, action, driven: set[str]) -> list[str]:

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from test_retarget import MIXAMO, Y_TO_Z, angle_between, dance, fk_world, humanoid, make_rig, smpl_heads
 
-from engine.finishing.feet import clean_feet
+from engine.finishing.feet import clean_feet, true_runs
 from engine.outputs.retarget import SMPL_ANKLE_HEIGHT, SMPL_TOE_HEIGHT, Retargeter, RetargetError, auto_map
 from engine.body.skeleton import JOINT_INDEX, JOINT_NAMES, NUM_JOINTS, PARENTS, REST_PELVIS_HEIGHT, joint_positions
 
@@ -311,3 +311,27 @@ def test_a_planted_leg_turns_no_faster_than_the_engines_joint_bounds():
             assert step[:, ret.bone_of[joint]].max() <= MAX_JOINT_SPEED[joint] + 1e-6
         hip, knee, ankle = leg_points(ret, out, rig, side)
         assert knee_angle(hip, knee, ankle)[-1] < knee_angle(hip, knee, ankle)[0] - 20   # the knee did fold
+
+
+def test_a_stance_into_given_poses_stands_where_their_foot_stands(planted_dance):
+    """A regenerated range on a character: the dance kept after it is written as it was, its
+    feet where the old dance planted them, which need not be where this dance's own stance
+    spot (the mean of SMPL's ankle over the run) lies. A stance running into those frames
+    stands on their spot from its first frame; on its own spot it slid into the kept dance
+    (QA: 1 cm a frame for 8 frames, then 2.5 cm in one)."""
+    poses, trans, contacts = planted_dance
+    rig = odd_legged_rig()
+    ret = Retargeter(rig, auto_map(rig))
+    a, b = max(true_runs(contacts[:, 0] > 0.5, 1), key=lambda r: r[1] - r[0])
+    cut = (a + b) // 2
+    plain = ret.to_rig(poses, trans, contacts=contacts, fps=FPS)
+    feet = ret.foot_points(plain.rotations, plain.root_location)       # (T,2,2,3) world
+    given = np.full_like(feet, np.nan)
+    given[cut:] = feet[cut:] + (0.04, -0.03, 0.0)                       # the old dance stood 5 cm away
+    out = ret.to_rig(poses, trans, contacts=contacts, fps=FPS, given_feet=given)
+    ankle = leg_points(ret, out, rig, "left")[2]
+    assert np.allclose(ret.foot_points(out.rotations, out.root_location)[:, 0, 0], ankle)
+    spot = given[cut, 0, 0, :2]
+    assert np.linalg.norm(ankle[a:b, :2] - spot, axis=-1).max() < 1e-3   # the whole stance on the given spot
+    before = leg_points(ret, plain, rig, "left")[2]
+    assert np.linalg.norm(before[a:cut, :2] - spot, axis=-1).min() > 0.045

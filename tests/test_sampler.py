@@ -620,6 +620,50 @@ def test_a_foot_that_pivots_on_its_stance_turns_about_its_toe(monkeypatch, about
         assert toe_spread > 0.05 and ankle_spread < 0.005
 
 
+def test_a_pivoting_stance_meets_the_given_foot_where_it_stands():
+    """A stance that ends where given frames begin (the dance kept after a regenerated range)
+    turns its sole about its frame next to them, not about its middle: the network pivots the
+    planted foot 150 degrees on its way into the given frames, and turned about the middle's
+    orientation the pivot shift put the ankle 13 cm off the given foot's spot on the last free
+    frame, which then jumped there in one (a regenerated range's end join)."""
+    fps, T, edge = 30.0, 120, 90
+    poses = bent_knees(T)
+    poses[:, 3 * JOINT_INDEX["left_ankle"] + 1] = np.radians(150) * np.clip((np.arange(T) - 30) / 60, 0, 1)
+    trans = np.tile([0.0, REST_PELVIS_HEIGHT, 0.0], (T, 1))
+    given = np.zeros((T, 2), bool)
+    given[edge:] = True
+    p2, t2, contacts = clean_feet(poses, trans, fps, given_legs=given)
+    after = joint_positions(p2, t2)
+    ankle = after[:, JOINT_INDEX["left_ankle"]][:, [0, 2]]
+    assert (contacts[edge - 30:edge, 0] > 0.5).all()                       # a stance up to the given frames
+    assert np.allclose(p2[edge:], poses[edge:])                            # the given legs as given
+    steps = np.linalg.norm(np.diff(ankle[edge - 10:edge + 2], axis=0), axis=-1)
+    assert steps.max() < 0.005, steps
+
+
+def test_a_foot_sliding_into_given_frames_steps_to_where_the_given_foot_stands():
+    """The body glides at 0.8 m/s into given frames in which it stands (the dance kept after a
+    regenerated range). The given feet stand, so each is a stance the free frames step to: a
+    foot the network slides along the floor into them is re-stepped, lifted, to the given foot's
+    spot. Left as drawn, the right foot skated into them on 16 of the last 20 free frames (QA:
+    1-1.6 cm a frame for 9 frames into a character's join)."""
+    fps, T, edge = 30, 150, 90
+    poses = bent_knees(T)
+    t = (np.arange(T) - edge) / fps
+    trans = np.stack([0.8 * np.minimum(t, 0.0), np.full(T, REST_PELVIS_HEIGHT), np.zeros(T)], 1)
+    given = np.zeros((T, 2), bool)
+    given[edge:] = True
+    p2, t2, _ = clean_feet(poses, trans, fps, given_legs=given)
+    after = joint_positions(p2, t2)
+    assert np.allclose(p2[edge:], poses[edge:])
+    floor = after[:, [JOINT_INDEX["left_foot"], JOINT_INDEX["right_foot"]], 1].min()
+    for side in ("left", "right"):
+        toe = after[edge - 21:edge, JOINT_INDEX[f"{side}_foot"]]
+        speed = np.linalg.norm(np.diff(toe[:, [0, 2]], axis=0), axis=-1) * fps
+        skating = (toe[1:, 1] - floor < 0.02) & (speed > feet.PLANTED_SPEED)
+        assert skating.sum() <= 2, (side, skating.sum())
+
+
 def test_a_turning_foot_keeps_its_planted_orientation_while_it_lifts_off_and_sets_down():
     """The network swivels the feet (yaw +-20 degrees, once a second) while the body glides. A
     stance holds the sole still; had the swing let go of it at lift-off, the foot would turn

@@ -416,6 +416,7 @@ def step_plan(pos: np.ndarray, fps: float, leg, cycle: np.ndarray, given: np.nda
     sole_held = np.zeros(len(pos), dtype=bool)
     spots = []
     min_swing = int(round(MIN_SWING_SECONDS * fps))
+    min_stance = max(2, int(round(MIN_RUN_SECONDS * fps)))
     for a, b in stances:
         spot = _spot(ankle_path, a, b)
         # A stance next to a given run stands where the given foot stands at the run's edge: on
@@ -459,7 +460,19 @@ def step_plan(pos: np.ndarray, fps: float, leg, cycle: np.ndarray, given: np.nda
         a, b = a + near[0], a + near[-1] + 1          # the stance ends where its spot is out of reach
         target[a:b], weight[a:b], stance[a:b] = spot, 1.0, True
         spots.append((a, b, spot))
-    min_stance = max(2, int(round(MIN_RUN_SECONDS * fps)))
+    if given_planted is not None:
+        # The given foot standing at a given run's edge is a stance the free frames step to or
+        # from: a foot the network slides along the floor into the given frames is re-stepped
+        # to where the given foot stands (it skated 1-1.6 cm a frame for 9 frames into a
+        # regenerated range's join). One frame long, it gives up none of its frames to a swing.
+        # The given foot counts as standing at the edge when it is planted within a shortest
+        # stance of it (the edge frame's own speed is measured across the free frame beside it).
+        for g0, g1 in true_runs(given, 1):
+            for edge, beside_free, around in ((g0, g0 > 0, slice(g0, g0 + min_stance)),
+                                              (g1 - 1, g1 < len(given), slice(max(0, g1 - min_stance), g1))):
+                if beside_free and low_key[edge] and given_planted[around].any():
+                    spots.append((edge, edge + 1, ankle_path[edge].copy()))
+        spots.sort(key=lambda s: s[0])
     for i in range(len(spots) - 1):
         (a0, b0, spot0), (a1, b1, spot1) = spots[i], spots[i + 1]
         if b0 >= a1:
@@ -513,23 +526,29 @@ def step_plan(pos: np.ndarray, fps: float, leg, cycle: np.ndarray, given: np.nda
     return target, weight, stance, sole_held | stance
 
 
-def _run_reference(a: int, b: int, pinned: np.ndarray | None) -> int:
-    """The frame whose foot a held run [a, b) keeps: its first pinned frame (a key), else its middle."""
+def _run_reference(a: int, b: int, pinned: np.ndarray | None, given: np.ndarray | None = None) -> int:
+    """The frame whose foot a held run [a, b) keeps: its first pinned frame (a key), else its frame
+    next to given frames (the foot there must meet the given foot's), else its middle."""
     keys = np.flatnonzero(pinned[a:b]) if pinned is not None else ()
-    return a + int(keys[0]) if len(keys) else (a + b - 1) // 2
+    if len(keys):
+        return a + int(keys[0])
+    after, before = _beside_given(given, a, b)
+    return a if after else b - 1 if before else (a + b - 1) // 2
 
 
-def _held_sole(sole: torch.Tensor, held: np.ndarray, fade: int, pinned: np.ndarray | None = None) -> torch.Tensor:
-    """(T,3,3) world orientations of a foot -> the same, held at its middle orientation (a
-    pinned frame's, where the run has one) through each run of `held` (a stance with its
-    lift-off and set-down) and eased back at its edges: a planted foot neither swivels nor
-    rocks. Where the network turns the foot further than SOLE_RELEASE_DEGREES from that
-    orientation, the hold is let go, so the foot pivots with the dancer's turn."""
+def _held_sole(sole: torch.Tensor, held: np.ndarray, fade: int, pinned: np.ndarray | None = None,
+               given: np.ndarray | None = None) -> torch.Tensor:
+    """(T,3,3) world orientations of a foot -> the same, held at its run's reference orientation
+    (_run_reference: a pinned frame's, the one next to `given` frames, else its middle's)
+    through each run of `held` (a stance with its lift-off and set-down) and eased back at its
+    edges: a planted foot neither swivels nor rocks. Where the network turns the foot further
+    than SOLE_RELEASE_DEGREES from that orientation, the hold is let go, so the foot pivots with
+    the dancer's turn."""
     quats = R.matrix_to_quat(sole)
     target = quats.numpy().copy()
     weight = np.zeros(len(held))
     for a, b in true_runs(held, 1):
-        target[a:b] = target[_run_reference(a, b, pinned)]
+        target[a:b] = target[_run_reference(a, b, pinned, given)]
         weight[a:b] = 1.0
     _fade_edges(target, weight, fade)
     # Where the dancer turns on the planted foot, let the foot pivot rather than wring the ankle.
@@ -540,20 +559,24 @@ def _held_sole(sole: torch.Tensor, held: np.ndarray, fade: int, pinned: np.ndarr
 
 
 def _pivot_about_toe(drawn: torch.Tensor, held: torch.Tensor, sole_held: np.ndarray, toe_offset: np.ndarray,
-                     moving: np.ndarray, fade: int, pinned: np.ndarray | None = None) -> np.ndarray:
+                     moving: np.ndarray, fade: int, pinned: np.ndarray | None = None,
+                     given: np.ndarray | None = None) -> np.ndarray:
     """(T,3) horizontal shift of a leg's ankle target so that where the held sole turns away from
     its run's middle orientation (`held` against `drawn`, (T,3,3) world orientations; a pivot,
     _held_sole), the foot turns about its toe (`toe_offset`, the toe joint's rest offset from the
     ankle) rather than about its ankle: the ball of the foot stays and the heel swings. Between
     two held runs across frames the step plan moves (`moving`: a swing) the shift passes linearly
-    from one run's edge to the other's; elsewhere it eases to nothing over `fade` frames."""
+    from one run's edge to the other's; elsewhere it eases to nothing over `fade` frames. A run next
+    to `given` frames turns about its frame there (_run_reference): about its middle, a stance
+    whose foot the network turned shifted the ankle off the given foot's spot by the toe's
+    swing, and the foot jumped 13 cm in a frame into a regenerated range's join."""
     T = len(sole_held)
     shift = np.zeros((T, 3))
     runs = true_runs(sole_held, 1)
     if not runs:
         return shift
     for a, b in runs:
-        middle = drawn[_run_reference(a, b, pinned)].numpy()
+        middle = drawn[_run_reference(a, b, pinned, given)].numpy()
         shift[a:b] = middle @ toe_offset - held[a:b].numpy() @ toe_offset
     shift[:, 1] = 0.0                           # about the vertical only: the toe keeps its height
     # The gaps around the runs: each follows a run's last frame (`after`, None before the first)
@@ -654,9 +677,9 @@ def lock_feet(poses: np.ndarray, trans: np.ndarray, fps: float, cycle: np.ndarra
             weight[pinned] = 0.0
         frames = torch.from_numpy(np.flatnonzero(weight > 0))
         if len(frames):
-            held_sole = _held_sole(glob[:, leg[2]], sole_held, _fade_frames(fps), pinned)
+            held_sole = _held_sole(glob[:, leg[2]], sole_held, _fade_frames(fps), pinned, given)
             target = target + _pivot_about_toe(glob[:, leg[2]], held_sole, sole_held, REST_OFFSETS[leg[3]],
-                                               weight > 0, _fade_frames(fps), pinned)
+                                               weight > 0, _fade_frames(fps), pinned, given)
             w = torch.from_numpy(weight[frames.numpy()])[:, None]
             blended = w * torch.from_numpy(target[frames.numpy()]) + (1 - w) * pos[frames, leg[2]]
             held = R.matrix_to_quat(held_sole[frames])

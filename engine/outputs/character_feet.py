@@ -42,16 +42,26 @@ def contact_columns(contacts, frames: int) -> np.ndarray:
     return c[:, :2] > 0.5 if c.dtype.kind == "f" else c[:, :2].astype(bool)
 
 
+def _low(ankle: np.ndarray, rest_height: float, scale: float, toe: np.ndarray | None,
+         toe_rest_height: float) -> np.ndarray:
+    """(T,) whether the ankle (T,3 world), or the toe where the rig has one, is within
+    PLANTED_HEIGHT (scaled to the character) of its rest height above the floor; False on NaN."""
+    from ..finishing.feet import PLANTED_HEIGHT   # torch-backed module: import late
+    with np.errstate(invalid="ignore"):
+        low = ankle[:, 2] - rest_height < PLANTED_HEIGHT * scale
+        if toe is not None:
+            low |= toe[:, 2] - toe_rest_height < PLANTED_HEIGHT * scale
+    return low
+
+
 def derive_contacts(ankle: np.ndarray, rest_height: float, scale: float, fps: float,
                     toe: np.ndarray | None = None, toe_rest_height: float = 0.0) -> np.ndarray:
     """(T,) whether the character's ankle (T,3 world) is planted: low (the ankle, or the toe (T,3)
     where the rig has one, within PLANTED_HEIGHT of its rest height above the floor; a dance
     often plants the ball of the foot with the heel up) and the ankle slower than PLANTED_SPEED,
     both scaled to the character, for at least MIN_RUN_SECONDS, as engine.finishing.feet judges SMPL's feet."""
-    from ..finishing.feet import MIN_RUN_SECONDS, PLANTED_HEIGHT, PLANTED_SPEED   # torch-backed module: import late
-    low = ankle[:, 2] - rest_height < PLANTED_HEIGHT * scale
-    if toe is not None:
-        low |= toe[:, 2] - toe_rest_height < PLANTED_HEIGHT * scale
+    from ..finishing.feet import MIN_RUN_SECONDS, PLANTED_SPEED   # torch-backed module: import late
+    low = _low(ankle, rest_height, scale, toe, toe_rest_height)
     speed = np.linalg.norm(np.gradient(ankle[:, :2], axis=0), axis=-1) * fps if len(ankle) > 1 else np.zeros(len(ankle))
     still = low & (speed < PLANTED_SPEED * scale)
     shortest = max(2, int(round(MIN_RUN_SECONDS * fps)))
@@ -65,6 +75,21 @@ def derive_contacts(ankle: np.ndarray, rest_height: float, scale: float, fps: fl
         if b - a >= shortest:
             planted[a:b] = True
     return planted
+
+
+def given_stances(ankle: np.ndarray, toe: np.ndarray | None, planted: np.ndarray, rest_height: float,
+                  toe_rest_height: float, scale: float, fps: float) -> np.ndarray:
+    """(T,) frames on which a given pose of the character (the dance kept around a regenerated
+    range, an animator's full-pose key) stands on this foot: ankle and toe (T,3 world, NaN where
+    no pose is given) low and still through a run of given frames (derive_contacts), or low on
+    a given frame inside a planted run of the dance (`planted` (T,), a key the stance passes)."""
+    known = np.isfinite(ankle).all(axis=1)
+    stood = np.zeros(len(ankle), bool)
+    for a, b in _runs(known):
+        stood[a:b] = derive_contacts(ankle[a:b], rest_height, scale, fps,
+                                     None if toe is None else toe[a:b], toe_rest_height)
+    low = _low(ankle, rest_height, scale, toe, toe_rest_height)
+    return stood | (known & low & np.asarray(planted, bool))
 
 
 def stance_heights(smpl_ankle_z: np.ndarray, smpl_rest_height: float, rest_height: float,
@@ -88,14 +113,18 @@ def stance_heights(smpl_ankle_z: np.ndarray, smpl_rest_height: float, rest_heigh
 
 
 def stance_targets(planted: np.ndarray, smpl_ankle: np.ndarray, free_ankle: np.ndarray, height: np.ndarray,
-                   fade: int) -> tuple[np.ndarray, np.ndarray]:
+                   fade: int, given: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Where the character's ankle should be: (target (T,3) world, weight (T,) in [0, 1]).
 
     Each planted run holds one spot on the floor: the mean of the SMPL ankle's path (already
-    scaled into the world) over the run, at `height` (T,) above the floor (stance_heights). Around
-    a run the correction (spot minus the free, plain-retarget ankle at the run's edge) fades out
-    over `fade` frames on the free ankle's own path; two runs' fades that meet add up, so in a
-    short gap the foot swings as the dance swings it, from one spot to the next, without a jump.
+    scaled into the world) over the run, at `height` (T,) above the floor (stance_heights). A run
+    through frames where `given` (T,3; NaN elsewhere) says where the ankle stands (a given pose's
+    own ankle, given_stances) keeps it there, and its other frames stand on the spot of the
+    nearest such frame: on a spot of its own, the foot slid into the dance kept around a
+    regenerated range (1 cm a frame for 8 frames, then 2.5 cm in one). Around a run the
+    correction (spot minus the free, plain-retarget ankle at the run's edge) fades out over
+    `fade` frames on the free ankle's own path; two runs' fades that meet add up, so in a short
+    gap the foot swings as the dance swings it, from one spot to the next, without a jump.
     """
     T = len(planted)
     shift = np.zeros((T, 3))               # correction of the free ankle outside the runs
@@ -103,21 +132,25 @@ def stance_targets(planted: np.ndarray, smpl_ankle: np.ndarray, free_ankle: np.n
     runs = _runs(planted)
     k = np.arange(1, fade + 1)
     w = 1.0 - k / (fade + 1)
-    spots = []
+    places = []
     for a, b in runs:
-        spot = np.append(smpl_ankle[a:b, :2].mean(axis=0), 0.0)
-        spots.append(spot)
-        for i, edge in ((a - k, a), (b - 1 + k, b - 1)):
+        place = np.empty((b - a, 3))
+        place[:, :2], place[:, 2] = smpl_ankle[a:b, :2].mean(axis=0), height[a:b]
+        own = np.flatnonzero(np.isfinite(given[a:b]).all(axis=1)) if given is not None else ()
+        if len(own):
+            nearest = own[np.abs(np.arange(b - a)[:, None] - own[None]).argmin(axis=1)]
+            place[:, :2] = given[a + nearest, :2]
+            place[own] = given[a + own]
+        places.append(place)
+        for i, edge, at in ((a - k, a, 0), (b - 1 + k, b - 1, -1)):
             keep = (i >= 0) & (i < T)
-            off = spot - free_ankle[edge]
-            off[2] = height[edge] - free_ankle[edge, 2]
-            shift[i[keep]] += w[keep, None] * off
+            shift[i[keep]] += w[keep, None] * (place[at] - free_ankle[edge])
             weight[i[keep]] += w[keep]
     over = np.maximum(weight, 1.0)         # where fades overlap, their mean correction
     target = free_ankle + shift / over[:, None]
     weight = np.minimum(weight, 1.0)
-    for (a, b), spot in zip(runs, spots):
-        target[a:b, :2], target[a:b, 2], weight[a:b] = spot[:2], height[a:b], 1.0
+    for (a, b), place in zip(runs, places):
+        target[a:b], weight[a:b] = place, 1.0
     return target, weight
 
 

@@ -318,13 +318,16 @@ class Rig:
             raise RetargetError("rig: the bone hierarchy (with the bones it follows) has a cycle")
         return out
 
-    def world_heads(self) -> np.ndarray:
+    def to_world(self, points: np.ndarray) -> np.ndarray:
+        """Armature-space points (...,3) -> the world, through the object's matrix."""
         O = self.object_matrix
-        return self.rest[:, :3, 3] @ O[:3, :3].T + O[:3, 3]
+        return points @ O[:3, :3].T + O[:3, 3]
+
+    def world_heads(self) -> np.ndarray:
+        return self.to_world(self.rest[:, :3, 3])
 
     def world_tails(self) -> np.ndarray:
-        O = self.object_matrix
-        return (self.rest[:, :3, 3] + self.lengths[:, None] * self.rest[:, :3, 1]) @ O[:3, :3].T + O[:3, 3]
+        return self.to_world(self.rest[:, :3, 3] + self.lengths[:, None] * self.rest[:, :3, 1])
 
 
 @dataclass
@@ -557,13 +560,16 @@ class Retargeter:
         return M[:, p] @ (A[p].T @ A[b])
 
     def to_rig(self, poses: np.ndarray, trans: np.ndarray, *, contacts: np.ndarray | None = None,
-               fps: float | None = None, plant_feet: bool = True) -> RigPose:
+               fps: float | None = None, plant_feet: bool = True, given_feet: np.ndarray | None = None) -> RigPose:
         """SMPL motion -> the rig's pose-space keys.
 
         Planted feet (engine.outputs.character_feet): with `contacts` ((T,2) per leg, or the engine's (T,4)
         Motion.contacts) the ankle of each leg is pinned through each contact run; with `fps` but
         no contacts, the runs are found from the character's own ankles (low and slow). With
-        neither (or plant_feet=False) the legs follow the plain retarget."""
+        neither (or plant_feet=False) the legs follow the plain retarget. `given_feet` (T,2,2,3;
+        foot_points, NaN on other frames): where the character's feet stand in poses written
+        as they are (the dance around a regenerated range, full-pose keys); a stance through
+        them keeps their spot (character_feet.given_stances)."""
         poses, trans = _check_motion(poses, trans)
         B = len(self.rig.names)
         G = smpl_global_rotations(poses)
@@ -574,7 +580,7 @@ class Retargeter:
         want = want @ self._O_inv[:3, :3].T + self._O_inv[:3, 3]                                 # armature
         shift = want - pos[:, pel]
         if plant_feet and self._legs and (contacts is not None or fps is not None):
-            if self._plant_feet(G, trans, target, pos, shift, contacts, fps):
+            if self._plant_feet(G, trans, target, pos, shift, contacts, fps, given_feet):
                 if fps is not None:
                     self._guard_leg_speeds(target, float(fps))
                 M, pos, basis, carried_root = self._pose(target)
@@ -584,21 +590,19 @@ class Retargeter:
         q[:, undriven] = (1.0, 0.0, 0.0, 0.0)
         return RigPose(_continuous(q), location, self.root_bone, list(self.driven))
 
-    def _plant_feet(self, G, trans, target, pos, shift, contacts, fps) -> bool:
+    def _plant_feet(self, G, trans, target, pos, shift, contacts, fps, given_feet=None) -> bool:
         """Re-solve each leg's thigh and shin (edits `target` in place) so that planted ankles
         hold still at the character's ankle height; True where anything changed."""
         from . import character_feet as cf
         T = len(G)
-        O = self.rig.object_matrix
         moved = np.array(self._moved_by_root())
         # character_feet works above a floor at z = 0: world points here are taken down by the
         # floor's height (a translation, which leaves the leg IK's rotations as they are).
         floor = np.array([0.0, 0.0, self.frame[2, 3]])
-        world = lambda p: p @ O[:3, :3].T + O[:3, 3] - floor   # noqa: E731  armature heads -> world
-        heads_w = world(pos + np.where(moved[None, :, None], shift[:, None, :], 0.0))
+        heads_w = self.rig.to_world(pos + np.where(moved[None, :, None], shift[:, None, :], 0.0)) - floor
         smpl = smpl_positions(G, trans)
-        to_world = lambda p: self.frame[:3, 3] - floor + self.scale * p @ self._D.T   # noqa: E731  SMPL -> world
-        given = None if contacts is None else cf.contact_columns(contacts, T)
+        smpl_to_world = lambda p: self.frame[:3, 3] - floor + self.scale * p @ self._D.T   # noqa: E731  SMPL -> world
+        contact_runs = None if contacts is None else cf.contact_columns(contacts, T)
         if fps is None:
             from ..defaults import DEFAULT_FPS
             rate = DEFAULT_FPS
@@ -615,20 +619,27 @@ class Retargeter:
             hip, knee, ankle, rest_height, toe, toe_height = self._legs[side]
             jh, jk, ja = (JOINT_INDEX[f"{side}_{j}"] for j in ("hip", "knee", "ankle"))
             free = heads_w[:, ankle]
-            planted = (given[:, col] if given is not None else cf.derive_contacts(
+            planted = (contact_runs[:, col] if contact_runs is not None else cf.derive_contacts(
                 free, rest_height, self.scale, rate, heads_w[:, toe] if toe >= 0 else None, toe_height))
+            fixed = None
+            if given_feet is not None:
+                ankle_g, toe_g = (np.asarray(given_feet[:, col, k], np.float64) - floor for k in (0, 1))
+                stood = cf.given_stances(ankle_g, toe_g if toe >= 0 else None, planted, rest_height, toe_height,
+                                         self.scale, rate)
+                planted = (planted & ~np.isfinite(ankle_g).all(axis=1)) | stood
+                fixed = np.where(stood[:, None], ankle_g, np.nan)
             if not planted.any():
                 continue
             # The spot follows SMPL's ankle, moved by where the character's hip sits against SMPL's.
-            smpl_ankle = to_world(smpl[:, ja]) + (heads_w[:, hip] - to_world(smpl[:, jh])) * [1.0, 1.0, 0.0]
+            smpl_ankle = smpl_to_world(smpl[:, ja]) + (heads_w[:, hip] - smpl_to_world(smpl[:, jh])) * [1.0, 1.0, 0.0]
             smpl_rest = self.scale * SMPL_ANKLE_HEIGHT
             if toe >= 0:      # the foot as turned on each frame: its ankle's height above its toe
-                smpl_toe_z = to_world(smpl[:, JOINT_INDEX[f"{side}_foot"]])[:, 2] - self.scale * SMPL_TOE_HEIGHT
+                smpl_toe_z = smpl_to_world(smpl[:, JOINT_INDEX[f"{side}_foot"]])[:, 2] - self.scale * SMPL_TOE_HEIGHT
                 height = cf.stance_heights(smpl_ankle[:, 2], smpl_rest, rest_height, smpl_toe_z,
                                            free[:, 2] - heads_w[:, toe, 2], toe_height)
             else:
                 height = cf.stance_heights(smpl_ankle[:, 2], smpl_rest, rest_height)
-            goal, weight = cf.stance_targets(planted, smpl_ankle, free, height, fade)
+            goal, weight = cf.stance_targets(planted, smpl_ankle, free, height, fade, fixed)
             f = np.flatnonzero(weight > 0)
             hinge = -(self._D @ G[f, jk])[:, :, 0]            # SMPL's knee bends about its -x
             # As in engine.finishing.feet: IK straightens a leg no further than MAX_REACH, or than the plain
@@ -675,6 +686,35 @@ class Retargeter:
         parents = self.rig.effective_parents()
         return [is_ancestor(parents, self.root_bone, b) for b in range(len(parents))]
 
+    def _posed(self, basis: np.ndarray, root_location: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """FK of the rig from every bone's basis rotation (T,B,3,3) and the root bone's basis
+        location (T,3): (armature-space rotations M (T,B,3,3), heads pos (T,B,3))."""
+        T, B = basis.shape[:2]
+        M = np.empty((T, B, 3, 3))
+        pos = np.empty((T, B, 3))
+        for b in self._order:
+            carried = self._carried(M, pos, b)
+            if b == self.root_bone:
+                pos[:, b] += np.einsum("tab,tb->ta", carried, root_location)
+            M[:, b] = carried @ basis[:, b]
+            if b in self.rig.follows:
+                M[:, b], pos[:, b] = M[:, self.rig.follows[b]], pos[:, self.rig.follows[b]]
+        return M, pos
+
+    def foot_points(self, rotations: np.ndarray, root_location: np.ndarray) -> np.ndarray:
+        """(T,2,2,3) world positions of each leg's (left, right) ankle and toe bone heads, for the
+        rig posed by basis rotations (T,B,4) of every bone and the root bone's basis location
+        (T,3); NaN for a leg or a toe the map lacks."""
+        rotations = np.asarray(rotations, np.float64)
+        _, pos = self._posed(quat_to_matrix(rotations), np.asarray(root_location, np.float64))
+        out = np.full((len(rotations), 2, 2, 3), np.nan)
+        for col, side in enumerate(("left", "right")):
+            for k, joint in enumerate(("ankle", "foot")):
+                b = self.bone_of[JOINT_INDEX[f"{side}_{joint}"]]
+                if b >= 0:
+                    out[:, col, k] = self.rig.to_world(pos[:, b])
+        return out
+
     # -- rig -> SMPL
 
     def from_rig(self, rotations: np.ndarray, root_location: np.ndarray, bone_keyed: np.ndarray,
@@ -696,16 +736,7 @@ class Retargeter:
         if rotations.shape != (T, B, 4) or root_location.shape != (T, 3) or bone_keyed.shape != (T, B):
             raise RetargetError(f"from_rig needs rotations (T,{B},4), root_location (T,3) and bone_keyed (T,{B}); got "
                                 f"{rotations.shape}, {root_location.shape}, {bone_keyed.shape}")
-        basis = quat_to_matrix(rotations)
-        M = np.empty((T, B, 3, 3))
-        pos = np.empty((T, B, 3))
-        for b in self._order:
-            carried = self._carried(M, pos, b)
-            if b == self.root_bone:
-                pos[:, b] += np.einsum("tab,tb->ta", carried, root_location)
-            M[:, b] = carried @ basis[:, b]
-            if b in self.rig.follows:
-                M[:, b], pos[:, b] = M[:, self.rig.follows[b]], pos[:, self.rig.follows[b]]
+        M, pos = self._posed(quat_to_matrix(rotations), root_location)
         G = np.broadcast_to(np.eye(3), (T, NUM_JOINTS, 3, 3)).copy()
         for b, j in self.joint_of.items():
             G[:, j] = self._D.T @ self._Ro @ M[:, b] @ self._Q[b].T @ self._D
@@ -718,8 +749,7 @@ class Retargeter:
                 a = PARENTS[a]
             local[:, j] = G[:, j] if a < 0 else np.swapaxes(G[:, a], -1, -2) @ G[:, j]
         poses = matrix_to_axis_angle(local).reshape(T, NUM_JOINTS * 3)
-        O = self.rig.object_matrix
-        world = pos[:, self.bone_of[0]] @ O[:3, :3].T + O[:3, 3]
+        world = self.rig.to_world(pos[:, self.bone_of[0]])
         trans = (world - self.frame[:3, 3]) @ self._D / self.scale - G[:, 0] @ self._delta
         joint_mask = np.zeros((T, NUM_JOINTS), bool)
         for j, b in enumerate(self.bone_of):
