@@ -82,7 +82,7 @@ class DANCE_PT_main(_DancePanel, bpy.types.Panel):
             plan = operators.plan(scene, settings)
             box.label(text=os.path.basename(plan.span.path), icon='SOUND')
             box.label(text=f"{plan.duration:.1f} s from {plan.start_seconds:.2f} s into the file")
-            box.label(text=f"Frames {plan.first}-{plan.last} at {plan.fps:.5g} fps")
+            box.label(text=f"Frames {scene_io.frame_span(plan.first, plan.last)} at {plan.fps:.5g} fps")
         except EngineError as e:
             box.label(text=str(e), icon='ERROR')
         row = box.row(align=True)

@@ -171,7 +171,9 @@ def _generate(args, music) -> int:
         except OSError as e:           # checked up front, but a disk can fill or a folder go
             raise EngineError(f"cannot write {out}: {e.strerror or e}") from None
         print(f"wrote {out}")
-    print(f"{motion.num_frames} frames at {motion.fps:g} fps ({motion.duration:.1f} s), style {motion.style}, seed {motion.seed}")
+    frames = f"{motion.num_frames} frame{'' if motion.num_frames == 1 else 's'}"
+    seconds = f"{motion.duration:.1f}" if motion.duration >= 0.1 else f"{motion.duration:.2g}"   # never "0.0 s"
+    print(f"{frames} at {motion.fps:g} fps ({seconds} s), style {motion.style}, seed {motion.seed}")
     return 0
 
 

@@ -310,3 +310,13 @@ def test_tools_check_their_options_in_one_line():
                        (["bench", "--lengths", "0"], "song lengths must be"), (["bench", "--steps", "0"], "--steps must be")):
         r = _cli(*args)
         assert r.returncode == 2 and said in r.stderr and r.stderr.strip().splitlines() == [r.stderr.strip()], r.stderr
+
+
+def test_a_one_frame_dance_is_said_in_the_singular_and_never_as_zero_seconds(tmp_path, tiny_weights):
+    # QA: a 10 ms song printed "1 frames at 30 fps (0.0 s)".
+    import soundfile as sf
+    song = tmp_path / "blip.wav"
+    sf.write(song, np.zeros(441, np.float32), 44100)
+    r = _cli("generate", song, "-o", tmp_path / "blip.npz", "--weights", tiny_weights, "--steps", "2", "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert "1 frame at 30 fps (0.033 s)" in r.stdout, r.stdout
