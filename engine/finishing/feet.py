@@ -155,15 +155,18 @@ def _two_bone_ik(local: torch.Tensor, glob: torch.Tensor, pos: torch.Tensor, leg
     ankle_offset = torch.as_tensor(REST_OFFSETS[ankle], dtype=pos.dtype)
     hip_glob, knee_glob = glob[frames, hip], glob[frames, knee]
     K, A = pos[frames, knee], pos[frames, ankle]
-    best_hip, best_knee, best_miss = hip_glob, knee_glob, None
-    for _ in range(passes):
+
+    def one_pass(hip_glob, knee_glob, K, A):
         hip_glob, knee_glob = _ik_pass(H, K, A, hip_glob, knee_glob, target)
         K = H + hip_glob @ knee_offset
         A = K + knee_glob @ ankle_offset
+        return hip_glob, knee_glob, K, A
+
+    hip_glob, knee_glob, K, A = one_pass(hip_glob, knee_glob, K, A)
+    best_hip, best_knee, best_miss = hip_glob, knee_glob, (A - target).norm(dim=-1)
+    for _ in range(passes - 1):
+        hip_glob, knee_glob, K, A = one_pass(hip_glob, knee_glob, K, A)
         miss = (A - target).norm(dim=-1)
-        if best_miss is None:
-            best_hip, best_knee, best_miss = hip_glob, knee_glob, miss
-            continue
         closer = (miss < best_miss)[:, None, None]
         best_hip = torch.where(closer, hip_glob, best_hip)
         best_knee = torch.where(closer, knee_glob, best_knee)
@@ -741,12 +744,12 @@ def reach_ankles(poses: np.ndarray, trans: np.ndarray, targets: np.ndarray, weig
     glob = _global_rotations(local)
     out = local.clone()
     for col, leg in enumerate(LEGS.values()):
-        frames = np.flatnonzero(weight[:, col] > 0)
-        if not len(frames):
+        rows = np.flatnonzero(weight[:, col] > 0)
+        if not len(rows):
             continue
-        w = torch.from_numpy(weight[frames, col])[:, None]
-        frames = torch.from_numpy(frames)
-        target = w * torch.from_numpy(targets[frames.numpy(), col]) + (1 - w) * pos[frames, leg[2]]
+        w = torch.from_numpy(weight[rows, col])[:, None]
+        frames = torch.from_numpy(rows)
+        target = w * torch.from_numpy(targets[rows, col]) + (1 - w) * pos[frames, leg[2]]
         miss = _two_bone_ik(out, glob, pos, leg, target, frames, passes=REACH_PASSES)
         further = frames[miss >= (pos[frames, leg[2]] - target).norm(dim=-1)]
         joints = list(leg[:3])
