@@ -535,6 +535,32 @@ def test_no_swing_is_shorter_than_min_swing_seconds(monkeypatch, min_swing):
         assert swing_end - swing_start <= 2                          # the rushed swing
 
 
+@pytest.mark.parametrize("joined", [True, False])
+def test_a_foot_that_shuffles_a_few_centimetres_stands_rather_than_hopping(monkeypatch, joined):
+    """The body stands, knees bent; its left foot, down throughout, stands still but for two
+    quick 6 cm shuffles of 4 frames each, 3 frames apart. The stepping cycle asks no stance of
+    the sliding frames. Stances under MIN_SWING_SECONDS apart that the leg reaches from one spot
+    are one: the foot stands throughout. Without the rule it lifts off twice around a 3-frame
+    touchdown (the short swings that made most leg-joint spikes)."""
+    from engine.body.skeleton import REST_POSITIONS
+    if not joined:
+        monkeypatch.setattr(feet, "_joined_across_short_gaps", lambda stances, *_: stances)
+    fps, T = 30.0, 70
+    leg = feet.LEGS["left"]
+    ankle, toe = leg[2], leg[3]
+    pos = REST_POSITIONS[None].repeat(T, 0) + np.array([0.0, REST_PELVIS_HEIGHT, 0.0])
+    pos[:, [j for j in range(pos.shape[1]) if j not in (ankle, toe)], 1] -= 0.05   # knees bent
+    shuffle = np.interp(np.arange(T), [29, 33, 36, 40], [0.0, 0.06, 0.06, 0.12])
+    pos[:, [ankle, toe], 2] += shuffle[:, None]
+    target, weight, stance, _ = feet.step_plan(pos, fps, leg, np.full(T, 0.7))
+    lifted = target[:, 1] - pos[0, ankle, 1] > 0.01
+    if joined:
+        assert stance.all() and not lifted.any()
+        assert np.ptp(target, axis=0).max() < 1e-9                   # one spot
+    else:
+        assert len(true_runs(stance, 1)) == 3 and len(true_runs(lifted, 1)) == 2
+
+
 def own_swing(T: int, start: int, frames: int, rise: float, power: int) -> tuple[np.ndarray, np.ndarray]:
     """(positions (T,24,3), stepping cycle (T,)) of a dancer, knees bent, who stands on the left
     foot, swings it 60 cm forward over `frames` frames from `start` (the body travelling with

@@ -403,6 +403,19 @@ def _lifted_off_path(pos: np.ndarray, fps: float, leg, b0: int, a1: int, spot0: 
     return path, (played <= 0.0) | (played >= 1.0)
 
 
+def _joined_across_short_gaps(stances: list[tuple[int, int]], low: np.ndarray, shortest: int,
+                              can_stand) -> list[tuple[int, int]]:
+    """`stances` (frame runs in order) with each two that are under `shortest` frames apart, the
+    foot low between, joined into one where `can_stand(a, b)` allows it."""
+    out: list[tuple[int, int]] = []
+    for a, b in stances:
+        if out and a - out[-1][1] < shortest and low[out[-1][1]:a].all() and can_stand(out[-1][0], b):
+            out[-1] = (out[-1][0], b)
+        else:
+            out.append((a, b))
+    return out
+
+
 def step_plan(pos: np.ndarray, fps: float, leg, cycle: np.ndarray, given: np.ndarray | None = None,
               pinned: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Where this leg's ankle should be: (target (T,3), weight (T,) in [0, 1], planted (T,) bool,
@@ -411,7 +424,8 @@ def step_plan(pos: np.ndarray, fps: float, leg, cycle: np.ndarray, given: np.nda
     Planted runs keep their spot. Sliding frames (low, not still) follow the stepping cycle
     `cycle` (T,), each frame's position in cycles: a stance from each whole number for
     STANCE_FRACTION of the cycle, planted on the stance's mean spot, then a lifted, eased swing
-    to the next spot. Between two stances where the network raises the foot itself, its own
+    to the next spot; a gap shorter than MIN_SWING_SECONDS between two stances of a low foot
+    stands instead. Between two stances where the network raises the foot itself, its own
     swing keeps its path, lifting off and setting down first (_own_swing). The hips keep the
     network's path, so no foot is planted beyond the leg's reach (a locked knee dragging the
     foot): a planted run whose spot the hips carry out of reach is stepped as well, and a stance
@@ -429,6 +443,7 @@ def step_plan(pos: np.ndarray, fps: float, leg, cycle: np.ndarray, given: np.nda
 
     low, planted = _low_and_planted(pos, fps, leg)
     low_key = low.copy()
+    min_swing = int(round(MIN_SWING_SECONDS * fps))
     if pinned is not None and pinned.any():
         planted = planted | (pinned & low)
         given = (pinned & ~low) if given is None else given | (pinned & ~low)
@@ -448,13 +463,18 @@ def step_plan(pos: np.ndarray, fps: float, leg, cycle: np.ndarray, given: np.nda
             break
         for a, b in too_long:
             stepping[a:b] |= low[a:b]
+    # Two stances a gap too short for a swing apart, the foot low between, are one where its spot
+    # stays within reach: stepped, a 4-frame swing after a 2-frame stance put 74% of its lift in
+    # one frame and turned the knee at 18 rad/s, and such swings made most of the dances' leg-joint
+    # spikes (weights/TRAINING.md, "Short swings").
+    stances = _joined_across_short_gaps(stances, low, min_swing,
+                                        lambda a, b: not out_of_reach(a, b, _spot(ankle_path, a, b)).any())
 
     target = ankle_path.copy()
     weight = np.zeros(len(pos))
     stance = np.zeros(len(pos), dtype=bool)
     sole_held = np.zeros(len(pos), dtype=bool)
     spots = []
-    min_swing = int(round(MIN_SWING_SECONDS * fps))
     min_stance = max(2, int(round(MIN_RUN_SECONDS * fps)))
     for a, b in stances:
         spot = _spot(ankle_path, a, b)
