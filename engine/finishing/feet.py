@@ -466,7 +466,7 @@ def step_plan(pos: np.ndarray, fps: float, leg, cycle: np.ndarray, given: np.nda
     # Two stances a gap too short for a swing apart, the foot low between, are one where its spot
     # stays within reach: stepped, a 4-frame swing after a 2-frame stance put 74% of its lift in
     # one frame and turned the knee at 18 rad/s, and such swings made most of the dances' leg-joint
-    # spikes (weights/TRAINING.md, "Short swings").
+    # spikes (weights/TRAINING.md, "Stances a short gap apart are one").
     stances = _joined_across_short_gaps(stances, low, min_swing,
                                         lambda a, b: not out_of_reach(a, b, _spot(ankle_path, a, b)).any())
 
