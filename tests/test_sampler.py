@@ -542,14 +542,12 @@ def test_a_foot_that_shuffles_a_few_centimetres_stands_rather_than_hopping(monke
     the sliding frames. Stances under MIN_SWING_SECONDS apart that the leg reaches from one spot
     are one: the foot stands throughout. Without the rule it lifts off twice around a 3-frame
     touchdown (the short swings that made most leg-joint spikes)."""
-    from engine.body.skeleton import REST_POSITIONS
     if not joined:
         monkeypatch.setattr(feet, "_joined_across_short_gaps", lambda stances, *_: stances)
     fps, T = 30.0, 70
     leg = feet.LEGS["left"]
     ankle, toe = leg[2], leg[3]
-    pos = REST_POSITIONS[None].repeat(T, 0) + np.array([0.0, REST_PELVIS_HEIGHT, 0.0])
-    pos[:, [j for j in range(pos.shape[1]) if j not in (ankle, toe)], 1] -= 0.05   # knees bent
+    pos = standing_on_bent_knees(T, leg)
     shuffle = np.interp(np.arange(T), [29, 33, 36, 40], [0.0, 0.06, 0.06, 0.12])
     pos[:, [ankle, toe], 2] += shuffle[:, None]
     target, weight, stance, _ = feet.step_plan(pos, fps, leg, np.full(T, 0.7))
@@ -561,16 +559,24 @@ def test_a_foot_that_shuffles_a_few_centimetres_stands_rather_than_hopping(monke
         assert len(true_runs(stance, 1)) == 3 and len(true_runs(lifted, 1)) == 2
 
 
+def standing_on_bent_knees(T: int, leg) -> np.ndarray:
+    """(T,24,3) positions of a dancer standing still, knees bent: every joint but `leg`'s ankle
+    and toe 5 cm lower than the rest pose's."""
+    from engine.body.skeleton import REST_POSITIONS
+    _, _, ankle, toe = leg
+    pos = REST_POSITIONS[None].repeat(T, 0) + np.array([0.0, REST_PELVIS_HEIGHT, 0.0])
+    pos[:, [j for j in range(pos.shape[1]) if j not in (ankle, toe)], 1] -= 0.05
+    return pos
+
+
 def own_swing(T: int, start: int, frames: int, rise: float, power: int) -> tuple[np.ndarray, np.ndarray]:
     """(positions (T,24,3), stepping cycle (T,)) of a dancer, knees bent, who stands on the left
     foot, swings it 60 cm forward over `frames` frames from `start` (the body travelling with
     it) raised by up to `rise` m (sin^power: small powers lift at once, large ones slide first),
     and stands on it again. The cycle (the left foot's stance in each cycle's first 55%) agrees
     with the drawn steps, so the frames between are the network's own swing."""
-    from engine.body.skeleton import REST_POSITIONS
     _, _, ankle, toe = feet.LEGS["left"]
-    pos = REST_POSITIONS[None].repeat(T, 0) + np.array([0.0, REST_PELVIS_HEIGHT, 0.0])
-    pos[:, [j for j in range(pos.shape[1]) if j not in (ankle, toe)], 1] -= 0.05   # knees bent
+    pos = standing_on_bent_knees(T, feet.LEGS["left"])
     u = np.clip((np.arange(T) - start) / frames, 0.0, 1.0)
     pos[:, :, 2] += 0.6 * u[:, None]
     pos[:, [ankle, toe], 1] += rise * np.sin(np.pi * u)[:, None] ** power

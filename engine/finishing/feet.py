@@ -424,8 +424,8 @@ def step_plan(pos: np.ndarray, fps: float, leg, cycle: np.ndarray, given: np.nda
     Planted runs keep their spot. Sliding frames (low, not still) follow the stepping cycle
     `cycle` (T,), each frame's position in cycles: a stance from each whole number for
     STANCE_FRACTION of the cycle, planted on the stance's mean spot, then a lifted, eased swing
-    to the next spot; a gap shorter than MIN_SWING_SECONDS between two stances of a low foot
-    stands instead. Between two stances where the network raises the foot itself, its own
+    to the next spot; two stances under MIN_SWING_SECONDS apart, the foot low between, are one
+    where the leg reaches a single spot from all their frames. Between two stances where the network raises the foot itself, its own
     swing keeps its path, lifting off and setting down first (_own_swing). The hips keep the
     network's path, so no foot is planted beyond the leg's reach (a locked knee dragging the
     foot): a planted run whose spot the hips carry out of reach is stepped as well, and a stance
@@ -463,10 +463,11 @@ def step_plan(pos: np.ndarray, fps: float, leg, cycle: np.ndarray, given: np.nda
             break
         for a, b in too_long:
             stepping[a:b] |= low[a:b]
-    # Two stances a gap too short for a swing apart, the foot low between, are one where its spot
-    # stays within reach: stepped, a 4-frame swing after a 2-frame stance put 74% of its lift in
-    # one frame and turned the knee at 18 rad/s, and such swings made most of the dances' leg-joint
-    # spikes (weights/TRAINING.md, "Stances a short gap apart are one").
+    # Stances closer than a swing's shortest length, the foot low between, become one stance
+    # where the leg reaches its spot from all of its frames. Stepped, a 4-frame swing after a
+    # 2-frame stance put 74% of its lift in one frame and turned the knee at 18 rad/s (weights/
+    # TRAINING.md, "Stances a short gap apart are one"). Out of reach they stay apart: the joined
+    # stance would be stepped through on the cycle, lifting a foot that stands still.
     stances = _joined_across_short_gaps(stances, low, min_swing,
                                         lambda a, b: not out_of_reach(a, b, _spot(ankle_path, a, b)).any())
 
