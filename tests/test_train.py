@@ -333,6 +333,7 @@ def test_train_reports_missing_data_clearly(tmp_path, capsys):
 @pytest.mark.parametrize("bad, message", [
     (["--steps", "0"], "--steps must be at least 1"), (["--steps", "-5"], "--steps must be at least 1"),
     (["--batch", "0"], "--batch must be at least 1"), (["--lr", "nan"], "--lr must be a number of at least 0"),
+    (["--foot-weight", "-1"], "--foot-weight must be a number of at least 0"),
     (["--val-every", "0"], "--val-every must be at least 1"), (["--width", "0"], "--width must be at least 1"),
     (["--width", "30", "--heads", "4"], "multiple of --heads"), (["--init", "missing.safetensors"], "no weights file"),
 ])

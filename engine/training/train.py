@@ -61,6 +61,8 @@ def parse_args(argv=None):
                         "styles are added); ignored when OUT holds a run to resume")
     p.add_argument("--root-weight", type=float, default=LossWeights.root,
                    help="weight of the root-velocity loss term (engine.sampler.diffusion.LossWeights)")
+    p.add_argument("--foot-weight", type=float, default=LossWeights.foot,
+                   help="weight of EDGE's foot term: planted feet (as the data has them) kept still in the estimate")
     p.add_argument("--turn-weight", type=float, default=LossWeights.turn,
                    help="weight of the loss on pelvis turns faster than the real dancers' (engine.sampler.diffusion."
                         "turn_excess); 0, the default, is the loss the shipped GPU run used")
@@ -206,7 +208,8 @@ def check_run_args(args) -> None:
                           "--width": args.width, "--layers": args.layers, "--heads": args.heads,
                           "--stop-at": args.stop_at, "--keep-every": args.keep_every, "--threads": args.threads},
                   amounts={"--lr": args.lr, "--warmup": args.warmup, "--workers": args.workers,
-                           "--root-weight": args.root_weight, "--turn-weight": args.turn_weight},
+                           "--root-weight": args.root_weight, "--foot-weight": args.foot_weight,
+                           "--turn-weight": args.turn_weight},
                   positive={"--max-minutes": args.max_minutes, "--schedule-minutes": args.schedule_minutes},
                   shares={"--ema": args.ema})
     if args.width % args.heads:
@@ -316,7 +319,7 @@ def run(args) -> Path:
     run_config["data"] = [str(s) for s in sources]
     (out / "config.json").write_text(json.dumps({"run": run_config, "model": cfg.to_dict(), "styles": styles}, indent=2))
 
-    loss_weights = LossWeights(root=args.root_weight, turn=args.turn_weight)
+    loss_weights = LossWeights(root=args.root_weight, foot=args.foot_weight, turn=args.turn_weight)
     from tqdm import tqdm
     batches = _batches(train_set, args.batch, first_batch=step, workers=args.workers)
     music_norm_dev = L.Normalizer(music_normalizer.mean.to(device), music_normalizer.std.to(device))
