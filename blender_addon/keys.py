@@ -229,7 +229,8 @@ def long_turn_note(obj, frame_start: float, frame_end: float, bones=None) -> str
     apart along the F-curves: an Euler angle that changes by more than 180 degrees, or
     quaternions in opposite hemispheres. Blender turns the long way between them (a keyed spin);
     the dance meets each key's pose, which is the same orientation either way, and turns the short
-    way between keys (engine.finishing.editing; weights/TRAINING.md, "Keyed spins")."""
+    way between keys (engine.finishing.editing; weights/TRAINING.md, "Keyed spins"). Leave the
+    pelvis and the bones above it out of `bones`: their spins are danced (turns_between_keys)."""
     from engine.body.rotations import wrap_angle
     ad = obj.animation_data
     action = ad.action if ad else None
@@ -269,7 +270,35 @@ def long_turn_note(obj, frame_start: float, frame_end: float, bones=None) -> str
                       for a, b, bone, keyed, _ in found[:3]) + (" ..." if len(found) > 3 else "")
     return (f"keys turn more than half a turn ({shown}): the dance meets each key's pose and turns the short way "
             f"between keys ({found[0][4]:.0f} degrees for the first), so this spin will not spin: key a spin at "
-            "least every half turn")
+            "least every half turn (the hips' spins are danced)")
+
+
+# A keyed spin is counted on the animator's curves sampled this often between two pelvis keys:
+# under half a turn from one sample to the next for spins of up to a turn and a half a frame.
+SPIN_SAMPLES_PER_FRAME = 3
+
+
+def turns_between_keys(key_frames, heading_at) -> np.ndarray:
+    """(K,) the whole turns about the vertical that the animator's curves make from each of the
+    sorted scene frames `key_frames` (K,) to the next, beyond the short way from one key's facing
+    to the next; the first 0 (engine Constraints.pelvis_turns: a spin keyed as Euler Z 0, 360, 720
+    degrees is the same pose three times). `heading_at(frames)`: (N,) scene frames, fractional
+    -> (N,) the keyed body's heading in radians, as the curves give it. Keys a frame apart (seed
+    motion, a locked body part) are not sampled: half a turn in one frame is no dance."""
+    from engine.body.rotations import wrap_angle
+    frames = np.asarray(key_frames, np.float64)
+    out = np.zeros(len(frames))
+    gaps = [k for k in range(len(frames) - 1) if frames[k + 1] - frames[k] > 1.5]
+    if not gaps:
+        return out
+    samples = [np.linspace(frames[k], frames[k + 1], int(np.ceil(SPIN_SAMPLES_PER_FRAME * (frames[k + 1] - frames[k]))) + 1)
+               for k in gaps]
+    headings = np.split(np.asarray(heading_at(np.concatenate(samples)), np.float64),
+                        np.cumsum([len(s) for s in samples])[:-1])
+    for k, heading in zip(gaps, headings):
+        turned = np.unwrap(heading)[-1] - heading[0]
+        out[k + 1] = np.round((turned - wrap_angle(turned)) / (2 * np.pi))
+    return out
 
 
 def hemisphere(q: np.ndarray, previous: np.ndarray | None = None) -> np.ndarray:

@@ -284,7 +284,8 @@ def build_request(context):
     if intro is not None:
         request.notes.append(f"the dance starts from the pose '{obj.name}' holds on frame {first}, where its animation "
                              f"keyed up to frame {intro} leaves it")
-    danced = rig_io.posed_bones(bone_map) if bone_map else None     # None: the SMPL dancer, every bone
+    danced = rig_io.posed_bones(bone_map) if bone_map else {b.name for b in obj.data.bones}
+    danced -= rig_io.spinning_bones(obj, bone_map)                  # the hips' spins are danced
     for note in (keys.off_frame_note(obj, first, last), keys.long_turn_note(obj, first, last, danced)):
         if note:
             request.notes.append(note)

@@ -418,16 +418,18 @@ def rotation_quats(modes: list[str], quat: np.ndarray, euler: np.ndarray, axis_a
     return out
 
 
-def evaluate_basis(obj, frames, names=None) -> tuple[np.ndarray, np.ndarray]:
+def evaluate_basis(obj, frames, names=None, action=None) -> tuple[np.ndarray, np.ndarray]:
     """(rotations (F,B,4) w,x,y,z, locations (F,B,3)): the animation channels (any rotation
     mode) of the bones `names` (default: all, in the armature's order) on each of `frames`, as
-    the current action's F-curves give them (a channel without one: its current value). No
-    scene evaluation: reading 3 minutes of a Rigify rig takes a second, not a minute."""
+    the F-curves of `action` (default: the current one) give them (a channel without one: its
+    current value). No scene evaluation: reading 3 minutes of a Rigify rig takes a second, not
+    a minute."""
     frames = [float(f) for f in frames]
     pbs = obj.pose.bones
     names = list(names) if names is not None else [b.name for b in obj.data.bones]
     ad = obj.animation_data
-    action = ad.action if ad is not None else None
+    if action is None:
+        action = ad.action if ad is not None else None
     curves = {(fc.data_path, fc.array_index): fc
               for fc in compat.action_fcurves(action, compat.object_slot(obj, action)) if not fc.mute}
     chans = {"rotation_quaternion": 4, "rotation_euler": 3, "rotation_axis_angle": 4, "location": 3}
@@ -516,7 +518,39 @@ def read_character_constraints(obj, bone_map: dict[str, str], frame_start: int, 
         cons.joint_mask[rows] = joint_mask
         cons.trans[rows] = np.where(root_held[rows, None], trans, 0.0)
         cons.trans_mask[rows] = root_held[rows]
+    pelvis_keys = np.flatnonzero(cons.joint_mask[:, 0])
+    cons.pelvis_turns[pelvis_keys] = key_io.turns_between_keys(pelvis_keys + frame_start, _pelvis_heading(obj, rt))
     return cons, CharacterKeys(rotations, held, keyed, root_location, root_held, root_keyed)
+
+
+def spinning_bones(obj, bone_map: dict[str, str] | None) -> set[str]:
+    """The bones whose keyed spins are danced: the pelvis's (the SMPL dancer's "pelvis", a
+    character's bone mapped to it) and those above it."""
+    bones = obj.data.bones
+    bone = bones.get(bone_map["pelvis"] if bone_map else "pelvis")
+    out = set()
+    while bone is not None:
+        out.add(bone.name)
+        bone = bone.parent
+    return out
+
+
+def _pelvis_heading(obj, rt: Retargeter):
+    """heading_at for keys.turns_between_keys: the SMPL pelvis's heading on (fractional) frames,
+    from the curves of the pelvis's bone and the bones above it (the rest at rest: they alone
+    turn the hips)."""
+    import torch
+    from engine.body.rotations import heading
+    from engine.outputs.retarget import axis_angle_to_matrix
+    chain = [rt.rig.names.index(name) for name in spinning_bones(obj, rt.bone_map)]
+
+    def heading_at(frames):
+        rot = np.zeros((len(frames), len(rt.rig.names), 4))
+        rot[..., 0] = 1.0
+        rot[:, chain] = evaluate_basis(obj, frames, [rt.rig.names[b] for b in chain])[0]
+        poses = rt.from_rig(rot, np.zeros((len(frames), 3)), np.ones(rot.shape[:2], bool))[0]
+        return heading(torch.from_numpy(axis_angle_to_matrix(poses[:, :3]))).numpy()
+    return heading_at
 
 
 def read_character_motion(obj, bone_map: dict[str, str], frame_start: int, frame_end: int,

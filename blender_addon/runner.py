@@ -100,7 +100,6 @@ def _fit_constraints(request: Request) -> Constraints | None:
     """Drop constraint frames past the end of the audio: a strip can be a frame longer than
     its file (Blender rounds its length up), and the engine refuses constraints longer than
     the dance it can make."""
-    from engine.body.motion import Constraints
     cons = request.constraints
     if cons is None:
         return None
@@ -112,8 +111,7 @@ def _fit_constraints(request: Request) -> Constraints | None:
     frames = max(1, int(round(min(request.duration, available) * request.fps)))
     if cons.num_frames <= frames:
         return cons
-    return Constraints(cons.poses[:frames], cons.trans[:frames], cons.joint_mask[:frames],
-                       cons.trans_mask[:frames], cons.fps)
+    return cons.first_frames(frames)
 
 
 def paste_constraints(motion: Motion, cons: Constraints) -> float:

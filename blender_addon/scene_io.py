@@ -422,7 +422,26 @@ def read_constraints(obj, frame_start: int, frame_end: int, fps: float,
             cons.trans[f - frame_start] = trans[row[f]]
             cons.joint_mask[f - frame_start] = True
             cons.trans_mask[f - frame_start] = True
+    pelvis_keys = np.flatnonzero(cons.joint_mask[:, 0])
+    cons.pelvis_turns[pelvis_keys] = keys.turns_between_keys(pelvis_keys + frame_start, _pelvis_heading(obj))
     return cons
+
+
+def _pelvis_heading(obj):
+    """heading_at for keys.turns_between_keys: the SMPL pelvis's heading on (fractional) frames
+    as the curves of the action holding the animator's keys give it (matrices_to_smpl's world
+    rotation of the root bone: C^T rest basis, C the dancer's rest)."""
+    import torch
+    from engine.body.rotations import heading
+    from engine.outputs.retarget import quat_to_matrix
+    from .rig_io import evaluate_basis
+    rest = np.array(obj.data.bones["pelvis"].matrix_local, np.float64)[:3, :3]
+    action = _key_action(obj)[0]
+
+    def heading_at(frames):
+        basis, _ = evaluate_basis(obj, frames, ["pelvis"], action)
+        return heading(torch.from_numpy(C.T @ rest @ quat_to_matrix(basis[:, 0]))).numpy()
+    return heading_at
 
 
 # --- Writing the dance ----------------------------------------------------------------------

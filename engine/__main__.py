@@ -44,7 +44,9 @@ dance another style; pass --style to fix it).
 
 Constraints (--constraints FILE.npz), at the output --fps, frame 0 = the first danced frame:
   poses (T,72) axis-angle and joint_mask (T,24) bool: joints that must take these rotations;
-  trans (T,3) and trans_mask (T,) bool: root positions (metres, Y up) that must be reached.
+  trans (T,3) and trans_mask (T,) bool: root positions (metres, Y up) that must be reached;
+  pelvis_turns (T,), optional: on a pelvis key, the whole turns about the vertical since the
+  pelvis key before, beyond the short way (a keyed spin; positive counter-clockwise from above).
   Keyframes, joint-wise conditioning (e.g. arms only), seed motion (the opening frames fully
   given) and root paths are all just masks; they combine freely and hold exactly.
 

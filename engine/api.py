@@ -97,7 +97,7 @@ def _check_constraints(c: Constraints | None, frames: int, fps: float) -> Constr
             raise EngineError(f"constraints hold keys past the dance's {frames} frames "
                               f"({frames / fps:.2f} s at {fps:g} fps); they cover {c.num_frames}")
         # Rows with nothing keyed past the end (an inclusive end, a file made for a longer song).
-        c = Constraints(c.poses[:frames], c.trans[:frames], c.joint_mask[:frames], c.trans_mask[:frames], c.fps)
+        c = c.first_frames(frames)
     return None if c.is_empty else c
 
 

@@ -591,6 +591,24 @@ def test_animator_keys_read_back_as_constraints(addon, tmp_path):
     assert np.allclose(C @ cons.trans[0], hips, atol=0.02), (C @ cons.trans[0], hips)
 
 
+def test_a_spin_keyed_on_the_hips_is_read_as_whole_turns(addon, tmp_path):
+    # Euler keys of the hips about their up axis, 0 then 360 then -340 degrees: a turn one way,
+    # two the other way round (and 20 degrees). The dance meets poses, so the turns travel apart.
+    scene = addon
+    obj = build_armature("Character", mixamo_bones(), rest_roll(np.random.default_rng(4), mixamo_bones()),
+                         euler={"mixamorig:Hips"})
+    _, first, last = stage_song(scene, tmp_path)
+    hips = obj.pose.bones["mixamorig:Hips"]
+    for frame, turn in ((first, 0.0), (first + 20, 2 * np.pi), (first + 40, -2 * np.pi + np.radians(20))):
+        hips.rotation_euler = (0.0, turn, 0.0)              # XZY order, Y along the bone: up
+        hips.keyframe_insert("rotation_euler", frame=frame)
+    bone_map = rig_io.check_character(obj)
+    cons, _ = rig_io.read_character_constraints(obj, bone_map, first, last, 30.0)
+    assert np.flatnonzero(cons.joint_mask[:, 0]).tolist() == [0, 20, 40]
+    assert cons.pelvis_turns[[0, 20, 40]].tolist() == [0, 1, -2]
+    assert rig_io.spinning_bones(obj, bone_map) == {"mixamorig:Hips"}
+
+
 def key_bind_pose(obj, frame, noise=1e-4, seed=0):
     """Key every bone at (nearly) its rest pose as a Mixamo FBX import does: rotations on
     `frame`, the hips' location on `frame` and the next one."""

@@ -486,6 +486,31 @@ def test_keys_more_than_half_a_turn_apart_are_said(addon, tmp_path):
     assert "(0 degrees for the first)" in note and "key a spin at least every half turn" in note
 
 
+def test_a_spin_keyed_on_the_pelvis_is_danced(addon, tmp_path):
+    # Keys carry poses, and a pose turned a whole turn is the same pose: a spin keyed on the
+    # pelvis (Euler, about its up axis: 0, 360, then 360 + 20 degrees) reached the engine as one
+    # facing, and the dance turned the short way between keys. The curves are read for it now.
+    scene = addon
+    obj, _, _ = _stage(scene, tmp_path, seconds=3.0)
+    pelvis = obj.pose.bones["pelvis"]
+    pelvis.rotation_mode = 'YXZ'                          # the dancer's bones point their Y up
+    keyed = {10: 0.0, 40: 2 * np.pi, 60: 2 * np.pi + 0.35}
+    for frame, turn in keyed.items():
+        pelvis.rotation_euler = (0.0, turn, 0.0)
+        pelvis.keyframe_insert("rotation_euler", frame=frame)
+    request = operators.build_request(bpy.context)
+    rows = np.array(sorted(keyed)) - request.frame_start
+    assert request.constraints.joint_mask[rows, 0].all()
+    assert request.constraints.pelvis_turns[rows].tolist() == [0, 1, 0]
+    assert not [n for n in request.notes if "more than half a turn" in n], request.notes
+    import torch
+    from engine.body import rotations as R
+    motion = runner.generate(request)
+    m = R.axis_angle_to_matrix(torch.as_tensor(motion.poses[:, :3])).numpy()
+    heading = np.unwrap(np.arctan2(m[:, 0, 2], m[:, 2, 2]))
+    assert np.diff(heading[rows]) == pytest.approx([2 * np.pi, 0.35], abs=1e-4)
+
+
 def _fcurve(obj, action, data_path, index):
     # Blender 5.0 has no Action.fcurves: the F-curves live in the slot's channelbag.
     (fc,) = [c for c in action_fcurves(action, object_slot(obj, action))

@@ -11,6 +11,7 @@ from engine.body.curves import offset_curve
 from engine.finishing.editing import apply_constraints
 from engine.evaluation.evaluate_inbetween import angular_speed, key_flow
 from engine.body.motion import Constraints
+from engine.errors import EngineError
 from engine.finishing.rootpath import IN_PLACE_SWAY, bound_root_path
 from engine.body.skeleton import JOINT_INDEX, NUM_JOINTS, REST_PELVIS_HEIGHT, forward_kinematics, joint_positions
 from engine.finishing.turns import MAX_JOINT_SPEED, limit_joint_speeds
@@ -221,6 +222,52 @@ def test_a_keyed_spin_turns_the_way_the_keys_do(own_turn):
         c.set_pose(f, generated[f], joints=["pelvis"])
     poses, _ = apply_constraints(generated, trans, c, FPS)
     assert np.abs(_heading(poses) - _heading(generated)).max() < 1e-6
+
+
+def test_a_spin_keyed_in_whole_turns_spins_and_is_no_hold():
+    """The same facing keyed three times, with a whole turn asked between each (pelvis_turns, as
+    an Euler Z of 0, 360 and 720 degrees gives): the dance spins twice, each key met exactly, and
+    the same pose on two keys is not a hold. Through resampling to the model's rate (a 60 fps
+    dance) the spins stay between the same keys."""
+    from engine.finishing.editing import keys_at_model_rate
+    T, keyed = 120, [20, 50, 80]
+    generated, trans = np.zeros((T, 72)), np.tile([0.0, REST_PELVIS_HEIGHT, 0.0], (T, 1))
+    c = Constraints.empty(T, FPS)
+    for f in keyed:
+        c.set_pose(f, np.zeros(72), joints=["pelvis"])
+    c.pelvis_turns[keyed] = [0, 1, -1]                     # a turn anticlockwise, then one back
+    poses, _ = apply_constraints(generated, trans, c, FPS)
+    heading = _heading(poses)
+    assert np.diff(heading[keyed]) == pytest.approx([2 * np.pi, -2 * np.pi], abs=1e-6)
+    assert rotation_error(poses[keyed, :3], c.poses[keyed, :3]) < 1e-6
+    assert np.abs(np.diff(heading)).max() * FPS < 12.0     # a spin at a dancer's pace, not a snap
+    c.pelvis_turns[:] = 0                                  # the same keys, no turns: a hold
+    poses, _ = apply_constraints(generated, trans, c, FPS)
+    assert np.abs(poses[20:81, :3]).max() < 1e-9
+    fine = Constraints.empty(2 * T, 2 * FPS)
+    for f in keyed:
+        fine.set_pose(2 * f + 1, np.zeros(72), joints=["pelvis"])
+    fine.pelvis_turns[[101, 161]] = [1, 1]
+    model = keys_at_model_rate(fine, 2 * FPS, T, FPS)
+    pelvis_keys = np.flatnonzero(model.joint_mask[:, 0])
+    assert len(pelvis_keys) == 3 and model.pelvis_turns[pelvis_keys].tolist() == [0, 1, 1]
+
+
+@pytest.mark.parametrize("turns, message", [
+    (np.r_[0.5, np.zeros(4)], "whole numbers of turns"),
+    (np.r_[0.0, 1.0, np.zeros(3)], "without a pelvis key"),
+    (np.zeros(4), "shape"),
+])
+def test_keyed_turns_are_checked_and_travel_in_the_constraints_file(tmp_path, turns, message):
+    c = Constraints.empty(5, FPS).set_pose(0, np.zeros(72)).set_pose(3, np.zeros(72))
+    c.pelvis_turns[3] = 2
+    path = tmp_path / "keys.npz"
+    c.save_npz(path)
+    assert Constraints.load_npz(path).pelvis_turns.tolist() == [0, 0, 0, 2, 0]
+    with pytest.raises(EngineError, match=message):
+        Constraints(c.poses, c.trans, c.joint_mask, c.trans_mask, FPS, turns)
+    Constraints.empty(5, FPS).save_npz(path)               # files without spins stay as they were
+    assert "pelvis_turns" not in np.load(path).files
 
 
 def test_inbetweening_evaluation_runs_on_a_clip(click_song, tiny_weights):

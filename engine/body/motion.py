@@ -72,6 +72,11 @@ class Constraints:
 
     poses (T,72) axis-angle and joint_mask (T,24): joint j at frame t must equal poses[t, 3j:3j+3].
     trans (T,3) and trans_mask (T,): the root must be at trans[t] (metres, Y up) on those frames.
+    pelvis_turns (T,), optional: on a frame with a pelvis key, the whole turns about the vertical
+    the dancer makes from the pelvis key before, beyond the short way from that key's facing to
+    this one's (positive: the way the heading grows, counter-clockwise seen from above). A pose
+    turned a whole turn is the same pose, so a keyed spin (Euler Z 0, 360, 720 degrees) is said
+    here; without it the dance turns the short way between keys.
     T may be shorter than the dance (the rest is free); it may not be longer.
     """
     poses: np.ndarray
@@ -79,6 +84,7 @@ class Constraints:
     joint_mask: np.ndarray
     trans_mask: np.ndarray
     fps: float | None = None
+    pelvis_turns: np.ndarray | None = None
 
     @classmethod
     def empty(cls, num_frames: int, fps: float | None = None) -> "Constraints":
@@ -88,21 +94,31 @@ class Constraints:
     def __post_init__(self):
         self.poses, self.trans = _numbers(self.poses, "poses"), _numbers(self.trans, "trans")
         self.joint_mask, self.trans_mask = _flags(self.joint_mask, "joint_mask"), _flags(self.trans_mask, "trans_mask")
+        self.pelvis_turns = (np.zeros(len(self.trans_mask)) if self.pelvis_turns is None
+                             else _numbers(self.pelvis_turns, "pelvis_turns"))
         if self.fps is not None:
             fps = np.asarray(self.fps)
             if fps.size != 1 or fps.dtype.kind not in "iuf" or not np.isfinite(fps).all() or float(fps) <= 0:
                 raise EngineError(f"constraints: 'fps' must be one positive number, got {self.fps!r}")
             self.fps = float(fps)
         T = self.poses.shape[0] if self.poses.ndim == 2 else -1
-        expected = {"poses": (T, NUM_JOINTS * 3), "trans": (T, 3), "joint_mask": (T, NUM_JOINTS), "trans_mask": (T,)}
+        expected = {"poses": (T, NUM_JOINTS * 3), "trans": (T, 3), "joint_mask": (T, NUM_JOINTS), "trans_mask": (T,),
+                    "pelvis_turns": (T,)}
         for name, shape in expected.items():
             got = getattr(self, name).shape
             if got != shape:
-                raise EngineError(f"constraints: '{name}' has shape {got}, expected {shape} (poses (T,72), trans (T,3), joint_mask (T,24), trans_mask (T,))")
+                raise EngineError(f"constraints: '{name}' has shape {got}, expected {shape} (poses (T,72), trans (T,3), "
+                                  "joint_mask (T,24), trans_mask (T,), pelvis_turns (T,))")
         for name in ("poses", "trans"):
             used = self.joint_mask.repeat(3, axis=1) if name == "poses" else self.trans_mask[:, None].repeat(3, 1)
             if not np.isfinite(getattr(self, name)[used]).all():
                 raise EngineError(f"constraints: '{name}' holds NaN or infinite values on constrained frames")
+        turns = self.pelvis_turns[self.joint_mask[:, 0]]
+        if not (np.isfinite(turns).all() and np.allclose(turns, np.round(turns), atol=1e-6)):
+            raise EngineError("constraints: 'pelvis_turns' must hold whole numbers of turns on frames with a pelvis key")
+        if np.any(self.pelvis_turns[~self.joint_mask[:, 0]] != 0):
+            raise EngineError("constraints: 'pelvis_turns' is set on a frame without a pelvis key")
+        self.pelvis_turns = np.where(self.joint_mask[:, 0], np.round(self.pelvis_turns), 0.0)
 
     @property
     def num_frames(self) -> int:
@@ -111,6 +127,11 @@ class Constraints:
     @property
     def is_empty(self) -> bool:
         return not (self.joint_mask.any() or self.trans_mask.any())
+
+    def first_frames(self, frames: int) -> "Constraints":
+        """The constraints on the first `frames` frames only."""
+        return Constraints(self.poses[:frames], self.trans[:frames], self.joint_mask[:frames], self.trans_mask[:frames],
+                           self.fps, self.pelvis_turns[:frames])
 
     # Builders, each returning self so calls chain.
     def set_pose(self, frame: int, pose: np.ndarray, joints=None, root: np.ndarray | None = None) -> "Constraints":
@@ -142,7 +163,8 @@ class Constraints:
         """Write exactly `path` (see Motion.save_npz)."""
         with open(path, "wb") as f:
             np.savez(f, poses=self.poses, trans=self.trans, joint_mask=self.joint_mask,
-                     trans_mask=self.trans_mask, **({"fps": np.float64(self.fps)} if self.fps else {}))
+                     trans_mask=self.trans_mask, **({"fps": np.float64(self.fps)} if self.fps else {}),
+                     **({"pelvis_turns": self.pelvis_turns} if self.pelvis_turns.any() else {}))
 
     @classmethod
     def load_npz(cls, path) -> "Constraints":
@@ -164,8 +186,9 @@ class Constraints:
             if missing:
                 raise EngineError(f"constraints file {path} lacks {', '.join(missing)} (needs poses, trans, joint_mask, trans_mask)")
             try:
-                arrays = {k: f[k] for k in ("poses", "trans", "joint_mask", "trans_mask", "fps") if k in f}
+                arrays = {k: f[k] for k in ("poses", "trans", "joint_mask", "trans_mask", "fps", "pelvis_turns") if k in f}
             except ValueError:        # an object array: numpy would unpickle it, which is never done
                 raise EngineError(f"cannot read constraints file {path}: it holds Python objects, not plain "
                                   "arrays of numbers") from None
-            return cls(arrays["poses"], arrays["trans"], arrays["joint_mask"], arrays["trans_mask"], arrays.get("fps"))
+            return cls(arrays["poses"], arrays["trans"], arrays["joint_mask"], arrays["trans_mask"], arrays.get("fps"),
+                       arrays.get("pelvis_turns"))

@@ -47,18 +47,23 @@ LEG_KEY_FADE_SECONDS = 0.25
 HOLD_TOLERANCE = 1e-6
 
 
-def _with_holds(keyed: np.ndarray, given: torch.Tensor) -> tuple[np.ndarray, torch.Tensor, np.ndarray]:
+def _with_holds(keyed: np.ndarray, given: torch.Tensor,
+                spins: np.ndarray | None = None) -> tuple[np.ndarray, torch.Tensor, np.ndarray]:
     """A joint keyed with the same rotation on two keys in a row is held in between: those frames
-    become keys of that rotation. keyed (T,) bool, given (T,4) quaternions. Returns (keyed,
-    given, held (T,) bool: the frames of each hold, its two keys included)."""
+    become keys of that rotation. keyed (T,) bool, given (T,4) quaternions; `spins` (T,), the
+    pelvis's keyed whole turns (Constraints.pelvis_turns): the same pose a whole turn on is a
+    spin, not a hold. Returns (keyed, given, held (T,) bool: the frames of each hold, its two keys
+    included)."""
     held = np.zeros(len(keyed), bool)
     k = np.flatnonzero(keyed)
     if len(k) < 2:
         return keyed, given, held
     keyed, given = keyed.copy(), given.clone()
     q0, q1 = given[k[:-1]], given[k[1:]]
-    angle = R.quat_angle(q0, q1)
-    for a, b, same in zip(k[:-1], k[1:], (angle < HOLD_TOLERANCE).tolist()):
+    same = (R.quat_angle(q0, q1) < HOLD_TOLERANCE).numpy()
+    if spins is not None:
+        same &= spins[k[1:]] == 0
+    for a, b, same in zip(k[:-1], k[1:], same.tolist()):
         if same and b > a + 1:
             keyed[a + 1:b] = True
             given[a + 1:b] = given[a]
@@ -103,19 +108,21 @@ def _unwrapped(delta: np.ndarray) -> np.ndarray:
     return out
 
 
-def _keyed_winding(pelvis: torch.Tensor, key_frames: np.ndarray, keyed: torch.Tensor) -> np.ndarray:
+def _keyed_winding(pelvis: torch.Tensor, key_frames: np.ndarray, keyed: torch.Tensor,
+                   spins: np.ndarray) -> np.ndarray:
     """(T,) extra turn about the vertical, whole turns at the keys, so that the pelvis (T,4), which
     meets each keyed facing `keyed` (K,4) at `key_frames`, also turns between consecutive keys the
     way the keys do: the short way from one keyed heading to the next, as Blender shows keys under
-    half a turn apart. The corrections that meet each key go the short way from the dance's facing
-    there, so where the dance turned the other way round between two keys (a keyed turn of 120
-    degrees danced as 240 the other way), the keys were met and the turn was lost
-    (weights/TRAINING.md, "Keyed spins")."""
+    half a turn apart, plus the whole turns `spins` (K,) the keys ask for (a keyed spin). The
+    corrections that meet each key go the short way from the dance's facing there, so where the
+    dance turned the other way round between two keys (a keyed turn of 120 degrees danced as 240
+    the other way), the keys were met and the turn was lost (weights/TRAINING.md, "Keyed spins")."""
     if len(key_frames) < 2:
         return np.zeros(len(pelvis))
     danced = np.unwrap(R.heading(R.quat_to_matrix(pelvis)).numpy())[key_frames]
     wanted = R.heading(R.quat_to_matrix(keyed)).numpy()
-    whole = np.round((R.wrap_angle(np.diff(wanted)) - np.diff(danced)) / (2 * np.pi))
+    turn = R.wrap_angle(np.diff(wanted)) + 2 * np.pi * spins[1:]
+    whole = np.round((turn - np.diff(danced)) / (2 * np.pi))
     if not whole.any():
         return np.zeros(len(pelvis))
     at_keys = 2 * np.pi * np.concatenate([[0.0], np.cumsum(whole)])
@@ -142,12 +149,14 @@ def apply_constraints(poses: np.ndarray, trans: np.ndarray, constraints: Constra
             continue
         given = torch.zeros(T, 4, dtype=torch.float64)
         given[:n] = q_given[:, j]
-        keyed, given, held = _with_holds(keyed, given)
+        spins = np.zeros(T)
+        spins[:n] = constraints.pelvis_turns
+        keyed, given, held = _with_holds(keyed, given, spins if j == 0 else None)
         if j in STANCE_JOINTS:
             stance_held &= held
         k = np.flatnonzero(keyed)
         if j == 0:
-            pelvis_keys = (k, given[k])
+            pelvis_keys = (k, given[k], spins[k])
         # Correction at each key, as a rotation vector (the short way round): given = delta * generated.
         dq = R.quat_mul(given[k], R.quat_conjugate(q_all[k, j]))
         delta = _unwrapped(R.quat_to_axis_angle(dq).numpy())
@@ -279,7 +288,21 @@ def keys_at_model_rate(constraints: Constraints | None, fps: float, length: int,
             trans[m], trans_mask[m] = constraints.trans[f], True
     if not joint_mask.any() and not trans_mask.any():
         return None
-    return Constraints(poses=poses, trans=trans, joint_mask=joint_mask, trans_mask=trans_mask, fps=model_fps)
+    return Constraints(poses=poses, trans=trans, joint_mask=joint_mask, trans_mask=trans_mask, fps=model_fps,
+                       pelvis_turns=_spins_at(constraints, nearest, joint_mask[:, 0]))
+
+
+def _spins_at(constraints: Constraints, nearest: np.ndarray, pelvis_keyed: np.ndarray) -> np.ndarray:
+    """The keyed whole turns (Constraints.pelvis_turns) on the model frames whose pelvis keys
+    `pelvis_keyed` (L,) resample them: each on the first keyed model frame at or after its own
+    frame's `nearest`, so a spin stays between the same two keys."""
+    out = np.zeros(len(pelvis_keyed))
+    keyed = np.flatnonzero(pelvis_keyed)
+    for f in np.flatnonzero(constraints.pelvis_turns):
+        at = np.searchsorted(keyed, nearest[f])
+        if at < len(keyed):
+            out[keyed[at]] += constraints.pelvis_turns[f]
+    return out
 
 
 def leg_keys(constraints: Constraints) -> tuple[np.ndarray, np.ndarray]:

@@ -79,7 +79,7 @@ def start_pose_kept(constraints: Constraints | None, held: Sequence[tuple[int, i
     if constraints is None or not waits:
         return constraints
     out = Constraints(constraints.poses.copy(), constraints.trans.copy(), constraints.joint_mask.copy(),
-                      constraints.trans_mask.copy(), constraints.fps)
+                      constraints.trans_mask.copy(), constraints.fps, constraints.pelvis_turns.copy())
     rows = np.flatnonzero(constraints.joint_mask.any(axis=1) | constraints.trans_mask)
     at_model_rate = L.model_frames(np.arange(constraints.num_frames), fps, np.iinfo(np.int32).max)
     for _, last, anchor in waits:
@@ -87,6 +87,7 @@ def start_pose_kept(constraints: Constraints | None, held: Sequence[tuple[int, i
         until = int(np.searchsorted(at_model_rate, last, side="right"))
         for name in ("poses", "trans", "joint_mask", "trans_mask"):
             getattr(out, name)[key + 1:until] = getattr(constraints, name)[key]
+        out.pelvis_turns[key + 1:until] = 0.0                           # held: no turn
     return out
 
 
