@@ -21,8 +21,9 @@ from .defaults import (DEFAULT_AUTOGUIDANCE, DEFAULT_FPS, DEFAULT_GUIDANCE, DEFA
                        SAMPLING_ETA, SAMPLING_SOLVER, SMOOTHING_SECONDS, STUDENT_SMOOTHING_SECONDS)
 from .errors import Cancelled, EngineError, EngineNote, RootHeightNote
 from .finishing.beatsync import motion_beats, output_times, warp_knots, warp_times
-from .finishing.editing import (anchor_times, apply_constraints, keyed_runs, keys_at_model_rate, leg_keys,
-                                legs_hang_from_new_hips, raised_root_frames, rushed_root_keys, sunk_root_frames)
+from .finishing.editing import (anchor_times, apply_constraints, keyed_runs, keyed_spin_frames, keys_at_model_rate,
+                                leg_keys, legs_hang_from_new_hips, raised_root_frames, rushed_root_keys,
+                                sunk_root_frames)
 from .finishing.feet import beat_cycle, clean_feet
 from .finishing.rootpath import bound_root_path
 from .finishing.turns import limit_joint_speeds, limit_pelvis_turns
@@ -502,6 +503,7 @@ def finish_motion(poses30: np.ndarray, trans30: np.ndarray, seconds: float, out_
         poses, trans = apply_constraints(poses, trans, constraints, fps)
         fixed = np.zeros((out_frames, NUM_JOINTS), bool)
         fixed[:constraints.num_frames] = constraints.joint_mask
+        fixed[:constraints.num_frames, 0] |= keyed_spin_frames(constraints)
     if "speed guard" in finishing:
         poses, _ = limit_joint_speeds(poses, fps, fixed=fixed)  # a last guard: no joint pops
     return Motion(poses=poses, trans=trans, fps=float(fps), contacts=contacts30[nearest],

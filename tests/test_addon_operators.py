@@ -509,6 +509,12 @@ def test_a_spin_keyed_on_the_pelvis_is_danced(addon, tmp_path):
     m = R.axis_angle_to_matrix(torch.as_tensor(motion.poses[:, :3])).numpy()
     heading = np.unwrap(np.arctan2(m[:, 0, 2], m[:, 2, 2]))
     assert np.diff(heading[rows]) == pytest.approx([2 * np.pi, 0.35], abs=1e-4)
+    # Written into the take (the pelvis's own Euler mode), the spin is read again the same way:
+    # the next Generate keeps it.
+    runner.apply(request, motion)
+    assert pelvis.rotation_mode == 'YXZ'
+    again = operators.build_request(bpy.context)
+    assert again.constraints.pelvis_turns[rows].tolist() == [0, 1, 0]
 
 
 def _fcurve(obj, action, data_path, index):

@@ -383,3 +383,19 @@ def test_api_misuse_is_one_line_and_an_unkeyed_tail_is_trimmed(tmp_path, click_s
     keys.set_pose(40, np.zeros(72))
     with pytest.raises(EngineError, match="constraints hold keys past the dance's 30 frames"):
         _gen(click_song, tiny_weights, duration=1.0, constraints=keys)
+
+
+def test_a_keyed_spin_faster_than_the_speed_guard_is_danced_whole(click_song, tiny_weights):
+    # Review: the last speed guard eased the pelvis the short way where a keyed spin passed its
+    # bound (25.8 rad/s): three turns keyed a second apart were danced as two, four as one.
+    import torch
+    from engine.body import rotations as R
+    c = Constraints.empty(90, 30)
+    for f in (15, 45):
+        c.set_pose(f, np.zeros(72), joints=["pelvis"])
+    c.pelvis_turns[45] = 4
+    motion = generate(click_song, weights=tiny_weights, steps=2, fps=30, duration=3.0, constraints=c)
+    m = R.axis_angle_to_matrix(torch.as_tensor(motion.poses[:, :3])).numpy()
+    heading = np.unwrap(np.arctan2(m[:, 0, 2], m[:, 2, 2]))
+    assert (heading[45] - heading[15]) / (2 * np.pi) == pytest.approx(4.0, abs=1e-4)
+    assert rotation_error(motion.poses[[15, 45], :3], c.poses[[15, 45], :3]) < 1e-6

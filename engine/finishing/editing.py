@@ -305,6 +305,19 @@ def _spins_at(constraints: Constraints, nearest: np.ndarray, pelvis_keyed: np.nd
     return out
 
 
+def keyed_spin_frames(constraints: Constraints) -> np.ndarray:
+    """(T,) bool: the frames from a pelvis key to the next one that asks whole turns
+    (Constraints.pelvis_turns), both keys included. The animator sets the pace of a keyed spin:
+    a speed bound that eased the pelvis there would take the short way and unwind whole turns
+    (three turns keyed a second apart were danced as two)."""
+    out = np.zeros(constraints.num_frames, bool)
+    keys = np.flatnonzero(constraints.joint_mask[:, 0])
+    for a, b in zip(keys[:-1], keys[1:]):
+        if constraints.pelvis_turns[b]:
+            out[a:b + 1] = True
+    return out
+
+
 def leg_keys(constraints: Constraints) -> tuple[np.ndarray, np.ndarray]:
     """How the feet cleanup treats the keyed legs: (given (T, 2), pinned (T, 2)) in feet.LEGS'
     order. Given: legs keyed in runs (seed motion, a regenerated range's surroundings, a locked
