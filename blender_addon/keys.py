@@ -273,31 +273,31 @@ def long_turn_note(obj, frame_start: float, frame_end: float, bones=None) -> str
             "least every half turn (the hips' spins are danced)")
 
 
-# A keyed spin is counted on the animator's curves sampled this often between two pelvis keys:
-# under half a turn from one sample to the next for spins of up to a turn and a half a frame.
-SPIN_SAMPLES_PER_FRAME = 3
+# A keyed spin is counted on this many samples along the straight path from one key's channel
+# values to the next's: under half a turn from one sample to the next for up to 30 turns.
+SPIN_SAMPLES = 64
 
 
-def turns_between_keys(key_frames, heading_at) -> np.ndarray:
-    """(K,) the whole turns about the vertical that the animator's curves make from each of the
-    sorted scene frames `key_frames` (K,) to the next, beyond the short way from one key's facing
-    to the next; the first 0 (engine Constraints.pelvis_turns: a spin keyed as Euler Z 0, 360, 720
-    degrees is the same pose three times). `heading_at(frames)`: (N,) scene frames, fractional
-    -> (N,) the keyed body's heading in radians, as the curves give it. Keys a frame apart (seed
-    motion, a locked body part) are not sampled: half a turn in one frame is no dance."""
+def turns_between_keys(key_frames, heading_between) -> np.ndarray:
+    """(K,) the whole turns about the vertical that the body makes from each of the sorted
+    scene frames `key_frames` (K,) to the next, beyond the short way from one key's facing to
+    the next; the first 0 (engine Constraints.pelvis_turns: a spin keyed as Euler Z 0, 360, 720
+    degrees is the same pose three times). `heading_between(starts (G,), ends (G,), u (N,))` ->
+    (G, N) the body's heading in radians at fractions u of the way between the two keys' channel
+    values, as Blender shows two keys with nothing keyed between them: the keys' own turn, not
+    that of a generated dance keyed on the frames between. Keys a frame apart (seed motion, a
+    locked body part, a dance around a regenerated range) are not read: half a turn in one frame
+    is no dance."""
     from engine.body.rotations import wrap_angle
-    frames = np.asarray(key_frames, np.float64)
+    frames = np.asarray(key_frames)
     out = np.zeros(len(frames))
-    gaps = [k for k in range(len(frames) - 1) if frames[k + 1] - frames[k] > 1.5]
-    if not gaps:
+    gaps = np.flatnonzero(np.diff(frames) > 1)
+    if not len(gaps):
         return out
-    samples = [np.linspace(frames[k], frames[k + 1], int(np.ceil(SPIN_SAMPLES_PER_FRAME * (frames[k + 1] - frames[k]))) + 1)
-               for k in gaps]
-    headings = np.split(np.asarray(heading_at(np.concatenate(samples)), np.float64),
-                        np.cumsum([len(s) for s in samples])[:-1])
-    for k, heading in zip(gaps, headings):
-        turned = np.unwrap(heading)[-1] - heading[0]
-        out[k + 1] = np.round((turned - wrap_angle(turned)) / (2 * np.pi))
+    heading = np.unwrap(np.asarray(heading_between(frames[gaps], frames[gaps + 1], np.linspace(0.0, 1.0, SPIN_SAMPLES))),
+                        axis=1)
+    turned = heading[:, -1] - heading[:, 0]
+    out[gaps + 1] = np.round((turned - wrap_angle(turned)) / (2 * np.pi))
     return out
 
 

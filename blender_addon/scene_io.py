@@ -428,20 +428,20 @@ def read_constraints(obj, frame_start: int, frame_end: int, fps: float,
 
 
 def _pelvis_heading(obj):
-    """heading_at for keys.turns_between_keys: the SMPL pelvis's heading on (fractional) frames
-    as the curves of the action holding the animator's keys give it (matrices_to_smpl's world
-    rotation of the root bone: C^T rest basis, C the dancer's rest)."""
+    """heading_between for keys.turns_between_keys: the SMPL pelvis's heading between two keys
+    of the action holding the animator's keys (matrices_to_smpl's world rotation of the root
+    bone: C^T rest basis, C the dancer's rest)."""
     import torch
     from engine.body.rotations import heading
     from engine.outputs.retarget import quat_to_matrix
-    from .rig_io import evaluate_basis
+    from .rig_io import rotations_between
     rest = np.array(obj.data.bones["pelvis"].matrix_local, np.float64)[:3, :3]
     action = _key_action(obj)[0]
 
-    def heading_at(frames):
-        basis, _ = evaluate_basis(obj, frames, ["pelvis"], action)
-        return heading(torch.from_numpy(C.T @ rest @ quat_to_matrix(basis[:, 0]))).numpy()
-    return heading_at
+    def heading_between(starts, ends, u):
+        basis = rotations_between(obj, ["pelvis"], starts, ends, u, action)[:, :, 0]         # (G,N,4)
+        return heading(torch.from_numpy(C.T @ rest @ quat_to_matrix(basis))).numpy()
+    return heading_between
 
 
 # --- Writing the dance ----------------------------------------------------------------------
