@@ -266,6 +266,8 @@ def test_keyed_turns_are_checked_and_travel_in_the_constraints_file(tmp_path, tu
     assert Constraints.load_npz(path).pelvis_turns.tolist() == [0, 0, 0, 2, 0]
     with pytest.raises(EngineError, match=message):
         Constraints(c.poses, c.trans, c.joint_mask, c.trans_mask, FPS, turns)
+    unset = Constraints(c.poses, c.trans, c.joint_mask, c.trans_mask, FPS, [0, np.nan, np.nan, 2, np.nan])
+    assert unset.pelvis_turns.tolist() == [0, 0, 0, 2, 0]    # NaN off the keys: unset, as in poses
     Constraints.empty(5, FPS).save_npz(path)               # files without spins stay as they were
     assert "pelvis_turns" not in np.load(path).files
 

@@ -116,7 +116,8 @@ class Constraints:
         turns = self.pelvis_turns[self.joint_mask[:, 0]]
         if not (np.isfinite(turns).all() and np.allclose(turns, np.round(turns), atol=1e-6)):
             raise EngineError("constraints: 'pelvis_turns' must hold whole numbers of turns on frames with a pelvis key")
-        if np.any(self.pelvis_turns[~self.joint_mask[:, 0]] != 0):
+        off_keys = self.pelvis_turns[~self.joint_mask[:, 0]]
+        if np.any(np.isfinite(off_keys) & (off_keys != 0)):     # NaN there: unset, as poses may hold
             raise EngineError("constraints: 'pelvis_turns' is set on a frame without a pelvis key")
         self.pelvis_turns = np.where(self.joint_mask[:, 0], np.round(self.pelvis_turns), 0.0)
 

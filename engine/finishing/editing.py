@@ -60,10 +60,10 @@ def _with_holds(keyed: np.ndarray, given: torch.Tensor,
         return keyed, given, held
     keyed, given = keyed.copy(), given.clone()
     q0, q1 = given[k[:-1]], given[k[1:]]
-    same = (R.quat_angle(q0, q1) < HOLD_TOLERANCE).numpy()
+    alike = (R.quat_angle(q0, q1) < HOLD_TOLERANCE).numpy()
     if spins is not None:
-        same &= spins[k[1:]] == 0
-    for a, b, same in zip(k[:-1], k[1:], same.tolist()):
+        alike &= spins[k[1:]] == 0
+    for a, b, same in zip(k[:-1], k[1:], alike.tolist()):
         if same and b > a + 1:
             keyed[a + 1:b] = True
             given[a + 1:b] = given[a]
