@@ -281,6 +281,9 @@ def test_inbetweening_evaluation_runs_on_a_clip(click_song, tiny_weights):
     keys = E.score_keys([clip], args)
     assert keys["key error rad (max)"] < 1e-4 and keys["fastest joint rad/s"] < 40
     assert 0 < keys["flow ratio (mean)"] and 0 < keys["whip ratio (max clip)"]
+    assert keys["dances scored"] == len(args.seeds)                   # one clip, each seed
+    assert (keys["dances whipping past 1.3"] > 0) == (keys["whip ratio (max clip)"] > 1.3)
+    assert keys["dances whipping past 1.3"] <= keys["dances scored"]
     lafan = E.score_lafan([clip], args)
     assert set(lafan) == set(E.GAPS)
     assert all(model > 0 and slerp > 0 for model, slerp in lafan.values())
