@@ -301,6 +301,25 @@ def turns_between_keys(key_frames, heading_between) -> np.ndarray:
     return out
 
 
+def spin_note(pelvis_turns: np.ndarray, pelvis_keyed: np.ndarray, frame_start: int) -> str | None:
+    """A note naming the spins read from the hips' keys (turns_between_keys), so the animator
+    sees that a keyed spin is danced, or None. pelvis_turns and pelvis_keyed (F,), frame 0 =
+    scene frame `frame_start`."""
+    spins = np.flatnonzero(pelvis_turns)
+    if not len(spins):
+        return None
+    keyed = np.flatnonzero(pelvis_keyed)
+    said = []
+    for b in spins[:3]:
+        a = keyed[np.searchsorted(keyed, b) - 1]
+        turns = int(pelvis_turns[b])
+        way = "counter-clockwise" if turns > 0 else "clockwise"
+        said.append(f"{abs(turns)} whole turn{'s' if abs(turns) > 1 else ''} {way} between frames "
+                    f"{a + frame_start} and {b + frame_start}")
+    return ("the hips' keys spin, seen from above: " + ", ".join(said) + (" ..." if len(spins) > 3 else "")
+            + " (danced as keyed)")
+
+
 def hemisphere(q: np.ndarray, previous: np.ndarray | None = None) -> np.ndarray:
     """Flip quaternions (T,...,4) so each is on the same hemisphere as the one before it
     (the first as `previous`, when given)."""

@@ -286,7 +286,8 @@ def build_request(context):
                              f"keyed up to frame {intro} leaves it")
     danced = rig_io.posed_bones(bone_map) if bone_map else {b.name for b in obj.data.bones}
     danced -= rig_io.spinning_bones(obj, bone_map)                  # the hips' spins are danced
-    for note in (keys.off_frame_note(obj, first, last), keys.long_turn_note(obj, first, last, danced)):
+    for note in (keys.off_frame_note(obj, first, last), keys.long_turn_note(obj, first, last, danced),
+                 keys.spin_note(cons.pelvis_turns, cons.joint_mask[:, 0], first)):
         if note:
             request.notes.append(note)
     if first < 0:   # runner.extend_frame_range cannot reach them: a scene's range starts at 0 at the earliest

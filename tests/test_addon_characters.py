@@ -607,6 +607,9 @@ def test_a_spin_keyed_on_the_hips_is_read_as_whole_turns(addon, tmp_path):
     assert np.flatnonzero(cons.joint_mask[:, 0]).tolist() == [0, 20, 40]
     assert cons.pelvis_turns[[0, 20, 40]].tolist() == [0, 1, -2]
     assert rig_io.spinning_bones(obj, bone_map) == {"mixamorig:Hips"}
+    note = keys.spin_note(cons.pelvis_turns, cons.joint_mask[:, 0], first)
+    assert (f"1 whole turn counter-clockwise between frames {first} and {first + 20}, "
+            f"2 whole turns clockwise between frames {first + 20} and {first + 40}") in note, note
 
 
 def key_bind_pose(obj, frame, noise=1e-4, seed=0):

@@ -503,6 +503,8 @@ def test_a_spin_keyed_on_the_pelvis_is_danced(addon, tmp_path):
     assert request.constraints.joint_mask[rows, 0].all()
     assert request.constraints.pelvis_turns[rows].tolist() == [0, 1, 0]
     assert not [n for n in request.notes if "more than half a turn" in n], request.notes
+    assert ("the hips' keys spin, seen from above: 1 whole turn counter-clockwise between frames 10 and 40 "
+            "(danced as keyed)") in request.notes
     import torch
     from engine.body import rotations as R
     motion = runner.generate(request)

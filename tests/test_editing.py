@@ -235,7 +235,7 @@ def test_a_spin_keyed_in_whole_turns_spins_and_is_no_hold():
     c = Constraints.empty(T, FPS)
     for f in keyed:
         c.set_pose(f, np.zeros(72), joints=["pelvis"])
-    c.pelvis_turns[keyed] = [0, 1, -1]                     # a turn anticlockwise, then one back
+    c.pelvis_turns[keyed] = [0, 1, -1]                     # a turn counter-clockwise, then one back
     poses, _ = apply_constraints(generated, trans, c, FPS)
     heading = _heading(poses)
     assert np.diff(heading[keyed]) == pytest.approx([2 * np.pi, -2 * np.pi], abs=1e-6)
