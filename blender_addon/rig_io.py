@@ -418,14 +418,13 @@ def rotation_quats(modes: list[str], quat: np.ndarray, euler: np.ndarray, axis_a
     return out
 
 
-def evaluate_basis(obj, frames, names=None, action=None) -> tuple[np.ndarray, np.ndarray]:
+def evaluate_basis(obj, frames, names=None) -> tuple[np.ndarray, np.ndarray]:
     """(rotations (F,B,4) w,x,y,z, locations (F,B,3)): the animation channels (any rotation
     mode) of the bones `names` (default: all, in the armature's order) on each of `frames`, as
-    the F-curves of `action` (default: the current one) give them (a channel without one: its
-    current value). No scene evaluation: reading 3 minutes of a Rigify rig takes a second, not
-    a minute."""
+    the current action's F-curves give them (a channel without one: its current value). No
+    scene evaluation: reading 3 minutes of a Rigify rig takes a second, not a minute."""
     names = list(names) if names is not None else [b.name for b in obj.data.bones]
-    got = _channel_values(obj, frames, names, action)
+    got = _channel_values(obj, frames, names, None)
     return _rotations(obj, names, got), got["location"]
 
 
@@ -443,8 +442,8 @@ def rotations_between(obj, names, starts, ends, u, action=None) -> np.ndarray:
 
 
 def _channel_values(obj, frames, names, action) -> dict[str, np.ndarray]:
-    """{channel: (F,B,n)} the animation channels of the bones `names` on each of `frames` (see
-    evaluate_basis)."""
+    """{channel: (F,B,n)} the animation channels of the bones `names` on each of `frames`, from
+    `action`'s F-curves (None: the current action's; see evaluate_basis)."""
     frames = [float(f) for f in frames]
     pbs = obj.pose.bones
     if action is None:

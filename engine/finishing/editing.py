@@ -141,6 +141,8 @@ def apply_constraints(poses: np.ndarray, trans: np.ndarray, constraints: Constra
     out_values = torch.zeros(T, NUM_JOINTS, 4, dtype=torch.float64)
     stance_held = np.ones(T, bool)
     pelvis_keys = None
+    spins = np.zeros(T)
+    spins[:n] = constraints.pelvis_turns
     for j in range(NUM_JOINTS):
         keyed = np.zeros(T, bool)
         keyed[:n] = constraints.joint_mask[:, j]
@@ -149,8 +151,6 @@ def apply_constraints(poses: np.ndarray, trans: np.ndarray, constraints: Constra
             continue
         given = torch.zeros(T, 4, dtype=torch.float64)
         given[:n] = q_given[:, j]
-        spins = np.zeros(T)
-        spins[:n] = constraints.pelvis_turns
         keyed, given, held = _with_holds(keyed, given, spins if j == 0 else None)
         if j in STANCE_JOINTS:
             stance_held &= held
