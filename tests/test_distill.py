@@ -12,7 +12,7 @@ from engine.body import layout as L
 from engine.api import draw, finish_draw, generate
 from engine.defaults import SMOOTHING_SECONDS, STUDENT_SMOOTHING_SECONDS
 from engine.training.data.cache import CorpusItem, _save
-from engine.training.distill import (main as distill_main, motion_band_error, sample_windows, student_timesteps,
+from engine.training.distill import (main as distill_main, motion_band_error, motion_energy_error, sample_windows, student_timesteps,
                                      teacher_segment_target, x0_landing_at)
 from engine.sampler.diffusion import cosine_alpha_bar, ddim_step, ddim_timesteps
 from engine.errors import EngineError
@@ -99,6 +99,23 @@ def test_the_motion_band_term_weighs_the_moves_not_the_pose_or_the_jitter():
     assert offset < 1e-12 and move > 20 * slow and move > 20 * jitter, (offset, slow, move, jitter)
 
 
+def test_the_motion_energy_term_weighs_how_much_it_moves_not_when():
+    t = torch.arange(150, dtype=torch.float64) / L.MODEL_FPS
+    move = torch.sin(2 * torch.pi * 2.0 * t)[None, :, None].repeat(2, 1, 3)
+
+    def errors(pred):
+        return float(motion_energy_error(pred, move)), float(motion_band_error(pred, move))
+    late, late_band = errors(torch.sin(2 * torch.pi * 2.0 * (t - 0.1))[None, :, None].repeat(2, 1, 3))
+    calm, calm_band = errors(0.6 * move)
+    assert errors(move) == (0.0, 0.0) and errors(move + 0.5) [0] < 1e-12           # a pose offset does not move
+    assert late < 0.01 * calm and late_band > calm_band, (late, calm, late_band, calm_band)   # timing is free
+    # Each window and channel is matched on its own: one still window is not made up by another moving more.
+    mixed = move.clone()
+    mixed[0] *= 0.0
+    mixed[1] *= 1.4
+    assert errors(mixed)[0] > calm
+
+
 def test_the_student_approaches_the_teacher_and_resumes(teacher, packed_data, tmp_path, capsys):
     out = tmp_path / "run"
     assert _distil(teacher, packed_data, out, 100) == 0
@@ -116,7 +133,7 @@ def test_the_student_approaches_the_teacher_and_resumes(teacher, packed_data, tm
     assert student.student["timesteps"] == student_timesteps(2, 3) and student.guide is None
     assert student.student["teacher_solver"] == "dpm2m" and "teacher dpm2m steps" in student.student["recipe"]
     # Another loss or another teacher solver is another recipe: not resumed into this run.
-    for other in (["--motion-weight", "100"], ["--teacher-solver", "ddim"]):
+    for other in (["--motion-weight", "100"], ["--energy-weight", "100"], ["--teacher-solver", "ddim"]):
         assert _distil(teacher, packed_data, out, 120, *other) == 2
         assert "another teacher or recipe" in capsys.readouterr().err
     assert _distil(teacher, packed_data, tmp_path / "bad", 5, "--train-segments", "2") == 2
@@ -125,6 +142,8 @@ def test_the_student_approaches_the_teacher_and_resumes(teacher, packed_data, tm
     assert "--motion-weight must be a number of at least 0" in capsys.readouterr().err and not (tmp_path / "bad").exists()
     assert _distil(teacher, packed_data, tmp_path / "band", 4, "--motion-weight", "100", "--train-segments", "1") == 0
     assert "motion-band term 100" in checkpoint.load(tmp_path / "band" / "student.safetensors").student["recipe"]
+    assert _distil(teacher, packed_data, tmp_path / "energy", 2, "--energy-weight", "500") == 0
+    assert "motion-energy term 500" in checkpoint.load(tmp_path / "energy" / "student.safetensors").student["recipe"]
     # A student is not a teacher to distil from.
     assert distill_main(["--teacher", str(out / "student.safetensors"), "--out", str(tmp_path / "again"),
                          "--data", str(packed_data)]) == 2

@@ -17,7 +17,7 @@ from engine.body.skeleton import joint_positions
 from engine.errors import EngineNote
 from engine.example import synthesize_example
 from engine.finishing.rootpath import bound_root_path
-from engine.music.silence import MIN_SILENCE_SECONDS, silent_stretches
+from engine.music.silence import MIN_SILENCE_SECONDS, frame_levels_db, silent_stretches
 from engine.sampler.hold import _standing_anchor, held_stretches
 
 SR = 22050
@@ -48,6 +48,27 @@ def test_silences_of_a_second_or_more_are_found_quiet_music_is_not():
         assert silent_stretches(0.9 * wave + offset, SR, frames) == found
     assert silent_stretches(np.zeros(SR * 3, np.float32), SR, 90) == [(0, 89)]   # nothing sounds: all of it
     assert silent_stretches(_sound(4.0), SR, 120) == []
+
+
+@pytest.mark.parametrize("fps", [24, 25, 29.97, 30, 60])
+def test_each_frames_level_is_the_rms_of_its_own_span_about_its_mean(fps):
+    """The fast per-span sums give each frame the level of exactly the samples around its time,
+    also where a hop is fractional, at the song's ends, and for frames past its end (no samples)."""
+    rng = np.random.default_rng(3)
+    wave = (0.1 * rng.standard_normal(SR * 2 + 77) + 0.01).astype(np.float32)
+    wave[: SR // 2] *= 1e-3                                                 # a quiet start
+    frames = int(len(wave) / SR * fps) + 5
+    hop = SR / fps
+    expected = []
+    for k in range(frames):
+        lo = min(max(int(round((k - 0.5) * hop)), 0), len(wave))
+        hi = min(max(int(round((k + 0.5) * hop)), 0), len(wave))
+        span = wave[lo:hi].astype(np.float64)
+        expected.append(10 * np.log10(max(span.var(), 1e-12)) if len(span) else -120.0)
+    got = frame_levels_db(wave, SR, frames, fps)
+    assert got.shape == (frames,)
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+    assert got[0] < -70 < -30 < got[frames // 2] and got[-1] == -120.0
 
 
 def test_each_silence_waits_in_a_pose_next_to_it_unless_the_animator_keys_it():

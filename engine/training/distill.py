@@ -21,7 +21,9 @@ The student's inputs x_tk come half from training windows noised to t_k (q_sampl
 the student's own few-step trajectory from pure noise (the states it meets when sampling).
 The loss is the MSE to that x0, plus, with --motion-weight, a term on the error's 1-4 Hz band
 (motion_band_error): the plain MSE is mostly the pose's slow part, and a student trained on it
-alone came out calmer than its teacher.
+alone came out calmer than its teacher. --energy-weight adds a term on how much each window moves
+in that band, whatever the moves' timing (motion_energy_error; tried, not in the shipped student's
+recipe: weights/TRAINING.md).
 
 Resumable: rerun the same command and it continues from DIR/state.safetensors. DIR/student.safetensors
 (the EMA student, the engine's weights format) is rewritten at every checkpoint, every
@@ -111,6 +113,23 @@ def motion_band_error(pred: torch.Tensor, target: torch.Tensor,
     return (error[:, 1:] - error[:, :-1]).pow(2).mean()
 
 
+def _motion_band_rms(x: torch.Tensor, sigma_frames: float) -> torch.Tensor:
+    """(N, C) root-mean-square frame-to-frame change of each window's channels once Gaussian-smoothed:
+    how much each channel moves in the band motion_band_error weighs."""
+    smooth = lowpass_in_time(x, sigma_frames)
+    return (smooth[:, 1:] - smooth[:, :-1]).pow(2).mean(1).add(1e-10).sqrt()
+
+
+def motion_energy_error(pred: torch.Tensor, target: torch.Tensor,
+                        sigma_frames: float = MOTION_BAND_SIGMA_SECONDS * L.MODEL_FPS) -> torch.Tensor:
+    """Mean squared difference, per window and channel, between how much the student's motion and
+    its teacher's move in the 1-4 Hz band, whatever the moves' timing. An error in a move's timing
+    costs nothing here, so a student unsure of the timing is not pulled towards moving less; the
+    MSE terms pull it there, which is how a student ends calm in lively windows and its dances
+    alike (Div_k under its teacher's; weights/TRAINING.md)."""
+    return (_motion_band_rms(pred, sigma_frames) - _motion_band_rms(target, sigma_frames)).pow(2).mean()
+
+
 @torch.no_grad()
 def student_rollout(student, x: torch.Tensor, music: torch.Tensor, style: torch.Tensor, times: list[int], k: int,
                     alpha_bar: torch.Tensor) -> torch.Tensor:
@@ -172,6 +191,9 @@ def parse_args(argv=None):
                         f"student's error after a {MOTION_BAND_SIGMA_SECONDS:g} s Gaussian (a 1-4 Hz band). The plain "
                         f"MSE is mostly the pose's slow part, and a student trained on it alone is calmer than its "
                         f"teacher (default 0: plain MSE)")
+    p.add_argument("--energy-weight", type=float, default=0.0,
+                   help="weight of a third loss term: how much each window's channels move in that band, student "
+                        "against teacher, whatever the moves' timing (motion_energy_error; default 0: none)")
     p.add_argument("--train-segments", type=int, nargs="+", default=None, metavar="K",
                    help="train only these student steps, 0 = the noisiest (default: all, in turn)")
     p.add_argument("--iterations", type=int, default=20000, help="total optimisation steps")
@@ -291,6 +313,7 @@ def _student_info(args, teacher_path: Path, digest: str, times_s: list[int]) -> 
             "recipe": f"guidance + progressive step distillation, {args.segments} x {args.substeps} teacher "
                       f"{args.teacher_solver} steps"
                       + (f", motion-band term {args.motion_weight:g}" if args.motion_weight else "")
+                      + (f", motion-energy term {args.energy_weight:g}" if args.energy_weight else "")
                       + " (engine.training.distill)"}
 
 
@@ -300,7 +323,7 @@ def run(args) -> Path:
     check_numbers(counts={"--segments": args.segments, "--substeps": args.substeps, "--iterations": args.iterations,
                           "--batch": args.batch, "--threads": args.threads, "--probe-windows": args.probe_windows},
                   amounts={"--lr": args.lr, "--warmup": args.warmup, "--workers": args.workers,
-                           "--motion-weight": args.motion_weight},
+                           "--motion-weight": args.motion_weight, "--energy-weight": args.energy_weight},
                   positive={"--max-minutes": args.max_minutes, "--save-minutes": args.save_minutes},
                   shares={"--ema": args.ema})
     trained = sorted(set(args.train_segments)) if args.train_segments else list(range(args.segments))
@@ -352,7 +375,8 @@ def run(args) -> Path:
     state_path, meta_path = out / "state.safetensors", out / "recipe.json"
     recipe = {"teacher_sha256": digest, "segments": args.segments, "substeps": args.substeps,
               "guidance": args.guidance, "autoguidance": args.autoguidance, "guidance_lowpass": args.guidance_lowpass,
-              "motion_weight": args.motion_weight, "teacher_solver": args.teacher_solver}
+              "motion_weight": args.motion_weight, "teacher_solver": args.teacher_solver,
+              "energy_weight": args.energy_weight}
     step, seconds_before, old = 0, 0.0, {}
     if state_path.exists():
         from safetensors.torch import load_file
@@ -360,6 +384,7 @@ def run(args) -> Path:
         old.setdefault("guidance_lowpass", 0.0)      # runs from before the option guided plainly
         old.setdefault("motion_weight", 0.0)        # and took the plain MSE
         old.setdefault("teacher_solver", "ddim")    # and the teacher's DDIM steps
+        old.setdefault("energy_weight", 0.0)        # and no energy term
         if {k: old.get(k) for k in recipe} != recipe:
             raise EngineError(f"{out} holds a distillation of another teacher or recipe ({old}): use a new --out")
         step = _restore_state(load_file(str(state_path), device=str(device)), student, ema, opt)
@@ -443,6 +468,8 @@ def run(args) -> Path:
         loss = F.mse_loss(pred, target)
         if args.motion_weight:
             loss = loss + args.motion_weight * motion_band_error(pred, target)
+        if args.energy_weight:
+            loss = loss + args.energy_weight * motion_energy_error(pred, target)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
