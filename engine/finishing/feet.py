@@ -794,6 +794,7 @@ def _toes_above_floor(poses: np.ndarray, trans: np.ndarray) -> np.ndarray:
     foot with the shin, and that can tip a toe a few centimetres under it."""
     local, pos = _positions(poses, trans)
     glob = _global_rotations(local)
+    out = np.array(poses).reshape(len(poses), NUM_JOINTS, 3)     # only the pitched ankles change
     for _, knee, ankle, toe in LEGS.values():
         frames = torch.nonzero(pos[:, toe, 1] < 0).flatten()
         if not len(frames):
@@ -805,5 +806,5 @@ def _toes_above_floor(poses: np.ndarray, trans: np.ndarray) -> np.ndarray:
         length = (v.norm(dim=-1) ** 2 - want[:, 1] ** 2).clamp_min(0).sqrt()
         want[:, [0, 2]] = horizontal / horizontal.norm(dim=-1, keepdim=True).clamp_min(1e-9) * length[:, None]
         turned = _rotation_between(v, want) @ glob[frames, ankle]
-        local[frames, ankle] = glob[frames, knee].transpose(-1, -2) @ turned
-    return R.matrix_to_axis_angle(local).reshape(len(poses), -1).numpy()
+        out[frames.numpy(), ankle] = R.matrix_to_axis_angle(glob[frames, knee].transpose(-1, -2) @ turned).numpy()
+    return out.reshape(len(poses), -1)
