@@ -746,8 +746,10 @@ def lock_feet(poses: np.ndarray, trans: np.ndarray, fps: float, cycle: np.ndarra
             drawn = R.matrix_to_quat(glob[frames, leg[2]])
             sole = R.quat_to_matrix(R.quat_slerp(drawn, held, torch.from_numpy(free[frames.numpy()])[:, None]))
             _two_bone_ik(new_local, glob, pos, leg, blended, frames, sole, passes=1)   # one: see REACH_PASSES
-    poses_out = R.matrix_to_axis_angle(new_local).reshape(T, -1).numpy()
-    return poses_out, contacts
+    poses_out = np.array(poses).reshape(T, NUM_JOINTS, 3)       # the IK turns only the legs' joints
+    legs = [j for leg in LEGS.values() for j in leg[:3]]
+    poses_out[:, legs] = R.matrix_to_axis_angle(new_local[:, legs]).numpy()
+    return poses_out.reshape(T, -1), contacts
 
 
 def ankle_positions(poses: np.ndarray, trans: np.ndarray) -> np.ndarray:
