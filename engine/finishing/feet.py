@@ -89,6 +89,7 @@ LEGS = {  # (hip, knee, ankle, toe) per side
     "right": tuple(JOINT_INDEX[n] for n in ("right_hip", "right_knee", "right_ankle", "right_foot")),
 }
 FOOT_JOINTS = [j for leg in LEGS.values() for j in leg[2:]]
+LEG_IK_JOINTS = [j for leg in LEGS.values() for j in leg[:3]]   # what the two-bone IK turns: hip, knee, ankle
 
 
 def _global_rotations(local: torch.Tensor) -> torch.Tensor:
@@ -746,9 +747,8 @@ def lock_feet(poses: np.ndarray, trans: np.ndarray, fps: float, cycle: np.ndarra
             drawn = R.matrix_to_quat(glob[frames, leg[2]])
             sole = R.quat_to_matrix(R.quat_slerp(drawn, held, torch.from_numpy(free[frames.numpy()])[:, None]))
             _two_bone_ik(new_local, glob, pos, leg, blended, frames, sole, passes=1)   # one: see REACH_PASSES
-    poses_out = np.array(poses).reshape(T, NUM_JOINTS, 3)       # the IK turns only the legs' joints
-    legs = [j for leg in LEGS.values() for j in leg[:3]]
-    poses_out[:, legs] = R.matrix_to_axis_angle(new_local[:, legs]).numpy()
+    poses_out = np.array(poses).reshape(T, NUM_JOINTS, 3)       # the IK turns only these joints
+    poses_out[:, LEG_IK_JOINTS] = R.matrix_to_axis_angle(new_local[:, LEG_IK_JOINTS]).numpy()
     return poses_out.reshape(T, -1), contacts
 
 

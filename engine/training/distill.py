@@ -109,15 +109,18 @@ def motion_band_error(pred: torch.Tensor, target: torch.Tensor,
     error in the motion that survives the finishing, weighted towards 1-4 Hz. The plain MSE is
     two-thirds the pose's slowest part (below 0.5 Hz), where the student is right, while its
     1-3 Hz moves carried 0.8x its teacher's power (weights/TRAINING.md)."""
-    error = lowpass_in_time(pred - target, sigma_frames)
-    return (error[:, 1:] - error[:, :-1]).pow(2).mean()
+    return _band_change(pred - target, sigma_frames).pow(2).mean()
+
+
+def _band_change(x: torch.Tensor, sigma_frames: float) -> torch.Tensor:
+    """(N, W-1, C) frame-to-frame change of x (N, W, C) once Gaussian-smoothed: its 1-4 Hz band."""
+    smooth = lowpass_in_time(x, sigma_frames)
+    return smooth[:, 1:] - smooth[:, :-1]
 
 
 def _motion_band_rms(x: torch.Tensor, sigma_frames: float) -> torch.Tensor:
-    """(N, C) root-mean-square frame-to-frame change of each window's channels once Gaussian-smoothed:
-    how much each channel moves in the band motion_band_error weighs."""
-    smooth = lowpass_in_time(x, sigma_frames)
-    return (smooth[:, 1:] - smooth[:, :-1]).pow(2).mean(1).add(1e-10).sqrt()
+    """(N, C) how much each window's channels move in the band motion_band_error weighs (RMS)."""
+    return _band_change(x, sigma_frames).pow(2).mean(1).add(1e-10).sqrt()
 
 
 def motion_energy_error(pred: torch.Tensor, target: torch.Tensor,
