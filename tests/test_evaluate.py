@@ -105,16 +105,19 @@ def test_missing_weights_exit_code(tmp_path, capsys):
 def test_probe_measures_the_truth_and_the_prediction(tiny_weights):
     from engine.sampler import checkpoint
     from engine.body import layout as L
-    from engine.training.probe import reconstruction_speeds
+    from engine.training.probe import reconstruction
     from test_data import synth_motion
     ckpt = checkpoint.load(tiny_weights)
     poses, trans = synth_motion(60, L.MODEL_FPS, seed=0)
     trans[:, 0] += np.arange(60) * 0.5 / L.MODEL_FPS              # walking at 0.5 m/s along x on top
     motion = L.pack(torch.from_numpy(poses), torch.from_numpy(trans))[None]
-    out = reconstruction_speeds(ckpt, motion, torch.zeros(1, 60, 35), torch.tensor([0]), t=20)
+    out = reconstruction(ckpt, motion, torch.zeros(1, 60, 35), torch.tensor([0]), t=20)
     step = np.diff(trans[:, [0, 2]], axis=0)
-    assert out["truth"][0] == pytest.approx(np.linalg.norm(step, axis=1).mean() * L.MODEL_FPS, rel=1e-6)
-    assert out["truth"][0] > 0.4 and np.isfinite(out["model"]).all()
+    assert out["truth"]["root"] == pytest.approx(np.linalg.norm(step, axis=1).mean() * L.MODEL_FPS, rel=1e-6)
+    assert out["truth"]["root"] > 0.4 and np.isfinite(list(out["model"].values())).all()
+    from engine.evaluation.metrics import jerk
+    from engine.body.skeleton import joint_positions
+    assert out["truth"]["jerk"] == pytest.approx(jerk(joint_positions(poses, trans), L.MODEL_FPS), rel=1e-5)
 
 
 def test_every_nth_clip_for_quick_sweeps(tmp_path):
@@ -177,3 +180,10 @@ def test_probe_measures_key_use_and_a_fresh_key_input_changes_nothing(tiny_weigh
     torch.nn.init.normal_(ckpt.model.key_in.weight, std=0.5)
     without, keyed = key_use(*args)
     assert keyed != pytest.approx(without)
+
+
+def test_probe_refuses_a_noise_step_out_of_range_before_any_work(capsys):
+    from engine.training import probe
+    assert probe.main(["--t", "20", "1000"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --t") and "\n" not in err

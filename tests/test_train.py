@@ -1,6 +1,7 @@
 """Training: a few steps lower the loss on a tiny synthetic set; the command line trains, resumes
 and writes weights the engine loads and dances with."""
 import json
+import math
 import os
 import pickle
 
@@ -264,6 +265,46 @@ def test_turn_term_joins_the_loss_at_every_noise_level():
     plain = loss(0.9, LossWeights())
     assert "turn" not in plain
     assert float(loss(0.9)["loss"]) == pytest.approx(float(plain["loss"]) + 2.0 * (1.5 - bound) ** 2, rel=1e-4)
+
+
+def test_jitter_term_charges_fast_error_not_a_move_or_an_offset():
+    """The joints' position error above about 5 Hz is charged; an offset costs nothing, and a
+    1 Hz error (a move at the wrong time) almost nothing against a 10 Hz one of the same size.
+    Off (weight 0), the loss is EDGE's."""
+    from engine.sampler.diffusion import LossWeights
+    norm = L.Normalizer(torch.zeros(L.NUM_CHANNELS), torch.ones(L.NUM_CHANNELS))
+    truth = _turning_windows(torch.full((2, 59), 0.05))
+    T = truth.shape[1]
+    batch = {"motion": truth, "music": torch.zeros(2, T, 35), "style": torch.zeros(2, dtype=torch.long),
+             "has_music": torch.ones(2, dtype=torch.bool)}
+
+    def loss(pred, weights=LossWeights(jitter=3.0)):
+        return training_loss(lambda *a: pred, batch, torch.full((1000,), 0.5), norm, weights,
+                             generator=torch.Generator().manual_seed(0))
+
+    def height_error(values):
+        pred = truth.clone()
+        pred[..., L.ROOT_Y] += torch.as_tensor(values, dtype=pred.dtype)[:, None]
+        return pred
+
+    seconds = torch.arange(T) / L.MODEL_FPS
+    offset = float(loss(height_error(torch.full((T,), 0.05)))["jitter"])
+    slow = float(loss(height_error(0.01 * torch.sin(2 * torch.pi * 1.0 * seconds)))["jitter"])
+    fast = float(loss(height_error(0.01 * torch.sin(2 * torch.pi * 10.0 * seconds)))["jitter"])
+    assert offset == pytest.approx(0.0, abs=1e-10)
+    assert fast > 0 and slow < 0.01 * fast
+    # A 10 Hz error of 0.1 dm in every joint's height keeps the share of its amplitude the
+    # Gaussian's response leaves out; its power, averaged over x, y and z.
+    from engine.sampler.diffusion import JITTER_SIGMA_FRAMES
+    passed = 1 - math.exp(-0.5 * (2 * math.pi * 10.0 * JITTER_SIGMA_FRAMES / L.MODEL_FPS) ** 2)
+    assert fast == pytest.approx((0.1 * passed) ** 2 / 2 / 3, rel=0.05)
+    bumped = height_error(torch.zeros(T))
+    bumped[:, 10, L.ROOT_Y] += 0.01
+    plain = loss(bumped, LossWeights())
+    assert "jitter" not in plain
+    charged = loss(bumped)
+    assert float(charged["jitter"]) > 0
+    assert float(charged["loss"]) == pytest.approx(float(plain["loss"]) + 3.0 * float(charged["jitter"]), rel=1e-5)
 
 
 def test_fine_tuning_on_new_data_keeps_the_normalisation_and_adds_its_styles(aist_data, tmp_path, capsys):

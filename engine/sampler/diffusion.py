@@ -58,6 +58,17 @@ class LossWeights:
     # averages two facings shrinks the pelvis's forward on the floor, so its heading swings fast,
     # and the plain terms hardly see it (a few frames of one channel pair). 0 keeps EDGE's loss.
     turn: float = 0.0
+    # `jitter`: the root-relative joint positions' error above about 5 Hz (what a Gaussian of
+    # JITTER_SIGMA_FRAMES leaves out), where the dancers have almost no motion. The network's
+    # clean-motion estimate is 1.7-9x rougher than the dancers at every noise level
+    # (weights/TRAINING.md, "Where the network's jitter lives"). A move whose timing the network
+    # is unsure of costs little here (it lies in 1-4 Hz), unlike an acceleration term, which made
+    # the network calm. 0 keeps EDGE's loss.
+    jitter: float = 0.0
+
+
+# About 5 Hz and up: the Gaussian passes 82% of a 3 Hz move's amplitude, 25% at 8 Hz, 1% at 15 Hz.
+JITTER_SIGMA_FRAMES = 1.0
 
 
 def _positions_dm(x: torch.Tensor, normalizer: L.Normalizer) -> torch.Tensor:
@@ -112,7 +123,17 @@ def training_loss(model, batch: dict, alpha_bar: torch.Tensor, normalizer: L.Nor
         turn = turn_excess(raw_pred, raw_true).mean()
         total = total + weights.turn * turn
         out["turn"] = turn.detach()
+    if weights.jitter:
+        jitter = high_band(pos_pred - pos_true).pow(2).mean()
+        total = total + weights.jitter * jitter
+        out["jitter"] = jitter.detach()
     return {"loss": total, **out}
+
+
+def high_band(x: torch.Tensor, sigma_frames: float = JITTER_SIGMA_FRAMES) -> torch.Tensor:
+    """(B, T, ...) -> the same shape: what a Gaussian low-pass in time leaves out."""
+    flat = x.reshape(*x.shape[:2], -1)
+    return (flat - lowpass_in_time(flat, sigma_frames)).reshape(x.shape)
 
 
 def turn_excess(pred: torch.Tensor, true: torch.Tensor, fps: float = L.MODEL_FPS) -> torch.Tensor:

@@ -1,11 +1,12 @@
-"""How much of the real motion a network gives back from lightly noised input:
-`python -m engine probe [--weights W] [--t 20]`.
+"""How much of the real motion a network gives back from noised input:
+`python -m engine probe [--weights W] [--t 20 250 800]`.
 
 Held-out windows are noised to diffusion step t (20 of 1000 is nearly clean) and the network,
-conditioned on their music and style, predicts the clean motion. Comparing the speed of its
-prediction with the truth separates "the network cannot reproduce this" from anything the
-sampler does. This is how the missing root travel of the first weights was found
-(weights/TRAINING.md).
+conditioned on their music and style, predicts the clean motion. Comparing the speed and the
+jerk of its prediction with the truth's separates "the network cannot reproduce this" (or
+"its estimate is rougher than any dancer") from anything the sampler or the guidance does.
+This is how the missing root travel of the first weights was found, and where the network's
+jitter lives (weights/TRAINING.md).
 
 For a key-aware network it also measures how much it uses the keys: the same windows noised to
 --key-t (heavily), predicted without keys and with a full-pose key every --key-seconds; the
@@ -22,27 +23,31 @@ import torch
 
 from ..body import layout as L
 from ..body.skeleton import joint_positions
+from ..evaluation.metrics import jerk
 from ..sampler import checkpoint
 from ..sampler.diffusion import cosine_alpha_bar, q_sample
 from ..sampler.model import music_input, with_keys
 
 
-def window_speeds(raw: torch.Tensor) -> tuple[float, float]:
-    """Raw (N, T, NUM_CHANNELS) windows -> mean (root speed on the floor, root-relative joint speed), m/s."""
-    root, local = [], []
+def window_motion(raw: torch.Tensor) -> dict[str, float]:
+    """Raw (N, T, NUM_CHANNELS) windows -> means of the root's speed on the floor and the
+    root-relative joints' speed (m/s), and the joints' jerk (m/s^3, evaluation.metrics.jerk)."""
+    root, local, jerks = [], [], []
     for w in raw.double():
         poses, trans, _ = L.unpack(w)
         pos = joint_positions(poses.numpy(), trans.numpy())
         root.append(np.linalg.norm(np.diff(pos[:, 0, [0, 2]], axis=0), axis=-1).mean() * L.MODEL_FPS)
         rel = pos - pos[:, :1]
         local.append(np.linalg.norm(np.diff(rel, axis=0), axis=-1).mean() * L.MODEL_FPS)
-    return float(np.mean(root)), float(np.mean(local))
+        jerks.append(jerk(pos, L.MODEL_FPS))
+    return {"root": float(np.mean(root)), "joints": float(np.mean(local)), "jerk": float(np.mean(jerks))}
 
 
 @torch.no_grad()
-def reconstruction_speeds(ckpt: checkpoint.Checkpoint, motion: torch.Tensor, music: torch.Tensor,
-                          styles: torch.Tensor, t: int = 20, seed: int = 0) -> dict[str, tuple[float, float]]:
-    """Raw motion (N, T, C), raw music (N, T, F), style indices (N,) -> speeds of truth and prediction."""
+def reconstruction(ckpt: checkpoint.Checkpoint, motion: torch.Tensor, music: torch.Tensor,
+                   styles: torch.Tensor, t: int = 20, seed: int = 0) -> dict[str, dict[str, float]]:
+    """Raw motion (N, T, C), raw music (N, T, F), style indices (N,) -> window_motion of the
+    truth and of the network's prediction from it noised to step t."""
     x0 = ckpt.normalizer.normalize(motion.float())
     steps = torch.full((len(x0),), int(t))
     noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed))
@@ -51,7 +56,7 @@ def reconstruction_speeds(ckpt: checkpoint.Checkpoint, motion: torch.Tensor, mus
         cond = with_keys(cond)
     pred = ckpt.model(q_sample(x0, steps, noise, cosine_alpha_bar()), steps, cond, styles,
                       torch.ones(len(x0), dtype=torch.bool))
-    return {"truth": window_speeds(motion), "model": window_speeds(ckpt.normalizer.denormalize(pred))}
+    return {"truth": window_motion(motion), "model": window_motion(ckpt.normalizer.denormalize(pred))}
 
 
 @torch.no_grad()
@@ -77,10 +82,14 @@ def main(argv=None) -> int:
     p.add_argument("--data", nargs="+", type=Path, default=None, help="dataset folders, as for engine.training.train")
     p.add_argument("--cache", type=Path, default=None,
                    help="preprocessing cache folder (default: ~/.cache/dance-engine)")
-    p.add_argument("--t", type=int, default=20, help="diffusion step of the noise, 0-999 (default 20)")
+    p.add_argument("--t", type=int, nargs="+", default=[20],
+                   help="diffusion steps of the noise, 0-999 (default 20; several give one line each)")
     p.add_argument("--key-t", type=int, default=900, help="noise step of the key-use probe (default 900)")
     p.add_argument("--key-seconds", type=float, default=2.0, help="key spacing of the key-use probe (default 2)")
     args = p.parse_args(argv)
+    if any(not 0 <= t < len(cosine_alpha_bar()) for t in args.t):
+        print(f"error: --t takes diffusion steps from 0 to {len(cosine_alpha_bar()) - 1}", file=sys.stderr)
+        return 2
     from .data import DEFAULT_SOURCES, default_validation_names, load_corpus
     ckpt = checkpoint.load(args.weights or checkpoint.DEFAULT_WEIGHTS)
     sources = [Path(s).resolve() for s in (args.data or DEFAULT_SOURCES)]
@@ -95,10 +104,13 @@ def main(argv=None) -> int:
     motion = torch.stack([torch.from_numpy(it.motion[s:s + n]) for it, s in picked])
     music = torch.stack([torch.from_numpy(it.music[s:s + n]) for it, s in picked])
     styles = torch.tensor([ckpt.styles.index(it.style) for it, _ in picked])
-    out = reconstruction_speeds(ckpt, motion, music, styles, t=args.t)
-    print(f"{len(picked)} held-out windows of {n} frames, noised to t = {args.t}")
-    for name, (root, local) in out.items():
-        print(f"{name:>6}: root {root:.3f} m/s, root-relative joints {local:.3f} m/s")
+    print(f"{len(picked)} held-out windows of {n} frames")
+    for k, t in enumerate(args.t):
+        out = reconstruction(ckpt, motion, music, styles, t=t)
+        lines = [("truth", out["truth"])] if k == 0 else []
+        for name, m in lines + [(f"t = {t}", out["model"])]:
+            print(f"{name:>8}: root {m['root']:.3f} m/s, root-relative joints {m['joints']:.3f} m/s, "
+                  f"jerk {m['jerk']:.0f} m/s^3", flush=True)
     if ckpt.model.cfg.key_input:
         every = max(1, int(round(args.key_seconds * L.MODEL_FPS)))
         without, keyed = key_use(ckpt, motion, music, styles, args.key_t, every)

@@ -66,6 +66,9 @@ def parse_args(argv=None):
     p.add_argument("--turn-weight", type=float, default=LossWeights.turn,
                    help="weight of the loss on pelvis turns faster than the real dancers' (engine.sampler.diffusion."
                         "turn_excess); 0, the default, is the loss the shipped GPU run used")
+    p.add_argument("--jitter-weight", type=float, default=LossWeights.jitter,
+                   help="weight of the loss on the joints' position error above about 5 Hz, where dancers "
+                        "hardly move (0, the default, keeps EDGE's loss)")
     p.add_argument("--ema", type=float, default=0.999, help="decay of the weights' moving average that is shipped")
     p.add_argument("--width", type=int, default=ModelConfig.width)
     p.add_argument("--layers", type=int, default=ModelConfig.layers)
@@ -209,7 +212,7 @@ def check_run_args(args) -> None:
                           "--stop-at": args.stop_at, "--keep-every": args.keep_every, "--threads": args.threads},
                   amounts={"--lr": args.lr, "--warmup": args.warmup, "--workers": args.workers,
                            "--root-weight": args.root_weight, "--foot-weight": args.foot_weight,
-                           "--turn-weight": args.turn_weight},
+                           "--turn-weight": args.turn_weight, "--jitter-weight": args.jitter_weight},
                   positive={"--max-minutes": args.max_minutes, "--schedule-minutes": args.schedule_minutes},
                   shares={"--ema": args.ema})
     if args.width % args.heads:
@@ -319,7 +322,8 @@ def run(args) -> Path:
     run_config["data"] = [str(s) for s in sources]
     (out / "config.json").write_text(json.dumps({"run": run_config, "model": cfg.to_dict(), "styles": styles}, indent=2))
 
-    loss_weights = LossWeights(root=args.root_weight, foot=args.foot_weight, turn=args.turn_weight)
+    loss_weights = LossWeights(root=args.root_weight, foot=args.foot_weight, turn=args.turn_weight,
+                               jitter=args.jitter_weight)
     from tqdm import tqdm
     batches = _batches(train_set, args.batch, first_batch=step, workers=args.workers)
     music_norm_dev = L.Normalizer(music_normalizer.mean.to(device), music_normalizer.std.to(device))
