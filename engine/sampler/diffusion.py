@@ -60,14 +60,15 @@ class LossWeights:
     turn: float = 0.0
     # `jitter`: the root-relative joint positions' error above about 5 Hz (what a Gaussian of
     # JITTER_SIGMA_FRAMES leaves out), where the dancers have almost no motion. The network's
-    # clean-motion estimate is 1.7-9x rougher than the dancers at every noise level
+    # clean-motion estimate is 1.7-8.5x rougher than the dancers at every noise level
     # (weights/TRAINING.md, "Where the network's jitter lives"). A move whose timing the network
     # is unsure of costs little here (it lies in 1-4 Hz), unlike an acceleration term, which made
     # the network calm. 0 keeps EDGE's loss.
     jitter: float = 0.0
 
 
-# About 5 Hz and up: the Gaussian passes 82% of a 3 Hz move's amplitude, 25% at 8 Hz, 1% at 15 Hz.
+# About 5 Hz and up: the term sees what this Gaussian leaves out, 18% of a 3 Hz move's amplitude,
+# 75% at 8 Hz, 99% at 15 Hz.
 JITTER_SIGMA_FRAMES = 1.0
 
 
