@@ -62,8 +62,8 @@ class LossWeights:
     # JITTER_SIGMA_FRAMES leaves out), where the dancers have almost no motion. The network's
     # clean-motion estimate is 1.7-8.5x rougher than the dancers at every noise level
     # (weights/TRAINING.md, "Where the network's jitter lives"). A move whose timing the network
-    # is unsure of costs little here (it lies in 1-4 Hz), unlike an acceleration term, which made
-    # the network calm. 0 keeps EDGE's loss.
+    # is unsure of costs little here (it lies in 1-4 Hz). Tried in a CPU fine-tune, it smoothed the
+    # estimate but still calmed the moves, so the shipped weights do without it. 0 keeps EDGE's loss.
     jitter: float = 0.0
 
 

@@ -25,7 +25,7 @@ from ..body import layout as L
 from ..body.skeleton import joint_positions
 from ..evaluation.metrics import jerk
 from ..sampler import checkpoint
-from ..sampler.diffusion import cosine_alpha_bar, q_sample
+from ..sampler.diffusion import TRAIN_STEPS, cosine_alpha_bar, q_sample
 from ..sampler.model import music_input, with_keys
 
 
@@ -87,8 +87,8 @@ def main(argv=None) -> int:
     p.add_argument("--key-t", type=int, default=900, help="noise step of the key-use probe (default 900)")
     p.add_argument("--key-seconds", type=float, default=2.0, help="key spacing of the key-use probe (default 2)")
     args = p.parse_args(argv)
-    if any(not 0 <= t < len(cosine_alpha_bar()) for t in args.t):
-        print(f"error: --t takes diffusion steps from 0 to {len(cosine_alpha_bar()) - 1}", file=sys.stderr)
+    if any(not 0 <= t < TRAIN_STEPS for t in args.t):
+        print(f"error: --t takes diffusion steps from 0 to {TRAIN_STEPS - 1}", file=sys.stderr)
         return 2
     from .data import DEFAULT_SOURCES, default_validation_names, load_corpus
     ckpt = checkpoint.load(args.weights or checkpoint.DEFAULT_WEIGHTS)
