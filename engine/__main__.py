@@ -97,7 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--scale", type=float, default=1.0, help="BVH length unit per metre, e.g. 100 for cm (default 1)")
     g.add_argument("--stage-radius", type=float, default=None, metavar="METRES",
                    help="keep the dancer within this many metres of where it starts; 0 = dance in place "
-                        f"(default: a {FLOOR_RADIUS:g} m floor, like the training dancers')")
+                        f"(default: a {FLOOR_RADIUS:g} m floor, like the training dancers', which the dancer keeps to "
+                        "by curving its path)")
     g.add_argument("--dance-silence", action="store_true",
                    help="dance through the song's silences too (default: the dancer waits, holding still, "
                         "where the music is silent for a second or more)")

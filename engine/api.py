@@ -25,7 +25,7 @@ from .finishing.editing import (anchor_times, apply_constraints, keyed_runs, key
                                 leg_keys, legs_hang_from_new_hips, raised_root_frames, rushed_root_keys,
                                 sunk_root_frames)
 from .finishing.feet import beat_cycle, clean_feet
-from .finishing.rootpath import bound_root_path
+from .finishing.rootpath import keep_on_floor
 from .finishing.turns import limit_joint_speeds, limit_pelvis_turns
 from .music.silence import ABSOLUTE_SILENCE_DBFS
 from .options import check_options
@@ -213,8 +213,8 @@ def generate(audio, *, sample_rate: int | None = None, style: str = "any", seed:
     network's output; None: the sampler's own (SMOOTHING_SECONDS, or STUDENT_SMOOTHING_SECONDS for
     a few-step student). `autoguidance` steers away from the weights' guide
     network, when they have one (1 = off; engine.sampler.diffusion.autoguided). `stage_radius`: None
-    keeps the dancer's drift on a FLOOR_RADIUS floor, 0 dances in place, r > 0 stays within r metres
-    of the start (engine.finishing.rootpath). `quality`: "fast" samples a few-step student (the
+    keeps the dancer on a FLOOR_RADIUS floor by curving its travel, 0 dances in place, r > 0 stays
+    within r metres of the start (engine.finishing.rootpath). `quality`: "fast" samples a few-step student (the
     weights themselves, or the one beside them) at the settings it was distilled for; "best" (the
     default) or other settings sample its many-step teacher (engine.sampler.fewstep).
     `finishing`: which of FINISHING_STEPS run (all by default; for measuring what each adds).
@@ -464,7 +464,10 @@ def finish_motion(poses30: np.ndarray, trans30: np.ndarray, seconds: float, out_
     and applied last, so that the leg IK cannot move the beats it places. A planted foot stays
     planted under a time warp."""
     if "floor" in finishing:        # root keys then move the bounded path (apply_constraints)
-        trans30 = bound_root_path(trans30, L.MODEL_FPS, stage_radius, held=held)
+        fixed = None
+        if constraints is not None:     # keys of the dancer's place or facing
+            fixed = np.flatnonzero(constraints.joint_mask[:, 0] | constraints.trans_mask) / fps
+        poses30, trans30 = keep_on_floor(poses30, trans30, L.MODEL_FPS, stage_radius, held, fixed)
     src_times = np.arange(len(poses30)) / L.MODEL_FPS
     anchors = anchor_times(constraints, fps)
 

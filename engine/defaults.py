@@ -54,12 +54,13 @@ MAX_AUTOGUIDANCE = 5.0
 # weights/TRAINING.md, "A loss on the motion band").
 DEFAULT_QUALITY = "best"
 QUALITIES = ("fast", "best")
-# The dancer's slow drift across the floor is kept within this radius (metres) of the start
-# (engine.finishing.rootpath) unless the user sets a stage radius. The training dancers' furthest distance
-# from the centre of the floor they used: median 3.2 m (quartiles 2.4-4.2 m) over the 68
-# sequences of tang2018 and JustLMD. The squash is gradual (tanh), so it slows travel well inside
-# the radius: 3 m cut the travel that ballroom is made of (Div_k 9.07 against 9.38 at 4 m, FID_k
-# alike; weights/TRAINING.md, "Pelvis snaps").
+# The dancer keeps within this radius (metres) of the start (engine.finishing.rootpath) unless the
+# user sets a stage radius. The training dancers' furthest distance from the centre of the floor
+# they used: median 3.2 m (quartiles 2.4-4.2 m) over the 68 sequences of tang2018 and JustLMD.
+# The dancer curves its travel back from half this radius on (steering, at its own speed); the
+# squash used before slowed travel well inside the radius (3 m cut the travel that ballroom is
+# made of: Div_k 9.07 against 9.38 at 4 m; weights/TRAINING.md, "Pelvis snaps", "Steering along
+# the floor").
 FLOOR_RADIUS = 4.0
 # The dance styles of the shipped training data ("any" = no style given), for lists shown before
 # the weights can be read; the weights' own list (engine.api.available_styles) is the real one.

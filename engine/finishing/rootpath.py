@@ -1,9 +1,17 @@
 """Keep a generated dancer on the floor area: dancers step and travel, but a long song must not
 walk them off to infinity, and a user may ask for a small stage or for dancing in place.
 
-The path is split into its slow drift (a 2 s Gaussian low-pass) and the quick travel on top
-(steps, sways). By default the drift is squashed radially into a disc of FLOOR_RADIUS and the
-quick travel is kept as it was. With a stage radius r the quick travel is squashed into a disc
+By default (`steer_on_floor`) the dancer keeps to a floor of FLOOR_RADIUS the way ballroom couples
+keep to theirs: a dancer travelling out past half the radius curves back along it, at its own
+speed, the whole body turning with its path. Squashing the path instead slowed the travel: on
+whole songs the dancer stood pressed against the rim, travelling at 0.37-0.45 m/s where it had
+drawn 0.54-0.56 (weights/TRAINING.md, "Steering along the floor"). Keys that fix the dancer's
+place or facing after the first second leave no room to turn the dance, so such dances, and
+every user-set stage radius, keep the squash (`bound_root_path`).
+
+The squash splits the path into its slow drift (a 2 s Gaussian low-pass) and the quick travel on
+top (steps, sways). Without a stage radius the drift is squashed radially into a disc of
+FLOOR_RADIUS and the quick travel is kept as it was. With a stage radius r the quick travel is squashed into a disc
 of q = r/2 (between IN_PLACE_SWAY and QUICK_TRAVEL) and the drift into r - q, so the root never
 leaves the disc of radius r while steps and sways keep their size; r = 0 keeps only the sway,
 within IN_PLACE_SWAY. Each squash is a tanh of the distance: smooth, slope 1 near the centre.
@@ -15,6 +23,10 @@ from __future__ import annotations
 import numpy as np
 from scipy.ndimage import gaussian_filter1d
 
+from scipy.spatial.transform import Rotation
+
+from ..body import rotations as R
+from ..body.curves import smoothstep
 from ..defaults import FLOOR_RADIUS
 
 # Dancing in place: the pelvis still sways and shifts its weight from foot to foot, within this
@@ -22,6 +34,19 @@ from ..defaults import FLOOR_RADIUS
 IN_PLACE_SWAY = 0.15
 QUICK_TRAVEL = 0.5         # m: a step or a lunge on top of the drift, kept whole on a big stage
 DRIFT_SECONDS = 2.0
+
+
+# Steering (steer_on_floor). Below STEER_FROM of the radius the path is the network's own. From
+# there on, the share of its heading that may point outwards falls (a smoothstep) from all of it
+# to STEER_INWARD pointing inwards at STEER_FULL; heading further out than that turns the dance at
+# a curvature of (the excess) / STEER_CURVE_M, never faster than MAX_STEER_RATE: a slow curve
+# beside a dancer's own turns (a rebuilt half turn peaks at 7.5 rad/s). A dancer travelling
+# straight on circles the floor at about three quarters of its radius.
+STEER_FROM = 0.5
+STEER_FULL = 0.85
+STEER_INWARD = 0.3
+STEER_CURVE_M = 0.5
+MAX_STEER_RATE = 1.5       # rad/s
 
 
 def _squash(xz: np.ndarray, radius: float) -> np.ndarray:
@@ -63,3 +88,104 @@ def bound_root_path(trans: np.ndarray, fps: float, radius: float | None = None,
             bounded = bounded + _squash(drift, radius - quick)
     out[:, [0, 2]] = trans[:1, [0, 2]] + bounded
     return out
+
+
+def _soft_rim(xz: np.ndarray, knee: float, radius: float) -> np.ndarray:
+    """(T,2) offsets unchanged within `knee`, beyond it pressed (tanh) into the open disc of `radius`."""
+    r = np.linalg.norm(xz, axis=1, keepdims=True)
+    over = np.maximum(r - knee, 0.0)
+    pressed = knee + (radius - knee) * np.tanh(over / (radius - knee))
+    return np.where(r > knee, xz * pressed / np.maximum(r, 1e-9), xz)
+
+
+def steering_turns(trans: np.ndarray, fps: float, radius: float = FLOOR_RADIUS,
+                   held: np.ndarray | None = None, drift_seconds: float = DRIFT_SECONDS) -> np.ndarray:
+    """(T,3) Y-up root path -> (T,) turn about the vertical (rad, about +Y, counter-clockwise seen
+    from above) to give the dance at each frame so that its travel curves back inside `radius`.
+
+    The heading is the path's 2 s low-pass (steps and sways to and fro do not steer). Where the
+    turned path is further than STEER_FROM * radius from the start and heads further outwards than
+    allowed there (see STEER_INWARD), the angle grows at a curvature of the excess over
+    STEER_CURVE_M, capped at MAX_STEER_RATE, turning the heading the short way to the floor's
+    tangent. `held` frames (a dancer waiting in a silence) do not turn."""
+    T = len(trans)
+    turn = np.zeros(T)
+    if T < 3:
+        return turn
+    step = np.diff(trans[:, [0, 2]], axis=0)
+    heading = gaussian_filter1d(step, sigma=drift_seconds * fps, axis=0, mode="nearest")
+    near, full = STEER_FROM * radius, STEER_FULL * radius
+    max_turn = MAX_STEER_RATE / fps
+    at, angle = np.zeros(2), 0.0
+
+    def turned(v: np.ndarray) -> np.ndarray:          # Rotation.from_rotvec([0, angle, 0]) on (x, z)
+        c, s = np.cos(angle), np.sin(angle)
+        return np.array([c * v[0] + s * v[1], c * v[1] - s * v[0]])
+
+    for t in range(T - 1):
+        r = np.hypot(*at)
+        if r > near and not (held is not None and held[t + 1]):
+            u = turned(heading[t])
+            speed = np.hypot(*u)
+            outwards = float(at @ u) / (r * speed) if speed > 1e-12 else 0.0
+            allowed = 1.0 - (1.0 + STEER_INWARD) * smoothstep(min((r - near) / (full - near), 1.0))
+            if outwards > allowed:
+                amount = min((outwards - allowed) * speed / STEER_CURVE_M, max_turn)
+                # A growing angle turns (x, z) towards (z, -x): the way that lowers cross(at, u).
+                angle += amount if at[0] * u[1] - at[1] * u[0] <= 0 else -amount
+        turn[t + 1] = angle
+        at = at + turned(step[t])                      # frame t+1's travel, turned by its angle
+    return turn
+
+
+def _mean_heading(root: Rotation) -> float:
+    """Circular mean of the rotations' headings about the vertical (0 = facing +Z)."""
+    forward = root.apply([0.0, 0.0, 1.0])
+    return float(np.arctan2(forward[:, 0].mean(), forward[:, 2].mean()))
+
+
+def steer_on_floor(poses: np.ndarray, trans: np.ndarray, fps: float, radius: float = FLOOR_RADIUS,
+                   held: np.ndarray | None = None, turn: np.ndarray | None = None,
+                   keep_mean_facing: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """(T,72) axis-angle poses and (T,3) Y-up root path -> the same dance kept on a floor of
+    `radius` around its first frame by curving its travel (steering_turns): every frame's root
+    orientation and onward travel are turned about the vertical by that frame's angle, so the
+    dance is the same in the dancer's own frame and the feet, cleaned afterwards, step along the
+    curve. Travel keeps its speed. A last soft rim (identity within STEER_FULL * radius) keeps the
+    rare path that a fast straight run carries past the curve inside the radius. `turn`: the
+    steering_turns already worked out for these arguments. `keep_mean_facing`: the steered dance
+    is then turned as a whole about its start so that it faces, on average, where the dance
+    faced before (the front, engine.sampler.facing.facing_front, when nothing keyed a facing)."""
+    turn = steering_turns(trans, fps, radius, held) if turn is None else turn
+    out_poses, out = poses.copy(), trans.copy()
+    if not turn.any():
+        return out_poses, out
+    root = Rotation.from_rotvec(poses[:, :3])
+    steered = Rotation.from_rotvec(np.outer(turn, [0.0, 1.0, 0.0])) * root
+    if keep_mean_facing:
+        turn = turn + R.wrap_angle(_mean_heading(root) - _mean_heading(steered))
+    about_y = Rotation.from_rotvec(np.outer(turn, [0.0, 1.0, 0.0]))
+    out_poses[:, :3] = (about_y * root).as_rotvec()
+    step = np.zeros_like(trans)
+    step[1:] = np.diff(trans, axis=0)
+    step[:, 1] = 0.0
+    travelled = np.cumsum(about_y.apply(step), axis=0)[:, [0, 2]]
+    out[:, [0, 2]] = trans[:1, [0, 2]] + _soft_rim(travelled, STEER_FULL * radius, radius)
+    return out_poses, out
+
+
+def keep_on_floor(poses: np.ndarray, trans: np.ndarray, fps: float, radius: float | None = None,
+                  held: np.ndarray | None = None, fixed_times: np.ndarray | None = None
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """The finishing's "floor" step: (T,72) poses and (T,3) Y-up root path at `fps` -> the dance
+    kept on its floor. `radius` None: steered on the default floor (steer_on_floor), unless the
+    steering would have turned the dance by a keyed time (`fixed_times`, seconds: keys of the
+    dancer's place or facing), which it must meet as keyed; then, and for a user-set radius, the
+    path is squashed (bound_root_path) and the poses are kept. With no such keys at all, the
+    steered dance faces where it faced before on average (the front: engine.sampler.facing)."""
+    if radius is None:
+        turn = steering_turns(trans, fps, FLOOR_RADIUS, held)
+        last = -1 if fixed_times is None or len(fixed_times) == 0 else int(np.ceil(np.max(fixed_times) * fps))
+        if not turn[:last + 1].any():
+            return steer_on_floor(poses, trans, fps, FLOOR_RADIUS, held, turn, keep_mean_facing=last < 0)
+    return poses, bound_root_path(trans, fps, radius, held=held)
