@@ -5,9 +5,10 @@ By default (`steer_on_floor`) the dancer keeps to a floor of FLOOR_RADIUS the wa
 keep to theirs: a dancer travelling out past half the radius curves back along it, at its own
 speed, the whole body turning with its path. Squashing the path instead slowed the travel: on
 whole songs the dancer stood pressed against the rim, travelling at 0.37-0.45 m/s where it had
-drawn 0.54-0.56 (weights/TRAINING.md, "Steering along the floor"). Keys that fix the dancer's
-place or facing after the first second leave no room to turn the dance, so such dances, and
-every user-set stage radius, keep the squash (`bound_root_path`).
+drawn 0.54-0.56 (weights/TRAINING.md, "Steering along the floor"). Keys of the dancer's place
+or facing must be met as keyed, so a dance the steering would have turned by such a key (a start
+pose is before any turn), and every user-set stage radius, keep the squash (`keep_on_floor`,
+`bound_root_path`).
 
 The squash splits the path into its slow drift (a 2 s Gaussian low-pass) and the quick travel on
 top (steps, sways). Without a stage radius the drift is squashed radially into a disc of
@@ -22,7 +23,6 @@ from __future__ import annotations
 
 import numpy as np
 from scipy.ndimage import gaussian_filter1d
-
 from scipy.spatial.transform import Rotation
 
 from ..body import rotations as R
