@@ -55,7 +55,7 @@ MAX_STEP_LIFT = 0.2
 # (twice the real dancers' knee jerk: 196 against 89 m/s^3, half of it within 2 frames of a
 # stance's edge). The smoothing lifts a stance's edge frame by a few millimetres, as a heel
 # peels off (the contacts still count it). One frame, 3 seeds of the validation songs: knee jerk
-# 141, jerk 82.6 -> 72.9, FID_k 31.0 -> 29.8, skimming unchanged (weights/TRAINING.md, "Smoother
+# 141, jerk 82.6 -> 73.0, FID_k 31.0 -> 29.8, skimming unchanged (weights/TRAINING.md, "Smoother
 # lifts"). 0.05 s did more (knee jerk 125, FID_k 28.9, skimming 8.8%) but ate into stances of a
 # few frames, where a character's own planted feet then slid (tests/test_character_feet.py).
 LIFT_SMOOTHING_SECONDS = 0.033
@@ -750,7 +750,6 @@ def lock_feet(poses: np.ndarray, trans: np.ndarray, fps: float, cycle: np.ndarra
             held_sole = _held_sole(glob[:, leg[2]], sole_held, _fade_frames(fps), pinned, given)
             target = target + _pivot_about_toe(glob[:, leg[2]], held_sole, sole_held, REST_OFFSETS[leg[3]],
                                                weight > 0, _fade_frames(fps), pinned, given)
-            target = target.copy()
             target[:, 1] = gaussian_filter1d(target[:, 1], LIFT_SMOOTHING_SECONDS * fps, mode="nearest")
             w = torch.from_numpy(weight[frames.numpy()])[:, None]
             blended = w * torch.from_numpy(target[frames.numpy()]) + (1 - w) * pos[frames, leg[2]]
