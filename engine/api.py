@@ -464,9 +464,7 @@ def finish_motion(poses30: np.ndarray, trans30: np.ndarray, seconds: float, out_
     and applied last, so that the leg IK cannot move the beats it places. A planted foot stays
     planted under a time warp."""
     if "floor" in finishing:        # root keys then move the bounded path (apply_constraints)
-        fixed = None
-        if constraints is not None:     # keys of the dancer's place or facing
-            fixed = np.flatnonzero(constraints.joint_mask[:, 0] | constraints.trans_mask) / fps
+        fixed = None if constraints is None else np.flatnonzero(constraints.place_or_facing_keyed) / fps
         poses30, trans30 = keep_on_floor(poses30, trans30, L.MODEL_FPS, stage_radius, held, fixed)
     src_times = np.arange(len(poses30)) / L.MODEL_FPS
     anchors = anchor_times(constraints, fps)

@@ -129,6 +129,11 @@ class Constraints:
     def is_empty(self) -> bool:
         return not (self.joint_mask.any() or self.trans_mask.any())
 
+    @property
+    def place_or_facing_keyed(self) -> np.ndarray:
+        """(T,) frames that key where the dancer is (the root) or faces (the pelvis)."""
+        return self.joint_mask[:, 0] | self.trans_mask
+
     def first_frames(self, frames: int) -> "Constraints":
         """The constraints on the first `frames` frames only."""
         return Constraints(self.poses[:frames], self.trans[:frames], self.joint_mask[:frames], self.trans_mask[:frames],

@@ -30,6 +30,7 @@ from scipy.spatial.transform import Rotation
 from ..body import rotations as R
 from ..body.curves import smoothstep
 from ..defaults import FLOOR_RADIUS
+from .turns import about_y, yaw_of
 
 # Dancing in place: the pelvis still sways and shifts its weight from foot to foot, within this
 # many metres of the start (about half a step: a step of the training dancers is 0.3-0.6 m).
@@ -121,7 +122,7 @@ def steering_turns(trans: np.ndarray, fps: float, radius: float = FLOOR_RADIUS,
     waiting = np.zeros(T, bool) if held is None else np.asarray(held, bool)
     # Plain floats: a 10-minute song is 18,000 frames of this loop.
     x = z = angle = 0.0
-    c, s = 1.0, 0.0                                     # Rotation.from_rotvec([0, angle, 0]) on (x, z)
+    c, s = 1.0, 0.0                                     # about_y(angle) on (x, z)
     for t, (hx, hz, dx, dz) in enumerate(np.hstack([heading, step]).tolist()):
         r = math.hypot(x, z)
         if r > near and not waiting[t + 1]:
@@ -141,9 +142,9 @@ def steering_turns(trans: np.ndarray, fps: float, radius: float = FLOOR_RADIUS,
 
 
 def _mean_heading(root: Rotation) -> float:
-    """Circular mean of the rotations' headings about the vertical (0 = facing +Z)."""
-    forward = root.apply([0.0, 0.0, 1.0])
-    return float(np.arctan2(forward[:, 0].mean(), forward[:, 2].mean()))
+    """Circular mean of the rotations' headings about the vertical (turns.yaw_of)."""
+    heading = yaw_of(root)
+    return float(np.arctan2(np.sin(heading).mean(), np.cos(heading).mean()))
 
 
 def steer_on_floor(poses: np.ndarray, trans: np.ndarray, fps: float, radius: float = FLOOR_RADIUS,
@@ -163,15 +164,14 @@ def steer_on_floor(poses: np.ndarray, trans: np.ndarray, fps: float, radius: flo
     if not turn.any():
         return out_poses, out
     root = Rotation.from_rotvec(poses[:, :3])
-    steered = Rotation.from_rotvec(np.outer(turn, [0.0, 1.0, 0.0])) * root
     if keep_mean_facing:
-        turn = turn + R.wrap_angle(_mean_heading(root) - _mean_heading(steered))
-    about_y = Rotation.from_rotvec(np.outer(turn, [0.0, 1.0, 0.0]))
-    out_poses[:, :3] = (about_y * root).as_rotvec()
+        turn = turn + R.wrap_angle(_mean_heading(root) - _mean_heading(about_y(turn) * root))
+    turned = about_y(turn)
+    out_poses[:, :3] = (turned * root).as_rotvec()
     step = np.zeros_like(trans)
     step[1:] = np.diff(trans, axis=0)
     step[:, 1] = 0.0
-    travelled = np.cumsum(about_y.apply(step), axis=0)[:, [0, 2]]
+    travelled = np.cumsum(turned.apply(step), axis=0)[:, [0, 2]]
     out[:, [0, 2]] = trans[:1, [0, 2]] + _soft_rim(travelled, STEER_FULL * radius, radius)
     return out_poses, out
 

@@ -30,12 +30,13 @@ from .feet import true_runs
 REBUILT_TURN_PACE = 5.0
 
 
-def _yaw(rot: Rotation) -> np.ndarray:
+def yaw_of(rot: Rotation) -> np.ndarray:
     """Heading about the vertical (Y) axis (rotations.heading) of scipy rotations."""
     return R.heading(torch.from_numpy(rot.as_matrix())).numpy()
 
 
-def _about_y(angle) -> Rotation:
+def about_y(angle) -> Rotation:
+    """Rotations about the vertical (Y) by `angle` (a number or an array), scipy's."""
     return Rotation.from_rotvec(np.outer(np.atleast_1d(angle), [0.0, 1.0, 0.0]))
 
 
@@ -52,9 +53,9 @@ def limit_turn_rate(root: Rotation, fps: float, max_rate: float = MAX_TURN_RATE,
     spans = true_runs(step > max_rate, 1)      # step i joins frames i and i+1: (first, last frame)
     if not spans:
         return root, 0
-    yaw = _yaw(root)
+    yaw = yaw_of(root)
     yaw_steps = R.wrap_angle(np.diff(yaw))                  # per-step heading change, the short way round
-    tilt = _about_y(-yaw) * root                     # what is left once the heading is taken out
+    tilt = about_y(-yaw) * root                     # what is left once the heading is taken out
     quats = root.as_quat()
     done_to = 0          # frames before this are settled: a stretch never reaches back into them
     rebuilt = 0
@@ -77,7 +78,7 @@ def limit_turn_rate(root: Rotation, fps: float, max_rate: float = MAX_TURN_RATE,
         ease = smoothstep(u)
         heading = yaw[a] + yaw_steps[a:b].sum() * ease
         lean_path = Slerp([0.0, 1.0], Rotation.concatenate([tilt[a], tilt[b]]))(ease)
-        quats[a:b + 1] = (_about_y(heading) * lean_path).as_quat()
+        quats[a:b + 1] = (about_y(heading) * lean_path).as_quat()
         done_to = b
         rebuilt += 1
     return Rotation.from_quat(quats), rebuilt

@@ -62,7 +62,7 @@ def facing_alignment(constraints: Constraints | None, length: int, fps: float, n
 def keys_facing_or_path(constraints: Constraints | None) -> bool:
     """Whether the animator's keys say where the dancer faces or goes (a pelvis rotation or a root
     position on any frame): then they decide the facing, not facing_front."""
-    return constraints is not None and bool(constraints.joint_mask[:, 0].any() or constraints.trans_mask.any())
+    return constraints is not None and bool(constraints.place_or_facing_keyed.any())
 
 
 def facing_front(raw: torch.Tensor) -> torch.Tensor:
