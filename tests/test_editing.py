@@ -284,6 +284,9 @@ def test_inbetweening_evaluation_runs_on_a_clip(click_song, tiny_weights):
     assert keys["dances scored"] == len(args.seeds)                   # one clip, each seed
     assert (keys["dances whipping past 1.3"] > 0) == (keys["whip ratio (max clip)"] > 1.3)
     assert keys["dances whipping past 1.3"] <= keys["dances scored"]
+    assert keys["real clips scored"] == 1
+    real_whip = keys["whip ratio of the real dancer (max clip)"]
+    assert keys["real clips whipping past 1.3"] == float(real_whip > 1.3)
     lafan = E.score_lafan([clip], args)
     assert set(lafan) == set(E.GAPS)
     assert all(model > 0 and slerp > 0 for model, slerp in lafan.values())

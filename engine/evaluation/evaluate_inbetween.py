@@ -12,7 +12,9 @@ Two measurements:
    - whip: peak hand speed within 0.5 s of a key over the 99th percentile of hand speed
      elsewhere in the clip, per clip; the largest and the median (target <= 1.3);
    - flow and whip of the same seeds danced without keys, and of the real dancer, at the same
-     frames: the network's own hand spikes and pauses also land near some keys;
+     frames: the network's own hand spikes and pauses also land near some keys, and a real
+     dancer's spin or flourish can whip past 1.3 too (5 of the 40 validation clips, the worst
+     3.2; the first 8 clips, calm ones, none), so the real clips past the line are counted;
    - the fastest joint rotation anywhere (rad/s; target < 40, the hard ceiling).
 2. The LAFAN1 protocol (Harvey et al., "Robust Motion In-betweening", SIGGRAPH 2020): CONTEXT
    real frames (poses and root) are given, then a gap of 5, 15, 30 or 60 frames, then one real
@@ -173,6 +175,8 @@ def score_keys(clips: list[RealClip], args) -> dict:
             "whip ratio without keys, same seeds (max clip)": float(np.nanmax(free_whips)),
             f"dances whipping past {WHIP_TARGET:g} without keys": float(np.sum(np.asarray(free_whips) > WHIP_TARGET)),
             "whip ratio of the real dancer (max clip)": float(np.nanmax([w for _, w in real])),
+            f"real clips whipping past {WHIP_TARGET:g}": float(np.sum(np.asarray([w for _, w in real]) > WHIP_TARGET)),
+            "real clips scored": float(len(real)),
             "fastest joint rad/s": float(max(fastest))}
 
 
@@ -246,7 +250,8 @@ def main(argv=None) -> int:
                    "flow ratio of the real dancer (lowest)": "", "whip ratio (max clip)": f"<= {WHIP_TARGET:g}",
                    "whip ratio of the real dancer (max clip)": "", "fastest joint rad/s": "< 40",
                    f"dances whipping past {WHIP_TARGET:g}": "", "dances scored": "",
-                   f"dances whipping past {WHIP_TARGET:g} without keys": ""}
+                   f"dances whipping past {WHIP_TARGET:g} without keys": "",
+                   f"real clips whipping past {WHIP_TARGET:g}": "", "real clips scored": ""}
         print(f"\nkeys from the real dancer every {args.key_seconds:g} s")
         for name, value in keys.items():
             print(f"  {name:42s} {value:10.4g}   {targets[name]}")
