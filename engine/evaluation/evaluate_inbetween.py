@@ -163,6 +163,7 @@ def score_keys(clips: list[RealClip], args) -> dict:
     # moments of a clip, so single keys below 0.5 happen without any key being involved.
     real = [key_flow(joint_positions(c.poses, c.trans), keyed_every(c, args.key_seconds)[1], FPS) for c in clips]
     real_ratios = [r for rs, _ in real for r in rs]
+    real_whips = np.asarray([w for _, w in real])
     return {"key error rad (max)": max(errors), "flow ratio (mean)": float(np.mean(ratios)),
             "flow ratio (lowest key)": float(np.min(ratios)), "flow ratio (10th pct)": float(np.percentile(ratios, 10)),
             "flow ratio without keys, same seeds (mean)": float(np.mean(free_ratios)),
@@ -174,8 +175,8 @@ def score_keys(clips: list[RealClip], args) -> dict:
             "dances scored": float(len(whips)),
             "whip ratio without keys, same seeds (max clip)": float(np.nanmax(free_whips)),
             f"dances whipping past {WHIP_TARGET:g} without keys": float(np.sum(np.asarray(free_whips) > WHIP_TARGET)),
-            "whip ratio of the real dancer (max clip)": float(np.nanmax([w for _, w in real])),
-            f"real clips whipping past {WHIP_TARGET:g}": float(np.sum(np.asarray([w for _, w in real]) > WHIP_TARGET)),
+            "whip ratio of the real dancer (max clip)": float(np.nanmax(real_whips)),
+            f"real clips whipping past {WHIP_TARGET:g}": float(np.sum(real_whips > WHIP_TARGET)),
             "real clips scored": float(len(real)),
             "fastest joint rad/s": float(max(fastest))}
 
