@@ -307,6 +307,30 @@ def test_given_legs_are_left_as_given_and_the_next_stance_starts_where_they_stoo
             assert min(held) > 0.5 * glide, (held, glide)
 
 
+def test_a_key_just_after_given_frames_is_reached_without_a_jump():
+    """LAFAN1 in-betweening (seed motion, then a key 6 frames on): the stance through the key
+    stands where the key puts the foot, and it began on the first free frame, held there at
+    full weight, so the foot jumped from the given foot to the key's spot in one frame (36 cm,
+    11 m/s, on a validation waltz). Here the body glides at 1.5 m/s through both, the key 4
+    frames on (the left foot jumped 25 cm, 7.5 m/s); the feet now ease onto the key's spot over
+    the fade, no faster than a swing (2.7 m/s)."""
+    fps, T, edge, key = 30, 120, 30, 34
+    poses = bent_knees(T)
+    trans = np.stack([1.5 * np.arange(T) / fps, np.full(T, REST_PELVIS_HEIGHT), np.zeros(T)], 1)
+    given = np.zeros((T, 2), bool)
+    given[:edge] = True
+    pinned = np.zeros((T, 2), bool)
+    pinned[key] = True
+    p2, t2, contacts = clean_feet(poses, trans, fps, cycle=(np.arange(T) - edge) / 24.0,
+                                  given_legs=given, pinned_legs=pinned)
+    after = joint_positions(p2, t2)
+    assert np.allclose(p2[:edge], poses[:edge]) and np.allclose(p2[key], poses[key])   # given and key as given
+    for side in ("left", "right"):
+        ankle = after[edge - 2:key + 2, JOINT_INDEX[f"{side}_ankle"]][:, [0, 2]]
+        speed = np.linalg.norm(np.diff(ankle, axis=0), axis=-1) * fps
+        assert speed.max() <= feet.MAX_SWING_SPEED, (side, speed.round(2))
+
+
 def test_a_foot_still_down_after_given_frames_stays_until_it_steps():
     """QA: after a hold (the same pose keyed twice) the dance set off again with a foot still
     down, and the network's next stance began 2 frames later: the foot slid 38 cm along the

@@ -691,6 +691,19 @@ def _beside_given(given: np.ndarray | None, a: int, b: int) -> tuple[bool, bool]
     return bool(a > 0 and given[a - 1]), bool(b < len(given) and given[b])
 
 
+# How close (m) a stance's spot must be to the given foot beside it to count as the same place.
+SAME_SPOT = 0.01
+
+
+def _stands_where_given(target: np.ndarray, ankle_path: np.ndarray, given: np.ndarray | None, a: int,
+                        b: int) -> bool:
+    """Whether the stance [a, b), planted on `target`, stands where the foot of a given frame
+    next to it stands (`ankle_path`, the leg's ankle as posed)."""
+    after, before = _beside_given(given, a, b)
+    return bool((after and np.linalg.norm(target[a] - ankle_path[a - 1]) < SAME_SPOT)
+                or (before and np.linalg.norm(target[b - 1] - ankle_path[b]) < SAME_SPOT))
+
+
 def _free_ramp(given: np.ndarray, fade: int) -> np.ndarray:
     """(T,) frames where a leg's pose is given -> (T,) share of the re-stepping applied: 0 there,
     rising to 1 over `fade` frames away from them."""
@@ -729,10 +742,13 @@ def lock_feet(poses: np.ndarray, trans: np.ndarray, fps: float, cycle: np.ndarra
         # orientation, not the given foot's. A stance planted where the given foot stood holds
         # that place from the first frame (eased in, the foot went out and back by 5 cm); its
         # sole still turns in over the ramp (held at once, the foot pitched 7 cm in a frame).
+        # A stance beside the given frames that stands elsewhere (a key in it puts the foot
+        # there) eases in over the ramp too: held from its first frame, the foot jumped from the
+        # given foot to the key's spot in one frame (36 cm, 11 m/s, after seed motion).
         free = np.ones(T) if given is None else _free_ramp(given, _fade_frames(fps))
         placed = free.copy()
         for a, b in true_runs(stance, 1):
-            if any(_beside_given(given, a, b)):
+            if _stands_where_given(target, pos.numpy()[:, leg[2]], given, a, b):
                 placed[a:b] = 1.0
         weight = weight * placed
         if pinned is not None and pinned.any():
