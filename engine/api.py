@@ -424,7 +424,8 @@ def _sample_with_fallback(ckpt, weights, music, style_index, guidance, autoguida
                           inpainting=inpaint, progress=on_step,
                           timesteps=ckpt.student["timesteps"] if ckpt.student is not None else None,
                           eta=0.0 if ckpt.student is not None else sampling_eta, project=project,
-                          solver="ddim" if ckpt.student is not None else sampling_solver)
+                          solver="ddim" if ckpt.student is not None else sampling_solver,
+                          paste_final=False)     # finish_motion's apply_constraints meets the keys
     try:
         return run(ckpt, music, style_index, inpaint)
     except torch.OutOfMemoryError:

@@ -96,6 +96,27 @@ def test_inpainting_pastes_known_values():
     assert out[~mask].abs().max() == 0
 
 
+def test_the_last_estimate_can_be_the_networks_own_on_the_known_frames():
+    """paste_final=False (what engine.api asks for): the known values steer every step, and the
+    last estimate is the network's own on their frames too, so that the offsets of
+    engine.finishing.editing join the free frames to them with a continuous velocity."""
+    length = 200
+    values = torch.full((length, 2), 3.0)
+    mask = torch.zeros(length, 2, dtype=torch.bool)
+    mask[10:20, 0] = True
+
+    def blur(x, t, m):                     # a "network" that makes each frame its neighbours' mean
+        return (torch.roll(x, 1, dims=1) + x + torch.roll(x, -1, dims=1)) / 3
+
+    kw = dict(window=150, steps=3, alpha_bar=cosine_alpha_bar(), channels=2, inpainting=Inpainting(values, mask))
+    pasted = sample(blur, torch.zeros(length, 2), generator=torch.Generator().manual_seed(0), **kw)
+    own = sample(blur, torch.zeros(length, 2), generator=torch.Generator().manual_seed(0), paste_final=False, **kw)
+    assert torch.equal(pasted[10:20, 0], values[10:20, 0])
+    assert not torch.allclose(own[10:20, 0], values[10:20, 0])
+    assert torch.equal(own[~mask], pasted[~mask])            # the free frames are the same draw
+    assert own[10:20, 0].mean() > 1.0                        # the known values did steer the network
+
+
 def test_beat_warp_moves_motion_beats_onto_music_beats():
     music = np.arange(0.5, 10, 0.5)
     motion = music - 0.08                       # the dancer is 80 ms early on every beat

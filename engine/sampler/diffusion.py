@@ -235,7 +235,7 @@ def sample(denoise: Callable, music: torch.Tensor, *, window: int, steps: int,
            inpainting: Inpainting | None = None, batch_windows: int = 32,
            progress: Callable[[float], None] | None = None, timesteps: list[int] | None = None,
            eta: float = 0.0, project: Callable[[torch.Tensor, float], torch.Tensor] | None = None,
-           solver: str = "ddim") -> torch.Tensor:
+           solver: str = "ddim", paste_final: bool = True) -> torch.Tensor:
     """Sampling (DDIM, or DPM-Solver++(2M) with `solver`) over a whole song. music (L, F) per frame;
     returns the normalised motion (L, C).
 
@@ -249,6 +249,10 @@ def sample(denoise: Callable, music: torch.Tensor, *, window: int, steps: int,
     `solver` "dpm2m" steps with DPM-Solver++(2M)'s extrapolated estimate (dpm2m_estimate; eta 0
     only), first order on the first step and on the last (into t = 0, where the extrapolation's
     ratio of log-SNR steps blows up: the usual "lower order final").
+    `paste_final` False returns the last estimate as the network makes it on the in-painted frames
+    too (the values steered every step before it): for a caller that meets them with offsets
+    joining the free frames at a continuous velocity (engine.finishing.editing). Pasted there, the
+    free frames next to a known run jumped into it (a hand at 7.5 m/s into a regenerated range).
     """
     if solver not in SAMPLING_SOLVERS:
         raise ValueError(f"solver must be one of {SAMPLING_SOLVERS}, got {solver!r}")
@@ -282,13 +286,14 @@ def sample(denoise: Callable, music: torch.Tensor, *, window: int, steps: int,
         x0 = x0 / weights[:, None]
         if project is not None:
             x0 = project(x0, float(ab[t]))
+        own = x0
         if inpainting is not None:
             x0 = torch.where(inpainting.mask, inpainting.values, x0)
         if k + 1 < len(timesteps):
             noise = torch.randn(x.shape, generator=generator, device="cpu").to(device) if eta > 0 else None
             x, previous = solver_step(x, x0, previous, timesteps, k, solver, ab, eta, noise)
         else:
-            x = x0
+            x = x0 if paste_final else own
         if progress is not None:
             progress((k + 1) / len(timesteps))
     return x
