@@ -10,7 +10,7 @@ from engine.api import generate
 from engine.errors import Cancelled, EngineError
 from engine.body.motion import Constraints
 from conftest import REPO, SHIPPED_WEIGHTS
-from engine.body.skeleton import joint_positions
+from engine.body.skeleton import NUM_JOINTS, joint_positions
 from rotation_checks import rotation_error
 
 
@@ -307,7 +307,7 @@ def test_a_regenerated_range_joins_the_kept_dance_no_faster_than_it_dances():
     dance = generate(song, seed=1, duration=12.0, device="cpu")
     kept = np.ones(dance.num_frames, bool)
     kept[120:240] = False
-    c = Constraints(dance.poses, dance.trans, np.repeat(kept[:, None], 24, axis=1), kept, fps=dance.fps)
+    c = Constraints(dance.poses, dance.trans, np.repeat(kept[:, None], NUM_JOINTS, axis=1), kept, fps=dance.fps)
     again = generate(song, seed=2, duration=12.0, device="cpu", constraints=c)
     assert np.allclose(again.poses[kept], dance.poses[kept], atol=1e-6)
     speed = lambda m: np.linalg.norm(np.diff(joint_positions(m.poses, m.trans), axis=0), axis=-1).max(axis=1) * m.fps

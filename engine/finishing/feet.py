@@ -747,8 +747,9 @@ def lock_feet(poses: np.ndarray, trans: np.ndarray, fps: float, cycle: np.ndarra
         # given foot to the key's spot in one frame (36 cm, 11 m/s, after seed motion).
         free = np.ones(T) if given is None else _free_ramp(given, _fade_frames(fps))
         placed = free.copy()
+        ankle_path = pos[:, leg[2]].numpy()
         for a, b in true_runs(stance, 1):
-            if _stands_where_given(target, pos.numpy()[:, leg[2]], given, a, b):
+            if _stands_where_given(target, ankle_path, given, a, b):
                 placed[a:b] = 1.0
         weight = weight * placed
         if pinned is not None and pinned.any():
