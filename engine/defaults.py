@@ -71,3 +71,9 @@ MOTION_ONLY_STYLES = ("pop",)
 # The sampler in-paints joint keys only where a joint is keyed on at least this many seconds of
 # consecutive frames (engine.api._inpainting): isolated keys are met by engine.finishing.editing's offsets.
 INPAINT_MIN_RUN_SECONDS = 0.1
+# Keys of a joint closer together than this (s; about one stepping cycle) pace its motion: an
+# animator blocking the dance. The key offsets keep changing through them instead of pausing at
+# each (engine.body.curves.offset_curve), and the feet are not re-stepped between them
+# (engine.finishing.feet). With a key every 8 frames, paused at each key, the corrections
+# shook the body at the keys' rate (jerk 2.4 times the real dancer's; now 1.5).
+PACED_KEY_SECONDS = 0.8

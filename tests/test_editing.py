@@ -62,6 +62,26 @@ def test_the_correction_is_smooth_across_the_whole_gap():
     assert np.abs(slope).max() < 2.0 / 30                             # spread over the gap, not a jump
 
 
+def test_keys_that_pace_the_motion_are_flowed_through_at_the_keys_own_rate():
+    """An animator blocking a joint, a key every 8 frames, turning it steadily faster than the
+    dance drew it: the corrections that meet the keys grow steadily too. Paused at each key (an
+    isolated key's slope 0), the joint turned at the drawn rate on the keys and at up to 1.5
+    times the keys' extra rate between them: it shook at the keys' pace (with keys from a real
+    dancer every 8 frames, whole-body jerk 216 against the dancer's 91). Keys that pace the
+    motion are now a run: the joint turns at the keys' own steady rate."""
+    T, every = 120, 8
+    t = np.arange(T) / FPS
+    generated = np.zeros((T, 72))
+    keyed = np.zeros((T, 72))
+    elbow = 3 * JOINT_INDEX["left_elbow"]
+    generated[:, elbow] = 1.0 * t                  # drawn turning at 1 rad/s
+    keyed[:, elbow] = 2.0 * t                      # keyed turning at 2 rad/s
+    c, keys = _keys_every(keyed, T, seconds=every / FPS)
+    poses, _ = apply_constraints(generated, _dance(T)[1], c, FPS)
+    speed = angular_speed(poses, FPS)[keys[1]:keys[-2], JOINT_INDEX["left_elbow"]]
+    assert np.abs(speed - 2.0).max() < 0.05, speed.round(2)
+
+
 def test_a_pose_keyed_twice_is_held_and_only_there():
     T = 120
     generated, trans = _dance(T)

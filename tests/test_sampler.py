@@ -352,6 +352,45 @@ def test_a_key_just_after_given_frames_is_reached_without_a_jump():
         assert speed.max() <= feet.MAX_SWING_SPEED, (side, speed.round(2))
 
 
+def test_keys_closer_than_a_step_pace_the_feet():
+    """An animator blocking the legs (a key every 8 frames, from a held-out waltz): the stepping
+    cycle planted the foot on one spot through several keys that put it elsewhere, and each
+    keyed frame, left as keyed, popped out of the planted foot and back (ankle jerk 7 times the
+    real dancer's). Between keys closer than a step the foot now goes as drawn through them.
+    Here the keys glide the body at 0.6 m/s to the last frame: the feet glide with it, and no
+    keyed frame jumps."""
+    fps, T = 30, 97
+    poses = bent_knees(T)
+    trans = gliding_root(T, fps, 0.6)
+    pinned = np.zeros((T, 2), bool)
+    pinned[::8] = True
+    p2, t2, _ = clean_feet(poses, trans, fps, cycle=np.arange(T) / 24.0, pinned_legs=pinned)
+    drawn, after = joint_positions(poses, trans), joint_positions(p2, t2)
+    assert np.allclose(p2[::8], poses[::8])                          # the keys as keyed
+    for side in ("left", "right"):
+        ankle = JOINT_INDEX[f"{side}_ankle"]
+        step = np.linalg.norm(np.diff(after[:, ankle, [0, 2]], axis=0), axis=-1)
+        drawn_step = np.linalg.norm(np.diff(drawn[:, ankle, [0, 2]], axis=0), axis=-1)
+        assert step.max() <= drawn_step.max() + 1e-6, (side, step.max(), drawn_step.max())
+
+
+def test_keys_that_put_a_foot_down_on_one_spot_plant_it_between_them():
+    """Keys 8 frames apart that put the foot down on the same spot plant it in between, though
+    the body drawn between them sways 6 cm to and fro (a foot sliding under it)."""
+    fps, T = 30, 96
+    poses = bent_knees(T)
+    trans = np.tile([0.0, REST_PELVIS_HEIGHT, 0.0], (T, 1))
+    trans[:, 0] = 0.06 * np.sin(np.pi * np.arange(T) / 8)            # back where it was on every key
+    pinned = np.zeros((T, 2), bool)
+    pinned[::8] = True
+    p2, t2, contacts = clean_feet(poses, trans, fps, cycle=np.arange(T) / 24.0, pinned_legs=pinned)
+    after = joint_positions(p2, t2)
+    for col, side in enumerate(("left", "right")):
+        ankle = after[:89, JOINT_INDEX[f"{side}_ankle"], [0, 2]]
+        assert np.abs(ankle - ankle[0]).max() < 0.005, side
+        assert (contacts[:89, col] > 0.5).all(), side
+
+
 def test_a_foot_still_down_after_given_frames_stays_until_it_steps():
     """QA: after a hold (the same pose keyed twice) the dance set off again with a foot still
     down, and the network's next stance began 2 frames later: the foot slid 38 cm along the

@@ -8,13 +8,16 @@ import numpy as np
 from scipy.interpolate import CubicHermiteSpline
 
 
-def offset_curve(key_frames: np.ndarray, key_values: np.ndarray, length: int, fade: float | None) -> np.ndarray:
+def offset_curve(key_frames: np.ndarray, key_values: np.ndarray, length: int, fade: float | None,
+                 paced: float = 1.0) -> np.ndarray:
     """(K,) increasing frames and (K, D) values -> (length, D): a C1 cubic (Hermite) through the
     keys over the gaps between them. At a key inside or at the edge of a run of consecutive keys
     its slope is the distance-weighted mean of the neighbouring secants (np.gradient), i.e. the
     run's own rate of change, so the motion flows into the run without a kink; at an isolated
-    key it is 0. Outside the keys it fades to zero over `fade` frames, landing with zero slope,
-    or holds the end values (slope 0 at the end keys) when `fade` is None."""
+    key it is 0. Keys at most `paced` frames apart count as a run (keys that pace the motion,
+    engine.defaults.PACED_KEY_SECONDS). Outside the keys it fades to zero over `fade` frames,
+    landing with zero slope, or holds the end values (slope 0 at the end keys) when `fade` is
+    None."""
     frames = np.arange(length, dtype=np.float64)
     key_frames = np.asarray(key_frames, dtype=np.float64)
     values = np.asarray(key_values, dtype=np.float64)
@@ -25,13 +28,15 @@ def offset_curve(key_frames: np.ndarray, key_values: np.ndarray, length: int, fa
     if len(key_frames) == 1:
         return np.repeat(values, length, axis=0)
     slopes = np.gradient(values, key_frames, axis=0) if len(key_frames) > 2 else np.zeros_like(values)
-    # An isolated key (no key on the frame before or after it) gets slope 0: the correction
-    # stands still there, so the body passes through the key with exactly its own velocity, and
-    # the correction changes mid-gap where nothing is asked of the pose.
+    # An isolated key (no key within `paced` frames before or after it) gets slope 0: the
+    # correction stands still there, so the body passes through the key with exactly its own
+    # velocity, and the correction changes mid-gap where nothing is asked of the pose. Between
+    # keys that pace the motion there is no such gap: paused at every key, the correction shook
+    # the body at the keys' rate.
     gaps = np.diff(key_frames)
     isolated = np.ones(len(key_frames), bool)
-    isolated[1:] &= gaps > 1
-    isolated[:-1] &= gaps > 1
+    isolated[1:] &= gaps > paced
+    isolated[:-1] &= gaps > paced
     slopes[isolated] = 0.0
     slopes[[0, -1]] = 0.0                 # land on zero (or on the held value) with zero slope
     out = CubicHermiteSpline(key_frames, values, slopes, axis=0, extrapolate=False)(frames)

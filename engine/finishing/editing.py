@@ -33,7 +33,7 @@ from ..body import rotations as R
 from ..body.curves import dip_knots, offset_curve
 from ..body.motion import Constraints
 from ..body.skeleton import NUM_JOINTS, REST_PELVIS_HEIGHT
-from ..defaults import INPAINT_MIN_RUN_SECONDS
+from ..defaults import INPAINT_MIN_RUN_SECONDS, PACED_KEY_SECONDS
 from .feet import LEGS, ankle_positions, reach_ankles, true_runs
 
 # Beyond the first and last key of a joint its correction fades out over this long: slowly
@@ -160,7 +160,7 @@ def apply_constraints(poses: np.ndarray, trans: np.ndarray, constraints: Constra
         # Correction at each key, as a rotation vector (the short way round): given = delta * generated.
         dq = R.quat_mul(given[k], R.quat_conjugate(q_all[k, j]))
         delta = _unwrapped(R.quat_to_axis_angle(dq).numpy())
-        blend = torch.from_numpy(offset_curve(k, delta, T, fade))
+        blend = torch.from_numpy(offset_curve(k, delta, T, fade, paced=PACED_KEY_SECONDS * fps))
         q_all[:, j] = R.quat_mul(R.axis_angle_to_quat(blend), q_all[:, j])
         out_mask[:, j] = keyed
         out_values[keyed, j] = given[keyed]

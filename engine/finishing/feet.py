@@ -25,6 +25,7 @@ from scipy.ndimage import gaussian_filter1d, maximum_filter1d
 from ..body import rotations as R
 from ..body.curves import SMOOTHSTEP_PEAK_OVER_MEAN, smoothstep, smoothstep_slope
 from ..body.skeleton import JOINT_INDEX, NUM_JOINTS, PARENTS, REST_OFFSETS, forward_kinematics
+from ..defaults import PACED_KEY_SECONDS
 
 PLANTED_HEIGHT = 0.06      # m above the floor under which a foot joint may be planted
 PLANTED_SPEED = 0.35       # m/s horizontal speed under which a low foot counts as planted
@@ -480,10 +481,21 @@ def step_plan(pos: np.ndarray, fps: float, leg, cycle: np.ndarray, given: np.nda
     # stance would be stepped through on the cycle, lifting a foot that stands still.
     stances = _joined_across_short_gaps(stances, low, min_swing,
                                         lambda a, b: not out_of_reach(a, b, _spot(ankle_path, a, b)).any())
+    # Where the leg's own keys come closer together than a step, they pace it: the stepping
+    # cycle neither plants nor re-steps the foot between them (its stances there fought the
+    # keys: each keyed frame popped out of a planted foot, or a swing the keys spread over 16
+    # frames was squeezed into 8). The foot stands only where consecutive keys put it down,
+    # and goes as drawn (the network's motion through the keys) everywhere else there.
+    paced = _paced_by_keys(np.zeros(len(pos), bool) if pinned is None else pinned,
+                           int(round(PACED_KEY_SECONDS * fps)))
+    if paced.any():
+        stances = sorted([r for a, b in stances for r in _runs_outside(paced, a, b)]
+                         + _keyed_stances(pinned, paced, low_key))
 
     target = ankle_path.copy()
     weight = np.zeros(len(pos))
     stance = np.zeros(len(pos), dtype=bool)
+    released = np.zeros(len(pos), dtype=bool)      # between keys that move the foot: as drawn
     sole_held = np.zeros(len(pos), dtype=bool)
     spots = []
     min_stance = max(2, int(round(MIN_RUN_SECONDS * fps)))
@@ -509,27 +521,37 @@ def step_plan(pos: np.ndarray, fps: float, leg, cycle: np.ndarray, given: np.nda
                     a, b = (edge + 1, b) if step < 0 else (a, edge)
                     break
         # A stance through a key, or just after or before one whose foot is down, stands where
-        # the key puts the foot.
+        # the key puts the foot; through keys that put it in different places, it is split
+        # (_split_at_keys).
         keys = np.flatnonzero(pinned[a:b]) + a if pinned is not None else np.zeros(0, int)
         if not len(keys) and pinned is not None:
             keys = [f for f in (a - 1, b) if 0 <= f < len(pinned) and pinned[f] and low_key[f]]
-        if len(keys):
-            spot = ankle_path[keys[0]].copy()
+        pieces = [(a, b, None)]
+        if sum(a <= k < b for k in keys) > 1:
+            pieces = _split_at_keys(a, b, keys, ankle_path)
+            for (_, b0, _), (a1, _, _) in zip(pieces[:-1], pieces[1:]):
+                released[b0:a1] = True
+        elif len(keys):
+            pieces = [(a, b, ankle_path[keys[0]].copy())]
         elif joined is not None:
-            spot = ankle_path[joined].copy()
+            pieces = [(a, b, ankle_path[joined].copy())]
         elif after and before:
             continue
         elif after or before:
             edge = a - 1 if after else b
             if not given_planted[edge]:
                 continue
-            spot = ankle_path[edge].copy()
-        (near,) = np.nonzero(~out_of_reach(a, b, spot))
-        if len(near) < 2:
-            continue
-        a, b = a + near[0], a + near[-1] + 1          # the stance ends where its spot is out of reach
-        target[a:b], weight[a:b], stance[a:b] = spot, 1.0, True
-        spots.append((a, b, spot))
+            pieces = [(a, b, ankle_path[edge].copy())]
+        for a, b, path in pieces:
+            path = np.broadcast_to(_spot(ankle_path, a, b) if path is None else path, (b - a, 3))
+            (near,) = np.nonzero(~out_of_reach(a, b, path))
+            if len(near) < 2:
+                continue
+            path = path[near[0]:near[-1] + 1]
+            a, b = a + near[0], a + near[-1] + 1          # the stance ends where its spot is out of reach
+            target[a:b], weight[a:b], stance[a:b] = path, 1.0, True
+            spots.append((a, b, path[0].copy(), path[-1].copy()))
+    released |= paced & ~stance
     if given_planted is not None:
         # The given foot standing at a given run's edge is a stance the free frames step to or
         # from: a foot the network slides along the floor into the given frames is re-stepped
@@ -541,11 +563,11 @@ def step_plan(pos: np.ndarray, fps: float, leg, cycle: np.ndarray, given: np.nda
             for edge, beside_free, around in ((g0, g0 > 0, slice(g0, g0 + min_stance)),
                                               (g1 - 1, g1 < len(given), slice(max(0, g1 - min_stance), g1))):
                 if beside_free and low_key[edge] and given_planted[around].any():
-                    spots.append((edge, edge + 1, ankle_path[edge].copy()))
+                    spots.append((edge, edge + 1, ankle_path[edge].copy(), ankle_path[edge].copy()))
         spots.sort(key=lambda s: s[0])
     for i in range(len(spots) - 1):
-        (a0, b0, spot0), (a1, b1, spot1) = spots[i], spots[i + 1]
-        if b0 >= a1:
+        (a0, b0, first0, spot0), (a1, b1, spot1, last1) = spots[i], spots[i + 1]
+        if b0 >= a1 or released[b0:a1].any():
             continue
         if not low[b0:a1].all():                 # the network raises the foot: its own swing
             if given is None or not given[b0:a1].any():
@@ -565,7 +587,7 @@ def step_plan(pos: np.ndarray, fps: float, leg, cycle: np.ndarray, given: np.nda
             if b1 - a1 > min_stance and a1 - b0 + 1 < need:
                 a1 += 1
         stance[b0:a1] = False
-        spots[i], spots[i + 1] = (a0, b0, spot0), (a1, b1, spot1)
+        spots[i], spots[i + 1] = (a0, b0, first0, spot0), (a1, b1, spot1, last1)
         u = (np.arange(b0, a1) - b0 + 1) / (a1 - b0 + 1)     # a swing along the floor, lifted
         # The foot lifts off before it travels and sets down after: travel is eased over the
         # middle SWING_TRAVEL_SHARE of the swing, the lift over all of it. A swing too short for
@@ -588,12 +610,79 @@ def step_plan(pos: np.ndarray, fps: float, leg, cycle: np.ndarray, given: np.nda
         target[b0:a1, 1] += lift * lift_share
         sole_held[b0:a1] = ~travelling
         weight[b0:a1] = 1.0
-    _ease_corrections(target, weight, ankle_path, _fade_frames(fps), fps, given)
+    # A key bounds the eases as given frames do: eased across it, a stance's correction moved
+    # the frames beside a key that stays as keyed (a 5 cm pop into it).
+    fixed = given if pinned is None else pinned if given is None else given | pinned
+    _ease_corrections(target, weight, ankle_path, _fade_frames(fps), fps, fixed)
     # A swing passing further from the hip than the leg reaches is drawn in towards the hip.
     away = target - pos[:, hip]
     distance = np.linalg.norm(away, axis=-1, keepdims=True)
     target = pos[:, hip] + away * np.minimum(1.0, reach[:, None] / np.maximum(distance, 1e-9))
     return target, weight, stance, sole_held | stance
+
+
+def _paced_by_keys(pinned: np.ndarray, closest: int) -> np.ndarray:
+    """(T,) bool: the frames from each of a leg's keys `pinned` (T,) to the next one where that
+    is at most `closest` frames on, both keys included."""
+    paced = np.zeros(len(pinned), bool)
+    keys = np.flatnonzero(pinned)
+    for k0, k1 in zip(keys[:-1], keys[1:]):
+        if k1 - k0 <= closest:
+            paced[k0:k1 + 1] = True
+    return paced
+
+
+def _runs_outside(mask: np.ndarray, a: int, b: int) -> list[tuple[int, int]]:
+    """The runs of frames in [a, b) that `mask` (T,) leaves out, two frames or longer."""
+    return [(a + x, a + y) for x, y in true_runs(~mask[a:b], 2)]
+
+
+def _keyed_stances(pinned: np.ndarray, paced: np.ndarray, down: np.ndarray) -> list[tuple[int, int]]:
+    """A leg's keys `pinned` (T,), the frames they pace (_paced_by_keys) and where its foot is
+    down (T,) -> (first key, last key + 1) of each stretch of consecutive keys, two or more, each
+    pacing the next with the foot down at both (_split_at_keys then splits a stretch where its
+    keys put the foot in different places)."""
+    keys = np.flatnonzero(pinned)
+    runs, first = [], None
+    for k0, k1 in zip(keys[:-1], keys[1:]):
+        linked = bool(down[k0] and down[k1] and paced[k0:k1 + 1].all())
+        if linked and first is None:
+            first = k0
+        elif not linked and first is not None:
+            runs.append((first, k0 + 1))
+            first = None
+    if first is not None:
+        runs.append((first, keys[-1] + 1))
+    return runs
+
+
+# Keys of a leg inside one stance whose feet lie within this (m) of the first one's are one
+# planted foot, which follows them from key to key (it creeps no further than the keys do);
+# a key further away starts another stance.
+KEYED_SPOT_TOLERANCE = 0.05
+
+
+def _split_at_keys(a: int, b: int, keys: np.ndarray, ankle_path: np.ndarray) -> list[tuple[int, int, np.ndarray]]:
+    """The stance [a, b) through the leg's keys `keys` (sorted frames inside it), with the keyed
+    ankle positions `ankle_path` (T, 3) -> its pieces (a', b', path (b' - a', 3)), in order.
+    Keys within KEYED_SPOT_TOLERANCE of their piece's first key are one piece, planted along
+    the keys' positions (held before the first and after the last); the frames between pieces
+    are in none. Held on one spot through keys that put the foot elsewhere, the keyed frames
+    (left as keyed) popped out of the held foot and back: with a key every 8 frames, 7 times
+    the real dancers' ankle jerk."""
+    groups = [[keys[0]]]
+    for k in keys[1:]:
+        if np.linalg.norm(ankle_path[k] - ankle_path[groups[-1][0]]) <= KEYED_SPOT_TOLERANCE:
+            groups[-1].append(k)
+        else:
+            groups.append([k])
+    pieces = []
+    for i, g in enumerate(groups):
+        lo, hi = (a if i == 0 else g[0]), (b if i == len(groups) - 1 else g[-1] + 1)
+        frames = np.arange(lo, hi)
+        path = np.stack([np.interp(frames, g, ankle_path[g, axis]) for axis in range(3)], axis=1)
+        pieces.append((lo, hi, path))
+    return pieces
 
 
 def _run_reference(a: int, b: int, pinned: np.ndarray | None, given: np.ndarray | None = None) -> int:
