@@ -3,7 +3,9 @@
 - Slotted actions (4.4+): an Action animates an ID only through a slot, and F-curves live in
   `action.layers[i].strips[j].channelbag(slot)`. 4.4/4.5 keep `Action.fcurves` as a proxy for the
   first slot; 5.0 removes it. 4.2/4.3 only have `Action.fcurves`.
-- Sequencer: `sequence_editor.strips` (4.4+, the only name in 5.0) vs `sequences` (before).
+- Sequencer: `sequence_editor.strips` (4.4+, the only name in 5.0) vs `sequences` (before); a
+  strip's retiming keys (4.2+ for sound strips; absent before); F-curves of a strip's property are
+  keyed on `sequence_editor.strips_all["name"]` (4.4+) or `sequences_all["name"]` (older files).
 Everything checks for the attribute, never the version number.
 """
 from __future__ import annotations
@@ -51,6 +53,13 @@ def action_fcurves(action, slot=None) -> list:
             if bag is not None:
                 out.extend(bag.fcurves)
     return out
+
+
+def animated_fcurves(id_data) -> list:
+    """F-curves of the action `id_data` (an object, a scene) plays, through its own slot on 4.4+."""
+    ad = getattr(id_data, "animation_data", None)
+    action = ad.action if ad is not None else None
+    return action_fcurves(action, getattr(ad, "action_slot", None)) if action is not None else []
 
 
 def keyed_range(obj, action=None) -> tuple[int, int] | None:
@@ -165,6 +174,24 @@ def strip_muted(scene, strip) -> bool:
     if channels is not None and 0 <= strip.channel < len(channels) and channels[strip.channel].mute:
         return True
     return meta is not None and strip_muted(scene, meta)
+
+
+def retiming_frames(strip) -> list[int]:
+    """Timeline frames of a strip's retiming keys, first to last; [] when it has none (not retimed)
+    or the Blender has no retiming. The API gives only these frames, not each segment's speed."""
+    keys = getattr(strip, "retiming_keys", None)
+    return sorted(int(k.timeline_frame) for k in keys) if keys is not None else []
+
+
+def strip_fcurve(scene, strip, prop: str):
+    """The F-curve of the scene's action that animates `strip`'s property `prop` (e.g. "volume"),
+    under either collection's name; None when it is not animated or the curve is muted."""
+    name = bpy.utils.escape_identifier(strip.name)
+    paths = {f'sequence_editor.{coll}["{name}"].{prop}' for coll in ("strips_all", "sequences_all")}
+    for fc in animated_fcurves(scene):
+        if fc.data_path in paths and not fc.mute:
+            return fc
+    return None
 
 
 def top_strips(ed):

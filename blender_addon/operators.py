@@ -45,7 +45,17 @@ class Plan:
 
     @property
     def start_seconds(self) -> float:
-        return self.span.start + (self.first - self.span.first_frame) / self.fps
+        """Seconds into the file of the first frame (a retimed strip plays span.speed of them a second)."""
+        return self.span.start + (self.first - self.span.first_frame) / self.fps * self.span.speed
+
+    def gain(self, first: int, last: int):
+        """The strip's volume over frames first..last as engine.api.generate's `gain` (seconds from
+        `first`, linear gains); None where it is 1 throughout (a file, an untouched strip)."""
+        volumes = self.span.volumes
+        if volumes is None:
+            return None
+        frames = np.arange(first, last + 1)
+        return (frames - first) / self.fps, volumes[frames - self.span.first_frame]
 
     @property
     def duration(self) -> float:
@@ -263,7 +273,7 @@ def build_request(context):
         cons = scene_io.read_constraints(obj, first, last, p.fps, settings.keep_parts(), settings.keep_root, scene,
                                          context=fixed)
         kept = scene_io.key_masks(obj, first, last)
-    start = p.span.start + (first - p.span.first_frame) / p.fps
+    start = p.span.start + (first - p.span.first_frame) / p.fps * p.span.speed
     style = settings.style
     # Quality Fast asks for the engine's default steps, which the shipped student stands for
     # (engine.sampler.fewstep); Best runs the teacher at the panel's Steps.
@@ -275,11 +285,11 @@ def build_request(context):
         steps=steps, quality=settings.quality.lower(), guidance=settings.guidance, autoguidance=settings.autoguidance,
         device=device_choice(context), constraints=cons,
         weights=weights_choice(context), stage_radius=stage_radius(settings, obj, bone_map),
-        wait_in_silence=settings.wait_in_silence,
+        wait_in_silence=settings.wait_in_silence, speed=p.span.speed, gain=p.gain(first, last),
         kept=kept, write_range=write_range, bone_map=bone_map,
         metadata={"song": p.span.path, "steps": steps, "quality": settings.quality.lower(),
                   "guidance": settings.guidance, "autoguidance": settings.autoguidance,
-                  "audio_start": start, "wait_in_silence": settings.wait_in_silence})
+                  "audio_start": start, "audio_speed": p.span.speed, "wait_in_silence": settings.wait_in_silence})
     request.notes.extend(rig_io.dancer_notes(obj, bone_map))
     if intro is not None:
         request.notes.append(f"the dance starts from the pose '{obj.name}' holds on frame {first}, where its animation "

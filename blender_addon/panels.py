@@ -82,6 +82,8 @@ class DANCE_PT_main(_DancePanel, bpy.types.Panel):
             plan = operators.plan(scene, settings)
             box.label(text=os.path.basename(plan.span.path), icon='SOUND')
             box.label(text=f"{plan.duration:.1f} s from {plan.start_seconds:.2f} s into the file")
+            if plan.span.speed != 1.0:     # a retimed strip: the dance follows the music as it plays
+                box.label(text=f"Retimed: the file plays at {plan.span.speed * 100:.4g}% speed")
             box.label(text=f"Frames {scene_io.frame_span(plan.first, plan.last)} at {plan.fps:.5g} fps")
         except EngineError as e:
             box.label(text=str(e), icon='ERROR')

@@ -34,7 +34,7 @@ class Request:
     boundary: the worker sees plain values, never Blender data)."""
     audio_path: str
     start: float                  # seconds into the file of the first frame
-    duration: float               # seconds
+    duration: float               # seconds danced (scene seconds)
     fps: float                    # the scene's frame rate
     num_frames: int               # scene frames to fill
     frame_start: int              # first scene frame
@@ -53,6 +53,8 @@ class Request:
     metadata: dict = field(default_factory=dict)
     stage_radius: float | None = None   # None: the engine's default stage; 0: in place; r: within r metres
     wait_in_silence: bool = True        # hold still where the song is silent (engine.sampler.hold)
+    speed: float = 1.0                  # file seconds played per scene second (a retimed strip)
+    gain: tuple | None = None           # (seconds from the first frame, the strip's volume): what the silence check hears
     kept: tuple | None = None           # (joint mask (F,24), root mask (F,)): the animator's keys, carried over
     bone_map: dict | None = None        # own characters (rig_io, issue 14): SMPL joint -> bone; None: SMPL dancer
     write_range: tuple | None = None    # (first, last) scene frames to rewrite in a copy of the current
@@ -72,7 +74,8 @@ def generate(request: Request, progress=None) -> Motion:
         warnings.simplefilter("always")
         motion = api.generate(
             request.audio_path, style=request.style, seed=request.seed, steps=request.steps, quality=request.quality,
-            fps=request.fps, start=request.start, duration=request.duration,
+            fps=request.fps, start=request.start, duration=request.duration * request.speed,   # the file's seconds
+            speed=request.speed, gain=request.gain,
             constraints=None if cons is None or cons.is_empty else cons,
             guidance=request.guidance, autoguidance=request.autoguidance, device=request.device,
             weights=request.weights, progress=progress, stage_radius=request.stage_radius,
@@ -103,15 +106,20 @@ def _fit_constraints(request: Request) -> Constraints | None:
     cons = request.constraints
     if cons is None:
         return None
-    from engine.music.audio import audio_seconds      # quiet about a corrupt mp3 (one error, later)
-    seconds = audio_seconds(request.audio_path)
-    if seconds is None:  # a format libsndfile cannot probe: let the engine judge
+    available = _available_seconds(request)
+    if available is None:  # a format libsndfile cannot probe: let the engine judge
         return cons
-    available = seconds - request.start
     frames = max(1, int(round(min(request.duration, available) * request.fps)))
     if cons.num_frames <= frames:
         return cons
     return cons.first_frames(frames)
+
+
+def _available_seconds(request: Request) -> float | None:
+    """Scene seconds of audio the file has from the request's start (None: its length is unknown)."""
+    from engine.music.audio import audio_seconds      # quiet about a corrupt mp3 (one error, later)
+    seconds = audio_seconds(request.audio_path)
+    return None if seconds is None else (seconds - request.start) / request.speed
 
 
 def paste_constraints(motion: Motion, cons: Constraints) -> float:

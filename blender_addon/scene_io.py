@@ -13,6 +13,7 @@ axis-angle bones, drivers and constraints all read back as what the viewport sho
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import os
@@ -511,14 +512,16 @@ class AudioSpan(NamedTuple):
     """The part of a sound file the scene plays: file, where in it, how long, and from which frame."""
     path: str
     start: float        # seconds into the file of the first heard frame
-    duration: float     # seconds heard
+    duration: float     # seconds heard (scene seconds: num_frames / fps)
     first_frame: int    # scene frame of the first heard sample
     num_frames: int     # scene frames the strip covers
+    speed: float = 1.0  # file seconds played per scene second (a retimed strip; 1: as recorded)
+    volumes: np.ndarray | None = None   # (num_frames,) the strip's volume on each frame; None: 1 throughout
 
 
 def find_sound_strip(scene, name: str = ""):
     """The strip named `name`, else the active strip if it is a sound, else the only sound strip,
-    the only selected one, or the only unmuted one."""
+    the only selected one, or the only one heard (not muted, nor at volume 0 throughout)."""
     strips = compat.all_strips(scene)
     if name:
         for s in strips:
@@ -529,12 +532,20 @@ def find_sound_strip(scene, name: str = ""):
     if active is not None and active.type == 'SOUND':
         return active
     sounds = [s for s in strips if s.type == 'SOUND']
-    for pick in (sounds, [s for s in sounds if s.select], [s for s in sounds if not compat.strip_muted(scene, s)]):
+    for pick in (sounds, [s for s in sounds if s.select], [s for s in sounds if not _inaudible(scene, s)]):
         if len(pick) == 1:
             return pick[0]
     if not sounds:
         raise NoSoundStrip("no sound strip: add the song in the Video Sequencer (Add > Sound) or pick an audio file")
     raise EngineError(f"{len(sounds)} sound strips: select one in the sequencer or pick it in the Dance panel")
+
+
+def _inaudible(scene, strip) -> bool:
+    """Whether `strip` is muted (strip_muted) or at volume 0 on every frame of it."""
+    if compat.strip_muted(scene, strip):
+        return True
+    first, end = compat.strip_range(strip)
+    return not strip_volumes(scene, strip, range(first, end)).any()
 
 
 # Packed sounds already unpacked in this session: (sound's session id, name, path, size) -> file,
@@ -563,9 +574,55 @@ def _sound_file(sound) -> str:
     return os.path.normpath(bpy.path.abspath(sound.filepath, library=sound.library))
 
 
+def _audio_length(path: str) -> float:
+    """Seconds of audio in a file: its header's, else decoded (formats libsndfile lacks), which is
+    remembered while the file is unchanged (the panel asks on every redraw)."""
+    length = audio_seconds(path)
+    if length is None:
+        stat = os.stat(path)
+        length = _decoded_length(path, stat.st_size, stat.st_mtime_ns)
+    return length
+
+
+@functools.lru_cache(maxsize=8)
+def _decoded_length(path: str, size: int, mtime_ns: int) -> float:
+    from engine.music.audio import load_audio
+    wave, sr = load_audio(path)
+    return len(wave) / sr
+
+
+def strip_speed(scene, strip, path: str) -> float:
+    """File seconds a retimed strip plays per scene second (Strip > Retiming, 4.2+); 1 when it is not
+    retimed. The API shows only the keys' timeline frames, so only a strip retimed as one segment
+    (two keys) has a speed to read; one of several segments is refused.
+    Blender's own rule (measured against its mixdown, 0.5x to 2x): a segment's speed is the
+    strip's content frames less one over the frames between its keys, the content being the sound's
+    length in scene frames, rounded."""
+    keys = compat.retiming_frames(strip)
+    if len(keys) > 2:
+        raise EngineError(f"sound strip '{strip.name}' is retimed in {len(keys) - 1} segments, which can play at "
+                          "different speeds: the dance can follow one speed only, so reset its retiming (Strip > "
+                          "Retiming > Reset) and set one speed for the whole strip, or render the mixdown to a file "
+                          "(Render > Render Audio) and dance to that file")
+    if len(keys) < 2 or keys[1] <= keys[0]:
+        return 1.0
+    content = max(1, int(round(_audio_length(path) * scene_fps(scene))))
+    return max(1, content - 1) / (keys[1] - keys[0])
+
+
+def strip_volumes(scene, strip, frames) -> np.ndarray:
+    """The strip's volume on each of `frames` (scene frames) as Blender plays it: its keyed volume
+    (a fade), else its constant Volume."""
+    fc = compat.strip_fcurve(scene, strip, "volume")
+    if fc is None:
+        return np.full(len(frames), max(0.0, float(strip.volume)))
+    return np.maximum(0.0, np.array([fc.evaluate(f) for f in frames], np.float64))
+
+
 def sound_strip_audio(scene, strip) -> AudioSpan:
     """Where the audio heard from `strip` comes from (DESIGN.md section 6: the heard part starts
-    (frame_final_start - frame_start) / fps seconds into the file, plus the strip's offsets)."""
+    (frame_final_start - frame_start) / fps seconds into the file, plus the strip's offsets; a
+    retimed strip plays the file at its speed), and at what volume on each frame."""
     if strip is None:
         raise NoSoundStrip("no sound strip: add the song in the Video Sequencer (Add > Sound) and select it")
     if strip.type != 'SOUND':
@@ -578,25 +635,33 @@ def sound_strip_audio(scene, strip) -> AudioSpan:
     if not os.path.isfile(path):
         raise EngineError(f"the file of sound strip '{strip.name}' is missing: {path}")
     fps = scene_fps(scene)
+    speed = strip_speed(scene, strip, path)
     first, end = compat.strip_range(strip)
-    # Frames trimmed off the left (the handle, plus any content offset) are skipped in the file;
-    # `sound_offset` (seconds, 3.x+) delays the sound inside the strip: a positive offset plays
-    # silence first (as Blender's own mixdown does; tests/test_addon_scene_io.py checks it there).
-    skipped = (first - strip.frame_start) + getattr(strip, "animation_offset_start", 0)
-    start = skipped / fps - float(getattr(strip, "sound_offset", 0.0))
+    # Frames trimmed off the left (the handle) are skipped in the file at the strip's speed (a
+    # content offset, frames cut off the sound itself, as recorded); `sound_offset` (seconds, 3.x+)
+    # delays the sound inside the strip in scene seconds: a positive offset plays silence first
+    # (as Blender's own mixdown does; tests/test_addon_scene_io.py checks both there).
+    into = (first - strip.frame_start) / fps - float(getattr(strip, "sound_offset", 0.0))
+    start = into * speed + getattr(strip, "animation_offset_start", 0) / fps
     # A Sound Offset (or handles dragged past the sound) can make the strip play silence before
     # or after its audio: the dance covers the frames that play audio.
     if start < 0:
-        lead = int(math.ceil(-start * fps - 1e-6))
-        first, start = first + lead, max(0.0, start + lead / fps)
+        lead = int(math.ceil(-start / speed * fps - 1e-6))
+        first, start = first + lead, max(0.0, start + lead / fps * speed)
     length = audio_seconds(path)
     frames = end - first
-    if length is not None and start + frames / fps > length + 1.5 / fps:
-        frames = int(math.floor((length - start) * fps + 1e-6))
+    if length is not None and (start + frames / fps * speed - length) / speed > 1.5 / fps:
+        frames = int(math.floor((length - start) / speed * fps + 1e-6))
     if frames <= 0:
         raise EngineError(f"sound strip '{strip.name}' plays none of its audio (its Sound Offset or handles are "
                           "past the end of the sound)")
-    return AudioSpan(path, start, frames / fps, first, frames)
+    volumes = strip_volumes(scene, strip, range(first, first + frames))
+    if not volumes.any():        # as good as muted: nothing to hear, no silence to wait in
+        keyed = compat.strip_fcurve(scene, strip, "volume") is not None
+        raise EngineError(f"sound strip '{strip.name}' plays at volume 0 on all its frames (its Volume"
+                          f"{' is keyed to 0 there' if keyed else ' is 0'}): raise its Volume or pick another strip")
+    return AudioSpan(path, start, frames / fps, first, frames, speed,
+                     None if (volumes == 1.0).all() else volumes)
 
 
 def file_audio(scene, path: str, frame_start: int | None = None, duration: float | None = None) -> AudioSpan:
@@ -606,11 +671,7 @@ def file_audio(scene, path: str, frame_start: int | None = None, duration: float
         raise EngineError(f"audio file not found: {full or '(none chosen)'}")
     fps = scene_fps(scene)
     if duration is None:
-        duration = audio_seconds(full)
-        if duration is None:
-            from engine.music.audio import load_audio  # formats libsndfile lacks (e.g. old mp3 builds)
-            wave, sr = load_audio(full)
-            duration = len(wave) / sr
+        duration = _audio_length(full)      # decoded where libsndfile lacks the format (e.g. old mp3 builds)
     first = scene.frame_start if frame_start is None else frame_start
     return AudioSpan(full, 0.0, float(duration), int(first), int(math.floor(duration * fps)))
 

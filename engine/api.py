@@ -27,7 +27,7 @@ from .finishing.editing import (anchor_times, apply_constraints, keyed_runs, key
 from .finishing.feet import beat_cycle, clean_feet
 from .finishing.rootpath import keep_on_floor
 from .finishing.turns import limit_joint_speeds, limit_pelvis_turns
-from .music.silence import ABSOLUTE_SILENCE_DBFS
+from .music.silence import ABSOLUTE_SILENCE_DBFS, gain_envelope, heard_levels_db, silent_stretches_of
 from .options import check_options
 from .sampler import checkpoint
 from .sampler.diffusion import Inpainting, autoguided, cosine_alpha_bar, guided, sample
@@ -202,7 +202,8 @@ def generate(audio, *, sample_rate: int | None = None, style: str = "any", seed:
              stage_radius: float | None = None, quality: str = DEFAULT_QUALITY,
              finishing: Collection[str] = FINISHING_STEPS, analysed_music=None,
              guidance_lowpass: float = GUIDANCE_LOWPASS_FRAMES, sampling_eta: float = SAMPLING_ETA,
-             sampling_solver: str = SAMPLING_SOLVER, wait_in_silence: bool = True) -> Motion:
+             sampling_solver: str = SAMPLING_SOLVER, wait_in_silence: bool = True, speed: float = 1.0,
+             gain=None) -> Motion:
     """Generate a dance for `audio` (a file path, or a waveform with `sample_rate`).
 
     The dance covers the song from `start` for `duration` seconds (default: to the end) at `fps`.
@@ -230,13 +231,20 @@ def generate(audio, *, sample_rate: int | None = None, style: str = "any", seed:
     `wait_in_silence`: the dancer holds still through the song's silent stretches of a second or
     more (engine.sampler.hold): a silent intro that opens on a start pose in the constraints waits
     in it, a stretch the constraints key or lock elsewhere is left to them; False dances them.
+    `speed`: the audio plays `speed` times as fast as recorded, pitch and all (a sound strip
+    retimed in Blender's sequencer): `start` and `duration` stay in the audio's own seconds, and
+    the dance, duration / speed seconds long, follows the music as it is heard.
+    `gain`: (times, gains): the linear gain the music is heard at (a strip's volume, a fade-out),
+    times in seconds from the dance's first frame, linear between them and held beyond. Only
+    the silence check hears it (a stretch faded to nothing is waited in as a silence); the
+    features and beats are the audio's own.
     """
     report = _reporter(progress)
     d = draw(audio, sample_rate=sample_rate, style=style, seed=seed, steps=steps, fps=fps, start=start,
              duration=duration, constraints=constraints, guidance=guidance, device=device, weights=weights,
              report=report, autoguidance=autoguidance, stage_radius=stage_radius, quality=quality,
              analysed_music=analysed_music, guidance_lowpass=guidance_lowpass, sampling_eta=sampling_eta,
-             sampling_solver=sampling_solver, wait_in_silence=wait_in_silence)
+             sampling_solver=sampling_solver, wait_in_silence=wait_in_silence, speed=speed, gain=gain)
     report(0.92, "syncing to the beat and grounding the feet")
     steps_run = [f for f in finishing if beat_sync or f != "beat warp"]
     motion = finish_draw(d, finishing=steps_run, smoothing=smoothing)
@@ -264,7 +272,7 @@ def draw(audio, *, sample_rate: int | None = None, style: str = "any", seed: int
          quality: str = DEFAULT_QUALITY, analysed_music=None,
          guidance_lowpass: float = GUIDANCE_LOWPASS_FRAMES, sampling_eta: float = SAMPLING_ETA,
          sampling_solver: str = SAMPLING_SOLVER,
-         wait_in_silence: bool = True) -> Draw:
+         wait_in_silence: bool = True, speed: float = 1.0, gain=None) -> Draw:
     """The network's part of `generate` (same arguments): options checked, music read, motion
     sampled. `report(fraction, message)` runs from 0 to 0.9."""
     from .music import audio as A
@@ -282,7 +290,9 @@ def draw(audio, *, sample_rate: int | None = None, style: str = "any", seed: int
     check_options(style=style, styles=json.loads(meta["styles"]), steps=steps, seed=seed, fps=fps, start=start,
                   duration=duration, guidance=guidance, autoguidance=autoguidance, stage_radius=stage_radius,
                   song_seconds=song_seconds, guidance_lowpass=guidance_lowpass, sampling_eta=sampling_eta,
-                  sampling_solver=sampling_solver)
+                  sampling_solver=sampling_solver, speed=speed)
+    if gain is not None:
+        gain = gain_envelope(gain)
     weights = choose_weights(given, json.loads(meta.get("student", "null")), quality, steps, guidance, autoguidance)
     ckpt = load_weights(weights, dev)
 
@@ -290,8 +300,10 @@ def draw(audio, *, sample_rate: int | None = None, style: str = "any", seed: int
     if hasattr(analysed_music, "result"):    # still being analysed in the background: wait for it
         analysed_music = analysed_music.result()
     if analysed_music is None or analysed_music.source is None \
-            or analysed_music.source != A.music_source(audio, start, duration):
-        analysed_music = A.music_for_dance(audio, sample_rate=sample_rate, start=start, duration=duration)
+            or analysed_music.source != A.music_source(audio, start, duration, speed) \
+            or (gain is not None and analysed_music.levels_db is None):     # a packed analysis has no levels
+        analysed_music = A.music_for_dance(audio, sample_rate=sample_rate, start=start, duration=duration,
+                                           speed=speed)
     seconds, features, beats = analysed_music.seconds, analysed_music.features, analysed_music.beats
     if analysed_music.loudest_db < ABSOLUTE_SILENCE_DBFS:     # a muted export, a wrong file, a silent slice
         warnings.warn(f"the music is silent or nearly so (its loudest moment is "
@@ -317,7 +329,10 @@ def draw(audio, *, sample_rate: int | None = None, style: str = "any", seed: int
         warnings.warn("the kept legs hang from the new dance's hips (the pelvis is not kept), so their feet can "
                       "float or sink: keep the torso and the root path too to keep the footwork", EngineNote)
     model_frames, padded = analysed_music.frames, features.shape[0]
-    held = held_stretches(analysed_music.silences, model_frames, _keyed_frames(constraints, fps, model_frames)) \
+    silences = analysed_music.silences
+    if gain is not None:        # silent where the music is faded out, as well as where the audio is
+        silences = silent_stretches_of(heard_levels_db(analysed_music.levels_db, gain))
+    held = held_stretches(silences, model_frames, _keyed_frames(constraints, fps, model_frames)) \
         if wait_in_silence else []
     if held:
         spans = ", ".join(f"{a / L.MODEL_FPS:.1f}-{(b + 1) / L.MODEL_FPS:.1f} s" for a, b, _ in held)

@@ -33,7 +33,7 @@ def _finite(value) -> bool:
 def check_options(*, style: str | None = None, styles=None, steps=None, fps=None, start: float = 0.0,
                   duration: float | None = None, guidance=None, autoguidance=None, scale=None,
                   stage_radius=None, song_seconds: float | None = None, guidance_lowpass=None,
-                  sampling_eta=None, sampling_solver=None, seed=None) -> None:
+                  sampling_eta=None, sampling_solver=None, seed=None, speed=None) -> None:
     """Raise EngineError (one plain sentence) for the first option out of range; None passes.
 
     `song_seconds`, when known, is the song's length: a start at or past its end is an error, and
@@ -53,11 +53,14 @@ def check_options(*, style: str | None = None, styles=None, steps=None, fps=None
         raise EngineError(f"start must be 0 or more seconds, got {start!r}")
     if duration is not None and not (_finite(duration) and duration > 0):
         raise EngineError(f"duration must be more than 0 seconds, got {duration!r}")
+    if speed is not None and not (_finite(speed) and speed > 0):
+        raise EngineError(f"speed must be more than 0 (1 = the audio as recorded, 2 = twice as fast), got {speed!r}")
     if song_seconds is not None:
         if start >= song_seconds:
             raise EngineError(f"start {start:g} s is at or past the end of the song ({song_seconds:.2f} s long)")
-        # Slack of a frame and a half: Blender rounds a sound strip's length up to whole frames.
-        if duration is not None and start + duration > song_seconds + 1.5 / (fps or 30.0):
+        # Slack of a frame and a half: Blender rounds a sound strip's length up to whole frames (a
+        # frame of a strip retimed to `speed` plays `speed` frames' worth of the file).
+        if duration is not None and start + duration > song_seconds + 1.5 * (speed or 1.0) / (fps or 30.0):
             raise EngineError(f"start + duration = {start + duration:g} s runs past the end of the song "
                               f"({song_seconds:.2f} s long): at most {song_seconds - start:.2f} s from {start:g} s")
     if guidance is not None and not (_finite(guidance) and 0.0 <= guidance <= MAX_GUIDANCE):

@@ -618,3 +618,79 @@ def test_a_dancer_put_in_nla_tweak_mode_while_generating_is_refused_untouched(ad
         runner.apply(request, motion)
     assert sorted(a.name for a in bpy.data.actions) == before and set(obj.keys()) == props
     assert len(obj.animation_data.nla_tracks) == 1 and not mine.use_fake_user
+
+
+def test_a_faded_out_strip_is_waited_in_as_a_silence_in_the_file_is(addon, tmp_path):
+    """QA: with the strip's volume keyed from 1 to 0 at frame 61 and left at 0 (a Sequencer Fade
+    Out), the dancer danced on through the part nobody hears (mean joint speed 0.207 m/s over
+    frames 80-180) where the same silence inside the file held it still (0.000 m/s, with the note
+    "the music is silent at ..."). Here music plays for 4 s at 24 fps, faded out from frame 40 to
+    49 (2.0 s): the fade is waited in with the same note, the music before it is danced, and the
+    volume keys stay as the animator set them."""
+    import soundfile as sf
+    from engine.example import synthesize_example
+    scene = addon
+    scene.render.fps, scene.render.fps_base = 24, 1
+    path = tmp_path / "music.wav"
+    sf.write(path, synthesize_example(seconds=4.0, bpm=120.0, sr=22050), 22050)
+    strip = scene_io.add_sound_strip(scene, str(path), frame_start=1)
+    for frame, volume in ((40, 1.0), (49, 0.0)):
+        strip.volume = volume
+        strip.keyframe_insert("volume", frame=frame)
+    assert bpy.ops.dance.create_dancer(with_mesh=False) == {'FINISHED'}
+    obj = scene.dance.armature
+    scene.dance.steps, scene.dance.quality = 2, 'BEST'
+
+    def speeds(frames):
+        heads = []
+        for f in frames:
+            scene.frame_set(f)
+            heads.append(world_heads(obj))
+        return np.linalg.norm(np.diff(heads, axis=0), axis=-1).mean() * 24
+
+    assert bpy.ops.dance.generate() == {'FINISHED'}
+    assert "note: the music is silent at 2.0-4.0 s: the dancer waits there" in scene.dance.status
+    assert speeds(range(56, 96)) < 0.01                     # 2.3-4.0 s, faded out: still
+    assert speeds(range(8, 40)) > 0.1                       # the music: danced
+    fc = scene_io.compat.strip_fcurve(scene, strip, "volume")
+    assert [tuple(k.co) for k in fc.keyframe_points] == [(40.0, 1.0), (49.0, 0.0)]
+
+
+def test_a_retimed_strip_is_danced_over_its_frames_to_its_beats_as_heard(addon, tmp_path):
+    """QA: a sound strip slowed to 50% with the sequencer's retiming plays a 6 s song over frames
+    1-359 at 30 fps, but only frames 1-180 got a dance, to the file's beats (every 0.5 s) where
+    the viewer hears them every 1.0 s; the panel showed the wrong span. Now the request covers
+    the strip's 359 frames at its speed, the dance fills them, and its beats fall on the clicks as
+    Blender plays them (once a second); a regenerated range starts as far into the file as the
+    retimed strip has played by its first frame."""
+    import soundfile as sf
+    from engine.example import make_click_track
+    scene = addon
+    scene.render.fps, scene.render.fps_base = 30, 1
+    scene.frame_start, scene.frame_end = 1, 250
+    path = tmp_path / "clicks.wav"
+    sf.write(path, make_click_track(6.0, 120.0, 22050), 22050)
+    strip = scene_io.add_sound_strip(scene, str(path), frame_start=1)
+    strip.select = True
+    scene.sequence_editor.active_strip = strip
+    assert bpy.ops.sequencer.retiming_segment_speed_set(speed=50.0) == {'FINISHED'}
+    assert bpy.ops.dance.create_dancer(with_mesh=False) == {'FINISHED'}
+    obj = scene.dance.armature
+    scene.dance.steps, scene.dance.quality = 2, 'BEST'
+    request = operators.build_request(bpy.context)
+    assert (request.frame_start, request.num_frames, request.start) == (1, 359, 0.0)
+    assert request.speed == pytest.approx(0.5) and request.duration == pytest.approx(359 / 30)
+    motion = runner.generate(request)
+    assert motion.num_frames == 359
+    beats = np.asarray(motion.beat_times)
+    assert np.median(np.diff(beats)) == pytest.approx(1.0, abs=1 / 30)
+    assert np.abs((beats + 0.5) % 1.0 - 0.5).max() <= 2 / 30            # on the clicks as heard
+    runner.apply(request, motion)
+    assert scene_io.compat.keyed_range(obj) == (1, 359) and scene.frame_end == 359
+    scene.dance.use_strip_range = False
+    scene.dance.frame_start, scene.dance.frame_end = 100, 150
+    plan = operators.plan(scene, scene.dance)
+    assert plan.start_seconds == pytest.approx(99 / 30 * 0.5) and plan.duration == pytest.approx(51 / 30)
+    again = operators.build_request(bpy.context)                        # with the dance around it as context
+    assert again.write_range == (100, 150) and again.frame_start < 100
+    assert again.start == pytest.approx((again.frame_start - 1) / 30 * 0.5)

@@ -404,3 +404,99 @@ def test_smpl_model_file_gives_a_skinned_body(scene, tmp_path):
     assert np.abs(verts.mean(1) - world_heads(obj)).max() < 1e-5
     with pytest.raises(EngineError, match="SMPL model file not found"):
         scene_io.create_smpl_armature(bpy.context, smpl_model_path=str(tmp_path / "none.pkl"))
+
+
+def _retime(scene, strip, percent: float) -> None:
+    """Strip > Retiming > Set Speed, as the animator does it (the operator acts on the active strip)."""
+    for other in scene_io.compat.all_strips(scene):
+        other.select = False
+    strip.select = True
+    scene.sequence_editor.active_strip = strip
+    assert bpy.ops.sequencer.retiming_segment_speed_set(speed=percent) == {'FINISHED'}
+
+
+def test_a_retimed_strip_is_danced_to_the_music_as_blender_plays_it(tmp_path):
+    """QA: a sound strip sped up to 200% with the sequencer's retiming (4.2+) plays a 6 s song over
+    frames 1-91, but the add-on danced the file's own seconds 0-3.03 (half the song, its beats at
+    half the tempo heard); slowed to 50% it plays over frames 1-359 and only frames 1-180 were
+    danced. The span now covers the strip's frames and carries its speed (Blender's: the sound's
+    179 frames less one over the 90 between its keys, 1.989 at "200%"), and the audio the engine
+    decodes for it, played at that speed, is the audio Blender's own mixdown plays on those frames:
+    on noise, the best match lies within a tenth of a frame of the span's first frame and matches
+    sample for sample (correlation 0.94 to 1.0; at a speed 0.5% off, 0.03 to 0.09). Trimmed and
+    moved strips (frame 100, 20 frames trimmed) too. A strip retimed in two segments of different speeds
+    is refused in one line saying what to do."""
+    import soundfile as sf
+    from engine.music.audio import load_audio
+    sr, fps = 22050, 30
+    from scipy.signal import butter, sosfilt
+    path = tmp_path / "noise.wav"        # below 2 kHz: Blender's resampler and the engine's agree there
+    noise = sosfilt(butter(8, 2000, fs=sr, output='sos'), np.random.default_rng(5).normal(0, 0.2, 6 * sr))
+    sf.write(path, noise.astype(np.float32), sr)
+    for percent, frame_start, trim, frames, speed in ((200.0, 1, 0, 91, 179 / 90), (50.0, 1, 0, 359, 0.5),
+                                                      (200.0, 100, 20, 71, 179 / 90)):
+        bpy.ops.wm.read_factory_settings(use_empty=True)
+        scene = bpy.context.scene
+        scene.render.fps, scene.render.fps_base = 30, 1.0
+        scene.frame_start, scene.frame_end = 1, 500
+        strip = scene_io.add_sound_strip(scene, str(path), frame_start=frame_start)
+        _retime(scene, strip, percent)
+        strip.frame_offset_start = trim
+        span = scene_io.sound_strip_audio(scene, strip)
+        assert span.first_frame == frame_start + trim and span.num_frames == frames
+        assert span.speed == pytest.approx(speed) and span.volumes is None
+        mix = tmp_path / "mix.wav"
+        bpy.ops.sound.mixdown(filepath=str(mix), container='WAV', codec='PCM', format='F32', mixrate=sr)
+        heard, _ = sf.read(mix)
+        heard, _ = load_audio(heard, sr)                                   # on the engine's sample grid
+        danced, rate = load_audio(span.path, start=span.start, duration=2.0 * span.speed, speed=span.speed)
+        n = 2 * (len(heard) + len(danced))
+        corr = np.fft.irfft(np.fft.rfft(heard, n) * np.conj(np.fft.rfft(danced, n)), n)
+        lag = int(np.argmax(corr))
+        assert abs(lag / rate * fps + 1 - span.first_frame) < 0.1, (percent, lag / rate * fps + 1)
+        seen = heard[lag:lag + len(danced)]
+        assert np.dot(seen, danced) / np.sqrt(np.dot(seen, seen) * np.dot(danced, danced)) > 0.9
+    # Two segments at different speeds: none to follow.
+    key = strip.retiming_keys.add(timeline_frame=150)
+    key.timeline_frame = 130
+    with pytest.raises(EngineError, match="retimed in 2 segments") as refused:
+        scene_io.sound_strip_audio(scene, strip)
+    assert "\n" not in str(refused.value) and "Render Audio" in str(refused.value)
+    assert scene_io.compat.retiming_frames(scene_io.compat.top_strips(scene.sequence_editor)
+                                           .new_meta("Meta", 5, 1)) == []   # no retiming keys in 4.5: not retimed
+
+
+@pytest.mark.parametrize("collection", ["strips_all", "sequences_all"])
+def test_the_strips_volume_is_read_on_every_frame_and_volume_0_throughout_is_refused(scene, tmp_path, collection):
+    """QA: Wait in Silence ignored the strip's volume, and a strip at volume 0 throughout counted
+    as audible (a muted one is refused). The span now carries the volume Blender plays on each of
+    its frames: a Fade Out keyed 1 on frame 50 and 0 on frame 61 reads 1 up to frame 50 and 0 from
+    61 to the end, from the F-curve under either collection's name (4.4+ keys `strips_all`, files
+    from before keep `sequences_all`); an untouched strip has none (1 throughout). A
+    strip at volume 0 on all its frames, constant or keyed, is refused like a muted one, and is
+    not the "only heard one" when picking a strip. The animator's keys are left as they were."""
+    a = scene_io.add_sound_strip(scene, str(add_wav(tmp_path, 6.0, "a.wav")), frame_start=1)
+    if not hasattr(scene.sequence_editor, collection):
+        pytest.skip(f"this Blender has no sequence_editor.{collection}")
+    assert scene_io.sound_strip_audio(scene, a).volumes is None
+    path = f'sequence_editor.{collection}["{a.name}"].volume'
+    for frame, volume in ((50, 1.0), (61, 0.0)):
+        a.volume = volume
+        scene.keyframe_insert(path, frame=frame)
+    span = scene_io.sound_strip_audio(scene, a)
+    assert [tuple(k.co) for fc in scene_io.compat.animated_fcurves(scene) for k in fc.keyframe_points] == \
+        [(50.0, 1.0), (61.0, 0.0)]
+    assert span.num_frames == 180 and (span.volumes[:50] == 1.0).all() and (span.volumes[60:] == 0.0).all()
+    assert 0.0 < span.volumes[54] < 1.0                                   # frame 55, fading
+    a.volume = 0.0
+    scene.keyframe_insert(path, frame=50)                                 # now 0 throughout
+    with pytest.raises(EngineError, match=f"sound strip '{a.name}' plays at volume 0 on all its frames "
+                                          r"\(its Volume is keyed to 0 there\)"):
+        scene_io.sound_strip_audio(scene, a)
+    scene.animation_data.action = None                                    # constant 0
+    with pytest.raises(EngineError, match=r"volume 0 on all its frames \(its Volume is 0\)"):
+        scene_io.sound_strip_audio(scene, a)
+    b = scene_io.add_sound_strip(scene, str(add_wav(tmp_path, 2.0, "b.wav")), frame_start=1, channel=2)
+    scene.sequence_editor.active_strip = None
+    a.select = b.select = False
+    assert scene_io.find_sound_strip(scene) == b                         # the only one heard

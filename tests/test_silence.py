@@ -194,3 +194,38 @@ def test_a_start_pose_is_held_through_a_silent_intro(tmp_path, tiny_weights):
         drawn = draw(song, weights=tiny_weights, steps=2, fps=fps, constraints=c)
     keyed = np.flatnonzero(drawn.constraints.joint_mask.any(1))
     assert keyed[-1] == 96 and set(keyed[:-1]) == set(range(len(keyed) - 1)) and 47 <= len(keyed) - 1 <= 49
+
+
+def test_music_faded_out_by_a_gain_is_a_silence_and_a_gain_above_0_changes_nothing(tmp_path, tiny_weights):
+    """QA: a sound strip faded out in Blender's sequencer (its volume keyed from 1 to 0 at frame 61
+    and left there) was danced through the part nobody hears (mean joint speed 0.207 m/s over
+    frames 80-180) where the same silence inside the file was waited in (0.000 m/s). The silence
+    check now hears a gain envelope: music faded from 1 at 1.6 s to 0 at 2.0 s is silent from
+    there to its end, as the file silent from 2 s is; a gain of 0 throughout is silence
+    throughout; one that stays above 0 (down to 0.4) finds none. Through generate the fade is
+    waited in with the same note, and a gain above 0 leaves the dance exactly as without one:
+    the features and beats are the file's."""
+    from engine.errors import EngineError
+    music = _sound(6.0)
+    fade = ([0.0, 1.6, 2.0], [1.0, 1.0, 0.0])
+    (faded,) = silent_stretches(music, SR, 180, gain=fade)
+    (in_file,) = silent_stretches(np.concatenate([_sound(2.0), _silence(4.0)]), SR, 180)
+    assert faded[1] == in_file[1] == 179 and abs(faded[0] - in_file[0]) <= 2 and 57 <= faded[0] <= 60
+    assert silent_stretches(music, SR, 180, gain=([0.0], [0.0])) == [(0, 179)]
+    assert silent_stretches(music, SR, 180, gain=([0.0, 3.0, 3.5], [1.0, 1.0, 0.4])) == []
+    assert silent_stretches(music, SR, 180) == []
+
+    song = tmp_path / "music.wav"
+    sf.write(song, music, SR)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        waits = generate(song, weights=tiny_weights, steps=2, gain=fade)
+    notes = [str(w.message) for w in caught if issubclass(w.category, EngineNote)]
+    assert any(n.startswith("the music is silent at 2.0-6.0 s: the dancer waits there") for n in notes), notes
+    assert _mean_speed(waits, (2.5, 5.8)) < 0.01 and _mean_speed(waits, (0.3, 1.5)) > 0.1
+    plain = generate(song, weights=tiny_weights, steps=2)
+    quieter = generate(song, weights=tiny_weights, steps=2, gain=([0.0, 3.0, 3.5], [1.0, 1.0, 0.4]))
+    np.testing.assert_array_equal(quieter.poses, plain.poses)
+    np.testing.assert_array_equal(quieter.trans, plain.trans)
+    with pytest.raises(EngineError, match="gain must be a pair"):
+        generate(song, weights=tiny_weights, steps=2, gain=([0.0, 1.0], [1.0]))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
+import numbers
 import os
 import subprocess
 import sys
@@ -84,7 +85,7 @@ TEMPO_DRIFT = 1.08                 # 95th over 5th percentile of the local tempo
 # ----------------------------------------------------------------------------- decoding
 
 def load_audio(source, sample_rate: float | None = None, start: float = 0.0,
-               duration: float | None = None) -> tuple[np.ndarray, int]:
+               duration: float | None = None, speed: float = 1.0) -> tuple[np.ndarray, int]:
     """Decode a song (or take a numpy waveform) as mono float32 at FEATURE_SR.
 
     source: a path to any file libsndfile reads (wav, flac, ogg, mp3, ...; others go through
@@ -92,24 +93,29 @@ def load_audio(source, sample_rate: float | None = None, start: float = 0.0,
     shorter axis of a 2-D array is taken as channels. sample_rate: the rate of a numpy source
     (required then); a file's header gives its own rate, so it is ignored for files.
     start, duration: seconds; only that slice is decoded.
+    speed: the audio as played `speed` times as fast as recorded, pitch and all (a tape, or a
+    sound strip retimed in Blender's sequencer): the slice, start and duration still in the
+    source's own seconds, comes out 1/speed as long.
     Returns (wave (S',) float32, FEATURE_SR).
     """
     if start is None:
         start = 0.0
+    if isinstance(speed, bool) or not isinstance(speed, numbers.Real) or not (math.isfinite(speed) and speed > 0):
+        raise EngineError(f"audio speed must be a positive number (1 = as recorded), got {speed!r}")
     if not math.isfinite(start) or start < 0:
         raise EngineError(f"audio start must be a time in seconds >= 0, got {start}")
     if duration is not None and not (math.isfinite(duration) and duration > 0):
         raise EngineError(f"audio duration must be a positive number of seconds, got {duration}")
     if isinstance(source, np.ndarray):
-        wave = _from_array(source, sample_rate, start, duration)
+        wave = _from_array(source, sample_rate, start, duration, speed)
     elif isinstance(source, (str, Path)):
-        wave = _from_file(Path(source), start, duration)
+        wave = _from_file(Path(source), start, duration, speed)
     else:
         raise EngineError(f"audio must be a file path or a numpy array, got {type(source).__name__}")
     return wave, FEATURE_SR
 
 
-def _from_array(x: np.ndarray, sample_rate, start: float, duration) -> np.ndarray:
+def _from_array(x: np.ndarray, sample_rate, start: float, duration, speed: float = 1.0) -> np.ndarray:
     import soxr
     if sample_rate is None or not (math.isfinite(sample_rate) and sample_rate > 0):
         raise EngineError("a numpy waveform needs its sample_rate (a positive number of Hz)")
@@ -132,8 +138,8 @@ def _from_array(x: np.ndarray, sample_rate, start: float, duration) -> np.ndarra
     x = np.ascontiguousarray(x[first:last], dtype=np.float32)
     if not np.isfinite(x).all():
         raise EngineError("the audio waveform holds NaN or infinite samples")
-    if sample_rate != FEATURE_SR:
-        x = soxr.resample(x, sample_rate, FEATURE_SR, quality="HQ").astype(np.float32, copy=False)
+    if sample_rate * speed != FEATURE_SR:     # played faster, its samples come at a higher rate
+        x = soxr.resample(x, sample_rate * speed, FEATURE_SR, quality="HQ").astype(np.float32, copy=False)
     return x
 
 
@@ -181,12 +187,12 @@ def waveform_seconds(x, sample_rate) -> float | None:
     return max(shape) / float(sample_rate)
 
 
-def _from_file(path: Path, start: float, duration) -> np.ndarray:
+def _from_file(path: Path, start: float, duration, speed: float = 1.0) -> np.ndarray:
     with _native_stderr_silenced():
-        return _from_file_loud(path, start, duration)
+        return _from_file_loud(path, start, duration, speed)
 
 
-def _from_file_loud(path: Path, start: float, duration) -> np.ndarray:
+def _from_file_loud(path: Path, start: float, duration, speed: float = 1.0) -> np.ndarray:
     import soundfile as sf   # the audio libraries load on use: training from packed data needs none
     if path.is_dir():
         raise EngineError(f"audio path is a folder, not a file: {path}")
@@ -197,7 +203,7 @@ def _from_file_loud(path: Path, start: float, duration) -> np.ndarray:
     try:
         f = sf.SoundFile(str(path))
     except (sf.SoundFileError, RuntimeError):
-        return _from_ffmpeg(path, start, duration)   # formats libsndfile lacks (m4a, aac, ...)
+        return _from_ffmpeg(path, start, duration, speed)   # formats libsndfile lacks (m4a, aac, ...)
     with f:
         sr, total = f.samplerate, f.frames
         if total == 0:
@@ -208,8 +214,9 @@ def _from_file_loud(path: Path, start: float, duration) -> np.ndarray:
         count = total - first if duration is None else min(total - first, int(round(duration * sr)))
         try:
             f.seek(first)
+            # Played `speed` times as fast, the file's samples come at sr * speed.
             wave = _stream_resample(f.blocks(blocksize=_BLOCK, frames=count, dtype="float32",
-                                             always_2d=True), sr, count, path)
+                                             always_2d=True), sr * speed, count, path)
         except (sf.SoundFileError, RuntimeError) as e:
             raise EngineError(f"cannot decode audio file {path}: {e}") from None
     if wave.size == 0:   # a sample or two, gone in resampling
@@ -278,7 +285,7 @@ def _stream_resample(blocks, sr: float, count: int, path: Path) -> np.ndarray:
     return first.result() if first and _mix_cancels(mix_power, channel_power) else mix.result()
 
 
-def _from_ffmpeg(path: Path, start: float, duration) -> np.ndarray:
+def _from_ffmpeg(path: Path, start: float, duration, speed: float = 1.0) -> np.ndarray:
     """Fallback decoder: imageio-ffmpeg's binary, stereo at FEATURE_SR on stdout, mixed by _mono."""
     unreadable = f"cannot read audio file {path}: not a supported audio format, or corrupt"
     try:
@@ -307,9 +314,12 @@ def _from_ffmpeg(path: Path, start: float, duration) -> np.ndarray:
     got = wave.size / FEATURE_SR
     # Formats libsndfile cannot read have no length to check options against up front
     # (options.check_options); a slice that ends early is said here instead of danced shorter.
-    if duration is not None and got < duration - 1.0 / MODEL_FPS:
+    if duration is not None and got < duration - speed / MODEL_FPS:      # a frame's worth, as it is played
         raise EngineError(f"start + duration = {start + duration:g} s runs past the end of {path.name} "
                           f"({start + got:.2f} s long): at most {got:.2f} s from {start:g} s")
+    if speed != 1.0:
+        import soxr
+        wave = soxr.resample(wave, FEATURE_SR * speed, FEATURE_SR, quality="HQ").astype(np.float32, copy=False)
     return wave
 
 
@@ -422,29 +432,30 @@ def _level_of_wave(wave: np.ndarray, sr: float) -> float:
 
 
 @functools.lru_cache(maxsize=16)
-def _cached_file_level_db(path: str, size: int, mtime_ns: int) -> float:
-    return _level_of_wave(*load_audio(path))
+def _cached_file_level_db(path: str, size: int, mtime_ns: int, speed: float) -> float:
+    return _level_of_wave(*load_audio(path, speed=speed))
 
 
-def file_level_db(path) -> float:
-    """A whole file's song_level_db, remembered while the file is unchanged."""
+def file_level_db(path, speed: float = 1.0) -> float:
+    """A whole file's song_level_db (played at `speed`, load_audio), remembered while the file is
+    unchanged."""
     path = Path(path)
     stat = path.stat()
-    return _cached_file_level_db(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    return _cached_file_level_db(str(path.resolve()), stat.st_size, stat.st_mtime_ns, float(speed))
 
 
 def whole_song_level_db(source, sample_rate: float | None, start: float, duration: float | None,
-                        slice_samples: int) -> float | None:
+                        slice_samples: int, speed: float = 1.0) -> float | None:
     """The level a slice of `source` is brought to REFERENCE_LEVEL_DB from: the whole file's (or
-    array's) song_level_db when the slice (slice_samples long at FEATURE_SR) is part of it; None
-    (the slice's own) when it is all of it. A file's level is remembered (file_level_db), so
-    regenerating its sections is not slower."""
-    ran_to_the_end = duration is None or slice_samples < duration * FEATURE_SR - 1
+    array's) song_level_db when the slice (slice_samples long at FEATURE_SR, played at `speed`)
+    is part of it; None (the slice's own) when it is all of it. A file's level is remembered
+    (file_level_db), so regenerating its sections is not slower."""
+    ran_to_the_end = duration is None or slice_samples < duration / speed * FEATURE_SR - 1
     if not start and ran_to_the_end:
         return None
     if isinstance(source, np.ndarray):
-        return _level_of_wave(*load_audio(source, sample_rate))
-    return file_level_db(source)
+        return _level_of_wave(*load_audio(source, sample_rate, speed=speed))
+    return file_level_db(source, speed)
 
 
 def _envelope(mel_db: np.ndarray, rate: float, hop: int) -> np.ndarray:
@@ -599,26 +610,29 @@ class DanceMusic:
     source: tuple | None             # music_source(...) of what it was made from (None: a waveform)
     silences: list = field(default_factory=list)   # [(first, last)] silent frames (engine.music.silence)
     loudest_db: float = 0.0          # the loudest frame's RMS level, dBFS (engine.music.silence)
+    levels_db: np.ndarray | None = None   # (frames,) each frame's level, dBFS (silence.frame_levels_db)
 
 
-def music_source(source, start: float = 0.0, duration: float | None = None) -> tuple | None:
+def music_source(source, start: float = 0.0, duration: float | None = None, speed: float = 1.0) -> tuple | None:
     """What identifies a file's slice (None for a waveform, which has no name to compare)."""
     if not isinstance(source, (str, Path)):
         return None
-    return (str(Path(source).resolve()), float(start or 0.0), None if duration is None else float(duration))
+    return (str(Path(source).resolve()), float(start or 0.0), None if duration is None else float(duration),
+            float(speed))
 
 
 def music_for_dance(source, sample_rate: float | None = None, start: float = 0.0,
-                    duration: float | None = None) -> DanceMusic:
-    """Decode a song slice and analyse it for generation. A song shorter than one window is padded
-    with silence to a full window for its features; its beats come from the song alone."""
-    wave, sr = load_audio(source, sample_rate=sample_rate, start=start, duration=duration)
+                    duration: float | None = None, speed: float = 1.0) -> DanceMusic:
+    """Decode a song slice (played at `speed`: load_audio) and analyse it for generation. A song
+    shorter than one window is padded with silence to a full window for its features; its beats
+    come from the song alone."""
+    wave, sr = load_audio(source, sample_rate=sample_rate, start=start, duration=duration, speed=speed)
     seconds = len(wave) / sr
     frames = max(2, int(math.ceil(seconds * MODEL_FPS)) + 1)
     padded = max(frames, WINDOW_FRAMES)
     pad_samples = int(math.ceil(padded / MODEL_FPS * sr)) - len(wave)
     padded_wave = np.pad(wave, (0, max(0, pad_samples)))
-    level_db = whole_song_level_db(source, sample_rate, start, duration, len(wave))
+    level_db = whole_song_level_db(source, sample_rate, start, duration, len(wave), speed)
     if pad_samples <= sr // 10:    # a frame or two of padding: one analysis gives features and beats
         features, beats, _tempo = features_and_beats(padded_wave, sr, fps=MODEL_FPS, level_db=level_db)
         beats = beats[beats < seconds]
@@ -627,5 +641,6 @@ def music_for_dance(source, sample_rate: float | None = None, start: float = 0.0
         beats, _tempo = detect_beats(wave, sr)
     levels_db = frame_levels_db(wave, sr, frames)
     return DanceMusic(seconds=seconds, frames=frames, features=features[:padded], beats=np.asarray(beats),
-                      source=music_source(source, start, duration),
-                      silences=silent_stretches_of(levels_db), loudest_db=float(levels_db.max()))
+                      source=music_source(source, start, duration, speed),
+                      silences=silent_stretches_of(levels_db), loudest_db=float(levels_db.max()),
+                      levels_db=levels_db)

@@ -6,12 +6,17 @@ sounding frames) or under ABSOLUTE_SILENCE_DBFS; a stretch counts from MIN_SILEN
 28 songs of the open genre set (as the evaluation loads them) no frame is that quiet; tang2018's
 songs have such stretches only where a recording starts or ends (0.5-8 s) and once mid-song
 (1.0 s, DANCE_R_2).
+
+A gain envelope (seconds -> linear gain: a fader, a fade-out keyed on a sequencer strip's volume)
+is heard by this check alone (heard_levels_db): a stretch faded to nothing is a silence as if the
+file were silent there, while the music's features and beats stay those of the file.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from ..defaults import MODEL_FPS
+from ..errors import EngineError
 
 SILENT_BELOW_DB = 40.0          # under the song's level: a fade's tail, a stop, digital silence
 ABSOLUTE_SILENCE_DBFS = -70.0   # silent whatever the song's level (a song that is mostly silence)
@@ -45,10 +50,37 @@ def frame_levels_db(wave: np.ndarray, sr: float, frames: int, fps: float = MODEL
     return 10.0 * np.log10(np.maximum(variance, 1e-12))
 
 
-def silent_stretches(wave: np.ndarray, sr: float, frames: int, fps: float = MODEL_FPS) -> list[tuple[int, int]]:
-    """[(first, last)] frames (inclusive) of every silent stretch of at least MIN_SILENCE_SECONDS.
-    A slice of a song (a regenerated range) is measured against its own level."""
-    return silent_stretches_of(frame_levels_db(wave, sr, frames, fps), fps)
+def gain_envelope(gain) -> tuple[np.ndarray, np.ndarray]:
+    """`gain` as (times, gains) float arrays, checked: (times in seconds, increasing; linear gains,
+    0 or more), the gain taken linearly between the times and held beyond them."""
+    try:
+        times, gains = (np.asarray(x, np.float64) for x in gain)
+    except (TypeError, ValueError):
+        raise EngineError("gain must be a pair (times in seconds, linear gains) of equal-length lists") from None
+    if times.ndim != 1 or times.shape != gains.shape or not times.size:
+        raise EngineError(f"gain must be a pair (times in seconds, linear gains) of equal-length lists, got shapes "
+                          f"{times.shape} and {gains.shape}")
+    if not (np.isfinite(times).all() and np.isfinite(gains).all()) or (gains < 0).any() or (np.diff(times) <= 0).any():
+        raise EngineError("gain times must increase and gains must be finite numbers of 0 or more")
+    return times, gains
+
+
+def heard_levels_db(levels_db: np.ndarray, gain, fps: float = MODEL_FPS) -> np.ndarray:
+    """frame_levels_db as heard through `gain` (gain_envelope; frame k at k / fps seconds): a frame's
+    power times its gain squared, with the same floor (-120 dB) as a silent frame's."""
+    times, gains = gain_envelope(gain)
+    g = np.interp(np.arange(len(levels_db)) / fps, times, gains)
+    power = np.power(10.0, np.asarray(levels_db, np.float64) / 10.0) * g * g
+    return 10.0 * np.log10(np.maximum(power, 1e-12))
+
+
+def silent_stretches(wave: np.ndarray, sr: float, frames: int, fps: float = MODEL_FPS,
+                     gain=None) -> list[tuple[int, int]]:
+    """[(first, last)] frames (inclusive) of every silent stretch of at least MIN_SILENCE_SECONDS,
+    heard through `gain` when given (heard_levels_db). A slice of a song (a regenerated range) is
+    measured against its own level."""
+    db = frame_levels_db(wave, sr, frames, fps)
+    return silent_stretches_of(db if gain is None else heard_levels_db(db, gain, fps), fps)
 
 
 def silent_stretches_of(db: np.ndarray, fps: float = MODEL_FPS) -> list[tuple[int, int]]:
