@@ -227,7 +227,7 @@ def run(args: argparse.Namespace) -> str:
     request.stage_radius = None   # metres in the scene -> Blender units -> the dance's metres
     if args.stage_radius is not None:
         units = args.stage_radius / (scene.unit_settings.scale_length or 1.0)
-        request.stage_radius = units / operators.dancer_units_per_metre(obj, request.bone_map)
+        request.stage_radius = units / operators.dancer_units_per_metre(obj, request.bone_map, request.frame_start)
     operators.name_take(request)          # the take's name follows --style and --seed
 
     last = [-1]

@@ -141,11 +141,12 @@ def name_take(request) -> None:
     request.metadata.update(take=number, take_base=base, style=request.style, seed=request.seed)
 
 
-def stage_radius(settings, obj, bone_map) -> float | None:
+def stage_radius(settings, obj, bone_map, frame: int) -> float | None:
     """The panel's stage choice as engine.api.generate's `stage_radius`, in the dance's metres:
-    the panel's Radius is a distance in the scene (Blender units, shown in the scene's units)."""
+    the panel's Radius is a distance in the scene (Blender units, shown in the scene's units),
+    measured by the dancer's size on the dance's first frame `frame`."""
     if settings.stage == 'RADIUS':
-        return settings.stage_radius / dancer_units_per_metre(obj, bone_map)
+        return settings.stage_radius / dancer_units_per_metre(obj, bone_map, frame)
     return {'DEFAULT': None, 'IN_PLACE': 0.0}[settings.stage]
 
 
@@ -161,7 +162,7 @@ def root_height_notes(cons, first: int, obj, bone_map, scene) -> list[str]:
     """Notes, in the scene's units, when the constraints hold the hips far above a standing
     dancer's or near the floor (engine.finishing.editing.raised_root_frames, sunk_root_frames)."""
     from engine.finishing.editing import raised_root_frames, sunk_root_frames
-    per_metre = dancer_units_per_metre(obj, bone_map)
+    per_metre = dancer_units_per_metre(obj, bone_map, first)
 
     def length(metres: float) -> str:
         return bpy.utils.units.to_string(scene.unit_settings.system, 'LENGTH',
@@ -190,13 +191,14 @@ def unplayed_original_note(obj) -> str | None:
             f"click '{takes.ORIGINAL_PREFIX}{original.name}' under Takes to dance from them")
 
 
-def dancer_units_per_metre(obj, bone_map) -> float:
+def dancer_units_per_metre(obj, bone_map, frame: int | None = None) -> float:
     """Blender units in the world per metre of the dance: the SMPL dancer's object scale (its
-    bones are in metres), a character's leg length over SMPL's (rig_io.retargeter)."""
+    bones are in metres), a character's leg length over SMPL's (rig_io.retargeter), as on the
+    dance's first frame `frame` (rig_io.world_matrix; None: as it stands now)."""
     from . import rig_io
     if bone_map is not None:
-        return rig_io.retargeter(obj, bone_map).scale
-    return abs(float(np.linalg.det(np.array(obj.matrix_world, np.float64)[:3, :3]))) ** (1.0 / 3.0)
+        return rig_io.retargeter(obj, bone_map, frame).scale
+    return abs(float(np.linalg.det(rig_io.world_matrix(obj, frame)[:3, :3]))) ** (1.0 / 3.0)
 
 
 def regeneration_context(obj, p: Plan) -> tuple[int, int] | None:
@@ -284,7 +286,7 @@ def build_request(context):
         action_name="", style=style, seed=settings.seed,
         steps=steps, quality=settings.quality.lower(), guidance=settings.guidance, autoguidance=settings.autoguidance,
         device=device_choice(context), constraints=cons,
-        weights=weights_choice(context), stage_radius=stage_radius(settings, obj, bone_map),
+        weights=weights_choice(context), stage_radius=stage_radius(settings, obj, bone_map, first),
         wait_in_silence=settings.wait_in_silence, speed=p.span.speed, gain=p.gain(first, last),
         kept=kept, write_range=write_range, bone_map=bone_map,
         metadata={"song": p.span.path, "steps": steps, "quality": settings.quality.lower(),

@@ -2,7 +2,8 @@
 
 The maths (bone mapping, rest alignment, chains, leg scaling, the inverse) lives in
 engine.outputs.retarget and needs no bpy; this module only moves data between Blender and it:
-- read_rig(obj, bone_map): the armature's rest pose as an engine Rig.
+- read_rig(obj, bone_map, frame): the armature's rest pose as an engine Rig, placed in the world
+  as on scene frame `frame` (world_matrix).
 - character_bone_map(obj, path): which bone plays which SMPL joint (a JSON file, else the map
   the Dance panel stored on the armature, else the automatic one).
 - read_character_constraints(...): the animator's keys on THEIR bones -> SMPL Constraints
@@ -47,9 +48,45 @@ def is_character(obj) -> bool:
     return obj is not None and obj.type == 'ARMATURE' and not scene_io.is_smpl_armature(obj)
 
 
-def read_rig(obj, bone_map: dict[str, str] | None = None) -> Rig:
+def world_matrix(obj, frame: float | None = None) -> np.ndarray:
+    """`obj`'s world matrix (4,4) on scene frame `frame` (None: as it stands now).
+
+    A dance is retargeted with one placement for all its frames (its up axis, floor, facing and
+    size), so that placement is read on a frame the dance names, not on the playhead: under a
+    parent keyed to tilt, Generate pressed on frame 1 and on frame 150 wrote dances up to 0.26 m
+    apart (QA). Another frame is evaluated with frame_set, and the playhead put back, only where
+    something may move the object (world_placement_may_move)."""
+    scene = bpy.context.scene
+    if (frame is None or not world_placement_may_move(obj)
+            or (int(round(frame)) == scene.frame_current and scene.frame_subframe == 0.0)):
+        return np.array(obj.matrix_world, np.float64)
+    saved = scene.frame_current, scene.frame_subframe
+    try:
+        scene.frame_set(int(round(frame)))
+        return np.array(obj.matrix_world, np.float64)
+    finally:
+        scene.frame_set(saved[0], subframe=saved[1])
+
+
+def world_placement_may_move(obj) -> bool:
+    """Whether `obj`'s world matrix may differ from frame to frame: it or a parent has
+    constraints, a parent is animated or hangs from a bone or vertex (which its armature may
+    move), or `obj` animates its own transform (F-curves or drivers not on its bones, or NLA
+    strips). Its bones' own keys do not move it."""
+    ad = obj.animation_data
+    if len(obj.constraints) or (ad is not None and (len(ad.nla_tracks) or any(
+            not fc.data_path.startswith("pose.") for fc in (*ad.drivers, *compat.action_fcurves(
+                ad.action, compat.object_slot(obj, ad.action)))))):
+        return True
+    parent = obj.parent
+    return parent is not None and (obj.parent_type != 'OBJECT' or parent.animation_data is not None
+                                   or world_placement_may_move(parent))
+
+
+def read_rig(obj, bone_map: dict[str, str] | None = None, frame: float | None = None) -> Rig:
     """The armature's rest pose: bone names, parents, rest matrices (armature space), lengths,
-    deform flags and the object's world matrix.
+    deform flags, Local Location flags and the object's world matrix on scene frame `frame`
+    (world_matrix; None: as it stands now, enough for the mapping).
 
     With `bone_map`: the rig the maths needs for that map. Parents are the EFFECTIVE ones
     (_follows: control rigs such as Rigify's move a control through a proxy bone that copies
@@ -66,11 +103,12 @@ def read_rig(obj, bone_map: dict[str, str] | None = None) -> Rig:
     lengths = np.array([b.length for b in bones], np.float64)
     deform = [bool(b.use_deform) for b in bones]
     keeps = [not b.use_inherit_rotation for b in bones]
-    O = np.array(obj.matrix_world, np.float64)
+    local = [bool(b.use_local_location) for b in bones]    # the axes a location key moves the bone along
+    O = world_matrix(obj, frame)
     body = deforms_a_body(obj)
     if not bone_map or any(v not in index for v in bone_map.values()):   # a bad map: check_bone_map says so
         return Rig(names=names, parents=parents, rest=rest, lengths=lengths, deform=deform, object_matrix=O,
-                   stands_at_rest=body, keeps_rotation=keeps)
+                   stands_at_rest=body, keeps_rotation=keeps, local_location=local)
     for b, p in _follows(obj, bone_map).items():
         parents[index[b]] = index[p]
     mapped = {index[v] for v in bone_map.values()}
@@ -86,7 +124,7 @@ def read_rig(obj, bone_map: dict[str, str] | None = None) -> Rig:
     new = {old: k for k, old in enumerate(sub)}
     return Rig(names=[names[i] for i in sub], parents=[new.get(parents[i], -1) for i in sub], rest=rest[sub],
                lengths=lengths[sub], deform=[deform[i] for i in sub], object_matrix=O, stands_at_rest=body,
-               keeps_rotation=[keeps[i] for i in sub])
+               keeps_rotation=[keeps[i] for i in sub], local_location=[local[i] for i in sub])
 
 
 def uneven_scale_note(obj) -> str | None:
@@ -307,10 +345,11 @@ def character_bone_map(obj, path: str | None = None) -> dict[str, str]:
     return bone_map
 
 
-def retargeter(obj, bone_map: dict[str, str]) -> Retargeter:
-    """engine.outputs.retarget's maths for `obj` and `bone_map` (EngineError, one line, if it cannot)."""
+def retargeter(obj, bone_map: dict[str, str], frame: float | None = None) -> Retargeter:
+    """engine.outputs.retarget's maths for `obj` and `bone_map`, placed as on scene frame `frame`
+    (read_rig; a dance passes its first frame) (EngineError, one line, if it cannot)."""
     try:
-        return Retargeter(read_rig(obj, bone_map), bone_map)
+        return Retargeter(read_rig(obj, bone_map, frame), bone_map)
     except EngineError as e:   # say which armature (a rig lying down, a mirrored object)
         raise EngineError(f"armature '{obj.name}': {e}") from None
 
@@ -493,9 +532,10 @@ def read_character_constraints(obj, bone_map: dict[str, str], frame_start: int, 
       the root bone fixes the root. Full poses become keyframes, an opening passage seed motion.
     - Body parts in `keep_parts` (and the root if `keep_root`) follow the current animation.
     - Frames in `context` are fixed entirely (the dance around a regenerated range).
+    The character is placed as on `frame_start` (world_matrix), as write_character_dance places it.
     `scene` is unused (values come from the F-curves, evaluate_basis); it mirrors
     scene_io.read_constraints' signature."""
-    rt = retargeter(obj, bone_map)
+    rt = retargeter(obj, bone_map, frame_start)
     rig = rt.rig
     n = frame_end - frame_start + 1
     if n <= 0:
@@ -579,9 +619,10 @@ def _pelvis_heading(obj, rt: Retargeter):
 def read_character_motion(obj, bone_map: dict[str, str], frame_start: int, frame_end: int,
                           fps: float | None = None, scene=None) -> Motion:
     """The character's animation on frames frame_start..frame_end as an SMPL Motion (for the
-    exports): every mapped bone's animation channels, through Retargeter.from_rig."""
+    exports): every mapped bone's animation channels, through Retargeter.from_rig, the character
+    placed as on frame_start (world_matrix)."""
     scene = scene or bpy.context.scene
-    rt = retargeter(obj, bone_map)
+    rt = retargeter(obj, bone_map, frame_start)
     rot, loc = evaluate_basis(obj, range(frame_start, frame_end + 1), rt.rig.names)
     poses, trans, _, _ = rt.from_rig(rot, loc[:, rt.root_bone], np.ones(rot.shape[:2], bool))
     return Motion(poses=poses, trans=trans, fps=fps or scene_io.scene_fps(scene))
@@ -621,8 +662,9 @@ def write_character_dance(obj, motion: Motion, frame_start: float, action_name: 
     """Put the SMPL `motion` on the character `obj` from `frame_start` as a new take named
     `action_name`: a copy of the current action with the driven bones' rotations (and the root
     bone's location) keyed on the danced frames (only (first, last) scene frames when `only`),
-    `keys` written verbatim. Returns the new action."""
-    rt = retargeter(obj, bone_map)
+    `keys` written verbatim. The character is placed as on `frame_start` (world_matrix), whatever
+    frame the playhead is on. Returns the new action."""
+    rt = retargeter(obj, bone_map, frame_start)
     rig = rt.rig
     T = motion.num_frames
     # Planted feet stay planted on the character's own legs (the engine's contacts, else found

@@ -6,7 +6,8 @@ Conventions (DESIGN.md section 6):
   so each bone's local axes ARE SMPL's axes (the bone rest matrix is exactly `C`). An SMPL
   axis-angle is directly the bone's pose rotation (written in each bone's own rotation mode,
   never changed: keys.write_bone_rotations), and the pelvis bone's `location`
-  is the SMPL root translation minus the rest pelvis position, both in SMPL axes.
+  is the SMPL root translation minus the rest pelvis position, both in SMPL axes (along the
+  armature's axes where the animator turned the pelvis's Local Location off).
 - The armature's origin is on the floor: the lowest rest joint sits at z = 0.
 Reading goes through the EVALUATED pose (pose_bone.matrix after frame_set), so Euler or
 axis-angle bones, drivers and constraints all read back as what the viewport shows.
@@ -29,6 +30,7 @@ from . import blender_compat as compat
 from . import keys, takes
 from engine.errors import EngineError
 from engine.music.audio import audio_seconds
+from engine.outputs.retarget import location_axes
 from engine.body.motion import Constraints, Motion
 from engine.body.skeleton import (JOINT_INDEX, JOINT_NAMES, NUM_JOINTS, PARENTS,
                              REST_POSITIONS, joint_indices)
@@ -494,6 +496,8 @@ def write_motion(obj, motion: Motion, frame_start: float, action_name: str, fps:
 
     quats = _quats_continuous(motion.poses)[rows]                       # (R,24,4)
     loc = np.asarray(motion.trans, np.float64)[rows] - REST_PELVIS_SMPL  # pelvis bone space = SMPL axes
+    # ... where its Local Location is on (the add-on's); off, Blender moves it along the armature's axes.
+    loc = loc @ C.T @ location_axes(obj.data.bones["pelvis"].use_local_location, C)
     joint_kept, root_kept = (None, None) if kept is None else (np.asarray(kept[0])[rows], np.asarray(kept[1])[rows])
     keys.write_bone_rotations(obj, action, JOINT_NAMES, frames[rows], quats, locations={"pelvis": loc},
                               kept=joint_kept, kept_locations=None if root_kept is None else {"pelvis": root_kept},

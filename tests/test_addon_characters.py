@@ -1056,3 +1056,125 @@ def test_an_unnamed_character_facing_plus_y_dances_facing_its_own_front(addon, t
     motion, _ = dance(obj, scene, first, last)
     assert rig_io.check_character(obj)["left_hip"] == anonymous["LeftUpLeg"]
     assert_dances(obj, motion, first, [(anonymous[a], anonymous[b]) for a, b in mixamo_limbs("")], yaw=math.pi)
+
+
+def tilted_hips(rig: str):
+    """(armature, the bone carrying the location, its limbs for assert_dances): QA's Mixamo rig
+    whose hips bone (a root) points forward, up and sideways and is rolled; or the Unreal one
+    whose pelvis is tilted too, under a tilted, rolled root bone (a location along the parent's axes)."""
+    tilt = np.array([0.08, 0.05, 0.1])                  # SMPL Y up: forward-up-sideways in Blender
+    if rig == "mixamo":
+        bones = [(n, p, h, np.asarray(h) + tilt if n == "mixamorig:Hips" else t) for n, p, h, t in mixamo_bones()]
+        return build_armature("Tilted", bones, {"mixamorig:Hips": 1.0}), "mixamorig:Hips", mixamo_limbs()
+    bones = [(n, p, h, np.asarray(h) + tilt if n == "pelvis" else (0.1, 0.12, -0.15) if n == "root" else t)
+             for n, p, h, t in unreal_bones()]
+    obj = build_armature("Tilted", bones, {"pelvis": 1.0, "root": 0.6})
+    obj.data.bones["root"].use_deform = False   # the floor-level root moves nothing
+    limbs = [(a, a) for a in ("thigh_l", "calf_l", "thigh_r", "calf_r", "upperarm_l", "lowerarm_l", "upperarm_r",
+                              "lowerarm_r")]
+    return obj, "pelvis", limbs
+
+
+@pytest.mark.parametrize("rig", ["mixamo", "unreal"])
+def test_a_hips_bone_without_local_location_travels_with_the_dance(addon, tmp_path, rig):
+    """QA: a Mixamo rig whose hips bone is tilted off the armature's axes, with its Local
+    Location off (Bone > Relations), danced with its pelvis up to 0.554 m off the dance's path and
+    its lowest joint floating (median 0.339 m; 0.002 m with the option on), with no note: the
+    root's location was written along the bone's own rest axes, where Blender moves such a bone
+    along the armature's axes (a root bone) or its parent's (the Unreal pelvis under its root
+    bone). Here, on a 2.1 m path of the tiny test network, the pelvis strayed 3.8 m (Mixamo) and
+    2.6 m (Unreal) and the lowest joint up to 0.9 and 1.3 m off the dance's; now 0.000 m off the
+    path and within 0.009 m of the dance's lowest joint, as with the option on. The option is
+    read, never changed."""
+    scene = addon
+    obj, hips, limbs = tilted_hips(rig)
+    give_a_body(obj)
+    obj.data.bones[hips].use_local_location = False
+    _, first, last = stage_song(scene, tmp_path)
+    motion, _ = dance(obj, scene, first, last)
+    assert_dances(obj, motion, first, limbs)        # the root's travel within 3% of the height, feet on the floor
+    assert not obj.data.bones[hips].use_local_location
+
+
+@pytest.mark.parametrize("local,inherit", [(False, True), (False, False), (True, False), (True, True)])
+def test_the_hips_location_keys_are_read_where_blender_puts_the_hips(addon, tmp_path, local, inherit):
+    """The animator's location keys on the root bone are constraints: read along the axes Blender
+    moves that bone along, which its Local Location and Inherit Rotation say (the Unreal pelvis,
+    tilted under a tilted root bone the animator also turned). Read along the bone's carried rest
+    axes, as before, two keys 32 cm apart were read 30 cm off with Local Location off (13 cm with
+    Inherit Rotation off too), and 19 cm off with it on but Inherit Rotation off (Blender still
+    moves that bone along its rest axes as its turned parent carries them); now to 1e-4 m. Both
+    options on (Blender's default) read right before too."""
+    scene = addon
+    obj, hips, _ = tilted_hips("unreal")
+    obj.data.bones[hips].use_local_location = local
+    obj.data.bones[hips].use_inherit_rotation = inherit
+    _, first, last = stage_song(scene, tmp_path)
+    root = obj.pose.bones["root"]
+    root.rotation_quaternion = (math.cos(0.3), math.sin(0.3) * 0.6, 0.0, math.sin(0.3) * 0.8)
+    root.keyframe_insert("rotation_quaternion", frame=first)
+    pelvis = obj.pose.bones[hips]
+    for frame, where in ((first, (0.1, 0.05, -0.2)), (first + 10, (-0.1, 0.2, 0.0))):
+        pelvis.location = where
+        pelvis.keyframe_insert("location", frame=frame)
+    bone_map = rig_io.check_character(obj)
+    cons, _ = rig_io.read_character_constraints(obj, bone_map, first, last, 30.0)
+    assert np.flatnonzero(cons.trans_mask).tolist() == [0, 10]
+    # The pelvis keeps its rest rotation on both keys, so its root path is its head's path, scaled.
+    got = rig_io.retargeter(obj, bone_map).scale * (C @ (cons.trans[10] - cons.trans[0]))
+    heads = evaluated_points(obj, [first, first + 10], [hips])[:, 0, 0]
+    print(f"read {np.linalg.norm(got):.3f} m apart, off by {np.linalg.norm(got - (heads[1] - heads[0])):.3f} m")
+    assert np.abs(got - (heads[1] - heads[0])).max() < 1e-4, (got, heads[1] - heads[0])
+    assert obj.data.bones[hips].use_local_location == local
+
+
+def test_the_smpl_dancers_pelvis_travels_without_local_location(addon):
+    """The add-on's own dancer writes its pelvis location in SMPL's axes (its bones' rest axes):
+    with the animator's Local Location off on the pelvis, Blender moves it along the armature's
+    axes, so the root's height and depth traded places (a root 0.95 m high and 0.3 m back read
+    back 0.66 m high, 0.31 m off). Now it reads back as the dance's root."""
+    obj = scene_io.create_smpl_armature(bpy.context, with_mesh=False)
+    obj.data.bones["pelvis"].use_local_location = False
+    trans = np.array([[0.0, 0.9, 0.0], [0.3, 0.95, -0.3], [-0.2, 0.7, 0.4]])
+    scene_io.write_motion(obj, Motion(np.zeros((3, 72)), trans, 30.0), 1, "Dance")
+    _, got = scene_io.evaluate_frames(obj, [1, 2, 3])
+    assert np.abs(got - trans).max() < 1e-5, got
+    assert not obj.data.bones["pelvis"].use_local_location
+
+
+def test_a_character_under_a_tilting_parent_dances_the_same_whatever_the_playhead(addon, tmp_path):
+    """QA: a character whose parent empty is upright on the first frame and keyed to tilt 0.3 rad
+    about X by frame 180 danced differently (relative to its parent) with the playhead on frame 1
+    and on frame 150 (up to 0.264 m; the lowest foot 0.063 against 0.025 m): the character's up
+    axis and floor were read on the playhead (here 0.66 m apart, the parent tilted 0.3 rad over
+    2 s). Now they are read on the dance's first frame, and the playhead stays where it was; a
+    parent keyed to move and turn about the vertical, left upright, gives the same dance as a
+    still one (as it did before)."""
+    scene = addon
+    _, first, last = stage_song(scene, tmp_path)
+
+    def danced(playhead, tilt):
+        stage = bpy.data.objects.new("Stage", None)
+        scene.collection.objects.link(stage)
+        obj = build_armature("OnStage", mixamo_bones())
+        obj.parent = stage
+        if tilt is not None:
+            stage.keyframe_insert("rotation_euler", frame=first)
+            stage.keyframe_insert("location", frame=first)
+            stage.rotation_euler, stage.location = tilt, (1.0, 0.5, 0.3)
+            stage.keyframe_insert("rotation_euler", frame=first + 60)
+            stage.keyframe_insert("location", frame=first + 60)
+        scene.frame_set(playhead)
+        dance(obj, scene, first, last)
+        assert scene.frame_current == playhead
+        local = []                                     # the bones' heads relative to the parent
+        for f in range(first, last + 1, 4):
+            scene.frame_set(f)
+            local.append([np.array(obj.matrix_basis @ pb.head) for pb in obj.pose.bones])
+        bpy.data.objects.remove(obj)
+        bpy.data.objects.remove(stage)
+        return np.array(local)
+
+    still = danced(first, None)
+    assert np.abs(danced(first + 40, (0.3, 0.0, 0.0)) - danced(first, (0.3, 0.0, 0.0))).max() < 1e-5
+    assert np.abs(danced(first + 40, (0.0, 0.0, math.radians(90))) - still).max() < 1e-5

@@ -24,6 +24,8 @@ from engine.outputs.retarget import (Rig, RigPose, Retargeter, RetargetError, Bo
                                 below it).
     keeps_rotation: list[bool]  per bone, Inherit Rotation off: it keeps its rest orientation while
                                 its head moves with its parent. Default: all False.
+    local_location: list[bool]  per bone, Blender's Local Location: which axes its pose location
+                                moves it along (location_axes). Default: all True (Blender's).
 
 BoneMap = dict[str, str]        SMPL joint name -> bone name, each bone at most once. Optional extra
                                 key "root": the bone that carries the location (default: the bone of
@@ -67,13 +69,16 @@ class Retargeter(rig, bone_map):
 @dataclass class RigPose:
     rotations: np.ndarray       (T,B,4) wxyz pose-space (matrix_basis) rotation of every bone;
                                 identity for bones not driven
-    root_location: np.ndarray   (T,3) basis location of bones[root_bone] (its own rest axes)
+    root_location: np.ndarray   (T,3) basis location of bones[root_bone], along the axes Blender
+                                moves that bone along (location_axes: its Local Location setting)
     root_bone: int
     driven: list[int]
 
 Other skeletons' BVH files (the same maths, the other way):
 bvh_rig(engine.outputs.bvh.read_bvh_skeleton(path), up_axis="Y") -> Rig ; bvh_pose(skeleton, rig, root_bone)
     -> (rotations (T,J,4), root_location (T,3)) ; bvh_to_smpl(path, bone_map=None) -> (poses, trans, frame_time)
+location_axes(local, rest, parent_rest=None, parent_posed=None) -> (...,3,3)   the armature-space axes a
+    bone's pose location moves it along (Blender's Local Location on or off)
 
 Notes for the add-on:
 - Frames: RigPose is in armature space; the dance happens in the world (Z up, on the floor: a
@@ -118,7 +123,7 @@ from .bone_mapping import (MECHANISM, NOT_UPRIGHT, BoneMap, RetargetError, auto_
 
 __all__ = ["BoneMap", "Retargeter", "RetargetError", "Rig", "RigPose", "Y_TO_Z", "auto_map", "bone_key", "bvh_pose",
            "bvh_rig", "bvh_to_smpl", "check_bone_map", "detect_preset", "list_presets", "load_bone_map",
-           "load_preset", "save_bone_map"]
+           "load_preset", "location_axes", "save_bone_map"]
 
 Y_TO_Z = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]])   # SMPL Y up -> Blender Z up
 # Limb joints: their bone is turned at rest so that the limb points along SMPL's (T-pose or
@@ -265,6 +270,8 @@ class Rig:
     # Bones that keep their own rest orientation instead of turning with their parent (Blender's
     # Inherit Rotation off, a hinge head); they still move with it. None: every bone inherits.
     keeps_rotation: list | None = None
+    # Blender's Local Location per bone (location_axes). None: on for every bone, Blender's default.
+    local_location: list | None = None
 
     def __post_init__(self):
         self.names = [str(n) for n in self.names]
@@ -290,6 +297,9 @@ class Rig:
         self.keeps_rotation = [False] * n if self.keeps_rotation is None else [bool(k) for k in self.keeps_rotation]
         if len(self.keeps_rotation) != n:
             raise RetargetError(f"rig: {n} names but {len(self.keeps_rotation)} keeps_rotation flags")
+        self.local_location = [True] * n if self.local_location is None else [bool(k) for k in self.local_location]
+        if len(self.local_location) != n:
+            raise RetargetError(f"rig: {n} names but {len(self.local_location)} local_location flags")
         self.follows = {int(b): int(c) for b, c in dict(self.follows).items()}
         if any(not (0 <= b < n and 0 <= c < n) or b == c for b, c in self.follows.items()):
             raise RetargetError("rig: a 'follows' index is out of range")
@@ -330,10 +340,24 @@ class Rig:
         return self.to_world(self.rest[:, :3, 3] + self.lengths[:, None] * self.rest[:, :3, 1])
 
 
+def location_axes(local: bool, rest: np.ndarray, parent_rest: np.ndarray | None = None,
+                  parent_posed: np.ndarray | None = None) -> np.ndarray:
+    """The armature-space axes (3,3), or (T,3,3) for posed parents (T,3,3), that a bone's pose
+    location moves its head along, as Blender applies it: with Local Location on (`local`), the
+    bone's rest axes `rest` as its parent carries them (parent_posed parent_rest^T rest, whether
+    or not the bone inherits rotation); off, its parent's posed axes. A root bone (no parent):
+    its rest axes, or off, the armature's own. Checked in bpy 4.5 against the posed head of root
+    and parented bones with either setting of Local Location and Inherit Rotation under a posed
+    parent (to 1e-7)."""
+    if parent_rest is None:
+        return rest if local else np.eye(3)
+    return parent_posed @ (parent_rest.T @ rest) if local else parent_posed
+
+
 @dataclass
 class RigPose:
     rotations: np.ndarray      # (T,B,4) wxyz basis rotations
-    root_location: np.ndarray  # (T,3) basis location of bones[root_bone]
+    root_location: np.ndarray  # (T,3) basis location of bones[root_bone] (along location_axes)
     root_bone: int
     driven: list
 
@@ -515,19 +539,19 @@ class Retargeter:
     def _pose(self, target: dict[int, np.ndarray]):
         """FK of the rig with the mapped bones' armature-space rotations `target`: (M (T,B,3,3)
         armature-space rotations, pos (T,B,3) heads before the root's location, basis (T,B,3,3),
-        the root bone's carried rotation (T,3,3))."""
+        the axes the root bone's location moves it along (T,3,3), _location_axes)."""
         T, B = len(next(iter(target.values()))), len(self.rig.names)
         A = self._A
         M = np.empty((T, B, 3, 3))
         pos = np.empty((T, B, 3))
         basis = np.broadcast_to(np.eye(3), (T, B, 3, 3)).copy()
-        carried_root = None
+        root_axes = None
         steps = {}
         follows = self.rig.follows
         for b in self._order:
             carried = self._carried(M, pos, b)
             if b == self.root_bone:
-                carried_root = carried
+                root_axes = self._location_axes(M, b)
             if b in follows:                       # its constraint overrides whatever it inherits
                 M[:, b], pos[:, b] = M[:, follows[b]], pos[:, follows[b]]
                 continue
@@ -544,7 +568,7 @@ class Retargeter:
                 M[:, b] = carried
                 continue
             basis[:, b] = np.swapaxes(carried, -1, -2) @ M[:, b]
-        return M, pos, basis, carried_root
+        return M, pos, basis, root_axes
 
     def _carried(self, M: np.ndarray, pos: np.ndarray, b: int) -> np.ndarray:
         """Bone b's armature-space rotation (T,3,3) as its parent carries it (its own rest one
@@ -558,6 +582,16 @@ class Retargeter:
         if self.rig.keeps_rotation[b]:
             return np.broadcast_to(A[b], (len(M), 3, 3))
         return M[:, p] @ (A[p].T @ A[b])
+
+    def _location_axes(self, M: np.ndarray, b: int) -> np.ndarray:
+        """(T,3,3) the armature-space axes bone b's pose location moves it along (location_axes),
+        M holding its parent's posed rotations (T,B,3,3). Not its carried rotation: a bone with
+        Local Location off moves along its parent's axes (a root bone: the armature's), and one
+        with Inherit Rotation off along its rest axes as its parent carries them (QA: a tilted
+        hips bone with Local Location off strayed 0.55 m from the dance's path, 0.34 m up)."""
+        p = self.rig.parents[b]
+        axes = location_axes(self.rig.local_location[b], self._A[b], *((self._A[p], M[:, p]) if p >= 0 else ()))
+        return np.broadcast_to(axes, (len(M), 3, 3))
 
     def to_rig(self, poses: np.ndarray, trans: np.ndarray, *, contacts: np.ndarray | None = None,
                fps: float | None = None, plant_feet: bool = True, given_feet: np.ndarray | None = None) -> RigPose:
@@ -574,7 +608,7 @@ class Retargeter:
         B = len(self.rig.names)
         G = smpl_global_rotations(poses)
         target = self._targets(G)
-        M, pos, basis, carried_root = self._pose(target)
+        M, pos, basis, root_axes = self._pose(target)
         pel = self.bone_of[0]
         want = self.frame[:3, 3] + (self.scale * (trans + G[:, 0] @ self._delta)) @ self._D.T   # world
         want = want @ self._O_inv[:3, :3].T + self._O_inv[:3, 3]                                 # armature
@@ -583,8 +617,8 @@ class Retargeter:
             if self._plant_feet(G, trans, target, pos, shift, contacts, fps, given_feet):
                 if fps is not None:
                     self._guard_leg_speeds(target, float(fps))
-                M, pos, basis, carried_root = self._pose(target)
-        location = np.einsum("tba,tb->ta", carried_root, shift)      # into the root bone's rest axes
+                M, pos, basis, root_axes = self._pose(target)
+        location = np.einsum("tba,tb->ta", root_axes, shift)      # along the axes Blender moves the root bone
         q = matrix_to_quat(basis)
         undriven = np.setdiff1d(np.arange(B), self.driven)
         q[:, undriven] = (1.0, 0.0, 0.0, 0.0)
@@ -695,7 +729,7 @@ class Retargeter:
         for b in self._order:
             carried = self._carried(M, pos, b)
             if b == self.root_bone:
-                pos[:, b] += np.einsum("tab,tb->ta", carried, root_location)
+                pos[:, b] += np.einsum("tab,tb->ta", self._location_axes(M, b), root_location)
             M[:, b] = carried @ basis[:, b]
             if b in self.rig.follows:
                 M[:, b], pos[:, b] = M[:, self.rig.follows[b]], pos[:, self.rig.follows[b]]
@@ -866,7 +900,8 @@ def bvh_pose(skeleton, rig: Rig, root_bone: int) -> tuple[np.ndarray, np.ndarray
     if rig.parents[root_bone] >= 0:
         raise RetargetError(f"the BVH's root joint is {rig.names[rig.parents.index(-1)]!r}, "
                             f"not the pelvis's {rig.names[root_bone]!r}")
-    location = (np.asarray(skeleton.root_position) - rig.rest[root_bone, :3, 3]) @ A[root_bone]
+    axes = location_axes(rig.local_location[root_bone], A[root_bone])
+    location = (np.asarray(skeleton.root_position) - rig.rest[root_bone, :3, 3]) @ axes
     return matrix_to_quat(basis), location
 
 
