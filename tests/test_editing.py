@@ -82,6 +82,23 @@ def test_keys_that_pace_the_motion_are_flowed_through_at_the_keys_own_rate():
     assert np.abs(speed - 2.0).max() < 0.05, speed.round(2)
 
 
+def test_root_keys_that_pace_the_travel_move_the_dancer_at_their_own_rate():
+    """Root keys every 8 frames leading the dancer across the floor at 1 m/s where the dance drew
+    it in place: paused at each key, the dancer stopped on every key and rushed at 1.5 m/s
+    between them (with a real dancer's pose and root keyed every 8 frames, whole-body jerk 251
+    against the dancer's 91; now 141). It now travels at the keys' steady 1 m/s."""
+    T, every = 120, 8
+    poses = np.zeros((T, 72))
+    trans = np.tile([0.0, REST_PELVIS_HEIGHT, 0.0], (T, 1))
+    c = Constraints.empty(T, FPS)
+    keys = np.arange(0, T, every)
+    for k in keys:
+        c.set_pose(int(k), poses[k], joints=[], root=[k / FPS, REST_PELVIS_HEIGHT, 0.0])
+    _, moved = apply_constraints(poses, trans, c, FPS)
+    speed = np.linalg.norm(np.diff(moved[keys[1]:keys[-2], [0, 2]], axis=0), axis=-1) * FPS
+    assert np.abs(speed - 1.0).max() < 0.02, speed.round(2)
+
+
 def test_a_pose_keyed_twice_is_held_and_only_there():
     T = 120
     generated, trans = _dance(T)

@@ -179,8 +179,9 @@ def apply_constraints(poses: np.ndarray, trans: np.ndarray, constraints: Constra
     if keyed.any():
         k = np.flatnonzero(keyed)
         offsets = given_trans[k] - trans[k]
-        trans[:, [0, 2]] += offset_curve(k, offsets[:, [0, 2]], T, None)
-        rise = offset_curve(*dip_knots(k, offsets[:, 1:], fade), T, fade)[:, 0]
+        paced = PACED_KEY_SECONDS * fps
+        trans[:, [0, 2]] += offset_curve(k, offsets[:, [0, 2]], T, None, paced=paced)
+        rise = offset_curve(*dip_knots(k, offsets[:, 1:], fade), T, fade, paced=paced)[:, 0]
         if np.abs(rise).max() > 1e-9:
             out = _raised_on_planted_feet(out, trans, rise, k, out_mask, fps)
             trans[:, 1] += rise
