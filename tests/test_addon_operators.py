@@ -20,7 +20,7 @@ from engine.body.motion import Motion  # noqa: E402
 from engine.body.skeleton import JOINT_INDEX, JOINT_NAMES, joint_positions  # noqa: E402
 from rotation_checks import rotation_error  # noqa: E402
 from addon_helpers import enabled_addon  # noqa: E402
-from test_addon_scene_io import add_wav, random_motion, world_heads  # noqa: E402
+from test_addon_scene_io import add_wav, random_motion, retime, world_heads  # noqa: E402
 
 PKG = blender_addon.__name__
 
@@ -671,9 +671,7 @@ def test_a_retimed_strip_is_danced_over_its_frames_to_its_beats_as_heard(addon, 
     path = tmp_path / "clicks.wav"
     sf.write(path, make_click_track(6.0, 120.0, 22050), 22050)
     strip = scene_io.add_sound_strip(scene, str(path), frame_start=1)
-    strip.select = True
-    scene.sequence_editor.active_strip = strip
-    assert bpy.ops.sequencer.retiming_segment_speed_set(speed=50.0) == {'FINISHED'}
+    retime(scene, strip, 50.0)
     assert bpy.ops.dance.create_dancer(with_mesh=False) == {'FINISHED'}
     obj = scene.dance.armature
     scene.dance.steps, scene.dance.quality = 2, 'BEST'

@@ -406,12 +406,17 @@ def test_smpl_model_file_gives_a_skinned_body(scene, tmp_path):
         scene_io.create_smpl_armature(bpy.context, smpl_model_path=str(tmp_path / "none.pkl"))
 
 
-def _retime(scene, strip, percent: float) -> None:
-    """Strip > Retiming > Set Speed, as the animator does it (the operator acts on the active strip)."""
+def retime(scene, strip, percent: float) -> None:
+    """Strip > Retiming > Set Speed, as the animator does it (the operator acts on the active strip).
+    The API cannot retime a strip by itself (adding a key to a strip without keys crashes Blender
+    4.5 and 5.0), and Blender 5.0's operator needs the Sequencer's editor, which the headless bpy
+    module has none of: there the test is skipped."""
     for other in scene_io.compat.all_strips(scene):
         other.select = False
     strip.select = True
     scene.sequence_editor.active_strip = strip
+    if not bpy.ops.sequencer.retiming_segment_speed_set.poll():
+        pytest.skip(f"Blender {bpy.app.version_string}'s Set Speed needs the Sequencer editor (none headless)")
     assert bpy.ops.sequencer.retiming_segment_speed_set(speed=percent) == {'FINISHED'}
 
 
@@ -440,7 +445,7 @@ def test_a_retimed_strip_is_danced_to_the_music_as_blender_plays_it(tmp_path):
         scene.render.fps, scene.render.fps_base = 30, 1.0
         scene.frame_start, scene.frame_end = 1, 500
         strip = scene_io.add_sound_strip(scene, str(path), frame_start=frame_start)
-        _retime(scene, strip, percent)
+        retime(scene, strip, percent)
         strip.frame_offset_start = trim
         span = scene_io.sound_strip_audio(scene, strip)
         assert span.first_frame == frame_start + trim and span.num_frames == frames
