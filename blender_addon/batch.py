@@ -96,6 +96,9 @@ def check_args(args: argparse.Namespace) -> None:
     check_options(style=args.style, styles=styles, steps=_teacher_steps(args), seed=args.seed, fps=args.fps,
                   guidance=args.guidance, autoguidance=args.autoguidance, stage_radius=args.stage_radius)
     args.keep_toggles = _keep_toggles(parse_body_parts(args.keep, allow_root=True))
+    if args.quality == "fast" and args.steps is not None:      # said, as the command line says it
+        print(f"note: --steps {args.steps} are the many-step model's: quality 'fast' uses the many-step model",
+              file=sys.stderr, flush=True)
 
 
 def _teacher_steps(args: argparse.Namespace) -> int:
@@ -105,22 +108,21 @@ def _teacher_steps(args: argparse.Namespace) -> int:
 
 def _keep_toggles(parts: list[str]) -> set[str]:
     """Body-part names (engine.options.BODY_PART_NAMES and "root") -> the add-on's keep_<name>
-    toggles (properties.KEEPABLE) that cover exactly the same joints ("arms" = both arm toggles)."""
+    toggles (properties.KEEPABLE) that cover exactly the same joints together ("arms" = both arm
+    toggles; "left_leg,right_leg" = "legs"). Checked part by part, both legs were refused, though
+    together they are the add-on's legs; one leg alone it cannot keep."""
     from engine.errors import EngineError
     from engine.body.skeleton import BODY_PARTS
     keepable = importlib.import_module(_addon().__name__ + ".properties").KEEPABLE
-    toggles: set[str] = set()
-    for part in parts:
-        if part in keepable:
-            toggles.add(part)
-            continue
-        wanted = set(BODY_PARTS[part])
-        cover = {t for t in keepable if t in BODY_PARTS and set(BODY_PARTS[t]) <= wanted}
-        if set().union(*(BODY_PARTS[t] for t in cover)) != wanted:
-            raise EngineError(f"--keep {part}: the add-on keeps body parts as {', '.join(keepable)}; "
-                              f"{part} alone is not one of them")
-        toggles |= cover
-    return toggles
+    toggles = {part for part in parts if part in keepable}
+    wanted = set().union(*(BODY_PARTS[p] for p in parts if p not in keepable))
+    cover = {t for t in keepable if t in BODY_PARTS and set(BODY_PARTS[t]) <= wanted}
+    uncovered = wanted - set().union(*(BODY_PARTS[t] for t in cover))
+    if uncovered:
+        alone = [p for p in parts if p not in keepable and set(BODY_PARTS[p]) & uncovered]
+        raise EngineError(f"--keep {','.join(alone)}: the add-on keeps {', '.join(keepable)} (and arms, all); "
+                          f"{' and '.join(alone)} alone is not one of them (left_leg,right_leg together are legs)")
+    return toggles | cover
 
 
 def _set_fps(scene, fps: float) -> None:

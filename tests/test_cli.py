@@ -227,18 +227,37 @@ def test_batch_without_a_song_names_its_audio_option(tmp_path, tiny_weights):
     assert not (tmp_path / "d.npz").exists()
 
 
+def _batch_options(tmp_path, tiny_weights, *options):
+    """batch.py's options checked (check_args) in a fresh bpy process -> (the run, the keep toggles)."""
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); import batch; "
+            "a = batch.parse_args(['x', '--', *sys.argv[3:], '--weights', sys.argv[2]]); batch.check_args(a); "
+            "print(sorted(a.keep_toggles))")
+    r = subprocess.run([sys.executable, "-c", code, str(BATCH.parent), str(tiny_weights), *options],
+                       capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    return r, (r.stdout.strip().splitlines() or [""])[-1]
+
+
 def test_batch_keep_accepts_the_engines_part_names(tmp_path, tiny_weights):
     pytest.importorskip("bpy")
-    code = ("import sys; sys.path.insert(0, sys.argv[1]); import batch; "
-            "a = batch.parse_args(['x', '--', '--keep', sys.argv[2], '--weights', sys.argv[3]]); batch.check_args(a); "
-            "print(sorted(a.keep_toggles))")
-    run = lambda parts: subprocess.run([sys.executable, "-c", code, str(BATCH.parent), parts, str(tiny_weights)],
-                                       capture_output=True, text=True, cwd=tmp_path, timeout=300)
-    r = run("arms,root")
+    r, toggles = _batch_options(tmp_path, tiny_weights, "--keep", "arms,root")
     assert r.returncode == 0, r.stderr[-2000:]
-    assert r.stdout.strip().splitlines()[-1] == "['left_arm', 'right_arm', 'root']"
-    r = run("all")
-    assert r.stdout.strip().splitlines()[-1] == "['head', 'left_arm', 'legs', 'right_arm', 'torso']"
+    assert toggles == "['left_arm', 'right_arm', 'root']"
+    assert _batch_options(tmp_path, tiny_weights, "--keep", "all")[1] == "['head', 'left_arm', 'legs', 'right_arm', 'torso']"
+    # QA: both legs, which --help lists, were refused one at a time; together they are the legs.
+    r, toggles = _batch_options(tmp_path, tiny_weights, "--keep", "left_leg,right_leg,head")
+    assert r.returncode == 0 and toggles == "['head', 'legs']", r.stderr[-2000:]
+    r, _ = _batch_options(tmp_path, tiny_weights, "--keep", "left_leg,arms")    # one leg alone it cannot keep
+    assert r.returncode != 0 and "left_leg alone is not one of them" in r.stderr.strip().splitlines()[-1]
+
+
+def test_batch_says_when_steps_override_the_fast_quality(tmp_path, tiny_weights):
+    """QA: --quality fast --steps 10 ran the slow many-step model without a word, where the command
+    line says so."""
+    pytest.importorskip("bpy")
+    r, _ = _batch_options(tmp_path, tiny_weights, "--quality", "fast", "--steps", "10")
+    assert r.returncode == 0 and "quality 'fast' uses the many-step model" in r.stderr, r.stderr[-2000:]
+    r, _ = _batch_options(tmp_path, tiny_weights, "--quality", "fast")
+    assert "many-step" not in r.stderr
 
 
 def test_batch_reads_its_options_with_or_without_the_separator(tmp_path):
