@@ -10,7 +10,7 @@ from engine.api import generate
 from engine.errors import Cancelled, EngineError
 from engine.body.motion import Constraints
 from conftest import REPO, SHIPPED_WEIGHTS
-from engine.body.skeleton import NUM_JOINTS, joint_positions
+from engine.body.skeleton import JOINT_INDEX, NUM_JOINTS, joint_positions
 from rotation_checks import rotation_error
 
 
@@ -313,6 +313,59 @@ def test_a_regenerated_range_joins_the_kept_dance_no_faster_than_it_dances():
     speed = lambda m: np.linalg.norm(np.diff(joint_positions(m.poses, m.trans), axis=0), axis=-1).max(axis=1) * m.fps
     across_joins = np.r_[speed(again)[118:122], speed(again)[238:242]]
     assert across_joins.max() <= np.percentile(speed(dance), 99), (across_joins.round(2), np.percentile(speed(dance), 99))
+
+
+def _regenerated(song, dance, first, last, seed, context=15, **options):
+    """`dance` with frames first..last regenerated as the add-on does it: the range and `context`
+    frames of the dance on each side generated again, those context frames kept as keys."""
+    w0, w1 = max(0, first - context), min(dance.num_frames - 1, last + context)
+    n = w1 - w0 + 1
+    kept = np.ones(n, bool)
+    kept[first - w0:last - w0 + 1] = False
+    c = Constraints(dance.poses[w0:w1 + 1], dance.trans[w0:w1 + 1], np.repeat(kept[:, None], NUM_JOINTS, axis=1),
+                    kept, fps=dance.fps)
+    part = generate(song, start=w0 / dance.fps, duration=n / dance.fps, constraints=c, seed=seed, device="cpu",
+                    **options)
+    poses = dance.poses.copy()
+    poses[w0:w1 + 1] = part.poses[:n]
+    return poses
+
+
+def test_a_leg_landing_at_a_regenerated_ranges_end_is_not_stopped_before_the_join(tmp_path):
+    """QA: regenerating frames 60-120 of a 6 s dance (Fast), the right leg stopped two frames before
+    the end join, its ankle 10 cm up (hip 1.99, 0.29, 0.33 rad/s, then 2.42 in the kept dance): the
+    kept foot's toe had landed while its heel still set down, which counted as a planted foot,
+    and a stance before the join held the ankle where the kept dance has it at the join. A stance
+    now stands beside the kept frames only where the kept ankle stays put."""
+    import soundfile as sf
+    from engine.example import make_click_track
+    from engine.evaluation.evaluate_inbetween import angular_speed
+    sr, seconds = 22050, 6.0
+    t = np.arange(int(seconds * sr)) / sr
+    chord = 0.15 * sum(np.sin(2 * np.pi * f * t) for f in (220, 277.2, 329.6)) * (0.5 + 0.5 * np.sin(np.pi * t))
+    y = np.asarray(make_click_track(seconds, 120.0, sr))[:len(t)] + chord
+    song = tmp_path / "song.wav"
+    sf.write(song, (0.8 * y / np.abs(y).max()).astype(np.float32), sr)
+    dance = generate(song, seed=0, quality="fast", device="cpu")
+    poses = _regenerated(song, dance, 59, 119, seed=5, quality="fast")
+    hip = angular_speed(poses, dance.fps)[117:121, JOINT_INDEX["right_hip"]]   # steps into frames 118-121
+    assert hip[:2].min() >= 0.5 * hip[2:].max(), hip.round(2)
+
+
+def test_an_elbow_does_not_flip_into_a_regenerated_range():
+    """On this genre-set song, regenerating frames 90-150, the network twisted the right elbow
+    2.5 rad in 3 frames right after the join (36 rad/s): the speed guard let it through, its elbow
+    bound being the training data's right elbow, whose 99.99th percentile (33.9 rad/s, the left's
+    10.5) is capture glitches. The elbows are bounded like every joint now (17 rad/s)."""
+    from engine.evaluation.evaluate_inbetween import angular_speed
+    from engine.evaluation.genre_set import genre_songs
+    songs = genre_songs()
+    index = next(i for i, s in enumerate(songs) if s.name == "calm_electronic_s522")
+    song = songs[index].path
+    dance = generate(song, seed=index, duration=12.0, device="cpu")
+    poses = _regenerated(song, dance, 90, 150, seed=100 + index)
+    elbows = [JOINT_INDEX["left_elbow"], JOINT_INDEX["right_elbow"]]
+    assert angular_speed(poses, dance.fps)[85:100, elbows].max() <= 17.0 + 1e-6
 
 
 def test_a_silent_song_gets_a_note_and_a_song_with_beats_none(tmp_path, click_song, tiny_weights):

@@ -539,7 +539,7 @@ def step_plan(pos: np.ndarray, fps: float, leg, cycle: np.ndarray, given: np.nda
             continue
         elif after or before:
             edge = a - 1 if after else b
-            if not given_planted[edge]:
+            if not (given_planted[edge] and _given_foot_still(ankle_path, given, edge, -1 if after else 1, fps)):
                 continue
             pieces = [(a, b, ankle_path[edge].copy())]
         for a, b, path in pieces:
@@ -562,7 +562,8 @@ def step_plan(pos: np.ndarray, fps: float, leg, cycle: np.ndarray, given: np.nda
         for g0, g1 in true_runs(given, 1):
             for edge, beside_free, around in ((g0, g0 > 0, slice(g0, g0 + min_stance)),
                                               (g1 - 1, g1 < len(given), slice(max(0, g1 - min_stance), g1))):
-                if beside_free and low_key[edge] and given_planted[around].any():
+                if beside_free and low_key[edge] and given_planted[around].any() \
+                        and _given_foot_still(ankle_path, given, edge, 1 if edge == g0 else -1, fps):
                     spots.append((edge, edge + 1, ankle_path[edge].copy(), ankle_path[edge].copy()))
         spots.sort(key=lambda s: s[0])
     for i in range(len(spots) - 1):
@@ -771,6 +772,19 @@ def _given_across_low_gap(given: np.ndarray, low: np.ndarray, start: int, step: 
             return None
         f += step
     return None
+
+
+def _given_foot_still(ankle_path: np.ndarray, given: np.ndarray, edge: int, inward: int, fps: float) -> bool:
+    """Whether the given foot at a given run's `edge` stays there: its ankle moves less than a
+    planted foot may (PLANTED_SPEED, in any direction) to the run's next frame `inward` (+1 or
+    -1). A toe that has landed while the heel still sets down counts as planted; a stance beside
+    the run, held on the ankle's place at the edge, stopped the leg there for two frames in mid
+    air (10 cm up) before the kept dance set it down (QA: a regenerated range's end join, the
+    knee's angular acceleration 1.7 times the rest of the dance's)."""
+    nxt = edge + inward
+    if not (0 <= nxt < len(given) and given[nxt]):
+        return True
+    return bool(np.linalg.norm(ankle_path[nxt] - ankle_path[edge]) * fps < PLANTED_SPEED)
 
 
 def _beside_given(given: np.ndarray | None, a: int, b: int) -> tuple[bool, bool]:

@@ -101,13 +101,18 @@ def limit_pelvis_turns(channels: torch.Tensor, fps: float, max_rate: float = MAX
 # rad/s, per joint, the bound on how fast a joint's local rotation may turn in the finished dance.
 # Derived from the training dancers: the 99.99th percentile of each joint's frame-to-frame turn
 # over the 152,215 frames at 30 fps of tang2018 and JustLMD's training split (engine.training.data's
-# split; measured with engine.evaluation.evaluate_inbetween.angular_speed), the larger of the joint and its
-# mirror twin (training mirrors the dancers), times SPEED_HEADROOM = 1.6: the beat warp may replay
+# split; measured with engine.evaluation.evaluate_inbetween.angular_speed), the smaller of the joint and its
+# mirror twin (a dancer's left and right turn alike; training mirrors the dancers, so the network
+# learns either side's glitches), times SPEED_HEADROOM = 1.6: the beat warp may replay
 # a move faster (up to beatsync.MAX_RATE, 1.6 when these bounds were set, 1.25 now; the bounds were
 # kept, so the speed guard acts as it was measured); at least 1.6 x 10.6 = 17 (10.6 rad/s: the
 # 99.99th percentile over all joints; the leg IK must turn ankles and knees faster than the data's
 # barely moving ankles ever do to hold a planted sole) and at most 40, the hard ceiling. The
-# result: 17 for most joints, 25.8 for the pelvis, 40 for the elbows (the right elbow's 33.9 rad/s).
+# result: 17 for every joint but the pelvis, 25.8 there. The right elbow's 33.9 rad/s (the left's
+# 10.5) is capture glitches: a twist out and back in two frames, 46 frames over 17 rad/s against the
+# left's 5, among them the same 18.3 and 34.0 rad/s pair every 2550 frames in 8 tango takes. Taken
+# as the bound (40 for both elbows, before), it let the network's own such flips through: an elbow
+# turned 36 rad/s (2.5 rad in 3 frames) into a regenerated range on a genre-set song.
 SPEED_HEADROOM = 1.6
 MAX_JOINT_SPEED_CEILING = 40.0
 _TRAINING_P9999_ALL_JOINTS = 10.6
@@ -115,7 +120,7 @@ _TRAINING_P9999 = (16.14, 6.79, 6.27, 3.16, 9.78, 9.46, 4.69, 3.82, 3.24, 5.54, 
                    5.73, 8.93, 10.58, 4.57, 8.69, 9.51, 10.45, 33.94, 9.39, 8.37, 3.81, 3.19)
 MAX_JOINT_SPEED = tuple(
     float(min(MAX_JOINT_SPEED_CEILING,
-              SPEED_HEADROOM * max(_TRAINING_P9999_ALL_JOINTS, _TRAINING_P9999[j], _TRAINING_P9999[MIRROR_INDICES[j]])))
+              SPEED_HEADROOM * max(_TRAINING_P9999_ALL_JOINTS, min(_TRAINING_P9999[j], _TRAINING_P9999[MIRROR_INDICES[j]]))))
     for j in range(len(_TRAINING_P9999)))
 
 
