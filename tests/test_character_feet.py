@@ -83,6 +83,19 @@ def knee_angle(hip, knee, ankle):
     return np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
 
 
+def ball_points(ret, out, rig, side):
+    """(T,3) world heads of a leg's toe bone (the ball of the foot)."""
+    return fk_world(rig, out.rotations, out.root_bone, out.root_location)[:, ret.bone_of[JOINT_INDEX[f"{side}_foot"]]]
+
+
+def smpl_foot_turn(poses, side):
+    """(T-1,) degrees SMPL's foot turns in the world from each frame to the next."""
+    from engine.outputs.retarget import smpl_global_rotations
+    G = smpl_global_rotations(poses)[:, JOINT_INDEX[f"{side}_ankle"]]
+    cos = (np.trace(np.swapaxes(G[1:], -1, -2) @ G[:-1], axis1=1, axis2=2) - 1) / 2
+    return np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
+
+
 @pytest.mark.parametrize("make", [odd_legged_rig, odd_legged_fbx_rig])
 def test_planted_ankles_hold_still_at_floor_height(planted_dance, make):
     poses, trans, contacts = planted_dance
@@ -97,8 +110,13 @@ def test_planted_ankles_hold_still_at_floor_height(planted_dance, make):
         both = stance[1:] & stance[:-1]
         before = leg_points(ret, plain, rig, side)[2]
         after = leg_points(ret, planted, rig, side)[2]
+        # The ball of the foot holds still; the ankle too, but where the dance turns the foot
+        # on its stance, it swings about the ball (the random dance turns it 5 degrees in a frame).
+        ball = ball_points(ret, planted, rig, side)
+        assert np.linalg.norm(np.diff(ball[:, :2], axis=0), axis=-1)[both].max() < 1e-3   # < 1 mm per frame
         step = np.linalg.norm(np.diff(after[:, :2], axis=0), axis=-1)[both]
-        assert step.max() < 1e-3                                              # < 1 mm per frame
+        foot = np.linalg.norm(ball - after, axis=-1).max()
+        assert (step <= 1e-3 + foot * np.radians(smpl_foot_turn(poses, side)[both])).all()
         assert np.linalg.norm(np.diff(before[:, :2], axis=0), axis=-1)[both].max() > 3e-3   # it did slide
         # The foot stands on its own lowest point, heel (ankle) or ball (toe), at that point's rest
         # height, lifted as far as SMPL's foot is off its floor (scaled), never lower; higher only
@@ -161,35 +179,72 @@ def test_knees_bend_in_smpls_leg_plane_when_the_hips_sink():
         assert (side_now @ forward).min() > 0.3
 
 
+def foot_points(ret, out, rig, side):
+    """(T,3) world points of a leg's ankle, ball (the toe bone's head) and toe tip (its tail)."""
+    W = fk_world(rig, out.rotations, out.root_bone, out.root_location, matrices=True)
+    ankle, toe = (ret.bone_of[JOINT_INDEX[f"{side}_{j}"]] for j in ("ankle", "foot"))
+    return W[:, ankle, :3, 3], W[:, toe, :3, 3], W[:, toe, :3, 3] + rig.lengths[toe] * W[:, toe, :3, 1]
+
+
+def sole_floors(ret, rig, poses, trans, side):
+    """Heights above the dance's floor the ball (T,) and the toe's tip (scalar) may not go under:
+    the ball its rest height plus SMPL's toe lift (scaled, up to TOE_CLEARANCE), the tip the
+    floor (or its rest height, where it rests under the lowest joint)."""
+    from engine.finishing.feet import TOE_CLEARANCE
+    toe = ret.bone_of[JOINT_INDEX[f"{side}_foot"]]
+    deform = np.array(rig.deform)
+    rest_floor = rig.world_heads()[deform, 2].min()
+    lift = np.clip(joint_positions(poses, trans)[:, JOINT_INDEX[f"{side}_foot"], 1] - SMPL_TOE_HEIGHT, 0.0, TOE_CLEARANCE)
+    return (rig.world_heads()[toe, 2] - rest_floor + ret.scale * lift,
+            min(0.0, rig.world_tails()[toe, 2] - rest_floor))
+
+
 def test_swing_frames_and_the_rest_of_the_body_keep_the_plain_retarget(planted_dance):
+    from engine.outputs.character_feet import rolling
     poses, trans, contacts = planted_dance
     rig = odd_legged_rig()
     ret = Retargeter(rig, auto_map(rig))
     plain = ret.to_rig(poses, trans)
     planted = ret.to_rig(poses, trans, contacts=contacts, fps=FPS)
     fade = 5                                               # engine.finishing.feet.FADE_SECONDS at 30 fps, rounded up
+    smpl = joint_positions(poses, trans)
     for col, side in enumerate(("left", "right")):
-        near = np.convolve(contacts[:, col] > 0.5, np.ones(2 * fade + 1), "same") > 0
+        # A stance, the frames beside it where SMPL's toe stays on the floor (its heel rising
+        # about the ball), and their fades.
+        stance = contacts[:, col] > 0.5
+        toe = ret.scale * smpl[:, JOINT_INDEX[f"{side}_foot"]] @ Y_TO_Z.T
+        stood = stance | rolling(stance, toe, ret.scale, FPS)
+        near = np.convolve(stood, np.ones(2 * fade + 1), "same") > 0
         assert (~near).sum() >= 5
         leg = [ret.bone_of[JOINT_INDEX[f"{side}_{j}"]] for j in ("hip", "knee")]
         same = np.abs(np.sum(planted.rotations[:, leg] * plain.rotations[:, leg], axis=-1))   # q and -q alike
         assert same[~near].min() > 1 - 1e-12
         assert same[near].min() < 1 - 1e-4
     legs = [ret.bone_of[j] for j in LEG_JOINTS]
-    others = [b for b in range(len(rig.names)) if b not in legs]
+    toes = [ret.bone_of[JOINT_INDEX[f"{s}_foot"]] for s in ("left", "right")]
+    others = [b for b in range(len(rig.names)) if b not in legs + toes]
     np.testing.assert_allclose(planted.rotations[:, others], plain.rotations[:, others], atol=1e-12)
     np.testing.assert_allclose(planted.root_location, plain.root_location, atol=1e-12)
-    # The feet keep the dance's orientation: heel-to-toe the same in the world.
-    for o in (plain, planted):
-        heads = fk_world(rig, o.rotations, o.root_bone, o.root_location)
-        o.foot = [heads[:, ret.bone_of[JOINT_INDEX[f"{s}_foot"]]] - heads[:, ret.bone_of[JOINT_INDEX[f"{s}_ankle"]]]
-                  for s in ("left", "right")]
-    np.testing.assert_allclose(planted.foot, plain.foot, atol=1e-9)
-    # Read back, every mapped joint but the legs' is the dance's own (the ankles' local rotations
-    # change with the re-solved knees; their world orientation is checked above).
+    # The feet keep the dance's orientation, but for pitches up (about the ankle, the heading
+    # kept) that put a ball about to sink below its floor exactly on it.
+    for side in ("left", "right"):
+        (a0, b0, _), (a1, b1, tip) = (foot_points(ret, o, rig, side) for o in (plain, planted))
+        ball_floor, tip_floor = sole_floors(ret, rig, poses, trans, side)
+        f0, f1 = b0 - a0, b1 - a1
+        pitched = np.linalg.norm(f1 - f0, axis=-1) > 1e-9
+        assert 0 < pitched.sum() < 0.5 * len(pitched)
+        heading = lambda f: f[:, :2] / np.linalg.norm(f[:, :2], axis=-1, keepdims=True)   # noqa: E731
+        np.testing.assert_allclose(heading(f1[pitched]), heading(f0[pitched]), atol=1e-9)
+        assert (f1[pitched, 2] > f0[pitched, 2]).all()
+        np.testing.assert_allclose(b1[pitched, 2] - ret.frame[2, 3], ball_floor[pitched], atol=1e-9)
+        assert (b1[:, 2] - ret.frame[2, 3] >= ball_floor - 1e-9).all()
+        assert (tip[:, 2] - ret.frame[2, 3] >= tip_floor - 1e-9).all()
+    # Read back, every mapped joint but the legs' and feet's is the dance's own (the ankles'
+    # local rotations change with the re-solved knees; their world orientation is checked above).
     back, back_trans, _, _ = ret.from_rig(planted.rotations, planted.root_location,
                                           np.ones(planted.rotations.shape[:2], bool))
-    kept = [j for j, b in enumerate(ret.bone_of) if b >= 0 and j not in LEG_JOINTS]
+    feet = {JOINT_INDEX[f"{s}_foot"] for s in ("left", "right")}
+    kept = [j for j, b in enumerate(ret.bone_of) if b >= 0 and j not in LEG_JOINTS | feet]
     err = angle_between(poses.reshape(-1, 24, 3)[:, kept], back.reshape(-1, 24, 3)[:, kept])
     assert err.max() < 1e-4
     assert np.abs(back_trans - trans).max() < 1e-6
@@ -224,6 +279,74 @@ def test_a_spot_out_of_reach_straightens_the_leg_without_nan(planted_dance):
     assert (np.linalg.norm(ankle - hip, axis=-1) <= length + 1e-9).all()
     with pytest.raises(RetargetError, match="contacts"):
         ret.to_rig(poses, trans, contacts=np.ones((3, 2), bool))
+
+
+def big_footed_rig(ankle_share=0.55, foot=0.35):
+    """SMPL's skeleton with big feet (QA's t11_bigfeet.py): the ankle `ankle_share` of the way
+    from the knee to SMPL's ankle (25 cm up), the ball `foot` ahead of it, 2 cm up (42 cm from
+    the ankle), and the toe bone's tip 8 cm further on, on the floor (SMPL's foot: the ankle
+    7 cm up, the toe 14 cm ahead)."""
+    heads = smpl_heads(1.0)
+    for side in ("left", "right"):
+        knee, ankle, toe = (JOINT_INDEX[f"{side}_{j}"] for j in ("knee", "ankle", "foot"))
+        heads[ankle] = heads[knee] + (heads[ankle] - heads[knee]) * ankle_share
+        heads[toe] = [heads[ankle, 0], heads[ankle, 1] - foot, 0.02]
+    toes = {MIXAMO[f"{side}_foot"] for side in ("left", "right")}
+    return make_rig([(n, p, h, np.asarray(h) + [0.0, -0.08, -0.02] if n in toes else t, r, d)
+                     for n, p, h, t, r, d in humanoid(MIXAMO, heads, np.random.default_rng(5))])
+
+
+def test_a_big_foot_turned_on_its_stance_pivots_about_its_ball():
+    """QA (t11_bigfeet.py): a character with big feet, the ankle 25 cm above the sole and the
+    ball 42 cm ahead of it. The stance pinned the ankle alone and the foot took the dance's
+    orientation, so where the dance turned a planted foot (a heel rising, a swivel) the long
+    foot swung its ball along the floor about the ankle: here, the heel raised 25 degrees and
+    the foot turned 20 degrees through a stance, the ball slid 18 cm (11 mm a frame). Now the
+    stance holds the ball, the ankle behind it as the foot is turned, as SMPL's feet pivot
+    about the ball (engine.finishing.feet._pivot_about_toe), standing on the floor."""
+    rig = big_footed_rig()
+    ret = Retargeter(rig, auto_map(rig))
+    T = 40
+    poses, trans = np.zeros((T, 72)), np.zeros((T, 3))
+    trans[:, 1] = REST_PELVIS_HEIGHT - 0.03
+    u = np.clip((np.arange(T) - 5) / 25, 0.0, 1.0)
+    u = u * u * (3 - 2 * u)
+    k = 3 * JOINT_INDEX["left_ankle"]
+    poses[:, k], poses[:, k + 1] = np.radians(25) * u, np.radians(20) * u     # toes down (heel up), then a swivel
+    out = ret.to_rig(poses, trans, contacts=np.ones((T, 2), bool), fps=FPS)
+    ankle, ball, _ = foot_points(ret, out, rig, "left")
+    assert np.linalg.norm(ball[:, :2] - ball[0, :2], axis=-1).max() < 1e-3
+    np.testing.assert_allclose(ball[:, 2] - ret.frame[2, 3], sole_floors(ret, rig, poses, trans, "left")[0], atol=1e-6)
+    assert np.linalg.norm(ankle[:, :2] - ankle[0, :2], axis=-1).max() > 0.15   # the heel swung round
+    assert ankle[:, 2].max() - ankle[:, 2].min() > 0.1                          # and rose
+
+
+def test_a_big_foot_stands_on_its_sole(planted_dance):
+    """QA (t11_bigfeet.py, ankle 25 cm up, ball 42 cm ahead): the feet took the dance's
+    orientation, and SMPL's foot pitch, harmless on its short foot, swung the long foot's ball
+    6.4 cm and its toe's tip 11.5 cm under the floor and dragged them along it: the ball was
+    within 2 cm of its rest height and moving faster than 0.3 m/s in 58-61% of its low frames,
+    up to 4.7 m/s (a foot of SMPL's size: 9%, 1.65 m/s). Here on the random dance the ball
+    sank 11 cm below its rest height and the tip 15 cm under the floor, and 71% of the ball's
+    low frames (103 of 146) moved (now 36%; SMPL's foot on this rig 19%). Now a foot whose
+    ball would sink below its rest height plus SMPL's toe lift is pitched up about its ankle,
+    its toe bent up about the ball where the tip would go under the floor, and a heel rising
+    next to a stance rolls about the ball (engine.outputs.character_feet.rolling)."""
+    poses, trans, contacts = planted_dance
+    rig = big_footed_rig()
+    ret = Retargeter(rig, auto_map(rig))
+    out = ret.to_rig(poses, trans, contacts=contacts, fps=FPS)
+    low = moving = 0
+    for side in ("left", "right"):
+        _, ball, tip = foot_points(ret, out, rig, side)
+        ball_floor, tip_floor = sole_floors(ret, rig, poses, trans, side)
+        height = ball[:, 2] - ret.frame[2, 3]
+        assert height.min() >= ball_floor.min() - 1e-9 and (height >= ball_floor - 1e-9).all()
+        assert (tip[:, 2] - ret.frame[2, 3] >= tip_floor - 1e-9).all()
+        near = height[1:] - ball_floor.min() < 0.02
+        speed = np.linalg.norm(np.diff(ball[:, :2], axis=0), axis=-1) * FPS
+        low, moving = low + near.sum(), moving + (near & (speed > 0.3)).sum()
+    assert moving < 0.45 * low                                                  # was 71%, now 36%
 
 
 def toeless_rig(foot_tail):
@@ -317,8 +440,9 @@ def test_a_stance_into_given_poses_stands_where_their_foot_stands(planted_dance)
     """A regenerated range on a character: the dance kept after it is written as it was, its
     feet where the old dance planted them, which need not be where this dance's own stance
     spot (the mean of SMPL's ankle over the run) lies. A stance running into those frames
-    stands on their spot from its first frame; on its own spot it slid into the kept dance
-    (QA: 1 cm a frame for 8 frames, then 2.5 cm in one)."""
+    stands on their spot, the ball of the foot where the given foot's ball stands, from its
+    first frame; on its own spot it slid into the kept dance (QA: 1 cm a frame for 8 frames,
+    then 2.5 cm in one)."""
     poses, trans, contacts = planted_dance
     rig = odd_legged_rig()
     ret = Retargeter(rig, auto_map(rig))
@@ -331,7 +455,9 @@ def test_a_stance_into_given_poses_stands_where_their_foot_stands(planted_dance)
     out = ret.to_rig(poses, trans, contacts=contacts, fps=FPS, given_feet=given)
     ankle = leg_points(ret, out, rig, "left")[2]
     assert np.allclose(ret.foot_points(out.rotations, out.root_location)[:, 0, 0], ankle)
-    spot = given[cut, 0, 0, :2]
-    assert np.linalg.norm(ankle[a:b, :2] - spot, axis=-1).max() < 1e-3   # the whole stance on the given spot
-    before = leg_points(ret, plain, rig, "left")[2]
+    assert np.abs(ankle[cut:b] - given[cut:b, 0, 0]).max() < 1e-9         # the given ankles, as given
+    spot = given[cut, 0, 1, :2]
+    ball = ball_points(ret, out, rig, "left")
+    assert np.linalg.norm(ball[a:b, :2] - spot, axis=-1).max() < 1e-3     # the whole stance on the given spot
+    before = ball_points(ret, plain, rig, "left")
     assert np.linalg.norm(before[a:cut, :2] - spot, axis=-1).min() > 0.045

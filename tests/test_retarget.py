@@ -131,8 +131,9 @@ def dance(T=24, seed=0) -> tuple[np.ndarray, np.ndarray]:
 
 # ----------------------------------------------------------------------------- an independent FK
 
-def fk_world(rig: Rig, quats: np.ndarray, root_bone: int, root_location: np.ndarray) -> np.ndarray:
-    """(T,B,3) world heads: pose = parent_pose @ rest_p^-1 @ rest_b @ basis_b (Blender), then the object."""
+def fk_world(rig: Rig, quats: np.ndarray, root_bone: int, root_location: np.ndarray, matrices=False) -> np.ndarray:
+    """(T,B,3) world heads: pose = parent_pose @ rest_p^-1 @ rest_b @ basis_b (Blender), then the
+    object; with `matrices`, the (T,B,4,4) world matrices (a bone's tail: its Y axis times its length)."""
     rot = R.quat_to_matrix(torch.as_tensor(quats)).numpy()
     T, B = quats.shape[:2]
     basis = np.broadcast_to(np.eye(4), (T, B, 4, 4)).copy()
@@ -146,7 +147,7 @@ def fk_world(rig: Rig, quats: np.ndarray, root_bone: int, root_location: np.ndar
         if b in rig.follows:                     # a Copy Transforms constraint: the whole pose copied
             pose[:, b] = pose[:, rig.follows[b]]
     world = rig.object_matrix @ pose
-    return world[..., :3, 3]
+    return world if matrices else world[..., :3, 3]
 
 
 def limb_cosines(rig, ret, poses, trans, joints=LIMBS) -> np.ndarray:

@@ -6,10 +6,23 @@ from SMPL's, a foot the dance plants then slides, sinks or floats. Here each sta
 character's ankle to one spot on the floor (the SMPL ankle's planted spot, scaled as the root
 is, at the character's own ankle height, raised as far as SMPL raises its heel) and re-solves
 its thigh and shin analytically, the knee bending in the plane the SMPL knee bends in. Pins fade
-in and out over a few frames; the feet keep the dance's orientation; swing frames keep the plain
-retarget. Where the character's leg cannot reach a spot without straightening further than the
-dance holds it, the foot is lifted a little (a knee snapping straight would pop); where even
-that fails (legs far wilder than a dance's), the foot is drawn in and slides.
+in and out over a few frames; swing frames keep the plain retarget. Where the character's leg
+cannot reach a spot without straightening further than the dance holds it, the foot is lifted a
+little (a knee snapping straight would pop); where even that fails (legs far wilder than a
+dance's), the foot is drawn in and slides.
+
+With a toe bone, a stance holds the ball of the foot (the toe bone's head) on its spot rather
+than the ankle, the ankle behind it as the dance turns the foot (SMPL's foot, which
+engine.finishing.feet holds through its stances and pivots about its toe), also on the frames
+next to the stance where SMPL's toe stays on the floor while its heel rises or sets down
+(rolling). The feet keep the dance's orientation, except that a foot whose ball would sink
+below its rest height plus SMPL's toe lift (as far as SMPL's toe is off its floor, scaled, up to
+the swing's TOE_CLEARANCE) is pitched up about its ankle, its toe bent up about the ball where
+its tip would go under the floor (Retargeter._soles_above_floor). SMPL's foot is short and its
+ankle low; on a long foot with a high ankle (QA: ankle 25 cm up, ball 42 cm ahead) the dance's
+foot pitch swung the ball 6 cm and the toe's tip 11 cm under the floor, and dragged the ball
+along it (mostly next to stances, the heel rising about a ball the ankle's pin did not hold,
+and in low swings).
 
 Everything here works in the world (Blender axes, Z up, floor z = 0) on (T,3) points and (T,3,3)
 rotations; the Retargeter turns the results back into its armature space.
@@ -20,10 +33,14 @@ import numpy as np
 
 from ..body.curves import unit_vectors
 from .bone_mapping import RetargetError
-from .retarget import axis_angle_to_matrix   # retarget imports this module lazily: no cycle
+from .retarget import SMPL_TOE_HEIGHT, axis_angle_to_matrix   # retarget imports this module lazily: no cycle
 
 STRAIGHT_SLACK = 1e-4           # share of the leg's length an unreachable spot stays short by
 STRAIGHT_DEGREES = 3.0          # a leg bent less than this has no side for its knee: the hinge decides
+# SMPL metres SMPL's toe may creep, next to a stance, while the character's ball stays on the
+# stance's spot (rolling): the engine's own creep 0.7 cm at most (QA, a 12-s dance), and a
+# foot that slides on does not drag the spot along.
+ROLL_SPOT = 0.02
 
 
 def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
@@ -112,16 +129,44 @@ def stance_heights(smpl_ankle_z: np.ndarray, smpl_rest_height: float, rest_heigh
     return np.maximum(rest_height, toe_height + foot_drop) + lift
 
 
+def rolling(planted: np.ndarray, smpl_toe: np.ndarray, scale: float, fps: float) -> np.ndarray:
+    """(T,) the frames next to each planted run (T,) on which SMPL's toe (T,3 world, scaled, its
+    floor at z = 0) stays on the floor where it stood at the run's edge: low and slow as
+    engine.finishing.feet judges a planted foot (PLANTED_HEIGHT, PLANTED_SPEED, scaled) and
+    within ROLL_SPOT of that place: the heel rising about the ball before the foot lifts off, or
+    setting down after the ball lands."""
+    from ..finishing.feet import PLANTED_HEIGHT, PLANTED_SPEED   # torch-backed module: import late
+    speed = np.linalg.norm(np.gradient(smpl_toe[:, :2], axis=0), axis=-1) * fps if len(smpl_toe) > 1 else np.zeros(len(smpl_toe))
+    still = (smpl_toe[:, 2] < (SMPL_TOE_HEIGHT + PLANTED_HEIGHT) * scale) & (speed < PLANTED_SPEED * scale)
+    out = np.zeros(len(planted), bool)
+    for a, b in _runs(still & ~planted):
+        for edge, frames in ((a - 1, np.arange(a, b)), (b, np.arange(b - 1, a - 1, -1))):
+            if 0 <= edge < len(planted) and planted[edge]:
+                away = np.linalg.norm(smpl_toe[frames, :2] - smpl_toe[edge, :2], axis=-1) > ROLL_SPOT * scale
+                out[frames[:np.argmax(away) if away.any() else len(frames)]] = True
+    return out
+
+
 def stance_targets(planted: np.ndarray, smpl_ankle: np.ndarray, free_ankle: np.ndarray, height: np.ndarray,
-                   fade: int, given: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+                   fade: int, given: np.ndarray | None = None, ball: np.ndarray | None = None,
+                   rolled: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Where the character's ankle should be: (target (T,3) world, weight (T,) in [0, 1]).
 
     Each planted run holds one spot on the floor: the mean of the SMPL ankle's path (already
-    scaled into the world) over the run, at `height` (T,) above the floor (stance_heights). A run
+    scaled into the world) over the run, at `height` (T,) above the floor (stance_heights). With
+    `ball` (T,3), the ball of the foot's offset from the ankle as the foot is turned on each
+    frame, the spot is the ball's (the mean of SMPL's ankle plus that offset) and the ankle
+    stands behind it as the foot is turned: a foot the dance turns on its stance pivots about
+    its ball, the heel swinging, as SMPL's does (engine.finishing.feet._pivot_about_toe), where
+    about the ankle a long foot's ball swept the floor. A foot held still stands where it did.
+    `rolled` (T,) frames next to a run (rolling) stand on that run's spot too, the ankle behind
+    the ball as the foot is turned (a heel rising about the ball before lift-off): there a long
+    foot pinned by its ankle alone faded to its free path while SMPL's toe stood still. A run
     through frames where `given` (T,3; NaN elsewhere) says where the ankle stands (a given pose's
     own ankle, given_stances) keeps it there, and its other frames stand on the spot of the
-    nearest such frame: on a spot of its own, the foot slid into the dance kept around a
-    regenerated range (1 cm a frame for 8 frames, then 2.5 cm in one). Around a run the
+    nearest such frame (its ball's, with `ball`: there the given foot's own): on a spot of its
+    own, the foot slid into the dance kept around a regenerated range (1 cm a frame for 8
+    frames, then 2.5 cm in one). Around a run the
     correction (spot minus the free, plain-retarget ankle at the run's edge) fades out over
     `fade` frames on the free ankle's own path; two runs' fades that meet add up, so in a short
     gap the foot swings as the dance swings it, from one spot to the next, without a jump.
@@ -129,17 +174,20 @@ def stance_targets(planted: np.ndarray, smpl_ankle: np.ndarray, free_ankle: np.n
     T = len(planted)
     shift = np.zeros((T, 3))               # correction of the free ankle outside the runs
     weight = np.zeros(T)
-    runs = _runs(planted)
+    planted = np.asarray(planted, bool)
+    runs = _runs(planted if rolled is None else planted | rolled)
     k = np.arange(1, fade + 1)
     w = 1.0 - k / (fade + 1)
     places = []
     for a, b in runs:
         place = np.empty((b - a, 3))
-        place[:, :2], place[:, 2] = smpl_ankle[a:b, :2].mean(axis=0), height[a:b]
+        turned = np.zeros((b - a, 2)) if ball is None else ball[a:b, :2]
+        stance = planted[a:b]                                   # the run's own stance, not its rolled frames
+        place[:, :2], place[:, 2] = (smpl_ankle[a:b, :2] + turned)[stance].mean(axis=0) - turned, height[a:b]
         own = np.flatnonzero(np.isfinite(given[a:b]).all(axis=1)) if given is not None else ()
         if len(own):
             nearest = own[np.abs(np.arange(b - a)[:, None] - own[None]).argmin(axis=1)]
-            place[:, :2] = given[a + nearest, :2]
+            place[:, :2] = given[a + nearest, :2] + turned[nearest] - turned
             place[own] = given[a + own]
         places.append(place)
         for i, edge, at in ((a - k, a, 0), (b - 1 + k, b - 1, -1)):
@@ -152,6 +200,21 @@ def stance_targets(planted: np.ndarray, smpl_ankle: np.ndarray, free_ankle: np.n
     for (a, b), place in zip(runs, places):
         target[a:b], weight[a:b] = place, 1.0
     return target, weight
+
+
+def pitched_above(offset: np.ndarray, base: np.ndarray, lowest: np.ndarray) -> np.ndarray:
+    """(N,3,3) world turns about horizontal axes (pitches) that lift the point `offset` (N,3) from
+    a pivot at height `base` (N,) to at least `lowest` (N,) above the floor, its length and
+    heading kept (engine.finishing.feet._toes_above_floor's turn of SMPL's foot, here numpy and
+    Z up): the identity where it is high enough; straight up where even that is too low."""
+    length = np.linalg.norm(offset, axis=-1)
+    up = np.clip(lowest - base, -length, length)
+    want = offset.copy()
+    low = offset[:, 2] < up
+    heading = unit_vectors(offset[low] * [1.0, 1.0, 0.0])
+    want[low] = heading * np.sqrt(length[low] ** 2 - up[low] ** 2)[:, None]
+    want[low, 2] = up[low]
+    return _between(offset, want)
 
 
 def within_reach(goal: np.ndarray, hip: np.ndarray, reach: np.ndarray) -> np.ndarray:

@@ -55,9 +55,10 @@ class Retargeter(rig, bone_map):
                                 pose: the scale (leg length) and the pelvis height above that
                                 joint (so the rest stance stands on the floor as at rest).
     to_rig(poses (T,72), trans (T,3) Y-up metres, *, contacts=None, fps=None, plant_feet=True) -> RigPose
-        contacts (T,2) per leg or Motion.contacts (T,4): planted runs pin the character's ankles
-        (two-bone leg IK on its own thigh and shin, engine.outputs.character_feet); fps without contacts:
-        the runs are found from the character's own ankles; neither: the plain retarget.
+        contacts (T,2) per leg or Motion.contacts (T,4): planted runs pin the character's feet
+        (two-bone leg IK on its own thigh and shin, engine.outputs.character_feet; with toe bones the
+        ball of the foot holds still, and no ball or toe tip sinks under the floor); fps without
+        contacts: the runs are found from the character's own ankles; neither: the plain retarget.
     from_rig(rotations (T,B,4) wxyz, root_location (T,3), bone_keyed (T,B) bool, location_keyed (T,) = None)
         -> (poses (T,72), trans (T,3), joint_mask (T,24) bool, trans_mask (T,) bool)
         rotations: every bone's basis as evaluated (unkeyed bones as they stand); a joint is masked
@@ -427,12 +428,15 @@ class Retargeter:
         # Each leg's thigh, shin and foot bones, the ankle's rest height above the floor, its toe
         # bone (-1: none) and the toe's rest height, for planting feet.
         self._legs = {}
+        self._toe_tips = {}          # the toe bone's tail's rest height above the floor, per leg with one
         for side in ("left", "right"):
             hip, knee, ankle = (self.bone_of[JOINT_INDEX[f"{side}_{j}"]] for j in ("hip", "knee", "ankle"))
             toe = self.bone_of[JOINT_INDEX[f"{side}_foot"]]
             if min(hip, knee, ankle) >= 0:
                 self._legs[side] = (hip, knee, ankle, float(heads_w[ankle, 2] - floor),
                                     toe, float(heads_w[toe, 2] - floor) if toe >= 0 else 0.0)
+                if toe >= 0:
+                    self._toe_tips[side] = float(rig.world_tails()[toe, 2] - floor)
         # The rig's pelvis bone sits this far above SMPL's pelvis (SMPL metres, in the pelvis's frame).
         self._delta = np.array([0.0, (heads_w[pel, 2] - floor) / self.scale - REST_PELVIS_HEIGHT, 0.0])
 
@@ -598,9 +602,11 @@ class Retargeter:
         """SMPL motion -> the rig's pose-space keys.
 
         Planted feet (engine.outputs.character_feet): with `contacts` ((T,2) per leg, or the engine's (T,4)
-        Motion.contacts) the ankle of each leg is pinned through each contact run; with `fps` but
-        no contacts, the runs are found from the character's own ankles (low and slow). With
-        neither (or plant_feet=False) the legs follow the plain retarget. `given_feet` (T,2,2,3;
+        Motion.contacts) the foot of each leg is pinned through each contact run (with a toe bone
+        its ball, else its ankle), and feet are pitched up where a ball or a toe tip would sink
+        (_soles_above_floor); with `fps` but no contacts, the runs are found from the character's
+        own ankles (low and slow). With neither (or plant_feet=False) the legs and feet follow the
+        plain retarget. `given_feet` (T,2,2,3;
         foot_points, NaN on other frames): where the character's feet stand in poses written
         as they are (the dance around a regenerated range, full-pose keys); a stance through
         them keeps their spot (character_feet.given_stances)."""
@@ -614,9 +620,12 @@ class Retargeter:
         want = want @ self._O_inv[:3, :3].T + self._O_inv[:3, 3]                                 # armature
         shift = want - pos[:, pel]
         if plant_feet and self._legs and (contacts is not None or fps is not None):
-            if self._plant_feet(G, trans, target, pos, shift, contacts, fps, given_feet):
+            smpl = smpl_positions(G, trans)
+            if self._plant_feet(G, smpl, target, pos, shift, contacts, fps, given_feet):
                 if fps is not None:
                     self._guard_leg_speeds(target, float(fps))
+                M, pos, basis, root_axes = self._pose(target)
+            if self._soles_above_floor(smpl, target, M, pos, shift):
                 M, pos, basis, root_axes = self._pose(target)
         location = np.einsum("tba,tb->ta", root_axes, shift)      # along the axes Blender moves the root bone
         q = matrix_to_quat(basis)
@@ -624,17 +633,22 @@ class Retargeter:
         q[:, undriven] = (1.0, 0.0, 0.0, 0.0)
         return RigPose(_continuous(q), location, self.root_bone, list(self.driven))
 
-    def _plant_feet(self, G, trans, target, pos, shift, contacts, fps, given_feet=None) -> bool:
-        """Re-solve each leg's thigh and shin (edits `target` in place) so that planted ankles
-        hold still at the character's ankle height; True where anything changed."""
+    def _floor_heads(self, pos, shift) -> np.ndarray:
+        """(T,B,3) world heads above a floor at z = 0 (character_feet works there: a translation
+        of the world, which leaves rotations as they are) from FK heads `pos` and the root's shift."""
+        moved = np.array(self._moved_by_root())
+        floor = np.array([0.0, 0.0, self.frame[2, 3]])
+        return self.rig.to_world(pos + np.where(moved[None, :, None], shift[:, None, :], 0.0)) - floor
+
+    def _plant_feet(self, G, smpl, target, pos, shift, contacts, fps, given_feet=None) -> bool:
+        """Re-solve each leg's thigh and shin (edits `target` in place) so that planted feet hold
+        still at the character's ankle height (with a toe bone: the ball of the foot holds still,
+        the ankle behind it as the dance turns the foot, also while the heel rises about the
+        ball next to a stance); True where anything changed."""
         from . import character_feet as cf
         T = len(G)
-        moved = np.array(self._moved_by_root())
-        # character_feet works above a floor at z = 0: world points here are taken down by the
-        # floor's height (a translation, which leaves the leg IK's rotations as they are).
+        heads_w = self._floor_heads(pos, shift)
         floor = np.array([0.0, 0.0, self.frame[2, 3]])
-        heads_w = self.rig.to_world(pos + np.where(moved[None, :, None], shift[:, None, :], 0.0)) - floor
-        smpl = smpl_positions(G, trans)
         smpl_to_world = lambda p: self.frame[:3, 3] - floor + self.scale * p @ self._D.T   # noqa: E731  SMPL -> world
         contact_runs = None if contacts is None else cf.contact_columns(contacts, T)
         if fps is None:
@@ -667,13 +681,19 @@ class Retargeter:
             # The spot follows SMPL's ankle, moved by where the character's hip sits against SMPL's.
             smpl_ankle = smpl_to_world(smpl[:, ja]) + (heads_w[:, hip] - smpl_to_world(smpl[:, jh])) * [1.0, 1.0, 0.0]
             smpl_rest = self.scale * SMPL_ANKLE_HEIGHT
+            ball = rolled = None
             if toe >= 0:      # the foot as turned on each frame: its ankle's height above its toe
-                smpl_toe_z = smpl_to_world(smpl[:, JOINT_INDEX[f"{side}_foot"]])[:, 2] - self.scale * SMPL_TOE_HEIGHT
-                height = cf.stance_heights(smpl_ankle[:, 2], smpl_rest, rest_height, smpl_toe_z,
-                                           free[:, 2] - heads_w[:, toe, 2], toe_height)
+                ball = heads_w[:, toe] - free                                    # ankle -> ball
+                smpl_toe = smpl_to_world(smpl[:, JOINT_INDEX[f"{side}_foot"]])
+                smpl_toe_z = smpl_toe[:, 2] - self.scale * SMPL_TOE_HEIGHT
+                height = cf.stance_heights(smpl_ankle[:, 2], smpl_rest, rest_height, smpl_toe_z, -ball[:, 2], toe_height)
+                rolled = cf.rolling(planted, smpl_toe, self.scale, rate)
+                if fixed is not None:      # given poses stand as given, on their own ball
+                    rolled &= ~np.isfinite(ankle_g).all(axis=1)
+                    ball = np.where(stood[:, None], toe_g - ankle_g, ball)
             else:
                 height = cf.stance_heights(smpl_ankle[:, 2], smpl_rest, rest_height)
-            goal, weight = cf.stance_targets(planted, smpl_ankle, free, height, fade, fixed)
+            goal, weight = cf.stance_targets(planted, smpl_ankle, free, height, fade, fixed, ball, rolled)
             f = np.flatnonzero(weight > 0)
             hinge = -(self._D @ G[f, jk])[:, :, 0]            # SMPL's knee bends about its -x
             # As in engine.finishing.feet: IK straightens a leg no further than MAX_REACH, or than the plain
@@ -690,6 +710,50 @@ class Retargeter:
             target[knee][f] = Ro.T @ swing @ bend @ Ro @ target[knee][f]
             changed = True
         return changed
+
+    def _soles_above_floor(self, smpl, target, M, pos, shift) -> bool:
+        """Pitch each foot up about its ankle where the ball of the foot (its toe bone's head)
+        would be lower than at rest plus SMPL's toe lift (as far as SMPL's toe is off its floor,
+        scaled, up to the swing's TOE_CLEARANCE), and bend the toe up about the ball where its
+        tip would go under the floor (or lower than at rest). Edits `target` in place; True where
+        anything changed. The feet take the dance's orientation, which on a long foot with a
+        high ankle (QA: ankle 25 cm up, ball 42 cm ahead) pointed the ball 6 cm and the toe's
+        tip 11 cm under the floor, and swept them along it, where SMPL's short foot clears it."""
+        from . import character_feet as cf
+        from ..finishing.feet import TOE_CLEARANCE   # torch-backed module: import late
+        heads_w = self._floor_heads(pos, shift)
+        O = self.rig.object_matrix[:3, :3]
+        changed = False
+        for side, (_, _, ankle, _, toe, toe_height) in self._legs.items():
+            if toe < 0:
+                continue
+            # The ball clears the floor as far as SMPL's toe does (scaled), up to a swing's
+            # TOE_CLEARANCE: above that the dance's foot pitch stands (uncapped, QA's long foot
+            # turned off the dance on 30% of frames, not 26%, for the same ball figures).
+            lift = self.scale * np.clip(smpl[:, JOINT_INDEX[f"{side}_foot"], 1] - SMPL_TOE_HEIGHT, 0.0, TOE_CLEARANCE)
+            A, B = heads_w[:, ankle], heads_w[:, toe]
+            tip = (self.rig.lengths[toe] * M[:, toe, :, 1]) @ O.T             # ball -> toe's tip, world
+            turn = cf.pitched_above(B - A, A[:, 2], toe_height + lift)
+            B = A + np.einsum("tab,tb->ta", turn, B - A)
+            tip = np.einsum("tab,tb->ta", turn, tip)
+            # The tip only keeps off the floor: held up by SMPL's toe lift too, a foot of SMPL's
+            # size bent its toes on 32% of frames (11% so), for no change to its ball.
+            bend = cf.pitched_above(tip, B[:, 2], np.full(len(B), min(0.0, self._toe_tips[side])))
+            f = np.flatnonzero(np.abs(bend @ turn - np.eye(3)).max(axis=(1, 2)) > 1e-12)
+            if len(f):
+                self._turn_foot(target, side, f, turn[f], bend[f])
+                changed = True
+        return changed
+
+    def _turn_foot(self, target, side: str, frames: np.ndarray, turn: np.ndarray, toe_turn: np.ndarray) -> None:
+        """Turn a leg's foot and toe by world rotations `turn` (N,3,3) about its ankle on `frames`
+        (N,), the toe further by `toe_turn` (N,3,3) about its own head; edits `target`
+        (armature-space rotations, the toe's not carried by the foot's) in place."""
+        _, _, ankle, _, toe, _ = self._legs[side]
+        Ro = self._Ro
+        for b, t in ((ankle, turn), (toe, toe_turn @ turn)):
+            target[b] = target[b].copy()
+            target[b][frames] = Ro.T @ t @ Ro @ target[b][frames]
 
     def _guard_leg_speeds(self, target, fps: float) -> None:
         """The engine's joint-speed guard (engine.finishing.turns.limit_joint_speeds, the SMPL
