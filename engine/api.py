@@ -16,8 +16,8 @@ from .body import layout as L
 from .body import rotations as R
 from .body.motion import Constraints, Motion
 from .body.skeleton import NUM_JOINTS, joint_positions
-from .defaults import (DEFAULT_AUTOGUIDANCE, DEFAULT_FPS, DEFAULT_GUIDANCE, DEFAULT_QUALITY, DEFAULT_STEPS,
-                       GUIDANCE_LOWPASS_FRAMES, INPAINT_MIN_RUN_SECONDS, LATE_GUIDANCE, MOTION_ONLY_STYLES,
+from .defaults import (AUTOGUIDANCE_KEYED_TAPER_FRAMES, DEFAULT_AUTOGUIDANCE, DEFAULT_FPS, DEFAULT_GUIDANCE,
+                       DEFAULT_QUALITY, DEFAULT_STEPS, GUIDANCE_LOWPASS_FRAMES, INPAINT_MIN_RUN_SECONDS, LATE_GUIDANCE, MOTION_ONLY_STYLES,
                        SAMPLING_ETA, SAMPLING_SOLVER, SMOOTHING_SECONDS, STUDENT_SMOOTHING_SECONDS)
 from .errors import Cancelled, EngineError, EngineNote, RootHeightNote
 from .finishing.beatsync import motion_beats, output_times, warp_knots, warp_times
@@ -421,7 +421,8 @@ def denoiser(ckpt: checkpoint.Checkpoint, style_index: torch.Tensor, guidance: f
     # A guide from before new data joined (a fine-tune that added a style) reads that style as "any".
     guide_style = torch.where(style_index < ckpt.guide.cfg.num_styles, style_index, torch.zeros_like(style_index))
     return autoguided(cfg(ckpt.model, style_index), cfg(ckpt.guide, guide_style), autoguidance,
-                      lowpass_frames=guidance_lowpass)
+                      lowpass_frames=guidance_lowpass,
+                      keyed_taper_frames=AUTOGUIDANCE_KEYED_TAPER_FRAMES if ckpt.model.cfg.key_input else 0.0)
 
 
 def _sample_with_fallback(ckpt, weights, music, style_index, guidance, autoguidance, steps, generator, inpaint, dev,

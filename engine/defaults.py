@@ -47,6 +47,12 @@ STUDENT_SMOOTHING_SECONDS = 0.09
 # they stray from the real ones (FID_k).
 DEFAULT_AUTOGUIDANCE = 2.0
 MAX_AUTOGUIDANCE = 5.0
+# Near frames the sampler in-paints (a regenerated range's kept dance, seed motion, a locked body
+# part) autoguidance eases from none on them to its full weight this many frames away. The guide
+# network does not read keys, so autoguidance doubled what the key-aware main network makes of
+# them: a shoulder set off at 23 rad/s right after a regenerated range's join (weights/TRAINING.md,
+# "Autoguidance eased near in-painted runs").
+AUTOGUIDANCE_KEYED_TAPER_FRAMES = 15
 # "best": the many-step teacher; "fast": its few-step student (engine.sampler.fewstep), about 15x
 # faster. The default stays "best": the shipped student is near its teacher on the honest
 # evaluation (inside its seed range on 13 of 18 figures) but less varied on the validation split

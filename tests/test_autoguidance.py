@@ -164,3 +164,22 @@ def test_autoguide_replaces_an_existing_file_only_when_forced(tiny_weights, tmp_
     assert autoguide_main(args) == 2 and "already exists: pass --force" in capsys.readouterr().err
     assert out.read_bytes() == b"someone's weights"
     assert autoguide_main(args + ["--force"]) == 0 and checkpoint.load(out).guide is not None
+
+
+def test_autoguidance_eases_out_towards_in_painted_runs_of_keys():
+    """The push (main - guide) is kept whole away from runs of keyed frames (two or more in a row,
+    what the sampler in-paints), dropped on them and eased in over the taper; a lone key is no run."""
+    W, C = 40, L.NUM_CHANNELS
+    mask = torch.zeros(1, W, C)
+    mask[0, 10:14, :3] = 1.0                    # a run of 4 keyed frames
+    mask[0, 30, :] = 1.0                        # a lone key
+    good, bad = torch.ones(1, W, C), torch.zeros(1, W, C)
+    cond = torch.cat([torch.zeros(1, W, 5), torch.zeros(1, W, C), mask], -1)   # music, keyed values, mask
+    out = autoguided(lambda x, t, m: good, lambda x, t, m: bad, 2.0, keyed_taper_frames=5)(
+        torch.zeros(1, W, C), torch.tensor([500]), cond)
+    push = (out - good)[0, :, 0]
+    assert torch.allclose(push[10:14], torch.zeros(4))                         # on the run: none
+    assert torch.allclose(push[[14, 15, 16]], torch.tensor([0.2, 0.4, 0.6]))   # eased in after it
+    assert torch.allclose(push[19:], torch.ones(W - 19))                       # whole from 5 frames on, the lone key too
+    plain = autoguided(lambda x, t, m: good, lambda x, t, m: bad, 2.0)(torch.zeros(1, W, C), torch.tensor([500]), cond)
+    assert torch.allclose(plain - good, torch.ones(1, W, C))                   # without the taper: everywhere

@@ -368,6 +368,24 @@ def test_an_elbow_does_not_flip_into_a_regenerated_range():
     assert angular_speed(poses, dance.fps)[85:100, elbows].max() <= 17.0 + 1e-6
 
 
+def test_a_limb_is_not_set_off_in_a_burst_at_a_regenerated_ranges_join():
+    """On this genre-set song, regenerating frames 90-150, the left shoulder went from 0.3 rad/s in
+    the kept dance to 10 rad/s on the first new frame (its angular acceleration 2.4 times the
+    dance's 99.5th percentile): the guide network reads no keys, so autoguidance doubled what the
+    key-aware network made of the kept frames (a 23 rad/s burst in its draw; none with guidance
+    alone). Autoguidance now eases out towards in-painted runs: 1.3 times."""
+    from engine.evaluation.evaluate_inbetween import angular_speed
+    from engine.evaluation.genre_set import genre_songs
+    songs = genre_songs()
+    index = next(i for i, s in enumerate(songs) if s.name == "energetic_acoustic_2")
+    song = songs[index].path
+    dance = generate(song, seed=index, duration=12.0, device="cpu")
+    poses = _regenerated(song, dance, 90, 150, seed=100 + index)
+    acceleration = lambda p: np.abs(np.diff(angular_speed(p, dance.fps), axis=0)) * dance.fps
+    reference = np.percentile(acceleration(dance.poses).max(axis=1), 99.5)
+    assert acceleration(poses)[87:92].max() <= 1.5 * reference, (acceleration(poses)[87:92].max(), reference)
+
+
 def test_a_silent_song_gets_a_note_and_a_song_with_beats_none(tmp_path, click_song, tiny_weights):
     # Review: digital silence got only "no beat was found"; -80 dBFS noise (a muted export) got no
     # note at all, its beats tracked in the noise.

@@ -346,7 +346,23 @@ def guided(model, style: torch.Tensor, guidance: float, late_guidance: float | N
     return denoise
 
 
-def autoguided(main: Callable, guide: Callable, weight: float, lowpass_frames: float = 0.0) -> Callable:
+def _near_runs_share(mask: torch.Tensor, taper_frames: float) -> torch.Tensor:
+    """(B, W, C) key mask -> (B, W) share of autoguidance's push kept: 0 on frames inside runs
+    of keyed frames (two or more in a row: what the sampler in-paints), rising linearly to 1
+    `taper_frames` away; 1 everywhere in a window without such runs."""
+    keyed = mask.abs().amax(-1) > 0.5
+    run = keyed.clone()
+    run[:, 1:-1] &= keyed[:, :-2] | keyed[:, 2:]
+    run[:, 0] &= keyed[:, 1]
+    run[:, -1] &= keyed[:, -2]
+    frames = torch.arange(mask.shape[1], device=mask.device, dtype=torch.float32)
+    apart = (frames[:, None] - frames[None, :]).abs()                        # (W, W)
+    nearest = torch.where(run[:, None, :], apart[None], torch.full_like(apart, float("inf"))[None]).amin(-1)
+    return (nearest / taper_frames).clamp(max=1.0)
+
+
+def autoguided(main: Callable, guide: Callable, weight: float, lowpass_frames: float = 0.0,
+               keyed_taper_frames: float = 0.0) -> Callable:
     """Autoguidance (Karras et al., "Guiding a Diffusion Model with a Bad Version of Itself",
     NeurIPS 2024) as a denoiser with the sampler's signature: guide + weight * (main - guide).
 
@@ -359,11 +375,20 @@ def autoguided(main: Callable, guide: Callable, weight: float, lowpass_frames: f
     prediction is the result, so extrapolating there only adds the two networks' disagreement
     about the finest detail to the dance (on validation clips: more foot contact errors, PFC).
     `lowpass_frames` > 0 low-passes the push (main - guide) in time before amplifying it (see `guided`).
+    `keyed_taper_frames` > 0, for a key-aware main network (its conditioning ends with the key
+    mask, engine.sampler.model.with_keys): the push fades out towards in-painted runs of keys
+    (_near_runs_share). The guide reads no keys, so the push there is mostly what the main network
+    makes of them, and amplified it set a limb off in a burst at a regenerated range's join.
     """
     def denoise(x_t, t, music):
         good = main(x_t, t, music)
         if weight == 1.0 or int(t[0]) == 0:
             return good
         bad = guide(x_t, t, music)
+        if keyed_taper_frames > 0:
+            share = _near_runs_share(music[..., -L.NUM_CHANNELS:], keyed_taper_frames)
+            if bool((share < 1).any()):
+                push = good - bad if lowpass_frames <= 0 else lowpass_in_time(good - bad, lowpass_frames)
+                return good + (weight - 1.0) * share[..., None] * push
         return _extrapolate(good, bad, weight, lowpass_frames)
     return denoise
