@@ -45,8 +45,13 @@ class Plan:
 
     @property
     def start_seconds(self) -> float:
-        """Seconds into the file of the first frame (a retimed strip plays span.speed of them a second)."""
-        return self.span.start + (self.first - self.span.first_frame) / self.fps * self.span.speed
+        """Seconds into the file of the first frame."""
+        return self.file_seconds(self.first)
+
+    def file_seconds(self, frame: int) -> float:
+        """Seconds into the file that scene frame `frame` plays (a retimed strip plays span.speed
+        of them a second)."""
+        return self.span.start + (frame - self.span.first_frame) / self.fps * self.span.speed
 
     def gain(self, first: int, last: int):
         """The strip's volume over frames first..last as engine.api.generate's `gain` (seconds from
@@ -275,7 +280,7 @@ def build_request(context):
         cons = scene_io.read_constraints(obj, first, last, p.fps, settings.keep_parts(), settings.keep_root, scene,
                                          context=fixed)
         kept = scene_io.key_masks(obj, first, last)
-    start = p.span.start + (first - p.span.first_frame) / p.fps * p.span.speed
+    start = p.file_seconds(first)
     style = settings.style
     # Quality Fast asks for the engine's default steps, which the shipped student stands for
     # (engine.sampler.fewstep); Best runs the teacher at the panel's Steps.
