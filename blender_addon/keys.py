@@ -15,6 +15,7 @@ rig_io (the user's own characters) both write through write_bone_rotations.
 """
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 
@@ -104,6 +105,25 @@ def _at_rest(prop: str, index: int, values: np.ndarray, size: float) -> np.ndarr
     if prop == "rotation_axis_angle" and index:   # the axis of a zero angle is free
         return np.ones(len(values), bool)
     return np.abs(np.remainder(values + math.pi, 2 * math.pi) - math.pi) <= REST_ANGLE   # Euler, angle
+
+
+def keys_digest(obj, action) -> str:
+    """A fingerprint of `action`'s keys on `obj` (channels, frames, values, key types, muted
+    curves; "" for no action). runner.apply compares the one taken when Generate was pressed
+    with the one found when the dance is written: the UI stays live while the engine runs."""
+    if action is None:
+        return ""
+    digest = hashlib.sha1()
+    curves = sorted(compat.action_fcurves(action, compat.object_slot(obj, action)),
+                    key=lambda fc: (fc.data_path, fc.array_index))
+    for fc in curves:
+        points = fc.keyframe_points
+        co, types = np.empty(2 * len(points), np.float32), np.empty(len(points), np.int32)
+        points.foreach_get("co", co)
+        points.foreach_get("type", types)
+        digest.update(f"{fc.data_path}[{fc.array_index}] {fc.mute}".encode())
+        digest.update(co.tobytes() + types.tobytes())
+    return digest.hexdigest()
 
 
 def bind_pose_frames(obj, action, posed_bones, modes=None) -> list[int]:

@@ -256,8 +256,14 @@ def lead_in(obj, bone_map, first: int) -> int | None:
 
 def build_request(context):
     """Everything the worker needs, read on the main thread."""
+    from engine.errors import EngineError
     from . import keys, rig_io, runner, scene_io
     scene, settings = context.scene, context.scene.dance
+    if scene.render.frame_map_old != scene.render.frame_map_new:
+        # Blender then shows the animation of frame f*old/new on frame f, and the sound as it is.
+        raise EngineError(f"Time Stretching is {scene.render.frame_map_old}:{scene.render.frame_map_new} (Output "
+                          "Properties > Frame Range): the dance would play at another speed than the song; set Old "
+                          "and New alike to generate")
     obj = dancer(context)
     bone_map = rig_io.check_dancer(obj)   # None: the SMPL dancer; else own character (issue 14)
     p = plan(scene, settings)
@@ -281,6 +287,7 @@ def build_request(context):
                                          context=fixed)
         kept = scene_io.key_masks(obj, first, last)
     start = p.file_seconds(first)
+    action = obj.animation_data.action if obj.animation_data is not None else None
     style = settings.style
     # Quality Fast asks for the engine's default steps, which the shipped student stands for
     # (engine.sampler.fewstep); Best runs the teacher at the panel's Steps.
@@ -288,7 +295,8 @@ def build_request(context):
     request = runner.Request(
         audio_path=p.span.path, start=start, duration=(last - first + 1) / p.fps, fps=p.fps,
         num_frames=last - first + 1, frame_start=first, armature_name=obj.name, scene_name=scene.name,
-        action_name="", style=style, seed=settings.seed,
+        action_name="", armature_uid=obj.session_uid, action_uid=action.session_uid if action is not None else 0,
+        keys_digest=keys.keys_digest(obj, action), style=style, seed=settings.seed,
         steps=steps, quality=settings.quality.lower(), guidance=settings.guidance, autoguidance=settings.autoguidance,
         device=device_choice(context), constraints=cons,
         weights=weights_choice(context), stage_radius=stage_radius(settings, obj, bone_map, first),

@@ -41,6 +41,9 @@ class Request:
     armature_name: str
     scene_name: str
     action_name: str
+    armature_uid: int = 0         # the dancer's session_uid: renaming it while the engine runs keeps it found
+    action_uid: int = 0           # session_uid of the action it played (0: none)
+    keys_digest: str = ""         # keys.keys_digest of that action: keys edited meanwhile are not overwritten
     style: str = "any"
     seed: int = 0
     steps: int = DEFAULT_STEPS
@@ -141,11 +144,13 @@ def apply(request: Request, motion: Motion):
     """Main thread: write `motion` onto the request's armature. Returns the new action."""
     import bpy
     from . import scene_io
-    obj = bpy.data.objects.get(request.armature_name)
+    obj = next((o for o in bpy.data.objects if o.session_uid == request.armature_uid), None) \
+        if request.armature_uid else bpy.data.objects.get(request.armature_name)
     if obj is None:  # deleted (or undone away) while the dance was being generated
         raise EngineError(f"the armature '{request.armature_name}' no longer exists")
     from .rig_io import check_writable
     check_writable(obj)   # before anything is changed: the UI stayed live while the engine ran
+    check_unchanged(obj, request)
     if request.bone_map is not None:   # own character (issue 14): retargeted onto its bones
         from . import rig_io
         action = rig_io.write_character_dance(obj, motion, request.frame_start, request.action_name, request.bone_map,
@@ -162,6 +167,22 @@ def apply(request: Request, motion: Motion):
     first, last = request.write_range or (request.frame_start, request.frame_start + motion.num_frames - 1)
     extend_frame_range(scene, int(first), int(math.ceil(last)))
     return action
+
+
+def check_unchanged(obj, request: Request) -> None:
+    """Raise EngineError (one line) where the animator switched the dancer's action or edited its
+    keys while the engine ran: the dance was made from the keys read when Generate was pressed,
+    and writing it would overwrite the new keys or paste it into another action."""
+    from .keys import keys_digest
+    ad = obj.animation_data
+    action = ad.action if ad is not None else None
+    if (action.session_uid if action is not None else 0) != request.action_uid:
+        now = f"'{action.name}'" if action is not None else "no action"
+        raise EngineError(f"'{obj.name}' plays {now} now, not the action Generate was pressed on: nothing was "
+                          "written; press Generate again")
+    if keys_digest(obj, action) != request.keys_digest:
+        raise EngineError(f"keys of '{action.name}' changed while the dance was generated: nothing was written "
+                          "(your keys are as you left them); press Generate again to dance them")
 
 
 def extend_frame_range(scene, first: int, last: int) -> None:

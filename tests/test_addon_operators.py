@@ -687,3 +687,71 @@ def test_a_retimed_strip_is_danced_over_its_frames_to_its_beats_as_heard(addon, 
     again = operators.build_request(bpy.context)                        # with the dance around it as context
     assert again.write_range == (100, 150) and again.frame_start < 100
     assert again.start == pytest.approx((again.frame_start - 1) / 30 * 0.5)
+
+
+def test_keys_on_constrained_bones_are_kept_as_keyed_not_as_constrained(addon, tmp_path):
+    # QA: keys on bones of the SMPL dancer under a Limit Rotation or an IK were read from the
+    # evaluated pose and written into the take as the constraint's result (an elbow keyed at
+    # (0.8, 0, 0, 0.6) came back (0.989, 0, 0, 0.149)); the constraint then acted on it again.
+    scene = addon
+    obj, keys, _ = _stage(scene, tmp_path)
+    limit = obj.pose.bones["left_elbow"].constraints.new('LIMIT_ROTATION')
+    limit.use_limit_x = limit.use_limit_y = limit.use_limit_z = True
+    limit.owner_space = 'LOCAL'                      # every limit 0: the elbow shows its rest
+    mine = obj.animation_data.action
+    elbow = [_fcurve(obj, mine, 'pose.bones["left_elbow"].rotation_quaternion', i) for i in range(4)]
+    keyed = {round(k.co.x): [fc.keyframe_points[n].co.y for fc in elbow] for n, k in enumerate(elbow[0].keyframe_points)}
+    request = operators.build_request(bpy.context)
+    take = runner.apply(request, runner.generate(request))
+    written = [_fcurve(obj, take, 'pose.bones["left_elbow"].rotation_quaternion', i) for i in range(4)]
+    for frame, values in keyed.items():
+        got = [next(k.co.y for k in fc.keyframe_points if round(k.co.x) == frame) for fc in written]
+        assert np.abs(np.array(got) - values).max() < 1e-5, (frame, got, values)
+    assert len(obj.pose.bones["left_elbow"].constraints) == 1
+
+
+def test_the_dance_goes_to_its_dancer_and_edits_made_meanwhile_are_not_overwritten(addon, tmp_path):
+    # QA: the UI stays live while the engine runs. A dancer renamed meanwhile lost its dance ("no
+    # longer exists"), or another dancer that took its old name got it; a key set meanwhile was
+    # overwritten by a generated one; a take switched to meanwhile got the dance pasted into it.
+    from engine.errors import EngineError
+    scene = addon
+    obj, _, _ = _stage(scene, tmp_path, seconds=1.5)
+    mine = obj.animation_data.action
+    request = operators.build_request(bpy.context)
+    motion = runner.generate(request)
+    obj.name = "Lead"
+    assert bpy.ops.dance.create_dancer() == {'FINISHED'}
+    other = scene.dance.armature
+    other.name = "SMPL"                               # the first dancer's old name
+    take = runner.apply(request, motion)
+    assert obj.animation_data.action == take and other.animation_data is None
+
+    scene.dance.armature = obj
+    obj.animation_data.action = mine                 # keys edited on the action danced from
+    request = operators.build_request(bpy.context)
+    names = sorted(a.name for a in bpy.data.actions)
+    shoulder = obj.pose.bones["left_shoulder"]
+    shoulder.rotation_quaternion = (0.707, 0.0, 0.0, 0.707)
+    shoulder.keyframe_insert("rotation_quaternion", frame=request.frame_start + 10)
+    with pytest.raises(EngineError, match="keys of 'SMPLAction' changed while the dance was generated"):
+        runner.apply(request, motion)
+    assert sorted(a.name for a in bpy.data.actions) == names and obj.animation_data.action == mine
+
+    request = operators.build_request(bpy.context)   # another action played meanwhile
+    obj.animation_data.action = take
+    with pytest.raises(EngineError, match="plays 'Dance .*' now, not the action Generate was pressed on"):
+        runner.apply(request, motion)
+    assert sorted(a.name for a in bpy.data.actions) == names and obj.animation_data.action == take
+
+
+def test_time_stretching_is_refused_in_one_line(addon, tmp_path):
+    # QA: with Time Stretching 100:200 Blender shows the animation of frame f/2 on frame f while
+    # the sound plays as it is: the dance played at half speed against the song, unsaid.
+    scene = addon
+    _stage(scene, tmp_path, seconds=1.0)
+    scene.render.frame_map_old, scene.render.frame_map_new = 100, 200
+    with pytest.raises(RuntimeError, match=r"Time Stretching is 100:200 .*set Old and New alike"):
+        bpy.ops.dance.generate()
+    scene.render.frame_map_new = 100
+    assert bpy.ops.dance.generate() == {'FINISHED'}
