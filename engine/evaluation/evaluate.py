@@ -55,6 +55,7 @@ COLUMNS = (  # (key in metrics.summarize, table header, scale)
     ("jerk", "Jerk m/s^3", 1.0),
     ("speed", "Speed m/s", 1.0),
     ("turn_snaps", "Snaps /10 s", 1.0),
+    ("legs_through", "Legs through %", 100.0),
     ("fid_k", "FID_k", 1.0),
     ("div_k", "Div_k", 1.0),
     ("fid_g", "FID_g", 1.0),
