@@ -490,3 +490,32 @@ def test_a_keyed_spin_faster_than_the_speed_guard_is_danced_whole(click_song, ti
     heading = np.unwrap(np.arctan2(m[:, 0, 2], m[:, 2, 2]))
     assert (heading[45] - heading[15]) / (2 * np.pi) == pytest.approx(4.0, abs=1e-4)
     assert rotation_error(motion.poses[[15, 45], :3], c.poses[[15, 45], :3]) < 1e-6
+
+
+def _refused_before_work(audio, tiny_weights, **kwargs) -> str:
+    """The EngineError generate raises; the progress callback cancels any work past the checks, so
+    an argument let through fails fast here (as 'generation cancelled') instead of dancing."""
+    with pytest.raises(EngineError) as e:
+        generate(audio, weights=tiny_weights, steps=1, progress=lambda fraction, message: fraction == 0.0, **kwargs)
+    assert "\n" not in str(e.value)
+    return str(e.value)
+
+
+def test_a_sample_rate_outside_8_to_192_khz_is_refused_before_work(tiny_weights):
+    # QA: sample_rate=44.1 (kHz typed for Hz) danced an 8 s clip as 8000 s (4.4 GB); 4.41e7 as one frame.
+    wave = np.zeros(8 * 44100, np.float32)
+    for rate in (44.1, 4.41e7, 7999, 192001, float("nan"), None):
+        said = _refused_before_work(wave, tiny_weights, sample_rate=rate)
+        assert said.startswith("sample_rate must be from 8000 to 192000 Hz" if rate is not None
+                               else "a numpy waveform needs its sample_rate"), said
+    from engine.music.audio import load_audio
+    for rate in (8000, 192000):                                  # the ends of the range are songs
+        assert load_audio(np.zeros(rate, np.float32), sample_rate=rate)[0].size == 15360
+    with pytest.raises(EngineError, match="sample_rate must be from 8000"):
+        load_audio(np.zeros(100, np.float32), sample_rate=44.1)
+
+
+def test_start_none_is_refused_before_work(click_song, tiny_weights):
+    # QA: start=None passed the option checks, then failed with a TypeError after sampling. The
+    # API's start is a number (0.0 by default), as duration's None is documented and start's is not.
+    assert _refused_before_work(click_song, tiny_weights, start=None) == "start must be 0 or more seconds, got None"

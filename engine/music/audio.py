@@ -117,8 +117,8 @@ def load_audio(source, sample_rate: float | None = None, start: float = 0.0,
 
 def _from_array(x: np.ndarray, sample_rate, start: float, duration, speed: float = 1.0) -> np.ndarray:
     import soxr
-    if sample_rate is None or not (math.isfinite(sample_rate) and sample_rate > 0):
-        raise EngineError("a numpy waveform needs its sample_rate (a positive number of Hz)")
+    from ..options import check_sample_rate
+    check_sample_rate(sample_rate)
     if x.size == 0:
         raise EngineError("the audio waveform is empty (0 samples)")
     if np.issubdtype(x.dtype, np.integer):  # PCM integers: full scale is 1.0 (unsigned: centred)
