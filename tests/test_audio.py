@@ -150,6 +150,25 @@ def test_user_mistakes_raise_engine_error(tmp_path):
         load_audio(tmp_path)                # a folder
 
 
+def test_a_float_file_far_beyond_full_scale_is_one_clear_line(tmp_path):
+    # QA: a float WAV peaking at 1e18 overflowed the float32 mel power, and librosa's beat tracker
+    # stopped on it with a traceback (ParameterError); 1e15 is still danced.
+    import warnings
+    from engine.music.audio import music_for_dance
+    noise = np.random.default_rng(0).uniform(-1, 1, 3 * 22050)
+    for peak in (1e18, 1e20):
+        path = tmp_path / f"loud{peak:.0e}.wav"
+        sf.write(str(path), (noise * peak).astype(np.float32), 22050, subtype="FLOAT")
+        for start, duration in ((0.0, None), (0.5, 2.0)):     # a slice is levelled as its whole file
+            with warnings.catch_warnings(record=True) as caught, pytest.raises(
+                    EngineError, match=r"^music features came out non-finite: the audio peaks at 1\.\d+e\+\d+ "
+                                       r"times full scale \(is the audio valid\?\)$"):
+                warnings.simplefilter("always")
+                music_for_dance(path, start=start, duration=duration)
+            assert not [str(w.message) for w in caught if w.category is RuntimeWarning]   # no "overflow" notes
+    assert len(music_for_dance(noise * 1e15, sample_rate=22050).features)
+
+
 def test_formats_libsndfile_lacks_go_through_ffmpeg(tmp_path):
     imageio_ffmpeg = pytest.importorskip("imageio_ffmpeg")
     wav, m4a = tmp_path / "a.wav", tmp_path / "a.m4a"

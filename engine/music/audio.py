@@ -405,8 +405,18 @@ def _spectra(y: np.ndarray, rate: float, hop: int, chroma: bool) -> tuple[np.nda
         frames = min(mel.shape[1], cens.shape[1])
         return np.concatenate([mel[:, :frames], cens[:, :frames]])
 
-    both = _chunked(spectra, y, hop, rate)
-    mel_db = librosa.power_to_db(both[:N_MELS])
+    def quietly(seg: np.ndarray) -> np.ndarray:
+        with np.errstate(over="ignore", invalid="ignore"):      # numpy's error state is per thread
+            return spectra(seg)
+
+    # Float samples far beyond full scale (a peak of 1e18) overflow the float32 mel power: said in
+    # one line, without numpy's overflow warnings (printed as notes) before it, and before
+    # librosa's beat tracker stops on it with a traceback.
+    with np.errstate(over="ignore", invalid="ignore"):
+        both = _chunked(quietly, y, hop, rate)
+        mel_db = librosa.power_to_db(both[:N_MELS])
+    if not np.isfinite(mel_db).all():
+        raise EngineError(_non_finite_features(y))
     return mel_db, (both[N_MELS:] if chroma else None)
 
 
@@ -511,7 +521,7 @@ def _analyse(wave: np.ndarray, sr: float, fps: float, features: bool = True, lev
     librosa = cached_librosa()
     n = int(round(len(wave) / sr * fps))
     y, rate, hop = _grid(wave, sr, fps)
-    mel_db, cens = _spectra(y, rate, hop, chroma=features)
+    mel_db, cens = _spectra(y, rate, hop, chroma=features)     # finite, or one line (_spectra)
     env = _envelope(mel_db, rate, hop)
     silent = _is_silent(y)
     beats, tempo = _beat_frames(env, silent, rate, hop)
@@ -530,8 +540,15 @@ def _analyse(wave: np.ndarray, sr: float, fps: float, features: bool = True, lev
         feats[peaks[peaks < k], FEATURE_CHANNELS["onset_peak"]] = 1.0
     feats[beats[beats < k], FEATURE_CHANNELS["beat"]] = 1.0
     if not np.isfinite(feats).all():
-        raise EngineError("music features came out non-finite (is the audio valid?)")
+        raise EngineError(_non_finite_features(y))
     return feats, beats, tempo
+
+
+def _non_finite_features(y: np.ndarray) -> str:
+    """The one line for music features that came out NaN or infinite (_spectra, _analyse)."""
+    peak = float(np.abs(y).max()) if y.size else 0.0
+    loud = f": the audio peaks at {peak:.3g} times full scale" if peak > 1 else ""
+    return f"music features came out non-finite{loud} (is the audio valid?)"
 
 
 def music_features(wave: np.ndarray, sr: float, fps: float = MODEL_FPS,
