@@ -133,13 +133,19 @@ def _from_array(x: np.ndarray, sample_rate, start: float, duration, speed: float
     total = x.shape[0]
     first = int(round(start * sample_rate))
     if first >= total:
-        raise EngineError(f"audio start {start:.2f} s is beyond the end of the audio ({total / sample_rate:.2f} s long)")
+        raise EngineError(f"audio start {start:.10g} s is at or beyond the end of the audio "
+                          f"({total / sample_rate:.10g} s long)")
     last = total if duration is None else min(total, first + int(round(duration * sample_rate)))
     x = np.ascontiguousarray(x[first:last], dtype=np.float32)
     if not np.isfinite(x).all():
         raise EngineError("the audio waveform holds NaN or infinite samples")
     if sample_rate * speed != FEATURE_SR:     # played faster, its samples come at a higher rate
         x = soxr.resample(x, sample_rate * speed, FEATURE_SR, quality="HQ").astype(np.float32, copy=False)
+    if x.size == 0:      # a sample or two, gone in resampling
+        if last < total:                   # the waveform has more: the duration asked is what is short
+            raise EngineError(_too_short_duration(duration, sample_rate))
+        raise EngineError(f"the audio waveform is too short to dance ({total - first} sample"
+                          f"{'s' * (total - first != 1)} at {sample_rate:g} Hz)")
     return x
 
 
@@ -210,7 +216,9 @@ def _from_file_loud(path: Path, start: float, duration, speed: float = 1.0) -> n
             raise EngineError(f"audio file contains no audio (0 samples): {path}")
         first = int(round(start * sr))
         if first >= total:
-            raise EngineError(f"audio start {start:.2f} s is beyond the end of {path.name} ({total / sr:.2f} s long)")
+            # Enough digits that a start just under the end does not read as the end itself.
+            raise EngineError(f"audio start {start:.10g} s is at or beyond the end of {path.name} "
+                              f"({total / sr:.10g} s long)")
         count = total - first if duration is None else min(total - first, int(round(duration * sr)))
         try:
             f.seek(first)
@@ -220,8 +228,16 @@ def _from_file_loud(path: Path, start: float, duration, speed: float = 1.0) -> n
         except (sf.SoundFileError, RuntimeError) as e:
             raise EngineError(f"cannot decode audio file {path}: {e}") from None
     if wave.size == 0:   # a sample or two, gone in resampling
+        if count < total - first:          # the file has more: the duration asked is what is short
+            raise EngineError(_too_short_duration(duration, sr))
         raise EngineError(f"audio file is too short to dance ({count} sample{'s' * (count != 1)} at {sr} Hz): {path}")
     return wave
+
+
+def _too_short_duration(duration: float, sr: float) -> str:
+    """The one line for a duration that holds no sample to dance (the file is not to blame)."""
+    n = int(round(duration * sr))
+    return f"duration {duration:g} s is too short to dance: it holds {n} sample{'s' * (n != 1)} at {sr:g} Hz"
 
 
 def _mix_cancels(mix_power: float, channel_power: float) -> bool:
@@ -307,7 +323,9 @@ def _from_ffmpeg(path: Path, start: float, duration, speed: float = 1.0) -> np.n
         raise EngineError(unreadable)
     if wave.size == 0:
         if start > 0:
-            raise EngineError(f"audio start {start:.2f} s is at or beyond the end of {path.name}")
+            raise EngineError(f"audio start {start:.10g} s is at or beyond the end of {path.name}")
+        if duration is not None and round(duration * FEATURE_SR) == 0:     # ffmpeg's -t gave no sample
+            raise EngineError(_too_short_duration(duration, FEATURE_SR))
         raise EngineError(f"audio file contains no audio (0 samples): {path}")
     if not np.isfinite(wave).all():
         raise EngineError(f"audio file holds NaN or infinite samples: {path}")
