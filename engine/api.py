@@ -338,7 +338,7 @@ def draw(audio, *, sample_rate: int | None = None, style: str = "any", seed: int
     held = held_stretches(silences, model_frames, _keyed_frames(constraints, fps, model_frames)) \
         if wait_in_silence else []
     if held:
-        # In the song's own seconds, as --start counts them (from --start 10 the slice's said 0.0-10.0 s for 10-20 s).
+        # In the song's own seconds, as --start counts them (from --start 10, 10-20 s was said 0.0-10.0 s).
         spans = ", ".join(f"{start + a / L.MODEL_FPS * speed:.1f}-{start + (b + 1) / L.MODEL_FPS * speed:.1f} s"
                           for a, b, _ in held)
         warnings.warn(f"the music is silent at {spans}: the dancer waits there (to dance through it: "
