@@ -1,5 +1,6 @@
 """engine.generate end to end with a tiny untrained checkpoint: lengths, determinism, constraints,
 errors. (Dance quality is the trained weights' business: see test_shipped_weights.py.)"""
+import re
 import subprocess
 import sys
 
@@ -110,6 +111,26 @@ def test_bad_options_raise_clear_errors(click_song, tiny_weights, kwargs, messag
 def test_constraints_of_wrong_shape_are_refused():
     with pytest.raises(EngineError, match="shape"):
         Constraints(np.zeros((5, 69)), np.zeros((5, 3)), np.zeros((5, 24), bool), np.zeros(5, bool))
+
+
+def test_the_constraints_builders_refuse_mistakes_in_one_line_before_keying():
+    # QA: an unknown part was a ValueError, a frame past the end or poses shorter than the frames an
+    # IndexError, and frame -1 keyed the last frame.
+    pose = np.full(72, 0.1)
+    for build, said in ((lambda c: c.set_pose(0, pose, ["arm"]), "unknown joint or body part 'arm' (body parts: all, arms"),
+                        (lambda c: c.set_pose(240, pose), "a frame is a whole number from 0 (the dance's first) to 239, got 240"),
+                        (lambda c: c.set_pose(-1, pose), "got -1"),
+                        (lambda c: c.set_pose(2.5, pose), "got 2.5"),
+                        (lambda c: c.set_pose(0, pose[:69]), "a pose is 72 numbers"),
+                        (lambda c: c.set_pose(0, pose, root=[0.0, 1.0]), "a root is 3 numbers"),
+                        (lambda c: c.follow(np.tile(pose, (10, 1)), ["arms"]), "follow needs a pose for each frame up to 239"),
+                        (lambda c: c.follow(np.tile(pose, (240, 1)), ["arms", "elbow"]), "'elbow'")):
+        c = Constraints.empty(240, 30)
+        with pytest.raises(EngineError, match=re.escape(said)) as e:
+            build(c)
+        assert "\n" not in str(e.value) and c.is_empty, said               # nothing keyed
+    c = Constraints.empty(240, 30).set_pose(np.int64(239), pose).follow(np.tile(pose, (10, 1)), "arms", frames=range(10))
+    assert c.joint_mask[239].all() and c.joint_mask[:10].sum() == 10 * 10 and not c.joint_mask[10:239].any()
 
 
 @pytest.mark.parametrize("change, message", [
