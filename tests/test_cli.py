@@ -339,3 +339,33 @@ def test_a_one_frame_dance_is_said_in_the_singular_and_never_as_zero_seconds(tmp
     r = _cli("generate", song, "-o", tmp_path / "blip.npz", "--weights", tiny_weights, "--steps", "2", "--quiet")
     assert r.returncode == 0, r.stderr
     assert "1 frame at 30 fps (0.033 s)" in r.stdout, r.stdout
+
+
+def test_sigterm_while_the_preview_renders_leaves_no_temporary_file(tmp_path, tiny_weights):
+    # QA: SIGTERM (kill, timeout, a batch scheduler) while the preview rendered ended the process at
+    # once and left its hidden .preview-PID-*.mp4 in the output folder; Ctrl-C was clean.
+    import signal
+    import time
+    import soundfile as sf
+    from engine.example import make_click_track
+    song = tmp_path / "song.wav"
+    sf.write(song, make_click_track(20.0, 120.0, 22050), 22050)      # a preview of some seconds to render
+    out = tmp_path / "out"
+    out.mkdir()
+    proc = subprocess.Popen([sys.executable, "-m", "engine", "generate", str(song), "-o", str(out / "d.npz"),
+                             "-o", str(out / "d.mp4"), "--weights", str(tiny_weights), "--steps", "1", "--quiet"],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not list(out.glob(".preview-*")):                      # ffmpeg has started writing
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGTERM)                             # to the engine only, as `kill PID` does
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 128 + signal.SIGTERM, stderr
+    assert stderr.strip().splitlines()[-1] == "terminated", stderr
+    assert sorted(p.name for p in out.iterdir()) == ["d.npz"]         # the temp video removed, no d.mp4
