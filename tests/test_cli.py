@@ -227,6 +227,49 @@ def test_batch_without_a_song_names_its_audio_option(tmp_path, tiny_weights):
     assert not (tmp_path / "d.npz").exists()
 
 
+def test_batch_with_several_songs_in_the_scene_names_its_audio_option(tmp_path, tiny_weights):
+    # QA: "select one in the sequencer or pick it in the Dance panel", a headless tool's user told
+    # to use the UI.
+    bpy = pytest.importorskip("bpy")
+    import soundfile as sf
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    strips = bpy.context.scene.sequence_editor_create()
+    strips = getattr(strips, "strips", None) or strips.sequences
+    for k in range(2):
+        sf.write(tmp_path / f"song{k}.wav", np.zeros(22050, np.float32), 22050)
+        strips.new_sound(f"song{k}", str(tmp_path / f"song{k}.wav"), k + 1, 1)
+    bpy.ops.wm.save_as_mainfile(filepath=str(tmp_path / "two.blend"))
+    r = _batch(tmp_path, "--blend", tmp_path / "two.blend", "--weights", tiny_weights, "--out-npz", tmp_path / "d.npz")
+    assert r.returncode == 1 and r.stderr.strip().splitlines() == [
+        "error: 2 sound strips in the scene and none picked: name the song with --audio FILE"], r.stderr
+    assert not (tmp_path / "d.npz").exists()
+
+
+def test_batch_checks_its_song_and_frame_start_as_the_command_line_does(tmp_path, tiny_weights):
+    # QA: --audio FOLDER said "audio file not found" once the scene was built (the command line: "is
+    # a folder"); --frame-start outside Blender's frames, or a song running past its last frame,
+    # was clamped without a word (a dance at frames 1048574-1048765).
+    pytest.importorskip("bpy")
+    import soundfile as sf
+    missing = tmp_path / "missing.blend"        # would be "not found" if the scene were opened first
+    out = ["--weights", tiny_weights, "--out-npz", tmp_path / "d.npz"]
+    for audio, said in ((tmp_path, f"the song {tmp_path} is a folder, not an audio file"),
+                        (tmp_path / "none.wav", f"song not found: {tmp_path / 'none.wav'}")):
+        r = _batch(tmp_path, "--blend", missing, "--audio", audio, *out)
+        assert r.returncode == 1 and r.stderr.strip().splitlines() == [f"error: {said}"], r.stderr
+    for frame in (-100000000, -1048575, 1048575):
+        r = _batch(tmp_path, "--blend", missing, "--frame-start", frame, *out)
+        assert r.returncode == 1 and r.stderr.strip().splitlines() == [
+            f"error: --frame-start must be a frame from -1048574 to 1048574 (Blender's range), got {frame}"], r.stderr
+    song = tmp_path / "song.wav"
+    sf.write(song, np.zeros(8 * 22050, np.float32), 22050)                  # 8 s: 192 frames at 24 fps
+    r = _batch(tmp_path, "--audio", song, "--fps", 24, "--frame-start", 1048574 - 190, *out)
+    assert r.returncode == 1 and r.stderr.strip().splitlines() == [
+        "error: --frame-start 1048384: the song (8.0 s) would play to frame 1048575, past Blender's last frame "
+        "1048574"], r.stderr
+    assert "dance:" not in r.stdout and not (tmp_path / "d.npz").exists()
+
+
 def _batch_options(tmp_path, tiny_weights, *options):
     """batch.py's options checked (check_args) in a fresh bpy process -> (the run, the keep toggles)."""
     code = ("import sys; sys.path.insert(0, sys.argv[1]); import batch; "
