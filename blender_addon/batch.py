@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import math
 import os
 import sys
 from pathlib import Path
@@ -91,10 +92,18 @@ def check_args(args: argparse.Namespace) -> None:
     """engine.options' validation, shared with the command line, before any scene is touched
     or any generation starts; EngineError on the first mistake. Sets args.keep_toggles."""
     from engine.api import available_styles
-    from engine.options import check_options, parse_body_parts
+    from engine.errors import EngineError
+    from engine.options import check_options, check_song_path, parse_body_parts
     styles = available_styles(os.path.abspath(args.weights) if args.weights else None)
     check_options(style=args.style, styles=styles, steps=_teacher_steps(args), seed=args.seed, fps=args.fps,
                   guidance=args.guidance, autoguidance=args.autoguidance, stage_radius=args.stage_radius)
+    if args.audio is not None:          # as the command line checks its song (a folder was "not found")
+        check_song_path(args.audio)
+    if args.frame_start is not None:    # Blender clamped a frame outside its range without a word
+        first, last = _blender_frames()
+        if not first <= args.frame_start <= last:
+            raise EngineError(f"--frame-start must be a frame from {first} to {last} (Blender's range), "
+                              f"got {args.frame_start}")
     args.keep_toggles = _keep_toggles(parse_body_parts(args.keep, allow_root=True))
     if args.quality == "fast" and args.steps is not None:      # said, as the command line says it
         print(f"note: --steps {args.steps} are the many-step model's: quality 'fast' uses the many-step model",
@@ -144,17 +153,43 @@ def _sound_strip(scene, audio: str | None, frame_start: int | None, scene_io, co
             return scene_io.find_sound_strip(scene)
         except scene_io.NoSoundStrip:       # the panel's words name its menus; here the option is what to give
             raise EngineError("no song: the scene has no sound strip; give one with --audio FILE") from None
+        except scene_io.SeveralSoundStrips as e:
+            raise EngineError(f"{e.count} sound strips in the scene and none picked: name the song with "
+                              "--audio FILE") from None
     target = os.path.normpath(os.path.abspath(audio))
     for strip in compat.all_strips(scene):
         if strip.type == 'SOUND' and strip.sound is not None and \
                 os.path.normpath(scene_io._sound_file(strip.sound)) == target:
             return strip
+    _check_song_fits(scene, target, frame_start)
     playing = [s.name for s in compat.all_strips(scene) if s.type == 'SOUND' and not s.mute]
     if playing:     # the scene's own song would play over the new one in the saved file
         print(f"note: the scene's sound strip(s) {', '.join(repr(n) for n in playing)} still play beside "
               f"{os.path.basename(target)}: mute them in the Video Sequencer to hear only the new song",
               file=sys.stderr, flush=True)
     return scene_io.add_sound_strip(scene, target, frame_start)
+
+
+def _blender_frames() -> tuple[int, int]:
+    """The first and last frame Blender has (MINAFRAME, MAXFRAME), as its own properties say."""
+    import bpy
+    frame = bpy.types.Scene.bl_rna.properties["frame_current"]
+    return frame.hard_min, frame.hard_max
+
+
+def _check_song_fits(scene, path: str, frame_start: int | None) -> None:
+    """EngineError if the song, from `frame_start` at the scene's rate, runs past Blender's last
+    frame: Blender would clamp the frames and the dance's end be lost, without a word."""
+    from engine.errors import EngineError
+    from engine.music.audio import audio_seconds
+    seconds = audio_seconds(path)                       # from the header (None: not known cheaply)
+    if frame_start is None or seconds is None:
+        return
+    end = frame_start + math.ceil(seconds * scene.render.fps / scene.render.fps_base) - 1
+    last = _blender_frames()[1]
+    if end > last:
+        raise EngineError(f"--frame-start {frame_start}: the song ({seconds:.1f} s) would play to frame {end}, "
+                          f"past Blender's last frame {last}")
 
 
 def _armature(context, name: str | None, scene_io):

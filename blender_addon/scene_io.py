@@ -535,6 +535,14 @@ class NoSoundStrip(EngineError):
     """The scene has no sound strip to dance to (batch.py names its --audio option instead)."""
 
 
+class SeveralSoundStrips(EngineError):
+    """The scene has several sound strips and none is picked (batch.py names its --audio option instead)."""
+
+    def __init__(self, count: int):
+        super().__init__(f"{count} sound strips: select one in the sequencer or pick it in the Dance panel")
+        self.count = count
+
+
 class AudioSpan(NamedTuple):
     """The part of a sound file the scene plays: file, where in it, how long, and from which frame."""
     path: str
@@ -564,7 +572,7 @@ def find_sound_strip(scene, name: str = ""):
             return pick[0]
     if not sounds:
         raise NoSoundStrip("no sound strip: add the song in the Video Sequencer (Add > Sound) or pick an audio file")
-    raise EngineError(f"{len(sounds)} sound strips: select one in the sequencer or pick it in the Dance panel")
+    raise SeveralSoundStrips(len(sounds))
 
 
 def _inaudible(scene, strip) -> bool:

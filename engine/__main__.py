@@ -195,7 +195,36 @@ def run_tool(name: str, argv: list[str]) -> int:
     return tool.main(argv)
 
 
+class Terminated(BaseException):
+    """SIGTERM (kill, timeout, a batch scheduler) as an exception: the default action ends the
+    process at once, skipping the finally blocks that remove temporary files (the preview's hidden
+    .preview-PID-*.mp4 stayed in the output folder)."""
+
+
 def main(argv=None) -> int:
+    import os
+    import signal
+    import threading
+    if threading.current_thread() is not threading.main_thread():     # only the main thread may set it
+        return _main(argv)
+    pid = os.getpid()
+
+    def terminated(signum, frame):
+        if os.getpid() != pid:      # a forked child (engine.music.background) ends as SIGTERM ended it
+            os._exit(128 + signum)
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, terminated)
+    try:
+        return _main(argv)
+    except Terminated:
+        print("terminated", file=sys.stderr)
+        return 128 + signal.SIGTERM        # what a shell reports for a process SIGTERM ended
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv=None) -> int:
     if argv is None:
         argv = sys.argv[1:]
         if argv and argv[0] in TOOLS:

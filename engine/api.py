@@ -28,7 +28,7 @@ from .finishing.feet import beat_cycle, clean_feet
 from .finishing.rootpath import keep_on_floor
 from .finishing.turns import limit_joint_speeds, limit_pelvis_turns
 from .music.silence import ABSOLUTE_SILENCE_DBFS, gain_envelope, heard_levels_db, silent_stretches_of
-from .options import check_options
+from .options import check_options, check_sample_rate
 from .sampler import checkpoint
 from .sampler.diffusion import Inpainting, autoguided, cosine_alpha_bar, guided, sample
 from .sampler.facing import facing_alignment, facing_front, keys_facing_or_path
@@ -67,13 +67,15 @@ def resolve_device(name: str) -> torch.device:
     return torch.device("cpu")
 
 
-def _check_argument_types(style, sample_rate, constraints) -> None:
+def _check_argument_types(audio, style, sample_rate, constraints) -> None:
     """What a notebook might pass by mistake, said in one line (they were raw ValueError,
     TypeError and AttributeError tracebacks)."""
     if not isinstance(style, str):
         raise EngineError(f"style must be a style name such as 'any' (see available_styles()), got {style!r}")
     if sample_rate is not None and (isinstance(sample_rate, bool) or not isinstance(sample_rate, numbers.Real)):
         raise EngineError(f"sample_rate must be a number of samples per second, got {sample_rate!r}")
+    if isinstance(audio, np.ndarray):      # a file's header gives its own rate
+        check_sample_rate(sample_rate)
     if constraints is not None and not isinstance(constraints, Constraints):
         raise EngineError("constraints must be an engine Constraints (Constraints.empty(frames, fps) and its "
                           f"set_pose, or Constraints.load_npz(path)), got {type(constraints).__name__}")
@@ -204,7 +206,8 @@ def generate(audio, *, sample_rate: int | None = None, style: str = "any", seed:
              guidance_lowpass: float = GUIDANCE_LOWPASS_FRAMES, sampling_eta: float = SAMPLING_ETA,
              sampling_solver: str = SAMPLING_SOLVER, wait_in_silence: bool = True, speed: float = 1.0,
              gain=None) -> Motion:
-    """Generate a dance for `audio` (a file path, or a waveform with `sample_rate`).
+    """Generate a dance for `audio` (a file path, or a waveform with `sample_rate` in Hz, from
+    options.MIN_SAMPLE_RATE to MAX_SAMPLE_RATE).
 
     The dance covers the song from `start` for `duration` seconds (default: to the end) at `fps`.
     `constraints` (at `fps`, frame 0 = the first generated frame) come out exactly as given.
@@ -279,7 +282,7 @@ def draw(audio, *, sample_rate: int | None = None, style: str = "any", seed: int
     report = report or (lambda fraction, message: None)
 
     report(0.0, "loading the model")
-    _check_argument_types(style, sample_rate, constraints)
+    _check_argument_types(audio, style, sample_rate, constraints)
     dev = resolve_device(device)
     # A few-step student serves the settings it was distilled for; others need the many-step model.
     # Only the file's header is read to choose: the networks of the one chosen are loaded.
@@ -335,7 +338,9 @@ def draw(audio, *, sample_rate: int | None = None, style: str = "any", seed: int
     held = held_stretches(silences, model_frames, _keyed_frames(constraints, fps, model_frames)) \
         if wait_in_silence else []
     if held:
-        spans = ", ".join(f"{a / L.MODEL_FPS:.1f}-{(b + 1) / L.MODEL_FPS:.1f} s" for a, b, _ in held)
+        # In the song's own seconds, as --start counts them (from --start 10, 10-20 s was said 0.0-10.0 s).
+        spans = ", ".join(f"{start + a / L.MODEL_FPS * speed:.1f}-{start + (b + 1) / L.MODEL_FPS * speed:.1f} s"
+                          for a, b, _ in held)
         warnings.warn(f"the music is silent at {spans}: the dancer waits there (to dance through it: "
                       "untick Wait in Silence, or --dance-silence)", EngineNote)
         constraints = start_pose_kept(constraints, held, fps)

@@ -20,6 +20,9 @@ MAX_GUIDANCE = 20.0
 # Seeds are what the add-on's Seed field holds (a Blender IntProperty: 0 to 2^31 - 1), so a seed
 # from the shell, batch.py or Python gives the same dance as in the panel.
 MAX_SEED = 2**31 - 1
+# The sample rates a waveform given as an array may have (README: 8-192 kHz). Checked only
+# against zero, a rate in kHz typed for Hz (44.1) danced an 8 s clip as 8000 s.
+MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 8_000, 192_000
 # Body-part names the engine accepts (engine.body.skeleton.BODY_PARTS); "root" (the pelvis's path)
 # is kept separately from rotations, where a tool can keep it (batch.py's --keep).
 BODY_PART_NAMES: tuple[str, ...] = tuple(BODY_PARTS)
@@ -48,8 +51,7 @@ def check_options(*, style: str | None = None, styles=None, steps=None, fps=None
         raise EngineError(f"seed must be a whole number from 0 to {MAX_SEED}, got {seed!r}")
     if fps is not None and not (_finite(fps) and 1.0 <= fps <= MAX_FPS):
         raise EngineError(f"fps must be between 1 and {MAX_FPS:g}, got {fps!r}")
-    start = 0.0 if start is None else start
-    if not (_finite(start) and start >= 0):
+    if not (_finite(start) and start >= 0):     # None too: the API's start is a number (0.0 by default)
         raise EngineError(f"start must be 0 or more seconds, got {start!r}")
     if duration is not None and not (_finite(duration) and duration > 0):
         raise EngineError(f"duration must be more than 0 seconds, got {duration!r}")
@@ -79,6 +81,15 @@ def check_options(*, style: str | None = None, styles=None, steps=None, fps=None
         raise EngineError(f"unknown sampling solver {sampling_solver!r}; available: {', '.join(SAMPLING_SOLVERS)}")
     if sampling_solver not in (None, "ddim") and sampling_eta:
         raise EngineError(f"sampling_eta > 0 (stochastic steps) needs the ddim solver, not {sampling_solver!r}")
+
+
+def check_sample_rate(sample_rate) -> None:
+    """A numpy waveform's sample rate, in Hz, from MIN_SAMPLE_RATE to MAX_SAMPLE_RATE."""
+    if sample_rate is None:
+        raise EngineError("a numpy waveform needs its sample_rate (samples per second, e.g. 44100)")
+    if not (_finite(sample_rate) and MIN_SAMPLE_RATE <= sample_rate <= MAX_SAMPLE_RATE):
+        raise EngineError(f"sample_rate must be from {MIN_SAMPLE_RATE} to {MAX_SAMPLE_RATE} Hz (samples per "
+                          f"second, e.g. 44100), got {sample_rate!r}")
 
 
 def parse_body_parts(text_or_names, allow_root: bool = False) -> list[str]:

@@ -95,7 +95,7 @@ def test_batch_end_to_end_keeps_the_files_keys(tmp_path, tiny_weights):
                           "--out-npz", str(tmp_path / "nope.npz")],
                          capture_output=True, text=True, env=_isolated_env(tmp_path), timeout=120, cwd=tmp_path)
     assert bad.returncode == 1
-    assert bad.stderr.strip().count("\n") == 0 and bad.stderr.startswith("error: audio file not found")
+    assert bad.stderr.strip().count("\n") == 0 and bad.stderr.startswith("error: song not found")
 
 
 def test_the_extension_ships_the_checkpoints_not_the_training_notes():

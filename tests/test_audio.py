@@ -150,6 +150,48 @@ def test_user_mistakes_raise_engine_error(tmp_path):
         load_audio(tmp_path)                # a folder
 
 
+def test_a_start_or_duration_with_nothing_to_dance_is_said_as_such(tmp_path):
+    # QA: --duration 1e-9 said the file was "too short to dance (0 samples)", and --start 7.999999
+    # that "8.00 s is beyond the end of ... (8.00 s long)".
+    sr = 44100
+    wave = _sine(440, 8.0, sr)
+    path = tmp_path / "eight.wav"
+    sf.write(str(path), wave, sr)
+    for source, rate in ((path, None), (wave, sr)):
+        for duration, samples in ((1e-9, "0 samples"), (3e-5, "1 sample")):
+            with pytest.raises(EngineError, match=rf"^duration {duration:g} s is too short to dance: it holds "
+                                                  rf"{samples} at 44100 Hz$"):
+                load_audio(source, sample_rate=rate, duration=duration)
+        with pytest.raises(EngineError, match=r"^audio start 7\.999999 s is at or beyond the end of (eight\.wav|"
+                                              r"the audio) \(8 s long\)$"):
+            load_audio(source, sample_rate=rate, start=7.999999)
+    imageio_ffmpeg = pytest.importorskip("imageio_ffmpeg")
+    m4a = tmp_path / "eight.m4a"           # through ffmpeg, which has no length to check beforehand
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-i", str(path), "-c:a", "aac", str(m4a)],
+                   check=True)
+    with pytest.raises(EngineError, match=r"^duration 1e-09 s is too short to dance: it holds 0 samples at 15360 Hz$"):
+        load_audio(m4a, duration=1e-9)
+
+
+def test_a_float_file_far_beyond_full_scale_is_one_clear_line(tmp_path):
+    # QA: a float WAV peaking at 1e18 overflowed the float32 mel power, and librosa's beat tracker
+    # stopped on it with a traceback (ParameterError); 1e15 is still danced.
+    import warnings
+    from engine.music.audio import music_for_dance
+    noise = np.random.default_rng(0).uniform(-1, 1, 3 * 22050)
+    for peak in (1e18, 1e20):
+        path = tmp_path / f"loud{peak:.0e}.wav"
+        sf.write(str(path), (noise * peak).astype(np.float32), 22050, subtype="FLOAT")
+        for start, duration in ((0.0, None), (0.5, 2.0)):     # a slice is levelled as its whole file
+            with warnings.catch_warnings(record=True) as caught, pytest.raises(
+                    EngineError, match=r"^music features came out non-finite: the audio peaks at 1\.\d+e\+\d+ "
+                                       r"times full scale \(is the audio valid\?\)$"):
+                warnings.simplefilter("always")
+                music_for_dance(path, start=start, duration=duration)
+            assert not [str(w.message) for w in caught if w.category is RuntimeWarning]   # no "overflow" notes
+    assert len(music_for_dance(noise * 1e15, sample_rate=22050).features)
+
+
 def test_formats_libsndfile_lacks_go_through_ffmpeg(tmp_path):
     imageio_ffmpeg = pytest.importorskip("imageio_ffmpeg")
     wav, m4a = tmp_path / "a.wav", tmp_path / "a.m4a"

@@ -227,6 +227,49 @@ def test_batch_without_a_song_names_its_audio_option(tmp_path, tiny_weights):
     assert not (tmp_path / "d.npz").exists()
 
 
+def test_batch_with_several_songs_in_the_scene_names_its_audio_option(tmp_path, tiny_weights):
+    # QA: "select one in the sequencer or pick it in the Dance panel", a headless tool's user told
+    # to use the UI.
+    bpy = pytest.importorskip("bpy")
+    import soundfile as sf
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    strips = bpy.context.scene.sequence_editor_create()
+    strips = getattr(strips, "strips", None) or strips.sequences
+    for k in range(2):
+        sf.write(tmp_path / f"song{k}.wav", np.zeros(22050, np.float32), 22050)
+        strips.new_sound(f"song{k}", str(tmp_path / f"song{k}.wav"), k + 1, 1)
+    bpy.ops.wm.save_as_mainfile(filepath=str(tmp_path / "two.blend"))
+    r = _batch(tmp_path, "--blend", tmp_path / "two.blend", "--weights", tiny_weights, "--out-npz", tmp_path / "d.npz")
+    assert r.returncode == 1 and r.stderr.strip().splitlines() == [
+        "error: 2 sound strips in the scene and none picked: name the song with --audio FILE"], r.stderr
+    assert not (tmp_path / "d.npz").exists()
+
+
+def test_batch_checks_its_song_and_frame_start_as_the_command_line_does(tmp_path, tiny_weights):
+    # QA: --audio FOLDER said "audio file not found" once the scene was built (the command line: "is
+    # a folder"); --frame-start outside Blender's frames, or a song running past its last frame,
+    # was clamped without a word (a dance at frames 1048574-1048765).
+    pytest.importorskip("bpy")
+    import soundfile as sf
+    missing = tmp_path / "missing.blend"        # would be "not found" if the scene were opened first
+    out = ["--weights", tiny_weights, "--out-npz", tmp_path / "d.npz"]
+    for audio, said in ((tmp_path, f"the song {tmp_path} is a folder, not an audio file"),
+                        (tmp_path / "none.wav", f"song not found: {tmp_path / 'none.wav'}")):
+        r = _batch(tmp_path, "--blend", missing, "--audio", audio, *out)
+        assert r.returncode == 1 and r.stderr.strip().splitlines() == [f"error: {said}"], r.stderr
+    for frame in (-100000000, -1048575, 1048575):
+        r = _batch(tmp_path, "--blend", missing, "--frame-start", frame, *out)
+        assert r.returncode == 1 and r.stderr.strip().splitlines() == [
+            f"error: --frame-start must be a frame from -1048574 to 1048574 (Blender's range), got {frame}"], r.stderr
+    song = tmp_path / "song.wav"
+    sf.write(song, np.zeros(8 * 22050, np.float32), 22050)                  # 8 s: 192 frames at 24 fps
+    r = _batch(tmp_path, "--audio", song, "--fps", 24, "--frame-start", 1048574 - 190, *out)
+    assert r.returncode == 1 and r.stderr.strip().splitlines() == [
+        "error: --frame-start 1048384: the song (8.0 s) would play to frame 1048575, past Blender's last frame "
+        "1048574"], r.stderr
+    assert "dance:" not in r.stdout and not (tmp_path / "d.npz").exists()
+
+
 def _batch_options(tmp_path, tiny_weights, *options):
     """batch.py's options checked (check_args) in a fresh bpy process -> (the run, the keep toggles)."""
     code = ("import sys; sys.path.insert(0, sys.argv[1]); import batch; "
@@ -339,3 +382,33 @@ def test_a_one_frame_dance_is_said_in_the_singular_and_never_as_zero_seconds(tmp
     r = _cli("generate", song, "-o", tmp_path / "blip.npz", "--weights", tiny_weights, "--steps", "2", "--quiet")
     assert r.returncode == 0, r.stderr
     assert "1 frame at 30 fps (0.033 s)" in r.stdout, r.stdout
+
+
+def test_sigterm_while_the_preview_renders_leaves_no_temporary_file(tmp_path, tiny_weights):
+    # QA: SIGTERM (kill, timeout, a batch scheduler) while the preview rendered ended the process at
+    # once and left its hidden .preview-PID-*.mp4 in the output folder; Ctrl-C was clean.
+    import signal
+    import time
+    import soundfile as sf
+    from engine.example import make_click_track
+    song = tmp_path / "song.wav"
+    sf.write(song, make_click_track(20.0, 120.0, 22050), 22050)      # a preview of some seconds to render
+    out = tmp_path / "out"
+    out.mkdir()
+    proc = subprocess.Popen([sys.executable, "-m", "engine", "generate", str(song), "-o", str(out / "d.npz"),
+                             "-o", str(out / "d.mp4"), "--weights", str(tiny_weights), "--steps", "1", "--quiet"],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not list(out.glob(".preview-*")):                      # ffmpeg has started writing
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGTERM)                             # to the engine only, as `kill PID` does
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 128 + signal.SIGTERM, stderr
+    assert stderr.strip().splitlines()[-1] == "terminated", stderr
+    assert sorted(p.name for p in out.iterdir()) == ["d.npz"]         # the temp video removed, no d.mp4

@@ -1,5 +1,6 @@
 """engine.generate end to end with a tiny untrained checkpoint: lengths, determinism, constraints,
 errors. (Dance quality is the trained weights' business: see test_shipped_weights.py.)"""
+import re
 import subprocess
 import sys
 
@@ -110,6 +111,26 @@ def test_bad_options_raise_clear_errors(click_song, tiny_weights, kwargs, messag
 def test_constraints_of_wrong_shape_are_refused():
     with pytest.raises(EngineError, match="shape"):
         Constraints(np.zeros((5, 69)), np.zeros((5, 3)), np.zeros((5, 24), bool), np.zeros(5, bool))
+
+
+def test_the_constraints_builders_refuse_mistakes_in_one_line_before_keying():
+    # QA: an unknown part was a ValueError, a frame past the end or poses shorter than the frames an
+    # IndexError, and frame -1 keyed the last frame.
+    pose = np.full(72, 0.1)
+    for build, said in ((lambda c: c.set_pose(0, pose, ["arm"]), "unknown joint or body part 'arm' (body parts: all, arms"),
+                        (lambda c: c.set_pose(240, pose), "a frame is a whole number from 0 (the dance's first) to 239, got 240"),
+                        (lambda c: c.set_pose(-1, pose), "got -1"),
+                        (lambda c: c.set_pose(2.5, pose), "got 2.5"),
+                        (lambda c: c.set_pose(0, pose[:69]), "a pose is 72 numbers"),
+                        (lambda c: c.set_pose(0, pose, root=[0.0, 1.0]), "a root is 3 numbers"),
+                        (lambda c: c.follow(np.tile(pose, (10, 1)), ["arms"]), "follow needs a pose for each frame up to 239"),
+                        (lambda c: c.follow(np.tile(pose, (240, 1)), ["arms", "elbow"]), "'elbow'")):
+        c = Constraints.empty(240, 30)
+        with pytest.raises(EngineError, match=re.escape(said)) as e:
+            build(c)
+        assert "\n" not in str(e.value) and c.is_empty, said               # nothing keyed
+    c = Constraints.empty(240, 30).set_pose(np.int64(239), pose).follow(np.tile(pose, (10, 1)), "arms", frames=range(10))
+    assert c.joint_mask[239].all() and c.joint_mask[:10].sum() == 10 * 10 and not c.joint_mask[10:239].any()
 
 
 @pytest.mark.parametrize("change, message", [
@@ -490,3 +511,32 @@ def test_a_keyed_spin_faster_than_the_speed_guard_is_danced_whole(click_song, ti
     heading = np.unwrap(np.arctan2(m[:, 0, 2], m[:, 2, 2]))
     assert (heading[45] - heading[15]) / (2 * np.pi) == pytest.approx(4.0, abs=1e-4)
     assert rotation_error(motion.poses[[15, 45], :3], c.poses[[15, 45], :3]) < 1e-6
+
+
+def _refused_before_work(audio, tiny_weights, **kwargs) -> str:
+    """The EngineError generate raises; the progress callback cancels any work past the checks, so
+    an argument let through fails fast here (as 'generation cancelled') instead of dancing."""
+    with pytest.raises(EngineError) as e:
+        generate(audio, weights=tiny_weights, steps=1, progress=lambda fraction, message: fraction == 0.0, **kwargs)
+    assert "\n" not in str(e.value)
+    return str(e.value)
+
+
+def test_a_sample_rate_outside_8_to_192_khz_is_refused_before_work(tiny_weights):
+    # QA: sample_rate=44.1 (kHz typed for Hz) danced an 8 s clip as 8000 s (4.4 GB); 4.41e7 as one frame.
+    wave = np.zeros(8 * 44100, np.float32)
+    for rate in (44.1, 4.41e7, 7999, 192001, float("nan"), None):
+        said = _refused_before_work(wave, tiny_weights, sample_rate=rate)
+        assert said.startswith("sample_rate must be from 8000 to 192000 Hz" if rate is not None
+                               else "a numpy waveform needs its sample_rate"), said
+    from engine.music.audio import load_audio
+    for rate in (8000, 192000):                                  # the ends of the range are songs
+        assert load_audio(np.zeros(rate, np.float32), sample_rate=rate)[0].size == 15360
+    with pytest.raises(EngineError, match="sample_rate must be from 8000"):
+        load_audio(np.zeros(100, np.float32), sample_rate=44.1)
+
+
+def test_start_none_is_refused_before_work(click_song, tiny_weights):
+    # QA: start=None passed the option checks, then failed with a TypeError after sampling. The
+    # API's start is a number (0.0 by default), as duration's None is documented and start's is not.
+    assert _refused_before_work(click_song, tiny_weights, start=None) == "start must be 0 or more seconds, got None"

@@ -141,6 +141,18 @@ def test_the_dancer_waits_in_silence_and_dances_the_music(tmp_path, tiny_weights
     assert _mean_speed(waits, (0.3, 1.7)) > 0.1 and _mean_speed(waits, (4.3, 5.7)) > 0.1
 
 
+def test_the_silence_note_gives_the_songs_own_seconds(tmp_path, tiny_weights):
+    # QA: from --start 10 the note said "silent at 0.0-10.0 s", seconds of the slice, not of the
+    # song, which is where --start counts (a slice played at half speed: the song's seconds too).
+    song = _song_with_silences(tmp_path / "stops.wav")                  # silent at 2.0-4.0 s and 6.0-7.5 s
+    for speed in (1.0, 0.5):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            draw(song, weights=tiny_weights, steps=1, start=1.0, speed=speed)
+        notes = [str(w.message) for w in caught if issubclass(w.category, EngineNote)]
+        assert any(n.startswith("the music is silent at 2.0-4.0 s, 6.0-7.5 s: the dancer waits") for n in notes), notes
+
+
 def test_a_key_in_a_silence_is_the_animators_to_direct(tmp_path, tiny_weights):
     song = _song_with_silences(tmp_path / "stops.wav")
     c = Constraints.empty(225, 30.0)

@@ -1,6 +1,7 @@
 """The engine's data types at its boundary: a generated Motion and the animator's Constraints."""
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -139,11 +140,26 @@ class Constraints:
         return Constraints(self.poses[:frames], self.trans[:frames], self.joint_mask[:frames], self.trans_mask[:frames],
                            self.fps, self.pelvis_turns[:frames])
 
-    # Builders, each returning self so calls chain.
+    # Builders, each returning self so calls chain. Their mistakes are one EngineError line, checked
+    # before anything is keyed (they were ValueError and IndexError tracebacks, and frame -1 keyed
+    # the last frame as numpy counts from the end).
+    def _frame(self, frame) -> int:
+        if isinstance(frame, bool) or not isinstance(frame, numbers.Integral) or not 0 <= frame < self.num_frames:
+            raise EngineError(f"constraints: a frame is a whole number from 0 (the dance's first) to "
+                              f"{self.num_frames - 1}, got {frame!r}")
+        return int(frame)
+
     def set_pose(self, frame: int, pose: np.ndarray, joints=None, root: np.ndarray | None = None) -> "Constraints":
         """Keyframe: joints (names/parts; default all) take `pose` (72,) at `frame`."""
+        frame = self._frame(frame)
         idx = range(NUM_JOINTS) if joints is None else joint_indices(joints)
-        pose = np.asarray(pose, dtype=np.float64).reshape(NUM_JOINTS, 3)
+        pose = _numbers(pose, "pose")
+        if pose.size != NUM_JOINTS * 3:
+            raise EngineError(f"constraints: a pose is {NUM_JOINTS * 3} numbers (axis-angle per joint), "
+                              f"got shape {pose.shape}")
+        if root is not None and _numbers(root, "root").shape != (3,):
+            raise EngineError(f"constraints: a root is 3 numbers (metres, Y up), got shape {np.shape(root)}")
+        pose = pose.reshape(NUM_JOINTS, 3)
         for j in idx:
             self.poses[frame, 3 * j:3 * j + 3] = pose[j]
             self.joint_mask[frame, j] = True
@@ -153,8 +169,14 @@ class Constraints:
         return self
 
     def follow(self, poses: np.ndarray, joints, frames=None) -> "Constraints":
-        """Joint-wise conditioning: `joints` follow `poses` (T,72) on `frames` (default all)."""
-        frames = range(self.num_frames) if frames is None else frames
+        """Joint-wise conditioning: `joints` follow `poses` (T,72) on `frames` (default all);
+        poses[f] is frame f's."""
+        frames = [self._frame(f) for f in (range(self.num_frames) if frames is None else frames)]
+        poses = _numbers(poses, "poses")
+        if frames and (poses.ndim != 2 or len(poses) <= max(frames)):
+            raise EngineError(f"constraints: follow needs a pose for each frame up to {max(frames)} (poses[f] is "
+                              f"frame f's; pass frames= for fewer), got poses of shape {poses.shape}")
+        joint_indices(joints)          # an unknown name before any frame is keyed
         for f in frames:
             self.set_pose(f, poses[f], joints)
         return self

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import EngineError
+
 JOINT_NAMES: tuple[str, ...] = (
     "pelvis", "left_hip", "right_hip", "spine1", "left_knee", "right_knee", "spine2",
     "left_ankle", "right_ankle", "spine3", "left_foot", "right_foot", "neck",
@@ -83,7 +85,8 @@ def joint_indices(names_or_parts) -> list[int]:
             names = (item,)
         else:
             known = ", ".join(sorted(BODY_PARTS))
-            raise ValueError(f"unknown joint or body part {item!r} (body parts: {known}; or an SMPL joint name)")
+            # A user's word (Constraints.set_pose, follow): one line, as every input mistake is.
+            raise EngineError(f"unknown joint or body part {item!r} (body parts: {known}; or an SMPL joint name)")
         out.extend(JOINT_INDEX[n] for n in names if JOINT_INDEX[n] not in out)
     return sorted(out)
 

@@ -117,8 +117,8 @@ def load_audio(source, sample_rate: float | None = None, start: float = 0.0,
 
 def _from_array(x: np.ndarray, sample_rate, start: float, duration, speed: float = 1.0) -> np.ndarray:
     import soxr
-    if sample_rate is None or not (math.isfinite(sample_rate) and sample_rate > 0):
-        raise EngineError("a numpy waveform needs its sample_rate (a positive number of Hz)")
+    from ..options import check_sample_rate
+    check_sample_rate(sample_rate)
     if x.size == 0:
         raise EngineError("the audio waveform is empty (0 samples)")
     if np.issubdtype(x.dtype, np.integer):  # PCM integers: full scale is 1.0 (unsigned: centred)
@@ -133,13 +133,19 @@ def _from_array(x: np.ndarray, sample_rate, start: float, duration, speed: float
     total = x.shape[0]
     first = int(round(start * sample_rate))
     if first >= total:
-        raise EngineError(f"audio start {start:.2f} s is beyond the end of the audio ({total / sample_rate:.2f} s long)")
+        raise EngineError(f"audio start {start:.10g} s is at or beyond the end of the audio "
+                          f"({total / sample_rate:.10g} s long)")
     last = total if duration is None else min(total, first + int(round(duration * sample_rate)))
     x = np.ascontiguousarray(x[first:last], dtype=np.float32)
     if not np.isfinite(x).all():
         raise EngineError("the audio waveform holds NaN or infinite samples")
     if sample_rate * speed != FEATURE_SR:     # played faster, its samples come at a higher rate
         x = soxr.resample(x, sample_rate * speed, FEATURE_SR, quality="HQ").astype(np.float32, copy=False)
+    if x.size == 0:      # a sample or two, gone in resampling
+        if last < total:                   # the waveform has more: the duration asked is what is short
+            raise EngineError(_too_short_duration(duration, sample_rate))
+        raise EngineError(f"the audio waveform is too short to dance ({total - first} sample"
+                          f"{'s' * (total - first != 1)} at {sample_rate:g} Hz)")
     return x
 
 
@@ -210,7 +216,9 @@ def _from_file_loud(path: Path, start: float, duration, speed: float = 1.0) -> n
             raise EngineError(f"audio file contains no audio (0 samples): {path}")
         first = int(round(start * sr))
         if first >= total:
-            raise EngineError(f"audio start {start:.2f} s is beyond the end of {path.name} ({total / sr:.2f} s long)")
+            # Enough digits that a start just under the end does not read as the end itself.
+            raise EngineError(f"audio start {start:.10g} s is at or beyond the end of {path.name} "
+                              f"({total / sr:.10g} s long)")
         count = total - first if duration is None else min(total - first, int(round(duration * sr)))
         try:
             f.seek(first)
@@ -220,8 +228,16 @@ def _from_file_loud(path: Path, start: float, duration, speed: float = 1.0) -> n
         except (sf.SoundFileError, RuntimeError) as e:
             raise EngineError(f"cannot decode audio file {path}: {e}") from None
     if wave.size == 0:   # a sample or two, gone in resampling
+        if count < total - first:          # the file has more: the duration asked is what is short
+            raise EngineError(_too_short_duration(duration, sr))
         raise EngineError(f"audio file is too short to dance ({count} sample{'s' * (count != 1)} at {sr} Hz): {path}")
     return wave
+
+
+def _too_short_duration(duration: float, sr: float) -> str:
+    """The one line for a duration that holds no sample to dance (the file is not to blame)."""
+    n = int(round(duration * sr))
+    return f"duration {duration:g} s is too short to dance: it holds {n} sample{'s' * (n != 1)} at {sr:g} Hz"
 
 
 def _mix_cancels(mix_power: float, channel_power: float) -> bool:
@@ -307,7 +323,9 @@ def _from_ffmpeg(path: Path, start: float, duration, speed: float = 1.0) -> np.n
         raise EngineError(unreadable)
     if wave.size == 0:
         if start > 0:
-            raise EngineError(f"audio start {start:.2f} s is at or beyond the end of {path.name}")
+            raise EngineError(f"audio start {start:.10g} s is at or beyond the end of {path.name}")
+        if duration is not None and round(duration * FEATURE_SR) == 0:     # ffmpeg's -t gave no sample
+            raise EngineError(_too_short_duration(duration, FEATURE_SR))
         raise EngineError(f"audio file contains no audio (0 samples): {path}")
     if not np.isfinite(wave).all():
         raise EngineError(f"audio file holds NaN or infinite samples: {path}")
@@ -405,8 +423,18 @@ def _spectra(y: np.ndarray, rate: float, hop: int, chroma: bool) -> tuple[np.nda
         frames = min(mel.shape[1], cens.shape[1])
         return np.concatenate([mel[:, :frames], cens[:, :frames]])
 
-    both = _chunked(spectra, y, hop, rate)
-    mel_db = librosa.power_to_db(both[:N_MELS])
+    def quietly(seg: np.ndarray) -> np.ndarray:
+        with np.errstate(over="ignore", invalid="ignore"):      # numpy's error state is per thread
+            return spectra(seg)
+
+    # Float samples far beyond full scale (a peak of 1e18) overflow the float32 mel power: said in
+    # one line, without numpy's overflow warnings (printed as notes) before it, and before
+    # librosa's beat tracker stops on it with a traceback.
+    with np.errstate(over="ignore", invalid="ignore"):
+        both = _chunked(quietly, y, hop, rate)
+        mel_db = librosa.power_to_db(both[:N_MELS])
+    if not np.isfinite(mel_db).all():
+        raise EngineError(_non_finite_features(y))
     return mel_db, (both[N_MELS:] if chroma else None)
 
 
@@ -511,7 +539,7 @@ def _analyse(wave: np.ndarray, sr: float, fps: float, features: bool = True, lev
     librosa = cached_librosa()
     n = int(round(len(wave) / sr * fps))
     y, rate, hop = _grid(wave, sr, fps)
-    mel_db, cens = _spectra(y, rate, hop, chroma=features)
+    mel_db, cens = _spectra(y, rate, hop, chroma=features)     # finite, or one line (_spectra)
     env = _envelope(mel_db, rate, hop)
     silent = _is_silent(y)
     beats, tempo = _beat_frames(env, silent, rate, hop)
@@ -530,8 +558,15 @@ def _analyse(wave: np.ndarray, sr: float, fps: float, features: bool = True, lev
         feats[peaks[peaks < k], FEATURE_CHANNELS["onset_peak"]] = 1.0
     feats[beats[beats < k], FEATURE_CHANNELS["beat"]] = 1.0
     if not np.isfinite(feats).all():
-        raise EngineError("music features came out non-finite (is the audio valid?)")
+        raise EngineError(_non_finite_features(y))
     return feats, beats, tempo
+
+
+def _non_finite_features(y: np.ndarray) -> str:
+    """The one line for music features that came out NaN or infinite (_spectra, _analyse)."""
+    peak = float(np.abs(y).max()) if y.size else 0.0
+    loud = f": the audio peaks at {peak:.3g} times full scale" if peak > 1 else ""
+    return f"music features came out non-finite{loud} (is the audio valid?)"
 
 
 def music_features(wave: np.ndarray, sr: float, fps: float = MODEL_FPS,
