@@ -71,6 +71,11 @@ def plan(scene, settings) -> Plan:
     """Resolve the song and frame range from the settings; raises EngineError on a user mistake."""
     from . import scene_io
     from engine.errors import EngineError
+    if scene.render.frame_map_old != scene.render.frame_map_new:
+        # Blender then shows the animation of frame f*old/new on frame f, and the sound as it is.
+        raise EngineError(f"Time Stretching is {scene.render.frame_map_old}:{scene.render.frame_map_new} (Output "
+                          "Properties > Frame Range): the dance would play at another speed than the song; set Old "
+                          "and New alike to generate")
     fps = scene_io.scene_fps(scene)
     if settings.audio_source == 'STRIP':
         span = scene_io.sound_strip_audio(scene, scene_io.find_sound_strip(scene, settings.strip_name))
@@ -256,14 +261,8 @@ def lead_in(obj, bone_map, first: int) -> int | None:
 
 def build_request(context):
     """Everything the worker needs, read on the main thread."""
-    from engine.errors import EngineError
     from . import keys, rig_io, runner, scene_io
     scene, settings = context.scene, context.scene.dance
-    if scene.render.frame_map_old != scene.render.frame_map_new:
-        # Blender then shows the animation of frame f*old/new on frame f, and the sound as it is.
-        raise EngineError(f"Time Stretching is {scene.render.frame_map_old}:{scene.render.frame_map_new} (Output "
-                          "Properties > Frame Range): the dance would play at another speed than the song; set Old "
-                          "and New alike to generate")
     obj = dancer(context)
     bone_map = rig_io.check_dancer(obj)   # None: the SMPL dancer; else own character (issue 14)
     p = plan(scene, settings)

@@ -753,5 +753,9 @@ def test_time_stretching_is_refused_in_one_line(addon, tmp_path):
     scene.render.frame_map_old, scene.render.frame_map_new = 100, 200
     with pytest.raises(RuntimeError, match=r"Time Stretching is 100:200 .*set Old and New alike"):
         bpy.ops.dance.generate()
+    from blender_addon import panels
+    labels = []                                      # the panel says so before Generate is pressed
+    panels.DANCE_PT_main.draw(type("Panel", (), {"layout": _Layout(labels)})(), bpy.context)
+    assert any(t.startswith("Time Stretching is 100:200") for t in labels), labels
     scene.render.frame_map_new = 100
     assert bpy.ops.dance.generate() == {'FINISHED'}
