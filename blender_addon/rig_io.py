@@ -258,12 +258,27 @@ def nla_only_note(obj, bone_map: dict[str, str] | None) -> str | None:
             "to use it")
 
 
+def resting_bones_note(obj, bone_map: dict[str, str] | None) -> str | None:
+    """A note naming the animated bones the dance is computed through at rest (a root above the
+    hips, a twist bone between thigh and shin, Rigify's hips and chest): the take holds them at
+    rest while the dance plays (write_character_dance), so their animation does not play there
+    (QA: a root's walk and a thigh twist's keys were replaced without a word)."""
+    ad = obj.animation_data
+    if bone_map is None or ad is None or ad.action is None:
+        return None
+    movers = _animated_influencers(obj, ad.action, danced_bones(obj, bone_map))
+    if not movers:
+        return None
+    return (f"{_listed(movers)} of '{obj.name}' {'is' if len(movers) == 1 else 'are'} animated above or between the "
+            "bones the dance moves: the take holds them at rest while the dance plays (your action keeps their keys)")
+
+
 def dancer_notes(obj, bone_map: dict[str, str] | None) -> list[str]:
     """What the animator should know about the dancer's own rig before a dance is written on it."""
     danced = danced_bones(obj, bone_map)
     notes = [uneven_scale_note(obj), overriding_constraints_note(obj, danced), drivers_note(obj, danced),
              locked_rotation_note(obj, danced), modifiers_note(obj, danced), nla_only_note(obj, bone_map),
-             switches_note(obj)]
+             switches_note(obj), resting_bones_note(obj, bone_map)]
     return [n for n in notes if n]
 
 

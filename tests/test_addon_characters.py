@@ -1178,3 +1178,24 @@ def test_a_character_under_a_tilting_parent_dances_the_same_whatever_the_playhea
     still = danced(first, None)
     assert np.abs(danced(first + 40, (0.3, 0.0, 0.0)) - danced(first, (0.3, 0.0, 0.0))).max() < 1e-5
     assert np.abs(danced(first + 40, (0.0, 0.0, math.radians(90))) - still).max() < 1e-5
+
+
+def test_animated_bones_the_dance_holds_at_rest_are_named(addon, tmp_path):
+    # QA: a root above the hips walking 2 m, and twist keys on a bone between thigh and shin, were
+    # replaced by the rest pose in the take (the dance is computed through them at rest) without
+    # a word; the README said such bones keep the animator's animation.
+    scene = addon
+    bones = mixamo_bones()
+    root = ("root", None, np.array([0.0, 0.0, 0.0]), np.array([0.0, 0.0, 0.2]))
+    bones = [root] + [(n, "root" if p is None else p, h, t) for n, p, h, t in bones]
+    obj = build_armature("Character", bones)
+    stage_song(scene, tmp_path, 1.0)
+    scene.dance.armature = obj
+    assert not any("held at rest" in n or "at rest while the dance plays" in n
+                   for n in operators.build_request(bpy.context).notes)
+    pb = obj.pose.bones["root"]
+    for frame, x in ((1, 0.0), (30, 2.0)):
+        pb.location = (x, 0.0, 0.0)
+        pb.keyframe_insert("location", frame=frame)
+    (note,) = [n for n in operators.build_request(bpy.context).notes if "at rest while the dance plays" in n]
+    assert note.startswith("root of 'Character' is animated above or between the bones the dance moves")

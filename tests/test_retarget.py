@@ -635,3 +635,16 @@ def test_hierarchy_mapping_keeps_the_head_on_the_spine_beside_raised_wings():
     m = map_by_hierarchy(anonymous)
     for joint in ("neck", "head", "spine3", "left_shoulder", "right_wrist"):
         assert m[joint] == f"b{rig.names.index(MIXAMO[joint])}", joint
+
+
+def test_left_and_right_names_on_the_wrong_sides_are_refused():
+    """QA: a rig named from the viewer's side (its Left* bones on its right) danced facing away
+    from its toes, its knees bending backwards, without a word."""
+    rig = mixamo_rig()
+    swapped = {joint: rig_bone for joint, rig_bone in
+               ((j, "mixamorig:" + MIXAMO[j.replace("left", "@").replace("right", "left").replace("@", "right")])
+                for j in MIXAMO)}
+    with pytest.raises(RetargetError, match="bones named left .* sit on the character's right") as e:
+        Retargeter(rig, swapped)
+    assert "\n" not in str(e.value)
+    Retargeter(rig, {j: "mixamorig:" + n for j, n in MIXAMO.items()})      # named right: danced

@@ -416,6 +416,7 @@ class Retargeter:
         # 60 degrees of vertical); a character lying on its side passes the height test alone.
         if float(heads_w[[lh, rh], 2].mean()) <= floor or not thighs_point_down(heads_w[[lh, rh]], heads_w[knees]).all():
             raise RetargetError(NOT_UPRIGHT)
+        self._check_toes_point_front(heads_w, F @ np.array([0.0, -1.0, 0.0]))
         self.scale = self._leg_length(heads_w) / SMPL_LEG_LENGTH
         if all(self.bone_of[JOINT_INDEX[f"{side}_foot"]] < 0 for side in ("left", "right")):
             floor = min(floor, self._sole_below_ankles(heads_w))   # no toes: the soles stand on the floor
@@ -453,6 +454,21 @@ class Retargeter:
         self.driven = sorted(set(self.joint_of) | set(self._share))
 
     # -- set-up helpers
+
+    def _check_toes_point_front(self, heads_w: np.ndarray, front: np.ndarray) -> None:
+        """RetargetError where the toes point back from the front that the left and right bones
+        give: the bones named left sit on the character's right (named from the viewer's side).
+        Danced so, it faced away from its toes and its knees bent backwards (QA)."""
+        toes = np.zeros(3)
+        for side in ("left", "right"):
+            ankle, toe = (self.bone_of[JOINT_INDEX[f"{side}_{j}"]] for j in ("ankle", "foot"))
+            if ankle >= 0 and toe >= 0:
+                toes += heads_w[toe] - heads_w[ankle]
+        flat = toes * np.array([1.0, 1.0, 0.0])
+        if np.linalg.norm(flat) > 0.25 * np.linalg.norm(toes) and float(flat @ front) < 0:
+            left = self.rig.names[self.bone_of[JOINT_INDEX["left_hip"]]]
+            raise RetargetError(f"the bones named left ({left!r} and the rest) sit on the character's right, seen from "
+                                "where its toes point: rename them, or map the bones by hand with left on its own left")
 
     def _leg_length(self, heads_w: np.ndarray) -> float:
         """Mean of both legs' hip-knee-ankle length in the world (a knee bent at rest, feet with
