@@ -273,12 +273,38 @@ def resting_bones_note(obj, bone_map: dict[str, str] | None) -> str | None:
             "bones the dance moves: the take holds them at rest while the dance plays (your action keeps their keys)")
 
 
+def stretched_bones_note(obj, bone_map: dict[str, str] | None) -> str | None:
+    """A note naming mapped bones keyed away from their rest length (scale, or a location on a
+    bone that does not carry the dance's travel): their keys stay in the take, but the dance is
+    computed at rest length, so such legs missed the floor by up to 19 cm without a word (QA)."""
+    ad = obj.animation_data
+    if bone_map is None or ad is None or ad.action is None:
+        return None
+    root = root_bone_name(bone_map)
+    danced = danced_bones(obj, bone_map)
+    found = []
+    for fc in compat.action_fcurves(ad.action, compat.object_slot(obj, ad.action)):
+        channel = key_io._bone_channel(fc.data_path)
+        if fc.mute or channel is None or channel[0] not in danced or channel[0] in found:
+            continue
+        bone, prop = channel
+        rest = 1.0 if prop == "scale" else 0.0
+        if (prop == "scale" or (prop == "location" and bone != root)) and \
+                any(abs(k.co.y - rest) > 1e-3 for k in fc.keyframe_points):
+            found.append(bone)
+    if not found:
+        return None
+    return (f"{_listed(found)} of '{obj.name}' {'is' if len(found) == 1 else 'are'} keyed scaled or moved from "
+            "rest: the take keeps those keys, but the dance is computed at rest lengths (a stretched leg's foot "
+            "misses the floor)")
+
+
 def dancer_notes(obj, bone_map: dict[str, str] | None) -> list[str]:
     """What the animator should know about the dancer's own rig before a dance is written on it."""
     danced = danced_bones(obj, bone_map)
     notes = [uneven_scale_note(obj), overriding_constraints_note(obj, danced), drivers_note(obj, danced),
              locked_rotation_note(obj, danced), modifiers_note(obj, danced), nla_only_note(obj, bone_map),
-             switches_note(obj), resting_bones_note(obj, bone_map)]
+             switches_note(obj), resting_bones_note(obj, bone_map), stretched_bones_note(obj, bone_map)]
     return [n for n in notes if n]
 
 

@@ -1199,3 +1199,10 @@ def test_animated_bones_the_dance_holds_at_rest_are_named(addon, tmp_path):
         pb.keyframe_insert("location", frame=frame)
     (note,) = [n for n in operators.build_request(bpy.context).notes if "at rest while the dance plays" in n]
     assert note.startswith("root of 'Character' is animated above or between the bones the dance moves")
+    # A thigh keyed at 1.2x its length: kept in the take, but the dance is computed at rest length.
+    assert not any("scaled or moved from rest" in n for n in operators.build_request(bpy.context).notes)
+    thigh = obj.pose.bones["mixamorig:LeftUpLeg"]
+    thigh.scale = (1.0, 1.2, 1.0)
+    thigh.keyframe_insert("scale", frame=1)
+    (note,) = [n for n in operators.build_request(bpy.context).notes if "scaled or moved from rest" in n]
+    assert note.startswith("mixamorig:LeftUpLeg of 'Character' is keyed scaled or moved")
