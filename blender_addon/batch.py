@@ -51,7 +51,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                                    "(default: the file's only/active sound strip)")
     p.add_argument("--blend", help="scene to open (the bpy module has no `blender scene.blend` argument)")
     p.add_argument("--armature", help="name of the armature to dance: the SMPL dancer or your own humanoid "
-                                      "character (default: the only SMPL armature, else a new one)")
+                                      "character (default: the only SMPL armature, else the scene's only armature, "
+                                      "else a new SMPL dancer)")
     p.add_argument("--bone-map", metavar="FILE.json", help="for your own character: which bone plays which SMPL "
                                                            "joint (default: the map stored on it, else automatic)")
     p.add_argument("--style", default="any", help="dance style the weights know (default any)")
@@ -200,10 +201,23 @@ def _armature(context, name: str | None, scene_io):
         if obj is None:
             raise EngineError(f"no object named '{name}' in the scene")
         return obj
-    smpl = [o for o in context.scene.objects if o.type == 'ARMATURE' and scene_io.is_smpl_armature(o)]
+    armatures = [o for o in context.scene.objects if o.type == 'ARMATURE']
+    smpl = [o for o in armatures if scene_io.is_smpl_armature(o)]
     if len(smpl) > 1:
         raise EngineError(f"{len(smpl)} SMPL armatures in the scene: pick one with --armature")
-    return smpl[0] if smpl else scene_io.create_smpl_armature(context)
+    if smpl:
+        return smpl[0]
+    # The animator's own character: a scene's only armature is danced (a new SMPL dancer beside
+    # it, danced instead without a word, left the character as it was: QA); of several, say which.
+    if len(armatures) == 1:
+        print(f"note: dancing '{armatures[0].name}', the scene's only armature (--armature NAME picks another)",
+              file=sys.stderr, flush=True)
+        return armatures[0]
+    if armatures:
+        names = ", ".join(sorted(repr(o.name) for o in armatures)[:4]) + (" ..." if len(armatures) > 4 else "")
+        raise EngineError(f"{len(armatures)} armatures in the scene ({names}) and none is an SMPL dancer: "
+                          "pick one with --armature")
+    return scene_io.create_smpl_armature(context)
 
 
 def run(args: argparse.Namespace) -> str:

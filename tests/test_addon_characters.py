@@ -1206,3 +1206,30 @@ def test_animated_bones_the_dance_holds_at_rest_are_named(addon, tmp_path):
     thigh.keyframe_insert("scale", frame=1)
     (note,) = [n for n in operators.build_request(bpy.context).notes if "scaled or moved from rest" in n]
     assert note.startswith("mixamorig:LeftUpLeg of 'Character' is keyed scaled or moved")
+
+
+def test_batch_without_armature_dances_the_scenes_only_character_and_asks_among_several(addon, tmp_path, tiny_weights):
+    # QA: with no --armature, batch.py added a new SMPL dancer and danced it, leaving the scene's
+    # own character as it was, without a word.
+    build_armature("Hero", unreal_bones())
+    song = add_wav(tmp_path, 1.0)
+    scene_blend, out_blend = tmp_path / "scene.blend", tmp_path / "out.blend"
+    bpy.ops.wm.save_as_mainfile(filepath=str(scene_blend))
+    env = dict(os.environ, BLENDER_USER_RESOURCES=str(tmp_path / "blender_user"))
+    env.pop("PYTHONPATH", None)
+    batch = [sys.executable, str(operators.__file__).replace("operators.py", "batch.py"), "--",
+             "--blend", str(scene_blend), "--audio", str(song), "--weights", str(tiny_weights), "--steps", "2",
+             "--out-blend", str(out_blend)]
+    run = subprocess.run(batch, capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "note: dancing 'Hero', the scene's only armature" in run.stderr
+    bpy.ops.wm.open_mainfile(filepath=str(out_blend))
+    assert takes.is_take(bpy.data.objects["Hero"].animation_data.action)
+    assert not any(o.type == 'ARMATURE' and o.name != "Hero" for o in bpy.data.objects)
+    build_armature("Villain", unreal_bones())
+    bpy.ops.wm.save_as_mainfile(filepath=str(scene_blend))
+    out_blend.unlink()
+    two = subprocess.run(batch, capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
+    assert two.returncode == 1 and two.stderr.strip().splitlines()[-1] == (
+        "error: 2 armatures in the scene ('Hero', 'Villain') and none is an SMPL dancer: pick one with --armature")
+    assert not out_blend.exists()
