@@ -200,6 +200,9 @@ def _armature(context, name: str | None, scene_io):
         obj = bpy.data.objects.get(name)
         if obj is None:
             raise EngineError(f"no object named '{name}' in the scene")
+        if obj.type != 'ARMATURE':      # (the panel's check names its button, not this option)
+            raise EngineError(f"'{name}' is not an armature: give --armature an armature's name, or leave it out "
+                              "for the scene's SMPL dancer or a new one")
         return obj
     armatures = [o for o in context.scene.objects if o.type == 'ARMATURE']
     smpl = [o for o in armatures if scene_io.is_smpl_armature(o)]

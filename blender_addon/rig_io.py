@@ -415,7 +415,8 @@ def check_character(obj, bone_map: dict[str, str] | None = None, path: str | Non
             return character_bone_map(obj, path)
         check_bone_map(read_rig(obj, bone_map), bone_map)
     except EngineError as e:   # say which armature, and where the map is fixed
-        raise EngineError(f"armature '{obj.name}': {e} (Dance panel > Character Bones)") from None
+        raise EngineError(f"armature '{obj.name}': {e} (Dance panel > Character Bones; batch.py: --bone-map "
+                          "FILE.json)") from None
     return bone_map
 
 

@@ -245,6 +245,21 @@ def test_batch_with_several_songs_in_the_scene_names_its_audio_option(tmp_path, 
     assert not (tmp_path / "d.npz").exists()
 
 
+def test_batch_says_which_option_fixes_a_wrong_armature(tmp_path, tiny_weights):
+    # QA: --armature Cube was told to "press 'Create SMPL Dancer'", a panel's button.
+    bpy = pytest.importorskip("bpy")
+    import soundfile as sf
+    bpy.ops.wm.read_factory_settings(use_empty=False)          # the default scene's Cube
+    bpy.ops.wm.save_as_mainfile(filepath=str(tmp_path / "cube.blend"))
+    sf.write(tmp_path / "song.wav", np.zeros(22050, np.float32), 22050)
+    r = _batch(tmp_path, "--blend", tmp_path / "cube.blend", "--audio", tmp_path / "song.wav", "--armature", "Cube",
+               "--weights", tiny_weights, "--out-npz", tmp_path / "d.npz")
+    assert r.returncode == 1 and r.stderr.strip().splitlines()[-1] == (
+        "error: 'Cube' is not an armature: give --armature an armature's name, or leave it out for the scene's "
+        "SMPL dancer or a new one"), r.stderr
+    assert not (tmp_path / "d.npz").exists()
+
+
 def test_batch_checks_its_song_and_frame_start_as_the_command_line_does(tmp_path, tiny_weights):
     # QA: --audio FOLDER said "audio file not found" once the scene was built (the command line: "is
     # a folder"); --frame-start outside Blender's frames, or a song running past its last frame,
