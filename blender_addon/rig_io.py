@@ -179,14 +179,14 @@ def danced_bones(obj, bone_map: dict[str, str] | None) -> set[str]:
     return set(bone_map.values()) if bone_map is not None else set(scene_io.posed_bones(obj))
 
 
-def _danced_channel_bones(fcurves, danced: set[str], counts) -> list[str]:
-    """The danced bones, in order and once each, with a rotation or location F-curve among
-    `fcurves` for which counts(fcurve) holds."""
+def _danced_channel_bones(fcurves, danced: set[str], counts, props=("rotation_", "location")) -> list[str]:
+    """The danced bones, in order and once each, with an F-curve of a channel starting with one
+    of `props` among `fcurves` for which counts(fcurve) holds."""
     found = []
     for fc in fcurves:
         channel = key_io._bone_channel(fc.data_path)
         if (channel and channel[0] in danced and channel[0] not in found
-                and channel[1].startswith(("rotation_", "location")) and counts(fc)):
+                and channel[1].startswith(props) and counts(fc)):
             found.append(channel[0])
     return found
 
@@ -281,17 +281,16 @@ def stretched_bones_note(obj, bone_map: dict[str, str] | None) -> str | None:
     if bone_map is None or ad is None or ad.action is None:
         return None
     root = root_bone_name(bone_map)
-    danced = danced_bones(obj, bone_map)
-    found = []
-    for fc in compat.action_fcurves(ad.action, compat.object_slot(obj, ad.action)):
-        channel = key_io._bone_channel(fc.data_path)
-        if fc.mute or channel is None or channel[0] not in danced or channel[0] in found:
-            continue
-        bone, prop = channel
-        rest = 1.0 if prop == "scale" else 0.0
-        if (prop == "scale" or (prop == "location" and bone != root)) and \
-                any(abs(k.co.y - rest) > 1e-3 for k in fc.keyframe_points):
-            found.append(bone)
+
+    def away_from_rest(fc) -> bool:
+        bone, prop = key_io._bone_channel(fc.data_path)
+        if fc.mute or (prop == "location" and bone == root):      # the root's location is the travel
+            return False
+        co = np.empty(2 * len(fc.keyframe_points))
+        fc.keyframe_points.foreach_get("co", co)
+        return bool(np.abs(co[1::2] - (1.0 if prop == "scale" else 0.0)).max(initial=0.0) > 1e-3)
+    found = _danced_channel_bones(compat.action_fcurves(ad.action, compat.object_slot(obj, ad.action)),
+                                  danced_bones(obj, bone_map), away_from_rest, props=("scale", "location"))
     if not found:
         return None
     return (f"{_listed(found)} of '{obj.name}' {'is' if len(found) == 1 else 'are'} keyed scaled or moved from "

@@ -41,9 +41,9 @@ class Request:
     armature_name: str
     scene_name: str
     action_name: str
-    armature_uid: int = 0         # the dancer's session_uid: renaming it while the engine runs keeps it found
-    action_uid: int = 0           # session_uid of the action it played (0: none)
-    keys_digest: str = ""         # keys.keys_digest of that action: keys edited meanwhile are not overwritten
+    armature_uid: int             # the dancer's session_uid: renaming it while the engine runs keeps it found
+    action_uid: int               # session_uid of the action it played (0: none)
+    keys_digest: str              # keys.keys_digest of that action: keys edited meanwhile are not overwritten
     style: str = "any"
     seed: int = 0
     steps: int = DEFAULT_STEPS
@@ -144,8 +144,7 @@ def apply(request: Request, motion: Motion):
     """Main thread: write `motion` onto the request's armature. Returns the new action."""
     import bpy
     from . import scene_io
-    obj = next((o for o in bpy.data.objects if o.session_uid == request.armature_uid), None) \
-        if request.armature_uid else bpy.data.objects.get(request.armature_name)
+    obj = next((o for o in bpy.data.objects if o.session_uid == request.armature_uid), None)
     if obj is None:  # deleted (or undone away) while the dance was being generated
         raise EngineError(f"the armature '{request.armature_name}' no longer exists")
     from .rig_io import check_writable

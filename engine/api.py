@@ -17,8 +17,9 @@ from .body import rotations as R
 from .body.motion import Constraints, Motion
 from .body.skeleton import NUM_JOINTS, joint_positions
 from .defaults import (AUTOGUIDANCE_KEYED_TAPER_FRAMES, DEFAULT_AUTOGUIDANCE, DEFAULT_FPS, DEFAULT_GUIDANCE,
-                       DEFAULT_QUALITY, DEFAULT_STEPS, GUIDANCE_LOWPASS_FRAMES, INPAINT_MIN_RUN_SECONDS, LATE_GUIDANCE, MOTION_ONLY_STYLES,
-                       SAMPLING_ETA, SAMPLING_SOLVER, SMOOTHING_SECONDS, STUDENT_SMOOTHING_SECONDS)
+                       DEFAULT_QUALITY, DEFAULT_STEPS, GUIDANCE_LOWPASS_FRAMES, INPAINT_MIN_RUN_SECONDS,
+                       LATE_GUIDANCE, MOTION_ONLY_STYLES, SAMPLING_ETA, SAMPLING_SOLVER, SMOOTHING_SECONDS,
+                       STUDENT_SMOOTHING_SECONDS)
 from .errors import Cancelled, EngineError, EngineNote, RootHeightNote
 from .finishing.beatsync import motion_beats, output_times, warp_knots, warp_times
 from .finishing.editing import (anchor_times, apply_constraints, keyed_runs, keyed_spin_frames, keys_at_model_rate,

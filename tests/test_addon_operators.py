@@ -564,10 +564,17 @@ class _Layout:
         return lambda *a, **k: _Layout(self.labels)
 
 
+def _panel_labels() -> list[str]:
+    """The label texts the Dance panel draws now."""
+    from blender_addon import panels
+    labels = []
+    panels.DANCE_PT_main.draw(type("Panel", (), {"layout": _Layout(labels)})(), bpy.context)
+    return labels
+
+
 def test_the_panel_counts_keys_once_per_edit_not_per_frame(addon, tmp_path, monkeypatch):
     # Review: each redraw re-read every key of the take (120-145 ms for 3 minutes), and the sidebar
     # redraws on every frame of playback.
-    from blender_addon import panels
     scene = addon
     obj, _, _ = _stage(scene, tmp_path)
     counted = []
@@ -575,9 +582,7 @@ def test_the_panel_counts_keys_once_per_edit_not_per_frame(addon, tmp_path, monk
     monkeypatch.setattr(scene_io, "count_kept", lambda *a: counted.append(a) or real(*a))
 
     def shown():
-        labels = []
-        panels.DANCE_PT_main.draw(type("Panel", (), {"layout": _Layout(labels)})(), bpy.context)
-        return next(t for t in labels if t.startswith("Keeps"))
+        return next(t for t in _panel_labels() if t.startswith("Keeps"))
     before = shown()
     for frame in range(6, 12):
         scene.frame_set(frame)
@@ -601,16 +606,20 @@ def test_a_song_before_frame_0_is_danced_there_and_said(addon, tmp_path):
     assert (request.frame_start, request.num_frames) == (-20, 16)
 
 
+def _generated_meanwhile(scene, tmp_path):
+    """A dancer with the animator's keys and a dance made for it, not yet written (the UI stays
+    live while the engine runs): (dancer, its action, request, motion)."""
+    obj, _, _ = _stage(scene, tmp_path, seconds=1.5)
+    request = operators.build_request(bpy.context)
+    return obj, obj.animation_data.action, request, runner.generate(request)
+
+
 def test_a_dancer_put_in_nla_tweak_mode_while_generating_is_refused_untouched(addon, tmp_path):
     # Review (bpy 5.0): the UI stays live while the engine runs; an animator who tweaked an NLA
     # strip meanwhile got an AttributeError traceback when the dance was written, an orphan take,
     # a muted "Original" track and a fake user on their action.
     from engine.errors import EngineError
-    scene = addon
-    obj, _, _ = _stage(scene, tmp_path, seconds=1.5)
-    mine = obj.animation_data.action
-    request = operators.build_request(bpy.context)
-    motion = runner.generate(request)
+    obj, mine, request, motion = _generated_meanwhile(addon, tmp_path)
     track = obj.animation_data.nla_tracks.new()
     track.strips.new("Mine", 1, mine).select = True
     obj.animation_data.use_tweak_mode = True
@@ -716,10 +725,7 @@ def test_the_dance_goes_to_its_dancer_and_edits_made_meanwhile_are_not_overwritt
     # overwritten by a generated one; a take switched to meanwhile got the dance pasted into it.
     from engine.errors import EngineError
     scene = addon
-    obj, _, _ = _stage(scene, tmp_path, seconds=1.5)
-    mine = obj.animation_data.action
-    request = operators.build_request(bpy.context)
-    motion = runner.generate(request)
+    obj, mine, request, motion = _generated_meanwhile(scene, tmp_path)
     obj.name = "Lead"
     assert bpy.ops.dance.create_dancer() == {'FINISHED'}
     other = scene.dance.armature
@@ -753,9 +759,7 @@ def test_time_stretching_is_refused_in_one_line(addon, tmp_path):
     scene.render.frame_map_old, scene.render.frame_map_new = 100, 200
     with pytest.raises(RuntimeError, match=r"Time Stretching is 100:200 .*set Old and New alike"):
         bpy.ops.dance.generate()
-    from blender_addon import panels
-    labels = []                                      # the panel says so before Generate is pressed
-    panels.DANCE_PT_main.draw(type("Panel", (), {"layout": _Layout(labels)})(), bpy.context)
+    labels = _panel_labels()                         # the panel says so before Generate is pressed
     assert any(t.startswith("Time Stretching is 100:200") for t in labels), labels
     scene.render.frame_map_new = 100
     assert bpy.ops.dance.generate() == {'FINISHED'}

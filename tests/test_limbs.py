@@ -1,4 +1,4 @@
-"""The legs as solid limbs (engine.body.limbs) and the metric that counts legs going through
+"""The legs as solid limbs (engine.evaluation.limbs) and the metric that counts legs going through
 each other (engine.evaluation.metrics.legs_through): hand-made poses with known geometry, the
 segment maths against brute force."""
 from __future__ import annotations
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from engine.body.limbs import closest_points, legs_overlap
+from engine.evaluation.limbs import closest_points, legs_overlap
 from engine.body.skeleton import REST_PELVIS_HEIGHT, joint_positions
 from engine.evaluation.metrics import legs_through
 

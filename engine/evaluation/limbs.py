@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .skeleton import JOINT_INDEX
+from ..body.skeleton import JOINT_INDEX
 
 LIMB_RADII = {"thigh": 0.065, "shank": 0.045, "foot": 0.035}     # m
 CONTACT_SLACK = 0.03                                              # m two limbs may press into each other
