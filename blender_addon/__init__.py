@@ -15,7 +15,7 @@ bl_info = {
 
 import bpy
 
-from . import _engine_path  # noqa: F401  (engine importable, before any submodule needs it)
+from . import _engine_path  # engine importable, before any submodule needs it
 from . import operators, panels, preferences, properties, rig_ui
 
 _classes = (*preferences.classes, *properties.classes, *operators.classes, *panels.classes,
@@ -23,6 +23,7 @@ _classes = (*preferences.classes, *properties.classes, *operators.classes, *pane
 
 
 def register():
+    _engine_path.ensure()               # release() took it off when the add-on was last disabled
     preferences.add_deps_to_path()
     for cls in _classes:
         bpy.utils.register_class(cls)
@@ -41,3 +42,4 @@ def unregister():
     rig_ui.unregister_props()
     for cls in reversed(_classes):
         bpy.utils.unregister_class(cls)
+    _engine_path.release()

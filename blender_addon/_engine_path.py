@@ -29,6 +29,17 @@ def weights_dir() -> Path | None:
     return None if root is None else root / "weights"
 
 
+def _vendored(root: Path | None) -> bool:
+    """Whether `root` is the built extension's own copy of the engine (not a repository's)."""
+    return root is not None and root == _HERE / "vendor"
+
+
+def _forget_loaded_engine() -> None:
+    """Drop every imported `engine` module, so that the next import loads the files on disk."""
+    for name in [n for n in sys.modules if n == "engine" or n.startswith("engine.")]:
+        del sys.modules[name]
+
+
 def ensure(deps_dir: str | None = None) -> None:
     """Put the engine's parent folder (front) and the optional dependency folder (back) on sys.path."""
     root = engine_root()
@@ -38,4 +49,19 @@ def ensure(deps_dir: str | None = None) -> None:
         sys.path.append(deps_dir)
 
 
+def release() -> None:
+    """On disabling the built extension: its engine's folder leaves sys.path (an uninstalled
+    extension's folder stayed there). register() puts it back (ensure)."""
+    root = engine_root()
+    while _vendored(root) and str(root) in sys.path:
+        sys.path.remove(str(root))
+
+
+# This runs where the add-on's package is imported: the first time in a session, or anew after
+# an upgrade installed in the same session. An engine already imported then is an earlier
+# version's (Blender re-imports only the add-on's own modules: the new add-on ran on the old
+# engine until a restart), so the built extension forgets it and imports its own. A repository
+# checkout's engine stays: tests and scripts hold its classes.
+if _vendored(engine_root()):
+    _forget_loaded_engine()
 ensure()

@@ -131,9 +131,30 @@ def weights_choice(context) -> str | None:
     return bpy.path.abspath(prefs.weights_path) if prefs is not None and prefs.weights_path else None
 
 
+def checked_weights(context) -> str | None:
+    """weights_choice, refused in one line that says where it is set when the file is not there
+    (the engine's own message speaks of the command line's --weights)."""
+    from engine.errors import EngineError
+    weights = weights_choice(context)
+    if weights is not None and not os.path.isfile(weights):
+        raise EngineError(f"the Weights File set in the add-on's preferences is not there: {weights} (choose "
+                          "another, or clear it to use the shipped weights)")
+    return weights
+
+
 # Regenerating a frame range: this much of the existing dance on each side is given to the
 # engine as fully keyed context, so that the new part flows out of and into it.
 CONTEXT_SECONDS = 0.5
+
+
+def take_style(action) -> str | None:
+    """The style a take was danced in (style "any" records the one it drew), or None: a range of
+    it regenerated in style "any" keeps that style, whatever the seed (drawn again from the new
+    seed, a rumba's section came out a waltz)."""
+    if action is None:
+        return None
+    style = action.get("dance_drawn_style") or action.get("dance_style")
+    return style if isinstance(style, str) and style != "any" else None
 
 
 def action_name(song_path: str, style: str, seed: int) -> str:
@@ -231,19 +252,31 @@ def regeneration_context(obj, p: Plan) -> tuple[int, int] | None:
 def last_key_before(obj, frame: int) -> int | None:
     """The last whole frame before `frame` on which the dancer's current action has a key (of its
     own slot); None when it has none there."""
+    return _nearest_key(obj, frame, after=False)
+
+
+def first_key_after(obj, frame: int) -> int | None:
+    """The first whole frame after `frame` on which the dancer's current action has a key (of its
+    own slot); None when it has none there."""
+    return _nearest_key(obj, frame, after=True)
+
+
+def _nearest_key(obj, frame: int, after: bool) -> int | None:
     ad = obj.animation_data
     action = ad.action if ad is not None else None
-    latest = None
+    nearest = None
     for fc in compat.action_fcurves(action, compat.object_slot(obj, action)):
         n = len(fc.keyframe_points)
         if not n:
             continue
         co = np.empty(2 * n, np.float64)
         fc.keyframe_points.foreach_get("co", co)
-        before = co[0::2][co[0::2] < frame - 0.5]
-        if len(before):
-            latest = max(latest if latest is not None else -np.inf, float(before.max()))
-    return None if latest is None else int(round(latest))
+        times = co[0::2]
+        times = times[times > frame + 0.5] if after else times[times < frame - 0.5]
+        if len(times):
+            found = float(times.min() if after else times.max())
+            nearest = found if nearest is None else (min if after else max)(nearest, found)
+    return None if nearest is None else int(round(nearest))
 
 
 def lead_in(obj, bone_map, first: int) -> int | None:
@@ -257,6 +290,20 @@ def lead_in(obj, bone_map, first: int) -> int | None:
     if before is None or bind_pose_span(obj, bone_map, before, before) is not None:
         return None
     return before
+
+
+def lead_out(obj, bone_map, last: int) -> int | None:
+    """The frame the animation after the dance first keys (a pose the animator keyed after the
+    song), when the dance should end in the pose the animation passes on its last frame on the
+    way there: the take keeps that key, and from a dance ending in a pose of its own the curves
+    turned the shoulder 115 degrees in the one frame to a key just after the song (QA, a key on
+    frame 241 of a 24 fps scene whose song ends on 240). None as for lead_in."""
+    if obj.animation_data is None or obj.animation_data.action is None:
+        return None
+    after = first_key_after(obj, last)
+    if after is None or bind_pose_span(obj, bone_map, after, after) is not None:
+        return None
+    return after
 
 
 def build_request(context):
@@ -278,6 +325,9 @@ def build_request(context):
     intro = lead_in(obj, bone_map, first) if write_range is None else None
     if intro is not None:
         fixed.append(first)
+    outro = lead_out(obj, bone_map, last) if write_range is None else None
+    if outro is not None and last not in fixed:
+        fixed.append(last)
     if bone_map is not None:   # own character: constraints from its bones, its keys carried over
         cons, kept = rig_io.read_character_constraints(obj, bone_map, first, last, p.fps, settings.keep_parts(),
                                                        settings.keep_root, scene, context=fixed)
@@ -288,6 +338,7 @@ def build_request(context):
     start = p.file_seconds(first)
     action = obj.animation_data.action if obj.animation_data is not None else None
     style = settings.style
+    range_style = take_style(action) if write_range is not None and style == "any" else None
     # Quality Fast asks for the engine's default steps, which the shipped student stands for
     # (engine.sampler.fewstep); Best runs the teacher at the panel's Steps.
     steps = settings.steps if settings.quality == 'BEST' else DEFAULT_STEPS
@@ -298,9 +349,9 @@ def build_request(context):
         keys_digest=keys.keys_digest(obj, action), style=style, seed=settings.seed,
         steps=steps, quality=settings.quality.lower(), guidance=settings.guidance, autoguidance=settings.autoguidance,
         device=device_choice(context), constraints=cons,
-        weights=weights_choice(context), stage_radius=stage_radius(settings, obj, bone_map, first),
+        weights=checked_weights(context), stage_radius=stage_radius(settings, obj, bone_map, first),
         wait_in_silence=settings.wait_in_silence, speed=p.span.speed, gain=p.gain(first, last),
-        kept=kept, write_range=write_range, bone_map=bone_map,
+        kept=kept, write_range=write_range, range_style=range_style, bone_map=bone_map,
         metadata={"song": p.span.path, "steps": steps, "quality": settings.quality.lower(),
                   "guidance": settings.guidance, "autoguidance": settings.autoguidance,
                   "audio_start": start, "audio_speed": p.span.speed, "wait_in_silence": settings.wait_in_silence})
@@ -308,6 +359,9 @@ def build_request(context):
     if intro is not None:
         request.notes.append(f"the dance starts from the pose '{obj.name}' holds on frame {first}, where its animation "
                              f"keyed up to frame {intro} leaves it")
+    if outro is not None:
+        request.notes.append(f"the dance ends in the pose '{obj.name}' passes on frame {last} on its way to the key "
+                             f"on frame {outro}")
     danced = rig_io.posed_bones(bone_map) if bone_map else {b.name for b in obj.data.bones}
     danced -= rig_io.spinning_bones(obj, bone_map)                  # the hips' spins are danced
     for note in (keys.off_frame_note(obj, first, last), keys.long_turn_note(obj, first, last, danced),

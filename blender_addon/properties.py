@@ -129,7 +129,7 @@ class DanceSettings(bpy.types.PropertyGroup):
         description="Last frame to animate (must lie within the song)")
     stage: EnumProperty(
         name="Stage", default='DEFAULT',
-        items=[('DEFAULT', "Stage", "Travel freely within the usual 4 m stage"),
+        items=[('DEFAULT', "Stage", "Travel freely, within 4 m of where the dance starts (an 8 m floor)"),
                ('IN_PLACE', "In Place", "Dance on the spot: the body's path stays where it starts"),
                ('RADIUS', "Radius", "Stay within the radius below around the start")],
         description="How far the dancer may travel over the floor")

@@ -244,6 +244,21 @@ def switches_note(obj) -> str | None:
             "the Takes list, which puts them back; an action assigned elsewhere plays on FK until you set them back")
 
 
+def ik_keys_note(obj) -> str | None:
+    """A note naming a Rigify rig's keyed IK controls (hand_ik.L, foot_ik.R, their poles): the dance
+    reads and moves the FK controls with the limbs switched to FK (switches_note), so poses keyed
+    on IK controls are neither kept nor played in the take (QA: dropped without a word). Said
+    when a dance replaces the animator's own animation, as switches_note is."""
+    ad = obj.animation_data
+    if ad is None or ad.action is None or takes.is_take(ad.action) or not _switches_now(obj):
+        return None
+    keyed = sorted({bone for bone, _ in key_io.animator_keys(obj, -1e9, 1e9, ad.action) if "_ik" in bone.lower()})
+    if not keyed:
+        return None
+    return (f"keys on the IK controls {_listed(keyed)} do not play in the take, which dances the FK controls with the "
+            "limbs on FK: key the poses to keep on the FK controls (or Rigify's IK->FK snap, then key)")
+
+
 def nla_only_note(obj, bone_map: dict[str, str] | None) -> str | None:
     """A note for a dancer whose animation plays from NLA strips with no active action: its keys
     there are not kept exactly; a character's kept body parts cannot follow it either."""
@@ -303,7 +318,8 @@ def dancer_notes(obj, bone_map: dict[str, str] | None) -> list[str]:
     danced = danced_bones(obj, bone_map)
     notes = [uneven_scale_note(obj), overriding_constraints_note(obj, danced), drivers_note(obj, danced),
              locked_rotation_note(obj, danced), modifiers_note(obj, danced), nla_only_note(obj, bone_map),
-             switches_note(obj), resting_bones_note(obj, bone_map), stretched_bones_note(obj, bone_map)]
+             switches_note(obj), ik_keys_note(obj), resting_bones_note(obj, bone_map),
+             stretched_bones_note(obj, bone_map)]
     return [n for n in notes if n]
 
 

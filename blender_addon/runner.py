@@ -62,7 +62,17 @@ class Request:
     bone_map: dict | None = None        # own characters (rig_io, issue 14): SMPL joint -> bone; None: SMPL dancer
     write_range: tuple | None = None    # (first, last) scene frames to rewrite in a copy of the current
     #                                     action; frames around them are context (regenerating a range)
+    range_style: str | None = None      # the style of the take a range of which is regenerated in style "any"
     notes: list = field(default_factory=list)   # for the panel's report: the engine's notes (its warnings), the add-on's
+
+
+def _style_danced(request: Request) -> str:
+    """The style asked of the engine: the regenerated take's own where it has one these weights
+    know (other weights chosen since may not), else the panel's."""
+    from engine import api
+    if request.range_style and request.range_style in api.available_styles(weights=request.weights):
+        return request.range_style
+    return request.style
 
 
 def generate(request: Request, progress=None) -> Motion:
@@ -76,7 +86,7 @@ def generate(request: Request, progress=None) -> Motion:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         motion = api.generate(
-            request.audio_path, style=request.style, seed=request.seed, steps=request.steps, quality=request.quality,
+            request.audio_path, style=_style_danced(request), seed=request.seed, steps=request.steps, quality=request.quality,
             fps=request.fps, start=request.start, duration=request.duration * request.speed,   # the file's seconds
             speed=request.speed, gain=request.gain,
             constraints=None if cons is None or cons.is_empty else cons,

@@ -589,24 +589,39 @@ _UNPACKED: dict = {}
 
 
 def _sound_file(sound) -> str:
-    """Absolute path of a sound's file; a packed sound is unpacked to a temporary file named by
-    its content's hash (two projects' packed "track.wav" of the same size are different songs)."""
+    """Absolute path of a sound's file. A packed sound is unpacked to a temporary folder named by
+    its content's hash (two projects' packed "track.wav" of the same size are different songs),
+    under its own file name: the take's name and style "any"'s pick (engine.api.dance_style) go
+    by the song's file name, so packing a song changes neither (it made another dance and
+    restarted the takes' numbering)."""
     packed = getattr(sound, "packed_file", None)
     if packed is not None:
         key = (getattr(sound, "session_uid", id(sound)), sound.name, sound.filepath, packed.size)
         path = _UNPACKED.get(key)
         if path is None or not os.path.isfile(path):
             data = packed.data
-            ext = os.path.splitext(sound.filepath)[1] or ".wav"
-            safe = re.sub(r"[^\w.-]", "_", sound.name)
-            digest = hashlib.sha256(data).hexdigest()[:16]
-            path = os.path.join(tempfile.gettempdir(), f"dance_packed_{safe}_{digest}{ext}")
+            name = re.sub(r'[\\/:*?"<>|\x00]', "_", bpy.path.basename(sound.filepath) or sound.name) or "song"
+            if not os.path.splitext(name)[1]:
+                name += os.path.splitext(sound.filepath)[1] or ".wav"
+            folder = os.path.join(tempfile.gettempdir(), f"dance_packed_{hashlib.sha256(data).hexdigest()[:16]}")
+            os.makedirs(folder, exist_ok=True)
+            path = os.path.join(folder, name)
             if not os.path.isfile(path) or os.path.getsize(path) != len(data):
                 with open(path, "wb") as f:
                     f.write(data)
             _UNPACKED[key] = path
         return path
-    return os.path.normpath(bpy.path.abspath(sound.filepath, library=sound.library))
+    return absolute_path(sound.filepath, sound.library)
+
+
+def absolute_path(path: str, library=None) -> str:
+    """A file path as Blender resolves it. A path relative to the .blend file ('//song.wav') in
+    a file never saved has nothing to be relative to (Blender resolves it against the folder it
+    was started from): EngineError, one line."""
+    if path.startswith("//") and library is None and not bpy.data.filepath:
+        raise EngineError(f"'{path}' is relative to the .blend file, which is not saved yet: save the .blend "
+                          "file or choose the song again with its full path")
+    return os.path.normpath(bpy.path.abspath(path, library=library))
 
 
 def _audio_length(path: str) -> float:
@@ -701,7 +716,7 @@ def sound_strip_audio(scene, strip) -> AudioSpan:
 
 def file_audio(scene, path: str, frame_start: int | None = None, duration: float | None = None) -> AudioSpan:
     """An audio file played from its beginning at `frame_start` (default: the scene start)."""
-    full = os.path.normpath(bpy.path.abspath(path)) if path else ""
+    full = absolute_path(path) if path else ""
     if not full or not os.path.isfile(full):
         raise EngineError(f"audio file not found: {full or '(none chosen)'}")
     fps = scene_fps(scene)

@@ -140,6 +140,23 @@ def test_built_extension_installs_and_dances(tmp_path, tiny_weights):
         assert bpy.ops.dance.generate() == {{'FINISHED'}}
         action = scene.dance.armature.animation_data.action
         print("OK", action.name, action.frame_range[1])
+        # Disabled, its engine's folder leaves sys.path; enabled again, it dances as before.
+        import addon_utils
+        addon_utils.disable("bl_ext.user_default.dance_generator", default_set=True)
+        assert not any("dance_generator" in p for p in sys.path), sys.path
+        addon_utils.enable("bl_ext.user_default.dance_generator", default_set=True)
+        assert bpy.ops.dance.generate() == {{'FINISHED'}}
+        print("AGAIN", scene.dance.armature.animation_data.action.name)
+        # An upgrade in the same session re-imports the add-on's modules (Blender forgets them):
+        # the engine is then imported anew too, not kept from the version before.
+        engine_before = sys.modules["engine"]
+        addon_utils.disable("bl_ext.user_default.dance_generator", default_set=True)
+        for name in [n for n in sys.modules if n.startswith("bl_ext.user_default.dance_generator")]:
+            del sys.modules[name]
+        addon_utils.enable("bl_ext.user_default.dance_generator", default_set=True)
+        assert bpy.ops.dance.generate() == {{'FINISHED'}}
+        assert sys.modules["engine"] is not engine_before and sys.modules["engine"].__path__[0].startswith(root)
+        print("UPGRADED", scene.dance.armature.animation_data.action.name)
         sys.stdout.flush()
         import shutil; shutil.rmtree(bpy.app.tempdir, ignore_errors=True)   # what a normal exit removes
         os._exit(0)
@@ -149,6 +166,8 @@ def test_built_extension_installs_and_dances(tmp_path, tiny_weights):
                          cwd=tmp_path)
     assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]
     assert "OK Dance song any s0 take 1 45.0" in run.stdout
+    assert "AGAIN Dance song any s0 take 2" in run.stdout
+    assert "UPGRADED Dance song any s0 take 3" in run.stdout
     assert (tmp_path / "blender_user" / "extensions" / "user_default" / "dance_generator").is_dir()
 
 

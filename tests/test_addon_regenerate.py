@@ -713,7 +713,7 @@ def test_a_rigify_rig_on_ik_is_told_the_take_switches_it_to_fk():
     bpy.context.scene.collection.objects.link(obj)
     bpy.context.view_layer.objects.active = obj
     bpy.ops.object.mode_set(mode='EDIT')
-    for name in ("thigh_parent.L", "torso"):
+    for name in ("thigh_parent.L", "torso", "hand_ik.L", "hand_fk.L"):
         bone = arm.edit_bones.new(name)
         bone.head, bone.tail = (0, 0, 0), (0, 0, 0.3)
     bpy.ops.object.mode_set(mode='OBJECT')
@@ -723,7 +723,54 @@ def test_a_rigify_rig_on_ik_is_told_the_take_switches_it_to_fk():
     obj.pose.bones["thigh_parent.L"]["IK_FK"] = 0.0
     note = rig_io.switches_note(obj)
     assert note is not None and "thigh_parent.L" in note and "torso" not in note and "Takes list" in note
+    # Keys on IK controls do not play in a take, which dances the FK controls on FK: said.
+    obj.pose.bones["hand_fk.L"].keyframe_insert("location", frame=1)
+    assert rig_io.ik_keys_note(obj) is None                                # FK keys play: nothing to say
+    obj.pose.bones["hand_ik.L"].keyframe_insert("location", frame=5)
+    note = rig_io.ik_keys_note(obj)
+    assert note is not None and "hand_ik.L" in note and "hand_fk.L" not in note and "FK controls" in note
     take = bpy.data.actions.new("Dance song any s0 take 1")               # from take to take: said already
     take[T.GENERATED_KEY] = True
     obj.animation_data_create().action = take
-    assert rig_io.switches_note(obj) is None
+    assert rig_io.switches_note(obj) is None and rig_io.ik_keys_note(obj) is None
+
+
+def test_a_key_after_the_song_is_danced_into(addon, tmp_path):
+    # QA: a pose keyed on the frame after the song (a 24 fps scene keyed every 2 s) turned the
+    # shoulder 115 degrees in that one frame; the dance now ends in the pose the animation
+    # passes on its last frame on the way to the key.
+    scene = addon
+    obj, first, last = _song_stage(scene, tmp_path, seconds=1.5)
+    pose = {"left_shoulder": np.array([0.0, 0.0, -1.2]), "right_shoulder": np.array([0.0, 0.0, 1.2]),
+            "spine1": np.array([0.5, 0.0, 0.0]), "left_knee": np.array([1.0, 0.0, 0.0])}
+    _key(obj, last + 1, pose)
+    keyed = _heads(obj, [last + 1])[0]
+    assert bpy.ops.dance.generate() == {'FINISHED'}
+    assert f"ends in the pose '{obj.name}' passes on frame {last} on its way to the key on frame {last + 1}" \
+        in scene.dance.status
+    heads = _heads(obj, list(range(last - 10, last + 2)))
+    assert np.abs(heads[-1] - keyed).max() < 1e-5                          # the key is as it was
+    step = np.linalg.norm(np.diff(heads, axis=0), axis=2).max(axis=1)      # fastest joint per frame step
+    print(f"steps into the key: {np.round(step, 4)}")
+    assert step[-1] < 1e-4                                                 # frame `last` is already the key's pose
+    assert operators.lead_out(obj, None, last + 1) is None                 # nothing keyed after the key
+
+
+def test_a_range_regenerated_in_style_any_keeps_the_takes_style(addon, tmp_path):
+    # QA: style any picks a style by song and seed; a range regenerated with another seed (the
+    # way to get a variation) came out in another style than the dance around it.
+    from engine import api
+    scene = addon
+    obj, first, last = _song_stage(scene, tmp_path, seconds=3.0)
+    assert bpy.ops.dance.generate() == {'FINISHED'}
+    drawn = obj.animation_data.action["dance_drawn_style"]
+    styles = api.available_styles(weights=operators.weights_choice(bpy.context))
+    song = scene_io.find_sound_strip(scene).sound.filepath
+    seed = next(s for s in range(1, 200) if api.dance_style("any", styles, s, song) != drawn)
+    scene.dance.use_strip_range = False
+    scene.dance.frame_start, scene.dance.frame_end = first + 20, first + 40
+    scene.dance.seed = seed
+    assert bpy.ops.dance.generate() == {'FINISHED'}
+    take = obj.animation_data.action
+    assert take["dance_drawn_style"] == drawn and take["dance_style"] == "any"
+    assert take.name.startswith(f"Dance {os.path.splitext(os.path.basename(song))[0]} any s{seed}")

@@ -4,6 +4,8 @@ Every test starts from factory settings with an empty scene. Positions are check
 EVALUATED pose (after frame_set), never on F-curve values."""
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -329,8 +331,22 @@ def test_packed_songs_of_the_same_name_and_size_stay_apart(scene, tmp_path):
         strip = scene_io.add_sound_strip(bpy.context.scene, str(song), frame_start=1)
         strip.sound.pack()
         song.unlink()                                    # only the packed copy is left
-        heard.append(open(scene_io.sound_strip_audio(bpy.context.scene, strip).path, "rb").read())
+        path = scene_io.sound_strip_audio(bpy.context.scene, strip).path
+        assert os.path.basename(path) == "track.wav"     # the take's name and style any's pick go by it
+        heard.append(open(path, "rb").read())
     assert heard == contents
+
+
+def test_a_song_relative_to_an_unsaved_blend_file_is_one_clear_line(scene, tmp_path):
+    # Blender resolves '//' against the folder it was started from while the file is unsaved:
+    # the add-on danced whatever file of that name was there, or said only that it was missing.
+    strip = scene_io.add_sound_strip(scene, str(add_wav(tmp_path, 1.0)))
+    strip.sound.filepath = "//song.wav"
+    assert not bpy.data.filepath
+    with pytest.raises(EngineError, match="'//song.wav' is relative to the .blend file, which is not saved yet"):
+        scene_io.sound_strip_audio(scene, strip)
+    with pytest.raises(EngineError, match="not saved yet"):
+        scene_io.file_audio(scene, "//song.wav")
 
 
 def test_clear_errors_for_user_mistakes(scene, tmp_path):
