@@ -78,6 +78,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         "music is silent for a second or more)")
     p.add_argument("--fps", type=float, help="set the scene frame rate first (e.g. 23.976)")
     p.add_argument("--frame-start", type=int, help="frame where a newly added sound strip starts")
+    p.add_argument("--frame-range", type=int, nargs=2, metavar=("FIRST", "LAST"),
+                   help="dance only these scene frames of the song (default: all its frames); where the "
+                        "armature's action is danced beyond them, only this section is regenerated and joins "
+                        "the rest")
     p.add_argument("--out-blend", help="save the scene here")
     p.add_argument("--out-bvh", help="also write the dance as BVH (metres; up axis: --bvh-up)")
     p.add_argument("--bvh-up", choices=("Y", "Z"), default="Y",
@@ -105,6 +109,11 @@ def check_args(args: argparse.Namespace) -> None:
         if not first <= args.frame_start <= last:
             raise EngineError(f"--frame-start must be a frame from {first} to {last} (Blender's range), "
                               f"got {args.frame_start}")
+    if args.frame_range is not None:
+        first, last = _blender_frames()
+        if not (first <= args.frame_range[0] <= args.frame_range[1] <= last):
+            raise EngineError(f"--frame-range needs FIRST <= LAST, frames from {first} to {last} (Blender's "
+                              f"range), got {args.frame_range[0]} {args.frame_range[1]}")
     args.keep_toggles = _keep_toggles(parse_body_parts(args.keep, allow_root=True))
     if args.quality == "fast" and args.steps is not None:      # said, as the command line says it
         print(f"note: --steps {args.steps} are the many-step model's: quality 'fast' uses the many-step model",
@@ -263,7 +272,10 @@ def run(args: argparse.Namespace) -> str:
             raise EngineError(f"--bone-map is for your own characters; '{obj.name}' is an SMPL dancer")
 
     settings = scene.dance
-    settings.audio_source, settings.strip_name, settings.use_strip_range = 'STRIP', strip.name, True
+    settings.audio_source, settings.strip_name = 'STRIP', strip.name
+    settings.use_strip_range = args.frame_range is None        # a range saved in the .blend is not used
+    if args.frame_range is not None:
+        settings.frame_start, settings.frame_end = args.frame_range
     settings.armature = obj
     if not hasattr(args, "keep_toggles"):
         check_args(args)
@@ -277,6 +289,9 @@ def run(args: argparse.Namespace) -> str:
     settings.wait_in_silence = not args.dance_silence
     request = operators.build_request(context)
     request.style, request.device = args.style, args.device
+    # A section regenerated in style any keeps its take's style (the panel's Style is not read here).
+    action = obj.animation_data.action if obj.animation_data is not None else None
+    request.range_style = operators.take_style(action) if request.write_range and args.style == "any" else None
     request.weights = os.path.abspath(args.weights) if args.weights else None
     request.stage_radius = None   # metres in the scene -> Blender units -> the dance's metres
     if args.stage_radius is not None:
@@ -296,10 +311,11 @@ def run(args: argparse.Namespace) -> str:
     for note in request.notes:
         print(f"note: {note}", file=sys.stderr, flush=True)
     action = runner.apply(request, motion)
-    end = request.frame_start + request.num_frames - 1
+    first, last = request.write_range or (request.frame_start, request.frame_start + request.num_frames - 1)
     if args.out_bvh or args.out_npz:
+        motion = motion.section(first - request.frame_start, last - first + 1)   # a range: that section
         if request.bone_map is None:   # the SMPL dancer as the scene shows it (own characters: the dance put on them)
-            shown = scene_io.read_motion(obj, request.frame_start, end, request.fps, scene)
+            shown = scene_io.read_motion(obj, first, last, request.fps, scene)
             # ... with what the scene does not hold: style, seed, beats, song (QA: seed 0, style any)
             for name in ("style", "seed", "beat_times", "audio_path", "audio_start"):
                 setattr(shown, name, getattr(motion, name))
@@ -319,7 +335,7 @@ def run(args: argparse.Namespace) -> str:
             bpy.ops.wm.save_as_mainfile(filepath=os.path.abspath(args.out_blend))
         except RuntimeError as e:
             raise EngineError(f"cannot save {args.out_blend}: {str(e).strip().splitlines()[-1]}") from None
-    return f"'{action.name}' on '{obj.name}', frames {scene_io.frame_span(request.frame_start, end)}"
+    return f"'{action.name}' on '{obj.name}', frames {scene_io.frame_span(first, last)}"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,6 +15,7 @@ bpy = pytest.importorskip("bpy")
 
 from blender_addon import scene_io  # noqa: E402
 from conftest import REPO  # noqa: E402
+from engine.body.motion import Motion  # noqa: E402
 from engine.body.skeleton import JOINT_INDEX  # noqa: E402
 from rotation_checks import rotation_error  # noqa: E402
 from test_addon_scene_io import add_wav  # noqa: E402
@@ -96,6 +97,42 @@ def test_batch_end_to_end_keeps_the_files_keys(tmp_path, tiny_weights):
                          capture_output=True, text=True, env=_isolated_env(tmp_path), timeout=120, cwd=tmp_path)
     assert bad.returncode == 1
     assert bad.stderr.strip().count("\n") == 0 and bad.stderr.startswith("error: song not found")
+
+
+def test_batch_regenerates_a_frame_range_headless(tmp_path, tiny_weights):
+    # QA: batch.py had no frame range and overrode one saved in the .blend: a section of a dance
+    # could not be regenerated headless.
+    song = add_wav(tmp_path, 2.0)
+    first_run = tmp_path / "first.blend"
+    common = [sys.executable, str(BATCH), "--", "--audio", str(song), "--weights", str(tiny_weights), "--steps", "2"]
+    run = subprocess.run(common + ["--fps", "25", "--seed", "3", "--out-blend", str(first_run)],
+                         capture_output=True, text=True, env=_isolated_env(tmp_path), timeout=300, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-2000:]
+    bpy.ops.wm.open_mainfile(filepath=str(first_run))
+    obj = next(o for o in bpy.data.objects if o.type == 'ARMATURE')
+    before = scene_io.read_motion(obj, 1, 50)
+    drawn = obj.animation_data.action["dance_drawn_style"]
+
+    out_blend, out_npz = tmp_path / "section.blend", tmp_path / "section.npz"
+    run = subprocess.run(common + ["--blend", str(first_run), "--seed", "8", "--frame-range", "20", "30",
+                                   "--out-blend", str(out_blend), "--out-npz", str(out_npz)],
+                         capture_output=True, text=True, env=_isolated_env(tmp_path), timeout=300, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "frames 20-30" in run.stdout
+    bpy.ops.wm.open_mainfile(filepath=str(out_blend))
+    obj = next(o for o in bpy.data.objects if o.type == 'ARMATURE')
+    take = obj.animation_data.action
+    assert take.name == "Dance song any s8 take 1" and take["dance_drawn_style"] == drawn   # the dance's style
+    after = scene_io.read_motion(obj, 1, 50)
+    outside = np.r_[0:19, 30:50]
+    assert np.abs(after.poses[outside] - before.poses[outside]).max() < 1e-5                # the rest as it was
+    assert np.abs(after.poses[19:30] - before.poses[19:30]).max() > 1e-3                    # the section anew
+    assert Motion.load_npz(out_npz).num_frames == 11                                         # the section alone
+
+    bad = subprocess.run(common + ["--blend", str(first_run), "--frame-range", "30", "20", "--out-npz",
+                                   str(tmp_path / "x.npz")],
+                         capture_output=True, text=True, env=_isolated_env(tmp_path), timeout=300, cwd=tmp_path)
+    assert bad.returncode == 1 and "--frame-range needs FIRST <= LAST" in bad.stderr
 
 
 def test_the_extension_ships_the_checkpoints_not_the_training_notes():

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import numbers
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +31,14 @@ class Motion:
     @property
     def duration(self) -> float:
         return self.num_frames / self.fps
+
+    def section(self, start: int, count: int) -> "Motion":
+        """`count` frames from frame `start`: the beats and the song's start follow the new frame 0."""
+        t0, t1 = start / self.fps, (start + count) / self.fps
+        beats = np.asarray(self.beat_times)
+        return replace(self, poses=self.poses[start:start + count], trans=self.trans[start:start + count],
+                       contacts=None if self.contacts is None else self.contacts[start:start + count],
+                       beat_times=beats[(beats >= t0) & (beats < t1)] - t0, audio_start=self.audio_start + t0)
 
     def save_npz(self, path) -> None:
         """Write exactly `path` (np.savez given a name adds ".npz" to one that lacks it, in that case,
