@@ -91,9 +91,12 @@ def _stamp_lookup(action, name: str):
 # An imported character's file may bring a take that holds only its bind pose: a Mixamo
 # download "with skin" keys every bone at rest on frames 1 and 2. Those keys are the file's, not
 # the animator's, and as constraints they would hold the dancer in a T-pose where the dance starts.
-# A key within these bounds of the rest pose holds it.
-REST_ANGLE = math.radians(2.0)
-REST_OFFSET = 1e-3          # a location's share of the armature's size
+# A key within these bounds of the rest pose holds it: a bind pose is the rest pose up to the
+# file's rounding. Within 2 degrees and 1e-3 of the armature's size, as before, an imported
+# clip's own frames near rest (an arm 0.2-0.7 degrees off it, the hips 1-2 mm) were taken for a
+# bind pose and dropped (QA, an FBX round trip: the take left the clip by 5-12 cm there).
+REST_ANGLE = math.radians(0.1)
+REST_OFFSET = 3e-4          # a location's share of the armature's size
 
 
 def _at_rest(prop: str, index: int, values: np.ndarray, size: float) -> np.ndarray:
@@ -129,8 +132,9 @@ def keys_digest(obj, action) -> str:
 def bind_pose_frames(obj, action, posed_bones, modes=None) -> list[int]:
     """Whole frames of `action` holding an imported bind pose, not a pose to dance from: runs of
     consecutive frames on which every key (rotation or location, any bone) holds the rest pose
-    and within which every bone of `posed_bones` has a rotation key. A few bones keyed at rest,
-    or a rest pose beside any other key on its frame, stay keys."""
+    and within which every bone of `posed_bones` has a rotation key, with no key on the frames
+    just before and after them. A few bones keyed at rest, a rest pose beside any other key on
+    its frame, and a clip that starts from the rest pose stay keys."""
     return _bind_pose_frames(obj, _channel_keys(obj, action, modes), posed_bones)
 
 
@@ -162,6 +166,14 @@ def _bind_pose_frames(obj, channels: dict, posed_bones) -> list[int]:
     complete = np.ones(run_of[-1] + 1, bool)
     for mask in rotated.values():
         complete &= np.bincount(run_of, weights=mask[rest], minlength=len(complete)) > 0
+    # A run of rest frames with keys on the frame right before or after it is a clip passing
+    # through the rest pose (one that starts from it), not a bind pose.
+    first, last = np.full(len(complete), len(keyed)), np.full(len(complete), -1)
+    np.minimum.at(first, run_of, rest)
+    np.maximum.at(last, run_of, rest)
+    keyed_beside = keyed[np.maximum(first - 1, 0)] & (first > 0) | keyed[np.minimum(last + 1, len(keyed) - 1)] \
+        & (last < len(keyed) - 1)
+    complete &= ~keyed_beside
     return (rest[complete[run_of]] + lo).tolist()
 
 
@@ -197,12 +209,14 @@ def animator_keys(obj, frame_start: float, frame_end: float, action=None, modes=
     generated = compat.generated_key_type()[1]
     all_channels = _channel_keys(obj, action, modes)
     bind = set(_bind_pose_frames(obj, all_channels, posed_bones)) if posed_bones else set()
-    out = {}
+    found = {}
+    # Over the whole action: a baked passage's still channels are keyed at its ends only.
+    whole = (-np.inf, np.inf) if posed_bones else (frame_start, frame_end)
     for (bone, prop), channels in all_channels.items():
         f = np.concatenate([c[0] for c in channels.values()]).astype(np.float64)
         v = np.concatenate([c[1] for c in channels.values()]).astype(np.float64)
         t = np.concatenate([c[2] for c in channels.values()])
-        inside = (f > frame_start - 0.5) & (f < frame_end + 0.5)
+        inside = (f > whole[0] - 0.5) & (f < whole[1] + 0.5)
         mine = set(np.round(f[inside & (t != generated)]).astype(int).tolist())
         gen = inside & (t == generated)
         if gen.any():  # generated keys: changed if the sum of their values differs from the one written
@@ -217,7 +231,53 @@ def animator_keys(obj, frame_start: float, frame_end: float, action=None, modes=
             mine.update(np.round(at[~same]).astype(int).tolist())
         mine -= bind
         if mine:
-            out[(bone, prop)] = sorted(mine)
+            found[(bone, prop)] = sorted(mine)
+    if posed_bones:
+        found = _through_baked_passages(found, posed_bones)
+    out = {}
+    for channel, frames in found.items():
+        frames = [f for f in frames if frame_start - 0.5 < f < frame_end + 0.5]
+        if frames:
+            out[channel] = frames
+    return out
+
+
+# A baked clip (an FBX or BVH import, a mocap take) keys its moving channels on every frame, and
+# the exporter leaves a channel that stays still with a key at each end of the clip only. Through
+# such a passage, the frames on which at least BAKED_SHARE of the posed bones are keyed, for
+# BAKED_FRAMES frames or more in a row, every posed bone's channel keyed on both sides of it is
+# as keyed on every frame (what Blender plays there): read channel by channel, the still bones
+# were free, and the dance moved a hand 0.5 m off the clip it was asked to keep (QA).
+BAKED_SHARE = 0.25
+BAKED_FRAMES = 3
+
+
+def _through_baked_passages(keys: dict, posed_bones) -> dict:
+    """`keys` ({(bone, prop): sorted frames}) with the frames of baked passages (see BAKED_SHARE)
+    added to the posed bones' channels that are keyed before and after them."""
+    posed = set(posed_bones)
+    bones_on: dict[int, set] = {}
+    for (bone, _), frames in keys.items():
+        if bone in posed:
+            for f in frames:
+                bones_on.setdefault(f, set()).add(bone)
+    dense = sorted(f for f, bones in bones_on.items() if len(bones) >= BAKED_SHARE * len(posed))
+    baked: set[int] = set()
+    for run in np.split(np.asarray(dense, int), np.flatnonzero(np.diff(dense) != 1) + 1) if dense else []:
+        if len(run) >= BAKED_FRAMES:
+            baked.update(run.tolist())
+    if not baked:
+        return keys
+    out = dict(keys)
+    for (bone, prop), frames in keys.items():
+        if bone not in posed:
+            continue
+        filled = list(frames)
+        for a, b in zip(frames[:-1], frames[1:]):
+            if b - a > 1 and all(f in baked for f in range(a + 1, b)):
+                filled.extend(range(a + 1, b))
+        if len(filled) > len(frames):
+            out[(bone, prop)] = sorted(filled)
     return out
 
 

@@ -655,6 +655,12 @@ def test_an_imported_bind_pose_is_not_a_pose_to_dance_from(addon, tmp_path):
     spine = obj.pose.bones["mixamorig:Spine"]
     spine.keyframe_insert("location", frame=first + 10)
     assert rig_io.count_character_keys(obj, bone_map, first, last) == count
+    # An imported clip's own frame near rest is no bind pose: one bone 0.3 degrees off rest makes
+    # it the animator's (within 2 degrees such frames were dropped: QA, an FBX round trip).
+    key_bind_pose(obj, first + 20, seed=1)
+    arm.rotation_quaternion = (math.cos(math.radians(0.15)), 0.0, 0.0, math.sin(math.radians(0.15)))
+    arm.keyframe_insert("rotation_quaternion", frame=first + 20)
+    assert operators.bind_pose_span(obj, bone_map, first + 20, first + 21) is None
 
     # The SMPL dancer's rest-pose keys on every joint are no pose to dance from either.
     smpl = scene_io.create_smpl_armature(bpy.context, with_mesh=False)

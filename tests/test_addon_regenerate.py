@@ -774,3 +774,36 @@ def test_a_range_regenerated_in_style_any_keeps_the_takes_style(addon, tmp_path)
     take = obj.animation_data.action
     assert take["dance_drawn_style"] == drawn and take["dance_style"] == "any"
     assert take.name.startswith(f"Dance {os.path.splitext(os.path.basename(song))[0]} any s{seed}")
+
+
+def test_a_baked_clip_under_the_song_is_kept_whole(addon, tmp_path):
+    # QA, an FBX round trip: the exporter keys a baked clip's moving channels on every frame and
+    # a channel that stays still at the clip's ends only; read channel by channel, the still
+    # bones were danced between, a hand 0.5 m off the clip. And the clip's first frame, at rest
+    # on every bone, was taken for an imported bind pose.
+    scene = addon
+    obj, first, last = _song_stage(scene, tmp_path, seconds=2.0)
+    rng = np.random.default_rng(5)
+    moving = ("pelvis", "spine1", "spine2", "spine3", "left_shoulder", "right_shoulder", "left_elbow")
+    clip = range(first, first + 21)
+    for f in clip:
+        if f == first:                                           # the clip starts from the rest pose
+            _key(obj, f, {n: np.zeros(3) for n in JOINT_NAMES})
+        else:
+            _key(obj, f, {n: rng.normal(0, 0.2, 3) for n in moving})
+        obj.pose.bones["pelvis"].location = (0.01 * (f - first), 0.0, 0.0)
+        obj.pose.bones["pelvis"].keyframe_insert("location", frame=f)
+    still = {"left_hip": np.array([-0.4, 0.0, 0.1]), "left_knee": np.array([0.9, 0.0, 0.0]),
+             "right_hip": np.array([-0.5, 0.0, 0.2]), "right_knee": np.array([0.3, 0.0, 0.0]),
+             "left_ankle": np.zeros(3), "right_ankle": np.zeros(3)}
+    for f in (first + 1, first + 20):                            # still channels: keys at the ends only
+        _key(obj, f, still)
+    assert operators.bind_pose_span(obj, None, first, first) is None      # a clip starting at rest
+    legs = [JOINT_INDEX[n] for n in ("left_knee", "left_ankle", "right_knee", "right_ankle")]
+    played = _heads(obj, list(clip))[:, legs]
+    assert bpy.ops.dance.generate() == {'FINISHED'}
+    danced = _heads(obj, list(clip))[:, legs]
+    print(f"legs off the clip: {np.abs(danced - played).max():.2e} m")
+    assert np.abs(danced - played).max() < 1e-4                           # held as the clip plays them
+    after = _heads(obj, list(range(first + 30, last)))[:, legs]
+    assert np.ptp(after, axis=0).max() > 1e-3                             # and danced after it

@@ -183,6 +183,8 @@ def stance_targets(planted: np.ndarray, smpl_ankle: np.ndarray, free_ankle: np.n
         place = np.empty((b - a, 3))
         turned = np.zeros((b - a, 2)) if ball is None else ball[a:b, :2]
         stance = planted[a:b]                                   # the run's own stance, not its rolled frames
+        if not stance.any():        # rolled frames whose stance is given (held by keys): they stand as the dance does
+            stance = np.ones(b - a, bool)
         place[:, :2], place[:, 2] = (smpl_ankle[a:b, :2] + turned)[stance].mean(axis=0) - turned, height[a:b]
         own = np.flatnonzero(np.isfinite(given[a:b]).all(axis=1)) if given is not None else ()
         if len(own):

@@ -147,6 +147,7 @@ SMPL_ANKLE_HEIGHT = float(np.mean([REST_POSITIONS[JOINT_INDEX[f"{s}_ankle"], 1] 
 # SMPL's rest toe joints above its floor (they are the floor: 0 up to rounding).
 SMPL_TOE_HEIGHT = float(np.mean([REST_POSITIONS[JOINT_INDEX[f"{s}_foot"], 1] for s in ("left", "right")])
                         + REST_PELVIS_HEIGHT)
+SOLE_FRONT_SPAN = 0.02    # SMPL metres: a toe-less foot's tails this close to its lowest are on its sole
 
 
 def _next_joint(j: int) -> int | None:
@@ -429,7 +430,8 @@ class Retargeter:
         # Each leg's thigh, shin and foot bones, the ankle's rest height above the floor, its toe
         # bone (-1: none) and the toe's rest height, for planting feet.
         self._legs = {}
-        self._toe_tips = {}          # the toe bone's tail's rest height above the floor, per leg with one
+        self._toe_tips = {}          # per leg with a toe bone: its tail's rest height above the floor
+        self._sole_fronts = {}       # per leg without: (the sole's front in the foot bone's frame, its rest height)
         for side in ("left", "right"):
             hip, knee, ankle = (self.bone_of[JOINT_INDEX[f"{side}_{j}"]] for j in ("hip", "knee", "ankle"))
             toe = self.bone_of[JOINT_INDEX[f"{side}_foot"]]
@@ -438,6 +440,9 @@ class Retargeter:
                                     toe, float(heads_w[toe, 2] - floor) if toe >= 0 else 0.0)
                 if toe >= 0:
                     self._toe_tips[side] = float(rig.world_tails()[toe, 2] - floor)
+                else:
+                    front, height = self._sole_front(ankle)
+                    self._sole_fronts[side] = (front, height - floor)
         # The rig's pelvis bone sits this far above SMPL's pelvis (SMPL metres, in the pelvis's frame).
         self._delta = np.array([0.0, (heads_w[pel, 2] - floor) / self.scale - REST_PELVIS_HEIGHT, 0.0])
 
@@ -483,6 +488,31 @@ class Retargeter:
         if not length > 0:
             raise RetargetError("the leg bones have no length in the rest pose")
         return length
+
+    def _sole_front(self, ankle: int) -> tuple[np.ndarray, float]:
+        """For a leg that maps no toe bone: the front of its sole, of the tails of the foot bone
+        and of the unmapped bones under it, which turn with it (a Second Life foot bone reaches
+        the toe's tip; MakeHuman's map leaves its toe bones out), the furthest from the ankle of
+        those within 2 cm (scaled) of the lowest at rest: a foot pitched down lowers the toe's tip
+        most. Returns (its offset from the foot bone's head in that bone's frame, its rest height
+        in the world)."""
+        mapped = set(int(b) for b in self.bone_of if b >= 0)
+
+        def under_foot(b: int) -> bool:
+            while b >= 0 and b != ankle:
+                if b in mapped:
+                    return False
+                b = self.rig.parents[b]
+            return b == ankle
+
+        rest = self.rig.rest
+        tails = rest[:, :3, 3] + self.rig.lengths[:, None] * rest[:, :3, 1]
+        bones = [b for b in range(len(self.rig.names)) if under_foot(b)]
+        world = self.rig.to_world(tails[bones])
+        reach = np.linalg.norm(world - self.rig.to_world(rest[ankle][:3, 3]), axis=-1)
+        low = world[:, 2] <= world[:, 2].min() + SOLE_FRONT_SPAN * self.scale
+        k = int(np.argmax(np.where(low, reach, -np.inf)))
+        return rest[ankle][:3, :3].T @ (tails[bones[k]] - rest[ankle][:3, 3]), float(world[k, 2])
 
     def _sole_below_ankles(self, heads_w: np.ndarray) -> float:
         """Where the soles of a rig without toe bones are: the foot bone's tail where it lies a
@@ -741,12 +771,21 @@ class Retargeter:
         O = self.rig.object_matrix[:3, :3]
         changed = False
         for side, (_, _, ankle, _, toe, toe_height) in self._legs.items():
+            lift = self.scale * np.clip(smpl[:, JOINT_INDEX[f"{side}_foot"], 1] - SMPL_TOE_HEIGHT, 0.0, TOE_CLEARANCE)
             if toe < 0:
+                # The sole's front is pitched up where it would go lower than at rest (QA: the toe
+                # tips of Second Life and MakeHuman feet went 1.8 cm under their rest height).
+                front, height = self._sole_fronts[side]
+                tip = (M[:, ankle] @ front) @ O.T
+                turn = cf.pitched_above(tip, heads_w[:, ankle, 2], height + lift)
+                f = np.flatnonzero(np.abs(turn - np.eye(3)).max(axis=(1, 2)) > 1e-12)
+                if len(f):
+                    self._turn_foot(target, side, f, turn[f], None)
+                    changed = True
                 continue
             # The ball clears the floor as far as SMPL's toe does (scaled), up to a swing's
             # TOE_CLEARANCE: above that the dance's foot pitch stands (uncapped, QA's long foot
             # turned off the dance on 30% of frames, not 26%, for the same ball figures).
-            lift = self.scale * np.clip(smpl[:, JOINT_INDEX[f"{side}_foot"], 1] - SMPL_TOE_HEIGHT, 0.0, TOE_CLEARANCE)
             A, B = heads_w[:, ankle], heads_w[:, toe]
             tip = (self.rig.lengths[toe] * M[:, toe, :, 1]) @ O.T             # ball -> toe's tip, world
             turn = cf.pitched_above(B - A, A[:, 2], toe_height + lift)
@@ -763,11 +802,11 @@ class Retargeter:
 
     def _turn_foot(self, target, side: str, frames: np.ndarray, turn: np.ndarray, toe_turn: np.ndarray) -> None:
         """Turn a leg's foot and toe by world rotations `turn` (N,3,3) about its ankle on `frames`
-        (N,), the toe further by `toe_turn` (N,3,3) about its own head; edits `target`
-        (armature-space rotations, the toe's not carried by the foot's) in place."""
+        (N,), the toe (if the leg has one) further by `toe_turn` (N,3,3) about its own head; edits
+        `target` (armature-space rotations, the toe's not carried by the foot's) in place."""
         _, _, ankle, _, toe, _ = self._legs[side]
         Ro = self._Ro
-        for b, t in ((ankle, turn), (toe, toe_turn @ turn)):
+        for b, t in ((ankle, turn),) + (((toe, toe_turn @ turn),) if toe >= 0 else ()):
             target[b] = target[b].copy()
             target[b][frames] = Ro.T @ t @ Ro @ target[b][frames]
 
