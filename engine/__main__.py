@@ -240,14 +240,15 @@ def _main(argv=None) -> int:
     warnings.showwarning = _show_note
     try:
         if args.command == "styles":
-            from .api import available_styles
-            from .defaults import MOTION_ONLY_STYLES
+            from .api import available_styles, styles_any_draws
             styles = available_styles(args.weights)
             print("\n".join(styles))
-            motion_only = [name for name in styles if name in MOTION_ONLY_STYLES]
-            if motion_only:    # on stderr: the list on stdout stays one name a line for scripts
-                print(f"note: {', '.join(motion_only)} learned from motion without music: style any never draws "
-                      "it; ask for it by name", file=sys.stderr)
+            drawn = styles_any_draws(args.weights)
+            never = [name for name in styles if name != "any" and name not in drawn]
+            if never:    # on stderr: the list on stdout stays one name a line for scripts
+                print(f"note: style any draws {', '.join(drawn) or 'none of them'}; {', '.join(never)} "
+                      f"{'was' if len(never) == 1 else 'were'} learned without music: ask for "
+                      f"{'it' if len(never) == 1 else 'them'} by name", file=sys.stderr)
             return 0
         return generate_command(args)
     except Cancelled:

@@ -18,7 +18,7 @@ from .body.motion import Constraints, Motion
 from .body.skeleton import NUM_JOINTS, joint_positions
 from .defaults import (AUTOGUIDANCE_KEYED_TAPER_FRAMES, DEFAULT_AUTOGUIDANCE, DEFAULT_FPS, DEFAULT_GUIDANCE,
                        DEFAULT_QUALITY, DEFAULT_STEPS, GUIDANCE_LOWPASS_FRAMES, INPAINT_MIN_RUN_SECONDS,
-                       LATE_GUIDANCE, MOTION_ONLY_STYLES, SAMPLING_ETA, SAMPLING_SOLVER, SMOOTHING_SECONDS,
+                       LATE_GUIDANCE, SAMPLING_ETA, SAMPLING_SOLVER, SMOOTHING_SECONDS,
                        STUDENT_SMOOTHING_SECONDS)
 from .errors import Cancelled, EngineError, EngineNote, RootHeightNote
 from .finishing.beatsync import motion_beats, output_times, warp_knots, warp_times
@@ -54,6 +54,12 @@ def load_weights(weights=None, device: str | torch.device = "cpu") -> checkpoint
 
 def available_styles(weights=None) -> list[str]:
     return json.loads(checkpoint.read_metadata(weights or checkpoint.DEFAULT_WEIGHTS)["styles"])
+
+
+def styles_any_draws(weights=None) -> list[str]:
+    """The styles style "any" draws from with these weights (checkpoint.drawable_styles)."""
+    meta = checkpoint.read_metadata(weights or checkpoint.DEFAULT_WEIGHTS)
+    return checkpoint.drawable_styles(json.loads(meta["styles"]), json.loads(meta.get("info", "{}")))
 
 
 def resolve_device(name: str) -> torch.device:
@@ -351,7 +357,7 @@ def draw(audio, *, sample_rate: int | None = None, style: str = "any", seed: int
     if ckpt.model.cfg.key_input:    # a key-aware network sees every key, single ones too
         known = _inpainting(constraints, padded, fps, ckpt.normalizer, runs_only=False)
         music = with_keys(music) if known is None else with_keys(music, known.values.to(dev), known.mask.to(dev))
-    style = dance_style(style, ckpt.styles, seed, audio)
+    style = dance_style(style, ckpt.styles, seed, audio, ckpt.info)
     style_index = torch.tensor([ckpt.styles.index(style)], device=dev)
     inpaint = _inpainting(constraints, padded, fps, ckpt.normalizer)
     if inpaint is not None:
@@ -395,16 +401,18 @@ def finish_draw(d: Draw, finishing: Collection[str] = FINISHING_STEPS,
     return motion
 
 
-def dance_style(style: str, styles, seed: int, audio=None) -> str:
+def dance_style(style: str, styles, seed: int, audio=None, info: dict | None = None) -> str:
     """The style a dance is drawn in: `style`, or for "any" one of the weights' styles learned with
     their music, picked by the seed and the song file's name (an array: the seed alone), so a
     regenerated range of a dance gets the dance's style. The label-free "any", magnified by
     autoguidance, lifted a foot high in about 9% of frames against the dancers' 1% (validation
     FID_g 39.8 against 18.9 drawn this way, genre set 80.7 against 25.8, FID_k and Div_k no worse;
-    weights/TRAINING.md, "Style any as a drawn style"). Weights with no such style keep "any"."""
+    weights/TRAINING.md, "Style any as a drawn style"). `info`: the weights' record, which says
+    which styles they learned with their music (checkpoint.drawable_styles). Weights with no such
+    style keep "any"."""
     if style != "any":
         return style
-    choices = [s for s in styles if s != "any" and s not in MOTION_ONLY_STYLES]
+    choices = checkpoint.drawable_styles(list(styles), info or {})
     if not choices:
         return style
     song = Path(audio).name if isinstance(audio, (str, Path)) else ""

@@ -71,8 +71,10 @@ FLOOR_RADIUS = 4.0
 # The dance styles of the shipped training data ("any" = no style given), for lists shown before
 # the weights can be read; the weights' own list (engine.api.available_styles) is the real one.
 TRAINING_STYLES = ("any", "chacha", "rumba", "tango", "waltz", "pop")
-# Styles whose dances were learned without their music (JustLMD's pop: motion only). Style
-# "any" never draws them (engine.api.dance_style), and training drops their music.
+# Styles the shipped weights learned without their music (JustLMD's pop: motion only). Style
+# "any" never draws them with weights that do not record the styles they learned with music
+# (engine.sampler.checkpoint.drawable_styles; training records them now). Training reads music
+# where a dataset has it: AIST++'s pop has its music (its windows used to drop it by this name).
 MOTION_ONLY_STYLES = ("pop",)
 # The sampler in-paints joint keys only where a joint is keyed on at least this many seconds of
 # consecutive frames (engine.api._inpainting): isolated keys are met by engine.finishing.editing's offsets.

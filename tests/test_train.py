@@ -84,8 +84,18 @@ def test_train_command_resumes_and_writes_loadable_weights(aist_data, tmp_path, 
     assert [e["step"] for e in log] == [2, 4]                 # continued, not restarted
     ckpt = checkpoint.load(out / "model.safetensors")
     assert ckpt.info["step"] == 4 and "command" in ckpt.info
-    assert {"break", "pop"} <= set(ckpt.styles) and ckpt.styles[0] == "any"
+    # Its styles are the data's: no ballroom name it has no dance of, and style any draws only
+    # what it learned with music (QA: an AIST++-only model listed and danced "chacha").
+    assert ckpt.styles == ["any", "pop", "break"]
+    from engine.api import dance_style, styles_any_draws
+    assert ckpt.info["danced_styles"] == ["pop", "break"] == styles_any_draws(out / "model.safetensors")
+    assert {dance_style("any", ckpt.styles, seed, click_song, ckpt.info) for seed in range(20)} == {"pop", "break"}
     assert json.loads((out / "config.json").read_text())["model"]["width"] == 32
+    # Run again where it stands: nothing to train, said (QA: a TypeError after rewriting it).
+    capsys.readouterr()
+    assert train_main(common + ["--steps", "4"]) == 0
+    assert "already stands at step 4: nothing to train" in capsys.readouterr().out
+    assert [json.loads(l)["step"] for l in (out / "log.jsonl").read_text().splitlines()] == [2, 4]
     # Resumed with another shape: one line (review: torch's 108-line traceback), the run untouched.
     other = [a if a != "32" else "48" for a in common]
     capsys.readouterr()

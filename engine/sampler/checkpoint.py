@@ -45,6 +45,19 @@ class Checkpoint:
         return self.student is not None
 
 
+def drawable_styles(styles: list[str], info: dict) -> list[str]:
+    """The styles style "any" draws from (engine.api.dance_style): those the weights learned with
+    their music, which training records in their info as "danced_styles". Weights from before
+    that record: every style but "any" and MOTION_ONLY_STYLES (the shipped data's pop, learned
+    without music). A run on other data listed styles it had no dances of, and style "any" drew
+    them (QA: an AIST++-only model danced "chacha"; one with CMU salsa, music-less "salsa")."""
+    from ..defaults import MOTION_ONLY_STYLES
+    recorded = info.get("danced_styles") if isinstance(info, dict) else None
+    if isinstance(recorded, list):
+        return [s for s in styles if s in recorded]
+    return [s for s in styles if s != "any" and s not in MOTION_ONLY_STYLES]
+
+
 def save(path, model: Denoiser, normalizer: L.Normalizer, music_normalizer: L.Normalizer, styles: list[str],
          info: dict | None = None, guide: Denoiser | None = None, guide_info: dict | None = None,
          student: dict | None = None) -> None:

@@ -427,6 +427,7 @@ def run(args) -> Path:
                 "device": str(device) + (f" ({torch.cuda.get_device_name()})" if device.type == "cuda" else ""),
                 "torch": torch.__version__, "command": "python -m engine distill " + " ".join(sys.argv[1:]),
                 "data": [str(s) for s in (args.data or [])], "teacher_info": ckpt.info,
+                **({"danced_styles": ckpt.info["danced_styles"]} if "danced_styles" in ckpt.info else {}),
                 "started_from": _started_from(args)}
         checkpoint.save(out / "student.safetensors", ema, ckpt.normalizer, ckpt.music_normalizer, ckpt.styles,
                         info, student=_student_info(args, teacher_path, digest, times_s))

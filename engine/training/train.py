@@ -274,8 +274,12 @@ def run(args) -> Path:
         raise EngineError("no training sequence has music: add a dataset with audio (tang2018 or AIST++ with --aist-music)")
     state_path = out / "state.safetensors"
     data_styles = {it.style for it in corpus.items}
+    # The styles style "any" may draw: learned with their music (engine.api.styles_any_draws).
+    danced = {it.style for it in train_items if it.music is not None} - {"any"}
     if start is None:
-        styles = list(BASE_STYLES) + sorted(data_styles - set(BASE_STYLES))
+        # The base styles the data has (in their fixed order: the shipped recipe's style table),
+        # then its own; a base style with no data would be an untrained name to ask for.
+        styles = [s for s in BASE_STYLES if s == "any" or s in data_styles] + sorted(data_styles - set(BASE_STYLES))
         normalizer = L.Normalizer.fit(torch.from_numpy(np.concatenate([it.motion for it in train_items])))
         music_normalizer = L.Normalizer.fit(torch.from_numpy(np.concatenate(music)), flags=None)
     else:
@@ -284,6 +288,8 @@ def run(args) -> Path:
         # the data's new styles are appended (_initialise_from starts them as "any").
         styles = list(start.styles) + sorted(data_styles - set(start.styles))
         normalizer, music_normalizer = start.normalizer, start.music_normalizer
+        danced |= set(checkpoint.drawable_styles(start.styles, start.info))
+    danced_styles = [s for s in styles if s in danced]
     if args.beat_phase and not (start is not None and start.model.cfg.beat_phase):   # else it has them
         music_normalizer = with_beat_phase_normalizer(music_normalizer)
     train_set = WindowDataset(train_items, normalizer, styles=styles, augment=not args.no_augment, seed=args.seed + rank,
@@ -334,8 +340,9 @@ def run(args) -> Path:
         return s % args.val_every == 0 or s == args.steps
 
     def save() -> None:
-        _checkpoint(out, model, ema, opt, step, normalizer, music_normalizer, styles, run_config, val_set,
-                    alpha_bar, normalizer_dev, music_norm_dev, device, trained_before + time.time() - started, running, log)
+        _checkpoint(out, model, ema, opt, step, normalizer, music_normalizer, styles, danced_styles, run_config,
+                    val_set, alpha_bar, normalizer_dev, music_norm_dev, device, trained_before + time.time() - started,
+                    running, log)
 
     log = open(out / "log.jsonl", "a") if rank == 0 else None
     running = None
@@ -369,7 +376,11 @@ def run(args) -> Path:
         if rank == 0 and saved_in_loop(step):
             save()
     bar.close()
-    if rank == 0 and not saved_in_loop(step):          # stopped early (--max-minutes, --stop-at) between checkpoints
+    if running is None:            # nothing trained: the run already stands at --steps or --stop-at
+        if rank == 0:
+            print(f"the run already stands at step {step}: nothing to train (raise --steps or --stop-at to go on)",
+                  flush=True)
+    elif rank == 0 and not saved_in_loop(step):        # stopped early (--max-minutes, --stop-at) between checkpoints
         save()
     if world > 1:
         dist.destroy_process_group()
@@ -473,14 +484,15 @@ def sample_metrics(model, val_items, normalizer, music_normalizer, device, secon
             "jerk": round(metrics.jerk(pos, L.MODEL_FPS), 1), "speed": round(speed, 3)}
 
 
-def _checkpoint(out, model, ema, opt, step, normalizer, music_normalizer, styles, run_config, val_set,
-                alpha_bar, normalizer_dev, music_norm_dev, device, seconds, running, log):
+def _checkpoint(out, model, ema, opt, step, normalizer, music_normalizer, styles, danced_styles, run_config,
+                val_set, alpha_bar, normalizer_dev, music_norm_dev, device, seconds, running, log):
     val = validation_loss(ema, val_set, alpha_bar, normalizer_dev, music_norm_dev, device)
     samples = sample_metrics(ema, val_set.items, normalizer, music_normalizer, device)
     info = {"step": step, "seconds": round(seconds, 1), "train_loss": running, "val_loss": val, "sample": samples,
             "machine": f"{platform.machine()} {platform.processor() or ''} {torch.get_num_threads()} threads".strip(),
             "device": str(device), "torch": torch.__version__,
-            "command": "python -m engine train " + " ".join(sys.argv[1:]), "run": run_config}
+            "command": "python -m engine train " + " ".join(sys.argv[1:]), "run": run_config,
+            "danced_styles": danced_styles}
     checkpoint.save(out / "model.safetensors", ema, normalizer, music_normalizer, styles, info)
     keep_every = run_config.get("keep_every")
     if keep_every and step % keep_every == 0:

@@ -137,7 +137,9 @@ def cache_key(kind: str, source: Path, aist_music: Path | None = None) -> str:
     h = hashlib.sha1(f"v{CACHE_VERSION}|{kind}|{aist_music or ''}".encode())
     for f in _source_files(kind, source, aist_music):
         st = f.stat()
-        h.update(f"{f.relative_to(source.parent)}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+        # The music folder may lie anywhere (not beside the motions): named from its own root.
+        name = f.relative_to(source.parent) if f.is_relative_to(source.parent) else f.relative_to(aist_music)
+        h.update(f"{name}|{st.st_size}|{st.st_mtime_ns}\n".encode())
     return h.hexdigest()[:16]
 
 

@@ -26,7 +26,6 @@ from torch.utils.data import Dataset
 from ...body import layout as L
 from ...body import rotations as R
 from ...body.skeleton import FOOT_INDICES, MIRROR_INDICES, NUM_JOINTS
-from ...defaults import MOTION_ONLY_STYLES
 from ...music.audio import FEATURE_CHANNELS, NUM_MUSIC_FEATURES
 from ...music.beat_phase import BEAT_PHASE_CHANNELS
 from ..rephase import window_beat_phase
@@ -118,7 +117,7 @@ class WindowDataset(Dataset):
     """
 
     def __init__(self, items, normalizer: L.Normalizer | None = None, window: int = L.WINDOW_FRAMES,
-                 styles: list[str] | None = None, augment: bool = True, music_drop_styles=MOTION_ONLY_STYLES,
+                 styles: list[str] | None = None, augment: bool = True, music_drop_styles=(),
                  seed: int = 0, windows_per_epoch: int | None = None, tempo_range=(0.9, 1.1),
                  tempo_prob: float = 0.5, mirror_prob: float = 0.5, random_yaw: bool = True,
                  beat_phase: bool = False):
