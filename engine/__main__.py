@@ -71,8 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="dance style from the weights (list them with: python -m engine styles); default: any, "
                         "a style learned with its music, drawn from the song file and the seed")
     g.add_argument("--seed", type=int, default=0, help="random seed: same seed, same dance (default 0)")
-    g.add_argument("--steps", type=int, default=DEFAULT_STEPS,
-                   help=f"sampling steps: fewer is faster, more is finer (default {DEFAULT_STEPS})")
+    g.add_argument("--steps", type=int, default=None,
+                   help=f"the many-step model's sampling steps: fewer is faster, more is finer (default "
+                        f"{DEFAULT_STEPS}; a few-step student samples its own)")
     g.add_argument("--fps", type=float, default=DEFAULT_FPS,
                    help=f"output frame rate, e.g. 24, 25, 30, 60 (default {DEFAULT_FPS:g})")
     g.add_argument("--start", type=float, default=0.0, help="start this many seconds into the song (default 0)")

@@ -203,7 +203,7 @@ class Draw:
         return STUDENT_SMOOTHING_SECONDS if self.few_step else SMOOTHING_SECONDS
 
 
-def generate(audio, *, sample_rate: int | None = None, style: str = "any", seed: int = 0, steps: int = DEFAULT_STEPS,
+def generate(audio, *, sample_rate: int | None = None, style: str = "any", seed: int = 0, steps: int | None = None,
              fps: float = DEFAULT_FPS, start: float = 0.0, duration: float | None = None,
              constraints: Constraints | None = None, guidance: float = DEFAULT_GUIDANCE, device: str = "auto",
              weights=None, progress: Progress | None = None, beat_sync: bool = True,
@@ -219,7 +219,9 @@ def generate(audio, *, sample_rate: int | None = None, style: str = "any", seed:
     The dance covers the song from `start` for `duration` seconds (default: to the end) at `fps`.
     `constraints` (at `fps`, frame 0 = the first generated frame) come out exactly as given.
     `progress(fraction, message)` is called as work proceeds; returning False cancels (Cancelled).
-    The same inputs and seed give the same dance on the same device. `beat_sync=False` skips the
+    The same inputs and seed give the same dance on the same device. `steps`: the many-step
+    model's sampling steps (None: DEFAULT_STEPS; a few-step student samples its own, so None or
+    its teacher's steps). `beat_sync=False` skips the
     beat warp (for measuring what it adds). `smoothing`: seconds of Gaussian smoothing of the
     network's output; None: the sampler's own (SMOOTHING_SECONDS, or STUDENT_SMOOTHING_SECONDS for
     a few-step student). `autoguidance` steers away from the weights' guide
@@ -274,7 +276,7 @@ def _reporter(progress: Progress | None) -> Callable[[float, str], None]:
 _BEATLESS_NOTE_SECONDS = 4.0
 
 
-def draw(audio, *, sample_rate: int | None = None, style: str = "any", seed: int = 0, steps: int = DEFAULT_STEPS,
+def draw(audio, *, sample_rate: int | None = None, style: str = "any", seed: int = 0, steps: int | None = None,
          fps: float = DEFAULT_FPS, start: float = 0.0, duration: float | None = None,
          constraints: Constraints | None = None, guidance: float = DEFAULT_GUIDANCE, device: str = "auto",
          weights=None, report: Callable[[float, str], None] | None = None,
@@ -304,6 +306,7 @@ def draw(audio, *, sample_rate: int | None = None, style: str = "any", seed: int
     if gain is not None:
         gain = gain_envelope(gain)
     weights = choose_weights(given, json.loads(meta.get("student", "null")), quality, steps, guidance, autoguidance)
+    steps = DEFAULT_STEPS if steps is None else steps     # a student samples its own steps
     ckpt = load_weights(weights, dev)
 
     report(0.02, "reading the music")

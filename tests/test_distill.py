@@ -163,6 +163,8 @@ def test_generate_picks_the_student_or_its_teacher(teacher, packed_data, tmp_pat
         choose_weights(student, record, "best", None, 2.5, 2.0)
     with pytest.raises(EngineError, match="need the teacher"):
         generate(click_song, weights=student, steps=20, duration=2.0)
+    # Without --steps it samples its own (QA: the default 20 refused a student of 6 teacher steps).
+    assert generate(click_song, weights=student, quality="fast", duration=2.0).poses.shape == (60, 72)
     with pytest.raises(EngineError, match="quality"):
         choose_weights(student, record, "slow", None, 2.5, 2.0)
     # With its teacher beside it (the name it records), "best" and other settings use the teacher.

@@ -102,6 +102,8 @@ def _pick(args) -> tuple[Path, Path | None]:
         teacher, student = teacher_beside(shipped, record), shipped
     else:                                        # a teacher given: its student beside it, if any
         teacher, student = shipped, (student_beside(shipped) or (None,))[0]
+    if args.teacher is not None and args.student is None:     # its own student, not the shipped one's
+        student = (student_beside(args.teacher) or (None,))[0]
     teacher, student = args.teacher or teacher, args.student or student
     if teacher is None:
         raise SystemExit(f"error: {shipped} is a student and its teacher is not beside it: pass --teacher")

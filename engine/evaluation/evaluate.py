@@ -443,7 +443,9 @@ def parse_args(argv=None):
                    help="folder for metrics.json and the plots (default: ./evaluation)")
     p.add_argument("--cache", type=Path, default=None, help="preprocessing cache folder (default: OUT/../.cache)")
     p.add_argument("--clip-seconds", type=float, default=10.0, help="length of each scored clip (default 10)")
-    p.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="sampler steps for the model row")
+    p.add_argument("--steps", type=int, default=None,
+                   help=f"the many-step model's sampler steps for the model row (default {DEFAULT_STEPS}; a "
+                        "few-step student samples its own)")
     p.add_argument("--quality", default=DEFAULT_QUALITY, choices=QUALITIES,
                    help=f"fast: the few-step student (the weights, or the one beside them); best: the many-step "
                         f"model (default {DEFAULT_QUALITY})")
@@ -509,7 +511,8 @@ def main(argv=None) -> int:
         sources = existing_sources(args.data)
         out = args.out.resolve()
         train, val = load_sequences(sources, (args.cache or cache_beside(out)).resolve())
-        settings = {"data": [str(s) for s in sources], "steps": args.steps, "every": args.every,
+        settings = {"data": [str(s) for s in sources], "steps": DEFAULT_STEPS if args.steps is None else args.steps,
+                    "every": args.every,
                     "guidance": args.guidance, "autoguidance": args.autoguidance,
                     "smoothing": args.smoothing if args.smoothing is not None else
                     {"many-step": SMOOTHING_SECONDS, "few-step": STUDENT_SMOOTHING_SECONDS},

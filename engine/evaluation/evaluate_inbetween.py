@@ -223,7 +223,9 @@ def parse_args(argv=None):
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 100, 200],
                    help="every clip is danced once per seed (seed + clip index); figures are over all of "
                         "them (default 0 100 200, as python -m engine evaluate)")
-    p.add_argument("--steps", type=int, default=DEFAULT_STEPS, help=f"sampling steps (default {DEFAULT_STEPS})")
+    p.add_argument("--steps", type=int, default=None,
+                   help=f"the many-step model's sampling steps (default {DEFAULT_STEPS}; a few-step student "
+                        "samples its own)")
     p.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS, help="weights (default: the shipped ones)")
     p.add_argument("--quality", default=DEFAULT_QUALITY, choices=QUALITIES,
                    help=f"fast: the few-step student; best: the many-step model (default {DEFAULT_QUALITY})")

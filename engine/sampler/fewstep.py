@@ -111,7 +111,8 @@ def choose_weights(weights_path: Path, record: dict | None, quality: str, steps:
             f"{Path(weights_path).name} is a {record['steps']}-step student of a teacher at "
             f"{record.get('teacher_steps', '?')} steps, guidance {record['guidance']:g}, autoguidance "
             f"{record['autoguidance']:g}; other settings or quality 'best' need the teacher's weights "
-            f"({record.get('teacher', 'its file')} beside it, or pass them as the weights)")
+            f"({record.get('teacher', 'its file')} beside it, or pass them as the weights); quality 'fast' "
+            "with no steps given samples the student")
     if quality == "fast":
         _say_fast_is_the_teacher(record, teacher.name)
     return teacher
