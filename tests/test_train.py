@@ -387,6 +387,7 @@ def test_train_reports_missing_data_clearly(tmp_path, capsys):
     (["--foot-weight", "-1"], "--foot-weight must be a number of at least 0"),
     (["--val-every", "0"], "--val-every must be at least 1"), (["--width", "0"], "--width must be at least 1"),
     (["--width", "30", "--heads", "4"], "multiple of --heads"), (["--init", "missing.safetensors"], "no weights file"),
+    (["--seed", "-1"], "--seed must be a whole number from 0"),
 ])
 def test_bad_training_options_are_one_line_and_write_nothing(tmp_path, capsys, bad, message):
     # QA: tracebacks (a ZeroDivisionError after config.json was written), and --steps 0 said it
@@ -395,6 +396,38 @@ def test_bad_training_options_are_one_line_and_write_nothing(tmp_path, capsys, b
     err = capsys.readouterr().err.strip()
     assert err.splitlines() == [err] and message in err
     assert not (tmp_path / "run").exists()
+
+
+def test_damaged_data_and_run_folders_are_one_line(aist_data, tmp_path, capsys):
+    """QA: tracebacks for a damaged tang2018 or AIST++ pickle, a garbage .npz given as data and
+    a cut-short state file; and train carried on a distillation's folder as its own run."""
+    def said(args) -> str:
+        capsys.readouterr()
+        assert train_main(args) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.splitlines() == [err], err
+        return err
+    tang = tmp_path / "tang"
+    tang.mkdir()
+    (tang / "DANCE_C_1.pkl").write_bytes(b"not a pickle at all")
+    assert "cannot read tang2018 motion" in said(["--data", str(tang), "--out", str(tmp_path / "a")])
+    aist = tmp_path / "aist" / "motions"
+    aist.mkdir(parents=True)
+    with open(aist / "gBR_sBM_cAll_d04_mBR0_ch01.pkl", "wb") as f:
+        pickle.dump([1, 2, 3], f)
+    assert "cannot read AIST++ motion" in said(["--data", str(aist), "--out", str(tmp_path / "b")])
+    garbage = tmp_path / "bad.npz"
+    garbage.write_bytes(b"PK\x03\x04 garbage")
+    assert "is not a packed source" in said(["--data", str(garbage), "--out", str(tmp_path / "c")])
+    run = tmp_path / "run"
+    args = tiny_run_args(aist_data, tmp_path) + ["--out", str(run)]
+    assert train_main(args) == 0
+    state = run / "state.safetensors"
+    state.write_bytes(state.read_bytes()[:200])
+    assert "cannot be read" in said(args + ["--steps", "4"])
+    (run / "recipe.json").write_text("{}")                 # what a distillation leaves
+    state.write_bytes(b"")
+    assert "holds a run of 'python -m engine distill'" in said(args + ["--steps", "4"])
 
 
 def test_an_unwritable_run_folder_is_one_line(capsys):

@@ -322,13 +322,15 @@ def _student_info(args, teacher_path: Path, digest: str, times_s: list[int]) -> 
 
 def run(args) -> Path:
     from ..api import denoiser
-    from .train import _batches, _restore_state, _state_tensors, check_numbers, check_run_folder
+    from .train import (_batches, _restore_state, _state_tensors, check_numbers, check_run_folder, check_seed,
+                        read_state)
     check_numbers(counts={"--segments": args.segments, "--substeps": args.substeps, "--iterations": args.iterations,
                           "--batch": args.batch, "--threads": args.threads, "--probe-windows": args.probe_windows},
                   amounts={"--lr": args.lr, "--warmup": args.warmup, "--workers": args.workers,
                            "--motion-weight": args.motion_weight, "--energy-weight": args.energy_weight},
                   positive={"--max-minutes": args.max_minutes, "--save-minutes": args.save_minutes},
                   shares={"--ema": args.ema})
+    check_seed(args.seed)
     trained = sorted(set(args.train_segments)) if args.train_segments else list(range(args.segments))
     if not all(0 <= k < args.segments for k in trained):
         raise EngineError(f"--train-segments must be from 0 to {args.segments - 1} (the student's steps), "
@@ -353,7 +355,7 @@ def run(args) -> Path:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     out = args.out.resolve()
-    check_run_folder(out)
+    check_run_folder(out, "distill")
     ckpt = checkpoint.load(teacher_path, device=device)
     if ckpt.student is not None:
         raise EngineError(f"{teacher_path} is already a few-step student: distil from the many-step teacher")
@@ -382,7 +384,6 @@ def run(args) -> Path:
               "energy_weight": args.energy_weight}
     step, seconds_before, old = 0, 0.0, {}
     if state_path.exists():
-        from safetensors.torch import load_file
         old = json.loads(meta_path.read_text()) if meta_path.exists() else {}
         old.setdefault("guidance_lowpass", 0.0)      # runs from before the option guided plainly
         old.setdefault("motion_weight", 0.0)        # and took the plain MSE
@@ -390,7 +391,7 @@ def run(args) -> Path:
         old.setdefault("energy_weight", 0.0)        # and no energy term
         if {k: old.get(k) for k in recipe} != recipe:
             raise EngineError(f"{out} holds a distillation of another teacher or recipe ({old}): use a new --out")
-        step = _restore_state(load_file(str(state_path), device=str(device)), student, ema, opt)
+        step = _restore_state(read_state(state_path, device), student, ema, opt)
         seconds_before = float(old.get("seconds", 0.0))
         print(f"resuming from iteration {step}", flush=True)
 

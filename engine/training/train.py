@@ -205,6 +205,12 @@ def check_numbers(counts: dict = {}, amounts: dict = {}, positive: dict = {}, sh
             raise EngineError(f"{flag} must be from 0 to below 1, got {value}")
 
 
+def check_seed(seed: int) -> None:
+    """numpy's generators take seeds from 0 up (--seed -1 was a traceback)."""
+    if not 0 <= seed < 2 ** 32:
+        raise EngineError(f"--seed must be a whole number from 0 to {2 ** 32 - 1}, got {seed}")
+
+
 def check_run_args(args) -> None:
     """One clear line (EngineError) for numbers no run can use, before anything is written."""
     check_numbers(counts={"--steps": args.steps, "--batch": args.batch, "--val-every": args.val_every,
@@ -215,6 +221,7 @@ def check_run_args(args) -> None:
                            "--turn-weight": args.turn_weight, "--jitter-weight": args.jitter_weight},
                   positive={"--max-minutes": args.max_minutes, "--schedule-minutes": args.schedule_minutes},
                   shares={"--ema": args.ema})
+    check_seed(args.seed)
     if args.width % args.heads:
         raise EngineError(f"--width {args.width} must be a multiple of --heads {args.heads}")
     if args.keep_every and args.keep_every % args.val_every:
@@ -222,15 +229,33 @@ def check_run_args(args) -> None:
                           "models are kept at checkpoints")
 
 
-def check_run_folder(out: Path) -> None:
-    """The run folder (or the nearest folder above it that exists) takes files."""
+# What each resumable tool leaves in its run folder, to tell one tool's run from the other's:
+# resumed by the other, a distillation's state was carried on as a training run (QA).
+RUN_MARKS = {"train": "config.json", "distill": "recipe.json"}
+
+
+def check_run_folder(out: Path, tool: str = "train") -> None:
+    """The run folder (or the nearest folder above it that exists) takes files, and holds no run
+    of the other resumable tool (RUN_MARKS)."""
     from ..options import check_writable
     folder = out
     while not folder.exists() and folder.parent != folder:
         folder = folder.parent
     if not folder.is_dir():
         raise EngineError(f"--out {out}: {folder} is a file, not a folder")
+    for other, mark in RUN_MARKS.items():
+        if other != tool and (out / mark).exists() and (out / "state.safetensors").exists():
+            raise EngineError(f"--out {out} holds a run of 'python -m engine {other}': {tool} into another folder")
     check_writable(folder / "model.safetensors", f"--out {out}")
+
+
+def read_state(path: Path, device) -> dict:
+    """A run's state file (state.safetensors), or one line saying it is damaged."""
+    try:
+        return load_file(str(path), device=str(device))
+    except Exception as e:       # safetensors raises its own error types for a cut-short or foreign file
+        raise EngineError(f"{path} cannot be read ({str(e).splitlines()[0][:120]}): remove it to start the run "
+                          "afresh") from None
 
 
 def run(args) -> Path:
@@ -311,7 +336,7 @@ def run(args) -> Path:
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
     step = 0
     if state_path.exists():
-        step = _restore_state(load_file(str(state_path), device=str(device)), model, ema, opt)
+        step = _restore_state(read_state(state_path, device), model, ema, opt)
         if rank == 0:
             print(f"resuming from step {step}", flush=True)
     elif args.init is not None:

@@ -65,8 +65,8 @@ def load_motion_file(path, music_dir=None) -> DanceSequence | None:
         poses = np.asarray(data["smpl_poses"], np.float64).reshape(-1, 72)
         trans = np.asarray(data["smpl_trans"], np.float64).reshape(-1, 3)
         scaling = float(np.ravel(data.get("smpl_scaling", [1.0]))[0])
-    except (OSError, KeyError, ValueError, pickle.UnpicklingError) as e:
-        raise EngineError(f"cannot read AIST++ motion {path}: {e}") from None
+    except (OSError, KeyError, ValueError, TypeError, AttributeError, EOFError, pickle.UnpicklingError) as e:
+        raise EngineError(f"cannot read AIST++ motion {path}: {e or type(e).__name__}") from None
     run = longest_finite_run(poses, trans)
     if run.stop - run.start < 2:
         warnings.warn(f"aistpp: {path.name} has no usable frames; skipped")

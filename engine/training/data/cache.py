@@ -11,6 +11,7 @@ import os
 import re
 import time
 import uuid
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
@@ -248,7 +249,7 @@ def _load(path: Path, source: str) -> list[CorpusItem] | None:
                                         str(audio) or None, float(offset), source))
                 at += n
             return items
-    except (OSError, KeyError, ValueError):
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):     # not an .npz of ours (or a damaged one)
         return None
 
 

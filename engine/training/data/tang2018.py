@@ -95,7 +95,11 @@ def load_tang2018(root, keep_unpaired: bool = True) -> list[DanceSequence]:
         entry = manifest.get(name, {})
         match = re.match(r"DANCE_([A-Z])_", name)
         style = entry.get("style") or STYLE_LETTERS.get(match.group(1) if match else "", "unknown")
-        data = joblib.load(pkl)
+        try:
+            data = joblib.load(pkl)
+        except Exception as e:      # joblib raises whatever the damaged bytes make of it
+            raise EngineError(f"cannot read tang2018 motion {pkl}: {str(e).splitlines()[0][:120] or type(e).__name__}") \
+                from None
         poses, trans = np.asarray(data["pose"], np.float64), np.asarray(data["cam"], np.float64)
         run = longest_finite_run(poses, trans)
         if run.stop - run.start < 2:
