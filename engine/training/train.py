@@ -100,7 +100,7 @@ def parse_args(argv=None):
 
 # ------------------------------------------------------------------ optimiser state as safetensors
 
-def _state_tensors(model, ema, opt, step: int) -> dict:
+def _state_tensors(model, ema, opt, step: int, rng: dict | None = None) -> dict:
     out = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     out.update({f"ema.{k}": v.detach().cpu().contiguous() for k, v in ema.state_dict().items()})
     for i, p in enumerate(model.parameters()):
@@ -111,10 +111,29 @@ def _state_tensors(model, ema, opt, step: int) -> dict:
         if "step" in st:
             out[f"opt.{i}.step"] = torch.as_tensor(st["step"], dtype=torch.float32).reshape(1).cpu()
     out["train.step"] = torch.tensor([step], dtype=torch.int64)
+    if rng is not None:         # the global generator's state: noise and timesteps go on as if never stopped
+        out.update({f"rng.{name}": state.cpu().contiguous() for name, state in rng.items()})
     return out
 
 
-def _restore_state(tensors: dict, model, ema, opt) -> int:
+def _rng_state(device) -> dict:
+    """The global torch generators' state (the CPU's, and the GPU's on CUDA)."""
+    state = {"cpu": torch.get_rng_state()}
+    if torch.device(device).type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(torch.device(device))
+    return state
+
+
+def _set_rng_state(state: dict, device) -> None:
+    torch.set_rng_state(state["cpu"].cpu())
+    if "cuda" in state and torch.device(device).type == "cuda":
+        torch.cuda.set_rng_state(state["cuda"].cpu(), torch.device(device))
+
+
+def _restore_state(tensors: dict, model, ema, opt, device=None) -> int:
+    """Load a run's state into the models and the optimiser; with `device` also the global
+    generators' state it was saved with (a resumed run draws what the uninterrupted one would:
+    reseeded instead, every resumed stretch replayed the first one's draws). Returns the step."""
     try:
         model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
         ema.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
@@ -127,6 +146,9 @@ def _restore_state(tensors: dict, model, ema, opt) -> int:
             opt.state[p] = {"exp_avg": tensors[f"opt.{i}.exp_avg"].to(p.device),
                             "exp_avg_sq": tensors[f"opt.{i}.exp_avg_sq"].to(p.device),
                             "step": tensors[f"opt.{i}.step"].reshape(()).clone()}
+    rng = {k[4:]: v for k, v in tensors.items() if k.startswith("rng.")}
+    if device is not None and "cpu" in rng:
+        _set_rng_state(rng, device)
     return int(tensors["train.step"][0])
 
 
@@ -182,8 +204,11 @@ def _batches(dataset, batch: int, first_batch: int, workers: int = 1):
     """Endless batches, prepared by a worker process while the model trains."""
     from torch.utils.data import DataLoader
     indices = range(first_batch * batch, 2**62)
+    # The windows are seeded by their index; a generator of its own keeps the loader from drawing
+    # its workers' seed from the global one, which the training's noise comes from.
     loader = DataLoader(_WindowStream(dataset), batch_size=batch, sampler=indices, num_workers=workers,
-                        persistent_workers=workers > 0, prefetch_factor=4 if workers > 0 else None)
+                        persistent_workers=workers > 0, prefetch_factor=4 if workers > 0 else None,
+                        generator=torch.Generator().manual_seed(0))
     return iter(loader)
 
 
@@ -336,7 +361,8 @@ def run(args) -> Path:
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
     step = 0
     if state_path.exists():
-        step = _restore_state(read_state(state_path, device), model, ema, opt)
+        # Each process of a multi-GPU run has its own generator; the state file holds rank 0's.
+        step = _restore_state(read_state(state_path, device), model, ema, opt, device if world == 1 else None)
         if rank == 0:
             print(f"resuming from step {step}", flush=True)
     elif args.init is not None:
@@ -511,8 +537,10 @@ def sample_metrics(model, val_items, normalizer, music_normalizer, device, secon
 
 def _checkpoint(out, model, ema, opt, step, normalizer, music_normalizer, styles, danced_styles, run_config,
                 val_set, alpha_bar, normalizer_dev, music_norm_dev, device, seconds, running, log):
+    rng = _rng_state(device)         # validation draws nothing from the training's generators
     val = validation_loss(ema, val_set, alpha_bar, normalizer_dev, music_norm_dev, device)
     samples = sample_metrics(ema, val_set.items, normalizer, music_normalizer, device)
+    _set_rng_state(rng, device)
     info = {"step": step, "seconds": round(seconds, 1), "train_loss": running, "val_loss": val, "sample": samples,
             "machine": f"{platform.machine()} {platform.processor() or ''} {torch.get_num_threads()} threads".strip(),
             "device": str(device), "torch": torch.__version__,
@@ -522,7 +550,7 @@ def _checkpoint(out, model, ema, opt, step, normalizer, music_normalizer, styles
     keep_every = run_config.get("keep_every")
     if keep_every and step % keep_every == 0:
         shutil.copyfile(out / "model.safetensors", out / f"model_{step:06d}.safetensors")
-    checkpoint.write_safetensors(_state_tensors(model, ema, opt, step), out / "state.safetensors")
+    checkpoint.write_safetensors(_state_tensors(model, ema, opt, step, rng), out / "state.safetensors")
     entry = {"step": step, "seconds": round(seconds, 1), "train_loss": running, "val_loss": val, "sample": samples}
     log.write(json.dumps(entry) + "\n")
     log.flush()
