@@ -102,6 +102,22 @@ def test_missing_weights_exit_code(tmp_path, capsys):
     assert err.startswith("error:") and "\n" not in err
 
 
+def test_an_evaluation_is_not_replaced_without_force(tiny_weights, tmp_path, capsys):
+    # QA: a second run replaced an earlier evaluation's figures without a word, and a file as
+    # --out was a traceback after all the scoring. Both are refused before any work.
+    out = tmp_path / "ev"
+    out.mkdir()
+    (out / "metrics.json").write_text("{}")
+    for argv, said in ((["--out", str(out)], "already holds an evaluation"),
+                       (["--out", str(out / "metrics.json")], "is a file: give a folder"),
+                       (["--out", str(tmp_path / "new"), "--max-clips", "0"], "--max-clips must be 1 or more")):
+        capsys.readouterr()
+        assert E.main(["--weights", str(tiny_weights), "--data", str(tmp_path / "nowhere"), *argv]) == 1
+        err = capsys.readouterr().err.strip()
+        assert err.splitlines() == [err] and said in err, err
+    assert (out / "metrics.json").read_text() == "{}"
+
+
 def test_probe_measures_the_truth_and_the_prediction(tiny_weights):
     from engine.sampler import checkpoint
     from engine.body import layout as L

@@ -382,6 +382,11 @@ def _sequence_of(item) -> Dance:
 
 # ----------------------------------------------------------------------------- command line
 
+# Fewer clips than this are scored with a note: FID_k over 8 clips, 7 of one song, put the real
+# dancers (104) behind an untrained network (101) (QA).
+FEW_CLIPS = 20
+
+
 def evaluate(train: Sequence[Dance], val: Sequence[Dance], *, clip_seconds: float = 10.0,
              generate: Generator | None = None, seed: int = 0, max_clips: int | None = None, every: int = 1,
              out: Path | None = None, settings: dict | None = None,
@@ -399,6 +404,10 @@ def evaluate(train: Sequence[Dance], val: Sequence[Dance], *, clip_seconds: floa
     if generators is None:
         generators = {k: g for k, g in (("model", generate), ("model, no beat warp", generate_unsynced)) if g}
     clips, train_clips = scored_clips(train, val, clip_seconds, max_clips, every)
+    if len(clips) < FEW_CLIPS:
+        print(f"note: {len(clips)} validation clips: FID and diversity need many clips to mean anything (a few "
+              f"from one song rank an untrained network above the real dancers); use {FEW_CLIPS} or more to "
+              "compare models", flush=True)
     frames = len(clips[0].positions)
     reference = reference_features(train_clips)
     add_music_beats(clips)
@@ -456,6 +465,7 @@ def parse_args(argv=None):
                    help="skip the open genre set (pip package immich-memories-music; scored by default)")
     p.add_argument("--max-genre-songs", type=int, default=None, help="score at most this many genre-set songs")
     p.add_argument("--max-clips", type=int, default=None, help="score at most this many validation clips")
+    p.add_argument("--force", action="store_true", help="replace an evaluation already in --out")
     p.add_argument("--every", type=int, default=1,
                    help="score every N-th validation clip only, for quick sweeps of settings (default 1: all)")
     p.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE,
@@ -479,6 +489,22 @@ def parse_args(argv=None):
     p.add_argument("--no-model", action="store_true",
                    help="score only the real and random rows (no weights needed): the targets")
     return p.parse_args(argv)
+
+
+def check_out_folder(out: Path, force: bool) -> None:
+    """Before any scoring: --out is a folder that takes files and holds no evaluation already,
+    unless --force (QA: an earlier evaluation's figures were replaced without a word, and a file
+    as --out was a traceback after all the scoring)."""
+    from ..options import check_writable
+    if out.exists() and not out.is_dir():
+        raise EngineError(f"--out {out} is a file: give a folder")
+    if (out / "metrics.json").exists() and not force:
+        raise EngineError(f"--out {out} already holds an evaluation (metrics.json): pass --force to replace it, "
+                          "or give another folder")
+    folder = out
+    while not folder.exists() and folder.parent != folder:
+        folder = folder.parent
+    check_writable(folder / "metrics.json", f"--out {out}")
 
 
 def main(argv=None) -> int:
@@ -507,9 +533,12 @@ def main(argv=None) -> int:
             raise EngineError(f"--clip-seconds must be positive, got {args.clip_seconds}")
         if args.every < 1:
             raise EngineError(f"--every must be 1 or more, got {args.every}")
+        if args.max_clips is not None and args.max_clips < 1:
+            raise EngineError(f"--max-clips must be 1 or more (leave it out for all clips), got {args.max_clips}")
+        out = args.out.resolve()
+        check_out_folder(out, args.force)
         from ..training.data import cache_beside, existing_sources
         sources = existing_sources(args.data)
-        out = args.out.resolve()
         train, val = load_sequences(sources, (args.cache or cache_beside(out)).resolve())
         settings = {"data": [str(s) for s in sources], "steps": DEFAULT_STEPS if args.steps is None else args.steps,
                     "every": args.every,
