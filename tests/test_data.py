@@ -480,3 +480,13 @@ def test_aist_music_may_lie_anywhere(aist_dirs, tmp_path):
         corpus = load_corpus([motions], tmp_path / "cache", aist_music=elsewhere, workers=1, log=None)
     with_music = [it for it in corpus.items if it.music is not None]
     assert len(with_music) == 1 and "mPO1" in with_music[0].name
+
+
+def test_the_aist_download_folder_says_which_folders_to_pass(aist_dirs):
+    # QA: the AIST++ folder as it ships (motions/ and music inside) said only "cannot tell what
+    # dataset", with no hint of --data .../motions and --aist-music.
+    from engine.errors import EngineError
+    from engine.training.data.cache import detect_kind
+    motions, music = aist_dirs
+    with pytest.raises(EngineError, match=r"pass its motions folder, --data .*motions --aist-music .*music"):
+        detect_kind(motions.parent)

@@ -1,6 +1,7 @@
 """Training: a few steps lower the loss on a tiny synthetic set; the command line trains, resumes
 and writes weights the engine loads and dances with."""
 import json
+import shutil
 import math
 import os
 import pickle
@@ -438,6 +439,10 @@ def test_damaged_data_and_run_folders_are_one_line(aist_data, tmp_path, capsys):
     state = run / "state.safetensors"
     state.write_bytes(state.read_bytes()[:200])
     assert "cannot be read" in said(args + ["--steps", "4"])
+    other = tmp_path / "other"
+    shutil.copytree(aist_data, other)
+    swapped = [str(other / "motions") if a == str(aist_data / "motions") else a for a in args]
+    assert "was trained on" in said(swapped + ["--steps", "4"])          # resumed on other data
     (run / "recipe.json").write_text("{}")                 # what a distillation leaves
     state.write_bytes(b"")
     assert "holds a run of 'python -m engine distill'" in said(args + ["--steps", "4"])

@@ -308,6 +308,7 @@ def run(args) -> Path:
     torch.manual_seed(args.seed + rank)
     np.random.seed(args.seed + rank)
     sources = existing_sources(args.data)
+    _check_same_data(out, sources)
     out.mkdir(parents=True, exist_ok=True)
     cache_dir = (args.cache or cache_beside(out)).resolve()
 
@@ -436,6 +437,22 @@ def run(args) -> Path:
     if world > 1:
         dist.destroy_process_group()
     return out / "model.safetensors"
+
+
+def _check_same_data(out: Path, sources) -> None:
+    """A resumed run goes on with the data it was started on (QA: other --data carried on without
+    a word and config.json lost the record of what the run had trained on)."""
+    config = out / "config.json"
+    if not (out / "state.safetensors").exists() or not config.exists():
+        return
+    try:
+        before = json.loads(config.read_text())["run"]["data"]
+    except (ValueError, KeyError, TypeError):
+        return
+    now = [str(s) for s in sources]
+    if sorted(before) != sorted(now):
+        raise EngineError(f"--out {out} was trained on {', '.join(before)}: resume it with that --data, or start "
+                          "another --out (or --init from its model.safetensors to fine-tune on other data)")
 
 
 def _starting_weights(out: Path, init: Path | None):

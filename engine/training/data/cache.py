@@ -115,6 +115,10 @@ def detect_kind(source: Path) -> str:
         return "aistpp"
     if any(source.glob("*.bvh")):       # CMU salsa: any-skeleton BVH, retargeted to SMPL
         return "cmu_salsa"
+    if any(source.glob("motions/*.pkl")):     # the AIST++ download's own layout
+        music = next((f for f in ("wav", "music", "audio") if (source / f).is_dir()), "wav")
+        raise EngineError(f"{source} holds AIST++ as it ships: pass its motions folder, --data {source / 'motions'} "
+                          f"--aist-music {source / music}")
     raise EngineError(f"cannot tell what dataset {source} is: expected tang2018 (manifest.json, "
                       "DANCE_*.pkl), JustLMD (*/smplfull.json), AIST++ (*.pkl motion files) or CMU salsa (*.bvh)")
 
