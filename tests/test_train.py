@@ -130,6 +130,12 @@ def test_training_from_a_packed_file_keeps_snapshots(aist_data, tmp_path, capsys
     capsys.readouterr()
     assert pack_main(again_args) == 2 and "already exists: pass --force" in capsys.readouterr().err
     assert file.stat().st_mtime_ns == written and pack_main(again_args + ["--force"]) == 0
+    # Two folders of one name would be packed into one file, the first lost: refused (QA).
+    twin = tmp_path / "twin" / "motions"
+    shutil.copytree(aist_data / "motions", twin)
+    capsys.readouterr()
+    assert pack_main(["--data", str(aist_data / "motions"), str(twin), "--out", str(tmp_path / "both")]) == 2
+    assert "would both be packed as" in capsys.readouterr().err and not (tmp_path / "both").exists()
     # Without --cache the cache goes beside OUT, so OUT holds only what travels to a lent GPU
     # (a cache inside it had tripled the upload).
     alone = tmp_path / "alone"

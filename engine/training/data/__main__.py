@@ -36,6 +36,10 @@ def main(argv=None) -> int:
             target = args.out / f"{detect_kind(source)}-{source.name}.npz"
             if target.exists() and not args.force:
                 raise EngineError(f"{target} already exists: pass --force to overwrite it")
+            clash = next((s for s, t in jobs if t == target), None)
+            if clash is not None:        # the second would replace the first
+                raise EngineError(f"{clash} and {source} would both be packed as {target.name}: pack them into "
+                                  "two --out folders")
             jobs.append((source, target))
         for source, target in jobs:
             path = export_source(source, target, args.cache or cache_beside(args.out), args.aist_music)
