@@ -8,6 +8,7 @@ import pickle
 
 import numpy as np
 import pytest
+from conftest import REPO
 from safetensors.torch import load_file
 import torch
 
@@ -396,6 +397,7 @@ def test_train_reports_missing_data_clearly(tmp_path, capsys):
     (["--val-every", "0"], "--val-every must be at least 1"), (["--width", "0"], "--width must be at least 1"),
     (["--width", "30", "--heads", "4"], "multiple of --heads"), (["--init", "missing.safetensors"], "no weights file"),
     (["--seed", "-1"], "--seed must be a whole number from 0"),
+    (["--init", str(REPO / "weights" / "dance_fast.safetensors")], "is a few-step student: fine-tune its teacher"),
 ])
 def test_bad_training_options_are_one_line_and_write_nothing(tmp_path, capsys, bad, message):
     # QA: tracebacks (a ZeroDivisionError after config.json was written), and --steps 0 said it

@@ -464,7 +464,11 @@ def _starting_weights(out: Path, init: Path | None):
         return None
     if not Path(init).is_file():
         raise EngineError(f"--init: no weights file at {init}")
-    return checkpoint.load(init)
+    start = checkpoint.load(init)
+    if start.is_student:
+        raise EngineError(f"--init {init} is a few-step student: fine-tune its teacher "
+                          f"({start.student.get('teacher', 'the many-step model')}), then distil it again")
+    return start
 
 
 def _initialise_from(ckpt, path: Path, model, ema, cfg: ModelConfig) -> bool:
