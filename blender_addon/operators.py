@@ -249,19 +249,9 @@ def regeneration_context(obj, p: Plan) -> tuple[int, int] | None:
             min(p.last + k, song_last, max(a_last, p.last)))
 
 
-def last_key_before(obj, frame: int) -> int | None:
-    """The last whole frame before `frame` on which the dancer's current action has a key (of its
-    own slot); None when it has none there."""
-    return _nearest_key(obj, frame, after=False)
-
-
-def first_key_after(obj, frame: int) -> int | None:
-    """The first whole frame after `frame` on which the dancer's current action has a key (of its
-    own slot); None when it has none there."""
-    return _nearest_key(obj, frame, after=True)
-
-
 def _nearest_key(obj, frame: int, after: bool) -> int | None:
+    """The nearest whole frame after (or before) `frame` on which the dancer's current action
+    has a key (of its own slot); None when it has none there."""
     ad = obj.animation_data
     action = ad.action if ad is not None else None
     nearest = None
@@ -284,12 +274,7 @@ def lead_in(obj, bone_map, first: int) -> int | None:
     earlier dance), when the dance should start from the pose it leaves there rather than jump to
     its own (QA: 0.8 m in one frame at the song's start); None when nothing is keyed before
     `first`, or when that key is an imported bind pose, which is no pose to dance from."""
-    if obj.animation_data is None or obj.animation_data.action is None:
-        return None
-    before = last_key_before(obj, first)
-    if before is None or bind_pose_span(obj, bone_map, before, before) is not None:
-        return None
-    return before
+    return _key_beside(obj, bone_map, first, after=False)
 
 
 def lead_out(obj, bone_map, last: int) -> int | None:
@@ -298,12 +283,16 @@ def lead_out(obj, bone_map, last: int) -> int | None:
     way there: the take keeps that key, and from a dance ending in a pose of its own the curves
     turned the shoulder 115 degrees in the one frame to a key just after the song (QA, a key on
     frame 241 of a 24 fps scene whose song ends on 240). None as for lead_in."""
+    return _key_beside(obj, bone_map, last, after=True)
+
+
+def _key_beside(obj, bone_map, frame: int, after: bool) -> int | None:
     if obj.animation_data is None or obj.animation_data.action is None:
         return None
-    after = first_key_after(obj, last)
-    if after is None or bind_pose_span(obj, bone_map, after, after) is not None:
+    key = _nearest_key(obj, frame, after)
+    if key is None or bind_pose_span(obj, bone_map, key, key) is not None:
         return None
-    return after
+    return key
 
 
 def build_request(context):
