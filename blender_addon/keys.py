@@ -233,7 +233,7 @@ def animator_keys(obj, frame_start: float, frame_end: float, action=None, modes=
         if mine:
             found[(bone, prop)] = sorted(mine)
     if posed_bones:
-        found = _through_baked_passages(found, posed_bones)
+        found = _through_baked_passages(obj, found, posed_bones)
     out = {}
     for channel, frames in found.items():
         frames = [f for f in frames if frame_start - 0.5 < f < frame_end + 0.5]
@@ -244,24 +244,27 @@ def animator_keys(obj, frame_start: float, frame_end: float, action=None, modes=
 
 # A baked clip (an FBX or BVH import, a mocap take) keys its moving channels on every frame, and
 # the exporter leaves a channel that stays still with a key at each end of the clip only. Through
-# such a passage, the frames on which at least BAKED_SHARE of the posed bones are keyed, for
-# BAKED_FRAMES frames or more in a row, every posed bone's channel keyed on both sides of it is
-# as keyed on every frame (what Blender plays there): read channel by channel, the still bones
-# were free, and the dance moved a hand 0.5 m off the clip it was asked to keep (QA).
+# such a passage, the frames on which the hips (the topmost posed bone) and at least BAKED_SHARE
+# of the posed bones are keyed, for BAKED_FRAMES frames or more in a row, every posed bone's
+# channel keyed on both sides of it is as keyed on every frame (what Blender plays there): read
+# channel by channel, the still bones were free, and the dance moved a hand 0.5 m off the clip it
+# was asked to keep (QA). Arms keyed on every frame without the hips are no body clip: the legs
+# keyed around them still dance.
 BAKED_SHARE = 0.25
 BAKED_FRAMES = 3
 
 
-def _through_baked_passages(keys: dict, posed_bones) -> dict:
+def _through_baked_passages(obj, keys: dict, posed_bones) -> dict:
     """`keys` ({(bone, prop): sorted frames}) with the frames of baked passages (see BAKED_SHARE)
     added to the posed bones' channels that are keyed before and after them."""
-    posed = set(posed_bones)
+    posed = {b for b in posed_bones if b in obj.data.bones}
+    tops = {b for b in posed if not any(a.name in posed for a in obj.data.bones[b].parent_recursive)}
     bones_on: dict[int, set] = {}
     for (bone, _), frames in keys.items():
         if bone in posed:
             for f in frames:
                 bones_on.setdefault(f, set()).add(bone)
-    dense = sorted(f for f, bones in bones_on.items() if len(bones) >= BAKED_SHARE * len(posed))
+    dense = sorted(f for f, bones in bones_on.items() if len(bones) >= BAKED_SHARE * len(posed) and bones & tops)
     baked: set[int] = set()
     for run in np.split(np.asarray(dense, int), np.flatnonzero(np.diff(dense) != 1) + 1) if dense else []:
         if len(run) >= BAKED_FRAMES:

@@ -807,3 +807,12 @@ def test_a_baked_clip_under_the_song_is_kept_whole(addon, tmp_path):
     assert np.abs(danced - played).max() < 1e-4                           # held as the clip plays them
     after = _heads(obj, list(range(first + 30, last)))[:, legs]
     assert np.ptp(after, axis=0).max() > 1e-3                             # and danced after it
+    # Arms keyed on every frame without the hips are no body clip: the legs between their keys dance.
+    from blender_addon import keys as key_io
+    arms = scene_io.create_smpl_armature(bpy.context, "Arms", with_mesh=False)
+    for f in clip:
+        _key(arms, f, {n: rng.normal(0, 0.2, 3) for n in moving if n != "pelvis"})
+    for f in (first + 1, first + 20):
+        _key(arms, f, still)
+    keyed = key_io.animator_keys(arms, first, last, posed_bones=scene_io.posed_bones(arms))
+    assert keyed[("left_knee", "rotation_quaternion")] == [first + 1, first + 20]
