@@ -322,8 +322,8 @@ def _student_info(args, teacher_path: Path, digest: str, times_s: list[int]) -> 
 
 def run(args) -> Path:
     from ..api import denoiser
-    from .train import (_batches, _restore_state, _state_tensors, check_numbers, check_run_folder, check_seed,
-                        read_state)
+    from .train import (_batches, _restore_state, _rng_state, _state_tensors, check_numbers, check_run_folder,
+                        check_seed, read_state)
     check_numbers(counts={"--segments": args.segments, "--substeps": args.substeps, "--iterations": args.iterations,
                           "--batch": args.batch, "--threads": args.threads, "--probe-windows": args.probe_windows},
                   amounts={"--lr": args.lr, "--warmup": args.warmup, "--workers": args.workers,
@@ -391,7 +391,7 @@ def run(args) -> Path:
         old.setdefault("energy_weight", 0.0)        # and no energy term
         if {k: old.get(k) for k in recipe} != recipe:
             raise EngineError(f"{out} holds a distillation of another teacher or recipe ({old}): use a new --out")
-        step = _restore_state(read_state(state_path, device), student, ema, opt)
+        step = _restore_state(read_state(state_path, device), student, ema, opt, device)
         seconds_before = float(old.get("seconds", 0.0))
         print(f"resuming from iteration {step}", flush=True)
 
@@ -432,7 +432,7 @@ def run(args) -> Path:
                 "started_from": _started_from(args)}
         checkpoint.save(out / "student.safetensors", ema, ckpt.normalizer, ckpt.music_normalizer, ckpt.styles,
                         info, student=_student_info(args, teacher_path, digest, times_s))
-        checkpoint.write_safetensors(_state_tensors(student, ema, opt, step), state_path)
+        checkpoint.write_safetensors(_state_tensors(student, ema, opt, step, _rng_state(device)), state_path)
         meta_path.write_text(json.dumps({**recipe, "seconds": seconds, "iteration": step,
                                          "teacher_rms_at_start": start_error}))
         log.write(json.dumps({"iteration": step, "seconds": round(seconds, 1), "loss": running,
@@ -445,6 +445,10 @@ def run(args) -> Path:
     while step < args.iterations:
         if args.max_minutes is not None and time.time() - started > args.max_minutes * 60:
             break
+        # Each iteration's draws follow from the seed and the iteration alone: a resumed run draws
+        # what the uninterrupted one would (seeded once per start, the two parted after a resume).
+        gen.manual_seed(args.seed * 1000003 + step)
+        noise_gen.manual_seed(args.seed * 1000003 + step)
         batch = next(batches)
         x0 = batch["motion"].to(device)
         # As generation gives it (the music's own beat phase, not the training's re-phased
