@@ -490,3 +490,17 @@ def test_the_aist_download_folder_says_which_folders_to_pass(aist_dirs):
     motions, music = aist_dirs
     with pytest.raises(EngineError, match=r"pass its motions folder, --data .*motions --aist-music .*music"):
         detect_kind(motions.parent)
+
+
+def test_two_folders_of_one_name_keep_their_own_caches(aist_dirs, tmp_path):
+    # QA: the stale-cache sweep went by the folder's name, so two AIST++ `motions` folders evicted
+    # each other's cache and rebuilt it on every run.
+    import shutil
+    motions, music = aist_dirs
+    twin = tmp_path / "twin" / "motions"
+    shutil.copytree(motions, twin)
+    cache = tmp_path / "cache"
+    for source in (motions, twin):
+        with pytest.warns(UserWarning):
+            load_corpus([source], cache, aist_music=music, workers=1, log=None)
+    assert len(list(cache.glob("aistpp-motions-*.npz"))) == 2

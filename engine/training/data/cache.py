@@ -271,7 +271,9 @@ def load_source(source, cache_dir, aist_music=None, workers: int | None = None,
     key = cache_key(kind, source, aist_music if kind == "aistpp" else None)
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    prefix = f"{kind}-{_slug(source.name)}-"
+    # The folder's own place in the prefix: the stale-file sweep below evicted the cache of another
+    # folder of the same name (two AIST++ `motions` folders rebuilt each other's every time).
+    prefix = f"{kind}-{_slug(source.name)}-{hashlib.sha1(str(source).encode()).hexdigest()[:8]}-"
     path = cache_dir / f"{prefix}{key}.npz"
     if path.exists():
         items = _load(path, str(source))
