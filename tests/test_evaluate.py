@@ -203,3 +203,14 @@ def test_probe_refuses_a_noise_step_out_of_range_before_any_work(capsys):
     assert probe.main(["--t", "20", "1000"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: --t") and "\n" not in err
+
+
+def test_the_record_says_which_network_the_model_rows_sampled(tiny_weights):
+    # QA: metrics.json said quality "fast" for a run that sampled the many-step model (no student).
+    from types import SimpleNamespace
+    from conftest import REPO
+    fast = SimpleNamespace(quality="fast", steps=None, guidance=2.5, autoguidance=2.0)
+    assert E._sampled_with(tiny_weights, fast) == "many-step model"
+    assert E._sampled_with(REPO / "weights" / "dance.safetensors", fast) == "few-step student"
+    assert E._sampled_with(REPO / "weights" / "dance.safetensors", SimpleNamespace(**{**vars(fast), "quality": "best"})) \
+        == "many-step model"

@@ -491,6 +491,19 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
+def _sampled_with(weights: Path, args) -> str:
+    """Which network the model rows sample, for the record: quality "fast" with no student that
+    serves these settings samples the many-step model (metrics.json said "fast" all the same)."""
+    import warnings
+    from ..sampler.checkpoint import read_metadata
+    from ..sampler.fewstep import choose_weights
+    record = json.loads(read_metadata(weights).get("student", "null"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")          # the engine says so once more when it samples
+        used = choose_weights(weights, record, args.quality, args.steps, args.guidance, args.autoguidance)
+    return "few-step student" if "student" in read_metadata(used) else "many-step model"
+
+
 def check_out_folder(out: Path, force: bool) -> None:
     """Before any scoring: --out is a folder that takes files and holds no evaluation already,
     unless --force (QA: an earlier evaluation's figures were replaced without a word, and a file
@@ -546,7 +559,7 @@ def main(argv=None) -> int:
                     "smoothing": args.smoothing if args.smoothing is not None else
                     {"many-step": SMOOTHING_SECONDS, "few-step": STUDENT_SMOOTHING_SECONDS},
                     "guidance_lowpass": args.guidance_lowpass, "eta": args.eta, "solver": args.solver,
-                    "quality": args.quality,
+                    "quality": args.quality, "sampled_with": _sampled_with(weights, args) if generators else None,
                     "weights": str(weights) if generators else None}
         genre_set = None
         if generators and not args.no_genre_set:
