@@ -146,7 +146,10 @@ def justlmd_dir(tmp_path_factory):
 # ----------------------------------------------------------------------------- tang2018
 
 def test_tang2018_cleaning(tang_dir):
-    seqs = {s.name: s for s in load_tang2018(tang_dir)}
+    # A dance outlasting its song by over 10 s is said, once for the set (QA: a 14 s song for a
+    # 176 s dance trained its rest without music, without a word).
+    with pytest.warns(UserWarning, match=r"1 dance outlasts its song .*DANCE_R_2 12 of 24 s"):
+        seqs = {s.name: s for s in load_tang2018(tang_dir)}
     assert "DANCE_T_5" not in seqs
     assert set(seqs) == {"DANCE_C_1", "DANCE_R_1", "DANCE_R_2", "DANCE_R_2_tail", "DANCE_T_1", "DANCE_W_1"}
     for s in seqs.values():
