@@ -166,14 +166,18 @@ def _bind_pose_frames(obj, channels: dict, posed_bones) -> list[int]:
     complete = np.ones(run_of[-1] + 1, bool)
     for mask in rotated.values():
         complete &= np.bincount(run_of, weights=mask[rest], minlength=len(complete)) > 0
-    # A run of rest frames with keys on the frame right before or after it is a clip passing
-    # through the rest pose (one that starts from it), not a bind pose.
+    # A run of rest frames with the whole body keyed on the frame right before or after it is a
+    # clip passing through the rest pose (one that starts from it), not a bind pose; a few bones
+    # keyed there are the animator's first pose after the file's bind pose (QA: kept as a T-pose).
+    body = np.zeros(len(keyed), bool)
+    body_frames = _body_keyed_frames(obj, {key: np.concatenate(list(ch.values())) for key, ch in frames.items()}, wanted)
+    body[np.array(sorted(body_frames), int) - lo] = True
     first, last = np.full(len(complete), len(keyed)), np.full(len(complete), -1)
     np.minimum.at(first, run_of, rest)
     np.maximum.at(last, run_of, rest)
-    keyed_beside = keyed[np.maximum(first - 1, 0)] & (first > 0) | keyed[np.minimum(last + 1, len(keyed) - 1)] \
+    body_beside = body[np.maximum(first - 1, 0)] & (first > 0) | body[np.minimum(last + 1, len(keyed) - 1)] \
         & (last < len(keyed) - 1)
-    complete &= ~keyed_beside
+    complete &= ~body_beside
     return (rest[complete[run_of]] + lo).tolist()
 
 
@@ -254,31 +258,40 @@ BAKED_SHARE = 0.25
 BAKED_FRAMES = 3
 
 
-def _through_baked_passages(obj, keys: dict, posed_bones) -> dict:
-    """`keys` ({(bone, prop): sorted frames}) with the frames of baked passages (see BAKED_SHARE)
-    added to the posed bones' channels that are keyed before and after them."""
+def _body_keyed_frames(obj, keys: dict, posed_bones) -> set[int]:
+    """Frames on which the hips (the topmost posed bone) and at least BAKED_SHARE of the posed
+    bones are keyed, from `keys` ({(bone, prop): frames}): a frame of a clip of the whole body."""
     posed = {b for b in posed_bones if b in obj.data.bones}
     tops = {b for b in posed if not any(a.name in posed for a in obj.data.bones[b].parent_recursive)}
     bones_on: dict[int, set] = {}
     for (bone, _), frames in keys.items():
         if bone in posed:
             for f in frames:
-                bones_on.setdefault(f, set()).add(bone)
-    dense = sorted(f for f, bones in bones_on.items() if len(bones) >= BAKED_SHARE * len(posed) and bones & tops)
-    baked: set[int] = set()
-    for run in np.split(np.asarray(dense, int), np.flatnonzero(np.diff(dense) != 1) + 1) if dense else []:
-        if len(run) >= BAKED_FRAMES:
-            baked.update(run.tolist())
-    if not baked:
+                bones_on.setdefault(int(f), set()).add(bone)
+    return {f for f, bones in bones_on.items() if len(bones) >= BAKED_SHARE * len(posed) and bones & tops}
+
+
+def _through_baked_passages(obj, keys: dict, posed_bones) -> dict:
+    """`keys` ({(bone, prop): sorted frames}) with the frames of baked passages (see BAKED_SHARE)
+    added to the posed bones' channels that are keyed before and after them."""
+    posed = {b for b in posed_bones if b in obj.data.bones}
+    dense = sorted(_body_keyed_frames(obj, keys, posed))
+    runs = [(int(r[0]), int(r[-1])) for r in np.split(np.asarray(dense, int), np.flatnonzero(np.diff(dense) != 1) + 1)
+            if len(r) >= BAKED_FRAMES] if dense else []
+    if not runs:
         return keys
     out = dict(keys)
     for (bone, prop), frames in keys.items():
         if bone not in posed:
             continue
         filled = list(frames)
+        # Keyed only at the passage's ends (or beyond them), as an exporter leaves a still channel:
+        # a limb blocked inside it (a key mid-way) is the animator's pose to dance through (QA: a
+        # torso sway keyed on every frame froze limbs blocked every 2 s).
         for a, b in zip(frames[:-1], frames[1:]):
-            if b - a > 1 and all(f in baked for f in range(a + 1, b)):
-                filled.extend(range(a + 1, b))
+            for r0, r1 in runs:
+                if a <= r0 and r1 <= b:
+                    filled.extend(range(max(a + 1, r0), min(b, r1 + 1)))
         if len(filled) > len(frames):
             out[(bone, prop)] = sorted(filled)
     return out

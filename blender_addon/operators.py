@@ -249,24 +249,22 @@ def regeneration_context(obj, p: Plan) -> tuple[int, int] | None:
             min(p.last + k, song_last, max(a_last, p.last)))
 
 
-def _nearest_key(obj, frame: int, after: bool) -> int | None:
-    """The nearest whole frame after (or before) `frame` on which the dancer's current action
-    has a key (of its own slot); None when it has none there."""
+def last_key_before(obj, frame: int) -> int | None:
+    """The last whole frame before `frame` on which the dancer's current action has a key (of its
+    own slot); None when it has none there."""
     ad = obj.animation_data
     action = ad.action if ad is not None else None
-    nearest = None
+    latest = None
     for fc in compat.action_fcurves(action, compat.object_slot(obj, action)):
         n = len(fc.keyframe_points)
         if not n:
             continue
         co = np.empty(2 * n, np.float64)
         fc.keyframe_points.foreach_get("co", co)
-        times = co[0::2]
-        times = times[times > frame + 0.5] if after else times[times < frame - 0.5]
-        if len(times):
-            found = float(times.min() if after else times.max())
-            nearest = found if nearest is None else (min if after else max)(nearest, found)
-    return None if nearest is None else int(round(nearest))
+        before = co[0::2][co[0::2] < frame - 0.5]
+        if len(before):
+            latest = max(latest if latest is not None else -np.inf, float(before.max()))
+    return None if latest is None else int(round(latest))
 
 
 def lead_in(obj, bone_map, first: int) -> int | None:
@@ -274,25 +272,42 @@ def lead_in(obj, bone_map, first: int) -> int | None:
     earlier dance), when the dance should start from the pose it leaves there rather than jump to
     its own (QA: 0.8 m in one frame at the song's start); None when nothing is keyed before
     `first`, or when that key is an imported bind pose, which is no pose to dance from."""
-    return _key_beside(obj, bone_map, first, after=False)
-
-
-def lead_out(obj, bone_map, last: int) -> int | None:
-    """The frame the animation after the dance first keys (a pose the animator keyed after the
-    song), when the dance should end in the pose the animation passes on its last frame on the
-    way there: the take keeps that key, and from a dance ending in a pose of its own the curves
-    turned the shoulder 115 degrees in the one frame to a key just after the song (QA, a key on
-    frame 241 of a 24 fps scene whose song ends on 240). None as for lead_in."""
-    return _key_beside(obj, bone_map, last, after=True)
-
-
-def _key_beside(obj, bone_map, frame: int, after: bool) -> int | None:
     if obj.animation_data is None or obj.animation_data.action is None:
         return None
-    key = _nearest_key(obj, frame, after)
-    if key is None or bind_pose_span(obj, bone_map, key, key) is not None:
+    before = last_key_before(obj, first)
+    if before is None or bind_pose_span(obj, bone_map, before, before) is not None:
         return None
-    return key
+    return before
+
+
+# How far after the dance an animator's pose may lie and still be led into: further on, the
+# take's curves ease over the gap (pinned there, the body stood still for the whole gap, and the
+# dance rushed into the pose: QA, a key 500 frames on).
+LEAD_OUT_SECONDS = 2.0
+# The share of the dancer's posed bones keyed on that frame for it to be a pose to end in: a
+# partial key (one arm) pinned every other bone at rest and the root at the origin (QA).
+LEAD_OUT_POSE_SHARE = 0.9
+
+
+def lead_out(obj, bone_map, last: int, fps: float) -> int | None:
+    """The frame of the animator's own pose after the dance (a whole-body key within
+    LEAD_OUT_SECONDS of its last frame; not a take's generated keys, which the new take drops),
+    when the dance should end in the pose the animation passes on its last frame on the way
+    there: from a dance ending in a pose of its own the curves turned the shoulder 115 degrees
+    in the one frame to a key just after the song (QA, a key on frame 241 of a 24 fps scene
+    whose song ends on 240). None otherwise, or when that key is an imported bind pose."""
+    from . import keys, rig_io, scene_io
+    if obj.animation_data is None or obj.animation_data.action is None:
+        return None
+    posed = rig_io.posed_bones(bone_map) if bone_map is not None else set(scene_io.posed_bones(obj))
+    found = keys.animator_keys(obj, last + 1, last + max(1, round(LEAD_OUT_SECONDS * fps)), posed_bones=posed)
+    if not found:
+        return None
+    after = min(frames[0] for frames in found.values())
+    keyed = {bone for (bone, _), frames in found.items() if after in frames and bone in posed}
+    if len(keyed) < LEAD_OUT_POSE_SHARE * len(posed) or bind_pose_span(obj, bone_map, after, after) is not None:
+        return None
+    return after
 
 
 def build_request(context):
@@ -314,7 +329,7 @@ def build_request(context):
     intro = lead_in(obj, bone_map, first) if write_range is None else None
     if intro is not None:
         fixed.append(first)
-    outro = lead_out(obj, bone_map, last) if write_range is None else None
+    outro = lead_out(obj, bone_map, last, p.fps) if write_range is None else None
     if outro is not None and last not in fixed:
         fixed.append(last)
     if bone_map is not None:   # own character: constraints from its bones, its keys carried over

@@ -661,6 +661,11 @@ def test_an_imported_bind_pose_is_not_a_pose_to_dance_from(addon, tmp_path):
     arm.rotation_quaternion = (math.cos(math.radians(0.15)), 0.0, 0.0, math.sin(math.radians(0.15)))
     arm.keyframe_insert("rotation_quaternion", frame=first + 20)
     assert operators.bind_pose_span(obj, bone_map, first + 20, first + 21) is None
+    # The animator's first key right after the file's bind pose leaves it a bind pose (QA: a key
+    # on the next frame kept the T-pose, and the hand flew 0.5 m a frame out of it).
+    key_bind_pose(obj, first + 40, seed=2)
+    arm.keyframe_insert("rotation_quaternion", frame=first + 42)
+    assert operators.bind_pose_span(obj, bone_map, first + 40, first + 41) == f"{first + 40}-{first + 41}"
 
     # The SMPL dancer's rest-pose keys on every joint are no pose to dance from either.
     smpl = scene_io.create_smpl_armature(bpy.context, with_mesh=False)

@@ -741,8 +741,15 @@ def test_a_key_after_the_song_is_danced_into(addon, tmp_path):
     # passes on its last frame on the way to the key.
     scene = addon
     obj, first, last = _song_stage(scene, tmp_path, seconds=1.5)
-    pose = {"left_shoulder": np.array([0.0, 0.0, -1.2]), "right_shoulder": np.array([0.0, 0.0, 1.2]),
-            "spine1": np.array([0.5, 0.0, 0.0]), "left_knee": np.array([1.0, 0.0, 0.0])}
+    pose = {n: np.zeros(3) for n in JOINT_NAMES} | {
+        "left_shoulder": np.array([0.0, 0.0, -1.2]), "right_shoulder": np.array([0.0, 0.0, 1.2]),
+        "spine1": np.array([0.5, 0.0, 0.0]), "left_knee": np.array([1.0, 0.0, 0.0])}
+    # Only the animator's whole-body pose within 2 s leads the dance out (QA: one arm keyed after
+    # the song pinned every other bone at rest; a pose 500 frames on held the body still there).
+    _key(obj, last + 1, {"left_shoulder": pose["left_shoulder"]})
+    assert operators.lead_out(obj, None, last, 24.0) is None
+    _key(obj, last + 60, pose)
+    assert operators.lead_out(obj, None, last, 24.0) is None
     _key(obj, last + 1, pose)
     keyed = _heads(obj, [last + 1])[0]
     assert bpy.ops.dance.generate() == {'FINISHED'}
@@ -753,7 +760,7 @@ def test_a_key_after_the_song_is_danced_into(addon, tmp_path):
     step = np.linalg.norm(np.diff(heads, axis=0), axis=2).max(axis=1)      # fastest joint per frame step
     print(f"steps into the key: {np.round(step, 4)}")
     assert step[-1] < 1e-4                                                 # frame `last` is already the key's pose
-    assert operators.lead_out(obj, None, last + 1) is None                 # nothing keyed after the key
+    assert operators.lead_out(obj, None, last + 1, 24.0) is None           # nothing keyed after the key
 
 
 def test_a_range_regenerated_in_style_any_keeps_the_takes_style(addon, tmp_path):
@@ -816,3 +823,12 @@ def test_a_baked_clip_under_the_song_is_kept_whole(addon, tmp_path):
         _key(arms, f, still)
     keyed = key_io.animator_keys(arms, first, last, posed_bones=scene_io.posed_bones(arms))
     assert keyed[("left_knee", "rotation_quaternion")] == [first + 1, first + 20]
+    # A torso sway keyed on every frame over limbs blocked inside it is no clip either: a limb
+    # keyed mid-way is a pose to dance through (QA: the limbs froze on their curves).
+    sway = scene_io.create_smpl_armature(bpy.context, "Sway", with_mesh=False)
+    for f in clip:
+        _key(sway, f, {n: rng.normal(0, 0.1, 3) for n in ("pelvis", "spine1", "spine2", "spine3", "neck", "head")})
+    for f in (first, first + 10, first + 20):
+        _key(sway, f, still)
+    keyed = key_io.animator_keys(sway, first, last, posed_bones=scene_io.posed_bones(sway))
+    assert keyed[("left_knee", "rotation_quaternion")] == [first, first + 10, first + 20]
