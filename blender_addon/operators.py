@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import bpy
 import numpy as np
@@ -284,30 +285,43 @@ def lead_in(obj, bone_map, first: int) -> int | None:
 # take's curves ease over the gap (pinned there, the body stood still for the whole gap, and the
 # dance rushed into the pose: QA, a key 500 frames on).
 LEAD_OUT_SECONDS = 2.0
-# The share of the dancer's posed bones keyed on that frame for it to be a pose to end in: a
-# partial key (one arm) pinned every other bone at rest and the root at the origin (QA).
+# The share of the dancer's posed bones keyed on that frame for it to be a whole pose to end in;
+# a partial one leads out only the bones it keys (fixing the whole last frame to it pinned every
+# other bone at rest and the root at the origin: QA).
 LEAD_OUT_POSE_SHARE = 0.9
 
 
-def lead_out(obj, bone_map, last: int, fps: float) -> int | None:
-    """The frame of the animator's own pose after the dance (a whole-body key within
-    LEAD_OUT_SECONDS of its last frame; not a take's generated keys, which the new take drops),
-    when the dance should end in the pose the animation passes on its last frame on the way
-    there: from a dance ending in a pose of its own the curves turned the shoulder 115 degrees
-    in the one frame to a key just after the song (QA, a key on frame 241 of a 24 fps scene
-    whose song ends on 240). None otherwise, or when that key is an imported bind pose."""
+class LeadOut(NamedTuple):
+    frame: int              # the animator's key after the dance
+    bones: frozenset        # the posed bones it keys (rotation)
+    root: bool              # whether it keys the root's place
+    whole: bool             # a whole-body pose: the dance's last frame is fixed entirely
+
+
+def lead_out(obj, bone_map, last: int, fps: float) -> LeadOut | None:
+    """The animator's own pose after the dance (keys within LEAD_OUT_SECONDS of its last frame;
+    not a take's generated keys, which the new take drops), when the dance should end in the
+    pose the animation passes on its last frame on the way there: from a dance ending in a pose
+    of its own the curves turned the shoulder 115 degrees in the one frame to a key just after
+    the song (QA, a key on frame 241 of a 24 fps scene whose song ends on 240). None otherwise,
+    or when that key is an imported bind pose."""
     from . import keys, rig_io, scene_io
     if obj.animation_data is None or obj.animation_data.action is None:
         return None
     posed = rig_io.posed_bones(bone_map) if bone_map is not None else set(scene_io.posed_bones(obj))
+    root_bone = rig_io.root_bone_name(bone_map) if bone_map is not None else "pelvis"
     found = keys.animator_keys(obj, last + 1, last + max(1, round(LEAD_OUT_SECONDS * fps)), posed_bones=posed)
     if not found:
         return None
     after = min(frames[0] for frames in found.values())
-    keyed = {bone for (bone, _), frames in found.items() if after in frames and bone in posed}
-    if len(keyed) < LEAD_OUT_POSE_SHARE * len(posed) or bind_pose_span(obj, bone_map, after, after) is not None:
+    if bind_pose_span(obj, bone_map, after, after) is not None:
         return None
-    return after
+    bones = frozenset(bone for (bone, prop), frames in found.items()
+                      if after in frames and bone in posed and prop != "location")
+    root = any(after in frames for (bone, prop), frames in found.items() if prop == "location" and bone == root_bone)
+    if not bones and not root:
+        return None
+    return LeadOut(after, bones, root, len(bones) >= LEAD_OUT_POSE_SHARE * len(posed))
 
 
 def build_request(context):
@@ -330,14 +344,17 @@ def build_request(context):
     if intro is not None:
         fixed.append(first)
     outro = lead_out(obj, bone_map, last, p.fps) if write_range is None else None
-    if outro is not None and last not in fixed:
+    partial = None
+    if outro is not None and outro.whole and last not in fixed:
         fixed.append(last)
+    elif outro is not None and not outro.whole:
+        partial = (last, outro.bones, outro.root)
     if bone_map is not None:   # own character: constraints from its bones, its keys carried over
         cons, kept = rig_io.read_character_constraints(obj, bone_map, first, last, p.fps, settings.keep_parts(),
-                                                       settings.keep_root, scene, context=fixed)
+                                                       settings.keep_root, scene, context=fixed, partial=partial)
     else:
         cons = scene_io.read_constraints(obj, first, last, p.fps, settings.keep_parts(), settings.keep_root, scene,
-                                         context=fixed)
+                                         context=fixed, partial=partial)
         kept = scene_io.key_masks(obj, first, last)
     start = p.file_seconds(first)
     action = obj.animation_data.action if obj.animation_data is not None else None
@@ -364,8 +381,9 @@ def build_request(context):
         request.notes.append(f"the dance starts from the pose '{obj.name}' holds on frame {first}, where its animation "
                              f"keyed up to frame {intro} leaves it")
     if outro is not None:
-        request.notes.append(f"the dance ends in the pose '{obj.name}' passes on frame {last} on its way to the key "
-                             f"on frame {outro}")
+        what = "the pose" if outro.whole else "the pose of the bones you keyed"
+        request.notes.append(f"the dance ends in {what} '{obj.name}' passes on frame {last} on its way to the key "
+                             f"on frame {outro.frame}")
     danced = rig_io.posed_bones(bone_map) if bone_map else {b.name for b in obj.data.bones}
     danced -= rig_io.spinning_bones(obj, bone_map)                  # the hips' spins are danced
     for note in (keys.off_frame_note(obj, first, last), keys.long_turn_note(obj, first, last, danced),

@@ -584,7 +584,7 @@ class CharacterKeys:
 
 
 def read_character_constraints(obj, bone_map: dict[str, str], frame_start: int, frame_end: int, fps: float,
-                               keep_parts=(), keep_root: bool = False, scene=None, context=()):
+                               keep_parts=(), keep_root: bool = False, scene=None, context=(), partial=None):
     """The animator's wishes on their character as SMPL engine Constraints at `fps` (frame 0 =
     `frame_start`), and the CharacterKeys to write back verbatim.
 
@@ -592,6 +592,8 @@ def read_character_constraints(obj, bone_map: dict[str, str], frame_start: int, 
       the root bone fixes the root. Full poses become keyframes, an opening passage seed motion.
     - Body parts in `keep_parts` (and the root if `keep_root`) follow the current animation.
     - Frames in `context` are fixed entirely (the dance around a regenerated range).
+    - `partial` (frame, bones, root): on that frame only those bones (and the root bone's place
+      if `root`) are fixed, as the animation plays them (a lead-out into a partial pose).
     The character is placed as on `frame_start` (world_matrix), as write_character_dance places it.
     `scene` is unused (values come from the F-curves, evaluate_basis); it mirrors
     scene_io.read_constraints' signature."""
@@ -622,6 +624,12 @@ def read_character_constraints(obj, bone_map: dict[str, str], frame_start: int, 
                 held[:, index[bone]] = True
     if keep_root:
         root_held[:] = True
+    if partial is not None and frame_start <= partial[0] <= frame_end:
+        f, bones, with_root = partial
+        for b in (index[name] for name in bones if name in index):
+            if b in rt.driven:
+                held[f - frame_start, b] = True
+        root_held[f - frame_start] |= with_root
     ctx = np.asarray(sorted(int(f) - frame_start for f in context if frame_start <= f <= frame_end), int)
     held[np.ix_(ctx, rt.driven)] = True
     root_held[ctx] = True

@@ -744,13 +744,22 @@ def test_a_key_after_the_song_is_danced_into(addon, tmp_path):
     pose = {n: np.zeros(3) for n in JOINT_NAMES} | {
         "left_shoulder": np.array([0.0, 0.0, -1.2]), "right_shoulder": np.array([0.0, 0.0, 1.2]),
         "spine1": np.array([0.5, 0.0, 0.0]), "left_knee": np.array([1.0, 0.0, 0.0])}
-    # Only the animator's whole-body pose within 2 s leads the dance out (QA: one arm keyed after
-    # the song pinned every other bone at rest; a pose 500 frames on held the body still there).
-    _key(obj, last + 1, {"left_shoulder": pose["left_shoulder"]})
-    assert operators.lead_out(obj, None, last, 24.0) is None
+    # A pose further than 2 s on is left to the curves (QA: 500 frames on, the body stood still).
     _key(obj, last + 60, pose)
     assert operators.lead_out(obj, None, last, 24.0) is None
-    _key(obj, last + 1, pose)
+    # One arm keyed just after the song leads out that arm alone (QA: fixing the whole last frame
+    # pinned every other bone at rest and the root at the origin; not led out, it jumped 0.35 m).
+    _key(obj, last + 1, {"left_shoulder": pose["left_shoulder"]})
+    out = operators.lead_out(obj, None, last, 24.0)
+    assert (out.frame, out.bones, out.root, out.whole) == (last + 1, {"left_shoulder"}, False, False)
+    assert bpy.ops.dance.generate() == {'FINISHED'}
+    assert "ends in the pose of the bones you keyed" in scene.dance.status
+    shoulder = JOINT_INDEX["left_shoulder"]
+    at_end = scene_io.read_motion(obj, last, last + 1).poses
+    assert rotation_error(at_end[0, 3 * shoulder:3 * shoulder + 3], at_end[1, 3 * shoulder:3 * shoulder + 3]) < 1e-4
+    assert np.abs(np.delete(at_end[0].reshape(24, 3), shoulder, axis=0)).max() > 0.05   # the rest still dances
+    bpy.ops.dance.use_take(action=T.original_action(obj).name)
+    _key(obj, last + 1, pose)                                              # a whole pose: the whole last frame
     keyed = _heads(obj, [last + 1])[0]
     assert bpy.ops.dance.generate() == {'FINISHED'}
     assert f"ends in the pose '{obj.name}' passes on frame {last} on its way to the key on frame {last + 1}" \
