@@ -132,9 +132,10 @@ def keys_digest(obj, action) -> str:
 def bind_pose_frames(obj, action, posed_bones, modes=None) -> list[int]:
     """Whole frames of `action` holding an imported bind pose, not a pose to dance from: runs of
     consecutive frames on which every key (rotation or location, any bone) holds the rest pose
-    and within which every bone of `posed_bones` has a rotation key, with no key on the frames
-    just before and after them. A few bones keyed at rest, a rest pose beside any other key on
-    its frame, and a clip that starts from the rest pose stay keys."""
+    and within which every bone of `posed_bones` has a rotation key, with no whole-body keys
+    (_body_keyed_frames) on the frames just before and after them. A few bones keyed at rest, a
+    rest pose beside any other key on its frame, and a clip that starts from the rest pose stay
+    keys."""
     return _bind_pose_frames(obj, _channel_keys(obj, action, modes), posed_bones)
 
 

@@ -141,6 +141,17 @@ def check_outputs(outputs, kinds: dict[str, str], force: bool, inputs: dict | No
         check_writable(resolved, str(out))
 
 
+def check_output_folder(out: Path, name: str) -> None:
+    """EngineError unless the folder `out` (made later if missing) can take files: it, or the
+    nearest folder above it that exists, is a folder and can be written."""
+    folder = out
+    while not folder.exists() and folder.parent != folder:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise EngineError(f"{name}: {folder} is a file, not a folder")
+    check_writable(folder / ".probe", name)
+
+
 def check_writable(path: Path, name: str) -> None:
     """EngineError unless `path` can be written: a file is created (and removed) beside it, so a
     read-only folder or file system fails now rather than after the dance is generated."""

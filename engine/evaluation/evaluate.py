@@ -508,16 +508,13 @@ def check_out_folder(out: Path, force: bool) -> None:
     """Before any scoring: --out is a folder that takes files and holds no evaluation already,
     unless --force (QA: an earlier evaluation's figures were replaced without a word, and a file
     as --out was a traceback after all the scoring)."""
-    from ..options import check_writable
+    from ..options import check_output_folder
     if out.exists() and not out.is_dir():
         raise EngineError(f"--out {out} is a file: give a folder")
     if (out / "metrics.json").exists() and not force:
         raise EngineError(f"--out {out} already holds an evaluation (metrics.json): pass --force to replace it, "
                           "or give another folder")
-    folder = out
-    while not folder.exists() and folder.parent != folder:
-        folder = folder.parent
-    check_writable(folder / "metrics.json", f"--out {out}")
+    check_output_folder(out, f"--out {out}")
 
 
 def main(argv=None) -> int:

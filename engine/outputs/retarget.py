@@ -338,8 +338,12 @@ class Rig:
     def world_heads(self) -> np.ndarray:
         return self.to_world(self.rest[:, :3, 3])
 
+    def tails(self) -> np.ndarray:
+        """(B,3) rest tails in armature space: each head along the bone's Y axis by its length."""
+        return self.rest[:, :3, 3] + self.lengths[:, None] * self.rest[:, :3, 1]
+
     def world_tails(self) -> np.ndarray:
-        return self.to_world(self.rest[:, :3, 3] + self.lengths[:, None] * self.rest[:, :3, 1])
+        return self.to_world(self.tails())
 
 
 def location_axes(local: bool, rest: np.ndarray, parent_rest: np.ndarray | None = None,
@@ -505,8 +509,7 @@ class Retargeter:
                 b = self.rig.parents[b]
             return b == ankle
 
-        rest = self.rig.rest
-        tails = rest[:, :3, 3] + self.rig.lengths[:, None] * rest[:, :3, 1]
+        rest, tails = self.rig.rest, self.rig.tails()
         bones = [b for b in range(len(self.rig.names)) if under_foot(b)]
         world = self.rig.to_world(tails[bones])
         reach = np.linalg.norm(world - self.rig.to_world(rest[ankle][:3, 3]), axis=-1)

@@ -16,6 +16,7 @@ from safetensors.torch import save as safetensors_bytes
 from safetensors import safe_open
 
 from ..body import layout as L
+from ..defaults import MOTION_ONLY_STYLES
 from ..errors import EngineError
 from .model import Denoiser, ModelConfig
 
@@ -51,7 +52,6 @@ def drawable_styles(styles: list[str], info: dict) -> list[str]:
     that record: every style but "any" and MOTION_ONLY_STYLES (the shipped data's pop, learned
     without music). A run on other data listed styles it had no dances of, and style "any" drew
     them (QA: an AIST++-only model danced "chacha"; one with CMU salsa, music-less "salsa")."""
-    from ..defaults import MOTION_ONLY_STYLES
     recorded = info.get("danced_styles") if isinstance(info, dict) else None
     if isinstance(recorded, list):
         return [s for s in styles if s in recorded]

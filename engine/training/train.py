@@ -262,16 +262,11 @@ RUN_MARKS = {"train": "config.json", "distill": "recipe.json"}
 def check_run_folder(out: Path, tool: str = "train") -> None:
     """The run folder (or the nearest folder above it that exists) takes files, and holds no run
     of the other resumable tool (RUN_MARKS)."""
-    from ..options import check_writable
-    folder = out
-    while not folder.exists() and folder.parent != folder:
-        folder = folder.parent
-    if not folder.is_dir():
-        raise EngineError(f"--out {out}: {folder} is a file, not a folder")
+    from ..options import check_output_folder
+    check_output_folder(out, f"--out {out}")
     for other, mark in RUN_MARKS.items():
         if other != tool and (out / mark).exists() and (out / "state.safetensors").exists():
             raise EngineError(f"--out {out} holds a run of 'python -m engine {other}': {tool} into another folder")
-    check_writable(folder / "model.safetensors", f"--out {out}")
 
 
 def read_state(path: Path, device) -> dict:
