@@ -518,9 +518,12 @@ def _fill_fcurve(fc, frames: np.ndarray, values: np.ndarray, types: np.ndarray |
     fc.update()
 
 
-def _held_outside(obj, fcurves, bone: str, prop: str, count: int, frames: np.ndarray):
+def _held_outside(obj, fcurves, bone: str, prop: str, count: int, frames: np.ndarray, sides=(True, True)):
     """(whole frames (H,), values (H, count)) that keep what `bone`'s `prop` channels play outside
-    [frames[0], frames[-1]] once keys are written on `frames` (see write_bone_rotations)."""
+    [frames[0], frames[-1]] once keys are written on `frames` (see write_bone_rotations).
+    `sides` (before, after): whether the action animates anything on that side of the span; where
+    it does not, the new keys extend the take there and nothing is held (holding the old pose on
+    the next frame snapped back to it: QA, a range regenerated past the take's end)."""
     channels = [fcurves.find(_bone_path(bone, prop), index=i) for i in range(count)]
     keyed = {}                                   # channel index -> its key frames
     for i, fc in enumerate(channels):
@@ -533,8 +536,8 @@ def _held_outside(obj, fcurves, bone: str, prop: str, count: int, frames: np.nda
     after = min((x[x > hi].min() for x in keyed.values() if (x > hi).any()), default=None)
     # The whole frames strictly between the nearest key and the span (just the one next to the
     # span where there is no key on that side).
-    start = math.floor(before) + 1 if before is not None else math.ceil(lo) - 1
-    stop = math.ceil(after) - 1 if after is not None else math.floor(hi) + 1
+    start = math.floor(before) + 1 if before is not None else math.ceil(lo) - (1 if sides[0] else 0)
+    stop = math.ceil(after) - 1 if after is not None else math.floor(hi) + (1 if sides[1] else 0)
     held = np.array([f for f in range(start, stop + 1) if not lo <= f <= hi
                      and (before is None or f > before + 1e-3) and (after is None or f < after - 1e-3)], np.float64)
     # The keys on either side keep their handles: automatic ones would be recomputed from the new
@@ -634,7 +637,8 @@ def write_bone_rotations(obj, action, bone_names, frames, quats, locations=None,
     `hold_outside`, what the channels played outside the span stays as it was too: between the
     span and the nearest key on each side, the old curve is keyed on whole frames (generated
     keys), since new keys at the span's edges would otherwise bend the interpolation there; a
-    channel with no keys yet holds its current value on the frame before and after. The keys on
+    channel with no keys yet holds its current value on the frame before and after. Beyond the
+    action's last key (or before its first), nothing is held: the span extends the take. The keys on
     either side keep their handles where they are (set free), so their curves do not bend.
     F-curve modifiers on the written channels are removed (rig_io.dancer_notes says so), and a
     written curve that the dance begins or ends extrapolates constant: `action` is always a take,
@@ -652,11 +656,14 @@ def write_bone_rotations(obj, action, bone_names, frames, quats, locations=None,
         return np.where(mask, keyframe, generated).astype(np.int32) if mask is not None \
             else np.full(T, generated, np.int32)
 
+    span = compat.keyed_range(obj, action) if hold_outside else None
+    sides = (span is not None and span[0] < frames[0] - 0.5, span is not None and span[1] > frames[-1] + 0.5)
+
     def write(bone, prop, values, mask):
         values = np.asarray(values, np.float32)
         at, types = frames, types_for(mask)
         if hold_outside:
-            held_at, held = _held_outside(obj, fcurves, bone, prop, values.shape[1], frames)
+            held_at, held = _held_outside(obj, fcurves, bone, prop, values.shape[1], frames, sides)
             order = np.argsort(np.concatenate([held_at, frames]), kind="stable")
             at = np.concatenate([held_at, frames])[order]
             values = np.concatenate([held.astype(np.float32), values])[order]

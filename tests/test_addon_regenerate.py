@@ -243,6 +243,25 @@ def test_regenerating_a_range_keeps_the_rest_and_joins_smoothly(addon, tmp_path)
         assert speed[join] <= 2.0 * around.max() + 1e-3
 
 
+def test_a_range_regenerated_beyond_the_takes_end_extends_it_without_a_snap(addon, tmp_path):
+    # QA: a take of frames a..b, then the range b+1..c: the old take held its last pose after b,
+    # and that pose was kept as a key on c+1, snapping back to it (0.5 m in one frame).
+    scene = addon
+    obj, first, last = _song_stage(scene, tmp_path, seconds=4.0)
+    a, b, c = first + 30, first + 55, first + 80
+    scene.dance.use_strip_range = False
+    for frame_start, frame_end, seed in ((a, b, 0), (b + 1, c, 3), (first, a - 1, 4)):
+        scene.dance.frame_start, scene.dance.frame_end, scene.dance.seed = frame_start, frame_end, seed
+        assert bpy.ops.dance.generate() == {'FINISHED'}
+        assert compat.keyed_range(obj) == (min(first if seed == 4 else a, frame_start), c if seed else b)
+    frames = list(range(first, c + 3))
+    speed = np.linalg.norm(np.diff(_heads(obj, frames), axis=0), axis=2).max(axis=1)   # fastest joint per step
+    print("steps at the joins and past the end:", speed[[a - first - 1, b - first, c - first, c - first + 1]])
+    assert speed[c - first:].max() < 1e-6                 # after the take's end it holds its last pose
+    for join in (a - first - 1, b - first):               # the new ranges join the dance beside them
+        assert speed[join] <= 2.0 * np.r_[speed[join - 6:join - 1], speed[join + 2:join + 7]].max() + 1e-3
+
+
 def test_regenerating_a_range_of_sparse_keys_leaves_the_rest_playing_as_before(addon, tmp_path):
     # The animator's blocking (a pose every 30 frames, Bezier in between) with a range regenerated
     # between two of its keys: the frames outside still play exactly as before.
