@@ -148,14 +148,14 @@ def checked_weights(context) -> str | None:
 CONTEXT_SECONDS = 0.5
 
 
-def take_style(action) -> str | None:
-    """The style a take was danced in (style "any" records the one it drew), or None: a range of
-    it regenerated in style "any" keeps that style, whatever the seed (drawn again from the new
-    seed, a rumba's section came out a waltz)."""
-    if action is None:
+def range_style(action, write_range, style: str) -> str | None:
+    """The style a range regenerated in `style` "any" keeps: the one its take was danced in
+    (style "any" records the one it drew), whatever the seed (drawn again from the new seed, a
+    rumba's section came out a waltz). None for a whole dance, another style, or no known style."""
+    if action is None or write_range is None or style != "any":
         return None
-    style = action.get("dance_drawn_style") or action.get("dance_style")
-    return style if isinstance(style, str) and style != "any" else None
+    taken = action.get("dance_drawn_style") or action.get("dance_style")
+    return taken if isinstance(taken, str) and taken != "any" else None
 
 
 def action_name(song_path: str, style: str, seed: int) -> str:
@@ -359,7 +359,6 @@ def build_request(context):
     start = p.file_seconds(first)
     action = obj.animation_data.action if obj.animation_data is not None else None
     style = settings.style
-    range_style = take_style(action) if write_range is not None and style == "any" else None
     # Quality Fast asks for the engine's default steps, which the shipped student stands for
     # (engine.sampler.fewstep); Best runs the teacher at the panel's Steps.
     steps = settings.steps if settings.quality == 'BEST' else DEFAULT_STEPS
@@ -372,7 +371,7 @@ def build_request(context):
         device=device_choice(context), constraints=cons,
         weights=checked_weights(context), stage_radius=stage_radius(settings, obj, bone_map, first),
         wait_in_silence=settings.wait_in_silence, speed=p.span.speed, gain=p.gain(first, last),
-        kept=kept, write_range=write_range, range_style=range_style, bone_map=bone_map,
+        kept=kept, write_range=write_range, range_style=range_style(action, write_range, style), bone_map=bone_map,
         metadata={"song": p.span.path, "steps": steps, "quality": settings.quality.lower(),
                   "guidance": settings.guidance, "autoguidance": settings.autoguidance,
                   "audio_start": start, "audio_speed": p.span.speed, "wait_in_silence": settings.wait_in_silence})

@@ -523,13 +523,13 @@ class Retargeter:
         the toes), else SMPL's ankle height (scaled) below the ankle (a foot bone pointing level,
         up, or on down the shin). The lower of both feet, in the world."""
         drop = self.scale * SMPL_ANKLE_HEIGHT
-        O = self.rig.object_matrix
+        tails_w = self.rig.world_tails()
         soles = []
         for side in ("left", "right"):
             b = self.bone_of[JOINT_INDEX[f"{side}_ankle"]]
             if b < 0:
                 continue
-            tail = O[:3, :3] @ (self._heads[b] + self.rig.lengths[b] * self._A[b][:, 1]) + O[:3, 3]
+            tail = tails_w[b]
             down = heads_w[b, 2] - tail[2]
             soles.append(tail[2] if 0.25 * drop <= down <= 2.0 * drop else heads_w[b, 2] - drop)
         return min(soles) if soles else float("inf")
