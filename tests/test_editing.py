@@ -99,6 +99,32 @@ def test_root_keys_that_pace_the_travel_move_the_dancer_at_their_own_rate():
     assert np.abs(speed - 1.0).max() < 0.02, speed.round(2)
 
 
+def test_root_keys_off_the_drawn_path_carry_the_dancer_through_them_without_surges():
+    """Full poses keyed every 4 s, their root places far from the drawn path (QA: poses copied from
+    another take, 2.1 m from the draw per gap): the correction carries the dancer from key to key,
+    and paused at every key it moved the hips in surges, at 0.27x their speed around each key.
+    It now flows through a key where the travel goes on, and turns back only with zero speed."""
+    T, every = 600, int(4 * FPS)
+    generated, trans = _dance(T)                                   # sways near the origin
+    keys = np.arange(0, T, every)
+    path = np.stack([0.6 * keys / FPS, np.full(len(keys), REST_PELVIS_HEIGHT),
+                     0.5 * np.sin(keys / FPS / 3)], 1)             # keyed: 0.6 m/s across the floor
+    c = Constraints.empty(T, FPS)
+    for k, place in zip(keys, path):
+        c.set_pose(int(k), generated[k], joints=[], root=place)
+    _, moved = apply_constraints(generated, trans, c, FPS)
+    assert np.abs(moved[keys] - path).max() < 1e-9
+    speed = np.linalg.norm(np.diff(moved[:, [0, 2]], axis=0), axis=-1) * FPS
+    near = [speed[k - 2:k + 2].mean() / np.r_[speed[k - 25:k - 5], speed[k + 5:k + 25]].mean() for k in keys[1:-1]]
+    print("hips speed near keys over around:", np.round(near, 2))
+    assert min(near) >= 0.8
+    # Keys that turn the travel back: the correction stops there and never overshoots them.
+    back = offset_curve(np.array([0, 100, 200, 300]), np.array([[0.0], [2.0], [1.0], [3.0]]), 301, None,
+                        travel=True)[:, 0]
+    assert back[0:101].max() <= 2.0 + 1e-9 and back[100:201].min() >= 1.0 - 1e-9
+    assert abs(back[101] - back[100]) < 1e-3 and abs(back[201] - back[200]) < 1e-3
+
+
 def test_a_pose_keyed_twice_is_held_and_only_there():
     T = 120
     generated, trans = _dance(T)

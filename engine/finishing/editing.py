@@ -180,7 +180,7 @@ def apply_constraints(poses: np.ndarray, trans: np.ndarray, constraints: Constra
         k = np.flatnonzero(keyed)
         offsets = given_trans[k] - trans[k]
         paced = PACED_KEY_SECONDS * fps
-        trans[:, [0, 2]] += offset_curve(k, offsets[:, [0, 2]], T, None, paced=paced)
+        trans[:, [0, 2]] += offset_curve(k, offsets[:, [0, 2]], T, None, paced=paced, travel=True)
         rise = offset_curve(*dip_knots(k, offsets[:, 1:], fade), T, fade, paced=paced)[:, 0]
         if np.abs(rise).max() > 1e-9:
             out = _raised_on_planted_feet(out, trans, rise, k, out_mask, fps)
