@@ -250,33 +250,53 @@ def regeneration_context(obj, p: Plan) -> tuple[int, int] | None:
             min(p.last + k, song_last, max(a_last, p.last)))
 
 
-def last_key_before(obj, frame: int) -> int | None:
-    """The last whole frame before `frame` on which the dancer's current action has a key (of its
-    own slot); None when it has none there."""
-    ad = obj.animation_data
-    action = ad.action if ad is not None else None
-    latest = None
-    for fc in compat.action_fcurves(action, compat.object_slot(obj, action)):
-        n = len(fc.keyframe_points)
-        if not n:
-            continue
-        co = np.empty(2 * n, np.float64)
-        fc.keyframe_points.foreach_get("co", co)
-        before = co[0::2][co[0::2] < frame - 0.5]
-        if len(before):
-            latest = max(latest if latest is not None else -np.inf, float(before.max()))
-    return None if latest is None else int(round(latest))
+def song_moved_note(obj, action, p: Plan, first: int, last: int) -> str | None:
+    """A note when the animator's keys on the current take were set against the song played
+    otherwise: the strip moved, or the scene's frame rate or the strip's speed changed since the
+    take was danced (its dance_frame_start, dance_fps, dance_audio_start, dance_audio_speed).
+    Their keys keep their frame numbers, so each now meets another moment of the music, and
+    nothing said so (QA: 24 -> 30 fps, 4 of 5 keys off the beat; a strip moved 48 frames)."""
+    from . import keys, takes
+    if not takes.is_take(action) or action.get("dance_song") != p.span.path:
+        return None
+    try:
+        was = {k: float(action["dance_" + k]) for k in ("frame_start", "fps", "audio_start", "audio_speed")}
+    except (KeyError, TypeError, ValueError):
+        return None       # a take from before these were recorded
+    def then(frame):
+        return was["audio_start"] + (frame - was["frame_start"]) / was["fps"] * was["audio_speed"]
+    shifts = [p.file_seconds(f) - then(f) for f in (first, last)]
+    worst = max(shifts, key=abs)
+    if abs(worst) < 0.5 / p.fps * p.span.speed or not keys.animator_keys(obj, first, last):
+        return None
+    changes = []
+    if abs(was["fps"] - p.fps) > 1e-6:
+        changes.append(f"the scene's frame rate went from {was['fps']:g} to {p.fps:g} fps")
+    if abs(was["audio_speed"] - p.span.speed) > 1e-6:
+        changes.append(f"the strip's speed went from {was['audio_speed']:g} to {p.span.speed:g}")
+    if not changes:
+        changes.append("the song moved on the timeline")
+    return (f"since take '{action.name}' was danced, {' and '.join(changes)}: your keys on it keep their frames, "
+            f"so they now meet the music up to {abs(worst):.2f} s {'later' if worst > 0 else 'earlier'} in the song")
 
 
 def lead_in(obj, bone_map, first: int) -> int | None:
-    """The frame the animation before the dance last keys (an intro the animator keyed, or an
-    earlier dance), when the dance should start from the pose it leaves there rather than jump to
-    its own (QA: 0.8 m in one frame at the song's start); None when nothing is keyed before
-    `first`, or when that key is an imported bind pose, which is no pose to dance from."""
+    """The frame the animator's own animation before the dance last keys (an intro they keyed),
+    when the dance should start from the pose it leaves there rather than jump to its own (QA:
+    0.8 m in one frame at the song's start); None when nothing of theirs is keyed before `first`,
+    or when that key is an imported bind pose, which is no pose to dance from. A take's generated
+    keys are not theirs: the new take drops them, and counted, a generated key left beside the
+    song pinned the next dance's first frame to an old take's pose (QA: 119 degrees off)."""
+    from . import keys, rig_io, scene_io
     if obj.animation_data is None or obj.animation_data.action is None:
         return None
-    before = last_key_before(obj, first)
-    if before is None or bind_pose_span(obj, bone_map, before, before) is not None:
+    posed = rig_io.posed_bones(bone_map) if bone_map is not None else set(scene_io.posed_bones(obj))
+    found = keys.animator_keys(obj, -np.inf, first - 1, posed_bones=posed)
+    frames = [frames[-1] for (bone, _), frames in found.items() if bone in posed]
+    if not frames:
+        return None
+    before = max(frames)
+    if bind_pose_span(obj, bone_map, before, before) is not None:
         return None
     return before
 
@@ -374,8 +394,12 @@ def build_request(context):
         kept=kept, write_range=write_range, range_style=range_style(action, write_range, style), bone_map=bone_map,
         metadata={"song": p.span.path, "steps": steps, "quality": settings.quality.lower(),
                   "guidance": settings.guidance, "autoguidance": settings.autoguidance,
-                  "audio_start": start, "audio_speed": p.span.speed, "wait_in_silence": settings.wait_in_silence})
+                  "audio_start": start, "audio_speed": p.span.speed, "wait_in_silence": settings.wait_in_silence,
+                  "frame_start": first, "fps": p.fps})
     request.notes.extend(rig_io.dancer_notes(obj, bone_map))
+    note = song_moved_note(obj, action, p, first, last)
+    if note:
+        request.notes.append(note)
     if intro is not None:
         request.notes.append(f"the dance starts from the pose '{obj.name}' holds on frame {first}, where its animation "
                              f"keyed up to frame {intro} leaves it")

@@ -686,6 +686,39 @@ def test_an_imported_bind_pose_before_the_song_is_no_intro(addon, tmp_path):
     assert "starts from the pose" not in scene.dance.status
 
 
+def test_an_earlier_takes_dance_before_the_song_is_no_intro(addon, tmp_path):
+    # QA: the sound strip moved later after a take was danced: the take's generated keys before
+    # the song counted as an intro, and the new dance started from the old take's pose.
+    scene = addon
+    obj, first, last = _song_stage(scene, tmp_path, seconds=2.0, strip_frame=5)
+    assert bpy.ops.dance.generate() == {'FINISHED'}
+    strip = scene_io.find_sound_strip(scene)
+    strip.frame_start += 30
+    assert operators.lead_in(obj, None, first + 30) is None
+    assert bpy.ops.dance.generate() == {'FINISHED'}
+    assert "starts from the pose" not in scene.dance.status
+    _key(obj, first + 10, {"left_shoulder": np.array([0.0, 0.0, -1.2])})      # the animator's key there is one
+    assert operators.lead_in(obj, None, first + 30) == first + 10
+
+
+def test_keys_on_a_take_are_said_to_meet_other_music_when_the_song_moved(addon, tmp_path):
+    # QA: the strip moved, or the scene's frame rate changed, after keys were set on a take: the
+    # keys keep their frames and now meet other moments of the music, and nothing said so.
+    scene = addon
+    obj, first, last = _song_stage(scene, tmp_path, seconds=3.0, strip_frame=5)
+    assert bpy.ops.dance.generate() == {'FINISHED'}
+    _key(obj, first + 40, {"left_shoulder": np.array([0.0, 0.0, -1.2])})
+    assert bpy.ops.dance.generate() == {'FINISHED'}                      # nothing moved: no note
+    assert "meet the music" not in scene.dance.status
+    _key(obj, first + 40, {"left_shoulder": np.array([0.0, 0.0, -1.0])})
+    scene_io.find_sound_strip(scene).frame_start += 12
+    assert bpy.ops.dance.generate() == {'FINISHED'}
+    assert "the song moved on the timeline" in scene.dance.status and "0.50 s earlier" in scene.dance.status
+    scene.render.fps = 30
+    assert bpy.ops.dance.generate() == {'FINISHED'}
+    assert "frame rate went from 24 to 30 fps" in scene.dance.status
+
+
 def test_the_take_holds_its_last_pose_after_the_song(addon, tmp_path):
     # QA: the animator's Linear extrapolation stayed on the take's curves, and the dancer slid
     # and an elbow kept turning after the song ended.
