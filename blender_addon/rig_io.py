@@ -650,7 +650,36 @@ def read_character_constraints(obj, bone_map: dict[str, str], frame_start: int, 
         cons.trans_mask[rows] = root_held[rows]
     pelvis_keys = np.flatnonzero(cons.joint_mask[:, 0])
     cons.pelvis_turns[pelvis_keys] = key_io.turns_between_keys(pelvis_keys + frame_start, _pelvis_heading(obj, rt))
+    # The engine finds the holds in the constraints itself; the take writes them verbatim.
+    holds, hold_rotations = _holds(obj, keyed, frame_start, rig.names)
+    holds &= ~held
+    rotations[holds], held = hold_rotations[holds], held | holds
     return cons, CharacterKeys(rotations, held, keyed, root_location, root_held, root_keyed)
+
+
+def _holds(obj, keyed: np.ndarray, frame_start: int, names: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """((F,B) bool, (F,B,4) quaternions): the frames strictly between two keys of a bone in a row
+    that give it the same rotation (a hold, engine.defaults.HOLD_TOLERANCE), and that rotation.
+    The engine holds the joint there (engine.finishing.editing); the take writes the bone so too,
+    verbatim: retargeted, the planted legs' IK turned a held knee 0.4 degrees and slid the foot
+    1.2 mm inside a whole-body hold (QA)."""
+    from engine.defaults import HOLD_TOLERANCE
+    holds = np.zeros(keyed.shape, bool)
+    values = np.zeros(keyed.shape + (4,))
+    rows = np.flatnonzero(keyed.any(axis=1))
+    if len(rows) < 2:
+        return holds, values
+    rot, _ = evaluate_basis(obj, frame_start + rows, names)
+    for b in np.flatnonzero(keyed.sum(axis=0) >= 2):
+        k = np.flatnonzero(keyed[rows, b])
+        q0, q1 = rot[k[:-1], b], rot[k[1:], b]
+        q1 = q1 * np.where(np.sum(q0 * q1, axis=1) < 0, -1.0, 1.0)[:, None]
+        angle = 4.0 * np.arctan2(np.linalg.norm(q0 - q1, axis=1), np.linalg.norm(q0 + q1, axis=1))
+        for i in np.flatnonzero(angle < HOLD_TOLERANCE):
+            a, z = rows[k[i]], rows[k[i + 1]]
+            holds[a + 1:z, b] = True
+            values[a + 1:z, b] = rot[k[i], b]
+    return holds, values
 
 
 def spinning_bones(obj, bone_map: dict[str, str] | None) -> set[str]:

@@ -85,3 +85,7 @@ INPAINT_MIN_RUN_SECONDS = 0.1
 # (engine.finishing.feet). With a key every 8 frames, paused at each key, the corrections
 # shook the body at the keys' rate (jerk 2.4 times the real dancer's; now 1.5).
 PACED_KEY_SECONDS = 0.8
+# Two keys of a joint count as the same pose (a hold) when they differ by less than this (rad):
+# the frames between them hold it (engine.finishing.editing, and a character's bones in the
+# add-on's rig_io, written verbatim there).
+HOLD_TOLERANCE = 1e-6

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 bpy = pytest.importorskip("bpy")
-from mathutils import Vector  # noqa: E402  (after bpy)
+from mathutils import Euler, Vector  # noqa: E402  (after bpy)
 
 from blender_addon import keys, operators, rig_io, runner, scene_io, takes  # noqa: E402
 from engine.errors import EngineError  # noqa: E402
@@ -996,6 +996,39 @@ def test_a_tweak_on_the_characters_dance_is_kept_next_time(addon, tmp_path):
     scene.frame_set(first + 15)
     assert np.allclose(pb.rotation_euler, (0.4, -0.3, 1.1), atol=1e-6)
     assert rig_io.count_character_keys(obj, rig_io.check_character(obj), first, last) == (1, 1)
+
+
+def test_a_whole_pose_keyed_twice_on_a_character_holds_still(addon, tmp_path):
+    # QA: the hold's keys were met, but between them the planted legs' IK turned a knee 0.4
+    # degrees and slid a foot 1.2 mm; the take now writes a hold as its key.
+    scene = addon
+    obj, first, last = _mixamo_stage(scene, tmp_path, seconds=3.0)
+    bone_map = rig_io.check_character(obj)
+    a, b = first + 20, first + 50
+    pose = {"LeftArm": (0.3, 0.0, 0.9), "RightForeArm": (0.0, 0.8, 0.0), "LeftLeg": (0.5, 0.0, 0.0), "Spine1": (0.2, 0.1, 0.0)}
+    for name in rig_io.posed_bones(bone_map):
+        pb = obj.pose.bones[name]
+        turn = pose.get(name.split(":")[-1])
+        if turn is not None:
+            value = Euler(turn).to_quaternion()
+            if pb.rotation_mode == 'QUATERNION':
+                pb.rotation_quaternion = value
+            else:
+                pb.rotation_euler = value.to_euler(pb.rotation_mode)
+        for frame in (a, b):
+            pb.keyframe_insert(keys.rotation_path(pb)[0], frame=frame)
+            if name == rig_io.root_bone_name(bone_map):
+                pb.keyframe_insert("location", frame=frame)
+    assert bpy.ops.dance.generate() == {'FINISHED'}
+    names = [bone.name for bone in obj.pose.bones]
+    heads, tails = [], []
+    for frame in range(a, b + 1):
+        scene.frame_set(frame)
+        heads.append([obj.matrix_world @ obj.pose.bones[n].head for n in names])
+        tails.append([obj.matrix_world @ obj.pose.bones[n].tail for n in names])
+    drift = max(np.abs(np.array(p) - np.array(p)[:1]).max() for p in (heads, tails))
+    print(f"largest move of a bone inside the hold: {drift * 1000:.4f} mm")
+    assert drift < 1e-5
 
 
 def test_planted_feet_stay_planted_on_other_leg_proportions(addon, tmp_path):

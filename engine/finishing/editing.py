@@ -33,7 +33,7 @@ from ..body import rotations as R
 from ..body.curves import dip_knots, offset_curve
 from ..body.motion import Constraints
 from ..body.skeleton import NUM_JOINTS, REST_PELVIS_HEIGHT
-from ..defaults import INPAINT_MIN_RUN_SECONDS, PACED_KEY_SECONDS
+from ..defaults import HOLD_TOLERANCE, INPAINT_MIN_RUN_SECONDS, PACED_KEY_SECONDS
 from .feet import LEGS, ankle_positions, reach_ankles, true_runs
 
 # Beyond the first and last key of a joint its correction fades out over this long: slowly
@@ -43,8 +43,6 @@ FADE_SECONDS = 1.0
 # Near a leg's own keys the IK that keeps its foot in place under a root height key fades out
 # over this long, so that the leg meets its keys without a jump.
 LEG_KEY_FADE_SECONDS = 0.25
-# Two keys of a joint count as the same pose (a hold) when they differ by less than this (rad).
-HOLD_TOLERANCE = 1e-6
 
 
 def _with_holds(keyed: np.ndarray, given: torch.Tensor,
