@@ -28,7 +28,7 @@ from . import blender_compat as compat
 from . import keys as key_io
 from . import scene_io, takes
 from .rig_ui import MAP_PROPERTY   # the armature's collection property holding the panel's mapping
-from engine.outputs.bone_mapping import ROOT_KEY, root_bone_name   # ROOT_KEY: the map's entry for the location bone
+from engine.outputs.bone_mapping import ROOT_KEY, root_bone_name, with_movable_root   # ROOT_KEY: the map's entry for the location bone
 from engine.errors import EngineError
 from engine.body.motion import Constraints, Motion
 from engine.outputs.retarget import (Retargeter, Rig, auto_map, check_bone_map, join_to_context, list_presets, load_bone_map,
@@ -104,11 +104,12 @@ def read_rig(obj, bone_map: dict[str, str] | None = None, frame: float | None = 
     deform = [bool(b.use_deform) for b in bones]
     keeps = [not b.use_inherit_rotation for b in bones]
     local = [bool(b.use_local_location) for b in bones]    # the axes a location key moves the bone along
+    connected = [bool(b.use_connect) for b in bones]       # a connected bone's location does nothing
     O = world_matrix(obj, frame)
     body = deforms_a_body(obj)
     if not bone_map or any(v not in index for v in bone_map.values()):   # a bad map: check_bone_map says so
         return Rig(names=names, parents=parents, rest=rest, lengths=lengths, deform=deform, object_matrix=O,
-                   stands_at_rest=body, keeps_rotation=keeps, local_location=local)
+                   stands_at_rest=body, keeps_rotation=keeps, local_location=local, connected=connected)
     for b, p in _follows(obj, bone_map).items():
         parents[index[b]] = index[p]
     mapped = {index[v] for v in bone_map.values()}
@@ -124,7 +125,8 @@ def read_rig(obj, bone_map: dict[str, str] | None = None, frame: float | None = 
     new = {old: k for k, old in enumerate(sub)}
     return Rig(names=[names[i] for i in sub], parents=[new.get(parents[i], -1) for i in sub], rest=rest[sub],
                lengths=lengths[sub], deform=[deform[i] for i in sub], object_matrix=O, stands_at_rest=body,
-               keeps_rotation=[keeps[i] for i in sub], local_location=[local[i] for i in sub])
+               keeps_rotation=[keeps[i] for i in sub], local_location=[local[i] for i in sub],
+               connected=[connected[i] for i in sub])
 
 
 def uneven_scale_note(obj) -> str | None:
@@ -400,6 +402,8 @@ def character_bone_map(obj, path: str | None = None) -> dict[str, str]:
         bone_map = load_bone_map(bpy.path.abspath(path))
     else:
         bone_map = stored_bone_map(obj) or automatic_bone_map(obj)
+    if ROOT_KEY not in bone_map:   # the travel falls to the pelvis's bone, which may not take it
+        bone_map = with_movable_root(read_rig(obj), bone_map)
     check_bone_map(read_rig(obj, bone_map), bone_map)
     return bone_map
 

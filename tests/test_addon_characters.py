@@ -998,6 +998,37 @@ def test_a_tweak_on_the_characters_dance_is_kept_next_time(addon, tmp_path):
     assert rig_io.count_character_keys(obj, rig_io.check_character(obj), first, last) == (1, 1)
 
 
+def test_hips_connected_to_a_root_bone_travel_through_the_root(addon, tmp_path):
+    # QA: a VRM import connects the hips to the root bone (VRoid's Root -> Hips), and Blender
+    # ignores a connected bone's location: the take's travel keys on the hips did nothing, the
+    # dancer stood on its spot with its feet sliding, and nothing said so.
+    scene = addon
+    bones = [(n, "Root" if n == "mixamorig:Hips" else p, h, t) for n, p, h, t in mixamo_bones()]
+    hips = next(h for n, _, h, _ in bones if n == "mixamorig:Hips")
+    obj = build_armature("VRoid", [("Root", None, np.zeros(3), hips)] + bones)
+    bpy.context.view_layer.objects.active = obj
+    bpy.ops.object.mode_set(mode='EDIT')
+    obj.data.edit_bones["mixamorig:Hips"].use_connect = True
+    bpy.ops.object.mode_set(mode='OBJECT')
+    _, first, last = stage_song(scene, tmp_path, 3.0)
+    scene.dance.armature = obj
+    scene.dance.steps, scene.dance.quality = 2, 'BEST'
+    bone_map = rig_io.check_character(obj)
+    assert rig_io.root_bone_name(bone_map) == "Root"
+    assert bpy.ops.dance.generate() == {'FINISHED'}
+    places = []
+    for frame in range(first, last + 1, 6):
+        scene.frame_set(frame)
+        places.append(obj.matrix_world @ obj.pose.bones["mixamorig:Hips"].head)
+    travel = np.linalg.norm(np.array(places)[:, :2] - np.array(places)[0, :2], axis=1).max()
+    print(f"the hips travel up to {travel:.2f} m from where they start")
+    assert travel > 0.2
+    # A map that puts the travel on the connected hips explicitly is refused, naming the bone to use.
+    rig_io.store_bone_map(obj, {**bone_map, "root": "mixamorig:Hips"})
+    with pytest.raises(EngineError, match="connected to its parent.*map the root to 'Root'"):
+        rig_io.check_character(obj)
+
+
 def test_a_whole_pose_keyed_twice_on_a_character_holds_still(addon, tmp_path):
     # QA: the hold's keys were met, but between them the planted legs' IK turned a knee 0.4
     # degrees and slid a foot 1.2 mm; the take now writes a hold as its key.

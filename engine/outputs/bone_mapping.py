@@ -211,6 +211,30 @@ def check_bone_map(rig, bone_map: BoneMap) -> None:
     if ROOT_KEY in bone_map and not is_ancestor(parents, index[bone_map[ROOT_KEY]], mapped["pelvis"]):
         raise RetargetError(f"bone map: the root bone {bone_map[ROOT_KEY]!r} must be the pelvis's bone "
                             "or one of its parents")
+    root = index[root_bone_name(bone_map)]
+    if rig.connected[root]:
+        movable = rig.names[_movable_root(rig, root)]
+        raise RetargetError(f"bone map: the root bone {rig.names[root]!r} is connected to its parent, so Blender "
+                            f"ignores its location and the dancer could not travel: map the root to {movable!r}")
+
+
+def _movable_root(rig, bone: int) -> int:
+    """`bone`, or its nearest ancestor that is not connected to its parent (whose location moves it)."""
+    while rig.connected[bone] and rig.parents[bone] >= 0:
+        bone = rig.parents[bone]
+    return bone
+
+
+def with_movable_root(rig, bone_map: BoneMap) -> BoneMap:
+    """`bone_map` with the travel on a bone that can take it: a pelvis (or root) bone connected to
+    its parent ignores location (a VRM import connects the hips to the root bone: the dancer never
+    left its spot, the feet sliding under it), so the nearest ancestor that is not connected does."""
+    index = {n: i for i, n in enumerate(rig.names)}
+    name = bone_map.get(ROOT_KEY, bone_map.get("pelvis"))
+    if name not in index:     # a map without a pelvis: check_bone_map says so
+        return bone_map
+    root = _movable_root(rig, index[name])
+    return bone_map if rig.names[root] == name else {**bone_map, ROOT_KEY: rig.names[root]}
 
 
 # ----------------------------------------------------------------------------- automatic mapping
@@ -226,7 +250,7 @@ def _fits(rig, bone_map: BoneMap) -> bool:
 def _best_preset(rig) -> tuple[str | None, BoneMap]:
     best, best_map, best_score = None, {}, 0
     for name in list_presets():
-        m = load_preset(name, rig)
+        m = with_movable_root(rig, load_preset(name, rig))
         score = sum(1 for k in m if k != ROOT_KEY)
         if score > best_score and _fits(rig, m):
             best, best_map, best_score = name, m, score
@@ -244,7 +268,7 @@ def auto_map(rig) -> BoneMap:
     lLoArm) gets that arm from the hierarchy: an arm no joint drives would hang still."""
     name, m = _best_preset(rig)
     if name is None:
-        m = map_by_hierarchy(rig)
+        m = with_movable_root(rig, map_by_hierarchy(rig))
         check_bone_map(rig, m)
         return m
     missing = [side for side in ("left", "right") if f"{side}_shoulder" not in m and f"{side}_elbow" not in m]

@@ -274,6 +274,9 @@ class Rig:
     keeps_rotation: list | None = None
     # Blender's Local Location per bone (location_axes). None: on for every bone, Blender's default.
     local_location: list | None = None
+    # Blender's Connected per bone: its head sits on its parent's tail, and its location is
+    # ignored, so it cannot carry the dance's travel. None: no bone is connected.
+    connected: list | None = None
 
     def __post_init__(self):
         self.names = [str(n) for n in self.names]
@@ -302,6 +305,9 @@ class Rig:
         self.local_location = [True] * n if self.local_location is None else [bool(k) for k in self.local_location]
         if len(self.local_location) != n:
             raise RetargetError(f"rig: {n} names but {len(self.local_location)} local_location flags")
+        self.connected = [False] * n if self.connected is None else [bool(c) for c in self.connected]
+        if len(self.connected) != n:
+            raise RetargetError(f"rig: {n} names but {len(self.connected)} connected flags")
         self.follows = {int(b): int(c) for b, c in dict(self.follows).items()}
         if any(not (0 <= b < n and 0 <= c < n) or b == c for b, c in self.follows.items()):
             raise RetargetError("rig: a 'follows' index is out of range")
