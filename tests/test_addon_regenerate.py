@@ -893,3 +893,24 @@ def test_a_baked_clip_under_the_song_is_kept_whole(addon, tmp_path):
         _key(sway, f, still)
     keyed = key_io.animator_keys(sway, first, last, posed_bones=scene_io.posed_bones(sway))
     assert keyed[("left_knee", "rotation_quaternion")] == [first, first + 10, first + 20]
+
+
+def test_a_clip_over_the_whole_song_is_said_to_leave_nothing_to_dance(addon, tmp_path):
+    # QA: a character imported with its mocap still assigned got its mocap back as the take, and
+    # the panel said only "done".
+    scene = addon
+    obj, first, last = _song_stage(scene, tmp_path, seconds=1.0)
+    rng = np.random.default_rng(2)
+    for f in range(first - 5, last + 6):
+        _key(obj, f, {n: rng.normal(0, 0.2, 3) for n in JOINT_NAMES})
+        obj.pose.bones["pelvis"].keyframe_insert("location", frame=f)
+    assert bpy.ops.dance.generate() == {'FINISHED'}
+    assert "keys its whole body on every frame danced" in scene.dance.status
+    scene.dance.use_strip_range = False                 # a range past the clip: something to dance
+    scene.dance.frame_start, scene.dance.frame_end = first, last
+    obj.animation_data.action = T.original_action(obj)
+    for fc in scene_io.compat.action_fcurves(obj.animation_data.action, scene_io.compat.object_slot(obj)):
+        for point in [p for p in fc.keyframe_points if p.co[0] > first + 10][::-1]:
+            fc.keyframe_points.remove(point)
+    assert bpy.ops.dance.generate() == {'FINISHED'}
+    assert "keys its whole body" not in scene.dance.status
