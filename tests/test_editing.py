@@ -402,6 +402,27 @@ def test_a_full_pose_key_lowered_moves_the_whole_body_with_the_root():
     assert drop.max() < -0.09
 
 
+def test_after_a_seed_standing_higher_the_dance_settles_on_its_own_feet():
+    # QA: an idle clip kept as seed motion stood 7 cm higher than the dance drawn after it; the
+    # root's rise faded out over a second after the clip with the whole body, so both feet
+    # floated 6-7 cm off the floor, the legs tucked under level hips. The legs now keep the
+    # drawn feet there, settling the hips onto them.
+    from engine.finishing.feet import ankle_positions
+    T, seed = 240, 40
+    poses, trans = _dance(T, amplitude=0.2)
+    for side in ("left", "right"):                     # dancing on bent knees, the way dancers do
+        poses[:, 3 * JOINT_INDEX[f"{side}_hip"]] -= 0.45
+        poses[:, 3 * JOINT_INDEX[f"{side}_knee"]] += 0.9
+    c = Constraints.empty(T, FPS).seed_motion(poses[:seed], trans[:seed] + [0.0, 0.07, 0.0])
+    out, out_trans = apply_constraints(poses, trans, c, FPS)
+    assert np.abs(out_trans[:seed] - c.trans[:seed]).max() < 1e-9          # the seed as given
+    after = np.arange(seed + int(0.3 * FPS), seed + int(1.0 * FPS))
+    lift = ankle_positions(out, out_trans)[after, :, 1] - ankle_positions(poses, trans)[after, :, 1]
+    print(f"ankles above the drawn ones after the seed: up to {lift.max() * 100:.1f} cm; hips {np.round((out_trans - trans)[after[::5], 1] * 100, 1)} cm")
+    assert (out_trans[after, 1] - trans[after, 1]).max() > 0.02              # the hips settle over the fade
+    assert np.abs(lift).max() < 0.01                                         # on the drawn feet
+
+
 def test_a_root_raised_out_of_the_legs_reach_lifts_the_feet_no_more_than_itself():
     # Straightened as far as they go, the legs keep the feet as low as they can: never higher
     # than moving with the root would put them (a pass of the IK out of reach can overshoot).

@@ -195,9 +195,12 @@ def _raised_on_planted_feet(poses: np.ndarray, trans: np.ndarray, rise: np.ndarr
     """Poses whose legs bend (or stretch) so that the ankles stay where they were while the root
     rises by `rise` (T,): a lowered root key is a crouch on the same feet, not feet in the floor.
     A leg the animator posed at the root keys around a frame (a full-pose key) is theirs: there
-    the whole body moves with the root, as before. Elsewhere the IK fades out over
-    LEG_KEY_FADE_SECONDS towards the leg's own keys. joint_keyed (T, 24): the joints keyed or
-    held on each frame (a held leg is as much the animator's as a keyed one)."""
+    the whole body moves with the root, as before. Not beyond the first or last root key where
+    that key ends a run of keyed frames (seed motion, a kept clip): the dance drawn beyond it is
+    free, and its feet stay planted while the root's offset fades (lifted with the whole body
+    after an idle clip standing 7 cm higher, both feet floated off the floor: QA). Elsewhere the
+    IK fades out over LEG_KEY_FADE_SECONDS towards the leg's own keys. joint_keyed (T, 24): the
+    joints keyed or held on each frame (a held leg is as much the animator's as a keyed one)."""
     from scipy.ndimage import distance_transform_edt
     T, n = len(poses), len(joint_keyed)
     targets = ankle_positions(poses, trans)
@@ -207,11 +210,16 @@ def _raised_on_planted_feet(poses: np.ndarray, trans: np.ndarray, rise: np.ndarr
     frames = np.arange(T)
     before = np.searchsorted(root_keys, frames, side="right") - 1       # the root key at or before
     after = np.minimum(np.searchsorted(root_keys, frames, side="left"), len(root_keys) - 1)
+    inside = (before >= 0) & (root_keys[after] >= frames)               # on or between root keys
+    min_run = max(2, int(round(INPAINT_MIN_RUN_SECONDS * fps)))
     for col, leg in enumerate(LEGS.values()):
         leg_keyed = np.zeros(T, bool)
         leg_keyed[:n] = legs_keyed(joint_keyed)[:, col]
+        lone = leg_keyed & ~keyed_runs(leg_keyed[:, None], min_run)[:, 0]    # keyed, not in a run
         posed = leg_keyed[root_keys[after]] & (root_keys[after] >= frames)
         posed |= (before >= 0) & leg_keyed[root_keys[np.maximum(before, 0)]]
+        nearest = root_keys[np.where(before >= 0, np.maximum(before, 0), after)]
+        posed &= inside | lone[nearest]
         distance = distance_transform_edt(~leg_keyed) if leg_keyed.any() else np.full(T, np.inf)
         weight[:, col] = (~posed) * np.clip(distance / max(1.0, LEG_KEY_FADE_SECONDS * fps), 0.0, 1.0)
     weight *= (np.abs(rise) > 1e-9)[:, None]
