@@ -350,6 +350,10 @@ def test_inbetweening_evaluation_runs_on_a_clip(click_song, tiny_weights):
     assert keys["real clips scored"] == 1
     real_whip = keys["whip ratio of the real dancer (max clip)"]
     assert keys["real clips whipping past 1.3"] == float(real_whip > 1.3)
+    assert "root error m (max)" not in keys
+    rooted = E.score_keys([clip], E.parse_args(["--steps", "1", "--weights", str(tiny_weights), "--seeds", "0",
+                                                "--root-keys"]))
+    assert rooted["root error m (max)"] < 1e-3 and rooted["key error rad (max)"] < 1e-4
     lafan = E.score_lafan([clip], args)
     assert set(lafan) == set(E.GAPS)
     assert all(model > 0 and slerp > 0 for model, slerp in lafan.values())
