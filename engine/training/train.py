@@ -175,6 +175,20 @@ def _distributed() -> tuple[int, int]:
     return (dist.get_rank(), world) if world > 1 else (0, 1)
 
 
+def _trained_seconds(before: float, started: float, world: int, device) -> float:
+    """Seconds the run has trained, `before` this start and since `started`: rank 0's clock on
+    every rank, so that the ranks stop on the same step and step at the same learning rate.
+    On their own clocks one rank stopped a step before the other, which then waited for it at
+    the gradients' all-reduce: a crash without a checkpoint (gloo), or a hang (QA: torchrun
+    with --max-minutes, 3 runs of 6)."""
+    seconds = before + time.time() - started
+    if world > 1:
+        shared = torch.tensor([seconds], dtype=torch.float64, device=device)
+        dist.broadcast(shared, 0)
+        seconds = float(shared)
+    return seconds
+
+
 def _pick_device(name: str, rank: int) -> torch.device:
     if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
         if not torch.cuda.is_available():
@@ -394,11 +408,11 @@ def run(args) -> Path:
     log = open(out / "log.jsonl", "a") if rank == 0 else None
     running = None
     while step < args.steps:
-        if args.max_minutes is not None and time.time() - started > args.max_minutes * 60:
-            break
         if args.stop_at is not None and step >= args.stop_at:
             break
-        trained = trained_before + time.time() - started
+        trained = _trained_seconds(trained_before, started, world, device)
+        if args.max_minutes is not None and trained - trained_before > args.max_minutes * 60:
+            break
         if args.schedule_minutes is not None and trained >= args.schedule_minutes * 60:
             break
         batch = {k: v.to(device) for k, v in next(batches).items()}
