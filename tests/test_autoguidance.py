@@ -60,6 +60,19 @@ def test_a_guide_from_other_data_is_refused(tiny_weights, tmp_path, capsys):
     assert "normaliser" in capsys.readouterr().err and not (tmp_path / "o.safetensors").exists()
 
 
+def test_a_few_step_student_is_refused_as_main_or_guide(tiny_weights, tmp_path):
+    # QA: a student given as --main came out without its student record, and generate then ran
+    # it as a 20-step model with autoguidance, without a word.
+    main = checkpoint.load(tiny_weights)
+    student = tmp_path / "student.safetensors"
+    checkpoint.save(student, main.model, main.normalizer, main.music_normalizer, main.styles,
+                    student={"steps": 2, "timesteps": [999, 499], "guidance": 2.5})
+    for pair in ((student, tiny_weights), (tiny_weights, student)):
+        with pytest.raises(EngineError, match="few-step student"):
+            attach_guide(*pair, tmp_path / "out.safetensors")
+    assert not (tmp_path / "out.safetensors").exists()
+
+
 def test_generate_uses_the_guide_only_when_asked(click_song, tiny_weights, tmp_path):
     with_guide = tmp_path / "with_guide.safetensors"
     attach_guide(tiny_weights, _tiny_guide(tiny_weights, tmp_path), with_guide)

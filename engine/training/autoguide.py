@@ -54,6 +54,13 @@ def attach_guide(main_path: Path, guide_path: Path, out_path: Path, its_guide: b
     (a network fine-tuned from shipped weights keeping their guide)."""
     main = checkpoint.load(main_path)
     source = checkpoint.load(guide_path)
+    # A few-step student samples in its own steps with its guidance distilled in: autoguided, it
+    # would be run as a many-step model (its student record is not carried over), and as a guide
+    # it denoises no noise level as a many-step network does (QA: taken without a word).
+    for path, weights in ((main_path, main), (guide_path, source)):
+        if weights.is_student:
+            raise EngineError(f"{path} is a few-step student: autoguidance takes many-step networks (give its "
+                              "teacher, or the run's model.safetensors)")
     if its_guide and source.guide is None:
         raise EngineError(f"{guide_path} holds no guide network")
     guide = source if not its_guide else checkpoint.Checkpoint(
