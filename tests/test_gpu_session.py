@@ -130,6 +130,8 @@ def test_a_gpu_session_returns_a_network_and_its_student_within_the_device_limit
     (["--device", "cuda"], "no CUDA GPU here"),
     (["--device", "cpu", "--recipes", "phase_keys", "second", "third"], "at most 2 recipes"),
     (["--device", "cpu", "--minutes", "0"], "--minutes must be a positive number"),
+    (["--device", "cpu", "--recipes", "phase_keys", "phase_keys"], "--recipes names one twice"),
+    (["--device", "cpu", "--screen-seeds", "-1"], "--screen-seeds must be 0 or more"),
 ])
 def test_a_session_that_cannot_run_says_so_in_one_line(shipped, tmp_path, capsys, monkeypatch, extra, message):
     for name in ("second", "third"):          # recipes beside the shipped one, for the limit on how many
@@ -141,6 +143,30 @@ def test_a_session_that_cannot_run_says_so_in_one_line(shipped, tmp_path, capsys
                          "--teacher", str(shipped / "dance.safetensors"), *extra]) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1 and not (tmp_path / "OUT").exists()
+
+
+def test_the_screen_scores_a_student_by_its_own_dances(shipped, tmp_path):
+    # QA: given the student, the screen danced the teacher beside it (the API's default quality)
+    # and reported the teacher's figures under the student's name.
+    from engine.evaluation import screen as S
+    pack = tiny_pack(tmp_path)
+    arrays = S.read_pack(pack)
+    teacher = S.score(arrays, pack.parent, shipped / "dance.safetensors", [0], device="cpu")
+    student = S.score(arrays, pack.parent, shipped / STUDENT_NAME, [0], device="cpu")
+    assert teacher["validation"]["fid_k"] != student["validation"]["fid_k"]
+    asked = S.score(arrays, pack.parent, shipped / STUDENT_NAME, [0], device="cpu", steps=20)   # the teacher's steps
+    assert asked["validation"]["fid_k"] == pytest.approx(teacher["validation"]["fid_k"])
+
+
+def test_paths_are_read_from_where_the_session_is_started(shipped, tmp_path, monkeypatch):
+    # QA: the children run from the repository's root, so a relative --student named another
+    # file there and failed once the fine-tune was done.
+    from engine.training.gpu_session import parse_args
+    monkeypatch.chdir(shipped)
+    args = parse_args(["--data", "synthetic.npz", "--out", "OUT", "--teacher", "dance.safetensors",
+                       "--student", "dance_fast.safetensors"])
+    assert args.teacher == shipped / "dance.safetensors" and args.student == shipped / "dance_fast.safetensors"
+    assert args.data == [shipped / "synthetic.npz"] and args.out == shipped / "OUT"
 
 
 def test_the_repository_leaves_room_for_the_packed_data_on_a_lent_gpu():

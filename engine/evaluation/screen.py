@@ -111,17 +111,21 @@ def _song(arrays: dict, prefix: str, folder: Path):
 
 
 def set_dances(arrays: dict, set_name: str, folder: Path, weights: Path, seed: int, device: str,
-               steps: int = DEFAULT_STEPS) -> list[tuple[np.ndarray, float, np.ndarray]]:
+               steps: int | None = None) -> list[tuple[np.ndarray, float, np.ndarray]]:
     """The default dance of every song of a set, cut into its scored pieces: metrics.summarize's
-    items. Song i gets seed + i, as in engine.evaluation.evaluate."""
+    items. Song i gets seed + i, as in engine.evaluation.evaluate. A few-step student samples its
+    own steps (asked for the default quality, the API would dance its teacher beside it: QA, a
+    student scored to the digit as its teacher); `steps` asks for the many-step model's."""
     from .. import api
+    from ..sampler.checkpoint import read_metadata
+    quality = "fast" if steps is None and "student" in read_metadata(weights) else "best"
     frames = int(arrays["frames"])
     items = []
     for i in range(int(arrays[f"{set_name}/count"])):
         prefix = f"{set_name}/{i}"
         path, start, duration, music = _song(arrays, prefix, folder)
         d = api.draw(path, seed=seed + i, steps=steps, fps=float(L.MODEL_FPS), start=start, duration=duration,
-                     weights=weights, device=device, analysed_music=music)
+                     weights=weights, device=device, analysed_music=music, quality=quality)
         motion = api.finish_draw(d)
         positions = M.resample_positions(positions_of(motion), motion.fps)
         for k in range(int(arrays[f"{prefix}/pieces"])):
@@ -132,7 +136,7 @@ def set_dances(arrays: dict, set_name: str, folder: Path, weights: Path, seed: i
 
 
 def score(arrays: dict, folder: Path, weights: Path, seeds: Sequence[int], device: str = "auto",
-          steps: int = DEFAULT_STEPS) -> dict[str, dict[str, float]]:
+          steps: int | None = None) -> dict[str, dict[str, float]]:
     """{set: {metric: mean over seeds}} of the weights' default dances, and each set's
     "<set>, spread" (max - min over the seeds) when there are several."""
     import warnings
@@ -229,7 +233,9 @@ def parse_args(argv=None):
     sc.add_argument("--weights", type=Path, nargs="+", required=True, help="weights to score, each in turn")
     sc.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds, averaged (default 0)")
     sc.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
-    sc.add_argument("--steps", type=int, default=DEFAULT_STEPS, help=f"sampler steps (default {DEFAULT_STEPS})")
+    sc.add_argument("--steps", type=int, default=None,
+                    help=f"the many-step model's sampler steps (default {DEFAULT_STEPS}; a few-step student "
+                         "samples its own)")
     sc.add_argument("--out", type=Path, default=None, help="write the figures here as JSON")
     return p.parse_args(argv)
 

@@ -85,7 +85,14 @@ def parse_args(argv=None):
     p.add_argument("--screen-seeds", type=int, nargs="+", default=[0], help="seeds of the screen (default 0)")
     p.add_argument("--device", default="cuda", choices=["cuda", "cpu"],
                    help="cuda (default); cpu only to try the session out")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    # The children run from the repository's root: a path relative to where the session was
+    # started would name another file there (QA: a relative --student failed after the fine-tune).
+    for name in ("data", "out", "work", "teacher", "student", "screen"):
+        value = getattr(args, name)
+        if value is not None:
+            setattr(args, name, [v.resolve() for v in value] if isinstance(value, list) else value.resolve())
+    return args
 
 
 def check_session(args) -> Path:
@@ -103,10 +110,27 @@ def check_session(args) -> Path:
     for path in args.data:
         if not (path.is_file() and path.suffix == ".npz"):
             raise EngineError(f"--data {path}: not a packed file (make them with: python -m engine data --out packed)")
+    if len(set(args.recipes)) != len(args.recipes):
+        raise EngineError(f"--recipes names one twice ({' '.join(args.recipes)}): each runs in its own folder")
+    if any(seed < 0 for seed in args.screen_seeds):
+        raise EngineError(f"--screen-seeds must be 0 or more, got {' '.join(map(str, args.screen_seeds))}")
+    if args.out.exists() and not args.out.is_dir():
+        raise EngineError(f"--out {args.out} is a file: give a folder")
+    if (args.out / "session.json").exists():
+        raise EngineError(f"--out {args.out} holds an earlier session (session.json): give another folder")
+    if args.work is not None:
+        taken = [name for name in args.recipes if (args.work / name).exists()]
+        if taken:
+            raise EngineError(f"--work {args.work} already holds the run folder {taken[0]!r} of an earlier session, "
+                              "which the fine-tune would take up again: give an empty --work")
     student = args.student or Path(args.teacher).parent / STUDENT_NAME
     for path in (args.teacher, student):
         if not Path(path).is_file():
             raise EngineError(f"no weights file at {path}")
+    if "student" in checkpoint.read_metadata(args.teacher):
+        raise EngineError(f"--teacher {args.teacher} is a few-step student: give the many-step weights")
+    if "student" not in checkpoint.read_metadata(student):
+        raise EngineError(f"--student {student} is no few-step student (distil one with python -m engine distill)")
     return Path(student)
 
 
