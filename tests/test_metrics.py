@@ -129,6 +129,19 @@ def test_fid_zero_for_same_set_and_grows_with_shift():
         previous = value
 
 
+def test_a_feature_the_reference_never_varies_is_only_centred():
+    # QA: on a small pack 5 of the 32 geometric features were constant in the reference, and
+    # divided by 1e-10 any deviation took FID_g to 4e17 and Div_g to 6e8.
+    rng = np.random.default_rng(1)
+    real = rng.normal(size=(40, 8))
+    real[:, 3] = 1.0                                              # never varies in the reference
+    generated = real + 0.5
+    assert M.fid(generated, real) == pytest.approx(np.sum((0.5 / real.std(axis=0)[np.arange(8) != 3]) ** 2) + 0.25,
+                                                   rel=1e-6)                 # that feature in its own units
+    generated[:, 3] += rng.normal(0.0, 0.1, len(generated))
+    assert M.fid(generated, real) < 100 and M.diversity(generated, real) < 100
+
+
 def test_diversity():
     same = np.tile(np.arange(72.0), (5, 1))
     assert M.diversity(same) == 0.0

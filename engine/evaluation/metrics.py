@@ -246,9 +246,11 @@ def geometric_features(positions: np.ndarray, fps: float) -> np.ndarray:
 
 
 def _normalise(features: np.ndarray, reference: np.ndarray) -> np.ndarray:
-    """Standardise by the reference set's per-feature mean/std (Bailando's metrics code)."""
+    """Standardise by the reference set's per-feature mean/std (Bailando's metrics code). A
+    feature the reference never varies (std under 1e-8) is only centred: divided by Bailando's
+    1e-10, any deviation from it took FID_g to 4e17 (QA: a small pack, 5 of 32 features still)."""
     mean, std = reference.mean(axis=0), reference.std(axis=0)
-    return (features - mean) / (std + 1e-10)
+    return (features - mean) / np.where(std > 1e-8, std + 1e-10, 1.0)
 
 
 def _covariance(x: np.ndarray) -> np.ndarray:
