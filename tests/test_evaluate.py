@@ -198,11 +198,18 @@ def test_probe_measures_key_use_and_a_fresh_key_input_changes_nothing(tiny_weigh
     assert keyed != pytest.approx(without)
 
 
-def test_probe_refuses_a_noise_step_out_of_range_before_any_work(capsys):
+@pytest.mark.parametrize("argv, says", [
+    (["--t", "20", "1000"], "error: --t"),
+    (["--key-t", "-5"], "error: --t and --key-t"),                 # it noised to step 995
+    (["--key-seconds", "nan"], "error: --key-seconds"),
+    (["--weights", "/nonexistent.safetensors"], "weights file not found"),
+    (["--data", "/nonexistent"], "data folder not found"),
+])
+def test_probe_refuses_bad_options_in_one_line_before_any_work(capsys, argv, says):
     from engine.training import probe
-    assert probe.main(["--t", "20", "1000"]) == 2
+    assert probe.main(argv) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("error: --t") and "\n" not in err
+    assert says in err and "\n" not in err
 
 
 def test_the_record_says_which_network_the_model_rows_sampled(tiny_weights):

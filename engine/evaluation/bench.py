@@ -30,7 +30,6 @@ from ..sampler.fewstep import distilled_from_this, student_beside, teacher_besid
 from ..sampler.model import Denoiser, ModelConfig
 
 SR = 22050
-REPO = Path(__file__).resolve().parents[2]
 
 
 def _params(ckpt: checkpoint.Checkpoint) -> str:
@@ -88,8 +87,9 @@ def _whole_command(song: Path, weights: Path, steps: int | None, device: str, fo
     out = folder / "dance.npz"
     cmd = [sys.executable, "-m", "engine", "generate", str(song), "-o", str(out), "--force", "--quiet",
            "--weights", str(weights), "--device", device, "--quality", quality] + (["--steps", str(steps)] if steps else [])
+    from ..training.data.cache import REPOSITORY
     t0 = time.perf_counter()
-    subprocess.run(cmd, cwd=REPO, check=True, capture_output=True)
+    subprocess.run(cmd, cwd=REPOSITORY, check=True, capture_output=True)
     return time.perf_counter() - t0
 
 

@@ -42,7 +42,6 @@ from ..errors import EngineError
 from ..sampler.checkpoint import DEFAULT_WEIGHTS
 from . import metrics as M
 
-REPO = Path(__file__).resolve().parents[2]
 ROWS = ("model", "model, no beat warp", "real", "random")
 DEFAULT_ROW = "model (style any)"    # what a user gets by default: scored over every --seeds seed   # rows listed first, in this order
 COLUMNS = (  # (key in metrics.summarize, table header, scale)
@@ -447,7 +446,7 @@ def parse_args(argv=None):
                    help="dataset folders, as for 'python -m engine train' (default: ../shared/data/tang2018 and "
                         "../shared/data/justlmd beside the repo); the validation split is engine.training.data's")
     p.add_argument("--weights", type=Path, default=None,
-                   help=f"model weights (default: {DEFAULT_WEIGHTS.relative_to(REPO)} in the repo)")
+                   help=f"model weights (default: {DEFAULT_WEIGHTS.parent.name}/{DEFAULT_WEIGHTS.name} in the repo)")
     p.add_argument("--out", type=Path, default=Path("evaluation"),
                    help="folder for metrics.json and the plots (default: ./evaluation)")
     p.add_argument("--cache", type=Path, default=None, help="preprocessing cache folder (default: OUT/../.cache)")

@@ -45,7 +45,6 @@ from ..defaults import DEFAULT_QUALITY, DEFAULT_STEPS, QUALITIES
 from ..errors import EngineError
 from ..sampler.checkpoint import DEFAULT_WEIGHTS
 
-REPO = Path(__file__).resolve().parents[2]
 FPS = float(L.MODEL_FPS)            # keys and the output at the model's rate: frames line up
 HANDS = [JOINT_INDEX[n] for n in ("left_wrist", "right_wrist", "left_hand", "right_hand")]
 GAPS = (5, 15, 30, 60)
@@ -71,8 +70,8 @@ class RealClip:
 
 def validation_clips(clip_seconds: float, count: int, sources=None, cache_dir: Path | None = None) -> list[RealClip]:
     """`count` clips of the validation split, spread over its songs (one per song in turn)."""
-    from ..training.data import DEFAULT_SOURCES, default_validation_names, load_corpus
-    corpus = load_corpus(list(sources or DEFAULT_SOURCES), cache_dir or REPO / ".cache", log=None)
+    from ..training.data import DEFAULT_SOURCES, REPOSITORY_CACHE, default_validation_names, load_corpus
+    corpus = load_corpus(list(sources or DEFAULT_SOURCES), cache_dir or REPOSITORY_CACHE, log=None)
     _, val = corpus.split(default_validation_names())
     n = int(round(clip_seconds * FPS))
     per_song = []

@@ -38,6 +38,7 @@ from ..errors import EngineError
 from ..sampler import checkpoint
 from ..sampler.checkpoint import DEFAULT_WEIGHTS
 from ..sampler.fewstep import STUDENT_NAME, file_digest
+from .data.cache import REPOSITORY
 
 # Fine-tunes of the shipped network. The CPU fine-tune that made its predecessor saw a tenth of
 # these windows (weights/TRAINING.md, "Beat phase and key input: the CPU fine-tune"). The moving
@@ -138,7 +139,7 @@ def _engine(command: str, options: list, log: Path) -> subprocess.Popen:
     """`python -m engine COMMAND OPTIONS` in its own process, its output to `log`."""
     with open(log, "w") as output:          # the process keeps its own handle
         return subprocess.Popen([sys.executable, "-m", "engine", command, *map(str, options)],
-                                cwd=Path(__file__).resolve().parents[2], env={**os.environ, **ONE_THREAD_EACH},
+                                cwd=REPOSITORY, env={**os.environ, **ONE_THREAD_EACH},
                                 stdout=output, stderr=subprocess.STDOUT)
 
 

@@ -15,6 +15,7 @@ error (normalised channels, mean square) on the keyed frames falls as the networ
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
@@ -23,6 +24,7 @@ import torch
 
 from ..body import layout as L
 from ..body.skeleton import joint_positions
+from ..errors import EngineError
 from ..evaluation.metrics import jerk
 from ..sampler import checkpoint
 from ..sampler.diffusion import TRAIN_STEPS, cosine_alpha_bar, q_sample
@@ -81,20 +83,37 @@ def main(argv=None) -> int:
     p.add_argument("--weights", type=Path, default=None, help="weights (default: the shipped model)")
     p.add_argument("--data", nargs="+", type=Path, default=None, help="dataset folders, as for engine.training.train")
     p.add_argument("--cache", type=Path, default=None,
-                   help="preprocessing cache folder (default: ~/.cache/dance-engine)")
+                   help="preprocessing cache folder (default: the repo's .cache, as evaluate-inbetween's)")
     p.add_argument("--t", type=int, nargs="+", default=[20],
                    help="diffusion steps of the noise, 0-999 (default 20; several give one line each)")
     p.add_argument("--key-t", type=int, default=900, help="noise step of the key-use probe (default 900)")
     p.add_argument("--key-seconds", type=float, default=2.0, help="key spacing of the key-use probe (default 2)")
     args = p.parse_args(argv)
-    if any(not 0 <= t < TRAIN_STEPS for t in args.t):
-        print(f"error: --t takes diffusion steps from 0 to {TRAIN_STEPS - 1}", file=sys.stderr)
+    if any(not 0 <= t < TRAIN_STEPS for t in args.t + [args.key_t]):
+        print(f"error: --t and --key-t take diffusion steps from 0 to {TRAIN_STEPS - 1}", file=sys.stderr)
         return 2
-    from .data import DEFAULT_SOURCES, default_validation_names, load_corpus
+    if not (math.isfinite(args.key_seconds) and args.key_seconds >= 1.0 / L.MODEL_FPS):
+        print(f"error: --key-seconds must be at least a frame ({1.0 / L.MODEL_FPS:.3f} s), got {args.key_seconds}",
+              file=sys.stderr)
+        return 2
+    try:
+        return _probe(args)
+    except EngineError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def _probe(args) -> int:
+    from .data import DEFAULT_SOURCES, REPOSITORY_CACHE, default_validation_names, existing_sources, load_corpus
     ckpt = checkpoint.load(args.weights or checkpoint.DEFAULT_WEIGHTS)
-    sources = [Path(s).resolve() for s in (args.data or DEFAULT_SOURCES)]
-    cache = (args.cache or Path.home() / ".cache" / "dance-engine").resolve()
-    _, val = load_corpus(sources, cache).split(default_validation_names())
+    if ckpt.is_student:
+        raise EngineError(f"{args.weights} is a few-step student, which denoises only at its own steps: probe its "
+                          "teacher")
+    sources = existing_sources(args.data or DEFAULT_SOURCES)
+    _, val = load_corpus(sources, (args.cache or REPOSITORY_CACHE).resolve()).split(default_validation_names())
     n = L.WINDOW_FRAMES
     picked = [(it, s) for it in val if it.music is not None and it.style in ckpt.styles
               for s in range(0, len(it.motion) - n + 1, n)]

@@ -5,7 +5,7 @@ load_corpus packs them into model channels with music features and caches the re
 Not needed at inference.
 """
 from .aistpp import load_aistpp
-from .cache import (CACHE_VERSION, DEFAULT_SOURCES, SHARED_DATA, Corpus, CorpusItem, cache_beside, existing_sources,
+from .cache import (CACHE_VERSION, DEFAULT_SOURCES, REPOSITORY, REPOSITORY_CACHE, SHARED_DATA, Corpus, CorpusItem, cache_beside, existing_sources,
                     default_validation_names, load_corpus)
 from .cmu_salsa import load_cmu_salsa
 from .justlmd import load_justlmd

@@ -67,8 +67,13 @@ class Corpus:
         return train, val
 
 
-# The project's shared training data sits beside the repository (never inside it).
-SHARED_DATA = Path(__file__).resolve().parents[4] / "shared" / "data"
+# The repository this engine runs from (its tools are not in the extension), and the project's
+# shared training data beside it (never inside it).
+REPOSITORY = Path(__file__).resolve().parents[3]
+SHARED_DATA = REPOSITORY.parent / "shared" / "data"
+# The preprocessing cache of the tools that write no folder of their own (evaluate-inbetween,
+# probe): one, so the first of them builds it for the others.
+REPOSITORY_CACHE = REPOSITORY / ".cache"
 DEFAULT_SOURCES = (SHARED_DATA / "tang2018", SHARED_DATA / "justlmd")
 
 
