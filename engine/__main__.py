@@ -193,7 +193,17 @@ def run_tool(name: str, argv: list[str]) -> int:
         print(f"error: '{name}' is {kind} tool, not part of this install (use a clone of the repository)",
               file=sys.stderr)
         return 2
-    return tool.main(argv)
+    # Every tool's mistakes and Ctrl-C as one line (QA: tracebacks from salsa-check, autoguide,
+    # screen and evaluate-inbetween); the tools that clean up after themselves do so first.
+    from .errors import EngineError
+    try:
+        return tool.main(argv)
+    except EngineError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
 
 
 class Terminated(BaseException):

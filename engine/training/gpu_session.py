@@ -144,17 +144,32 @@ def _engine(command: str, options: list, log: Path) -> subprocess.Popen:
 
 
 def _wait(runs: dict[str, subprocess.Popen], work: Path, part: str, meanwhile=None) -> dict[str, int]:
-    """Each run's exit code; a failed one says why (the last line of its output). `meanwhile()`
-    runs every few seconds until they end."""
-    while any(run.poll() is None for run in runs.values()):
-        time.sleep(5)
-        if meanwhile is not None:
-            meanwhile()
+    """Each run's exit code; a failed one says why (its error line, else its last printed line).
+    `meanwhile()` runs every few seconds until they end. Stopped (Ctrl-C, SIGTERM), the session
+    stops its runs too: they went on as orphans (QA)."""
+    try:
+        while any(run.poll() is None for run in runs.values()):
+            time.sleep(5)
+            if meanwhile is not None:
+                meanwhile()
+    except BaseException:
+        for run in runs.values():
+            run.terminate()
+        for run in runs.values():
+            try:
+                run.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                run.kill()
+        raise
     codes = {name: run.wait() for name, run in runs.items()}
     for name, code in codes.items():
         if code != 0:
-            lines = (work / f"{name}-{part}.txt").read_text().strip().splitlines() or ["(no output)"]
-            print(f"gpu-session: the {part} of {name} failed (exit {code}): {lines[-1]}", flush=True)
+            # tqdm rewrites its bar with carriage returns: the bar's last state is no reason.
+            text = (work / f"{name}-{part}.txt").read_text().replace("\r", "\n")
+            lines = [line for line in text.splitlines() if line.strip() and not line.startswith(part)]
+            errors = [line for line in lines if line.startswith("error:") or "Error" in line]
+            print(f"gpu-session: the {part} of {name} failed (exit {code}): {(errors or lines or ['(no output)'])[-1]}",
+                  flush=True)
     return codes
 
 
@@ -195,14 +210,12 @@ def _last_record(log: Path) -> dict:
 
 
 def run(args) -> dict:
-    from .autoguide import attach_guide
     student = check_session(args)
     started = time.time()
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     work = (args.work or Path(tempfile.mkdtemp(prefix="gpu_session_"))).resolve()
     work.mkdir(parents=True, exist_ok=True)
-    data = [str(p.resolve()) for p in args.data]
     reserve = RESERVE_SHARE * args.minutes
     train_minutes = (args.minutes - reserve) * args.train_share
     summary = {"device": torch.cuda.get_device_name() if args.device == "cuda" else platform.processor() or "cpu",
@@ -212,6 +225,19 @@ def run(args) -> dict:
     print(f"gpu-session: {', '.join(args.recipes)} on {summary['device']}; fine-tune {train_minutes:.1f} min, "
           f"then distillation", flush=True)
 
+    try:
+        _session(args, student, started, out, work, summary, train_minutes)
+    finally:       # stopped part-way (Ctrl-C, SIGTERM) too: what was done, and session.json
+        _bring_back(out, work, summary, started)
+    print(f"gpu-session: done in {summary['seconds'] / 60:.1f} min of the {args.minutes:g} asked for; results in "
+          f"{out}", flush=True)
+    return summary
+
+
+def _session(args, student: Path, started: float, out: Path, work: Path, summary: dict, train_minutes: float) -> None:
+    """The fine-tunes, then the distillations (and the screen beside them), recorded in `summary`."""
+    from .autoguide import attach_guide
+    data = [str(p) for p in args.data]
     shape = checkpoint.load(args.teacher).model.cfg          # a fine-tune keeps the network's shape
     workers = args.workers if args.workers is not None else max(1, WORKERS_IN_ALL // len(args.recipes))
     runs = {}
@@ -250,16 +276,18 @@ def run(args) -> dict:
         runs[name] = _engine("distill", options, work / f"{name}-distill.txt")
     screening = _start_screen(args, out, work, teachers, summary) if args.screen is not None else None
     _bring_back(out, work, summary, started)
-    for name, code in _wait(runs, work, "distill", lambda: _bring_back(out, work, summary, started)).items():
+    try:
+        codes = _wait(runs, work, "distill", lambda: _bring_back(out, work, summary, started))
+    except BaseException:
+        if screening is not None:
+            screening.terminate()
+        raise
+    for name, code in codes.items():
         summary["recipes"][name].update(distill_exit=code,
                                         distill_log=_last_record(work / f"{name}-student" / "log.jsonl"))
     if screening is not None:
         summary["screen_exit"] = _wait({"screen": screening}, work, "scores")["screen"]
         shutil.copyfile(work / "screen-scores.txt", out / "screen-log.txt")
-    _bring_back(out, work, summary, started)
-    print(f"gpu-session: done in {summary['seconds'] / 60:.1f} min of the {args.minutes:g} asked for; results in "
-          f"{out}", flush=True)
-    return summary
 
 
 def main(argv=None) -> int:
