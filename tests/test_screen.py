@@ -67,6 +67,16 @@ def test_a_file_that_is_not_a_pack_is_refused(tmp_path):
         S.read_pack(tmp_path / "y.npz")
 
 
+def test_an_out_the_pack_cannot_go_to_is_refused_before_the_work(tmp_path, capsys):
+    # QA: a folder as --out failed after all the packing; an existing pack was overwritten.
+    existing = tmp_path / "screen.npz"
+    existing.write_bytes(b"kept")
+    for out, says in ((tmp_path, "is a folder"), (existing, "pass --force")):
+        assert S.main(["pack", "--out", str(out), "--data", str(tmp_path / "no-such-data")]) == 1
+        assert says in capsys.readouterr().err
+    assert existing.read_bytes() == b"kept"
+
+
 def test_scoring_needs_neither_librosa_nor_soundfile(tmp_path, tiny_weights):
     """A lent GPU has neither: the packed music is all the score reads."""
     import subprocess

@@ -29,6 +29,7 @@ figures are over all clips of all seeds: one seed's worst clip said 1.5 where th
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from dataclasses import dataclass
@@ -49,6 +50,8 @@ FPS = float(L.MODEL_FPS)            # keys and the output at the model's rate: f
 HANDS = [JOINT_INDEX[n] for n in ("left_wrist", "right_wrist", "left_hand", "right_hand")]
 GAPS = (5, 15, 30, 60)
 CONTEXT = 10                        # LAFAN1's past context frames
+# A clip holds the context, the longest gap and its target (shorter, that gap was never scored: nan).
+MIN_CLIP_SECONDS = math.ceil((CONTEXT + max(GAPS) + 1) / FPS * 10) / 10
 NEAR_KEY = 2                        # frames: "at the key" for the flow ratio
 AROUND_KEY = (5, 25)                # frames: "around the key" for the flow ratio
 WHIP_SECONDS = 0.5
@@ -239,8 +242,10 @@ def parse_args(argv=None):
     p.add_argument("--root-keys", action="store_true",
                    help="the keys every --key-seconds hold the real dancer's place too (the hips' location keyed)")
     args = p.parse_args(argv)
-    if args.clips < 1 or not 2.0 <= args.clip_seconds <= 60.0 or not 0.1 <= args.key_seconds <= args.clip_seconds:
-        p.error("--clips must be 1 or more, --clip-seconds from 2 to 60, --key-seconds from 0.1 to the clip's length")
+    if args.clips < 1 or not MIN_CLIP_SECONDS <= args.clip_seconds <= 60.0 \
+            or not 0.1 <= args.key_seconds <= args.clip_seconds:
+        p.error(f"--clips must be 1 or more, --clip-seconds from {MIN_CLIP_SECONDS:g} to 60, --key-seconds from 0.1 "
+                "to the clip's length")
     return args
 
 

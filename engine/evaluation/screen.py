@@ -28,6 +28,7 @@ import numpy as np
 from ..body import layout as L
 from ..defaults import DEFAULT_STEPS
 from ..errors import EngineError
+from ..options import check_output_folder
 from . import metrics as M
 from .evaluate import Clip, genre_clips, positions_of, reference_features, scored_clips
 
@@ -76,9 +77,12 @@ def pack_arrays(val_clips: Sequence[Clip], genre_songs: Sequence[Clip], frames: 
 
 
 def write_pack(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Written beside its name, then renamed: never half a pack under the name."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "wb") as f:
+    partial = path.with_name(f".{path.name}.partial")
+    with open(partial, "wb") as f:
         np.savez_compressed(f, **arrays)
+    partial.replace(path)
 
 
 def read_pack(path: Path) -> dict[str, np.ndarray]:
@@ -179,6 +183,7 @@ def _pack_command(args) -> int:
     from .evaluate import load_sequences
     from .genre_set import genre_songs
     out = args.out.resolve()
+    _check_out(out, args.force)
     # The cache beside the folder the pack is in: that folder travels to a lent GPU.
     train, val = load_sequences(existing_sources(args.data), (args.cache or cache_beside(out.parent)).resolve())
     clips, train_clips = scored_clips(train, val, args.clip_seconds)
@@ -190,12 +195,26 @@ def _pack_command(args) -> int:
     return 0
 
 
+def _check_out(out: Path, force: bool) -> None:
+    """One line now, for an --out the work could not be written to after it (QA: after it)."""
+    if out.is_dir():
+        raise EngineError(f"--out {out} is a folder: give a file name")
+    if out.exists() and not force:
+        raise EngineError(f"--out {out} exists: pass --force to overwrite it")
+    check_output_folder(out.parent, "--out")
+
+
 def _score_command(args) -> int:
     pack = args.pack.resolve()
     arrays = read_pack(pack)
     for w in args.weights:
         if not w.is_file():
             raise EngineError(f"no weights at {w}")
+    if args.out:
+        _check_out(args.out.resolve(), force=True)         # the figures are rewritten as they come
+    # Two files of one name (the shipped teacher and a new one): each row says which.
+    names = [w.name for w in args.weights]
+    label = {w: w.name if names.count(w.name) == 1 else f"{w.parent.name}/{w.name}" for w in args.weights}
     results = {"seeds": args.seeds, "device": args.device, "steps": args.steps, "real": real_scores(arrays),
                "weights": {}}
     print(f"{'':<44}" + " ".join(f"{h:>8}" for _, h in _SHOWN))
@@ -207,7 +226,7 @@ def _score_command(args) -> int:
         results["weights"][str(w)] = rows
         for set_name, row in rows.items():
             if isinstance(row, dict):
-                print(_line(f"{w.name}: {set_name}", row))
+                print(_line(f"{label[w]}: {set_name}", row))
         if args.out:                                         # after each file: a run cut short keeps what it has
             args.out.parent.mkdir(parents=True, exist_ok=True)
             args.out.write_text(json.dumps(results, indent=1))
@@ -220,6 +239,7 @@ def parse_args(argv=None):
     sub = p.add_subparsers(dest="command", required=True)
     pk = sub.add_parser("pack", help="pack the validation clips' and genre songs' analysed music (needs the data)")
     pk.add_argument("--out", type=Path, required=True, help="the pack file to write (.npz)")
+    pk.add_argument("--force", action="store_true", help="replace --out if it exists")
     pk.add_argument("--data", nargs="+", type=Path, default=None,
                     help="dataset folders, as for 'python -m engine evaluate' (default: the repo's neighbours)")
     pk.add_argument("--cache", type=Path, default=None, help="preprocessing cache folder (default: beside the folder of OUT)")

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from ..errors import EngineError
+from ..options import check_output_folder
 from ..sampler import checkpoint
 
 
@@ -83,6 +84,8 @@ def main(argv=None) -> int:
     try:
         if args.out.exists() and not args.force and args.out.resolve() != args.main.resolve():
             raise EngineError(f"{args.out} already exists: pass --force to overwrite it")
+        check_output_folder(args.out.parent, "--out")      # before the work (QA: a traceback after it)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
         attach_guide(args.main, args.guide, args.out, its_guide=args.its_guide)
     except EngineError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ...errors import EngineError
 from ...body.skeleton import FOOT_INDICES, JOINT_INDEX, joint_positions
 from ...outputs.retarget import Retargeter, Y_TO_Z, auto_map, bvh_pose, bvh_rig
 from .cache import SHARED_DATA
@@ -24,8 +25,8 @@ LIMBS = (("left_hip", "left_knee"), ("left_knee", "left_ankle"), ("right_hip", "
 TORSO = "spine3->neck"
 
 
-def check_file(path) -> dict:
-    """Figures for one file: frames and seconds at 60 fps, how well SMPL's limbs follow the
+def check_file(path) -> dict | None:
+    """Figures for one file (None for one too short to train on, which the loader skips): frames and seconds at 60 fps, how well SMPL's limbs follow the
     BVH's (mean and 1st-percentile cosine per limb over all frames, at the source rate), and
     the loaded sequence's lowest foot joint per frame (median and 95th percentile, metres)."""
     from ...outputs.bvh import read_bvh_skeleton
@@ -51,6 +52,8 @@ def check_file(path) -> dict:
         c = np.sum(u * v, -1) / np.linalg.norm(u, axis=-1) / np.linalg.norm(v, axis=-1)
         cos[f"{a}->{b}"] = (float(c.mean()), float(np.percentile(c, 1)))
     seq = load_salsa_file(path)
+    if seq is None:                 # too short to train on: the loader skips it (and warns)
+        return None
     low = joint_positions(seq.poses, seq.trans)[:, list(FOOT_INDICES), 1].min(axis=1)
     return {"frames": T, "seconds_at_60": T / SOURCE_FPS, "header_fps": 1.0 / skeleton.frame_time,
             "scale": ret.scale, "cos": cos, "loaded_frames": seq.num_frames, "loaded_fps": seq.fps,
@@ -74,8 +77,17 @@ def main(argv=None) -> int:
     if not files:
         print(f"error: no .bvh file in {', '.join(str(a) for a in args.paths)}", file=sys.stderr)
         return 2
+    failed = 0
     for f in files:
-        r = check_file(f)
+        try:
+            r = check_file(f)
+        except EngineError as e:       # one bad file: said, and the others still checked
+            print(f"{f.name}: error: {e}", file=sys.stderr)
+            failed += 1
+            continue
+        if r is None:
+            print(f"{f.name}: skipped, as the training data loader skips it (too short to train on)")
+            continue
         limbs = {k: v for k, v in r["cos"].items() if k != TORSO}
         worst = min(limbs.items(), key=lambda kv: kv[1][0])
         mean = np.mean([c[0] for c in limbs.values()])
@@ -86,7 +98,7 @@ def main(argv=None) -> int:
               f"chest->neck {r['cos'][TORSO][0]:.4f}; "
               f"lowest foot median {100 * r['lowest_foot_median']:.1f} cm, p95 {100 * r['lowest_foot_p95']:.1f} cm; "
               f"pelvis median {r['pelvis_height_median']:.3f} m")
-    return 0
+    return 2 if failed else 0
 
 
 if __name__ == "__main__":
