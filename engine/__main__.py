@@ -193,11 +193,19 @@ def run_tool(name: str, argv: list[str]) -> int:
         print(f"error: '{name}' is {kind} tool, not part of this install (use a clone of the repository)",
               file=sys.stderr)
         return 2
-    # Every tool's mistakes and Ctrl-C as one line (QA: tracebacks from salsa-check, autoguide,
-    # screen and evaluate-inbetween); the tools that clean up after themselves do so first.
-    from .errors import EngineError
+    # Every tool's mistakes and Ctrl-C as one line too (QA: tracebacks from salsa-check,
+    # autoguide, probe, screen and evaluate-inbetween); the tools that clean up after themselves
+    # do so first.
+    return in_one_line(lambda: tool.main(argv))
+
+
+def in_one_line(call) -> int:
+    """`call()`'s exit code, or a user's mistake, a cancel or Ctrl-C said in one line."""
     try:
-        return tool.main(argv)
+        return call()
+    except Cancelled:
+        print("cancelled", file=sys.stderr)
+        return 130
     except EngineError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -249,28 +257,22 @@ def _main(argv=None) -> int:
         return 2
     warnings.filterwarnings("ignore", category=UserWarning, module="librosa")
     warnings.showwarning = _show_note
-    try:
-        if args.command == "styles":
-            from .api import available_styles, styles_any_draws
-            styles = available_styles(args.weights)
-            print("\n".join(styles))
-            drawn = styles_any_draws(args.weights)
-            never = [name for name in styles if name != "any" and name not in drawn]
-            if never:    # on stderr: the list on stdout stays one name a line for scripts
-                print(f"note: style any draws {', '.join(drawn) or 'none of them'}; {', '.join(never)} "
-                      f"{'was' if len(never) == 1 else 'were'} learned without music: ask for "
-                      f"{'it' if len(never) == 1 else 'them'} by name", file=sys.stderr)
-            return 0
-        return generate_command(args)
-    except Cancelled:
-        print("cancelled", file=sys.stderr)
-        return 130
-    except EngineError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    return in_one_line(lambda: _command(args))
+
+
+def _command(args) -> int:
+    if args.command == "styles":
+        from .api import available_styles, styles_any_draws
+        styles = available_styles(args.weights)
+        print("\n".join(styles))
+        drawn = styles_any_draws(args.weights)
+        never = [name for name in styles if name != "any" and name not in drawn]
+        if never:    # on stderr: the list on stdout stays one name a line for scripts
+            print(f"note: style any draws {', '.join(drawn) or 'none of them'}; {', '.join(never)} "
+                  f"{'was' if len(never) == 1 else 'were'} learned without music: ask for "
+                  f"{'it' if len(never) == 1 else 'them'} by name", file=sys.stderr)
+        return 0
+    return generate_command(args)
 
 
 if __name__ == "__main__":

@@ -206,8 +206,8 @@ def test_probe_measures_key_use_and_a_fresh_key_input_changes_nothing(tiny_weigh
     (["--data", "/nonexistent"], "data folder not found"),
 ])
 def test_probe_refuses_bad_options_in_one_line_before_any_work(capsys, argv, says):
-    from engine.training import probe
-    assert probe.main(argv) == 2
+    from engine.__main__ import run_tool
+    assert run_tool("probe", argv) == 2
     err = capsys.readouterr().err.strip()
     assert says in err and "\n" not in err
 

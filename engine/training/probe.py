@@ -96,14 +96,7 @@ def main(argv=None) -> int:
         print(f"error: --key-seconds must be at least a frame ({1.0 / L.MODEL_FPS:.3f} s), got {args.key_seconds}",
               file=sys.stderr)
         return 2
-    try:
-        return _probe(args)
-    except EngineError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    return _probe(args)        # its mistakes and Ctrl-C: one line (engine.__main__.run_tool)
 
 
 def _probe(args) -> int:
