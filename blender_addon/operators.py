@@ -418,6 +418,10 @@ def build_request(context):
     note = song_moved_note(obj, action, p, first, last)
     if note:
         request.notes.append(note)
+    if settings.audio_source == 'STRIP':
+        note = scene_io.also_heard_note(scene, scene_io.find_sound_strip(scene, settings.strip_name), p.first, p.last)
+        if note:
+            request.notes.append(note)
     if intro is not None:
         request.notes.append(f"the dance starts from the pose '{obj.name}' holds on frame {first}, where its animation "
                              f"keyed up to frame {intro} leaves it")

@@ -575,12 +575,55 @@ def find_sound_strip(scene, name: str = ""):
     if active is not None and active.type == 'SOUND':
         return active
     sounds = [s for s in strips if s.type == 'SOUND']
-    for pick in (sounds, [s for s in sounds if s.select], [s for s in sounds if not _inaudible(scene, s)]):
+    heard = [s for s in sounds if not _inaudible(scene, s)]
+    through = heard_scene_strips(scene)
+    if through and not heard:   # QA: "no sound strip" (or a muted one blamed), the song right there
+        raise NoSoundStrip(f"the sound plays through the scene strip '{through[0].name}' (scene "
+                           f"'{through[0].scene.name}'), and only sound strips are read: add the song to this "
+                           "scene's sequencer (Add > Sound), or dance in that scene")
+    for pick in (sounds, [s for s in sounds if s.select], heard):
         if len(pick) == 1:
             return pick[0]
     if not sounds:
         raise NoSoundStrip("no sound strip: add the song in the Video Sequencer (Add > Sound) or pick an audio file")
     raise SeveralSoundStrips(len(sounds))
+
+
+def heard_scene_strips(scene) -> list:
+    """The scene strips of `scene`'s sequencer that play another scene's sound strips (not muted,
+    nor at volume 0): the add-on reads sound strips only."""
+    out = []
+    for s in compat.all_strips(scene):
+        if s.type != 'SCENE' or s.scene is None or s.scene == scene or compat.strip_muted(scene, s):
+            continue
+        if getattr(s, "volume", 1.0) > 0 and any(x.type == 'SOUND' for x in compat.all_strips(s.scene)):
+            out.append(s)
+    return out
+
+
+def also_heard_note(scene, danced, first: int, last: int) -> str | None:
+    """A note naming the other sounds heard on frames first..last beside the strip danced (the
+    song's other half after a cut, a sound effect, a scene strip): the dance follows one strip,
+    and with another one picked it followed that one alone without a word (QA: a sound effect
+    danced while the song played under it)."""
+    others = [s for s in compat.all_strips(scene) if s.type == 'SOUND' and s != danced and not _inaudible(scene, s)]
+    listed, pieces = [], []
+    for s in others + heard_scene_strips(scene):
+        a, end = compat.strip_range(s)
+        if a <= last and end - 1 >= first:
+            kind = "the scene strip " if s.type == 'SCENE' else ""
+            listed.append(f"{kind}'{s.name}' (frames {frame_span(max(a, first), min(end - 1, last))})")
+        elif s.type == 'SOUND' and s.sound is not None and s.sound == danced.sound:   # the song cut in pieces
+            pieces.append(f"'{s.name}' (frames {frame_span(a, end - 1)})")
+    if not listed and not pieces:
+        return None
+    said = []
+    if listed:
+        said.append(f"also heard while it dances: {', '.join(listed[:3])}{', ...' if len(listed) > 3 else ''}")
+    if pieces:
+        said.append(f"the same sound also plays in {', '.join(pieces[:3])}{', ...' if len(pieces) > 3 else ''}")
+    return (f"{'; '.join(said)}; the dance follows '{danced.name}' alone: to dance to all of it, render the "
+            "mixdown (Render > Render Audio) and pick that file")
 
 
 def _inaudible(scene, strip) -> bool:
@@ -711,8 +754,10 @@ def sound_strip_audio(scene, strip) -> AudioSpan:
     if length is not None and (start + frames / fps * speed - length) / speed > 1.5 / fps:
         frames = int(math.floor((length - start) / speed * fps + 1e-6))
     if frames <= 0:
+        meta = strip.parent_meta() if hasattr(strip, "parent_meta") else None
+        around = f", or the handles of the meta strip '{meta.name}' around it cut it away" if meta is not None else ""
         raise EngineError(f"sound strip '{strip.name}' plays none of its audio (its Sound Offset or handles are "
-                          "past the end of the sound)")
+                          f"past the end of the sound{around})")
     volumes = strip_volumes(scene, strip, range(first, first + frames))
     if not volumes.any():        # as good as muted: nothing to hear, no silence to wait in
         keyed = compat.strip_fcurve(scene, strip, "volume") is not None

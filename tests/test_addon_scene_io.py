@@ -312,6 +312,33 @@ def test_the_strip_is_the_selected_or_the_only_unmuted_one(scene, tmp_path):
         scene_io.sound_strip_audio(scene, scene_io.find_sound_strip(scene))
 
 
+def test_other_sounds_heard_beside_the_danced_strip_are_named_and_a_scene_strip_is_said(scene, tmp_path):
+    # QA: with the song cut in two, or a sound effect picked over the song, one strip was danced
+    # and nothing said so; a song played through a scene strip gave "no sound strip".
+    song = scene_io.add_sound_strip(scene, str(add_wav(tmp_path, 4.0, "song.wav")), frame_start=1, channel=1)
+    sfx = scene_io.add_sound_strip(scene, str(add_wav(tmp_path, 1.0, "sfx.wav")), frame_start=31, channel=2)
+    note = scene_io.also_heard_note(scene, sfx, 31, 60)
+    assert "'song.wav' (frames 31-60)" in note and "follows 'sfx.wav' alone" in note
+    sfx.mute = True
+    assert scene_io.also_heard_note(scene, song, 1, 120) is None            # a muted strip is not heard
+    half = scene_io.add_sound_strip(scene, str(add_wav(tmp_path, 4.0, "song.wav")), frame_start=200, channel=3)
+    half.sound = song.sound                                                 # the song cut, its half moved on
+    assert f"the same sound also plays in '{half.name}' (frames 200-319)" in scene_io.also_heard_note(scene, song, 1, 120)
+    half.mute = True
+    # The song in another scene, played here through a scene strip.
+    other = bpy.data.scenes.new("SongScene")
+    other.render.fps = scene.render.fps
+    scene_io.add_sound_strip(other, str(add_wav(tmp_path, 4.0, "under.wav")), frame_start=1)
+    song.mute = True
+    strips = getattr(scene.sequence_editor, "strips", None) or scene.sequence_editor.sequences
+    through = strips.new_scene("Song", other, 3, 11)
+    for s in (song, sfx):
+        strips.remove(s)
+    with pytest.raises(EngineError, match="plays through the scene strip 'Song' \\(scene 'SongScene'\\)"):
+        scene_io.find_sound_strip(scene)
+    assert through in scene_io.heard_scene_strips(scene)
+
+
 def test_packed_songs_of_the_same_name_and_size_stay_apart(scene, tmp_path):
     # Two projects each pack a "track.wav" of the same length: equal byte sizes, different songs.
     import soundfile as sf
