@@ -100,7 +100,7 @@ def parse_args(argv=None):
 
 # ------------------------------------------------------------------ optimiser state as safetensors
 
-def _state_tensors(model, ema, opt, step: int, rng: dict | None = None) -> dict:
+def _state_tensors(model, ema, opt, step: int, rng: dict | None = None, other_ranks: list | None = None) -> dict:
     out = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     out.update({f"ema.{k}": v.detach().cpu().contiguous() for k, v in ema.state_dict().items()})
     for i, p in enumerate(model.parameters()):
@@ -113,7 +113,20 @@ def _state_tensors(model, ema, opt, step: int, rng: dict | None = None) -> dict:
     out["train.step"] = torch.tensor([step], dtype=torch.int64)
     if rng is not None:         # the global generator's state: noise and timesteps go on as if never stopped
         out.update({f"rng.{name}": state.cpu().contiguous() for name, state in rng.items()})
+    for r, states in enumerate(other_ranks or [], start=1):       # a multi-process run's other ranks
+        out.update({f"rng.rank{r}.{name}": state.cpu().contiguous() for name, state in states.items()})
     return out
+
+
+def _every_ranks_rng(world: int, device) -> list[dict]:
+    """Each process's generators' state (_rng_state), gathered on every rank; [] for one process.
+    Saved, a resumed multi-process run draws what the uninterrupted one would (QA: rank 0's
+    alone, the others replayed their first stretch's draws: weights 9e-4 apart after 3 steps)."""
+    if world == 1:
+        return []
+    states = [None] * world
+    dist.all_gather_object(states, {k: v.cpu() for k, v in _rng_state(device).items()})
+    return states
 
 
 def _rng_state(device) -> dict:
@@ -130,7 +143,7 @@ def _set_rng_state(state: dict, device) -> None:
         torch.cuda.set_rng_state(state["cuda"].cpu(), torch.device(device))
 
 
-def _restore_state(tensors: dict, model, ema, opt, device=None) -> int:
+def _restore_state(tensors: dict, model, ema, opt, device=None, rank: int = 0) -> int:
     """Load a run's state into the models and the optimiser; with `device` also the global
     generators' state it was saved with (a resumed run draws what the uninterrupted one would:
     reseeded instead, every resumed stretch replayed the first one's draws). Returns the step."""
@@ -146,8 +159,9 @@ def _restore_state(tensors: dict, model, ema, opt, device=None) -> int:
             opt.state[p] = {"exp_avg": tensors[f"opt.{i}.exp_avg"].to(p.device),
                             "exp_avg_sq": tensors[f"opt.{i}.exp_avg_sq"].to(p.device),
                             "step": tensors[f"opt.{i}.step"].reshape(()).clone()}
-    rng = {k[4:]: v for k, v in tensors.items() if k.startswith("rng.")}
-    if device is not None and "cpu" in rng:
+    prefix = "rng." if rank == 0 else f"rng.rank{rank}."
+    rng = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix) and "." not in k[len(prefix):]}
+    if device is not None and "cpu" in rng:     # (a state saved by another number of processes: reseeded)
         _set_rng_state(rng, device)
     return int(tensors["train.step"][0])
 
@@ -371,8 +385,8 @@ def run(args) -> Path:
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
     step = 0
     if state_path.exists():
-        # Each process of a multi-GPU run has its own generator; the state file holds rank 0's.
-        step = _restore_state(read_state(state_path, device), model, ema, opt, device if world == 1 else None)
+        # Each process of a multi-GPU run has its own generators; the state file holds each rank's.
+        step = _restore_state(read_state(state_path, device), model, ema, opt, device, rank)
         if rank == 0:
             print(f"resuming from step {step}", flush=True)
     elif args.init is not None:
@@ -400,10 +414,12 @@ def run(args) -> Path:
     def saved_in_loop(s: int) -> bool:
         return s % args.val_every == 0 or s == args.steps
 
-    def save() -> None:
-        _checkpoint(out, model, ema, opt, step, normalizer, music_normalizer, styles, danced_styles, run_config,
-                    val_set, alpha_bar, normalizer_dev, music_norm_dev, device, trained_before + time.time() - started,
-                    running, log)
+    def save() -> None:        # on every rank: each gives its generators' state, rank 0 writes
+        other_ranks = _every_ranks_rng(world, device)[1:]
+        if rank == 0:
+            _checkpoint(out, model, ema, opt, step, normalizer, music_normalizer, styles, danced_styles, run_config,
+                        val_set, alpha_bar, normalizer_dev, music_norm_dev, device,
+                        trained_before + time.time() - started, running, log, other_ranks)
 
     log = open(out / "log.jsonl", "a") if rank == 0 else None
     running = None
@@ -434,14 +450,14 @@ def run(args) -> Path:
         running = value if running is None else 0.98 * running + 0.02 * value
         bar.update(1)
         bar.set_postfix(loss=f"{running:.4f}")
-        if rank == 0 and saved_in_loop(step):
+        if saved_in_loop(step):
             save()
     bar.close()
     if running is None:            # nothing trained: the run already stands at --steps or --stop-at
         if rank == 0:
             print(f"the run already stands at step {step}: nothing to train (raise --steps or --stop-at to go on)",
                   flush=True)
-    elif rank == 0 and not saved_in_loop(step):        # stopped early (--max-minutes, --stop-at) between checkpoints
+    elif not saved_in_loop(step):        # stopped early (--max-minutes, --stop-at) between checkpoints
         save()
     if world > 1:
         dist.destroy_process_group()
@@ -566,7 +582,7 @@ def sample_metrics(model, val_items, normalizer, music_normalizer, device, secon
 
 
 def _checkpoint(out, model, ema, opt, step, normalizer, music_normalizer, styles, danced_styles, run_config,
-                val_set, alpha_bar, normalizer_dev, music_norm_dev, device, seconds, running, log):
+                val_set, alpha_bar, normalizer_dev, music_norm_dev, device, seconds, running, log, other_ranks=None):
     rng = _rng_state(device)         # validation draws nothing from the training's generators
     val = validation_loss(ema, val_set, alpha_bar, normalizer_dev, music_norm_dev, device)
     samples = sample_metrics(ema, val_set.items, normalizer, music_normalizer, device)
@@ -580,7 +596,7 @@ def _checkpoint(out, model, ema, opt, step, normalizer, music_normalizer, styles
     keep_every = run_config.get("keep_every")
     if keep_every and step % keep_every == 0:
         shutil.copyfile(out / "model.safetensors", out / f"model_{step:06d}.safetensors")
-    checkpoint.write_safetensors(_state_tensors(model, ema, opt, step, rng), out / "state.safetensors")
+    checkpoint.write_safetensors(_state_tensors(model, ema, opt, step, rng, other_ranks), out / "state.safetensors")
     entry = {"step": step, "seconds": round(seconds, 1), "train_loss": running, "val_loss": val, "sample": samples}
     log.write(json.dumps(entry) + "\n")
     log.flush()
