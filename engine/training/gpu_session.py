@@ -60,6 +60,8 @@ SCREEN_PACK_BYTES = 3.4e6         # `python -m engine screen pack`'s default (20
 # cores, 2026-12-04) two fine-tunes made 2.1 steps a second each; with one thread each, 6.2.
 ONE_THREAD_EACH = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
 WORKERS_IN_ALL = 14       # processes preparing batches, shared among the fine-tunes: 16 cores less the main processes
+GPU_BATCH, GPU_DISTILL_BATCH = 128, 256     # windows per step on a lent GPU
+CPU_BATCH, CPU_DISTILL_BATCH = 8, 16        # trying the session out on a CPU
 RESERVE_SHARE = 0.1       # of the minutes: what the runs spend outside their own clocks (loading, the last saves)
 
 
@@ -73,8 +75,11 @@ def parse_args(argv=None):
     p.add_argument("--train-share", type=float, default=0.6, help="share of the minutes for fine-tuning (default 0.6)")
     p.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES),
                    help=f"fine-tunes to run side by side (default: all; at most {MAX_RECIPES})")
-    p.add_argument("--batch", type=int, default=128, help="fine-tuning windows per step (default 128)")
-    p.add_argument("--distill-batch", type=int, default=256, help="distillation windows per step (default 256)")
+    p.add_argument("--batch", type=int, default=None,
+                   help=f"fine-tuning windows per step (default {GPU_BATCH}; {CPU_BATCH} with --device cpu)")
+    p.add_argument("--distill-batch", type=int, default=None,
+                   help=f"distillation windows per step (default {GPU_DISTILL_BATCH}; {CPU_DISTILL_BATCH} with "
+                        "--device cpu)")
     p.add_argument("--workers", type=int, default=None,
                    help=f"processes preparing batches, per fine-tune (default: {WORKERS_IN_ALL} shared among the "
                         "fine-tunes, for 16 cores; a window with its beat phase takes about 5 ms of a core)")
@@ -87,6 +92,11 @@ def parse_args(argv=None):
     p.add_argument("--device", default="cuda", choices=["cuda", "cpu"],
                    help="cuda (default); cpu only to try the session out")
     args = p.parse_args(argv)
+    # Tried out on a CPU, the session is sized to it (QA: the GPU's batches of 128 and 256 and 14
+    # workers ran on a 2-core machine).
+    on_gpu = args.device == "cuda"
+    args.batch = args.batch or (GPU_BATCH if on_gpu else CPU_BATCH)
+    args.distill_batch = args.distill_batch or (GPU_DISTILL_BATCH if on_gpu else CPU_DISTILL_BATCH)
     # The children run from the repository's root: a path relative to where the session was
     # started would name another file there (QA: a relative --student failed after the fine-tune).
     for name in ("data", "out", "work", "teacher", "student", "screen"):
@@ -239,7 +249,8 @@ def _session(args, student: Path, started: float, out: Path, work: Path, summary
     from .autoguide import attach_guide
     data = [str(p) for p in args.data]
     shape = checkpoint.load(args.teacher).model.cfg          # a fine-tune keeps the network's shape
-    workers = args.workers if args.workers is not None else max(1, WORKERS_IN_ALL // len(args.recipes))
+    cores = WORKERS_IN_ALL if args.device == "cuda" else max(1, (os.cpu_count() or 2) - len(args.recipes))
+    workers = args.workers if args.workers is not None else max(1, cores // len(args.recipes))
     runs = {}
     for name in args.recipes:
         # The learning rate decays over the time, whatever speed the machine makes.
