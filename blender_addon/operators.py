@@ -210,18 +210,16 @@ def root_height_notes(cons, first: int, obj, bone_map, scene) -> list[str]:
             + note(low, f"{depth} the floor '{obj.name}' stands on: its feet go under it around them"))
 
 
-# The joints that make the body move: pelvis, hips and knees (engine.body.skeleton's order).
-_BODY_JOINTS = [0, 1, 2, 4, 5]
-
-
-def nothing_to_dance_note(obj, cons, a: int, b: int) -> str | None:
+def nothing_to_dance_note(obj, cons, a: int, b: int, bone_map) -> str | None:
     """A note when the animation fixes the whole body on every frame a..b (rows of `cons`) to be
     danced: a baked clip over the whole song (a character imported with its mocap still
     assigned), kept whole, so the take plays that clip and nothing new is danced (QA: "done" and
     nothing else was said)."""
+    from engine.body.skeleton import JOINT_NAMES, NUM_JOINTS
     rows = slice(max(a, 0), b + 1)
-    driven = cons.joint_mask.any(axis=0)
-    if not (cons.trans_mask[rows].all() and driven[_BODY_JOINTS].all() and cons.joint_mask[rows][:, driven].all()):
+    # Every joint the dancer has (a character's mapped ones), keyed or not: arms left free dance.
+    driven = np.ones(NUM_JOINTS, bool) if bone_map is None else np.isin(JOINT_NAMES, list(bone_map))
+    if not (cons.trans_mask[rows].all() and cons.joint_mask[rows][:, driven].all()):
         return None
     return (f"the animation of '{obj.name}' keys its whole body on every frame danced, and keys are kept, so the "
             "take plays it as it is: for a new dance, unassign its action in the Action Editor, or choose "
@@ -448,7 +446,7 @@ def build_request(context):
     if span is not None:
         request.notes.append(keys.bind_pose_note(span))
     request.notes.extend(root_height_notes(cons, first, obj, bone_map, scene))
-    note = nothing_to_dance_note(obj, cons, p.first - first, p.last - first)
+    note = nothing_to_dance_note(obj, cons, p.first - first, p.last - first, bone_map)
     if note:
         request.notes.append(note)
     ad = obj.animation_data

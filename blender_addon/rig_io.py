@@ -654,8 +654,13 @@ def read_character_constraints(obj, bone_map: dict[str, str], frame_start: int, 
         cons.trans_mask[rows] = root_held[rows]
     pelvis_keys = np.flatnonzero(cons.joint_mask[:, 0])
     cons.pelvis_turns[pelvis_keys] = key_io.turns_between_keys(pelvis_keys + frame_start, _pelvis_heading(obj, rt))
-    # The engine finds the holds in the constraints itself; the take writes them verbatim.
+    # The engine finds the holds in the constraints itself; the take writes them verbatim. Keys of
+    # the spinning bones a whole turn apart are a keyed spin, no hold (QA: a 360 spin stood still).
     holds, hold_rotations = _holds(obj, keyed, frame_start, rig.names)
+    spinning = [index[name] for name in spinning_bones(obj, bone_map) if name in index]
+    for turned in np.flatnonzero(cons.pelvis_turns):
+        before = np.flatnonzero(cons.joint_mask[:turned, 0])
+        holds[(before[-1] + 1 if len(before) else 0):turned, spinning] = False
     holds &= ~held
     rotations[holds], held = hold_rotations[holds], held | holds
     return cons, CharacterKeys(rotations, held, keyed, root_location, root_held, root_keyed)

@@ -590,13 +590,16 @@ def find_sound_strip(scene, name: str = ""):
 
 
 def heard_scene_strips(scene) -> list:
-    """The scene strips of `scene`'s sequencer that play another scene's sound strips (not muted,
-    nor at volume 0): the add-on reads sound strips only."""
+    """The scene strips of `scene`'s sequencer that play another scene's sound strips, heard (the
+    strip, the other scene's audio and one of its sound strips neither muted nor at volume 0):
+    the add-on reads sound strips only."""
     out = []
     for s in compat.all_strips(scene):
         if s.type != 'SCENE' or s.scene is None or s.scene == scene or compat.strip_muted(scene, s):
             continue
-        if getattr(s, "volume", 1.0) > 0 and any(x.type == 'SOUND' for x in compat.all_strips(s.scene)):
+        inner = s.scene
+        if getattr(s, "volume", 1.0) > 0 and getattr(inner, "audio_volume", 1.0) > 0 and any(
+                x.type == 'SOUND' and not _inaudible(inner, x) for x in compat.all_strips(inner)):
             out.append(s)
     return out
 

@@ -998,6 +998,29 @@ def test_a_tweak_on_the_characters_dance_is_kept_next_time(addon, tmp_path):
     assert rig_io.count_character_keys(obj, rig_io.check_character(obj), first, last) == (1, 1)
 
 
+def test_a_whole_turn_keyed_on_the_hips_is_no_hold(addon, tmp_path):
+    # QA: hips keyed 0 and 360 degrees about their up axis are the same rotation, so they were
+    # written as a hold: the note said one whole turn, the take stood still for the whole gap.
+    scene = addon
+    obj, first, last = _mixamo_stage(scene, tmp_path, seconds=3.0)
+    hips = obj.pose.bones["mixamorig:Hips"]
+    hips.rotation_mode = 'XYZ'
+    a, b = first + 10, first + 50
+    for frame, turn in ((a, 0.0), (b, 2 * math.pi)):
+        hips.rotation_euler = (0.0, turn, 0.0)
+        hips.keyframe_insert("rotation_euler", frame=frame)
+    assert bpy.ops.dance.generate() == {'FINISHED'}
+    assert "1 whole turn" in scene.dance.status
+    facing = []
+    for frame in range(a, b + 1):
+        scene.frame_set(frame)
+        forward = (obj.matrix_world @ hips.matrix).to_3x3() @ Vector((0.0, 0.0, 1.0))
+        facing.append(math.atan2(forward.y, forward.x))
+    turned = np.abs(np.diff(np.unwrap(facing))).sum()
+    print(f"the hips turn {math.degrees(turned):.0f} degrees between the keys")
+    assert turned > math.radians(270)
+
+
 def test_hips_connected_to_a_root_bone_travel_through_the_root(addon, tmp_path):
     # QA: a VRM import connects the hips to the root bone (VRoid's Root -> Hips), and Blender
     # ignores a connected bone's location: the take's travel keys on the hips did nothing, the

@@ -914,3 +914,12 @@ def test_a_clip_over_the_whole_song_is_said_to_leave_nothing_to_dance(addon, tmp
             fc.keyframe_points.remove(point)
     assert bpy.ops.dance.generate() == {'FINISHED'}
     assert "keys its whole body" not in scene.dance.status
+    # Only the hips and legs baked on every frame: the arms dance, so there is something to dance (QA).
+    legs = scene_io.create_smpl_armature(bpy.context, "Legs", with_mesh=False)
+    for f in range(first, last + 1):
+        _key(legs, f, {n: rng.normal(0, 0.2, 3) for n in ("pelvis", "left_hip", "right_hip", "left_knee",
+                                                           "right_knee", "left_ankle", "right_ankle")})
+        legs.pose.bones["pelvis"].keyframe_insert("location", frame=f)
+    scene.dance.armature, scene.dance.use_strip_range = legs, True
+    assert bpy.ops.dance.generate() == {'FINISHED'}
+    assert "keys its whole body" not in scene.dance.status

@@ -337,6 +337,8 @@ def test_other_sounds_heard_beside_the_danced_strip_are_named_and_a_scene_strip_
     with pytest.raises(EngineError, match="plays through the scene strip 'Song' \\(scene 'SongScene'\\)"):
         scene_io.find_sound_strip(scene)
     assert through in scene_io.heard_scene_strips(scene)
+    other.audio_volume = 0.0                        # nothing heard through it: not named (QA)
+    assert scene_io.heard_scene_strips(scene) == []
 
 
 def test_packed_songs_of_the_same_name_and_size_stay_apart(scene, tmp_path):
