@@ -279,7 +279,8 @@ def song_moved_note(obj, action, p: Plan, first: int, last: int) -> str | None:
         was = {k: float(action["dance_" + k]) for k in ("frame_start", "fps", "audio_start", "audio_speed")}
     except (KeyError, TypeError, ValueError):
         return None       # a take from before these were recorded
-    def then(frame):
+
+    def then(frame):      # seconds into the file the frame played when the take was danced
         return was["audio_start"] + (frame - was["frame_start"]) / was["fps"] * was["audio_speed"]
     shifts = [p.file_seconds(f) - then(f) for f in (first, last)]
     worst = max(shifts, key=abs)

@@ -28,7 +28,8 @@ from . import blender_compat as compat
 from . import keys as key_io
 from . import scene_io, takes
 from .rig_ui import MAP_PROPERTY   # the armature's collection property holding the panel's mapping
-from engine.outputs.bone_mapping import ROOT_KEY, root_bone_name, with_movable_root   # ROOT_KEY: the map's entry for the location bone
+# ROOT_KEY: the map's entry for the bone that carries the travel
+from engine.outputs.bone_mapping import ROOT_KEY, root_bone_name, with_movable_root
 from engine.errors import EngineError
 from engine.body.motion import Constraints, Motion
 from engine.outputs.retarget import (Retargeter, Rig, auto_map, check_bone_map, join_to_context, list_presets, load_bone_map,

@@ -261,6 +261,7 @@ def _main(argv=None) -> int:
 
 
 def _command(args) -> int:
+    """The command line's own commands: styles, and generate."""
     if args.command == "styles":
         from .api import available_styles, styles_any_draws
         styles = available_styles(args.weights)
