@@ -123,6 +123,11 @@ def test_root_keys_off_the_drawn_path_carry_the_dancer_through_them_without_surg
                         travel=True)[:, 0]
     assert back[0:101].max() <= 2.0 + 1e-9 and back[100:201].min() >= 1.0 - 1e-9
     assert abs(back[101] - back[100]) < 1e-3 and abs(back[201] - back[200]) < 1e-3
+    # Two keys close together, then a long gap: no rate of theirs carried past the next key (QA: 0.2 m).
+    for frames in ([0, 1, 100], [0, 10, 100], [0, 50, 51, 150]):
+        values = np.array([[0.0], [1.0], [0.0]] if len(frames) == 3 else [[0.0], [1.0], [1.1], [0.0]])
+        pair = offset_curve(np.array(frames), values, frames[-1] + 1, None, paced=24, travel=True)
+        assert pair.max() <= values.max() + 1e-9, frames
 
 
 

@@ -15,7 +15,8 @@ def offset_curve(key_frames: np.ndarray, key_values: np.ndarray, length: int, fa
     its slope is the distance-weighted mean of the neighbouring secants (np.gradient), i.e. the
     run's own rate of change, so the motion flows into the run without a kink; at an isolated
     key it is 0, or with `travel` (a correction that moves the dancer along the floor) the
-    monotone slope of its neighbouring secants (monotone_slopes). Keys at most `paced` frames
+    monotone slope of its neighbouring secants (monotone_slopes), as at a pair of keys alone.
+    Keys at most `paced` frames
     apart count as a run (keys that pace the motion, engine.defaults.PACED_KEY_SECONDS). Outside
     the keys it fades to zero over `fade` frames, landing with zero slope, or holds the end
     values (slope 0 at the end keys) when `fade` is None."""
@@ -43,9 +44,14 @@ def offset_curve(key_frames: np.ndarray, key_values: np.ndarray, length: int, fa
     # 0.27x their speed around each key (QA: full poses every 4 s, 2.1 m apart from the draw).
     # It flows through a key where it goes on the same way, and stops only where it turns back.
     # A run's edge keeps its run's rate into the gap beside it, as seed motion carries into what
-    # follows (bounded there, LAFAN1's 60-frame gaps erred 1.5 cm more); two keys a frame apart
-    # carry theirs too, which can take the dancer past the next keyed place (QA: 0.2 m).
-    slopes[isolated] = monotone_slopes(key_frames, values)[isolated] if travel else 0.0
+    # follows (bounded there, LAFAN1's 60-frame gaps erred 1.5 cm more). Two keys alone are no
+    # rate to carry on: a pair a frame apart took the dancer 0.2 m past the next keyed place (QA).
+    if travel:
+        run = np.cumsum(np.r_[0, gaps > paced])                 # which run of keys each key is in
+        alone = isolated | (np.bincount(run)[run] == 2)
+        slopes[alone] = monotone_slopes(key_frames, values)[alone]
+    else:
+        slopes[isolated] = 0.0
     slopes[[0, -1]] = 0.0                 # land on zero (or on the held value) with zero slope
     out = CubicHermiteSpline(key_frames, values, slopes, axis=0, extrapolate=False)(frames)
     out[frames < key_frames[0]] = values[0]
