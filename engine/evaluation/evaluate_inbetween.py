@@ -138,7 +138,7 @@ def keyed_every(clip: RealClip, key_seconds: float, root: bool = False) -> tuple
 def _generate(clip: RealClip, constraints: Constraints, frames: int, args, seed: int):
     from ..api import generate
     return generate(clip.audio_path, start=clip.start, duration=frames / FPS, fps=FPS, constraints=constraints,
-                    steps=args.steps, seed=seed, weights=args.weights, device="cpu", quality=args.quality)
+                    steps=args.steps, seed=seed, weights=args.weights, device=args.device, quality=args.quality)
 
 
 def _draws(clips: list[RealClip], args):
@@ -239,6 +239,9 @@ def parse_args(argv=None):
                    help="dataset folders (default: engine.training.data's)")
     p.add_argument("--cache", type=Path, default=None, help="preprocessing cache (default: the repo's .cache)")
     p.add_argument("--no-lafan", action="store_true", help="only the keys-every-2-s measurement")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"],
+                   help="where to dance (default cpu: a seed dances alike only on the same device, and the "
+                        "README's figures are the CPU's)")
     p.add_argument("--root-keys", action="store_true",
                    help="the keys every --key-seconds hold the real dancer's place too (the hips' location keyed)")
     args = p.parse_args(argv)
