@@ -43,6 +43,7 @@ class Plan:
     first: int
     last: int
     fps: float
+    strip: object = None  # the sound strip danced (None: a file)
 
     @property
     def start_seconds(self) -> float:
@@ -78,8 +79,10 @@ def plan(scene, settings) -> Plan:
                           "Properties > Frame Range): the dance would play at another speed than the song; set Old "
                           "and New alike to generate")
     fps = scene_io.scene_fps(scene)
+    strip = None
     if settings.audio_source == 'STRIP':
-        span = scene_io.sound_strip_audio(scene, scene_io.find_sound_strip(scene, settings.strip_name))
+        strip = scene_io.find_sound_strip(scene, settings.strip_name)
+        span = scene_io.sound_strip_audio(scene, strip)
     else:
         span = scene_io.file_audio(scene, settings.audio_file, scene.frame_start)
     song_first, song_last = span.first_frame, span.first_frame + span.num_frames - 1
@@ -94,7 +97,7 @@ def plan(scene, settings) -> Plan:
                               f"{scene_io.frame_span(song_first, song_last)}")
     if last < first:
         raise EngineError("the song is shorter than one frame")
-    return Plan(span, first, last, fps)
+    return Plan(span, first, last, fps, strip)
 
 
 def dancer(context):
@@ -304,10 +307,10 @@ def lead_in(obj, bone_map, first: int) -> int | None:
     or when that key is an imported bind pose, which is no pose to dance from. A take's generated
     keys are not theirs: the new take drops them, and counted, a generated key left beside the
     song pinned the next dance's first frame to an old take's pose (QA: 119 degrees off)."""
-    from . import keys, rig_io, scene_io
+    from . import keys, rig_io
     if obj.animation_data is None or obj.animation_data.action is None:
         return None
-    posed = rig_io.posed_bones(bone_map) if bone_map is not None else set(scene_io.posed_bones(obj))
+    posed = rig_io.danced_bones(obj, bone_map)
     found = keys.animator_keys(obj, -np.inf, first - 1, posed_bones=posed)
     frames = [frames[-1] for (bone, _), frames in found.items() if bone in posed]
     if not frames:
@@ -342,10 +345,10 @@ def lead_out(obj, bone_map, last: int, fps: float) -> LeadOut | None:
     of its own the curves turned the shoulder 115 degrees in the one frame to a key just after
     the song (QA, a key on frame 241 of a 24 fps scene whose song ends on 240). None otherwise,
     or when that key is an imported bind pose."""
-    from . import keys, rig_io, scene_io
+    from . import keys, rig_io
     if obj.animation_data is None or obj.animation_data.action is None:
         return None
-    posed = rig_io.posed_bones(bone_map) if bone_map is not None else set(scene_io.posed_bones(obj))
+    posed = rig_io.danced_bones(obj, bone_map)
     root_bone = rig_io.root_bone_name(bone_map) if bone_map is not None else "pelvis"
     found = keys.animator_keys(obj, last + 1, last + max(1, round(LEAD_OUT_SECONDS * fps)), posed_bones=posed)
     if not found:
@@ -417,8 +420,8 @@ def build_request(context):
     note = song_moved_note(obj, action, p, first, last)
     if note:
         request.notes.append(note)
-    if settings.audio_source == 'STRIP':
-        note = scene_io.also_heard_note(scene, scene_io.find_sound_strip(scene, settings.strip_name), p.first, p.last)
+    if p.strip is not None:
+        note = scene_io.also_heard_note(scene, p.strip, p.first, p.last)
         if note:
             request.notes.append(note)
     if intro is not None:

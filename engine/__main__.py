@@ -10,7 +10,7 @@ from pathlib import Path
 
 from .defaults import (DEFAULT_AUTOGUIDANCE, DEFAULT_FPS, DEFAULT_GUIDANCE, DEFAULT_QUALITY, DEFAULT_STEPS,
                        FLOOR_RADIUS, LATE_GUIDANCE, QUALITIES, SAMPLING_SOLVER, SAMPLING_SOLVERS)
-from .errors import Cancelled, EngineError, OneLineParser
+from .errors import EngineError, OneLineParser, in_one_line
 
 
 # Short command -> the module whose main(argv) runs it. They are imported only when asked for:
@@ -197,21 +197,6 @@ def run_tool(name: str, argv: list[str]) -> int:
     # autoguide, probe, screen and evaluate-inbetween); the tools that clean up after themselves
     # do so first.
     return in_one_line(lambda: tool.main(argv))
-
-
-def in_one_line(call) -> int:
-    """`call()`'s exit code, or a user's mistake, a cancel or Ctrl-C said in one line."""
-    try:
-        return call()
-    except Cancelled:
-        print("cancelled", file=sys.stderr)
-        return 130
-    except EngineError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
 
 
 class Terminated(BaseException):

@@ -10,6 +10,23 @@ class Cancelled(EngineError):
     """Generation was stopped by the progress callback."""
 
 
+def in_one_line(call) -> int:
+    """`call()`'s exit code, or a user's mistake, a cancel or Ctrl-C said in one line (the command
+    line and every tool)."""
+    import sys
+    try:
+        return call()
+    except Cancelled:
+        print("cancelled", file=sys.stderr)
+        return 130
+    except EngineError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
 class EngineNote(UserWarning):
     """Something the engine changed on its own that the user should know (the CPU instead of a
     missing GPU, the many-step model for a 'fast' request): the CLI prints it as 'note: ...', the

@@ -330,7 +330,7 @@ def test_other_sounds_heard_beside_the_danced_strip_are_named_and_a_scene_strip_
     other.render.fps = scene.render.fps
     scene_io.add_sound_strip(other, str(add_wav(tmp_path, 4.0, "under.wav")), frame_start=1)
     song.mute = True
-    strips = getattr(scene.sequence_editor, "strips", None) or scene.sequence_editor.sequences
+    strips = scene_io.compat.top_strips(scene.sequence_editor)
     through = strips.new_scene("Song", other, 3, 11)
     for s in (song, sfx):
         strips.remove(s)

@@ -25,7 +25,7 @@ from safetensors.torch import load_file
 
 from ..body import layout as L
 from ..defaults import TRAINING_STYLES
-from ..errors import EngineError
+from ..errors import EngineError, in_one_line
 from ..music.beat_phase import with_beat_phase_normalizer
 from ..sampler import checkpoint
 from ..sampler.diffusion import LossWeights, cosine_alpha_bar, training_loss
@@ -605,17 +605,17 @@ def _checkpoint(out, model, ema, opt, step, normalizer, music_normalizer, styles
 
 def run_resumable(run, args, what: str) -> int:
     """The command line of a resumable job (train, distill): `run(args)` returns the file it
-    wrote; a user mistake is one line (exit 2), Ctrl+C says how to resume (exit 130)."""
-    try:
-        path = run(args)
-    except EngineError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted: rerun the same command to resume from the last checkpoint", file=sys.stderr)
-        return 130
-    print(f"{what} written to {path}")
-    return 0
+    wrote; a user mistake is one line (exit 2, errors.in_one_line), Ctrl+C says how to resume
+    (exit 130)."""
+    def job() -> int:
+        try:
+            path = run(args)
+        except KeyboardInterrupt:
+            print("interrupted: rerun the same command to resume from the last checkpoint", file=sys.stderr)
+            return 130
+        print(f"{what} written to {path}")
+        return 0
+    return in_one_line(job)
 
 
 def main(argv=None) -> int:
