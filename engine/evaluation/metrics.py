@@ -15,7 +15,7 @@ import numpy as np
 
 from ..body.layout import MAX_TURN_RATE, MODEL_FPS
 from ..body.curves import unit_vectors
-from .limbs import legs_overlap
+from ..body.limbs import legs_overlap
 from ..body.rotations import wrap_angle
 from ..body.skeleton import JOINT_INDEX, REST_POSITIONS
 # Kinematic beats are also what the runtime's beat warp aligns, so they live with it (one definition).
@@ -387,7 +387,7 @@ def turn_snaps(positions: np.ndarray, fps: float) -> float:
 
 def legs_through(positions: np.ndarray, fps: float) -> float:
     """Share of frames (at 30 fps) in which a limb of one leg (thigh, shank or foot) is inside a
-    limb of the other (engine.evaluation.limbs.legs_overlap). Not a paper's score; an animator sees it
+    limb of the other (engine.body.limbs.legs_overlap). Not a paper's score; an animator sees it
     at once (held-out dancers 0.16% of frames, random training stretches 0.96%). No frames: 0.0."""
     p = resample_positions(positions, fps)
     return float((legs_overlap(p) > 0).mean()) if len(p) else 0.0

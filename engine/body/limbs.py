@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..body.skeleton import JOINT_INDEX
+from .skeleton import JOINT_INDEX
 
 LIMB_RADII = {"thigh": 0.065, "shank": 0.045, "foot": 0.035}     # m
 CONTACT_SLACK = 0.03                                              # m two limbs may press into each other
@@ -33,12 +33,31 @@ def closest_points(p0: np.ndarray, p1: np.ndarray, q0: np.ndarray, q1: np.ndarra
     return p0 + s[:, None] * d1, q0 + t_clipped[:, None] * d2
 
 
+def deepest_meeting(left: list[tuple[np.ndarray, np.ndarray, float]],
+                    right: list[tuple[np.ndarray, np.ndarray, float]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Where two legs' limbs, given as (start (N,3), end (N,3), radius) capsules, meet deepest, per
+    row: (depth (N,) beyond CONTACT_SLACK, negative where apart; the point on the left limb and the
+    point on the right one, (N,3) each, whose distance that is)."""
+    depth = np.full(len(left[0][0]), -np.inf)
+    p_best, q_best = np.zeros((len(depth), 3)), np.zeros((len(depth), 3))
+    for a0, a1, ra in left:
+        for b0, b1, rb in right:
+            p, q = closest_points(a0, a1, b0, b1)
+            d = ra + rb - CONTACT_SLACK - np.linalg.norm(p - q, axis=-1)
+            deeper = d > depth
+            depth = np.where(deeper, d, depth)
+            p_best[deeper], q_best[deeper] = p[deeper], q[deeper]
+    return depth, p_best, q_best
+
+
+def leg_capsules(positions: np.ndarray, side: str) -> list[tuple[np.ndarray, np.ndarray, float]]:
+    """The thigh, shank and foot of one leg (`side` "left" or "right") as capsules, from joint
+    positions (T,24,3)."""
+    return [(positions[:, a], positions[:, b], r) for a, b, r in LEG_LIMBS[side]]
+
+
 def legs_overlap(positions: np.ndarray) -> np.ndarray:
     """(T,) how far (m) the legs' deepest-meeting limbs reach into each other beyond
     CONTACT_SLACK, from joint positions (T,24,3); 0 where the legs are apart."""
-    depth = np.zeros(len(positions))
-    for a0, a1, ra in LEG_LIMBS["left"]:
-        for b0, b1, rb in LEG_LIMBS["right"]:
-            p, q = closest_points(positions[:, a0], positions[:, a1], positions[:, b0], positions[:, b1])
-            depth = np.maximum(depth, ra + rb - CONTACT_SLACK - np.linalg.norm(p - q, axis=-1))
-    return depth
+    depth, _, _ = deepest_meeting(leg_capsules(positions, "left"), leg_capsules(positions, "right"))
+    return np.maximum(depth, 0.0)
