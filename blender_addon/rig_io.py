@@ -824,8 +824,10 @@ def write_character_dance(obj, motion: Motion, frame_start: float, action_name: 
     if movers and len(rows):   # at rest while the dance plays, or they would bend it
         rest_q = np.zeros((len(rows), len(movers), 4))
         rest_q[..., 0] = 1.0
+        # A root above connected hips (VRM's Root, Rigify's torso) carries the travel just
+        # written: only its turn is held at rest (QA: one location key on it zeroed the travel).
         key_io.write_bone_rotations(obj, action, movers, frames[rows], rest_q,
-                                    locations={m: np.zeros((len(rows), 3)) for m in movers},
+                                    locations={m: np.zeros((len(rows), 3)) for m in movers if m != root_name},
                                     hold_outside=only is not None)
     _key_rigify_switches(obj, action, frames[rows])
     obj.update_tag()

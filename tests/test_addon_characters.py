@@ -1046,6 +1046,22 @@ def test_hips_connected_to_a_root_bone_travel_through_the_root(addon, tmp_path):
     travel = np.linalg.norm(np.array(places)[:, :2] - np.array(places)[0, :2], axis=1).max()
     print(f"the hips travel up to {travel:.2f} m from where they start")
     assert travel > 0.2
+    # The animator keys the root's place once on the take: the dance travels through it (QA: the
+    # root, animated above the danced bones, was held at rest: no travel, the key missed).
+    root = obj.pose.bones["Root"]
+    key_frame = (first + last) // 2
+    scene.frame_set(key_frame)
+    keyed = Vector(root.location) + Vector((0.3, 0.0, 0.2))
+    root.location = keyed
+    root.keyframe_insert("location", frame=key_frame)
+    assert bpy.ops.dance.generate() == {'FINISHED'}
+    scene.frame_set(key_frame)
+    assert (Vector(root.location) - keyed).length < 1e-3
+    places = []
+    for frame in range(first, last + 1, 6):
+        scene.frame_set(frame)
+        places.append(np.array(root.location))
+    assert np.linalg.norm(np.array(places) - places[0], axis=1).max() > 0.2
     # A map that puts the travel on the connected hips explicitly is refused, naming the bone to use.
     rig_io.store_bone_map(obj, {**bone_map, "root": "mixamorig:Hips"})
     with pytest.raises(EngineError, match="connected to its parent.*map the root to 'Root'"):
