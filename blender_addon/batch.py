@@ -291,7 +291,7 @@ def run(args: argparse.Namespace) -> str:
     request.style, request.device = args.style, args.device
     # A section regenerated in style any keeps its take's style (the panel's Style is not read here).
     action = obj.animation_data.action if obj.animation_data is not None else None
-    request.range_style = operators.range_style(action, request.write_range, args.style)
+    request.range_style = operators.range_style(action, args.frame_range, args.style)
     request.weights = os.path.abspath(args.weights) if args.weights else None
     request.stage_radius = None   # metres in the scene -> Blender units -> the dance's metres
     if args.stage_radius is not None:

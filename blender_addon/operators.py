@@ -151,11 +151,12 @@ def checked_weights(context) -> str | None:
 CONTEXT_SECONDS = 0.5
 
 
-def range_style(action, write_range, style: str) -> str | None:
-    """The style a range regenerated in `style` "any" keeps: the one its take was danced in
-    (style "any" records the one it drew), whatever the seed (drawn again from the new seed, a
-    rumba's section came out a waltz). None for a whole dance, another style, or no known style."""
-    if action is None or write_range is None or style != "any":
+def range_style(action, asked_range, style: str) -> str | None:
+    """The style a range `asked_range` (first, last) regenerated in `style` "any" keeps: the one
+    its take was danced in (style "any" records the one it drew), whatever the seed (drawn again
+    from the new seed, a rumba's section came out a waltz), also where the range covers the whole
+    take. None for a whole dance (no range asked), another style, or no known style."""
+    if action is None or asked_range is None or style != "any":
         return None
     taken = action.get("dance_drawn_style") or action.get("dance_style")
     return taken if isinstance(taken, str) and taken != "any" else None
@@ -411,7 +412,8 @@ def build_request(context):
         device=device_choice(context), constraints=cons,
         weights=checked_weights(context), stage_radius=stage_radius(settings, obj, bone_map, first),
         wait_in_silence=settings.wait_in_silence, speed=p.span.speed, gain=p.gain(first, last),
-        kept=kept, write_range=write_range, range_style=range_style(action, write_range, style), bone_map=bone_map,
+        kept=kept, write_range=write_range, bone_map=bone_map,
+        range_style=range_style(action, None if settings.use_strip_range else (p.first, p.last), style),
         metadata={"song": p.span.path, "steps": steps, "quality": settings.quality.lower(),
                   "guidance": settings.guidance, "autoguidance": settings.autoguidance,
                   "audio_start": start, "audio_speed": p.span.speed, "wait_in_silence": settings.wait_in_silence,

@@ -842,6 +842,11 @@ def test_a_range_regenerated_in_style_any_keeps_the_takes_style(addon, tmp_path)
     take = obj.animation_data.action
     assert take["dance_drawn_style"] == drawn and take["dance_style"] == "any"
     assert take.name.startswith(f"Dance {os.path.splitext(os.path.basename(song))[0]} any s{seed}")
+    # A range over every frame of the take is still a range: it keeps the style too (QA).
+    scene.dance.frame_start, scene.dance.frame_end = first, last
+    scene.dance.seed = seed + 1 if api.dance_style("any", styles, seed + 1, song) != drawn else seed
+    assert bpy.ops.dance.generate() == {'FINISHED'}
+    assert obj.animation_data.action["dance_drawn_style"] == drawn
 
 
 def test_a_baked_clip_under_the_song_is_kept_whole(addon, tmp_path):
