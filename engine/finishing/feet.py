@@ -34,6 +34,10 @@ from ..defaults import PACED_KEY_SECONDS
 PLANTED_HEIGHT = 0.06      # m above the floor under which a foot joint may be planted
 PLANTED_SPEED = 0.35       # m/s horizontal speed under which a low foot counts as planted
 MIN_RUN_SECONDS = 0.08     # shorter contacts are noise
+# The longest a dancer is in the air: a jump's airtime, 2 sqrt(2h / g), for a 44 cm rise; in
+# the air means both feet higher than AIRBORNE_HEIGHT (m).
+MAX_AIRTIME_SECONDS = 0.6
+AIRBORNE_HEIGHT = 0.1
 FADE_SECONDS = 0.15        # pins fade in/out over at least this long
 # Re-stepping a sliding foot (weights/TRAINING.md, "Beat warp and feet, revisited"): cycles of
 # 0.6-0.8 s scored alike on the validation split; the longer one steps less frantically.
@@ -150,10 +154,23 @@ def ground(poses: np.ndarray, trans: np.ndarray, fps: float) -> np.ndarray:
     # the height itself is what is being corrected.
     supported = speed < PLANTED_SPEED
     frames = np.arange(len(lowest))
-    if supported.sum() >= 2:
-        correction = np.interp(frames, frames[supported], -lowest[supported])
-    else:
-        correction = np.full(len(lowest), -np.median(lowest))
+
+    def through_supports():
+        if supported.sum() >= 2:
+            return np.interp(frames, frames[supported], -lowest[supported])
+        return np.full(len(lowest), -np.median(lowest))
+
+    correction = through_supports()
+    # Nobody stays in the air longer than a jump lasts: where both feet would be off the floor
+    # (by AIRBORNE_HEIGHT) for longer than MAX_AIRTIME_SECONDS, the legs are folded up under a
+    # root held high, and the body stands on its lowest foot there (QA: a regenerated range
+    # between root keys floated both feet up to 49 cm for 2.3 s, the hips held at the keys' height).
+    airborne = lowest + correction > AIRBORNE_HEIGHT
+    long_flights = true_runs(airborne, int(round(MAX_AIRTIME_SECONDS * fps)) + 1)
+    for a, b in long_flights:
+        supported[a:b] = True
+    if long_flights:
+        correction = through_supports()
     correction = gaussian_filter1d(correction, sigma=max(1.0, 0.05 * fps), mode="nearest")
     correction = np.maximum(correction, -lowest)          # never through the floor
     out = trans.copy()
