@@ -158,9 +158,32 @@ class DanceSettings(bpy.types.PropertyGroup):
 classes = (DanceSettings,)
 
 
+def _dancer_state() -> dict:
+    """What the add-on keeps on each dancer object (takes.DANCER_ID_KEY, takes.ORIGINAL_KEY,
+    rig_io.SWITCHES_KEY). Registered and overridable rather than plain custom properties: Blender
+    saves no custom property added to a library override, and a studio's characters are
+    overrides (QA: reopened, an override's takes, its original action and Rigify's switches were
+    gone from the panel). Registered properties keep the custom properties' names, so files
+    written before read the same."""
+    from . import rig_io, takes
+    overridable = {'LIBRARY_OVERRIDABLE'}
+    return {
+        takes.DANCER_ID_KEY: StringProperty(options={'HIDDEN'}, override=overridable,
+                                            description="This dancer's id, which its takes name"),
+        takes.ORIGINAL_KEY: PointerProperty(type=bpy.types.Action, options={'HIDDEN'}, override=overridable,
+                                            description="The animator's own action the first dance replaced"),
+        rig_io.SWITCHES_KEY: StringProperty(options={'HIDDEN'}, override=overridable,
+                                            description="Rigify's switches as the animator had them (JSON)"),
+    }
+
+
 def register_props():
     bpy.types.Scene.dance = PointerProperty(type=DanceSettings)
+    for name, prop in _dancer_state().items():
+        setattr(bpy.types.Object, name, prop)
 
 
 def unregister_props():
     del bpy.types.Scene.dance
+    for name in _dancer_state():
+        delattr(bpy.types.Object, name)

@@ -18,6 +18,8 @@ The SMPL dancer (scene_io.is_smpl_armature) keeps its own, direct path in scene_
 """
 from __future__ import annotations
 
+import json
+
 from dataclasses import dataclass
 
 import bpy
@@ -39,7 +41,8 @@ from engine.body.skeleton import JOINT_NAMES, joint_indices
 # controls it animates, and neck and head inherit the spine's rotation (custom properties that
 # Rigify's generated rig puts on thigh_parent.L, upper_arm_parent.L, ... and on torso).
 RIGIFY_SWITCHES = {"IK_FK": 1.0, "neck_follow": 1.0, "head_follow": 1.0}
-SWITCHES_KEY = "dance_rig_switches"   # object: {"bone|property": value} as the animator had them
+SWITCHES_KEY = "dance_rig_switches_json"   # object: {"bone|property": value} as the animator had them
+LEGACY_SWITCHES_KEY = "dance_rig_switches"  # the same as a custom property dict (older files)
 
 
 # --- Reading the character ------------------------------------------------------------------
@@ -238,7 +241,7 @@ def switches_note(obj) -> str | None:
     ad = obj.animation_data
     if ad is not None and takes.is_take(ad.action):
         return None
-    had = dict(obj.get(SWITCHES_KEY, {})) or _switches_now(obj)
+    had = remembered_switches(obj) or _switches_now(obj)
     differ = sorted({key.partition("|")[0] for key, value in had.items()
                      if abs(float(value) - RIGIFY_SWITCHES[key.partition("|")[2]]) > 1e-6})
     if not differ:
@@ -367,7 +370,14 @@ def stored_bone_map(obj) -> dict[str, str]:
 
 
 def store_bone_map(obj, bone_map: dict[str, str]) -> None:
-    """Keep `bone_map` on the armature (what the panel shows and edits)."""
+    """Keep `bone_map` on the armature (what the panel shows and edits). Refused (EngineError, one
+    line, nothing changed) on a library override: Blender adds no item to an add-on's collection
+    there, and saves none it lets in (QA: a traceback; allowed, 2 of 25 items came back)."""
+    if obj.override_library is not None:
+        reference = obj.override_library.reference
+        home = bpy.path.basename(reference.library.filepath) if reference is not None and reference.library else "its library"
+        raise EngineError(f"'{obj.name}' is a library override: its bone map cannot be stored in this file; map its "
+                          f"bones in {home}, which the override reads it from (the automatic map is used meanwhile)")
     items = getattr(obj, MAP_PROPERTY)
     items.clear()
     for joint in (*JOINT_NAMES, ROOT_KEY):
@@ -804,7 +814,7 @@ def write_character_dance(obj, motion: Motion, frame_start: float, action_name: 
     old, old_slot = ad.action, compat.object_slot(obj)
     if old is None and only is not None:
         raise EngineError("nothing to regenerate a range of: the character has no animation")
-    if old is None or not takes.is_take(old) or SWITCHES_KEY not in obj:
+    if old is None or not takes.is_take(old) or not remembered_switches(obj):
         _remember_switches(obj)
     takes.keep_previous(obj)
     if old is not None:   # a copy: unmapped bones and keys outside the dance stay as they were
@@ -905,13 +915,25 @@ def _remember_switches(obj) -> None:
     """Record Rigify's switches as the animator has them now (restore_switches puts them back)."""
     found = _switches_now(obj)
     if found:
-        obj[SWITCHES_KEY] = found
+        setattr(obj, SWITCHES_KEY, json.dumps(found))    # registered: an override saves it
+
+
+def remembered_switches(obj) -> dict[str, float]:
+    """The switches _remember_switches recorded on `obj` ({} if none)."""
+    text = getattr(obj, SWITCHES_KEY, "")
+    if text:
+        try:
+            return {str(k): float(v) for k, v in json.loads(text).items()}
+        except (ValueError, AttributeError):
+            return {}
+    legacy = obj.get(LEGACY_SWITCHES_KEY)
+    return {str(k): float(v) for k, v in legacy.items()} if hasattr(legacy, "items") else {}
 
 
 def restore_switches(obj) -> None:
     """Back on the animator's own action: Rigify's switches as they had them before the first
     dance (an animated property keeps its last evaluated value when no action animates it)."""
-    for key, value in dict(obj.get(SWITCHES_KEY, {})).items():
+    for key, value in remembered_switches(obj).items():
         bone, _, prop = key.partition("|")
         pb = obj.pose.bones.get(bone)
         if pb is not None and prop in pb.keys():

@@ -97,7 +97,10 @@ class DANCE_OT_auto_map(_MapOperator, bpy.types.Operator):
             rig_io.check_character(obj, bone_map)
         except EngineError as e:
             return self.fail(str(e))
-        rig_io.store_bone_map(obj, bone_map)
+        try:
+            rig_io.store_bone_map(obj, bone_map)
+        except EngineError as e:
+            return self.fail(str(e))
         how = f"preset '{preset}'" if preset else "from the hierarchy"
         self.report({'INFO'}, f"mapped {len(bone_map)} joints ({how})")
         return {'FINISHED'}
@@ -131,7 +134,10 @@ class DANCE_OT_load_bone_map(_MapOperator, bpy.types.Operator):
             rig_io.check_character(obj, bone_map)
         except EngineError as e:
             return self.fail(f"preset '{name}' does not fit '{obj.name}': {e}")
-        rig_io.store_bone_map(obj, bone_map)
+        try:
+            rig_io.store_bone_map(obj, bone_map)
+        except EngineError as e:
+            return self.fail(str(e))
         self.report({'INFO'}, f"'{obj.name}' now uses bone map '{name}'")
         return {'FINISHED'}
 

@@ -70,7 +70,7 @@ def takes(obj) -> list:
     """The dances generated for `obj`, oldest first (takes from before dancer ids name it). A copy
     of a dancer (Shift+D) carries its id until its first take of its own; meanwhile the id's takes
     are the dancer's whose name they were made under, not the copy's."""
-    own = obj.get(DANCER_ID_KEY)
+    own = dancer_id(obj)
     sharers = _sharers(obj, own)
 
     def mine(a) -> bool:
@@ -83,9 +83,9 @@ def takes(obj) -> list:
                   key=lambda a: (int(a.get(ORDER_KEY, 0)), a.name))
 
 
-def _sharers(obj, dancer_id) -> list:
-    """The other objects carrying `dancer_id` (copies of a dancer, or the dancer a copy came from)."""
-    return [] if dancer_id is None else [o for o in bpy.data.objects if o != obj and o.get(DANCER_ID_KEY) == dancer_id]
+def _sharers(obj, own_id) -> list:
+    """The other objects carrying `own_id` (copies of a dancer, or the dancer a copy came from)."""
+    return [] if own_id is None else [o for o in bpy.data.objects if o != obj and dancer_id(o) == own_id]
 
 
 def _plays(obj, action) -> bool:
@@ -97,13 +97,13 @@ def claim_id(obj) -> str:
     id along: the first of the two to generate that is not the one the takes were made under
     gets a new id, and the take it plays (the copy's own duplicate) comes with it."""
     import uuid
-    current = obj.get(DANCER_ID_KEY)
+    current = dancer_id(obj)
     sharers = _sharers(obj, current)
     if current is not None and (not sharers or any(
             is_take(a) and a.get(DANCER_KEY) == current and a.get(DANCER_NAME_KEY) == obj.name for a in bpy.data.actions)):
         return current
     new = uuid.uuid4().hex
-    obj[DANCER_ID_KEY] = new
+    setattr(obj, DANCER_ID_KEY, new)
     playing = obj.animation_data.action if obj.animation_data is not None else None
     if current is not None and is_take(playing) and playing.get(DANCER_KEY) == current and \
             not any(_plays(o, playing) for o in sharers):
@@ -111,12 +111,34 @@ def claim_id(obj) -> str:
     return new
 
 
+# The dancer's state is kept in registered, overridable properties (properties._dancer_state):
+# Blender saves no custom property added to a library override. Blender 4.x stores them as the
+# custom properties of the same names that older files hold; 5.0 apart from those, so older
+# files' values are read from the custom properties where the registered ones are unset.
+
+def dancer_id(obj) -> str | None:
+    """`obj`'s id for its takes (claim_id), None before its first take."""
+    own = getattr(obj, DANCER_ID_KEY, "")
+    if not own:
+        legacy = obj.get(DANCER_ID_KEY)           # 5.0, a file written before
+        own = legacy if isinstance(legacy, str) else ""
+    return own or None
+
+
 def original_action(obj):
     """The animator's own action the first dance on `obj` replaced (None if there was none)."""
-    kept = obj.get(ORIGINAL_KEY)
-    if isinstance(kept, bpy.types.Action):
-        return kept
-    return bpy.data.actions.get(kept) if isinstance(kept, str) and kept else None
+    kept = obj.get(ORIGINAL_KEY)     # raw first: older files hold its name, which the pointer would drop
+    if isinstance(kept, str):
+        return bpy.data.actions.get(kept) if kept else None
+    return getattr(obj, ORIGINAL_KEY, None) or (kept if isinstance(kept, bpy.types.Action) else None)
+
+
+def _remember_original(obj, action) -> None:
+    """Point `obj`'s ORIGINAL_KEY at `action` (the action itself, not its name: renaming it must
+    not lose it), through the registered property, which a library override saves."""
+    if ORIGINAL_KEY in obj.keys() and not isinstance(obj.get(ORIGINAL_KEY), bpy.types.Action):
+        del obj[ORIGINAL_KEY]        # an older file's name
+    setattr(obj, ORIGINAL_KEY, action)
 
 
 def reset_pose(obj) -> None:
@@ -159,7 +181,7 @@ def keep_original(obj, action, slot) -> None:
     """The animator's action, about to be replaced by a first dance: kept for good (fake user,
     a muted NLA track), and remembered so the panel can switch back to it."""
     action.use_fake_user = True
-    obj[ORIGINAL_KEY] = action   # the action itself, not its name: renaming it must not lose it
+    _remember_original(obj, action)
     ad = obj.animation_data
     if not any(s.action == action for t in ad.nla_tracks for s in t.strips):
         compat.push_to_muted_nla(obj, action, slot, track_name=f"{ORIGINAL_PREFIX}{action.name}")

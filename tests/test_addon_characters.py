@@ -1347,3 +1347,54 @@ def test_batch_without_armature_dances_the_scenes_only_character_and_asks_among_
     assert two.returncode == 1 and two.stderr.strip().splitlines()[-1] == (
         "error: 2 armatures in the scene ('Hero', 'Villain') and none is an SMPL dancer: pick one with --armature")
     assert not out_blend.exists()
+
+
+def test_a_library_override_keeps_its_takes_and_original_action_when_the_shot_is_reopened(addon, tmp_path):
+    # QA: a studio's character is linked from its library file and overridden in the shot. Blender
+    # saves no plain custom property added to an override: on reopening, the panel listed no
+    # takes and no original action, the next take was numbered 1 again, and Auto-Map raised a
+    # traceback. The add-on's state on the dancer is registered and overridable now; a bone map
+    # cannot be stored on an override, and saying so changes nothing.
+    shot_blank, library, shot = tmp_path / "blank.blend", tmp_path / "character.blend", tmp_path / "shot.blend"
+    bpy.ops.wm.save_as_mainfile(filepath=str(shot_blank))
+    obj = build_armature("Hero", mixamo_bones())
+    collection = bpy.data.collections.new("CHAR")
+    collection.objects.link(obj)
+    bpy.context.scene.collection.objects.unlink(obj)
+    bpy.context.scene.collection.children.link(collection)
+    bpy.ops.wm.save_as_mainfile(filepath=str(library))
+
+    bpy.ops.wm.open_mainfile(filepath=str(shot_blank))
+    scene = bpy.context.scene
+    with bpy.data.libraries.load(str(library), link=True) as (_, linked):
+        linked.collections = ["CHAR"]
+    override = linked.collections[0].override_hierarchy_create(scene, bpy.context.view_layer)
+    obj = next(o for o in override.objects if o.type == 'ARMATURE')
+    obj.override_library.is_system_override = False          # editable, as the animator makes it
+    arm = obj.pose.bones["mixamorig:LeftArm"]
+    arm.rotation_quaternion = (0.9, 0.3, 0.2, 0.1)
+    arm.keyframe_insert("rotation_quaternion", frame=1)       # the animator's own (local) action
+    own = obj.animation_data.action
+    _, first, last = stage_song(scene, tmp_path, 2.0)
+    scene.dance.armature = obj
+    scene.dance.steps, scene.dance.quality = 2, 'BEST'
+    assert bpy.ops.dance.generate() == {'FINISHED'}
+    take, own = obj.animation_data.action.name, own.name
+    with pytest.raises(RuntimeError, match="library override: its bone map cannot be stored"):
+        bpy.ops.dance.auto_map()
+    assert len(getattr(obj, rig_ui_map_property())) == 0
+    bpy.ops.wm.save_as_mainfile(filepath=str(shot))
+
+    bpy.ops.wm.open_mainfile(filepath=str(shot))
+    obj = next(o for o in bpy.data.objects if o.type == 'ARMATURE' and o.override_library is not None)
+    assert [a.name for a in takes.takes(obj)] == [take]
+    assert takes.original_action(obj) is not None and takes.original_action(obj).name == own
+    scene = bpy.context.scene
+    scene.dance.armature = obj
+    assert bpy.ops.dance.generate() == {'FINISHED'}
+    assert [a.get(takes.TAKE_KEY) for a in takes.takes(obj)] == [1, 2]
+
+
+def rig_ui_map_property() -> str:
+    from blender_addon.rig_ui import MAP_PROPERTY
+    return MAP_PROPERTY
