@@ -160,7 +160,7 @@ classes = (DanceSettings,)
 
 def _dancer_state() -> dict:
     """What the add-on keeps on each dancer object (takes.DANCER_ID_KEY, takes.ORIGINAL_KEY,
-    rig_io.SWITCHES_KEY). Registered and overridable rather than plain custom properties: Blender
+    takes.ORIGINAL_BLEND_KEY, rig_io.SWITCHES_KEY). Registered and overridable rather than plain custom properties: Blender
     saves no custom property added to a library override, and a studio's characters are
     overrides (QA: reopened, an override's takes, its original action and Rigify's switches were
     gone from the panel). Registered properties keep the custom properties' names, so files
@@ -174,6 +174,8 @@ def _dancer_state() -> dict:
                                             description="The animator's own action the first dance replaced"),
         rig_io.SWITCHES_KEY: StringProperty(options={'HIDDEN'}, override=overridable,
                                             description="Rigify's switches as the animator had them (JSON)"),
+        takes.ORIGINAL_BLEND_KEY: StringProperty(options={'HIDDEN'}, override=overridable,
+                                                 description="How the animator's action blended over the NLA"),
     }
 
 

@@ -15,6 +15,7 @@ TAKE_KEY = "dance_take"                 # action: take number
 TAKE_BASE_KEY = "dance_take_base"       # action: the name the take number counts within
 ORDER_KEY = "dance_order"               # action: when it was made, counted over all takes
 ORIGINAL_KEY = "dance_original_action"  # object: the animator's own action (a pointer; older files: its name)
+ORIGINAL_BLEND_KEY = "dance_original_blend"  # object: "<blend type> <influence>" the animator's action played at
 ORIGINAL_PREFIX = "Original: "          # the panel's label and the muted NLA track of the animator's own action
 # Dances written before takes (add-on 0.1) name the animator's action they were made from here.
 LEGACY_SOURCE_KEY = "dance_source_action"
@@ -157,7 +158,10 @@ def use_action(obj, action) -> None:
     it does not animate stand in their rest pose, not in the last take's."""
     reset_pose(obj)
     compat.set_action(obj, action)
-    if not is_take(action):   # own characters (rig_io): Rigify's switches as the animator had them
+    if is_take(action):       # as written (play_in_full)
+        obj.animation_data.action_blend_type, obj.animation_data.action_influence = 'REPLACE', 1.0
+    else:                     # as the animator had it; on own characters Rigify's switches too (rig_io)
+        _restore_blend(obj)
         from .rig_io import restore_switches
         restore_switches(obj)
     obj.update_tag()
@@ -221,8 +225,22 @@ def play_in_full(obj) -> str | None:
         return None
     blend, influence = ad.action_blend_type, ad.action_influence
     ad.action_blend_type, ad.action_influence = 'REPLACE', 1.0
+    if not getattr(obj, ORIGINAL_BLEND_KEY, ""):     # what switching back to their action restores
+        setattr(obj, ORIGINAL_BLEND_KEY, f"{blend} {influence!r}")
     return (f"the dancer's action blended '{blend.replace('_', ' ').title()}' at influence {influence:.2g}; "
             "the take now plays as 'Replace' at full influence (Ctrl+Z to undo)")
+
+
+def _restore_blend(obj) -> None:
+    """The animator's action back: its blend and influence over the NLA as they were before the
+    first take played in full (QA: an action combined over an idle track stayed on Replace,
+    the idle layer gone)."""
+    blend, _, influence = getattr(obj, ORIGINAL_BLEND_KEY, "").partition(" ")
+    if blend and obj.animation_data is not None:
+        try:
+            obj.animation_data.action_blend_type, obj.animation_data.action_influence = blend, float(influence)
+        except (TypeError, ValueError):
+            pass                      # a value this Blender does not know: leave it
 
 
 def use_copy_of(obj, old, old_slot, name: str):

@@ -487,6 +487,12 @@ def test_a_take_plays_in_full_over_an_add_blend_and_says_so(addon, tmp_path):
     assert "blended 'Add' at influence 0.5" in scene.dance.status
     assert bpy.ops.dance.generate() == {'FINISHED'}                      # said once, when it changed
     assert "blended" not in scene.dance.status
+    # Back on their own action it blends as they had it; a take again plays in full (QA).
+    own = T.original_action(obj).name
+    assert bpy.ops.dance.use_take(action=own) == {'FINISHED'}
+    assert (ad.action_blend_type, round(ad.action_influence, 6)) == ('ADD', 0.5)
+    assert bpy.ops.dance.use_take(action=T.takes(obj)[0].name) == {'FINISHED'}
+    assert (ad.action_blend_type, ad.action_influence) == ('REPLACE', 1.0)
 
 
 def test_a_dancer_with_an_empty_action_dances(addon, tmp_path):
