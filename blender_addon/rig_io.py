@@ -915,13 +915,13 @@ def _remember_switches(obj) -> None:
     """Record Rigify's switches as the animator has them now (restore_switches puts them back)."""
     found = _switches_now(obj)
     if found:
-        setattr(obj, SWITCHES_KEY, json.dumps(found))    # registered: an override saves it
+        takes.keep_state(obj, SWITCHES_KEY, json.dumps(found))    # registered: an override saves it
 
 
 def remembered_switches(obj) -> dict[str, float]:
     """The switches _remember_switches recorded on `obj` ({} if none)."""
-    text = getattr(obj, SWITCHES_KEY, "")
-    if text:
+    text = takes.read_state(obj, SWITCHES_KEY)
+    if isinstance(text, str) and text:
         try:
             return {str(k): float(v) for k, v in json.loads(text).items()}
         except (ValueError, AttributeError):

@@ -104,7 +104,7 @@ def claim_id(obj) -> str:
             is_take(a) and a.get(DANCER_KEY) == current and a.get(DANCER_NAME_KEY) == obj.name for a in bpy.data.actions)):
         return current
     new = uuid.uuid4().hex
-    setattr(obj, DANCER_ID_KEY, new)
+    keep_state(obj, DANCER_ID_KEY, new)
     playing = obj.animation_data.action if obj.animation_data is not None else None
     if current is not None and is_take(playing) and playing.get(DANCER_KEY) == current and \
             not any(_plays(o, playing) for o in sharers):
@@ -117,13 +117,27 @@ def claim_id(obj) -> str:
 # custom properties of the same names that older files hold; 5.0 apart from those, so older
 # files' values are read from the custom properties where the registered ones are unset.
 
+def keep_state(obj, key: str, value) -> None:
+    """Set the dancer's state `key` on `obj`: the registered property (properties._dancer_state),
+    or a custom property where the add-on's properties are not registered (its modules used from
+    a script)."""
+    if key in obj.bl_rna.properties:
+        setattr(obj, key, value)
+    else:
+        obj[key] = value
+
+
+def read_state(obj, key: str):
+    """The dancer's state `key` (keep_state): the registered property where set, else the custom
+    property (its modules used unregistered, or Blender 5.0 reading a file written before)."""
+    value = getattr(obj, key) if key in obj.bl_rna.properties else None
+    return value if value else obj.get(key)
+
+
 def dancer_id(obj) -> str | None:
     """`obj`'s id for its takes (claim_id), None before its first take."""
-    own = getattr(obj, DANCER_ID_KEY, "")
-    if not own:
-        legacy = obj.get(DANCER_ID_KEY)           # 5.0, a file written before
-        own = legacy if isinstance(legacy, str) else ""
-    return own or None
+    own = read_state(obj, DANCER_ID_KEY)
+    return own if isinstance(own, str) and own else None
 
 
 def original_action(obj):
@@ -139,7 +153,7 @@ def _remember_original(obj, action) -> None:
     not lose it), through the registered property, which a library override saves."""
     if ORIGINAL_KEY in obj.keys() and not isinstance(obj.get(ORIGINAL_KEY), bpy.types.Action):
         del obj[ORIGINAL_KEY]        # an older file's name
-    setattr(obj, ORIGINAL_KEY, action)
+    keep_state(obj, ORIGINAL_KEY, action)
 
 
 def reset_pose(obj) -> None:
@@ -225,8 +239,8 @@ def play_in_full(obj) -> str | None:
         return None
     blend, influence = ad.action_blend_type, ad.action_influence
     ad.action_blend_type, ad.action_influence = 'REPLACE', 1.0
-    if not getattr(obj, ORIGINAL_BLEND_KEY, ""):     # what switching back to their action restores
-        setattr(obj, ORIGINAL_BLEND_KEY, f"{blend} {influence!r}")
+    if not read_state(obj, ORIGINAL_BLEND_KEY):     # what switching back to their action restores
+        keep_state(obj, ORIGINAL_BLEND_KEY, f"{blend} {influence!r}")
     return (f"the dancer's action blended '{blend.replace('_', ' ').title()}' at influence {influence:.2g}; "
             "the take now plays as 'Replace' at full influence (Ctrl+Z to undo)")
 
@@ -235,7 +249,7 @@ def _restore_blend(obj) -> None:
     """The animator's action back: its blend and influence over the NLA as they were before the
     first take played in full (QA: an action combined over an idle track stayed on Replace,
     the idle layer gone)."""
-    blend, _, influence = getattr(obj, ORIGINAL_BLEND_KEY, "").partition(" ")
+    blend, _, influence = str(read_state(obj, ORIGINAL_BLEND_KEY) or "").partition(" ")
     if blend and obj.animation_data is not None:
         try:
             obj.animation_data.action_blend_type, obj.animation_data.action_influence = blend, float(influence)
