@@ -288,6 +288,12 @@ def resting_bones_note(obj, bone_map: dict[str, str] | None) -> str | None:
     if bone_map is None or ad is None or ad.action is None:
         return None
     movers = _animated_influencers(obj, ad.action, danced_bones(obj, bone_map))
+    # A root above the hips (VRM's Root, Rigify's torso) carries the travel: its place is danced,
+    # its turn held at rest like the others' (QA: a rotation key on it was dropped unsaid).
+    root = root_bone_name(bone_map)
+    if root != bone_map.get("pelvis") and any(bone == root and prop.startswith("rotation")
+                                              for bone, prop in key_io.animator_keys(obj, -1e9, 1e9, ad.action)):
+        movers = sorted(set(movers) | {f"{root}'s turn"})
     if not movers:
         return None
     return (f"{_listed(movers)} of '{obj.name}' {'is' if len(movers) == 1 else 'are'} animated above or between the "

@@ -213,6 +213,9 @@ def keep_previous(obj) -> None:
     old = ad.action if ad is not None else None
     if old is not None and not is_take(old) and LEGACY_SOURCE_KEY not in old:
         keep_original(obj, old, compat.object_slot(obj))
+        # How it blends over the NLA, which switching back to it restores (_restore_blend): a
+        # take plays in full (play_in_full).
+        keep_state(obj, ORIGINAL_BLEND_KEY, f"{ad.action_blend_type} {ad.action_influence!r}")
     elif old is not None:
         old.use_fake_user = True
     name_original_track(obj)
@@ -239,16 +242,14 @@ def play_in_full(obj) -> str | None:
         return None
     blend, influence = ad.action_blend_type, ad.action_influence
     ad.action_blend_type, ad.action_influence = 'REPLACE', 1.0
-    if not read_state(obj, ORIGINAL_BLEND_KEY):     # what switching back to their action restores
-        keep_state(obj, ORIGINAL_BLEND_KEY, f"{blend} {influence!r}")
     return (f"the dancer's action blended '{blend.replace('_', ' ').title()}' at influence {influence:.2g}; "
             "the take now plays as 'Replace' at full influence (Ctrl+Z to undo)")
 
 
 def _restore_blend(obj) -> None:
-    """The animator's action back: its blend and influence over the NLA as they were before the
-    first take played in full (QA: an action combined over an idle track stayed on Replace,
-    the idle layer gone)."""
+    """The animator's action back: its blend and influence over the NLA as they were when a take
+    last replaced it (QA: an action combined over an idle track stayed on Replace, the idle
+    layer gone)."""
     blend, _, influence = str(read_state(obj, ORIGINAL_BLEND_KEY) or "").partition(" ")
     if blend and obj.animation_data is not None:
         try:
@@ -287,3 +288,8 @@ def mark_take(obj, action, metadata: dict | None = None) -> None:
     action.use_fake_user = True
     for key, value in (metadata or {}).items():
         action["dance_" + key] = value
+    # A take starts as a copy of the action before it: a style "any" take's drawn style must not
+    # outlive it into a take danced in a named style (QA: a range in style any over that take
+    # then danced the older take's style).
+    if "drawn_style" not in (metadata or {}) and "dance_drawn_style" in action:
+        del action["dance_drawn_style"]

@@ -1062,6 +1062,11 @@ def test_hips_connected_to_a_root_bone_travel_through_the_root(addon, tmp_path):
         scene.frame_set(frame)
         places.append(np.array(root.location))
     assert np.linalg.norm(np.array(places) - places[0], axis=1).max() > 0.2
+    # A turn keyed on the root is held at rest like any bone above the danced ones, and said.
+    root.rotation_quaternion = (0.7071, 0.0, 0.7071, 0.0)
+    root.keyframe_insert("rotation_quaternion", frame=key_frame)
+    assert bpy.ops.dance.generate() == {'FINISHED'}
+    assert "Root's turn" in scene.dance.status
     # A map that puts the travel on the connected hips explicitly is refused, naming the bone to use.
     rig_io.store_bone_map(obj, {**bone_map, "root": "mixamorig:Hips"})
     with pytest.raises(EngineError, match="connected to its parent.*map the root to 'Root'"):

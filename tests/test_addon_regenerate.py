@@ -493,6 +493,14 @@ def test_a_take_plays_in_full_over_an_add_blend_and_says_so(addon, tmp_path):
     assert (ad.action_blend_type, round(ad.action_influence, 6)) == ('ADD', 0.5)
     assert bpy.ops.dance.use_take(action=T.takes(obj)[0].name) == {'FINISHED'}
     assert (ad.action_blend_type, ad.action_influence) == ('REPLACE', 1.0)
+    # Changed on their action before the next take: that is what comes back (QA: the first kept).
+    assert bpy.ops.dance.use_take(action=own) == {'FINISHED'}
+    ad.action_blend_type, ad.action_influence = 'COMBINE', 0.7
+    assert bpy.ops.dance.generate() == {'FINISHED'}
+    ad.action_blend_type, ad.action_influence = 'ADD', 0.3          # set on a take: not theirs
+    assert bpy.ops.dance.generate() == {'FINISHED'}
+    assert bpy.ops.dance.use_take(action=own) == {'FINISHED'}
+    assert (ad.action_blend_type, round(ad.action_influence, 6)) == ('COMBINE', 0.7)
 
 
 def test_a_dancer_with_an_empty_action_dances(addon, tmp_path):
@@ -850,6 +858,14 @@ def test_a_range_regenerated_in_style_any_keeps_the_takes_style(addon, tmp_path)
     take = obj.animation_data.action
     assert take["dance_drawn_style"] == drawn and take["dance_style"] == "any"
     assert take.name.startswith(f"Dance {os.path.splitext(os.path.basename(song))[0]} any s{seed}")
+    # A take in a named style, copied from that one, carries no drawn style (QA: a range in style
+    # any over it then danced the older take's).
+    scene.dance.use_strip_range = True
+    scene.dance.style = next(s for s in styles if s not in (drawn, "any"))
+    assert bpy.ops.dance.generate() == {'FINISHED'}
+    assert "dance_drawn_style" not in obj.animation_data.action
+    scene.dance.style, scene.dance.use_strip_range = "any", False
+    assert bpy.ops.dance.use_take(action=take.name) == {'FINISHED'}
     # A range over every frame of the take is still a range: it keeps the style too (QA).
     scene.dance.frame_start, scene.dance.frame_end = first, last
     scene.dance.seed = seed + 1 if api.dance_style("any", styles, seed + 1, song) != drawn else seed
