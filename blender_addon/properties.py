@@ -160,11 +160,11 @@ classes = (DanceSettings,)
 
 def _dancer_state() -> dict:
     """What the add-on keeps on each dancer object (takes.DANCER_ID_KEY, takes.ORIGINAL_KEY,
-    takes.ORIGINAL_BLEND_KEY, rig_io.SWITCHES_KEY). Registered and overridable rather than plain custom properties: Blender
-    saves no custom property added to a library override, and a studio's characters are
+    takes.ORIGINAL_BLEND_KEY, rig_io.SWITCHES_KEY). Registered and overridable rather than plain
+    custom properties: Blender saves no custom property added to a library override, and a studio's characters are
     overrides (QA: reopened, an override's takes, its original action and Rigify's switches were
-    gone from the panel). Registered properties keep the custom properties' names, so files
-    written before read the same."""
+    gone from the panel). They keep the names of the custom properties older files hold (the
+    switches excepted, JSON now); takes.read_state reads those where the registered one is unset."""
     from . import rig_io, takes
     overridable = {'LIBRARY_OVERRIDABLE'}
     return {

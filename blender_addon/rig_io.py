@@ -19,7 +19,6 @@ The SMPL dancer (scene_io.is_smpl_armature) keeps its own, direct path in scene_
 from __future__ import annotations
 
 import json
-
 from dataclasses import dataclass
 
 import bpy
@@ -41,7 +40,7 @@ from engine.body.skeleton import JOINT_NAMES, joint_indices
 # controls it animates, and neck and head inherit the spine's rotation (custom properties that
 # Rigify's generated rig puts on thigh_parent.L, upper_arm_parent.L, ... and on torso).
 RIGIFY_SWITCHES = {"IK_FK": 1.0, "neck_follow": 1.0, "head_follow": 1.0}
-SWITCHES_KEY = "dance_rig_switches_json"   # object: {"bone|property": value} as the animator had them
+SWITCHES_KEY = "dance_rig_switches_json"   # object: JSON {"bone|property": value} as the animator had them
 LEGACY_SWITCHES_KEY = "dance_rig_switches"  # the same as a custom property dict (older files)
 
 

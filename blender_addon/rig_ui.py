@@ -95,9 +95,6 @@ class DANCE_OT_auto_map(_MapOperator, bpy.types.Operator):
             return self.fail(bone_map)
         try:
             rig_io.check_character(obj, bone_map)
-        except EngineError as e:
-            return self.fail(str(e))
-        try:
             rig_io.store_bone_map(obj, bone_map)
         except EngineError as e:
             return self.fail(str(e))

@@ -172,8 +172,8 @@ def use_action(obj, action) -> None:
     it does not animate stand in their rest pose, not in the last take's."""
     reset_pose(obj)
     compat.set_action(obj, action)
-    if is_take(action):       # as written (play_in_full)
-        obj.animation_data.action_blend_type, obj.animation_data.action_influence = 'REPLACE', 1.0
+    if is_take(action):       # as written
+        play_in_full(obj)
     else:                     # as the animator had it; on own characters Rigify's switches too (rig_io)
         _restore_blend(obj)
         from .rig_io import restore_switches

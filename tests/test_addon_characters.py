@@ -22,6 +22,7 @@ bpy = pytest.importorskip("bpy")
 from mathutils import Euler, Vector  # noqa: E402  (after bpy)
 
 from blender_addon import keys, operators, rig_io, runner, scene_io, takes  # noqa: E402
+from blender_addon.rig_ui import MAP_PROPERTY  # noqa: E402
 from engine.errors import EngineError  # noqa: E402
 from engine.body.motion import Motion  # noqa: E402
 from engine.body.skeleton import JOINT_INDEX, REST_POSITIONS, joint_positions  # noqa: E402
@@ -1387,7 +1388,7 @@ def test_a_library_override_keeps_its_takes_and_original_action_when_the_shot_is
     take, own = obj.animation_data.action.name, own.name
     with pytest.raises(RuntimeError, match="library override: its bone map cannot be stored"):
         bpy.ops.dance.auto_map()
-    assert len(getattr(obj, rig_ui_map_property())) == 0
+    assert len(getattr(obj, MAP_PROPERTY)) == 0
     bpy.ops.wm.save_as_mainfile(filepath=str(shot))
 
     bpy.ops.wm.open_mainfile(filepath=str(shot))
@@ -1398,8 +1399,3 @@ def test_a_library_override_keeps_its_takes_and_original_action_when_the_shot_is
     scene.dance.armature = obj
     assert bpy.ops.dance.generate() == {'FINISHED'}
     assert [a.get(takes.TAKE_KEY) for a in takes.takes(obj)] == [1, 2]
-
-
-def rig_ui_map_property() -> str:
-    from blender_addon.rig_ui import MAP_PROPERTY
-    return MAP_PROPERTY

@@ -27,7 +27,7 @@ from scipy.ndimage import gaussian_filter1d, maximum_filter1d, minimum_filter1d
 
 from ..body import rotations as R
 from ..body.curves import SMOOTHSTEP_PEAK_OVER_MEAN, smoothstep, smoothstep_slope
-from ..body.limbs import LIMB_RADII, deepest_meeting
+from ..body.limbs import deepest_meeting, leg_capsules
 from ..body.skeleton import JOINT_INDEX, NUM_JOINTS, PARENTS, REST_OFFSETS, forward_kinematics
 from ..defaults import PACED_KEY_SECONDS
 
@@ -144,6 +144,15 @@ def true_runs(mask: np.ndarray, min_len: int) -> list[tuple[int, int]]:
     return [(a, b) for a, b in zip(starts, stops) if b - a >= min_len]
 
 
+def _through_supports(lowest: np.ndarray, supported: np.ndarray) -> np.ndarray:
+    """(T,) the root's height correction that puts the lowest foot on the floor where the body is
+    `supported`, interpolated between supports (through jumps)."""
+    if supported.sum() < 2:
+        return np.full(len(lowest), -np.median(lowest))
+    frames = np.arange(len(lowest))
+    return np.interp(frames, frames[supported], -lowest[supported])
+
+
 def ground(poses: np.ndarray, trans: np.ndarray, fps: float) -> np.ndarray:
     """Root path with height corrected so that planted frames touch the floor (y = 0)."""
     _, pos = _positions(poses, trans)
@@ -153,14 +162,7 @@ def ground(poses: np.ndarray, trans: np.ndarray, fps: float) -> np.ndarray:
     # Whether the body is supported: its lowest foot is nearly still. Not a height test, since
     # the height itself is what is being corrected.
     supported = speed < PLANTED_SPEED
-    frames = np.arange(len(lowest))
-
-    def through_supports():
-        if supported.sum() >= 2:
-            return np.interp(frames, frames[supported], -lowest[supported])
-        return np.full(len(lowest), -np.median(lowest))
-
-    correction = through_supports()
+    correction = _through_supports(lowest, supported)
     # Nobody stays in the air longer than a jump lasts: where both feet would be off the floor
     # (by AIRBORNE_HEIGHT) for longer than MAX_AIRTIME_SECONDS, the legs are folded up under a
     # root held high, and the body stands on its lowest foot there (QA: a regenerated range
@@ -170,7 +172,7 @@ def ground(poses: np.ndarray, trans: np.ndarray, fps: float) -> np.ndarray:
     for a, b in long_flights:
         supported[a:b] = True
     if long_flights:
-        correction = through_supports()
+        correction = _through_supports(lowest, supported)
     correction = gaussian_filter1d(correction, sigma=max(1.0, 0.05 * fps), mode="nearest")
     correction = np.maximum(correction, -lowest)          # never through the floor
     out = trans.copy()
@@ -925,12 +927,6 @@ def lock_feet(poses: np.ndarray, trans: np.ndarray, fps: float, cycle: np.ndarra
     return poses_out.reshape(T, -1), contacts
 
 
-def _rotated_about(v: np.ndarray, axis: np.ndarray, angle: np.ndarray) -> np.ndarray:
-    """Vectors v (T,3) turned about unit axes (T,3) by angle (T,) rad (Rodrigues)."""
-    c, s = np.cos(angle)[:, None], np.sin(angle)[:, None]
-    return v * c + np.cross(axis, v) * s + axis * (axis * v).sum(-1, keepdims=True) * (1 - c)
-
-
 def _spread(step: np.ndarray, frames: int) -> np.ndarray:
     """Each frame's nonzero `step` reaching `frames` (a window) around it, its sign kept; frames
     with a step of their own keep it."""
@@ -947,15 +943,21 @@ def _turn_knees_apart(local: torch.Tensor, trans: np.ndarray, weight: np.ndarray
     glob = _global_rotations(local)
     pos = forward_kinematics(local, torch.from_numpy(trans)).numpy()
     legs = list(LEGS.values())
-    hip, knee, ankle, toe = ([pos[:, leg[k]] for leg in legs] for k in range(4))
-    axis = [(ankle[c] - hip[c]) / np.linalg.norm(ankle[c] - hip[c], axis=-1, keepdims=True) for c in (0, 1)]
+    hip = [pos[:, leg[0]] for leg in legs]
+    axis = [(pos[:, leg[2]] - pos[:, leg[0]]) / np.linalg.norm(pos[:, leg[2]] - pos[:, leg[0]], axis=-1, keepdims=True)
+            for leg in legs]
+
+    def turned_by(c: int, angle: np.ndarray) -> torch.Tensor:
+        """(T,3,3) leg c's turn by `angle` (T,) about its hip-ankle line."""
+        return R.axis_angle_to_matrix(torch.from_numpy(axis[c] * angle[:, None])).to(glob.dtype)
+
     turn = np.zeros((len(pos), 2))
     spread = max(1, int(round(KNEE_SWIVEL_SPREAD_SECONDS * fps)))
     for _ in range(KNEE_SWIVEL_PASSES):
-        turned = [hip[c] + _rotated_about(knee[c] - hip[c], axis[c], turn[:, c]) for c in (0, 1)]
-        limbs = [[(hip[c], turned[c], LIMB_RADII["thigh"]), (turned[c], ankle[c], LIMB_RADII["shank"]),
-                  (ankle[c], toe[c], LIMB_RADII["foot"])] for c in (0, 1)]
-        depth, p, q = deepest_meeting(*limbs)
+        turned = pos.copy()
+        for c, leg in enumerate(legs):       # only the knee moves: the ankle is on the line, the foot keeps its place
+            turned[:, leg[1]] = hip[c] + (turned_by(c, turn[:, c]).numpy() @ (pos[:, leg[1]] - hip[c])[..., None])[..., 0]
+        depth, p, q = deepest_meeting(leg_capsules(turned, "left"), leg_capsules(turned, "right"))
         need = np.maximum(depth + LEGS_APART_CLEARANCE, 0.0)
         if not need.any():
             break
@@ -975,7 +977,7 @@ def _turn_knees_apart(local: torch.Tensor, trans: np.ndarray, weight: np.ndarray
         angle = turn[:, c] * weight[:, c]
         if not np.any(angle):
             continue
-        rotation = R.axis_angle_to_matrix(torch.from_numpy(axis[c] * angle[:, None])).to(glob.dtype)
+        rotation = turned_by(c, angle)
         hip_glob, knee_glob = rotation @ glob[:, hip_j], rotation @ glob[:, knee_j]
         local[:, hip_j] = glob[:, PARENTS[hip_j]].transpose(-1, -2) @ hip_glob
         local[:, knee_j] = hip_glob.transpose(-1, -2) @ knee_glob
