@@ -53,6 +53,20 @@ def test_keys_are_met_exactly_and_the_body_flows_through_them():
     assert angular_speed(poses, FPS).max() < 1.5 * angular_speed(generated, FPS).max()
 
 
+def test_a_jump_curve_takes_off_and_lands_in_a_falls_time_without_overshoot():
+    from engine.body.curves import GRAVITY, jump_curve
+    heights = np.array([0.0, 0.5, 0.3, 0.0, 0.2])
+    frames = np.array([0, 60, 75, 150, 200])
+    curve = jump_curve(frames, heights, 240, FPS)
+    assert np.allclose(curve[frames], heights)
+    fall = np.sqrt(2 * heights / GRAVITY) * FPS
+    assert np.all(curve[:int(60 - fall[1])] == 0) and curve[int(60 - fall[1]) + 1] > 0      # takes off late
+    assert np.all(curve[int(np.ceil(75 + fall[2])):200 - int(fall[4])] == 0)               # lands, stays down
+    assert curve.max() <= 0.5 + 1e-12 and curve.min() >= 0.0
+    assert np.all(np.diff(curve[40:61]) >= -1e-12) and np.all(np.diff(curve[60:76]) <= 1e-12)
+    assert np.all(curve[int(np.ceil(200 + fall[4])):] == 0)      # and after the last key too
+
+
 def test_the_correction_is_smooth_across_the_whole_gap():
     curve = offset_curve(np.array([30, 90]), np.array([[1.0], [-0.5]]), 200, fade=30)
     assert curve[30, 0] == pytest.approx(1.0) and curve[90, 0] == pytest.approx(-0.5)
@@ -604,3 +618,36 @@ def test_root_keys_at_heights_no_dancer_stands_at_get_a_note(click_song, tiny_we
         notes = [w for w in caught if issubclass(w.category, EngineNote) and "root keys at 1.00 s" in str(w.message)]
         assert len(notes) == (said is not None), [str(w.message) for w in caught]
         assert said is None or (said in str(notes[0].message) and notes[0].category is kind)
+
+
+def test_a_jump_keyed_on_the_root_takes_off_and_lands_as_a_jump():
+    """QA: hips keyed 0.5 m above a standing dancer's for a second (three keys, legs tucked). The
+    floor step put the tucked body back on the floor between the keys, and the keys' offsets,
+    put back on at the end, spread over a second either side: the hips rose 16 cm over the keyed
+    height beside the keys and the feet were off the floor for 2.5 s. Now the hips meet the keys
+    from below, and the feet leave the floor only for the keys and a fall's time either side."""
+    from engine.api import finish_motion
+    from engine.body.curves import GRAVITY
+    from engine.body.skeleton import FOOT_JOINTS
+    T, up = 240, 0.5
+    poses, trans = _dance(T, amplitude=0.1, seed=2)
+    c = Constraints.empty(T, FPS)
+    keys = (60, 75, 90)
+    for f in keys:
+        tucked = poses[f].copy()
+        for side in ("left", "right"):
+            tucked[3 * JOINT_INDEX[f"{side}_hip"]] = np.radians(-80)
+            tucked[3 * JOINT_INDEX[f"{side}_knee"]] = np.radians(110)
+        c.set_pose(f, tucked, joints=["legs"], root=np.array([trans[f, 0], REST_PELVIS_HEIGHT + up, trans[f, 2]]))
+    m = finish_motion(poses, trans, T / FPS, T, FPS, np.zeros(0), c)
+    assert np.abs(m.trans[list(keys)] - c.trans[list(keys)]).max() < 1e-9
+    hips = m.trans[:, 1]
+    print(f"hips highest beside the keys {hips[30:121].max():.3f} (keyed {REST_PELVIS_HEIGHT + up:.3f})")
+    assert hips[30:121].max() < REST_PELVIS_HEIGHT + up + 0.01
+    feet = [JOINT_INDEX[name] for name in FOOT_JOINTS]
+    lowest = joint_positions(m.poses, m.trans)[:, feet, 1].min(axis=1)
+    airborne = np.flatnonzero(lowest > 0.1)
+    fall = np.sqrt(2 * up / GRAVITY) * FPS
+    print(f"both feet off the floor frames {airborne.min()}-{airborne.max()}; a fall takes {fall:.1f} frames")
+    assert len(airborne) <= keys[-1] - keys[0] + 2 * fall + 4
+    assert airborne.min() >= keys[0] - fall - 2 and airborne.max() <= keys[-1] + fall + 2

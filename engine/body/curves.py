@@ -7,6 +7,8 @@ from __future__ import annotations
 import numpy as np
 from scipy.interpolate import CubicHermiteSpline
 
+GRAVITY = 9.81   # m/s^2
+
 
 def offset_curve(key_frames: np.ndarray, key_values: np.ndarray, length: int, fade: float | None,
                  paced: float = 1.0, travel: bool = False) -> np.ndarray:
@@ -89,6 +91,45 @@ def dip_knots(key_frames, key_values, fade: float) -> tuple[np.ndarray, np.ndarr
         frames.append(b)
         out.append(value)
     return np.asarray(frames, np.float64), np.asarray(out)
+
+
+def jump_curve(key_frames: np.ndarray, heights: np.ndarray, length: int, fps: float,
+               values: np.ndarray | None = None) -> np.ndarray:
+    """(K,) increasing frames and (K,) heights >= 0 to be off the floor there -> (length,): the
+    heights, rising from 0 before a key off the floor (one whose neighbour key is on it, or
+    none) and falling back to 0 after it, each in the time a fall from that height takes
+    (sqrt(2 h / g): 0.32 s for 0.5 m), as a jump would; monotone between knots (no overshoot),
+    zero slope at takeoff, apex and landing. `values` (K,): interpolate these instead, on the
+    same knots (the share of a frame's height that is the jump's)."""
+    key_frames = np.asarray(key_frames, np.float64)
+    heights = np.asarray(heights, np.float64)
+    values_at_keys = heights if values is None else np.asarray(values, np.float64)
+    out = np.zeros(length)
+    if not (heights > 0).any():
+        return out
+    fall = np.sqrt(2.0 * heights / GRAVITY) * fps
+    frames, values = [], []
+    for i, (f, h) in enumerate(zip(key_frames, heights)):
+        if h > 0 and (i == 0 or heights[i - 1] == 0):
+            takeoff = f - max(1.0, fall[i])
+            if i == 0 or takeoff > key_frames[i - 1]:
+                frames.append(takeoff)
+                values.append(0.0)
+        frames.append(f)
+        values.append(values_at_keys[i])
+        if h > 0 and (i == len(heights) - 1 or heights[i + 1] == 0):
+            landing = f + max(1.0, fall[i])
+            if i == len(heights) - 1 or landing < key_frames[i + 1]:
+                frames.append(landing)
+                values.append(0.0)
+    frames, values = np.asarray(frames), np.asarray(values)[:, None]
+    curve = CubicHermiteSpline(frames, values, monotone_slopes(frames, values), axis=0, extrapolate=False)
+    at = np.arange(length, dtype=np.float64)
+    inside = (at >= frames[0]) & (at <= frames[-1])
+    out[inside] = curve(at[inside])[:, 0]
+    out[at < frames[0]] = values[0, 0]
+    out[at > frames[-1]] = values[-1, 0]
+    return out
 
 
 # An ease by smoothstep over n frames changes fastest, mid-way, at 1.5x its mean rate.
