@@ -22,7 +22,7 @@ from .defaults import (AUTOGUIDANCE_KEYED_TAPER_FRAMES, DEFAULT_AUTOGUIDANCE, DE
                        STUDENT_SMOOTHING_SECONDS)
 from .errors import Cancelled, EngineError, EngineNote, RootHeightNote
 from .finishing.beatsync import motion_beats, output_times, warp_knots, warp_times
-from .finishing.editing import (anchor_times, apply_constraints, keyed_height_share, keyed_runs, keyed_spin_frames,
+from .finishing.editing import (airborne_keys_share, anchor_times, apply_constraints, keyed_runs, keyed_spin_frames,
                                 keys_at_model_rate,
                                 leg_keys, legs_hang_from_new_hips, raised_root_frames, rushed_root_keys,
                                 sunk_root_frames)
@@ -515,16 +515,16 @@ def finish_motion(poses30: np.ndarray, trans30: np.ndarray, seconds: float, out_
         # changed from frame to frame and swung a leg into the free frames (a foot rushing 29 cm
         # in a frame into a range's join).
         early = keys_at_model_rate(constraints, fps, len(poses30), L.MODEL_FPS)
-        given = pinned = keyed_height = None
+        given = pinned = keyed_jumps = None
         if early is not None:
-            keyed_height = keyed_height_share(early, trans30, L.MODEL_FPS)
             poses30, trans30 = apply_constraints(poses30, trans30, early, L.MODEL_FPS)
             given, pinned = leg_keys(early)
+            keyed_jumps = airborne_keys_share(early, poses30, trans30, L.MODEL_FPS)
         if held is not None and held.any():     # a dancer waiting in a silence stands as drawn
             given = np.zeros((len(poses30), 2), bool) if given is None else given.copy()
             given[held] = True
         poses30, trans30, contacts30 = clean_feet(poses30, trans30, L.MODEL_FPS, cycle, given, pinned,
-                                                       keyed_height)
+                                                       keyed_jumps)
         if held is not None:
             contacts30[held] = 1.0
     else:

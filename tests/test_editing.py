@@ -65,6 +65,9 @@ def test_a_jump_curve_takes_off_and_lands_in_a_falls_time_without_overshoot():
     assert curve.max() <= 0.5 + 1e-12 and curve.min() >= 0.0
     assert np.all(np.diff(curve[40:61]) >= -1e-12) and np.all(np.diff(curve[60:76]) <= 1e-12)
     assert np.all(curve[int(np.ceil(200 + fall[4])):] == 0)      # and after the last key too
+    apart = np.array([30, 120]), np.array([0.3, 0.3])
+    assert jump_curve(*apart, 200, FPS)[75] == pytest.approx(0.3)                  # one long hang
+    assert jump_curve(*apart, 200, FPS, hang=0.6 * FPS)[75] == 0                  # two jumps
 
 
 def test_the_correction_is_smooth_across_the_whole_gap():
@@ -651,3 +654,30 @@ def test_a_jump_keyed_on_the_root_takes_off_and_lands_as_a_jump():
     print(f"both feet off the floor frames {airborne.min()}-{airborne.max()}; a fall takes {fall:.1f} frames")
     assert len(airborne) <= keys[-1] - keys[0] + 2 * fall + 4
     assert airborne.min() >= keys[0] - fall - 2 and airborne.max() <= keys[-1] + fall + 2
+
+
+def test_only_root_keys_whose_feet_leave_the_floor_are_kept_off_it():
+    """The floor step leaves alone the height of a root key's jump (airborne_keys_share), and
+    only that: root keys standing on the floor (full poses copied from another take, the hips'
+    place with them) leave it to put a drawn float or folded legs back on the floor between them,
+    as before (QA: folded legs hung both feet up to 49 cm for 2.3 s between such keys)."""
+    from engine.body.curves import GRAVITY
+    from engine.body.skeleton import FOOT_JOINTS
+    from engine.finishing.editing import airborne_keys_share
+    T = 240
+    poses, trans = _dance(T, amplitude=0.1, seed=4)
+    feet = [JOINT_INDEX[name] for name in FOOT_JOINTS]
+    trans[:, 1] -= joint_positions(poses, trans)[:, feet, 1].min(axis=1)        # feet on the floor
+    standing = Constraints.empty(T, FPS)
+    for f in (30, 90, 150):
+        standing.set_pose(f, poses[f], root=trans[f])
+    assert airborne_keys_share(standing, poses, trans, FPS).max() < 1e-6
+    jumping = Constraints.empty(T, FPS)
+    lifted = trans.copy()
+    lifted[100:111, 1] += 0.4
+    for f in (100, 110):
+        jumping.set_pose(f, poses[f], root=lifted[f])
+    share = airborne_keys_share(jumping, poses, lifted, FPS)
+    fall = np.sqrt(2 * 0.4 / GRAVITY) * FPS
+    assert np.all(share[100:111] > 0.99)
+    assert share[:int(100 - fall)].max() < 1e-6 and share[int(np.ceil(110 + fall)):].max() < 1e-6

@@ -94,41 +94,45 @@ def dip_knots(key_frames, key_values, fade: float) -> tuple[np.ndarray, np.ndarr
 
 
 def jump_curve(key_frames: np.ndarray, heights: np.ndarray, length: int, fps: float,
-               values: np.ndarray | None = None) -> np.ndarray:
+               values: np.ndarray | None = None, hang: float = np.inf) -> np.ndarray:
     """(K,) increasing frames and (K,) heights >= 0 to be off the floor there -> (length,): the
-    heights, rising from 0 before a key off the floor (one whose neighbour key is on it, or
-    none) and falling back to 0 after it, each in the time a fall from that height takes
-    (sqrt(2 h / g): 0.32 s for 0.5 m), as a jump would; monotone between knots (no overshoot),
-    zero slope at takeoff, apex and landing. `values` (K,): interpolate these instead, on the
-    same knots (the share of a frame's height that is the jump's)."""
+    heights, rising from 0 before a key off the floor (after one on it, or none) and falling back
+    to 0 after it, each in the time a fall from that height takes (sqrt(2 h / g): 0.32 s for
+    0.5 m), as a jump would; monotone between knots (no overshoot), zero slope at takeoff, apex
+    and landing. Two keys off the floor stay off it between them unless they are further apart
+    than their two falls and `hang` frames (then it lands and takes off again). `values` (K,):
+    interpolate these instead, on the same knots (the share of a frame's height that is the jump's)."""
     key_frames = np.asarray(key_frames, np.float64)
     heights = np.asarray(heights, np.float64)
-    values_at_keys = heights if values is None else np.asarray(values, np.float64)
+    at_keys = heights if values is None else np.asarray(values, np.float64)
     out = np.zeros(length)
     if not (heights > 0).any():
         return out
-    fall = np.sqrt(2.0 * heights / GRAVITY) * fps
-    frames, values = [], []
-    for i, (f, h) in enumerate(zip(key_frames, heights)):
-        if h > 0 and (i == 0 or heights[i - 1] == 0):
-            takeoff = f - max(1.0, fall[i])
-            if i == 0 or takeoff > key_frames[i - 1]:
-                frames.append(takeoff)
-                values.append(0.0)
+    fall = np.maximum(1.0, np.sqrt(2.0 * np.clip(heights, 0.0, None) / GRAVITY) * fps)
+    up = heights > 0
+    frames, knots = [], []
+    for i, f in enumerate(key_frames):
+        previous = key_frames[i - 1] if i > 0 else -np.inf
+        if up[i] and (i == 0 or not up[i - 1] or f - previous > fall[i - 1] + fall[i] + hang):
+            if f - fall[i] > previous:                        # takes off, unless a key is closer
+                frames.append(f - fall[i])
+                knots.append(0.0)
         frames.append(f)
-        values.append(values_at_keys[i])
-        if h > 0 and (i == len(heights) - 1 or heights[i + 1] == 0):
-            landing = f + max(1.0, fall[i])
-            if i == len(heights) - 1 or landing < key_frames[i + 1]:
-                frames.append(landing)
-                values.append(0.0)
-    frames, values = np.asarray(frames), np.asarray(values)[:, None]
-    curve = CubicHermiteSpline(frames, values, monotone_slopes(frames, values), axis=0, extrapolate=False)
+        knots.append(at_keys[i])
+        following = key_frames[i + 1] if i + 1 < len(key_frames) else np.inf
+        if up[i] and (i + 1 == len(key_frames) or not up[i + 1] or following - f > fall[i] + fall[i + 1] + hang):
+            if f + fall[i] < following:                       # lands
+                frames.append(f + fall[i])
+                knots.append(0.0)
+    frames, knots = np.asarray(frames), np.asarray(knots)[:, None]
     at = np.arange(length, dtype=np.float64)
+    if len(frames) == 1:
+        return np.full(length, knots[0, 0])
+    curve = CubicHermiteSpline(frames, knots, monotone_slopes(frames, knots), axis=0, extrapolate=False)
     inside = (at >= frames[0]) & (at <= frames[-1])
     out[inside] = curve(at[inside])[:, 0]
-    out[at < frames[0]] = values[0, 0]
-    out[at > frames[-1]] = values[-1, 0]
+    out[at < frames[0]] = knots[0, 0]
+    out[at > frames[-1]] = knots[-1, 0]
     return out
 
 

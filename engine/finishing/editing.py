@@ -33,9 +33,9 @@ import torch
 from ..body import rotations as R
 from ..body.curves import dip_knots, jump_curve, offset_curve, smoothstep
 from ..body.motion import Constraints
-from ..body.skeleton import NUM_JOINTS, REST_PELVIS_HEIGHT
+from ..body.skeleton import FOOT_JOINTS, JOINT_INDEX, NUM_JOINTS, REST_PELVIS_HEIGHT, joint_positions
 from ..defaults import HOLD_TOLERANCE, INPAINT_MIN_RUN_SECONDS, PACED_KEY_SECONDS
-from .feet import LEGS, ankle_positions, reach_ankles, true_runs
+from .feet import AIRBORNE_HEIGHT, LEGS, MAX_AIRTIME_SECONDS, ankle_positions, reach_ankles, true_runs
 
 # Beyond the first and last key of a joint its correction fades out over this long: slowly
 # enough that the fade's rate of turn stays small next to the dance's own (a 1 rad correction
@@ -226,28 +226,23 @@ def _root_rise(key_frames: np.ndarray, offsets: np.ndarray, heights: np.ndarray,
     eased, jump = _split_rise(key_frames, offsets, heights, fps)
     paced = PACED_KEY_SECONDS * fps
     return (offset_curve(*dip_knots(key_frames, eased[:, None], fade), length, fade, paced=paced)[:, 0]
-            + jump_curve(key_frames, jump, length, fps))
+            + jump_curve(key_frames, jump, length, fps, hang=MAX_AIRTIME_SECONDS * fps))
 
 
-def keyed_height_share(constraints: Constraints, trans: np.ndarray, fps: float,
-                       fade_seconds: float = FADE_SECONDS) -> np.ndarray:
-    """(T,) how much of the root's height on each frame the root keys decide, for the dance
-    `trans` (T,3) before apply_constraints: 1 on a root key, easing to 0 as its rise eases out
-    (_root_rise's knots: over the fade, or a jump's takeoff and landing), 0 without root keys."""
+def airborne_keys_share(constraints: Constraints, poses: np.ndarray, trans: np.ndarray, fps: float) -> np.ndarray:
+    """(T,) how much of the root's height on each frame is a root key's jump, for the dance
+    (poses (T,72), trans (T,3)) with the constraints on (apply_constraints): near 1 around a root
+    key whose feet are off the floor there (both higher than AIRBORNE_HEIGHT: hips keyed up, legs
+    tucked), from its takeoff to its landing (jump_curve, timed by how high the feet are); 0 where
+    the keys stand on the floor, and without root keys. The floor step leaves that share alone."""
     T = len(trans)
-    k = np.flatnonzero(constraints.trans_mask)
+    k = np.flatnonzero(constraints.trans_mask[:T])
     if not len(k):
         return np.zeros(T)
-    heights = constraints.trans[k, 1]
-    eased, jump = _split_rise(k, heights - trans[k, 1], heights, fps)
-    share = jump_curve(k, jump, T, fps, values=(jump > 0).astype(np.float64))
-    landed = (jump <= 0) | (np.abs(eased) > 1e-3)
-    if landed.any():
-        fade = fade_seconds * fps
-        ones = np.ones((int(landed.sum()), 1))
-        eased_share = offset_curve(*dip_knots(k[landed], ones, fade), T, fade, paced=PACED_KEY_SECONDS * fps)[:, 0]
-        share = np.maximum(share, eased_share)
-    return np.clip(share, 0.0, 1.0)
+    feet = [JOINT_INDEX[name] for name in FOOT_JOINTS]
+    air = np.clip(joint_positions(poses[k], trans[k])[:, feet, 1].min(axis=1), 0.0, None)
+    share = smoothstep(np.clip(air / AIRBORNE_HEIGHT, 0.0, 1.0))
+    return np.clip(jump_curve(k, air, T, fps, values=share, hang=MAX_AIRTIME_SECONDS * fps), 0.0, 1.0)
 
 
 def _raised_on_planted_feet(poses: np.ndarray, trans: np.ndarray, rise: np.ndarray, root_keys: np.ndarray,

@@ -153,10 +153,10 @@ def _through_supports(lowest: np.ndarray, supported: np.ndarray) -> np.ndarray:
     return np.interp(frames, frames[supported], -lowest[supported])
 
 
-def ground(poses: np.ndarray, trans: np.ndarray, fps: float, keyed_height: np.ndarray | None = None) -> np.ndarray:
+def ground(poses: np.ndarray, trans: np.ndarray, fps: float, keyed_jumps: np.ndarray | None = None) -> np.ndarray:
     """Root path with height corrected so that planted frames touch the floor (y = 0).
-    `keyed_height` (T,) in [0, 1]: how much of the root's height the animator's root keys decide
-    on each frame (engine.finishing.editing.keyed_height_share); that much of it is left as it is."""
+    `keyed_jumps` (T,) in [0, 1]: how much of the root's height on each frame is a jump that root
+    keys ask for (engine.finishing.editing.airborne_keys_share); that much of it is left as it is."""
     _, pos = _positions(poses, trans)
     feet = pos[:, FOOT_JOINTS].numpy()
     lowest = feet[:, :, 1].min(axis=1)
@@ -177,11 +177,11 @@ def ground(poses: np.ndarray, trans: np.ndarray, fps: float, keyed_height: np.nd
         correction = _through_supports(lowest, supported)
     correction = gaussian_filter1d(correction, sigma=max(1.0, 0.05 * fps), mode="nearest")
     correction = np.maximum(correction, -lowest)          # never through the floor
-    if keyed_height is not None:
+    if keyed_jumps is not None:
         # A root keyed high with the legs tucked is a jump: put on the floor there, the hips
         # came down 0.8 m between the keys, and the keys' offsets, put back on at the end, lifted
         # the frames beside them 16 cm over the keyed height (QA: a keyed long jump).
-        correction *= 1.0 - keyed_height
+        correction *= 1.0 - keyed_jumps
     out = trans.copy()
     out[:, 1] += correction
     return out
@@ -1022,12 +1022,12 @@ def reach_ankles(poses: np.ndarray, trans: np.ndarray, targets: np.ndarray, weig
 def clean_feet(poses: np.ndarray, trans: np.ndarray, fps: float, cycle: np.ndarray | None = None,
                given_legs: np.ndarray | None = None,
                pinned_legs: np.ndarray | None = None,
-               keyed_height: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Ground the dancer (but for the share `keyed_height` (T,) of the root's height that root
-    keys decide), then pin planted feet and re-step sliding ones (lock_feet; legs marked
+               keyed_jumps: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Ground the dancer (but for the share `keyed_jumps` (T,) of the root's height that is a
+    jump root keys ask for), then pin planted feet and re-step sliding ones (lock_feet; legs marked
     in `given_legs` (T, 2) are left as drawn, `pinned_legs` planted where their keys put them).
     Returns (poses, trans, contacts)."""
-    trans = ground(poses, trans, fps, keyed_height)
+    trans = ground(poses, trans, fps, keyed_jumps)
     poses, contacts = lock_feet(poses, trans, fps, cycle, given_legs, pinned_legs)
     return _toes_above_floor(poses, trans), trans, contacts
 
