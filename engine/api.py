@@ -22,7 +22,7 @@ from .defaults import (AUTOGUIDANCE_KEYED_TAPER_FRAMES, DEFAULT_AUTOGUIDANCE, DE
                        STUDENT_SMOOTHING_SECONDS)
 from .errors import Cancelled, EngineError, EngineNote, RootHeightNote
 from .finishing.beatsync import motion_beats, output_times, warp_knots, warp_times
-from .finishing.editing import (airborne_keys_share, anchor_times, apply_constraints, keyed_runs, keyed_spin_frames,
+from .finishing.editing import (keyed_jump_lift, anchor_times, apply_constraints, keyed_runs, keyed_spin_frames,
                                 keys_at_model_rate,
                                 leg_keys, legs_hang_from_new_hips, raised_root_frames, rushed_root_keys,
                                 sunk_root_frames)
@@ -508,6 +508,7 @@ def finish_motion(poses30: np.ndarray, trans30: np.ndarray, seconds: float, out_
         kinematic = motion_beats(joint_positions(poses30, trans30), L.MODEL_FPS)
         return warp_knots(kinematic, music_beats, seconds, anchors=anchors)
 
+    early = None
     if "feet" in finishing or contacts30 is None:
         cycle = beat_cycle(output_times(src_times, plan_warp(poses30, trans30)), music_beats)
         # The keys are put on first (keys_at_model_rate), and the feet cleanup leaves the legs
@@ -515,16 +516,17 @@ def finish_motion(poses30: np.ndarray, trans30: np.ndarray, seconds: float, out_
         # changed from frame to frame and swung a leg into the free frames (a foot rushing 29 cm
         # in a frame into a range's join).
         early = keys_at_model_rate(constraints, fps, len(poses30), L.MODEL_FPS)
-        given = pinned = keyed_jumps = None
+        given = pinned = jump_lift = None
         if early is not None:
+            drawn = poses30, trans30
             poses30, trans30 = apply_constraints(poses30, trans30, early, L.MODEL_FPS)
             given, pinned = leg_keys(early)
-            keyed_jumps = airborne_keys_share(early, poses30, trans30, L.MODEL_FPS)
+            jump_lift = keyed_jump_lift(early, drawn, (poses30, trans30), L.MODEL_FPS)
         if held is not None and held.any():     # a dancer waiting in a silence stands as drawn
             given = np.zeros((len(poses30), 2), bool) if given is None else given.copy()
             given[held] = True
         poses30, trans30, contacts30 = clean_feet(poses30, trans30, L.MODEL_FPS, cycle, given, pinned,
-                                                       keyed_jumps)
+                                                       jump_lift)
         if held is not None:
             contacts30[held] = 1.0
     else:
@@ -538,7 +540,8 @@ def finish_motion(poses30: np.ndarray, trans30: np.ndarray, seconds: float, out_
     nearest = np.clip(np.round(sample_at.numpy() * L.MODEL_FPS).astype(int), 0, len(contacts30) - 1)
     fixed = None
     if constraints is not None:
-        poses, trans = apply_constraints(poses, trans, constraints, fps)
+        # The keys' jumps were timed on the dance before the feet step, when it ran.
+        poses, trans = apply_constraints(poses, trans, constraints, fps, jumps=early is None)
         fixed = np.zeros((out_frames, NUM_JOINTS), bool)
         fixed[:constraints.num_frames] = constraints.joint_mask
         fixed[:constraints.num_frames, 0] |= keyed_spin_frames(constraints)

@@ -53,17 +53,18 @@ def test_keys_are_met_exactly_and_the_body_flows_through_them():
     assert angular_speed(poses, FPS).max() < 1.5 * angular_speed(generated, FPS).max()
 
 
-def test_a_jump_curve_takes_off_and_lands_in_a_falls_time_without_overshoot():
+def test_a_jump_curve_takes_off_and_lands_without_overshoot_slowing_into_the_apex_at_g():
     from engine.body.curves import GRAVITY, jump_curve
     heights = np.array([0.0, 0.5, 0.3, 0.0, 0.2])
     frames = np.array([0, 60, 75, 150, 200])
     curve = jump_curve(frames, heights, 240, FPS)
     assert np.allclose(curve[frames], heights)
-    fall = np.sqrt(2 * heights / GRAVITY) * FPS
+    fall = np.sqrt(6 * heights / GRAVITY) * FPS          # eased to decelerate at g
     assert np.all(curve[:int(60 - fall[1])] == 0) and curve[int(60 - fall[1]) + 1] > 0      # takes off late
     assert np.all(curve[int(np.ceil(75 + fall[2])):200 - int(fall[4])] == 0)               # lands, stays down
     assert curve.max() <= 0.5 + 1e-12 and curve.min() >= 0.0
     assert np.all(np.diff(curve[40:61]) >= -1e-12) and np.all(np.diff(curve[60:76]) <= 1e-12)
+    assert np.abs(np.diff(curve[30:61], 2)).max() * FPS ** 2 <= 1.05 * GRAVITY     # no harder than a fall
     assert np.all(curve[int(np.ceil(200 + fall[4])):] == 0)      # and after the last key too
     apart = np.array([30, 120]), np.array([0.3, 0.3])
     assert jump_curve(*apart, 200, FPS)[75] == pytest.approx(0.3)                  # one long hang
@@ -628,7 +629,7 @@ def test_a_jump_keyed_on_the_root_takes_off_and_lands_as_a_jump():
     floor step put the tucked body back on the floor between the keys, and the keys' offsets,
     put back on at the end, spread over a second either side: the hips rose 16 cm over the keyed
     height beside the keys and the feet were off the floor for 2.5 s. Now the hips meet the keys
-    from below, and the feet leave the floor only for the keys and a fall's time either side."""
+    from below, and the feet leave the floor only for the keys and a jump's rise either side."""
     from engine.api import finish_motion
     from engine.body.curves import GRAVITY
     from engine.body.skeleton import FOOT_JOINTS
@@ -650,20 +651,19 @@ def test_a_jump_keyed_on_the_root_takes_off_and_lands_as_a_jump():
     feet = [JOINT_INDEX[name] for name in FOOT_JOINTS]
     lowest = joint_positions(m.poses, m.trans)[:, feet, 1].min(axis=1)
     airborne = np.flatnonzero(lowest > 0.1)
-    fall = np.sqrt(2 * up / GRAVITY) * FPS
-    print(f"both feet off the floor frames {airborne.min()}-{airborne.max()}; a fall takes {fall:.1f} frames")
+    fall = np.sqrt(6 * up / GRAVITY) * FPS                 # eased to decelerate at g
+    print(f"both feet off the floor frames {airborne.min()}-{airborne.max()}; the jump rises over {fall:.1f} frames")
     assert len(airborne) <= keys[-1] - keys[0] + 2 * fall + 4
     assert airborne.min() >= keys[0] - fall - 2 and airborne.max() <= keys[-1] + fall + 2
 
 
 def test_only_root_keys_whose_feet_leave_the_floor_are_kept_off_it():
-    """The floor step leaves alone the height of a root key's jump (airborne_keys_share), and
-    only that: root keys standing on the floor (full poses copied from another take, the hips'
+    """The floor step leaves alone the lift of a root key's jump (keyed_jump_lift), and only
+    that: root keys standing on the floor (full poses copied from another take, the hips'
     place with them) leave it to put a drawn float or folded legs back on the floor between them,
     as before (QA: folded legs hung both feet up to 49 cm for 2.3 s between such keys)."""
-    from engine.body.curves import GRAVITY
     from engine.body.skeleton import FOOT_JOINTS
-    from engine.finishing.editing import airborne_keys_share
+    from engine.finishing.editing import keyed_jump_lift
     T = 240
     poses, trans = _dance(T, amplitude=0.1, seed=4)
     feet = [JOINT_INDEX[name] for name in FOOT_JOINTS]
@@ -671,13 +671,14 @@ def test_only_root_keys_whose_feet_leave_the_floor_are_kept_off_it():
     standing = Constraints.empty(T, FPS)
     for f in (30, 90, 150):
         standing.set_pose(f, poses[f], root=trans[f])
-    assert airborne_keys_share(standing, poses, trans, FPS).max() < 1e-6
+    assert keyed_jump_lift(standing, (poses, trans), (poses, trans), FPS).max() < 1e-6
+    floating = trans + [0.0, 0.06, 0.0]              # drawn floating: the floor step's to put down
+    assert keyed_jump_lift(standing, (poses, floating), (poses, floating), FPS).max() < 1e-6
     jumping = Constraints.empty(T, FPS)
     lifted = trans.copy()
     lifted[100:111, 1] += 0.4
     for f in (100, 110):
         jumping.set_pose(f, poses[f], root=lifted[f])
-    share = airborne_keys_share(jumping, poses, lifted, FPS)
-    fall = np.sqrt(2 * 0.4 / GRAVITY) * FPS
-    assert np.all(share[100:111] > 0.99)
-    assert share[:int(100 - fall)].max() < 1e-6 and share[int(np.ceil(110 + fall)):].max() < 1e-6
+    lift = keyed_jump_lift(jumping, (poses, trans), (poses, lifted), FPS)
+    assert np.abs(lift[100:111] - 0.4).max() < 1e-6
+    assert np.abs(np.delete(lift, np.arange(100, 111))).max() < 1e-6

@@ -20,7 +20,7 @@ offset holds rather than fades: a dancer moved by a key stays moved. In height, 
 a rise there, not a new floor level: its offset fades like a joint's (and returns to zero between
 keys more than two fades apart), and the legs bend or stretch so that the feet stay where they
 were (a lowered root is a crouch on the same feet). What a key lifts the hips above a standing
-dancer's is a jump instead: it takes off and lands in the time a fall from that height takes.
+dancer's is a jump instead: it takes off and lands as a jump does (_root_rise).
 
 The keyed facing is met earlier, while sampling (engine.sampler.facing); the offsets here take
 up what is left of it.
@@ -129,8 +129,11 @@ def _keyed_winding(pelvis: torch.Tensor, key_frames: np.ndarray, keyed: torch.Te
 
 
 def apply_constraints(poses: np.ndarray, trans: np.ndarray, constraints: Constraints, fps: float,
-                      fade_seconds: float = FADE_SECONDS) -> tuple[np.ndarray, np.ndarray]:
-    """Return copies of (poses (T,72), trans (T,3)) that satisfy `constraints` exactly."""
+                      fade_seconds: float = FADE_SECONDS, jumps: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Return copies of (poses (T,72), trans (T,3)) that satisfy `constraints` exactly. `jumps`:
+    root keys over a standing dancer's hips take off and land as jumps (_root_rise); False where
+    the dance already jumps them (keys put on again after the feet step, which moved the root a
+    little: the rest is eased, as a timed jump of 2.6 cm bumped the hips at 2 g at the apex)."""
     poses, trans = poses.astype(np.float64).copy(), trans.astype(np.float64).copy()
     T, n = len(poses), constraints.num_frames
     fade = fade_seconds * fps
@@ -180,7 +183,7 @@ def apply_constraints(poses: np.ndarray, trans: np.ndarray, constraints: Constra
         offsets = given_trans[k] - trans[k]
         paced = PACED_KEY_SECONDS * fps
         trans[:, [0, 2]] += offset_curve(k, offsets[:, [0, 2]], T, None, paced=paced, travel=True)
-        rise = _root_rise(k, offsets[:, 1], given_trans[k, 1], T, fade, fps)
+        rise = _root_rise(k, offsets[:, 1], given_trans[k, 1] if jumps else None, T, fade, fps)
         if np.abs(rise).max() > 1e-9:
             out = _raised_on_planted_feet(out, trans, rise, k, out_mask, fps)
             trans[:, 1] += rise
@@ -195,8 +198,8 @@ def apply_constraints(poses: np.ndarray, trans: np.ndarray, constraints: Constra
 # the legs take on the floor (up on the toes, or a floor a little off), from JUMP_ONLY nothing but
 # a jump reaches it, and in between it is partly either (continuously: a key a millimetre
 # higher is not another move). Real dancers' hips, LAFAN1's targets, are rarely above the
-# first: with every key over standing height a jump, taken off for in a fall's time from a few
-# centimetres, they were missed by 0.3 cm more at 5 and 15 frames.
+# first: with every key over standing height a jump, taken off for at the last moment from a few
+# centimetres, they were missed by 0.2-0.4 cm more at 5 and 15 frames.
 RISE_ON_TOES, JUMP_ONLY = 0.05, 0.15
 
 
@@ -217,32 +220,54 @@ def _split_rise(key_frames: np.ndarray, offsets: np.ndarray, heights: np.ndarray
     return offsets - jump, jump
 
 
-def _root_rise(key_frames: np.ndarray, offsets: np.ndarray, heights: np.ndarray, length: int, fade: float,
+def _root_rise(key_frames: np.ndarray, offsets: np.ndarray, heights: np.ndarray | None, length: int, fade: float,
                fps: float) -> np.ndarray:
     """(length,) the root's height correction through its keys' offsets (K,) at keyed heights
     (K,): a dip or rise eased in and out over `fade` frames (dip_knots), plus a jump's part
-    that takes off and lands in the time of a fall (jump_curve). Eased over a second like the
-    rest, hips keyed 0.5 m over standing ones had the feet off the floor 2 s for 1 s of keys (QA)."""
-    eased, jump = _split_rise(key_frames, offsets, heights, fps)
+    that takes off and lands as a jump (jump_curve). Eased over a second like the rest, hips
+    keyed 0.5 m over standing ones had the feet off the floor 2 s for 1 s of keys (QA).
+    `heights` None: no jumps, all of it eased."""
+    if heights is None:
+        eased, jump = offsets, np.zeros_like(offsets)
+    else:
+        eased, jump = _split_rise(key_frames, offsets, heights, fps)
     paced = PACED_KEY_SECONDS * fps
     return (offset_curve(*dip_knots(key_frames, eased[:, None], fade), length, fade, paced=paced)[:, 0]
             + jump_curve(key_frames, jump, length, fps, hang=MAX_AIRTIME_SECONDS * fps))
 
 
-def airborne_keys_share(constraints: Constraints, poses: np.ndarray, trans: np.ndarray, fps: float) -> np.ndarray:
-    """(T,) how much of the root's height on each frame is a root key's jump, for the dance
-    (poses (T,72), trans (T,3)) with the constraints on (apply_constraints): near 1 around a root
-    key whose feet are off the floor there (both higher than AIRBORNE_HEIGHT: hips keyed up, legs
-    tucked), from its takeoff to its landing (jump_curve, timed by how high the feet are); 0 where
-    the keys stand on the floor, and without root keys. The floor step leaves that share alone."""
-    T = len(trans)
+def keyed_jump_lift(constraints: Constraints, drawn: tuple[np.ndarray, np.ndarray],
+                    keyed: tuple[np.ndarray, np.ndarray], fps: float) -> np.ndarray:
+    """(T,) metres by which jumps that root keys ask for lift the feet on each frame: where a root
+    key lifts both feet off the floor (hips keyed up, legs tucked), from its takeoff to its
+    landing (jump_curve: the hips' jump, or the feet's where the hips are not keyed over a
+    standing dancer's), how much higher the lowest foot is than the dance drew it; fully once
+    that jump is AIRBORNE_HEIGHT up, in proportion below.
+    0 around keys that leave the feet as low as the dance drew them, and without root keys.
+    `drawn` and `keyed`: the dance's (poses (T,72), trans (T,3)) before and after apply_constraints.
+    The floor step grounds the rest (the network's own float): put on the floor, a jump keyed
+    with tucked legs came down 0.8 m between its keys."""
+    T = len(keyed[1])
     k = np.flatnonzero(constraints.trans_mask[:T])
     if not len(k):
         return np.zeros(T)
     feet = [JOINT_INDEX[name] for name in FOOT_JOINTS]
-    air = np.clip(joint_positions(poses[k], trans[k])[:, feet, 1].min(axis=1), 0.0, None)
-    share = smoothstep(np.clip(air / AIRBORNE_HEIGHT, 0.0, 1.0))
-    return np.clip(jump_curve(k, air, T, fps, values=share, hang=MAX_AIRTIME_SECONDS * fps), 0.0, 1.0)
+
+    def lowest(poses, trans, frames):
+        return np.clip(joint_positions(poses[frames], trans[frames])[:, feet, 1].min(axis=1), 0.0, None)
+
+    at_keys = np.clip(lowest(*keyed, k) - lowest(*drawn, k), 0.0, None)
+    # Timed by the hips' own jump where the keys have one (_root_rise's): the legs tucking for a
+    # jump lift the feet before the hips leave the floor, and left up, they curled under hips not
+    # yet rising; grounded, the body crouches on them and springs from the crouch.
+    heights = constraints.trans[k, 1]
+    _, hips_jump = _split_rise(k, heights - drawn[1][k, 1], heights, fps)
+    timing = np.where(hips_jump > 0, hips_jump, at_keys) * (at_keys > 0)
+    share = np.clip(jump_curve(k, timing, T, fps, hang=MAX_AIRTIME_SECONDS * fps) / AIRBORNE_HEIGHT, 0.0, 1.0)
+    if not share.any():
+        return np.zeros(T)
+    every = np.arange(T)
+    return share * np.clip(lowest(*keyed, every) - lowest(*drawn, every), 0.0, None)
 
 
 def _raised_on_planted_feet(poses: np.ndarray, trans: np.ndarray, rise: np.ndarray, root_keys: np.ndarray,

@@ -153,35 +153,33 @@ def _through_supports(lowest: np.ndarray, supported: np.ndarray) -> np.ndarray:
     return np.interp(frames, frames[supported], -lowest[supported])
 
 
-def ground(poses: np.ndarray, trans: np.ndarray, fps: float, keyed_jumps: np.ndarray | None = None) -> np.ndarray:
+def ground(poses: np.ndarray, trans: np.ndarray, fps: float, jump_lift: np.ndarray | None = None) -> np.ndarray:
     """Root path with height corrected so that planted frames touch the floor (y = 0).
-    `keyed_jumps` (T,) in [0, 1]: how much of the root's height on each frame is a jump that root
-    keys ask for (engine.finishing.editing.airborne_keys_share); that much of it is left as it is."""
+    `jump_lift` (T,): metres by which jumps that root keys ask for lift the feet
+    (engine.finishing.editing.keyed_jump_lift); the floor is found under the feet without it,
+    so the keys' jump stays as it is (QA: a keyed long jump put back on the floor between its
+    keys, and put back up at the end, went 16 cm over the keyed height beside them)."""
     _, pos = _positions(poses, trans)
     feet = pos[:, FOOT_JOINTS].numpy()
     lowest = feet[:, :, 1].min(axis=1)
+    floor_for = lowest if jump_lift is None else lowest - jump_lift
     speed = np.linalg.norm(np.gradient(feet[:, :, [0, 2]], axis=0), axis=-1).min(axis=1) * fps
     # Whether the body is supported: its lowest foot is nearly still. Not a height test, since
     # the height itself is what is being corrected.
     supported = speed < PLANTED_SPEED
-    correction = _through_supports(lowest, supported)
+    correction = _through_supports(floor_for, supported)
     # Nobody stays in the air longer than a jump lasts: where both feet would be off the floor
     # (by AIRBORNE_HEIGHT) for longer than MAX_AIRTIME_SECONDS, the legs are folded up under a
     # root held high, and the body stands on its lowest foot there (QA: a regenerated range
     # between root keys floated both feet up to 49 cm for 2.3 s, the hips held at the keys' height).
-    airborne = lowest + correction > AIRBORNE_HEIGHT
+    airborne = floor_for + correction > AIRBORNE_HEIGHT
     long_flights = true_runs(airborne, int(round(MAX_AIRTIME_SECONDS * fps)) + 1)
     for a, b in long_flights:
         supported[a:b] = True
     if long_flights:
-        correction = _through_supports(lowest, supported)
+        correction = _through_supports(floor_for, supported)
     correction = gaussian_filter1d(correction, sigma=max(1.0, 0.05 * fps), mode="nearest")
     correction = np.maximum(correction, -lowest)          # never through the floor
-    if keyed_jumps is not None:
-        # A root keyed high with the legs tucked is a jump: put on the floor there, the hips
-        # came down 0.8 m between the keys, and the keys' offsets, put back on at the end, lifted
-        # the frames beside them 16 cm over the keyed height (QA: a keyed long jump).
-        correction *= 1.0 - keyed_jumps
     out = trans.copy()
     out[:, 1] += correction
     return out
@@ -1022,12 +1020,12 @@ def reach_ankles(poses: np.ndarray, trans: np.ndarray, targets: np.ndarray, weig
 def clean_feet(poses: np.ndarray, trans: np.ndarray, fps: float, cycle: np.ndarray | None = None,
                given_legs: np.ndarray | None = None,
                pinned_legs: np.ndarray | None = None,
-               keyed_jumps: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Ground the dancer (but for the share `keyed_jumps` (T,) of the root's height that is a
-    jump root keys ask for), then pin planted feet and re-step sliding ones (lock_feet; legs marked
+               jump_lift: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Ground the dancer (leaving the lift `jump_lift` (T,) of jumps that root keys ask for,
+    ground's), then pin planted feet and re-step sliding ones (lock_feet; legs marked
     in `given_legs` (T, 2) are left as drawn, `pinned_legs` planted where their keys put them).
     Returns (poses, trans, contacts)."""
-    trans = ground(poses, trans, fps, keyed_jumps)
+    trans = ground(poses, trans, fps, jump_lift)
     poses, contacts = lock_feet(poses, trans, fps, cycle, given_legs, pinned_legs)
     return _toes_above_floor(poses, trans), trans, contacts
 
