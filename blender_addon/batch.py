@@ -222,8 +222,9 @@ def _armature(context, name: str | None, scene_io):
     # The animator's own character: a scene's only armature is danced (a new SMPL dancer beside
     # it, danced instead without a word, left the character as it was: QA); of several, say which.
     if len(armatures) == 1:
-        print(f"note: dancing '{armatures[0].name}', the scene's only armature (--armature NAME picks another)",
-              file=sys.stderr, flush=True)
+        if armatures[0].library is None:    # a linked one is refused next, in one line: no note before it
+            print(f"note: dancing '{armatures[0].name}', the scene's only armature (--armature NAME picks another)",
+                  file=sys.stderr, flush=True)
         return armatures[0]
     if armatures:
         names = ", ".join(sorted(repr(o.name) for o in armatures)[:4]) + (" ..." if len(armatures) > 4 else "")
@@ -255,6 +256,7 @@ def run(args: argparse.Namespace) -> str:
             bpy.ops.wm.open_mainfile(filepath=os.path.abspath(args.blend))
         except RuntimeError as e:
             raise EngineError(f"cannot open {args.blend}: {str(e).strip().splitlines()[-1]}") from None
+    _check_not_a_library(args.out_blend)
     context = bpy.context
     scene = context.scene
     if args.fps:
@@ -399,6 +401,20 @@ def check_outputs(args: argparse.Namespace) -> None:
     for flag, path in outputs:     # named as what they hold (a .blend saved as i.txt, BVH text in x.npz)
         if path and not path.lower().endswith(suffixes[flag]):
             raise EngineError(f"{flag} {path}: the file name must end in {suffixes[flag]}")
+
+
+def _check_not_a_library(out_blend: str | None) -> None:
+    """EngineError when --out-blend is a library the opened scene links: Blender will not save
+    over it, and said so only after the dance was generated (QA: a studio's character file)."""
+    import bpy
+    from engine.errors import EngineError
+    if not out_blend:
+        return
+    target = os.path.realpath(out_blend)
+    for library in bpy.data.libraries:
+        if os.path.realpath(bpy.path.abspath(library.filepath)) == target:
+            raise EngineError(f"--out-blend {out_blend} is a library this scene links ('{library.name}'): "
+                              "Blender cannot save over it; save the shot elsewhere")
 
 
 def remove_blender_session_folder() -> None:

@@ -194,9 +194,11 @@ def bind_pose_span(obj, bone_map, first: int, last: int) -> str | None:
             else scene_io.bind_pose_span(obj, first, last))
 
 
-def root_height_notes(cons, first: int, obj, bone_map, scene) -> list[str]:
+def root_height_notes(cons, first: int, obj, bone_map, scene, danced: tuple[int, int] | None = None) -> list[str]:
     """Notes, in the scene's units, when the constraints hold the hips far above a standing
-    dancer's or near the floor (engine.finishing.editing.raised_root_frames, sunk_root_frames)."""
+    dancer's or near the floor (engine.finishing.editing.raised_root_frames, sunk_root_frames).
+    `danced` (first, last frame): only keys there count; the rest is the dance kept around a
+    regenerated range, the take's own (QA: its landing from a keyed jump was listed as keys)."""
     from engine.finishing.editing import raised_root_frames, sunk_root_frames
     per_metre = dancer_units_per_metre(obj, bone_map, first)
 
@@ -207,8 +209,12 @@ def root_height_notes(cons, first: int, obj, bone_map, scene) -> list[str]:
     def note(frames, says: str) -> list[str]:
         listed = ", ".join(str(first + k) for k in frames[:4]) + (", ..." if len(frames) > 4 else "")
         return [f"the keys hold the hips on frame(s) {listed} {says}"] if len(frames) else []
-    high, above = raised_root_frames(cons)
-    low, lowest = sunk_root_frames(cons)
+    among = None
+    if danced is not None:
+        among = np.zeros(cons.num_frames, bool)
+        among[max(0, danced[0] - first):max(0, danced[1] - first + 1)] = True
+    high, above = raised_root_frames(cons, among)
+    low, lowest = sunk_root_frames(cons, among)
     depth = f"{length(-lowest)} under" if lowest < 0 else f"only {length(lowest)} above"
     return (note(high, f"up to {length(above)} above where '{obj.name}' stands: its feet leave the floor around them")
             + note(low, f"{depth} the floor '{obj.name}' stands on: its feet go under it around them"))
@@ -451,7 +457,7 @@ def build_request(context):
     span = bind_pose_span(obj, bone_map, first, last)
     if span is not None:
         request.notes.append(keys.bind_pose_note(span))
-    request.notes.extend(root_height_notes(cons, first, obj, bone_map, scene))
+    request.notes.extend(root_height_notes(cons, first, obj, bone_map, scene, write_range))
     note = nothing_to_dance_note(obj, cons, p.first - first, p.last - first, bone_map)
     if note:
         request.notes.append(note)

@@ -96,8 +96,9 @@ def generate(request: Request, progress=None) -> Motion:
     if motion.style != request.style:      # style "any" drew one (engine.api.dance_style): the take says which
         request.metadata["drawn_style"] = motion.style
     for w in caught:
-        # The root-height notes are the panel's own, in the scene's units (operators.root_height_notes).
-        if issubclass(w.category, EngineNote) and not issubclass(w.category, RootHeightNote):
+        if issubclass(w.category, RootHeightNote):
+            continue    # the panel's own, in the scene's units (operators.root_height_notes): said once
+        if issubclass(w.category, EngineNote):
             if str(w.message) not in request.notes:
                 request.notes.append(str(w.message))
         else:

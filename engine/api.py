@@ -540,8 +540,7 @@ def finish_motion(poses30: np.ndarray, trans30: np.ndarray, seconds: float, out_
     nearest = np.clip(np.round(sample_at.numpy() * L.MODEL_FPS).astype(int), 0, len(contacts30) - 1)
     fixed = None
     if constraints is not None:
-        # The keys' jumps were timed on the dance before the feet step, when it ran.
-        poses, trans = apply_constraints(poses, trans, constraints, fps, jumps=early is None)
+        poses, trans = apply_constraints(poses, trans, constraints, fps, grounded=early is not None)
         fixed = np.zeros((out_frames, NUM_JOINTS), bool)
         fixed[:constraints.num_frames] = constraints.joint_mask
         fixed[:constraints.num_frames, 0] |= keyed_spin_frames(constraints)

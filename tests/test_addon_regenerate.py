@@ -401,6 +401,35 @@ def test_batch_with_an_unwritable_output_exits_at_once(tmp_path, tiny_weights):
         assert not (tmp_path / "ok.blend").exists()
 
 
+def test_batch_refuses_to_save_over_a_library_the_shot_links_before_dancing(tmp_path, tiny_weights):
+    """QA: --out-blend naming the character's library file (with --force) danced first, then
+    Blender refused to save over a library in use, with its own error line beside ours."""
+    import hashlib
+    from conftest import REPO
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    character = bpy.data.collections.new("CHAR")
+    bpy.context.scene.collection.children.link(character)
+    character.objects.link(bpy.data.objects.new("Prop", None))
+    library = tmp_path / "library.blend"
+    bpy.ops.wm.save_as_mainfile(filepath=str(library))
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    with bpy.data.libraries.load(str(library), link=True) as (_, linked):
+        linked.collections = ["CHAR"]
+    bpy.context.scene.collection.children.link(linked.collections[0])
+    shot = tmp_path / "shot.blend"
+    bpy.ops.wm.save_as_mainfile(filepath=str(shot))
+    before = hashlib.sha1(library.read_bytes()).hexdigest()
+    run = subprocess.run([sys.executable, str(REPO / "blender_addon" / "batch.py"), "--", "--blend", str(shot),
+                          "--audio", str(add_wav(tmp_path, 1.0)), "--weights", str(tiny_weights), "--steps", "2",
+                          "--out-blend", str(library), "--force"], capture_output=True, text=True, timeout=120,
+                         cwd=tmp_path)
+    errors = [line for line in run.stderr.splitlines() if line.strip()]
+    print(run.returncode, errors)
+    assert run.returncode == 1 and len(errors) == 1 and "is a library this scene links" in errors[0], errors
+    assert "dance:" not in run.stdout                                        # refused before dancing
+    assert hashlib.sha1(library.read_bytes()).hexdigest() == before
+
+
 def test_keys_the_animator_changed_count_as_theirs():
     """A generated key counts as the animator's once its type or its value changes (Blender keeps
     the type when a key is inserted over it, so a re-key shows only in the value)."""
@@ -952,3 +981,28 @@ def test_a_clip_over_the_whole_song_is_said_to_leave_nothing_to_dance(addon, tmp
     scene.dance.armature, scene.dance.use_strip_range = legs, True
     assert bpy.ops.dance.generate() == {'FINISHED'}
     assert "keys its whole body" not in scene.dance.status
+
+
+def test_a_regenerated_range_says_nothing_of_the_heights_of_the_dance_kept_around_it(addon, tmp_path):
+    """QA: a range regenerated after a keyed jump listed the take's own landing frames, kept
+    around the range, as root keys holding the hips high. Only keys in the range are the note's."""
+    from mathutils import Vector
+    scene = addon
+    obj, first, last = _song_stage(scene, tmp_path, seconds=4.0)
+    assert bpy.ops.dance.generate() == {'FINISHED'}
+    pelvis = obj.pose.bones["pelvis"]
+    up = obj.data.bones["pelvis"].matrix_local.to_3x3().inverted() @ Vector((0.0, 0.0, 1.0))
+    a, b = first + 30, first + 60
+    for f in range(a - 8, a):                   # the take a metre up just before the range
+        scene.frame_set(f)
+        pelvis.location = pelvis.location + up
+        pelvis.keyframe_insert("location", frame=f)
+    scene.dance.use_strip_range = False
+    scene.dance.frame_start, scene.dance.frame_end = a, b
+    notes = operators.build_request(bpy.context).notes
+    assert not any("feet leave the floor" in n for n in notes), notes
+    scene.frame_set(a + 10)
+    pelvis.location = pelvis.location + up
+    pelvis.keyframe_insert("location", frame=a + 10)
+    notes = [n for n in operators.build_request(bpy.context).notes if "feet leave the floor" in n]
+    assert len(notes) == 1 and f"frame(s) {a + 10} " in notes[0], notes

@@ -682,3 +682,29 @@ def test_only_root_keys_whose_feet_leave_the_floor_are_kept_off_it():
     lift = keyed_jump_lift(jumping, (poses, trans), (poses, lifted), FPS)
     assert np.abs(lift[100:111] - 0.4).max() < 1e-6
     assert np.abs(np.delete(lift, np.arange(100, 111))).max() < 1e-6
+
+
+def test_legs_hanging_in_a_keyed_jump_keep_their_drawn_pose():
+    """QA: hips keyed 0.5 m up on three frames, the legs left to the dance. The keys put on again
+    after the feet step (apply_constraints on a grounded dance) held each hanging ankle where it
+    was while they raised the body the last few centimetres, and the IK folded a knee to 64
+    degrees and its ankle to 120 in mid-air. A foot in the air now rises with the body; a foot on
+    the floor still stays there, the leg bending under a lowered root."""
+    from engine.finishing.feet import ankle_positions
+    T, k = 120, 60
+    poses, trans = _dance(T, amplitude=0.05, seed=1)
+    air = trans + [0.0, 0.4, 0.0]                              # both feet 40 cm up
+    c = Constraints.empty(T, FPS)
+    c.trans[k], c.trans_mask[k] = air[k] + [0.0, 0.05, 0.0], True
+    out, out_trans = apply_constraints(poses, air, c, FPS, grounded=True)
+    legs = [3 * JOINT_INDEX[f"{side}_{part}"] + i for side in ("left", "right") for part in ("hip", "knee", "ankle")
+            for i in range(3)]
+    print(f"legs turned by at most {np.abs(out[:, legs] - poses[:, legs]).max():.2e} rad")
+    assert np.abs(out[:, legs] - poses[:, legs]).max() < 1e-9
+    lift = ankle_positions(out, out_trans)[:, :, 1] - ankle_positions(poses, air)[:, :, 1]
+    assert np.allclose(lift, (out_trans[:, 1] - air[:, 1])[:, None])
+    feet = [JOINT_INDEX[name] for name in ("left_ankle", "right_ankle", "left_foot", "right_foot")]
+    standing = trans - [0.0, joint_positions(poses, trans)[:, feet, 1].min(), 0.0]    # on the floor
+    c.trans[k] = standing[k] - [0.0, 0.1, 0.0]
+    out, out_trans = apply_constraints(poses, standing, c, FPS, grounded=True)
+    assert np.abs(ankle_positions(out, out_trans) - ankle_positions(poses, standing)).max() < 2e-3

@@ -35,7 +35,8 @@ from ..body.curves import dip_knots, jump_curve, offset_curve, smoothstep
 from ..body.motion import Constraints
 from ..body.skeleton import FOOT_JOINTS, JOINT_INDEX, NUM_JOINTS, REST_PELVIS_HEIGHT, joint_positions
 from ..defaults import HOLD_TOLERANCE, INPAINT_MIN_RUN_SECONDS, PACED_KEY_SECONDS
-from .feet import AIRBORNE_HEIGHT, LEGS, MAX_AIRTIME_SECONDS, ankle_positions, reach_ankles, true_runs
+from .feet import (AIRBORNE_HEIGHT, LEGS, MAX_AIRTIME_SECONDS, PLANTED_HEIGHT, ankle_positions, reach_ankles,
+                   true_runs)
 
 # Beyond the first and last key of a joint its correction fades out over this long: slowly
 # enough that the fade's rate of turn stays small next to the dance's own (a 1 rad correction
@@ -129,11 +130,13 @@ def _keyed_winding(pelvis: torch.Tensor, key_frames: np.ndarray, keyed: torch.Te
 
 
 def apply_constraints(poses: np.ndarray, trans: np.ndarray, constraints: Constraints, fps: float,
-                      fade_seconds: float = FADE_SECONDS, jumps: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """Return copies of (poses (T,72), trans (T,3)) that satisfy `constraints` exactly. `jumps`:
-    root keys over a standing dancer's hips take off and land as jumps (_root_rise); False where
-    the dance already jumps them (keys put on again after the feet step, which moved the root a
-    little: the rest is eased, as a timed jump of 2.6 cm bumped the hips at 2 g at the apex)."""
+                      fade_seconds: float = FADE_SECONDS, grounded: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Return copies of (poses (T,72), trans (T,3)) that satisfy `constraints` exactly.
+    `grounded`: the dance has been through the feet step with these keys on (finish_motion puts
+    them on again after it, as the step moves the root a little): it stands on the floor (y = 0)
+    and already jumps the keys. What is left of a root key is eased, not timed as a jump (a
+    timed jump of 2.6 cm bumped the hips at 2 g at the apex), and a foot in the air rises with
+    the body (_raised_on_planted_feet)."""
     poses, trans = poses.astype(np.float64).copy(), trans.astype(np.float64).copy()
     T, n = len(poses), constraints.num_frames
     fade = fade_seconds * fps
@@ -183,9 +186,9 @@ def apply_constraints(poses: np.ndarray, trans: np.ndarray, constraints: Constra
         offsets = given_trans[k] - trans[k]
         paced = PACED_KEY_SECONDS * fps
         trans[:, [0, 2]] += offset_curve(k, offsets[:, [0, 2]], T, None, paced=paced, travel=True)
-        rise = _root_rise(k, offsets[:, 1], given_trans[k, 1] if jumps else None, T, fade, fps)
+        rise = _root_rise(k, offsets[:, 1], None if grounded else given_trans[k, 1], T, fade, fps)
         if np.abs(rise).max() > 1e-9:
-            out = _raised_on_planted_feet(out, trans, rise, k, out_mask, fps)
+            out = _raised_on_planted_feet(out, trans, rise, k, out_mask, fps, grounded)
             trans[:, 1] += rise
         trans[k] = given_trans[k]
     mask = np.zeros(out.shape, bool)
@@ -271,7 +274,7 @@ def keyed_jump_lift(constraints: Constraints, drawn: tuple[np.ndarray, np.ndarra
 
 
 def _raised_on_planted_feet(poses: np.ndarray, trans: np.ndarray, rise: np.ndarray, root_keys: np.ndarray,
-                            joint_keyed: np.ndarray, fps: float) -> np.ndarray:
+                            joint_keyed: np.ndarray, fps: float, grounded: bool = False) -> np.ndarray:
     """Poses whose legs bend (or stretch) so that the ankles stay where they were while the root
     rises by `rise` (T,): a lowered root key is a crouch on the same feet, not feet in the floor.
     A leg the animator posed at the root keys around a frame (a full-pose key) is theirs: there
@@ -280,7 +283,8 @@ def _raised_on_planted_feet(poses: np.ndarray, trans: np.ndarray, rise: np.ndarr
     free, and its feet stay planted while the root's offset fades (lifted with the whole body
     after an idle clip standing 7 cm higher, both feet floated off the floor: QA). Elsewhere the
     IK fades out over LEG_KEY_FADE_SECONDS towards the leg's own keys. joint_keyed (T, 24): the
-    joints keyed or held on each frame (a held leg is as much the animator's as a keyed one)."""
+    joints keyed or held on each frame (a held leg is as much the animator's as a keyed one).
+    `grounded`: the dance stands on the floor at y = 0, so a foot in the air can be told (below)."""
     from scipy.ndimage import distance_transform_edt
     T, n = len(poses), len(joint_keyed)
     targets = ankle_positions(poses, trans)
@@ -302,6 +306,14 @@ def _raised_on_planted_feet(poses: np.ndarray, trans: np.ndarray, rise: np.ndarr
         posed &= inside | lone[nearest]
         distance = distance_transform_edt(~leg_keyed) if leg_keyed.any() else np.full(T, np.inf)
         weight[:, col] = (~posed) * np.clip(distance / max(1.0, LEG_KEY_FADE_SECONDS * fps), 0.0, 1.0)
+    if grounded:
+        # A foot already in the air rises with the body: held where it was, a hanging leg was
+        # stretched towards a place it could not reach, and the IK folded its knee to 64 degrees
+        # and its ankle to 120 (QA: the keys of a jump put on again after the feet step). A
+        # lowered root still bends every leg, so that no foot goes down with it into the floor.
+        sole = joint_positions(poses, trans)[:, [[leg[2], leg[3]] for leg in LEGS.values()], 1].min(axis=-1)
+        on_floor = 1.0 - smoothstep(np.clip((sole - PLANTED_HEIGHT) / (AIRBORNE_HEIGHT - PLANTED_HEIGHT), 0.0, 1.0))
+        weight *= np.where((rise > 0)[:, None], on_floor, 1.0)
     weight *= (np.abs(rise) > 1e-9)[:, None]
     return reach_ankles(poses, raised, targets, weight)
 
@@ -471,17 +483,24 @@ def rushed_root_keys(constraints: Constraints, fps: float) -> tuple[float, float
 SUNK_ROOT_METRES = 0.1
 
 
-def sunk_root_frames(constraints: Constraints) -> tuple[np.ndarray, float]:
-    """(frames whose root is keyed lower than SUNK_ROOT_METRES above the floor, the lowest key's height)."""
-    held = np.flatnonzero(constraints.trans_mask)
+def _root_keys_among(constraints: Constraints, among: np.ndarray | None) -> np.ndarray:
+    """The frames with a root key, of those marked in `among` (T,) bool where given."""
+    mask = constraints.trans_mask if among is None else constraints.trans_mask & among
+    return np.flatnonzero(mask)
+
+
+def sunk_root_frames(constraints: Constraints, among: np.ndarray | None = None) -> tuple[np.ndarray, float]:
+    """(frames whose root is keyed lower than SUNK_ROOT_METRES above the floor, the lowest key's
+    height), of the frames `among` (T,) bool where given."""
+    held = _root_keys_among(constraints, among)
     low = constraints.trans[held, 1] < SUNK_ROOT_METRES
     return held[low], float(constraints.trans[held[low], 1].min()) if low.any() else 0.0
 
 
-def raised_root_frames(constraints: Constraints) -> tuple[np.ndarray, float]:
+def raised_root_frames(constraints: Constraints, among: np.ndarray | None = None) -> tuple[np.ndarray, float]:
     """(frames whose root is held more than RAISED_ROOT_METRES above a standing dancer's hips,
-    the most it is held above them there, metres)."""
-    held = np.flatnonzero(constraints.trans_mask)
+    the most it is held above them there, metres), of the frames `among` (T,) bool where given."""
+    held = _root_keys_among(constraints, among)
     above = constraints.trans[held, 1] - REST_PELVIS_HEIGHT
     high = above > RAISED_ROOT_METRES
     return held[high], float(above[high].max()) if high.any() else 0.0
