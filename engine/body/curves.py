@@ -126,8 +126,6 @@ def jump_curve(key_frames: np.ndarray, heights: np.ndarray, length: int, fps: fl
                 knots.append(0.0)
     frames, knots = np.asarray(frames), np.asarray(knots)[:, None]
     at = np.arange(length, dtype=np.float64)
-    if len(frames) == 1:
-        return np.full(length, knots[0, 0])
     curve = CubicHermiteSpline(frames, knots, monotone_slopes(frames, knots), axis=0, extrapolate=False)
     inside = (at >= frames[0]) & (at <= frames[-1])
     out[inside] = curve(at[inside])[:, 0]

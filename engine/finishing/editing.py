@@ -210,9 +210,9 @@ def _split_rise(key_frames: np.ndarray, offsets: np.ndarray, heights: np.ndarray
                 fps: float) -> tuple[np.ndarray, np.ndarray]:
     """Root keys at frames (K,) with height offsets (K,) at keyed heights (K,) -> (eased, jump):
     the part of a key's offset that lifts the hips above a standing dancer's is a jump (the feet
-    cannot stay on the floor; for keys well above, RISE_ON_TOES and JUMP_ONLY), the rest a dip or a rise the legs take on
-    planted feet. Keys in a run of consecutive keyed frames (seed motion, a kept clip) carry
-    their own motion: all of it eases, joining the run's own rate."""
+    cannot stay on the floor; for keys well above it, RISE_ON_TOES and JUMP_ONLY), the rest a
+    dip or a rise the legs take on planted feet. Keys in a run of consecutive keyed frames (seed
+    motion, a kept clip) carry their own motion: all of it eases, joining the run's own rate."""
     keyed = np.zeros(int(key_frames[-1]) + 1, bool)
     keyed[key_frames] = True
     min_run = max(2, int(round(INPAINT_MIN_RUN_SECONDS * fps)))
