@@ -4,6 +4,7 @@ tried on the CPU with a tiny teacher, its tiny student and synthetic dances."""
 import json
 import shutil
 import subprocess
+import tempfile
 from types import SimpleNamespace
 
 import numpy as np
@@ -94,9 +95,13 @@ def shipped(tiny_weights, tmp_path_factory):
     return folder
 
 
-def test_a_gpu_session_returns_a_network_and_its_student_within_the_device_limits(shipped, tmp_path, capsys):
+def test_a_gpu_session_returns_a_network_and_its_student_within_the_device_limits(shipped, tmp_path, capsys,
+                                                                                  monkeypatch):
     out = tmp_path / "OUT"
-    code = session_main(["--data", str(shipped / "synthetic.npz"), "--out", str(out), "--work", str(tmp_path / "work"),
+    temporary = tmp_path / "tmp"           # where its run folders go without --work
+    temporary.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temporary))
+    code = session_main(["--data", str(shipped / "synthetic.npz"), "--out", str(out),
                          "--teacher", str(shipped / "dance.safetensors"), "--device", "cpu", "--minutes", "0.5",
                          "--recipes", "phase_keys", "--batch", "4", "--distill-batch", "4", "--workers", "0",
                          "--screen", str(tiny_pack(tmp_path))])
@@ -124,6 +129,7 @@ def test_a_gpu_session_returns_a_network_and_its_student_within_the_device_limit
     student = checkpoint.load(out / "phase_keys-student.safetensors").student
     assert student["teacher"] == "dance.safetensors" and distilled_from_this(student, home / "dance.safetensors")
     assert "iteration" in (out / "phase_keys-log.txt").read_text()
+    assert not list(temporary.iterdir())    # its temporary run folders are gone (they stayed: QA)
 
 
 @pytest.mark.parametrize("extra, message", [

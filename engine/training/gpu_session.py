@@ -239,6 +239,8 @@ def run(args) -> dict:
         _session(args, student, started, out, work, summary, train_minutes)
     finally:       # stopped part-way (Ctrl-C, SIGTERM) too: what was done, and session.json
         _bring_back(out, work, summary, started)
+    if args.work is None:      # its own temporary folder: all that is kept is in `out` now (kept if stopped)
+        shutil.rmtree(work, ignore_errors=True)
     print(f"gpu-session: done in {summary['seconds'] / 60:.1f} min of the {args.minutes:g} asked for; results in "
           f"{out}", flush=True)
     return summary
