@@ -94,36 +94,52 @@ def dip_knots(key_frames, key_values, fade: float) -> tuple[np.ndarray, np.ndarr
 
 
 def jump_curve(key_frames: np.ndarray, heights: np.ndarray, length: int, fps: float,
-               hang: float = np.inf) -> np.ndarray:
+               hang: float = np.inf, crouch: float = 0.0) -> np.ndarray:
     """(K,) increasing frames and (K,) heights >= 0 to be off the floor there -> (length,): the
     heights, rising from 0 before a key off the floor (after one on it, or none) and falling back
-    to 0 after it, each over sqrt(6 h / g) (0.55 s for 0.5 m): eased so (zero slope at takeoff,
+    to 0 after it, each over sqrt(6 h / g) (0.55 s for 0.5 m; h from the crouch's bottom where
+    there is one, below): eased so (zero slope at takeoff,
     apex and landing), the body accelerates at most g, and slows into the apex as a free fall
     does. Timed by the fall alone (sqrt(2 h / g)), it decelerated at 3 g into the apex, a pop
     with no hang, and a 12 cm key hopped in 3 frames (QA). Monotone between knots (no
     overshoot). Two keys off the floor stay off it between them unless they are further apart
-    than their two rises and `hang` frames (then it lands and takes off again)."""
+    than their two rises and `hang` frames (then it lands and takes off again). `crouch`: a
+    share of each jump's height that the body sinks below 0 to push off from and to land into,
+    eased in and out over the time of a fall that deep (stopped at the floor's height, a
+    landing came to rest within a frame from 1.5 m/s: QA)."""
     key_frames = np.asarray(key_frames, np.float64)
     heights = np.asarray(heights, np.float64)
     out = np.zeros(length)
     if not (heights > 0).any():
         return out
-    ease = np.maximum(1.0, np.sqrt(6.0 * np.clip(heights, 0.0, None) / GRAVITY) * fps)   # rise or fall
+    depth = crouch * np.clip(heights, 0.0, None)
+    ease = np.maximum(1.0, np.sqrt(6.0 * (np.clip(heights, 0.0, None) + depth) / GRAVITY) * fps)   # rise or fall
+    settle = np.maximum(1.0, np.sqrt(6.0 * depth / GRAVITY) * fps)
     up = heights > 0
     frames, knots = [], []
+
+    def knot(frame: float, value: float, before: float) -> None:
+        """A knot at `frame`, where it falls between the last one and `before` (the next key)."""
+        if (frames[-1] if frames else -np.inf) < frame < before:
+            frames.append(frame)
+            knots.append(value)
+
     for i, f in enumerate(key_frames):
-        previous = key_frames[i - 1] if i > 0 else -np.inf
-        if up[i] and (i == 0 or not up[i - 1] or f - previous > ease[i - 1] + ease[i] + hang):
-            if f - ease[i] > previous:                        # takes off, unless a key is closer
-                frames.append(f - ease[i])
-                knots.append(0.0)
+        following = key_frames[i + 1] if i + 1 < len(key_frames) else np.inf
+        if up[i] and (i == 0 or not up[i - 1] or f - key_frames[i - 1] > ease[i - 1] + ease[i] + hang):
+            if depth[i] > 0:                                   # sinks to push off
+                knot(f - ease[i] - settle[i], 0.0, f)
+                knot(f - ease[i], -depth[i], f)
+            else:
+                knot(f - ease[i], 0.0, f)                      # takes off, unless a key is closer
         frames.append(f)
         knots.append(heights[i])
-        following = key_frames[i + 1] if i + 1 < len(key_frames) else np.inf
         if up[i] and (i + 1 == len(key_frames) or not up[i + 1] or following - f > ease[i] + ease[i + 1] + hang):
-            if f + ease[i] < following:                       # lands
-                frames.append(f + ease[i])
-                knots.append(0.0)
+            if depth[i] > 0:                                   # lands into a crouch, and rises
+                knot(f + ease[i], -depth[i], following)
+                knot(f + ease[i] + settle[i], 0.0, following)
+            else:
+                knot(f + ease[i], 0.0, following)              # lands
     frames, knots = np.asarray(frames), np.asarray(knots)[:, None]
     at = np.arange(length, dtype=np.float64)
     curve = CubicHermiteSpline(frames, knots, monotone_slopes(frames, knots), axis=0, extrapolate=False)

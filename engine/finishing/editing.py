@@ -204,6 +204,9 @@ def apply_constraints(poses: np.ndarray, trans: np.ndarray, constraints: Constra
 # first: with every key over standing height a jump, taken off for at the last moment from a few
 # centimetres, they were missed by 0.2-0.4 cm more at 5 and 15 frames.
 RISE_ON_TOES, JUMP_ONLY = 0.05, 0.15
+# A keyed jump sinks this share of its height below standing to push off and to land into (the
+# legs bend on planted feet): without it, a landing stopped dead at standing height (QA).
+JUMP_CROUCH = 0.3
 
 
 def _split_rise(key_frames: np.ndarray, offsets: np.ndarray, heights: np.ndarray,
@@ -236,7 +239,12 @@ def _root_rise(key_frames: np.ndarray, offsets: np.ndarray, heights: np.ndarray 
         eased, jump = _split_rise(key_frames, offsets, heights, fps)
     paced = PACED_KEY_SECONDS * fps
     return (offset_curve(*dip_knots(key_frames, eased[:, None], fade), length, fade, paced=paced)[:, 0]
-            + jump_curve(key_frames, jump, length, fps, hang=MAX_AIRTIME_SECONDS * fps))
+            + _hips_jump(key_frames, jump, length, fps))
+
+
+def _hips_jump(key_frames: np.ndarray, jump: np.ndarray, length: int, fps: float) -> np.ndarray:
+    """(length,) the hips' jumps through the jump parts (K,) of their keys (_split_rise)."""
+    return jump_curve(key_frames, jump, length, fps, hang=MAX_AIRTIME_SECONDS * fps, crouch=JUMP_CROUCH)
 
 
 def keyed_jump_lift(constraints: Constraints, drawn: tuple[np.ndarray, np.ndarray],
@@ -260,13 +268,16 @@ def keyed_jump_lift(constraints: Constraints, drawn: tuple[np.ndarray, np.ndarra
         return np.clip(joint_positions(poses[frames], trans[frames])[:, feet, 1].min(axis=1), 0.0, None)
 
     at_keys = np.clip(lowest(*keyed, k) - lowest(*drawn, k), 0.0, None)
-    # Timed by the hips' own jump where the keys have one (_root_rise's): the legs tucking for a
-    # jump lift the feet before the hips leave the floor, and left up, they curled under hips not
-    # yet rising; grounded, the body crouches on them and springs from the crouch.
+    # Timed by the hips' own jump where the keys have one (_root_rise's, crouch and all): the
+    # legs tucking for a jump lift the feet before the hips leave the floor, and left up, they
+    # curled under hips not yet rising; grounded, the body crouches on them and springs from the
+    # crouch. Where only the legs lift the feet (tucked under hips at standing height), by the feet.
     heights = constraints.trans[k, 1]
     _, hips_jump = _split_rise(k, heights - drawn[1][k, 1], heights, fps)
-    timing = np.where(hips_jump > 0, hips_jump, at_keys) * (at_keys > 0)
-    share = np.clip(jump_curve(k, timing, T, fps, hang=MAX_AIRTIME_SECONDS * fps) / AIRBORNE_HEIGHT, 0.0, 1.0)
+    lifted = at_keys > 0
+    jumps = np.maximum(_hips_jump(k, hips_jump * lifted, T, fps),
+                       jump_curve(k, np.where(hips_jump > 0, 0.0, at_keys), T, fps, hang=MAX_AIRTIME_SECONDS * fps))
+    share = np.clip(jumps / AIRBORNE_HEIGHT, 0.0, 1.0)
     if not share.any():
         return np.zeros(T)
     every = np.arange(T)
