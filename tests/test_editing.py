@@ -710,3 +710,36 @@ def test_legs_hanging_in_a_keyed_jump_keep_their_drawn_pose():
     c.trans[k] = standing[k] - [0.0, 0.1, 0.0]
     out, out_trans = apply_constraints(poses, standing, c, FPS, grounded=True)
     assert np.abs(ankle_positions(out, out_trans) - ankle_positions(poses, standing)).max() < 2e-3
+
+
+def test_legs_keyed_tucked_for_a_jump_fold_in_the_air_from_a_crouch():
+    """Legs keyed tucked where the hips are keyed 0.5 m up fold as the body leaves the floor, over
+    the jump's rise, not over the second before the key (they folded on the floor, the body
+    crouched on them, and the feet left the floor 0.7 s before the hips); and a lone such key
+    crouches to push off and to land like any jump (moved down with the body, posed legs put
+    the feet into the floor, and the floor step took the crouch back out)."""
+    from engine.api import finish_motion
+    from engine.body.curves import jump_ease_frames
+    from engine.finishing.editing import JUMP_CROUCH
+    T, key = 240, 120
+    poses, trans = _dance(T, amplitude=0.05, seed=6)
+    c = Constraints.empty(T, FPS)
+    tucked = poses[key].copy()
+    for side in ("left", "right"):
+        tucked[3 * JOINT_INDEX[f"{side}_hip"]] = np.radians(-80)
+        tucked[3 * JOINT_INDEX[f"{side}_knee"]] = np.radians(110)
+    c.set_pose(key, tucked, joints=["legs"], root=np.array([trans[key, 0], REST_PELVIS_HEIGHT + 0.5, trans[key, 2]]))
+    m = finish_motion(poses, trans, T / FPS, T, FPS, np.zeros(0), c)
+    print(f"hips lowest before the takeoff {m.trans[key - 40:key, 1].min():.3f}, after landing "
+          f"{m.trans[key:key + 40, 1].min():.3f} (drawn {trans[key, 1]:.3f})")
+    assert m.trans[key - 40:key, 1].min() < trans[key, 1] - 0.08          # crouches to push off
+    assert m.trans[key:key + 40, 1].min() < trans[key, 1] - 0.08          # and to land
+    # The legs fold over the jump's rise: on the frames before it, nothing of the key's tuck.
+    rise = int(np.ceil(jump_ease_frames(np.array([0.5]), FPS, JUMP_CROUCH)[0]))
+    free = Constraints.empty(T, FPS)
+    free.trans[key], free.trans_mask[key] = c.trans[key], True
+    untucked, _ = apply_constraints(poses, trans, free, FPS)
+    out, _ = apply_constraints(poses, trans, c, FPS)
+    thighs = [3 * JOINT_INDEX[f"{side}_hip"] for side in ("left", "right")]
+    print(f"thighs turned by the tuck {rise} frames before the key: {np.abs(out - untucked)[key - rise, thighs].max():.2e} rad")
+    assert np.abs(out - untucked)[:key - rise, thighs].max() < 0.02

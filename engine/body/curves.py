@@ -93,6 +93,13 @@ def dip_knots(key_frames, key_values, fade: float) -> tuple[np.ndarray, np.ndarr
     return np.asarray(frames, np.float64), np.asarray(out)
 
 
+def jump_ease_frames(heights: np.ndarray, fps: float, crouch: float = 0.0) -> np.ndarray:
+    """(K,) frames a jump_curve takes to rise from its crouch to each height (K,) >= 0, or to fall
+    back: sqrt(6 h / g), h from the crouch's bottom, so that the body accelerates at most g."""
+    rise = np.clip(np.asarray(heights, np.float64), 0.0, None) * (1.0 + crouch)
+    return np.maximum(1.0, np.sqrt(6.0 * rise / GRAVITY) * fps)
+
+
 def jump_curve(key_frames: np.ndarray, heights: np.ndarray, length: int, fps: float,
                hang: float = np.inf, crouch: float = 0.0) -> np.ndarray:
     """(K,) increasing frames and (K,) heights >= 0 to be off the floor there -> (length,): the
@@ -113,7 +120,7 @@ def jump_curve(key_frames: np.ndarray, heights: np.ndarray, length: int, fps: fl
     if not (heights > 0).any():
         return out
     depth = crouch * np.clip(heights, 0.0, None)
-    ease = np.maximum(1.0, np.sqrt(6.0 * (np.clip(heights, 0.0, None) + depth) / GRAVITY) * fps)   # rise or fall
+    ease = jump_ease_frames(heights, fps, crouch)             # rise or fall
     settle = np.maximum(1.0, np.sqrt(6.0 * depth / GRAVITY) * fps)
     up = heights > 0
     frames, knots = [], []

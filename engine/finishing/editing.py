@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from ..body import rotations as R
-from ..body.curves import dip_knots, jump_curve, offset_curve, smoothstep
+from ..body.curves import dip_knots, jump_curve, jump_ease_frames, offset_curve, smoothstep
 from ..body.motion import Constraints
 from ..body.skeleton import FOOT_JOINTS, JOINT_INDEX, NUM_JOINTS, REST_PELVIS_HEIGHT, joint_positions
 from ..defaults import HOLD_TOLERANCE, INPAINT_MIN_RUN_SECONDS, PACED_KEY_SECONDS
@@ -70,6 +70,9 @@ def _with_holds(keyed: np.ndarray, given: torch.Tensor,
             held[a:b + 1] = True
     return keyed, given, held
 
+
+# The joints of both legs (hips, knees, ankles, toes).
+LEG_JOINTS = frozenset(j for leg in LEGS.values() for j in leg)
 
 # A hold of these joints (the pelvis's turn and both legs) freezes the stance: with the feet
 # planted, the root cannot travel either (it slid a statue 1.6 m across the floor in a second).
@@ -148,12 +151,19 @@ def apply_constraints(poses: np.ndarray, trans: np.ndarray, constraints: Constra
     pelvis_keys = None
     spins = np.zeros(T)
     spins[:n] = constraints.pelvis_turns
+    jump_fades = {} if grounded else _jump_fades(constraints, trans, fps)
     for j in range(NUM_JOINTS):
         keyed = np.zeros(T, bool)
         keyed[:n] = constraints.joint_mask[:, j]
         if not keyed.any():
             stance_held &= j not in STANCE_JOINTS
             continue
+        # A leg keyed only where the hips jump (tucked) folds as the body leaves the floor, over
+        # the jump's rise: eased in over the second before, it folded on the floor, the body
+        # crouching on it, and the feet left the floor 0.7 s before the hips did.
+        joint_fade = fade
+        if j in LEG_JOINTS and jump_fades and all(f in jump_fades for f in np.flatnonzero(keyed)):
+            joint_fade = max(jump_fades[f] for f in np.flatnonzero(keyed))
         given = torch.zeros(T, 4, dtype=torch.float64)
         given[:n] = q_given[:, j]
         keyed, given, held = _with_holds(keyed, given, spins if j == 0 else None)
@@ -165,7 +175,7 @@ def apply_constraints(poses: np.ndarray, trans: np.ndarray, constraints: Constra
         # Correction at each key, as a rotation vector (the short way round): given = delta * generated.
         dq = R.quat_mul(given[k], R.quat_conjugate(q_all[k, j]))
         delta = _unwrapped(R.quat_to_axis_angle(dq).numpy())
-        blend = torch.from_numpy(offset_curve(k, delta, T, fade, paced=PACED_KEY_SECONDS * fps))
+        blend = torch.from_numpy(offset_curve(k, delta, T, joint_fade, paced=PACED_KEY_SECONDS * fps))
         q_all[:, j] = R.quat_mul(R.axis_angle_to_quat(blend), q_all[:, j])
         out_mask[:, j] = keyed
         out_values[keyed, j] = given[keyed]
@@ -186,9 +196,9 @@ def apply_constraints(poses: np.ndarray, trans: np.ndarray, constraints: Constra
         offsets = given_trans[k] - trans[k]
         paced = PACED_KEY_SECONDS * fps
         trans[:, [0, 2]] += offset_curve(k, offsets[:, [0, 2]], T, None, paced=paced, travel=True)
-        rise = _root_rise(k, offsets[:, 1], None if grounded else given_trans[k, 1], T, fade, fps)
+        rise, crouching = _root_rise(k, offsets[:, 1], None if grounded else given_trans[k, 1], T, fade, fps)
         if np.abs(rise).max() > 1e-9:
-            out = _raised_on_planted_feet(out, trans, rise, k, out_mask, fps, grounded)
+            out = _raised_on_planted_feet(out, trans, rise, k, out_mask, fps, grounded, crouching)
             trans[:, 1] += rise
         trans[k] = given_trans[k]
     mask = np.zeros(out.shape, bool)
@@ -227,19 +237,33 @@ def _split_rise(key_frames: np.ndarray, offsets: np.ndarray, heights: np.ndarray
 
 
 def _root_rise(key_frames: np.ndarray, offsets: np.ndarray, heights: np.ndarray | None, length: int, fade: float,
-               fps: float) -> np.ndarray:
+               fps: float) -> tuple[np.ndarray, np.ndarray]:
     """(length,) the root's height correction through its keys' offsets (K,) at keyed heights
     (K,): a dip or rise eased in and out over `fade` frames (dip_knots), plus a jump's part
     that takes off and lands as a jump (jump_curve). Eased over a second like the rest, hips
     keyed 0.5 m over standing ones had the feet off the floor 2 s for 1 s of keys (QA).
-    `heights` None: no jumps, all of it eased."""
+    `heights` None: no jumps, all of it eased. Also (length,) bool: the frames where a jump
+    crouches to push off or to land."""
     if heights is None:
         eased, jump = offsets, np.zeros_like(offsets)
     else:
         eased, jump = _split_rise(key_frames, offsets, heights, fps)
     paced = PACED_KEY_SECONDS * fps
+    jumping = _hips_jump(key_frames, jump, length, fps)
     return (offset_curve(*dip_knots(key_frames, eased[:, None], fade), length, fade, paced=paced)[:, 0]
-            + _hips_jump(key_frames, jump, length, fps))
+            + jumping), jumping < 0
+
+
+def _jump_fades(constraints: Constraints, trans: np.ndarray, fps: float) -> dict[int, float]:
+    """{root key's frame: frames its jump takes to rise from its crouch} for the root keys that
+    jump (_split_rise) in the dance `trans` (T,3) before the constraints."""
+    k = np.flatnonzero(constraints.trans_mask[:len(trans)])
+    if not len(k):
+        return {}
+    heights = constraints.trans[k, 1]
+    _, jump = _split_rise(k, heights - trans[k, 1], heights, fps)
+    ease = jump_ease_frames(jump, fps, JUMP_CROUCH)
+    return {int(f): float(e) for f, h, e in zip(k, jump, ease) if h > 0}
 
 
 def _hips_jump(key_frames: np.ndarray, jump: np.ndarray, length: int, fps: float) -> np.ndarray:
@@ -285,7 +309,8 @@ def keyed_jump_lift(constraints: Constraints, drawn: tuple[np.ndarray, np.ndarra
 
 
 def _raised_on_planted_feet(poses: np.ndarray, trans: np.ndarray, rise: np.ndarray, root_keys: np.ndarray,
-                            joint_keyed: np.ndarray, fps: float, grounded: bool = False) -> np.ndarray:
+                            joint_keyed: np.ndarray, fps: float, grounded: bool = False,
+                            crouching: np.ndarray | None = None) -> np.ndarray:
     """Poses whose legs bend (or stretch) so that the ankles stay where they were while the root
     rises by `rise` (T,): a lowered root key is a crouch on the same feet, not feet in the floor.
     A leg the animator posed at the root keys around a frame (a full-pose key) is theirs: there
@@ -295,7 +320,10 @@ def _raised_on_planted_feet(poses: np.ndarray, trans: np.ndarray, rise: np.ndarr
     after an idle clip standing 7 cm higher, both feet floated off the floor: QA). Elsewhere the
     IK fades out over LEG_KEY_FADE_SECONDS towards the leg's own keys. joint_keyed (T, 24): the
     joints keyed or held on each frame (a held leg is as much the animator's as a keyed one).
-    `grounded`: the dance stands on the floor at y = 0, so a foot in the air can be told (below)."""
+    `grounded`: the dance stands on the floor at y = 0, so a foot in the air can be told (below).
+    `crouching` (T,) bool: where a keyed jump crouches to push off or land (_root_rise); the legs
+    bend there whoever posed them at the key (moved down with the body, the feet of a lone
+    tucked key went into the floor, and the floor step took the crouch back out)."""
     from scipy.ndimage import distance_transform_edt
     T, n = len(poses), len(joint_keyed)
     targets = ankle_positions(poses, trans)
@@ -316,6 +344,8 @@ def _raised_on_planted_feet(poses: np.ndarray, trans: np.ndarray, rise: np.ndarr
         nearest = root_keys[np.where(before >= 0, np.maximum(before, 0), after)]
         posed &= inside | lone[nearest]
         distance = distance_transform_edt(~leg_keyed) if leg_keyed.any() else np.full(T, np.inf)
+        if crouching is not None:
+            posed &= ~crouching
         weight[:, col] = (~posed) * np.clip(distance / max(1.0, LEG_KEY_FADE_SECONDS * fps), 0.0, 1.0)
     if grounded:
         # A foot already in the air rises with the body: held where it was, a hanging leg was
