@@ -22,10 +22,9 @@ from .defaults import (AUTOGUIDANCE_KEYED_TAPER_FRAMES, DEFAULT_AUTOGUIDANCE, DE
                        STUDENT_SMOOTHING_SECONDS)
 from .errors import Cancelled, EngineError, EngineNote, RootHeightNote
 from .finishing.beatsync import motion_beats, output_times, warp_knots, warp_times
-from .finishing.editing import (keyed_jump_lift, anchor_times, apply_constraints, keyed_runs, keyed_spin_frames,
-                                keys_at_model_rate,
-                                leg_keys, legs_hang_from_new_hips, raised_root_frames, rushed_root_keys,
-                                sunk_root_frames)
+from .finishing.editing import (anchor_times, apply_constraints, keyed_jump_lift, keyed_runs, keyed_spin_frames,
+                                keys_at_model_rate, leg_keys, legs_hang_from_new_hips, raised_root_frames,
+                                rushed_root_keys, sunk_root_frames)
 from .finishing.feet import beat_cycle, clean_feet
 from .finishing.rootpath import keep_on_floor
 from .finishing.turns import limit_joint_speeds, limit_pelvis_turns

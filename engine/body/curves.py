@@ -104,8 +104,7 @@ def jump_curve(key_frames: np.ndarray, heights: np.ndarray, length: int, fps: fl
                hang: float = np.inf, crouch: float = 0.0) -> np.ndarray:
     """(K,) increasing frames and (K,) heights >= 0 to be off the floor there -> (length,): the
     heights, rising from 0 before a key off the floor (after one on it, or none) and falling back
-    to 0 after it, each over sqrt(6 h / g) (0.55 s for 0.5 m; h from the crouch's bottom where
-    there is one, below): eased so (zero slope at takeoff,
+    to 0 after it, each over jump_ease_frames (0.55 s for 0.5 m): eased so (zero slope at takeoff,
     apex and landing), the body accelerates at most g, and slows into the apex as a free fall
     does. Timed by the fall alone (sqrt(2 h / g)), it decelerated at 3 g into the apex, a pop
     with no hang, and a 12 cm key hopped in 3 frames (QA). Monotone between knots (no
@@ -121,7 +120,7 @@ def jump_curve(key_frames: np.ndarray, heights: np.ndarray, length: int, fps: fl
         return out
     depth = crouch * np.clip(heights, 0.0, None)
     ease = jump_ease_frames(heights, fps, crouch)             # rise or fall
-    settle = np.maximum(1.0, np.sqrt(6.0 * depth / GRAVITY) * fps)
+    settle = jump_ease_frames(depth, fps)                     # into the crouch, or out of it
     up = heights > 0
     frames, knots = [], []
 

@@ -33,7 +33,7 @@ import torch
 from ..body import rotations as R
 from ..body.curves import dip_knots, jump_curve, jump_ease_frames, offset_curve, smoothstep
 from ..body.motion import Constraints
-from ..body.skeleton import FOOT_JOINTS, JOINT_INDEX, NUM_JOINTS, REST_PELVIS_HEIGHT, joint_positions
+from ..body.skeleton import BODY_PARTS, FOOT_INDICES, JOINT_INDEX, NUM_JOINTS, REST_PELVIS_HEIGHT, joint_positions
 from ..defaults import HOLD_TOLERANCE, INPAINT_MIN_RUN_SECONDS, PACED_KEY_SECONDS
 from .feet import (AIRBORNE_HEIGHT, LEGS, MAX_AIRTIME_SECONDS, PLANTED_HEIGHT, ankle_positions, reach_ankles,
                    true_runs)
@@ -71,8 +71,7 @@ def _with_holds(keyed: np.ndarray, given: torch.Tensor,
     return keyed, given, held
 
 
-# The joints of both legs (hips, knees, ankles, toes).
-LEG_JOINTS = frozenset(j for leg in LEGS.values() for j in leg)
+LEG_JOINTS = frozenset(JOINT_INDEX[name] for name in BODY_PARTS["legs"])
 
 # A hold of these joints (the pelvis's turn and both legs) freezes the stance: with the feet
 # planted, the root cannot travel either (it slid a statue 1.6 m across the floor in a second).
@@ -254,14 +253,18 @@ def _root_rise(key_frames: np.ndarray, offsets: np.ndarray, heights: np.ndarray 
             + jumping), jumping < 0
 
 
+def _keyed_jumps(constraints: Constraints, trans: np.ndarray, fps: float) -> tuple[np.ndarray, np.ndarray]:
+    """(root keys' frames (K,), the jump part of each (K,), _split_rise) for the dance `trans`
+    (T,3) before the constraints are put on."""
+    k = np.flatnonzero(constraints.trans_mask[:len(trans)])
+    heights = constraints.trans[k, 1]
+    return k, (_split_rise(k, heights - trans[k, 1], heights, fps)[1] if len(k) else np.zeros(0))
+
+
 def _jump_fades(constraints: Constraints, trans: np.ndarray, fps: float) -> dict[int, float]:
     """{root key's frame: frames its jump takes to rise from its crouch} for the root keys that
     jump (_split_rise) in the dance `trans` (T,3) before the constraints."""
-    k = np.flatnonzero(constraints.trans_mask[:len(trans)])
-    if not len(k):
-        return {}
-    heights = constraints.trans[k, 1]
-    _, jump = _split_rise(k, heights - trans[k, 1], heights, fps)
+    k, jump = _keyed_jumps(constraints, trans, fps)
     ease = jump_ease_frames(jump, fps, JUMP_CROUCH)
     return {int(f): float(e) for f, h, e in zip(k, jump, ease) if h > 0}
 
@@ -283,21 +286,18 @@ def keyed_jump_lift(constraints: Constraints, drawn: tuple[np.ndarray, np.ndarra
     The floor step grounds the rest (the network's own float): put on the floor, a jump keyed
     with tucked legs came down 0.8 m between its keys."""
     T = len(keyed[1])
-    k = np.flatnonzero(constraints.trans_mask[:T])
+    k, hips_jump = _keyed_jumps(constraints, drawn[1], fps)
     if not len(k):
         return np.zeros(T)
-    feet = [JOINT_INDEX[name] for name in FOOT_JOINTS]
 
     def lowest(poses, trans, frames):
-        return np.clip(joint_positions(poses[frames], trans[frames])[:, feet, 1].min(axis=1), 0.0, None)
+        return np.clip(joint_positions(poses[frames], trans[frames])[:, list(FOOT_INDICES), 1].min(axis=1), 0.0, None)
 
     at_keys = np.clip(lowest(*keyed, k) - lowest(*drawn, k), 0.0, None)
     # Timed by the hips' own jump where the keys have one (_root_rise's, crouch and all): the
     # legs tucking for a jump lift the feet before the hips leave the floor, and left up, they
     # curled under hips not yet rising; grounded, the body crouches on them and springs from the
     # crouch. Where only the legs lift the feet (tucked under hips at standing height), by the feet.
-    heights = constraints.trans[k, 1]
-    _, hips_jump = _split_rise(k, heights - drawn[1][k, 1], heights, fps)
     lifted = at_keys > 0
     jumps = np.maximum(_hips_jump(k, hips_jump * lifted, T, fps),
                        jump_curve(k, np.where(hips_jump > 0, 0.0, at_keys), T, fps, hang=MAX_AIRTIME_SECONDS * fps))

@@ -162,22 +162,22 @@ def ground(poses: np.ndarray, trans: np.ndarray, fps: float, jump_lift: np.ndarr
     _, pos = _positions(poses, trans)
     feet = pos[:, FOOT_JOINTS].numpy()
     lowest = feet[:, :, 1].min(axis=1)
-    floor_for = lowest if jump_lift is None else lowest - jump_lift
+    unlifted = lowest if jump_lift is None else lowest - jump_lift      # where the feet would be without the jump
     speed = np.linalg.norm(np.gradient(feet[:, :, [0, 2]], axis=0), axis=-1).min(axis=1) * fps
     # Whether the body is supported: its lowest foot is nearly still. Not a height test, since
     # the height itself is what is being corrected.
     supported = speed < PLANTED_SPEED
-    correction = _through_supports(floor_for, supported)
+    correction = _through_supports(unlifted, supported)
     # Nobody stays in the air longer than a jump lasts: where both feet would be off the floor
     # (by AIRBORNE_HEIGHT) for longer than MAX_AIRTIME_SECONDS, the legs are folded up under a
     # root held high, and the body stands on its lowest foot there (QA: a regenerated range
     # between root keys floated both feet up to 49 cm for 2.3 s, the hips held at the keys' height).
-    airborne = floor_for + correction > AIRBORNE_HEIGHT
+    airborne = unlifted + correction > AIRBORNE_HEIGHT
     long_flights = true_runs(airborne, int(round(MAX_AIRTIME_SECONDS * fps)) + 1)
     for a, b in long_flights:
         supported[a:b] = True
     if long_flights:
-        correction = _through_supports(floor_for, supported)
+        correction = _through_supports(unlifted, supported)
     correction = gaussian_filter1d(correction, sigma=max(1.0, 0.05 * fps), mode="nearest")
     correction = np.maximum(correction, -lowest)          # never through the floor
     out = trans.copy()
