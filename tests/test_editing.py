@@ -251,6 +251,86 @@ def test_the_leg_ik_reaches_its_target_where_the_knee_bends_off_its_hinge():
     assert torch.allclose(_global_rotations(local)[:, leg[2]], glob[:, leg[2]], atol=1e-9)   # the foot keeps its turn
 
 
+
+def _knee_bends(poses: np.ndarray, side: str = "left") -> tuple[np.ndarray, np.ndarray]:
+    """(angle between the knee's bend axis and its hinge, bend angle) per frame, radians."""
+    from engine.finishing.feet import KNEE_HINGE, LEGS
+    from engine.body.skeleton import REST_OFFSETS
+    hip, knee, ankle, _ = LEGS[side]
+    thigh = REST_OFFSETS[knee] / np.linalg.norm(REST_OFFSETS[knee])
+    local = R.axis_angle_to_matrix(torch.from_numpy(poses).reshape(len(poses), -1, 3)).numpy()
+    shin = local[:, knee] @ (REST_OFFSETS[ankle] / np.linalg.norm(REST_OFFSETS[ankle]))
+    normal = np.cross(thigh, shin)
+    hinge = KNEE_HINGE * (1 if side == "left" else np.array([1, -1, -1]))
+    off = np.arccos(np.clip(normal @ hinge / np.linalg.norm(normal, axis=-1), -1, 1))
+    return off, np.arctan2(np.linalg.norm(normal, axis=-1), shin @ thigh)
+
+
+def _leg_bent_backwards(frames: int = 40) -> tuple[np.ndarray, np.ndarray]:
+    """A dancer standing, the left knee bent backwards and sideways more and more over the
+    frames (the right one bent forward as a real knee bends), lowest foot on the floor."""
+    poses = np.zeros((frames, 72))
+    knee = 3 * JOINT_INDEX["left_knee"]
+    poses[:, knee] = np.linspace(-0.2, -0.4, frames)                 # heel forward: the wrong way
+    poses[:, knee + 2] = np.linspace(0.0, 0.2, frames)
+    poses[:, 3 * JOINT_INDEX["right_knee"]] = 0.6
+    poses[:, 3 * JOINT_INDEX["right_knee"] + 1] = 0.3                 # bent forward, twisted
+    trans = np.tile([0.0, REST_PELVIS_HEIGHT, 0.0], (frames, 1))
+    trans[:, 1] -= joint_positions(poses[:1], trans[:1])[0, :, 1].min()
+    return poses, trans
+
+
+def test_a_knee_bent_backwards_bends_forward_with_the_foot_where_it_was():
+    """A knee the network bends off its hinge (backwards, sideways) is turned back within
+    KNEE_HINGE_TOLERANCE of it: its bend's angle kept, the thigh swung so that ankle, toe and
+    sole stay put. A knee that bends as real knees do is left alone."""
+    from engine.finishing.feet import KNEE_HINGE_TOLERANCE, LEGS, _global_rotations, _keep_knees_on_hinge
+    poses, trans = _leg_bent_backwards()
+    before_off, before_bend = _knee_bends(poses)
+    assert before_off.min() > np.radians(90)
+    local = R.axis_angle_to_matrix(torch.from_numpy(poses).reshape(len(poses), -1, 3))
+    glob = _global_rotations(local)
+    _keep_knees_on_hinge(local, np.ones((len(poses), 2)))
+    out = R.matrix_to_axis_angle(local).reshape(len(poses), -1).numpy()
+    off, bend = _knee_bends(out)
+    assert off.max() <= KNEE_HINGE_TOLERANCE + np.radians(0.5)   # the hinge is not quite square to the thigh
+    assert bend == pytest.approx(before_bend, abs=1e-9)
+    def knee_ahead(poses):       # the knee's distance in front of the hip-ankle line (m)
+        hip, knee, ankle, _ = LEGS["left"]
+        pos = joint_positions(poses, trans)
+        line = (pos[:, ankle] - pos[:, hip]) / np.linalg.norm(pos[:, ankle] - pos[:, hip], axis=-1, keepdims=True)
+        rel = pos[:, knee] - pos[:, hip]
+        return (rel - (rel * line).sum(-1, keepdims=True) * line)[:, 2]
+    assert (knee_ahead(poses) < -0.01).all() and (knee_ahead(out) > 0.005).all()   # heel back now
+    feet = [j for leg in LEGS.values() for j in leg[2:]]
+    assert np.abs(joint_positions(out, trans)[:, feet] - joint_positions(poses, trans)[:, feet]).max() < 1e-9
+    assert torch.allclose(_global_rotations(local)[:, feet], glob[:, feet], atol=1e-9)
+    right = [3 * j + k for j in LEGS["right"] for k in range(3)]
+    assert np.abs(out[:, right] - poses[:, right]).max() < 1e-12              # within its hinge: as drawn
+
+
+def test_the_feet_step_keeps_a_keyed_backwards_knee_and_eases_away_from_it(monkeypatch):
+    """A leg keyed bent backwards stays as keyed on its key; away from the key the knee bends
+    forward, eased in between (the knee moves no faster than the feet step moves it anyway)."""
+    from engine.finishing import feet
+    from engine.finishing.feet import KNEE_HINGE_TOLERANCE, LEGS, lock_feet
+    poses, trans = _leg_bent_backwards()
+    pinned = np.zeros((len(poses), 2), bool)
+    pinned[20, 0] = True
+    knee = JOINT_INDEX["left_knee"]
+
+    def fastest_knee(out):
+        return np.linalg.norm(np.diff(joint_positions(out, trans)[:, knee], axis=0), axis=-1).max()
+    with monkeypatch.context() as m:
+        m.setattr(feet, "KNEE_HINGE_TOLERANCE", np.pi)                     # no hinge
+        unhinged = fastest_knee(lock_feet(poses, trans, FPS, pinned_legs=pinned)[0])
+    out, _ = lock_feet(poses, trans, FPS, pinned_legs=pinned)
+    keyed = [3 * j + k for j in LEGS["left"][:3] for k in range(3)]
+    assert np.abs(out[20, keyed] - poses[20, keyed]).max() < 1e-9
+    off, _ = _knee_bends(out)
+    assert off[np.r_[0:4, 36:40]].max() <= KNEE_HINGE_TOLERANCE + np.radians(0.5)
+    assert fastest_knee(out) < unhinged + 0.005
+
 @pytest.mark.parametrize("radius", [0.0, 0.6, 2.0])
 def test_stage_radius_keeps_the_root_near_the_start(radius):
     T = int(120 * FPS)
