@@ -254,14 +254,14 @@ def test_the_leg_ik_reaches_its_target_where_the_knee_bends_off_its_hinge():
 
 def _knee_bends(poses: np.ndarray, side: str = "left") -> tuple[np.ndarray, np.ndarray]:
     """(angle between the knee's bend axis and its hinge, bend angle) per frame, radians."""
-    from engine.finishing.feet import KNEE_HINGE, LEGS
-    from engine.body.skeleton import REST_OFFSETS
+    from engine.finishing.feet import LEGS
+    from engine.body.skeleton import REST_OFFSETS, bend_axis
     hip, knee, ankle, _ = LEGS[side]
     thigh = REST_OFFSETS[knee] / np.linalg.norm(REST_OFFSETS[knee])
     local = R.axis_angle_to_matrix(torch.from_numpy(poses).reshape(len(poses), -1, 3)).numpy()
     shin = local[:, knee] @ (REST_OFFSETS[ankle] / np.linalg.norm(REST_OFFSETS[ankle]))
     normal = np.cross(thigh, shin)
-    hinge = KNEE_HINGE * (1 if side == "left" else np.array([1, -1, -1]))
+    hinge = bend_axis(f"{side}_knee")
     off = np.arccos(np.clip(normal @ hinge / np.linalg.norm(normal, axis=-1), -1, 1))
     return off, np.arctan2(np.linalg.norm(normal, axis=-1), shin @ thigh)
 

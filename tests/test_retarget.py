@@ -203,6 +203,53 @@ def test_a_pose_rig_with_odd_rolls_points_its_limbs_like_smpl():
     assert abs(arm[2]) / np.linalg.norm(arm) < 0.07
 
 
+def bent_limbs_heads() -> np.ndarray:
+    """SMPL's rest joints with the knees 4 cm forward and the elbows 4 cm back: legs and arms bent
+    at rest the way they bend (as Rigify's metarig is), so the rig shows its hinges."""
+    heads = smpl_heads(1.0)
+    for side in ("left", "right"):
+        heads[JOINT_INDEX[f"{side}_knee"], 1] -= 0.04        # the character faces -Y
+        heads[JOINT_INDEX[f"{side}_elbow"], 1] += 0.04
+    return heads
+
+
+def test_a_rig_bent_at_rest_bends_its_knees_and_elbows_about_its_own_hinges():
+    """A knee or elbow the dance bends about SMPL's hinge (skeleton.bend_axis) bends the rig's
+    about the hinge its rest pose shows, whatever its bones' rolls; the limbs still point as
+    SMPL's do and the keys read back as the dance."""
+    from engine.body.skeleton import bend_axis
+    rig = make_rig(humanoid(MIXAMO, bent_limbs_heads(), np.random.default_rng(11)))
+    ret = Retargeter(rig, auto_map(rig))
+    T = 6
+    rng = np.random.default_rng(2)
+    poses = np.zeros((T, 72))
+    for joint in ("left_hip", "right_hip", "left_shoulder", "right_shoulder"):
+        poses[:, 3 * JOINT_INDEX[joint]:3 * JOINT_INDEX[joint] + 3] = rng.normal(0, 0.3, 3)
+    for joint, most in (("left_knee", 1.4), ("right_knee", 1.0), ("left_elbow", 1.6), ("right_elbow", 1.2)):
+        poses[:, 3 * JOINT_INDEX[joint]:3 * JOINT_INDEX[joint] + 3] = np.outer(np.linspace(0.5, most, T), bend_axis(joint))
+    trans = np.tile([0.0, REST_PELVIS_HEIGHT, 0.0], (T, 1))
+    out = ret.to_rig(poses, trans)
+    world = fk_world(rig, out.rotations, out.root_bone, out.root_location, matrices=True)
+    still = ret.to_rig(np.zeros((1, 72)), trans[:1])                  # SMPL's rest pose on the rig
+    at_rest = fk_world(rig, still.rotations, still.root_bone, still.root_location, matrices=True)[0]
+    heads = rig.rest[:, :3, 3]
+    for upper, middle, lower in (("hip", "knee", "ankle"), ("shoulder", "elbow", "wrist")):
+        for side in ("left", "right"):
+            bu, bm, bl = (ret.bone_of[JOINT_INDEX[f"{side}_{j}"]] for j in (upper, middle, lower))
+            hinge = np.cross(heads[bm] - heads[bu], heads[bl] - heads[bm])        # the rig's, at rest
+            in_upper_bone = rig.rest[bu, :3, :3].T @ (hinge / np.linalg.norm(hinge))
+            # The lower bone's turn in the upper bone's frame since SMPL's rest pose: about the hinge.
+            turn = (np.swapaxes(world[:, bu, :3, :3], -1, -2) @ world[:, bm, :3, :3]
+                    @ (at_rest[bu, :3, :3].T @ at_rest[bm, :3, :3]).T)
+            axis = R.matrix_to_axis_angle(torch.from_numpy(turn)).numpy()
+            cos = (axis / np.linalg.norm(axis, axis=-1, keepdims=True)) @ in_upper_bone
+            assert np.degrees(np.arccos(cos.min())) < 1.5, (side, middle)       # 5-12 degrees untwisted
+    assert limb_cosines(rig, ret, poses, trans).min() > 0.9999
+    back, *_ = ret.from_rig(out.rotations, out.root_location, np.ones((T, len(rig.names)), bool))
+    mapped = [j for j, b in enumerate(ret.bone_of) if b >= 0]
+    assert angle_between(back.reshape(T, -1, 3)[:, mapped], poses.reshape(T, -1, 3)[:, mapped]).max() < 1e-6
+
+
 @pytest.mark.parametrize("make", [mixamo_rig,
                                   lambda: make_rig(humanoid(MIXAMO, a_pose_heads(), np.random.default_rng(7)))])
 def test_round_trip_gives_back_the_smpl_rotations(make):

@@ -28,7 +28,7 @@ from scipy.ndimage import gaussian_filter1d, maximum_filter1d, minimum_filter1d
 from ..body import rotations as R
 from ..body.curves import SMOOTHSTEP_PEAK_OVER_MEAN, smoothstep, smoothstep_slope
 from ..body.limbs import deepest_meeting, leg_capsules
-from ..body.skeleton import JOINT_INDEX, NUM_JOINTS, PARENTS, REST_OFFSETS, forward_kinematics
+from ..body.skeleton import JOINT_INDEX, JOINT_NAMES, NUM_JOINTS, PARENTS, REST_OFFSETS, bend_axis, forward_kinematics
 from ..defaults import PACED_KEY_SECONDS
 
 PLANTED_HEIGHT = 0.06      # m above the floor under which a foot joint may be planted
@@ -101,15 +101,12 @@ MIN_SWING_SECONDS = 0.25
 # genre-set dances 6 did, now 1). 2.5 rather than 1.5: longer catch-ups slide low feet, genre-set
 # foot skating 15.2% against 14.5% (13.7% before; seed spread 7), the same kicks removed.
 MAX_CATCH_UP_SPEED = 2.5
-# The knee is a hinge. In the thigh's frame (its hip joint's), the plane a real dancer's shin bends
-# in stays near one axis: over tang2018's 293,526 frames (both knees, bent over 5 degrees), within
-# 47 degrees of KNEE_HINGE on the left and 56 on the right (99.99th percentiles 46 and 54). The
-# network draws knees bent up to 154 degrees off it: nearly straight legs bent backwards or
-# sideways (4.5% of seed 0's validation frames bent over 5 degrees past 45 degrees off the hinge;
-# a backwards knee is what an animator sees). Where the drawn bend strays further than
+# The knee is a hinge (skeleton.bend_axis: real dancers' knees keep within 47-56 degrees of it).
+# The network draws knees bent up to 154 degrees off it: nearly straight legs bent backwards or
+# sideways (4.5% of seed 0's validation frames bent over 5 degrees lay past 45 degrees off the
+# hinge; a backwards knee is what an animator sees). Where the drawn bend strays further than
 # KNEE_HINGE_TOLERANCE, its axis is turned back to that bound, the bend's angle kept, and the thigh
 # swung so that ankle and foot stay where they were.
-KNEE_HINGE = np.array([0.941, 0.104, -0.323])   # the left knee's (unit); the right's is its mirror image
 KNEE_HINGE_TOLERANCE = np.radians(55)
 KNEE_HINGE_EASE_SECONDS = 0.5   # eased in this long away from a leg's keys (the animator's knee, as keyed)
 # Both legs at once (weights/TRAINING.md, "Knees turned apart"). The leg IK solves one leg at a
@@ -965,7 +962,7 @@ def _keep_knees_on_hinge(local: torch.Tensor, weight: np.ndarray) -> None:
     for c, (hip, knee, ankle, _) in enumerate(LEGS.values()):
         if not (weight[:, c] > 0).any():
             continue
-        hinge = torch.as_tensor(KNEE_HINGE * ((1, 1, 1), (1, -1, -1))[c], dtype=local.dtype)
+        hinge = torch.as_tensor(bend_axis(JOINT_NAMES[knee]), dtype=local.dtype)
         knee_offset = torch.as_tensor(REST_OFFSETS[knee], dtype=local.dtype)
         ankle_offset = torch.as_tensor(REST_OFFSETS[ankle], dtype=local.dtype)
         thigh = _unit(knee_offset).expand(len(local), 3)              # in the thigh's frame

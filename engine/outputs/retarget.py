@@ -117,7 +117,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..body.skeleton import (JOINT_INDEX, JOINT_NAMES, NUM_JOINTS, PARENTS, REST_OFFSETS, REST_PELVIS_HEIGHT,
-                             REST_POSITIONS)
+                             REST_POSITIONS, bend_axis)
 from .bone_mapping import (MECHANISM, NOT_UPRIGHT, BoneMap, RetargetError, auto_map, bone_key, check_bone_map,
                            detect_preset, is_ancestor, list_presets, load_bone_map, load_preset, root_bone_name,
                            save_bone_map, thighs_point_down)
@@ -134,6 +134,9 @@ Y_TO_Z = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]])   # SMPL
 # bend, tilt or tiptoe the character: they take the rest pose as SMPL's.
 ALIGNED = tuple(f"{side}_{j}" for side in ("left", "right")
                 for j in ("hip", "knee", "collar", "shoulder", "elbow", "wrist"))
+# A knee or elbow bent at least this much in the rig's rest pose shows the rig's hinge (Rigify's
+# metarig bends both); a straighter one (a T-pose's arms) keeps its bones' rolls.
+MIN_REST_BEND = np.radians(3.0)
 # Unmapped bones between two mapped bones of these joints share the rotation (longer spines, 2-bone necks).
 CHAIN_JOINTS = ("pelvis", "spine1", "spine2", "spine3", "neck", "head")
 _NEXT_OF_BRANCH = {"pelvis": "spine1", "spine3": "neck"}   # the child that continues a joint with several
@@ -465,6 +468,7 @@ class Retargeter:
                 rig_dir, smpl_dir = self._limb(j, b, heads_w)
                 rest_world = align(rig_dir, self._D @ smpl_dir) @ rest_world
             self._Q[b] = rest_world
+        self._twist_onto_smpls_hinges(heads_w)
         self._share = self._chains()
         self.driven = sorted(set(self.joint_of) | set(self._share))
 
@@ -539,6 +543,32 @@ class Retargeter:
             down = heads_w[b, 2] - tail[2]
             soles.append(tail[2] if 0.25 * drop <= down <= 2.0 * drop else heads_w[b, 2] - drop)
         return min(soles) if soles else float("inf")
+
+    def _twist_onto_smpls_hinges(self, heads_w: np.ndarray) -> None:
+        """Twist the bones of a knee or elbow the rig bends at rest about their own directions until
+        the rig's hinge (that bend's axis) lies on SMPL's (skeleton.bend_axis). The shortest turn
+        that lines a limb up with SMPL's leaves each bone's roll as the rig has it, and the dance's
+        joints, which bend about SMPL's hinges, bent the rig's sideways: a Rigify elbow's bend lay
+        42-57 degrees off its hinge on average, backwards on some frames (QA25)."""
+        for side in ("left", "right"):
+            for upper, middle in (("hip", "knee"), ("shoulder", "elbow")):
+                ju, jm = JOINT_INDEX[f"{side}_{upper}"], JOINT_INDEX[f"{side}_{middle}"]
+                bu, bm = self.bone_of[ju], self.bone_of[jm]
+                if bu < 0 or bm < 0:
+                    continue
+                rig_upper, rig_lower = heads_w[bm] - heads_w[bu], self._limb(jm, bm, heads_w)[0]
+                normal = np.cross(rig_upper, rig_lower)
+                sine = np.linalg.norm(normal) / (np.linalg.norm(rig_upper) * np.linalg.norm(rig_lower))
+                if np.arcsin(min(1.0, sine)) < MIN_REST_BEND or np.dot(rig_upper, rig_lower) <= 0:
+                    continue
+                smpls_hinge = self._D @ bend_axis(JOINT_NAMES[jm])
+                for j, b in ((ju, bu), (jm, bm)):
+                    rig_dir, smpl_dir = self._limb(j, b, heads_w)
+                    direction = self._D @ smpl_dir / np.linalg.norm(smpl_dir)
+                    hinge = align(rig_dir, self._D @ smpl_dir) @ normal
+                    across = [v - np.dot(v, direction) * direction for v in (hinge, smpls_hinge)]
+                    angle = np.arctan2(np.dot(np.cross(across[0], across[1]), direction), np.dot(across[0], across[1]))
+                    self._Q[b] = axis_angle_to_matrix(direction * angle) @ self._Q[b]
 
     def _limb(self, j: int, b: int, heads_w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(the rig's rest limb direction in the world, SMPL's in SMPL axes) for mapped joint j."""
