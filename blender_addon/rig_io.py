@@ -684,10 +684,11 @@ def read_character_constraints(obj, bone_map: dict[str, str], frame_start: int, 
 
 def _holds(obj, keyed: np.ndarray, frame_start: int, names: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """((F,B) bool, (F,B,4) quaternions): the frames strictly between two keys of a bone in a row
-    that give it the same rotation (a hold, engine.defaults.HOLD_TOLERANCE), and that rotation.
-    The engine holds the joint there (engine.finishing.editing); the take writes the bone so too,
-    verbatim: retargeted, the planted legs' IK turned a held knee 0.4 degrees and slid the foot
-    1.2 mm inside a whole-body hold (QA)."""
+    that give it the same rotation, where every bone keyed on both frames and none between has
+    the same rotation on both (the same pose keyed twice: a hold, engine.defaults.HOLD_TOLERANCE, as
+    engine.finishing.editing.same_pose_frames), and that rotation. The engine holds the joint
+    there; the take writes the bone so too, verbatim: retargeted, the planted legs' IK turned a
+    held knee 0.4 degrees and slid the foot 1.2 mm inside a whole-body hold (QA)."""
     from engine.defaults import HOLD_TOLERANCE
     holds = np.zeros(keyed.shape, bool)
     values = np.zeros(keyed.shape + (4,))
@@ -695,12 +696,19 @@ def _holds(obj, keyed: np.ndarray, frame_start: int, names: list[str]) -> tuple[
     if len(rows) < 2:
         return holds, values
     rot, _ = evaluate_basis(obj, frame_start + rows, names)
+
+    def angles(q0: np.ndarray, q1: np.ndarray) -> np.ndarray:
+        q1 = q1 * np.where(np.sum(q0 * q1, axis=-1) < 0, -1.0, 1.0)[..., None]
+        return 4.0 * np.arctan2(np.linalg.norm(q0 - q1, axis=-1), np.linalg.norm(q0 + q1, axis=-1))
+
+    def same_pose(i: int, j: int) -> bool:
+        both = np.flatnonzero(keyed[rows[i]] & keyed[rows[j]] & ~keyed[rows[i] + 1:rows[j]].any(axis=0))
+        return bool((angles(rot[i, both], rot[j, both]) < HOLD_TOLERANCE).all())
     for b in np.flatnonzero(keyed.sum(axis=0) >= 2):
         k = np.flatnonzero(keyed[rows, b])
-        q0, q1 = rot[k[:-1], b], rot[k[1:], b]
-        q1 = q1 * np.where(np.sum(q0 * q1, axis=1) < 0, -1.0, 1.0)[:, None]
-        angle = 4.0 * np.arctan2(np.linalg.norm(q0 - q1, axis=1), np.linalg.norm(q0 + q1, axis=1))
-        for i in np.flatnonzero(angle < HOLD_TOLERANCE):
+        for i in np.flatnonzero(angles(rot[k[:-1], b], rot[k[1:], b]) < HOLD_TOLERANCE):
+            if not same_pose(k[i], k[i + 1]):
+                continue
             a, z = rows[k[i]], rows[k[i + 1]]
             holds[a + 1:z, b] = True
             values[a + 1:z, b] = rot[k[i], b]

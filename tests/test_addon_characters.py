@@ -1112,6 +1112,37 @@ def test_a_whole_pose_keyed_twice_on_a_character_holds_still(addon, tmp_path):
     assert drift < 1e-5
 
 
+
+def test_two_different_whole_poses_on_a_character_hold_no_bone(addon, tmp_path):
+    # QA25: every bone keyed on two different poses (Whole Character keying): the bones alike on
+    # both (the feet, at rest) were written held between the keys, the legs given, and the feet
+    # skated for the five seconds between.
+    scene = addon
+    obj, first, last = _mixamo_stage(scene, tmp_path, seconds=3.0)
+    bone_map = rig_io.check_character(obj)
+    a, b = first + 15, first + 60
+    poses = {a: {"LeftArm": (0.3, 0.0, 0.9), "LeftLeg": (0.5, 0.0, 0.0)},
+             b: {"RightForeArm": (0.0, 0.8, 0.0), "RightUpLeg": (-0.4, 0.0, 0.0), "Spine1": (0.2, 0.1, 0.0)}}
+    for frame, pose in poses.items():
+        for name in rig_io.posed_bones(bone_map):
+            pb = obj.pose.bones[name]
+            value = Euler(pose.get(name.split(":")[-1], (0.0, 0.0, 0.0))).to_quaternion()
+            if pb.rotation_mode == 'QUATERNION':
+                pb.rotation_quaternion = value
+            else:
+                pb.rotation_euler = value.to_euler(pb.rotation_mode)
+            pb.keyframe_insert(keys.rotation_path(pb)[0], frame=frame)
+    assert bpy.ops.dance.generate() == {'FINISHED'}
+    foot = obj.pose.bones[bone_map["left_ankle"]]
+    turns = []
+    for frame in range(a, b + 1):
+        scene.frame_set(frame)
+        turns.append(np.array(foot.matrix_basis.to_quaternion()))
+    turns = np.array(turns)
+    angle = 2 * np.arccos(np.clip(np.abs(turns @ turns[0]), 0, 1))
+    print(f"left foot's largest turn between the keys: {np.degrees(angle.max()):.1f} degrees")
+    assert np.degrees(angle.max()) > 5.0                         # it dances: no hold
+
 def test_planted_feet_stay_planted_on_other_leg_proportions(addon, tmp_path):
     scene = addon
     obj = build_armature("LongShins", long_shin_bones(), rest_roll(np.random.default_rng(2), long_shin_bones()))

@@ -161,6 +161,33 @@ def test_a_pose_keyed_twice_is_held_and_only_there():
     assert angular_speed(poses[62:], FPS).max() > 1.0          # moving again after the hold
 
 
+
+def test_joints_alike_on_two_keys_of_a_changing_pose_are_no_hold():
+    """The whole body keyed on two different poses (Blender's Whole Character keying set) holds
+    nothing, not even the joints that happen to be alike on both (QA25: the ankles, at rest on
+    both, froze for 5 s and the feet skated). The same pose twice, or a part keyed twice alike
+    with others keyed between, still holds."""
+    from engine.finishing.editing import leg_keys
+    T = 120
+    generated, trans = _dance(T)
+    first, second = _dance(T, seed=3)[0][0], _dance(T, seed=4)[0][0]
+    ankles = [JOINT_INDEX["left_ankle"], JOINT_INDEX["right_ankle"]]
+    for pose in (first, second):
+        pose.reshape(NUM_JOINTS, 3)[ankles] = 0.0                     # alike on both keys
+    c = Constraints.empty(T, FPS).set_pose(30, first).set_pose(90, second)
+    poses, _ = apply_constraints(generated, trans, c, FPS)
+    between = poses[35:86].reshape(-1, NUM_JOINTS, 3)[:, ankles]
+    assert np.linalg.norm(between, axis=-1).max() > 0.2                # they dance between the keys
+    given, pinned = leg_keys(c)
+    assert not given.any() and pinned[[30, 90]].all()
+    # An arm keyed alike twice while the legs are keyed between: the arm's pose twice, a hold.
+    c = Constraints.empty(T, FPS).set_pose(30, first, joints=["left_arm"]).set_pose(90, first, joints=["left_arm"])
+    c.set_pose(60, second, joints=["legs"])
+    poses, _ = apply_constraints(generated, trans, c, FPS)
+    arm = [JOINT_INDEX[n] for n in ("left_shoulder", "left_elbow")]
+    held = poses[30:91].reshape(-1, NUM_JOINTS, 3)[:, arm]
+    assert np.abs(held - first.reshape(NUM_JOINTS, 3)[arm]).max() < 1e-6
+
 def test_partial_keys_locks_seed_motion_and_root_keys_are_exact():
     T = 240
     generated, trans = _dance(T)

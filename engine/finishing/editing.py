@@ -47,11 +47,12 @@ FADE_SECONDS = 1.0
 LEG_KEY_FADE_SECONDS = 0.25
 
 
-def _with_holds(keyed: np.ndarray, given: torch.Tensor,
-                spins: np.ndarray | None = None) -> tuple[np.ndarray, torch.Tensor, np.ndarray]:
-    """A joint keyed with the same rotation on two keys in a row is held in between: those frames
-    become keys of that rotation. keyed (T,) bool, given (T,4) quaternions; `spins` (T,), the
-    pelvis's keyed whole turns (Constraints.pelvis_turns): the same pose a whole turn on is a
+def _with_holds(keyed: np.ndarray, given: torch.Tensor, spins: np.ndarray | None = None,
+                same_pose: np.ndarray | None = None) -> tuple[np.ndarray, torch.Tensor, np.ndarray]:
+    """A joint keyed with the same rotation on two keys in a row is held in between, where the
+    pose keyed on both is the same (`same_pose`, from same_pose_frames; None: regardless): those
+    frames become keys of that rotation. keyed (T,) bool, given (T,4) quaternions; `spins` (T,),
+    the pelvis's keyed whole turns (Constraints.pelvis_turns): the same pose a whole turn on is a
     spin, not a hold. Returns (keyed, given, held (T,) bool: the frames of each hold, its two keys
     included)."""
     held = np.zeros(len(keyed), bool)
@@ -64,11 +65,30 @@ def _with_holds(keyed: np.ndarray, given: torch.Tensor,
     if spins is not None:
         alike &= spins[k[1:]] == 0
     for a, b, same in zip(k[:-1], k[1:], alike.tolist()):
-        if same and b > a + 1:
+        if same and b > a + 1 and (same_pose is None or same_pose(a, b)):
             keyed[a + 1:b] = True
             given[a + 1:b] = given[a]
             held[a:b + 1] = True
     return keyed, given, held
+
+
+def same_pose_frames(constraints: Constraints, q_given: torch.Tensor | None = None):
+    """f(a, b) -> whether every joint keyed on both frames a and b and on none between has the
+    same rotation on both: the same pose keyed twice, which holds. A joint keyed alike on two
+    keys of a pose that changes is no hold: keyed whole (Blender's Whole Character keying set) on
+    two different poses, the ankles alike at both froze in the legs' own frame for the five
+    seconds between, and the feet skated on every contact frame (QA25). Joints keyed between
+    (a baked clip's moving channels, keyed on every frame) do not count: a still channel keyed
+    at the clip's ends only holds."""
+    n = constraints.num_frames
+    q = q_given if q_given is not None else R.axis_angle_to_quat(
+        torch.from_numpy(constraints.poses).reshape(n, NUM_JOINTS, 3))
+    mask = constraints.joint_mask
+
+    def same(a: int, b: int) -> bool:
+        both = np.flatnonzero(mask[a] & mask[b] & ~mask[a + 1:b].any(axis=0))
+        return bool((R.quat_angle(q[a, both], q[b, both]) < HOLD_TOLERANCE).all())
+    return same
 
 
 LEG_JOINTS = frozenset(JOINT_INDEX[name] for name in BODY_PARTS["legs"])
@@ -151,6 +171,7 @@ def apply_constraints(poses: np.ndarray, trans: np.ndarray, constraints: Constra
     spins = np.zeros(T)
     spins[:n] = constraints.pelvis_turns
     jump_fades = {} if grounded else _jump_fades(constraints, trans, fps)
+    same_pose = same_pose_frames(constraints, q_given)
     for j in range(NUM_JOINTS):
         keyed = np.zeros(T, bool)
         keyed[:n] = constraints.joint_mask[:, j]
@@ -165,7 +186,7 @@ def apply_constraints(poses: np.ndarray, trans: np.ndarray, constraints: Constra
             joint_fade = max(jump_fades[f] for f in np.flatnonzero(keyed))
         given = torch.zeros(T, 4, dtype=torch.float64)
         given[:n] = q_given[:, j]
-        keyed, given, held = _with_holds(keyed, given, spins if j == 0 else None)
+        keyed, given, held = _with_holds(keyed, given, spins if j == 0 else None, same_pose)
         if j in STANCE_JOINTS:
             stance_held &= held
         k = np.flatnonzero(keyed)
@@ -469,8 +490,10 @@ def leg_keys(constraints: Constraints) -> tuple[np.ndarray, np.ndarray]:
     keyed = legs_keyed(constraints.joint_mask)
     runs = legs_keyed(keyed_runs(constraints.joint_mask, max(2, int(round(INPAINT_MIN_RUN_SECONDS * constraints.fps)))))
     holds = np.zeros((T, 2), bool)
+    same_pose = same_pose_frames(constraints, q)
     for col, leg in enumerate(LEGS.values()):
-        spans = [_with_holds(constraints.joint_mask[:, j], q[:, j])[2] for j in leg[:3] if constraints.joint_mask[:, j].any()]
+        spans = [_with_holds(constraints.joint_mask[:, j], q[:, j], same_pose=same_pose)[2] for j in leg[:3]
+                 if constraints.joint_mask[:, j].any()]
         holds[:, col] = np.logical_or.reduce(spans) if spans else False
     given = runs | holds
     return given, keyed & ~given
