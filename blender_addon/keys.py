@@ -622,6 +622,19 @@ def _stamp(action, name: str, frames: np.ndarray, sums: np.ndarray) -> None:
     action[STAMP_KEY][name] = flat.tolist()
 
 
+def _animators_signs(values: np.ndarray, kept: np.ndarray, frames: np.ndarray, fcurves) -> np.ndarray:
+    """Quaternion channel values (T,4) whose keys on the `kept` frames carry the animator's own
+    signs (q and -q are one rotation, but the key's value is theirs: QA25 found a regenerated
+    range's continuity pass writing a user's key negated). From each kept key on, the dance
+    keeps that key's hemisphere."""
+    values = np.array(values, np.float64)
+    for k in np.flatnonzero(kept):
+        theirs = np.array([fc.evaluate(frames[k]) for fc in fcurves])
+        if np.dot(values[k], theirs) < 0:
+            values[k:] *= -1.0
+    return values
+
+
 def write_bone_rotations(obj, action, bone_names, frames, quats, locations=None, key_type: str = 'GENERATED',
                          kept=None, kept_locations=None, hold_outside: bool = False) -> None:
     """Key the rotations (and optional locations) of `obj`'s bones `bone_names` on `frames` in
@@ -692,8 +705,11 @@ def write_bone_rotations(obj, action, bone_names, frames, quats, locations=None,
             first_key = min(fc.keyframe_points[0].co[0] for fc in existing)
             if first_key < frames[0] - 0.5:
                 previous = [fc.evaluate(frames[0] - 1) for fc in existing]
-        write(name, prop, rotation_values(quats[:, b], pb.rotation_mode, previous),
-              None if kept is None else np.asarray(kept)[:, b])
+        mask = None if kept is None else np.asarray(kept)[:, b]
+        values = rotation_values(quats[:, b], pb.rotation_mode, previous)
+        if pb.rotation_mode == 'QUATERNION' and mask is not None and all(fc is not None for fc in existing):
+            values = _animators_signs(values, mask, frames, existing)
+        write(name, prop, values, mask)
     for name, loc in (locations or {}).items():
         write(name, "location", np.asarray(loc, np.float64),
               None if kept_locations is None or name not in kept_locations else np.asarray(kept_locations[name]))

@@ -243,6 +243,32 @@ def test_regenerating_a_range_keeps_the_rest_and_joins_smoothly(addon, tmp_path)
         assert speed[join] <= 2.0 * around.max() + 1e-3
 
 
+
+def test_a_quaternion_key_keeps_its_own_sign_in_every_take(addon, tmp_path):
+    # QA25: a range regenerated around the animator's quaternion key wrote it negated (W 0.82 ->
+    # -0.82): the same rotation, but not their value. Keyed here with W < 0 on purpose.
+    scene = addon
+    obj, first, last = _song_stage(scene, tmp_path, seconds=3.0)
+    key = first + 30
+    pb = obj.pose.bones["left_knee"]
+    pb.rotation_mode = 'QUATERNION'
+    theirs = -np.array(_aa_to_quat(np.array([0.9, 0.1, 0.0])))
+    pb.rotation_quaternion = theirs
+    pb.keyframe_insert("rotation_quaternion", frame=key)
+
+    def written() -> np.ndarray:
+        curves = {fc.array_index: fc for fc in compat.action_fcurves(obj.animation_data.action, compat.object_slot(obj))
+                  if fc.data_path == 'pose.bones["left_knee"].rotation_quaternion'}
+        return np.array([curves[i].evaluate(key) for i in range(4)])
+    assert bpy.ops.dance.generate() == {'FINISHED'}
+    assert np.abs(written() - theirs).max() < 1e-6
+    scene.dance.use_strip_range = False
+    scene.dance.frame_start, scene.dance.frame_end = key - 12, key + 12
+    for seed in range(1, 4):
+        scene.dance.seed = seed
+        assert bpy.ops.dance.generate() == {'FINISHED'}
+        assert np.abs(written() - theirs).max() < 1e-6, seed
+
 def test_a_range_regenerated_beyond_the_takes_end_extends_it_without_a_snap(addon, tmp_path):
     # QA: a take of frames a..b, then the range b+1..c: the old take held its last pose after b,
     # and that pose was kept as a key on c+1, snapping back to it (0.5 m in one frame).
