@@ -207,6 +207,29 @@ def test_fine_tuning_starts_from_the_given_weights(aist_data, tmp_path, capsys):
     assert "model config" in capsys.readouterr().err
 
 
+def test_a_fine_tune_resumes_when_its_command_is_rerun(aist_data, tmp_path, capsys):
+    # QA: a fine-tune from keyed weights took --key-input from them, but rerun (the same command)
+    # it was refused as "a run of another network shape" unless --key-input was added.
+    args = tiny_run_args(aist_data, tmp_path)
+    assert train_main(args + ["--out", str(tmp_path / "keyed"), "--key-input"]) == 0
+    tuned = args + ["--out", str(tmp_path / "tuned"), "--init", str(tmp_path / "keyed" / "model.safetensors")]
+    assert train_main(tuned + ["--stop-at", "1"]) == 0
+    # As a run paused before the running loss was kept in its state (the QA's run folder) would be.
+    from safetensors.torch import save_file
+    state = load_file(str(tmp_path / "tuned" / "state.safetensors"))
+    del state["train.running_loss"]
+    save_file(state, str(tmp_path / "tuned" / "state.safetensors"))
+    capsys.readouterr()
+    assert train_main(tuned) == 0
+    assert "resuming from step 1" in capsys.readouterr().out
+    resumed = checkpoint.load(tmp_path / "tuned" / "model.safetensors")
+    assert resumed.info["step"] == 2 and resumed.model.cfg.key_input
+    # A rerun that asks for another shape (beat phase the run has not) is still one line.
+    assert train_main(tuned + ["--steps", "4", "--beat-phase"]) == 2
+    said = capsys.readouterr().err.strip().splitlines()
+    assert len(said) == 1 and "holds a run of another network shape" in said[0], said
+
+
 def test_root_term_penalises_a_dancer_that_does_not_travel():
     items = _synthetic_items()
     norm = L.Normalizer.fit(torch.from_numpy(np.concatenate([it.motion for it in items])))
@@ -418,6 +441,11 @@ def test_a_resumed_run_trains_as_the_uninterrupted_one(aist_data, tmp_path):
     whole, parts = (load_file(str(tmp_path / run / "state.safetensors")) for run in ("whole", "parts"))
     assert whole.keys() == parts.keys()
     assert max(float((whole[k].double() - parts[k].double()).abs().max()) for k in whole) < 1e-6
+    # And logs the loss it would have: the running average goes on (QA: restarted at the resume,
+    # step 6 logged 11.53 against 8.39).
+    logged = {run: {e["step"]: e["train_loss"] for e in map(json.loads, (tmp_path / run / "log.jsonl").open())}
+              for run in ("whole", "parts")}
+    assert logged["parts"][6] == pytest.approx(logged["whole"][6], rel=1e-5)
 
 
 def test_damaged_data_and_run_folders_are_one_line(aist_data, tmp_path, capsys):

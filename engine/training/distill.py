@@ -323,7 +323,7 @@ def _student_info(args, teacher_path: Path, digest: str, times_s: list[int]) -> 
 def run(args) -> Path:
     from ..api import denoiser
     from .train import (_batches, _restore_state, _rng_state, _state_tensors, check_numbers, check_run_folder,
-                        check_seed, read_state)
+                        check_seed, read_state, saved_running_loss)
     check_numbers(counts={"--segments": args.segments, "--substeps": args.substeps, "--iterations": args.iterations,
                           "--batch": args.batch, "--threads": args.threads, "--probe-windows": args.probe_windows},
                   amounts={"--lr": args.lr, "--warmup": args.warmup, "--workers": args.workers,
@@ -382,7 +382,7 @@ def run(args) -> Path:
               "guidance": args.guidance, "autoguidance": args.autoguidance, "guidance_lowpass": args.guidance_lowpass,
               "motion_weight": args.motion_weight, "teacher_solver": args.teacher_solver,
               "energy_weight": args.energy_weight}
-    step, seconds_before, old = 0, 0.0, {}
+    step, seconds_before, old, running = 0, 0.0, {}, None
     if state_path.exists():
         old = json.loads(meta_path.read_text()) if meta_path.exists() else {}
         old.setdefault("guidance_lowpass", 0.0)      # runs from before the option guided plainly
@@ -391,7 +391,9 @@ def run(args) -> Path:
         old.setdefault("energy_weight", 0.0)        # and no energy term
         if {k: old.get(k) for k in recipe} != recipe:
             raise EngineError(f"{out} holds a distillation of another teacher or recipe ({old}): use a new --out")
-        step = _restore_state(read_state(state_path, device), student, ema, opt, device)
+        state = read_state(state_path, device)
+        step = _restore_state(state, student, ema, opt, device)
+        running = saved_running_loss(state)        # the logged loss goes on as if never stopped
         seconds_before = float(old.get("seconds", 0.0))
         print(f"resuming from iteration {step}", flush=True)
 
@@ -416,7 +418,6 @@ def run(args) -> Path:
     noise_gen = torch.Generator(device=device).manual_seed(args.seed * 1000003 + step)   # noise drawn where it is used
     started, last_save = time.time(), time.time()
     log = open(out / "log.jsonl", "a")
-    running = None
 
     def save(final: bool) -> None:
         seconds = seconds_before + time.time() - started
@@ -432,7 +433,8 @@ def run(args) -> Path:
                 "started_from": _started_from(args)}
         checkpoint.save(out / "student.safetensors", ema, ckpt.normalizer, ckpt.music_normalizer, ckpt.styles,
                         info, student=_student_info(args, teacher_path, digest, times_s))
-        checkpoint.write_safetensors(_state_tensors(student, ema, opt, step, _rng_state(device)), state_path)
+        checkpoint.write_safetensors(_state_tensors(student, ema, opt, step, _rng_state(device), running_loss=running),
+                                     state_path)
         meta_path.write_text(json.dumps({**recipe, "seconds": seconds, "iteration": step,
                                          "teacher_rms_at_start": start_error}))
         log.write(json.dumps({"iteration": step, "seconds": round(seconds, 1), "loss": running,
