@@ -11,6 +11,7 @@ from pathlib import Path
 from .defaults import (DEFAULT_AUTOGUIDANCE, DEFAULT_FPS, DEFAULT_GUIDANCE, DEFAULT_QUALITY, DEFAULT_STEPS,
                        FLOOR_RADIUS, LATE_GUIDANCE, QUALITIES, SAMPLING_SOLVER, SAMPLING_SOLVERS)
 from .errors import EngineError, OneLineParser, in_one_line
+from .files import written_whole
 
 
 # Short command -> the module whose main(argv) runs it. They are imported only when asked for:
@@ -161,19 +162,24 @@ def _generate(args, music) -> int:
                           wait_in_silence=not args.dance_silence)
     finally:
         bar.close()
+    # All or nothing: the outputs go to hidden files beside them and take their names together
+    # once every one is written (QA: Ctrl-C while the BVH was written left the .npz beside a cut-off
+    # .bvh); an interrupted run leaves the folder as it was.
+    with written_whole(*args.output) as temps:
+        for out, tmp in zip(args.output, temps):
+            kind = out.suffix.lower()
+            try:
+                if kind == ".bvh":
+                    from .outputs.bvh import write_bvh
+                    write_bvh(motion, tmp, up_axis=args.up_axis, scale=args.scale)
+                elif kind == ".npz":
+                    motion.save_npz(tmp)
+                else:
+                    from .outputs.preview import render_preview
+                    render_preview(motion, tmp, audio_path=args.song, audio_start=args.start)
+            except OSError as e:           # checked up front, but a disk can fill or a folder go
+                raise EngineError(f"cannot write {out}: {e.strerror or e}") from None
     for out in args.output:
-        kind = out.suffix.lower()
-        try:
-            if kind == ".bvh":
-                from .outputs.bvh import write_bvh
-                write_bvh(motion, out, up_axis=args.up_axis, scale=args.scale)
-            elif kind == ".npz":
-                motion.save_npz(out)
-            else:
-                from .outputs.preview import render_preview
-                render_preview(motion, out, audio_path=args.song, audio_start=args.start)
-        except OSError as e:           # checked up front, but a disk can fill or a folder go
-            raise EngineError(f"cannot write {out}: {e.strerror or e}") from None
         print(f"wrote {out}")
     frames = f"{motion.num_frames} frame{'' if motion.num_frames == 1 else 's'}"
     seconds = f"{motion.duration:.1f}" if motion.duration >= 0.1 else f"{motion.duration:.2g}"   # never "0.0 s"
@@ -202,7 +208,7 @@ def run_tool(name: str, argv: list[str]) -> int:
 class Terminated(BaseException):
     """SIGTERM (kill, timeout, a batch scheduler) as an exception: the default action ends the
     process at once, skipping the finally blocks that remove temporary files (the preview's hidden
-    .preview-PID-*.mp4 stayed in the output folder)."""
+    temporary video stayed in the output folder)."""
 
 
 def main(argv=None) -> int:

@@ -128,3 +128,28 @@ def test_reads_blenders_own_export(tmp_path):
     assert back.num_frames == motion.num_frames and back.fps == 30.0
     assert np.abs(_matrices(back.poses) - _matrices(motion.poses)).max() < 1e-4
     assert np.abs(back.trans - motion.trans).max() < 1e-4
+
+
+@pytest.mark.parametrize("kind", ["bvh", "npz"])
+def test_an_interrupted_write_leaves_the_old_file_whole_and_no_temporary_file(tmp_path, monkeypatch, kind):
+    # QA: Ctrl-C while a long dance's BVH was written left a file saying 18000 frames and holding
+    # 7199 under its real name, and a rerun refused to overwrite it.
+    path = tmp_path / f"dance.{kind}"
+    path.write_text("the earlier take")
+    motion = _random_motion()
+
+    def interrupted(f, *args, **kwargs):
+        f.write(b"half a file" if "b" in getattr(f, "mode", "b") else "half a file")
+        raise KeyboardInterrupt
+    monkeypatch.setattr(np, "savetxt" if kind == "bvh" else "savez", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        write_bvh(motion, path) if kind == "bvh" else motion.save_npz(path)
+    assert path.read_text() == "the earlier take"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]
+    monkeypatch.undo()
+    write_bvh(motion, path) if kind == "bvh" else motion.save_npz(path)       # and then written whole
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]
+    if kind == "bvh":
+        assert read_bvh(path).poses.shape == motion.poses.shape
+    else:
+        assert Motion.load_npz(path).poses.shape == motion.poses.shape

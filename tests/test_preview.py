@@ -56,7 +56,7 @@ def test_video_with_audio(tmp_path, song):
     red = (frame[..., 0] > 150) & (frame[..., 1] < 100) & (frame[..., 2] < 100)     # right limbs
     blue = (frame[..., 2] > 120) & (frame[..., 0] < 100)                            # left limbs
     assert red.sum() > 100 and blue.sum() > 100
-    assert not list(tmp_path.glob(".preview-*"))                                     # no temp left
+    assert not list(tmp_path.glob(".*"))                                             # no temp left
 
 
 def test_motion_audio_is_used_and_fps_capped(tmp_path, song):

@@ -42,8 +42,10 @@ class Motion:
 
     def save_npz(self, path) -> None:
         """Write exactly `path` (np.savez given a name adds ".npz" to one that lacks it, in that case,
-        so "dance.NPZ" became "dance.NPZ.npz", past the check for an existing file)."""
-        with open(path, "wb") as f:
+        so "dance.NPZ" became "dance.NPZ.npz", past the check for an existing file), whole
+        (engine.files.written_whole)."""
+        from ..files import written_whole
+        with written_whole(path) as (tmp,), open(tmp, "wb") as f:
             np.savez(f, poses=self.poses.astype(np.float32), trans=self.trans.astype(np.float32),
                      fps=np.float64(self.fps), joint_names=np.array(JOINT_NAMES), style=np.array(self.style),
                      seed=np.int64(self.seed), beat_times=self.beat_times.astype(np.float32))
@@ -196,8 +198,9 @@ class Constraints:
         return self
 
     def save_npz(self, path) -> None:
-        """Write exactly `path` (see Motion.save_npz)."""
-        with open(path, "wb") as f:
+        """Write exactly `path`, whole (see Motion.save_npz)."""
+        from ..files import written_whole
+        with written_whole(path) as (tmp,), open(tmp, "wb") as f:
             np.savez(f, poses=self.poses, trans=self.trans, joint_mask=self.joint_mask,
                      trans_mask=self.trans_mask, **({"fps": np.float64(self.fps)} if self.fps else {}),
                      **({"pelvis_turns": self.pelvis_turns} if self.pelvis_turns.any() else {}))

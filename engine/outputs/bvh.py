@@ -26,6 +26,7 @@ from ..body import rotations as R
 from ..body.motion import Motion
 from ..body.skeleton import JOINT_INDEX, JOINT_NAMES, NUM_JOINTS, PARENTS, REST_OFFSETS
 from ..errors import EngineError
+from ..files import written_whole
 
 # Change of basis from SMPL's Y-up to Z-up: (x, y, z) -> (x, -z, y).
 _Y_TO_Z = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
@@ -152,7 +153,7 @@ def write_bvh(motion: Motion, path, up_axis: str = "Y", scale: float = 1.0) -> P
     joint(0, 0)
     lines += ["MOTION", f"Frames: {T}", f"Frame Time: {1.0 / motion.fps:.10f}"]
     try:
-        with open(path, "w", encoding="ascii", newline="\n") as f:
+        with written_whole(path) as (tmp,), open(tmp, "w", encoding="ascii", newline="\n") as f:
             f.write("\n".join(lines) + "\n")
             np.savetxt(f, data, fmt=[f"%.{digits}f"] * 3 + ["%.6f"] * (data.shape[1] - 3))
     except OSError as e:

@@ -9,10 +9,8 @@ imageio-ffmpeg, which encodes H.264 (yuv420p, plays everywhere) and muxes the au
 from __future__ import annotations
 
 import math
-import os
 import subprocess
 import tempfile
-import uuid
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +18,7 @@ import numpy as np
 from ..body.motion import Motion
 from ..body.skeleton import JOINT_INDEX, JOINT_NAMES, NUM_JOINTS, PARENTS, joint_positions
 from ..errors import Cancelled, EngineError
+from ..files import written_whole
 
 _CAM_DISTANCE = 4.5          # metres from the followed point
 _CAM_AZIMUTH = math.radians(35)    # 0 = straight in front (SMPL faces +Z)
@@ -145,35 +144,32 @@ def render_preview(motion: Motion, path, audio_path=None, audio_start: float = 0
                 "-map", "0:v:0", "-map", "1:a:0", "-c:a", "aac", "-b:a", "160k"]
     cmd += ["-c:v", "libx264", "-preset", "veryfast", "-crf", "20", "-pix_fmt", "yuv420p",
             "-movflags", "+faststart", "-t", f"{duration:.6f}", "-f", "mp4"]
-    # A unique name that ffmpeg creates itself, so the video gets the permissions any new file
-    # gets (mkstemp's would be private, 0600, unlike the .bvh and .npz beside it).
-    tmp = str(path.parent / f".preview-{os.getpid()}-{uuid.uuid4().hex[:12]}.mp4")
+    # The hidden name is ffmpeg's to create, so the video gets the permissions any new file gets
+    # (mkstemp's would be private, 0600, unlike the .bvh and .npz beside it).
     log = tempfile.TemporaryFile()
-    proc = subprocess.Popen(cmd + [tmp], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=log)
-    try:
-        draw = _Figure(width, height, motion)
-        for k in range(count):
-            frame = draw(joints[k], follow[k], frames[k] / motion.fps)
-            try:
-                proc.stdin.write(frame)
-            except BrokenPipeError:
-                break
-            if progress is not None and progress((k + 1) / count, "rendering preview") is False:
-                raise Cancelled("preview cancelled")
-        proc.stdin.close()
-        rc = proc.wait()
-        if rc != 0:
-            log.seek(0)
-            msg = log.read().decode(errors="replace").strip().splitlines()
-            raise EngineError(f"ffmpeg failed to write the preview: {msg[-1] if msg else f'exit code {rc}'}")
-        os.replace(tmp, path)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        log.close()
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with written_whole(path) as (tmp,):
+        proc = subprocess.Popen(cmd + [str(tmp)], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=log)
+        try:
+            draw = _Figure(width, height, motion)
+            for k in range(count):
+                frame = draw(joints[k], follow[k], frames[k] / motion.fps)
+                try:
+                    proc.stdin.write(frame)
+                except BrokenPipeError:
+                    break
+                if progress is not None and progress((k + 1) / count, "rendering preview") is False:
+                    raise Cancelled("preview cancelled")
+            proc.stdin.close()
+            rc = proc.wait()
+            if rc != 0:
+                log.seek(0)
+                msg = log.read().decode(errors="replace").strip().splitlines()
+                raise EngineError(f"ffmpeg failed to write the preview: {msg[-1] if msg else f'exit code {rc}'}")
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            log.close()
     return path
 
 
