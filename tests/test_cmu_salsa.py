@@ -9,6 +9,7 @@ from engine.outputs.bvh import euler_to_matrix, read_bvh_skeleton
 from engine.training.data.cache import detect_kind, load_source
 from engine.training.data.cmu_salsa import SETTLE_S, SOURCE_FPS, load_cmu_salsa, load_salsa_file
 from engine.body.layout import MODEL_FPS
+from engine.errors import EngineError
 from engine.outputs.retarget import SMPL_LEG_LENGTH
 from engine.body.skeleton import FOOT_INDICES, JOINT_INDEX, joint_positions
 
@@ -161,3 +162,29 @@ def test_too_short_take_is_skipped_with_a_warning(tmp_path):
     path = write_salsa_bvh(tmp_path / "60_97_scaled.bvh", frames=60)
     with pytest.warns(UserWarning, match="under 2 s"):
         assert load_salsa_file(path) is None
+
+
+def test_a_folder_of_other_bvh_files_keeps_their_frame_rates_and_takes_its_name_as_style(tmp_path):
+    # QA26: any folder of BVH files was read as CMU salsa: 60 fps whatever the header said (a
+    # 30 fps take played twice as fast), style "salsa", names "salsa_*".
+    from engine.body.motion import Motion
+    from engine.outputs.bvh import write_bvh
+    data = tmp_path / "My Moves"
+    data.mkdir()
+    rng = np.random.default_rng(0)
+    for stem, fps, seconds in (("take_a", 30.0, 8.0), ("take_b", 120.0, 3.0)):
+        T = int(fps * seconds)
+        t = np.arange(T)[:, None] / fps
+        poses = 0.2 * np.sin(2 * np.pi * 0.5 * t + rng.uniform(0, 6, 72))
+        trans = np.concatenate([0.1 * t, np.full((T, 1), 0.95), np.zeros((T, 1))], axis=1)
+        write_bvh(Motion(poses=poses, trans=trans, fps=fps), data / f"{stem}.bvh")
+    assert detect_kind(data) == "bvh"
+    seqs = {s.name: s for s in load_source(data, tmp_path / "cache", log=None)}
+    assert sorted(seqs) == ["take_a", "take_b"]
+    assert all(s.style == "my_moves" and s.music is None for s in seqs.values())
+    assert seqs["take_a"].motion.shape[0] == pytest.approx(8.0 * MODEL_FPS, abs=2)
+    assert seqs["take_b"].motion.shape[0] == pytest.approx(3.0 * MODEL_FPS, abs=2)
+    broken = data / "take_c.bvh"
+    broken.write_text((data / "take_b.bvh").read_text().replace("Frame Time: 0.0083333333", "Frame Time: 5"))
+    with pytest.raises(EngineError, match="take_c.bvh: its Frame Time"):
+        load_source(data, tmp_path / "cache2", log=None)

@@ -106,7 +106,7 @@ def default_validation_names() -> list[str]:
 # ----------------------------------------------------------------------------- sources
 
 def detect_kind(source: Path) -> str:
-    """"tang2018", "justlmd", "aistpp" or "cmu_salsa" from what a folder holds; "packed" for a file written
+    """"tang2018", "justlmd", "aistpp", "cmu_salsa" or "bvh" (any other BVH files) from what a folder holds; "packed" for a file written
     by export_source (a source already packed, for a machine that lacks the raw data)."""
     if source.is_file() and source.suffix == ".npz":
         return "packed"
@@ -118,14 +118,16 @@ def detect_kind(source: Path) -> str:
         return "justlmd"
     if any(source.glob("*.pkl")):
         return "aistpp"
-    if any(source.glob("*.bvh")):       # CMU salsa: any-skeleton BVH, retargeted to SMPL
-        return "cmu_salsa"
+    bvh = list(source.glob("*.bvh"))
+    if bvh:      # any-skeleton BVH, retargeted to SMPL; CMU salsa's with its header's wrong rate mended
+        from .cmu_salsa import is_salsa_file
+        return "cmu_salsa" if all(is_salsa_file(f) for f in bvh) else "bvh"
     if any(source.glob("motions/*.pkl")):     # the AIST++ download's own layout
         music = next((f for f in ("wav", "music", "audio") if (source / f).is_dir()), "wav")
         raise EngineError(f"{source} holds AIST++ as it ships: pass its motions folder, --data {source / 'motions'} "
                           f"--aist-music {source / music}")
     raise EngineError(f"cannot tell what dataset {source} is: expected tang2018 (manifest.json, "
-                      "DANCE_*.pkl), JustLMD (*/smplfull.json), AIST++ (*.pkl motion files) or CMU salsa (*.bvh)")
+                      "DANCE_*.pkl), JustLMD (*/smplfull.json), AIST++ (*.pkl motion files) or BVH files (*.bvh)")
 
 
 def _source_files(kind: str, source: Path, aist_music: Path | None) -> list[Path]:
@@ -133,7 +135,7 @@ def _source_files(kind: str, source: Path, aist_music: Path | None) -> list[Path
         files = [p for p in source.iterdir() if p.name.startswith("DANCE_") or p.name == "manifest.json"]
     elif kind == "justlmd":
         files = list(source.glob("smplfull.json")) + list(source.glob("*/smplfull.json"))
-    elif kind == "cmu_salsa":
+    elif kind in ("cmu_salsa", "bvh"):
         files = list(source.glob("*.bvh"))
     else:
         files = list(source.glob("*.pkl")) + list(source.glob("ignore_list.txt")) + list(source.parent.glob("ignore_list.txt"))
@@ -163,6 +165,9 @@ def load_sequences(kind: str, source: Path, aist_music: Path | None = None) -> l
     if kind == "cmu_salsa":
         from .cmu_salsa import load_cmu_salsa
         return load_cmu_salsa(source)
+    if kind == "bvh":
+        from .bvh_folder import load_bvh_folder
+        return load_bvh_folder(source)
     from .aistpp import load_aistpp
     return load_aistpp(source, aist_music)
 

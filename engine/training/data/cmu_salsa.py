@@ -12,17 +12,15 @@ The known defects from the source's file names were measured on the files (see C
 """
 from __future__ import annotations
 
-import warnings
+import re
 from pathlib import Path
 
-from ...body.layout import MODEL_FPS
 from ...errors import EngineError
-from ...outputs.retarget import RetargetError, bvh_to_smpl
-from .sequence import DanceSequence, put_on_floor, resample
+from .bvh_folder import MIN_SECONDS, load_bvh_file
+from .sequence import DanceSequence
 
 SOURCE_FPS = 60.0
 STYLE = "salsa"
-MIN_SECONDS = 2.0
 # Every take opens with a few frames where the capture's solver settles (rotation steps 5-10x
 # the take's median over the first 4 frames): they are dropped.
 SETTLE_S = 0.1
@@ -45,21 +43,13 @@ def load_salsa_file(path) -> DanceSequence | None:
     """One BVH -> a cleaned DanceSequence at MODEL_FPS (None, with a warning, if too short)."""
     path = Path(path)
     name = sequence_name(path)
-    try:
-        poses, trans, _header_frame_time = bvh_to_smpl(path)
-    except RetargetError as e:
-        raise EngineError(f"{path.name}: cannot retarget its skeleton to SMPL: {e}") from None
-    start = int(round((SETTLE_S + CUT_START_S.get(name.removeprefix("salsa_"), 0.0)) * SOURCE_FPS))
-    poses, trans = poses[start:], trans[start:]
-    if len(poses) < MIN_SECONDS * SOURCE_FPS:
-        warnings.warn(f"cmu_salsa: {path.name} has under {MIN_SECONDS:.0f} s of motion; skipped")
-        return None
-    poses, trans = resample(poses, trans, SOURCE_FPS, MODEL_FPS)
-    # The capture has no toe joint, so SMPL's rigid toes reach lower in kneels and on tiptoe than
-    # in flat stances: one floor for the whole take (the lowest frame) left the flat stances of
-    # 60_01 4-5 cm up in the air. The floor is tracked per second instead, as for tang2018.
-    trans = put_on_floor(poses, trans, MODEL_FPS, track_drift=True)
-    return DanceSequence(name, STYLE, poses, trans, MODEL_FPS)
+    return load_bvh_file(path, STYLE, name=name, fps=SOURCE_FPS,
+                         skip_seconds=SETTLE_S + CUT_START_S.get(name.removeprefix("salsa_"), 0.0))
+
+
+def is_salsa_file(path: Path) -> bool:
+    """Whether `path` is named as CMU's salsa takes are (subjects 60 and 61: "60_01_scaled.bvh")."""
+    return re.fullmatch(r"6[01]_\d+(_scaled)?\.bvh", path.name) is not None
 
 
 def load_cmu_salsa(root) -> list[DanceSequence]:
