@@ -100,6 +100,7 @@ def _root_height_note(frames: np.ndarray, fps: float, height: str, feet: str) ->
 def _check_constraints(c: Constraints | None, frames: int, fps: float) -> Constraints | None:
     if c is None:
         return None
+    c.check()
     if c.fps is not None and abs(c.fps - fps) > 1e-3:
         raise EngineError(f"constraints are at {c.fps:g} fps but the dance is asked at {fps:g} fps")
     if c.num_frames > frames:

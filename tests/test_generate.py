@@ -157,6 +157,18 @@ def test_a_malformed_constraints_file_is_one_clear_line(tmp_path, change, messag
     assert Constraints.load_npz(path).joint_mask.all()
 
 
+
+def test_nan_written_by_the_constraints_builders_is_one_clear_line_before_any_work(click_song, tiny_weights):
+    # QA26: the checks ran on construction only; a NaN pose from set_pose reached the finishing
+    # ("SVD did not converge", after the network had run).
+    bad = Constraints.empty(30, fps=30.0).set_pose(0, np.full(72, np.nan))
+    with pytest.raises(EngineError, match="'poses' holds NaN") as e:
+        generate(click_song, weights=tiny_weights, steps=1, duration=1.0, constraints=bad)
+    assert "\n" not in str(e.value)
+    bad = Constraints.empty(30, fps=30.0).set_pose(0, np.zeros(72), root=np.array([0.0, np.inf, 0.0]))
+    with pytest.raises(EngineError, match="'trans' holds NaN or infinite"):
+        generate(click_song, weights=tiny_weights, steps=1, duration=1.0, constraints=bad)
+
 def test_missing_and_corrupt_weights(click_song, tmp_path):
     with pytest.raises(EngineError, match="not found"):
         generate(click_song, weights=tmp_path / "none.safetensors")

@@ -132,6 +132,13 @@ class Constraints:
             raise EngineError("constraints: 'pelvis_turns' is set on a frame without a pelvis key")
         self.pelvis_turns = np.where(self.joint_mask[:, 0], np.round(self.pelvis_turns), 0.0)
 
+    def check(self) -> "Constraints":
+        """The checks made on construction, made again (one clear line): the builders (set_pose,
+        follow, seed_motion, ...) write after it, and engine.api checks what it is given (QA26:
+        a NaN pose from set_pose reached the finishing, "SVD did not converge")."""
+        self.__post_init__()
+        return self
+
     @property
     def num_frames(self) -> int:
         return int(self.poses.shape[0])
