@@ -309,6 +309,10 @@ def draw(audio, *, sample_rate: int | None = None, style: str = "any", seed: int
     weights = choose_weights(given, json.loads(meta.get("student", "null")), quality, steps, guidance, autoguidance)
     steps = DEFAULT_STEPS if steps is None else steps     # a student samples its own steps
     ckpt = load_weights(weights, dev)
+    if ckpt.guide is None and ckpt.student is None and autoguidance not in (1.0, DEFAULT_AUTOGUIDANCE):
+        # QA26: weights fresh from training have no guide, and an autoguidance asked for went unheard.
+        warnings.warn(f"{Path(weights).name} has no guide network, so autoguidance {autoguidance:g} does nothing "
+                      "(python -m engine autoguide adds one)", EngineNote)
 
     report(0.02, "reading the music")
     if hasattr(analysed_music, "result"):    # still being analysed in the background: wait for it

@@ -293,3 +293,21 @@ def test_bad_distillation_options_are_one_line_and_write_nothing(tiny_weights, t
     err = capsys.readouterr().err.strip()
     assert err.splitlines() == [err] and message in err
     assert not out.exists()
+
+
+def test_a_teacher_without_a_guide_is_recorded_as_not_autoguided(tiny_weights, packed_data, tmp_path, capsys):
+    # QA26: a teacher fresh from training has no guide network; its student's record said
+    # "autoguidance": 2.0, and generate with --autoguidance 3 on such weights said nothing.
+    import warnings
+    from engine.api import generate
+    from engine.errors import EngineNote
+    assert _distil(tiny_weights, packed_data, tmp_path / "s", 1) == 0
+    assert "has no guide network: no autoguidance to distil" in capsys.readouterr().out
+    assert checkpoint.load(tmp_path / "s" / "student.safetensors").student["autoguidance"] == 1.0
+    for weight, said in ((3.0, 1), (2.0, 0), (1.0, 0)):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            generate(np.zeros(22050 * 2, np.float32), sample_rate=22050, weights=tiny_weights, steps=1,
+                     autoguidance=weight)
+        notes = [str(w.message) for w in caught if issubclass(w.category, EngineNote) and "no guide" in str(w.message)]
+        assert len(notes) == said, notes

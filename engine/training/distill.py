@@ -367,6 +367,11 @@ def run(args) -> Path:
 
     times_t = teacher_timesteps(args.segments, args.substeps)
     times_s = student_timesteps(args.segments, args.substeps)
+    if ckpt.guide is None and args.autoguidance != 1.0:
+        # A teacher without a guide network is not autoguided: the student's record says so (QA26:
+        # it said "autoguidance": 2.0 for a teacher fresh from training).
+        print(f"note: {teacher_path.name} has no guide network: no autoguidance to distil", flush=True)
+        args.autoguidance = 1.0
     alpha_bar = cosine_alpha_bar().to(device)
     cfg = ModelConfig.from_dict({**ckpt.model.cfg.to_dict(), "dropout": 0.0})   # a deterministic target
     student, ema = Denoiser(cfg).to(device), Denoiser(cfg).to(device).eval()
