@@ -241,6 +241,11 @@ def _main(argv=None) -> int:
             del sys.argv[1]           # the tool's sys.argv[1:] is its own options (train records them)
     if argv and argv[0] in TOOLS:     # before argparse: the tool parses its own options
         return run_tool(argv[0], list(argv[1:]))
+    if argv and not argv[0].startswith("-") and argv[0] not in ("generate", "styles"):
+        # argparse knows only its own two commands (QA26: "choose from 'generate', 'styles'").
+        print(f"error: no command '{argv[0]}': choose from generate, styles, {', '.join(TOOLS)} "
+              "(see: python -m engine --help)", file=sys.stderr)
+        return 2
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:

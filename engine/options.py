@@ -54,7 +54,7 @@ def check_options(*, style: str | None = None, styles=None, steps=None, fps=None
     if not (_finite(start) and start >= 0):     # None too: the API's start is a number (0.0 by default)
         raise EngineError(f"start must be 0 or more seconds, got {start!r}")
     if duration is not None and not (_finite(duration) and duration > 0):
-        raise EngineError(f"duration must be more than 0 seconds, got {duration!r}")
+        raise EngineError(f"duration must be a number of seconds more than 0, got {duration!r}")
     if speed is not None and not (_finite(speed) and speed > 0):
         raise EngineError(f"speed must be more than 0 (1 = the audio as recorded, 2 = twice as fast), got {speed!r}")
     if song_seconds is not None:

@@ -99,6 +99,19 @@ def test_an_npz_output_is_written_under_exactly_its_name(click_song, tiny_weight
     r = _cli("generate", click_song, "-o", out, "--weights", tiny_weights, "--steps", "2", "--quiet")
     assert r.returncode == 2 and "already exists" in r.stderr
 
+    # The .npz reads back whole, the music's beats too (QA26: load_npz dropped them).
+    from engine.body.motion import Motion
+    again = Motion.load_npz(out)
+    assert again.beat_times.size > 0 and again.beat_times.dtype == np.float64
+    again.save_npz(tmp_path / "again.npz")
+    assert np.array_equal(Motion.load_npz(tmp_path / "again.npz").beat_times, again.beat_times)
+
+
+def test_an_unknown_command_names_every_command():
+    # QA26: argparse named only its own two, "choose from 'generate', 'styles'".
+    r = _cli("nosuchcmd")
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == [r.stderr.strip()]
+    assert all(name in r.stderr for name in ("generate", "styles", "train", "distill", "evaluate", "bench"))
 
 def test_an_unwritable_output_folder_is_refused_before_generating(click_song, tiny_weights, tmp_path):
     # /proc exists but takes no new files, even for root (a read-only file system behaves alike;

@@ -55,7 +55,8 @@ class Motion:
         with np.load(path, allow_pickle=False) as f:
             return cls(poses=f["poses"].astype(np.float64), trans=f["trans"].astype(np.float64),
                        fps=float(f["fps"]), style=str(f["style"]) if "style" in f else "any",
-                       seed=int(f["seed"]) if "seed" in f else 0)
+                       seed=int(f["seed"]) if "seed" in f else 0,
+                       beat_times=f["beat_times"].astype(np.float64) if "beat_times" in f else np.zeros(0))
 
 
 def _numbers(value, name: str) -> np.ndarray:

@@ -115,6 +115,10 @@ def choose_weights(weights_path: Path, record: dict | None, quality: str, steps:
             "with no steps given samples the student")
     if quality == "fast":
         _say_fast_is_the_teacher(record, teacher.name)
+    else:      # QA26: the student's file given, the teacher beside it danced without a word
+        import warnings
+        warnings.warn(f"{Path(weights_path).name} is a few-step student: quality '{quality}' dances with its teacher "
+                      f"{teacher.name} (quality 'fast' samples the student)", EngineNote, stacklevel=3)
     return teacher
 
 
