@@ -112,7 +112,7 @@ def test_an_evaluation_is_not_replaced_without_force(tiny_weights, tmp_path, cap
                        (["--out", str(out / "metrics.json")], "is a file: give a folder"),
                        (["--out", str(tmp_path / "new"), "--max-clips", "0"], "--max-clips must be 1 or more")):
         capsys.readouterr()
-        assert E.main(["--weights", str(tiny_weights), "--data", str(tmp_path / "nowhere"), *argv]) == 1
+        assert E.main(["--weights", str(tiny_weights), "--data", str(tmp_path / "nowhere"), *argv]) == 2  # QA26: 1
         err = capsys.readouterr().err.strip()
         assert err.splitlines() == [err] and said in err, err
     assert (out / "metrics.json").read_text() == "{}"

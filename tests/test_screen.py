@@ -72,7 +72,7 @@ def test_an_out_the_pack_cannot_go_to_is_refused_before_the_work(tmp_path, capsy
     existing = tmp_path / "screen.npz"
     existing.write_bytes(b"kept")
     for out, says in ((tmp_path, "is a folder"), (existing, "pass --force")):
-        assert S.main(["pack", "--out", str(out), "--data", str(tmp_path / "no-such-data")]) == 1
+        assert S.main(["pack", "--out", str(out), "--data", str(tmp_path / "no-such-data")]) == 2  # QA26: 1
         assert says in capsys.readouterr().err
     assert existing.read_bytes() == b"kept"
 

@@ -566,7 +566,7 @@ def main(argv=None) -> int:
                  genre_set=genre_set, max_genre_songs=args.max_genre_songs)
     except EngineError as e:
         print(f"error: {e}", file=sys.stderr)
-        return 1
+        return 2
     return 0
 
 

@@ -272,7 +272,7 @@ def main(argv=None) -> int:
         return _score_command(args)
     except EngineError as e:
         print(f"error: {e}", file=sys.stderr)
-        return 1
+        return 2
 
 
 if __name__ == "__main__":
