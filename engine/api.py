@@ -81,8 +81,10 @@ def _check_argument_types(audio, style, sample_rate, constraints) -> None:
         raise EngineError(f"style must be a style name such as 'any' (see available_styles()), got {style!r}")
     if sample_rate is not None and (isinstance(sample_rate, bool) or not isinstance(sample_rate, numbers.Real)):
         raise EngineError(f"sample_rate must be a number of samples per second, got {sample_rate!r}")
-    if isinstance(audio, np.ndarray):      # a file's header gives its own rate
+    if isinstance(audio, np.ndarray):
         check_sample_rate(sample_rate)
+    elif sample_rate is not None:          # a file's header gives its own rate (QA26: ignored without a word)
+        raise EngineError(f"sample_rate is for a numpy waveform: the file {audio} gives its own rate")
     if constraints is not None and not isinstance(constraints, Constraints):
         raise EngineError("constraints must be an engine Constraints (Constraints.empty(frames, fps) and its "
                           f"set_pose, or Constraints.load_npz(path)), got {type(constraints).__name__}")

@@ -468,6 +468,12 @@ def test_a_waveform_is_checked_like_a_file(tiny_weights):
     assert generate(wave.T, sample_rate=sr, weights=tiny_weights, steps=1, duration=2.0).num_frames == 60
 
 
+def test_a_sample_rate_given_with_a_file_is_refused(click_song, tiny_weights):
+    # QA26: ignored without a word; a file's header gives its own rate.
+    with pytest.raises(EngineError, match="sample_rate is for a numpy waveform"):
+        generate(click_song, sample_rate=44100, weights=tiny_weights, steps=1, duration=1.0)
+
+
 def test_style_any_dances_a_style_learned_with_music():
     from engine.api import dance_style
     styles = ["any", "chacha", "rumba", "tango", "waltz", "pop"]
