@@ -128,11 +128,13 @@ class SilenceHold:
             out[a:b + 1, L.CONTACTS] = s[L.CONTACTS]
             # The velocity is to the next frame: an anchor before the hold is its first still frame.
             out[min(a, anchor):b + 1, L.ROOT_VEL] = s[L.ROOT_VEL]
-            self.spans.append((a, b))
+            # The anchor's own frame is the hold's pose too: the finishing leaves it as drawn with
+            # the others (left out, the knees' hinge step eased in on it alone, a 1 mm twitch).
+            self.spans.append((min(a, anchor), max(b, anchor)))
         return out
 
     def held_frames(self, length: int) -> np.ndarray:
-        """(length,) bool: the frames the last estimate held still."""
+        """(length,) bool: the frames the last estimate held still, each hold's anchor included."""
         mask = np.zeros(length, bool)
         for a, b in self.spans:
             mask[a:b + 1] = True
