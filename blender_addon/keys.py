@@ -622,17 +622,27 @@ def _stamp(action, name: str, frames: np.ndarray, sums: np.ndarray) -> None:
     action[STAMP_KEY][name] = flat.tolist()
 
 
-def _animators_signs(values: np.ndarray, kept: np.ndarray, frames: np.ndarray, fcurves) -> np.ndarray:
-    """Quaternion channel values (T,4) whose keys on the `kept` frames carry the animator's own
-    signs (q and -q are one rotation, but the key's value is theirs: QA25 found a regenerated
-    range's continuity pass writing a user's key negated). From each kept key on, the dance
-    keeps that key's hemisphere."""
+def _animators_signs(values: np.ndarray, kept: np.ndarray, frames: np.ndarray, fcurves,
+                     joined: bool) -> np.ndarray:
+    """Quaternion channel values (T,4), continuous over time, whose keys on the `kept` frames carry
+    the animator's own signs (q and -q are one rotation, but the key's value is theirs: QA25 found
+    a regenerated range's continuity pass writing a user's key negated). Each stretch takes the
+    sign of its nearest anchor, a kept key or, where `joined`, the key before the span the values
+    continue: a sign change (a sub-frame swing through a near-zero quaternion) falls only midway
+    between two anchors that disagree, never beside a key (QA27: flipped from the key on, the bone
+    swung 180 degrees between the key and the frame before it)."""
     values = np.array(values, np.float64)
+    anchors = [(-1, 1.0)] if joined else []
     for k in np.flatnonzero(kept):
         theirs = np.array([fc.evaluate(frames[k]) for fc in fcurves])
-        if np.dot(values[k], theirs) < 0:
-            values[k:] *= -1.0
-    return values
+        anchors.append((int(k), 1.0 if np.dot(values[k], theirs) >= 0 else -1.0))
+    if not any(sign < 0 for _, sign in anchors):
+        return values
+    signs = np.empty(len(values))
+    for i, (k, sign) in enumerate(anchors):
+        start = 0 if i == 0 else (anchors[i - 1][0] + k) // 2 + 1
+        signs[start:] = sign
+    return values * signs[:, None]
 
 
 def write_bone_rotations(obj, action, bone_names, frames, quats, locations=None, key_type: str = 'GENERATED',
@@ -708,7 +718,7 @@ def write_bone_rotations(obj, action, bone_names, frames, quats, locations=None,
         mask = None if kept is None else np.asarray(kept)[:, b]
         values = rotation_values(quats[:, b], pb.rotation_mode, previous)
         if pb.rotation_mode == 'QUATERNION' and mask is not None and all(fc is not None for fc in existing):
-            values = _animators_signs(values, mask, frames, existing)
+            values = _animators_signs(values, mask, frames, existing, joined=previous is not None)
         write(name, prop, values, mask)
     for name, loc in (locations or {}).items():
         write(name, "location", np.asarray(loc, np.float64),
