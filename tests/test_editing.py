@@ -317,7 +317,7 @@ def test_a_knee_bent_backwards_bends_forward_with_the_foot_where_it_was():
     assert before_off.min() > np.radians(90)
     local = R.axis_angle_to_matrix(torch.from_numpy(poses).reshape(len(poses), -1, 3))
     glob = _global_rotations(local)
-    _keep_knees_on_hinge(local, np.ones((len(poses), 2)))
+    _keep_knees_on_hinge(local, np.zeros((len(poses), 2), bool), ease_frames=15, spread_frames=4)
     out = R.matrix_to_axis_angle(local).reshape(len(poses), -1).numpy()
     off, bend = _knee_bends(out)
     assert off.max() <= KNEE_HINGE_TOLERANCE + np.radians(0.5)   # the hinge is not quite square to the thigh
@@ -355,7 +355,7 @@ def test_the_feet_step_keeps_a_keyed_backwards_knee_and_eases_away_from_it(monke
     keyed = [3 * j + k for j in LEGS["left"][:3] for k in range(3)]
     assert np.abs(out[20, keyed] - poses[20, keyed]).max() < 1e-9
     off, _ = _knee_bends(out)
-    assert off[np.r_[0:4, 36:40]].max() <= KNEE_HINGE_TOLERANCE + np.radians(0.5)
+    assert off[np.r_[0:4, 36:40]].max() <= KNEE_HINGE_TOLERANCE + np.radians(3)   # the turn eased in time
     assert fastest_knee(out) < unhinged + 0.005
 
 @pytest.mark.parametrize("radius", [0.0, 0.6, 2.0])

@@ -886,7 +886,7 @@ def lock_feet(poses: np.ndarray, trans: np.ndarray, fps: float, cycle: np.ndarra
     contacts = np.zeros((T, 4), dtype=np.float32)
     new_local = local.clone()
     swivel_weight = np.zeros((T, 2))
-    hinge_weight = np.ones((T, 2))
+    hinge_kept = np.zeros((T, 2), bool)
     for col, leg in enumerate(LEGS.values()):
         given = None if given_legs is None else np.asarray(given_legs[:, col], bool)
         pinned = None if pinned_legs is None else np.asarray(pinned_legs[:, col], bool)
@@ -935,8 +935,9 @@ def lock_feet(poses: np.ndarray, trans: np.ndarray, fps: float, cycle: np.ndarra
         if pinned is not None:
             kept |= pinned
         swivel_weight[:, col] = weight * _free_ramp(kept, _fade_frames(fps))
-        hinge_weight[:, col] = _free_ramp(kept, int(round(KNEE_HINGE_EASE_SECONDS * fps)))
-    _keep_knees_on_hinge(new_local, hinge_weight)
+        hinge_kept[:, col] = kept
+    _keep_knees_on_hinge(new_local, hinge_kept, int(round(KNEE_HINGE_EASE_SECONDS * fps)),
+                         max(1, int(round(KNEE_SWIVEL_EASE_SECONDS * fps))))
     _turn_knees_apart(new_local, trans, swivel_weight, fps)
     poses_out = np.array(poses).reshape(T, NUM_JOINTS, 3)       # the IK turns only these joints
     poses_out[:, LEG_IK_JOINTS] = R.matrix_to_axis_angle(new_local[:, LEG_IK_JOINTS]).numpy()
@@ -954,14 +955,15 @@ def _unit(v: torch.Tensor) -> torch.Tensor:
     return v / v.norm(dim=-1, keepdim=True).clamp_min(1e-12)
 
 
-def _keep_knees_on_hinge(local: torch.Tensor, weight: np.ndarray) -> None:
-    """Turn each knee's bend back within KNEE_HINGE_TOLERANCE of its hinge, by `weight` (T, 2) of
-    the turn: the bend's angle kept (so the hip-ankle distance), the thigh swung to put the
-    ankle back, the foot's world orientation kept. Edits hips', knees' and ankles' local
-    rotations in `local` in place."""
+def _keep_knees_on_hinge(local: torch.Tensor, kept: np.ndarray, ease_frames: int, spread_frames: int) -> None:
+    """Turn each knee's bend back towards KNEE_HINGE_TOLERANCE of its hinge: the bend's angle kept
+    (so the hip-ankle distance), the thigh swung to put the ankle back, the foot's world
+    orientation kept. A leg `kept` (T, 2) there (keyed, given) with its knee off the hinge stays
+    as it is, the turn eased in over `ease_frames` away from it; a kept knee on its hinge needs no
+    turn, and the frames beside it get the whole of theirs (eased down towards every key, the
+    network's own knee came back beside it: a full-pose key met with a faster knee, QA27). Edits
+    hips', knees' and ankles' local rotations in `local` in place."""
     for c, (hip, knee, ankle, _) in enumerate(LEGS.values()):
-        if not (weight[:, c] > 0).any():
-            continue
         hinge = torch.as_tensor(bend_axis(JOINT_NAMES[knee]), dtype=local.dtype)
         knee_offset = torch.as_tensor(REST_OFFSETS[knee], dtype=local.dtype)
         ankle_offset = torch.as_tensor(REST_OFFSETS[ankle], dtype=local.dtype)
@@ -972,7 +974,15 @@ def _keep_knees_on_hinge(local: torch.Tensor, weight: np.ndarray) -> None:
         bend = torch.atan2(normal.norm(dim=-1), (thigh * shin).sum(-1))
         normal = _unit(normal)
         off = torch.acos((normal * hinge).sum(-1).clamp(-1, 1))
-        excess = (off - KNEE_HINGE_TOLERANCE).clamp_min(0) * torch.as_tensor(weight[:, c], dtype=local.dtype)
+        excess = (off - KNEE_HINGE_TOLERANCE).clamp_min(0)
+        weight = _free_ramp(kept[:, c] & (excess > 0).numpy(), ease_frames)
+        # Spread and eased over time, so the turn starts and ends at the motion's own pace rather
+        # than where the knee crosses the bound (turned exactly to it, the kink met a full-pose key
+        # a little faster than the fastest step around it); never past the hinge. A brief excess
+        # is turned back in part: knees at most 67 degrees off on seed 0's validation dances.
+        need = excess.numpy() * weight
+        eased = gaussian_filter1d(maximum_filter1d(need, spread_frames), max(1.0, spread_frames / 2.0), mode="nearest")
+        excess = torch.minimum(torch.as_tensor(eased * weight, dtype=local.dtype), off)
         frames = torch.nonzero(excess > 0).flatten()
         if not len(frames):
             continue
