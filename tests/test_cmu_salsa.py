@@ -188,3 +188,18 @@ def test_a_folder_of_other_bvh_files_keeps_their_frame_rates_and_takes_its_name_
     broken.write_text((data / "take_b.bvh").read_text().replace("Frame Time: 0.0083333333", "Frame Time: 5"))
     with pytest.raises(EngineError, match="take_c.bvh: its Frame Time"):
         load_source(data, tmp_path / "cache2", log=None)
+
+
+def test_a_change_of_the_retargeting_makes_bvh_caches_stale_and_no_other(tmp_path, monkeypatch):
+    # QA27: the rigs' hinge twist changed what CMU salsa reads as, under the same cache key.
+    from engine.training.data import cache
+    data = tmp_path / "cmu_salsa"
+    data.mkdir()
+    write_salsa_bvh(data / "60_98_scaled.bvh")
+    other = tmp_path / "tang"
+    other.mkdir()
+    (other / "manifest.json").write_text("{}")
+    before = cache.cache_key("cmu_salsa", data), cache.cache_key("tang2018", other)
+    monkeypatch.setattr(cache, "RETARGET_VERSION", cache.RETARGET_VERSION + 1)
+    after = cache.cache_key("cmu_salsa", data), cache.cache_key("tang2018", other)
+    assert after[0] != before[0] and after[1] == before[1]

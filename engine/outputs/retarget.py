@@ -134,9 +134,15 @@ Y_TO_Z = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]])   # SMPL
 # bend, tilt or tiptoe the character: they take the rest pose as SMPL's.
 ALIGNED = tuple(f"{side}_{j}" for side in ("left", "right")
                 for j in ("hip", "knee", "collar", "shoulder", "elbow", "wrist"))
-# A knee or elbow bent at least this much in the rig's rest pose shows the rig's hinge (Rigify's
-# metarig bends both); a straighter one (a T-pose's arms) keeps its bones' rolls.
-MIN_REST_BEND = np.radians(3.0)
+# A knee or elbow bent in the rig's rest pose shows the rig's hinge (Rigify's metarig bends both):
+# its bones are twisted onto SMPL's hinge in full from REST_BEND_SHOWS_HINGE, not at all below
+# REST_BEND_TOO_SMALL (a T-pose's arms keep their rolls), eased between. A twist larger than
+# HINGE_TWIST's first figure is eased out to none at its second: such a rest bend goes backwards
+# or sideways (a modelling slip, not the hinge; QA27: a rig bent 3.5 degrees backwards had forearms
+# and shins turned half a turn against hands and feet). Rigify's knees need 20-25 degrees, its
+# elbows 42-57 (real elbows spread wider about their axis than knees do).
+REST_BEND_TOO_SMALL, REST_BEND_SHOWS_HINGE = np.radians(2.0), np.radians(6.0)
+HINGE_TWIST = {"knee": (np.radians(30.0), np.radians(60.0)), "elbow": (np.radians(60.0), np.radians(90.0))}
 # Unmapped bones between two mapped bones of these joints share the rotation (longer spines, 2-bone necks).
 CHAIN_JOINTS = ("pelvis", "spine1", "spine2", "spine3", "neck", "head")
 _NEXT_OF_BRANCH = {"pelvis": "spine1", "spine3": "neck"}   # the child that continues a joint with several
@@ -151,6 +157,12 @@ SMPL_ANKLE_HEIGHT = float(np.mean([REST_POSITIONS[JOINT_INDEX[f"{s}_ankle"], 1] 
 SMPL_TOE_HEIGHT = float(np.mean([REST_POSITIONS[JOINT_INDEX[f"{s}_foot"], 1] for s in ("left", "right")])
                         + REST_PELVIS_HEIGHT)
 SOLE_FRONT_SPAN = 0.02    # SMPL metres: a toe-less foot's tails this close to its lowest are on its sole
+
+
+def _eased(x: float, low: float, high: float) -> float:
+    """0 up to `low`, 1 from `high`, a smoothstep between."""
+    t = min(1.0, max(0.0, (x - low) / (high - low)))
+    return t * t * (3.0 - 2.0 * t)
 
 
 def _next_joint(j: int) -> int | None:
@@ -549,7 +561,8 @@ class Retargeter:
         the rig's hinge (that bend's axis) lies on SMPL's (skeleton.bend_axis). The shortest turn
         that lines a limb up with SMPL's leaves each bone's roll as the rig has it, and the dance's
         joints, which bend about SMPL's hinges, bent the rig's sideways: a Rigify elbow's bend lay
-        42-57 degrees off its hinge on average, backwards on some frames (QA25)."""
+        42-57 degrees off its hinge on average, backwards on some frames (QA25). Eased by how
+        clearly the rest pose shows a hinge and how plausible the twist is (REST_BEND_*, HINGE_TWIST)."""
         for side in ("left", "right"):
             for upper, middle in (("hip", "knee"), ("shoulder", "elbow")):
                 ju, jm = JOINT_INDEX[f"{side}_{upper}"], JOINT_INDEX[f"{side}_{middle}"]
@@ -559,16 +572,21 @@ class Retargeter:
                 rig_upper, rig_lower = heads_w[bm] - heads_w[bu], self._limb(jm, bm, heads_w)[0]
                 normal = np.cross(rig_upper, rig_lower)
                 sine = np.linalg.norm(normal) / (np.linalg.norm(rig_upper) * np.linalg.norm(rig_lower))
-                if np.arcsin(min(1.0, sine)) < MIN_REST_BEND or np.dot(rig_upper, rig_lower) <= 0:
+                if np.dot(rig_upper, rig_lower) <= 0:
                     continue
                 smpls_hinge = self._D @ bend_axis(JOINT_NAMES[jm])
+                twists = []
                 for j, b in ((ju, bu), (jm, bm)):
                     rig_dir, smpl_dir = self._limb(j, b, heads_w)
                     direction = self._D @ smpl_dir / np.linalg.norm(smpl_dir)
                     hinge = align(rig_dir, self._D @ smpl_dir) @ normal
                     across = [v - np.dot(v, direction) * direction for v in (hinge, smpls_hinge)]
                     angle = np.arctan2(np.dot(np.cross(across[0], across[1]), direction), np.dot(across[0], across[1]))
-                    self._Q[b] = axis_angle_to_matrix(direction * angle) @ self._Q[b]
+                    twists.append((b, direction, angle))
+                share = (_eased(np.arcsin(min(1.0, sine)), REST_BEND_TOO_SMALL, REST_BEND_SHOWS_HINGE)
+                         * _eased(-max(abs(a) for _, _, a in twists), -HINGE_TWIST[middle][1], -HINGE_TWIST[middle][0]))
+                for b, direction, angle in twists:
+                    self._Q[b] = axis_angle_to_matrix(direction * angle * share) @ self._Q[b]
 
     def _limb(self, j: int, b: int, heads_w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(the rig's rest limb direction in the world, SMPL's in SMPL axes) for mapped joint j."""

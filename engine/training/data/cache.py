@@ -25,6 +25,10 @@ from .sequence import DanceSequence
 from .tang2018 import SAME_SONG, base_name
 
 CACHE_VERSION = 3                  # 3: beats follow a drifting tempo (engine.music.audio)
+# Sources retargeted from BVH (cmu_salsa, bvh) are cached under this too: bumped when the
+# retargeting changes what they read as (2: knees and elbows twisted onto SMPL's hinges, QA27),
+# without making every other source's cache, or a packed file, stale.
+RETARGET_VERSION = 2
 
 
 @dataclass
@@ -145,8 +149,10 @@ def _source_files(kind: str, source: Path, aist_music: Path | None) -> list[Path
 
 
 def cache_key(kind: str, source: Path, aist_music: Path | None = None) -> str:
-    """Hash of CACHE_VERSION, the kind and every source file's name, size and mtime."""
-    h = hashlib.sha1(f"v{CACHE_VERSION}|{kind}|{aist_music or ''}".encode())
+    """Hash of CACHE_VERSION (and RETARGET_VERSION for BVH sources), the kind and every source
+    file's name, size and mtime."""
+    retargeted = f"|retarget{RETARGET_VERSION}" if kind in ("cmu_salsa", "bvh") else ""
+    h = hashlib.sha1(f"v{CACHE_VERSION}|{kind}|{aist_music or ''}{retargeted}".encode())
     for f in _source_files(kind, source, aist_music):
         st = f.stat()
         # The music folder may lie anywhere (not beside the motions): named from its own root.
