@@ -19,8 +19,18 @@ def written_whole(*paths):
     temps = [p.parent / f".{p.name}.{os.getpid()}-{uuid.uuid4().hex[:12]}.part" for p in paths]
     try:
         yield temps
-        for tmp, path in zip(temps, paths):
-            os.replace(tmp, path)
+        moved = 0
+        try:
+            for tmp, path in zip(temps, paths):
+                os.replace(tmp, path)
+                moved += 1
+        except BaseException:
+            # Stopped between two renames (QA27: Ctrl-C there left the new .npz beside the old
+            # .bvh): the set is finished, all new, before the interrupt goes on.
+            for tmp, path in list(zip(temps, paths))[moved:]:
+                if tmp.exists():
+                    os.replace(tmp, path)
+            raise
     finally:
         for tmp in temps:
             if tmp.exists():

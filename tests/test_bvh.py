@@ -153,3 +153,26 @@ def test_an_interrupted_write_leaves_the_old_file_whole_and_no_temporary_file(tm
         assert read_bvh(path).poses.shape == motion.poses.shape
     else:
         assert Motion.load_npz(path).poses.shape == motion.poses.shape
+
+
+def test_outputs_stopped_between_their_renames_are_all_new(tmp_path, monkeypatch):
+    # QA27: Ctrl-C between two of the command line's renames left a new .npz beside an old .bvh.
+    import os
+    from engine import files
+    paths = [tmp_path / "a.npz", tmp_path / "a.bvh"]
+    for p in paths:
+        p.write_text("old")
+    real_replace, calls = os.replace, []
+
+    def interrupted_once(src, dst):
+        real_replace(src, dst)
+        calls.append(dst)
+        if len(calls) == 1:
+            raise KeyboardInterrupt
+    monkeypatch.setattr(files.os, "replace", interrupted_once)
+    with pytest.raises(KeyboardInterrupt):
+        with files.written_whole(*paths) as temps:
+            for t in temps:
+                t.write_text("new")
+    assert [p.read_text() for p in paths] == ["new", "new"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.bvh", "a.npz"]
