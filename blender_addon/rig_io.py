@@ -672,7 +672,7 @@ def read_character_constraints(obj, bone_map: dict[str, str], frame_start: int, 
     cons.pelvis_turns[pelvis_keys] = key_io.turns_between_keys(pelvis_keys + frame_start, _pelvis_heading(obj, rt))
     # The engine finds the holds in the constraints itself; the take writes them verbatim. Keys of
     # the spinning bones a whole turn apart are a keyed spin, no hold (QA: a 360 spin stood still).
-    holds, hold_rotations = _holds(obj, keyed, frame_start, rig.names)
+    holds, hold_rotations = _holds(obj, keyed, frame_start, rig.names, (rt.root_bone, root_keyed))
     spinning = [index[name] for name in spinning_bones(obj, bone_map) if name in index]
     for turned in np.flatnonzero(cons.pelvis_turns):
         before = np.flatnonzero(cons.joint_mask[:turned, 0])
@@ -682,20 +682,22 @@ def read_character_constraints(obj, bone_map: dict[str, str], frame_start: int, 
     return cons, CharacterKeys(rotations, held, keyed, root_location, root_held, root_keyed)
 
 
-def _holds(obj, keyed: np.ndarray, frame_start: int, names: list[str]) -> tuple[np.ndarray, np.ndarray]:
+def _holds(obj, keyed: np.ndarray, frame_start: int, names: list[str],
+           root: tuple[int, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """((F,B) bool, (F,B,4) quaternions): the frames strictly between two keys of a bone in a row
     that give it the same rotation, where every bone keyed on both frames and none between has
     the same rotation on both (the same pose keyed twice: a hold, engine.defaults.HOLD_TOLERANCE, as
-    engine.finishing.editing.same_pose_frames), and that rotation. The engine holds the joint
-    there; the take writes the bone so too, verbatim: retargeted, the planted legs' IK turned a
-    held knee 0.4 degrees and slid the foot 1.2 mm inside a whole-body hold (QA)."""
-    from engine.defaults import HOLD_TOLERANCE
+    engine.finishing.editing.same_pose_frames, the root bone's location keys too: `root`, (its
+    index, (F,) bool where its location is keyed)), and that rotation. The engine holds the
+    joint there; the take writes the bone so too, verbatim: retargeted, the planted legs' IK
+    turned a held knee 0.4 degrees and slid the foot 1.2 mm inside a whole-body hold (QA)."""
+    from engine.defaults import HOLD_PLACE_TOLERANCE, HOLD_TOLERANCE
     holds = np.zeros(keyed.shape, bool)
     values = np.zeros(keyed.shape + (4,))
     rows = np.flatnonzero(keyed.any(axis=1))
     if len(rows) < 2:
         return holds, values
-    rot, _ = evaluate_basis(obj, frame_start + rows, names)
+    rot, loc = evaluate_basis(obj, frame_start + rows, names)
 
     def angles(q0: np.ndarray, q1: np.ndarray) -> np.ndarray:
         q1 = q1 * np.where(np.sum(q0 * q1, axis=-1) < 0, -1.0, 1.0)[..., None]
@@ -703,6 +705,11 @@ def _holds(obj, keyed: np.ndarray, frame_start: int, names: list[str]) -> tuple[
 
     def same_pose(i: int, j: int) -> bool:
         both = np.flatnonzero(keyed[rows[i]] & keyed[rows[j]] & ~keyed[rows[i] + 1:rows[j]].any(axis=0))
+        if root is not None:
+            b, placed = root
+            if placed[rows[i]] and placed[rows[j]] and not placed[rows[i] + 1:rows[j]].any() and \
+                    np.abs(loc[i, b] - loc[j, b]).max() * obj.matrix_world.to_scale()[0] > HOLD_PLACE_TOLERANCE:
+                return False         # the same pose somewhere else is a move
         return bool((angles(rot[i, both], rot[j, both]) < HOLD_TOLERANCE).all())
     for b in np.flatnonzero(keyed.sum(axis=0) >= 2):
         k = np.flatnonzero(keyed[rows, b])

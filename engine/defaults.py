@@ -89,3 +89,4 @@ PACED_KEY_SECONDS = 0.8
 # the frames between them hold it (engine.finishing.editing, and a character's bones in the
 # add-on's rig_io, written verbatim there).
 HOLD_TOLERANCE = 1e-6
+HOLD_PLACE_TOLERANCE = 1e-4   # metres: root keys this close are one place (a hold keyed twice stays put)

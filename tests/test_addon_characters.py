@@ -1113,6 +1113,37 @@ def test_a_whole_pose_keyed_twice_on_a_character_holds_still(addon, tmp_path):
 
 
 
+
+def test_a_whole_pose_keyed_twice_at_two_places_is_no_hold(addon, tmp_path):
+    # QA27: the same rotations keyed twice with the root keyed 1 m apart held every bone while
+    # the root travelled: a statue sliding, its feet skating. The same pose elsewhere is a move.
+    scene = addon
+    obj, first, last = _mixamo_stage(scene, tmp_path, seconds=3.0)
+    bone_map = rig_io.check_character(obj)
+    root = obj.pose.bones[rig_io.root_bone_name(bone_map)]
+    a, b = first + 15, first + 60
+    pose = {"LeftArm": (0.3, 0.0, 0.9), "RightForeArm": (0.0, 0.8, 0.0), "LeftLeg": (0.5, 0.0, 0.0)}
+    for frame, place in ((a, (0.0, 0.0, 0.0)), (b, (0.0, 1.0, 0.0))):
+        for name in rig_io.posed_bones(bone_map):
+            pb = obj.pose.bones[name]
+            value = Euler(pose.get(name.split(":")[-1], (0.0, 0.0, 0.0))).to_quaternion()
+            if pb.rotation_mode == 'QUATERNION':
+                pb.rotation_quaternion = value
+            else:
+                pb.rotation_euler = value.to_euler(pb.rotation_mode)
+            pb.keyframe_insert(keys.rotation_path(pb)[0], frame=frame)
+        root.location = place
+        root.keyframe_insert("location", frame=frame)
+    assert bpy.ops.dance.generate() == {'FINISHED'}
+    arm = obj.pose.bones[bone_map["left_shoulder"]]
+    turns = []
+    for frame in range(a, b + 1):
+        scene.frame_set(frame)
+        turns.append(np.array(arm.matrix_basis.to_quaternion()))
+    turns = np.array(turns)
+    angle = 2 * np.arccos(np.clip(np.abs(turns @ turns[0]), 0, 1))
+    assert np.degrees(angle.max()) > 1.0                         # it dances there: no hold (held: 0)
+
 def test_two_different_whole_poses_on_a_character_hold_no_bone(addon, tmp_path):
     # QA25: every bone keyed on two different poses (Whole Character keying): the bones alike on
     # both (the feet, at rest) were written held between the keys, the legs given, and the feet

@@ -675,6 +675,10 @@ def test_a_held_stance_holds_the_root_too():
     c.trans_mask[[30, 60]], c.trans[[30, 60]] = True, (0.3, 0.85, 0.1)
     _, moved = apply_constraints(generated, trans, c, FPS)
     assert np.abs(moved[30:61] - [0.3, 0.85, 0.1]).max() < 1e-9
+    # The same pose keyed at two places is a move, no hold (QA27: held, the statue slid 1.09 m).
+    c.trans[60] = (1.3, 0.85, 0.1)
+    poses, moved = apply_constraints(generated, trans, c, FPS)
+    assert angular_speed(poses[33:58], FPS).max() > 1.0 and np.abs(moved[60] - [1.3, 0.85, 0.1]).max() < 1e-9
     # Arms alone held keep the root's own path: only a held stance (pelvis and legs) stands still.
     c = Constraints.empty(T, FPS).set_pose(30, pose, joints=["left_arm"]).set_pose(60, pose, joints=["left_arm"])
     _, moved = apply_constraints(generated, trans, c, FPS)

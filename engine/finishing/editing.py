@@ -34,7 +34,7 @@ from ..body import rotations as R
 from ..body.curves import dip_knots, jump_curve, jump_ease_frames, offset_curve, smoothstep
 from ..body.motion import Constraints
 from ..body.skeleton import BODY_PARTS, FOOT_INDICES, JOINT_INDEX, NUM_JOINTS, REST_PELVIS_HEIGHT, joint_positions
-from ..defaults import HOLD_TOLERANCE, INPAINT_MIN_RUN_SECONDS, PACED_KEY_SECONDS
+from ..defaults import HOLD_PLACE_TOLERANCE, HOLD_TOLERANCE, INPAINT_MIN_RUN_SECONDS, PACED_KEY_SECONDS
 from .feet import (AIRBORNE_HEIGHT, LEGS, MAX_AIRTIME_SECONDS, PLANTED_HEIGHT, ankle_positions, reach_ankles,
                    true_runs)
 
@@ -79,14 +79,18 @@ def same_pose_frames(constraints: Constraints, q_given: torch.Tensor | None = No
     two different poses, the ankles alike at both froze in the legs' own frame for the five
     seconds between, and the feet skated on every contact frame (QA25). Joints keyed between
     (a baked clip's moving channels, keyed on every frame) do not count: a still channel keyed
-    at the clip's ends only holds."""
+    at the clip's ends only holds. The root keyed on both at two places is no hold either: the
+    same pose somewhere else is a move (QA27: held, the statue slid 1.09 m, feet skating)."""
     n = constraints.num_frames
     q = q_given if q_given is not None else R.axis_angle_to_quat(
         torch.from_numpy(constraints.poses).reshape(n, NUM_JOINTS, 3))
-    mask = constraints.joint_mask
+    mask, placed = constraints.joint_mask, constraints.trans_mask
 
     def same(a: int, b: int) -> bool:
         both = np.flatnonzero(mask[a] & mask[b] & ~mask[a + 1:b].any(axis=0))
+        if placed[a] and placed[b] and not placed[a + 1:b].any() and \
+                np.abs(constraints.trans[a] - constraints.trans[b]).max() > HOLD_PLACE_TOLERANCE:
+            return False
         return bool((R.quat_angle(q[a, both], q[b, both]) < HOLD_TOLERANCE).all())
     return same
 
