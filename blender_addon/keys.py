@@ -623,19 +623,22 @@ def _stamp(action, name: str, frames: np.ndarray, sums: np.ndarray) -> None:
 
 
 def _animators_signs(values: np.ndarray, kept: np.ndarray, frames: np.ndarray, fcurves,
-                     joined: bool) -> np.ndarray:
+                     joined: bool, following: np.ndarray | None = None) -> np.ndarray:
     """Quaternion channel values (T,4), continuous over time, whose keys on the `kept` frames carry
     the animator's own signs (q and -q are one rotation, but the key's value is theirs: QA25 found
     a regenerated range's continuity pass writing a user's key negated). Each stretch takes the
-    sign of its nearest anchor, a kept key or, where `joined`, the key before the span the values
-    continue: a sign change (a sub-frame swing through a near-zero quaternion) falls only midway
-    between two anchors that disagree, never beside a key (QA27: flipped from the key on, the bone
-    swung 180 degrees between the key and the frame before it)."""
+    sign of its nearest anchor: a kept key, where `joined` the key before the span the values
+    continue, and the curve's value just after the span (`following`, where it goes on). A sign
+    change (a sub-frame swing through a near-zero quaternion) falls only midway between two
+    anchors that disagree, never beside a key (QA27: flipped from the key on, the bone swung 180
+    degrees inside the frame before the key; QA28: a range ending beside a key of the other sign)."""
     values = np.array(values, np.float64)
     anchors = [(-1, 1.0)] if joined else []
     for k in np.flatnonzero(kept):
         theirs = np.array([fc.evaluate(frames[k]) for fc in fcurves])
         anchors.append((int(k), 1.0 if np.dot(values[k], theirs) >= 0 else -1.0))
+    if following is not None:
+        anchors.append((len(values), 1.0 if np.dot(values[-1], following) >= 0 else -1.0))
     if not any(sign < 0 for _, sign in anchors):
         return values
     signs = np.empty(len(values))
@@ -709,16 +712,20 @@ def write_bone_rotations(obj, action, bone_names, frames, quats, locations=None,
     for b, name in enumerate(bone_names):
         pb = obj.pose.bones[name]
         prop, n = rotation_path(pb)
-        previous = None
+        previous = following = None
         existing = [fcurves.find(_bone_path(name, prop), index=i) for i in range(n)]
         if all(fc is not None and len(fc.keyframe_points) for fc in existing):
             first_key = min(fc.keyframe_points[0].co[0] for fc in existing)
             if first_key < frames[0] - 0.5:
                 previous = [fc.evaluate(frames[0] - 1) for fc in existing]
+            if hold_outside and max(fc.keyframe_points[-1].co[0] for fc in existing) > frames[-1] + 0.5:
+                following = np.array([fc.evaluate(frames[-1] + 1) for fc in existing])
         mask = None if kept is None else np.asarray(kept)[:, b]
         values = rotation_values(quats[:, b], pb.rotation_mode, previous)
-        if pb.rotation_mode == 'QUATERNION' and mask is not None and all(fc is not None for fc in existing):
-            values = _animators_signs(values, mask, frames, existing, joined=previous is not None)
+        if pb.rotation_mode == 'QUATERNION' and all(fc is not None for fc in existing) and \
+                (mask is not None or following is not None):
+            values = _animators_signs(values, np.zeros(len(values), bool) if mask is None else mask, frames,
+                                      existing, joined=previous is not None, following=following)
         write(name, prop, values, mask)
     for name, loc in (locations or {}).items():
         write(name, "location", np.asarray(loc, np.float64),

@@ -3,6 +3,7 @@ as it was, or absent, never cut off under its real name."""
 from __future__ import annotations
 
 import os
+import signal
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,18 +20,23 @@ def written_whole(*paths):
     temps = [p.parent / f".{p.name}.{os.getpid()}-{uuid.uuid4().hex[:12]}.part" for p in paths]
     try:
         yield temps
+        # Ctrl-C and kill wait until the set is renamed (QA27: between two renames they left the
+        # new .npz beside the old .bvh; QA28: a second Ctrl-C while the set was being finished).
+        masked = hasattr(signal, "pthread_sigmask")
+        before = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM}) if masked else None
         moved = 0
         try:
             for tmp, path in zip(temps, paths):
                 os.replace(tmp, path)
                 moved += 1
-        except BaseException:
-            # Stopped between two renames (QA27: Ctrl-C there left the new .npz beside the old
-            # .bvh): the set is finished, all new, before the interrupt goes on.
+        except BaseException:       # where signals cannot wait (Windows): finish the set, all new
             for tmp, path in list(zip(temps, paths))[moved:]:
                 if tmp.exists():
                     os.replace(tmp, path)
             raise
+        finally:
+            if masked:
+                signal.pthread_sigmask(signal.SIG_SETMASK, before)
     finally:
         for tmp in temps:
             if tmp.exists():

@@ -246,34 +246,40 @@ def test_regenerating_a_range_keeps_the_rest_and_joins_smoothly(addon, tmp_path)
 
 def test_a_quaternion_key_keeps_its_own_sign_in_every_take(addon, tmp_path):
     # QA25: a range regenerated around the animator's quaternion key wrote it negated (W 0.82 ->
-    # -0.82): the same rotation, but not their value. Keyed here with W < 0 on purpose.
+    # -0.82): the same rotation, but not their value. Keyed here with W > 0 and W < 0 on purpose.
     scene = addon
     obj, first, last = _song_stage(scene, tmp_path, seconds=3.0)
-    key = first + 30
     pb = obj.pose.bones["left_knee"]
     pb.rotation_mode = 'QUATERNION'
-    theirs = -np.array(_aa_to_quat(np.array([0.9, 0.1, 0.0])))
-    pb.rotation_quaternion = theirs
-    pb.keyframe_insert("rotation_quaternion", frame=key)
+    theirs = {first + 20: np.array(_aa_to_quat(np.array([0.5, 0.0, 0.1]))),
+              first + 50: -np.array(_aa_to_quat(np.array([0.9, 0.1, 0.0])))}
+    for frame, value in theirs.items():
+        pb.rotation_quaternion = value
+        pb.keyframe_insert("rotation_quaternion", frame=frame)
 
     def written(frame) -> np.ndarray:
         curves = {fc.array_index: fc for fc in compat.action_fcurves(obj.animation_data.action, compat.object_slot(obj))
                   if fc.data_path == 'pose.bones["left_knee"].rotation_quaternion'}
         return np.array([curves[i].evaluate(frame) for i in range(4)])
 
-    def no_swing_near_the_key() -> bool:
+    def as_keyed_without_a_swing_beside_them() -> bool:
         # Between whole frames the channels interpolate one by one: a sign change there passes
         # through a near-zero quaternion, a 180-degree swing inside a frame (QA27).
-        return all(np.linalg.norm(written(f)) > 0.9 for f in np.arange(key - 6, key + 6.01, 0.1))
+        return all(np.abs(written(k) - v).max() < 1e-6 and
+                   all(np.linalg.norm(written(f)) > 0.9 for f in np.arange(k - 6, k + 6.01, 0.1))
+                   for k, v in theirs.items())
     assert bpy.ops.dance.generate() == {'FINISHED'}
-    assert np.abs(written(key) - theirs).max() < 1e-6 and no_swing_near_the_key()
+    assert as_keyed_without_a_swing_beside_them()
     scene.dance.use_strip_range = False
-    scene.dance.frame_start, scene.dance.frame_end = key - 12, key + 12
-    for seed in range(1, 4):
+    # Ranges around the keys, between them, and ending or starting beside one (QA28: a range
+    # ending beside a key of the other sign swung there).
+    a, b = theirs
+    for seed, (start, end) in enumerate(((a - 10, b + 10), (a + 1, b - 1), (a - 10, b - 1), (a + 1, b + 10)), start=1):
         scene.dance.seed = seed
+        scene.dance.frame_start, scene.dance.frame_end = start, end
         assert bpy.ops.dance.generate() == {'FINISHED'}
-        assert np.abs(written(key) - theirs).max() < 1e-6, seed
-        assert no_swing_near_the_key(), seed
+        assert as_keyed_without_a_swing_beside_them(), (start, end)
+
 
 def test_a_range_regenerated_beyond_the_takes_end_extends_it_without_a_snap(addon, tmp_path):
     # QA: a take of frames a..b, then the range b+1..c: the old take held its last pose after b,

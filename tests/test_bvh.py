@@ -176,3 +176,25 @@ def test_outputs_stopped_between_their_renames_are_all_new(tmp_path, monkeypatch
                 t.write_text("new")
     assert [p.read_text() for p in paths] == ["new", "new"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.bvh", "a.npz"]
+
+
+def test_ctrl_c_twice_while_the_outputs_are_renamed_leaves_them_all_new(tmp_path, monkeypatch):
+    # QA28: a second Ctrl-C while an interrupted set was being finished left a.mp4 old.
+    import os
+    import signal
+    from engine import files
+    paths = [tmp_path / "a.npz", tmp_path / "a.bvh", tmp_path / "a.mp4"]
+    for p in paths:
+        p.write_text("old")
+    real_replace = os.replace
+
+    def pressed_each_time(src, dst):
+        real_replace(src, dst)
+        os.kill(os.getpid(), signal.SIGINT)
+    monkeypatch.setattr(files.os, "replace", pressed_each_time)
+    with pytest.raises(KeyboardInterrupt):
+        with files.written_whole(*paths) as temps:
+            for t in temps:
+                t.write_text("new")
+    assert [p.read_text() for p in paths] == ["new", "new", "new"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.bvh", "a.mp4", "a.npz"]
