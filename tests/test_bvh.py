@@ -192,9 +192,17 @@ def test_ctrl_c_twice_while_the_outputs_are_renamed_leaves_them_all_new(tmp_path
         real_replace(src, dst)
         os.kill(os.getpid(), signal.SIGINT)
     monkeypatch.setattr(files.os, "replace", pressed_each_time)
-    with pytest.raises(KeyboardInterrupt):
-        with files.written_whole(*paths) as temps:
-            for t in temps:
-                t.write_text("new")
+    # Ctrl-C as a shell delivers it to Python: Blender's module, imported by earlier tests, may
+    # have taken the handler or blocked the signal.
+    handler = signal.signal(signal.SIGINT, signal.default_int_handler)
+    mask = signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with files.written_whole(*paths) as temps:
+                for t in temps:
+                    t.write_text("new")
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        signal.signal(signal.SIGINT, handler)
     assert [p.read_text() for p in paths] == ["new", "new", "new"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.bvh", "a.mp4", "a.npz"]
