@@ -1112,6 +1112,27 @@ def test_a_whole_pose_keyed_twice_on_a_character_holds_still(addon, tmp_path):
     assert drift < 1e-5
 
 
+def _key_whole_pose(obj, bone_map, frame: int, pose: dict) -> None:
+    """Key every mapped bone on `frame`, as Whole Character keying does: the bones named in `pose`
+    (without their prefix) turned by its Euler angles, the others at rest, each in its own mode."""
+    for name in rig_io.posed_bones(bone_map):
+        pb = obj.pose.bones[name]
+        value = Euler(pose.get(name.split(":")[-1], (0.0, 0.0, 0.0))).to_quaternion()
+        if pb.rotation_mode == 'QUATERNION':
+            pb.rotation_quaternion = value
+        else:
+            pb.rotation_euler = value.to_euler(pb.rotation_mode)
+        pb.keyframe_insert(keys.rotation_path(pb)[0], frame=frame)
+
+
+def _largest_turn_degrees(scene, pb, frames) -> float:
+    """How far pose bone `pb` turns, at most, from its pose on the first of `frames`."""
+    turns = []
+    for frame in frames:
+        scene.frame_set(frame)
+        turns.append(np.array(pb.matrix_basis.to_quaternion()))
+    turns = np.array(turns)
+    return float(np.degrees(2 * np.arccos(np.clip(np.abs(turns @ turns[0]), 0, 1)).max()))
 
 
 def test_a_whole_pose_keyed_twice_at_two_places_is_no_hold(addon, tmp_path):
@@ -1124,25 +1145,13 @@ def test_a_whole_pose_keyed_twice_at_two_places_is_no_hold(addon, tmp_path):
     a, b = first + 15, first + 60
     pose = {"LeftArm": (0.3, 0.0, 0.9), "RightForeArm": (0.0, 0.8, 0.0), "LeftLeg": (0.5, 0.0, 0.0)}
     for frame, place in ((a, (0.0, 0.0, 0.0)), (b, (0.0, 1.0, 0.0))):
-        for name in rig_io.posed_bones(bone_map):
-            pb = obj.pose.bones[name]
-            value = Euler(pose.get(name.split(":")[-1], (0.0, 0.0, 0.0))).to_quaternion()
-            if pb.rotation_mode == 'QUATERNION':
-                pb.rotation_quaternion = value
-            else:
-                pb.rotation_euler = value.to_euler(pb.rotation_mode)
-            pb.keyframe_insert(keys.rotation_path(pb)[0], frame=frame)
+        _key_whole_pose(obj, bone_map, frame, pose)
         root.location = place
         root.keyframe_insert("location", frame=frame)
     assert bpy.ops.dance.generate() == {'FINISHED'}
     arm = obj.pose.bones[bone_map["left_shoulder"]]
-    turns = []
-    for frame in range(a, b + 1):
-        scene.frame_set(frame)
-        turns.append(np.array(arm.matrix_basis.to_quaternion()))
-    turns = np.array(turns)
-    angle = 2 * np.arccos(np.clip(np.abs(turns @ turns[0]), 0, 1))
-    assert np.degrees(angle.max()) > 1.0                         # it dances there: no hold (held: 0)
+    assert _largest_turn_degrees(scene, arm, range(a, b + 1)) > 1.0    # it dances there: no hold (held: 0)
+
 
 def test_two_different_whole_poses_on_a_character_hold_no_bone(addon, tmp_path):
     # QA25: every bone keyed on two different poses (Whole Character keying): the bones alike on
@@ -1152,27 +1161,13 @@ def test_two_different_whole_poses_on_a_character_hold_no_bone(addon, tmp_path):
     obj, first, last = _mixamo_stage(scene, tmp_path, seconds=3.0)
     bone_map = rig_io.check_character(obj)
     a, b = first + 15, first + 60
-    poses = {a: {"LeftArm": (0.3, 0.0, 0.9), "LeftLeg": (0.5, 0.0, 0.0)},
-             b: {"RightForeArm": (0.0, 0.8, 0.0), "RightUpLeg": (-0.4, 0.0, 0.0), "Spine1": (0.2, 0.1, 0.0)}}
-    for frame, pose in poses.items():
-        for name in rig_io.posed_bones(bone_map):
-            pb = obj.pose.bones[name]
-            value = Euler(pose.get(name.split(":")[-1], (0.0, 0.0, 0.0))).to_quaternion()
-            if pb.rotation_mode == 'QUATERNION':
-                pb.rotation_quaternion = value
-            else:
-                pb.rotation_euler = value.to_euler(pb.rotation_mode)
-            pb.keyframe_insert(keys.rotation_path(pb)[0], frame=frame)
+    _key_whole_pose(obj, bone_map, a, {"LeftArm": (0.3, 0.0, 0.9), "LeftLeg": (0.5, 0.0, 0.0)})
+    _key_whole_pose(obj, bone_map, b, {"RightForeArm": (0.0, 0.8, 0.0), "RightUpLeg": (-0.4, 0.0, 0.0),
+                                       "Spine1": (0.2, 0.1, 0.0)})
     assert bpy.ops.dance.generate() == {'FINISHED'}
-    foot = obj.pose.bones[bone_map["left_ankle"]]
-    turns = []
-    for frame in range(a, b + 1):
-        scene.frame_set(frame)
-        turns.append(np.array(foot.matrix_basis.to_quaternion()))
-    turns = np.array(turns)
-    angle = 2 * np.arccos(np.clip(np.abs(turns @ turns[0]), 0, 1))
-    print(f"left foot's largest turn between the keys: {np.degrees(angle.max()):.1f} degrees")
-    assert np.degrees(angle.max()) > 5.0                         # it dances: no hold
+    turn = _largest_turn_degrees(scene, obj.pose.bones[bone_map["left_ankle"]], range(a, b + 1))
+    print(f"left foot's largest turn between the keys: {turn:.1f} degrees")
+    assert turn > 5.0                                                  # it dances: no hold
 
 def test_planted_feet_stay_planted_on_other_leg_proportions(addon, tmp_path):
     scene = addon

@@ -27,6 +27,8 @@ up what is left of it.
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 import torch
 
@@ -48,7 +50,8 @@ LEG_KEY_FADE_SECONDS = 0.25
 
 
 def _with_holds(keyed: np.ndarray, given: torch.Tensor, spins: np.ndarray | None = None,
-                same_pose: np.ndarray | None = None) -> tuple[np.ndarray, torch.Tensor, np.ndarray]:
+                same_pose: Callable[[int, int], bool] | None = None
+                ) -> tuple[np.ndarray, torch.Tensor, np.ndarray]:
     """A joint keyed with the same rotation on two keys in a row is held in between, where the
     pose keyed on both is the same (`same_pose`, from same_pose_frames; None: regardless): those
     frames become keys of that rotation. keyed (T,) bool, given (T,4) quaternions; `spins` (T,),
@@ -72,7 +75,7 @@ def _with_holds(keyed: np.ndarray, given: torch.Tensor, spins: np.ndarray | None
     return keyed, given, held
 
 
-def same_pose_frames(constraints: Constraints, q_given: torch.Tensor | None = None):
+def same_pose_frames(constraints: Constraints, q_given: torch.Tensor | None = None) -> Callable[[int, int], bool]:
     """f(a, b) -> whether every joint keyed on both frames a and b and on none between has the
     same rotation on both: the same pose keyed twice, which holds. A joint keyed alike on two
     keys of a pose that changes is no hold: keyed whole (Blender's Whole Character keying set) on

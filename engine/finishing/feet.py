@@ -105,8 +105,8 @@ MAX_CATCH_UP_SPEED = 2.5
 # The network draws knees bent up to 154 degrees off it: nearly straight legs bent backwards or
 # sideways (4.5% of seed 0's validation frames bent over 5 degrees lay past 45 degrees off the
 # hinge; a backwards knee is what an animator sees). Where the drawn bend strays further than
-# KNEE_HINGE_TOLERANCE, its axis is turned back to that bound, the bend's angle kept, and the thigh
-# swung so that ankle and foot stay where they were.
+# KNEE_HINGE_TOLERANCE, its axis is turned back towards that bound (eased in time), the bend's
+# angle kept, and the thigh swung so that ankle and foot stay where they were.
 KNEE_HINGE_TOLERANCE = np.radians(55)
 KNEE_HINGE_EASE_SECONDS = 0.5   # eased in this long away from a leg's keys (the animator's knee, as keyed)
 # Both legs at once (weights/TRAINING.md, "Knees turned apart"). The leg IK solves one leg at a
