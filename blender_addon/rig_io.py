@@ -685,13 +685,13 @@ def read_character_constraints(obj, bone_map: dict[str, str], frame_start: int, 
 def _holds(obj, keyed: np.ndarray, frame_start: int, names: list[str],
            root: tuple[int, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """((F,B) bool, (F,B,4) quaternions): the frames strictly between two keys of a bone in a row
-    that give it the same rotation, where every bone keyed on both frames and none between has
-    the same rotation on both (the same pose keyed twice: a hold, engine.defaults.HOLD_TOLERANCE, as
-    engine.finishing.editing.same_pose_frames, the root bone's location keys too: `root`, (its
-    index, (F,) bool where its location is keyed)), and that rotation. The engine holds the
-    joint there; the take writes the bone so too, verbatim: retargeted, the planted legs' IK
-    turned a held knee 0.4 degrees and slid the foot 1.2 mm inside a whole-body hold (QA)."""
-    from engine.defaults import HOLD_PLACE_TOLERANCE, HOLD_TOLERANCE
+    that give it the same rotation, where the two keys are the same pose keyed twice (a hold,
+    engine.body.holds.same_pose_keyed, the engine's rule; the root bone's location keys count
+    too: `root`, (its index, (F,) bool where its location is keyed)), and that rotation. The
+    engine holds the joint there; the take writes the bone so too, verbatim: retargeted, the
+    planted legs' IK turned a held knee 0.4 degrees and slid the foot 1.2 mm inside a whole-body
+    hold (QA)."""
+    from engine.body.holds import alike, same_pose_keyed
     holds = np.zeros(keyed.shape, bool)
     values = np.zeros(keyed.shape + (4,))
     rows = np.flatnonzero(keyed.any(axis=1))
@@ -699,21 +699,15 @@ def _holds(obj, keyed: np.ndarray, frame_start: int, names: list[str],
         return holds, values
     rot, loc = evaluate_basis(obj, frame_start + rows, names)
 
-    def angles(q0: np.ndarray, q1: np.ndarray) -> np.ndarray:
-        q1 = q1 * np.where(np.sum(q0 * q1, axis=-1) < 0, -1.0, 1.0)[..., None]
-        return 4.0 * np.arctan2(np.linalg.norm(q0 - q1, axis=-1), np.linalg.norm(q0 + q1, axis=-1))
-
     def same_pose(i: int, j: int) -> bool:
-        both = np.flatnonzero(keyed[rows[i]] & keyed[rows[j]] & ~keyed[rows[i] + 1:rows[j]].any(axis=0))
-        if root is not None:
-            b, placed = root
-            if placed[rows[i]] and placed[rows[j]] and not placed[rows[i] + 1:rows[j]].any() and \
-                    np.abs(loc[i, b] - loc[j, b]).max() * obj.matrix_world.to_scale()[0] > HOLD_PLACE_TOLERANCE:
-                return False         # the same pose somewhere else is a move
-        return bool((angles(rot[i, both], rot[j, both]) < HOLD_TOLERANCE).all())
+        span = slice(rows[i], rows[j] + 1)
+        if root is None:
+            return same_pose_keyed(keyed[span], rot[[i, j]])
+        b, placed = root
+        return same_pose_keyed(keyed[span], rot[[i, j]], placed[span], loc[[i, j], b] * obj.matrix_world.to_scale()[0])
     for b in np.flatnonzero(keyed.sum(axis=0) >= 2):
         k = np.flatnonzero(keyed[rows, b])
-        for i in np.flatnonzero(angles(rot[k[:-1], b], rot[k[1:], b]) < HOLD_TOLERANCE):
+        for i in np.flatnonzero(alike(rot[k[:-1], b], rot[k[1:], b])):
             if not same_pose(k[i], k[i + 1]):
                 continue
             a, z = rows[k[i]], rows[k[i + 1]]

@@ -30,6 +30,9 @@ TOOLS = {
     "screen": "engine.evaluation.screen",
 }
 
+# The command line's own commands (argparse's subcommands), beside the tools above.
+OWN_COMMANDS = ("generate", "styles")
+
 OUTPUT_KINDS = {".bvh": "BVH motion", ".npz": "SMPL poses/trans", ".mp4": "preview video with the song"}
 
 DESCRIPTION = """\
@@ -63,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(prog="python -m engine", description=DESCRIPTION,
                       formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
-    g = sub.add_parser("generate", help="dance to a song and write BVH / NPZ / MP4",
+    g = sub.add_parser(OWN_COMMANDS[0], help="dance to a song and write BVH / NPZ / MP4",
                        description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     g.add_argument("song", type=Path, help="audio file: wav, mp3, flac, ogg, ... (any length from a fraction of a second)")
     g.add_argument("-o", "--output", action="append", type=Path, required=True, metavar="OUT",
@@ -106,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "where the music is silent for a second or more)")
     g.add_argument("--force", action="store_true", help="overwrite existing output files")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
-    s = sub.add_parser("styles", help="list the styles the weights know")
+    s = sub.add_parser(OWN_COMMANDS[1], help="list the styles the weights know")
     s.add_argument("--weights", type=Path, default=None)
     return p
 
@@ -241,9 +244,9 @@ def _main(argv=None) -> int:
             del sys.argv[1]           # the tool's sys.argv[1:] is its own options (train records them)
     if argv and argv[0] in TOOLS:     # before argparse: the tool parses its own options
         return run_tool(argv[0], list(argv[1:]))
-    if argv and not argv[0].startswith("-") and argv[0] not in ("generate", "styles"):
-        # argparse knows only its own two commands (QA26: "choose from 'generate', 'styles'").
-        print(f"error: no command '{argv[0]}': choose from generate, styles, {', '.join(TOOLS)} "
+    if argv and not argv[0].startswith("-") and argv[0] not in OWN_COMMANDS:
+        # argparse knows only its own commands (QA26: "choose from 'generate', 'styles'").
+        print(f"error: no command '{argv[0]}': choose from {', '.join((*OWN_COMMANDS, *TOOLS))} "
               "(see: python -m engine --help)", file=sys.stderr)
         return 2
     parser = build_parser()

@@ -33,10 +33,11 @@ import numpy as np
 import torch
 
 from ..body import rotations as R
+from ..body.holds import alike, same_pose_keyed
 from ..body.curves import dip_knots, jump_curve, jump_ease_frames, offset_curve, smoothstep
 from ..body.motion import Constraints
 from ..body.skeleton import BODY_PARTS, FOOT_INDICES, JOINT_INDEX, NUM_JOINTS, REST_PELVIS_HEIGHT, joint_positions
-from ..defaults import HOLD_PLACE_TOLERANCE, HOLD_TOLERANCE, INPAINT_MIN_RUN_SECONDS, PACED_KEY_SECONDS
+from ..defaults import INPAINT_MIN_RUN_SECONDS, PACED_KEY_SECONDS
 from .feet import (AIRBORNE_HEIGHT, LEGS, MAX_AIRTIME_SECONDS, PLANTED_HEIGHT, ankle_positions, reach_ankles,
                    true_runs)
 
@@ -64,10 +65,10 @@ def _with_holds(keyed: np.ndarray, given: torch.Tensor, spins: np.ndarray | None
         return keyed, given, held
     keyed, given = keyed.copy(), given.clone()
     q0, q1 = given[k[:-1]], given[k[1:]]
-    alike = (R.quat_angle(q0, q1) < HOLD_TOLERANCE).numpy()
+    same_rotation = alike(q0.numpy(), q1.numpy())
     if spins is not None:
-        alike &= spins[k[1:]] == 0
-    for a, b, same in zip(k[:-1], k[1:], alike.tolist()):
+        same_rotation &= spins[k[1:]] == 0
+    for a, b, same in zip(k[:-1], k[1:], same_rotation.tolist()):
         if same and b > a + 1 and (same_pose is None or same_pose(a, b)):
             keyed[a + 1:b] = True
             given[a + 1:b] = given[a]
@@ -76,25 +77,15 @@ def _with_holds(keyed: np.ndarray, given: torch.Tensor, spins: np.ndarray | None
 
 
 def same_pose_frames(constraints: Constraints, q_given: torch.Tensor | None = None) -> Callable[[int, int], bool]:
-    """f(a, b) -> whether every joint keyed on both frames a and b and on none between has the
-    same rotation on both: the same pose keyed twice, which holds. A joint keyed alike on two
-    keys of a pose that changes is no hold: keyed whole (Blender's Whole Character keying set) on
-    two different poses, the ankles alike at both froze in the legs' own frame for the five
-    seconds between, and the feet skated on every contact frame (QA25). Joints keyed between
-    (a baked clip's moving channels, keyed on every frame) do not count: a still channel keyed
-    at the clip's ends only holds. The root keyed on both at two places is no hold either: the
-    same pose somewhere else is a move (QA27: held, the statue slid 1.09 m, feet skating)."""
+    """f(a, b) -> whether the keys on frames a and b are the same pose keyed twice, which holds
+    (engine.body.holds.same_pose_keyed, the add-on's rule too)."""
     n = constraints.num_frames
-    q = q_given if q_given is not None else R.axis_angle_to_quat(
-        torch.from_numpy(constraints.poses).reshape(n, NUM_JOINTS, 3))
-    mask, placed = constraints.joint_mask, constraints.trans_mask
+    q = (q_given if q_given is not None else R.axis_angle_to_quat(
+        torch.from_numpy(constraints.poses).reshape(n, NUM_JOINTS, 3))).numpy()
+    mask, placed, trans = constraints.joint_mask, constraints.trans_mask, constraints.trans
 
     def same(a: int, b: int) -> bool:
-        both = np.flatnonzero(mask[a] & mask[b] & ~mask[a + 1:b].any(axis=0))
-        if placed[a] and placed[b] and not placed[a + 1:b].any() and \
-                np.abs(constraints.trans[a] - constraints.trans[b]).max() > HOLD_PLACE_TOLERANCE:
-            return False
-        return bool((R.quat_angle(q[a, both], q[b, both]) < HOLD_TOLERANCE).all())
+        return same_pose_keyed(mask[a:b + 1], q[[a, b]], placed[a:b + 1], trans[[a, b]])
     return same
 
 
