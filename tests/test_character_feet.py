@@ -500,3 +500,41 @@ def test_a_stance_into_given_poses_stands_where_their_foot_stands(planted_dance)
     assert np.linalg.norm(ball[a:b, :2] - spot, axis=-1).max() < 1e-3     # the whole stance on the given spot
     before = ball_points(ret, plain, rig, "left")
     assert np.linalg.norm(before[a:cut, :2] - spot, axis=-1).min() > 0.045
+
+
+def test_a_toe_pointing_straight_down_bends_up_the_way_its_foot_faces():
+    """A toe under a foot on tiptoe points nearly straight down, its own heading a few millimetres
+    that swing from frame to frame: bent up to keep its tip off the floor about its own heading,
+    it flicked 60 degrees a frame (QA30). The foot's heading steadies it: the toe bends forward."""
+    from engine.outputs import character_feet as cf
+    n = 12
+    side = np.where(np.arange(n) % 2 == 0, 0.002, -0.002)          # 2 mm to one side, then the other
+    offset = np.column_stack([side, np.zeros(n), np.full(n, -0.063)])
+    base, lowest = np.zeros(n), np.full(n, -0.02)
+    foot = np.tile([0.0, -0.1, -0.08], (n, 1))                      # the foot faces -Y, pitched down
+    for steady in (None, foot):
+        tips = np.einsum("nab,nb->na", cf.pitched_above(offset, base, lowest, steady), offset)
+        assert np.abs(tips[:, 2] - lowest).max() < 1e-9                 # lifted to the floor's bound
+        cosines = np.sum(tips[1:] * tips[:-1], axis=-1) / np.sum(tips[1:] ** 2, axis=-1)
+        swing = np.degrees(np.arccos(np.clip(cosines, -1, 1))).max()
+        if steady is None:
+            assert swing > 90.0                 # unsteadied, the tip swings from side to side
+        else:
+            assert swing < 20.0
+            assert (tips[:, 1] < -0.05).all()   # bent up towards the foot's front
+
+
+def test_a_toe_bend_begins_before_it_is_needed_and_ends_after():
+    """The toe bend that keeps a tip off the floor follows the ball's height frame by frame (a
+    ball landing in two frames bent the toe 40 degrees in one, QA30): eased in time it is never
+    less than needed, and turns a fraction as fast."""
+    from engine.outputs import character_feet as cf
+    from engine.outputs.retarget import axis_angle_to_matrix, matrix_to_axis_angle
+    needed = np.zeros(30)
+    needed[12:17] = np.radians(60.0)
+    turns = axis_angle_to_matrix(np.outer(needed, [1.0, 0.0, 0.0]))
+    eased = np.linalg.norm(matrix_to_axis_angle(cf.eased_in_time(turns, 3)), axis=-1)
+    assert (eased >= needed - 1e-9).all()
+    assert np.degrees(np.abs(np.diff(eased))).max() < 25.0      # 60 degrees in a frame, unless eased
+    assert eased[0] < 1e-6 and eased[-1] < 1e-6                 # and only around where it is needed
+    assert cf.eased_in_time(np.tile(np.eye(3), (5, 1, 1)), 3).tolist() == np.tile(np.eye(3), (5, 1, 1)).tolist()

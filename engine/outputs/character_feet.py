@@ -30,10 +30,11 @@ rotations; the Retargeter turns the results back into its armature space.
 from __future__ import annotations
 
 import numpy as np
+from scipy.ndimage import gaussian_filter1d, maximum_filter1d
 
 from ..body.curves import unit_vectors
 from .bone_mapping import RetargetError
-from .retarget import SMPL_TOE_HEIGHT, axis_angle_to_matrix   # retarget imports this module lazily: no cycle
+from .retarget import SMPL_TOE_HEIGHT, axis_angle_to_matrix, matrix_to_axis_angle   # retarget imports this module lazily: no cycle
 
 STRAIGHT_SLACK = 1e-4           # share of the leg's length an unreachable spot stays short by
 STRAIGHT_DEGREES = 3.0          # a leg bent less than this has no side for its knee: the hinge decides
@@ -41,6 +42,10 @@ STRAIGHT_DEGREES = 3.0          # a leg bent less than this has no side for its 
 # stance's spot (rolling): the engine's own creep 0.7 cm at most (QA, a 12-s dance), and a
 # foot that slides on does not drag the spot along.
 ROLL_SPOT = 0.02
+TOE_BEND_EASE_SECONDS = 0.1     # a toe bent to keep its tip off the floor bends in and out this long
+# pitched_above: the share of an offset's length that a steadying direction's heading weighs
+# against the offset's own horizontal part (it rules within about 11 degrees of straight down).
+STEADY_HEADING = 0.2
 
 
 def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
@@ -204,19 +209,45 @@ def stance_targets(planted: np.ndarray, smpl_ankle: np.ndarray, free_ankle: np.n
     return target, weight
 
 
-def pitched_above(offset: np.ndarray, base: np.ndarray, lowest: np.ndarray) -> np.ndarray:
+def pitched_above(offset: np.ndarray, base: np.ndarray, lowest: np.ndarray,
+                  steady: np.ndarray | None = None) -> np.ndarray:
     """(N,3,3) world turns about horizontal axes (pitches) that lift the point `offset` (N,3) from
     a pivot at height `base` (N,) to at least `lowest` (N,) above the floor, its length and
     heading kept (engine.finishing.feet._toes_above_floor's turn of SMPL's foot, here numpy and
-    Z up): the identity where it is high enough; straight up where even that is too low."""
+    Z up): the identity where it is high enough; straight up where even that is too low.
+    `steady` (N,3): a direction whose heading steadies the offset's where the offset points
+    nearly straight down and has next to no heading of its own (a toe under a foot on tiptoe:
+    its heading swung half a turn from frame to frame and the toe flicked 60 degrees, QA30)."""
     length = np.linalg.norm(offset, axis=-1)
     up = np.clip(lowest - base, -length, length)
     want = offset.copy()
     low = offset[:, 2] < up
-    heading = unit_vectors(offset[low] * [1.0, 1.0, 0.0])
+    across = offset * [1.0, 1.0, 0.0]
+    if steady is not None:
+        across = across + STEADY_HEADING * length[:, None] * unit_vectors(steady * [1.0, 1.0, 0.0])
+    heading = unit_vectors(across[low])
     want[low] = heading * np.sqrt(length[low] ** 2 - up[low] ** 2)[:, None]
     want[low, 2] = up[low]
     return _between(offset, want)
+
+
+def eased_in_time(turns: np.ndarray, spread: int) -> np.ndarray:
+    """(T,3,3) turns, the identity where none is needed -> turns at least as large, each begun
+    `spread` frames before it is needed and ended as long after, about its axis (a frame without a
+    turn borrows the nearest one's). The toe bend that keeps a tip off the floor follows the
+    ball's height frame by frame: a ball landing in two frames bent the toe 40 degrees in one."""
+    rotvec = matrix_to_axis_angle(turns)
+    angle = np.linalg.norm(rotvec, axis=-1)
+    turning = np.flatnonzero(angle > 1e-9)
+    if spread < 1 or not len(turning):
+        return turns
+    t = np.arange(len(angle))
+    after = turning[np.clip(np.searchsorted(turning, t), 0, len(turning) - 1)]
+    before = turning[np.clip(np.searchsorted(turning, t) - 1, 0, len(turning) - 1)]
+    nearest = np.where(np.abs(before - t) < np.abs(after - t), before, after)
+    axis = rotvec[nearest] / angle[nearest, None]
+    eased = gaussian_filter1d(maximum_filter1d(angle, 2 * spread + 1, mode="nearest"), spread / 2.0, mode="nearest")
+    return axis_angle_to_matrix(axis * np.maximum(eased, angle)[:, None])
 
 
 def within_reach(goal: np.ndarray, hip: np.ndarray, reach: np.ndarray) -> np.ndarray:

@@ -142,6 +142,13 @@ ALIGNED = tuple(f"{side}_{j}" for side in ("left", "right")
 # and shins turned half a turn against hands and feet). Rigify's knees need 20-25 degrees, its
 # elbows 42-57 (real elbows spread wider about their axis than knees do).
 REST_BEND_TOO_SMALL, REST_BEND_SHOWS_HINGE = np.radians(2.0), np.radians(6.0)
+# SMPL's own rest pose bends its knees 10 degrees and its elbows 7, but not about its hinges: that
+# bend lies 35-47 degrees off the dancers' knee axis and 18-39 off their elbows' (the knees stand
+# in). A rig whose rest hinge lies within the first figure of SMPL's rest bend is built on SMPL's
+# joints (the dance's own skeleton, a Mixamo character fitted to SMPL) and bends where SMPL does:
+# it is not twisted (QA30: twisted, its knees bent 45 degrees off the rig's own rest bend on 660
+# frames against 129, and its toes flicked 65 degrees in a frame); twisted in full from the second.
+REST_HINGE_LIKE_SMPLS = (np.radians(8.0), np.radians(16.0))
 HINGE_TWIST = {"knee": (np.radians(30.0), np.radians(60.0)), "elbow": (np.radians(60.0), np.radians(90.0))}
 # Unmapped bones between two mapped bones of these joints share the rotation (longer spines, 2-bone necks).
 CHAIN_JOINTS = ("pelvis", "spine1", "spine2", "spine3", "neck", "head")
@@ -163,6 +170,13 @@ def _eased(x: float, low: float, high: float) -> float:
     """0 up to `low`, 1 from `high`, a smoothstep between."""
     t = min(1.0, max(0.0, (x - low) / (high - low)))
     return t * t * (3.0 - 2.0 * t)
+
+
+def _turn_about(direction: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
+    """The angle (rad, signed) that turns vector a onto vector b about the unit `direction`, both
+    seen across it."""
+    a, b = (v - np.dot(v, direction) * direction for v in (a, b))
+    return float(np.arctan2(np.dot(np.cross(a, b), direction), np.dot(a, b)))
 
 
 def _next_joint(j: int) -> int | None:
@@ -575,15 +589,16 @@ class Retargeter:
                 if np.dot(rig_upper, rig_lower) <= 0:
                     continue
                 smpls_hinge = self._D @ bend_axis(JOINT_NAMES[jm])
-                twists = []
+                smpls_rest_bend = self._D @ np.cross(REST_POSITIONS[jm] - REST_POSITIONS[ju], self._limb(jm, bm, heads_w)[1])
+                twists, like_smpls = [], 0.0
                 for j, b in ((ju, bu), (jm, bm)):
                     rig_dir, smpl_dir = self._limb(j, b, heads_w)
                     direction = self._D @ smpl_dir / np.linalg.norm(smpl_dir)
                     hinge = align(rig_dir, self._D @ smpl_dir) @ normal
-                    across = [v - np.dot(v, direction) * direction for v in (hinge, smpls_hinge)]
-                    angle = np.arctan2(np.dot(np.cross(across[0], across[1]), direction), np.dot(across[0], across[1]))
-                    twists.append((b, direction, angle))
+                    twists.append((b, direction, _turn_about(direction, hinge, smpls_hinge)))
+                    like_smpls = max(like_smpls, abs(_turn_about(direction, hinge, smpls_rest_bend)))
                 share = (_eased(np.arcsin(min(1.0, sine)), REST_BEND_TOO_SMALL, REST_BEND_SHOWS_HINGE)
+                         * _eased(like_smpls, *REST_HINGE_LIKE_SMPLS)
                          * _eased(-max(abs(a) for _, _, a in twists), -HINGE_TWIST[middle][1], -HINGE_TWIST[middle][0]))
                 for b, direction, angle in twists:
                     self._Q[b] = axis_angle_to_matrix(direction * angle * share) @ self._Q[b]
@@ -728,7 +743,7 @@ class Retargeter:
                 if fps is not None:
                     self._guard_leg_speeds(target, float(fps))
                 M, pos, basis, root_axes = self._pose(target)
-            if self._soles_above_floor(smpl, target, M, pos, shift):
+            if self._soles_above_floor(smpl, target, M, pos, shift, fps):
                 M, pos, basis, root_axes = self._pose(target)
         location = np.einsum("tba,tb->ta", root_axes, shift)      # along the axes Blender moves the root bone
         q = matrix_to_quat(basis)
@@ -814,14 +829,17 @@ class Retargeter:
             changed = True
         return changed
 
-    def _soles_above_floor(self, smpl, target, M, pos, shift) -> bool:
+    def _soles_above_floor(self, smpl, target, M, pos, shift, fps: float | None = None) -> bool:
         """Pitch each foot up about its ankle where the ball of the foot (its toe bone's head)
         would be lower than at rest plus SMPL's toe lift (as far as SMPL's toe is off its floor,
         scaled, up to the swing's TOE_CLEARANCE), and bend the toe up about the ball where its
         tip would go under the floor (or lower than at rest). Edits `target` in place; True where
         anything changed. The feet take the dance's orientation, which on a long foot with a
         high ankle (QA: ankle 25 cm up, ball 42 cm ahead) pointed the ball 6 cm and the toe's
-        tip 11 cm under the floor, and swept them along it, where SMPL's short foot clears it."""
+        tip 11 cm under the floor, and swept them along it, where SMPL's short foot clears it.
+        With `fps` the toe's bend is eased in and out over TOE_BEND_EASE_SECONDS
+        (character_feet.eased_in_time), and bent the way the foot faces where the toe points
+        nearly straight down (QA30: a toe under a foot on tiptoe flicked 40-79 degrees a frame)."""
         from . import character_feet as cf
         from ..finishing.feet import TOE_CLEARANCE   # torch-backed module: import late
         heads_w = self._floor_heads(pos, shift)
@@ -850,7 +868,9 @@ class Retargeter:
             tip = np.einsum("tab,tb->ta", turn, tip)
             # The tip only keeps off the floor: held up by SMPL's toe lift too, a foot of SMPL's
             # size bent its toes on 32% of frames (11% so), for no change to its ball.
-            bend = cf.pitched_above(tip, B[:, 2], np.full(len(B), min(0.0, self._toe_tips[side])))
+            bend = cf.pitched_above(tip, B[:, 2], np.full(len(B), min(0.0, self._toe_tips[side])), steady=B - A)
+            if fps is not None:
+                bend = cf.eased_in_time(bend, int(round(cf.TOE_BEND_EASE_SECONDS * float(fps))))
             f = np.flatnonzero(np.abs(bend @ turn - np.eye(3)).max(axis=(1, 2)) > 1e-12)
             if len(f):
                 self._turn_foot(target, side, f, turn[f], bend[f])
