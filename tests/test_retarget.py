@@ -213,10 +213,11 @@ def bent_limbs_heads() -> np.ndarray:
     return heads
 
 
-def test_a_rig_bent_at_rest_bends_its_knees_and_elbows_about_its_own_hinges():
-    """A knee or elbow the dance bends about SMPL's hinge (skeleton.bend_axis) bends the rig's
-    about the hinge its rest pose shows, whatever its bones' rolls; the limbs still point as
-    SMPL's do and the keys read back as the dance."""
+def test_a_rig_bent_at_rest_bends_its_knees_about_their_own_hinges_and_keeps_its_arms_rolls(monkeypatch):
+    """A knee the dance bends about SMPL's hinge (skeleton.bend_axis) bends the rig's about the
+    hinge its rest pose shows, whatever its bones' rolls; elbows are not twisted (QA29: twisted,
+    Rigify's bent further from the rig's forward and flipped its twist bones); the limbs still
+    point as SMPL's do and the keys read back as the dance."""
     from engine.body.skeleton import bend_axis
     rig = make_rig(humanoid(MIXAMO, bent_limbs_heads(), np.random.default_rng(11)))
     ret = Retargeter(rig, auto_map(rig))
@@ -233,7 +234,7 @@ def test_a_rig_bent_at_rest_bends_its_knees_and_elbows_about_its_own_hinges():
     still = ret.to_rig(np.zeros((1, 72)), trans[:1])                  # SMPL's rest pose on the rig
     at_rest = fk_world(rig, still.rotations, still.root_bone, still.root_location, matrices=True)[0]
     heads = rig.rest[:, :3, 3]
-    for upper, middle, lower in (("hip", "knee", "ankle"), ("shoulder", "elbow", "wrist")):
+    for upper, middle, lower in (("hip", "knee", "ankle"),):
         for side in ("left", "right"):
             bu, bm, bl = (ret.bone_of[JOINT_INDEX[f"{side}_{j}"]] for j in (upper, middle, lower))
             hinge = np.cross(heads[bm] - heads[bu], heads[bl] - heads[bm])        # the rig's, at rest
@@ -248,6 +249,12 @@ def test_a_rig_bent_at_rest_bends_its_knees_and_elbows_about_its_own_hinges():
     back, *_ = ret.from_rig(out.rotations, out.root_location, np.ones((T, len(rig.names)), bool))
     mapped = [j for j, b in enumerate(ret.bone_of) if b >= 0]
     assert angle_between(back.reshape(T, -1, 3)[:, mapped], poses.reshape(T, -1, 3)[:, mapped]).max() < 1e-6
+    monkeypatch.setattr(Retargeter, "_twist_onto_smpls_hinges", lambda self, heads_w: None)
+    untwisted = Retargeter(rig, auto_map(rig)).to_rig(poses, trans).rotations
+    arms = [ret.bone_of[JOINT_INDEX[f"{side}_{j}"]] for side in ("left", "right") for j in ("shoulder", "elbow", "wrist")]
+    assert np.abs(untwisted[:, arms] - out.rotations[:, arms]).max() < 1e-9
+    legs = [ret.bone_of[JOINT_INDEX[f"{side}_{j}"]] for side in ("left", "right") for j in ("hip", "knee")]
+    assert np.abs(untwisted[:, legs] - out.rotations[:, legs]).max() > 0.01       # the knees were twisted
 
 
 @pytest.mark.parametrize("bend", ["backwards", "slight", "as SMPL's"])

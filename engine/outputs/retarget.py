@@ -134,22 +134,25 @@ Y_TO_Z = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]])   # SMPL
 # bend, tilt or tiptoe the character: they take the rest pose as SMPL's.
 ALIGNED = tuple(f"{side}_{j}" for side in ("left", "right")
                 for j in ("hip", "knee", "collar", "shoulder", "elbow", "wrist"))
-# A knee or elbow bent in the rig's rest pose shows the rig's hinge (Rigify's metarig bends both):
-# its bones are twisted onto SMPL's hinge in full from REST_BEND_SHOWS_HINGE, not at all below
-# REST_BEND_TOO_SMALL (a T-pose's arms keep their rolls), eased between. A twist larger than
-# HINGE_TWIST's first figure is eased out to none at its second: such a rest bend goes backwards
-# or sideways (a modelling slip, not the hinge; QA27: a rig bent 3.5 degrees backwards had forearms
-# and shins turned half a turn against hands and feet). Rigify's knees need 20-25 degrees, its
-# elbows 42-57 (real elbows spread wider about their axis than knees do).
+# A knee bent in the rig's rest pose shows the rig's hinge (Rigify's metarig bends it): its bones
+# are twisted onto SMPL's hinge in full from REST_BEND_SHOWS_HINGE, not at all below
+# REST_BEND_TOO_SMALL (straight legs keep their rolls), eased between. A twist larger than
+# KNEE_TWIST's first figure is eased out to none at its second: such a rest bend goes backwards
+# or sideways (a modelling slip, not the hinge; QA27: a rig bent 3.5 degrees backwards had shins
+# turned half a turn against feet). Rigify's knees need 20-25 degrees. Elbows are not twisted: a
+# real elbow's bend spreads wide about any one axis (the dance's own left elbow bent 54 degrees off
+# skeleton.bend_axis on average in one song), and twisted, Rigify's elbows bent further from the
+# rig's forward (25 -> 63 degrees on average, QA29), its twist bones flipping the upper arm's
+# deforming bone 100 degrees in a frame, the whole twist landing at the wrist.
 REST_BEND_TOO_SMALL, REST_BEND_SHOWS_HINGE = np.radians(2.0), np.radians(6.0)
-# SMPL's own rest pose bends its knees 10 degrees and its elbows 7, but not about its hinges: that
-# bend lies 35-47 degrees off the dancers' knee axis and 18-39 off their elbows' (the knees stand
-# in). A rig whose rest hinge lies within the first figure of SMPL's rest bend is built on SMPL's
-# joints (the dance's own skeleton, a Mixamo character fitted to SMPL) and bends where SMPL does:
-# it is not twisted (QA30: twisted, its knees bent 45 degrees off the rig's own rest bend on 660
-# frames against 129, and its toes flicked 65 degrees in a frame); twisted in full from the second.
+# SMPL's own rest pose bends its knees 10 degrees, but not about their hinges: that bend lies 35
+# (left) and 47 (right) degrees off the dancers' knee axes (the knees stand in). A rig whose rest
+# hinge lies within the first figure of SMPL's rest bend is built on SMPL's joints (the dance's own
+# skeleton, a Mixamo character fitted to SMPL) and bends where SMPL does: it is not twisted (QA30:
+# twisted, its knees bent 45 degrees off the rig's own rest bend on 660 frames against 129);
+# twisted in full from the second.
 REST_HINGE_LIKE_SMPLS = (np.radians(8.0), np.radians(16.0))
-HINGE_TWIST = {"knee": (np.radians(30.0), np.radians(60.0)), "elbow": (np.radians(60.0), np.radians(90.0))}
+KNEE_TWIST = (np.radians(30.0), np.radians(60.0))
 # Unmapped bones between two mapped bones of these joints share the rotation (longer spines, 2-bone necks).
 CHAIN_JOINTS = ("pelvis", "spine1", "spine2", "spine3", "neck", "head")
 _NEXT_OF_BRANCH = {"pelvis": "spine1", "spine3": "neck"}   # the child that continues a joint with several
@@ -571,37 +574,37 @@ class Retargeter:
         return min(soles) if soles else float("inf")
 
     def _twist_onto_smpls_hinges(self, heads_w: np.ndarray) -> None:
-        """Twist the bones of a knee or elbow the rig bends at rest about their own directions until
+        """Twist the thigh and shin of a knee the rig bends at rest about their own directions until
         the rig's hinge (that bend's axis) lies on SMPL's (skeleton.bend_axis). The shortest turn
         that lines a limb up with SMPL's leaves each bone's roll as the rig has it, and the dance's
-        joints, which bend about SMPL's hinges, bent the rig's sideways: a Rigify elbow's bend lay
-        42-57 degrees off its hinge on average, backwards on some frames (QA25). Eased by how
-        clearly the rest pose shows a hinge and how plausible the twist is (REST_BEND_*, HINGE_TWIST)."""
+        knees, which bend about SMPL's hinges, bent a Rigify rig's 17-29 degrees off its forward on
+        average (QA29: 5-12 twisted). Eased by how clearly the rest pose shows a hinge, whether it
+        is SMPL's own rest bend and how plausible the twist is (REST_BEND_*, REST_HINGE_LIKE_SMPLS,
+        KNEE_TWIST)."""
         for side in ("left", "right"):
-            for upper, middle in (("hip", "knee"), ("shoulder", "elbow")):
-                ju, jm = JOINT_INDEX[f"{side}_{upper}"], JOINT_INDEX[f"{side}_{middle}"]
-                bu, bm = self.bone_of[ju], self.bone_of[jm]
-                if bu < 0 or bm < 0:
-                    continue
-                rig_upper, rig_lower = heads_w[bm] - heads_w[bu], self._limb(jm, bm, heads_w)[0]
-                normal = np.cross(rig_upper, rig_lower)
-                sine = np.linalg.norm(normal) / (np.linalg.norm(rig_upper) * np.linalg.norm(rig_lower))
-                if np.dot(rig_upper, rig_lower) <= 0:
-                    continue
-                smpls_hinge = self._D @ bend_axis(JOINT_NAMES[jm])
-                smpls_rest_bend = self._D @ np.cross(REST_POSITIONS[jm] - REST_POSITIONS[ju], self._limb(jm, bm, heads_w)[1])
-                twists, like_smpls = [], 0.0
-                for j, b in ((ju, bu), (jm, bm)):
-                    rig_dir, smpl_dir = self._limb(j, b, heads_w)
-                    direction = self._D @ smpl_dir / np.linalg.norm(smpl_dir)
-                    hinge = align(rig_dir, self._D @ smpl_dir) @ normal
-                    twists.append((b, direction, _turn_about(direction, hinge, smpls_hinge)))
-                    like_smpls = max(like_smpls, abs(_turn_about(direction, hinge, smpls_rest_bend)))
-                share = (_eased(np.arcsin(min(1.0, sine)), REST_BEND_TOO_SMALL, REST_BEND_SHOWS_HINGE)
-                         * _eased(like_smpls, *REST_HINGE_LIKE_SMPLS)
-                         * _eased(-max(abs(a) for _, _, a in twists), -HINGE_TWIST[middle][1], -HINGE_TWIST[middle][0]))
-                for b, direction, angle in twists:
-                    self._Q[b] = axis_angle_to_matrix(direction * angle * share) @ self._Q[b]
+            ju, jm = JOINT_INDEX[f"{side}_hip"], JOINT_INDEX[f"{side}_knee"]
+            bu, bm = self.bone_of[ju], self.bone_of[jm]
+            if bu < 0 or bm < 0:
+                continue
+            rig_upper, rig_lower = heads_w[bm] - heads_w[bu], self._limb(jm, bm, heads_w)[0]
+            normal = np.cross(rig_upper, rig_lower)
+            sine = np.linalg.norm(normal) / (np.linalg.norm(rig_upper) * np.linalg.norm(rig_lower))
+            if np.dot(rig_upper, rig_lower) <= 0:
+                continue
+            smpls_hinge = self._D @ bend_axis(JOINT_NAMES[jm])
+            smpls_rest_bend = self._D @ np.cross(REST_POSITIONS[jm] - REST_POSITIONS[ju], self._limb(jm, bm, heads_w)[1])
+            twists, like_smpls = [], 0.0
+            for j, b in ((ju, bu), (jm, bm)):
+                rig_dir, smpl_dir = self._limb(j, b, heads_w)
+                direction = self._D @ smpl_dir / np.linalg.norm(smpl_dir)
+                hinge = align(rig_dir, self._D @ smpl_dir) @ normal
+                twists.append((b, direction, _turn_about(direction, hinge, smpls_hinge)))
+                like_smpls = max(like_smpls, abs(_turn_about(direction, hinge, smpls_rest_bend)))
+            share = (_eased(np.arcsin(min(1.0, sine)), REST_BEND_TOO_SMALL, REST_BEND_SHOWS_HINGE)
+                     * _eased(like_smpls, *REST_HINGE_LIKE_SMPLS)
+                     * _eased(-max(abs(a) for _, _, a in twists), -KNEE_TWIST[1], -KNEE_TWIST[0]))
+            for b, direction, angle in twists:
+                self._Q[b] = axis_angle_to_matrix(direction * angle * share) @ self._Q[b]
 
     def _limb(self, j: int, b: int, heads_w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(the rig's rest limb direction in the world, SMPL's in SMPL axes) for mapped joint j."""

@@ -26,9 +26,9 @@ from .tang2018 import SAME_SONG, base_name
 
 CACHE_VERSION = 3                  # 3: beats follow a drifting tempo (engine.music.audio)
 # Sources retargeted from BVH (cmu_salsa, bvh) are cached under this too: bumped when the
-# retargeting changes what they read as (2: knees and elbows twisted onto SMPL's hinges, QA27),
-# without making every other source's cache, or a packed file, stale.
-RETARGET_VERSION = 2
+# retargeting changes what they read as (2: knees and elbows twisted onto SMPL's hinges, QA27;
+# 3: knees only, QA29), without making every other source's cache, or a packed file, stale.
+RETARGET_VERSION = 3
 
 
 @dataclass
