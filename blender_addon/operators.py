@@ -447,11 +447,15 @@ def build_request(context):
             request.notes.append(note)
     if first < 0:   # runner.extend_frame_range cannot reach them: a scene's range starts at 0 at the earliest
         request.notes.append(f"frames {scene_io.frame_span(first, min(last, -1))} are danced but lie before frame 0, "
-                             "where a scene's frame range cannot start: playback and renders begin at frame 0")
-    if scene.use_preview_range and (scene.frame_preview_start > max(first, 0) or scene.frame_preview_end < last):
+                             "where a scene's frame range cannot start: renders begin at frame 0")
+    # Frames before 0 cut by a Preview Range from 0 are the note above's; one starting below 0 cuts its own.
+    preview_start = scene.frame_preview_start
+    if scene.use_preview_range and (preview_start > (first if preview_start < 0 else max(first, 0))
+                                    or scene.frame_preview_end < last):
         # The take grows the scene's frame range (runner.extend_frame_range), but playback loops
         # in a Preview Range the animator set, which is theirs to change.
-        request.notes.append(f"the Preview Range (frames {scene.frame_preview_start}-{scene.frame_preview_end}) is on: "
+        preview = scene_io.frame_span(preview_start, scene.frame_preview_end)
+        request.notes.append(f"the Preview Range (frames {preview}) is on: "
                              f"playback leaves out part of the dance (frames {scene_io.frame_span(first, last)}) "
                              "until you turn it off in the Timeline")
     span = bind_pose_span(obj, bone_map, first, last)

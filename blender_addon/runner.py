@@ -175,7 +175,9 @@ def apply(request: Request, motion: Motion):
         request.notes.append(note)
     scene = bpy.data.scenes.get(request.scene_name) or bpy.context.scene
     first, last = request.write_range or (request.frame_start, request.frame_start + motion.num_frames - 1)
-    extend_frame_range(scene, int(first), int(math.ceil(last)))
+    note = extend_frame_range(scene, int(first), int(math.ceil(last)))
+    if note is not None:
+        request.notes.append(note)
     return action
 
 
@@ -195,13 +197,20 @@ def check_unchanged(obj, request: Request) -> None:
                           "(your keys are as you left them); press Generate again to dance them")
 
 
-def extend_frame_range(scene, first: int, last: int) -> None:
-    """Grow the scene's frame range to cover frames first..last (never shrink it), so playback
-    and renders show the whole dance. Done inside the Generate operator: Ctrl+Z undoes it too."""
+def extend_frame_range(scene, first: int, last: int) -> str | None:
+    """Grow the scene's frame range to cover frames first..last (never shrink it; a scene's range
+    starts at 0 at the earliest), so playback and renders show the whole dance. Done inside the
+    Generate operator: Ctrl+Z undoes it too. Returns a note saying so where it changed (QA31: a
+    shot's range 1001-1100 became 1001-1761 without a word), else None."""
+    before = (scene.frame_start, scene.frame_end)
     if first < scene.frame_start:
         scene.frame_start = max(0, first)
     if last > scene.frame_end:
         scene.frame_end = last
+    if (scene.frame_start, scene.frame_end) == before:
+        return None
+    return (f"the scene's frame range is now {scene.frame_start}-{scene.frame_end} (it was {before[0]}-{before[1]}), "
+            "to play the whole dance: Ctrl+Z puts it back")
 
 
 def run_sync(request: Request, progress=None):

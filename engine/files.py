@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,22 +23,53 @@ def written_whole(*paths):
         yield temps
         # Ctrl-C and kill wait until the set is renamed (QA27: between two renames they left the
         # new .npz beside the old .bvh; QA28: a second Ctrl-C while the set was being finished).
-        masked = hasattr(signal, "pthread_sigmask")
-        before = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM}) if masked else None
-        moved = 0
-        try:
-            for tmp, path in zip(temps, paths):
-                os.replace(tmp, path)
-                moved += 1
-        except BaseException:       # where signals cannot wait (Windows): finish the set, all new
-            for tmp, path in list(zip(temps, paths))[moved:]:
-                if tmp.exists():
+        with _interrupts_deferred():
+            moved = 0
+            try:
+                for tmp, path in zip(temps, paths):
                     os.replace(tmp, path)
-            raise
-        finally:
-            if masked:
-                signal.pthread_sigmask(signal.SIG_SETMASK, before)
+                    moved += 1
+            except BaseException:       # where signals cannot wait: finish the set, all new
+                for tmp, path in list(zip(temps, paths))[moved:]:
+                    if tmp.exists():
+                        os.replace(tmp, path)
+                raise
     finally:
         for tmp in temps:
             if tmp.exists():
                 tmp.unlink()
+
+
+INTERRUPTS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM") if hasattr(signal, name))
+
+
+@contextmanager
+def _interrupts_deferred():
+    """Ctrl-C and kill (SIGINT, SIGTERM) received inside the block take effect as it ends, through
+    the handlers they would have met. On the main thread the handlers are swapped for ones that
+    note the signal: blocking the signal there is not enough, since the kernel hands a process's
+    signal to any thread that does not block it (torch's, Blender's), and Python then raises it in
+    the main thread all the same (a full test run: the third of three renames was cut off).
+    Elsewhere (Python sets handlers on its main thread only) the signals are blocked for the
+    calling thread where the platform can."""
+    on_main = threading.current_thread() is threading.main_thread()
+    # A handler set outside Python (an embedding program's) cannot be put back: those are blocked.
+    swapped = [sig for sig in INTERRUPTS if on_main and signal.getsignal(sig) is not None]
+    blocked = set(INTERRUPTS) - set(swapped) if hasattr(signal, "pthread_sigmask") else set()
+    caught = []
+    previous = {sig: signal.signal(sig, lambda number, frame: caught.append((number, frame))) for sig in swapped}
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, blocked) if blocked else None
+    try:
+        yield
+    finally:
+        if blocked:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if caught:
+            number, frame = caught[0]
+            handler = previous[number]
+            if callable(handler):
+                handler(number, frame)          # Python's own Ctrl-C raises KeyboardInterrupt here
+            elif handler != signal.SIG_IGN:     # the default action (kill ends the process), or unknown
+                os.kill(os.getpid(), number)

@@ -357,6 +357,9 @@ def test_the_scene_range_grows_to_cover_the_dance(addon, tmp_path):
     assert last > 250
     assert bpy.ops.dance.generate() == {'FINISHED'}
     assert (scene.frame_start, scene.frame_end) == (1, last)               # grown, never shrunk
+    assert f"the scene's frame range is now 1-{last} (it was 1-250)" in scene.dance.status     # and said so
+    assert bpy.ops.dance.generate() == {'FINISHED'}
+    assert "frame range" not in scene.dance.status                           # unchanged: nothing to say
 
 
 def test_in_place_dance_keeps_the_root_on_the_spot(addon, tmp_path):

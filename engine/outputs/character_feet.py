@@ -34,7 +34,8 @@ from scipy.ndimage import gaussian_filter1d, maximum_filter1d
 
 from ..body.curves import unit_vectors
 from .bone_mapping import RetargetError
-from .retarget import SMPL_TOE_HEIGHT, axis_angle_to_matrix, matrix_to_axis_angle   # retarget imports this module lazily: no cycle
+# retarget imports this module lazily: no cycle
+from .retarget import SMPL_TOE_HEIGHT, axis_angle_to_matrix, matrix_to_axis_angle
 
 STRAIGHT_SLACK = 1e-4           # share of the leg's length an unreachable spot stays short by
 STRAIGHT_DEGREES = 3.0          # a leg bent less than this has no side for its knee: the hinge decides

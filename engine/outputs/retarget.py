@@ -592,7 +592,8 @@ class Retargeter:
             if np.dot(rig_upper, rig_lower) <= 0:
                 continue
             smpls_hinge = self._D @ bend_axis(JOINT_NAMES[jm])
-            smpls_rest_bend = self._D @ np.cross(REST_POSITIONS[jm] - REST_POSITIONS[ju], self._limb(jm, bm, heads_w)[1])
+            smpls_lower = self._limb(jm, bm, heads_w)[1]
+            smpls_rest_bend = self._D @ np.cross(REST_POSITIONS[jm] - REST_POSITIONS[ju], smpls_lower)
             twists, like_smpls = [], 0.0
             for j, b in ((ju, bu), (jm, bm)):
                 rig_dir, smpl_dir = self._limb(j, b, heads_w)
