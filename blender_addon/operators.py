@@ -69,6 +69,10 @@ class Plan:
         return (self.last - self.first + 1) / self.fps
 
 
+# A song heard for less than this in the scene is danced, with a note saying how short it is.
+SHORT_SONG_SECONDS = 1.0
+
+
 def plan(scene, settings) -> Plan:
     """Resolve the song and frame range from the settings; raises EngineError on a user mistake."""
     from . import scene_io
@@ -425,6 +429,11 @@ def build_request(context):
                   "audio_start": start, "audio_speed": p.span.speed, "wait_in_silence": settings.wait_in_silence,
                   "frame_start": first, "fps": p.fps})
     request.notes.extend(rig_io.dancer_notes(obj, bone_map))
+    heard = p.last - p.first + 1
+    if settings.use_strip_range and heard < SHORT_SONG_SECONDS * p.fps:
+        # QA31: a strip heard on 1-2 frames made a 1-2 frame dance, unsaid.
+        request.notes.append(f"the song is heard on {heard} frame{'s' if heard > 1 else ''} only "
+                             f"({scene_io.frame_span(p.first, p.last)}): the dance is that short")
     note = song_moved_note(obj, action, p, first, last)
     if note:
         request.notes.append(note)

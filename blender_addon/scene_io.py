@@ -564,7 +564,8 @@ class AudioSpan(NamedTuple):
 
 def find_sound_strip(scene, name: str = ""):
     """The strip named `name`, else the active strip if it is a sound, else the only sound strip,
-    the only selected one, or the only one heard (not muted, nor at volume 0 throughout)."""
+    the only selected one, or the only one heard (not muted, nor at volume 0 throughout, its file
+    there: QA31, a strip whose file was gone made the song beside it 'one of 2 sound strips')."""
     strips = compat.all_strips(scene)
     if name:
         for s in strips:
@@ -575,7 +576,7 @@ def find_sound_strip(scene, name: str = ""):
     if active is not None and active.type == 'SOUND':
         return active
     sounds = [s for s in strips if s.type == 'SOUND']
-    heard = [s for s in sounds if not _inaudible(scene, s)]
+    heard = [s for s in sounds if not _inaudible(scene, s) and not _file_missing(s)]
     through = heard_scene_strips(scene)
     if through and not heard:   # QA: "no sound strip" (or a muted one blamed), the song right there
         raise NoSoundStrip(f"the sound plays through the scene strip '{through[0].name}' (scene "
@@ -627,6 +628,16 @@ def also_heard_note(scene, danced, first: int, last: int) -> str | None:
         said.append(f"the same sound also plays in {', '.join(pieces[:3])}{', ...' if len(pieces) > 3 else ''}")
     return (f"{'; '.join(said)}; the dance follows '{danced.name}' alone: to dance to all of it, render the "
             "mixdown (Render > Render Audio) and pick that file")
+
+
+def _file_missing(strip) -> bool:
+    """Whether a sound strip's song is neither packed in the .blend nor a file on disk."""
+    sound = getattr(strip, "sound", None)
+    if sound is None:
+        return True
+    if getattr(sound, "packed_file", None) is not None:
+        return False
+    return not os.path.isfile(absolute_path(sound.filepath, sound.library))
 
 
 def _inaudible(scene, strip) -> bool:

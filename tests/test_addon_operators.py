@@ -437,6 +437,18 @@ def test_a_preview_range_that_cuts_the_dance_is_said(addon, tmp_path):
     assert not any("Preview Range" in n for n in operators.build_request(bpy.context).notes)
 
 
+def test_a_song_heard_on_a_few_frames_only_is_said(addon, tmp_path):
+    # QA31: a strip heard on 1-2 frames made a 1-2 frame dance, and nothing said so.
+    scene = addon
+    scene.render.fps, scene.render.fps_base = 24, 1
+    scene_io.add_sound_strip(scene, str(add_wav(tmp_path, 0.09)), frame_start=1)
+    assert bpy.ops.dance.create_dancer() == {'FINISHED'}
+    request = operators.build_request(bpy.context)
+    (note,) = [n for n in request.notes if "heard on" in n]
+    assert note.startswith(f"the song is heard on {request.num_frames} frames only"), note
+    assert request.num_frames <= 3
+
+
 def test_the_dancers_own_rig_setup_is_named_in_notes(addon, tmp_path):
     # Review: drivers, constraints, locked axes and uneven scale on the SMPL dancer, and keys
     # between whole frames, were danced over without a word (characters had some of these notes).

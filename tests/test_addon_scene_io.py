@@ -310,6 +310,11 @@ def test_the_strip_is_the_selected_or_the_only_unmuted_one(scene, tmp_path):
     scene.sequence_editor.active_strip = b
     with pytest.raises(EngineError, match="is muted"):
         scene_io.sound_strip_audio(scene, scene_io.find_sound_strip(scene))
+    # A strip whose song file is gone is not heard: the one beside it is the song (QA31).
+    scene.sequence_editor.channels[2].mute = False
+    scene.sequence_editor.active_strip = None
+    (tmp_path / "a.wav").unlink()
+    assert scene_io.find_sound_strip(scene) == b
 
 
 def test_other_sounds_heard_beside_the_danced_strip_are_named_and_a_scene_strip_is_said(scene, tmp_path):
