@@ -43,7 +43,7 @@ STRAIGHT_DEGREES = 3.0          # a leg bent less than this has no side for its 
 # stance's spot (rolling): the engine's own creep 0.7 cm at most (QA, a 12-s dance), and a
 # foot that slides on does not drag the spot along.
 ROLL_SPOT = 0.02
-TOE_BEND_EASE_SECONDS = 0.1     # a toe bent to keep its tip off the floor bends in and out this long
+TOE_BEND_EASE_SECONDS = 0.15    # a toe bent to keep its tip off the floor bends in and out this long
 # pitched_above: the share of an offset's length that a steadying direction's heading weighs
 # against the offset's own horizontal part (it rules within about 11 degrees of straight down).
 STEADY_HEADING = 0.2
@@ -234,9 +234,11 @@ def pitched_above(offset: np.ndarray, base: np.ndarray, lowest: np.ndarray,
 
 def eased_in_time(turns: np.ndarray, spread: int) -> np.ndarray:
     """(T,3,3) turns, the identity where none is needed -> turns at least as large, each begun
-    `spread` frames before it is needed and ended as long after, about its axis (a frame without a
-    turn borrows the nearest one's). The toe bend that keeps a tip off the floor follows the
-    ball's height frame by frame: a ball landing in two frames bent the toe 40 degrees in one."""
+    `spread` frames before it is needed and ended as long after, their axes smoothed over as long
+    (a frame without a turn borrows the nearest one's axis). The toe bend that keeps a tip off the
+    floor follows the ball's height and heading frame by frame: a ball landing in two frames bent
+    the toe 40 degrees in one, and its axis, swinging 35 degrees a frame under a 70-degree bend,
+    flicked the toe as far (QA30, QA32)."""
     rotvec = matrix_to_axis_angle(turns)
     angle = np.linalg.norm(rotvec, axis=-1)
     turning = np.flatnonzero(angle > 1e-9)
@@ -247,6 +249,10 @@ def eased_in_time(turns: np.ndarray, spread: int) -> np.ndarray:
     before = turning[np.clip(np.searchsorted(turning, t) - 1, 0, len(turning) - 1)]
     nearest = np.where(np.abs(before - t) < np.abs(after - t), before, after)
     axis = rotvec[nearest] / angle[nearest, None]
+    # Smoothed as vectors weighted by the turn, so that large turns steer the axis (the turns here
+    # are pitches: their axes lie within a half-turn of each other and the mean stays one axis).
+    axis = gaussian_filter1d(axis * np.maximum(angle, 1e-3)[:, None], spread / 2.0, axis=0, mode="nearest")
+    axis /= np.maximum(np.linalg.norm(axis, axis=-1, keepdims=True), 1e-12)
     eased = gaussian_filter1d(maximum_filter1d(angle, 2 * spread + 1, mode="nearest"), spread / 2.0, mode="nearest")
     return axis_angle_to_matrix(axis * np.maximum(eased, angle)[:, None])
 

@@ -872,9 +872,12 @@ class Retargeter:
             tip = np.einsum("tab,tb->ta", turn, tip)
             # The tip only keeps off the floor: held up by SMPL's toe lift too, a foot of SMPL's
             # size bent its toes on 32% of frames (11% so), for no change to its ball.
-            bend = cf.pitched_above(tip, B[:, 2], np.full(len(B), min(0.0, self._toe_tips[side])), steady=B - A)
+            lowest = np.full(len(B), min(0.0, self._toe_tips[side]))
+            bend = cf.pitched_above(tip, B[:, 2], lowest, steady=B - A)
             if fps is not None:
                 bend = cf.eased_in_time(bend, int(round(cf.TOE_BEND_EASE_SECONDS * float(fps))))
+                # The eased axis may leave a tip a little low where the bend was needed: lifted.
+                bend = cf.pitched_above(np.einsum("tab,tb->ta", bend, tip), B[:, 2], lowest) @ bend
             f = np.flatnonzero(np.abs(bend @ turn - np.eye(3)).max(axis=(1, 2)) > 1e-12)
             if len(f):
                 self._turn_foot(target, side, f, turn[f], bend[f])
