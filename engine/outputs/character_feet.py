@@ -249,8 +249,8 @@ def eased_in_time(turns: np.ndarray, spread: int) -> np.ndarray:
     before = turning[np.clip(np.searchsorted(turning, t) - 1, 0, len(turning) - 1)]
     nearest = np.where(np.abs(before - t) < np.abs(after - t), before, after)
     axis = rotvec[nearest] / angle[nearest, None]
-    # Smoothed as vectors weighted by the turn, so that large turns steer the axis (the turns here
-    # are pitches: their axes lie within a half-turn of each other and the mean stays one axis).
+    # Smoothed as vectors weighted by the turn, so that large turns steer the axis (the toe's
+    # pitches face its foot's way: neighbouring axes lie close and their mean is one of them).
     axis = gaussian_filter1d(axis * np.maximum(angle, 1e-3)[:, None], spread / 2.0, axis=0, mode="nearest")
     axis /= np.maximum(np.linalg.norm(axis, axis=-1, keepdims=True), 1e-12)
     eased = gaussian_filter1d(maximum_filter1d(angle, 2 * spread + 1, mode="nearest"), spread / 2.0, mode="nearest")

@@ -841,9 +841,9 @@ class Retargeter:
         anything changed. The feet take the dance's orientation, which on a long foot with a
         high ankle (QA: ankle 25 cm up, ball 42 cm ahead) pointed the ball 6 cm and the toe's
         tip 11 cm under the floor, and swept them along it, where SMPL's short foot clears it.
-        With `fps` the toe's bend is eased in and out over TOE_BEND_EASE_SECONDS
-        (character_feet.eased_in_time), and bent the way the foot faces where the toe points
-        nearly straight down (QA30: a toe under a foot on tiptoe flicked 40-79 degrees a frame)."""
+        A toe pointing nearly straight down bends the way its foot faces, and with `fps` the bend
+        is eased in and out over TOE_BEND_EASE_SECONDS (character_feet.eased_in_time; QA30: a
+        toe under a foot on tiptoe flicked 40-79 degrees a frame)."""
         from . import character_feet as cf
         from ..finishing.feet import TOE_CLEARANCE   # torch-backed module: import late
         heads_w = self._floor_heads(pos, shift)
