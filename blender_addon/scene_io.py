@@ -637,7 +637,10 @@ def _file_missing(strip) -> bool:
         return True
     if getattr(sound, "packed_file", None) is not None:
         return False
-    return not os.path.isfile(absolute_path(sound.filepath, sound.library))
+    try:
+        return not os.path.isfile(absolute_path(sound.filepath, sound.library))
+    except EngineError:     # relative to an unsaved .blend: reading the strip says so, in one line
+        return False
 
 
 def _inaudible(scene, strip) -> bool:
