@@ -312,7 +312,10 @@ def run(args: argparse.Namespace) -> str:
     motion = runner.generate(request, progress)
     for note in request.notes:
         print(f"note: {note}", file=sys.stderr, flush=True)
+    said = len(request.notes)
     action = runner.apply(request, motion)
+    for note in request.notes[said:]:     # what writing the take did (QA33: the grown frame range, unsaid)
+        print(f"note: {note}", file=sys.stderr, flush=True)
     first, last = request.write_range or (request.frame_start, request.frame_start + request.num_frames - 1)
     if args.out_bvh or args.out_npz:
         motion = motion.section(first - request.frame_start, last - first + 1)   # a range: that section

@@ -210,7 +210,7 @@ def extend_frame_range(scene, first: int, last: int) -> str | None:
     if (scene.frame_start, scene.frame_end) == before:
         return None
     return (f"the scene's frame range is now {scene.frame_start}-{scene.frame_end} (it was {before[0]}-{before[1]}), "
-            "to play the whole dance: Ctrl+Z puts it back")
+            "to play the whole dance")
 
 
 def run_sync(request: Request, progress=None):

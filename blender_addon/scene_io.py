@@ -610,7 +610,8 @@ def also_heard_note(scene, danced, first: int, last: int) -> str | None:
     song's other half after a cut, a sound effect, a scene strip): the dance follows one strip,
     and with another one picked it followed that one alone without a word (QA: a sound effect
     danced while the song played under it)."""
-    others = [s for s in compat.all_strips(scene) if s.type == 'SOUND' and s != danced and not _inaudible(scene, s)]
+    others = [s for s in compat.all_strips(scene)
+              if s.type == 'SOUND' and s != danced and not _inaudible(scene, s) and not _file_missing(s)]
     listed, pieces = [], []
     for s in others + heard_scene_strips(scene):
         a, end = compat.strip_range(s)

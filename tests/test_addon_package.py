@@ -61,6 +61,7 @@ def test_batch_end_to_end_keeps_the_files_keys(tmp_path, tiny_weights):
     from engine.defaults import TRAINING_STYLES
     assert action["dance_drawn_style"] == dance_style("any", TRAINING_STYLES, 3, song)   # which style "any" danced
     assert (bpy.context.scene.frame_start, bpy.context.scene.frame_end) == (1, 50)
+    assert "note: the scene's frame range is now 1-50 (it was 1-20)" in run.stderr      # and said so (QA33)
     got = scene_io.read_motion(obj, 12, 12).poses[0, 3 * JOINT_INDEX["left_elbow"]:][:3]
     assert rotation_error(got, aa) < 1e-4                     # the file's key came out exactly
     from engine.finishing.rootpath import IN_PLACE_SWAY                  # --stage-radius 0 reached the engine

@@ -313,8 +313,10 @@ def test_the_strip_is_the_selected_or_the_only_unmuted_one(scene, tmp_path):
     # A strip whose song file is gone is not heard: the one beside it is the song (QA31).
     scene.sequence_editor.channels[2].mute = False
     scene.sequence_editor.active_strip = None
+    assert "also heard while it dances: 'a.wav'" in scene_io.also_heard_note(scene, b, 1, 40)
     (tmp_path / "a.wav").unlink()
     assert scene_io.find_sound_strip(scene) == b
+    assert scene_io.also_heard_note(scene, b, 1, 40) is None                # nor named as heard (QA33)
 
 
 def test_other_sounds_heard_beside_the_danced_strip_are_named_and_a_scene_strip_is_said(scene, tmp_path):
