@@ -397,7 +397,8 @@ def check_outputs(args: argparse.Namespace) -> None:
         if os.path.isdir(full):
             raise EngineError(f"{flag} {path} is a folder, not a file")
         if not os.path.isdir(folder):
-            raise EngineError(f"{flag} {path}: the folder {folder} does not exist")
+            raise EngineError(f"{flag} {path}: {folder} is a file, not a folder" if os.path.exists(folder)
+                              else f"{flag} {path}: the folder {folder} does not exist")
         if os.path.exists(full) and not args.force and not (flag == "--out-blend" and full == opened):
             raise EngineError(f"{flag} {path} exists: pass --force to overwrite it")
         check_writable(Path(full), f"{flag} {path}")

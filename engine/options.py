@@ -133,7 +133,8 @@ def check_outputs(outputs, kinds: dict[str, str], force: bool, inputs: dict | No
         if resolved in given:
             raise EngineError(f"{out} is {given[resolved]}: it would be overwritten (write the dance elsewhere)")
         if not resolved.parent.is_dir():
-            raise EngineError(f"cannot write {out}: folder {resolved.parent} does not exist")
+            raise EngineError(f"cannot write {out}: {resolved.parent} is a file, not a folder" if resolved.parent.exists()
+                              else f"cannot write {out}: folder {resolved.parent} does not exist")
         if resolved.is_dir():
             raise EngineError(f"cannot write {out}: it is a folder")
         if out.exists() and not force:

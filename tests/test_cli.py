@@ -121,6 +121,10 @@ def test_an_unwritable_output_folder_is_refused_before_generating(click_song, ti
         assert r.returncode == 2, r.stderr
         assert r.stderr.strip().splitlines() == [r.stderr.strip()] and "cannot be written" in r.stderr
         assert "dancing" not in r.stderr and not (tmp_path / "ok.npz").exists()
+    # An output "folder" that is a file is named as one (QA33: "the folder ... does not exist").
+    (tmp_path / "take.txt").write_text("x")
+    r = _cli("generate", click_song, "-o", tmp_path / "take.txt" / "dance.npz", "--weights", tiny_weights)
+    assert r.returncode == 2 and f"{tmp_path / 'take.txt'} is a file, not a folder" in r.stderr, r.stderr
 
 
 def test_a_garbage_mp3_gives_one_line(tmp_path, tiny_weights):
