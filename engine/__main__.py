@@ -41,8 +41,8 @@ Turn a song into an SMPL dance.
   python -m engine generate song.mp3 -o dance.bvh -o dance.npz -o dance.mp4
 
 Outputs are chosen by extension: .bvh (SMPL joint names; --up-axis, --scale), .npz (poses
-(T,72) axis-angle, trans (T,3) the pelvis joint's position in metres, Y up, fps, joint_names, style, seed) and .mp4 (a stick
-figure preview with the song's audio). The same song file, options and --seed give the same dance
+(T,72) axis-angle, trans (T,3) the pelvis joint's position in metres, Y up, fps, joint_names, style, seed,
+beat_times) and .mp4 (a stick figure preview with the song's audio). The same song file, options and --seed give the same dance
 (style "any" draws its style from the seed and the file's name: a renamed or converted song may
 dance another style; pass --style to fix it).
 
