@@ -40,7 +40,7 @@ def written_whole(*paths):
                 tmp.unlink()
 
 
-INTERRUPTS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM") if hasattr(signal, name))
+_INTERRUPTS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM") if hasattr(signal, name))
 
 
 @contextmanager
@@ -54,8 +54,8 @@ def _interrupts_deferred():
     calling thread where the platform can."""
     on_main = threading.current_thread() is threading.main_thread()
     # A handler set outside Python (an embedding program's) cannot be put back: those are blocked.
-    swapped = [sig for sig in INTERRUPTS if on_main and signal.getsignal(sig) is not None]
-    blocked = set(INTERRUPTS) - set(swapped) if hasattr(signal, "pthread_sigmask") else set()
+    swapped = [sig for sig in _INTERRUPTS if on_main and signal.getsignal(sig) is not None]
+    blocked = set(_INTERRUPTS) - set(swapped) if hasattr(signal, "pthread_sigmask") else set()
     caught = []
     previous = {sig: signal.signal(sig, lambda number, frame: caught.append((number, frame))) for sig in swapped}
     mask = signal.pthread_sigmask(signal.SIG_BLOCK, blocked) if blocked else None

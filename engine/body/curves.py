@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 from scipy.interpolate import CubicHermiteSpline
+from scipy.ndimage import gaussian_filter1d, maximum_filter1d
 
 GRAVITY = 9.81   # m/s^2
 
@@ -173,3 +174,10 @@ def smoothstep_slope(u):
 def unit_vectors(v: np.ndarray) -> np.ndarray:
     """(..., 3) vectors scaled to length 1 (zero vectors stay zero)."""
     return v / np.maximum(np.linalg.norm(v, axis=-1, keepdims=True), 1e-12)
+
+
+def envelope(x: np.ndarray, reach: int, mode: str = "nearest") -> np.ndarray:
+    """(T,...) values along time -> a smooth envelope over them: the most within `reach` frames
+    either side, Gaussian-smoothed over reach/2, so that whatever is needed on a frame begins
+    some frames before it and ends as long after (scipy.ndimage `mode` at the ends)."""
+    return gaussian_filter1d(maximum_filter1d(x, 2 * reach + 1, mode=mode, axis=0), reach / 2, mode=mode, axis=0)

@@ -26,7 +26,7 @@ import torch
 from scipy.ndimage import gaussian_filter1d, maximum_filter1d, minimum_filter1d
 
 from ..body import rotations as R
-from ..body.curves import SMOOTHSTEP_PEAK_OVER_MEAN, smoothstep, smoothstep_slope
+from ..body.curves import SMOOTHSTEP_PEAK_OVER_MEAN, envelope, smoothstep, smoothstep_slope
 from ..body.limbs import deepest_meeting, leg_capsules
 from ..body.skeleton import JOINT_INDEX, JOINT_NAMES, NUM_JOINTS, PARENTS, REST_OFFSETS, bend_axis, forward_kinematics
 from ..defaults import PACED_KEY_SECONDS
@@ -205,6 +205,10 @@ def ground(poses: np.ndarray, trans: np.ndarray, fps: float, jump_lift: np.ndarr
 REACH_PASSES = 4
 
 
+def _unit(v: torch.Tensor) -> torch.Tensor:
+    return v / v.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+
+
 def _two_bone_ik(local: torch.Tensor, glob: torch.Tensor, pos: torch.Tensor, leg, target: torch.Tensor,
                  frames: torch.Tensor, sole: torch.Tensor | None = None, passes: int = 1) -> torch.Tensor:
     """Move the ankle of `leg` to `target` (F,3) on `frames`, editing the local rotations of hip,
@@ -258,11 +262,11 @@ def _ik_pass(H: torch.Tensor, K: torch.Tensor, A: torch.Tensor, hip_glob: torch.
     # real knee bends, heel going back) the hinge is blended in, fully from 60 degrees on.
     hinge = -knee_glob[..., 0]
     normal = torch.cross(u, v, dim=-1)
-    normal = normal / normal.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    normal = _unit(normal)
     agree = ((normal * hinge).sum(-1, keepdim=True) - 0.5) / 0.4
     trust = agree.clamp(0.0, 1.0)
     axis = trust * normal + (1 - trust) * hinge
-    axis = axis / axis.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    axis = _unit(axis)
     bend = R.axis_angle_to_matrix(axis * phi[:, None])
     A_new = K + (bend @ v.unsqueeze(-1)).squeeze(-1)
     swing = _rotation_between(A_new - H, target - H)
@@ -270,11 +274,10 @@ def _ik_pass(H: torch.Tensor, K: torch.Tensor, A: torch.Tensor, hip_glob: torch.
 
 
 def _rotation_between(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    a = a / a.norm(dim=-1, keepdim=True)
-    b = b / b.norm(dim=-1, keepdim=True)
+    a, b = _unit(a), _unit(b)
     axis = torch.cross(a, b, dim=-1)
     angle = torch.atan2(axis.norm(dim=-1), (a * b).sum(-1))
-    axis = axis / axis.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    axis = _unit(axis)
     return R.axis_angle_to_matrix(axis * angle[:, None])
 
 
@@ -460,7 +463,7 @@ def _lifted_off_path(pos: np.ndarray, fps: float, leg, b0: int, a1: int, spot0: 
     need = np.where(moving, np.maximum(0.0, TOE_CLEARANCE + toe_drop - path[:, 1]), 0.0)
     need = need / np.maximum(at_stances, 1e-3)
     reach = max(1, int(round(ease)))
-    need = gaussian_filter1d(maximum_filter1d(need, 2 * reach + 1, mode="constant"), reach / 2, mode="constant")
+    need = envelope(need, reach, mode="constant")
     path[:, 1] += np.minimum(need, MAX_STEP_LIFT) * at_stances
     return path, (played <= 0.0) | (played >= 1.0)
 
@@ -949,10 +952,6 @@ def _spread(step: np.ndarray, frames: int) -> np.ndarray:
     with a step of their own keep it."""
     reach = maximum_filter1d(np.maximum(step, 0.0), frames) + minimum_filter1d(np.minimum(step, 0.0), frames)
     return np.where(step != 0, step, reach)
-
-
-def _unit(v: torch.Tensor) -> torch.Tensor:
-    return v / v.norm(dim=-1, keepdim=True).clamp_min(1e-12)
 
 
 def _keep_knees_on_hinge(local: torch.Tensor, kept: np.ndarray, ease_frames: int, spread_frames: int) -> None:

@@ -30,9 +30,9 @@ rotations; the Retargeter turns the results back into its armature space.
 from __future__ import annotations
 
 import numpy as np
-from scipy.ndimage import gaussian_filter1d, maximum_filter1d
+from scipy.ndimage import gaussian_filter1d
 
-from ..body.curves import unit_vectors
+from ..body.curves import envelope, unit_vectors
 from .bone_mapping import RetargetError
 # retarget imports this module lazily: no cycle
 from .retarget import SMPL_TOE_HEIGHT, axis_angle_to_matrix, matrix_to_axis_angle
@@ -253,7 +253,7 @@ def eased_in_time(turns: np.ndarray, spread: int) -> np.ndarray:
     # pitches face its foot's way: neighbouring axes lie close and their mean is one of them).
     axis = gaussian_filter1d(axis * np.maximum(angle, 1e-3)[:, None], spread / 2.0, axis=0, mode="nearest")
     axis /= np.maximum(np.linalg.norm(axis, axis=-1, keepdims=True), 1e-12)
-    eased = gaussian_filter1d(maximum_filter1d(angle, 2 * spread + 1, mode="nearest"), spread / 2.0, mode="nearest")
+    eased = envelope(angle, spread)
     return axis_angle_to_matrix(axis * np.maximum(eased, angle)[:, None])
 
 

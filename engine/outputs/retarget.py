@@ -586,13 +586,13 @@ class Retargeter:
             bu, bm = self.bone_of[ju], self.bone_of[jm]
             if bu < 0 or bm < 0:
                 continue
-            rig_upper, rig_lower = heads_w[bm] - heads_w[bu], self._limb(jm, bm, heads_w)[0]
+            rig_upper = heads_w[bm] - heads_w[bu]
+            rig_lower, smpls_lower = self._limb(jm, bm, heads_w)
             normal = np.cross(rig_upper, rig_lower)
             sine = np.linalg.norm(normal) / (np.linalg.norm(rig_upper) * np.linalg.norm(rig_lower))
             if np.dot(rig_upper, rig_lower) <= 0:
                 continue
             smpls_hinge = self._D @ bend_axis(JOINT_NAMES[jm])
-            smpls_lower = self._limb(jm, bm, heads_w)[1]
             smpls_rest_bend = self._D @ np.cross(REST_POSITIONS[jm] - REST_POSITIONS[ju], smpls_lower)
             twists, like_smpls = [], 0.0
             for j, b in ((ju, bu), (jm, bm)):

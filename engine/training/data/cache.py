@@ -29,6 +29,7 @@ CACHE_VERSION = 3                  # 3: beats follow a drifting tempo (engine.mu
 # retargeting changes what they read as (2: knees and elbows twisted onto SMPL's hinges, QA27;
 # 3: knees only, QA29), without making every other source's cache, or a packed file, stale.
 RETARGET_VERSION = 3
+BVH_KINDS = ("cmu_salsa", "bvh")   # the sources read from BVH files
 
 
 @dataclass
@@ -139,7 +140,7 @@ def _source_files(kind: str, source: Path, aist_music: Path | None) -> list[Path
         files = [p for p in source.iterdir() if p.name.startswith("DANCE_") or p.name == "manifest.json"]
     elif kind == "justlmd":
         files = list(source.glob("smplfull.json")) + list(source.glob("*/smplfull.json"))
-    elif kind in ("cmu_salsa", "bvh"):
+    elif kind in BVH_KINDS:
         files = list(source.glob("*.bvh"))
     else:
         files = list(source.glob("*.pkl")) + list(source.glob("ignore_list.txt")) + list(source.parent.glob("ignore_list.txt"))
@@ -151,7 +152,7 @@ def _source_files(kind: str, source: Path, aist_music: Path | None) -> list[Path
 def cache_key(kind: str, source: Path, aist_music: Path | None = None) -> str:
     """Hash of CACHE_VERSION (and RETARGET_VERSION for BVH sources), the kind and every source
     file's name, size and mtime."""
-    retargeted = f"|retarget{RETARGET_VERSION}" if kind in ("cmu_salsa", "bvh") else ""
+    retargeted = f"|retarget{RETARGET_VERSION}" if kind in BVH_KINDS else ""
     h = hashlib.sha1(f"v{CACHE_VERSION}|{kind}|{aist_music or ''}{retargeted}".encode())
     for f in _source_files(kind, source, aist_music):
         st = f.stat()
