@@ -714,9 +714,20 @@ def strip_speed(scene, strip, path: str) -> float:
     """File seconds a retimed strip plays per scene second (Strip > Retiming, 4.2+); 1 when it is not
     retimed. The API shows only the keys' timeline frames, so only a strip retimed as one segment
     (two keys) has a speed to read; one of several segments is refused.
-    Blender's own rule (measured against its mixdown, 0.5x to 2x): a segment's speed is the
-    strip's content frames less one over the frames between its keys, the content being the sound's
-    length in scene frames, rounded."""
+    Blender's own rule (measured against its mixdown, 0.5x to 2x, in 4.3 and 4.5): a segment's speed
+    is the strip's content frames less one over the frames between its keys, the content being the
+    sound's length in scene frames, rounded. Blender 4.2 and 4.3 retime sound strips but keep the
+    keys out of the API: there the strip's length tells the speed by the same rule (its keys are
+    its first and last frames), and a strip retimed in several segments cannot be told from one
+    at their mean speed."""
+    if not hasattr(strip, "retiming_keys"):
+        try:
+            content = max(1, int(round(_audio_length(path) * scene_fps(scene))))
+        except ImportError:      # the engine's packages not installed yet: nothing dances, the span shows
+            return 1.0
+        frames = int(strip.frame_duration)
+        # A frame either way is the rounding of the sound's length, not a retiming.
+        return 1.0 if abs(frames - content) <= 1 else max(1, content - 1) / max(1, frames - 1)
     keys = compat.retiming_frames(strip)
     if len(keys) > 2:
         raise EngineError(f"sound strip '{strip.name}' is retimed in {len(keys) - 1} segments, which can play at "

@@ -172,7 +172,8 @@ def test_built_extension_installs_and_dances(tmp_path, tiny_weights):
         assert engine.__path__[0].startswith(root), (engine.__path__, root)   # the vendored engine
         scene = bpy.context.scene
         scene.render.fps = 30
-        scene.sequence_editor_create().strips.new_sound("song", {str(song)!r}, 1, 1)
+        editor = scene.sequence_editor_create()
+        (editor.strips if hasattr(editor, "strips") else editor.sequences).new_sound("song", {str(song)!r}, 1, 1)   # before 4.4: sequences
         assert bpy.ops.dance.create_dancer() == {{'FINISHED'}}
         scene.dance.steps, scene.dance.quality = 2, 'BEST'
         assert bpy.ops.dance.generate() == {{'FINISHED'}}

@@ -490,7 +490,10 @@ def test_a_retimed_strip_is_danced_to_the_music_as_blender_plays_it(tmp_path):
     path = tmp_path / "noise.wav"        # below 2 kHz: Blender's resampler and the engine's agree there
     noise = sosfilt(butter(8, 2000, fs=sr, output='sos'), np.random.default_rng(5).normal(0, 0.2, 6 * sr))
     sf.write(path, noise.astype(np.float32), sr)
-    for percent, frame_start, trim, frames, speed in ((200.0, 1, 0, 91, 179 / 90), (50.0, 1, 0, 359, 0.5),
+    # Blender 4.3's Set Speed at 50% makes the strip 361 frames long at 179/360 (4.5's 359 at 179/358):
+    # the mixdown below says which Blender plays.
+    slowed = (359, 0.5) if bpy.app.version >= (4, 4) else (361, 179 / 360)
+    for percent, frame_start, trim, frames, speed in ((200.0, 1, 0, 91, 179 / 90), (50.0, 1, 0, *slowed),
                                                       (200.0, 100, 20, 71, 179 / 90)):
         bpy.ops.wm.read_factory_settings(use_empty=True)
         scene = bpy.context.scene
@@ -513,6 +516,8 @@ def test_a_retimed_strip_is_danced_to_the_music_as_blender_plays_it(tmp_path):
         assert abs(lag / rate * fps + 1 - span.first_frame) < 0.1, (percent, lag / rate * fps + 1)
         seen = heard[lag:lag + len(danced)]
         assert np.dot(seen, danced) / np.sqrt(np.dot(seen, seen) * np.dot(danced, danced)) > 0.9
+    if not hasattr(strip, "retiming_keys"):
+        return           # Blender 4.2-4.3: a sound strip's keys are not in the API (strip_speed)
     # Two segments at different speeds: none to follow.
     key = strip.retiming_keys.add(timeline_frame=150)
     key.timeline_frame = 130

@@ -250,8 +250,8 @@ def test_batch_with_several_songs_in_the_scene_names_its_audio_option(tmp_path, 
     bpy = pytest.importorskip("bpy")
     import soundfile as sf
     bpy.ops.wm.read_factory_settings(use_empty=True)
-    strips = bpy.context.scene.sequence_editor_create()
-    strips = getattr(strips, "strips", None) or strips.sequences
+    editor = bpy.context.scene.sequence_editor_create()
+    strips = editor.strips if hasattr(editor, "strips") else editor.sequences    # an empty collection is falsy
     for k in range(2):
         sf.write(tmp_path / f"song{k}.wav", np.zeros(22050, np.float32), 22050)
         strips.new_sound(f"song{k}", str(tmp_path / f"song{k}.wav"), k + 1, 1)
