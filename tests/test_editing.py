@@ -487,7 +487,13 @@ def test_inbetweening_evaluation_runs_on_a_clip(click_song, tiny_weights):
     assert rooted["root error m (max)"] < 1e-3 and rooted["key error rad (max)"] < 1e-4
     lafan = E.score_lafan([clip], args)
     assert set(lafan) == set(E.GAPS)
-    assert all(model > 0 and slerp > 0 for model, slerp in lafan.values())
+    assert all(row["model"] > 0 and row["slerp"] > 0 for row in lafan.values())
+    # The split: the pelvis's place and the pose about it each at most the whole error's bound
+    # (both are means of distances no larger than place + pose).
+    for row in lafan.values():
+        for who in ("model", "slerp"):
+            assert row[f"{who} place"] >= 0 and row[f"{who} pose"] > 0
+            assert row[who] <= row[f"{who} place"] + row[f"{who} pose"] + 1e-9
 
 
 def test_a_lowered_root_key_is_a_crouch_on_the_same_feet():
