@@ -710,6 +710,10 @@ def _decoded_length(path: str, size: int, mtime_ns: int) -> float:
     return len(wave) / sr
 
 
+# Blender 4.2/4.3: how far a sound strip's length may lie from its file's and not be a retiming.
+UNRETIMED_SLACK_SECONDS = 0.1
+
+
 def strip_speed(scene, strip, path: str) -> float:
     """File seconds a retimed strip plays per scene second (Strip > Retiming, 4.2+); 1 when it is not
     retimed. The API shows only the keys' timeline frames, so only a strip retimed as one segment
@@ -718,16 +722,21 @@ def strip_speed(scene, strip, path: str) -> float:
     is the strip's content frames less one over the frames between its keys, the content being the
     sound's length in scene frames, rounded. Blender 4.2 and 4.3 retime sound strips but keep the
     keys out of the API: there the strip's length tells the speed by the same rule (its keys are
-    its first and last frames), and a strip retimed in several segments cannot be told from one
-    at their mean speed."""
+    its first and last frames), a strip retimed in several segments cannot be told from one
+    at their mean speed, and a retiming that moves its end by under UNRETIMED_SLACK_SECONDS is
+    not seen."""
     if not hasattr(strip, "retiming_keys"):
         try:
-            content = max(1, int(round(_audio_length(path) * scene_fps(scene))))
+            content = _content_frames(scene, path)
         except ImportError:      # the engine's packages not installed yet: nothing dances, the span shows
             return 1.0
         frames = int(strip.frame_duration)
-        # A frame either way is the rounding of the sound's length, not a retiming.
-        return 1.0 if abs(frames - content) <= 1 else max(1, content - 1) / max(1, frames - 1)
+        # A frame is the rounding of the sound's length; an MP3's decoder padding, which Blender
+        # plays and the header's length leaves out, is some more (QA35: 2-4 frames, 50-83 ms).
+        # Neither is a retiming, so a retiming that moves the strip's end less than that is missed.
+        if abs(frames - content) <= 1 + UNRETIMED_SLACK_SECONDS * scene_fps(scene):
+            return 1.0
+        return max(1, content - 1) / max(1, frames - 1)
     keys = compat.retiming_frames(strip)
     if len(keys) > 2:
         raise EngineError(f"sound strip '{strip.name}' is retimed in {len(keys) - 1} segments, which can play at "
@@ -736,8 +745,12 @@ def strip_speed(scene, strip, path: str) -> float:
                           "(Render > Render Audio) and dance to that file")
     if len(keys) < 2 or keys[1] <= keys[0]:
         return 1.0
-    content = max(1, int(round(_audio_length(path) * scene_fps(scene))))
-    return max(1, content - 1) / (keys[1] - keys[0])
+    return max(1, _content_frames(scene, path) - 1) / (keys[1] - keys[0])
+
+
+def _content_frames(scene, path: str) -> int:
+    """The sound's length in scene frames, rounded, as Blender counts a strip's content."""
+    return max(1, int(round(_audio_length(path) * scene_fps(scene))))
 
 
 def strip_volumes(scene, strip, frames) -> np.ndarray:

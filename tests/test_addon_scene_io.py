@@ -528,6 +528,29 @@ def test_a_retimed_strip_is_danced_to_the_music_as_blender_plays_it(tmp_path):
                                            .new_meta("Meta", 5, 1)) == []   # no retiming keys in 4.5: not retimed
 
 
+def test_a_strip_nobody_retimed_plays_at_its_own_speed_in_every_format(tmp_path):
+    """QA35: in Blender 4.3, whose sound strips keep their retiming keys out of the API, the speed
+    is read from the strip's length; an MP3's length there includes the decoder padding that the
+    file's header leaves out (2-4 frames), and a strip nobody retimed read as 99.3% (its dance 2
+    frames longer, the beats drifting late). Every format at 24 and 60 fps reads 1 (4.4+ reads no
+    retiming keys: the same answer by the other path)."""
+    import soundfile as sf
+    rng = np.random.default_rng(2)
+    song = rng.normal(0, 0.1, 10 * 22050).astype(np.float32)
+    files = []
+    for ext, fmt, subtype in (("mp3", "MP3", "MPEG_LAYER_III"), ("ogg", "OGG", "VORBIS"), ("wav", "WAV", "PCM_16")):
+        files.append(tmp_path / f"song.{ext}")
+        sf.write(files[-1], song, 22050, format=fmt, subtype=subtype)
+    for path in files:
+        for fps in (24, 60):
+            bpy.ops.wm.read_factory_settings(use_empty=True)
+            scene = bpy.context.scene
+            scene.render.fps, scene.render.fps_base = fps, 1.0
+            strip = scene_io.add_sound_strip(scene, str(path), frame_start=1)
+            span = scene_io.sound_strip_audio(scene, strip)
+            assert span.speed == 1.0, (path.name, fps, span.speed, strip.frame_duration)
+
+
 @pytest.mark.parametrize("collection", ["strips_all", "sequences_all"])
 def test_the_strips_volume_is_read_on_every_frame_and_volume_0_throughout_is_refused(scene, tmp_path, collection):
     """QA: Wait in Silence ignored the strip's volume, and a strip at volume 0 throughout counted
