@@ -53,7 +53,9 @@ _SEGMENT_RADIUS = {
 
 
 def frame_span(first: int, last: int) -> str:
-    """'1-250', or '-24 to 119' where a hyphen would read as a minus."""
+    """'1-250', '-24 to 119' where a hyphen would read as a minus, or '7' for one frame."""
+    if first == last:
+        return str(first)
     return f"{first}-{last}" if first >= 0 else f"{first} to {last}"
 
 

@@ -528,6 +528,12 @@ def test_a_retimed_strip_is_danced_to_the_music_as_blender_plays_it(tmp_path):
                                            .new_meta("Meta", 5, 1)) == []   # no retiming keys in 4.5: not retimed
 
 
+def test_frame_spans_read_as_frames():
+    # QA33: a one-frame span was written "1-1".
+    assert [scene_io.frame_span(*span) for span in ((1, 250), (-24, 119), (-24, -1), (1, 1), (-3, -3))] == \
+        ["1-250", "-24 to 119", "-24 to -1", "1", "-3"]
+
+
 def test_a_strip_nobody_retimed_plays_at_its_own_speed_in_every_format(tmp_path):
     """QA35: in Blender 4.3, whose sound strips keep their retiming keys out of the API, the speed
     is read from the strip's length; an MP3's length there includes the decoder padding that the
