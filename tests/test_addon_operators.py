@@ -20,7 +20,7 @@ from engine.body.motion import Motion  # noqa: E402
 from engine.body.skeleton import JOINT_INDEX, JOINT_NAMES, joint_positions  # noqa: E402
 from rotation_checks import rotation_error  # noqa: E402
 from addon_helpers import enabled_addon  # noqa: E402
-from test_addon_scene_io import add_wav, random_motion, retime, world_heads  # noqa: E402
+from test_addon_scene_io import HALF_SPEED, add_wav, random_motion, retime, world_heads  # noqa: E402
 
 PKG = blender_addon.__name__
 
@@ -693,9 +693,7 @@ def test_a_retimed_strip_is_danced_over_its_frames_to_its_beats_as_heard(addon, 
     assert bpy.ops.dance.create_dancer(with_mesh=False) == {'FINISHED'}
     obj = scene.dance.armature
     scene.dance.steps, scene.dance.quality = 2, 'BEST'
-    # Blender 4.3's Set Speed at 50% makes the strip 361 frames long at 179/360 (its mixdown plays
-    # that: test_addon_scene_io's retimed strip), 4.5's and 5.0's 359 at 179/358.
-    frames, speed = (359, 0.5) if bpy.app.version >= (4, 4) else (361, 179 / 360)
+    frames, speed = HALF_SPEED
     request = operators.build_request(bpy.context)
     assert (request.frame_start, request.num_frames, request.start) == (1, frames, 0.0)
     assert request.speed == pytest.approx(speed) and request.duration == pytest.approx(frames / 30)

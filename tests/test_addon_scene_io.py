@@ -458,6 +458,12 @@ def test_smpl_model_file_gives_a_skinned_body(scene, tmp_path):
         scene_io.create_smpl_armature(bpy.context, smpl_model_path=str(tmp_path / "none.pkl"))
 
 
+# (frames, speed) of a 6 s sound at 30 fps (180 frames) after Set Speed 50%: Blender 4.3 makes the
+# strip 361 frames long, playing 179/360 of a frame a frame; 4.4 to 5.0 359 at 179/358. Each one's
+# mixdown plays its own (test_a_retimed_strip_is_danced_to_the_music_as_blender_plays_it).
+HALF_SPEED = (359, 0.5) if bpy.app.version >= (4, 4) else (361, 179 / 360)
+
+
 def retime(scene, strip, percent: float) -> None:
     """Strip > Retiming > Set Speed, as the animator does it (the operator acts on the active strip).
     The API cannot retime a strip by itself (adding a key to a strip without keys crashes Blender
@@ -490,10 +496,7 @@ def test_a_retimed_strip_is_danced_to_the_music_as_blender_plays_it(tmp_path):
     path = tmp_path / "noise.wav"        # below 2 kHz: Blender's resampler and the engine's agree there
     noise = sosfilt(butter(8, 2000, fs=sr, output='sos'), np.random.default_rng(5).normal(0, 0.2, 6 * sr))
     sf.write(path, noise.astype(np.float32), sr)
-    # Blender 4.3's Set Speed at 50% makes the strip 361 frames long at 179/360 (4.5's 359 at 179/358):
-    # the mixdown below says which Blender plays.
-    slowed = (359, 0.5) if bpy.app.version >= (4, 4) else (361, 179 / 360)
-    for percent, frame_start, trim, frames, speed in ((200.0, 1, 0, 91, 179 / 90), (50.0, 1, 0, *slowed),
+    for percent, frame_start, trim, frames, speed in ((200.0, 1, 0, 91, 179 / 90), (50.0, 1, 0, *HALF_SPEED),
                                                       (200.0, 100, 20, 71, 179 / 90)):
         bpy.ops.wm.read_factory_settings(use_empty=True)
         scene = bpy.context.scene
