@@ -4,7 +4,8 @@
   `action.layers[i].strips[j].channelbag(slot)`. 4.4/4.5 keep `Action.fcurves` as a proxy for the
   first slot; 5.0 removes it. 4.2/4.3 only have `Action.fcurves`.
 - Sequencer: `sequence_editor.strips` (4.4+, the only name in 5.0) vs `sequences` (before); a
-  strip's retiming keys (4.2+ for sound strips; absent before); F-curves of a strip's property are
+  strip's retiming keys (a sound strip's in the API from 4.4; 4.2/4.3 retime sound strips
+  without showing them); F-curves of a strip's property are
   keyed on `sequence_editor.strips_all["name"]` (4.4+) or `sequences_all["name"]` (older files).
 Everything checks for the attribute, never the version number.
 """
@@ -176,11 +177,15 @@ def strip_muted(scene, strip) -> bool:
     return meta is not None and strip_muted(scene, meta)
 
 
-def retiming_frames(strip) -> list[int]:
+def retiming_frames(strip) -> list[int] | None:
     """Timeline frames of a strip's retiming keys, first to last; [] when it has none (not retimed)
-    or the Blender has no retiming. The API gives only these frames, not each segment's speed."""
+    or its kind has no retiming; None for a sound strip in Blender 4.2-4.3, which retime sound
+    strips but keep their keys out of the API. The API gives only these frames, not each
+    segment's speed."""
     keys = getattr(strip, "retiming_keys", None)
-    return sorted(int(k.timeline_frame) for k in keys) if keys is not None else []
+    if keys is None:
+        return None if strip.type == 'SOUND' else []
+    return sorted(int(k.timeline_frame) for k in keys)
 
 
 def strip_fcurve(scene, strip, prop: str):

@@ -432,9 +432,9 @@ def build_request(context):
     heard = p.last - p.first + 1
     if settings.use_strip_range and heard < SHORT_SONG_SECONDS * p.fps:
         # QA31: a strip heard on 1-2 frames made a 1-2 frame dance, unsaid.
-        request.notes.append(f"the song is heard on {heard} frame{'s' if heard > 1 else ''} only "
-                             f"(frame{'s' if heard > 1 else ''} {scene_io.frame_span(p.first, p.last)}): the dance is "
-                             "that short")
+        frames = "frames" if heard > 1 else "frame"
+        request.notes.append(f"the song is heard on {heard} {frames} only ({frames} "
+                             f"{scene_io.frame_span(p.first, p.last)}): the dance is that short")
     note = song_moved_note(obj, action, p, first, last)
     if note:
         request.notes.append(note)

@@ -727,7 +727,8 @@ def strip_speed(scene, strip, path: str) -> float:
     its first and last frames), a strip retimed in several segments cannot be told from one
     at their mean speed, and a retiming that moves its end by under UNRETIMED_SLACK_SECONDS is
     not seen."""
-    if not hasattr(strip, "retiming_keys"):
+    keys = compat.retiming_frames(strip)
+    if keys is None:
         try:
             content = _content_frames(scene, path)
         except ImportError:      # the engine's packages not installed yet: nothing dances, the span shows
@@ -735,11 +736,9 @@ def strip_speed(scene, strip, path: str) -> float:
         frames = int(strip.frame_duration)
         # A frame is the rounding of the sound's length; an MP3's decoder padding, which Blender
         # plays and the header's length leaves out, is some more (QA35: 2-4 frames, 50-83 ms).
-        # Neither is a retiming, so a retiming that moves the strip's end less than that is missed.
         if abs(frames - content) <= 1 + UNRETIMED_SLACK_SECONDS * scene_fps(scene):
             return 1.0
         return max(1, content - 1) / max(1, frames - 1)
-    keys = compat.retiming_frames(strip)
     if len(keys) > 2:
         raise EngineError(f"sound strip '{strip.name}' is retimed in {len(keys) - 1} segments, which can play at "
                           "different speeds: the dance can follow one speed only, so reset its retiming (Strip > "

@@ -251,8 +251,8 @@ def eased_in_time(turns: np.ndarray, spread: int) -> np.ndarray:
     axis = rotvec[nearest] / angle[nearest, None]
     # Smoothed as vectors weighted by the turn, so that large turns steer the axis (the toe's
     # pitches face its foot's way: neighbouring axes lie close and their mean is one of them).
-    axis = gaussian_filter1d(axis * np.maximum(angle, 1e-3)[:, None], spread / 2.0, axis=0, mode="nearest")
-    axis /= np.maximum(np.linalg.norm(axis, axis=-1, keepdims=True), 1e-12)
+    axis = unit_vectors(gaussian_filter1d(axis * np.maximum(angle, 1e-3)[:, None], spread / 2.0, axis=0,
+                                          mode="nearest"))
     eased = envelope(angle, spread)
     return axis_angle_to_matrix(axis * np.maximum(eased, angle)[:, None])
 
