@@ -221,10 +221,12 @@ def main(argv=None) -> int:
     if threading.current_thread() is not threading.main_thread():     # only the main thread may set it
         return _main(argv)
     pid = os.getpid()
+    received = []
 
     def terminated(signum, frame):
         if os.getpid() != pid:      # a forked child (engine.music.background) ends as SIGTERM ended it
             os._exit(128 + signum)
+        received.append(signum)
         raise Terminated()
 
     previous = signal.signal(signal.SIGTERM, terminated)
@@ -233,6 +235,14 @@ def main(argv=None) -> int:
     except Terminated:
         print("terminated", file=sys.stderr)
         return 128 + signal.SIGTERM        # what a shell reports for a process SIGTERM ended
+    except Exception:
+        # Raised inside a library's C++ call, Terminated can come out as another exception: pybind11
+        # reports a failed argument conversion as "incompatible function arguments" (CI: SIGTERM
+        # while matplotlib drew the preview gave a TypeError's traceback and exit status 1).
+        if not received:
+            raise
+        print("terminated", file=sys.stderr)
+        return 128 + signal.SIGTERM
     finally:
         signal.signal(signal.SIGTERM, previous)
 

@@ -444,3 +444,34 @@ def test_sigterm_while_the_preview_renders_leaves_no_temporary_file(tmp_path, ti
     assert proc.returncode == 128 + signal.SIGTERM, stderr
     assert stderr.strip().splitlines()[-1] == "terminated", stderr
     assert sorted(p.name for p in out.iterdir()) == []                # the temp files removed: no d.npz, no d.mp4
+
+
+def test_sigterm_that_a_library_turns_into_another_exception_still_ends_as_sigterm(monkeypatch, capsys):
+    # CI: SIGTERM while matplotlib drew the preview came out of pybind11's argument conversion as
+    # a TypeError ("incompatible function arguments"): a traceback and exit status 1.
+    import signal
+    import time
+    import engine.__main__ as cli
+
+    def library_call(argv):
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)                                    # the handler raises here
+        except BaseException:
+            raise TypeError("incompatible function arguments") from None
+        return 0
+
+    monkeypatch.setattr(cli, "_main", library_call)
+    assert cli.main([]) == 128 + signal.SIGTERM
+    assert capsys.readouterr().err.strip() == "terminated"
+
+
+def test_an_error_with_no_signal_is_not_taken_for_one(monkeypatch):
+    import engine.__main__ as cli
+
+    def broken(argv):
+        raise TypeError("a real bug")
+
+    monkeypatch.setattr(cli, "_main", broken)
+    with pytest.raises(TypeError, match="a real bug"):
+        cli.main([])
