@@ -229,22 +229,35 @@ def main(argv=None) -> int:
         received.append(signum)
         raise Terminated()
 
+    def interrupted(signum, frame):
+        received.append(signum)
+        signal.default_int_handler(signum, frame)     # KeyboardInterrupt, as without this handler
+
     previous = signal.signal(signal.SIGTERM, terminated)
+    # Ctrl-C is noted only where Python's own handler is in place (not one a caller set).
+    previous_int = (signal.signal(signal.SIGINT, interrupted)
+                    if signal.getsignal(signal.SIGINT) is signal.default_int_handler else None)
     try:
         return _main(argv)
     except Terminated:
         print("terminated", file=sys.stderr)
         return 128 + signal.SIGTERM        # what a shell reports for a process SIGTERM ended
     except Exception:
-        # Raised inside a library's C++ call, Terminated can come out as another exception: pybind11
-        # reports a failed argument conversion as "incompatible function arguments" (CI: SIGTERM
-        # while matplotlib drew the preview gave a TypeError's traceback and exit status 1).
+        # Raised inside a library's C++ call, Terminated or KeyboardInterrupt can come out as another
+        # exception: pybind11 reports a failed argument conversion as "incompatible function
+        # arguments" (CI: SIGTERM while matplotlib drew the preview gave a TypeError's traceback
+        # and exit status 1). Cleanup has run as the exception unwound.
         if not received:
             raise
+        if received[-1] == signal.SIGINT:
+            print("interrupted", file=sys.stderr)
+            return 130
         print("terminated", file=sys.stderr)
         return 128 + signal.SIGTERM
     finally:
         signal.signal(signal.SIGTERM, previous)
+        if previous_int is not None:
+            signal.signal(signal.SIGINT, previous_int)
 
 
 def _main(argv=None) -> int:
