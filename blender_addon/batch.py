@@ -347,10 +347,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv if argv is None else argv)
     try:
         _addon()  # also puts `engine` on sys.path, whichever layout this file is in
-        from engine.errors import EngineError
+        from engine.errors import ended_by_signal
     except ImportError as e:
         print(f"error: the engine cannot be imported ({e}); install the dependencies first", file=sys.stderr)
         return 1
+    # kill (a timeout, a scheduler) lets the outputs' temporary files go, and Ctrl-C says so, as the CLI
+    return ended_by_signal(lambda: _checked_run(args))
+
+
+def _checked_run(args: argparse.Namespace) -> int:
+    """main's work once the engine imports: 0, or 1 with one line for the first mistake."""
+    from engine.errors import EngineError
     try:
         check_args(args)       # before the scene is opened or anything is generated
         check_outputs(args)

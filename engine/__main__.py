@@ -10,7 +10,7 @@ from pathlib import Path
 
 from .defaults import (DEFAULT_AUTOGUIDANCE, DEFAULT_FPS, DEFAULT_GUIDANCE, DEFAULT_QUALITY, DEFAULT_STEPS,
                        FLOOR_RADIUS, LATE_GUIDANCE, QUALITIES, SAMPLING_SOLVER, SAMPLING_SOLVERS)
-from .errors import EngineError, OneLineParser, in_one_line
+from .errors import EngineError, OneLineParser, ended_by_signal, in_one_line
 from .files import written_whole
 
 
@@ -208,56 +208,8 @@ def run_tool(name: str, argv: list[str]) -> int:
     return in_one_line(lambda: tool.main(argv))
 
 
-class Terminated(BaseException):
-    """SIGTERM (kill, timeout, a batch scheduler) as an exception: the default action ends the
-    process at once, skipping the finally blocks that remove temporary files (the preview's hidden
-    temporary video stayed in the output folder)."""
-
-
 def main(argv=None) -> int:
-    import os
-    import signal
-    import threading
-    if threading.current_thread() is not threading.main_thread():     # only the main thread may set it
-        return _main(argv)
-    pid = os.getpid()
-    received = []
-
-    def terminated(signum, frame):
-        if os.getpid() != pid:      # a forked child (engine.music.background) ends as SIGTERM ended it
-            os._exit(128 + signum)
-        received.append(signum)
-        raise Terminated()
-
-    def interrupted(signum, frame):
-        received.append(signum)
-        signal.default_int_handler(signum, frame)     # KeyboardInterrupt, as without this handler
-
-    previous = signal.signal(signal.SIGTERM, terminated)
-    # Ctrl-C is noted only where Python's own handler is in place (not one a caller set).
-    previous_int = (signal.signal(signal.SIGINT, interrupted)
-                    if signal.getsignal(signal.SIGINT) is signal.default_int_handler else None)
-    try:
-        return _main(argv)
-    except Terminated:
-        print("terminated", file=sys.stderr)
-        return 128 + signal.SIGTERM        # what a shell reports for a process SIGTERM ended
-    except Exception:
-        # Raised inside a library's C++ call, Terminated or KeyboardInterrupt can come out as another
-        # exception: pybind11 reports a failed argument conversion as "incompatible function
-        # arguments" (CI: SIGTERM while matplotlib drew the preview gave a TypeError's traceback
-        # and exit status 1). Cleanup has run as the exception unwound.
-        if not received:
-            raise
-        if received[-1] == signal.SIGINT:
-            print("interrupted", file=sys.stderr)
-            return 130
-        print("terminated", file=sys.stderr)
-        return 128 + signal.SIGTERM
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-        if previous_int is not None:
-            signal.signal(signal.SIGINT, previous_int)
+    return ended_by_signal(lambda: _main(argv))
 
 
 def _main(argv=None) -> int:

@@ -222,3 +222,30 @@ def test_dependency_installer_reports_offline_plainly(tmp_path):
     with pytest.raises(RuntimeError, match=r"offline.*install\.log"):
         preferences.install_dependencies(str(tmp_path / "deps"), env=env)
     assert (tmp_path / "deps" / "install.log").is_file()
+
+
+def test_batch_killed_while_dancing_says_so_and_leaves_nothing_behind(tmp_path, tiny_weights):
+    # SIGTERM (a timeout, a render farm's scheduler) ended batch.py at once: no cleanup, Blender's
+    # session folder left in the temporary folder, and no line saying why.
+    import signal
+    song = add_wav(tmp_path, 20.0)
+    out, temp = tmp_path / "out", tmp_path / "temp"
+    out.mkdir()
+    temp.mkdir()
+    proc = subprocess.Popen([sys.executable, str(BATCH), "--", "--audio", str(song), "--weights", str(tiny_weights),
+                             "--steps", "400", "--out-blend", str(out / "shot.blend"), "--out-bvh",
+                             str(out / "dance.bvh"), "--out-npz", str(out / "dance.npz")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+                            env={**_isolated_env(tmp_path), "TMPDIR": str(temp)})
+    try:
+        first = proc.stdout.readline()                   # "dance:   0% ...": the dance is being drawn
+        assert first.startswith("dance:"), (first, proc.stderr.read() if proc.poll() is not None else "")
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 128 + signal.SIGTERM, stderr
+    assert stderr.strip().splitlines()[-1] == "terminated", stderr
+    assert list(out.iterdir()) == [] and list(temp.iterdir()) == [], (list(out.iterdir()), list(temp.iterdir()))

@@ -469,6 +469,24 @@ def test_a_signal_that_a_library_turns_into_another_exception_still_ends_the_com
     assert capsys.readouterr().err.strip() == said
 
 
+def test_ctrl_c_that_the_command_reports_itself_is_said_once(monkeypatch, capsys):
+    import signal
+    import time
+    import engine.__main__ as cli
+    from engine.errors import in_one_line
+
+    def interrupted_command(argv):
+        def command():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(5)                                    # KeyboardInterrupt here
+            return 0
+        return in_one_line(command)                          # says "interrupted", 130
+
+    monkeypatch.setattr(cli, "_main", interrupted_command)
+    assert cli.main([]) == 130
+    assert capsys.readouterr().err.splitlines() == ["interrupted"]
+
+
 def test_an_error_with_no_signal_is_not_taken_for_one(monkeypatch):
     import engine.__main__ as cli
 
