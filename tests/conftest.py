@@ -19,6 +19,24 @@ SHIPPED_WEIGHTS = REPO / "weights" / "dance.safetensors"
 needs_shared_data = pytest.mark.skipif(not (SHARED_DATA / "tang2018").is_dir(), reason="../shared/data not present")
 
 
+def terminated_once(proc, started, wait_seconds: float = 240) -> str:
+    """SIGTERM to `proc`, a command a test started, once `started()` is true (to the process only,
+    as `kill PID` does); its stderr once it ended. Killed if it outlives the test."""
+    import signal
+    import time
+    deadline = time.monotonic() + wait_seconds
+    try:
+        while not started():
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGTERM)
+        return proc.communicate(timeout=120)[1]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 @pytest.fixture(scope="session")
 def tiny_weights(tmp_path_factory) -> Path:
     from engine.sampler import checkpoint

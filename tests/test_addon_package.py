@@ -14,7 +14,7 @@ import pytest
 bpy = pytest.importorskip("bpy")
 
 from blender_addon import scene_io  # noqa: E402
-from conftest import REPO  # noqa: E402
+from conftest import REPO, terminated_once  # noqa: E402
 from engine.body.motion import Motion  # noqa: E402
 from engine.body.skeleton import JOINT_INDEX  # noqa: E402
 from rotation_checks import rotation_error  # noqa: E402
@@ -237,15 +237,8 @@ def test_batch_killed_while_dancing_says_so_and_leaves_nothing_behind(tmp_path, 
                              str(out / "dance.bvh"), "--out-npz", str(out / "dance.npz")],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
                             env={**_isolated_env(tmp_path), "TMPDIR": str(temp)})
-    try:
-        first = proc.stdout.readline()                   # "dance:   0% ...": the dance is being drawn
-        assert first.startswith("dance:"), (first, proc.stderr.read() if proc.poll() is not None else "")
-        proc.send_signal(signal.SIGTERM)
-        _, stderr = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    # "dance:   0% ...": the dance is being drawn
+    stderr = terminated_once(proc, lambda: proc.stdout.readline().startswith("dance:"))
     assert proc.returncode == 128 + signal.SIGTERM, stderr
     assert stderr.strip().splitlines()[-1] == "terminated", stderr
     assert list(out.iterdir()) == [] and list(temp.iterdir()) == [], (list(out.iterdir()), list(temp.iterdir()))

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import REPO
+from conftest import REPO, terminated_once
 from engine.errors import EngineError
 from engine.options import BODY_PART_NAMES, check_options, parse_body_parts
 
@@ -420,7 +420,6 @@ def test_sigterm_while_the_preview_renders_leaves_no_temporary_file(tmp_path, ti
     # QA: SIGTERM (kill, timeout, a batch scheduler) while the preview rendered ended the process at
     # once and left its hidden .preview-PID-*.mp4 in the output folder; Ctrl-C was clean.
     import signal
-    import time
     import soundfile as sf
     from engine.example import make_click_track
     song = tmp_path / "song.wav"
@@ -430,17 +429,7 @@ def test_sigterm_while_the_preview_renders_leaves_no_temporary_file(tmp_path, ti
     proc = subprocess.Popen([sys.executable, "-m", "engine", "generate", str(song), "-o", str(out / "d.npz"),
                              "-o", str(out / "d.mp4"), "--weights", str(tiny_weights), "--steps", "1", "--quiet"],
                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 240
-        while not any("mp4" in p.name for p in out.iterdir()):       # ffmpeg has started writing
-            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-            time.sleep(0.02)
-        proc.send_signal(signal.SIGTERM)                             # to the engine only, as `kill PID` does
-        _, stderr = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    stderr = terminated_once(proc, lambda: any("mp4" in p.name for p in out.iterdir()))   # ffmpeg writes
     assert proc.returncode == 128 + signal.SIGTERM, stderr
     assert stderr.strip().splitlines()[-1] == "terminated", stderr
     assert sorted(p.name for p in out.iterdir()) == []                # the temp files removed: no d.npz, no d.mp4
