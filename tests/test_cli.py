@@ -435,10 +435,19 @@ def test_sigterm_while_the_preview_renders_leaves_no_temporary_file(tmp_path, ti
     assert sorted(p.name for p in out.iterdir()) == []                # the temp files removed: no d.npz, no d.mp4
 
 
+@pytest.fixture
+def pythons_own_ctrl_c():
+    """Python's own Ctrl-C handler in place, as in a fresh command, whatever the suite ran before."""
+    import signal
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 @pytest.mark.parametrize("signal_name, exit_status, said", [("SIGTERM", 143, "terminated"),
                                                              ("SIGINT", 130, "interrupted")])
 def test_a_signal_that_a_library_turns_into_another_exception_still_ends_the_command_as_that_signal(
-        monkeypatch, capsys, signal_name, exit_status, said):
+        monkeypatch, capsys, pythons_own_ctrl_c, signal_name, exit_status, said):
     # CI: SIGTERM while matplotlib drew the preview came out of pybind11's argument conversion as
     # a TypeError ("incompatible function arguments"): a traceback and exit status 1.
     import signal
@@ -447,7 +456,7 @@ def test_a_signal_that_a_library_turns_into_another_exception_still_ends_the_com
 
     def library_call(argv):
         try:
-            os.kill(os.getpid(), getattr(signal, signal_name))
+            signal.raise_signal(getattr(signal, signal_name))    # to this thread: handled at once
             time.sleep(5)                                    # the handler raises here
         except BaseException:
             raise TypeError("incompatible function arguments") from None
@@ -458,7 +467,7 @@ def test_a_signal_that_a_library_turns_into_another_exception_still_ends_the_com
     assert capsys.readouterr().err.strip() == said
 
 
-def test_ctrl_c_that_the_command_reports_itself_is_said_once(monkeypatch, capsys):
+def test_ctrl_c_that_the_command_reports_itself_is_said_once(monkeypatch, capsys, pythons_own_ctrl_c):
     import signal
     import time
     import engine.__main__ as cli
@@ -466,7 +475,7 @@ def test_ctrl_c_that_the_command_reports_itself_is_said_once(monkeypatch, capsys
 
     def interrupted_command(argv):
         def command():
-            os.kill(os.getpid(), signal.SIGINT)
+            signal.raise_signal(signal.SIGINT)
             time.sleep(5)                                    # KeyboardInterrupt here
             return 0
         return in_one_line(command)                          # says "interrupted", 130
