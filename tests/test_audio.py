@@ -273,6 +273,61 @@ def test_a_steady_song_keeps_one_tempo(monkeypatch):
     assert _hit_rate(beats, click_times(30.0, 100)[2:-2]) == 1.0
 
 
+@pytest.mark.parametrize("name, bpm", [("tender_electronic_1", 167), ("tender_acoustic_s411", 148)])
+def test_a_fast_song_is_not_heard_at_two_thirds_of_its_tempo(name, bpm):
+    # QA36: songs of the open genre set stretched to 150-180 bpm were heard at 2/3 of their tempo
+    # (librosa's autocorrelation peak at three eighths, nearest its 120 bpm prior), every other
+    # beat between two real ones. Their own tempo or its half is a beat to dance to.
+    import librosa
+    from engine.evaluation.genre_set import genre_songs
+    song = next(s for s in genre_songs() if s.name == name)
+    sr = 22050
+    wave, _ = librosa.load(song.path, sr=sr, duration=24.0)
+    own_beats, own_tempo = detect_beats(wave, sr)
+    assert own_tempo == pytest.approx(song.tempo_bpm, rel=0.04)         # heard right as it is
+    speed = bpm / song.tempo_bpm
+    beats, tempo = detect_beats(librosa.effects.time_stretch(wave, rate=speed), sr)
+    truth = own_beats / speed                                           # the same beats, sooner
+    assert min(abs(tempo / bpm - 1), abs(tempo / (bpm / 2) - 1)) < 0.04, tempo
+    inner = beats[(beats > 2.0) & (beats < truth[-1] - 2.0)]
+    assert _hit_rate(truth, inner) >= 0.9                               # each heard beat on a real one
+
+
+def test_a_waltz_keeps_its_beat():
+    # Three beats to the bar, eighths between: the bars repeat every three beats, and the metre
+    # check must not take the dotted-quarter pulse (3/2 of the beat) for the beat.
+    sr, seconds, bpm = 22050, 30.0, 86.0
+    wave = (make_click_track(seconds, bpm, sr) + 1.5 * make_click_track(seconds, bpm / 3, sr)
+            + 0.4 * make_click_track(seconds, bpm * 2, sr))
+    beats, tempo = detect_beats(wave, sr)
+    assert min(abs(tempo / bpm - 1), abs(tempo / (2 * bpm) - 1)) < 0.04, tempo
+    assert _hit_rate(beats, click_times(seconds, bpm)[2:-2]) >= 0.9
+
+
+def _tempogram_with_peaks(beat_bpm: float, peaks: dict[float, float], rate: float = 600.0) -> np.ndarray:
+    """A tempogram (lags, 2 frames) whose autocorrelation is `peaks`: {lag in beats: height}, over
+    8 s of lags at `rate` frames a second (hop 1)."""
+    autocorrelation = np.zeros(int(8 * rate))
+    autocorrelation[0] = 1.0
+    for beats, height in peaks.items():
+        lag = int(round(beats * 60.0 / beat_bpm * rate))
+        autocorrelation[lag - 3:lag + 4] = height
+    return np.repeat(autocorrelation[:, None], 2, axis=1)
+
+
+def test_the_metre_check_takes_the_beat_whose_bars_repeat():
+    from engine.music.metre import metrical_tempo
+    # Duple time at 180 bpm with eighth notes and a strong peak at three eighths, which librosa
+    # took for the beat (120): one, two and four beats repeat more clearly. Its half time.
+    duple = _tempogram_with_peaks(180, {0.5: 0.7, 1: 0.8, 1.5: 0.9, 2: 0.8, 3: 0.5, 4: 0.8, 6: 0.5})
+    assert metrical_tempo(duple, 600.0, 1, 120.0) == pytest.approx(90.0)
+    assert metrical_tempo(duple, 600.0, 1, 180.0) == pytest.approx(180.0)     # right already: kept
+    # Triple time at 86 (a waltz): its bars are three beats, so the dotted-quarter pulse at 58,
+    # whose two and four beats are bars, is no better: 86 kept.
+    triple = _tempogram_with_peaks(86, {1: 0.6, 1.5: 0.6, 2: 0.1, 3: 0.9, 4: 0.1, 4.5: 0.5, 6: 0.9, 8: 0.1, 9: 0.6})
+    assert metrical_tempo(triple, 600.0, 1, 86.0) == pytest.approx(86.0)
+
+
 def test_chunked_analysis_matches_whole_song(monkeypatch):
     """Long songs are analysed in overlapping chunks; the seams must not show."""
     import librosa

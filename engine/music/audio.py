@@ -22,6 +22,7 @@ import numpy as np
 from ..defaults import MODEL_FPS, WINDOW_FRAMES
 from ..errors import EngineError
 from .numba_cache import librosa as cached_librosa   # imported on first use, its kernels cached
+from .metre import metrical_tempo
 from .silence import SOUNDING_DB, frame_levels_db, silent_stretches_of
 
 HOP = 512                          # samples per feature frame (EDGE)
@@ -509,6 +510,7 @@ def _beat_frames(env: np.ndarray, silent: bool, rate: float, hop: int) -> tuple[
     if overall <= 0:                # no periodicity at all: librosa's own answer
         tempo, beats = librosa.beat.beat_track(onset_envelope=env, sr=rate, hop_length=hop)
         return np.asarray(beats, np.int64), float(np.atleast_1d(tempo)[0])
+    overall = metrical_tempo(tempogram, rate, hop, overall)   # not at 3/2 or 3/4 of the beat
     local = _drifting_tempo(tempogram, rate, hop, overall)
     tempo = overall if local is None else local     # the tracker's tempo, estimated once
     _, beats = librosa.beat.beat_track(onset_envelope=env, sr=rate, hop_length=hop, bpm=tempo)
