@@ -24,7 +24,7 @@ from ...errors import EngineError
 from .sequence import DanceSequence
 from .tang2018 import SAME_SONG, base_name
 
-CACHE_VERSION = 3                  # 3: beats follow a drifting tempo (engine.music.audio)
+CACHE_VERSION = 4                  # 3: beats follow a drifting tempo; 4: the tempo checked against the metre
 # Sources retargeted from BVH (cmu_salsa, bvh) are cached under this too: bumped when the
 # retargeting changes what they read as (2: knees and elbows twisted onto SMPL's hinges, QA27;
 # 3: knees only, QA29), without making every other source's cache, or a packed file, stale.
