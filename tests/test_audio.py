@@ -326,6 +326,11 @@ def test_the_metre_check_takes_the_beat_whose_bars_repeat():
     # whose two and four beats are bars, is no better: 86 kept.
     triple = _tempogram_with_peaks(86, {1: 0.6, 1.5: 0.6, 2: 0.1, 3: 0.9, 4: 0.1, 4.5: 0.5, 6: 0.9, 8: 0.1, 9: 0.6})
     assert metrical_tempo(triple, 600.0, 1, 86.0) == pytest.approx(86.0)
+    # 108 bpm with a 3+3+2 rhythm (QA37's figures): three eighths correlate more than two beats,
+    # which lifts the 4/3 tempo's sum past the margin, but its bar (three real beats) repeats less
+    # than the real bar of four: 108 kept.
+    tresillo = _tempogram_with_peaks(108, {0.75: 0.49, 1: 0.53, 1.5: 0.64, 2: 0.24, 3: 0.39, 4: 0.51, 6: 0.3})
+    assert metrical_tempo(tresillo, 600.0, 1, 108.0) == pytest.approx(108.0)
 
 
 def test_chunked_analysis_matches_whole_song(monkeypatch):
