@@ -4,7 +4,7 @@ librosa picks the tempo as the autocorrelation peak of the onset envelope neares
 bpm). Music with steady eighth notes or dotted rhythms has peaks at every few eighths, and near
 120 bpm the one at three eighths can win: a 180 bpm song heard at 120, a 90 bpm one at 120, a
 waltz at 86 heard at 129. Beats at such a period fall alternately on and off the real ones (QA36:
-the stretched genre clips at 170-180 bpm, 4 of 5 heard at 2/3; two ballroom waltzes of the
+the stretched genre clips at 170-180 bpm, 4 of 5 heard at 2/3; four ballroom waltzes of the
 training songs at 3/2).
 
 A real beat is also where the bars repeat: the onset envelope correlates with itself at one,
