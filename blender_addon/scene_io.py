@@ -724,9 +724,9 @@ def strip_speed(scene, strip, path: str) -> float:
     is the strip's content frames less one over the frames between its keys, the content being the
     sound's length in scene frames, rounded. Blender 4.2 and 4.3 retime sound strips but keep the
     keys out of the API: there the strip's length tells the speed by the same rule (its keys are
-    its first and last frames), a strip retimed in several segments cannot be told from one
-    at their mean speed, and a retiming that moves its end by under UNRETIMED_SLACK_SECONDS is
-    not seen."""
+    its first and last frames), so a strip retimed in several segments, which cannot be told from
+    one, is danced at their mean speed, and a retiming that moves its end by under
+    UNRETIMED_SLACK_SECONDS is not seen."""
     keys = compat.retiming_frames(strip)
     if keys is None:
         try:

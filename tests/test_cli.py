@@ -250,8 +250,8 @@ def test_batch_with_several_songs_in_the_scene_names_its_audio_option(tmp_path, 
     bpy = pytest.importorskip("bpy")
     import soundfile as sf
     bpy.ops.wm.read_factory_settings(use_empty=True)
-    editor = bpy.context.scene.sequence_editor_create()
-    strips = editor.strips if hasattr(editor, "strips") else editor.sequences    # an empty collection is falsy
+    from blender_addon.blender_compat import top_strips
+    strips = top_strips(bpy.context.scene.sequence_editor_create())          # `strips`, or `sequences` before 4.4
     for k in range(2):
         sf.write(tmp_path / f"song{k}.wav", np.zeros(22050, np.float32), 22050)
         strips.new_sound(f"song{k}", str(tmp_path / f"song{k}.wav"), k + 1, 1)
