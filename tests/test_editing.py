@@ -236,6 +236,27 @@ def test_planted_pops_are_limited_to_the_bound_and_keys_stay():
     assert max(MAX_JOINT_SPEED) <= 40.0
 
 
+def test_a_pop_on_the_last_frame_is_held_off_unless_the_frame_is_keyed():
+    """A pop the dance's end cuts has nothing after it to ease to: eased onto the popped frame,
+    the limb would still whip in the last frames. It is held at the pose before the pop instead;
+    a keyed last frame is a real destination and stays."""
+    T = 120
+    poses, _ = _dance(T, amplitude=0.3)
+    elbow = JOINT_INDEX["left_elbow"]
+    poses[-1, 3 * elbow + 1] += 2.1                                 # the elbow twists 120 degrees
+    out, rebuilt = limit_joint_speeds(poses, FPS)
+    assert rebuilt == 1
+    assert (angular_speed(out, FPS) <= np.array(MAX_JOINT_SPEED) + 1e-6).all()
+    np.testing.assert_allclose(out[:-1], poses[:-1])
+    arm = [3 * k + i for k in (elbow, JOINT_INDEX["left_wrist"]) for i in range(3)]
+    np.testing.assert_allclose(out[-1, arm], poses[-2, arm], atol=1e-9)
+    fixed = np.zeros((T, NUM_JOINTS), bool)
+    fixed[-1] = True
+    keyed, _ = limit_joint_speeds(poses, FPS, fixed=fixed)
+    np.testing.assert_allclose(keyed[-1], poses[-1])
+    assert (angular_speed(keyed, FPS) <= np.array(MAX_JOINT_SPEED) + 1e-6).all()
+
+
 def test_the_leg_ik_does_not_flip_a_nearly_straight_knee():
     """A nearly straight leg's bend plane is noise: IK must bend the knee forward every frame,
     not flip it back and forth (the hip and knee popping by 50 degrees)."""

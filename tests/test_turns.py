@@ -66,12 +66,35 @@ def test_a_fast_full_spin_stays_a_spin_in_its_direction():
     assert np.all(np.diff(h) > -1e-9)                              # never turns back
 
 
-def test_a_snap_at_the_very_start_is_rebuilt_forwards():
+def test_a_snap_cut_by_the_first_frame_takes_the_settled_facing():
     heading = np.zeros(60)
     heading[1:] = np.pi * 0.9
-    out, rebuilt = limit_turn_rate(_pelvis(heading), FPS)
+    rot = _pelvis(heading)
+    out, rebuilt = limit_turn_rate(rot, FPS)
     assert rebuilt == 1
-    assert _rates(out).max() <= MAX_TURN_RATE * 1.05
+    np.testing.assert_allclose(out[0].as_quat(), rot[1].as_quat(), atol=1e-12)
+    np.testing.assert_allclose(out[1:].as_quat(), rot[1:].as_quat())
+
+
+def test_a_snap_cut_by_the_last_frame_holds_the_pelvis_from_where_it_starts_to_tip():
+    # The dance ends mid-snap: the pelvis tips sideways faster and faster, then the last frame
+    # has flipped half a turn. There is no far side to turn to; turning onto the tipped last frame
+    # would end the dance in a fall. The pelvis holds from the last frame at a dancer's pace.
+    T = 90
+    heading = np.linspace(0.0, 1.0, T)
+    heading[-1] += np.radians(150.0)
+    rot = _pelvis(heading)
+    tip = np.zeros(T)
+    tip[-4:] = np.radians([4.0, 12.0, 30.0, 60.0])                 # 4, 8, 18, 30 degrees a frame
+    rot = rot * Rotation.from_euler("z", tip[:, None])
+    rates = _rates(rot)                                            # rates[i]: frame i to i + 1
+    assert rates[-1] > MAX_TURN_RATE > rates[-2] > REBUILT_TURN_PACE > rates[-3]
+    out, rebuilt = limit_turn_rate(rot, FPS)
+    assert rebuilt == 1
+    np.testing.assert_allclose(out[:-2].as_quat(), rot[:-2].as_quat())
+    for frame in (-2, -1):                                         # held where the tip quickens
+        assert (out[frame] * rot[-3].inv()).magnitude() < 1e-9
+    assert _rates(out).max() < MAX_TURN_RATE
 
 
 def test_only_the_pelvis_channels_change():

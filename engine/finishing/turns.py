@@ -6,7 +6,8 @@ Real dancers' pelvis turns stay under MAX_TURN_RATE. Where the pelvis turns fast
 stretch around the snap is replaced by a turn at a dancer's pace (REBUILT_TURN_PACE). The
 stretch grows until the pace fits; the yaw is unwrapped, so a fast full spin stays a spin and
 does not reverse. Only the pelvis's own rotation changes; the rest of the body rides along, as it
-does in a real turn.
+does in a real turn. A snap that the dance's first or last frame cuts in half has no far side to
+turn to: there the pelvis holds its settled side's rotation.
 """
 from __future__ import annotations
 
@@ -44,7 +45,8 @@ def limit_turn_rate(root: Rotation, fps: float, max_rate: float = MAX_TURN_RATE,
                     pace: float = REBUILT_TURN_PACE) -> tuple[Rotation, int]:
     """(T,) pelvis rotations in world space at `fps` -> the same with every snap faster than
     `max_rate` rad/s rebuilt as an eased turn at a mean rate of `pace` (at most max_rate / 1.5,
-    so that its peak stays under max_rate); also returns how many snaps were rebuilt."""
+    so that its peak stays under max_rate), or, where the first or last frame cuts the snap, as a
+    hold of the rotation on its settled side; also returns how many snaps were rebuilt."""
     T = len(root)
     if T < 3:
         return root, 0
@@ -64,6 +66,23 @@ def limit_turn_rate(root: Rotation, fps: float, max_rate: float = MAX_TURN_RATE,
         a, b = spans[k]
         k += 1
         a = max(a, done_to)
+        if (a == 0) != (b == T - 1):
+            # A snap cut by the dance's first or last frame: the facing on its far side is not in
+            # the dance, so there is nothing to turn to, and a turn onto the cut frame's half-flipped,
+            # sideways pelvis ends the dance in a fall (a genre-set song's last 0.2 s: hips tilted
+            # 64 degrees, hands at 15 m/s). The pelvis holds the settled side's rotation instead,
+            # from where it starts to turn faster than a rebuilt turn's pace.
+            if a == 0:
+                while b < T - 1 and step[b] > mean_rate:
+                    b += 1
+                quats[:b] = quats[b]
+            else:
+                while a > done_to and step[a - 1] > mean_rate:
+                    a -= 1
+                quats[a + 1:] = quats[a]
+            done_to = b
+            rebuilt += 1
+            continue
         while True:
             while k < len(spans) and spans[k][0] <= b:    # a stretch that reaches a later snap takes it in
                 b = max(b, spans[k][1])
@@ -142,7 +161,8 @@ def limit_joint_speeds(poses: np.ndarray, fps: float, bounds=MAX_JOINT_SPEED,
     """(T,72) axis-angle -> the same with every stretch where a joint's local rotation turns
     faster than its bound rebuilt as an eased slerp across a stretch long enough for the bound
     (as limit_turn_rate does for the pelvis's heading), together with the other joints of its
-    limb (LIMB_CHAINS); also returns how many stretches were rebuilt. Frames in `fixed` (T,24)
+    limb (LIMB_CHAINS), or where the first or last frame cuts it, held at its settled side's
+    rotations; also returns how many stretches were rebuilt. Frames in `fixed` (T,24)
     bool (the animator's keys) are never changed: a stretch stops at them. A last guard for pops
     whose causes are upstream (the leg IK's quick swings)."""
     T = len(poses)
@@ -158,6 +178,21 @@ def limit_joint_speeds(poses: np.ndarray, fps: float, bounds=MAX_JOINT_SPEED,
         for a, b in true_runs(step[:, j] > bounds[j], 1):   # steps a..b-1 join frames a..b
             a, b = max(a, done_to), b
             if a >= b:
+                continue
+            # A pop cut by the dance's first or last frame has no far side to ease to (as in
+            # limit_turn_rate): the limb holds its settled side's rotations, unless a key is there.
+            slow = bounds[j] / SMOOTHSTEP_PEAK_OVER_MEAN
+            if a == 0 and b < T - 1 and not pinned[:b].any():
+                while b < T - 1 and step[b, j] > slow and not pinned[b]:
+                    b += 1
+                q[:b, chain] = q[b, chain]
+                done_to, rebuilt = b, rebuilt + 1
+                continue
+            if b == T - 1 and a > 0 and not pinned[a + 1:].any():
+                while a > done_to and step[a - 1, j] > slow and not pinned[a]:
+                    a -= 1
+                q[a + 1:, chain] = q[a, chain]
+                done_to, rebuilt = b, rebuilt + 1
                 continue
             while True:
                 angle = float(R.quat_angle(q[a, j], q[b, j]))
