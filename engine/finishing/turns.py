@@ -70,7 +70,7 @@ def limit_turn_rate(root: Rotation, fps: float, max_rate: float = MAX_TURN_RATE,
             # A snap cut by the dance's first or last frame: the facing on its far side is not in
             # the dance, so there is nothing to turn to, and a turn onto the cut frame's half-flipped,
             # sideways pelvis ends the dance in a fall (a genre-set song's last 0.2 s: hips tilted
-            # 64 degrees, hands at 15 m/s). The pelvis holds the settled side's rotation instead,
+            # 64 degrees, the feet at 15 m/s). The pelvis holds the settled side's rotation instead,
             # from where it starts to turn faster than a rebuilt turn's pace.
             if a == 0:
                 while b < T - 1 and step[b] > mean_rate:
