@@ -494,7 +494,7 @@ def test_band_limited_guidance_amplifies_slow_pushes_and_leaves_frame_jitter_alo
 
 
 def test_a_toe_tipped_under_the_floor_is_pitched_up_about_its_ankle():
-    from engine.finishing.feet import LEGS, _toes_above_floor
+    from engine.finishing.feet import LEGS, toes_above_floor
     T = 5
     poses = np.zeros((T, 72))
     toe_down = None
@@ -512,12 +512,19 @@ def test_a_toe_tipped_under_the_floor_is_pitched_up_about_its_ankle():
     trans = np.zeros((T, 3))
     trans[:, 1] = -joint_positions(toe_down, trans)[:, toes, 1].min() - 0.03       # toes 3 cm under the floor
     before = joint_positions(toe_down, trans)
-    fixed = joint_positions(_toes_above_floor(toe_down, trans), trans)
+    fixed = joint_positions(toes_above_floor(toe_down, trans), trans)
     assert before[:, toes, 1].min() < -0.029
     assert fixed[:, toes, 1].min() > -1e-6                                       # on the floor, not under it
     assert np.abs(fixed[:, ankles] - before[:, ankles]).max() < 1e-9              # the ankles stay put
     others = [j for j in range(24) if j not in toes]
     assert np.abs(fixed[:, others] - before[:, others]).max() < 1e-9
+    keyed = np.zeros((T, 24), bool)
+    keyed[2, LEGS["left"][2]] = True                                             # the animator keyed a left ankle
+    kept, lifted = toes_above_floor(toe_down, trans, keyed), toes_above_floor(toe_down, trans)
+    left_ankle = slice(3 * LEGS["left"][2], 3 * LEGS["left"][2] + 3)
+    assert not np.allclose(lifted[2, left_ankle], toe_down[2, left_ankle])       # unkeyed, it is pitched
+    np.testing.assert_array_equal(kept[2, left_ankle], toe_down[2, left_ankle])  # keyed, it stays as keyed
+    np.testing.assert_array_equal(np.delete(kept, 2, axis=0), np.delete(lifted, 2, axis=0))
     assert np.allclose(np.linalg.norm(fixed[:, toes] - fixed[:, ankles], axis=-1),
                        np.linalg.norm(before[:, toes] - before[:, ankles], axis=-1))   # a rotation, not a stretch
 

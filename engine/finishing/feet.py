@@ -1084,17 +1084,22 @@ def clean_feet(poses: np.ndarray, trans: np.ndarray, fps: float, cycle: np.ndarr
     Returns (poses, trans, contacts)."""
     trans = ground(poses, trans, fps, jump_lift)
     poses, contacts = lock_feet(poses, trans, fps, cycle, given_legs, pinned_legs)
-    return _toes_above_floor(poses, trans), trans, contacts
+    return toes_above_floor(poses, trans), trans, contacts
 
 
-def _toes_above_floor(poses: np.ndarray, trans: np.ndarray) -> np.ndarray:
+def toes_above_floor(poses: np.ndarray, trans: np.ndarray, fixed: np.ndarray | None = None) -> np.ndarray:
     """Pitch a foot up, about its ankle, where its toe is under the floor: the leg IK turns the
-    foot with the shin, and that can tip a toe a few centimetres under it."""
+    foot with the shin, and that can tip a toe a few centimetres under it (so can the beat warp's
+    resampling and the speed guard's easing after it). Frames where `fixed` (T, 24) bool holds the
+    ankle (the animator's keys) are left as they are."""
     local, pos = _positions(poses, trans)
     glob = _global_rotations(local)
     out = np.array(poses).reshape(len(poses), NUM_JOINTS, 3)     # only the pitched ankles change
     for _, knee, ankle, toe in LEGS.values():
-        frames = torch.nonzero(pos[:, toe, 1] < 0).flatten()
+        under = pos[:, toe, 1] < 0
+        if fixed is not None:
+            under &= ~torch.from_numpy(np.asarray(fixed[:, ankle], bool))
+        frames = torch.nonzero(under).flatten()
         if not len(frames):
             continue
         v = pos[frames, toe] - pos[frames, ankle]

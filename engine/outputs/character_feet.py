@@ -214,7 +214,7 @@ def pitched_above(offset: np.ndarray, base: np.ndarray, lowest: np.ndarray,
                   steady: np.ndarray | None = None) -> np.ndarray:
     """(N,3,3) world turns about horizontal axes (pitches) that lift the point `offset` (N,3) from
     a pivot at height `base` (N,) to at least `lowest` (N,) above the floor, its length and
-    heading kept (engine.finishing.feet._toes_above_floor's turn of SMPL's foot, here numpy and
+    heading kept (engine.finishing.feet.toes_above_floor's turn of SMPL's foot, here numpy and
     Z up): the identity where it is high enough; straight up where even that is too low.
     `steady` (N,3): a direction whose heading steadies the offset's where the offset points
     nearly straight down and has next to no heading of its own (a toe under a foot on tiptoe:
