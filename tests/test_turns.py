@@ -74,6 +74,7 @@ def test_a_snap_cut_by_the_first_frame_takes_the_settled_facing():
     assert rebuilt == 1
     np.testing.assert_allclose(out[0].as_quat(), rot[1].as_quat(), atol=1e-12)
     np.testing.assert_allclose(out[1:].as_quat(), rot[1:].as_quat())
+    assert _rates(out).max() <= MAX_TURN_RATE * 1.05
 
 
 def test_a_snap_cut_by_the_last_frame_holds_the_pelvis_from_where_it_starts_to_tip():

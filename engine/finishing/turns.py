@@ -66,21 +66,14 @@ def limit_turn_rate(root: Rotation, fps: float, max_rate: float = MAX_TURN_RATE,
         a, b = spans[k]
         k += 1
         a = max(a, done_to)
-        if (a == 0) != (b == T - 1):
-            # A snap cut by the dance's first or last frame: the facing on its far side is not in
-            # the dance, so there is nothing to turn to, and a turn onto the cut frame's half-flipped,
-            # sideways pelvis ends the dance in a fall (a genre-set song's last 0.2 s: hips tilted
-            # 64 degrees, the feet at 15 m/s). The pelvis holds the settled side's rotation instead,
-            # from where it starts to turn faster than a rebuilt turn's pace.
-            if a == 0:
-                while b < T - 1 and step[b] > mean_rate:
-                    b += 1
-                quats[:b] = quats[b]
-            else:
-                while a > done_to and step[a - 1] > mean_rate:
-                    a -= 1
-                quats[a + 1:] = quats[a]
-            done_to = b
+        cut = held_at_an_end(step > mean_rate, a, b, done_to)
+        if cut is not None:
+            # The facing on the snap's far side is not in the dance: a turn onto the cut frame's
+            # half-flipped, sideways pelvis ended a dance in a fall (a genre-set song's last 0.2 s:
+            # hips tilted 64 degrees, the feet at 15 m/s).
+            frames, settled = cut
+            quats[frames] = quats[settled]
+            done_to = max(frames.stop - 1, settled)          # the last frame the hold touched
             rebuilt += 1
             continue
         while True:
@@ -101,6 +94,27 @@ def limit_turn_rate(root: Rotation, fps: float, max_rate: float = MAX_TURN_RATE,
         done_to = b
         rebuilt += 1
     return Rotation.from_quat(quats), rebuilt
+
+
+def held_at_an_end(quick: np.ndarray, a: int, b: int, done_to: int = 0,
+                   pinned: np.ndarray | None = None) -> tuple[slice, int] | None:
+    """Where the dance's first or last frame (not both) cuts a run of too-fast steps joining
+    frames a..b: (the frames to hold, the settled frame they take their rotation from), or None.
+    Such a snap or pop has no far side in the dance to turn or ease to, so the rotation holds the
+    settled side's instead, from where the steps turn `quick` (T-1,) bool (faster than a rebuilt
+    turn's or an eased stretch's mean pace: the run's onset). Frames before `done_to` are settled already; frames `pinned`
+    (T,) bool (keys) are never held, and a key on the cut side leaves the run to the easing."""
+    T = len(quick) + 1
+    pinned = np.zeros(T, bool) if pinned is None else pinned
+    if a == 0 and b < T - 1 and not pinned[:b].any():
+        while b < T - 1 and quick[b] and not pinned[b]:
+            b += 1
+        return slice(0, b), b
+    if b == T - 1 and a > 0 and not pinned[a + 1:].any():
+        while a > done_to and quick[a - 1] and not pinned[a]:
+            a -= 1
+        return slice(a + 1, T), a
+    return None
 
 
 def limit_pelvis_turns(channels: torch.Tensor, fps: float, max_rate: float = MAX_TURN_RATE) -> torch.Tensor:
@@ -179,20 +193,11 @@ def limit_joint_speeds(poses: np.ndarray, fps: float, bounds=MAX_JOINT_SPEED,
             a, b = max(a, done_to), b
             if a >= b:
                 continue
-            # A pop cut by the dance's first or last frame has no far side to ease to (as in
-            # limit_turn_rate): the limb holds its settled side's rotations, unless a key is there.
-            slow = bounds[j] / SMOOTHSTEP_PEAK_OVER_MEAN
-            if a == 0 and b < T - 1 and not pinned[:b].any():
-                while b < T - 1 and step[b, j] > slow and not pinned[b]:
-                    b += 1
-                q[:b, chain] = q[b, chain]
-                done_to, rebuilt = b, rebuilt + 1
-                continue
-            if b == T - 1 and a > 0 and not pinned[a + 1:].any():
-                while a > done_to and step[a - 1, j] > slow and not pinned[a]:
-                    a -= 1
-                q[a + 1:, chain] = q[a, chain]
-                done_to, rebuilt = b, rebuilt + 1
+            cut = held_at_an_end(step[:, j] > bounds[j] / SMOOTHSTEP_PEAK_OVER_MEAN, a, b, done_to, pinned)
+            if cut is not None:           # no far side to ease to: the limb holds its settled side
+                frames, settled = cut
+                q[frames, chain] = q[settled, chain]
+                done_to, rebuilt = max(frames.stop - 1, settled), rebuilt + 1
                 continue
             while True:
                 angle = float(R.quat_angle(q[a, j], q[b, j]))
