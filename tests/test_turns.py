@@ -80,7 +80,8 @@ def test_a_snap_cut_by_the_first_frame_takes_the_settled_facing():
 def test_a_snap_cut_by_the_last_frame_holds_the_pelvis_from_where_it_starts_to_tip():
     # The dance ends mid-snap: the pelvis tips sideways faster and faster, then the last frame
     # has flipped half a turn. There is no far side to turn to; turning onto the tipped last frame
-    # would end the dance in a fall. The pelvis holds from the last frame at a dancer's pace.
+    # would end the dance in a fall. The pelvis holds the last frame that still turned slower than
+    # a rebuilt turn's pace.
     T = 90
     heading = np.linspace(0.0, 1.0, T)
     heading[-1] += np.radians(150.0)
