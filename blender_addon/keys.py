@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import math
 import re
+from contextlib import contextmanager
 
 import bpy
 import numpy as np
@@ -245,6 +246,74 @@ def animator_keys(obj, frame_start: float, frame_end: float, action=None, modes=
         if frames:
             out[channel] = frames
     return out
+
+
+# Each animation channel's value where nothing keys it: what a bone without F-curves rests at.
+_REST_CHANNEL_VALUES = {"location": (0.0, 0.0, 0.0), "rotation_euler": (0.0, 0.0, 0.0),
+                        "rotation_quaternion": (1.0, 0.0, 0.0, 0.0), "rotation_axis_angle": (0.0, 0.0, 1.0, 0.0)}
+
+
+# The keyframe properties a key is rebuilt from (name, values per key): all of Blender's but selection.
+_KEY_PROPERTIES = (("co", 2), ("handle_left", 2), ("handle_right", 2), ("interpolation", 1),
+                   ("handle_left_type", 1), ("handle_right_type", 1), ("type", 1), ("easing", 1),
+                   ("back", 1), ("amplitude", 1), ("period", 1))
+
+
+def _keep_keys(fc, generated: int, theirs, rest) -> None:
+    """Drop `fc`'s keys of type `generated` but on the frames `theirs`, all at once (removing a
+    3-minute take's keys one by one is quadratic); a curve left empty holds its channel's `rest`
+    value. Automatic handles are recalculated for the keys' new neighbours."""
+    points = fc.keyframe_points
+    n = len(points)
+    if n == 0:
+        return
+    values = {}
+    for name, width in _KEY_PROPERTIES:
+        values[name] = np.empty(n * width, np.float64 if name in ("co", "handle_left", "handle_right", "back",
+                                                                  "amplitude", "period") else np.int32)
+        points.foreach_get(name, values[name])
+    frames = np.round(values["co"][0::2]).astype(int)
+    keep = (values["type"] != generated) | np.isin(frames, list(theirs))
+    if keep.all():
+        return
+    points.clear()
+    if keep.any():
+        points.add(int(keep.sum()))
+        for name, width in _KEY_PROPERTIES:
+            points.foreach_set(name, values[name].reshape(n, width)[keep].ravel())
+    else:
+        points.insert(0.0, rest[fc.array_index] if rest is not None and fc.array_index < len(rest) else 0.0)
+    fc.update()
+
+
+@contextmanager
+def animator_only(obj):
+    """The current action as the animator's own keys alone play it, for reading the pose their
+    animation leaves where a dance starts or ends: the action itself when it holds no generated
+    key, else a temporary copy of it without the generated keys (those the animator changed
+    stay), removed on exit; None without an action. A channel keyed only by the add-on rests
+    there (the rest value), as on the animator's own action, where it has no F-curve. On a take
+    danced again after its song moved, the generated keys at the new dance's first frame are the
+    old dance's, and read with them the new dance started from the old one's pose, 75 degrees
+    off the animator's key before it (QA)."""
+    ad = obj.animation_data
+    action = ad.action if ad is not None else None
+    generated = compat.generated_key_type()
+    if action is None or not any(
+            (c[2] == generated[1]).any() for channels in _channel_keys(obj, action).values() for c in channels.values()):
+        yield action
+        return
+    mine = animator_keys(obj, -np.inf, np.inf)
+    copy = action.copy()
+    try:
+        for fc in compat.action_fcurves(copy, compat.object_slot(obj, copy)):
+            channel = _bone_channel(fc.data_path)
+            if channel is None:
+                continue
+            _keep_keys(fc, generated[1], mine.get(channel, ()), _REST_CHANNEL_VALUES.get(channel[1]))
+        yield copy
+    finally:
+        bpy.data.actions.remove(copy)
 
 
 # A baked clip (an FBX or BVH import, a mocap take) keys its moving channels on every frame, and

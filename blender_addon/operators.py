@@ -388,24 +388,28 @@ def build_request(context):
         around = regeneration_context(obj, p)
         if around is not None:
             write_range, (first, last) = (p.first, p.last), around
-    # Frames fixed at the pose shown there: the dance around a regenerated range, or the first
-    # danced frame where animation before the dance leads into it.
+    # Frames fixed at the pose shown there: the dance around a regenerated range.
     fixed = [f for f in range(first, last + 1) if not p.first <= f <= p.last]
+    # Frames fixed at the pose the animator's own animation leaves there (not a take's generated
+    # keys): the first, where animation before the dance leads into it, and the last, where a
+    # whole pose after it is led out into (a partial pose: `partial`, those bones only).
+    lead = []
     intro = lead_in(obj, bone_map, first) if write_range is None else None
     if intro is not None:
-        fixed.append(first)
+        lead.append(first)
     outro = lead_out(obj, bone_map, last, p.fps) if write_range is None else None
     partial = None
-    if outro is not None and outro.whole and last not in fixed:
-        fixed.append(last)
+    if outro is not None and outro.whole and last not in lead:
+        lead.append(last)
     elif outro is not None and not outro.whole:
         partial = (last, outro.bones, outro.root)
     if bone_map is not None:   # own character: constraints from its bones, its keys carried over
         cons, kept = rig_io.read_character_constraints(obj, bone_map, first, last, p.fps, settings.keep_parts(),
-                                                       settings.keep_root, scene, context=fixed, partial=partial)
+                                                       settings.keep_root, scene, context=fixed, partial=partial,
+                                                       lead=lead)
     else:
         cons = scene_io.read_constraints(obj, first, last, p.fps, settings.keep_parts(), settings.keep_root, scene,
-                                         context=fixed, partial=partial)
+                                         context=fixed, partial=partial, lead=lead)
         kept = scene_io.key_masks(obj, first, last)
     start = p.file_seconds(first)
     action = obj.animation_data.action if obj.animation_data is not None else None

@@ -537,13 +537,13 @@ def rotation_quats(modes: list[str], quat: np.ndarray, euler: np.ndarray, axis_a
     return out
 
 
-def evaluate_basis(obj, frames, names=None) -> tuple[np.ndarray, np.ndarray]:
+def evaluate_basis(obj, frames, names=None, action=None) -> tuple[np.ndarray, np.ndarray]:
     """(rotations (F,B,4) w,x,y,z, locations (F,B,3)): the animation channels (any rotation
     mode) of the bones `names` (default: all, in the armature's order) on each of `frames`, as
-    the current action's F-curves give them (a channel without one: its current value). No
-    scene evaluation: reading 3 minutes of a Rigify rig takes a second, not a minute."""
+    the current action's F-curves (or `action`'s) give them (a channel without one: its current
+    value). No scene evaluation: reading 3 minutes of a Rigify rig takes a second, not a minute."""
     names = list(names) if names is not None else [b.name for b in obj.data.bones]
-    got = _channel_values(obj, frames, names, None)
+    got = _channel_values(obj, frames, names, action)
     return _rotations(obj, names, got), got["location"]
 
 
@@ -604,7 +604,8 @@ class CharacterKeys:
 
 
 def read_character_constraints(obj, bone_map: dict[str, str], frame_start: int, frame_end: int, fps: float,
-                               keep_parts=(), keep_root: bool = False, scene=None, context=(), partial=None):
+                               keep_parts=(), keep_root: bool = False, scene=None, context=(), partial=None,
+                               lead=()):
     """The animator's wishes on their character as SMPL engine Constraints at `fps` (frame 0 =
     `frame_start`), and the CharacterKeys to write back verbatim.
 
@@ -614,6 +615,8 @@ def read_character_constraints(obj, bone_map: dict[str, str], frame_start: int, 
     - Frames in `context` are fixed entirely (the dance around a regenerated range).
     - `partial` (frame, bones, root): on that frame only those bones (and the root bone's place
       if `root`) are fixed, as the animation plays them (a lead-out into a partial pose).
+    - Frames in `lead` are fixed entirely at the pose the animator's own animation leaves there
+      (key_io.animator_only: a take's generated keys are the old dance's), and so is `partial`'s.
     The character is placed as on `frame_start` (world_matrix), as write_character_dance places it.
     `scene` is unused (values come from the F-curves, evaluate_basis); it mirrors
     scene_io.read_constraints' signature."""
@@ -650,9 +653,12 @@ def read_character_constraints(obj, bone_map: dict[str, str], frame_start: int, 
             if b in rt.driven:
                 held[f - frame_start, b] = True
         root_held[f - frame_start] |= with_root
-    ctx = np.asarray(sorted(int(f) - frame_start for f in context if frame_start <= f <= frame_end), int)
+    ctx = np.asarray(sorted(int(f) - frame_start for f in (*context, *lead) if frame_start <= f <= frame_end), int)
     held[np.ix_(ctx, rt.driven)] = True
     root_held[ctx] = True
+    own = {int(f) - frame_start for f in lead if frame_start <= f <= frame_end}
+    if partial is not None and frame_start <= partial[0] <= frame_end:
+        own.add(partial[0] - frame_start)
 
     cons = Constraints.empty(n, fps)
     rotations = np.zeros((n, B, 4))
@@ -661,6 +667,10 @@ def read_character_constraints(obj, bone_map: dict[str, str], frame_start: int, 
     rows = np.flatnonzero(held.any(axis=1) | root_held)
     if len(rows):
         rot, loc = evaluate_basis(obj, frame_start + rows, rig.names)
+        led = np.isin(rows, sorted(own))
+        if led.any():
+            with key_io.animator_only(obj) as action:
+                rot[led], loc[led] = evaluate_basis(obj, frame_start + rows[led], rig.names, action)
         rotations[rows], root_location[rows] = rot, loc[:, rt.root_bone]
         poses, trans, joint_mask, _ = rt.from_rig(rot, loc[:, rt.root_bone], held[rows], root_held[rows])
         joint_mask = np.asarray(joint_mask, bool)

@@ -885,6 +885,24 @@ def _mixamo_stage(scene, tmp_path, seconds=2.0):
     return obj, first, last
 
 
+def test_a_characters_take_danced_again_after_its_song_was_trimmed_starts_from_the_animators_key(addon, tmp_path):
+    # QA: on a Mixamo-named character, Generate on take 1 after the song's start was trimmed pinned
+    # the new dance's first frame to take 1's generated forearm, 54 degrees off the animator's key
+    # before the song (scene_io's twin: test_addon_regenerate.py).
+    scene = addon
+    obj, first, last = _mixamo_stage(scene, tmp_path, seconds=3.0)
+    forearm = obj.pose.bones["mixamorig:LeftForeArm"]                   # an Euler bone (XYZ)
+    keyed = Euler((0.3, 0.8, -0.2), forearm.rotation_mode)
+    forearm.rotation_euler = keyed
+    forearm.keyframe_insert("rotation_euler", frame=first + 5)
+    assert bpy.ops.dance.generate() == {'FINISHED'}                      # take 1, the whole song
+    scene_io.find_sound_strip(scene).frame_offset_start = 20
+    assert bpy.ops.dance.generate() == {'FINISHED'}                      # take 2, danced on take 1
+    assert "starts from the pose" in scene.dance.status
+    scene.frame_set(first + 20)
+    assert forearm.matrix_basis.to_quaternion().rotation_difference(keyed.to_quaternion()).angle < 1e-4
+
+
 def test_generate_operator_and_exports_on_a_character(addon, tmp_path):
     scene = addon
     obj, first, last = _mixamo_stage(scene, tmp_path)

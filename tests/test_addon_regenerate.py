@@ -787,6 +787,34 @@ def test_an_earlier_takes_dance_before_the_song_is_no_intro(addon, tmp_path):
     assert operators.lead_in(obj, None, first + 30) == first + 10
 
 
+def test_a_take_danced_again_after_its_song_was_trimmed_leads_from_and_into_the_animators_keys(addon, tmp_path):
+    # QA: Generate on take 1 after the song was trimmed: the new dance's first frame was pinned to
+    # take 1's generated pose there (the elbow 75 degrees off the animator's key before the song,
+    # and every frame before the song frozen in the old dance), and its last frame likewise (130
+    # degrees off the key after it). The pose led from and into is the animator's animation's.
+    scene = addon
+    obj, first, last = _song_stage(scene, tmp_path, seconds=3.0, strip_frame=5)
+    intro, outro = np.array([0.3, 0.8, -0.2]), np.array([-0.4, 0.5, 0.6])
+    _key(obj, first + 5, {"left_elbow": intro})
+    _key(obj, last - 5, {"right_elbow": outro})
+    assert bpy.ops.dance.generate() == {'FINISHED'}                      # take 1, the whole song
+    strip = scene_io.find_sound_strip(scene)
+    strip.frame_offset_start, strip.frame_offset_end = 20, 10            # now frames first+20 .. last-10
+    before = len(bpy.data.actions)
+    assert bpy.ops.dance.generate() == {'FINISHED'}                      # take 2, danced on take 1
+    assert "starts from the pose" in scene.dance.status and "ends in the pose" in scene.dance.status
+    assert len(bpy.data.actions) == before + 1                           # the new take, no leftover copy
+    poses = scene_io.read_motion(obj, first + 20, last - 10).poses
+    left, right = 3 * JOINT_INDEX["left_elbow"], 3 * JOINT_INDEX["right_elbow"]
+    assert rotation_error(poses[0, left:left + 3], intro) < 1e-4
+    assert rotation_error(poses[-1, right:right + 3], outro) < 1e-4
+    # Every other bone as the animator's keys leave it there: at rest (the right elbow's one key
+    # holds it all along), not in take 1's dance.
+    elbows = [JOINT_INDEX["left_elbow"], JOINT_INDEX["right_elbow"]]
+    assert rotation_error(poses[0, right:right + 3], outro) < 1e-4
+    assert np.abs(np.delete(poses[0].reshape(24, 3), elbows, axis=0)).max() < 1e-4
+
+
 def test_keys_on_a_take_are_said_to_meet_other_music_when_the_song_moved(addon, tmp_path):
     # QA: the strip moved, or the scene's frame rate changed, after keys were set on a take: the
     # keys keep their frames and now meet other moments of the music, and nothing said so.
