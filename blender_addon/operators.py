@@ -253,6 +253,24 @@ def unplayed_original_note(obj) -> str | None:
             f"click '{takes.ORIGINAL_PREFIX}{original.name}' under Takes to dance from them")
 
 
+def unslotted_action_note(obj) -> str | None:
+    """A note when the dancer's action plays through no slot (Blender 4.4+: an action made on
+    another object and assigned in the Action editor plays nothing there) and its keys are still
+    read, from the slot compat.object_slot falls back to: the animator sees no animation, yet
+    the dance keeps those keys (QA)."""
+    from . import blender_compat as compat
+    ad = obj.animation_data
+    action = ad.action if ad is not None else None
+    if action is None or not compat.is_slotted(action) or getattr(ad, "action_slot", None) is not None:
+        return None
+    slot = compat.object_slot(obj, action)
+    if slot is None:
+        return None
+    return (f"'{obj.name}' plays action '{action.name}' through no slot, so none of it shows; the keys of its "
+            f"slot '{slot.identifier}' were used: pick that slot in the Action editor to see them, "
+            "or unassign the action")
+
+
 def dancer_units_per_metre(obj, bone_map, frame: int | None = None) -> float:
     """Blender units in the world per metre of the dance: the SMPL dancer's object scale (its
     bones are in metres), a character's leg length over SMPL's (rig_io.retargeter), as on the
@@ -483,9 +501,9 @@ def build_request(context):
     if ((settings.keep_parts() or settings.keep_root) and (ad is None or ad.action is None)
             and rig_io.nla_only_note(obj, bone_map) is None):
         request.notes.append(f"'{obj.name}' has no animation: the kept body parts hold its current pose")
-    note = unplayed_original_note(obj)
-    if note:
-        request.notes.append(note)
+    for note in (unplayed_original_note(obj), unslotted_action_note(obj)):
+        if note:
+            request.notes.append(note)
     name_take(request)
     return request
 

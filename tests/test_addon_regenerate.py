@@ -815,6 +815,24 @@ def test_a_take_danced_again_after_its_song_was_trimmed_leads_from_and_into_the_
     assert np.abs(np.delete(poses[0].reshape(24, 3), elbows, axis=0)).max() < 1e-4
 
 
+def test_an_action_playing_through_no_slot_is_said_when_its_keys_are_used(addon, tmp_path):
+    # QA: an action keyed on another rig and assigned to the dancer in the Action editor plays
+    # through no slot (Blender 4.4+), so nothing of it shows, yet its keys were danced, unsaid.
+    scene = addon
+    obj, first, last = _song_stage(scene, tmp_path, seconds=2.0, strip_frame=5)
+    other = scene_io.create_smpl_armature(bpy.context, name="Other", with_mesh=False)
+    _key(other, first + 10, {"left_elbow": np.array([0.1, 1.2, 0.3])})
+    action = other.animation_data.action
+    if not compat.is_slotted(action):
+        pytest.skip("actions have slots from Blender 4.4")
+    other.animation_data.action = None
+    obj.animation_data_create().action = action
+    assert obj.animation_data.action_slot is None                        # Blender plays nothing of it
+    assert bpy.ops.dance.generate() == {'FINISHED'}
+    assert f"plays action '{action.name}' through no slot" in scene.dance.status
+    assert operators.unslotted_action_note(obj) is None                  # the take plays through its slot
+
+
 def test_keys_on_a_take_are_said_to_meet_other_music_when_the_song_moved(addon, tmp_path):
     # QA: the strip moved, or the scene's frame rate changed, after keys were set on a take: the
     # keys keep their frames and now meet other moments of the music, and nothing said so.
