@@ -24,6 +24,7 @@ import bpy
 import numpy as np
 
 from . import blender_compat as compat
+from . import takes
 
 _PATH_RE = re.compile(r'^pose\.bones\["((?:[^"\\]|\\.)*)"\]\.(\w+)$')
 STAMP_KEY = "dance_stamp"               # action: {"r|bone" / "l|bone": [frame, sum, frame, sum, ...]}
@@ -248,17 +249,6 @@ def animator_keys(obj, frame_start: float, frame_end: float, action=None, modes=
     return out
 
 
-# Each animation channel's value where nothing keys it: what a bone without F-curves rests at.
-_REST_CHANNEL_VALUES = {"location": (0.0, 0.0, 0.0), "rotation_euler": (0.0, 0.0, 0.0),
-                        "rotation_quaternion": (1.0, 0.0, 0.0, 0.0), "rotation_axis_angle": (0.0, 0.0, 1.0, 0.0)}
-
-
-# The keyframe properties a key is rebuilt from (name, values per key): all of Blender's but selection.
-_KEY_PROPERTIES = (("co", 2), ("handle_left", 2), ("handle_right", 2), ("interpolation", 1),
-                   ("handle_left_type", 1), ("handle_right_type", 1), ("type", 1), ("easing", 1),
-                   ("back", 1), ("amplitude", 1), ("period", 1))
-
-
 def _keep_keys(fc, generated: int, theirs, rest) -> None:
     """Drop `fc`'s keys of type `generated` but on the frames `theirs`, all at once (removing a
     3-minute take's keys one by one is quadratic); a curve left empty holds its channel's `rest`
@@ -268,9 +258,8 @@ def _keep_keys(fc, generated: int, theirs, rest) -> None:
     if n == 0:
         return
     values = {}
-    for name, width in _KEY_PROPERTIES:
-        values[name] = np.empty(n * width, np.float64 if name in ("co", "handle_left", "handle_right", "back",
-                                                                  "amplitude", "period") else np.int32)
+    for name, width, dtype in _KEY_ATTRS:
+        values[name] = np.empty(n * width, dtype)
         points.foreach_get(name, values[name])
     frames = np.round(values["co"][0::2]).astype(int)
     keep = (values["type"] != generated) | np.isin(frames, list(theirs))
@@ -279,11 +268,19 @@ def _keep_keys(fc, generated: int, theirs, rest) -> None:
     points.clear()
     if keep.any():
         points.add(int(keep.sum()))
-        for name, width in _KEY_PROPERTIES:
+        for name, width, _ in _KEY_ATTRS:
             points.foreach_set(name, values[name].reshape(n, width)[keep].ravel())
     else:
         points.insert(0.0, rest[fc.array_index] if rest is not None and fc.array_index < len(rest) else 0.0)
     fc.update()
+
+
+def own_pose_frames(lead, partial, frame_start: int, frame_end: int) -> list[int]:
+    """The scene frames within [frame_start, frame_end] whose pose is read from the animator's own
+    keys (animator_only): the `lead` frames and a partial lead-out's frame (`partial`: (frame,
+    bones, root) or None), as scene_io.read_constraints and rig_io.read_character_constraints take them."""
+    frames = set(int(f) for f in lead) | ({int(partial[0])} if partial is not None else set())
+    return sorted(f for f in frames if frame_start <= f <= frame_end)
 
 
 @contextmanager
@@ -310,7 +307,7 @@ def animator_only(obj):
             channel = _bone_channel(fc.data_path)
             if channel is None:
                 continue
-            _keep_keys(fc, generated[1], mine.get(channel, ()), _REST_CHANNEL_VALUES.get(channel[1]))
+            _keep_keys(fc, generated[1], mine.get(channel, ()), takes.REST_CHANNEL_VALUES.get(channel[1]))
         yield copy
     finally:
         bpy.data.actions.remove(copy)

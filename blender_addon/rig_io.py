@@ -656,9 +656,7 @@ def read_character_constraints(obj, bone_map: dict[str, str], frame_start: int, 
     ctx = np.asarray(sorted(int(f) - frame_start for f in (*context, *lead) if frame_start <= f <= frame_end), int)
     held[np.ix_(ctx, rt.driven)] = True
     root_held[ctx] = True
-    own = {int(f) - frame_start for f in lead if frame_start <= f <= frame_end}
-    if partial is not None and frame_start <= partial[0] <= frame_end:
-        own.add(partial[0] - frame_start)
+    own = np.asarray(key_io.own_pose_frames(lead, partial, frame_start, frame_end), int) - frame_start
 
     cons = Constraints.empty(n, fps)
     rotations = np.zeros((n, B, 4))
@@ -667,7 +665,7 @@ def read_character_constraints(obj, bone_map: dict[str, str], frame_start: int, 
     rows = np.flatnonzero(held.any(axis=1) | root_held)
     if len(rows):
         rot, loc = evaluate_basis(obj, frame_start + rows, rig.names)
-        led = np.isin(rows, sorted(own))
+        led = np.isin(rows, own)
         if led.any():
             with key_io.animator_only(obj) as action:
                 rot[led], loc[led] = evaluate_basis(obj, frame_start + rows[led], rig.names, action)

@@ -447,7 +447,7 @@ def read_constraints(obj, frame_start: int, frame_end: int, fps: float,
         root = sorted(set(root) | {f}) if with_root else root
     context = sorted(int(f) for f in context if frame_start <= f <= frame_end)
     lead = sorted(int(f) for f in lead if frame_start <= f <= frame_end)
-    own = sorted(set(lead) | ({partial[0]} if partial is not None and frame_start <= partial[0] <= frame_end else set()))
+    own = keys.own_pose_frames(lead, partial, frame_start, frame_end)
     frames = sorted(set(root).union(*joints.values(), context, lead))
     if frames:
         poses, trans = keyed_values(obj, frames)

@@ -156,15 +156,18 @@ def _remember_original(obj, action) -> None:
     keep_state(obj, ORIGINAL_KEY, action)
 
 
+# Each pose channel's value at rest (where nothing animates it), by its property name.
+REST_CHANNEL_VALUES = {"location": (0.0, 0.0, 0.0), "scale": (1.0, 1.0, 1.0),
+                       "rotation_quaternion": (1.0, 0.0, 0.0, 0.0), "rotation_euler": (0.0, 0.0, 0.0),
+                       "rotation_axis_angle": (0.0, 0.0, 1.0, 0.0)}
+
+
 def reset_pose(obj) -> None:
     """Every bone to its rest pose (rotation modes untouched): channels the next action leaves
     unkeyed must not keep the last action's values (Blender leaves them as they were)."""
     for pb in obj.pose.bones:
-        pb.location = (0.0, 0.0, 0.0)
-        pb.scale = (1.0, 1.0, 1.0)
-        pb.rotation_quaternion = (1.0, 0.0, 0.0, 0.0)
-        pb.rotation_euler = (0.0, 0.0, 0.0)
-        pb.rotation_axis_angle = (0.0, 0.0, 1.0, 0.0)
+        for prop, value in REST_CHANNEL_VALUES.items():
+            setattr(pb, prop, value)
 
 
 def use_action(obj, action) -> None:
