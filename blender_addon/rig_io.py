@@ -13,7 +13,7 @@ engine.outputs.retarget and needs no bpy; this module only moves data between Bl
   drives (fingers, face, tail, props) keep their animation, keys outside the danced frames
   stay, rotation modes never change, and the previous action is kept untouched. Animated
   bones that would bend the dance from above (Rigify's hips and chest controls) rest while it
-  plays, and Rigify's IK/FK and follow switches are keyed to FK in the take.
+  plays, and Rigify's IK/FK switches are keyed to FK in the take.
 The SMPL dancer (scene_io.is_smpl_armature) keeps its own, direct path in scene_io.
 """
 from __future__ import annotations
@@ -37,9 +37,10 @@ from engine.outputs.retarget import (Retargeter, Rig, auto_map, check_bone_map, 
                              load_preset)
 from engine.body.skeleton import JOINT_NAMES, joint_indices
 # Rigify switches the add-on keys in each take it writes so the deforming bones follow the FK
-# controls it animates, and neck and head inherit the spine's rotation (custom properties that
-# Rigify's generated rig puts on thigh_parent.L, upper_arm_parent.L, ... and on torso).
-RIGIFY_SWITCHES = {"IK_FK": 1.0, "neck_follow": 1.0, "head_follow": 1.0}
+# controls it animates (custom properties that Rigify's generated rig puts on thigh_parent.L,
+# upper_arm_parent.L, ...). The torso's neck_follow and head_follow stay the animator's: the
+# Copy Rotations they drive are part of the maths (read_rig, Rig.copies_rotation).
+RIGIFY_SWITCHES = {"IK_FK": 1.0}
 SWITCHES_KEY = "dance_rig_switches_json"   # object: JSON {"bone|property": value} as the animator had them
 LEGACY_SWITCHES_KEY = "dance_rig_switches"  # the same as a custom property dict (older files)
 
@@ -119,17 +120,65 @@ def read_rig(obj, bone_map: dict[str, str] | None = None, frame: float | None = 
     height = rest[:, :3, 3] @ O[2, :3] + O[2, 3]
     pool = [i for i, d in enumerate(deform) if d] or list(range(len(names)))
     keep = set(mapped) | {i for i, p in enumerate(parents) if p in mapped} | {min(pool, key=lambda i: height[i])}
-    for b in list(keep):
-        p = parents[b]
-        while p >= 0 and p not in keep:
-            keep.add(p)
-            p = parents[p]
+    _with_ancestors(keep, parents)
+    copies = {index[b]: (index[c], w) for b, (c, w) in _copied_rotations(obj, frame).items()
+              if index[b] in keep and index[b] not in mapped}
+    keep |= {c for c, _ in copies.values()}
+    _with_ancestors(keep, parents)
     sub = sorted(keep)
     new = {old: k for k, old in enumerate(sub)}
     return Rig(names=[names[i] for i in sub], parents=[new.get(parents[i], -1) for i in sub], rest=rest[sub],
                lengths=lengths[sub], deform=[deform[i] for i in sub], object_matrix=O, stands_at_rest=body,
                keeps_rotation=[keeps[i] for i in sub], local_location=[local[i] for i in sub],
-               connected=[connected[i] for i in sub])
+               connected=[connected[i] for i in sub],
+               copies_rotation={new[b]: (new[c], w) for b, (c, w) in copies.items()})
+
+
+def _with_ancestors(keep: set[int], parents: list[int]) -> None:
+    for b in list(keep):
+        p = parents[b]
+        while p >= 0 and p not in keep:
+            keep.add(p)
+            p = parents[p]
+
+
+def _copied_rotations(obj, frame: float | None = None) -> dict[str, tuple[str, float]]:
+    """{bone: (bone it copies, influence)}: the armature's Copy Rotation constraints on its own
+    bones that engine.outputs.retarget models (Rig.copies_rotation: world or pose space both
+    ways, Replace, every axis, none inverted, not muted), with the influence as evaluated on
+    scene frame `frame` (a driver's result: Rigify's MCH-ROT-neck copies the torso by
+    1 - neck_follow). Another frame is evaluated with frame_set, the playhead put back, only
+    where the action animates a custom property that such a driver may read."""
+    found = []
+    for pb in obj.pose.bones:
+        for c in pb.constraints:
+            if (c.type == 'COPY_ROTATION' and not c.mute and getattr(c, "target", None) == obj and c.subtarget
+                    and c.subtarget in obj.pose.bones and c.subtarget != pb.name
+                    and c.owner_space == c.target_space and c.owner_space in ('WORLD', 'POSE')
+                    and c.mix_mode == 'REPLACE' and c.use_x and c.use_y and c.use_z
+                    and not (c.invert_x or c.invert_y or c.invert_z)):
+                found.append((pb.name, c.name, c.subtarget))
+    if not found:
+        return {}
+    scene = bpy.context.scene
+    ad = obj.animation_data
+    animated = ad is not None and any('"][' in fc.data_path for fc in compat.action_fcurves(
+        ad.action, compat.object_slot(obj, ad.action)))
+    saved = scene.frame_current, scene.frame_subframe
+    moved = (frame is not None and animated
+             and (int(round(frame)) != scene.frame_current or scene.frame_subframe != 0.0))
+    try:
+        if moved:
+            scene.frame_set(int(round(frame)))
+        out = {}
+        for bone, name, target in found:      # a driver's result is written back to the original too
+            w = float(obj.pose.bones[bone].constraints[name].influence)
+            if w > 1e-6:
+                out[bone] = (target, min(w, 1.0))
+        return out
+    finally:
+        if moved:
+            scene.frame_set(saved[0], subframe=saved[1])
 
 
 def uneven_scale_note(obj) -> str | None:
@@ -232,7 +281,7 @@ def modifiers_note(obj, danced: set[str]) -> str | None:
 
 
 def switches_note(obj) -> str | None:
-    """A note for a Rigify rig the animator has on IK (or without a follow): the takes key its
+    """A note for a Rigify rig the animator has on IK: the takes key its
     switches to FK (RIGIFY_SWITCHES), and Blender keeps an animated property's last value when an
     action that does not key it is assigned, so an IK action assigned outside the Takes list
     (which restores them, restore_switches) plays with its limbs on FK (QA: bones up to 1.46 m off).
@@ -241,11 +290,12 @@ def switches_note(obj) -> str | None:
     if ad is not None and takes.is_take(ad.action):
         return None
     had = remembered_switches(obj) or _switches_now(obj)
-    differ = sorted({key.partition("|")[0] for key, value in had.items()
-                     if abs(float(value) - RIGIFY_SWITCHES[key.partition("|")[2]]) > 1e-6})
+    differ = sorted({key.partition("|")[0] for key, value in had.items()    # (earlier versions remembered follows too)
+                     if key.partition("|")[2] in RIGIFY_SWITCHES
+                     and abs(float(value) - RIGIFY_SWITCHES[key.partition("|")[2]]) > 1e-6})
     if not differ:
         return None
-    return (f"the take switches {_listed(differ)} to FK (Rigify's IK_FK and follow switches): switch actions with "
+    return (f"the take switches {_listed(differ)} to FK (Rigify's IK_FK switches): switch actions with "
             "the Takes list, which puts them back; an action assigned elsewhere plays on FK until you set them back")
 
 
@@ -901,7 +951,7 @@ def _animated_influencers(obj, action, driven: set[str]) -> list[str]:
 
 
 def _key_rigify_switches(obj, action, frames: np.ndarray) -> None:
-    """Key Rigify's IK/FK and follow switches (RIGIFY_SWITCHES) to FK over the danced frames, in
+    """Key Rigify's IK/FK switches (RIGIFY_SWITCHES) to FK over the danced frames, in
     the take only: the animator's own action keeps whatever they had."""
     if not len(frames):
         return

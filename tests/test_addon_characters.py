@@ -543,6 +543,38 @@ def test_rigify_rig_dances_through_its_fk_controls(addon, tmp_path, rigify_blend
     assert pbs["thigh_parent.L"]["IK_FK"] == ik_before and pbs["torso"]["neck_follow"] == 0.5
 
 
+def test_rigify_head_keyed_with_the_rigs_own_follows_comes_out_as_keyed(addon, tmp_path, rigify_blend):
+    # Rigify's torso has neck_follow 0.5 and head_follow 0: the neck and head controls then hang
+    # partly from the torso, not only from the spine. Takes used to switch both to 1, which showed
+    # the keyed channel values as another pose (QA: the head 30-102 degrees off the key); the
+    # maths now models the Copy Rotations the follows drive, and the take leaves them alone.
+    scene = addon
+    obj = load_rigify(rigify_blend)
+    _, first, last = stage_song(scene, tmp_path)
+    pbs = obj.pose.bones
+    assert (pbs["torso"]["neck_follow"], pbs["torso"]["head_follow"]) == (0.5, 0.0)
+    key = first + 10
+    pbs["torso"].keyframe_insert("location", frame=key)          # the pelvis placed: the chain is the keys'
+    for name, q in (("torso", (0.98, 0.0, 0.0, 0.2)), ("spine_fk.002", (0.95, 0.25, 0.1, 0.0)),
+                    ("spine_fk.003", (0.95, 0.1, 0.0, 0.25)), ("neck", (0.97, 0.1, 0.2, 0.0)), ("head", (0.95, -0.2, 0.1, 0.2))):
+        pbs[name].rotation_mode = 'QUATERNION'
+        pbs[name].rotation_quaternion = q
+        pbs[name].keyframe_insert("rotation_quaternion", frame=key)
+    mine = obj.animation_data.action
+    before = snapshot(mine)
+    scene.frame_set(key)
+    keyed = {n: np.array(pbs[n].matrix) for n in ("neck", "head", "DEF-spine.004", "DEF-spine.005", "DEF-spine.006")}
+    motion, _ = dance(obj, scene, first, last)
+    # Between the keys the neck and head turn as the dance's do: the maths is Blender's here too.
+    assert turn_errors(obj, motion, list(range(first, last + 1, 3)), ["neck", "head"]).max() < 1.0
+    scene.frame_set(key)
+    for name, m in keyed.items():
+        got = np.array(pbs[name].matrix)      # in the armature's space: rotation and place
+        assert np.abs(got - m).max() < 1e-4, (name, got, m)
+    assert (pbs["torso"]["neck_follow"], pbs["torso"]["head_follow"]) == (0.5, 0.0)   # the animator's
+    assert snapshot(mine) == before                     # the animator's action as it was
+
+
 def test_imported_engine_bvh_armature_dances(addon, tmp_path):
     scene = addon
     from engine.outputs.bvh import write_bvh

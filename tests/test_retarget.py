@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+from scipy.spatial.transform import Rotation, Slerp
 import pytest
 import torch
 
@@ -144,6 +145,11 @@ def fk_world(rig: Rig, quats: np.ndarray, root_bone: int, root_location: np.ndar
         p = rig.parents[b]
         local = rig.rest[b] if p < 0 else np.linalg.inv(rig.rest[p]) @ rig.rest[b]
         pose[:, b] = (local if p < 0 else pose[:, p] @ local) @ basis[:, b]
+        if b in rig.copies_rotation:             # a Copy Rotation constraint, blended by its influence
+            c, w = rig.copies_rotation[b]
+            for t in range(T):
+                own, other = Rotation.from_matrix(pose[t, b, :3, :3]), Rotation.from_matrix(pose[t, c, :3, :3])
+                pose[t, b, :3, :3] = Slerp([0.0, 1.0], Rotation.concatenate([own, other]))(w).as_matrix()
         if b in rig.follows:                     # a Copy Transforms constraint: the whole pose copied
             pose[:, b] = pose[:, rig.follows[b]]
     world = rig.object_matrix @ pose
@@ -418,6 +424,33 @@ def test_arm_under_a_bone_that_copies_the_collar():
     out = ret.to_rig(poses, trans)
     back = ret.from_rig(out.rotations, out.root_location, np.ones(out.rotations.shape[:2], bool))[0]
     mapped = [j for j, b in enumerate(ret.bone_of) if b >= 0]
+    assert angle_between(poses.reshape(-1, 24, 3)[:, mapped], back.reshape(-1, 24, 3)[:, mapped]).max() < 1e-4
+
+
+def test_a_neck_that_copies_the_hips_rotation_in_part():
+    """Rigify's neck hangs under MCH-ROT-neck, which a Copy Rotation turns towards the torso by
+    1 - neck_follow: with Rig.copies_rotation the neck dances as on a rig without it and reads back."""
+    rig = mixamo_rig()
+    bone_map = auto_map(rig)
+    names = list(rig.names)
+    spine, neck, hips = (names.index("mixamorig:" + n) for n in ("Spine2", "Neck", "Hips"))
+    names.append("MCH-ROT-neck")
+    parents = list(rig.parents) + [spine]
+    parents[neck] = len(names) - 1
+    turned = rig.rest[neck].copy()
+    turned[:3, :3] = turned[:3, :3] @ Rotation.from_rotvec([0.3, 0.5, -0.2]).as_matrix()   # any rest of its own
+    rest = np.concatenate([rig.rest, turned[None]])
+    args = (names, parents, rest, np.append(rig.lengths, rig.lengths[neck]), rig.deform + [False])
+    plain, copying = Rig(*args), Rig(*args, copies_rotation={len(names) - 1: (hips, 0.5)})
+    poses, trans = dance(seed=9)
+    outs = [Retargeter(r, bone_map).to_rig(poses, trans) for r in (plain, copying)]
+    worlds = [fk_world(r, o.rotations, o.root_bone, o.root_location, matrices=True) for r, o in zip((plain, copying), outs)]
+    head = names.index("mixamorig:Head")
+    assert np.abs(worlds[0][:, [neck, head]] - worlds[1][:, [neck, head]]).max() < 1e-6    # the same dance shown
+    assert angle_between(np.zeros(3), Rotation.from_quat(outs[1].rotations[:, neck][:, [1, 2, 3, 0]]).as_rotvec()).max() > 0.1
+    back = Retargeter(copying, bone_map).from_rig(outs[1].rotations, outs[1].root_location,
+                                                  np.ones(outs[1].rotations.shape[:2], bool))[0]
+    mapped = [j for j, b in enumerate(Retargeter(copying, bone_map).bone_of) if b >= 0]
     assert angle_between(poses.reshape(-1, 24, 3)[:, mapped], back.reshape(-1, 24, 3)[:, mapped]).max() < 1e-4
 
 

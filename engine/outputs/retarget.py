@@ -17,6 +17,12 @@ from engine.outputs.retarget import (Rig, RigPose, Retargeter, RetargetError, Bo
     follows: dict[int, int]     bone -> bone whose armature-space pose it copies (a Copy Transforms
                                 constraint on the armature itself, world/pose space, influence 1,
                                 not muted; Rigify's ORG-shoulder.L follows shoulder.L). Default {}.
+    copies_rotation: dict[int, tuple[int, float]]   bone -> (bone, influence): a Copy Rotation
+                                constraint (world/pose space, Replace, every axis, not muted) that
+                                turns the bone that far (slerp) towards the other's armature-space
+                                rotation after its parent carries it; Rigify's MCH-ROT-neck and
+                                MCH-ROT-head copy the torso by 1 - neck_follow and 1 - head_follow.
+                                Unmapped bones only (a mapped bone's rotation is the dance's). Default {}.
     stands_at_rest: bool        whether the rest pose stands where the character stands in the
                                 scene (an armature that deforms a body: its body was modelled
                                 standing there). Default False: a bare skeleton, whose rest pose
@@ -103,10 +109,10 @@ Notes for the add-on:
   from the human metarig, with follows filled and IK_FK = 1: every DEF thigh, shin, upper arm and
   forearm points along smpl_limb_directions (cosine 1.0000, 3 random poses).
   For the numpy FK to equal Blender's the rig needs
-  thigh_parent.L/R and upper_arm_parent.L/R ["IK_FK"] = 1.0 (FK), ["FK_limb_follow"] = 0.0, and
-  torso ["neck_follow"] = ["head_follow"] = the value that makes the Copy Rotation on
-  MCH-ROT-neck / MCH-ROT-head have influence 0 (so neck and head inherit the spine); hips and
-  chest stay at rest (their MCH copies then do nothing).
+  thigh_parent.L/R and upper_arm_parent.L/R ["IK_FK"] = 1.0 (FK) and ["FK_limb_follow"] = 0.0; the
+  Copy Rotation on MCH-ROT-neck / MCH-ROT-head (torso's neck_follow and head_follow, whatever
+  their values) is modelled by Rig.copies_rotation; hips and chest stay at rest (their MCH
+  copies then do nothing).
 - Checked against Blender 4.5: for the armature Blender's BVH importer builds from the engine's
   own BVH ("smpl" preset), to_rig reproduces the importer's own pose matrices to 1e-6.
 """
@@ -301,6 +307,7 @@ class Rig:
     object_matrix: np.ndarray = field(default_factory=lambda: np.eye(4))
     follows: dict = field(default_factory=dict)
     stands_at_rest: bool = False
+    copies_rotation: dict = field(default_factory=dict)
     # Bones that keep their own rest orientation instead of turning with their parent (Blender's
     # Inherit Rotation off, a hinge head); they still move with it. None: every bone inherits.
     keeps_rotation: list | None = None
@@ -343,6 +350,10 @@ class Rig:
         self.follows = {int(b): int(c) for b, c in dict(self.follows).items()}
         if any(not (0 <= b < n and 0 <= c < n) or b == c for b, c in self.follows.items()):
             raise RetargetError("rig: a 'follows' index is out of range")
+        self.copies_rotation = {int(b): (int(c), float(w)) for b, (c, w) in dict(self.copies_rotation).items()}
+        if any(not (0 <= b < n and 0 <= c < n) or b == c or not 0.0 <= w <= 1.0
+               for b, (c, w) in self.copies_rotation.items()):
+            raise RetargetError("rig: a 'copies_rotation' index or influence is out of range")
 
     def effective_parents(self) -> list[int]:
         """Each bone's parent, or the bone it copies (follows): whose pose it moves with."""
@@ -350,7 +361,8 @@ class Rig:
 
     def order(self) -> list[int]:
         """Bones with every parent (and every bone followed) before them; RetargetError on a cycle."""
-        deps = [{p} - {-1} | ({self.follows[b]} if b in self.follows else set()) for b, p in enumerate(self.parents)]
+        deps = [{p} - {-1} | ({self.follows[b]} if b in self.follows else set())
+                | ({self.copies_rotation[b][0]} if b in self.copies_rotation else set()) for b, p in enumerate(self.parents)]
         users: list[list[int]] = [[] for _ in self.names]
         for b, ds in enumerate(deps):
             for d in ds:
@@ -691,10 +703,19 @@ class Retargeter:
                 step, frame_a = steps[c]
                 M[:, b] = np.linalg.matrix_power(step, i) @ frame_a @ A[b]
             else:
-                M[:, b] = carried
+                M[:, b] = self._copied_rotation(M, carried, b)
                 continue
             basis[:, b] = np.swapaxes(carried, -1, -2) @ M[:, b]
         return M, pos, basis, root_axes
+
+    def _copied_rotation(self, M: np.ndarray, rotation: np.ndarray, b: int) -> np.ndarray:
+        """Bone b's armature-space rotation (T,3,3) after its Copy Rotation (Rig.copies_rotation),
+        `rotation` the one it has before: turned by the influence towards the copied bone's
+        (Blender blends a constraint's result by slerp)."""
+        if b not in self.rig.copies_rotation:
+            return rotation
+        c, w = self.rig.copies_rotation[b]
+        return rotation @ rotation_power(np.swapaxes(rotation, -1, -2) @ M[:, c], w)
 
     def _carried(self, M: np.ndarray, pos: np.ndarray, b: int) -> np.ndarray:
         """Bone b's armature-space rotation (T,3,3) as its parent carries it (its own rest one
@@ -933,7 +954,7 @@ class Retargeter:
             carried = self._carried(M, pos, b)
             if b == self.root_bone:
                 pos[:, b] += np.einsum("tab,tb->ta", self._location_axes(M, b), root_location)
-            M[:, b] = carried @ basis[:, b]
+            M[:, b] = self._copied_rotation(M, carried @ basis[:, b], b)
             if b in self.rig.follows:
                 M[:, b], pos[:, b] = M[:, self.rig.follows[b]], pos[:, self.rig.follows[b]]
         return M, pos
