@@ -102,6 +102,25 @@ def test_missing_weights_exit_code(tmp_path, capsys):
     assert err.startswith("error:") and "\n" not in err
 
 
+@pytest.mark.parametrize("argv, says", [
+    (["--clip-seconds", "nan"], "--clip-seconds"),                # QA: tracebacks, after the data was read
+    (["--clip-seconds", "inf"], "--clip-seconds"),
+    (["--clip-seconds", "0.01"], "--clip-seconds"),
+    (["--seeds", "0", "-1"], "seed"),                             # QA: said once generating had begun
+    (["--eta", "2"], "sampling_eta"),
+    (["--steps", "0"], "steps"),
+    (["--guidance", "nan"], "guidance"),
+    (["--smoothing", "-1"], "--smoothing"),
+    (["--max-genre-songs", "0"], "--max-genre-songs"),
+])
+def test_bad_options_are_refused_in_one_line_before_the_data_is_read(tiny_weights, tmp_path, capsys, argv, says):
+    missing = tmp_path / "no_such_data"      # read first, this would be the error instead
+    code = E.main(["--weights", str(tiny_weights), "--data", str(missing), "--out", str(tmp_path / "o"), *argv])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith("error:") and says in err and "\n" not in err, err
+    assert not (tmp_path / "o").exists()
+
+
 def test_an_evaluation_is_not_replaced_without_force(tiny_weights, tmp_path, capsys):
     # QA: a second run replaced an earlier evaluation's figures without a word, and a file as
     # --out was a traceback after all the scoring. Both are refused before any work.

@@ -80,6 +80,8 @@ def test_train_command_resumes_and_writes_loadable_weights(aist_data, tmp_path, 
               "--cache", str(tmp_path / "cache"), "--batch", "4", "--width", "32", "--layers", "1", "--heads", "2",
               "--val-every", "2", "--threads", "1"]
     assert train_main(common + ["--steps", "4", "--stop-at", "2"]) == 0      # a schedule of 4, paused at 2
+    # No validation song in this data: the 'val' loss is a training clip's, and the run says so.
+    assert "the 'val' loss is measured on the training sequence" in capsys.readouterr().out
     first = json.loads((out / "log.jsonl").read_text().splitlines()[-1])
     assert first["step"] == 2 and np.isfinite(first["val_loss"])
     assert train_main(common + ["--steps", "4"]) == 0

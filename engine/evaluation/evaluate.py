@@ -516,9 +516,34 @@ def check_out_folder(out: Path, force: bool) -> None:
     check_output_folder(out, f"--out {out}")
 
 
+# The shortest clip scored: the metrics take speeds, accelerations and kinematic beats over it.
+MIN_CLIP_SECONDS = 1.0
+
+
+def check_arguments(args) -> None:
+    """Every option checked before the data is read (QA: a NaN clip length was a traceback, and a
+    bad seed or eta was said only once the clips were cut and generating had begun)."""
+    from ..options import check_options
+    if not (math.isfinite(args.clip_seconds) and args.clip_seconds >= MIN_CLIP_SECONDS):
+        raise EngineError(f"--clip-seconds must be {MIN_CLIP_SECONDS:g} or more seconds, got {args.clip_seconds}")
+    if args.every < 1:
+        raise EngineError(f"--every must be 1 or more, got {args.every}")
+    if args.max_clips is not None and args.max_clips < 1:
+        raise EngineError(f"--max-clips must be 1 or more (leave it out for all clips), got {args.max_clips}")
+    if args.max_genre_songs is not None and args.max_genre_songs < 1:
+        raise EngineError(f"--max-genre-songs must be 1 or more (leave it out for all songs), got {args.max_genre_songs}")
+    if args.smoothing is not None and not (math.isfinite(args.smoothing) and args.smoothing >= 0):
+        raise EngineError(f"--smoothing must be 0 (off) or more seconds, got {args.smoothing}")
+    for seed in args.seeds:
+        check_options(seed=seed)
+    check_options(steps=args.steps, guidance=args.guidance, autoguidance=args.autoguidance,
+                  guidance_lowpass=args.guidance_lowpass, sampling_eta=args.eta, sampling_solver=args.solver)
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:
+        check_arguments(args)
         generators = {}
         weights = (args.weights or DEFAULT_WEIGHTS).resolve()
         if not args.no_model:
@@ -538,12 +563,6 @@ def main(argv=None) -> int:
                 for k in range(len(FINISHING_STEPS) - 1):
                     name = "network alone" if k == 0 else "network + " + " + ".join(FINISHING_STEPS[:k])
                     generators[name] = api_generator(weights, args.steps, finishing=FINISHING_STEPS[:k], **options)
-        if args.clip_seconds <= 0:
-            raise EngineError(f"--clip-seconds must be positive, got {args.clip_seconds}")
-        if args.every < 1:
-            raise EngineError(f"--every must be 1 or more, got {args.every}")
-        if args.max_clips is not None and args.max_clips < 1:
-            raise EngineError(f"--max-clips must be 1 or more (leave it out for all clips), got {args.max_clips}")
         out = args.out.resolve()
         check_out_folder(out, args.force)
         from ..training.data import cache_beside, existing_sources

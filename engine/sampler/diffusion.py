@@ -178,6 +178,8 @@ def dpm2m_estimate(x0: torch.Tensor, previous: tuple[torch.Tensor, float] | None
         return x0
     x0_prev, lam_prev = previous
     h, h_prev = lam_next - lam_t, lam_t - lam_prev
+    if h_prev <= 0:     # two steps at one signal level (500+ steps reach the schedule's clipped end): first order
+        return x0
     half_over_r = 0.5 * h / h_prev
     return (1 + half_over_r) * x0 - half_over_r * x0_prev
 

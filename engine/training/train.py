@@ -391,6 +391,9 @@ def run(args) -> Path:
         minutes = sum(len(it.motion) for it in train_items) / L.MODEL_FPS / 60
         print(f"data: {len(train_items)} training sequences ({minutes:.1f} min), {len(val_items)} validation, "
               f"loaded in {time.time() - t0:.1f}s; styles {styles}", flush=True)
+        if not val_items:     # QA: a "val" loss was printed from a training clip without a word
+            print(f"note: no validation sequence in this data (engine.training.data's split names none of it): "
+                  f"the 'val' loss is measured on the training sequence {train_items[0].name}", flush=True)
 
     cfg = ModelConfig(width=args.width, layers=args.layers, heads=args.heads, num_styles=len(styles),
                       music_channels=train_set.num_music, key_input=args.key_input)
