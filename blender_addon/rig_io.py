@@ -122,7 +122,7 @@ def read_rig(obj, bone_map: dict[str, str] | None = None, frame: float | None = 
     keep = set(mapped) | {i for i, p in enumerate(parents) if p in mapped} | {min(pool, key=lambda i: height[i])}
     _with_ancestors(keep, parents)
     copies = {index[b]: (index[c], w) for b, (c, w) in _copied_rotations(obj, frame).items()
-              if index[b] in keep and index[b] not in mapped}
+              if index[b] in keep}
     keep |= {c for c, _ in copies.values()}
     _with_ancestors(keep, parents)
     sub = sorted(keep)

@@ -22,7 +22,8 @@ from engine.outputs.retarget import (Rig, RigPose, Retargeter, RetargetError, Bo
                                 turns the bone that far (slerp) towards the other's armature-space
                                 rotation after its parent carries it; Rigify's MCH-ROT-neck and
                                 MCH-ROT-head copy the torso by 1 - neck_follow and 1 - head_follow.
-                                Unmapped bones only (a mapped bone's rotation is the dance's). Default {}.
+                                Bones the dance does not drive only (a driven bone's rotation is the
+                                dance's: its constraint is left out of the maths). Default {}.
     stands_at_rest: bool        whether the rest pose stands where the character stands in the
                                 scene (an armature that deforms a body: its body was modelled
                                 standing there). Default False: a bare skeleton, whose rest pose
@@ -438,6 +439,7 @@ class Retargeter:
         self.joint_of = {b: j for j, b in enumerate(self.bone_of) if b >= 0}
         self.root_bone = index[root_bone_name(bone_map)]
         self._order = rig.order()
+        self._copies = dict(rig.copies_rotation)      # narrowed to the bones not driven, below
         self._A = rig.rest[:, :3, :3]
         self._heads = rig.rest[:, :3, 3]
         O = rig.object_matrix
@@ -512,6 +514,8 @@ class Retargeter:
         self._twist_onto_smpls_hinges(heads_w)
         self._share = self._chains()
         self.driven = sorted(set(self.joint_of) | set(self._share))
+        # A driven bone's rotation is the dance's: a Copy Rotation on it is not modelled.
+        self._copies = {b: v for b, v in rig.copies_rotation.items() if b not in self.driven}
 
     # -- set-up helpers
 
@@ -712,9 +716,9 @@ class Retargeter:
         """Bone b's armature-space rotation (T,3,3) after its Copy Rotation (Rig.copies_rotation),
         `rotation` the one it has before: turned by the influence towards the copied bone's
         (Blender blends a constraint's result by slerp)."""
-        if b not in self.rig.copies_rotation:
+        if b not in self._copies:
             return rotation
-        c, w = self.rig.copies_rotation[b]
+        c, w = self._copies[b]
         return rotation @ rotation_power(np.swapaxes(rotation, -1, -2) @ M[:, c], w)
 
     def _carried(self, M: np.ndarray, pos: np.ndarray, b: int) -> np.ndarray:
