@@ -19,6 +19,7 @@ The SMPL dancer (scene_io.is_smpl_armature) keeps its own, direct path in scene_
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import bpy
@@ -60,14 +61,22 @@ def world_matrix(obj, frame: float | None = None) -> np.ndarray:
     parent keyed to tilt, Generate pressed on frame 1 and on frame 150 wrote dances up to 0.26 m
     apart (QA). Another frame is evaluated with frame_set, and the playhead put back, only where
     something may move the object (world_placement_may_move)."""
-    scene = bpy.context.scene
-    if (frame is None or not world_placement_may_move(obj)
-            or (int(round(frame)) == scene.frame_current and scene.frame_subframe == 0.0)):
+    with _evaluated_on(frame, world_placement_may_move(obj)):
         return np.array(obj.matrix_world, np.float64)
+
+
+@contextmanager
+def _evaluated_on(frame: float | None, needed: bool):
+    """The scene evaluated on frame `frame` inside the block (frame_set), the playhead put back
+    after it; nothing is done where `needed` is false, `frame` is None or already the playhead."""
+    scene = bpy.context.scene
     saved = scene.frame_current, scene.frame_subframe
+    if frame is None or not needed or (int(round(frame)) == saved[0] and saved[1] == 0.0):
+        yield
+        return
     try:
         scene.frame_set(int(round(frame)))
-        return np.array(obj.matrix_world, np.float64)
+        yield
     finally:
         scene.frame_set(saved[0], subframe=saved[1])
 
@@ -160,25 +169,16 @@ def _copied_rotations(obj, frame: float | None = None) -> dict[str, tuple[str, f
                 found.append((pb.name, c.name, c.subtarget))
     if not found:
         return {}
-    scene = bpy.context.scene
     ad = obj.animation_data
     animated = ad is not None and any('"][' in fc.data_path for fc in compat.action_fcurves(
         ad.action, compat.object_slot(obj, ad.action)))
-    saved = scene.frame_current, scene.frame_subframe
-    moved = (frame is not None and animated
-             and (int(round(frame)) != scene.frame_current or scene.frame_subframe != 0.0))
-    try:
-        if moved:
-            scene.frame_set(int(round(frame)))
-        out = {}
+    out = {}
+    with _evaluated_on(frame, animated):
         for bone, name, target in found:      # a driver's result is written back to the original too
             w = float(obj.pose.bones[bone].constraints[name].influence)
             if w > 1e-6:
                 out[bone] = (target, min(w, 1.0))
-        return out
-    finally:
-        if moved:
-            scene.frame_set(saved[0], subframe=saved[1])
+    return out
 
 
 def uneven_scale_note(obj) -> str | None:

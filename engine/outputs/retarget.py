@@ -361,7 +361,7 @@ class Rig:
         return [self.follows.get(b, p) for b, p in enumerate(self.parents)]
 
     def order(self) -> list[int]:
-        """Bones with every parent (and every bone followed) before them; RetargetError on a cycle."""
+        """Bones with every parent (and every bone followed or copied) before them; RetargetError on a cycle."""
         deps = [{p} - {-1} | ({self.follows[b]} if b in self.follows else set())
                 | ({self.copies_rotation[b][0]} if b in self.copies_rotation else set()) for b, p in enumerate(self.parents)]
         users: list[list[int]] = [[] for _ in self.names]
@@ -439,7 +439,6 @@ class Retargeter:
         self.joint_of = {b: j for j, b in enumerate(self.bone_of) if b >= 0}
         self.root_bone = index[root_bone_name(bone_map)]
         self._order = rig.order()
-        self._copies = dict(rig.copies_rotation)      # narrowed to the bones not driven, below
         self._A = rig.rest[:, :3, :3]
         self._heads = rig.rest[:, :3, 3]
         O = rig.object_matrix
