@@ -313,6 +313,25 @@ def animator_only(obj):
         bpy.data.actions.remove(copy)
 
 
+# How much a channel may change in a frame and still count as standing still (radians, metres,
+# quaternion components): a float's rounding, not a move.
+STILL_TOLERANCE = 1e-6
+
+
+def holds_still_into(obj, frame: int) -> bool:
+    """Whether the animator's own animation (animator_only) stands still from `frame` - 1 into
+    `frame`: every bone channel it animates plays the same value on both (a pose keyed before
+    the dance and held until it starts). False without an action."""
+    with animator_only(obj) as action:
+        if action is None:
+            return False
+        for fc in compat.action_fcurves(action, compat.object_slot(obj, action)):
+            if not fc.mute and _bone_channel(fc.data_path) is not None \
+                    and abs(fc.evaluate(frame) - fc.evaluate(frame - 1)) > STILL_TOLERANCE:
+                return False
+    return True
+
+
 # A baked clip (an FBX or BVH import, a mocap take) keys its moving channels on every frame, and
 # the exporter leaves a channel that stays still with a key at each end of the clip only. Through
 # such a passage, the frames on which the hips (the topmost posed bone) and at least BAKED_SHARE

@@ -444,6 +444,7 @@ def build_request(context):
         device=device_choice(context), constraints=cons,
         weights=checked_weights(context), stage_radius=stage_radius(settings, obj, bone_map, first),
         wait_in_silence=settings.wait_in_silence, speed=p.span.speed, gain=p.gain(first, last),
+        still_before=intro is not None and keys.holds_still_into(obj, first),
         kept=kept, write_range=write_range, bone_map=bone_map,
         range_style=range_style(action, None if settings.use_strip_range else (p.first, p.last), style),
         metadata={"song": p.span.path, "steps": steps, "quality": settings.quality.lower(),
@@ -466,7 +467,8 @@ def build_request(context):
             request.notes.append(note)
     if intro is not None:
         request.notes.append(f"the dance starts from the pose '{obj.name}' holds on frame {first}, where its animation "
-                             f"keyed up to frame {intro} leaves it")
+                             f"keyed up to frame {intro} leaves it"
+                             + (", and sets off from it as from standing" if request.still_before else ""))
     if outro is not None:
         what = "the pose" if outro.whole else "the pose of the bones you keyed"
         request.notes.append(f"the dance ends in {what} '{obj.name}' passes on frame {last} on its way to the key "

@@ -53,6 +53,8 @@ Constraints (--constraints FILE.npz), at the output --fps, frame 0 = the first d
   pelvis key before, beyond the short way (a keyed spin; positive counter-clockwise from above).
   Keyframes, joint-wise conditioning (e.g. arms only), seed motion (the opening frames fully
   given) and root paths are all just masks; they combine freely and hold exactly.
+  --still-before: the whole pose keyed on frame 0 was held before the dance (a start pose the
+  character stands in until the music starts): the dance sets off from it as from standing.
 
 Tools (in a clone of the repository; the extension ships without them), each with its own --help:
   train, distill, autoguide, probe, data, salsa-check,
@@ -104,6 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep the dancer within this many metres of where it starts; 0 = dance in place "
                         f"(default: a {FLOOR_RADIUS:g} m floor, like the training dancers', which the dancer keeps to "
                         "by curving its path)")
+    g.add_argument("--still-before", action="store_true",
+                   help="the pose the constraints key on frame 0 (every joint) was held before the dance: set off "
+                        "from it as from standing, not at full speed")
     g.add_argument("--dance-silence", action="store_true",
                    help="dance through the song's silences too (default: the dancer waits, holding still, "
                         "where the music is silent for a second or more)")
@@ -162,7 +167,7 @@ def _generate(args, music) -> int:
                           guidance=args.guidance, autoguidance=args.autoguidance, device=args.device,
                           weights=args.weights, progress=progress, stage_radius=args.stage_radius,
                           quality=args.quality, analysed_music=music, sampling_solver=args.solver,
-                          wait_in_silence=not args.dance_silence)
+                          wait_in_silence=not args.dance_silence, still_before=args.still_before)
     finally:
         bar.close()
     # All or nothing: the outputs go to hidden files beside them and take their names together

@@ -90,6 +90,14 @@ def _check_argument_types(audio, style, sample_rate, constraints) -> None:
                           f"set_pose, or Constraints.load_npz(path)), got {type(constraints).__name__}")
 
 
+def _check_still_before(still_before, constraints: Constraints | None) -> None:
+    if not isinstance(still_before, (bool, np.bool_)):
+        raise EngineError(f"still_before must be True or False, got {still_before!r}")
+    if still_before and (constraints is None or constraints.num_frames == 0 or not constraints.joint_mask[0].all()):
+        raise EngineError("still_before needs the pose the dancer stands still in: every joint keyed on the "
+                          "dance's first frame")
+
+
 def _root_height_note(frames: np.ndarray, fps: float, height: str, feet: str) -> None:
     """A note for root keys at a height no dancer's hips reach (editing.raised_root_frames,
     sunk_root_frames), often keys in centimetres or with Z up."""
@@ -199,6 +207,7 @@ class Draw:
     audio_start: float
     held: np.ndarray | None = None         # (model_frames,) bool: frames held still in a silence
     few_step: bool = False                 # drawn by a few-step student (engine.sampler.fewstep)
+    still_before: bool = False             # the first frame's pose was held before the dance
 
     @property
     def smoothing(self) -> float:
@@ -215,7 +224,7 @@ def generate(audio, *, sample_rate: int | None = None, style: str = "any", seed:
              finishing: Collection[str] = FINISHING_STEPS, analysed_music=None,
              guidance_lowpass: float = GUIDANCE_LOWPASS_FRAMES, sampling_eta: float = SAMPLING_ETA,
              sampling_solver: str = SAMPLING_SOLVER, wait_in_silence: bool = True, speed: float = 1.0,
-             gain=None) -> Motion:
+             gain=None, still_before: bool = False) -> Motion:
     """Generate a dance for `audio` (a file path, or a waveform with `sample_rate` in Hz, from
     options.MIN_SAMPLE_RATE to MAX_SAMPLE_RATE).
 
@@ -253,13 +262,17 @@ def generate(audio, *, sample_rate: int | None = None, style: str = "any", seed:
     times in seconds from the dance's first frame, linear between them and held beyond. Only
     the silence check hears it (a stretch faded to nothing is waited in as a silence); the
     features and beats are the audio's own.
+    `still_before`: the dancer stood still before the dance in the whole pose the constraints key
+    on its first frame (a start pose held before the song): the dance sets off from it as from
+    standing, not at full speed (engine.finishing.setoff).
     """
     report = _reporter(progress)
     d = draw(audio, sample_rate=sample_rate, style=style, seed=seed, steps=steps, fps=fps, start=start,
              duration=duration, constraints=constraints, guidance=guidance, device=device, weights=weights,
              report=report, autoguidance=autoguidance, stage_radius=stage_radius, quality=quality,
              analysed_music=analysed_music, guidance_lowpass=guidance_lowpass, sampling_eta=sampling_eta,
-             sampling_solver=sampling_solver, wait_in_silence=wait_in_silence, speed=speed, gain=gain)
+             sampling_solver=sampling_solver, wait_in_silence=wait_in_silence, speed=speed, gain=gain,
+             still_before=still_before)
     report(0.92, "syncing to the beat and grounding the feet")
     steps_run = [f for f in finishing if beat_sync or f != "beat warp"]
     motion = finish_draw(d, finishing=steps_run, smoothing=smoothing)
@@ -287,7 +300,7 @@ def draw(audio, *, sample_rate: int | None = None, style: str = "any", seed: int
          quality: str = DEFAULT_QUALITY, analysed_music=None,
          guidance_lowpass: float = GUIDANCE_LOWPASS_FRAMES, sampling_eta: float = SAMPLING_ETA,
          sampling_solver: str = SAMPLING_SOLVER,
-         wait_in_silence: bool = True, speed: float = 1.0, gain=None) -> Draw:
+         wait_in_silence: bool = True, speed: float = 1.0, gain=None, still_before: bool = False) -> Draw:
     """The network's part of `generate` (same arguments): options checked, music read, motion
     sampled. `report(fraction, message)` runs from 0 to 0.9."""
     from .music import audio as A
@@ -295,6 +308,7 @@ def draw(audio, *, sample_rate: int | None = None, style: str = "any", seed: int
 
     report(0.0, "loading the model")
     _check_argument_types(audio, style, sample_rate, constraints)
+    _check_still_before(still_before, constraints)
     dev = resolve_device(device)
     # A few-step student serves the settings it was distilled for; others need the many-step model.
     # Only the file's header is read to choose: the networks of the one chosen are loaded.
@@ -385,6 +399,7 @@ def draw(audio, *, sample_rate: int | None = None, style: str = "any", seed: int
                 out_frames=out_frames, fps=float(fps), beats=np.asarray(beats), constraints=constraints,
                 stage_radius=stage_radius, style=style, seed=int(seed),
                 held=None if hold is None else hold.held_frames(model_frames), few_step=ckpt.student is not None,
+                still_before=bool(still_before),
                 audio_path=str(audio) if isinstance(audio, (str, Path)) else None, audio_start=float(start))
 
 
@@ -404,7 +419,7 @@ def finish_draw(d: Draw, finishing: Collection[str] = FINISHING_STEPS,
     motion = finish_motion(poses30, trans30, d.seconds, d.out_frames, d.fps,
                            d.beats if "beat warp" in finishing else np.zeros(0), d.constraints,
                            stage_radius=d.stage_radius, finishing=finishing, contacts30=contacts30,
-                           held=d.held)
+                           held=d.held, still_before=d.still_before)
     motion.beat_times = np.asarray(d.beats)
     motion.style, motion.seed = d.style, d.seed
     motion.audio_path, motion.audio_start = d.audio_path, d.audio_start
@@ -493,12 +508,14 @@ def smooth_channels(raw: torch.Tensor, sigma_frames: float) -> torch.Tensor:
 def finish_motion(poses30: np.ndarray, trans30: np.ndarray, seconds: float, out_frames: int, fps: float,
                   music_beats: np.ndarray, constraints: Constraints | None,
                   stage_radius: float | None = None, finishing: Collection[str] = FINISHING_STEPS,
-                  contacts30: np.ndarray | None = None, held: np.ndarray | None = None) -> Motion:
+                  contacts30: np.ndarray | None = None, held: np.ndarray | None = None,
+                  still_before: bool = False) -> Motion:
     """Model-rate output -> the final dance: bounded path ("floor"), grounded and stepping feet
     ("feet"), beat warp to `fps` (with no music beats: plain resampling), exact keys, and the
     joint-speed guard ("speed guard"). Without "feet", `contacts30` (the network's own) are kept.
     `held` (model frames, bool): where the dancer waits in a silence; neither the path's bound
-    nor the feet move it there.
+    nor the feet move it there. `still_before`: the first frame's keyed pose was held before the
+    dance (apply_constraints).
 
     A first warp, planned on the network's motion, tells where the music's beats will fall, so
     that the re-stepped feet land on them. The warp is then planned again on the cleaned motion
@@ -525,7 +542,7 @@ def finish_motion(poses30: np.ndarray, trans30: np.ndarray, seconds: float, out_
         given = pinned = jump_lift = None
         if early is not None:
             drawn = poses30, trans30
-            poses30, trans30 = apply_constraints(poses30, trans30, early, L.MODEL_FPS)
+            poses30, trans30 = apply_constraints(poses30, trans30, early, L.MODEL_FPS, still_before=still_before)
             given, pinned = leg_keys(early)
             jump_lift = keyed_jump_lift(early, drawn, (poses30, trans30), L.MODEL_FPS)
         if held is not None and held.any():     # a dancer waiting in a silence stands as drawn
@@ -546,7 +563,8 @@ def finish_motion(poses30: np.ndarray, trans30: np.ndarray, seconds: float, out_
     nearest = np.clip(np.round(sample_at.numpy() * L.MODEL_FPS).astype(int), 0, len(contacts30) - 1)
     fixed = None
     if constraints is not None:
-        poses, trans = apply_constraints(poses, trans, constraints, fps, grounded=early is not None)
+        poses, trans = apply_constraints(poses, trans, constraints, fps, grounded=early is not None,
+                                         still_before=still_before)
         fixed = np.zeros((out_frames, NUM_JOINTS), bool)
         fixed[:constraints.num_frames] = constraints.joint_mask
         fixed[:constraints.num_frames, 0] |= keyed_spin_frames(constraints)

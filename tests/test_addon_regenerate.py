@@ -762,6 +762,31 @@ def test_a_dance_starts_from_the_pose_an_intro_before_the_song_leaves(addon, tmp
     assert np.abs(_heads(obj, [first - 1])[0] - held).max() < 1e-6         # the animator's intro, untouched
 
 
+def test_a_start_pose_held_before_the_song_is_left_as_from_standing(addon, tmp_path):
+    # QA: a start pose keyed on frame 1, the song from frame 30: the character stood in it for a
+    # second, and the dance left it at full speed in one frame (0.6-2.3 m/s). Held before the song,
+    # the pose is now set off from (engine.finishing.setoff); an intro moving into the song is not.
+    scene = addon
+    obj, first, last = _song_stage(scene, tmp_path, seconds=3.0, strip_frame=30)
+    _key(obj, 1, {"left_shoulder": np.array([0.0, 0.0, -1.0]), "right_elbow": np.array([0.0, 1.2, 0.0]),
+                  "spine2": np.array([0.3, 0.0, 0.0])})
+    assert keys.holds_still_into(obj, first) and operators.lead_in(obj, None, first) == 1
+    assert bpy.ops.dance.generate() == {'FINISHED'}
+    heads = _heads(obj, list(range(first - 1, first + 24)))
+    step = np.linalg.norm(np.diff(heads, axis=0), axis=2).max(axis=1)      # fastest joint per frame step
+    print(f"into the dance {step[0]:.5f} m, out of the held pose {step[1]:.5f} m, then up to {step[2:].max():.4f} m")
+    assert step[0] < 1e-4 and step[1] < 1e-4 < 0.01 < step[2:].max()      # held, set off from, then dancing
+    # An animation moving on into the song's first frame (extrapolated past its last key): no
+    # hold there, so none is asked of the dance.
+    assert bpy.ops.dance.use_take(action=T.original_action(obj).name) == {'FINISHED'}
+    action = obj.animation_data.action
+    _key(obj, first - 10, {"left_shoulder": np.array([0.0, 0.0, -0.2])})
+    assert keys.holds_still_into(obj, first)
+    for fc in scene_io.compat.action_fcurves(action, scene_io.compat.object_slot(obj, action)):
+        fc.extrapolation = 'LINEAR'
+    assert not keys.holds_still_into(obj, first)
+
+
 def test_an_imported_bind_pose_before_the_song_is_no_intro(addon, tmp_path):
     scene = addon
     obj, first, last = _song_stage(scene, tmp_path, seconds=1.5, strip_frame=10)

@@ -881,3 +881,55 @@ def test_legs_keyed_tucked_for_a_jump_fold_in_the_air_from_a_crouch():
     thighs = [3 * JOINT_INDEX[f"{side}_hip"] for side in ("left", "right")]
     print(f"thighs turned by the tuck {rise} frames before the key: {np.abs(out - untucked)[key - rise, thighs].max():.2e} rad")
     assert np.abs(out - untucked)[:key - rise, thighs].max() < 0.02
+
+
+def test_a_start_pose_risen_on_the_toes_leaves_its_legs_at_the_dances_pace():
+    """A full-pose key on the first frame with the hips 7 cm over a standing dancer's (a rise on
+    the toes: 2 mm of it counts as a jump) and legs posed otherwise than the dance drew them.
+    The legs folded over that tiny jump's rise (1.2 frames) and the foot leapt 37 cm in the
+    frame after the start pose (a validation song, seed 41: 11.7 m/s); a jump too small to lift
+    the feet now lets the legs' correction fade as any key's does."""
+    T = 90
+    poses, trans = _dance(T, amplitude=0.05, seed=3)
+    trans[:, 1] = REST_PELVIS_HEIGHT + 0.05                 # the dance drawn a little up
+    start = poses[0].copy()
+    for side, sign in (("left", 1.0), ("right", -1.0)):      # the key's legs: one forward, one back
+        start[3 * JOINT_INDEX[f"{side}_hip"]] += sign * 0.8
+        start[3 * JOINT_INDEX[f"{side}_knee"]] += 0.6
+    c = Constraints.empty(T, FPS)
+    c.set_pose(0, start, root=np.array([trans[0, 0], REST_PELVIS_HEIGHT + 0.07, trans[0, 2]]))
+    out, out_trans = apply_constraints(poses, trans, c, FPS)
+    assert np.abs(out[0] - start).max() < 1e-9
+    step = np.linalg.norm(np.diff(joint_positions(out, out_trans), axis=0), axis=-1) * FPS     # m/s
+    drawn = np.linalg.norm(np.diff(joint_positions(poses, trans), axis=0), axis=-1) * FPS
+    print(f"fastest joint out of the key {step[0].max():.2f} m/s, the dance's own {drawn.max():.2f} m/s")
+    # A 0.8 rad correction faded over a second moves a foot well under 2 m/s more than the dance.
+    assert step[:3].max() < drawn.max() + 2.0
+
+
+def test_still_before_cancels_the_first_frames_rate_and_leaves_the_next_key_and_the_rest_as_drawn():
+    """A start pose held before the dance (engine.finishing.setoff): the keyed joints and the root
+    leave frame 0 at no speed, back on the dance with keys alone by SETOFF_SECONDS; a joint keyed
+    again within that time meets its key exactly, passing it at the same rate as without."""
+    from engine.finishing.setoff import SETOFF_SECONDS
+    T = 120
+    poses, trans = _dance(T, amplitude=0.4, seed=8)
+    trans[:, 0] += 0.02 * np.arange(T)                      # travelling 0.6 m/s
+    c = Constraints.empty(T, FPS).set_pose(0, poses[3], root=trans[3])
+    elbow = JOINT_INDEX["left_elbow"]
+    c.set_pose(6, poses[20], joints=["left_elbow"])          # one arm keyed again soon after
+    plain = apply_constraints(poses, trans, c, FPS)
+    out, out_trans = apply_constraints(poses, trans, c, FPS, still_before=True)
+    assert np.abs(out[0] - poses[3]).max() < 1e-12 and np.abs(out_trans[0] - trans[3]).max() < 1e-12
+    assert rotation_error(out[6, 3 * elbow:3 * elbow + 3], poses[20, 3 * elbow:3 * elbow + 3]) < 1e-9
+    first = angular_speed(out[:2], FPS)[0]
+    drawn = angular_speed(plain[0][:2], FPS)[0]
+    print(f"first frame's turn: {first.max():.3f} rad/s, {drawn.max():.3f} keyed alone; "
+          f"root {np.linalg.norm(out_trans[1] - out_trans[0]) * FPS:.3f} m/s")
+    assert first.max() < 0.1 * drawn.max() and np.linalg.norm(out_trans[1] - out_trans[0]) * FPS < 0.05
+    # At the elbow's next key the correction is over, rate and all (zero slope there).
+    rate = angular_speed(out[5:8], FPS)[:, elbow]
+    rate_plain = angular_speed(plain[0][5:8], FPS)[:, elbow]
+    assert np.abs(rate - rate_plain).max() < 0.15 * rate_plain.max() + 1e-3
+    after = int(np.ceil(SETOFF_SECONDS * FPS))
+    assert np.abs(out[after:] - plain[0][after:]).max() < 1e-9 and np.abs(out_trans[after:] - plain[1][after:]).max() < 1e-9

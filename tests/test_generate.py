@@ -289,6 +289,43 @@ def test_the_dancer_flows_through_keys_without_stopping_or_whipping():
     assert np.mean(ratios) >= 0.5 and whip <= 1.5
 
 
+@_shipped
+@pytest.mark.parametrize("quality", ["best", "fast"])
+def test_a_start_pose_held_before_the_dance_is_left_as_from_standing(quality):
+    """A whole pose keyed on the first frame that the dancer stood in before the song (still_before):
+    the dance sets off from it. Met by the key's correction alone, the dance left it at full speed
+    (the fastest joint 1.3 m/s in the first frame on validation songs, up to 3.3)."""
+    from engine.example import synthesize_example
+    song = synthesize_example(seconds=6.0, bpm=120.0, sr=22050).mean(axis=1)
+    steps_of = {"best": 8, "fast": None}[quality]          # the student samples its own
+    other = generate(song, sample_rate=22050, seed=5, steps=steps_of, quality=quality)
+    start, root = other.poses[40], other.trans[40]         # a pose standing on the floor
+    c = Constraints.empty(6 * 30, 30.0).set_pose(0, start, root=root)
+    steps = {}
+    for still in (False, True):
+        m = generate(song, sample_rate=22050, seed=1, steps=steps_of, constraints=c, quality=quality,
+                     still_before=still)
+        assert rotation_error(m.poses[0], start) < 1e-6 and np.abs(m.trans[0] - root).max() < 1e-6
+        speed = np.linalg.norm(np.diff(joint_positions(m.poses, m.trans), axis=0), axis=-1).max(axis=1) * m.fps
+        steps[still] = speed
+    print(f"fastest joint out of the key: {steps[False][0]:.2f} m/s as keyed, {steps[True][0]:.3f} m/s held before; "
+          f"0.3-1 s on: {np.median(steps[True][9:30]):.2f} m/s")
+    assert steps[True][0] < 0.2 * np.median(steps[True][9:30])       # from standing
+    assert steps[True][0] < 0.5 * steps[False][0]
+    assert np.median(steps[True][9:30]) > 0.3                        # and then dancing
+
+
+def test_still_before_needs_a_whole_pose_on_the_first_frame(click_song, tiny_weights):
+    arms = Constraints.empty(30, 30.0).set_pose(0, np.zeros(72), joints=["arms"])
+    for constraints in (None, arms):
+        with pytest.raises(EngineError, match="every joint keyed on the dance's first frame"):
+            _gen(click_song, tiny_weights, duration=1, constraints=constraints, still_before=True)
+    with pytest.raises(EngineError, match="True or False"):
+        _gen(click_song, tiny_weights, duration=1, constraints=arms, still_before="yes")
+    r = _cli("generate", click_song, "-o", "x.npz", "--still-before", "--quiet", "--weights", tiny_weights)
+    assert r.returncode == 2 and "every joint keyed" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
 def _kick_hat_chord(seconds: float, bpm: float = 120.0, sr: int = 22050) -> np.ndarray:
     """A kick on every beat, a hat between, a sine chord: the song of the QA pass that found the
     rushed join below."""

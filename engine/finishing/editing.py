@@ -38,6 +38,7 @@ from ..body.curves import dip_knots, jump_curve, jump_ease_frames, offset_curve,
 from ..body.motion import Constraints
 from ..body.skeleton import BODY_PARTS, FOOT_INDICES, JOINT_INDEX, NUM_JOINTS, REST_PELVIS_HEIGHT, joint_positions
 from ..defaults import INPAINT_MIN_RUN_SECONDS, PACED_KEY_SECONDS
+from .setoff import set_off_from_stillness
 from .feet import (AIRBORNE_HEIGHT, LEGS, MAX_AIRTIME_SECONDS, PLANTED_HEIGHT, ankle_positions, reach_ankles,
                    true_runs)
 
@@ -150,7 +151,8 @@ def _keyed_winding(pelvis: torch.Tensor, key_frames: np.ndarray, keyed: torch.Te
 
 
 def apply_constraints(poses: np.ndarray, trans: np.ndarray, constraints: Constraints, fps: float,
-                      fade_seconds: float = FADE_SECONDS, grounded: bool = False) -> tuple[np.ndarray, np.ndarray]:
+                      fade_seconds: float = FADE_SECONDS, grounded: bool = False,
+                      still_before: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Return copies of (poses (T,72), trans (T,3)) that satisfy `constraints` exactly.
     `grounded`: the dance has been through the feet step with these keys on (finish_motion puts
     them on again after it, as the step moves the root a little): it stands on the floor (y = 0)
@@ -168,7 +170,7 @@ def apply_constraints(poses: np.ndarray, trans: np.ndarray, constraints: Constra
     pelvis_keys = None
     spins = np.zeros(T)
     spins[:n] = constraints.pelvis_turns
-    jump_fades = {} if grounded else _jump_fades(constraints, trans, fps)
+    jump_fades = {} if grounded else _jump_fades(constraints, trans, fps, fade)
     same_pose = same_pose_frames(constraints, q_given)
     for j in range(NUM_JOINTS):
         keyed = np.zeros(T, bool)
@@ -222,6 +224,8 @@ def apply_constraints(poses: np.ndarray, trans: np.ndarray, constraints: Constra
     mask = np.zeros(out.shape, bool)
     mask[:n] = np.repeat(constraints.joint_mask, 3, axis=1)
     out[mask] = constraints.poses[mask[:n]]                   # exactly the numbers given
+    if still_before:
+        out, trans = set_off_from_stillness(out, trans, out_mask, fps, keyed)
     return out, trans
 
 
@@ -280,12 +284,18 @@ def _keyed_jumps(constraints: Constraints, trans: np.ndarray, fps: float) -> tup
     return k, (_split_rise(k, heights - trans[k, 1], heights, fps)[1] if len(k) else np.zeros(0))
 
 
-def _jump_fades(constraints: Constraints, trans: np.ndarray, fps: float) -> dict[int, float]:
-    """{root key's frame: frames its jump takes to rise from its crouch} for the root keys that
-    jump (_split_rise) in the dance `trans` (T,3) before the constraints."""
+def _jump_fades(constraints: Constraints, trans: np.ndarray, fps: float, fade: float) -> dict[int, float]:
+    """{root key's frame: frames over which legs keyed there fold} for the root keys that jump
+    (_split_rise) in the dance `trans` (T,3) before the constraints: a jump that lifts the feet
+    AIRBORNE_HEIGHT or more folds them over its rise from its crouch, a smaller one over longer,
+    up to the `fade` of any key for one of no height. Hips keyed 7 cm over a standing dancer's
+    (a rise on the toes, 2 mm of it a jump) folded the legs over the 1.2 frames of that jump's
+    rise, and the foot leapt 37 cm in the frame after a start pose (11.7 m/s)."""
     k, jump = _keyed_jumps(constraints, trans, fps)
     ease = jump_ease_frames(jump, fps, JUMP_CROUCH)
-    return {int(f): float(e) for f, h, e in zip(k, jump, ease) if h > 0}
+    airborne = smoothstep(np.clip(jump / AIRBORNE_HEIGHT, 0.0, 1.0))
+    return {int(f): float(e + (1.0 - a) * max(fade - e, 0.0))
+            for f, h, e, a in zip(k, jump, ease, airborne) if h > 0}
 
 
 def _hips_jump(key_frames: np.ndarray, jump: np.ndarray, length: int, fps: float) -> np.ndarray:
