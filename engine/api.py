@@ -573,6 +573,6 @@ def finish_motion(poses30: np.ndarray, trans30: np.ndarray, seconds: float, out_
     if "feet" in finishing:
         # The warp's resampling and the guard's easing of a leg can tip a toe under the floor
         # again (on the genre set, up to 6.6 cm for a few frames in 2 dances of 13).
-        poses = toes_above_floor(poses, trans, fixed)
+        poses = toes_above_floor(poses, trans, fixed, fps)
     return Motion(poses=poses, trans=trans, fps=float(fps), contacts=contacts30[nearest],
                   beat_times=np.asarray(music_beats))

@@ -531,6 +531,18 @@ def test_a_toe_tipped_under_the_floor_is_pitched_up_about_its_ankle():
     np.testing.assert_array_equal(np.delete(kept, 2, axis=0), np.delete(lifted, 2, axis=0))
     assert np.allclose(np.linalg.norm(fixed[:, toes] - fixed[:, ankles], axis=-1),
                        np.linalg.norm(before[:, toes] - before[:, ankles], axis=-1))   # a rotation, not a stretch
+    # Beside a key with its toe under the floor the lift eases in (lifted on the next frame, the
+    # foot flicked 5 cm in one frame out of such a start pose).
+    from engine.finishing.feet import KEYED_TOE_EASE_SECONDS
+    T, fps = 20, 30.0
+    toe_down, trans = np.repeat(toe_down[:1], T, axis=0), np.repeat(trans[:1], T, axis=0)
+    keyed = np.zeros((T, 24), bool)
+    keyed[0] = True
+    eased = joint_positions(toes_above_floor(toe_down, trans, keyed, fps), trans)[:, LEGS["left"][3], 1]
+    ease = int(np.ceil(KEYED_TOE_EASE_SECONDS * fps))
+    print("left toe's height beside the key (cm):", np.round(100 * eased[:ease + 2], 2))
+    assert eased[0] < -0.02 and np.all(np.diff(eased[:ease + 1]) > 0) and np.abs(eased[ease:]).max() < 1e-6
+    assert np.diff(eased).max() < 0.3 * -eased[0]                # no frame lifts it by much of its depth
 
 
 def test_a_re_stepped_swing_lifts_the_toe_clear_of_the_floor():
