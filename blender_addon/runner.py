@@ -56,7 +56,7 @@ class Request:
     metadata: dict = field(default_factory=dict)
     stage_radius: float | None = None   # None: the engine's default stage; 0: in place; r: within r metres
     wait_in_silence: bool = True        # hold still where the song is silent (engine.sampler.hold)
-    still_before: bool = False          # the first frame's pose stood still before the dance (a held start pose)
+    still_before: bool = False          # the dancer stood still before the first frame (a start pose held into the song)
     speed: float = 1.0                  # file seconds played per scene second (a retimed strip)
     gain: tuple | None = None           # (seconds from the first frame, the strip's volume): what the silence check hears
     kept: tuple | None = None           # (joint mask (F,24), root mask (F,)): the animator's keys, carried over
@@ -94,7 +94,7 @@ def generate(request: Request, progress=None) -> Motion:
             guidance=request.guidance, autoguidance=request.autoguidance, device=request.device,
             weights=request.weights, progress=progress, stage_radius=request.stage_radius,
             wait_in_silence=request.wait_in_silence,
-            still_before=request.still_before and cons is not None and bool(cons.joint_mask[:1].all()))
+            still_before=request.still_before)
     if motion.style != request.style:      # style "any" drew one (engine.api.dance_style): the take says which
         request.metadata["drawn_style"] = motion.style
     for w in caught:

@@ -53,8 +53,8 @@ Constraints (--constraints FILE.npz), at the output --fps, frame 0 = the first d
   pelvis key before, beyond the short way (a keyed spin; positive counter-clockwise from above).
   Keyframes, joint-wise conditioning (e.g. arms only), seed motion (the opening frames fully
   given) and root paths are all just masks; they combine freely and hold exactly.
-  --still-before: the whole pose keyed on frame 0 was held before the dance (a start pose the
-  character stands in until the music starts): the dance sets off from it as from standing.
+  --still-before: the dancer stood still before frame 0, in the pose keyed there (a start pose
+  the character stands in until the music starts) or the dance's own: it sets off as from standing.
 
 Tools (in a clone of the repository; the extension ships without them), each with its own --help:
   train, distill, autoguide, probe, data, salsa-check,
@@ -107,8 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
                         f"(default: a {FLOOR_RADIUS:g} m floor, like the training dancers', which the dancer keeps to "
                         "by curving its path)")
     g.add_argument("--still-before", action="store_true",
-                   help="the pose the constraints key on frame 0 (every joint) was held before the dance: set off "
-                        "from it as from standing, not at full speed")
+                   help="the dancer stood still before the dance (in the pose the constraints key on frame 0, "
+                        "or the dance's own): set off as from standing, not at full speed")
     g.add_argument("--dance-silence", action="store_true",
                    help="dance through the song's silences too (default: the dancer waits, holding still, "
                         "where the music is silent for a second or more)")

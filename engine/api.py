@@ -26,6 +26,7 @@ from .finishing.editing import (anchor_times, apply_constraints, keyed_jump_lift
                                 keys_at_model_rate, leg_keys, legs_hang_from_new_hips, raised_root_frames,
                                 rushed_root_keys, sunk_root_frames)
 from .finishing.feet import beat_cycle, clean_feet, toes_above_floor
+from .finishing.setoff import set_off_from_stillness
 from .finishing.rootpath import keep_on_floor
 from .finishing.turns import limit_joint_speeds, limit_pelvis_turns
 from .music.silence import ABSOLUTE_SILENCE_DBFS, gain_envelope, heard_levels_db, silent_stretches_of
@@ -90,12 +91,9 @@ def _check_argument_types(audio, style, sample_rate, constraints) -> None:
                           f"set_pose, or Constraints.load_npz(path)), got {type(constraints).__name__}")
 
 
-def _check_still_before(still_before, constraints: Constraints | None) -> None:
+def _check_still_before(still_before) -> None:
     if not isinstance(still_before, (bool, np.bool_)):
         raise EngineError(f"still_before must be True or False, got {still_before!r}")
-    if still_before and (constraints is None or constraints.num_frames == 0 or not constraints.joint_mask[0].all()):
-        raise EngineError("still_before needs the pose the dancer stands still in: every joint keyed on the "
-                          "dance's first frame")
 
 
 def _root_height_note(frames: np.ndarray, fps: float, height: str, feet: str) -> None:
@@ -207,7 +205,7 @@ class Draw:
     audio_start: float
     held: np.ndarray | None = None         # (model_frames,) bool: frames held still in a silence
     few_step: bool = False                 # drawn by a few-step student (engine.sampler.fewstep)
-    still_before: bool = False             # the first frame's pose was held before the dance
+    still_before: bool = False             # the dancer stood still before the first frame
 
     @property
     def smoothing(self) -> float:
@@ -262,9 +260,9 @@ def generate(audio, *, sample_rate: int | None = None, style: str = "any", seed:
     times in seconds from the dance's first frame, linear between them and held beyond. Only
     the silence check hears it (a stretch faded to nothing is waited in as a silence); the
     features and beats are the audio's own.
-    `still_before`: the dancer stood still before the dance in the whole pose the constraints key
-    on its first frame (a start pose held before the song): the dance sets off from it as from
-    standing, not at full speed (engine.finishing.setoff).
+    `still_before`: the dancer stood still before the dance's first frame, in the pose the
+    constraints key there (a start pose held before the song) or the dance's own: it sets off
+    from it as from standing, not at full speed (engine.finishing.setoff).
     """
     report = _reporter(progress)
     d = draw(audio, sample_rate=sample_rate, style=style, seed=seed, steps=steps, fps=fps, start=start,
@@ -308,7 +306,7 @@ def draw(audio, *, sample_rate: int | None = None, style: str = "any", seed: int
 
     report(0.0, "loading the model")
     _check_argument_types(audio, style, sample_rate, constraints)
-    _check_still_before(still_before, constraints)
+    _check_still_before(still_before)
     dev = resolve_device(device)
     # A few-step student serves the settings it was distilled for; others need the many-step model.
     # Only the file's header is read to choose: the networks of the one chosen are loaded.
@@ -505,6 +503,10 @@ def smooth_channels(raw: torch.Tensor, sigma_frames: float) -> torch.Tensor:
     return out
 
 
+def _key_masks(c: Constraints | None) -> tuple[np.ndarray | None, np.ndarray | None]:
+    return (None, None) if c is None else (c.joint_mask, c.trans_mask)
+
+
 def finish_motion(poses30: np.ndarray, trans30: np.ndarray, seconds: float, out_frames: int, fps: float,
                   music_beats: np.ndarray, constraints: Constraints | None,
                   stage_radius: float | None = None, finishing: Collection[str] = FINISHING_STEPS,
@@ -514,8 +516,8 @@ def finish_motion(poses30: np.ndarray, trans30: np.ndarray, seconds: float, out_
     ("feet"), beat warp to `fps` (with no music beats: plain resampling), exact keys, and the
     joint-speed guard ("speed guard"). Without "feet", `contacts30` (the network's own) are kept.
     `held` (model frames, bool): where the dancer waits in a silence; neither the path's bound
-    nor the feet move it there. `still_before`: the first frame's keyed pose was held before the
-    dance (apply_constraints).
+    nor the feet move it there. `still_before`: the dancer stood still before the first frame
+    (engine.finishing.setoff).
 
     A first warp, planned on the network's motion, tells where the music's beats will fall, so
     that the re-stepped feet land on them. The warp is then planned again on the cleaned motion
@@ -542,9 +544,11 @@ def finish_motion(poses30: np.ndarray, trans30: np.ndarray, seconds: float, out_
         given = pinned = jump_lift = None
         if early is not None:
             drawn = poses30, trans30
-            poses30, trans30 = apply_constraints(poses30, trans30, early, L.MODEL_FPS, still_before=still_before)
+            poses30, trans30 = apply_constraints(poses30, trans30, early, L.MODEL_FPS)
             given, pinned = leg_keys(early)
             jump_lift = keyed_jump_lift(early, drawn, (poses30, trans30), L.MODEL_FPS)
+        if still_before:
+            poses30, trans30 = set_off_from_stillness(poses30, trans30, L.MODEL_FPS, *_key_masks(early))
         if held is not None and held.any():     # a dancer waiting in a silence stands as drawn
             given = np.zeros((len(poses30), 2), bool) if given is None else given.copy()
             given[held] = True
@@ -563,11 +567,12 @@ def finish_motion(poses30: np.ndarray, trans30: np.ndarray, seconds: float, out_
     nearest = np.clip(np.round(sample_at.numpy() * L.MODEL_FPS).astype(int), 0, len(contacts30) - 1)
     fixed = None
     if constraints is not None:
-        poses, trans = apply_constraints(poses, trans, constraints, fps, grounded=early is not None,
-                                         still_before=still_before)
+        poses, trans = apply_constraints(poses, trans, constraints, fps, grounded=early is not None)
         fixed = np.zeros((out_frames, NUM_JOINTS), bool)
         fixed[:constraints.num_frames] = constraints.joint_mask
         fixed[:constraints.num_frames, 0] |= keyed_spin_frames(constraints)
+    if still_before:
+        poses, trans = set_off_from_stillness(poses, trans, fps, *_key_masks(constraints))
     if "speed guard" in finishing:
         poses, _ = limit_joint_speeds(poses, fps, fixed=fixed)  # a last guard: no joint pops
     if "feet" in finishing:

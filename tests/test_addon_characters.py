@@ -933,6 +933,16 @@ def test_a_characters_take_danced_again_after_its_song_was_trimmed_starts_from_t
     assert "starts from the pose" in scene.dance.status
     scene.frame_set(first + 20)
     assert forearm.matrix_basis.to_quaternion().rotation_difference(keyed.to_quaternion()).angle < 1e-4
+    # The key is held from first + 5 into the dance: the character sets off from it as from standing.
+    assert "sets off from it as from standing" in scene.dance.status
+
+    def heads(frame):
+        scene.frame_set(frame)
+        ev = obj.evaluated_get(bpy.context.evaluated_depsgraph_get())
+        return np.array([ev.matrix_world @ b.head for b in ev.pose.bones])
+    step = [np.linalg.norm(heads(f + 1) - heads(f), axis=1).max() for f in range(first + 19, first + 40)]
+    print(f"out of the held pose {step[1]:.5f} m, then up to {max(step[2:]):.4f} m a frame")
+    assert step[0] < 1e-4 and step[1] < 1e-3 < 0.005 < max(step[2:])      # the feet fitted to the rig: under 1 mm
 
 
 def test_generate_operator_and_exports_on_a_character(addon, tmp_path):

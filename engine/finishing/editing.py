@@ -38,7 +38,6 @@ from ..body.curves import dip_knots, jump_curve, jump_ease_frames, offset_curve,
 from ..body.motion import Constraints
 from ..body.skeleton import BODY_PARTS, FOOT_INDICES, JOINT_INDEX, NUM_JOINTS, REST_PELVIS_HEIGHT, joint_positions
 from ..defaults import INPAINT_MIN_RUN_SECONDS, PACED_KEY_SECONDS
-from .setoff import set_off_from_stillness
 from .feet import (AIRBORNE_HEIGHT, LEGS, MAX_AIRTIME_SECONDS, PLANTED_HEIGHT, ankle_positions, reach_ankles,
                    true_runs)
 
@@ -151,8 +150,7 @@ def _keyed_winding(pelvis: torch.Tensor, key_frames: np.ndarray, keyed: torch.Te
 
 
 def apply_constraints(poses: np.ndarray, trans: np.ndarray, constraints: Constraints, fps: float,
-                      fade_seconds: float = FADE_SECONDS, grounded: bool = False,
-                      still_before: bool = False) -> tuple[np.ndarray, np.ndarray]:
+                      fade_seconds: float = FADE_SECONDS, grounded: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Return copies of (poses (T,72), trans (T,3)) that satisfy `constraints` exactly.
     `grounded`: the dance has been through the feet step with these keys on (finish_motion puts
     them on again after it, as the step moves the root a little): it stands on the floor (y = 0)
@@ -224,8 +222,6 @@ def apply_constraints(poses: np.ndarray, trans: np.ndarray, constraints: Constra
     mask = np.zeros(out.shape, bool)
     mask[:n] = np.repeat(constraints.joint_mask, 3, axis=1)
     out[mask] = constraints.poses[mask[:n]]                   # exactly the numbers given
-    if still_before:
-        out, trans = set_off_from_stillness(out, trans, out_mask, fps, keyed)
     return out, trans
 
 
