@@ -35,6 +35,7 @@ from engine.outputs.bone_mapping import ROOT_KEY, root_bone_name, with_movable_r
 from engine.errors import EngineError
 from engine.body.motion import Constraints, Motion
 from engine.outputs.retarget import (Retargeter, Rig, auto_map, check_bone_map, join_to_context, list_presets, load_bone_map,
+                             onto_given_poses,
                              load_preset)
 from engine.body.skeleton import JOINT_NAMES, joint_indices
 # Rigify switches the add-on keys in each take it writes so the deforming bones follow the FK
@@ -843,6 +844,9 @@ def count_character_keys(obj, bone_map: dict[str, str], frame_start: int, frame_
 # A regenerated range on a character meets the dance around it through offsets that fade over
 # this long inside the range (engine.outputs.retarget.join_to_context).
 JOIN_SECONDS = 0.5
+# What the round trip through SMPL leaves between the animator's keys and the retargeted dance
+# beside them fades out over this long (engine.outputs.retarget.onto_given_poses).
+GIVEN_POSE_FADE_SECONDS = 0.5
 
 
 def write_character_dance(obj, motion: Motion, frame_start: float, action_name: str, bone_map: dict[str, str],
@@ -878,6 +882,10 @@ def write_character_dance(obj, motion: Motion, frame_start: float, action_name: 
             quats[rows[:, None], driven], loc[rows] = join_to_context(
                 quats[:, driven], loc, rows, keys.rotations[:, driven], keys.root_location,
                 context, context & keys.root_held, round(JOIN_SECONDS * motion.fps))
+        else:     # the dance beside the keys eased onto them, so that it flows into their exact values
+            quats[:m], loc[:m] = onto_given_poses(quats[:m], loc[:m], driven, keys.held[:m], keys.root_held[:m],
+                                                  keys.rotations[:m], keys.root_location[:m],
+                                                  round(GIVEN_POSE_FADE_SECONDS * motion.fps))
         quats[:m][keys.held[:m]] = keys.rotations[:m][keys.held[:m]]
         loc[:m][keys.root_held[:m]] = keys.root_location[:m][keys.root_held[:m]]
         keyed[:m], root_keyed[:m] = keys.keyed[:m], keys.root_keyed[:m]

@@ -760,3 +760,37 @@ def test_left_and_right_names_on_the_wrong_sides_are_refused():
         Retargeter(rig, swapped)
     assert "\n" not in str(e.value)
     Retargeter(rig, {j: "mixamorig:" + n for j, n in MIXAMO.items()})      # named right: danced
+
+
+def test_a_rig_pose_is_eased_onto_the_values_written_over_it():
+    """onto_given_poses: where a bone's value is given (an animator's key written as it is), the
+    retargeted dance beside it carries the difference and lets it fade, so the written value is
+    met without a jump in the frame next to it; far from it the dance is as retargeted."""
+    from engine.outputs.retarget import axis_angle_to_matrix, matrix_to_quat, onto_given_poses, quat_to_matrix
+    T, B, key, fade = 60, 3, 20, 12
+    t = np.arange(T)[:, None]
+    aa = np.stack([np.concatenate([0.5 * np.sin(0.1 * t + b), 0.2 * np.cos(0.07 * t), 0.0 * t], 1) for b in range(B)], 1)
+    quats = matrix_to_quat(axis_angle_to_matrix(aa))
+    loc = np.concatenate([0.01 * t, 0.0 * t, 0.0 * t], 1)
+    held = np.zeros((T, B), bool)
+    held[key, 1] = True                                    # one bone keyed on one frame
+    given = quats.copy()
+    given[key, 1] = matrix_to_quat(axis_angle_to_matrix(np.array([0.3, -0.4, 0.5])) @ quat_to_matrix(quats[key, 1]))
+    root_held = np.zeros(T, bool)
+    root_held[key] = True
+    given_loc = loc.copy()
+    given_loc[key] += [0.0, 0.05, 0.02]
+    out, out_loc = onto_given_poses(quats, loc, [0, 1, 2], held, root_held, given, given_loc, fade)
+
+    def angle(a, b):
+        return np.degrees(2 * np.arccos(np.clip(np.abs((a * b).sum(-1)), 0, 1)))
+    assert angle(out[key, 1], given[key, 1]) < 1e-4 and np.abs(out_loc[key] - given_loc[key]).max() < 1e-12
+    step = angle(out[key + 1, 1], out[key, 1])
+    drawn = angle(quats[key + 1, 1], quats[key, 1])
+    print(f"step after the key {step:.3f} deg (the dance's own {drawn:.3f}; pasted alone: "
+          f"{angle(quats[key + 1, 1], given[key, 1]):.1f})")
+    assert step < 2 * drawn + 0.5
+    assert np.abs(out_loc[key + 1] - out_loc[key] - (loc[key + 1] - loc[key])).max() < 0.002
+    far = np.r_[0:key - fade, key + fade + 1:T]
+    assert angle(out[far, 1], quats[far, 1]).max() < 1e-4 and np.abs(out_loc[far] - loc[far]).max() < 1e-12
+    assert np.abs(out[:, [0, 2]] - quats[:, [0, 2]]).max() < 1e-12          # unkeyed bones as they were

@@ -1067,6 +1067,47 @@ def join_to_context(quats: np.ndarray, loc: np.ndarray, rows: np.ndarray, contex
     return matrix_to_quat(turns @ quat_to_matrix(quats[rows])), loc[rows] + curve[:, 3 * B:]
 
 
+def onto_given_poses(quats: np.ndarray, loc: np.ndarray, bones, held: np.ndarray, root_held: np.ndarray,
+                     given_quats: np.ndarray, given_loc: np.ndarray, fade: int) -> tuple[np.ndarray, np.ndarray]:
+    """A rig pose (quats (T,B,4), root loc (T,3)) bent to meet the values written as they are
+    (the animator's keys, a held start pose): each of `bones` gets, on every frame where `held`
+    (T,B) marks it, the rotation taking its retargeted value to `given_quats` (T,B,4), and the root
+    the shift to `given_loc` (T,3) where `root_held` (T,); between and around them the offsets
+    fade to nothing over `fade` frames (as the engine's root height keys, dip_knots). The round
+    trip through SMPL and the character's own feet is not exact: written over the retargeted
+    dance at its frame alone, a Rigify start pose held before the song had its thigh turn 11
+    degrees and its toe move 16 cm in the dance's next frame (QA)."""
+    from ..body.curves import dip_knots, offset_curve   # scipy: imported late (the rig panel runs without it)
+    quats, loc = np.array(quats, np.float64), np.array(loc, np.float64)
+    T = len(quats)
+    fade = max(1, int(fade))
+    for b in bones:
+        k = np.flatnonzero(held[:, b])
+        if not len(k) or len(k) == T:
+            continue
+        turn = quat_to_matrix(given_quats[k, b]) @ np.swapaxes(quat_to_matrix(quats[k, b]), -1, -2)
+        curve = offset_curve(*dip_knots(k, _continuous_vectors(matrix_to_axis_angle(turn)), fade), T, fade)
+        quats[:, b] = matrix_to_quat(axis_angle_to_matrix(curve) @ quat_to_matrix(quats[:, b]))
+    k = np.flatnonzero(root_held)
+    if 0 < len(k) < T:
+        loc += offset_curve(*dip_knots(k, given_loc[k] - loc[k], fade), T, fade)
+    return quats, loc
+
+
+def _continuous_vectors(aa: np.ndarray) -> np.ndarray:
+    """(K,3) rotation vectors, each the equivalent one (a whole turn apart) nearest the one before:
+    interpolated between keys, a jump from pi to -pi would spin the bone a whole turn."""
+    out = np.array(aa, np.float64)
+    for i in range(1, len(out)):
+        angle = np.linalg.norm(out[i])
+        if angle < 1e-9:
+            continue
+        axis = out[i] / angle
+        candidates = [axis * (angle + 2 * np.pi * n) for n in (-1, 0, 1)]
+        out[i] = min(candidates, key=lambda v: np.linalg.norm(v - out[i - 1]))
+    return out
+
+
 def smpl_positions(G: np.ndarray, trans: np.ndarray) -> np.ndarray:
     """(T,24,3) SMPL joint positions (Y up, metres) from global rotations (T,24,3,3) and the root path."""
     pos = np.empty(G.shape[:2] + (3,))
