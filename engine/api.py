@@ -26,7 +26,7 @@ from .finishing.editing import (anchor_times, apply_constraints, keyed_jump_lift
                                 keys_at_model_rate, leg_keys, legs_hang_from_new_hips, raised_root_frames,
                                 rushed_root_keys, sunk_root_frames)
 from .finishing.feet import beat_cycle, clean_feet, toes_above_floor
-from .finishing.setoff import set_off_from_stillness
+from .finishing.setoff import held_key_ends, set_off_from_stillness
 from .finishing.rootpath import keep_on_floor
 from .finishing.turns import limit_joint_speeds, limit_pelvis_turns
 from .music.silence import ABSOLUTE_SILENCE_DBFS, gain_envelope, heard_levels_db, silent_stretches_of
@@ -516,8 +516,8 @@ def finish_motion(poses30: np.ndarray, trans30: np.ndarray, seconds: float, out_
     ("feet"), beat warp to `fps` (with no music beats: plain resampling), exact keys, and the
     joint-speed guard ("speed guard"). Without "feet", `contacts30` (the network's own) are kept.
     `held` (model frames, bool): where the dancer waits in a silence; neither the path's bound
-    nor the feet move it there. `still_before`: the dancer stood still before the first frame
-    (engine.finishing.setoff).
+    nor the feet move it there. The dance sets off from stillness at the end of each hold the
+    keys make, and with `still_before` from its first frame (engine.finishing.setoff).
 
     A first warp, planned on the network's motion, tells where the music's beats will fall, so
     that the re-stepped feet land on them. The warp is then planned again on the cleaned motion
@@ -547,8 +547,8 @@ def finish_motion(poses30: np.ndarray, trans30: np.ndarray, seconds: float, out_
             poses30, trans30 = apply_constraints(poses30, trans30, early, L.MODEL_FPS)
             given, pinned = leg_keys(early)
             jump_lift = keyed_jump_lift(early, drawn, (poses30, trans30), L.MODEL_FPS)
-        if still_before:
-            poses30, trans30 = set_off_from_stillness(poses30, trans30, L.MODEL_FPS, *_key_masks(early))
+        for start in ([0] if still_before else []) + held_key_ends(poses30, trans30, *_key_masks(early)):
+            poses30, trans30 = set_off_from_stillness(poses30, trans30, L.MODEL_FPS, *_key_masks(early), start=start)
         if held is not None and held.any():     # a dancer waiting in a silence stands as drawn
             given = np.zeros((len(poses30), 2), bool) if given is None else given.copy()
             given[held] = True
@@ -571,8 +571,8 @@ def finish_motion(poses30: np.ndarray, trans30: np.ndarray, seconds: float, out_
         fixed = np.zeros((out_frames, NUM_JOINTS), bool)
         fixed[:constraints.num_frames] = constraints.joint_mask
         fixed[:constraints.num_frames, 0] |= keyed_spin_frames(constraints)
-    if still_before:
-        poses, trans = set_off_from_stillness(poses, trans, fps, *_key_masks(constraints))
+    for start in ([0] if still_before else []) + held_key_ends(poses, trans, *_key_masks(constraints)):
+        poses, trans = set_off_from_stillness(poses, trans, fps, *_key_masks(constraints), start=start)
     if "speed guard" in finishing:
         poses, _ = limit_joint_speeds(poses, fps, fixed=fixed)  # a last guard: no joint pops
     if "feet" in finishing:

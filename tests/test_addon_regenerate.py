@@ -775,7 +775,7 @@ def test_a_start_pose_held_before_the_song_is_left_as_from_standing(addon, tmp_p
     heads = _heads(obj, list(range(first - 1, first + 24)))
     step = np.linalg.norm(np.diff(heads, axis=0), axis=2).max(axis=1)      # fastest joint per frame step
     print(f"into the dance {step[0]:.5f} m, out of the held pose {step[1]:.5f} m, then up to {step[2:].max():.4f} m")
-    assert step[0] < 1e-4 and step[1] < 1e-4 < 0.01 < step[2:].max()      # held, set off from, then dancing
+    assert step[0] < 1e-4 and step[1] < 1e-3 < 0.01 < step[2:].max()      # held, set off from, then dancing
     # An animation moving on into the song's first frame (extrapolated past its last key): no
     # hold there, so none is asked of the dance.
     assert bpy.ops.dance.use_take(action=T.original_action(obj).name) == {'FINISHED'}

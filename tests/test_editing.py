@@ -907,9 +907,9 @@ def test_a_start_pose_risen_on_the_toes_leaves_its_legs_at_the_dances_pace():
     assert step[:3].max() < drawn.max() + 2.0
 
 
-def test_still_before_cancels_the_first_frames_rate_and_leaves_the_next_key_and_the_rest_as_drawn():
+def test_still_before_eases_out_of_the_first_frames_pose_and_leaves_the_next_key_and_the_rest_as_drawn():
     """A start pose held before the dance (engine.finishing.setoff, after the keys are put on):
-    every joint and the root leave frame 0 at no speed, back on the dance with keys alone by
+    every joint and the root ease out of frame 0's pose, back on the dance with keys alone by
     SETOFF_SECONDS; a joint keyed again within that time meets its key exactly, passing it at the
     same rate as without."""
     from engine.finishing.setoff import SETOFF_SECONDS, set_off_from_stillness
@@ -933,6 +933,6 @@ def test_still_before_cancels_the_first_frames_rate_and_leaves_the_next_key_and_
     # At the elbow's next key the correction is over, rate and all (zero slope there).
     rate = angular_speed(out[5:8], FPS)[:, elbow]
     rate_plain = angular_speed(plain[0][5:8], FPS)[:, elbow]
-    assert abs(rate[1] - rate_plain[1]) < 1e-9 and abs(rate[0] - rate_plain[0]) < 0.25 * rate_plain[0]
+    assert abs(rate[1] - rate_plain[1]) < 1e-9 and abs(rate[0] - rate_plain[0]) < 0.5 * rate_plain[0]   # catching up
     after = int(np.ceil(SETOFF_SECONDS * FPS))
     assert np.abs(out[after:] - plain[0][after:]).max() < 1e-9 and np.abs(out_trans[after:] - plain[1][after:]).max() < 1e-9

@@ -328,6 +328,21 @@ def test_still_before_without_keys_sets_off_from_the_dances_own_first_pose(click
     assert speed[0] < 0.1 * np.median(speed[9:30])
 
 
+def test_a_hold_the_animator_keys_is_left_as_from_standing(click_song, tiny_weights):
+    """The same pose keyed twice holds the body in between (engine.finishing.editing); where the
+    hold ends, the dance goes on from stillness (engine.finishing.setoff), not at the drawn pace."""
+    pose = np.random.default_rng(4).normal(0.0, 0.3, 72)
+    c = Constraints.empty(150, 30.0)
+    for f in (30, 60):
+        c.set_pose(f, pose, root=np.array([0.0, 0.95, 0.0]))
+    m = _gen(click_song, tiny_weights, constraints=c, duration=5)
+    speed = np.linalg.norm(np.diff(joint_positions(m.poses, m.trans), axis=0), axis=-1).max(axis=1) * m.fps
+    print(f"in the hold {speed[31:59].max():.4f} m/s; after it {np.round(speed[60:64], 3)}; "
+          f"0.5-1.5 s on {np.median(speed[75:105]):.2f}")
+    assert speed[31:59].max() < 1e-6
+    assert speed[60:63].max() < 0.1 * np.median(speed[75:105])
+
+
 def _kick_hat_chord(seconds: float, bpm: float = 120.0, sr: int = 22050) -> np.ndarray:
     """A kick on every beat, a hat between, a sine chord: the song of the QA pass that found the
     rushed join below."""

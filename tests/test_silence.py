@@ -9,7 +9,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from engine.api import draw, generate
+from engine.api import draw, finish_draw, generate
 from engine.body import layout as L
 from engine.body import rotations as R
 from engine.body.motion import Constraints
@@ -139,6 +139,27 @@ def test_the_dancer_waits_in_silence_and_dances_the_music(tmp_path, tiny_weights
         assert _mean_speed(waits, silence) < 0.01
         assert _mean_speed(dances, silence) > 0.1
     assert _mean_speed(waits, (0.3, 1.7)) > 0.1 and _mean_speed(waits, (4.3, 5.7)) > 0.1
+
+
+def test_a_start_pose_waited_in_through_a_silent_intro_is_set_off_from_gently(tmp_path, tiny_weights):
+    # QA: a start pose kept through a silent intro, and where the music starts the dance left it
+    # at 0.9 m/s in one frame. The end of a keyed stillness is now eased out of
+    # (engine.finishing.setoff): the first frames after it barely move.
+    song = tmp_path / "intro.wav"
+    sf.write(song, np.concatenate([_silence(2.0), _sound(3.0)]), SR)
+    fps = 24.0
+    c = Constraints.empty(120, fps).set_pose(0, np.random.default_rng(1).normal(0.0, 0.3, 72),
+                                             root=np.array([0.0, 0.95, 0.0]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", EngineNote)
+        d = draw(song, weights=tiny_weights, steps=2, fps=fps, constraints=c)
+    m = finish_draw(d)
+    e = int(np.flatnonzero(d.constraints.joint_mask.any(axis=1))[-1])              # the wait's last frame
+    speed = np.linalg.norm(np.diff(joint_positions(m.poses, m.trans), axis=0), axis=-1).max(axis=1) * fps
+    print(f"the wait ends on frame {e}; fastest joint after it: {np.round(speed[e:e + 4], 3)} m/s "
+          f"(0.87, 1.39, 1.61 before); 0.5-1.5 s on {np.median(speed[e + 12:e + 36]):.2f}")
+    assert 1.7 * fps < e < 2.1 * fps
+    assert speed[e:e + 3].max() < 0.1 * np.median(speed[e + 12:e + 36])
 
 
 def test_the_silence_note_gives_the_songs_own_seconds(tmp_path, tiny_weights):
