@@ -5,14 +5,17 @@ the dance's first frame, and the dancer was still there. The network draws its f
 moving, as from the middle of a dance; met by the key's correction alone, the body left the
 held pose at full speed in one frame (fastest joint 1.3 m/s on average, up to 3.3). At the end
 of a hold the animator keyed (the same pose keyed twice, or a start pose kept through a silent
-intro) the dance went on as abruptly (QA: 0.9 m/s in the frame after a silent intro). Here every joint and the root ease out of the still
-pose into the drawn dance: each frame takes a share w(t) of the way from the still pose to the
-dance's (a slerp; for the root, a lerp), w rising as a smoothstep from 0 to 1 over
-SETOFF_SECONDS, or by that joint's next key (which it leaves exact, passed at the drawn rate).
-The body accelerates from stillness whatever the drawn motion does next, lags the dance a
-little and catches up by the end (at most about 1.25x its speed). finish_motion applies it after
-the keys are put on, at the model's rate before the feet step and at the output rate after the
-beat warp.
+intro) the dance went on as abruptly (QA: 0.9 m/s in the frame after a silent intro).
+
+Here every joint and the root ease out of the still pose into the drawn dance: each frame takes
+a share w(t) of the way from the still pose to the dance's (a slerp; for the root, a lerp), w
+rising as a smoothstep from 0 to 1 over SETOFF_SECONDS, or by that joint's next key (which it
+leaves exact, passed at the drawn rate). The body accelerates from stillness whatever the drawn
+motion does next, lags the dance a little and catches up by the end (about 1.25x its speed for a
+steady motion, 1.5x measured where the dance speeds up meanwhile). finish_motion applies it
+after the keys are put on, at the model's rate before the feet step and at the output rate
+after the beat warp. A joint turned more than half a turn from the still pose within
+SETOFF_SECONDS would be eased the short way round (the training dancers' half turns take 1.0-1.8 s).
 """
 from __future__ import annotations
 
@@ -26,6 +29,8 @@ from ..body.skeleton import NUM_JOINTS
 # How long the ease out of a still pose lasts: the body is at half the dance's speed about a
 # tenth of a second in, and on the drawn dance again by the end.
 SETOFF_SECONDS = 0.5
+# Standing still from one frame to the next: a float's rounding, not a move (rad, m).
+STILL_TURN, STILL_SHIFT = 1e-6, 1e-7
 
 
 def set_off_from_stillness(poses: np.ndarray, trans: np.ndarray, fps: float, joint_keys: np.ndarray | None = None,
@@ -85,7 +90,3 @@ def held_key_ends(poses: np.ndarray, trans: np.ndarray, joint_keys: np.ndarray |
     turned = R.quat_angle(q[len(ends):], q[:len(ends)]).amax(dim=1).numpy()
     moved = np.linalg.norm(trans[ends] - trans[ends - 1], axis=1)
     return ends[(turned < STILL_TURN) & (moved < STILL_SHIFT)].tolist()
-
-
-# Standing still from one frame to the next: a float's rounding, not a move (rad, m).
-STILL_TURN, STILL_SHIFT = 1e-6, 1e-7
