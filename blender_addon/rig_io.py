@@ -35,8 +35,7 @@ from engine.outputs.bone_mapping import ROOT_KEY, root_bone_name, with_movable_r
 from engine.errors import EngineError
 from engine.body.motion import Constraints, Motion
 from engine.outputs.retarget import (Retargeter, Rig, auto_map, check_bone_map, join_to_context, list_presets, load_bone_map,
-                             onto_given_poses,
-                             load_preset)
+                             load_preset, onto_given_poses)
 from engine.body.skeleton import JOINT_NAMES, joint_indices
 # Rigify switches the add-on keys in each take it writes so the deforming bones follow the FK
 # controls it animates (custom properties that Rigify's generated rig puts on thigh_parent.L,

@@ -26,7 +26,7 @@ from .finishing.editing import (anchor_times, apply_constraints, keyed_jump_lift
                                 keys_at_model_rate, leg_keys, legs_hang_from_new_hips, raised_root_frames,
                                 rushed_root_keys, sunk_root_frames)
 from .finishing.feet import beat_cycle, clean_feet, toes_above_floor
-from .finishing.setoff import held_key_ends, set_off_from_stillness
+from .finishing.setoff import set_off_where_still
 from .finishing.rootpath import keep_on_floor
 from .finishing.turns import limit_joint_speeds, limit_pelvis_turns
 from .music.silence import ABSOLUTE_SILENCE_DBFS, gain_envelope, heard_levels_db, silent_stretches_of
@@ -503,10 +503,6 @@ def smooth_channels(raw: torch.Tensor, sigma_frames: float) -> torch.Tensor:
     return out
 
 
-def _key_masks(c: Constraints | None) -> tuple[np.ndarray | None, np.ndarray | None]:
-    return (None, None) if c is None else (c.joint_mask, c.trans_mask)
-
-
 def finish_motion(poses30: np.ndarray, trans30: np.ndarray, seconds: float, out_frames: int, fps: float,
                   music_beats: np.ndarray, constraints: Constraints | None,
                   stage_radius: float | None = None, finishing: Collection[str] = FINISHING_STEPS,
@@ -547,8 +543,7 @@ def finish_motion(poses30: np.ndarray, trans30: np.ndarray, seconds: float, out_
             poses30, trans30 = apply_constraints(poses30, trans30, early, L.MODEL_FPS)
             given, pinned = leg_keys(early)
             jump_lift = keyed_jump_lift(early, drawn, (poses30, trans30), L.MODEL_FPS)
-        for start in ([0] if still_before else []) + held_key_ends(poses30, trans30, *_key_masks(early)):
-            poses30, trans30 = set_off_from_stillness(poses30, trans30, L.MODEL_FPS, *_key_masks(early), start=start)
+        poses30, trans30 = set_off_where_still(poses30, trans30, L.MODEL_FPS, early, still_before)
         if held is not None and held.any():     # a dancer waiting in a silence stands as drawn
             given = np.zeros((len(poses30), 2), bool) if given is None else given.copy()
             given[held] = True
@@ -571,8 +566,7 @@ def finish_motion(poses30: np.ndarray, trans30: np.ndarray, seconds: float, out_
         fixed = np.zeros((out_frames, NUM_JOINTS), bool)
         fixed[:constraints.num_frames] = constraints.joint_mask
         fixed[:constraints.num_frames, 0] |= keyed_spin_frames(constraints)
-    for start in ([0] if still_before else []) + held_key_ends(poses, trans, *_key_masks(constraints)):
-        poses, trans = set_off_from_stillness(poses, trans, fps, *_key_masks(constraints), start=start)
+    poses, trans = set_off_where_still(poses, trans, fps, constraints, still_before)
     if "speed guard" in finishing:
         poses, _ = limit_joint_speeds(poses, fps, fixed=fixed)  # a last guard: no joint pops
     if "feet" in finishing:

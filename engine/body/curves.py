@@ -181,3 +181,19 @@ def envelope(x: np.ndarray, reach: int, mode: str = "nearest") -> np.ndarray:
     either side, Gaussian-smoothed over reach/2, so that whatever is needed on a frame begins
     some frames before it and ends as long after (scipy.ndimage `mode` at the ends)."""
     return gaussian_filter1d(maximum_filter1d(x, 2 * reach + 1, mode=mode, axis=0), reach / 2, mode=mode, axis=0)
+
+
+def unwrapped_rotation_vectors(delta: np.ndarray) -> np.ndarray:
+    """(K,3) rotation vectors, each the short way round (angle <= pi) -> the same rotations with
+    each one taken the long way round (angle - 2 pi) where that is closer to the previous one, so
+    that corrections of nearly half a turn on consecutive keys do not swing through zero (a
+    whole turn) between them (a key's correction, engine.finishing.editing; a written key's
+    offset, engine.outputs.retarget.onto_given_poses)."""
+    out = delta.copy()
+    angle = np.linalg.norm(out, axis=1)
+    for i in np.flatnonzero((angle[1:] + angle[:-1]) > np.pi) + 1:   # only there can it help
+        a = np.linalg.norm(out[i])
+        alt = out[i] * (1.0 - 2.0 * np.pi / a)
+        if np.linalg.norm(alt - out[i - 1]) < np.linalg.norm(out[i] - out[i - 1]):
+            out[i] = alt
+    return out

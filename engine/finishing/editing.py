@@ -34,7 +34,8 @@ import torch
 
 from ..body import rotations as R
 from ..body.holds import alike, same_pose_keyed
-from ..body.curves import dip_knots, jump_curve, jump_ease_frames, offset_curve, smoothstep
+from ..body.curves import (dip_knots, jump_curve, jump_ease_frames, offset_curve, smoothstep,
+                           unwrapped_rotation_vectors)
 from ..body.motion import Constraints
 from ..body.skeleton import BODY_PARTS, FOOT_INDICES, JOINT_INDEX, NUM_JOINTS, REST_PELVIS_HEIGHT, joint_positions
 from ..defaults import INPAINT_MIN_RUN_SECONDS, PACED_KEY_SECONDS
@@ -113,21 +114,6 @@ def _held_root(trans: np.ndarray, keyed: np.ndarray, given: np.ndarray,
     return keyed, given
 
 
-def _unwrapped(delta: np.ndarray) -> np.ndarray:
-    """(K,3) rotation vectors, each the short way round (angle <= pi) -> the same rotations with
-    each one taken the long way round (angle - 2 pi) where that is closer to the previous one, so
-    that corrections of nearly half a turn on consecutive keys do not swing through zero (a
-    whole turn) between them."""
-    out = delta.copy()
-    angle = np.linalg.norm(out, axis=1)
-    for i in np.flatnonzero((angle[1:] + angle[:-1]) > np.pi) + 1:   # only there can it help
-        a = np.linalg.norm(out[i])
-        alt = out[i] * (1.0 - 2.0 * np.pi / a)
-        if np.linalg.norm(alt - out[i - 1]) < np.linalg.norm(out[i] - out[i - 1]):
-            out[i] = alt
-    return out
-
-
 def _keyed_winding(pelvis: torch.Tensor, key_frames: np.ndarray, keyed: torch.Tensor,
                    spins: np.ndarray) -> np.ndarray:
     """(T,) extra turn about the vertical, whole turns at the keys, so that the pelvis (T,4), which
@@ -192,7 +178,7 @@ def apply_constraints(poses: np.ndarray, trans: np.ndarray, constraints: Constra
             pelvis_keys = (k, given[k], spins[k])
         # Correction at each key, as a rotation vector (the short way round): given = delta * generated.
         dq = R.quat_mul(given[k], R.quat_conjugate(q_all[k, j]))
-        delta = _unwrapped(R.quat_to_axis_angle(dq).numpy())
+        delta = unwrapped_rotation_vectors(R.quat_to_axis_angle(dq).numpy())
         blend = torch.from_numpy(offset_curve(k, delta, T, joint_fade, paced=PACED_KEY_SECONDS * fps))
         q_all[:, j] = R.quat_mul(R.axis_angle_to_quat(blend), q_all[:, j])
         out_mask[:, j] = keyed

@@ -24,6 +24,7 @@ import torch
 
 from ..body import rotations as R
 from ..body.curves import smoothstep
+from ..body.motion import Constraints
 from ..body.skeleton import NUM_JOINTS
 
 # How long the ease out of a still pose lasts: the body is at half the dance's speed about a
@@ -90,3 +91,14 @@ def held_key_ends(poses: np.ndarray, trans: np.ndarray, joint_keys: np.ndarray |
     turned = R.quat_angle(q[len(ends):], q[:len(ends)]).amax(dim=1).numpy()
     moved = np.linalg.norm(trans[ends] - trans[ends - 1], axis=1)
     return ends[(turned < STILL_TURN) & (moved < STILL_SHIFT)].tolist()
+
+
+def set_off_where_still(poses: np.ndarray, trans: np.ndarray, fps: float, constraints: Constraints | None,
+                        still_before: bool) -> tuple[np.ndarray, np.ndarray]:
+    """The dance (poses (T,72), trans (T,3)) with its keys put on, set off from stillness from its
+    first frame (`still_before`) and at the end of each stillness `constraints` key there
+    (held_key_ends)."""
+    joint_keys, root_keys = (None, None) if constraints is None else (constraints.joint_mask, constraints.trans_mask)
+    for start in ([0] if still_before else []) + held_key_ends(poses, trans, joint_keys, root_keys):
+        poses, trans = set_off_from_stillness(poses, trans, fps, joint_keys, root_keys, start=start)
+    return poses, trans

@@ -1077,7 +1077,7 @@ def onto_given_poses(quats: np.ndarray, loc: np.ndarray, bones, held: np.ndarray
     trip through SMPL and the character's own feet is not exact: written over the retargeted
     dance at its frame alone, a Rigify start pose held before the song had its thigh turn 11
     degrees and its toe move 16 cm in the dance's next frame (QA)."""
-    from ..body.curves import dip_knots, offset_curve   # scipy: imported late (the rig panel runs without it)
+    from ..body.curves import dip_knots, offset_curve, unwrapped_rotation_vectors   # scipy: imported late
     quats, loc = np.array(quats, np.float64), np.array(loc, np.float64)
     T = len(quats)
     fade = max(1, int(fade))
@@ -1086,26 +1086,12 @@ def onto_given_poses(quats: np.ndarray, loc: np.ndarray, bones, held: np.ndarray
         if not len(k) or len(k) == T:
             continue
         turn = quat_to_matrix(given_quats[k, b]) @ np.swapaxes(quat_to_matrix(quats[k, b]), -1, -2)
-        curve = offset_curve(*dip_knots(k, _continuous_vectors(matrix_to_axis_angle(turn)), fade), T, fade)
+        curve = offset_curve(*dip_knots(k, unwrapped_rotation_vectors(matrix_to_axis_angle(turn)), fade), T, fade)
         quats[:, b] = matrix_to_quat(axis_angle_to_matrix(curve) @ quat_to_matrix(quats[:, b]))
     k = np.flatnonzero(root_held)
     if 0 < len(k) < T:
         loc += offset_curve(*dip_knots(k, given_loc[k] - loc[k], fade), T, fade)
     return quats, loc
-
-
-def _continuous_vectors(aa: np.ndarray) -> np.ndarray:
-    """(K,3) rotation vectors, each the equivalent one (a whole turn apart) nearest the one before:
-    interpolated between keys, a jump from pi to -pi would spin the bone a whole turn."""
-    out = np.array(aa, np.float64)
-    for i in range(1, len(out)):
-        angle = np.linalg.norm(out[i])
-        if angle < 1e-9:
-            continue
-        axis = out[i] / angle
-        candidates = [axis * (angle + 2 * np.pi * n) for n in (-1, 0, 1)]
-        out[i] = min(candidates, key=lambda v: np.linalg.norm(v - out[i - 1]))
-    return out
 
 
 def smpl_positions(G: np.ndarray, trans: np.ndarray) -> np.ndarray:
