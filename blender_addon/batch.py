@@ -156,11 +156,13 @@ def _set_fps(scene, fps: float) -> None:
         scene.render.fps_base = scene.render.fps / fps
 
 
-def _sound_strip(scene, audio: str | None, frame_start: int | None, scene_io, compat):
+def _sound_strip(scene, audio: str | None, frame_start: int | None, scene_io, compat, song_in=None):
+    """The strip danced: with no --audio, the only (or active) sound strip of `song_in` (the
+    scene whose sequencer holds the song, song_scene.where_the_song_plays; default `scene`)."""
     if audio is None:
         from engine.errors import EngineError
         try:
-            return scene_io.find_sound_strip(scene)
+            return scene_io.find_sound_strip(song_in or scene)
         except scene_io.NoSoundStrip:       # the panel's words name its menus; here the option is what to give
             raise EngineError("no song: the scene has no sound strip; give one with --audio FILE") from None
         except scene_io.SeveralSoundStrips as e:
@@ -261,7 +263,11 @@ def run(args: argparse.Namespace) -> str:
     scene = context.scene
     if args.fps:
         _set_fps(scene, args.fps)
-    strip = _sound_strip(scene, args.audio, args.frame_start, scene_io, compat)
+    song_in = None
+    if args.audio is None:      # Blender 5.0: the song may lie in the Video Sequencer's own scene
+        song_scene = importlib.import_module(addon.__name__ + ".song_scene")
+        song_in = song_scene.where_the_song_plays(scene, compat.sequencer_scene(context)).scene
+    strip = _sound_strip(scene, args.audio, args.frame_start, scene_io, compat, song_in)
     obj = _armature(context, args.armature, scene_io)
     rig_io = importlib.import_module(addon.__name__ + ".rig_io")   # own characters (issue 14)
     if rig_io.is_character(obj):

@@ -6,7 +6,8 @@
 - Sequencer: `sequence_editor.strips` (4.4+, the only name in 5.0) vs `sequences` (before); a
   strip's retiming keys (a sound strip's in the API from 4.4; 4.2/4.3 retime sound strips
   without showing them); F-curves of a strip's property are
-  keyed on `sequence_editor.strips_all["name"]` (4.4+) or `sequences_all["name"]` (older files).
+  keyed on `sequence_editor.strips_all["name"]` (4.4+) or `sequences_all["name"]` (older files);
+  5.0's Sequencer Scene, the one the Video Sequencer shows (`context.sequencer_scene`).
 Everything checks for the attribute, never the version number.
 """
 from __future__ import annotations
@@ -161,6 +162,12 @@ def all_strips(scene) -> list:
         if coll is not None:
             return list(coll)
     return []
+
+
+def sequencer_scene(context):
+    """The scene the Video Sequencer shows and plays (Blender 5.0's workspace Sequencer Scene,
+    which may be another than the window's); None before 5.0 or where none is picked."""
+    return getattr(context, "sequencer_scene", None)
 
 
 def strip_muted(scene, strip) -> bool:

@@ -44,6 +44,7 @@ class Plan:
     last: int
     fps: float
     strip: object = None  # the sound strip danced (None: a file)
+    song_scene: object = None  # song_scene.SongScene: the scene whose sequencer holds the strip
 
     @property
     def start_seconds(self) -> float:
@@ -73,9 +74,11 @@ class Plan:
 SHORT_SONG_SECONDS = 1.0
 
 
-def plan(scene, settings) -> Plan:
-    """Resolve the song and frame range from the settings; raises EngineError on a user mistake."""
-    from . import scene_io
+def plan(scene, settings, sequencer_scene=None) -> Plan:
+    """Resolve the song and frame range from the settings; raises EngineError on a user mistake.
+    `sequencer_scene`: the scene the Video Sequencer shows (blender_compat.sequencer_scene), where
+    the song may lie when it is not in `scene` itself (song_scene)."""
+    from . import scene_io, song_scene
     from engine.errors import EngineError
     if scene.render.frame_map_old != scene.render.frame_map_new:
         # Blender then shows the animation of frame f*old/new on frame f, and the sound as it is.
@@ -83,10 +86,11 @@ def plan(scene, settings) -> Plan:
                           "Properties > Frame Range): the dance would play at another speed than the song; set Old "
                           "and New alike to generate")
     fps = scene_io.scene_fps(scene)
-    strip = None
+    strip = where = None
     if settings.audio_source == 'STRIP':
-        strip = scene_io.find_sound_strip(scene, settings.strip_name)
-        span = scene_io.sound_strip_audio(scene, strip)
+        where = song_scene.where_the_song_plays(scene, sequencer_scene)
+        strip = scene_io.find_sound_strip(where.scene, settings.strip_name)
+        span = where.onto_dancer_frames(scene_io.sound_strip_audio(where.scene, strip))
     else:
         span = scene_io.file_audio(scene, settings.audio_file, scene.frame_start)
     song_first, song_last = span.first_frame, span.first_frame + span.num_frames - 1
@@ -101,7 +105,7 @@ def plan(scene, settings) -> Plan:
                               f"{scene_io.frame_span(song_first, song_last)}")
     if last < first:
         raise EngineError("the song is shorter than one frame")
-    return Plan(span, first, last, fps, strip)
+    return Plan(span, first, last, fps, strip, where)
 
 
 def dancer(context):
@@ -399,7 +403,7 @@ def build_request(context):
     scene, settings = context.scene, context.scene.dance
     obj = dancer(context)
     bone_map = rig_io.check_dancer(obj)   # None: the SMPL dancer; else own character (issue 14)
-    p = plan(scene, settings)
+    p = plan(scene, settings, compat.sequencer_scene(context))
     write_range = None
     first, last = p.first, p.last
     if not settings.use_strip_range:
@@ -462,9 +466,13 @@ def build_request(context):
     if note:
         request.notes.append(note)
     if p.strip is not None:
-        note = scene_io.also_heard_note(scene, p.strip, p.first, p.last)
+        where = p.song_scene
+        note = scene_io.also_heard_note(where.scene, p.strip, p.first - where.shift, p.last - where.shift)
         if note:
             request.notes.append(note)
+        if where.is_elsewhere:
+            request.notes.append(f"the song '{p.strip.name}' plays in the Video Sequencer's scene '{where.scene.name}', "
+                                 f"which shows '{scene.name}' through {where.through}: the dance follows it as heard there")
     if intro is not None:
         request.notes.append(f"the dance starts from the pose '{obj.name}' holds on frame {first}, where its animation "
                              f"keyed up to frame {intro} leaves it"

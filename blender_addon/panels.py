@@ -64,13 +64,18 @@ class DANCE_PT_main(_DancePanel, bpy.types.Panel):
             box.operator("dance.install_dependencies", icon='IMPORT')
             return
         from engine.errors import EngineError
-        from . import operators, runner, scene_io
+        from . import operators, runner, scene_io, song_scene
 
         # The song
         layout.row().prop(settings, "audio_source", expand=True)
+        sequencer_scene = compat.sequencer_scene(context)
         if settings.audio_source == 'STRIP':
-            if scene.sequence_editor is not None:
-                layout.prop_search(settings, "strip_name", scene.sequence_editor, compat.strip_search_attr(scene),
+            try:        # the strips listed are those of the scene the song is read from
+                song_in = song_scene.where_the_song_plays(scene, sequencer_scene).scene
+            except EngineError:
+                song_in = scene
+            if song_in.sequence_editor is not None:
+                layout.prop_search(settings, "strip_name", song_in.sequence_editor, compat.strip_search_attr(song_in),
                                    text="Strip", icon='SOUND')
             else:
                 layout.label(text="Add the song in the Video Sequencer", icon='INFO')
@@ -79,8 +84,10 @@ class DANCE_PT_main(_DancePanel, bpy.types.Panel):
         plan = None
         box = layout.box()
         try:
-            plan = operators.plan(scene, settings)
+            plan = operators.plan(scene, settings, sequencer_scene)
             box.label(text=os.path.basename(plan.span.path), icon='SOUND')
+            if plan.song_scene is not None and plan.song_scene.is_elsewhere:
+                box.label(text=f"In the sequencer's scene '{plan.song_scene.scene.name}'", icon='SEQUENCE')
             box.label(text=f"{plan.duration:.1f} s from {plan.start_seconds:.2f} s into the file")
             if plan.span.speed != 1.0:     # a retimed strip: the dance follows the music as it plays
                 box.label(text=f"Retimed: the file plays at {plan.span.speed * 100:.4g}% speed")
