@@ -158,7 +158,9 @@ def _set_fps(scene, fps: float) -> None:
 
 def _sound_strip(scene, audio: str | None, frame_start: int | None, scene_io, compat, song_in=None):
     """The strip danced: with no --audio, the only (or active) sound strip of `song_in` (the
-    scene whose sequencer holds the song, song_scene.where_the_song_plays; default `scene`)."""
+    scene whose sequencer holds the song, song_scene.where_the_song_plays; default `scene`);
+    with --audio, a strip of that file in `song_in` or `scene`, else a new one in `scene` (QA: a
+    song already in 5.0's Sequencer Scene was added again, playing twice)."""
     if audio is None:
         from engine.errors import EngineError
         try:
@@ -169,7 +171,7 @@ def _sound_strip(scene, audio: str | None, frame_start: int | None, scene_io, co
             raise EngineError(f"{e.count} sound strips in the scene and none picked: name the song with "
                               "--audio FILE") from None
     target = os.path.normpath(os.path.abspath(audio))
-    for strip in compat.all_strips(scene):
+    for strip in compat.all_strips(song_in or scene) + (compat.all_strips(scene) if song_in not in (None, scene) else []):
         if strip.type == 'SOUND' and strip.sound is not None and \
                 os.path.normpath(scene_io._sound_file(strip.sound)) == target:
             return strip
@@ -263,10 +265,13 @@ def run(args: argparse.Namespace) -> str:
     scene = context.scene
     if args.fps:
         _set_fps(scene, args.fps)
-    song_in = None
-    if args.audio is None:      # Blender 5.0: the song may lie in the Video Sequencer's own scene
-        song_scene = importlib.import_module(addon.__name__ + ".song_scene")
+    song_scene = importlib.import_module(addon.__name__ + ".song_scene")
+    try:      # Blender 5.0: the song may lie in the Video Sequencer's own scene
         song_in = song_scene.where_the_song_plays(scene, compat.sequencer_scene(context)).scene
+    except EngineError:
+        if args.audio is None:
+            raise
+        song_in = scene       # the file given is added to the dancer's scene
     strip = _sound_strip(scene, args.audio, args.frame_start, scene_io, compat, song_in)
     obj = _armature(context, args.armature, scene_io)
     rig_io = importlib.import_module(addon.__name__ + ".rig_io")   # own characters (issue 14)

@@ -88,7 +88,7 @@ def plan(scene, settings, sequencer_scene=None) -> Plan:
     fps = scene_io.scene_fps(scene)
     strip = where = None
     if settings.audio_source == 'STRIP':
-        where = song_scene.where_the_song_plays(scene, sequencer_scene)
+        where = song_scene.where_the_song_plays(scene, sequencer_scene, settings.strip_name)
         strip = scene_io.find_sound_strip(where.scene, settings.strip_name)
         span = where.onto_dancer_frames(scene_io.sound_strip_audio(where.scene, strip))
     else:
@@ -399,7 +399,7 @@ def lead_out(obj, bone_map, last: int, fps: float) -> LeadOut | None:
 
 def build_request(context):
     """Everything the worker needs, read on the main thread."""
-    from . import keys, rig_io, runner, scene_io
+    from . import keys, rig_io, runner, scene_io, song_scene
     scene, settings = context.scene, context.scene.dance
     obj = dancer(context)
     bone_map = rig_io.check_dancer(obj)   # None: the SMPL dancer; else own character (issue 14)
@@ -468,6 +468,10 @@ def build_request(context):
     if p.strip is not None:
         where = p.song_scene
         note = scene_io.also_heard_note(where.scene, p.strip, p.first - where.shift, p.last - where.shift)
+        if note:
+            request.notes.append(note)
+        note = song_scene.other_song_note(scene, compat.sequencer_scene(context), p.strip) \
+            if not where.is_elsewhere else None
         if note:
             request.notes.append(note)
         if where.is_elsewhere:

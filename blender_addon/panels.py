@@ -71,7 +71,7 @@ class DANCE_PT_main(_DancePanel, bpy.types.Panel):
         sequencer_scene = compat.sequencer_scene(context)
         if settings.audio_source == 'STRIP':
             try:        # the strips listed are those of the scene the song is read from
-                song_in = song_scene.where_the_song_plays(scene, sequencer_scene).scene
+                song_in = song_scene.where_the_song_plays(scene, sequencer_scene, settings.strip_name).scene
             except EngineError:
                 song_in = scene
             if song_in.sequence_editor is not None:

@@ -589,7 +589,7 @@ def find_sound_strip(scene, name: str = ""):
     if active is not None and active.type == 'SOUND':
         return active
     sounds = [s for s in strips if s.type == 'SOUND']
-    heard = [s for s in sounds if not _inaudible(scene, s) and not _file_missing(s)]
+    heard = heard_sound_strips(scene)
     through = heard_scene_strips(scene)
     if through and not heard:   # QA: "no sound strip" (or a muted one blamed), the song right there
         raise NoSoundStrip(f"the sound plays through the scene strip '{through[0].name}' (scene "
@@ -603,6 +603,13 @@ def find_sound_strip(scene, name: str = ""):
     raise SeveralSoundStrips(len(sounds))
 
 
+def heard_sound_strips(scene) -> list:
+    """The sound strips of `scene`'s sequencer that play something: not muted, not at volume 0
+    throughout, their file there (or packed)."""
+    return [s for s in compat.all_strips(scene)
+            if s.type == 'SOUND' and not _inaudible(scene, s) and not _file_missing(s)]
+
+
 def heard_scene_strips(scene) -> list:
     """The scene strips of `scene`'s sequencer that play another scene's sound strips, heard (the
     strip, the other scene's audio and one of its sound strips neither muted nor at volume 0):
@@ -612,8 +619,7 @@ def heard_scene_strips(scene) -> list:
         if s.type != 'SCENE' or s.scene is None or s.scene == scene or compat.strip_muted(scene, s):
             continue
         inner = s.scene
-        if getattr(s, "volume", 1.0) > 0 and getattr(inner, "audio_volume", 1.0) > 0 and any(
-                x.type == 'SOUND' and not _inaudible(inner, x) for x in compat.all_strips(inner)):
+        if getattr(s, "volume", 1.0) > 0 and getattr(inner, "audio_volume", 1.0) > 0  and heard_sound_strips(inner):
             out.append(s)
     return out
 
@@ -623,8 +629,7 @@ def also_heard_note(scene, danced, first: int, last: int) -> str | None:
     song's other half after a cut, a sound effect, a scene strip): the dance follows one strip,
     and with another one picked it followed that one alone without a word (QA: a sound effect
     danced while the song played under it)."""
-    others = [s for s in compat.all_strips(scene)
-              if s.type == 'SOUND' and s != danced and not _inaudible(scene, s) and not _file_missing(s)]
+    others = [s for s in heard_sound_strips(scene) if s != danced]
     listed, pieces = [], []
     for s in others + heard_scene_strips(scene):
         a, end = compat.strip_range(s)

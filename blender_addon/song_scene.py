@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from . import blender_compat as compat
+from . import scene_io
 from .scene_io import scene_fps
 from engine.errors import EngineError
 
@@ -48,20 +49,19 @@ class SongScene:
                              first_frame=first + self.shift, num_frames=end - first, volumes=volumes)
 
 
-def _has_sound(scene) -> bool:
-    return any(s.type == 'SOUND' for s in compat.all_strips(scene))
-
-
-def where_the_song_plays(scene, sequencer_scene) -> SongScene:
-    """The dancer's `scene` itself, unless it has no sound strip and the Video Sequencer's scene
-    (`sequencer_scene`, Blender 5.0; None before) is another one that has: then that scene,
-    through its scene strips that show `scene`. EngineError (one line, what to do) where they do
-    not show it, disagree on its timing, or play it at another frame rate or speed."""
-    if sequencer_scene is None or sequencer_scene == scene or _has_sound(scene) or not _has_sound(sequencer_scene):
+def where_the_song_plays(scene, sequencer_scene, strip_name: str = "") -> SongScene:
+    """The dancer's `scene` itself, unless no sound strip of it is heard (a muted scratch track
+    does not count; QA: it hid the song) and the Video Sequencer's scene (`sequencer_scene`,
+    Blender 5.0; None before) is another one where one is: then that scene, through its scene
+    strips that show `scene`. A strip picked by name (`strip_name`) in `scene` keeps `scene`.
+    EngineError (one line, what to do) where those strips do not show it, disagree on its
+    timing, or play it at another frame rate or speed."""
+    if sequencer_scene is None or sequencer_scene == scene or scene_io.heard_sound_strips(scene) \
+            or not scene_io.heard_sound_strips(sequencer_scene) \
+            or (strip_name and any(s.name == strip_name for s in compat.all_strips(scene))):
         return SongScene(scene)
     where = f"the song is in the Video Sequencer's scene '{sequencer_scene.name}'"
-    showing = [s for s in compat.all_strips(sequencer_scene)
-               if s.type == 'SCENE' and s.scene == scene and not compat.strip_muted(sequencer_scene, s)]
+    showing = _showing(scene, sequencer_scene)
     if not showing:
         raise EngineError(f"{where}, not in '{scene.name}' where the dancer is, and no scene strip there shows "
                           f"'{scene.name}': add one (Add > Scene > {scene.name}) to dance to the song as it plays "
@@ -83,4 +83,22 @@ def where_the_song_plays(scene, sequencer_scene) -> SongScene:
                           "to the same frame rate (Output Properties > Format)")
     ranges = [compat.strip_range(s) for s in showing]
     return SongScene(sequencer_scene, shifts.pop(), (min(a for a, _ in ranges), max(b for _, b in ranges)), through)
+
+
+def _showing(scene, sequencer_scene) -> list:
+    """The scene strips of `sequencer_scene` that show `scene` (not muted)."""
+    return [s for s in compat.all_strips(sequencer_scene)
+            if s.type == 'SCENE' and s.scene == scene and not compat.strip_muted(sequencer_scene, s)]
+
+
+def other_song_note(scene, sequencer_scene, danced) -> str | None:
+    """A note where the dancer's scene has its own song (`danced`) while the Video Sequencer's
+    scene also plays one with it (QA: a scratch track danced, the edit's song unsaid)."""
+    if sequencer_scene is None or sequencer_scene == scene or not _showing(scene, sequencer_scene):
+        return None
+    songs = scene_io.heard_sound_strips(sequencer_scene)
+    if not songs:
+        return None
+    return (f"the Video Sequencer's scene '{sequencer_scene.name}' also plays '{songs[0].name}' with this scene: the "
+            f"dance follows '{danced.name}' of '{scene.name}'; mute that strip to dance to '{songs[0].name}'")
 

@@ -116,6 +116,15 @@ def test_the_dancers_own_song_comes_first(addon, tmp_path):
     own = scene_io.add_sound_strip(scene, str(add_wav(tmp_path, 1.0, "own.wav")), frame_start=30)
     p = operators.plan(scene, scene.dance, edit)
     assert p.strip == own and p.first == 30 and not p.song_scene.is_elsewhere
+    assert bpy.ops.dance.create_dancer() == {'FINISHED'}
+    notes = operators.build_request(bpy.context).notes           # and says the edit's song plays too
+    assert any("'Edit' also plays 'song.wav'" in n and "follows 'own.wav'" in n for n in notes), notes
+    # A muted scratch track (or one at volume 0) is no song: the edit's is danced (QA: it hid it).
+    for silence in ("mute", "volume"):
+        setattr(own, silence, True if silence == "mute" else 0.0)
+        p = operators.plan(scene, scene.dance, edit)
+        assert p.song_scene.is_elsewhere and p.strip.name == "song.wav" and p.first == 6
+        setattr(own, silence, False if silence == "mute" else 1.0)
     # The sequencer showing the dancer's own scene is no other scene.
     assert song_scene.where_the_song_plays(scene, scene).scene == scene
 
@@ -133,13 +142,17 @@ def test_batch_dances_the_song_of_a_saved_files_sequencer_scene(tmp_path, tiny_w
     batch = os.path.join(os.path.dirname(operators.__file__), "batch.py")
     env = dict(os.environ, BLENDER_USER_RESOURCES=str(tmp_path / "blender_user"))
     env.pop("PYTHONPATH", None)
-    out = tmp_path / "out.blend"
-    run = subprocess.run([sys.executable, batch, "--", "--blend", str(blend), "--weights", str(tiny_weights),
-                          "--steps", "2", "--out-blend", str(out)],
-                         capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
-    assert run.returncode == 0, run.stderr[-2000:]
-    assert "Video Sequencer's scene 'Edit'" in run.stderr, run.stderr[-2000:]
-    bpy.ops.wm.open_mainfile(filepath=str(out))
-    action = bpy.data.objects["Dancer"].animation_data.action
-    assert tuple(action.frame_range) == (6.0, 6.0 + round(SONG_SECONDS * FPS) - 1)
-    assert not compat.all_strips(bpy.data.scenes["Scene"])           # no song added to the dancer's scene
+    # Without --audio, and with --audio naming the song the edit already plays (QA: it was added
+    # to the dancer's scene again, the two copies playing 5 frames apart).
+    for audio in ([], ["--audio", str(tmp_path / "song.wav")]):
+        out = tmp_path / "out.blend"
+        run = subprocess.run([sys.executable, batch, "--", "--blend", str(blend), "--weights", str(tiny_weights),
+                              "--steps", "2", "--out-blend", str(out), "--force"] + audio,
+                             capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
+        assert run.returncode == 0, run.stderr[-2000:]
+        assert "Video Sequencer's scene 'Edit'" in run.stderr, run.stderr[-2000:]
+        bpy.ops.wm.open_mainfile(filepath=str(out))
+        action = bpy.data.objects["Dancer"].animation_data.action
+        assert tuple(action.frame_range) == (6.0, 6.0 + round(SONG_SECONDS * FPS) - 1)
+        assert not compat.all_strips(bpy.data.scenes["Scene"])           # no song added to the dancer's scene
+        assert len(compat.all_strips(bpy.data.scenes["Edit"])) == 2
