@@ -589,8 +589,21 @@ def _fill_fcurve(fc, frames: np.ndarray, values: np.ndarray, types: np.ndarray |
     theirs = ((types == compat.key_type_value('KEYFRAME')) & (np.abs(x[at] - frames) < 1e-3)
               & (old["type"][at, 0] != compat.generated_key_type()[1]))
     new["type"][theirs, 0] = old["type"][at[theirs], 0]
-    auto = bpy.types.Keyframe.bl_rna.properties["handle_left_type"].enum_items["AUTO_CLAMPED"].value
-    new["handle_left_type"][:], new["handle_right_type"][:] = auto, auto
+    handle_types = bpy.types.Keyframe.bl_rna.properties["handle_left_type"].enum_items
+    new["handle_left_type"][:], new["handle_right_type"][:] = handle_types["AUTO_CLAMPED"].value, handle_types["AUTO_CLAMPED"].value
+    # The curve into the span and out of it stays the animator's where the span's first (last)
+    # frame rewrites a key of theirs with its own value: that key keeps its handle on the outer
+    # side, and the last one its interpolation into the next key (QA: a start pose's free handles
+    # became automatic, bending the curve before the song by 5 degrees). Set free, at the spot
+    # where Blender had put it: an automatic one would be recomputed from the dance's frames.
+    for end, side, outside in ((0, "left", x < frames[0] - 1e-3), (n_new - 1, "right", x > frames[-1] + 1e-3)):
+        k = at[end]
+        if abs(x[k] - frames[end]) < 1e-3 and abs(old["co"][k, 1] - values[end]) < 1e-5 and (keep & outside).any():
+            new[f"handle_{side}"][end] = old[f"handle_{side}"][k]
+            new[f"handle_{side}_type"][end] = handle_types["FREE"].value
+            if side == "right":
+                for name in ("interpolation", "easing", "back", "amplitude", "period"):
+                    new[name][end] = old[name][k]
     merged = {name: np.concatenate([old[name][keep], new[name]]) for name, _, _ in _KEY_ATTRS}
     order = np.argsort(merged["co"][:, 0], kind="stable")
     total = len(order)

@@ -479,7 +479,7 @@ def build_request(context):
                                  f"which shows '{scene.name}' through {where.through}: the dance follows it as heard there")
     if intro is not None:
         request.notes.append(f"the dance starts from the pose '{obj.name}' holds on frame {first}, where its animation "
-                             f"keyed up to frame {intro} leaves it"
+                             f"keyed before it (last on frame {intro}) leads"
                              + (", and sets off from it as from standing" if request.still_before else ""))
     if outro is not None:
         what = "the pose" if outro.whole else "the pose of the bones you keyed"

@@ -779,3 +779,37 @@ def test_time_stretching_is_refused_in_one_line(addon, tmp_path):
     assert any(t.startswith("Time Stretching is 100:200") for t in labels), labels
     scene.render.frame_map_new = 100
     assert bpy.ops.dance.generate() == {'FINISHED'}
+
+
+def test_a_start_poses_own_handles_shape_the_curve_into_the_song_in_the_take(addon, tmp_path):
+    # QA (5.0 and 4.5): a pose keyed before the song and again on its first frame, with free
+    # handles moved, got automatic handles in the take on that frame: the curve before the song
+    # bent 5 degrees away from the animator's.
+    scene = addon
+    scene.render.fps = 24
+    scene_io.add_sound_strip(scene, str(add_wav(tmp_path, 2.0)), frame_start=20)
+    assert bpy.ops.dance.create_dancer() == {'FINISHED'}
+    obj = scene.dance.armature
+    pb = obj.pose.bones["left_shoulder"]
+    pb.rotation_mode = 'XYZ'
+    # The same on the way out: a key on the song's last frame (67) and one after it.
+    for frame, pose in ((5, (0.3, 0.2, -0.4)), (20, (0.3, 0.2, -0.4)), (67, (-0.2, 0.1, 0.5)), (80, (0.1, 0.4, 0.2))):
+        pb.rotation_euler = pose
+        pb.keyframe_insert("rotation_euler", frame=frame)
+    for fc in action_fcurves(obj.animation_data.action, object_slot(obj)):
+        for k in fc.keyframe_points:
+            k.handle_left_type = k.handle_right_type = 'FREE'
+            k.handle_right.y += 0.3
+            k.handle_left.y -= 0.2
+        fc.keyframe_points[2].interpolation = 'BACK'
+    outside = list(range(1, 21)) + list(range(67, 81))
+
+    def curve():
+        for f in outside:
+            scene.frame_set(f)
+            yield tuple(pb.rotation_euler)
+    theirs = np.array(list(curve()))
+    scene.dance.steps, scene.dance.quality = 2, 'BEST'
+    assert bpy.ops.dance.generate() == {'FINISHED'}
+    assert obj.animation_data.action.frame_range[1] == 80
+    assert np.abs(np.array(list(curve())) - theirs).max() < 1e-5
