@@ -615,6 +615,40 @@ def test_a_rigify_start_pose_held_before_the_song_is_left_as_from_standing(addon
     assert snapshot(mine) == before
 
 
+def test_a_mixamo_start_pose_with_its_feet_keyed_sets_off_without_a_step(addon, tmp_path):
+    # QA (5.0 and 4.5): a Mixamo-named character keyed whole (every bone, the hips' place) on
+    # frames 5 and 20, the song from 20: the knee moved 7 cm in the first frame (1.7 m/s). The
+    # keyed ankle stood 1.8 cm lower than the dance's stance height on the next frame, and the
+    # stance jumped to it; the given ankle's height now fades into the stance's.
+    import mathutils
+    scene = addon
+    scene.render.fps, scene.render.fps_base = 24, 1
+    obj = build_armature("Hero", mixamo_bones())
+    _, first, _ = stage_song(scene, tmp_path, seconds=3.0, strip_frame=20)
+    bones = [b for b in obj.pose.bones if b.name != "Tail"]
+    rng = np.random.default_rng(1)
+    start = {b.name: rng.normal(0, 0.15, 3) for b in bones}
+    for frame in (5, first):
+        for b in bones:
+            b.rotation_mode = 'QUATERNION'
+            b.rotation_quaternion = mathutils.Euler(start[b.name]).to_quaternion()
+            b.keyframe_insert("rotation_quaternion", frame=frame)
+        obj.pose.bones["mixamorig:Hips"].location = (0.0, 0.0, 0.0)
+        obj.pose.bones["mixamorig:Hips"].keyframe_insert("location", frame=frame)
+    scene.dance.armature = obj
+    assert bpy.ops.dance.generate() == {'FINISHED'}
+    assert "sets off from it as from standing" in scene.dance.status
+    deforming = [b.name for b in obj.data.bones if b.use_deform]
+
+    def heads(frame):
+        scene.frame_set(frame)
+        return np.array([obj.matrix_world @ obj.pose.bones[n].head for n in deforming])
+    h = [heads(f) for f in range(first - 1, first + 6)]
+    step = [np.linalg.norm(b - a, axis=1).max() for a, b in zip(h, h[1:])]
+    print("mm a frame out of the start pose:", np.round(1000 * np.array(step), 1))
+    assert step[0] < 1e-4 and max(step[1:4]) < 0.025         # was 70 mm (the knee) in the first
+
+
 def test_imported_engine_bvh_armature_dances(addon, tmp_path):
     scene = addon
     from engine.outputs.bvh import write_bvh

@@ -194,8 +194,14 @@ def stance_targets(planted: np.ndarray, smpl_ankle: np.ndarray, free_ankle: np.n
         place[:, :2], place[:, 2] = (smpl_ankle[a:b, :2] + turned)[stance].mean(axis=0) - turned, height[a:b]
         own = np.flatnonzero(np.isfinite(given[a:b]).all(axis=1)) if given is not None else ()
         if len(own):
-            nearest = own[np.abs(np.arange(b - a)[:, None] - own[None]).argmin(axis=1)]
+            distance = np.abs(np.arange(b - a)[:, None] - own[None])
+            nearest = own[distance.argmin(axis=1)]
             place[:, :2] = given[a + nearest, :2] + turned[nearest] - turned
+            # The given ankle's height against the dance's stands for the run's next frames too,
+            # fading over `fade` frames (QA: a Mixamo start pose's ankle 1.8 cm under the
+            # dance's stance height rose at once, the knee moving 7 cm in that frame).
+            rise = given[a + nearest, 2] - place[nearest, 2]
+            place[:, 2] += rise * np.clip(1.0 - distance.min(axis=1) / (fade + 1), 0.0, 1.0)
             place[own] = given[a + own]
         places.append(place)
         for i, edge, at in ((a - k, a, 0), (b - 1 + k, b - 1, -1)):
