@@ -746,6 +746,59 @@ def _animators_signs(values: np.ndarray, kept: np.ndarray, frames: np.ndarray, f
     return values * signs[:, None]
 
 
+def _channel_rotation(values: np.ndarray, mode: str) -> np.ndarray:
+    """One channel value (4 or 3,) of rotation `mode` -> its unit quaternion (w,x,y,z)."""
+    from mathutils import Euler, Quaternion
+    if mode == 'QUATERNION':
+        q = Quaternion(values).normalized()
+    elif mode == 'AXIS_ANGLE':
+        axis = np.asarray(values[1:], float)
+        norm = np.linalg.norm(axis)
+        q = Quaternion(axis / norm, float(values[0])) if norm > 1e-12 else Quaternion()
+    else:
+        q = Euler(values, mode).to_quaternion()
+    return np.array(q)
+
+
+def _animators_values(values: np.ndarray, mode: str, kept: np.ndarray, frames: np.ndarray, fcurves,
+                      joined: bool) -> np.ndarray:
+    """Channel values (T, 4 or 3), continuous over time, whose kept keys (the animator's, on the
+    `kept` frames) are written with the animator's own numbers wherever those turn the bone the
+    same way (QA: Euler 7.0 came back as 0.7168, a quaternion (2, 0.4, 0, 0) as its unit one, an
+    axis (0, 3, 0) as (0, 1, 0)). Euler channels whole turns apart carry that offset over the
+    stretch nearest the key (as _animators_signs carries a quaternion's sign), so the curve does
+    not spin a turn between a key and the dance beside it; a key whose Euler angles are
+    another solution of the same turn keeps the dance's (continuous) numbers."""
+    values = np.array(values, np.float64)
+    turn = 2.0 * np.pi
+    anchors = [(-1, np.zeros(values.shape[1]))] if joined else []
+    for k in np.flatnonzero(kept):
+        theirs = np.array([fc.evaluate(frames[k]) for fc in fcurves], np.float64)
+        # (mathutils works in single precision: a turn of a few thousandths of a degree apart is one)
+        same = abs(float(np.dot(_channel_rotation(theirs, mode), _channel_rotation(values[k], mode)))) > 1.0 - 1e-6
+        if not same:
+            continue
+        if mode in ('QUATERNION', 'AXIS_ANGLE'):
+            if mode == 'AXIS_ANGLE' and not np.allclose(theirs[0], values[k, 0], atol=1e-5):
+                continue            # the same turn the other way round the axis: the dance's numbers
+            values[k] = theirs      # a scaled quaternion or axis: Blender normalises both
+            continue
+        whole = np.round((theirs - values[k]) / turn)
+        if np.abs(theirs - values[k] - whole * turn).max() < 1e-4:
+            anchors.append((int(k), whole * turn))
+    if mode in ('QUATERNION', 'AXIS_ANGLE') or not any(np.any(o) for _, o in anchors):
+        return values
+    offsets = np.empty_like(values)
+    for i, (k, offset) in enumerate(anchors):
+        start = 0 if i == 0 else (anchors[i - 1][0] + k) // 2 + 1
+        offsets[start:] = offset
+    values += offsets
+    for k, _ in anchors:    # exactly theirs
+        if k >= 0:
+            values[k] = [fc.evaluate(frames[k]) for fc in fcurves]
+    return values
+
+
 def write_bone_rotations(obj, action, bone_names, frames, quats, locations=None, key_type: str = 'GENERATED',
                          kept=None, kept_locations=None, hold_outside: bool = False) -> None:
     """Key the rotations (and optional locations) of `obj`'s bones `bone_names` on `frames` in
@@ -824,6 +877,8 @@ def write_bone_rotations(obj, action, bone_names, frames, quats, locations=None,
                 (mask is not None or following is not None):
             values = _animators_signs(values, np.zeros(len(values), bool) if mask is None else mask, frames,
                                       existing, joined=previous is not None, following=following)
+        if mask is not None and mask.any() and all(fc is not None for fc in existing):
+            values = _animators_values(values, pb.rotation_mode, mask, frames, existing, joined=previous is not None)
         write(name, prop, values, mask)
     for name, loc in (locations or {}).items():
         write(name, "location", np.asarray(loc, np.float64),

@@ -813,3 +813,34 @@ def test_a_start_poses_own_handles_shape_the_curve_into_the_song_in_the_take(add
     assert bpy.ops.dance.generate() == {'FINISHED'}
     assert obj.animation_data.action.frame_range[1] == 80
     assert np.abs(np.array(list(curve())) - theirs).max() < 1e-5
+
+
+def test_the_take_writes_the_animators_own_numbers_on_their_keys(addon, tmp_path):
+    # QA: a key's pose was met, but its numbers came back as another way of writing it: Euler
+    # 7.0 as 0.7168, a quaternion (2, 0.4, 0, 0) as its unit one, an axis (0, 3, 0) as (0, 1, 0).
+    scene = addon
+    scene.render.fps = 24
+    scene_io.add_sound_strip(scene, str(add_wav(tmp_path, 2.5)), frame_start=1)
+    assert bpy.ops.dance.create_dancer() == {'FINISHED'}
+    obj = scene.dance.armature
+    pbs = obj.pose.bones
+    pbs["left_shoulder"].rotation_mode = 'XYZ'
+    pbs["left_shoulder"].rotation_euler = (0.2, 7.0, 0.1)
+    pbs["left_shoulder"].keyframe_insert("rotation_euler", frame=30)
+    pbs["right_shoulder"].rotation_quaternion = (2.0, 0.4, 0.0, 0.0)
+    pbs["right_shoulder"].keyframe_insert("rotation_quaternion", frame=30)
+    pbs["right_elbow"].rotation_mode = 'AXIS_ANGLE'
+    pbs["right_elbow"].rotation_axis_angle = (0.9, 0.0, 3.0, 0.0)
+    pbs["right_elbow"].keyframe_insert("rotation_axis_angle", frame=30)
+    scene.dance.steps, scene.dance.quality = 2, 'BEST'
+    assert bpy.ops.dance.generate() == {'FINISHED'}
+    curves = {(fc.data_path.split('"')[1], fc.data_path.rsplit(".", 1)[1], fc.array_index): fc
+              for fc in action_fcurves(obj.animation_data.action, object_slot(obj))}
+    for bone, prop, theirs in (("left_shoulder", "rotation_euler", (0.2, 7.0, 0.1)),
+                               ("right_shoulder", "rotation_quaternion", (2.0, 0.4, 0.0, 0.0)),
+                               ("right_elbow", "rotation_axis_angle", (0.9, 0.0, 3.0, 0.0))):
+        got = [curves[bone, prop, i].evaluate(30) for i in range(len(theirs))]
+        assert np.allclose(got, theirs, atol=1e-6), (bone, got)
+    # The Euler curve carries the whole turn beside the key: no spin between frames.
+    y = curves["left_shoulder", "rotation_euler", 1]
+    assert all(abs(y.evaluate(f) - 7.0) < 1.0 for f in (28, 29, 31, 32))
