@@ -781,15 +781,20 @@ def test_time_stretching_is_refused_in_one_line(addon, tmp_path):
     assert bpy.ops.dance.generate() == {'FINISHED'}
 
 
+def _dancer_to_a_song(scene, tmp_path, seconds: float, strip_frame: int):
+    """A 24 fps scene with a song of `seconds` from `strip_frame` and a new SMPL dancer (returned)."""
+    scene.render.fps = 24
+    scene_io.add_sound_strip(scene, str(add_wav(tmp_path, seconds)), frame_start=strip_frame)
+    assert bpy.ops.dance.create_dancer() == {'FINISHED'}
+    return scene.dance.armature
+
+
 def test_a_start_poses_own_handles_shape_the_curve_into_the_song_in_the_take(addon, tmp_path):
     # QA (5.0 and 4.5): a pose keyed before the song and again on its first frame, with free
     # handles moved, got automatic handles in the take on that frame: the curve before the song
     # bent 5 degrees away from the animator's.
     scene = addon
-    scene.render.fps = 24
-    scene_io.add_sound_strip(scene, str(add_wav(tmp_path, 2.0)), frame_start=20)
-    assert bpy.ops.dance.create_dancer() == {'FINISHED'}
-    obj = scene.dance.armature
+    obj = _dancer_to_a_song(scene, tmp_path, 2.0, 20)
     pb = obj.pose.bones["left_shoulder"]
     pb.rotation_mode = 'XYZ'
     # The same on the way out: a key on the song's last frame (67) and one after it.
@@ -819,10 +824,7 @@ def test_the_take_writes_the_animators_own_numbers_on_their_keys(addon, tmp_path
     # QA: a key's pose was met, but its numbers came back as another way of writing it: Euler
     # 7.0 as 0.7168, a quaternion (2, 0.4, 0, 0) as its unit one, an axis (0, 3, 0) as (0, 1, 0).
     scene = addon
-    scene.render.fps = 24
-    scene_io.add_sound_strip(scene, str(add_wav(tmp_path, 2.5)), frame_start=1)
-    assert bpy.ops.dance.create_dancer() == {'FINISHED'}
-    obj = scene.dance.armature
+    obj = _dancer_to_a_song(scene, tmp_path, 2.5, 1)
     pbs = obj.pose.bones
     pbs["left_shoulder"].rotation_mode = 'XYZ'
     pbs["left_shoulder"].rotation_euler = (0.2, 7.0, 0.1)
