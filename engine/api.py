@@ -29,7 +29,7 @@ from .finishing.feet import beat_cycle, clean_feet, toes_above_floor
 from .finishing.setoff import set_off_where_still
 from .finishing.rootpath import keep_on_floor
 from .finishing.turns import limit_joint_speeds, limit_pelvis_turns
-from .music.silence import ABSOLUTE_SILENCE_DBFS, gain_envelope, heard_levels_db, silent_stretches_of
+from .music.silence import ABSOLUTE_SILENCE_DBFS, SILENT_BELOW_DB, gain_envelope, heard_levels_db, silent_stretches_of
 from .options import check_options, check_sample_rate
 from .sampler import checkpoint
 from .sampler.diffusion import Inpainting, autoguided, cosine_alpha_bar, guided, sample
@@ -368,10 +368,21 @@ def draw(audio, *, sample_rate: int | None = None, style: str = "any", seed: int
         if wait_in_silence else []
     if held:
         # In the song's own seconds, as --start counts them (from --start 10, 10-20 s was said 0.0-10.0 s).
+        joined = []                    # one span for a silence held in pieces (QA: "0.1-3.3 s, 3.3-10.0 s")
+        for a, b, _ in held:
+            if joined and a <= joined[-1][1] + 1:
+                joined[-1][1] = max(joined[-1][1], b)
+            else:
+                joined.append([a, b])
         spans = ", ".join(f"{start + a / L.MODEL_FPS * speed:.1f}-{start + (b + 1) / L.MODEL_FPS * speed:.1f} s"
-                          for a, b, _ in held)
+                          for a, b in joined)
+        # A recording turned far down (QA: -60 dB) is quiet enough in places to count as silence
+        # whatever its own level (ABSOLUTE_SILENCE_DBFS): say so, it may be music.
+        quiet = (f"; the recording is very quiet (its loudest moment {analysed_music.loudest_db:.0f} dBFS), and "
+                 f"under {ABSOLUTE_SILENCE_DBFS:.0f} dBFS counts as silence: if that is music, raise its volume"
+                 if analysed_music.loudest_db < ABSOLUTE_SILENCE_DBFS + SILENT_BELOW_DB else "")
         warnings.warn(f"the music is silent at {spans}: the dancer waits there (to dance through it: "
-                      "untick Wait in Silence, or --dance-silence)", EngineNote)
+                      f"untick Wait in Silence, or --dance-silence){quiet}", EngineNote)
         constraints = start_pose_kept(constraints, held, fps)
     report(0.08, "dancing")
 

@@ -2,6 +2,7 @@
 the dance still over them while sampling (engine.sampler.hold), and the finishing leaving the
 hold still (engine.finishing.rootpath, the feet). Generation uses the tiny untrained checkpoint:
 the hold is the sampler's and the finishing's doing, not something the network learned."""
+import re
 import warnings
 
 import numpy as np
@@ -262,3 +263,23 @@ def test_music_faded_out_by_a_gain_is_a_silence_and_a_gain_above_0_changes_nothi
     np.testing.assert_array_equal(quieter.trans, plain.trans)
     with pytest.raises(EngineError, match="gain must be a pair"):
         generate(song, weights=tiny_weights, steps=2, gain=([0.0, 1.0], [1.0]))
+
+
+def test_a_recording_turned_far_down_is_said_to_be_quiet_in_one_span(tmp_path, tiny_weights):
+    # QA: a song turned down 60 dB waited through all of it as silence (under -70 dBFS whatever
+    # its own level), said as two spans side by side ("0.1-3.3 s, 3.3-10.0 s") and nothing more.
+    path = tmp_path / "quiet.wav"
+    sf.write(path, 0.001 * np.concatenate([_sound(10.0)]), SR)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        generate(path, weights=tiny_weights, steps=2)
+    notes = [str(w.message) for w in caught if issubclass(w.category, EngineNote)]
+    said = [n for n in notes if n.startswith("the music is silent at ")]
+    assert len(said) == 1 and len(re.findall(r"\d+\.\d-\d+\.\d s", said[0].split(":")[0])) == 1, said   # one span
+    assert "the recording is very quiet" in said[0] and "raise its volume" in said[0], said
+    # At its own level the same song waits nowhere.
+    sf.write(path, np.concatenate([_sound(10.0)]), SR)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        generate(path, weights=tiny_weights, steps=2)
+    assert not [w for w in caught if str(w.message).startswith("the music is silent")]
