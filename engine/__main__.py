@@ -70,8 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
     g = sub.add_parser(OWN_COMMANDS[0], help="dance to a song and write BVH / NPZ / MP4",
                        description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
-    g.add_argument("song", type=Path, help="audio file: wav, mp3, flac, ogg, ... (any length from a fraction of a second)")
-    g.add_argument("-o", "--output", action="append", type=Path, required=True, metavar="OUT",
+    g.add_argument("song", type=str, help="audio file: wav, mp3, flac, ogg, ... (any length from a fraction of a second)")
+    g.add_argument("-o", "--output", action="append", type=str, required=True, metavar="OUT",
                    help="output file; repeat for several (.bvh, .npz, .mp4)")
     g.add_argument("--style", default="any",
                    help="dance style from the weights (list them with: python -m engine styles); default: any, "
@@ -130,9 +130,10 @@ def generate_command(args) -> int:
     from .music import background
     from .options import check_outputs, check_song_path
     # Everything is checked before any work starts (a mistake costs no generation time).
-    check_outputs(args.output, OUTPUT_KINDS, args.force,
+    check_outputs(args.output, OUTPUT_KINDS, args.force,      # as typed: a trailing slash names a folder
                   inputs={"the song": args.song, "the --constraints file": args.constraints})
-    check_song_path(args.song)
+    args.output = [Path(out) for out in args.output]
+    args.song = check_song_path(args.song)     # given as typed: a web address keeps its '//'
     # The song is analysed in a second process while this one imports torch (engine.music.background).
     music = background.start(args.song, args.start, args.duration)
     try:

@@ -105,7 +105,10 @@ def parse_body_parts(text_or_names, allow_root: bool = False) -> list[str]:
 
 
 def check_song_path(path) -> Path:
-    """The song must be an existing file: a folder or a missing path gets its own message."""
+    """The song must be an existing file: a folder, a web address or a missing path gets its own
+    message."""
+    if isinstance(path, str) and "://" in path:     # Path() folds the '//' (QA: "not found: http:/...")
+        raise EngineError(f"the song {path} is a web address: songs are read from files; download it first")
     path = Path(path)
     if path.is_dir():
         raise EngineError(f"the song {path} is a folder, not an audio file")
@@ -122,6 +125,8 @@ def check_outputs(outputs, kinds: dict[str, str], force: bool, inputs: dict | No
     seen: set[Path] = set()
     given = {Path(path).resolve(): what for what, path in (inputs or {}).items() if path}
     for out in outputs:
+        if str(out).endswith(("/", "\\")):    # Path() drops the slash: "x.npz/" wrote the file x.npz (QA)
+            raise EngineError(f"cannot write {out}: it ends in a slash, which names a folder; give a file name")
         out = Path(out)
         if out.suffix.lower() not in kinds:
             listed = ", ".join(f"{k} ({v})" for k, v in kinds.items())

@@ -64,6 +64,15 @@ def test_a_folder_as_the_song_is_called_a_folder(tmp_path):
     assert r.returncode == 2 and "is a folder" in r.stderr and "not found" not in r.stderr
 
 
+def test_a_web_address_or_an_output_ending_in_a_slash_is_refused_in_its_own_words(click_song, tmp_path):
+    # QA: a URL said "song not found: http:/example.com/song.mp3" (one slash folded away), and
+    # "-o dir.npz/" wrote the file dir.npz.
+    r = _cli("generate", "http://example.com/song.mp3", "-o", tmp_path / "d.npz")
+    assert r.returncode == 2 and "is a web address" in r.stderr and "http://example.com" in r.stderr
+    r = _cli("generate", click_song, "-o", f"{tmp_path / 'dir.npz'}/")
+    assert r.returncode == 2 and "ends in a slash" in r.stderr and not (tmp_path / "dir.npz").exists()
+
+
 def test_the_same_output_twice_is_an_error(click_song, tmp_path):
     r = _cli("generate", click_song, "-o", tmp_path / "d.bvh", "-o", tmp_path / "sub" / ".." / "d.bvh")
     assert r.returncode == 2 and "given twice" in r.stderr
