@@ -109,6 +109,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--still-before", action="store_true",
                    help="the dancer stood still before the dance (in the pose the constraints key on frame 0, "
                         "or the dance's own): set off as from standing, not at full speed")
+    g.add_argument("--song-beats", action="store_true",
+                   help="with --start or --duration: dance to the whole song's beats, not those of the slice "
+                        "alone (the same bars get the same beats wherever you cut in; a slice alone, the "
+                        "field's way, can land on the off-beats)")
     g.add_argument("--dance-silence", action="store_true",
                    help="dance through the song's silences too (default: the dancer waits, holding still, "
                         "where the music is silent for a second or more)")
@@ -135,7 +139,7 @@ def generate_command(args) -> int:
     args.output = [Path(out) for out in args.output]
     args.song = check_song_path(args.song)     # given as typed: a web address keeps its '//'
     # The song is analysed in a second process while this one imports torch (engine.music.background).
-    music = background.start(args.song, args.start, args.duration)
+    music = background.start(args.song, args.start, args.duration, args.song_beats)
     try:
         return _generate(args, music)
     finally:
@@ -168,7 +172,8 @@ def _generate(args, music) -> int:
                           guidance=args.guidance, autoguidance=args.autoguidance, device=args.device,
                           weights=args.weights, progress=progress, stage_radius=args.stage_radius,
                           quality=args.quality, analysed_music=music, sampling_solver=args.solver,
-                          wait_in_silence=not args.dance_silence, still_before=args.still_before)
+                          wait_in_silence=not args.dance_silence, still_before=args.still_before,
+                          song_beats=args.song_beats)
     finally:
         bar.close()
     # All or nothing: the outputs go to hidden files beside them and take their names together

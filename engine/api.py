@@ -91,9 +91,10 @@ def _check_argument_types(audio, style, sample_rate, constraints) -> None:
                           f"set_pose, or Constraints.load_npz(path)), got {type(constraints).__name__}")
 
 
-def _check_still_before(still_before) -> None:
-    if not isinstance(still_before, (bool, np.bool_)):
-        raise EngineError(f"still_before must be True or False, got {still_before!r}")
+def _check_flags(**flags) -> None:
+    for name, value in flags.items():
+        if not isinstance(value, (bool, np.bool_)):
+            raise EngineError(f"{name} must be True or False, got {value!r}")
 
 
 def _root_height_note(frames: np.ndarray, fps: float, height: str, feet: str) -> None:
@@ -222,7 +223,7 @@ def generate(audio, *, sample_rate: int | None = None, style: str = "any", seed:
              finishing: Collection[str] = FINISHING_STEPS, analysed_music=None,
              guidance_lowpass: float = GUIDANCE_LOWPASS_FRAMES, sampling_eta: float = SAMPLING_ETA,
              sampling_solver: str = SAMPLING_SOLVER, wait_in_silence: bool = True, speed: float = 1.0,
-             gain=None, still_before: bool = False) -> Motion:
+             gain=None, still_before: bool = False, song_beats: bool = False) -> Motion:
     """Generate a dance for `audio` (a file path, or a waveform with `sample_rate` in Hz, from
     options.MIN_SAMPLE_RATE to MAX_SAMPLE_RATE).
 
@@ -260,6 +261,9 @@ def generate(audio, *, sample_rate: int | None = None, style: str = "any", seed:
     times in seconds from the dance's first frame, linear between them and held beyond. Only
     the silence check hears it (a stretch faded to nothing is waited in as a silence); the
     features and beats are the audio's own.
+    `song_beats`: a slice (`start`, `duration`) dances to the whole file's beats rather than the
+    slice's own (engine.music.audio.whole_song_beats): the same bars on the same beats wherever
+    one cuts in, as a regenerated section must be to meet the dance around it.
     `still_before`: the dancer stood still before the dance's first frame, in the pose the
     constraints key there (a start pose held before the song) or the dance's own: it sets off
     from it as from standing, not at full speed (engine.finishing.setoff).
@@ -270,7 +274,7 @@ def generate(audio, *, sample_rate: int | None = None, style: str = "any", seed:
              report=report, autoguidance=autoguidance, stage_radius=stage_radius, quality=quality,
              analysed_music=analysed_music, guidance_lowpass=guidance_lowpass, sampling_eta=sampling_eta,
              sampling_solver=sampling_solver, wait_in_silence=wait_in_silence, speed=speed, gain=gain,
-             still_before=still_before)
+             still_before=still_before, song_beats=song_beats)
     report(0.92, "syncing to the beat and grounding the feet")
     steps_run = [f for f in finishing if beat_sync or f != "beat warp"]
     motion = finish_draw(d, finishing=steps_run, smoothing=smoothing)
@@ -298,7 +302,8 @@ def draw(audio, *, sample_rate: int | None = None, style: str = "any", seed: int
          quality: str = DEFAULT_QUALITY, analysed_music=None,
          guidance_lowpass: float = GUIDANCE_LOWPASS_FRAMES, sampling_eta: float = SAMPLING_ETA,
          sampling_solver: str = SAMPLING_SOLVER,
-         wait_in_silence: bool = True, speed: float = 1.0, gain=None, still_before: bool = False) -> Draw:
+         wait_in_silence: bool = True, speed: float = 1.0, gain=None, still_before: bool = False,
+         song_beats: bool = False) -> Draw:
     """The network's part of `generate` (same arguments): options checked, music read, motion
     sampled. `report(fraction, message)` runs from 0 to 0.9."""
     from .music import audio as A
@@ -306,7 +311,7 @@ def draw(audio, *, sample_rate: int | None = None, style: str = "any", seed: int
 
     report(0.0, "loading the model")
     _check_argument_types(audio, style, sample_rate, constraints)
-    _check_still_before(still_before)
+    _check_flags(still_before=still_before, song_beats=song_beats)
     dev = resolve_device(device)
     # A few-step student serves the settings it was distilled for; others need the many-step model.
     # Only the file's header is read to choose: the networks of the one chosen are loaded.
@@ -332,10 +337,10 @@ def draw(audio, *, sample_rate: int | None = None, style: str = "any", seed: int
     if hasattr(analysed_music, "result"):    # still being analysed in the background: wait for it
         analysed_music = analysed_music.result()
     if analysed_music is None or analysed_music.source is None \
-            or analysed_music.source != A.music_source(audio, start, duration, speed) \
+            or analysed_music.source != A.music_source(audio, start, duration, speed, song_beats) \
             or (gain is not None and analysed_music.levels_db is None):     # a packed analysis has no levels
         analysed_music = A.music_for_dance(audio, sample_rate=sample_rate, start=start, duration=duration,
-                                           speed=speed)
+                                           speed=speed, song_beats=song_beats)
     seconds, features, beats = analysed_music.seconds, analysed_music.features, analysed_music.beats
     if analysed_music.loudest_db < ABSOLUTE_SILENCE_DBFS:     # a muted export, a wrong file, a silent slice
         warnings.warn(f"the music is silent or nearly so (its loudest moment is "

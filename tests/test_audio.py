@@ -509,12 +509,13 @@ def test_a_speed_plays_the_slice_faster_or_slower_pitch_and_all(tmp_path):
             load_audio(wav, speed=bad)
 
 
-def test_a_slice_dances_to_its_whole_songs_beats(tmp_path):
-    """A slice of a song (`--start`, a regenerated section) gets the whole song's beats: tracked
-    on the slice alone, 28% of the open genre set's 5-s slices sat off the whole song's beats by
-    over 0.3 of a beat (QA: a 150 bpm song's bars from 1.0 s danced to its off-beats; on this
-    120 bpm one every 4-s slice from 1-8 s tracked alone sits half a beat off). The features'
-    beat channel, which the network reads, carries the same beats."""
+def test_a_slice_can_dance_to_its_whole_songs_beats(tmp_path):
+    """With song_beats (the add-on; `--song-beats`) a slice of a song gets the whole song's beats:
+    tracked on the slice alone (the default, the field's way), 28% of the open genre set's 5-s
+    slices sat off the whole song's beats by over 0.3 of a beat (QA: a 150 bpm song's bars from
+    1.0 s danced to its off-beats; on this 120 bpm one every 4-s slice from 1-8 s tracked alone
+    sits half a beat off). The features' beat channel, which the network reads, carries the same
+    beats."""
     from engine.evaluation.genre_set import genre_songs
     from engine.music.audio import music_for_dance
     path = next(s.path for s in genre_songs() if s.name == "happy_electronic_s411")
@@ -522,12 +523,12 @@ def test_a_slice_dances_to_its_whole_songs_beats(tmp_path):
     beat = np.median(np.diff(whole))
     alone = 0
     for start in (1.0, 3.0, 5.0):
-        part = music_for_dance(path, start=start, duration=4.0)
+        part = music_for_dance(path, start=start, duration=4.0, song_beats=True)
         got = part.beats + start
         assert len(got) >= 8
         assert np.abs(got[:, None] - whole[None]).min(axis=1).max() < 1e-6      # on the song's own beats
         channel = np.flatnonzero(part.features[:, FEATURE_CHANNELS["beat"]][:, 0] > 0.5)
         np.testing.assert_array_equal(channel, np.round(part.beats * MODEL_FPS).astype(int))
-        own = detect_beats(*load_audio(path, start=start, duration=4.0))[0] + start
+        own = music_for_dance(path, start=start, duration=4.0).beats + start      # the default: its own
         alone += np.median(np.abs(own[:, None] - whole[None]).min(axis=1)) > 0.3 * beat
     assert alone == 3          # the slices' own trackers disagree here: the test can tell

@@ -503,3 +503,19 @@ def test_an_error_with_no_signal_is_not_taken_for_one(monkeypatch):
     monkeypatch.setattr(cli, "_main", broken)
     with pytest.raises(TypeError, match="a real bug"):
         cli.main([])
+
+
+def test_song_beats_puts_a_slice_on_its_whole_songs_beats(tiny_weights, tmp_path):
+    # QA: --start 1 --duration 4 of this song danced every beat half a beat off the whole song's.
+    from engine.evaluation.genre_set import genre_songs
+    from engine.music.audio import music_for_dance
+    song = next(s.path for s in genre_songs() if s.name == "happy_electronic_s411")
+    whole = music_for_dance(song).beats
+    for flag, on_them in (([], False), (["--song-beats"], True)):
+        out = tmp_path / f"d{len(flag)}.npz"
+        r = _cli("generate", song, "--start", 1, "--duration", 4, "--weights", tiny_weights, "--steps", 2,
+                 "-o", out, "--quiet", *flag)
+        assert r.returncode == 0, r.stderr
+        beats = np.load(out)["beat_times"] + 1.0
+        off = np.median(np.abs(beats[:, None] - whole[None]).min(axis=1))
+        assert (off < 1e-6) == on_them and (off > 0.2) != on_them, off

@@ -19,10 +19,10 @@ import sys
 from ..errors import EngineError
 
 
-def _child(send, source: str, start: float, duration: float | None) -> None:
+def _child(send, source: str, start: float, duration: float | None, song_beats: bool = False) -> None:
     try:
         from .audio import music_for_dance
-        send.send((True, music_for_dance(source, start=start, duration=duration)))
+        send.send((True, music_for_dance(source, start=start, duration=duration, song_beats=song_beats)))
     except EngineError as e:
         send.send((False, str(e)))
     except KeyboardInterrupt:          # Ctrl-C reaches the whole process group: the parent reports it
@@ -36,10 +36,11 @@ def _child(send, source: str, start: float, duration: float | None) -> None:
 class MusicInBackground:
     """A running analysis of one file slice: `result()` waits for it."""
 
-    def __init__(self, source, start: float, duration: float | None):
+    def __init__(self, source, start: float, duration: float | None, song_beats: bool = False):
         context = multiprocessing.get_context("fork")
         self._receive, send = context.Pipe(duplex=False)
-        self._process = context.Process(target=_child, args=(send, str(source), start, duration), daemon=True)
+        self._process = context.Process(target=_child, args=(send, str(source), start, duration, song_beats),
+                                              daemon=True)
         self._process.start()
         send.close()
 
@@ -63,8 +64,8 @@ class MusicInBackground:
         self._receive.close()
 
 
-def start(source, start: float = 0.0, duration: float | None = None) -> MusicInBackground | None:
+def start(source, start: float = 0.0, duration: float | None = None, song_beats: bool = False) -> MusicInBackground | None:
     """Start analysing a file slice in a child process, where that pays; else None."""
     if not sys.platform.startswith("linux") or (os.cpu_count() or 1) < 2 or "torch" in sys.modules:
         return None                    # fork after torch has started its threads is not safe
-    return MusicInBackground(source, start, duration)
+    return MusicInBackground(source, start, duration, song_beats)
