@@ -15,7 +15,6 @@ from dataclasses import dataclass
 
 from . import blender_compat as compat
 from . import scene_io
-from .scene_io import scene_fps
 from engine.errors import EngineError
 
 
@@ -42,7 +41,7 @@ class SongScene:
             raise EngineError(f"in the sequencer scene '{self.scene.name}' the song plays on frames "
                               f"{span.first_frame}-{span.first_frame + span.num_frames - 1} and {self.through} "
                               f"on frames {self.shown[0]}-{self.shown[1] - 1}: they never meet, so nothing dances")
-        fps = scene_fps(self.scene)
+        fps = scene_io.scene_fps(self.scene)
         cut = first - span.first_frame
         volumes = None if span.volumes is None else span.volumes[cut:end - span.first_frame]
         return span._replace(start=span.start + cut / fps * span.speed, duration=(end - first) / fps,
@@ -77,7 +76,7 @@ def where_the_song_plays(scene, sequencer_scene, strip_name: str = "") -> SongSc
     if retimed:
         raise EngineError(f"{where}, and the scene strip '{retimed[0]}' that shows '{scene.name}' is retimed: "
                           "the dance cannot follow a retimed scene; reset its retiming (Strip > Retiming > Reset)")
-    ours, theirs = scene_fps(scene), scene_fps(sequencer_scene)
+    ours, theirs = scene_io.scene_fps(scene), scene_io.scene_fps(sequencer_scene)
     if abs(ours - theirs) > 1e-6:
         raise EngineError(f"{where}, which runs at {theirs:.5g} fps, and '{scene.name}' at {ours:.5g}: set both "
                           "to the same frame rate (Output Properties > Format)")
@@ -100,5 +99,5 @@ def other_song_note(scene, sequencer_scene, danced) -> str | None:
     if not songs:
         return None
     return (f"the Video Sequencer's scene '{sequencer_scene.name}' also plays '{songs[0].name}' with this scene: the "
-            f"dance follows '{danced.name}' of '{scene.name}'; mute that strip to dance to '{songs[0].name}'")
+            f"dance follows '{danced.name}' of '{scene.name}'; mute '{danced.name}' to dance to '{songs[0].name}'")
 
