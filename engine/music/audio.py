@@ -514,6 +514,10 @@ def whole_song_beats(source, sample_rate: float | None, start: float, duration: 
     ran_to_the_end = duration is None or slice_samples < duration / speed * FEATURE_SR - 1
     if not start and ran_to_the_end:
         return None
+    whole = waveform_seconds(source, sample_rate) if isinstance(source, np.ndarray) else audio_seconds(source)
+    if whole is not None and (start or 0.0) < speed / MODEL_FPS \
+            and (start or 0.0) + slice_samples / FEATURE_SR * speed > whole - speed / MODEL_FPS:
+        return None      # all of it but a frame's rounding at an end (a strip playing the whole file)
     if isinstance(source, np.ndarray):
         beats = detect_beats(*load_audio(source, sample_rate, speed=speed))[0]
     else:
