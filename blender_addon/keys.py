@@ -590,7 +590,8 @@ def _fill_fcurve(fc, frames: np.ndarray, values: np.ndarray, types: np.ndarray |
               & (old["type"][at, 0] != compat.generated_key_type()[1]))
     new["type"][theirs, 0] = old["type"][at[theirs], 0]
     handle_types = bpy.types.Keyframe.bl_rna.properties["handle_left_type"].enum_items
-    new["handle_left_type"][:], new["handle_right_type"][:] = handle_types["AUTO_CLAMPED"].value, handle_types["AUTO_CLAMPED"].value
+    auto, free = handle_types["AUTO_CLAMPED"].value, handle_types["FREE"].value
+    new["handle_left_type"][:], new["handle_right_type"][:] = auto, auto
     # The curve into the span and out of it stays the animator's where the span's first (last)
     # frame rewrites a key of theirs with its own value: that key keeps its handle on the outer
     # side, and the last one its interpolation into the next key (QA: a start pose's free handles
@@ -600,7 +601,7 @@ def _fill_fcurve(fc, frames: np.ndarray, values: np.ndarray, types: np.ndarray |
         k = at[end]
         if abs(x[k] - frames[end]) < 1e-3 and abs(old["co"][k, 1] - values[end]) < 1e-5 and (keep & outside).any():
             new[f"handle_{side}"][end] = old[f"handle_{side}"][k]
-            new[f"handle_{side}_type"][end] = handle_types["FREE"].value
+            new[f"handle_{side}_type"][end] = free
             if side == "right":
                 for name in ("interpolation", "easing", "back", "amplitude", "period"):
                     new[name][end] = old[name][k]
@@ -739,11 +740,17 @@ def _animators_signs(values: np.ndarray, kept: np.ndarray, frames: np.ndarray, f
         anchors.append((len(values), 1.0 if np.dot(values[-1], following) >= 0 else -1.0))
     if not any(sign < 0 for _, sign in anchors):
         return values
-    signs = np.empty(len(values))
-    for i, (k, sign) in enumerate(anchors):
+    return values * _nearest_anchors(anchors, len(values))[:, None]
+
+
+def _nearest_anchors(anchors: list, frames: int) -> np.ndarray:
+    """(frames, ...) each frame's value from its nearest anchor ((frame, value) pairs in frame
+    order), changing midway between two anchors (never beside one)."""
+    out = np.empty((frames,) + np.shape(anchors[0][1]))
+    for i, (k, value) in enumerate(anchors):
         start = 0 if i == 0 else (anchors[i - 1][0] + k) // 2 + 1
-        signs[start:] = sign
-    return values * signs[:, None]
+        out[start:] = value
+    return out
 
 
 def _channel_rotation(values: np.ndarray, mode: str) -> np.ndarray:
@@ -788,11 +795,7 @@ def _animators_values(values: np.ndarray, mode: str, kept: np.ndarray, frames: n
             anchors.append((int(k), whole * turn))
     if mode in ('QUATERNION', 'AXIS_ANGLE') or not any(np.any(o) for _, o in anchors):
         return values
-    offsets = np.empty_like(values)
-    for i, (k, offset) in enumerate(anchors):
-        start = 0 if i == 0 else (anchors[i - 1][0] + k) // 2 + 1
-        offsets[start:] = offset
-    values += offsets
+    values += _nearest_anchors(anchors, len(values))
     for k, _ in anchors:    # exactly theirs
         if k >= 0:
             values[k] = [fc.evaluate(frames[k]) for fc in fcurves]

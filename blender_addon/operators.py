@@ -403,7 +403,8 @@ def build_request(context):
     scene, settings = context.scene, context.scene.dance
     obj = dancer(context)
     bone_map = rig_io.check_dancer(obj)   # None: the SMPL dancer; else own character (issue 14)
-    p = plan(scene, settings, compat.sequencer_scene(context))
+    sequencer_scene = compat.sequencer_scene(context)
+    p = plan(scene, settings, sequencer_scene)
     write_range = None
     first, last = p.first, p.last
     if not settings.use_strip_range:
@@ -470,7 +471,7 @@ def build_request(context):
         note = scene_io.also_heard_note(where.scene, p.strip, p.first - where.shift, p.last - where.shift)
         if note:
             request.notes.append(note)
-        note = song_scene.other_song_note(scene, compat.sequencer_scene(context), p.strip) \
+        note = song_scene.other_song_note(scene, sequencer_scene, p.strip) \
             if not where.is_elsewhere else None
         if note:
             request.notes.append(note)

@@ -93,11 +93,11 @@ def generate(request: Request, progress=None) -> Motion:
             constraints=None if cons is None or cons.is_empty else cons,
             guidance=request.guidance, autoguidance=request.autoguidance, device=request.device,
             weights=request.weights, progress=progress, stage_radius=request.stage_radius,
-            wait_in_silence=request.wait_in_silence,
+            wait_in_silence=request.wait_in_silence, still_before=request.still_before,
             # A strip, a trimmed one or a regenerated section of it, dances to its song's beats:
             # the section meets the dance around it on the same beats (on its own: 15-28% of
             # 5-s sections off them, engine.music.audio.whole_song_beats).
-            still_before=request.still_before, song_beats=True)
+            song_beats=True)
     if motion.style != request.style:      # style "any" drew one (engine.api.dance_style): the take says which
         request.metadata["drawn_style"] = motion.style
     for w in caught:

@@ -619,7 +619,7 @@ def heard_scene_strips(scene) -> list:
         if s.type != 'SCENE' or s.scene is None or s.scene == scene or compat.strip_muted(scene, s):
             continue
         inner = s.scene
-        if getattr(s, "volume", 1.0) > 0 and getattr(inner, "audio_volume", 1.0) > 0  and heard_sound_strips(inner):
+        if getattr(s, "volume", 1.0) > 0 and getattr(inner, "audio_volume", 1.0) > 0 and heard_sound_strips(inner):
             out.append(s)
     return out
 

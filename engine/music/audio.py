@@ -465,12 +465,24 @@ def _cached_file_level_db(path: str, size: int, mtime_ns: int, speed: float) -> 
     return _level_of_wave(*load_audio(path, speed=speed))
 
 
+def _file_identity(path) -> tuple[str, int, int]:
+    """A file as a remembered analysis knows it: (resolved path, size, modification time)."""
+    path = Path(path)
+    stat = path.stat()
+    return str(path.resolve()), stat.st_size, stat.st_mtime_ns
+
+
+def _a_part(start: float, duration: float | None, slice_samples: int, speed: float) -> bool:
+    """Whether a slice (slice_samples long at FEATURE_SR, played at `speed`) is a part of its
+    song rather than all of it: it starts later, or stopped before the song's end."""
+    ran_to_the_end = duration is None or slice_samples < duration / speed * FEATURE_SR - 1
+    return bool(start) or not ran_to_the_end
+
+
 def file_level_db(path, speed: float = 1.0) -> float:
     """A whole file's song_level_db (played at `speed`, load_audio), remembered while the file is
     unchanged."""
-    path = Path(path)
-    stat = path.stat()
-    return _cached_file_level_db(str(path.resolve()), stat.st_size, stat.st_mtime_ns, float(speed))
+    return _cached_file_level_db(*_file_identity(path), float(speed))
 
 
 def whole_song_level_db(source, sample_rate: float | None, start: float, duration: float | None,
@@ -479,8 +491,7 @@ def whole_song_level_db(source, sample_rate: float | None, start: float, duratio
     array's) song_level_db when the slice (slice_samples long at FEATURE_SR, played at `speed`)
     is part of it; None (the slice's own) when it is all of it. A file's level is remembered
     (file_level_db), so regenerating its sections is not slower."""
-    ran_to_the_end = duration is None or slice_samples < duration / speed * FEATURE_SR - 1
-    if not start and ran_to_the_end:
+    if not _a_part(start, duration, slice_samples, speed):
         return None
     if isinstance(source, np.ndarray):
         return _level_of_wave(*load_audio(source, sample_rate, speed=speed))
@@ -494,7 +505,7 @@ def whole_song_level_db(source, sample_rate: float | None, start: float, duratio
 # the off-beat): a regenerated section danced the same bars to other beats than the dance
 # around it (QA). Alone is the default and the field's way (its evaluation tracks each clip's
 # beats on the clip): on the whole song's, the honest evaluation's BAS (FACT), scored against
-# each clip's own beats, fell from 0.670 to 0.629 (weights/TRAINING.md).
+# each clip's own beats, fell from 0.671 to 0.629 (weights/TRAINING.md).
 # Where the whole song's tracker leaves a slice with fewer beats than this share of the slice's
 # own (it trims weak beats at a song's ends: a quiet outro), the slice keeps its own.
 WHOLE_SONG_BEAT_COVERAGE = 0.75
@@ -511,8 +522,7 @@ def whole_song_beats(source, sample_rate: float | None, start: float, duration: 
     the whole file (or array), played at `speed`, when the slice (slice_samples long at
     FEATURE_SR) is part of it; None (the slice's own) when it is all of it. A file's beats are
     remembered while it is unchanged, so regenerating its sections is not slower."""
-    ran_to_the_end = duration is None or slice_samples < duration / speed * FEATURE_SR - 1
-    if not start and ran_to_the_end:
+    if not _a_part(start, duration, slice_samples, speed):
         return None
     whole = waveform_seconds(source, sample_rate) if isinstance(source, np.ndarray) else audio_seconds(source)
     if whole is not None and (start or 0.0) < speed / MODEL_FPS \
@@ -521,9 +531,7 @@ def whole_song_beats(source, sample_rate: float | None, start: float, duration: 
     if isinstance(source, np.ndarray):
         beats = detect_beats(*load_audio(source, sample_rate, speed=speed))[0]
     else:
-        path = Path(source)
-        stat = path.stat()
-        beats = _cached_file_beats(str(path.resolve()), stat.st_size, stat.st_mtime_ns, float(speed))
+        beats = _cached_file_beats(*_file_identity(source), float(speed))
     beats = beats - float(start or 0.0) / speed
     return beats[(beats >= 0.0) & (beats < slice_samples / FEATURE_SR)]
 
