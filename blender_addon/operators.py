@@ -333,6 +333,22 @@ def song_moved_note(obj, action, p: Plan, first: int, last: int) -> str | None:
             f"so they now meet the music up to {abs(worst):.2f} s {'later' if worst > 0 else 'earlier'} in the song")
 
 
+def arriving_pose(obj, bone_map, first: int, fps: float, scene, cons) -> tuple:
+    """(poses (72,), trans (3,)) SMPL: the pose the animator's own animation plays on the frame
+    before the dance's first, read as the constraints `cons` read frame `first`, for an intro
+    that moves into the song: the dance leaves its first frame at the speed the animation arrives
+    with (engine.finishing.setoff.Arrival) rather than at its own drawn speed in any direction
+    (QA: a hand arriving at 0.08 m/s left at 0.90 in one frame)."""
+    from . import rig_io, scene_io
+    frames = [first - 1, first]
+    if bone_map is not None:
+        two, _ = rig_io.read_character_constraints(obj, bone_map, first - 1, first, fps, scene=scene, lead=frames)
+    else:
+        two = scene_io.read_constraints(obj, first - 1, first, fps, scene=scene, lead=frames)
+    # Read from the frame before, a character is placed as there (an animated object): the step counts.
+    return two.poses[0].copy(), two.trans[0] + (cons.trans[0] - two.trans[1])
+
+
 def lead_in(obj, bone_map, first: int) -> int | None:
     """The frame the animator's own animation before the dance last keys (an intro they keyed),
     when the dance should start from the pose it leaves there rather than jump to its own (QA:
@@ -435,6 +451,9 @@ def build_request(context):
                                          context=fixed, partial=partial, lead=lead)
         kept = scene_io.key_masks(obj, first, last)
     start = p.file_seconds(first)
+    still_before = intro is not None and keys.holds_still_into(obj, first)
+    pose_before = arriving_pose(obj, bone_map, first, p.fps, scene, cons) \
+        if intro is not None and not still_before else None
     action = obj.animation_data.action if obj.animation_data is not None else None
     style = settings.style
     # Quality Fast asks for the engine's default steps, which the shipped student stands for
@@ -449,7 +468,7 @@ def build_request(context):
         device=device_choice(context), constraints=cons,
         weights=checked_weights(context), stage_radius=stage_radius(settings, obj, bone_map, first),
         wait_in_silence=settings.wait_in_silence, speed=p.span.speed, gain=p.gain(first, last),
-        still_before=intro is not None and keys.holds_still_into(obj, first),
+        still_before=still_before, pose_before=pose_before,
         kept=kept, write_range=write_range, bone_map=bone_map,
         range_style=range_style(action, None if settings.use_strip_range else (p.first, p.last), style),
         metadata={"song": p.span.path, "steps": steps, "quality": settings.quality.lower(),
@@ -481,7 +500,8 @@ def build_request(context):
     if intro is not None:
         request.notes.append(f"the dance starts from the pose '{obj.name}' holds on frame {first}, where its animation "
                              f"keyed before it (last on frame {intro}) leads"
-                             + (", and sets off from it as from standing" if request.still_before else ""))
+                             + (", and sets off from it as from standing" if request.still_before
+                                else ", and goes on out of it at the speed your animation arrives with"))
     if outro is not None:
         what = "the pose" if outro.whole else "the pose of the bones you keyed"
         request.notes.append(f"the dance ends in {what} '{obj.name}' passes on frame {last} on its way to the key "

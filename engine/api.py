@@ -26,7 +26,7 @@ from .finishing.editing import (anchor_times, apply_constraints, keyed_jump_lift
                                 keys_at_model_rate, leg_keys, legs_hang_from_new_hips, raised_root_frames,
                                 rushed_root_keys, sunk_root_frames)
 from .finishing.feet import beat_cycle, clean_feet, toes_above_floor
-from .finishing.setoff import set_off_where_still
+from .finishing.setoff import Arrival, set_off_where_still
 from .finishing.rootpath import keep_on_floor
 from .finishing.turns import limit_joint_speeds, limit_pelvis_turns
 from .music.silence import ABSOLUTE_SILENCE_DBFS, SILENT_BELOW_DB, gain_envelope, heard_levels_db, silent_stretches_of
@@ -95,6 +95,27 @@ def _check_flags(**flags) -> None:
     for name, value in flags.items():
         if not isinstance(value, (bool, np.bool_)):
             raise EngineError(f"{name} must be True or False, got {value!r}")
+
+
+def _arrival(still_before: bool, pose_before, constraints: Constraints | None, fps: float) -> Arrival | None:
+    """How the animation before the dance arrives at its first frame (None: there is none)."""
+    if pose_before is None:
+        return Arrival.still() if still_before else None
+    if still_before:
+        raise EngineError("give still_before (--still-before) or pose_before (a constraints file's poses_before), "
+                          "not both: the pose before, the same as the first frame's, is standing still")
+    try:
+        poses, trans = (np.asarray(a, np.float64) for a in pose_before)
+    except (TypeError, ValueError):
+        raise EngineError("pose_before must be (poses (72,), trans (3,)): the pose and root place on the frame "
+                          f"before the dance's first, got {type(pose_before).__name__}") from None
+    if poses.shape != (72,) or trans.shape != (3,) or not (np.isfinite(poses).all() and np.isfinite(trans).all()):
+        raise EngineError("pose_before must be (poses (72,), trans (3,)) of finite numbers: the pose and root place "
+                          f"on the frame before the dance's first, got shapes {poses.shape} and {trans.shape}")
+    if constraints is None or constraints.num_frames == 0:
+        return Arrival.still()
+    return Arrival.between((poses, trans), (constraints.poses[0], constraints.trans[0]), fps,
+                           joints=constraints.joint_mask[0], root=bool(constraints.trans_mask[0]))
 
 
 def _root_height_note(frames: np.ndarray, fps: float, height: str, feet: str) -> None:
@@ -206,7 +227,7 @@ class Draw:
     audio_start: float
     held: np.ndarray | None = None         # (model_frames,) bool: frames held still in a silence
     few_step: bool = False                 # drawn by a few-step student (engine.sampler.fewstep)
-    still_before: bool = False             # the dancer stood still before the first frame
+    arrival: Arrival | None = None         # how the animation before the first frame arrives there
 
     @property
     def smoothing(self) -> float:
@@ -223,7 +244,7 @@ def generate(audio, *, sample_rate: int | None = None, style: str = "any", seed:
              finishing: Collection[str] = FINISHING_STEPS, analysed_music=None,
              guidance_lowpass: float = GUIDANCE_LOWPASS_FRAMES, sampling_eta: float = SAMPLING_ETA,
              sampling_solver: str = SAMPLING_SOLVER, wait_in_silence: bool = True, speed: float = 1.0,
-             gain=None, still_before: bool = False, song_beats: bool = False) -> Motion:
+             gain=None, still_before: bool = False, song_beats: bool = False, pose_before=None) -> Motion:
     """Generate a dance for `audio` (a file path, or a waveform with `sample_rate` in Hz, from
     options.MIN_SAMPLE_RATE to MAX_SAMPLE_RATE).
 
@@ -267,6 +288,12 @@ def generate(audio, *, sample_rate: int | None = None, style: str = "any", seed:
     `still_before`: the dancer stood still before the dance's first frame, in the pose the
     constraints key there (a start pose held before the song) or the dance's own: it sets off
     from it as from standing, not at full speed (engine.finishing.setoff).
+    `pose_before`: (poses (72,), trans (3,)) the pose and root place on the frame before the
+    dance's first (at `fps`), as an animation before the dance plays it, moving into a first frame
+    the constraints key: the dance leaves that frame at the speed the animation arrives with,
+    easing into its own (engine.finishing.setoff.Arrival); joints and a root the constraints do not
+    key on frame 0 set off as with `still_before`. The same pose as frame 0's is `still_before`;
+    give one of the two.
     """
     report = _reporter(progress)
     d = draw(audio, sample_rate=sample_rate, style=style, seed=seed, steps=steps, fps=fps, start=start,
@@ -274,7 +301,7 @@ def generate(audio, *, sample_rate: int | None = None, style: str = "any", seed:
              report=report, autoguidance=autoguidance, stage_radius=stage_radius, quality=quality,
              analysed_music=analysed_music, guidance_lowpass=guidance_lowpass, sampling_eta=sampling_eta,
              sampling_solver=sampling_solver, wait_in_silence=wait_in_silence, speed=speed, gain=gain,
-             still_before=still_before, song_beats=song_beats)
+             still_before=still_before, song_beats=song_beats, pose_before=pose_before)
     report(0.92, "syncing to the beat and grounding the feet")
     steps_run = [f for f in finishing if beat_sync or f != "beat warp"]
     motion = finish_draw(d, finishing=steps_run, smoothing=smoothing)
@@ -303,7 +330,7 @@ def draw(audio, *, sample_rate: int | None = None, style: str = "any", seed: int
          guidance_lowpass: float = GUIDANCE_LOWPASS_FRAMES, sampling_eta: float = SAMPLING_ETA,
          sampling_solver: str = SAMPLING_SOLVER,
          wait_in_silence: bool = True, speed: float = 1.0, gain=None, still_before: bool = False,
-         song_beats: bool = False) -> Draw:
+         song_beats: bool = False, pose_before=None) -> Draw:
     """The network's part of `generate` (same arguments): options checked, music read, motion
     sampled. `report(fraction, message)` runs from 0 to 0.9."""
     from .music import audio as A
@@ -312,6 +339,7 @@ def draw(audio, *, sample_rate: int | None = None, style: str = "any", seed: int
     report(0.0, "loading the model")
     _check_argument_types(audio, style, sample_rate, constraints)
     _check_flags(still_before=still_before, song_beats=song_beats)
+    arrival = _arrival(still_before, pose_before, constraints, fps)
     dev = resolve_device(device)
     # A few-step student serves the settings it was distilled for; others need the many-step model.
     # Only the file's header is read to choose: the networks of the one chosen are loaded.
@@ -413,7 +441,7 @@ def draw(audio, *, sample_rate: int | None = None, style: str = "any", seed: int
                 out_frames=out_frames, fps=float(fps), beats=np.asarray(beats), constraints=constraints,
                 stage_radius=stage_radius, style=style, seed=int(seed),
                 held=None if hold is None else hold.held_frames(model_frames), few_step=ckpt.student is not None,
-                still_before=bool(still_before),
+                arrival=arrival,
                 audio_path=str(audio) if isinstance(audio, (str, Path)) else None, audio_start=float(start))
 
 
@@ -433,7 +461,7 @@ def finish_draw(d: Draw, finishing: Collection[str] = FINISHING_STEPS,
     motion = finish_motion(poses30, trans30, d.seconds, d.out_frames, d.fps,
                            d.beats if "beat warp" in finishing else np.zeros(0), d.constraints,
                            stage_radius=d.stage_radius, finishing=finishing, contacts30=contacts30,
-                           held=d.held, still_before=d.still_before)
+                           held=d.held, arrival=d.arrival)
     motion.beat_times = np.asarray(d.beats)
     motion.style, motion.seed = d.style, d.seed
     motion.audio_path, motion.audio_start = d.audio_path, d.audio_start
@@ -523,13 +551,14 @@ def finish_motion(poses30: np.ndarray, trans30: np.ndarray, seconds: float, out_
                   music_beats: np.ndarray, constraints: Constraints | None,
                   stage_radius: float | None = None, finishing: Collection[str] = FINISHING_STEPS,
                   contacts30: np.ndarray | None = None, held: np.ndarray | None = None,
-                  still_before: bool = False) -> Motion:
+                  arrival: Arrival | None = None) -> Motion:
     """Model-rate output -> the final dance: bounded path ("floor"), grounded and stepping feet
     ("feet"), beat warp to `fps` (with no music beats: plain resampling), exact keys, and the
     joint-speed guard ("speed guard"). Without "feet", `contacts30` (the network's own) are kept.
     `held` (model frames, bool): where the dancer waits in a silence; neither the path's bound
     nor the feet move it there. The dance sets off from stillness at the end of each hold the
-    keys make, and with `still_before` from its first frame (engine.finishing.setoff).
+    keys make, and from its first frame as the animation before it arrives (`arrival`; None: no
+    animation before it; engine.finishing.setoff).
 
     A first warp, planned on the network's motion, tells where the music's beats will fall, so
     that the re-stepped feet land on them. The warp is then planned again on the cleaned motion
@@ -559,7 +588,7 @@ def finish_motion(poses30: np.ndarray, trans30: np.ndarray, seconds: float, out_
             poses30, trans30 = apply_constraints(poses30, trans30, early, L.MODEL_FPS)
             given, pinned = leg_keys(early)
             jump_lift = keyed_jump_lift(early, drawn, (poses30, trans30), L.MODEL_FPS)
-        poses30, trans30 = set_off_where_still(poses30, trans30, L.MODEL_FPS, early, still_before)
+        poses30, trans30 = set_off_where_still(poses30, trans30, L.MODEL_FPS, early, arrival)
         if held is not None and held.any():     # a dancer waiting in a silence stands as drawn
             given = np.zeros((len(poses30), 2), bool) if given is None else given.copy()
             given[held] = True
@@ -582,7 +611,7 @@ def finish_motion(poses30: np.ndarray, trans30: np.ndarray, seconds: float, out_
         fixed = np.zeros((out_frames, NUM_JOINTS), bool)
         fixed[:constraints.num_frames] = constraints.joint_mask
         fixed[:constraints.num_frames, 0] |= keyed_spin_frames(constraints)
-    poses, trans = set_off_where_still(poses, trans, fps, constraints, still_before)
+    poses, trans = set_off_where_still(poses, trans, fps, constraints, arrival)
     if "speed guard" in finishing:
         poses, _ = limit_joint_speeds(poses, fps, fixed=fixed)  # a last guard: no joint pops
     if "feet" in finishing:

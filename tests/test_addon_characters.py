@@ -649,6 +649,44 @@ def test_a_mixamo_start_pose_with_its_feet_keyed_sets_off_without_a_step(addon, 
     assert step[0] < 1e-4 and max(step[1:4]) < 0.025         # was 70 mm (the knee) in the first
 
 
+def test_a_mixamo_intro_moving_into_the_song_is_carried_on_out_of_its_first_frame(addon, tmp_path):
+    # The character's keys, linear, sweep the arms through the song's first frame (keys before
+    # and in the song): the dance leaves that frame at the speed the animation arrives with,
+    # read through the bone map (operators.arriving_pose), not at its own drawn speed.
+    import mathutils
+    scene = addon
+    scene.render.fps, scene.render.fps_base = 24, 1
+    obj = build_armature("Hero", mixamo_bones(), rest_roll(np.random.default_rng(3), mixamo_bones()))
+    _, first, _ = stage_song(scene, tmp_path, seconds=2.0, strip_frame=30)
+    arms = {"mixamorig:LeftArm": (0.0, 0.0, 0.9), "mixamorig:RightArm": (0.0, 0.0, -0.9),
+            "mixamorig:Spine1": (0.3, 0.0, 0.0)}
+    for frame, sign in ((first - 24, -1.0), (first + 24, 1.0)):
+        for name, euler in arms.items():
+            b = obj.pose.bones[name]
+            b.rotation_mode = 'QUATERNION'
+            b.rotation_quaternion = mathutils.Euler([sign * a for a in euler]).to_quaternion()
+            b.keyframe_insert("rotation_quaternion", frame=frame)
+    action = obj.animation_data.action
+    for fc in rig_io.compat.action_fcurves(action, rig_io.compat.object_slot(obj, action)):
+        for kp in fc.keyframe_points:
+            kp.interpolation = 'LINEAR'
+    scene.dance.armature = obj
+    hands = ["mixamorig:LeftHand", "mixamorig:RightHand"]
+
+    def heads(frame):
+        scene.frame_set(frame)
+        return np.array([obj.matrix_world @ obj.pose.bones[n].head for n in hands])
+    came = [heads(first - 1), heads(first)]
+    assert bpy.ops.dance.generate() == {'FINISHED'}
+    assert "at the speed your animation arrives with" in scene.dance.status
+    left = [heads(first), heads(first + 1)]
+    assert np.abs(left[0] - came[1]).max() < 1e-3
+    arrived, step = came[1] - came[0], left[1] - left[0]
+    off = np.linalg.norm(step - arrived, axis=1).max()
+    print(f"hands arrive at {np.linalg.norm(arrived, axis=1).max() * 24:.2f} m/s and leave {off * 24:.2f} m/s off that")
+    assert off < 0.25 * np.linalg.norm(arrived, axis=1).max()
+
+
 def test_imported_engine_bvh_armature_dances(addon, tmp_path):
     scene = addon
     from engine.outputs.bvh import write_bvh

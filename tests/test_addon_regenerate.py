@@ -787,6 +787,34 @@ def test_a_start_pose_held_before_the_song_is_left_as_from_standing(addon, tmp_p
     assert not keys.holds_still_into(obj, first)
 
 
+def test_an_intro_moving_into_the_song_is_carried_on_out_of_its_first_frame(addon, tmp_path):
+    # QA: an intro whose animation still moves on the song's first frame (keys before and in the
+    # song, linear here): the dance left that frame at its own drawn speed in any direction (a
+    # hand at 0.08 m/s went on at 0.90). It now leaves at the speed the animation arrives with.
+    scene = addon
+    obj, first, last = _song_stage(scene, tmp_path, seconds=2.0, strip_frame=30)
+    swing = {"left_shoulder": np.array([0.0, 0.0, -1.2]), "right_shoulder": np.array([0.0, 0.0, 1.2]),
+             "spine1": np.array([0.4, 0.0, 0.0])}
+    for f, scale in ((first - 24, -1.0), (first + 24, 1.0)):       # the arms sweeping through the song's start
+        _key(obj, f, {n: scale * aa for n, aa in swing.items()})
+    action = obj.animation_data.action
+    for fc in scene_io.compat.action_fcurves(action, scene_io.compat.object_slot(obj, action)):
+        for kp in fc.keyframe_points:
+            kp.interpolation = 'LINEAR'
+    assert operators.lead_in(obj, None, first) == first - 24 and not keys.holds_still_into(obj, first)
+    came = _heads(obj, [first - 1, first])
+    assert bpy.ops.dance.generate() == {'FINISHED'}
+    assert "at the speed your animation arrives with" in scene.dance.status
+    heads = _heads(obj, [first, first + 1])
+    assert np.abs(heads[0] - came[1]).max() < 1e-4                          # the intro's pose on the first frame
+    arrived, left = came[1] - came[0], heads[1] - heads[0]                   # (joints, 3) per frame
+    hands = [JOINT_NAMES.index(n) for n in ("left_wrist", "right_wrist")]
+    off = np.linalg.norm(left[hands] - arrived[hands], axis=1).max()
+    print(f"hands arrive at {np.linalg.norm(arrived[hands], axis=1).max() * 24:.2f} m/s and leave "
+          f"{off * 24:.2f} m/s off that")
+    assert off < 0.25 * np.linalg.norm(arrived[hands], axis=1).max()        # on as they came
+
+
 def test_an_imported_bind_pose_before_the_song_is_no_intro(addon, tmp_path):
     scene = addon
     obj, first, last = _song_stage(scene, tmp_path, seconds=1.5, strip_frame=10)

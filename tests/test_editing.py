@@ -936,3 +936,51 @@ def test_still_before_eases_out_of_the_first_frames_pose_and_leaves_the_next_key
     assert abs(rate[1] - rate_plain[1]) < 1e-9 and abs(rate[0] - rate_plain[0]) < 0.5 * rate_plain[0]   # catching up
     after = int(np.ceil(SETOFF_SECONDS * FPS))
     assert np.abs(out[after:] - plain[0][after:]).max() < 1e-9 and np.abs(out_trans[after:] - plain[1][after:]).max() < 1e-9
+
+
+def test_an_animation_arriving_moving_is_carried_on_out_of_the_first_frame_then_the_dance():
+    """An intro moving into the dance's first frame (engine.finishing.setoff.Arrival): the dance
+    leaves that frame at the speed the animation arrives with (not the drawn one, not still),
+    is the drawn dance with keys alone by SETOFF_SECONDS, and meets a joint's next key exactly; a
+    joint the animator holds (the same pose keyed next) stays held; standing still is the
+    arrival at zero speed, as before."""
+    from engine.finishing.setoff import SETOFF_SECONDS, Arrival, set_off_from_stillness
+    T = 120
+    poses, trans = _dance(T, amplitude=0.4, seed=9)
+    c = Constraints.empty(T, FPS).set_pose(0, poses[0], root=trans[0])
+    elbow, knee = JOINT_INDEX["left_elbow"], JOINT_INDEX["right_knee"]
+    c.set_pose(9, poses[9], joints=["left_elbow"])           # keyed again soon after
+    c.set_pose(6, poses[0], joints=["right_knee"])           # held: the same pose keyed again
+    plain = apply_constraints(poses, trans, c, FPS)
+    # The animation before: every joint turning 2 rad/s about its own axis, the root at 1 m/s sideways.
+    rates = np.tile([0.0, 0.0, 2.0], (NUM_JOINTS, 1))
+    q0 = R.axis_angle_to_quat(torch.from_numpy(plain[0][0]).reshape(NUM_JOINTS, 3))
+    before = R.quat_to_axis_angle(R.quat_mul(R.axis_angle_to_quat(torch.from_numpy(-rates / FPS)), q0)).reshape(-1).numpy()
+    arrival = Arrival.between((before, plain[1][0] - [1.0 / FPS, 0.0, 0.0]), (plain[0][0], plain[1][0]), FPS)
+    assert np.abs(arrival.turn_rates - rates).max() < 1e-9 and np.abs(arrival.root_velocity - [1.0, 0, 0]).max() < 1e-9
+    out, out_trans = set_off_from_stillness(*plain, FPS, c.joint_mask, c.trans_mask, arrival=arrival)
+    assert np.abs(out[0] - plain[0][0]).max() < 1e-12 and np.abs(out_trans[0] - plain[1][0]).max() < 1e-12
+    first = angular_speed(out[:2], FPS)[0]
+    moving = np.ones(NUM_JOINTS, bool)
+    moving[knee] = False
+    print(f"first frame's turn {first[moving].min():.3f}-{first[moving].max():.3f} rad/s (arriving at 2), "
+          f"the drawn {angular_speed(plain[0][:2], FPS)[0].max():.3f}; "
+          f"root {np.linalg.norm(out_trans[1] - out_trans[0]) * FPS:.3f} m/s")
+    assert np.abs(first[moving] - 2.0).max() < 0.15                    # leaves as it arrived
+    assert np.linalg.norm(out_trans[1] - out_trans[0]) * FPS == pytest.approx(1.0, abs=0.1)
+    assert first[knee] < 1e-6                                           # a hold stays a hold
+    assert rotation_error(out[9, 3 * elbow:3 * elbow + 3], poses[9, 3 * elbow:3 * elbow + 3]) < 1e-9
+    after = int(np.ceil(SETOFF_SECONDS * FPS))
+    assert np.abs(out[after:] - plain[0][after:]).max() < 1e-9 and np.abs(out_trans[after:] - plain[1][after:]).max() < 1e-9
+    still = set_off_from_stillness(*plain, FPS, c.joint_mask, c.trans_mask, arrival=Arrival.still())
+    plain_still = set_off_from_stillness(*plain, FPS, c.joint_mask, c.trans_mask)
+    assert np.array_equal(still[0], plain_still[0]) and np.array_equal(still[1], plain_still[1])
+    # No jolt on the way: the turn rate changes between frames no more than setting off from
+    # standing makes it (its catch-up), nor than an arrival within a frame of still would.
+    jolt = {name: np.abs(np.diff(angular_speed(o[:after + 2], FPS), axis=0)).max()
+            for name, o in (("moving", out), ("still", still[0]))}
+    print(f"largest change of turn rate between frames: {jolt['moving']:.3f} rad/s arriving, {jolt['still']:.3f} still")
+    assert jolt["moving"] < jolt["still"] + 0.1
+    # A pose or a place changed within one frame (faster than any dancer) is a cut, not a motion.
+    cut = Arrival.between((before * 0 + 2.0, plain[1][0] - [0.5, 0.0, 0.0]), (plain[0][0], plain[1][0]), FPS)
+    assert cut.is_still

@@ -612,3 +612,47 @@ def test_start_none_is_refused_before_work(click_song, tiny_weights):
     # QA: start=None passed the option checks, then failed with a TypeError after sampling. The
     # API's start is a number (0.0 by default), as duration's None is documented and start's is not.
     assert _refused_before_work(click_song, tiny_weights, start=None) == "start must be 0 or more seconds, got None"
+
+
+def test_a_dance_arriving_moving_leaves_its_first_frame_at_the_speed_it_arrived_with(click_song, tiny_weights, tmp_path):
+    """pose_before (engine.finishing.setoff.Arrival): an animation moving into a first frame the
+    constraints key (an intro keyed to move into the song) goes on at its own speed out of it,
+    then into the dance, where keyed alone the dance left at the drawn speed in any direction."""
+    ref = _gen(click_song, tiny_weights, duration=3, seed=3)
+    c = Constraints.empty(90, 30.0).set_pose(0, ref.poses[10], root=ref.trans[10])
+    before = (ref.poses[9], ref.trans[9])
+    positions = {}
+    for name, kw in (("arriving", {"pose_before": before}), ("keyed alone", {}), ("still", {"still_before": True})):
+        m = _gen(click_song, tiny_weights, duration=3, seed=1, constraints=c, **kw)
+        assert rotation_error(m.poses[0], ref.poses[10]) < 1e-6 and np.abs(m.trans[0] - ref.trans[10]).max() < 1e-6
+        positions[name] = joint_positions(m.poses[:3], m.trans[:3])
+    came = joint_positions(ref.poses[9:11], ref.trans[9:11])
+    arrived = came[1] - came[0]                                              # (24, 3) each joint's last step
+    steps = {name: p[1] - p[0] for name, p in positions.items()}
+    off = {name: np.linalg.norm(step - arrived, axis=1).max() for name, step in steps.items()}
+    print("first step off the arriving one (m): " + ", ".join(f"{k} {v:.4f}" for k, v in off.items())
+          + f"; the arriving step {np.linalg.norm(arrived, axis=1).max():.4f} m")
+    assert off["arriving"] < 0.25 * min(off["keyed alone"], off["still"])
+    # The same pose before as the first frame's is standing still; both at once is refused.
+    m = _gen(click_song, tiny_weights, duration=3, seed=1, constraints=c, pose_before=(ref.poses[10], ref.trans[10]))
+    s = _gen(click_song, tiny_weights, duration=3, seed=1, constraints=c, still_before=True)
+    assert np.abs(m.poses - s.poses).max() < 1e-6
+    with pytest.raises(EngineError, match="not both"):
+        _gen(click_song, tiny_weights, duration=1, constraints=c, still_before=True, pose_before=before)
+    with pytest.raises(EngineError, match=r"poses \(72,\), trans \(3,\)"):
+        _gen(click_song, tiny_weights, duration=1, constraints=c, pose_before=(ref.poses[9][:70], ref.trans[9]))
+    # The command line reads it from the constraints file (poses_before, trans_before).
+    path = tmp_path / "c.npz"
+    np.savez(path, poses=c.poses, trans=c.trans, joint_mask=c.joint_mask, trans_mask=c.trans_mask,
+             poses_before=before[0], trans_before=before[1])
+    r = _cli("generate", click_song, "-o", tmp_path / "x.npz", "--constraints", path, "--duration", 3, "--seed", 1,
+             "--steps", 2, "--quiet", "--weights", tiny_weights)
+    assert r.returncode == 0, r.stderr
+    from engine.body.motion import Motion
+    cli = Motion.load_npz(tmp_path / "x.npz")
+    m = _gen(click_song, tiny_weights, duration=3, seed=1, constraints=c, pose_before=before)
+    assert np.abs(cli.poses - m.poses).max() < 1e-5
+    np.savez(path, poses=c.poses, trans=c.trans, joint_mask=c.joint_mask, trans_mask=c.trans_mask,
+             poses_before=before[0])
+    r = _cli("generate", click_song, "-o", tmp_path / "y.npz", "--constraints", path, "--quiet", "--weights", tiny_weights)
+    assert r.returncode == 2 and "poses_before without trans_before" in r.stderr

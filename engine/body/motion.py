@@ -239,3 +239,21 @@ class Constraints:
                                   "arrays of numbers") from None
             return cls(arrays["poses"], arrays["trans"], arrays["joint_mask"], arrays["trans_mask"], arrays.get("fps"),
                        arrays.get("pelvis_turns"))
+
+    @staticmethod
+    def load_pose_before(path) -> tuple[np.ndarray, np.ndarray] | None:
+        """A constraints file's optional `poses_before` (72,) and `trans_before` (3,): the pose and
+        root place an animation before the dance plays on the frame before frame 0 (api.generate's
+        pose_before); None when it has neither. Read after load_npz, which checks the file."""
+        with np.load(Path(path), allow_pickle=False) as f:
+            given = [k for k in ("poses_before", "trans_before") if k in f]
+            if not given:
+                return None
+            if len(given) == 1:
+                raise EngineError(f"constraints file {path} has {given[0]} without "
+                                  f"{({'poses_before', 'trans_before'} - set(given)).pop()}: give both or neither")
+            try:
+                return _numbers(f["poses_before"], "poses_before"), _numbers(f["trans_before"], "trans_before")
+            except ValueError:
+                raise EngineError(f"cannot read constraints file {path}: it holds Python objects, not plain "
+                                  "arrays of numbers") from None
