@@ -555,6 +555,32 @@ _KEY_ATTRS = (("co", 2, np.float32), ("handle_left", 2, np.float32), ("handle_ri
               ("amplitude", 1, np.float32), ("period", 1, np.float32))
 
 
+_BEZIER = 2
+
+
+def _cut_bezier(p0, h0, h1, p1, x: float):
+    """The Bezier segment from key p0 (right handle h0) to key p1 (left handle h1), (2,) points
+    (frame, value), cut at frame x: (h0', cut's left handle, the cut point, its right handle, h1'),
+    each half the same curve as the whole (de Casteljau). The handles are first shortened as
+    Blender shortens them when it plays the segment (BKE_fcurve_correct_bezpart: together no
+    longer than the segment in frames), so that the frame is monotonic along it and the halves
+    match what it plays."""
+    p0, h0, h1, p1 = (np.asarray(v, np.float64) for v in (p0, h0, h1, p1))
+    d0, d1 = p0 - h0, p1 - h1
+    span, reach = p1[0] - p0[0], abs(d0[0]) + abs(d1[0])
+    if reach > span > 0:
+        h0, h1 = p0 - d0 * span / reach, p1 - d1 * span / reach
+    lo, hi = 0.0, 1.0
+    for _ in range(60):                      # the curve's parameter at frame x, by bisection
+        t = 0.5 * (lo + hi)
+        frame = (1 - t) ** 3 * p0[0] + 3 * (1 - t) ** 2 * t * h0[0] + 3 * (1 - t) * t ** 2 * h1[0] + t ** 3 * p1[0]
+        lo, hi = (t, hi) if frame < x else (lo, t)
+    t = 0.5 * (lo + hi)
+    a, b, c = p0 + t * (h0 - p0), h0 + t * (h1 - h0), h1 + t * (p1 - h1)
+    d, e = a + t * (b - a), b + t * (c - b)
+    return a, d, d + t * (e - d), e, c
+
+
 def _fill_fcurve(fc, frames: np.ndarray, values: np.ndarray, types: np.ndarray | None = None) -> None:
     """Put keys (frames, values, keyframe types) on `fc`, replacing its keys within
     [frames[0], frames[-1]] and keeping every key outside that span exactly as it was.
@@ -605,6 +631,7 @@ def _fill_fcurve(fc, frames: np.ndarray, values: np.ndarray, types: np.ndarray |
             if side == "right":
                 for name in ("interpolation", "easing", "back", "amplitude", "period"):
                     new[name][end] = old[name][k]
+    _join_inside_their_segments(old, new, x, frames, values, keep, free)
     merged = {name: np.concatenate([old[name][keep], new[name]]) for name, _, _ in _KEY_ATTRS}
     order = np.argsort(merged["co"][:, 0], kind="stable")
     total = len(order)
@@ -615,6 +642,38 @@ def _fill_fcurve(fc, frames: np.ndarray, values: np.ndarray, types: np.ndarray |
     for name, _, _ in _KEY_ATTRS:
         kp.foreach_set(name, merged[name][order].ravel())
     fc.update()
+
+
+def _join_inside_their_segments(old: dict, new: dict, x: np.ndarray, frames: np.ndarray, values: np.ndarray,
+                                keep: np.ndarray, free: int) -> None:
+    """Where the span's first (last) frame falls inside one of the animator's Bezier segments and
+    takes the value that segment plays there (a dance led into from an intro, or out into a key
+    after it), the segment is cut there (_cut_bezier) rather than re-drawn: the kept key keeps its
+    half exactly, through free handles (QA: an intro with automatic handles into the song was bent
+    36 mm at a hand by the take). `old`, `new`: _fill_fcurve's key attributes, changed in place."""
+    for end in (0, len(frames) - 1):
+        before = np.flatnonzero(x < frames[end] - 1e-3)
+        after = np.flatnonzero(x > frames[end] + 1e-3)
+        if not len(before) or not len(after):
+            continue
+        k0, k1 = before[-1], after[0]
+        if old["interpolation"][k0, 0] != _BEZIER or not (keep[k0] if end == 0 else keep[k1]):
+            continue
+        h0, left, point, right, h1 = _cut_bezier(old["co"][k0], old["handle_right"][k0], old["handle_left"][k1],
+                                                 old["co"][k1], float(frames[end]))
+        if abs(point[1] - float(values[end])) > 1e-5:
+            continue                                # the dance does not pass the animator's curve there
+        if end == 0:                               # the kept key before, and the span's first key
+            old["handle_right"][k0] = h0
+            old["handle_left_type"][k0], old["handle_right_type"][k0] = free, free
+            new["handle_left"][0] = left
+            new["handle_left_type"][0], new["handle_right_type"][0] = free, free
+        else:                                      # the span's last key, and the kept key after
+            new["handle_right"][end] = right
+            new["handle_left_type"][end], new["handle_right_type"][end] = free, free
+            new["interpolation"][end] = _BEZIER
+            old["handle_left"][k1] = h1
+            old["handle_left_type"][k1], old["handle_right_type"][k1] = free, free
 
 
 def _held_outside(obj, fcurves, bone: str, prop: str, count: int, frames: np.ndarray, sides=(True, True)):
@@ -802,6 +861,23 @@ def _animators_values(values: np.ndarray, mode: str, kept: np.ndarray, frames: n
     return values
 
 
+def _their_numbers_at_the_joins(values: np.ndarray, mode: str, frames: np.ndarray, fcurves, before: bool,
+                                after: bool) -> np.ndarray:
+    """Quaternion or axis-angle channel values (T, 4) whose first frame (where the animator's curve
+    goes on `before` the span) and last (`after` it) take the numbers the animator's curve plays
+    there when those turn the bone the same way, sign included: a curve interpolated between
+    keys plays a scaled quaternion or axis there (a Linear intro into the song: w 0.825), and a
+    unit one keyed in its place bent the animator's curve before the song (QA: 20 mm at a hand)."""
+    for k, joins in ((0, before), (len(values) - 1, after)):
+        if not joins:
+            continue
+        theirs = np.array([fc.evaluate(frames[k]) for fc in fcurves], np.float64)
+        if float(np.dot(_channel_rotation(theirs, mode), _channel_rotation(values[k], mode))) > 1.0 - 1e-6 and \
+                (mode == 'QUATERNION' or np.allclose(theirs[0], values[k, 0], atol=1e-5)):
+            values[k] = theirs
+    return values
+
+
 def write_bone_rotations(obj, action, bone_names, frames, quats, locations=None, key_type: str = 'GENERATED',
                          kept=None, kept_locations=None, hold_outside: bool = False) -> None:
     """Key the rotations (and optional locations) of `obj`'s bones `bone_names` on `frames` in
@@ -882,6 +958,11 @@ def write_bone_rotations(obj, action, bone_names, frames, quats, locations=None,
                                       existing, joined=previous is not None, following=following)
         if mask is not None and mask.any() and all(fc is not None for fc in existing):
             values = _animators_values(values, pb.rotation_mode, mask, frames, existing, joined=previous is not None)
+        if pb.rotation_mode in ('QUATERNION', 'AXIS_ANGLE') and all(fc is not None and len(fc.keyframe_points)
+                                                                    for fc in existing):
+            values = _their_numbers_at_the_joins(
+                values, pb.rotation_mode, frames, existing, before=previous is not None,
+                after=max(fc.keyframe_points[-1].co[0] for fc in existing) > frames[-1] + 0.5)
         write(name, prop, values, mask)
     for name, loc in (locations or {}).items():
         write(name, "location", np.asarray(loc, np.float64),

@@ -333,20 +333,29 @@ def song_moved_note(obj, action, p: Plan, first: int, last: int) -> str | None:
             f"so they now meet the music up to {abs(worst):.2f} s {'later' if worst > 0 else 'earlier'} in the song")
 
 
-def arriving_pose(obj, bone_map, first: int, fps: float, scene, cons) -> tuple:
+def arriving_pose(obj, bone_map, first: int, fps: float, scene, cons) -> tuple | None:
     """(poses (72,), trans (3,)) SMPL: the pose the animator's own animation plays on the frame
     before the dance's first, read as the constraints `cons` read frame `first`, for an intro
     that moves into the song: the dance leaves its first frame at the speed the animation arrives
     with (engine.finishing.setoff.Arrival) rather than at its own drawn speed in any direction
-    (QA: a hand arriving at 0.08 m/s left at 0.90 in one frame)."""
+    (QA: a hand arriving at 0.08 m/s left at 0.90 in one frame). A joint or root that jumps into
+    frame `first` (a stepped key: setoff.pose_before_without_cuts) arrives still; None when all
+    of them stand still or jump."""
+    from engine.finishing.setoff import Arrival, pose_before_without_cuts
     from . import rig_io, scene_io
-    frames = [first - 1, first]
+    frames = [first - 2, first - 1, first]
     if bone_map is not None:
-        two, _ = rig_io.read_character_constraints(obj, bone_map, first - 1, first, fps, scene=scene, lead=frames)
+        three, _ = rig_io.read_character_constraints(obj, bone_map, first - 2, first, fps, scene=scene, lead=frames)
     else:
-        two = scene_io.read_constraints(obj, first - 1, first, fps, scene=scene, lead=frames)
-    # Read from the frame before, a character is placed as there (an animated object): the step counts.
-    return two.poses[0].copy(), two.trans[0] + (cons.trans[0] - two.trans[1])
+        three = scene_io.read_constraints(obj, first - 2, first, fps, scene=scene, lead=frames)
+    # Read from two frames before, a character is placed as there (an animated object): the steps
+    # count, and the first frame is the constraints' own.
+    poses, trans = three.poses.copy(), three.trans + (cons.trans[0] - three.trans[2])
+    poses[2], trans[2] = cons.poses[0], cons.trans[0]
+    poses, trans = pose_before_without_cuts(poses, trans, fps)
+    if Arrival.between((poses, trans), (cons.poses[0], cons.trans[0]), fps).is_still:
+        return None
+    return poses, trans
 
 
 def lead_in(obj, bone_map, first: int) -> int | None:
@@ -432,11 +441,14 @@ def build_request(context):
     # Frames fixed at the pose the animator's own animation leaves there (not a take's generated
     # keys): the first, where animation before the dance leads into it, and the last, where a
     # whole pose after it is led out into (a partial pose: `partial`, those bones only).
+    # A regenerated range with no kept dance on a side (it starts or ends with the song) is led
+    # into or out of there as a whole dance is (QA: a range from the song's first frame jumped
+    # 44 cm from the intro).
     lead = []
-    intro = lead_in(obj, bone_map, first) if write_range is None else None
+    intro = lead_in(obj, bone_map, first) if first == p.first else None
     if intro is not None:
         lead.append(first)
-    outro = lead_out(obj, bone_map, last, p.fps) if write_range is None else None
+    outro = lead_out(obj, bone_map, last, p.fps) if last == p.last else None
     partial = None
     if outro is not None and outro.whole and last not in lead:
         lead.append(last)
@@ -451,9 +463,11 @@ def build_request(context):
                                          context=fixed, partial=partial, lead=lead)
         kept = scene_io.key_masks(obj, first, last)
     start = p.file_seconds(first)
-    still_before = intro is not None and keys.holds_still_into(obj, first)
-    pose_before = arriving_pose(obj, bone_map, first, p.fps, scene, cons) \
-        if intro is not None and not still_before else None
+    # An intro held into the song is set off from as from standing; one moving into it is carried on.
+    still_before, pose_before = intro is not None and keys.holds_still_into(obj, first), None
+    if intro is not None and not still_before:
+        pose_before = arriving_pose(obj, bone_map, first, p.fps, scene, cons)
+        still_before = pose_before is None
     action = obj.animation_data.action if obj.animation_data is not None else None
     style = settings.style
     # Quality Fast asks for the engine's default steps, which the shipped student stands for
@@ -476,6 +490,9 @@ def build_request(context):
                   "audio_start": start, "audio_speed": p.span.speed, "wait_in_silence": settings.wait_in_silence,
                   "frame_start": first, "fps": p.fps})
     request.notes.extend(rig_io.dancer_notes(obj, bone_map))
+    note = rig_io.moving_object_note(obj, p.first, p.last)
+    if note:
+        request.notes.append(note)
     heard = p.last - p.first + 1
     if settings.use_strip_range and heard < SHORT_SONG_SECONDS * p.fps:
         # QA31: a strip heard on 1-2 frames made a 1-2 frame dance, unsaid.

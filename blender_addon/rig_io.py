@@ -96,6 +96,30 @@ def world_placement_may_move(obj) -> bool:
                                    or world_placement_may_move(parent))
 
 
+# The object's own transform channels: keyed to move while the song plays, they carry the
+# dancer under its dance.
+_OBJECT_TRANSFORMS = ("location", "rotation_euler", "rotation_quaternion", "rotation_axis_angle", "scale",
+                      "delta_location", "delta_rotation_euler", "delta_rotation_quaternion", "delta_scale")
+
+
+def moving_object_note(obj, first: int, last: int) -> str | None:
+    """A note when `obj` itself (not its bones) is keyed to move on frames first..last: the dance
+    plays on top of that motion, so its planted feet slide with it (QA: a walk-in keyed on the
+    object carried on at 1 m/s under the dance, the feet sliding for a second, unsaid)."""
+    ad = obj.animation_data
+    if ad is None or ad.action is None:
+        return None
+    frames = np.linspace(first, last, min(last - first + 1, 240))
+    moving = sorted({fc.data_path for fc in compat.action_fcurves(ad.action, compat.object_slot(obj, ad.action))
+                     if fc.data_path in _OBJECT_TRANSFORMS and not fc.mute
+                     and np.ptp([fc.evaluate(f) for f in frames]) > 1e-4})
+    if not moving:
+        return None
+    return (f"'{obj.name}' itself is keyed to move while the song plays (its object {', '.join(moving)}): the dance "
+            "plays on top of that motion, so its feet slide with it; key the travel on the hips instead, or "
+            "remove those keys within the song")
+
+
 def read_rig(obj, bone_map: dict[str, str] | None = None, frame: float | None = None) -> Rig:
     """The armature's rest pose: bone names, parents, rest matrices (armature space), lengths,
     deform flags, Local Location flags and the object's world matrix on scene frame `frame`

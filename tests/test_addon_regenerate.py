@@ -813,6 +813,82 @@ def test_an_intro_moving_into_the_song_is_carried_on_out_of_its_first_frame(addo
     print(f"hands arrive at {np.linalg.norm(arrived[hands], axis=1).max() * 24:.2f} m/s and leave "
           f"{off * 24:.2f} m/s off that")
     assert off < 0.25 * np.linalg.norm(arrived[hands], axis=1).max()        # on as they came
+    # A range regenerated from the song's first frame on the take has no kept dance before it:
+    # it is led into from the intro as the whole dance was (QA: it jumped 44 cm from the intro).
+    scene.dance.use_strip_range = False
+    scene.dance.frame_start, scene.dance.frame_end = first, first + 12
+    scene.dance.seed = 7
+    assert bpy.ops.dance.generate() == {'FINISHED'}
+    assert "at the speed your animation arrives with" in scene.dance.status
+    heads = _heads(obj, [first, first + 1])
+    off = np.linalg.norm((heads[1] - heads[0])[hands] - arrived[hands], axis=1).max()
+    print(f"a range from the song's first frame: {np.abs(heads[0] - came[1]).max() * 1000:.3f} mm off the intro's pose, "
+          f"leaving {off * 24:.2f} m/s off its speed")
+    assert np.abs(heads[0] - came[1]).max() < 1e-4 and off < 0.25 * np.linalg.norm(arrived[hands], axis=1).max()
+    scene.dance.use_strip_range = True
+    # Stepped keys (a blocking pass) jump into the song's first frame: a cut, not a motion to carry
+    # on (QA: a 30 degree step carried on flung the hand 0.69 m past its key). Left from standing.
+    assert bpy.ops.dance.use_take(action=T.original_action(obj).name) == {'FINISHED'}
+    _key(obj, first - 1, {n: -aa for n, aa in swing.items()})
+    _key(obj, first, {n: 0.5 * aa for n, aa in swing.items()})
+    action = obj.animation_data.action
+    for fc in scene_io.compat.action_fcurves(action, scene_io.compat.object_slot(obj, action)):
+        for kp in fc.keyframe_points:
+            kp.interpolation = 'CONSTANT'
+    assert bpy.ops.dance.generate() == {'FINISHED'}
+    assert "sets off from it as from standing" in scene.dance.status
+    heads = _heads(obj, [first, first + 1])
+    print(f"out of a stepped cut: {np.linalg.norm(heads[1] - heads[0], axis=1).max() * 24:.3f} m/s")
+    assert np.linalg.norm(heads[1] - heads[0], axis=1).max() * 24 < 0.05
+
+
+def test_the_takes_curves_before_and_after_the_song_are_the_animators_own(addon, tmp_path):
+    # QA: with keys before and in the song (and in and after it), the take keys the dance's first
+    # and last frames inside the animator's curve segments; re-drawn, those segments bent the
+    # intro before the song (36 mm at a hand with automatic handles, 20 mm with linear keys on
+    # quaternion bones, the unit quaternion written where the curve played a scaled one). The
+    # segments are now cut, not re-drawn: before and after the song the take plays their curve.
+    scene = addon
+    obj, first, last = _song_stage(scene, tmp_path, seconds=3.0, strip_frame=30)
+    swing = {"left_shoulder": np.array([0.0, 0.0, -1.2]), "right_shoulder": np.array([0.0, 0.0, 1.2]),
+             "spine1": np.array([0.4, 0.0, 0.0]), "left_elbow": np.array([0.0, -0.9, 0.0])}
+    for f, scale in ((first - 24, -1.0), (first + 20, 1.0), (last - 20, -0.5), (last + 12, 0.8)):
+        _key(obj, f, {n: scale * aa for n, aa in swing.items()})       # default handles: automatic Bezier
+    outside = list(range(first - 24, first + 1)) + list(range(last, last + 13))
+
+    def played(action):          # the keyed bones' rotation channels as the action plays them
+        slot = scene_io.compat.object_slot(obj, action)
+        return np.array([[fc.evaluate(f) for f in outside] for fc in sorted(
+            scene_io.compat.action_fcurves(action, slot), key=lambda fc: (fc.data_path, fc.array_index))
+            if any(f'"{n}"' in fc.data_path for n in swing) and "rotation" in fc.data_path])
+    mine = obj.animation_data.action
+    for interpolation in ('BEZIER', 'LINEAR'):
+        for fc in scene_io.compat.action_fcurves(mine, scene_io.compat.object_slot(obj, mine)):
+            for kp in fc.keyframe_points:
+                kp.interpolation = interpolation
+        theirs = played(mine)
+        assert bpy.ops.dance.generate() == {'FINISHED'}
+        take = obj.animation_data.action
+        assert take != mine and played(take).shape == theirs.shape
+        print(f"{interpolation}: the take's curves off the animator's before and after the song: "
+              f"{np.abs(played(take) - theirs).max():.2e}")
+        assert np.abs(played(take) - theirs).max() < 1e-5
+        assert bpy.ops.dance.use_take(action=mine.name) == {'FINISHED'}
+
+
+def test_an_object_keyed_to_move_under_the_dance_is_said(addon, tmp_path):
+    # QA: a walk-in keyed on the armature object (not its hips) went on at 1 m/s under the dance,
+    # its feet sliding for a second, and nothing said so.
+    scene = addon
+    obj, first, last = _song_stage(scene, tmp_path, seconds=1.5, strip_frame=20)
+    for f, y in ((first - 20, -1.0), (first - 1, 0.0)):           # walks in, stands before the song
+        obj.location = (0.0, y, 0.0)
+        obj.keyframe_insert("location", frame=f)
+    assert rig_io.moving_object_note(obj, first, last) is None
+    obj.location = (0.0, 1.0, 0.0)
+    obj.keyframe_insert("location", frame=first + 20)               # and walks on into the song
+    assert bpy.ops.dance.generate() == {'FINISHED'}
+    assert f"'{obj.name}' itself is keyed to move while the song plays (its object location)" in scene.dance.status
 
 
 def test_an_imported_bind_pose_before_the_song_is_no_intro(addon, tmp_path):

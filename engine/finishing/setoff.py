@@ -35,13 +35,22 @@ from .turns import MAX_JOINT_SPEED, SPEED_HEADROOM
 SETOFF_SECONDS = 0.5
 # How long a motion the dance arrives with carries on by itself: its speed fades as
 # exp(-t / CARRY_SECONDS), while the ease blends into the drawn dance by SETOFF_SECONDS, so the
-# carried drift stays under CARRY_SECONDS times the arriving speed (a hand at 1 m/s: 12 cm).
+# carried drift stays under about CARRY_SECONDS times the arriving speed, and half a frame
+# (carried_seconds; a hand at 1 m/s: 14 cm at 30 fps).
 CARRY_SECONDS = SETOFF_SECONDS / 4
 # An arrival faster than a dancer moves is a cut in the animation (a pose or a place changed in
 # one frame), not a motion to carry on: that joint, or the root, arrives still. Joints: the speed
 # guard's bounds (turns.MAX_JOINT_SPEED); the root: SPEED_HEADROOM x the training dancers' fastest
 # pelvis travel (99.99th percentile 2.3 m/s over tang2018 and JustLMD, 2.4 at most).
 FASTEST_ARRIVING_ROOT = SPEED_HEADROOM * 2.3
+# An animation's last step into the dance counts as motion when it is at most CUT_RATIO times
+# the step before it, plus a floor (rad/s for a joint's turn, m/s for the root): a larger one is
+# the animation jumping (a stepped key, a pose changed within a frame: QA, a 30 degree stepped
+# cut at 24 fps carried on flung the hand 0.69 m past its key), which is left from standing.
+# An ease out of a key, and a steady motion, pass; a linear motion starting from a hold one
+# frame before the song at more than the floor counts as a jump.
+CUT_RATIO = 2.0
+CUT_FLOOR_TURN, CUT_FLOOR_SHIFT = 2.0, 0.5
 # Standing still from one frame to the next: a float's rounding, not a move (rad, m).
 STILL_TURN, STILL_SHIFT = 1e-6, 1e-7
 
@@ -80,7 +89,26 @@ class Arrival:
 
     @property
     def is_still(self) -> bool:
-        return not (np.any(self.turn_rates) or np.any(self.root_velocity))
+        """Standing still but for a float's rounding (STILL_TURN, STILL_SHIFT a frame at 30 fps or more)."""
+        return bool(np.abs(self.turn_rates).max() < 30 * STILL_TURN and np.abs(self.root_velocity).max() < 30 * STILL_SHIFT)
+
+
+def pose_before_without_cuts(poses: np.ndarray, trans: np.ndarray, fps: float) -> tuple[np.ndarray, np.ndarray]:
+    """The pose and root place on the frame before the dance's first, for Arrival.between, from
+    an animation's last three frames (`poses` (3, 72), `trans` (3, 3): two frames before the
+    first, one before, the first itself) at `fps`: each joint, and the root, whose last step jumps
+    (over CUT_RATIO times the step before it plus CUT_FLOOR_TURN or CUT_FLOOR_SHIFT) takes the
+    first frame's value instead, so that it arrives still."""
+    poses, trans = np.asarray(poses, np.float64), np.asarray(trans, np.float64)
+    q = R.axis_angle_to_quat(torch.from_numpy(poses).reshape(3, NUM_JOINTS, 3))
+    turns = R.quat_angle(q[1:], q[:-1]).numpy() * fps                    # (2, 24) rad/s: the two steps
+    before, place = poses[1].copy(), trans[1].copy()
+    for j in np.flatnonzero(turns[1] > CUT_RATIO * turns[0] + CUT_FLOOR_TURN):
+        before[3 * j:3 * j + 3] = poses[2, 3 * j:3 * j + 3]
+    shifts = np.linalg.norm(np.diff(trans, axis=0), axis=1) * fps
+    if shifts[1] > CUT_RATIO * shifts[0] + CUT_FLOOR_SHIFT:
+        place = trans[2].copy()
+    return before, place
 
 
 def carried_seconds(T: int, start: int, fps: float) -> np.ndarray:
