@@ -16,6 +16,7 @@ rig_io (the user's own characters) both write through write_bone_rotations.
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import re
 from contextlib import contextmanager
@@ -288,7 +289,8 @@ def animator_only(obj):
     """The current action as the animator's own keys alone play it, for reading the pose their
     animation leaves where a dance starts or ends: the action itself when it holds no generated
     key, else a temporary copy of it without the generated keys (those the animator changed
-    stay), removed on exit; None without an action. A channel keyed only by the add-on rests
+    stay, and the handles a take cut put back: CUT_HANDLES_KEY), removed on exit; None without
+    an action. A channel keyed only by the add-on rests
     there (the rest value), as on the animator's own action, where it has no F-curve. On a take
     danced again after its song moved, the generated keys at the new dance's first frame are the
     old dance's, and read with them the new dance started from the old one's pose, 75 degrees
@@ -302,12 +304,16 @@ def animator_only(obj):
         return
     mine = animator_keys(obj, -np.inf, np.inf)
     copy = action.copy()
+    cut = _cut_handles(action)
     try:
         for fc in compat.action_fcurves(copy, compat.object_slot(obj, copy)):
             channel = _bone_channel(fc.data_path)
             if channel is None:
                 continue
             _keep_keys(fc, generated[1], mine.get(channel, ()), takes.REST_CHANNEL_VALUES.get(channel[1]))
+            if cut:
+                _restore_cut_handles(fc, cut)
+                fc.update()
         yield copy
     finally:
         bpy.data.actions.remove(copy)
@@ -562,14 +568,15 @@ def _cut_bezier(p0, h0, h1, p1, x: float):
     """The Bezier segment from key p0 (right handle h0) to key p1 (left handle h1), (2,) points
     (frame, value), cut at frame x: (h0', cut's left handle, the cut point, its right handle, h1'),
     each half the same curve as the whole (de Casteljau). The handles are first shortened as
-    Blender shortens them when it plays the segment (BKE_fcurve_correct_bezpart: together no
-    longer than the segment in frames), so that the frame is monotonic along it and the halves
-    match what it plays."""
+    Blender shortens them when it plays the segment (each no longer than the segment in frames),
+    so that the frame is monotonic along it and the halves match what it plays."""
     p0, h0, h1, p1 = (np.asarray(v, np.float64) for v in (p0, h0, h1, p1))
-    d0, d1 = p0 - h0, p1 - h1
-    span, reach = p1[0] - p0[0], abs(d0[0]) + abs(d1[0])
-    if reach > span > 0:
-        h0, h1 = p0 - d0 * span / reach, p1 - d1 * span / reach
+    span = p1[0] - p0[0]
+    for key, handle in ((p0, "h0"), (p1, "h1")):
+        reach = key - (h0 if handle == "h0" else h1)
+        if abs(reach[0]) > span > 0:        # each no longer than the segment (checked against 4.5's evaluate)
+            shortened = key - reach * span / abs(reach[0])
+            h0, h1 = (shortened, h1) if handle == "h0" else (h0, shortened)
     lo, hi = 0.0, 1.0
     for _ in range(60):                      # the curve's parameter at frame x, by bisection
         t = 0.5 * (lo + hi)
@@ -618,6 +625,14 @@ def _fill_fcurve(fc, frames: np.ndarray, values: np.ndarray, types: np.ndarray |
     handle_types = bpy.types.Keyframe.bl_rna.properties["handle_left_type"].enum_items
     auto, free = handle_types["AUTO_CLAMPED"].value, handle_types["FREE"].value
     new["handle_left_type"][:], new["handle_right_type"][:] = auto, auto
+    # An animator's key carried over keeps its interpolation and handles as they set them: between
+    # the take's frames they shape a frame's step only, and once the dance is gone (the next take's
+    # copy, animator_only) the curve on to their next key is theirs again (QA: rewritten linear,
+    # a second take's curve after the song was 0.19 off the animator's).
+    for name in ("interpolation", "easing", "back", "amplitude", "period", "handle_left_type", "handle_right_type"):
+        new[name][theirs] = old[name][at[theirs]]
+    for name in ("handle_left", "handle_right"):
+        new[name][theirs] = old[name][at[theirs]] + (new["co"][theirs] - old["co"][at[theirs]])
     # The curve into the span and out of it stays the animator's where the span's first (last)
     # frame rewrites a key of theirs with its own value: that key keeps its handle on the outer
     # side, and the last one its interpolation into the next key (QA: a start pose's free handles
@@ -631,7 +646,9 @@ def _fill_fcurve(fc, frames: np.ndarray, values: np.ndarray, types: np.ndarray |
             if side == "right":
                 for name in ("interpolation", "easing", "back", "amplitude", "period"):
                     new[name][end] = old[name][k]
-    _join_inside_their_segments(old, new, x, frames, values, keep, free)
+    changed = _join_inside_their_segments(old, new, x, frames, values, keep, free)
+    if changed:
+        _remember_cut_handles(fc, changed)
     merged = {name: np.concatenate([old[name][keep], new[name]]) for name, _, _ in _KEY_ATTRS}
     order = np.argsort(merged["co"][:, 0], kind="stable")
     total = len(order)
@@ -650,12 +667,14 @@ def _join_inside_their_segments(old: dict, new: dict, x: np.ndarray, frames: np.
     takes the value that segment plays there (a dance led into from an intro, or out into a key
     after it), the segment is cut there (_cut_bezier) rather than re-drawn: the kept key keeps its
     half exactly, through free handles (QA: an intro with automatic handles into the song was bent
-    36 mm at a hand by the take). `old`, `new`: _fill_fcurve's key attributes, changed in place."""
+    36 mm at a hand by the take). `old`, `new`: _fill_fcurve's key attributes, changed in place.
+    Returns the kept keys whose handles it changed, with their handles as they were."""
+    changed = []
     for end in (0, len(frames) - 1):
         before = np.flatnonzero(x < frames[end] - 1e-3)
         after = np.flatnonzero(x > frames[end] + 1e-3)
-        if not len(before) or not len(after):
-            continue
+        if not len(before) or not len(after) or np.any(np.abs(x - frames[end]) < 1e-3):
+            continue                                # (a key on that frame: _fill_fcurve keeps its outer handle)
         k0, k1 = before[-1], after[0]
         if old["interpolation"][k0, 0] != _BEZIER or not (keep[k0] if end == 0 else keep[k1]):
             continue
@@ -663,6 +682,9 @@ def _join_inside_their_segments(old: dict, new: dict, x: np.ndarray, frames: np.
                                                  old["co"][k1], float(frames[end]))
         if abs(point[1] - float(values[end])) > 1e-5:
             continue                                # the dance does not pass the animator's curve there
+        kept = k0 if end == 0 else k1
+        changed.append((float(old["co"][kept, 0]), old["handle_left"][kept].tolist(), old["handle_right"][kept].tolist(),
+                        int(old["handle_left_type"][kept, 0]), int(old["handle_right_type"][kept, 0])))
         if end == 0:                               # the kept key before, and the span's first key
             old["handle_right"][k0] = h0
             old["handle_left_type"][k0], old["handle_right_type"][k0] = free, free
@@ -674,6 +696,46 @@ def _join_inside_their_segments(old: dict, new: dict, x: np.ndarray, frames: np.
             new["interpolation"][end] = _BEZIER
             old["handle_left"][k1] = h1
             old["handle_left_type"][k1], old["handle_right_type"][k1] = free, free
+    return changed
+
+
+# An action custom property (JSON): {"data path|index|frame": [handle_left, handle_right, their
+# types]} of the animator's keys whose handles a take changed to cut their segment at the dance's
+# ends (_join_inside_their_segments), as the animator had them: animator_only puts them back, so
+# that the next dance reads the animator's own curve (QA: read with the cut handles, a second
+# take's first frame was another pose, and the intro before the song bent 76 mm).
+CUT_HANDLES_KEY = "dance_cut_handles_json"
+
+
+def _cut_handles(action) -> dict:
+    """`action`'s CUT_HANDLES_KEY record ({} if none or unreadable)."""
+    try:
+        record = json.loads(action.get(CUT_HANDLES_KEY, "{}"))
+    except (TypeError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def _remember_cut_handles(fc, changed: list) -> None:
+    """Record `changed` (from _join_inside_their_segments) on `fc`'s action, the first record of a
+    key kept (an earlier take's is the animator's own)."""
+    action = fc.id_data
+    record = _cut_handles(action)
+    for frame, left, right, left_type, right_type in changed:
+        record.setdefault(f"{fc.data_path}|{fc.array_index}|{frame:.3f}", [left, right, left_type, right_type])
+    action[CUT_HANDLES_KEY] = json.dumps(record)
+
+
+def _restore_cut_handles(fc, record: dict) -> None:
+    """Put back the handles of `fc`'s keys that a take cut (CUT_HANDLES_KEY's `record`)."""
+    prefix = f"{fc.data_path}|{fc.array_index}|"
+    handle_types = bpy.types.Keyframe.bl_rna.properties["handle_left_type"].enum_items
+    names = {item.value: item.identifier for item in handle_types}
+    for point in fc.keyframe_points:
+        was = record.get(f"{prefix}{point.co[0]:.3f}")
+        if was is not None:
+            point.handle_left_type, point.handle_right_type = names[was[2]], names[was[3]]
+            point.handle_left, point.handle_right = was[0], was[1]
 
 
 def _held_outside(obj, fcurves, bone: str, prop: str, count: int, frames: np.ndarray, sides=(True, True)):
@@ -683,15 +745,28 @@ def _held_outside(obj, fcurves, bone: str, prop: str, count: int, frames: np.nda
     it does not, the new keys extend the take there and nothing is held (holding the old pose on
     the next frame snapped back to it: QA, a range regenerated past the take's end)."""
     channels = [fcurves.find(_bone_path(bone, prop), index=i) for i in range(count)]
-    keyed = {}                                   # channel index -> its key frames
+    keyed, types = {}, {}                        # channel index -> its key frames, their keyframe types
     for i, fc in enumerate(channels):
         if fc is not None and len(fc.keyframe_points):
             co = np.empty(2 * len(fc.keyframe_points), np.float32)
             fc.keyframe_points.foreach_get("co", co)
             keyed[i] = co[0::2].astype(np.float64)
+            types[i] = np.empty(len(fc.keyframe_points), np.int32)
+            fc.keyframe_points.foreach_get("type", types[i])
     lo, hi = frames[0] - 1e-3, frames[-1] + 1e-3
     before = max((x[x < lo].max() for x in keyed.values() if (x < lo).any()), default=None)
     after = min((x[x > hi].min() for x in keyed.values() if (x > hi).any()), default=None)
+    # Where these channels' outermost keys on a side lie in the span and are an earlier dance's
+    # (generated), what they play beyond it is that dance's hold past its end, not animation to
+    # keep: the span's own end extends the take there (QA: a range regenerated up to the song's
+    # end snapped back to the old dance's last pose a frame later, the hips 38 cm).
+    generated = compat.generated_key_type()[1]
+    if keyed and sides[0] and before is None and all(
+            lo <= x[0] <= hi and types[i][0] == generated for i, x in keyed.items()):
+        sides = (False, sides[1])
+    if keyed and sides[1] and after is None and all(
+            lo <= x[-1] <= hi and types[i][-1] == generated for i, x in keyed.items()):
+        sides = (sides[0], False)
     # The whole frames strictly between the nearest key and the span (just the one next to the
     # span where there is no key on that side).
     start = math.floor(before) + 1 if before is not None else math.ceil(lo) - (1 if sides[0] else 0)
@@ -720,6 +795,7 @@ def drop_generated_keys(obj, action, bone_names) -> None:
     mine = {channel: set(frames) for channel, frames in animator_keys(obj, -1e9, 1e9, action=action).items()}
     generated = compat.generated_key_type()[1]
     wanted = set(bone_names)
+    cut = _cut_handles(action)
     for fc in compat.action_fcurves(action, compat.object_slot(obj, action)):
         channel = _bone_channel(fc.data_path)
         if channel is None:
@@ -739,6 +815,9 @@ def drop_generated_keys(obj, action, bone_names) -> None:
         keep = (types != generated) | np.isin(np.round(co[0::2]).astype(int), list(animator))
         if not keep.all():
             _keep_only(fc, keep)
+            if cut:                 # the earlier take's dance gone, the animator's curve is whole again
+                _restore_cut_handles(fc, cut)
+                fc.update()
 
 
 def _keep_only(fc, keep: np.ndarray) -> None:

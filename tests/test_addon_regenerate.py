@@ -873,6 +873,24 @@ def test_the_takes_curves_before_and_after_the_song_are_the_animators_own(addon,
         print(f"{interpolation}: the take's curves off the animator's before and after the song: "
               f"{np.abs(played(take) - theirs).max():.2e}")
         assert np.abs(played(take) - theirs).max() < 1e-5
+        if interpolation == 'BEZIER':
+            # Danced again on the take (QA: the next take read the cut curves as the animator's:
+            # 0.14 off before the song, 0.19 after), then a range to the song's end (QA: the hips
+            # snapped back 38 cm a frame after it, to the old dance's hold).
+            scene.dance.seed = 7
+            assert bpy.ops.dance.generate() == {'FINISHED'}
+            again = obj.animation_data.action
+            print(f"danced again on the take: {np.abs(played(again) - theirs).max():.2e}")
+            assert again != take and np.abs(played(again) - theirs).max() < 1e-5
+            scene.dance.use_strip_range = False
+            scene.dance.frame_start, scene.dance.frame_end = last - 20, last
+            assert bpy.ops.dance.generate() == {'FINISHED'}
+            assert np.abs(played(obj.animation_data.action) - theirs).max() < 1e-5
+            hips = _heads(obj, list(range(last - 6, last + 4)))[:, 0]
+            steps = np.linalg.norm(np.diff(hips, axis=0), axis=1)
+            print(f"the hips' steps around the song's end (mm): {np.round(steps * 1000, 1)}")
+            assert steps[6] < 3 * max(np.median(steps[:6]), 1e-3)      # last -> last + 1
+            scene.dance.use_strip_range = True
         assert bpy.ops.dance.use_take(action=mine.name) == {'FINISHED'}
 
 
