@@ -333,27 +333,30 @@ def song_moved_note(obj, action, p: Plan, first: int, last: int) -> str | None:
             f"so they now meet the music up to {abs(worst):.2f} s {'later' if worst > 0 else 'earlier'} in the song")
 
 
-def arriving_pose(obj, bone_map, first: int, fps: float, scene, cons) -> tuple | None:
+def pose_beside(obj, bone_map, frame: int, step: int, fps: float, scene, cons, row: int) -> tuple | None:
     """(poses (72,), trans (3,)) SMPL: the pose the animator's own animation plays on the frame
-    before the dance's first, read as the constraints `cons` read frame `first`, for an intro
-    that moves into the song: the dance leaves its first frame at the speed the animation arrives
-    with (engine.finishing.setoff.Arrival) rather than at its own drawn speed in any direction
-    (QA: a hand arriving at 0.08 m/s left at 0.90 in one frame). A joint or root that jumps into
-    frame `first` (a stepped key: setoff.pose_before_without_cuts) arrives still; None when all
-    of them stand still or jump."""
-    from engine.finishing.setoff import Arrival, pose_before_without_cuts
+    beside the dance's `frame` (`step` -1: the one before its first frame, +1: the one after its
+    last), read as the constraints `cons` read `frame` (their row `row`), where that animation
+    moves into the dance's first frame or on out of its last: the dance leaves (reaches) it at the
+    animation's own speed (engine.finishing.setoff.Arrival) rather than at its drawn speed in any
+    direction (QA: a hand arriving at 0.08 m/s left at 0.90 in one frame; one leaving at 0.85 was
+    reached at 0.20). A joint or root that jumps there (a stepped key:
+    setoff.pose_beside_without_cuts) counts as still; None when all of them are still or jump."""
+    from engine.finishing.setoff import Arrival, pose_beside_without_cuts
     from . import rig_io, scene_io
-    frames = [first - 2, first - 1, first]
+    frames = sorted({frame + 2 * step, frame + step, frame})
     if bone_map is not None:
-        three, _ = rig_io.read_character_constraints(obj, bone_map, first - 2, first, fps, scene=scene, lead=frames)
+        three, _ = rig_io.read_character_constraints(obj, bone_map, frames[0], frames[-1], fps, scene=scene, lead=frames)
     else:
-        three = scene_io.read_constraints(obj, first - 2, first, fps, scene=scene, lead=frames)
-    # Read from two frames before, a character is placed as there (an animated object): the steps
-    # count, and the first frame is the constraints' own.
-    poses, trans = three.poses.copy(), three.trans + (cons.trans[0] - three.trans[2])
-    poses[2], trans[2] = cons.poses[0], cons.trans[0]
-    poses, trans = pose_before_without_cuts(poses, trans, fps)
-    if Arrival.between((poses, trans), (cons.poses[0], cons.trans[0]), fps).is_still:
+        three = scene_io.read_constraints(obj, frames[0], frames[-1], fps, scene=scene, lead=frames)
+    # Read from another first frame, a character is placed as there (an animated object): the
+    # steps count, and `frame` itself is the constraints' own.
+    here = frames.index(frame)
+    poses, trans = three.poses.copy(), three.trans + (cons.trans[row] - three.trans[here])
+    poses[here], trans[here] = cons.poses[row], cons.trans[row]
+    away = [frames.index(f) for f in (frame + 2 * step, frame + step, frame)]     # furthest first
+    poses, trans = pose_beside_without_cuts(poses[away], trans[away], fps)
+    if Arrival.between((poses, trans), (cons.poses[row], cons.trans[row]), fps).is_still:
         return None
     return poses, trans
 
@@ -466,8 +469,10 @@ def build_request(context):
     # An intro held into the song is set off from as from standing; one moving into it is carried on.
     still_before, pose_before = intro is not None and keys.holds_still_into(obj, first), None
     if intro is not None and not still_before:
-        pose_before = arriving_pose(obj, bone_map, first, p.fps, scene, cons)
+        pose_before = pose_beside(obj, bone_map, first, -1, p.fps, scene, cons, 0)
         still_before = pose_before is None
+    # An outro moving on out of the song's last frame is reached at the speed it leaves with.
+    pose_after = pose_beside(obj, bone_map, last, 1, p.fps, scene, cons, last - first) if outro is not None else None
     action = obj.animation_data.action if obj.animation_data is not None else None
     style = settings.style
     # Quality Fast asks for the engine's default steps, which the shipped student stands for
@@ -482,7 +487,7 @@ def build_request(context):
         device=device_choice(context), constraints=cons,
         weights=checked_weights(context), stage_radius=stage_radius(settings, obj, bone_map, first),
         wait_in_silence=settings.wait_in_silence, speed=p.span.speed, gain=p.gain(first, last),
-        still_before=still_before, pose_before=pose_before,
+        still_before=still_before, pose_before=pose_before, pose_after=pose_after,
         kept=kept, write_range=write_range, bone_map=bone_map,
         range_style=range_style(action, None if settings.use_strip_range else (p.first, p.last), style),
         metadata={"song": p.span.path, "steps": steps, "quality": settings.quality.lower(),
@@ -522,7 +527,8 @@ def build_request(context):
     if outro is not None:
         what = "the pose" if outro.whole else "the pose of the bones you keyed"
         request.notes.append(f"the dance ends in {what} '{obj.name}' passes on frame {last} on its way to the key "
-                             f"on frame {outro.frame}")
+                             f"on frame {outro.frame}"
+                             + (", at the speed your animation leaves it" if request.pose_after is not None else ""))
     danced = rig_io.posed_bones(bone_map) if bone_map else {b.name for b in obj.data.bones}
     danced -= rig_io.spinning_bones(obj, bone_map)                  # the hips' spins are danced
     for note in (keys.off_frame_note(obj, first, last), keys.long_turn_note(obj, first, last, danced),

@@ -58,6 +58,7 @@ class Request:
     wait_in_silence: bool = True        # hold still where the song is silent (engine.sampler.hold)
     still_before: bool = False          # the dancer stood still before the first frame (a start pose held into the song)
     pose_before: tuple | None = None    # (poses (72,), trans (3,)): the intro's pose on the frame before, moving into the first
+    pose_after: tuple | None = None     # the same for an outro on the frame after the last, moving on out of it
     speed: float = 1.0                  # file seconds played per scene second (a retimed strip)
     gain: tuple | None = None           # (seconds from the first frame, the strip's volume): what the silence check hears
     kept: tuple | None = None           # (joint mask (F,24), root mask (F,)): the animator's keys, carried over
@@ -95,7 +96,7 @@ def generate(request: Request, progress=None) -> Motion:
             guidance=request.guidance, autoguidance=request.autoguidance, device=request.device,
             weights=request.weights, progress=progress, stage_radius=request.stage_radius,
             wait_in_silence=request.wait_in_silence, still_before=request.still_before,
-            pose_before=request.pose_before,
+            pose_before=request.pose_before, pose_after=request.pose_after,
             # A strip, a trimmed one or a regenerated section of it, dances to its song's beats:
             # the section meets the dance around it on the same beats (on its own: 15-28% of
             # 5-s sections off them, engine.music.audio.whole_song_beats).

@@ -57,7 +57,9 @@ Constraints (--constraints FILE.npz), at the output --fps, frame 0 = the first d
   the character stands in until the music starts) or the dance's own: it sets off as from standing.
   poses_before (72,) and trans_before (3,), optional: the pose an animation before the dance plays
   on the frame before frame 0, moving into a pose keyed there: the dance goes on out of it at
-  the speed the animation arrives with, then into its own (instead of --still-before).
+  the speed the animation arrives with, then into its own (instead of --still-before);
+  poses_after and trans_after the same on the frame after the last, moving out of a pose keyed
+  there: the dance arrives at it at the speed the animation leaves with.
 
 Tools (in a clone of the repository; the extension ships without them), each with its own --help:
   train, distill, autoguide, probe, data, salsa-check,
@@ -162,7 +164,8 @@ def _generate(args, music) -> int:
                   scale=args.scale, stage_radius=args.stage_radius, sampling_solver=args.solver,
                   song_seconds=audio_seconds(args.song))
     constraints = Constraints.load_npz(args.constraints) if args.constraints else None
-    pose_before = Constraints.load_pose_before(args.constraints) if args.constraints else None
+    pose_before, pose_after = ((Constraints.load_pose_beside(args.constraints, side) for side in ("before", "after"))
+                               if args.constraints else (None, None))
     bar = tqdm(total=100, unit="%", disable=args.quiet, dynamic_ncols=True, leave=False,
                bar_format="{l_bar}{bar}| {elapsed}<{remaining}")
 
@@ -177,7 +180,7 @@ def _generate(args, music) -> int:
                           weights=args.weights, progress=progress, stage_radius=args.stage_radius,
                           quality=args.quality, analysed_music=music, sampling_solver=args.solver,
                           wait_in_silence=not args.dance_silence, still_before=args.still_before,
-                          pose_before=pose_before, song_beats=args.song_beats)
+                          pose_before=pose_before, pose_after=pose_after, song_beats=args.song_beats)
     finally:
         bar.close()
     # All or nothing: the outputs go to hidden files beside them and take their names together

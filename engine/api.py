@@ -97,6 +97,19 @@ def _check_flags(**flags) -> None:
             raise EngineError(f"{name} must be True or False, got {value!r}")
 
 
+def _pose_beside(value, name: str, where: str) -> tuple[np.ndarray, np.ndarray]:
+    """`value` as (poses (72,), trans (3,)) of finite numbers, or one line naming `name`."""
+    try:
+        poses, trans = (np.asarray(a, np.float64) for a in value)
+    except (TypeError, ValueError):
+        raise EngineError(f"{name} must be (poses (72,), trans (3,)): the pose and root place on the frame "
+                          f"{where}, got {type(value).__name__}") from None
+    if poses.shape != (72,) or trans.shape != (3,) or not (np.isfinite(poses).all() and np.isfinite(trans).all()):
+        raise EngineError(f"{name} must be (poses (72,), trans (3,)) of finite numbers: the pose and root place "
+                          f"on the frame {where}, got shapes {poses.shape} and {trans.shape}")
+    return poses, trans
+
+
 def _arrival(still_before: bool, pose_before, constraints: Constraints | None, fps: float) -> Arrival | None:
     """How the animation before the dance arrives at its first frame (None: there is none)."""
     if pose_before is None:
@@ -104,18 +117,24 @@ def _arrival(still_before: bool, pose_before, constraints: Constraints | None, f
     if still_before:
         raise EngineError("give still_before (--still-before) or pose_before (a constraints file's poses_before), "
                           "not both: the pose before, the same as the first frame's, is standing still")
-    try:
-        poses, trans = (np.asarray(a, np.float64) for a in pose_before)
-    except (TypeError, ValueError):
-        raise EngineError("pose_before must be (poses (72,), trans (3,)): the pose and root place on the frame "
-                          f"before the dance's first, got {type(pose_before).__name__}") from None
-    if poses.shape != (72,) or trans.shape != (3,) or not (np.isfinite(poses).all() and np.isfinite(trans).all()):
-        raise EngineError("pose_before must be (poses (72,), trans (3,)) of finite numbers: the pose and root place "
-                          f"on the frame before the dance's first, got shapes {poses.shape} and {trans.shape}")
+    before = _pose_beside(pose_before, "pose_before", "before the dance's first")
     if constraints is None or constraints.num_frames == 0:
         return Arrival.still()
-    return Arrival.between((poses, trans), (constraints.poses[0], constraints.trans[0]), fps,
+    return Arrival.between(before, (constraints.poses[0], constraints.trans[0]), fps,
                            joints=constraints.joint_mask[0], root=bool(constraints.trans_mask[0]))
+
+
+def _departure(pose_after, constraints: Constraints | None, frames: int, fps: float) -> Arrival | None:
+    """How the animation after the dance leaves its last frame, as an arrival in reversed time
+    (engine.finishing.setoff.set_off_where_still); None without `pose_after` or a key there."""
+    if pose_after is None:
+        return None
+    after = _pose_beside(pose_after, "pose_after", "after the dance's last")
+    if constraints is None or constraints.num_frames < frames:
+        return None
+    last = frames - 1
+    return Arrival.between(after, (constraints.poses[last], constraints.trans[last]), fps,
+                           joints=constraints.joint_mask[last], root=bool(constraints.trans_mask[last]))
 
 
 def _root_height_note(frames: np.ndarray, fps: float, height: str, feet: str) -> None:
@@ -228,6 +247,7 @@ class Draw:
     held: np.ndarray | None = None         # (model_frames,) bool: frames held still in a silence
     few_step: bool = False                 # drawn by a few-step student (engine.sampler.fewstep)
     arrival: Arrival | None = None         # how the animation before the first frame arrives there
+    departure: Arrival | None = None       # how the animation after the last frame leaves it (in reversed time)
 
     @property
     def smoothing(self) -> float:
@@ -244,7 +264,8 @@ def generate(audio, *, sample_rate: int | None = None, style: str = "any", seed:
              finishing: Collection[str] = FINISHING_STEPS, analysed_music=None,
              guidance_lowpass: float = GUIDANCE_LOWPASS_FRAMES, sampling_eta: float = SAMPLING_ETA,
              sampling_solver: str = SAMPLING_SOLVER, wait_in_silence: bool = True, speed: float = 1.0,
-             gain=None, still_before: bool = False, song_beats: bool = False, pose_before=None) -> Motion:
+             gain=None, still_before: bool = False, song_beats: bool = False, pose_before=None,
+             pose_after=None) -> Motion:
     """Generate a dance for `audio` (a file path, or a waveform with `sample_rate` in Hz, from
     options.MIN_SAMPLE_RATE to MAX_SAMPLE_RATE).
 
@@ -294,6 +315,9 @@ def generate(audio, *, sample_rate: int | None = None, style: str = "any", seed:
     easing into its own (engine.finishing.setoff.Arrival); joints and a root the constraints do not
     key on frame 0 set off as with `still_before`. The same pose as frame 0's is `still_before`;
     give one of the two.
+    `pose_after`: the same on the frame after the dance's last, as an animation after the dance
+    plays it, moving on out of a last frame the constraints key: the dance arrives at that frame
+    at the speed the animation leaves it with, easing out of its own.
     """
     report = _reporter(progress)
     d = draw(audio, sample_rate=sample_rate, style=style, seed=seed, steps=steps, fps=fps, start=start,
@@ -301,7 +325,7 @@ def generate(audio, *, sample_rate: int | None = None, style: str = "any", seed:
              report=report, autoguidance=autoguidance, stage_radius=stage_radius, quality=quality,
              analysed_music=analysed_music, guidance_lowpass=guidance_lowpass, sampling_eta=sampling_eta,
              sampling_solver=sampling_solver, wait_in_silence=wait_in_silence, speed=speed, gain=gain,
-             still_before=still_before, song_beats=song_beats, pose_before=pose_before)
+             still_before=still_before, song_beats=song_beats, pose_before=pose_before, pose_after=pose_after)
     report(0.92, "syncing to the beat and grounding the feet")
     steps_run = [f for f in finishing if beat_sync or f != "beat warp"]
     motion = finish_draw(d, finishing=steps_run, smoothing=smoothing)
@@ -330,7 +354,7 @@ def draw(audio, *, sample_rate: int | None = None, style: str = "any", seed: int
          guidance_lowpass: float = GUIDANCE_LOWPASS_FRAMES, sampling_eta: float = SAMPLING_ETA,
          sampling_solver: str = SAMPLING_SOLVER,
          wait_in_silence: bool = True, speed: float = 1.0, gain=None, still_before: bool = False,
-         song_beats: bool = False, pose_before=None) -> Draw:
+         song_beats: bool = False, pose_before=None, pose_after=None) -> Draw:
     """The network's part of `generate` (same arguments): options checked, music read, motion
     sampled. `report(fraction, message)` runs from 0 to 0.9."""
     from .music import audio as A
@@ -379,6 +403,7 @@ def draw(audio, *, sample_rate: int | None = None, style: str = "any", seed: int
                       "the dance follows no beat", EngineNote)
     out_frames = max(1, int(round(seconds * fps)))
     constraints = _check_constraints(constraints, out_frames, fps)
+    departure = _departure(pose_after, constraints, out_frames, fps)
     rushed = rushed_root_keys(constraints, fps) if constraints is not None else None
     if rushed is not None:
         warnings.warn(f"the root keys at {rushed[0]:.2f} s and {rushed[1]:.2f} s are {rushed[2]:.1f} m/s apart across "
@@ -441,7 +466,7 @@ def draw(audio, *, sample_rate: int | None = None, style: str = "any", seed: int
                 out_frames=out_frames, fps=float(fps), beats=np.asarray(beats), constraints=constraints,
                 stage_radius=stage_radius, style=style, seed=int(seed),
                 held=None if hold is None else hold.held_frames(model_frames), few_step=ckpt.student is not None,
-                arrival=arrival,
+                arrival=arrival, departure=departure,
                 audio_path=str(audio) if isinstance(audio, (str, Path)) else None, audio_start=float(start))
 
 
@@ -461,7 +486,7 @@ def finish_draw(d: Draw, finishing: Collection[str] = FINISHING_STEPS,
     motion = finish_motion(poses30, trans30, d.seconds, d.out_frames, d.fps,
                            d.beats if "beat warp" in finishing else np.zeros(0), d.constraints,
                            stage_radius=d.stage_radius, finishing=finishing, contacts30=contacts30,
-                           held=d.held, arrival=d.arrival)
+                           held=d.held, arrival=d.arrival, departure=d.departure)
     motion.beat_times = np.asarray(d.beats)
     motion.style, motion.seed = d.style, d.seed
     motion.audio_path, motion.audio_start = d.audio_path, d.audio_start
@@ -551,14 +576,15 @@ def finish_motion(poses30: np.ndarray, trans30: np.ndarray, seconds: float, out_
                   music_beats: np.ndarray, constraints: Constraints | None,
                   stage_radius: float | None = None, finishing: Collection[str] = FINISHING_STEPS,
                   contacts30: np.ndarray | None = None, held: np.ndarray | None = None,
-                  arrival: Arrival | None = None) -> Motion:
+                  arrival: Arrival | None = None, departure: Arrival | None = None) -> Motion:
     """Model-rate output -> the final dance: bounded path ("floor"), grounded and stepping feet
     ("feet"), beat warp to `fps` (with no music beats: plain resampling), exact keys, and the
     joint-speed guard ("speed guard"). Without "feet", `contacts30` (the network's own) are kept.
     `held` (model frames, bool): where the dancer waits in a silence; neither the path's bound
     nor the feet move it there. The dance sets off from stillness at the end of each hold the
     keys make, and from its first frame as the animation before it arrives (`arrival`; None: no
-    animation before it; engine.finishing.setoff).
+    animation before it), and into its last as the animation after it leaves (`departure`;
+    engine.finishing.setoff).
 
     A first warp, planned on the network's motion, tells where the music's beats will fall, so
     that the re-stepped feet land on them. The warp is then planned again on the cleaned motion
@@ -588,7 +614,7 @@ def finish_motion(poses30: np.ndarray, trans30: np.ndarray, seconds: float, out_
             poses30, trans30 = apply_constraints(poses30, trans30, early, L.MODEL_FPS)
             given, pinned = leg_keys(early)
             jump_lift = keyed_jump_lift(early, drawn, (poses30, trans30), L.MODEL_FPS)
-        poses30, trans30 = set_off_where_still(poses30, trans30, L.MODEL_FPS, early, arrival)
+        poses30, trans30 = set_off_where_still(poses30, trans30, L.MODEL_FPS, early, arrival, departure)
         if held is not None and held.any():     # a dancer waiting in a silence stands as drawn
             given = np.zeros((len(poses30), 2), bool) if given is None else given.copy()
             given[held] = True
@@ -611,7 +637,7 @@ def finish_motion(poses30: np.ndarray, trans30: np.ndarray, seconds: float, out_
         fixed = np.zeros((out_frames, NUM_JOINTS), bool)
         fixed[:constraints.num_frames] = constraints.joint_mask
         fixed[:constraints.num_frames, 0] |= keyed_spin_frames(constraints)
-    poses, trans = set_off_where_still(poses, trans, fps, constraints, arrival)
+    poses, trans = set_off_where_still(poses, trans, fps, constraints, arrival, departure)
     if "speed guard" in finishing:
         poses, _ = limit_joint_speeds(poses, fps, fixed=fixed)  # a last guard: no joint pops
     if "feet" in finishing:

@@ -894,6 +894,36 @@ def test_the_takes_curves_before_and_after_the_song_are_the_animators_own(addon,
         assert bpy.ops.dance.use_take(action=mine.name) == {'FINISHED'}
 
 
+def test_an_outro_moving_on_out_of_the_song_is_reached_at_its_speed(addon, tmp_path):
+    # QA: keys in the song and after it: the dance ended in the pose the animation passes on the
+    # song's last frame but reached it at its own speed (a wrist at 0.20 m/s where the animation
+    # leaves at 0.85). It now arrives at the speed the animation leaves with.
+    scene = addon
+    obj, first, last = _song_stage(scene, tmp_path, seconds=2.0, strip_frame=30)
+    swing = {"left_shoulder": np.array([0.0, 0.0, -1.2]), "right_shoulder": np.array([0.0, 0.0, 1.2]),
+             "spine1": np.array([0.4, 0.0, 0.0])}
+    for f, scale in ((last - 24, -1.0), (last + 24, 1.0)):          # the arms sweeping through the song's end
+        _key(obj, f, {n: scale * aa for n, aa in swing.items()})
+    action = obj.animation_data.action
+    for fc in scene_io.compat.action_fcurves(action, scene_io.compat.object_slot(obj, action)):
+        for kp in fc.keyframe_points:
+            kp.interpolation = 'LINEAR'
+    from engine.body import rotations as R
+
+    def steps(frames):            # each keyed joint's turn from one frame to the next, as quaternions
+        q = R.axis_angle_to_quat(torch.from_numpy(np.stack([_pose(obj, f) for f in frames])).reshape(len(frames), 24, 3))
+        return R.quat_mul(q[1:], R.quat_conjugate(q[:-1]))[0]
+    joints = [JOINT_NAMES.index(n) for n in swing]
+    leaves = steps([last, last + 1])[joints]
+    assert bpy.ops.dance.generate() == {'FINISHED'}
+    assert "at the speed your animation leaves it" in scene.dance.status
+    came = steps([last - 1, last])[joints]
+    off = float(R.quat_angle(came, leaves).max()) * 24
+    print(f"the keyed joints leave at up to {float(R.quat_angle(leaves, torch.tensor([1.0, 0, 0, 0]).double()).max()) * 24:.2f}"
+          f" rad/s and are reached {off:.2f} rad/s off that")
+    assert off < 0.25 * float(R.quat_angle(leaves, torch.tensor([1.0, 0, 0, 0]).double()).max()) * 24
+
+
 def test_an_object_keyed_to_move_under_the_dance_is_said(addon, tmp_path):
     # QA: a walk-in keyed on the armature object (not its hips) went on at 1 m/s under the dance,
     # its feet sliding for a second, and nothing said so.

@@ -987,17 +987,17 @@ def test_an_animation_arriving_moving_is_carried_on_out_of_the_first_frame_then_
 
 
 def test_an_animation_jumping_into_the_first_frame_arrives_still_where_it_jumps():
-    """pose_before_without_cuts: a joint (or the root) whose last step into the dance is far
+    """pose_beside_without_cuts: a joint (or the root) whose last step into the dance is far
     larger than the step before it (a stepped key) takes the first frame's value, so it arrives
     still; a steady motion and an ease out of a key keep theirs."""
-    from engine.finishing.setoff import Arrival, pose_before_without_cuts
+    from engine.finishing.setoff import Arrival, pose_beside_without_cuts
     poses, trans = np.zeros((3, 72)), np.zeros((3, 3))
     steady, cut, eased = JOINT_INDEX["left_shoulder"], JOINT_INDEX["right_elbow"], JOINT_INDEX["spine1"]
     poses[:, 3 * steady + 2] = [0.0, 0.05, 0.10]          # 1.5 rad/s both steps
     poses[:, 3 * cut] = [0.2, 0.2, 0.7]                   # still, then 15 rad/s: a stepped key
     poses[:, 3 * eased] = [0.3, 0.3, 0.31]                # still, then 0.3 rad/s: an ease out of a key
     trans[:, 0] = [0.0, 0.0, 0.15]                        # the root pops 15 cm
-    before, place = pose_before_without_cuts(poses, trans, FPS)
+    before, place = pose_beside_without_cuts(poses, trans, FPS)
     arrival = Arrival.between((before, place), (poses[2], trans[2]), FPS)
     rates = np.linalg.norm(arrival.turn_rates, axis=1)
     print(f"steady {rates[steady]:.2f}, cut {rates[cut]:.2f}, eased {rates[eased]:.2f} rad/s; "
@@ -1005,5 +1005,5 @@ def test_an_animation_jumping_into_the_first_frame_arrives_still_where_it_jumps(
     assert rates[steady] == pytest.approx(1.5, rel=1e-6) and rates[eased] == pytest.approx(0.3, rel=1e-6)
     assert rates[cut] == 0.0 and not arrival.root_velocity.any()
     trans[:, 0] = [0.0, 0.03, 0.06]                       # walking in at 0.9 m/s: carried on
-    _, place = pose_before_without_cuts(poses, trans, FPS)
+    _, place = pose_beside_without_cuts(poses, trans, FPS)
     assert np.linalg.norm(Arrival.between((before, place), (poses[2], trans[2]), FPS).root_velocity) == pytest.approx(0.9)

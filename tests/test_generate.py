@@ -656,3 +656,32 @@ def test_a_dance_arriving_moving_leaves_its_first_frame_at_the_speed_it_arrived_
              poses_before=before[0])
     r = _cli("generate", click_song, "-o", tmp_path / "y.npz", "--constraints", path, "--quiet", "--weights", tiny_weights)
     assert r.returncode == 2 and "poses_before without trans_before" in r.stderr
+
+
+def test_a_dance_arrives_at_its_last_frame_at_the_speed_the_animation_after_it_leaves(click_song, tiny_weights, tmp_path):
+    """pose_after: an animation after the dance moving on out of a last frame the constraints key
+    (an outro key after the song): the dance's last step into it is the animation's first step out."""
+    ref = _gen(click_song, tiny_weights, duration=3, seed=3)
+    c = Constraints.empty(90, 30.0).set_pose(89, ref.poses[40], root=ref.trans[40])
+    after = (ref.poses[41], ref.trans[41])
+    leaves = np.diff(joint_positions(ref.poses[40:42], ref.trans[40:42]), axis=0)[0]      # (24, 3)
+    off = {}
+    for name, kw in (("leaving", {"pose_after": after}), ("keyed alone", {})):
+        m = _gen(click_song, tiny_weights, duration=3, seed=1, constraints=c, **kw)
+        assert rotation_error(m.poses[89], ref.poses[40]) < 1e-6 and np.abs(m.trans[89] - ref.trans[40]).max() < 1e-6
+        step = np.diff(joint_positions(m.poses[88:90], m.trans[88:90]), axis=0)[0]
+        off[name] = np.linalg.norm(step - leaves, axis=1).max()
+    print("last step off the leaving one (m): " + ", ".join(f"{k} {v:.4f}" for k, v in off.items())
+          + f"; the leaving step {np.linalg.norm(leaves, axis=1).max():.4f} m")
+    assert off["leaving"] < 0.25 * off["keyed alone"]
+    path = tmp_path / "c.npz"
+    np.savez(path, poses=c.poses, trans=c.trans, joint_mask=c.joint_mask, trans_mask=c.trans_mask,
+             poses_after=after[0], trans_after=after[1])
+    r = _cli("generate", click_song, "-o", tmp_path / "x.npz", "--constraints", path, "--duration", 3, "--seed", 1,
+             "--steps", 2, "--quiet", "--weights", tiny_weights)
+    assert r.returncode == 0, r.stderr
+    from engine.body.motion import Motion
+    m = _gen(click_song, tiny_weights, duration=3, seed=1, constraints=c, pose_after=after)
+    assert np.abs(Motion.load_npz(tmp_path / "x.npz").poses - m.poses).max() < 1e-5
+    with pytest.raises(EngineError, match=r"pose_after must be"):
+        _gen(click_song, tiny_weights, duration=1, constraints=c.first_frames(30), pose_after=(1, 2))

@@ -241,19 +241,21 @@ class Constraints:
                        arrays.get("pelvis_turns"))
 
     @staticmethod
-    def load_pose_before(path) -> tuple[np.ndarray, np.ndarray] | None:
-        """A constraints file's optional `poses_before` (72,) and `trans_before` (3,): the pose and
-        root place an animation before the dance plays on the frame before frame 0 (api.generate's
-        pose_before); None when it has neither. Read after load_npz, which checks the file."""
+    def load_pose_beside(path, side: str) -> tuple[np.ndarray, np.ndarray] | None:
+        """A constraints file's optional `poses_<side>` (72,) and `trans_<side>` (3,), `side` "before"
+        or "after": the pose and root place an animation around the dance plays on the frame before
+        frame 0 (after the last; api.generate's pose_before, pose_after); None when it has neither.
+        Read after load_npz, which checks the file."""
+        names = (f"poses_{side}", f"trans_{side}")
         with np.load(Path(path), allow_pickle=False) as f:
-            given = [k for k in ("poses_before", "trans_before") if k in f]
+            given = [k for k in names if k in f]
             if not given:
                 return None
             if len(given) == 1:
                 raise EngineError(f"constraints file {path} has {given[0]} without "
-                                  f"{({'poses_before', 'trans_before'} - set(given)).pop()}: give both or neither")
+                                  f"{(set(names) - set(given)).pop()}: give both or neither")
             try:
-                return _numbers(f["poses_before"], "poses_before"), _numbers(f["trans_before"], "trans_before")
+                return _numbers(f[names[0]], names[0]), _numbers(f[names[1]], names[1])
             except ValueError:
                 raise EngineError(f"cannot read constraints file {path}: it holds Python objects, not plain "
                                   "arrays of numbers") from None

@@ -93,12 +93,13 @@ class Arrival:
         return bool(np.abs(self.turn_rates).max() < 30 * STILL_TURN and np.abs(self.root_velocity).max() < 30 * STILL_SHIFT)
 
 
-def pose_before_without_cuts(poses: np.ndarray, trans: np.ndarray, fps: float) -> tuple[np.ndarray, np.ndarray]:
+def pose_beside_without_cuts(poses: np.ndarray, trans: np.ndarray, fps: float) -> tuple[np.ndarray, np.ndarray]:
     """The pose and root place on the frame before the dance's first, for Arrival.between, from
     an animation's last three frames (`poses` (3, 72), `trans` (3, 3): two frames before the
     first, one before, the first itself) at `fps`: each joint, and the root, whose last step jumps
     (over CUT_RATIO times the step before it plus CUT_FLOOR_TURN or CUT_FLOOR_SHIFT) takes the
-    first frame's value instead, so that it arrives still."""
+    first frame's value instead, so that it arrives still. In reversed time (the two frames after
+    the dance's last, then the last) the same for the frame after it."""
     poses, trans = np.asarray(poses, np.float64), np.asarray(trans, np.float64)
     q = R.axis_angle_to_quat(torch.from_numpy(poses).reshape(3, NUM_JOINTS, 3))
     turns = R.quat_angle(q[1:], q[:-1]).numpy() * fps                    # (2, 24) rad/s: the two steps
@@ -206,15 +207,29 @@ def held_key_ends(poses: np.ndarray, trans: np.ndarray, joint_keys: np.ndarray |
 
 
 def set_off_where_still(poses: np.ndarray, trans: np.ndarray, fps: float, constraints: Constraints | None,
-                        arrival: Arrival | None) -> tuple[np.ndarray, np.ndarray]:
+                        arrival: Arrival | None, departure: Arrival | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The dance (poses (T,72), trans (T,3)) with its keys put on, set off from its first frame as
     the animation before it arrives there (`arrival`; None: no animation before it, the dance
-    starts as drawn) and from stillness at the end of each stillness `constraints` key there
-    (held_key_ends)."""
+    starts as drawn), from stillness at the end of each stillness `constraints` key there
+    (held_key_ends), and into its last frame as the animation after it leaves (`departure`, an
+    arrival in reversed time: Arrival.between the pose after and the last frame's; None: the
+    dance ends as drawn)."""
     joint_keys, root_keys = (None, None) if constraints is None else (constraints.joint_mask, constraints.trans_mask)
     ends = held_key_ends(poses, trans, joint_keys, root_keys)
     if arrival is not None:
         poses, trans = set_off_from_stillness(poses, trans, fps, joint_keys, root_keys, start=0, arrival=arrival)
     for start in ends:
         poses, trans = set_off_from_stillness(poses, trans, fps, joint_keys, root_keys, start=start)
+    if departure is not None and not departure.is_still:
+        T = len(poses)
+
+        def backwards(keys):            # the masks over all T frames, in reversed time
+            if keys is None:
+                return None
+            whole = np.zeros((T,) + keys.shape[1:], bool)
+            whole[:min(T, len(keys))] = keys[:T]
+            return whole[::-1].copy()
+        poses, trans = set_off_from_stillness(poses[::-1], trans[::-1], fps, backwards(joint_keys), backwards(root_keys),
+                                              start=0, arrival=departure)
+        poses, trans = poses[::-1].copy(), trans[::-1].copy()
     return poses, trans
