@@ -787,20 +787,28 @@ def test_a_start_pose_held_before_the_song_is_left_as_from_standing(addon, tmp_p
     assert not keys.holds_still_into(obj, first)
 
 
+# The arms and spine swept by linear keys, two frames given: an intro into the song or an outro out of it.
+_SWING = {"left_shoulder": np.array([0.0, 0.0, -1.2]), "right_shoulder": np.array([0.0, 0.0, 1.2]),
+          "spine1": np.array([0.4, 0.0, 0.0])}
+
+
+def _sweep_linear(obj, frame_from, frame_to) -> dict:
+    for f, scale in ((frame_from, -1.0), (frame_to, 1.0)):
+        _key(obj, f, {n: scale * aa for n, aa in _SWING.items()})
+    action = obj.animation_data.action
+    for fc in scene_io.compat.action_fcurves(action, scene_io.compat.object_slot(obj, action)):
+        for kp in fc.keyframe_points:
+            kp.interpolation = 'LINEAR'
+    return _SWING
+
+
 def test_an_intro_moving_into_the_song_is_carried_on_out_of_its_first_frame(addon, tmp_path):
     # QA: an intro whose animation still moves on the song's first frame (keys before and in the
     # song, linear here): the dance left that frame at its own drawn speed in any direction (a
     # hand at 0.08 m/s went on at 0.90). It now leaves at the speed the animation arrives with.
     scene = addon
     obj, first, last = _song_stage(scene, tmp_path, seconds=2.0, strip_frame=30)
-    swing = {"left_shoulder": np.array([0.0, 0.0, -1.2]), "right_shoulder": np.array([0.0, 0.0, 1.2]),
-             "spine1": np.array([0.4, 0.0, 0.0])}
-    for f, scale in ((first - 24, -1.0), (first + 24, 1.0)):       # the arms sweeping through the song's start
-        _key(obj, f, {n: scale * aa for n, aa in swing.items()})
-    action = obj.animation_data.action
-    for fc in scene_io.compat.action_fcurves(action, scene_io.compat.object_slot(obj, action)):
-        for kp in fc.keyframe_points:
-            kp.interpolation = 'LINEAR'
+    swing = _sweep_linear(obj, first - 24, first + 24)                # through the song's start
     assert operators.lead_in(obj, None, first) == first - 24 and not keys.holds_still_into(obj, first)
     came = _heads(obj, [first - 1, first])
     assert bpy.ops.dance.generate() == {'FINISHED'}
@@ -900,14 +908,7 @@ def test_an_outro_moving_on_out_of_the_song_is_reached_at_its_speed(addon, tmp_p
     # leaves at 0.85). It now arrives at the speed the animation leaves with.
     scene = addon
     obj, first, last = _song_stage(scene, tmp_path, seconds=2.0, strip_frame=30)
-    swing = {"left_shoulder": np.array([0.0, 0.0, -1.2]), "right_shoulder": np.array([0.0, 0.0, 1.2]),
-             "spine1": np.array([0.4, 0.0, 0.0])}
-    for f, scale in ((last - 24, -1.0), (last + 24, 1.0)):          # the arms sweeping through the song's end
-        _key(obj, f, {n: scale * aa for n, aa in swing.items()})
-    action = obj.animation_data.action
-    for fc in scene_io.compat.action_fcurves(action, scene_io.compat.object_slot(obj, action)):
-        for kp in fc.keyframe_points:
-            kp.interpolation = 'LINEAR'
+    swing = _sweep_linear(obj, last - 24, last + 24)                  # through the song's end
     from engine.body import rotations as R
 
     def steps(frames):            # each keyed joint's turn from one frame to the next, as quaternions

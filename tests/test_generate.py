@@ -614,6 +614,18 @@ def test_start_none_is_refused_before_work(click_song, tiny_weights):
     assert _refused_before_work(click_song, tiny_weights, start=None) == "start must be 0 or more seconds, got None"
 
 
+def _cli_with_pose_beside(song, weights, tmp_path, c: Constraints, side: str, pose):
+    """The command line's 3-s dance (seed 1, 2 steps) with `c` and `pose` as its poses_<side>, trans_<side>."""
+    from engine.body.motion import Motion
+    path = tmp_path / f"c_{side}.npz"
+    np.savez(path, poses=c.poses, trans=c.trans, joint_mask=c.joint_mask, trans_mask=c.trans_mask,
+             **{f"poses_{side}": pose[0], f"trans_{side}": pose[1]})
+    r = _cli("generate", song, "-o", tmp_path / f"x_{side}.npz", "--constraints", path, "--duration", 3, "--seed", 1,
+             "--steps", 2, "--quiet", "--weights", weights)
+    assert r.returncode == 0, r.stderr
+    return Motion.load_npz(tmp_path / f"x_{side}.npz")
+
+
 def test_a_dance_arriving_moving_leaves_its_first_frame_at_the_speed_it_arrived_with(click_song, tiny_weights, tmp_path):
     """pose_before (engine.finishing.setoff.Arrival): an animation moving into a first frame the
     constraints key (an intro keyed to move into the song) goes on at its own speed out of it,
@@ -642,16 +654,10 @@ def test_a_dance_arriving_moving_leaves_its_first_frame_at_the_speed_it_arrived_
     with pytest.raises(EngineError, match=r"poses \(72,\), trans \(3,\)"):
         _gen(click_song, tiny_weights, duration=1, constraints=c, pose_before=(ref.poses[9][:70], ref.trans[9]))
     # The command line reads it from the constraints file (poses_before, trans_before).
-    path = tmp_path / "c.npz"
-    np.savez(path, poses=c.poses, trans=c.trans, joint_mask=c.joint_mask, trans_mask=c.trans_mask,
-             poses_before=before[0], trans_before=before[1])
-    r = _cli("generate", click_song, "-o", tmp_path / "x.npz", "--constraints", path, "--duration", 3, "--seed", 1,
-             "--steps", 2, "--quiet", "--weights", tiny_weights)
-    assert r.returncode == 0, r.stderr
-    from engine.body.motion import Motion
-    cli = Motion.load_npz(tmp_path / "x.npz")
+    cli = _cli_with_pose_beside(click_song, tiny_weights, tmp_path, c, "before", before)
     m = _gen(click_song, tiny_weights, duration=3, seed=1, constraints=c, pose_before=before)
     assert np.abs(cli.poses - m.poses).max() < 1e-5
+    path = tmp_path / "one_sided.npz"
     np.savez(path, poses=c.poses, trans=c.trans, joint_mask=c.joint_mask, trans_mask=c.trans_mask,
              poses_before=before[0])
     r = _cli("generate", click_song, "-o", tmp_path / "y.npz", "--constraints", path, "--quiet", "--weights", tiny_weights)
@@ -674,14 +680,8 @@ def test_a_dance_arrives_at_its_last_frame_at_the_speed_the_animation_after_it_l
     print("last step off the leaving one (m): " + ", ".join(f"{k} {v:.4f}" for k, v in off.items())
           + f"; the leaving step {np.linalg.norm(leaves, axis=1).max():.4f} m")
     assert off["leaving"] < 0.25 * off["keyed alone"]
-    path = tmp_path / "c.npz"
-    np.savez(path, poses=c.poses, trans=c.trans, joint_mask=c.joint_mask, trans_mask=c.trans_mask,
-             poses_after=after[0], trans_after=after[1])
-    r = _cli("generate", click_song, "-o", tmp_path / "x.npz", "--constraints", path, "--duration", 3, "--seed", 1,
-             "--steps", 2, "--quiet", "--weights", tiny_weights)
-    assert r.returncode == 0, r.stderr
-    from engine.body.motion import Motion
+    cli = _cli_with_pose_beside(click_song, tiny_weights, tmp_path, c, "after", after)
     m = _gen(click_song, tiny_weights, duration=3, seed=1, constraints=c, pose_after=after)
-    assert np.abs(Motion.load_npz(tmp_path / "x.npz").poses - m.poses).max() < 1e-5
+    assert np.abs(cli.poses - m.poses).max() < 1e-5
     with pytest.raises(EngineError, match=r"pose_after must be"):
         _gen(click_song, tiny_weights, duration=1, constraints=c.first_frames(30), pose_after=(1, 2))
