@@ -572,11 +572,11 @@ def _cut_bezier(p0, h0, h1, p1, x: float):
     so that the frame is monotonic along it and the halves match what it plays."""
     p0, h0, h1, p1 = (np.asarray(v, np.float64) for v in (p0, h0, h1, p1))
     span = p1[0] - p0[0]
-    for key, handle in ((p0, "h0"), (p1, "h1")):
-        reach = key - (h0 if handle == "h0" else h1)
-        if abs(reach[0]) > span > 0:        # each no longer than the segment (checked against 4.5's evaluate)
-            shortened = key - reach * span / abs(reach[0])
-            h0, h1 = (shortened, h1) if handle == "h0" else (h0, shortened)
+
+    def as_played(key, handle):          # no longer than the segment (checked against 4.5's evaluate)
+        reach = key - handle
+        return key - reach * span / abs(reach[0]) if abs(reach[0]) > span > 0 else handle
+    h0, h1 = as_played(p0, h0), as_played(p1, h1)
     lo, hi = 0.0, 1.0
     for _ in range(60):                      # the curve's parameter at frame x, by bisection
         t = 0.5 * (lo + hi)
@@ -662,7 +662,7 @@ def _fill_fcurve(fc, frames: np.ndarray, values: np.ndarray, types: np.ndarray |
 
 
 def _join_inside_their_segments(old: dict, new: dict, x: np.ndarray, frames: np.ndarray, values: np.ndarray,
-                                keep: np.ndarray, free: int) -> None:
+                                keep: np.ndarray, free: int) -> list:
     """Where the span's first (last) frame falls inside one of the animator's Bezier segments and
     takes the value that segment plays there (a dance led into from an intro, or out into a key
     after it), the segment is cut there (_cut_bezier) rather than re-drawn: the kept key keeps its
