@@ -670,6 +670,8 @@ def _join_inside_their_segments(old: dict, new: dict, x: np.ndarray, frames: np.
     36 mm at a hand by the take). `old`, `new`: _fill_fcurve's key attributes, changed in place.
     Returns the kept keys whose handles it changed, with their handles as they were."""
     changed = []
+    # Both ends may cut the same segment (a span inside one): each from the segment as it was.
+    right_handles, left_handles = old["handle_right"].copy(), old["handle_left"].copy()
     for end in (0, len(frames) - 1):
         before = np.flatnonzero(x < frames[end] - 1e-3)
         after = np.flatnonzero(x > frames[end] + 1e-3)
@@ -678,12 +680,12 @@ def _join_inside_their_segments(old: dict, new: dict, x: np.ndarray, frames: np.
         k0, k1 = before[-1], after[0]
         if old["interpolation"][k0, 0] != _BEZIER or not (keep[k0] if end == 0 else keep[k1]):
             continue
-        h0, left, point, right, h1 = _cut_bezier(old["co"][k0], old["handle_right"][k0], old["handle_left"][k1],
+        h0, left, point, right, h1 = _cut_bezier(old["co"][k0], right_handles[k0], left_handles[k1],
                                                  old["co"][k1], float(frames[end]))
-        if abs(point[1] - float(values[end])) > 1e-5:
+        if abs(point[1] - float(values[end])) > 1e-4:   # (looser than _meets_their_curve's: float32 keys)
             continue                                # the dance does not pass the animator's curve there
         kept = k0 if end == 0 else k1
-        changed.append((float(old["co"][kept, 0]), old["handle_left"][kept].tolist(), old["handle_right"][kept].tolist(),
+        changed.append((float(old["co"][kept, 0]), left_handles[kept].tolist(), right_handles[kept].tolist(),
                         int(old["handle_left_type"][kept, 0]), int(old["handle_right_type"][kept, 0])))
         if end == 0:                               # the kept key before, and the span's first key
             old["handle_right"][k0] = h0
@@ -738,12 +740,33 @@ def _restore_cut_handles(fc, record: dict) -> None:
             point.handle_left, point.handle_right = was[0], was[1]
 
 
-def _held_outside(obj, fcurves, bone: str, prop: str, count: int, frames: np.ndarray, sides=(True, True)):
+def _meets_their_curve(channels, keyed: dict, types: dict, values: np.ndarray, frame: float, beyond: float) -> bool:
+    """Whether every keyed channel plays `values` on `frame` (a span's end), its nearest key
+    `beyond` it is the animator's (not generated), and what joins them is a key on `frame` or a
+    linear or Bezier segment: keys written on the span then keep that curve as it is."""
+    generated = compat.generated_key_type()[1]
+    for i, x in keyed.items():
+        points = channels[i].keyframe_points
+        far = np.flatnonzero(np.abs(x - beyond) < 1e-3)
+        if abs(channels[i].evaluate(frame) - float(values[i])) > 1e-5 or not len(far) \
+                or types[i][far[0]] == generated:
+            return False
+        if not np.any(np.abs(x - frame) < 1e-3):
+            nearer = np.flatnonzero(x < frame)       # the segment's first key
+            if not len(nearer) or points[int(nearer[-1])].interpolation not in ('LINEAR', 'BEZIER'):
+                return False
+    return True
+
+
+def _held_outside(obj, fcurves, bone: str, prop: str, count: int, frames: np.ndarray, sides=(True, True),
+                  new_values: np.ndarray | None = None):
     """(whole frames (H,), values (H, count)) that keep what `bone`'s `prop` channels play outside
     [frames[0], frames[-1]] once keys are written on `frames` (see write_bone_rotations).
     `sides` (before, after): whether the action animates anything on that side of the span; where
     it does not, the new keys extend the take there and nothing is held (holding the old pose on
-    the next frame snapped back to it: QA, a range regenerated past the take's end)."""
+    the next frame snapped back to it: QA, a range regenerated past the take's end). Nor where
+    the new keys' first (last) values, `new_values` (T, count), meet the animator's own curve on
+    that side (_meets_their_curve)."""
     channels = [fcurves.find(_bone_path(bone, prop), index=i) for i in range(count)]
     keyed, types = {}, {}                        # channel index -> its key frames, their keyframe types
     for i, fc in enumerate(channels):
@@ -767,6 +790,14 @@ def _held_outside(obj, fcurves, bone: str, prop: str, count: int, frames: np.nda
     if keyed and sides[1] and after is None and all(
             lo <= x[-1] <= hi and types[i][-1] == generated for i, x in keyed.items()):
         sides = (sides[0], False)
+    # Where the span's end meets the animator's own curve (the dance led in or out there), that
+    # curve is kept by _fill_fcurve (its segment cut, or its key there keeping its outer handle):
+    # nothing is held on that side (held on whole frames, the curve between them was lost: QA).
+    if new_values is not None:
+        if before is not None and _meets_their_curve(channels, keyed, types, new_values[0], frames[0], before):
+            before, sides = None, (False, sides[1])
+        if after is not None and _meets_their_curve(channels, keyed, types, new_values[-1], frames[-1], after):
+            after, sides = None, (sides[0], False)
     # The whole frames strictly between the nearest key and the span (just the one next to the
     # span where there is no key on that side).
     start = math.floor(before) + 1 if before is not None else math.ceil(lo) - (1 if sides[0] else 0)
@@ -998,7 +1029,7 @@ def write_bone_rotations(obj, action, bone_names, frames, quats, locations=None,
         values = np.asarray(values, np.float32)
         at, types = frames, types_for(mask)
         if hold_outside:
-            held_at, held = _held_outside(obj, fcurves, bone, prop, values.shape[1], frames, sides)
+            held_at, held = _held_outside(obj, fcurves, bone, prop, values.shape[1], frames, sides, values)
             order = np.argsort(np.concatenate([held_at, frames]), kind="stable")
             at = np.concatenate([held_at, frames])[order]
             values = np.concatenate([held.astype(np.float32), values])[order]

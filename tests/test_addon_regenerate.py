@@ -862,7 +862,8 @@ def test_the_takes_curves_before_and_after_the_song_are_the_animators_own(addon,
              "spine1": np.array([0.4, 0.0, 0.0]), "left_elbow": np.array([0.0, -0.9, 0.0])}
     for f, scale in ((first - 24, -1.0), (first + 20, 1.0), (last - 20, -0.5), (last + 12, 0.8)):
         _key(obj, f, {n: scale * aa for n, aa in swing.items()})       # default handles: automatic Bezier
-    outside = list(range(first - 24, first + 1)) + list(range(last, last + 13))
+    # Whole frames and half frames (a motion blur's): the curves between keys count too.
+    outside = [f + half for f in (*range(first - 24, first), *range(last, last + 13)) for half in (0.0, 0.5)] + [first]
 
     def played(action):          # the keyed bones' rotation channels as the action plays them
         slot = scene_io.compat.object_slot(obj, action)
