@@ -652,7 +652,7 @@ def test_a_mixamo_start_pose_with_its_feet_keyed_sets_off_without_a_step(addon, 
 def test_a_mixamo_intro_moving_into_the_song_is_carried_on_out_of_its_first_frame(addon, tmp_path):
     # The character's keys, linear, sweep the arms through the song's first frame (keys before
     # and in the song): the dance leaves that frame at the speed the animation arrives with,
-    # read through the bone map (operators.arriving_pose), not at its own drawn speed.
+    # read through the bone map (operators.pose_beside), not at its own drawn speed.
     import mathutils
     scene = addon
     scene.render.fps, scene.render.fps_base = 24, 1
