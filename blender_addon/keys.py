@@ -951,13 +951,12 @@ def _animators_values(values: np.ndarray, mode: str, kept: np.ndarray, frames: n
     for k in np.flatnonzero(kept):
         theirs = np.array([fc.evaluate(frames[k]) for fc in fcurves], np.float64)
         # (mathutils works in single precision: a turn of a few thousandths of a degree apart is one)
+        if mode in ('QUATERNION', 'AXIS_ANGLE'):
+            if _writes_as_theirs(theirs, values[k], mode):
+                values[k] = theirs      # a scaled quaternion or axis: Blender normalises both
+            continue
         same = abs(float(np.dot(_channel_rotation(theirs, mode), _channel_rotation(values[k], mode)))) > 1.0 - 1e-6
         if not same:
-            continue
-        if mode in ('QUATERNION', 'AXIS_ANGLE'):
-            if mode == 'AXIS_ANGLE' and not np.allclose(theirs[0], values[k, 0], atol=1e-5):
-                continue            # the same turn the other way round the axis: the dance's numbers
-            values[k] = theirs      # a scaled quaternion or axis: Blender normalises both
             continue
         whole = np.round((theirs - values[k]) / turn)
         if np.abs(theirs - values[k] - whole * turn).max() < 1e-4:
@@ -982,10 +981,18 @@ def _their_numbers_at_the_joins(values: np.ndarray, mode: str, frames: np.ndarra
         if not joins:
             continue
         theirs = np.array([fc.evaluate(frames[k]) for fc in fcurves], np.float64)
-        if float(np.dot(_channel_rotation(theirs, mode), _channel_rotation(values[k], mode))) > 1.0 - 1e-6 and \
-                (mode == 'QUATERNION' or np.allclose(theirs[0], values[k, 0], atol=1e-5)):
+        if _writes_as_theirs(theirs, values[k], mode):
             values[k] = theirs
     return values
+
+
+def _writes_as_theirs(theirs: np.ndarray, ours: np.ndarray, mode: str) -> bool:
+    """Whether the animator's numbers `theirs` for a quaternion or axis-angle channel turn the
+    bone as `ours` do, the same sign (quaternion) and angle (axis-angle: not the same turn the
+    other way round the axis), so that theirs can be written in place of ours."""
+    if float(np.dot(_channel_rotation(theirs, mode), _channel_rotation(ours, mode))) <= 1.0 - 1e-6:
+        return False
+    return mode == 'QUATERNION' or bool(np.allclose(theirs[0], ours[0], atol=1e-5))
 
 
 def write_bone_rotations(obj, action, bone_names, frames, quats, locations=None, key_type: str = 'GENERATED',

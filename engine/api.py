@@ -110,31 +110,16 @@ def _pose_beside(value, name: str, where: str) -> tuple[np.ndarray, np.ndarray]:
     return poses, trans
 
 
-def _arrival(still_before: bool, pose_before, constraints: Constraints | None, fps: float) -> Arrival | None:
-    """How the animation before the dance arrives at its first frame (None: there is none)."""
-    if pose_before is None:
-        return Arrival.still() if still_before else None
-    if still_before:
-        raise EngineError("give still_before (--still-before) or pose_before (a constraints file's poses_before), "
-                          "not both: the pose before, the same as the first frame's, is standing still")
-    before = _pose_beside(pose_before, "pose_before", "before the dance's first")
-    if constraints is None or constraints.num_frames == 0:
+def _moving_beside(pose, constraints: Constraints | None, row: int, fps: float) -> Arrival | None:
+    """How an animation beside the dance (its `pose` (poses, trans) on the frame next to the
+    constraints' frame `row`) moves into (out of) that frame: an Arrival, in reversed time for
+    the last frame; None without `pose`; still where nothing is keyed there."""
+    if pose is None:
+        return None
+    if constraints is None or constraints.num_frames <= row:
         return Arrival.still()
-    return Arrival.between(before, (constraints.poses[0], constraints.trans[0]), fps,
-                           joints=constraints.joint_mask[0], root=bool(constraints.trans_mask[0]))
-
-
-def _departure(pose_after, constraints: Constraints | None, frames: int, fps: float) -> Arrival | None:
-    """How the animation after the dance leaves its last frame, as an arrival in reversed time
-    (engine.finishing.setoff.set_off_where_still); None without `pose_after` or a key there."""
-    if pose_after is None:
-        return None
-    after = _pose_beside(pose_after, "pose_after", "after the dance's last")
-    if constraints is None or constraints.num_frames < frames:
-        return None
-    last = frames - 1
-    return Arrival.between(after, (constraints.poses[last], constraints.trans[last]), fps,
-                           joints=constraints.joint_mask[last], root=bool(constraints.trans_mask[last]))
+    return Arrival.between(pose, (constraints.poses[row], constraints.trans[row]), fps,
+                           joints=constraints.joint_mask[row], root=bool(constraints.trans_mask[row]))
 
 
 def _root_height_note(frames: np.ndarray, fps: float, height: str, feet: str) -> None:
@@ -363,7 +348,11 @@ def draw(audio, *, sample_rate: int | None = None, style: str = "any", seed: int
     report(0.0, "loading the model")
     _check_argument_types(audio, style, sample_rate, constraints)
     _check_flags(still_before=still_before, song_beats=song_beats)
-    arrival = _arrival(still_before, pose_before, constraints, fps)
+    before = None if pose_before is None else _pose_beside(pose_before, "pose_before", "before the dance's first")
+    after = None if pose_after is None else _pose_beside(pose_after, "pose_after", "after the dance's last")
+    if still_before and before is not None:
+        raise EngineError("give still_before (--still-before) or pose_before (a constraints file's poses_before), "
+                          "not both: the pose before, the same as the first frame's, is standing still")
     dev = resolve_device(device)
     # A few-step student serves the settings it was distilled for; others need the many-step model.
     # Only the file's header is read to choose: the networks of the one chosen are loaded.
@@ -403,7 +392,8 @@ def draw(audio, *, sample_rate: int | None = None, style: str = "any", seed: int
                       "the dance follows no beat", EngineNote)
     out_frames = max(1, int(round(seconds * fps)))
     constraints = _check_constraints(constraints, out_frames, fps)
-    departure = _departure(pose_after, constraints, out_frames, fps)
+    arrival = Arrival.still() if still_before else _moving_beside(before, constraints, 0, fps)
+    departure = _moving_beside(after, constraints, out_frames - 1, fps)
     rushed = rushed_root_keys(constraints, fps) if constraints is not None else None
     if rushed is not None:
         warnings.warn(f"the root keys at {rushed[0]:.2f} s and {rushed[1]:.2f} s are {rushed[2]:.1f} m/s apart across "

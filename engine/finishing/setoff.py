@@ -89,7 +89,7 @@ class Arrival:
 
     @property
     def is_still(self) -> bool:
-        """Standing still but for a float's rounding (STILL_TURN, STILL_SHIFT a frame at 30 fps or more)."""
+        """Standing still but for a float's rounding: under STILL_TURN (STILL_SHIFT) a frame at 30 fps."""
         return bool(np.abs(self.turn_rates).max() < 30 * STILL_TURN and np.abs(self.root_velocity).max() < 30 * STILL_SHIFT)
 
 
@@ -139,6 +139,7 @@ def set_off_from_stillness(poses: np.ndarray, trans: np.ndarray, fps: float, joi
         return poses, trans
     longest = SETOFF_SECONDS * fps
     carried = None if arrival is None or arrival.is_still else torch.from_numpy(carried_seconds(T, start, fps))
+    q = R.axis_angle_to_quat(torch.from_numpy(poses).reshape(T, NUM_JOINTS, 3))
 
     def next_key(keyed: np.ndarray | None) -> int | None:
         """The frame of the next key after `start` (None: none)."""
@@ -168,7 +169,6 @@ def set_off_from_stillness(poses: np.ndarray, trans: np.ndarray, fps: float, joi
         return bool(np.any(arrival.turn_rates[joint])) and not (
             later is not None and later < T and float(R.quat_angle(q[later, joint], q[start, joint])) < STILL_TURN)
 
-    q = R.axis_angle_to_quat(torch.from_numpy(poses).reshape(T, NUM_JOINTS, 3))
     for j in range(NUM_JOINTS):
         w = share(joint_keys[:, j] if joint_keys is not None else None)
         if w is None:
