@@ -374,6 +374,7 @@ def lead_in(obj, bone_map, first: int) -> int | None:
     posed = rig_io.danced_bones(obj, bone_map)
     found = keys.animator_keys(obj, -np.inf, first - 1, posed_bones=posed)
     frames = [frames[-1] for (bone, _), frames in found.items() if bone in posed]
+    frames += [f[-1] for f in rig_io.ik_keyed(obj, bone_map, -np.inf, first - 1).values()]   # a Rigify limb on IK
     if not frames:
         return None
     before = max(frames)
@@ -411,18 +412,24 @@ def lead_out(obj, bone_map, last: int, fps: float) -> LeadOut | None:
         return None
     posed = rig_io.danced_bones(obj, bone_map)
     root_bone = rig_io.root_bone_name(bone_map) if bone_map is not None else "pelvis"
-    found = keys.animator_keys(obj, last + 1, last + max(1, round(LEAD_OUT_SECONDS * fps)), posed_bones=posed)
+    span = (last + 1, last + max(1, round(LEAD_OUT_SECONDS * fps)))
+    found = keys.animator_keys(obj, *span, posed_bones=posed)
+    on_ik = rig_io.ik_keyed(obj, bone_map, *span)      # a Rigify limb on IK: its FK controls, as it shows
     if not found:
         return None
     after = min(frames[0] for frames in found.values())
     if bind_pose_span(obj, bone_map, after, after) is not None:
         return None
-    bones = frozenset(bone for (bone, prop), frames in found.items()
-                      if after in frames and bone in posed and prop != "location")
+    bones = frozenset({bone for (bone, prop), frames in found.items()
+                       if after in frames and bone in posed and prop != "location"}
+                      | {bone for bone, frames in on_ik.items() if after in frames})
     root = any(after in frames for (bone, prop), frames in found.items() if prop == "location" and bone == root_bone)
     if not bones and not root:
         return None
-    return LeadOut(after, bones, root, len(bones) >= LEAD_OUT_POSE_SHARE * len(posed))
+    # A Rigify limb on IK reaches for targets placed from the rig's root, not the body: the
+    # dance ends in the whole pose there, or the limbs stretch to them after it (QA: 25 m/s).
+    through_ik = any(after in frames for frames in on_ik.values())
+    return LeadOut(after, bones, root, through_ik or len(bones) >= LEAD_OUT_POSE_SHARE * len(posed))
 
 
 def build_request(context):

@@ -28,7 +28,7 @@ import numpy as np
 from . import _engine_path  # noqa: F401  (puts `engine` on sys.path)
 from . import blender_compat as compat
 from . import keys as key_io
-from . import scene_io, takes
+from . import rigify_ik, scene_io, takes
 from .rig_ui import MAP_PROPERTY   # the armature's collection property holding the panel's mapping
 # ROOT_KEY: the map's entry for the bone that carries the travel
 from engine.outputs.bone_mapping import ROOT_KEY, root_bone_name, with_movable_root
@@ -41,7 +41,7 @@ from engine.body.skeleton import JOINT_NAMES, joint_indices
 # controls it animates (custom properties that Rigify's generated rig puts on thigh_parent.L,
 # upper_arm_parent.L, ...). The torso's neck_follow and head_follow stay the animator's: the
 # Copy Rotations they drive are part of the maths (read_rig, Rig.copies_rotation).
-RIGIFY_SWITCHES = {"IK_FK": 1.0}
+RIGIFY_SWITCHES = {rigify_ik.SWITCH: 1.0}
 SWITCHES_KEY = "dance_rig_switches_json"   # object: JSON {"bone|property": value} as the animator had them
 LEGACY_SWITCHES_KEY = "dance_rig_switches"  # the same as a custom property dict (older files)
 
@@ -325,17 +325,18 @@ def switches_note(obj) -> str | None:
 
 def ik_keys_note(obj) -> str | None:
     """A note naming a Rigify rig's keyed IK controls (hand_ik.L, foot_ik.R, their poles): the dance
-    reads and moves the FK controls with the limbs switched to FK (switches_note), so poses keyed
-    on IK controls are neither kept nor played in the take (QA: dropped without a word). Said
-    when a dance replaces the animator's own animation, as switches_note is."""
+    moves the FK controls with the limbs switched to FK (switches_note), so the poses those keys
+    show are read as FK (rigify_ik) and keyed on the FK controls in the take; an IK limb stretched
+    or shortened there is met in direction at its own length. Said when a dance replaces the
+    animator's own animation, as switches_note is."""
     ad = obj.animation_data
     if ad is None or ad.action is None or takes.is_take(ad.action) or not _switches_now(obj):
         return None
     keyed = sorted({bone for bone, _ in key_io.animator_keys(obj, -1e9, 1e9, ad.action) if "_ik" in bone.lower()})
     if not keyed:
         return None
-    return (f"keys on the IK controls {_listed(keyed)} do not play in the take, which dances the FK controls with the "
-            "limbs on FK: key the poses to keep on the FK controls (or Rigify's IK->FK snap, then key)")
+    return (f"the poses your keys on the IK controls {_listed(keyed)} show are met on the FK controls, which the take "
+            "keys with the limbs on FK (a limb IK stretches is met in direction, at its own length)")
 
 
 def nla_only_note(obj, bone_map: dict[str, str] | None) -> str | None:
@@ -713,6 +714,9 @@ def read_character_constraints(obj, bone_map: dict[str, str], frame_start: int, 
                 root_keyed[rows] = True
         elif b in rt.driven:
             keyed[rows, b] = True
+    for bone, frames in rigify_ik.ik_keyed(obj, bone_map, frame_start, frame_end).items():   # poses keyed on IK
+        if index.get(bone) in rt.driven:
+            keyed[np.asarray(frames, int) - frame_start, index[bone]] = True
     held, root_held = keyed.copy(), root_keyed.copy()
     if keep_parts:
         for j in joint_indices(list(keep_parts)):
@@ -731,6 +735,10 @@ def read_character_constraints(obj, bone_map: dict[str, str], frame_start: int, 
     held[np.ix_(ctx, rt.driven)] = True
     root_held[ctx] = True
     own = np.asarray(key_io.own_pose_frames(lead, partial, frame_start, frame_end), int) - frame_start
+    # A Rigify limb on IK is held as it shows there, not as its FK controls' curves say.
+    on_ik = [index[b] for limb in rigify_ik.limbs(obj, bone_map) for b in limb.fk_controls if b in index]
+    shown = rigify_ik.shown_as_fk(obj, bone_map, {rig.names[b]: (frame_start + np.flatnonzero(held[:, b])).tolist()
+                                                   for b in on_ik})
 
     cons = Constraints.empty(n, fps)
     rotations = np.zeros((n, B, 4))
@@ -743,6 +751,7 @@ def read_character_constraints(obj, bone_map: dict[str, str], frame_start: int, 
         if led.any():
             with key_io.animator_only(obj) as action:
                 rot[led], loc[led] = evaluate_basis(obj, frame_start + rows[led], rig.names, action)
+        _as_shown(rot, frame_start + rows, rig.names, shown)
         rotations[rows], root_location[rows] = rot, loc[:, rt.root_bone]
         poses, trans, joint_mask, _ = rt.from_rig(rot, loc[:, rt.root_bone], held[rows], root_held[rows])
         joint_mask = np.asarray(joint_mask, bool)
@@ -754,7 +763,7 @@ def read_character_constraints(obj, bone_map: dict[str, str], frame_start: int, 
     cons.pelvis_turns[pelvis_keys] = key_io.turns_between_keys(pelvis_keys + frame_start, _pelvis_heading(obj, rt))
     # The engine finds the holds in the constraints itself; the take writes them verbatim. Keys of
     # the spinning bones a whole turn apart are a keyed spin, no hold (QA: a 360 spin stood still).
-    holds, hold_rotations = _holds(obj, keyed, frame_start, rig.names, (rt.root_bone, root_keyed))
+    holds, hold_rotations = _holds(obj, keyed, frame_start, rig.names, (rt.root_bone, root_keyed), shown)
     spinning = [index[name] for name in spinning_bones(obj, bone_map) if name in index]
     for turned in np.flatnonzero(cons.pelvis_turns):
         before = np.flatnonzero(cons.joint_mask[:turned, 0])
@@ -764,8 +773,18 @@ def read_character_constraints(obj, bone_map: dict[str, str], frame_start: int, 
     return cons, CharacterKeys(rotations, held, keyed, root_location, root_held, root_keyed)
 
 
+def _as_shown(rot: np.ndarray, frames: np.ndarray, names: list[str], shown: dict) -> None:
+    """Put the rotations rigify_ik.shown_as_fk read ({(bone, frame): quaternion}) into `rot`
+    (F,B,4), read from the F-curves on `frames`."""
+    row = {int(f): k for k, f in enumerate(frames)}
+    column = {name: b for b, name in enumerate(names)}
+    for (bone, f), q in shown.items():
+        if f in row and bone in column:
+            rot[row[f], column[bone]] = q
+
+
 def _holds(obj, keyed: np.ndarray, frame_start: int, names: list[str],
-           root: tuple[int, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
+           root: tuple[int, np.ndarray] | None = None, shown: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
     """((F,B) bool, (F,B,4) quaternions): the frames strictly between two keys of a bone in a row
     that give it the same rotation, where the two keys are the same pose keyed twice (a hold,
     engine.body.holds.same_pose_keyed, the engine's rule; the root bone's location keys count
@@ -780,6 +799,7 @@ def _holds(obj, keyed: np.ndarray, frame_start: int, names: list[str],
     if len(rows) < 2:
         return holds, values
     rot, loc = evaluate_basis(obj, frame_start + rows, names)
+    _as_shown(rot, frame_start + rows, names, shown or {})
 
     def same_pose(i: int, j: int) -> bool:
         span = slice(rows[i], rows[j] + 1)
@@ -851,6 +871,12 @@ def bind_pose_span(obj, bone_map: dict[str, str], frame_start: int, frame_end: i
     return key_io.bind_pose_span(obj, posed_bones(bone_map), frame_start, frame_end)
 
 
+def ik_keyed(obj, bone_map: dict[str, str] | None, frame_start: float, frame_end: float) -> dict[str, list[int]]:
+    """{FK control: frames} where a Rigify limb on IK is keyed on its IK controls (rigify_ik.ik_keyed;
+    {} for the SMPL dancer, `bone_map` None)."""
+    return rigify_ik.ik_keyed(obj, bone_map, frame_start, frame_end) if bone_map is not None else {}
+
+
 def count_character_keys(obj, bone_map: dict[str, str], frame_start: int, frame_end: int) -> tuple[int, int]:
     """(rotation keys on the mapped bones, frames with a key the next dance keeps), for the panel:
     the keys read_character_constraints takes (a location key only on the root bone)."""
@@ -858,6 +884,9 @@ def count_character_keys(obj, bone_map: dict[str, str], frame_start: int, frame_
     keys = {(bone, prop): f for (bone, prop), f in key_io.animator_keys(obj, frame_start, frame_end,
                                                                          posed_bones=mapped).items()
             if (bone == root if prop == "location" else bone in mapped)}
+    for bone, f in rigify_ik.ik_keyed(obj, bone_map, frame_start, frame_end).items():   # poses keyed on IK
+        channel = (bone, key_io.rotation_path(obj.pose.bones[bone])[0])
+        keys[channel] = sorted(set(keys.get(channel, [])) | set(f))
     frames = set().union(*keys.values()) if keys else set()
     return sum(len(f) for (_, prop), f in keys.items() if prop != "location"), len(frames)
 
@@ -983,27 +1012,36 @@ def _animated_influencers(obj, action, driven: set[str]) -> list[str]:
 
 def _key_rigify_switches(obj, action, frames: np.ndarray) -> None:
     """Key Rigify's IK/FK switches (RIGIFY_SWITCHES) to FK over the danced frames, in
-    the take only: the animator's own action keeps whatever they had."""
+    the take only: the animator's own action keeps whatever they had. Outside the dance the take
+    keeps the switch as the animator had it (QA: an intro keyed on IK played on FK, the hand 73
+    cm off), switching on the frame next to the dance."""
     if not len(frames):
         return
     fcurves, groups = compat.ensure_channels(obj, action)
     generated = compat.generated_key_type()[0]
+    theirs = remembered_switches(obj)
     for pb in obj.pose.bones:
         for prop, value in RIGIFY_SWITCHES.items():
             if prop not in pb.keys():
                 continue
             path = f'pose.bones["{bpy.utils.escape_identifier(pb.name)}"]["{prop}"]'
             fc = fcurves.find(path) or fcurves.new(path)
+            first, last = float(frames[0]), float(frames[-1])
+            own = theirs.get(f"{pb.name}|{prop}", float(pb[prop]))
+            beside = [(first - 1.0, fc.evaluate(first - 1.0) if len(fc.keyframe_points) else own),
+                      (last + 1.0, fc.evaluate(last + 1.0) if len(fc.keyframe_points) else own)]
             for k in reversed(list(fc.keyframe_points)):   # replace keys within the dance only
-                if frames[0] - 1e-3 <= k.co[0] <= frames[-1] + 1e-3:
+                if first - 1e-3 <= k.co[0] <= last + 1e-3:
                     fc.keyframe_points.remove(k)
+            keyed = [k.co[0] for k in fc.keyframe_points]
+            ends = {(first, value), (last, value)} | {(f, v) for f, v in beside if abs(v - value) > 1e-6
+                                                      and not any(abs(f - c) < 1e-3 for c in keyed)}
             # keyframe_points.add, not insert: Blender 4.2.0's insert skips (and returns None for)
             # a key that leaves a flat curve unchanged, and the span needs both ends keyed.
-            ends = sorted({float(frames[0]), float(frames[-1])})
             points = fc.keyframe_points
             points.add(len(ends))
-            for k, f in zip(list(points)[-len(ends):], ends):
-                k.co = k.handle_left = k.handle_right = (f, value)
+            for k, (f, v) in zip(list(points)[-len(ends):], sorted(ends)):
+                k.co = k.handle_left = k.handle_right = (f, v)
                 k.type, k.interpolation = generated, 'CONSTANT'
             fc.update()
 

@@ -534,9 +534,11 @@ def test_rigify_rig_dances_through_its_fk_controls(addon, tmp_path, rigify_blend
     switch = new[('pose.bones["thigh_parent.L"]["IK_FK"]', 0)]
     assert switch.evaluate(first + 10) == 1.0
     # Held over the whole dance by a generated key at each end (Blender 4.2.0's keyframe insert
-    # dropped the second one, a key that left the flat curve unchanged).
+    # dropped the second one, a key that left the flat curve unchanged), and on IK beside it as
+    # the animator had it (an intro or outro keyed on IK plays as theirs).
     assert [(k.co[0], k.co[1], k.type, k.interpolation) for k in switch.keyframe_points] == \
-        [(first, 1.0, 'GENERATED', 'CONSTANT'), (last, 1.0, 'GENERATED', 'CONSTANT')]
+        [(first - 1, ik_before, 'GENERATED', 'CONSTANT'), (first, 1.0, 'GENERATED', 'CONSTANT'),
+         (last, 1.0, 'GENERATED', 'CONSTANT'), (last + 1, ik_before, 'GENERATED', 'CONSTANT')]
     takes.use_action(obj, mine)
     scene.frame_set(first)
     assert ('pose.bones["thigh_parent.L"]["IK_FK"]', 0) not in fcurves_of(mine, obj)
@@ -612,6 +614,91 @@ def test_a_rigify_start_pose_held_before_the_song_is_left_as_from_standing(addon
           f"then {1000 * np.median(step[2:]):.1f} mm a frame (median)")
     # Held, then set off from: 55 mm before the easing (the test network's jittery dance).
     assert step[0] < 1e-4 and step[1] < 0.02 and step[1] < 0.25 * np.median(step[2:])
+    assert snapshot(mine) == before
+
+
+RIGIFY_LIMB_BONES = ("DEF-upper_arm.L", "DEF-forearm.L", "DEF-hand.L", "DEF-upper_arm.R", "DEF-forearm.R",
+                     "DEF-hand.R", "DEF-thigh.L", "DEF-shin.L", "DEF-foot.L", "DEF-thigh.R", "DEF-shin.R", "DEF-foot.R")
+
+
+def rigify_limbs_shown(obj, frame) -> np.ndarray:
+    """(len(RIGIFY_LIMB_BONES),2,3) world head and tail of the deforming limb bones on `frame`."""
+    return evaluated_points(obj, [frame], RIGIFY_LIMB_BONES)[0]
+
+
+def test_a_pose_keyed_on_a_rigify_rigs_ik_controls_is_met_on_its_fk_controls(addon, tmp_path, rigify_blend):
+    # QA: a new Rigify rig has its limbs on IK, so an animator's poses are keyed on hand_ik.L and
+    # foot_ik.R; the take dances the FK controls on FK, and those poses were dropped (the hand
+    # 105 cm off the keyed pose). They are now read as the rig shows them and met on FK.
+    scene = addon
+    obj = load_rigify(rigify_blend)
+    _, first, last = stage_song(scene, tmp_path)
+    pbs = obj.pose.bones
+    assert pbs["upper_arm_parent.L"]["IK_FK"] == 0.0                   # Rigify's default: IK
+    key = first + 20
+    moved = {"hand_ik.L": (0.05, -0.1, 0.12), "upper_arm_ik_target.L": (0.0, 0.2, 0.0),
+             "foot_ik.R": (0.0, 0.1, 0.2), "hand_ik.R": (0.0, 0.0, 0.0), "foot_ik.L": (0.0, 0.0, 0.0)}
+    for name, place in moved.items():                                   # every limb keyed on IK
+        pbs[name].location = place
+        pbs[name].keyframe_insert("location", frame=key)
+    pbs["torso"].location = (0.0, 0.0, -0.03)
+    pbs["torso"].keyframe_insert("location", frame=key)
+    for name in ("torso", "spine_fk.002", "spine_fk.003", "neck", "head", "shoulder.L", "shoulder.R"):
+        pbs[name].keyframe_insert(keys.rotation_path(pbs[name])[0], frame=key)
+    mine = obj.animation_data.action
+    before = snapshot(mine)
+    assert rig_io.count_character_keys(obj, rig_io.character_bone_map(obj), first, last)[1] == 1
+    scene.frame_set(key)
+    shown = rigify_limbs_shown(obj, key)
+    dance(obj, scene, first, last)
+    got = rigify_limbs_shown(obj, key)
+    direction = lambda p: (p[:, 1] - p[:, 0]) / np.linalg.norm(p[:, 1] - p[:, 0], axis=1, keepdims=True)
+    angles = np.degrees(np.arccos(np.clip(np.sum(direction(got) * direction(shown), axis=1), -1, 1)))
+    ends = np.linalg.norm(got[:, 1] - shown[:, 1], axis=1)
+    print(f"IK pose met on FK: worst bone {angles.max():.3f} degrees off, limb ends {100 * ends.max():.2f} cm off")
+    # Met in direction; the IK's bent limbs are a little short (Rigify's IK_Stretch), FK's are not.
+    assert angles.max() < 0.1 and ends.max() < 0.03
+    assert snapshot(mine) == before
+
+
+def test_an_intro_and_outro_keyed_on_rigify_ik_play_on_ik_beside_the_dance(addon, tmp_path, rigify_blend):
+    # QA: an intro keyed on the IK controls played on FK in the take (the switches were FK over
+    # the whole take: a hand 73 cm off before the song), and the dance started from the FK
+    # controls' rest (a 0.6 m jump into the song); played on IK, an outro's hands and feet
+    # reached from where the dance had travelled to the animator's targets (25 m/s after the song).
+    scene = addon
+    obj = load_rigify(rigify_blend)
+    scene.render.fps, scene.render.fps_base = 24, 1
+    _, first, last = stage_song(scene, tmp_path, seconds=2.0, strip_frame=30)
+    pbs = obj.pose.bones
+    for frame, u in ((1, 0.0), (first + 2, 0.4), (last + 3, 0.0), (last + 30, 0.3)):
+        pbs["hand_ik.L"].location = (-0.5 * u, -0.1 * u, 0.3 * u)
+        pbs["hand_ik.L"].keyframe_insert("location", frame=frame)
+        pbs["foot_ik.R"].location = (0.0, 0.5 * u, 0.1)
+        pbs["foot_ik.R"].keyframe_insert("location", frame=frame)
+    mine = obj.animation_data.action
+    before = snapshot(mine)
+    intro = [rigify_limbs_shown(obj, f) for f in range(first - 3, first + 1)]
+    outro = [rigify_limbs_shown(obj, f) for f in range(last + 1, last + 4)]
+    scene.dance.armature = obj
+    assert bpy.ops.dance.generate() == {'FINISHED'}
+    take = obj.animation_data.action
+    assert take is not mine
+    played = [rigify_limbs_shown(obj, f) for f in range(first - 3, first + 2)]
+    assert max(np.abs(a - b).max() for a, b in zip(intro[:3], played[:3])) < 1e-5   # the intro, on IK
+    switch = fcurves_of(take, obj)[('pose.bones["upper_arm_parent.L"]["IK_FK"]', 0)]
+    assert (switch.evaluate(first - 1), switch.evaluate(first), switch.evaluate(last)) == (0.0, 1.0, 1.0)
+    into = np.linalg.norm(played[3] - played[2], axis=-1).max()
+    arriving = np.linalg.norm(intro[2] - intro[1], axis=-1).max()
+    print(f"into the dance {100 * into:.2f} cm, the intro's own step {100 * arriving:.2f} cm")
+    # The dance's first frame is the intro's pose there, but for the IK legs' length (1.5%).
+    assert np.linalg.norm(played[3] - intro[3], axis=-1).max() < 0.03
+    after = [rigify_limbs_shown(obj, f) for f in range(last, last + 4)]
+    assert max(np.abs(a - b).max() for a, b in zip(outro, after[1:])) < 1e-5     # the outro, on IK
+    assert switch.evaluate(last + 1) == 0.0
+    out_of = np.linalg.norm(after[1] - after[0], axis=-1).max()
+    print(f"out of the dance {100 * out_of:.2f} cm")
+    assert out_of < 0.03                                                   # ended in the outro's pose
     assert snapshot(mine) == before
 
 

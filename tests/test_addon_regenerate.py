@@ -1086,12 +1086,12 @@ def test_a_rigify_rig_on_ik_is_told_the_take_switches_it_to_fk():
     obj.pose.bones["thigh_parent.L"]["IK_FK"] = 0.0
     note = rig_io.switches_note(obj)
     assert note is not None and "thigh_parent.L" in note and "torso" not in note and "Takes list" in note
-    # Keys on IK controls do not play in a take, which dances the FK controls on FK: said.
+    # Poses keyed on IK controls are met on the FK controls, which a take keys on FK: said.
     obj.pose.bones["hand_fk.L"].keyframe_insert("location", frame=1)
     assert rig_io.ik_keys_note(obj) is None                                # FK keys play: nothing to say
     obj.pose.bones["hand_ik.L"].keyframe_insert("location", frame=5)
     note = rig_io.ik_keys_note(obj)
-    assert note is not None and "hand_ik.L" in note and "hand_fk.L" not in note and "FK controls" in note
+    assert note is not None and "hand_ik.L" in note and "hand_fk.L" not in note and "met on the FK controls" in note
     take = bpy.data.actions.new("Dance song any s0 take 1")               # from take to take: said already
     take[T.GENERATED_KEY] = True
     obj.animation_data_create().action = take

@@ -1,0 +1,151 @@
+"""Poses an animator shows on a Rigify rig's IK limbs, read as the FK controls' values.
+
+The add-on dances a Rigify rig through its FK controls (the rigify bone map) and reads the
+animator's keys from their F-curves. A freshly generated Rigify rig has every limb on IK
+(IK_FK 0), so an animator's poses are often keyed on hand_ik.L, foot_ik.R and their poles, where
+the FK controls' F-curves say nothing of them (QA: the hand 105 cm off its keyed pose). Here a
+limb on IK is read as it shows: the limb's ORG bones are what the rig displays, and the FK
+values that show the same are found the way Rigify's own IK->FK snap finds them (each FK control
+placed on its ORG bone, parent first). Only Rigify's names are known here: the bone carrying
+the switch and the IK controls' prefixes (RIGIFY_LIMBS); the FK controls are the bone map's.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import bpy
+import numpy as np
+from mathutils import Matrix
+
+from . import blender_compat as compat
+from . import keys as key_io
+from engine.body.skeleton import JOINT_NAMES
+
+SWITCH = "IK_FK"                     # Rigify's IK/FK blend on a limb's parent bone: 0 IK, 1 FK
+ON_FK = 1.0 - 1e-6                   # a limb whose switch is at least this shows its FK controls
+# The bone carrying a limb's switch (by name prefix; the side suffix, ".L", follows) and the
+# prefixes of the IK controls that pose that limb (with the same suffix).
+RIGIFY_LIMBS = {"upper_arm_parent": ("upper_arm_ik", "upper_arm_ik_target", "hand_ik"),
+                "thigh_parent": ("thigh_ik", "thigh_ik_target", "foot_ik", "foot_heel_ik", "foot_spin_ik", "toe_ik")}
+ORG_PREFIX = "ORG-"                  # Rigify's original bones: the limb as the rig shows it
+
+
+@dataclass
+class Limb:
+    switch: str                      # the bone carrying IK_FK (upper_arm_parent.L)
+    ik_controls: list[str]           # the IK controls that pose it (hand_ik.L, upper_arm_ik_target.L, ...)
+    fk_controls: list[str]           # the mapped FK controls it moves, parents first
+    shown_by: list[str]              # the ORG bone that shows each FK control
+
+
+def _shown_by(obj, fk: str) -> str | None:
+    """The ORG bone an FK control stands for (upper_arm_fk.L -> ORG-upper_arm.L), if the rig has it."""
+    name = ORG_PREFIX + fk.replace("_fk", "")
+    return name if name in obj.data.bones else None
+
+
+def limbs(obj, bone_map: dict[str, str]) -> list[Limb]:
+    """The rig's Rigify limbs whose FK controls the bone map drives ([] for any other rig)."""
+    bones = obj.data.bones
+    found = []
+    for pb in obj.pose.bones:
+        if SWITCH not in pb.keys():
+            continue
+        for prefix, ik_prefixes in RIGIFY_LIMBS.items():
+            if not pb.name.startswith(prefix):
+                continue
+            suffix = pb.name[len(prefix):]
+            top = bones.get(ORG_PREFIX + prefix.replace("_parent", "") + suffix)
+            if top is None:
+                continue
+            fk, shown = [], []
+            for joint in JOINT_NAMES:                    # SMPL's order: parents first
+                bone = bone_map.get(joint)
+                org = _shown_by(obj, bone) if bone and bone != pb.name else None
+                if org is not None and bone in obj.pose.bones and (org == top.name or top in bones[org].parent_recursive):
+                    fk.append(bone)
+                    shown.append(org)
+            ik = [p + suffix for p in ik_prefixes if p + suffix in obj.pose.bones]
+            if fk and ik:
+                found.append(Limb(pb.name, ik, fk, shown))
+    return found
+
+
+def _switch_values(obj, limb: Limb, frames, action) -> np.ndarray:
+    """The limb's IK_FK on each of `frames` as `action` animates it (else as it stands)."""
+    path = f'pose.bones["{bpy.utils.escape_identifier(limb.switch)}"]["{SWITCH}"]'
+    fc = next((fc for fc in compat.action_fcurves(action, compat.object_slot(obj, action))
+               if fc.data_path == path and not fc.mute), None) if action is not None else None
+    if fc is None:
+        return np.full(len(frames), float(obj.pose.bones[limb.switch][SWITCH]))
+    return np.array([fc.evaluate(float(f)) for f in frames])
+
+
+def ik_keyed(obj, bone_map: dict[str, str], frame_start: float, frame_end: float, action=None) -> dict[str, list[int]]:
+    """{FK control: frames} within the range where the animator keyed one of its limb's IK
+    controls while the limb is on IK: poses the dance is to meet there as the rig shows them."""
+    ad = obj.animation_data
+    action = action if action is not None else (ad.action if ad is not None else None)
+    if action is None:
+        return {}
+    found = limbs(obj, bone_map)
+    if not found:
+        return {}
+    keyed = key_io.animator_keys(obj, frame_start, frame_end, action)
+    out: dict[str, list[int]] = {}
+    for limb in found:
+        frames = sorted({f for (bone, _), fs in keyed.items() if bone in limb.ik_controls for f in fs})
+        if not frames:
+            continue
+        on_ik = [f for f, v in zip(frames, _switch_values(obj, limb, frames, action)) if v < ON_FK]
+        for bone in limb.fk_controls if on_ik else ():
+            out[bone] = sorted(set(out.get(bone, [])) | set(on_ik))
+    return out
+
+
+def shown_as_fk(obj, bone_map: dict[str, str], wanted: dict[str, list[int]], scene=None) -> dict[tuple[str, int], np.ndarray]:
+    """{(FK control, frame): basis quaternion (w,x,y,z)} that shows on FK what the rig shows on
+    that frame, for the FK controls and frames `wanted` whose limb is on IK there (evaluated:
+    frame_set, the playhead put back). The controls' own values are put back as they were."""
+    scene = scene or bpy.context.scene
+    by_frame: dict[int, set[str]] = {}
+    for bone, frames in wanted.items():
+        for f in frames:
+            by_frame.setdefault(int(f), set()).add(bone)
+    found = limbs(obj, bone_map)
+    if not by_frame or not found:
+        return {}
+    pbs = obj.pose.bones
+    channels = ("location", "rotation_quaternion", "rotation_euler", "rotation_axis_angle", "scale")
+    saved_frame = scene.frame_current, scene.frame_subframe
+    out = {}
+    try:
+        for f in sorted(by_frame):
+            scene.frame_set(f)
+            for limb in found:
+                if float(pbs[limb.switch][SWITCH]) >= ON_FK or not by_frame[f] & set(limb.fk_controls):
+                    continue
+                targets = [Matrix(_place_on(obj, fk, org)) for fk, org in zip(limb.fk_controls, limb.shown_by)]
+                saved = [{c: tuple(getattr(pbs[fk], c)) for c in channels} for fk in limb.fk_controls]
+                try:
+                    for fk, target in zip(limb.fk_controls, targets):
+                        pbs[fk].matrix = target          # its parent (an FK control before it) is placed already
+                        bpy.context.view_layer.update()
+                        if fk in by_frame[f]:
+                            q = pbs[fk].matrix_basis.to_3x3().normalized().to_quaternion()
+                            out[(fk, f)] = np.array(q, np.float64)
+                finally:
+                    for fk, values in zip(limb.fk_controls, saved):
+                        for c, v in values.items():
+                            setattr(pbs[fk], c, v)
+    finally:
+        scene.frame_set(saved_frame[0], subframe=saved_frame[1])
+    return out
+
+
+def _place_on(obj, fk: str, org: str) -> np.ndarray:
+    """The FK control's pose matrix (armature space) that puts it where the ORG bone shows now,
+    as the two stand to each other at rest."""
+    bones = obj.data.bones
+    shown = np.array(obj.pose.bones[org].matrix, np.float64)
+    return shown @ np.linalg.inv(np.array(bones[org].matrix_local, np.float64)) @ np.array(bones[fk].matrix_local, np.float64)
