@@ -13,7 +13,7 @@ engine.outputs.retarget and needs no bpy; this module only moves data between Bl
   drives (fingers, face, tail, props) keep their animation, keys outside the danced frames
   stay, rotation modes never change, and the previous action is kept untouched. Animated
   bones that would bend the dance from above (Rigify's hips and chest controls) rest while it
-  plays, and Rigify's IK/FK switches are keyed to FK in the take.
+  plays, and IK/FK switches (Rigify's, Auto-Rig Pro's) are keyed to FK in the take.
 The SMPL dancer (scene_io.is_smpl_armature) keeps its own, direct path in scene_io.
 """
 from __future__ import annotations
@@ -37,11 +37,12 @@ from engine.body.motion import Constraints, Motion
 from engine.outputs.retarget import (Retargeter, Rig, auto_map, check_bone_map, join_to_context, list_presets, load_bone_map,
                              load_preset, onto_given_poses)
 from engine.body.skeleton import JOINT_NAMES, joint_indices
-# Rigify switches the add-on keys in each take it writes so the deforming bones follow the FK
-# controls it animates (custom properties that Rigify's generated rig puts on thigh_parent.L,
-# upper_arm_parent.L, ...). The torso's neck_follow and head_follow stay the animator's: the
-# Copy Rotations they drive are part of the maths (read_rig, Rig.copies_rotation).
-RIGIFY_SWITCHES = {rigify_ik.SWITCH: 1.0}
+# IK/FK switches the add-on keys to FK in each take it writes, so the deforming bones follow the
+# FK controls it animates: custom properties that Rigify's generated rig puts on thigh_parent.L,
+# upper_arm_parent.L, ... (IK_FK) and Auto-Rig Pro's on c_foot_ik.l, c_hand_ik.l, ...
+# (ik_fk_switch), both 1 on FK. Rigify's torso's neck_follow and head_follow stay the animator's:
+# the Copy Rotations they drive are part of the maths (read_rig, Rig.copies_rotation).
+IK_FK_SWITCHES = {rigify_ik.SWITCH: 1.0, "ik_fk_switch": 1.0}
 SWITCHES_KEY = "dance_rig_switches_json"   # object: JSON {"bone|property": value} as the animator had them
 LEGACY_SWITCHES_KEY = "dance_rig_switches"  # the same as a custom property dict (older files)
 
@@ -305,8 +306,8 @@ def modifiers_note(obj, danced: set[str]) -> str | None:
 
 
 def switches_note(obj) -> str | None:
-    """A note for a Rigify rig the animator has on IK: the takes key its
-    switches to FK (RIGIFY_SWITCHES), and Blender keeps an animated property's last value when an
+    """A note for a rig the animator has on IK (Rigify, Auto-Rig Pro): the takes key its
+    switches to FK (IK_FK_SWITCHES), and Blender keeps an animated property's last value when an
     action that does not key it is assigned, so an IK action assigned outside the Takes list
     (which restores them, restore_switches) plays with its limbs on FK (QA: bones up to 1.46 m off).
     Said when a dance replaces the animator's own animation, not again from take to take."""
@@ -315,28 +316,36 @@ def switches_note(obj) -> str | None:
         return None
     had = remembered_switches(obj) or _switches_now(obj)
     differ = sorted({key.partition("|")[0] for key, value in had.items()    # (earlier versions remembered follows too)
-                     if key.partition("|")[2] in RIGIFY_SWITCHES
-                     and abs(float(value) - RIGIFY_SWITCHES[key.partition("|")[2]]) > 1e-6})
+                     if key.partition("|")[2] in IK_FK_SWITCHES
+                     and abs(float(value) - IK_FK_SWITCHES[key.partition("|")[2]]) > 1e-6})
     if not differ:
         return None
-    return (f"the take switches {_listed(differ)} to FK (Rigify's IK_FK switches): switch actions with "
+    return (f"the take switches {_listed(differ)} to FK (their IK/FK switches) while it dances: switch actions with "
             "the Takes list, which puts them back; an action assigned elsewhere plays on FK until you set them back")
 
 
-def ik_keys_note(obj) -> str | None:
-    """A note naming a Rigify rig's keyed IK controls (hand_ik.L, foot_ik.R, their poles): the dance
-    moves the FK controls with the limbs switched to FK (switches_note), so the poses those keys
-    show are read as FK (rigify_ik) and keyed on the FK controls in the take; an IK limb stretched
-    or shortened there is met in direction at its own length. Said when a dance replaces the
-    animator's own animation, as switches_note is."""
+def ik_keys_note(obj, bone_map: dict[str, str] | None) -> str | None:
+    """A note naming a rig's keyed IK controls (hand_ik.L, foot_ik.R, their poles; any bone named
+    "_ik"): the dance moves the FK controls with the limbs switched to FK (switches_note). On a
+    Rigify rig the poses those keys show are read as FK (rigify_ik) and keyed on the FK controls
+    in the take, an IK limb stretched or shortened there met in direction at its own length;
+    other rigs' IK keys (Auto-Rig Pro's) are neither kept nor played in the take (QA: dropped
+    without a word). Said when a dance replaces the animator's own animation, as switches_note is."""
     ad = obj.animation_data
     if ad is None or ad.action is None or takes.is_take(ad.action) or not _switches_now(obj):
         return None
-    keyed = sorted({bone for bone, _ in key_io.animator_keys(obj, -1e9, 1e9, ad.action) if "_ik" in bone.lower()})
-    if not keyed:
-        return None
-    return (f"the poses your keys on the IK controls {_listed(keyed)} show are met on the FK controls, which the take "
-            "keys with the limbs on FK (a limb IK stretches is met in direction, at its own length)")
+    keyed = {bone for bone, _ in key_io.animator_keys(obj, -1e9, 1e9, ad.action) if "_ik" in bone.lower()}
+    read = {bone for limb in rigify_ik.limbs(obj, bone_map or {}) for bone in limb.ik_controls}
+    said = []
+    if keyed & read:
+        said.append(f"the poses your keys on the IK controls {_listed(sorted(keyed & read))} show are met on the FK "
+                    "controls, which the take keys with the limbs on FK (a limb IK stretches is met in direction, "
+                    "at its own length)")
+    if keyed - read:
+        said.append(f"keys on the IK controls {_listed(sorted(keyed - read))} do not play in the take, which dances "
+                    "the FK controls with the limbs on FK: key the poses to keep on the FK controls (or your rig's "
+                    "IK->FK snap, then key)")
+    return "; ".join(said) or None
 
 
 def nla_only_note(obj, bone_map: dict[str, str] | None) -> str | None:
@@ -404,7 +413,7 @@ def dancer_notes(obj, bone_map: dict[str, str] | None) -> list[str]:
     danced = danced_bones(obj, bone_map)
     notes = [uneven_scale_note(obj), overriding_constraints_note(obj, danced), drivers_note(obj, danced),
              locked_rotation_note(obj, danced), modifiers_note(obj, danced), nla_only_note(obj, bone_map),
-             switches_note(obj), ik_keys_note(obj), resting_bones_note(obj, bone_map),
+             switches_note(obj), ik_keys_note(obj, bone_map), resting_bones_note(obj, bone_map),
              stretched_bones_note(obj, bone_map)]
     return [n for n in notes if n]
 
@@ -1011,7 +1020,7 @@ def _animated_influencers(obj, action, driven: set[str]) -> list[str]:
 
 
 def _key_rigify_switches(obj, action, frames: np.ndarray) -> None:
-    """Key Rigify's IK/FK switches (RIGIFY_SWITCHES) to FK over the danced frames, in
+    """Key the rig's IK/FK switches (IK_FK_SWITCHES) to FK over the danced frames, in
     the take only: the animator's own action keeps whatever they had. Outside the dance the take
     keeps the switch as the animator had it (QA: an intro keyed on IK played on FK, the hand 73
     cm off), switching on the frame next to the dance."""
@@ -1021,7 +1030,7 @@ def _key_rigify_switches(obj, action, frames: np.ndarray) -> None:
     generated = compat.generated_key_type()[0]
     theirs = remembered_switches(obj)
     for pb in obj.pose.bones:
-        for prop, value in RIGIFY_SWITCHES.items():
+        for prop, value in IK_FK_SWITCHES.items():
             if prop not in pb.keys():
                 continue
             path = f'pose.bones["{bpy.utils.escape_identifier(pb.name)}"]["{prop}"]'
@@ -1047,13 +1056,13 @@ def _key_rigify_switches(obj, action, frames: np.ndarray) -> None:
 
 
 def _switches_now(obj) -> dict[str, float]:
-    """{"bone|property": value} of the rig's Rigify switches (RIGIFY_SWITCHES) as they stand."""
-    return {f"{pb.name}|{prop}": float(pb[prop]) for pb in obj.pose.bones for prop in RIGIFY_SWITCHES
+    """{"bone|property": value} of the rig's IK/FK switches (IK_FK_SWITCHES) as they stand."""
+    return {f"{pb.name}|{prop}": float(pb[prop]) for pb in obj.pose.bones for prop in IK_FK_SWITCHES
             if prop in pb.keys()}
 
 
 def _remember_switches(obj) -> None:
-    """Record Rigify's switches as the animator has them now (restore_switches puts them back)."""
+    """Record the rig's IK/FK switches as the animator has them now (restore_switches puts them back)."""
     found = _switches_now(obj)
     if found:
         takes.keep_state(obj, SWITCHES_KEY, json.dumps(found))    # registered: an override saves it
@@ -1072,7 +1081,7 @@ def remembered_switches(obj) -> dict[str, float]:
 
 
 def restore_switches(obj) -> None:
-    """Back on the animator's own action: Rigify's switches as they had them before the first
+    """Back on the animator's own action: the rig's IK/FK switches as they had them before the first
     dance (an animated property keeps its last evaluated value when no action animates it)."""
     for key, value in remembered_switches(obj).items():
         bone, _, prop = key.partition("|")

@@ -682,6 +682,8 @@ def test_an_intro_and_outro_keyed_on_rigify_ik_play_on_ik_beside_the_dance(addon
     outro = [rigify_limbs_shown(obj, f) for f in range(last + 1, last + 4)]
     scene.dance.armature = obj
     assert bpy.ops.dance.generate() == {'FINISHED'}
+    assert "the poses your keys on the IK controls foot_ik.R, hand_ik.L show are met on the FK controls" \
+        in scene.dance.status
     take = obj.animation_data.action
     assert take is not mine
     played = [rigify_limbs_shown(obj, f) for f in range(first - 3, first + 2)]
@@ -700,6 +702,51 @@ def test_an_intro_and_outro_keyed_on_rigify_ik_play_on_ik_beside_the_dance(addon
     print(f"out of the dance {100 * out_of:.2f} cm")
     assert out_of < 0.03                                                   # ended in the outro's pose
     assert snapshot(mine) == before
+
+
+# Auto-Rig Pro's FK controls for Mixamo's names (engine/outputs/bone_maps/auto_rig_pro.json).
+ARP_NAMES = {"Hips": "c_root.x", "Spine": "c_spine_01.x", "Spine1": "c_spine_02.x", "Spine2": "c_spine_03.x",
+             "Neck": "c_neck.x", "Head": "c_head.x"} | {
+    f"{S}{m}": f"c_{a}.{s}" for S, s in (("Left", "l"), ("Right", "r")) for m, a in (
+        ("Shoulder", "shoulder"), ("Arm", "arm_fk"), ("ForeArm", "forearm_fk"), ("Hand", "hand_fk"),
+        ("UpLeg", "thigh_fk"), ("Leg", "leg_fk"), ("Foot", "foot_fk"), ("ToeBase", "toes_fk"))}
+
+
+def test_an_auto_rig_pro_rig_on_ik_dances_its_fk_controls_on_fk(addon, tmp_path):
+    # Auto-Rig Pro's deforming legs follow the FK controls as far as the foot's ik_fk_switch says
+    # (1: FK); on IK, the danced FK controls moved nothing. The take keys the switch to FK over
+    # the dance and leaves it as the animator had it beside the dance.
+    scene = addon
+    bones = [(ARP_NAMES[n], ARP_NAMES.get(p) if p else "c_root_master.x", h, t)
+             for n, p, h, t in mixamo_bones("") if n in ARP_NAMES]
+    bones = [("c_root_master.x", None, (0.0, 0.0, 0.0), (0.0, 0.0, -0.2))] + bones
+    head, tail = next((h, t) for n, _, h, t in bones if n == "c_thigh_fk.l")
+    ankle = next(h for n, _, h, _ in bones if n == "c_foot_fk.l")
+    bones += [("thigh.l", "c_root.x", head, tail), ("c_foot_ik.l", "c_root_master.x", ankle, _fwd(ankle, 0.15))]
+    obj = build_armature("ARP", bones)
+    for name in ("c_root_master.x", "c_foot_ik.l"):
+        obj.data.bones[name].use_deform = False
+    switch_bone = obj.pose.bones["c_foot_ik.l"]
+    switch_bone["ik_fk_switch"] = 0.0                                        # the leg on IK
+    follow = obj.pose.bones["thigh.l"].constraints.new('COPY_ROTATION')
+    follow.target, follow.subtarget = obj, "c_thigh_fk.l"
+    driver = follow.driver_add("influence").driver
+    driver.type = 'SCRIPTED'
+    var = driver.variables.new()
+    var.targets[0].id, var.targets[0].data_path = obj, 'pose.bones["c_foot_ik.l"]["ik_fk_switch"]'
+    driver.expression = var.name
+    assert rig_io.character_bone_map(obj)["left_hip"] == "c_thigh_fk.l"
+    _, first, last = stage_song(scene, tmp_path, strip_frame=10)
+    motion, action = dance(obj, scene, first, last)
+    pbs = obj.pose.bones
+    for f in range(first, last + 1, 7):                                     # the deforming thigh follows
+        scene.frame_set(f)
+        got, danced = (np.array(pbs[n].matrix.to_3x3()) for n in ("thigh.l", "c_thigh_fk.l"))
+        assert np.abs(got - danced).max() < 1e-4, f
+    path = 'pose.bones["c_foot_ik.l"]["ik_fk_switch"]'
+    switch = fcurves_of(action, obj)[(path, 0)]
+    assert [switch.evaluate(f) for f in (first - 1, first, last, last + 1)] == [0.0, 1.0, 1.0, 0.0]
+    assert rig_io.switches_note(obj) is None                                # said by the dance, not again
 
 
 def test_a_mixamo_start_pose_with_its_feet_keyed_sets_off_without_a_step(addon, tmp_path):

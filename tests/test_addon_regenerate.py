@@ -1069,33 +1069,35 @@ def test_a_long_song_name_keeps_style_seed_and_take_number_in_the_take_name():
     assert T.take_name(operators.action_name("/music/song.wav", "any", 0)) == ("Dance song any s0 take 1", 1)
 
 
-def test_a_rigify_rig_on_ik_is_told_the_take_switches_it_to_fk():
+def test_a_rig_on_ik_is_told_the_take_switches_it_to_fk():
+    # Auto-Rig Pro's names: its switches (ik_fk_switch, 1 on FK) sit on the IK controls.
     bpy.ops.wm.read_factory_settings(use_empty=True)
     arm = bpy.data.armatures.new("rig")
     obj = bpy.data.objects.new("rig", arm)
     bpy.context.scene.collection.objects.link(obj)
     bpy.context.view_layer.objects.active = obj
     bpy.ops.object.mode_set(mode='EDIT')
-    for name in ("thigh_parent.L", "torso", "hand_ik.L", "hand_fk.L"):
+    for name in ("c_foot_ik.l", "c_root.x", "c_hand_ik.l", "c_hand_fk.l"):
         bone = arm.edit_bones.new(name)
         bone.head, bone.tail = (0, 0, 0), (0, 0, 0.3)
     bpy.ops.object.mode_set(mode='OBJECT')
-    obj.pose.bones["thigh_parent.L"]["IK_FK"] = 1.0
-    obj.pose.bones["torso"]["neck_follow"] = 1.0
+    obj.pose.bones["c_foot_ik.l"]["ik_fk_switch"] = 1.0
+    obj.pose.bones["c_root.x"]["neck_follow"] = 1.0
     assert rig_io.switches_note(obj) is None                               # on FK already: nothing to say
-    obj.pose.bones["thigh_parent.L"]["IK_FK"] = 0.0
+    obj.pose.bones["c_foot_ik.l"]["ik_fk_switch"] = 0.0
     note = rig_io.switches_note(obj)
-    assert note is not None and "thigh_parent.L" in note and "torso" not in note and "Takes list" in note
-    # Poses keyed on IK controls are met on the FK controls, which a take keys on FK: said.
-    obj.pose.bones["hand_fk.L"].keyframe_insert("location", frame=1)
-    assert rig_io.ik_keys_note(obj) is None                                # FK keys play: nothing to say
-    obj.pose.bones["hand_ik.L"].keyframe_insert("location", frame=5)
-    note = rig_io.ik_keys_note(obj)
-    assert note is not None and "hand_ik.L" in note and "hand_fk.L" not in note and "met on the FK controls" in note
+    assert note is not None and "c_foot_ik.l" in note and "c_root.x" not in note and "Takes list" in note
+    # Keys on IK controls other than a Rigify limb's do not play in a take, which dances the FK
+    # controls on FK: said (a Rigify rig's are read: test_addon_characters).
+    obj.pose.bones["c_hand_fk.l"].keyframe_insert("location", frame=1)
+    assert rig_io.ik_keys_note(obj, None) is None                          # FK keys play: nothing to say
+    obj.pose.bones["c_hand_ik.l"].keyframe_insert("location", frame=5)
+    note = rig_io.ik_keys_note(obj, None)
+    assert note is not None and "c_hand_ik.l" in note and "c_hand_fk.l" not in note and "do not play" in note
     take = bpy.data.actions.new("Dance song any s0 take 1")               # from take to take: said already
     take[T.GENERATED_KEY] = True
     obj.animation_data_create().action = take
-    assert rig_io.switches_note(obj) is None and rig_io.ik_keys_note(obj) is None
+    assert rig_io.switches_note(obj) is None and rig_io.ik_keys_note(obj, None) is None
 
 
 def test_a_key_after_the_song_is_danced_into(addon, tmp_path):
