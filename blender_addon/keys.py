@@ -661,6 +661,22 @@ def _fill_fcurve(fc, frames: np.ndarray, values: np.ndarray, types: np.ndarray |
     fc.update()
 
 
+def _bake_beside(fc, first: float, last: float, scene) -> None:
+    """Key a take's curve, with F-curve modifiers (a Cycles idle loop, a Noise), on every whole
+    frame of the scene's range outside [first, last] as it plays there, then drop the modifiers
+    (the dance inside is keyed as it shows): the take's intro and outro play as the animator's
+    did (QA: a Cycles intro 81 cm off), linear between frames. The baked keys replace theirs
+    there and are of their kind (KEYFRAME), so the next take keeps them as its intro."""
+    sides = (np.arange(int(scene.frame_start), int(np.ceil(first - 1e-3))),
+             np.arange(int(np.floor(last + 1e-3)) + 1, int(scene.frame_end) + 1))
+    baked = [(at.astype(np.float64), np.array([fc.evaluate(float(f)) for f in at])) for at in sides if len(at)]
+    for modifier in list(fc.modifiers):
+        fc.modifiers.remove(modifier)
+    keyframe = compat.key_type_value('KEYFRAME')
+    for at, values in baked:
+        _fill_fcurve(fc, at, values, np.full(len(at), keyframe, np.int32))
+
+
 def _join_inside_their_segments(old: dict, new: dict, x: np.ndarray, frames: np.ndarray, values: np.ndarray,
                                 keep: np.ndarray, free: int) -> list:
     """Where the span's first (last) frame falls inside one of the animator's Bezier segments and
@@ -1013,7 +1029,7 @@ def write_bone_rotations(obj, action, bone_names, frames, quats, locations=None,
     channel with no keys yet holds its current value on the frame before and after. Beyond the
     action's last key (or before its first), nothing is held: the span extends the take. The keys on
     either side keep their handles where they are (set free), so their curves do not bend.
-    F-curve modifiers on the written channels are removed (rig_io.dancer_notes says so), and a
+    F-curve modifiers on the written channels are baked beside the dance and removed (_bake_beside), and a
     written curve that the dance begins or ends extrapolates constant: `action` is always a take,
     never the animator's own action."""
     frames = np.asarray(frames, np.float64)
@@ -1044,9 +1060,10 @@ def write_bone_rotations(obj, action, bone_names, frames, quats, locations=None,
         for i in range(values.shape[1]):
             fc = _fcurve(fcurves, groups, bone, prop, i)
             # The take's keys are the values the dance shows (the animator's keys as they showed,
-            # modifiers included): a modifier copied from the earlier action would apply twice.
-            for modifier in list(fc.modifiers):
-                fc.modifiers.remove(modifier)
+            # modifiers included): a modifier copied from the earlier action would apply twice,
+            # and a Cycles one would loop the dance. What it played beside the dance is baked.
+            if len(fc.modifiers):
+                _bake_beside(fc, at[0], at[-1], bpy.context.scene)
             _fill_fcurve(fc, at, values[:, i], types)
             # Where the dance is the curve's first or last key, the take holds that pose beyond
             # it: the animator's Linear extrapolation, meant for their sparse keys, would carry

@@ -294,7 +294,8 @@ def locked_rotation_note(obj, danced: set[str]) -> str | None:
 
 def modifiers_note(obj, danced: set[str]) -> str | None:
     """A note naming F-curve modifiers on the danced channels of the current action: the take
-    holds the dance (the animator's keys as they showed them) without them (keys.write_bone_rotations)."""
+    holds the dance (the animator's keys as they showed them) without them, and what they played
+    beside the dance baked on whole frames (keys.write_bone_rotations)."""
     ad = obj.animation_data
     action = ad.action if ad is not None else None
     found = _danced_channel_bones(compat.action_fcurves(action, compat.object_slot(obj, action)), danced,
@@ -302,7 +303,8 @@ def modifiers_note(obj, danced: set[str]) -> str | None:
     if not found:
         return None
     return (f"F-curve modifiers on {_listed(found)} are left out of the take: it shows the dance and your keys as "
-            f"they looked ('{action.name}' keeps them)")
+            f"they looked, and what they played before and after the dance keyed on every frame of the scene "
+            f"('{action.name}' keeps them)")
 
 
 def switches_note(obj) -> str | None:

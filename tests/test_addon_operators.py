@@ -566,6 +566,45 @@ def test_fcurve_modifiers_apply_once_and_stay_on_the_animators_action(addon, tmp
     assert abs(np.dot(shown(), seen) / np.linalg.norm(seen)) == pytest.approx(1.0, abs=1e-6)
 
 
+def test_a_cycles_loop_plays_on_before_and_after_the_dance(addon, tmp_path):
+    # QA: an idle loop made by a Cycles modifier on the arm (keys on frames 1-13, the song from
+    # frame 40) lost its modifier in the take, which then held the loop's last key before the
+    # song (81 cm off). What the modifier played beside the dance is now keyed on every frame.
+    scene = addon
+    scene.render.fps, scene.render.fps_base = 24, 1
+    scene_io.add_sound_strip(scene, str(add_wav(tmp_path, 1.5)), frame_start=40)
+    scene.frame_start, scene.frame_end = 1, 120
+    assert bpy.ops.dance.create_dancer() == {'FINISHED'}
+    obj = scene.dance.armature
+    scene.dance.steps, scene.dance.quality = 2, 'BEST'
+    arm = obj.pose.bones["left_shoulder"]
+    for frame, w in ((1, 1.0), (7, 0.8), (13, 1.0)):
+        arm.rotation_quaternion = (w, 0.0, 0.0, float(np.sqrt(1.0 - w * w)))
+        arm.keyframe_insert("rotation_quaternion", frame=frame)
+    mine = obj.animation_data.action
+    for i in range(4):
+        _fcurve(obj, mine, 'pose.bones["left_shoulder"].rotation_quaternion', i).modifiers.new('CYCLES')
+    frames = [f for f in range(1, 121) if not 40 <= f <= 75]
+
+    def played():
+        out = []
+        for f in frames:
+            scene.frame_set(f)
+            out.append(np.array(arm.matrix_basis.to_quaternion()))
+        return np.array(out)
+    looped = played()
+    assert np.ptp(looped[30:39, 3]) > 0.1                                  # still looping just before the song
+    request = operators.build_request(bpy.context)
+    assert any("keyed on every frame of the scene" in n for n in request.notes), request.notes
+    take = runner.apply(request, runner.generate(request))
+    first, last = request.frame_start, request.frame_start + request.num_frames - 1
+    assert (first, last) == (40, 75)
+    assert np.abs(played() - looped).max() < 1e-5                           # the loop, before and after
+    assert len(_fcurve(obj, mine, 'pose.bones["left_shoulder"].rotation_quaternion', 3).modifiers) == 1
+    assert all(len(c.modifiers) == 0 for c in action_fcurves(take, object_slot(obj, take))
+               if '"left_shoulder"' in c.data_path)
+
+
 class _Layout:
     """Stands in for a panel's UILayout: records label texts, takes every other call."""
     def __init__(self, labels):
