@@ -593,8 +593,9 @@ def _fill_fcurve(fc, frames: np.ndarray, values: np.ndarray, types: np.ndarray |
     [frames[0], frames[-1]] and keeping every key outside that span exactly as it was.
     Bulk: one add() and a few foreach_set() calls instead of a keyframe_insert per frame."""
     kp = fc.keyframe_points
+    types = np.zeros(len(frames), np.int32) if types is None else np.asarray(types, np.int32)
+    frames, values, types = _with_uncut_segments_baked(fc, np.asarray(frames), np.asarray(values), types)
     n_new, n_old = len(frames), len(kp)
-    types = np.zeros(n_new, np.int32) if types is None else np.asarray(types, np.int32)
     if n_old == 0:
         kp.add(n_new)
         co = np.empty(2 * n_new, np.float32)
@@ -675,6 +676,43 @@ def _bake_beside(fc, first: float, last: float, scene) -> None:
     keyframe = compat.key_type_value('KEYFRAME')
     for at, values in baked:
         _fill_fcurve(fc, at, values, np.full(len(at), keyframe, np.int32))
+
+
+def _with_uncut_segments_baked(fc, frames: np.ndarray, values: np.ndarray, types: np.ndarray):
+    """(frames, values, types) to key on `fc`: the span's, and before (after) it the whole frames
+    of an animator's segment that the span's first (last) frame falls in and meets, where no cut
+    of that segment plays the same (_join_inside_their_segments cuts the rest): an easing
+    interpolation (Sine, Bounce, Elastic...: drawn again from its cut end, QA: 0.3 off) or a
+    Bezier whose handles are longer together than the segment in time (Blender shortens them,
+    and the cut halves again: QA, 0.55 off). Those frames are keyed as their curve plays them, as the animator's
+    (KEYFRAME), so the curve beside the dance is theirs on every whole frame."""
+    points = fc.keyframe_points
+    if not len(points) or not len(frames):
+        return frames, values, types
+    x = np.array([k.co[0] for k in points])
+    baked = []
+    for end, step in ((0, -1), (len(frames) - 1, 1)):
+        at = float(frames[end])
+        before, after = np.flatnonzero(x < at - 1e-3), np.flatnonzero(x > at + 1e-3)
+        if not len(before) or not len(after) or abs(fc.evaluate(at) - float(values[end])) > 1e-4:
+            continue
+        k0, k1 = points[int(before[-1])], points[int(after[0])]
+        # Handles longer together than their segment in time: Blender shortens them to fit.
+        overlong = k0.interpolation == 'BEZIER' and \
+            (k0.handle_right[0] - k0.co[0]) + (k1.co[0] - k1.handle_left[0]) > k1.co[0] - k0.co[0] + 1e-6
+        if k0.interpolation in ('CONSTANT', 'LINEAR') or (k0.interpolation == 'BEZIER' and not overlong):
+            continue
+        beside = np.arange(at + step, k0.co[0] if step < 0 else k1.co[0], step, dtype=np.float64)
+        beside = beside[(beside > k0.co[0] + 1e-3) & (beside < k1.co[0] - 1e-3)]
+        baked.append((beside, np.array([fc.evaluate(float(f)) for f in beside])))
+    if not baked:
+        return frames, values, types
+    keyframe = compat.key_type_value('KEYFRAME')
+    frames = np.concatenate([frames] + [b for b, _ in baked])
+    order = np.argsort(frames, kind="stable")
+    values = np.concatenate([values] + [v for _, v in baked])[order]
+    types = np.concatenate([types] + [np.full(len(b), keyframe, np.int32) for b, _ in baked])[order]
+    return frames[order], values, types
 
 
 def _join_inside_their_segments(old: dict, new: dict, x: np.ndarray, frames: np.ndarray, values: np.ndarray,

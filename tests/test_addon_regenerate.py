@@ -903,6 +903,39 @@ def test_the_takes_curves_before_and_after_the_song_are_the_animators_own(addon,
         assert bpy.ops.dance.use_take(action=mine.name) == {'FINISHED'}
 
 
+def test_the_takes_curves_beside_the_song_keep_easings_and_long_handles_on_whole_frames(addon, tmp_path):
+    # QA: segments across the song's edges that no cut plays the same were re-drawn from the
+    # dance's end: an easing (Sine, Elastic: 0.3 off) and Bezier handles reaching past their
+    # segment in time, which Blender shortens (0.55 off). Their whole frames beside the song are
+    # now keyed as they play.
+    scene = addon
+    obj, first, last = _song_stage(scene, tmp_path, seconds=3.0, strip_frame=30)
+    swing = {"left_shoulder": np.array([0.0, 0.0, -1.2]), "left_elbow": np.array([0.0, -0.9, 0.0])}
+    for f, scale in ((first - 24, -1.0), (first + 20, 1.0), (last - 20, -0.5), (last + 12, 0.8)):
+        _key(obj, f, {n: scale * aa for n, aa in swing.items()})
+    outside = [*range(first - 24, first), *range(last + 1, last + 13)]
+    mine = obj.animation_data.action
+
+    def played(action):
+        slot = scene_io.compat.object_slot(obj, action)
+        return np.array([[fc.evaluate(f) for f in outside] for fc in sorted(
+            scene_io.compat.action_fcurves(action, slot), key=lambda fc: (fc.data_path, fc.array_index))
+            if any(f'"{n}"' in fc.data_path for n in swing) and "rotation" in fc.data_path])
+    for shape in ('SINE', 'ELASTIC', 'LONG HANDLES'):
+        for fc in scene_io.compat.action_fcurves(mine, scene_io.compat.object_slot(obj, mine)):
+            for kp in fc.keyframe_points:
+                kp.interpolation = 'BEZIER' if shape == 'LONG HANDLES' else shape
+                if shape == 'LONG HANDLES':                           # 40 frames on 24- and 44-frame segments
+                    kp.handle_left_type = kp.handle_right_type = 'FREE'
+                    kp.handle_left, kp.handle_right = (kp.co[0] - 40, kp.co[1]), (kp.co[0] + 40, kp.co[1])
+        theirs = played(mine)
+        assert bpy.ops.dance.generate() == {'FINISHED'}
+        take = obj.animation_data.action
+        print(f"{shape}: the take's curves off the animator's beside the song: {np.abs(played(take) - theirs).max():.2e}")
+        assert take != mine and np.abs(played(take) - theirs).max() < 1e-5
+        assert bpy.ops.dance.use_take(action=mine.name) == {'FINISHED'}
+
+
 def test_an_outro_moving_on_out_of_the_song_is_reached_at_its_speed(addon, tmp_path):
     # QA: keys in the song and after it: the dance ended in the pose the animation passes on the
     # song's last frame but reached it at its own speed (a wrist at 0.20 m/s where the animation
