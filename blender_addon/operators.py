@@ -413,7 +413,7 @@ def lead_out(obj, bone_map, last: int, fps: float) -> LeadOut | None:
     posed = rig_io.danced_bones(obj, bone_map)
     root_bone = rig_io.root_bone_name(bone_map) if bone_map is not None else "pelvis"
     span = (last + 1, last + max(1, round(LEAD_OUT_SECONDS * fps)))
-    found = keys.animator_keys(obj, *span, posed_bones=posed)
+    found = keys.animator_keys(obj, *span, posed_bones=posed) | keys.moved_by_modifiers(obj, *span)
     on_ik = rig_io.ik_keyed(obj, bone_map, *span)      # a Rigify limb on IK: its FK controls, as it shows
     if not found:
         return None
@@ -495,7 +495,7 @@ def build_request(context):
         weights=checked_weights(context), stage_radius=stage_radius(settings, obj, bone_map, first),
         wait_in_silence=settings.wait_in_silence, speed=p.span.speed, gain=p.gain(first, last),
         still_before=still_before, pose_before=pose_before, pose_after=pose_after,
-        kept=kept, write_range=write_range, bone_map=bone_map,
+        animation_beside=(intro is not None, outro is not None and outro.whole), kept=kept, write_range=write_range, bone_map=bone_map,
         range_style=range_style(action, None if settings.use_strip_range else (p.first, p.last), style),
         metadata={"song": p.span.path, "steps": steps, "quality": settings.quality.lower(),
                   "guidance": settings.guidance, "autoguidance": settings.autoguidance,

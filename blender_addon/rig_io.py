@@ -344,9 +344,9 @@ def ik_keys_note(obj, bone_map: dict[str, str] | None) -> str | None:
                     "controls, which the take keys with the limbs on FK (a limb IK stretches is met in direction, "
                     "at its own length)")
     if keyed - read:
-        said.append(f"keys on the IK controls {_listed(sorted(keyed - read))} do not play in the take, which dances "
-                    "the FK controls with the limbs on FK: key the poses to keep on the FK controls (or your rig's "
-                    "IK->FK snap, then key)")
+        said.append(f"keys on the IK controls {_listed(sorted(keyed - read))} are not read, and the take dances the FK "
+                    "controls with the limbs on FK: key the poses to keep on the FK controls (or your rig's IK->FK "
+                    "snap, then key)")
     return "; ".join(said) or None
 
 
@@ -748,8 +748,13 @@ def read_character_constraints(obj, bone_map: dict[str, str], frame_start: int, 
     own = np.asarray(key_io.own_pose_frames(lead, partial, frame_start, frame_end), int) - frame_start
     # A Rigify limb on IK is held as it shows there, not as its FK controls' curves say.
     on_ik = [index[b] for limb in rigify_ik.limbs(obj, bone_map) for b in limb.fk_controls if b in index]
+    # On the frames the animator's own animation leads (a take danced again), as they had them.
+    ad = obj.animation_data
+    theirs = {key.partition("|")[0]: value for key, value in remembered_switches(obj).items()
+              if key.partition("|")[2] == rigify_ik.SWITCH} if ad is not None and takes.is_take(ad.action) else {}
     shown = rigify_ik.shown_as_fk(obj, bone_map, {rig.names[b]: (frame_start + np.flatnonzero(held[:, b])).tolist()
-                                                   for b in on_ik})
+                                                   for b in on_ik},
+                                  theirs=theirs, as_theirs=set((frame_start + own).tolist()))
 
     cons = Constraints.empty(n, fps)
     rotations = np.zeros((n, B, 4))
@@ -914,12 +919,13 @@ GIVEN_POSE_FADE_SECONDS = 0.5
 
 def write_character_dance(obj, motion: Motion, frame_start: float, action_name: str, bone_map: dict[str, str],
                           fps: float | None = None, metadata: dict | None = None,
-                          keys: CharacterKeys | None = None, only=None):
+                          keys: CharacterKeys | None = None, only=None, beside=(False, False)):
     """Put the SMPL `motion` on the character `obj` from `frame_start` as a new take named
     `action_name`: a copy of the current action with the driven bones' rotations (and the root
     bone's location) keyed on the danced frames (only (first, last) scene frames when `only`),
     `keys` written verbatim. The character is placed as on `frame_start` (world_matrix), whatever
-    frame the playhead is on. Returns the new action."""
+    frame the playhead is on. `beside` (before, after): the animator's animation plays on that
+    side of the dance (runner.Request.animation_beside). Returns the new action."""
     rt = retargeter(obj, bone_map, frame_start)
     rig = rt.rig
     T = motion.num_frames
@@ -982,7 +988,7 @@ def write_character_dance(obj, motion: Motion, frame_start: float, action_name: 
         key_io.write_bone_rotations(obj, action, movers, frames[rows], rest_q,
                                     locations={m: np.zeros((len(rows), 3)) for m in movers if m != root_name},
                                     hold_outside=only is not None)
-    _key_rigify_switches(obj, action, frames[rows])
+    _key_rigify_switches(obj, action, frames[rows], beside)
     obj.update_tag()
     return action
 
@@ -1021,40 +1027,68 @@ def _animated_influencers(obj, action, driven: set[str]) -> list[str]:
     return sorted((seen - driven) & animated)
 
 
-def _key_rigify_switches(obj, action, frames: np.ndarray) -> None:
+def _key_rigify_switches(obj, action, frames: np.ndarray, beside=(False, False)) -> None:
     """Key the rig's IK/FK switches (IK_FK_SWITCHES) to FK over the danced frames, in
-    the take only: the animator's own action keeps whatever they had. Outside the dance the take
-    keeps the switch as the animator had it (QA: an intro keyed on IK played on FK, the hand 73
-    cm off), switching on the frame next to the dance."""
+    the take only: the animator's own action keeps whatever they had. On a side of the dance
+    where their animation plays (`beside`: before, after) the take keeps the switch as they had
+    it (_switch_beside), switching on the frame next to the dance (QA: an intro keyed on IK played
+    on FK, the hand 73 cm off); elsewhere the dance's first (last) pose is held there on FK, as it
+    is on every rig (on IK, a dance that travelled left the limbs stretching back to their
+    targets: 2.9x, 47 m/s). A switch curve muted in their action never played: the take drops it
+    (kept muted, the FK keys would not play either: QA, an arm left on IK, 134 degrees off)."""
     if not len(frames):
         return
     fcurves, groups = compat.ensure_channels(obj, action)
     generated = compat.generated_key_type()[0]
     theirs = remembered_switches(obj)
+    first, last = float(frames[0]), float(frames[-1])
     for pb in obj.pose.bones:
         for prop, value in IK_FK_SWITCHES.items():
             if prop not in pb.keys():
                 continue
             path = f'pose.bones["{bpy.utils.escape_identifier(pb.name)}"]["{prop}"]'
-            fc = fcurves.find(path) or fcurves.new(path)
-            first, last = float(frames[0]), float(frames[-1])
+            fc = fcurves.find(path)
+            if fc is not None and fc.mute:
+                fcurves.remove(fc)
+                fc = None
+            fc = fc or fcurves.new(path)
             own = theirs.get(f"{pb.name}|{prop}", float(pb[prop]))
-            beside = [(first - 1.0, fc.evaluate(first - 1.0) if len(fc.keyframe_points) else own),
-                      (last + 1.0, fc.evaluate(last + 1.0) if len(fc.keyframe_points) else own)]
-            for k in reversed(list(fc.keyframe_points)):   # replace keys within the dance only
-                if first - 1e-3 <= k.co[0] <= last + 1e-3:
+            keys = [(first, value, 'CONSTANT'), (last, value, 'CONSTANT')]
+            for edge, step, shown in ((first - 1.0, -1.0, beside[0]), (last + 1.0, 1.0, beside[1])):
+                at, played = _switch_beside(fc, edge, step, own)
+                if shown and np.abs(played - value).max() > 1e-6:
+                    keys += [(f, v, 'CONSTANT' if f == first - 1.0 else 'LINEAR') for f, v in zip(at, played)]
+            keyed_at = [f for f, _, _ in keys]
+            for k in reversed(list(fc.keyframe_points)):   # their keys stay but where ours go
+                if first - 1e-3 <= k.co[0] <= last + 1e-3 or any(abs(k.co[0] - f) < 1e-3 for f in keyed_at):
                     fc.keyframe_points.remove(k)
-            keyed = [k.co[0] for k in fc.keyframe_points]
-            ends = {(first, value), (last, value)} | {(f, v) for f, v in beside if abs(v - value) > 1e-6
-                                                      and not any(abs(f - c) < 1e-3 for c in keyed)}
             # keyframe_points.add, not insert: Blender 4.2.0's insert skips (and returns None for)
             # a key that leaves a flat curve unchanged, and the span needs both ends keyed.
             points = fc.keyframe_points
-            points.add(len(ends))
-            for k, (f, v) in zip(list(points)[-len(ends):], sorted(ends)):
+            points.add(len(keys))
+            for k, (f, v, interpolation) in zip(list(points)[-len(keys):], keys):
                 k.co = k.handle_left = k.handle_right = (f, v)
-                k.type, k.interpolation = generated, 'CONSTANT'
+                k.type, k.interpolation = generated, interpolation
             fc.update()
+
+
+def _switch_beside(fc, edge: float, step: float, own: float) -> tuple[np.ndarray, np.ndarray]:
+    """(frames, values): the animator's switch beside the dance, from the frame next to it
+    (`edge`) on to their nearest key on that side (`step` -1: before the dance, +1: after), on
+    every whole frame as their curve plays it, so that their switch's move there stays theirs
+    whatever its interpolation (QA: an Elastic key re-drawn 0.17 off, the arm 12 degrees; a
+    linear ramp held constant, 0.3 off); just `edge` where it is flat there or not animated
+    (`own`: their value)."""
+    x = np.array([k.co[0] for k in fc.keyframe_points])
+    if not len(x):
+        return np.array([edge]), np.array([own])
+    beyond = x[x <= edge + 1e-3] if step < 0 else x[x >= edge - 1e-3]
+    stop = (beyond.max() if step < 0 else beyond.min()) if len(beyond) else edge
+    at = np.arange(edge, stop, step) if abs(stop - edge) > 1e-3 else np.array([edge])
+    played = np.array([fc.evaluate(float(f)) for f in at])
+    if np.ptp(played) < 1e-6:
+        return at[:1], played[:1]
+    return (at[::-1], played[::-1]) if step < 0 else (at, played)
 
 
 def _switches_now(obj) -> dict[str, float]:

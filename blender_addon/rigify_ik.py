@@ -103,10 +103,15 @@ def ik_keyed(obj, bone_map: dict[str, str], frame_start: float, frame_end: float
     return out
 
 
-def shown_as_fk(obj, bone_map: dict[str, str], wanted: dict[str, list[int]], scene=None) -> dict[tuple[str, int], np.ndarray]:
+def shown_as_fk(obj, bone_map: dict[str, str], wanted: dict[str, list[int]], scene=None,
+                theirs: dict[str, float] | None = None, as_theirs=()) -> dict[tuple[str, int], np.ndarray]:
     """{(FK control, frame): basis quaternion (w,x,y,z)} that shows on FK what the rig shows on
     that frame, for the FK controls and frames `wanted` whose limb is on IK there (evaluated:
-    frame_set, the playhead put back). The controls' own values are put back as they were."""
+    frame_set, the playhead put back). On the frames `as_theirs` the switches are first set as
+    the animator had them (`theirs`: {switch bone: IK_FK}): a take keys them FK on its dance's
+    frames, where a dance again on it reads the animator's own pose (QA: led from an IK intro,
+    a second take started from the FK controls' rest, 16 cm off). The controls' own values, and
+    the switches, are put back as they were."""
     scene = scene or bpy.context.scene
     by_frame: dict[int, set[str]] = {}
     for bone, frames in wanted.items():
@@ -119,9 +124,15 @@ def shown_as_fk(obj, bone_map: dict[str, str], wanted: dict[str, list[int]], sce
     channels = ("location", "rotation_quaternion", "rotation_euler", "rotation_axis_angle", "scale")
     saved_frame = scene.frame_current, scene.frame_subframe
     out = {}
+    switches = {limb.switch: pbs[limb.switch][SWITCH] for limb in found}
     try:
         for f in sorted(by_frame):
             scene.frame_set(f)
+            if f in as_theirs and theirs:
+                for bone, value in theirs.items():
+                    if bone in switches:
+                        pbs[bone][SWITCH] = value
+                bpy.context.view_layer.update()
             for limb in found:
                 if float(pbs[limb.switch][SWITCH]) >= ON_FK or not by_frame[f] & set(limb.fk_controls):
                     continue
@@ -139,6 +150,8 @@ def shown_as_fk(obj, bone_map: dict[str, str], wanted: dict[str, list[int]], sce
                         for c, v in values.items():
                             setattr(pbs[fk], c, v)
     finally:
+        for bone, value in switches.items():       # (an animated switch is evaluated again below)
+            pbs[bone][SWITCH] = value
         scene.frame_set(saved_frame[0], subframe=saved_frame[1])
     return out
 

@@ -59,6 +59,10 @@ class Request:
     still_before: bool = False          # the dancer stood still before the first frame (a start pose held into the song)
     pose_before: tuple | None = None    # (poses (72,), trans (3,)): the intro's pose on the frame before, moving into the first
     pose_after: tuple | None = None     # the same for an outro on the frame after the last, moving on out of it
+    # (before, after): the animator's own animation plays beside the dance on that side, the dance
+    # led out of it (an intro) or ending in its whole pose (an outro): the take shows it there as
+    # their rig did (IK/FK switches as they had them), not the dance's end held.
+    animation_beside: tuple = (False, False)
     speed: float = 1.0                  # file seconds played per scene second (a retimed strip)
     gain: tuple | None = None           # (seconds from the first frame, the strip's volume): what the silence check hears
     kept: tuple | None = None           # (joint mask (F,24), root mask (F,)): the animator's keys, carried over
@@ -173,7 +177,7 @@ def apply(request: Request, motion: Motion):
         from . import rig_io
         action = rig_io.write_character_dance(obj, motion, request.frame_start, request.action_name, request.bone_map,
                                               fps=request.fps, metadata=request.metadata, keys=request.kept,
-                                              only=request.write_range)
+                                              only=request.write_range, beside=request.animation_beside)
     else:
         action = scene_io.write_motion(obj, motion, request.frame_start, request.action_name, fps=request.fps,
                                        metadata=request.metadata, kept=request.kept, only=request.write_range)

@@ -534,11 +534,11 @@ def test_rigify_rig_dances_through_its_fk_controls(addon, tmp_path, rigify_blend
     switch = new[('pose.bones["thigh_parent.L"]["IK_FK"]', 0)]
     assert switch.evaluate(first + 10) == 1.0
     # Held over the whole dance by a generated key at each end (Blender 4.2.0's keyframe insert
-    # dropped the second one, a key that left the flat curve unchanged), and on IK beside it as
-    # the animator had it (an intro or outro keyed on IK plays as theirs).
+    # dropped the second one, a key that left the flat curve unchanged), and beyond it: with no
+    # animation of the animator's beside the dance, the take holds the dance's ends there, on FK
+    # (back on IK, a dance that travelled left the limbs stretching to their targets: 47 m/s).
     assert [(k.co[0], k.co[1], k.type, k.interpolation) for k in switch.keyframe_points] == \
-        [(first - 1, ik_before, 'GENERATED', 'CONSTANT'), (first, 1.0, 'GENERATED', 'CONSTANT'),
-         (last, 1.0, 'GENERATED', 'CONSTANT'), (last + 1, ik_before, 'GENERATED', 'CONSTANT')]
+        [(first, 1.0, 'GENERATED', 'CONSTANT'), (last, 1.0, 'GENERATED', 'CONSTANT')]
     takes.use_action(obj, mine)
     scene.frame_set(first)
     assert ('pose.bones["thigh_parent.L"]["IK_FK"]', 0) not in fcurves_of(mine, obj)
@@ -701,6 +701,12 @@ def test_an_intro_and_outro_keyed_on_rigify_ik_play_on_ik_beside_the_dance(addon
     out_of = np.linalg.norm(after[1] - after[0], axis=-1).max()
     print(f"out of the dance {100 * out_of:.2f} cm")
     assert out_of < 0.03                                                   # ended in the outro's pose
+    # Danced again on the take, whose switches are FK on the dance's ends: the intro and outro
+    # are read as the animator had them (QA: the limbs from the FK controls' rest, 16 cm off).
+    assert bpy.ops.dance.generate() == {'FINISHED'}
+    again = [rigify_limbs_shown(obj, f) for f in (first, last)]
+    assert np.linalg.norm(again[0] - intro[3], axis=-1).max() < 0.03
+    assert np.linalg.norm(again[1] - after[0], axis=-1).max() < 0.03
     assert snapshot(mine) == before
 
 
@@ -715,7 +721,7 @@ ARP_NAMES = {"Hips": "c_root.x", "Spine": "c_spine_01.x", "Spine1": "c_spine_02.
 def test_an_auto_rig_pro_rig_on_ik_dances_its_fk_controls_on_fk(addon, tmp_path):
     # Auto-Rig Pro's deforming legs follow the FK controls as far as the foot's ik_fk_switch says
     # (1: FK); on IK, the danced FK controls moved nothing. The take keys the switch to FK over
-    # the dance and leaves it as the animator had it beside the dance.
+    # the dance.
     scene = addon
     bones = [(ARP_NAMES[n], ARP_NAMES.get(p) if p else "c_root_master.x", h, t)
              for n, p, h, t in mixamo_bones("") if n in ARP_NAMES]
@@ -745,7 +751,9 @@ def test_an_auto_rig_pro_rig_on_ik_dances_its_fk_controls_on_fk(addon, tmp_path)
         assert np.abs(got - danced).max() < 1e-4, f
     path = 'pose.bones["c_foot_ik.l"]["ik_fk_switch"]'
     switch = fcurves_of(action, obj)[(path, 0)]
-    assert [switch.evaluate(f) for f in (first - 1, first, last, last + 1)] == [0.0, 1.0, 1.0, 0.0]
+    # FK over the dance; no animation of the animator's beside it: its ends are held there on FK.
+    assert [switch.evaluate(f) for f in (first - 1, first, last, last + 1)] == [1.0, 1.0, 1.0, 1.0]
+    assert switch_bone["ik_fk_switch"] == 1.0 and [k.co[0] for k in switch.keyframe_points] == [first, last]
     assert rig_io.switches_note(obj) is None                                # said by the dance, not again
 
 

@@ -600,6 +600,12 @@ def test_a_cycles_loop_plays_on_before_and_after_the_dance(addon, tmp_path):
     first, last = request.frame_start, request.frame_start + request.num_frames - 1
     assert (first, last) == (40, 75)
     assert np.abs(played() - looped).max() < 1e-5                           # the loop, before and after
+    # ... and the dance ends in the pose the loop plays there (QA: a loop on the hips was not led
+    # into, and the take teleported them 1.28 m after the song).
+    at = played()
+    scene.frame_set(75)
+    end = np.array(arm.matrix_basis.to_quaternion())
+    assert np.abs(end - at[frames.index(76)]).max() < 2 * np.abs(np.diff(looped, axis=0)).max() + 1e-6
     assert len(_fcurve(obj, mine, 'pose.bones["left_shoulder"].rotation_quaternion', 3).modifiers) == 1
     assert all(len(c.modifiers) == 0 for c in action_fcurves(take, object_slot(obj, take))
                if '"left_shoulder"' in c.data_path)

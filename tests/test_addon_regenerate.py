@@ -1120,13 +1120,13 @@ def test_a_rig_on_ik_is_told_the_take_switches_it_to_fk():
     obj.pose.bones["c_foot_ik.l"]["ik_fk_switch"] = 0.0
     note = rig_io.switches_note(obj)
     assert note is not None and "c_foot_ik.l" in note and "c_root.x" not in note and "Takes list" in note
-    # Keys on IK controls other than a Rigify limb's do not play in a take, which dances the FK
+    # Keys on IK controls other than a Rigify limb's are not read, and a take dances the FK
     # controls on FK: said (a Rigify rig's are read: test_addon_characters).
     obj.pose.bones["c_hand_fk.l"].keyframe_insert("location", frame=1)
     assert rig_io.ik_keys_note(obj, None) is None                          # FK keys play: nothing to say
     obj.pose.bones["c_hand_ik.l"].keyframe_insert("location", frame=5)
     note = rig_io.ik_keys_note(obj, None)
-    assert note is not None and "c_hand_ik.l" in note and "c_hand_fk.l" not in note and "do not play" in note
+    assert note is not None and "c_hand_ik.l" in note and "c_hand_fk.l" not in note and "are not read" in note
     take = bpy.data.actions.new("Dance song any s0 take 1")               # from take to take: said already
     take[T.GENERATED_KEY] = True
     obj.animation_data_create().action = take
