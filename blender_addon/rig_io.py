@@ -963,6 +963,8 @@ def write_character_dance(obj, motion: Motion, frame_start: float, action_name: 
     old, old_slot = ad.action, compat.object_slot(obj)
     if old is None and only is not None:
         raise EngineError("nothing to regenerate a range of: the character has no animation")
+    # What the FK controls of a Rigify limb partly on IK hold beside the dance: the animator's own.
+    unkeyed = _unkeyed_fk_values(obj, bone_map) if old is None or not takes.is_take(old) else {}
     if old is None or not takes.is_take(old) or not remembered_switches(obj):
         _remember_switches(obj)
     takes.keep_previous(obj)
@@ -989,8 +991,44 @@ def write_character_dance(obj, motion: Motion, frame_start: float, action_name: 
                                     locations={m: np.zeros((len(rows), 3)) for m in movers if m != root_name},
                                     hold_outside=only is not None)
     _key_rigify_switches(obj, action, frames[rows], beside)
+    _hold_unkeyed_fk_beside(obj, action, frames[rows], beside, unkeyed)
     obj.update_tag()
     return action
+
+
+def _unkeyed_fk_values(obj, bone_map: dict[str, str]) -> dict[str, dict[str, np.ndarray]]:
+    """{switch bone: {FK control: basis quaternion (w,x,y,z)}} as they stand, for the FK controls
+    of Rigify limbs that the current action does not animate (read before a take replaces it)."""
+    ad = obj.animation_data
+    animated = {bone for bone, _ in key_io.animator_keys(obj, -np.inf, np.inf, ad.action)} \
+        if ad is not None and ad.action is not None else set()
+    out = {}
+    for limb in rigify_ik.limbs(obj, bone_map):
+        values = {bone: np.array(obj.pose.bones[bone].matrix_basis.to_quaternion(), np.float64)
+                  for bone in limb.fk_controls if bone not in animated}
+        if values:
+            out[limb.switch] = values
+    return out
+
+
+def _hold_unkeyed_fk_beside(obj, action, frames: np.ndarray, beside, unkeyed: dict) -> None:
+    """Beside the dance where the animator's animation plays (`beside`) and a Rigify limb is
+    partly on IK there (0 < IK_FK < 1: it shows a blend of its IK and FK chains), key its FK
+    controls that the animator never animated (`unkeyed`, _unkeyed_fk_values) on the frame next
+    to the dance as they stood, as the animator's keys: the take's FK curves, the dance's, held
+    its end there instead (QA: 4-16 degrees off an intro at IK_FK 0.5)."""
+    if not len(frames) or not unkeyed:
+        return
+    fcurves, _ = compat.ensure_channels(obj, action)
+    for edge, shown in ((float(frames[0]) - 1.0, beside[0]), (float(frames[-1]) + 1.0, beside[1])):
+        for switch, values in unkeyed.items() if shown else ():
+            path = f'pose.bones["{bpy.utils.escape_identifier(switch)}"]["{rigify_ik.SWITCH}"]'
+            fc = fcurves.find(path)
+            blend = fc.evaluate(edge) if fc is not None else float(obj.pose.bones[switch][rigify_ik.SWITCH])
+            if 1e-6 < blend < rigify_ik.ON_FK:
+                names = list(values)
+                key_io.write_bone_rotations(obj, action, names, np.array([edge]),
+                                            np.array([[values[n] for n in names]]), kept=np.ones((1, len(names)), bool))
 
 
 def _given_feet(rt: Retargeter, keys: CharacterKeys | None, frames: int) -> np.ndarray | None:

@@ -710,6 +710,26 @@ def test_an_intro_and_outro_keyed_on_rigify_ik_play_on_ik_beside_the_dance(addon
     assert snapshot(mine) == before
 
 
+def test_an_intro_on_a_rigify_limb_partly_on_ik_plays_as_the_animators(addon, tmp_path, rigify_blend):
+    # QA: a limb at IK_FK 0.5 shows a blend of its IK and FK chains; before the song the take's
+    # FK controls held the dance's first pose, not the animator's (4-16 degrees off the intro).
+    scene = addon
+    obj = load_rigify(rigify_blend)
+    _, first, last = stage_song(scene, tmp_path, seconds=1.5, strip_frame=30)
+    pbs = obj.pose.bones
+    pbs["upper_arm_parent.L"]["IK_FK"] = 0.5
+    pbs["forearm_fk.L"].rotation_quaternion = (0.9, 0.0, 0.0, 0.44)           # posed, never keyed
+    for frame, u in ((1, 0.0), (first - 2, 1.0)):
+        pbs["hand_ik.L"].location = (-0.1 * u, -0.05 * u, 0.1 * u)
+        pbs["hand_ik.L"].keyframe_insert("location", frame=frame)
+    intro = [rigify_limbs_shown(obj, f) for f in range(first - 3, first)]
+    scene.dance.armature = obj
+    assert bpy.ops.dance.generate() == {'FINISHED'}
+    played = [rigify_limbs_shown(obj, f) for f in range(first - 3, first)]
+    print(f"the intro at IK_FK 0.5: {100 * max(np.abs(a - b).max() for a, b in zip(intro, played)):.3f} cm off")
+    assert max(np.abs(a - b).max() for a, b in zip(intro, played)) < 1e-5
+
+
 # Auto-Rig Pro's FK controls for Mixamo's names (engine/outputs/bone_maps/auto_rig_pro.json).
 ARP_NAMES = {"Hips": "c_root.x", "Spine": "c_spine_01.x", "Spine1": "c_spine_02.x", "Spine2": "c_spine_03.x",
              "Neck": "c_neck.x", "Head": "c_head.x"} | {
