@@ -45,6 +45,11 @@ def _bone_path(name: str, prop: str) -> str:
     return f'pose.bones["{bpy.utils.escape_identifier(name)}"].{prop}'
 
 
+def bone_property_path(name: str, prop: str) -> str:
+    """The data path of a bone's custom property (a rig's IK/FK switch: ["IK_FK"])."""
+    return f'pose.bones["{bpy.utils.escape_identifier(name)}"]["{prop}"]'
+
+
 def _bone_channel(data_path: str) -> tuple[str, str] | None:
     """'pose.bones["name"].prop' -> (name, prop); None for any other path."""
     m = _PATH_RE.match(data_path)

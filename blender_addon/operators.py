@@ -368,13 +368,13 @@ def lead_in(obj, bone_map, first: int) -> int | None:
     or when that key is an imported bind pose, which is no pose to dance from. A take's generated
     keys are not theirs: the new take drops them, and counted, a generated key left beside the
     song pinned the next dance's first frame to an old take's pose (QA: 119 degrees off)."""
-    from . import keys, rig_io
+    from . import keys, rig_io, rigify_ik
     if obj.animation_data is None or obj.animation_data.action is None:
         return None
     posed = rig_io.danced_bones(obj, bone_map)
     found = keys.animator_keys(obj, -np.inf, first - 1, posed_bones=posed)
     frames = [frames[-1] for (bone, _), frames in found.items() if bone in posed]
-    frames += [f[-1] for f in rig_io.ik_keyed(obj, bone_map, -np.inf, first - 1).values()]   # a Rigify limb on IK
+    frames += [f[-1] for f in rigify_ik.ik_keyed(obj, bone_map, -np.inf, first - 1).values()]   # a Rigify limb on IK
     if not frames:
         return None
     before = max(frames)
@@ -407,14 +407,14 @@ def lead_out(obj, bone_map, last: int, fps: float) -> LeadOut | None:
     of its own the curves turned the shoulder 115 degrees in the one frame to a key just after
     the song (QA, a key on frame 241 of a 24 fps scene whose song ends on 240). None otherwise,
     or when that key is an imported bind pose."""
-    from . import keys, rig_io
+    from . import keys, rig_io, rigify_ik
     if obj.animation_data is None or obj.animation_data.action is None:
         return None
     posed = rig_io.danced_bones(obj, bone_map)
     root_bone = rig_io.root_bone_name(bone_map) if bone_map is not None else "pelvis"
     span = (last + 1, last + max(1, round(LEAD_OUT_SECONDS * fps)))
     found = keys.animator_keys(obj, *span, posed_bones=posed) | keys.moved_by_modifiers(obj, *span)
-    on_ik = rig_io.ik_keyed(obj, bone_map, *span)      # a Rigify limb on IK: its FK controls, as it shows
+    on_ik = rigify_ik.ik_keyed(obj, bone_map, *span)   # a Rigify limb on IK: its FK controls, as it shows
     if not found:
         return None
     after = min(frames[0] for frames in found.values())

@@ -749,12 +749,9 @@ def read_character_constraints(obj, bone_map: dict[str, str], frame_start: int, 
     # A Rigify limb on IK is held as it shows there, not as its FK controls' curves say.
     on_ik = [index[b] for limb in rigify_ik.limbs(obj, bone_map) for b in limb.fk_controls if b in index]
     # On the frames the animator's own animation leads (a take danced again), as they had them.
-    ad = obj.animation_data
-    theirs = {key.partition("|")[0]: value for key, value in remembered_switches(obj).items()
-              if key.partition("|")[2] == rigify_ik.SWITCH} if ad is not None and takes.is_take(ad.action) else {}
     shown = rigify_ik.shown_as_fk(obj, bone_map, {rig.names[b]: (frame_start + np.flatnonzero(held[:, b])).tolist()
                                                    for b in on_ik},
-                                  theirs=theirs, as_theirs=set((frame_start + own).tolist()))
+                                  theirs=_animators_rigify_switches(obj), as_theirs=set((frame_start + own).tolist()))
 
     cons = Constraints.empty(n, fps)
     rotations = np.zeros((n, B, 4))
@@ -787,6 +784,16 @@ def read_character_constraints(obj, bone_map: dict[str, str], frame_start: int, 
     holds &= ~held
     rotations[holds], held = hold_rotations[holds], held | holds
     return cons, CharacterKeys(rotations, held, keyed, root_location, root_held, root_keyed)
+
+
+def _animators_rigify_switches(obj) -> dict[str, float]:
+    """{switch bone: IK_FK} as the animator had them (remembered_switches), where the current
+    action is a take (which keys them FK over its dance); {} on the animator's own action."""
+    ad = obj.animation_data
+    if ad is None or not takes.is_take(ad.action):
+        return {}
+    return {key.partition("|")[0]: value for key, value in remembered_switches(obj).items()
+            if key.partition("|")[2] == rigify_ik.SWITCH}
 
 
 def _as_shown(rot: np.ndarray, frames: np.ndarray, names: list[str], shown: dict) -> None:
@@ -885,12 +892,6 @@ def posed_bones(bone_map: dict[str, str]) -> set[str]:
 def bind_pose_span(obj, bone_map: dict[str, str], frame_start: int, frame_end: int) -> str | None:
     """Frames in the range whose keys hold an imported bind pose (keys.bind_pose_frames), or None."""
     return key_io.bind_pose_span(obj, posed_bones(bone_map), frame_start, frame_end)
-
-
-def ik_keyed(obj, bone_map: dict[str, str] | None, frame_start: float, frame_end: float) -> dict[str, list[int]]:
-    """{FK control: frames} where a Rigify limb on IK is keyed on its IK controls (rigify_ik.ik_keyed;
-    {} for the SMPL dancer, `bone_map` None)."""
-    return rigify_ik.ik_keyed(obj, bone_map, frame_start, frame_end) if bone_map is not None else {}
 
 
 def count_character_keys(obj, bone_map: dict[str, str], frame_start: int, frame_end: int) -> tuple[int, int]:
@@ -1019,12 +1020,11 @@ def _hold_unkeyed_fk_beside(obj, action, frames: np.ndarray, beside, unkeyed: di
     its end there instead (QA: 4-16 degrees off an intro at IK_FK 0.5)."""
     if not len(frames) or not unkeyed:
         return
-    fcurves, _ = compat.ensure_channels(obj, action)
     for edge, shown in ((float(frames[0]) - 1.0, beside[0]), (float(frames[-1]) + 1.0, beside[1])):
-        for switch, values in unkeyed.items() if shown else ():
-            path = f'pose.bones["{bpy.utils.escape_identifier(switch)}"]["{rigify_ik.SWITCH}"]'
-            fc = fcurves.find(path)
-            blend = fc.evaluate(edge) if fc is not None else float(obj.pose.bones[switch][rigify_ik.SWITCH])
+        if not shown:
+            continue
+        for switch, values in unkeyed.items():
+            blend = rigify_ik.switch_values(obj, switch, [edge], action)[0]
             if 1e-6 < blend < rigify_ik.ON_FK:
                 names = list(values)
                 key_io.write_bone_rotations(obj, action, names, np.array([edge]),
@@ -1076,7 +1076,7 @@ def _key_rigify_switches(obj, action, frames: np.ndarray, beside=(False, False))
     (kept muted, the FK keys would not play either: QA, an arm left on IK, 134 degrees off)."""
     if not len(frames):
         return
-    fcurves, groups = compat.ensure_channels(obj, action)
+    fcurves, _ = compat.ensure_channels(obj, action)
     generated = compat.generated_key_type()[0]
     theirs = remembered_switches(obj)
     first, last = float(frames[0]), float(frames[-1])
@@ -1084,7 +1084,7 @@ def _key_rigify_switches(obj, action, frames: np.ndarray, beside=(False, False))
         for prop, value in IK_FK_SWITCHES.items():
             if prop not in pb.keys():
                 continue
-            path = f'pose.bones["{bpy.utils.escape_identifier(pb.name)}"]["{prop}"]'
+            path = key_io.bone_property_path(pb.name, prop)
             fc = fcurves.find(path)
             if fc is not None and fc.mute:
                 fcurves.remove(fc)

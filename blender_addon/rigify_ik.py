@@ -61,7 +61,7 @@ def limbs(obj, bone_map: dict[str, str]) -> list[Limb]:
             fk, shown = [], []
             for joint in JOINT_NAMES:                    # SMPL's order: parents first
                 bone = bone_map.get(joint)
-                org = _shown_by(obj, bone) if bone and bone != pb.name else None
+                org = _shown_by(obj, bone) if bone else None
                 if org is not None and bone in obj.pose.bones and (org == top.name or top in bones[org].parent_recursive):
                     fk.append(bone)
                     shown.append(org)
@@ -71,22 +71,24 @@ def limbs(obj, bone_map: dict[str, str]) -> list[Limb]:
     return found
 
 
-def _switch_values(obj, limb: Limb, frames, action) -> np.ndarray:
-    """The limb's IK_FK on each of `frames` as `action` animates it (else as it stands)."""
-    path = f'pose.bones["{bpy.utils.escape_identifier(limb.switch)}"]["{SWITCH}"]'
+def switch_values(obj, switch: str, frames, action) -> np.ndarray:
+    """The IK_FK of the bone `switch` on each of `frames` as `action` animates it (else as it stands)."""
+    path = key_io.bone_property_path(switch, SWITCH)
     fc = next((fc for fc in compat.action_fcurves(action, compat.object_slot(obj, action))
                if fc.data_path == path and not fc.mute), None) if action is not None else None
     if fc is None:
-        return np.full(len(frames), float(obj.pose.bones[limb.switch][SWITCH]))
+        return np.full(len(frames), float(obj.pose.bones[switch][SWITCH]))
     return np.array([fc.evaluate(float(f)) for f in frames])
 
 
-def ik_keyed(obj, bone_map: dict[str, str], frame_start: float, frame_end: float, action=None) -> dict[str, list[int]]:
+def ik_keyed(obj, bone_map: dict[str, str] | None, frame_start: float, frame_end: float,
+             action=None) -> dict[str, list[int]]:
     """{FK control: frames} within the range where the animator keyed one of its limb's IK
-    controls while the limb is on IK: poses the dance is to meet there as the rig shows them."""
+    controls while the limb is on IK: poses the dance is to meet there as the rig shows them
+    ({} for the SMPL dancer, `bone_map` None)."""
     ad = obj.animation_data
     action = action if action is not None else (ad.action if ad is not None else None)
-    if action is None:
+    if action is None or bone_map is None:
         return {}
     found = limbs(obj, bone_map)
     if not found:
@@ -97,7 +99,7 @@ def ik_keyed(obj, bone_map: dict[str, str], frame_start: float, frame_end: float
         frames = sorted({f for (bone, _), fs in keyed.items() if bone in limb.ik_controls for f in fs})
         if not frames:
             continue
-        on_ik = [f for f, v in zip(frames, _switch_values(obj, limb, frames, action)) if v < ON_FK]
+        on_ik = [f for f, v in zip(frames, switch_values(obj, limb.switch, frames, action)) if v < ON_FK]
         for bone in limb.fk_controls if on_ik else ():
             out[bone] = sorted(set(out.get(bone, [])) | set(on_ik))
     return out
