@@ -19,6 +19,7 @@ The SMPL dancer (scene_io.is_smpl_armature) keeps its own, direct path in scene_
 from __future__ import annotations
 
 import json
+import math
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -966,6 +967,10 @@ def write_character_dance(obj, motion: Motion, frame_start: float, action_name: 
         raise EngineError("nothing to regenerate a range of: the character has no animation")
     # What the FK controls of a Rigify limb partly on IK hold beside the dance: the animator's own.
     unkeyed = _unkeyed_fk_values(obj, bone_map) if old is None or not takes.is_take(old) else {}
+    # Poses keyed on a Rigify limb's IK after a dance that ends in nothing of the animator's
+    # (keys beyond LEAD_OUT_SECONDS), read before the take replaces their action.
+    after_on_fk = _ik_poses_after(obj, bone_map, float(frames[-1])) \
+        if only is None and T and not beside[1] else {}
     if old is None or not takes.is_take(old) or not remembered_switches(obj):
         _remember_switches(obj)
     takes.keep_previous(obj)
@@ -991,8 +996,9 @@ def write_character_dance(obj, motion: Motion, frame_start: float, action_name: 
         key_io.write_bone_rotations(obj, action, movers, frames[rows], rest_q,
                                     locations={m: np.zeros((len(rows), 3)) for m in movers if m != root_name},
                                     hold_outside=only is not None)
-    _key_rigify_switches(obj, action, frames[rows], beside)
+    _key_rigify_switches(obj, action, frames[rows], beside, whole=only is None)
     _hold_unkeyed_fk_beside(obj, action, frames[rows], beside, unkeyed)
+    _key_as_theirs(obj, action, after_on_fk)
     obj.update_tag()
     return action
 
@@ -1031,6 +1037,27 @@ def _hold_unkeyed_fk_beside(obj, action, frames: np.ndarray, beside, unkeyed: di
                                             np.array([[values[n] for n in names]]), kept=np.ones((1, len(names)), bool))
 
 
+def _ik_poses_after(obj, bone_map: dict[str, str], last: float) -> dict[tuple[str, int], np.ndarray]:
+    """{(FK control, frame): basis quaternion}: the poses the animator keyed on a Rigify limb's IK
+    controls after the dance's `last` frame, as the rig shows them, for a take that holds its
+    limbs on FK there (_key_rigify_switches). Played on IK, they would be reached for from where
+    the dance travelled, by limbs stretched to targets placed from the rig's root; not played,
+    the take held the dance's end instead (QA: 46-98 cm off an outro keyed 3 s after the song)."""
+    wanted = rigify_ik.ik_keyed(obj, bone_map, math.floor(last) + 1, np.inf)
+    return rigify_ik.shown_as_fk(obj, bone_map, wanted) if wanted else {}
+
+
+def _key_as_theirs(obj, action, poses: dict[tuple[str, int], np.ndarray]) -> None:
+    """Key `poses` ({(bone, frame): basis quaternion}) in the take as the animator's own keys."""
+    by_frame: dict[int, dict[str, np.ndarray]] = {}
+    for (bone, frame), q in poses.items():
+        by_frame.setdefault(frame, {})[bone] = q
+    for frame, values in sorted(by_frame.items()):
+        names = list(values)
+        key_io.write_bone_rotations(obj, action, names, np.array([float(frame)]),
+                                    np.array([[values[n] for n in names]]), kept=np.ones((1, len(names)), bool))
+
+
 def _given_feet(rt: Retargeter, keys: CharacterKeys | None, frames: int) -> np.ndarray | None:
     """(frames,2,2,3) world ankles and toes of the poses `keys` write whole (every driven bone
     and the root's location), NaN elsewhere (Retargeter.foot_points); None when there are none."""
@@ -1065,14 +1092,15 @@ def _animated_influencers(obj, action, driven: set[str]) -> list[str]:
     return sorted((seen - driven) & animated)
 
 
-def _key_rigify_switches(obj, action, frames: np.ndarray, beside=(False, False)) -> None:
+def _key_rigify_switches(obj, action, frames: np.ndarray, beside=(False, False), whole: bool = True) -> None:
     """Key the rig's IK/FK switches (IK_FK_SWITCHES) to FK over the danced frames, in
     the take only: the animator's own action keeps whatever they had. On a side of the dance
     where their animation plays (`beside`: before, after) the take keeps the switch as they had
     it (_switch_beside), switching on the frame next to the dance (QA: an intro keyed on IK played
     on FK, the hand 73 cm off); elsewhere the dance's first (last) pose is held there on FK, as it
     is on every rig (on IK, a dance that travelled left the limbs stretching back to their
-    targets: 2.9x, 47 m/s). A switch curve muted in their action never played: the take drops it
+    targets: 2.9x, 47 m/s), and for a `whole` dance their switch keys on that side are dropped
+    (poses they keyed on IK there are keyed on FK: _ik_poses_after). A switch curve muted in their action never played: the take drops it
     (kept muted, the FK keys would not play either: QA, an arm left on IK, 134 degrees off)."""
     if not len(frames):
         return
@@ -1097,8 +1125,12 @@ def _key_rigify_switches(obj, action, frames: np.ndarray, beside=(False, False))
                 if shown and np.abs(played - value).max() > 1e-6:
                     keys += [(f, v, 'CONSTANT' if f == first - 1.0 else 'LINEAR') for f, v in zip(at, played)]
             keyed_at = [f for f, _, _ in keys]
+
+            def ours(x: float) -> bool:
+                unshown = whole and ((x < first and not beside[0]) or (x > last and not beside[1]))
+                return unshown or first - 1e-3 <= x <= last + 1e-3 or any(abs(x - f) < 1e-3 for f in keyed_at)
             for k in reversed(list(fc.keyframe_points)):   # their keys stay but where ours go
-                if first - 1e-3 <= k.co[0] <= last + 1e-3 or any(abs(k.co[0] - f) < 1e-3 for f in keyed_at):
+                if ours(k.co[0]):
                     fc.keyframe_points.remove(k)
             # keyframe_points.add, not insert: Blender 4.2.0's insert skips (and returns None for)
             # a key that leaves a flat curve unchanged, and the span needs both ends keyed.

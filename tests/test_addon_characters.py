@@ -710,6 +710,53 @@ def test_an_intro_and_outro_keyed_on_rigify_ik_play_on_ik_beside_the_dance(addon
     assert snapshot(mine) == before
 
 
+def limbs_on_the_body(obj, frame) -> np.ndarray:
+    """(len(RIGIFY_LIMB_BONES),3) the limb bones' tails where each limb's top bone's parent (the
+    shoulder, the hips) has them: the limbs' pose, wherever the body stands."""
+    bpy.context.scene.frame_set(frame)
+    pbs = obj.pose.bones
+    out = []
+    for name in RIGIFY_LIMB_BONES:
+        top = pbs[("DEF-upper_arm" if "arm" in name or "hand" in name else "DEF-thigh") + name[-2:]]
+        out.append(np.array(top.parent.matrix.inverted() @ pbs[name].tail))
+    return np.array(out)
+
+
+def test_an_outro_keyed_on_rigify_ik_seconds_after_the_song_is_shown_on_fk(addon, tmp_path, rigify_blend):
+    # QA: keyed 3 s after the song (past the lead-out, so the dance does not end in it), a pose on
+    # the IK controls was not played: the take held the dance's end on FK there (the hand 33 cm
+    # off the keyed pose, on the body), and the animator's switch key there put the limbs on IK,
+    # stretched from where the dance travelled to targets placed from the rig's root.
+    scene = addon
+    obj = load_rigify(rigify_blend)
+    scene.render.fps, scene.render.fps_base = 24, 1
+    _, first, last = stage_song(scene, tmp_path, seconds=1.5, strip_frame=1)
+    pbs = obj.pose.bones
+    outro = last + 72
+    for frame, u in ((1, 0.0), (outro, 0.4)):
+        pbs["hand_ik.L"].location = (-0.5 * u, -0.1 * u, 0.3 * u)
+        pbs["hand_ik.L"].keyframe_insert("location", frame=frame)
+        pbs["foot_ik.R"].location = (0.0, 0.5 * u, 0.1)
+        pbs["foot_ik.R"].keyframe_insert("location", frame=frame)
+    pbs["upper_arm_parent.L"].keyframe_insert('["IK_FK"]', frame=outro)     # 0: on IK, as keyed
+    mine = obj.animation_data.action
+    before = snapshot(mine)
+    shown = limbs_on_the_body(obj, outro)
+    scene.dance.armature = obj
+    assert bpy.ops.dance.generate() == {'FINISHED'}
+    assert obj.animation_data.action is not mine
+    got = limbs_on_the_body(obj, outro)
+    held = limbs_on_the_body(obj, last)
+    keyed = [i for i, name in enumerate(RIGIFY_LIMB_BONES) if name[-2:] == (".L" if "arm" in name or "hand" in name else ".R")]
+    off = np.linalg.norm(got - shown, axis=1)[keyed]
+    print(f"outro 3 s after the song: {100 * off.max():.2f} cm off its pose on the body "
+          f"(the dance's end {100 * np.linalg.norm(held - shown, axis=1)[keyed].max():.1f} cm)")
+    assert off.max() < 0.03                          # but for the IK legs' length (1.5%)
+    switch = fcurves_of(obj.animation_data.action, obj)[('pose.bones["upper_arm_parent.L"]["IK_FK"]', 0)]
+    assert switch.evaluate(outro) == 1.0             # on FK: the limbs follow the body
+    assert snapshot(mine) == before
+
+
 def test_an_intro_on_a_rigify_limb_partly_on_ik_plays_as_the_animators(addon, tmp_path, rigify_blend):
     # QA: a limb at IK_FK 0.5 shows a blend of its IK and FK chains; before the song the take's
     # FK controls held the dance's first pose, not the animator's (4-16 degrees off the intro).
