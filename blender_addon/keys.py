@@ -616,6 +616,11 @@ def _cut_bezier(p0, h0, h1, p1, x: float):
     return a, d, d + t * (e - d), e, c
 
 
+# How near a span's end value must lie to the animator's curve there to be on it (the dance led
+# into or out of their animation), in the channel's units: keys are float32.
+ON_THEIR_CURVE = 1e-4
+
+
 def _fill_fcurve(fc, frames: np.ndarray, values: np.ndarray, types: np.ndarray | None = None) -> None:
     """Put keys (frames, values, keyframe types) on `fc`, replacing its keys within
     [frames[0], frames[-1]] and keeping every key outside that span exactly as it was.
@@ -669,7 +674,7 @@ def _fill_fcurve(fc, frames: np.ndarray, values: np.ndarray, types: np.ndarray |
     # where Blender had put it: an automatic one would be recomputed from the dance's frames.
     for end, side, outside in ((0, "left", x < frames[0] - 1e-3), (n_new - 1, "right", x > frames[-1] + 1e-3)):
         k = at[end]
-        if abs(x[k] - frames[end]) < 1e-3 and abs(old["co"][k, 1] - values[end]) < 1e-5 and (keep & outside).any():
+        if abs(x[k] - frames[end]) < 1e-3 and abs(old["co"][k, 1] - values[end]) < ON_THEIR_CURVE and (keep & outside).any():
             new[f"handle_{side}"][end] = old[f"handle_{side}"][k]
             new[f"handle_{side}_type"][end] = free
             if side == "right":
@@ -724,7 +729,7 @@ def _with_uncut_segments_baked(fc, frames: np.ndarray, values: np.ndarray, types
     for end, step in ((0, -1), (len(frames) - 1, 1)):
         at = float(frames[end])
         before, after = np.flatnonzero(x < at - 1e-3), np.flatnonzero(x > at + 1e-3)
-        if not len(before) or not len(after) or abs(fc.evaluate(at) - float(values[end])) > 1e-4:
+        if not len(before) or not len(after) or abs(fc.evaluate(at) - float(values[end])) > ON_THEIR_CURVE:
             continue
         k0, k1 = points[int(before[-1])], points[int(after[0])]
         # Handles longer together than their segment in time: Blender shortens them to fit.
@@ -766,7 +771,7 @@ def _join_inside_their_segments(old: dict, new: dict, x: np.ndarray, frames: np.
             continue
         h0, left, point, right, h1 = _cut_bezier(old["co"][k0], right_handles[k0], left_handles[k1],
                                                  old["co"][k1], float(frames[end]))
-        if abs(point[1] - float(values[end])) > 1e-4:   # (looser than _meets_their_curve's: float32 keys)
+        if abs(point[1] - float(values[end])) > ON_THEIR_CURVE:
             continue                                # the dance does not pass the animator's curve there
         kept = k0 if end == 0 else k1
         changed.append((float(old["co"][kept, 0]), left_handles[kept].tolist(), right_handles[kept].tolist(),
@@ -832,7 +837,7 @@ def _meets_their_curve(channels, keyed: dict, types: dict, values: np.ndarray, f
     for i, x in keyed.items():
         points = channels[i].keyframe_points
         far = np.flatnonzero(np.abs(x - beyond) < 1e-3)
-        if abs(channels[i].evaluate(frame) - float(values[i])) > 1e-5 or not len(far) \
+        if abs(channels[i].evaluate(frame) - float(values[i])) > ON_THEIR_CURVE or not len(far) \
                 or types[i][far[0]] == generated:
             return False
         if not np.any(np.abs(x - frame) < 1e-3):
