@@ -160,20 +160,20 @@ classes = (DanceSettings,)
 
 def _dancer_state() -> dict:
     """What the add-on keeps on each dancer object (takes.DANCER_ID_KEY, takes.ORIGINAL_KEY,
-    takes.ORIGINAL_BLEND_KEY, rig_io.SWITCHES_KEY). Registered and overridable rather than plain
-    custom properties: Blender saves no custom property added to a library override, and a studio's characters are
-    overrides (QA: reopened, an override's takes, its original action and Rigify's switches were
-    gone from the panel). They keep the names of the custom properties older files hold (the
+    takes.ORIGINAL_BLEND_KEY, ik_fk_switches.SWITCHES_KEY). Registered and overridable rather
+    than plain custom properties: Blender saves no custom property added to a library override,
+    and a studio's characters are overrides (QA: reopened, an override's takes, its original
+    action and Rigify's switches were gone from the panel). They keep the names of the custom properties older files hold (the
     switches excepted, JSON now); takes.read_state reads those where the registered one is unset."""
-    from . import rig_io, takes
+    from . import ik_fk_switches, takes
     overridable = {'LIBRARY_OVERRIDABLE'}
     return {
         takes.DANCER_ID_KEY: StringProperty(options={'HIDDEN'}, override=overridable,
                                             description="This dancer's id, which its takes name"),
         takes.ORIGINAL_KEY: PointerProperty(type=bpy.types.Action, options={'HIDDEN'}, override=overridable,
                                             description="The animator's own action the first dance replaced"),
-        rig_io.SWITCHES_KEY: StringProperty(options={'HIDDEN'}, override=overridable,
-                                            description="Rigify's switches as the animator had them (JSON)"),
+        ik_fk_switches.SWITCHES_KEY: StringProperty(options={'HIDDEN'}, override=overridable,
+                                                    description="Rigify's switches as the animator had them (JSON)"),
         takes.ORIGINAL_BLEND_KEY: StringProperty(options={'HIDDEN'}, override=overridable,
                                                  description="How the animator's action blended over the NLA"),
     }

@@ -177,9 +177,9 @@ def use_action(obj, action) -> None:
     compat.set_action(obj, action)
     if is_take(action):       # as written
         play_in_full(obj)
-    else:                     # as the animator had it; on own characters Rigify's switches too (rig_io)
+    else:                     # as the animator had it; on own characters Rigify's switches too (ik_fk_switches)
         _restore_blend(obj)
-        from .rig_io import restore_switches
+        from .ik_fk_switches import restore_switches
         restore_switches(obj)
     obj.update_tag()
 
