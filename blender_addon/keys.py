@@ -1155,7 +1155,10 @@ def write_bone_rotations(obj, action, bone_names, frames, quats, locations=None,
             first_key = min(fc.keyframe_points[0].co[0] for fc in existing)
             if first_key < frames[0] - 0.5:
                 previous = [fc.evaluate(frames[0] - 1) for fc in existing]
-            if hold_outside and max(fc.keyframe_points[-1].co[0] for fc in existing) > frames[-1] + 0.5:
+            # The curve goes on after the span (a range regenerated, a key after the dance): the
+            # span ends in its sign, or the curve between them ran through a zero quaternion
+            # (QA: a hips key 1.5 s after the song, the body collapsed for a frame, 48 m/s).
+            if max(fc.keyframe_points[-1].co[0] for fc in existing) > frames[-1] + 0.5:
                 following = np.array([fc.evaluate(frames[-1] + 1) for fc in existing])
         mask = None if kept is None else np.asarray(kept)[:, b]
         values = rotation_values(quats[:, b], pb.rotation_mode, previous)

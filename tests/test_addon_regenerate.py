@@ -281,6 +281,32 @@ def test_a_quaternion_key_keeps_its_own_sign_in_every_take(addon, tmp_path):
         assert as_keyed_without_a_swing_beside_them(), (start, end)
 
 
+def test_a_quaternion_key_after_the_song_is_reached_through_unit_quaternions(addon, tmp_path):
+    # QA: a hips key 1.5 s after the song, of the other sign than the dance's last frame (q and
+    # -q are one rotation): the take's curve ran from -q to q through (0,0,0,0) halfway, and the
+    # body collapsed for that frame (48 m/s). Keyed with W > 0 and W < 0, led out into (within
+    # 2 s) and beyond, so that one of each differs from the dance's sign whatever it draws.
+    scene = addon
+    obj, first, last = _song_stage(scene, tmp_path, seconds=2.0)
+    pb = obj.pose.bones["left_knee"]
+    pb.rotation_mode = 'QUATERNION'
+    q = np.array(_aa_to_quat(np.array([0.5, 0.0, 0.1])))
+    for gap in (12, 72):
+        for sign in (1.0, -1.0):
+            if obj.animation_data is not None:
+                obj.animation_data.action = None          # a new action of the animator's for each
+            pb.rotation_quaternion = sign * q
+            pb.keyframe_insert("rotation_quaternion", frame=last + gap)
+            assert bpy.ops.dance.generate() == {'FINISHED'}
+            curves = {fc.array_index: fc for fc in compat.action_fcurves(obj.animation_data.action, compat.object_slot(obj))
+                      if fc.data_path == 'pose.bones["left_knee"].rotation_quaternion'}
+            norms = [np.linalg.norm([curves[i].evaluate(f) for i in range(4)])
+                     for f in np.arange(last - 2, last + gap + 0.01, 0.25)]
+            print(f"a key {gap} frames after the song, W {sign * q[0]:+.2f}: smallest norm {min(norms):.3f}")
+            assert min(norms) > 0.9, (gap, sign)
+            assert np.abs([curves[i].evaluate(last + gap) for i in range(4)] - sign * q).max() < 1e-6
+
+
 def test_a_range_regenerated_beyond_the_takes_end_extends_it_without_a_snap(addon, tmp_path):
     # QA: a take of frames a..b, then the range b+1..c: the old take held its last pose after b,
     # and that pose was kept as a key on c+1, snapping back to it (0.5 m in one frame).
