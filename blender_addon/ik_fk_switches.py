@@ -175,14 +175,26 @@ def hold_unkeyed_fk_beside(obj, action, frames: np.ndarray, beside, unkeyed: dic
                 key_as_theirs(obj, action, {(bone, edge): q for bone, q in values.items()})
 
 
-def ik_poses_after(obj, bone_map: dict[str, str], last: float) -> dict[tuple[str, int], np.ndarray]:
-    """{(FK control, frame): basis quaternion}: the poses the animator keyed on a Rigify limb's IK
-    controls after the dance's `last` frame, as the rig shows them, for a take that holds its
-    limbs on FK there (key_switches). Played on IK, they would be reached for from where
-    the dance travelled, by limbs stretched to targets placed from the rig's root; not played,
-    the take held the dance's end instead (QA: the hand 33 cm off an outro keyed 3 s after the
-    song, on the body; their switch key there put it on IK, 2.3 m off)."""
-    wanted = rigify_ik.ik_keyed(obj, bone_map, math.floor(last) + 1, np.inf)
+def ik_poses_after(obj, bone_map: dict[str, str], last: float, root: str) -> dict[tuple[str, int], np.ndarray]:
+    """{(FK control, frame): basis quaternion}: the poses a Rigify limb on IK shows after the
+    dance's `last` frame where the animator keyed its IK controls, or placed the body (keyed the
+    `root` bone: the IK feet stay where they stood, the legs bend to them), as the rig shows
+    them, for a take that holds its limbs on FK there (key_switches). Played on IK, they would be
+    reached for from where the dance travelled, by limbs stretched to targets placed from the
+    rig's root; not played, the take held the dance's end instead (QA: the hand 33 cm off an
+    outro keyed 3 s after the song, on the body, and their switch key there put it on IK, 2.3 m
+    off; a torso keyed alone left the feet 27-50 cm off their planted places, under the floor)."""
+    start = math.floor(last) + 1
+    wanted = rigify_ik.ik_keyed(obj, bone_map, start, np.inf)
+    ad = obj.animation_data
+    action = ad.action if ad is not None else None
+    placed = sorted({f for (bone, _), frames in key_io.animator_keys(obj, start, np.inf).items()
+                     if bone == root for f in frames})
+    for limb in rigify_ik.limbs(obj, bone_map) if placed else ():
+        on_ik = [f for f, v in zip(placed, rigify_ik.switch_values(obj, limb.switch, placed, action))
+                 if v < rigify_ik.ON_FK]
+        for bone in limb.fk_controls if on_ik else ():
+            wanted[bone] = sorted(set(wanted.get(bone, [])) | set(on_ik))
     return rigify_ik.shown_as_fk(obj, bone_map, wanted) if wanted else {}
 
 

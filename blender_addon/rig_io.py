@@ -945,9 +945,9 @@ def write_character_dance(obj, motion: Motion, frame_start: float, action_name: 
         raise EngineError("nothing to regenerate a range of: the character has no animation")
     # What the FK controls of a Rigify limb partly on IK hold beside the dance: the animator's own.
     unkeyed = ik_fk_switches.unkeyed_fk_values(obj, bone_map) if old is None or not takes.is_take(old) else {}
-    # Poses keyed on a Rigify limb's IK after a dance that ends in nothing of the animator's
-    # (keys beyond LEAD_OUT_SECONDS), read before the take replaces their action.
-    after_on_fk = ik_fk_switches.ik_poses_after(obj, bone_map, float(frames[-1])) \
+    # Poses a Rigify limb on IK shows after a dance that ends in nothing of the animator's (keys
+    # beyond LEAD_OUT_SECONDS), read before the take replaces their action.
+    after_on_fk = ik_fk_switches.ik_poses_after(obj, bone_map, float(frames[-1]), rig.names[root]) \
         if only is None and T and not beside[1] else {}
     if old is None or not takes.is_take(old) or not ik_fk_switches.remembered_switches(obj):
         ik_fk_switches.remember_switches(obj)

@@ -759,6 +759,35 @@ def test_an_outro_keyed_on_rigify_ik_seconds_after_the_song_is_shown_on_fk(addon
     assert snapshot(mine) == before
 
 
+def test_a_rigify_body_placed_seconds_after_the_song_stands_on_its_ik_feet(addon, tmp_path, rigify_blend):
+    # QA: the torso keyed alone 3 s after the song (moved and turned), the legs on IK: the
+    # animator's feet stay where they stood and the legs bend to them, but the take held the
+    # dance's last leg pose on FK on the moved body (the feet 27-50 cm off, a toe under the floor).
+    scene = addon
+    obj = load_rigify(rigify_blend)
+    scene.render.fps, scene.render.fps_base = 24, 1
+    _, first, last = stage_song(scene, tmp_path, seconds=1.5, strip_frame=1)
+    torso = obj.pose.bones["torso"]
+    outro = last + 72
+    torso.location = (0.3, -0.2, -0.05)
+    torso.keyframe_insert("location", frame=outro)
+    torso.rotation_quaternion = (0.966, 0.0, 0.0, 0.259)
+    torso.keyframe_insert("rotation_quaternion", frame=outro)
+    mine = obj.animation_data.action
+    before = snapshot(mine)
+    feet = ["DEF-foot.L", "DEF-foot.R", "DEF-toe.L", "DEF-toe.R"]
+    theirs = evaluated_points(obj, [outro], feet)[0, :, 1]
+    scene.dance.armature = obj
+    assert bpy.ops.dance.generate() == {'FINISHED'}
+    got = evaluated_points(obj, [outro], feet)[0, :, 1]
+    off = np.linalg.norm(got - theirs, axis=1)
+    print(f"feet on the body placed 3 s after the song: {100 * off.max():.1f} cm off the animator's, "
+          f"lowest toe {100 * got[:, 2].min():.1f} cm (theirs {100 * theirs[:, 2].min():.1f})")
+    # The legs as the rig showed them, hung from the take's hips (the dance's last tilt, not theirs).
+    assert off.max() < 0.05 and got[:, 2].min() > theirs[:, 2].min() - 0.01
+    assert snapshot(mine) == before
+
+
 def test_an_intro_on_a_rigify_limb_partly_on_ik_plays_as_the_animators(addon, tmp_path, rigify_blend):
     # QA: a limb at IK_FK 0.5 shows a blend of its IK and FK chains; before the song the take's
     # FK controls held the dance's first pose, not the animator's (4-16 degrees off the intro).
