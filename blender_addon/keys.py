@@ -58,6 +58,14 @@ def _bone_channel(data_path: str) -> tuple[str, str] | None:
     return m.group(1).replace('\\"', '"').replace("\\\\", "\\"), m.group(2)
 
 
+def animated_channels(obj, action) -> set[tuple[str, str]]:
+    """{(bone, property)} of the pose channels `action` animates on `obj` (muted curves too)."""
+    if action is None:
+        return set()
+    return {channel for fc in compat.action_fcurves(action, compat.object_slot(obj, action))
+            if (channel := _bone_channel(fc.data_path)) is not None}
+
+
 def _stamp_name(bone: str, prop: str) -> str:
     return (("l|" if prop == "location" else "r|") + bone)[:63]
 

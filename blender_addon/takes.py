@@ -162,18 +162,22 @@ REST_CHANNEL_VALUES = {"location": (0.0, 0.0, 0.0), "scale": (1.0, 1.0, 1.0),
                        "rotation_axis_angle": (0.0, 0.0, 1.0, 0.0)}
 
 
-def reset_pose(obj) -> None:
-    """Every bone to its rest pose (rotation modes untouched): channels the next action leaves
-    unkeyed must not keep the last action's values (Blender leaves them as they were)."""
+def reset_pose(obj, channels=None) -> None:
+    """Bones to their rest pose (rotation modes untouched): every channel, or only the
+    (bone, property) `channels`. Channels the next action leaves unkeyed must not keep the last
+    action's values (Blender leaves them as they were)."""
     for pb in obj.pose.bones:
         for prop, value in REST_CHANNEL_VALUES.items():
-            setattr(pb, prop, value)
+            if channels is None or (pb.name, prop) in channels:
+                setattr(pb, prop, value)
 
 
 def use_action(obj, action) -> None:
-    """Make `action` (a take or the original) the dancer's current action, with its slot; bones
-    it does not animate stand in their rest pose, not in the last take's."""
-    reset_pose(obj)
+    """Make `action` (a take or the original) the dancer's current action, with its slot; the
+    channels a take animated and it does not stand at rest, not in the last take's pose. Others
+    keep what the animator set (QA: a finger posed, never keyed, went back to rest)."""
+    from .keys import animated_channels      # (keys imports this module)
+    reset_pose(obj, set().union(*(animated_channels(obj, take) for take in takes(obj))))
     compat.set_action(obj, action)
     if is_take(action):       # as written
         play_in_full(obj)

@@ -350,6 +350,7 @@ def test_takes_are_named_listed_switchable_and_cleaned_up(addon, tmp_path):
     scene = addon
     obj, first, last = _song_stage(scene, tmp_path, seconds=1.5)
     _key(obj, first, {"left_elbow": np.array([0.3, 0.2, 0.1])})
+    obj.pose.bones["head"].scale = (1.2, 1.2, 1.2)                           # posed, never keyed
     mine = obj.animation_data.action
     shown = []
     for seed in (0, 0, 1):
@@ -372,6 +373,10 @@ def test_takes_are_named_listed_switchable_and_cleaned_up(addon, tmp_path):
     assert T.takes(obj) == [takes[0]] and mine.name in bpy.data.actions
     assert obj.animation_data.action == takes[0]
     assert bpy.ops.dance.use_take(action=mine.name) == {'FINISHED'}
+    # Back on their action: what the takes danced and it does not animate stands at rest, and
+    # what the animator posed without keys stays so (QA: a finger and a tail put back to rest).
+    assert tuple(obj.pose.bones["right_knee"].rotation_quaternion) == (1.0, 0.0, 0.0, 0.0)
+    assert tuple(obj.pose.bones["head"].scale) == pytest.approx((1.2, 1.2, 1.2))
     assert bpy.ops.dance.clean_takes() == {'FINISHED'}
     assert T.takes(obj) == [] and bpy.data.actions.get(mine.name) == mine
 
