@@ -753,16 +753,19 @@ class DANCE_OT_use_take(bpy.types.Operator):
     bl_options = {'REGISTER', 'UNDO'}
 
     action: StringProperty(name="Action", description="Name of the action to switch to")
+    no_action: BoolProperty(name="No Action", options={'HIDDEN'},
+                            description="Back to no action, as the dancer was before its first take (its NLA plays)")
 
     def execute(self, context):
         from . import takes
         obj = dancer(context)
-        action = bpy.data.actions.get(self.action)
-        if obj is None or action is None:
+        action = None if self.no_action else bpy.data.actions.get(self.action)
+        if obj is None or (action is None and not self.no_action):
             self.report({'ERROR'}, f"no dancer or no action named '{self.action}'")
             return {'CANCELLED'}
         takes.use_action(obj, action)
-        self.report({'INFO'}, f"'{obj.name}' now plays '{action.name}'")
+        self.report({'INFO'}, f"'{obj.name}' now plays '{action.name}'" if action is not None
+                    else f"'{obj.name}' now plays no action (its NLA tracks, if any)")
         return {'FINISHED'}
 
 

@@ -180,11 +180,14 @@ def _draw_takes(layout, obj) -> None:
     box = layout.box()
     box.label(text="Takes", icon='ACTION')
     col = box.column(align=True)
-    for action in ([original] if original is not None else []) + takes:
-        label = f"{T.ORIGINAL_PREFIX}{action.name}" if action == original else action.name
+    # A dancer that had no action before its first take (played by its NLA strips, or not
+    # animated) goes back to none (QA: no way back, a Rigify rig's switches left on FK).
+    for action in ([original] if original is not None else [None] if takes else []) + takes:
+        label = f"{T.ORIGINAL_PREFIX}{action.name if action is not None else 'no action'}" \
+            if action == original else action.name
         op = col.operator("dance.use_take", text=label, depress=action == current,
                           icon='CHECKMARK' if action == current else 'BLANK1')
-        op.action = action.name
+        op.action, op.no_action = (action.name, False) if action is not None else ("", True)
     box.operator("dance.clean_takes", icon='TRASH')
 
 

@@ -173,9 +173,10 @@ def reset_pose(obj, channels=None) -> None:
 
 
 def use_action(obj, action) -> None:
-    """Make `action` (a take or the original) the dancer's current action, with its slot; the
-    channels a take animated and it does not stand at rest, not in the last take's pose. Others
-    keep what the animator set (QA: a finger posed, never keyed, went back to rest)."""
+    """Make `action` (a take or the original; None: no action, as a dancer that had none before
+    its first take, played by its NLA strips or not animated) the dancer's current action, with
+    its slot; the channels a take animated and it does not stand at rest, not in the last take's
+    pose. Others keep what the animator set (QA: a finger posed, never keyed, went back to rest)."""
     from .keys import animated_channels      # (keys imports this module)
     reset_pose(obj, set().union(*(animated_channels(obj, take) for take in takes(obj))))
     compat.set_action(obj, action)

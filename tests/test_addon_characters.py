@@ -788,6 +788,35 @@ def test_a_rigify_body_placed_seconds_after_the_song_stands_on_its_ik_feet(addon
     assert snapshot(mine) == before
 
 
+def test_a_rigify_rig_played_by_nla_alone_goes_back_to_it_from_the_takes_list(addon, tmp_path, rigify_blend):
+    # QA: a dancer with no action, its idle on an NLA track: after Generate the Takes list had no
+    # entry to go back to (no original action), and unassigning the take by hand left Rigify's
+    # switches on FK, the feet 43 cm off the idle.
+    scene = addon
+    obj = load_rigify(rigify_blend)
+    _, first, last = stage_song(scene, tmp_path, seconds=1.5, strip_frame=1)
+    pbs = obj.pose.bones
+    for frame, u in ((1, 0.0), (30, 1.0)):
+        pbs["foot_ik.L"].location = (0.0, 0.2 * u, 0.1 * u)
+        pbs["foot_ik.L"].keyframe_insert("location", frame=frame)
+    ad = obj.animation_data
+    idle = ad.action
+    ad.nla_tracks.new().strips.new("Idle", 1, idle)
+    ad.action = None
+    frames = [1, 15, 30]
+    shown = [rigify_limbs_shown(obj, f) for f in frames]
+    scene.dance.armature = obj
+    assert bpy.ops.dance.generate() == {'FINISHED'}
+    assert takes.original_action(obj) is None and obj.animation_data.action is not None
+    assert bpy.ops.dance.use_take(no_action=True) == {'FINISHED'}
+    assert obj.animation_data.action is None
+    back = [rigify_limbs_shown(obj, f) for f in frames]
+    print(f"back on the NLA: {100 * max(np.abs(a - b).max() for a, b in zip(shown, back)):.4f} cm off the idle")
+    assert max(np.abs(a - b).max() for a, b in zip(shown, back)) < 1e-5
+    assert bpy.ops.dance.use_take(action=takes.takes(obj)[0].name) == {"FINISHED"}   # and to the take again
+    assert obj.animation_data.action == takes.takes(obj)[0]
+
+
 def test_an_intro_on_a_rigify_limb_partly_on_ik_plays_as_the_animators(addon, tmp_path, rigify_blend):
     # QA: a limb at IK_FK 0.5 shows a blend of its IK and FK chains; before the song the take's
     # FK controls held the dance's first pose, not the animator's (4-16 degrees off the intro).

@@ -619,6 +619,10 @@ class _Layout:
     def label(self, text="", **_):
         self.labels.append(text)
 
+    def operator(self, idname, text="", **_):
+        self.labels.append(text)
+        return _Layout(self.labels)
+
     def __getattr__(self, name):
         return lambda *a, **k: _Layout(self.labels)
 
@@ -629,6 +633,21 @@ def _panel_labels() -> list[str]:
     labels = []
     panels.DANCE_PT_main.draw(type("Panel", (), {"layout": _Layout(labels)})(), bpy.context)
     return labels
+
+
+def test_a_dancer_with_no_action_before_its_first_take_can_go_back_to_none(addon, tmp_path):
+    # QA: with no original action the Takes list listed the takes alone: no way back.
+    scene = addon
+    scene_io.add_sound_strip(scene, str(add_wav(tmp_path, 1.5)), frame_start=1)
+    assert bpy.ops.dance.create_dancer() == {'FINISHED'}
+    obj = scene.dance.armature
+    assert obj.animation_data is None or obj.animation_data.action is None
+    assert bpy.ops.dance.generate() == {'FINISHED'}
+    assert "Original: no action" in _panel_labels()
+    assert bpy.ops.dance.use_take(no_action=True) == {'FINISHED'}
+    assert obj.animation_data.action is None
+    scene.frame_set(10)
+    assert all(tuple(pb.rotation_quaternion) == (1.0, 0.0, 0.0, 0.0) for pb in obj.pose.bones)   # as it stood
 
 
 def test_the_panel_counts_keys_once_per_edit_not_per_frame(addon, tmp_path, monkeypatch):
