@@ -325,11 +325,20 @@ def ik_keys_note(obj, bone_map: dict[str, str] | None) -> str | None:
     ad = obj.animation_data
     if ad is None or ad.action is None or takes.is_take(ad.action) or not ik_fk_switches.switches_now(obj):
         return None
-    keyed = {bone for bone, _ in key_io.animator_keys(obj, -1e9, 1e9, ad.action) if "_ik" in bone.lower()}
-    read = {bone for limb in rigify_ik.limbs(obj, bone_map or {}) for bone in limb.ik_controls}
+    found = key_io.animator_keys(obj, -1e9, 1e9, ad.action)
+    keyed = {bone for bone, _ in found if "_ik" in bone.lower()}
+    limbs = rigify_ik.limbs(obj, bone_map or {})
+    read = {bone for limb in limbs for bone in limb.ik_controls}
+    # Keys on a limb's IK controls while it is on FK show nothing: not named as met (QA).
+    shown = set()
+    for limb in limbs:
+        for bone in set(limb.ik_controls) & keyed:
+            frames = sorted({f for (b, _), fs in found.items() if b == bone for f in fs})
+            if (rigify_ik.switch_values(obj, limb.switch, frames, ad.action) < rigify_ik.ON_FK).any():
+                shown.add(bone)
     said = []
-    if keyed & read:
-        said.append(f"the poses your keys on the IK controls {_listed(sorted(keyed & read))} show are met on the FK "
+    if shown:
+        said.append(f"the poses your keys on the IK controls {_listed(sorted(shown))} show are met on the FK "
                     "controls, which the take keys with the limbs on FK (a limb IK stretches is met in direction, "
                     "at its own length)")
     if keyed - read:

@@ -739,6 +739,11 @@ def test_an_outro_keyed_on_rigify_ik_seconds_after_the_song_is_shown_on_fk(addon
         pbs["foot_ik.R"].location = (0.0, 0.5 * u, 0.1)
         pbs["foot_ik.R"].keyframe_insert("location", frame=frame)
     pbs["upper_arm_parent.L"].keyframe_insert('["IK_FK"]', frame=outro)     # 0: on IK, as keyed
+    pbs["upper_arm_parent.R"]["IK_FK"] = 1.0                                 # on FK: its IK key shows nothing
+    pbs["upper_arm_parent.R"].keyframe_insert('["IK_FK"]', frame=outro)
+    pbs["hand_ik.R"].keyframe_insert("location", frame=outro)
+    note = rig_io.ik_keys_note(obj, rig_io.character_bone_map(obj))
+    assert "hand_ik.L" in note and "hand_ik.R" not in note                  # (QA: named as met)
     mine = obj.animation_data.action
     before = snapshot(mine)
     shown = limbs_on_the_body(obj, outro)
