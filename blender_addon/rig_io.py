@@ -93,21 +93,25 @@ _OBJECT_TRANSFORMS = ("location", "rotation_euler", "rotation_quaternion", "rota
 
 
 def moving_object_note(obj, first: int, last: int) -> str | None:
-    """A note when `obj` itself (not its bones) is keyed to move on frames first..last: the dance
-    plays on top of that motion, so its planted feet slide with it (QA: a walk-in keyed on the
-    object carried on at 1 m/s under the dance, the feet sliding for a second, unsaid)."""
-    ad = obj.animation_data
-    if ad is None or ad.action is None:
-        return None
+    """A note when `obj` itself (not its bones), or an object it is parented to, is keyed to move
+    on frames first..last: the dance plays on top of that motion, so its planted feet slide with
+    it (QA: a walk-in keyed on the object carried on at 1 m/s under the dance, the feet sliding
+    for a second, unsaid; the same with a parent Empty keyed to move 2.2 m)."""
     frames = np.linspace(first, last, min(last - first + 1, 240))
-    moving = sorted({fc.data_path for fc in compat.action_fcurves(ad.action, compat.object_slot(obj, ad.action))
-                     if fc.data_path in _OBJECT_TRANSFORMS and not fc.mute
-                     and np.ptp([fc.evaluate(f) for f in frames]) > 1e-4})
-    if not moving:
-        return None
-    return (f"'{obj.name}' itself is keyed to move while the song plays (its object {', '.join(moving)}): the dance "
-            "plays on top of that motion, so its feet slide with it; key the travel on the hips instead, or "
-            "remove those keys within the song")
+    carrier = obj
+    while carrier is not None:
+        ad = carrier.animation_data
+        action = ad.action if ad is not None else None
+        moving = sorted({fc.data_path for fc in compat.action_fcurves(action, compat.object_slot(carrier, action))
+                         if fc.data_path in _OBJECT_TRANSFORMS and not fc.mute
+                         and np.ptp([fc.evaluate(f) for f in frames]) > 1e-4}) if action is not None else []
+        if moving:
+            who = "itself is" if carrier is obj else f"is carried by '{carrier.name}', which is"
+            return (f"'{obj.name}' {who} keyed to move while the song plays (its object {', '.join(moving)}): the "
+                    "dance plays on top of that motion, so its feet slide with it; key the travel on the hips "
+                    "instead, or remove those keys within the song")
+        carrier = carrier.parent
+    return None
 
 
 def read_rig(obj, bone_map: dict[str, str] | None = None, frame: float | None = None) -> Rig:

@@ -1003,6 +1003,17 @@ def test_an_object_keyed_to_move_under_the_dance_is_said(addon, tmp_path):
     obj.keyframe_insert("location", frame=first + 20)               # and walks on into the song
     assert bpy.ops.dance.generate() == {'FINISHED'}
     assert f"'{obj.name}' itself is keyed to move while the song plays (its object location)" in scene.dance.status
+    # ... and carried by a parent keyed to move (QA: an Empty moving 2.2 m over the song, unsaid).
+    obj.animation_data.action = None
+    carrier = bpy.data.objects.new("Cart", None)
+    scene.collection.objects.link(carrier)
+    obj.parent = carrier
+    assert rig_io.moving_object_note(obj, first, last) is None
+    for f, x in ((first, 0.0), (last, 2.2)):
+        carrier.location = (x, 0.0, 0.0)
+        carrier.keyframe_insert("location", frame=f)
+    assert rig_io.moving_object_note(obj, first, last).startswith(
+        f"'{obj.name}' is carried by 'Cart', which is keyed to move while the song plays (its object location)")
 
 
 def test_an_imported_bind_pose_before_the_song_is_no_intro(addon, tmp_path):
