@@ -366,6 +366,29 @@ def nla_only_note(obj, bone_map: dict[str, str] | None) -> str | None:
             "to use it")
 
 
+def nla_under_note(obj, bone_map: dict[str, str] | None) -> str | None:
+    """A note for a dancer whose NLA strips animate danced bones that its active action does not:
+    the take keys every danced bone and holds the dance's first and last poses before and after
+    it, so those strips no longer show there (QA: an idle under the animator's action replaced
+    outside the song, 88 cm before it and 2.75 m after, unsaid). Said when a dance replaces the
+    animator's own action, not from take to take."""
+    ad = obj.animation_data
+    if ad is None or ad.action is None or takes.is_take(ad.action):
+        return None
+    danced = danced_bones(obj, bone_map)
+    theirs = {bone for bone, _ in key_io.animated_channels(obj, ad.action)}
+    under = [track.name for track in ad.nla_tracks if not track.mute and any(
+        strip.action is not None and not strip.mute
+        and {bone for bone, _ in key_io.animated_channels(obj, strip.action)} & (danced - theirs)
+        for strip in track.strips)]
+    if not under:
+        return None
+    return (f"the NLA track{'s' if len(under) > 1 else ''} {_listed(under)} animate{'' if len(under) > 1 else 's'} "
+            f"danced bones that '{ad.action.name}' does not key: the take keys them, holding the dance's first and "
+            "last poses before and after it over the NLA (switch back to your action with the Takes list to see "
+            "them again)")
+
+
 def resting_bones_note(obj, bone_map: dict[str, str] | None) -> str | None:
     """A note naming the animated bones the dance is computed through at rest (a root above the
     hips, a twist bone between thigh and shin, Rigify's hips and chest): the take holds them at
@@ -417,6 +440,7 @@ def dancer_notes(obj, bone_map: dict[str, str] | None) -> list[str]:
     danced = danced_bones(obj, bone_map)
     notes = [uneven_scale_note(obj), overriding_constraints_note(obj, danced), drivers_note(obj, danced),
              locked_rotation_note(obj, danced), modifiers_note(obj, danced), nla_only_note(obj, bone_map),
+             nla_under_note(obj, bone_map),
              switches_note(obj), ik_keys_note(obj, bone_map), resting_bones_note(obj, bone_map),
              stretched_bones_note(obj, bone_map)]
     return [n for n in notes if n]

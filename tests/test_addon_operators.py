@@ -12,7 +12,7 @@ import pytest
 bpy = pytest.importorskip("bpy")
 
 import blender_addon  # noqa: E402
-from blender_addon import operators, runner, scene_io  # noqa: E402
+from blender_addon import operators, rig_io, runner, scene_io  # noqa: E402
 from blender_addon.blender_compat import action_fcurves, object_slot  # noqa: E402
 from engine.defaults import DEFAULT_STEPS  # noqa: E402
 from engine.errors import Cancelled  # noqa: E402
@@ -633,6 +633,26 @@ def _panel_labels() -> list[str]:
     labels = []
     panels.DANCE_PT_main.draw(type("Panel", (), {"layout": _Layout(labels)})(), bpy.context)
     return labels
+
+
+def test_an_nla_idle_under_the_animators_action_that_the_take_covers_is_said(addon, tmp_path):
+    # QA: an idle on an NLA track animating bones the animator's action does not key: the take
+    # keys every danced bone and held the dance's ends over the idle (88 cm before the song), unsaid.
+    scene = addon
+    obj, _, _ = _stage(scene, tmp_path)
+    mine = obj.animation_data.action
+    idle = bpy.data.actions.new("Idle")
+    pb = obj.pose.bones["right_ankle"]
+    mine_keys = bpy.data.actions.new("Only the elbow")
+    obj.animation_data.action = idle
+    pb.keyframe_insert("rotation_quaternion", frame=1)
+    obj.animation_data.nla_tracks.new().strips.new("Idle", 1, idle)
+    obj.animation_data.action = mine
+    assert rig_io.nla_under_note(obj, None) is None            # the animator's action keys every joint
+    obj.animation_data.action = mine_keys
+    obj.pose.bones["left_elbow"].keyframe_insert("rotation_quaternion", frame=5)
+    note = rig_io.nla_under_note(obj, None)
+    assert note is not None and note.startswith("the NLA track NlaTrack animates danced bones that 'Only the elbow'")
 
 
 def test_a_dancer_with_no_action_before_its_first_take_can_go_back_to_none(addon, tmp_path):
