@@ -682,7 +682,8 @@ def _fill_fcurve(fc, frames: np.ndarray, values: np.ndarray, types: np.ndarray |
     # where Blender had put it: an automatic one would be recomputed from the dance's frames.
     for end, side, outside in ((0, "left", x < frames[0] - 1e-3), (n_new - 1, "right", x > frames[-1] + 1e-3)):
         k = at[end]
-        if abs(x[k] - frames[end]) < 1e-3 and abs(old["co"][k, 1] - values[end]) < ON_THEIR_CURVE and (keep & outside).any():
+        if abs(x[k] - frames[end]) < 1e-3 and abs(old["co"][k, 1] - values[end]) < ON_THEIR_CURVE \
+                and (keep & outside).any():
             new[f"handle_{side}"][end] = old[f"handle_{side}"][k]
             new[f"handle_{side}_type"][end] = free
             if side == "right":

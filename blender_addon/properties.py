@@ -163,8 +163,9 @@ def _dancer_state() -> dict:
     takes.ORIGINAL_BLEND_KEY, ik_fk_switches.SWITCHES_KEY). Registered and overridable rather
     than plain custom properties: Blender saves no custom property added to a library override,
     and a studio's characters are overrides (QA: reopened, an override's takes, its original
-    action and Rigify's switches were gone from the panel). They keep the names of the custom properties older files hold (the
-    switches excepted, JSON now); takes.read_state reads those where the registered one is unset."""
+    action and Rigify's switches were gone from the panel). They keep the names of the custom
+    properties older files hold (the switches excepted, JSON now); takes.read_state reads those
+    where the registered one is unset."""
     from . import ik_fk_switches, takes
     overridable = {'LIBRARY_OVERRIDABLE'}
     return {

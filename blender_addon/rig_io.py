@@ -777,7 +777,8 @@ def read_character_constraints(obj, bone_map: dict[str, str], frame_start: int, 
     # On the frames the animator's own animation leads (a take danced again), as they had them.
     shown = rigify_ik.shown_as_fk(obj, bone_map, {rig.names[b]: (frame_start + np.flatnonzero(held[:, b])).tolist()
                                                    for b in on_ik},
-                                  theirs=ik_fk_switches.animators_rigify_switches(obj), as_theirs=set((frame_start + own).tolist()))
+                                  theirs=ik_fk_switches.animators_rigify_switches(obj),
+                                  as_theirs=set((frame_start + own).tolist()))
 
     cons = Constraints.empty(n, fps)
     rotations = np.zeros((n, B, 4))
