@@ -536,6 +536,12 @@ def test_style_any_dances_a_style_learned_with_music():
     # The same song file and seed, wherever the file lies or whichever range is danced: the same style.
     assert dance_style("any", styles, 7, "/songs/a.mp3") == dance_style("any", styles, 7, "/elsewhere/a.mp3")
     assert len({dance_style("any", styles, 7, f"/songs/{name}.mp3") for name in "abcdefgh"}) > 1
+    # Seeds draw independently of one another on every song (QA: with CRC32, seeds 0, 2 and 9
+    # always drew alike, and 0, 1 and 2 never three styles, whatever the song).
+    songs = [f"/songs/{k}.mp3" for k in range(200)]
+    alike = np.mean([dance_style("any", styles, 0, s) == dance_style("any", styles, 2, s) for s in songs])
+    three = np.mean([len({dance_style("any", styles, seed, s) for seed in (0, 1, 2)}) == 3 for s in songs])
+    assert 0.1 < alike < 0.4 and 0.2 < three < 0.55          # (1/4 and 3/8 for a fair draw of 4)
     assert dance_style("tango", styles, 7, "/songs/a.mp3") == "tango"
     assert dance_style("any", ["any", "pop"], 7, "/songs/a.mp3") == "any"
 
