@@ -205,6 +205,23 @@ def test_formats_libsndfile_lacks_go_through_ffmpeg(tmp_path):
     assert abs(len(part) - 0.5 * FEATURE_SR) < 0.05 * FEATURE_SR
 
 
+def test_a_file_cut_short_is_danced_as_long_as_its_audio_and_said(tmp_path):
+    # QA: a half-downloaded MP3 whose header says 8 s was danced for 8 s, the missing half made of
+    # copies of the last block soundfile decoded.
+    from engine.errors import EngineNote
+    whole, cut = tmp_path / "whole.mp3", tmp_path / "cut.mp3"
+    noise = 0.3 * np.random.default_rng(0).standard_normal(8 * 44100).astype(np.float32)
+    sf.write(str(whole), noise, 44100, format="MP3")
+    data = whole.read_bytes()
+    cut.write_bytes(data[:len(data) // 2])
+    held = len(sf.read(str(cut), dtype="float32")[0]) / 44100
+    assert sf.info(str(cut)).duration > held + 3                      # the header still says 8 s
+    with pytest.warns(EngineNote, match="cut.mp3 ends after .* where its header says 8.00 s"):
+        wave, rate = load_audio(cut)
+    print(f"header 8.00 s, audio {held:.2f} s, read {len(wave) / rate:.2f} s")
+    assert abs(len(wave) / rate - held) < 0.02
+
+
 @pytest.mark.parametrize("fps", [24, 25, 30, 60])
 @pytest.mark.parametrize("seconds", [0.37, 3.01])
 def test_feature_shape_any_fps_and_duration(fps, seconds):

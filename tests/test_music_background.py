@@ -59,3 +59,28 @@ def test_an_analysis_of_another_slice_is_not_used(click_song, tiny_weights):
     np.testing.assert_array_equal(with_wrong.poses, plain.poses)
     right = music_for_dance(click_song, start=1.0, duration=3.0)
     np.testing.assert_array_equal(generate(click_song, analysed_music=right, **kwargs).poses, plain.poses)
+
+
+_NOTES_IN_BACKGROUND = """
+import sys, warnings
+from engine.errors import EngineNote
+from engine.music import background
+pending = background.start(sys.argv[1], 0.0, None)
+assert pending is not None
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    pending.result()
+print([str(w.message) for w in caught if issubclass(w.category, EngineNote)])
+"""
+
+
+def test_the_background_analysis_passes_its_notes_on(tmp_path):
+    # A file cut short is said by the analysis (engine.music.audio); from the second process the
+    # note was lost, and the command said nothing.
+    import soundfile as sf
+    whole, cut = tmp_path / "whole.mp3", tmp_path / "cut.mp3"
+    sf.write(str(whole), 0.3 * np.random.default_rng(0).standard_normal(6 * 44100), 44100, format="MP3")
+    cut.write_bytes(whole.read_bytes()[:len(whole.read_bytes()) // 2])
+    r = subprocess.run([sys.executable, "-c", _NOTES_IN_BACKGROUND, str(cut)], cwd=REPO,
+                       capture_output=True, text=True, check=True)
+    assert "cut.mp3 ends after" in r.stdout and "its header says 6.00 s" in r.stdout

@@ -14,13 +14,14 @@ import numbers
 import os
 import subprocess
 import sys
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from ..defaults import MODEL_FPS, WINDOW_FRAMES
-from ..errors import EngineError
+from ..errors import EngineError, EngineNote
 from .numba_cache import librosa as cached_librosa   # imported on first use, its kernels cached
 from .metre import metrical_tempo
 from .silence import SOUNDING_DB, frame_levels_db, silent_stretches_of
@@ -224,10 +225,13 @@ def _from_file_loud(path: Path, start: float, duration, speed: float = 1.0) -> n
         try:
             f.seek(first)
             # Played `speed` times as fast, the file's samples come at sr * speed.
-            wave = _stream_resample(f.blocks(blocksize=_BLOCK, frames=count, dtype="float32",
-                                             always_2d=True), sr * speed, count, path)
+            read = _Blocks(f, count)
+            wave = _stream_resample(read, sr * speed, count, path)
         except (sf.SoundFileError, RuntimeError) as e:
             raise EngineError(f"cannot decode audio file {path}: {e}") from None
+        if read.short:
+            warnings.warn(f"{path.name} ends after {(first + read.count) / sr:.2f} s, where its header says "
+                          f"{total / sr:.2f} s (a file cut short?): the dance is as long as the audio", EngineNote)
     if wave.size == 0:   # a sample or two, gone in resampling
         if count < total - first:          # the file has more: the duration asked is what is short
             raise EngineError(_too_short_duration(duration, sr))
@@ -258,6 +262,27 @@ def _mono(x: np.ndarray) -> np.ndarray:
     if x.shape[1] > 1 and _mix_cancels(float(np.dot(mix, mix)), _channel_power(x)):
         return np.ascontiguousarray(x[:, 0])
     return mix
+
+
+class _Blocks:
+    """(n, C) float32 blocks of `count` samples from a SoundFile's position, ending where its
+    samples do: a file cut short (a half-downloaded MP3) holds fewer than its header counts, and
+    soundfile's blocks() filled the rest with copies of its last block (QA: 8 s danced where the
+    file held 3.95, the beats going on over repeated audio). `count`, `short`: what was read."""
+
+    def __init__(self, f, count: int):
+        self.f, self.wanted, self.count, self.short = f, count, 0, False
+
+    def __iter__(self):
+        while self.count < self.wanted:
+            asked = min(_BLOCK, self.wanted - self.count)
+            block = self.f.read(frames=asked, dtype="float32", always_2d=True)
+            self.count += len(block)
+            if len(block):
+                yield block
+            if len(block) < asked:
+                self.short = True
+                return
 
 
 class _Resampled:

@@ -15,14 +15,20 @@ from __future__ import annotations
 import multiprocessing
 import os
 import sys
+import warnings
 
-from ..errors import EngineError
+from ..errors import EngineError, EngineNote
 
 
 def _child(send, source: str, start: float, duration: float | None, song_beats: bool = False) -> None:
     try:
         from .audio import music_for_dance
-        send.send((True, music_for_dance(source, start=start, duration=duration, song_beats=song_beats)))
+        # The analysis's notes (EngineNote: a file cut short, ...) go to the parent, which says them.
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", EngineNote)
+            music = music_for_dance(source, start=start, duration=duration, song_beats=song_beats)
+        notes = [(str(w.message), w.category) for w in caught if issubclass(w.category, EngineNote)]
+        send.send((True, (music, notes)))
     except EngineError as e:
         send.send((False, str(e)))
     except KeyboardInterrupt:          # Ctrl-C reaches the whole process group: the parent reports it
@@ -55,7 +61,12 @@ class MusicInBackground:
             self._process.join()
         if ok is False:
             raise EngineError(value)
-        return value if ok else None
+        if not ok:
+            return None
+        music, notes = value
+        for message, category in notes:
+            warnings.warn(message, category)
+        return music
 
     def cancel(self) -> None:
         if self._process.is_alive():
