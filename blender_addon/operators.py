@@ -101,7 +101,9 @@ def plan(scene, settings, sequencer_scene=None) -> Plan:
         if last < first:
             raise EngineError(f"the frame range {first}-{last} is empty: End must not be before Start")
         if first < song_first or last > song_last:
-            raise EngineError(f"frames {scene_io.frame_span(first, last)} lie outside the song, which plays on frames "
+            # (QA: "lie outside" for a range mostly inside, one frame past the end)
+            where = "lie outside" if last < song_first or first > song_last else "reach outside"
+            raise EngineError(f"frames {scene_io.frame_span(first, last)} {where} the song, which plays on frames "
                               f"{scene_io.frame_span(song_first, song_last)}")
     if last < first:
         raise EngineError("the song is shorter than one frame")

@@ -172,7 +172,10 @@ def test_user_mistakes_are_one_line_reports(addon, tmp_path):
     scene.dance.armature = bpy.data.objects["SMPL"]
     scene.dance.use_strip_range = False
     scene.dance.frame_start, scene.dance.frame_end = 1, 500
-    with pytest.raises(RuntimeError, match="outside the song"):
+    with pytest.raises(RuntimeError, match="frames 1-500 reach outside the song"):
+        bpy.ops.dance.generate()
+    scene.dance.frame_start, scene.dance.frame_end = 490, 500
+    with pytest.raises(RuntimeError, match="frames 490-500 lie outside the song"):
         bpy.ops.dance.generate()
     scene.dance.use_strip_range = True
     scene_io.find_sound_strip(scene).sound.filepath = str(tmp_path / "moved.wav")

@@ -526,6 +526,11 @@ def test_a_sample_rate_given_with_a_file_is_refused(click_song, tiny_weights):
     # QA26: ignored without a word; a file's header gives its own rate.
     with pytest.raises(EngineError, match="sample_rate is for a numpy waveform"):
         generate(click_song, sample_rate=44100, weights=tiny_weights, steps=1, duration=1.0)
+    # A list is no waveform: said by its type, not printed whole (QA: a 1.6 MB line); nor an empty array.
+    with pytest.raises(EngineError, match="^audio must be a file path or a numpy array, got list$"):
+        generate([0.0] * 1000, sample_rate=44100, weights=tiny_weights, steps=1)
+    with pytest.raises(EngineError, match="^the audio waveform is empty"):
+        generate(np.zeros(0, np.float32), sample_rate=44100, weights=tiny_weights, steps=1)
 
 
 def test_style_any_dances_a_style_learned_with_music():

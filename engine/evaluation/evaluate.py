@@ -12,8 +12,9 @@ scores these rows with engine.evaluation.metrics:
   real    the recorded dance of that clip
   random  a random stretch, of the same length, of a TRAINING dance: music-agnostic, so the
           beat scores it gets are what chance gives
-With --genre-set, the same model rows are also scored on the open genre set (engine.evaluation.genre_set:
-acoustic and electronic songs the training data lacks, each danced whole and cut into clips).
+The same model rows are also scored on the open genre set (engine.evaluation.genre_set: acoustic
+and electronic songs the training data lacks, each danced whole and cut into clips), unless
+--no-genre-set.
 FID_k and Div_k (kinetic features), FID_g and Div_g (geometric features) are measured against
 the training split, cut into clips of the same length. (The random row is drawn from that same
 set, so its FIDs are low by construction: they show the floor, not a target.) Music beats come from engine.music.audio.detect_beats
