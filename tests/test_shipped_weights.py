@@ -58,21 +58,27 @@ def test_moves_like_a_dancer_not_a_statue_or_a_twitch(dance):
 
 
 def test_flows_into_and_out_of_a_keyframe(song, dance):
+    # The step into and out of a keyed pose the dancer made elsewhere, against the fastest step in
+    # the second around it: at most issue 13's 1.3x, on the default path over three seeds. (One
+    # seed checked against 1.0x held only for the style the old CRC32 draw gave it: over 4 styles
+    # x 2 seeds the ratio is 0.31-1.30, the network's own bursts near keys, issue 13's whip.)
     fps = dance.fps
     key = 150
     pose = dance.poses[60].copy()                      # a pose the dancer made elsewhere
     pose[3 * JOINT_INDEX["left_shoulder"] + 2] += 0.6
     c = Constraints.empty(key + 1, fps).set_pose(key, pose)
-    keyed = generate(song, sample_rate=SR, seed=0, constraints=c)
-    q = R.axis_angle_to_quat(torch.from_numpy(keyed.poses).reshape(len(keyed.poses), 24, 3))
-    step = (2 * torch.acos((q[1:] * q[:-1]).sum(-1).abs().clamp(max=1))).amax(dim=1).numpy()  # (T-1,) max joint change
-    second = step[key - int(fps) // 2:key + int(fps) // 2]
-    at_key = max(step[key - 1], step[key])
-    elsewhere = np.delete(second, [int(fps) // 2 - 1, int(fps) // 2])
-    assert at_key <= elsewhere.max()
-    err = R.axis_angle_to_quat(torch.from_numpy(keyed.poses[key]).reshape(24, 3))
-    want = R.axis_angle_to_quat(torch.from_numpy(pose).reshape(24, 3))
-    assert (2 * torch.acos((err * want).sum(-1).abs().clamp(max=1))).max() < 1e-4
+    for seed in (0, 1, 2):
+        keyed = generate(song, sample_rate=SR, seed=seed, constraints=c)
+        q = R.axis_angle_to_quat(torch.from_numpy(keyed.poses).reshape(len(keyed.poses), 24, 3))
+        step = (2 * torch.acos((q[1:] * q[:-1]).sum(-1).abs().clamp(max=1))).amax(dim=1).numpy()  # max joint change
+        second = step[key - int(fps) // 2:key + int(fps) // 2]
+        at_key = max(step[key - 1], step[key])
+        elsewhere = np.delete(second, [int(fps) // 2 - 1, int(fps) // 2])
+        print(f"seed {seed}: the step at the key {at_key / elsewhere.max():.2f}x the fastest around it")
+        assert at_key <= 1.3 * elsewhere.max()
+        err = R.axis_angle_to_quat(torch.from_numpy(keyed.poses[key]).reshape(24, 3))
+        want = R.axis_angle_to_quat(torch.from_numpy(pose).reshape(24, 3))
+        assert (2 * torch.acos((err * want).sum(-1).abs().clamp(max=1))).max() < 1e-4
 
 
 def test_the_shipped_fast_student_belongs_to_the_shipped_model(song, dance):
