@@ -185,22 +185,15 @@ def ik_poses_after(obj, bone_map: dict[str, str], last: float, root: str) -> dic
     outro keyed 3 s after the song, on the body, and their switch key there put it on IK, 2.3 m
     off; a torso keyed alone left the feet 27-50 cm off their planted places, under the floor)."""
     start = math.floor(last) + 1
-    wanted = rigify_ik.ik_keyed(obj, bone_map, start, np.inf)
-    ad = obj.animation_data
-    action = ad.action if ad is not None else None
-    placed = sorted({f for (bone, _), frames in key_io.animator_keys(obj, start, np.inf).items()
-                     if bone == root for f in frames})
-    for limb in rigify_ik.limbs(obj, bone_map) if placed else ():
-        on_ik = [f for f, v in zip(placed, rigify_ik.switch_values(obj, limb.switch, placed, action))
-                 if v < rigify_ik.ON_FK]
-        for bone in limb.fk_controls if on_ik else ():
-            wanted[bone] = sorted(set(wanted.get(bone, [])) | set(on_ik))
+    placed = {f for (bone, _), frames in key_io.animator_keys(obj, start, np.inf).items()
+              if bone == root for f in frames}
+    wanted = rigify_ik.ik_keyed(obj, bone_map, start, np.inf, placed=placed)
     return rigify_ik.shown_as_fk(obj, bone_map, wanted) if wanted else {}
 
 
 def key_as_theirs(obj, action, poses: dict[tuple[str, float], np.ndarray]) -> None:
     """Key `poses` ({(bone, frame): basis quaternion}) in the take as the animator's own keys."""
-    by_frame: dict[int, dict[str, np.ndarray]] = {}
+    by_frame: dict[float, dict[str, np.ndarray]] = {}
     for (bone, frame), q in poses.items():
         by_frame.setdefault(frame, {})[bone] = q
     for frame, values in sorted(by_frame.items()):

@@ -338,7 +338,7 @@ def ik_keys_note(obj, bone_map: dict[str, str] | None) -> str | None:
     for limb in limbs:
         for bone in set(limb.ik_controls) & keyed:
             frames = sorted({f for (b, _), fs in found.items() if b == bone for f in fs})
-            if (rigify_ik.switch_values(obj, limb.switch, frames, ad.action) < rigify_ik.ON_FK).any():
+            if rigify_ik.on_ik(obj, limb, frames, ad.action):
                 shown.add(bone)
     said = []
     if shown:

@@ -81,11 +81,18 @@ def switch_values(obj, switch: str, frames, action) -> np.ndarray:
     return np.array([fc.evaluate(float(f)) for f in frames])
 
 
+def on_ik(obj, limb: Limb, frames, action) -> list:
+    """Those of `frames` on which `limb` shows its IK chain, wholly or in part (IK_FK below ON_FK)."""
+    frames = list(frames)
+    return [f for f, v in zip(frames, switch_values(obj, limb.switch, frames, action)) if v < ON_FK]
+
+
 def ik_keyed(obj, bone_map: dict[str, str] | None, frame_start: float, frame_end: float,
-             action=None) -> dict[str, list[int]]:
+             action=None, placed=()) -> dict[str, list[int]]:
     """{FK control: frames} within the range where the animator keyed one of its limb's IK
     controls while the limb is on IK: poses the dance is to meet there as the rig shows them
-    ({} for the SMPL dancer, `bone_map` None)."""
+    ({} for the SMPL dancer, `bone_map` None). `placed`: frames where a limb on IK counts as
+    keyed whatever its IK controls (the body placed there: its IK feet stay where they stood)."""
     ad = obj.animation_data
     action = action if action is not None else (ad.action if ad is not None else None)
     if action is None or bone_map is None:
@@ -96,12 +103,10 @@ def ik_keyed(obj, bone_map: dict[str, str] | None, frame_start: float, frame_end
     keyed = key_io.animator_keys(obj, frame_start, frame_end, action)
     out: dict[str, list[int]] = {}
     for limb in found:
-        frames = sorted({f for (bone, _), fs in keyed.items() if bone in limb.ik_controls for f in fs})
-        if not frames:
-            continue
-        on_ik = [f for f, v in zip(frames, switch_values(obj, limb.switch, frames, action)) if v < ON_FK]
-        for bone in limb.fk_controls if on_ik else ():
-            out[bone] = sorted(set(out.get(bone, [])) | set(on_ik))
+        frames = sorted({f for (bone, _), fs in keyed.items() if bone in limb.ik_controls for f in fs} | set(placed))
+        shown = on_ik(obj, limb, frames, action) if frames else []
+        for bone in limb.fk_controls if shown else ():
+            out[bone] = sorted(set(out.get(bone, [])) | set(shown))
     return out
 
 

@@ -82,11 +82,9 @@ def _check_argument_types(audio, style, sample_rate, constraints) -> None:
         raise EngineError(f"style must be a style name such as 'any' (see available_styles()), got {style!r}")
     if sample_rate is not None and (isinstance(sample_rate, bool) or not isinstance(sample_rate, numbers.Real)):
         raise EngineError(f"sample_rate must be a number of samples per second, got {sample_rate!r}")
-    if not isinstance(audio, (np.ndarray, str, Path)):      # (QA: a list was printed whole, 1.6 MB)
-        raise EngineError(f"audio must be a file path or a numpy array, got {type(audio).__name__}")
+    from .music.audio import check_source
+    check_source(audio)                    # before the options, which would read an empty song's length
     if isinstance(audio, np.ndarray):
-        if audio.size == 0:
-            raise EngineError("the audio waveform is empty (0 samples)")
         check_sample_rate(sample_rate)
     elif sample_rate is not None:          # a file's header gives its own rate (QA26: ignored without a word)
         raise EngineError(f"sample_rate is for a numpy waveform: the file {audio} gives its own rate")

@@ -108,21 +108,27 @@ def load_audio(source, sample_rate: float | None = None, start: float = 0.0,
         raise EngineError(f"audio start must be a time in seconds >= 0, got {start}")
     if duration is not None and not (math.isfinite(duration) and duration > 0):
         raise EngineError(f"audio duration must be a positive number of seconds, got {duration}")
+    check_source(source)
     if isinstance(source, np.ndarray):
         wave = _from_array(source, sample_rate, start, duration, speed)
-    elif isinstance(source, (str, Path)):
-        wave = _from_file(Path(source), start, duration, speed)
     else:
-        raise EngineError(f"audio must be a file path or a numpy array, got {type(source).__name__}")
+        wave = _from_file(Path(source), start, duration, speed)
     return wave, FEATURE_SR
+
+
+def check_source(source) -> None:
+    """One line for a song that is neither a file path nor a numpy waveform (its type, never the
+    value: a list was printed whole, 1.6 MB), or an empty waveform."""
+    if not isinstance(source, (np.ndarray, str, Path)):
+        raise EngineError(f"audio must be a file path or a numpy array, got {type(source).__name__}")
+    if isinstance(source, np.ndarray) and source.size == 0:
+        raise EngineError("the audio waveform is empty (0 samples)")
 
 
 def _from_array(x: np.ndarray, sample_rate, start: float, duration, speed: float = 1.0) -> np.ndarray:
     import soxr
     from ..options import check_sample_rate
     check_sample_rate(sample_rate)
-    if x.size == 0:
-        raise EngineError("the audio waveform is empty (0 samples)")
     if np.issubdtype(x.dtype, np.integer):  # PCM integers: full scale is 1.0 (unsigned: centred)
         info = np.iinfo(x.dtype)
         x = (x.astype(np.float32) - (info.max + 1) / 2 * (info.min == 0)) / float((info.max - info.min + 1) / 2)
