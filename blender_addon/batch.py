@@ -175,6 +175,8 @@ def _sound_strip(scene, audio: str | None, frame_start: int | None, scene_io, co
         if strip.type == 'SOUND' and strip.sound is not None and \
                 os.path.normpath(scene_io._sound_file(strip.sound)) == target:
             return strip
+    from engine.music.audio import check_readable
+    check_readable(target)           # before a strip is added and the model loads
     _check_song_fits(scene, target, frame_start)
     playing = [s.name for s in compat.all_strips(scene) if s.type == 'SOUND' and not s.mute]
     if playing:     # the scene's own song would play over the new one in the saved file

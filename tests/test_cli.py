@@ -311,6 +311,17 @@ def test_batch_checks_its_song_and_frame_start_as_the_command_line_does(tmp_path
     assert "dance:" not in r.stdout and not (tmp_path / "d.npz").exists()
 
 
+def test_batch_refuses_a_file_that_is_no_audio_before_loading_the_model(tmp_path, tiny_weights):
+    # QA: its progress line ("0% loading the model") came first, then the error.
+    pytest.importorskip("bpy")
+    garbage = tmp_path / "song.mp3"
+    garbage.write_bytes(b"this is no audio\n" * 100)
+    r = _batch(tmp_path, "--audio", garbage, "--weights", tiny_weights, "--out-npz", tmp_path / "d.npz")
+    assert r.returncode == 1 and r.stderr.strip().splitlines() == [
+        f"error: cannot read audio file {garbage}: not a supported audio format, or corrupt"], r.stderr
+    assert "dance:" not in r.stdout and not (tmp_path / "d.npz").exists()
+
+
 def _batch_options(tmp_path, tiny_weights, *options):
     """batch.py's options checked (check_args) in a fresh bpy process -> (the run, the keep toggles)."""
     code = ("import sys; sys.path.insert(0, sys.argv[1]); import batch; "

@@ -201,6 +201,29 @@ def waveform_seconds(x, sample_rate) -> float | None:
     return max(shape) / float(sample_rate)
 
 
+def check_readable(path) -> None:
+    """EngineError in one line if `path` is no audio file that load_audio decodes, read from its
+    first samples only: a script can say so before a model loads (batch.py printed its first
+    progress line, then the error)."""
+    path = Path(path)
+    with _native_stderr_silenced():
+        import soundfile as sf
+        try:
+            sf.info(str(path))
+            return
+        except Exception:
+            pass
+    try:
+        _from_file(path, 0.0, _PROBE_SECONDS)
+    except EngineError as e:
+        if not str(e).startswith("start + duration"):     # a file shorter than the probe reads
+            raise
+
+
+# check_readable decodes this much of a file libsndfile cannot open (through ffmpeg).
+_PROBE_SECONDS = 0.05
+
+
 def _from_file(path: Path, start: float, duration, speed: float = 1.0) -> np.ndarray:
     with _native_stderr_silenced():
         return _from_file_loud(path, start, duration, speed)
