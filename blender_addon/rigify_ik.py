@@ -128,9 +128,9 @@ def shown_as_fk(obj, bone_map: dict[str, str], wanted: dict[str, list[int]], sce
     if not by_frame or not found:
         return {}
     pbs = obj.pose.bones
-    channels = ("location", "rotation_quaternion", "rotation_euler", "rotation_axis_angle", "scale")
     saved_frame = scene.frame_current, scene.frame_subframe
     out = {}
+    computed = None                  # whether _fk_computed agrees with _fk_placed on this rig
     switches = {limb.switch: pbs[limb.switch][SWITCH] for limb in found}
     try:
         for f in sorted(by_frame):
@@ -140,27 +140,77 @@ def shown_as_fk(obj, bone_map: dict[str, str], wanted: dict[str, list[int]], sce
                     if bone in switches:
                         pbs[bone][SWITCH] = value
                 bpy.context.view_layer.update()
-            for limb in found:
-                if float(pbs[limb.switch][SWITCH]) >= ON_FK or not by_frame[f] & set(limb.fk_controls):
-                    continue
-                targets = [Matrix(_place_on(obj, fk, org)) for fk, org in zip(limb.fk_controls, limb.shown_by)]
-                saved = [{c: tuple(getattr(pbs[fk], c)) for c in channels} for fk in limb.fk_controls]
-                try:
-                    for fk, target in zip(limb.fk_controls, targets):
-                        pbs[fk].matrix = target          # its parent (an FK control before it) is placed already
-                        bpy.context.view_layer.update()
-                        if fk in by_frame[f]:
-                            q = pbs[fk].matrix_basis.to_3x3().normalized().to_quaternion()
-                            out[(fk, f)] = np.array(q, np.float64)
-                finally:
-                    for fk, values in zip(limb.fk_controls, saved):
-                        for c, v in values.items():
-                            setattr(pbs[fk], c, v)
+            shown = [limb for limb in found
+                     if float(pbs[limb.switch][SWITCH]) < ON_FK and by_frame[f] & set(limb.fk_controls)]
+            if not shown:
+                continue
+            targets = {fk: Matrix(_place_on(obj, fk, org))
+                       for limb in shown for fk, org in zip(limb.fk_controls, limb.shown_by)}
+            # Placing the controls costs the rig's evaluations (Keep arms and legs on a rig on IK:
+            # 151 s for a 30-s song); computed, none. Computed once the two agree on this rig.
+            if computed is None:
+                turns = _fk_placed(obj, shown, targets)
+                computed = _same_turns(turns, _fk_computed(obj, shown, targets))
+            else:
+                turns = (_fk_computed if computed else _fk_placed)(obj, shown, targets)
+            out.update({(fk, f): q for fk, q in turns.items() if fk in by_frame[f]})
     finally:
         for bone, value in switches.items():       # (an animated switch is evaluated again below)
             pbs[bone][SWITCH] = value
         scene.frame_set(saved_frame[0], subframe=saved_frame[1])
     return out
+
+
+def _fk_placed(obj, shown: list[Limb], targets: dict[str, Matrix]) -> dict[str, np.ndarray]:
+    """{FK control: basis quaternion} that puts each FK control of the limbs `shown` on its
+    target (armature space), found as Rigify's snap does: each placed, parents first, the rig
+    evaluated in between (one evaluation per depth: the limbs side by side), the controls' own
+    values put back afterwards."""
+    pbs = obj.pose.bones
+    channels = ("location", "rotation_quaternion", "rotation_euler", "rotation_axis_angle", "scale")
+    saved = {fk: {c: tuple(getattr(pbs[fk], c)) for c in channels} for fk in targets}
+    out = {}
+    try:
+        depth = max(len(limb.fk_controls) for limb in shown)
+        for level in range(depth):
+            placed = [limb.fk_controls[level] for limb in shown if level < len(limb.fk_controls)]
+            for fk in placed:
+                pbs[fk].matrix = targets[fk]       # its parent (an FK control above it) is placed already
+                out[fk] = np.array(pbs[fk].matrix_basis.to_3x3().normalized().to_quaternion(), np.float64)
+            if level < depth - 1:
+                bpy.context.view_layer.update()    # the next depth's parents where just placed
+    finally:
+        for fk, values in saved.items():
+            for c, v in values.items():
+                setattr(pbs[fk], c, v)
+    return out
+
+
+def _fk_computed(obj, shown: list[Limb], targets: dict[str, Matrix]) -> dict[str, np.ndarray]:
+    """_fk_placed without evaluating the rig: each FK control's parent where placing the FK
+    control above it would put it (carried rigidly, as the rig holds it now, from that control;
+    Rigify's MCH bones between them) and Blender's own pose -> local conversion (inherit scale
+    and all). The same to 2e-7 on a Rigify rig; shown_as_fk checks that on each rig it reads."""
+    pbs = obj.pose.bones
+    out = {}
+    for limb in shown:
+        for i, fk in enumerate(limb.fk_controls):
+            pb, parent = pbs[fk], pbs[fk].parent
+            above = next((a for a in reversed(limb.fk_controls[:i]) if pbs[a] in pb.parent_recursive), None)
+            if parent is None:
+                basis = pb.bone.convert_local_to_pose(targets[fk], pb.bone.matrix_local, invert=True)
+            else:
+                parent_pose = parent.matrix if above is None else \
+                    targets[above] @ (pbs[above].matrix.inverted() @ parent.matrix)
+                basis = pb.bone.convert_local_to_pose(targets[fk], pb.bone.matrix_local, parent_matrix=parent_pose,
+                                                      parent_matrix_local=parent.bone.matrix_local, invert=True)
+            out[fk] = np.array(basis.to_3x3().normalized().to_quaternion(), np.float64)
+    return out
+
+
+def _same_turns(a: dict[str, np.ndarray], b: dict[str, np.ndarray], tolerance: float = 1e-5) -> bool:
+    return a.keys() == b.keys() and all(min(np.abs(a[k] - b[k]).max(), np.abs(a[k] + b[k]).max()) < tolerance
+                                        for k in a)
 
 
 def _place_on(obj, fk: str, org: str) -> np.ndarray:

@@ -764,6 +764,43 @@ def test_an_outro_keyed_on_rigify_ik_seconds_after_the_song_is_shown_on_fk(addon
     assert snapshot(mine) == before
 
 
+def _arm_bends(obj, frames) -> np.ndarray:
+    """(F,3,3,3) each left-arm ORG bone's rotation in its parent's (the arm as the rig shows it,
+    on IK or FK, whatever the body does)."""
+    chain = ("ORG-shoulder.L", "ORG-upper_arm.L", "ORG-forearm.L", "ORG-hand.L")
+    out = []
+    for f in frames:
+        bpy.context.scene.frame_set(f)
+        m = [np.array(obj.pose.bones[b].matrix.to_3x3().normalized()) for b in chain]
+        out.append([a.T @ b for a, b in zip(m, m[1:])])
+    return np.array(out)
+
+
+def test_a_rigify_arm_animated_on_ik_is_kept_as_it_shows(addon, tmp_path, rigify_blend):
+    # Keep arm on a limb on IK: every frame of the song read as the rig shows it (each FK control
+    # computed from its ORG bone, checked against placing it as Rigify's snap does) and kept on FK.
+    scene = addon
+    obj = load_rigify(rigify_blend)
+    _, first, last = stage_song(scene, tmp_path)
+    pbs = obj.pose.bones
+    for frame, u in ((first, 0.0), (first + 20, 1.0), (last, -0.5)):
+        pbs["hand_ik.L"].location = (0.2 * u, -0.15 * u, 0.25 * u)
+        pbs["hand_ik.L"].keyframe_insert("location", frame=frame)
+        pbs["upper_arm_ik_target.L"].location = (0.0, 0.1 * u, -0.1 * u)
+        pbs["upper_arm_ik_target.L"].keyframe_insert("location", frame=frame)
+    frames = list(range(first, last + 1, 3))
+    shown = _arm_bends(obj, frames)
+    mine = obj.animation_data.action
+    before = snapshot(mine)
+    dance(obj, scene, first, last, keep_parts=["left_arm"])
+    got = _arm_bends(obj, frames)
+    off = np.degrees(np.linalg.norm(got - shown, axis=(-2, -1)) / math.sqrt(2))    # the angle, for small ones
+    print(f"the kept arm on IK: worst bend {off.max():.4f} degrees off what the rig showed")
+    assert off.max() < 0.01
+    assert np.ptp(shown[:, 1], axis=0).max() > 0.3                         # the arm did move on IK
+    assert snapshot(mine) == before
+
+
 def test_a_rigify_body_placed_seconds_after_the_song_stands_on_its_ik_feet(addon, tmp_path, rigify_blend):
     # QA: the torso keyed alone 3 s after the song (moved and turned), the legs on IK: the
     # animator's feet stay where they stood and the legs bend to them, but the take held the
