@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from engine.body.skeleton import JOINT_INDEX, REST_PELVIS_HEIGHT
-from engine.outputs.bone_mapping import map_by_hierarchy
+from engine.outputs.bone_mapping import load_preset, map_by_hierarchy
 from engine.outputs.retarget import Retargeter, RetargetError, Rig, auto_map, detect_preset
 from test_retarget import MIXAMO, a_pose_heads, dance, fk_world, humanoid, limb_cosines, make_rig, smpl_heads
 
@@ -197,3 +197,54 @@ def test_an_unnamed_character_lying_down_is_refused_as_not_upright(turn):
     with pytest.raises(RetargetError, match="upright") as e:
         auto_map(rig)
     assert "\n" not in str(e.value)
+
+
+def test_joints_a_preset_leaves_out_are_read_from_the_hierarchy():
+    # QA: a rig named like Unreal's but with forearm_l, toes_l and neck (Unreal: lowerarm_l, ball_l,
+    # neck_01) matched the preset for 17 joints: its elbows stayed straight all dance (the dance's
+    # bent up to 174 degrees), its toes and neck still, without a word.
+    ue = {j: b.replace("lowerarm", "forearm").replace("ball", "toes").replace("neck_01", "neck")
+          for j, b in load_preset("unreal_ue4").items()}
+    rig = make_rig(humanoid(ue, smpl_heads(), np.random.default_rng(7)))
+    assert detect_preset(rig) == "unreal_ue4"
+    assert auto_map(rig) == ue
+
+
+def split_in_halves(bones: list, split: set) -> list:
+    """`bones` with each bone named in `split` cut in two at its middle (name, name + "_b"),
+    its children hung from the second half: a limb segment with a twist bone in line."""
+    out = []
+    for name, parent, head, tail, roll, deform in bones:
+        parent = parent + "_b" if parent in split else parent
+        if name in split:
+            mid = (np.asarray(head, float) + tail) / 2
+            out += [(name, parent, head, mid, roll, deform), (name + "_b", name, mid, tail, roll, deform)]
+        else:
+            out.append((name, parent, head, tail, roll, deform))
+    return out
+
+
+@pytest.mark.parametrize("heads", [smpl_heads(), a_pose_heads()], ids=["T-pose", "A-pose"])
+def test_limb_segments_split_in_two_without_a_name_saying_so_bend_at_their_joints(heads):
+    # QA: upper arm, forearm and thigh each split in two (Bone, Bone.001, ...): the hip was mapped
+    # to the thigh's lower half, the elbow to the upper arm's, the wrist to the forearm; the
+    # character bent in the middle of its upper arm (up to 174 degrees) and thigh.
+    split = {MIXAMO[j] for j in ("left_shoulder", "left_elbow", "left_hip", "right_shoulder", "right_elbow", "right_hip")}
+    source = make_rig(split_in_halves(humanoid(MIXAMO, heads, np.random.default_rng(5)), split))
+    names = [f"Bone.{i:03d}" for i in range(len(source.names))]
+    rig = Rig(names, source.parents, source.rest, source.lengths, source.deform)
+    want = {j: names[source.names.index(b)] for j, b in MIXAMO.items()}
+    assert detect_preset(rig) is None
+    assert auto_map(rig) == want
+    ret = Retargeter(rig, want)
+    poses, trans = dance(T=8, seed=3)
+    assert limb_cosines(rig, ret, poses, trans).min() > 0.999
+
+
+def test_a_straight_arm_is_not_taken_for_a_split_one():
+    # The halves' rule (two bones alike in length, in line) must not merge a T-pose's straight
+    # upper arm and forearm, nor a collar in line with the upper arm, into one segment.
+    rig = make_rig(humanoid(MIXAMO, smpl_heads(), np.random.default_rng(1)))
+    names = [f"b{i}" for i in range(len(rig.names))]
+    unnamed = Rig(names, rig.parents, rig.rest, rig.lengths, rig.deform)
+    assert auto_map(unnamed) == {j: names[rig.names.index(b)] for j, b in MIXAMO.items()}

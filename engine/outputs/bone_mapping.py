@@ -264,25 +264,57 @@ def detect_preset(rig) -> str | None:
 
 def auto_map(rig) -> BoneMap:
     """A bone map for `rig`: the best-fitting shipped preset, else one read from the hierarchy.
-    A preset that names the legs but not an arm (a SecondLife-style rig whose arms are lUpArm,
-    lLoArm) gets that arm from the hierarchy: an arm no joint drives would hang still."""
+    Joints a preset leaves out are read from the hierarchy where it finds them (_filled_in): a
+    rig named partly like a preset (forearm_l, toes_l and neck on an Unreal-like rig) kept its
+    elbows straight, toes and neck still, without a word (QA)."""
     name, m = _best_preset(rig)
     if name is None:
         m = with_movable_root(rig, map_by_hierarchy(rig))
         check_bone_map(rig, m)
         return m
-    missing = [side for side in ("left", "right") if f"{side}_shoulder" not in m and f"{side}_elbow" not in m]
-    if missing:
-        try:
-            found = map_by_hierarchy(rig)
-        except RetargetError:
-            return m
-        for side in missing:
+    try:
+        found = map_by_hierarchy(rig)
+    except RetargetError:
+        return m
+    return _filled_in(rig, m, found)
+
+
+def _filled_in(rig, m: BoneMap, found: BoneMap) -> BoneMap:
+    """`m` with the joints it lacks taken from `found` (the hierarchy's map). A whole arm missing
+    (a SecondLife-style rig whose arms are lUpArm, lLoArm) is taken as the hierarchy has it; a
+    single joint only where its bone lies between the bones `m` gives the SMPL joints above and
+    below it (the two readings of the rig agree there)."""
+    for side in ("left", "right"):
+        if f"{side}_shoulder" not in m and f"{side}_elbow" not in m:
             arm = {f"{side}_{j}": found[f"{side}_{j}"] for j in ("collar", "shoulder", "elbow", "wrist")
                    if f"{side}_{j}" in found and f"{side}_{j}" not in m and found[f"{side}_{j}"] not in m.values()}
             if _fits(rig, {**m, **arm}):
                 m = {**m, **arm}
+    index = {name: i for i, name in enumerate(rig.names)}
+    parents = list(rig.parents)
+    for joint in JOINT_NAMES:                      # parents first: a joint filled in bounds the ones below it
+        if joint in m or joint not in found or found[joint] in m.values():
+            continue
+        bone = index[found[joint]]
+        above = _smpl_ancestors(joint)
+        mapped_above = next((a for a in above if a in m), None)
+        below = [j for j in JOINT_NAMES if joint in _smpl_ancestors(j) and j in m]
+        if mapped_above is not None and not is_ancestor(parents, index[m[mapped_above]], bone):
+            continue
+        if any(not is_ancestor(parents, bone, index[m[j]]) for j in below):
+            continue
+        if _fits(rig, {**m, joint: found[joint]}):
+            m = {**m, joint: found[joint]}
     return m
+
+
+def _smpl_ancestors(joint: str) -> list[str]:
+    """The SMPL joints above `joint`, nearest first."""
+    out, j = [], PARENTS[JOINT_INDEX[joint]]
+    while j >= 0:
+        out.append(JOINT_NAMES[j])
+        j = PARENTS[j]
+    return out
 
 
 # How far (a share of the body's height) the head's leaf may stand sideways from between the
@@ -348,12 +380,11 @@ def map_by_hierarchy(rig) -> BoneMap:
     found = []
     for foot in lowest:
         chain = _limb_chain(_after(_path_from_root(foot, parents), pelvis), rig.names, heads, near)
-        limb = _longest_pair(chain, heads, rig.lengths)
+        limb, after = _limb_joints(chain, heads, tails, rig.lengths)
         if len(limb) < 2:
             raise RetargetError("cannot find a leg's thigh and shin in the hierarchy; map the bones by hand")
         if not thighs_point_down(heads[limb[:1]], heads[limb[1:2]]).all():   # lying down: no leg
             raise RetargetError(NOT_UPRIGHT)
-        after = chain[chain.index(limb[1]) + 1:]
         ankle = after[0] if after else None
         toe, reach = _toe_and_reach(ankle, kids, deform, heads, tails, parents) if ankle is not None else (None, np.zeros(3))
         found.append(dict(limb=limb, ankle=ankle, toe=toe, reach=reach,
@@ -391,14 +422,13 @@ def map_by_hierarchy(rig) -> BoneMap:
         branch = max(i for i, a in enumerate(arm_path) if a in on_spine)
         chest = arm_path[branch] if chest is None else chest
         chain = _limb_chain(arm_path[branch + 1:], rig.names, heads, near)
-        limb = _longest_pair(chain, heads, rig.lengths)
+        limb, after = _limb_joints(chain, heads, tails, rig.lengths)
         if len(limb) < 2:
             continue
         i = chain.index(limb[0])
         if i > 0:
             out[f"{side}_collar"] = rig.names[chain[i - 1]]
         out[f"{side}_shoulder"], out[f"{side}_elbow"] = rig.names[limb[0]], rig.names[limb[1]]
-        after = chain[chain.index(limb[1]) + 1:]
         if after:
             out[f"{side}_wrist"] = rig.names[after[0]]
     if chest is None:
@@ -499,6 +529,52 @@ def _segments(chain: list[int], heads, lengths) -> np.ndarray:
     """Length of each bone along a chain: head to the next bone's head (the last: its own length)."""
     seg = [float(np.linalg.norm(heads[chain[i + 1]] - heads[chain[i]])) for i in range(len(chain) - 1)]
     return np.array(seg + [float(lengths[chain[-1]])]) if chain else np.zeros(0)
+
+
+# Two bones are the halves of one limb segment (a twist split no name says) when they are this alike
+# in length, the second starts at the first's tail and both point the same way at rest.
+HALVES_LENGTH_RATIO = 1.67
+HALVES_DEGREES = 3.0
+# A limb's two segments (upper arm and forearm, thigh and shin) are this alike in length.
+SEGMENTS_LENGTH_RATIO = 1.67
+
+
+def _limb_joints(chain: list[int], heads, tails, lengths) -> tuple[list[int], list[int]]:
+    """([the limb's first bone, the bone it bends at], the bones after the limb) for a limb
+    chain: the longest pair of bones (_longest_pair), or two segments of up to two bones each
+    where that is longer, each pair the two halves of one segment (_halves) and the segments
+    alike in length: an upper arm, forearm or thigh split in two with no name saying it (Bone,
+    Bone.001) bent the limb in the middle of its upper arm (QA)."""
+    pair = _longest_pair(chain, heads, lengths)
+    if not pair:
+        return [], []
+    seg = _segments(chain, heads, lengths)
+    best, best_length = (chain.index(pair[0]), 1, 1), seg[chain.index(pair[0])] + seg[chain.index(pair[1])]
+    for i in range(len(chain)):
+        for upper in (1, 2):
+            for lower in (1, 2):
+                if i + upper + lower > len(chain) or upper + lower == 2:
+                    continue
+                groups = (chain[i:i + upper], chain[i + upper:i + upper + lower])
+                if not all(len(g) == 1 or _halves(g[0], g[1], heads, tails, lengths) for g in groups):
+                    continue
+                a, b = seg[i:i + upper].sum(), seg[i + upper:i + upper + lower].sum()
+                if max(a, b) <= SEGMENTS_LENGTH_RATIO * min(a, b) and a + b > best_length:
+                    best, best_length = (i, upper, lower), a + b
+    i, upper, lower = best
+    return [chain[i], chain[i + upper]], chain[i + upper + lower:]
+
+
+def _halves(a: int, b: int, heads, tails, lengths) -> bool:
+    """Whether bones a and b (b a's child in a chain) are the two halves of one limb segment."""
+    la, lb = float(lengths[a]), float(lengths[b])
+    if min(la, lb) <= 0 or max(la, lb) > HALVES_LENGTH_RATIO * min(la, lb):
+        return False
+    if np.linalg.norm(heads[b] - tails[a]) > 0.02 * la:
+        return False
+    da, db = tails[a] - heads[a], tails[b] - heads[b]
+    cos = float(np.dot(da, db) / (np.linalg.norm(da) * np.linalg.norm(db)))
+    return cos >= np.cos(np.radians(HALVES_DEGREES))
 
 
 def _longest_pair(chain: list[int], heads, lengths) -> list[int]:
