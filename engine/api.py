@@ -33,7 +33,7 @@ from .music.silence import ABSOLUTE_SILENCE_DBFS, SILENT_BELOW_DB, gain_envelope
 from .options import check_options, check_sample_rate
 from .sampler import checkpoint
 from .sampler.diffusion import Inpainting, autoguided, cosine_alpha_bar, guided, sample
-from .sampler.facing import facing_alignment, facing_front, keys_facing_or_path
+from .sampler.facing import facing_alignment, facing_front, front_beyond_the_keys, keys_facing_or_path
 from .sampler.hold import SilenceHold, chain, held_stretches, start_pose_kept
 from .sampler.fewstep import choose_weights
 from .sampler.model import music_input, with_keys
@@ -454,6 +454,8 @@ def draw(audio, *, sample_rate: int | None = None, style: str = "any", seed: int
     raw = ckpt.normalizer.denormalize(x.double().cpu()[:model_frames])
     if not keys_facing_or_path(constraints):      # nothing keyed says where to face: the front
         raw = facing_front(raw)
+    else:                                         # the front, too, away from the keyed facings
+        raw = front_beyond_the_keys(raw, constraints, fps)
     return Draw(raw=raw, seconds=seconds,
                 out_frames=out_frames, fps=float(fps), beats=np.asarray(beats), constraints=constraints,
                 stage_radius=stage_radius, style=style, seed=int(seed),

@@ -90,3 +90,9 @@ PACED_KEY_SECONDS = 0.8
 # add-on's rig_io, written verbatim there).
 HOLD_TOLERANCE = 1e-6
 HOLD_PLACE_TOLERANCE = 1e-4   # metres: root keys this close are one place (a hold keyed twice stays put)
+# Before the first keyed facing or place and after the last, the dance turns over this long to
+# face the front on average over what is left, as a dance with no such keys does
+# (engine.sampler.facing, engine.finishing.rootpath): held at the key's facing, it faced wherever
+# the network drew and the floor's steering turned it from there (QA: a start pose keyed 5 degrees
+# off the front, and the dance faced -20, -21, +43 and -7 degrees off it on average, seeds 0-3).
+FRONT_AGAIN_SECONDS = 2.0

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
+from engine.finishing.turns import yaw_of
 from engine.finishing.rootpath import (FLOOR_RADIUS, MAX_STEER_RATE, STEER_FROM, bound_root_path, keep_on_floor,
                                        steer_on_floor, steering_turns)
 
@@ -113,9 +114,14 @@ def test_keys_of_place_or_facing_the_curve_would_break_keep_the_squash():
     poses, trans = _walk(60, 0.8)
     turn = steering_turns(trans, FPS)
     turning = np.flatnonzero(turn)[0] / FPS
-    # A start pose (a key at 0 s) leaves the steering free.
+    # A start pose (a key at 0 s) leaves the steering free; the dance after it faces, on average,
+    # as it faced before the steering (QA: 32 degrees off the front), its first frame as keyed.
     start_poses, start_trans = keep_on_floor(poses, trans, FPS, fixed_times=np.array([0.0]))
-    assert np.allclose(start_trans, steer_on_floor(poses, trans, FPS)[1])
+    assert np.allclose(start_trans, steer_on_floor(poses, trans, FPS, facing_kept_from=1)[1])
+    assert np.allclose(start_poses[0], poses[0])
+    mean_heading = lambda p: np.degrees(np.angle(np.exp(1j * yaw_of(Rotation.from_rotvec(p[:, :3]))).mean()))
+    assert abs(mean_heading(steer_on_floor(poses, trans, FPS)[0]) - mean_heading(poses)) > 45   # steered alone
+    assert abs(mean_heading(start_poses) - mean_heading(poses)) < 1
     # A facing keyed after the curve began: the dance keeps its facing, the path is squashed.
     late_poses, late_trans = keep_on_floor(poses, trans, FPS, fixed_times=np.array([0.0, turning + 5]))
     assert np.array_equal(late_poses, poses)

@@ -29,7 +29,7 @@ from scipy.spatial.transform import Rotation
 
 from ..body import rotations as R
 from ..body.curves import smoothstep
-from ..defaults import FLOOR_RADIUS
+from ..defaults import FLOOR_RADIUS, FRONT_AGAIN_SECONDS
 from .turns import about_y, yaw_of
 
 # Dancing in place: the pelvis still sways and shifts its weight from foot to foot, within this
@@ -159,23 +159,35 @@ def _mean_heading(root: Rotation) -> float:
 
 def steer_on_floor(poses: np.ndarray, trans: np.ndarray, fps: float, radius: float = FLOOR_RADIUS,
                    held: np.ndarray | None = None, turn: np.ndarray | None = None,
-                   keep_mean_facing: bool = False) -> tuple[np.ndarray, np.ndarray]:
+                   facing_kept_from: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(T,72) axis-angle poses and (T,3) Y-up root path -> the same dance kept on a floor of
     `radius` around its first frame by curving its travel (steering_turns): every frame's root
     orientation and onward travel are turned about the vertical by that frame's angle, so the
     dance is the same in the dancer's own frame and the feet, cleaned afterwards, step along the
     curve. Travel keeps its speed. A last soft rim (identity within STEER_FULL * radius) keeps the
     rare path that a fast straight run carries past the curve inside the radius. `turn`: the
-    steering_turns already worked out for these arguments. `keep_mean_facing`: the steered dance
-    is then turned as a whole about its start so that it faces, on average, where the dance
-    faced before (the front, engine.sampler.facing.facing_front, when nothing keyed a facing)."""
+    steering_turns already worked out for these arguments. `facing_kept_from` (a frame): the
+    steered dance from there on is then turned so that it faces, on average, where the dance
+    faced before (the front: engine.sampler.facing), the turn eased in over FRONT_AGAIN_SECONDS
+    after that frame (0: the whole dance turned about its start, nothing eased). After the last
+    key of a facing or a place it was not: steered, a dance with a start pose faced 32 degrees
+    off the front on average (QA)."""
     turn = steering_turns(trans, fps, radius, held) if turn is None else turn
     out_poses, out = poses.copy(), trans.copy()
     if not turn.any():
         return out_poses, out
     root = Rotation.from_rotvec(poses[:, :3])
-    if keep_mean_facing:
-        turn = turn + R.wrap_angle(_mean_heading(root) - _mean_heading(about_y(turn) * root))
+    if facing_kept_from is not None and facing_kept_from < len(turn):
+        after = slice(facing_kept_from, None)
+        ease = np.ones(len(turn))
+        if facing_kept_from > 0:
+            ramp = max(1, round(FRONT_AGAIN_SECONDS * fps))
+            ease = smoothstep(np.clip((np.arange(len(turn)) - facing_kept_from) / ramp, 0.0, 1.0))
+        back = 0.0
+        for _ in range(3):      # the eased frames turn back only partly: what they miss, turned again
+            eased = turn + back * ease
+            back += R.wrap_angle(_mean_heading(root[after]) - _mean_heading(about_y(eased[after]) * root[after]))
+        turn = turn + back * ease
     turned = about_y(turn)
     out_poses[:, :3] = (turned * root).as_rotvec()
     step = np.zeros_like(trans)
@@ -193,11 +205,12 @@ def keep_on_floor(poses: np.ndarray, trans: np.ndarray, fps: float, radius: floa
     kept on its floor. `radius` None: steered on the default floor (steer_on_floor), unless the
     steering would have turned the dance by a keyed time (`fixed_times`, seconds: keys of the
     dancer's place or facing), which it must meet as keyed; then, and for a user-set radius, the
-    path is squashed (bound_root_path) and the poses are kept. With no such keys at all, the
-    steered dance faces where it faced before on average (the front: engine.sampler.facing)."""
+    path is squashed (bound_root_path) and the poses are kept. After the last such key (with none,
+    the whole dance), the steered dance faces where it faced before on average (the front:
+    engine.sampler.facing)."""
     if radius is None:
         turn = steering_turns(trans, fps, FLOOR_RADIUS, held)
         last = -1 if fixed_times is None or len(fixed_times) == 0 else int(np.ceil(np.max(fixed_times) * fps))
         if not turn[:last + 1].any():
-            return steer_on_floor(poses, trans, fps, FLOOR_RADIUS, held, turn, keep_mean_facing=last < 0)
+            return steer_on_floor(poses, trans, fps, FLOOR_RADIUS, held, turn, facing_kept_from=last + 1)
     return poses, bound_root_path(trans, fps, radius, held=held)

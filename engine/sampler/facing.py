@@ -19,6 +19,7 @@ from ..body import layout as L
 from ..body import rotations as R
 from ..body.curves import offset_curve
 from ..body.motion import Constraints
+from ..defaults import FRONT_AGAIN_SECONDS
 
 # The estimate is turned while its signal level (alpha-bar) is under this: the first half of the
 # many-step schedule, two of the student's four steps. Turned at every step, the network fought
@@ -36,7 +37,9 @@ def facing_alignment(constraints: Constraints | None, length: int, fps: float, n
     (length, C) motion at the model's rate and its step's signal level -> while that is under
     `until`, the motion turned about the vertical, frame by frame, so that it faces as keyed on
     every frame with a keyed pelvis (between those frames the turn is offset_curve's C1 cubic,
-    beyond them it holds); afterwards the motion as it is. None when no frame keys the pelvis."""
+    beyond them it eases, over FRONT_AGAIN_SECONDS, to the turn that faces the rest of the dance
+    to the front on average, where that is longer); afterwards the motion as it is. None when no
+    frame keys the pelvis."""
     if constraints is None or not constraints.joint_mask[:, 0].any():
         return None
     rows = np.flatnonzero(constraints.joint_mask[:, 0])
@@ -44,6 +47,7 @@ def facing_alignment(constraints: Constraints | None, length: int, fps: float, n
     model_frames, first = np.unique(model_frames, return_index=True)      # one key per model frame
     wanted = R.heading(R.axis_angle_to_matrix(torch.from_numpy(constraints.poses[rows[first], :3]))).numpy()
     frames = torch.from_numpy(model_frames)
+    ramp = max(1, round(FRONT_AGAIN_SECONDS * L.MODEL_FPS))
 
     def align(x0: torch.Tensor, signal_level: float) -> torch.Tensor:
         if signal_level >= until:
@@ -51,12 +55,54 @@ def facing_alignment(constraints: Constraints | None, length: int, fps: float, n
         raw = normalizer.denormalize(x0).double()                               # (length, C)
         have = L.pelvis_heading(raw[frames]).cpu().numpy()
         miss = np.unwrap(R.wrap_angle(wanted - have))                 # each the short way, no jumps
-        turn = offset_curve(model_frames, miss[:, None], len(raw), None)[:, 0]
+        heading = L.pelvis_heading(raw).cpu().numpy()
+        key_frames, turns = _front_beyond_the_keys(model_frames, miss, heading, ramp)
+        turn = offset_curve(key_frames, turns[:, None], len(raw), None)[:, 0]
         turned = L.turn_about_vertical(raw, torch.from_numpy(turn))
         out = x0.clone()
         out[:, _TURNED] = normalizer.normalize(turned.to(x0.dtype))[:, _TURNED]
         return out
     return align
+
+
+def front_beyond_the_keys(raw: torch.Tensor, constraints: Constraints, fps: float) -> torch.Tensor:
+    """(T, C) denormalised motion at the model's rate, sampled with `constraints` keying the
+    pelvis -> the same, turned about the vertical before the first keyed facing and after the
+    last as facing_alignment turns it while sampling (the later steps drift from it: QA, a seed
+    that faced -20 degrees on average), the keyed frames as they are."""
+    rows = np.flatnonzero(constraints.joint_mask[:, 0])
+    if not len(rows):
+        return raw
+    model_frames = np.unique(L.model_frames(rows, fps, len(raw)))
+    heading = L.pelvis_heading(raw).cpu().numpy()
+    ramp = max(1, round(FRONT_AGAIN_SECONDS * L.MODEL_FPS))
+    key_frames, turns = _front_beyond_the_keys(model_frames, np.zeros(len(model_frames)), heading, ramp)
+    if len(key_frames) == len(model_frames):
+        return raw
+    turn = offset_curve(key_frames, turns[:, None], len(raw), None)[:, 0]
+    return L.turn_about_vertical(raw, torch.from_numpy(turn).to(raw.dtype))
+
+
+def _front_beyond_the_keys(key_frames: np.ndarray, turns: np.ndarray, heading: np.ndarray,
+                           ramp: int) -> tuple[np.ndarray, np.ndarray]:
+    """The keyed frames and their turns, with a turn `ramp` frames before the first and after
+    the last where the dance goes on longer: the one that faces the frames beyond it (as drawn,
+    `heading`, radians per frame) to the front on average, reached the short way from the key's."""
+    frames, values = list(key_frames), list(turns)
+    last, first = int(key_frames[-1]) + ramp, int(key_frames[0]) - ramp
+    if last < len(heading):
+        values.append(_to_front(heading[last:], values[-1]))
+        frames.append(last)
+    if first >= 0:
+        values.insert(0, _to_front(heading[:first + 1], values[0]))
+        frames.insert(0, first)
+    return np.asarray(frames), np.asarray(values)
+
+
+def _to_front(heading: np.ndarray, near: float) -> float:
+    """The turn nearest `near` that faces `heading` (radians) to the front on average."""
+    mean = np.arctan2(np.sin(heading).mean(), np.cos(heading).mean())
+    return near + float(R.wrap_angle(-mean - near))
 
 
 def keys_facing_or_path(constraints: Constraints | None) -> bool:
