@@ -134,8 +134,9 @@ class DanceSettings(bpy.types.PropertyGroup):
                ('RADIUS', "Radius", "Stay within the radius below around the start")],
         description="How far the dancer may travel over the floor")
     stage_radius: FloatProperty(
-        name="Radius", default=2.0, min=0.05, soft_max=10.0, unit='LENGTH',
-        description="With Stage 'Radius': the dancer stays within this distance of where it starts")
+        name="Radius", default=2.0, min=0.0, soft_max=10.0, unit='LENGTH',
+        description="With Stage 'Radius': the dancer stays within this distance of where it starts (0: in place; "
+                    "a character of a few centimetres needs a few centimetres)")
     wait_in_silence: BoolProperty(
         name="Wait in Silence", default=True,
         description="Where the song is silent for a second or more (an intro, a stop, the tail), the dancer holds "

@@ -408,6 +408,9 @@ def test_rotated_scaled_object_in_centimetres(addon, tmp_path):
     obj.scale = (0.02, 0.02, 0.02)
     bpy.context.view_layer.update()
     assert operators.build_request(bpy.context).stage_radius == pytest.approx(radius / 2, rel=1e-6)
+    # A character of a few centimetres keeps to a stage of a few: the field took no less than 5 cm (QA).
+    scene.dance.stage_radius = 0.02
+    assert operators.build_request(bpy.context).stage_radius == pytest.approx(radius / 2 * 0.02, rel=1e-6)
 
 
 def test_a_character_on_a_lifted_turned_parent_dances_on_its_own_level(addon, tmp_path):
