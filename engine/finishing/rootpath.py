@@ -169,7 +169,8 @@ def steer_on_floor(poses: np.ndarray, trans: np.ndarray, fps: float, radius: flo
     steering_turns already worked out for these arguments. `facing_kept_from` (a frame): the
     steered dance from there on is then turned so that it faces, on average, where the dance
     faced before (the front: engine.sampler.facing), the turn eased in over FRONT_AGAIN_SECONDS
-    after that frame (0: the whole dance turned about its start, nothing eased). After the last
+    after that frame (0: the whole dance turned about its start, nothing eased; kept only where
+    the dance goes on for twice FRONT_AGAIN_SECONDS after it, as engine.sampler.facing). After the last
     key of a facing or a place it was not: steered, a dance with a start pose faced 32 degrees
     off the front on average (QA)."""
     turn = steering_turns(trans, fps, radius, held) if turn is None else turn
@@ -177,11 +178,11 @@ def steer_on_floor(poses: np.ndarray, trans: np.ndarray, fps: float, radius: flo
     if not turn.any():
         return out_poses, out
     root = Rotation.from_rotvec(poses[:, :3])
-    if facing_kept_from is not None and facing_kept_from < len(turn):
+    ramp = max(1, round(FRONT_AGAIN_SECONDS * fps))
+    if facing_kept_from is not None and (facing_kept_from == 0 or facing_kept_from + 2 * ramp <= len(turn)):
         after = slice(facing_kept_from, None)
         ease = np.ones(len(turn))
         if facing_kept_from > 0:
-            ramp = max(1, round(FRONT_AGAIN_SECONDS * fps))
             ease = smoothstep(np.clip((np.arange(len(turn)) - facing_kept_from) / ramp, 0.0, 1.0))
         back = 0.0
         for _ in range(3):      # the eased frames turn back only partly: what they miss, turned again

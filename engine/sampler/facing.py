@@ -32,14 +32,16 @@ _TURNED = list(range(L.PELVIS_6D.start, L.PELVIS_6D.stop)) + list(range(L.ROOT_V
 
 
 def facing_alignment(constraints: Constraints | None, length: int, fps: float, normalizer: L.Normalizer,
-                     until: float = FACING_SIGNAL_LEVEL) -> Callable[[torch.Tensor, float], torch.Tensor] | None:
+                     until: float = FACING_SIGNAL_LEVEL,
+                     dance_frames: int | None = None) -> Callable[[torch.Tensor, float], torch.Tensor] | None:
     """A projection for the sampler (engine.sampler.diffusion.sample's `project`): normalised
     (length, C) motion at the model's rate and its step's signal level -> while that is under
     `until`, the motion turned about the vertical, frame by frame, so that it faces as keyed on
     every frame with a keyed pelvis (between those frames the turn is offset_curve's C1 cubic,
     beyond them it eases, over FRONT_AGAIN_SECONDS, to the turn that faces the rest of the dance
-    to the front on average, where that is longer); afterwards the motion as it is. None when no
-    frame keys the pelvis."""
+    to the front on average, where that goes on for twice as long); afterwards the motion as it
+    is. `dance_frames`: how many of the `length` frames are the dance's (the rest pad the last
+    window), default all. None when no frame keys the pelvis."""
     if constraints is None or not constraints.joint_mask[:, 0].any():
         return None
     rows = np.flatnonzero(constraints.joint_mask[:, 0])
@@ -55,7 +57,7 @@ def facing_alignment(constraints: Constraints | None, length: int, fps: float, n
         raw = normalizer.denormalize(x0).double()                               # (length, C)
         have = L.pelvis_heading(raw[frames]).cpu().numpy()
         miss = np.unwrap(R.wrap_angle(wanted - have))                 # each the short way, no jumps
-        heading = L.pelvis_heading(raw).cpu().numpy()
+        heading = L.pelvis_heading(raw[:dance_frames]).cpu().numpy()
         key_frames, turns = _front_beyond_the_keys(model_frames, miss, heading, ramp)
         turn = offset_curve(key_frames, turns[:, None], len(raw), None)[:, 0]
         turned = L.turn_about_vertical(raw, torch.from_numpy(turn))
@@ -86,14 +88,16 @@ def front_beyond_the_keys(raw: torch.Tensor, constraints: Constraints, fps: floa
 def _front_beyond_the_keys(key_frames: np.ndarray, turns: np.ndarray, heading: np.ndarray,
                            ramp: int) -> tuple[np.ndarray, np.ndarray]:
     """The keyed frames and their turns, with a turn `ramp` frames before the first and after
-    the last where the dance goes on longer: the one that faces the frames beyond it (as drawn,
-    `heading`, radians per frame) to the front on average, reached the short way from the key's."""
+    the last where the dance goes on for twice that: the one that faces the frames beyond it (as
+    drawn, `heading`, radians per frame) to the front on average, reached the short way from the
+    key's. A shorter end keeps the key's turn: turned there, the dance moved more near its last
+    keys (python -m engine evaluate-inbetween, keys every 2 s: whip median 1.03 -> 1.12)."""
     frames, values = list(key_frames), list(turns)
     last, first = int(key_frames[-1]) + ramp, int(key_frames[0]) - ramp
-    if last < len(heading):
+    if last + ramp <= len(heading):
         values.append(_to_front(heading[last:], values[-1]))
         frames.append(last)
-    if first >= 0:
+    if first - ramp >= 0:
         values.insert(0, _to_front(heading[:first + 1], values[0]))
         frames.insert(0, first)
     return np.asarray(frames), np.asarray(values)
