@@ -620,12 +620,16 @@ def _beat_frames(env: np.ndarray, silent: bool, rate: float, hop: int) -> tuple[
         tempogram = librosa.feature.tempogram(onset_envelope=env, sr=rate, hop_length=hop, win_length=window)
     overall = float(librosa.feature.tempo(tg=tempogram, sr=rate, hop_length=hop)[0])
     if overall <= 0:                # no periodicity at all: librosa's own answer
-        tempo, beats = librosa.beat.beat_track(onset_envelope=env, sr=rate, hop_length=hop)
+        tempo, beats = librosa.beat.beat_track(onset_envelope=env, sr=rate, hop_length=hop, trim=False)
         return np.asarray(beats, np.int64), float(np.atleast_1d(tempo)[0])
     overall = metrical_tempo(tempogram, rate, hop, overall)   # not at 3/2 or 3/4 of the beat
     local = _drifting_tempo(tempogram, rate, hop, overall)
     tempo = overall if local is None else local     # the tracker's tempo, estimated once
-    _, beats = librosa.beat.beat_track(onset_envelope=env, sr=rate, hop_length=hop, bpm=tempo)
+    # Untrimmed: librosa's trim drops the beats whose onsets are weaker than the song's, which at a
+    # song's ends are often steady music (QA: a clipped 128-bpm track had no beat in its first
+    # 3.3 s, a fade-in none in its first 7 s, 15 of 28 real clips none in their last two beats;
+    # F-measure against the known beats 0.94 -> 1.00 and 0.85 -> 0.93). Beats in silence go after.
+    _, beats = librosa.beat.beat_track(onset_envelope=env, sr=rate, hop_length=hop, bpm=tempo, trim=False)
     return np.asarray(beats, np.int64), float(np.median(tempo))
 
 
@@ -657,7 +661,7 @@ def _analyse(wave: np.ndarray, sr: float, fps: float, features: bool = True, lev
     env = _envelope(mel_db, rate, hop)
     silent = _is_silent(y)
     beats, tempo = _beat_frames(env, silent, rate, hop)
-    beats = beats[beats < n]
+    beats = _sounding(beats[beats < n], wave, sr, n, fps)
     if not features:
         return None, beats, tempo
     frames = min(env.shape[0], mel_db.shape[1], cens.shape[1])
@@ -674,6 +678,18 @@ def _analyse(wave: np.ndarray, sr: float, fps: float, features: bool = True, lev
     if not np.isfinite(feats).all():
         raise EngineError(_non_finite_features(y))
     return feats, beats, tempo
+
+
+def _sounding(beats: np.ndarray, wave: np.ndarray, sr: float, frames: int, fps: float) -> np.ndarray:
+    """The beat frames that are not in a silent stretch (silence.silent_stretches_of): the tracker
+    carries its grid on through a silent intro, a stop or the tail (QA: 9 beats listed in a 5-s
+    silence mid-song), where nothing plays to dance to."""
+    if not len(beats):
+        return beats
+    keep = np.ones(len(beats), bool)
+    for first, last in silent_stretches_of(frame_levels_db(wave, sr, frames, fps), fps):
+        keep &= (beats < first) | (beats > last)
+    return beats[keep]
 
 
 def _non_finite_features(y: np.ndarray) -> str:
