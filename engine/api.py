@@ -133,16 +133,21 @@ def _root_height_note(frames: np.ndarray, fps: float, height: str, feet: str) ->
                       f"the feet {feet} around them", RootHeightNote)
 
 
-def _check_constraints(c: Constraints | None, frames: int, fps: float) -> Constraints | None:
+def _check_constraints(c: Constraints | None, frames: int, fps: float, margin: int = 0) -> Constraints | None:
+    """`c` checked against a dance of `frames` frames at `fps` and cut to it; None when it keys
+    nothing. `margin`: frames past the dance that may still hold keys (a length read from a
+    file's header before its audio is decoded, which may come out a sample or two longer)."""
     if c is None:
         return None
     c.check()
     if c.fps is not None and abs(c.fps - fps) > 1e-3:
         raise EngineError(f"constraints are at {c.fps:g} fps but the dance is asked at {fps:g} fps")
     if c.num_frames > frames:
-        if c.joint_mask[frames:].any() or c.trans_mask[frames:].any():
+        if c.joint_mask[frames + margin:].any() or c.trans_mask[frames + margin:].any():
             raise EngineError(f"constraints hold keys past the dance's {frames} frames "
                               f"({frames / fps:.2f} s at {fps:g} fps); they cover {c.num_frames}")
+        if margin:
+            return c
         # Rows with nothing keyed past the end (an inclusive end, a file made for a longer song).
         c = c.first_frames(frames)
     return None if c.is_empty else c
@@ -347,7 +352,6 @@ def draw(audio, *, sample_rate: int | None = None, style: str = "any", seed: int
     from .music import audio as A
     report = report or (lambda fraction, message: None)
 
-    report(0.0, "loading the model")
     _check_argument_types(audio, style, sample_rate, constraints)
     _check_flags(still_before=still_before, song_beats=song_beats)
     before = None if pose_before is None else _pose_beside(pose_before, "pose_before", "before the dance's first")
@@ -366,8 +370,12 @@ def draw(audio, *, sample_rate: int | None = None, style: str = "any", seed: int
                   duration=duration, guidance=guidance, autoguidance=autoguidance, stage_radius=stage_radius,
                   song_seconds=song_seconds, guidance_lowpass=guidance_lowpass, sampling_eta=sampling_eta,
                   sampling_solver=sampling_solver, speed=speed)
+    if constraints is not None and song_seconds is not None:     # before the model loads (QA: after it)
+        danced = (song_seconds - start if duration is None else min(duration, song_seconds - start)) / speed
+        _check_constraints(constraints, max(1, int(round(danced * fps))), fps, margin=1)
     if gain is not None:
         gain = gain_envelope(gain)
+    report(0.0, "loading the model")         # after the checks: a mistake is said before any progress
     weights = choose_weights(given, json.loads(meta.get("student", "null")), quality, steps, guidance, autoguidance)
     steps = DEFAULT_STEPS if steps is None else steps     # a student samples its own steps
     ckpt = load_weights(weights, dev)

@@ -576,8 +576,10 @@ def test_api_misuse_is_one_line_and_an_unkeyed_tail_is_trimmed(tmp_path, click_s
     m = _gen(click_song, tiny_weights, duration=1.0, constraints=keys)
     assert m.num_frames == 30 and np.allclose(m.poses[10], 0.1)
     keys.set_pose(40, np.zeros(72))
+    said = []                        # QA: refused only once the model was loaded and the music read
     with pytest.raises(EngineError, match="constraints hold keys past the dance's 30 frames"):
-        _gen(click_song, tiny_weights, duration=1.0, constraints=keys)
+        _gen(click_song, tiny_weights, duration=1.0, constraints=keys, progress=lambda f, m: said.append(m))
+    assert said == []
 
 
 def test_a_keyed_spin_faster_than_the_speed_guard_is_danced_whole(click_song, tiny_weights):
