@@ -406,7 +406,7 @@ def test_a_toeless_foot_keeps_its_sole_front_above_its_rest_height(planted_dance
             bones.append((foot + "_end", foot, tip, tip + [0.0, -0.01, 0.0], 0.0, False))
             ends[side] = foot + "_end"
     rig = make_rig(bones)
-    ret = Retargeter(rig, auto_map(rig))
+    ret = Retargeter(rig, names)        # the toe bone left out, as MakeHuman's map does (auto_map now maps it)
     out = ret.to_rig(poses, trans, contacts=contacts, fps=FPS)
     world = fk_world(rig, out.rotations, out.root_bone, out.root_location)
     still = ret.to_rig(np.zeros((1, 72)), np.array([[0.0, REST_PELVIS_HEIGHT, 0.0]]))

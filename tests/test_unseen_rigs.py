@@ -159,6 +159,7 @@ def test_makehuman_default_skeleton_maps_its_whole_limbs():
         assert (m[f"{side}_hip"], m[f"{side}_knee"], m[f"{side}_ankle"]) == (f"upperleg01.{s}", f"lowerleg01.{s}", f"foot.{s}")
         assert (m[f"{side}_collar"], m[f"{side}_shoulder"], m[f"{side}_elbow"], m[f"{side}_wrist"]) == \
             (f"clavicle.{s}", f"upperarm01.{s}", f"lowerarm01.{s}", f"wrist.{s}")
+        assert f"{side}_foot" not in m            # one of its five toes is no ball of the foot
     ret = Retargeter(rig, m)
     poses, trans = dance(T=8, seed=5)
     assert limb_cosines(rig, ret, poses, trans).min() > 0.9999

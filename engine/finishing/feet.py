@@ -203,6 +203,11 @@ def ground(poses: np.ndarray, trans: np.ndarray, fps: float, jump_lift: np.ndarr
 # (leg joints over 12 rad/s, which the training dancers never reach, on 4.7 frames per 1000
 # against 3.5) and FID_k rose by 0.5 in every seed (weights/TRAINING.md, "The leg IK in passes").
 REACH_PASSES = 4
+# Where the feet step's one pass leaves an ankle under the floor (the knee bent about its hinge
+# while the stance's spot is on the floor: QA, full-pose keys from another dance, a planted ankle
+# 5 cm under it with the toe on the floor), that frame takes the passes above, eased in over this
+# depth so the frames beside it, just above the floor, do not jump.
+UNDER_FLOOR_EASE_METRES = 0.01
 
 
 def _unit(v: torch.Tensor) -> torch.Tensor:
@@ -210,11 +215,13 @@ def _unit(v: torch.Tensor) -> torch.Tensor:
 
 
 def _two_bone_ik(local: torch.Tensor, glob: torch.Tensor, pos: torch.Tensor, leg, target: torch.Tensor,
-                 frames: torch.Tensor, sole: torch.Tensor | None = None, passes: int = 1) -> torch.Tensor:
+                 frames: torch.Tensor, sole: torch.Tensor | None = None, passes: int = 1,
+                 above_floor: bool = False) -> torch.Tensor:
     """Move the ankle of `leg` to `target` (F,3) on `frames`, editing the local rotations of hip,
     knee and ankle in place (`passes` passes, see REACH_PASSES; each frame keeps its closest).
-    The foot keeps its world orientation, or takes `sole` (F,3,3) where given. Returns each
-    frame's miss (F,) in metres."""
+    The foot keeps its world orientation, or takes `sole` (F,3,3) where given. `above_floor`:
+    frames whose ankle the passes leave under the floor take REACH_PASSES, eased in by depth
+    (UNDER_FLOOR_EASE_METRES). Returns each frame's miss (F,) in metres."""
     hip, knee, ankle, _ = leg
     H = pos[frames, hip]
     knee_offset = torch.as_tensor(REST_OFFSETS[knee], dtype=pos.dtype)
@@ -229,14 +236,31 @@ def _two_bone_ik(local: torch.Tensor, glob: torch.Tensor, pos: torch.Tensor, leg
         return hip_glob, knee_glob, K, A
 
     hip_glob, knee_glob, K, A = one_pass(hip_glob, knee_glob, K, A)
-    best_hip, best_knee, best_miss = hip_glob, knee_glob, (A - target).norm(dim=-1)
+    best_hip, best_knee, best_miss, best_A = hip_glob, knee_glob, (A - target).norm(dim=-1), A
+    first = (hip_glob, knee_glob, K, A)
     for _ in range(passes - 1):
         hip_glob, knee_glob, K, A = one_pass(hip_glob, knee_glob, K, A)
         miss = (A - target).norm(dim=-1)
-        closer = (miss < best_miss)[:, None, None]
-        best_hip = torch.where(closer, hip_glob, best_hip)
-        best_knee = torch.where(closer, knee_glob, best_knee)
+        closer = miss < best_miss
+        best_hip = torch.where(closer[:, None, None], hip_glob, best_hip)
+        best_knee = torch.where(closer[:, None, None], knee_glob, best_knee)
+        best_A = torch.where(closer[:, None], A, best_A)
         best_miss = torch.minimum(miss, best_miss)
+    depth = (-best_A[:, 1]).clamp_min(0) * (target[:, 1] >= 0)
+    if above_floor and passes < REACH_PASSES and bool((depth > 0).any()):
+        hip_glob, knee_glob, K, A = first
+        deep_hip, deep_knee, deep_miss = hip_glob, knee_glob, (A - target).norm(dim=-1)
+        for _ in range(REACH_PASSES - 1):
+            hip_glob, knee_glob, K, A = one_pass(hip_glob, knee_glob, K, A)
+            miss = (A - target).norm(dim=-1)
+            closer = (miss < deep_miss)[:, None, None]
+            deep_hip = torch.where(closer, hip_glob, deep_hip)
+            deep_knee = torch.where(closer, knee_glob, deep_knee)
+            deep_miss = torch.minimum(miss, deep_miss)
+        w = (depth / UNDER_FLOOR_EASE_METRES).clamp(max=1.0)[:, None]
+        best_hip = R.quat_to_matrix(R.quat_slerp(R.matrix_to_quat(best_hip), R.matrix_to_quat(deep_hip), w))
+        best_knee = R.quat_to_matrix(R.quat_slerp(R.matrix_to_quat(best_knee), R.matrix_to_quat(deep_knee), w))
+        best_miss = torch.where(w[:, 0] > 0, deep_miss, best_miss)
     sole = glob[frames, ankle] if sole is None else sole
     local[frames, hip] = glob[frames, PARENTS[hip]].transpose(-1, -2) @ best_hip
     local[frames, knee] = best_hip.transpose(-1, -2) @ best_knee
@@ -932,7 +956,8 @@ def lock_feet(poses: np.ndarray, trans: np.ndarray, fps: float, cycle: np.ndarra
             held = R.matrix_to_quat(held_sole[frames])
             drawn = R.matrix_to_quat(glob[frames, leg[2]])
             sole = R.quat_to_matrix(R.quat_slerp(drawn, held, torch.from_numpy(free[frames.numpy()])[:, None]))
-            _two_bone_ik(new_local, glob, pos, leg, blended, frames, sole, passes=1)   # one: see REACH_PASSES
+            _two_bone_ik(new_local, glob, pos, leg, blended, frames, sole, passes=1,   # one: see REACH_PASSES
+                         above_floor=True)
         # The knee turns only where the IK moves the leg, eased in away from given and keyed frames.
         kept = np.zeros(T, bool) if given is None else given.copy()
         if pinned is not None:

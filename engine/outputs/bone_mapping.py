@@ -303,9 +303,18 @@ def _filled_in(rig, m: BoneMap, found: BoneMap) -> BoneMap:
             continue
         if any(not is_ancestor(parents, bone, index[m[j]]) for j in below):
             continue
+        if joint.endswith("_foot") and _digits_beside(rig, bone) >= 3:
+            continue                # one of a foot's five toes (MakeHuman) is no ball of the foot
         if _fits(rig, {**m, joint: found[joint]}):
             m = {**m, joint: found[joint]}
     return m
+
+
+def _digits_beside(rig, bone: int) -> int:
+    """How many deforming bones hang from `bone`'s parent, itself included."""
+    parent = rig.parents[bone]
+    deform = list(rig.deform) if any(rig.deform) else [True] * len(rig.names)
+    return sum(1 for b, p in enumerate(rig.parents) if p == parent and p >= 0 and deform[b])
 
 
 def _smpl_ancestors(joint: str) -> list[str]:
