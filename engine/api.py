@@ -453,7 +453,7 @@ def draw(audio, *, sample_rate: int | None = None, style: str = "any", seed: int
     inpaint = _inpainting(constraints, padded, fps, ckpt.normalizer)
     if inpaint is not None:
         inpaint = Inpainting(inpaint.values.to(dev), inpaint.mask.to(dev))
-    facing = facing_alignment(constraints, padded, fps, ckpt.normalizer, dance_frames=model_frames)
+    facing = facing_alignment(constraints, padded, fps, ckpt.normalizer)
     hold = SilenceHold(held, ckpt.normalizer) if held else None
     generator = torch.Generator().manual_seed(int(seed))
     x = _sample_with_fallback(ckpt, weights, music, style_index, guidance, autoguidance, steps, generator, inpaint,

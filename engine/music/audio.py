@@ -620,16 +620,17 @@ def _beat_frames(env: np.ndarray, silent: bool, rate: float, hop: int) -> tuple[
         tempogram = librosa.feature.tempogram(onset_envelope=env, sr=rate, hop_length=hop, win_length=window)
     overall = float(librosa.feature.tempo(tg=tempogram, sr=rate, hop_length=hop)[0])
     if overall <= 0:                # no periodicity at all: librosa's own answer
-        tempo, beats = librosa.beat.beat_track(onset_envelope=env, sr=rate, hop_length=hop, trim=False)
+        tempo, beats = librosa.beat.beat_track(onset_envelope=env, sr=rate, hop_length=hop)
         return np.asarray(beats, np.int64), float(np.atleast_1d(tempo)[0])
     overall = metrical_tempo(tempogram, rate, hop, overall)   # not at 3/2 or 3/4 of the beat
     local = _drifting_tempo(tempogram, rate, hop, overall)
     tempo = overall if local is None else local     # the tracker's tempo, estimated once
-    # Untrimmed: librosa's trim drops the beats whose onsets are weaker than the song's, which at a
-    # song's ends are often steady music (QA: a clipped 128-bpm track had no beat in its first
-    # 3.3 s, a fade-in none in its first 7 s, 15 of 28 real clips none in their last two beats;
-    # F-measure against the known beats 0.94 -> 1.00 and 0.85 -> 0.93). Beats in silence go after.
-    _, beats = librosa.beat.beat_track(onset_envelope=env, sr=rate, hop_length=hop, bpm=tempo, trim=False)
+    # librosa's trim drops the beats at the song's ends whose onsets are weaker than the song's,
+    # often steady music there (QA: a clipped 128-bpm track had no beat in its first 3.3 s; F
+    # against the known beats 0.94, untrimmed 1.00). Untrimmed was tried and not shipped: it
+    # changes the network's beat input at every song's start, and with it the draws near keys
+    # (the shipped weights' flow-through-a-key test, seed 0: 0.72x -> 1.54x; weights/TRAINING.md).
+    _, beats = librosa.beat.beat_track(onset_envelope=env, sr=rate, hop_length=hop, bpm=tempo)
     return np.asarray(beats, np.int64), float(np.median(tempo))
 
 

@@ -32,16 +32,14 @@ _TURNED = list(range(L.PELVIS_6D.start, L.PELVIS_6D.stop)) + list(range(L.ROOT_V
 
 
 def facing_alignment(constraints: Constraints | None, length: int, fps: float, normalizer: L.Normalizer,
-                     until: float = FACING_SIGNAL_LEVEL,
-                     dance_frames: int | None = None) -> Callable[[torch.Tensor, float], torch.Tensor] | None:
+                     until: float = FACING_SIGNAL_LEVEL) -> Callable[[torch.Tensor, float], torch.Tensor] | None:
     """A projection for the sampler (engine.sampler.diffusion.sample's `project`): normalised
     (length, C) motion at the model's rate and its step's signal level -> while that is under
     `until`, the motion turned about the vertical, frame by frame, so that it faces as keyed on
     every frame with a keyed pelvis (between those frames the turn is offset_curve's C1 cubic,
-    beyond them it eases, over FRONT_AGAIN_SECONDS, to the turn that faces the rest of the dance
-    to the front on average, where that goes on for twice as long); afterwards the motion as it
-    is. `dance_frames`: how many of the `length` frames are the dance's (the rest pad the last
-    window), default all. None when no frame keys the pelvis."""
+    beyond them it holds: front_beyond_the_keys turns the drawn dance there, after sampling,
+    so the draw itself is the one these keys always gave); afterwards the motion as it is. None
+    when no frame keys the pelvis."""
     if constraints is None or not constraints.joint_mask[:, 0].any():
         return None
     rows = np.flatnonzero(constraints.joint_mask[:, 0])
@@ -49,7 +47,6 @@ def facing_alignment(constraints: Constraints | None, length: int, fps: float, n
     model_frames, first = np.unique(model_frames, return_index=True)      # one key per model frame
     wanted = R.heading(R.axis_angle_to_matrix(torch.from_numpy(constraints.poses[rows[first], :3]))).numpy()
     frames = torch.from_numpy(model_frames)
-    ramp = max(1, round(FRONT_AGAIN_SECONDS * L.MODEL_FPS))
 
     def align(x0: torch.Tensor, signal_level: float) -> torch.Tensor:
         if signal_level >= until:
@@ -57,9 +54,7 @@ def facing_alignment(constraints: Constraints | None, length: int, fps: float, n
         raw = normalizer.denormalize(x0).double()                               # (length, C)
         have = L.pelvis_heading(raw[frames]).cpu().numpy()
         miss = np.unwrap(R.wrap_angle(wanted - have))                 # each the short way, no jumps
-        heading = L.pelvis_heading(raw[:dance_frames]).cpu().numpy()
-        key_frames, turns = _front_beyond_the_keys(model_frames, miss, heading, ramp)
-        turn = offset_curve(key_frames, turns[:, None], len(raw), None)[:, 0]
+        turn = offset_curve(model_frames, miss[:, None], len(raw), None)[:, 0]
         turned = L.turn_about_vertical(raw, torch.from_numpy(turn))
         out = x0.clone()
         out[:, _TURNED] = normalizer.normalize(turned.to(x0.dtype))[:, _TURNED]
@@ -70,8 +65,10 @@ def facing_alignment(constraints: Constraints | None, length: int, fps: float, n
 def front_beyond_the_keys(raw: torch.Tensor, constraints: Constraints, fps: float) -> torch.Tensor:
     """(T, C) denormalised motion at the model's rate, sampled with `constraints` keying the
     pelvis -> the same, turned about the vertical before the first keyed facing and after the
-    last as facing_alignment turns it while sampling (the later steps drift from it: QA, a seed
-    that faced -20 degrees on average), the keyed frames as they are."""
+    last, where the dance goes on for twice FRONT_AGAIN_SECONDS, to face the front on average
+    there, turned over FRONT_AGAIN_SECONDS from the key's facing; the keyed frames as they are.
+    After sampling only: turned while sampling too, the network drew other dances around the keys
+    (a hand burst 1.43x into a key where it had been 1.10x)."""
     rows = np.flatnonzero(constraints.joint_mask[:, 0])
     if not len(rows):
         return raw
