@@ -176,9 +176,9 @@ def _fk_placed(obj, shown: list[Limb], targets: dict[str, Matrix]) -> dict[str, 
             placed = [limb.fk_controls[level] for limb in shown if level < len(limb.fk_controls)]
             for fk in placed:
                 pbs[fk].matrix = targets[fk]       # its parent (an FK control above it) is placed already
-                out[fk] = np.array(pbs[fk].matrix_basis.to_3x3().normalized().to_quaternion(), np.float64)
+                out[fk] = _rotation_of(pbs[fk].matrix_basis)
             if level < depth - 1:
-                bpy.context.view_layer.update()    # the next depth's parents where just placed
+                bpy.context.view_layer.update()    # the next depth's parents where they were just placed
     finally:
         for fk, values in saved.items():
             for c, v in values.items():
@@ -204,8 +204,13 @@ def _fk_computed(obj, shown: list[Limb], targets: dict[str, Matrix]) -> dict[str
                     targets[above] @ (pbs[above].matrix.inverted() @ parent.matrix)
                 basis = pb.bone.convert_local_to_pose(targets[fk], pb.bone.matrix_local, parent_matrix=parent_pose,
                                                       parent_matrix_local=parent.bone.matrix_local, invert=True)
-            out[fk] = np.array(basis.to_3x3().normalized().to_quaternion(), np.float64)
+            out[fk] = _rotation_of(basis)
     return out
+
+
+def _rotation_of(basis: Matrix) -> np.ndarray:
+    """A basis matrix's rotation as a quaternion (w,x,y,z), its scale taken out."""
+    return np.array(basis.to_3x3().normalized().to_quaternion(), np.float64)
 
 
 def _same_turns(a: dict[str, np.ndarray], b: dict[str, np.ndarray], tolerance: float = 1e-5) -> bool:

@@ -146,8 +146,6 @@ def _check_constraints(c: Constraints | None, frames: int, fps: float, margin: i
         if c.joint_mask[frames + margin:].any() or c.trans_mask[frames + margin:].any():
             raise EngineError(f"constraints hold keys past the dance's {frames} frames "
                               f"({frames / fps:.2f} s at {fps:g} fps); they cover {c.num_frames}")
-        if margin:
-            return c
         # Rows with nothing keyed past the end (an inclusive end, a file made for a longer song).
         c = c.first_frames(frames)
     return None if c.is_empty else c

@@ -235,28 +235,24 @@ def _two_bone_ik(local: torch.Tensor, glob: torch.Tensor, pos: torch.Tensor, leg
         A = K + knee_glob @ ankle_offset
         return hip_glob, knee_glob, K, A
 
-    hip_glob, knee_glob, K, A = one_pass(hip_glob, knee_glob, K, A)
-    best_hip, best_knee, best_miss, best_A = hip_glob, knee_glob, (A - target).norm(dim=-1), A
-    first = (hip_glob, knee_glob, K, A)
-    for _ in range(passes - 1):
-        hip_glob, knee_glob, K, A = one_pass(hip_glob, knee_glob, K, A)
-        miss = (A - target).norm(dim=-1)
-        closer = miss < best_miss
-        best_hip = torch.where(closer[:, None, None], hip_glob, best_hip)
-        best_knee = torch.where(closer[:, None, None], knee_glob, best_knee)
-        best_A = torch.where(closer[:, None], A, best_A)
-        best_miss = torch.minimum(miss, best_miss)
+    def closest_of(passes, first):
+        """(hip, knee, miss, ankle) of the pass that brought each frame's ankle closest."""
+        hip_glob, knee_glob, K, A = state = first
+        best = (hip_glob, knee_glob, (A - target).norm(dim=-1), A)
+        for _ in range(passes - 1):
+            hip_glob, knee_glob, K, A = state = one_pass(*state)
+            miss = (A - target).norm(dim=-1)
+            closer = miss < best[2]
+            best = (torch.where(closer[:, None, None], hip_glob, best[0]),
+                    torch.where(closer[:, None, None], knee_glob, best[1]),
+                    torch.minimum(miss, best[2]), torch.where(closer[:, None], A, best[3]))
+        return best
+
+    first = one_pass(hip_glob, knee_glob, K, A)
+    best_hip, best_knee, best_miss, best_A = closest_of(passes, first)
     depth = (-best_A[:, 1]).clamp_min(0) * (target[:, 1] >= 0)
     if above_floor and passes < REACH_PASSES and bool((depth > 0).any()):
-        hip_glob, knee_glob, K, A = first
-        deep_hip, deep_knee, deep_miss = hip_glob, knee_glob, (A - target).norm(dim=-1)
-        for _ in range(REACH_PASSES - 1):
-            hip_glob, knee_glob, K, A = one_pass(hip_glob, knee_glob, K, A)
-            miss = (A - target).norm(dim=-1)
-            closer = (miss < deep_miss)[:, None, None]
-            deep_hip = torch.where(closer, hip_glob, deep_hip)
-            deep_knee = torch.where(closer, knee_glob, deep_knee)
-            deep_miss = torch.minimum(miss, deep_miss)
+        deep_hip, deep_knee, deep_miss, _ = closest_of(REACH_PASSES, first)
         w = (depth / UNDER_FLOOR_EASE_METRES).clamp(max=1.0)[:, None]
         best_hip = R.quat_to_matrix(R.quat_slerp(R.matrix_to_quat(best_hip), R.matrix_to_quat(deep_hip), w))
         best_knee = R.quat_to_matrix(R.quat_slerp(R.matrix_to_quat(best_knee), R.matrix_to_quat(deep_knee), w))

@@ -312,9 +312,13 @@ def _filled_in(rig, m: BoneMap, found: BoneMap) -> BoneMap:
 
 def _digits_beside(rig, bone: int) -> int:
     """How many deforming bones hang from `bone`'s parent, itself included."""
-    parent = rig.parents[bone]
-    deform = list(rig.deform) if any(rig.deform) else [True] * len(rig.names)
+    parent, deform = rig.parents[bone], _deforming(rig)
     return sum(1 for b, p in enumerate(rig.parents) if p == parent and p >= 0 and deform[b])
+
+
+def _deforming(rig) -> list[bool]:
+    """Each bone's deform flag; all bones when none deforms (a bare skeleton, a BVH import)."""
+    return [bool(d) for d in rig.deform] if any(rig.deform) else [True] * len(rig.names)
 
 
 def _smpl_ancestors(joint: str) -> list[str]:
@@ -345,7 +349,7 @@ def map_by_hierarchy(rig) -> BoneMap:
     for b, p in enumerate(parents):
         if p >= 0:
             kids[p].append(b)
-    deform = [bool(d) for d in rig.deform] if any(rig.deform) else [True] * n
+    deform = _deforming(rig)
     roots = [b for b in range(n) if parents[b] < 0 and _subtree_has(b, kids, deform)]
     if len(roots) != 1:
         names = ", ".join(rig.names[r] for r in roots[:4]) or "none"

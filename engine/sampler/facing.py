@@ -67,43 +67,33 @@ def front_beyond_the_keys(raw: torch.Tensor, constraints: Constraints, fps: floa
     pelvis -> the same, turned about the vertical before the first keyed facing and after the
     last, where the dance goes on for twice FRONT_AGAIN_SECONDS, to face the front on average
     there, turned over FRONT_AGAIN_SECONDS from the key's facing; the keyed frames as they are.
-    After sampling only: turned while sampling too, the network drew other dances around the keys
-    (a hand burst 1.43x into a key where it had been 1.10x)."""
+    A shorter end keeps the key's facing: turned there, the dance moved more near its last keys
+    (python -m engine evaluate-inbetween, keys every 2 s: whip median 1.03 -> 1.12). After
+    sampling only: turned while sampling too, the network drew other dances around the keys (a
+    hand burst 1.43x into a key where it had been 1.10x)."""
     rows = np.flatnonzero(constraints.joint_mask[:, 0])
     if not len(rows):
         return raw
-    model_frames = np.unique(L.model_frames(rows, fps, len(raw)))
+    keyed = np.unique(L.model_frames(rows, fps, len(raw)))
     heading = L.pelvis_heading(raw).cpu().numpy()
     ramp = max(1, round(FRONT_AGAIN_SECONDS * L.MODEL_FPS))
-    key_frames, turns = _front_beyond_the_keys(model_frames, np.zeros(len(model_frames)), heading, ramp)
-    if len(key_frames) == len(model_frames):
+    frames, turns = list(keyed), [0.0] * len(keyed)
+    last, first = int(keyed[-1]) + ramp, int(keyed[0]) - ramp
+    if last + ramp <= len(heading):
+        frames.append(last)
+        turns.append(-_mean_angle(heading[last:]))
+    if first - ramp >= 0:
+        frames.insert(0, first)
+        turns.insert(0, -_mean_angle(heading[:first + 1]))
+    if len(frames) == len(keyed):
         return raw
-    turn = offset_curve(key_frames, turns[:, None], len(raw), None)[:, 0]
+    turn = offset_curve(np.asarray(frames), np.asarray(turns)[:, None], len(raw), None)[:, 0]
     return L.turn_about_vertical(raw, torch.from_numpy(turn).to(raw.dtype))
 
 
-def _front_beyond_the_keys(key_frames: np.ndarray, turns: np.ndarray, heading: np.ndarray,
-                           ramp: int) -> tuple[np.ndarray, np.ndarray]:
-    """The keyed frames and their turns, with a turn `ramp` frames before the first and after
-    the last where the dance goes on for twice that: the one that faces the frames beyond it (as
-    drawn, `heading`, radians per frame) to the front on average, reached the short way from the
-    key's. A shorter end keeps the key's turn: turned there, the dance moved more near its last
-    keys (python -m engine evaluate-inbetween, keys every 2 s: whip median 1.03 -> 1.12)."""
-    frames, values = list(key_frames), list(turns)
-    last, first = int(key_frames[-1]) + ramp, int(key_frames[0]) - ramp
-    if last + ramp <= len(heading):
-        values.append(_to_front(heading[last:], values[-1]))
-        frames.append(last)
-    if first - ramp >= 0:
-        values.insert(0, _to_front(heading[:first + 1], values[0]))
-        frames.insert(0, first)
-    return np.asarray(frames), np.asarray(values)
-
-
-def _to_front(heading: np.ndarray, near: float) -> float:
-    """The turn nearest `near` that faces `heading` (radians) to the front on average."""
-    mean = np.arctan2(np.sin(heading).mean(), np.cos(heading).mean())
-    return near + float(R.wrap_angle(-mean - near))
+def _mean_angle(angles: np.ndarray) -> float:
+    """The circular mean of `angles` (radians), in [-pi, pi]."""
+    return float(np.arctan2(np.sin(angles).mean(), np.cos(angles).mean()))
 
 
 def keys_facing_or_path(constraints: Constraints | None) -> bool:
